@@ -1,0 +1,55 @@
+# The two commands a new user needs (see README.md):
+#   make run    set up and run the main job
+#   make test   set up everything the tests need and run the whole suite
+# Both are idempotent and work on a fresh Debian machine with Python >= 3.11.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+# Real servers and tools the tests start themselves (installed when run as root).
+DEB_PACKAGES ?= gcc
+
+.PHONY: run test test-fast test-kernels-nojit bench deps venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		fi; \
+	else \
+		echo "not root: make sure these Debian packages are installed: $(DEB_PACKAGES)"; \
+	fi
+
+# Until `puewatch demo` exists, the kernel benchmark is the main job.
+run: venv
+	$(VENV)/bin/puewatch bench kernels
+
+bench: venv
+	$(VENV)/bin/puewatch bench kernels
+
+test: deps venv
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-kernels-nojit
+
+# The kernel tests once more with the JIT off, so coverage sees the kernel bodies.
+test-kernels-nojit: venv
+	NUMBA_DISABLE_JIT=1 HYPOTHESIS_PROFILE=nojit $(PY) -m coverage run --rcfile=.coveragerc-kernels -m pytest -q -p no:cacheprovider tests/kernels
+	$(PY) -m coverage report --rcfile=.coveragerc-kernels
+
+test-fast: venv
+	$(PY) -m pytest -q -x
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .coverage .pytest_cache .hypothesis

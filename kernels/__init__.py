@@ -1,0 +1,71 @@
+"""Numba-compiled energy and PUE kernels: the numeric heart of puewatch.
+
+Conventions (everywhere in this package):
+
+* **Time** is ``int64`` nanoseconds since the Unix epoch (UTC). ``datetime64``
+  arrays are accepted and viewed as nanoseconds. Durations are ``int64`` ns.
+* **Values** are ``float64``. ``NaN`` means *missing*: a missing input never
+  becomes zero, and a result that cannot be known is ``NaN`` (never ``inf``).
+* **Power** is in watts (``*_w``); energy from power integration is in joules
+  (``*_j``, W·s). Register kernels work in the register's own unit (mJ, Wh,
+  0.1 kWh ...); the caller converts.
+* **Intervals**: ``n`` sample times bound ``n - 1`` intervals; interval ``i``
+  is ``(t[i], t[i + 1]]``. Kernels that produce per-interval values return
+  arrays of length ``n - 1``; rolling-window kernels take the ``n + 1``
+  boundaries of ``n`` intervals.
+* Sample times must be strictly increasing; the public functions check this and
+  raise :class:`ValueError` naming the first offending index.
+
+Each public function validates and coerces its arguments and then calls a
+private ``@njit`` kernel that takes plain contiguous arrays, does no I/O and
+reads no globals.
+"""
+
+from __future__ import annotations
+
+from puewatch.kernels.flags import (
+    FLAG_BAD_TIME,
+    FLAG_JUMP,
+    FLAG_MISSING,
+    FLAG_OK,
+    FLAG_RESET,
+    FLAG_WRAP,
+    describe_flags,
+)
+from puewatch.kernels.counters import register_deltas, RegisterDeltas
+from puewatch.kernels.integrate import integrate_power, PowerIntegral
+from puewatch.kernels.align import align, align_many
+from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
+from puewatch.kernels.aggregate import group_sums, GroupSums
+from puewatch.kernels.rolling import rolling_sums, rolling_ratio, RollingSums, RollingRatio
+from puewatch.kernels.ratios import ratio, pue, partial_pue, clf, plf, cop
+
+__all__ = [
+    "FLAG_OK",
+    "FLAG_WRAP",
+    "FLAG_RESET",
+    "FLAG_JUMP",
+    "FLAG_MISSING",
+    "FLAG_BAD_TIME",
+    "describe_flags",
+    "register_deltas",
+    "RegisterDeltas",
+    "integrate_power",
+    "PowerIntegral",
+    "align",
+    "align_many",
+    "rebin_energy",
+    "RebinnedEnergy",
+    "group_sums",
+    "GroupSums",
+    "rolling_sums",
+    "rolling_ratio",
+    "RollingSums",
+    "RollingRatio",
+    "ratio",
+    "pue",
+    "partial_pue",
+    "clf",
+    "plf",
+    "cop",
+]
