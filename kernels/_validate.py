@@ -1,0 +1,75 @@
+"""Argument checks and coercion shared by the public kernel wrappers."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+def as_time_ns(t, name: str = "t_ns") -> np.ndarray:
+    """Coerce to a contiguous 1-D int64 ns array (datetime64 is viewed as ns)."""
+    arr = np.asarray(t)
+    if arr.dtype.kind == "M":
+        arr = arr.astype("datetime64[ns]").view(np.int64)
+    elif arr.dtype.kind in "iu":
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name}: values exceed int64 nanoseconds")
+        arr = arr.astype(np.int64, copy=False)
+    elif arr.dtype.kind == "f":
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: times must be finite")
+        if arr.size and np.any(arr != np.round(arr)):
+            raise ValueError(f"{name}: times must be whole nanoseconds (int64 ns since the epoch)")
+        arr = arr.astype(np.int64)
+    else:
+        raise TypeError(f"{name}: expected int64 nanoseconds or datetime64, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def as_values(x, name: str, ndim: int = 1) -> np.ndarray:
+    """Coerce to a contiguous float64 array of the given rank."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    return arr
+
+
+def same_length(n: int, **arrays: np.ndarray) -> None:
+    for name, arr in arrays.items():
+        if arr.shape[0] != n:
+            raise ValueError(f"{name}: length {arr.shape[0]} does not match {n}")
+
+
+def positive(value, name: str, allow_inf: bool = True) -> float:
+    v = float(value)
+    if not (v > 0) or (not allow_inf and np.isinf(v)):
+        raise ValueError(f"{name}: must be > 0{'' if allow_inf else ' and finite'}, got {value!r}")
+    return v
+
+
+def positive_ns(value, name: str) -> int:
+    v = int(value)
+    if v <= 0 or v != value:
+        raise ValueError(f"{name}: must be a positive whole number of nanoseconds, got {value!r}")
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _first_not_increasing(t):
+    for i in range(1, t.shape[0]):
+        if t[i] <= t[i - 1]:
+            return i
+    return -1
+
+
+def strictly_increasing(t: np.ndarray, name: str = "t_ns") -> None:
+    i = int(_first_not_increasing(t))
+    if i >= 0:
+        raise ValueError(
+            f"{name}: times must be strictly increasing; index {i} ({t[i]}) is not after index {i - 1} ({t[i - 1]})"
+        )
