@@ -11,8 +11,9 @@ Coverage is the share of the window's length backed by valid data: an
 interval contributes its overlap × its own coverage (1 for a finite energy
 unless given, 0 for NaN). Time before the first boundary is uncovered.
 
-Running sums are compensated (Neumaier), so a small window after large values
-keeps full precision over arbitrarily long series.
+Running sums are compensated (TwoSum pairs), so a small window after large
+values keeps full precision over arbitrarily long series. Long series are cut
+into chunks that run in parallel, each starting from exact sums.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
@@ -36,115 +37,240 @@ class RollingRatio(NamedTuple):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _kahan_add(s, c, x):
-    t = s + x
-    if abs(s) >= abs(x):
-        c += (s - t) + x
-    else:
-        c += (x - t) + s
-    return t, c
+def _two_sum(a, b):
+    # Knuth's TwoSum: s + err == a + b exactly, with no branch.
+    s = a + b
+    bp = s - a
+    err = (a - (s - bp)) + (b - bp)
+    return s, err
 
 
 @njit(cache=True, nogil=True)
-def _rolling_sums(t, e, cov_in, has_cov, windows, out_sum, out_cov):
-    n = e.shape[0]
-    nw = windows.shape[0]
-    lo = np.zeros(nw, dtype=np.int64)  # first interval with t[lo] >= window start
-    s = np.zeros(nw)
-    sc = np.zeros(nw)
-    z = np.zeros(nw)
-    zc = np.zeros(nw)
-    for i in range(n):
+def _window_start(t, i, window):
+    # First interval k <= i + 1 whose start t[k] is not before the window start.
+    ws = t[i + 1] - window
+    lo = 0
+    hi = i + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t[mid] < ws:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, out_cov):
+    # One window over intervals [i0, i1). The running sums cover the intervals
+    # k in [lo, i] that lie wholly inside the window; they are kept as
+    # value + compensation pairs (TwoSum), so precision does not decay along
+    # the series. state = [s, s_err, covered_ns, covered_err].
+    s = state[0]
+    s_err = state[1]
+    sc = state[2]
+    sc_err = state[3]
+    lo = lo_state[0]
+    for i in range(i0, i1):
         te = t[i + 1]
+        ws = te - window
         x = e[i]
         if x == x:
             cx = (cov_in[i] if has_cov else 1.0) * (te - t[i])
         else:
             x = 0.0
             cx = 0.0
-        for w in range(nw):
-            ws = te - windows[w]
-            s[w], z[w] = _kahan_add(s[w], z[w], x)
-            sc[w], zc[w] = _kahan_add(sc[w], zc[w], cx)
-            k = lo[w]
-            while k <= i and t[k] < ws:
-                y = e[k]
-                if y == y:
-                    cy = (cov_in[k] if has_cov else 1.0) * (t[k + 1] - t[k])
-                    s[w], z[w] = _kahan_add(s[w], z[w], -y)
-                    sc[w], zc[w] = _kahan_add(sc[w], zc[w], -cy)
-                k += 1
-            lo[w] = k
-            total = s[w] + z[w]
-            covered = sc[w] + zc[w]
-            p = k - 1  # the interval straddling the window start, if any
-            if p >= 0:
-                overlap = t[p + 1] - ws
-                y = e[p]
-                if overlap > 0 and y == y:
-                    frac = overlap / (t[p + 1] - t[p])
-                    total += frac * y
-                    covered += (cov_in[p] if has_cov else 1.0) * overlap
-            out_sum[w, i] = total
-            out_cov[w, i] = covered / windows[w]
+        d_err = 0.0
+        # Subtract the intervals that now start before the window.
+        while lo <= i and t[lo] < ws:
+            y = e[lo]
+            if y == y:
+                x, err = _two_sum(x, -y)
+                d_err += err
+                cx -= (cov_in[lo] if has_cov else 1.0) * (t[lo + 1] - t[lo])
+            lo += 1
+        s, err = _two_sum(s, x)
+        s_err += err + d_err
+        sc, err = _two_sum(sc, cx)
+        sc_err += err
+        total = s + s_err
+        covered = sc + sc_err
+        if lo > 0:
+            # The interval lo - 1 straddles the window start: count its overlap.
+            overlap = t[lo] - ws
+            y = e[lo - 1]
+            if overlap > 0 and y == y:
+                total += y * (overlap / (t[lo] - t[lo - 1]))
+                covered += (cov_in[lo - 1] if has_cov else 1.0) * overlap
+        out_sum[i] = total
+        out_cov[i] = covered / window
+    state[0] = s
+    state[1] = s_err
+    state[2] = sc
+    state[3] = sc_err
+    lo_state[0] = lo
 
 
 @njit(cache=True, nogil=True)
-def _rolling_ratio(t, num, den, cov_num, cov_den, has_cov, windows, min_coverage, out_ratio, out_cov):
-    n = num.shape[0]
+def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
+    # Running sums just before interval i0: intervals [lo, i0) inside the window ending at t[i0 + 1].
+    lo = _window_start(t, i0, window)
+    s = 0.0
+    s_err = 0.0
+    sc = 0.0
+    sc_err = 0.0
+    for k in range(lo, i0):
+        y = e[k]
+        if y == y:
+            s, err = _two_sum(s, y)
+            s_err += err
+            sc, err = _two_sum(sc, (cov_in[k] if has_cov else 1.0) * (t[k + 1] - t[k]))
+            sc_err += err
+    state[0] = s
+    state[1] = s_err
+    state[2] = sc
+    state[3] = sc_err
+    lo_state[0] = lo
+
+
+@njit(cache=True, parallel=True)
+def _rolling_sums(t, e, cov_in, has_cov, windows, n_chunks, block, out_sum, out_cov):
+    n = e.shape[0]
     nw = windows.shape[0]
-    lo = np.zeros(nw, dtype=np.int64)
-    sn = np.zeros(nw)
-    sd = np.zeros(nw)
-    sc = np.zeros(nw)
-    zn = np.zeros(nw)
-    zd = np.zeros(nw)
-    zc = np.zeros(nw)
-    for i in range(n):
+    # Chunks of the series run in parallel, each starting from its own exact
+    # window sums; inside a chunk, every window runs over one cache-sized
+    # block before the next window reads the same block.
+    for ch in prange(n_chunks):
+        i0 = ch * n // n_chunks
+        i1 = (ch + 1) * n // n_chunks
+        if i0 >= i1:
+            continue
+        state = np.zeros((nw, 4))
+        lo_state = np.zeros((nw, 1), dtype=np.int64)
+        for w in range(nw):
+            _sums_init(t, e, cov_in, has_cov, windows[w], i0, state[w], lo_state[w])
+        for b0 in range(i0, i1, block):
+            b1 = min(b0 + block, i1)
+            for w in range(nw):
+                _sums_run(t, e, cov_in, has_cov, windows[w], b0, b1, state[w], lo_state[w], out_sum[w], out_cov[w])
+
+
+@njit(cache=True, nogil=True)
+def _ratio_run(t, num, den, cn, cd, has_cov, window, min_coverage, i0, i1, state, lo_state, out_ratio, out_cov):
+    # As _sums_run, for the joint sums of two energies; an interval counts only
+    # where both are valid. state = [sn, sn_err, sd, sd_err, covered, covered_err].
+    sn = state[0]
+    sn_err = state[1]
+    sd = state[2]
+    sd_err = state[3]
+    sc = state[4]
+    sc_err = state[5]
+    lo = lo_state[0]
+    for i in range(i0, i1):
         te = t[i + 1]
+        ws = te - window
         a = num[i]
         b = den[i]
         if a == a and b == b:
-            cx = (min(cov_num[i], cov_den[i]) if has_cov else 1.0) * (te - t[i])
+            cx = (min(cn[i], cd[i]) if has_cov else 1.0) * (te - t[i])
         else:
             a = 0.0
             b = 0.0
             cx = 0.0
+        a_err = 0.0
+        b_err = 0.0
+        while lo <= i and t[lo] < ws:
+            ya = num[lo]
+            yb = den[lo]
+            if ya == ya and yb == yb:
+                a, err = _two_sum(a, -ya)
+                a_err += err
+                b, err = _two_sum(b, -yb)
+                b_err += err
+                cx -= (min(cn[lo], cd[lo]) if has_cov else 1.0) * (t[lo + 1] - t[lo])
+            lo += 1
+        sn, err = _two_sum(sn, a)
+        sn_err += err + a_err
+        sd, err = _two_sum(sd, b)
+        sd_err += err + b_err
+        sc, err = _two_sum(sc, cx)
+        sc_err += err
+        tn = sn + sn_err
+        td = sd + sd_err
+        covered = sc + sc_err
+        if lo > 0:
+            overlap = t[lo] - ws
+            ya = num[lo - 1]
+            yb = den[lo - 1]
+            if overlap > 0 and ya == ya and yb == yb:
+                frac = overlap / (t[lo] - t[lo - 1])
+                tn += frac * ya
+                td += frac * yb
+                covered += (min(cn[lo - 1], cd[lo - 1]) if has_cov else 1.0) * overlap
+        c = covered / window
+        out_cov[i] = c
+        r = tn / td if td > 0.0 else np.nan
+        if c < min_coverage or not (abs(r) < np.inf):
+            r = np.nan
+        out_ratio[i] = r
+    state[0] = sn
+    state[1] = sn_err
+    state[2] = sd
+    state[3] = sd_err
+    state[4] = sc
+    state[5] = sc_err
+    lo_state[0] = lo
+
+
+@njit(cache=True, nogil=True)
+def _ratio_init(t, num, den, cn, cd, has_cov, window, i0, state, lo_state):
+    lo = _window_start(t, i0, window)
+    for j in range(6):
+        state[j] = 0.0
+    for k in range(lo, i0):
+        ya = num[k]
+        yb = den[k]
+        if ya == ya and yb == yb:
+            state[0], err = _two_sum(state[0], ya)
+            state[1] += err
+            state[2], err = _two_sum(state[2], yb)
+            state[3] += err
+            state[4], err = _two_sum(state[4], (min(cn[k], cd[k]) if has_cov else 1.0) * (t[k + 1] - t[k]))
+            state[5] += err
+    lo_state[0] = lo
+
+
+@njit(cache=True, parallel=True)
+def _rolling_ratio(t, num, den, cn, cd, has_cov, windows, min_coverage, n_chunks, block, out_ratio, out_cov):
+    n = num.shape[0]
+    nw = windows.shape[0]
+    for ch in prange(n_chunks):
+        i0 = ch * n // n_chunks
+        i1 = (ch + 1) * n // n_chunks
+        if i0 >= i1:
+            continue
+        state = np.zeros((nw, 6))
+        lo_state = np.zeros((nw, 1), dtype=np.int64)
         for w in range(nw):
-            ws = te - windows[w]
-            sn[w], zn[w] = _kahan_add(sn[w], zn[w], a)
-            sd[w], zd[w] = _kahan_add(sd[w], zd[w], b)
-            sc[w], zc[w] = _kahan_add(sc[w], zc[w], cx)
-            k = lo[w]
-            while k <= i and t[k] < ws:
-                ya = num[k]
-                yb = den[k]
-                if ya == ya and yb == yb:
-                    cy = (min(cov_num[k], cov_den[k]) if has_cov else 1.0) * (t[k + 1] - t[k])
-                    sn[w], zn[w] = _kahan_add(sn[w], zn[w], -ya)
-                    sd[w], zd[w] = _kahan_add(sd[w], zd[w], -yb)
-                    sc[w], zc[w] = _kahan_add(sc[w], zc[w], -cy)
-                k += 1
-            lo[w] = k
-            tn = sn[w] + zn[w]
-            td = sd[w] + zd[w]
-            covered = sc[w] + zc[w]
-            p = k - 1
-            if p >= 0:
-                overlap = t[p + 1] - ws
-                ya = num[p]
-                yb = den[p]
-                if overlap > 0 and ya == ya and yb == yb:
-                    frac = overlap / (t[p + 1] - t[p])
-                    tn += frac * ya
-                    td += frac * yb
-                    covered += (min(cov_num[p], cov_den[p]) if has_cov else 1.0) * overlap
-            c = covered / windows[w]
-            out_cov[w, i] = c
-            r = tn / td if td > 0.0 else np.nan
-            if c < min_coverage or not (abs(r) < np.inf):
-                r = np.nan
-            out_ratio[w, i] = r
+            _ratio_init(t, num, den, cn, cd, has_cov, windows[w], i0, state[w], lo_state[w])
+        for b0 in range(i0, i1, block):
+            b1 = min(b0 + block, i1)
+            for w in range(nw):
+                _ratio_run(
+                    t, num, den, cn, cd, has_cov, windows[w], min_coverage, b0, b1, state[w], lo_state[w], out_ratio[w], out_cov[w]
+                )
+
+
+# Intervals per cache block (inputs of a block stay in L2 while every window reads them).
+_BLOCK = 16384
+# Below this many intervals per thread, one chunk: the start-up sums are not worth it.
+_MIN_CHUNK = 1 << 16
+
+
+def _n_chunks(n: int) -> int:
+    import numba
+
+    return max(1, min(numba.get_num_threads(), n // _MIN_CHUNK))
 
 
 def _prepare(t_ns, windows_ns, n_name: str, n: int):
@@ -191,7 +317,7 @@ def rolling_sums(t_ns, energy, windows_ns, *, coverage=None) -> RollingSums:
     c = _coverage_arg(coverage, x.shape[0], "coverage") if has_cov else np.empty(0)
     out_sum = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
     out_cov = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
-    _rolling_sums(t, x, c, has_cov, w, out_sum, out_cov)
+    _rolling_sums(t, x, c, has_cov, w, _n_chunks(x.shape[0]), _BLOCK, out_sum, out_cov)
     return RollingSums(out_sum, out_cov)
 
 
@@ -235,5 +361,5 @@ def rolling_ratio(
         ca = cb = np.empty(0)
     out_ratio = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
     out_cov = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
-    _rolling_ratio(t, a, b, ca, cb, has_cov, w, mc, out_ratio, out_cov)
+    _rolling_ratio(t, a, b, ca, cb, has_cov, w, mc, _n_chunks(a.shape[0]), _BLOCK, out_ratio, out_cov)
     return RollingRatio(out_ratio, out_cov)

@@ -1,0 +1,410 @@
+"""`puewatch bench kernels`: kernel throughput beside baselines measured in the same run.
+
+For each kernel, on N samples (default 10 million):
+
+* ``seconds``: the best of ``--repeat`` timed calls of the public function
+  (validation included), after one untimed call that compiles it;
+* ``samples_per_s`` and ``gbytes_per_s``: input samples and input bytes read
+  per second (the "effective bandwidth");
+* ``copy_gbytes_per_s``: a plain ``numpy.copyto`` of a float64 array of N
+  elements, bytes read per second, measured in the same run;
+* ``pandas_seconds``: the closest pandas equivalent on the same data (``null``
+  where pandas has none);
+* ``peak_extra_bytes`` / ``output_bytes``: the peak memory the call allocated
+  beyond its inputs (tracemalloc, which sees NumPy's allocations) against the
+  size of what it returned.
+
+Targets (issue 2): rolling sums and rolling PUE >= 50 % of the copy's
+bandwidth and >= 20x faster than pandas; register deltas and integration
+>= 30 % of the copy's bandwidth; peak extra memory <= 2x the output size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SECOND = 1_000_000_000
+MINUTE = 60 * SECOND
+WINDOWS_NS = np.array([MINUTE, 15 * MINUTE, 60 * MINUTE, 24 * 60 * MINUTE, 30 * 24 * 60 * MINUTE], dtype=np.int64)
+
+
+@dataclass
+class Result:
+    name: str
+    n: int
+    seconds: float
+    samples_per_s: float
+    gbytes_per_s: float
+    copy_gbytes_per_s: float
+    copy_fraction: float
+    pandas_seconds: float | None
+    speedup_vs_pandas: float | None
+    output_bytes: int
+    peak_extra_bytes: int
+    target: str
+    missed: str
+    meets_target: bool
+
+
+def _best_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # compile / warm up
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, tuple):
+        return sum(_nbytes(x) for x in obj)
+    return 0
+
+
+def _peak_extra(fn: Callable[[], object]) -> tuple[int, int]:
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = fn()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    out_bytes = _nbytes(out)
+    del out
+    return out_bytes, max(peak - out_bytes, 0)
+
+
+def _copy_gbps(n: int, repeat: int) -> float:
+    src = np.random.default_rng(1).random(n)
+    dst = np.empty_like(src)
+    secs = _best_time(lambda: np.copyto(dst, src), repeat)
+    return src.nbytes / secs / 1e9
+
+
+def make_data(n: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """One meter's worth of realistic samples: ~1 s polls with jitter, a few gaps."""
+    rng = np.random.default_rng(seed)
+    step = SECOND + rng.integers(-50_000_000, 50_000_000, n)
+    t = np.cumsum(step).astype(np.int64) + 1_700_000_000 * SECOND
+    it_w = 400_000.0 + 50_000.0 * np.sin(np.arange(n) / 3600.0) + rng.normal(0, 2_000, n)
+    fac_w = it_w * 1.25 + rng.normal(0, 2_000, n)
+    gaps = rng.random(n) < 0.001
+    it_w[gaps] = np.nan
+    # A PDU energy register in Wh, Unsigned32, that wraps during the series.
+    wh = np.cumsum(fac_w * step / 1e9 / 3600.0)
+    register = np.mod(wh + (2**32 - wh[n // 2]), 2**32)
+    return {"t": t, "it_w": it_w, "fac_w": fac_w, "register": register}
+
+
+def run(n: int, repeat: int, with_pandas: bool) -> dict:
+    from puewatch import kernels as k
+
+    data = make_data(n)
+    t, it_w, fac_w, register = data["t"], data["it_w"], data["fac_w"], data["register"]
+    copy = _copy_gbps(n, repeat)
+    pd = None
+    if with_pandas:
+        import pandas as pd  # noqa: F811
+
+    # Interval energies on the sample intervals, as the collector produces them.
+    it_j = k.integrate_power(t, it_w, max_gap_ns=5 * SECOND).energy_j
+    fac_j = k.integrate_power(t, fac_w, max_gap_ns=5 * SECOND).energy_j
+    # A regular grid for alignment, rebinning and group sums.
+    grid = np.arange(t[0], t[-1], SECOND, dtype=np.int64)
+
+    n_meters = 100
+    per_meter = n // n_meters
+    meter_matrix = np.random.default_rng(3).random((n_meters, per_meter)) * 1000.0
+    coef = np.zeros((4, n_meters))
+    coef[0, :] = 1.0  # site
+    for z in range(3):  # three zones
+        coef[z + 1, z::3] = 1.0
+
+    offsets = np.arange(0, n + 1, n // 1000, dtype=np.int64)
+    offsets[-1] = n
+    # 1000 series back to back: reuse slices of t (each strictly increasing).
+    many_grid = np.arange(t[0], t[offsets[1] - 1], SECOND * 10, dtype=np.int64)
+    t_many = np.concatenate([t[offsets[s] : offsets[s + 1]] - (t[offsets[s]] - t[0]) for s in range(len(offsets) - 1)])
+
+    cases: list[tuple[str, Callable[[], object], int, Callable[[], object] | None, float, float]] = []
+    # name, kernel call, input bytes, pandas call, bandwidth target, speedup target
+
+    def pd_deltas():
+        s = pd.Series(register)
+        d = s.diff()
+        return d.where(d >= 0, d + 2**32)
+
+    cases.append(
+        (
+            "register_deltas",
+            lambda: k.register_deltas(t, register, modulus=2**32, max_power_w=2e6, joules_per_unit=3600.0, resolution=1.0),
+            t.nbytes + register.nbytes,
+            pd_deltas if pd else None,
+            0.30,
+            0.0,
+        )
+    )
+
+    def pd_integrate():
+        p = pd.Series(fac_w)
+        dt = pd.Series(t).diff() / 1e9
+        e = (p + p.shift()) / 2 * dt
+        return e.where(dt <= 5.0)
+
+    cases.append(
+        (
+            "integrate_power",
+            lambda: k.integrate_power(t, fac_w, max_gap_ns=5 * SECOND),
+            t.nbytes + fac_w.nbytes,
+            pd_integrate if pd else None,
+            0.30,
+            0.0,
+        )
+    )
+
+    def pd_align():
+        s = pd.Series(fac_w, index=pd.DatetimeIndex(t))
+        return s.reindex(pd.DatetimeIndex(grid), method="ffill", tolerance=pd.Timedelta(5, "s"))
+
+    cases.append(
+        (
+            "align_hold",
+            lambda: k.align(t, fac_w, grid, method="hold", max_age_ns=5 * SECOND),
+            t.nbytes + fac_w.nbytes + grid.nbytes,
+            pd_align if pd else None,
+            0.0,
+            0.0,
+        )
+    )
+    cases.append(
+        (
+            "align_many",
+            lambda: k.align_many(offsets, t_many, fac_w, many_grid, method="linear", max_age_ns=5 * SECOND),
+            t_many.nbytes + fac_w.nbytes,
+            None,
+            0.0,
+            0.0,
+        )
+    )
+
+    def pd_rebin():
+        s = pd.Series(fac_j, index=pd.DatetimeIndex(t[1:]))
+        return s.resample("1s").sum(min_count=1)
+
+    cases.append(
+        (
+            "rebin_energy",
+            lambda: k.rebin_energy(t, fac_j, grid),
+            t.nbytes + fac_j.nbytes + grid.nbytes,
+            pd_rebin if pd else None,
+            0.0,
+            0.0,
+        )
+    )
+
+    def pd_groups():
+        df = pd.DataFrame(meter_matrix.T)
+        return [df.loc[:, coef[g] != 0].sum(axis=1, min_count=int(np.count_nonzero(coef[g]))) for g in range(coef.shape[0])]
+
+    cases.append(
+        (
+            "group_sums",
+            lambda: k.group_sums(meter_matrix, coef),
+            meter_matrix.nbytes,
+            pd_groups if pd else None,
+            0.0,
+            0.0,
+        )
+    )
+
+    w15 = np.array([15 * MINUTE], dtype=np.int64)
+
+    def pd_roll1():
+        s = pd.Series(fac_j, index=pd.DatetimeIndex(t[1:]))
+        return s.rolling("15min").sum()
+
+    cases.append(
+        (
+            "rolling_sums_15min",
+            lambda: k.rolling_sums(t, fac_j, w15),
+            t.nbytes + fac_j.nbytes,
+            pd_roll1 if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+
+    def pd_roll5():
+        s = pd.Series(fac_j, index=pd.DatetimeIndex(t[1:]))
+        return [s.rolling(pd.Timedelta(int(w), "ns")).sum() for w in WINDOWS_NS]
+
+    cases.append(
+        (
+            "rolling_sums_5_windows",
+            lambda: k.rolling_sums(t, fac_j, WINDOWS_NS),
+            t.nbytes + fac_j.nbytes,
+            pd_roll5 if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+
+    # The collector's pipeline runs the windows on its regular 1 s grid (after
+    # rebin_energy), so that case is measured too.
+    tg = np.arange(n, dtype=np.int64) * SECOND + t[0]
+
+    def pd_roll_grid():
+        s = pd.Series(fac_j, index=pd.DatetimeIndex(tg[1:]))
+        return s.rolling("15min").sum()
+
+    cases.append(
+        (
+            "rolling_sums_15min_grid",
+            lambda: k.rolling_sums(tg, fac_j, w15),
+            tg.nbytes + fac_j.nbytes,
+            pd_roll_grid if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+
+    def pd_pue():
+        idx = pd.DatetimeIndex(t[1:])
+        valid = np.isfinite(fac_j) & np.isfinite(it_j)
+        f = pd.Series(np.where(valid, fac_j, np.nan), index=idx).rolling("15min").sum()
+        i = pd.Series(np.where(valid, it_j, np.nan), index=idx).rolling("15min").sum()
+        return f / i
+
+    cases.append(
+        (
+            "rolling_pue_15min",
+            lambda: k.rolling_ratio(t, fac_j, it_j, w15, min_coverage=0.9),
+            t.nbytes + fac_j.nbytes + it_j.nbytes,
+            pd_pue if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+
+    def pd_ratio():
+        a = pd.Series(fac_j)
+        b = pd.Series(it_j)
+        return (a / b).where(b > 0)
+
+    cases.append(
+        (
+            "pue_ratio",
+            lambda: k.pue(fac_j, it_j),
+            fac_j.nbytes + it_j.nbytes,
+            pd_ratio if pd else None,
+            0.0,
+            0.0,
+        )
+    )
+
+    results = []
+    for name, fn, in_bytes, pd_fn, bw_target, speed_target in cases:
+        secs = _best_time(fn, repeat)
+        out_bytes, extra = _peak_extra(fn)
+        pd_secs = _best_time(pd_fn, max(1, min(repeat, 2))) if pd_fn is not None else None
+        gbps = in_bytes / secs / 1e9
+        targets = []
+        missed = []
+
+        def check(label: str, met: bool) -> None:
+            targets.append(label)
+            if not met:
+                missed.append(label)
+
+        if bw_target:
+            check(f">= {bw_target:.0%} of copy bandwidth", gbps >= bw_target * copy)
+        if speed_target and pd_secs is not None:
+            check(f">= {speed_target:.0f}x pandas", pd_secs / secs >= speed_target)
+        check("peak extra memory <= 2x output", extra <= 2 * out_bytes)
+        ok = not missed
+        results.append(
+            Result(
+                name=name,
+                n=n,
+                seconds=secs,
+                samples_per_s=n / secs,
+                gbytes_per_s=gbps,
+                copy_gbytes_per_s=copy,
+                copy_fraction=gbps / copy,
+                pandas_seconds=pd_secs,
+                speedup_vs_pandas=(pd_secs / secs) if pd_secs else None,
+                output_bytes=out_bytes,
+                peak_extra_bytes=extra,
+                target="; ".join(targets),
+                missed="; ".join(missed),
+                meets_target=bool(ok),
+            )
+        )
+    return {
+        "n": n,
+        "repeat": repeat,
+        "copy_gbytes_per_s": copy,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "numba_threads": _numba_threads(),
+            "platform": platform.platform(),
+        },
+        "kernels": [asdict(r) for r in results],
+    }
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def _print_table(report: dict) -> None:
+    print(
+        f"puewatch kernel benchmark: n={report['n']:,} samples, best of {report['repeat']}, "
+        f"{report['machine']['cpus']} CPUs, numba threads {report['machine']['numba_threads']}"
+    )
+    print(f"baseline: plain array copy {report['copy_gbytes_per_s']:.2f} GB/s (bytes read)")
+    hdr = f"{'kernel':<26}{'seconds':>10}{'Msamples/s':>12}{'GB/s':>8}{'of copy':>9}{'pandas s':>10}{'x pandas':>10}{'extra/out':>11}  target"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in report["kernels"]:
+        pd_s = f"{r['pandas_seconds']:.3f}" if r["pandas_seconds"] is not None else "-"
+        sp = f"{r['speedup_vs_pandas']:.1f}" if r["speedup_vs_pandas"] is not None else "-"
+        mem = f"{r['peak_extra_bytes'] / max(r['output_bytes'], 1):.2f}"
+        verdict = f"met: {r['target']}" if r["meets_target"] else f"NOT MET: {r['missed']}"
+        print(
+            f"{r['name']:<26}{r['seconds']:>10.4f}{r['samples_per_s'] / 1e6:>12.1f}{r['gbytes_per_s']:>8.2f}"
+            f"{r['copy_fraction']:>9.0%}{pd_s:>10}{sp:>10}{mem:>11}  {verdict}"
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    n = int(args.samples)
+    if n < 10_000:
+        from puewatch.errors import UserError
+
+        raise UserError(f"--samples must be at least 10000, got {n}")
+    report = run(n, max(1, int(args.repeat)), with_pandas=not args.no_pandas)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        _print_table(report)
+    return 0
