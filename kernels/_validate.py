@@ -10,6 +10,8 @@ def as_time_ns(t, name: str = "t_ns") -> np.ndarray:
     """Coerce to a contiguous 1-D int64 ns array (datetime64 is viewed as ns)."""
     arr = np.asarray(t)
     if arr.dtype.kind == "M":
+        if arr.size and np.any(np.isnat(arr)):
+            raise ValueError(f"{name}: NaT is not a time; drop or fill missing times first")
         arr = arr.astype("datetime64[ns]").view(np.int64)
     elif arr.dtype.kind in "iu":
         if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
@@ -53,7 +55,10 @@ def positive(value, name: str, allow_inf: bool = True) -> float:
 
 
 def positive_ns(value, name: str) -> int:
-    v = int(value)
+    try:
+        v = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name}: must be a positive whole number of nanoseconds, got {value!r}") from None
     if v <= 0 or v != value:
         raise ValueError(f"{name}: must be a positive whole number of nanoseconds, got {value!r}")
     return v

@@ -41,7 +41,7 @@ def _group_sums(values, coef, skipna, block, total, n_missing):
                     continue
                 for c in range(c0, c1):
                     x = values[i, c]
-                    if x != x:
+                    if not abs(x) < np.inf:
                         n_missing[j, c] += 1
                     else:
                         total[j, c] += w * x

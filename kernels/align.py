@@ -5,8 +5,8 @@ the same instants. Two methods:
 
 ``hold``
     the last sample at or before the grid time, if it is at most ``max_age_ns``
-    old (a NaN sample holds as NaN: a failed poll is not papered over by an
-    older value).
+    old (a NaN or infinite sample holds as NaN: a failed poll is not papered over
+    by an older value).
 ``linear``
     linear interpolation between the samples around the grid time, if both are
     finite and at most ``max_age_ns`` apart; a grid time equal to a sample
@@ -34,10 +34,10 @@ def _align_one(t, x, grid, method, max_age_ns, out):
         if j < 0:
             out[k] = np.nan
         elif method == 0:
-            out[k] = x[j] if g - t[j] <= max_age_ns else np.nan
+            out[k] = x[j] if (g - t[j] <= max_age_ns and abs(x[j]) < np.inf) else np.nan
         elif t[j] == g:
-            out[k] = x[j]
-        elif j + 1 < n and t[j + 1] - t[j] <= max_age_ns:
+            out[k] = x[j] if abs(x[j]) < np.inf else np.nan
+        elif j + 1 < n and t[j + 1] - t[j] <= max_age_ns and abs(x[j]) < np.inf and abs(x[j + 1]) < np.inf:
             a = x[j]
             b = x[j + 1]
             out[k] = a + (b - a) * ((g - t[j]) / (t[j + 1] - t[j]))
@@ -106,8 +106,10 @@ def align_many(offsets, t_ns, values, grid_ns, *, method: str = "hold", max_age_
     m = _method(method)
     ages = np.asarray(max_age_ns)
     if ages.ndim == 0:
-        ages = np.full(n_series, v.positive_ns(int(ages), "max_age_ns"), dtype=np.int64)
+        ages = np.full(n_series, v.positive_ns(ages.item(), "max_age_ns"), dtype=np.int64)
     else:
+        if ages.dtype.kind not in "iuf" or (ages.dtype.kind == "f" and np.any(ages != np.round(ages))):
+            raise ValueError("max_age_ns: must be whole numbers of nanoseconds")
         ages = np.ascontiguousarray(ages, dtype=np.int64)
         v.same_length(n_series, max_age_ns=ages)
         if np.any(ages <= 0):

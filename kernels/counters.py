@@ -42,7 +42,7 @@ def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_fro
             delta[i] = np.nan
             flags[i] = FLAG_BAD_TIME
             continue
-        if a != a or b != b:
+        if not (abs(a) < math.inf and abs(b) < math.inf):
             delta[i] = np.nan
             flags[i] = FLAG_MISSING
             continue
@@ -59,7 +59,7 @@ def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_fro
                 # With a power bound the wrapped increase must be possible;
                 # without one, a wrap must cover less than half the range
                 # (a reset from near the top would look like a wrap otherwise).
-                if (bounded and wrapped <= limit) or (not bounded and wrapped <= half_modulus):
+                if (bounded and wrapped <= limit) or (not bounded and wrapped < half_modulus):
                     d = wrapped
                     f = FLAG_WRAP
             if f == 0:

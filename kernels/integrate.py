@@ -26,7 +26,7 @@ def _integrate_power(t, p, max_gap_ns, energy):
         dt = t[i + 1] - t[i]
         a = p[i]
         b = p[i + 1]
-        if dt <= max_gap_ns and a == a and b == b:
+        if dt <= max_gap_ns and abs(a) < np.inf and abs(b) < np.inf:
             e = 0.5 * (a + b) * (dt * 1e-9)
             energy[i] = e
             total += e
@@ -39,7 +39,7 @@ def _integrate_power(t, p, max_gap_ns, energy):
 def integrate_power(t_ns, power_w, *, max_gap_ns: int) -> PowerIntegral:
     """Trapezoidal energy of each interval between power samples.
 
-    An interval longer than ``max_gap_ns``, or with a missing (NaN) power at
+    An interval longer than ``max_gap_ns``, or with a missing (NaN or infinite) power at
     either end, is not bridged: its energy is NaN and its length is added to
     ``missing_ns``. The energy of a series is the sum of its intervals, so it
     equals the sum over any split of the series at a sample.

@@ -30,6 +30,8 @@ def _ratio(num, den, cov, has_cov, min_coverage, out):
         if b > 0.0 and abs(a) < np.inf and b < np.inf:
             if not has_cov or cov[i] >= min_coverage:
                 r = a / b
+                if not abs(r) < np.inf:  # overflow: unknown, never inf
+                    r = np.nan
         out[i] = r
 
 

@@ -35,7 +35,7 @@ def _rebin_energy(t, e, grid, max_span_ns, out_e, out_cov, out_spread):
     k = 0
     for i in range(t.shape[0] - 1):
         x = e[i]
-        if x != x:
+        if not abs(x) < np.inf:
             continue
         a = t[i]
         b = t[i + 1]

@@ -71,12 +71,18 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
     sc = state[2]
     sc_err = state[3]
     lo = lo_state[0]
+    # Intervals in the running sums with non-zero energy; when none is left the
+    # sum is exactly zero, and the compensated pair restarts from zero rather
+    # than keep a rounding residue.
+    nonzero = lo_state[1]
     for i in range(i0, i1):
         te = t[i + 1]
         ws = te - window
         x = e[i]
-        if x == x:
+        if abs(x) < np.inf:
             cx = (cov_in[i] if has_cov else 1.0) * (te - t[i])
+            if x != 0.0:
+                nonzero += 1
         else:
             x = 0.0
             cx = 0.0
@@ -84,13 +90,19 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
         # Subtract the intervals that now start before the window.
         while lo <= i and t[lo] < ws:
             y = e[lo]
-            if y == y:
+            if abs(y) < np.inf:
                 x, err = _two_sum(x, -y)
                 d_err += err
                 cx -= (cov_in[lo] if has_cov else 1.0) * (t[lo + 1] - t[lo])
+                if y != 0.0:
+                    nonzero -= 1
             lo += 1
-        s, err = _two_sum(s, x)
-        s_err += err + d_err
+        if nonzero == 0:
+            s = 0.0
+            s_err = 0.0
+        else:
+            s, err = _two_sum(s, x)
+            s_err += err + d_err
         sc, err = _two_sum(sc, cx)
         sc_err += err
         total = s + s_err
@@ -99,7 +111,7 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
             # The interval lo - 1 straddles the window start: count its overlap.
             overlap = t[lo] - ws
             y = e[lo - 1]
-            if overlap > 0 and y == y:
+            if overlap > 0 and abs(y) < np.inf:
                 total += y * (overlap / (t[lo] - t[lo - 1]))
                 covered += (cov_in[lo - 1] if has_cov else 1.0) * overlap
         out_sum[i] = total
@@ -109,19 +121,25 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
     state[2] = sc
     state[3] = sc_err
     lo_state[0] = lo
+    lo_state[1] = nonzero
 
 
 @njit(cache=True, nogil=True)
 def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
-    # Running sums just before interval i0: intervals [lo, i0) inside the window ending at t[i0 + 1].
-    lo = _window_start(t, i0, window)
+    # Running sums just before interval i0: the intervals [lo, i0) inside the
+    # window ending at t[i0 + 1]. lo never passes i0: interval i0 and later are
+    # added by the run, which then drops them if they start before the window.
+    lo = min(_window_start(t, i0, window), i0)
     s = 0.0
     s_err = 0.0
     sc = 0.0
     sc_err = 0.0
+    nonzero = 0
     for k in range(lo, i0):
         y = e[k]
-        if y == y:
+        if abs(y) < np.inf:
+            if y != 0.0:
+                nonzero += 1
             s, err = _two_sum(s, y)
             s_err += err
             sc, err = _two_sum(sc, (cov_in[k] if has_cov else 1.0) * (t[k + 1] - t[k]))
@@ -131,6 +149,7 @@ def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
     state[2] = sc
     state[3] = sc_err
     lo_state[0] = lo
+    lo_state[1] = nonzero
 
 
 @njit(cache=True, parallel=True)
@@ -146,7 +165,7 @@ def _rolling_sums(t, e, cov_in, has_cov, windows, n_chunks, block, out_sum, out_
         if i0 >= i1:
             continue
         state = np.zeros((nw, 4))
-        lo_state = np.zeros((nw, 1), dtype=np.int64)
+        lo_state = np.zeros((nw, 2), dtype=np.int64)
         for w in range(nw):
             _sums_init(t, e, cov_in, has_cov, windows[w], i0, state[w], lo_state[w])
         for b0 in range(i0, i1, block):
@@ -166,13 +185,19 @@ def _ratio_run(t, num, den, cn, cd, has_cov, window, min_coverage, i0, i1, state
     sc = state[4]
     sc_err = state[5]
     lo = lo_state[0]
+    # Intervals in the running sums with a non-zero denominator: when there is
+    # none the denominator is exactly zero, whatever rounding residue the
+    # running sum keeps, and the ratio is NaN.
+    nonzero = lo_state[1]
     for i in range(i0, i1):
         te = t[i + 1]
         ws = te - window
         a = num[i]
         b = den[i]
-        if a == a and b == b:
+        if abs(a) < np.inf and abs(b) < np.inf:
             cx = (min(cn[i], cd[i]) if has_cov else 1.0) * (te - t[i])
+            if b != 0.0:
+                nonzero += 1
         else:
             a = 0.0
             b = 0.0
@@ -182,34 +207,42 @@ def _ratio_run(t, num, den, cn, cd, has_cov, window, min_coverage, i0, i1, state
         while lo <= i and t[lo] < ws:
             ya = num[lo]
             yb = den[lo]
-            if ya == ya and yb == yb:
+            if abs(ya) < np.inf and abs(yb) < np.inf:
                 a, err = _two_sum(a, -ya)
                 a_err += err
                 b, err = _two_sum(b, -yb)
                 b_err += err
                 cx -= (min(cn[lo], cd[lo]) if has_cov else 1.0) * (t[lo + 1] - t[lo])
+                if yb != 0.0:
+                    nonzero -= 1
             lo += 1
         sn, err = _two_sum(sn, a)
         sn_err += err + a_err
-        sd, err = _two_sum(sd, b)
-        sd_err += err + b_err
+        if nonzero == 0:
+            sd = 0.0
+            sd_err = 0.0
+        else:
+            sd, err = _two_sum(sd, b)
+            sd_err += err + b_err
         sc, err = _two_sum(sc, cx)
         sc_err += err
         tn = sn + sn_err
         td = sd + sd_err
         covered = sc + sc_err
+        any_den = nonzero > 0
         if lo > 0:
             overlap = t[lo] - ws
             ya = num[lo - 1]
             yb = den[lo - 1]
-            if overlap > 0 and ya == ya and yb == yb:
+            if overlap > 0 and abs(ya) < np.inf and abs(yb) < np.inf:
                 frac = overlap / (t[lo] - t[lo - 1])
                 tn += frac * ya
                 td += frac * yb
                 covered += (min(cn[lo - 1], cd[lo - 1]) if has_cov else 1.0) * overlap
+                any_den = any_den or yb != 0.0
         c = covered / window
         out_cov[i] = c
-        r = tn / td if td > 0.0 else np.nan
+        r = tn / td if (any_den and td > 0.0) else np.nan
         if c < min_coverage or not (abs(r) < np.inf):
             r = np.nan
         out_ratio[i] = r
@@ -220,17 +253,21 @@ def _ratio_run(t, num, den, cn, cd, has_cov, window, min_coverage, i0, i1, state
     state[4] = sc
     state[5] = sc_err
     lo_state[0] = lo
+    lo_state[1] = nonzero
 
 
 @njit(cache=True, nogil=True)
 def _ratio_init(t, num, den, cn, cd, has_cov, window, i0, state, lo_state):
-    lo = _window_start(t, i0, window)
+    lo = min(_window_start(t, i0, window), i0)
     for j in range(6):
         state[j] = 0.0
+    nonzero = 0
     for k in range(lo, i0):
         ya = num[k]
         yb = den[k]
-        if ya == ya and yb == yb:
+        if abs(ya) < np.inf and abs(yb) < np.inf:
+            if yb != 0.0:
+                nonzero += 1
             state[0], err = _two_sum(state[0], ya)
             state[1] += err
             state[2], err = _two_sum(state[2], yb)
@@ -238,6 +275,7 @@ def _ratio_init(t, num, den, cn, cd, has_cov, window, i0, state, lo_state):
             state[4], err = _two_sum(state[4], (min(cn[k], cd[k]) if has_cov else 1.0) * (t[k + 1] - t[k]))
             state[5] += err
     lo_state[0] = lo
+    lo_state[1] = nonzero
 
 
 @njit(cache=True, parallel=True)
@@ -250,7 +288,7 @@ def _rolling_ratio(t, num, den, cn, cd, has_cov, windows, min_coverage, n_chunks
         if i0 >= i1:
             continue
         state = np.zeros((nw, 6))
-        lo_state = np.zeros((nw, 1), dtype=np.int64)
+        lo_state = np.zeros((nw, 2), dtype=np.int64)
         for w in range(nw):
             _ratio_init(t, num, den, cn, cd, has_cov, windows[w], i0, state[w], lo_state[w])
         for b0 in range(i0, i1, block):

@@ -1,0 +1,134 @@
+"""rebin_energy: interval energies spread over a grid, with coverage and spread; vs tests/naive.py."""
+
+from __future__ import annotations
+
+import math
+
+import naive
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_support import SECOND_NS, assert_close, floats, fsum_finite, scale_of, times_ns, with_nans
+
+from puewatch.kernels import RebinnedEnergy, rebin_energy
+
+NAN = math.nan
+
+
+def test_hand_computed():
+    t = [0, 10, 20, 40]
+    e = [10.0, NAN, 40.0]  # (0,10]: 10, (10,20]: unknown, (20,40]: 40
+    grid = [0, 5, 15, 25, 40, 50]
+    # [0,5]:   5/10 of 10 = 5                 covered 5/5   = 1
+    # [5,15]:  5/10 of 10 = 5 (+ NaN part)    covered 5/10  = 0.5
+    # [15,25]: (NaN part) + 5/20 of 40 = 10   covered 5/10  = 0.5
+    # [25,40]: 15/20 of 40 = 30               covered 15/15 = 1
+    # [40,50]: no data -> NaN                 covered 0
+    # spread (max span 15: only (20,40], 20 ns long, is longer): 0, 0, 10, 30, NaN
+    expected_e = [5.0, 5.0, 10.0, 30.0, NAN]
+    expected_cov = [1.0, 0.5, 0.5, 1.0, 0.0]
+    expected_spread = [0.0, 0.0, 10.0, 30.0, NAN]
+    res = rebin_energy(t, e, grid, max_span_ns=15)
+    assert isinstance(res, RebinnedEnergy)
+    for got in (res, naive.rebin_energy(t, e, grid, max_span_ns=15)):
+        energy, cov, spread = got
+        assert_close(energy, expected_e, rtol=1e-12)
+        assert_close(cov, expected_cov, rtol=1e-12)
+        assert_close(spread, expected_spread, rtol=1e-12)
+    # 5 + 5 + 10 + 30 = 50 = 10 + 40: nothing lost
+    assert np.nansum(res.energy) == pytest.approx(50.0, rel=1e-12)
+
+
+def test_default_has_no_spread():
+    res = rebin_energy([0, 10, 20, 40], [10.0, NAN, 40.0], [0, 5, 15, 25, 40, 50])
+    assert_close(res.spread, [0.0, 0.0, 0.0, 0.0, NAN])
+
+
+def test_register_read_again_after_an_outage_keeps_the_gap_energy():
+    # one 3600 Wh delta over a 1 h gap, grid of 15 min: 900 Wh in each, all of it estimated
+    h = 3600 * SECOND_NS
+    res = rebin_energy([0, h], [3600.0], np.arange(5) * (h // 4), max_span_ns=h // 2)
+    assert_close(res.energy, [900.0] * 4, rtol=1e-12)  # 3600 * 1/4
+    assert_close(res.coverage, [1.0] * 4, rtol=1e-12)
+    assert_close(res.spread, [900.0] * 4, rtol=1e-12)
+
+
+def test_zero_energy_is_covered_not_missing():
+    res = rebin_energy([0, 10], [0.0], [0, 10, 20])
+    assert_close(res.energy, [0.0, NAN])
+    assert_close(res.coverage, [1.0, 0.0])
+
+
+def test_interval_exactly_max_span_is_not_spread():
+    res = rebin_energy([0, 10], [4.0], [0, 10], max_span_ns=10)
+    assert_close(res.spread, [0.0])
+    res = rebin_energy([0, 10], [4.0], [0, 10], max_span_ns=9)
+    assert_close(res.spread, [4.0])
+
+
+@pytest.mark.parametrize(
+    "t, e, grid, n_out",
+    [
+        ([], [], [0, 10], 1),  # no input at all
+        ([5], [], [0, 10], 1),  # one sample, no interval
+        ([0, 10], [1.0], [], 0),  # empty grid
+        ([0, 10], [1.0], [3], 0),  # one grid boundary, no grid interval
+    ],
+)
+def test_degenerate_inputs(t, e, grid, n_out):
+    res = rebin_energy(np.array(t, dtype=np.int64), e, np.array(grid, dtype=np.int64))
+    assert res.energy.shape == res.coverage.shape == res.spread.shape == (n_out,)
+    assert np.all(np.isnan(res.energy)) and np.all(res.coverage == 0.0)
+
+
+def test_grid_outside_the_data():
+    res = rebin_energy([100, 200], [5.0], [0, 50, 100, 300, 400])
+    # only [100, 300] overlaps: all 5, covered 100 of 200 ns
+    assert_close(res.energy, [NAN, NAN, 5.0, NAN], rtol=1e-12)
+    assert_close(res.coverage, [0.0, 0.0, 0.5, 0.0], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# random cases
+
+
+@st.composite
+def rebin_case(draw, spanning=False):
+    t = draw(times_ns(max_size=80, max_step=20 * SECOND_NS))
+    n_int = max(len(t) - 1, 0)
+    e = draw(st.lists(floats(0.0, 1e6), min_size=n_int, max_size=n_int))
+    e = draw(with_nans(e, 0.25))
+    if len(t):
+        lo, hi = int(t[0]), int(t[-1])
+    else:
+        lo, hi = 0, 10**11
+    pad = 30 * SECOND_NS
+    inner = draw(st.sets(st.integers(lo - pad, hi + pad), max_size=40))
+    if spanning:
+        inner |= {lo - draw(st.integers(0, pad)), hi + draw(st.integers(1, pad))}
+    grid = np.array(sorted(inner), dtype=np.int64)
+    max_span = draw(st.one_of(st.none(), st.integers(1, 20 * SECOND_NS)))
+    return t, e, grid, max_span
+
+
+@given(rebin_case())
+def test_rebin_matches_naive(case):
+    t, e, grid, max_span = case
+    res = rebin_energy(t, e, grid, max_span_ns=max_span)
+    ref_e, ref_cov, ref_spread = naive.rebin_energy(t, e, grid, max_span_ns=max_span)
+    atol = 1e-12 * scale_of(e)
+    assert_close(res.energy, ref_e, atol=atol)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.spread, ref_spread, atol=atol)
+    assert np.all((res.coverage >= 0) & (res.coverage <= 1))
+    known = ~np.isnan(res.energy)
+    np.testing.assert_array_equal(known, res.coverage > 0)
+    assert np.all(res.spread[known] <= res.energy[known] * (1 + 1e-12) + atol)
+
+
+@given(rebin_case(spanning=True))
+def test_rebinning_conserves_energy_when_the_grid_spans_the_data(case):
+    t, e, grid, max_span = case
+    res = rebin_energy(t, e, grid, max_span_ns=max_span)
+    assert math.isclose(fsum_finite(res.energy), fsum_finite(e), rel_tol=1e-9, abs_tol=1e-12 * scale_of(e))

@@ -1,0 +1,353 @@
+"""rolling_sums / rolling_ratio: time windows with partial overlap and coverage; vs tests/naive.py."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from unittest import mock
+
+import naive
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_support import SECOND_NS, T0_NS, assert_close, dyadic, floats, scale_of, times_ns, with_nans
+
+from puewatch.kernels import RollingRatio, RollingSums, rolling_ratio, rolling_sums
+from puewatch.kernels import rolling as rolling_module
+
+NAN = math.nan
+
+# 4 intervals: (0,10] 10, (10,20] 20, (20,30] missing, (30,50] 40
+T = np.array([0, 10, 20, 30, 50], dtype=np.int64)
+E = [10.0, 20.0, NAN, 40.0]
+
+
+def test_rolling_sums_hand_computed():
+    # W=10:  (0,10] 10 | (10,20] 20 | (20,30] missing: 0 | (40,50]: 10/20 of 40 = 20
+    #        coverage 10/10, 10/10, 0/10, 10/10
+    # W=25:  (-15,10] 10, cov 10/25 | (-5,20] 30, cov 20/25 | (5,30] 5/10*10 + 20 = 25, cov 15/25
+    #        (25,50] (missing 5 ns) + 40 = 40, cov 20/25
+    # W=100 (longer than the series): 10, 30, 30, 70; cov 10/100, 20/100, 20/100, 40/100
+    expected_sums = [[10.0, 20.0, 0.0, 20.0], [10.0, 30.0, 25.0, 40.0], [10.0, 30.0, 30.0, 70.0]]
+    expected_cov = [[1.0, 1.0, 0.0, 1.0], [0.4, 0.8, 0.6, 0.8], [0.1, 0.2, 0.2, 0.4]]
+    res = rolling_sums(T, E, [10, 25, 100])
+    assert isinstance(res, RollingSums)
+    assert res.sums.shape == res.coverage.shape == (3, 4)
+    assert_close(res.sums, expected_sums, rtol=1e-12)
+    assert_close(res.coverage, expected_cov, rtol=1e-12)
+    ref_sums, ref_cov = naive.rolling_sums(T, E, [10, 25, 100])
+    assert_close(ref_sums, expected_sums, rtol=1e-12)
+    assert_close(ref_cov, expected_cov, rtol=1e-12)
+
+
+def test_rolling_sums_with_input_coverage():
+    cov = [1.0, 0.5, 1.0, 0.25]
+    # W=25, end 30: (5,30]: 1*5 + 0.5*10 + 0 (missing) = 10 -> 10/25 = 0.4
+    # W=10, end 50: (40,50]: 0.25*10 = 2.5 -> 0.25
+    res = rolling_sums(T, E, [25, 10], coverage=cov)
+    assert res.coverage[0, 2] == pytest.approx(0.4, rel=1e-12)
+    assert res.coverage[1, 3] == pytest.approx(0.25, rel=1e-12)
+    assert_close(res.sums, rolling_sums(T, E, [25, 10]).sums, rtol=0, atol=0)  # coverage does not change sums
+    ref_sums, ref_cov = naive.rolling_sums(T, E, [25, 10], coverage=cov)
+    assert_close(res.coverage, ref_cov, rtol=1e-12)
+
+
+def test_rolling_sums_scalar_window_and_no_intervals():
+    res = rolling_sums(T, E, 10)
+    assert res.sums.shape == (1, 4)
+    res = rolling_sums([5], [], [10, 20])
+    assert res.sums.shape == res.coverage.shape == (2, 0)
+
+
+def test_window_shorter_than_the_first_interval():
+    """Regression (d514ade): the first interval, longer than the window, was counted whole *and* by its overlap."""
+    # one interval (0,100] with 50: a 10 ns window holds 10/100 of it = 5, coverage 10/10 = 1
+    assert_close(naive.rolling_sums([0, 100], [50.0], [10])[0], [[5.0]], rtol=1e-12)
+    res = rolling_sums([0, 100], [50.0], [10])
+    assert_close(res.sums, [[5.0]], rtol=1e-12)  # d514ade: 55 = 50 + 5
+    assert_close(res.coverage, [[1.0]], rtol=1e-12)  # d514ade: 11 = (100 + 10) / 10
+    # and it stays in the running sum for the rest of the series:
+    # (0,2] 1, (2,4] 1, window 1: each window holds half an interval -> 0.5, coverage 1
+    res = rolling_sums([0, 2, 4], [1.0, 1.0], [1])
+    assert_close(res.sums, [[0.5, 0.5]], rtol=1e-12)  # d514ade: 1.5, 1.5
+    assert_close(res.coverage, [[1.0, 1.0]], rtol=1e-12)  # d514ade: 3, 3
+
+
+def test_rolling_ratio_window_shorter_than_the_first_interval():
+    # (0,10] num 10 den 10, (10,20] num 30 den 10; window 5 ending at 20 = (15,20]:
+    # half of interval 1: 15 / 5 = 3, coverage 5/5 = 1
+    t, num, den = [0, 10, 20], [10.0, 30.0], [10.0, 10.0]
+    assert_close(naive.rolling_ratio(t, num, den, [5])[0], [[1.0, 3.0]], rtol=1e-12)
+    res = rolling_ratio(t, num, den, [5])
+    assert_close(res.ratio, [[1.0, 3.0]], rtol=1e-12)  # d514ade: 1, 1.667 = (10 + 15) / (10 + 5)
+    assert_close(res.coverage, [[1.0, 1.0]], rtol=1e-12)  # d514ade: 3, 3
+
+
+def test_window_shorter_than_a_later_interval():
+    # (0,1] 2, (1,101] 50: a 10 ns window ending at 101 holds 10/100 of the second = 5, coverage 1
+    res = rolling_sums([0, 1, 101], [2.0, 50.0], [10])
+    assert_close(res.sums, [[2.0, 5.0]], rtol=1e-12)  # first window (-9,1]: 2, coverage 1/10
+    assert_close(res.coverage, [[0.1, 1.0]], rtol=1e-12)
+
+
+def test_small_window_after_huge_values_keeps_precision():
+    # 1e15 J per interval for 50 intervals, then 1, 2, 3 J: the last 3-interval window is exactly 6
+    e = [1e15] * 50 + [1.0, 2.0, 3.0]
+    t = np.arange(len(e) + 1, dtype=np.int64) * SECOND_NS
+    res = rolling_sums(t, e, [3 * SECOND_NS, 2 * SECOND_NS])
+    assert res.sums[0, -1] == pytest.approx(6.0, rel=1e-12)  # 1 + 2 + 3
+    assert res.sums[1, -1] == pytest.approx(5.0, rel=1e-12)  # 2 + 3
+
+
+def test_rolling_ratio_hand_computed():
+    t = [0, 10, 20, 30]
+    num = [30.0, 20.0, 15.0]
+    den = [20.0, 0.0, 10.0]
+    # W=20: end 10: (-10,10] 30/20 = 1.5, cov 10/20 = 0.5
+    #       end 20: (0,20]  (30+20)/(20+0) = 2.5, cov 1
+    #       end 30: (10,30] (20+15)/(0+10) = 3.5, cov 1
+    # W=10: end 20: (10,20] 20/0 -> zero IT energy -> NaN
+    expected = [[1.5, 2.5, 3.5], [1.5, NAN, 1.5]]
+    expected_cov = [[0.5, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    res = rolling_ratio(t, num, den, [20, 10])
+    assert isinstance(res, RollingRatio)
+    assert_close(res.ratio, expected, rtol=1e-12)
+    assert_close(res.coverage, expected_cov, rtol=1e-12)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, [20, 10])
+    assert_close(ref_ratio, expected, rtol=1e-12)
+    assert_close(ref_cov, expected_cov, rtol=1e-12)
+    # below min coverage 0.75: the first 20 ns window (cov 0.5) is NaN; 0.5 itself is enough for 0.5
+    assert_close(rolling_ratio(t, num, den, [20], min_coverage=0.75).ratio, [[NAN, 2.5, 3.5]], rtol=1e-12)
+    assert_close(rolling_ratio(t, num, den, [20], min_coverage=0.5).ratio, [[1.5, 2.5, 3.5]], rtol=1e-12)
+
+
+def test_rolling_ratio_counts_only_jointly_valid_intervals():
+    t = [0, 10, 20, 30]
+    num = [30.0, 20.0, 15.0]
+    den = [20.0, NAN, 10.0]
+    # W=30 end 30: interval 1 is dropped from both sums: (30 + 15) / (20 + 10) = 1.5, cov 20/30
+    res = rolling_ratio(t, num, den, [30])
+    assert res.ratio[0, 2] == pytest.approx(1.5, rel=1e-12)
+    assert res.coverage[0, 2] == pytest.approx(2 / 3, rel=1e-12)
+    # partial straddling interval: W=15 end 30 = (15,30]: half of interval 1 (invalid) + interval 2: 15/10
+    assert rolling_ratio(t, num, den, [15]).ratio[0, 2] == pytest.approx(1.5, rel=1e-12)
+
+
+def test_rolling_ratio_joint_coverage_is_the_smaller():
+    t = [0, 10, 20]
+    # cov W=20 end 20: min(1, 0.5)*10 + min(0.25, 1)*10 = 7.5 -> 7.5/20 = 0.375
+    res = rolling_ratio(t, [1.0, 1.0], [1.0, 1.0], [20], numerator_coverage=[1.0, 0.25], denominator_coverage=[0.5, 1.0])
+    assert res.coverage[0, 1] == pytest.approx(0.375, rel=1e-12)
+    res = rolling_ratio(
+        t, [1.0, 1.0], [1.0, 1.0], [20], numerator_coverage=[1.0, 0.25], denominator_coverage=[0.5, 1.0], min_coverage=0.4
+    )
+    assert np.isnan(res.ratio[0, 1])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT
+def test_rolling_ratio_non_positive_or_infinite_is_nan():
+    t = [0, 10, 20]
+    # negative denominator sum: NaN; a finite/huge ratio that overflows: NaN
+    res = rolling_ratio(t, [1.0, 1.0], [-1.0, -1.0], [10])
+    assert np.all(np.isnan(res.ratio))
+    res = rolling_ratio(t, [1e300, 1e300], [1e-300, 1e-300], [10])
+    assert np.all(np.isnan(res.ratio))
+
+
+def test_rolling_ratio_window_with_zero_it_energy_after_load_is_nan():
+    """Regression (d514ade): zero IT energy in the window must give NaN, not residual / residual.
+
+    1 min intervals; the 1 min window ending at the last boundary holds only the last
+    interval, whose IT energy is 0 (IT off, facility still drawing 2 J): PUE is unknown
+    (NaN). The compensated running denominator, after the earlier intervals are
+    subtracted again, was 1.65e-24 > 0, and d514ade returned a PUE of 1.2e24.
+    """
+    den = [2e7, 2153.6, 6004.576533, 4e7, 8.275e-05, 7e7, 35.209772393, 1.315e-08, 1e7, 0.0]
+    num = [1.0] * 9 + [2.0]
+    t = T0_NS + np.arange(len(den) + 1, dtype=np.int64) * 60 * SECOND_NS
+    window = [60 * SECOND_NS]
+    ref_ratio, _ = naive.rolling_ratio(t, num, den, window)
+    assert np.isnan(ref_ratio[0, -1])
+    res = rolling_ratio(t, num, den, window)
+    assert np.isnan(res.ratio[0, -1]), f"PUE over a window with zero IT energy: {res.ratio[0, -1]}"
+    # rolling_sums may keep a residual of the order eps**2 * (what passed through the window):
+    # harmless for a sum, fatal for a ratio's denominator
+    assert abs(rolling_sums(t, den, window).sums[0, -1]) <= 1e-30 * sum(den)
+
+
+# ---------------------------------------------------------------------------
+# random cases
+
+
+@st.composite
+def rolling_case(draw, max_size=60):
+    """Boundaries and window lengths (some shorter than an interval, some longer than the series)."""
+    t = draw(times_ns(min_size=1, max_size=max_size + 1, max_step=10 * SECOND_NS))
+    n = len(t) - 1
+    span = int(t[-1] - t[0]) + 1
+    windows = draw(
+        st.lists(st.one_of(st.integers(1, 100), st.integers(1, 2 * span), st.integers(1, 100 * SECOND_NS)), min_size=1, max_size=3)
+    )
+    return t, n, windows
+
+
+@given(st.data())
+def test_rolling_sums_matches_naive(data):
+    t, n, windows = data.draw(rolling_case())
+    e = data.draw(st.lists(st.one_of(floats(0.0, 1e6), floats(-1e3, 1e3)), min_size=n, max_size=n))
+    e = data.draw(with_nans(e, 0.3))
+    cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
+    res = rolling_sums(t, e, windows, coverage=cov)
+    ref_sums, ref_cov = naive.rolling_sums(t, e, windows, coverage=cov)
+    assert_close(res.sums, ref_sums, atol=1e-12 * scale_of(e))
+    assert_close(res.coverage, ref_cov, atol=1e-12)
+    assert np.all((res.coverage >= 0) & (res.coverage <= 1 + 1e-12))
+
+
+@given(st.data())
+def test_rolling_ratio_matches_naive(data):
+    # dyadic energies: every sum is exact, so a window whose IT energy is truly 0 is 0 in both
+    t, n, windows = data.draw(rolling_case())
+    num = data.draw(with_nans(data.draw(st.lists(dyadic(), min_size=n, max_size=n)), 0.2))
+    den = data.draw(with_nans(data.draw(st.lists(st.one_of(st.just(0.0), dyadic()), min_size=n, max_size=n)), 0.2))
+    if data.draw(st.booleans()):
+        ca = data.draw(st.lists(dyadic(64, 64), min_size=n, max_size=n))
+        cb = data.draw(st.lists(dyadic(64, 64), min_size=n, max_size=n))
+    else:
+        ca = cb = None
+    min_cov = data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]))
+    kw = dict(min_coverage=min_cov, numerator_coverage=ca, denominator_coverage=cb)
+    res = rolling_ratio(t, num, den, windows, **kw)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.ratio, ref_ratio)
+
+
+@given(st.data())
+def test_rolling_ratio_general_floats_with_positive_it_energy(data):
+    t, n, windows = data.draw(rolling_case())
+    num = data.draw(with_nans(data.draw(st.lists(floats(0.0, 1e7), min_size=n, max_size=n)), 0.2))
+    den = data.draw(st.lists(floats(1e-3, 1e7), min_size=n, max_size=n))
+    res = rolling_ratio(t, num, den, windows)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.ratio, ref_ratio)
+
+
+@given(
+    times_ns(min_size=2, max_size=80, max_step=10 * SECOND_NS),
+    floats(1.0, 1e7),
+    floats(1.0, 1e7),
+    st.lists(st.integers(1, 200 * SECOND_NS), min_size=1, max_size=4),
+)
+def test_constant_power_rolling_pue_is_the_power_ratio(t, facility_w, it_w, windows):
+    dt_s = np.diff(t) / 1e9
+    res = rolling_ratio(t, facility_w * dt_s, it_w * dt_s, windows)
+    full = res.coverage == 1.0
+    # a window is fully covered once it starts at or after the first boundary
+    ends = t[1:]
+    np.testing.assert_array_equal(full, np.array([[e - w >= t[0] for e in ends] for w in windows]))
+    assert_close(res.ratio[full], np.full(int(full.sum()), facility_w / it_w))
+    assert not np.any(np.isnan(res.ratio))  # partial coverage still gives the (constant) ratio
+
+
+@given(
+    times_ns(min_size=2, max_size=80, max_step=10 * SECOND_NS),
+    floats(0.0, 1e7),
+    st.lists(st.integers(1, 200 * SECOND_NS), min_size=1, max_size=4),
+)
+def test_constant_power_rolling_sum_is_power_times_window(t, power_w, windows):
+    res = rolling_sums(t, power_w * np.diff(t) / 1e9, windows)
+    for w, window in enumerate(windows):
+        for i, end in enumerate(t[1:]):
+            covered_ns = min(window, int(end - t[0]))
+            assert math.isclose(res.coverage[w, i], covered_ns / window, rel_tol=1e-12)
+            assert math.isclose(res.sums[w, i], power_w * covered_ns / 1e9, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("outage_start", [0, 100, 1380])
+def test_one_day_of_minute_samples_with_an_hour_outage(outage_start):
+    # 1 min intervals for a day, 100 W -> 6000 J each; one hour (60 intervals) missing; 15 min window.
+    n = 24 * 60
+    t = T0_NS + np.arange(n + 1, dtype=np.int64) * 60 * SECOND_NS
+    e = np.full(n, 6000.0)
+    e[outage_start : outage_start + 60] = NAN
+    res = rolling_sums(t, e, [15 * 60 * SECOND_NS])
+    for i in range(n):
+        # the window ending at t[i+1] holds intervals max(0, i-14) .. i, each whole
+        valid = sum(1 for k in range(max(0, i - 14), i + 1) if not math.isnan(e[k]))
+        assert res.sums[0, i] == pytest.approx(6000.0 * valid, rel=1e-12, abs=1e-9)
+        assert res.coverage[0, i] == pytest.approx(valid / 15, rel=1e-12, abs=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# chunked / blocked execution: results must not depend on how the series is cut
+
+
+@contextlib.contextmanager
+def chunking(n_chunks: int, block: int):
+    with mock.patch.object(rolling_module, "_n_chunks", lambda n: n_chunks), mock.patch.object(rolling_module, "_BLOCK", block):
+        yield
+
+
+@given(st.data(), st.integers(1, 7), st.integers(1, 5))
+def test_rolling_sums_do_not_depend_on_chunks_and_blocks(data, n_chunks, block):
+    t, n, windows = data.draw(rolling_case(max_size=40))
+    e = data.draw(with_nans(data.draw(st.lists(floats(0.0, 1e6), min_size=n, max_size=n)), 0.3))
+    with chunking(n_chunks, block):
+        res = rolling_sums(t, e, windows)
+    ref_sums, ref_cov = naive.rolling_sums(t, e, windows)
+    assert_close(res.sums, ref_sums, atol=1e-12 * scale_of(e))
+    assert_close(res.coverage, ref_cov, atol=1e-12)
+
+
+@given(st.data(), st.integers(1, 7), st.integers(1, 5))
+def test_rolling_ratio_does_not_depend_on_chunks_and_blocks(data, n_chunks, block):
+    t, n, windows = data.draw(rolling_case(max_size=40))
+    num = data.draw(with_nans(data.draw(st.lists(dyadic(), min_size=n, max_size=n)), 0.2))
+    den = data.draw(with_nans(data.draw(st.lists(st.one_of(st.just(0.0), dyadic()), min_size=n, max_size=n)), 0.2))
+    cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
+    kw = dict(numerator_coverage=cov, denominator_coverage=cov, min_coverage=data.draw(st.sampled_from([0.0, 0.5, 1.0])))
+    with chunking(n_chunks, block):
+        res = rolling_ratio(t, num, den, windows, **kw)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.ratio, ref_ratio)
+
+
+def test_chunk_count_follows_the_series_length():
+    # one chunk for short series; never more chunks than threads
+    assert rolling_module._n_chunks(10) == 1
+    assert 1 <= rolling_module._n_chunks(10**9) <= max(1, numba.get_num_threads())
+
+
+def test_chunk_start_inside_a_long_interval():
+    """Cut into 2 chunks, the second starts at interval 2, which is longer than the window."""
+    t = [0, 1, 2, 12, 22]
+    e = [1.0, 1.0, 10.0, 10.0]
+    # window 5: (-4,1] 1, cov 1/5 | (-3,2] 1+1 = 2, cov 2/5 | (7,12] 5/10 of 10 = 5, cov 1 | (17,22] 5, cov 1
+    expected_sums, expected_cov = [[1.0, 2.0, 5.0, 5.0]], [[0.2, 0.4, 1.0, 1.0]]
+    assert_close(naive.rolling_sums(t, e, [5])[0], expected_sums, rtol=1e-12)
+    for n_chunks in (1, 2):  # at d514ade, 2 chunks gave 15, 15 (interval 2 counted whole and by its half)
+        with chunking(n_chunks, 16384):
+            res = rolling_sums(t, e, [5])
+        assert_close(res.sums, expected_sums, rtol=1e-12)
+        assert_close(res.coverage, expected_cov, rtol=1e-12)
+
+
+@given(st.data())
+def test_rolling_ratio_zero_it_energy_windows_are_nan(data):
+    """General floats with runs of zero IT energy: NaN exactly where the window's IT energy is 0."""
+    t, n, windows = data.draw(rolling_case())
+    num = data.draw(st.lists(floats(0.0, 1e7), min_size=n, max_size=n))
+    den = np.array(data.draw(st.lists(floats(1e-3, 1e7), min_size=n, max_size=n)))
+    if n:
+        lo = data.draw(st.integers(0, n - 1))
+        den[lo : lo + data.draw(st.integers(1, n))] = 0.0
+    den = data.draw(with_nans(den.tolist(), 0.2))
+    res = rolling_ratio(t, num, den, windows)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows)
+    np.testing.assert_array_equal(np.isnan(res.ratio), np.isnan(ref_ratio))
+    assert_close(res.coverage, ref_cov)

@@ -1,0 +1,337 @@
+"""Argument checks of the public kernel wrappers: each error names the argument and says what is wrong."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from puewatch.kernels import (
+    align,
+    align_many,
+    group_sums,
+    integrate_power,
+    pue,
+    ratio,
+    rebin_energy,
+    register_deltas,
+    rolling_ratio,
+    rolling_sums,
+)
+
+NAN = math.nan
+T3 = np.array([0, 10, 20], dtype=np.int64)
+
+
+def esc(s: str) -> str:
+    return re.escape(s)
+
+
+# ---------------------------------------------------------------------------
+# times (shared by every wrapper)
+
+
+def test_non_increasing_times_name_the_index():
+    msg = "t_ns: times must be strictly increasing; index 2 (10) is not after index 1 (10)"
+    with pytest.raises(ValueError, match=esc(msg)):
+        register_deltas([0, 10, 10, 20], [1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match=esc(msg)):
+        integrate_power([0, 10, 10, 20], [1.0] * 4, max_gap_ns=100)
+    with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (5) is not after index 0 (10)")):
+        align([10, 5], [1.0, 2.0], [1], max_age_ns=5)
+    with pytest.raises(ValueError, match=esc("grid_ns: times must be strictly increasing; index 3 (2) is not after index 2 (3)")):
+        align([10, 20], [1.0, 2.0], [1, 2, 3, 2], max_age_ns=5)
+    with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (0) is not after index 0 (0)")):
+        rebin_energy([0, 0], [1.0], [0, 10])
+    with pytest.raises(ValueError, match=esc("grid_ns: times must be strictly increasing; index 1 (0) is not after index 0 (10)")):
+        rebin_energy([0, 10], [1.0], [10, 0])
+    with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 2 (5) is not after index 1 (10)")):
+        rolling_sums([0, 10, 5], [1.0, 1.0], [10])
+    with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (0) is not after index 0 (0)")):
+        rolling_ratio([0, 0], [1.0], [1.0], [10])
+
+
+def test_time_dtypes():
+    # strings are not times
+    with pytest.raises(TypeError, match=esc("t_ns: expected int64 nanoseconds or datetime64, got dtype <U1")):
+        register_deltas(["a", "b"], [1.0, 2.0])
+    with pytest.raises(TypeError, match="t_ns: expected int64 nanoseconds or datetime64, got dtype bool"):
+        integrate_power(np.array([False, True]), [1.0, 2.0], max_gap_ns=5)
+    with pytest.raises(TypeError, match="grid_ns: expected int64 nanoseconds or datetime64"):
+        align([0, 1], [1.0, 2.0], ["x"], max_age_ns=5)
+
+
+def test_uint64_times():
+    with pytest.raises(ValueError, match="t_ns: values exceed int64 nanoseconds"):
+        integrate_power(np.array([0, 2**63], dtype=np.uint64), [1.0, 1.0], max_gap_ns=5)
+    # in range: accepted as int64 ns; 2 ns at 1e9 W = 2 J
+    res = integrate_power(np.array([0, 2], dtype=np.uint64), [1e9, 1e9], max_gap_ns=5)
+    assert res.energy_j[0] == pytest.approx(2.0)
+    assert register_deltas(np.array([], dtype=np.uint64), []).delta.shape == (0,)
+    assert register_deltas(np.array([1, 2], dtype=np.uint32), [1.0, 2.0]).delta[0] == 1.0
+
+
+def test_float_times():
+    with pytest.raises(ValueError, match="t_ns: times must be finite"):
+        integrate_power([0.0, NAN], [1.0, 1.0], max_gap_ns=5)
+    with pytest.raises(ValueError, match="t_ns: times must be finite"):
+        integrate_power([0.0, math.inf], [1.0, 1.0], max_gap_ns=5)
+    with pytest.raises(ValueError, match=esc("t_ns: times must be whole nanoseconds (int64 ns since the epoch)")):
+        integrate_power([0.0, 1.5], [1.0, 1.0], max_gap_ns=5)
+    assert integrate_power(np.array([], dtype=np.float64), [], max_gap_ns=5).energy_j.shape == (0,)
+
+
+def test_times_must_be_one_dimensional():
+    with pytest.raises(ValueError, match=esc("t_ns: expected a 1-D array, got shape (2, 2)")):
+        register_deltas([[0, 1], [2, 3]], [1.0, 2.0])
+    with pytest.raises(ValueError, match=esc("t_ns: expected a 1-D array, got shape ()")):
+        integrate_power(5, [1.0], max_gap_ns=5)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_nat_times_are_rejected_or_unknown():
+    """NaT is int64 min after the view: it passes the order check and yields -7.5e9 J of energy.
+
+    Either the wrapper should reject NaT (ValueError naming t_ns), or the interval
+    touching it must be NaN (a missing time): never a made-up, negative energy.
+    """
+    t = np.array(["NaT", "2024-01-01T00:00:00", "2024-01-01T00:00:01"], dtype="datetime64[ns]")
+    try:
+        res = integrate_power(t, [1.0, 1.0, 1.0], max_gap_ns=10**9)
+    except ValueError as exc:
+        assert "t_ns" in str(exc)
+    else:
+        assert math.isnan(res.energy_j[0]), f"interval from NaT integrated to {res.energy_j[0]} J"
+        assert res.total_j == pytest.approx(1.0)  # only the 1 s at 1 W
+
+
+# ---------------------------------------------------------------------------
+# values
+
+
+def test_values_dtype_and_rank():
+    with pytest.raises(TypeError, match="reading: expected numbers, got dtype <U"):
+        register_deltas(T3, ["a", "b", "c"])
+    with pytest.raises(TypeError, match="power_w: expected numbers, got dtype object"):
+        integrate_power(T3, np.array([1, None, 2], dtype=object), max_gap_ns=5)
+    with pytest.raises(ValueError, match=esc("power_w: expected a 1-D array, got shape (3, 1)")):
+        integrate_power(T3, [[1.0], [2.0], [3.0]], max_gap_ns=5)
+    with pytest.raises(ValueError, match=esc("values: expected a 2-D array, got shape (3,)")):
+        group_sums([1.0, 2.0, 3.0], [[1.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match=esc("coef: expected a 2-D array, got shape (3,)")):
+        group_sums([[1.0], [2.0], [3.0]], [1.0, 1.0, 1.0])
+    # booleans and integers are numbers
+    assert register_deltas(T3, np.array([1, 2, 3], dtype=np.int32)).delta.tolist() == [1.0, 1.0]
+    assert register_deltas(T3, [False, True, True]).delta.tolist() == [1.0, 0.0]
+
+
+def test_wrong_lengths():
+    with pytest.raises(ValueError, match="reading: length 2 does not match 3"):
+        register_deltas(T3, [1.0, 2.0])
+    with pytest.raises(ValueError, match="power_w: length 4 does not match 3"):
+        integrate_power(T3, [1.0] * 4, max_gap_ns=5)
+    with pytest.raises(ValueError, match="values: length 2 does not match 3"):
+        align(T3, [1.0, 2.0], [5], max_age_ns=5)
+    with pytest.raises(ValueError, match="energy: length 3 does not match 2"):
+        rebin_energy(T3, [1.0, 2.0, 3.0], [0, 10])
+    with pytest.raises(ValueError, match=esc("energy: length 1 does not match len(t_ns) - 1 = -1")):
+        rebin_energy(np.array([], dtype=np.int64), [1.0], [0, 10])
+    with pytest.raises(ValueError, match=esc("t_ns: 3 intervals need 4 boundaries, got 3")):
+        rolling_sums(T3, [1.0, 2.0, 3.0], [10])
+    with pytest.raises(ValueError, match=esc("t_ns: 0 intervals need 1 boundaries, got 0")):
+        rolling_sums(np.array([], dtype=np.int64), [], [10])
+    with pytest.raises(ValueError, match="denominator: length 1 does not match 2"):
+        rolling_ratio(T3, [1.0, 2.0], [1.0], [10])
+    with pytest.raises(ValueError, match=esc("t_ns: 2 intervals need 3 boundaries, got 2")):
+        rolling_ratio([0, 10], [1.0, 2.0], [1.0, 2.0], [10])
+    with pytest.raises(ValueError, match=esc("coef: has 2 columns but values has 3 meters (rows)")):
+        group_sums(np.ones((3, 4)), np.ones((1, 2)))
+
+
+# ---------------------------------------------------------------------------
+# register_deltas parameters
+
+
+@pytest.mark.parametrize("modulus", [0, -1.0, math.inf, NAN])
+def test_register_modulus_must_be_positive_and_finite(modulus):
+    with pytest.raises(ValueError, match=esc(f"modulus: must be > 0 and finite, got {modulus!r}")):
+        register_deltas(T3, [1.0, 2.0, 3.0], modulus=modulus)
+
+
+def test_register_power_bound_parameters():
+    r = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="max_power_w and joules_per_unit must be given together"):
+        register_deltas(T3, r, max_power_w=100.0)
+    with pytest.raises(ValueError, match="max_power_w and joules_per_unit must be given together"):
+        register_deltas(T3, r, joules_per_unit=3600.0)
+    with pytest.raises(ValueError, match=esc("max_power_w: must be > 0, got 0")):
+        register_deltas(T3, r, max_power_w=0, joules_per_unit=1.0)
+    with pytest.raises(ValueError, match=esc("joules_per_unit: must be > 0, got -1.0")):
+        register_deltas(T3, r, max_power_w=10.0, joules_per_unit=-1.0)
+    # an infinite power bound is no bound
+    res = register_deltas(T3, [1.0, 1e12, 2e12], max_power_w=math.inf, joules_per_unit=1.0)
+    assert res.delta.tolist() == [1e12 - 1.0, 1e12]
+
+
+@pytest.mark.parametrize("resolution", [-1.0, math.inf, NAN])
+def test_register_resolution_must_be_finite_and_non_negative(resolution):
+    with pytest.raises(ValueError, match=esc(f"resolution: must be finite and >= 0, got {resolution!r}")):
+        register_deltas(T3, [1.0, 2.0, 3.0], resolution=resolution)
+
+
+# ---------------------------------------------------------------------------
+# durations in ns
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5])
+def test_positive_whole_nanosecond_parameters(bad):
+    def msg(name):
+        return esc(f"{name}: must be a positive whole number of nanoseconds, got {bad!r}")
+
+    with pytest.raises(ValueError, match=msg("max_gap_ns")):
+        integrate_power(T3, [1.0] * 3, max_gap_ns=bad)
+    with pytest.raises(ValueError, match=msg("max_age_ns")):
+        align(T3, [1.0] * 3, [5], max_age_ns=bad)
+    with pytest.raises(ValueError, match=msg("max_span_ns")):
+        rebin_energy(T3, [1.0, 2.0], [0, 20], max_span_ns=bad)
+
+
+def test_whole_float_durations_are_accepted():
+    assert integrate_power(T3, [1.0] * 3, max_gap_ns=10.0).missing_ns == 0
+
+
+# ---------------------------------------------------------------------------
+# align / align_many
+
+
+def test_align_method():
+    with pytest.raises(ValueError, match=esc("method: must be one of ['hold', 'linear'], got 'nearest'")):
+        align(T3, [1.0] * 3, [5], method="nearest", max_age_ns=5)
+    with pytest.raises(ValueError, match=esc("method: must be one of ['hold', 'linear'], got 'cubic'")):
+        align_many([0, 3], T3, [1.0] * 3, [5], method="cubic", max_age_ns=5)
+
+
+def test_align_many_offsets():
+    x = [1.0] * 3
+    with pytest.raises(ValueError, match="offsets: expected a 1-D array of at least one element"):
+        align_many([], T3, x, [5], max_age_ns=5)
+    with pytest.raises(ValueError, match="offsets: expected a 1-D array of at least one element"):
+        align_many([[0, 3]], T3, x, [5], max_age_ns=5)
+    msg = esc("offsets: must start at 0, not decrease and end at len(t_ns)=3")
+    for off in ([1, 3], [0, 2], [0, 2, 1, 3], [0, 4]):
+        with pytest.raises(ValueError, match=msg):
+            align_many(off, T3, x, [5], max_age_ns=5)
+    with pytest.raises(ValueError, match="values: length 2 does not match 3"):
+        align_many([0, 3], T3, [1.0, 2.0], [5], max_age_ns=5)
+
+
+def test_align_many_each_series_increasing():
+    # series 0 = [0, 10] fine, series 1 = [5, 5] repeats at its index 1
+    with pytest.raises(ValueError, match="t_ns: series 1 is not strictly increasing at its index 1"):
+        align_many([0, 2, 4], [0, 10, 5, 5], [1.0] * 4, [5], max_age_ns=5)
+    # series may overlap in time: only order within a series matters
+    out = align_many([0, 2, 4], [0, 10, 5, 6], [1.0, 2.0, 3.0, 4.0], [6], max_age_ns=10)
+    assert out[:, 0].tolist() == [1.0, 4.0]
+    with pytest.raises(ValueError, match="grid_ns: times must be strictly increasing"):
+        align_many([0, 3], T3, [1.0] * 3, [5, 5], max_age_ns=5)
+
+
+def test_align_many_max_age():
+    x = [1.0] * 3
+    with pytest.raises(ValueError, match="max_age_ns: length 1 does not match 2"):
+        align_many([0, 1, 3], T3, x, [5], max_age_ns=[5])
+    with pytest.raises(ValueError, match="max_age_ns: every value must be > 0"):
+        align_many([0, 1, 3], T3, x, [5], max_age_ns=[5, 0])
+    with pytest.raises(ValueError, match=esc("max_age_ns: must be a positive whole number of nanoseconds, got 0")):
+        align_many([0, 1, 3], T3, x, [5], max_age_ns=0)
+
+
+@pytest.mark.parametrize("ages", [1.5, [5, 2.5]])
+def test_align_many_rejects_fractional_max_age_like_align(ages):
+    """align rejects max_age_ns=1.5; align_many truncates it to 1 ns silently (int(...) / astype)."""
+    with pytest.raises(ValueError, match="max_age_ns"):
+        align_many([0, 1, 3], T3, [1.0] * 3, [5], max_age_ns=ages)
+
+
+# ---------------------------------------------------------------------------
+# group_sums
+
+
+def test_group_sums_coef_must_be_finite():
+    with pytest.raises(ValueError, match="coef: weights must be finite"):
+        group_sums(np.ones((2, 3)), [[1.0, NAN]])
+    with pytest.raises(ValueError, match="coef: weights must be finite"):
+        group_sums(np.ones((2, 3)), [[1.0, math.inf]])
+    with pytest.raises(TypeError, match="values: expected numbers"):
+        group_sums(np.array([["a"]]), [[1.0]])
+
+
+# ---------------------------------------------------------------------------
+# rolling windows
+
+
+def test_rolling_windows_argument():
+    e = [1.0, 2.0]
+    with pytest.raises(ValueError, match="windows_ns: expected one or more window lengths"):
+        rolling_sums(T3, e, [])
+    with pytest.raises(ValueError, match="windows_ns: expected one or more window lengths"):
+        rolling_sums(T3, e, [[10, 20]])
+    with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got float64"):
+        rolling_sums(T3, e, [1.5])
+    with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got float64"):
+        rolling_sums(T3, e, [NAN])
+    with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got <U"):
+        rolling_sums(T3, e, ["1m"])
+    with pytest.raises(ValueError, match="windows_ns: every window must be > 0 ns"):
+        rolling_sums(T3, e, [10, 0])
+    with pytest.raises(ValueError, match="windows_ns: every window must be > 0 ns"):
+        rolling_ratio(T3, e, e, [-10])
+    # whole floats and unsigned ints are fine
+    assert rolling_sums(T3, e, [10.0]).sums.shape == (1, 2)
+    assert rolling_sums(T3, e, np.array([10, 20], dtype=np.uint32)).sums.shape == (2, 2)
+
+
+@pytest.mark.parametrize("cov", [[1.0, 1.5], [-0.1, 1.0], [NAN, 1.0]])
+def test_rolling_coverage_must_lie_in_unit_interval(cov):
+    with pytest.raises(ValueError, match=esc("coverage: coverage must lie in [0, 1]")):
+        rolling_sums(T3, [1.0, 2.0], [10], coverage=cov)
+    with pytest.raises(ValueError, match=esc("denominator_coverage: coverage must lie in [0, 1]")):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0], denominator_coverage=cov)
+
+
+def test_rolling_coverage_length_and_pairing():
+    with pytest.raises(ValueError, match="coverage: length 1 does not match 2"):
+        rolling_sums(T3, [1.0, 2.0], [10], coverage=[1.0])
+    with pytest.raises(ValueError, match="numerator_coverage: length 3 does not match 2"):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0] * 3, denominator_coverage=[1.0] * 2)
+    with pytest.raises(ValueError, match="numerator_coverage and denominator_coverage must be given together"):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0])
+    with pytest.raises(ValueError, match="numerator_coverage and denominator_coverage must be given together"):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], denominator_coverage=[1.0, 1.0])
+
+
+@pytest.mark.parametrize("mc", [-0.1, 1.5, NAN])
+def test_min_coverage_must_lie_in_unit_interval(mc):
+    with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], min_coverage=mc)
+    with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
+        ratio(1.0, 1.0, min_coverage=mc)
+    with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
+        pue([1.0], [1.0], coverage=[1.0], min_coverage=mc)
+
+
+# ---------------------------------------------------------------------------
+# ratios
+
+
+def test_ratio_arguments():
+    with pytest.raises(TypeError, match="numerator: expected numbers, got dtype <U"):
+        pue("1500", 1000.0)
+    with pytest.raises(TypeError, match="denominator: expected numbers"):
+        pue(1500.0, "1000")
+    with pytest.raises(TypeError, match="coverage: expected numbers"):
+        pue(1500.0, 1000.0, coverage="full")
+    with pytest.raises(ValueError, match="shape mismatch|broadcast"):
+        pue([1.0, 2.0], [1.0, 2.0, 3.0])

@@ -1,0 +1,347 @@
+"""Slow, obviously correct references for ``puewatch.kernels``.
+
+Written from the docstrings (the specification), not from the kernel code:
+plain per-interval / per-output loops over Python numbers, ``math.fsum`` for
+every sum, brute-force searches instead of moving pointers. Every kernel test
+compares against these. Keep them simple rather than fast: inputs in the tests
+are at most a few hundred samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAN = math.nan
+
+# Flag bits, as documented in puewatch.kernels.flags.
+OK = 0
+WRAP = 1
+RESET = 2
+JUMP = 4
+MISSING = 8
+BAD_TIME = 16
+
+_FLAG_NAMES = ((WRAP, "wrap"), (RESET, "reset"), (JUMP, "jump"), (MISSING, "missing"), (BAD_TIME, "bad_time"))
+
+
+def _isnan(x: float) -> bool:
+    return x != x
+
+
+def _ints(a) -> list[int]:
+    return [int(x) for x in np.asarray(a).tolist()]
+
+
+def _floats(a) -> list[float]:
+    return [float(x) for x in np.asarray(a, dtype=np.float64).tolist()]
+
+
+# ---------------------------------------------------------------------------
+# flags
+
+
+def describe_flags(flags: int) -> list[str]:
+    return [name for bit, name in _FLAG_NAMES if int(flags) & bit]
+
+
+def flag_counts(flags) -> dict[str, int]:
+    out = {name: 0 for _, name in _FLAG_NAMES}
+    for f in _ints(flags):
+        for bit, name in _FLAG_NAMES:
+            if f & bit:
+                out[name] += 1
+    return out
+
+
+# ---------------------------------------------------------------------------
+# register deltas
+
+
+def register_bound(dt_ns: int, max_power_w=None, joules_per_unit=None, resolution=0.0) -> float:
+    """Largest possible increase over ``dt_ns``: max_power_w × Δt / joules_per_unit + resolution."""
+    if max_power_w is None:
+        return math.inf
+    return max_power_w * (dt_ns / 1e9) / joules_per_unit + resolution
+
+
+def register_deltas(
+    t_ns,
+    reading,
+    *,
+    modulus=None,
+    max_power_w=None,
+    joules_per_unit=None,
+    resolution=0.0,
+    reset_from_zero=True,
+):
+    """Returns (delta float64 n-1, flags uint8 n-1)."""
+    t = _ints(t_ns)
+    r = _floats(reading)
+    delta = []
+    flags = []
+    for i in range(len(t) - 1):
+        a, b = r[i], r[i + 1]
+        dt = t[i + 1] - t[i]
+        if dt <= 0:
+            delta.append(NAN)
+            flags.append(BAD_TIME)
+            continue
+        if _isnan(a) or _isnan(b):
+            delta.append(NAN)
+            flags.append(MISSING)
+            continue
+        bound = register_bound(dt, max_power_w, joules_per_unit, resolution)
+        if b >= a:
+            d, f = b - a, OK
+        else:
+            is_wrap = False
+            if modulus is not None:
+                wrapped = b + modulus - a
+                if max_power_w is not None:
+                    is_wrap = wrapped <= bound  # "within the power bound"
+                else:
+                    is_wrap = wrapped < modulus / 2  # "less than half the modulus"
+            if is_wrap:
+                d, f = wrapped, WRAP
+            else:
+                d, f = (b if reset_from_zero else NAN), RESET
+        if not _isnan(d) and d > bound:
+            d, f = NAN, f | JUMP
+        delta.append(d)
+        flags.append(f)
+    return np.array(delta, dtype=np.float64), np.array(flags, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# power integration
+
+
+def integrate_power(t_ns, power_w, *, max_gap_ns):
+    """Returns (energy_j n-1, total_j, missing_ns)."""
+    t = _ints(t_ns)
+    p = _floats(power_w)
+    energy = []
+    missing = 0
+    for i in range(len(t) - 1):
+        dt = t[i + 1] - t[i]
+        if dt > max_gap_ns or not (math.isfinite(p[i]) and math.isfinite(p[i + 1])):  # NaN or inf: missing
+            energy.append(NAN)
+            missing += dt
+        else:
+            energy.append((p[i] + p[i + 1]) / 2 * (dt / 1e9))
+    total = math.fsum(e for e in energy if not _isnan(e))
+    return np.array(energy, dtype=np.float64), total, missing
+
+
+# ---------------------------------------------------------------------------
+# alignment
+
+
+def align(t_ns, values, grid_ns, *, method="hold", max_age_ns):
+    t = _ints(t_ns)
+    x = _floats(values)
+    out = []
+    for g in _ints(grid_ns):
+        at_or_before = [i for i in range(len(t)) if t[i] <= g]
+        at_or_after = [i for i in range(len(t)) if t[i] >= g]
+        if method == "hold":
+            if not at_or_before:
+                out.append(NAN)
+                continue
+            j = max(at_or_before, key=lambda i: t[i])
+            # a NaN or infinite sample holds as NaN
+            out.append(x[j] if g - t[j] <= max_age_ns and math.isfinite(x[j]) else NAN)
+        elif method == "linear":
+            exact = [i for i in range(len(t)) if t[i] == g]
+            if exact:
+                v = x[exact[0]]
+                out.append(v if math.isfinite(v) else NAN)  # never inf
+                continue
+            if not at_or_before or not at_or_after:
+                out.append(NAN)  # outside the series
+                continue
+            j0 = max(at_or_before, key=lambda i: t[i])
+            j1 = min(at_or_after, key=lambda i: t[i])
+            a, b = x[j0], x[j1]
+            span = t[j1] - t[j0]
+            if span > max_age_ns or not (math.isfinite(a) and math.isfinite(b)):
+                out.append(NAN)
+                continue
+            # weighted mean of the two neighbours
+            out.append((a * (t[j1] - g) + b * (g - t[j0])) / span)
+        else:
+            raise ValueError(method)
+    return np.array(out, dtype=np.float64)
+
+
+def align_many(offsets, t_ns, values, grid_ns, *, method="hold", max_age_ns):
+    off = _ints(offsets)
+    t = np.asarray(t_ns)
+    x = np.asarray(values, dtype=np.float64)
+    n_series = len(off) - 1
+    ages = _ints(np.broadcast_to(np.asarray(max_age_ns), (n_series,)))
+    rows = [
+        align(t[off[s] : off[s + 1]], x[off[s] : off[s + 1]], grid_ns, method=method, max_age_ns=ages[s])
+        for s in range(n_series)
+    ]
+    return np.array(rows, dtype=np.float64).reshape(n_series, len(np.asarray(grid_ns)))
+
+
+# ---------------------------------------------------------------------------
+# rebinning
+
+
+def rebin_energy(t_ns, energy, grid_ns, *, max_span_ns=None):
+    """Returns (energy, coverage, spread), each len(grid) - 1."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    g = _ints(grid_ns)
+    out_e, out_cov, out_spread = [], [], []
+    for k in range(len(g) - 1):
+        g0, g1 = g[k], g[k + 1]
+        shares, spread_shares = [], []
+        covered = 0
+        for i in range(len(t) - 1):
+            if _isnan(e[i]):
+                continue
+            a, b = t[i], t[i + 1]
+            overlap = min(b, g1) - max(a, g0)
+            if overlap <= 0:
+                continue
+            share = e[i] * overlap / (b - a)
+            shares.append(share)
+            covered += overlap
+            if max_span_ns is not None and b - a > max_span_ns:
+                spread_shares.append(share)
+        out_cov.append(covered / (g1 - g0))
+        if covered == 0:
+            out_e.append(NAN)
+            out_spread.append(NAN)
+        else:
+            out_e.append(math.fsum(shares))
+            out_spread.append(math.fsum(spread_shares))
+    f = lambda xs: np.array(xs, dtype=np.float64)  # noqa: E731
+    return f(out_e), f(out_cov), f(out_spread)
+
+
+# ---------------------------------------------------------------------------
+# group sums
+
+
+def group_sums(values, coef, *, skipna=False):
+    """Returns (total float64 (n_groups, n_grid), n_missing int (n_groups, n_grid))."""
+    x = np.asarray(values, dtype=np.float64)
+    w = np.asarray(coef, dtype=np.float64)
+    n_meters, n_grid = x.shape
+    n_groups = w.shape[0]
+    total = np.empty((n_groups, n_grid))
+    n_missing = np.zeros((n_groups, n_grid), dtype=np.int64)
+    for j in range(n_groups):
+        for c in range(n_grid):
+            terms = []
+            for i in range(n_meters):
+                if w[j, i] == 0:
+                    continue  # not a member
+                if _isnan(x[i, c]):
+                    n_missing[j, c] += 1
+                else:
+                    terms.append(float(w[j, i]) * float(x[i, c]))
+            total[j, c] = NAN if (n_missing[j, c] and not skipna) else math.fsum(terms)
+    return total, n_missing
+
+
+# ---------------------------------------------------------------------------
+# rolling windows
+
+
+def _overlap(a: int, b: int, lo: int, hi: int) -> int:
+    """Length of (a, b] ∩ (lo, hi], 0 if disjoint."""
+    return max(0, min(b, hi) - max(a, lo))
+
+
+def rolling_sums(t_ns, energy, windows_ns, *, coverage=None):
+    """Returns (sums, coverage), each (n_windows, n)."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    n = len(e)
+    cov = [1.0] * n if coverage is None else _floats(coverage)
+    windows = _ints(np.atleast_1d(windows_ns))
+    sums = np.empty((len(windows), n))
+    covs = np.empty((len(windows), n))
+    for w, W in enumerate(windows):
+        for i in range(n):
+            end = t[i + 1]
+            start = end - W
+            parts, covered = [], []
+            for k in range(n):  # every interval, brute force
+                ov = _overlap(t[k], t[k + 1], start, end)
+                if ov == 0 or _isnan(e[k]):
+                    continue
+                parts.append(e[k] * (ov / (t[k + 1] - t[k])))
+                covered.append(cov[k] * ov)
+            sums[w, i] = math.fsum(parts)
+            covs[w, i] = math.fsum(covered) / W
+    return sums, covs
+
+
+def rolling_ratio(
+    t_ns, numerator, denominator, windows_ns, *, min_coverage=0.0, numerator_coverage=None, denominator_coverage=None
+):
+    """Returns (ratio, coverage), each (n_windows, n)."""
+    t = _ints(t_ns)
+    a = _floats(numerator)
+    b = _floats(denominator)
+    n = len(a)
+    ca = [1.0] * n if numerator_coverage is None else _floats(numerator_coverage)
+    cb = [1.0] * n if denominator_coverage is None else _floats(denominator_coverage)
+    windows = _ints(np.atleast_1d(windows_ns))
+    ratios = np.empty((len(windows), n))
+    covs = np.empty((len(windows), n))
+    for w, W in enumerate(windows):
+        for i in range(n):
+            end = t[i + 1]
+            start = end - W
+            num, den, covered = [], [], []
+            for k in range(n):
+                ov = _overlap(t[k], t[k + 1], start, end)
+                if ov == 0 or _isnan(a[k]) or _isnan(b[k]):
+                    continue  # only intervals where both are valid count
+                frac = ov / (t[k + 1] - t[k])
+                num.append(a[k] * frac)
+                den.append(b[k] * frac)
+                covered.append(min(ca[k], cb[k]) * ov)
+            c = math.fsum(covered) / W
+            sn, sd = math.fsum(num), math.fsum(den)
+            r = sn / sd if sd > 0 else NAN
+            if c < min_coverage or not math.isfinite(r):
+                r = NAN
+            ratios[w, i] = r
+            covs[w, i] = c
+    return ratios, covs
+
+
+# ---------------------------------------------------------------------------
+# guarded ratios
+
+
+def ratio(numerator, denominator, *, coverage=None, min_coverage=0.0):
+    arrays = [np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)]
+    if coverage is not None:
+        arrays.append(np.asarray(coverage, dtype=np.float64))
+    arrays = np.broadcast_arrays(*arrays)
+    shape = arrays[0].shape
+    out = np.empty(shape)
+    for idx in np.ndindex(shape):
+        a = float(arrays[0][idx])
+        b = float(arrays[1][idx])
+        r = NAN
+        if math.isfinite(a) and math.isfinite(b) and b > 0:
+            if coverage is None or float(arrays[2][idx]) >= min_coverage:
+                q = a / b
+                r = q if math.isfinite(q) else NAN
+        out[idx] = r
+    if shape == ():
+        return float(out[()])
+    return out

@@ -1,0 +1,70 @@
+"""The puewatch command line, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import puewatch
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "puewatch.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_version_matches_package():
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"puewatch {puewatch.__version__}"
+
+
+def test_help_lists_subcommands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "bench" in out.stdout
+
+
+def test_no_command_prints_help_and_fails():
+    out = run_cli()
+    assert out.returncode == 2
+    assert "usage: puewatch" in out.stdout
+
+
+def test_unknown_command_is_an_error():
+    out = run_cli("frobnicate")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+def test_bench_kernels_json_fields():
+    out = run_cli("bench", "kernels", "--samples", "20000", "--repeat", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    names = {k["name"] for k in report["kernels"]}
+    assert {"register_deltas", "integrate_power", "rolling_sums_15min", "rolling_pue_15min"} <= names
+    for k in report["kernels"]:
+        assert k["n"] == 20000
+        assert k["seconds"] > 0
+        assert k["gbytes_per_s"] > 0
+        assert k["copy_gbytes_per_s"] > 0
+        assert k["pandas_seconds"] is None or k["pandas_seconds"] > 0
+    by_name = {k["name"]: k for k in report["kernels"]}
+    assert by_name["align_many"]["pandas_seconds"] is None
+    assert by_name["rolling_sums_15min"]["pandas_seconds"] > 0
+
+
+def test_bench_kernels_table():
+    out = run_cli("bench", "kernels", "--samples", "20000", "--repeat", "1", "--no-pandas")
+    assert out.returncode == 0, out.stderr
+    assert "plain array copy" in out.stdout
+    assert "rolling_pue_15min" in out.stdout
+
+
+def test_bench_rejects_tiny_sample_count_cleanly():
+    out = run_cli("bench", "kernels", "--samples", "10")
+    assert out.returncode == 2
+    assert "--samples must be at least 10000" in out.stderr
+    assert "Traceback" not in out.stderr
