@@ -115,3 +115,7 @@ def load(path: str | Path) -> AgentConfig:
 
 def reference() -> str:
     return cfg.reference_markdown(AgentConfig, "puewatch agent configuration reference")
+
+
+if __name__ == "__main__":  # python -m puewatch.agent.config > agent/CONFIG.md
+    print(reference(), end="")

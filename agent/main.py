@@ -188,6 +188,8 @@ class Agent:
                 name=job.name,
                 misfire_grace_time=max(1, int(job.interval_s * 2)),
             )
+            if job.at_start:
+                scheduler.add_job(self._job(job), id=job.name + ".start", name=job.name)
         scheduler.add_job(self._status, IntervalTrigger(seconds=self.conf.agent.status_interval_s), id="agent.status")
         wd = watchdog_interval_s() if self.notifier.enabled else None
         if wd:

@@ -68,7 +68,7 @@ class Shipper(threading.Thread):
         if self._https:
             self._ssl = ssl.create_default_context(cafile=endpoint.ca_file)
         self._conn: http.client.HTTPConnection | None = None
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._deadline: float | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -80,14 +80,14 @@ class Shipper(threading.Thread):
         """Seal what is open and try to deliver everything until `timeout_s` has passed."""
         self._deadline = time.monotonic() + timeout_s
         self._retry_at = 0.0
-        self._stop.set()
+        self._stopping.set()
         self.spool.seal_wanted.set()
         self.join(timeout_s + 1.0)
 
     def run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
         while True:
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 self._final_flush()
                 return
             wake = next_flush if not self._failures else min(next_flush, self._retry_at)
@@ -122,7 +122,7 @@ class Shipper(threading.Thread):
         while True:
             if final and self._deadline is not None and time.monotonic() >= self._deadline:
                 return
-            if not final and self._stop.is_set():
+            if not final and self._stopping.is_set():
                 return
             seg = self.spool.oldest()
             if seg is None:

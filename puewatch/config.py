@@ -295,6 +295,8 @@ def reference_markdown(model: type, title: str, path: str = "") -> str:
             nested.append((f.name, inner[0], f))
             continue
         allowed = describe_range(dict(f.metadata))
+        if tp is str and f.metadata.get("choices") is None:
+            allowed = "non-empty" if f.metadata.get("min") else ""
         doc = f.metadata.get("doc", "")
         rows.append(f"| `{f.name}` | {_type_name(tp)} | `{_default_text(f)}` | {allowed} | {doc} |")
     if rows:
@@ -305,9 +307,10 @@ def reference_markdown(model: type, title: str, path: str = "") -> str:
         lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|", *rows, ""]
     for name, sub, f in nested:
         sub_path = _join(path, name)
-        doc = f.metadata.get("doc")
         text = reference_markdown(sub, title, sub_path)
-        if doc and f"## `[{sub_path}]`" in text:
+        doc = f.metadata.get("doc")
+        if doc and not sub.__doc__ and f"## `[{sub_path}]`" in text:
+            # The model has no docstring of its own: use the field's doc.
             text = text.replace(f"## `[{sub_path}]`\n\n", f"## `[{sub_path}]`\n\n{doc}\n\n", 1)
         lines.append(text)
     return "\n".join(lines)

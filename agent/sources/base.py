@@ -31,6 +31,8 @@ class Job:
     func: Callable[[], list[str]]
     # Whether the lines count as samples (for READY=1 and samples_taken).
     samples: bool = True
+    # Also run once right at start-up (descriptions with long periods).
+    at_start: bool = False
 
 
 class Context:

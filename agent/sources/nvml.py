@@ -272,7 +272,7 @@ class Source:
             Job("nvml.power", c.interval_s, self.sample_power),
             Job("nvml.state", c.state_interval_s, self.sample_state),
             Job("nvml.process", c.process_interval_s, self.sample_processes),
-            Job("nvml.info", c.info_interval_s, self.sample_info),
+            Job("nvml.info", c.info_interval_s, self.sample_info, at_start=True),
         ]
 
     def sample_power(self) -> list[str]:

@@ -134,7 +134,7 @@ class Source:
             Job("sim.power", c.interval_s, self.sample_power),
             Job("sim.state", c.state_interval_s, self.sample_state),
             Job("sim.process", c.process_interval_s, self.sample_processes),
-            Job("sim.info", c.info_interval_s, self.sample_info),
+            Job("sim.info", c.info_interval_s, self.sample_info, at_start=True),
         ]
 
     def power_fields(self, gpu: SimGpu, t_ns: int) -> dict:
