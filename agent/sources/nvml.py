@@ -83,7 +83,7 @@ class Config:
         False, doc="Start without GPUs when NVML or the driver is missing (retrying with backoff) instead of refusing to start."
     )
     retry_initial_s: float = setting(1.0, min=0.1, max=600.0, doc="First delay before re-initialising NVML or a lost GPU.")
-    retry_max_s: float = setting(60.0, min=1.0, max=3600.0, doc="Longest delay between re-initialisation attempts.")
+    retry_max_s: float = setting(60.0, min=0.1, max=3600.0, doc="Longest delay between re-initialisation attempts.")
 
 
 def _power_usage_kind(arch: int | None, pci_device_id: int | None, name: str) -> str:
@@ -304,7 +304,9 @@ class Source:
                     )
                 if gpu.has_counter is not False:  # True, or None: not tried yet
                     energy = pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
-                    gpu.has_counter = True
+                    if gpu.has_counter is None:
+                        gpu.has_counter = True
+                        out.append(self._info_line(gpu, t_ns))  # the energy source is known now
                     last = gpu.last_energy_mj
                     if last is not None and energy < last:
                         self._counter_reset(gpu, last, energy, t_ns)
@@ -325,6 +327,7 @@ class Source:
                         exc,
                     )
                     self._integrate(gpu, fields, t_ns)
+                    out.append(self._info_line(gpu, t_ns))
                 elif self._classify(exc, gpu, t_ns):
                     continue
                 # A reading that failed this once: the rest of this GPU's point still goes out.
@@ -401,11 +404,13 @@ class Source:
         t_ns = time.time_ns()
         for gpu in self.gpus:
             if gpu.info:
-                energy_source = {True: "counter", False: "integrated", None: "unknown"}[gpu.has_counter]
-                line = encode_line(gpu.info_key, {**gpu.info, "energy_source": energy_source}, t_ns)
-                if line:
-                    out.append(line)
+                out.append(self._info_line(gpu, t_ns))
         return out
+
+    @staticmethod
+    def _info_line(gpu: _Gpu, t_ns: int) -> str:
+        energy_source = {True: "counter", False: "integrated", None: "unknown"}[gpu.has_counter]
+        return encode_line(gpu.info_key, {**gpu.info, "energy_source": energy_source}, t_ns)
 
     def close(self) -> None:
         if self.initialised:

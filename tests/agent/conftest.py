@@ -72,14 +72,16 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.popen.wait(5)
-        self._logf.close()
+        if not self._logf.closed:
+            self._logf.close()
         return self.popen.returncode
 
     def kill(self) -> None:
         self.stop(SIGKILL)
 
     def output(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         return self.log.read_text(errors="replace")
 
 
@@ -130,6 +132,18 @@ class Receiver:
 @pytest.fixture
 def receiver(procs, tmp_path) -> Receiver:
     return Receiver(procs, tmp_path).start()
+
+
+def wait_log(agent: "Proc", text: str, timeout_s: float = 20.0) -> None:
+    """Wait for `text` in the agent's log; fail at once with the log if the agent died."""
+
+    def seen():
+        if text in agent.output():
+            return True
+        assert agent.alive(), f"agent exited with {agent.popen.returncode}:\n{agent.output()}"
+        return False
+
+    wait_for(seen, timeout_s, repr(text))
 
 
 def write_config(path: Path, url: str, spool: Path, sources: str, agent_extra: str = "", output_extra: str = "") -> Path:
