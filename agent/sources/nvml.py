@@ -113,6 +113,8 @@ class _Gpu:
     tags: dict[str, str]
     info: dict[str, Any] = field(default_factory=dict)
     field_ids: list[int] = field(default_factory=list)  # power field values supported
+    # per supported field: (field name, attribute of the value union), in field_ids order
+    field_reads: list[tuple[str, str]] = field(default_factory=list)
     usage_kind: str | None = None  # kind of nvmlDeviceGetPowerUsage when used instead of fields
     has_counter: bool | None = None  # None: not tried yet
     last_energy_mj: int | None = None
@@ -216,7 +218,12 @@ class Source:
         # Power: the explicit field values first.
         try:
             values = pynvml.nvmlDeviceGetFieldValues(handle, [FI_POWER_AVERAGE, FI_POWER_INSTANT])
-            gpu.field_ids = [v.fieldId for v in values if v.nvmlReturn == pynvml.NVML_SUCCESS]
+            ok = [v for v in values if v.nvmlReturn == pynvml.NVML_SUCCESS]
+            gpu.field_ids = [v.fieldId for v in ok]
+            gpu.field_reads = [
+                ("power_average_w" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w", _VALUE_ATTR.get(v.valueType, "uiVal"))
+                for v in ok
+            ]
             for v in values:
                 if v.nvmlReturn != pynvml.NVML_SUCCESS:
                     label = "power_average_w (field 185)" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w (field 186)"
@@ -292,12 +299,14 @@ class Source:
             fields: dict[str, Any] = {}
             try:
                 if gpu.field_ids:
-                    for v in pynvml.nvmlDeviceGetFieldValues(gpu.handle, gpu.field_ids):
-                        if v.nvmlReturn == pynvml.NVML_SUCCESS:
-                            mw = getattr(v.value, _VALUE_ATTR.get(v.valueType, "uiVal"))
-                            fields["power_average_w" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w"] = mw / 1000.0
+                    values = pynvml.nvmlDeviceGetFieldValues(gpu.handle, gpu.field_ids)
+                    # pynvml's structures have a slow __getattribute__: read each member once.
+                    for v, (name, attr) in zip(values, gpu.field_reads):
+                        ret = v.nvmlReturn
+                        if ret == 0:  # NVML_SUCCESS
+                            fields[name] = getattr(v.value, attr) / 1000.0
                         else:
-                            self._field_error(gpu, f"field_{v.fieldId}", v.nvmlReturn)
+                            self._field_error(gpu, name, ret)
                 elif gpu.usage_kind is not None:
                     fields["power_average_w" if gpu.usage_kind == "average" else "power_instant_w"] = (
                         pynvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
@@ -311,8 +320,11 @@ class Source:
                     if last is not None and energy < last:
                         self._counter_reset(gpu, last, energy, t_ns)
                     gpu.last_energy_mj = energy
-                    fields["energy_mj"] = energy
-                    fields["energy_estimated"] = False
+                    # Hot path: power figures are finite floats (mW / 1000), energy an int; this is
+                    # what encode_line() would write, without its generic type checks.
+                    body = ",".join([f"{k}={v!r}" for k, v in fields.items()])
+                    out.append(f"{gpu.power_key} {body}{',' if body else ''}energy_mj={energy}i,energy_estimated=false {t_ns}")
+                    continue
                 else:
                     self._integrate(gpu, fields, t_ns)
             except pynvml.NVMLError as exc:
