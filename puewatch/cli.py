@@ -18,6 +18,7 @@ from puewatch.errors import UserError
 
 # name -> "module:function" registering the subcommand's parser.
 _COMMANDS: dict[str, str] = {
+    "agent": "puewatch.commands:register_agent",
     "bench": "puewatch.commands:register_bench",
 }
 

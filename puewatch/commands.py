@@ -21,3 +21,32 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--json", action="store_true", help="print machine-readable JSON")
     k.add_argument("--no-pandas", action="store_true", help="skip the pandas baselines")
     k.set_defaults(handler="puewatch.benchmarks.kernels:main")
+    a = bsub.add_parser(
+        "agent",
+        help="node agent CPU and memory vs a bare NVML polling loop",
+        description=(
+            "Runs the agent against a fake NVML library (compiled with gcc) serving N GPUs at H Hz and "
+            "reports its CPU time per second of wall time and peak RSS, beside a bare loop that makes the "
+            "same NVML calls and nothing else (the floor), measured in the same run."
+        ),
+    )
+    a.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    a.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
+    a.add_argument("--gpus", type=int, default=8, help="simulated GPUs (default 8)")
+    a.add_argument("--hz", type=float, default=10.0, help="power/energy samples per second per GPU (default 10)")
+    a.set_defaults(handler="puewatch.benchmarks.agent:main")
+
+
+def register_agent(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run the GPU node agent (NVML, host, RAPL) and ship to the collector",
+        description=(
+            "Samples the configured sources on a fixed-rate schedule, writes every batch to an on-disk "
+            "spool and ships it gzip-compressed to an InfluxDB-compatible write endpoint. "
+            "systemd notify-aware (READY, WATCHDOG, STATUS, STOPPING); logs to stderr."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="agent configuration (TOML)")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.set_defaults(handler="puewatch.agent.main:main")

@@ -1,0 +1,121 @@
+"""The agent's configuration model (agent.toml). The reference document is generated from it."""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from puewatch import config as cfg
+from puewatch.agent.sources import host, nvml, sim
+from puewatch.config import setting
+from puewatch.errors import ConfigError
+
+
+@dataclass
+class AgentSection:
+    """The agent itself: identity, spool, batching, self-monitoring."""
+
+    node: str = setting("", doc="Node name, the `node` tag of every point; empty means the host name.")
+    tags: dict[str, str] = setting(default_factory=dict, doc="Extra tags on every point, e.g. `{ site = \"fra1\", rack = \"r12\" }`.")
+    spool_dir: str = setting("/var/lib/puewatch/agent/spool", min=1, doc="Directory of the on-disk spool (batches not yet acknowledged).")
+    spool_max_bytes: int = setting(
+        256 * 1024 * 1024, min=64 * 1024, doc="Most bytes the spool may hold; when full, the oldest batches are dropped and counted."
+    )
+    flush_interval_s: float = setting(5.0, min=0.1, max=3600.0, doc="How often the current batch is sealed and sent.")
+    batch_max_bytes: int = setting(
+        1024 * 1024, min=1024, max=64 * 1024 * 1024, doc="A batch is sealed early when it reaches this size."
+    )
+    self_interval_s: float = setting(10.0, min=0.5, max=3600.0, doc="Period of the agent's own `puewatch_agent` points.")
+    status_interval_s: float = setting(5.0, min=0.5, max=3600.0, doc="Period of systemd STATUS= updates.")
+    shutdown_timeout_s: float = setting(5.0, min=0.0, max=600.0, doc="On SIGTERM, how long the final flush may try to send.")
+    log_level: str = setting("info", choices=("debug", "info", "warning", "error"), doc="Log level (stderr).")
+
+
+@dataclass
+class OutputSection:
+    """Where the points go: an InfluxDB-compatible write endpoint (InfluxDB v2 API by default)."""
+
+    url: str = setting(doc="Write endpoint, e.g. `https://collector.example:8086/api/v2/write`.", min=1)
+    bucket: str = setting("puewatch", min=1, doc="Bucket (InfluxDB v2 `bucket=`, sent as the query parameter).")
+    org: str = setting("", doc="Organisation (InfluxDB v2 `org=`); empty leaves it out.")
+    precision: str = setting("ns", choices=("ns",), doc="Timestamp precision; the agent always writes nanoseconds.")
+    token: str = setting("", secret=True, doc="API token; prefer `token_file` so it stays out of the config.")
+    token_file: str = setting("", doc="File holding the API token (first line); used when `token` is empty.")
+    auth_scheme: str = setting("Token", choices=("Token", "Bearer"), doc="Authorization scheme in front of the token.")
+    ca_file: str = setting("", doc="CA bundle to verify the collector's TLS certificate; empty means the system CAs.")
+    timeout_s: float = setting(10.0, min=0.5, max=300.0, doc="Timeout of one HTTP request.")
+    gzip_level: int = setting(6, min=1, max=9, doc="gzip compression level of request bodies.")
+    retry_initial_s: float = setting(1.0, min=0.05, max=600.0, doc="First retry delay after a failed send (doubles, with jitter).")
+    retry_max_s: float = setting(60.0, min=0.1, max=3600.0, doc="Longest retry delay.")
+
+    def check(self) -> list[tuple[str, str]]:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return [("url", f"must be an http:// or https:// URL with a host, got {self.url!r}")]
+        if self.token and self.token_file:
+            return [("token_file", "set either token or token_file, not both")]
+        if self.retry_max_s < self.retry_initial_s:
+            return [("retry_max_s", f"must be at least retry_initial_s ({self.retry_initial_s}), got {self.retry_max_s}")]
+        return []
+
+    def write_url(self) -> str:
+        """The URL with bucket, org and precision added to its query (values already there win)."""
+        parts = urllib.parse.urlsplit(self.url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        query.setdefault("bucket", self.bucket)
+        if self.org:
+            query.setdefault("org", self.org)
+        query.setdefault("precision", self.precision)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/api/v2/write", urllib.parse.urlencode(query), ""))
+
+
+@dataclass
+class SourcesSection:
+    """One table per source; a source runs when its table is present."""
+
+    nvml: nvml.Config | None = setting(None, doc="NVIDIA GPUs through NVML.")
+    host: host.Config | None = setting(None, doc="Host CPU, memory, RAPL energy.")
+    sim: sim.Config | None = setting(None, doc="Simulated GPUs (demo, tests).")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not any((self.nvml, self.host, self.sim)):
+            return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim]")]
+        return []
+
+
+@dataclass
+class AgentConfig:
+    """Configuration of `puewatch agent` (TOML). Unknown keys are errors."""
+
+    output: OutputSection = setting(doc="Where points are sent.")
+    agent: AgentSection = setting(default_factory=AgentSection, doc="The agent itself.")
+    sources: SourcesSection = setting(default_factory=SourcesSection, doc="What is sampled.")
+
+    def check(self) -> list[tuple[str, str]]:
+        # [sources] may be absent altogether, so its own check() would not run.
+        return [("sources", msg) for _, msg in self.sources.check()][:1]
+
+
+def load(path: str | Path) -> AgentConfig:
+    conf = cfg.load(path, AgentConfig)
+    if not conf.agent.node:
+        conf.agent.node = socket.gethostname()
+    if conf.output.token_file:
+        try:
+            conf.output.token = Path(conf.output.token_file).read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "file is empty"
+            raise ConfigError(f"{path}: output.token_file: cannot read {conf.output.token_file}: {why}") from None
+    if conf.output.ca_file and not Path(conf.output.ca_file).is_file():
+        raise ConfigError(f"{path}: output.ca_file: {conf.output.ca_file} is not a readable file")
+    return conf
+
+
+def reference() -> str:
+    return cfg.reference_markdown(AgentConfig, "puewatch agent configuration reference")
+
+
+if __name__ == "__main__":  # python -m puewatch.agent.config > agent/CONFIG.md
+    print(reference(), end="")

@@ -1,0 +1,225 @@
+"""Ships sealed spool segments to an InfluxDB-compatible write endpoint.
+
+One thread, standard library only (http.client, ssl, gzip): the agent stays
+small. Segments go out oldest first, one per request, gzip-compressed:
+
+- 2xx: the segment is removed from the spool;
+- 429, 5xx, timeouts, refused connections: the segment stays, and the next try
+  comes after an exponential backoff with full jitter;
+- any other 4xx: the collector will never take this batch; its message is
+  logged, the segment is moved to spool/rejected/ and its points are counted
+  as dropped (retrying forever would block everything behind it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+from puewatch.agent.spool import Segment, Spool
+
+log = logging.getLogger("puewatch.agent.ship")
+
+
+@dataclass
+class Endpoint:
+    url: str  # full URL with query
+    token: str | None
+    auth_scheme: str
+    ca_file: str | None
+    timeout_s: float
+    gzip_level: int
+
+
+class Shipper(threading.Thread):
+    def __init__(
+        self,
+        spool: Spool,
+        endpoint: Endpoint,
+        stats,
+        flush_interval_s: float,
+        retry_initial_s: float,
+        retry_max_s: float,
+    ) -> None:
+        super().__init__(name="puewatch-ship", daemon=True)
+        self.spool = spool
+        self.ep = endpoint
+        self.stats = stats
+        self.flush_interval_s = flush_interval_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        parts = urllib.parse.urlsplit(endpoint.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port
+        self._target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip"}
+        if endpoint.token:
+            self._headers["Authorization"] = f"{endpoint.auth_scheme} {endpoint.token}"
+        self._ssl: ssl.SSLContext | None = None
+        if self._https:
+            self._ssl = ssl.create_default_context(cafile=endpoint.ca_file)
+        self._conn: http.client.HTTPConnection | None = None
+        self._stopping = threading.Event()
+        self._deadline: float | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._down_logged = False
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self, timeout_s: float) -> None:
+        """Seal what is open and try to deliver everything until `timeout_s` has passed."""
+        self._deadline = time.monotonic() + timeout_s
+        self._retry_at = 0.0
+        self._stopping.set()
+        self.spool.seal_wanted.set()
+        self.join(timeout_s + 1.0)
+
+    def run(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval_s
+        while True:
+            if self._stopping.is_set():
+                self._final_flush()
+                return
+            wake = next_flush if not self._failures else min(next_flush, self._retry_at)
+            timeout = max(0.0, wake - time.monotonic())
+            self.spool.seal_wanted.wait(timeout)
+            now = time.monotonic()
+            if now >= next_flush or self.spool.seal_wanted.is_set():
+                try:
+                    self.spool.seal()
+                except OSError as exc:
+                    log.error("spool: cannot seal a batch: %s", exc)
+                # Fixed rate: the next flush time does not drift with the send time.
+                while next_flush <= now:
+                    next_flush += self.flush_interval_s
+            if time.monotonic() >= self._retry_at:
+                self._drain()
+
+    def _final_flush(self) -> None:
+        try:
+            self.spool.seal()
+        except OSError as exc:
+            log.error("spool: cannot seal the last batch: %s", exc)
+        self._drain(final=True)
+        left = self.spool.pending_points
+        if left:
+            log.warning("stopping with %d point(s) in the spool %s; they are sent at the next start", left, self.spool.dir)
+        self._close()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _drain(self, final: bool = False) -> None:
+        while True:
+            if final and self._deadline is not None and time.monotonic() >= self._deadline:
+                return
+            if not final and self._stopping.is_set():
+                return
+            seg = self.spool.oldest()
+            if seg is None:
+                return
+            try:
+                outcome = self._send(seg)
+            except Exception:  # never let the shipping thread die
+                log.exception("unexpected error while sending %s", seg.path.name)
+                outcome = "retry"
+            if outcome == "retry":
+                self.spool.release()
+                self._failures += 1
+                backoff = min(self.retry_max_s, self.retry_initial_s * 2 ** min(self._failures - 1, 30))
+                delay = random.uniform(backoff / 2, backoff)  # jitter: nodes do not retry in step
+                self._retry_at = time.monotonic() + delay
+                self.stats.send_failures += 1
+                log.debug("next attempt in %.1f s", delay)
+                return
+
+    def _send(self, seg: Segment) -> str:
+        try:
+            data = self.spool.read(seg)
+        except FileNotFoundError:
+            self.spool.done(seg)  # evicted meanwhile; already counted as dropped
+            return "ok"
+        body = gzip.compress(data, compresslevel=self.ep.gzip_level, mtime=0)
+        try:
+            conn = self._connection()
+            conn.request("POST", self._target, body=body, headers=self._headers)
+            resp = conn.getresponse()
+            status = resp.status
+            reply = resp.read(4096)
+            if resp.will_close:
+                self._close()
+        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+            self._close()
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                log.error("TLS certificate of %s not trusted: %s (set [output] ca_file?)", self._host, exc.verify_message)
+            elif not self._down_logged:
+                log.warning("collector %s unreachable (%s); batches are kept in the spool and retried", self.ep.url, exc)
+            self._down_logged = True
+            return "retry"
+        if 200 <= status < 300:
+            self.spool.done(seg)
+            self.stats.points_sent += seg.points
+            self.stats.batches_sent += 1
+            self.stats.last_ship_ns = time.time_ns()
+            if self._down_logged or self._failures:
+                log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.pending_points)
+            self._down_logged = False
+            self._failures = 0
+            return "ok"
+        message = _server_message(reply)
+        if status == 429 or status >= 500:
+            if not self._down_logged:
+                log.warning("collector answered %d (%s); retrying with backoff", status, message)
+            self._down_logged = True
+            return "retry"
+        self.spool.reject(seg)
+        log.error(
+            "collector refused batch %s with %d: %s; %d point(s) moved to %s and counted as dropped",
+            seg.path.name,
+            status,
+            message,
+            seg.points,
+            self.spool.rejected_dir,
+        )
+        self.stats.rejected_batches += 1
+        return "rejected"
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            timeout = self.ep.timeout_s
+            if self._https:
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+
+def _server_message(reply: bytes) -> str:
+    text = reply.decode("utf-8", errors="replace").strip()
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict):
+            for key in ("message", "error"):
+                if doc.get(key):
+                    return str(doc[key])
+    except ValueError:
+        pass
+    return " ".join(text.split())[:500] or "(empty reply)"
+

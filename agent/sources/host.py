@@ -1,0 +1,152 @@
+"""The host: CPU utilisation, load, memory (psutil) and CPU package/DRAM energy (RAPL).
+
+RAPL zones are read from `<sysfs_root>/class/powercap/intel-rapl:*` (and their
+sub-zones, e.g. dram). `energy_uj` wraps at `max_energy_range_uj`; the agent
+unwraps it into a counter that only grows while the agent runs. A zone that
+cannot be read (mode 0400 since CVE-2020-8694: the agent is not root) is
+reported once, in the log and as an event, and left out: never written as zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from puewatch.agent.sources.base import Context, Job
+from puewatch.config import setting
+from puewatch.lineprotocol import encode_line
+
+log = logging.getLogger("puewatch.agent.host")
+
+SOURCE = "host"
+
+
+@dataclass
+class Config:
+    """The host: CPU utilisation, load average, memory, RAPL CPU package and DRAM energy."""
+
+    interval_s: float = setting(1.0, min=0.1, max=3600.0, doc="Sampling period of `host` and `host_rapl`.")
+    sysfs_root: str = setting("/sys", min=1, doc="Root of sysfs (RAPL zones are under class/powercap); tests point it at a fixture tree.")
+    rapl: bool = setting(True, doc="Read RAPL energy counters.")
+
+
+@dataclass
+class _Zone:
+    path: Path
+    zone: str  # e.g. intel-rapl:0:0
+    name: str  # e.g. package-0, dram
+    max_range_uj: int | None
+    key: str
+    last_raw: int | None = None
+    total_uj: int = 0
+    last_ns: int = 0
+    failed: bool = False
+
+
+class Source:
+    name = SOURCE
+
+    def __init__(self, config: Config, ctx: Context) -> None:
+        self.cfg = config
+        self.ctx = ctx
+        self.zones: list[_Zone] = []
+        self.key = ctx.key("host")
+
+    def open(self) -> None:
+        psutil.cpu_percent(interval=None)  # the first call only primes the counters
+        if self.cfg.rapl:
+            self.zones = self._find_zones()
+
+    def _find_zones(self) -> list[_Zone]:
+        root = Path(self.cfg.sysfs_root) / "class" / "powercap"
+        found: list[_Zone] = []
+        try:
+            entries = sorted(p for p in root.iterdir() if p.name.startswith("intel-rapl:"))
+        except OSError as exc:
+            log.info("RAPL: no powercap zones under %s (%s); CPU energy is not reported", root, exc.strerror)
+            return found
+        for path in entries:
+            try:
+                name = (path / "name").read_text().strip()
+            except OSError:
+                name = path.name
+            try:
+                max_range = int((path / "max_energy_range_uj").read_text())
+            except (OSError, ValueError):
+                max_range = None
+            found.append(_Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name)))
+        if not found:
+            log.info("RAPL: no intel-rapl zones under %s; CPU energy is not reported", root)
+        else:
+            log.info("RAPL: %d zone(s): %s", len(found), ", ".join(f"{z.zone} ({z.name})" for z in found))
+        return found
+
+    def jobs(self) -> list[Job]:
+        return [Job("host", self.cfg.interval_s, self.sample)]
+
+    def sample(self) -> list[str]:
+        t_ns = time.time_ns()
+        vm = psutil.virtual_memory()
+        load1, load5, load15 = os.getloadavg()
+        fields = {
+            "cpu_util_pct": psutil.cpu_percent(interval=None),
+            "load1": load1,
+            "load5": load5,
+            "load15": load15,
+            "cpus": psutil.cpu_count() or 0,
+            "memory_used_bytes": vm.total - vm.available,
+            "memory_available_bytes": vm.available,
+            "memory_total_bytes": vm.total,
+        }
+        out = []
+        line = encode_line(self.key, fields, t_ns)
+        if line:
+            out.append(line)
+        for zone in self.zones:
+            line = self._sample_zone(zone, t_ns)
+            if line:
+                out.append(line)
+        return out
+
+    def _sample_zone(self, zone: _Zone, t_ns: int) -> str | None:
+        try:
+            with open(zone.path / "energy_uj", "rb") as f:
+                raw = int(f.read())
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a number"
+            if isinstance(exc, PermissionError):
+                reason += " (RAPL is readable by root only since CVE-2020-8694)"
+            message = f"RAPL zone {zone.zone} ({zone.name}) unreadable: {zone.path / 'energy_uj'}: {reason}; its energy is left out"
+            if self.ctx.once((SOURCE, zone.zone, "unreadable"), logging.WARNING, "%s", message):
+                self.ctx.errors += 1
+                self.ctx.event(SOURCE, "rapl_unreadable", message, t_ns, zone=zone.zone)
+            zone.failed = True
+            return None
+        if zone.failed:
+            zone.failed = False
+            self.ctx.forget((SOURCE, zone.zone, "unreadable"))
+            log.info("RAPL zone %s readable again", zone.zone)
+            zone.last_raw = None  # the time in between is unknown: restart the deltas
+        fields: dict[str, object] = {}
+        if zone.last_raw is not None:
+            delta = raw - zone.last_raw
+            if delta < 0:
+                if zone.max_range_uj:
+                    delta += zone.max_range_uj  # wrapped: (max - last) + now
+                else:
+                    delta = 0  # cannot unwrap without the range; never turn a drop into negative energy
+            zone.total_uj += delta
+            dt_s = (t_ns - zone.last_ns) / 1e9
+            if dt_s > 0:
+                fields["power_w"] = delta / 1e6 / dt_s
+        zone.last_raw, zone.last_ns = raw, t_ns
+        fields["energy_uj"] = zone.total_uj
+        return encode_line(zone.key, fields, t_ns)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,547 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py's `pynvml`).
+
+pynvml and its NVMLError stop at this module: everything outside sees line
+protocol, `SourceUnavailable` at start-up, and events in the stream.
+
+Power: NVML's field values 185 (NVML_FI_DEV_POWER_AVERAGE, 1-second average) and
+186 (NVML_FI_DEV_POWER_INSTANT) name their kind; where the driver supports
+neither, nvmlDeviceGetPowerUsage is used with its documented meaning: a
+1-second average on Ampere (except GA100) and newer, instantaneous on GA100
+and older. Either way the field name says which kind it is.
+
+Energy: nvmlDeviceGetTotalEnergyConsumption (mJ since the driver loaded) where
+supported; a counter that goes backwards means the driver reloaded and is
+reported as an event. Where there is no counter, energy is integrated from
+power (trapezoids between samples) and marked `energy_estimated=true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pynvml
+
+from puewatch.agent.sources.base import Context, Job, SourceUnavailable
+from puewatch.config import setting
+from puewatch.lineprotocol import encode_line
+
+log = logging.getLogger("puewatch.agent.nvml")
+
+SOURCE = "nvml"
+
+FI_POWER_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE, mW, 1-second average
+FI_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, mW
+
+# Errors that mean this GPU is gone (fallen off the bus, needs a reset).
+_LOST = {pynvml.NVML_ERROR_GPU_IS_LOST, pynvml.NVML_ERROR_RESET_REQUIRED}
+# Errors that mean the library itself needs re-initialising (driver unloaded or replaced).
+_LIBRARY = {
+    pynvml.NVML_ERROR_UNINITIALIZED,
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+}
+_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+
+_ARCH_NAMES = {
+    pynvml.NVML_DEVICE_ARCH_KEPLER: "kepler",
+    pynvml.NVML_DEVICE_ARCH_MAXWELL: "maxwell",
+    pynvml.NVML_DEVICE_ARCH_PASCAL: "pascal",
+    pynvml.NVML_DEVICE_ARCH_VOLTA: "volta",
+    pynvml.NVML_DEVICE_ARCH_TURING: "turing",
+    pynvml.NVML_DEVICE_ARCH_AMPERE: "ampere",
+    pynvml.NVML_DEVICE_ARCH_ADA: "ada",
+    pynvml.NVML_DEVICE_ARCH_HOPPER: "hopper",
+    pynvml.NVML_DEVICE_ARCH_BLACKWELL: "blackwell",
+}
+
+_VALUE_ATTR = {
+    pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+}
+
+
+@dataclass
+class Config:
+    """NVIDIA GPUs through NVML: power, energy, utilisation, memory, clocks, processes."""
+
+    interval_s: float = setting(0.1, min=0.01, max=60.0, doc="Period of the power and energy samples (`gpu_power`).")
+    state_interval_s: float = setting(
+        1.0, min=0.1, max=300.0, doc="Period of utilisation, memory, temperature, clocks, power limit and clock event reasons (`gpu_state`)."
+    )
+    process_interval_s: float = setting(5.0, min=0.5, max=3600.0, doc="Period of the per-process GPU memory samples (`gpu_process`).")
+    info_interval_s: float = setting(300.0, min=10.0, max=86400.0, doc="Period of the static GPU description (`gpu_info`).")
+    gpus: list[int] = setting(default_factory=list, doc="GPU indexes to sample; empty means all.")
+    optional: bool = setting(
+        False, doc="Start without GPUs when NVML or the driver is missing (retrying with backoff) instead of refusing to start."
+    )
+    retry_initial_s: float = setting(1.0, min=0.1, max=600.0, doc="First delay before re-initialising NVML or a lost GPU.")
+    retry_max_s: float = setting(60.0, min=0.1, max=3600.0, doc="Longest delay between re-initialisation attempts.")
+
+
+def _power_usage_kind(arch: int | None, pci_device_id: int | None, name: str) -> str:
+    """What nvmlDeviceGetPowerUsage returns on this GPU: 'average' (1 s) or 'instant'.
+
+    NVML documents a 1-second average on Ampere (except GA100) and newer, and an
+    instantaneous reading on GA100 and older architectures.
+    """
+    if arch is None or arch == pynvml.NVML_DEVICE_ARCH_UNKNOWN or arch < pynvml.NVML_DEVICE_ARCH_AMPERE:
+        return "instant"
+    if arch == pynvml.NVML_DEVICE_ARCH_AMPERE:
+        device_id = (pci_device_id or 0) >> 16
+        ga100 = 0x2080 <= device_id <= 0x20FF or any(m in name for m in ("A100", "A30 ", "A30-"))
+        if ga100 or name.endswith("A30"):
+            return "instant"
+    return "average"
+
+
+@dataclass
+class _Gpu:
+    index: int
+    handle: Any
+    uuid: str
+    power_key: str
+    state_key: str
+    info_key: str
+    tags: dict[str, str]
+    info: dict[str, Any] = field(default_factory=dict)
+    field_ids: list[int] = field(default_factory=list)  # power field values supported
+    # per supported field: (field name, attribute of the value union), in field_ids order
+    field_reads: list[tuple[str, str]] = field(default_factory=list)
+    usage_kind: str | None = None  # kind of nvmlDeviceGetPowerUsage when used instead of fields
+    has_counter: bool | None = None  # None: not tried yet
+    last_energy_mj: int | None = None
+    est_energy_mj: float = 0.0
+    last_power_w: float | None = None
+    last_power_ns: int = 0
+    unsupported: set[str] = field(default_factory=set)
+    lost: bool = False
+    retry_at: float = 0.0
+    backoff_s: float = 0.0
+
+
+class Source:
+    name = SOURCE
+
+    def __init__(self, config: Config, ctx: Context) -> None:
+        self.cfg = config
+        self.ctx = ctx
+        self.gpus: list[_Gpu] = []
+        self.driver_version = ""
+        self.initialised = False
+        self._retry_at = 0.0
+        self._backoff_s = 0.0
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self._init()
+        except SourceUnavailable as exc:
+            if not self.cfg.optional:
+                raise
+            log.warning("%s; [sources.nvml] is optional: going on without GPUs, retrying in %.0f s", exc, self.cfg.retry_initial_s)
+            self.ctx.event(SOURCE, "nvml_unavailable", str(exc), time.time_ns())
+            self._schedule_library_retry()
+
+    def _init(self) -> None:
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError_LibraryNotFound:
+            raise SourceUnavailable(
+                "NVML library libnvidia-ml.so.1 not found: is the NVIDIA driver installed? "
+                "(set optional = true in [sources.nvml] to run without GPUs)"
+            ) from None
+        except pynvml.NVMLError as exc:
+            raise SourceUnavailable(
+                f"NVML initialisation failed: {exc} (set optional = true in [sources.nvml] to run without GPUs)"
+            ) from None
+        try:
+            self.driver_version = _str(pynvml.nvmlSystemGetDriverVersion())
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as exc:
+            raise SourceUnavailable(f"NVML: cannot list GPUs: {exc}") from None
+        wanted = self.cfg.gpus or list(range(count))
+        missing = [i for i in wanted if i >= count]
+        if missing:
+            log.warning("[sources.nvml] gpus lists index(es) %s but this node has %d GPU(s)", missing, count)
+        self.gpus = []
+        now_ns = time.time_ns()
+        for index in wanted:
+            if index >= count:
+                continue
+            gpu = self._setup_gpu(index, now_ns)
+            if gpu is not None:
+                self.gpus.append(gpu)
+        self.initialised = True
+        if not self.gpus and count == 0:
+            log.info("NVML: driver %s reports no GPUs on this node", self.driver_version)
+        else:
+            log.info("NVML: driver %s, sampling %d GPU(s)", self.driver_version, len(self.gpus))
+
+    def _setup_gpu(self, index: int, now_ns: int, lost: _Gpu | None = None) -> _Gpu | None:
+        """Describe one GPU and find which power and energy readings it supports."""
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _str(pynvml.nvmlDeviceGetUUID(handle))
+        except pynvml.NVMLError as exc:
+            if lost is not None:
+                raise
+            log.error("NVML: GPU %d cannot be opened: %s; it is left out and retried", index, exc)
+            gpu = _Gpu(index, None, "", "", "", "", {}, lost=True)
+            self._mark_lost(gpu, now_ns, f"GPU {index} cannot be opened: {exc}")
+            return gpu
+        tags = {"gpu": str(index), "uuid": uuid}
+        gpu = _Gpu(
+            index=index,
+            handle=handle,
+            uuid=uuid,
+            power_key=self.ctx.key("gpu_power", **tags),
+            state_key=self.ctx.key("gpu_state", **tags),
+            info_key=self.ctx.key("gpu_info", **tags),
+            tags=tags,
+        )
+        name = self._opt(gpu, "name", pynvml.nvmlDeviceGetName, handle)
+        serial = self._opt(gpu, "serial", pynvml.nvmlDeviceGetSerial, handle)
+        pci = self._opt(gpu, "pci_info", pynvml.nvmlDeviceGetPciInfo, handle)
+        arch = self._opt(gpu, "architecture", pynvml.nvmlDeviceGetArchitecture, handle)
+        name = _str(name) if name is not None else ""
+        pci_device_id = pci.pciDeviceId if pci is not None else None
+
+        # Power: the explicit field values first.
+        try:
+            values = pynvml.nvmlDeviceGetFieldValues(handle, [FI_POWER_AVERAGE, FI_POWER_INSTANT])
+            ok = [v for v in values if v.nvmlReturn == pynvml.NVML_SUCCESS]
+            gpu.field_ids = [v.fieldId for v in ok]
+            gpu.field_reads = [
+                ("power_average_w" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w", _VALUE_ATTR.get(v.valueType, "uiVal"))
+                for v in ok
+            ]
+            for v in values:
+                if v.nvmlReturn != pynvml.NVML_SUCCESS:
+                    label = "power_average_w (field 185)" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w (field 186)"
+                    self.ctx.once((SOURCE, uuid, v.fieldId), logging.INFO, "NVML: GPU %d: %s not supported, left out", index, label)
+        except pynvml.NVMLError as exc:
+            self._classify(exc, gpu)
+            self.ctx.once((SOURCE, uuid, "fields"), logging.INFO, "NVML: GPU %d: field values not available (%s)", index, exc)
+        power_sources = {}
+        if gpu.field_ids:
+            for fid in gpu.field_ids:
+                power_sources["power_average_w" if fid == FI_POWER_AVERAGE else "power_instant_w"] = f"field_{fid}"
+        else:
+            kind = _power_usage_kind(arch, pci_device_id, name)
+            try:
+                pynvml.nvmlDeviceGetPowerUsage(handle)
+                gpu.usage_kind = kind
+                power_sources[f"power_{kind}_w"] = "nvmlDeviceGetPowerUsage"
+            except pynvml.NVMLError as exc:
+                self._classify(exc, gpu)
+                self.ctx.once((SOURCE, uuid, "power"), logging.WARNING, "NVML: GPU %d reports no power at all (%s)", index, exc)
+
+        # Energy counter support is found at the first power sample (every reading taken is
+        # a sample sent: nothing is read here that does not reach the stream).
+        if lost is not None:
+            gpu.has_counter = lost.has_counter
+            gpu.last_energy_mj = lost.last_energy_mj
+            gpu.est_energy_mj = lost.est_energy_mj
+
+        gpu.info = {
+            "name": name,
+            "serial": _str(serial) if serial is not None else None,
+            "pci_bus_id": _str(pci.busId) if pci is not None else None,
+            "pci_device_id": pci_device_id,
+            "architecture": _ARCH_NAMES.get(arch, "unknown") if arch is not None else None,
+            "driver_version": self.driver_version,
+            "power_average_source": power_sources.get("power_average_w", "unsupported"),
+            "power_instant_source": power_sources.get("power_instant_w", "unsupported"),
+        }
+        log.info(
+            "NVML: GPU %d %s %s: power %s",
+            index,
+            uuid,
+            name,
+            ", ".join(f"{k} from {v}" for k, v in power_sources.items()) or "unsupported",
+        )
+        return gpu
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        c = self.cfg
+        return [
+            Job("nvml.power", c.interval_s, self.sample_power),
+            Job("nvml.state", c.state_interval_s, self.sample_state),
+            Job("nvml.process", c.process_interval_s, self.sample_processes),
+            Job("nvml.info", c.info_interval_s, self.sample_info, at_start=True),
+        ]
+
+    def sample_power(self) -> list[str]:
+        """Power (each kind as supported) and energy of every GPU: the hot path."""
+        if not self.initialised:
+            self._retry_library()
+            return []
+        out: list[str] = []
+        now = time.monotonic()
+        for gpu in self.gpus:
+            if gpu.lost:
+                if now >= gpu.retry_at:
+                    self._retry_gpu(gpu)
+                if gpu.lost:
+                    continue
+            t_ns = time.time_ns()
+            fields: dict[str, Any] = {}
+            try:
+                if gpu.field_ids:
+                    values = pynvml.nvmlDeviceGetFieldValues(gpu.handle, gpu.field_ids)
+                    # pynvml's structures have a slow __getattribute__: read each member once.
+                    for v, (name, attr) in zip(values, gpu.field_reads):
+                        ret = v.nvmlReturn
+                        if ret == 0:  # NVML_SUCCESS
+                            fields[name] = getattr(v.value, attr) / 1000.0
+                        else:
+                            self._field_error(gpu, name, ret)
+                elif gpu.usage_kind is not None:
+                    fields["power_average_w" if gpu.usage_kind == "average" else "power_instant_w"] = (
+                        pynvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+                    )
+                if gpu.has_counter is not False:  # True, or None: not tried yet
+                    energy = pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
+                    if gpu.has_counter is None:
+                        gpu.has_counter = True
+                        out.append(self._info_line(gpu, t_ns))  # the energy source is known now
+                    last = gpu.last_energy_mj
+                    if last is not None and energy < last:
+                        self._counter_reset(gpu, last, energy, t_ns)
+                    gpu.last_energy_mj = energy
+                    # Hot path: power figures are finite floats (mW / 1000), energy an int; this is
+                    # what encode_line() would write, without its generic type checks.
+                    body = ",".join([f"{k}={v!r}" for k, v in fields.items()])
+                    out.append(f"{gpu.power_key} {body}{',' if body else ''}energy_mj={energy}i,energy_estimated=false {t_ns}")
+                    continue
+                else:
+                    self._integrate(gpu, fields, t_ns)
+            except pynvml.NVMLError as exc:
+                if exc.value in _UNSUPPORTED and gpu.has_counter is None and "energy_mj" not in fields:
+                    # No energy counter (before Volta): integrate power from the next sample on.
+                    gpu.has_counter = False
+                    self.ctx.once(
+                        (SOURCE, gpu.uuid, "energy"),
+                        logging.INFO,
+                        "NVML: GPU %d has no energy counter (%s); energy is integrated from power and marked estimated",
+                        gpu.index,
+                        exc,
+                    )
+                    self._integrate(gpu, fields, t_ns)
+                    out.append(self._info_line(gpu, t_ns))
+                elif self._classify(exc, gpu, t_ns):
+                    continue
+                # A reading that failed this once: the rest of this GPU's point still goes out.
+            line = encode_line(gpu.power_key, fields, t_ns)
+            if line:
+                out.append(line)
+        return out
+
+    @staticmethod
+    def _integrate(gpu: _Gpu, fields: dict[str, Any], t_ns: int) -> None:
+        """Energy from power by trapezoids between samples, for GPUs without the counter."""
+        power = fields.get("power_average_w", fields.get("power_instant_w"))
+        if power is None:
+            return
+        if gpu.last_power_w is not None:
+            dt_s = (t_ns - gpu.last_power_ns) / 1e9
+            gpu.est_energy_mj += (gpu.last_power_w + power) * 0.5 * dt_s * 1000.0
+        gpu.last_power_w, gpu.last_power_ns = power, t_ns
+        fields["energy_mj"] = int(gpu.est_energy_mj)
+        fields["energy_estimated"] = True
+
+    def sample_state(self) -> list[str]:
+        if not self.initialised:
+            return []
+        out = []
+        for gpu in self.gpus:
+            if gpu.lost:
+                continue
+            t_ns = time.time_ns()
+            h = gpu.handle
+            fields: dict[str, Any] = {}
+            util = self._opt(gpu, "utilization", pynvml.nvmlDeviceGetUtilizationRates, h)
+            if util is not None:
+                fields["util_gpu_pct"] = int(util.gpu)
+                fields["util_memory_pct"] = int(util.memory)
+            mem = self._opt(gpu, "memory", pynvml.nvmlDeviceGetMemoryInfo, h)
+            if mem is not None:
+                fields["memory_used_bytes"] = int(mem.used)
+                fields["memory_total_bytes"] = int(mem.total)
+            fields["temperature_c"] = self._opt(gpu, "temperature", pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU)
+            fields["clock_sm_mhz"] = self._opt(gpu, "clock_sm", pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM)
+            fields["clock_mem_mhz"] = self._opt(gpu, "clock_mem", pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM)
+            limit = self._opt(gpu, "power_limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
+            if limit is not None:
+                fields["power_limit_w"] = limit / 1000.0
+            reasons = self._opt(gpu, "clock_event_reasons", _clock_event_reasons, h)
+            if reasons is not None:
+                fields["clock_event_reasons"] = int(reasons)
+            if gpu.lost:
+                continue
+            line = encode_line(gpu.state_key, fields, t_ns)
+            if line:
+                out.append(line)
+        return out
+
+    def sample_processes(self) -> list[str]:
+        if not self.initialised:
+            return []
+        out = []
+        for gpu in self.gpus:
+            if gpu.lost:
+                continue
+            t_ns = time.time_ns()
+            procs = self._opt(gpu, "processes", pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
+            for p in procs or ():
+                key = self.ctx.key("gpu_process", pid=str(p.pid), **gpu.tags)
+                line = encode_line(key, {"used_memory_bytes": p.usedGpuMemory}, t_ns)
+                if line:
+                    out.append(line)
+        return out
+
+    def sample_info(self) -> list[str]:
+        out = []
+        t_ns = time.time_ns()
+        for gpu in self.gpus:
+            if gpu.info:
+                out.append(self._info_line(gpu, t_ns))
+        return out
+
+    @staticmethod
+    def _info_line(gpu: _Gpu, t_ns: int) -> str:
+        energy_source = {True: "counter", False: "integrated", None: "unknown"}[gpu.has_counter]
+        return encode_line(gpu.info_key, {**gpu.info, "energy_source": energy_source}, t_ns)
+
+    def close(self) -> None:
+        if self.initialised:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
+            self.initialised = False
+
+    # -- errors, loss and recovery ---------------------------------------------------------------
+
+    def _opt(self, gpu: _Gpu, what: str, fn, *args):
+        """Call an NVML function whose failure leaves one field out; None when it fails."""
+        if what in gpu.unsupported or gpu.lost:
+            return None
+        try:
+            return fn(*args)
+        except pynvml.NVMLError as exc:
+            if exc.value in _UNSUPPORTED:
+                gpu.unsupported.add(what)
+                self.ctx.once((SOURCE, gpu.uuid, what), logging.INFO, "NVML: GPU %d: %s not supported, left out", gpu.index, what)
+            else:
+                self._classify(exc, gpu)
+            return None
+
+    def _field_error(self, gpu: _Gpu, what: str, code: int) -> None:
+        if code in _LOST:
+            self._mark_lost(gpu, time.time_ns(), f"GPU {gpu.index} lost ({what}: NVML error {code})")
+        elif self.ctx.once((SOURCE, gpu.uuid, what, code), logging.WARNING, "NVML: GPU %d: %s failed with NVML error %d", gpu.index, what, code):
+            self.ctx.errors += 1
+
+    def _classify(self, exc: pynvml.NVMLError, gpu: _Gpu, t_ns: int | None = None) -> bool:
+        """Handle an NVML error for one GPU; True when the GPU is now unusable."""
+        code = exc.value
+        if code in _LOST:
+            self._mark_lost(gpu, t_ns or time.time_ns(), f"GPU {gpu.index} {gpu.uuid} lost: {exc}")
+            return True
+        if code in _LIBRARY:
+            self.ctx.errors += 1
+            log.error("NVML: library error (%s): re-initialising NVML with backoff", exc)
+            self.ctx.event(SOURCE, "nvml_reinit", f"NVML library error: {exc}", t_ns or time.time_ns())
+            self.close()
+            self.initialised = False
+            self._schedule_library_retry()
+            return True
+        self.ctx.errors += 1
+        self.ctx.once((SOURCE, gpu.uuid, "error", code), logging.WARNING, "NVML: GPU %d: %s", gpu.index, exc)
+        return False
+
+    def _mark_lost(self, gpu: _Gpu, t_ns: int, message: str) -> None:
+        if not gpu.lost:
+            gpu.lost = True
+            self.ctx.errors += 1
+            log.error("NVML: %s; the other GPUs go on, re-opening it with backoff", message)
+            self.ctx.event(SOURCE, "gpu_lost", message, t_ns, gpu=str(gpu.index))
+        gpu.backoff_s = min(self.cfg.retry_max_s, gpu.backoff_s * 2 if gpu.backoff_s else self.cfg.retry_initial_s)
+        gpu.retry_at = time.monotonic() + gpu.backoff_s
+
+    def _retry_gpu(self, gpu: _Gpu) -> None:
+        t_ns = time.time_ns()
+        try:
+            fresh = self._setup_gpu(gpu.index, t_ns, lost=gpu)
+            if fresh is None or fresh.lost:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        except pynvml.NVMLError as exc:
+            if exc.value in _LIBRARY:
+                self._classify(exc, gpu, t_ns)
+                return
+            gpu.backoff_s = min(self.cfg.retry_max_s, gpu.backoff_s * 2 or self.cfg.retry_initial_s)
+            gpu.retry_at = time.monotonic() + gpu.backoff_s
+            log.debug("NVML: GPU %d still unavailable (%s), next try in %.1f s", gpu.index, exc, gpu.backoff_s)
+            return
+        if gpu.uuid and fresh.uuid != gpu.uuid:
+            self.ctx.event(SOURCE, "gpu_replaced", f"GPU {gpu.index} was {gpu.uuid}, now {fresh.uuid}", t_ns, gpu=str(gpu.index))
+        idx = self.gpus.index(gpu)
+        self.gpus[idx] = fresh
+        log.warning("NVML: GPU %d %s is back", fresh.index, fresh.uuid)
+        self.ctx.event(SOURCE, "gpu_recovered", f"GPU {fresh.index} {fresh.uuid} is back", t_ns, gpu=str(fresh.index))
+
+    def _counter_reset(self, gpu: _Gpu, last: int, now: int, t_ns: int) -> None:
+        message = f"GPU {gpu.index} energy counter went back from {last} mJ to {now} mJ: the driver was reloaded"
+        log.warning("NVML: %s", message)
+        self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, gpu=str(gpu.index))
+
+    def _schedule_library_retry(self) -> None:
+        self._backoff_s = min(self.cfg.retry_max_s, self._backoff_s * 2 or self.cfg.retry_initial_s)
+        self._retry_at = time.monotonic() + self._backoff_s
+
+    def _retry_library(self) -> None:
+        if time.monotonic() < self._retry_at:
+            return
+        previous = {g.uuid: g for g in self.gpus}
+        try:
+            self._init()
+        except SourceUnavailable as exc:
+            self._schedule_library_retry()
+            log.debug("NVML still unavailable (%s); next try in %.1f s", exc, self._backoff_s)
+            return
+        self._backoff_s = 0.0
+        t_ns = time.time_ns()
+        for gpu in self.gpus:
+            old = previous.get(gpu.uuid)
+            if old is not None:
+                gpu.est_energy_mj = old.est_energy_mj
+                if old.last_energy_mj is not None and gpu.last_energy_mj is not None and gpu.last_energy_mj < old.last_energy_mj:
+                    self._counter_reset(gpu, old.last_energy_mj, gpu.last_energy_mj, t_ns)
+        log.warning("NVML: initialised, %d GPU(s)", len(self.gpus))
+        self.ctx.event(SOURCE, "nvml_ready", f"NVML initialised, driver {self.driver_version}, {len(self.gpus)} GPU(s)", t_ns)
+
+
+def _clock_event_reasons(handle) -> int:
+    try:
+        return pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
+    except pynvml.NVMLError as exc:
+        if exc.value != pynvml.NVML_ERROR_FUNCTION_NOT_FOUND:
+            raise
+    # Drivers before 535 only have the older name.
+    return pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+
+
+def _str(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,194 @@
+"""The on-disk spool: crash recovery, byte bound, full disk; the shipper against a real HTTP server."""
+
+import gzip
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from puewatch.agent.main import Stats
+from puewatch.agent.shipper import Endpoint, Shipper
+from puewatch.agent.spool import Spool
+
+
+def lines(prefix, n, size=40):
+    return [f"m,src={prefix} v={i}i,pad=\"{'x' * size}\" {1_700_000_000_000_000_000 + i}" for i in range(n)]
+
+
+def make(tmp_path, max_bytes=1 << 20, seg=1 << 20, sub="spool"):
+    s = Spool(tmp_path / sub, max_bytes=max_bytes, segment_max_bytes=seg, rejected_max_bytes=max_bytes)
+    s.open()
+    return s
+
+
+def test_append_seal_send_order_and_byte_identity(tmp_path):
+    s = make(tmp_path)
+    a, b = lines("a", 3), lines("b", 2)
+    s.append(a)
+    seg1 = s.seal()
+    s.append(b)
+    seg2 = s.seal()
+    assert (seg1.points, seg2.points) == (3, 2) and seg1.seq < seg2.seq
+    assert s.seal() is None  # nothing open: no empty segment
+    first = s.oldest()
+    assert first is seg1 and s.read(first) == ("\n".join(a) + "\n").encode()
+    s.done(first)
+    assert s.oldest() is seg2
+    assert s.pending_points == 2
+
+
+def test_open_segment_survives_a_crash_and_partial_line_is_cut(tmp_path):
+    s = make(tmp_path)
+    s.append(lines("a", 4))
+    # Simulate kill -9: no seal, no close; then a torn write at the end.
+    open_files = list((tmp_path / "spool").glob("open-*.lp"))
+    assert len(open_files) == 1
+    with open(open_files[0], "ab") as f:
+        f.write(b"m,src=torn v=1")
+    s2 = make(tmp_path)
+    seg = s2.oldest()
+    assert seg.points == 4
+    assert s2.read(seg) == ("\n".join(lines("a", 4)) + "\n").encode()
+    assert not list((tmp_path / "spool").glob("open-*.lp"))
+    s2.append(lines("b", 1))  # new segments continue after the recovered one
+    assert s2.seal().seq > seg.seq
+
+
+def test_byte_bound_drops_oldest_first_and_counts(tmp_path):
+    one = len(("\n".join(lines("a", 10)) + "\n").encode())
+    s = make(tmp_path, max_bytes=one * 3 + 10, seg=one)
+    for name in "abcde":
+        s.append(lines(name, 10))
+        s.seal()
+    assert s.dropped_points == 20  # a and b went, oldest first
+    remaining = []
+    while (seg := s.oldest()) is not None:
+        remaining.append(s.read(seg).decode().split(" ", 1)[0].split(",")[1])
+        s.done(seg)
+    assert remaining == ["src=c", "src=d", "src=e"]
+    assert s.bytes == 0
+
+
+def test_segment_being_sent_is_never_evicted(tmp_path):
+    one = len(("\n".join(lines("a", 10)) + "\n").encode())
+    s = make(tmp_path, max_bytes=one * 2 + 10, seg=one)
+    s.append(lines("a", 10))
+    s.seal()
+    in_flight = s.oldest()
+    for name in "bcd":
+        s.append(lines(name, 10))
+        s.seal()
+    assert in_flight.path.exists()
+    assert s.oldest() is in_flight
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    # A real full disk: the tests run as root (make test); see the Makefile.
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"mounting a tmpfs needs root: {r.stderr}"
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_drops_oldest_then_new_and_counts_every_point(small_tmpfs):
+    # A byte limit far above the disk: the disk fills first (ENOSPC).
+    s = Spool(small_tmpfs / "spool", max_bytes=10 << 20, segment_max_bytes=8 << 10, rejected_max_bytes=1 << 20)
+    s.open()
+    stored = 0
+    attempted = 0
+    for i in range(400):
+        batch = lines(f"t{i}", 5, size=60)
+        attempted += 5
+        stored += s.append(batch)
+        if i % 10 == 9:
+            s.seal()
+    s.seal()
+    kept = 0
+    while (seg := s.oldest()) is not None:
+        data = s.read(seg)
+        assert data.endswith(b"\n") and b"\n\n" not in data  # no torn lines on a full disk
+        kept += data.count(b"\n")
+        s.done(seg)
+    assert s.dropped_points > 0
+    assert kept + s.dropped_points == attempted  # every point is either kept or counted
+    # and the newest data survived: the oldest was dropped first
+    assert stored > 0
+
+
+def test_shipper_sends_gzip_in_order_and_removes_on_2xx(tmp_path, receiver):
+    s = make(tmp_path)
+    stats = Stats()
+    batches = [lines(f"b{i}", 7) for i in range(5)]
+    for b in batches:
+        s.append(b)
+        s.seal()
+    sh = Shipper(s, Endpoint(receiver.url + "?bucket=x&precision=ns", None, "Token", None, 5.0, 6), stats, 0.1, 0.1, 0.5)
+    sh.start()
+    wait_for(lambda: stats.points_sent == 35, 10, "all points sent")
+    sh.stop(2.0)
+    assert receiver.lines() == [l for b in batches for l in b]
+    assert s.bytes == 0 and not list(s.dir.glob("seg-*"))
+
+
+def test_4xx_is_logged_with_the_servers_message_moved_aside_and_counted(tmp_path, procs, caplog):
+    from conftest import Receiver
+
+    rx = Receiver(procs, tmp_path, status=400).start()
+    s = make(tmp_path)
+    stats = Stats()
+    s.append(lines("bad", 6))
+    s.seal()
+    s.append(lines("next", 4))
+    s.seal()
+    sh = Shipper(s, Endpoint(rx.url, None, "Token", None, 5.0, 6), stats, 0.1, 0.1, 0.5)
+    with caplog.at_level("ERROR", logger="puewatch.agent.ship"):
+        sh.start()
+        wait_for(lambda: stats.rejected_batches == 2, 10, "both batches rejected")
+        sh.stop(1.0)
+    assert "scripted failure 400" in caplog.text and "counted as dropped" in caplog.text
+    assert s.rejected_points == 10 and s.dropped_points == 10
+    assert len(list(s.rejected_dir.glob("seg-*.lp"))) == 2
+    assert stats.points_sent == 0
+
+
+def test_429_and_5xx_are_retried_with_backoff_not_dropped(tmp_path, procs):
+    from conftest import Receiver
+
+    rx = Receiver(procs, tmp_path, status=503).start()
+    s = make(tmp_path)
+    stats = Stats()
+    s.append(lines("keep", 3))
+    s.seal()
+    sh = Shipper(s, Endpoint(rx.url, None, "Token", None, 5.0, 6), stats, 0.1, 0.05, 0.2)
+    sh.start()
+    wait_for(lambda: stats.send_failures >= 3, 10, "retries")
+    assert s.pending_points == 3 and s.dropped_points == 0
+    # The collector comes back (same port) and accepts: the batch goes out.
+    rx.stop()
+    rx.opts = {}
+    rx.start()
+    wait_for(lambda: stats.points_sent == 3, 10, "delivery after recovery")
+    sh.stop(1.0)
+    assert rx.lines() == lines("keep", 3)
+
+
+def test_token_is_sent(tmp_path, procs):
+    from conftest import Receiver
+
+    rx = Receiver(procs, tmp_path, token="t0k").start()
+    s = make(tmp_path)
+    stats = Stats()
+    s.append(lines("auth", 2))
+    s.seal()
+    sh = Shipper(s, Endpoint(rx.url, "t0k", "Token", None, 5.0, 6), stats, 0.1, 0.1, 0.5)
+    sh.start()
+    wait_for(lambda: stats.points_sent == 2, 10, "authorised delivery")
+    sh.stop(1.0)
+    assert rx.lines() == lines("auth", 2)
