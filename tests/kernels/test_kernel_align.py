@@ -86,10 +86,16 @@ def test_datetime64_series_and_grid():
     assert_close(align(t, [100.0, 200.0], grid, method="linear", max_age_ns=120 * SECOND_NS), [150.0], rtol=1e-12)
 
 
-def test_linear_with_an_infinite_neighbour_is_nan():
-    """Module docstring: interpolate only 'if both are finite'; package: never inf."""
-    out = align([0, 10], [1.0, math.inf], [5], method="linear", max_age_ns=100)
-    assert np.isnan(out[0]), f"expected NaN, got {out[0]}"
+def test_infinite_samples_are_nan():
+    """Module docstring: interpolate only 'if both are finite', an infinite sample holds as NaN.
+
+    d514ade returned inf for the interpolation between 1 and inf.
+    """
+    t, x = [0, 10, 20], [1.0, math.inf, 3.0]
+    for out in both(t, x, [5, 10, 15], method="linear", max_age_ns=100):
+        assert_close(out, [NAN, NAN, NAN])
+    for out in both(t, x, [5, 10, 15, 20], method="hold", max_age_ns=100):
+        assert_close(out, [1.0, NAN, NAN, 3.0])
 
 
 # ---------------------------------------------------------------------------

@@ -48,6 +48,17 @@ def test_interval_exactly_max_gap_is_integrated():
     assert (res.total_j, res.missing_ns) == (0.0, 2 * SECOND_NS)
 
 
+def test_infinite_power_is_missing():
+    # (0,1]: inf at the end -> NaN, 1 s missing; (1,2]: inf at the start -> NaN; (2,3]: (2 + 4) / 2 * 1 = 3 J
+    t, p = secs(0, 1, 2, 3), [1.0, math.inf, 2.0, 4.0]
+    res = integrate_power(t, p, max_gap_ns=5 * SECOND_NS)
+    assert_close(res.energy_j, [NAN, NAN, 3.0], rtol=1e-12)
+    assert (res.total_j, res.missing_ns) == (pytest.approx(3.0), 2 * SECOND_NS)
+    ref_e, _, ref_missing = naive.integrate_power(t, p, max_gap_ns=5 * SECOND_NS)
+    assert_close(ref_e, res.energy_j)
+    assert ref_missing == 2 * SECOND_NS
+
+
 @pytest.mark.parametrize("t", [[], [T0_NS]])
 def test_empty_and_single_sample(t):
     res = integrate_power(np.array(t, dtype=np.int64), [1.0] * len(t), max_gap_ns=SECOND_NS)
