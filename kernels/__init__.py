@@ -4,8 +4,9 @@ Conventions (everywhere in this package):
 
 * **Time** is ``int64`` nanoseconds since the Unix epoch (UTC). ``datetime64``
   arrays are accepted and viewed as nanoseconds. Durations are ``int64`` ns.
-* **Values** are ``float64``. ``NaN`` means *missing*: a missing input never
-  becomes zero, and a result that cannot be known is ``NaN`` (never ``inf``).
+* **Values** are ``float64``. ``NaN`` means *missing*; an infinite input is
+  treated as missing too. A missing input never becomes zero, and a result
+  that cannot be known is ``NaN`` (never ``inf``).
 * **Power** is in watts (``*_w``); energy from power integration is in joules
   (``*_j``, W·s). Register kernels work in the register's own unit (mJ, Wh,
   0.1 kWh ...); the caller converts.

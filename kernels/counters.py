@@ -64,7 +64,8 @@ def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_fro
                     f = FLAG_WRAP
             if f == 0:
                 f = FLAG_RESET
-                d = b if reset_from_zero else np.nan
+                # A negative reading cannot be energy since a restart from zero.
+                d = b if (reset_from_zero and b >= 0.0) else np.nan
         if d > limit:
             d = np.nan
             f |= FLAG_JUMP
@@ -89,7 +90,8 @@ def register_deltas(
     t_ns:
         Sample times, int64 ns, strictly increasing (``n`` samples).
     reading:
-        Register readings in the register's unit; NaN where a poll failed.
+        Register readings in the register's unit; NaN (or inf) where a poll failed:
+        both intervals touching it get ``FLAG_MISSING`` and a NaN delta.
     modulus:
         The value at which the register wraps to zero (``2**32`` for an
         Unsigned32, ``max_energy_range_uj`` for RAPL); ``None`` if it does not

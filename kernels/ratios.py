@@ -52,7 +52,14 @@ def ratio(numerator, denominator, *, coverage=None, min_coverage: float = 0.0):
         raise ValueError(f"min_coverage: must lie in [0, 1], got {min_coverage!r}")
     has_cov = coverage is not None
     if has_cov:
-        c = v.as_values(np.broadcast_to(np.asarray(coverage), shape).ravel(), "coverage")
+        cov_in = np.asarray(coverage)
+        try:
+            cov_b = np.broadcast_to(cov_in, shape)
+        except ValueError:
+            raise ValueError(f"coverage: shape {cov_in.shape} does not fit the energies' shape {shape}") from None
+        c = v.as_values(cov_b.ravel(), "coverage")
+        if np.any(~((c >= 0.0) & (c <= 1.0))):
+            raise ValueError("coverage: must lie in [0, 1] (NaN is not a coverage)")
     else:
         c = np.empty(0)
     out = np.empty(a.shape[0], dtype=np.float64)

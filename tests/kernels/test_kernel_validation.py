@@ -338,3 +338,24 @@ def test_ratio_arguments():
         pue(1500.0, 1000.0, coverage="full")
     with pytest.raises(ValueError, match="shape mismatch|broadcast"):
         pue([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_ratio_rejects_coverage_outside_unit_interval():
+    from puewatch.kernels import pue
+
+    with pytest.raises(ValueError, match=r"coverage: must lie in \[0, 1\]"):
+        pue([1.5], [1.0], coverage=[7.0])
+    with pytest.raises(ValueError, match="coverage: must lie"):
+        pue([1.5], [1.0], coverage=[float("nan")])
+    with pytest.raises(ValueError, match="does not fit the energies' shape"):
+        pue([1.5], [1.0], coverage=[1.0, 1.0])
+
+
+def test_reset_to_a_negative_reading_is_never_negative_energy():
+    import numpy as np
+
+    from puewatch.kernels import FLAG_RESET, register_deltas
+
+    out = register_deltas([0, 10], [5.0, -3.0])
+    assert np.isnan(out.delta[0])
+    assert out.flags[0] == FLAG_RESET
