@@ -1,0 +1,1 @@
+"""Facility meters over SNMP: profiles, the asyncio poller, `puewatch snmp probe`."""

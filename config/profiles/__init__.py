@@ -1,0 +1,1 @@
+"""Meter profiles (TOML data files), installed as package data of `puewatch.profiles`."""
