@@ -1,0 +1,602 @@
+"""The live pipeline: readings in, per-interval energy and rolling PUE out.
+
+Every input is a *stream* of timestamped readings: a meter's power gauge or
+energy register (SNMP or an ingest series), or one GPU's NVML energy counter
+from an agent. Each step finalises the grid cells (default 1 s) up to a
+*horizon* and turns them into derived series:
+
+1. Per stream, the energy of each cell: registers through
+   :func:`~puewatch.kernels.register_deltas` (wraps, resets and impossible
+   jumps handled and flagged), gauges through
+   :func:`~puewatch.kernels.integrate_power` (gaps longer than the stream's
+   maximum gap are not bridged), both spread onto the grid with
+   :func:`~puewatch.kernels.rebin_energy`. Between two steps a stream keeps
+   its last reading at or before the horizon as the anchor of the next step,
+   so the interval that straddles the horizon is split pro rata and never
+   counted twice.
+2. A cell that a stream covers only in part counts as missing for that
+   stream: a partial energy would understate the total, and no energy is
+   ever made up. Site and zone totals come from
+   :func:`~puewatch.kernels.group_sums` and are missing wherever a member is.
+3. Ratios (PUE, pPUE, CLF, PLF, COP, ERF, REF, WUE, the GPU share of IT
+   energy) over rolling windows with :func:`~puewatch.kernels.rolling_ratio`:
+   a ratio of energy sums over the cells where both sides are known, with
+   the share of the window they cover. Below ``min_coverage`` a ratio is NaN
+   (left out of the written point), never a guess.
+
+The horizon waits for the streams that are still reporting: it is the
+earliest latest-reading time among streams heard from within ``settle_s``,
+and never lags the clock by more than ``settle_s``. A stream silent for
+longer stops holding the horizon back; its cells are missing until it
+reports again.
+
+Windows up to ``fine_max_s`` run on the cell grid; longer ones (24 h, 30 days)
+on one-minute cells built from the fine cells. The history is checkpointed to
+the state directory so a restart rebuilds the rolling windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from puewatch import kernels as k
+from puewatch.collector.site import UNITS, SiteModel
+from puewatch.lineprotocol import encode_line, series_key
+
+log = logging.getLogger("puewatch.collector.pipeline")
+
+SECOND = 1_000_000_000
+MINUTE = 60 * SECOND
+# A cell is "covered" when at least this share of it has data (guards against rounding).
+FULL = 1.0 - 1e-9
+CHECKPOINT_VERSION = 1
+
+
+def format_window(ns: int) -> str:
+    """`1m`, `15m`, `1h`, `24h`, `30d`: the `window` tag of a rolling point."""
+    s = ns // SECOND
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0 and s >= size and not (unit == "d" and s < 2 * 86400):
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `15m`, `1h`, `30d` -> ns; a clear ValueError otherwise."""
+    units = {"s": SECOND, "m": MINUTE, "h": 3600 * SECOND, "d": 86400 * SECOND, "w": 7 * 86400 * SECOND}
+    text = text.strip()
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h, 30d or 2w")
+    return int(number) * units[unit]
+
+
+@dataclass
+class Stream:
+    """One input series and the state carried between steps."""
+
+    key: str
+    register: bool
+    # Raw value -> base unit (Wh, L for registers; W, L/s for gauges).
+    factor: float = 1.0
+    modulus: float | None = None  # in raw units
+    max_power_w: float | None = None
+    resolution: float = 0.0  # one register step, raw units
+    max_gap_ns: int = 0  # gauges: longest interval integrated
+    estimated: bool = False
+    # Gauges: what their integral is divided by to reach the base unit
+    # (W·s = J -> Wh: 3600; flow in L/s integrates straight to litres: 1).
+    integral_divisor: float = 3600.0
+    t: list[int] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+    last_arrival_ns: int = -1
+    flags_seen: dict[str, int] = field(default_factory=dict)
+
+    def add(self, time_ns: int, value: float, arrival_ns: int) -> bool:
+        """Append a reading; out-of-order or repeated times are refused (returns False)."""
+        if self.t and time_ns <= self.t[-1]:
+            return False
+        self.t.append(int(time_ns))
+        self.v.append(float(value))
+        self.last_arrival_ns = arrival_ns
+        return True
+
+    @property
+    def watermark(self) -> int:
+        return self.t[-1] if self.t else -1
+
+    def cells(self, grid: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Energy (base unit) of each grid cell; NaN where not fully covered. Advances the anchor."""
+        n_cells = grid.shape[0] - 1
+        out = np.full(n_cells, np.nan)
+        integrated = False
+        if len(self.t) >= 2:
+            t = np.asarray(self.t, dtype=np.int64)
+            x = np.asarray(self.v, dtype=np.float64)
+            if self.register:
+                mod = None if self.modulus is None else self.modulus * self.factor
+                kwargs = {}
+                if self.max_power_w is not None:
+                    # factor converts raw to Wh; one Wh is 3600 J. Water registers have no power bound.
+                    kwargs = {"max_power_w": self.max_power_w, "joules_per_unit": 3600.0}
+                d = k.register_deltas(t, x * self.factor, modulus=mod, resolution=self.resolution * self.factor, **kwargs)
+                energy = d.delta
+                # Intervals that end after the horizon are processed again next step: count them then.
+                done = t[1:] <= grid[-1]
+                for name, count in k.flags.flag_counts(d.flags[done]).items():
+                    if name != "ok" and count:
+                        self.flags_seen[name] = self.flags_seen.get(name, 0) + count
+            else:
+                energy = k.integrate_power(t, x * self.factor, max_gap_ns=self.max_gap_ns).energy_j
+                integrated = True
+            r = k.rebin_energy(t, energy, grid)
+            ok = r.coverage >= FULL
+            out[ok] = r.energy[ok]
+            if not self.register:
+                out /= self.integral_divisor
+        # Keep the last reading at or before the horizon as the next anchor.
+        horizon = int(grid[-1])
+        keep = 0
+        for i, ti in enumerate(self.t):
+            if ti <= horizon:
+                keep = i
+        del self.t[:keep]
+        del self.v[:keep]
+        return out, integrated
+
+
+@dataclass
+class _Level:
+    """Cell history at one resolution: for every ratio, the jointly known numerator/denominator."""
+
+    res_ns: int
+    keep: int  # cells kept
+    t_end: np.ndarray  # cell end times
+    num: dict[str, np.ndarray]
+    den: dict[str, np.ndarray]
+    cov: dict[str, np.ndarray]
+
+
+class Pipeline:
+    """Per-interval energy and rolling ratios for one site. Not thread-safe: one caller."""
+
+    def __init__(
+        self,
+        site: SiteModel,
+        *,
+        interval_ns: int = SECOND,
+        windows_ns: Iterable[int] = (MINUTE, 15 * MINUTE, 3600 * SECOND, 86400 * SECOND, 30 * 86400 * SECOND),
+        min_coverage: float = 0.9,
+        settle_ns: int = 10 * SECOND,
+        fine_max_ns: int = 2 * 3600 * SECOND,
+        gpu_max_power_w: float = 2000.0,
+        state_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if MINUTE % interval_ns:
+            raise ValueError(f"interval: must divide one minute, got {interval_ns / SECOND} s")
+        self.site = site
+        self.interval = int(interval_ns)
+        self.windows = sorted(int(w) for w in windows_ns)
+        for w in self.windows:
+            res = self.interval if w <= fine_max_ns else MINUTE
+            if w % res:
+                raise ValueError(f"window {format_window(w)} is not a whole number of {res // SECOND} s cells")
+        self.min_coverage = float(min_coverage)
+        self.settle = int(settle_ns)
+        self.fine_max = int(fine_max_ns)
+        self.gpu_max_power_w = gpu_max_power_w
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.streams: dict[str, Stream] = {}  # meter name -> stream
+        self.gpu_streams: dict[tuple[str, str], Stream] = {}  # (node, gpu) -> stream
+        self.horizon: int | None = None
+        self.meter_names = sorted(site.meters)
+        self._groups = self._build_groups()
+        self._ratios = self._build_ratios()
+        fine_keep = max([w for w in self.windows if w <= fine_max_ns] + [MINUTE]) // self.interval
+        coarse_keep = max([w for w in self.windows if w > fine_max_ns] + [MINUTE]) // MINUTE
+        self._fine = self._new_level(self.interval, fine_keep)
+        self._coarse = self._new_level(MINUTE, coarse_keep)
+        self._minute_acc: dict[str, list[float]] = {}
+        self._minute_end: int | None = None
+        self.refused = 0  # readings out of order
+        self.cells_written = 0
+
+    # ---- configuration -------------------------------------------------
+
+    def _build_groups(self) -> dict[str, dict[str, float]]:
+        s = self.site
+        groups = {}
+        for role in ("facility_input", "it", "cooling", "losses", "other", "renewable", "reused_heat", "heat_removed", "water"):
+            members = s.members(role)
+            if members:
+                groups[role] = members
+        for zone in s.zone_names():
+            if s.members("it", zone):
+                groups[f"zone:{zone}:boundary"] = s.boundary(zone)
+                groups[f"zone:{zone}:it"] = s.members("it", zone)
+        return groups
+
+    def _build_ratios(self) -> dict[str, tuple[str, str, float]]:
+        """name -> (numerator group, denominator group, denominator scale)."""
+        g = self._groups
+        ratios = {"pue": ("facility_input", "it", 1.0)}
+        optional = {
+            "clf": ("cooling", "it", 1.0),
+            "plf": ("losses", "it", 1.0),
+            "cop": ("heat_removed", "cooling", 1.0),
+            "erf": ("reused_heat", "facility_input", 1.0),
+            "ref": ("renewable", "facility_input", 1.0),
+            "wue": ("water", "it", 1e-3),  # L per kWh of IT energy
+        }
+        for name, (num, den, scale) in optional.items():
+            if num in g and den in g:
+                ratios[name] = (num, den, scale)
+        ratios["gpu_it_share"] = ("gpu", "it", 1.0)
+        for zone in self.site.zone_names():
+            if f"zone:{zone}:it" in g:
+                ratios[f"zone:{zone}:ppue"] = (f"zone:{zone}:boundary", f"zone:{zone}:it", 1.0)
+                ratios[f"zone:{zone}:gpu_it_share"] = (f"gpu:{zone}", f"zone:{zone}:it", 1.0)
+        return ratios
+
+    def _new_level(self, res_ns: int, keep: int) -> _Level:
+        empty = np.empty(0)
+        return _Level(
+            res_ns,
+            keep,
+            np.empty(0, dtype=np.int64),
+            {r: empty for r in self._ratios},
+            {r: empty for r in self._ratios},
+            {r: empty for r in self._ratios},
+        )
+
+    def stream_for_meter(self, meter: str, *, register: bool = False, factor: float = 1.0, modulus: float | None = None,
+                         resolution: float = 0.0, max_gap_ns: int | None = None) -> Stream:
+        """The stream of a configured meter, created on first use with how its values read."""
+        st = self.streams.get(meter)
+        if st is None:
+            m = self.site.meters[meter]
+            st = Stream(
+                meter,
+                register,
+                factor=factor,
+                modulus=modulus,
+                max_power_w=m.max_power_w if m.role != "water" else None,
+                resolution=resolution,
+                max_gap_ns=max_gap_ns or self.settle,
+                integral_divisor=1.0 if m.role == "water" else 3600.0,
+            )
+            self.streams[meter] = st
+        return st
+
+    # ---- input -----------------------------------------------------------
+
+    def add_meter(self, meter: str, time_ns: int, value: float, arrival_ns: int, **how) -> None:
+        if meter not in self.site.meters:
+            raise KeyError(f"unknown meter {meter!r}")
+        st = self.stream_for_meter(meter, **how)
+        if not st.add(time_ns, value, arrival_ns):
+            self.refused += 1
+
+    def add_gpu(self, node: str, gpu: str, time_ns: int, energy_mj: float, arrival_ns: int, *, estimated: bool = False) -> None:
+        key = (node, gpu)
+        st = self.gpu_streams.get(key)
+        if st is None:
+            # NVML counts mJ since the driver loaded (64-bit: no wrap); a drop is a driver reload.
+            st = Stream(f"gpu:{node}:{gpu}", True, factor=1 / 3.6e6, max_power_w=self.gpu_max_power_w, resolution=1.0,
+                        estimated=estimated)
+            self.gpu_streams[key] = st
+        if not st.add(time_ns, energy_mj, arrival_ns):
+            self.refused += 1
+
+    # ---- the step ----------------------------------------------------------
+
+    def compute_horizon(self, now_ns: int) -> int:
+        floor = now_ns - self.settle
+        h = now_ns
+        for st in list(self.streams.values()) + list(self.gpu_streams.values()):
+            if st.last_arrival_ns >= floor and st.watermark >= 0:
+                h = min(h, st.watermark)
+        h = max(h, floor)
+        return h - h % self.interval
+
+    def step(self, now_ns: int) -> list[str]:
+        """Finalise the cells up to the horizon; returns the derived lines (without newlines)."""
+        h = self.compute_horizon(now_ns)
+        if self.horizon is None:
+            self.horizon = h
+            return []
+        if h <= self.horizon:
+            return []
+        grid = np.arange(self.horizon, h + 1, self.interval, dtype=np.int64)
+        self.horizon = h
+        return self._process(grid)
+
+    def _process(self, grid: np.ndarray) -> list[str]:
+        n = grid.shape[0] - 1
+        ends = grid[1:]
+        site_tag = {"site": self.site.name}
+        lines: list[str] = []
+        # 1. per-meter cell energies
+        energy = np.full((len(self.meter_names), n), np.nan)
+        for i, name in enumerate(self.meter_names):
+            st = self.streams.get(name)
+            if st is None:
+                continue
+            e, integrated = st.cells(grid)
+            energy[i] = e
+            m = self.site.meters[name]
+            key = series_key("meter_energy", {**site_tag, "meter": name, "role": m.role, "zone": m.zone,
+                                              "method": "integrated" if integrated else "register"})
+            unit = "volume_l" if m.role == "water" else "energy_wh"
+            for j in range(n):
+                line = encode_line(key, {unit: float(e[j])}, int(ends[j]))
+                if line:
+                    lines.append(line)
+        # 2. totals
+        totals: dict[str, np.ndarray] = {}
+        if self._groups:
+            names = list(self._groups)
+            coef = np.zeros((len(names), len(self.meter_names)))
+            index = {m: i for i, m in enumerate(self.meter_names)}
+            for gi, g in enumerate(names):
+                for meter, c in self._groups[g].items():
+                    coef[gi, index[meter]] = c
+            gs = k.group_sums(energy, coef)
+            totals = {g: gs.total[gi] for gi, g in enumerate(names)}
+        gpu_by_node: dict[str, np.ndarray] = {}
+        for (node, _gpu), st in sorted(self.gpu_streams.items()):
+            e, _ = st.cells(grid)
+            gpu_by_node[node] = gpu_by_node[node] + e if node in gpu_by_node else e
+        if gpu_by_node:
+            totals["gpu"] = np.sum(np.vstack(list(gpu_by_node.values())), axis=0)
+            for zone in self.site.zone_names():
+                members = [e for node, e in gpu_by_node.items() if self.site.zone_of_node(node) == zone]
+                if members:
+                    totals[f"gpu:{zone}"] = np.sum(np.vstack(members), axis=0)
+        for node, e in gpu_by_node.items():
+            key = series_key("gpu_energy", {**site_tag, "node": node, "zone": self.site.zone_of_node(node)})
+            for j in range(n):
+                line = encode_line(key, {"energy_wh": float(e[j])}, int(ends[j]))
+                if line:
+                    lines.append(line)
+        site_key = series_key("site_energy", {**site_tag, "category": str(self.site.category)})
+        for j in range(n):
+            fields = {f"{g}_{'l' if g == 'water' else 'wh'}": float(v[j]) for g, v in totals.items() if ":" not in g}
+            line = encode_line(site_key, fields, int(ends[j]))
+            if line:
+                lines.append(line)
+        for zone in self.site.zone_names():
+            b = totals.get(f"zone:{zone}:boundary")
+            if b is None:
+                continue
+            zkey = series_key("zone_energy", {**site_tag, "zone": zone})
+            zit = totals[f"zone:{zone}:it"]
+            zgpu = totals.get(f"gpu:{zone}")
+            for j in range(n):
+                line = encode_line(
+                    zkey,
+                    {"boundary_wh": float(b[j]), "it_wh": float(zit[j]), "gpu_wh": None if zgpu is None else float(zgpu[j])},
+                    int(ends[j]),
+                )
+                if line:
+                    lines.append(line)
+        # 3. history and rolling ratios
+        nan = np.full(n, np.nan)
+        joint = {}
+        for r, (num, den, scale) in self._ratios.items():
+            a = totals.get(num, nan)
+            b = totals.get(den, nan) * scale
+            ok = np.isfinite(a) & np.isfinite(b)
+            joint[r] = (np.where(ok, a, 0.0), np.where(ok, b, 0.0), ok.astype(np.float64))
+        self._append(self._fine, ends, joint)
+        lines += self._rolling_lines(self._fine, [w for w in self.windows if w <= self.fine_max], n)
+        n_minutes = self._roll_minutes(ends, joint)
+        if n_minutes:
+            lines += self._rolling_lines(self._coarse, [w for w in self.windows if w > self.fine_max], n_minutes)
+        self.cells_written += n
+        return lines
+
+    def _append(self, level: _Level, ends: np.ndarray, joint: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        keep = level.keep + 1
+        level.t_end = np.concatenate([level.t_end, ends])[-keep:]
+        for r, (a, b, c) in joint.items():
+            level.num[r] = np.concatenate([level.num[r], a])[-keep:]
+            level.den[r] = np.concatenate([level.den[r], b])[-keep:]
+            level.cov[r] = np.concatenate([level.cov[r], c])[-keep:]
+
+    def _roll_minutes(self, ends: np.ndarray, joint) -> int:
+        """Sum fine cells into whole minutes; returns how many minutes completed."""
+        done_t = []
+        done = {r: ([], [], []) for r in joint}
+        for j, t in enumerate(ends):
+            minute_end = int(t) + (-int(t)) % MINUTE
+            if self._minute_end is not None and minute_end != self._minute_end:
+                self._close_minute(done_t, done)
+            if self._minute_end != minute_end:
+                self._minute_end = minute_end
+                self._minute_acc = {r: [0.0, 0.0, 0.0] for r in joint}
+            for r, (a, b, c) in joint.items():
+                acc = self._minute_acc[r]
+                acc[0] += a[j]
+                acc[1] += b[j]
+                acc[2] = min(1.0, acc[2] + c[j] * self.interval / MINUTE)  # rounding must not pass 1
+            if int(t) == minute_end:
+                self._close_minute(done_t, done)
+                self._minute_end = None
+        if done_t:
+            self._append(
+                self._coarse,
+                np.asarray(done_t, dtype=np.int64),
+                {r: tuple(np.asarray(x) for x in v) for r, v in done.items()},
+            )
+        return len(done_t)
+
+    def _close_minute(self, done_t, done) -> None:
+        done_t.append(self._minute_end)
+        for r, acc in self._minute_acc.items():
+            for x, v in zip(done[r], acc):
+                x.append(v)
+
+    def _rolling_lines(self, level: _Level, windows: list[int], n_new: int) -> list[str]:
+        if not windows or level.t_end.shape[0] == 0:
+            return []
+        t_end = level.t_end
+        bounds = np.concatenate([[t_end[0] - level.res_ns], t_end])
+        lines = []
+        n_new = min(n_new, t_end.shape[0])
+        category = str(self.site.category)
+        # Only the last cells are new; compute over what the longest window needs.
+        for w in windows:
+            need = w // level.res_ns + n_new
+            s = max(0, t_end.shape[0] - need)
+            values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for r in self._ratios:
+                rr = k.rolling_ratio(
+                    bounds[s:],
+                    level.num[r][s:],
+                    level.den[r][s:],
+                    np.array([w], dtype=np.int64),
+                    min_coverage=self.min_coverage,
+                    numerator_coverage=level.cov[r][s:],
+                    denominator_coverage=level.cov[r][s:],
+                )
+                values[r] = (rr.ratio[0, -n_new:], rr.coverage[0, -n_new:])
+            wtag = format_window(w)
+            site_key = series_key("pue", {"site": self.site.name, "window": wtag, "category": category})
+            zone_keys = {
+                z: series_key("ppue", {"site": self.site.name, "zone": z, "window": wtag})
+                for z in self.site.zone_names()
+                if f"zone:{z}:ppue" in self._ratios
+            }
+            ends = t_end[-n_new:]
+            for j in range(n_new):
+                fields: dict[str, float] = {}
+                zfields: dict[str, dict[str, float]] = {z: {} for z in zone_keys}
+                for r, (ratio, cov) in values.items():
+                    if r.startswith("zone:"):
+                        _, z, name = r.split(":", 2)
+                        zfields[z][name] = float(ratio[j])
+                        zfields[z][f"{name}_coverage"] = float(cov[j])
+                    else:
+                        fields[r] = float(ratio[j])
+                        fields[f"{r}_coverage"] = float(cov[j])
+                line = encode_line(site_key, fields, int(ends[j]))
+                if line:
+                    lines.append(line)
+                for z, zk in zone_keys.items():
+                    line = encode_line(zk, zfields[z], int(ends[j]))
+                    if line:
+                        lines.append(line)
+        return lines
+
+    # ---- latest values (for /metrics and status) --------------------------------
+
+    def latest(self, ratio: str = "pue", window_ns: int | None = None) -> tuple[float, float]:
+        """The most recent (ratio, coverage) for a window (default the shortest)."""
+        w = window_ns or self.windows[0]
+        level = self._fine if w <= self.fine_max else self._coarse
+        if level.t_end.shape[0] == 0:
+            return math.nan, 0.0
+        need = w // level.res_ns
+        s = max(0, level.t_end.shape[0] - need)
+        bounds = np.concatenate([[level.t_end[0] - level.res_ns], level.t_end])
+        rr = k.rolling_ratio(bounds[s:], level.num[ratio][s:], level.den[ratio][s:], np.array([w]),
+                             min_coverage=self.min_coverage, numerator_coverage=level.cov[ratio][s:],
+                             denominator_coverage=level.cov[ratio][s:])
+        return float(rr.ratio[0, -1]), float(rr.coverage[0, -1])
+
+    # ---- checkpoint -------------------------------------------------------------
+
+    def _fingerprint(self) -> str:
+        return json.dumps({"ratios": sorted(self._ratios), "interval": self.interval, "windows": self.windows}, sort_keys=True)
+
+    def save(self) -> None:
+        """Write the rolling history atomically to the state directory."""
+        if self.state_dir is None or self.horizon is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        arrays = {"horizon": np.array([self.horizon], dtype=np.int64)}
+        for name, level in (("fine", self._fine), ("coarse", self._coarse)):
+            arrays[f"{name}.t_end"] = level.t_end
+            for r in self._ratios:
+                arrays[f"{name}.num.{r}"] = level.num[r]
+                arrays[f"{name}.den.{r}"] = level.den[r]
+                arrays[f"{name}.cov.{r}"] = level.cov[r]
+        if self._minute_end is not None:
+            arrays["minute_end"] = np.array([self._minute_end], dtype=np.int64)
+            for r, acc in self._minute_acc.items():
+                arrays[f"minute.{r}"] = np.asarray(acc)
+        arrays["fingerprint"] = np.frombuffer(self._fingerprint().encode(), dtype=np.uint8)
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".pipeline-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_dir / "pipeline.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def restore(self) -> bool:
+        """Rebuild the rolling history from the last checkpoint; False when there is none that fits."""
+        if self.state_dir is None:
+            return False
+        path = self.state_dir / "pipeline.npz"
+        if not path.exists():
+            return False
+        try:
+            with np.load(path) as z:
+                if bytes(z["fingerprint"]).decode() != self._fingerprint():
+                    log.warning("%s: the site's meters, interval or windows changed; rolling history starts afresh", path)
+                    return False
+                for name, level in (("fine", self._fine), ("coarse", self._coarse)):
+                    level.t_end = z[f"{name}.t_end"]
+                    for r in self._ratios:
+                        level.num[r] = z[f"{name}.num.{r}"]
+                        level.den[r] = z[f"{name}.den.{r}"]
+                        level.cov[r] = z[f"{name}.cov.{r}"]
+                if "minute_end" in z:
+                    self._minute_end = int(z["minute_end"][0])
+                    self._minute_acc = {r: [float(x) for x in z[f"minute.{r}"]] for r in self._ratios}
+                self.horizon = int(z["horizon"][0])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: unreadable checkpoint (%s); rolling history starts afresh", path, exc)
+            return False
+        return True
+
+    def catch_up(self, now_ns: int) -> None:
+        """After a restore: the cells between the checkpoint and now are missing (no data), not skipped."""
+        if self.horizon is None:
+            return
+        h = now_ns - self.settle
+        h -= h % self.interval
+        if h - self.horizon > self.windows[-1]:
+            # Down for longer than the longest window: nothing of the history is still in a window.
+            self._fine = self._new_level(self._fine.res_ns, self._fine.keep)
+            self._coarse = self._new_level(MINUTE, self._coarse.keep)
+            self._minute_end = None
+            self.horizon = h
+        elif h > self.horizon:
+            gap = (h - self.horizon) // self.interval
+            # Missing cells go into the history as uncovered; nothing is written for them.
+            grid = np.arange(self.horizon, h + 1, self.interval, dtype=np.int64)
+            ends = grid[1:]
+            zeros = np.zeros(gap)
+            joint = {r: (zeros, zeros, zeros) for r in self._ratios}
+            self._append(self._fine, ends, joint)
+            self._roll_minutes(ends, joint)
+            self.horizon = h
+
+
+def unit_factor(unit: str) -> float:
+    return UNITS[unit][1]

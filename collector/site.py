@@ -1,0 +1,218 @@
+"""The site model: which meter measures what, and what PUE the site can report.
+
+A site config maps every meter to a *role* and, for IT meters, to the
+*measurement point* that fixes the PUE category (ISO/IEC 30134-2):
+
+| IT measured at | category | Green Grid |
+|---|---|---|
+| UPS outputs (`ups_output`) | 1 (basic) | PUE_L1 |
+| PDU outputs (`pdu_output`) | 2 (intermediate) | PUE_L2 |
+| IT equipment inputs (`it_input`) | 3 (advanced) | PUE_L3 |
+
+Total facility energy (E_DC) is always measured at the utility input
+(`facility_input` meters: the incomers, and on-site generation that feeds
+the site). A site whose IT meters sit at different points reports the lowest
+category among them: a PUE is only as good as its coarsest IT measurement.
+
+Meters (and agents' nodes) belong to zones (halls); a zone with IT meters gets
+a partial PUE (pPUE): the energy inside its boundary over its IT energy. The
+boundary energy is the zone's own `facility_input` meters when it has any
+(a hall sub-incomer), else the sum of the zone's consuming meters (IT,
+cooling, power-chain losses, other).
+
+Roles and what they feed:
+
+| role | unit | feeds |
+|---|---|---|
+| `facility_input` | Wh | E_DC (PUE numerator), ERF/REF denominators |
+| `it` | Wh | E_IT (PUE, CLF, PLF denominators) |
+| `cooling` | Wh | CLF numerator, COP denominator |
+| `losses` | Wh | PLF numerator (transformers, UPS, PDU losses) |
+| `other` | Wh | lighting, offices (part of a zone's boundary) |
+| `renewable` | Wh | REF numerator (renewable supply; its certificates must be retired) |
+| `reused_heat` | Wh | ERF numerator (energy reused outside the data centre) |
+| `heat_removed` | Wh (thermal) | COP numerator (chilled-water heat meters) |
+| `water` | L | WUE numerator (site water use, L per kWh of IT energy) |
+
+A meter's readings come either from an SNMP device polled by the collector
+(`device` + `reading`) or from a series that arrives on the ingest endpoint
+(`measurement` + `tags` + `field`), e.g. from Telegraf reading a Modbus meter.
+Each reading is a power gauge (W, kW) or a cumulative energy register (Wh,
+kWh; litres for water); registers are preferred and integrated power is
+marked as such.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from puewatch.config import setting
+
+ROLES = (
+    "facility_input",
+    "it",
+    "cooling",
+    "losses",
+    "other",
+    "renewable",
+    "reused_heat",
+    "heat_removed",
+    "water",
+)
+IT_POINTS = {"ups_output": 1, "pdu_output": 2, "it_input": 3}
+# Roles whose energy lies inside a zone's boundary when the zone has no input meter of its own.
+CONSUMING_ROLES = ("it", "cooling", "losses", "other")
+
+# Unit -> (quantity, factor to the role's base unit, register?)
+UNITS = {
+    "W": ("power", 1.0),
+    "kW": ("power", 1e3),
+    "MW": ("power", 1e6),
+    "Wh": ("energy", 1.0),
+    "kWh": ("energy", 1e3),
+    "MWh": ("energy", 1e6),
+    "J": ("energy", 1 / 3600),
+    "kJ": ("energy", 1e3 / 3600),
+    "MJ": ("energy", 1e6 / 3600),
+    "GJ": ("energy", 1e9 / 3600),
+    "L": ("volume", 1.0),
+    "m3": ("volume", 1e3),
+    "L/s": ("flow", 1.0),
+    "L/min": ("flow", 1 / 60),
+    "m3/h": ("flow", 1e3 / 3600),
+}
+
+
+@dataclass
+class Meter:
+    """A facility meter: where its readings come from and what it measures for the site."""
+
+    role: str = setting(doc="What the meter measures for the site.", choices=ROLES)
+    point: str = setting(
+        "",
+        choices=("", *IT_POINTS),
+        doc="For `role = \"it\"`: where IT energy is measured; fixes the PUE category "
+        "(`ups_output` 1, `pdu_output` 2, `it_input` 3).",
+    )
+    zone: str = setting("", doc="Zone (hall) the meter belongs to, for partial PUE; empty = the site only.")
+    coefficient: float = setting(
+        1.0,
+        doc="Weight of the meter in its role's total: 1 adds it, -1 subtracts it (e.g. a tenant sub-meter behind an incomer).",
+    )
+    device: str = setting("", doc="SNMP device (a key of `[snmp.devices]`) that serves the reading.")
+    reading: str = setting(
+        "",
+        doc="The device profile's reading to use; default `total_active_energy` where the device has an energy "
+        "register, else `total_active_power`.",
+    )
+    measurement: str = setting("", doc="Ingest series: measurement name (instead of `device`).")
+    tags: dict[str, str] = setting(default_factory=dict, doc="Ingest series: tags that select the series (all must match).")
+    field: str = setting("", doc="Ingest series: the field holding the value.")
+    unit: str = setting(
+        "", choices=("", *UNITS), doc="Ingest series: unit of the field (power W/kW/MW, energy Wh/kWh/MWh/J/..., water L/m3, flow)."
+    )
+    register: bool = setting(
+        False, doc="Ingest series: the field is a cumulative register (energy or volume) rather than a gauge."
+    )
+    modulus: float | None = setting(None, min=0, min_exclusive=True, doc="Ingest series: value at which the register wraps, in `unit`.")
+    max_power_w: float | None = setting(
+        None,
+        min=0,
+        min_exclusive=True,
+        doc="Largest power the meter can see; a register increase above it is rejected as an impossible jump. "
+        "Default: no bound.",
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.role == "it" and not self.point:
+            problems.append(("point", "an IT meter needs its measurement point: ups_output, pdu_output or it_input"))
+        if self.role != "it" and self.point:
+            problems.append(("point", f"only IT meters have a measurement point (role is {self.role!r})"))
+        if bool(self.device) == bool(self.measurement):
+            problems.append(("device", "set exactly one source: `device` (SNMP) or `measurement` (ingest series)"))
+        if self.measurement:
+            if not self.field:
+                problems.append(("field", "an ingest series needs the field that holds the value"))
+            if not self.unit:
+                problems.append(("unit", f"an ingest series needs its unit, one of {', '.join(UNITS)}"))
+            elif self.unit:
+                quantity = UNITS[self.unit][0]
+                if self.register and quantity not in ("energy", "volume"):
+                    problems.append(("unit", f"a register counts energy or volume, not {quantity} ({self.unit})"))
+                if not self.register and quantity in ("energy", "volume"):
+                    problems.append(("register", f"a field in {self.unit} is cumulative: set `register = true`"))
+                water = self.role == "water"
+                if water != (quantity in ("volume", "flow")):
+                    problems.append(
+                        ("unit", f"role {self.role!r} is measured in {'L or L/s' if water else 'W or Wh'}, not {self.unit}")
+                    )
+        else:
+            for key in ("field", "unit"):
+                if getattr(self, key):
+                    problems.append((key, "only for an ingest series (`measurement`); SNMP readings carry their unit"))
+            if self.tags:
+                problems.append(("tags", "only for an ingest series (`measurement`)"))
+        return problems
+
+
+@dataclass
+class Zone:
+    """A zone (hall): its agents' nodes, for GPU energy attribution."""
+
+    nodes: list[str] = setting(
+        default_factory=list, doc="Node names or glob patterns (e.g. `gpu-a-*`) of the agents in the zone."
+    )
+
+
+@dataclass
+class SiteModel:
+    """What the configured meters can tell: PUE category, groups for every total and ratio."""
+
+    name: str
+    meters: dict[str, Meter]
+    zones: dict[str, Zone] = field(default_factory=dict)
+
+    @property
+    def category(self) -> int:
+        return min(IT_POINTS[m.point] for m in self.meters.values() if m.role == "it")
+
+    def members(self, role: str, zone: str | None = None) -> dict[str, float]:
+        """Meter -> coefficient for a role's total (site-wide, or one zone's)."""
+        return {
+            name: m.coefficient
+            for name, m in self.meters.items()
+            if m.role == role and (zone is None or m.zone == zone)
+        }
+
+    def zone_names(self) -> list[str]:
+        names = {m.zone for m in self.meters.values() if m.zone} | set(self.zones)
+        return sorted(names)
+
+    def boundary(self, zone: str) -> dict[str, float]:
+        """Meters whose energy lies inside a zone's boundary (its pPUE numerator)."""
+        own = self.members("facility_input", zone)
+        if own:
+            return own
+        out: dict[str, float] = {}
+        for role in CONSUMING_ROLES:
+            out.update(self.members(role, zone))
+        return out
+
+    def zone_of_node(self, node: str) -> str:
+        for zone, z in self.zones.items():
+            if any(fnmatch.fnmatchcase(node, pattern) for pattern in z.nodes):
+                return zone
+        return ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Why the site cannot give a PUE (key, message); empty when it can."""
+        out = []
+        if not self.members("facility_input"):
+            out.append(
+                ("meters", "the site cannot give a PUE: no meter has role \"facility_input\" (the utility incomers, E_DC)")
+            )
+        if not self.members("it"):
+            out.append(("meters", "the site cannot give a PUE: no meter has role \"it\" (E_IT at UPS outputs, PDU outputs or IT inputs)"))
+        return out
