@@ -1,0 +1,125 @@
+"""Prometheus `/metrics` for the collector, on its own port.
+
+Counters that the parts keep themselves (the ingest server's, the store
+writer's) are read when Prometheus scrapes, through small *stat providers*,
+so the hot paths only bump plain integers. SNMP polls and pipeline results
+are recorded as they happen.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+StatProvider = Callable[[], Mapping[str, float]]
+
+# name in a provider's stats -> (metric name, help, counter?)
+_INGEST = {
+    "requests": ("puewatch_ingest_requests", "HTTP write requests received", True),
+    "lines_accepted": ("puewatch_ingest_lines", "Line-protocol lines accepted", True),
+    "parse_errors": ("puewatch_ingest_parse_errors", "Malformed lines refused (400, partial write)", True),
+    "bytes_received": ("puewatch_ingest_received_bytes", "Request body bytes received (before decompression)", True),
+    "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
+    "too_large": ("puewatch_ingest_too_large", "Requests refused as too large (413)", True),
+    "timeouts": ("puewatch_ingest_timeouts", "Connections cut off by a timeout", True),
+}
+_STORE = {
+    "points_written": ("puewatch_store_points_written", "Points the store acknowledged", True),
+    "batches_written": ("puewatch_store_batches_written", "Batches the store acknowledged", True),
+    "spool_bytes": ("puewatch_spool_bytes", "Bytes waiting in the on-disk spool", False),
+    "spool_batches": ("puewatch_spool_batches", "Batches waiting in the on-disk spool", False),
+    "dropped_points": ("puewatch_dropped_points", "Points dropped because the spool was full (oldest first)", True),
+    "rejected_points": ("puewatch_rejected_points", "Points the store refused (4xx other than 429)", True),
+}
+
+
+class _Pull(Collector):
+    def __init__(self) -> None:
+        self._providers: list[tuple[str, StatProvider, Mapping[str, tuple[str, str, bool]], dict[str, str]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, provider: StatProvider, names: Mapping[str, tuple[str, str, bool]], labels: dict[str, str]) -> None:
+        with self._lock:
+            self._providers.append((",".join(f"{k}={v}" for k, v in labels.items()), provider, names, labels))
+
+    def collect(self) -> Iterable:
+        with self._lock:
+            providers = list(self._providers)
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for _, provider, names, labels in providers:
+            stats = provider()
+            for key, (metric, help_text, counter) in names.items():
+                if key not in stats:
+                    continue
+                fam = families.get(metric)
+                if fam is None:
+                    cls = CounterMetricFamily if counter else GaugeMetricFamily
+                    fam = cls(metric, help_text, labels=list(labels))
+                    families[metric] = fam
+                fam.add_metric(list(labels.values()), float(stats[key]))
+        yield from families.values()
+
+    def describe(self) -> Iterable:
+        return []
+
+
+class CollectorMetrics:
+    """Every metric the collector exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._pull = _Pull()
+        self.registry.register(self._pull)
+        self.snmp_polls = Counter(
+            "puewatch_snmp_polls", "Polls per device by result", ["device", "result"], registry=self.registry
+        )
+        self.snmp_latency = Histogram(
+            "puewatch_snmp_poll_seconds",
+            "Time from sending a device's first request to its last answer",
+            ["device"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.snmp_up = Gauge("puewatch_snmp_up", "1 when the device's last poll answered", ["device"], registry=self.registry)
+        self.ratio = Gauge(
+            "puewatch_ratio", "Latest rolling ratio (pue, clf, plf, ...) per window; NaN when unknown",
+            ["ratio", "window"], registry=self.registry,
+        )
+        self.coverage = Gauge(
+            "puewatch_ratio_coverage", "Share of the window with data behind the ratio", ["ratio", "window"], registry=self.registry
+        )
+        self.horizon_lag = Gauge(
+            "puewatch_pipeline_lag_seconds", "How far the pipeline's finalised cells lag the clock", registry=self.registry
+        )
+        self.step_seconds = Histogram(
+            "puewatch_pipeline_step_seconds", "Time one pipeline step takes", registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
+
+    def add_ingest(self, provider: StatProvider) -> None:
+        self._pull.add(provider, _INGEST, {})
+
+    def add_store(self, name: str, provider: StatProvider) -> None:
+        self._pull.add(provider, _STORE, {"store": name})
+
+    def add_store_latency(self, provider: StatProvider) -> None:
+        self._pull.add(
+            provider,
+            {"write_seconds_last": ("puewatch_store_write_seconds_last", "Duration of the last store write", False)},
+            {},
+        )
+
+    def poll(self, device: str, ok: bool, seconds: float) -> None:
+        self.snmp_polls.labels(device, "ok" if ok else "error").inc()
+        self.snmp_up.labels(device).set(1 if ok else 0)
+        if ok and math.isfinite(seconds):
+            self.snmp_latency.labels(device).observe(seconds)
+
+    def serve(self, address: str, port: int):
+        """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
+        return start_http_server(port, addr=address, registry=self.registry)
