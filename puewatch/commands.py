@@ -50,3 +50,19 @@ def register_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="agent configuration (TOML)")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.set_defaults(handler="puewatch.agent.main:main")
+
+
+def register_collector(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collector",
+        help="run the site collector (ingest, SNMP meters, live PUE, store)",
+        description=(
+            "Takes in the agents' line protocol on an InfluxDB-compatible endpoint, polls the facility meters over "
+            "SNMP, computes live energy, PUE, pPUE, CLF, PLF and COP with the kernels, and writes raw and derived "
+            "series to the configured store (embedded SQLite by default, InfluxDB v1 or v2 API), spooling to disk "
+            "while the store is down. systemd notify-aware."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="collector configuration (TOML)")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.set_defaults(handler="puewatch.collector.main:main")

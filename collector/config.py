@@ -1,0 +1,213 @@
+"""The collector's configuration model (collector.toml). The reference document is generated from it."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from puewatch import config as cfg
+from puewatch.collector.ingest import IngestConfig
+from puewatch.collector.pipeline import SECOND, parse_duration
+from puewatch.collector.site import Meter, SiteModel, Zone
+from puewatch.collector.snmp.poller import DeviceConfig
+from puewatch.config import setting
+from puewatch.errors import ConfigError
+
+
+@dataclass
+class CollectorSection:
+    """The site and the live pipeline."""
+
+    site: str = setting(min=1, doc="Site name, the `site` tag of every derived point.")
+    interval_s: float = setting(1.0, min=0.1, max=60.0, doc="Pipeline cell length; must divide one minute.")
+    windows: list[str] = setting(
+        default_factory=lambda: ["1m", "15m", "1h", "24h", "30d"],
+        min=1,
+        doc="Rolling windows for PUE and the other ratios (`s`, `m`, `h`, `d`, `w`). Windows up to 2 h run on the "
+        "cell grid, longer ones on one-minute cells.",
+    )
+    min_coverage: float = setting(
+        0.9, min=0.0, max=1.0, doc="A ratio whose window has less data than this share is not reported (NaN)."
+    )
+    settle_s: float = setting(
+        10.0,
+        min=1.0,
+        max=3600.0,
+        doc="How long the pipeline waits for late readings; a stream silent for longer stops holding it back and "
+        "its cells count as missing. Make it longer than the slowest meter's poll interval plus its timeout.",
+    )
+    state_dir: str = setting("/var/lib/puewatch/collector", min=1, doc="Spool and rolling-window checkpoint.")
+    checkpoint_interval_s: float = setting(60.0, min=1.0, max=3600.0, doc="How often the rolling history is checkpointed.")
+    gpu_max_power_w: float = setting(
+        2000.0, min=1.0, doc="Largest power one GPU can draw; a faster-growing energy counter is an impossible jump."
+    )
+    log_level: str = setting("info", choices=("debug", "info", "warning", "error"), doc="Log level (stderr).")
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        interval_ns = round(self.interval_s * SECOND)
+        if (60 * SECOND) % interval_ns:
+            out.append(("interval_s", f"must divide one minute (e.g. 0.5, 1, 5, 10, 15, 30), got {self.interval_s}"))
+        for w in self.windows:
+            try:
+                ns = parse_duration(w)
+            except ValueError as exc:
+                out.append(("windows", str(exc)))
+                continue
+            res = interval_ns if ns <= 2 * 3600 * SECOND else 60 * SECOND
+            if ns % res or ns < interval_ns:
+                out.append(("windows", f"{w!r} is not a whole number of {res // SECOND} s cells"))
+        return out
+
+    def windows_ns(self) -> list[int]:
+        return [parse_duration(w) for w in self.windows]
+
+
+@dataclass
+class EmbeddedStore:
+    """The embedded SQLite store (one file; for demos and small sites)."""
+
+    path: str = setting("", doc="Database file; empty means `<state_dir>/puewatch.sqlite`.")
+    raw_retention_days: float = setting(400.0, min=1.0, doc="Days of points kept (at least a year for annual PUE).")
+
+
+@dataclass
+class Influx2Store:
+    """InfluxDB v2 write API (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics)."""
+
+    url: str = setting(min=1, doc="Base URL, e.g. `http://influxdb:8086`.")
+    org: str = setting("", doc="Organisation.")
+    bucket: str = setting(min=1, doc="Bucket (InfluxDB 1.8: `database/retention-policy`).")
+    token: str = setting("", secret=True, doc="API token; prefer `token_file`.")
+    token_file: str = setting("", doc="File holding the API token (first line), e.g. a systemd credential.")
+    ca_file: str = setting("", doc="CA bundle for TLS; empty means the system CAs.")
+    timeout_s: float = setting(10.0, min=0.5, max=300.0, doc="Timeout of one write.")
+    gzip: bool = setting(True, doc="Compress writes.")
+
+    def check(self) -> list[tuple[str, str]]:
+        return _check_url(self.url) + _check_secret(self.token, self.token_file, "token")
+
+
+@dataclass
+class Influx1Store:
+    """InfluxDB v1 API (`/write`, `/query`): InfluxDB 1.x, or the v1 compatibility API of 2.x/3.x."""
+
+    url: str = setting(min=1, doc="Base URL, e.g. `http://influxdb:8086`.")
+    database: str = setting(min=1, doc="Database (create it with `puewatch influx setup`).")
+    retention_policy: str = setting("", doc="Retention policy to write into; empty means the database's default.")
+    user: str = setting("", doc="User; empty when authentication is off.")
+    password: str = setting("", secret=True, doc="Password; prefer `password_file`.")
+    password_file: str = setting("", doc="File holding the password (first line).")
+    timeout_s: float = setting(10.0, min=0.5, max=300.0, doc="Timeout of one write.")
+    gzip: bool = setting(True, doc="Compress writes.")
+
+    def check(self) -> list[tuple[str, str]]:
+        return _check_url(self.url) + _check_secret(self.password, self.password_file, "password")
+
+
+@dataclass
+class StoreSection:
+    """Where raw and derived series go. Exactly one of the tables below; embedded when none is given."""
+
+    embedded: EmbeddedStore | None = setting(None, doc="The embedded SQLite store (the default).")
+    influx2: Influx2Store | None = setting(None, doc="InfluxDB v2 write API.")
+    influx1: Influx1Store | None = setting(None, doc="InfluxDB v1 API.")
+    spool_max_bytes: int = setting(
+        1024 * 1024 * 1024, min=1024 * 1024, doc="Most bytes the on-disk spool may hold while the store is down; the "
+        "oldest batches are dropped first and counted.",
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        given = [name for name in ("embedded", "influx2", "influx1") if getattr(self, name) is not None]
+        if len(given) > 1:
+            return [(given[1], f"give one store, not {' and '.join(given)}")]
+        return []
+
+    @property
+    def kind(self) -> str:
+        for name in ("influx2", "influx1"):
+            if getattr(self, name) is not None:
+                return name
+        return "embedded"
+
+
+@dataclass
+class SnmpSection:
+    """Facility meters polled over SNMP."""
+
+    devices: dict[str, DeviceConfig] = setting(default_factory=dict, doc="One table per device, named by its key.")
+
+
+@dataclass
+class MetricsSection:
+    """Prometheus `/metrics` on its own port."""
+
+    listen: str = setting("127.0.0.1:9464", doc="Address and port; empty turns the endpoint off.")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                return [("listen", f"expected HOST:PORT, got {self.listen!r}")]
+        return []
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass
+class CollectorConfig:
+    """collector.toml"""
+
+    collector: CollectorSection = setting(doc="The site and the live pipeline.")
+    meters: dict[str, Meter] = setting(doc="Facility meters by name: role, zone and where the readings come from.")
+    zones: dict[str, Zone] = setting(default_factory=dict, doc="Zones (halls) and their agents' nodes.")
+    ingest: IngestConfig = setting(default_factory=IngestConfig, doc="The InfluxDB-compatible write endpoint for agents.")
+    snmp: SnmpSection = setting(default_factory=SnmpSection, doc="SNMP devices.")
+    store: StoreSection = setting(default_factory=StoreSection, doc="Where the series are written.")
+    metrics: MetricsSection = setting(default_factory=MetricsSection, doc="Prometheus endpoint.")
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        for name, meter in self.meters.items():
+            if meter.device and meter.device not in self.snmp.devices:
+                known = ", ".join(sorted(self.snmp.devices)) or "none"
+                out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [snmp.devices] (known: {known})"))
+        out += [(key, msg) for key, msg in self.site_model().problems()]
+        return out
+
+    def site_model(self) -> SiteModel:
+        return SiteModel(self.collector.site, self.meters, self.zones)
+
+
+def _check_url(url: str) -> list[tuple[str, str]]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [("url", f"must be an http:// or https:// URL with a host, got {url!r}")]
+    return []
+
+
+def _check_secret(value: str, file: str, name: str) -> list[tuple[str, str]]:
+    if value and file:
+        return [(f"{name}_file", f"set either {name} or {name}_file, not both")]
+    return []
+
+
+def read_secret(value: str, file: str, what: str) -> str:
+    """The secret itself, or the first line of its file."""
+    if value or not file:
+        return value
+    try:
+        return Path(file).read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError) as exc:
+        raise ConfigError(f"{what}: cannot read {file}: {getattr(exc, 'strerror', None) or 'empty file'}") from None
+
+
+def load(path: str | Path) -> CollectorConfig:
+    return cfg.load(path, CollectorConfig)
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates collector/CONFIG.md
+    print(cfg.reference_markdown(CollectorConfig, "Collector configuration reference (collector.toml)"))

@@ -1,0 +1,272 @@
+"""`puewatch collector`: one process per site that wires ingest, SNMP, the pipeline and the store.
+
+Everything runs on one asyncio loop except the store writes (the store
+writer's thread) and the Prometheus endpoint (its own thread). The loop:
+
+- takes agents' batches from the ingest server: the lines go to the store as
+  they are, and the points the pipeline needs (GPU energy counters, meters
+  fed through ingest) go to the pipeline;
+- takes every SNMP poll: the readings are written as raw series
+  (`snmp_reading`) and the meters' readings go to the pipeline;
+- steps the pipeline every interval and writes the derived series;
+- checkpoints the rolling history, and tells systemd it is alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+from puewatch.sdnotify import SystemdNotifier
+from puewatch.collector import config as ccfg
+from puewatch.collector.metrics import CollectorMetrics
+from puewatch.collector.pipeline import SECOND, Pipeline, format_window
+from puewatch.lineprotocol import encode_line, series_key
+
+log = logging.getLogger("puewatch.collector")
+
+
+def build_store(conf: ccfg.CollectorConfig):
+    """The configured store (embedded by default)."""
+    s = conf.store
+    if s.influx2 is not None:
+        from puewatch.collector.stores.influx2 import Influx2Store
+
+        c = s.influx2
+        return Influx2Store(
+            c.url,
+            ccfg.read_secret(c.token, c.token_file, "store.influx2.token_file"),
+            c.org,
+            c.bucket,
+            gzip=c.gzip,
+            timeout_s=c.timeout_s,
+            ssl_ca_cert=c.ca_file or None,
+        )
+    if s.influx1 is not None:
+        from puewatch.collector.stores.influx1 import Influx1Store
+
+        c = s.influx1
+        return Influx1Store(
+            c.url,
+            c.database,
+            rp=c.retention_policy or None,
+            user=c.user or None,
+            password=ccfg.read_secret(c.password, c.password_file, "store.influx1.password_file") or None,
+            gzip=c.gzip,
+            timeout_s=c.timeout_s,
+        )
+    from puewatch.collector.stores.embedded import EmbeddedStore
+
+    e = s.embedded or ccfg.EmbeddedStore()
+    path = e.path or str(Path(conf.collector.state_dir) / "puewatch.sqlite")
+    return EmbeddedStore(path)
+
+
+class _IngestMeter:
+    __slots__ = ("meter", "tags", "field", "register", "factor", "modulus")
+
+    def __init__(self, name: str, m) -> None:
+        from puewatch.collector.site import UNITS
+
+        self.meter = name
+        self.tags = dict(m.tags)
+        self.field = m.field
+        self.register = m.register
+        self.factor = UNITS[m.unit][1]
+        self.modulus = m.modulus
+
+
+class Collector:
+    """The running collector for one site."""
+
+    def __init__(self, conf: ccfg.CollectorConfig) -> None:
+        self.conf = conf
+        c = conf.collector
+        self.site = conf.site_model()
+        self.state_dir = Path(c.state_dir)
+        self.pipeline = Pipeline(
+            self.site,
+            interval_ns=round(c.interval_s * SECOND),
+            windows_ns=c.windows_ns(),
+            min_coverage=c.min_coverage,
+            settle_ns=round(c.settle_s * SECOND),
+            gpu_max_power_w=c.gpu_max_power_w,
+            state_dir=self.state_dir,
+        )
+        self.metrics = CollectorMetrics()
+        # Ingest series that feed meters: measurement -> meters reading it.
+        self.ingest_meters: dict[str, list[_IngestMeter]] = {}
+        for name, m in conf.meters.items():
+            if m.measurement:
+                self.ingest_meters.setdefault(m.measurement, []).append(_IngestMeter(name, m))
+        self.subscribed = frozenset({"gpu_power", *self.ingest_meters})
+        # SNMP meters: device -> [(meter, reading name or "" for the default)]
+        self.snmp_meters: dict[str, list[tuple[str, str]]] = {}
+        for name, m in conf.meters.items():
+            if m.device:
+                self.snmp_meters.setdefault(m.device, []).append((name, m.reading))
+        self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
+        self.store = None
+        self.writer = None
+        self.started_ns = time.time_ns()
+
+    # ---- the ingest sink -------------------------------------------------------
+
+    def accept(self, agent: str, body: bytes, lines: int, points) -> None:
+        if body:
+            self.writer.submit(body, lines)
+        now = time.time_ns()
+        for p in points:
+            if p.measurement == "gpu_power":
+                e = p.fields.get("energy_mj")
+                node = p.tags.get("node")
+                if e is None or node is None:
+                    continue
+                gpu = p.tags.get("uuid") or p.tags.get("gpu", "")
+                self.pipeline.add_gpu(node, gpu, p.time_ns, float(e), now, estimated=bool(p.fields.get("energy_estimated")))
+            for im in self.ingest_meters.get(p.measurement, ()):
+                if im.field not in p.fields or any(p.tags.get(k) != v for k, v in im.tags.items()):
+                    continue
+                value = p.fields[im.field]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                self.pipeline.add_meter(im.meter, p.time_ns, float(value), now, register=im.register,
+                                        factor=im.factor, modulus=im.modulus)
+
+    # ---- SNMP --------------------------------------------------------------------
+
+    def on_poll(self, device: str, time_ns: int, readings, error: str | None) -> None:
+        ok = error is None
+        latency = getattr(readings, "latency_s", math.nan)
+        self.metrics.poll(device, ok, latency)
+        if error:
+            log.warning("%s: %s", device, error)
+        now = time.time_ns()
+        out = []
+        by_name = {}
+        for r in readings:
+            by_name[r.name] = r
+            key = series_key("snmp_reading", {"site": self.site.name, "device": device, "reading": r.name, "unit": r.unit})
+            line = encode_line(key, {"value": r.value, "raw": None if r.raw is None else float(r.raw)}, r.time_ns)
+            if line:
+                out.append(line)
+        if out:
+            self.writer.submit(("\n".join(out) + "\n").encode(), len(out))
+        for meter, wanted in self.snmp_meters.get(device, ()):
+            name = wanted or self._chosen.get(meter)
+            if not name:
+                energy = by_name.get("total_active_energy")
+                if energy is not None and math.isfinite(energy.value):
+                    name = "total_active_energy"
+                elif by_name.get("total_active_power") is not None and ok:
+                    name = "total_active_power"
+                else:
+                    continue  # decide on the first answer that has data
+                self._chosen[meter] = name
+                log.info("meter %s reads %s/%s", meter, device, name)
+            r = by_name.get(name)
+            if r is None:
+                continue
+            register = r.kind == "register"
+            resolution = abs(r.value / r.raw) if register and r.raw not in (None, 0) and math.isfinite(r.value) else 0.0
+            self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=r.modulus,
+                                    resolution=resolution)
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def _step(self) -> None:
+        t0 = time.perf_counter()
+        now = time.time_ns()
+        lines = self.pipeline.step(now)
+        if lines:
+            self.writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+        self.metrics.step_seconds.observe(time.perf_counter() - t0)
+        if self.pipeline.horizon is not None:
+            self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
+        for w in self.pipeline.windows:
+            value, cov = self.pipeline.latest("pue", w)
+            self.metrics.ratio.labels("pue", format_window(w)).set(value)
+            self.metrics.coverage.labels("pue", format_window(w)).set(cov)
+
+    async def run(self) -> int:
+        from puewatch.collector.ingest import IngestServer, load_tokens
+        from puewatch.collector.snmp.poller import Poller
+        from puewatch.collector.stores.spool import StoreWriter
+
+        conf = self.conf
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = build_store(conf)
+        self.writer = StoreWriter(self.store, self.state_dir / "spool", conf.store.spool_max_bytes)
+        self.metrics.add_store(conf.store.kind, self.writer.stats)
+        if self.pipeline.restore():
+            log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
+            self.pipeline.catch_up(time.time_ns())
+        tokens = load_tokens(conf.ingest)
+        ingest = IngestServer(conf.ingest, tokens, self)
+        self.metrics.add_ingest(ingest.stats)
+        await ingest.start()
+        poller = Poller(list(conf.snmp.devices.items()), self.on_poll)
+        poll_task = asyncio.create_task(poller.run()) if conf.snmp.devices else None
+        metrics_server = None
+        if conf.metrics.listen:
+            host, port = conf.metrics.address()
+            metrics_server = self.metrics.serve(host, port)
+        notifier = SystemdNotifier()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        interval = conf.collector.interval_s
+        last_checkpoint = time.monotonic()
+        notifier.ready()
+        log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
+                 self.site.name, ingest.address, len(conf.snmp.devices), self.store.name)
+        next_tick = time.monotonic()
+        try:
+            while not stop.is_set():
+                next_tick += interval
+                try:
+                    await asyncio.wait_for(stop.wait(), max(0.0, next_tick - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
+                if next_tick < time.monotonic() - interval:
+                    next_tick = time.monotonic()  # fell behind (suspend, overload): no burst of catch-up ticks
+                self._step()
+                notifier.watchdog()
+                if time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
+                    await loop.run_in_executor(None, self.pipeline.save)
+                    last_checkpoint = time.monotonic()
+                    value, cov = self.pipeline.latest("pue")
+                    stats = self.writer.stats()
+                    notifier.status(f"PUE {value:.3f} (coverage {cov:.0%}), spool {stats.get('spool_bytes', 0)} B")
+        finally:
+            notifier.stopping()
+            await ingest.stop()
+            if poll_task is not None:
+                poll_task.cancel()
+                await asyncio.gather(poll_task, return_exceptions=True)
+            self._step()
+            self.pipeline.save()
+            await loop.run_in_executor(None, self.writer.close)
+            if metrics_server is not None:
+                metrics_server[0].shutdown()
+        return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    conf = ccfg.load(args.config)
+    if args.check_config:
+        print(f"{args.config}: OK (site {conf.collector.site}, PUE category {conf.site_model().category}, "
+              f"{len(conf.meters)} meters, {len(conf.snmp.devices)} SNMP devices, store {conf.store.kind})")
+        return 0
+    logging.basicConfig(
+        level=conf.collector.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(Collector(conf).run())
