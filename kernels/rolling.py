@@ -63,9 +63,12 @@ def _window_start(t, i, window):
 @njit(cache=True, nogil=True)
 def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, out_cov):
     # One window over intervals [i0, i1). The running sums cover the intervals
-    # k in [lo, i] that lie wholly inside the window; they are kept as
-    # value + compensation pairs (TwoSum), so precision does not decay along
-    # the series. state = [s, s_err, covered_ns, covered_err].
+    # k in [lo, i] that lie wholly inside the window. The energy sum is kept as
+    # a value + compensation pair (TwoSum), so precision does not decay along
+    # the series; only the value's own add is on the loop-carried path.
+    # Without per-interval coverage the covered time is an exact integer sum
+    # of nanoseconds. state = [s, s_err, covered, covered_err];
+    # lo_state = [lo, nonzero, covered_ns].
     s = state[0]
     s_err = state[1]
     sc = state[2]
@@ -75,25 +78,35 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
     # sum is exactly zero, and the compensated pair restarts from zero rather
     # than keep a rounding residue.
     nonzero = lo_state[1]
+    covered_ns = lo_state[2]
     for i in range(i0, i1):
         te = t[i + 1]
         ws = te - window
         x = e[i]
+        cx = 0.0
         if abs(x) < np.inf:
-            cx = (cov_in[i] if has_cov else 1.0) * (te - t[i])
+            if has_cov:
+                cx = cov_in[i] * (te - t[i])
+            else:
+                covered_ns += te - t[i]
             if x != 0.0:
                 nonzero += 1
         else:
             x = 0.0
-            cx = 0.0
         d_err = 0.0
         # Subtract the intervals that now start before the window.
-        while lo <= i and t[lo] < ws:
+        while t[lo] < ws:
             y = e[lo]
             if abs(y) < np.inf:
-                x, err = _two_sum(x, -y)
-                d_err += err
-                cx -= (cov_in[lo] if has_cov else 1.0) * (t[lo + 1] - t[lo])
+                # TwoSum(x, -y), inlined.
+                a = x - y
+                bp = a - x
+                d_err += (x - (a - bp)) - (y + bp)
+                x = a
+                if has_cov:
+                    cx -= cov_in[lo] * (t[lo + 1] - t[lo])
+                else:
+                    covered_ns -= t[lo + 1] - t[lo]
                 if y != 0.0:
                     nonzero -= 1
             lo += 1
@@ -101,12 +114,19 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
             s = 0.0
             s_err = 0.0
         else:
-            s, err = _two_sum(s, x)
-            s_err += err + d_err
-        sc, err = _two_sum(sc, cx)
-        sc_err += err
+            a = s + x
+            bp = a - s
+            s_err += (s - (a - bp)) + (x - bp) + d_err
+            s = a
         total = s + s_err
-        covered = sc + sc_err
+        if has_cov:
+            a = sc + cx
+            bp = a - sc
+            sc_err += (sc - (a - bp)) + (cx - bp)
+            sc = a
+            covered = sc + sc_err
+        else:
+            covered = float(covered_ns)
         if lo > 0:
             # The interval lo - 1 straddles the window start: count its overlap.
             overlap = t[lo] - ws
@@ -122,6 +142,7 @@ def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, o
     state[3] = sc_err
     lo_state[0] = lo
     lo_state[1] = nonzero
+    lo_state[2] = covered_ns
 
 
 @njit(cache=True, nogil=True)
@@ -135,6 +156,7 @@ def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
     sc = 0.0
     sc_err = 0.0
     nonzero = 0
+    covered_ns = 0
     for k in range(lo, i0):
         y = e[k]
         if abs(y) < np.inf:
@@ -142,14 +164,18 @@ def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
                 nonzero += 1
             s, err = _two_sum(s, y)
             s_err += err
-            sc, err = _two_sum(sc, (cov_in[k] if has_cov else 1.0) * (t[k + 1] - t[k]))
-            sc_err += err
+            if has_cov:
+                sc, err = _two_sum(sc, cov_in[k] * (t[k + 1] - t[k]))
+                sc_err += err
+            else:
+                covered_ns += t[k + 1] - t[k]
     state[0] = s
     state[1] = s_err
     state[2] = sc
     state[3] = sc_err
     lo_state[0] = lo
     lo_state[1] = nonzero
+    lo_state[2] = covered_ns
 
 
 @njit(cache=True, parallel=True)
@@ -165,7 +191,7 @@ def _rolling_sums(t, e, cov_in, has_cov, windows, n_chunks, block, out_sum, out_
         if i0 >= i1:
             continue
         state = np.zeros((nw, 4))
-        lo_state = np.zeros((nw, 2), dtype=np.int64)
+        lo_state = np.zeros((nw, 3), dtype=np.int64)
         for w in range(nw):
             _sums_init(t, e, cov_in, has_cov, windows[w], i0, state[w], lo_state[w])
         for b0 in range(i0, i1, block):
