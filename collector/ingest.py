@@ -328,6 +328,9 @@ class IngestServer:
         self.parser = LineParser(getattr(sink, "subscribed", frozenset()))
         self.stats = IngestStats()
         self.port: int | None = None
+        # Wall-clock receive time of the request whose lines the sink is being handed (for
+        # sinks that measure latency from arrival to store).
+        self.received_ns = 0
         self._ssl = ssl_context(config)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -533,6 +536,7 @@ class IngestServer:
         except ValueError as exc:  # pragma: no cover - precision checked above
             raise _Reply(400, str(exc)) from None
         if result.lines:
+            self.received_ns = req.received_ns
             try:
                 self.sink.accept(agent, result.body, result.lines, result.points)
             except Exception as exc:
