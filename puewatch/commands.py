@@ -35,6 +35,19 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--gpus", type=int, default=8, help="simulated GPUs (default 8)")
     a.add_argument("--hz", type=float, default=10.0, help="power/energy samples per second per GPU (default 10)")
     a.set_defaults(handler="puewatch.benchmarks.agent:main")
+    i = bsub.add_parser(
+        "ingest",
+        help="collector write endpoint throughput in front of influxd, vs influxd direct",
+        description=(
+            "POSTs gzip'd 5,000-line agent batches (64 nodes x 8 GPUs) from a load generator process to the "
+            "ingest server (its own process) whose sink writes to a real influxd 1.6.7, and reports lines/s, "
+            "p99 arrival-to-stored latency and server CPU beside the same batches written straight to influxd, "
+            "measured in the same run."
+        ),
+    )
+    i.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    i.add_argument("--seconds", type=float, default=30.0, help="total measured seconds, split over three phases (default 30)")
+    i.set_defaults(handler="puewatch.benchmarks.ingest:main")
 
 
 def register_agent(sub: argparse._SubParsersAction) -> None:

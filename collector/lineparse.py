@@ -1,0 +1,559 @@
+"""Strict InfluxDB line protocol parser: validates request bodies and normalises them to ns.
+
+    measurement[,tag=value...] field=value[,field=value...] [timestamp]
+
+The rules are InfluxDB's (checked against a real influxd where they differ from the
+reference's wording), so a body the collector accepts is a body the store accepts:
+
+- measurement: `,` and space escaped with `\\`; not empty;
+- tags: keys and values escape `,` `=` and space; neither may be empty; no duplicate
+  keys ("duplicate tags"); no tag key `time`;
+- fields: at least one; keys escape `,` `=` and space, never `time`; values are floats
+  (`1`, `-1.5`, `.5`, `1.`, `1e-3`; finite, no NaN/inf), integers `1i` (int64),
+  unsigned `1u` (uint64), strings `"..."` (`\\"` and `\\\\` escaped; may span lines,
+  as in InfluxDB) and booleans `t T true True TRUE f F false False FALSE`. A field key
+  given twice is accepted, the last value wins (what influxd does);
+- timestamp: optional integer in the request's precision (ns, us, ms, s; v1 also n, u,
+  m, h), normalised to ns and checked against InfluxDB's range
+  [-9223372036854775806, 9223372036854775806]; a line without one gets the server's
+  receive time, truncated to the precision, as InfluxDB does;
+- blank lines and lines starting with `#` (after spaces) are ignored; text is UTF-8.
+
+Errors read like InfluxDB's and name the line: `unable to parse 'm,t=1 f=': missing field
+value (line 3)`. The good lines of a body are kept (InfluxDB's partial write).
+
+Speed: agent bodies are thousands of lines of the same few shapes. The common case
+(precision ns, every line with a timestamp, no escapes) is validated by one
+`re.findall` over the whole body, which runs in C and returns each line's series key;
+the series keys are checked once each (duplicate tags) and cached, and the body is
+passed on unchanged. Anything else goes line by line: a compiled regex per line for
+plain lines, and a byte-by-byte parser only for lines with escapes, quotes or errors.
+`Point`s (dicts of tags and typed fields) are built only for the measurements a
+consumer subscribed to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+__all__ = ["LineParser", "ParseResult", "Point", "PRECISIONS", "parse", "MIN_TIME_NS", "MAX_TIME_NS"]
+
+# InfluxDB's models.MinNanoTime / MaxNanoTime (the extremes are reserved).
+MIN_TIME_NS = -(2**63) + 2
+MAX_TIME_NS = 2**63 - 2
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+# Request precision -> nanoseconds per unit (v2 names, and the v1 /write names).
+PRECISIONS: dict[str, int] = {
+    "ns": 1,
+    "n": 1,
+    "us": 1_000,
+    "u": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+# Errors kept (with their text) per body; all are counted.
+MAX_ERRORS = 100
+# Characters of an offending line quoted in an error.
+_QUOTE_MAX = 200
+
+
+class Point(NamedTuple):
+    """One parsed line: names unescaped, fields typed (float, int, str, bool), time in ns."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, float | int | str | bool]
+    time_ns: int
+
+
+@dataclass(slots=True)
+class ParseResult:
+    body: bytes  # the good lines, normalised to ns, each ending in "\n" (b"" if none)
+    lines: int  # good lines in `body`
+    errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS error messages
+    error_count: int = 0  # all bad lines
+    points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
+
+
+# -- the fast path: regular expressions for plain lines ------------------------------------------
+
+# A name character on the fast path: no whitespace, separators, escapes or quotes. (Those are
+# legal in places; such lines take the slow path.)
+_N = rb'[^\s,=\\"]'
+_MEAS = rb'[^\s,=\\"#]' + _N + rb"*+"
+_KEY = rb"(?!time=)" + _N + rb"++"
+# Values whose syntax alone guarantees they are in range and finite: at most 18 integer
+# digits (int64, and float mantissas), 19 for uint64, 300 fraction digits and two-digit
+# exponents (so floats stay below 1e117). Longer numbers take the slow path, which
+# checks the range exactly. Quantifiers are possessive (`++`): a number is scanned once,
+# never re-tried digit by digit.
+_EXP = rb"(?:[eE][+-]?\d{1,2}+)?"
+_VALUE = (
+    rb"(?:-?(?:\d{1,18}+(?:i|\.\d{0,300}+" + _EXP + rb"|[eE][+-]?\d{1,2}+)?|\.\d{1,300}+" + _EXP + rb")"
+    rb'|"[^"\\\n]*+"'
+    rb"|t(?:rue)?|T(?:rue|RUE)?|f(?:alse)?|F(?:alse|ALSE)?"
+    rb"|\d{1,19}+u)"
+)
+_FIELDS = _KEY + rb"=" + _VALUE + rb"(?:," + _KEY + rb"=" + _VALUE + rb")*"
+_SERIES = _MEAS + rb"(?:," + _KEY + rb"=" + _N + rb"++)*+"
+# 19-digit timestamps up to 8999999999999999999 (year 2255); larger ones are range-checked.
+_TIME = rb"-?(?:[1-8]\d{18}|\d{1,18})"
+
+# Whole body, line by line, timestamps required: findall returns each line's series key.
+_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _FIELDS + rb" " + _TIME + rb"$", re.MULTILINE)
+# One line, timestamp optional: groups series key, timestamp.
+_LINE_RE = re.compile(rb"(" + _SERIES + rb") " + _FIELDS + rb"(?: (" + _TIME + rb"))?")
+
+_TRUE = frozenset((b"t", b"T", b"true", b"True", b"TRUE"))
+_FALSE = frozenset((b"f", b"F", b"false", b"False", b"FALSE"))
+_BOOLS = {**{v: True for v in _TRUE}, **{v: False for v in _FALSE}}
+_FLOAT_RE = re.compile(rb"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INT_RE = re.compile(rb"-?\d+i")
+_UINT_RE = re.compile(rb"\d+u")
+_TIME_RE = re.compile(rb"-?\d+")
+
+
+_new_point = tuple.__new__  # Point(...) without the NamedTuple constructor's argument handling
+
+
+class _LineError(Exception):
+    """The fault in one line, in InfluxDB's words."""
+
+
+class _Unterminated(_LineError):
+    """A string field value runs to the end of the line: it may continue on the next one."""
+
+
+# -- the slow path: a byte-by-byte parser for any line -----------------------------------------
+
+_SP, _COMMA, _EQ, _BSL, _QUOTE, _TAB = 32, 44, 61, 92, 34, 9
+
+
+def _unescape(raw: bytes, specials: bytes) -> bytes:
+    """Drop the backslash before the given special characters; other backslashes stay (as in InfluxDB)."""
+    if b"\\" not in raw:
+        return raw
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == _BSL and i + 1 < n and raw[i + 1] in specials:
+            out.append(raw[i + 1])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _LineError("invalid UTF-8") from None
+
+
+def _scan_to(line: bytes, i: int, stops: tuple[int, ...]) -> int:
+    """Index of the first unescaped byte in `stops` at or after i (len(line) if none)."""
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == _BSL:
+            i += 2
+            continue
+        if c in stops:
+            return i
+        i += 1
+    return n
+
+
+def _number(raw: bytes) -> float | int:
+    if _INT_RE.fullmatch(raw):
+        v = int(raw[:-1])
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise _LineError(f"unable to parse integer {raw[:-1].decode()}: value out of range")
+        return v
+    if _UINT_RE.fullmatch(raw):
+        v = int(raw[:-1])
+        if v > UINT64_MAX:
+            raise _LineError(f"unable to parse unsigned {raw[:-1].decode()}: value out of range")
+        return v
+    if _FLOAT_RE.fullmatch(raw):
+        v = float(raw)
+        if not math.isfinite(v):
+            raise _LineError("invalid float")
+        return v
+    raise _LineError("invalid number")
+
+
+def _string(line: bytes, i: int) -> tuple[str, int]:
+    """A quoted string starting at line[i] == '"': (value, index after the closing quote)."""
+    n = len(line)
+    j = i + 1
+    while j < n:
+        c = line[j]
+        if c == _BSL:
+            j += 2
+            continue
+        if c == _QUOTE:
+            raw = line[i + 1 : j]
+            if b"\\" in raw:
+                raw = raw.replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+            return _decode(raw), j + 1
+        j += 1
+    raise _Unterminated("unbalanced quotes")
+
+
+def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int | str | bool], int | None, int]:
+    """(measurement, tags, fields, timestamp in the request's unit or None, end of the field set)."""
+    n = len(line)
+    # measurement
+    if line[0] == _COMMA:
+        raise _LineError("missing measurement")
+    i = _scan_to(line, 0, (_COMMA, _SP))
+    measurement = _decode(_unescape(line[:i], b", "))
+    if i >= n:
+        raise _LineError("missing fields")
+    tags: dict[str, str] = {}
+    # tags
+    while line[i] == _COMMA:
+        i += 1
+        j = _scan_to(line, i, (_EQ, _COMMA, _SP))
+        if j == i:
+            raise _LineError("missing tag key")
+        if j >= n or line[j] != _EQ:
+            raise _LineError("missing tag value")
+        k = j + 1
+        e = _scan_to(line, k, (_EQ, _COMMA, _SP))
+        if e < n and line[e] == _EQ:
+            raise _LineError("invalid tag format")
+        if e == k:
+            raise _LineError("missing tag value")
+        key = _decode(_unescape(line[i:j], b",= "))
+        if key in tags:
+            raise _LineError("duplicate tags")
+        if key == "time":
+            raise _LineError(f'invalid tag key: input tag "time" on measurement "{measurement}" is invalid')
+        tags[key] = _decode(_unescape(line[k:e], b",= "))
+        i = e
+        if i >= n:
+            raise _LineError("missing fields")
+    # fields
+    while i < n and line[i] == _SP:
+        i += 1
+    if i >= n:
+        raise _LineError("invalid field format")
+    fields: dict[str, float | int | str | bool] = {}
+    while True:
+        j = _scan_to(line, i, (_EQ, _COMMA, _SP))
+        if j >= n or line[j] != _EQ:
+            raise _LineError("invalid field format")
+        if j == i:
+            raise _LineError("missing field key")
+        key = _decode(_unescape(line[i:j], b",= "))
+        if key == "time":
+            raise _LineError(f'invalid field name: input field "time" on measurement "{measurement}" is invalid')
+        k = j + 1
+        if k >= n or line[k] in (_COMMA, _SP):
+            raise _LineError("missing field value")
+        c = line[k]
+        if c == _QUOTE:
+            value, e = _string(line, k)
+            if e < n and line[e] not in (_COMMA, _SP):
+                raise _LineError("invalid field format")
+            fields[key] = value
+        else:
+            e = k
+            while e < n and line[e] not in (_COMMA, _SP):
+                e += 1
+            raw = line[k:e]
+            if c == 45 or c == 46 or 48 <= c <= 57 or c in (78, 110):  # - . digits N n
+                fields[key] = _number(raw)
+            else:
+                b = _BOOLS.get(raw)
+                if b is None:
+                    raise _LineError("invalid boolean")
+                fields[key] = b
+        i = e
+        if i >= n or line[i] == _SP:
+            break
+        i += 1  # comma
+        if i >= n or line[i] == _SP:
+            raise _LineError("invalid field format")
+    end_fields = i
+    # timestamp
+    while i < n and line[i] == _SP:
+        i += 1
+    if i >= n:
+        return measurement, tags, fields, None, end_fields
+    e = i
+    while e < n and line[e] != _SP:
+        e += 1
+    raw = line[i:e]
+    if not _TIME_RE.fullmatch(raw):
+        raise _LineError("bad timestamp")
+    while e < n:
+        if line[e] != _SP:
+            raise _LineError("point is invalid")
+        e += 1
+    return measurement, tags, fields, int(raw), end_fields
+
+
+_CONTROL = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _quote(line: bytes) -> str:
+    """The line as quoted in an error: one line of text, at most _QUOTE_MAX characters."""
+    text = line.decode("utf-8", errors="replace").translate(_CONTROL)
+    if len(text) > _QUOTE_MAX:
+        text = text[:_QUOTE_MAX] + "..."
+    return text
+
+
+def _blank_or_comment(line: bytes) -> bool:
+    s = line.lstrip(b" \t")
+    return not s or s[0] == 35  # '#'
+
+
+class LineParser:
+    """Parses request bodies; keeps a cache of the series keys already checked.
+
+    `subscribed`: the measurements for which `Point`s are built.
+    """
+
+    _CACHE_MAX = 200_000
+
+    def __init__(self, subscribed: frozenset[str] | set[str] = frozenset()) -> None:
+        self.subscribed = frozenset(subscribed)
+        # series key (as on the wire, fast-path syntax) -> (measurement, tags), or an error string
+        self._series: dict[bytes, tuple[str, dict[str, str]] | str] = {}
+        self._field_names: dict[bytes, str] = {}
+
+    # -- series keys ------------------------------------------------------------------------
+
+    def _series_info(self, key: bytes) -> tuple[str, dict[str, str]] | str:
+        """Check a fast-path series key once (duplicate tags); cached."""
+        info = self._series.get(key)
+        if info is not None:
+            return info
+        parts = key.decode("utf-8").split(",")
+        tags: dict[str, str] = {}
+        info = (parts[0], tags)
+        for part in parts[1:]:
+            k, _, v = part.partition("=")
+            if k in tags:
+                info = "duplicate tags"
+                break
+            tags[k] = v
+        if len(self._series) >= self._CACHE_MAX:
+            self._series.clear()
+        self._series[key] = info
+        return info
+
+    # -- points -----------------------------------------------------------------------------
+
+    def _fast_point(self, info: tuple[str, dict[str, str]], key: bytes, line: bytes, time_ns: int) -> Point:
+        """A Point from a line that matched the fast-path regex (plain names)."""
+        rest = line[len(key) + 1 :]
+        if b'"' in rest:
+            _, _, fields, _, _ = _parse_slow(line)
+            return Point(info[0], dict(info[1]), fields, time_ns)
+        sp = rest.find(b" ")
+        if sp >= 0:
+            rest = rest[:sp]
+        fields: dict[str, float | int | str | bool] = {}
+        names = self._field_names
+        for item in rest.split(b","):
+            k, _, v = item.partition(b"=")
+            name = names.get(k)
+            if name is None:
+                name = names[k] = k.decode("utf-8")
+            last = v[-1]
+            if last == 105 or last == 117:  # 1i, 1u
+                fields[name] = int(v[:-1])
+            elif last < 65:  # ends in a digit or '.'
+                fields[name] = float(v)
+            else:
+                fields[name] = _BOOLS[v]
+        return _new_point(Point, (info[0], dict(info[1]), fields, time_ns))
+
+    # -- bodies -----------------------------------------------------------------------------
+
+    def parse(self, body: bytes, precision: str = "ns", now_ns: int | None = None) -> ParseResult:
+        """Validate and normalise a body. `now_ns`: receive time for lines without a timestamp.
+
+        Raises ValueError for an unknown precision (the request's fault, not a line's).
+        """
+        try:
+            unit = PRECISIONS[precision]
+        except KeyError:
+            raise ValueError(f"invalid precision {precision!r}; allowed: ns, us, ms, s") from None
+        if not body:
+            return ParseResult(b"", 0)
+        if body[-1] != 10:
+            body += b"\n"
+        if unit == 1 and (body.isascii() or _utf8(body)):
+            keys = _BODY_RE.findall(body)
+            if len(keys) == body.count(b"\n"):
+                result = self._whole(body, keys)
+                if result is not None:
+                    return result
+        return self._by_line(body, unit, now_ns)
+
+    def _whole(self, body: bytes, keys: list[bytes]) -> ParseResult | None:
+        """Every line matched the fast path: check each distinct series key once."""
+        subscribed = self.subscribed
+        wanted: dict[bytes, tuple[str, dict[str, str]]] = {}
+        series = self._series
+        for key in set(keys):
+            info = series.get(key) or self._series_info(key)
+            if type(info) is str:
+                return None  # let the line-by-line pass report it
+            if info[0] in subscribed:
+                wanted[key] = info
+        points: list[Point] = []
+        if wanted:
+            # The hot loop when a consumer subscribes (gpu_power: most agent lines): inlined,
+            # no per-field function calls. Lines with string fields take _fast_point's slow branch.
+            append = points.append
+            names = self._field_names
+            bools = _BOOLS
+            new = _new_point
+            for key, line in zip(keys, body.split(b"\n")):
+                info = wanted.get(key)
+                if info is None:
+                    continue
+                if 34 in line:  # '"'
+                    append(self._fast_point(info, key, line, int(line[line.rfind(b" ") + 1 :])))
+                    continue
+                _, field_set, ts = line.split(b" ")
+                fields: dict[str, float | int | str | bool] = {}
+                for item in field_set.split(b","):
+                    k, _, v = item.partition(b"=")
+                    name = names.get(k)
+                    if name is None:
+                        name = names[k] = k.decode("utf-8")
+                    last = v[-1]
+                    if last < 65:  # ends in a digit or '.'
+                        fields[name] = float(v)
+                    elif last == 105 or last == 117:  # 1i, 1u
+                        fields[name] = int(v[:-1])
+                    else:
+                        fields[name] = bools[v]
+                append(new(Point, (info[0], info[1].copy(), fields, int(ts))))
+        return ParseResult(body, len(keys), [], 0, points)
+
+    def _by_line(self, body: bytes, unit: int, now_ns: int | None) -> ParseResult:
+        if now_ns is None:
+            now_ns = time.time_ns()
+        now_ns -= now_ns % unit  # InfluxDB truncates the receive time to the precision
+        now_text = b" " + str(now_ns).encode()
+        utf8_ok = body.isascii() or _utf8(body)
+        lines = body.split(b"\n")
+        lines.pop()  # the body ends with "\n"
+        out: list[bytes] = []
+        errors: list[str] = []
+        error_count = 0
+        points: list[Point] = []
+        subscribed = self.subscribed
+        series = self._series
+        line_re = _LINE_RE.fullmatch
+        changed = False  # whether the body must be rebuilt from `out`
+
+        def fail(text: bytes, fault: str, where: str) -> None:
+            nonlocal error_count
+            error_count += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
+
+        i, n = 0, len(lines)
+        while i < n:
+            line = lines[i]
+            i += 1
+            m = line_re(line)
+            if m is not None and (utf8_ok or _utf8(line)):
+                key, ts = m.group(1, 2)
+                info = series.get(key) or self._series_info(key)
+                if type(info) is not str:
+                    if ts is None:
+                        time_ns = now_ns
+                        line += now_text
+                        changed = True
+                    elif unit != 1:
+                        time_ns = int(ts) * unit
+                        if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+                            fail(line, _RANGE_ERROR, f"line {i}")
+                            changed = True
+                            continue
+                        line = line[: m.start(2)] + str(time_ns).encode()
+                        changed = True
+                    elif info[0] in subscribed:
+                        time_ns = int(ts)
+                    out.append(line)
+                    if info[0] in subscribed:
+                        points.append(self._fast_point(info, key, line, time_ns))
+                    continue
+            # The slow path: blank, comment, escapes, quotes, long numbers, or an error.
+            changed = True
+            if _blank_or_comment(line):
+                continue
+            text = line.lstrip(b" \t")
+            first = i
+            fault = None
+            while True:
+                try:
+                    measurement, tags, fields, ts, end_fields = _parse_slow(text)
+                except _Unterminated as exc:
+                    if i < n:  # a string field value with a newline in it: InfluxDB reads on
+                        text += b"\n" + lines[i]
+                        i += 1
+                        continue
+                    fault = str(exc)
+                except _LineError as exc:
+                    fault = str(exc)
+                break
+            where = f"line {first}" if i == first else f"lines {first}-{i}"
+            if fault is not None:
+                fail(text, fault, where)
+                continue
+            time_ns = now_ns if ts is None else ts * unit
+            if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+                fail(text, _RANGE_ERROR, where)
+                continue
+            out.append(text[:end_fields] + b" " + str(time_ns).encode())
+            if measurement in subscribed:
+                points.append(Point(measurement, tags, fields, time_ns))
+        count = len(out)
+        if not changed:
+            new_body = body
+        elif out:
+            out.append(b"")
+            new_body = b"\n".join(out)
+        else:
+            new_body = b""
+        return ParseResult(new_body, count, errors, error_count, points)
+
+
+_RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
+
+
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscribed: frozenset[str] = frozenset()) -> ParseResult:
+    """Parse one body with a fresh parser (tests, tools); servers keep a `LineParser`."""
+    return LineParser(subscribed).parse(body, precision, now_ns)
