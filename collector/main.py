@@ -195,7 +195,7 @@ class Collector:
             self.metrics.coverage.labels("pue", format_window(w)).set(cov)
 
     async def run(self) -> int:
-        from puewatch.collector.ingest import IngestServer, load_tokens
+        from puewatch.collector.ingest import IngestServer, Tokens
         from puewatch.collector.snmp.poller import Poller
         from puewatch.collector.stores.spool import StoreWriter
 
@@ -207,9 +207,20 @@ class Collector:
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
-        tokens = load_tokens(conf.ingest)
+        tokens = Tokens.load(conf.ingest)
         ingest = IngestServer(conf.ingest, tokens, self)
-        self.metrics.add_ingest(ingest.stats)
+        st = ingest.stats
+        self.metrics.add_ingest(
+            lambda: {
+                "requests": sum(st.requests.values()),
+                "lines_accepted": st.lines_accepted,
+                "parse_errors": st.parse_errors,
+                "bytes_received": st.bytes_received,
+                "unauthorized": st.requests.get(401, 0),
+                "too_large": st.requests.get(413, 0),
+                "timeouts": st.timeouts,
+            }
+        )
         await ingest.start()
         poller = Poller(list(conf.snmp.devices.items()), self.on_poll)
         poll_task = asyncio.create_task(poller.run()) if conf.snmp.devices else None
@@ -226,7 +237,7 @@ class Collector:
         last_checkpoint = time.monotonic()
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
-                 self.site.name, ingest.address, len(conf.snmp.devices), self.store.name)
+                 self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)
         next_tick = time.monotonic()
         try:
             while not stop.is_set():
@@ -247,7 +258,7 @@ class Collector:
                     notifier.status(f"PUE {value:.3f} (coverage {cov:.0%}), spool {stats.get('spool_bytes', 0)} B")
         finally:
             notifier.stopping()
-            await ingest.stop()
+            await ingest.close()
             if poll_task is not None:
                 poll_task.cancel()
                 await asyncio.gather(poll_task, return_exceptions=True)
