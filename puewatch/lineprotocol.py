@@ -10,12 +10,12 @@ Escaping follows the InfluxDB line protocol reference:
 
 Newlines cannot be represented in any of these (a line is a point), so a name,
 tag value or string field containing `\\n` or `\\r` is rejected with
-`LineProtocolError`. InfluxDB's scanner reads a backslash as "skip the next
-character" but its unescaper only turns `\\,`, `\\=` and `\\ ` back into the
-character; a literal `\\\\` stays two backslashes. So a name or tag value with
-an odd run of backslashes at its end or just before a character that gets
-escaped (`a\\,b`) has no line protocol form that reads back as itself, and is
-rejected; any other backslash is written as is. A measurement cannot start with
+`LineProtocolError`. A backslash is written as is, except right before a
+character that gets escaped (`a\\,b`) or at the end of a name or tag value:
+InfluxDB 1.x reads any backslash there as escaping the separator, whatever
+backslashes precede it (`a\\\\ ` is refused, a field key ending in `\\\\`
+even crashed influxd 1.6.7 in our tests), so such names have no line protocol
+form that reads back as themselves and are rejected. A measurement cannot start with
 `#` (the line would be a comment) or a tab or NUL (skipped as leading space). Integers get the `i` suffix and must fit
 in int64; floats are written with `repr()` so they read back exactly; NaN and
 infinities cannot be stored by InfluxDB and are omitted; a point with no fields
@@ -59,10 +59,12 @@ class LineProtocolError(ValueError):
     """A value that line protocol cannot represent."""
 
 
-# An odd run of backslashes at the end or right before a character the escaper will escape.
+# A backslash at the end or right before a character the escaper will escape.
 _BAD_BACKSLASH = {
-    "measurement": re.compile(r"(?<!\\)(?:\\\\)*\\(?:[, ]|$)"),
-    "key": re.compile(r"(?<!\\)(?:\\\\)*\\(?:[,= ]|$)"),
+    "measurement": re.compile(r"\\(?:[, ]|$)"),
+    "key": re.compile(r"\\(?:[,= ]|$)"),
+    # InfluxDB 1.x also unescapes \" in field keys.
+    "field": re.compile(r'\\(?:[,= "]|$)'),
 }
 
 
@@ -92,7 +94,7 @@ def escape_measurement(name: str) -> str:
 @lru_cache(maxsize=4096)
 def escape_key(text: str, what: str = "tag key, tag value or field key") -> str:
     """Escape a tag key, tag value or field key."""
-    _check_name(text, what)
+    _check_name(text, what, "field" if what == "field key" else "key")
     return text.translate(_KEY)
 
 
@@ -309,7 +311,7 @@ def parse_line(line: str | bytes) -> ParsedLine:
             raise LineProtocolError(f"invalid field {line[i:eq + 1]!r} {where} (want key=value)")
         if eq == i:
             raise LineProtocolError(f"field with no key {where}")
-        key = _unescape(line[i:eq], ",= ")
+        key = _unescape(line[i:eq], ',= "')
         v = eq + 1
         if v < n and line[v] == '"':
             close = _scan(line, v + 1, '"')

@@ -242,3 +242,45 @@ def victoria_metrics(root: Path) -> Iterator[VictoriaMetrics]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def scripted_http(status: int, body: bytes = b"", delay_s: float = 0.0) -> Iterator[str]:
+    """A plain HTTP endpoint on 127.0.0.1 that answers every request with `status` and `body`
+    after `delay_s` (to see how clients map 429/5xx/timeouts, which real servers do not produce
+    on demand). Yields its base URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _answer(self):
+            length = int(self.headers.get("Content-Length", "0"))
+            if length:
+                self.rfile.read(length)
+            if delay_s:
+                time.sleep(delay_s)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass
+
+        do_GET = do_POST = _answer
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
