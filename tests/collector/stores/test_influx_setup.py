@@ -9,6 +9,7 @@ import pytest
 
 from puewatch.cli import main
 from puewatch.collector.stores.influx1 import DOWNSAMPLING, Influx1Store, RetentionPlan, setup
+from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
 from puewatch.lineprotocol import encode_point
 
 

@@ -12,6 +12,7 @@ from puewatch.collector.stores.base import Reader, Store, StoreRejected, StoreUn
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.influx2 import Influx2Store
 from puewatch.lineprotocol import encode_point
+from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
 from servers import free_port, scripted_http
 
 T0 = int(time.time()) * 10**9 - 3600 * 10**9  # an hour ago: inside every retention window

@@ -12,6 +12,7 @@ import pytest
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.influx2 import Influx2Store
 from puewatch.collector.stores.spool import StoreWriter
+from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
 from puewatch.lineprotocol import encode_line, series_key
 
 DOWN_S = 21.0

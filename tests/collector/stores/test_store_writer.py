@@ -10,6 +10,7 @@ import pytest
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.spool import StoreWriter
+from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
 from servers import free_port
 
 

@@ -1,4 +1,7 @@
-"""Fixtures for the store tests: real influxd 1.6.7 and VictoriaMetrics processes (see tests/servers.py)."""
+"""Fixtures for the store tests: real influxd 1.6.7 and VictoriaMetrics processes (see tests/servers.py).
+
+A plain module imported by the test files (not a conftest.py: tests/agent imports its conftest by
+name, and a second module called conftest would shadow it when both directories are collected)."""
 
 from __future__ import annotations
 
