@@ -28,6 +28,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from puewatch.spoolfiles import fsync_dir as _fsync_dir
+from puewatch.spoolfiles import prune_oldest
+
 log = logging.getLogger("puewatch.agent.spool")
 
 _OPEN = "open-"
@@ -263,12 +266,7 @@ class Spool:
         except OSError:
             seg.path.unlink(missing_ok=True)
         # Keep the newest rejected batches for the operator, within their own byte budget.
-        files = sorted(self.rejected_dir.glob(f"*{_SUFFIX}"), key=_seq)
-        total = sum(f.stat().st_size for f in files)
-        while files and total > self.rejected_max_bytes:
-            f = files.pop(0)
-            total -= f.stat().st_size
-            f.unlink(missing_ok=True)
+        prune_oldest(self.rejected_dir, f"*{_SUFFIX}", self.rejected_max_bytes, _seq)
 
     def release(self) -> None:
         with self._lock:
@@ -297,10 +295,3 @@ class Spool:
                 os.close(self._fd)
                 self._fd = None
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -79,3 +79,26 @@ def register_collector(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="collector configuration (TOML)")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.set_defaults(handler="puewatch.collector.main:main")
+
+def register_influx(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("influx", help="prepare an InfluxDB (v1 API) for puewatch")
+    isub = p.add_subparsers(dest="influx_target", metavar="ACTION", required=True)
+    s = isub.add_parser(
+        "setup",
+        help="create the database, retention policies and downsampling continuous queries",
+        description=(
+            "Creates the database, the retention policies raw (DEFAULT), minute and hourly, and the continuous "
+            "queries that keep 1-minute means of the power and PUE series and hourly sums of the energy series. "
+            "Idempotent: run it again to apply changed durations (ALTER) or after an upgrade."
+        ),
+    )
+    s.add_argument("--url", default="http://127.0.0.1:8086", help="InfluxDB URL (default http://127.0.0.1:8086)")
+    s.add_argument("--database", required=True, help="database name (InfluxDB 2.x/3.x: the DBRP-mapped database)")
+    s.add_argument("--user", help="admin user (default: $PUEWATCH_INFLUX_USER)")
+    s.add_argument("--password", help="password (default: $PUEWATCH_INFLUX_PASSWORD; prefer the variable)")
+    s.add_argument("--raw-retention", default="30d", metavar="DURATION", help="raw points (default 30d)")
+    s.add_argument("--minute-retention", default="104w", metavar="DURATION", help="1-minute means (default 104w, 2 years)")
+    s.add_argument("--hourly-retention", default="520w", metavar="DURATION", help="hourly energy (default 520w, 10 years)")
+    s.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout in seconds (default 30)")
+    s.add_argument("--dry-run", action="store_true", help="print the InfluxQL and change nothing")
+    s.set_defaults(handler="puewatch.collector.stores.influx1:main")

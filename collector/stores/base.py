@@ -1,0 +1,59 @@
+"""The contracts every store meets (see collector/DESIGN.md, "Store").
+
+A `Store` takes ns-precision line protocol bodies and either stores them, or says
+why not in one of two ways, because the two call for opposite reactions:
+
+- `StoreUnavailable`: the store could not be reached or is overloaded (connection
+  refused/reset, timeout, 5xx, 429). The data is fine: keep it and retry later.
+- `StoreRejected`: the store refused the data itself (4xx other than 429: bad
+  line protocol, unknown database, no permission). Retrying the same bytes can
+  never succeed: set it aside for the operator, and say why (the message is the
+  store's own).
+
+A `Reader` is what reports read: one numeric series at a time, as NumPy arrays,
+so the kernels get contiguous int64 ns times and float64 values.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Reader", "Store", "StoreError", "StoreRejected", "StoreUnavailable"]
+
+
+class StoreError(Exception):
+    """Base of the two store errors (never raised itself)."""
+
+
+class StoreUnavailable(StoreError):
+    """Connection refused/reset, timeout, 5xx or 429: the data is fine, retry later."""
+
+
+class StoreRejected(StoreError):
+    """4xx other than 429: the store refuses the data; the message says why (the store's own words)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    name: str  # for logs and metrics, e.g. "influx1 http://127.0.0.1:8086 db=site"
+
+    def write(self, body: bytes) -> None:
+        """Store ns-precision line protocol; blocking; raises StoreUnavailable or StoreRejected."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    def series(
+        self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(time int64 ns ascending, value float64) of points with all `tags`, start_ns <= t < end_ns."""
+        ...
+
+    def tag_values(self, measurement: str, tag: str) -> list[str]:
+        """The distinct values of `tag` in `measurement`, sorted."""
+        ...

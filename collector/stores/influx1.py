@@ -1,0 +1,492 @@
+"""InfluxDB v1 API: `/write` (a `Store`), `/query` InfluxQL (a `Reader`), and `puewatch influx setup`.
+
+The v1 API is the one thing InfluxDB 1.x, 2.x (v1 compatibility endpoints, DBRP
+mapping) and 3.x all answer, so it is how auditors' reports read history:
+InfluxQL over `/query` with `epoch=ns`, results streamed in chunks so no server
+row limit truncates a year of data.
+
+Authentication: user and password either as HTTP basic auth (default; works on
+1.x, and on 2.x/3.x with a token as the password) or as `u`/`p` query parameters
+(`auth="params"`, for proxies that strip the Authorization header).
+
+Retention plan created by `puewatch influx setup` (see collector/README.md, "Stores"):
+
+| retention policy | holds | default duration |
+|---|---|---|
+| `raw` (DEFAULT) | every point as written (agents, meters, derived series) | 30 days |
+| `minute` | 1-minute means of the power and PUE series (CQ) | 104 weeks (2 years) |
+| `hourly` | hourly sums of the energy series (Wh per hour) (CQ) | 520 weeks (10 years) |
+
+The downsampling is data-driven: `DOWNSAMPLING` lists (measurement, fields,
+aggregate, interval, target policy) and nothing else needs to change to add one.
+An hourly PUE is recomputed from the hourly energy sums (a ratio of energies),
+never as a mean of PUE samples; the 1-minute PUE means are for dashboards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import gzip as gzip_module
+import json
+import logging
+import os
+import re
+import sys
+import urllib.parse
+from collections.abc import Iterator
+
+import numpy as np
+import urllib3
+
+from puewatch.errors import UserError
+
+from .base import StoreRejected, StoreUnavailable
+
+log = logging.getLogger("puewatch.collector.stores.influx1")
+
+__all__ = [
+    "DOWNSAMPLING",
+    "Downsample",
+    "Influx1Store",
+    "RetentionPlan",
+    "quote_ident",
+    "quote_string",
+    "setup",
+    "setup_statements",
+]
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes (backslash and double quote escaped)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(text: str) -> str:
+    """An InfluxQL string literal in single quotes (backslash and single quote escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Influx1Store:
+    """`Store` and `Reader` over the InfluxDB v1 HTTP API."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        rp: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        auth: str = "basic",
+        gzip: bool = False,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        verify_ssl: bool = True,
+        chunk_size: int = 10_000,
+    ) -> None:
+        if auth not in ("basic", "params"):
+            raise UserError(f"influx auth must be 'basic' or 'params', not {auth!r}")
+        self.url = url.rstrip("/")
+        self.database = database
+        self.rp = rp
+        self.gzip = gzip
+        self.chunk_size = chunk_size
+        self.name = f"influx1 {self.url} db={database}" + (f" rp={rp}" if rp else "")
+        self._headers: dict[str, str] = {}
+        self._auth_params: dict[str, str] = {}
+        if user is not None:
+            if auth == "basic":
+                token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+                self._headers["Authorization"] = f"Basic {token}"
+            else:
+                self._auth_params = {"u": user, "p": password or ""}
+        self._http = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=2,
+            retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout_s, read=timeout_s),
+            cert_reqs="CERT_REQUIRED" if verify_ssl else "CERT_NONE",
+        )
+
+    # -- Store ----------------------------------------------------------------------------------
+
+    def write(self, body: bytes, rp: str | None = None) -> None:
+        """POST /write?db=&rp=&precision=ns; StoreUnavailable or StoreRejected (with the server's message)."""
+        if not body:
+            return
+        params = {"db": self.database, "precision": "ns", **self._auth_params}
+        if rp or self.rp:
+            params["rp"] = rp or self.rp
+        headers = dict(self._headers, **{"Content-Type": "text/plain; charset=utf-8"})
+        if self.gzip:
+            body = gzip_module.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        resp = self._request("POST", "/write", params, body, headers)
+        if resp.status != 204 and resp.status != 200:
+            self._raise(resp, "write")
+
+    def close(self) -> None:
+        self._http.clear()
+
+    def _request(self, method: str, path: str, params: dict[str, str], body: bytes | None, headers: dict[str, str],
+                 preload: bool = True) -> urllib3.BaseHTTPResponse:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            return self._http.request(method, url, body=body, headers=headers, preload_content=preload)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StoreUnavailable(f"{self.name}: {' '.join(str(reason).split())[:300]}") from None
+
+    def _raise(self, resp: urllib3.BaseHTTPResponse, what: str) -> None:
+        message = _server_message(resp)
+        status = resp.status
+        if status == 401:
+            message = f"authentication failed ({message}); give a user and password"
+        elif status == 403:
+            message = f"permission denied ({message}); the user needs {what} access to {self.database!r}"
+        if status == 429 or status >= 500:
+            raise StoreUnavailable(f"{self.name}: {what}: HTTP {status}: {message}")
+        raise StoreRejected(f"{self.name}: {what}: HTTP {status}: {message}")
+
+    # -- InfluxQL -------------------------------------------------------------------------------
+
+    def query(self, q: str, *, database: str | None = None, write: bool = False) -> list[dict]:
+        """Run InfluxQL; returns every statement's result (`series` lists). A statement error raises StoreRejected."""
+        return list(self._query_chunks(q, database=database, write=write, chunked=False))
+
+    def _query_chunks(self, q: str, *, database: str | None = None, write: bool = False, chunked: bool = True) -> Iterator[dict]:
+        params = {"q": q, "epoch": "ns", **self._auth_params}
+        db = self.database if database is None else database
+        if db:
+            params["db"] = db
+        if chunked:
+            params["chunked"] = "true"
+            params["chunk_size"] = str(self.chunk_size)
+        # POST for statements that change things (the 1.x API refuses them on GET).
+        method = "POST" if write else "GET"
+        body = None
+        headers = dict(self._headers)
+        if write:
+            body = urllib.parse.urlencode(params).encode()
+            params = {}
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        resp = self._request(method, "/query", params, body, headers, preload=False)
+        try:
+            if resp.status != 200:
+                resp.read()
+                self._raise(resp, "query")
+            # Chunked answers are one JSON document per line; a plain answer is one document.
+            buf = b""
+            for data in resp.stream(65536):
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield from self._results(line, q)
+            if buf.strip():
+                yield from self._results(buf, q)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"{self.name}: query interrupted: {exc}") from None
+        finally:
+            resp.release_conn()
+
+    def _results(self, doc: bytes, q: str) -> Iterator[dict]:
+        data = json.loads(doc)
+        if "error" in data:
+            raise StoreRejected(f"{self.name}: query {q[:200]!r}: {data['error']}")
+        for result in data.get("results", []):
+            if "error" in result:
+                raise StoreRejected(f"{self.name}: query {q[:200]!r}: {result['error']}")
+            yield result
+
+    # -- Reader ---------------------------------------------------------------------------------
+
+    def series(
+        self,
+        measurement: str,
+        field: str,
+        tags: dict[str, str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        rp: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(time int64 ns ascending, value float64) for start_ns <= t < end_ns; `rp` reads another policy."""
+        source = quote_ident(measurement)
+        rp = rp or self.rp
+        if rp:
+            source = f"{quote_ident(rp)}.{source}"
+        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
+        where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
+        q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+        times: list[int] = []
+        values: list[float] = []
+        for result in self._query_chunks(q):
+            for s in result.get("series", []):
+                for t, v in s.get("values", []):
+                    if v is None:
+                        continue
+                    if isinstance(v, str):
+                        raise StoreRejected(f"{self.name}: {measurement}.{field} holds strings, not numbers")
+                    times.append(t)
+                    values.append(float(v))
+        t_arr = np.asarray(times, dtype=np.int64)
+        v_arr = np.asarray(values, dtype=np.float64)
+        if t_arr.size > 1 and np.any(np.diff(t_arr) < 0):
+            order = np.argsort(t_arr, kind="stable")
+            t_arr, v_arr = t_arr[order], v_arr[order]
+        return t_arr, v_arr
+
+    def tag_values(self, measurement: str, tag: str) -> list[str]:
+        q = f"SHOW TAG VALUES FROM {quote_ident(measurement)} WITH KEY = {quote_ident(tag)}"
+        out = set()
+        for result in self._query_chunks(q, chunked=False):
+            for s in result.get("series", []):
+                for _key, value in s.get("values", []):
+                    out.add(value)
+        return sorted(out)
+
+
+def _server_message(resp: urllib3.BaseHTTPResponse) -> str:
+    """InfluxDB 1.x answers {"error": "..."}, 2.x/3.x {"message": "..."}; else the body or the reason."""
+    data = resp.data or b""
+    text = ""
+    try:
+        doc = json.loads(data)
+        if isinstance(doc, dict):
+            text = doc.get("error") or doc.get("message") or ""
+    except ValueError:
+        pass
+    if not text:
+        text = resp.headers.get("X-Influxdb-Error") or data.decode("utf-8", "replace") or resp.reason or ""
+    return " ".join(str(text).split())[:500]
+
+
+# -- retention policies and continuous queries ------------------------------------------------------
+
+_DURATION = re.compile(r"^([1-9][0-9]*)(h|d|w)$")
+_UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str, what: str) -> int:
+    """An InfluxQL retention duration (`30d`, `104w`, `12h`; minimum 1h) in seconds; 0 for INF."""
+    if text.upper() == "INF":
+        return 0
+    m = _DURATION.match(text)
+    if not m:
+        raise UserError(f"{what}: {text!r} is not a duration like 30d, 104w or 12h (or INF)")
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _go_duration_seconds(text: str) -> int:
+    """`720h0m0s` (what SHOW RETENTION POLICIES answers) in seconds; 0 is infinite."""
+    total = 0
+    for value, unit in re.findall(r"([0-9.]+)(h|m|s)", text):
+        total += float(value) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return int(total)
+
+
+@dataclasses.dataclass(frozen=True)
+class Downsample:
+    """One continuous query: `aggregate` of `fields` of `measurement` in the raw policy, per
+    `interval`, written to the same measurement in `target_rp` with the same tags.
+
+    fields None means every numeric field (`aggregate(*)`): InfluxDB names the results
+    `<aggregate>_<field>` (e.g. `mean_power_w`). Listed fields keep their names.
+    """
+
+    measurement: str
+    fields: tuple[str, ...] | None
+    aggregate: str
+    interval: str
+    target_rp: str
+
+    @property
+    def name(self) -> str:
+        return f"puewatch_{self.measurement}_{self.aggregate}_{self.interval}"
+
+
+# The one place that says what is downsampled. Power and PUE series: 1-minute means;
+# energy series (Wh per interval): hourly sums, so the hourly Wh add up to the raw ones.
+DOWNSAMPLING: tuple[Downsample, ...] = (
+    Downsample("site_power", None, "mean", "1m", "minute"),
+    Downsample("pue", None, "mean", "1m", "minute"),
+    Downsample("meter_power", None, "mean", "1m", "minute"),
+    Downsample("site_energy", None, "sum", "1h", "hourly"),
+    Downsample("meter_energy", None, "sum", "1h", "hourly"),
+)
+
+# How far back each CQ run recomputes (RESAMPLE ... FOR): late points (a spool replayed
+# after an outage) inside this window still reach the downsampled series.
+RESAMPLE = {"1m": ("1m", "15m"), "1h": ("15m", "3h")}
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionPlan:
+    database: str
+    raw: str = "30d"
+    minute: str = "104w"
+    hourly: str = "520w"
+    raw_rp: str = "raw"
+    minute_rp: str = "minute"
+    hourly_rp: str = "hourly"
+    downsampling: tuple[Downsample, ...] = DOWNSAMPLING
+    # interval -> (EVERY, FOR); tests use a 1 s EVERY to see the CQs run.
+    resample: dict[str, tuple[str, str]] = dataclasses.field(default_factory=lambda: dict(RESAMPLE))
+
+    def policies(self) -> list[tuple[str, str, bool]]:
+        """(name, duration, default) per retention policy."""
+        return [(self.raw_rp, self.raw, True), (self.minute_rp, self.minute, False), (self.hourly_rp, self.hourly, False)]
+
+    def validate(self) -> None:
+        for name, duration, _ in self.policies():
+            seconds = duration_seconds(duration, f"retention of {name!r}")
+            if 0 < seconds < 3600:
+                raise UserError(f"retention of {name!r}: {duration} is shorter than InfluxDB's minimum of 1h")
+        rps = {rp for rp, _, _ in self.policies()}
+        for d in self.downsampling:
+            if d.target_rp not in rps:
+                raise UserError(f"downsampling {d.name}: unknown retention policy {d.target_rp!r}")
+            if d.interval not in self.resample:
+                raise UserError(f"downsampling {d.name}: no resample window for interval {d.interval!r}")
+
+    def cq_statement(self, d: Downsample) -> str:
+        db = quote_ident(self.database)
+        if d.fields is None:
+            select = f"{d.aggregate}(*)"
+        else:
+            select = ", ".join(f"{d.aggregate}({quote_ident(f)}) AS {quote_ident(f)}" for f in d.fields)
+        every, for_ = self.resample[d.interval]
+        return (
+            f"CREATE CONTINUOUS QUERY {quote_ident(d.name)} ON {db} RESAMPLE EVERY {every} FOR {for_} BEGIN "
+            + self.select_into(d, select_only=select)
+            + " END"
+        )
+
+    def select_into(self, d: Downsample, select_only: str | None = None, where: str | None = None) -> str:
+        """The CQ's SELECT ... INTO (also run by hand to backfill a time range with `where`)."""
+        db = quote_ident(self.database)
+        if select_only is None:
+            select_only = (
+                f"{d.aggregate}(*)"
+                if d.fields is None
+                else ", ".join(f"{d.aggregate}({quote_ident(f)}) AS {quote_ident(f)}" for f in d.fields)
+            )
+        m = quote_ident(d.measurement)
+        q = (
+            f"SELECT {select_only} INTO {db}.{quote_ident(d.target_rp)}.{m} "
+            f"FROM {db}.{quote_ident(self.raw_rp)}.{m}"
+        )
+        if where:
+            q += f" WHERE {where}"
+        return q + f" GROUP BY time({d.interval}), *"
+
+
+def setup_statements(plan: RetentionPlan, existing_rps: dict[str, tuple[int, bool]] | None = None,
+                     existing_cqs: dict[str, str] | None = None) -> list[str]:
+    """The InfluxQL that brings the server to `plan`. With the server's current state
+    (`existing_rps`: name -> (seconds, default); `existing_cqs`: name -> query) only what
+    differs is changed; without it (dry run against nothing), everything is created."""
+    plan.validate()
+    db = quote_ident(plan.database)
+    out = [f"CREATE DATABASE {db}"]
+    existing_rps = existing_rps or {}
+    for name, duration, default in plan.policies():
+        seconds = duration_seconds(duration, f"retention of {name!r}")
+        shard = "1d" if 0 < seconds <= 180 * 86400 else "7d"
+        tail = f"DURATION {duration} REPLICATION 1 SHARD DURATION {shard}" + (" DEFAULT" if default else "")
+        if name not in existing_rps:
+            out.append(f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} {tail}")
+        elif existing_rps[name] != (seconds, default):
+            out.append(f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} {tail}")
+    existing_cqs = existing_cqs or {}
+    wanted = {d.name: plan.cq_statement(d) for d in plan.downsampling}
+    for name, stmt in wanted.items():
+        if name in existing_cqs:
+            if _same_cq(existing_cqs[name], stmt):
+                continue
+            out.append(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {db}")
+        out.append(stmt)
+    for name in sorted(existing_cqs):
+        if name.startswith("puewatch_") and name not in wanted:
+            out.append(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {db}")
+    return out
+
+
+def _same_cq(stored: str, wanted: str) -> bool:
+    """InfluxDB stores the CQ as it re-renders it; compare without quotes, case and spacing."""
+
+    def norm(s: str) -> str:
+        return re.sub(r"\s+", " ", s.replace('"', "")).strip().lower()
+
+    return norm(stored) == norm(wanted)
+
+
+def _server_state(store: Influx1Store, database: str) -> tuple[dict[str, tuple[int, bool]], dict[str, str]]:
+    rps: dict[str, tuple[int, bool]] = {}
+    dbs = store.query("SHOW DATABASES", database="")
+    names = {row[0] for r in dbs for s in r.get("series", []) for row in s.get("values", [])}
+    if database in names:
+        for r in store.query(f"SHOW RETENTION POLICIES ON {quote_ident(database)}", database=""):
+            for s in r.get("series", []):
+                cols = s["columns"]
+                for row in s.get("values", []):
+                    rec = dict(zip(cols, row))
+                    rps[rec["name"]] = (_go_duration_seconds(rec["duration"]), bool(rec["default"]))
+    cqs: dict[str, str] = {}
+    for r in store.query("SHOW CONTINUOUS QUERIES", database=""):
+        for s in r.get("series", []):
+            if s.get("name") == database:
+                for name, query in s.get("values", []):
+                    cqs[name] = query
+    return rps, cqs
+
+
+def setup(store: Influx1Store, plan: RetentionPlan, dry_run: bool = False) -> list[str]:
+    """Create or update the database, retention policies and CQs; returns the statements run."""
+    if dry_run:
+        return setup_statements(plan)
+    try:
+        rps, cqs = _server_state(store, plan.database)
+        statements = setup_statements(plan, rps, cqs)
+        for stmt in statements:
+            store.query(stmt, database="", write=True)
+    except StoreUnavailable as exc:
+        raise UserError(f"cannot reach InfluxDB: {exc}") from None
+    except StoreRejected as exc:
+        raise UserError(str(exc)) from None
+    return statements
+
+
+def main(args: argparse.Namespace) -> int:
+    """`puewatch influx setup`."""
+    user = args.user if args.user is not None else os.environ.get("PUEWATCH_INFLUX_USER")
+    password = args.password if args.password is not None else os.environ.get("PUEWATCH_INFLUX_PASSWORD")
+    if password is not None and user is None:
+        raise UserError("--password given without --user (or PUEWATCH_INFLUX_USER)")
+    plan = RetentionPlan(
+        database=args.database,
+        raw=args.raw_retention,
+        minute=args.minute_retention,
+        hourly=args.hourly_retention,
+    )
+    if not args.database:
+        raise UserError("--database must not be empty")
+    store = Influx1Store(args.url, args.database, user=user, password=password, timeout_s=args.timeout)
+    try:
+        statements = setup(store, plan, dry_run=args.dry_run)
+    finally:
+        store.close()
+    if args.dry_run:
+        for stmt in statements:
+            print(stmt + ";")
+        return 0
+    changed = [s for s in statements if not s.startswith("CREATE DATABASE")]
+    print(f"InfluxDB {args.url} database {args.database!r}: " + (f"{len(changed)} change(s)" if changed else "up to date"))
+    for stmt in changed:
+        print("  " + stmt)
+    sys.stdout.flush()
+    return 0
+

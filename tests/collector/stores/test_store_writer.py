@@ -1,0 +1,137 @@
+"""StoreWriter: order, rejected batches, the byte bound, restarts, queue overflow (real SQLite and influxd)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.collector.stores.influx1 import Influx1Store
+from puewatch.collector.stores.spool import StoreWriter
+from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
+from servers import free_port
+
+
+def _batch(i: int, points: int = 10, value: float | None = None) -> bytes:
+    return "".join(
+        f"m,src=w f={value if value is not None else i * 1000 + k} {i * 1000 + k}\n" for k in range(points)
+    ).encode()
+
+
+def _wait(pred, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_writes_everything_in_order(tmp_path):
+    store = EmbeddedStore(tmp_path / "pue.db")
+    seen = []
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20, on_write=lambda s, n: seen.append(n))
+    for i in range(200):
+        w.submit(_batch(i, 5), 5)
+    # the same point re-written with increasing values: only in-order writes leave the last one
+    for v in range(50):
+        w.submit(f"m,src=w last={v} 1\n".encode(), 1)
+    assert w.flush(10)
+    st = w.stats()
+    assert st["points_written"] == 1050 and st["batches_written"] == 250 and sum(seen) == 1050
+    assert st["spool_batches"] == 0 and st["dropped_points"] == 0 and st["rejected_points"] == 0
+    assert st["write_seconds"] > 0
+    assert w.close()
+    reader = EmbeddedStore(tmp_path / "pue.db")
+    assert reader.series("m", "f", {}, 0, 2**62)[0].size == 1000
+    assert reader.series("m", "last", {}, 0, 2**62)[1].tolist() == [49.0]
+
+
+def test_rejected_batches_are_kept_aside_and_counted(tmp_path, caplog):
+    store = EmbeddedStore(tmp_path / "pue.db")
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20)
+    w.submit(_batch(1, 3), 3)
+    w.submit(b"m f=1 1\nm f= 2\n", 2)
+    w.submit(_batch(3, 3), 3)
+    assert w.flush(10)
+    st = w.stats()
+    assert st["rejected_points"] == 2 and st["rejected_batches"] == 1 and st["points_written"] == 6
+    kept = list((tmp_path / "spool" / "rejected").iterdir())
+    assert len(kept) == 1 and kept[0].read_bytes() == b"m f=1 1\nm f= 2\n" and kept[0].name.endswith("-2.lp")
+    assert "rejected batch" in caplog.text and "no value" in caplog.text
+    w.close()
+
+
+def test_full_spool_drops_oldest_first_and_counts_exactly(tmp_path):
+    dead = Influx1Store(f"http://127.0.0.1:{free_port()}", "site", timeout_s=1)
+    size = len(_batch(100, 10))  # every batch below has the same size
+    w = StoreWriter(dead, tmp_path / "spool", max_bytes=5 * size, backoff_min_s=60, backoff_max_s=60)
+    for i in range(101, 113):
+        assert len(_batch(i, 10)) == size
+        w.submit(_batch(i, 10), 10)
+    _wait(lambda: w.stats()["queue_batches"] == 0)
+    st = w.stats()
+    # 12 batches of 10 points, room for 5: the 7 oldest are dropped
+    assert st["spool_batches"] == 5 and st["spool_bytes"] == 5 * size
+    assert st["dropped_points"] == 70 and st["dropped_batches"] == 7
+    names = sorted(p.name for p in (tmp_path / "spool").glob("batch-*.lp"))
+    assert [int(n.split("-")[1]) for n in names] == [8, 9, 10, 11, 12]
+    # a batch larger than the whole spool is dropped and counted too
+    w.submit(_batch(199, 60), 60)
+    _wait(lambda: w.stats()["dropped_points"] == 130)
+    assert not w.close(timeout_s=0.2)
+    assert w.stats()["spool_batches"] == 5
+
+
+def test_restart_keeps_and_replays_the_spool(tmp_path, influx):
+    influx.query('CREATE DATABASE "site"')
+    influx.stop()
+    w = StoreWriter(Influx1Store(influx.url, "site", timeout_s=1), tmp_path / "spool", 1 << 20, backoff_min_s=0.1, backoff_max_s=0.5)
+    for i in range(1, 21):
+        w.submit(_batch(i, 10), 10)
+    assert not w.close(timeout_s=0.5)  # store away: everything stays on disk
+    assert len(list((tmp_path / "spool").glob("batch-*.lp"))) == 20
+    influx.start()
+    w2 = StoreWriter(Influx1Store(influx.url, "site"), tmp_path / "spool", 1 << 20)
+    w2.submit(_batch(21, 10), 10)  # after the ones from the earlier run
+    assert w2.flush(20)
+    assert w2.stats()["points_written"] == 210
+    assert w2.close()
+    rows = influx.points('SELECT f FROM m', "site")
+    assert [r[0] for r in rows] == [i * 1000 + k for i in range(1, 22) for k in range(10)]
+    assert [r[1] for r in rows] == [float(i * 1000 + k) for i in range(1, 22) for k in range(10)]
+
+
+class GatedStore(EmbeddedStore):
+    """The real SQLite store, held back until the test opens the gate (a slow store)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.gate = threading.Event()
+
+    def write(self, body: bytes) -> None:
+        self.gate.wait()
+        super().write(body)
+
+
+def test_queue_overflow_goes_to_disk_and_order_holds(tmp_path):
+    store = GatedStore(tmp_path / "pue.db")
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20, queue_max_batches=3)
+    t0 = time.perf_counter()
+    for v in range(40):
+        w.submit(f"m last={v} 1\nm f={v} {v + 10}\n".encode(), 2)
+    assert time.perf_counter() - t0 < 5  # never waits for the store
+    assert w.stats()["spool_batches"] >= 30
+    store.gate.set()
+    assert w.flush(10)
+    assert w.stats()["points_written"] == 80
+    assert store.series("m", "last", {}, 0, 100)[1].tolist() == [39.0]
+    assert store.series("m", "f", {}, 0, 100)[1].size == 40
+    w.close()
+
+
+def test_submit_after_close_is_an_error(tmp_path):
+    w = StoreWriter(EmbeddedStore(tmp_path / "pue.db"), tmp_path / "spool", 1 << 20)
+    w.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        w.submit(b"m f=1 1\n", 1)
