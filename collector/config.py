@@ -10,7 +10,7 @@ from puewatch import config as cfg
 from puewatch.collector.ingest import IngestConfig
 from puewatch.collector.pipeline import SECOND, parse_duration
 from puewatch.collector.site import Meter, SiteModel, Zone
-from puewatch.collector.snmp.poller import DeviceConfig
+from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 
@@ -136,7 +136,15 @@ class StoreSection:
 class SnmpSection:
     """Facility meters polled over SNMP."""
 
-    devices: dict[str, DeviceConfig] = setting(default_factory=dict, doc="One table per device, named by its key.")
+    devices: list[SnmpDevice] = setting(default_factory=list, doc="One `[[snmp.devices]]` table per device.")
+
+    def check(self) -> list[tuple[str, str]]:
+        names = [d.name for d in self.devices]
+        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        return [("devices", f"device name {dup!r} is used twice")] if dup else []
+
+    def names(self) -> set[str]:
+        return {d.name for d in self.devices}
 
 
 @dataclass
@@ -172,9 +180,9 @@ class CollectorConfig:
     def check(self) -> list[tuple[str, str]]:
         out = []
         for name, meter in self.meters.items():
-            if meter.device and meter.device not in self.snmp.devices:
-                known = ", ".join(sorted(self.snmp.devices)) or "none"
-                out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [snmp.devices] (known: {known})"))
+            if meter.device and meter.device not in self.snmp.names():
+                known = ", ".join(sorted(self.snmp.names())) or "none"
+                out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [[snmp.devices]] (known: {known})"))
         out += [(key, msg) for key, msg in self.site_model().problems()]
         return out
 

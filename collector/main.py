@@ -65,7 +65,7 @@ def build_store(conf: ccfg.CollectorConfig):
 
     e = s.embedded or ccfg.EmbeddedStore()
     path = e.path or str(Path(conf.collector.state_dir) / "puewatch.sqlite")
-    return EmbeddedStore(path)
+    return EmbeddedStore(path, raw_retention_s=e.raw_retention_days * 86400)
 
 
 class _IngestMeter:
@@ -114,6 +114,7 @@ class Collector:
         self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
         self.store = None
         self.writer = None
+        self.poller = None
         self.started_ns = time.time_ns()
 
     # ---- the ingest sink -------------------------------------------------------
@@ -143,8 +144,8 @@ class Collector:
 
     def on_poll(self, device: str, time_ns: int, readings, error: str | None) -> None:
         ok = error is None
-        latency = getattr(readings, "latency_s", math.nan)
-        self.metrics.poll(device, ok, latency)
+        stats = self.poller.stats.get(device) if self.poller is not None else None
+        self.metrics.poll(device, ok, stats.last_duration_s if stats is not None else math.nan)
         if error:
             log.warning("%s: %s", device, error)
         now = time.time_ns()
@@ -202,7 +203,12 @@ class Collector:
         conf = self.conf
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = build_store(conf)
-        self.writer = StoreWriter(self.store, self.state_dir / "spool", conf.store.spool_max_bytes)
+        self.writer = StoreWriter(
+            self.store,
+            self.state_dir / "spool",
+            conf.store.spool_max_bytes,
+            on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+        )
         self.metrics.add_store(conf.store.kind, self.writer.stats)
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
@@ -222,8 +228,8 @@ class Collector:
             }
         )
         await ingest.start()
-        poller = Poller(list(conf.snmp.devices.items()), self.on_poll)
-        poll_task = asyncio.create_task(poller.run()) if conf.snmp.devices else None
+        self.poller = Poller(conf.snmp.devices, self.on_poll)
+        poll_task = asyncio.create_task(self.poller.run()) if conf.snmp.devices else None
         metrics_server = None
         if conf.metrics.listen:
             host, port = conf.metrics.address()

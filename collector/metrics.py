@@ -93,6 +93,10 @@ class CollectorMetrics:
         self.coverage = Gauge(
             "puewatch_ratio_coverage", "Share of the window with data behind the ratio", ["ratio", "window"], registry=self.registry
         )
+        self.store_write = Histogram(
+            "puewatch_store_write_seconds", "Duration of one successful store write",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+        )
         self.horizon_lag = Gauge(
             "puewatch_pipeline_lag_seconds", "How far the pipeline's finalised cells lag the clock", registry=self.registry
         )
@@ -106,13 +110,6 @@ class CollectorMetrics:
 
     def add_store(self, name: str, provider: StatProvider) -> None:
         self._pull.add(provider, _STORE, {"store": name})
-
-    def add_store_latency(self, provider: StatProvider) -> None:
-        self._pull.add(
-            provider,
-            {"write_seconds_last": ("puewatch_store_write_seconds_last", "Duration of the last store write", False)},
-            {},
-        )
 
     def poll(self, device: str, ok: bool, seconds: float) -> None:
         self.snmp_polls.labels(device, "ok" if ok else "error").inc()

@@ -1,0 +1,164 @@
+"""`puewatch collector` end to end: a real process, real HTTP ingest, the embedded store, /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from puewatch.collector.stores.embedded import EmbeddedStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from servers import free_port, http  # noqa: E402
+
+TOKEN = "agent-token-0123456789abcdef"
+PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
+
+
+def write_config(tmp: Path, ingest_port: int, metrics_port: int, extra: str = "") -> Path:
+    tokens = tmp / "tokens"
+    tokens.write_text(f"gpu-a-1 {TOKEN}\n")
+    tokens.chmod(0o600)
+    conf = tmp / "collector.toml"
+    conf.write_text(
+        f"""
+[collector]
+site = "lab"
+windows = ["1m", "2m"]
+min_coverage = 0.05
+settle_s = 3.0
+state_dir = "{tmp / 'state'}"
+checkpoint_interval_s = 2.0
+
+[ingest]
+listen = "127.0.0.1"
+port = {ingest_port}
+token_file = "{tokens}"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[meters.incomer]
+role = "facility_input"
+measurement = "modbus"
+tags = {{ meter = "incomer" }}
+field = "power_kw"
+unit = "kW"
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+measurement = "modbus"
+tags = {{ meter = "ups" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[zones.hall-a]
+nodes = ["gpu-a-*"]
+{extra}
+"""
+    )
+    return conf
+
+
+def post(port: int, body: str) -> int:
+    status, _ = http(
+        "POST",
+        f"http://127.0.0.1:{port}/api/v2/write?bucket=b&org=o&precision=ns",
+        body.encode(),
+        {"Authorization": f"Token {TOKEN}"},
+    )
+    return status
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_store(tmp_path):
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port)
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(0.1)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
+    proc = subprocess.Popen([*PUEWATCH, "collector", "--config", str(conf)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(ingest_port)
+        t_start = time.time_ns()
+        energy = 1000.0
+        for i in range(24):  # 12 s of readings: 130 kW in, 100 kW of IT, two GPUs at 300 W
+            now = time.time_ns()
+            energy = 1000.0 + 100_000.0 * (now - t_start) / 3.6e12
+            mj = 300_000.0 * (now - t_start) / 1e9  # 300 W in mJ
+            body = (
+                f"modbus,meter=incomer power_kw=130.0 {now}\n"
+                f"modbus,meter=ups energy_wh={energy!r} {now}\n"
+                f"gpu_power,gpu=0,node=gpu-a-1,uuid=GPU-1 power_average_w=300.0,energy_mj={int(mj)}i {now}\n"
+                f"gpu_power,gpu=1,node=gpu-a-1,uuid=GPU-2 power_average_w=300.0,energy_mj={int(mj)}i {now}\n"
+            )
+            assert post(ingest_port, body) == 204
+            time.sleep(0.5)
+        assert post(ingest_port, "modbus,meter=ups energy_wh=\n") == 400
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'puewatch_ratio{ratio="pue",window="1m"} 1.3' in metrics
+        assert "puewatch_ingest_parse_errors_total 1.0" in metrics
+        assert "puewatch_store_points_written_total" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except (TimeoutError, BlockingIOError):
+            break
+    sock.close()
+    assert proc.returncode == 0, err
+    assert "READY=1" in messages and "WATCHDOG=1" in messages and "STOPPING=1" in messages
+
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + 10**9
+    t, pue = store.series("pue", "pue", {"site": "lab", "window": "1m", "category": "1"}, t_start, end)
+    assert len(pue) >= 5
+    assert pue == pytest.approx([1.3] * len(pue), rel=1e-6)
+    t, share = store.series("pue", "gpu_it_share", {"site": "lab", "window": "1m", "category": "1"}, t_start, end)
+    assert len(share) >= 3 and share == pytest.approx([0.006] * len(share), rel=1e-3)
+    # The agents' raw lines are stored as they came.
+    t, raw = store.series("modbus", "power_kw", {"meter": "incomer"}, t_start, end)
+    assert len(raw) == 24 and set(raw) == {130.0}
+    t, it = store.series("site_energy", "it_wh", {"site": "lab", "category": "1"}, t_start, end)
+    assert len(it) >= 5 and it == pytest.approx([100_000 / 3600] * len(it), rel=1e-6)
+    assert (tmp_path / "state" / "pipeline.npz").exists()
+
+
+def test_check_config_accepts_a_good_file_and_names_what_is_wrong(tmp_path):
+    conf = write_config(tmp_path, free_port(), free_port())
+    ok = subprocess.run([*PUEWATCH, "collector", "--config", str(conf), "--check-config"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "PUE category 1" in ok.stdout
+    text = conf.read_text().replace('role = "facility_input"', 'role = "cooling"')
+    conf.write_text(text)
+    bad = subprocess.run([*PUEWATCH, "collector", "--config", str(conf), "--check-config"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert 'the site cannot give a PUE: no meter has role "facility_input"' in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    conf.write_text(text.replace('role = "cooling"', 'role = "facility_input"') + "\n[meters.x]\nrole = \"it\"\npoint = \"pdu_output\"\ndevice = \"nope\"\n")
+    bad = subprocess.run([*PUEWATCH, "collector", "--config", str(conf), "--check-config"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "meters.x.device: no SNMP device 'nope'" in bad.stderr
