@@ -20,6 +20,7 @@ from puewatch.errors import UserError
 _COMMANDS: dict[str, str] = {
     "agent": "puewatch.commands:register_agent",
     "bench": "puewatch.commands:register_bench",
+    "snmp": "puewatch.commands:register_snmp",
 }
 
 
