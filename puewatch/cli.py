@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "bench": "puewatch.commands:register_bench",
     "collector": "puewatch.commands:register_collector",
     "influx": "puewatch.commands:register_influx",
+    "snmp": "puewatch.commands:register_snmp",
 }
 
 

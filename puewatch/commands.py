@@ -48,6 +48,49 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
     i.add_argument("--seconds", type=float, default=30.0, help="total measured seconds, split over three phases (default 30)")
     i.set_defaults(handler="puewatch.benchmarks.ingest:main")
+    s = bsub.add_parser(
+        "snmp",
+        help="SNMP meter polling rate vs Prometheus snmp_exporter",
+        description=(
+            "Serves N simulated meters (8 power/energy objects each) with snmpsim and measures full polling cycles "
+            "of the puewatch poller (device polls/s, poller CPU seconds) and of snmp_exporter against the same "
+            "recordings, in the same run."
+        ),
+    )
+    s.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    s.add_argument("--meters", type=int, default=500, help="simulated meters (default 500)")
+    s.add_argument("--cycles", type=int, default=3, help="timed full cycles per poller (default 3)")
+    s.add_argument("--no-exporter", action="store_true", help="skip the snmp_exporter baseline")
+    s.set_defaults(handler="puewatch.benchmarks.snmp:main")
+
+
+def register_snmp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("snmp", help="SNMP facility meters: probe a device")
+    ssub = p.add_subparsers(dest="snmp_command", metavar="ACTION", required=True)
+    pr = ssub.add_parser(
+        "probe",
+        help="show a device, its matching profile and every power and energy reading",
+        description=(
+            "Reads sysDescr and sysObjectID, chooses the meter profile (or uses --profile), discovers the tables and "
+            "prints every power (W) and energy (Wh) reading once, as the collector would record it."
+        ),
+    )
+    pr.add_argument("target", metavar="HOST[:PORT]", help="the device's SNMP agent (port 161 by default)")
+    pr.add_argument("--community", "-c", help="SNMPv2c community (default public)")
+    pr.add_argument("--user", "-u", help="SNMPv3 user (selects SNMPv3)")
+    pr.add_argument("--auth-key", help="SNMPv3 authentication pass phrase (omit for noAuthNoPriv)")
+    pr.add_argument("--priv-key", help="SNMPv3 privacy pass phrase (omit for authNoPriv)")
+    pr.add_argument("--auth-proto", default="SHA", choices=("MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"),
+                    help="SNMPv3 authentication protocol (default SHA)")
+    pr.add_argument("--priv-proto", default="AES", choices=("DES", "AES", "AES-128", "AES-192", "AES-256"),
+                    help="SNMPv3 privacy protocol (default AES, i.e. AES-128)")
+    pr.add_argument("--context", help="SNMPv3 context name")
+    pr.add_argument("--profile", help="meter profile name (default: chosen from sysObjectID)")
+    pr.add_argument("--profile-dir", action="append", metavar="DIR", help="extra directory of profile files (repeatable)")
+    pr.add_argument("--timeout", type=float, default=2.0, help="seconds per request (default 2)")
+    pr.add_argument("--retries", type=int, default=1, help="retries per request (default 1)")
+    pr.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    pr.set_defaults(handler="puewatch.collector.snmp.probe:main")
 
 
 def register_agent(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,279 @@
+"""A small asyncio SNMP client on pysnmp 7 (`pysnmp.hlapi.v3arch.asyncio`).
+
+What the poller needs and nothing more: GET of many objects (split into
+requests of at most `max_varbinds`), GETBULK walks of table columns, GETNEXT to
+test that a subtree exists; SNMPv2c and SNMPv3 (USM: noAuthNoPriv, authNoPriv,
+authPriv with MD5/SHA/SHA-2 and DES/AES). pysnmp's error indications are
+translated here, at the boundary, into `SnmpError`s whose message tells the
+operator what to check (a wrong auth key says so, it does not time out), so
+callers never see pysnmp types. Values come back as plain Python: int, str,
+or None for noSuchObject / noSuchInstance / endOfMibView.
+
+MIB lookups are off (`lookupMib=False`): OIDs are numeric and resolving them
+costs CPU for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from pyasn1.type import univ
+from pysnmp.entity.rfc3413 import cmdgen
+from pysnmp.hlapi.v3arch import asyncio as hl
+from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
+from pysnmp.proto import errind, rfc1902, rfc1905
+
+from puewatch.collector.snmp.device import SnmpDevice
+
+Value = int | str | None
+
+_AUTH = {
+    "none": hl.USM_AUTH_NONE,
+    "MD5": hl.USM_AUTH_HMAC96_MD5,
+    "SHA": hl.USM_AUTH_HMAC96_SHA,
+    "SHA-224": hl.USM_AUTH_HMAC128_SHA224,
+    "SHA-256": hl.USM_AUTH_HMAC192_SHA256,
+    "SHA-384": hl.USM_AUTH_HMAC256_SHA384,
+    "SHA-512": hl.USM_AUTH_HMAC384_SHA512,
+}
+_PRIV = {
+    "none": hl.USM_PRIV_NONE,
+    "DES": hl.USM_PRIV_CBC56_DES,
+    "AES": hl.USM_PRIV_CFB128_AES,
+    "AES-128": hl.USM_PRIV_CFB128_AES,
+    "AES-192": hl.USM_PRIV_CFB192_AES,
+    "AES-256": hl.USM_PRIV_CFB256_AES,
+}
+
+
+class SnmpError(Exception):
+    """An SNMP request failed; the message says why in words an operator can act on."""
+
+
+class SnmpTimeout(SnmpError):
+    """No answer within timeout x (retries + 1)."""
+
+
+class SnmpAuthError(SnmpError):
+    """The agent refused the credentials (wrong key, unknown user, access denied)."""
+
+
+def convert(value: object) -> Value:
+    """A pysnmp value as plain Python: int, str (OIDs dotted, octets as UTF-8 text), None when absent."""
+    if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView, univ.Null)):
+        return None
+    if isinstance(value, univ.Integer):
+        return int(value)
+    if isinstance(value, univ.ObjectIdentifier):
+        return ".".join(str(x) for x in value)
+    if isinstance(value, univ.OctetString):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _oid_tuple(oid: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in oid.split("."))
+
+
+class SnmpClient:
+    """SNMP requests to one device; safe to use from one event loop, many requests in flight.
+
+    `engine`: share one pysnmp engine between many SNMPv2c devices (one UDP
+    socket). SNMPv3 devices get their own engine, because USM keys are
+    per user name in an engine and two devices may use one name with
+    different keys.
+    """
+
+    def __init__(self, device: SnmpDevice, engine: hl.SnmpEngine | None = None) -> None:
+        self.device = device
+        self._own_engine = engine is None or device.version == "3"
+        self.engine = hl.SnmpEngine() if self._own_engine else engine
+        self._target: hl.UdpTransportTarget | None = None
+        self._addr_name: str | None = None
+        self._varbinds: dict[tuple[str, ...], list] = {}
+        self._context = hl.ContextData(contextName=device.context) if device.context else hl.ContextData()
+        if device.version == "2c":
+            self._auth: hl.CommunityData | hl.UsmUserData = hl.CommunityData(device.community, mpModel=1)
+        else:
+            level = device.security_level
+            self._auth = hl.UsmUserData(
+                device.user,
+                authKey=device.auth_key or None,
+                privKey=device.priv_key or None,
+                authProtocol=_AUTH[device.auth_proto] if level != "noAuthNoPriv" else hl.USM_AUTH_NONE,
+                privProtocol=_PRIV[device.priv_proto] if level == "authPriv" else hl.USM_PRIV_NONE,
+            )
+
+    @property
+    def address(self) -> str:
+        return self.device.address
+
+    async def _transport(self) -> hl.UdpTransportTarget:
+        if self._target is None:
+            try:
+                self._target = await hl.UdpTransportTarget.create(
+                    (self.device.host, self.device.port), timeout=self.device.timeout_s, retries=self.device.retries
+                )
+            except Exception as exc:  # pysnmp raises PySnmpError for unresolvable names
+                raise SnmpError(f"cannot resolve {self.device.host!r}: {exc}") from None
+        return self._target
+
+    async def _check(self, error_indication: object, error_status: object, error_index: object, sent: Sequence[str]) -> None:
+        if error_indication:
+            raise await self._explain(error_indication)
+        status = int(error_status) if error_status else 0
+        if status:
+            name = error_status.prettyPrint() if hasattr(error_status, "prettyPrint") else str(error_status)
+            idx = int(error_index or 0)
+            where = f" at {sent[idx - 1]}" if 0 < idx <= len(sent) else ""
+            if name in ("authorizationError", "noAccess"):
+                raise SnmpAuthError(
+                    f"{self.address}: access denied ({name}): this community/user may not read the objects{where}"
+                )
+            raise SnmpError(f"{self.address}: the agent answered {name}{where}")
+
+    async def _explain(self, ind: object) -> SnmpError:
+        d = self.device
+        if isinstance(ind, errind.RequestTimedOut):
+            tries = d.retries + 1
+            base = f"{self.address}: no response within {d.timeout_s:g} s ({tries} {'try' if tries == 1 else 'tries'})"
+            if d.version == "3" and d.security_level == "authPriv" and await self._agent_answers():
+                # The agent answered engine discovery but not the encrypted request:
+                # net-snmp drops requests it cannot decrypt.
+                return SnmpAuthError(
+                    f"{self.address}: the agent answers but not to encrypted requests: "
+                    f"decryption failed (wrong priv key or priv protocol {d.priv_proto}?)"
+                )
+            hint = "device down or unreachable, or wrong community?" if d.version == "2c" else "device down or unreachable?"
+            return SnmpTimeout(f"{base}: {hint}")
+        if isinstance(ind, errind.WrongDigest):
+            return SnmpAuthError(f"{self.address}: authentication failed (wrong auth key or auth protocol {d.auth_proto}?)")
+        if isinstance(ind, errind.UnknownUserName):
+            return SnmpAuthError(f"{self.address}: unknown SNMPv3 user {d.user!r}")
+        if isinstance(ind, errind.DecryptionError):
+            return SnmpAuthError(f"{self.address}: decryption failed (wrong priv key or priv protocol {d.priv_proto}?)")
+        if isinstance(ind, errind.UnsupportedSecurityLevel):
+            return SnmpAuthError(
+                f"{self.address}: the agent does not support security level {d.security_level} for user {d.user!r}"
+            )
+        if isinstance(ind, errind.NotInTimeWindow):
+            return SnmpAuthError(f"{self.address}: SNMPv3 message not in time window (agent rebooted? try again)")
+        text = getattr(ind, "prettyPrint", lambda: str(ind))()
+        return SnmpError(f"{self.address}: {text}")
+
+    async def _agent_answers(self) -> bool:
+        """True if the agent answers SNMPv3 engine discovery (an unauthenticated request with no user)."""
+        probe = hl.SnmpEngine()
+        try:
+            target = await hl.UdpTransportTarget.create(
+                (self.device.host, self.device.port), timeout=self.device.timeout_s, retries=0
+            )
+            ind, _, _, _ = await hl.get_cmd(
+                probe, hl.UsmUserData(""), target, hl.ContextData(), hl.ObjectType(hl.ObjectIdentity("1.3.6.1.2.1.1.1.0")),
+                lookupMib=False,
+            )
+            return not isinstance(ind, errind.RequestTimedOut)
+        except Exception:
+            return False
+        finally:
+            probe.close_dispatcher()
+
+    async def get(self, oids: Sequence[str]) -> list[Value]:
+        """Values of `oids` in order (None where the object is absent); requests of at most max_varbinds run concurrently."""
+        if not oids:
+            return []
+        n = self.device.max_varbinds
+        chunks = [list(oids[i : i + n]) for i in range(0, len(oids), n)]
+        if len(chunks) == 1:
+            return await self._get_chunk(chunks[0])
+        parts = await asyncio.gather(*(self._get_chunk(c) for c in chunks))
+        return [v for part in parts for v in part]
+
+    async def _get_chunk(self, oids: list[str]) -> list[Value]:
+        # The hot path of every poll. It talks to pysnmp's command generator
+        # directly with prebuilt (OID, Null) var-binds: hlapi's get_cmd resolves
+        # every OID through the MIB view on each call, which costs more CPU than
+        # encoding and decoding the messages.
+        target = await self._transport()
+        if self._addr_name is None:
+            self._addr_name, _ = LCD.configure(self.engine, self._auth, target, self._context.contextName)
+        key = tuple(oids)
+        vbs_out = self._varbinds.get(key)
+        if vbs_out is None:
+            vbs_out = [(rfc1902.ObjectName(o), rfc1902.Null("")) for o in oids]
+            if len(self._varbinds) < 64:
+                self._varbinds[key] = vbs_out
+        future = asyncio.get_running_loop().create_future()
+
+        def done(engine, handle, ind, status, index, vbs, ctx) -> None:
+            if not future.done():
+                future.set_result((ind, status, index, vbs))
+
+        cmdgen.GetCommandGenerator().send_varbinds(
+            self.engine, self._addr_name, self._context.contextEngineId, self._context.contextName, vbs_out, done
+        )
+        ind, status, index, vbs = await future
+        await self._check(ind, status, index, oids)
+        if len(vbs) != len(oids):
+            raise SnmpError(f"{self.address}: asked for {len(oids)} objects, the agent answered {len(vbs)}")
+        return [convert(v) for _, v in vbs]
+
+    async def get_next(self, oid: str) -> tuple[str, Value] | None:
+        """The first object after `oid` (GETNEXT), or None at the end of the MIB view."""
+        target = await self._transport()
+        ind, status, index, vbs = await hl.next_cmd(
+            self.engine, self._auth, target, self._context, hl.ObjectType(hl.ObjectIdentity(oid)), lookupMib=False
+        )
+        await self._check(ind, status, index, [oid])
+        if not vbs:
+            return None
+        name, value = vbs[0]
+        if isinstance(value, rfc1905.EndOfMibView):
+            return None
+        return ".".join(str(x) for x in name), convert(value)
+
+    async def exists(self, subtree: str) -> bool:
+        """True if any object lies in `subtree` (one GETNEXT)."""
+        nxt = await self.get_next(subtree)
+        return nxt is not None and (nxt[0] == subtree or nxt[0].startswith(subtree + "."))
+
+    async def walk(self, column: str, max_rows: int = 100_000) -> list[tuple[str, Value]]:
+        """Every (index, value) under `column`, in OID order, with GETBULK (max_repetitions per request).
+
+        `index` is the OID suffix after `column` (dotted). Stops at the end of
+        the column; an agent that returns non-increasing OIDs is an error (it
+        would loop forever).
+        """
+        target = await self._transport()
+        prefix = _oid_tuple(column)
+        n = len(prefix)
+        rows: list[tuple[str, Value]] = []
+        cursor = prefix
+        while True:
+            start = ".".join(map(str, cursor))
+            ind, status, index, vbs = await hl.bulk_cmd(
+                self.engine, self._auth, target, self._context, 0, self.device.max_repetitions,
+                hl.ObjectType(hl.ObjectIdentity(start)), lookupMib=False,
+            )
+            await self._check(ind, status, index, [start])
+            if not vbs:
+                return rows
+            for name, value in vbs:
+                oid = tuple(name)
+                if isinstance(value, rfc1905.EndOfMibView) or oid[:n] != prefix or len(oid) == n:
+                    return rows
+                if oid <= cursor:
+                    raise SnmpError(f"{self.address}: the agent returned OIDs out of order while walking {column}")
+                rows.append((".".join(map(str, oid[n:])), convert(value)))
+                cursor = oid
+                if len(rows) >= max_rows:
+                    raise SnmpError(f"{self.address}: more than {max_rows} rows under {column}")
+
+    def close(self) -> None:
+        """Release the engine's socket if this client owns its engine."""
+        if self._own_engine:
+            try:
+                self.engine.close_dispatcher()
+            except Exception:  # closing twice or before any request: nothing to release
+                pass

@@ -1,0 +1,494 @@
+"""Polling SNMP meters: one asyncio task per device, on a fixed-rate schedule.
+
+A `Meter` is one device's session: on (re)connect it reads sysDescr and
+sysObjectID, picks the profile (named in the config, else the best match for
+the sysObjectID whose `requires_any` subtrees exist), and discovers the table
+rows (GETBULK walks of the columns, the row filters, the per-row scale
+columns). A poll is then one GET of every value OID (split into requests of
+`max_varbinds`), turned into `Reading`s: sentinels, absent objects and
+`valid_if` failures become NaN, never 0.
+
+The `Poller` runs every device in its own task: each has its own interval,
+timeout and retries, so a slow or dead device only delays itself. Poll slots
+are `start + k * interval` (no drift); a cycle that overruns its slot skips
+the slots it covered, and each skipped slot is still reported (NaN, with the
+reason). `on_poll(device, time_ns, readings, error)` is called once per device
+per slot; on any failure the readings are NaN and `error` says why, and the
+next slot reconnects (sysObjectID, discovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from puewatch.collector.snmp import profiles as pf
+from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.errors import ConfigError
+
+log = logging.getLogger("puewatch.collector.snmp")
+
+SYS_DESCR = "1.3.6.1.2.1.1.1.0"
+SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
+
+NAN = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device: str  # device name from the collector config
+    name: str  # profile reading name, e.g. "total_active_power", "inlet1_active_energy"
+    quantity: str  # active_power | active_energy | apparent_power | ...
+    kind: str  # "gauge" or "register" (cumulative, may wrap at `modulus` or be reset)
+    unit: str  # "W" or "Wh" for power and energy (always converted), else the profile's unit
+    oid: str
+    raw: int | float | None  # as received; None when absent/noSuchInstance/error
+    value: float  # raw * scale in `unit`; NaN when missing, unsupported (-1 etc.) or invalid
+    modulus: float | None  # register wrap modulus in `unit` (e.g. 2**32 * scale), None for gauges
+    time_ns: int  # when the response arrived
+
+
+OnPoll = Callable[[str, int, list[Reading], "str | None"], "None | Awaitable[None]"]
+
+
+@dataclass(slots=True)
+class _Row:
+    """One polled object: a scalar or one row of a column, with its scale fixed at discovery."""
+
+    spec: pf.ReadingSpec
+    index: str
+    oid: str
+    name: str
+    factor: float  # spec.scale x per-row factors (NaN if a per-row scale could not be read)
+    valid_oid: str | None
+
+
+def _number(raw: Value) -> float | None:
+    """A raw value as a number, or None (absent, or text that is not a number)."""
+    if raw is None:
+        return None
+    if isinstance(raw, int):
+        return float(raw)
+    try:
+        x = float(raw.strip())
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int(raw: Value) -> int | None:
+    x = _number(raw)
+    return int(x) if x is not None and x == int(x) else None
+
+
+class Meter:
+    """One device: connect (identify, choose the profile, discover rows) and poll."""
+
+    def __init__(self, device: SnmpDevice, profiles: dict[str, pf.Profile], engine=None) -> None:
+        self.device = device
+        self.profiles = profiles
+        if device.profile and device.profile not in profiles:
+            known = ", ".join(sorted(profiles))
+            raise ConfigError(f"device {device.name!r}: unknown profile {device.profile!r}; profiles: {known}")
+        self.client = SnmpClient(device, engine)
+        self.sys_descr: str | None = None
+        self.sys_object_id: str | None = None
+        self.profile: pf.Profile | None = self._configured_profile()
+        self.rows: list[_Row] | None = None
+        self.connected = False
+        self._discovered_at = 0.0
+        self._rediscover = False
+
+    def _configured_profile(self) -> pf.Profile | None:
+        name = self.device.profile
+        if not name:
+            return None
+        base = self.profiles[name]
+        return pf.generic_profile(base, self.device.oids) if base.profile.generic else base
+
+    # --- connect ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Identify the device, choose its profile, discover rows. Raises SnmpError."""
+        self.connected = False
+        descr, oid = await self.client.get([SYS_DESCR, SYS_OBJECT_ID])
+        self.sys_descr = descr if isinstance(descr, str) else None
+        self.sys_object_id = oid if isinstance(oid, str) else None
+        if not self.device.profile:
+            self.profile = await self._match()
+        await self.discover()
+        self.connected = True
+
+    async def _match(self) -> pf.Profile:
+        soid = self.sys_object_id or ""
+        for cand in pf.candidates(self.profiles, soid):
+            if cand.profile.generic:
+                continue
+            if not cand.match.requires_any:
+                return cand
+            for subtree in cand.match.requires_any:
+                if await self.client.exists(subtree):
+                    return cand
+        raise SnmpError(
+            f"{self.device.address}: no meter profile matches sysObjectID {soid or '(none)'} "
+            f"({(self.sys_descr or '').strip()[:60]!r}); name one with `profile` (or --profile)"
+        )
+
+    async def discover(self) -> None:
+        """Find the rows of every reading: walk the columns, apply the filters, read the per-row scales."""
+        assert self.profile is not None
+        walks: dict[str, dict[str, Value]] = {}
+
+        async def walk(column: str) -> dict[str, Value]:
+            if column not in walks:
+                walks[column] = dict(await self.client.walk(column))
+            return walks[column]
+
+        rows: list[_Row] = []
+        for spec in self.profile.readings:
+            if spec.oid:
+                rows.append(_Row(spec, "", spec.oid, spec.name_for(""), spec.scale, None))
+                continue
+            indices = [idx for idx, v in (await walk(spec.column)).items() if v is not None]
+            indices = [idx for idx in indices if _index_ok(spec, idx)]
+            for flt in spec.where:
+                if not indices:
+                    break
+                if not flt.via:
+                    col = await walk(flt.column)
+                    indices = [idx for idx in indices if _int(col.get(idx)) in flt.values]
+                else:
+                    pointers = await self.client.get([f"{flt.via}.{idx}" for idx in indices])
+                    targets = sorted({p for p in (_int(x) for x in pointers) if p is not None and p > 0})
+                    tvals = dict(zip(targets, await self.client.get([f"{flt.column}.{t}" for t in targets])))
+                    indices = [
+                        idx for idx, p in zip(indices, pointers) if _int(p) is not None and _int(tvals.get(_int(p))) in flt.values
+                    ]
+            factors = [spec.scale] * len(indices)
+            for column, fn in (
+                (spec.entity_scale_column, pf.entity_scale_factor),
+                (spec.entity_precision_column, lambda p: 1.0 / pf.entity_precision_divisor(p)),
+                (spec.decimal_digits_column, lambda d: 1.0 / pf.decimal_digits_divisor(d)),
+            ):
+                if not column or not indices:
+                    continue
+                got = await self.client.get([f"{column}.{idx}" for idx in indices])
+                for i, g in enumerate(got):
+                    n = _int(g)
+                    try:
+                        factors[i] *= fn(n) if n is not None else NAN
+                    except ValueError:
+                        factors[i] = NAN
+            for idx, f in zip(indices, factors):
+                valid = f"{spec.valid_if.column}.{idx}" if spec.valid_if else None
+                rows.append(_Row(spec, idx, f"{spec.column}.{idx}", spec.name_for(idx), f, valid))
+        self.rows = rows
+        self._discovered_at = time.monotonic()
+        self._rediscover = False
+
+    # --- poll ----------------------------------------------------------------
+
+    def due_for_discovery(self) -> bool:
+        every = self.device.rediscover_s
+        return self._rediscover or (every > 0 and time.monotonic() - self._discovered_at >= every)
+
+    async def poll(self) -> list[Reading]:
+        """One poll (connecting first when needed). Raises SnmpError; the caller reports NaN readings."""
+        try:
+            if not self.connected:
+                await self.connect()
+            elif self.due_for_discovery():
+                await self.discover()
+            assert self.rows is not None
+            oids: list[str] = []
+            pos: dict[str, int] = {}
+            for row in self.rows:
+                for o in (row.oid, row.valid_oid):
+                    if o and o not in pos:
+                        pos[o] = len(oids)
+                        oids.append(o)
+            values = await self.client.get(oids)
+        except SnmpError:
+            self.connected = False
+            raise
+        t_ns = time.time_ns()
+        return self.evaluate([values[pos[r.oid]] for r in self.rows], [values[pos[r.valid_oid]] if r.valid_oid else None for r in self.rows], t_ns)
+
+    def evaluate(self, raws: Sequence[Value], valids: Sequence[Value], t_ns: int) -> list[Reading]:
+        """Readings (rows then totals) from the raw values of `self.rows`."""
+        assert self.rows is not None and self.profile is not None
+        dev = self.device.name
+        out: list[Reading] = []
+        by_key: dict[str, list[Reading]] = {}
+        for row, raw, valid in zip(self.rows, raws, valids):
+            spec = row.spec
+            x = _number(raw)
+            if raw is None and row.index:
+                self._rediscover = True  # a row vanished: walk the table again next time
+            if x is None or pf.is_sentinel(spec, x):
+                value = NAN
+            elif spec.valid_if is not None and _int(valid) not in spec.valid_if.values:
+                value = NAN
+            else:
+                value = x * row.factor
+            raw_out: int | float | None = raw if isinstance(raw, int) else x
+            modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
+            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns)
+            out.append(r)
+            by_key.setdefault(spec.key, []).append(r)
+        for total in self.profile.totals:
+            out.append(_total(dev, total, self.profile, by_key, t_ns))
+        return out
+
+    def failed(self, t_ns: int) -> list[Reading]:
+        """NaN readings for a failed poll: every known row and total (only totals before the first discovery)."""
+        dev = self.device.name
+        if self.rows is not None and self.profile is not None:
+            out = [
+                Reading(dev, r.name, r.spec.quantity, r.spec.kind, r.spec.unit, r.oid, None, NAN, None, t_ns) for r in self.rows
+            ]
+            return out + [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
+        if self.profile is not None:
+            return [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
+        return [
+            Reading(dev, "total_active_power", "active_power", "gauge", "W", "", None, NAN, None, t_ns),
+            Reading(dev, "total_active_energy", "active_energy", "register", "Wh", "", None, NAN, None, t_ns),
+        ]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _index_ok(spec: pf.ReadingSpec, index: str) -> bool:
+    parts = index.split(".")
+    for flt in spec.index_filter:
+        i = flt.position - 1 if flt.position > 0 else len(parts) + flt.position
+        if not 0 <= i < len(parts) or int(parts[i]) not in flt.values:
+            return False
+    return True
+
+
+def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str, list[Reading]], t_ns: int) -> Reading:
+    """A device total: sum the valid rows of `sum`, else of the first `fallback` reading that has one."""
+    chosen: list[Reading] = []
+    for group in [total.sum, *([k] for k in total.fallback)]:
+        rows = [r for k in group for r in by_key.get(k, [])]
+        if any(math.isfinite(r.value) for r in rows):
+            chosen = rows
+            break
+    specs = [profile.reading(k) for k in total.sources]
+    kind = "register" if any(s.kind == "register" for s in specs) else "gauge"
+    unit = pf.QUANTITY_UNITS[total.quantity]
+    valid = [r for r in chosen if math.isfinite(r.value)]
+    if not valid:
+        return Reading(dev, total.name, total.quantity, kind, unit, "", None, NAN, None, t_ns)
+    if len(chosen) == 1:
+        # One source object: the total is that register, with its wrap modulus.
+        r = chosen[0]
+        return Reading(dev, total.name, total.quantity, r.kind, unit, r.oid, r.raw, r.value, r.modulus, t_ns)
+    # A sum of registers has no single wrap point: modulus None (a wrap of one row
+    # looks like a reset downstream and is flagged, never turned into negative energy).
+    return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns)
+
+
+# --- the poller ------------------------------------------------------------------
+
+
+@dataclass
+class DeviceStats:
+    """Per-device counters (for /metrics and the benchmark)."""
+
+    polls: int = 0
+    errors: int = 0
+    skipped_slots: int = 0
+    last_duration_s: float = 0.0
+    last_error: str | None = None
+    slot_lateness_s: list[float] = field(default_factory=list)
+
+
+class Poller:
+    """Poll many devices concurrently; a slow or dead device never delays the others.
+
+    devices: the device configs (names must be unique).
+    on_poll: called once per device per slot (plain function or coroutine function).
+    profiles: meter profiles by name (default: the shipped ones).
+    max_in_flight: devices polled at the same moment (bounds sockets and memory, not the schedule
+      of a healthy device unless more than this many are dead at once).
+    start_spread_s: first polls are spread evenly over this many seconds (or the device's interval, if shorter).
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[SnmpDevice],
+        on_poll: OnPoll,
+        *,
+        profiles: dict[str, pf.Profile] | None = None,
+        max_in_flight: int = 256,
+        start_spread_s: float = 1.0,
+    ) -> None:
+        names = [d.name for d in devices]
+        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"SNMP device name {dup!r} is used twice")
+        self.profiles = profiles if profiles is not None else pf.load_profiles()
+        self.devices = list(devices)
+        self.on_poll = on_poll
+        self.max_in_flight = max_in_flight
+        self.start_spread_s = start_spread_s
+        self.stats: dict[str, DeviceStats] = {d.name: DeviceStats() for d in devices}
+        self._engine = None
+        self.meters: dict[str, Meter] = {}
+        for d in devices:
+            self.meters[d.name] = Meter(d, self.profiles, engine=self._shared_engine() if d.version == "2c" else None)
+
+    def _shared_engine(self):
+        if self._engine is None:
+            from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+            self._engine = SnmpEngine()
+        return self._engine
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        sem = asyncio.Semaphore(self.max_in_flight)
+        n = max(1, len(self.devices))
+        loop = asyncio.get_running_loop()
+        base_loop = loop.time()
+        base_wall_ns = time.time_ns()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for i, d in enumerate(self.devices):
+                    offset = i / n * min(self.start_spread_s, d.interval_s)
+                    tg.create_task(self._device_task(self.meters[d.name], sem, base_loop + offset, base_wall_ns, base_loop))
+        finally:
+            self.close()
+
+    async def _device_task(self, meter: Meter, sem: asyncio.Semaphore, t0: float, base_wall_ns: int, base_loop: float) -> None:
+        loop = asyncio.get_running_loop()
+        d = meter.device
+        st = self.stats[d.name]
+        k = 0
+        while True:
+            slot = t0 + k * d.interval_s
+            delay = slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            slot_wall_ns = base_wall_ns + round((slot - base_loop) * 1e9)
+            started = loop.time()
+            st.slot_lateness_s.append(started - slot)
+            if len(st.slot_lateness_s) > 1000:
+                del st.slot_lateness_s[:500]
+            error: str | None = None
+            async with sem:
+                # A cycle that connects may walk tables: allow it more than one interval.
+                budget = d.interval_s if meter.connected else max(d.interval_s, 30.0)
+                try:
+                    readings = await asyncio.wait_for(meter.poll(), budget)
+                except SnmpError as exc:
+                    error = str(exc)
+                except TimeoutError:
+                    meter.connected = False
+                    error = f"{d.address}: poll did not finish within {budget:g} s"
+                except Exception as exc:  # a bug or an agent answer we cannot parse: report, never kill the task
+                    log.exception("device %s: poll failed", d.name)
+                    meter.connected = False
+                    error = f"{d.address}: internal error: {type(exc).__name__}: {exc}"
+            st.last_duration_s = loop.time() - started
+            st.polls += 1
+            if error is not None:
+                st.errors += 1
+                readings = meter.failed(time.time_ns())
+                if error != st.last_error:
+                    log.warning("device %s: %s", d.name, error)
+            elif st.last_error is not None:
+                log.info("device %s: polling again", d.name)
+            st.last_error = error
+            await self._emit(d.name, slot_wall_ns, readings, error)
+            # Next slot on the grid; slots the cycle ran over are skipped but still reported.
+            now = loop.time()
+            nxt = max(k + 1, math.ceil((now - t0) / d.interval_s - 1e-9))
+            for j in range(k + 1, nxt):
+                st.skipped_slots += 1
+                wall = base_wall_ns + round((t0 + j * d.interval_s - base_loop) * 1e9)
+                await self._emit(
+                    d.name, wall, meter.failed(time.time_ns()),
+                    f"{d.address}: slot skipped: the previous poll took {st.last_duration_s:.3g} s (interval {d.interval_s:g} s)",
+                )
+            k = nxt
+
+    async def _emit(self, device: str, t_ns: int, readings: list[Reading], error: str | None) -> None:
+        try:
+            result = self.on_poll(device, t_ns, readings, error)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_poll failed for device %s", device)
+
+    def close(self) -> None:
+        for m in self.meters.values():
+            m.close()
+        if self._engine is not None:
+            try:
+                self._engine.close_dispatcher()
+            except Exception:
+                pass
+            self._engine = None
+
+
+# --- register helper -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterEnergy:
+    """Energy counted by a register over a stream of readings (see `register_energy`)."""
+
+    energy: float  # sum of the valid interval increases, in the register's unit (Wh)
+    deltas: np.ndarray  # per-interval increase (NaN where unknown)
+    flags: np.ndarray  # puewatch.kernels.flags bits per interval
+    wraps: int
+    resets: int
+    missing: int
+
+
+def register_energy(readings: Sequence[Reading], *, max_power_w: float | None = None) -> RegisterEnergy:
+    """Per-interval increases of one register reading over time, with wrap and reset handling.
+
+    A thin wrapper around `puewatch.kernels.register_deltas` (the pipeline does the
+    same with the kernels directly): the modulus comes from the readings, a drop
+    that no wrap explains is a reset (the new reading counts from zero, flagged),
+    never negative energy.
+    """
+    from puewatch.kernels import FLAG_MISSING, FLAG_RESET, FLAG_WRAP, register_deltas
+
+    if not readings:
+        raise ValueError("no readings")
+    names = {(r.device, r.name) for r in readings}
+    if len(names) != 1:
+        raise ValueError(f"readings of more than one register: {sorted(names)[:3]}")
+    if readings[0].kind != "register":
+        raise ValueError(f"{readings[0].name} is a {readings[0].kind}, not a register")
+    t = np.array([r.time_ns for r in readings], dtype=np.int64)
+    v = np.array([r.value for r in readings], dtype=np.float64)
+    modulus = next((r.modulus for r in readings if r.modulus is not None), None)
+    jpu = {"Wh": 3600.0, "kWh": 3.6e6, "J": 1.0}.get(readings[0].unit)
+    kwargs = {}
+    if max_power_w is not None and jpu is not None:
+        kwargs = {"max_power_w": max_power_w, "joules_per_unit": jpu}
+    res = register_deltas(t, v, modulus=modulus, **kwargs)
+    finite = res.delta[np.isfinite(res.delta)]
+    return RegisterEnergy(
+        energy=float(finite.sum()),
+        deltas=res.delta,
+        flags=res.flags,
+        wraps=int(np.count_nonzero(res.flags & FLAG_WRAP)),
+        resets=int(np.count_nonzero(res.flags & FLAG_RESET)),
+        missing=int(np.count_nonzero(res.flags & FLAG_MISSING)),
+    )

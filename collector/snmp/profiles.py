@@ -1,0 +1,468 @@
+"""Meter profiles: what to read from an SNMP power device, as data files.
+
+A profile (``config/profiles/*.toml``, installed as package ``puewatch.profiles``)
+says which devices it fits (sysObjectID prefixes, OID subtrees that must exist)
+and which objects hold power and energy: a scalar OID or a table column, the
+unit and the scale that turns the raw integer into W or Wh, whether it is a
+gauge or a cumulative register (and where that register wraps), the sentinels
+that mean "not supported", and how table rows are chosen and scaled. Adding a
+PDU model is one new file; no code changes.
+
+The schema is a set of dataclasses validated by `puewatch.config`, so every
+error names the file, the key and what is allowed, in one line. Semantic checks
+the types cannot express (units per quantity, totals that name real readings,
+one of ``oid``/``column``) are in the models' ``check()`` methods.
+
+Scaling a raw value (in this order)::
+
+    value = raw * scale
+            * 10 ** (3 * (entity_scale - 9))     # ENTITY-SENSOR-MIB EntitySensorDataScale
+            / 10 ** precision                    # ENTITY-SENSOR-MIB precision (>= 0 only)
+            / 10 ** decimal_digits               # Raritan PDU2 *SensorDecimalDigits
+
+where the per-row numbers come from the named columns at the row's index, read
+when the device is (re)discovered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from puewatch import config as cfg
+from puewatch.config import setting
+from puewatch.errors import ConfigError
+
+#: The unit a reading of each quantity must be converted to (power always W, energy always Wh).
+QUANTITY_UNITS: dict[str, str] = {
+    "active_power": "W",
+    "apparent_power": "VA",
+    "reactive_power": "var",
+    "active_energy": "Wh",
+    "apparent_energy": "VAh",
+    "current": "A",
+    "voltage": "V",
+    "frequency": "Hz",
+    "power_factor": "1",
+    "load": "%",
+}
+
+_OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_FIELDS = re.compile(r"\{([a-z0-9_]*)\}")
+
+
+def check_oid(value: str) -> str | None:
+    """None if `value` is a numeric OID (no leading dot), else why not."""
+    if not _OID_RE.match(value):
+        return f"must be a numeric OID like 1.3.6.1.2.1.1.2.0 (no leading dot), got {value!r}"
+    return None
+
+
+@dataclass
+class ProfileInfo:
+    """Who the profile is for."""
+
+    name: str = setting(min=1, doc="Profile name, used in configs (`profile = \"...\"`) and `--profile`.")
+    description: str = setting("", doc="One line for people: which devices and MIB.")
+    mibs: list[str] = setting(default_factory=list, doc="MIB modules the OIDs come from (documentation).")
+    generic: bool = setting(False, doc="The readings come from the device's configuration (`oids`), not from this file.")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not _KEY_RE.match(self.name.replace("-", "_")):
+            return [("name", f"must be lower-case letters, digits, '-' and '_', got {self.name!r}")]
+        return []
+
+
+@dataclass
+class Match:
+    """How a device is recognised when its config names no profile."""
+
+    sysobjectid_prefixes: list[str] = setting(
+        default_factory=list, doc="sysObjectID prefixes (whole arcs) this profile fits; the longest matching prefix wins."
+    )
+    requires_any: list[str] = setting(
+        default_factory=list,
+        doc="OID subtrees of which at least one must exist on the device (checked with GETNEXT) for the profile to apply.",
+    )
+    fallback: bool = setting(
+        False, doc="Also try this profile for devices whose sysObjectID matches no profile (standard MIBs: UPS-MIB, ENTITY-SENSOR-MIB)."
+    )
+    priority: int = setting(0, min=-1000, max=1000, doc="Order among candidates of equal prefix length (higher first).")
+
+    def check(self) -> list[tuple[str, str]]:
+        for name in ("sysobjectid_prefixes", "requires_any"):
+            for i, oid in enumerate(getattr(self, name)):
+                problem = check_oid(oid)
+                if problem:
+                    return [(f"{name}[{i}]", problem)]
+        if self.fallback and not self.requires_any:
+            return [("requires_any", "a fallback profile must name OID subtrees to check (requires_any)")]
+        return []
+
+
+@dataclass
+class IndexFilter:
+    """Keep table rows whose index has one of `values` at `position`."""
+
+    position: int = setting(doc="1-based position in the row index (negative counts from the end: -1 is the last).")
+    values: list[int] = setting(min=1, doc="Allowed index values at that position.")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.position == 0:
+            return [("position", "must not be 0 (1 is the first index component, -1 the last)")]
+        return []
+
+
+@dataclass
+class RowFilter:
+    """Keep table rows where another column at the row's index (or at the row it points to) has one of `values`."""
+
+    column: str = setting(doc="Column OID (without index) whose value is tested.")
+    values: list[int] = setting(min=1, doc="Allowed values (integers, e.g. enumerations).")
+    via: str = setting(
+        "",
+        doc="Pointer column: its value at the row's index is the index at which `column` is read "
+        "(e.g. entPhysicalContainedIn, to test the parent's entPhysicalClass).",
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        for name in ("column", "via"):
+            value = getattr(self, name)
+            if value or name == "column":
+                problem = check_oid(value)
+                if problem:
+                    return [(name, problem)]
+        return []
+
+
+@dataclass
+class ReadingSpec:
+    """One reading: a scalar OID or a table column (one reading per row)."""
+
+    key: str = setting(min=1, doc="Identifier inside the profile (lower case, digits, '_'); totals refer to it.")
+    quantity: str = setting(choices=tuple(QUANTITY_UNITS), doc="What the reading measures.")
+    unit: str = setting(min=1, doc="Unit of `value` (must be the quantity's unit: W, Wh, VA, ...).")
+    name: str = setting(
+        "",
+        doc="Reading name; for a column a template with `{index}` (row index, dots as '_') or `{i1}`, `{i2}`, ... "
+        "(index components). Empty: the key (scalar) or `<key>_{index}` (column).",
+    )
+    oid: str = setting("", doc="Scalar object instance OID (e.g. `...16.0`). Set exactly one of `oid` and `column`.")
+    column: str = setting("", doc="Table column OID (without index): walked with GETBULK at discovery, one reading per row.")
+    scale: float = setting(1.0, min=0.0, min_exclusive=True, doc="value = raw x scale (before per-row scaling).")
+    kind: str = setting("gauge", choices=("gauge", "register"), doc="gauge: instantaneous; register: cumulative, may wrap or be reset.")
+    modulus_raw: float | None = setting(
+        None, min=1.0, doc="Where a register wraps, in raw units (4294967296 for Unsigned32); unset: it does not wrap."
+    )
+    missing_values: list[int] = setting(default_factory=list, doc="Raw values that mean 'not supported' (e.g. -1): reported as missing.")
+    missing_below: float | None = setting(None, doc="Raw values below this mean 'not available' (e.g. 0 for 'negative = unavailable').")
+    status: str = setting(
+        "measured", choices=("measured", "estimated"), doc="estimated: the device derives it (e.g. from a configured voltage)."
+    )
+    index_filter: list[IndexFilter] = setting(default_factory=list, doc="Keep only rows whose index matches (all filters).")
+    where: list[RowFilter] = setting(default_factory=list, doc="Keep only rows where other columns match (all filters), read at discovery.")
+    valid_if: RowFilter | None = setting(
+        None, doc="Polled with the value: the row's value is missing unless this column (same index) has one of `values`."
+    )
+    decimal_digits_column: str = setting("", doc="Column (same index) with the number of decimal digits: value / 10^digits (Raritan PDU2).")
+    entity_scale_column: str = setting(
+        "", doc="Column (same index) with an EntitySensorDataScale (1 = yocto ... 9 = units ... 17 = yotta): value x 10^(3 (s - 9))."
+    )
+    entity_precision_column: str = setting(
+        "", doc="Column (same index) with an EntitySensorPrecision: value / 10^p for p in 1..9 (0 and negative: no change)."
+    )
+    doc: str = setting("", doc="Where the definition comes from (MIB object, units clause).")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not _KEY_RE.match(self.key):
+            return [("key", f"must be lower case letters, digits and '_', starting with a letter; got {self.key!r}")]
+        want = QUANTITY_UNITS[self.quantity]
+        if self.unit != want:
+            return [("unit", f"a {self.quantity} reading must be in {want!r} (convert with `scale`), got {self.unit!r}")]
+        if bool(self.oid) == bool(self.column):
+            return [("oid", "set exactly one of `oid` (scalar) and `column` (table)")]
+        for name in ("oid", "column", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
+            value = getattr(self, name)
+            if value:
+                problem = check_oid(value)
+                if problem:
+                    return [(name, problem)]
+        if self.modulus_raw is not None and self.kind != "register":
+            return [("modulus_raw", "only a register (kind = \"register\") wraps")]
+        if self.oid:
+            for name in ("index_filter", "where", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
+                if getattr(self, name):
+                    return [(name, "applies to table columns only (set `column`, not `oid`)")]
+            if self.valid_if is not None:
+                return [("valid_if", "applies to table columns only (set `column`, not `oid`)")]
+        if self.valid_if is not None and self.valid_if.via:
+            return [("valid_if.via", "is not supported here: valid_if is read at the row's own index")]
+        fields = set(_NAME_FIELDS.findall(self.name))
+        bad = [f for f in fields if not (f == "index" or re.fullmatch(r"i[1-9][0-9]*", f))]
+        if bad:
+            return [("name", f"unknown placeholder {{{bad[0]}}}; use {{index}} or {{i1}}, {{i2}}, ...")]
+        if self.oid and fields:
+            return [("name", "a scalar reading's name cannot have placeholders")]
+        if self.column and self.name and not fields:
+            return [("name", "a column reading's name needs {index} or {i1}, ... so that rows get distinct names")]
+        return []
+
+    def name_for(self, index: str) -> str:
+        """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty."""
+        if self.oid:
+            return self.name or self.key
+        template = self.name or f"{self.key}_{{index}}"
+        parts = index.split(".")
+
+        def sub(m: re.Match[str]) -> str:
+            f = m.group(1)
+            if f == "index":
+                return index.replace(".", "_")
+            i = int(f[1:])
+            return parts[i - 1] if i <= len(parts) else f"{{{f}}}"
+
+        return _NAME_FIELDS.sub(sub, template)
+
+
+@dataclass
+class TotalSpec:
+    """A device total: the sum of the valid rows of the `sum` readings, else of the first `fallback` reading with any."""
+
+    name: str = setting(doc="Total name, e.g. `total_active_power` or `total_active_energy`.")
+    quantity: str = setting(choices=tuple(QUANTITY_UNITS), doc="What the total measures (its sources must measure the same).")
+    sum: list[str] = setting(
+        min=1,
+        doc="Reading keys whose rows are added up. Rows without a value (a 'not supported' sentinel, `valid_if` "
+        "false, the object absent) are left out; a row that could not be read (an error) makes the total missing.",
+    )
+    fallback: list[str] = setting(
+        default_factory=list,
+        doc="Reading keys tried in order when no row of `sum` has a value (e.g. a legacy object that the device "
+        "estimates); the first with a valid row is summed the same way.",
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if not _KEY_RE.match(self.name):
+            return [("name", f"must be lower case letters, digits and '_', got {self.name!r}")]
+        return []
+
+    @property
+    def sources(self) -> list[str]:
+        return [*self.sum, *self.fallback]
+
+
+@dataclass
+class Profile:
+    """A meter profile file (`config/profiles/*.toml`)."""
+
+    profile: ProfileInfo = setting(doc="Name and description.")
+    match: Match = setting(default_factory=Match, doc="How devices are recognised.")
+    readings: list[ReadingSpec] = setting(default_factory=list, doc="The readings.")
+    totals: list[TotalSpec] = setting(default_factory=list, doc="Device totals.")
+    source: str = field(default="<profile>", init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def reading(self, key: str) -> ReadingSpec:
+        for spec in self.readings:
+            if spec.key == key:
+                return spec
+        raise KeyError(key)
+
+    def check(self) -> list[tuple[str, str]]:
+        keys: dict[str, int] = {}
+        for i, spec in enumerate(self.readings):
+            if spec.key in keys:
+                return [(f"readings[{i}].key", f"duplicate key {spec.key!r} (also readings[{keys[spec.key]}])")]
+            keys[spec.key] = i
+        by_key = {s.key: s for s in self.readings}
+        names: set[str] = set()
+        for i, total in enumerate(self.totals):
+            if total.name in names:
+                return [(f"totals[{i}].name", f"duplicate total {total.name!r}")]
+            names.add(total.name)
+            for where in ("sum", "fallback"):
+                for j, src in enumerate(getattr(total, where)):
+                    spec = by_key.get(src)
+                    if spec is None:
+                        allowed = ", ".join(sorted(by_key)) or "(no readings)"
+                        return [(f"totals[{i}].{where}[{j}]", f"no reading with key {src!r}; keys: {allowed}")]
+                    if spec.quantity != total.quantity:
+                        return [(f"totals[{i}].{where}[{j}]", f"reading {src!r} measures {spec.quantity}, the total {total.quantity}")]
+        if not self.profile.generic:
+            if "total_active_power" not in names:
+                return [("totals", "every profile must define a total named 'total_active_power'")]
+            if not self.readings:
+                return [("readings", "a profile needs at least one reading (or `generic = true`)")]
+        elif self.readings or self.totals:
+            return [("readings", "a generic profile takes its readings from the device's `oids`; list none here")]
+        for name in names & {"total_active_power", "total_active_energy"}:
+            want = "active_power" if name == "total_active_power" else "active_energy"
+            total = next(t for t in self.totals if t.name == name)
+            if total.quantity != want:
+                return [("totals", f"{name} must have quantity {want!r}, got {total.quantity!r}")]
+        return []
+
+
+def _parse(text: str, source: str) -> Profile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    profile = cfg.build(Profile, data, source)
+    profile.source = source
+    return profile
+
+
+def load_profile_file(path: str | Path) -> Profile:
+    """Read and validate one profile file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return _parse(text, str(path))
+
+
+def builtin_profile_files() -> list[tuple[str, str]]:
+    """(source name, text) of every profile shipped in the `puewatch.profiles` package."""
+    out = []
+    for entry in sorted(resources.files("puewatch.profiles").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            out.append((f"puewatch.profiles/{entry.name}", entry.read_text(encoding="utf-8")))
+    return out
+
+
+def load_profiles(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
+    """The shipped profiles plus every `*.toml` in `extra_dirs` (a later file may not reuse a name)."""
+    profiles: dict[str, Profile] = {}
+
+    def add(p: Profile) -> None:
+        if p.name in profiles:
+            raise ConfigError(f"{p.source}: profile.name: {p.name!r} is already defined in {profiles[p.name].source}")
+        profiles[p.name] = p
+
+    for source, text in builtin_profile_files():
+        add(_parse(text, source))
+    for d in extra_dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise ConfigError(f"{d}: profile directory not found")
+        for path in sorted(d.glob("*.toml")):
+            add(load_profile_file(path))
+    return profiles
+
+
+def oid_startswith(oid: str, prefix: str) -> bool:
+    """True if `oid` is `prefix` or below it (whole arcs: 1.3.6.1.4.1.31 is not below 1.3.6.1.4.1.3)."""
+    return oid == prefix or oid.startswith(prefix + ".")
+
+
+def candidates(profiles: dict[str, Profile], sys_object_id: str) -> list[Profile]:
+    """Profiles that may fit a device, best first: longest sysObjectID prefix, then priority; then fallbacks.
+
+    The caller checks each candidate's `match.requires_any` on the device and takes the first that passes.
+    """
+    ranked: list[tuple[int, int, str, Profile]] = []
+    seen: set[str] = set()
+    for p in profiles.values():
+        best = max((len(px.split(".")) for px in p.match.sysobjectid_prefixes if oid_startswith(sys_object_id, px)), default=0)
+        if best:
+            ranked.append((best, p.match.priority, p.name, p))
+            seen.add(p.name)
+    ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
+    fallbacks = sorted(
+        (p for p in profiles.values() if p.match.fallback and p.name not in seen), key=lambda p: (-p.match.priority, p.name)
+    )
+    return [r[3] for r in ranked] + fallbacks
+
+
+# --- scaling -----------------------------------------------------------------
+
+
+def entity_scale_factor(scale_enum: int) -> float:
+    """EntitySensorDataScale (RFC 3433): 1 = yocto (10^-24) ... 9 = units ... 17 = yotta (10^24)."""
+    if not 1 <= scale_enum <= 17:
+        raise ValueError(f"EntitySensorDataScale must be 1..17, got {scale_enum}")
+    return 10.0 ** (3 * (scale_enum - 9))
+
+
+def entity_precision_divisor(precision: int) -> float:
+    """EntitySensorPrecision (RFC 3433): 1..9 = decimal places in the value.
+
+    0 means an integer; -8..-1 only say how many integer digits are accurate
+    and do not change the value (so the divisor is 1).
+    """
+    if not -8 <= precision <= 9:
+        raise ValueError(f"EntitySensorPrecision must be -8..9, got {precision}")
+    return 10.0 ** max(precision, 0)
+
+
+def decimal_digits_divisor(digits: int) -> float:
+    """Raritan PDU2 `*SensorDecimalDigits`: the value is an integer with this many implied decimal places."""
+    if not 0 <= digits <= 15:
+        raise ValueError(f"decimal digits must be 0..15, got {digits}")
+    return 10.0 ** digits
+
+
+def is_sentinel(spec: ReadingSpec, raw: float) -> bool:
+    """True if the device uses `raw` to say 'not supported / not available'."""
+    if raw in spec.missing_values:
+        return True
+    return spec.missing_below is not None and raw < spec.missing_below
+
+
+# --- generic profile from a device's configuration ------------------------------
+
+
+def generic_profile(base: Profile, oids: Sequence[Any]) -> Profile:
+    """A profile whose readings are the device's configured `oids` (see `collector.snmp.device.GenericOid`).
+
+    Totals: `total_active_power` (and `total_active_energy`) sum the entries
+    marked `total = true` of that quantity.
+    """
+    readings = []
+    totals: dict[str, list[str]] = {}
+    for o in oids:
+        readings.append(
+            ReadingSpec(
+                key=o.name,
+                name=o.name,
+                quantity=o.quantity,
+                unit=QUANTITY_UNITS[o.quantity],
+                oid=o.oid,
+                scale=o.scale,
+                kind=o.kind,
+                modulus_raw=o.modulus_raw,
+                missing_values=list(o.missing_values),
+                missing_below=o.missing_below,
+                doc="configured",
+            )
+        )
+        if o.total:
+            totals.setdefault(o.quantity, []).append(o.name)
+    total_specs = []
+    for quantity, total_name in (("active_power", "total_active_power"), ("active_energy", "total_active_energy")):
+        if quantity in totals:
+            total_specs.append(TotalSpec(name=total_name, quantity=quantity, sum=totals[quantity]))
+    p = dataclasses.replace(base, readings=readings, totals=total_specs)
+    p.source = base.source
+    return p
+
+
+def is_finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
