@@ -77,8 +77,8 @@ class Influx2Store:
     """InfluxDB v2 write API (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics)."""
 
     url: str = setting(min=1, doc="Base URL, e.g. `http://influxdb:8086`.")
-    org: str = setting("", doc="Organisation.")
     bucket: str = setting(min=1, doc="Bucket (InfluxDB 1.8: `database/retention-policy`).")
+    org: str = setting("", doc="Organisation.")
     token: str = setting("", secret=True, doc="API token; prefer `token_file`.")
     token_file: str = setting("", doc="File holding the API token (first line), e.g. a systemd credential.")
     ca_file: str = setting("", doc="CA bundle for TLS; empty means the system CAs.")

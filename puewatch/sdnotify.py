@@ -45,7 +45,9 @@ class SystemdNotifier:
         message = "\n".join(assignments).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a receiver that stops reading must never stall the caller's
+                # main loop (a full datagram queue makes sendto block otherwise).
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(message, self._target)
             return True
         except OSError as exc:

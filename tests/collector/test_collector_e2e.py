@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -96,7 +97,19 @@ def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_sto
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify))
-    sock.settimeout(0.1)
+    sock.settimeout(0.2)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def read_notifications():  # as systemd does: keep reading
+        while not done.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except (TimeoutError, BlockingIOError):
+                pass
+
+    reader = threading.Thread(target=read_notifications, daemon=True)
+    reader.start()
     env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
     proc = subprocess.Popen([*PUEWATCH, "collector", "--config", str(conf)], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -123,12 +136,9 @@ def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_sto
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    messages = []
-    while True:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except (TimeoutError, BlockingIOError):
-            break
+    time.sleep(0.5)
+    done.set()
+    reader.join()
     sock.close()
     assert proc.returncode == 0, err
     assert "READY=1" in messages and "WATCHDOG=1" in messages and "STOPPING=1" in messages
