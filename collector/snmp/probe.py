@@ -127,7 +127,8 @@ def device_from_args(args: argparse.Namespace) -> SnmpDevice:
         # "arguments: auth_key: must be ..." -> name the flag the user typed.
         text = str(exc).removeprefix("arguments: ")
         key, _, rest = text.partition(": ")
-        raise UserError(f"--{key.replace('_', '-')}: {rest}") from None
+        flag = {"timeout_s": "timeout", "host": "HOST", "port": "PORT"}.get(key, key.replace("_", "-"))
+        raise UserError(f"{flag if flag.isupper() else '--' + flag}: {rest}") from None
 
 
 def main(args: argparse.Namespace) -> int:
