@@ -163,14 +163,15 @@ class SnmpClient:
         return SnmpError(f"{self.address}: {text}")
 
     async def _agent_answers(self) -> bool:
-        """True if the agent answers SNMPv3 engine discovery (an unauthenticated request with no user)."""
+        """True if the agent answers an unauthenticated request of the same user (engine discovery, then a report or an error)."""
         probe = hl.SnmpEngine()
         try:
             target = await hl.UdpTransportTarget.create(
                 (self.device.host, self.device.port), timeout=self.device.timeout_s, retries=0
             )
             ind, _, _, _ = await hl.get_cmd(
-                probe, hl.UsmUserData(""), target, hl.ContextData(), hl.ObjectType(hl.ObjectIdentity("1.3.6.1.2.1.1.1.0")),
+                probe, hl.UsmUserData(self.device.user), target, hl.ContextData(),
+                hl.ObjectType(hl.ObjectIdentity("1.3.6.1.2.1.1.1.0")),
                 lookupMib=False,
             )
             return not isinstance(ind, errind.RequestTimedOut)

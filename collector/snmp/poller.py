@@ -249,7 +249,7 @@ class Meter:
         return out
 
     def failed(self, t_ns: int) -> list[Reading]:
-        """NaN readings for a failed poll: every known row and total (only totals before the first discovery)."""
+        """NaN readings for a failed poll: every known row and total (scalars and totals before the first discovery)."""
         dev = self.device.name
         if self.rows is not None and self.profile is not None:
             out = [
@@ -257,7 +257,13 @@ class Meter:
             ]
             return out + [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
         if self.profile is not None:
-            return [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
+            # Not discovered yet: the scalar readings are known without walking anything.
+            out = [
+                Reading(dev, s.name_for(""), s.quantity, s.kind, s.unit, s.oid, None, NAN, None, t_ns)
+                for s in self.profile.readings
+                if s.oid
+            ]
+            return out + [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
         return [
             Reading(dev, "total_active_power", "active_power", "gauge", "W", "", None, NAN, None, t_ns),
             Reading(dev, "total_active_energy", "active_energy", "register", "Wh", "", None, NAN, None, t_ns),

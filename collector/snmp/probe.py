@@ -127,7 +127,8 @@ def device_from_args(args: argparse.Namespace) -> SnmpDevice:
         # "arguments: auth_key: must be ..." -> name the flag the user typed.
         text = str(exc).removeprefix("arguments: ")
         key, _, rest = text.partition(": ")
-        raise UserError(f"--{key.replace('_', '-')}: {rest}") from None
+        flag = {"timeout_s": "timeout", "host": "HOST", "port": "PORT"}.get(key, key.replace("_", "-"))
+        raise UserError(f"{flag if flag.isupper() else '--' + flag}: {rest}") from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -168,7 +169,7 @@ def _print_table(result: ProbeResult) -> None:
     table.add_column("kind")
     table.add_column("value", justify="right")
     table.add_column("raw", justify="right")
-    table.add_column("oid")
+    table.add_column("oid", overflow="fold")
     for r in result.power_and_energy():
         kind = r.kind if r.modulus is None else f"{r.kind} (wraps at {r.modulus:,.0f} {r.unit})"
         table.add_row(r.name, kind, _fmt(r.value, r.unit), "" if r.raw is None else str(r.raw), r.oid or "(sum)")

@@ -1,0 +1,101 @@
+"""`puewatch snmp probe` end to end, in a subprocess, against snmpsim (recordings) and snmpd (SNMPv3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import V3_USERS
+
+PUEWATCH = str(Path(sys.executable).parent / "puewatch")
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([PUEWATCH, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, COLUMNS="200"))
+
+
+def test_probe_json_contract(snmpsim_recordings):
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "--community", "servertech-sentry4-c2s42ce", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert list(out) == ["device", "profile", "readings"]
+    assert out["device"] == {"sysDescr": "Sentry Smart PDU", "sysObjectID": "1.3.6.1.4.1.1718.4"}
+    assert out["profile"] == "sentry4"
+    for reading in out["readings"]:
+        assert list(reading) == ["name", "oid", "raw", "value", "unit"]
+        assert reading["unit"] in ("W", "Wh")
+    by_name = {x["name"]: x for x in out["readings"]}
+    assert by_name["unit1_cord1_active_energy"] == {
+        "name": "unit1_cord1_active_energy", "oid": "1.3.6.1.4.1.1718.4.1.3.3.1.10.1.1", "raw": 8937, "value": 893700.0, "unit": "Wh",
+    }
+    assert by_name["total_active_power"]["value"] == 2966.0
+    assert by_name["total_active_energy"]["value"] == 3459600.0
+
+
+def test_probe_json_unavailable_is_null(snmpsim_recordings):
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "apc-ap7900b", "--json")
+    assert r.returncode == 0, r.stderr
+    by_name = {x["name"]: x for x in json.loads(r.stdout)["readings"]}
+    assert by_name["pdu1_active_power"]["raw"] == -1 and by_name["pdu1_active_power"]["value"] is None
+    assert by_name["total_active_power"]["value"] == 312.0  # the legacy (estimated) object, as fallback
+    assert by_name["total_active_energy"]["value"] is None
+
+
+def test_probe_table_output(snmpsim_recordings):
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "riello-netman204-ups")
+    assert r.returncode == 0, r.stderr
+    assert "ups-mib" in r.stdout and "1.3.6.1.4.1.5491.308" in r.stdout
+    assert "4,048 W" in r.stdout and "output_line3_active_power" in r.stdout
+
+
+def test_probe_snmpv3_and_named_profile(snmpd):
+    ap, ak, pp, pk, _ = V3_USERS["sha256aes"]
+    snmpd.set_objects({})
+    r = run("snmp", "probe", f"127.0.0.1:{snmpd.port}", "--user", "sha256aes", "--auth-proto", ap, "--auth-key", ak,
+            "--priv-proto", pp, "--priv-key", pk, "--profile", "ups-mib", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["profile"] == "ups-mib" and out["device"]["sysObjectID"] == "1.3.6.1.4.1.8072.3.2.10"
+    # snmpd has no UPS-MIB: the total is there, and unavailable
+    assert out["readings"] == [{"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W"}]
+
+
+def test_probe_wrong_auth_key_one_line_exit_1(snmpd):
+    r = run("snmp", "probe", f"127.0.0.1:{snmpd.port}", "--user", "shaaes", "--auth-key", "not-the-key", "--priv-key", "priv-pass-1",
+            "--timeout", "1", "--retries", "0")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "authentication failed (wrong auth key" in r.stderr
+
+
+def test_probe_no_matching_profile_exit_1(snmpd):
+    r = run("snmp", "probe", f"127.0.0.1:{snmpd.port}", "--timeout", "1")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "no meter profile matches sysObjectID" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["127.0.0.1:99999"], "bad port in '127.0.0.1:99999'"),
+        ([":161"], "no host"),
+        (["127.0.0.1", "--user", "u", "--auth-key", "short"], "--auth-key: must be at least 8 characters"),
+        (["127.0.0.1", "--priv-key", "secret-priv"], "--priv-key needs --user"),
+        (["127.0.0.1", "--user", "u", "--community", "c"], "either --community (SNMPv2c) or --user (SNMPv3)"),
+        (["127.0.0.1", "--profile", "nope"], "--profile: unknown profile 'nope'"),
+        (["127.0.0.1", "--timeout", "0"], "--timeout: must be at least 0.05"),
+        (["127.0.0.1", "--auth-proto", "SHA-1"], "invalid choice: 'SHA-1'"),
+    ],
+)
+def test_probe_bad_arguments_one_line_exit_2(args, message):
+    r = run("snmp", "probe", *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l and not l.startswith("usage:") and not l.startswith(" ")]
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr

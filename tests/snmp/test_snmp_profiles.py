@@ -1,0 +1,209 @@
+"""Meter profiles: every shipped file loads; bad files give one-line errors naming file and key;
+scaling semantics (ENTITY-SENSOR scale/precision, Raritan decimal digits); profile ranking; device config."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from puewatch import config as cfg
+from puewatch.collector.snmp import profiles as pf
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.errors import ConfigError
+
+REPO = Path(__file__).parent.parent.parent
+
+GOOD = textwrap.dedent(
+    """
+    [profile]
+    name = "acme-pdu"
+    description = "ACME PDUs"
+
+    [match]
+    sysobjectid_prefixes = ["1.3.6.1.4.1.99999.5"]
+
+    [[readings]]
+    key = "inlet_power"
+    name = "inlet{index}_active_power"
+    quantity = "active_power"
+    unit = "W"
+    column = "1.3.6.1.4.1.99999.5.1.1.3"
+    scale = 10.0
+    missing_values = [-1]
+
+    [[readings]]
+    key = "inlet_energy"
+    name = "inlet{i1}_active_energy"
+    quantity = "active_energy"
+    unit = "Wh"
+    column = "1.3.6.1.4.1.99999.5.1.1.4"
+    kind = "register"
+    modulus_raw = 4294967296
+
+    [[totals]]
+    name = "total_active_power"
+    quantity = "active_power"
+    sum = ["inlet_power"]
+    """
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "acme.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_every_shipped_profile_loads_and_has_a_power_total():
+    profiles = pf.load_profiles()
+    shipped = sorted(p.stem for p in (REPO / "config" / "profiles").glob("*.toml"))
+    assert sorted(profiles) == shipped
+    assert {"ups-mib", "entity-sensor", "apc-rpdu2", "apc-ups", "raritan-pdu2", "raritan-px1", "eaton-epdu",
+            "sentry4", "sentry3", "generic"} <= set(profiles)
+    for p in profiles.values():
+        assert p.source == f"puewatch.profiles/{p.name}.toml"
+        if not p.profile.generic:
+            assert any(t.name == "total_active_power" for t in p.totals)
+            for spec in p.readings:
+                assert spec.doc, f"{p.name}.{spec.key}: say where the definition comes from"
+
+
+def test_good_extra_profile_dir(tmp_path):
+    write(tmp_path, GOOD)
+    profiles = pf.load_profiles([tmp_path])
+    p = profiles["acme-pdu"]
+    spec = p.reading("inlet_energy")
+    assert spec.kind == "register" and spec.modulus_raw == 2**32
+    assert p.reading("inlet_power").name_for("2") == "inlet2_active_power"
+    assert spec.name_for("3.1") == "inlet3_active_energy"
+    assert p.source == str(tmp_path / "acme.toml")
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('unit = "W"', 'unit = "kW"', "readings[0].unit: a active_power reading must be in 'W' (convert with `scale`), got 'kW'"),
+        ('scale = 10.0', 'scale = 0', "readings[0].scale: must be greater than 0.0"),
+        ('kind = "register"', 'kind = "counter"', "readings[1].kind: must be one of 'gauge', 'register'; got 'counter'"),
+        ('column = "1.3.6.1.4.1.99999.5.1.1.3"', 'column = ".1.3.6.1.4.1.99999.5.1.1.3"', "readings[0].column: must be a numeric OID"),
+        ('sum = ["inlet_power"]', 'sum = ["outlet_power"]', "totals[0].sum[0]: no reading with key 'outlet_power'"),
+        ('sum = ["inlet_power"]', 'sum = ["inlet_energy"]', "totals[0].sum[0]: reading 'inlet_energy' measures active_energy"),
+        ('name = "total_active_power"', 'name = "total_power"', "totals: every profile must define a total named 'total_active_power'"),
+        ('missing_values = [-1]', 'missing_value = [-1]', "readings[0].missing_value: unknown key in [readings[0]]"),
+        ('name = "inlet{index}_active_power"', 'name = "inlet_active_power"', "readings[0].name: a column reading's name needs {index}"),
+        ('name = "inlet{index}_active_power"', 'name = "inlet{row}_active_power"', "readings[0].name: unknown placeholder {row}"),
+        ('quantity = "active_power"\n', 'quantity = "power"\n', "readings[0].quantity: must be one of 'active_power'"),
+        ('key = "inlet_energy"', 'key = "inlet_power"', "readings[1].key: duplicate key 'inlet_power'"),
+        ('[match]', '[match]\nfallback = true', "match.requires_any: a fallback profile must name OID subtrees"),
+        ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nvalid_if = { column = "1.3.6", values = [1], via = "1.3.6.1" }',
+         "readings[1].valid_if.via: is not supported here"),
+    ],
+)
+def test_bad_profile_names_file_and_key(tmp_path, old, new, message):
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as exc:
+        pf.load_profile_file(path)
+    text = str(exc.value)
+    assert text.startswith(f"{path}: "), text
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_profile_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        pf.load_profile_file(write(tmp_path, "[profile\nname = 1"))
+    with pytest.raises(ConfigError, match="cannot read profile"):
+        pf.load_profile_file(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="profile directory not found"):
+        pf.load_profiles([tmp_path / "nope"])
+    write(tmp_path, GOOD.replace('name = "acme-pdu"', 'name = "sentry4"'))
+    with pytest.raises(ConfigError, match="'sentry4' is already defined in puewatch.profiles/sentry4.toml"):
+        pf.load_profiles([tmp_path])
+
+
+def test_entity_sensor_and_decimal_digit_scaling():
+    # EntitySensorDataScale: units(9) = 1, milli(8) = 1e-3, kilo(10) = 1e3, yocto(1), yotta(17)
+    assert pf.entity_scale_factor(9) == 1.0
+    assert pf.entity_scale_factor(8) == pytest.approx(1e-3)
+    assert pf.entity_scale_factor(10) == 1e3
+    assert pf.entity_scale_factor(1) == pytest.approx(1e-24)
+    assert pf.entity_scale_factor(17) == pytest.approx(1e24)
+    with pytest.raises(ValueError):
+        pf.entity_scale_factor(18)
+    # precision: decimal places; negative values only describe accuracy (no change)
+    assert 72000 / pf.entity_precision_divisor(3) == 72.0
+    assert pf.entity_precision_divisor(0) == 1.0 and pf.entity_precision_divisor(-2) == 1.0
+    with pytest.raises(ValueError):
+        pf.entity_precision_divisor(10)
+    # a milliwatt sensor with precision 4: 12345 -> 1.2345 mW -> 0.0012345 W
+    assert math.isclose(12345 * pf.entity_scale_factor(8) / pf.entity_precision_divisor(4), 0.0012345)
+    # Raritan: 7467 with 3 decimal digits = 7.467
+    assert 7467 / pf.decimal_digits_divisor(3) == 7.467
+
+
+def test_sentinels():
+    profiles = pf.load_profiles()
+    apc = profiles["apc-rpdu2"].reading("device_active_power")
+    assert pf.is_sentinel(apc, -1) and not pf.is_sentinel(apc, 0) and not pf.is_sentinel(apc, -2)
+    eaton = profiles["eaton-epdu"].reading("input_total_active_power")
+    assert pf.is_sentinel(eaton, -5) and not pf.is_sentinel(eaton, 0)
+
+
+def test_candidates_rank_longest_prefix_then_fallbacks():
+    profiles = pf.load_profiles()
+    names = lambda soid: [p.name for p in pf.candidates(profiles, soid)]  # noqa: E731
+    assert names("1.3.6.1.4.1.318.1.3.4.8")[:2] == ["apc-rpdu2", "apc-ups"]
+    assert names("1.3.6.1.4.1.318.1.3.27")[:2] == ["apc-ups", "apc-rpdu2"]
+    assert names("1.3.6.1.4.1.13742.6")[0] == "raritan-pdu2"
+    assert names("1.3.6.1.4.1.13742.60")[0] != "raritan-pdu2"  # whole arcs only
+    assert names("1.3.6.1.4.1.8072.3.2.10") == ["ups-mib", "entity-sensor"]
+    assert names("1.3.6.1.4.1.5491.308") == ["ups-mib", "entity-sensor"]
+
+
+def test_device_config_validation():
+    build = lambda **kw: cfg.build(SnmpDevice, {"name": "pdu-a1", "host": "127.0.0.1", **kw}, "collector.toml")  # noqa: E731
+    d = build()
+    assert d.version == "2c" and d.port == 161 and d.interval_s == 10.0
+    v3 = build(version="3", user="mon", auth_key="12345678", priv_key="abcdefgh", auth_proto="SHA-256")
+    assert v3.security_level == "authPriv"
+    assert build(version="3", user="mon", auth_key="12345678").security_level == "authNoPriv"
+    cases = [
+        ({"version": "3"}, "collector.toml: user: is required for SNMPv3"),
+        ({"version": "3", "user": "u", "auth_key": "short"}, "auth_key: must be at least 8 characters"),
+        ({"version": "3", "user": "u", "priv_key": "abcdefgh"}, "priv_key: privacy needs authentication too"),
+        ({"auth_proto": "SHA1"}, "auth_proto: must be one of 'none', 'MD5', 'SHA'"),
+        ({"timeout_s": 5.0, "retries": 2, "interval_s": 10.0}, "timeout_s: timeout_s x (retries + 1) = 15 s is longer than interval_s"),
+        ({"profile": "generic"}, "oids: the generic profile needs at least one OID"),
+        ({"oids": [{"name": "p", "oid": "1.3.6.1.4.1.1.0", "quantity": "active_power"}]}, "oids: are only read with profile = \"generic\""),
+        ({"profile": "generic", "oids": [{"name": "p", "oid": "1.3.6.1.4.1.1.0", "quantity": "load", "total": True}]},
+         "oids[0].total: only active_power and active_energy"),
+        ({"name": "bad name"}, "name: must be letters, digits and '_.:-'"),
+        ({"community": 5}, "community: must be a string, got <hidden>"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ConfigError) as exc:
+            build(**kw)
+        assert message in str(exc.value), str(exc.value)
+
+
+def test_generic_profile_from_device_oids():
+    d = cfg.build(
+        SnmpDevice,
+        {"name": "meter", "host": "127.0.0.1", "profile": "generic", "oids": [
+            {"name": "a_power", "oid": "1.3.6.1.4.1.1.1.0", "quantity": "active_power", "total": True},
+            {"name": "b_power", "oid": "1.3.6.1.4.1.1.2.0", "quantity": "active_power", "total": True, "scale": 10.0},
+            {"name": "energy", "oid": "1.3.6.1.4.1.1.3.0", "quantity": "active_energy", "kind": "register",
+             "modulus_raw": 4294967296.0, "total": True},
+        ]},
+        "t",
+    )
+    p = pf.generic_profile(pf.load_profiles()["generic"], d.oids)
+    assert [s.key for s in p.readings] == ["a_power", "b_power", "energy"]
+    assert [(t.name, t.sum) for t in p.totals] == [
+        ("total_active_power", ["a_power", "b_power"]), ("total_active_energy", ["energy"])
+    ]
+    assert p.reading("b_power").scale == 10.0 and p.reading("energy").unit == "Wh"

@@ -1,0 +1,255 @@
+"""The client and poller against a real net-snmp snmpd: v2c, SNMPv3 (right and wrong keys),
+changing values through pass_persist (a wrapping and a reset energy register), and a dead
+device beside live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from conftest import PRIVATE_BASE, V3_USERS
+from puewatch import config as cfg
+from puewatch.benchmarks.snmp import free_udp_port
+from puewatch.collector.snmp.client import SnmpAuthError, SnmpClient, SnmpTimeout
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.collector.snmp.poller import Meter, Poller, register_energy
+from puewatch.collector.snmp.profiles import load_profiles
+from puewatch.errors import ConfigError
+from puewatch.kernels import FLAG_RESET, FLAG_WRAP
+
+POWER = f"{PRIVATE_BASE}.1.0"
+ENERGY_WRAP = f"{PRIVATE_BASE}.2.0"
+ENERGY_RESET = f"{PRIVATE_BASE}.3.0"
+UNSUPPORTED = f"{PRIVATE_BASE}.4.0"
+ABSENT = f"{PRIVATE_BASE}.9.0"
+
+GENERIC_OIDS = [
+    {"name": "feed_power", "oid": POWER, "quantity": "active_power", "total": True},
+    {"name": "feed_energy", "oid": ENERGY_WRAP, "quantity": "active_energy", "kind": "register",
+     "modulus_raw": 4294967296.0, "total": True},
+    {"name": "aux_energy", "oid": ENERGY_RESET, "quantity": "active_energy", "kind": "register", "scale": 100.0},
+    {"name": "spare_power", "oid": UNSUPPORTED, "quantity": "active_power", "missing_values": [-1]},
+    {"name": "absent_power", "oid": ABSENT, "quantity": "active_power"},
+]
+
+PROFILES = load_profiles()
+
+
+def device(port: int, **kw) -> SnmpDevice:
+    data = {"name": kw.pop("name", "dev"), "host": "127.0.0.1", "port": port, "timeout_s": 0.5, "retries": 0,
+            "interval_s": 1.0, "profile": "generic", "oids": GENERIC_OIDS}
+    data.update(kw)
+    return cfg.build(SnmpDevice, data, "test")
+
+
+def serve(snmpd, power: int, energy: int, aux: int) -> None:
+    snmpd.set_objects({
+        POWER: ("integer", power),
+        ENERGY_WRAP: ("gauge", energy),
+        ENERGY_RESET: ("gauge", aux),
+        UNSUPPORTED: ("integer", -1),
+    })
+
+
+def test_v2c_get_walk_and_absent(snmpd):
+    serve(snmpd, 1500, 123, 7)
+
+    async def go():
+        c = SnmpClient(device(snmpd.port, community="public"))
+        try:
+            values = await c.get(["1.3.6.1.2.1.1.2.0", POWER, ABSENT, ENERGY_WRAP])
+            rows = await c.walk(PRIVATE_BASE)
+            exists = await c.exists("1.3.6.1.2.1.1"), await c.exists("1.3.6.1.4.1.99999.8")
+            # more objects than one request holds: split into chunks of max_varbinds
+            many = await c.get([POWER] * 70)
+            return values, rows, exists, many
+        finally:
+            c.close()
+
+    values, rows, exists, many = asyncio.run(go())
+    assert values == ["1.3.6.1.4.1.8072.3.2.10", 1500, None, 123]
+    assert rows == [("1.0", 1500), ("2.0", 123), ("3.0", 7), ("4.0", -1)]
+    assert exists == (True, False)
+    assert many == [1500] * 70
+
+
+@pytest.mark.parametrize("user", sorted(V3_USERS))
+def test_v3_users_read_with_the_right_keys(snmpd, user):
+    ap, ak, pp, pk, _ = V3_USERS[user]
+    serve(snmpd, 2500, 1, 1)
+    kw = {"version": "3", "user": user, "auth_proto": ap, "auth_key": ak}
+    if pp:
+        kw |= {"priv_proto": pp, "priv_key": pk}
+    d = device(snmpd.port, timeout_s=2.0, interval_s=5.0, **kw)
+    assert d.security_level == ("authPriv" if pp else "authNoPriv")
+
+    async def go():
+        c = SnmpClient(d)
+        try:
+            return await c.get([POWER, "1.3.6.1.2.1.1.2.0"])
+        finally:
+            c.close()
+
+    assert asyncio.run(go()) == [2500, "1.3.6.1.4.1.8072.3.2.10"]
+
+
+@pytest.mark.parametrize(
+    "change, error_type, message",
+    [
+        ({"auth_key": "wrong-auth-key"}, SnmpAuthError, "authentication failed (wrong auth key"),
+        ({"priv_key": "wrong-priv-key"}, SnmpAuthError, "decryption failed (wrong priv key"),
+        ({"user": "nobody"}, SnmpAuthError, "unknown SNMPv3 user 'nobody'"),
+    ],
+)
+def test_v3_wrong_keys_give_a_clear_error_and_nan_readings(snmpd, change, error_type, message):
+    serve(snmpd, 2500, 1, 1)
+    ap, ak, pp, pk, _ = V3_USERS["shaaes"]
+    kw = {"version": "3", "user": "shaaes", "auth_proto": ap, "auth_key": ak, "priv_proto": pp, "priv_key": pk} | change
+    d = device(snmpd.port, timeout_s=1.0, interval_s=5.0, **kw)
+    meter = Meter(d, PROFILES)
+
+    async def go():
+        try:
+            await meter.poll()
+        finally:
+            meter.close()
+
+    t0 = time.monotonic()
+    with pytest.raises(error_type) as exc:
+        asyncio.run(go())
+    assert message in str(exc.value)
+    assert time.monotonic() - t0 < 5.0  # an answer, not a hang
+    failed = meter.failed(time.time_ns())
+    assert {r.name for r in failed} >= {"total_active_power", "feed_power", "feed_energy"}
+    assert all(math.isnan(r.value) for r in failed)
+
+
+def test_v2c_wrong_community_times_out_with_a_hint(snmpd):
+    async def go():
+        c = SnmpClient(device(snmpd.port, community="not-this-one"))
+        try:
+            await c.get([POWER])
+        finally:
+            c.close()
+
+    with pytest.raises(SnmpTimeout, match="no response within 0.5 s .1 try.: device down or unreachable, or wrong community"):
+        asyncio.run(go())
+
+
+def test_changing_values_wrapping_and_reset_registers(snmpd):
+    """pass_persist serves new values between polls: a power gauge, a register that wraps at 2**32,
+    a 0.1 kWh register that the 'user' resets; the register helper gives non-negative energy and flags the reset."""
+    steps = [
+        # power W, Unsigned32 Wh register near the top, 0.1 kWh register
+        (1000, 4294967296 - 300, 500),
+        (1100, 4294967296 - 100, 510),
+        (1200, 150, 520),  # wrapped: +250 Wh
+        (1300, 400, 3),  # aux register reset to 0 and counted 3 since
+        (1400, 650, 8),
+    ]
+    meter = Meter(device(snmpd.port, community="meters"), PROFILES)
+
+    async def go():
+        out = []
+        try:
+            for power, energy, aux in steps:
+                serve(snmpd, power, energy, aux)
+                out.append({r.name: r for r in await meter.poll()})
+                await asyncio.sleep(0.01)  # strictly increasing response times
+        finally:
+            meter.close()
+        return out
+
+    polls = asyncio.run(go())
+    assert [p["feed_power"].value for p in polls] == [1000.0, 1100.0, 1200.0, 1300.0, 1400.0]
+    assert [p["total_active_power"].value for p in polls] == [1000.0, 1100.0, 1200.0, 1300.0, 1400.0]
+    first = polls[0]
+    assert first["feed_energy"].kind == "register" and first["feed_energy"].modulus == 4294967296.0
+    assert first["aux_energy"].modulus is None and first["aux_energy"].value == 50000.0  # 500 x 0.1 kWh
+    assert first["total_active_energy"].modulus == 4294967296.0  # one source: the register itself
+    assert math.isnan(first["spare_power"].value) and first["spare_power"].raw == -1
+    assert math.isnan(first["absent_power"].value) and first["absent_power"].raw is None
+
+    wrap = register_energy([p["feed_energy"] for p in polls])
+    assert wrap.wraps == 1 and wrap.resets == 0
+    assert list(wrap.deltas) == [200.0, 250.0, 250.0, 250.0]
+    assert wrap.energy == 950.0
+    assert wrap.flags[1] & FLAG_WRAP
+
+    reset = register_energy([p["aux_energy"] for p in polls])
+    assert reset.resets == 1 and reset.wraps == 0
+    assert (reset.deltas >= 0).all()
+    # 10 x 0.1 kWh twice, then 3 counted since the reset (a lower bound, flagged), then 5
+    assert list(reset.deltas) == [1000.0, 1000.0, 300.0, 500.0]
+    assert reset.flags[2] & FLAG_RESET
+
+
+def test_dead_device_does_not_delay_live_ones(snmpd, black_hole):
+    """Three live devices every 0.25 s beside a black hole and a port with nothing listening (1 s timeouts)."""
+    serve(snmpd, 900, 10, 10)
+    nothing = free_udp_port()
+    live = [device(snmpd.port, name=f"live{i}", community="meters", interval_s=0.25, timeout_s=0.2) for i in range(3)]
+    dead = [
+        device(black_hole, name="blackhole", interval_s=2.0, timeout_s=0.6, retries=1),
+        device(nothing, name="nothing", interval_s=2.0, timeout_s=0.6, retries=1),
+    ]
+    calls: dict[str, list] = {d.name: [] for d in live + dead}
+
+    def on_poll(name, t_ns, readings, error):
+        calls[name].append((t_ns, time.monotonic(), readings, error))
+
+    poller = Poller(live + dead, on_poll, start_spread_s=0.1)
+
+    async def go():
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(3.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    for d in live:
+        got = calls[d.name]
+        assert 10 <= len(got) <= 13, (d.name, len(got))
+        assert all(err is None for *_, err in got)
+        assert all(r.value == 900.0 for _, _, rs, _ in got for r in rs if r.name == "total_active_power")
+        # fixed rate on the grid: slot times 0.25 s apart, no drift, none skipped
+        slots = [t for t, *_ in got]
+        gaps = [(b - a) / 1e9 for a, b in zip(slots, slots[1:])]
+        assert all(abs(g - 0.25) < 1e-3 for g in gaps), gaps
+        assert poller.stats[d.name].skipped_slots == 0
+        assert max(poller.stats[d.name].slot_lateness_s) < 0.15
+    for d in dead:
+        got = calls[d.name]
+        assert len(got) >= 1
+        for _, _, readings, error in got:
+            assert error is not None and "no response within 0.6 s (2 tries)" in error
+            assert readings and all(math.isnan(r.value) for r in readings)
+            assert {"total_active_power", "feed_power"} <= {r.name for r in readings}
+        assert poller.stats[d.name].errors == len(got)
+
+
+def test_unknown_profile_and_duplicate_names_are_config_errors(snmpd):
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        Meter(cfg.build(SnmpDevice, {"name": "x", "host": "127.0.0.1", "profile": "nope"}, "t"), PROFILES)
+    d = device(snmpd.port)
+    with pytest.raises(ConfigError, match="'dev' is used twice"):
+        Poller([d, d], lambda *a: None, profiles=PROFILES)
+
+
+def test_auto_detection_without_a_matching_profile_says_so(snmpd):
+    """snmpd's sysObjectID (net-snmp Linux) matches no vendor profile and has neither UPS-MIB nor ENTITY-SENSOR data."""
+    d = cfg.build(SnmpDevice, {"name": "linux", "host": "127.0.0.1", "port": snmpd.port, "timeout_s": 1.0}, "t")
+    meter = Meter(d, PROFILES)
+
+    async def go():
+        try:
+            await meter.poll()
+        finally:
+            meter.close()
+
+    with pytest.raises(Exception, match=r"no meter profile matches sysObjectID 1\.3\.6\.1\.4\.1\.8072\.3\.2\.10"):
+        asyncio.run(go())
