@@ -61,7 +61,8 @@ class LineProtocolError(ValueError):
 
 # A backslash at the end or right before a character the escaper will escape.
 _BAD_BACKSLASH = {
-    "measurement": re.compile(r"\\(?:[, ]|$)"),
+    # InfluxDB 1.x unescapes \" in measurements (seen with influxd 1.6.7).
+    "measurement": re.compile(r'\\(?:[, "]|$)'),
     "key": re.compile(r"\\(?:[,= ]|$)"),
     # InfluxDB 1.x also unescapes \" in field keys.
     "field": re.compile(r'\\(?:[,= "]|$)'),

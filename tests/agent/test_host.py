@@ -2,7 +2,7 @@
 
 import logging
 
-from conftest import parse_line
+from agent_support import parse_line
 
 from puewatch.agent.sources.base import Context
 from puewatch.agent.sources.host import Config, Source

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import Receiver, parse_line, start_agent, wait_for, wait_log, write_config
+from agent_support import Receiver, parse_line, start_agent, wait_for, wait_log, write_config
 
 
 def free_port() -> int:

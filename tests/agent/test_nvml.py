@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 
 import pytest
-from conftest import nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
+from agent_support import nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
 
 from puewatch.agent.sources.base import Context
 from puewatch.agent.sources.sim import Config as SimConfig

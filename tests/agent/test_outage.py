@@ -13,7 +13,7 @@ import signal
 import time
 from collections import Counter, defaultdict
 
-from conftest import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
+from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
 
 GPUS = 8
 

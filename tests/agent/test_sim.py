@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import parse_line
+from agent_support import parse_line
 
 from puewatch.agent.sources.base import Context
 from puewatch.agent.sources.sim import PROFILES, Config, SimGpu, Source

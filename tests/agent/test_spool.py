@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from agent_support import wait_for
 
 from puewatch.agent.main import Stats
 from puewatch.agent.shipper import Endpoint, Shipper
@@ -138,7 +138,7 @@ def test_shipper_sends_gzip_in_order_and_removes_on_2xx(tmp_path, receiver):
 
 
 def test_4xx_is_logged_with_the_servers_message_moved_aside_and_counted(tmp_path, procs, caplog):
-    from conftest import Receiver
+    from agent_support import Receiver
 
     rx = Receiver(procs, tmp_path, status=400).start()
     s = make(tmp_path)
@@ -159,7 +159,7 @@ def test_4xx_is_logged_with_the_servers_message_moved_aside_and_counted(tmp_path
 
 
 def test_429_and_5xx_are_retried_with_backoff_not_dropped(tmp_path, procs):
-    from conftest import Receiver
+    from agent_support import Receiver
 
     rx = Receiver(procs, tmp_path, status=503).start()
     s = make(tmp_path)
@@ -180,7 +180,7 @@ def test_429_and_5xx_are_retried_with_backoff_not_dropped(tmp_path, procs):
 
 
 def test_token_is_sent(tmp_path, procs):
-    from conftest import Receiver
+    from agent_support import Receiver
 
     rx = Receiver(procs, tmp_path, token="t0k").start()
     s = make(tmp_path)

@@ -20,7 +20,7 @@ import tomllib
 
 import pytest
 
-from conftest import SHARED_SNMP, shared_snmp
+from snmp_support import SHARED_SNMP, shared_snmp
 from puewatch import config as cfg
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.probe import probe

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import V3_USERS
+from snmp_support import V3_USERS
 
 PUEWATCH = str(Path(sys.executable).parent / "puewatch")
 

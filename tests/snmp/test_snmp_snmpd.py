@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PRIVATE_BASE, V3_USERS
+from snmp_support import PRIVATE_BASE, V3_USERS
 from puewatch import config as cfg
 from puewatch.benchmarks.snmp import free_udp_port
 from puewatch.collector.snmp.client import SnmpAuthError, SnmpClient, SnmpTimeout

@@ -15,7 +15,7 @@ import time
 import types
 
 import pytest
-from conftest import TOKENS, RecordingSink, write_tokens
+from ingest_support import TOKENS, RecordingSink, write_tokens
 
 from puewatch.collector.ingest import IngestConfig, Tokens
 from puewatch.config import build

@@ -1,0 +1,197 @@
+"""Fixtures for the SNMP tests: real snmpsim (recordings) and real net-snmp snmpd processes.
+
+Every process is started on 127.0.0.1, on a free port, in a temporary
+directory, and stopped by its own PID. A missing server is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from puewatch.benchmarks.snmp import Snmpsim, free_udp_port
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+SHARED_SNMP = REPO.parent / "shared" / "snmp"
+
+
+def shared_snmp() -> Path:
+    """The conformance data beside the repository (../shared/snmp); a clear failure when it is not there."""
+    if not (SHARED_SNMP / "EXPECTED.toml").is_file() or not (SHARED_SNMP / "recordings").is_dir():
+        pytest.fail(
+            f"SNMP conformance data not found at {SHARED_SNMP} (expected EXPECTED.toml and recordings/): "
+            "the shared folder must sit beside the repository; it is never copied into it",
+            pytrace=False,
+        )
+    return SHARED_SNMP
+
+
+@pytest.fixture(scope="session")
+def snmpsim_recordings(tmp_path_factory) -> Iterator[Snmpsim]:
+    """snmpsim serving every shared recording (community = file stem), read in place."""
+    data = shared_snmp() / "recordings"
+    work = tmp_path_factory.mktemp("snmpsim")
+    sim = Snmpsim(data, work)
+    try:
+        sim.wait_ready("apc-ap8853")
+        yield sim
+    finally:
+        sim.stop()
+
+
+# --- net-snmp snmpd ---------------------------------------------------------------
+
+PASS_PERSIST = textwrap.dedent(
+    r'''
+    """pass_persist handler: serves the objects in a JSON state file, re-read on every request."""
+    import json, sys
+    STATE = sys.argv[1]
+
+    def load():
+        with open(STATE) as f:
+            return {tuple(int(x) for x in k.split(".")): v for k, v in json.load(f).items()}
+
+    def answer(oid, t_v):
+        t, v = t_v
+        sys.stdout.write(".%s\n%s\n%s\n" % (".".join(map(str, oid)), t, v))
+
+    out = sys.stdout
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        cmd = line.strip()
+        if cmd == "PING":
+            out.write("PONG\n")
+        elif cmd in ("get", "getnext"):
+            oid = tuple(int(x) for x in sys.stdin.readline().strip().strip(".").split("."))
+            objs = load()
+            if cmd == "get":
+                if oid in objs:
+                    answer(oid, objs[oid])
+                else:
+                    out.write("NONE\n")
+            else:
+                later = sorted(k for k in objs if k > oid)
+                if later:
+                    answer(later[0], objs[later[0]])
+                else:
+                    out.write("NONE\n")
+        elif cmd == "set":
+            sys.stdin.readline(); sys.stdin.readline()
+            out.write("not-writable\n")
+        out.flush()
+    '''
+)
+
+PRIVATE_BASE = "1.3.6.1.4.1.99999.7"  # private test arc served by pass_persist
+
+V3_USERS = {
+    # name: (auth proto, auth key, priv proto, priv key, level)
+    "shaaes": ("SHA", "auth-pass-1", "AES", "priv-pass-1", "authpriv"),
+    "sha256aes": ("SHA-256", "auth-pass-256", "AES", "priv-pass-256", "authpriv"),
+    "shaauth": ("SHA", "auth-only-1", None, None, "auth"),
+}
+
+
+class Snmpd:
+    """A net-snmp snmpd on 127.0.0.1:<free port> with v2c, SNMPv3 users and a pass_persist subtree."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.port = free_udp_port()
+        self.state = work / "state.json"
+        self.set_objects({})
+        script = work / "pass_persist.py"
+        script.write_text(PASS_PERSIST)
+        persist = work / "persist"
+        persist.mkdir()
+        users = []
+        for name, (ap, ak, pp, pk, level) in V3_USERS.items():
+            users.append(f'createUser {name} {ap} "{ak}"' + (f' {pp} "{pk}"' if pp else ""))
+            users.append(f"rouser -s usm {name} {level}")
+        conf = work / "snmpd.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "[snmp] persistentDir " + str(persist),
+                    "rocommunity public 127.0.0.1",
+                    "rocommunity meters 127.0.0.1",
+                    *users,
+                    f"pass_persist .{PRIVATE_BASE} {sys.executable} {script} {self.state}",
+                    "",
+                ]
+            )
+        )
+        self.log = work / "snmpd.log"
+        snmpd = shutil.which("snmpd") or "/usr/sbin/snmpd"
+        if not os.path.exists(snmpd):
+            pytest.fail("snmpd not found: install the Debian package snmpd (make deps)", pytrace=False)
+        env = dict(os.environ, MIBS="")
+        self.proc = subprocess.Popen(
+            [snmpd, "-f", "-Lf", str(self.log), "-C", "-c", str(conf), "-p", str(work / "snmpd.pid"), f"udp:127.0.0.1:{self.port}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        env = dict(os.environ, MIBS="")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"snmpd exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-1500:]}")
+            r = subprocess.run(
+                ["snmpget", "-v2c", "-c", "public", "-t", "0.5", "-r", "0", f"127.0.0.1:{self.port}", "1.3.6.1.2.1.1.2.0"],
+                capture_output=True, text=True, env=env,
+            )
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"snmpd did not answer within {timeout_s} s: {self.log.read_text(errors='replace')[-1500:]}")
+
+    def set_objects(self, objects: dict[str, tuple[str, int]]) -> None:
+        """Replace the pass_persist objects: {oid: (net-snmp type, value)}; atomic (rename)."""
+        tmp = self.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in objects.items()}))
+        tmp.replace(self.state)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def snmpd(tmp_path_factory) -> Iterator[Snmpd]:
+    d = Snmpd(tmp_path_factory.mktemp("snmpd"))
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A bound UDP socket that never answers: a device that is 'up' but silent."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
