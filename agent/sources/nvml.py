@@ -133,7 +133,7 @@ class Config:
             if isinstance(gpu, int) and gpu < 0:
                 return [(f"gpus[{i}]", f"a GPU index must be 0 or more, got {gpu}")]
             if isinstance(gpu, str) and not gpu.startswith("GPU-"):
-                return [(f"gpus[{i}]", f"a GPU UUID starts with 'GPU-' (as nvidia-smi -L shows it), got {gpu!r}")]
+                return [(f"gpus[{i}]", f"must be a GPU index (0, 1, ...) or a GPU UUID (\"GPU-...\", as nvidia-smi -L shows it), got {gpu!r}")]
         return []
 
 
@@ -483,6 +483,8 @@ class Source:
             return []
         out = []
         for gpu in self.gpus:
+            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
+                break
             if gpu.lost:
                 continue
             t_ns = time.time_ns()
@@ -517,6 +519,8 @@ class Source:
             return []
         out = []
         for gpu in self.gpus:
+            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
+                break
             if gpu.lost:
                 continue
             t_ns = time.time_ns()
@@ -553,7 +557,7 @@ class Source:
 
     def _opt(self, gpu: _Gpu, what: str, fn, *args):
         """Call an NVML function whose failure leaves one field out; None when it fails."""
-        if what in gpu.unsupported or gpu.lost or not self.initialised:
+        if what in gpu.unsupported or gpu.lost:
             return None
         try:
             return fn(*args)
