@@ -198,6 +198,7 @@ class Source:
         # Energy is read at the first power sample of each wall-clock period of energy_interval_s.
         self._energy_ns = round(config.energy_interval_s * 1e9)
         self._energy_period = -1
+        self._energy_every_sample = config.energy_interval_s <= config.interval_s
         self._c_field_values = self._c_power_usage = self._c_energy = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -390,7 +391,7 @@ class Source:
             self._retry_library()
             return []
         period = time.time_ns() // self._energy_ns
-        energy_due = period != self._energy_period
+        energy_due = period != self._energy_period or self._energy_every_sample
         self._energy_period = period
         c_field_values, c_power_usage, c_energy = self._c_field_values, self._c_power_usage, self._c_energy
         time_ns = time.time_ns

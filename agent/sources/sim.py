@@ -159,7 +159,8 @@ class Source:
         t_ns = time.time_ns() if t_ns is None else t_ns
         # Energy on the first sample of each energy_interval_s period, as the nvml source does.
         period = t_ns // round(self.cfg.energy_interval_s * 1e9)
-        energy, self._energy_period = period != self._energy_period, period
+        energy = period != self._energy_period or self.cfg.energy_interval_s <= self.cfg.interval_s
+        self._energy_period = period
         return [encode_line(k[0], self.power_fields(g, t_ns, energy), t_ns) for g, k in zip(self.gpus, self.keys)]
 
     def sample_state(self, t_ns: int | None = None) -> list[str]:
