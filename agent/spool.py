@@ -63,6 +63,7 @@ class Spool:
         self.rejected_dir = self.dir / "rejected"
         self._lock = threading.RLock()
         self._sealed: deque[Segment] = deque()
+        self._sealed_bytes = 0  # sum of the sealed segments' sizes: append() checks it every tick
         self._in_flight: Segment | None = None
         self._fd: int | None = None
         self._open_seq = 0
@@ -93,6 +94,7 @@ class Spool:
         for path in sealed:
             data = path.read_bytes()
             self._sealed.append(Segment(_seq(path), path, len(data), data.count(b"\n")))
+            self._sealed_bytes += len(data)
         if self._sealed:
             self._next_seq = self._sealed[-1].seq + 1
         _fsync_dir(self.dir)
@@ -190,6 +192,7 @@ class Spool:
             if seg is self._in_flight:
                 continue
             self._sealed.remove(seg)
+            self._sealed_bytes -= seg.size
             try:
                 seg.path.unlink()
             except FileNotFoundError:
@@ -231,6 +234,7 @@ class Spool:
         with self._lock:
             self._sealing_bytes = 0
             self._sealed.append(seg)
+            self._sealed_bytes += size
         return seg
 
     def oldest(self) -> Segment | None:
@@ -247,6 +251,7 @@ class Spool:
         with self._lock:
             if seg in self._sealed:
                 self._sealed.remove(seg)
+                self._sealed_bytes -= seg.size
             self._in_flight = None
         try:
             seg.path.unlink()
@@ -258,6 +263,7 @@ class Spool:
         with self._lock:
             if seg in self._sealed:
                 self._sealed.remove(seg)
+                self._sealed_bytes -= seg.size
             self._in_flight = None
             self.rejected_points += seg.points
             self.dropped_points += seg.points
@@ -277,7 +283,7 @@ class Spool:
     @property
     def bytes(self) -> int:
         with self._lock:
-            return sum(s.size for s in self._sealed) + self._open_size + self._sealing_bytes
+            return self._sealed_bytes + self._open_size + self._sealing_bytes
 
     @property
     def segments(self) -> int:

@@ -3,10 +3,11 @@
 Both run at the same time, as separate processes, against the fake NVML library
 (compiled here with gcc) serving N GPUs:
 
-- the agent, started by its CLI with the nvml source at H Hz (power and energy),
-  1 s state and 5 s process samples, shipping to a local HTTP endpoint;
-- the floor: a loop that makes the same pynvml calls at the same rates and
-  nothing else.
+- the agent, started by its CLI with the nvml source at H Hz (power), energy
+  every second (`energy_interval_s`, the default), 1 s state and 5 s process
+  samples, shipping to a local HTTP endpoint;
+- the floor: a loop that makes the same NVML calls at the same rates through
+  pynvml's public functions, and nothing else.
 
 CPU time is read from /proc/<pid>/task/*/schedstat (all threads, ns) over the measured window,
 after a warm-up that excludes start-up (imports, NVML initialisation). RSS is
@@ -44,8 +45,9 @@ while time.time() - start < stop_after:
     t = start + tick * period
     for h in handles:
         pynvml.nvmlDeviceGetFieldValues(h, [185, 186])
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
-    if tick % max(1, round(hz)) == 0:  # 1 s: the agent's state sample
+    if tick % max(1, round(hz)) == 0:  # 1 s: the agent's energy reading and state sample
+        for h in handles:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
         for h in handles:
             pynvml.nvmlDeviceGetUtilizationRates(h)
             pynvml.nvmlDeviceGetMemoryInfo(h)
@@ -125,6 +127,7 @@ log_level = "warning"
 url = "http://127.0.0.1:{server.server_address[1]}/api/v2/write"
 [sources.nvml]
 interval_s = {1.0 / hz!r}
+energy_interval_s = {max(1.0, 1.0 / hz)!r}
 state_interval_s = 1.0
 process_interval_s = 5.0
 """

@@ -9,8 +9,8 @@ traceback. `reference_markdown()` turns the same models into a configuration
 reference document, so the documentation cannot drift from the code.
 
 Supported field types: bool, int, float (an integer is accepted), str,
-`X | None`, `list[X]`, `dict[str, X]` and nested dataclasses (a TOML table;
-`SomeModel | None` is a table that may be absent). Deliberately no pydantic:
+`X | None`, unions of those scalars (`int | str`), `list[X]`, `dict[str, X]` and
+nested dataclasses (a TOML table; `SomeModel | None` is a table that may be absent). Deliberately no pydantic:
 the node agent must stay small.
 """
 
@@ -106,14 +106,31 @@ def _show(value: Any, secret: bool) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_SCALARS = (bool, int, float, str)
+
+
+def _is_scalar(tp: type, value: Any) -> bool:
+    if tp is bool or isinstance(value, bool):
+        return tp is bool and isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
 def _convert(tp: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
     secret = bool(meta.get("secret"))
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"{path}: only `X | None` unions are supported")
-        return _convert(args[0], value, path, meta)
+        if len(args) == 1:
+            return _convert(args[0], value, path, meta)
+        if not all(a in _SCALARS for a in args):
+            raise TypeError(f"{path}: only `X | None` and unions of bool, int, float and str are supported")
+        # `int | str` (a GPU index or UUID): the first type the value is; its checks apply.
+        for arg in args:
+            if _is_scalar(arg, value):
+                return _convert(arg, value, path, meta)
+        raise _Invalid(path, f"must be {_type_name(tp)}, got {_show(value, secret)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise _Invalid(path, f"must be a table, got {_show(value, secret)}")

@@ -11,6 +11,10 @@
  *   count N                      number of GPUs (default 1, at most 1024)
  *   driver VERSION               driver version string
  *   init_error CODE              nvmlInit fails with this NVML error code
+ *   driver_down_from_s T         from T s after load the driver is gone: nvmlInit and every call fail ...
+ *   driver_down_until_s T        ... until T s after load (default: forever); the driver is then
+ *                                reloaded: every energy counter restarts from 0 at T
+ *   driver_down_error CODE       the error meanwhile (default 9, NVML_ERROR_DRIVER_NOT_LOADED)
  *   gpu I|all KEY VALUE...       per-GPU settings:
  *     name TEXT                  product name (rest of the line)
  *     arch N                     nvmlDeviceArchitecture_t (7 Ampere, 9 Hopper, ...)
@@ -45,6 +49,7 @@ typedef int nvmlReturn_t;
 #define NVML_ERROR_INVALID_ARGUMENT 2
 #define NVML_ERROR_NOT_SUPPORTED 3
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_DRIVER_NOT_LOADED 9
 #define NVML_ERROR_GPU_IS_LOST 15
 
 #define MAX_GPUS 1024
@@ -76,6 +81,8 @@ static struct gpu gpus[MAX_GPUS];
 static unsigned gpu_count = 1;
 static char driver_version[80] = "555.42.06";
 static int init_error = 0;
+static double driver_down_from_s = -1, driver_down_until_s = 1e300;
+static int driver_down_error = NVML_ERROR_DRIVER_NOT_LOADED;
 static int initialised = 0;
 static struct timespec t0;
 static int log_fd = -1;
@@ -108,6 +115,14 @@ static void defaults(void) {
     }
     gpu_count = 1;
     init_error = 0;
+    driver_down_from_s = -1;
+    driver_down_until_s = 1e300;
+    driver_down_error = NVML_ERROR_DRIVER_NOT_LOADED;
+}
+
+static int driver_down(void) {
+    double t = now_s();
+    return driver_down_from_s >= 0 && t >= driver_down_from_s && t < driver_down_until_s;
 }
 
 static void apply(struct gpu *g, const char *key, const char *value) {
@@ -150,6 +165,12 @@ static void load_script(void) {
             snprintf(driver_version, sizeof driver_version, "%s", rest);
         } else if (!strcmp(word, "init_error")) {
             init_error = (int)strtol(rest, NULL, 0);
+        } else if (!strcmp(word, "driver_down_from_s")) {
+            driver_down_from_s = strtod(rest, NULL);
+        } else if (!strcmp(word, "driver_down_until_s")) {
+            driver_down_until_s = strtod(rest, NULL);
+        } else if (!strcmp(word, "driver_down_error")) {
+            driver_down_error = (int)strtol(rest, NULL, 0);
         } else if (!strcmp(word, "gpu")) {
             int m = 0;
             if (sscanf(rest, "%31s %63s %n", who, key, &m) < 2) continue;
@@ -171,6 +192,7 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     load_script();
     if (init_error) return init_error;
+    if (driver_down()) return driver_down_error;
     initialised++;
     const char *log_path = getenv("FAKE_NVML_LOG");
     if (log_path && log_fd < 0) log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -192,7 +214,7 @@ const char *nvmlErrorString(nvmlReturn_t r) {
     case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
     case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
     case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
-    case 9: return "Driver Not Loaded";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
     default: return "Unknown Error";
     }
@@ -207,6 +229,7 @@ static nvmlReturn_t copy_str(char *dst, unsigned len, const char *src) {
 
 nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int len) {
     if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (driver_down()) return driver_down_error;
     return copy_str(version, len, driver_version);
 }
 nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int len) {
@@ -216,6 +239,7 @@ nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int len) {
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
     if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (driver_down()) return driver_down_error;
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
     *count = gpu_count;
     return NVML_SUCCESS;
@@ -235,6 +259,7 @@ static int lost(const struct gpu *g) {
 #define DEVICE_CALL(dev, feature)                                            \
     do {                                                                     \
         if (!initialised) return NVML_ERROR_UNINITIALIZED;                   \
+        if (driver_down()) return driver_down_error;                         \
         if (!(dev)) return NVML_ERROR_INVALID_ARGUMENT;                      \
         if (lost(dev)) return NVML_ERROR_GPU_IS_LOST;                        \
         if ((feature) >= 0 && (dev)->unsupported[(feature)]) return NVML_ERROR_NOT_SUPPORTED; \
@@ -242,6 +267,7 @@ static int lost(const struct gpu *g) {
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
     if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (driver_down()) return driver_down_error;
     if (index >= gpu_count || !device) return NVML_ERROR_INVALID_ARGUMENT;
     if (lost(&gpus[index])) return NVML_ERROR_GPU_IS_LOST;
     *device = &gpus[index];
@@ -340,8 +366,11 @@ nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValu
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev, unsigned long long *energy) {
     DEVICE_CALL(dev, F_ENERGY);
     double t = now_s();
-    if (dev->energy_reset_at_s >= 0 && t >= dev->energy_reset_at_s)
-        *energy = (unsigned long long)((double)dev->power_mw * (t - dev->energy_reset_at_s));
+    double reset = dev->energy_reset_at_s;
+    if (driver_down_from_s >= 0 && t >= driver_down_until_s && driver_down_until_s > reset)
+        reset = driver_down_until_s; /* the driver was reloaded */
+    if (reset >= 0 && t >= reset)
+        *energy = (unsigned long long)((double)dev->power_mw * (t - reset));
     else
         *energy = dev->energy_start_mj + (unsigned long long)((double)dev->power_mw * t);
     if (log_fd >= 0) {

@@ -33,6 +33,9 @@ class Job:
     samples: bool = True
     # Also run once right at start-up (descriptions with long periods).
     at_start: bool = False
+    # Run on the agent's lean fixed-rate timer instead of through APScheduler: for the sub-second
+    # power samples, where APScheduler's per-run bookkeeping would cost more than the sample itself.
+    hot: bool = False
 
 
 class Context:

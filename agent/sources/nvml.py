@@ -10,13 +10,23 @@ neither, nvmlDeviceGetPowerUsage is used with its documented meaning: a
 and older. Either way the field name says which kind it is.
 
 Energy: nvmlDeviceGetTotalEnergyConsumption (mJ since the driver loaded) where
-supported; a counter that goes backwards means the driver reloaded and is
-reported as an event. Where there is no counter, energy is integrated from
-power (trapezoids between samples) and marked `energy_estimated=true`.
+supported, read every `energy_interval_s` (default 1 s, not at the power rate: on
+an H100 one call costs about 3.9 ms, against 2.3 µs for a power reading); a
+counter that goes backwards means the driver reloaded and is reported as an
+event. Where there is no counter, energy is integrated from every power sample
+(trapezoids) and marked `energy_estimated=true`.
+
+The power samples are the agent's hot path (8 GPUs at 10 Hz by default): they
+call the NVML C functions directly, through pynvml's own function-pointer cache,
+with ctypes buffers built once per GPU. pynvml's wrappers build a ctypes array
+and raise and catch a TypeError per field on every nvmlDeviceGetFieldValues
+call, and its structures have a slow `__getattribute__`; that was most of the
+cost of a sample.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from dataclasses import dataclass, field
@@ -57,6 +67,28 @@ _ARCH_NAMES = {
     pynvml.NVML_DEVICE_ARCH_BLACKWELL: "blackwell",
 }
 
+# pynvml's function-pointer cache (private, but part of every nvidia-ml-py release since 7.352):
+# it returns the ctypes function of the loaded libnvidia-ml, which the hot path calls directly.
+_nvml_function = pynvml._nvmlGetFunctionPointer
+
+
+class _FieldValue(ctypes.Structure):
+    """nvmlFieldValue_t with pynvml's layout, without its slow `__getattribute__`."""
+
+    _fields_ = pynvml.c_nvmlFieldValue_t._fields_
+
+
+assert ctypes.sizeof(_FieldValue) == ctypes.sizeof(pynvml.c_nvmlFieldValue_t)
+
+
+def _c_function(name: str):
+    """The NVML C function `name`, or a stand-in answering NVML_ERROR_FUNCTION_NOT_FOUND (old drivers)."""
+    try:
+        return _nvml_function(name)
+    except pynvml.NVMLError:
+        return lambda *args: pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+
+
 _VALUE_ATTR = {
     pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
     pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
@@ -72,18 +104,37 @@ _VALUE_ATTR = {
 class Config:
     """NVIDIA GPUs through NVML: power, energy, utilisation, memory, clocks, processes."""
 
-    interval_s: float = setting(0.1, min=0.01, max=60.0, doc="Period of the power and energy samples (`gpu_power`).")
+    interval_s: float = setting(0.1, min=0.01, max=60.0, doc="Period of the power samples (`gpu_power`).")
+    energy_interval_s: float = setting(
+        1.0,
+        min=0.01,
+        max=3600.0,
+        doc="Period of the energy-counter readings: `energy_mj` is on the first `gpu_power` point of every period "
+        "(aligned to the wall clock). One reading costs about 3.9 ms per GPU on an H100. At least `interval_s`.",
+    )
     state_interval_s: float = setting(
         1.0, min=0.1, max=300.0, doc="Period of utilisation, memory, temperature, clocks, power limit and clock event reasons (`gpu_state`)."
     )
     process_interval_s: float = setting(5.0, min=0.5, max=3600.0, doc="Period of the per-process GPU memory samples (`gpu_process`).")
     info_interval_s: float = setting(300.0, min=10.0, max=86400.0, doc="Period of the static GPU description (`gpu_info`).")
-    gpus: list[int] = setting(default_factory=list, doc="GPU indexes to sample; empty means all.")
+    gpus: list[int | str] = setting(
+        default_factory=list, doc='GPUs to sample, by index (`0`) or UUID (`"GPU-…"`), e.g. `[0, 1]`; empty means all.'
+    )
     optional: bool = setting(
         False, doc="Start without GPUs when NVML or the driver is missing (retrying with backoff) instead of refusing to start."
     )
     retry_initial_s: float = setting(1.0, min=0.1, max=600.0, doc="First delay before re-initialising NVML or a lost GPU.")
     retry_max_s: float = setting(60.0, min=0.1, max=3600.0, doc="Longest delay between re-initialisation attempts.")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.energy_interval_s < self.interval_s:
+            return [("energy_interval_s", f"must be at least interval_s ({self.interval_s}), got {self.energy_interval_s}")]
+        for i, gpu in enumerate(self.gpus):
+            if isinstance(gpu, int) and gpu < 0:
+                return [(f"gpus[{i}]", f"a GPU index must be 0 or more, got {gpu}")]
+            if isinstance(gpu, str) and not gpu.startswith("GPU-"):
+                return [(f"gpus[{i}]", f"must be a GPU index (0, 1, ...) or a GPU UUID (\"GPU-...\", as nvidia-smi -L shows it), got {gpu!r}")]
+        return []
 
 
 def _power_usage_kind(arch: int | None, pci_device_id: int | None, name: str) -> str:
@@ -113,9 +164,15 @@ class _Gpu:
     tags: dict[str, str]
     info: dict[str, Any] = field(default_factory=dict)
     field_ids: list[int] = field(default_factory=list)  # power field values supported
-    # per supported field: (field name, attribute of the value union), in field_ids order
-    field_reads: list[tuple[str, str]] = field(default_factory=list)
+    # Buffers of the hot path, built once: the field values array (fieldId set) and per supported
+    # field (position, "field_name=", attribute of the value union); the power and energy outputs.
+    field_values: Any = None
+    field_count: Any = None
+    field_reads: list[tuple[int, str, str]] = field(default_factory=list)
+    power_mw: Any = field(default_factory=ctypes.c_uint)
+    energy_mj: Any = field(default_factory=ctypes.c_ulonglong)
     usage_kind: str | None = None  # kind of nvmlDeviceGetPowerUsage when used instead of fields
+    usage_field: str = ""  # "power_average_w=" or "power_instant_w="
     has_counter: bool | None = None  # None: not tried yet
     last_energy_mj: int | None = None
     est_energy_mj: float = 0.0
@@ -138,6 +195,11 @@ class Source:
         self.initialised = False
         self._retry_at = 0.0
         self._backoff_s = 0.0
+        # Energy is read at the first power sample of each wall-clock period of energy_interval_s.
+        self._energy_ns = round(config.energy_interval_s * 1e9)
+        self._energy_period = -1
+        self._energy_every_sample = config.energy_interval_s <= config.interval_s
+        self._c_field_values = self._c_power_usage = self._c_energy = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -168,15 +230,12 @@ class Source:
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError as exc:
             raise SourceUnavailable(f"NVML: cannot list GPUs: {exc}") from None
-        wanted = self.cfg.gpus or list(range(count))
-        missing = [i for i in wanted if i >= count]
-        if missing:
-            log.warning("[sources.nvml] gpus lists index(es) %s but this node has %d GPU(s)", missing, count)
+        self._c_field_values = _c_function("nvmlDeviceGetFieldValues")
+        self._c_power_usage = _c_function("nvmlDeviceGetPowerUsage")
+        self._c_energy = _c_function("nvmlDeviceGetTotalEnergyConsumption")
         self.gpus = []
         now_ns = time.time_ns()
-        for index in wanted:
-            if index >= count:
-                continue
+        for index in self._wanted(count):
             gpu = self._setup_gpu(index, now_ns)
             if gpu is not None:
                 self.gpus.append(gpu)
@@ -184,7 +243,41 @@ class Source:
         if not self.gpus and count == 0:
             log.info("NVML: driver %s reports no GPUs on this node", self.driver_version)
         else:
-            log.info("NVML: driver %s, sampling %d GPU(s)", self.driver_version, len(self.gpus))
+            log.info(
+                "NVML: driver %s, sampling %d of %d GPU(s)%s",
+                self.driver_version,
+                len(self.gpus),
+                count,
+                " ([sources.nvml] gpus)" if self.cfg.gpus else "",
+            )
+
+    def _wanted(self, count: int) -> list[int]:
+        """Indexes of the GPUs to sample: all, or those `gpus` lists by index or UUID."""
+        if not self.cfg.gpus:
+            return list(range(count))
+        indexes = {g for g in self.cfg.gpus if isinstance(g, int)}
+        uuids = {g for g in self.cfg.gpus if isinstance(g, str)}
+        wanted, found = [], set()
+        for index in range(count):
+            if index in indexes:
+                wanted.append(index)
+                continue
+            if not uuids:
+                continue
+            try:
+                uuid = _str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index)))
+            except pynvml.NVMLError as exc:
+                # Its UUID cannot be read now, so it cannot be matched; it is looked at again at the
+                # next NVML initialisation.
+                log.warning("NVML: GPU %d cannot be opened to read its UUID (%s); [sources.nvml] gpus cannot match it", index, exc)
+                continue
+            if uuid in uuids:
+                wanted.append(index)
+                found.add(uuid)
+        missing = sorted(i for i in indexes if i >= count) + sorted(uuids - found)
+        if missing:
+            log.warning("[sources.nvml] gpus lists %s, not found among this node's %d GPU(s)", ", ".join(map(str, missing)), count)
+        return wanted
 
     def _setup_gpu(self, index: int, now_ns: int, lost: _Gpu | None = None) -> _Gpu | None:
         """Describe one GPU and find which power and energy readings it supports."""
@@ -220,10 +313,15 @@ class Source:
             values = pynvml.nvmlDeviceGetFieldValues(handle, [FI_POWER_AVERAGE, FI_POWER_INSTANT])
             ok = [v for v in values if v.nvmlReturn == pynvml.NVML_SUCCESS]
             gpu.field_ids = [v.fieldId for v in ok]
-            gpu.field_reads = [
-                ("power_average_w" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w", _VALUE_ATTR.get(v.valueType, "uiVal"))
-                for v in ok
-            ]
+            if ok:
+                gpu.field_values = (_FieldValue * len(ok))()
+                for i, v in enumerate(ok):
+                    gpu.field_values[i].fieldId = v.fieldId
+                gpu.field_count = ctypes.c_int32(len(ok))
+                gpu.field_reads = [
+                    (i, "power_average_w=" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w=", _VALUE_ATTR.get(v.valueType, "uiVal"))
+                    for i, v in enumerate(ok)
+                ]
             for v in values:
                 if v.nvmlReturn != pynvml.NVML_SUCCESS:
                     label = "power_average_w (field 185)" if v.fieldId == FI_POWER_AVERAGE else "power_instant_w (field 186)"
@@ -240,6 +338,7 @@ class Source:
             try:
                 pynvml.nvmlDeviceGetPowerUsage(handle)
                 gpu.usage_kind = kind
+                gpu.usage_field = f"power_{kind}_w="
                 power_sources[f"power_{kind}_w"] = "nvmlDeviceGetPowerUsage"
             except pynvml.NVMLError as exc:
                 self._classify(exc, gpu)
@@ -276,43 +375,69 @@ class Source:
     def jobs(self) -> list[Job]:
         c = self.cfg
         return [
-            Job("nvml.power", c.interval_s, self.sample_power),
+            Job("nvml.power", c.interval_s, self.sample_power, hot=True),
             Job("nvml.state", c.state_interval_s, self.sample_state),
             Job("nvml.process", c.process_interval_s, self.sample_processes),
             Job("nvml.info", c.info_interval_s, self.sample_info, at_start=True),
         ]
 
     def sample_power(self) -> list[str]:
-        """Power (each kind as supported) and energy of every GPU: the hot path."""
+        """Power of every GPU, and once per `energy_interval_s` its energy: the hot path.
+
+        No logging, dicts or pynvml wrappers here unless something fails: NVML's C functions
+        fill buffers built once per GPU, and each GPU's point is one f-string.
+        """
         if not self.initialised:
             self._retry_library()
             return []
+        period = time.time_ns() // self._energy_ns
+        energy_due = period != self._energy_period or self._energy_every_sample
+        self._energy_period = period
+        c_field_values, c_power_usage, c_energy = self._c_field_values, self._c_power_usage, self._c_energy
+        time_ns = time.time_ns
         out: list[str] = []
-        now = time.monotonic()
+        now = 0.0
         for gpu in self.gpus:
             if gpu.lost:
+                now = now or time.monotonic()
                 if now >= gpu.retry_at:
                     self._retry_gpu(gpu)
                 if gpu.lost:
                     continue
-            t_ns = time.time_ns()
-            fields: dict[str, Any] = {}
+            t_ns = time_ns()
+            parts: list[str] = []
+            power_w = None
+            reading = "power"
             try:
-                if gpu.field_ids:
-                    values = pynvml.nvmlDeviceGetFieldValues(gpu.handle, gpu.field_ids)
-                    # pynvml's structures have a slow __getattribute__: read each member once.
-                    for v, (name, attr) in zip(values, gpu.field_reads):
-                        ret = v.nvmlReturn
-                        if ret == 0:  # NVML_SUCCESS
-                            fields[name] = getattr(v.value, attr) / 1000.0
+                if gpu.field_reads:
+                    ret = c_field_values(gpu.handle, gpu.field_count, gpu.field_values)
+                    if ret:
+                        raise pynvml.NVMLError(ret)
+                    values = gpu.field_values
+                    for i, prefix, attr in gpu.field_reads:
+                        v = values[i]
+                        code = v.nvmlReturn
+                        if code == 0:  # NVML_SUCCESS
+                            w = getattr(v.value, attr) / 1000.0
+                            parts.append(f"{prefix}{w!r}")
+                            if power_w is None:  # the first field: the average where supported
+                                power_w = w
                         else:
-                            self._field_error(gpu, name, ret)
+                            self._field_error(gpu, prefix[:-1], code)
                 elif gpu.usage_kind is not None:
-                    fields["power_average_w" if gpu.usage_kind == "average" else "power_instant_w"] = (
-                        pynvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
-                    )
-                if gpu.has_counter is not False:  # True, or None: not tried yet
-                    energy = pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
+                    ret = c_power_usage(gpu.handle, ctypes.byref(gpu.power_mw))
+                    if ret:
+                        raise pynvml.NVMLError(ret)
+                    power_w = gpu.power_mw.value / 1000.0
+                    parts.append(f"{gpu.usage_field}{power_w!r}")
+                if gpu.has_counter is False:
+                    self._integrate(gpu, parts, power_w, t_ns, energy_due)
+                elif energy_due:
+                    reading = "energy"
+                    ret = c_energy(gpu.handle, ctypes.byref(gpu.energy_mj))
+                    if ret:
+                        raise pynvml.NVMLError(ret)
+                    energy = gpu.energy_mj.value
                     if gpu.has_counter is None:
                         gpu.has_counter = True
                         out.append(self._info_line(gpu, t_ns))  # the energy source is known now
@@ -320,16 +445,10 @@ class Source:
                     if last is not None and energy < last:
                         self._counter_reset(gpu, last, energy, t_ns)
                     gpu.last_energy_mj = energy
-                    # Hot path: power figures are finite floats (mW / 1000), energy an int; this is
-                    # what encode_line() would write, without its generic type checks.
-                    body = ",".join([f"{k}={v!r}" for k, v in fields.items()])
-                    out.append(f"{gpu.power_key} {body}{',' if body else ''}energy_mj={energy}i,energy_estimated=false {t_ns}")
-                    continue
-                else:
-                    self._integrate(gpu, fields, t_ns)
+                    parts.append(f"energy_mj={energy}i,energy_estimated=false")
             except pynvml.NVMLError as exc:
-                if exc.value in _UNSUPPORTED and gpu.has_counter is None and "energy_mj" not in fields:
-                    # No energy counter (before Volta): integrate power from the next sample on.
+                if reading == "energy" and exc.value in _UNSUPPORTED and gpu.has_counter is None:
+                    # No energy counter (before Volta): integrate power from now on.
                     gpu.has_counter = False
                     self.ctx.once(
                         (SOURCE, gpu.uuid, "energy"),
@@ -338,34 +457,35 @@ class Source:
                         gpu.index,
                         exc,
                     )
-                    self._integrate(gpu, fields, t_ns)
+                    self._integrate(gpu, parts, power_w, t_ns, True)
                     out.append(self._info_line(gpu, t_ns))
                 elif self._classify(exc, gpu, t_ns):
+                    if not self.initialised:  # NVML itself went away: the other GPUs wait for it too
+                        break
                     continue
                 # A reading that failed this once: the rest of this GPU's point still goes out.
-            line = encode_line(gpu.power_key, fields, t_ns)
-            if line:
-                out.append(line)
+            if parts:
+                out.append(f"{gpu.power_key} {','.join(parts)} {t_ns}")
         return out
 
     @staticmethod
-    def _integrate(gpu: _Gpu, fields: dict[str, Any], t_ns: int) -> None:
+    def _integrate(gpu: _Gpu, parts: list[str], power_w: float | None, t_ns: int, emit: bool) -> None:
         """Energy from power by trapezoids between samples, for GPUs without the counter."""
-        power = fields.get("power_average_w", fields.get("power_instant_w"))
-        if power is None:
+        if power_w is None:
             return
         if gpu.last_power_w is not None:
-            dt_s = (t_ns - gpu.last_power_ns) / 1e9
-            gpu.est_energy_mj += (gpu.last_power_w + power) * 0.5 * dt_s * 1000.0
-        gpu.last_power_w, gpu.last_power_ns = power, t_ns
-        fields["energy_mj"] = int(gpu.est_energy_mj)
-        fields["energy_estimated"] = True
+            gpu.est_energy_mj += (gpu.last_power_w + power_w) * 0.5 * ((t_ns - gpu.last_power_ns) / 1e9) * 1000.0
+        gpu.last_power_w, gpu.last_power_ns = power_w, t_ns
+        if emit:
+            parts.append(f"energy_mj={int(gpu.est_energy_mj)}i,energy_estimated=true")
 
     def sample_state(self) -> list[str]:
         if not self.initialised:
             return []
         out = []
         for gpu in self.gpus:
+            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
+                break
             if gpu.lost:
                 continue
             t_ns = time.time_ns()
@@ -388,7 +508,7 @@ class Source:
             reasons = self._opt(gpu, "clock_event_reasons", _clock_event_reasons, h)
             if reasons is not None:
                 fields["clock_event_reasons"] = int(reasons)
-            if gpu.lost:
+            if gpu.lost or not self.initialised:  # lost, or NVML went away, during this sample
                 continue
             line = encode_line(gpu.state_key, fields, t_ns)
             if line:
@@ -400,6 +520,8 @@ class Source:
             return []
         out = []
         for gpu in self.gpus:
+            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
+                break
             if gpu.lost:
                 continue
             t_ns = time.time_ns()
@@ -460,7 +582,9 @@ class Source:
         if code in _LOST:
             self._mark_lost(gpu, t_ns or time.time_ns(), f"GPU {gpu.index} {gpu.uuid} lost: {exc}")
             return True
-        if code in _LIBRARY:
+        if code in _LIBRARY or (code == pynvml.NVML_ERROR_UNINITIALIZED and not self.initialised):
+            if not self.initialised:  # already handled: the other GPUs of the same sample fail too
+                return True
             self.ctx.errors += 1
             log.error("NVML: library error (%s): re-initialising NVML with backoff", exc)
             self.ctx.event(SOURCE, "nvml_reinit", f"NVML library error: {exc}", t_ns or time.time_ns())
@@ -526,9 +650,13 @@ class Source:
         for gpu in self.gpus:
             old = previous.get(gpu.uuid)
             if old is not None:
+                # The same GPU: its energy goes on from where it was. The next counter reading is
+                # compared with the last one before the outage, so a driver reload (the counter
+                # restarts from 0) is reported as energy_counter_reset.
+                gpu.has_counter = old.has_counter
+                gpu.last_energy_mj = old.last_energy_mj
                 gpu.est_energy_mj = old.est_energy_mj
-                if old.last_energy_mj is not None and gpu.last_energy_mj is not None and gpu.last_energy_mj < old.last_energy_mj:
-                    self._counter_reset(gpu, old.last_energy_mj, gpu.last_energy_mj, t_ns)
+        self._energy_period = -1  # read the energy counters at the first sample
         log.warning("NVML: initialised, %d GPU(s)", len(self.gpus))
         self.ctx.event(SOURCE, "nvml_ready", f"NVML initialised, driver {self.driver_version}, {len(self.gpus)} GPU(s)", t_ns)
 

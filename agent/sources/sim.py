@@ -40,6 +40,9 @@ class Config:
     profile: str = setting("training", choices=PROFILES, doc="Load profile of every simulated GPU.")
     seed: int = setting(0, min=0, doc="Seed of the phases, UUIDs and serials; same seed, same samples.")
     interval_s: float = setting(0.1, min=0.01, max=60.0, doc="Period of `gpu_power` samples.")
+    energy_interval_s: float = setting(
+        1.0, min=0.01, max=3600.0, doc="Period of `energy_mj` on `gpu_power` (as in `nvml`: the first sample of each period)."
+    )
     state_interval_s: float = setting(1.0, min=0.1, max=300.0, doc="Period of `gpu_state` samples.")
     process_interval_s: float = setting(5.0, min=0.5, max=3600.0, doc="Period of `gpu_process` samples.")
     info_interval_s: float = setting(300.0, min=10.0, max=86400.0, doc="Period of `gpu_info` samples.")
@@ -50,6 +53,8 @@ class Config:
     def check(self) -> list[tuple[str, str]]:
         if self.idle_w >= self.power_limit_w:
             return [("idle_w", f"must be below power_limit_w ({self.power_limit_w}), got {self.idle_w}")]
+        if self.energy_interval_s < self.interval_s:
+            return [("energy_interval_s", f"must be at least interval_s ({self.interval_s}), got {self.energy_interval_s}")]
         return []
 
 
@@ -118,6 +123,7 @@ class Source:
         self.cfg = config
         self.ctx = ctx
         self.gpus = [SimGpu(i, config) for i in range(config.gpus)]
+        self._energy_period = -1
         self.keys = []
         for g in self.gpus:
             tags = {"gpu": str(g.index), "uuid": g.uuid}
@@ -131,25 +137,31 @@ class Source:
     def jobs(self) -> list[Job]:
         c = self.cfg
         return [
-            Job("sim.power", c.interval_s, self.sample_power),
+            Job("sim.power", c.interval_s, self.sample_power, hot=True),
             Job("sim.state", c.state_interval_s, self.sample_state),
             Job("sim.process", c.process_interval_s, self.sample_processes),
             Job("sim.info", c.info_interval_s, self.sample_info, at_start=True),
         ]
 
-    def power_fields(self, gpu: SimGpu, t_ns: int) -> dict:
+    def power_fields(self, gpu: SimGpu, t_ns: int, energy: bool = True) -> dict:
         t = t_ns / 1e9
         energy_now = gpu.energy_j(t)
-        return {
+        fields = {
             "power_average_w": energy_now - gpu.energy_j(t - 1.0),  # 1-second average, like field 185
             "power_instant_w": gpu.power_w(t),
-            "energy_mj": int(energy_now * 1000.0),
-            "energy_estimated": False,
         }
+        if energy:
+            fields["energy_mj"] = int(energy_now * 1000.0)
+            fields["energy_estimated"] = False
+        return fields
 
     def sample_power(self, t_ns: int | None = None) -> list[str]:
         t_ns = time.time_ns() if t_ns is None else t_ns
-        return [encode_line(k[0], self.power_fields(g, t_ns), t_ns) for g, k in zip(self.gpus, self.keys)]
+        # Energy on the first sample of each energy_interval_s period, as the nvml source does.
+        period = t_ns // round(self.cfg.energy_interval_s * 1e9)
+        energy = period != self._energy_period or self.cfg.energy_interval_s <= self.cfg.interval_s
+        self._energy_period = period
+        return [encode_line(k[0], self.power_fields(g, t_ns, energy), t_ns) for g, k in zip(self.gpus, self.keys)]
 
     def sample_state(self, t_ns: int | None = None) -> list[str]:
         t_ns = time.time_ns() if t_ns is None else t_ns

@@ -121,7 +121,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v2/write"
+        scheme = "https" if "tls_cert" in self.opts else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/api/v2/write"
 
     def lines(self) -> list[str]:
         if not self.out.exists():

@@ -1,12 +1,13 @@
 """A small InfluxDB-like write endpoint for the agent's tests, run as its own process.
 
     python receiver.py --port 0 --port-file P --out LINES [--token T] [--status CODE] [--hold-file F]
+                       [--tls-cert CERT --tls-key KEY]
 
 Appends every received line to LINES (gunzipping request bodies) and answers
 204, as InfluxDB does. With --status it answers that code instead (and records
 nothing). While --hold-file exists, a request is recorded and then held
 unanswered: the data reached the server but the agent never learns it (as when
-the agent is killed mid-request).
+the agent is killed mid-request). With --tls-cert and --tls-key it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import gzip
 import json
 import os
+import ssl
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -28,6 +30,8 @@ def main() -> None:
     ap.add_argument("--token")
     ap.add_argument("--status", type=int, default=204)
     ap.add_argument("--hold-file")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
@@ -68,6 +72,12 @@ def main() -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        # The handshake happens in accept(); a client that refuses the certificate is an OSError
+        # there, which the server skips.
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -73,7 +73,11 @@ def per_gpu(points, measurement):
 
 @pytest.fixture(scope="module")
 def nvml_run(fake_nvml_dir, tmp_path_factory):
-    """One agent run of about 5 s against the scripted GPUs; returns (points, agent log)."""
+    """One agent run of about 5 s against the scripted GPUs; returns (points, agent log, energy readings).
+
+    The energy readings are the fake library's own log of every counter value it returned:
+    {gpu: [mJ, ...]}, independent of the agent.
+    """
     import conftest
 
     tmp = tmp_path_factory.mktemp("nvml_run")
@@ -83,18 +87,23 @@ def nvml_run(fake_nvml_dir, tmp_path_factory):
         script = tmp / "gpus.txt"
         script.write_text(SCRIPT)
         cfg = write_config(tmp / "agent.toml", rx.url, tmp / "spool", NVML_TABLE)
-        agent = start_agent(procs, cfg, tmp / "agent.log", nvml_env(fake_nvml_dir, script))
+        nvml_log = tmp / "nvml.log"
+        agent = start_agent(procs, cfg, tmp / "agent.log", nvml_env(fake_nvml_dir, script, nvml_log))
         wait_log(agent, "first sample taken")
         time.sleep(4.5)
         assert agent.stop() == 0, agent.output()
-        return collect(rx.lines()), agent.output()
+        readings = defaultdict(list)
+        for line in nvml_log.read_text().splitlines():
+            _, gpu, mj = line.split()
+            readings[int(gpu)].append(int(mj))
+        return collect(rx.lines()), agent.output(), readings
     finally:
         for p in procs:
             p.stop()
 
 
 def test_many_gpus_all_sampled_and_described(nvml_run):
-    points, _ = nvml_run
+    points, _, _ = nvml_run
     power = per_gpu(points, "gpu_power")
     assert sorted(power) == list(range(64))
     info = {int(t["gpu"]): f for t, f, _ in points["gpu_info"]}
@@ -108,7 +117,7 @@ def test_many_gpus_all_sampled_and_described(nvml_run):
 
 
 def test_power_kinds_are_recorded(nvml_run):
-    points, _ = nvml_run
+    points, _, _ = nvml_run
     power = per_gpu(points, "gpu_power")
     info = {int(t["gpu"]): f for t, f, _ in points["gpu_info"]}
     # GPU 0: both fields, each named by kind; 185 is the 1-s average (fake: base + 2 steps).
@@ -127,8 +136,8 @@ def test_power_kinds_are_recorded(nvml_run):
 
 
 def test_energy_counter_and_its_rate(nvml_run):
-    points, _ = nvml_run
-    samples = per_gpu(points, "gpu_power")[0]
+    points, _, _ = nvml_run
+    samples = [(ts, f) for ts, f in per_gpu(points, "gpu_power")[0] if "energy_mj" in f]
     energies = [f["energy_mj"] for _, f in samples]
     assert all(isinstance(e, int) for e in energies)
     assert all(b >= a for a, b in zip(energies, energies[1:]))
@@ -140,9 +149,9 @@ def test_energy_counter_and_its_rate(nvml_run):
 
 
 def test_energy_integrated_where_no_counter_and_marked_estimated(nvml_run):
-    points, log = nvml_run
-    samples = per_gpu(points, "gpu_power")[3]
-    assert all(f["energy_estimated"] is True for _, f in samples)
+    points, log, _ = nvml_run
+    samples = [(ts, f) for ts, f in per_gpu(points, "gpu_power")[3] if "energy_mj" in f]
+    assert len(samples) >= 4 and all(f["energy_estimated"] is True for _, f in samples)
     (t_a, f_a), (t_b, f_b) = samples[1], samples[-1]
     watts = (f_b["energy_mj"] - f_a["energy_mj"]) / ((t_b - t_a) / 1e9) / 1000
     assert watts == pytest.approx(305.0, rel=0.02)  # field 185 of GPU 3: 303 W + 2 W
@@ -153,8 +162,8 @@ def test_energy_integrated_where_no_counter_and_marked_estimated(nvml_run):
 
 
 def test_counter_reset_is_detected_and_reported(nvml_run):
-    points, _ = nvml_run
-    energies = [f["energy_mj"] for _, f in per_gpu(points, "gpu_power")[2]]
+    points, _, _ = nvml_run
+    energies = [f["energy_mj"] for _, f in per_gpu(points, "gpu_power")[2] if "energy_mj" in f]
     drops = [(a, b) for a, b in zip(energies, energies[1:]) if b < a]
     assert len(drops) == 1
     events = [(t, f) for t, f, _ in points["puewatch_event"] if t["event"] == "energy_counter_reset"]
@@ -163,7 +172,7 @@ def test_counter_reset_is_detected_and_reported(nvml_run):
 
 
 def test_unsupported_fields_left_out_and_logged_once(nvml_run):
-    points, log = nvml_run
+    points, log, _ = nvml_run
     state = per_gpu(points, "gpu_state")
     assert len(state[4]) >= 5
     for _, f in state[4]:
@@ -179,7 +188,7 @@ def test_unsupported_fields_left_out_and_logged_once(nvml_run):
 
 
 def test_lost_gpu_is_an_event_others_go_on_and_it_comes_back(nvml_run):
-    points, log = nvml_run
+    points, log, _ = nvml_run
     events = [(t["event"], t.get("gpu"), ts) for t, _, ts in points["puewatch_event"]]
     lost = [e for e in events if e[0] == "gpu_lost"]
     back = [e for e in events if e[0] == "gpu_recovered"]
@@ -196,8 +205,28 @@ def test_lost_gpu_is_an_event_others_go_on_and_it_comes_back(nvml_run):
     assert "GPU 5" in log and "lost" in log
 
 
+def test_energy_read_once_a_second_power_every_sample(nvml_run):
+    """energy_interval_s (1 s by default): the counter is read on the first power sample of each
+    wall-clock second, not at the power rate (a reading costs ~3.9 ms per GPU on an H100)."""
+    points, _, readings = nvml_run
+    samples = per_gpu(points, "gpu_power")[0]
+    with_energy = [ts for ts, f in samples if "energy_mj" in f]
+    assert len(samples) >= 40 and all("power_average_w" in f and "power_instant_w" in f for _, f in samples)
+    seconds = [ts // 10**9 for ts in with_energy]
+    assert seconds == sorted(set(seconds))  # one reading per wall-clock second...
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))  # ...and every second
+    all_ts = [ts for ts, _ in samples]
+    for ts in with_energy:  # the first sample of its second
+        assert not [t for t in all_ts if t < ts and t // 10**9 == ts // 10**9]
+    # What the library saw: as many counter readings as energy points received, for every GPU.
+    energy_points = per_gpu({"gpu_power": [p for p in points["gpu_power"] if "energy_mj" in p[1]]}, "gpu_power")
+    for gpu in (0, 2, 5, 63):
+        assert readings[gpu] == [f["energy_mj"] for _, f in energy_points[gpu]]
+    assert 3 <= len(readings[0]) <= 7  # about 5 s
+
+
 def test_fixed_rate_timestamps(nvml_run):
-    points, _ = nvml_run
+    points, _, _ = nvml_run
     ts = [t for t, _ in per_gpu(points, "gpu_power")[0]]
     deltas = [(b - a) / 1e9 for a, b in zip(ts, ts[1:])]
     assert statistics.median(deltas) == pytest.approx(0.1, abs=0.01)
@@ -206,12 +235,19 @@ def test_fixed_rate_timestamps(nvml_run):
 
 
 def test_sim_has_the_same_sample_shape_as_nvml(nvml_run):
-    points, _ = nvml_run
+    points, _, _ = nvml_run
     sim = SimSource(SimConfig(gpus=1), Context("n"))
     t = time.time_ns()
-    for measurement, sample in (("gpu_power", sim.sample_power(t)), ("gpu_state", sim.sample_state(t)), ("gpu_info", sim.sample_info(t))):
+    samples = (
+        ("gpu_power", sim.sample_power(t), lambda f: "energy_mj" in f),  # the first of its period: with energy
+        ("gpu_power", sim.sample_power(t + 10**8), lambda f: "energy_mj" not in f),  # and the next one, without
+        ("gpu_state", sim.sample_state(t), None),
+        ("gpu_info", sim.sample_info(t), None),
+    )
+    for measurement, sample, which in samples:
         m, tags, fields, _ = parse_line(sample[0])
-        nv_tags, nv_fields, _ = next(p for p in points[measurement] if p[0]["gpu"] == "0")
+        assert which is None or which(fields)
+        nv_tags, nv_fields, _ = next(p for p in points[measurement] if p[0]["gpu"] == "0" and (which is None or which(p[1])))
         assert set(tags) == set(nv_tags), measurement
         assert set(fields) == set(nv_fields), measurement
         assert {k: type(v) for k, v in fields.items()} == {k: type(v) for k, v in nv_fields.items()}, measurement

@@ -46,7 +46,8 @@ def test_outage_and_sigkill_lose_nothing_and_duplicate_nothing(tmp_path, procs, 
     hold = tmp_path / "hold"
 
     rx = Receiver(procs, tmp_path).start()
-    table = "[sources.nvml]\ninterval_s = 0.1\nstate_interval_s = 1.0\nprocess_interval_s = 5.0\n"
+    # Energy on every power sample (default: once a second), so that every point has a ground truth.
+    table = "[sources.nvml]\ninterval_s = 0.1\nenergy_interval_s = 0.1\nstate_interval_s = 1.0\nprocess_interval_s = 5.0\n"
     cfg = write_config(tmp_path / "agent.toml", rx.url, spool, table)
     env = nvml_env(fake_nvml_dir, script, nvml_log)
 
