@@ -78,12 +78,12 @@ def nvml_run(fake_nvml_dir, tmp_path_factory):
     The energy readings are the fake library's own log of every counter value it returned:
     {gpu: [mJ, ...]}, independent of the agent.
     """
-    import conftest
+    import agent_support
 
     tmp = tmp_path_factory.mktemp("nvml_run")
     procs: list = []
     try:
-        rx = conftest.Receiver(procs, tmp).start()
+        rx = agent_support.Receiver(procs, tmp).start()
         script = tmp / "gpus.txt"
         script.write_text(SCRIPT)
         cfg = write_config(tmp / "agent.toml", rx.url, tmp / "spool", NVML_TABLE)

@@ -130,7 +130,13 @@ def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_sto
             time.sleep(0.5)
         assert post(ingest_port, "modbus,meter=ups energy_wh=\n") == 400
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        assert 'puewatch_ratio{ratio="pue",window="1m"} 1.3' in metrics
+        values = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(1.3, rel=1e-9)
+        assert 0 < values['puewatch_ratio_coverage{ratio="pue",window="1m"}'] < 1
         assert "puewatch_ingest_parse_errors_total 1.0" in metrics
         assert "puewatch_store_points_written_total" in metrics
     finally:
