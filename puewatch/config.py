@@ -307,7 +307,12 @@ def reference_markdown(model: type, title: str, path: str = "") -> str:
     rows = []
     for f in dataclasses.fields(model):
         tp = hints[f.name]
+        origin = typing.get_origin(tp)
         inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if origin is dict and dataclasses.is_dataclass(inner[-1]):
+            # A table of tables, each keyed by a name of the user's choice.
+            nested.append((f"{f.name}.<name>", inner[-1], f))
+            continue
         if dataclasses.is_dataclass(inner[0]):
             nested.append((f.name, inner[0], f))
             continue

@@ -1,0 +1,98 @@
+"""collector.toml: the sample validates, errors name file and key, the reference is generated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from puewatch import config as cfg
+from puewatch.collector import config as ccfg
+from puewatch.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = """
+[collector]
+site = "s"
+[ingest]
+token_file = "/dev/null"
+[meters.in]
+role = "facility_input"
+measurement = "m"
+field = "p"
+unit = "kW"
+[meters.it]
+role = "it"
+point = "pdu_output"
+measurement = "m"
+field = "e"
+unit = "kWh"
+register = true
+"""
+
+
+def load(text: str, tmp_path: Path) -> ccfg.CollectorConfig:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return ccfg.load(p)
+
+
+def test_the_sample_config_is_valid():
+    conf = ccfg.load(REPO / "config" / "collector.toml")
+    assert conf.site_model().category == 1
+    assert conf.store.kind == "influx1"
+    assert {d.name for d in conf.snmp.devices} == {"incomer-a", "ups-a", "crac-a"}
+    assert conf.meters["chw-heat"].register
+
+
+def test_defaults_give_the_embedded_store_and_five_windows(tmp_path):
+    conf = load(BASE, tmp_path)
+    assert conf.store.kind == "embedded"
+    assert conf.collector.windows == ["1m", "15m", "1h", "24h", "30d"]
+    assert conf.site_model().category == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[collector]\nsite = \"s\"", "[collector]\nsite = \"s\"\ninterval_s = 7"), "collector.interval_s: must divide one minute"),
+        (("[collector]\nsite = \"s\"", "[collector]\nsite = \"s\"\nwindows = [\"15 min\"]"), "collector.windows: '15 min' is not a duration"),
+        (("[collector]\nsite = \"s\"", "[collector]\nsite = \"s\"\nwindows = [\"90m\"]"), None),
+        (("[collector]\nsite = \"s\"", "[collector]\nsite = \"s\"\nwindows = [\"150s\", \"3h\"]"), None),
+        (("[collector]\nsite = \"s\"", "[collector]\nsite = \"s\"\nwindows = [\"90s\", \"3h30s\"]"), "collector.windows"),
+        (('point = "pdu_output"', 'point = "rack"'), "meters.it.point"),
+        (('point = "pdu_output"\n', ""), "meters.it.point: an IT meter needs its measurement point"),
+        (('role = "facility_input"', 'role = "other"'), 'no meter has role "facility_input"'),
+        (('unit = "kW"', 'unit = "kWh"'), "meters.in.register: a field in kWh is cumulative"),
+        (("[collector]", "[collector]\nsiet = 1"), "collector.siet: unknown key in [collector]"),
+        (("", "[store.influx1]\nurl = \"ftp://x\"\ndatabase = \"d\"\n"), "store.influx1.url: must be an http:// or https:// URL"),
+        (("", "[store.influx1]\nurl = \"http://x\"\ndatabase = \"d\"\n[store.influx2]\nurl = \"http://x\"\nbucket = \"b\"\n"),
+         "store.influx1: give one store, not influx2 and influx1"),
+        (("", "[metrics]\nlisten = \"9464\"\n"), "metrics.listen: expected HOST:PORT"),
+        (("", "[[snmp.devices]]\nname = \"a\"\nhost = \"h\"\n[[snmp.devices]]\nname = \"a\"\nhost = \"h2\"\n"),
+         "snmp.devices: device name 'a' is used twice"),
+    ],
+)
+def test_errors_name_the_key_and_what_is_wrong(tmp_path, change, message):
+    old, new = change
+    text = BASE.replace(old, new, 1) if old else new + BASE
+    if message is None:
+        load(text, tmp_path)
+        return
+    with pytest.raises(ConfigError) as exc:
+        load(text, tmp_path)
+    assert str(exc.value).startswith(str(tmp_path / "c.toml") + ": ")
+    assert message in str(exc.value)
+
+
+def test_reference_document_is_generated_from_the_models():
+    text = cfg.reference_markdown(ccfg.CollectorConfig, "Collector configuration reference (collector.toml)")
+    for section in ("[collector]", "[meters.<name>]", "[zones.<name>]", "[ingest]", "[snmp.devices]", "[store.influx1]"):
+        assert f"## `{section}`" in text
+    out = subprocess.run([sys.executable, "-m", "puewatch.collector.config"], capture_output=True, text=True, check=True)
+    assert out.stdout == text + "\n"
+    # The committed reference is the generated one (regenerate: python -m puewatch.collector.config > collector/CONFIG.md).
+    assert (REPO / "collector" / "CONFIG.md").read_text() == out.stdout
