@@ -37,7 +37,7 @@ def error_of(tmp_path, text) -> str:
 
 def test_sample_config_loads():
     # The sample names a token file that exists only on a real node: check it without it.
-    text = (REPO / "config" / "agent.toml").read_text().replace('token_file = "/etc/puewatch/agent.token"', "")
+    text = (REPO / "config" / "agent.toml").read_text().replace('token_file = "/run/credentials/puewatch-agent.service/agent-token"', "")
     from puewatch import config as cfg
     import tomllib
 
