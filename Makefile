@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
 # Real servers and tools the tests start themselves (installed when run as root).
-DEB_PACKAGES ?= gcc influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter
+DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter
 
 .PHONY: run test test-fast test-kernels-nojit bench deps venv clean
 
