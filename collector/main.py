@@ -105,7 +105,13 @@ class Collector:
         for name, m in conf.meters.items():
             if m.measurement:
                 self.ingest_meters.setdefault(m.measurement, []).append(_IngestMeter(name, m))
-        self.subscribed = frozenset({"gpu_power", *self.ingest_meters})
+        # What the ingest parser builds points for: GPU energy readings (one agent line in
+        # ten carries `energy_mj`) and the meters' fields; every other line goes to the store
+        # without a dict ever being built for it.
+        subscribed: dict[str, set[str]] = {"gpu_power": {"energy_mj"}}
+        for measurement, meters in self.ingest_meters.items():
+            subscribed.setdefault(measurement, set()).update(im.field for im in meters)
+        self.subscribed = {m: tuple(sorted(fields)) for m, fields in subscribed.items()}
         # SNMP meters: device -> [(meter, reading name or "" for the default)]
         self.snmp_meters: dict[str, list[tuple[str, str]]] = {}
         for name, m in conf.meters.items():
