@@ -120,6 +120,7 @@ class Collector:
         self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
         self.store = None
         self.writer = None
+        self.derived_writer = None
         self.poller = None
         self.started_ns = time.time_ns()
 
@@ -192,7 +193,7 @@ class Collector:
         now = time.time_ns()
         lines = self.pipeline.step(now)
         if lines:
-            self.writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+            self.derived_writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         if self.pipeline.horizon is not None:
             self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
@@ -216,6 +217,16 @@ class Collector:
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
         )
         self.metrics.add_store(conf.store.kind, self.writer.stats)
+        # The derived series (PUE & co., a few hundred points a second) have their own writer,
+        # connection and spool: behind the raw lines' queue they would wait for every agent
+        # batch ahead of them, and a PUE point is what operators watch live.
+        self.derived_writer = StoreWriter(
+            build_store(conf),
+            self.state_dir / "spool-derived",
+            conf.store.spool_max_bytes,
+            on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+        )
+        self.metrics.add_store(f"{conf.store.kind}-derived", self.derived_writer.stats)
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
@@ -277,6 +288,7 @@ class Collector:
             self._step()
             self.pipeline.save()
             await loop.run_in_executor(None, self.writer.close)
+            await loop.run_in_executor(None, self.derived_writer.close)
             if metrics_server is not None:
                 metrics_server[0].shutdown()
         return 0
