@@ -50,7 +50,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from puewatch import __version__
-from puewatch.collector.lineparse import PRECISIONS, LineParser, Point
+from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 
@@ -203,7 +203,7 @@ def ssl_context(config: IngestConfig) -> ssl.SSLContext | None:
 class Sink(Protocol):
     """Where accepted lines go (collector/DESIGN.md, Ingest)."""
 
-    subscribed: frozenset[str]
+    subscribed: Subscription  # measurement names, or measurement -> required field keys
 
     def accept(self, agent: str, body: bytes, lines: int, points: list[Point]) -> None: ...
 

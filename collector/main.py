@@ -105,7 +105,13 @@ class Collector:
         for name, m in conf.meters.items():
             if m.measurement:
                 self.ingest_meters.setdefault(m.measurement, []).append(_IngestMeter(name, m))
-        self.subscribed = frozenset({"gpu_power", *self.ingest_meters})
+        # What the ingest parser builds points for: GPU energy readings (one agent line in
+        # ten carries `energy_mj`) and the meters' fields; every other line goes to the store
+        # without a dict ever being built for it.
+        subscribed: dict[str, set[str]] = {"gpu_power": {"energy_mj"}}
+        for measurement, meters in self.ingest_meters.items():
+            subscribed.setdefault(measurement, set()).update(im.field for im in meters)
+        self.subscribed = {m: tuple(sorted(fields)) for m, fields in subscribed.items()}
         # SNMP meters: device -> [(meter, reading name or "" for the default)]
         self.snmp_meters: dict[str, list[tuple[str, str]]] = {}
         for name, m in conf.meters.items():
@@ -114,6 +120,7 @@ class Collector:
         self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
         self.store = None
         self.writer = None
+        self.derived_writer = None
         self.poller = None
         self.started_ns = time.time_ns()
 
@@ -186,7 +193,7 @@ class Collector:
         now = time.time_ns()
         lines = self.pipeline.step(now)
         if lines:
-            self.writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+            self.derived_writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         if self.pipeline.horizon is not None:
             self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
@@ -210,6 +217,16 @@ class Collector:
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
         )
         self.metrics.add_store(conf.store.kind, self.writer.stats)
+        # The derived series (PUE & co., a few hundred points a second) have their own writer,
+        # connection and spool: behind the raw lines' queue they would wait for every agent
+        # batch ahead of them, and a PUE point is what operators watch live.
+        self.derived_writer = StoreWriter(
+            build_store(conf),
+            self.state_dir / "spool-derived",
+            conf.store.spool_max_bytes,
+            on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+        )
+        self.metrics.add_store(f"{conf.store.kind}-derived", self.derived_writer.stats)
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
@@ -271,6 +288,7 @@ class Collector:
             self._step()
             self.pipeline.save()
             await loop.run_in_executor(None, self.writer.close)
+            await loop.run_in_executor(None, self.derived_writer.close)
             if metrics_server is not None:
                 metrics_server[0].shutdown()
         return 0

@@ -245,3 +245,122 @@ def test_any_bytes_give_a_result_or_a_line_error(data):
     if r.lines:
         again = parse(r.body, subscribed=ALL)  # what we pass on is valid line protocol
         assert again.error_count == 0 and again.points == r.points
+
+
+# -- subscriptions with required fields ---------------------------------------------------------
+
+_AGENT = (
+    b"gpu_power,gpu=0,node=n1 power_average_w=300.5,energy_mj=123i,energy_estimated=false 1\n"
+    b"gpu_power,gpu=1,node=n1 power_average_w=301.5 2\n"
+    b"host,node=n1 load1=1.5,energy_mj=7i 3\n"
+    b"gpu_power,gpu=0,node=n1 power_average_w=299.5 4\n"
+    b"gpu_power,gpu=1,node=n1 energy_mj=456i,power_average_w=302.5 5\n"
+)
+
+
+def test_required_field_builds_points_only_for_lines_that_carry_it():
+    r = LineParser({"gpu_power": ("energy_mj",)}).parse(_AGENT)
+    assert r.lines == 5 and r.body == _AGENT  # every line is still accepted and passed on
+    assert [(p.tags["gpu"], p.fields["energy_mj"], p.time_ns) for p in r.points] == [("0", 123, 1), ("1", 456, 5)]
+    assert r.points[0].fields == {"power_average_w": 300.5, "energy_mj": 123, "energy_estimated": False}
+    # a plain set of names (the old form) and an empty tuple still mean every line
+    assert len(LineParser({"gpu_power"}).parse(_AGENT).points) == 4
+    assert len(LineParser({"gpu_power": ()}).parse(_AGENT).points) == 4
+    # the line-by-line path (seconds precision) agrees
+    by_line = LineParser({"gpu_power": ("energy_mj",)}).parse(_AGENT, "s")
+    assert [p.fields["energy_mj"] for p in by_line.points] == [123, 456]
+
+
+def test_several_required_fields_and_measurements_keep_body_order():
+    body = (
+        b"modbus,meter=incomer power_w=1000 1\n"
+        b"modbus,meter=ups energy_wh=5.5 2\n"
+        b"modbus,meter=ups voltage_v=230 3\n"
+        b"gpu_power,gpu=0 energy_mj=9i 4\n"
+        b"modbus,meter=both energy_wh=1,power_w=2 5\n"
+    )
+    sub = {"modbus": ("power_w", "energy_wh"), "gpu_power": ("energy_mj",)}
+    r = LineParser(sub).parse(body)
+    assert [p.time_ns for p in r.points] == [1, 2, 4, 5]  # each line once, in order
+    assert [p.time_ns for p in LineParser(sub).parse(body, "ms").points] == [1_000_000, 2_000_000, 4_000_000, 5_000_000]
+    # mixed: one measurement with every line, one with a required field
+    mixed = LineParser({"modbus": (), "gpu_power": ("energy_mj",)}).parse(body)
+    assert [p.time_ns for p in mixed.points] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'gpu_power,gpu=0 note=",energy_mj=1i" 1',  # in a string value (fast path)
+        b"gpu_power,energy_mj=5 p=1 1",  # a tag key
+        b"gpu_power,gpu=0 xenergy_mj=1i 1",  # a longer field key
+        b"gpu_power,gpu=0 a\\,energy_mj=1i 1",  # an escaped comma: the key is "a,energy_mj"
+        b'gpu_power,gpu=0 note="x\\"energy_mj=1" 1',  # an escaped quote in a string (slow path)
+        b"gpu_power,gpu=0 energy_mj_total=1i 1",
+    ],
+)
+def test_lookalikes_of_a_required_field_build_no_point(line):
+    r = LineParser({"gpu_power": ("energy_mj",)}).parse(line + b"\n" + line + b"\n")
+    assert r.error_count == 0 and r.lines == 2
+    assert r.points == []
+
+
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        (b"gpu_power,gpu=0 energy_mj=1i 1", "energy_mj"),
+        (b'gpu_power,gpu=0 note="a b",energy_mj=1i 1', "energy_mj"),  # after a string with a space
+        (b"gpu_power,gpu=0 energy\\ mj=1i 1", "energy mj"),  # escaped key (slow path)
+        (b"gpu_power,gpu=0 e\\=j=1i,x=2 1", "e=j"),
+        (b"gpu_power\\ x,gpu=0 energy_mj=1i 1", None),  # another measurement: not subscribed
+        (b"  gpu_power,gpu=0 energy_mj=1i", "energy_mj"),  # leading spaces, no timestamp
+    ],
+)
+def test_required_fields_are_found_on_every_path(line, field):
+    r = LineParser({"gpu_power": (field or "energy_mj",)}).parse(line, now_ns=NOW)
+    assert r.error_count == 0 and r.lines == 1
+    assert [field in p.fields for p in r.points] == ([True] if field else [])
+
+
+def test_a_field_list_given_as_one_string_is_refused():
+    with pytest.raises(TypeError, match="tuple of names, not the string 'energy_mj'"):
+        LineParser({"gpu_power": "energy_mj"})
+    with pytest.raises(TypeError, match="set of measurement names"):
+        LineParser("gpu_power")
+    assert lineparse.subscription(["a", "b"]) == {"a": (), "b": ()}
+    assert lineparse.subscription({"a": ["x", "x", "y"]}) == {"a": ("x", "y")}
+
+
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.sampled_from(["gpu_power", "host", "m x"]),
+            st.dictionaries(_names.filter(lambda s: s != "time"), _names, max_size=2),
+            st.dictionaries(st.one_of(st.sampled_from(["energy_mj", "power_w", "e,=j"]), _names.filter(lambda s: s != "time")),
+                            _values, min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    required=st.sampled_from([("energy_mj",), ("e,=j",), ("energy_mj", "power_w")]),
+)
+def test_required_fields_never_miss_a_line(lines, required):
+    """No false negatives: the same points as subscribing to everything and filtering exactly."""
+    body = []
+    for i, (measurement, tags, fields) in enumerate(lines):
+        try:
+            line = encode_point(measurement, tags, fields, i + 1)
+        except LineProtocolError:
+            continue
+        if line is not None:
+            body.append(line)
+    assume(body)
+    raw = ("\n".join(body) + "\n").encode()
+    every = LineParser({"gpu_power", "m x"}).parse(raw)
+    expected = [p for p in every.points if any(f in p.fields for f in required)]
+    for precision in ("ns", "us"):  # the whole-body fast path and the line-by-line path
+        r = LineParser({"gpu_power": required, "m x": required}).parse(raw, precision)
+        scale = 1 if precision == "ns" else 1000
+        assert [(p.measurement, p.tags, p.fields, p.time_ns // scale) for p in r.points] == [
+            (p.measurement, p.tags, p.fields, p.time_ns) for p in expected
+        ]
