@@ -659,6 +659,26 @@ def _utf8(body: bytes) -> bool:
     return True
 
 
+class LineError(ValueError):
+    """A line that is not valid line protocol; the message is InfluxDB's."""
+
+
+def parse_line(line: bytes | str) -> Point:
+    """One line (no newline), parsed exactly; `time_ns` is the timestamp as written, None when absent.
+
+    For the stores that read line protocol back (the embedded store) and for tests:
+    the same rules and messages as the ingest parser, one line at a time.
+    """
+    raw = (line.encode() if isinstance(line, str) else bytes(line)).lstrip(b" \t")  # as InfluxDB does
+    if not raw or _blank_or_comment(raw):
+        raise LineError("unable to parse '': empty line or comment")
+    try:
+        measurement, tags, fields, t, _ = _parse_slow(raw)
+    except _LineError as exc:
+        raise LineError(f"unable to parse '{_quote(raw)}': {exc}") from None
+    return Point(measurement, tags, fields, t)
+
+
 def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscribed: Subscription = frozenset()) -> ParseResult:
     """Parse one body with a fresh parser (tests, tools); servers keep a `LineParser`."""
     return LineParser(subscribed).parse(body, precision, now_ns)

@@ -33,12 +33,10 @@ import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 __all__ = [
     "LineProtocolError",
-    "ParsedLine",
-    "parse_line",
     "encode_fields",
     "encode_line",
     "encode_point",
@@ -61,8 +59,8 @@ class LineProtocolError(ValueError):
 
 # A backslash at the end or right before a character the escaper will escape.
 _BAD_BACKSLASH = {
-    # InfluxDB 1.x unescapes \" in measurements (seen with influxd 1.6.7).
-    "measurement": re.compile(r'\\(?:[, "]|$)'),
+    # InfluxDB 1.x also unescapes \= and \" in measurements (seen with influxd 1.6.7).
+    "measurement": re.compile(r'\\(?:[,= "]|$)'),
     "key": re.compile(r"\\(?:[,= ]|$)"),
     # InfluxDB 1.x also unescapes \" in field keys.
     "field": re.compile(r'\\(?:[,= "]|$)'),
@@ -167,177 +165,3 @@ def encode_point(
 ) -> str | None:
     """Encode one point; None when it has no storable field."""
     return encode_line(series_key(measurement, tags), fields, time_ns)
-
-
-# -- parsing -----------------------------------------------------------------------------------
-#
-# A small parser with InfluxDB's rules, for the stores that must read line protocol back
-# (the embedded store). The collector's ingest has its own strict, faster parser.
-
-
-class ParsedLine(NamedTuple):
-    measurement: str
-    tags: dict[str, str]
-    fields: dict[str, float | int | str | bool]
-    time_ns: int | None
-
-
-_TRUE = frozenset(("t", "T", "true", "True", "TRUE"))
-_FALSE = frozenset(("f", "F", "false", "False", "FALSE"))
-_UINT64_MAX = 2**64 - 1
-
-
-def _scan(text: str, i: int, stops: str) -> int:
-    """Index of the first unescaped character of `stops` at or after i (len(text) if none).
-    A backslash skips the next character, as InfluxDB's scanner does."""
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-        elif c in stops:
-            return i
-        else:
-            i += 1
-    return n
-
-
-def _split(text: str, seps: str) -> list[str]:
-    out = []
-    start = 0
-    while True:
-        j = _scan(text, start, seps)
-        out.append(text[start:j])
-        if j >= len(text):
-            return out
-        start = j + 1
-
-
-def _unescape(raw: str, codes: str) -> str:
-    """`\\c` becomes `c` for c in codes; every other backslash is literal (InfluxDB's unescaper)."""
-    if "\\" not in raw:
-        return raw
-    out = []
-    i = 0
-    n = len(raw)
-    while i < n:
-        c = raw[i]
-        if c == "\\" and i + 1 < n and raw[i + 1] in codes:
-            out.append(raw[i + 1])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _is_int(text: str) -> bool:
-    """Plain ASCII decimal with an optional minus sign (Python's int() also takes '_', '+' and spaces)."""
-    digits = text[1:] if text[:1] == "-" else text
-    return digits.isascii() and digits.isdigit()
-
-
-def _parse_value(raw: str, key: str) -> float | int | str | bool:
-    if not raw:
-        raise LineProtocolError(f"field {key!r} has no value")
-    c = raw[0]
-    if c == '"':
-        if len(raw) < 2 or raw[-1] != '"':
-            raise LineProtocolError(f"field {key!r}: unterminated string {raw!r}")
-        return _unescape(raw[1:-1], '"\\')
-    last = raw[-1]
-    if last == "i" or last == "u":
-        try:
-            if not _is_int(raw[:-1]):
-                raise ValueError
-            value = int(raw[:-1], 10)
-        except ValueError:
-            raise LineProtocolError(f"field {key!r}: invalid integer {raw!r}") from None
-        if last == "i" and not INT64_MIN <= value <= INT64_MAX:
-            raise LineProtocolError(f"field {key!r}: integer {raw!r} out of int64 range")
-        if last == "u" and not 0 <= value <= _UINT64_MAX:
-            raise LineProtocolError(f"field {key!r}: unsigned integer {raw!r} out of uint64 range")
-        return value
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    if c not in "+-.0123456789" or "_" in raw:
-        raise LineProtocolError(f"field {key!r}: invalid value {raw!r}")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LineProtocolError(f"field {key!r}: invalid number {raw!r}") from None
-    if not math.isfinite(value):
-        raise LineProtocolError(f"field {key!r}: {raw!r} is not a finite number")
-    return value
-
-
-def parse_line(line: str | bytes) -> ParsedLine:
-    """Parse one line of line protocol (no trailing newline); raises LineProtocolError saying what is wrong.
-
-    Escapes per the InfluxDB reference: measurement `\\,` `\\ `; tag keys, tag values and field
-    keys `\\,` `\\=` `\\ `; string fields `\\"` `\\\\`. Integers `i`, unsigned `u`, floats, booleans
-    t/T/true/True/TRUE/f/F/false/False/FALSE; the timestamp is optional (None when absent).
-    """
-    if isinstance(line, bytes):
-        try:
-            line = line.decode()
-        except UnicodeDecodeError:
-            raise LineProtocolError("line is not valid UTF-8") from None
-    where = f"in line {line[:80]!r}"
-    # Series key: measurement and tags up to the first unescaped space (quotes are literal there).
-    n = len(line)
-    escaped = "\\" in line
-    k_end = _scan(line, 0, " ") if escaped else line.find(" ")
-    if k_end < 0 or k_end >= n:
-        raise LineProtocolError(f"no fields {where}")
-    key_raw = line[:k_end]
-    parts = _split(key_raw, ",") if escaped else key_raw.split(",")
-    measurement = _unescape(parts[0], ", ")
-    if not measurement:
-        raise LineProtocolError(f"missing measurement {where}")
-    tags: dict[str, str] = {}
-    for part in parts[1:]:
-        kv = _split(part, "=") if escaped else part.split("=")
-        if len(kv) != 2 or not kv[0] or not kv[1]:
-            raise LineProtocolError(f"invalid tag {part!r} {where} (want key=value)")
-        tags[_unescape(kv[0], ",= ")] = _unescape(kv[1], ",= ")
-    # Fields: key=value pairs separated by commas; a string value is quoted and may hold anything.
-    fields: dict[str, float | int | str | bool] = {}
-    i = k_end + 1
-    while True:
-        eq = _scan(line, i, "=, ")
-        if eq >= n or line[eq] != "=":
-            raise LineProtocolError(f"invalid field {line[i:eq + 1]!r} {where} (want key=value)")
-        if eq == i:
-            raise LineProtocolError(f"field with no key {where}")
-        key = _unescape(line[i:eq], ',= "')
-        v = eq + 1
-        if v < n and line[v] == '"':
-            close = _scan(line, v + 1, '"')
-            if close >= n:
-                raise LineProtocolError(f"field {key!r}: unterminated string {where}")
-            end = close + 1
-        else:
-            end = _scan(line, v, ", ")
-        fields[key] = _parse_value(line[v:end], key)
-        if end >= n:
-            time_ns = None
-            break
-        if line[end] == ",":
-            i = end + 1
-            continue
-        if line[end] != " ":
-            raise LineProtocolError(f"field {key!r}: unexpected {line[end]!r} after the value {where}")
-        time_raw = line[end + 1 :]
-        try:
-            if not _is_int(time_raw):
-                raise ValueError
-            time_ns = int(time_raw, 10)
-        except ValueError:
-            raise LineProtocolError(f"invalid timestamp {time_raw!r} {where}") from None
-        if not INT64_MIN <= time_ns <= INT64_MAX:
-            raise LineProtocolError(f"timestamp {time_raw!r} out of int64 range")
-        break
-    return ParsedLine(measurement, tags, fields, time_ns)

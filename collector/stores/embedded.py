@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from puewatch.errors import UserError
-from puewatch.lineprotocol import LineProtocolError, parse_line
+from puewatch.collector.lineparse import LineError, parse_line
 
 from .base import StoreRejected, StoreUnavailable
 
@@ -120,7 +120,7 @@ class EmbeddedStore:
                         continue
                     try:
                         p = parse_line(line)
-                    except LineProtocolError as exc:
+                    except LineError as exc:
                         bad.append(f"line {lineno}: {exc}")
                         continue
                     tagset = canonical_tagset(p.tags) if p.tags else ""

@@ -55,7 +55,7 @@ def test_resent_points_are_stored_once_and_last_write_wins(tmp_path):
 
 def test_partial_write_stores_the_good_lines_and_rejects(tmp_path):
     store = EmbeddedStore(tmp_path / "pue.db")
-    with pytest.raises(StoreRejected, match=r"partial write, 2 bad line\(s\) skipped: line 2: .*no value.*1 more"):
+    with pytest.raises(StoreRejected, match=r"partial write, 2 bad line\(s\) skipped: line 2: .*missing field value.*1 more"):
         store.write(b"m f=1 1\nm f= 2\nm f=3 3\nm,t f=4 4\n")
     assert store.series("m", "f", {}, 0, 10)[0].tolist() == [1, 3]
     store.write(b'm s="text",f=5 5\n')
