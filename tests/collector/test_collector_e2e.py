@@ -6,89 +6,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from puewatch.collector.stores.embedded import EmbeddedStore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from servers import free_port, http  # noqa: E402
-
-TOKEN = "agent-token-0123456789abcdef"
-PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
-
-
-def write_config(tmp: Path, ingest_port: int, metrics_port: int, extra: str = "") -> Path:
-    tokens = tmp / "tokens"
-    tokens.write_text(f"gpu-a-1 {TOKEN}\n")
-    tokens.chmod(0o600)
-    conf = tmp / "collector.toml"
-    conf.write_text(
-        f"""
-[collector]
-site = "lab"
-windows = ["1m", "2m"]
-min_coverage = 0.05
-settle_s = 3.0
-state_dir = "{tmp / 'state'}"
-checkpoint_interval_s = 2.0
-
-[ingest]
-listen = "127.0.0.1"
-port = {ingest_port}
-token_file = "{tokens}"
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-
-[meters.incomer]
-role = "facility_input"
-measurement = "modbus"
-tags = {{ meter = "incomer" }}
-field = "power_kw"
-unit = "kW"
-
-[meters.ups]
-role = "it"
-point = "ups_output"
-zone = "hall-a"
-measurement = "modbus"
-tags = {{ meter = "ups" }}
-field = "energy_wh"
-unit = "Wh"
-register = true
-
-[zones.hall-a]
-nodes = ["gpu-a-*"]
-{extra}
-"""
-    )
-    return conf
-
-
-def post(port: int, body: str) -> int:
-    status, _ = http(
-        "POST",
-        f"http://127.0.0.1:{port}/api/v2/write?bucket=b&org=o&precision=ns",
-        body.encode(),
-        {"Authorization": f"Token {TOKEN}"},
-    )
-    return status
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
+from collector_support import PUEWATCH, free_port, post, wait_port, write_config  # noqa: E402
 
 
 def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_store(tmp_path):

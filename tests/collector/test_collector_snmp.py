@@ -1,0 +1,223 @@
+"""`puewatch collector` with its meters polled over SNMP from real agents.
+
+- snmpsim serving two shared recordings (static power gauges) for the incomer and the UPS
+  output, and a dead device (a socket that never answers) for the cooling meter: the PUE is
+  P_facility / P_IT from EXPECTED.toml, on schedule; the dead meter gives no readings (NaN,
+  never 0), no CLF, and /metrics says it is down.
+- a real snmpd whose pass_persist serves changing energy registers: one wraps at 2**32, the
+  other is reset mid-run. Energies are never negative and the PUE is the ratio of the rates.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+from collector_support import CollectorProcess, free_port, scrape, write_config
+from puewatch.collector.stores.embedded import EmbeddedStore
+from snmp_support import PRIVATE_BASE, black_hole, shared_snmp, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
+
+FACILITY = "raritan-px3-5493u"
+IT = "apc-ap8853"
+SECOND = 10**9
+
+
+
+def test_snmp_meters_give_pue_and_a_dead_device_is_missing_not_zero(tmp_path, snmpsim_recordings, black_hole):
+    expected = tomllib.loads((shared_snmp() / "EXPECTED.toml").read_text())["devices"]
+    p_facility = expected[FACILITY]["total_active_power_w"]
+    p_it = expected[IT]["total_active_power_w"]
+    port = snmpsim_recordings.port
+    meters = f"""
+[[snmp.devices]]
+name = "incomer"
+host = "127.0.0.1"
+port = {port}
+community = "{FACILITY}"
+interval_s = 1.0
+timeout_s = 0.4
+retries = 0
+
+[[snmp.devices]]
+name = "ups"
+host = "127.0.0.1"
+port = {port}
+community = "{IT}"
+interval_s = 1.0
+timeout_s = 0.4
+retries = 0
+
+[[snmp.devices]]
+name = "dead"
+host = "127.0.0.1"
+port = {black_hole}
+community = "public"
+interval_s = 1.0
+timeout_s = 0.3
+retries = 0
+
+[meters.incomer]
+role = "facility_input"
+device = "incomer"
+reading = "total_active_power"
+
+[meters.ups]
+role = "it"
+point = "pdu_output"
+zone = "hall-a"
+device = "ups"
+reading = "total_active_power"
+
+[meters.crac]
+role = "cooling"
+zone = "hall-a"
+device = "dead"
+reading = "total_active_power"
+"""
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    t_start = time.time_ns()
+    with CollectorProcess(conf, ingest_port) as proc:
+        time.sleep(14)
+        values = scrape(metrics_port)
+        t_scrape = time.time_ns()
+    assert values['puewatch_snmp_up{device="dead"}'] == 0
+    assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5
+    assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0
+    for live in ("incomer", "ups"):
+        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1
+        assert values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}'] >= 6
+        assert values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0) == 0
+    assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(p_facility / p_it, rel=1e-9)
+    # The dead device must not hold the pipeline back beyond the settle time.
+    assert values["puewatch_pipeline_lag_seconds"] < 3.5, proc.output()[-2000:]
+
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + SECOND
+    t, pue = store.series("pue", "pue", {"site": "lab", "window": "1m", "category": "2"}, t_start, end)
+    # One point per 1 s cell, on schedule, from shortly after the first polls until the scrape.
+    assert len(pue) >= 7, proc.output()[-2000:]
+    assert np.all(np.diff(t) == SECOND)
+    assert t[-1] >= t_scrape - 5 * SECOND
+    assert pue == pytest.approx([p_facility / p_it] * len(pue), rel=1e-9)
+    # No CLF: the cooling meter never answered, so there is no numerator (NaN is not written).
+    t, clf = store.series("pue", "clf", {"site": "lab", "window": "1m"}, t_start, end)
+    assert len(clf) == 0
+    t, cov = store.series("pue", "clf_coverage", {"site": "lab", "window": "1m"}, t_start, end)
+    assert len(cov) >= 7 and set(cov) == {0.0}
+    # Raw readings of the live devices as the recordings give them; none at all from the dead one.
+    for device, watts in (("incomer", p_facility), ("ups", p_it)):
+        t, raw = store.series("snmp_reading", "value", {"device": device, "reading": "total_active_power"}, t_start, end)
+        assert len(raw) >= 10 and set(raw) == {watts}
+    assert store.tag_values("snmp_reading", "device") == ["incomer", "ups"]
+    t, crac = store.series("meter_energy", "energy_wh", {"meter": "crac"}, t_start, end)
+    assert len(crac) == 0  # missing, never written as 0
+    t, site_cooling = store.series("site_energy", "cooling_wh", {"site": "lab"}, t_start, end)
+    assert len(site_cooling) == 0
+    t, fac = store.series("site_energy", "facility_input_wh", {"site": "lab"}, t_start, end)
+    assert len(fac) >= 7 and fac == pytest.approx([p_facility / 3600] * len(fac), rel=1e-9)
+
+
+WRAP_OID = f"{PRIVATE_BASE}.2.0"
+RESET_OID = f"{PRIVATE_BASE}.3.0"
+P_FACILITY_W = 144_000.0  # 40 Wh/s
+P_IT_W = 108_000.0  # 30 Wh/s
+
+
+def test_snmpd_energy_registers_wrap_and_reset_without_negative_energy(tmp_path, snmpd):
+    meters = f"""
+[[snmp.devices]]
+name = "incomer"
+host = "127.0.0.1"
+port = {snmpd.port}
+interval_s = 1.0
+timeout_s = 0.4
+retries = 0
+profile = "generic"
+oids = [{{ name = "feed_energy", oid = "{WRAP_OID}", quantity = "active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }}]
+
+[[snmp.devices]]
+name = "ups"
+host = "127.0.0.1"
+port = {snmpd.port}
+interval_s = 1.0
+timeout_s = 0.4
+retries = 0
+profile = "generic"
+oids = [{{ name = "ups_energy", oid = "{RESET_OID}", quantity = "active_energy", kind = "register", total = true }}]
+
+[meters.incomer]
+role = "facility_input"
+device = "incomer"
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+device = "ups"
+"""
+    t0 = time.monotonic()
+    wrap_start = 2**32 - 200  # wraps after 5 s
+    reset_at = 9.0
+    stop = threading.Event()
+    served = {"wrapped": False, "reset": False}
+
+    def serve() -> None:
+        while not stop.is_set():
+            dt = time.monotonic() - t0
+            facility = (wrap_start + int(P_FACILITY_W * dt / 3600)) % 2**32
+            served["wrapped"] |= facility < wrap_start
+            it = int(5_000_000 + P_IT_W * dt / 3600)
+            if dt >= reset_at:  # the UPS meter is reset (e.g. replaced): counts again from 0
+                it = int(P_IT_W * (dt - reset_at) / 3600)
+                served["reset"] = True
+            snmpd.set_objects({WRAP_OID: ("gauge", facility), RESET_OID: ("gauge", it)})
+            time.sleep(0.05)
+
+    serve_thread = threading.Thread(target=serve, daemon=True)
+    serve_thread.start()
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    t_start = time.time_ns()
+    try:
+        with CollectorProcess(conf, ingest_port) as proc:
+            time.sleep(16)
+            values = scrape(metrics_port)
+    finally:
+        stop.set()
+        serve_thread.join()
+    assert served == {"wrapped": True, "reset": True}
+    assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6
+    log = proc.output()
+    assert "meter incomer reads incomer/total_active_energy" in log
+
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + SECOND
+    # The raw register went through the wrap: values near 2**32, then small ones.
+    t, raw = store.series("snmp_reading", "value", {"device": "incomer", "reading": "feed_energy"}, t_start, end)
+    assert raw.max() > 2**32 - 200 and raw.min() < 1000
+    t, ups_raw = store.series("snmp_reading", "value", {"device": "ups", "reading": "ups_energy"}, t_start, end)
+    assert ups_raw.max() >= 5_000_000 and ups_raw[-1] < 1000
+    t_reset = int(t[np.argmax(np.diff(ups_raw) < 0) + 1])  # first reading after the reset
+    for meter, watts in (("incomer", P_FACILITY_W), ("ups", P_IT_W)):
+        t, e = store.series("meter_energy", "energy_wh", {"meter": meter, "method": "register"}, t_start, end)
+        assert len(e) >= 8
+        # Neither the wrap nor the reset gives a negative energy, nor one of ~2**32 or ~5e6 Wh:
+        # a 1 s cell holds at most the rate plus the jitter of the reading times.
+        assert np.all(e >= 0) and np.all(e < 2 * watts / 3600), (meter, e)
+        assert np.median(e) == pytest.approx(watts / 3600, rel=0.1)
+    for field in ("facility_input_wh", "it_wh"):
+        t, e = store.series("site_energy", field, {"site": "lab"}, t_start, end)
+        assert len(e) >= 8 and np.all(e >= 0)
+    t, pue = store.series("pue", "pue", {"site": "lab", "window": "1m"}, t_start, end)
+    assert len(pue) >= 8 and all(math.isfinite(x) for x in pue)
+    # Before the reset, the ratio of the rates; the interval of the reset only counts the energy
+    # since the reset (the register cannot tell what came before it), so the ratio rises a little.
+    before = pue[t < t_reset - SECOND]
+    assert len(before) >= 2 and before == pytest.approx([P_FACILITY_W / P_IT_W] * len(before), rel=0.05)
+    assert np.all((pue > 1.25) & (pue < 1.6)), pue
