@@ -672,7 +672,7 @@ def main(args: argparse.Namespace) -> int:
             live = Live(refresh_per_second=2, transient=False, redirect_stderr=False)
             live.start()
         end = time.monotonic() + args.duration
-        next_view = 0.0
+        next_view = 0.0 if live is not None else time.monotonic() + 10.0
         try:
             while not stop.event.is_set() and time.monotonic() < end:
                 now = time.time()
@@ -687,6 +687,15 @@ def main(args: argparse.Namespace) -> int:
                     next_view = time.monotonic() + 1.0
                     snap = snapshot(reader, scrape(metrics_port), nodes, time.time_ns())
                     live.update(render(snap, time.monotonic() - (end - args.duration), args.duration, spec))
+                elif live is None and not args.json and time.monotonic() >= next_view:
+                    # Not a terminal (a pipe, a log): one progress line every 10 s instead of the live view.
+                    next_view = time.monotonic() + 10.0
+                    snap = snapshot(reader, scrape(metrics_port), nodes, time.time_ns())
+                    w1 = snap["windows"]["1m"]
+                    print(f"puewatch demo: {time.monotonic() - (end - args.duration):.0f} s, facility "
+                          f"{_f(snap['facility_w'] / 1e3, '.1f')} kW, IT {_f(snap['it_w'] / 1e3, '.1f')} kW, "
+                          f"PUE 1m {_f(w1['pue'], '.3f')} (coverage {_f(w1['pue_coverage'] * 100, '.0f')} %)",
+                          file=sys.stderr, flush=True)
                 stop.event.wait(max(0.0, min(RECORDING_PERIOD_S - (time.time() - now), end - time.monotonic())))
         finally:
             if live is not None:

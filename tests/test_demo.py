@@ -183,3 +183,32 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     assert r.returncode != 0 and r.stderr.strip() == "puewatch demo: error: --nodes must be between 1 and 64, got 0"
     r = subprocess.run([*PUEWATCH, "demo", "--store", "ftp://x/y", "--dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--store" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_writes_to_influxdb_with_store_url(tmp_path):
+    """`--store http://host:port/DB`: the database is created, the collector writes there, the summary reads it back."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from servers import influxd
+
+    from puewatch.collector.stores.influx1 import Influx1Store
+
+    with influxd(tmp_path / "influxd") as db:
+        d = tmp_path / "site"
+        r = subprocess.run(
+            [*PUEWATCH, "demo", "--duration", "12", "--nodes", "1", "--json", "--dir", str(d), "--store", f"{db.url}/demo_site"],
+            capture_output=True, text=True, timeout=150,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads(r.stdout)
+        assert summary["store"]["kind"] == "influx1" and summary["store"]["database"] == "demo_site"
+        assert not (d / "state" / "puewatch.sqlite").exists()
+        reader = Influx1Store(db.url, "demo_site")
+        tf, f = reader.series("site_energy", "facility_input_wh", {"site": "demo"}, summary["start_ns"], summary["end_ns"])
+        ti, it = reader.series("site_energy", "it_wh", {"site": "demo"}, summary["start_ns"], summary["end_ns"])
+        fac = dict(zip(tf.tolist(), f.tolist()))
+        both = [(fac[t], v) for t, v in zip(ti.tolist(), it.tolist()) if t in fac]
+        assert len(both) == summary["cells"] >= 3
+        assert summary["pue"] == pytest.approx(sum(a for a, _ in both) / sum(b for _, b in both), rel=1e-6)
+        assert 1.05 < summary["pue"] < 1.6 and summary["category"] == 2
+        assert _processes_under(d) == []
