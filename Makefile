@@ -32,9 +32,10 @@ deps:
 		echo "not root: make sure these Debian packages are installed: $(DEB_PACKAGES)"; \
 	fi
 
-# Until `puewatch demo` exists, the kernel benchmark is the main job.
+# The main job: a whole simulated site (GPU nodes, SNMP meters, collector) for a minute, live.
+DEMO_ARGS ?= --duration 60
 run: venv
-	$(VENV)/bin/puewatch bench kernels
+	$(VENV)/bin/puewatch demo $(DEMO_ARGS)
 
 bench: venv
 	$(VENV)/bin/puewatch bench kernels

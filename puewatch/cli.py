@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "agent": "puewatch.commands:register_agent",
     "bench": "puewatch.commands:register_bench",
     "collector": "puewatch.commands:register_collector",
+    "demo": "puewatch.commands:register_demo",
     "influx": "puewatch.commands:register_influx",
     "snmp": "puewatch.commands:register_snmp",
 }

@@ -145,3 +145,26 @@ def register_influx(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout in seconds (default 30)")
     s.add_argument("--dry-run", action="store_true", help="print the InfluxQL and change nothing")
     s.set_defaults(handler="puewatch.collector.stores.influx1:main")
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run a whole simulated site on this machine (agents, SNMP meters, collector) with a live view",
+        description=(
+            "Starts, on 127.0.0.1, simulated facility meters answering over real SNMP (snmpsim), the real collector "
+            "and N real agents with simulated GPUs; shows live PUE, pPUE, CLF, GPU power and meter health; stops "
+            "everything at the end or on Ctrl-C and prints a summary computed from the store."
+        ),
+    )
+    p.add_argument("--duration", type=float, default=120.0, help="seconds to run once everything is up (default 120)")
+    p.add_argument("--nodes", type=int, default=4, help="simulated GPU nodes, 8 GPUs each, over two zones (default 4)")
+    p.add_argument("--dir", default="puewatch-demo", help="data directory: configs, logs, spools, store (default ./puewatch-demo)")
+    p.add_argument(
+        "--store",
+        metavar="STORE",
+        help="where the collector writes: a file path or sqlite:PATH (embedded SQLite; default DIR/state/puewatch.sqlite), "
+        "or http[s]://[user:password@]host:port/DATABASE (InfluxDB v1 API; the database is created if missing)",
+    )
+    p.add_argument("--json", action="store_true", help="no live view; print the summary as JSON at the end")
+    p.set_defaults(handler="puewatch.demo:main")

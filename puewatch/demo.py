@@ -1,0 +1,721 @@
+"""`puewatch demo`: a whole simulated site on one machine, with no GPU and no servers to install.
+
+It starts, on 127.0.0.1 and free ports, in one directory (`--dir`):
+
+- snmpsim serving the facility meters (utility incomer, UPS, a rack PDU and a
+  CRAH per zone, the chiller plant) with the OIDs of the shipped profiles; the
+  recordings are rewritten twice a second so power and energy registers move
+  with the simulated IT load (`puewatch.demo_site`);
+- the real collector (`puewatch collector`) with the embedded store, or the
+  store given with `--store`;
+- N real agents (`puewatch agent`) with the `sim` source, 8 GPUs each.
+
+Each child runs in its own session (so a Ctrl-C in the terminal reaches only
+this process, which then stops them in order: agents first so their last
+batches arrive, then the collector so it finalises and writes, then snmpsim)
+and with a parent-death signal, so no child outlives the demo even if the demo
+itself is killed. Their PIDs are in `<dir>/pids.json` while they run.
+
+While it runs it shows a live view (rich) read from the store and the
+collector's `/metrics`; at the end it prints a summary computed from the
+store's `site_energy` cells: PUE as the ratio of energies over the run, never
+a mean of ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from puewatch import demo_site as site
+from puewatch.errors import UserError
+
+log = logging.getLogger("puewatch.demo")
+
+SITE = "demo"
+INTERVAL_S = 1.0          # collector cell
+SNMP_INTERVAL_S = 1.0     # every meter is polled once a second
+RECORDING_PERIOD_S = 0.5  # recordings rewritten this often
+SNMP_COMMUNITIES = ("incomer", "ups", "chiller", *(f"{k}-{z}" for z in site.ZONES for k in ("pdu", "crah")))
+
+
+# ---- the store ---------------------------------------------------------------------------
+
+@dataclass
+class StoreSpec:
+    """Where the collector writes: the embedded SQLite file, or an InfluxDB reached through its v1 API."""
+
+    kind: str  # "embedded" or "influx1"
+    path: Path | None = None
+    url: str = ""
+    database: str = ""
+    user: str = ""
+    password: str = ""
+
+    def describe(self) -> str:
+        return f"embedded {self.path}" if self.kind == "embedded" else f"InfluxDB {self.url} database {self.database}"
+
+
+def parse_store(value: str | None, data_dir: Path) -> StoreSpec:
+    """`--store`: empty (embedded in the data dir), a file path or `sqlite:PATH`, or `http[s]://[user:password@]host:port/DATABASE`."""
+    if not value:
+        return StoreSpec("embedded", path=data_dir / "state" / "puewatch.sqlite")
+    if value.startswith("sqlite:"):
+        value = value[len("sqlite:"):]
+        if value.startswith("//"):
+            value = value[2:]
+        if not value:
+            raise UserError("--store sqlite:PATH needs a file path")
+        return StoreSpec("embedded", path=Path(value).resolve())
+    if "://" not in value:
+        return StoreSpec("embedded", path=Path(value).resolve())
+    u = urllib.parse.urlsplit(value)
+    if u.scheme not in ("http", "https"):
+        raise UserError(f"--store {value!r}: use a file path, sqlite:PATH or http[s]://host:port/DATABASE (InfluxDB v1 API)")
+    database = u.path.strip("/")
+    if not u.hostname or not database or "/" in database:
+        raise UserError(f"--store {value!r}: expected http[s]://[user:password@]host:port/DATABASE")
+    netloc = u.hostname + (f":{u.port}" if u.port else "")
+    return StoreSpec(
+        "influx1",
+        url=f"{u.scheme}://{netloc}",
+        database=database,
+        user=urllib.parse.unquote(u.username or ""),
+        password=urllib.parse.unquote(u.password or ""),
+    )
+
+
+def open_reader(spec: StoreSpec):
+    """A `Reader` (collector/stores/base.py) over the store the demo writes to."""
+    if spec.kind == "embedded":
+        from puewatch.collector.stores.embedded import EmbeddedStore
+
+        return EmbeddedStore(spec.path)
+    from puewatch.collector.stores.influx1 import Influx1Store
+
+    return Influx1Store(spec.url, spec.database, user=spec.user or None, password=spec.password or None)
+
+
+def prepare_influx(spec: StoreSpec) -> None:
+    """Create the database if it is missing (idempotent in InfluxDB 1.x); a clear error when it cannot be reached."""
+    body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{spec.database}"'}).encode()
+    req = urllib.request.Request(spec.url + "/query", data=body, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    if spec.user:
+        import base64
+
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{spec.user}:{spec.password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            log.warning("cannot create database %s (%s): assuming it exists", spec.database, exc.code)
+            return
+        raise UserError(f"--store {spec.url}: CREATE DATABASE answered {exc.code}: {exc.read()[:200]!r}") from None
+    except OSError as exc:
+        raise UserError(f"--store {spec.url}: cannot reach InfluxDB ({exc})") from None
+
+
+# ---- configuration files -------------------------------------------------------------------
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _q(s: str | Path) -> str:
+    return json.dumps(str(s))  # a TOML basic string
+
+
+def _generic_oids(power_oid: str, energy_oid: str, name: str) -> str:
+    return (
+        f'oids = [\n  {{ name = "{name}_power", oid = "{power_oid}", quantity = "active_power", total = true }},\n'
+        f'  {{ name = "{name}_energy", oid = "{energy_oid}", quantity = "active_energy", kind = "register", '
+        f"modulus_raw = 4294967296, total = true }},\n]\n"
+    )
+
+
+def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int, snmp_port: int) -> str:
+    out = [
+        "# Written by `puewatch demo`: the simulated site's collector. Reference: collector/CONFIG.md",
+        "[collector]",
+        f'site = "{SITE}"',
+        f"interval_s = {INTERVAL_S}",
+        'windows = ["1m", "15m", "1h"]',
+        "min_coverage = 0.1        # the demo is short: show partial windows, with their coverage",
+        "settle_s = 4.0",
+        f"state_dir = {_q(d / 'state')}",
+        "checkpoint_interval_s = 10.0",
+        'log_level = "warning"',
+        "",
+        "[ingest]",
+        'listen = "127.0.0.1"',
+        f"port = {ingest_port}",
+        f"token_file = {_q(d / 'tokens')}",
+        "",
+        "[metrics]",
+        f'listen = "127.0.0.1:{metrics_port}"',
+        "",
+    ]
+    if spec.kind == "embedded":
+        out += ["[store.embedded]", f"path = {_q(spec.path)}", ""]
+    else:
+        out += ["[store.influx1]", f"url = {_q(spec.url)}", f"database = {_q(spec.database)}"]
+        if spec.user:
+            out += [f"user = {_q(spec.user)}", f"password_file = {_q(d / 'influx-password')}"]
+        out.append("")
+    for name in SNMP_COMMUNITIES:
+        out += [
+            "[[snmp.devices]]",
+            f'name = "{name}"',
+            'host = "127.0.0.1"',
+            f"port = {snmp_port}",
+            f'community = "{name}"',
+            f"interval_s = {SNMP_INTERVAL_S}",
+            "timeout_s = 0.4",
+            "retries = 1",
+        ]
+        if name == "incomer":
+            out += ['profile = "generic"', _generic_oids(*site.INCOMER_OIDS, "incomer")]
+        elif name == "chiller":
+            out += ['profile = "generic"', _generic_oids(*site.CHILLER_OIDS, "chiller")]
+        else:
+            out.append("# profile chosen from sysObjectID (ups: apc-ups, pdu: eaton-epdu, crah: entity-sensor)\n")
+    out += ['[meters.incomer]', 'role = "facility_input"', 'device = "incomer"', ""]
+    out += ['[meters.chiller]', 'role = "cooling"', 'device = "chiller"', ""]
+    for z in site.ZONES:
+        out += [f"[meters.pdu-{z}]", 'role = "it"', 'point = "pdu_output"', f'zone = "{z}"', f'device = "pdu-{z}"', ""]
+        out += [f"[meters.crah-{z}]", 'role = "cooling"', f'zone = "{z}"', f'device = "crah-{z}"', ""]
+        out += [f"[zones.{z}]", f'nodes = ["gpu-{z[-1]}-*"]', ""]
+    return "\n".join(out)
+
+
+def agent_toml(d: Path, node: site.Node, ingest_port: int) -> str:
+    home = d / "agents" / node.name
+    cfg = node.sim_config()
+    return "\n".join([
+        "# Written by `puewatch demo`: one simulated GPU node. Reference: agent/CONFIG.md",
+        "[agent]",
+        f'node = "{node.name}"',
+        f'tags = {{ site = "{SITE}" }}',
+        f"spool_dir = {_q(home / 'spool')}",
+        "flush_interval_s = 1.0",
+        "self_interval_s = 10.0",
+        "shutdown_timeout_s = 3.0",
+        'log_level = "warning"',
+        "",
+        "[output]",
+        f'url = "http://127.0.0.1:{ingest_port}/api/v2/write"',
+        'bucket = "puewatch"',
+        f"token_file = {_q(home / 'token')}",
+        "timeout_s = 5.0",
+        "",
+        "[sources.sim]",
+        f"gpus = {cfg.gpus}",
+        f'profile = "{cfg.profile}"',
+        f"seed = {cfg.seed}",
+        "",
+    ])
+
+
+# ---- child processes ---------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the demo still stops its children itself
+
+
+class Children:
+    """The demo's processes, each in its own session; stopped in order, SIGKILL for stragglers."""
+
+    def __init__(self, pids_file: Path, log_dir: Path) -> None:
+        self.pids_file = pids_file
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._logs: list = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        logf = open(self.log_dir / f"{name}.log", "ab")
+        self._logs.append(logf)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, preexec_fn=_child_setup if sys.platform.startswith("linux") else None,
+        )
+        self.procs[name] = proc
+        self._write_pids()
+        return proc
+
+    def _write_pids(self) -> None:
+        alive = {n: p.pid for n, p in self.procs.items() if p.poll() is None}
+        tmp = self.pids_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"demo": os.getpid(), "children": alive}, indent=1) + "\n")
+        tmp.replace(self.pids_file)
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, names: list[str], timeout_s: float) -> None:
+        """SIGTERM to each (its whole process group), wait up to timeout_s, then SIGKILL the group."""
+        group = [(n, self.procs[n]) for n in names if n in self.procs]
+        for _, p in group:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout_s
+        for name, p in group:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s: killed", name, timeout_s)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # stragglers, and anything the child left in its group
+            except ProcessLookupError:
+                pass
+            if p.poll() is None:
+                p.wait(5)
+
+    def stop_all(self) -> None:
+        agents = [n for n in self.procs if n.startswith("agent-")]
+        self.stop(agents, 8.0)
+        self.stop(["collector"], 25.0)
+        self.stop([n for n in self.procs if n not in agents and n != "collector"], 10.0)
+        for f in self._logs:
+            f.close()
+        self._write_pids()
+
+
+def snmpsim_command() -> str:
+    here = Path(sys.executable).parent / "snmpsim-command-responder"
+    found = str(here) if here.exists() else shutil.which("snmpsim-command-responder")
+    if not found:
+        raise UserError("snmpsim is not installed: pip install 'puewatch[demo]' (it serves the simulated meters)")
+    return found
+
+
+def wait_snmp(port: int, deadline: float, children: Children) -> None:
+    """Wait until snmpsim answers sysObjectID for every meter (with pysnmp, as the collector will)."""
+    import asyncio
+
+    from puewatch import config as cfg
+    from puewatch.collector.snmp.client import SnmpClient, SnmpError
+    from puewatch.collector.snmp.device import SnmpDevice
+
+    async def answers(community: str) -> bool:
+        dev = cfg.build(SnmpDevice, {"name": community, "host": "127.0.0.1", "port": port, "community": community,
+                                     "timeout_s": 0.5, "retries": 0}, "demo")
+        client = SnmpClient(dev)
+        try:
+            return (await client.get(["1.3.6.1.2.1.1.2.0"]))[0] is not None
+        except SnmpError:
+            return False
+        finally:
+            client.close()
+
+    async def all_answer() -> bool:
+        return all(await asyncio.gather(*(answers(c) for c in SNMP_COMMUNITIES)))
+
+    while time.monotonic() < deadline:
+        if children.procs["snmpsim"].poll() is not None:
+            raise UserError(f"snmpsim exited at start (see {children.log_dir / 'snmpsim.log'})")
+        if asyncio.run(all_answer()):
+            return
+        time.sleep(0.2)
+    raise UserError(f"snmpsim did not answer within the start-up time (see {children.log_dir / 'snmpsim.log'})")
+
+
+def wait_tcp(port: int, deadline: float, proc: subprocess.Popen, what: str, logfile: Path) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = logfile.read_text(errors="replace").strip().splitlines()[-1:] if logfile.exists() else []
+            raise UserError(f"{what} exited with {proc.returncode}: {tail[0] if tail else ''} (log: {logfile})")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise UserError(f"{what} did not listen on 127.0.0.1:{port} in time (log: {logfile})")
+
+
+# ---- reading the results -------------------------------------------------------------------
+
+def scrape(port: int) -> dict[str, float]:
+    """The collector's /metrics as {'name{labels}': value}; empty when it does not answer."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def _cells(reader, measurement: str, fields: list[str], tags: dict[str, str], start_ns: int, end_ns: int) -> dict[int, dict[str, float]]:
+    """{cell end time: {field: value}} of a derived series."""
+    cells: dict[int, dict[str, float]] = {}
+    for f in fields:
+        t, v = reader.series(measurement, f, tags, start_ns, end_ns)
+        for ti, vi in zip(t.tolist(), v.tolist()):
+            cells.setdefault(ti, {})[f] = vi
+    return cells
+
+
+def _ratio(cells: dict[int, dict[str, float]], num: str, den: str) -> tuple[float, float, float, int]:
+    """(ratio, Σnum, Σden, cells) over the cells where both are known: a ratio of energies."""
+    a = b = 0.0
+    n = 0
+    for c in cells.values():
+        x, y = c.get(num), c.get(den)
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        a, b, n = a + x, b + y, n + 1
+    return (a / b if b > 0 else math.nan), a, b, n
+
+
+def _latest(reader, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int) -> float:
+    t, v = reader.series(measurement, field, tags, start_ns, end_ns)
+    return float(v[-1]) if len(v) else math.nan
+
+
+def _mean_power(cells: dict[int, dict[str, float]], field: str, n: int) -> float:
+    values = [c[field] for _, c in sorted(cells.items())[-n:] if field in c and math.isfinite(c[field])]
+    return sum(values) / len(values) * 3600.0 / INTERVAL_S if values else math.nan
+
+
+def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: int) -> dict:
+    """What the live view shows, read from the store (and /metrics for meter health)."""
+    s = 1_000_000_000
+    win = now_ns - 30 * s
+    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE}, win, now_ns + s)
+    recent = dict(sorted(cells.items())[-10:])
+    snap: dict = {
+        # Mean power over the last 5 cells: a 1 Wh register read every second is too coarse for one cell.
+        "facility_w": _mean_power(recent, "facility_input_wh", 5),
+        "it_w": _mean_power(recent, "it_wh", 5),
+        "gpu_w": _mean_power(recent, "gpu_wh", 5),
+        "live_pue": _ratio(recent, "facility_input_wh", "it_wh")[0],
+        "lag_s": (now_ns - max(cells)) / s if cells else math.nan,
+        "windows": {},
+        "zones": {},
+        "nodes": {},
+        "meters": {},
+    }
+    for window in ("1m", "15m"):
+        tags = {"site": SITE, "window": window}
+        snap["windows"][window] = {
+            k: _latest(reader, "pue", k, tags, win, now_ns + s) for k in ("pue", "pue_coverage", "clf", "clf_coverage")
+        }
+    for z in site.ZONES:
+        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, win, now_ns + s)
+        tags = {"site": SITE, "zone": z, "window": "1m"}
+        snap["zones"][z] = {
+            "it_w": _mean_power(zc, "it_wh", 5),
+            "boundary_w": _mean_power(zc, "boundary_wh", 5),
+            "ppue": _latest(reader, "ppue", "ppue", tags, win, now_ns + s),
+            "ppue_coverage": _latest(reader, "ppue", "ppue_coverage", tags, win, now_ns + s),
+        }
+    for n in nodes:
+        t, p = reader.series("gpu_power", "power_average_w", {"node": n.name}, now_ns - 6 * s, now_ns + s)
+        t2, u = reader.series("gpu_state", "util_gpu_pct", {"node": n.name}, now_ns - 6 * s, now_ns + s)
+        power = util = math.nan
+        if len(t):
+            recent_p = p[t > t[-1] - s]  # the last second of samples, all GPUs
+            power = float(recent_p.mean()) * site.GPUS_PER_NODE
+        if len(t2):
+            util = float(u[t2 > t2[-1] - s].mean())
+        snap["nodes"][n.name] = {"zone": n.zone, "profile": n.profile, "gpu_w": power, "util_pct": util}
+    for dev in SNMP_COMMUNITIES:
+        ok = metrics.get(f'puewatch_snmp_polls_total{{device="{dev}",result="ok"}}', 0.0)
+        err = metrics.get(f'puewatch_snmp_polls_total{{device="{dev}",result="error"}}', 0.0)
+        snap["meters"][dev] = {
+            "up": metrics.get(f'puewatch_snmp_up{{device="{dev}"}}', math.nan),
+            "polls_ok": ok,
+            "polls_error": err,
+            "power_w": _latest(reader, "snmp_reading", "value", {"device": dev, "reading": "total_active_power"},
+                               now_ns - 10 * s, now_ns + s),
+        }
+    return snap
+
+
+def summarize(reader, spec: StoreSpec, nodes: list[site.Node], start_ns: int, end_ns: int, up_ns: int) -> dict:
+    """The run's totals from the store: PUE = Σ facility energy / Σ IT energy over the cells where both are known."""
+    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE},
+                   start_ns, end_ns)
+    pue, fac, it, n = _ratio(cells, "facility_input_wh", "it_wh")
+    clf = _ratio(cells, "cooling_wh", "it_wh")[0]
+    gpu_share = _ratio(cells, "gpu_wh", "it_wh")[0]
+    categories = []
+    try:
+        categories = reader.tag_values("site_energy", "category")
+    except Exception as exc:  # noqa: BLE001 - a summary without the tag is still useful
+        log.warning("cannot read the category tag: %s", exc)
+    zones = {}
+    for z in site.ZONES:
+        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, start_ns, end_ns)
+        zp, zb, zi, zn = _ratio(zc, "boundary_wh", "it_wh")
+        zones[z] = {"ppue": _num(zp), "boundary_energy_wh": zb, "it_energy_wh": zi, "cells": zn}
+    span_s = max(1e-9, (end_ns - up_ns) / 1e9)
+    return {
+        "site": SITE,
+        "pue": _num(pue),
+        "it_energy_wh": it,
+        "facility_energy_wh": fac,
+        "category": int(categories[-1]) if categories else None,
+        "coverage": min(1.0, n * INTERVAL_S / span_s),
+        "cells": n,
+        "clf": _num(clf),
+        "gpu_it_share": _num(gpu_share),
+        "zones": zones,
+        "nodes": [n_.name for n_ in nodes],
+        "gpus": len(nodes) * site.GPUS_PER_NODE,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "store": {"kind": spec.kind, "path": str(spec.path) if spec.path else None, "url": spec.url or None,
+                  "database": spec.database or None},
+    }
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# ---- the live view -----------------------------------------------------------------------
+
+def _f(x: float, fmt: str, missing: str = "—") -> str:
+    return missing if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def render(snap: dict, elapsed_s: float, duration_s: float, spec: StoreSpec):
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[b]puewatch demo[/b] site [b]{SITE}[/b]",
+        f"{elapsed_s:4.0f} / {duration_s:.0f} s",
+        f"store: {spec.describe()}",
+        "[dim]Ctrl-C stops[/dim]",
+    )
+    site_t = Table(title="Site", title_justify="left", expand=False)
+    for col in ("facility kW", "IT kW", "GPU kW", "PUE (last 10 s)", "PUE 1m (cov.)", "PUE 15m (cov.)", "CLF 1m"):
+        site_t.add_column(col, justify="right")
+    w1, w15 = snap["windows"]["1m"], snap["windows"]["15m"]
+    site_t.add_row(
+        _f(snap["facility_w"] / 1e3, ".2f"), _f(snap["it_w"] / 1e3, ".2f"), _f(snap["gpu_w"] / 1e3, ".2f"),
+        _f(snap["live_pue"], ".3f"),
+        f"{_f(w1['pue'], '.3f')} ({_f(w1['pue_coverage'] * 100, '.0f')} %)",
+        f"{_f(w15['pue'], '.3f')} ({_f(w15['pue_coverage'] * 100, '.0f')} %)",
+        _f(w1["clf"], ".3f"),
+    )
+    zones_t = Table(title="Zones", title_justify="left")
+    for col in ("zone", "IT kW", "boundary kW", "pPUE 1m (cov.)"):
+        zones_t.add_column(col, justify="right")
+    for z, v in snap["zones"].items():
+        zones_t.add_row(z, _f(v["it_w"] / 1e3, ".2f"), _f(v["boundary_w"] / 1e3, ".2f"),
+                        f"{_f(v['ppue'], '.3f')} ({_f(v['ppue_coverage'] * 100, '.0f')} %)")
+    nodes_t = Table(title="GPU nodes (8 simulated GPUs each)", title_justify="left")
+    for col in ("node", "zone", "profile", "GPU kW", "GPU util %"):
+        nodes_t.add_column(col, justify="right")
+    for name, v in snap["nodes"].items():
+        nodes_t.add_row(name, v["zone"], v["profile"], _f(v["gpu_w"] / 1e3, ".2f"), _f(v["util_pct"], ".0f"))
+    meters_t = Table(title="Facility meters (SNMP)", title_justify="left")
+    for col in ("meter", "health", "polls ok / failed", "kW"):
+        meters_t.add_column(col, justify="right")
+    for name, v in snap["meters"].items():
+        up = v["up"]
+        health = "[green]up[/green]" if up == 1 else "[red]down[/red]" if up == 0 else "[dim]waiting[/dim]"
+        meters_t.add_row(name, health, f"{v['polls_ok']:.0f} / {v['polls_error']:.0f}", _f(v["power_w"] / 1e3, ".2f"))
+    return Group(head, site_t, zones_t, nodes_t, meters_t)
+
+
+def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, out=sys.stdout) -> None:
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p("")
+    p(f"puewatch demo {'stopped' if interrupted else 'finished'}: {len(summary['nodes'])} nodes, {summary['gpus']} simulated GPUs")
+    p(f"  PUE (category {summary['category']}, ratio of energies over the run): {_f(summary['pue'] or math.nan, '.4f')}")
+    p(f"  facility energy {summary['facility_energy_wh']:.1f} Wh, IT energy {summary['it_energy_wh']:.1f} Wh, "
+      f"coverage {summary['coverage']:.0%} ({summary['cells']} cells of {INTERVAL_S:g} s)")
+    p(f"  CLF {_f(summary['clf'] or math.nan, '.3f')}, GPU share of IT energy {_f(summary['gpu_it_share'] or math.nan, '.3f')}")
+    for z, v in summary["zones"].items():
+        p(f"  pPUE {z}: {_f(v['ppue'] or math.nan, '.4f')}")
+    p("")
+    p("The data stays in the store:")
+    if spec.kind == "embedded":
+        p(f"  sqlite3 {spec.path} \"SELECT p.field, SUM(p.value) FROM points p JOIN series s ON s.id = p.series_id "
+          f"WHERE s.measurement = 'site_energy' AND p.time_ns >= {summary['start_ns']} GROUP BY p.field\"")
+        p(f"  python -c \"from puewatch.collector.stores.embedded import EmbeddedStore as S; "
+          f"print(S('{spec.path}').series('pue', 'pue', {{'window': '1m'}}, {summary['start_ns']}, {summary['end_ns']}))\"")
+    else:
+        p(f"  influx -host ... -database {spec.database} -execute \"SELECT SUM(facility_input_wh) / SUM(it_wh) FROM site_energy "
+          f"WHERE time >= {summary['start_ns']}\"")
+    p("  Reports for auditors and cities (`puewatch report`) are coming (see the issue tracker).")
+    p(f"  Configurations and logs: {d}")
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+class _Stop:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum = 0
+
+    def __call__(self, signum, frame) -> None:
+        if not self.signum:
+            self.signum = signum
+        self.event.set()
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.nodes < 1 or args.nodes > 64:
+        raise UserError(f"--nodes must be between 1 and 64, got {args.nodes}")
+    if args.duration <= 0:
+        raise UserError(f"--duration must be positive, got {args.duration:g}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    d = Path(args.dir).resolve()
+    spec = parse_store(args.store, d)
+    try:
+        for sub in ("snmp", "state", "logs", "agents"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--dir {d}: {exc}") from None
+    if spec.kind == "influx1":
+        prepare_influx(spec)
+        if spec.user:
+            pw = d / "influx-password"
+            pw.write_text(spec.password + "\n")
+            pw.chmod(0o600)
+    snmpsim = snmpsim_command()
+    nodes = site.make_nodes(args.nodes)
+    ingest_port, metrics_port, snmp_port = free_tcp_port(), free_tcp_port(), free_udp_port()
+
+    # Configurations, tokens, first recordings.
+    token_lines = []
+    for n in nodes:
+        home = d / "agents" / n.name
+        (home / "spool").mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        (home / "token").write_text(token + "\n")
+        (home / "token").chmod(0o600)
+        token_lines.append(f"{n.name} {token}")
+        (home / "agent.toml").write_text(agent_toml(d, n, ingest_port))
+    tokens = d / "tokens"
+    tokens.write_text("# written by puewatch demo: one agent per line\n" + "\n".join(token_lines) + "\n")
+    tokens.chmod(0o600)
+    (d / "collector.toml").write_text(collector_toml(d, spec, ingest_port, metrics_port, snmp_port))
+    t0 = time.time()
+    state = site.SiteState(nodes, t0)
+    generation = int(t0)
+    site.write_recordings(d / "snmp", site.recordings(state, t0), generation)
+
+    stop = _Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    children = Children(d / "pids.json", d / "logs")
+    start_ns = time.time_ns()
+    summary = None
+    try:
+        py = [sys.executable, "-m", "puewatch.cli"]
+        cache = d / "snmpsim-cache"
+        cache.mkdir(exist_ok=True)
+        children.start("snmpsim", [snmpsim, f"--data-dir={d / 'snmp'}", f"--cache-dir={cache}",
+                                   f"--agent-udpv4-endpoint=127.0.0.1:{snmp_port}", "--log-level=error"],
+                       env=dict(os.environ, SNMPSIM_ALLOW_ROOT="true"))
+        children.start("collector", [*py, "collector", "--config", str(d / "collector.toml")])
+        deadline = time.monotonic() + 90.0
+        wait_snmp(snmp_port, deadline, children)
+        wait_tcp(ingest_port, deadline, children.procs["collector"], "the collector", d / "logs" / "collector.log")
+        for n in nodes:
+            children.start(f"agent-{n.name}", [*py, "agent", "--config", str(d / "agents" / n.name / "agent.toml")])
+        up_ns = time.time_ns()
+        if not args.json:
+            print(f"puewatch demo: {len(nodes)} nodes ({len(nodes) * site.GPUS_PER_NODE} simulated GPUs), "
+                  f"{len(SNMP_COMMUNITIES)} SNMP meters, store {spec.describe()}; files in {d}", file=sys.stderr)
+        reader = open_reader(spec)
+        live = None
+        if not args.json and sys.stdout.isatty():
+            from rich.live import Live
+
+            live = Live(refresh_per_second=2, transient=False, redirect_stderr=False)
+            live.start()
+        end = time.monotonic() + args.duration
+        next_view = 0.0 if live is not None else time.monotonic() + 10.0
+        try:
+            while not stop.event.is_set() and time.monotonic() < end:
+                now = time.time()
+                state.advance(now)
+                generation += 1
+                site.write_recordings(d / "snmp", site.recordings(state, t0), generation)
+                dead = children.dead()
+                if dead:
+                    name, rc = dead[0]
+                    raise UserError(f"{name} exited with {rc} (log: {d / 'logs' / (name + '.log')})")
+                if live is not None and time.monotonic() >= next_view:
+                    next_view = time.monotonic() + 1.0
+                    snap = snapshot(reader, scrape(metrics_port), nodes, time.time_ns())
+                    live.update(render(snap, time.monotonic() - (end - args.duration), args.duration, spec))
+                elif live is None and not args.json and time.monotonic() >= next_view:
+                    # Not a terminal (a pipe, a log): one progress line every 10 s instead of the live view.
+                    next_view = time.monotonic() + 10.0
+                    snap = snapshot(reader, scrape(metrics_port), nodes, time.time_ns())
+                    w1 = snap["windows"]["1m"]
+                    print(f"puewatch demo: {time.monotonic() - (end - args.duration):.0f} s, facility "
+                          f"{_f(snap['facility_w'] / 1e3, '.1f')} kW, IT {_f(snap['it_w'] / 1e3, '.1f')} kW, "
+                          f"PUE 1m {_f(w1['pue'], '.3f')} (coverage {_f(w1['pue_coverage'] * 100, '.0f')} %)",
+                          file=sys.stderr, flush=True)
+                stop.event.wait(max(0.0, min(RECORDING_PERIOD_S - (time.time() - now), end - time.monotonic())))
+        finally:
+            if live is not None:
+                live.stop()
+        if not args.json:
+            print("puewatch demo: stopping (agents, collector, meters)...", file=sys.stderr)
+        children.stop_all()
+        end_ns = time.time_ns()
+        summary = summarize(reader, spec, nodes, start_ns, end_ns + 1, up_ns)
+        summary["interrupted"] = bool(stop.signum)
+    finally:
+        children.stop_all()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print_summary(summary, spec, d, bool(stop.signum))
+    if stop.signum == signal.SIGINT:
+        return 130
+    if stop.signum == signal.SIGTERM:
+        return 143
+    return 0
