@@ -31,6 +31,9 @@ from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector")
 
+# How long after a cell's end the pipeline steps: time for the last readings of the cell to arrive.
+TICK_AFTER_CELL_S = 0.05
+
 
 def build_store(conf: ccfg.CollectorConfig):
     """The configured store (embedded by default)."""
@@ -261,16 +264,16 @@ class Collector:
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)
-        next_tick = time.monotonic()
         try:
             while not stop.is_set():
-                next_tick += interval
+                # Step just after each wall-clock cell end, when the cell's readings are in:
+                # a step at an arbitrary phase would hold a finished cell back up to one interval.
+                wall = time.time()
+                delay = interval - wall % interval + TICK_AFTER_CELL_S
                 try:
-                    await asyncio.wait_for(stop.wait(), max(0.0, next_tick - time.monotonic()))
+                    await asyncio.wait_for(stop.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
-                if next_tick < time.monotonic() - interval:
-                    next_tick = time.monotonic()  # fell behind (suspend, overload): no burst of catch-up ticks
                 self._step()
                 notifier.watchdog()
                 if time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
