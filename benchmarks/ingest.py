@@ -44,9 +44,7 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +53,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from puewatch.benchmarks.servers import Influxd, free_port
 from puewatch.errors import UserError
 from puewatch.lineprotocol import encode_line, series_key
 
@@ -144,12 +143,6 @@ def agent_batches(n: int, nodes: int = 64, gpus: int = 8, lines: int = LINES_PER
 # -- influxd -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_http(port: int, path: str, timeout_s: float, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -167,36 +160,15 @@ def _wait_http(port: int, path: str, timeout_s: float, proc: subprocess.Popen, w
     raise UserError(f"{what} did not answer on 127.0.0.1:{port} within {timeout_s:g} s")
 
 
-def start_influxd(tmp: Path) -> tuple[subprocess.Popen, int]:
-    exe = shutil.which("influxd")
-    if exe is None:
-        raise UserError("influxd not found: install the Debian package influxdb (InfluxDB 1.x)")
-    tmp.mkdir(parents=True, exist_ok=True)
-    port, rpc = _free_port(), _free_port()
-    conf = tmp / "influxd.conf"
-    conf.write_text(
-        f"""reporting-enabled = false
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-dir = "{tmp}/meta"
-[data]
-dir = "{tmp}/data"
-wal-dir = "{tmp}/wal"
-query-log-enabled = false
-[http]
-bind-address = "127.0.0.1:{port}"
-log-enabled = false
-[monitor]
-store-enabled = false
-"""
-    )
-    log = open(tmp / "influxd.log", "wb")
-    proc = subprocess.Popen([exe, "-config", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    _wait_http(port, "/ping", 30, proc, "influxd")
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("POST", "/query?q=CREATE+DATABASE+bench")
-    c.getresponse().read()
-    return proc, port
+def start_influxd(tmp: Path) -> Influxd:
+    """influxd 1.6.7 in `tmp`, with the database `bench`."""
+    try:
+        server = Influxd(tmp)
+        server.start()
+    except RuntimeError as exc:
+        raise UserError(f"influxd: {exc}") from None
+    server.query("CREATE DATABASE bench")
+    return server
 
 
 # -- the load generator (its own process) -----------------------------------------------------------
@@ -477,7 +449,7 @@ def _latencies(sent: list[int], seen: list[tuple[int, int]], interval_ns: int) -
 
 
 def _through_collector(tmp: Path, influx_port: int, batch_files: list[str], seconds: float) -> dict:
-    ingest_port, metrics_port = _free_port(), _free_port()
+    ingest_port, metrics_port = free_port(), free_port()
     (tmp / "collector").mkdir()
     conf = _write_config(tmp / "collector", ingest_port, metrics_port, influx_port)
     log = open(tmp / "collector" / "collector.log", "wb")
@@ -597,17 +569,16 @@ def run(seconds: float = 30.0) -> dict:
             f = tmp / f"batch-{i:03d}.lp"
             f.write_bytes(b)
             files.append(str(f))
-        influxd, influx_port = start_influxd(tmp / "influxd")
+        influxd = start_influxd(tmp / "influxd")
+        influx_port = influxd.port
         try:
+            c0 = _cpu_s(influxd.popen.pid)
             direct = _run_load(influx_port, "/write?db=bench&precision=ns", files, phase)
+            c1 = _cpu_s(influxd.popen.pid)
             via = _through_collector(tmp, influx_port, files, phase)
+            c2 = _cpu_s(influxd.popen.pid)
         finally:
-            influxd.terminate()
-            try:
-                influxd.wait(30)
-            except subprocess.TimeoutExpired:
-                influxd.kill()
-                influxd.wait()
+            influxd.stop()
         only = _ingest_only(tmp, files, phase)
     lat = via["latencies"]
     return {
@@ -618,6 +589,11 @@ def run(seconds: float = 30.0) -> dict:
         "latency_samples": len(lat),
         "collector_cpu_s": round(via["cpu_s"], 3),
         "lines_per_cpu_s": round(via["accepted"] / via["cpu_s"]) if via["cpu_s"] else 0,
+        # influxd's own CPU per line, same run: when the collector needs less CPU per line than
+        # influxd, the collector is not what limits the pair (they share this machine's cores).
+        "influxd_direct_cpu_s": round(c1 - c0, 3),
+        "influxd_lines_per_cpu_s": round(direct["lines"] / (c1 - c0)) if c1 > c0 else 0,
+        "influxd_via_collector_cpu_s": round(c2 - c1, 3),
         "ingest_only_lines_per_s": round(only["lines_accepted"] / only["wall_s"]),
         "ingest_only_lines_per_cpu_s": round(only["lines_accepted"] / only["cpu_s"]) if only["cpu_s"] else 0,
         "lines": via["accepted"],
@@ -647,6 +623,7 @@ def main(args) -> int:
     print(f"  collector / direct     {r['lines_per_s'] / max(1, r['influx_direct_lines_per_s']):>10.2f}x")
     print(f"  p99 sample -> pue      {r['p99_latency_s']:>10.3f} s   (max {r['max_latency_s']} s over {r['latency_samples']} "
           f"meter samples every {r['meter_interval_s']} s)")
+    print(f"  influxd CPU (direct)   {r['influxd_direct_cpu_s']:>10.2f} s   = {r['influxd_lines_per_cpu_s']:,} lines per CPU-second")
     print(f"  collector CPU          {r['collector_cpu_s']:>10.2f} s   = {r['lines_per_cpu_s']:,} lines per CPU-second "
           "(target >= 200,000)")
     print(f"  ingest only (no store) {r['ingest_only_lines_per_s']:>10,} lines/s, {r['ingest_only_lines_per_cpu_s']:,} lines "

@@ -30,14 +30,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from puewatch.benchmarks.servers import free_port as free_tcp_port
+from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
 from puewatch.errors import UserError
 
 BENCH_BASE = "1.3.6.1.4.1.99999.42"  # private test arc: never a real device's
@@ -47,27 +47,6 @@ VARIANTS = 10
 CONCURRENCY = 64  # requests in flight, the same for both pollers
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def snmpsim_binary() -> str:
-    """snmpsim-command-responder from this Python's environment (test extra), else PATH."""
-    here = Path(sys.executable).parent / "snmpsim-command-responder"
-    if here.exists():
-        return str(here)
-    found = shutil.which("snmpsim-command-responder")
-    if not found:
-        raise UserError("snmpsim-command-responder not found: pip install 'puewatch[test]' (snmpsim, pysmi)")
-    return found
 
 
 class Snmpsim:

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from puewatch import demo_site as site
+from puewatch.benchmarks.servers import free_port as free_tcp_port
+from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
 from puewatch.errors import UserError
 
 log = logging.getLogger("puewatch.demo")
@@ -135,16 +136,6 @@ def prepare_influx(spec: StoreSpec) -> None:
 
 # ---- configuration files -------------------------------------------------------------------
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _q(s: str | Path) -> str:
@@ -313,14 +304,6 @@ class Children:
         for f in self._logs:
             f.close()
         self._write_pids()
-
-
-def snmpsim_command() -> str:
-    here = Path(sys.executable).parent / "snmpsim-command-responder"
-    found = str(here) if here.exists() else shutil.which("snmpsim-command-responder")
-    if not found:
-        raise UserError("snmpsim is not installed: pip install 'puewatch[demo]' (it serves the simulated meters)")
-    return found
 
 
 def wait_snmp(port: int, deadline: float, children: Children) -> None:
@@ -619,7 +602,7 @@ def main(args: argparse.Namespace) -> int:
             pw = d / "influx-password"
             pw.write_text(spec.password + "\n")
             pw.chmod(0o600)
-    snmpsim = snmpsim_command()
+    snmpsim = snmpsim_binary()
     nodes = site.make_nodes(args.nodes)
     ingest_port, metrics_port, snmp_port = free_tcp_port(), free_tcp_port(), free_udp_port()
 

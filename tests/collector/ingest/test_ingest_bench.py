@@ -16,6 +16,7 @@ def test_bench_ingest_json_contract():
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     for key in ("lines_per_s", "influx_direct_lines_per_s", "p99_latency_s", "collector_cpu_s", "lines_per_cpu_s",
+                "influxd_direct_cpu_s", "influxd_lines_per_cpu_s", "influxd_via_collector_cpu_s",
                 "ingest_only_lines_per_s"):
         assert isinstance(result[key], (int, float)) and result[key] > 0, key
     # every meter sample of the load phase got its pue point written
