@@ -163,7 +163,7 @@ class TargetsFile:
 
     preset: str | None = setting(None, doc="start from this built-in preset; the rules below add to or override it",
                                  choices=tuple(PRESETS))
-    name: str | None = setting(None, doc="a title for these targets, shown in outputs", min=1)
+    name: str | None = setting(None, doc="a title for these targets, shown in outputs")
     pue_comparison: str | None = setting(
         None,
         doc='"<" when the source says "PUE < limit" (strict), "<=" when it says "≤" (the preset\'s, else "<=")',

@@ -143,3 +143,14 @@ def test_the_guide_lists_every_preset_with_its_source():
     for p in PRESETS.values():
         assert f"`{p.name}`" in guide
         assert p.instrument in guide
+
+
+def test_the_guide_holds_the_generated_targets_reference():
+    """The guide's targets-file table is generated from the model: it cannot drift from the code."""
+    from puewatch.city.targets import TargetsFile
+    from puewatch.config import reference_markdown
+
+    generated = reference_markdown(TargetsFile, "targets")
+    table = generated[generated.index("| key"):].strip()
+    guide = (REPO / "docs" / "city-guide.md").read_text(encoding="utf-8")
+    assert table in guide
