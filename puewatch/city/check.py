@@ -64,7 +64,8 @@ def compare(value: float, comparison: str, limit: float) -> bool:
     raise ValueError(comparison)
 
 
-def _numeric(rule: str, what: str, value: Any, comparison: str, limit: Any, missing: str) -> RuleResult:
+def numeric_rule(rule: str, what: str, value: Any, comparison: str, limit: Any, missing: str) -> RuleResult:
+    """Compare `value` with `limit`; a missing value (None) fails, with `missing` as the reason."""
     sym = _SYMBOL[comparison]
     if value is None:
         return RuleResult(rule, False, None, limit, comparison, f"{missing}; needs {what} {sym} {fmt(limit)}: fail")
@@ -102,25 +103,25 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
         return RuleResult(rule, False, False, True, None,
                           f"interim report (iPUE over {_period(report)}), an annual one is required: fail")
     if rule == "min_category":
-        return _numeric(rule, "category", report["category"], ">=", limit, "no category")
+        return numeric_rule(rule, "category", report["category"], ">=", limit, "no category")
     if rule == "min_completeness":
-        return _numeric(rule, "completeness", report["completeness"], ">=", limit, "no completeness")
+        return numeric_rule(rule, "completeness", report["completeness"], ">=", limit, "no completeness")
     if rule == "max_annual_pue":
         if not report["annual"]:
             return RuleResult(rule, False, report["pue"], limit, cmp_pue,
                               f"the report is interim (iPUE over {_period(report)}), not an annual PUE; "
                               f"needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
-        return _numeric(rule, "annual PUE", report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+        return numeric_rule(rule, "annual PUE", report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
     if rule == "max_pue":
         what = "annual PUE" if report["annual"] else f"iPUE ({_period(report)})"
-        return _numeric(rule, what, report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+        return numeric_rule(rule, what, report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
     if rule == "max_monthly_pue":
         return _monthly(report, cmp_pue, limit)
     if rule == "max_uncertainty":
-        return _numeric(rule, "PUE uncertainty ±", report["pue_uncertainty"], "<=", limit,
+        return numeric_rule(rule, "PUE uncertainty ±", report["pue_uncertainty"], "<=", limit,
                         "no PUE uncertainty (a PUE meter has no declared accuracy class)")
     if rule == "min_ref":
-        return _numeric(rule, "REF", report["ref"], ">=", limit, "no REF (no renewable energy meter)")
+        return numeric_rule(rule, "REF", report["ref"], ">=", limit, "no REF (no renewable energy meter)")
     raise ValueError(f"not a per-report rule: {rule}")
 
 

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from puewatch.city.check import RuleResult, _numeric, check_report, fmt
+from puewatch.city.check import RuleResult, numeric_rule, check_report, fmt
 from puewatch.city.reportfile import load_report
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.signing import Verification, verify_report
@@ -171,7 +171,7 @@ def evaluate_city(
     for rule in targets.city_rules():
         basis = valid if valid is not None else all_
         what = "city energy-weighted PUE over " + ("validly signed reports" if valid is not None else "all reports")
-        city_results.append(_numeric(rule, what, basis.pue, targets.pue_comparison, getattr(targets, rule),
+        city_results.append(numeric_rule(rule, what, basis.pue, targets.pue_comparison, getattr(targets, rule),
                                      "no report states both energies"))
 
     warnings: list[str] = []
