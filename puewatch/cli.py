@@ -20,10 +20,15 @@ from puewatch.errors import UserError
 _COMMANDS: dict[str, str] = {
     "agent": "puewatch.commands:register_agent",
     "bench": "puewatch.commands:register_bench",
+    "check": "puewatch.commands:register_check",
+    "city": "puewatch.commands:register_city",
     "collector": "puewatch.commands:register_collector",
     "demo": "puewatch.commands:register_demo",
     "influx": "puewatch.commands:register_influx",
+    "keys": "puewatch.commands:register_keys",
+    "sign": "puewatch.commands:register_sign",
     "snmp": "puewatch.commands:register_snmp",
+    "verify": "puewatch.commands:register_verify",
 }
 
 

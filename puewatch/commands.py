@@ -168,3 +168,84 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="no live view; print the summary as JSON at the end")
     p.set_defaults(handler="puewatch.demo:main")
+
+
+def _add_targets_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--targets", metavar="FILE", help="targets file (TOML): rules, optionally starting from a preset")
+    g.add_argument("--preset", metavar="NAME", help="a built-in preset (see docs/city-guide.md), e.g. miit-2021")
+
+
+def register_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="check a report against targets: pass/fail per rule with the evidence",
+        description=(
+            "Checks a report (puewatch.report/1 JSON) against a targets file or a built-in preset and prints each "
+            "rule's verdict with the value, the limit and the comparison. Exit status 0 when every rule passes, "
+            "1 when any fails, 2 on bad input."
+        ),
+    )
+    p.add_argument("report", metavar="REPORT", help="report JSON file ('-' for standard input)")
+    _add_targets_args(p)
+    p.add_argument("--pubkeys", metavar="DIR", help="directory of *.pub keys to verify the signature (require_signature)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler="puewatch.city.check:main")
+
+
+def register_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="Ed25519 signing keys for reports")
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    n = ksub.add_parser(
+        "new",
+        help="make a key pair: NAME.key (private, mode 0600) and NAME.pub; prints the key id",
+        description="Writes DIR/NAME.key (PEM PKCS#8, mode 0600) and DIR/NAME.pub (PEM SubjectPublicKeyInfo) and "
+        "prints the key id (first 16 hex characters of SHA-256 of the raw public key). Never overwrites a key.",
+    )
+    n.add_argument("--out", required=True, metavar="DIR", help="directory to write the key pair in")
+    n.add_argument("--name", default="puewatch", help="file name stem (default puewatch)")
+    n.set_defaults(handler="puewatch.signing:keys_new_main")
+
+
+def register_sign(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sign",
+        help="sign a report file with an Ed25519 private key",
+        description="Adds `signature` {alg, key_id, value} over the report's canonical form (docs/report-schema.md); "
+        "an existing signature is replaced.",
+    )
+    p.add_argument("report", metavar="REPORT", help="report JSON file ('-' for standard input)")
+    p.add_argument("--key", required=True, metavar="KEY", help="private key file (from `puewatch keys new`)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write the signed report here (default: standard output)")
+    p.set_defaults(handler="puewatch.signing:sign_main")
+
+
+def register_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="verify a report's signature with a public key",
+        description="Exit status 0 when the signature is valid; 1 when the report is unsigned, signed with another "
+        "key, or changed since it was signed; 2 on bad input.",
+    )
+    p.add_argument("report", metavar="REPORT", help="report JSON file ('-' for standard input)")
+    p.add_argument("--pubkey", required=True, metavar="KEY.pub", help="the site's public key")
+    p.set_defaults(handler="puewatch.signing:verify_main")
+
+
+def register_city(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "city",
+        help="one table over many sites' reports: signatures, targets, the city's energy-weighted PUE",
+        description=(
+            "Reads many sites' reports, verifies their signatures against --pubkeys, checks each against the "
+            "targets and prints one table, plus the city's energy-weighted PUE (sum of facility energy / sum of IT "
+            "energy) over all reports and over the validly signed ones. Exit status 0 when every site passes, 1 "
+            "when any fails, 2 on bad input."
+        ),
+    )
+    p.add_argument("reports", nargs="+", metavar="REPORT", help="report JSON files")
+    _add_targets_args(p)
+    p.add_argument("--pubkeys", metavar="DIR", help="directory of the sites' *.pub keys, matched by key id")
+    p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page here")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    p.set_defaults(handler="puewatch.city.table:main")

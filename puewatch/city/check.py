@@ -1,0 +1,197 @@
+"""Check one report against targets: pass or fail per rule, with the evidence.
+
+Each rule's result carries the value it looked at, the limit, the comparison
+and one sentence that a person can read out ("annual PUE 1.27 ≤ 1.3: pass").
+A report that lacks what a rule needs (a null PUE, an interim report where an
+annual one is required, no uncertainty bound) fails that rule and says why:
+a city cannot count as met what it cannot see.
+
+`puewatch check REPORT --targets FILE | --preset NAME [--json]` exits 0 when
+every rule passes, 1 when any fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from puewatch.city.targets import Targets, resolve_targets
+
+_SYMBOL = {"<": "<", "<=": "≤", ">=": "≥"}
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's verdict. `value` is what the report holds (None when it lacks it)."""
+
+    rule: str
+    passed: bool
+    value: Any
+    limit: Any
+    comparison: str | None
+    evidence: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "passed": self.passed,
+            "value": self.value,
+            "limit": self.limit,
+            "comparison": self.comparison,
+            "evidence": self.evidence,
+        }
+
+
+def fmt(x: float) -> str:
+    """A number as short as it can be without hiding a difference at the 6th significant digit."""
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.6g}"
+
+
+def compare(value: float, comparison: str, limit: float) -> bool:
+    if comparison == "<":
+        return value < limit
+    if comparison == "<=":
+        return value <= limit
+    if comparison == ">=":
+        return value >= limit
+    raise ValueError(comparison)
+
+
+def numeric_rule(rule: str, what: str, value: Any, comparison: str, limit: Any, missing: str) -> RuleResult:
+    """Compare `value` with `limit`; a missing value (None) fails, with `missing` as the reason."""
+    sym = _SYMBOL[comparison]
+    if value is None:
+        return RuleResult(rule, False, None, limit, comparison, f"{missing}; needs {what} {sym} {fmt(limit)}: fail")
+    ok = compare(value, comparison, limit)
+    if ok:
+        return RuleResult(rule, True, value, limit, comparison, f"{what} {fmt(value)} {sym} {fmt(limit)}: pass")
+    return RuleResult(rule, False, value, limit, comparison, f"{what} {fmt(value)} is not {sym} {fmt(limit)}: fail")
+
+
+def _period(report: dict[str, Any]) -> str:
+    return f"{report['period_start'][:10]}..{report['period_end'][:10]}"
+
+
+def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: Any = None) -> RuleResult:
+    """Evaluate one per-report rule.
+
+    `signature` is the report's `puewatch.signing.Verification` when the caller
+    verified it (None: no public keys were given, so a signature cannot count).
+    """
+    limit = getattr(targets, rule)
+    cmp_pue = targets.pue_comparison
+    if rule == "require_signature":
+        if "signature" not in report:
+            return RuleResult(rule, False, "unsigned", True, None, "the report is not signed: fail")
+        if signature is None:
+            kid = report["signature"].get("key_id")
+            return RuleResult(rule, False, "unverified", True, None,
+                              f"signed with key id {kid}, but no public keys were given to verify it (--pubkeys DIR): fail")
+        if signature.ok:
+            return RuleResult(rule, True, "valid", True, None, f"signature valid, key id {signature.key_id}: pass")
+        return RuleResult(rule, False, signature.status, True, None, f"{signature.reason}: fail")
+    if rule == "require_annual":
+        if report["annual"]:
+            return RuleResult(rule, True, True, True, None, f"annual report ({_period(report)}): pass")
+        return RuleResult(rule, False, False, True, None,
+                          f"interim report (iPUE over {_period(report)}), an annual one is required: fail")
+    if rule == "min_category":
+        return numeric_rule(rule, "category", report["category"], ">=", limit, "no category")
+    if rule == "min_completeness":
+        return numeric_rule(rule, "completeness", report["completeness"], ">=", limit, "no completeness")
+    if rule == "max_annual_pue":
+        if not report["annual"]:
+            return RuleResult(rule, False, report["pue"], limit, cmp_pue,
+                              f"the report is interim (iPUE over {_period(report)}), not an annual PUE; "
+                              f"needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
+        return numeric_rule(rule, "annual PUE", report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+    if rule == "max_pue":
+        what = "annual PUE" if report["annual"] else f"iPUE ({_period(report)})"
+        return numeric_rule(rule, what, report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+    if rule == "max_monthly_pue":
+        return _monthly(report, cmp_pue, limit)
+    if rule == "max_uncertainty":
+        return numeric_rule(rule, "PUE uncertainty ±", report["pue_uncertainty"], "<=", limit,
+                        "no PUE uncertainty (a PUE meter has no declared accuracy class)")
+    if rule == "min_ref":
+        return numeric_rule(rule, "REF", report["ref"], ">=", limit, "no REF (no renewable energy meter)")
+    raise ValueError(f"not a per-report rule: {rule}")
+
+
+def _monthly(report: dict[str, Any], comparison: str, limit: float) -> RuleResult:
+    rule, sym = "max_monthly_pue", _SYMBOL[comparison]
+    months = report["monthly"]
+    if not months:
+        return RuleResult(rule, False, None, limit, comparison, f"the report has no monthly PUE; needs every month {sym} {fmt(limit)}: fail")
+    missing = [m["period_start"][:7] for m in months if m["pue"] is None]
+    over = [(m["period_start"][:7], m["pue"]) for m in months
+            if m["pue"] is not None and not compare(m["pue"], comparison, limit)]
+    known = [m["pue"] for m in months if m["pue"] is not None]
+    highest = max(known) if known else None
+    if not missing and not over:
+        top = max(months, key=lambda m: m["pue"])
+        return RuleResult(rule, True, highest, limit, comparison,
+                          f"{len(months)} months, highest PUE {fmt(highest)} ({top['period_start'][:7]}) {sym} {fmt(limit)}: pass")
+    parts = []
+    if over:
+        listed = ", ".join(f"{m} {fmt(v)}" for m, v in over)
+        parts.append(f"{len(over)} of {len(months)} months not {sym} {fmt(limit)}: {listed}")
+    if missing:
+        parts.append(f"{len(missing)} of {len(months)} months have no PUE: {', '.join(missing)}")
+    return RuleResult(rule, False, highest, limit, comparison, "; ".join(parts) + ": fail")
+
+
+def check_report(report: dict[str, Any], targets: Targets, signature: Any = None) -> list[RuleResult]:
+    """Every per-report rule in force, in order."""
+    return [check_rule(r, report, targets, signature) for r in targets.report_rules()]
+
+
+def main(args: argparse.Namespace) -> int:
+    from puewatch.city.reportfile import load_report
+
+    targets = resolve_targets(args.targets, args.preset)
+    report = load_report(args.report)
+    signature = None
+    if args.pubkeys:
+        from puewatch.signing import load_public_keys, verify_report
+
+        keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
+        signature = verify_report(report, keys)
+    results = check_report(report, targets, signature)
+    passed = all(r.passed for r in results)
+    if args.json:
+        out = {
+            "report": args.report,
+            "site": report["site"],
+            "period_start": report["period_start"],
+            "period_end": report["period_end"],
+            "label": report["label"],
+            "targets": targets.to_json(),
+            "passed": passed,
+            "rules": [r.to_json() for r in results],
+            "not_checked": [
+                {"rule": r, "reason": "a city-level rule, checked by `puewatch city` over all reports"}
+                for r in targets.city_rules()
+            ],
+        }
+        json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(f"{report['site']}: {report['label']} against {targets.name}")
+        for source in targets.sources:
+            print(f"  source: {source}")
+        for r in results:
+            print(f"  {'PASS' if r.passed else 'FAIL'}  {r.rule:<18} {r.evidence}")
+        for r in targets.city_rules():
+            print(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)")
+        failed = sum(not r.passed for r in results)
+        verdict = "pass" if passed else f"fail ({failed} of {len(results)} rules)"
+        print(f"{report['site']}: {verdict}")
+    return 0 if passed else 1

@@ -1,0 +1,119 @@
+"""Read a report JSON file and check the fields the city tools rely on.
+
+The schema (docs/report-schema.md) is a contract: later versions add fields,
+never rename or remove them. So unknown fields are kept (and signed), while a
+missing or mistyped field that a check needs is bad input: a one-line error
+naming the file and the field, exit status 2. Duplicate keys and NaN/Infinity
+are refused because a signed document must have exactly one reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from puewatch.errors import UserError
+
+SCHEMA = "puewatch.report/1"
+
+
+class ReportError(UserError):
+    """A report file cannot be read or does not follow the schema (exit status 2)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (the schema writes an unknown value as null)")
+
+
+def parse_report(text: str, source: str) -> dict[str, Any]:
+    """Parse and validate report JSON text; errors name `source`."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise ReportError(f"{source}: not a valid report: {exc}") from None
+    except RecursionError:
+        raise ReportError(f"{source}: not a valid report: nested too deeply") from None
+    return validate_report(data, source)
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a report file (`-` reads standard input)."""
+    path = str(path)
+    try:
+        if path == "-":
+            import sys
+
+            text = sys.stdin.read()
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: report file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read report: {exc.strerror}") from None
+    return parse_report(text, path)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _need(obj: dict[str, Any], key: str, kind: str, where: str, source: str) -> Any:
+    if key not in obj:
+        raise ReportError(f"{source}: {where}{key}: missing (schema {SCHEMA})")
+    value = obj[key]
+    ok = {
+        "string": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "number": _is_number(value),
+        "number or null": value is None or _is_number(value),
+        "list": isinstance(value, list),
+    }[kind]
+    if not ok:
+        raise ReportError(f"{source}: {where}{key}: must be a {kind}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def validate_report(data: Any, source: str) -> dict[str, Any]:
+    """Check `data` (parsed JSON) against the fields the city tools use; returns it unchanged."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{source}: a report must be a JSON object, got {type(data).__name__}")
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        raise ReportError(f"{source}: schema: must be {SCHEMA!r}, got {json.dumps(schema)[:40]}")
+    for key in ("site", "period_start", "period_end", "label"):
+        _need(data, key, "string", "", source)
+    _need(data, "annual", "bool", "", source)
+    category = data.get("category")
+    if category not in (1, 2, 3) or isinstance(category, bool):
+        raise ReportError(f"{source}: category: must be 1, 2 or 3, got {json.dumps(category)[:40]}")
+    for key in ("pue", "pue_uncertainty", "facility_energy_wh", "it_energy_wh", "ref"):
+        _need(data, key, "number or null", "", source)
+    completeness = _need(data, "completeness", "number", "", source)
+    if not 0 <= completeness <= 1:
+        raise ReportError(f"{source}: completeness: must be in [0, 1], got {completeness}")
+    monthly = _need(data, "monthly", "list", "", source)
+    for i, month in enumerate(monthly):
+        where = f"monthly[{i}]."
+        if not isinstance(month, dict):
+            raise ReportError(f"{source}: monthly[{i}]: must be an object")
+        _need(month, "period_start", "string", where, source)
+        _need(month, "pue", "number or null", where, source)
+    signature = data.get("signature")
+    if signature is not None and not isinstance(signature, dict):
+        raise ReportError(f"{source}: signature: must be an object")
+    return data

@@ -1,0 +1,384 @@
+"""`puewatch city`: one table over many sites' reports, and the city's energy-weighted PUE.
+
+For each report: whose it is, whether its signature is valid, its period and
+category, its PUE and completeness, the verdict of every rule and overall.
+A site passes when every rule passes and its signature is not invalid (a report
+changed after signing is never counted as met, whatever the targets say).
+
+The city's PUE is Σ facility energy / Σ IT energy, a ratio of energies like
+every PUE, never a mean of the sites' PUEs (a small site would weigh as much as
+a large one). It is given twice:
+
+- over all reports that state both energies;
+- over the reports whose signature is valid (only with --pubkeys: without keys
+  nothing is verified, and this figure is null).
+
+Every report left out of either sum is listed with the reason. `max_city_pue`
+is checked on the validly signed figure when --pubkeys is given, else on the
+figure over all reports (the evidence says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from puewatch.city.check import RuleResult, numeric_rule, check_report, fmt
+from puewatch.city.reportfile import load_report
+from puewatch.city.targets import Targets, resolve_targets
+from puewatch.signing import Verification, verify_report
+
+
+@dataclass
+class SiteRow:
+    """One report's line in the city table."""
+
+    path: str
+    report: dict[str, Any]
+    signature: Verification
+    results: list[RuleResult]
+    passed: bool
+    reasons: list[str]
+
+    @property
+    def site(self) -> str:
+        return self.report["site"]
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "report": self.path,
+            "site": r["site"],
+            "signature": {"status": self.signature.status, "key_id": self.signature.key_id, "reason": self.signature.reason},
+            "period_start": r["period_start"],
+            "period_end": r["period_end"],
+            "annual": r["annual"],
+            "label": r["label"],
+            "category": r["category"],
+            "pue": r["pue"],
+            "completeness": r["completeness"],
+            "facility_energy_wh": r["facility_energy_wh"],
+            "it_energy_wh": r["it_energy_wh"],
+            "rules": [x.to_json() for x in self.results],
+            "passed": self.passed,
+            "reasons": self.reasons,
+        }
+
+
+@dataclass
+class WeightedPue:
+    """Σ facility energy / Σ IT energy over the included reports; every excluded one with its reason."""
+
+    basis: str
+    pue: float | None
+    facility_energy_wh: float
+    it_energy_wh: float
+    included: list[str] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "basis": self.basis,
+            "pue": self.pue,
+            "facility_energy_wh": self.facility_energy_wh,
+            "it_energy_wh": self.it_energy_wh,
+            "included": self.included,
+            "excluded": self.excluded,
+        }
+
+
+@dataclass
+class CityResult:
+    targets: Targets
+    rows: list[SiteRow]
+    weighted_all: WeightedPue
+    weighted_valid: WeightedPue | None
+    city_results: list[RuleResult]
+    passed: bool
+    warnings: list[str]
+    verified: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets.to_json(),
+            "signatures_verified": self.verified,
+            "sites": [r.to_json() for r in self.rows],
+            "city": {
+                "weighted_pue_all": self.weighted_all.to_json(),
+                "weighted_pue_valid": self.weighted_valid.to_json() if self.weighted_valid else None,
+                "rules": [r.to_json() for r in self.city_results],
+            },
+            "passed": self.passed,
+            "warnings": self.warnings,
+        }
+
+
+def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool) -> WeightedPue:
+    """The energy-weighted PUE over `rows`; a report without both energies is excluded, with the reason."""
+    out = WeightedPue(basis, None, 0.0, 0.0)
+    for row in rows:
+        r = row.report
+        label = f"{row.site} ({row.path})"
+        if only_valid and not row.signature.ok:
+            out.excluded.append({"site": row.site, "report": row.path, "reason": f"signature {row.signature.status}"})
+        elif r["facility_energy_wh"] is None or r["it_energy_wh"] is None:
+            out.excluded.append({"site": row.site, "report": row.path, "reason": "facility or IT energy unknown (null)"})
+        elif r["it_energy_wh"] <= 0:
+            out.excluded.append({"site": row.site, "report": row.path, "reason": "IT energy is zero"})
+        else:
+            out.facility_energy_wh += r["facility_energy_wh"]
+            out.it_energy_wh += r["it_energy_wh"]
+            out.included.append(label)
+    if out.it_energy_wh > 0:
+        out.pue = out.facility_energy_wh / out.it_energy_wh
+    return out
+
+
+def evaluate_city(
+    reports: list[tuple[str, dict[str, Any]]],
+    targets: Targets,
+    public_keys: dict[str, Any] | None,
+) -> CityResult:
+    """Check every report and the city as a whole. `public_keys`: key id -> key, or None (not verified)."""
+    rows: list[SiteRow] = []
+    for path, report in reports:
+        if public_keys is None:
+            if "signature" in report:
+                kid = report["signature"].get("key_id")
+                sig = Verification("unverified", kid if isinstance(kid, str) else None,
+                                   "signed, but no public keys were given (--pubkeys DIR)")
+            else:
+                sig = Verification("unsigned", None, "the report has no signature")
+        else:
+            sig = verify_report(report, public_keys)
+        results = check_report(report, targets, sig if public_keys is not None else None)
+        reasons = [f"{x.rule}: {x.evidence}" for x in results if not x.passed]
+        if sig.status == "invalid":
+            reasons.insert(0, f"signature invalid: {sig.reason}")
+        rows.append(SiteRow(path, report, sig, results, not reasons, reasons))
+
+    all_ = weighted_pue(rows, "all reports that state both energies", only_valid=False)
+    valid = weighted_pue(rows, "reports with a valid signature", only_valid=True) if public_keys is not None else None
+    city_results: list[RuleResult] = []
+    for rule in targets.city_rules():
+        basis = valid if valid is not None else all_
+        what = "city energy-weighted PUE over " + ("validly signed reports" if valid is not None else "all reports")
+        city_results.append(numeric_rule(rule, what, basis.pue, targets.pue_comparison, getattr(targets, rule),
+                                     "no report states both energies"))
+
+    warnings: list[str] = []
+    for site, n in Counter(r.site for r in rows).items():
+        if n > 1:
+            warnings.append(f"site {site!r} appears in {n} reports; the weighted PUE counts each report")
+    periods = {(r.report["period_start"], r.report["period_end"]) for r in rows}
+    if len(periods) > 1:
+        warnings.append(f"the reports cover {len(periods)} different periods; the weighted PUE sums them as given")
+    passed = all(r.passed for r in rows) and all(x.passed for x in city_results)
+    return CityResult(targets, rows, all_, valid, city_results, passed, warnings, public_keys is not None)
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def _period(r: dict[str, Any]) -> str:
+    return f"{r['period_start'][:10]}..{r['period_end'][:10]}"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _mwh(wh: float) -> str:
+    return f"{wh / 1e6:,.3f} MWh"
+
+
+def _weighted_line(w: WeightedPue) -> str:
+    return (f"{_num(w.pue, 4)} over {len(w.included)} report(s) ({w.basis}): "
+            f"{_mwh(w.facility_energy_wh)} facility / {_mwh(w.it_energy_wh)} IT")
+
+
+def print_table(result: CityResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped to a file or a mail: no terminal width to fit, and a clipped key id or period helps nobody.
+        console = Console(highlight=False, width=200)
+    t = result.targets
+    console.print(Text(f"Targets: {t.name}", style="bold"))
+    for s in t.sources:
+        console.print(Text(f"  source: {s}"))
+    for n in t.notes:
+        console.print(Text(f"  note: {n}"))
+    rules = t.report_rules()
+    table = Table(show_header=True, header_style="bold")
+    for col in ("site", "signature", "period", "kind", "cat.", "PUE", "complete"):
+        table.add_column(col, justify="right" if col in ("cat.", "PUE", "complete") else "left", overflow="fold")
+    for rule in rules:
+        table.add_column(rule, overflow="fold")
+    table.add_column("overall", overflow="fold")
+    for row in result.rows:
+        r = row.report
+        sig = row.signature.status + (f" {row.signature.key_id}" if row.signature.key_id else "")
+        sig_style = {"valid": "green", "invalid": "bold red", "unknown key": "yellow"}.get(row.signature.status, "")
+        cells = [
+            Text(r["site"]),
+            Text(sig, style=sig_style),
+            Text(_period(r)),
+            Text("annual" if r["annual"] else "interim"),
+            Text(str(r["category"])),
+            Text(_num(r["pue"])),
+            Text(f"{r['completeness'] * 100:.1f} %"),
+        ]
+        cells += [Text("pass", style="green") if x.passed else Text("FAIL", style="bold red") for x in row.results]
+        cells.append(Text("pass", style="bold green") if row.passed else Text("FAIL", style="bold red"))
+        table.add_row(*cells)
+    console.print(table)
+    for row in result.rows:
+        for reason in row.reasons:
+            console.print(Text(f"{row.site}: {reason}"))
+    console.print(Text(f"City PUE, all reports:          {_weighted_line(result.weighted_all)}"))
+    if result.weighted_valid is not None:
+        console.print(Text(f"City PUE, valid signatures only: {_weighted_line(result.weighted_valid)}"))
+    else:
+        console.print(Text("City PUE, valid signatures only: not computed (no --pubkeys: signatures not verified)"))
+    for w in (result.weighted_all, result.weighted_valid):
+        for e in (w.excluded if w else []):
+            console.print(Text(f"  left out of '{w.basis}': {e['site']} ({e['report']}): {e['reason']}"))
+    for x in result.city_results:
+        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule}: {x.evidence}"))
+    for w in result.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+    failed = sum(not r.passed for r in result.rows)
+    console.print(Text(f"{len(result.rows) - failed} of {len(result.rows)} sites pass; overall: "
+                       + ("pass" if result.passed else "FAIL"), style="bold"))
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}
+th{background:#eee}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:700}
+.valid{color:#1a7f37}.invalid{color:#c62828;font-weight:700}.unknown{color:#a66b00}
+.small{font-size:.9em;color:#555}
+"""
+
+
+def render_html(result: CityResult, generated_at: str | None = None) -> str:
+    """A self-contained page (inline CSS, no scripts, no external assets); every value is escaped."""
+    e = html.escape
+    t = result.targets
+    generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rules = t.report_rules()
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>City PUE: {e(t.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>City PUE: {e(t.name)}</h1>",
+        f'<p class="small">Generated {e(generated_at)} by puewatch city. '
+        + ("Signatures verified against the given public keys." if result.verified
+           else "Signatures not verified (no public keys given).") + "</p>",
+        "<h2>Targets</h2><ul>",
+    ]
+    out += [f"<li>source: {e(s)}</li>" for s in t.sources]
+    out += [f"<li>note: {e(n)}</li>" for n in t.notes]
+    out += [f"<li><code>{e(k)}</code> = {e(json.dumps(v))}</li>" for k, v in t.to_json()["rules"].items()]
+    out.append(f"<li>PUE comparison: {e(t.pue_comparison)}</li></ul>")
+    out.append("<h2>Sites</h2><table><thead><tr>")
+    heads = ["site", "signature", "period", "kind", "category", "PUE", "completeness", *rules, "overall"]
+    out.append("".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
+    for row in result.rows:
+        r = row.report
+        status = row.signature.status
+        css = {"valid": "valid", "invalid": "invalid", "unknown key": "unknown"}.get(status, "")
+        sig = status + (f" {row.signature.key_id}" if row.signature.key_id else "")
+        cells = [
+            f"<td>{e(r['site'])}</td>",
+            f'<td class="{css}" title="{e(row.signature.reason)}">{e(sig)}</td>',
+            f"<td>{e(_period(r))}</td>",
+            f"<td>{'annual' if r['annual'] else 'interim'}</td>",
+            f'<td class="num">{e(str(r["category"]))}</td>',
+            f'<td class="num">{e(_num(r["pue"]))}</td>',
+            f'<td class="num">{r["completeness"] * 100:.1f}&nbsp;%</td>',
+        ]
+        cells += [
+            f'<td class="{"pass" if x.passed else "fail"}" title="{e(x.evidence)}">{"pass" if x.passed else "FAIL"}</td>'
+            for x in row.results
+        ]
+        cells.append(f'<td class="{"pass" if row.passed else "fail"}">{"pass" if row.passed else "FAIL"}</td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    reasons = [(row.site, reason) for row in result.rows for reason in row.reasons]
+    if reasons:
+        out.append("<h2>Failures</h2><ul>")
+        out += [f"<li><b>{e(site)}</b>: {e(reason)}</li>" for site, reason in reasons]
+        out.append("</ul>")
+    out.append("<h2>City energy-weighted PUE</h2>")
+    out.append('<p class="small">Σ facility energy / Σ IT energy over the included reports.</p><ul>')
+    out.append(f"<li>All reports: {e(_weighted_line(result.weighted_all))}</li>")
+    if result.weighted_valid is not None:
+        out.append(f"<li>Valid signatures only: {e(_weighted_line(result.weighted_valid))}</li>")
+    else:
+        out.append("<li>Valid signatures only: not computed (signatures not verified)</li>")
+    out.append("</ul>")
+    excluded = [(w.basis, x) for w in (result.weighted_all, result.weighted_valid) if w for x in w.excluded]
+    if excluded:
+        out.append("<p>Left out:</p><ul>")
+        out += [f"<li>{e(basis)}: {e(x['site'])} ({e(x['report'])}): {e(x['reason'])}</li>" for basis, x in excluded]
+        out.append("</ul>")
+    if result.city_results:
+        out.append("<ul>")
+        out += [f'<li class="{"pass" if x.passed else "fail"}">{e(x.rule)}: {e(x.evidence)}</li>'
+                for x in result.city_results]
+        out.append("</ul>")
+    if result.warnings:
+        out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in result.warnings) + "</ul>")
+    failed = sum(not r.passed for r in result.rows)
+    verdict = "pass" if result.passed else "FAIL"
+    out.append(f'<p><b>{len(result.rows) - failed} of {len(result.rows)} sites pass; overall: '
+               f'<span class="{"pass" if result.passed else "fail"}">{verdict}</span></b></p>')
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        from puewatch.errors import UserError
+
+        raise UserError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    targets = resolve_targets(args.targets, args.preset)
+    public_keys = None
+    if args.pubkeys:
+        from puewatch.signing import load_public_keys
+
+        public_keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
+    reports = [(p, load_report(p)) for p in args.reports]
+    result = evaluate_city(reports, targets, public_keys)
+    if args.html:
+        _write_atomic(Path(args.html), render_html(result))
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print_table(result)
+    return 0 if result.passed else 1

@@ -1,0 +1,283 @@
+"""Ed25519 signatures on reports, so a city can tell a site's report from an edited copy.
+
+What is signed is the canonical form in docs/report-schema.md: the report
+without its `signature` member, as UTF-8 JSON with sorted keys, no whitespace,
+`ensure_ascii=False` and floats as Python writes them (shortest round trip).
+Sorting keys makes the signature independent of key order, so re-serialising a
+report (another JSON library, pretty printing) keeps it valid, while any
+change to a value, an added or a removed field breaks it.
+
+The key id is the first 16 hex characters of the SHA-256 of the raw 32-byte
+public key: short enough to read out on the phone, and a city holding many
+sites' keys picks the right one by it.
+
+`sign_report()` is the library entry point (`puewatch report --sign KEY` calls
+it); `keys_new_main`, `sign_main` and `verify_main` are the CLI handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from puewatch.errors import UserError
+
+ALG = "ed25519"
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class KeyFileError(UserError):
+    """A key file is missing, unreadable or not an Ed25519 key (exit status 2)."""
+
+
+class SignatureInvalid(UserError):
+    """Verification failed: no signature, another key, or the report changed (exit status 1)."""
+
+    exit_code = 1
+
+
+def canonical_bytes(report: dict[str, Any]) -> bytes:
+    """The bytes that are signed: the report without `signature`, canonical JSON (see the schema)."""
+    body = {k: v for k, v in report.items() if k != "signature"}
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        # NaN/Infinity: the schema writes unknown values as null; a report holding one is a bug upstream.
+        raise UserError(f"report cannot be signed: {exc}") from None
+    return text.encode("utf-8")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """First 16 hex characters of SHA-256 over the raw 32-byte public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """Read an unencrypted PEM PKCS#8 Ed25519 private key (as `puewatch keys new` writes)."""
+    data = _read_key_file(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise KeyFileError(f"{path}: the private key is encrypted; puewatch reads unencrypted PKCS#8 keys (mode 0600)") from None
+    except ValueError:
+        raise KeyFileError(f"{path}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an Ed25519 private key ({type(key).__name__})")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    """Read a PEM SubjectPublicKeyInfo Ed25519 public key (a `.pub` file from `puewatch keys new`)."""
+    data = _read_key_file(path, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise KeyFileError(f"{path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
+    return key
+
+
+def load_public_keys(directory: str | Path) -> dict[str, tuple[Path, Ed25519PublicKey]]:
+    """Every `*.pub` in `directory`, by key id. Two files holding one key are fine; a bad file is an error."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise KeyFileError(f"{d}: public key directory not found")
+    keys: dict[str, tuple[Path, Ed25519PublicKey]] = {}
+    for path in sorted(d.glob("*.pub")):
+        key = load_public_key(path)
+        keys.setdefault(key_id(key), (path, key))
+    if not keys:
+        raise KeyFileError(f"{d}: no *.pub public keys in this directory")
+    return keys
+
+
+def _read_key_file(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: {what} file not found") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
+def sign_report(report: dict[str, Any], private_key: Ed25519PrivateKey | str | Path) -> dict[str, Any]:
+    """A copy of `report` with `signature` = {alg, key_id, value} over its canonical form.
+
+    `private_key` is a key object or the path of a PEM key file. An existing
+    signature is replaced (it is not part of what is signed). The input is not changed.
+    """
+    if not isinstance(private_key, Ed25519PrivateKey):
+        private_key = load_private_key(private_key)
+    value = private_key.sign(canonical_bytes(report))
+    signed = {k: v for k, v in report.items() if k != "signature"}
+    signed["signature"] = {
+        "alg": ALG,
+        "key_id": key_id(private_key.public_key()),
+        "value": base64.b64encode(value).decode("ascii"),
+    }
+    return signed
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of checking one report's signature.
+
+    status: "valid", "invalid", "unsigned" or "unknown key" (signed with a key we do not hold).
+    """
+
+    status: str
+    key_id: str | None
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "valid"
+
+
+def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes] | Verification:
+    sig = report.get("signature")
+    if sig is None:
+        return Verification("unsigned", None, "the report has no signature")
+    if not isinstance(sig, dict):
+        return Verification("invalid", None, "malformed signature: not an object")
+    kid = sig.get("key_id")
+    kid = kid if isinstance(kid, str) else None
+    if sig.get("alg") != ALG:
+        return Verification("invalid", kid, f"unsupported signature algorithm {sig.get('alg')!r} (expected {ALG!r})")
+    if kid is None or not re.fullmatch(r"[0-9a-f]{16}", kid):
+        return Verification("invalid", kid, "malformed signature: key_id must be 16 lower-case hex characters")
+    value = sig.get("value")
+    try:
+        raw = base64.b64decode(value if isinstance(value, str) else "", validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 64:
+        return Verification("invalid", kid, "malformed signature: value must be a base64 Ed25519 signature (64 bytes)")
+    return kid, raw
+
+
+def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKey]) -> Verification:
+    """Check the report's signature against the keys we hold (key id -> public key)."""
+    parts = _signature_parts(report)
+    if isinstance(parts, Verification):
+        return parts
+    kid, raw = parts
+    key = public_keys.get(kid)
+    if key is None:
+        held = ", ".join(sorted(public_keys)) or "none"
+        return Verification("unknown key", kid, f"signed with key id {kid}, which is not among the public keys given ({held})")
+    try:
+        key.verify(raw, canonical_bytes(report))
+    except InvalidSignature:
+        return Verification(
+            "invalid", kid, f"bad signature: the report is not what key {kid} signed (a field was changed, added or removed)"
+        )
+    return Verification("valid", kid, f"signature valid, key id {kid}")
+
+
+# ---- CLI handlers -------------------------------------------------------------------------------
+
+
+def keys_new_main(args: argparse.Namespace) -> int:
+    """`puewatch keys new --out DIR [--name NAME]`."""
+    name = args.name
+    if not _KEY_NAME.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), at most 64 characters")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create directory: {exc.strerror}") from None
+    key_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise UserError(f"{p}: already exists; refusing to overwrite a key (choose another --name or remove it)")
+    private = Ed25519PrivateKey.generate()
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_new(key_path, key_pem, 0o600)
+    _write_new(pub_path, pub_pem, 0o644)
+    kid = key_id(private.public_key())
+    print(kid)
+    print(f"private key {key_path} (keep it on the site; mode 0600)", file=sys.stderr)
+    print(f"public key  {pub_path} (give it to whoever verifies the reports)", file=sys.stderr)
+    return 0
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    # O_EXCL: never replace a key another run has just written; the mode is set at creation,
+    # so the private key is never readable by others, not even for an instant.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise UserError(f"{path}: already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it further; make it exactly `mode`
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def sign_main(args: argparse.Namespace) -> int:
+    """`puewatch sign REPORT --key KEY [-o OUT]`."""
+    from puewatch.city.reportfile import load_report
+
+    report = load_report(args.report)
+    signed = sign_report(report, load_private_key(args.key))
+    text = json.dumps(signed, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if args.output and args.output != "-":
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write: {exc.strerror}") from None
+        print(f"signed {args.report} (site {report['site']}) with key id {signed['signature']['key_id']} -> {out}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def verify_main(args: argparse.Namespace) -> int:
+    """`puewatch verify REPORT --pubkey KEY.pub`: exit 0 when valid, 1 when not, 2 on bad input."""
+    from puewatch.city.reportfile import load_report
+
+    report = load_report(args.report)
+    key = load_public_key(args.pubkey)
+    kid = key_id(key)
+    result = verify_report(report, {kid: key})
+    if result.status == "unknown key":
+        raise SignatureInvalid(
+            f"{args.report}: signed with key id {result.key_id}, but {args.pubkey} is key id {kid}: "
+            "signed with another key"
+        )
+    if not result.ok:
+        raise SignatureInvalid(f"{args.report}: {result.reason}")
+    print(
+        f"OK: {args.report}: site {report['site']}, {report['period_start']}..{report['period_end']}, "
+        f"signature valid (key id {kid})"
+    )
+    return 0

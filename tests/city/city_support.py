@@ -1,0 +1,93 @@
+"""Helpers for the city tests: reports that follow docs/report-schema.md, and the CLI as a subprocess.
+
+The reports are built here as plain dicts (the report engine is not needed to
+test what reads its output); `make_report` fills every field of the schema so a
+test changes only what it is about.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def make_report(
+    site: str = "alpha",
+    *,
+    facility_energy_wh: float | None = 1_270_000.0,
+    it_energy_wh: float | None = 1_000_000.0,
+    annual: bool = True,
+    category: int = 2,
+    completeness: float = 0.995,
+    pue_uncertainty: float | None = 0.021,
+    ref: float | None = None,
+    monthly_pue: list[float | None] | None = None,
+    pue: float | None | str = "from energies",
+) -> dict[str, Any]:
+    """A schema-conformant report; `pue` is facility/IT unless given (a number or None)."""
+    if pue == "from energies":
+        pue = None if facility_energy_wh is None or it_energy_wh is None else facility_energy_wh / it_energy_wh
+    if annual:
+        start, end, label = "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", f"PUE_L{category},YC"
+    else:
+        start, end, label = "2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z", f"iPUE_L{category} 2025-03-01..2025-04-01"
+    if monthly_pue is None:
+        monthly_pue = [pue] * (12 if annual else 1) if isinstance(pue, float) else []
+    first_month = 1 if annual else 3
+    monthly = []
+    for i, m_pue in enumerate(monthly_pue):
+        m = first_month + i
+        monthly.append({
+            "period_start": f"2025-{m:02d}-01T00:00:00Z",
+            "period_end": f"2025-{m + 1:02d}-01T00:00:00Z" if m < 12 else "2026-01-01T00:00:00Z",
+            "pue": m_pue,
+            "facility_energy_wh": None if m_pue is None else 100_000.0 * m_pue,
+            "it_energy_wh": 100_000.0,
+            "completeness": 1.0,
+        })
+    return {
+        "schema": "puewatch.report/1",
+        "site": site,
+        "period_start": start,
+        "period_end": end,
+        "annual": annual,
+        "category": category,
+        "label": label,
+        "pue": pue,
+        "pue_uncertainty": pue_uncertainty,
+        "facility_energy_wh": facility_energy_wh,
+        "it_energy_wh": it_energy_wh,
+        "completeness": completeness,
+        "estimated_share": 0.01,
+        "clf": 0.2,
+        "plf": 0.05,
+        "erf": None,
+        "ref": ref,
+        "wue": None,
+        "zones": [{"zone": "hall-a", "ppue": 1.2, "boundary_energy_wh": 600_000.0, "it_energy_wh": 500_000.0,
+                   "completeness": 1.0}],
+        "meters": [{"meter": "utility", "role": "facility", "zone": None, "point": "utility input",
+                    "energy_wh": facility_energy_wh, "estimated_wh": 0.0, "method": "register", "completeness": 1.0,
+                    "gaps": [], "resets": 0, "accuracy_pct": 0.5}],
+        "monthly": monthly,
+        "daily": [],
+        "generated_at": "2026-01-02T08:00:00Z",
+        "generator": "puewatch 0.1.0",
+        "source": {"kind": "embedded", "path": "/var/lib/puewatch/store.sqlite"},
+    }
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`puewatch ARGS...` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "puewatch.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )

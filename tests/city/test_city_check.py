@@ -1,0 +1,165 @@
+"""`puewatch check`: a verdict per rule, with the evidence, and the exit status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from city_support import make_report, run_cli, write_json
+
+from puewatch.city.check import check_report, check_rule
+from puewatch.city.targets import preset_targets, targets_from_dict
+
+
+def one(rule_table: dict, report: dict):
+    (result,) = check_report(report, targets_from_dict(rule_table))
+    return result
+
+
+def test_pass_with_evidence():
+    r = check_report(make_report(facility_energy_wh=1_270_000.0, it_energy_wh=1_000_000.0), preset_targets("miit-2021"))
+    assert [x.rule for x in r] == ["max_annual_pue"]
+    assert r[0].passed
+    assert r[0].evidence == "annual PUE 1.27 < 1.3: pass"
+    assert (r[0].value, r[0].limit, r[0].comparison) == (1.27, 1.3, "<")
+
+
+def test_fail_with_evidence():
+    res = one({"max_annual_pue": 1.35}, make_report(facility_energy_wh=1_420_000.0))
+    assert not res.passed
+    assert res.evidence == "annual PUE 1.42 is not ≤ 1.35: fail"
+
+
+def test_strict_and_inclusive_limits_at_the_boundary():
+    report = make_report(facility_energy_wh=1_250_000.0)  # PUE exactly 1.25
+    assert report["pue"] == 1.25
+    (east,) = check_report(report, preset_targets("east-cluster-2022"))  # "≤ 1.25"
+    (hub,) = check_report(report, preset_targets("ndrc-2021-hub"))  # "< 1.25"
+    assert east.passed and east.evidence == "annual PUE 1.25 ≤ 1.25: pass"
+    assert not hub.passed and hub.evidence == "annual PUE 1.25 is not < 1.25: fail"
+
+
+def test_null_pue_fails_with_the_reason():
+    res = one({"max_pue": 1.3}, make_report(facility_energy_wh=None))
+    assert not res.passed and res.value is None
+    assert "no PUE (pue is null)" in res.evidence
+
+
+def test_annual_rules_on_an_interim_report():
+    report = make_report(annual=False, facility_energy_wh=1_200_000.0)
+    res = one({"max_annual_pue": 1.3}, report)
+    assert not res.passed
+    assert "interim (iPUE over 2025-03-01..2025-04-01), not an annual PUE" in res.evidence
+    res = one({"require_annual": True}, report)
+    assert not res.passed and "an annual one is required" in res.evidence
+    res = one({"max_pue": 1.3}, report)  # max_pue takes an iPUE, labelled with its period
+    assert res.passed and res.evidence == "iPUE (2025-03-01..2025-04-01) 1.2 ≤ 1.3: pass"
+
+
+def test_monthly_every_entry():
+    months = [1.2] * 12
+    months[6], months[7], months[1] = 1.41, 1.39, None
+    res = one({"max_monthly_pue": 1.35}, make_report(monthly_pue=months))
+    assert not res.passed
+    assert "2 of 12 months not ≤ 1.35: 2025-07 1.41, 2025-08 1.39" in res.evidence
+    assert "1 of 12 months have no PUE: 2025-02" in res.evidence
+    ok = one({"max_monthly_pue": 1.35}, make_report(monthly_pue=[1.2] * 11 + [1.3]))
+    assert ok.passed and ok.evidence == "12 months, highest PUE 1.3 (2025-12) ≤ 1.35: pass"
+    empty = one({"max_monthly_pue": 1.35}, make_report(monthly_pue=[]))
+    assert not empty.passed and "no monthly PUE" in empty.evidence
+
+
+@pytest.mark.parametrize(
+    ("rules", "report_kw", "passed", "evidence"),
+    [
+        ({"min_completeness": 0.99}, {"completeness": 0.995}, True, "completeness 0.995 ≥ 0.99: pass"),
+        ({"min_completeness": 0.999}, {"completeness": 0.995}, False, "completeness 0.995 is not ≥ 0.999: fail"),
+        ({"min_category": 2}, {"category": 3}, True, "category 3 ≥ 2: pass"),
+        ({"min_category": 2}, {"category": 1}, False, "category 1 is not ≥ 2: fail"),
+        ({"max_uncertainty": 0.03}, {"pue_uncertainty": 0.021}, True, "PUE uncertainty ± 0.021 ≤ 0.03: pass"),
+        ({"max_uncertainty": 0.03}, {"pue_uncertainty": None}, False,
+         "no PUE uncertainty (a PUE meter has no declared accuracy class); needs PUE uncertainty ± ≤ 0.03: fail"),
+        ({"min_ref": 0.2}, {"ref": 0.25}, True, "REF 0.25 ≥ 0.2: pass"),
+        ({"min_ref": 0.2}, {"ref": None}, False, "no REF (no renewable energy meter); needs REF ≥ 0.2: fail"),
+    ],
+)
+def test_other_rules(rules, report_kw, passed, evidence):
+    res = one(rules, make_report(**report_kw))
+    assert res.passed is passed
+    assert res.evidence == evidence
+
+
+def test_require_signature_without_keys_is_not_met():
+    targets = targets_from_dict({"require_signature": True})
+    report = make_report()
+    assert not check_rule("require_signature", report, targets).passed
+    report["signature"] = {"alg": "ed25519", "key_id": "0123456789abcdef", "value": "AA=="}
+    res = check_rule("require_signature", report, targets, signature=None)
+    assert not res.passed and "no public keys were given" in res.evidence
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def test_cli_exit_status_and_json(tmp_path):
+    good = write_json(tmp_path / "good.json", make_report("good", facility_energy_wh=1_270_000.0))
+    bad = write_json(tmp_path / "bad.json", make_report("bad", facility_energy_wh=1_330_000.0))
+    out = run_cli("check", good, "--preset", "miit-2021")
+    assert out.returncode == 0, out.stderr
+    assert "PASS  max_annual_pue     annual PUE 1.27 < 1.3: pass" in out.stdout
+    targets = tmp_path / "t.toml"
+    targets.write_text('preset = "miit-2021"\nmin_completeness = 0.99\nmax_monthly_pue = 1.4\n')
+    out = run_cli("check", bad, "--targets", targets, "--json")
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["passed"] is False and doc["site"] == "bad"
+    by_rule = {r["rule"]: r for r in doc["rules"]}
+    assert set(by_rule) == {"min_completeness", "max_annual_pue", "max_monthly_pue"}
+    assert by_rule["max_annual_pue"] == {
+        "rule": "max_annual_pue", "passed": False, "value": 1.33, "limit": 1.3, "comparison": "<",
+        "evidence": "annual PUE 1.33 is not < 1.3: fail",
+    }
+    assert by_rule["min_completeness"]["passed"] and by_rule["max_monthly_pue"]["passed"]
+    assert doc["targets"]["sources"][0].startswith("MIIT")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "a report must be a JSON object"),
+        ('{"schema": "other/1"}', "schema: must be 'puewatch.report/1'"),
+        ("DROP:pue", "pue: missing"),
+        ("SET:pue=NaN", "NaN is not allowed"),
+        ("SET:category=7", "category: must be 1, 2 or 3"),
+        ("DUP", "duplicate key 'site'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, words):
+    text = json.dumps(make_report())
+    if content.startswith("DROP:"):
+        r = make_report()
+        del r[content[5:]]
+        text = json.dumps(r)
+    elif content.startswith("SET:"):
+        key, value = content[4:].split("=")
+        text = text.replace(f'"{key}": {json.dumps(make_report()[key])}', f'"{key}": {value}', 1)
+    elif content == "DUP":
+        text = text.replace('"site": "alpha"', '"site": "alpha", "site": "beta"')
+    else:
+        text = content
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    out = run_cli("check", path, "--preset", "miit-2021")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and str(path) in lines[0], out.stderr
+
+
+def test_cli_missing_report_and_targets(tmp_path):
+    out = run_cli("check", tmp_path / "none.json", "--preset", "miit-2021")
+    assert out.returncode == 2 and "report file not found" in out.stderr
+    good = write_json(tmp_path / "good.json", make_report())
+    out = run_cli("check", good, "--targets", tmp_path / "none.toml")
+    assert out.returncode == 2 and "none.toml: configuration file not found" in out.stderr

@@ -1,0 +1,192 @@
+"""Ed25519 keys, `puewatch sign` and `puewatch verify`: the round trip and every kind of tampering."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import stat
+
+import pytest
+from city_support import make_report, run_cli, write_json
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from puewatch.signing import (
+    canonical_bytes,
+    key_id,
+    load_private_key,
+    load_public_key,
+    sign_report,
+    verify_report,
+)
+
+
+@pytest.fixture(scope="module")
+def keypair():
+    private = Ed25519PrivateKey.generate()
+    return private, {key_id(private.public_key()): private.public_key()}
+
+
+def test_canonical_form_is_the_one_in_the_schema():
+    report = make_report("北京-1")
+    report["signature"] = {"alg": "ed25519", "key_id": "x", "value": "y"}
+    # docs/report-schema.md: without `signature`, sorted keys, (",", ":"), ensure_ascii=False, UTF-8
+    body = {k: v for k, v in report.items() if k != "signature"}
+    expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert canonical_bytes(report) == expected
+    assert "北京-1".encode() in expected and b'"alpha"' not in expected
+    assert expected.startswith(b'{"annual":true,"category":2,"clf":0.2,')  # sorted, no whitespace
+
+
+def test_signature_is_checkable_with_cryptography_alone(keypair):
+    private, _ = keypair
+    signed = sign_report(make_report(), private)
+    sig = signed["signature"]
+    assert set(sig) == {"alg", "key_id", "value"} and sig["alg"] == "ed25519"
+    raw_pub = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert sig["key_id"] == hashlib.sha256(raw_pub).hexdigest()[:16]
+    body = {k: v for k, v in signed.items() if k != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    private.public_key().verify(base64.b64decode(sig["value"]), canonical)  # raises if wrong
+
+
+def test_round_trip_does_not_change_the_input(keypair):
+    private, keys = keypair
+    report = make_report()
+    before = copy.deepcopy(report)
+    signed = sign_report(report, private)
+    assert report == before and "signature" not in report
+    assert verify_report(signed, keys).status == "valid"
+    # through a file and back, pretty-printed, then compact: still valid
+    again = json.loads(json.dumps(json.loads(json.dumps(signed, indent=4)), separators=(",", ":")))
+    assert verify_report(again, keys).ok
+    # re-signing replaces the signature rather than signing the old one
+    resigned = sign_report(signed, private)
+    assert verify_report(resigned, keys).ok
+
+
+def _tamper_number(r):
+    r["facility_energy_wh"] = r["facility_energy_wh"] - 1.0
+
+
+def _tamper_nested(r):
+    r["monthly"][3]["pue"] = 1.19
+
+
+def _tamper_add(r):
+    r["note"] = "edited"
+
+
+def _tamper_remove(r):
+    del r["wue"]
+
+
+def _tamper_bool(r):
+    r["annual"] = False
+
+
+def _tamper_float_repr(r):
+    r["pue"] = r["pue"] + 1e-15  # a difference only in the last bits
+
+
+def _tamper_key_id(r):
+    r["signature"]["key_id"] = "0" * 16
+
+
+@pytest.mark.parametrize(
+    "tamper", [_tamper_number, _tamper_nested, _tamper_add, _tamper_remove, _tamper_bool, _tamper_float_repr]
+)
+def test_any_change_breaks_the_signature(keypair, tamper):
+    private, keys = keypair
+    signed = sign_report(make_report(), private)
+    tamper(signed)
+    result = verify_report(signed, keys)
+    assert result.status == "invalid"
+    assert "bad signature" in result.reason
+
+
+def test_reordering_keys_still_verifies(keypair):
+    private, keys = keypair
+    signed = sign_report(make_report(), private)
+    reordered = dict(reversed(list(signed.items())))
+    reordered["monthly"] = [dict(reversed(list(m.items()))) for m in reordered["monthly"]]
+    assert list(reordered) != list(signed)
+    assert verify_report(reordered, keys).ok
+
+
+def test_unsigned_other_key_and_malformed(keypair):
+    private, keys = keypair
+    assert verify_report(make_report(), keys).status == "unsigned"
+    other = sign_report(make_report(), Ed25519PrivateKey.generate())
+    res = verify_report(other, keys)
+    assert res.status == "unknown key" and res.key_id == other["signature"]["key_id"]
+    signed = sign_report(make_report(), private)
+    for bad in ("not base64!", base64.b64encode(b"short").decode()):
+        s = copy.deepcopy(signed)
+        s["signature"]["value"] = bad
+        assert verify_report(s, keys).status == "invalid"
+        assert "malformed signature" in verify_report(s, keys).reason
+    s = copy.deepcopy(signed)
+    s["signature"]["alg"] = "rsa"
+    assert "unsupported signature algorithm" in verify_report(s, keys).reason
+    s = copy.deepcopy(signed)
+    _tamper_key_id(s)
+    assert verify_report(s, keys).status == "unknown key"
+
+
+# ---- the commands -----------------------------------------------------------------------------
+
+
+def test_keys_new_files_modes_and_key_id(tmp_path):
+    out = run_cli("keys", "new", "--out", tmp_path / "keys", "--name", "site-a")
+    assert out.returncode == 0, out.stderr
+    key_path, pub_path = tmp_path / "keys" / "site-a.key", tmp_path / "keys" / "site-a.pub"
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(pub_path).st_mode) == 0o644
+    assert key_path.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    assert pub_path.read_text().startswith("-----BEGIN PUBLIC KEY-----")  # SubjectPublicKeyInfo
+    private, public = load_private_key(key_path), load_public_key(pub_path)
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert out.stdout.strip() == hashlib.sha256(raw).hexdigest()[:16] == key_id(private.public_key())
+    again = run_cli("keys", "new", "--out", tmp_path / "keys", "--name", "site-a")
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    assert load_public_key(pub_path) == public  # untouched
+    bad = run_cli("keys", "new", "--out", tmp_path / "keys", "--name", "../evil")
+    assert bad.returncode == 2 and "--name" in bad.stderr
+
+
+def test_sign_and_verify_commands(tmp_path):
+    keys = tmp_path / "keys"
+    assert run_cli("keys", "new", "--out", keys, "--name", "alpha").returncode == 0
+    assert run_cli("keys", "new", "--out", keys, "--name", "beta").returncode == 0
+    report = write_json(tmp_path / "report.json", make_report())
+    signed = tmp_path / "signed.json"
+    out = run_cli("sign", report, "--key", keys / "alpha.key", "-o", signed)
+    assert out.returncode == 0, out.stderr
+    ok = run_cli("verify", signed, "--pubkey", keys / "alpha.pub")
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {signed}: site alpha"), ok.stderr
+
+    unsigned = run_cli("verify", report, "--pubkey", keys / "alpha.pub")
+    assert unsigned.returncode == 1 and "no signature" in unsigned.stderr
+    other = run_cli("verify", signed, "--pubkey", keys / "beta.pub")
+    assert other.returncode == 1 and "signed with another key" in other.stderr
+
+    doc = json.loads(signed.read_text())
+    doc["monthly"][0]["pue"] = 1.01
+    tampered = write_json(tmp_path / "tampered.json", doc)
+    bad = run_cli("verify", tampered, "--pubkey", keys / "alpha.pub")
+    assert bad.returncode == 1 and "bad signature" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+    # to standard output; the same report signed twice gives the same signature (Ed25519 is deterministic)
+    stdout = run_cli("sign", report, "--key", keys / "alpha.key")
+    assert stdout.returncode == 0
+    assert json.loads(stdout.stdout)["signature"] == json.loads(signed.read_text())["signature"]
+
+    notakey = run_cli("verify", signed, "--pubkey", keys / "alpha.key")
+    assert notakey.returncode == 2 and "not a PEM public key" in notakey.stderr
+    nokey = run_cli("sign", report, "--key", keys / "missing.key")
+    assert nokey.returncode == 2 and "private key file not found" in nokey.stderr

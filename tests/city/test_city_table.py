@@ -1,0 +1,177 @@
+"""`puewatch city` over several sites: signatures, verdicts, the energy-weighted PUE, HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from city_support import make_report, run_cli, write_json
+
+from puewatch.city.reportfile import load_report
+from puewatch.city.table import evaluate_city, render_html
+from puewatch.city.targets import targets_from_dict
+from puewatch.signing import load_private_key, load_public_keys, sign_report
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> dict[str, Path]:
+    """Five sites. Keys of alpha, beta, delta are given to the city; epsilon's is not.
+
+    alpha   signed, valid, PUE 1.25          F 1.25 MWh, IT 1.0 MWh
+    beta    signed, then facility energy edited (2.4 -> 2.3 MWh), IT 2.0 MWh: invalid
+    gamma   unsigned, PUE 1.2                F 0.6 MWh,  IT 0.5 MWh
+    delta   signed, valid, PUE 1.4 (fails a 1.3 limit)  F 1.4 MWh, IT 1.0 MWh
+    epsilon signed with a key the city does not hold     F 0.36 MWh, IT 0.3 MWh
+    """
+    d = tmp_path_factory.mktemp("city")
+    pubkeys = d / "pubkeys"
+    for name in ("alpha", "beta", "delta", "epsilon"):
+        out = run_cli("keys", "new", "--out", d / "sitekeys", "--name", name)
+        assert out.returncode == 0, out.stderr
+    pubkeys.mkdir()
+    for name in ("alpha", "beta", "delta"):
+        (pubkeys / f"{name}.pub").write_bytes((d / "sitekeys" / f"{name}.pub").read_bytes())
+
+    def key(name):
+        return load_private_key(d / "sitekeys" / f"{name}.key")
+
+    paths = {}
+    paths["alpha"] = write_json(d / "alpha.json", sign_report(make_report("alpha", facility_energy_wh=1_250_000.0), key("alpha")))
+    beta = sign_report(make_report("beta", facility_energy_wh=2_400_000.0, it_energy_wh=2_000_000.0), key("beta"))
+    beta["facility_energy_wh"] = 2_300_000.0
+    paths["beta"] = write_json(d / "beta.json", beta)
+    paths["gamma"] = write_json(d / "gamma.json", make_report("gamma", facility_energy_wh=600_000.0, it_energy_wh=500_000.0))
+    paths["delta"] = write_json(d / "delta.json", sign_report(make_report("delta", facility_energy_wh=1_400_000.0), key("delta")))
+    paths["epsilon"] = write_json(
+        d / "epsilon.json", sign_report(make_report("epsilon", facility_energy_wh=360_000.0, it_energy_wh=300_000.0), key("epsilon"))
+    )
+    paths["pubkeys"] = pubkeys
+    paths["dir"] = d
+    return paths
+
+
+SITES = ("alpha", "beta", "gamma", "delta", "epsilon")
+# Σ facility / Σ IT, by hand:
+# all:   (1.25 + 2.3 + 0.6 + 1.4 + 0.36) / (1.0 + 2.0 + 0.5 + 1.0 + 0.3) = 5.91 / 4.8
+ALL_PUE = 1.23125
+# valid: alpha and delta only: (1.25 + 1.4) / (1.0 + 1.0) = 2.65 / 2
+VALID_PUE = 1.325
+
+
+def _evaluate(city, rules, with_keys=True):
+    keys = {k: v for k, (_, v) in load_public_keys(city["pubkeys"]).items()} if with_keys else None
+    reports = [(str(city[s]), load_report(city[s])) for s in SITES]
+    return evaluate_city(reports, targets_from_dict(rules), keys)
+
+
+def test_signatures_verdicts_and_weighted_pue(city):
+    res = _evaluate(city, {"preset": "miit-2021", "max_city_pue": 1.3})
+    rows = {r.site: r for r in res.rows}
+    assert {s: r.signature.status for s, r in rows.items()} == {
+        "alpha": "valid", "beta": "invalid", "gamma": "unsigned", "delta": "valid", "epsilon": "unknown key",
+    }
+    assert {s: r.passed for s, r in rows.items()} == {
+        "alpha": True, "beta": False, "gamma": True, "delta": False, "epsilon": True,
+    }
+    assert rows["beta"].reasons[0].startswith("signature invalid: bad signature")
+    assert rows["delta"].reasons == ["max_annual_pue: annual PUE 1.4 is not < 1.3: fail"]
+
+    assert res.weighted_all.pue == pytest.approx(ALL_PUE, rel=1e-12)
+    assert res.weighted_all.facility_energy_wh == pytest.approx(5_910_000.0)
+    assert res.weighted_all.it_energy_wh == pytest.approx(4_800_000.0)
+    assert len(res.weighted_all.included) == 5 and res.weighted_all.excluded == []
+    assert res.weighted_valid.pue == pytest.approx(VALID_PUE, rel=1e-12)
+    assert [x["site"] for x in res.weighted_valid.excluded] == ["beta", "gamma", "epsilon"]
+    assert [x["reason"] for x in res.weighted_valid.excluded] == [
+        "signature invalid", "signature unsigned", "signature unknown key",
+    ]
+    # the city rule is checked on the validly signed figure: 1.325 is not < 1.3
+    (city_rule,) = res.city_results
+    assert not city_rule.passed and city_rule.value == pytest.approx(VALID_PUE)
+    assert "over validly signed reports" in city_rule.evidence
+    assert res.passed is False
+
+
+def test_without_keys_nothing_is_verified(city):
+    res = _evaluate(city, {"max_annual_pue": 1.5, "max_city_pue": 1.3}, with_keys=False)
+    assert {r.site: r.signature.status for r in res.rows} == {
+        "alpha": "unverified", "beta": "unverified", "gamma": "unsigned", "delta": "unverified",
+        "epsilon": "unverified",
+    }
+    assert res.weighted_valid is None
+    (city_rule,) = res.city_results
+    assert city_rule.passed and city_rule.value == pytest.approx(ALL_PUE)
+    assert "over all reports" in city_rule.evidence
+    assert all(r.passed for r in res.rows) and res.passed
+
+
+def test_require_signature_and_missing_energy(city, tmp_path):
+    res = _evaluate(city, {"require_signature": True})
+    assert {r.site: r.passed for r in res.rows} == {
+        "alpha": True, "beta": False, "gamma": False, "delta": True, "epsilon": False,
+    }
+    gamma = next(r for r in res.rows if r.site == "gamma")
+    assert gamma.reasons == ["require_signature: the report is not signed: fail"]
+    eps = next(r for r in res.rows if r.site == "epsilon")
+    assert "not among the public keys given" in eps.reasons[0]
+    # a report without its IT energy is left out of the sum, with the reason
+    r = make_report("zeta", it_energy_wh=None)
+    out = evaluate_city([("zeta.json", r), (str(city["gamma"]), load_report(city["gamma"]))],
+                        targets_from_dict({"max_pue": 1.3}), None)
+    assert out.weighted_all.pue == pytest.approx(1.2)
+    assert out.weighted_all.excluded == [{"site": "zeta", "report": "zeta.json",
+                                          "reason": "facility or IT energy unknown (null)"}]
+
+
+def test_html_is_self_contained_and_escaped(city):
+    evil = make_report('<script>alert("x")</script>', facility_energy_wh=1_100_000.0)
+    res = evaluate_city([("evil&.json", evil), (str(city["alpha"]), load_report(city["alpha"]))],
+                        targets_from_dict({"preset": "miit-2021"}), None)
+    page = render_html(res, generated_at="2026-01-05T00:00:00Z")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "evil&amp;.json" in page or "evil&.json" not in page
+    for external in ("http://", "https://", "<link", "src=", "@import"):
+        assert external not in page
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "1.1000" in page or "1.100" in page
+
+
+def test_cli_table_json_and_html(city, tmp_path):
+    files = [city[s] for s in SITES]
+    page = tmp_path / "city.html"
+    out = run_cli("city", *files, "--preset", "miit-2021", "--pubkeys", city["pubkeys"], "--html", page)
+    assert out.returncode == 1, out.stderr
+    for s in SITES:
+        assert s in out.stdout
+    assert f"City PUE, all reports:          {ALL_PUE:.4f} over 5 report(s)" in out.stdout
+    assert f"City PUE, valid signatures only: {VALID_PUE:.4f} over 2 report(s)" in out.stdout
+    assert "unknown key" in out.stdout and "invalid" in out.stdout
+    html_text = page.read_text(encoding="utf-8")
+    assert "<table>" in html_text and "epsilon" in html_text
+
+    out = run_cli("city", *files, "--preset", "miit-2021", "--pubkeys", city["pubkeys"], "--json")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["signatures_verified"] is True
+    assert [s["site"] for s in doc["sites"]] == list(SITES)
+    assert [s["passed"] for s in doc["sites"]] == [True, False, True, False, True]
+    assert doc["city"]["weighted_pue_all"]["pue"] == pytest.approx(ALL_PUE)
+    assert doc["city"]["weighted_pue_valid"]["pue"] == pytest.approx(VALID_PUE)
+    assert doc["sites"][3]["rules"][0]["evidence"] == "annual PUE 1.4 is not < 1.3: fail"
+
+    passing = run_cli("city", city["alpha"], city["gamma"], "--preset", "miit-2021", "--pubkeys", city["pubkeys"])
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "2 of 2 sites pass; overall: pass" in passing.stdout
+
+
+def test_cli_bad_input(city, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    out = run_cli("city", city["alpha"], broken, "--preset", "miit-2021")
+    assert out.returncode == 2 and str(broken) in out.stderr and out.stdout == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_cli("city", city["alpha"], "--preset", "miit-2021", "--pubkeys", empty)
+    assert out.returncode == 2 and "no *.pub public keys" in out.stderr
