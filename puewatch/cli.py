@@ -22,7 +22,10 @@ _COMMANDS: dict[str, str] = {
     "bench": "puewatch.commands:register_bench",
     "collector": "puewatch.commands:register_collector",
     "demo": "puewatch.commands:register_demo",
+    "export": "puewatch.commands:register_export",
     "influx": "puewatch.commands:register_influx",
+    "recompute": "puewatch.commands:register_recompute",
+    "report": "puewatch.commands:register_report",
     "snmp": "puewatch.commands:register_snmp",
 }
 
