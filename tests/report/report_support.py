@@ -87,8 +87,8 @@ def write_site(tmp: Path, site: str = "synth", store_path: str | None = None) ->
     return path
 
 
-def synthetic_year(site: str = "synth", start: str = "2025-01-01", end: str = "2026-01-01", step_s: int = 3600,
-                   margin_s: int = 600) -> SyntheticSite:
+def synthetic_year(site: str = "synth", start: str = "2025-01-01", end: str = "2026-01-01", step_s: int = 900,
+                   margin_s: int = 900) -> SyntheticSite:
     """Readings every `step_s` from `start - margin` to `end + margin`, as ns line protocol.
 
     The incomer's register and power, the UPS's power, the cooling register (kWh, wraps at
@@ -115,7 +115,7 @@ def synthetic_year(site: str = "synth", start: str = "2025-01-01", end: str = "2
     key_water = series_key("water_meter", {})
     crac_kwh = np.mod(np.arange(t.size) * COOLING_W * step_s / 3.6e6, 100.0)
     water_l = 1e5 + np.arange(t.size) * WATER_L_PER_H * step_s / 3600
-    ups_w = IT_W * wobble / 1.5 + rng.normal(0, 50, t.size)
+    ups_w = IT_W * wobble + rng.normal(0, 50, t.size)
     for i, ti in enumerate(t.tolist()):
         out.append(encode_line(key_in_e, {"value": float(incomer_wh[i]), "raw": float(incomer_wh[i])}, ti))
         out.append(encode_line(key_in_p, {"value": float(FACILITY_W * wobble[i])}, ti))
