@@ -20,6 +20,8 @@ def _f(x: float | None, fmt: str = "{:.3f}", unit: str = "") -> str:
 
 
 def _mwh(x: float | None) -> str:
+    if x is not None and abs(x) < 1e6:
+        return _f(x / 1e3, "{:,.3f}", " kWh")
     return _f(None if x is None else x / 1e6, "{:,.3f}", " MWh")
 
 
