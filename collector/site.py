@@ -116,6 +116,14 @@ class Meter:
         False, doc="Ingest series: the field is a cumulative register (energy or volume) rather than a gauge."
     )
     modulus: float | None = setting(None, min=0, min_exclusive=True, doc="Ingest series: value at which the register wraps, in `unit`.")
+    accuracy_pct: float | None = setting(
+        None,
+        min=0,
+        min_exclusive=True,
+        max=20,
+        doc="The meter's declared accuracy class in percent of reading (e.g. 0.5 or 1.0, IEC 62053); reports bound "
+        "PUE's error with it. Unset: the report's PUE uncertainty is unknown (null).",
+    )
     max_power_w: float | None = setting(
         None,
         min=0,

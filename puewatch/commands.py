@@ -249,3 +249,68 @@ def register_city(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page here")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.set_defaults(handler="puewatch.city.table:main")
+
+def _period_args(p: argparse.ArgumentParser, required: bool) -> None:
+    what = "" if required else " (default: the whole UTC days the readings span)"
+    p.add_argument("--from", dest="start", required=required, metavar="TIME",
+                   help=f"period start, a UTC date (2025-01-01) or RFC 3339 time{what}")
+    p.add_argument("--to", dest="end", required=required, metavar="TIME", help=f"period end (excluded){what}")
+    p.add_argument("--max-gap", dest="max_gap_s", type=float, default=900.0, metavar="SECONDS",
+                   help="longest interval between readings that counts as observed and that power is integrated "
+                   "across (default 900)")
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="collector.toml (the site, its meters and its store)")
+    p.add_argument("--store", help="embedded store file or InfluxDB v1 API URL (default: the config's store)")
+    p.add_argument("--database", help="InfluxDB database (with an URL --store; default: the config's)")
+    p.add_argument("--user", help="InfluxDB user")
+    p.add_argument("--password-file", help="file holding the InfluxDB password (first line)")
+
+
+def _report_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
+                   help="table (terminal), json (docs/report-schema.md), csv (monthly and daily tables), html")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--target", type=float, help="PUE target drawn on the HTML figure (e.g. 1.3)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+
+def register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="PUE (annual or interim), pPUE, CLF/PLF/ERF/REF/WUE over a period, from the store",
+        description="Reads every meter's raw readings for the period from the store and computes the report "
+        "(energies from registers where meters have them, else integrated power, marked estimated).",
+    )
+    _store_args(p)
+    _period_args(p, required=True)
+    _report_output_args(p)
+    p.set_defaults(handler="puewatch.report.cli:report_main")
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export the meters' raw readings for a period as CSV (for `puewatch recompute`)",
+        description="CSV long format: time (RFC 3339 UTC, ns), meter, power_w, energy_wh; ordered by meter, then "
+        "time; includes --max-gap of readings on each side of the period.",
+    )
+    _store_args(p)
+    _period_args(p, required=True)
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler="puewatch.report.cli:export_main")
+
+
+def register_recompute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "recompute",
+        help="recompute a report from exported readings and the site file, without the store",
+        description="The same computation as `puewatch report`, from `puewatch export` CSV and the site's "
+        "[collector] site, [meters] and [zones] (a collector.toml is accepted).",
+    )
+    p.add_argument("--readings", required=True, help="CSV from `puewatch export`")
+    p.add_argument("--site", required=True, help="site file (or collector.toml)")
+    _period_args(p, required=False)
+    _report_output_args(p)
+    p.set_defaults(handler="puewatch.report.cli:recompute_main")

@@ -1,0 +1,1 @@
+"""Reports: PUE and its relatives over a period, from a store or an exported CSV (docs/report-schema.md)."""

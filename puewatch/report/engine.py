@@ -1,0 +1,510 @@
+"""The one report computation: raw meter readings + site model + period -> the report dict.
+
+`puewatch report` (readings from a store) and `puewatch recompute` (readings from an
+exported CSV) both call `compute_report`, so an auditor who recomputes from the export
+gets the operator's numbers to the last bit (the CSV carries every float exactly).
+
+Per meter (see docs/report-schema.md for the fields):
+
+- energy from its cumulative register where it has one (`register_deltas`: wraps when the
+  meter's modulus is known, resets counted, a drop never becomes negative energy); where
+  the register has no reading the meter's power, if it has one, is integrated
+  (`integrate_power`, never across more than `max_gap_ns`) and that energy is *estimated*;
+  a meter with both is `mixed`;
+- a register read again after a gap longer than `max_gap_ns` still gives the exact energy of
+  the gap, but how it is spread over the days is a guess: that share is estimated too, and
+  the gap counts as missing for completeness;
+- everything is spread onto a grid of UTC days inside the period (`rebin_energy`);
+  monthly and period totals are sums of the days.
+
+Totals: a role's energy is the coefficient-weighted sum of its meters; it is null where any
+member has no data at all in that bin (a total is never a guess). Energies a meter has for
+only part of a bin are summed as they are: `completeness` says how much of the period every
+meter needed for PUE covered.
+
+PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
+±a_i·|E_i|/100. A sum S = Σ c_i E_i is then within ±Σ a_i |c_i E_i| / 100, a relative error
+r_S = Σ a_i |c_i E_i| / (100 |S|). For PUE = F / I the relative error is bounded by
+r_F + r_I, so `pue_uncertainty` = PUE × (r_F + r_I) (absolute, in PUE units). It is null when
+any facility-input or IT meter has no declared class.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from puewatch import __version__
+from puewatch.collector.site import SiteModel
+from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy, register_deltas
+
+SCHEMA = "puewatch.report/1"
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+DEFAULT_MAX_GAP_NS = 15 * 60 * NS
+
+__all__ = [
+    "DEFAULT_MAX_GAP_NS",
+    "MeterReadings",
+    "ReportOptions",
+    "SCHEMA",
+    "compute_report",
+    "format_time",
+    "is_annual",
+    "parse_time",
+]
+
+
+@dataclass
+class MeterReadings:
+    """One meter's raw readings, time ascending: power (W; L/s for water) and/or register (Wh; L for water).
+
+    `power_w` / `energy_wh` are float64 arrays the length of `t_ns` with NaN where that
+    reading is absent, or None when the meter never has it.
+    """
+
+    t_ns: np.ndarray
+    power_w: np.ndarray | None = None
+    energy_wh: np.ndarray | None = None
+    modulus_wh: float | None = None  # register wrap value, same unit as energy_wh
+
+
+@dataclass
+class ReportOptions:
+    max_gap_ns: int = DEFAULT_MAX_GAP_NS  # longest interval integrated or counted as observed
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "csv"})
+    generated_at: str | None = None  # default: now
+
+
+# -- time -------------------------------------------------------------------------------------
+
+
+def format_time(t_ns: int) -> str:
+    """RFC 3339 UTC: whole seconds as `...T00:00:00Z`, else with nanoseconds."""
+    sec, frac = divmod(int(t_ns), NS)
+    base = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}Z" if frac == 0 else f"{base}.{frac:09d}Z"
+
+
+def parse_time(text: str) -> int:
+    """A date (`2025-01-01`, UTC midnight) or an RFC 3339 time (with offset or Z, up to ns) -> int ns.
+
+    Raises ValueError with the reason.
+    """
+    s = text.strip()
+    if len(s) == 10:
+        d = dt.date.fromisoformat(s)
+        return calendar.timegm(d.timetuple()) * NS
+    frac_ns = 0
+    head = s
+    # Python's datetime keeps microseconds only: take the fraction apart by hand.
+    if "." in s:
+        i = s.index(".")
+        j = i + 1
+        while j < len(s) and s[j].isdigit():
+            j += 1
+        digits = s[i + 1 : j]
+        if not digits or len(digits) > 9:
+            raise ValueError(f"bad fractional seconds in {text!r}")
+        frac_ns = int(digits.ljust(9, "0"))
+        head = s[:i] + s[j:]
+    if head.endswith(("Z", "z")):
+        head = head[:-1] + "+00:00"
+    t = dt.datetime.fromisoformat(head)
+    if t.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset (add Z)")
+    return calendar.timegm(t.utctimetuple()) * NS + frac_ns
+
+
+def _add_months(t_ns: int, months: int) -> int:
+    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
+    y, m = divmod(d.month - 1 + months, 12)
+    return calendar.timegm((d.year + y, m + 1, 1, 0, 0, 0)) * NS
+
+
+def _month_start(t_ns: int) -> int:
+    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
+    return calendar.timegm((d.year, d.month, 1, 0, 0, 0)) * NS
+
+
+def is_annual(start_ns: int, end_ns: int) -> bool:
+    """The period is exactly 12 whole calendar months (UTC)."""
+    return start_ns == _month_start(start_ns) and end_ns == _add_months(start_ns, 12)
+
+
+def day_grid(start_ns: int, end_ns: int) -> np.ndarray:
+    """start, every UTC midnight strictly inside, end."""
+    first = (start_ns // DAY_NS + 1) * DAY_NS
+    inner = np.arange(first, end_ns, DAY_NS, dtype=np.int64)
+    return np.concatenate(([start_ns], inner, [end_ns])).astype(np.int64)
+
+
+# -- interval sets (sorted, disjoint [start, end) pairs) ----------------------------------------
+
+
+def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of intervals as sorted disjoint intervals (touching ones joined)."""
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if starts.size == 0:
+        return starts.astype(np.int64), ends.astype(np.int64)
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    run_end = np.maximum.accumulate(e)
+    new = np.ones(s.size, dtype=bool)
+    new[1:] = s[1:] > run_end[:-1]
+    idx = np.flatnonzero(new)
+    out_s = s[idx]
+    out_e = np.append(run_end[idx[1:] - 1], run_end[-1])
+    return out_s.astype(np.int64), out_e.astype(np.int64)
+
+
+def _intersect(sets: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Where every set covers (each set sorted and disjoint)."""
+    if not sets:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    n = len(sets)
+    times = np.concatenate([np.concatenate((s, e)) for s, e in sets])
+    steps = np.concatenate([np.concatenate((np.ones(s.size, np.int64), -np.ones(e.size, np.int64))) for s, e in sets])
+    if times.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    # Ends before starts at the same instant: half-open intervals that only touch do not overlap.
+    order = np.lexsort((steps, times))
+    times, steps = times[order], steps[order]
+    level = np.cumsum(steps)
+    full = level == n
+    # An all-covered span starts where the level reaches n and ends at the next event.
+    idx = np.flatnonzero(full)
+    return _merge(times[idx], times[idx + 1])
+
+
+def _covered_in_bins(starts: np.ndarray, ends: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """ns of each grid bin covered by the sorted disjoint intervals."""
+    if starts.size == 0:
+        return np.zeros(grid.size - 1, dtype=np.int64)
+    lengths = ends - starts
+    cum = np.concatenate(([0], np.cumsum(lengths)))
+
+    def upto(x: np.ndarray) -> np.ndarray:
+        j = np.searchsorted(starts, x, side="right") - 1  # last interval starting at or before x
+        jj = np.maximum(j, 0)
+        inside = np.minimum(np.maximum(x - starts[jj], 0), lengths[jj])
+        return np.where(j >= 0, cum[jj] + inside, 0)
+
+    f = upto(grid)
+    return np.diff(f)
+
+
+def _complement(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
+    out = []
+    cur = lo
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        s, e = max(s, lo), min(e, hi)
+        if e <= s:
+            continue
+        if s > cur:
+            out.append((cur, s))
+        cur = max(cur, e)
+    if cur < hi:
+        out.append((cur, hi))
+    return out
+
+
+# -- per meter ------------------------------------------------------------------------------
+
+
+@dataclass
+class _MeterResult:
+    day_energy: np.ndarray  # per grid bin, NaN where the meter has no data in it
+    day_estimated: np.ndarray
+    observed: tuple[np.ndarray, np.ndarray]  # sorted disjoint observed spans
+    method: str | None
+    resets: int
+
+
+def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if x is None:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    keep = np.isfinite(x)
+    return t[keep], x[keep]
+
+
+def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap: int,
+           max_power_w: float | None) -> _MeterResult:
+    t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
+    n_bins = grid.size - 1
+    energy = np.zeros(n_bins)
+    estimated = np.zeros(n_bins)
+    coverage_any = np.zeros(n_bins)
+    obs_s: list[np.ndarray] = []
+    obs_e: list[np.ndarray] = []
+    resets = 0
+    used_register = used_power = False
+
+    te, xe = _finite_pairs(t, readings.energy_wh)
+    reg_s = reg_e = np.empty(0, np.int64)
+    if te.size >= 2:
+        kwargs: dict[str, Any] = {}
+        if max_power_w is not None:
+            kwargs = {"max_power_w": max_power_w, "joules_per_unit": 3600.0}
+        d = register_deltas(te, xe, modulus=readings.modulus_wh, **kwargs)
+        a, b = te[:-1], te[1:]
+        in_period = (b > start) & (a < end)
+        resets = int(np.count_nonzero((d.flags & FLAG_RESET).astype(bool) & in_period))
+        ok = np.isfinite(d.delta)
+        reb = rebin_energy(te, d.delta, grid, max_span_ns=max_gap)
+        if np.any(ok & in_period):
+            used_register = True
+        got = reb.coverage > 0
+        energy[got] += reb.energy[got]
+        estimated[got] += reb.spread[got]
+        coverage_any += reb.coverage
+        reg_s, reg_e = _merge(a[ok], b[ok])  # every span with a known delta (even a long one)
+        short = ok & ((b - a) <= max_gap)
+        obs_s.append(a[short])
+        obs_e.append(b[short])
+
+    tp, xp = _finite_pairs(t, readings.power_w)
+    if tp.size >= 2:
+        integral = integrate_power(tp, xp, max_gap_ns=max_gap)
+        e_wh = integral.energy_j / 3600.0
+        a, b = tp[:-1], tp[1:]
+        ok = np.isfinite(e_wh)
+        if reg_s.size:
+            # Power fills in only where the register says nothing: never count energy twice.
+            j = np.searchsorted(reg_s, b, side="left") - 1  # last register span starting before b
+            jj = np.maximum(j, 0)
+            overlaps = (j >= 0) & (reg_e[jj] > a)
+            ok &= ~overlaps
+        e_used = np.where(ok, e_wh, np.nan)
+        if np.any(ok & (b > start) & (a < end)):
+            used_power = True
+        reb = rebin_energy(tp, e_used, grid)
+        got = reb.coverage > 0
+        energy[got] += reb.energy[got]
+        estimated[got] += reb.energy[got]
+        coverage_any += reb.coverage
+        obs_s.append(a[ok])
+        obs_e.append(b[ok])
+
+    energy[coverage_any <= 0] = np.nan
+    estimated[coverage_any <= 0] = np.nan
+    observed = _merge(np.concatenate(obs_s) if obs_s else np.empty(0, np.int64),
+                      np.concatenate(obs_e) if obs_e else np.empty(0, np.int64))
+    if used_register and used_power:
+        method = "mixed"
+    elif used_register:
+        method = "register"
+    elif used_power:
+        method = "integrated"
+    else:
+        method = None
+    return _MeterResult(energy, estimated, observed, method, resets)
+
+
+# -- totals -----------------------------------------------------------------------------------
+
+
+def _nansum_or_nan(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum over `axis` ignoring NaN; NaN where every element is NaN."""
+    s = np.nansum(x, axis=axis)
+    return np.where(np.all(np.isnan(x), axis=axis), np.nan, s)
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return _num(a / b)
+
+
+def compute_report(
+    site: SiteModel,
+    readings: dict[str, MeterReadings],
+    start_ns: int,
+    end_ns: int,
+    options: ReportOptions | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report (docs/report-schema.md) for [start_ns, end_ns). Meters without readings count as no data.
+
+    `details`, when given, is filled with what the figures need beyond the schema:
+    `daily_roles` (role -> daily energy list, Wh or L, None where unknown) and
+    `daily_completeness` (meter -> list of daily completeness).
+    """
+    opts = options or ReportOptions()
+    if end_ns <= start_ns:
+        raise ValueError("the period's end must be after its start")
+    grid = day_grid(start_ns, end_ns)
+    n_bins = grid.size - 1
+    months = [_month_start(start_ns)]
+    while (nxt := _add_months(months[-1], 1)) < end_ns:
+        months.append(nxt)
+    month_edges = np.array([start_ns] + months[1:] + [end_ns], dtype=np.int64)
+    bin_month = np.searchsorted(month_edges, grid[:-1], side="right") - 1
+    n_months = month_edges.size - 1
+
+    results: dict[str, _MeterResult] = {}
+    empty = MeterReadings(np.empty(0, np.int64))
+    for name, meter in site.meters.items():
+        max_p = meter.max_power_w if meter.role != "water" else None
+        results[name] = _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p)
+
+    # Per meter: energy by month and over the period (NaN where no data at all).
+    def month_sums(x: np.ndarray) -> np.ndarray:
+        out = np.full(n_months, np.nan)
+        for k in range(n_months):
+            out[k] = _nansum_or_nan(x[bin_month == k])
+        return out
+
+    meter_month = {n: month_sums(r.day_energy) for n, r in results.items()}
+    meter_total = {n: float(_nansum_or_nan(r.day_energy)) for n, r in results.items()}
+
+    def total(members: dict[str, float], per: str) -> np.ndarray | float:
+        src = {"day": {n: r.day_energy for n, r in results.items()}, "month": meter_month, "period": meter_total}[per]
+        if not members:
+            return math.nan if per == "period" else np.full(n_bins if per == "day" else n_months, np.nan)
+        acc: Any = 0.0
+        for name, coef in members.items():
+            acc = acc + coef * src[name]
+        return acc
+
+    def completeness(members: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
+        if not members:
+            return 0.0, np.zeros(n_bins), np.zeros(n_months)
+        s, e = _intersect([results[m].observed for m in members])
+        per_day = _covered_in_bins(s, e, grid)
+        per_month = _covered_in_bins(s, e, month_edges)
+        return (
+            float(per_day.sum()) / (end_ns - start_ns),
+            per_day / np.diff(grid),
+            per_month / np.diff(month_edges),
+        )
+
+    fac = site.members("facility_input")
+    it = site.members("it")
+    pue_meters = sorted(set(fac) | set(it))
+    comp, comp_day, comp_month = completeness(pue_meters)
+
+    f_total = _num(total(fac, "period"))
+    i_total = _num(total(it, "period"))
+    pue = _ratio(f_total, i_total)
+
+    # Estimated share of E_DC + E_IT (by magnitude of the meters' contributions).
+    est = sum(abs(c) * float(np.nansum(results[m].day_estimated)) for m, c in {**fac, **it}.items())
+    tot = sum(abs(c) * abs(meter_total[m]) for m, c in {**fac, **it}.items() if math.isfinite(meter_total[m]))
+    estimated_share = est / tot if tot > 0 else 0.0
+
+    pue_uncertainty = None
+    if pue is not None and f_total and all(site.meters[m].accuracy_pct is not None for m in pue_meters):
+        def rel(members: dict[str, float], s: float) -> float:
+            return sum(site.meters[m].accuracy_pct / 100.0 * abs(c * meter_total[m]) for m, c in members.items()) / abs(s)
+
+        pue_uncertainty = _num(pue * (rel(fac, f_total) + rel(it, i_total)))
+
+    def role_ratio(role: str, denominator: float | None) -> float | None:
+        members = site.members(role)
+        if not members:
+            return None
+        num = _num(total(members, "period"))
+        if num is None or denominator is None:
+            return None
+        return _ratio(num, denominator)
+
+    zones = []
+    for zone in site.zone_names():
+        zone_it = site.members("it", zone)
+        if not zone_it:
+            continue
+        boundary = site.boundary(zone)
+        b = _num(total(boundary, "period"))
+        zi = _num(total(zone_it, "period"))
+        zc, _, _ = completeness(sorted(set(boundary) | set(zone_it)))
+        zones.append({"zone": zone, "ppue": _ratio(b, zi), "boundary_energy_wh": b, "it_energy_wh": zi,
+                      "completeness": zc})
+
+    period = end_ns - start_ns
+    meters_out = []
+    for name, meter in site.meters.items():
+        r = results[name]
+        covered = _covered_in_bins(*r.observed, np.array([start_ns, end_ns], np.int64))
+        meters_out.append({
+            "meter": name,
+            "role": meter.role,
+            "zone": meter.zone,
+            "point": meter.point,
+            "energy_wh": _num(meter_total[name]),
+            "estimated_wh": _num(_nansum_or_nan(r.day_estimated)),
+            "method": r.method,
+            "completeness": float(covered[0]) / period,
+            "gaps": [{"start": format_time(a), "end": format_time(b)}
+                     for a, b in _complement(*r.observed, start_ns, end_ns)],
+            "resets": r.resets,
+            "accuracy_pct": meter.accuracy_pct,
+        })
+
+    def rows(edges: np.ndarray, f: np.ndarray, i: np.ndarray, c: np.ndarray) -> list[dict[str, Any]]:
+        out = []
+        for k in range(edges.size - 1):
+            fk, ik = _num(f[k]), _num(i[k])
+            out.append({"period_start": format_time(int(edges[k])), "period_end": format_time(int(edges[k + 1])),
+                        "pue": _ratio(fk, ik), "facility_energy_wh": fk, "it_energy_wh": ik,
+                        "completeness": float(c[k])})
+        return out
+
+    if details is not None:
+        details["daily_roles"] = {
+            role: [_num(x) for x in total(site.members(role), "day")]
+            for role in ("facility_input", "it", "cooling", "losses", "other") if site.members(role)
+        }
+        details["daily_completeness"] = {
+            name: (_covered_in_bins(*r.observed, grid) / np.diff(grid)).tolist() for name, r in results.items()
+        }
+
+    category = site.category
+    annual = is_annual(start_ns, end_ns)
+    if annual:
+        label = f"PUE_L{category},YC"
+    else:
+        def short(t: int) -> str:
+            return format_time(t)[:10] if t % DAY_NS == 0 else format_time(t)
+
+        label = f"iPUE_L{category} {short(start_ns)}..{short(end_ns)}"
+
+    return {
+        "schema": SCHEMA,
+        "site": site.name,
+        "period_start": format_time(start_ns),
+        "period_end": format_time(end_ns),
+        "annual": annual,
+        "category": category,
+        "label": label,
+        "pue": pue,
+        "pue_uncertainty": pue_uncertainty,
+        "facility_energy_wh": f_total,
+        "it_energy_wh": i_total,
+        "completeness": comp,
+        "estimated_share": estimated_share,
+        "clf": role_ratio("cooling", i_total),
+        "plf": role_ratio("losses", i_total),
+        "erf": role_ratio("reused_heat", f_total),
+        "ref": role_ratio("renewable", f_total),
+        # L per kWh of IT energy.
+        "wue": role_ratio("water", None if i_total is None else i_total / 1000.0),
+        "zones": zones,
+        "meters": meters_out,
+        "monthly": rows(month_edges, total(fac, "month"), total(it, "month"), comp_month),
+        "daily": rows(grid, total(fac, "day"), total(it, "day"), comp_day),
+        "generated_at": opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),
+        "generator": f"puewatch {__version__}",
+        "source": opts.source,
+    }

@@ -1,0 +1,377 @@
+"""Where a report's raw readings come from: a store (embedded SQLite or InfluxDB v1 API) or an exported CSV.
+
+What the collector stores for each meter (collector/README.md, "Derived series"):
+
+- an SNMP meter (`device`): `snmp_reading,site=,device=,reading=,unit= value=` with W or Wh
+  values as read. The report reads the device's `total_active_energy` (Wh) and
+  `total_active_power` (W) readings, or the meter's own `reading`, and prefers the register;
+- an ingest meter (`measurement`): the series as it arrived (`tags`, `field`), in the meter's
+  `unit`, converted here with `collector.site.UNITS`.
+
+The export CSV (long format, one reading per row, rows ordered by meter then time):
+
+    time,meter,power_w,energy_wh
+    2025-01-01T00:00:00Z,incomer,,123456.5
+
+`time` is RFC 3339 UTC with up to nanoseconds; `power_w` a power gauge (W; L/s for a water
+meter), `energy_wh` a cumulative register reading (Wh; L for a water meter); either may be
+empty, not both. Floats are written with Python's shortest round-trip form, so a CSV read
+back gives the very same numbers (report and recompute agree bit for bit).
+
+A register's wrap value is not stored with its readings: it is the meter's `modulus`
+(converted to Wh/L) where configured, else unknown, and a drop then counts as a reset.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import hashlib
+import math
+import re
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from puewatch import config as cfg
+from puewatch.collector.site import UNITS, Meter, SiteModel, Zone
+from puewatch.config import setting
+from puewatch.errors import ConfigError, UserError
+from puewatch.report.engine import NS, MeterReadings, format_time
+
+CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
+
+__all__ = [
+    "CSV_HEADER",
+    "SiteFile",
+    "load_site",
+    "meter_modulus",
+    "open_store",
+    "read_csv",
+    "read_store",
+    "write_csv",
+]
+
+
+# -- the site ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteSection:
+    """The `[collector]` table, of which a report needs only the site name."""
+
+    site: str = setting(min=1, doc="Site name.")
+
+
+@dataclass
+class SiteFile:
+    """What a report needs from collector.toml: `[collector] site`, `[meters]`, `[zones]`."""
+
+    collector: SiteSection = setting(doc="The site.")
+    meters: dict[str, Meter] = setting(doc="Facility meters by name.")
+    zones: dict[str, Zone] = setting(default_factory=dict, doc="Zones (halls).")
+
+    def check(self) -> list[tuple[str, str]]:
+        return SiteModel(self.collector.site, self.meters, self.zones).problems()
+
+    def site_model(self) -> SiteModel:
+        return SiteModel(self.collector.site, self.meters, self.zones)
+
+
+def load_site(path: str | Path) -> SiteModel:
+    """The site model from a site file or a whole collector.toml (other tables and keys are ignored here)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: site file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read site file: {getattr(exc, 'strerror', None) or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    section = data.get("collector")
+    if not isinstance(section, dict) or "site" not in section:
+        raise ConfigError(f"{path}: collector.site: is required (the site name)")
+    subset = {"collector": {"site": section["site"]}, "meters": data.get("meters", {}), "zones": data.get("zones", {})}
+    return cfg.build(SiteFile, subset, str(path)).site_model()
+
+
+def meter_modulus(meter: Meter) -> float | None:
+    """The register's wrap value in Wh (L for water), or None when unknown."""
+    if meter.modulus is None:
+        return None
+    factor = UNITS[meter.unit][1] if meter.unit else 1.0
+    return meter.modulus * factor
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+
+def open_store(conf: Any, store: str | None, *, database: str | None = None, user: str | None = None,
+               password_file: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """(Reader, source description) for `--store` (a SQLite path or an http(s) URL), else the config's store."""
+    from puewatch.collector.config import read_secret
+    from puewatch.collector.stores.embedded import EmbeddedStore
+    from puewatch.collector.stores.influx1 import Influx1Store
+
+    if store and re.match(r"^https?://", store):
+        db = database or (conf.store.influx1.database if conf is not None and conf.store.influx1 else None)
+        if not db:
+            raise UserError("--store is an InfluxDB URL: give --database")
+        password = read_secret("", password_file or "", "--password-file") if password_file else None
+        return (Influx1Store(store, db, user=user, password=password),
+                {"kind": "influx1", "url": store.rstrip("/"), "database": db})
+    if store:
+        path = Path(store)
+    elif conf is None:
+        raise UserError("give --store (an embedded store file or an InfluxDB URL)")
+    elif conf.store.kind == "influx1":
+        s = conf.store.influx1
+        password = read_secret(s.password, s.password_file, "store.influx1.password_file") or None
+        return (Influx1Store(s.url, s.database, rp=s.retention_policy or None, user=s.user or None, password=password,
+                             timeout_s=max(s.timeout_s, 60.0)),
+                {"kind": "influx1", "url": s.url.rstrip("/"), "database": s.database})
+    elif conf.store.kind == "influx2":
+        raise UserError("the collector writes to the InfluxDB v2 API, which reports cannot query: give --store with "
+                        "the server's v1-compatible URL and --database")
+    else:
+        path = Path(conf.store.embedded.path if conf.store.embedded and conf.store.embedded.path
+                    else Path(conf.collector.state_dir) / "puewatch.sqlite")
+    if not path.is_file():
+        raise UserError(f"embedded store {path}: no such file")
+    return EmbeddedStore(path), {"kind": "embedded", "path": str(path)}
+
+
+def _series(reader: Any, measurement: str, fld: str, tags: dict[str, str], lo: int, hi: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    from puewatch.collector.stores.base import StoreError
+
+    try:
+        t, v = reader.series(measurement, fld, tags, lo, hi)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    return np.asarray(t, np.int64), np.asarray(v, np.float64)
+
+
+def _combine(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Readings of one meter at the union of their times: (t, power or None, energy or None)."""
+    ts = [t for _, t, _ in parts if t.size]
+    t_all = np.unique(np.concatenate(ts)) if ts else np.empty(0, np.int64)
+    power = energy = None
+    for kind, t, v in parts:
+        if not t.size:
+            continue
+        col = np.full(t_all.size, np.nan)
+        col[np.searchsorted(t_all, t)] = v
+        if kind == "power":
+            power = col
+        else:
+            energy = col
+    return t_all, power, energy
+
+
+def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> MeterReadings:
+    """One meter's raw readings for lo <= t < hi from a store."""
+    m = site.meters[name]
+    parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if m.device:
+        wanted = [(m.reading, None)] if m.reading else [("total_active_energy", "Wh"), ("total_active_power", "W")]
+        for reading, unit in wanted:
+            units = [unit] if unit else ["Wh", "W"]
+            for u in units:
+                t, v = _series(reader, "snmp_reading", "value", {"site": site.name, "device": m.device,
+                                                                  "reading": reading, "unit": u}, lo, hi)
+                if t.size:
+                    parts.append(("energy" if u == "Wh" else "power", t, v))
+                    break
+    else:
+        t, v = _series(reader, m.measurement, m.field, dict(m.tags), lo, hi)
+        parts.append(("energy" if m.register else "power", t, v * UNITS[m.unit][1]))
+    t, power, energy = _combine(parts)
+    return MeterReadings(t, power, energy, meter_modulus(m))
+
+
+def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
+               ) -> dict[str, MeterReadings]:
+    """Every meter's readings for lo <= t < hi; a rich progress bar on a terminal's stderr."""
+    names = list(site.meters)
+    show = sys.stderr.isatty() if progress is None else progress
+    out: dict[str, MeterReadings] = {}
+    if not show:
+        for name in names:
+            out[name] = read_meter(reader, site, name, lo, hi)
+        return out
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("reading meters", total=len(names))
+        for name in names:
+            bar.update(task, description=f"reading {name}")
+            out[name] = read_meter(reader, site, name, lo, hi)
+            bar.advance(task)
+    return out
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else ""
+
+
+def write_csv(readings: dict[str, MeterReadings], out: IO[str]) -> int:
+    """The export CSV (rows ordered by meter, then time); returns the number of rows."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    rows = 0
+    for name in sorted(readings):
+        r = readings[name]
+        n = r.t_ns.size
+        power = r.power_w if r.power_w is not None else np.full(n, np.nan)
+        energy = r.energy_wh if r.energy_wh is not None else np.full(n, np.nan)
+        for t, p, e in zip(r.t_ns.tolist(), power.tolist(), energy.tolist()):
+            if not (math.isfinite(p) or math.isfinite(e)):
+                continue  # both absent: there is no reading at this time (cannot happen from _combine)
+            w.writerow((format_time(t), name, _fmt(p), _fmt(e)))
+            rows += 1
+    return rows
+
+
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
+
+
+class _TimeParser:
+    """RFC 3339 UTC (`Z`) with up to 9 fractional digits, fast for millions of rows (dates cached)."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        m = _TIME.match(text)
+        if not m:
+            raise ValueError(f"time {text!r} is not RFC 3339 UTC (e.g. 2025-01-01T00:00:00.123456789Z)")
+        date, hh, mm, ss, frac = m.groups()
+        day = self._days.get(date)
+        if day is None:
+            y, mo, d = (int(x) for x in date.split("-"))
+            try:
+                import datetime as dt
+
+                dt.date(y, mo, d)
+            except ValueError as exc:
+                raise ValueError(f"time {text!r}: {exc}") from None
+            day = calendar.timegm((y, mo, d, 0, 0, 0)) * NS
+            self._days[date] = day
+        h, mi, s = int(hh), int(mm), int(ss)
+        if h > 23 or mi > 59 or s > 59:
+            raise ValueError(f"time {text!r}: hour, minute or second out of range")
+        return day + (h * 3600 + mi * 60 + s) * NS + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+def _number(text: str, what: str) -> float:
+    if text == "":
+        return math.nan
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{what} {text!r} is not a finite number")
+    return x
+
+
+def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings], dict[str, Any]]:
+    """Readings from an export CSV, and the source description (path, rows, sha256).
+
+    Every fault is a UserError naming the file, the line and the fault: an unknown meter,
+    a bad time or number, a negative power, rows out of time order within a meter, a
+    duplicate (meter, time), a row with neither reading. Nothing is skipped.
+    """
+    path = Path(path)
+    parse_time = _TimeParser()
+    cols: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    digest = hashlib.sha256()
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read readings: {exc.strerror}") from None
+    lineno = 0
+    with f:
+        def lines() -> Iterator[str]:
+            for raw in f:
+                digest.update(raw)
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UserError(f"{path}:{lineno + 1}: not UTF-8 text") from None
+
+        reader = csv.reader(lines())
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
+        lineno = 1
+        if tuple(header) != CSV_HEADER:
+            raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)}, got {','.join(header)}")
+        last: dict[str, int] = {}
+        for row in reader:
+            lineno = reader.line_num
+            try:
+                if len(row) != 4:
+                    raise ValueError(f"expected 4 columns (time,meter,power_w,energy_wh), got {len(row)}")
+                ts, meter, ps, es = row
+                if meter not in site.meters:
+                    raise ValueError(f"unknown meter {meter!r} (not in the site's [meters])")
+                t = parse_time(ts)
+                p = _number(ps, "power_w")
+                e = _number(es, "energy_wh")
+                if p < 0:
+                    raise ValueError(f"negative power_w {ps}")
+                if math.isnan(p) and math.isnan(e):
+                    raise ValueError("neither power_w nor energy_wh is given")
+                prev = last.get(meter)
+                if prev is not None and t <= prev:
+                    if t == prev:
+                        raise ValueError(f"duplicate reading for meter {meter!r} at {ts}")
+                    raise ValueError(f"meter {meter!r}: time {ts} is before the previous row's (rows must be in time order)")
+            except ValueError as exc:
+                raise UserError(f"{path}:{lineno}: {exc}") from None
+            last[meter] = t
+            c = cols.setdefault(meter, ([], [], []))
+            c[0].append(t)
+            c[1].append(p)
+            c[2].append(e)
+    out: dict[str, MeterReadings] = {}
+    rows = 0
+    for name, (t, p, e) in cols.items():
+        pa, ea = np.array(p, np.float64), np.array(e, np.float64)
+        rows += len(t)
+        out[name] = MeterReadings(
+            np.array(t, np.int64),
+            pa if np.isfinite(pa).any() else None,
+            ea if np.isfinite(ea).any() else None,
+            meter_modulus(site.meters[name]),
+        )
+    return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
+
+
+def span_days(readings: dict[str, MeterReadings]) -> tuple[int, int]:
+    """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to midnight."""
+    ts = [r.t_ns for r in readings.values() if r.t_ns.size]
+    if not ts:
+        raise UserError("no readings: give --from and --to")
+    lo = min(int(t[0]) for t in ts)
+    hi = max(int(t[-1]) for t in ts)
+    day = 86_400 * NS
+    start = -(-lo // day) * day
+    end = hi // day * day
+    if end <= start:
+        raise UserError("the readings span no whole UTC day: give --from and --to")
+    return start, end
+

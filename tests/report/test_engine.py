@@ -1,0 +1,233 @@
+"""The report computation on hand-computed sites."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from puewatch.collector.site import Meter, SiteModel
+from puewatch.report.engine import NS, MeterReadings, ReportOptions, compute_report, is_annual, parse_time
+
+H = 3600 * NS
+START = parse_time("2025-03-01")
+END = parse_time("2025-03-03")  # two days
+
+
+def _site(it_point: str = "ups_output", **extra: Meter) -> SiteModel:
+    meters = {
+        "inc": Meter(role="facility_input", device="d1", accuracy_pct=0.5),
+        "it1": Meter(role="it", point=it_point, device="d2", accuracy_pct=1.0),
+        **extra,
+    }
+    return SiteModel("s", meters)
+
+
+def _times(step_s: int = 60, start: int = START, end: int = END) -> np.ndarray:
+    return np.arange(start - 15 * 60 * NS, end + 15 * 60 * NS + 1, step_s * NS, dtype=np.int64)
+
+
+def _register(t: np.ndarray, watts: float, start_wh: float = 1000.0) -> np.ndarray:
+    return start_wh + watts * (t - t[0]) / H
+
+
+def _const(t: np.ndarray, watts: float) -> np.ndarray:
+    return np.full(t.size, watts)
+
+
+@pytest.mark.parametrize("point,category", [("ups_output", 1), ("pdu_output", 2), ("it_input", 3)])
+def test_constant_loads_give_exact_energies_and_pue_per_category(point: str, category: int) -> None:
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(point), readings, START, END)
+    assert r["category"] == category
+    assert r["label"] == f"iPUE_L{category} 2025-03-01..2025-03-03"
+    assert r["annual"] is False
+    assert r["facility_energy_wh"] == pytest.approx(150.0 * 48, rel=1e-12)
+    assert r["it_energy_wh"] == pytest.approx(100.0 * 48, rel=1e-12)
+    assert r["pue"] == pytest.approx(1.5, rel=1e-12)
+    assert r["completeness"] == 1.0
+    by = {m["meter"]: m for m in r["meters"]}
+    assert by["inc"]["method"] == "register" and by["inc"]["estimated_wh"] == 0.0
+    assert by["it1"]["method"] == "integrated" and by["it1"]["estimated_wh"] == pytest.approx(4800.0, rel=1e-12)
+    # Estimated share: all of E_IT, none of E_DC.
+    assert r["estimated_share"] == pytest.approx(4800.0 / (4800.0 + 7200.0), rel=1e-12)
+    assert [d["pue"] for d in r["daily"]] == pytest.approx([1.5, 1.5], rel=1e-12)
+    assert [d["facility_energy_wh"] for d in r["daily"]] == pytest.approx([3600.0, 3600.0], rel=1e-12)
+    assert len(r["monthly"]) == 1 and r["monthly"][0]["pue"] == pytest.approx(1.5, rel=1e-12)
+    assert r["schema"] == "puewatch.report/1" and r["clf"] is None and r["wue"] is None and r["ref"] is None
+
+
+def test_register_wrap_and_reset_inside_the_period() -> None:
+    t = np.arange(START - H, END + H + 1, H, dtype=np.int64)  # hourly
+    modulus = 1000.0
+    true_wh = 100.0 * (t - t[0]) / H  # 100 W
+    reading = np.mod(500.0 + true_wh, modulus)  # wraps every 10 hours
+    reset_i = int(np.searchsorted(t, START + 30 * H))
+    reading[reset_i:] = 40.0 + 100.0 * (t[reset_i:] - t[reset_i]) / H  # reset to 0, then 40 Wh counted at t[reset_i]
+    site = SiteModel("s", {
+        "inc": Meter(role="facility_input", device="d1", modulus=modulus),
+        "it1": Meter(role="it", point="pdu_output", device="d2"),
+    })
+    readings = {"inc": MeterReadings(t, None, reading, modulus_wh=modulus), "it1": MeterReadings(t, _const(t, 50.0), None)}
+    r = compute_report(site, readings, START, END, ReportOptions(max_gap_ns=2 * H))
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["resets"] == 1
+    # 48 h at 100 W, except the reset hour, where only the 40 Wh counted since the restart is known.
+    assert inc["energy_wh"] == pytest.approx(4800.0 - 100.0 + 40.0, rel=1e-12)
+    assert inc["method"] == "register"
+    assert r["pue"] == pytest.approx(4740.0 / 2400.0, rel=1e-12)
+    assert r["pue_uncertainty"] is None  # no accuracy classes declared
+
+
+def test_gaps_give_exact_completeness_and_gap_list() -> None:
+    t = _times(60)
+    hole = (t > START + 10 * H) & (t < START + 12 * H)  # no samples strictly inside 10:00..12:00 on day 1
+    tp = t[~hole]
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(tp, _const(tp, 100.0), None)}
+    r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
+    it1 = next(m for m in r["meters"] if m["meter"] == "it1")
+    assert it1["gaps"] == [{"start": "2025-03-01T10:00:00Z", "end": "2025-03-01T12:00:00Z"}]
+    assert it1["completeness"] == pytest.approx(46 / 48, rel=1e-12)
+    assert it1["energy_wh"] == pytest.approx(100.0 * 46, rel=1e-12)  # a gap is never bridged
+    assert r["completeness"] == pytest.approx(46 / 48, rel=1e-12)
+    assert [d["completeness"] for d in r["daily"]] == pytest.approx([22 / 24, 1.0], rel=1e-12)
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["gaps"] == [] and inc["completeness"] == 1.0
+
+
+def test_register_read_again_after_an_outage_is_exact_but_spread_is_estimated() -> None:
+    t = _times(60)
+    hole = (t > START + 10 * H) & (t < START + 12 * H)
+    te = t[~hole]
+    readings = {"inc": MeterReadings(te, None, _register(te, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["energy_wh"] == pytest.approx(150.0 * 48, rel=1e-12)  # the register knows the gap's energy
+    assert inc["estimated_wh"] == pytest.approx(300.0, rel=1e-12)  # 2 h spread over the grid
+    assert inc["completeness"] == pytest.approx(46 / 48, rel=1e-12)
+    assert r["estimated_share"] == pytest.approx((300.0 + 4800.0) / (7200.0 + 4800.0), rel=1e-12)
+
+
+def test_mixed_meter_fills_register_gaps_with_power_only_there() -> None:
+    t = _times(60)
+    energy = _register(t, 150.0)
+    energy[t >= START + 30 * H] = np.nan  # the register stopped answering; the power reading did not
+    readings = {"inc": MeterReadings(t, _const(t, 150.0), energy), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["method"] == "mixed"
+    assert inc["energy_wh"] == pytest.approx(150.0 * 48, rel=1e-12)  # power is never added on top of the register
+    assert inc["estimated_wh"] == pytest.approx(150.0 * (18 + 1 / 60), rel=1e-12)  # from the last register reading on
+    assert inc["completeness"] == 1.0
+
+
+def test_meter_without_data_makes_totals_null() -> None:
+    t = _times()
+    readings = {"it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    assert r["facility_energy_wh"] is None and r["pue"] is None and r["pue_uncertainty"] is None
+    assert r["completeness"] == 0.0
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["method"] is None and inc["energy_wh"] is None
+    assert inc["gaps"] == [{"start": "2025-03-01T00:00:00Z", "end": "2025-03-03T00:00:00Z"}]
+
+
+def test_annual_and_interim_labels() -> None:
+    assert is_annual(parse_time("2025-01-01"), parse_time("2026-01-01"))
+    assert is_annual(parse_time("2025-07-01"), parse_time("2026-07-01"))
+    assert not is_annual(parse_time("2025-01-01"), parse_time("2025-12-31"))
+    assert not is_annual(parse_time("2025-01-02"), parse_time("2026-01-02"))
+    s, e = parse_time("2025-07-01"), parse_time("2026-07-01")
+    t = np.arange(s - H, e + 2 * H, H, dtype=np.int64)
+    readings = {"inc": MeterReadings(t, None, _register(t, 130.0)), "it1": MeterReadings(t, None, _register(t, 100.0))}
+    r = compute_report(_site("it_input"), readings, s, e)
+    assert r["annual"] is True and r["label"] == "PUE_L3,YC"
+    assert len(r["monthly"]) == 12 and len(r["daily"]) == 365
+    assert r["monthly"][0]["period_start"] == "2025-07-01T00:00:00Z"
+    assert r["monthly"][-1]["period_end"] == "2026-07-01T00:00:00Z"
+    assert r["pue"] == pytest.approx(1.3, rel=1e-12)
+    # Not whole days: the label carries the times.
+    r2 = compute_report(_site("it_input"), readings, s + H, s + 5 * H)
+    assert r2["label"] == "iPUE_L3 2025-07-01T01:00:00Z..2025-07-01T05:00:00Z"
+    assert len(r2["daily"]) == 1 and r2["pue"] == pytest.approx(1.3, rel=1e-12)
+
+
+def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
+    t = _times(300)
+    site = SiteModel("s", {
+        "inc": Meter(role="facility_input", device="d"),
+        "hall-a-in": Meter(role="facility_input", zone="a", device="d"),
+        "it-a": Meter(role="it", point="pdu_output", zone="a", device="d"),
+        "it-b": Meter(role="it", point="it_input", zone="b", device="d"),
+        "cool-b": Meter(role="cooling", zone="b", device="d"),
+        "loss": Meter(role="losses", device="d"),
+        "pv": Meter(role="renewable", device="d"),
+        "heat": Meter(role="reused_heat", device="d"),
+        "water": Meter(role="water", measurement="w", field="l", unit="L", register=True),
+    })
+    watts = {"inc": 170.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
+             "pv": 60.0, "heat": 30.0}
+    readings = {name: MeterReadings(t, None, _register(t, w)) for name, w in watts.items()}
+    readings["water"] = MeterReadings(t, None, _register(t, 50.0))  # 50 L per hour
+    r = compute_report(site, readings, START, END)
+    assert r["category"] == 2
+    assert r["pue"] == pytest.approx(300.0 / 200.0, rel=1e-12)
+    assert r["clf"] == pytest.approx(40.0 / 200.0, rel=1e-12)
+    assert r["plf"] == pytest.approx(20.0 / 200.0, rel=1e-12)
+    assert r["ref"] == pytest.approx(60.0 / 300.0, rel=1e-12)
+    assert r["erf"] == pytest.approx(30.0 / 300.0, rel=1e-12)
+    assert r["wue"] == pytest.approx(50.0 / (200.0 / 1000.0), rel=1e-12)  # L per kWh of IT energy
+    zones = {z["zone"]: z for z in r["zones"]}
+    # Zone a has its own input meter; zone b's boundary is its consuming meters (IT + cooling).
+    assert zones["a"]["ppue"] == pytest.approx(1.3, rel=1e-12)
+    assert zones["a"]["boundary_energy_wh"] == pytest.approx(130.0 * 48, rel=1e-12)
+    assert zones["b"]["ppue"] == pytest.approx(1.4, rel=1e-12)
+    assert zones["b"]["completeness"] == 1.0
+
+
+def test_uncertainty_is_the_sum_of_energy_weighted_relative_errors() -> None:
+    t = _times()
+    site = SiteModel("s", {
+        "inc1": Meter(role="facility_input", device="d", accuracy_pct=0.5),
+        "inc2": Meter(role="facility_input", device="d", accuracy_pct=2.0),
+        "it1": Meter(role="it", point="ups_output", device="d", accuracy_pct=1.0),
+    })
+    readings = {"inc1": MeterReadings(t, None, _register(t, 100.0)), "inc2": MeterReadings(t, None, _register(t, 50.0)),
+                "it1": MeterReadings(t, None, _register(t, 120.0))}
+    r = compute_report(site, readings, START, END)
+    f, i = 150.0 * 48, 120.0 * 48
+    rel_f = (0.005 * 100.0 * 48 + 0.02 * 50.0 * 48) / f
+    rel_i = 0.01
+    assert r["pue"] == pytest.approx(f / i, rel=1e-12)
+    assert r["pue_uncertainty"] == pytest.approx(f / i * (rel_f + rel_i), rel=1e-12)
+    by = {m["meter"]: m for m in r["meters"]}
+    assert by["inc2"]["accuracy_pct"] == 2.0
+    site.meters["inc2"].accuracy_pct = None
+    assert compute_report(site, readings, START, END)["pue_uncertainty"] is None
+
+
+def test_report_has_every_schema_field_and_no_nan() -> None:
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    for key in ("schema", "site", "period_start", "period_end", "annual", "category", "label", "pue", "pue_uncertainty",
+                "facility_energy_wh", "it_energy_wh", "completeness", "estimated_share", "clf", "plf", "erf", "ref",
+                "wue", "zones", "meters", "monthly", "daily", "generated_at", "generator", "source"):
+        assert key in r, key
+    for m in r["meters"]:
+        assert set(m) == {"meter", "role", "zone", "point", "energy_wh", "estimated_wh", "method", "completeness",
+                          "gaps", "resets", "accuracy_pct"}
+
+    def walk(x: object) -> None:
+        if isinstance(x, float):
+            assert math.isfinite(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(r)

@@ -1,0 +1,189 @@
+"""A synthetic year through the embedded store and a real influxd 1.6.7 -> report; export -> recompute; bad CSV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from report_support import COOLING_W, SOLAR_W, WATER_L_PER_H, rel_close, synthetic_year, write_site
+from servers import Influxd, http
+from puewatch.collector import config as collector_config
+from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.collector.stores.influx1 import Influx1Store
+from puewatch.errors import UserError
+from puewatch.report.engine import NS, ReportOptions, compute_report
+from puewatch.report.sources import load_site, read_csv, read_store, write_csv
+
+MARGIN = 900 * NS
+
+
+@pytest.fixture(scope="module")
+def year() -> object:
+    return synthetic_year()
+
+
+@pytest.fixture(scope="module")
+def embedded_site(tmp_path_factory: pytest.TempPathFactory, year: object) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("embedded-year")
+    store = EmbeddedStore(tmp / "store.sqlite", synchronous="NORMAL")
+    store.write(year.lines)
+    store.close()
+    return write_site(tmp, store_path=str(tmp / "store.sqlite")), tmp / "store.sqlite"
+
+
+def _report(conf_path: Path, reader: object, year: object, kind: str) -> dict:
+    site = collector_config.load(conf_path).site_model()
+    readings = read_store(reader, site, year.start_ns - MARGIN, year.end_ns + MARGIN, progress=False)
+    return compute_report(site, readings, year.start_ns, year.end_ns,
+                          ReportOptions(source={"kind": kind}, generated_at="2026-01-02T00:00:00Z")), readings
+
+
+def _check_year(r: dict) -> None:
+    assert r["annual"] is True and r["label"] == "PUE_L1,YC" and r["category"] == 1
+    by = {m["meter"]: m for m in r["meters"]}
+    assert by["incomer"]["method"] == "register" and by["incomer"]["resets"] == 1
+    assert by["ups-a"]["method"] == "integrated"
+    assert by["ups-a"]["gaps"] == [{"start": "2025-03-02T23:45:00Z", "end": "2025-03-03T06:00:00Z"}]
+    hours = 365 * 24
+    # Cooling: a kWh register that wraps at 100 kWh every 3 h 20 min, constant 30 kW: exact.
+    assert by["crac-a"]["energy_wh"] == pytest.approx(COOLING_W * hours, rel=1e-9)
+    assert by["crac-a"]["resets"] == 0
+    assert by["solar"]["energy_wh"] == pytest.approx(SOLAR_W * hours, rel=1e-9)
+    assert r["ref"] == pytest.approx(SOLAR_W * hours / r["facility_energy_wh"], rel=1e-9)
+    assert r["wue"] == pytest.approx(WATER_L_PER_H * hours / (r["it_energy_wh"] / 1000), rel=1e-9)
+    assert r["completeness"] == pytest.approx(1 - 6.25 / hours, rel=1e-9)
+    assert r["pue"] is not None and 1.45 < r["pue"] < 1.55
+    assert len(r["monthly"]) == 12 and len(r["daily"]) == 365
+    assert r["estimated_share"] == pytest.approx(r["it_energy_wh"] / (r["it_energy_wh"] + r["facility_energy_wh"]), rel=1e-9)
+    assert r["zones"][0]["zone"] == "hall-a"
+
+
+def test_year_from_embedded_store_then_export_recompute_agree(embedded_site: tuple[Path, Path], year: object,
+                                                              tmp_path: Path) -> None:
+    conf, path = embedded_site
+    store = EmbeddedStore(path)
+    r, readings = _report(conf, store, year, "embedded")
+    store.close()
+    _check_year(r)
+    csv_path = tmp_path / "export.csv"
+    with csv_path.open("w") as f:
+        rows = write_csv(readings, f)
+    assert rows == year.points - readings["incomer"].t_ns.size  # the incomer's power and energy share a row
+    site = load_site(conf)
+    back, source = read_csv(csv_path, site)
+    assert source["rows"] == rows and len(source["sha256"]) == 64
+    r2 = compute_report(site, back, year.start_ns, year.end_ns,
+                        ReportOptions(source={"kind": "embedded"}, generated_at="2026-01-02T00:00:00Z"))
+    rel_close(r, r2)
+
+
+def test_year_from_influxd_agrees_with_embedded(embedded_site: tuple[Path, Path], year: object, tmp_path: Path) -> None:
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        store = Influx1Store(server.url, "site")
+        body = year.lines
+        # In pieces, as the collector writes them.
+        lines = body.split(b"\n")
+        for i in range(0, len(lines), 50_000):
+            store.write(b"\n".join(lines[i:i + 50_000]) + b"\n")
+        r_influx, _ = _report(embedded_site[0], store, year, "influx1")
+        store.close()
+    finally:
+        server.stop()
+    emb = EmbeddedStore(embedded_site[1])
+    r_emb, _ = _report(embedded_site[0], emb, year, "influx1")
+    emb.close()
+    _check_year(r_influx)
+    rel_close(r_influx, r_emb)
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    return p
+
+
+HEADER = "time,meter,power_w,energy_wh\n"
+
+
+@pytest.mark.parametrize("body,line,fault", [
+    ("2025-01-01T00:00:00Z,nope,1.0,\n", 2, "unknown meter 'nope'"),
+    ("2025-01-01 00:00:00,ups-a,1.0,\n", 2, "is not RFC 3339 UTC"),
+    ("2025-02-30T00:00:00Z,ups-a,1.0,\n", 2, "day is out of range"),
+    ("2025-01-01T00:00:00Z,ups-a,-5,\n", 2, "negative power_w -5"),
+    ("2025-01-01T00:00:00Z,ups-a,abc,\n", 2, "power_w 'abc' is not a number"),
+    ("2025-01-01T00:00:00Z,ups-a,nan,\n", 2, "not a finite number"),
+    ("2025-01-01T00:00:00Z,ups-a,,\n", 2, "neither power_w nor energy_wh"),
+    ("2025-01-01T00:01:00Z,ups-a,1,\n2025-01-01T00:00:00Z,ups-a,1,\n", 3, "is before the previous row's"),
+    ("2025-01-01T00:00:00Z,ups-a,1,\n2025-01-01T00:00:00.000000000Z,ups-a,2,\n", 3, "duplicate reading for meter 'ups-a'"),
+    ("2025-01-01T00:00:00Z,ups-a,1\n", 2, "expected 4 columns"),
+])
+def test_bad_csv_names_file_line_and_fault(tmp_path: Path, body: str, line: int, fault: str) -> None:
+    site = load_site(write_site(tmp_path))
+    path = _csv(tmp_path, HEADER + "2024-12-31T23:00:00Z,incomer,,5.0\n" + body)
+    with pytest.raises(UserError) as err:
+        read_csv(path, site)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{line + 1}: ") and fault in msg and "\n" not in msg
+
+
+def test_bad_csv_header_and_interleaved_meters(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path))
+    with pytest.raises(UserError, match=r"bad.csv:1: header must be time,meter,power_w,energy_wh"):
+        read_csv(_csv(tmp_path, "time,meter,power\n"), site)
+    # Meters interleaved but each in time order: accepted, nothing dropped.
+    ok = _csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,ups-a,1.5,\n2025-01-01T00:00:00Z,incomer,,2.5\n"
+              "2025-01-01T00:00:01.5Z,ups-a,2.5,\n")
+    readings, source = read_csv(ok, site)
+    assert source["rows"] == 3
+    np.testing.assert_array_equal(readings["ups-a"].t_ns, [1735689600 * NS, 1735689601 * NS + 500_000_000])
+    assert readings["ups-a"].energy_wh is None and readings["incomer"].power_w is None
+
+
+def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_path: Path) -> None:
+    conf, path = embedded_site
+    run = [sys.executable, "-m", "puewatch.cli"]
+    period = ["--from", "2025-03-01", "--to", "2025-05-01"]
+    out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["label"] == "iPUE_L1 2025-03-01..2025-05-01" and report["source"]["kind"] == "embedded"
+    exported = tmp_path / "readings.csv"
+    out = subprocess.run(run + ["export", "--config", str(conf), "--store", str(path), *period, "-o", str(exported)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert exported.read_text().startswith("time,meter,power_w,energy_wh\n")
+    out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout)
+    assert again["source"]["kind"] == "csv" and again["period_start"] == "2025-03-01T00:00:00Z"
+    for key in ("generated_at", "source"):
+        report.pop(key), again.pop(key)
+    rel_close(report, again)
+    html_path = tmp_path / "report.html"
+    out = subprocess.run(run + ["report", "--config", str(conf), *period, "--format", "html", "--target", "1.3",
+                                "-o", str(html_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    page = html_path.read_text()
+    assert page.count("<svg") == 3 and "target 1.3" in page and "iPUE_L1 2025-03-01..2025-05-01" in page
+    out = subprocess.run(run + ["report", "--config", str(conf), *period], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "PUE" in out.stdout and "completeness" in out.stdout and "2025-04" in out.stdout
+    out = subprocess.run(run + ["report", "--config", str(conf), *period, "--format", "csv"], capture_output=True,
+                         text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "table,period_start,period_end,pue,facility_energy_wh,it_energy_wh,completeness"
+    assert sum(line.startswith("monthly,") for line in lines) == 2 and sum(line.startswith("daily,") for line in lines) == 61
+    bad = _csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,ghost,1,\n")
+    out = subprocess.run(run + ["recompute", "--readings", str(bad), "--site", str(conf)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"puewatch recompute: error: {bad}:2: unknown meter 'ghost' (not in the site's [meters])"
