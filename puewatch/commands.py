@@ -274,6 +274,7 @@ def _report_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--target", type=float, help="PUE target drawn on the HTML figure (e.g. 1.3)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--sign", metavar="KEY", help="sign the JSON report with this Ed25519 private key (`puewatch keys new`)")
 
 
 def register_report(sub: argparse._SubParsersAction) -> None:

@@ -60,7 +60,14 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
 def _output(site: Any, readings: dict, start: int, end: int, args: argparse.Namespace, source: dict) -> int:
     fmt = "json" if getattr(args, "json", False) else args.format
     details: dict[str, Any] = {}
+    key = getattr(args, "sign", None)
+    if key and fmt != "json":
+        raise UserError("--sign signs the JSON report: add --json (or --format json)")
     report = compute_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), details)
+    if key:
+        from puewatch.signing import sign_report
+
+        report = sign_report(report, key)
     _emit(render(report, fmt, target=getattr(args, "target", None), extras=details), args.output)
     return 0
 

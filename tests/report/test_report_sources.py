@@ -187,3 +187,33 @@ def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_
                          text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip() == f"puewatch recompute: error: {bad}:2: unknown meter 'ghost' (not in the site's [meters])"
+
+
+def test_signed_report_verifies_checks_and_fails_when_tampered(embedded_site: tuple[Path, Path], tmp_path: Path) -> None:
+    """report --sign -> verify -> check -> city: the report and the city tools speak the same schema."""
+    conf, _ = embedded_site
+    run = [sys.executable, "-m", "puewatch.cli"]
+    keys = tmp_path / "keys"
+    out = subprocess.run(run + ["keys", "new", "--out", str(keys), "--name", "site"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    signed = tmp_path / "report.json"
+    out = subprocess.run(run + ["report", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-05-01", "--json",
+                                "--sign", str(keys / "site.key"), "-o", str(signed)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(signed.read_text())
+    assert report["signature"]["alg"] == "ed25519"
+    ok = subprocess.run(run + ["verify", str(signed), "--pubkey", str(keys / "site.pub")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    targets = tmp_path / "targets.toml"
+    targets.write_text(f"max_pue = {report['pue'] + 0.01!r}\nmin_completeness = 0.5\n")
+    check = subprocess.run(run + ["check", str(signed), "--targets", str(targets)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    report["it_energy_wh"] *= 1.01  # tamper
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(report))
+    bad = subprocess.run(run + ["verify", str(tampered), "--pubkey", str(keys / "site.pub")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip()
+    no = subprocess.run(run + ["report", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-05-01",
+                               "--sign", str(keys / "site.key")], capture_output=True, text=True, timeout=120)
+    assert no.returncode == 2 and "--sign signs the JSON report" in no.stderr
