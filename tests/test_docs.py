@@ -58,3 +58,44 @@ def test_every_relative_link_points_to_an_existing_file(doc):
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{link}: no heading #{anchor} in {path.relative_to(ROOT)}")
     assert not broken, f"{doc.relative_to(ROOT)}:\n" + "\n".join(broken)
+
+
+def _toml_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```toml\n(.*?)^```", path.read_text(), re.S | re.M)
+
+
+def test_the_operator_guide_s_configuration_examples_are_valid(tmp_path):
+    """The guide's profile loads and finds its device family; its agent and collector blocks
+    pass the same validation as `--check-config` (collector blocks added to the sample site)."""
+    import tomllib
+
+    from puewatch.agent import config as acfg
+    from puewatch.collector import config as ccfg
+    from puewatch.collector.snmp import profiles as pf
+
+    blocks = _toml_blocks(ROOT / "docs" / "operator-guide.md")
+    by_head = {b.splitlines()[0]: b for b in blocks}
+
+    profile = tmp_path / "profiles" / "acme-pdu.toml"
+    profile.parent.mkdir()
+    profile.write_text(by_head["[profile]"])
+    profiles = pf.load_profiles([profile.parent])
+    assert pf.candidates(profiles, "1.3.6.1.4.1.99999.5.7")[0].name == "acme-pdu"
+
+    token = tmp_path / "agent.token"
+    token.write_text("0123456789abcdef0123\n")
+    agent = tmp_path / "agent.toml"
+    agent.write_text(by_head["[agent]"].replace("/run/credentials/puewatch-agent.service/agent-token", str(token)))
+    conf = acfg.load(agent)
+    assert conf.agent.tags == {"site": "fra1"}
+
+    collector = tmp_path / "collector.toml"
+    collector.write_text((ROOT / "config" / "collector.toml").read_text() + "\n" + by_head["[[snmp.devices]]"]
+                         + "\n" + by_head["[meters.chiller-main]"] + "\n[zones.hall-b]\nnodes = [\"gpu-b-*\"]\n")
+    conf = ccfg.load(collector)
+    assert conf.meters["pdu-b7"].device == "pdu-b7" and conf.meters["chiller-main"].register is True
+    assert conf.meters["chiller-main"].measurement == "modbus"
+    conf.site_model()  # roles, points and zones agree
+    # The Telegraf blocks are Telegraf's TOML: at least well-formed.
+    tomllib.loads(by_head["[[outputs.influxdb_v2]]"])
+    tomllib.loads(by_head["[[inputs.modbus]]"])
