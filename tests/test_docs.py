@@ -1,0 +1,101 @@
+"""Documentation links: every relative link in README.md, docs/*.md and the Grafana README
+points to a file (or directory) that exists, and every #anchor to a heading in it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "config" / "grafana" / "README.md"]
+_LINK = re.compile(r"(?<!\!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+_CODE = re.compile(r"`[^`\n]*`")
+
+
+def _text(path: Path) -> str:
+    """The Markdown outside code (links in code blocks and spans are examples, not links)."""
+    return _CODE.sub("", _FENCE.sub("", path.read_text()))
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens, repeats numbered."""
+    seen: dict[str, int] = {}
+    out = set()
+    for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", _FENCE.sub("", path.read_text()), re.M):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _links(path: Path) -> list[str]:
+    return [m.group(1) or m.group(2) for m in _LINK.finditer(_text(path))]
+
+
+def test_the_documents_exist_and_link_to_each_other():
+    assert (ROOT / "docs" / "operator-guide.md").is_file()
+    readme = _links(ROOT / "README.md")
+    for target in ("docs/operator-guide.md", "agent/CONFIG.md", "collector/CONFIG.md", "config/grafana/README.md"):
+        assert target in readme, target
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_points_to_an_existing_file(doc):
+    broken = []
+    for link in _links(doc):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", link):  # http:, https:, mailto:
+            continue
+        target, _, anchor = link.partition("#")
+        path = (doc.parent / target).resolve() if target else doc
+        if not path.exists():
+            broken.append(f"{link}: {path} does not exist")
+        elif not path.is_relative_to(ROOT):
+            broken.append(f"{link}: outside the repository")
+        elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+            broken.append(f"{link}: no heading #{anchor} in {path.relative_to(ROOT)}")
+    assert not broken, f"{doc.relative_to(ROOT)}:\n" + "\n".join(broken)
+
+
+def _toml_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```toml\n(.*?)^```", path.read_text(), re.S | re.M)
+
+
+def test_the_operator_guide_s_configuration_examples_are_valid(tmp_path):
+    """The guide's profile loads and finds its device family; its agent and collector blocks
+    pass the same validation as `--check-config` (collector blocks added to the sample site)."""
+    import tomllib
+
+    from puewatch.agent import config as acfg
+    from puewatch.collector import config as ccfg
+    from puewatch.collector.snmp import profiles as pf
+
+    blocks = _toml_blocks(ROOT / "docs" / "operator-guide.md")
+    by_head = {b.splitlines()[0]: b for b in blocks}
+
+    profile = tmp_path / "profiles" / "acme-pdu.toml"
+    profile.parent.mkdir()
+    profile.write_text(by_head["[profile]"])
+    profiles = pf.load_profiles([profile.parent])
+    assert pf.candidates(profiles, "1.3.6.1.4.1.99999.5.7")[0].name == "acme-pdu"
+
+    token = tmp_path / "agent.token"
+    token.write_text("0123456789abcdef0123\n")
+    agent = tmp_path / "agent.toml"
+    agent.write_text(by_head["[agent]"].replace("/run/credentials/puewatch-agent.service/agent-token", str(token)))
+    conf = acfg.load(agent)
+    assert conf.agent.tags == {"site": "fra1"}
+
+    collector = tmp_path / "collector.toml"
+    collector.write_text((ROOT / "config" / "collector.toml").read_text() + "\n" + by_head["[[snmp.devices]]"]
+                         + "\n" + by_head["[meters.chiller-main]"] + "\n[zones.hall-b]\nnodes = [\"gpu-b-*\"]\n")
+    conf = ccfg.load(collector)
+    assert conf.meters["pdu-b7"].device == "pdu-b7" and conf.meters["chiller-main"].register is True
+    assert conf.meters["chiller-main"].measurement == "modbus"
+    conf.site_model()  # roles, points and zones agree
+    # The Telegraf blocks are Telegraf's TOML: at least well-formed.
+    tomllib.loads(by_head["[[outputs.influxdb_v2]]"])
+    tomllib.loads(by_head["[[inputs.modbus]]"])
