@@ -137,8 +137,16 @@ class SnmpSection:
     """Facility meters polled over SNMP."""
 
     devices: list[SnmpDevice] = setting(default_factory=list, doc="One `[[snmp.devices]]` table per device.")
+    profile_dirs: list[str] = setting(
+        default_factory=list,
+        doc="Directories of extra meter profiles (`*.toml`, as `puewatch snmp probe --profile-dir` reads them), "
+        "loaded beside the shipped ones; e.g. `[\"/etc/puewatch/profiles\"]`.",
+    )
 
     def check(self) -> list[tuple[str, str]]:
+        for d in self.profile_dirs:
+            if not Path(d).is_dir():
+                return [("profile_dirs", f"{d!r} is not a directory")]
         names = [d.name for d in self.devices]
         dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
         return [("devices", f"device name {dup!r} is used twice")] if dup else []

@@ -248,7 +248,9 @@ class Collector:
             }
         )
         await ingest.start()
-        self.poller = Poller(conf.snmp.devices, self.on_poll)
+        from puewatch.collector.snmp.profiles import load_profiles
+
+        self.poller = Poller(conf.snmp.devices, self.on_poll, profiles=load_profiles(conf.snmp.profile_dirs))
         poll_task = asyncio.create_task(self.poller.run()) if conf.snmp.devices else None
         metrics_server = None
         if conf.metrics.listen:

@@ -74,6 +74,8 @@ def test_defaults_give_the_embedded_store_and_five_windows(tmp_path):
         (("", "[metrics]\nlisten = \"9464\"\n"), "metrics.listen: expected HOST:PORT"),
         (("", "[[snmp.devices]]\nname = \"a\"\nhost = \"h\"\n[[snmp.devices]]\nname = \"a\"\nhost = \"h2\"\n"),
          "snmp.devices: device name 'a' is used twice"),
+        (("", "[snmp]\nprofile_dirs = [\"/nonexistent/profiles\"]\n"),
+         "snmp.profile_dirs: '/nonexistent/profiles' is not a directory"),
     ],
 )
 def test_errors_name_the_key_and_what_is_wrong(tmp_path, change, message):

@@ -15,8 +15,12 @@ import threading
 import time
 import tomllib
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import puewatch.profiles
 
 from collector_support import CollectorProcess, free_port, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
@@ -33,7 +37,16 @@ def test_snmp_meters_give_pue_and_a_dead_device_is_missing_not_zero(tmp_path, sn
     p_facility = expected[FACILITY]["total_active_power_w"]
     p_it = expected[IT]["total_active_power_w"]
     port = snmpsim_recordings.port
+    # The UPS output meter is read with a site's own profile from `profile_dirs` (a renamed copy
+    # of the shipped rPDU2 profile): an unknown profile name would stop the collector at start.
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shipped = (Path(puewatch.profiles.__file__).parent / "apc-rpdu2.toml").read_text()
+    (profiles / "site-apc.toml").write_text(shipped.replace('name = "apc-rpdu2"', 'name = "site-apc"', 1))
     meters = f"""
+[snmp]
+profile_dirs = ["{profiles}"]
+
 [[snmp.devices]]
 name = "incomer"
 host = "127.0.0.1"
@@ -48,6 +61,7 @@ name = "ups"
 host = "127.0.0.1"
 port = {port}
 community = "{IT}"
+profile = "site-apc"
 interval_s = 1.0
 timeout_s = 0.4
 retries = 0
