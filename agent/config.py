@@ -37,7 +37,7 @@ class AgentSection:
 class OutputSection:
     """Where the points go: an InfluxDB-compatible write endpoint (InfluxDB v2 API by default)."""
 
-    url: str = setting(doc="Write endpoint, e.g. `https://collector.example:8086/api/v2/write`.", min=1)
+    url: str = setting(doc="Write endpoint, e.g. `https://collector.example:8087/api/v2/write` (the collector listens on 8087 by default).", min=1)
     bucket: str = setting("puewatch", min=1, doc="Bucket (InfluxDB v2 `bucket=`, sent as the query parameter).")
     org: str = setting("", doc="Organisation (InfluxDB v2 `org=`); empty leaves it out.")
     precision: str = setting("ns", choices=("ns",), doc="Timestamp precision; the agent always writes nanoseconds.")

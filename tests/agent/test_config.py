@@ -45,7 +45,7 @@ def test_sample_config_loads():
     assert conf.sources.nvml is not None and conf.sources.nvml.interval_s == 0.1
     assert conf.sources.host is not None
     assert conf.agent.tags == {"site": "fra1", "rack": "r12"}
-    assert conf.output.write_url() == "https://collector.example:8086/api/v2/write?bucket=puewatch&org=dc-ops&precision=ns"
+    assert conf.output.write_url() == "https://collector.example:8087/api/v2/write?bucket=puewatch&org=dc-ops&precision=ns"
 
 
 def test_minimal_config_defaults(tmp_path):
