@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from puewatch.errors import UserError
+from puewatch.spoolfiles import write_file
 
 ALG = "ed25519"
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -248,12 +249,7 @@ def sign_main(args: argparse.Namespace) -> int:
     text = json.dumps(signed, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if args.output and args.output != "-":
         out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
-        except OSError as exc:
-            raise UserError(f"{out}: cannot write: {exc.strerror}") from None
+        write_file(out, text)
         print(f"signed {args.report} (site {report['site']}) with key id {signed['signature']['key_id']} -> {out}",
               file=sys.stderr)
     else:

@@ -24,10 +24,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(path: Path, data: bytes, sync_dir: bool = True) -> None:
+def write_durable(path: Path, data: bytes, sync_dir: bool = True, mode: int = 0o600) -> None:
     """Write `data` to `path` so that after a crash the file is either complete or absent."""
     tmp = path.with_name(path.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -42,6 +42,17 @@ def write_durable(path: Path, data: bytes, sync_dir: bool = True) -> None:
     os.rename(tmp, path)
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def write_file(path: str | Path, text: str) -> None:
+    """Write a document (report, page) whole or not at all; a failure is a one-line UserError."""
+    from puewatch.errors import UserError
+
+    path = Path(path)
+    try:
+        write_durable(path, text.encode("utf-8"), mode=0o644)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def prune_oldest(directory: Path, pattern: str, max_bytes: int, key: Callable[[Path], object]) -> int:

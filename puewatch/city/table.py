@@ -23,18 +23,17 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from puewatch.city.check import RuleResult, numeric_rule, check_report, fmt
+from puewatch.city.check import RuleResult, check_report, numeric_rule
 from puewatch.city.reportfile import load_report
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.signing import Verification, verify_report
+from puewatch.spoolfiles import write_file
 
 
 @dataclass
@@ -354,17 +353,6 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
     return "\n".join(out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        from puewatch.errors import UserError
-
-        raise UserError(f"{path}: cannot write: {exc.strerror}") from None
-
-
 def main(args: argparse.Namespace) -> int:
     targets = resolve_targets(args.targets, args.preset)
     public_keys = None
@@ -375,7 +363,7 @@ def main(args: argparse.Namespace) -> int:
     reports = [(p, load_report(p)) for p in args.reports]
     result = evaluate_city(reports, targets, public_keys)
     if args.html:
-        _write_atomic(Path(args.html), render_html(result))
+        write_file(args.html, render_html(result))
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
