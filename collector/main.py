@@ -31,7 +31,8 @@ from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector")
 
-# How long after a cell's end the pipeline steps: time for the last readings of the cell to arrive.
+# The pipeline looks for finished cells this many times per cell, this long after each tick.
+STEPS_PER_CELL = 4
 TICK_AFTER_CELL_S = 0.05
 
 
@@ -194,9 +195,12 @@ class Collector:
     def _step(self) -> None:
         t0 = time.perf_counter()
         now = time.time_ns()
+        before = self.pipeline.horizon
         lines = self.pipeline.step(now)
         if lines:
             self.derived_writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+        if self.pipeline.horizon == before:
+            return  # no cell finished since the last step
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         if self.pipeline.horizon is not None:
             self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
@@ -262,16 +266,19 @@ class Collector:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         interval = conf.collector.interval_s
+        tick = interval / STEPS_PER_CELL
         last_checkpoint = time.monotonic()
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)
         try:
             while not stop.is_set():
-                # Step just after each wall-clock cell end, when the cell's readings are in:
-                # a step at an arbitrary phase would hold a finished cell back up to one interval.
+                # Look for finished cells several times per cell, in phase with the wall clock: a
+                # cell is final once every live stream has a reading at or after its end, which
+                # comes some time after the end; one step per cell would hold it back up to a
+                # whole interval. A step with nothing new returns at once.
                 wall = time.time()
-                delay = interval - wall % interval + TICK_AFTER_CELL_S
+                delay = tick - wall % tick + TICK_AFTER_CELL_S
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
                 except asyncio.TimeoutError:
