@@ -135,3 +135,61 @@ def test_submit_after_close_is_an_error(tmp_path):
     w.close()
     with pytest.raises(RuntimeError, match="closed"):
         w.submit(b"m f=1 1\n", 1)
+
+
+class _Counting:
+    """A real store, with the number of write requests counted."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.name = store.name
+        self.writes = 0
+
+    def write(self, body: bytes) -> None:
+        self.writes += 1
+        self.store.write(body)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def test_batches_waiting_in_memory_are_written_together_and_a_refused_group_is_split(tmp_path, influx):
+    influx.query('CREATE DATABASE "site"')
+    store = _Counting(Influx1Store(influx.url, "site"))
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20, start=False)
+    for i in range(1, 21):
+        w.submit(_batch(i, 10), 10)
+    w.start()
+    assert w.flush(20)
+    st = w.stats()
+    assert st["points_written"] == 200 and st["batches_written"] == 20
+    assert store.writes == 1  # twenty waiting batches, one request
+    # A group the store refuses (one malformed line) is written again batch by batch:
+    # only the batch at fault is set aside, every good point is stored.
+    w2 = StoreWriter(store, tmp_path / "spool2", 1 << 20, start=False)
+    w2.submit(_batch(30, 5), 5)
+    w2.submit(b"m,src=w f=1 31000\nm,src=w f= 31001\n", 2)
+    w2.submit(_batch(32, 5), 5)
+    w2.start()
+    assert w2.flush(20)
+    st = w2.stats()
+    assert st["rejected_batches"] == 1 and st["rejected_points"] == 2 and st["points_written"] == 10
+    kept = list((tmp_path / "spool2" / "rejected").iterdir())
+    assert len(kept) == 1 and kept[0].name.endswith("-2.lp")
+    rows = influx.query('SELECT count(f) FROM m', db="site")[0]["series"][0]["values"][0]
+    assert rows[1] == 200 + 10 + 1  # the good line of the refused batch was written by influxd's partial write
+    w.close()
+    w2.close()
+
+
+def test_a_group_that_meets_a_dead_store_goes_to_disk_in_order(tmp_path):
+    dead = Influx1Store(f"http://127.0.0.1:{free_port()}", "site", timeout_s=1)
+    w = StoreWriter(dead, tmp_path / "spool", 1 << 20, backoff_min_s=60, backoff_max_s=60, start=False)
+    for i in range(1, 6):
+        w.submit(_batch(i, 10), 10)
+    w.start()
+    _wait(lambda: w.stats()["spool_batches"] == 5)
+    names = sorted(p.name for p in (tmp_path / "spool").glob("batch-*.lp"))
+    assert [int(n.split("-")[1]) for n in names] == [1, 2, 3, 4, 5]
+    assert w.stats()["dropped_points"] == 0
+    assert not w.close(timeout_s=0.2)
