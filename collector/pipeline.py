@@ -7,7 +7,8 @@ from an agent. Each step finalises the grid cells (default 1 s) up to a
 
 1. Per stream, the energy of each cell: registers through
    :func:`~puewatch.kernels.register_deltas` (wraps, resets and impossible
-   jumps handled and flagged), gauges through
+   jumps handled and flagged; the interval across a reset is missing, since
+   only a lower bound of its energy is known), gauges through
    :func:`~puewatch.kernels.integrate_power` (gaps longer than the stream's
    maximum gap are not bridged), both spread onto the grid with
    :func:`~puewatch.kernels.rebin_energy`. Between two steps a stream keeps
@@ -128,7 +129,10 @@ class Stream:
                 if self.max_power_w is not None:
                     # factor converts raw to Wh; one Wh is 3600 J. Water registers have no power bound.
                     kwargs = {"max_power_w": self.max_power_w, "joules_per_unit": 3600.0}
-                d = k.register_deltas(t, x * self.factor, modulus=mod, resolution=self.resolution * self.factor, **kwargs)
+                # A reset interval's energy is unknown (only a lower bound: what was counted
+                # since the reset), so it is missing, not a guess that would bias the ratios.
+                d = k.register_deltas(t, x * self.factor, modulus=mod, resolution=self.resolution * self.factor,
+                                      reset_from_zero=False, **kwargs)
                 energy = d.delta
                 # Intervals that end after the horizon are processed again next step: count them then.
                 done = t[1:] <= grid[-1]
