@@ -212,6 +212,7 @@ class Collector:
     async def run(self) -> int:
         from puewatch.collector.ingest import IngestServer, Tokens
         from puewatch.collector.snmp.poller import Poller
+        from puewatch.collector.snmp.profiles import load_profiles
         from puewatch.collector.stores.spool import StoreWriter
 
         conf = self.conf
@@ -252,8 +253,6 @@ class Collector:
             }
         )
         await ingest.start()
-        from puewatch.collector.snmp.profiles import load_profiles
-
         self.poller = Poller(conf.snmp.devices, self.on_poll, profiles=load_profiles(conf.snmp.profile_dirs))
         poll_task = asyncio.create_task(self.poller.run()) if conf.snmp.devices else None
         metrics_server = None
