@@ -59,6 +59,18 @@ def snmpsim_binary() -> str:
     return found
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, wait up to grace_s, then SIGKILL; a no-op for a process that has exited."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -111,15 +123,8 @@ class _Server:
         raise RuntimeError(f"{self.name} not ready after {timeout_s} s: {self.log.read_text()[-2000:]}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        p = self.popen
-        if p is None or p.poll() is not None:
-            return
-        os.kill(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
+        if self.popen is not None:
+            stop_process(self.popen, timeout_s)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from puewatch.benchmarks.servers import free_port as free_tcp_port
-from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
+from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary, stop_process
 from puewatch.errors import UserError
 
 BENCH_BASE = "1.3.6.1.4.1.99999.42"  # private test arc: never a real device's
@@ -91,13 +91,7 @@ class Snmpsim:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._logf.close()
 
 

@@ -340,16 +340,23 @@ class StoreWriter:
             for b in group:
                 self._write(b)
             return
-        seconds = time.perf_counter() - t0
+        self._written(time.perf_counter() - t0, points, len(group))
+
+    def _written(self, seconds: float, points: int, batches: int, on_disk: _Batch | None = None) -> None:
+        """Bookkeeping after a successful store write (lock not held)."""
         with self._cond:
+            if on_disk is not None:
+                self._remove(on_disk)
             self.points_written += points
-            self.batches_written += len(group)
+            self.batches_written += batches
             self.write_seconds = seconds
             self.write_seconds_sum += seconds
             if self._failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, self._failures)
             self._failures = 0
             self._retry_at = 0.0
+        if on_disk is not None:
+            on_disk.path.unlink(missing_ok=True)
         if self.on_write is not None:
             try:
                 self.on_write(seconds, points)
@@ -379,25 +386,7 @@ class StoreWriter:
             with self._cond:
                 self._rejected(batch, body, str(exc))
             return
-        seconds = time.perf_counter() - t0
-        with self._cond:
-            if batch.path is not None:
-                self._remove(batch)
-            self.points_written += batch.points
-            self.batches_written += 1
-            self.write_seconds = seconds
-            self.write_seconds_sum += seconds
-            if self._failures:
-                log.info("store %s answers again after %d failed attempt(s)", self.store.name, self._failures)
-            self._failures = 0
-            self._retry_at = 0.0
-        if batch.path is not None:
-            batch.path.unlink(missing_ok=True)
-        if self.on_write is not None:
-            try:
-                self.on_write(seconds, batch.points)
-            except Exception:
-                log.exception("on_write hook failed")
+        self._written(time.perf_counter() - t0, batch.points, 1, batch if batch.path is not None else None)
 
     def _failed(self, batch: _Batch, message: str) -> None:
         """StoreUnavailable: keep the batch (on disk) and back off. Lock held."""

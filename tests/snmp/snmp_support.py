@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from puewatch.benchmarks.servers import stop_process
 from puewatch.benchmarks.snmp import Snmpsim, free_udp_port
 
 HERE = Path(__file__).parent
@@ -168,13 +168,7 @@ class Snmpd:
         tmp.replace(self.state)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
