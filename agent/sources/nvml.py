@@ -479,15 +479,19 @@ class Source:
         if emit:
             parts.append(f"energy_mj={int(gpu.est_energy_mj)}i,energy_estimated=true")
 
+    def _live_gpus(self):
+        """The GPUs to sample now; stops early when NVML goes away mid-sample (re-initialised later)."""
+        for gpu in self.gpus:
+            if not self.initialised:
+                return
+            if not gpu.lost:
+                yield gpu
+
     def sample_state(self) -> list[str]:
         if not self.initialised:
             return []
         out = []
-        for gpu in self.gpus:
-            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
-                break
-            if gpu.lost:
-                continue
+        for gpu in self._live_gpus():
             t_ns = time.time_ns()
             h = gpu.handle
             fields: dict[str, Any] = {}
@@ -519,11 +523,7 @@ class Source:
         if not self.initialised:
             return []
         out = []
-        for gpu in self.gpus:
-            if not self.initialised:  # NVML went away during this sample: it is re-initialised later
-                break
-            if gpu.lost:
-                continue
+        for gpu in self._live_gpus():
             t_ns = time.time_ns()
             procs = self._opt(gpu, "processes", pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
             for p in procs or ():
