@@ -237,7 +237,9 @@ def test_fixed_rate_timestamps(nvml_run):
 def test_sim_has_the_same_sample_shape_as_nvml(nvml_run):
     points, _, _ = nvml_run
     sim = SimSource(SimConfig(gpus=1), Context("n"))
-    t = time.time_ns()
+    # Both power samples inside one wall-clock second (the energy period is aligned to the clock):
+    # a t just before a whole second would put the second sample in the next period.
+    t = time.time_ns() // 10**9 * 10**9 + 10**8
     samples = (
         ("gpu_power", sim.sample_power(t), lambda f: "energy_mj" in f),  # the first of its period: with energy
         ("gpu_power", sim.sample_power(t + 10**8), lambda f: "energy_mj" not in f),  # and the next one, without
