@@ -75,6 +75,11 @@ def _first_not_increasing(t):
 def strictly_increasing(t: np.ndarray, name: str = "t_ns") -> None:
     i = int(_first_not_increasing(t))
     if i >= 0:
-        raise ValueError(
-            f"{name}: times must be strictly increasing; index {i} ({t[i]}) is not after index {i - 1} ({t[i - 1]})"
-        )
+        not_increasing_error(t, i, name)
+
+
+def not_increasing_error(t: np.ndarray, i: int, name: str = "t_ns") -> None:
+    """Raise the error for t[i] <= t[i - 1] (kernels that check the times as they read them call this)."""
+    raise ValueError(
+        f"{name}: times must be strictly increasing; index {i} ({t[i]}) is not after index {i - 1} ({t[i - 1]})"
+    )

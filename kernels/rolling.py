@@ -11,9 +11,17 @@ Coverage is the share of the window's length backed by valid data: an
 interval contributes its overlap × its own coverage (1 for a finite energy
 unless given, 0 for NaN). Time before the first boundary is uncovered.
 
-Running sums are compensated (TwoSum pairs), so a small window after large
-values keeps full precision over arbitrarily long series. Long series are cut
-into chunks that run in parallel, each starting from exact sums.
+A window's sum is the difference of two running double-double sums (TwoSum
+pairs) over the same sequence of intervals: the lead, through the window's
+last interval, and the trail, through the last interval before it. Both add
+the same values in the same order, so a window of zeros is exactly zero
+however large the values that passed before (a ratio's denominator never
+keeps a rounding residue), and precision does not decay along arbitrarily
+long series. The times are checked (strictly increasing) in the same pass.
+Long series are cut into chunks that run in parallel, each starting from
+exact sums. One kernel serves sums (one energy) and ratios (two energies,
+counted where both are valid); the flags that choose are compile-time
+constants in each of its four loops.
 """
 
 from __future__ import annotations
@@ -37,17 +45,16 @@ class RollingRatio(NamedTuple):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _two_sum(a, b):
-    # Knuth's TwoSum: s + err == a + b exactly, with no branch.
-    s = a + b
-    bp = s - a
-    err = (a - (s - bp)) + (b - bp)
-    return s, err
+def _dd_add(hi, lo, x):
+    # Double-double accumulate: (hi, lo) += x with Knuth's TwoSum; hi + lo keeps
+    # every bit of the running sum that a double pair can.
+    s = hi + x
+    bp = s - hi
+    return s, lo + ((hi - (s - bp)) + (x - bp))
 
 
 @njit(cache=True, nogil=True)
 def _window_start(t, i, window):
-    # First interval k <= i + 1 whose start t[k] is not before the window start.
     ws = t[i + 1] - window
     lo = 0
     hi = i + 1
@@ -60,269 +67,163 @@ def _window_start(t, i, window):
     return lo
 
 
-@njit(cache=True, nogil=True)
-def _sums_run(t, e, cov_in, has_cov, window, i0, i1, state, lo_state, out_sum, out_cov):
-    # One window over intervals [i0, i1). The running sums cover the intervals
-    # k in [lo, i] that lie wholly inside the window. The energy sum is kept as
-    # a value + compensation pair (TwoSum), so precision does not decay along
-    # the series; only the value's own add is on the loop-carried path.
-    # Without per-interval coverage the covered time is an exact integer sum
-    # of nanoseconds. state = [s, s_err, covered, covered_err];
-    # lo_state = [lo, nonzero, covered_ns].
-    s = state[0]
-    s_err = state[1]
-    sc = state[2]
-    sc_err = state[3]
-    lo = lo_state[0]
-    # Intervals in the running sums with non-zero energy; when none is left the
-    # sum is exactly zero, and the compensated pair restarts from zero rather
-    # than keep a rounding residue.
-    nonzero = lo_state[1]
-    covered_ns = lo_state[2]
+@njit(cache=True, nogil=True, inline="always")
+def _interval(t, a, b, ca, cb, two, has_cov, k):
+    # Interval k's contributions: (a, b, covered as float, covered ns, valid).
+    x = a[k]
+    y = b[k] if two else 0.0
+    ok = abs(x) < np.inf and (not two or abs(y) < np.inf)
+    dt = t[k + 1] - t[k]
+    if not ok:
+        return 0.0, 0.0, 0.0, 0, False
+    if has_cov:
+        c = min(ca[k], cb[k]) if two else ca[k]
+        return x, y, c * dt, 0, True
+    return x, y, 0.0, dt, True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_coverage, i0, i1, st, ist, out0, out1):
+    # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
+    # two running double-double sums over the same sequence: the lead (through
+    # interval i) and the trail (through interval lo - 1). Both add the same
+    # values in the same order, so a window of zeros is exactly zero however
+    # large what passed before, and precision never decays along the series.
+    # st = lead (a hi, a lo, b hi, b lo, cov hi, cov lo), then the trail's;
+    # ist = [lo, lead covered ns, trail covered ns]. Returns the first i whose
+    # interval is not positive (times not increasing), or -1.
+    la_h = st[0]; la_l = st[1]; lb_h = st[2]; lb_l = st[3]; lc_h = st[4]; lc_l = st[5]
+    ta_h = st[6]; ta_l = st[7]; tb_h = st[8]; tb_l = st[9]; tc_h = st[10]; tc_l = st[11]
+    lo = ist[0]
+    l_ns = ist[1]
+    t_ns = ist[2]
+    bad = -1
     for i in range(i0, i1):
         te = t[i + 1]
+        if te <= t[i] and bad < 0:
+            bad = i + 1
         ws = te - window
-        x = e[i]
-        cx = 0.0
-        if abs(x) < np.inf:
-            if has_cov:
-                cx = cov_in[i] * (te - t[i])
-            else:
-                covered_ns += te - t[i]
-            if x != 0.0:
-                nonzero += 1
-        else:
-            x = 0.0
-        d_err = 0.0
-        # Subtract the intervals that now start before the window.
-        while t[lo] < ws:
-            y = e[lo]
-            if abs(y) < np.inf:
-                # TwoSum(x, -y), inlined.
-                a = x - y
-                bp = a - x
-                d_err += (x - (a - bp)) - (y + bp)
-                x = a
-                if has_cov:
-                    cx -= cov_in[lo] * (t[lo + 1] - t[lo])
-                else:
-                    covered_ns -= t[lo + 1] - t[lo]
-                if y != 0.0:
-                    nonzero -= 1
-            lo += 1
-        if nonzero == 0:
-            s = 0.0
-            s_err = 0.0
-        else:
-            a = s + x
-            bp = a - s
-            s_err += (s - (a - bp)) + (x - bp) + d_err
-            s = a
-        total = s + s_err
+        x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, i)
+        la_h, la_l = _dd_add(la_h, la_l, x)
+        if two:
+            lb_h, lb_l = _dd_add(lb_h, lb_l, y)
         if has_cov:
-            a = sc + cx
-            bp = a - sc
-            sc_err += (sc - (a - bp)) + (cx - bp)
-            sc = a
-            covered = sc + sc_err
+            lc_h, lc_l = _dd_add(lc_h, lc_l, c)
         else:
-            covered = float(covered_ns)
-        if lo > 0:
-            # The interval lo - 1 straddles the window start: count its overlap.
-            overlap = t[lo] - ws
-            y = e[lo - 1]
-            if overlap > 0 and abs(y) < np.inf:
-                total += y * (overlap / (t[lo] - t[lo - 1]))
-                covered += (cov_in[lo - 1] if has_cov else 1.0) * overlap
-        out_sum[i] = total
-        out_cov[i] = covered / window
-    state[0] = s
-    state[1] = s_err
-    state[2] = sc
-    state[3] = sc_err
-    lo_state[0] = lo
-    lo_state[1] = nonzero
-    lo_state[2] = covered_ns
-
-
-@njit(cache=True, nogil=True)
-def _sums_init(t, e, cov_in, has_cov, window, i0, state, lo_state):
-    # Running sums just before interval i0: the intervals [lo, i0) inside the
-    # window ending at t[i0 + 1]. lo never passes i0: interval i0 and later are
-    # added by the run, which then drops them if they start before the window.
-    lo = min(_window_start(t, i0, window), i0)
-    s = 0.0
-    s_err = 0.0
-    sc = 0.0
-    sc_err = 0.0
-    nonzero = 0
-    covered_ns = 0
-    for k in range(lo, i0):
-        y = e[k]
-        if abs(y) < np.inf:
-            if y != 0.0:
-                nonzero += 1
-            s, err = _two_sum(s, y)
-            s_err += err
+            l_ns += c_ns
+        while t[lo] < ws:
+            x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, lo)
+            ta_h, ta_l = _dd_add(ta_h, ta_l, x)
+            if two:
+                tb_h, tb_l = _dd_add(tb_h, tb_l, y)
             if has_cov:
-                sc, err = _two_sum(sc, cov_in[k] * (t[k + 1] - t[k]))
-                sc_err += err
+                tc_h, tc_l = _dd_add(tc_h, tc_l, c)
             else:
-                covered_ns += t[k + 1] - t[k]
-    state[0] = s
-    state[1] = s_err
-    state[2] = sc
-    state[3] = sc_err
-    lo_state[0] = lo
-    lo_state[1] = nonzero
-    lo_state[2] = covered_ns
-
-
-@njit(cache=True, parallel=True)
-def _rolling_sums(t, e, cov_in, has_cov, windows, n_chunks, block, out_sum, out_cov):
-    n = e.shape[0]
-    nw = windows.shape[0]
-    # Chunks of the series run in parallel, each starting from its own exact
-    # window sums; inside a chunk, every window runs over one cache-sized
-    # block before the next window reads the same block.
-    for ch in prange(n_chunks):
-        i0 = ch * n // n_chunks
-        i1 = (ch + 1) * n // n_chunks
-        if i0 >= i1:
-            continue
-        state = np.zeros((nw, 4))
-        lo_state = np.zeros((nw, 3), dtype=np.int64)
-        for w in range(nw):
-            _sums_init(t, e, cov_in, has_cov, windows[w], i0, state[w], lo_state[w])
-        for b0 in range(i0, i1, block):
-            b1 = min(b0 + block, i1)
-            for w in range(nw):
-                _sums_run(t, e, cov_in, has_cov, windows[w], b0, b1, state[w], lo_state[w], out_sum[w], out_cov[w])
-
-
-@njit(cache=True, nogil=True)
-def _ratio_run(t, num, den, cn, cd, has_cov, window, min_coverage, i0, i1, state, lo_state, out_ratio, out_cov):
-    # As _sums_run, for the joint sums of two energies; an interval counts only
-    # where both are valid. state = [sn, sn_err, sd, sd_err, covered, covered_err].
-    sn = state[0]
-    sn_err = state[1]
-    sd = state[2]
-    sd_err = state[3]
-    sc = state[4]
-    sc_err = state[5]
-    lo = lo_state[0]
-    # Intervals in the running sums with a non-zero denominator: when there is
-    # none the denominator is exactly zero, whatever rounding residue the
-    # running sum keeps, and the ratio is NaN.
-    nonzero = lo_state[1]
-    for i in range(i0, i1):
-        te = t[i + 1]
-        ws = te - window
-        a = num[i]
-        b = den[i]
-        if abs(a) < np.inf and abs(b) < np.inf:
-            cx = (min(cn[i], cd[i]) if has_cov else 1.0) * (te - t[i])
-            if b != 0.0:
-                nonzero += 1
-        else:
-            a = 0.0
-            b = 0.0
-            cx = 0.0
-        a_err = 0.0
-        b_err = 0.0
-        while lo <= i and t[lo] < ws:
-            ya = num[lo]
-            yb = den[lo]
-            if abs(ya) < np.inf and abs(yb) < np.inf:
-                a, err = _two_sum(a, -ya)
-                a_err += err
-                b, err = _two_sum(b, -yb)
-                b_err += err
-                cx -= (min(cn[lo], cd[lo]) if has_cov else 1.0) * (t[lo + 1] - t[lo])
-                if yb != 0.0:
-                    nonzero -= 1
+                t_ns += c_ns
             lo += 1
-        sn, err = _two_sum(sn, a)
-        sn_err += err + a_err
-        if nonzero == 0:
-            sd = 0.0
-            sd_err = 0.0
+        sa = (la_h - ta_h) + (la_l - ta_l)
+        sb = (lb_h - tb_h) + (lb_l - tb_l) if two else 0.0
+        if has_cov:
+            covered = (lc_h - tc_h) + (lc_l - tc_l)
         else:
-            sd, err = _two_sum(sd, b)
-            sd_err += err + b_err
-        sc, err = _two_sum(sc, cx)
-        sc_err += err
-        tn = sn + sn_err
-        td = sd + sd_err
-        covered = sc + sc_err
-        any_den = nonzero > 0
+            covered = float(l_ns - t_ns)
         if lo > 0:
+            # Interval lo - 1 straddles the window's start: count its overlap.
             overlap = t[lo] - ws
-            ya = num[lo - 1]
-            yb = den[lo - 1]
-            if overlap > 0 and abs(ya) < np.inf and abs(yb) < np.inf:
-                frac = overlap / (t[lo] - t[lo - 1])
-                tn += frac * ya
-                td += frac * yb
-                covered += (min(cn[lo - 1], cd[lo - 1]) if has_cov else 1.0) * overlap
-                any_den = any_den or yb != 0.0
-        c = covered / window
-        out_cov[i] = c
-        r = tn / td if (any_den and td > 0.0) else np.nan
-        if c < min_coverage or not (abs(r) < np.inf):
-            r = np.nan
-        out_ratio[i] = r
-    state[0] = sn
-    state[1] = sn_err
-    state[2] = sd
-    state[3] = sd_err
-    state[4] = sc
-    state[5] = sc_err
-    lo_state[0] = lo
-    lo_state[1] = nonzero
+            if overlap > 0:
+                x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, lo - 1)
+                if ok:
+                    frac = overlap / (t[lo] - t[lo - 1])
+                    sa += x * frac
+                    if two:
+                        sb += y * frac
+                    if has_cov:
+                        covered += (min(ca[lo - 1], cb[lo - 1]) if two else ca[lo - 1]) * overlap
+                    else:
+                        covered += float(overlap)
+        # A multiply for the divide; a whole window's coverage is exactly 1.
+        cov = 1.0 if covered == window_f else covered * inv_window
+        out1[i] = cov
+        if two:
+            r = sa / sb if sb > 0.0 else np.nan
+            if cov < min_coverage or not (abs(r) < np.inf):
+                r = np.nan
+            out0[i] = r
+        else:
+            out0[i] = sa
+    st[0] = la_h; st[1] = la_l; st[2] = lb_h; st[3] = lb_l; st[4] = lc_h; st[5] = lc_l
+    st[6] = ta_h; st[7] = ta_l; st[8] = tb_h; st[9] = tb_l; st[10] = tc_h; st[11] = tc_l
+    ist[0] = lo
+    ist[1] = l_ns
+    ist[2] = t_ns
+    return bad
 
 
-@njit(cache=True, nogil=True)
-def _ratio_init(t, num, den, cn, cd, has_cov, window, i0, state, lo_state):
+@njit(cache=True, nogil=True, inline="always")
+def _init(t, a, b, ca, cb, two, has_cov, window, i0, st, ist):
+    # The lead through the intervals [lo, i0) already inside the window ending
+    # at t[i0 + 1], the trail empty at lo. lo never passes i0: interval i0 and
+    # later are added by the run, whose trail then passes them if they start
+    # before the window.
     lo = min(_window_start(t, i0, window), i0)
-    for j in range(6):
-        state[j] = 0.0
-    nonzero = 0
+    la_h = 0.0; la_l = 0.0; lb_h = 0.0; lb_l = 0.0; lc_h = 0.0; lc_l = 0.0
+    l_ns = 0
     for k in range(lo, i0):
-        ya = num[k]
-        yb = den[k]
-        if abs(ya) < np.inf and abs(yb) < np.inf:
-            if yb != 0.0:
-                nonzero += 1
-            state[0], err = _two_sum(state[0], ya)
-            state[1] += err
-            state[2], err = _two_sum(state[2], yb)
-            state[3] += err
-            state[4], err = _two_sum(state[4], (min(cn[k], cd[k]) if has_cov else 1.0) * (t[k + 1] - t[k]))
-            state[5] += err
-    lo_state[0] = lo
-    lo_state[1] = nonzero
+        x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, k)
+        la_h, la_l = _dd_add(la_h, la_l, x)
+        if two:
+            lb_h, lb_l = _dd_add(lb_h, lb_l, y)
+        if has_cov:
+            lc_h, lc_l = _dd_add(lc_h, lc_l, c)
+        else:
+            l_ns += c_ns
+    st[0] = la_h; st[1] = la_l; st[2] = lb_h; st[3] = lb_l; st[4] = lc_h; st[5] = lc_l
+    for j in range(6, 12):
+        st[j] = 0.0
+    ist[0] = lo
+    ist[1] = l_ns
+    ist[2] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
+    # One chunk of the series, from exact start-up sums; every window runs over
+    # one cache-sized block before the next window reads the same block.
+    nw = windows.shape[0]
+    st = np.empty((nw, 12))
+    ist = np.empty((nw, 3), dtype=np.int64)
+    for w in range(nw):
+        _init(t, a, b, ca, cb, two, has_cov, windows[w], i0, st[w], ist[w])
+    bad = -1
+    for b0 in range(i0, i1, block):
+        b1 = min(b0 + block, i1)
+        for w in range(nw):
+            r = _run(t, a, b, ca, cb, two, has_cov, windows[w], windows_f[w], 1.0 / windows_f[w], min_coverage, b0, b1, st[w], ist[w],
+                     out0[w], out1[w])
+            if w == 0 and bad < 0:
+                bad = r
+    return bad
 
 
 @njit(cache=True, parallel=True)
-def _rolling_ratio(t, num, den, cn, cd, has_cov, windows, min_coverage, n_chunks, block, out_ratio, out_cov):
-    n = num.shape[0]
-    nw = windows.shape[0]
+def _rolling(t, a, b, ca, cb, two, has_cov, windows, min_coverage, n_chunks, block, out0, out1, bad):
+    # Chunks of the series run in parallel. The flags are compile-time constants
+    # inside each branch, so each of the four loops is compiled without them.
+    n = a.shape[0]
+    windows_f = windows.astype(np.float64)
     for ch in prange(n_chunks):
         i0 = ch * n // n_chunks
         i1 = (ch + 1) * n // n_chunks
         if i0 >= i1:
-            continue
-        state = np.zeros((nw, 6))
-        lo_state = np.zeros((nw, 2), dtype=np.int64)
-        for w in range(nw):
-            _ratio_init(t, num, den, cn, cd, has_cov, windows[w], i0, state[w], lo_state[w])
-        for b0 in range(i0, i1, block):
-            b1 = min(b0 + block, i1)
-            for w in range(nw):
-                _ratio_run(
-                    t, num, den, cn, cd, has_cov, windows[w], min_coverage, b0, b1, state[w], lo_state[w], out_ratio[w], out_cov[w]
-                )
+            bad[ch] = -1
+        elif two and has_cov:
+            bad[ch] = _chunk(t, a, b, ca, cb, True, True, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
+        elif two:
+            bad[ch] = _chunk(t, a, b, ca, cb, True, False, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
+        elif has_cov:
+            bad[ch] = _chunk(t, a, b, ca, cb, False, True, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
+        else:
+            bad[ch] = _chunk(t, a, b, ca, cb, False, False, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
 
 
 # Intervals per cache block (inputs of a block stay in L2 while every window reads them).
@@ -337,11 +238,20 @@ def _n_chunks(n: int) -> int:
     return max(1, min(numba.get_num_threads(), n // _MIN_CHUNK))
 
 
+def _call(t, a, b, ca, cb, two: bool, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
+    n_chunks = _n_chunks(a.shape[0])
+    bad = np.empty(n_chunks, dtype=np.int64)
+    _rolling(t, a, b, ca, cb, two, has_cov, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
+    # The kernel checks the times as it reads them (one pass over t, not two).
+    hit = bad[bad >= 0]
+    if hit.size:
+        v.not_increasing_error(t, int(hit.min()))
+
+
 def _prepare(t_ns, windows_ns, n_name: str, n: int):
     t = v.as_time_ns(t_ns)
     if t.shape[0] != n + 1:
         raise ValueError(f"t_ns: {n} intervals need {n + 1} boundaries, got {t.shape[0]}")
-    v.strictly_increasing(t)
     w = np.atleast_1d(np.asarray(windows_ns))
     if w.ndim != 1 or w.shape[0] == 0:
         raise ValueError("windows_ns: expected one or more window lengths")
@@ -381,7 +291,7 @@ def rolling_sums(t_ns, energy, windows_ns, *, coverage=None) -> RollingSums:
     c = _coverage_arg(coverage, x.shape[0], "coverage") if has_cov else np.empty(0)
     out_sum = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
     out_cov = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
-    _rolling_sums(t, x, c, has_cov, w, _n_chunks(x.shape[0]), _BLOCK, out_sum, out_cov)
+    _call(t, x, np.empty(0), c, c, False, has_cov, w, 0.0, out_sum, out_cov)
     return RollingSums(out_sum, out_cov)
 
 
@@ -425,5 +335,5 @@ def rolling_ratio(
         ca = cb = np.empty(0)
     out_ratio = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
     out_cov = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
-    _rolling_ratio(t, a, b, ca, cb, has_cov, w, mc, _n_chunks(a.shape[0]), _BLOCK, out_ratio, out_cov)
+    _call(t, a, b, ca, cb, True, has_cov, w, mc, out_ratio, out_cov)
     return RollingRatio(out_ratio, out_cov)

@@ -53,6 +53,22 @@ def test_non_increasing_times_name_the_index():
         rolling_ratio([0, 0], [1.0], [1.0], [10])
 
 
+@pytest.mark.parametrize("bad", [1, 200_000, 299_999])
+def test_rolling_checks_times_in_every_parallel_chunk(bad):
+    # The rolling kernels check the times as they read them, chunk by chunk in
+    # parallel: the first fault is named wherever it lies, also with faults in
+    # several chunks (here a second one near the end).
+    n = 300_000
+    t = np.arange(n + 1, dtype=np.int64) * 10
+    t[bad] = t[bad - 1]
+    t[n] = t[n - 1] - 1
+    msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
+    with pytest.raises(ValueError, match=esc(msg)):
+        rolling_sums(t, np.ones(n), [100, 10**6])
+    with pytest.raises(ValueError, match=esc(msg)):
+        rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=np.ones(n), denominator_coverage=np.ones(n))
+
+
 def test_time_dtypes():
     # strings are not times
     with pytest.raises(TypeError, match=esc("t_ns: expected int64 nanoseconds or datetime64, got dtype <U1")):
