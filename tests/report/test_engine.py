@@ -167,12 +167,14 @@ def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
         "heat": Meter(role="reused_heat", device="d"),
         "water": Meter(role="water", measurement="w", field="l", unit="L", register=True),
     })
-    watts = {"inc": 170.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
+    watts = {"inc": 300.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
              "pv": 60.0, "heat": 30.0}
     readings = {name: MeterReadings(t, None, _register(t, w)) for name, w in watts.items()}
     readings["water"] = MeterReadings(t, None, _register(t, 50.0))  # 50 L per hour
     r = compute_report(site, readings, START, END)
     assert r["category"] == 2
+    # E_DC is the site incomer alone: hall a's sub-incomer is behind it (counted once, in zone a's pPUE).
+    assert r["facility_energy_wh"] == pytest.approx(300.0 * 48, rel=1e-12)
     assert r["pue"] == pytest.approx(300.0 / 200.0, rel=1e-12)
     assert r["clf"] == pytest.approx(40.0 / 200.0, rel=1e-12)
     assert r["plf"] == pytest.approx(20.0 / 200.0, rel=1e-12)
