@@ -20,7 +20,9 @@ Per meter (see docs/report-schema.md for the fields):
 Totals: a role's energy is the coefficient-weighted sum of its meters; it is null where any
 member has no data at all in that bin (a total is never a guess). Energies a meter has for
 only part of a bin are summed as they are: `completeness` says how much of the period every
-meter needed for PUE covered.
+meter needed for PUE covered. `pue_joint` divides energies restricted to the spans where every
+PUE meter was observed (each interval's energy in proportion to its duration inside), so a gap
+on one meter cannot bias it (docs/report-schema.md, "pue and pue_joint").
 
 PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
 ±a_i·|E_i|/100. A sum S = Σ c_i E_i is then within ±Σ a_i |c_i E_i| / 100, a relative error
