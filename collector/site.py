@@ -194,6 +194,11 @@ class SiteModel:
     name: str
     meters: dict[str, Meter]
     zones: dict[str, Zone] = field(default_factory=dict)
+    # Reports only (`puewatch.report.sources.resolve_snmp_wraps` fills them from the SNMP
+    # devices' profiles; the live pipeline takes each reading's own modulus): where an SNMP
+    # meter's register wraps, in Wh (None: it does not), and why it is unknown for the others.
+    snmp_modulus_wh: dict[str, float | None] = field(default_factory=dict)
+    snmp_modulus_unknown: dict[str, str] = field(default_factory=dict)
 
     @property
     def category(self) -> int:

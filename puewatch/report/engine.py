@@ -541,6 +541,7 @@ def compute_report(
 
     period = end_ns - start_ns
     meters_out = []
+    warnings = []
     for name, meter in site.meters.items():
         r = results[name]
         covered = _covered_in_bins(*r.observed, np.array([start_ns, end_ns], np.int64))
@@ -557,7 +558,12 @@ def compute_report(
                      for a, b in _complement(*r.observed, start_ns, end_ns)],
             "resets": r.resets,
             "accuracy_pct": meter.accuracy_pct,
+            "modulus_wh": readings.get(name, empty).modulus_wh,
         })
+        unknown = site.snmp_modulus_unknown.get(name)
+        if r.resets and unknown:
+            warnings.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s), each a lower bound of "
+                            f"its interval's energy; a drop may have been a wrap, whose value is unknown here: {unknown}")
 
     def rows(edges: np.ndarray, f: np.ndarray, i: np.ndarray, c: np.ndarray) -> list[dict[str, Any]]:
         fj, ij = joint.total(fac, edges), joint.total(it, edges)
@@ -616,6 +622,7 @@ def compute_report(
         "wue": role_ratio("water", None if i_total is None else i_total / 1000.0),
         "zones": zones,
         "meters": meters_out,
+        "warnings": warnings,
         "monthly": rows(month_edges, total(fac, "month"), total(it, "month"), comp_month),
         "daily": rows(grid, total(fac, "day"), total(it, "day"), comp_day),
         "generated_at": opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),

@@ -265,11 +265,11 @@ def test_report_has_every_schema_field_and_no_nan() -> None:
     for key in ("schema", "site", "period_start", "period_end", "annual", "category", "label", "pue", "pue_uncertainty",
                 "facility_energy_wh", "it_energy_wh", "pue_joint", "pue_joint_uncertainty", "facility_energy_joint_wh",
                 "it_energy_joint_wh", "completeness", "estimated_share", "clf", "plf", "erf", "ref",
-                "wue", "zones", "meters", "monthly", "daily", "generated_at", "generator", "source"):
+                "wue", "zones", "meters", "warnings", "monthly", "daily", "generated_at", "generator", "source"):
         assert key in r, key
     for m in r["meters"]:
         assert set(m) == {"meter", "role", "zone", "point", "energy_wh", "estimated_wh", "method", "completeness",
-                          "gaps", "resets", "accuracy_pct"}
+                          "gaps", "resets", "accuracy_pct", "modulus_wh"}
 
     def walk(x: object) -> None:
         if isinstance(x, float):
