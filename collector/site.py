@@ -20,6 +20,14 @@ boundary energy is the zone's own `facility_input` meters when it has any
 (a hall sub-incomer), else the sum of the zone's consuming meters (IT,
 cooling, power-chain losses, other).
 
+Which `facility_input` meters make E_DC (`SiteModel.members("facility_input")`,
+the one place the rule lives, so the live pipeline and the reports agree): the
+site-level ones (no `zone`) when there are any; a zoned one is then a hall's
+sub-incomer, downstream of them, and feeds only its zone's pPUE (adding it
+would count the hall's energy twice). Only when every `facility_input` meter
+has a zone (each hall has its own utility feed and there is no site incomer)
+is E_DC the sum of the zoned ones.
+
 Roles and what they feed:
 
 | role | unit | feeds |
@@ -95,7 +103,12 @@ class Meter:
         doc="For `role = \"it\"`: where IT energy is measured; fixes the PUE category "
         "(`ups_output` 1, `pdu_output` 2, `it_input` 3).",
     )
-    zone: str = setting("", doc="Zone (hall) the meter belongs to, for partial PUE; empty = the site only.")
+    zone: str = setting(
+        "",
+        doc="Zone (hall) the meter belongs to, for partial PUE; empty = the site only. A `facility_input` meter with "
+        "a zone is that hall's sub-incomer (its pPUE boundary): E_DC is the `facility_input` meters without a zone "
+        "when there are any, and the sum of the zoned ones only when every input meter has a zone.",
+    )
     coefficient: float = setting(
         1.0,
         doc="Weight of the meter in its role's total: 1 adds it, -1 subtracts it (e.g. a tenant sub-meter behind an incomer).",
@@ -181,18 +194,34 @@ class SiteModel:
     name: str
     meters: dict[str, Meter]
     zones: dict[str, Zone] = field(default_factory=dict)
+    # Reports only (`puewatch.report.sources.resolve_snmp_wraps` fills them from the SNMP
+    # devices' profiles; the live pipeline takes each reading's own modulus): where an SNMP
+    # meter's register wraps, in Wh (None: it does not), and why it is unknown for the others.
+    snmp_modulus_wh: dict[str, float | None] = field(default_factory=dict)
+    snmp_modulus_unknown: dict[str, str] = field(default_factory=dict)
 
     @property
     def category(self) -> int:
         return min(IT_POINTS[m.point] for m in self.meters.values() if m.role == "it")
 
     def members(self, role: str, zone: str | None = None) -> dict[str, float]:
-        """Meter -> coefficient for a role's total (site-wide, or one zone's)."""
-        return {
+        """Meter -> coefficient for a role's total (site-wide, or one zone's).
+
+        Site-wide `facility_input` (E_DC) is the site-level incomers (no zone) when there
+        are any: a zoned input meter behind them is a hall's sub-incomer, whose energy the
+        site incomers already count. Only a site whose every input meter has a zone sums
+        the zoned ones (see the module docstring).
+        """
+        out = {
             name: m.coefficient
             for name, m in self.meters.items()
             if m.role == role and (zone is None or m.zone == zone)
         }
+        if role == "facility_input" and zone is None:
+            site_level = {name: c for name, c in out.items() if not self.meters[name].zone}
+            if site_level:
+                return site_level
+        return out
 
     def zone_names(self) -> list[str]:
         names = {m.zone for m in self.meters.values() if m.zone} | set(self.zones)

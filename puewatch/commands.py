@@ -308,7 +308,7 @@ def register_recompute(sub: argparse._SubParsersAction) -> None:
         "recompute",
         help="recompute a report from exported readings and the site file, without the store",
         description="The same computation as `puewatch report`, from `puewatch export` CSV and the site's "
-        "[collector] site, [meters] and [zones] (a collector.toml is accepted).",
+        "[collector] site, [meters], [zones] and [snmp] devices/profile_dirs (a collector.toml is accepted).",
     )
     p.add_argument("--readings", required=True, help="CSV from `puewatch export`")
     p.add_argument("--site", required=True, help="site file (or collector.toml)")

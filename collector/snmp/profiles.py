@@ -367,6 +367,47 @@ def load_profiles(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
     return profiles
 
 
+def register_modulus(profile: Profile, reading: str) -> tuple[float | None, str | None]:
+    """Where a device's `reading` wraps, in its unit, as the poller computes it, if the profile alone says.
+
+    Returns (modulus, None) when the profile fixes it (modulus None: the reading does not
+    wrap), or (None, why) when it depends on what the device answers at run time. The
+    poller's rule (`poller.Meter.evaluate` and `_total`): a row wraps at `modulus_raw` x its
+    scale; a total that is one row has that row's modulus; a total of several rows has none
+    (a wrap of one row looks like a reset downstream). A table column has as many rows as
+    the device has (and Raritan/ENTITY-SENSOR rows a scale read from the device), so a total
+    over a column that wraps is known only when the column has no `modulus_raw`.
+    """
+    def row(spec: ReadingSpec) -> float | None:
+        return None if spec.modulus_raw is None else spec.modulus_raw * spec.scale
+
+    total = next((t for t in profile.totals if t.name == reading), None)
+    if total is None:
+        scalar = next((s for s in profile.readings if s.oid and s.name_for("") == reading), None)
+        if scalar is not None:
+            return row(scalar), None
+        if not any(s.modulus_raw is not None for s in profile.readings if s.column):
+            return None, None  # a table row, and no table of the profile wraps
+        return None, f"profile {profile.name!r}: the wrap value of table row reading {reading!r} depends on the device"
+    found: set[float | None] = set()
+    for group in [total.sum, *([k] for k in total.fallback)]:
+        specs = [profile.reading(k) for k in group]
+        if all(s.modulus_raw is None for s in specs):
+            found.add(None)
+        elif len(specs) == 1 and specs[0].oid:
+            found.add(row(specs[0]))
+        elif all(s.oid for s in specs):
+            found.add(None)  # several scalar rows: a sum, which does not wrap
+        else:
+            return None, (f"profile {profile.name!r}: {reading} sums the rows of a table that wraps "
+                          f"(modulus_raw {next(s.modulus_raw for s in specs if s.modulus_raw is not None):g}); "
+                          "it wraps only if the device has one row")
+    if len(found) == 1:
+        return found.pop(), None
+    return None, (f"profile {profile.name!r}: {reading} wraps at a value that depends on which of its readings the "
+                  "device answers (" + ", ".join("none" if m is None else f"{m:g}" for m in sorted(found, key=str)) + ")")
+
+
 def oid_startswith(oid: str, prefix: str) -> bool:
     """True if `oid` is `prefix` or below it (whole arcs: 1.3.6.1.4.1.31 is not below 1.3.6.1.4.1.3)."""
     return oid == prefix or oid.startswith(prefix + ".")

@@ -87,6 +87,12 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
     """
     limit = getattr(targets, rule)
     cmp_pue = targets.pue_comparison
+    basis = targets.pue_basis
+    joint = basis == "pue_joint"
+    pue = report.get(basis)
+    what_basis = " (jointly observed time)" if joint else ""
+    no_pue = (f"the report has no PUE ({basis} is null)" if basis in report
+              else f"the report has no {basis} (made by a puewatch before it was added)")
     if rule == "require_signature":
         if "signature" not in report:
             return RuleResult(rule, False, "unsigned", True, None, "the report is not signed: fail")
@@ -108,26 +114,29 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
         return numeric_rule(rule, "completeness", report["completeness"], ">=", limit, "no completeness")
     if rule == "max_annual_pue":
         if not report["annual"]:
-            return RuleResult(rule, False, report["pue"], limit, cmp_pue,
+            return RuleResult(rule, False, pue, limit, cmp_pue,
                               f"the report is interim (iPUE over {_period(report)}), not an annual PUE; "
                               f"needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
-        return numeric_rule(rule, "annual PUE", report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+        return numeric_rule(rule, "annual PUE" + what_basis, pue, cmp_pue, limit, no_pue)
     if rule == "max_pue":
         what = "annual PUE" if report["annual"] else f"iPUE ({_period(report)})"
-        return numeric_rule(rule, what, report["pue"], cmp_pue, limit, "the report has no PUE (pue is null)")
+        return numeric_rule(rule, what + what_basis, pue, cmp_pue, limit, no_pue)
     if rule == "max_monthly_pue":
-        return _monthly(report, cmp_pue, limit)
+        return _monthly(report, cmp_pue, limit, basis)
     if rule == "max_uncertainty":
-        return numeric_rule(rule, "PUE uncertainty ±", report["pue_uncertainty"], "<=", limit,
-                        "no PUE uncertainty (a PUE meter has no declared accuracy class)")
+        key = "pue_joint_uncertainty" if joint else "pue_uncertainty"
+        return numeric_rule(rule, "PUE uncertainty ±" if not joint else "joint PUE uncertainty ±", report.get(key), "<=",
+                            limit, "no PUE uncertainty (a PUE meter has no declared accuracy class)" if key in report
+                            else f"the report has no {key} (made by a puewatch before it was added)")
     if rule == "min_ref":
         return numeric_rule(rule, "REF", report["ref"], ">=", limit, "no REF (no renewable energy meter)")
     raise ValueError(f"not a per-report rule: {rule}")
 
 
-def _monthly(report: dict[str, Any], comparison: str, limit: float) -> RuleResult:
+def _monthly(report: dict[str, Any], comparison: str, limit: float, basis: str = "pue") -> RuleResult:
     rule, sym = "max_monthly_pue", _SYMBOL[comparison]
-    months = report["monthly"]
+    # Each month's PUE on the chosen basis (`pue` or `pue_joint`), under the key the code below reads.
+    months = [{**m, "pue": m.get(basis)} for m in report["monthly"]]
     if not months:
         return RuleResult(rule, False, None, limit, comparison, f"the report has no monthly PUE; needs every month {sym} {fmt(limit)}: fail")
     missing = [m["period_start"][:7] for m in months if m["pue"] is None]

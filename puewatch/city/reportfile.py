@@ -103,6 +103,9 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
         raise ReportError(f"{source}: category: must be 1, 2 or 3, got {json.dumps(category)[:40]}")
     for key in ("pue", "pue_uncertainty", "facility_energy_wh", "it_energy_wh", "ref"):
         _need(data, key, "number or null", "", source)
+    for key in ("pue_joint", "pue_joint_uncertainty"):  # added to the schema later: optional
+        if key in data:
+            _need(data, key, "number or null", "", source)
     completeness = _need(data, "completeness", "number", "", source)
     if not 0 <= completeness <= 1:
         raise ReportError(f"{source}: completeness: must be in [0, 1], got {completeness}")
@@ -113,6 +116,8 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
             raise ReportError(f"{source}: monthly[{i}]: must be an object")
         _need(month, "period_start", "string", where, source)
         _need(month, "pue", "number or null", where, source)
+        if "pue_joint" in month:
+            _need(month, "pue_joint", "number or null", where, source)
     signature = data.get("signature")
     if signature is not None and not isinstance(signature, dict):
         raise ReportError(f"{source}: signature: must be an object")

@@ -17,6 +17,14 @@ it, and a file that overrides a preset's limit keeps the preset's comparison
 unless it sets its own. Without a preset the default is "<=". The other rules
 are inclusive: completeness, category and REF at least, uncertainty at most.
 
+`pue_basis` says which of the report's PUEs those limits look at: `pue` (the
+default: E_DC / E_IT over the whole period, each meter's energy as it has it)
+or `pue_joint` (both energies over the time every PUE meter was observed, which
+one meter's gap cannot bias; see docs/report-schema.md). They are equal when
+completeness is 1. `pue_basis = "pue_joint"` with `min_completeness` is the
+stricter pair: the PUE is unbiased and the share of the period it rests on is
+bounded. `max_uncertainty` then looks at `pue_joint_uncertainty`.
+
 Built-in presets come only from targets confirmed in the project's domain
 reference. Targets whose figures are unconfirmed there (GB 40879-2021's grade
 thresholds) are deliberately not presets: write them in a targets file after
@@ -34,6 +42,7 @@ from puewatch.config import build, load, setting
 from puewatch.errors import UserError
 
 COMPARISONS = ("<", "<=")
+PUE_BASES = ("pue", "pue_joint")
 
 # Rules evaluated per report, in the order they are shown.
 REPORT_RULES = (
@@ -169,6 +178,12 @@ class TargetsFile:
         doc='"<" when the source says "PUE < limit" (strict), "<=" when it says "≤" (the preset\'s, else "<=")',
         choices=COMPARISONS,
     )
+    pue_basis: str | None = setting(
+        None,
+        doc='which report PUE the PUE limits and max_uncertainty look at: "pue" (E_DC / E_IT over the period; the '
+        'default) or "pue_joint" (over the time every PUE meter was observed, unbiased by one meter\'s gap)',
+        choices=PUE_BASES,
+    )
     max_annual_pue: float | None = setting(None, doc="limit on the report's PUE; the report must be annual", min=1.0)
     max_pue: float | None = setting(None, doc="limit on the report's PUE, annual or interim (iPUE)", min=1.0)
     max_monthly_pue: float | None = setting(None, doc="limit on every entry of the report's monthly PUE", min=1.0)
@@ -198,6 +213,7 @@ class Targets:
     name: str
     sources: tuple[str, ...]
     pue_comparison: str = "<="
+    pue_basis: str = "pue"
     max_annual_pue: float | None = None
     max_pue: float | None = None
     max_monthly_pue: float | None = None
@@ -219,6 +235,8 @@ class Targets:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sources": list(self.sources), "pue_comparison": self.pue_comparison}
+        if self.pue_basis != "pue":
+            out["pue_basis"] = self.pue_basis
         out["rules"] = {r: getattr(self, r) for r in RULES if getattr(self, r) not in (None, False)}
         if self.notes:
             out["notes"] = list(self.notes)
@@ -245,11 +263,13 @@ def _merge(tf: TargetsFile, origin: str) -> Targets:
     changes: dict[str, Any] = dict(overrides)
     if tf.pue_comparison is not None:
         changes["pue_comparison"] = tf.pue_comparison
+    if tf.pue_basis is not None:
+        changes["pue_basis"] = tf.pue_basis
     if tf.name is not None:
         changes["name"] = tf.name
     elif tf.preset:
         changes["name"] = f"{Path(origin).stem} (from {tf.preset})" if overrides else tf.preset
-    if overrides or tf.pue_comparison is not None:
+    if overrides or tf.pue_comparison is not None or tf.pue_basis is not None:
         changes["sources"] = (*base.sources, f"targets file {origin}")
     return dataclasses.replace(base, **changes)
 
@@ -275,6 +295,6 @@ def resolve_targets(targets_path: str | None, preset: str | None) -> Targets:
 
 
 __all__ = [
-    "COMPARISONS", "CITY_RULES", "PRESETS", "Preset", "REPORT_RULES", "RULES", "Targets",
+    "COMPARISONS", "CITY_RULES", "PRESETS", "PUE_BASES", "Preset", "REPORT_RULES", "RULES", "Targets",
     "TargetsFile", "load_targets", "preset_targets", "resolve_targets", "targets_from_dict",
 ]

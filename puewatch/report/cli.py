@@ -44,17 +44,19 @@ def _emit(text: str, output: str | None) -> None:
 
 def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int) -> tuple[Any, dict, dict]:
     from puewatch.collector import config as collector_config
-    from puewatch.report.sources import open_store, read_store
+    from puewatch.report.sources import open_store, read_store, resolve_snmp_wraps
 
     conf = collector_config.load(args.config)
+    site = conf.site_model()
+    resolve_snmp_wraps(site, conf.snmp.devices, conf.snmp.profile_dirs, str(args.config))
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file)
     try:
         # A margin of one max gap on each side: the intervals that cross the period's edges.
-        readings = read_store(reader, conf.site_model(), start - margin, end + margin)
+        readings = read_store(reader, site, start - margin, end + margin)
     finally:
         reader.close()
-    return conf.site_model(), readings, source
+    return site, readings, source
 
 
 def _output(site: Any, readings: dict, start: int, end: int, args: argparse.Namespace, source: dict) -> int:

@@ -20,7 +20,9 @@ Per meter (see docs/report-schema.md for the fields):
 Totals: a role's energy is the coefficient-weighted sum of its meters; it is null where any
 member has no data at all in that bin (a total is never a guess). Energies a meter has for
 only part of a bin are summed as they are: `completeness` says how much of the period every
-meter needed for PUE covered.
+meter needed for PUE covered. `pue_joint` divides energies restricted to the spans where every
+PUE meter was observed (each interval's energy in proportion to its duration inside), so a gap
+on one meter cannot bias it (docs/report-schema.md, "pue and pue_joint").
 
 PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
 ±a_i·|E_i|/100. A sum S = Σ c_i E_i is then within ±Σ a_i |c_i E_i| / 100, a relative error
@@ -215,6 +217,62 @@ def _complement(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> list[
     return out
 
 
+def _clip(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted disjoint intervals cut to [lo, hi)."""
+    s, e = np.maximum(starts, lo), np.minimum(ends, hi)
+    keep = e > s
+    return s[keep].astype(np.int64), e[keep].astype(np.int64)
+
+
+def _cover_upto(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """ns of the sorted disjoint intervals before each x (a non-decreasing function of x)."""
+    x = np.asarray(x, np.int64)
+    if starts.size == 0:
+        return np.zeros(x.shape, np.int64)
+    lengths = ends - starts
+    cum = np.concatenate(([0], np.cumsum(lengths)))
+    j = np.searchsorted(starts, x, side="right") - 1
+    jj = np.maximum(j, 0)
+    inside = np.minimum(np.maximum(x - starts[jj], 0), lengths[jj])
+    return np.where(j >= 0, cum[jj] + inside, 0)
+
+
+def _pieces(starts: list[np.ndarray], ends: list[np.ndarray], wh: list[np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One meter's observed intervals with their energies, ordered by start."""
+    if not starts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    a, b, e = np.concatenate(starts), np.concatenate(ends), np.concatenate(wh).astype(np.float64)
+    order = np.argsort(a, kind="stable")
+    return a[order].astype(np.int64), b[order].astype(np.int64), e[order]
+
+
+def _energy_within(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tuple[np.ndarray, np.ndarray],
+                   edges: np.ndarray) -> np.ndarray:
+    """A meter's energy inside `within` (sorted disjoint spans) per bin of `edges`.
+
+    An interval's energy is taken as spread evenly over it (as `rebin_energy` spreads it
+    over bins): the part of interval [a, b) with energy E inside a span set W is
+    E * |[a, b) ∩ W| / (b - a). The intervals of one meter are disjoint (power fills in
+    only where the register is silent), so the energy before x is a running sum up to
+    the interval that holds x plus that interval's share up to x.
+    """
+    a, b, e = pieces
+    ws, we = within
+    if a.size == 0 or ws.size == 0:
+        return np.zeros(edges.size - 1)
+    ca, cb = _cover_upto(ws, we, a), _cover_upto(ws, we, b)
+    density = e / (b - a)  # Wh per ns of the interval
+    inside = density * (cb - ca)
+    cum = np.concatenate(([0.0], np.cumsum(inside)))
+    x = np.asarray(edges, np.int64)
+    j = np.searchsorted(a, x, side="right") - 1
+    jj = np.maximum(j, 0)
+    part = density[jj] * np.maximum(_cover_upto(ws, we, np.minimum(x, b[jj])) - ca[jj], 0)
+    upto = np.where(j >= 0, cum[jj] + part, 0.0)
+    return np.diff(upto)
+
+
 # -- per meter ------------------------------------------------------------------------------
 
 
@@ -225,6 +283,10 @@ class _MeterResult:
     observed: tuple[np.ndarray, np.ndarray]  # sorted disjoint observed spans
     method: str | None
     resets: int
+    # The observed intervals with their energies (start, end, Wh; disjoint): what restricting
+    # the meter to a sub-span (the time every PUE meter was observed) is computed from.
+    pieces: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)))
 
 
 def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +305,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     coverage_any = np.zeros(n_bins)
     obs_s: list[np.ndarray] = []
     obs_e: list[np.ndarray] = []
+    obs_wh: list[np.ndarray] = []
     resets = 0
     used_register = used_power = False
 
@@ -268,6 +331,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         short = ok & ((b - a) <= max_gap)
         obs_s.append(a[short])
         obs_e.append(b[short])
+        obs_wh.append(d.delta[short])
 
     tp, xp = _finite_pairs(t, readings.power_w)
     if tp.size >= 2:
@@ -291,6 +355,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         coverage_any += reb.coverage
         obs_s.append(a[ok])
         obs_e.append(b[ok])
+        obs_wh.append(e_wh[ok])
 
     energy[coverage_any <= 0] = np.nan
     estimated[coverage_any <= 0] = np.nan
@@ -304,7 +369,8 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         method = "integrated"
     else:
         method = None
-    return _MeterResult(energy, estimated, observed, method, resets)
+    pieces = _pieces(obs_s, obs_e, obs_wh)
+    return _MeterResult(energy, estimated, observed, method, resets, pieces)
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -325,6 +391,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b <= 0:
         return None
     return _num(a / b)
+
+
+class _Joint:
+    """Energies restricted to the time every one of a set of meters was observed (inside the period)."""
+
+    def __init__(self, results: dict[str, _MeterResult], meters: list[str], start_ns: int, end_ns: int) -> None:
+        self.results = results
+        self.spans = _clip(*_intersect([results[m].observed for m in meters]), start_ns, end_ns) if meters \
+            else (np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def meter(self, name: str, edges: np.ndarray) -> np.ndarray:
+        return _energy_within(self.results[name].pieces, self.spans, edges)
+
+    def total(self, members: dict[str, float], edges: np.ndarray) -> np.ndarray:
+        """Coefficient-weighted energy per bin of `edges`; NaN in a bin with no joint time (or no members)."""
+        acc = np.zeros(edges.size - 1)
+        for name, coef in members.items():
+            acc = acc + coef * self.meter(name, edges)
+        covered = np.diff(_cover_upto(*self.spans, np.asarray(edges, np.int64)))
+        return np.where((covered > 0) & bool(members), acc, np.nan)
 
 
 def compute_report(
@@ -399,6 +485,14 @@ def compute_report(
     i_total = _num(total(it, "period"))
     pue = _ratio(f_total, i_total)
 
+    # PUE over the time every PUE meter was observed: E_DC and E_IT of the same instants, so
+    # one meter's gap cannot bias it (see docs/report-schema.md, "pue and pue_joint").
+    period_edges = np.array([start_ns, end_ns], np.int64)
+    joint = _Joint(results, pue_meters, start_ns, end_ns)
+    f_joint = _num(joint.total(fac, period_edges)[0])
+    i_joint = _num(joint.total(it, period_edges)[0])
+    pue_joint = _ratio(f_joint, i_joint)
+
     # Estimated share of E_DC + E_IT (by magnitude of the meters' contributions).
     est = sum(abs(c) * float(np.nansum(results[m].day_estimated)) for m, c in {**fac, **it}.items())
     tot = sum(abs(c) * abs(meter_total[m]) for m, c in {**fac, **it}.items() if math.isfinite(meter_total[m]))
@@ -410,6 +504,14 @@ def compute_report(
             return sum(site.meters[m].accuracy_pct / 100.0 * abs(c * meter_total[m]) for m, c in members.items()) / abs(s)
 
         pue_uncertainty = _num(pue * (rel(fac, f_total) + rel(it, i_total)))
+    pue_joint_uncertainty = None
+    if pue_joint is not None and f_joint and all(site.meters[m].accuracy_pct is not None for m in pue_meters):
+        e_joint = {m: float(joint.meter(m, period_edges)[0]) for m in pue_meters}
+
+        def rel_joint(members: dict[str, float], s: float) -> float:
+            return sum(site.meters[m].accuracy_pct / 100.0 * abs(c * e_joint[m]) for m, c in members.items()) / abs(s)
+
+        pue_joint_uncertainty = _num(pue_joint * (rel_joint(fac, f_joint) + rel_joint(it, i_joint)))
 
     def role_ratio(role: str, denominator: float | None) -> float | None:
         members = site.members(role)
@@ -428,12 +530,18 @@ def compute_report(
         boundary = site.boundary(zone)
         b = _num(total(boundary, "period"))
         zi = _num(total(zone_it, "period"))
-        zc, _, _ = completeness(sorted(set(boundary) | set(zone_it)))
+        zone_meters = sorted(set(boundary) | set(zone_it))
+        zc, _, _ = completeness(zone_meters)
+        zjoint = _Joint(results, zone_meters, start_ns, end_ns)
+        zb = _num(zjoint.total(boundary, period_edges)[0])
+        zij = _num(zjoint.total(zone_it, period_edges)[0])
         zones.append({"zone": zone, "ppue": _ratio(b, zi), "boundary_energy_wh": b, "it_energy_wh": zi,
-                      "completeness": zc})
+                      "completeness": zc, "ppue_joint": _ratio(zb, zij), "boundary_energy_joint_wh": zb,
+                      "it_energy_joint_wh": zij})
 
     period = end_ns - start_ns
     meters_out = []
+    warnings = []
     for name, meter in site.meters.items():
         r = results[name]
         covered = _covered_in_bins(*r.observed, np.array([start_ns, end_ns], np.int64))
@@ -450,15 +558,23 @@ def compute_report(
                      for a, b in _complement(*r.observed, start_ns, end_ns)],
             "resets": r.resets,
             "accuracy_pct": meter.accuracy_pct,
+            "modulus_wh": readings.get(name, empty).modulus_wh,
         })
+        unknown = site.snmp_modulus_unknown.get(name)
+        if r.resets and unknown:
+            warnings.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s), each a lower bound of "
+                            f"its interval's energy; a drop may have been a wrap, whose value is unknown here: {unknown}")
 
     def rows(edges: np.ndarray, f: np.ndarray, i: np.ndarray, c: np.ndarray) -> list[dict[str, Any]]:
+        fj, ij = joint.total(fac, edges), joint.total(it, edges)
         out = []
         for k in range(edges.size - 1):
             fk, ik = _num(f[k]), _num(i[k])
+            fjk, ijk = _num(fj[k]), _num(ij[k])
             out.append({"period_start": format_time(int(edges[k])), "period_end": format_time(int(edges[k + 1])),
                         "pue": _ratio(fk, ik), "facility_energy_wh": fk, "it_energy_wh": ik,
-                        "completeness": float(c[k])})
+                        "completeness": float(c[k]), "pue_joint": _ratio(fjk, ijk),
+                        "facility_energy_joint_wh": fjk, "it_energy_joint_wh": ijk})
         return out
 
     if details is not None:
@@ -492,6 +608,10 @@ def compute_report(
         "pue_uncertainty": pue_uncertainty,
         "facility_energy_wh": f_total,
         "it_energy_wh": i_total,
+        "pue_joint": pue_joint,
+        "pue_joint_uncertainty": pue_joint_uncertainty,
+        "facility_energy_joint_wh": f_joint,
+        "it_energy_joint_wh": i_joint,
         "completeness": comp,
         "estimated_share": estimated_share,
         "clf": role_ratio("cooling", i_total),
@@ -502,6 +622,7 @@ def compute_report(
         "wue": role_ratio("water", None if i_total is None else i_total / 1000.0),
         "zones": zones,
         "meters": meters_out,
+        "warnings": warnings,
         "monthly": rows(month_edges, total(fac, "month"), total(it, "month"), comp_month),
         "daily": rows(grid, total(fac, "day"), total(it, "day"), comp_day),
         "generated_at": opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),

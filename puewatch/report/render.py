@@ -37,7 +37,8 @@ def to_csv(report: dict[str, Any]) -> str:
     """The monthly and daily tables, one row per period, with a `table` column saying which."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    cols = ("period_start", "period_end", "pue", "facility_energy_wh", "it_energy_wh", "completeness")
+    cols = ("period_start", "period_end", "pue", "facility_energy_wh", "it_energy_wh", "completeness", "pue_joint",
+            "facility_energy_joint_wh", "it_energy_joint_wh")
     w.writerow(("table", *cols))
     for table in ("monthly", "daily"):
         for row in report[table]:
@@ -58,6 +59,9 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
     head.add_column("what")
     head.add_column("value")
     head.add_row("PUE", (_f(pue) + (f" ± {unc:.3f}" if unc is not None else "")) + f"  ({report['label']}, category {report['category']})")
+    ju = report.get("pue_joint_uncertainty")
+    head.add_row("PUE, jointly observed time", _f(report.get("pue_joint")) + (f" ± {ju:.3f}" if ju is not None else "")
+                 + f"  (E_DC {_mwh(report.get('facility_energy_joint_wh'))}, E_IT {_mwh(report.get('it_energy_joint_wh'))})")
     head.add_row("period", f"{report['period_start']} .. {report['period_end']}" + (" (annual)" if report["annual"] else " (interim)"))
     head.add_row("facility energy (E_DC)", _mwh(report["facility_energy_wh"]))
     head.add_row("IT energy (E_IT)", _mwh(report["it_energy_wh"]))
@@ -69,11 +73,11 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
     console.print(head)
     if report["zones"]:
         z = Table(title="partial PUE per zone")
-        for c in ("zone", "pPUE", "boundary", "IT", "completeness"):
+        for c in ("zone", "pPUE", "pPUE joint", "boundary", "IT", "completeness"):
             z.add_column(c)
         for row in report["zones"]:
-            z.add_row(row["zone"], _f(row["ppue"]), _mwh(row["boundary_energy_wh"]), _mwh(row["it_energy_wh"]),
-                      _pct(row["completeness"]))
+            z.add_row(row["zone"], _f(row["ppue"]), _f(row.get("ppue_joint")), _mwh(row["boundary_energy_wh"]),
+                      _mwh(row["it_energy_wh"]), _pct(row["completeness"]))
         console.print(z)
     m = Table(title="meters")
     for c in ("meter", "role", "method", "energy", "estimated", "completeness", "gaps", "resets"):
@@ -84,10 +88,10 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
                   str(row["resets"]))
     console.print(m)
     mo = Table(title="monthly")
-    for c in ("month", "PUE", "facility", "IT", "completeness"):
+    for c in ("month", "PUE", "PUE joint", "facility", "IT", "completeness"):
         mo.add_column(c)
     for row in report["monthly"]:
-        mo.add_row(row["period_start"][:7], _f(row["pue"]), _mwh(row["facility_energy_wh"]), _mwh(row["it_energy_wh"]),
+        mo.add_row(row["period_start"][:7], _f(row["pue"]), _f(row.get("pue_joint")), _mwh(row["facility_energy_wh"]), _mwh(row["it_energy_wh"]),
                    _pct(row["completeness"]))
     console.print(mo)
     return console.file.getvalue()

@@ -18,8 +18,11 @@ meter), `energy_wh` a cumulative register reading (Wh; L for a water meter); eit
 empty, not both. Floats are written with Python's shortest round-trip form, so a CSV read
 back gives the very same numbers (report and recompute agree bit for bit).
 
-A register's wrap value is not stored with its readings: it is the meter's `modulus`
-(converted to Wh/L) where configured, else unknown, and a drop then counts as a reset.
+A register's wrap value is not stored with its readings. For an ingest meter it is the
+meter's `modulus` (converted to Wh/L) where configured. For an SNMP meter it is what the live
+collector uses: the wrap its device's profile declares (built-in profiles plus `[snmp]
+profile_dirs`, `resolve_snmp_wraps`), where the profile alone fixes it. Else it is unknown, a
+drop counts as a reset, and the report warns when that happens.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 
 from puewatch import config as cfg
 from puewatch.collector.site import UNITS, Meter, SiteModel, Zone
+from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
 from puewatch.report.engine import NS, MeterReadings, format_time
@@ -51,6 +55,8 @@ __all__ = [
     "SiteFile",
     "load_site",
     "meter_modulus",
+    "register_modulus",
+    "resolve_snmp_wraps",
     "open_store",
     "read_csv",
     "read_store",
@@ -83,8 +89,21 @@ class SiteFile:
         return SiteModel(self.collector.site, self.meters, self.zones)
 
 
+@dataclass
+class SiteDevice:
+    """What a report needs of an `[[snmp.devices]]` entry: its name and profile (credentials may be removed)."""
+
+    name: str = setting(min=1, doc="Device name.")
+    profile: str = setting("", doc="Meter profile name; empty: chosen from the device's sysObjectID at run time.")
+    oids: list[GenericOid] = setting(default_factory=list, doc="The OIDs of a `generic` device.")
+
+
 def load_site(path: str | Path) -> SiteModel:
-    """The site model from a site file or a whole collector.toml (other tables and keys are ignored here)."""
+    """The site model from a site file or a whole collector.toml (other tables and keys are ignored here).
+
+    SNMP meters' register wrap values come from `[[snmp.devices]]` (`name`, `profile`, `oids`)
+    and `[snmp] profile_dirs`, as the collector finds them (`resolve_snmp_wraps`).
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -98,7 +117,74 @@ def load_site(path: str | Path) -> SiteModel:
     if not isinstance(section, dict) or "site" not in section:
         raise ConfigError(f"{path}: collector.site: is required (the site name)")
     subset = {"collector": {"site": section["site"]}, "meters": data.get("meters", {}), "zones": data.get("zones", {})}
-    return cfg.build(SiteFile, subset, str(path)).site_model()
+    site = cfg.build(SiteFile, subset, str(path)).site_model()
+    snmp = data.get("snmp", {})
+    if not isinstance(snmp, dict):
+        raise ConfigError(f"{path}: snmp: must be a table")
+    raw_devices = snmp.get("devices", [])
+    dirs = snmp.get("profile_dirs", [])
+    if not isinstance(raw_devices, list) or not all(isinstance(d, dict) for d in raw_devices):
+        raise ConfigError(f"{path}: snmp.devices: must be a list of tables ([[snmp.devices]])")
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"{path}: snmp.profile_dirs: must be a list of directory names")
+    keys = ("name", "profile", "oids")
+    devices = [cfg.build(SiteDevice, {k: v for k, v in d.items() if k in keys}, f"{path}: snmp.devices[{i}]")
+               for i, d in enumerate(raw_devices)]
+    resolve_snmp_wraps(site, devices, dirs, str(path))
+    return site
+
+
+def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[str], source: str) -> None:
+    """Fill `site.snmp_modulus_wh` / `site.snmp_modulus_unknown` for the SNMP meters.
+
+    A meter reads its `reading`, else the device's `total_active_energy` register (the one the
+    report prefers). A device that names a profile which neither the built-in profiles nor
+    `profile_dirs` hold, or a meter whose device has no `[[snmp.devices]]` entry, is a
+    ConfigError: the report would wrap its register differently from the collector. A device
+    whose profile is chosen from its sysObjectID at run time, or whose profile leaves the wrap
+    to the device (a table's row count or per-row scale), gets a reason in `snmp_modulus_unknown`.
+    """
+    from puewatch.collector.snmp import profiles as pf
+
+    snmp_meters = {name: m for name, m in site.meters.items() if m.device}
+    if not snmp_meters:
+        return
+    missing = [d for d in profile_dirs if not Path(d).is_dir()]
+    by_name = {d.name: d for d in devices}
+    profiles: dict[str, Any] | None = None
+    for name, m in snmp_meters.items():
+        dev = by_name.get(m.device)
+        if dev is None:
+            raise ConfigError(f"{source}: meters.{name}.device: no [[snmp.devices]] entry named {m.device!r}: the "
+                              "report needs the device's `profile` to know where its register wraps (keep `name` and "
+                              "`profile`; credentials can be removed)")
+        if not dev.profile:
+            site.snmp_modulus_unknown[name] = (f"device {dev.name!r} names no profile (it is chosen from the device's "
+                                               "sysObjectID at run time): name it with `profile` to know where its "
+                                               "register wraps")
+            continue
+        if profiles is None:
+            profiles = pf.load_profiles([d for d in profile_dirs if d not in missing])
+        base = profiles.get(dev.profile)
+        if base is None:
+            where = "the built-in profiles" + (f" and {', '.join(profile_dirs)}" if profile_dirs else "")
+            hint = f" ({', '.join(missing)} not found here)" if missing else ""
+            raise ConfigError(f"{source}: snmp.devices {dev.name!r}: profile {dev.profile!r} is not in {where}{hint}: "
+                              "the report cannot know where its register wraps; give the profile directory")
+        profile = pf.generic_profile(base, dev.oids) if base.profile.generic else base
+        modulus, why = pf.register_modulus(profile, m.reading or "total_active_energy")
+        if why:
+            site.snmp_modulus_unknown[name] = f"device {dev.name!r}: {why}"
+        else:
+            site.snmp_modulus_wh[name] = modulus
+
+
+def register_modulus(site: SiteModel, name: str) -> float | None:
+    """Where meter `name`'s register wraps, in Wh (L for water), or None when it does not or it is unknown."""
+    m = site.meters[name]
+    if m.device:
+        return site.snmp_modulus_wh.get(name)
+    return meter_modulus(m)
 
 
 def meter_modulus(meter: Meter) -> float | None:
@@ -193,7 +279,7 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Met
         t, v = _series(reader, m.measurement, m.field, dict(m.tags), lo, hi)
         parts.append(("energy" if m.register else "power", t, v * UNITS[m.unit][1]))
     t, power, energy = _combine(parts)
-    return MeterReadings(t, power, energy, meter_modulus(m))
+    return MeterReadings(t, power, energy, register_modulus(site, name))
 
 
 def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
@@ -356,7 +442,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             np.array(t, np.int64),
             pa if np.isfinite(pa).any() else None,
             ea if np.isfinite(ea).any() else None,
-            meter_modulus(site.meters[name]),
+            register_modulus(site, name),
         )
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 

@@ -163,3 +163,24 @@ def test_cli_missing_report_and_targets(tmp_path):
     good = write_json(tmp_path / "good.json", make_report())
     out = run_cli("check", good, "--targets", tmp_path / "none.toml")
     assert out.returncode == 2 and "none.toml: configuration file not found" in out.stderr
+
+
+def test_pue_basis_joint_checks_the_pue_over_the_jointly_observed_time():
+    """A week without IT data biases `pue` high; `pue_basis = "pue_joint"` checks the unbiased one."""
+    report = make_report(facility_energy_wh=1_400_000.0, completeness=0.98)
+    report["pue_joint"], report["pue_joint_uncertainty"] = 1.28, 0.019
+    for i, m in enumerate(report["monthly"]):
+        m["pue_joint"] = 1.25 + i / 100  # 1.25 .. 1.36
+    assert not one({"max_annual_pue": 1.3}, report).passed  # the default basis: `pue` (1.4)
+    res = one({"max_annual_pue": 1.3, "pue_basis": "pue_joint"}, report)
+    assert res.passed and res.evidence == "annual PUE (jointly observed time) 1.28 ≤ 1.3: pass"
+    res = one({"max_uncertainty": 0.02, "pue_basis": "pue_joint"}, report)
+    assert res.passed and res.evidence == "joint PUE uncertainty ± 0.019 ≤ 0.02: pass"
+    res = one({"max_monthly_pue": 1.3, "pue_basis": "pue_joint"}, report)
+    assert not res.passed
+    assert "6 of 12 months not ≤ 1.3: 2025-07 1.31, 2025-08 1.32, 2025-09 1.33, 2025-10 1.34, 2025-11 1.35" in res.evidence
+    # A report made before pue_joint existed cannot meet a rule on it.
+    old = make_report()
+    res = one({"max_pue": 1.3, "pue_basis": "pue_joint"}, old)
+    assert not res.passed and "the report has no pue_joint (made by a puewatch before it was added)" in res.evidence
+    assert targets_from_dict({"max_pue": 1.3, "pue_basis": "pue_joint"}).to_json()["pue_basis"] == "pue_joint"

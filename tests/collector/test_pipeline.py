@@ -203,6 +203,37 @@ def test_restart_after_downtime_counts_the_gap_as_missing(tmp_path):
     assert cov and cov[-1] == pytest.approx(10 / 15, abs=0.03)
 
 
+def test_a_hall_sub_incomer_feeds_its_pue_boundary_not_e_dc():
+    """A zoned facility_input behind the site incomer is the hall's pPUE boundary: E_DC counts the incomer once."""
+    s = site(**{"hall-a-in": Meter(role="facility_input", device="pdu9", zone="hall-a")})
+    assert s.members("facility_input") == {"incomer": 1.0}
+    assert s.boundary("hall-a") == {"hall-a-in": 1.0}
+    p = Pipeline(s, windows_ns=[MINUTE], settle_ns=5 * SECOND, min_coverage=0.9)
+    lines = []
+    for sec in range(120):
+        t = T0 + sec * SECOND + 300_000_000
+        p.add_meter("incomer", t, 1300.0, t)
+        p.add_meter("hall-a-in", t, 1200.0, t)  # the hall's share of the incomer's 1300 W
+        p.add_meter("crac", t, 250.0, t)
+        p.add_meter("ups", t, 1000.0, t)
+        lines += p.step(t + 100_000_000)
+    out = parse(lines)
+    energy = [f for _, f, _ in out["site_energy"]]
+    assert energy and all(f["facility_input_wh"] == pytest.approx(1300 / 3600, rel=1e-12) for f in energy)
+    pue = [f["pue"] for _, f, _ in out["pue"] if "pue" in f]
+    assert pue and all(x == pytest.approx(1.3, rel=1e-9) for x in pue)  # not (1300 + 1200) / 1000
+    ppue = [f["ppue"] for _, f, _ in out["ppue"] if "ppue" in f]
+    assert ppue and all(x == pytest.approx(1.2, rel=1e-9) for x in ppue)
+    # Without a site-level incomer, the halls' own feeds are summed.
+    halls = SiteModel("x", {
+        "a-in": Meter(role="facility_input", device="d", zone="a"),
+        "b-in": Meter(role="facility_input", device="d", zone="b"),
+        "it": Meter(role="it", point="pdu_output", device="d", zone="a"),
+    })
+    assert halls.members("facility_input") == {"a-in": 1.0, "b-in": 1.0}
+    assert halls.members("facility_input", "b") == {"b-in": 1.0}
+
+
 def test_site_model_rules():
     s = site(
         pdu=Meter(role="it", point="pdu_output", device="pdu1"),

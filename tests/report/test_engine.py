@@ -97,6 +97,54 @@ def test_gaps_give_exact_completeness_and_gap_list() -> None:
     assert inc["gaps"] == [] and inc["completeness"] == 1.0
 
 
+def test_pue_joint_is_unbiased_by_one_meter_s_gap() -> None:
+    """IT (integrated power) is silent 06:30..18:30 on day 1; the incomer's hourly register and the
+    hall's cooling are not. `pue` divides 48 h of E_DC by 36 h of E_IT; `pue_joint` takes both over the
+    36 h every PUE meter was observed, cutting the incomer's 06:00..07:00 and 18:00..19:00 intervals
+    in proportion."""
+    t = _times(60)
+    hole = (t > START + 6 * H + H // 2) & (t < START + 18 * H + H // 2)
+    tp = t[~hole]
+    th = np.arange(START - H, END + H + 1, H, dtype=np.int64)
+    site = _site(cool=Meter(role="cooling", zone="a", device="d3"))
+    site.meters["it1"].zone = "a"
+    readings = {"inc": MeterReadings(th, None, _register(th, 150.0)), "it1": MeterReadings(tp, _const(tp, 100.0), None),
+                "cool": MeterReadings(t, None, _register(t, 30.0))}
+    r = compute_report(site, readings, START, END, ReportOptions(max_gap_ns=2 * H))
+    assert r["completeness"] == pytest.approx(36 / 48, rel=1e-12)
+    assert r["facility_energy_wh"] == pytest.approx(150.0 * 48, rel=1e-12)
+    assert r["it_energy_wh"] == pytest.approx(100.0 * 36, rel=1e-12)
+    assert r["pue"] == pytest.approx(2.0, rel=1e-12)  # biased high by the IT gap
+    assert r["facility_energy_joint_wh"] == pytest.approx(150.0 * 36, rel=1e-12)
+    assert r["it_energy_joint_wh"] == pytest.approx(100.0 * 36, rel=1e-12)
+    assert r["pue_joint"] == pytest.approx(1.5, rel=1e-12)
+    assert r["pue_joint_uncertainty"] == pytest.approx(1.5 * (0.005 + 0.010), rel=1e-12)
+    day1, day2 = r["daily"]
+    assert day1["pue"] == pytest.approx(3600.0 / 1200.0, rel=1e-12)
+    assert day1["facility_energy_joint_wh"] == pytest.approx(150.0 * 12, rel=1e-12)
+    assert day1["it_energy_joint_wh"] == pytest.approx(100.0 * 12, rel=1e-12)
+    assert day1["pue_joint"] == pytest.approx(1.5, rel=1e-12)
+    assert day2["pue"] == pytest.approx(1.5, rel=1e-12) and day2["pue_joint"] == pytest.approx(1.5, rel=1e-12)
+    assert r["monthly"][0]["pue_joint"] == pytest.approx(1.5, rel=1e-12)
+    (zone,) = r["zones"]
+    # Hall a's boundary is its IT and cooling: (3600 + 30 x 48) / 3600 over the period, 30 x 36 jointly.
+    assert zone["ppue"] == pytest.approx((3600.0 + 1440.0) / 3600.0, rel=1e-12)
+    assert zone["boundary_energy_joint_wh"] == pytest.approx(3600.0 + 1080.0, rel=1e-12)
+    assert zone["ppue_joint"] == pytest.approx(1.3, rel=1e-12)
+
+
+def test_pue_joint_is_null_without_joint_coverage() -> None:
+    t = _times(60)
+    t1, t2 = t[t <= START + 24 * H], t[t >= START + 24 * H]  # the incomer on day 1 only, IT on day 2 only
+    readings = {"inc": MeterReadings(t1, None, _register(t1, 150.0)), "it1": MeterReadings(t2, _const(t2, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    assert r["pue"] == pytest.approx(1.5, rel=1e-12)  # a ratio of energies of different days
+    assert r["completeness"] == 0.0
+    assert r["pue_joint"] is None and r["facility_energy_joint_wh"] is None and r["it_energy_joint_wh"] is None
+    assert r["pue_joint_uncertainty"] is None
+    assert all(d["pue_joint"] is None for d in r["daily"])
+
+
 def test_register_read_again_after_an_outage_is_exact_but_spread_is_estimated() -> None:
     t = _times(60)
     hole = (t > START + 10 * H) & (t < START + 12 * H)
@@ -167,12 +215,14 @@ def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
         "heat": Meter(role="reused_heat", device="d"),
         "water": Meter(role="water", measurement="w", field="l", unit="L", register=True),
     })
-    watts = {"inc": 170.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
+    watts = {"inc": 300.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
              "pv": 60.0, "heat": 30.0}
     readings = {name: MeterReadings(t, None, _register(t, w)) for name, w in watts.items()}
     readings["water"] = MeterReadings(t, None, _register(t, 50.0))  # 50 L per hour
     r = compute_report(site, readings, START, END)
     assert r["category"] == 2
+    # E_DC is the site incomer alone: hall a's sub-incomer is behind it (counted once, in zone a's pPUE).
+    assert r["facility_energy_wh"] == pytest.approx(300.0 * 48, rel=1e-12)
     assert r["pue"] == pytest.approx(300.0 / 200.0, rel=1e-12)
     assert r["clf"] == pytest.approx(40.0 / 200.0, rel=1e-12)
     assert r["plf"] == pytest.approx(20.0 / 200.0, rel=1e-12)
@@ -213,12 +263,13 @@ def test_report_has_every_schema_field_and_no_nan() -> None:
     readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
     r = compute_report(_site(), readings, START, END)
     for key in ("schema", "site", "period_start", "period_end", "annual", "category", "label", "pue", "pue_uncertainty",
-                "facility_energy_wh", "it_energy_wh", "completeness", "estimated_share", "clf", "plf", "erf", "ref",
-                "wue", "zones", "meters", "monthly", "daily", "generated_at", "generator", "source"):
+                "facility_energy_wh", "it_energy_wh", "pue_joint", "pue_joint_uncertainty", "facility_energy_joint_wh",
+                "it_energy_joint_wh", "completeness", "estimated_share", "clf", "plf", "erf", "ref",
+                "wue", "zones", "meters", "warnings", "monthly", "daily", "generated_at", "generator", "source"):
         assert key in r, key
     for m in r["meters"]:
         assert set(m) == {"meter", "role", "zone", "point", "energy_wh", "estimated_wh", "method", "completeness",
-                          "gaps", "resets", "accuracy_pct"}
+                          "gaps", "resets", "accuracy_pct", "modulus_wh"}
 
     def walk(x: object) -> None:
         if isinstance(x, float):

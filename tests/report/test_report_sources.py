@@ -17,7 +17,7 @@ from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.errors import UserError
 from puewatch.report.engine import NS, ReportOptions, compute_report
-from puewatch.report.sources import load_site, read_csv, read_store, write_csv
+from puewatch.report.sources import load_site, read_csv, read_store, resolve_snmp_wraps, write_csv
 
 MARGIN = 900 * NS
 
@@ -37,7 +37,9 @@ def embedded_site(tmp_path_factory: pytest.TempPathFactory, year: object) -> tup
 
 
 def _report(conf_path: Path, reader: object, year: object, kind: str) -> dict:
-    site = collector_config.load(conf_path).site_model()
+    conf = collector_config.load(conf_path)
+    site = conf.site_model()
+    resolve_snmp_wraps(site, conf.snmp.devices, conf.snmp.profile_dirs, str(conf_path))  # as `puewatch report` does
     readings = read_store(reader, site, year.start_ns - MARGIN, year.end_ns + MARGIN, progress=False)
     return compute_report(site, readings, year.start_ns, year.end_ns,
                           ReportOptions(source={"kind": kind}, generated_at="2026-01-02T00:00:00Z")), readings
@@ -180,7 +182,8 @@ def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_
     out = subprocess.run(run + ["report", "--config", str(conf), *period, "--format", "csv"], capture_output=True,
                          text=True, timeout=120)
     lines = out.stdout.splitlines()
-    assert lines[0] == "table,period_start,period_end,pue,facility_energy_wh,it_energy_wh,completeness"
+    assert lines[0] == ("table,period_start,period_end,pue,facility_energy_wh,it_energy_wh,completeness,pue_joint,"
+                        "facility_energy_joint_wh,it_energy_joint_wh")
     assert sum(line.startswith("monthly,") for line in lines) == 2 and sum(line.startswith("daily,") for line in lines) == 61
     bad = _csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,ghost,1,\n")
     out = subprocess.run(run + ["recompute", "--readings", str(bad), "--site", str(conf)], capture_output=True,
