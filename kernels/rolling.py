@@ -83,6 +83,30 @@ def _interval(t, a, b, ca, cb, two, has_cov, k):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _add(t, a, b, ca, cb, two, has_cov, k, s):
+    # Interval k added to a running sum s = (a hi, a lo, b hi, b lo, covered hi,
+    # covered lo, covered ns): the lead's and the trail's step.
+    x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, k)
+    a_h, a_l = _dd_add(s[0], s[1], x)
+    b_h, b_l = _dd_add(s[2], s[3], y) if two else (s[2], s[3])
+    c_h, c_l = _dd_add(s[4], s[5], c) if has_cov else (s[4], s[5])
+    return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + c_ns
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store(st, ist, which, s):
+    # Running sum s (see _add) into the state arrays: which 0 = lead, 1 = trail.
+    k = 6 * which
+    st[k] = s[0]
+    st[k + 1] = s[1]
+    st[k + 2] = s[2]
+    st[k + 3] = s[3]
+    st[k + 4] = s[4]
+    st[k + 5] = s[5]
+    ist[1 + which] = s[6]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_coverage, i0, i1, st, ist, out0, out1):
     # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
     # two running double-double sums over the same sequence: the lead (through
@@ -92,41 +116,25 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_covera
     # st = lead (a hi, a lo, b hi, b lo, cov hi, cov lo), then the trail's;
     # ist = [lo, lead covered ns, trail covered ns]. Returns the first i whose
     # interval is not positive (times not increasing), or -1.
-    la_h = st[0]; la_l = st[1]; lb_h = st[2]; lb_l = st[3]; lc_h = st[4]; lc_l = st[5]
-    ta_h = st[6]; ta_l = st[7]; tb_h = st[8]; tb_l = st[9]; tc_h = st[10]; tc_l = st[11]
+    lead = (st[0], st[1], st[2], st[3], st[4], st[5], ist[1])
+    trail = (st[6], st[7], st[8], st[9], st[10], st[11], ist[2])
     lo = ist[0]
-    l_ns = ist[1]
-    t_ns = ist[2]
     bad = -1
     for i in range(i0, i1):
         te = t[i + 1]
         if te <= t[i] and bad < 0:
             bad = i + 1
         ws = te - window
-        x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, i)
-        la_h, la_l = _dd_add(la_h, la_l, x)
-        if two:
-            lb_h, lb_l = _dd_add(lb_h, lb_l, y)
-        if has_cov:
-            lc_h, lc_l = _dd_add(lc_h, lc_l, c)
-        else:
-            l_ns += c_ns
+        lead = _add(t, a, b, ca, cb, two, has_cov, i, lead)
         while t[lo] < ws:
-            x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, lo)
-            ta_h, ta_l = _dd_add(ta_h, ta_l, x)
-            if two:
-                tb_h, tb_l = _dd_add(tb_h, tb_l, y)
-            if has_cov:
-                tc_h, tc_l = _dd_add(tc_h, tc_l, c)
-            else:
-                t_ns += c_ns
+            trail = _add(t, a, b, ca, cb, two, has_cov, lo, trail)
             lo += 1
-        sa = (la_h - ta_h) + (la_l - ta_l)
-        sb = (lb_h - tb_h) + (lb_l - tb_l) if two else 0.0
+        sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
+        sb = (lead[2] - trail[2]) + (lead[3] - trail[3]) if two else 0.0
         if has_cov:
-            covered = (lc_h - tc_h) + (lc_l - tc_l)
+            covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
         else:
-            covered = float(l_ns - t_ns)
+            covered = float(lead[6] - trail[6])
         if lo > 0:
             # Interval lo - 1 straddles the window's start: count its overlap.
             overlap = t[lo] - ws
@@ -151,11 +159,9 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_covera
             out0[i] = r
         else:
             out0[i] = sa
-    st[0] = la_h; st[1] = la_l; st[2] = lb_h; st[3] = lb_l; st[4] = lc_h; st[5] = lc_l
-    st[6] = ta_h; st[7] = ta_l; st[8] = tb_h; st[9] = tb_l; st[10] = tc_h; st[11] = tc_l
+    _store(st, ist, 0, lead)
+    _store(st, ist, 1, trail)
     ist[0] = lo
-    ist[1] = l_ns
-    ist[2] = t_ns
     return bad
 
 
@@ -166,23 +172,12 @@ def _init(t, a, b, ca, cb, two, has_cov, window, i0, st, ist):
     # later are added by the run, whose trail then passes them if they start
     # before the window.
     lo = min(_window_start(t, i0, window), i0)
-    la_h = 0.0; la_l = 0.0; lb_h = 0.0; lb_l = 0.0; lc_h = 0.0; lc_l = 0.0
-    l_ns = 0
+    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     for k in range(lo, i0):
-        x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, k)
-        la_h, la_l = _dd_add(la_h, la_l, x)
-        if two:
-            lb_h, lb_l = _dd_add(lb_h, lb_l, y)
-        if has_cov:
-            lc_h, lc_l = _dd_add(lc_h, lc_l, c)
-        else:
-            l_ns += c_ns
-    st[0] = la_h; st[1] = la_l; st[2] = lb_h; st[3] = lb_l; st[4] = lc_h; st[5] = lc_l
-    for j in range(6, 12):
-        st[j] = 0.0
+        lead = _add(t, a, b, ca, cb, two, has_cov, k, lead)
+    _store(st, ist, 0, lead)
+    _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     ist[0] = lo
-    ist[1] = l_ns
-    ist[2] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")
