@@ -177,6 +177,11 @@ class EmbeddedStore:
                     tagset = canonical_tagset(p.tags) if p.tags else ""
                     sid = series_ids.get((p.measurement, tagset))
                     if sid is None:
+                        # Another connection to the file (the collector has two) may have added it.
+                        sid = self._known_series(p.measurement, tagset)
+                        if sid is not None:
+                            series_ids[(p.measurement, tagset)] = sid
+                    if sid is None:
                         cur = self._db.execute(
                             "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
                             (p.measurement, tagset, json.dumps(p.tags, sort_keys=True, ensure_ascii=False)),
@@ -258,18 +263,14 @@ class EmbeddedStore:
             created = False
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                sid = self._series.get(key)
+                sid = self._series.get(key) or self._known_series(*key)
                 if sid is None:
-                    row = self._db.execute("SELECT id FROM series WHERE measurement = ? AND tagset = ?", key).fetchone()
-                    if row is None:
-                        sid = self._db.execute(
-                            "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
-                            (measurement, tagset, json.dumps(tags, sort_keys=True, ensure_ascii=False)),
-                        ).lastrowid
-                        created = True
-                    else:
-                        sid = row[0]
-                    self._series[key] = sid
+                    sid = self._db.execute(
+                        "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
+                        (measurement, tagset, json.dumps(tags, sort_keys=True, ensure_ascii=False)),
+                    ).lastrowid
+                    created = True
+                self._series[key] = sid
                 lo, hi = int(t[0]), int(t[-1])
                 rows = self._db.execute(
                     "SELECT time_ns, value FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? AND time_ns <= ? "
@@ -290,6 +291,11 @@ class EmbeddedStore:
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
         self.points_written += int(t.size)
         return int(t.size)
+
+    def _known_series(self, measurement: str, tagset: str) -> int | None:
+        row = self._db.execute("SELECT id FROM series WHERE measurement = ? AND tagset = ?",
+                               (measurement, tagset)).fetchone()
+        return None if row is None else row[0]
 
     def _rollback(self) -> None:
         try:
