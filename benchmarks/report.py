@@ -169,3 +169,247 @@ def numpy_day_energy(readings: dict[str, Any], start_ns: int, end_ns: int) -> in
 
 def _strip(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("generated_at", "source")}
+
+
+def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _subsite(site: SiteModel, names: list[str]) -> SiteModel:
+    return SiteModel(site.name, {n: site.meters[n] for n in names})
+
+
+def _subset(site: SiteModel, stored: dict[str, Stored], k: int) -> list[str]:
+    """k meters for the subset measurements: an incomer, an IT meter, and the rest in order (at least one each)."""
+    names = [n for n in site.meters if site.meters[n].role == "facility_input"][:1]
+    names += [n for n in site.meters if site.meters[n].role == "it"][:1]
+    names += [n for n in site.meters if n not in names]
+    return names[:max(k, 2)]
+
+
+def _store_embedded(path: Path, stored: dict[str, Stored]) -> int:
+    from puewatch.collector.stores.embedded import EmbeddedStore
+
+    store = EmbeddedStore(path, synchronous="NORMAL")
+    points = 0
+    try:
+        for s in stored.values():
+            points += store.write_columns(s.measurement, s.tags, s.field, s.t_ns, s.values)
+    finally:
+        store.close()
+    return points
+
+
+def _store_rows(path: Path, stored: dict[str, Stored], names: list[str]) -> int:
+    """The row layout (what a store holds before compaction), filled with plain SQL for speed."""
+    from puewatch.collector.stores.embedded import EmbeddedStore, canonical_tagset
+
+    store = EmbeddedStore(path, synchronous="NORMAL")
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    points = 0
+    try:
+        db.execute("BEGIN")
+        for sid, name in enumerate(names, 1):
+            s = stored[name]
+            db.execute("INSERT INTO series (id, measurement, tagset, tags) VALUES (?, ?, ?, ?)",
+                       (sid, s.measurement, canonical_tagset(s.tags), json.dumps(s.tags, sort_keys=True)))
+            db.executemany("INSERT INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
+                           zip([sid] * s.t_ns.size, [s.field] * s.t_ns.size, s.t_ns.tolist(), s.values.tolist()))
+            points += s.t_ns.size
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return points
+
+
+def _bare_fetch(path: Path) -> tuple[int, float]:
+    """Every row of every series with a plain `SELECT ... fetchall` (the floor of any row-at-a-time read)."""
+    db = sqlite3.connect(path)
+    try:
+        ids = [r[0] for r in db.execute("SELECT id FROM series")]
+        t0 = time.perf_counter()
+        n = 0
+        for sid in ids:
+            n += len(db.execute("SELECT time_ns, value FROM points WHERE series_id = ? AND field = 'value' "
+                                "ORDER BY time_ns", (sid,)).fetchall())
+        return n, time.perf_counter() - t0
+    finally:
+        db.close()
+
+
+def _load_influx(server: Any, db: str, stored: dict[str, Stored], names: list[str]) -> int:
+    from puewatch.lineprotocol import series_key
+
+    server.query(f'CREATE DATABASE "{db}"')
+    points = 0
+    batch = 100_000
+    for name in names:
+        s = stored[name]
+        key = series_key(s.measurement, s.tags)
+        prefix = f"{key} {s.field}="
+        ts, vs = s.t_ns.tolist(), s.values.tolist()
+        for i in range(0, len(ts), batch):
+            body = "".join(f"{prefix}{v!r} {t}\n" for t, v in zip(ts[i:i + batch], vs[i:i + batch]))
+            server.write(body.encode(), db)
+        points += len(ts)
+    return points
+
+
+def run(meters: int, days: int, step_s: float, influx_meters: int, rows_meters: int, workdir: Path | None = None
+        ) -> dict[str, Any]:
+    from puewatch.benchmarks.servers import Influxd
+    from puewatch.collector.stores.embedded import EmbeddedStore
+    from puewatch.collector.stores.influx1 import Influx1Store
+    from puewatch.report.engine import ReportOptions, compute_report
+    from puewatch.report.sources import read_store
+
+    (site, start, end, stored), synth_s = _timed(synthesise, meters, days, step_s)
+    points = sum(s.t_ns.size for s in stored.values())
+    readings = in_memory_readings(site, stored)
+    opts = ReportOptions(generated_at="bench", source={"kind": "bench"})
+    few = _subset(site, stored, 3)
+    compute_report(_subsite(site, few), readings, start, end, opts)  # compile (or load) the kernels first
+    mem_report, engine_s = _timed(compute_report, site, readings, start, end, opts)
+    day_values, numpy_s = _timed(numpy_day_energy, readings, start, end)
+    del readings
+    gc.collect()
+
+    out: dict[str, Any] = {
+        "meters": meters, "days": days, "step_s": step_s, "points": points,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version},
+        "synthesise_seconds": round(synth_s, 3),
+        "engine_seconds": round(engine_s, 3),
+        "engine_points_per_s": round(points / engine_s),
+        "numpy_day_energy_seconds": round(numpy_s, 3),
+        "numpy_day_energy_days": day_values,
+        "target_seconds": TARGET_S,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="puewatch-bench-report-", dir=workdir))
+    try:
+        # -- embedded, all the data, columnar ------------------------------------------------------
+        path = tmp / "embedded.sqlite"
+        loaded, load_s = _timed(_store_embedded, path, stored)
+        out["embedded_load_seconds"] = round(load_s, 3)
+        out["embedded_file_bytes"] = path.stat().st_size
+        store = EmbeddedStore(path)
+        got, read_s = _timed(read_store, store, site, start, end, progress=False)
+        store_report, engine2_s = _timed(compute_report, site, got, start, end, opts)
+        store.close()
+        del got
+        gc.collect()
+        out["embedded_read_seconds"] = round(read_s, 3)
+        out["embedded_read_points_per_s"] = round(points / read_s)
+        out["embedded_engine_seconds"] = round(engine2_s, 3)
+        out["report_seconds"] = round(read_s + engine2_s, 3)
+        out["meets_target"] = read_s + engine2_s < TARGET_S
+        out["embedded_same_report"] = _strip(store_report) == _strip(mem_report)
+
+        # -- embedded, row layout, a subset --------------------------------------------------------
+        names = _subset(site, stored, rows_meters)
+        sub = _subsite(site, names)
+        sub_points = sum(stored[n].t_ns.size for n in names)
+        rows_path = tmp / "rows.sqlite"
+        _store_rows(rows_path, stored, names)
+        fetched, fetch_s = _bare_fetch(rows_path)
+        store = EmbeddedStore(rows_path)
+        rows_got, rows_s = _timed(read_store, store, sub, start, end, progress=False)
+        moved, compact_s = _timed(store.compact, end + 3 * DAY_NS)
+        chunk_got, chunk_s = _timed(read_store, store, sub, start, end, progress=False)
+        store.close()
+        same_rows = all(np.array_equal(rows_got[n].t_ns, chunk_got[n].t_ns) for n in names)
+        out["rows_subset"] = {
+            "meters": len(names), "points": sub_points,
+            "bare_fetch_points_per_s": round(fetched / fetch_s),
+            "read_seconds": round(rows_s, 3), "read_points_per_s": round(sub_points / rows_s),
+            "read_all_meters_estimate_seconds": round(points / (sub_points / rows_s), 1),
+            "compact_points_per_s": round(moved / compact_s),
+            "after_compact_read_points_per_s": round(sub_points / chunk_s),
+            "same_readings": same_rows,
+        }
+
+        # -- influxd 1.6.7, a subset ---------------------------------------------------------------
+        if influx_meters > 0:
+            names = _subset(site, stored, influx_meters)
+            sub = _subsite(site, names)
+            sub_points = sum(stored[n].t_ns.size for n in names)
+            server = Influxd(tmp / "influxd")
+            server.start()
+            try:
+                _, write_s = _timed(_load_influx, server, "bench", stored, names)
+                reader = Influx1Store(server.url, "bench", timeout_s=300.0)
+                influx_got, influx_s = _timed(read_store, reader, sub, start, end, progress=False)
+                reader.close()
+            finally:
+                server.stop()
+            sub_mem = in_memory_readings(sub, {n: stored[n] for n in names})
+            same = all(np.array_equal(influx_got[n].t_ns, sub_mem[n].t_ns) for n in names)
+            out["influx_subset"] = {
+                "meters": len(names), "points": sub_points,
+                "write_points_per_s": round(sub_points / write_s),
+                "read_seconds": round(influx_s, 3),
+                "read_points_per_s": round(sub_points / influx_s),
+                "read_all_meters_estimate_seconds": round(points / (sub_points / influx_s), 1),
+                "same_readings": same,
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _print_table(r: dict[str, Any]) -> None:
+    print(f"puewatch report benchmark: {r['meters']} meters x {r['days']} days every {r['step_s']:g} s = "
+          f"{r['points']:,} readings; {r['machine']['cpus']} CPUs, SQLite {r['machine']['sqlite']}")
+    rows = [
+        ("engine (compute_report, in memory)", r["engine_seconds"], r["engine_points_per_s"], ""),
+        ("baseline: numpy per-day register energy", r["numpy_day_energy_seconds"], None, "no faults handled"),
+        ("embedded: write_columns (load)", r["embedded_load_seconds"], None,
+         f"{r['embedded_file_bytes'] / 2**30:.2f} GiB file"),
+        ("embedded: read_store, all meters", r["embedded_read_seconds"], r["embedded_read_points_per_s"], ""),
+        ("embedded: engine on what was read", r["embedded_engine_seconds"], None,
+         "same report" if r["embedded_same_report"] else "REPORT DIFFERS"),
+    ]
+    rs = r.get("rows_subset")
+    if rs:
+        rows += [
+            (f"rows layout: bare SQLite fetch ({rs['meters']} meters)", rs["points"] / rs["bare_fetch_points_per_s"],
+             rs["bare_fetch_points_per_s"], "subset"),
+            (f"rows layout: read_store ({rs['meters']} meters)", rs["read_seconds"], rs["read_points_per_s"],
+             f"subset; all meters ~{rs['read_all_meters_estimate_seconds']:g} s"),
+            (f"rows -> chunks: compact() ({rs['meters']} meters)", rs["points"] / rs["compact_points_per_s"],
+             rs["compact_points_per_s"], "subset" + ("" if rs["same_readings"] else ", READINGS DIFFER")),
+        ]
+    ix = r.get("influx_subset")
+    if ix:
+        rows += [
+            (f"influxd 1.6.7: /write ({ix['meters']} meters)", ix["points"] / ix["write_points_per_s"],
+             ix["write_points_per_s"], "subset"),
+            (f"influxd 1.6.7: read_store ({ix['meters']} meters)", ix["read_seconds"], ix["read_points_per_s"],
+             f"subset; all meters ~{ix['read_all_meters_estimate_seconds']:g} s"
+             + ("" if ix["same_readings"] else ", READINGS DIFFER")),
+        ]
+    hdr = f"{'step':<48}{'seconds':>10}{'Mpoints/s':>11}  note"
+    print(hdr)
+    print("-" * len(hdr))
+    for what, sec, pps, note in rows:
+        rate = f"{pps / 1e6:.2f}" if pps else "-"
+        print(f"{what:<48}{sec:>10.3f}{rate:>11}  {note}")
+    verdict = "met" if r["meets_target"] else "NOT MET"
+    print(f"report from the embedded store, end to end: {r['report_seconds']:.2f} s "
+          f"(target < {r['target_seconds']:g} s: {verdict})")
+
+
+def main(args: argparse.Namespace) -> int:
+    for name in ("meters", "days", "influx_meters", "rows_meters"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative")
+    report = run(args.meters, args.days, args.step_s, args.influx_meters, args.rows_meters,
+                 Path(args.workdir) if args.workdir else None)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        _print_table(report)
+    return 0
