@@ -31,7 +31,8 @@ import math
 import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -49,11 +50,13 @@ CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 __all__ = [
     "CSV_HEADER",
     "SiteFile",
+    "StoreReadings",
     "load_site",
     "meter_modulus",
     "open_store",
     "read_csv",
     "read_store",
+    "stream_store",
     "write_csv",
 ]
 
@@ -211,26 +214,72 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Met
     return MeterReadings(t, power, energy, meter_modulus(m))
 
 
-def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
-               ) -> dict[str, MeterReadings]:
-    """Every meter's readings for lo <= t < hi; a rich progress bar on a terminal's stderr."""
-    names = list(site.meters)
-    show = sys.stderr.isatty() if progress is None else progress
-    out: dict[str, MeterReadings] = {}
-    if not show:
-        for name in names:
-            out[name] = read_meter(reader, site, name, lo, hi)
-        return out
+@contextmanager
+def _progress(total: int, show: bool | None) -> Iterator[Callable[[str], None] | None]:
+    """A rich progress bar over the meters on a terminal's stderr: yields the callback for each meter read."""
+    if not (sys.stderr.isatty() if show is None else show):
+        yield None
+        return
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("reading meters", total=len(names))
-        for name in names:
-            bar.update(task, description=f"reading {name}")
-            out[name] = read_meter(reader, site, name, lo, hi)
+        task = bar.add_task("reading meters", total=total)
+
+        def advance(name: str) -> None:
+            bar.update(task, description=f"read {name}")
             bar.advance(task)
+
+        yield advance
+
+
+def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
+               ) -> dict[str, MeterReadings]:
+    """Every meter's readings for lo <= t < hi, all held in memory; a rich progress bar on a terminal's stderr."""
+    out: dict[str, MeterReadings] = {}
+    with _progress(len(site.meters), progress) as advance:
+        for name in site.meters:
+            out[name] = read_meter(reader, site, name, lo, hi)
+            if advance:
+                advance(name)
     return out
+
+
+class StoreReadings(Mapping[str, MeterReadings]):
+    """Every meter's readings for lo <= t < hi, read from the store when asked for and not kept.
+
+    A year of 1-minute readings of 500 meters is 4 GB of arrays, and `compute_report` and
+    `write_csv` need one meter's at a time (each asks for every meter once): read as they
+    go, a report holds one meter's readings, and the store's reads overlap nothing but
+    the computation. Each access reads the store again. `on_read(name)` is called after
+    each read (a progress bar). The reader must stay open while this is used.
+    """
+
+    def __init__(self, reader: Any, site: SiteModel, lo: int, hi: int,
+                 on_read: Callable[[str], None] | None = None) -> None:
+        self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
+
+    def __getitem__(self, name: str) -> MeterReadings:
+        if name not in self.site.meters:
+            raise KeyError(name)
+        readings = read_meter(self.reader, self.site, name, self.lo, self.hi)
+        if self.on_read is not None:
+            self.on_read(name)
+        return readings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.site.meters)
+
+    def __len__(self) -> int:
+        return len(self.site.meters)
+
+
+@contextmanager
+def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
+                 ) -> Iterator[StoreReadings]:
+    """`StoreReadings` with `read_store`'s progress bar, for the duration of the `with` block."""
+    with _progress(len(site.meters), progress) as advance:
+        yield StoreReadings(reader, site, lo, hi, advance)
 
 
 # -- CSV --------------------------------------------------------------------------------------
@@ -240,7 +289,7 @@ def _fmt(x: float) -> str:
     return repr(float(x)) if math.isfinite(x) else ""
 
 
-def write_csv(readings: dict[str, MeterReadings], out: IO[str]) -> int:
+def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     """The export CSV (rows ordered by meter, then time); returns the number of rows."""
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_HEADER)
