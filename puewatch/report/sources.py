@@ -32,6 +32,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,36 +251,69 @@ class StoreReadings(Mapping[str, MeterReadings]):
 
     A year of 1-minute readings of 500 meters is 4 GB of arrays, and `compute_report` and
     `write_csv` need one meter's at a time (each asks for every meter once): read as they
-    go, a report holds one meter's readings, and the store's reads overlap nothing but
-    the computation. Each access reads the store again. `on_read(name)` is called after
-    each read (a progress bar). The reader must stay open while this is used.
+    go, a report holds one or two meters' readings. Each access reads the store again.
+
+    With `prefetch`, the meter after the one asked for (in the site's order, the order
+    `compute_report` asks in) is read on a worker thread meanwhile: SQLite and the HTTP
+    client release the GIL while they wait, the kernels while they compute, so the reading
+    and the computing overlap (a report of 500 meter-years takes half the time on two
+    cores). The reader must then be usable from another thread (both stores are), and
+    `close()` must be called (`stream_store` does). `on_read(name)` is called after each
+    meter is read (a progress bar).
     """
 
     def __init__(self, reader: Any, site: SiteModel, lo: int, hi: int,
-                 on_read: Callable[[str], None] | None = None) -> None:
+                 on_read: Callable[[str], None] | None = None, *, prefetch: bool = False) -> None:
         self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
+        self._names = list(site.meters)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, "prefetch") if prefetch else None
+        self._ahead: tuple[str, Future[MeterReadings]] | None = None
+
+    def _read(self, name: str) -> MeterReadings:
+        return read_meter(self.reader, self.site, name, self.lo, self.hi)
 
     def __getitem__(self, name: str) -> MeterReadings:
         if name not in self.site.meters:
             raise KeyError(name)
-        readings = read_meter(self.reader, self.site, name, self.lo, self.hi)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == name:
+            readings = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            readings = self._read(name)
+        if self._pool is not None:
+            i = self._names.index(name) + 1
+            if i < len(self._names):
+                self._ahead = (self._names[i], self._pool.submit(self._read, self._names[i]))
         if self.on_read is not None:
             self.on_read(name)
         return readings
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.site.meters)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self.site.meters)
+        return len(self._names)
+
+    def close(self) -> None:
+        """Wait for a read in progress (the reader may be closed next) and stop the worker."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ahead = None
 
 
 @contextmanager
 def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
                  ) -> Iterator[StoreReadings]:
-    """`StoreReadings` with `read_store`'s progress bar, for the duration of the `with` block."""
+    """`StoreReadings` reading one meter ahead, with `read_store`'s progress bar, for the `with` block."""
     with _progress(len(site.meters), progress) as advance:
-        yield StoreReadings(reader, site, lo, hi, advance)
+        readings = StoreReadings(reader, site, lo, hi, advance, prefetch=True)
+        try:
+            yield readings
+        finally:
+            readings.close()
 
 
 # -- CSV --------------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ def test_streamed_readings_compacted_or_not_give_the_same_report(tmp_path):
     with pytest.raises(KeyError):
         streamed["no-such-meter"]
 
+    # Reading ahead on a thread: any order of access gives each meter's own readings.
+    names = list(site.meters)
+    with stream_store(store, site, lo, hi, progress=False) as ahead:
+        for name in [names[2], names[0], names[1], names[2], names[-1]]:
+            np.testing.assert_array_equal(ahead[name].t_ns, held[name].t_ns)
+
     # Half the rows into chunks, then all: the same readings, the same report.
     for horizon in (year.start_ns + (year.end_ns - year.start_ns) // 2, hi + 1):
         assert store.compact(horizon_ns=horizon) > 0
