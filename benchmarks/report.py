@@ -23,8 +23,10 @@ Measured in the same run:
 4. `influx_points_per_s`: `read_store` from a real influxd 1.6.7 holding `--influx-meters`
    meters (a subset: loading a year of 500 meters into influxd would take longer than the rest);
 5. baselines: a plain NumPy pass computing each register meter's per-day energy from the same
-   arrays (readings at the day edges subtracted: no gaps, wraps or resets handled), and a bare
-   SQLite fetch of the subset's rows (`SELECT time_ns, value ... fetchall`), points/s.
+   arrays (readings at the day edges subtracted: no gaps, wraps or resets handled); a bare
+   SQLite fetch of the subset's rows (`SELECT time_ns, value ... fetchall`); for influxd, the
+   same queries with the answer's bytes fetched and dropped (the server's floor) and decoded
+   with `json.loads` and a loop per point (how `Influx1Store.series` read before), points/s.
 
 The page cache is warm (the store was just written): the figures are those of a report run on
 a collector host whose store file fits in memory.
@@ -262,6 +264,50 @@ def _load_influx(server: Any, db: str, stored: dict[str, Stored], names: list[st
     return points
 
 
+def _influx_baselines(url: str, db: str, stored: dict[str, Stored], names: list[str], start: int, end: int
+                      ) -> tuple[float, float]:
+    """(seconds to fetch the bytes only, seconds with `json.loads` and a Python loop per point, as reads were before)
+    for the same queries `Influx1Store.series` makes, chunked, epoch=ns."""
+    import urllib.parse
+
+    import urllib3
+
+    from puewatch.collector.stores.influx1 import quote_ident, quote_string
+
+    http = urllib3.PoolManager()
+    raw_s = json_s = 0.0
+    for name in names:
+        s = stored[name]
+        where = " AND ".join([f"time >= {start}", f"time < {end}"]
+                             + [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(s.tags.items())])
+        q = f"SELECT {quote_ident(s.field)} FROM {quote_ident(s.measurement)} WHERE {where}"
+        url_q = url + "/query?" + urllib.parse.urlencode(
+            {"q": q, "db": db, "epoch": "ns", "chunked": "true", "chunk_size": "10000"})
+        t0 = time.perf_counter()
+        resp = http.request("GET", url_q, preload_content=False)
+        for _ in resp.stream(1 << 20):
+            pass
+        resp.release_conn()
+        raw_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        resp = http.request("GET", url_q, preload_content=False)
+        times: list[int] = []
+        values: list[float] = []
+        for line in resp.data.split(b"\n"):
+            if line.strip():
+                for result in json.loads(line).get("results", []):
+                    for series in result.get("series", []):
+                        for t, v in series.get("values", []):
+                            if v is not None:
+                                times.append(t)
+                                values.append(float(v))
+        np.asarray(times, np.int64), np.asarray(values, np.float64)
+        resp.release_conn()
+        json_s += time.perf_counter() - t0
+    http.clear()
+    return raw_s, json_s
+
+
 def run(meters: int, days: int, step_s: float, influx_meters: int, rows_meters: int, workdir: Path | None = None
         ) -> dict[str, Any]:
     from puewatch.benchmarks.servers import Influxd
@@ -351,6 +397,7 @@ def run(meters: int, days: int, step_s: float, influx_meters: int, rows_meters: 
                 reader = Influx1Store(server.url, "bench", timeout_s=300.0)
                 influx_got, influx_s = _timed(read_store, reader, sub, start, end, progress=False)
                 reader.close()
+                raw_s, json_s = _influx_baselines(server.url, "bench", stored, names, start, end)
             finally:
                 server.stop()
             sub_mem = in_memory_readings(sub, {n: stored[n] for n in names})
@@ -361,6 +408,8 @@ def run(meters: int, days: int, step_s: float, influx_meters: int, rows_meters: 
                 "read_seconds": round(influx_s, 3),
                 "read_points_per_s": round(sub_points / influx_s),
                 "read_all_meters_estimate_seconds": round(points / (sub_points / influx_s), 1),
+                "http_bytes_only_points_per_s": round(sub_points / raw_s),
+                "json_decode_points_per_s": round(sub_points / json_s),
                 "same_readings": same,
             }
     finally:
@@ -396,6 +445,10 @@ def _print_table(r: dict[str, Any]) -> None:
         rows += [
             (f"influxd 1.6.7: /write ({ix['meters']} meters)", ix["points"] / ix["write_points_per_s"],
              ix["write_points_per_s"], "subset"),
+            (f"influxd 1.6.7: HTTP bytes only ({ix['meters']} meters)", ix["points"] / ix["http_bytes_only_points_per_s"],
+             ix["http_bytes_only_points_per_s"], "subset; the server's floor"),
+            (f"influxd 1.6.7: json.loads + loop ({ix['meters']} m.)", ix["points"] / ix["json_decode_points_per_s"],
+             ix["json_decode_points_per_s"], "subset; the former client"),
             (f"influxd 1.6.7: read_store ({ix['meters']} meters)", ix["read_seconds"], ix["read_points_per_s"],
              f"subset; all meters ~{ix['read_all_meters_estimate_seconds']:g} s"
              + ("" if ix["same_readings"] else ", READINGS DIFFER")),
