@@ -61,6 +61,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -351,11 +352,8 @@ class EmbeddedStore:
             horizon_ns = now_ns - int(self.compact_after_s * 1e9)
         horizon_ns = int(horizon_ns)
         try:
-            with self._lock:
-                pairs = self._db.execute("SELECT DISTINCT series_id, field FROM points WHERE time_ns < ?",
-                                         (horizon_ns,)).fetchall()
             moved = 0
-            for sid, field in pairs:
+            for sid, field in self._old_rows(horizon_ns):
                 while True:
                     with self._lock:
                         try:
@@ -382,6 +380,28 @@ class EmbeddedStore:
         if moved:
             log.info("%s: compacted %d point(s) into chunks", self.name, moved)
         return moved
+
+    def _old_rows(self, horizon_ns: int) -> Iterator[tuple[int, str]]:
+        """(series id, field) of the rows before horizon_ns, found by index seeks, each under the lock briefly.
+
+        (`SELECT DISTINCT ... WHERE time_ns < ?` would scan every row, holding the lock,
+        and the rows of a store from before chunks are a year's worth.)
+        """
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM series ORDER BY id")]
+        for sid in ids:
+            field = ""
+            while True:
+                with self._lock:
+                    row = self._db.execute("SELECT field FROM points WHERE series_id = ? AND field > ? "
+                                           "ORDER BY field LIMIT 1", (sid, field)).fetchone()
+                    if row is None:
+                        break
+                    field = row[0]
+                    old = self._db.execute("SELECT 1 FROM points WHERE series_id = ? AND field = ? AND time_ns < ? "
+                                           "LIMIT 1", (sid, field, horizon_ns)).fetchone()
+                if old is not None:
+                    yield sid, field
 
     def maintain(self, now_ns: int | None = None) -> dict[str, int]:
         """The periodic upkeep (the collector calls it every hour): `prune()`, then `compact()`."""
