@@ -246,7 +246,7 @@ def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.n
 
 
 @njit(cache=True, nogil=True)
-def _register_scan(t, delta, flags, start, end, max_gap, reset_flag):  # pragma: no cover (compiled)
+def _register_scan(t, delta, flags, start, end, max_gap, reset_flag):
     n = t.shape[0] - 1
     reg_s = np.empty(n, np.int64)
     reg_e = np.empty(n, np.int64)
@@ -285,7 +285,7 @@ def _register_scan(t, delta, flags, start, end, max_gap, reset_flag):  # pragma:
 
 
 @njit(cache=True, nogil=True)
-def _power_scan(t, e_wh, reg_s, reg_e, start, end):  # pragma: no cover (compiled)
+def _power_scan(t, e_wh, reg_s, reg_e, start, end):
     """e_wh with NaN where a register span overlaps; whether any is used in the period; observed runs."""
     n = t.shape[0] - 1
     e_used = np.empty(n, np.float64)
