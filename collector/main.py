@@ -34,6 +34,8 @@ log = logging.getLogger("puewatch.collector")
 # The pipeline looks for finished cells this many times per cell, this long after each tick.
 STEPS_PER_CELL = 4
 TICK_AFTER_CELL_S = 0.05
+# How often the store's upkeep runs (the embedded store: retention and compaction), from the start on.
+MAINTAIN_INTERVAL_S = 3600.0
 
 
 def build_store(conf: ccfg.CollectorConfig):
@@ -209,6 +211,14 @@ class Collector:
             self.metrics.ratio.labels("pue", format_window(w)).set(value)
             self.metrics.coverage.labels("pue", format_window(w)).set(cov)
 
+    def _maintain(self) -> None:
+        """The store's periodic upkeep, where it has one (`EmbeddedStore.maintain`: prune, then compact)."""
+        try:
+            done = self.store.maintain()
+            log.debug("store upkeep: %s", done)
+        except Exception as exc:  # noqa: BLE001 (a failed upkeep is retried at the next interval)
+            log.warning("store upkeep failed (retried in %.0f s): %s", MAINTAIN_INTERVAL_S, exc)
+
     async def run(self) -> int:
         from puewatch.collector.ingest import IngestServer, Tokens
         from puewatch.collector.snmp.poller import Poller
@@ -267,6 +277,9 @@ class Collector:
         interval = conf.collector.interval_s
         tick = interval / STEPS_PER_CELL
         last_checkpoint = time.monotonic()
+        # In a worker thread, never awaited by the loop: compacting a day of rows takes seconds.
+        upkeep = None
+        last_upkeep = -math.inf
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)
@@ -284,6 +297,10 @@ class Collector:
                     pass
                 self._step()
                 notifier.watchdog()
+                if (hasattr(self.store, "maintain") and (upkeep is None or upkeep.done())
+                        and time.monotonic() - last_upkeep >= MAINTAIN_INTERVAL_S):
+                    upkeep = loop.run_in_executor(None, self._maintain)
+                    last_upkeep = time.monotonic()
                 if time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
                     await loop.run_in_executor(None, self.pipeline.save)
                     last_checkpoint = time.monotonic()
@@ -298,6 +315,8 @@ class Collector:
                 await asyncio.gather(poll_task, return_exceptions=True)
             self._step()
             self.pipeline.save()
+            if upkeep is not None:
+                await upkeep  # before the writer closes the store under it
             await loop.run_in_executor(None, self.writer.close)
             await loop.run_in_executor(None, self.derived_writer.close)
             if metrics_server is not None:

@@ -62,6 +62,24 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cycles", type=int, default=3, help="timed full cycles per poller (default 3)")
     s.add_argument("--no-exporter", action="store_true", help="skip the snmp_exporter baseline")
     s.set_defaults(handler="puewatch.benchmarks.snmp:main")
+    r = bsub.add_parser(
+        "report",
+        help="a year-long report from the embedded store and influxd vs a plain NumPy pass",
+        description=(
+            "Synthesises METERS meters read every STEP-S seconds for DAYS days (registers, power-only meters, gaps, "
+            "a wrap, a reset) and times compute_report on them in memory, read_store + compute_report from an "
+            "embedded store holding all of it (the end-to-end figure, target < 10 s), the row layout and a real "
+            "influxd 1.6.7 for subsets, beside a plain NumPy per-day energy pass, in the same run."
+        ),
+    )
+    r.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    r.add_argument("--meters", type=int, default=500, help="meters (default 500)")
+    r.add_argument("--days", type=int, default=365, help="days of readings (default 365)")
+    r.add_argument("--step-s", type=float, default=60.0, help="seconds between readings (default 60)")
+    r.add_argument("--influx-meters", type=int, default=5, help="meters loaded into influxd, a subset (default 5; 0: skip)")
+    r.add_argument("--rows-meters", type=int, default=5, help="meters in the row-layout subset (default 5)")
+    r.add_argument("--workdir", default="", help="directory for the temporary stores (default: the system's temp)")
+    r.set_defaults(handler="puewatch.benchmarks.report:main")
 
 
 def register_snmp(sub: argparse._SubParsersAction) -> None:

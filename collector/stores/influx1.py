@@ -29,12 +29,14 @@ import argparse
 import base64
 import dataclasses
 import gzip as gzip_module
+import io
 import json
 import logging
 import os
 import re
 import sys
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -157,6 +159,12 @@ class Influx1Store:
         return list(self._query_chunks(q, database=database, write=write, chunked=False))
 
     def _query_chunks(self, q: str, *, database: str | None = None, write: bool = False, chunked: bool = True) -> Iterator[dict]:
+        for doc in self._query_docs(q, database=database, write=write, chunked=chunked):
+            yield from self._results(doc, q)
+
+    def _query_docs(self, q: str, *, database: str | None = None, write: bool = False, chunked: bool = True
+                    ) -> Iterator[bytes]:
+        """The answer's JSON documents, undecoded (a chunked answer is one document per line)."""
         params = {"q": q, "epoch": "ns", **self._auth_params}
         db = self.database if database is None else database
         if db:
@@ -177,16 +185,22 @@ class Influx1Store:
             if resp.status != 200:
                 resp.read()
                 self._raise(resp, "query")
-            # Chunked answers are one JSON document per line; a plain answer is one document.
-            buf = b""
-            for data in resp.stream(65536):
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
+            # A line (a chunk of 10,000 points is about 400 kB) arrives in many reads: newlines
+            # are looked for in each read only, and the pieces joined once.
+            pieces: list[bytes] = []
+            for data in resp.stream(1 << 20):
+                pos = 0
+                while (nl := data.find(b"\n", pos)) >= 0:
+                    pieces.append(data[pos:nl])
+                    line = b"".join(pieces)
+                    pieces = []
                     if line.strip():
-                        yield from self._results(line, q)
-            if buf.strip():
-                yield from self._results(buf, q)
+                        yield line
+                    pos = nl + 1
+                pieces.append(data[pos:])
+            line = b"".join(pieces)
+            if line.strip():
+                yield line
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailable(f"{self.name}: query interrupted: {exc}") from None
         finally:
@@ -221,19 +235,31 @@ class Influx1Store:
         where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
         where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
         q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
-        times: list[int] = []
-        values: list[float] = []
-        for result in self._query_chunks(q):
-            for s in result.get("series", []):
-                for t, v in s.get("values", []):
-                    if v is None:
-                        continue
-                    if isinstance(v, str):
-                        raise StoreRejected(f"{self.name}: {measurement}.{field} holds strings, not numbers")
-                    times.append(t)
-                    values.append(float(v))
-        t_arr = np.asarray(times, dtype=np.int64)
-        v_arr = np.asarray(values, dtype=np.float64)
+        t_parts: list[np.ndarray] = []
+        v_parts: list[np.ndarray] = []
+        for doc in self._query_docs(q):
+            fast = _numeric_values(doc)
+            if fast is not None:
+                t_parts.append(fast[0])
+                v_parts.append(fast[1])
+                continue
+            times: list[int] = []
+            values: list[float] = []
+            for result in self._results(doc, q):
+                for s in result.get("series", []):
+                    for t, v in s.get("values", []):
+                        if v is None:
+                            continue
+                        if isinstance(v, str):
+                            raise StoreRejected(f"{self.name}: {measurement}.{field} holds strings, not numbers")
+                        times.append(t)
+                        values.append(float(v))
+            t_parts.append(np.asarray(times, dtype=np.int64))
+            v_parts.append(np.asarray(values, dtype=np.float64))
+        if not t_parts:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        t_arr = np.concatenate(t_parts) if len(t_parts) > 1 else t_parts[0]
+        v_arr = np.concatenate(v_parts) if len(v_parts) > 1 else v_parts[0]
         if t_arr.size > 1 and np.any(np.diff(t_arr) < 0):
             order = np.argsort(t_arr, kind="stable")
             t_arr, v_arr = t_arr[order], v_arr[order]
@@ -247,6 +273,38 @@ class Influx1Store:
                 for _key, value in s.get("values", []):
                     out.add(value)
         return sorted(out)
+
+
+_VALUES = b'"values":['
+_ROW = np.dtype([("t", "<i8"), ("v", "<f8")])
+
+
+def _numeric_values(doc: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(times, values) of a one-series answer holding numbers only, or None for anything else.
+
+    A year of 1-minute readings is half a million points per series; `json.loads` builds a
+    list and two numbers per point, then the caller copies them out again. The rows
+    `[t,v],[t,v],...` of such an answer are plain CSV once `],[` is a newline, which NumPy's
+    C parser reads straight into int64 times (exact, unlike a float) and float64 values.
+    Anything else (an error, several series, a null, a string or boolean value, more
+    columns) returns None and goes the `json` way.
+    """
+    i = doc.find(_VALUES)
+    if i < 0 or doc.find(_VALUES, i + 1) >= 0 or b'"error"' in doc:
+        return None
+    j = doc.find(b"]]", i)
+    if j < 0:
+        return None
+    rows = doc[i + len(_VALUES) + 1 : j]  # t,v],[t,v],...,[t,v
+    if rows.translate(None, b"0123456789.-+eE,[]"):
+        return None  # not numbers only
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.loadtxt(io.BytesIO(rows.replace(b"],[", b"\n")), delimiter=",", dtype=_ROW, ndmin=1)
+    except ValueError:
+        return None
+    return np.ascontiguousarray(arr["t"], dtype=np.int64), np.ascontiguousarray(arr["v"], dtype=np.float64)
 
 
 def _server_message(resp: urllib3.BaseHTTPResponse) -> str:

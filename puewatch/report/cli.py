@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,11 @@ def _emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
-def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int) -> tuple[Any, dict, dict]:
+@contextmanager
+def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int) -> Iterator[tuple[Any, Any, dict]]:
+    """(site, readings, source): the readings are read from the store meter by meter as they are used."""
     from puewatch.collector import config as collector_config
-    from puewatch.report.sources import open_store, read_store, resolve_snmp_wraps
+    from puewatch.report.sources import open_store, resolve_snmp_wraps, stream_store
 
     conf = collector_config.load(args.config)
     site = conf.site_model()
@@ -53,13 +57,13 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
                                 password_file=args.password_file)
     try:
         # A margin of one max gap on each side: the intervals that cross the period's edges.
-        readings = read_store(reader, site, start - margin, end + margin)
+        with stream_store(reader, site, start - margin, end + margin) as readings:
+            yield site, readings, source
     finally:
         reader.close()
-    return site, readings, source
 
 
-def _output(site: Any, readings: dict, start: int, end: int, args: argparse.Namespace, source: dict) -> int:
+def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.Namespace, source: dict) -> int:
     fmt = "json" if getattr(args, "json", False) else args.format
     details: dict[str, Any] = {}
     key = getattr(args, "sign", None)
@@ -76,24 +80,24 @@ def _output(site: Any, readings: dict, start: int, end: int, args: argparse.Name
 
 def report_main(args: argparse.Namespace) -> int:
     start, end = _period(args)
-    site, readings, source = _store_readings(args, start, end, _max_gap_ns(args))
-    return _output(site, readings, start, end, args, source)
+    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source):
+        return _output(site, readings, start, end, args, source)
 
 
 def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
     start, end = _period(args)
-    _site, readings, _source = _store_readings(args, start, end, _max_gap_ns(args))
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8", newline="") as f:
-                rows = write_csv(readings, f)
-        except OSError as exc:
-            raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
-        print(f"{rows} readings of {len(readings)} meters written to {args.output}", file=sys.stderr)
-    else:
-        write_csv(readings, sys.stdout)
+    with _store_readings(args, start, end, _max_gap_ns(args)) as (_site, readings, _source):
+        if args.output:
+            try:
+                with open(args.output, "w", encoding="utf-8", newline="") as f:
+                    rows = write_csv(readings, f)
+            except OSError as exc:
+                raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
+            print(f"{rows} readings of {len(readings)} meters written to {args.output}", file=sys.stderr)
+        else:
+            write_csv(readings, sys.stdout)
     return 0
 
 

@@ -37,9 +37,11 @@ import calendar
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from puewatch import __version__
 from puewatch.collector.site import SiteModel
@@ -242,14 +244,16 @@ def _pieces(starts: list[np.ndarray], ends: list[np.ndarray], wh: list[np.ndarra
     """One meter's observed intervals with their energies, ordered by start."""
     if not starts:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    if len(starts) == 1:  # one kind of reading: its intervals are consecutive, already in order
+        return starts[0].astype(np.int64), ends[0].astype(np.int64), wh[0].astype(np.float64)
     a, b, e = np.concatenate(starts), np.concatenate(ends), np.concatenate(wh).astype(np.float64)
     order = np.argsort(a, kind="stable")
     return a[order].astype(np.int64), b[order].astype(np.int64), e[order]
 
 
-def _energy_within(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tuple[np.ndarray, np.ndarray],
-                   edges: np.ndarray) -> np.ndarray:
-    """A meter's energy inside `within` (sorted disjoint spans) per bin of `edges`.
+def _energy_upto(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tuple[np.ndarray, np.ndarray],
+                 edges: np.ndarray) -> np.ndarray:
+    """A meter's energy inside `within` (sorted disjoint spans) before each of `edges`.
 
     An interval's energy is taken as spread evenly over it (as `rebin_energy` spreads it
     over bins): the part of interval [a, b) with energy E inside a span set W is
@@ -260,7 +264,7 @@ def _energy_within(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tu
     a, b, e = pieces
     ws, we = within
     if a.size == 0 or ws.size == 0:
-        return np.zeros(edges.size - 1)
+        return np.zeros(edges.size)
     ca, cb = _cover_upto(ws, we, a), _cover_upto(ws, we, b)
     density = e / (b - a)  # Wh per ns of the interval
     inside = density * (cb - ca)
@@ -269,8 +273,7 @@ def _energy_within(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tu
     j = np.searchsorted(a, x, side="right") - 1
     jj = np.maximum(j, 0)
     part = density[jj] * np.maximum(_cover_upto(ws, we, np.minimum(x, b[jj])) - ca[jj], 0)
-    upto = np.where(j >= 0, cum[jj] + part, 0.0)
-    return np.diff(upto)
+    return np.where(j >= 0, cum[jj] + part, 0.0)
 
 
 # -- per meter ------------------------------------------------------------------------------
@@ -283,21 +286,107 @@ class _MeterResult:
     observed: tuple[np.ndarray, np.ndarray]  # sorted disjoint observed spans
     method: str | None
     resets: int
-    # The observed intervals with their energies (start, end, Wh; disjoint): what restricting
-    # the meter to a sub-span (the time every PUE meter was observed) is computed from.
-    pieces: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
-        default_factory=lambda: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)))
+    modulus_wh: float | None = None
+    # Only when asked for (`_Joint`): the observed intervals with their energies (start, end,
+    # Wh; disjoint), what restricting the meter to a sub-span is computed from. Not kept for
+    # every meter: for a year of 1-minute readings they are as large as the readings.
+    pieces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     if x is None:
         return np.empty(0, np.int64), np.empty(0, np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     keep = np.isfinite(x)
+    if keep.all():
+        return t, x  # the common case: no copies of a year of readings
     return t[keep], x[keep]
 
 
+# One pass over a meter's intervals instead of a dozen NumPy passes and two sorts: a year of
+# 1-minute readings is half a million intervals per meter, and a site has hundreds of meters.
+# Intervals (t[i], t[i+1]) are consecutive, so a union of some of them is found in order:
+# a kept interval joins the run in progress when it starts where the run ends (as `_merge`
+# joins touching intervals), else it starts a new run.
+
+
+@njit(cache=True, nogil=True)
+def _register_scan(t, delta, flags, start, end, max_gap, reset_flag):
+    n = t.shape[0] - 1
+    reg_s = np.empty(n, np.int64)
+    reg_e = np.empty(n, np.int64)
+    obs_s = np.empty(n, np.int64)
+    obs_e = np.empty(n, np.int64)
+    nr = 0
+    no = 0
+    resets = 0
+    used = False
+    for i in range(n):
+        a = t[i]
+        b = t[i + 1]
+        in_period = b > start and a < end
+        if in_period and (flags[i] & reset_flag) != 0:
+            resets += 1
+        if not abs(delta[i]) < np.inf:
+            continue
+        if in_period:
+            used = True
+        if nr > 0 and a <= reg_e[nr - 1]:
+            if b > reg_e[nr - 1]:
+                reg_e[nr - 1] = b
+        else:
+            reg_s[nr] = a
+            reg_e[nr] = b
+            nr += 1
+        if b - a <= max_gap:
+            if no > 0 and a <= obs_e[no - 1]:
+                if b > obs_e[no - 1]:
+                    obs_e[no - 1] = b
+            else:
+                obs_s[no] = a
+                obs_e[no] = b
+                no += 1
+    return resets, used, reg_s[:nr].copy(), reg_e[:nr].copy(), obs_s[:no].copy(), obs_e[:no].copy()
+
+
+@njit(cache=True, nogil=True)
+def _power_scan(t, e_wh, reg_s, reg_e, start, end):
+    """e_wh with NaN where a register span overlaps; whether any is used in the period; observed runs."""
+    n = t.shape[0] - 1
+    e_used = np.empty(n, np.float64)
+    obs_s = np.empty(n, np.int64)
+    obs_e = np.empty(n, np.int64)
+    no = 0
+    used = False
+    j = 0  # register spans reg_s[:j] start before the current interval's end
+    for i in range(n):
+        a = t[i]
+        b = t[i + 1]
+        ok = abs(e_wh[i]) < np.inf
+        if ok and reg_s.shape[0] > 0:
+            # Power fills in only where the register says nothing: never count energy twice.
+            while j < reg_s.shape[0] and reg_s[j] < b:
+                j += 1
+            if j > 0 and reg_e[j - 1] > a:
+                ok = False
+        if not ok:
+            e_used[i] = np.nan
+            continue
+        e_used[i] = e_wh[i]
+        if b > start and a < end:
+            used = True
+        if no > 0 and a <= obs_e[no - 1]:
+            if b > obs_e[no - 1]:
+                obs_e[no - 1] = b
+        else:
+            obs_s[no] = a
+            obs_e[no] = b
+            no += 1
+    return e_used, used, obs_s[:no].copy(), obs_e[:no].copy()
+
+
 def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap: int,
-           max_power_w: float | None) -> _MeterResult:
+           max_power_w: float | None, want_pieces: bool = False) -> _MeterResult:
     t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
     n_bins = grid.size - 1
     energy = np.zeros(n_bins)
@@ -305,7 +394,9 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     coverage_any = np.zeros(n_bins)
     obs_s: list[np.ndarray] = []
     obs_e: list[np.ndarray] = []
-    obs_wh: list[np.ndarray] = []
+    piece_s: list[np.ndarray] = []
+    piece_e: list[np.ndarray] = []
+    piece_wh: list[np.ndarray] = []
     resets = 0
     used_register = used_power = False
 
@@ -316,51 +407,51 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         if max_power_w is not None:
             kwargs = {"max_power_w": max_power_w, "joules_per_unit": 3600.0}
         d = register_deltas(te, xe, modulus=readings.modulus_wh, **kwargs)
-        a, b = te[:-1], te[1:]
-        in_period = (b > start) & (a < end)
-        resets = int(np.count_nonzero((d.flags & FLAG_RESET).astype(bool) & in_period))
-        ok = np.isfinite(d.delta)
+        # reg_*: every span with a known delta (even a long one); observed: the short ones.
+        resets, used_register, reg_s, reg_e, s, e = _register_scan(
+            te, d.delta, d.flags, start, end, max_gap, FLAG_RESET)
+        resets = int(resets)
+        used_register = bool(used_register)
         reb = rebin_energy(te, d.delta, grid, max_span_ns=max_gap)
-        if np.any(ok & in_period):
-            used_register = True
         got = reb.coverage > 0
         energy[got] += reb.energy[got]
         estimated[got] += reb.spread[got]
         coverage_any += reb.coverage
-        reg_s, reg_e = _merge(a[ok], b[ok])  # every span with a known delta (even a long one)
-        short = ok & ((b - a) <= max_gap)
-        obs_s.append(a[short])
-        obs_e.append(b[short])
-        obs_wh.append(d.delta[short])
+        obs_s.append(s)
+        obs_e.append(e)
+        if want_pieces:
+            a, b = te[:-1], te[1:]
+            short = np.isfinite(d.delta) & ((b - a) <= max_gap)
+            piece_s.append(a[short])
+            piece_e.append(b[short])
+            piece_wh.append(d.delta[short])
 
     tp, xp = _finite_pairs(t, readings.power_w)
     if tp.size >= 2:
         integral = integrate_power(tp, xp, max_gap_ns=max_gap)
         e_wh = integral.energy_j / 3600.0
-        a, b = tp[:-1], tp[1:]
-        ok = np.isfinite(e_wh)
-        if reg_s.size:
-            # Power fills in only where the register says nothing: never count energy twice.
-            j = np.searchsorted(reg_s, b, side="left") - 1  # last register span starting before b
-            jj = np.maximum(j, 0)
-            overlaps = (j >= 0) & (reg_e[jj] > a)
-            ok &= ~overlaps
-        e_used = np.where(ok, e_wh, np.nan)
-        if np.any(ok & (b > start) & (a < end)):
-            used_power = True
+        e_used, used_power, s, e = _power_scan(tp, e_wh, reg_s, reg_e, start, end)
+        used_power = bool(used_power)
         reb = rebin_energy(tp, e_used, grid)
         got = reb.coverage > 0
         energy[got] += reb.energy[got]
         estimated[got] += reb.energy[got]
         coverage_any += reb.coverage
-        obs_s.append(a[ok])
-        obs_e.append(b[ok])
-        obs_wh.append(e_wh[ok])
+        obs_s.append(s)
+        obs_e.append(e)
+        if want_pieces:
+            ok = np.isfinite(e_used)
+            piece_s.append(tp[:-1][ok])
+            piece_e.append(tp[1:][ok])
+            piece_wh.append(e_used[ok])
 
     energy[coverage_any <= 0] = np.nan
     estimated[coverage_any <= 0] = np.nan
-    observed = _merge(np.concatenate(obs_s) if obs_s else np.empty(0, np.int64),
-                      np.concatenate(obs_e) if obs_e else np.empty(0, np.int64))
+    if len(obs_s) == 1:
+        observed = (obs_s[0], obs_e[0])  # already sorted, disjoint and not touching
+    else:
+        observed = _merge(np.concatenate(obs_s) if obs_s else np.empty(0, np.int64),
+                          np.concatenate(obs_e) if obs_e else np.empty(0, np.int64))
     if used_register and used_power:
         method = "mixed"
     elif used_register:
@@ -369,8 +460,8 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         method = "integrated"
     else:
         method = None
-    pieces = _pieces(obs_s, obs_e, obs_wh)
-    return _MeterResult(energy, estimated, observed, method, resets, pieces)
+    return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh,
+                        _pieces(piece_s, piece_e, piece_wh) if want_pieces else None)
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -394,15 +485,37 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 class _Joint:
-    """Energies restricted to the time every one of a set of meters was observed (inside the period)."""
+    """Energies restricted to the time every one of a set of meters was observed (inside the period).
 
-    def __init__(self, results: dict[str, _MeterResult], meters: list[str], start_ns: int, end_ns: int) -> None:
-        self.results = results
-        self.spans = _clip(*_intersect([results[m].observed for m in meters]), start_ns, end_ns) if meters \
+    Every bin asked for is a run of days of `grid`, so each meter's restricted energy is
+    kept as its running total at the day edges, computed once per meter. Where the meters
+    were jointly observed all the time, that is the running total of its daily energies.
+    Otherwise it needs the meter's observed intervals, which `pieces_of(name)` computes
+    again from its readings (a store is read again): holding them for every meter of a
+    large site would take as much memory as all its readings.
+    """
+
+    def __init__(self, results: dict[str, _MeterResult], meters: list[str], grid: np.ndarray,
+                 pieces_of: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        self.results, self.grid, self.pieces_of = results, grid, pieces_of
+        start, end = int(grid[0]), int(grid[-1])
+        self.spans = _clip(*_intersect([results[m].observed for m in meters]), start, end) if meters \
             else (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.full = bool(meters) and int((self.spans[1] - self.spans[0]).sum()) == end - start
+        self._upto: dict[str, np.ndarray] = {}
+
+    def _meter_upto(self, name: str) -> np.ndarray:
+        upto = self._upto.get(name)
+        if upto is None:
+            if self.full:
+                upto = np.concatenate(([0.0], np.cumsum(np.nan_to_num(self.results[name].day_energy))))
+            else:
+                upto = _energy_upto(self.pieces_of(name), self.spans, self.grid)
+            self._upto[name] = upto
+        return upto
 
     def meter(self, name: str, edges: np.ndarray) -> np.ndarray:
-        return _energy_within(self.results[name].pieces, self.spans, edges)
+        return np.diff(self._meter_upto(name)[np.searchsorted(self.grid, edges)])
 
     def total(self, members: dict[str, float], edges: np.ndarray) -> np.ndarray:
         """Coefficient-weighted energy per bin of `edges`; NaN in a bin with no joint time (or no members)."""
@@ -441,9 +554,17 @@ def compute_report(
 
     results: dict[str, _MeterResult] = {}
     empty = MeterReadings(np.empty(0, np.int64))
-    for name, meter in site.meters.items():
+
+    def meter_result(name: str, want_pieces: bool = False) -> _MeterResult:
+        meter = site.meters[name]
         max_p = meter.max_power_w if meter.role != "water" else None
-        results[name] = _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p)
+        return _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p, want_pieces)
+
+    def pieces_of(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return meter_result(name, want_pieces=True).pieces
+
+    for name in site.meters:
+        results[name] = meter_result(name)
 
     # Per meter: energy by month and over the period (NaN where no data at all).
     def month_sums(x: np.ndarray) -> np.ndarray:
@@ -488,7 +609,7 @@ def compute_report(
     # PUE over the time every PUE meter was observed: E_DC and E_IT of the same instants, so
     # one meter's gap cannot bias it (see docs/report-schema.md, "pue and pue_joint").
     period_edges = np.array([start_ns, end_ns], np.int64)
-    joint = _Joint(results, pue_meters, start_ns, end_ns)
+    joint = _Joint(results, pue_meters, grid, pieces_of)
     f_joint = _num(joint.total(fac, period_edges)[0])
     i_joint = _num(joint.total(it, period_edges)[0])
     pue_joint = _ratio(f_joint, i_joint)
@@ -532,7 +653,7 @@ def compute_report(
         zi = _num(total(zone_it, "period"))
         zone_meters = sorted(set(boundary) | set(zone_it))
         zc, _, _ = completeness(zone_meters)
-        zjoint = _Joint(results, zone_meters, start_ns, end_ns)
+        zjoint = _Joint(results, zone_meters, grid, pieces_of)
         zb = _num(zjoint.total(boundary, period_edges)[0])
         zij = _num(zjoint.total(zone_it, period_edges)[0])
         zones.append({"zone": zone, "ppue": _ratio(b, zi), "boundary_energy_wh": b, "it_energy_wh": zi,
@@ -558,7 +679,7 @@ def compute_report(
                      for a, b in _complement(*r.observed, start_ns, end_ns)],
             "resets": r.resets,
             "accuracy_pct": meter.accuracy_pct,
-            "modulus_wh": readings.get(name, empty).modulus_wh,
+            "modulus_wh": r.modulus_wh,
         })
         unknown = site.snmp_modulus_unknown.get(name)
         if r.resets and unknown:

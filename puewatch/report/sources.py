@@ -34,7 +34,9 @@ import math
 import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +55,7 @@ CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 __all__ = [
     "CSV_HEADER",
     "SiteFile",
+    "StoreReadings",
     "load_site",
     "meter_modulus",
     "register_modulus",
@@ -60,6 +63,7 @@ __all__ = [
     "open_store",
     "read_csv",
     "read_store",
+    "stream_store",
     "write_csv",
 ]
 
@@ -244,16 +248,31 @@ def _series(reader: Any, measurement: str, fld: str, tags: dict[str, str], lo: i
     return np.asarray(t, np.int64), np.asarray(v, np.float64)
 
 
+def _increasing(t: np.ndarray) -> bool:
+    return t.size < 2 or bool(np.all(t[1:] > t[:-1]))
+
+
 def _combine(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Readings of one meter at the union of their times: (t, power or None, energy or None)."""
     ts = [t for _, t, _ in parts if t.size]
-    t_all = np.unique(np.concatenate(ts)) if ts else np.empty(0, np.int64)
+    if not ts:
+        t_all = np.empty(0, np.int64)
+    elif all(_increasing(t) and np.array_equal(t, ts[0]) for t in ts):
+        # The usual case (one series, or two read at the same polls): already the union, no sort.
+        # (np.unique of a year of readings takes longer than reading them.)
+        t_all = ts[0]
+    else:
+        c = np.sort(np.concatenate(ts), kind="stable")
+        t_all = c[np.concatenate(([True], c[1:] != c[:-1]))]
     power = energy = None
     for kind, t, v in parts:
         if not t.size:
             continue
-        col = np.full(t_all.size, np.nan)
-        col[np.searchsorted(t_all, t)] = v
+        if t is t_all or (t.size == t_all.size and _increasing(t) and np.array_equal(t, t_all)):
+            col = np.asarray(v, dtype=np.float64)  # the reader's own fresh array: no copy
+        else:
+            col = np.full(t_all.size, np.nan)
+            col[np.searchsorted(t_all, t)] = v
         if kind == "power":
             power = col
         else:
@@ -282,26 +301,112 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Met
     return MeterReadings(t, power, energy, register_modulus(site, name))
 
 
-def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
-               ) -> dict[str, MeterReadings]:
-    """Every meter's readings for lo <= t < hi; a rich progress bar on a terminal's stderr."""
-    names = list(site.meters)
-    show = sys.stderr.isatty() if progress is None else progress
-    out: dict[str, MeterReadings] = {}
-    if not show:
-        for name in names:
-            out[name] = read_meter(reader, site, name, lo, hi)
-        return out
+@contextmanager
+def _progress(total: int, show: bool | None) -> Iterator[Callable[[str], None] | None]:
+    """A rich progress bar over the meters on a terminal's stderr: yields the callback for each meter read."""
+    if not (sys.stderr.isatty() if show is None else show):
+        yield None
+        return
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("reading meters", total=len(names))
-        for name in names:
-            bar.update(task, description=f"reading {name}")
-            out[name] = read_meter(reader, site, name, lo, hi)
+        task = bar.add_task("reading meters", total=total)
+        done: set[str] = set()
+
+        def advance(name: str) -> None:
+            if name in done:
+                # A report reads a PUE meter again when the meters were not all observed
+                # all the time (its energy over the jointly observed time).
+                bar.update(task, description=f"read {name} again (jointly observed time)")
+                return
+            done.add(name)
+            bar.update(task, description=f"read {name}")
             bar.advance(task)
+
+        yield advance
+
+
+def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
+               ) -> dict[str, MeterReadings]:
+    """Every meter's readings for lo <= t < hi, all held in memory; a rich progress bar on a terminal's stderr."""
+    out: dict[str, MeterReadings] = {}
+    with _progress(len(site.meters), progress) as advance:
+        for name in site.meters:
+            out[name] = read_meter(reader, site, name, lo, hi)
+            if advance:
+                advance(name)
     return out
+
+
+class StoreReadings(Mapping[str, MeterReadings]):
+    """Every meter's readings for lo <= t < hi, read from the store when asked for and not kept.
+
+    A year of 1-minute readings of 500 meters is 4 GB of arrays, and `compute_report` and
+    `write_csv` need one meter's at a time (each asks for every meter once): read as they
+    go, a report holds one or two meters' readings. Each access reads the store again.
+
+    With `prefetch`, the meter after the one asked for (in the site's order, the order
+    `compute_report` asks in) is read on a worker thread meanwhile: SQLite and the HTTP
+    client release the GIL while they wait, the kernels while they compute, so the reading
+    and the computing overlap (a report of 500 meter-years takes half the time on two
+    cores). The reader must then be usable from another thread (both stores are), and
+    `close()` must be called (`stream_store` does). `on_read(name)` is called after each
+    meter is read (a progress bar).
+    """
+
+    def __init__(self, reader: Any, site: SiteModel, lo: int, hi: int,
+                 on_read: Callable[[str], None] | None = None, *, prefetch: bool = False) -> None:
+        self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
+        self._names = list(site.meters)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, "prefetch") if prefetch else None
+        self._ahead: tuple[str, Future[MeterReadings]] | None = None
+
+    def _read(self, name: str) -> MeterReadings:
+        return read_meter(self.reader, self.site, name, self.lo, self.hi)
+
+    def __getitem__(self, name: str) -> MeterReadings:
+        if name not in self.site.meters:
+            raise KeyError(name)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == name:
+            readings = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            readings = self._read(name)
+        if self._pool is not None:
+            i = self._names.index(name) + 1
+            if i < len(self._names):
+                self._ahead = (self._names[i], self._pool.submit(self._read, self._names[i]))
+        if self.on_read is not None:
+            self.on_read(name)
+        return readings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def close(self) -> None:
+        """Wait for a read in progress (the reader may be closed next) and stop the worker."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ahead = None
+
+
+@contextmanager
+def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
+                 ) -> Iterator[StoreReadings]:
+    """`StoreReadings` reading one meter ahead, with `read_store`'s progress bar, for the `with` block."""
+    with _progress(len(site.meters), progress) as advance:
+        readings = StoreReadings(reader, site, lo, hi, advance, prefetch=True)
+        try:
+            yield readings
+        finally:
+            readings.close()
 
 
 # -- CSV --------------------------------------------------------------------------------------
@@ -311,7 +416,7 @@ def _fmt(x: float) -> str:
     return repr(float(x)) if math.isfinite(x) else ""
 
 
-def write_csv(readings: dict[str, MeterReadings], out: IO[str]) -> int:
+def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     """The export CSV (rows ordered by meter, then time); returns the number of rows."""
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_HEADER)
