@@ -239,41 +239,35 @@ def _cover_upto(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarr
     return np.where(j >= 0, cum[jj] + inside, 0)
 
 
-def _pieces(starts: list[np.ndarray], ends: list[np.ndarray], wh: list[np.ndarray]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One meter's observed intervals with their energies, ordered by start."""
-    if not starts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    if len(starts) == 1:  # one kind of reading: its intervals are consecutive, already in order
-        return starts[0].astype(np.int64), ends[0].astype(np.int64), wh[0].astype(np.float64)
-    a, b, e = np.concatenate(starts), np.concatenate(ends), np.concatenate(wh).astype(np.float64)
-    order = np.argsort(a, kind="stable")
-    return a[order].astype(np.int64), b[order].astype(np.int64), e[order]
-
-
-def _energy_upto(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], within: tuple[np.ndarray, np.ndarray],
-                 edges: np.ndarray) -> np.ndarray:
-    """A meter's energy inside `within` (sorted disjoint spans) before each of `edges`.
+@njit(cache=True, nogil=True)
+def _energy_before(t, e, max_len, x):
+    """Energy of the intervals (t[i], t[i+1]) with a finite e[i] and a length <= max_len
+    before each of the sorted times x.
 
     An interval's energy is taken as spread evenly over it (as `rebin_energy` spreads it
-    over bins): the part of interval [a, b) with energy E inside a span set W is
-    E * |[a, b) ∩ W| / (b - a). The intervals of one meter are disjoint (power fills in
-    only where the register is silent), so the energy before x is a running sum up to
-    the interval that holds x plus that interval's share up to x.
+    over bins): before x it counts in full when it ends by x, in proportion when it holds
+    x. One pass over the intervals (they are consecutive, so in order) and the points.
     """
-    a, b, e = pieces
-    ws, we = within
-    if a.size == 0 or ws.size == 0:
-        return np.zeros(edges.size)
-    ca, cb = _cover_upto(ws, we, a), _cover_upto(ws, we, b)
-    density = e / (b - a)  # Wh per ns of the interval
-    inside = density * (cb - ca)
-    cum = np.concatenate(([0.0], np.cumsum(inside)))
-    x = np.asarray(edges, np.int64)
-    j = np.searchsorted(a, x, side="right") - 1
-    jj = np.maximum(j, 0)
-    part = density[jj] * np.maximum(_cover_upto(ws, we, np.minimum(x, b[jj])) - ca[jj], 0)
-    return np.where(j >= 0, cum[jj] + part, 0.0)
+    out = np.empty(x.shape[0])
+    run = 0.0
+    k = 0
+    for i in range(t.shape[0] - 1):
+        a = t[i]
+        b = t[i + 1]
+        while k < x.shape[0] and x[k] <= a:
+            out[k] = run
+            k += 1
+        ei = e[i]
+        if not abs(ei) < np.inf or b - a > max_len:
+            continue
+        while k < x.shape[0] and x[k] < b:
+            out[k] = run + ei * ((x[k] - a) / (b - a))
+            k += 1
+        run += ei
+    while k < x.shape[0]:
+        out[k] = run
+        k += 1
+    return out
 
 
 # -- per meter ------------------------------------------------------------------------------
@@ -287,10 +281,8 @@ class _MeterResult:
     method: str | None
     resets: int
     modulus_wh: float | None = None
-    # Only when asked for (`_Joint`): the observed intervals with their energies (start, end,
-    # Wh; disjoint), what restricting the meter to a sub-span is computed from. Not kept for
-    # every meter: for a year of 1-minute readings they are as large as the readings.
-    pieces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # Only when asked for (`_Before`): the meter's observed energy before each of some times.
+    before: np.ndarray | None = None
 
 
 def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -386,7 +378,12 @@ def _power_scan(t, e_wh, reg_s, reg_e, start, end):
 
 
 def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap: int,
-           max_power_w: float | None, want_pieces: bool = False) -> _MeterResult:
+           max_power_w: float | None, points: np.ndarray | None = None) -> _MeterResult:
+    """One meter's daily energies, observed spans and method; with `points`, instead of the
+    daily energies its observed energy before each of the points (`before`, for `_Before`):
+    the register's intervals no longer than `max_gap` and the power's intervals it uses,
+    those that make its observed spans."""
+    before = np.zeros(points.shape[0]) if points is not None else None
     t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
     n_bins = grid.size - 1
     energy = np.zeros(n_bins)
@@ -394,9 +391,6 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     coverage_any = np.zeros(n_bins)
     obs_s: list[np.ndarray] = []
     obs_e: list[np.ndarray] = []
-    piece_s: list[np.ndarray] = []
-    piece_e: list[np.ndarray] = []
-    piece_wh: list[np.ndarray] = []
     resets = 0
     used_register = used_power = False
 
@@ -412,19 +406,16 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
             te, d.delta, d.flags, start, end, max_gap, FLAG_RESET)
         resets = int(resets)
         used_register = bool(used_register)
-        reb = rebin_energy(te, d.delta, grid, max_span_ns=max_gap)
-        got = reb.coverage > 0
-        energy[got] += reb.energy[got]
-        estimated[got] += reb.spread[got]
-        coverage_any += reb.coverage
+        if before is None:  # (the days are not wanted with points)
+            reb = rebin_energy(te, d.delta, grid, max_span_ns=max_gap)
+            got = reb.coverage > 0
+            energy[got] += reb.energy[got]
+            estimated[got] += reb.spread[got]
+            coverage_any += reb.coverage
         obs_s.append(s)
         obs_e.append(e)
-        if want_pieces:
-            a, b = te[:-1], te[1:]
-            short = np.isfinite(d.delta) & ((b - a) <= max_gap)
-            piece_s.append(a[short])
-            piece_e.append(b[short])
-            piece_wh.append(d.delta[short])
+        if before is not None:
+            before += _energy_before(te, d.delta, max_gap, points)
 
     tp, xp = _finite_pairs(t, readings.power_w)
     if tp.size >= 2:
@@ -432,18 +423,16 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         e_wh = integral.energy_j / 3600.0
         e_used, used_power, s, e = _power_scan(tp, e_wh, reg_s, reg_e, start, end)
         used_power = bool(used_power)
-        reb = rebin_energy(tp, e_used, grid)
-        got = reb.coverage > 0
-        energy[got] += reb.energy[got]
-        estimated[got] += reb.energy[got]
-        coverage_any += reb.coverage
+        if before is None:
+            reb = rebin_energy(tp, e_used, grid)
+            got = reb.coverage > 0
+            energy[got] += reb.energy[got]
+            estimated[got] += reb.energy[got]
+            coverage_any += reb.coverage
         obs_s.append(s)
         obs_e.append(e)
-        if want_pieces:
-            ok = np.isfinite(e_used)
-            piece_s.append(tp[:-1][ok])
-            piece_e.append(tp[1:][ok])
-            piece_wh.append(e_used[ok])
+        if before is not None:
+            before += _energy_before(tp, e_used, np.iinfo(np.int64).max, points)
 
     energy[coverage_any <= 0] = np.nan
     estimated[coverage_any <= 0] = np.nan
@@ -460,8 +449,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         method = "integrated"
     else:
         method = None
-    return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh,
-                        _pieces(piece_s, piece_e, piece_wh) if want_pieces else None)
+    return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh, before)
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -484,25 +472,44 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return _num(a / b)
 
 
-class _Joint:
-    """Energies restricted to the time every one of a set of meters was observed (inside the period).
+class _Before:
+    """Each meter's observed energy before every one of `points`, computed once per meter
+    when first asked for, by `before_of(name, points)`.
 
-    Every bin asked for is a run of days of `grid`, so each meter's restricted energy is
-    kept as its running total at the day edges, computed once per meter. Where the meters
-    were jointly observed all the time, that is the running total of its daily energies.
-    Otherwise it needs the meter's observed intervals, which `pieces_of(name)` computes
-    again from its readings (a store is read again): holding them for every meter of a
-    large site would take as much memory as all its readings.
+    That goes through the meter's readings again (a store is read again): keeping every
+    meter's intervals from the first pass would take as much memory as all the readings of
+    a large site. `points` holds every edge any `_Joint` needs (the day grid and the joint
+    spans' ends), so one pass serves them all.
     """
 
-    def __init__(self, results: dict[str, _MeterResult], meters: list[str], grid: np.ndarray,
-                 pieces_of: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        self.results, self.grid, self.pieces_of = results, grid, pieces_of
-        start, end = int(grid[0]), int(grid[-1])
-        self.spans = _clip(*_intersect([results[m].observed for m in meters]), start, end) if meters \
-            else (np.empty(0, np.int64), np.empty(0, np.int64))
-        self.full = bool(meters) and int((self.spans[1] - self.spans[0]).sum()) == end - start
+    def __init__(self, points: np.ndarray, before_of: Callable[[str, np.ndarray], np.ndarray]) -> None:
+        self.points, self.before_of = points, before_of
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        out = self._cache.get(name)
+        if out is None:
+            out = self._cache[name] = self.before_of(name, self.points)
+        return out
+
+
+class _Joint:
+    """Energies restricted to `spans`, the time every one of a set of meters was observed.
+
+    Every bin asked for is a run of days of `grid`, so each meter's restricted energy is
+    kept as its running total at the day edges. Where the meters were jointly observed all
+    the time, that is the running total of its daily energies. Otherwise it is summed over
+    the stretches between consecutive `before.points` (each wholly inside or outside the
+    spans, whose ends are among the points) that lie inside the spans.
+    """
+
+    def __init__(self, results: dict[str, _MeterResult], spans: tuple[np.ndarray, np.ndarray], grid: np.ndarray,
+                 before: _Before) -> None:
+        self.results, self.spans, self.grid, self.before = results, spans, grid, before
+        self.full = int((spans[1] - spans[0]).sum()) == int(grid[-1] - grid[0])
         self._upto: dict[str, np.ndarray] = {}
+        self._inside: np.ndarray | None = None
+        self._grid_at: np.ndarray | None = None
 
     def _meter_upto(self, name: str) -> np.ndarray:
         upto = self._upto.get(name)
@@ -510,7 +517,13 @@ class _Joint:
             if self.full:
                 upto = np.concatenate(([0.0], np.cumsum(np.nan_to_num(self.results[name].day_energy))))
             else:
-                upto = _energy_upto(self.pieces_of(name), self.spans, self.grid)
+                pts = self.before.points
+                if self._inside is None:
+                    mid = pts[:-1] + (pts[1:] - pts[:-1]) // 2
+                    self._inside = (_cover_upto(*self.spans, mid + 1) - _cover_upto(*self.spans, mid)) > 0
+                    self._grid_at = np.searchsorted(pts, self.grid)
+                step = np.where(self._inside, np.diff(self.before(name)), 0.0)
+                upto = np.concatenate(([0.0], np.cumsum(step)))[self._grid_at]
             self._upto[name] = upto
         return upto
 
@@ -555,13 +568,13 @@ def compute_report(
     results: dict[str, _MeterResult] = {}
     empty = MeterReadings(np.empty(0, np.int64))
 
-    def meter_result(name: str, want_pieces: bool = False) -> _MeterResult:
+    def meter_result(name: str, points: np.ndarray | None = None) -> _MeterResult:
         meter = site.meters[name]
         max_p = meter.max_power_w if meter.role != "water" else None
-        return _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p, want_pieces)
+        return _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p, points)
 
-    def pieces_of(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return meter_result(name, want_pieces=True).pieces
+    def before_of(name: str, points: np.ndarray) -> np.ndarray:
+        return meter_result(name, points).before
 
     for name in site.meters:
         results[name] = meter_result(name)
@@ -609,7 +622,19 @@ def compute_report(
     # PUE over the time every PUE meter was observed: E_DC and E_IT of the same instants, so
     # one meter's gap cannot bias it (see docs/report-schema.md, "pue and pue_joint").
     period_edges = np.array([start_ns, end_ns], np.int64)
-    joint = _Joint(results, pue_meters, grid, pieces_of)
+    zone_sets = {}
+    for zone in site.zone_names():
+        if site.members("it", zone):
+            zone_sets[zone] = sorted(set(site.boundary(zone)) | set(site.members("it", zone)))
+
+    def joint_spans(members: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if not members:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return _clip(*_intersect([results[m].observed for m in members]), start_ns, end_ns)
+
+    spans = {"": joint_spans(pue_meters)} | {z: joint_spans(m) for z, m in zone_sets.items()}
+    before = _Before(np.unique(np.concatenate([grid, *(x for sp in spans.values() for x in sp)])), before_of)
+    joint = _Joint(results, spans[""], grid, before)
     f_joint = _num(joint.total(fac, period_edges)[0])
     i_joint = _num(joint.total(it, period_edges)[0])
     pue_joint = _ratio(f_joint, i_joint)
@@ -651,9 +676,8 @@ def compute_report(
         boundary = site.boundary(zone)
         b = _num(total(boundary, "period"))
         zi = _num(total(zone_it, "period"))
-        zone_meters = sorted(set(boundary) | set(zone_it))
-        zc, _, _ = completeness(zone_meters)
-        zjoint = _Joint(results, zone_meters, grid, pieces_of)
+        zc, _, _ = completeness(zone_sets[zone])
+        zjoint = _Joint(results, spans[zone], grid, before)
         zb = _num(zjoint.total(boundary, period_edges)[0])
         zij = _num(zjoint.total(zone_it, period_edges)[0])
         zones.append({"zone": zone, "ppue": _ratio(b, zi), "boundary_energy_wh": b, "it_energy_wh": zi,

@@ -163,19 +163,21 @@ def test_joint_energy_of_fully_observed_meters_is_their_daily_energy() -> None:
     grid = engine.day_grid(START, END)
     gap = engine.DEFAULT_MAX_GAP_NS
 
-    def meter(name: str, want_pieces: bool = False) -> engine._MeterResult:
-        return engine._meter(readings[name], grid, START, END, gap, None, want_pieces)
+    def meter(name: str, points: np.ndarray | None = None) -> engine._MeterResult:
+        return engine._meter(readings[name], grid, START, END, gap, None, points)
 
     results = {name: meter(name) for name in readings}
     read_again: list[str] = []
 
-    def pieces_of(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def before_of(name: str, points: np.ndarray) -> np.ndarray:
         read_again.append(name)
-        return meter(name, want_pieces=True).pieces
+        return meter(name, points).before
 
-    fast = engine._Joint(results, list(readings), grid, pieces_of)
+    spans = engine._clip(*engine._intersect([r.observed for r in results.values()]), START, END)
+    before = engine._Before(np.unique(np.concatenate([grid, *spans])), before_of)
+    fast = engine._Joint(results, spans, grid, before)
     assert fast.full
-    slow = engine._Joint(results, list(readings), grid, pieces_of)
+    slow = engine._Joint(results, spans, grid, before)
     slow.full = False
     month = np.array([START, END], np.int64)
     for name in readings:
