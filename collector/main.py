@@ -26,7 +26,7 @@ from pathlib import Path
 from puewatch.sdnotify import SystemdNotifier
 from puewatch.collector import config as ccfg
 from puewatch.collector.metrics import CollectorMetrics
-from puewatch.collector.pipeline import SECOND, Pipeline, format_window
+from puewatch.collector.pipeline import SECOND, Pipeline, compile_kernels, format_window
 from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector")
@@ -280,6 +280,11 @@ class Collector:
         # In a worker thread, never awaited by the loop: compacting a day of rows takes seconds.
         upkeep = None
         last_upkeep = -math.inf
+        # Compile the kernels (or load them from Numba's cache) before the first step, on a
+        # worker thread: a cold cache takes seconds, during which ingest keeps being served.
+        t0 = time.monotonic()
+        await loop.run_in_executor(None, compile_kernels)
+        log.info("kernels ready in %.1f s", time.monotonic() - t0)
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)

@@ -602,5 +602,24 @@ class Pipeline:
             self.horizon = h
 
 
+def compile_kernels() -> None:
+    """Run every kernel the pipeline uses once on a few values, so that Numba compiles them
+    (or loads them from its cache, NUMBA_CACHE_DIR) now rather than in the first step.
+
+    Compiling takes seconds on a cold cache; the collector calls this on a worker thread
+    before it reports ready, so its event loop keeps serving ingest meanwhile.
+    """
+    t = np.arange(5, dtype=np.int64) * 1_000_000_000
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    d = k.register_deltas(t, x, modulus=2.0**32, resolution=1.0, reset_from_zero=False,
+                          max_power_w=1e6, joules_per_unit=3600.0)
+    e = k.integrate_power(t, x, max_gap_ns=2_000_000_000).energy_j
+    r = k.rebin_energy(t, d.delta, t[::2])
+    k.group_sums(np.vstack([e, e]), np.ones((1, 2)))
+    k.rolling_ratio(t, e, e, np.array([2_000_000_000]), min_coverage=0.5, numerator_coverage=np.ones(4),
+                    denominator_coverage=np.ones(4))
+    del r
+
+
 def unit_factor(unit: str) -> float:
     return UNITS[unit][1]

@@ -200,25 +200,31 @@ def _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, 
     return bad
 
 
-@njit(cache=True, parallel=True)
-def _rolling(t, a, b, ca, cb, two, has_cov, windows, min_coverage, n_chunks, block, out0, out1, bad):
-    # Chunks of the series run in parallel. The flags are compile-time constants
-    # inside each branch, so each of the four loops is compiled without them.
-    n = a.shape[0]
-    windows_f = windows.astype(np.float64)
-    for ch in prange(n_chunks):
-        i0 = ch * n // n_chunks
-        i1 = (ch + 1) * n // n_chunks
-        if i0 >= i1:
+def _parallel(two: bool, has_cov: bool):
+    """The parallel loop over chunks for one kind of call: sums or ratios, with or without coverage.
+
+    One compiled function per kind, each compiled on its first use only (one function
+    holding all four took 26 s to compile, stalling the collector's first step); `two`
+    and `has_cov` are compile-time constants inside each (closure variables are frozen
+    by Numba, and they are part of its cache key).
+    """
+
+    @njit(cache=True, parallel=True)
+    def run(t, a, b, ca, cb, windows, min_coverage, n_chunks, block, out0, out1, bad):
+        n = a.shape[0]
+        windows_f = windows.astype(np.float64)
+        for ch in prange(n_chunks):
+            i0 = ch * n // n_chunks
+            i1 = (ch + 1) * n // n_chunks
             bad[ch] = -1
-        elif two and has_cov:
-            bad[ch] = _chunk(t, a, b, ca, cb, True, True, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
-        elif two:
-            bad[ch] = _chunk(t, a, b, ca, cb, True, False, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
-        elif has_cov:
-            bad[ch] = _chunk(t, a, b, ca, cb, False, True, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
-        else:
-            bad[ch] = _chunk(t, a, b, ca, cb, False, False, windows, windows_f, min_coverage, i0, i1, block, out0, out1)
+            if i0 < i1:
+                bad[ch] = _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, i1, block,
+                                 out0, out1)
+
+    return run
+
+
+_RUN = {(two, has_cov): _parallel(two, has_cov) for two in (False, True) for has_cov in (False, True)}
 
 
 # Intervals per cache block (inputs of a block stay in L2 while every window reads them).
@@ -236,7 +242,7 @@ def _n_chunks(n: int) -> int:
 def _call(t, a, b, ca, cb, two: bool, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
     n_chunks = _n_chunks(a.shape[0])
     bad = np.empty(n_chunks, dtype=np.int64)
-    _rolling(t, a, b, ca, cb, two, has_cov, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
+    _RUN[two, has_cov](t, a, b, ca, cb, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:
