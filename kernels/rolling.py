@@ -107,7 +107,7 @@ def _store(st, ist, which, s):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_coverage, i0, i1, st, ist, out0, out1):
+def _run(t, a, b, ca, cb, two, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
     # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
     # two running double-double sums over the same sequence: the lead (through
     # interval i) and the trail (through interval lo - 1). Both add the same
@@ -149,8 +149,9 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, inv_window, min_covera
                         covered += (min(ca[lo - 1], cb[lo - 1]) if two else ca[lo - 1]) * overlap
                     else:
                         covered += float(overlap)
-        # A multiply for the divide; a whole window's coverage is exactly 1.
-        cov = 1.0 if covered == window_f else covered * inv_window
+        # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
+        # a window, the threshold itself) must come out exact.
+        cov = covered / window_f
         out1[i] = cov
         if two:
             r = sa / sb if sb > 0.0 else np.nan
@@ -193,7 +194,7 @@ def _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, 
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
         for w in range(nw):
-            r = _run(t, a, b, ca, cb, two, has_cov, windows[w], windows_f[w], 1.0 / windows_f[w], min_coverage, b0, b1, st[w], ist[w],
+            r = _run(t, a, b, ca, cb, two, has_cov, windows[w], windows_f[w], min_coverage, b0, b1, st[w], ist[w],
                      out0[w], out1[w])
             if w == 0 and bad < 0:
                 bad = r

@@ -351,3 +351,14 @@ def test_rolling_ratio_zero_it_energy_windows_are_nan(data):
     ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows)
     np.testing.assert_array_equal(np.isnan(res.ratio), np.isnan(ref_ratio))
     assert_close(res.coverage, ref_cov)
+
+
+def test_exact_coverage_share_meets_its_threshold():
+    """Regression: a window exactly one interval long at coverage 0.25 has coverage exactly 0.25,
+    so min_coverage=0.25 keeps its ratio (covered / window, not covered * (1 / window): 13679.25
+    * (1 / 54717) is 0.24999999999999997)."""
+    t = T0_NS + np.array([0, 18, 54735], dtype=np.int64)
+    res = rolling_ratio(t, [0.0, 1 / 64], [0.0, 1 / 256], [54717], min_coverage=0.25,
+                        numerator_coverage=[0.0, 0.25], denominator_coverage=[0.0, 0.25])
+    assert res.coverage[0, 1] == 0.25
+    assert res.ratio[0, 1] == 4.0
