@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from puewatch.benchmarks import emit
 
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND
@@ -438,9 +438,4 @@ def main(args: argparse.Namespace) -> int:
 
         raise UserError(f"--samples must be at least 10000, got {n}")
     report = run(n, max(1, int(args.repeat)), with_pandas=not args.no_pandas)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-    else:
-        _print_table(report)
-    return 0
+    return emit(report, args.json, _print_table)

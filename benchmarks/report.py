@@ -42,7 +42,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from puewatch.benchmarks import emit
 
 from puewatch.collector.site import UNITS, Meter, SiteModel
 from puewatch.errors import UserError
@@ -472,9 +473,4 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must not be negative")
     report = run(args.meters, args.days, args.step_s, args.influx_meters, args.rows_meters,
                  Path(args.workdir) if args.workdir else None)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-    else:
-        _print_table(report)
-    return 0
+    return emit(report, args.json, _print_table)
