@@ -26,7 +26,9 @@ site-level ones (no `zone`) when there are any; a zoned one is then a hall's
 sub-incomer, downstream of them, and feeds only its zone's pPUE (adding it
 would count the hall's energy twice). Only when every `facility_input` meter
 has a zone (each hall has its own utility feed and there is no site incomer)
-is E_DC the sum of the zoned ones.
+is E_DC the sum of the zoned ones; every IT meter must then be in a zone that
+has one (`problems()` refuses the site otherwise: IT fed by none of the summed
+inputs would make PUE too low).
 
 Roles and what they feed:
 
@@ -252,4 +254,16 @@ class SiteModel:
             )
         if not self.members("it"):
             out.append(("meters", "the site cannot give a PUE: no meter has role \"it\" (E_IT at UPS outputs, PDU outputs or IT inputs)"))
+        inputs = [m for m in self.meters.values() if m.role == "facility_input"]
+        if inputs and all(m.zone for m in inputs):
+            # E_DC is then the sum of the halls' own inputs: IT outside those halls is fed by
+            # none of them, and counting it in E_IT would make PUE too low (even below 1).
+            fed = {m.zone for m in inputs}
+            for name, m in self.meters.items():
+                if m.role == "it" and m.zone not in fed:
+                    where = f"zone {m.zone!r}, which has" if m.zone else "no zone, and the site has"
+                    out.append((f"meters.{name}.zone", f"the site cannot give a PUE: IT meter {name!r} is in {where} no "
+                                "facility_input meter, and every facility_input meter belongs to a zone (E_DC is the "
+                                "sum of the zones' inputs): give that zone an input meter, or add a site-level one "
+                                "(no zone)"))
         return out

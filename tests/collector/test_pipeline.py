@@ -232,6 +232,24 @@ def test_a_hall_sub_incomer_feeds_its_pue_boundary_not_e_dc():
     })
     assert halls.members("facility_input") == {"a-in": 1.0, "b-in": 1.0}
     assert halls.members("facility_input", "b") == {"b-in": 1.0}
+    assert halls.problems() == []
+
+
+@pytest.mark.parametrize("zone", ["c", ""])
+def test_it_fed_by_no_input_is_refused_when_every_input_is_zoned(zone):
+    """Every facility_input in a zone: E_DC is the zones' inputs, so IT elsewhere would make PUE too low."""
+    meters = {
+        "a-in": Meter(role="facility_input", device="d", zone="a"),
+        "it-a": Meter(role="it", point="pdu_output", device="d", zone="a"),
+        "it-x": Meter(role="it", point="pdu_output", device="d", zone=zone),
+    }
+    problems = SiteModel("x", meters).problems()
+    assert [key for key, _ in problems] == ["meters.it-x.zone"]
+    where = "zone 'c', which has" if zone else "no zone, and the site has"
+    assert problems[0][1].startswith(f"the site cannot give a PUE: IT meter 'it-x' is in {where} no facility_input meter")
+    # A site-level incomer feeds it: fine.
+    meters["incomer"] = Meter(role="facility_input", device="d")
+    assert SiteModel("x", meters).problems() == []
 
 
 def test_site_model_rules():
