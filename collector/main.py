@@ -226,6 +226,12 @@ class Collector:
         from puewatch.collector.stores.spool import StoreWriter
 
         conf = self.conf
+        # Compile the kernels (or load them from Numba's cache) before anything runs: a cold
+        # cache takes seconds, and Numba holds the GIL meanwhile, which would stall the
+        # event loop (SNMP polls timing out, ingest waiting). Agents spool until ingest opens.
+        t0 = time.monotonic()
+        compile_kernels()
+        log.info("kernels ready in %.1f s", time.monotonic() - t0)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = build_store(conf)
         self.writer = StoreWriter(
@@ -280,11 +286,6 @@ class Collector:
         # In a worker thread, never awaited by the loop: compacting a day of rows takes seconds.
         upkeep = None
         last_upkeep = -math.inf
-        # Compile the kernels (or load them from Numba's cache) before the first step, on a
-        # worker thread: a cold cache takes seconds, during which ingest keeps being served.
-        t0 = time.monotonic()
-        await loop.run_in_executor(None, compile_kernels)
-        log.info("kernels ready in %.1f s", time.monotonic() - t0)
         notifier.ready()
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)

@@ -191,7 +191,7 @@ def test_dead_device_does_not_delay_live_ones(snmpd, black_hole):
     """Three live devices every 0.25 s beside a black hole and a port with nothing listening (1 s timeouts)."""
     serve(snmpd, 900, 10, 10)
     nothing = free_udp_port()
-    live = [device(snmpd.port, name=f"live{i}", community="meters", interval_s=0.25, timeout_s=0.2) for i in range(3)]
+    live = [device(snmpd.port, name=f"live{i}", community="meters", interval_s=0.25, timeout_s=0.24) for i in range(3)]
     dead = [
         device(black_hole, name="blackhole", interval_s=2.0, timeout_s=0.6, retries=1),
         device(nothing, name="nothing", interval_s=2.0, timeout_s=0.6, retries=1),
