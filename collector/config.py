@@ -70,6 +70,11 @@ class EmbeddedStore:
 
     path: str = setting("", doc="Database file; empty means `<state_dir>/puewatch.sqlite`.")
     raw_retention_days: float = setting(400.0, min=1.0, doc="Days of points kept (at least a year for annual PUE).")
+    compact_after_days: float = setting(
+        2.0, min=0.0, min_exclusive=True,
+        doc="Points older than this move from rows into columnar chunks at the hourly upkeep (fast year-long "
+        "reports); a late point for that time still wins. Smaller keeps fewer rows, larger rewrites fewer chunks.",
+    )
 
 
 @dataclass

@@ -71,7 +71,7 @@ def build_store(conf: ccfg.CollectorConfig):
 
     e = s.embedded or ccfg.EmbeddedStore()
     path = e.path or str(Path(conf.collector.state_dir) / "puewatch.sqlite")
-    return EmbeddedStore(path, raw_retention_s=e.raw_retention_days * 86400)
+    return EmbeddedStore(path, raw_retention_s=e.raw_retention_days * 86400, compact_after_s=e.compact_after_days * 86400)
 
 
 class _IngestMeter:

@@ -72,6 +72,7 @@ def test_defaults_give_the_embedded_store_and_five_windows(tmp_path):
         (("", "[store.influx1]\nurl = \"http://x\"\ndatabase = \"d\"\n[store.influx2]\nurl = \"http://x\"\nbucket = \"b\"\n"),
          "store.influx1: give one store, not influx2 and influx1"),
         (("", "[metrics]\nlisten = \"9464\"\n"), "metrics.listen: expected HOST:PORT"),
+        (("", "[store.embedded]\ncompact_after_days = 0\n"), "store.embedded.compact_after_days"),
         (("", "[[snmp.devices]]\nname = \"a\"\nhost = \"h\"\n[[snmp.devices]]\nname = \"a\"\nhost = \"h2\"\n"),
          "snmp.devices: device name 'a' is used twice"),
         (("", "[snmp]\nprofile_dirs = [\"/nonexistent/profiles\"]\n"),

@@ -14,11 +14,13 @@ DAY = 86_400 * S
 
 def test_collector_prunes_and_compacts_the_embedded_store_at_start(tmp_path):
     ingest_port, metrics_port = free_port(), free_port()
-    conf = write_config(tmp_path, ingest_port, metrics_port, extra="[store.embedded]\nraw_retention_days = 3\n")
+    conf = write_config(tmp_path, ingest_port, metrics_port,
+                        extra="[store.embedded]\nraw_retention_days = 3\ncompact_after_days = 1\n")
     path = tmp_path / "state" / "puewatch.sqlite"
     now = time.time_ns()
     expired = [now - 5 * DAY + i * S for i in range(50)]  # older than the retention: deleted
-    old = [now - 2 * DAY - 3600 * S + i * S for i in range(300)]  # older than two days: into chunks
+    # Older than compact_after_days = 1 (but not the default 2): into chunks.
+    old = [now - 36 * 3600 * S + i * S for i in range(300)]
     recent = [now - 3600 * S + i * S for i in range(20)]  # stays rows
     store = EmbeddedStore(path)
     store.write("".join(f"modbus,meter=x power_kw={i}.5 {t}\n" for i, t in enumerate(expired + old + recent)).encode())
