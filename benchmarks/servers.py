@@ -129,6 +129,13 @@ class _Server:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 class Influxd(_Server):
     """InfluxDB 1.x with a config file in its directory (see shared real-components.md)."""
@@ -251,24 +258,14 @@ class VictoriaMetrics(_Server):
         return out
 
 
-@contextmanager
-def influxd(root: Path, **kwargs) -> Iterator[Influxd]:
-    server = Influxd(root, **kwargs)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def influxd(root: Path, **kwargs) -> Influxd:
+    """An influxd for a `with` block: started on entry, stopped on exit."""
+    return Influxd(root, **kwargs)
 
 
-@contextmanager
-def victoria_metrics(root: Path) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(root)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def victoria_metrics(root: Path) -> VictoriaMetrics:
+    """A VictoriaMetrics for a `with` block: started on entry, stopped on exit."""
+    return VictoriaMetrics(root)
 
 
 @contextmanager
