@@ -11,7 +11,8 @@ why not in one of two ways, because the two call for opposite reactions:
   store's own).
 
 A `Reader` is what reports read: one numeric series at a time, as NumPy arrays,
-so the kernels get contiguous int64 ns times and float64 values.
+so the kernels get contiguous int64 ns times and float64 values. A `TextReader`
+also returns string fields (an agent's `gpu_info`: GPU name, serial, driver).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Reader", "Store", "StoreError", "StoreRejected", "StoreUnavailable"]
+__all__ = ["Reader", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "TextReader"]
 
 
 class StoreError(Exception):
@@ -56,4 +57,15 @@ class Reader(Protocol):
 
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         """The distinct values of `tag` in `measurement`, sorted."""
+        ...
+
+
+@runtime_checkable
+class TextReader(Reader, Protocol):
+    """A Reader that also returns string fields (both built-in readers are)."""
+
+    def text_series(
+        self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int
+    ) -> tuple[np.ndarray, list[str]]:
+        """(time int64 ns ascending, values) of a string field; StoreRejected when the field holds numbers."""
         ...

@@ -20,6 +20,12 @@ Schema:
     points(series_id, field, time_ns INTEGER, value REAL)
         PRIMARY KEY (series_id, field, time_ns): a point re-sent (a spool replayed
         after an outage) is stored once, and the last write wins, as in InfluxDB.
+    text_points(series_id, field, time_ns INTEGER, value TEXT)
+        String fields (an agent's `gpu_info`: GPU name, serial, driver version), keyed
+        like `points`; read with `text_series()`.
+    fields(measurement, field, kind)
+        Each field's type, `number` or `string`, fixed by its first write: as in
+        InfluxDB, a line giving a field the other type is refused (a partial write).
     chunks(series_id, field, t_first, t_last, n, times BLOB, vals BLOB)
         Older points, columnar: `n` points of one (series, field) with times
         t_first..t_last, `times` n int64 ns and `vals` n float64 (NaN: no value),
@@ -47,10 +53,10 @@ rows are only ever newer (`compact()` moves every row before its horizon, and
 so a late point inside an already compacted range is a row until the next
 `compact()` merges it into the chunk, replacing the old value.
 
-Only numbers are kept: integers and unsigned integers become REAL, booleans 1.0/0.0.
-String fields cannot be stored here; they are counted (`skipped_string_fields`) and
-logged, never silently lost. A batch with unparsable lines is written without them
-and then rejected (StoreRejected naming the first bad line), like InfluxDB's
+Numbers: integers and unsigned integers become REAL, booleans 1.0/0.0. Strings are
+kept as they are, in `text_points` (never compacted; pruned with the rest). A batch
+with unparsable lines, or lines whose field has the other type, is written without
+them and then rejected (StoreRejected naming the first bad line), like InfluxDB's
 "partial write".
 """
 
@@ -101,6 +107,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     vals      BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS chunks_by_time ON chunks (series_id, field, t_first);
+CREATE TABLE IF NOT EXISTS text_points (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    field     TEXT NOT NULL,
+    time_ns   INTEGER NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (series_id, field, time_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fields (
+    measurement TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('number', 'string')),
+    PRIMARY KEY (measurement, field)
+) WITHOUT ROWID;
 """
 
 # Points per chunk: 512 KiB of times and values, 23 days of 1-minute readings. A late point
@@ -133,7 +152,6 @@ class EmbeddedStore:
         self.name = f"embedded {self.path}"
         self.raw_retention_s = raw_retention_s
         self.compact_after_s = compact_after_s
-        self.skipped_string_fields = 0
         self.points_written = 0
         self._lock = threading.Lock()
         try:
@@ -148,6 +166,11 @@ class EmbeddedStore:
         self._series: dict[tuple[str, str], int] = {
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
+        self._kinds: dict[tuple[str, str], str] = {}
+        try:
+            self._register_old_fields()
+        except sqlite3.Error as exc:
+            raise UserError(f"embedded store {self.path}: {exc}") from None
         # Readers' catalogue: measurement -> (series ids, (tag, value) -> series ids), up to series id _catalog_top.
         self._catalog: dict[str, tuple[list[int], dict[tuple[str, str], list[int]]]] = {}
         self._catalog_top = 0
@@ -156,11 +179,13 @@ class EmbeddedStore:
 
     def write(self, body: bytes) -> None:
         rows: list[tuple[int, str, int, float]] = []
+        text_rows: list[tuple[int, str, int, str]] = []
         new_series: list[tuple[str, str, str]] = []
+        new_kinds: list[tuple[str, str]] = []
         bad: list[str] = []
-        strings = 0
         now_ns = None
         series_ids = self._series
+        kinds = self._kinds
         try:
             text = body.decode()
         except UnicodeDecodeError as exc:
@@ -176,6 +201,22 @@ class EmbeddedStore:
                     except LineError as exc:
                         bad.append(f"line {lineno}: {exc}")
                         continue
+                    conflict = None
+                    line_kinds = []
+                    for field, value in p.fields.items():
+                        kind = "string" if isinstance(value, str) else "number"
+                        known = kinds.get((p.measurement, field)) or self._known_kind(p.measurement, field)
+                        if known is None:
+                            line_kinds.append(((p.measurement, field), kind))
+                        elif known != kind:
+                            conflict = f"field type conflict: {field!r} of {p.measurement!r} is a {known}, not a {kind}"
+                            break
+                    if conflict:
+                        bad.append(f"line {lineno}: {conflict}")
+                        continue
+                    for key, kind in line_kinds:
+                        kinds[key] = kind
+                        new_kinds.append(key)
                     tagset = canonical_tagset(p.tags) if p.tags else ""
                     sid = series_ids.get((p.measurement, tagset))
                     if sid is None:
@@ -198,12 +239,19 @@ class EmbeddedStore:
                         t = now_ns
                     for field, value in p.fields.items():
                         if isinstance(value, str):
-                            strings += 1
-                            continue
-                        rows.append((sid, field, t, float(value)))
+                            text_rows.append((sid, field, t, value))
+                        else:
+                            rows.append((sid, field, t, float(value)))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)", rows
                 )
+                if text_rows:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO text_points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
+                        text_rows)
+                if new_kinds:
+                    self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
+                                         [(m, f, kinds[(m, f)]) for m, f in new_kinds])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 try:
@@ -212,13 +260,11 @@ class EmbeddedStore:
                     pass
                 for key in new_series:  # their ids were rolled back too
                     series_ids.pop(key[:2], None)
+                for key in new_kinds:
+                    kinds.pop(key, None)
                 # A locked or full database, an I/O error: the data is fine, try again later.
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-            self.points_written += len(rows)
-            if strings:
-                self.skipped_string_fields += strings
-                log.warning("%s: %d string field value(s) not stored (numbers only); %d so far",
-                            self.name, strings, self.skipped_string_fields)
+            self.points_written += len(rows) + len(text_rows)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise StoreRejected(f"{self.name}: partial write, {len(bad)} bad line(s) skipped: {bad[0]}{more}")
@@ -273,6 +319,13 @@ class EmbeddedStore:
                     ).lastrowid
                     created = True
                 self._series[key] = sid
+                kind = self._kinds.get((measurement, field)) or self._known_kind(measurement, field)
+                if kind == "string":
+                    raise StoreRejected(f"{self.name}: write_columns: field type conflict: {field!r} of "
+                                        f"{measurement!r} is a string, not a number")
+                if kind is None:
+                    self._db.execute("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, 'number')",
+                                     (measurement, field))
                 lo, hi = int(t[0]), int(t[-1])
                 rows = self._db.execute(
                     "SELECT time_ns, value FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? AND time_ns <= ? "
@@ -286,13 +339,46 @@ class EmbeddedStore:
                                      "AND time_ns <= ?", (sid, field, lo, hi))
                 self._merge_chunks(sid, field, t, v)
                 self._db.execute("COMMIT")
+            except StoreRejected:
+                self._rollback()
+                if created:
+                    self._series.pop(key, None)
+                raise
             except sqlite3.Error as exc:
                 self._rollback()
                 if created:
                     self._series.pop(key, None)
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
+            self._kinds[(measurement, field)] = "number"
         self.points_written += int(t.size)
         return int(t.size)
+
+    def _known_kind(self, measurement: str, field: str) -> str | None:
+        """A field's type as another connection to the file may have recorded it (and remember it)."""
+        row = self._db.execute("SELECT kind FROM fields WHERE measurement = ? AND field = ?",
+                               (measurement, field)).fetchone()
+        if row is None:
+            return None
+        self._kinds[(measurement, field)] = row[0]
+        return row[0]
+
+    def _register_old_fields(self) -> None:
+        """Record the fields of a file written before `fields` existed (numbers only then): once, by index seeks."""
+        if self._db.execute("SELECT 1 FROM fields LIMIT 1").fetchone() or not self._series:
+            return
+        found: set[tuple[str, str]] = set()
+        for (measurement, _tagset), sid in self._series.items():
+            for table in ("points", "chunks"):
+                field = ""
+                while (row := self._db.execute(f"SELECT field FROM {table} WHERE series_id = ? AND field > ? "
+                                               "ORDER BY field LIMIT 1", (sid, field)).fetchone()) is not None:
+                    field = row[0]
+                    found.add((measurement, field))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, 'number')",
+                                 sorted(found))
+            self._db.execute("COMMIT")
 
     def _known_series(self, measurement: str, tagset: str) -> int | None:
         row = self._db.execute("SELECT id FROM series WHERE measurement = ? AND tagset = ?",
@@ -420,6 +506,7 @@ class EmbeddedStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 deleted = self._db.execute("DELETE FROM points WHERE time_ns < ?", (cutoff,)).rowcount
+                deleted += self._db.execute("DELETE FROM text_points WHERE time_ns < ?", (cutoff,)).rowcount
                 deleted += self._db.execute("SELECT coalesce(sum(n), 0) FROM chunks WHERE t_last < ?",
                                             (cutoff,)).fetchone()[0]
                 self._db.execute("DELETE FROM chunks WHERE t_last < ?", (cutoff,))
@@ -481,6 +568,7 @@ class EmbeddedStore:
         ids = self._series_ids(measurement, tags)
         if not ids:
             return np.empty(0, np.int64), np.empty(0, np.float64)
+        self._check_kind(measurement, field, "number")
         marks = ",".join("?" * len(ids))
         lo, hi = int(start_ns), int(end_ns)
         with self._lock:
@@ -524,6 +612,32 @@ class EmbeddedStore:
         v = np.concatenate([p[1] for p in parts])
         order = np.argsort(t, kind="stable")
         return t[order], v[order]
+
+    def _check_kind(self, measurement: str, field: str, kind: str) -> None:
+        with self._lock:
+            known = self._kinds.get((measurement, field)) or self._known_kind(measurement, field)
+        if known is not None and known != kind:
+            other = "strings" if known == "string" else "numbers"
+            raise StoreRejected(f"{self.name}: {measurement}.{field} holds {other}, not {kind}s")
+
+    def text_series(
+        self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int
+    ) -> tuple[np.ndarray, list[str]]:
+        """(time int64 ns ascending, values) of a string field for start_ns <= t < end_ns of every series with `tags`."""
+        ids = self._series_ids(measurement, tags)
+        if not ids:
+            return np.empty(0, np.int64), []
+        self._check_kind(measurement, field, "string")
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    f"SELECT time_ns, value FROM text_points WHERE series_id IN ({marks}) AND field = ? "
+                    "AND time_ns >= ? AND time_ns < ? ORDER BY time_ns", (*ids, field, int(start_ns), int(end_ns))
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         with self._lock:

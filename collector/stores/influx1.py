@@ -265,6 +265,29 @@ class Influx1Store:
             t_arr, v_arr = t_arr[order], v_arr[order]
         return t_arr, v_arr
 
+    def text_series(
+        self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int, *, rp: str | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """(time int64 ns ascending, values) of a string field (an agent's `gpu_info`) for start_ns <= t < end_ns."""
+        source = quote_ident(measurement)
+        rp = rp or self.rp
+        if rp:
+            source = f"{quote_ident(rp)}.{source}"
+        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
+        where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
+        q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+        rows: list[tuple[int, str]] = []
+        for result in self._query_chunks(q):
+            for s in result.get("series", []):
+                for t, v in s.get("values", []):
+                    if v is None:
+                        continue
+                    if not isinstance(v, str):
+                        raise StoreRejected(f"{self.name}: {measurement}.{field} holds numbers, not strings")
+                    rows.append((int(t), v))
+        rows.sort(key=lambda r: r[0])
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
+
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         q = f"SHOW TAG VALUES FROM {quote_ident(measurement)} WITH KEY = {quote_ident(tag)}"
         out = set()

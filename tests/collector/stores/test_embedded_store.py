@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from puewatch.collector.stores.base import Reader, Store, StoreRejected
+from puewatch.collector.stores.base import Reader, Store, StoreRejected, TextReader
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.lineprotocol import encode_point, series_key, encode_line
 
@@ -59,9 +59,80 @@ def test_partial_write_stores_the_good_lines_and_rejects(tmp_path):
         store.write(b"m f=1 1\nm f= 2\nm f=3 3\nm,t f=4 4\n")
     assert store.series("m", "f", {}, 0, 10)[0].tolist() == [1, 3]
     store.write(b'm s="text",f=5 5\n')
-    assert store.skipped_string_fields == 1
+    assert store.series("m", "f", {}, 0, 10)[0].tolist() == [1, 3, 5]
+    assert store.text_series("m", "s", {}, 0, 10)[1] == ["text"]
     with pytest.raises(StoreRejected, match="UTF-8"):
         store.write(b"m f=1 \xff\n")
+
+
+def test_string_fields_are_kept_and_read_back(tmp_path):
+    """An agent's gpu_info (name, serial, driver) is stored, not dropped; last write wins as for numbers."""
+    store = EmbeddedStore(tmp_path / "pue.db", raw_retention_s=3600)
+    assert isinstance(store, TextReader)
+    tags = {"node": "gpu-a-1", "gpu": "0", "uuid": "GPU-1"}
+    info = {"name": "NVIDIA H100 80GB HBM3", "serial": "1320123456789", "driver_version": "550.54.15",
+            "note": 'quote " and \\ backslash, comma=equals'}
+    lines = [encode_point("gpu_info", tags, {**info, "power_limit_w": 700.0}, T0 + i * 10**9) for i in range(3)]
+    store.write(("\n".join(lines) + "\n").encode())
+    store.write((encode_point("gpu_info", tags, {"driver_version": "560.35.03"}, T0 + 2 * 10**9) + "\n").encode())
+    t, names = store.text_series("gpu_info", "name", {"node": "gpu-a-1"}, T0, T0 + 10**10)
+    assert t.dtype == np.int64 and t.tolist() == [T0, T0 + 10**9, T0 + 2 * 10**9]
+    assert names == [info["name"]] * 3
+    assert store.text_series("gpu_info", "serial", tags, T0, T0 + 1)[1] == ["1320123456789"]  # not made a number
+    assert store.text_series("gpu_info", "note", tags, T0, T0 + 1)[1] == [info["note"]]
+    assert store.text_series("gpu_info", "driver_version", tags, T0, T0 + 10**10)[1] == ["550.54.15", "550.54.15",
+                                                                                        "560.35.03"]
+    assert store.series("gpu_info", "power_limit_w", tags, T0, T0 + 10**10)[1].tolist() == [700.0] * 3
+    assert store.text_series("gpu_info", "name", {"node": "other"}, T0, T0 + 10**10)[1] == []
+    with pytest.raises(StoreRejected, match=r"gpu_info.name holds strings, not numbers"):
+        store.series("gpu_info", "name", tags, T0, T0 + 10**10)
+    with pytest.raises(StoreRejected, match=r"gpu_info.power_limit_w holds numbers, not strings"):
+        store.text_series("gpu_info", "power_limit_w", tags, T0, T0 + 10**10)
+    # Retention applies to strings too.
+    assert store.prune(T0 + 3600 * 10**9 + 10**9 + 1) == 2 * (len(info) + 1)
+    assert store.text_series("gpu_info", "name", tags, 0, 2**62)[0].tolist() == [T0 + 2 * 10**9]
+    store.close()
+    db = sqlite3.connect(tmp_path / "pue.db")
+    assert db.execute("SELECT value FROM text_points WHERE field = 'serial'").fetchone() == ("1320123456789",)
+    db.close()
+
+
+def test_a_field_keeps_its_type_as_in_influxdb(tmp_path):
+    """A line giving a field the other type is refused (partial write) by every connection, after a restart too."""
+    store = EmbeddedStore(tmp_path / "pue.db")
+    store.write(b'm,a=1 f=1,s="x" 1\n')
+    other = EmbeddedStore(tmp_path / "pue.db")  # the collector has two connections to the file
+    with pytest.raises(StoreRejected, match=r"partial write, 2 bad line\(s\) skipped: line 2: field type conflict: "
+                                            r"'f' of 'm' is a number, not a string.*1 more"):
+        other.write(b'm,a=1 f=2 2\nm,a=2 f="two" 2\nm,a=1 new=1,s=3 3\n')
+    assert other.series("m", "f", {}, 0, 10)[1].tolist() == [1.0, 2.0]
+    # The refused line's new field was not recorded: it may still become a string.
+    store.write(b'm new="yes" 4\n')
+    assert store.text_series("m", "new", {}, 0, 10)[1] == ["yes"]
+    with pytest.raises(StoreRejected, match="is a string, not a number"):
+        store.write_columns("m", {"a": "1"}, "s", np.array([5]), np.array([1.0]))
+    store.close()
+    other.close()
+    with pytest.raises(StoreRejected, match="'s' of 'm' is a string, not a number"):
+        EmbeddedStore(tmp_path / "pue.db").write(b"m s=1 9\n")
+
+
+def test_a_file_from_before_string_fields_knows_its_number_fields(tmp_path):
+    path = tmp_path / "pue.db"
+    store = EmbeddedStore(path, compact_after_s=0)
+    store.write(b"m,a=1 f=1 1\nm,a=1 f=2 2\nm,a=2 g=1 1\n")
+    store.compact(horizon_ns=2)  # f's first point moves into a chunk
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE fields")
+    db.execute("DELETE FROM points WHERE field = 'f'")  # f now only in a chunk
+    db.commit()
+    db.close()
+    store = EmbeddedStore(path)
+    for field in ("f", "g"):
+        with pytest.raises(StoreRejected, match=f"field type conflict: '{field}' of 'm' is a number"):
+            store.write(f'm {field}="x" 3\n'.encode())
+    assert store.series("m", "f", {}, 0, 10)[1].tolist() == [1.0]
 
 
 def test_lines_without_timestamp_get_the_server_clock(tmp_path):

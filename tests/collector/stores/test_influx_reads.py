@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from puewatch.collector.stores.base import StoreRejected
+from puewatch.collector.stores.base import StoreRejected, TextReader
 from puewatch.collector.stores.influx1 import Influx1Store, _numeric_values
+from puewatch.lineprotocol import encode_point
 from store_fixtures import influx  # noqa: F401 (fixture)
 
 T0 = int(time.time()) * 10**9 - 3600 * 10**9
@@ -54,6 +55,25 @@ def test_booleans_strings_and_errors_go_the_json_way(influx):
         store.series("m", "label", {}, T0, T0 + 10)
     with pytest.raises(StoreRejected, match="database not found"):
         Influx1Store(influx.url, "nope").series("m", "on", {}, T0, T0 + 10)
+    store.close()
+
+
+def test_string_fields_read_back_with_text_series(influx):
+    influx.query('CREATE DATABASE "site"')
+    tags = {"node": "gpu-a-1", "gpu": "0"}
+    lines = [encode_point("gpu_info", tags, {"name": "NVIDIA H100 80GB HBM3", "serial": f"13201234567{i}",
+                                             "note": 'quote " comma, equals=', "power_limit_w": 700.0}, T0 + i)
+             for i in range(3)]
+    influx.write(("\n".join(lines) + "\n").encode(), "site")
+    store = Influx1Store(influx.url, "site", chunk_size=2)  # across chunks
+    assert isinstance(store, TextReader)
+    t, serials = store.text_series("gpu_info", "serial", {"node": "gpu-a-1"}, T0, T0 + 10)
+    assert t.dtype == np.int64 and t.tolist() == [T0, T0 + 1, T0 + 2]
+    assert serials == ["132012345670", "132012345671", "132012345672"]
+    assert store.text_series("gpu_info", "note", tags, T0, T0 + 1)[1] == ['quote " comma, equals=']
+    assert store.text_series("gpu_info", "name", {"node": "other"}, T0, T0 + 10)[1] == []
+    with pytest.raises(StoreRejected, match="holds numbers, not strings"):
+        store.text_series("gpu_info", "power_limit_w", tags, T0, T0 + 10)
     store.close()
 
 
