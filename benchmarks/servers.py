@@ -90,14 +90,21 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
 
 class _Server:
     name = "server"
+    # A free port is only free until someone else binds it (another test's server, any
+    # program): a first start that loses that race picks new ports and tries again.
+    PORT_ATTEMPTS = 3
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
         self.log = self.root / f"{self.name}.log"
         self.popen: subprocess.Popen | None = None
+        self.started = False
+        self.pick_ports()
+
+    def pick_ports(self) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
 
     def args(self) -> list[str]:
         raise NotImplementedError
@@ -106,21 +113,32 @@ class _Server:
         raise NotImplementedError
 
     def start(self, timeout_s: float = 30.0) -> None:
+        """Start and wait until it answers; a restart keeps the ports (clients keep their URL)."""
         assert self.popen is None or self.popen.poll() is not None, f"{self.name} already running"
-        with open(self.log, "ab") as logf:
-            self.popen = subprocess.Popen(self.args(), stdout=logf, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if self.ready():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout_s} s: {self.log.read_text()[-2000:]}")
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            with open(self.log, "ab") as logf:
+                self.popen = subprocess.Popen(self.args(), stdout=logf, stderr=subprocess.STDOUT, cwd=self.root)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.popen.poll() is not None:
+                    with open(self.log, "rb") as f:
+                        f.seek(offset)
+                        tail = f.read().decode(errors="replace")
+                    if "address already in use" in tail and not self.started and attempt < self.PORT_ATTEMPTS:
+                        self.pick_ports()
+                        break
+                    raise RuntimeError(f"{self.name} exited with {self.popen.returncode}: {tail[-2000:]}")
+                try:
+                    if self.ready():
+                        self.started = True
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            else:
+                self.stop()
+                raise RuntimeError(f"{self.name} not ready after {timeout_s} s: {self.log.read_text()[-2000:]}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.popen is not None:
@@ -143,10 +161,14 @@ class Influxd(_Server):
     name = "influxd"
 
     def __init__(self, root: Path, auth: bool = False, admin: tuple[str, str] = ("admin", "adminpass"), cq_interval: str = "1s") -> None:
-        super().__init__(root)
-        self.rpc_port = free_port()
         self.auth = auth
         self.admin = admin
+        self.cq_interval = cq_interval
+        super().__init__(root)
+
+    def pick_ports(self) -> None:
+        super().pick_ports()
+        self.rpc_port = free_port()
         self.config = self.root / "influxdb.conf"
         self.config.write_text(
             f"""reporting-enabled = false
@@ -159,12 +181,12 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
   query-log-enabled = false
 [http]
   bind-address = "{LOOPBACK}:{self.port}"
-  auth-enabled = {str(auth).lower()}
+  auth-enabled = {str(self.auth).lower()}
   log-enabled = false
 [monitor]
   store-enabled = false
 [continuous_queries]
-  run-interval = "{cq_interval}"
+  run-interval = "{self.cq_interval}"
   log-enabled = true
 """
         )
@@ -228,8 +250,8 @@ class VictoriaMetrics(_Server):
     name = "victoria-metrics"
 
     def __init__(self, root: Path) -> None:
+        self.data = Path(root) / "data"
         super().__init__(root)
-        self.data = self.root / "data"
 
     def args(self) -> list[str]:
         return [

@@ -217,6 +217,17 @@ class Influx1Store:
 
     # -- Reader ---------------------------------------------------------------------------------
 
+    def _select(self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int,
+                rp: str | None) -> str:
+        """InfluxQL for one field of the series with all `tags`, start_ns <= time < end_ns."""
+        source = quote_ident(measurement)
+        rp = rp or self.rp
+        if rp:
+            source = f"{quote_ident(rp)}.{source}"
+        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
+        where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
+        return f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+
     def series(
         self,
         measurement: str,
@@ -228,13 +239,7 @@ class Influx1Store:
         rp: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(time int64 ns ascending, value float64) for start_ns <= t < end_ns; `rp` reads another policy."""
-        source = quote_ident(measurement)
-        rp = rp or self.rp
-        if rp:
-            source = f"{quote_ident(rp)}.{source}"
-        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
-        where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
-        q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+        q = self._select(measurement, field, tags, start_ns, end_ns, rp)
         t_parts: list[np.ndarray] = []
         v_parts: list[np.ndarray] = []
         for doc in self._query_docs(q):
@@ -269,13 +274,7 @@ class Influx1Store:
         self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int, *, rp: str | None = None
     ) -> tuple[np.ndarray, list[str]]:
         """(time int64 ns ascending, values) of a string field (an agent's `gpu_info`) for start_ns <= t < end_ns."""
-        source = quote_ident(measurement)
-        rp = rp or self.rp
-        if rp:
-            source = f"{quote_ident(rp)}.{source}"
-        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
-        where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
-        q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+        q = self._select(measurement, field, tags, start_ns, end_ns, rp)
         rows: list[tuple[int, str]] = []
         for result in self._query_chunks(q):
             for s in result.get("series", []):

@@ -1,0 +1,48 @@
+"""The test servers themselves: a first start that loses the race for its free port tries new ports."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import servers
+from puewatch.benchmarks import servers as impl
+
+
+def test_a_port_taken_before_the_first_start_gets_new_ports(tmp_path, monkeypatch):
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind((servers.LOOPBACK, 0))
+    taken.listen(1)
+    busy = taken.getsockname()[1]
+    picks = iter([busy])
+    real = impl.free_port
+    monkeypatch.setattr(impl, "free_port", lambda: next(picks, None) or real())
+    try:
+        db = servers.Influxd(tmp_path / "influxd")
+        assert db.port == busy  # somebody took it between the pick and the start
+        with db:
+            assert db.port != busy and db.url.endswith(f":{db.port}")
+            assert f"127.0.0.1:{db.port}" in db.config.read_text()
+            db.query("CREATE DATABASE x")
+            port = db.port
+            db.stop()
+            db.start()  # a restart keeps its ports: clients keep their URL
+            assert db.port == port
+            assert "address already in use" in db.log.read_text()
+    finally:
+        taken.close()
+
+
+def test_a_port_taken_before_a_restart_is_an_error_not_a_move(tmp_path):
+    with servers.Influxd(tmp_path / "influxd") as db:
+        db.stop()
+        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind((servers.LOOPBACK, db.port))
+        taken.listen(1)
+        try:
+            with pytest.raises(RuntimeError, match="address already in use"):
+                db.start()
+        finally:
+            taken.close()
