@@ -166,7 +166,7 @@ class EmbeddedStore:
         self._series: dict[tuple[str, str], int] = {
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
-        self._kinds: dict[tuple[str, str], str] = {}
+        self._kinds: dict[str, dict[str, str]] = {}  # measurement -> field -> "number" / "string"
         try:
             self._register_old_fields()
         except sqlite3.Error as exc:
@@ -203,20 +203,21 @@ class EmbeddedStore:
                         continue
                     conflict = None
                     line_kinds = []
+                    known_here = kinds.get(p.measurement) or {}
                     for field, value in p.fields.items():
                         kind = "string" if isinstance(value, str) else "number"
-                        known = kinds.get((p.measurement, field)) or self._known_kind(p.measurement, field)
+                        known = known_here.get(field) or self._known_kind(p.measurement, field)
                         if known is None:
-                            line_kinds.append(((p.measurement, field), kind))
+                            line_kinds.append((field, kind))
                         elif known != kind:
                             conflict = f"field type conflict: {field!r} of {p.measurement!r} is a {known}, not a {kind}"
                             break
                     if conflict:
                         bad.append(f"line {lineno}: {conflict}")
                         continue
-                    for key, kind in line_kinds:
-                        kinds[key] = kind
-                        new_kinds.append(key)
+                    for field, kind in line_kinds:
+                        kinds.setdefault(p.measurement, {})[field] = kind
+                        new_kinds.append((p.measurement, field))
                     tagset = canonical_tagset(p.tags) if p.tags else ""
                     sid = series_ids.get((p.measurement, tagset))
                     if sid is None:
@@ -251,7 +252,7 @@ class EmbeddedStore:
                         text_rows)
                 if new_kinds:
                     self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
-                                         [(m, f, kinds[(m, f)]) for m, f in new_kinds])
+                                         [(m, f, kinds[m][f]) for m, f in new_kinds])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 try:
@@ -260,8 +261,8 @@ class EmbeddedStore:
                     pass
                 for key in new_series:  # their ids were rolled back too
                     series_ids.pop(key[:2], None)
-                for key in new_kinds:
-                    kinds.pop(key, None)
+                for m, f in new_kinds:
+                    kinds[m].pop(f, None)
                 # A locked or full database, an I/O error: the data is fine, try again later.
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
             self.points_written += len(rows) + len(text_rows)
@@ -319,7 +320,7 @@ class EmbeddedStore:
                     ).lastrowid
                     created = True
                 self._series[key] = sid
-                kind = self._kinds.get((measurement, field)) or self._known_kind(measurement, field)
+                kind = self._kinds.get(measurement, {}).get(field) or self._known_kind(measurement, field)
                 if kind == "string":
                     raise StoreRejected(f"{self.name}: write_columns: field type conflict: {field!r} of "
                                         f"{measurement!r} is a string, not a number")
@@ -349,7 +350,7 @@ class EmbeddedStore:
                 if created:
                     self._series.pop(key, None)
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-            self._kinds[(measurement, field)] = "number"
+            self._kinds.setdefault(measurement, {})[field] = "number"
         self.points_written += int(t.size)
         return int(t.size)
 
@@ -359,7 +360,7 @@ class EmbeddedStore:
                                (measurement, field)).fetchone()
         if row is None:
             return None
-        self._kinds[(measurement, field)] = row[0]
+        self._kinds.setdefault(measurement, {})[field] = row[0]
         return row[0]
 
     def _register_old_fields(self) -> None:
@@ -615,7 +616,7 @@ class EmbeddedStore:
 
     def _check_kind(self, measurement: str, field: str, kind: str) -> None:
         with self._lock:
-            known = self._kinds.get((measurement, field)) or self._known_kind(measurement, field)
+            known = self._kinds.get(measurement, {}).get(field) or self._known_kind(measurement, field)
         if known is not None and known != kind:
             other = "strings" if known == "string" else "numbers"
             raise StoreRejected(f"{self.name}: {measurement}.{field} holds {other}, not {kind}s")
