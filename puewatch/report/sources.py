@@ -434,11 +434,16 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     return rows
 
 
-_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))$")
 
 
 class _TimeParser:
-    """RFC 3339 UTC (`Z`) with up to 9 fractional digits, fast for millions of rows (dates cached)."""
+    """RFC 3339 with up to 9 fractional digits, fast for millions of rows (dates cached).
+
+    The export writes UTC (`Z`); any RFC 3339 offset is read too (`+00:00`, `+02:00`,
+    and `-00:00`, which is UTC with no local offset known), so a file edited in another
+    tool still reads. Lower-case `t` and `z` are RFC 3339 as well.
+    """
 
     def __init__(self) -> None:
         self._days: dict[str, int] = {}
@@ -446,8 +451,8 @@ class _TimeParser:
     def __call__(self, text: str) -> int:
         m = _TIME.match(text)
         if not m:
-            raise ValueError(f"time {text!r} is not RFC 3339 UTC (e.g. 2025-01-01T00:00:00.123456789Z)")
-        date, hh, mm, ss, frac = m.groups()
+            raise ValueError(f"time {text!r} is not RFC 3339 (e.g. 2025-01-01T00:00:00.123456789Z)")
+        date, hh, mm, ss, frac, sign, oh, om = m.groups()
         day = self._days.get(date)
         if day is None:
             y, mo, d = (int(x) for x in date.split("-"))
@@ -462,7 +467,12 @@ class _TimeParser:
         h, mi, s = int(hh), int(mm), int(ss)
         if h > 23 or mi > 59 or s > 59:
             raise ValueError(f"time {text!r}: hour, minute or second out of range")
-        return day + (h * 3600 + mi * 60 + s) * NS + (int(frac.ljust(9, "0")) if frac else 0)
+        offset_s = 0
+        if sign:
+            if int(oh) > 23 or int(om) > 59:
+                raise ValueError(f"time {text!r}: offset out of range")
+            offset_s = (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+        return day + (h * 3600 + mi * 60 + s - offset_s) * NS + (int(frac.ljust(9, "0")) if frac else 0)
 
 
 def _number(text: str, what: str) -> float:
@@ -497,6 +507,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         def lines() -> Iterator[str]:
             for raw in f:
                 digest.update(raw)
+                if lineno == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte order mark (spreadsheets write one)
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError:

@@ -117,7 +117,10 @@ HEADER = "time,meter,power_w,energy_wh\n"
 
 @pytest.mark.parametrize("body,line,fault", [
     ("2025-01-01T00:00:00Z,nope,1.0,\n", 2, "unknown meter 'nope'"),
-    ("2025-01-01 00:00:00,ups-a,1.0,\n", 2, "is not RFC 3339 UTC"),
+    ("2025-01-01 00:00:00,ups-a,1.0,\n", 2, "is not RFC 3339"),
+    ("2025-01-01T00:00:00,ups-a,1.0,\n", 2, "is not RFC 3339"),  # no offset: local time of somewhere
+    ("2025-01-01T00:00:00+2:00,ups-a,1.0,\n", 2, "is not RFC 3339"),
+    ("2025-01-01T00:00:00+24:00,ups-a,1.0,\n", 2, "offset out of range"),
     ("2025-02-30T00:00:00Z,ups-a,1.0,\n", 2, "day is out of range"),
     ("2025-01-01T00:00:00Z,ups-a,-5,\n", 2, "negative power_w -5"),
     ("2025-01-01T00:00:00Z,ups-a,abc,\n", 2, "power_w 'abc' is not a number"),
@@ -147,6 +150,24 @@ def test_bad_csv_header_and_interleaved_meters(tmp_path: Path) -> None:
     assert source["rows"] == 3
     np.testing.assert_array_equal(readings["ups-a"].t_ns, [1735689600 * NS, 1735689601 * NS + 500_000_000])
     assert readings["ups-a"].energy_wh is None and readings["incomer"].power_w is None
+
+
+def test_csv_from_other_tools_reads_the_same(tmp_path: Path) -> None:
+    """A byte order mark and CRLF (a spreadsheet's save), and any RFC 3339 offset, give the same readings."""
+    site = load_site(write_site(tmp_path))
+    plain = HEADER + "2025-01-01T00:00:00Z,ups-a,1.5,\n2025-01-01T00:00:01.25Z,ups-a,2.5,\n2025-01-01T02:00:00Z,ups-a,3,\n"
+    want, _ = read_csv(_csv(tmp_path, plain), site)
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + plain.replace("\n", "\r\n").encode())
+    other = HEADER + ("2025-01-01t01:00:00+01:00,ups-a,1.5,\n2024-12-31T19:00:01.25-05:00,ups-a,2.5,\n"
+                      "2025-01-01T02:00:00-00:00,ups-a,3,\n")
+    for path in (p, _csv(tmp_path, other)):
+        got, source = read_csv(path, site)
+        assert source["rows"] == 3
+        np.testing.assert_array_equal(got["ups-a"].t_ns, want["ups-a"].t_ns)
+        np.testing.assert_array_equal(got["ups-a"].power_w, [1.5, 2.5, 3.0])
+    np.testing.assert_array_equal(want["ups-a"].t_ns, [1735689600 * NS, 1735689601 * NS + 250_000_000,
+                                                       1735696800 * NS])
 
 
 def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_path: Path) -> None:
