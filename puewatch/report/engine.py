@@ -281,6 +281,9 @@ class _MeterResult:
     method: str | None
     resets: int
     modulus_wh: float | None = None
+    # Only for a meter observed less than half the period: the median time between its
+    # readings there (a meter that reports more seldom than `max_gap` is never observed).
+    median_interval_ns: int | None = None
     # Only when asked for (`_Before`): the meter's observed energy before each of some times.
     before: np.ndarray | None = None
 
@@ -450,7 +453,13 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         method = "integrated"
     else:
         method = None
-    return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh, before)
+    median_interval = None
+    if before is None and 2 * int(np.sum(observed[1] - observed[0])) < end - start:
+        i, j = np.searchsorted(t, [start, end])
+        if j - i >= 2:
+            median_interval = int(np.median(np.diff(t[i:j])))
+    return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh,
+                        median_interval_ns=median_interval, before=before)
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -706,6 +715,11 @@ def compute_report(
             "accuracy_pct": meter.accuracy_pct,
             "modulus_wh": r.modulus_wh,
         })
+        if r.median_interval_ns is not None and r.median_interval_ns > opts.max_gap_ns:
+            warnings.append(f"meter {name!r}: its readings are {r.median_interval_ns / 1e9:g} s apart (median), longer "
+                            f"than the longest interval counted as observed ({opts.max_gap_ns / 1e9:g} s): most of its "
+                            f"time is a gap; if it reports this seldom, give --max-gap "
+                            f"{math.ceil(r.median_interval_ns / 1e9)} (to report, export and recompute alike)")
         unknown = site.snmp_modulus_unknown.get(name)
         if r.resets and unknown:
             warnings.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s), each a lower bound of "

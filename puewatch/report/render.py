@@ -94,6 +94,8 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
         mo.add_row(row["period_start"][:7], _f(row["pue"]), _f(row.get("pue_joint")), _mwh(row["facility_energy_wh"]), _mwh(row["it_energy_wh"]),
                    _pct(row["completeness"]))
     console.print(mo)
+    for w in report.get("warnings") or []:
+        console.print(f"warning: {w}", highlight=False, markup=False)
     return console.file.getvalue()
 
 
@@ -131,7 +133,10 @@ def _figures(report: dict[str, Any], daily_roles: dict[str, list[float | None]],
     for role, values in daily_roles.items():
         ax.plot(days, [np.nan if v is None else v / 1e3 for v in values], lw=1, label=role)
     ax.set_ylabel("kWh per day")
-    ax.legend(loc="upper right", fontsize="small")
+    if daily_roles:
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no daily energy by role given", transform=ax.transAxes, ha="center", va="center")
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     out.append(("Energy per day by role", _svg(fig)))
     plt.close(fig)
@@ -173,6 +178,8 @@ def to_html(report: dict[str, Any], *, target: float | None = None, extras: dict
         f"estimated share {e(_pct(report['estimated_share']))}"
         + (f"; target {target:g}" if target is not None else "") + "</p>",
     ]
+    if report.get("warnings"):
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
     for title, svg in figures:
         parts.append(f"<figure><figcaption>{e(title)}</figcaption>{svg}</figure>")
     parts.append(f"<h2>Summary</h2><pre>{e(to_table(report))}</pre>")

@@ -97,6 +97,32 @@ def test_gaps_give_exact_completeness_and_gap_list() -> None:
     assert inc["gaps"] == [] and inc["completeness"] == 1.0
 
 
+def test_a_meter_read_more_seldom_than_max_gap_is_named_with_the_max_gap_it_needs() -> None:
+    """Hourly readings under the default 15-minute max gap observe nothing: the report says why, and what to give."""
+    from puewatch.report.render import to_html, to_table
+
+    hourly = np.arange(START - H, END + H + 1, H, dtype=np.int64)
+    t = _times(60)
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)),
+                "it1": MeterReadings(hourly, _const(hourly, 100.0), None)}
+    r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
+    assert r["it_energy_wh"] is None and r["pue"] is None
+    assert len(r["warnings"]) == 1
+    w = r["warnings"][0]
+    assert w.startswith("meter 'it1': its readings are 3600 s apart (median), longer than") and "900 s" in w
+    assert "--max-gap 3600" in w
+    assert "warning: meter 'it1'" in to_table(r, width=400)
+    assert "<h2>Warnings</h2><ul><li>meter &#x27;it1&#x27;" in to_html(r)
+    # With the max gap it needs, it is observed throughout, and nothing is said.
+    r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=H))
+    assert r["warnings"] == [] and r["it_energy_wh"] == pytest.approx(4800.0, rel=1e-12)
+    # A meter silent for most of the period but read often while it spoke is a gap, not a sampling rate.
+    part = t[t < START + 10 * H]
+    readings["it1"] = MeterReadings(part, _const(part, 100.0), None)
+    r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
+    assert r["warnings"] == [] and r["completeness"] == pytest.approx((part[-1] - START) / (48 * H), rel=1e-12)
+
+
 def test_pue_joint_is_unbiased_by_one_meter_s_gap() -> None:
     """IT (integrated power) is silent 06:30..18:30 on day 1; the incomer's hourly register and the
     hall's cooling are not. `pue` divides 48 h of E_DC by 36 h of E_IT; `pue_joint` takes both over the
