@@ -6,7 +6,8 @@ the sysObjectID whose `requires_any` subtrees exist), and discovers the table
 rows (GETBULK walks of the columns, the row filters, the per-row scale
 columns). A poll is then one GET of every value OID (split into requests of
 `max_varbinds`), turned into `Reading`s: sentinels, absent objects and
-`valid_if` failures become NaN, never 0.
+`valid_if` failures become NaN, never 0 (a `valid_if` column that the agent
+does not have at all leaves the value as it is).
 
 The `Poller` runs every device in its own task: each has its own interval,
 timeout and retries, so a slow or dead device only delays itself. Poll slots
@@ -235,7 +236,9 @@ class Meter:
                 self._rediscover = True  # a row vanished: walk the table again next time
             if x is None or pf.is_sentinel(spec, x):
                 value = NAN
-            elif spec.valid_if is not None and _int(valid) not in spec.valid_if.values:
+            elif spec.valid_if is not None and valid is not None and _int(valid) not in spec.valid_if.values:
+                # (An agent without the column at all (no such object) says nothing about the
+                # row: its value counts. Captures often hold only the value columns.)
                 value = NAN
             else:
                 value = x * row.factor

@@ -170,7 +170,8 @@ class ReadingSpec:
     index_filter: list[IndexFilter] = setting(default_factory=list, doc="Keep only rows whose index matches (all filters).")
     where: list[RowFilter] = setting(default_factory=list, doc="Keep only rows where other columns match (all filters), read at discovery.")
     valid_if: RowFilter | None = setting(
-        None, doc="Polled with the value: the row's value is missing unless this column (same index) has one of `values`."
+        None, doc="Polled with the value: the row's value is missing unless this column (same index) has one of "
+        "`values`; an agent without the column at all (no such object) leaves the value as it is."
     )
     decimal_digits_column: str = setting("", doc="Column (same index) with the number of decimal digits: value / 10^digits (Raritan PDU2).")
     entity_scale_column: str = setting(

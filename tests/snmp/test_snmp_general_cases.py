@@ -36,6 +36,13 @@ def raritan_two_pdus() -> str:
             rows[f"{R}.5.2.3.1.2.{idx}"] = (2, 1)
             rows[f"{R}.3.3.4.1.7.{idx}"] = (66, digits)
     rows[f"{R}.5.2.3.1.2.1.2.5"] = (2, 1)
+    # pdu 1 inlet 3: its power sensor is not available now (isAvailable false(2)): no value, not 0.
+    rows[f"{R}.5.2.3.1.4.1.3.5"] = (66, 999)
+    rows[f"{R}.5.2.3.1.2.1.3.5"] = (2, 2)
+    rows[f"{R}.3.3.4.1.7.1.3.5"] = (66, 0)
+    # pdu 3 inlet 1: an agent (or capture) without the isAvailable column: its value counts.
+    rows[f"{R}.5.2.3.1.4.3.1.5"] = (66, 138)
+    rows[f"{R}.3.3.4.1.7.3.1.5"] = (66, 0)
     return recording(R, rows)
 
 
@@ -95,7 +102,9 @@ def test_raritan_pdus_inlets_and_digits(synthetic):
     assert r["pdu2_inlet1_active_energy"].value == pytest.approx(77.7)
     assert r["pdu2_inlet1_active_energy"].modulus == pytest.approx(2**32 / 10)  # wraps at 2^32 raw units
     assert r["pdu1_inlet1_active_energy"].modulus == 2**32
-    assert r["total_active_power"].value == pytest.approx(1234.5 + 2000 + 500)
+    assert math.isnan(r["pdu1_inlet3_active_power"].value) and r["pdu1_inlet3_active_power"].raw == 999
+    assert r["pdu3_inlet1_active_power"].value == 138.0
+    assert r["total_active_power"].value == pytest.approx(1234.5 + 2000 + 500 + 138)
     assert r["total_active_energy"].value == pytest.approx(100 + 4294967000 + 77.7)
     assert r["total_active_energy"].modulus is None  # a sum of registers has no single wrap point
     assert not any("current" in name for name in r)  # rmsCurrent rows are not power
