@@ -54,6 +54,17 @@ def serve(snmpd, power: int, energy: int, aux: int) -> None:
     })
 
 
+
+def poll_once(meter: Meter) -> list:
+    """One poll of a fresh meter (connecting first), its session closed after."""
+    async def go():
+        try:
+            return await meter.poll()
+        finally:
+            meter.close()
+
+    return asyncio.run(go())
+
 def test_v2c_get_walk_and_absent(snmpd):
     serve(snmpd, 1500, 123, 7)
 
@@ -110,16 +121,9 @@ def test_v3_wrong_keys_give_a_clear_error_and_nan_readings(snmpd, change, error_
     kw = {"version": "3", "user": "shaaes", "auth_proto": ap, "auth_key": ak, "priv_proto": pp, "priv_key": pk} | change
     d = device(snmpd.port, timeout_s=1.0, interval_s=5.0, **kw)
     meter = Meter(d, PROFILES)
-
-    async def go():
-        try:
-            await meter.poll()
-        finally:
-            meter.close()
-
     t0 = time.monotonic()
     with pytest.raises(error_type) as exc:
-        asyncio.run(go())
+        poll_once(meter)
     assert message in str(exc.value)
     assert time.monotonic() - t0 < 5.0  # an answer, not a hang
     failed = meter.failed(time.time_ns())
@@ -244,12 +248,5 @@ def test_auto_detection_without_a_matching_profile_says_so(snmpd):
     """snmpd's sysObjectID (net-snmp Linux) matches no vendor profile and has neither UPS-MIB nor ENTITY-SENSOR data."""
     d = cfg.build(SnmpDevice, {"name": "linux", "host": "127.0.0.1", "port": snmpd.port, "timeout_s": 1.0}, "t")
     meter = Meter(d, PROFILES)
-
-    async def go():
-        try:
-            await meter.poll()
-        finally:
-            meter.close()
-
     with pytest.raises(Exception, match=r"no meter profile matches sysObjectID 1\.3\.6\.1\.4\.1\.8072\.3\.2\.10"):
-        asyncio.run(go())
+        poll_once(meter)
