@@ -54,7 +54,6 @@ def serve(snmpd, power: int, energy: int, aux: int) -> None:
     })
 
 
-
 def poll_once(meter: Meter) -> list:
     """One poll of a fresh meter (connecting first), its session closed after."""
     async def go():
