@@ -778,6 +778,8 @@ def compute_report(
         "plf": role_ratio("losses", i_total),
         "erf": role_ratio("reused_heat", f_total),
         "ref": role_ratio("renewable", f_total),
+        # Cooling plant COP: heat removed (thermal Wh) per Wh of cooling electricity.
+        "cop": role_ratio("heat_removed", _num(total(site.members("cooling"), "period"))),
         # L per kWh of IT energy.
         "wue": role_ratio("water", None if i_total is None else i_total / 1000.0),
         "zones": zones,

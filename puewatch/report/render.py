@@ -67,8 +67,8 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
     head.add_row("IT energy (E_IT)", _mwh(report["it_energy_wh"]))
     head.add_row("completeness", _pct(report["completeness"]))
     head.add_row("estimated share", _pct(report["estimated_share"]))
-    for key, name in (("clf", "CLF"), ("plf", "PLF"), ("erf", "ERF"), ("ref", "REF")):
-        head.add_row(name, _f(report[key]))
+    for key, name in (("clf", "CLF"), ("plf", "PLF"), ("erf", "ERF"), ("ref", "REF"), ("cop", "cooling COP")):
+        head.add_row(name, _f(report.get(key)))
     head.add_row("WUE", _f(report["wue"], "{:.3f}", " L/kWh"))
     console.print(head)
     if report["zones"]:

@@ -57,6 +57,7 @@ def test_constant_loads_give_exact_energies_and_pue_per_category(point: str, cat
     assert [d["facility_energy_wh"] for d in r["daily"]] == pytest.approx([3600.0, 3600.0], rel=1e-12)
     assert len(r["monthly"]) == 1 and r["monthly"][0]["pue"] == pytest.approx(1.5, rel=1e-12)
     assert r["schema"] == "puewatch.report/1" and r["clf"] is None and r["wue"] is None and r["ref"] is None
+    assert r["cop"] is None
 
 
 def test_register_wrap_and_reset_inside_the_period() -> None:
@@ -271,7 +272,7 @@ def test_annual_and_interim_labels() -> None:
     assert len(r2["daily"]) == 1 and r2["pue"] == pytest.approx(1.3, rel=1e-12)
 
 
-def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
+def test_ppue_per_zone_clf_plf_ref_erf_wue_cop() -> None:
     t = _times(300)
     site = SiteModel("s", {
         "inc": Meter(role="facility_input", device="d"),
@@ -282,10 +283,11 @@ def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
         "loss": Meter(role="losses", device="d"),
         "pv": Meter(role="renewable", device="d"),
         "heat": Meter(role="reused_heat", device="d"),
+        "chw": Meter(role="heat_removed", device="d"),  # a chilled-water heat meter
         "water": Meter(role="water", measurement="w", field="l", unit="L", register=True),
     })
     watts = {"inc": 300.0, "hall-a-in": 130.0, "it-a": 100.0, "it-b": 100.0, "cool-b": 40.0, "loss": 20.0,
-             "pv": 60.0, "heat": 30.0}
+             "pv": 60.0, "heat": 30.0, "chw": 160.0}
     readings = {name: MeterReadings(t, None, _register(t, w)) for name, w in watts.items()}
     readings["water"] = MeterReadings(t, None, _register(t, 50.0))  # 50 L per hour
     r = compute_report(site, readings, START, END)
@@ -298,6 +300,8 @@ def test_ppue_per_zone_clf_plf_ref_erf_wue() -> None:
     assert r["ref"] == pytest.approx(60.0 / 300.0, rel=1e-12)
     assert r["erf"] == pytest.approx(30.0 / 300.0, rel=1e-12)
     assert r["wue"] == pytest.approx(50.0 / (200.0 / 1000.0), rel=1e-12)  # L per kWh of IT energy
+    assert r["cop"] == pytest.approx(160.0 / 40.0, rel=1e-12)  # heat removed per Wh of cooling electricity
+    assert r["pue"] == pytest.approx(1.5, rel=1e-12)  # the heat meter is not electricity: not in any PUE term
     zones = {z["zone"]: z for z in r["zones"]}
     # Zone a has its own input meter; zone b's boundary is its consuming meters (IT + cooling).
     assert zones["a"]["ppue"] == pytest.approx(1.3, rel=1e-12)
@@ -334,7 +338,7 @@ def test_report_has_every_schema_field_and_no_nan() -> None:
     for key in ("schema", "site", "period_start", "period_end", "annual", "category", "label", "pue", "pue_uncertainty",
                 "facility_energy_wh", "it_energy_wh", "pue_joint", "pue_joint_uncertainty", "facility_energy_joint_wh",
                 "it_energy_joint_wh", "completeness", "estimated_share", "clf", "plf", "erf", "ref",
-                "wue", "zones", "meters", "warnings", "monthly", "daily", "generated_at", "generator", "source"):
+                "wue", "cop", "zones", "meters", "warnings", "monthly", "daily", "generated_at", "generator", "source"):
         assert key in r, key
     for m in r["meters"]:
         assert set(m) == {"meter", "role", "zone", "point", "energy_wh", "estimated_wh", "method", "completeness",
