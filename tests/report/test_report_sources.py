@@ -16,10 +16,11 @@ from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.errors import UserError
-from puewatch.report.engine import NS, ReportOptions, compute_report
+from puewatch.report.engine import NS, ReportOptions, compute_report, format_time
 from puewatch.report.sources import load_site, read_csv, read_store, resolve_snmp_wraps, write_csv
 
 MARGIN = 900 * NS
+T0 = 1735689600 * NS  # 2025-01-01T00:00:00Z
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +169,36 @@ def test_csv_from_other_tools_reads_the_same(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got["ups-a"].power_w, [1.5, 2.5, 3.0])
     np.testing.assert_array_equal(want["ups-a"].t_ns, [1735689600 * NS, 1735689601 * NS + 250_000_000,
                                                        1735696800 * NS])
+
+
+@pytest.mark.parametrize("block", [7, 1000])
+def test_csv_read_in_blocks_keeps_line_numbers_rows_and_hash(tmp_path: Path, monkeypatch, block: int) -> None:
+    """Files span many read blocks (here small ones, shorter than a line too): every row is read, the SHA-256
+    is the file's, and a fault's line number is right far past the first block (non-UTF-8 bytes, a bad row,
+    a last line without a newline)."""
+    import hashlib
+
+    from puewatch.report import sources
+
+    monkeypatch.setattr(sources, "BLOCK_BYTES", block)
+    site = load_site(write_site(tmp_path))
+    n = 3000
+    body = "".join(f"{format_time(T0 + k * NS)},ups-a,{k % 97}.5,\n" for k in range(n))
+    p = tmp_path / "big.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + body.rstrip("\n")).encode())  # no newline after the last row
+    readings, source = read_csv(p, site)
+    assert source["rows"] == n and source["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert readings["ups-a"].t_ns.tolist() == [T0 + k * NS for k in range(n)]
+    assert readings["ups-a"].power_w.tolist() == [k % 97 + 0.5 for k in range(n)]
+    raw = (HEADER + body).encode()
+    line = n - 5  # a data row well past the first block; its file line is line + 1
+    at = raw.index(f"{format_time(T0 + (line - 1) * NS)},ups-a".encode())
+    p.write_bytes(raw[:at] + b"\xff" + raw[at:])
+    with pytest.raises(UserError, match=rf"big.csv:{line + 1}: not UTF-8 text"):
+        read_csv(p, site)
+    p.write_bytes(raw + "2099-01-01T00:00:00Z,hallé-ups,1,".encode())  # a two-byte character across blocks
+    with pytest.raises(UserError, match=rf"big.csv:{n + 2}: unknown meter 'hallé-ups'"):
+        read_csv(p, site)
 
 
 def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_path: Path) -> None:
