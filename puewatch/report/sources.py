@@ -414,25 +414,49 @@ def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bo
 # -- CSV --------------------------------------------------------------------------------------
 
 
-def _fmt(x: float) -> str:
-    return repr(float(x)) if math.isfinite(x) else ""
+def format_times(t_ns: np.ndarray) -> list[str]:
+    """`format_time` of every element, formatted by NumPy in C (an export writes millions)."""
+    t = np.asarray(t_ns, dtype=np.int64)
+    sec = t // NS
+    frac = t - sec * NS
+    base = np.datetime_as_string(sec.astype("datetime64[s]"), unit="s").tolist()
+    out = [b + "Z" for b in base]
+    for i in np.flatnonzero(frac).tolist():
+        out[i] = f"{base[i]}.{int(frac[i]):09d}Z"
+    return out
+
+
+def _csv_field(text: str) -> str:
+    """One CSV field as csv.writer writes it (quoted only when it must be)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([text])
+    return buf.getvalue()[:-1]
 
 
 def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
-    """The export CSV (rows ordered by meter, then time); returns the number of rows."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(CSV_HEADER)
+    """The export CSV (rows ordered by meter, then time); returns the number of rows.
+
+    Written a meter at a time in large pieces, the times formatted by NumPy (a year of
+    500 meters is 263 million rows); the bytes are what csv.writer would write.
+    """
+    out.write(",".join(CSV_HEADER) + "\n")
     rows = 0
     for name in sorted(readings):
         r = readings[name]
         n = r.t_ns.size
-        power = r.power_w if r.power_w is not None else np.full(n, np.nan)
-        energy = r.energy_wh if r.energy_wh is not None else np.full(n, np.nan)
-        for t, p, e in zip(r.t_ns.tolist(), power.tolist(), energy.tolist()):
-            if not (math.isfinite(p) or math.isfinite(e)):
-                continue  # both absent: there is no reading at this time (cannot happen from _combine)
-            w.writerow((format_time(t), name, _fmt(p), _fmt(e)))
-            rows += 1
+        meter = _csv_field(name)
+        power = r.power_w.tolist() if r.power_w is not None else [math.nan] * n
+        energy = r.energy_wh.tolist() if r.energy_wh is not None else [math.nan] * n
+        for i0 in range(0, n, 1 << 16):
+            i1 = min(n, i0 + (1 << 16))
+            lines = []
+            for ts, p, e in zip(format_times(r.t_ns[i0:i1]), power[i0:i1], energy[i0:i1]):
+                fp, fe = math.isfinite(p), math.isfinite(e)
+                if not (fp or fe):
+                    continue  # both absent: there is no reading at this time (cannot happen from _combine)
+                lines.append(f"{ts},{meter},{repr(p) if fp else ''},{repr(e) if fe else ''}\n")
+            out.write("".join(lines))
+            rows += len(lines)
     return rows
 
 

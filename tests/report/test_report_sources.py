@@ -171,6 +171,29 @@ def test_csv_from_other_tools_reads_the_same(tmp_path: Path) -> None:
                                                        1735696800 * NS])
 
 
+def test_export_formats_times_as_format_time_and_quotes_names_as_csv_does() -> None:
+    import csv
+    import io
+
+    from puewatch.report.engine import MeterReadings
+    from puewatch.report.sources import format_times, write_csv
+
+    rng = np.random.default_rng(5)
+    t = np.sort(np.concatenate([rng.integers(0, 4_102_444_800, 500) * NS,  # whole seconds, 1970..2100
+                                rng.integers(0, 4_102_444_800 * NS, 500), [0, 1, NS - 1, NS]]))
+    assert format_times(t) == [format_time(int(x)) for x in t]
+    odd = 'hall "a", row 3'
+    readings = {odd: MeterReadings(t[:4], np.array([1.5, np.nan, 0.1, 2e-300]), np.array([np.nan, 7.0, 8.25, np.nan])),
+                "ups": MeterReadings(t[:1], None, np.array([1e20]))}
+    buf = io.StringIO()
+    assert write_csv(readings, buf) == 5
+    rows = list(csv.reader(io.StringIO(buf.getvalue())))
+    assert rows[0] == ["time", "meter", "power_w", "energy_wh"]
+    assert rows[1:] == [[format_time(int(t[0])), odd, "1.5", ""], [format_time(int(t[1])), odd, "", "7.0"],
+                        [format_time(int(t[2])), odd, "0.1", "8.25"], [format_time(int(t[3])), odd, "2e-300", ""],
+                        [format_time(int(t[0])), "ups", "", "1e+20"]]
+
+
 @pytest.mark.parametrize("block", [7, 1000])
 def test_csv_read_in_blocks_keeps_line_numbers_rows_and_hash(tmp_path: Path, monkeypatch, block: int) -> None:
     """Files span many read blocks (here small ones, shorter than a line too): every row is read, the SHA-256
