@@ -479,15 +479,15 @@ class _TimeParser:
 
     def __init__(self) -> None:
         self._days: dict[str, int] = {}
-        self._seen: dict[str, int] = {}
+        self.seen: dict[str, int] = {}  # text -> ns
 
     def __call__(self, text: str) -> int:
-        t = self._seen.get(text)
+        t = self.seen.get(text)
         if t is None:
             t = self._parse(text)
-            if len(self._seen) >= self.CACHE:
-                self._seen.clear()
-            self._seen[text] = t
+            if len(self.seen) >= self.CACHE:
+                self.seen.clear()
+            self.seen[text] = t
         return t
 
     def _parse(self, text: str) -> int:
@@ -586,35 +586,70 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         if tuple(header) != CSV_HEADER:
             raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)}, got {','.join(header)}")
         last: dict[str, int] = {}
+
+        def check(row: list[str]) -> tuple[int, float, float]:
+            """A row, every rule checked in order: the fault's ValueError names the first broken one."""
+            if len(row) != 4:
+                raise ValueError(f"expected 4 columns (time,meter,power_w,energy_wh), got {len(row)}")
+            ts, meter, ps, es = row
+            if meter not in site.meters:
+                raise ValueError(f"unknown meter {meter!r} (not in the site's [meters])")
+            t = parse_time(ts)
+            p = _number(ps, "power_w")
+            e = _number(es, "energy_wh")
+            if p < 0:
+                raise ValueError(f"negative power_w {ps}")
+            if math.isnan(p) and math.isnan(e):
+                raise ValueError("neither power_w nor energy_wh is given")
+            prev = last.get(meter)
+            if prev is not None and t <= prev:
+                if t == prev:
+                    raise ValueError(f"duplicate reading for meter {meter!r} at {ts}")
+                raise ValueError(f"meter {meter!r}: time {ts} is before the previous row's (rows must be in time order)")
+            return t, p, e
+
+        # The fast way for good rows (the same rules, fewer calls and lookups: rows come meter by
+        # meter); anything unusual goes through check(), which says what is wrong.
+        nan, isfinite, times = math.nan, math.isfinite, parse_time.seen
+        cur: str | None = None
+        prev_t = -(1 << 63)
+        c = None
         for row in reader:
-            lineno = reader.line_num
             try:
-                if len(row) != 4:
-                    raise ValueError(f"expected 4 columns (time,meter,power_w,energy_wh), got {len(row)}")
                 ts, meter, ps, es = row
-                if meter not in site.meters:
-                    raise ValueError(f"unknown meter {meter!r} (not in the site's [meters])")
-                t = parse_time(ts)
-                p = _number(ps, "power_w")
-                e = _number(es, "energy_wh")
-                if p < 0:
-                    raise ValueError(f"negative power_w {ps}")
-                if math.isnan(p) and math.isnan(e):
-                    raise ValueError("neither power_w nor energy_wh is given")
-                prev = last.get(meter)
-                if prev is not None and t <= prev:
-                    if t == prev:
-                        raise ValueError(f"duplicate reading for meter {meter!r} at {ts}")
-                    raise ValueError(f"meter {meter!r}: time {ts} is before the previous row's (rows must be in time order)")
-            except ValueError as exc:
-                raise UserError(f"{path}:{lineno}: {exc}") from None
-            last[meter] = t
-            c = cols.get(meter)
-            if c is None:
-                c = cols[meter] = (array("q"), array("d"), array("d"))
+                if meter != cur:
+                    if cur is not None:
+                        last[cur] = prev_t
+                    if meter not in site.meters:
+                        raise ValueError
+                    cur = meter
+                    prev_t = last.get(meter, -(1 << 63))
+                    c = cols.get(meter)
+                    if c is None:
+                        c = cols[meter] = (array("q"), array("d"), array("d"))
+                t = times.get(ts)
+                if t is None:
+                    t = parse_time(ts)
+                p = float(ps) if ps else nan
+                e = float(es) if es else nan
+                if not (t > prev_t and (p >= 0.0 or not ps) and (ps or es)
+                        and (isfinite(p) or not ps) and (isfinite(e) or not es)):
+                    raise ValueError
+            except ValueError:
+                lineno = reader.line_num
+                if cur is not None:
+                    last[cur] = prev_t
+                try:
+                    check(row)
+                except ValueError as exc:
+                    raise UserError(f"{path}:{lineno}: {exc}") from None
+                raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
+            prev_t = t
             c[0].append(t)
             c[1].append(p)
             c[2].append(e)
+        if cur is not None:
+            last[cur] = prev_t
     out: dict[str, MeterReadings] = {}
     rows = 0
     for name, (t, p, e) in cols.items():
