@@ -81,6 +81,7 @@ class Influx1Store:
         rp: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        token: str | None = None,
         auth: str = "basic",
         gzip: bool = False,
         timeout_s: float = 10.0,
@@ -90,6 +91,8 @@ class Influx1Store:
     ) -> None:
         if auth not in ("basic", "params"):
             raise UserError(f"influx auth must be 'basic' or 'params', not {auth!r}")
+        if token is not None and user is not None:
+            raise UserError("influx: give a user and password, or a token, not both")
         self.url = url.rstrip("/")
         self.database = database
         self.rp = rp
@@ -98,6 +101,10 @@ class Influx1Store:
         self.name = f"influx1 {self.url} db={database}" + (f" rp={rp}" if rp else "")
         self._headers: dict[str, str] = {}
         self._auth_params: dict[str, str] = {}
+        self._token = token is not None
+        if token is not None:
+            # The v1 compatibility API of InfluxDB 2.x and 3.x: `Authorization: Token <API token>`.
+            self._headers["Authorization"] = f"Token {token}"
         if user is not None:
             if auth == "basic":
                 token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
@@ -145,7 +152,9 @@ class Influx1Store:
         message = _server_message(resp)
         status = resp.status
         if status == 401:
-            message = f"authentication failed ({message}); give a user and password"
+            message = f"authentication failed ({message}); " + (
+                "the server refused the token (InfluxDB 1.x takes a user and password, not a token)" if self._token
+                else "give a user and password (InfluxDB 1.x) or a token (2.x, 3.x)")
         elif status == 403:
             message = f"permission denied ({message}); the user needs {what} access to {self.database!r}"
         if status == 429 or status >= 500:
@@ -208,12 +217,13 @@ class Influx1Store:
 
     def _results(self, doc: bytes, q: str) -> Iterator[dict]:
         data = json.loads(doc)
-        if "error" in data:
-            raise StoreRejected(f"{self.name}: query {q[:200]!r}: {data['error']}")
-        for result in data.get("results", []):
-            if "error" in result:
-                raise StoreRejected(f"{self.name}: query {q[:200]!r}: {result['error']}")
-            yield result
+        for error in [data.get("error")] + [r.get("error") for r in data.get("results", [])]:
+            if error:
+                if self._token and "database not found" in error:
+                    error += (f" (on InfluxDB 2.x, map the bucket to the database {self.database!r}: "
+                              "influx v1 dbrp create --db NAME --rp autogen --bucket-id ID --default)")
+                raise StoreRejected(f"{self.name}: query {q[:200]!r}: {error}")
+        yield from data.get("results", [])
 
     # -- Reader ---------------------------------------------------------------------------------
 

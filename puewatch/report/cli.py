@@ -54,7 +54,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
     site = conf.site_model()
     resolve_snmp_wraps(site, conf.snmp.devices, conf.snmp.profile_dirs, str(args.config))
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
-                                password_file=args.password_file)
+                                password_file=args.password_file, token_file=args.token_file)
     try:
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin) as readings:

@@ -205,18 +205,29 @@ def meter_modulus(meter: Meter) -> float | None:
 
 
 def open_store(conf: Any, store: str | None, *, database: str | None = None, user: str | None = None,
-               password_file: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(Reader, source description) for `--store` (a SQLite path or an http(s) URL), else the config's store."""
+               password_file: str | None = None, token_file: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """(Reader, source description) for `--store` (a SQLite path or an http(s) URL), else the config's store.
+
+    Every InfluxDB is read with InfluxQL on `/query`: 1.x natively, 2.x and 3.x through their
+    v1 compatibility API (a token in `Authorization: Token`, the bucket as the database; on
+    2.x the bucket needs a DBRP mapping, which 2.x makes for every bucket by its name).
+    """
     from puewatch.collector.config import read_secret
     from puewatch.collector.stores.embedded import EmbeddedStore
     from puewatch.collector.stores.influx1 import Influx1Store
 
+    if user and token_file:
+        raise UserError("give --user and --password-file (InfluxDB 1.x), or --token-file (2.x, 3.x), not both")
     if store and re.match(r"^https?://", store):
-        db = database or (conf.store.influx1.database if conf is not None and conf.store.influx1 else None)
+        db = database
+        if not db and conf is not None:
+            db = (conf.store.influx1.database if conf.store.influx1 else
+                  conf.store.influx2.bucket if conf.store.influx2 else None)
         if not db:
             raise UserError("--store is an InfluxDB URL: give --database")
         password = read_secret("", password_file or "", "--password-file") if password_file else None
-        return (Influx1Store(store, db, user=user, password=password),
+        token = read_secret("", token_file, "--token-file") if token_file else None
+        return (Influx1Store(store, db, user=user, password=password, token=token),
                 {"kind": "influx1", "url": store.rstrip("/"), "database": db})
     if store:
         path = Path(store)
@@ -229,8 +240,12 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
                              timeout_s=max(s.timeout_s, 60.0)),
                 {"kind": "influx1", "url": s.url.rstrip("/"), "database": s.database})
     elif conf.store.kind == "influx2":
-        raise UserError("the collector writes to the InfluxDB v2 API, which reports cannot query: give --store with "
-                        "the server's v1-compatible URL and --database")
+        s = conf.store.influx2
+        token = (read_secret("", token_file, "--token-file") if token_file
+                 else read_secret(s.token, s.token_file, "store.influx2.token_file")) or None
+        db = database or s.bucket
+        return (Influx1Store(s.url, db, token=token, timeout_s=max(s.timeout_s, 60.0)),
+                {"kind": "influx2", "url": s.url.rstrip("/"), "database": db})
     else:
         path = Path(conf.store.embedded.path if conf.store.embedded and conf.store.embedded.path
                     else Path(conf.collector.state_dir) / "puewatch.sqlite")

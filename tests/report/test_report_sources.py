@@ -107,6 +107,60 @@ def test_year_from_influxd_agrees_with_embedded(embedded_site: tuple[Path, Path]
     rel_close(r_influx, r_emb)
 
 
+def test_report_from_a_collector_writing_to_the_v2_api_reads_its_bucket_with_the_token(tmp_path: Path) -> None:
+    """[store.influx2] (InfluxDB 2.x/3.x): the report queries the v1 compatibility API, bucket as database, with
+    `Authorization: Token`. influxd 1.6.7 without auth ignores the token; with auth it refuses it, and says so."""
+    month = synthetic_year(start="2025-02-01", end="2025-03-01")
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    run = [sys.executable, "-m", "puewatch.cli"]
+    period = ["--from", "2025-02-01", "--to", "2025-03-01", "--json"]
+    for auth in (False, True):
+        server = Influxd(tmp_path / f"influxd-{auth}", auth=auth)
+        server.start()
+        try:
+            server.query('CREATE DATABASE "site-bucket"')
+            if not auth:
+                server.write(month.lines, "site-bucket")
+            (tmp_path / f"s{auth}").mkdir()
+            conf = write_site(tmp_path / f"s{auth}")
+            conf.write_text(conf.read_text().split("[store.embedded]")[0] + f"""[store.influx2]
+url = "{server.url}"
+bucket = "site-bucket"
+org = "dc"
+token_file = "{token}"
+""")
+            out = subprocess.run(run + ["report", "--config", str(conf), *period], capture_output=True, text=True,
+                                 timeout=120)
+            if auth:
+                assert out.returncode == 2
+                assert "HTTP 401" in out.stderr and "the server refused the token" in out.stderr, out.stderr
+                continue
+            assert out.returncode == 0, out.stderr
+            got = json.loads(out.stdout)
+            assert got["source"] == {"kind": "influx2", "url": server.url, "database": "site-bucket"}
+            # The same numbers as the v1 way (--store URL --database), and a clear refusal of both kinds of credentials.
+            v1 = subprocess.run(run + ["report", "--config", str(conf), "--store", server.url, "--database",
+                                       "site-bucket", *period], capture_output=True, text=True, timeout=120)
+            assert v1.returncode == 0, v1.stderr
+            want = json.loads(v1.stdout)
+            for key in ("pue", "facility_energy_wh", "it_energy_wh", "completeness", "monthly"):
+                assert got[key] == want[key], key
+            assert 1.4 < got["pue"] < 1.6
+            both = subprocess.run(run + ["report", "--config", str(conf), "--user", "u", "--token-file", str(token),
+                                         *period], capture_output=True, text=True, timeout=120)
+            assert both.returncode == 2 and "not both" in both.stderr
+        finally:
+            server.stop()
+
+
+def test_a_token_is_sent_as_the_v1_compatibility_api_wants_it() -> None:
+    store = Influx1Store("http://127.0.0.1:1", "b", token="abc")
+    assert store._headers["Authorization"] == "Token abc"
+    with pytest.raises(UserError, match="not both"):
+        Influx1Store("http://127.0.0.1:1", "b", user="u", password="p", token="abc")
+
+
 def _csv(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "bad.csv"
     p.write_text(text)
