@@ -566,7 +566,13 @@ def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, ou
     else:
         p(f"  influx -host ... -database {spec.database} -execute \"SELECT SUM(facility_input_wh) / SUM(it_wh) FROM site_energy "
           f"WHERE time >= {summary['start_ns']}\"")
-    p("  Reports for auditors and cities (`puewatch report`) are coming (see the issue tracker).")
+    # The auditor's report of the same run, from the meters' raw readings (whole seconds around it).
+    from puewatch.report.engine import format_time
+
+    s = 1_000_000_000
+    frm, to = format_time(summary["start_ns"] // s * s), format_time(-(-summary["end_ns"] // s) * s)
+    p("The auditor's report of this run (raw meter readings; `--format html -o run.html` for figures):")
+    p(f"  puewatch report --config {d / 'collector.toml'} --from {frm} --to {to}")
     p(f"  Configurations and logs: {d}")
 
 

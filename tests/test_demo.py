@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import signal
@@ -84,6 +85,17 @@ def test_demo_runs_a_site_and_its_summary_is_the_store_s_energy_ratio(tmp_path):
     methods = store.tag_values("meter_energy", "method")
     assert {"register", "integrated"} <= set(methods)  # PDUs' Wh registers, the CRAHs' power integrated
     assert set(store.tag_values("gpu_energy", "node")) == {"gpu-a-1", "gpu-b-1"}
+
+    # The summary's closing lines give the auditor's report of the run; it runs, from the raw readings,
+    # and its PUE over the jointly observed time is the live pipeline's.
+    text = io.StringIO()
+    demo.print_summary(summary, parse_store(None, d), d, False, out=text)
+    command = next(line.split() for line in text.getvalue().splitlines() if line.strip().startswith("puewatch report"))
+    rep = subprocess.run([*PUEWATCH, *command[1:], "--json"], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    report = json.loads(rep.stdout)
+    assert report["category"] == 2 and report["source"]["kind"] == "embedded"
+    assert report["pue_joint"] == pytest.approx(summary["pue"], rel=0.05)
 
     # Nothing left behind.
     assert json.loads((d / "pids.json").read_text())["children"] == {}
