@@ -73,6 +73,11 @@ def quote_string(text: str) -> str:
 class Influx1Store:
     """`Store` and `Reader` over the InfluxDB v1 HTTP API."""
 
+    # Queries a report keeps in flight (`stream_store`): a server answers each on its own
+    # cores. Measured with influxd and the report sharing two cores, 8 meter-years: 9.0-9.1 s
+    # one ahead, 8.2-8.3 s three ahead; a server on its own cores gains more.
+    read_ahead = 3
+
     def __init__(
         self,
         url: str,
@@ -113,7 +118,7 @@ class Influx1Store:
                 self._auth_params = {"u": user, "p": password or ""}
         self._http = urllib3.PoolManager(
             num_pools=2,
-            maxsize=2,
+            maxsize=self.read_ahead + 1,
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=timeout_s),
             cert_reqs="CERT_REQUIRED" if verify_ssl else "CERT_NONE",

@@ -363,21 +363,23 @@ class StoreReadings(Mapping[str, MeterReadings]):
     `write_csv` need one meter's at a time (each asks for every meter once): read as they
     go, a report holds one or two meters' readings. Each access reads the store again.
 
-    With `prefetch`, the meter after the one asked for (in the site's order, the order
-    `compute_report` asks in) is read on a worker thread meanwhile: SQLite and the HTTP
-    client release the GIL while they wait, the kernels while they compute, so the reading
-    and the computing overlap (a report of 500 meter-years takes half the time on two
-    cores). The reader must then be usable from another thread (both stores are), and
-    `close()` must be called (`stream_store` does). `on_read(name)` is called after each
-    meter is read (a progress bar).
+    With `prefetch` = k, the k meters after the one asked for (in the site's order, the
+    order `compute_report` asks in) are read on worker threads meanwhile: SQLite and the
+    HTTP client release the GIL while they wait, the kernels while they compute, so the
+    reading and the computing overlap (a report of 500 meter-years takes half the time on
+    two cores), and a server answers several queries at once. The reader must then be
+    usable from other threads (both stores are), and `close()` must be called
+    (`stream_store` does). `on_read(name)` is called after each meter is read (a progress
+    bar). An access out of that order reads its meter at once and drops what was ahead.
     """
 
     def __init__(self, reader: Any, site: SiteModel, lo: int, hi: int,
-                 on_read: Callable[[str], None] | None = None, *, prefetch: bool = False) -> None:
+                 on_read: Callable[[str], None] | None = None, *, prefetch: int = 0) -> None:
         self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
         self._names = list(site.meters)
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, "prefetch") if prefetch else None
-        self._ahead: tuple[str, Future[MeterReadings]] | None = None
+        self._depth = max(0, int(prefetch))
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(self._depth, "prefetch") if self._depth else None
+        self._ahead: dict[str, Future[MeterReadings]] = {}
 
     def _read(self, name: str) -> MeterReadings:
         return read_meter(self.reader, self.site, name, self.lo, self.hi)
@@ -385,17 +387,19 @@ class StoreReadings(Mapping[str, MeterReadings]):
     def __getitem__(self, name: str) -> MeterReadings:
         if name not in self.site.meters:
             raise KeyError(name)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == name:
-            readings = ahead[1].result()
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None:
+            readings = ahead.result()
         else:
-            if ahead is not None:
-                ahead[1].cancel()
+            for future in self._ahead.values():
+                future.cancel()
+            self._ahead.clear()
             readings = self._read(name)
         if self._pool is not None:
             i = self._names.index(name) + 1
-            if i < len(self._names):
-                self._ahead = (self._names[i], self._pool.submit(self._read, self._names[i]))
+            for following in self._names[i:i + self._depth]:
+                if following not in self._ahead:
+                    self._ahead[following] = self._pool.submit(self._read, following)
         if self.on_read is not None:
             self.on_read(name)
         return readings
@@ -411,15 +415,18 @@ class StoreReadings(Mapping[str, MeterReadings]):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._ahead = None
+        self._ahead.clear()
 
 
 @contextmanager
 def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
                  ) -> Iterator[StoreReadings]:
-    """`StoreReadings` reading one meter ahead, with `read_store`'s progress bar, for the `with` block."""
+    """`StoreReadings` reading ahead, with `read_store`'s progress bar, for the `with` block.
+
+    As many meters ahead as the reader says it serves at once (`read_ahead`, else one).
+    """
     with _progress(len(site.meters), progress) as advance:
-        readings = StoreReadings(reader, site, lo, hi, advance, prefetch=True)
+        readings = StoreReadings(reader, site, lo, hi, advance, prefetch=getattr(reader, "read_ahead", 1))
         try:
             yield readings
         finally:

@@ -47,6 +47,15 @@ def test_streamed_readings_compacted_or_not_give_the_same_report(tmp_path):
         for name in [names[2], names[0], names[1], names[2], names[-1]]:
             np.testing.assert_array_equal(ahead[name].t_ns, held[name].t_ns)
 
+    # Three meters ahead (what an InfluxDB reader keeps in flight): the same report, in any order of access.
+    deep = StoreReadings(store, site, lo, hi, prefetch=3)
+    try:
+        assert compute_report(site, deep, year.start_ns, year.end_ns, OPTS) == want
+        for name in [names[3], names[0], names[1], names[2], names[-1], names[0]]:
+            np.testing.assert_array_equal(deep[name].t_ns, held[name].t_ns)
+    finally:
+        deep.close()
+
     # Half the rows into chunks, then all: the same readings, the same report.
     for horizon in (year.start_ns + (year.end_ns - year.start_ns) // 2, hi + 1):
         assert store.compact(horizon_ns=horizon) > 0
