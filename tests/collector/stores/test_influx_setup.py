@@ -95,8 +95,14 @@ def test_continuous_queries_downsample(influx):
     store = Influx1Store(influx.url, "site")
     plan = RetentionPlan("site", resample={"1m": ("1s", "3m"), "1h": ("1s", "3h")})
     setup(store, plan)
-    now = time.time_ns()
     minute = 60 * 10**9
+    now = time.time_ns()
+    if now % minute > 30 * 10**9:
+        # A resampling CQ's window starts at the first whole group after now - FOR: once the
+        # minute turns, the oldest minute below is out of it. Write early in a minute, so the
+        # CQ runs on the data (every second) long before then (CI failed on this once).
+        time.sleep((minute - now % minute) / 1e9 + 0.5)
+        now = time.time_ns()
     start = (now // minute - 2) * minute  # two complete minutes ago
     lines = []
     expected_mean = {}
