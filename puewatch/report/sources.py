@@ -568,7 +568,6 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         f = path.open("rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot read readings: {exc.strerror}") from None
-    lineno = 0
     with f:
         def lines() -> Iterator[str]:
             # Read, hash and decode in blocks of whole lines; csv gets the lines as they are.
@@ -604,7 +603,6 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             header = next(reader)
         except StopIteration:
             raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
-        lineno = 1
         if tuple(header) != CSV_HEADER:
             raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)}, got {','.join(header)}")
         last: dict[str, int] = {}
