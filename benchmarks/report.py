@@ -52,10 +52,10 @@ import numpy as np
 
 from puewatch.benchmarks import emit
 
-from puewatch.collector.site import UNITS, Meter, SiteModel
+from puewatch.core.site import UNITS, Meter, SiteModel
+from puewatch.core.timefmt import NS
 from puewatch.errors import UserError
 
-NS = 1_000_000_000
 DAY_NS = 86_400 * NS
 START_NS = 1_735_689_600 * NS  # 2025-01-01T00:00:00Z
 TARGET_S = 10.0

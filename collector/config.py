@@ -8,8 +8,9 @@ from pathlib import Path
 
 from puewatch import config as cfg
 from puewatch.collector.ingest import IngestConfig
-from puewatch.collector.pipeline import SECOND, parse_duration
-from puewatch.collector.site import Meter, SiteModel, Zone
+from puewatch.collector.pipeline import parse_duration
+from puewatch.core.timefmt import SECOND
+from puewatch.core.site import Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.config import setting
 from puewatch.errors import ConfigError

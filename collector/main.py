@@ -26,7 +26,8 @@ from pathlib import Path
 from puewatch.sdnotify import SystemdNotifier
 from puewatch.collector import config as ccfg
 from puewatch.collector.metrics import CollectorMetrics
-from puewatch.collector.pipeline import SECOND, Pipeline, compile_kernels, format_window
+from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
+from puewatch.core.timefmt import SECOND
 from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector")
@@ -78,7 +79,7 @@ class _IngestMeter:
     __slots__ = ("meter", "tags", "field", "register", "factor", "modulus")
 
     def __init__(self, name: str, m) -> None:
-        from puewatch.collector.site import UNITS
+        from puewatch.core.site import UNITS
 
         self.meter = name
         self.tags = dict(m.tags)

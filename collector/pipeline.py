@@ -50,13 +50,12 @@ from pathlib import Path
 import numpy as np
 
 from puewatch import kernels as k
-from puewatch.collector.site import UNITS, SiteModel
+from puewatch.core.site import UNITS, SiteModel
+from puewatch.core.timefmt import MINUTE, SECOND
 from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector.pipeline")
 
-SECOND = 1_000_000_000
-MINUTE = 60 * SECOND
 # A cell is "covered" when at least this share of it has data (guards against rounding).
 FULL = 1.0 - 1e-9
 CHECKPOINT_VERSION = 1

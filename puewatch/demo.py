@@ -567,7 +567,7 @@ def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, ou
         p(f"  influx -host ... -database {spec.database} -execute \"SELECT SUM(facility_input_wh) / SUM(it_wh) FROM site_energy "
           f"WHERE time >= {summary['start_ns']}\"")
     # The auditor's report of the same run, from the meters' raw readings (whole seconds around it).
-    from puewatch.report.engine import format_time
+    from puewatch.core.timefmt import format_time
 
     s = 1_000_000_000
     frm, to = format_time(summary["start_ns"] // s * s), format_time(-(-summary["end_ns"] // s) * s)

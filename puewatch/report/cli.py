@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from puewatch.errors import UserError
-from puewatch.report.engine import NS, ReportOptions, compute_report, parse_time
+from puewatch.core.timefmt import NS, parse_time
+from puewatch.report.engine import ReportOptions, compute_report
 from puewatch.report.render import render
 
 

@@ -44,12 +44,11 @@ import numpy as np
 from numba import njit
 
 from puewatch import __version__
-from puewatch.collector.site import SiteModel
+from puewatch.core.site import SiteModel
+from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_time, is_annual, month_start, parse_time
 from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy, register_deltas
 
 SCHEMA = "puewatch.report/1"
-NS = 1_000_000_000
-DAY_NS = 86_400 * NS
 DEFAULT_MAX_GAP_NS = 15 * 60 * NS
 
 __all__ = [
@@ -58,9 +57,6 @@ __all__ = [
     "ReportOptions",
     "SCHEMA",
     "compute_report",
-    "format_time",
-    "is_annual",
-    "parse_time",
 ]
 
 
@@ -83,69 +79,6 @@ class ReportOptions:
     max_gap_ns: int = DEFAULT_MAX_GAP_NS  # longest interval integrated or counted as observed
     source: dict[str, Any] = field(default_factory=lambda: {"kind": "csv"})
     generated_at: str | None = None  # default: now
-
-
-# -- time -------------------------------------------------------------------------------------
-
-
-def format_time(t_ns: int) -> str:
-    """RFC 3339 UTC: whole seconds as `...T00:00:00Z`, else with nanoseconds."""
-    sec, frac = divmod(int(t_ns), NS)
-    base = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}Z" if frac == 0 else f"{base}.{frac:09d}Z"
-
-
-def parse_time(text: str) -> int:
-    """A date (`2025-01-01`, UTC midnight) or an RFC 3339 time (with offset or Z, up to ns) -> int ns.
-
-    Raises ValueError with the reason.
-    """
-    s = text.strip()
-    if len(s) == 10:
-        d = dt.date.fromisoformat(s)
-        return calendar.timegm(d.timetuple()) * NS
-    frac_ns = 0
-    head = s
-    # Python's datetime keeps microseconds only: take the fraction apart by hand.
-    if "." in s:
-        i = s.index(".")
-        j = i + 1
-        while j < len(s) and s[j].isdigit():
-            j += 1
-        digits = s[i + 1 : j]
-        if not digits or len(digits) > 9:
-            raise ValueError(f"bad fractional seconds in {text!r}")
-        frac_ns = int(digits.ljust(9, "0"))
-        head = s[:i] + s[j:]
-    if head.endswith(("Z", "z")):
-        head = head[:-1] + "+00:00"
-    t = dt.datetime.fromisoformat(head)
-    if t.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset (add Z)")
-    return calendar.timegm(t.utctimetuple()) * NS + frac_ns
-
-
-def _add_months(t_ns: int, months: int) -> int:
-    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
-    y, m = divmod(d.month - 1 + months, 12)
-    return calendar.timegm((d.year + y, m + 1, 1, 0, 0, 0)) * NS
-
-
-def _month_start(t_ns: int) -> int:
-    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
-    return calendar.timegm((d.year, d.month, 1, 0, 0, 0)) * NS
-
-
-def is_annual(start_ns: int, end_ns: int) -> bool:
-    """The period is exactly 12 whole calendar months (UTC)."""
-    return start_ns == _month_start(start_ns) and end_ns == _add_months(start_ns, 12)
-
-
-def day_grid(start_ns: int, end_ns: int) -> np.ndarray:
-    """start, every UTC midnight strictly inside, end."""
-    first = (start_ns // DAY_NS + 1) * DAY_NS
-    inner = np.arange(first, end_ns, DAY_NS, dtype=np.int64)
-    return np.concatenate(([start_ns], inner, [end_ns])).astype(np.int64)
 
 
 # -- interval sets (sorted, disjoint [start, end) pairs) ----------------------------------------
@@ -568,8 +501,8 @@ def compute_report(
         raise ValueError("the period's end must be after its start")
     grid = day_grid(start_ns, end_ns)
     n_bins = grid.size - 1
-    months = [_month_start(start_ns)]
-    while (nxt := _add_months(months[-1], 1)) < end_ns:
+    months = [month_start(start_ns)]
+    while (nxt := add_months(months[-1], 1)) < end_ns:
         months.append(nxt)
     month_edges = np.array([start_ns] + months[1:] + [end_ns], dtype=np.int64)
     bin_month = np.searchsorted(month_edges, grid[:-1], side="right") - 1

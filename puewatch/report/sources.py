@@ -46,11 +46,12 @@ from typing import IO, Any
 import numpy as np
 
 from puewatch import config as cfg
-from puewatch.collector.site import UNITS, Meter, SiteModel, Zone
+from puewatch.core.site import UNITS, Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
-from puewatch.report.engine import NS, MeterReadings, format_time
+from puewatch.core.timefmt import NS, format_time, format_times
+from puewatch.report.engine import MeterReadings
 
 CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 
@@ -434,18 +435,6 @@ def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bo
 
 
 # -- CSV --------------------------------------------------------------------------------------
-
-
-def format_times(t_ns: np.ndarray) -> list[str]:
-    """`format_time` of every element, formatted by NumPy in C (an export writes millions)."""
-    t = np.asarray(t_ns, dtype=np.int64)
-    sec = t // NS
-    frac = t - sec * NS
-    base = np.datetime_as_string(sec.astype("datetime64[s]"), unit="s").tolist()
-    out = [b + "Z" for b in base]
-    for i in np.flatnonzero(frac).tolist():
-        out[i] = f"{base[i]}.{int(frac[i]):09d}Z"
-    return out
 
 
 def _csv_field(text: str) -> str:

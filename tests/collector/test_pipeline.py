@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from puewatch.collector.pipeline import MINUTE, SECOND, Pipeline, format_window, parse_duration
-from puewatch.collector.site import Meter, SiteModel, Zone
+from puewatch.collector.pipeline import Pipeline, format_window, parse_duration
+from puewatch.core.timefmt import MINUTE, SECOND
+from puewatch.core.site import Meter, SiteModel, Zone
 
 T0 = 1_700_000_000 * SECOND  # a whole minute
 

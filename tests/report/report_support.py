@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from puewatch.lineprotocol import encode_line, series_key
-from puewatch.report.engine import NS, parse_time
+from puewatch.core.timefmt import NS, parse_time
 
 SITE_TOML = """
 [collector]

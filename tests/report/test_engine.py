@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from puewatch.collector.site import Meter, SiteModel
-from puewatch.report.engine import NS, MeterReadings, ReportOptions, compute_report, is_annual, parse_time
+from puewatch.core.site import Meter, SiteModel
+from puewatch.core.timefmt import NS, is_annual, parse_time
+from puewatch.report.engine import MeterReadings, ReportOptions, compute_report
 
 H = 3600 * NS
 START = parse_time("2025-03-01")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy, register_deltas
-from puewatch.report.engine import NS, MeterReadings, _merge, _meter, day_grid
+from puewatch.core.timefmt import NS, day_grid
+from puewatch.report.engine import MeterReadings, _merge, _meter
 
 MAX_GAP = 15 * 60 * NS
 

@@ -16,7 +16,8 @@ from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.errors import UserError
-from puewatch.report.engine import NS, ReportOptions, compute_report, format_time
+from puewatch.core.timefmt import NS, format_time
+from puewatch.report.engine import ReportOptions, compute_report
 from puewatch.report.sources import load_site, read_csv, read_store, resolve_snmp_wraps, write_csv
 
 MARGIN = 900 * NS
@@ -230,7 +231,8 @@ def test_export_formats_times_as_format_time_and_quotes_names_as_csv_does() -> N
     import io
 
     from puewatch.report.engine import MeterReadings
-    from puewatch.report.sources import format_times, write_csv
+    from puewatch.core.timefmt import format_times
+    from puewatch.report.sources import write_csv
 
     rng = np.random.default_rng(5)
     t = np.sort(np.concatenate([rng.integers(0, 4_102_444_800, 500) * NS,  # whole seconds, 1970..2100

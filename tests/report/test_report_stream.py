@@ -8,7 +8,8 @@ import pytest
 from report_support import synthetic_year, write_site
 from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
-from puewatch.report.engine import NS, ReportOptions, compute_report
+from puewatch.core.timefmt import NS
+from puewatch.report.engine import ReportOptions, compute_report
 from puewatch.report.sources import StoreReadings, read_store, stream_store
 
 MARGIN = 900 * NS

@@ -11,7 +11,8 @@ from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.errors import ConfigError
 from puewatch.lineprotocol import encode_line, series_key
-from puewatch.report.engine import NS, ReportOptions, compute_report, parse_time
+from puewatch.core.timefmt import NS, parse_time
+from puewatch.report.engine import ReportOptions, compute_report
 from puewatch.report.sources import load_site, read_csv, read_store, resolve_snmp_wraps, write_csv
 
 START, END = parse_time("2025-03-01"), parse_time("2025-03-03")
