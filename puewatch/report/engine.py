@@ -6,8 +6,10 @@ gets the operator's numbers to the last bit (the CSV carries every float exactly
 
 Per meter (see docs/report-schema.md for the fields):
 
-- energy from its cumulative register where it has one (`register_deltas`: wraps when the
-  meter's modulus is known, resets counted, a drop never becomes negative energy); where
+- energy from its cumulative register where it has one, by the register-energy policy of
+  `puewatch.core.energy` (the live pipeline's too): a power limit per meter, impossible
+  jumps and resets not counted, wraps where the modulus is known and the wrapped increase
+  is possible; a drop never becomes negative energy. Where
   the register has no reading the meter's power, if it has one, is integrated
   (`integrate_power`, never across more than `max_gap_ns`) and that energy is *estimated*;
   a meter with both is `mixed`;
@@ -23,6 +25,9 @@ only part of a bin are summed as they are: `completeness` says how much of the p
 meter needed for PUE covered. `pue_joint` divides energies restricted to the spans where every
 PUE meter was observed (each interval's energy in proportion to its duration inside), so a gap
 on one meter cannot bias it (docs/report-schema.md, "pue and pue_joint").
+
+A ratio below its physical floor (PUE under 1, ...: `core.energy.RATIO_FLOORS`) is null,
+with a warning naming the meters.
 
 PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
 ±a_i·|E_i|/100. A sum S = Σ c_i E_i is then within ±Σ a_i |c_i E_i| / 100, a relative error
@@ -46,10 +51,12 @@ from numba import njit
 from puewatch import __version__
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_time, is_annual, month_start, parse_time
-from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy, register_deltas
+from puewatch.core import energy as policy
+from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy
 
 SCHEMA = "puewatch.report/1"
 DEFAULT_MAX_GAP_NS = 15 * 60 * NS
+MAX_JUMP_WARNINGS = 10  # per meter; the rest are counted
 
 __all__ = [
     "DEFAULT_MAX_GAP_NS",
@@ -219,6 +226,11 @@ class _MeterResult:
     median_interval_ns: int | None = None
     # Only when asked for (`_Before`): the meter's observed energy before each of some times.
     before: np.ndarray | None = None
+    limit: policy.PowerLimit = policy.NO_LIMIT
+    # Register intervals in the period by outcome (core.energy.OUTCOMES); power readings refused.
+    outcomes: dict[str, int] = field(default_factory=dict)
+    power_refused: int = 0
+    jumps: list[tuple[int, int, float]] = field(default_factory=list)
 
 
 def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -331,13 +343,21 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     resets = 0
     used_register = used_power = False
 
+    # The meter's power limit (configured, else derived from these readings): core.energy.
+    limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w)
+    outcomes = dict.fromkeys(policy.OUTCOMES, 0)
+    jumps: list[tuple[int, int, float]] = []
+    power_refused = 0
     te, xe = _finite_pairs(t, readings.energy_wh)
     reg_s = reg_e = np.empty(0, np.int64)
     if te.size >= 2:
-        kwargs: dict[str, Any] = {}
-        if max_power_w is not None:
-            kwargs = {"max_power_w": max_power_w, "joules_per_unit": 3600.0}
-        d = register_deltas(te, xe, modulus=readings.modulus_wh, **kwargs)
+        d = policy.register_energy(te, xe, modulus_wh=readings.modulus_wh, limit=limit)
+        if before is None:
+            in_period = (te[1:] > start) & (te[:-1] < end)
+            flags_in = d.flags[in_period]
+            outcomes = policy.outcome_counts(flags_in)
+            if outcomes["jump"]:
+                jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
         # reg_*: every span with a known delta (even a long one); observed: the short ones.
         resets, used_register, reg_s, reg_e, s, e = _register_scan(
             te, d.delta, d.flags, start, end, max_gap, FLAG_RESET)
@@ -354,7 +374,11 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         if before is not None:
             before += _energy_before(te, d.delta, max_gap, points)
 
-    tp, xp = _finite_pairs(t, readings.power_w)
+    if readings.power_w is not None:
+        checked, power_refused = policy.checked_power(readings.power_w, limit)
+        tp, xp = _finite_pairs(t, checked)
+    else:
+        tp, xp = _finite_pairs(t, None)
     if tp.size >= 2:
         integral = integrate_power(tp, xp, max_gap_ns=max_gap)
         e_wh = integral.energy_j / 3600.0
@@ -392,7 +416,8 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         if j - i >= 2:
             median_interval = int(np.median(np.diff(t[i:j])))
     return _MeterResult(energy, estimated, observed, method, resets, readings.modulus_wh,
-                        median_interval_ns=median_interval, before=before)
+                        median_interval_ns=median_interval, before=before, limit=limit, outcomes=outcomes,
+                        power_refused=power_refused, jumps=jumps)
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -556,11 +581,28 @@ def compute_report(
     fac = site.members("facility_input")
     it = site.members("it")
     pue_meters = sorted(set(fac) | set(it))
+    # Ratios below their physical floor (core.energy.RATIO_FLOORS): name -> (count, first
+    # (what, value, numerator meters, denominator meters)); each becomes one warning.
+    below: dict[str, list[Any]] = {}
+
+    def ratio(name: str, where: str, a: float | None, b: float | None, num: dict[str, float],
+              den: dict[str, float], per: str = "period") -> float | None:
+        value = _ratio(a, b)
+        if not policy.below_floor(name, value):
+            return value
+        seen = below.setdefault(f"{name} {where}", [0, None])
+        seen[0] += 1
+        if seen[1] is None:
+            def energies(ms: dict[str, float]) -> dict[str, float | None]:
+                return {m: _num(meter_total[m]) for m in ms}
+            seen[1] = (f"{name} {where}", value, energies(num), energies(den))
+        return None
+
     comp, comp_day, comp_month = completeness(pue_meters)
 
     f_total = _num(total(fac, "period"))
     i_total = _num(total(it, "period"))
-    pue = _ratio(f_total, i_total)
+    pue = ratio("pue", "of the period", f_total, i_total, fac, it)
 
     # PUE over the time every PUE meter was observed: E_DC and E_IT of the same instants, so
     # one meter's gap cannot bias it (see docs/report-schema.md, "pue and pue_joint").
@@ -580,7 +622,7 @@ def compute_report(
     joint = _Joint(results, spans[""], grid, before)
     f_joint = _num(joint.total(fac, period_edges)[0])
     i_joint = _num(joint.total(it, period_edges)[0])
-    pue_joint = _ratio(f_joint, i_joint)
+    pue_joint = ratio("pue", "(pue_joint) of the period", f_joint, i_joint, fac, it)
 
     # Estimated share of E_DC + E_IT (by magnitude of the meters' contributions).
     est = sum(abs(c) * float(np.nansum(results[m].day_estimated)) for m, c in {**fac, **it}.items())
@@ -602,14 +644,14 @@ def compute_report(
 
         pue_joint_uncertainty = _num(pue_joint * (rel_joint(fac, f_joint) + rel_joint(it, i_joint)))
 
-    def role_ratio(role: str, denominator: float | None) -> float | None:
+    def role_ratio(name: str, role: str, denominator: float | None, den_members: dict[str, float]) -> float | None:
         members = site.members(role)
         if not members:
             return None
         num = _num(total(members, "period"))
         if num is None or denominator is None:
             return None
-        return _ratio(num, denominator)
+        return ratio(name, "of the period", num, denominator, members, den_members)
 
     zones = []
     for zone in site.zone_names():
@@ -623,8 +665,10 @@ def compute_report(
         zjoint = _Joint(results, spans[zone], grid, before)
         zb = _num(zjoint.total(boundary, period_edges)[0])
         zij = _num(zjoint.total(zone_it, period_edges)[0])
-        zones.append({"zone": zone, "ppue": _ratio(b, zi), "boundary_energy_wh": b, "it_energy_wh": zi,
-                      "completeness": zc, "ppue_joint": _ratio(zb, zij), "boundary_energy_joint_wh": zb,
+        zones.append({"zone": zone, "ppue": ratio("ppue", f"of zone {zone!r}", b, zi, boundary, zone_it),
+                      "boundary_energy_wh": b, "it_energy_wh": zi, "completeness": zc,
+                      "ppue_joint": ratio("ppue", f"(ppue_joint) of zone {zone!r}", zb, zij, boundary, zone_it),
+                      "boundary_energy_joint_wh": zb,
                       "it_energy_joint_wh": zij})
 
     period = end_ns - start_ns
@@ -647,7 +691,20 @@ def compute_report(
             "resets": r.resets,
             "accuracy_pct": meter.accuracy_pct,
             "modulus_wh": r.modulus_wh,
+            "power_limit_w": r.limit.watts,
+            "power_limit_source": r.limit.source,
+            "register_intervals": r.outcomes,
+            "power_readings_refused": r.power_refused,
         })
+        for a, b, w in r.jumps[:MAX_JUMP_WARNINGS]:
+            warnings.append(f"meter {name!r}: register increase {format_time(a)}..{format_time(b)} implies a mean power "
+                            f"of {w:.6g} W, above its limit {r.limit.describe()}: not counted (an impossible jump)")
+        if len(r.jumps) > MAX_JUMP_WARNINGS:
+            warnings.append(f"meter {name!r}: {len(r.jumps) - MAX_JUMP_WARNINGS} more impossible jump(s) not counted "
+                            f"({len(r.jumps)} in all; see meters[].register_intervals)")
+        if r.power_refused:
+            warnings.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above its limit "
+                            f"{r.limit.describe()}: not counted")
         if r.median_interval_ns is not None and r.median_interval_ns > opts.max_gap_ns:
             warnings.append(f"meter {name!r}: its readings are {r.median_interval_ns / 1e9:g} s apart (median), longer "
                             f"than the longest interval counted as observed ({opts.max_gap_ns / 1e9:g} s): most of its "
@@ -655,20 +712,27 @@ def compute_report(
                             f"{math.ceil(r.median_interval_ns / 1e9)} (to report, export and recompute alike)")
         unknown = site.snmp_modulus_unknown.get(name)
         if r.resets and unknown:
-            warnings.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s), each a lower bound of "
-                            f"its interval's energy; a drop may have been a wrap, whose value is unknown here: {unknown}")
+            warnings.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s) (each "
+                            f"interval not counted); a drop may have been a wrap, whose value is unknown here: {unknown}")
 
-    def rows(edges: np.ndarray, f: np.ndarray, i: np.ndarray, c: np.ndarray) -> list[dict[str, Any]]:
+    def rows(per: str, edges: np.ndarray, f: np.ndarray, i: np.ndarray, c: np.ndarray) -> list[dict[str, Any]]:
         fj, ij = joint.total(fac, edges), joint.total(it, edges)
         out = []
         for k in range(edges.size - 1):
             fk, ik = _num(f[k]), _num(i[k])
             fjk, ijk = _num(fj[k]), _num(ij[k])
             out.append({"period_start": format_time(int(edges[k])), "period_end": format_time(int(edges[k + 1])),
-                        "pue": _ratio(fk, ik), "facility_energy_wh": fk, "it_energy_wh": ik,
-                        "completeness": float(c[k]), "pue_joint": _ratio(fjk, ijk),
+                        "pue": ratio("pue", f"of {per}s", fk, ik, fac, it),
+                        "facility_energy_wh": fk, "it_energy_wh": ik, "completeness": float(c[k]),
+                        "pue_joint": ratio("pue", f"(pue_joint) of {per}s", fjk, ijk, fac, it),
                         "facility_energy_joint_wh": fjk, "it_energy_joint_wh": ijk})
         return out
+
+    monthly = rows("month", month_edges, total(fac, "month"), total(it, "month"), comp_month)
+    daily = rows("day", grid, total(fac, "day"), total(it, "day"), comp_day)
+    for count, (what, value, num, den) in below.values():
+        w = policy.floor_warning(what, value, num, den)
+        warnings.append(w if count == 1 else f"{w} ({count} {what.split()[0]} values of this kind not published)")
 
     if details is not None:
         details["daily_roles"] = {
@@ -707,19 +771,19 @@ def compute_report(
         "it_energy_joint_wh": i_joint,
         "completeness": comp,
         "estimated_share": estimated_share,
-        "clf": role_ratio("cooling", i_total),
-        "plf": role_ratio("losses", i_total),
-        "erf": role_ratio("reused_heat", f_total),
-        "ref": role_ratio("renewable", f_total),
+        "clf": role_ratio("clf", "cooling", i_total, it),
+        "plf": role_ratio("plf", "losses", i_total, it),
+        "erf": role_ratio("erf", "reused_heat", f_total, fac),
+        "ref": role_ratio("ref", "renewable", f_total, fac),
         # Cooling plant COP: heat removed (thermal Wh) per Wh of cooling electricity.
-        "cop": role_ratio("heat_removed", _num(total(site.members("cooling"), "period"))),
+        "cop": role_ratio("cop", "heat_removed", _num(total(site.members("cooling"), "period")), site.members("cooling")),
         # L per kWh of IT energy.
-        "wue": role_ratio("water", None if i_total is None else i_total / 1000.0),
+        "wue": role_ratio("wue", "water", None if i_total is None else i_total / 1000.0, it),
         "zones": zones,
         "meters": meters_out,
         "warnings": warnings,
-        "monthly": rows(month_edges, total(fac, "month"), total(it, "month"), comp_month),
-        "daily": rows(grid, total(fac, "day"), total(it, "day"), comp_day),
+        "monthly": monthly,
+        "daily": daily,
         "generated_at": opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),
         "generator": f"puewatch {__version__}",
         "source": opts.source,

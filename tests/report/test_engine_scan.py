@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy, register_deltas
+from puewatch.core import energy as policy
+from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy
 from puewatch.core.timefmt import NS, day_grid
 from puewatch.report.engine import MeterReadings, _merge, _meter
 
@@ -26,12 +27,12 @@ def _reference(r: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap
     obs_s, obs_e = [], []
     resets, used_r, used_p = 0, False, False
     reg_s = reg_e = np.empty(0, np.int64)
+    limit = policy.power_limit(max_power_w, t, r.energy_wh, r.power_w)
     if r.energy_wh is not None:
         keep = np.isfinite(r.energy_wh)
         te, xe = t[keep], r.energy_wh[keep]
         if te.size >= 2:
-            kw = {"max_power_w": max_power_w, "joules_per_unit": 3600.0} if max_power_w else {}
-            d = register_deltas(te, xe, modulus=r.modulus_wh, **kw)
+            d = policy.register_energy(te, xe, modulus_wh=r.modulus_wh, limit=limit)
             a, b = te[:-1], te[1:]
             inp = (b > start) & (a < end)
             resets = int(np.count_nonzero((d.flags & FLAG_RESET).astype(bool) & inp))
@@ -47,8 +48,9 @@ def _reference(r: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap
             obs_s.append(a[short])
             obs_e.append(b[short])
     if r.power_w is not None:
-        keep = np.isfinite(r.power_w)
-        tp, xp = t[keep], r.power_w[keep]
+        checked, _ = policy.checked_power(r.power_w, limit)
+        keep = np.isfinite(checked)
+        tp, xp = t[keep], checked[keep]
         if tp.size >= 2:
             e_wh = integrate_power(tp, xp, max_gap_ns=max_gap).energy_j / 3600.0
             a, b = tp[:-1], tp[1:]

@@ -1,0 +1,230 @@
+"""The register-energy policy: how a meter's readings become interval energies, decided by physics.
+
+The live pipeline (`collector/pipeline.py`) and the reports (`puewatch/report/engine.py`:
+`report`, `recompute`) call these functions and nothing else, so the same readings give the
+same energies everywhere. docs/auditor-guide.md ("How readings become energy") states the
+rules with a worked example of each outcome; this docstring is their source.
+
+**Power limit.** Every meter has one, taken from the first that exists:
+
+1. `configured`: the meter's `max_power_w` in the site configuration;
+2. `derived`: `DERIVED_LIMIT_FACTOR` (4) × the meter's highest sustained power, the
+   `DERIVED_PERCENTILE` (90th) percentile of its hourly mean powers. An hour counts when
+   the meter's short intervals (both readings present, no drop, at most
+   `SHORT_INTERVAL_NS` = 15 min long) cover at least half of it; its mean power is their
+   energy over their duration. At least `DERIVED_MIN_HOURS` (3) such hours are needed
+   (hours by UTC, an interval belongs to the hour its end falls in). A report derives it
+   from the readings it reads; the live collector from the hours it has seen so far.
+3. `none`: too little data to derive one (and none configured).
+
+Configure `max_power_w` for audit-grade results: a derived limit can only catch errors far
+outside the meter's normal range.
+
+**Each interval of a cumulative register** (readings a → b over Δt) has one outcome:
+
+- `counted`: b ≥ a and the increase b − a is possible: at most limit × Δt plus one
+  register step (the resolution). Its energy is b − a.
+- `jump`: the increase (or the wrapped increase) implies a mean power above the limit:
+  not counted (missing), flagged, and named in warnings with its implied power.
+- `wrap`: b < a, the register's modulus M is known, and the wrapped increase b + M − a is
+  possible under the limit: its energy is b + M − a. Without any limit (`none`), a drop is a
+  wrap only when b + M − a < M / 2.
+- `reset`: any other drop (user reset, device replaced, driver reload). Only a lower bound
+  of the interval's energy is known (what was counted since the reset), so the interval is
+  not counted: missing, live and in reports alike. The readings after it count normally.
+- `missing`: a reading at either end is absent.
+
+**Power gauges** are integrated (trapezoid, never across a gap longer than the longest
+interval counted as observed); a reading above the meter's power limit, or negative, is not
+a reading (missing).
+
+**Physical floors.** A ratio below its floor is never published as a value: PUE and pPUE
+below 1, or any of CLF, PLF, COP, ERF, REF, WUE and the GPU share of IT energy below 0, is
+null (live: left out of the written point and counted), with a warning that names the
+meters whose energies make it so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from puewatch import kernels as k
+from puewatch.core.timefmt import HOUR, MINUTE, NS
+from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
+
+DERIVED_LIMIT_FACTOR = 4.0
+DERIVED_PERCENTILE = 90.0
+DERIVED_MIN_HOURS = 3
+SHORT_INTERVAL_NS = 15 * MINUTE
+HOUR_MIN_COVERED = 0.5
+JOULES_PER_WH = 3600.0
+
+OUTCOMES = ("counted", "wrap", "reset", "jump", "missing")
+
+# The lowest value each ratio can physically take.
+RATIO_FLOORS: dict[str, float] = {
+    "pue": 1.0,
+    "ppue": 1.0,
+    "clf": 0.0,
+    "plf": 0.0,
+    "cop": 0.0,
+    "erf": 0.0,
+    "ref": 0.0,
+    "wue": 0.0,
+    "gpu_it_share": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class PowerLimit:
+    """A meter's power limit and where it comes from (`configured`, `derived` or `none`)."""
+
+    watts: float | None
+    source: str
+
+    def describe(self) -> str:
+        if self.watts is None:
+            return "no power limit (none configured, too little data to derive one)"
+        return f"{self.watts:.6g} W ({self.source})"
+
+
+NO_LIMIT = PowerLimit(None, "none")
+
+
+class HourlyRates:
+    """Energy and covered time per UTC hour of a meter's short, increasing intervals: what
+    `derived_limit` is computed from. Accumulates across calls (the live pipeline feeds it
+    step by step; a report feeds it all readings at once)."""
+
+    def __init__(self, keep_hours: int = 90 * 24) -> None:
+        self.keep = keep_hours
+        self.energy_wh: dict[int, float] = {}
+        self.covered_ns: dict[int, int] = {}
+
+    def add_intervals(self, t0: np.ndarray, t1: np.ndarray, energy_wh: np.ndarray) -> None:
+        """Intervals (t0, t1] with their energy; only finite, non-negative, short ones count."""
+        dt = t1 - t0
+        ok = np.isfinite(energy_wh) & (energy_wh >= 0) & (dt > 0) & (dt <= SHORT_INTERVAL_NS)
+        if not ok.any():
+            return
+        hours = (t1[ok] - 1) // HOUR
+        uniq, inv = np.unique(hours, return_inverse=True)
+        e = np.bincount(inv, weights=energy_wh[ok])
+        c = np.bincount(inv, weights=dt[ok].astype(np.float64))
+        for h, eh, ch in zip(uniq.tolist(), e.tolist(), c.tolist()):
+            self.energy_wh[h] = self.energy_wh.get(h, 0.0) + eh
+            self.covered_ns[h] = self.covered_ns.get(h, 0) + int(ch)
+        if len(self.energy_wh) > self.keep:
+            for h in sorted(self.energy_wh)[: len(self.energy_wh) - self.keep]:
+                del self.energy_wh[h], self.covered_ns[h]
+
+    def limit(self) -> PowerLimit:
+        means = [self.energy_wh[h] * JOULES_PER_WH / (self.covered_ns[h] / NS)
+                 for h in self.energy_wh if self.covered_ns[h] >= HOUR_MIN_COVERED * HOUR]
+        if len(means) < DERIVED_MIN_HOURS:
+            return NO_LIMIT
+        sustained = float(np.percentile(np.asarray(means), DERIVED_PERCENTILE))
+        if not sustained > 0:
+            return NO_LIMIT
+        return PowerLimit(DERIVED_LIMIT_FACTOR * sustained, "derived")
+
+
+def interval_energy_for_limit(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | None
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t0, t1, energy Wh) of the intervals a derived limit is computed from: a register's plain
+    increases where it has one, else trapezoids of the power (both readings present)."""
+    if register_wh is not None:
+        ok = np.isfinite(register_wh)
+        tt, x = t[ok], register_wh[ok]
+        if tt.size >= 2:
+            d = np.diff(x)
+            return tt[:-1], tt[1:], np.where(d >= 0, d, np.nan)
+    if power_w is not None:
+        ok = np.isfinite(power_w) & (power_w >= 0)
+        tt, p = t[ok], power_w[ok]
+        if tt.size >= 2:
+            e = 0.5 * (p[:-1] + p[1:]) * (np.diff(tt) / NS) / JOULES_PER_WH
+            return tt[:-1], tt[1:], e
+    empty = np.empty(0, np.int64)
+    return empty, empty, np.empty(0)
+
+
+def power_limit(configured_w: float | None, t: np.ndarray, register_wh: np.ndarray | None = None,
+                power_w: np.ndarray | None = None) -> PowerLimit:
+    """A meter's power limit for a report: configured, else derived from these readings."""
+    if configured_w is not None:
+        return PowerLimit(float(configured_w), "configured")
+    rates = HourlyRates(keep_hours=1 << 40)
+    rates.add_intervals(*interval_energy_for_limit(np.asarray(t, np.int64), register_wh, power_w))
+    return rates.limit()
+
+
+def register_energy(t_ns: np.ndarray, reading_wh: np.ndarray, *, modulus_wh: float | None, limit: PowerLimit,
+                    resolution_wh: float = 0.0) -> k.RegisterDeltas:
+    """Interval energies (Wh) of a register by the policy above: `delta` NaN where not counted,
+    `flags` saying why (FLAG_WRAP, FLAG_RESET, FLAG_JUMP, FLAG_MISSING)."""
+    kwargs = {}
+    if limit.watts is not None:
+        kwargs = {"max_power_w": limit.watts, "joules_per_unit": JOULES_PER_WH}
+    return k.register_deltas(t_ns, reading_wh, modulus=modulus_wh, resolution=resolution_wh,
+                             reset_from_zero=False, **kwargs)
+
+
+def checked_power(power_w: np.ndarray, limit: PowerLimit) -> tuple[np.ndarray, int]:
+    """Power readings with those that cannot be (negative, above the limit) made missing; and how many."""
+    p = np.asarray(power_w, dtype=np.float64)
+    bad = p < 0
+    if limit.watts is not None:
+        bad |= p > limit.watts
+    n = int(np.count_nonzero(bad))
+    if n:
+        p = np.where(bad, np.nan, p)
+    return p, n
+
+
+def outcome_counts(flags: np.ndarray) -> dict[str, int]:
+    """How many intervals had each outcome (`OUTCOMES`, exclusive: missing before jump before
+    reset before wrap; `counted` is a plain increase)."""
+    f = np.asarray(flags, dtype=np.uint8)
+    missing = (f & (FLAG_MISSING | FLAG_BAD_TIME)) != 0
+    jump = ~missing & ((f & FLAG_JUMP) != 0)
+    reset = ~missing & ~jump & ((f & FLAG_RESET) != 0)
+    wrap = ~missing & ~jump & ~reset & ((f & FLAG_WRAP) != 0)
+    out = {"wrap": int(wrap.sum()), "reset": int(reset.sum()), "jump": int(jump.sum()), "missing": int(missing.sum())}
+    return {"counted": int(f.size) - sum(out.values()), **out}
+
+
+def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_wh: float | None
+          ) -> list[tuple[int, int, float]]:
+    """(start ns, end ns, implied mean power W) of every interval refused as an impossible jump."""
+    out = []
+    for i in np.flatnonzero(np.asarray(flags) & FLAG_JUMP).tolist():
+        a, b = float(reading_wh[i]), float(reading_wh[i + 1])
+        inc = b - a if b >= a or not modulus_wh else b + modulus_wh - a
+        dt_s = (int(t_ns[i + 1]) - int(t_ns[i])) / NS
+        out.append((int(t_ns[i]), int(t_ns[i + 1]), inc * JOULES_PER_WH / dt_s))
+    return out
+
+
+def floor_of(ratio: str) -> float:
+    """The physical floor of a ratio by its name (`pue`, `zone:hall-a:ppue`, `clf`, ...)."""
+    return RATIO_FLOORS[ratio.rsplit(":", 1)[-1]]
+
+
+def below_floor(ratio: str, value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value < floor_of(ratio)
+
+
+def floor_warning(what: str, value: float, numerator: Mapping[str, float | None],
+                  denominator: Mapping[str, float | None]) -> str:
+    """The warning for a ratio below its floor, naming the meters and their energies."""
+    def names(ms: Mapping[str, float | None]) -> str:
+        return ", ".join(f"{m} ({'n/a' if e is None else f'{e:.6g}'})" for m, e in ms.items()) or "none"
+
+    return (f"{what} would be {value:.6g}, below its physical floor {floor_of(what.split()[0]):g}: not published. "
+            f"Numerator meters: {names(numerator)}; denominator meters: {names(denominator)}. "
+            f"Check these meters (a frozen or reset register, a wrong role or coefficient)")
