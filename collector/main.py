@@ -107,6 +107,7 @@ class Collector:
             state_dir=self.state_dir,
         )
         self.metrics = CollectorMetrics()
+        self.metrics.add_pipeline(self.pipeline)
         # Ingest series that feed meters: measurement -> meters reading it.
         self.ingest_meters: dict[str, list[_IngestMeter]] = {}
         for name, m in conf.meters.items():

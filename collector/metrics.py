@@ -68,6 +68,43 @@ class _Pull(Collector):
         return []
 
 
+class _PipelineQuality(Collector):
+    """What the register-energy policy decided per meter (core.energy), read at scrape time."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    def collect(self) -> Iterable:
+        p = self.pipeline
+        intervals = CounterMetricFamily(
+            "puewatch_register_intervals", "Register intervals per meter by outcome (counted, wrap, reset, jump, "
+            "missing: docs/auditor-guide.md)", labels=["meter", "outcome"])
+        power = CounterMetricFamily(
+            "puewatch_power_readings_refused", "Power readings not counted: negative or above the meter's power limit",
+            labels=["meter"])
+        future = CounterMetricFamily(
+            "puewatch_readings_from_future", "Readings refused by the pipeline: stamped further ahead of the "
+            "collector's clock than settle_s", labels=["stream"])
+        limit = GaugeMetricFamily("puewatch_power_limit_watts", "Each meter's power limit (NaN: none)",
+                                  labels=["meter", "source"])
+        streams = list(p.streams.items()) + [(st.key, st) for st in list(p.gpu_streams.values())]
+        for name, st in streams:
+            for outcome, n in list(st.outcomes.items()):
+                intervals.add_metric([name, outcome], n)
+            power.add_metric([name], st.power_refused)
+            future.add_metric([name], st.future_refused)
+            lim = st.limit()
+            limit.add_metric([name, lim.source], math.nan if lim.watts is None else lim.watts)
+        floor = CounterMetricFamily("puewatch_ratio_below_floor", "Rolling ratio values below their physical floor "
+                                    "(PUE < 1, ...), never published", labels=["ratio"])
+        for ratio, n in list(p.below_floor.items()):
+            floor.add_metric([ratio], n)
+        yield from (intervals, power, future, limit, floor)
+
+    def describe(self) -> Iterable:
+        return []
+
+
 class CollectorMetrics:
     """Every metric the collector exports, in its own registry."""
 
@@ -104,6 +141,9 @@ class CollectorMetrics:
             "puewatch_pipeline_step_seconds", "Time one pipeline step takes", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+
+    def add_pipeline(self, pipeline) -> None:
+        self.registry.register(_PipelineQuality(pipeline))
 
     def add_ingest(self, provider: StatProvider) -> None:
         self._pull.add(provider, _INGEST, {})

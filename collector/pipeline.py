@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from puewatch import kernels as k
+from puewatch.core import energy as policy
 from puewatch.core.site import UNITS, SiteModel
 from puewatch.core.timefmt import MINUTE, SECOND
 from puewatch.lineprotocol import encode_line, series_key
@@ -99,16 +100,48 @@ class Stream:
     t: list[int] = field(default_factory=list)
     v: list[float] = field(default_factory=list)
     last_arrival_ns: int = -1
-    flags_seen: dict[str, int] = field(default_factory=dict)
+    # Register intervals by outcome (core.energy.OUTCOMES), power readings refused, readings
+    # from the future refused: for /metrics.
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(policy.OUTCOMES, 0))
+    power_refused: int = 0
+    future_refused: int = 0
+    # What a derived power limit is computed from (the hours seen so far).
+    rates: policy.HourlyRates = field(default_factory=policy.HourlyRates)
 
-    def add(self, time_ns: int, value: float, arrival_ns: int) -> bool:
-        """Append a reading; out-of-order or repeated times are refused (returns False)."""
+    def limit(self) -> policy.PowerLimit:
+        """The stream's power limit by the one policy: configured, else derived from the hours seen."""
+        if self.max_power_w is not None:
+            return policy.PowerLimit(float(self.max_power_w), "configured")
+        return self.rates.limit()
+
+    def add(self, time_ns: int, value: float, arrival_ns: int, max_ahead_ns: int | None = None) -> bool:
+        """Append a reading; out-of-order or repeated times are refused (returns False), and so
+        is a time further than `max_ahead_ns` ahead of its arrival: a clock that jumped ahead
+        would otherwise hold every later reading back and make one long interval that no
+        reading supports."""
+        if max_ahead_ns is not None and time_ns > arrival_ns + max_ahead_ns:
+            self.future_refused += 1
+            return False
         if self.t and time_ns <= self.t[-1]:
             return False
+        if not math.isfinite(value):
+            # A failed poll is no reading: the interval from the last reading to the next one
+            # is then judged as a whole, as a report judges it (it drops absent readings too).
+            return True
+        if not self.register and self.integral_divisor != 1.0:
+            limit = self.limit().watts
+            if value < 0 or (limit is not None and value * self.factor > limit):
+                self.power_refused += 1  # not a reading (core.energy.checked_power), as in a report
+                return True
         self.t.append(int(time_ns))
         self.v.append(float(value))
         self.last_arrival_ns = arrival_ns
         return True
+
+    def _add_rates(self, grid: np.ndarray, t0: np.ndarray, t1: np.ndarray, e: np.ndarray) -> None:
+        """Intervals ending by the horizon feed the derived limit (later ones come back next step)."""
+        done = t1 <= grid[-1]
+        self.rates.add_intervals(t0[done], t1[done], e[done])
 
     @property
     def watermark(self) -> int:
@@ -121,25 +154,24 @@ class Stream:
         integrated = False
         if len(self.t) >= 2:
             t = np.asarray(self.t, dtype=np.int64)
-            x = np.asarray(self.v, dtype=np.float64)
+            x = np.asarray(self.v, dtype=np.float64) * self.factor
+            # Intervals that end after the horizon are processed again next step: count them then.
+            done = t[1:] <= grid[-1]
+            # The register-energy policy (core.energy), as in the reports. Water has no power limit.
             if self.register:
+                limit = self.limit() if self.integral_divisor != 1.0 else policy.NO_LIMIT
                 mod = None if self.modulus is None else self.modulus * self.factor
-                kwargs = {}
-                if self.max_power_w is not None:
-                    # factor converts raw to Wh; one Wh is 3600 J. Water registers have no power bound.
-                    kwargs = {"max_power_w": self.max_power_w, "joules_per_unit": 3600.0}
-                # A reset interval's energy is unknown (only a lower bound: what was counted
-                # since the reset), so it is missing, not a guess that would bias the ratios.
-                d = k.register_deltas(t, x * self.factor, modulus=mod, resolution=self.resolution * self.factor,
-                                      reset_from_zero=False, **kwargs)
+                d = policy.register_energy(t, x, modulus_wh=mod, limit=limit, resolution_wh=self.resolution * self.factor)
                 energy = d.delta
-                # Intervals that end after the horizon are processed again next step: count them then.
-                done = t[1:] <= grid[-1]
-                for name, count in k.flags.flag_counts(d.flags[done]).items():
-                    if name != "ok" and count:
-                        self.flags_seen[name] = self.flags_seen.get(name, 0) + count
+                for name, count in policy.outcome_counts(d.flags[done]).items():
+                    self.outcomes[name] += count
+                if self.integral_divisor != 1.0:
+                    self._add_rates(grid, *policy.interval_energy_for_limit(t, x, None))
             else:
-                energy = k.integrate_power(t, x * self.factor, max_gap_ns=self.max_gap_ns).energy_j
+                # (Power readings were checked against the limit as they came: `add`.)
+                if self.integral_divisor != 1.0:
+                    self._add_rates(grid, *policy.interval_energy_for_limit(t, None, x))
+                energy = k.integrate_power(t, x, max_gap_ns=self.max_gap_ns).energy_j
                 integrated = True
             r = k.rebin_energy(t, energy, grid)
             ok = r.coverage >= FULL
@@ -211,6 +243,9 @@ class Pipeline:
         self._minute_acc: dict[str, list[float]] = {}
         self._minute_end: int | None = None
         self.refused = 0  # readings out of order
+        # Ratios below their physical floor (core.energy.RATIO_FLOORS), left out: ratio -> count.
+        self.below_floor: dict[str, int] = {}
+        self._floor_logged: dict[str, int] = {}  # ratio -> horizon of the last warning
         self.cells_written = 0
 
     # ---- configuration -------------------------------------------------
@@ -286,7 +321,7 @@ class Pipeline:
         if meter not in self.site.meters:
             raise KeyError(f"unknown meter {meter!r}")
         st = self.stream_for_meter(meter, **how)
-        if not st.add(time_ns, value, arrival_ns):
+        if not st.add(time_ns, value, arrival_ns, self.settle):
             self.refused += 1
 
     def add_gpu(self, node: str, gpu: str, time_ns: int, energy_mj: float, arrival_ns: int, *, estimated: bool = False) -> None:
@@ -297,7 +332,7 @@ class Pipeline:
             st = Stream(f"gpu:{node}:{gpu}", True, factor=1 / 3.6e6, max_power_w=self.gpu_max_power_w, resolution=1.0,
                         estimated=estimated)
             self.gpu_streams[key] = st
-        if not st.add(time_ns, energy_mj, arrival_ns):
+        if not st.add(time_ns, energy_mj, arrival_ns, self.settle):
             self.refused += 1
 
     # ---- the step ----------------------------------------------------------
@@ -472,8 +507,7 @@ class Pipeline:
                     numerator_coverage=level.cov[r][s:],
                     denominator_coverage=level.cov[r][s:],
                 )
-                values[r] = (rr.ratio[0, -n_new:], rr.coverage[0, -n_new:])
-            wtag = format_window(w)
+                values[r] = (self._floored(r, rr.ratio[0, -n_new:], wtag := format_window(w)), rr.coverage[0, -n_new:])
             site_key = series_key("pue", {"site": self.site.name, "window": wtag, "category": category})
             zone_keys = {
                 z: series_key("ppue", {"site": self.site.name, "zone": z, "window": wtag})
@@ -501,6 +535,30 @@ class Pipeline:
                         lines.append(line)
         return lines
 
+    def _floored(self, ratio: str, values: np.ndarray, window: str) -> np.ndarray:
+        """`values` with those below the ratio's physical floor made NaN (never published), counted
+        and warned about (at most once an hour per ratio), naming the meters behind it."""
+        low = values < policy.floor_of(ratio)
+        n = int(np.count_nonzero(low))
+        if not n:
+            return values
+        self.below_floor[ratio] = self.below_floor.get(ratio, 0) + n
+        last = self._floor_logged.get(ratio)
+        if self.horizon is not None and (last is None or self.horizon - last >= 3600 * SECOND):
+            self._floor_logged[ratio] = self.horizon
+            num, den, _ = self._ratios[ratio]
+            log.warning("%s over %s would be %.6g, below its physical floor %g: not published (%d so far). "
+                        "Numerator meters: %s; denominator meters: %s. Check these meters (a frozen or reset "
+                        "register, a wrong role or coefficient)", ratio, window, float(values[low][0]),
+                        policy.floor_of(ratio), self.below_floor[ratio], ", ".join(self._group_meters(num)) or "none",
+                        ", ".join(self._group_meters(den)) or "none")
+        return np.where(low, np.nan, values)
+
+    def _group_meters(self, group: str) -> list[str]:
+        if group.startswith("gpu"):
+            return [f"gpu:{node}" for node, _ in sorted(self.gpu_streams)]
+        return sorted(self._groups.get(group, {}))
+
     # ---- latest values (for /metrics and status) --------------------------------
 
     def latest(self, ratio: str = "pue", window_ns: int | None = None) -> tuple[float, float]:
@@ -515,7 +573,10 @@ class Pipeline:
         rr = k.rolling_ratio(bounds[s:], level.num[ratio][s:], level.den[ratio][s:], np.array([w]),
                              min_coverage=self.min_coverage, numerator_coverage=level.cov[ratio][s:],
                              denominator_coverage=level.cov[ratio][s:])
-        return float(rr.ratio[0, -1]), float(rr.coverage[0, -1])
+        value = float(rr.ratio[0, -1])
+        if value < policy.floor_of(ratio):
+            value = math.nan  # below its physical floor: never published (counted in _floored)
+        return value, float(rr.coverage[0, -1])
 
     # ---- checkpoint -------------------------------------------------------------
 

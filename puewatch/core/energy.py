@@ -8,8 +8,10 @@ rules with a worked example of each outcome; this docstring is their source.
 **Power limit.** Every meter has one, taken from the first that exists:
 
 1. `configured`: the meter's `max_power_w` in the site configuration;
-2. `derived`: `DERIVED_LIMIT_FACTOR` (4) × the meter's highest sustained power, the
-   `DERIVED_PERCENTILE` (90th) percentile of its hourly mean powers. An hour counts when
+2. `derived`: `DERIVED_LIMIT_FACTOR` (4) × the meter's highest sustained power: the
+   `DERIVED_PERCENTILE` (90th) percentile of its hourly mean powers when it has at least
+   `DERIVED_FULL_HOURS` (24) such hours, else their median (with fewer hours a few
+   faulty ones would move a high percentile). An hour counts when
    the meter's short intervals (both readings present, no drop, at most
    `SHORT_INTERVAL_NS` = 15 min long) cover at least half of it; its mean power is their
    energy over their duration. At least `DERIVED_MIN_HOURS` (3) such hours are needed
@@ -59,6 +61,7 @@ from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_
 DERIVED_LIMIT_FACTOR = 4.0
 DERIVED_PERCENTILE = 90.0
 DERIVED_MIN_HOURS = 3
+DERIVED_FULL_HOURS = 24
 SHORT_INTERVAL_NS = 15 * MINUTE
 HOUR_MIN_COVERED = 0.5
 JOULES_PER_WH = 3600.0
@@ -104,6 +107,7 @@ class HourlyRates:
         self.keep = keep_hours
         self.energy_wh: dict[int, float] = {}
         self.covered_ns: dict[int, int] = {}
+        self._cached: tuple[int, PowerLimit] | None = None  # (newest hour, its limit)
 
     def add_intervals(self, t0: np.ndarray, t1: np.ndarray, energy_wh: np.ndarray) -> None:
         """Intervals (t0, t1] with their energy; only finite, non-negative, short ones count."""
@@ -123,11 +127,22 @@ class HourlyRates:
                 del self.energy_wh[h], self.covered_ns[h]
 
     def limit(self) -> PowerLimit:
+        """The derived limit. Recomputed when a new hour starts (the live pipeline asks every
+        step): in the hour in progress it is the limit from the hours before plus that hour's start."""
+        newest = max(self.energy_wh, default=-1)
+        if self._cached is not None and self._cached[0] == newest:
+            return self._cached[1]
+        lim = self._compute()
+        self._cached = (newest, lim)
+        return lim
+
+    def _compute(self) -> PowerLimit:
         means = [self.energy_wh[h] * JOULES_PER_WH / (self.covered_ns[h] / NS)
                  for h in self.energy_wh if self.covered_ns[h] >= HOUR_MIN_COVERED * HOUR]
         if len(means) < DERIVED_MIN_HOURS:
             return NO_LIMIT
-        sustained = float(np.percentile(np.asarray(means), DERIVED_PERCENTILE))
+        q = DERIVED_PERCENTILE if len(means) >= DERIVED_FULL_HOURS else 50.0
+        sustained = float(np.percentile(np.asarray(means), q))
         if not sustained > 0:
             return NO_LIMIT
         return PowerLimit(DERIVED_LIMIT_FACTOR * sustained, "derived")

@@ -121,8 +121,8 @@ def test_register_wrap_and_reset_never_give_negative_energy():
     # energy for that cell, and no PUE bias from it.
     times = {t for t, _ in ups}
     assert T0 + 150 * SECOND not in times and T0 + 149 * SECOND in times and T0 + 151 * SECOND in times
-    assert p.streams["ups"].flags_seen.get("wrap", 0) == 2  # at s = 10 and s = 110
-    assert p.streams["ups"].flags_seen.get("reset", 0) == 1
+    assert p.streams["ups"].outcomes["wrap"] == 2  # at s = 10 and s = 110
+    assert p.streams["ups"].outcomes["reset"] == 1
     pue = [f["pue"] for tags, f, _ in out["pue"] if "pue" in f]
     assert pue and all(x == pytest.approx(1.1, rel=1e-9) for x in pue)  # the reset cell biases nothing
 
