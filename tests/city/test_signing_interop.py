@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from city_support import make_report, run_cli, write_json
+from city_support import make_report, run_cli, signature_vector, write_json
 
 from puewatch.city.reportfile import load_report
 from puewatch.signing import canonical_bytes, key_id, load_private_key, load_public_key, sign_report
@@ -115,3 +115,12 @@ def test_a_changed_number_fails_both_ways(node, keys, tmp_path):
     assert js(node, "verify", by_js, keys / "site.pub").returncode == 0
     bad = run_cli("verify", _change_one_number(by_js), "--pubkey", keys / "site.pub")
     assert bad.returncode == 1 and "bad signature: the report is not what key" in bad.stderr, bad.stderr
+
+
+def test_the_javascript_verifier_accepts_the_documented_vector(node, tmp_path):
+    v = signature_vector()
+    (tmp_path / "vector.json").write_text(v["report_json"], encoding="utf-8")
+    (tmp_path / "vector.pub").write_text(v["public_pem"])
+    out = js(node, "verify", tmp_path / "vector.json", tmp_path / "vector.pub")
+    assert out.returncode == 0 and out.stdout.strip() == f"OK {v['key_id']}", out.stdout
+    assert js(node, "canonical", tmp_path / "vector.json").stdout.encode("utf-8") == v["signed_bytes"]
