@@ -1,41 +1,25 @@
 """Signatures another language can check and make: tests/js/signature.mjs, written from the schema
 alone (RFC 8785 by the `canonicalize` npm package, Ed25519 by Node's crypto), against puewatch.
 
-Node and npm are needed: without them these tests fail (a skipped cross-language check would
-pass unnoticed). The npm package is installed from tests/js/package-lock.json on first use.
+Node and npm are needed: without them these tests fail (see tests/js_signature.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from city_support import make_report, run_cli, signature_vector, write_json
+from js_signature import js, node_ready
 
 from puewatch.city.reportfile import load_report
 from puewatch.signing import canonical_bytes, key_id, load_private_key, load_public_key, sign_report
 
-JS = Path(__file__).resolve().parents[1] / "js"
-
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are needed for the cross-language signature tests (Node >= 18)")
-    if not (JS / "node_modules" / "canonicalize" / "package.json").is_file():
-        out = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-                             timeout=600)
-        assert out.returncode == 0, f"npm ci in {JS} failed:\n{out.stderr}"
-    return node
-
-
-def js(node: str, *args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([node, JS / "signature.mjs", *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
+    return node_ready()
 
 
 @pytest.fixture(scope="module")
