@@ -10,6 +10,8 @@ PIP    := $(PY) -m pip
 
 # Real servers and tools the tests start themselves (installed when run as root).
 DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter
+# Also node and npm (>= 18), for the JavaScript signature verifier the signing tests run; checked by
+# command rather than package, as NodeSource's nodejs carries its own npm.
 
 .PHONY: run test test-fast test-kernels-nojit bench deps venv clean
 
@@ -24,12 +26,13 @@ $(VENV)/.installed: pyproject.toml
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 		if [ -n "$$missing" ]; then \
 			echo "installing Debian packages:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
 	else \
-		echo "not root: make sure these Debian packages are installed: $(DEB_PACKAGES)"; \
+		echo "not root: make sure these Debian packages are installed: $(DEB_PACKAGES) nodejs npm"; \
 	fi
 
 # The main job: a whole simulated site (GPU nodes, SNMP meters, collector) for a minute, live.

@@ -229,8 +229,8 @@ def register_sign(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sign",
         help="sign a report file with an Ed25519 private key",
-        description="Adds `signature` {alg, key_id, value} over the report's canonical form (docs/report-schema.md); "
-        "an existing signature is replaced.",
+        description="Adds `signature` {alg, key_id, value, canonicalization} over the report's RFC 8785 (JCS) form "
+        "(docs/report-schema.md); an existing signature is replaced.",
     )
     p.add_argument("report", metavar="REPORT", help="report JSON file ('-' for standard input)")
     p.add_argument("--key", required=True, metavar="KEY", help="private key file (from `puewatch keys new`)")

@@ -1,11 +1,14 @@
 """Ed25519 signatures on reports, so a city can tell a site's report from an edited copy.
 
-What is signed is the canonical form in docs/report-schema.md: the report
-without its `signature` member, as UTF-8 JSON with sorted keys, no whitespace,
-`ensure_ascii=False` and floats as Python writes them (shortest round trip).
-Sorting keys makes the signature independent of key order, so re-serialising a
-report (another JSON library, pretty printing) keeps it valid, while any
-change to a value, an added or a removed field breaks it.
+What is signed is the report without its `signature` member in the JSON
+Canonicalization Scheme (RFC 8785, "JCS"; docs/report-schema.md): sorted keys,
+no whitespace, UTF-8, and numbers as JavaScript writes them (1.0 is `1`). Any
+language with a JCS library rebuilds the same bytes, so a report re-serialised
+by another JSON library (pretty printing, 1.0 -> 1) keeps its signature, while
+any change to a value, an added or a removed field breaks it. The signature
+names its canonicalization (`"canonicalization": "RFC8785"`); reports signed
+before that, over Python's own JSON formatting, are recognised and refused with
+a way out (re-sign), not silently accepted.
 
 The key id is the first 16 hex characters of the SHA-256 of the raw 32-byte
 public key: short enough to read out on the phone, and a city holding many
@@ -22,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,6 +42,9 @@ from puewatch.errors import UserError
 from puewatch.spoolfiles import write_file
 
 ALG = "ed25519"
+CANONICALIZATION = "RFC8785"
+# The largest integer every JSON reader holds exactly (an IEEE double's 53-bit significand).
+MAX_SAFE_INTEGER = 2**53 - 1
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -50,15 +58,66 @@ class SignatureInvalid(UserError):
     exit_code = 1
 
 
+class CanonicalizationError(UserError):
+    """A report holds a value RFC 8785 cannot represent (exit status 2)."""
+
+
 def canonical_bytes(report: dict[str, Any]) -> bytes:
-    """The bytes that are signed: the report without `signature`, canonical JSON (see the schema)."""
+    """The bytes that are signed: the report without `signature`, in RFC 8785 (JCS) form.
+
+    Raises CanonicalizationError (a UserError naming the value) for what JCS cannot
+    represent: NaN/Infinity (the schema writes an unknown value as null) and integers
+    beyond 2^53 - 1 in magnitude (a JavaScript reader would round them).
+    """
+    body = {k: v for k, v in report.items() if k != "signature"}
+    try:
+        return rfc8785.dumps(body)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError) as exc:
+        where = _first_unrepresentable(body, "")
+        raise CanonicalizationError(f"the report holds a value RFC 8785 cannot represent: {where or exc}") from None
+
+
+def _first_unrepresentable(value: Any, where: str) -> str | None:
+    """Where the first value JCS refuses is, and why (for the error message), or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        if abs(value) <= MAX_SAFE_INTEGER:
+            return None
+        return f"{where or 'the report'}: integer {value} is beyond 2^53 - 1 in magnitude (write it as a float or a string)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where or 'the report'}: {value} is not a JSON number (use null)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where or 'the report'}: a string with a lone surrogate is not valid Unicode"
+        return None
+    if isinstance(value, dict):
+        items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return f"{where or 'the report'}: {type(value).__name__} is not a JSON value"
+    for sub_where, sub in items:
+        found = _first_unrepresentable(sub, sub_where)
+        if found:
+            return found
+    return None
+
+
+def legacy_canonical_bytes_pre_rfc8785(report: dict[str, Any]) -> bytes:
+    """The bytes puewatch signed before RFC 8785 (Python's json, sorted keys, no whitespace).
+
+    Kept ONLY to recognise an old signature and tell its holder to re-sign; never to accept
+    one (other languages cannot rebuild these bytes: Python writes 1.0 where JavaScript writes 1).
+    """
     body = {k: v for k, v in report.items() if k != "signature"}
     try:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
-        # NaN/Infinity: the schema writes unknown values as null; a report holding one is a bug upstream.
-        raise UserError(f"report cannot be signed: {exc}") from None
-    return text.encode("utf-8")
+    except ValueError:
+        return b""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -117,7 +176,7 @@ def _read_key_file(path: str | Path, what: str) -> bytes:
 
 
 def sign_report(report: dict[str, Any], private_key: Ed25519PrivateKey | str | Path) -> dict[str, Any]:
-    """A copy of `report` with `signature` = {alg, key_id, value} over its canonical form.
+    """A copy of `report` with `signature` = {alg, key_id, value, canonicalization} over its RFC 8785 form.
 
     `private_key` is a key object or the path of a PEM key file. An existing
     signature is replaced (it is not part of what is signed). The input is not changed.
@@ -130,6 +189,7 @@ def sign_report(report: dict[str, Any], private_key: Ed25519PrivateKey | str | P
         "alg": ALG,
         "key_id": key_id(private_key.public_key()),
         "value": base64.b64encode(value).decode("ascii"),
+        "canonicalization": CANONICALIZATION,
     }
     return signed
 
@@ -150,7 +210,8 @@ class Verification:
         return self.status == "valid"
 
 
-def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes] | Verification:
+def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes, str | None] | Verification:
+    """The key id, raw signature and canonicalization (None: absent, as before RFC 8785) of a well-formed signature."""
     sig = report.get("signature")
     if sig is None:
         return Verification("unsigned", None, "the report has no signature")
@@ -160,6 +221,9 @@ def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes] | Verification
     kid = kid if isinstance(kid, str) else None
     if sig.get("alg") != ALG:
         return Verification("invalid", kid, f"unsupported signature algorithm {sig.get('alg')!r} (expected {ALG!r})")
+    canon = sig.get("canonicalization")
+    if canon is not None and canon != CANONICALIZATION:
+        return Verification("invalid", kid, f"unsupported canonicalization {canon!r} (expected {CANONICALIZATION!r})")
     if kid is None or not re.fullmatch(r"[0-9a-f]{16}", kid):
         return Verification("invalid", kid, "malformed signature: key_id must be 16 lower-case hex characters")
     value = sig.get("value")
@@ -169,7 +233,7 @@ def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes] | Verification
         raw = b""
     if len(raw) != 64:
         return Verification("invalid", kid, "malformed signature: value must be a base64 Ed25519 signature (64 bytes)")
-    return kid, raw
+    return kid, raw, canon
 
 
 def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKey]) -> Verification:
@@ -177,18 +241,41 @@ def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKe
     parts = _signature_parts(report)
     if isinstance(parts, Verification):
         return parts
-    kid, raw = parts
+    kid, raw, canon = parts
     key = public_keys.get(kid)
     if key is None:
         held = ", ".join(sorted(public_keys)) or "none"
         return Verification("unknown key", kid, f"signed with key id {kid}, which is not among the public keys given ({held})")
+    if canon is None:
+        return _diagnose_pre_rfc8785(report, key, kid, raw)
     try:
         key.verify(raw, canonical_bytes(report))
+    except CanonicalizationError as exc:
+        return Verification("invalid", kid, f"bad signature: {exc}")
     except InvalidSignature:
         return Verification(
             "invalid", kid, f"bad signature: the report is not what key {kid} signed (a field was changed, added or removed)"
         )
     return Verification("valid", kid, f"signature valid, key id {kid}")
+
+
+def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: str, raw: bytes) -> Verification:
+    """A signature without `canonicalization`: say whether it is an old puewatch one (never valid now)."""
+    try:
+        key.verify(raw, legacy_canonical_bytes_pre_rfc8785(report))
+    except InvalidSignature:
+        return Verification(
+            "invalid", kid,
+            f"bad signature: the signature has no \"canonicalization\" (expected {CANONICALIZATION!r}), and the report "
+            f"is not what key {kid} signed in puewatch's pre-RFC 8785 canonical form either (a field was changed, "
+            "added or removed)",
+        )
+    return Verification(
+        "invalid", kid,
+        f"signed with puewatch's pre-RFC 8785 canonical form (Python's JSON formatting, no \"canonicalization\" in "
+        f"the signature; key id {kid}), which other languages cannot rebuild and puewatch no longer accepts: "
+        "re-sign the report where its key is kept: puewatch sign REPORT --key KEY.key -o SIGNED.json",
+    )
 
 
 # ---- CLI handlers -------------------------------------------------------------------------------

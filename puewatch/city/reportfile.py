@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from puewatch.errors import UserError
+from puewatch.signing import MAX_SAFE_INTEGER
 
 SCHEMA = "puewatch.report/1"
 
@@ -36,10 +37,21 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed (the schema writes an unknown value as null)")
 
 
+def _json_integer(digits: str) -> int | float:
+    # A JSON number is an IEEE double to every other reader (RFC 8785, I-JSON): an integer beyond
+    # 2^53 - 1 that a double holds exactly (JavaScript writes the float 1e16 as 10000000000000000)
+    # is read as that double, so it canonicalises as it was signed. One a double cannot hold stays
+    # an int, and signing or verifying refuses it, naming it.
+    value = int(digits)
+    if abs(value) > MAX_SAFE_INTEGER and float(value) == value:
+        return float(value)
+    return value
+
+
 def parse_report(text: str, source: str) -> dict[str, Any]:
     """Parse and validate report JSON text; errors name `source`."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_int=_json_integer)
     except json.JSONDecodeError as exc:
         raise ReportError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:

@@ -91,3 +91,27 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> 
         [sys.executable, "-m", "puewatch.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
+
+
+REPORT_SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "report-schema.md"
+
+
+def signature_vector() -> dict[str, Any]:
+    """The test vector in docs/report-schema.md, as written there (nothing recomputed)."""
+    import re
+
+    text = REPORT_SCHEMA_DOC.read_text(encoding="utf-8")
+    section = text[text.index("### Test vector"):]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, re.S | re.M)
+    pems = [body for kind, body in blocks if kind == "pem"]
+    (report_json,) = [body for kind, body in blocks if kind == "json"]
+    (signed_line,) = [body for kind, body in blocks if kind == "text"]
+    return {
+        "private_pem": pems[0],
+        "public_pem": pems[1],
+        "raw_public_hex": re.search(r"raw\s+`([0-9a-f]{64})`", section).group(1),
+        "key_id": re.search(r"key id `([0-9a-f]{16})`", section).group(1),
+        "report_json": report_json,
+        "signed_bytes": signed_line.removesuffix("\n").encode("utf-8"),
+        "signed_length": int(re.search(r"(\d+) bytes of UTF-8", section).group(1)),
+    }

@@ -10,13 +10,17 @@ import os
 import stat
 
 import pytest
+import rfc8785
 from city_support import make_report, run_cli, write_json
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from puewatch.city.reportfile import parse_report
 from puewatch.signing import (
+    CanonicalizationError,
     canonical_bytes,
     key_id,
+    legacy_canonical_bytes_pre_rfc8785,
     load_private_key,
     load_public_key,
     sign_report,
@@ -30,27 +34,88 @@ def keypair():
     return private, {key_id(private.public_key()): private.public_key()}
 
 
+def _whole_floats_as_ints(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(v) for v in value]
+    return value
+
+
 def test_canonical_form_is_the_one_in_the_schema():
     report = make_report("北京-1")
-    report["signature"] = {"alg": "ed25519", "key_id": "x", "value": "y"}
-    # docs/report-schema.md: without `signature`, sorted keys, (",", ":"), ensure_ascii=False, UTF-8
+    report["signature"] = {"alg": "ed25519", "key_id": "x", "value": "y", "canonicalization": "RFC8785"}
+    # docs/report-schema.md: RFC 8785 of the report without `signature`. For this report's numbers
+    # (none below 1e-6 or from 1e21 up) ES6 and Python's repr differ only in whole floats: 1.0 is `1`.
     body = {k: v for k, v in report.items() if k != "signature"}
-    expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    expected = json.dumps(
+        _whole_floats_as_ints(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
     assert canonical_bytes(report) == expected
     assert "北京-1".encode() in expected and b'"alpha"' not in expected
     assert expected.startswith(b'{"annual":true,"category":2,"clf":0.2,')  # sorted, no whitespace
+    assert b'"it_energy_wh":1000000,' in expected  # the float 1000000.0, as JavaScript writes it
 
 
-def test_signature_is_checkable_with_cryptography_alone(keypair):
+def test_signature_is_checkable_with_cryptography_and_rfc8785_alone(keypair):
     private, _ = keypair
     signed = sign_report(make_report(), private)
     sig = signed["signature"]
-    assert set(sig) == {"alg", "key_id", "value"} and sig["alg"] == "ed25519"
+    assert sig == {"alg": "ed25519", "key_id": sig["key_id"], "value": sig["value"], "canonicalization": "RFC8785"}
     raw_pub = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert sig["key_id"] == hashlib.sha256(raw_pub).hexdigest()[:16]
     body = {k: v for k, v in signed.items() if k != "signature"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    private.public_key().verify(base64.b64decode(sig["value"]), canonical)  # raises if wrong
+    private.public_key().verify(base64.b64decode(sig["value"]), rfc8785.dumps(body))  # raises if wrong
+
+
+def test_whole_floats_sign_as_the_integers_another_language_writes(keypair):
+    private, keys = keypair
+    signed = sign_report(make_report(completeness=1.0), private)
+    assert isinstance(signed["completeness"], float)
+    # what JSON.stringify(JSON.parse(...)) does to the file: 1.0 -> 1, 1270000.0 -> 1270000
+    as_js_writes = json.loads(json.dumps(_whole_floats_as_ints(signed)))
+    assert as_js_writes["completeness"] == 1 and isinstance(as_js_writes["completeness"], int)
+    assert verify_report(as_js_writes, keys).ok
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("pue", float("nan"), "pue: nan is not a JSON number (use null)"),
+        ("facility_energy_wh", float("inf"), "facility_energy_wh: inf is not a JSON number"),
+        ("resets", 2**53, "resets: integer 9007199254740992 is beyond 2^53 - 1"),
+    ],
+)
+def test_values_rfc8785_cannot_represent_are_refused_at_signing(keypair, field, value, says):
+    private, keys = keypair
+    report = make_report()
+    if field == "resets":
+        report["meters"][0]["resets"] = value
+        says = "meters[0]." + says
+    else:
+        report[field] = value
+    with pytest.raises(CanonicalizationError) as exc:
+        sign_report(report, private)
+    assert says in str(exc.value) and "RFC 8785" in str(exc.value)
+    # the same value in a report that claims a signature: invalid, with the reason, not a traceback
+    signed = sign_report(make_report(), private)
+    signed["pue"] = float("nan")
+    result = verify_report(signed, keys)
+    assert result.status == "invalid" and "pue: nan is not a JSON number" in result.reason
+
+
+def test_a_large_whole_float_survives_a_javascript_rewrite(keypair, tmp_path):
+    """1e16 (beyond 2^53) is written 10000000000000000 by JavaScript; read back, it is that double."""
+    private, keys = keypair
+    signed = sign_report(make_report(facility_energy_wh=1e16), private)
+    text = json.dumps(signed).replace("1e+16", "10000000000000000")
+    assert "10000000000000000," in text
+    assert verify_report(parse_report(text, "t.json"), keys).ok
+    not_a_double = text.replace("10000000000000000,", "10000000000000001,", 1)
+    result = verify_report(parse_report(not_a_double, "t.json"), keys)
+    assert result.status == "invalid" and "integer 10000000000000001 is beyond 2^53 - 1" in result.reason
 
 
 def test_round_trip_does_not_change_the_input(keypair):
@@ -137,6 +202,38 @@ def test_unsigned_other_key_and_malformed(keypair):
     assert verify_report(s, keys).status == "unknown key"
 
 
+def _signed_the_old_way(report, private):
+    """A report as puewatch signed it before RFC 8785: Python's json bytes, no `canonicalization`."""
+    value = private.sign(legacy_canonical_bytes_pre_rfc8785(report))
+    return {**report, "signature": {"alg": "ed25519", "key_id": key_id(private.public_key()),
+                                    "value": base64.b64encode(value).decode("ascii")}}
+
+
+def test_a_pre_rfc8785_signature_is_named_and_refused_with_the_way_out(keypair):
+    private, keys = keypair
+    old = _signed_the_old_way(make_report(), private)
+    assert legacy_canonical_bytes_pre_rfc8785(old) != canonical_bytes(old)  # 1270000.0 vs 1270000
+    result = verify_report(old, keys)
+    assert result.status == "invalid"
+    assert "signed with puewatch's pre-RFC 8785 canonical form" in result.reason
+    assert "puewatch sign REPORT --key KEY.key" in result.reason
+    # tampered after the old signing: a bad signature, and it says the old form did not match either
+    old["pue"] = 1.2
+    result = verify_report(old, keys)
+    assert result.status == "invalid" and result.reason.startswith("bad signature")
+    assert "pre-RFC 8785 canonical form either" in result.reason
+    # re-signing gives a valid RFC 8785 signature
+    assert verify_report(sign_report(old, private), keys).ok
+
+
+def test_an_unknown_canonicalization_is_refused(keypair):
+    private, keys = keypair
+    signed = sign_report(make_report(), private)
+    signed["signature"]["canonicalization"] = "python-json"
+    result = verify_report(signed, keys)
+    assert result.status == "invalid" and "unsupported canonicalization 'python-json'" in result.reason
+
+
 # ---- the commands -----------------------------------------------------------------------------
 
 
@@ -185,6 +282,23 @@ def test_sign_and_verify_commands(tmp_path):
     stdout = run_cli("sign", report, "--key", keys / "alpha.key")
     assert stdout.returncode == 0
     assert json.loads(stdout.stdout)["signature"] == json.loads(signed.read_text())["signature"]
+
+    # signed before RFC 8785: exit 1, one line saying what it is and how to re-sign
+    old = _signed_the_old_way(make_report(), load_private_key(keys / "alpha.key"))
+    old_path = write_json(tmp_path / "old.json", old)
+    out = run_cli("verify", old_path, "--pubkey", keys / "alpha.pub")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "pre-RFC 8785 canonical form" in out.stderr and "puewatch sign" in out.stderr
+    resigned = tmp_path / "resigned.json"
+    assert run_cli("sign", old_path, "--key", keys / "alpha.key", "-o", resigned).returncode == 0
+    assert run_cli("verify", resigned, "--pubkey", keys / "alpha.pub").returncode == 0
+
+    # a value RFC 8785 cannot represent: exit 2, one line naming it
+    big = make_report()
+    big["meters"][0]["resets"] = 2**53 + 1
+    bad_value = run_cli("sign", write_json(tmp_path / "big.json", big), "--key", keys / "alpha.key")
+    assert bad_value.returncode == 2 and len(bad_value.stderr.strip().splitlines()) == 1
+    assert "meters[0].resets: integer 9007199254740993 is beyond 2^53 - 1" in bad_value.stderr
 
     notakey = run_cli("verify", signed, "--pubkey", keys / "alpha.key")
     assert notakey.returncode == 2 and "not a PEM public key" in notakey.stderr

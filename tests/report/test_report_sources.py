@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from report_support import COOLING_W, SOLAR_W, WATER_L_PER_H, rel_close, synthetic_year, write_site
+from js_signature import js, node_ready
 from servers import Influxd, http
 from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
@@ -341,9 +342,11 @@ def test_signed_report_verifies_checks_and_fails_when_tampered(embedded_site: tu
                          timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(signed.read_text())
-    assert report["signature"]["alg"] == "ed25519"
+    assert report["signature"]["alg"] == "ed25519" and report["signature"]["canonicalization"] == "RFC8785"
     ok = subprocess.run(run + ["verify", str(signed), "--pubkey", str(keys / "site.pub")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+    by_js = js(node_ready(), "verify", signed, keys / "site.pub")  # the engine's own numbers, checked in another language
+    assert by_js.returncode == 0, by_js.stdout + by_js.stderr
     targets = tmp_path / "targets.toml"
     targets.write_text(f"max_pue = {report['pue'] + 0.01!r}\nmin_completeness = 0.5\n")
     check = subprocess.run(run + ["check", str(signed), "--targets", str(targets)], capture_output=True, text=True)

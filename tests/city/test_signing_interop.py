@@ -1,0 +1,110 @@
+"""Signatures another language can check and make: tests/js/signature.mjs, written from the schema
+alone (RFC 8785 by the `canonicalize` npm package, Ed25519 by Node's crypto), against puewatch.
+
+Node and npm are needed: without them these tests fail (see tests/js_signature.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from city_support import make_report, run_cli, signature_vector, write_json
+from js_signature import js, node_ready
+
+from puewatch.city.reportfile import load_report
+from puewatch.signing import canonical_bytes, key_id, load_private_key, load_public_key, sign_report
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    return node_ready()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("keys")
+    out = run_cli("keys", "new", "--out", d, "--name", "site")
+    assert out.returncode == 0, out.stderr
+    return d
+
+
+def awkward_report() -> dict:
+    """A report whose numbers and keys are where JSON writers differ."""
+    report = make_report("Zürich-Ost 北京", completeness=1.0)  # 1.0 and the energies: whole floats
+    report["source"]["numbers"] = [0.1, 1e-7, 1e21, 1.5e300, 5e-324, -0.0, 2.0**53, 9007199254740991, 123456789.125]
+    # RFC 8785 sorts keys by UTF-16 code units: U+1F600 (D83D DE00) before U+E000, unlike code points
+    report["source"]["keys"] = {"\ue000": 1, "\U0001f600": 2, "a": 3, "B": 4}
+    report["source"]["text"] = 'tab\t quote" back\\ nul\x00 del\x7f line-sep\u2028'
+    return report
+
+
+def test_javascript_rebuilds_the_signed_bytes(node, tmp_path):
+    path = write_json(tmp_path / "r.json", awkward_report())
+    out = js(node, "canonical", path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.encode("utf-8") == canonical_bytes(load_report(path))
+
+
+def test_the_javascript_verifier_accepts_a_puewatch_signed_report(node, keys, tmp_path):
+    report = write_json(tmp_path / "r.json", awkward_report())
+    signed = tmp_path / "signed.json"
+    out = run_cli("sign", report, "--key", keys / "site.key", "-o", signed)
+    assert out.returncode == 0, out.stderr
+    out = js(node, "verify", signed, keys / "site.pub")
+    assert out.returncode == 0 and out.stdout.strip() == f"OK {key_id(load_public_key(keys / 'site.pub'))}", out.stdout
+
+
+@pytest.mark.parametrize("pretty", [False, True], ids=["compact", "pretty"])
+def test_a_report_rewritten_by_javascript_still_verifies_in_puewatch(node, keys, tmp_path, pretty):
+    signed = write_json(tmp_path / "signed.json", sign_report(awkward_report(), keys / "site.key"))
+    assert '"completeness": 1.0' in signed.read_text()
+    out = js(node, "rewrite", signed, *(["--pretty"] if pretty else []))
+    assert out.returncode == 0, out.stderr
+    assert '"completeness":1,' in out.stdout.replace(" ", "")  # JavaScript wrote 1.0 as 1
+    rewritten = tmp_path / "rewritten.json"
+    rewritten.write_text(out.stdout, encoding="utf-8")
+    ok = run_cli("verify", rewritten, "--pubkey", keys / "site.pub")
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {rewritten}: site Zürich-Ost 北京"), ok.stderr
+
+
+def test_a_report_signed_in_javascript_verifies_in_puewatch(node, keys, tmp_path):
+    report = write_json(tmp_path / "r.json", awkward_report())
+    out = js(node, "sign", report, keys / "site.key")  # the PEM PKCS#8 file `puewatch keys new` wrote
+    assert out.returncode == 0, out.stderr
+    signed = tmp_path / "signed-in-js.json"
+    signed.write_text(out.stdout, encoding="utf-8")
+    ok = run_cli("verify", signed, "--pubkey", keys / "site.pub")
+    assert ok.returncode == 0, ok.stderr
+    # Ed25519 is deterministic: the same signature as puewatch's own
+    ours = sign_report(json.loads(report.read_text()), load_private_key(keys / "site.key"))
+    assert json.loads(out.stdout)["signature"] == ours["signature"]
+
+
+def _change_one_number(path: Path) -> Path:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["monthly"][3]["facility_energy_wh"] += 1.0
+    return write_json(path.with_name("tampered-" + path.name), doc)
+
+
+def test_a_changed_number_fails_both_ways(node, keys, tmp_path):
+    by_puewatch = write_json(tmp_path / "py.json", sign_report(awkward_report(), keys / "site.key"))
+    out = js(node, "verify", _change_one_number(by_puewatch), keys / "site.pub")
+    assert out.returncode == 1 and "Ed25519 signature does not match" in out.stdout, out.stdout
+
+    report = write_json(tmp_path / "r.json", awkward_report())
+    by_js = tmp_path / "js.json"
+    by_js.write_text(js(node, "sign", report, keys / "site.key").stdout, encoding="utf-8")
+    assert js(node, "verify", by_js, keys / "site.pub").returncode == 0
+    bad = run_cli("verify", _change_one_number(by_js), "--pubkey", keys / "site.pub")
+    assert bad.returncode == 1 and "bad signature: the report is not what key" in bad.stderr, bad.stderr
+
+
+def test_the_javascript_verifier_accepts_the_documented_vector(node, tmp_path):
+    v = signature_vector()
+    (tmp_path / "vector.json").write_text(v["report_json"], encoding="utf-8")
+    (tmp_path / "vector.pub").write_text(v["public_pem"])
+    out = js(node, "verify", tmp_path / "vector.json", tmp_path / "vector.pub")
+    assert out.returncode == 0 and out.stdout.strip() == f"OK {v['key_id']}", out.stdout
+    assert js(node, "canonical", tmp_path / "vector.json").stdout.encode("utf-8") == v["signed_bytes"]
