@@ -282,3 +282,66 @@ def test_durations():
     with pytest.raises(ValueError, match="must divide one minute"):
         Pipeline(site(), interval_ns=7 * SECOND)
     assert math.isnan(Pipeline(site()).latest()[0])
+
+
+def test_a_frozen_incomer_gives_no_pue_below_one_and_counts_it():
+    # The incomer's register is frozen (0 Wh per cell) while IT draws 1 kW: PUE would be 0.
+    p = Pipeline(site(incomer=Meter(role="facility_input", device="pdu0")), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    lines = []
+    for s in range(150):
+        t = T0 + s * SECOND
+        p.add_meter("incomer", t, 777.0, t, register=True)
+        p.add_meter("crac", t, 100.0, t)
+        p.add_meter("ups", t, 5000.0 + 1000.0 * s / 3600.0, t, register=True)
+        lines += p.step(t + 1)
+    out = parse(lines)
+    assert out["site_energy"] and any(f.get("facility_input_wh") == 0.0 for _, f, _ in out["site_energy"])
+    assert not [f for _, f, _ in out["pue"] if "pue" in f]  # never published below its floor
+    assert any("pue_coverage" in f for _, f, _ in out["pue"])  # the point is still written, without the ratio
+    assert p.below_floor["pue"] > 0
+    assert math.isnan(p.latest("pue")[0])
+
+
+def test_a_clock_jump_ahead_invents_no_energy_and_later_readings_still_count():
+    # An agent's clock jumps a year ahead for 15 s: those readings are refused (further ahead
+    # of their arrival than settle_s), so the later, right readings still count, and nothing is
+    # interpolated towards the future reading.
+    p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    year = 365 * 86400 * SECOND
+    lines = []
+    for s in range(120):
+        t = T0 + s * SECOND
+        stamp = t + year if 40 <= s < 55 else t
+        p.add_meter("incomer", t, 1300.0, t)
+        p.add_meter("crac", t, 250.0, t)
+        p.add_meter("ups", t, 5000.0 + 1000.0 * s / 3600.0, t, register=True)
+        p.add_gpu("gpu-a-1", "GPU-0", stamp, 1e6 + 700.0 * 1000 * s, t)
+        lines += p.step(t + 1)
+    out = parse(lines)
+    gpu = sorted((t, f["energy_wh"]) for _, f, t in out["gpu_energy"])
+    assert p.gpu_streams[("gpu-a-1", "GPU-0")].future_refused == 15
+    assert max(t for t, _ in gpu) <= T0 + 120 * SECOND  # nothing past the clock
+    assert all(e == pytest.approx(700.0 / 3600.0, rel=1e-9) for _, e in gpu)  # 700 W, every cell it has
+    assert any(t > T0 + 60 * SECOND for t, _ in gpu)  # readings after the jump count again
+
+
+def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    p = Pipeline(site(ups=Meter(role="it", point="ups_output", device="ups0", zone="hall-a", max_power_w=20_000.0)),
+                 windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    m = CollectorMetrics()
+    m.add_pipeline(p)
+    for s in range(30):
+        t = T0 + s * SECOND
+        p.add_meter("incomer", t, -26.0 if s == 10 else 1300.0, t)
+        p.add_meter("crac", t, 250.0, t)
+        p.add_meter("ups", t, 5000.0 + (1000.0 if s >= 20 else 0.0) + s, t, register=True)  # +1000 Wh in 1 s
+        p.step(t + 1)
+    text = generate_latest(m.registry).decode()
+    assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
+    assert 'puewatch_power_readings_refused_total{meter="incomer"} 1.0' in text
+    assert 'puewatch_power_limit_watts{meter="ups",source="configured"} 20000.0' in text
+    assert 'puewatch_power_limit_watts{meter="crac",source="none"} NaN' in text

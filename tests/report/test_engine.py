@@ -359,3 +359,51 @@ def test_report_has_every_schema_field_and_no_nan() -> None:
                 walk(v)
 
     walk(r)
+
+
+def test_a_frozen_incomer_register_gives_no_pue_and_names_the_meters() -> None:
+    # The incomer's register froze (its energy is 0) while IT drew 100 W: PUE would be 0,
+    # below the physical floor of 1. It is null, with a warning naming the meters.
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, np.full(t.size, 5000.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, END)
+    assert r["facility_energy_wh"] == 0.0 and r["it_energy_wh"] == pytest.approx(4800.0)
+    assert r["pue"] is None and r["pue_joint"] is None
+    assert all(row["pue"] is None for row in r["daily"] + r["monthly"])
+    floor = [w for w in r["warnings"] if "below its physical floor 1" in w]
+    assert floor and any("pue of the period would be 0" in w and "inc (0)" in w and "it1 (4800)" in w for w in floor)
+    assert any("(2 pue values of this kind not published)" in w for w in floor)  # the two days
+
+
+def test_an_impossible_jump_is_not_counted_and_is_named() -> None:
+    t = _times()
+    inc = _register(t, 150.0)
+    i = t.size // 2
+    inc[i:] += 100_000.0  # +100 kWh in one minute: 6 MW on a meter limited to 10 kW
+    site = _site()
+    site.meters["inc"].max_power_w = 10_000.0
+    readings = {"inc": MeterReadings(t, None, inc), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(site, readings, START, END)
+    by = {m["meter"]: m for m in r["meters"]}
+    assert by["inc"]["register_intervals"]["jump"] == 1
+    assert by["inc"]["power_limit_w"] == 10_000.0 and by["inc"]["power_limit_source"] == "configured"
+    # The jump's minute is missing: the energy is 48 h at 150 W less that one minute.
+    assert by["inc"]["energy_wh"] == pytest.approx(150.0 * 48 - 150.0 / 60, rel=1e-12)
+    assert any("implies a mean power of 6.0" in w and "above its limit 10000 W (configured)" in w for w in r["warnings"])
+
+
+def test_a_wrap_across_a_long_gap_is_a_wrap_when_the_meter_could_count_that_much() -> None:
+    # A register of modulus 1000 Wh at 100 W, read every minute, then silent for 7.5 hours
+    # (the wrapped increase is 750 Wh, over half the modulus): possible under the meter's
+    # derived limit (4 x 100 W), so it is a wrap, not a reset.
+    t = _times()
+    gap = (t > START + 10 * H) & (t < START + 10 * H + 7.5 * H)
+    t = t[~gap]
+    reading = np.mod(_register(t, 100.0), 1000.0)
+    site = _site()
+    site.meters["inc"].modulus = 1000.0
+    readings = {"inc": MeterReadings(t, None, reading, modulus_wh=1000.0), "it1": MeterReadings(t, _const(t, 80.0), None)}
+    r = compute_report(site, readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
+    by = {m["meter"]: m for m in r["meters"]}
+    assert by["inc"]["power_limit_source"] == "derived" and by["inc"]["register_intervals"]["reset"] == 0
+    assert by["inc"]["energy_wh"] == pytest.approx(100.0 * 48, rel=1e-9)
