@@ -159,6 +159,7 @@ class Collector:
         ok = error is None
         stats = self.poller.stats.get(device) if self.poller is not None else None
         self.metrics.poll(device, ok, stats.last_duration_s if stats is not None else math.nan)
+        self.metrics.refused(device, readings)
         if error:
             log.warning("%s: %s", device, error)
         now = time.time_ns()
