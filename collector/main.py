@@ -263,6 +263,7 @@ class Collector:
                 "requests": sum(st.requests.values()),
                 "lines_accepted": st.lines_accepted,
                 "parse_errors": st.parse_errors,
+                "clock_skew_refused": st.clock_skew_refused,
                 "bytes_received": st.bytes_received,
                 "unauthorized": st.requests.get(401, 0),
                 "too_large": st.requests.get(413, 0),
