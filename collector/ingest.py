@@ -9,8 +9,11 @@ The server is `asyncio.start_server` with a small, strict HTTP/1.1 reader (keep-
 `Content-Length` or chunked bodies, `Expect: 100-continue`, gzip), standard library
 only: the collector adds no web framework for four routes. Answers follow InfluxDB so
 its clients work unchanged: 204 on success; malformed lines 400 `{"code":"invalid",
-"message":"partial write: unable to parse '...': fault (line N); ..."}` while the good
-lines of the body are still accepted (InfluxDB's partial write); 401 without a valid
+"message":"partial write: unable to parse '...': fault (line N); ... dropped=N (M line(s)
+accepted)"}` while the good lines of the body are still accepted (InfluxDB's partial write);
+lines whose time is more than `max_clock_skew_s` ahead of the collector's clock (or, when
+set, `max_age_s` behind it) are dropped the same way ("refused '...': time
+2027-12-03T21:00:00Z is 365 days ahead of the collector's clock (tolerance 300 s) (line N)"); 401 without a valid
 token; 413 for a body over `max_body_bytes` (checked against Content-Length before
 reading, while reading chunks and while decompressing, so a gzip bomb costs at most
 that much memory); 404, 405; v1 errors as `{"error": "..."}`.
@@ -50,7 +53,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from puewatch import __version__
-from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription
+from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription, TimeWindow
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 
@@ -87,6 +90,17 @@ class IngestConfig:
     header_timeout_s: float = setting(10.0, min=0.1, max=600.0, doc="Time allowed for a request head, from its first byte.")
     body_timeout_s: float = setting(60.0, min=0.1, max=3600.0, doc="Time allowed for a request body.")
     idle_timeout_s: float = setting(60.0, min=0.1, max=3600.0, doc="An idle keep-alive connection is closed after this long.")
+    max_clock_skew_s: float = setting(
+        300.0, min=0.0, max=10 * 365 * 86400.0,
+        doc="Lines whose time is further than this ahead of the collector's clock are refused (400 partial write, "
+        "counted), the rest of the body kept: a node whose clock jumped ahead must not write the future. 0: off.",
+    )
+    max_age_s: float = setting(
+        0.0, min=0.0, max=100 * 365 * 86400.0,
+        doc="Lines whose time is further than this behind the collector's clock are refused the same way. 0 (the "
+        "default): off, because agents ship their spool after an outage; set it above the longest outage the "
+        "agents' spools cover to refuse a clock that fell back (e.g. to 1970).",
+    )
 
     def check(self) -> list[tuple[str, str]]:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -215,6 +229,7 @@ class IngestStats:
     requests: Counter = field(default_factory=Counter)  # by HTTP status
     lines_accepted: int = 0
     parse_errors: int = 0  # bad lines (dropped, reported to the client)
+    clock_skew_refused: int = 0  # lines refused for a time outside max_clock_skew_s / max_age_s (reported to the client)
     bytes_received: int = 0  # request bodies as sent (compressed)
     bytes_decompressed: int = 0
     connections_open: int = 0
@@ -325,7 +340,8 @@ class IngestServer:
         self.config = config
         self.tokens = tokens
         self.sink = sink
-        self.parser = LineParser(getattr(sink, "subscribed", frozenset()))
+        window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9))
+        self.parser = LineParser(getattr(sink, "subscribed", frozenset()), window)
         self.stats = IngestStats()
         self.port: int | None = None
         # Wall-clock receive time of the request whose lines the sink is being handed (for
@@ -544,13 +560,17 @@ class IngestServer:
                 log.exception("ingest: the sink failed on %d line(s) from %s", result.lines, agent)
                 raise _Reply(503, f"cannot take the data now: {exc}", close=not req.keep_alive) from None
             self.stats.lines_accepted += result.lines
-        if result.error_count:
+        dropped = result.error_count + result.time_refused
+        if dropped:
             self.stats.parse_errors += result.error_count
+            self.stats.clock_skew_refused += result.time_refused
+            # As InfluxDB answers a partial write ("partial write: points beyond retention policy dropped=N"),
+            # naming each dropped line (up to MAX_ERRORS_IN_REPLY) and why.
             shown = "; ".join(result.errors[:MAX_ERRORS_IN_REPLY])
-            more = result.error_count - min(len(result.errors), MAX_ERRORS_IN_REPLY)
+            more = dropped - min(len(result.errors), MAX_ERRORS_IN_REPLY)
             message = f"partial write: {shown}" + (f"; and {more} more bad line(s)" if more > 0 else "")
-            message += f" ({result.lines} line(s) accepted)"
-            self._warn(agent, result.error_count, result.lines, result.errors[0])
+            message += f" dropped={dropped} ({result.lines} line(s) accepted)"
+            self._warn(agent, dropped, result.lines, result.errors[0])
             raise _Reply(400, message, close=not req.keep_alive)
         await self._send(writer, 204, keep=req.keep_alive)
         return req.keep_alive

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
-__all__ = ["LineParser", "ParseResult", "Point", "PRECISIONS", "Subscription", "parse", "subscription", "MIN_TIME_NS",
+__all__ = ["LineParser", "ParseResult", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "subscription", "MIN_TIME_NS",
            "MAX_TIME_NS"]
 
 # What a consumer subscribes to: measurement names (every line of them becomes a Point), or
@@ -94,8 +94,9 @@ class ParseResult:
     body: bytes  # the good lines, normalised to ns, each ending in "\n" (b"" if none)
     lines: int  # good lines in `body`
     errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS error messages
-    error_count: int = 0  # all bad lines
+    error_count: int = 0  # all malformed lines
     points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
+    time_refused: int = 0  # well-formed lines refused for a time too far from the clock (see TimeWindow)
 
 
 # -- the fast path: regular expressions for plain lines ------------------------------------------
@@ -126,6 +127,8 @@ _TIME = rb"-?(?:[1-8]\d{18}|\d{1,18})"
 _BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _FIELDS + rb" " + _TIME + rb"$", re.MULTILINE)
 # One line, timestamp optional: groups series key, timestamp.
 _LINE_RE = re.compile(rb"(" + _SERIES + rb") " + _FIELDS + rb"(?: (" + _TIME + rb"))?")
+# The timestamp at the end of each line of a fast-path body (which requires one on every line).
+_TAIL_TIME_RE = re.compile(rb" (-?\d+)\n")
 
 _TRUE = frozenset((b"t", b"T", b"true", b"True", b"TRUE"))
 _FALSE = frozenset((b"f", b"F", b"false", b"False", b"FALSE"))
@@ -137,6 +140,62 @@ _TIME_RE = re.compile(rb"-?\d+")
 
 
 _new_point = tuple.__new__  # Point(...) without the NamedTuple constructor's argument handling
+
+_SECOND_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """How far a line's time may be from the receiving clock: `ahead_ns` into the future,
+    `behind_ns` into the past (0 = no limit that way). A node whose clock jumped a year ahead
+    writes data a year ahead; a backlog shipped after an outage is legitimately old, so the
+    past is unlimited unless configured."""
+
+    ahead_ns: int = 0
+    behind_ns: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.ahead_ns or self.behind_ns)
+
+    def fault(self, time_ns: int, now_ns: int) -> str | None:
+        """None if `time_ns` is inside the window around `now_ns`, else why not (one line)."""
+        if self.ahead_ns and time_ns - now_ns > self.ahead_ns:
+            return _skew_text(time_ns, time_ns - now_ns, "ahead of", self.ahead_ns)
+        if self.behind_ns and now_ns - time_ns > self.behind_ns:
+            return _skew_text(time_ns, now_ns - time_ns, "behind", self.behind_ns)
+        return None
+
+    def bounds_text(self, now_ns: int) -> tuple[bytes, bytes] | None:
+        """The window as 19-digit decimal bytes (lo, hi), when both are 19-digit positives (2001-2286).
+
+        Same-length digit strings compare as numbers, so a body's timestamps can be checked with
+        `min`/`max` over bytes, in C, without converting each to int.
+        """
+        lo = now_ns - self.behind_ns if self.behind_ns else 10**18
+        hi = now_ns + self.ahead_ns if self.ahead_ns else 10**19 - 1
+        lo, hi = max(lo, 10**18), min(hi, 10**19 - 1)
+        if lo > hi:
+            return None
+        return str(lo).encode(), str(hi).encode()
+
+
+def _skew_text(time_ns: int, off_ns: int, way: str, tolerance_ns: int) -> str:
+    import datetime
+
+    try:
+        when = datetime.datetime.fromtimestamp(time_ns // _SECOND_NS, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        when = f"{time_ns} ns"
+    s = off_ns / _SECOND_NS
+    if s >= 2 * 86400:
+        off = f"{s / 86400:.0f} days"
+    elif s >= 2 * 3600:
+        off = f"{s / 3600:.0f} hours"
+    elif s >= 120:
+        off = f"{s / 60:.0f} minutes"
+    else:
+        off = f"{s:.0f} s"
+    return f"time {when} is {off} {way} the collector's clock (tolerance {tolerance_ns / _SECOND_NS:g} s)"
 
 
 class _LineError(Exception):
@@ -372,7 +431,8 @@ class LineParser:
 
     _CACHE_MAX = 200_000
 
-    def __init__(self, subscribed: Subscription = frozenset()) -> None:
+    def __init__(self, subscribed: Subscription = frozenset(), window: TimeWindow = TimeWindow()) -> None:
+        self.window = window
         self.required = subscription(subscribed)
         self.subscribed = frozenset(self.required)
         # measurement -> the wire form of its required fields (None: every line)
@@ -436,7 +496,8 @@ class LineParser:
     # -- bodies -----------------------------------------------------------------------------
 
     def parse(self, body: bytes, precision: str = "ns", now_ns: int | None = None) -> ParseResult:
-        """Validate and normalise a body. `now_ns`: receive time for lines without a timestamp.
+        """Validate and normalise a body. `now_ns`: receive time for lines without a timestamp,
+        and the clock that `window` is measured from.
 
         Raises ValueError for an unknown precision (the request's fault, not a line's).
         """
@@ -450,11 +511,23 @@ class LineParser:
             body += b"\n"
         if unit == 1 and (body.isascii() or _utf8(body)):
             keys = _BODY_RE.findall(body)
-            if len(keys) == body.count(b"\n"):
+            if len(keys) == body.count(b"\n") and self._inside_window(body, now_ns):
                 result = self._whole(body, keys)
                 if result is not None:
                     return result
         return self._by_line(body, unit, now_ns)
+
+    def _inside_window(self, body: bytes, now_ns: int | None) -> bool:
+        """Whether every timestamp of a fast-path body (each line ends in ` <ts>\\n`) is inside the
+        window; False sends the body line by line, where each line is checked exactly."""
+        if not self.window:
+            return True
+        bounds = self.window.bounds_text(time.time_ns() if now_ns is None else now_ns)
+        if bounds is None:
+            return False
+        stamps = _TAIL_TIME_RE.findall(body)
+        lengths = set(map(len, stamps))
+        return lengths == {19} and bounds[0] <= min(stamps) and max(stamps) <= bounds[1]
 
     def _whole(self, body: bytes, keys: list[bytes]) -> ParseResult | None:
         """Every line matched the fast path: check each distinct series key once."""
@@ -553,6 +626,7 @@ class LineParser:
     def _by_line(self, body: bytes, unit: int, now_ns: int | None) -> ParseResult:
         if now_ns is None:
             now_ns = time.time_ns()
+        clock_ns = now_ns
         now_ns -= now_ns % unit  # InfluxDB truncates the receive time to the precision
         now_text = b" " + str(now_ns).encode()
         utf8_ok = body.isascii() or _utf8(body)
@@ -561,6 +635,8 @@ class LineParser:
         out: list[bytes] = []
         errors: list[str] = []
         error_count = 0
+        time_refused = 0
+        window = self.window if self.window else None
         points: list[Point] = []
         subscribed = self.subscribed
         needles = self._needles
@@ -573,6 +649,12 @@ class LineParser:
             error_count += 1
             if len(errors) < MAX_ERRORS:
                 errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
+
+        def refuse(text: bytes, fault: str, where: str) -> None:
+            nonlocal time_refused
+            time_refused += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(f"refused '{_quote(text)}': {fault} ({where})")
 
         i, n = 0, len(lines)
         while i < n:
@@ -595,8 +677,14 @@ class LineParser:
                             continue
                         line = line[: m.start(2)] + str(time_ns).encode()
                         changed = True
-                    elif info[0] in subscribed:
+                    elif window is not None or info[0] in subscribed:
                         time_ns = int(ts)
+                    if window is not None:
+                        fault = window.fault(time_ns, clock_ns)
+                        if fault is not None:
+                            refuse(line, fault, f"line {i}")
+                            changed = True
+                            continue
                     out.append(line)
                     if info[0] in subscribed:
                         wanted_fields = needles[info[0]]
@@ -632,6 +720,11 @@ class LineParser:
             if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
                 fail(text, _RANGE_ERROR, where)
                 continue
+            if window is not None:
+                fault = window.fault(time_ns, clock_ns)
+                if fault is not None:
+                    refuse(text, fault, where)
+                    continue
             out.append(text[:end_fields] + b" " + str(time_ns).encode())
             if measurement in subscribed:
                 p = Point(measurement, tags, fields, time_ns)
@@ -645,7 +738,7 @@ class LineParser:
             new_body = b"\n".join(out)
         else:
             new_body = b""
-        return ParseResult(new_body, count, errors, error_count, points)
+        return ParseResult(new_body, count, errors, error_count, points, time_refused)
 
 
 _RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"

@@ -161,6 +161,7 @@ class Collector:
         ok = error is None
         stats = self.poller.stats.get(device) if self.poller is not None else None
         self.metrics.poll(device, ok, stats.last_duration_s if stats is not None else math.nan)
+        self.metrics.refused(device, readings)
         if error:
             log.warning("%s: %s", device, error)
         now = time.time_ns()
@@ -264,6 +265,7 @@ class Collector:
                 "requests": sum(st.requests.values()),
                 "lines_accepted": st.lines_accepted,
                 "parse_errors": st.parse_errors,
+                "clock_skew_refused": st.clock_skew_refused,
                 "bytes_received": st.bytes_received,
                 "unauthorized": st.requests.get(401, 0),
                 "too_large": st.requests.get(413, 0),

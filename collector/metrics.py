@@ -23,6 +23,11 @@ _INGEST = {
     "requests": ("puewatch_ingest_requests", "HTTP write requests received", True),
     "lines_accepted": ("puewatch_ingest_lines", "Line-protocol lines accepted", True),
     "parse_errors": ("puewatch_ingest_parse_errors", "Malformed lines refused (400, partial write)", True),
+    "clock_skew_refused": (
+        "puewatch_ingest_clock_skew_refused",
+        "Lines refused for a time further from the collector's clock than max_clock_skew_s / max_age_s (400, partial write)",
+        True,
+    ),
     "bytes_received": ("puewatch_ingest_received_bytes", "Request body bytes received (before decompression)", True),
     "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
     "too_large": ("puewatch_ingest_too_large", "Requests refused as too large (413)", True),
@@ -122,6 +127,13 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.snmp_refused = Counter(
+            "puewatch_snmp_values_refused",
+            "Values a device answered that were recorded as missing, by reason: out_of_range (outside the MIB "
+            "object's SYNTAX range), unavailable (the vendor's 'not available' filler), negative (power or energy), "
+            "non_finite",
+            ["device", "reason"], registry=self.registry,
+        )
         self.snmp_up = Gauge("puewatch_snmp_up", "1 when the device's last poll answered", ["device"], registry=self.registry)
         self.ratio = Gauge(
             "puewatch_ratio", "Latest rolling ratio (pue, clf, plf, ...) per window; NaN when unknown",
@@ -156,6 +168,12 @@ class CollectorMetrics:
         self.snmp_up.labels(device).set(1 if ok else 0)
         if ok and math.isfinite(seconds):
             self.snmp_latency.labels(device).observe(seconds)
+
+    def refused(self, device: str, readings) -> None:
+        """Count the readings whose answered value was refused (`snmp.validate`)."""
+        for r in readings:
+            if r.refused is not None:
+                self.snmp_refused.labels(device, r.refused.reason).inc()
 
     def serve(self, address: str, port: int):
         """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""

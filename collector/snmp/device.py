@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from puewatch.collector.snmp.profiles import QUANTITY_UNITS, check_oid
+from puewatch.collector.snmp.profiles import QUANTITY_UNITS, check_oid, check_range
 from puewatch.config import setting
 
 AUTH_PROTOCOLS = ("none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
@@ -31,6 +31,9 @@ class GenericOid:
     modulus_raw: float | None = setting(None, min=1.0, doc="Where a register wraps, in raw units (4294967296 for Unsigned32).")
     missing_values: list[int] = setting(default_factory=list, doc="Raw values meaning 'not supported' (e.g. -1).")
     missing_below: float | None = setting(None, doc="Raw values below this mean 'not available'.")
+    raw_range: list[float] = setting(
+        default_factory=list, doc="The object's SYNTAX range `[min, max]` in raw units; values outside it are refused."
+    )
     total: bool = setting(False, doc="Part of the device total of its quantity (active_power or active_energy).")
 
     def check(self) -> list[tuple[str, str]]:
@@ -39,6 +42,9 @@ class GenericOid:
             return [("oid", problem)]
         if self.modulus_raw is not None and self.kind != "register":
             return [("modulus_raw", "only a register (kind = \"register\") wraps")]
+        problem = check_range(self.raw_range)
+        if problem:
+            return [("raw_range", problem)]
         if self.total and self.quantity not in ("active_power", "active_energy"):
             return [("total", "only active_power and active_energy readings make up a device total")]
         return []

@@ -33,6 +33,7 @@ import numpy as np
 from puewatch.collector.snmp import profiles as pf
 from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.collector.snmp.validate import Refusal, check_value
 from puewatch.errors import ConfigError
 
 log = logging.getLogger("puewatch.collector.snmp")
@@ -55,6 +56,7 @@ class Reading:
     value: float  # raw * scale in `unit`; NaN when missing, unsupported (-1 etc.) or invalid
     modulus: float | None  # register wrap modulus in `unit` (e.g. 2**32 * scale), None for gauges
     time_ns: int  # when the response arrived
+    refused: Refusal | None = None  # why the answered value is not a reading (`validate.check_value`)
 
 
 OnPoll = Callable[[str, int, list[Reading], "str | None"], "None | Awaitable[None]"]
@@ -73,21 +75,21 @@ class _Row:
 
 
 def _number(raw: Value) -> float | None:
-    """A raw value as a number, or None (absent, or text that is not a number)."""
+    """A raw value as a number (NaN and infinities included: `check_value` refuses them), or None
+    (absent, or text that is not a number)."""
     if raw is None:
         return None
     if isinstance(raw, int):
         return float(raw)
     try:
-        x = float(raw.strip())
+        return float(raw.strip())
     except ValueError:
         return None
-    return x if math.isfinite(x) else None
 
 
 def _int(raw: Value) -> int | None:
     x = _number(raw)
-    return int(x) if x is not None and x == int(x) else None
+    return int(x) if x is not None and math.isfinite(x) and x == int(x) else None
 
 
 class Meter:
@@ -107,6 +109,7 @@ class Meter:
         self.connected = False
         self._discovered_at = 0.0
         self._rediscover = False
+        self._refusals_logged: set[tuple[str, str]] = set()  # (reading, reason): each is logged once
 
     def _configured_profile(self) -> pf.Profile | None:
         name = self.device.profile
@@ -234,22 +237,35 @@ class Meter:
             x = _number(raw)
             if raw is None and row.index:
                 self._rediscover = True  # a row vanished: walk the table again next time
-            if x is None or pf.is_sentinel(spec, x):
+            refused = None
+            if x is None:
                 value = NAN
             elif spec.valid_if is not None and valid is not None and _int(valid) not in spec.valid_if.values:
                 # (An agent without the column at all (no such object) says nothing about the
                 # row: its value counts. Captures often hold only the value columns.)
                 value = NAN
             else:
-                value = x * row.factor
-            raw_out: int | float | None = raw if isinstance(raw, int) else x
+                value, refused = check_value(spec, x, row.factor)
+                if refused is not None:
+                    self._log_refusal(row, raw, refused)
+            raw_out: int | float | None = raw if isinstance(raw, int) else x if x is not None and math.isfinite(x) else None
             modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
-            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns)
+            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused)
             out.append(r)
             by_key.setdefault(spec.key, []).append(r)
         for total in self.profile.totals:
             out.append(_total(dev, total, self.profile, by_key, t_ns))
         return out
+
+    def _log_refusal(self, row: _Row, raw: Value, refused: Refusal) -> None:
+        """Once per reading and reason: a device that keeps answering -1 must not fill the log."""
+        if (row.name, refused.reason) in self._refusals_logged:
+            return
+        self._refusals_logged.add((row.name, refused.reason))
+        # A declared filler is the device saying "no value"; the other reasons are a broken answer.
+        level = logging.INFO if refused.reason == "unavailable" else logging.WARNING
+        log.log(level, "device %s: %s (%s = %r) refused: %s; it is recorded as missing (logged once)",
+                self.device.name, row.name, row.oid, raw, refused.text)
 
     def failed(self, t_ns: int) -> list[Reading]:
         """NaN readings for a failed poll: every known row and total (scalars and totals before the first discovery)."""
@@ -286,18 +302,23 @@ def _index_ok(spec: pf.ReadingSpec, index: str) -> bool:
 
 
 def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str, list[Reading]], t_ns: int) -> Reading:
-    """A device total: sum the valid rows of `sum`, else of the first `fallback` reading that has one."""
+    """A device total: sum the valid rows of `sum`, else of the first `fallback` reading that has one.
+
+    A row whose value was refused as impossible (negative, out of range, not finite) makes
+    the total missing: the other rows alone would understate it. A declared 'not available'
+    filler is left out, as an absent row is.
+    """
     chosen: list[Reading] = []
     for group in [total.sum, *([k] for k in total.fallback)]:
         rows = [r for k in group for r in by_key.get(k, [])]
-        if any(math.isfinite(r.value) for r in rows):
+        if any(math.isfinite(r.value) or _broken(r) for r in rows):
             chosen = rows
             break
     specs = [profile.reading(k) for k in total.sources]
     kind = "register" if any(s.kind == "register" for s in specs) else "gauge"
     unit = pf.QUANTITY_UNITS[total.quantity]
     valid = [r for r in chosen if math.isfinite(r.value)]
-    if not valid:
+    if not valid or any(_broken(r) for r in chosen):
         return Reading(dev, total.name, total.quantity, kind, unit, "", None, NAN, None, t_ns)
     if len(chosen) == 1:
         # One source object: the total is that register, with its wrap modulus.
@@ -306,6 +327,11 @@ def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str,
     # A sum of registers has no single wrap point: modulus None (a wrap of one row
     # looks like a reset downstream and is flagged, never turned into negative energy).
     return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns)
+
+
+def _broken(r: Reading) -> bool:
+    """The row answered a value that cannot be true (not merely 'not available')."""
+    return r.refused is not None and r.refused.reason != "unavailable"
 
 
 # --- the poller ------------------------------------------------------------------

@@ -8,10 +8,14 @@ the collector will record.
 
     {"device": {"sysDescr": str|null, "sysObjectID": str|null},
      "profile": str,
-     "readings": [{"name": str, "oid": str, "raw": int|float|null, "value": float|null, "unit": "W"|"Wh"}, ...]}
+     "readings": [{"name": str, "oid": str, "raw": int|float|null, "value": float|null, "unit": "W"|"Wh",
+                   "refused": str (only where the answered value was refused)}, ...]}
 
 Only power (W) and energy (Wh) readings are listed; `value` is null when the
-device has no value (absent object, 'not supported' sentinel, invalid).
+device has no value (absent object, 'not supported' sentinel, invalid). A value
+the collector would refuse (`collector.snmp.validate`: outside the MIB object's
+range, a 'not available' filler, a negative power or energy, not finite) has
+`value` null and `refused` saying why, e.g. "negative power -26 W (raw -26)".
 """
 
 from __future__ import annotations
@@ -47,20 +51,20 @@ class ProbeResult:
     def power_and_energy(self) -> list[Reading]:
         return [r for r in self.readings if r.unit in ("W", "Wh")]
 
+    def refused(self) -> list[Reading]:
+        return [r for r in self.readings if r.refused is not None]
+
     def to_json(self) -> dict:
+        readings = []
+        for r in self.power_and_energy():
+            item = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None, "unit": r.unit}
+            if r.refused is not None:
+                item["refused"] = r.refused.text
+            readings.append(item)
         return {
             "device": {"sysDescr": self.sys_descr, "sysObjectID": self.sys_object_id},
             "profile": self.profile,
-            "readings": [
-                {
-                    "name": r.name,
-                    "oid": r.oid,
-                    "raw": r.raw,
-                    "value": r.value if math.isfinite(r.value) else None,
-                    "unit": r.unit,
-                }
-                for r in self.power_and_energy()
-            ],
+            "readings": readings,
         }
 
 
@@ -172,5 +176,11 @@ def _print_table(result: ProbeResult) -> None:
     table.add_column("oid", overflow="fold")
     for r in result.power_and_energy():
         kind = r.kind if r.modulus is None else f"{r.kind} (wraps at {r.modulus:,.0f} {r.unit})"
-        table.add_row(r.name, kind, _fmt(r.value, r.unit), "" if r.raw is None else str(r.raw), r.oid or "(sum)")
+        value = f"refused: {r.refused.text}" if r.refused is not None else _fmt(r.value, r.unit)
+        table.add_row(r.name, kind, value, "" if r.raw is None else str(r.raw), r.oid or "(sum)")
     console.print(table)
+    refused = result.refused()
+    if refused:
+        console.print(f"[bold]refused[/bold]      {len(refused)} value(s), recorded as missing by the collector:", highlight=False)
+        for r in refused:
+            console.print(f"  {r.name}: {r.refused.reason}: {r.refused.text}", highlight=False)

@@ -59,6 +59,13 @@ _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_FIELDS = re.compile(r"\{([a-z0-9_]*)\}")
 
 
+def check_range(bounds: Sequence[float]) -> str | None:
+    """None if `bounds` is empty or `[min, max]` with min <= max, else why not."""
+    if bounds and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
+        return f"must be [min, max] with min <= max (the MIB object's SYNTAX range), got {list(bounds)}"
+    return None
+
+
 def check_oid(value: str) -> str | None:
     """None if `value` is a numeric OID (no leading dot), else why not."""
     if not _OID_RE.match(value):
@@ -164,6 +171,11 @@ class ReadingSpec:
     )
     missing_values: list[int] = setting(default_factory=list, doc="Raw values that mean 'not supported' (e.g. -1): reported as missing.")
     missing_below: float | None = setting(None, doc="Raw values below this mean 'not available' (e.g. 0 for 'negative = unavailable').")
+    raw_range: list[float] = setting(
+        default_factory=list,
+        doc="The MIB object's SYNTAX range `[min, max]` in raw units (e.g. `[0, 2147483647]` for NonNegativeInteger, "
+        "`[0, 4294967295]` for Unsigned32/Gauge32): a raw value outside it is refused (missing). Empty: no range check.",
+    )
     status: str = setting(
         "measured", choices=("measured", "estimated"), doc="estimated: the device derives it (e.g. from a configured voltage)."
     )
@@ -198,6 +210,9 @@ class ReadingSpec:
                     return [(name, problem)]
         if self.modulus_raw is not None and self.kind != "register":
             return [("modulus_raw", "only a register (kind = \"register\") wraps")]
+        problem = check_range(self.raw_range)
+        if problem:
+            return [("raw_range", problem)]
         if self.oid:
             for name in ("index_filter", "where", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
                 if getattr(self, name):
@@ -492,6 +507,7 @@ def generic_profile(base: Profile, oids: Sequence[Any]) -> Profile:
                 modulus_raw=o.modulus_raw,
                 missing_values=list(o.missing_values),
                 missing_below=o.missing_below,
+                raw_range=list(o.raw_range),
                 doc="configured",
             )
         )

@@ -238,3 +238,69 @@ device = "ups"
     assert pue == pytest.approx([P_FACILITY_W / P_IT_W] * len(pue), rel=0.05), pue
     t, cells = store.series("meter_energy", "energy_wh", {"meter": "ups"}, t_start, end)
     assert not np.any((t > t_reset - SECOND) & (t <= t_reset)), "the reset cell must be missing"
+
+
+NEG_OID, FILLER_OID, EATON_OID, BIG_OID, GOOD_OID = (f"{PRIVATE_BASE}.{i}.0" for i in (21, 22, 23, 24, 25))
+
+
+def test_impossible_snmp_values_are_missing_and_counted_in_metrics(tmp_path, snmpd):
+    """snmpd answers -26 W, 65535 from an INTEGER (-1..25000), -5000 (a 'negative = not available' filler)
+    and 4294967295 from an INTEGER (0..2147483647): none becomes a reading; /metrics counts each by reason."""
+    snmpd.set_objects({GOOD_OID: ("integer", 1200), NEG_OID: ("integer", -26), FILLER_OID: ("integer", 65535),
+                       EATON_OID: ("integer", -5000), BIG_OID: ("gauge", 4294967295)})
+    meters = f"""
+[[snmp.devices]]
+name = "ups"
+host = "127.0.0.1"
+port = {snmpd.port}
+interval_s = 1.0
+timeout_s = 0.4
+retries = 0
+profile = "generic"
+oids = [
+  {{ name = "line_a_power", oid = "{GOOD_OID}", quantity = "active_power", total = true }},
+  {{ name = "line_b_power", oid = "{NEG_OID}", quantity = "active_power", total = true }},
+  {{ name = "infeed_power", oid = "{FILLER_OID}", quantity = "active_power", raw_range = [-1, 25000] }},
+  {{ name = "eaton_power", oid = "{EATON_OID}", quantity = "active_power", missing_below = 0 }},
+  {{ name = "input_power", oid = "{BIG_OID}", quantity = "active_power", raw_range = [0, 2147483647] }},
+]
+
+[meters.incomer]
+role = "facility_input"
+device = "ups"
+reading = "line_a_power"
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+device = "ups"
+reading = "total_active_power"
+"""
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    t_start = time.time_ns()
+    with CollectorProcess(conf, ingest_port) as proc:
+        time.sleep(6)
+        values = scrape(metrics_port)
+    polls = values['puewatch_snmp_polls_total{device="ups",result="ok"}']
+    assert polls >= 3
+    refused = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_values_refused_total")}
+    # Counted every poll (the last poll may land between the two reads of the counters).
+    for reason, per_poll in (("negative", 1), ("out_of_range", 2), ("unavailable", 1)):
+        n = refused[f'puewatch_snmp_values_refused_total{{device="ups",reason="{reason}"}}']
+        assert per_poll * (polls - 1) <= n <= per_poll * (polls + 1), (reason, n, polls)
+    assert not any('reason="non_finite"' in k for k in refused)
+    log = proc.output()
+    for name in ("line_b_power", "infeed_power", "input_power", "eaton_power"):
+        assert log.count(f"device ups: {name} (") == 1, log[-3000:]  # once, not per poll
+    assert "negative power -26 W (raw -26)" in log
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + SECOND
+    for name in ("line_b_power", "infeed_power", "eaton_power", "input_power", "total_active_power"):
+        t, v = store.series("snmp_reading", "value", {"device": "ups", "reading": name}, t_start, end)
+        assert len(v) == 0, name  # never a number
+    t, raw = store.series("snmp_reading", "raw", {"device": "ups", "reading": "line_b_power"}, t_start, end)
+    assert len(raw) >= 3 and set(raw) == {-26.0}  # what the device said stays on record
+    t, good = store.series("snmp_reading", "value", {"device": "ups", "reading": "line_a_power"}, t_start, end)
+    assert len(good) >= 3 and set(good) == {1200.0}

@@ -78,7 +78,7 @@ def test_partial_write_keeps_the_good_lines(server):
     assert server.stats.parse_errors == 2 and server.stats.lines_accepted == 4
     # v1 answers in InfluxDB 1.x's shape
     status, doc = post(server.port, f"/write?db=x&p={TOKEN}", b"m f=\n", {})
-    assert status == 400 and doc == {"error": "partial write: unable to parse 'm f=': missing field value (line 1) (0 line(s) accepted)"}
+    assert status == 400 and doc == {"error": "partial write: unable to parse 'm f=': missing field value (line 1) dropped=1 (0 line(s) accepted)"}
 
 
 def test_gzip_body_and_precision(server):

@@ -1,0 +1,74 @@
+"""Which raw SNMP values become readings: the one check every polled value passes.
+
+A value an agent answers is refused (the reading is missing, NaN, never a number) when
+
+- ``non_finite``: it is not a finite number (text "nan", "inf"), or scaling made it so;
+- ``unavailable``: it is the vendor's "not available" filler that the profile declares
+  (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...);
+- ``negative``: it is a negative power, apparent power or energy (W, VA, Wh, VAh): a meter
+  that reports -26 W is broken, and summing it into a total hides other lines' load;
+- ``out_of_range``: it lies outside the SYNTAX range of the MIB object (`raw_range`), e.g.
+  4294967295 from an INTEGER (0..2147483647) object or 65535 from INTEGER (-1..25000).
+
+The order is that of the list: a declared filler is named as such, and a negative
+power is called that before its range is looked at. Profiles carry the data (ranges,
+fillers); this module is the only place that applies it, for the poller and for
+`puewatch snmp probe` alike (the probe polls through the poller).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
+
+#: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
+REASONS = ("non_finite", "unavailable", "negative", "out_of_range")
+
+#: Units of readings that cannot be negative.
+NON_NEGATIVE_UNITS = frozenset({"W", "VA", "Wh", "VAh"})
+
+_QUANTITY_WORDS = {"W": "power", "VA": "apparent power", "Wh": "energy", "VAh": "apparent energy"}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused value: the reason (one of REASONS) and a line for people."""
+
+    reason: str
+    text: str
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.0f}" if x == int(x) and abs(x) < 1e16 else f"{x:.6g}"
+
+
+def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Refusal | None]:
+    """(value in the reading's unit, None), or (NaN, why) when `raw` must not become a reading.
+
+    `raw`: the number the agent answered; `factor`: what turns it into the reading's unit
+    (the spec's scale times the row's scale). A NaN factor (a per-row scale that could not
+    be read) yields NaN without a refusal: the value is unknown, not wrong.
+    """
+    if not math.isfinite(raw):
+        return math.nan, Refusal("non_finite", f"not a finite number: {raw!r}")
+    if is_sentinel(spec, raw):
+        return math.nan, Refusal("unavailable", f"raw {_fmt(raw)} means 'not available' ({_filler_source(spec)})")
+    if not math.isfinite(factor):
+        return math.nan, None
+    value = raw * factor
+    if not math.isfinite(value):
+        return math.nan, Refusal("non_finite", f"raw {_fmt(raw)} x {factor:g} is not a finite number")
+    if value < 0 and spec.unit in NON_NEGATIVE_UNITS:
+        return math.nan, Refusal("negative", f"negative {_QUANTITY_WORDS[spec.unit]} {_fmt(value)} {spec.unit} (raw {_fmt(raw)})")
+    if spec.raw_range and not spec.raw_range[0] <= raw <= spec.raw_range[1]:
+        lo, hi = spec.raw_range
+        return math.nan, Refusal("out_of_range", f"raw {_fmt(raw)} is outside the object's range {_fmt(lo)}..{_fmt(hi)}")
+    return value, None
+
+
+def _filler_source(spec: ReadingSpec) -> str:
+    if spec.missing_values:
+        return "profile: missing_values = [" + ", ".join(str(v) for v in spec.missing_values) + "]"
+    return f"profile: missing_below = {spec.missing_below:g}"

@@ -1,0 +1,178 @@
+"""Values that must never become readings: agents (snmpsim recordings written here, and a real snmpd)
+answer negative watts, out-of-range numbers, 'not available' fillers and text that is not a finite
+number; `puewatch snmp probe` and the poller record them as missing and say why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snmp_support import PRIVATE_BASE
+from puewatch import config as cfg
+from puewatch.benchmarks.snmp import Snmpsim
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.collector.snmp.poller import Meter
+from puewatch.collector.snmp.profiles import load_profiles
+
+PUEWATCH = str(Path(sys.executable).parent / "puewatch")
+UPS = "1.3.6.1.2.1.33.1"
+S3 = "1.3.6.1.4.1.1718.3"
+E = "1.3.6.1.4.1.534.6.6.7"
+INT, STR, GAUGE = 2, 4, 66
+
+
+def recording(sys_object_id: str, rows: dict[str, tuple[int, object]]) -> str:
+    lines = {"1.3.6.1.2.1.1.1.0": (STR, "misbehaving test agent"), "1.3.6.1.2.1.1.2.0": (6, sys_object_id), **rows}
+    key = lambda oid: tuple(int(x) for x in oid.split("."))  # noqa: E731
+    return "".join(f"{oid}|{t}|{v}\n" for oid, (t, v) in sorted(lines.items(), key=lambda kv: key(kv[0])))
+
+
+def ups_negative_lines() -> str:
+    # UPS-MIB (Riello's sysObjectID: profile ups-mib). upsOutputPower lines 2 and 3 answer -4 W and
+    # -26 W; upsInputTruePower line 1 answers 4294967295 (typed Gauge32, for an INTEGER (0..2^31-1)
+    # object); line 2 answers the text "nan".
+    return recording("1.3.6.1.4.1.5491.308", {
+        f"{UPS}.4.4.1.4.1": (INT, 1500),
+        f"{UPS}.4.4.1.4.2": (INT, -4),
+        f"{UPS}.4.4.1.4.3": (INT, -26),
+        f"{UPS}.3.3.1.5.1": (GAUGE, 4294967295),
+        f"{UPS}.3.3.1.5.2": (STR, "nan"),
+        f"{UPS}.3.3.1.5.3": (INT, 900),
+    })
+
+
+def sentry3_filler() -> str:
+    # Sentry3-MIB: systemTotalPower INTEGER(-1..150000) answers 2^31-1; infeedPower INTEGER(-1..25000)
+    # answers 0xFFFF on feed 2 (65,535 W of input power that no 25 kW infeed can draw).
+    return recording(S3, {
+        f"{S3}.1.6.0": (INT, 2147483647),
+        f"{S3}.2.2.1.12.1.1": (INT, 400),
+        f"{S3}.2.2.1.12.1.2": (INT, 65535),
+        f"{S3}.2.2.1.16.1.1": (INT, 1234),
+    })
+
+
+def eaton_unavailable() -> str:
+    # EATON-EPDU-MIB: inputTotalWatts "negative = not available": -5000 is the vendor's filler.
+    return recording(E, {
+        f"{E}.3.5.1.4.0.1": (INT, -5000),
+        f"{E}.3.5.1.5.0.1": (GAUGE, 5000),
+        f"{E}.3.5.1.4.1.1": (INT, 700),
+        f"{E}.3.5.1.5.1.1": (GAUGE, 7000),
+    })
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory):
+    work = tmp_path_factory.mktemp("refused")
+    data = work / "data"
+    data.mkdir()
+    (data / "ups.snmprec").write_text(ups_negative_lines())
+    (data / "sentry3.snmprec").write_text(sentry3_filler())
+    (data / "eaton.snmprec").write_text(eaton_unavailable())
+    sim = Snmpsim(data, work)
+    try:
+        sim.wait_ready("ups")
+        yield sim
+    finally:
+        sim.stop()
+
+
+def probe_json(sim, community: str) -> dict:
+    r = subprocess.run([PUEWATCH, "snmp", "probe", f"127.0.0.1:{sim.port}", "-c", community, "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_probe_json_refuses_negative_watts_and_out_of_range(agents):
+    out = probe_json(agents, "ups")
+    assert out["profile"] == "ups-mib"
+    by_name = {x["name"]: x for x in out["readings"]}
+    assert by_name["output_line1_active_power"] == {
+        "name": "output_line1_active_power", "oid": f"{UPS}.4.4.1.4.1", "raw": 1500, "value": 1500.0, "unit": "W"}
+    line3 = by_name["output_line3_active_power"]
+    assert line3["raw"] == -26 and line3["value"] is None
+    assert line3["refused"] == "negative power -26 W (raw -26)"
+    assert by_name["output_line2_active_power"]["refused"] == "negative power -4 W (raw -4)"
+    # The total is missing, not 1500 - 4 - 26 and not 1500 (the other lines would be left out).
+    assert by_name["total_active_power"]["value"] is None and "refused" not in by_name["total_active_power"]
+    gauge = by_name["input_line1_active_power"]
+    assert gauge["raw"] == 4294967295 and gauge["value"] is None
+    assert gauge["refused"] == "raw 4294967295 is outside the object's range 0..2147483647"
+    text = by_name["input_line2_active_power"]
+    assert text["raw"] is None and text["value"] is None and text["refused"] == "not a finite number: nan"
+    assert by_name["input_line3_active_power"]["value"] == 900.0 and "refused" not in by_name["input_line3_active_power"]
+
+
+def test_probe_vendor_fillers_and_narrow_mib_ranges(agents):
+    s3 = {x["name"]: x for x in probe_json(agents, "sentry3")["readings"]}
+    assert s3["system_active_power"]["value"] is None
+    assert s3["system_active_power"]["refused"] == "raw 2147483647 is outside the object's range -1..150000"
+    assert s3["tower1_infeed2_active_power"]["refused"] == "raw 65535 is outside the object's range -1..25000"
+    assert s3["tower1_infeed1_active_power"]["value"] == 400.0
+    assert s3["total_active_power"]["value"] is None  # systemTotalPower answered, but impossibly
+    assert s3["total_active_energy"]["value"] == 123400.0
+    eaton = {x["name"]: x for x in probe_json(agents, "eaton")["readings"]}
+    assert eaton["unit0_input1_active_power"]["value"] is None
+    assert eaton["unit0_input1_active_power"]["refused"] == "raw -5000 means 'not available' (profile: missing_below = 0)"
+    # A declared filler is 'no value' (as an absent row): the total is the rows that have one.
+    assert eaton["total_active_power"]["value"] == 700.0
+
+
+def test_probe_table_says_why(agents):
+    r = subprocess.run([PUEWATCH, "snmp", "probe", f"127.0.0.1:{agents.port}", "-c", "ups"], capture_output=True,
+                       text=True, timeout=60, env=dict(os.environ, COLUMNS="250"))
+    assert r.returncode == 0, r.stderr
+    assert "refused: negative power -26 W (raw -26)" in r.stdout
+    assert "refused      4 value(s), recorded as missing by the collector:" in r.stdout
+    assert "input_line1_active_power: out_of_range: raw 4294967295 is outside" in r.stdout
+
+
+# --- the poller against a real snmpd -------------------------------------------------------------
+
+NEG, FILLER, EATON_W, BIG, GOOD = (f"{PRIVATE_BASE}.{i}.0" for i in (11, 12, 13, 14, 15))
+OIDS = [
+    {"name": "line_a_power", "oid": GOOD, "quantity": "active_power", "total": True},
+    {"name": "line_b_power", "oid": NEG, "quantity": "active_power", "total": True},
+    {"name": "infeed_power", "oid": FILLER, "quantity": "active_power", "raw_range": [-1, 25000]},
+    {"name": "eaton_power", "oid": EATON_W, "quantity": "active_power", "missing_below": 0},
+    {"name": "ups_power", "oid": BIG, "quantity": "active_power", "raw_range": [0, 2147483647]},
+]
+
+
+def test_poller_refuses_and_logs_once_per_reading_and_reason(snmpd, caplog):
+    snmpd.set_objects({GOOD: ("integer", 1200), NEG: ("integer", -26), FILLER: ("integer", 65535),
+                       EATON_W: ("integer", -5000), BIG: ("gauge", 4294967295)})
+    dev = cfg.build(SnmpDevice, {"name": "ups", "host": "127.0.0.1", "port": snmpd.port, "timeout_s": 1.0, "retries": 0,
+                                 "interval_s": 2.0, "profile": "generic", "oids": OIDS}, "test")
+    meter = Meter(dev, load_profiles())
+
+    async def three_polls():
+        try:
+            return [await meter.poll() for _ in range(3)]
+        finally:
+            meter.close()
+
+    with caplog.at_level(logging.INFO, logger="puewatch.collector.snmp"):
+        polls = asyncio.run(three_polls())
+    for readings in polls:
+        r = {x.name: x for x in readings}
+        assert r["line_a_power"].value == 1200.0 and r["line_a_power"].refused is None
+        assert {k: (r[k].raw, r[k].refused.reason) for k in ("line_b_power", "infeed_power", "eaton_power", "ups_power")} == {
+            "line_b_power": (-26, "negative"), "infeed_power": (65535, "out_of_range"),
+            "eaton_power": (-5000, "unavailable"), "ups_power": (4294967295, "out_of_range")}
+        assert all(math.isnan(r[k].value) for k in ("line_b_power", "infeed_power", "eaton_power", "ups_power"))
+        assert math.isnan(r["total_active_power"].value)  # 1200 W plus a broken line is not 1174 W, nor 1200 W
+    logged = [rec for rec in caplog.records if "refused" in rec.getMessage()]
+    assert len(logged) == 4  # three polls, each refusal logged once
+    assert {rec.levelno for rec in logged if "eaton_power" in rec.getMessage()} == {logging.INFO}
+    assert {rec.levelno for rec in logged if "eaton_power" not in rec.getMessage()} == {logging.WARNING}
