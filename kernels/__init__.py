@@ -39,6 +39,7 @@ from puewatch.kernels.align import align, align_many
 from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
 from puewatch.kernels.aggregate import group_sums, GroupSums
 from puewatch.kernels.rolling import rolling_sums, rolling_ratio, RollingSums, RollingRatio
+from puewatch.kernels.scans import energy_before, power_fill, register_spans, PowerFill, RegisterSpans
 from puewatch.kernels.ratios import ratio, pue, partial_pue, clf, plf, cop
 
 __all__ = [
@@ -63,6 +64,11 @@ __all__ = [
     "rolling_ratio",
     "RollingSums",
     "RollingRatio",
+    "energy_before",
+    "register_spans",
+    "RegisterSpans",
+    "power_fill",
+    "PowerFill",
     "ratio",
     "pue",
     "partial_pue",

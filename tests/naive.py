@@ -345,3 +345,75 @@ def ratio(numerator, denominator, *, coverage=None, min_coverage=0.0):
     if shape == ():
         return float(out[()])
     return out
+
+
+# ---------------------------------------------------------------------------
+# per-meter scans (spans, energy before given times)
+
+
+def _union(intervals) -> tuple[list[int], list[int]]:
+    """Sorted disjoint spans covering the (a, b) pairs; touching ones joined."""
+    spans: list[list[int]] = []
+    for a, b in sorted(intervals):
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return [s for s, _ in spans], [e for _, e in spans]
+
+
+def energy_before(t_ns, energy, x_ns, *, max_interval_ns=None):
+    """For each x: the finite energies of intervals no longer than the limit, in full when
+    the interval ends by x, in proportion to the part before x when it holds x."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    out = []
+    for x in _ints(x_ns):
+        full, part = [], 0.0
+        for i in range(len(t) - 1):
+            a, b = t[i], t[i + 1]
+            if not math.isfinite(e[i]) or (max_interval_ns is not None and b - a > max_interval_ns):
+                continue
+            if b <= x:
+                full.append(e[i])
+            elif a < x:
+                part = e[i] * ((x - a) / (b - a))
+        out.append(math.fsum(full) + part)
+    return np.array(out, dtype=np.float64)
+
+
+def register_spans(t_ns, delta, flags, start_ns, end_ns, max_gap_ns):
+    """Returns (resets, used, known starts, known ends, observed starts, observed ends)."""
+    t = _ints(t_ns)
+    d = _floats(delta)
+    f = _ints(flags)
+    resets, used, known, observed = 0, False, [], []
+    for i in range(len(t) - 1):
+        a, b = t[i], t[i + 1]
+        in_period = b > start_ns and a < end_ns
+        if in_period and f[i] & RESET:
+            resets += 1
+        if not math.isfinite(d[i]):
+            continue
+        used = used or in_period
+        known.append((a, b))
+        if b - a <= max_gap_ns:
+            observed.append((a, b))
+    return (resets, used, *_union(known), *_union(observed))
+
+
+def power_fill(t_ns, energy, register_start_ns, register_end_ns, start_ns, end_ns):
+    """Returns (energy kept where no register span overlaps, used, observed starts, observed ends)."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    spans = list(zip(_ints(register_start_ns), _ints(register_end_ns)))
+    out, used, kept = [], False, []
+    for i in range(len(t) - 1):
+        a, b = t[i], t[i + 1]
+        if not math.isfinite(e[i]) or any(s < b and a < r for s, r in spans):
+            out.append(NAN)
+            continue
+        out.append(e[i])
+        used = used or (b > start_ns and a < end_ns)
+        kept.append((a, b))
+    return (np.array(out, dtype=np.float64), used, *_union(kept))
