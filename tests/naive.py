@@ -136,60 +136,6 @@ def integrate_power(t_ns, power_w, *, max_gap_ns):
 
 
 # ---------------------------------------------------------------------------
-# alignment
-
-
-def align(t_ns, values, grid_ns, *, method="hold", max_age_ns):
-    t = _ints(t_ns)
-    x = _floats(values)
-    out = []
-    for g in _ints(grid_ns):
-        at_or_before = [i for i in range(len(t)) if t[i] <= g]
-        at_or_after = [i for i in range(len(t)) if t[i] >= g]
-        if method == "hold":
-            if not at_or_before:
-                out.append(NAN)
-                continue
-            j = max(at_or_before, key=lambda i: t[i])
-            # a NaN or infinite sample holds as NaN
-            out.append(x[j] if g - t[j] <= max_age_ns and math.isfinite(x[j]) else NAN)
-        elif method == "linear":
-            exact = [i for i in range(len(t)) if t[i] == g]
-            if exact:
-                v = x[exact[0]]
-                out.append(v if math.isfinite(v) else NAN)  # never inf
-                continue
-            if not at_or_before or not at_or_after:
-                out.append(NAN)  # outside the series
-                continue
-            j0 = max(at_or_before, key=lambda i: t[i])
-            j1 = min(at_or_after, key=lambda i: t[i])
-            a, b = x[j0], x[j1]
-            span = t[j1] - t[j0]
-            if span > max_age_ns or not (math.isfinite(a) and math.isfinite(b)):
-                out.append(NAN)
-                continue
-            # weighted mean of the two neighbours
-            out.append((a * (t[j1] - g) + b * (g - t[j0])) / span)
-        else:
-            raise ValueError(method)
-    return np.array(out, dtype=np.float64)
-
-
-def align_many(offsets, t_ns, values, grid_ns, *, method="hold", max_age_ns):
-    off = _ints(offsets)
-    t = np.asarray(t_ns)
-    x = np.asarray(values, dtype=np.float64)
-    n_series = len(off) - 1
-    ages = _ints(np.broadcast_to(np.asarray(max_age_ns), (n_series,)))
-    rows = [
-        align(t[off[s] : off[s + 1]], x[off[s] : off[s + 1]], grid_ns, method=method, max_age_ns=ages[s])
-        for s in range(n_series)
-    ]
-    return np.array(rows, dtype=np.float64).reshape(n_series, len(np.asarray(grid_ns)))
-
-
-# ---------------------------------------------------------------------------
 # rebinning
 
 
@@ -320,31 +266,6 @@ def rolling_ratio(
             ratios[w, i] = r
             covs[w, i] = c
     return ratios, covs
-
-
-# ---------------------------------------------------------------------------
-# guarded ratios
-
-
-def ratio(numerator, denominator, *, coverage=None, min_coverage=0.0):
-    arrays = [np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)]
-    if coverage is not None:
-        arrays.append(np.asarray(coverage, dtype=np.float64))
-    arrays = np.broadcast_arrays(*arrays)
-    shape = arrays[0].shape
-    out = np.empty(shape)
-    for idx in np.ndindex(shape):
-        a = float(arrays[0][idx])
-        b = float(arrays[1][idx])
-        r = NAN
-        if math.isfinite(a) and math.isfinite(b) and b > 0:
-            if coverage is None or float(arrays[2][idx]) >= min_coverage:
-                q = a / b
-                r = q if math.isfinite(q) else NAN
-        out[idx] = r
-    if shape == ():
-        return float(out[()])
-    return out
 
 
 # ---------------------------------------------------------------------------
