@@ -275,3 +275,19 @@ def test_reset_to_a_negative_reading_is_never_negative_energy():
     out = register_deltas([0, 10], [5.0, -3.0])
     assert np.isnan(out.delta[0])
     assert out.flags[0] == FLAG_RESET
+
+
+@pytest.mark.parametrize("bad", [1, 70_000, 199_999])
+def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named(bad):
+    n = 200_000
+    t = np.arange(n, dtype=np.int64) * 10
+    t[bad] = t[bad - 1]
+    t[n - 1] = 0  # a second fault later on: the first one is named
+    if bad == n - 1:
+        t[bad] = 0
+    msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
+    with pytest.raises(ValueError, match=esc(msg)):
+        integrate_power(t, np.ones(n), max_gap_ns=100)
+    t[bad] = t[bad - 1] + 5
+    t[n - 1] = t[n - 2] + 10
+    assert register_deltas(t, np.arange(n, dtype=np.float64)).delta.shape == (n - 1,)
