@@ -167,12 +167,6 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
     for z in range(3):  # three zones
         coef[z + 1, z::3] = 1.0
 
-    offsets = np.arange(0, n + 1, n // 1000, dtype=np.int64)
-    offsets[-1] = n
-    # 1000 series back to back: reuse slices of t (each strictly increasing).
-    many_grid = np.arange(t[0], t[offsets[1] - 1], SECOND * 10, dtype=np.int64)
-    t_many = np.concatenate([t[offsets[s] : offsets[s + 1]] - (t[offsets[s]] - t[0]) for s in range(len(offsets) - 1)])
-
     cases: list[tuple[str, Callable[[], object], int, Callable[[], object] | None, float, float]] = []
     # name, kernel call, input bytes, pandas call, bandwidth target, speedup target
 
@@ -205,31 +199,6 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
             t.nbytes + fac_w.nbytes,
             pd_integrate if pd else None,
             0.30,
-            0.0,
-        )
-    )
-
-    def pd_align():
-        s = pd.Series(fac_w, index=pd.DatetimeIndex(t))
-        return s.reindex(pd.DatetimeIndex(grid), method="ffill", tolerance=pd.Timedelta(5, "s"))
-
-    cases.append(
-        (
-            "align_hold",
-            lambda: k.align(t, fac_w, grid, method="hold", max_age_ns=5 * SECOND),
-            t.nbytes + fac_w.nbytes + grid.nbytes,
-            pd_align if pd else None,
-            0.0,
-            0.0,
-        )
-    )
-    cases.append(
-        (
-            "align_many",
-            lambda: k.align_many(offsets, t_many, fac_w, many_grid, method="linear", max_age_ns=5 * SECOND),
-            t_many.nbytes + fac_w.nbytes,
-            None,
-            0.0,
             0.0,
         )
     )
@@ -330,22 +299,6 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
             pd_pue if pd else None,
             0.50,
             20.0,
-        )
-    )
-
-    def pd_ratio():
-        a = pd.Series(fac_j)
-        b = pd.Series(it_j)
-        return (a / b).where(b > 0)
-
-    cases.append(
-        (
-            "pue_ratio",
-            lambda: k.pue(fac_j, it_j),
-            fac_j.nbytes + it_j.nbytes,
-            pd_ratio if pd else None,
-            0.0,
-            0.0,
         )
     )
 

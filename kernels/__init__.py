@@ -35,11 +35,10 @@ from puewatch.kernels.flags import (
 )
 from puewatch.kernels.counters import register_deltas, RegisterDeltas
 from puewatch.kernels.integrate import integrate_power, PowerIntegral
-from puewatch.kernels.align import align, align_many
 from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
 from puewatch.kernels.aggregate import group_sums, GroupSums
 from puewatch.kernels.rolling import rolling_sums, rolling_ratio, RollingSums, RollingRatio
-from puewatch.kernels.ratios import ratio, pue, partial_pue, clf, plf, cop
+from puewatch.kernels.scans import energy_before, power_fill, register_spans, PowerFill, RegisterSpans
 
 __all__ = [
     "FLAG_OK",
@@ -53,8 +52,6 @@ __all__ = [
     "RegisterDeltas",
     "integrate_power",
     "PowerIntegral",
-    "align",
-    "align_many",
     "rebin_energy",
     "RebinnedEnergy",
     "group_sums",
@@ -63,10 +60,9 @@ __all__ = [
     "rolling_ratio",
     "RollingSums",
     "RollingRatio",
-    "ratio",
-    "pue",
-    "partial_pue",
-    "clf",
-    "plf",
-    "cop",
+    "energy_before",
+    "register_spans",
+    "RegisterSpans",
+    "power_fill",
+    "PowerFill",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 def as_time_ns(t, name: str = "t_ns") -> np.ndarray:
@@ -72,8 +72,47 @@ def _first_not_increasing(t):
     return -1
 
 
+@njit(cache=True, nogil=True)
+def _count_not_increasing(t, i0, i1):
+    # No early exit: a branch-free count the compiler vectorises (about 3x the speed of
+    # a loop that stops at the first fault); the fault itself is found only on failure.
+    bad = 0
+    for i in range(i0, i1):
+        bad += t[i] <= t[i - 1]
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def _first_not_increasing_blocks(t, n_blocks):
+    n = t.shape[0]
+    first = np.full(n_blocks, -1, dtype=np.int64)
+    for b in prange(n_blocks):
+        i0 = max(1, b * n // n_blocks)
+        i1 = (b + 1) * n // n_blocks
+        if i0 < i1 and _count_not_increasing(t, i0, i1) > 0:
+            for i in range(i0, i1):
+                if t[i] <= t[i - 1]:
+                    first[b] = i
+                    break
+    for b in range(n_blocks):
+        if first[b] >= 0:
+            return first[b]
+    return -1
+
+
+# From this many times on, the check runs in parallel blocks (starting threads costs more below).
+_PARALLEL_CHECK = 1 << 16
+
+
+def first_not_increasing(t: np.ndarray) -> int:
+    """The first index i with t[i] <= t[i - 1], or -1."""
+    if t.shape[0] < _PARALLEL_CHECK:
+        return int(_first_not_increasing(t))
+    return int(_first_not_increasing_blocks(t, 64))
+
+
 def strictly_increasing(t: np.ndarray, name: str = "t_ns") -> None:
-    i = int(_first_not_increasing(t))
+    i = first_not_increasing(t)
     if i >= 0:
         not_increasing_error(t, i, name)
 
@@ -83,3 +122,20 @@ def not_increasing_error(t: np.ndarray, i: int, name: str = "t_ns") -> None:
     raise ValueError(
         f"{name}: times must be strictly increasing; index {i} ({t[i]}) is not after index {i - 1} ({t[i - 1]})"
     )
+
+
+# Intervals per parallel task at least: starting threads costs more than a shorter series takes.
+_MIN_CHUNK = 1 << 16
+
+
+def n_chunks(n: int) -> int:
+    """Parallel chunks for n independent elements: one per thread, one for short series."""
+    import numba
+
+    return max(1, min(numba.get_num_threads(), n // _MIN_CHUNK))
+
+
+def n_blocks(n: int) -> int:
+    """Fixed blocks for a parallel sum of n elements: set by n alone, so the sum's rounding
+    does not depend on the number of threads."""
+    return max(1, min(64, n // _MIN_CHUNK))

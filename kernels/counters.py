@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
@@ -30,11 +30,11 @@ class RegisterDeltas(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags):
+def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags, i0, i1):
     # modulus <= 0: the register does not wrap. max_rate_per_ns = inf: no power bound.
     half_modulus = 0.5 * modulus
     bounded = max_rate_per_ns < math.inf
-    for i in range(t.shape[0] - 1):
+    for i in range(i0, i1):
         a = reading[i]
         b = reading[i + 1]
         dt = t[i + 1] - t[i]
@@ -71,6 +71,15 @@ def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_fro
             f |= FLAG_JUMP
         delta[i] = d
         flags[i] = f
+
+
+@njit(cache=True, parallel=True)
+def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, n_chunks, delta, flags):
+    # Every interval stands alone: parallel over chunks of intervals.
+    n = t.shape[0] - 1
+    for ch in prange(n_chunks):
+        _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags,
+                        ch * n // n_chunks, (ch + 1) * n // n_chunks)
 
 
 def register_deltas(
@@ -141,5 +150,5 @@ def register_deltas(
     n = max(t.shape[0] - 1, 0)
     delta = np.empty(n, dtype=np.float64)
     flags = np.empty(n, dtype=np.uint8)
-    _register_deltas(t, r, mod, rate, res, bool(reset_from_zero), delta, flags)
+    _register_deltas(t, r, mod, rate, res, bool(reset_from_zero), v.n_chunks(n), delta, flags)
     return RegisterDeltas(delta, flags)

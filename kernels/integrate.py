@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
@@ -19,10 +19,10 @@ class PowerIntegral(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def _integrate_power(t, p, max_gap_ns, energy):
+def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
     total = 0.0
     missing = 0
-    for i in range(t.shape[0] - 1):
+    for i in range(i0, i1):
         dt = t[i + 1] - t[i]
         a = p[i]
         b = p[i + 1]
@@ -34,6 +34,23 @@ def _integrate_power(t, p, max_gap_ns, energy):
             energy[i] = np.nan
             missing += dt
     return total, missing
+
+
+@njit(cache=True, parallel=True)
+def _integrate_power(t, p, max_gap_ns, n_blocks, energy):
+    # Parallel over a fixed number of blocks (set by the length, not the thread count), the
+    # block totals added in order: the same total_j however many threads run.
+    n = t.shape[0] - 1
+    totals = np.empty(n_blocks)
+    missing = np.empty(n_blocks, dtype=np.int64)
+    for b in prange(n_blocks):
+        totals[b], missing[b] = _integrate_range(t, p, max_gap_ns, energy, b * n // n_blocks, (b + 1) * n // n_blocks)
+    total = 0.0
+    gap = 0
+    for b in range(n_blocks):
+        total += totals[b]
+        gap += missing[b]
+    return total, gap
 
 
 def integrate_power(t_ns, power_w, *, max_gap_ns: int) -> PowerIntegral:
@@ -56,5 +73,5 @@ def integrate_power(t_ns, power_w, *, max_gap_ns: int) -> PowerIntegral:
     v.strictly_increasing(t)
     gap = v.positive_ns(max_gap_ns, "max_gap_ns")
     energy = np.empty(max(t.shape[0] - 1, 0), dtype=np.float64)
-    total, missing = _integrate_power(t, p, gap, energy)
+    total, missing = _integrate_power(t, p, gap, v.n_blocks(energy.shape[0]), energy)
     return PowerIntegral(energy, float(total), int(missing))

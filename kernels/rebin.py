@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
@@ -26,41 +26,76 @@ class RebinnedEnergy(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def _rebin_energy(t, e, grid, max_span_ns, out_e, out_cov, out_spread):
-    n_grid = grid.shape[0] - 1
-    for k in range(n_grid):
-        out_e[k] = 0.0
-        out_cov[k] = 0.0
-        out_spread[k] = 0.0
-    k = 0
-    for i in range(t.shape[0] - 1):
-        x = e[i]
-        if not abs(x) < np.inf:
-            continue
-        a = t[i]
-        b = t[i + 1]
-        dt = b - a
-        long_interval = dt > max_span_ns
-        while k < n_grid and grid[k + 1] <= a:
-            k += 1
-        kk = k
-        while kk < n_grid and grid[kk] < b:
-            lo = a if a > grid[kk] else grid[kk]
-            hi = b if b < grid[kk + 1] else grid[kk + 1]
-            overlap = hi - lo
-            if overlap > 0:
-                share = x * (overlap / dt)
-                out_e[kk] += share
-                out_cov[kk] += overlap
-                if long_interval:
-                    out_spread[kk] += share
-            kk += 1
-    for k in range(n_grid):
-        covered_ns = out_cov[k]
-        out_cov[k] = covered_ns / (grid[k + 1] - grid[k])
-        if covered_ns == 0.0:
+def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
+    # Grid bins [k0, k1), each gathered from the input intervals that overlap it, in
+    # order, and written once: the same sums, in the same order, as spreading each
+    # interval over its bins, without a second pass over the outputs.
+    n = t.shape[0] - 1
+    # First interval that ends after the first bin starts (binary search).
+    lo = 0
+    hi = n
+    g = grid[k0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t[mid + 1] <= g:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo
+    for k in range(k0, k1):
+        g0 = grid[k]
+        g1 = grid[k + 1]
+        acc_e = 0.0
+        acc_cov = 0.0
+        acc_spread = 0.0
+        j = i
+        while j < n and t[j] < g1:
+            x = e[j]
+            if abs(x) < np.inf:
+                a = t[j]
+                b = t[j + 1]
+                lo_ = a if a > g0 else g0
+                hi_ = b if b < g1 else g1
+                overlap = hi_ - lo_
+                if overlap > 0:
+                    dt = b - a
+                    share = x * (overlap / dt)
+                    acc_e += share
+                    acc_cov += overlap
+                    if dt > max_span_ns:
+                        acc_spread += share
+            j += 1
+        # Intervals that end by this bin's end are done; one straddling it comes again.
+        while i < n and t[i + 1] <= g1:
+            i += 1
+        out_cov[k] = acc_cov / (g1 - g0)
+        if acc_cov == 0.0:
             out_e[k] = np.nan
             out_spread[k] = np.nan
+        else:
+            out_e[k] = acc_e
+            out_spread[k] = acc_spread
+
+
+@njit(cache=True, parallel=True)
+def _rebin_energy(t, e, grid, max_span_ns, n_chunks, out_e, out_cov, out_spread):
+    # Parallel over blocks of grid bins: each task owns its bins, so no two add into one.
+    n_grid = grid.shape[0] - 1
+    for ch in prange(n_chunks):
+        k0 = ch * n_grid // n_chunks
+        k1 = (ch + 1) * n_grid // n_chunks
+        if k0 < k1:
+            _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread)
+
+
+# Below this many grid bins per thread, one task: starting threads costs more than it saves.
+_MIN_CHUNK = 1 << 15
+
+
+def _n_chunks(n_grid: int) -> int:
+    import numba
+
+    return max(1, min(numba.get_num_threads(), n_grid // _MIN_CHUNK))
 
 
 def rebin_energy(t_ns, energy, grid_ns, *, max_span_ns: int | None = None) -> RebinnedEnergy:
@@ -95,5 +130,5 @@ def rebin_energy(t_ns, energy, grid_ns, *, max_span_ns: int | None = None) -> Re
     out_e = np.empty(n_grid, dtype=np.float64)
     out_cov = np.empty(n_grid, dtype=np.float64)
     out_spread = np.empty(n_grid, dtype=np.float64)
-    _rebin_energy(t, x, g, span, out_e, out_cov, out_spread)
+    _rebin_energy(t, x, g, span, _n_chunks(n_grid), out_e, out_cov, out_spread)
     return RebinnedEnergy(out_e, out_cov, out_spread)

@@ -136,60 +136,6 @@ def integrate_power(t_ns, power_w, *, max_gap_ns):
 
 
 # ---------------------------------------------------------------------------
-# alignment
-
-
-def align(t_ns, values, grid_ns, *, method="hold", max_age_ns):
-    t = _ints(t_ns)
-    x = _floats(values)
-    out = []
-    for g in _ints(grid_ns):
-        at_or_before = [i for i in range(len(t)) if t[i] <= g]
-        at_or_after = [i for i in range(len(t)) if t[i] >= g]
-        if method == "hold":
-            if not at_or_before:
-                out.append(NAN)
-                continue
-            j = max(at_or_before, key=lambda i: t[i])
-            # a NaN or infinite sample holds as NaN
-            out.append(x[j] if g - t[j] <= max_age_ns and math.isfinite(x[j]) else NAN)
-        elif method == "linear":
-            exact = [i for i in range(len(t)) if t[i] == g]
-            if exact:
-                v = x[exact[0]]
-                out.append(v if math.isfinite(v) else NAN)  # never inf
-                continue
-            if not at_or_before or not at_or_after:
-                out.append(NAN)  # outside the series
-                continue
-            j0 = max(at_or_before, key=lambda i: t[i])
-            j1 = min(at_or_after, key=lambda i: t[i])
-            a, b = x[j0], x[j1]
-            span = t[j1] - t[j0]
-            if span > max_age_ns or not (math.isfinite(a) and math.isfinite(b)):
-                out.append(NAN)
-                continue
-            # weighted mean of the two neighbours
-            out.append((a * (t[j1] - g) + b * (g - t[j0])) / span)
-        else:
-            raise ValueError(method)
-    return np.array(out, dtype=np.float64)
-
-
-def align_many(offsets, t_ns, values, grid_ns, *, method="hold", max_age_ns):
-    off = _ints(offsets)
-    t = np.asarray(t_ns)
-    x = np.asarray(values, dtype=np.float64)
-    n_series = len(off) - 1
-    ages = _ints(np.broadcast_to(np.asarray(max_age_ns), (n_series,)))
-    rows = [
-        align(t[off[s] : off[s + 1]], x[off[s] : off[s + 1]], grid_ns, method=method, max_age_ns=ages[s])
-        for s in range(n_series)
-    ]
-    return np.array(rows, dtype=np.float64).reshape(n_series, len(np.asarray(grid_ns)))
-
-
-# ---------------------------------------------------------------------------
 # rebinning
 
 
@@ -323,25 +269,72 @@ def rolling_ratio(
 
 
 # ---------------------------------------------------------------------------
-# guarded ratios
+# per-meter scans (spans, energy before given times)
 
 
-def ratio(numerator, denominator, *, coverage=None, min_coverage=0.0):
-    arrays = [np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)]
-    if coverage is not None:
-        arrays.append(np.asarray(coverage, dtype=np.float64))
-    arrays = np.broadcast_arrays(*arrays)
-    shape = arrays[0].shape
-    out = np.empty(shape)
-    for idx in np.ndindex(shape):
-        a = float(arrays[0][idx])
-        b = float(arrays[1][idx])
-        r = NAN
-        if math.isfinite(a) and math.isfinite(b) and b > 0:
-            if coverage is None or float(arrays[2][idx]) >= min_coverage:
-                q = a / b
-                r = q if math.isfinite(q) else NAN
-        out[idx] = r
-    if shape == ():
-        return float(out[()])
-    return out
+def _union(intervals) -> tuple[list[int], list[int]]:
+    """Sorted disjoint spans covering the (a, b) pairs; touching ones joined."""
+    spans: list[list[int]] = []
+    for a, b in sorted(intervals):
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return [s for s, _ in spans], [e for _, e in spans]
+
+
+def energy_before(t_ns, energy, x_ns, *, max_interval_ns=None):
+    """For each x: the finite energies of intervals no longer than the limit, in full when
+    the interval ends by x, in proportion to the part before x when it holds x."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    out = []
+    for x in _ints(x_ns):
+        full, part = [], 0.0
+        for i in range(len(t) - 1):
+            a, b = t[i], t[i + 1]
+            if not math.isfinite(e[i]) or (max_interval_ns is not None and b - a > max_interval_ns):
+                continue
+            if b <= x:
+                full.append(e[i])
+            elif a < x:
+                part = e[i] * ((x - a) / (b - a))
+        out.append(math.fsum(full) + part)
+    return np.array(out, dtype=np.float64)
+
+
+def register_spans(t_ns, delta, flags, start_ns, end_ns, max_gap_ns):
+    """Returns (resets, used, known starts, known ends, observed starts, observed ends)."""
+    t = _ints(t_ns)
+    d = _floats(delta)
+    f = _ints(flags)
+    resets, used, known, observed = 0, False, [], []
+    for i in range(len(t) - 1):
+        a, b = t[i], t[i + 1]
+        in_period = b > start_ns and a < end_ns
+        if in_period and f[i] & RESET:
+            resets += 1
+        if not math.isfinite(d[i]):
+            continue
+        used = used or in_period
+        known.append((a, b))
+        if b - a <= max_gap_ns:
+            observed.append((a, b))
+    return (resets, used, *_union(known), *_union(observed))
+
+
+def power_fill(t_ns, energy, register_start_ns, register_end_ns, start_ns, end_ns):
+    """Returns (energy kept where no register span overlaps, used, observed starts, observed ends)."""
+    t = _ints(t_ns)
+    e = _floats(energy)
+    spans = list(zip(_ints(register_start_ns), _ints(register_end_ns)))
+    out, used, kept = [], False, []
+    for i in range(len(t) - 1):
+        a, b = t[i], t[i + 1]
+        if not math.isfinite(e[i]) or any(s < b and a < r for s, r in spans):
+            out.append(NAN)
+            continue
+        out.append(e[i])
+        used = used or (b > start_ns and a < end_ns)
+        kept.append((a, b))
+    return (np.array(out, dtype=np.float64), used, *_union(kept))

@@ -46,13 +46,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from puewatch import __version__
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_time, is_annual, month_start, parse_time
 from puewatch.core import energy as policy
-from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy
+from puewatch.kernels import energy_before, integrate_power, power_fill, rebin_energy, register_spans
 
 SCHEMA = "puewatch.report/1"
 DEFAULT_MAX_GAP_NS = 15 * 60 * NS
@@ -179,37 +178,6 @@ def _cover_upto(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarr
     return np.where(j >= 0, cum[jj] + inside, 0)
 
 
-@njit(cache=True, nogil=True)
-def _energy_before(t, e, max_len, x):
-    """Energy of the intervals (t[i], t[i+1]) with a finite e[i] and a length <= max_len
-    before each of the sorted times x.
-
-    An interval's energy is taken as spread evenly over it (as `rebin_energy` spreads it
-    over bins): before x it counts in full when it ends by x, in proportion when it holds
-    x. One pass over the intervals (they are consecutive, so in order) and the points.
-    """
-    out = np.empty(x.shape[0])
-    run = 0.0
-    k = 0
-    for i in range(t.shape[0] - 1):
-        a = t[i]
-        b = t[i + 1]
-        while k < x.shape[0] and x[k] <= a:
-            out[k] = run
-            k += 1
-        ei = e[i]
-        if not abs(ei) < np.inf or b - a > max_len:
-            continue
-        while k < x.shape[0] and x[k] < b:
-            out[k] = run + ei * ((x[k] - a) / (b - a))
-            k += 1
-        run += ei
-    while k < x.shape[0]:
-        out[k] = run
-        k += 1
-    return out
-
-
 # -- per meter ------------------------------------------------------------------------------
 
 
@@ -241,89 +209,6 @@ def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.n
     if keep.all():
         return t, x  # the common case: no copies of a year of readings
     return t[keep], x[keep]
-
-
-# One pass over a meter's intervals instead of a dozen NumPy passes and two sorts: a year of
-# 1-minute readings is half a million intervals per meter, and a site has hundreds of meters.
-# Intervals (t[i], t[i+1]) are consecutive, so a union of some of them is found in order:
-# a kept interval joins the run in progress when it starts where the run ends (as `_merge`
-# joins touching intervals), else it starts a new run.
-
-
-@njit(cache=True, nogil=True)
-def _register_scan(t, delta, flags, start, end, max_gap, reset_flag):
-    n = t.shape[0] - 1
-    reg_s = np.empty(n, np.int64)
-    reg_e = np.empty(n, np.int64)
-    obs_s = np.empty(n, np.int64)
-    obs_e = np.empty(n, np.int64)
-    nr = 0
-    no = 0
-    resets = 0
-    used = False
-    for i in range(n):
-        a = t[i]
-        b = t[i + 1]
-        in_period = b > start and a < end
-        if in_period and (flags[i] & reset_flag) != 0:
-            resets += 1
-        if not abs(delta[i]) < np.inf:
-            continue
-        if in_period:
-            used = True
-        # (Written out here and below, not in a shared helper: one made this loop six times slower.)
-        if nr > 0 and a <= reg_e[nr - 1]:
-            if b > reg_e[nr - 1]:
-                reg_e[nr - 1] = b
-        else:
-            reg_s[nr] = a
-            reg_e[nr] = b
-            nr += 1
-        if b - a <= max_gap:
-            if no > 0 and a <= obs_e[no - 1]:
-                if b > obs_e[no - 1]:
-                    obs_e[no - 1] = b
-            else:
-                obs_s[no] = a
-                obs_e[no] = b
-                no += 1
-    return resets, used, reg_s[:nr].copy(), reg_e[:nr].copy(), obs_s[:no].copy(), obs_e[:no].copy()
-
-
-@njit(cache=True, nogil=True)
-def _power_scan(t, e_wh, reg_s, reg_e, start, end):
-    """e_wh with NaN where a register span overlaps; whether any is used in the period; observed runs."""
-    n = t.shape[0] - 1
-    e_used = np.empty(n, np.float64)
-    obs_s = np.empty(n, np.int64)
-    obs_e = np.empty(n, np.int64)
-    no = 0
-    used = False
-    j = 0  # register spans reg_s[:j] start before the current interval's end
-    for i in range(n):
-        a = t[i]
-        b = t[i + 1]
-        ok = abs(e_wh[i]) < np.inf
-        if ok and reg_s.shape[0] > 0:
-            # Power fills in only where the register says nothing: never count energy twice.
-            while j < reg_s.shape[0] and reg_s[j] < b:
-                j += 1
-            if j > 0 and reg_e[j - 1] > a:
-                ok = False
-        if not ok:
-            e_used[i] = np.nan
-            continue
-        e_used[i] = e_wh[i]
-        if b > start and a < end:
-            used = True
-        if no > 0 and a <= obs_e[no - 1]:
-            if b > obs_e[no - 1]:
-                obs_e[no - 1] = b
-        else:
-            obs_s[no] = a
-            obs_e[no] = b
-            no += 1
-    return e_used, used, obs_s[:no].copy(), obs_e[:no].copy()
 
 
 def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap: int,
@@ -359,8 +244,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
             if outcomes["jump"]:
                 jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
         # reg_*: every span with a known delta (even a long one); observed: the short ones.
-        resets, used_register, reg_s, reg_e, s, e = _register_scan(
-            te, d.delta, d.flags, start, end, max_gap, FLAG_RESET)
+        resets, used_register, reg_s, reg_e, s, e = register_spans(te, d.delta, d.flags, start, end, max_gap)
         resets = int(resets)
         used_register = bool(used_register)
         if before is None:  # (the days are not wanted with points)
@@ -372,7 +256,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         obs_s.append(s)
         obs_e.append(e)
         if before is not None:
-            before += _energy_before(te, d.delta, max_gap, points)
+            before += energy_before(te, d.delta, points, max_interval_ns=max_gap)
 
     if readings.power_w is not None:
         checked, power_refused = policy.checked_power(readings.power_w, limit)
@@ -382,7 +266,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     if tp.size >= 2:
         integral = integrate_power(tp, xp, max_gap_ns=max_gap)
         e_wh = integral.energy_j / 3600.0
-        e_used, used_power, s, e = _power_scan(tp, e_wh, reg_s, reg_e, start, end)
+        e_used, used_power, s, e = power_fill(tp, e_wh, reg_s, reg_e, start, end)
         used_power = bool(used_power)
         if before is None:
             reb = rebin_energy(tp, e_used, grid)
@@ -393,7 +277,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
         obs_s.append(s)
         obs_e.append(e)
         if before is not None:
-            before += _energy_before(tp, e_used, np.iinfo(np.int64).max, points)
+            before += energy_before(tp, e_used, points)
 
     energy[coverage_any <= 0] = np.nan
     estimated[coverage_any <= 0] = np.nan

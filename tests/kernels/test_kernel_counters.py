@@ -163,7 +163,7 @@ def test_raw_kernel_flags_bad_time():
     r = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
     delta = np.empty(4)
     flags = np.empty(4, dtype=np.uint8)
-    _register_deltas(t, r, 0.0, math.inf, 0.0, True, delta, flags)
+    _register_deltas(t, r, 0.0, math.inf, 0.0, True, 1, delta, flags)
     # (0,10]: 2 - 1 = 1 | (10,10]: not after -> bad | (10,5]: before -> bad | (5,20]: 6 - 4 = 2
     expected_flags = [FLAG_OK, FLAG_BAD_TIME, FLAG_BAD_TIME, FLAG_OK]
     np.testing.assert_array_equal(flags, expected_flags)
@@ -315,3 +315,22 @@ def test_wrapped_register_within_power_bound_gives_the_unwrapped_deltas(data):
     assert np.all(plain.flags == FLAG_OK)
     assert_close(wrapped.delta, plain.delta, rtol=0, atol=0)
     assert np.all((wrapped.flags == FLAG_OK) | (wrapped.flags == FLAG_WRAP))
+
+
+def test_parallel_chunks_give_the_same_bits():
+    from puewatch.kernels.counters import _register_deltas
+
+    rng = np.random.default_rng(5)
+    t = np.cumsum(rng.integers(1, 10, 1000)).astype(np.int64)
+    r = np.cumsum(rng.random(1000))
+    r[rng.random(1000) < 0.05] = 0.0  # resets
+    outs = []
+    for chunks in (1, 2, 7):
+        delta, flags = np.empty(999), np.empty(999, dtype=np.uint8)
+        _register_deltas(t, r, 0.0, math.inf, 0.0, True, chunks, delta, flags)
+        outs.append((delta, flags))
+    for delta, flags in outs[1:]:
+        np.testing.assert_array_equal(delta, outs[0][0])
+        np.testing.assert_array_equal(flags, outs[0][1])
+    ref_delta, ref_flags = naive.register_deltas(t, r)
+    assert_close(outs[0][0], ref_delta)

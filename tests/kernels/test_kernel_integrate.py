@@ -118,3 +118,20 @@ def test_constant_power_gives_power_times_duration(t, power_w):
     assert res.missing_ns == 0  # no step is longer than max_gap_ns
     duration_s = (int(t[-1]) - int(t[0])) / 1e9
     assert math.isclose(res.total_j, power_w * duration_s, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_parallel_blocks_sum_in_order():
+    # Block totals are added in block order: the total is the same for any thread count
+    # and close to the exact sum.
+    from puewatch.kernels.integrate import _integrate_power
+
+    rng = np.random.default_rng(4)
+    t = T0_NS + np.cumsum(rng.integers(1, 3 * SECOND_NS, 500)).astype(np.int64)
+    p = rng.random(500) * 1e5
+    p[rng.random(500) < 0.05] = NAN
+    e = np.empty(499)
+    for blocks in (1, 3, 8):
+        total, missing = _integrate_power(t, p, 2 * SECOND_NS, blocks, e)
+        ref_e, ref_total, ref_missing = naive.integrate_power(t, p, max_gap_ns=2 * SECOND_NS)
+        assert_close(e, ref_e)
+        assert total == pytest.approx(ref_total, rel=1e-12) and missing == ref_missing

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 
 from puewatch.kernels import (
-    align,
-    align_many,
     group_sums,
     integrate_power,
-    pue,
-    ratio,
     rebin_energy,
     register_deltas,
     rolling_ratio,
@@ -39,10 +35,6 @@ def test_non_increasing_times_name_the_index():
         register_deltas([0, 10, 10, 20], [1.0, 2.0, 3.0, 4.0])
     with pytest.raises(ValueError, match=esc(msg)):
         integrate_power([0, 10, 10, 20], [1.0] * 4, max_gap_ns=100)
-    with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (5) is not after index 0 (10)")):
-        align([10, 5], [1.0, 2.0], [1], max_age_ns=5)
-    with pytest.raises(ValueError, match=esc("grid_ns: times must be strictly increasing; index 3 (2) is not after index 2 (3)")):
-        align([10, 20], [1.0, 2.0], [1, 2, 3, 2], max_age_ns=5)
     with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (0) is not after index 0 (0)")):
         rebin_energy([0, 0], [1.0], [0, 10])
     with pytest.raises(ValueError, match=esc("grid_ns: times must be strictly increasing; index 1 (0) is not after index 0 (10)")):
@@ -76,7 +68,7 @@ def test_time_dtypes():
     with pytest.raises(TypeError, match="t_ns: expected int64 nanoseconds or datetime64, got dtype bool"):
         integrate_power(np.array([False, True]), [1.0, 2.0], max_gap_ns=5)
     with pytest.raises(TypeError, match="grid_ns: expected int64 nanoseconds or datetime64"):
-        align([0, 1], [1.0, 2.0], ["x"], max_age_ns=5)
+        rebin_energy([0, 1], [1.0], ["x"])
 
 
 def test_uint64_times():
@@ -112,7 +104,7 @@ def test_nat_times_are_rejected():
     with pytest.raises(ValueError, match="t_ns: NaT is not a time"):
         integrate_power(t, [1.0, 1.0, 1.0], max_gap_ns=10**9)
     with pytest.raises(ValueError, match="grid_ns: NaT is not a time"):
-        align([0, 1], [1.0, 2.0], np.array(["NaT"], dtype="datetime64[s]"), max_age_ns=5)
+        rebin_energy([0, 1], [1.0], np.array(["NaT"], dtype="datetime64[s]"))
 
 
 # ---------------------------------------------------------------------------
@@ -140,8 +132,6 @@ def test_wrong_lengths():
         register_deltas(T3, [1.0, 2.0])
     with pytest.raises(ValueError, match="power_w: length 4 does not match 3"):
         integrate_power(T3, [1.0] * 4, max_gap_ns=5)
-    with pytest.raises(ValueError, match="values: length 2 does not match 3"):
-        align(T3, [1.0, 2.0], [5], max_age_ns=5)
     with pytest.raises(ValueError, match="energy: length 3 does not match 2"):
         rebin_energy(T3, [1.0, 2.0, 3.0], [0, 10])
     with pytest.raises(ValueError, match=esc("energy: length 1 does not match len(t_ns) - 1 = -1")):
@@ -200,8 +190,6 @@ def test_positive_whole_nanosecond_parameters(bad):
 
     with pytest.raises(ValueError, match=msg("max_gap_ns")):
         integrate_power(T3, [1.0] * 3, max_gap_ns=bad)
-    with pytest.raises(ValueError, match=msg("max_age_ns")):
-        align(T3, [1.0] * 3, [5], max_age_ns=bad)
     with pytest.raises(ValueError, match=msg("max_span_ns")):
         rebin_energy(T3, [1.0, 2.0], [0, 20], max_span_ns=bad)
 
@@ -214,64 +202,6 @@ def test_durations_that_are_not_numbers(bad):
 
 def test_whole_float_durations_are_accepted():
     assert integrate_power(T3, [1.0] * 3, max_gap_ns=10.0).missing_ns == 0
-
-
-# ---------------------------------------------------------------------------
-# align / align_many
-
-
-def test_align_method():
-    with pytest.raises(ValueError, match=esc("method: must be one of ['hold', 'linear'], got 'nearest'")):
-        align(T3, [1.0] * 3, [5], method="nearest", max_age_ns=5)
-    with pytest.raises(ValueError, match=esc("method: must be one of ['hold', 'linear'], got 'cubic'")):
-        align_many([0, 3], T3, [1.0] * 3, [5], method="cubic", max_age_ns=5)
-
-
-def test_align_many_offsets():
-    x = [1.0] * 3
-    with pytest.raises(ValueError, match="offsets: expected a 1-D array of at least one element"):
-        align_many([], T3, x, [5], max_age_ns=5)
-    with pytest.raises(ValueError, match="offsets: expected a 1-D array of at least one element"):
-        align_many([[0, 3]], T3, x, [5], max_age_ns=5)
-    msg = esc("offsets: must start at 0, not decrease and end at len(t_ns)=3")
-    for off in ([1, 3], [0, 2], [0, 2, 1, 3], [0, 4]):
-        with pytest.raises(ValueError, match=msg):
-            align_many(off, T3, x, [5], max_age_ns=5)
-    with pytest.raises(ValueError, match="values: length 2 does not match 3"):
-        align_many([0, 3], T3, [1.0, 2.0], [5], max_age_ns=5)
-
-
-def test_align_many_each_series_increasing():
-    # series 0 = [0, 10] fine, series 1 = [5, 5] repeats at its index 1
-    with pytest.raises(ValueError, match="t_ns: series 1 is not strictly increasing at its index 1"):
-        align_many([0, 2, 4], [0, 10, 5, 5], [1.0] * 4, [5], max_age_ns=5)
-    # series may overlap in time: only order within a series matters
-    out = align_many([0, 2, 4], [0, 10, 5, 6], [1.0, 2.0, 3.0, 4.0], [6], max_age_ns=10)
-    assert out[:, 0].tolist() == [1.0, 4.0]
-    with pytest.raises(ValueError, match="grid_ns: times must be strictly increasing"):
-        align_many([0, 3], T3, [1.0] * 3, [5, 5], max_age_ns=5)
-
-
-def test_align_many_max_age():
-    x = [1.0] * 3
-    with pytest.raises(ValueError, match="max_age_ns: length 1 does not match 2"):
-        align_many([0, 1, 3], T3, x, [5], max_age_ns=[5])
-    with pytest.raises(ValueError, match="max_age_ns: every value must be > 0"):
-        align_many([0, 1, 3], T3, x, [5], max_age_ns=[5, 0])
-    with pytest.raises(ValueError, match=esc("max_age_ns: must be a positive whole number of nanoseconds, got 0")):
-        align_many([0, 1, 3], T3, x, [5], max_age_ns=0)
-
-
-def test_align_many_rejects_fractional_max_age_like_align():
-    """align rejects max_age_ns=1.5; d514ade's align_many truncated it to 1 ns silently."""
-    with pytest.raises(ValueError, match=esc("max_age_ns: must be a positive whole number of nanoseconds, got 1.5")):
-        align_many([0, 1, 3], T3, [1.0] * 3, [5], max_age_ns=1.5)
-    with pytest.raises(ValueError, match="max_age_ns: must be whole numbers of nanoseconds"):
-        align_many([0, 1, 3], T3, [1.0] * 3, [5], max_age_ns=[5, 2.5])
-    with pytest.raises(ValueError, match="max_age_ns: must be whole numbers of nanoseconds"):
-        align_many([0, 1, 3], T3, [1.0] * 3, [5], max_age_ns=["5", "6"])
-    # whole floats are whole nanoseconds
-    assert align_many([0, 1, 3], T3, [1.0] * 3, [10], max_age_ns=[10.0, 1.0]).tolist() == [[1.0], [1.0]]
 
 
 # ---------------------------------------------------------------------------
@@ -335,36 +265,6 @@ def test_rolling_coverage_length_and_pairing():
 def test_min_coverage_must_lie_in_unit_interval(mc):
     with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
         rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], min_coverage=mc)
-    with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
-        ratio(1.0, 1.0, min_coverage=mc)
-    with pytest.raises(ValueError, match=esc(f"min_coverage: must lie in [0, 1], got {mc!r}")):
-        pue([1.0], [1.0], coverage=[1.0], min_coverage=mc)
-
-
-# ---------------------------------------------------------------------------
-# ratios
-
-
-def test_ratio_arguments():
-    with pytest.raises(TypeError, match="numerator: expected numbers, got dtype <U"):
-        pue("1500", 1000.0)
-    with pytest.raises(TypeError, match="denominator: expected numbers"):
-        pue(1500.0, "1000")
-    with pytest.raises(TypeError, match="coverage: expected numbers"):
-        pue(1500.0, 1000.0, coverage="full")
-    with pytest.raises(ValueError, match="shape mismatch|broadcast"):
-        pue([1.0, 2.0], [1.0, 2.0, 3.0])
-
-
-def test_ratio_rejects_coverage_outside_unit_interval():
-    from puewatch.kernels import pue
-
-    with pytest.raises(ValueError, match=r"coverage: must lie in \[0, 1\]"):
-        pue([1.5], [1.0], coverage=[7.0])
-    with pytest.raises(ValueError, match="coverage: must lie"):
-        pue([1.5], [1.0], coverage=[float("nan")])
-    with pytest.raises(ValueError, match="does not fit the energies' shape"):
-        pue([1.5], [1.0], coverage=[1.0, 1.0])
 
 
 def test_reset_to_a_negative_reading_is_never_negative_energy():
@@ -375,3 +275,19 @@ def test_reset_to_a_negative_reading_is_never_negative_energy():
     out = register_deltas([0, 10], [5.0, -3.0])
     assert np.isnan(out.delta[0])
     assert out.flags[0] == FLAG_RESET
+
+
+@pytest.mark.parametrize("bad", [1, 70_000, 199_999])
+def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named(bad):
+    n = 200_000
+    t = np.arange(n, dtype=np.int64) * 10
+    t[bad] = t[bad - 1]
+    t[n - 1] = 0  # a second fault later on: the first one is named
+    if bad == n - 1:
+        t[bad] = 0
+    msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
+    with pytest.raises(ValueError, match=esc(msg)):
+        integrate_power(t, np.ones(n), max_gap_ns=100)
+    t[bad] = t[bad - 1] + 5
+    t[n - 1] = t[n - 2] + 10
+    assert register_deltas(t, np.arange(n, dtype=np.float64)).delta.shape == (n - 1,)

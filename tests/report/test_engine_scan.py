@@ -1,7 +1,7 @@
 """The engine's one-pass per-meter scans give what the plain NumPy formulation gives, exactly.
 
 `_meter` used a dozen whole-array NumPy passes and two sorts per meter; it now makes one
-compiled pass (`_register_scan`, `_power_scan`). The NumPy formulation is kept here as the
+compiled pass (`puewatch.kernels.register_spans`, `power_fill`). The NumPy formulation is kept here as the
 reference and both are run on readings with every fault the scans branch on: missing
 readings, gaps longer than max_gap, wraps, resets, jumps, register and power together.
 """
