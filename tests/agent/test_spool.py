@@ -198,3 +198,24 @@ def test_token_is_sent(tmp_path, procs):
     wait_for(lambda: stats.points_sent == 2, 10, "authorised delivery")
     sh.stop(1.0)
     assert rx.lines() == lines("auth", 2)
+
+
+def test_a_stray_file_does_not_stop_the_spool_and_is_logged_once(tmp_path, caplog):
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "seg-backup.lp").write_text("an operator's copy\n")  # the old spool refused to start here
+    with caplog.at_level("WARNING", logger="puewatch.diskqueue"):
+        s = make(tmp_path)
+    assert caplog.text.count("unexpected file seg-backup.lp") == 1
+    s.append(lines("a", 2))
+    assert s.seal().points == 2 and (tmp_path / "spool" / "seg-backup.lp").exists()
+
+
+def test_batches_refused_after_a_restart_do_not_overwrite_older_refused_ones(tmp_path):
+    for run in ("first", "second"):  # each run starts with an empty spool
+        s = make(tmp_path)
+        s.append(lines(run, 1))
+        seg = s.seal()
+        s.reject(s.oldest(), s.read(seg))
+        s.close()
+    kept = sorted(p.read_text() for p in (tmp_path / "spool" / "rejected").iterdir())
+    assert kept == ["\n".join(lines(run, 1)) + "\n" for run in ("first", "second")]
