@@ -147,7 +147,13 @@ class DiskQueue:
             elif m := _OPEN_NAME.match(name):
                 recovered += self._seal_file(path, int(m[1]), *_recover_open(path))
             elif m := _LEGACY_NAME.match(name):
-                converted += self._convert_legacy(path, m[1], int(m[2]), m[3])
+                try:
+                    converted += self._convert_legacy(path, m[1], int(m[2]), m[3])
+                except OSError as exc:
+                    raise UserError(
+                        f"spool {path}: cannot convert this batch of the older spool format: {exc.strerror}; "
+                        f"free the disk or fix its permissions, or move the file out of {self.dir} to start without it"
+                    ) from None
         for name in sorted(os.listdir(self.dir)):
             path = self.dir / name
             if m := _REC_NAME.match(name):

@@ -261,3 +261,12 @@ def test_an_open_record_cut_anywhere_is_cut_back_to_its_last_whole_piece(tmp_pat
         assert drain(q2) == [(b"m v=1 1\n", 1)]
         q2.close()
     assert not [p for p in (tmp_path / "q").iterdir() if p.is_file()]
+
+
+def test_an_older_batch_that_cannot_be_converted_is_a_clear_error_naming_it(tmp_path):
+    q = tmp_path / "q"
+    q.mkdir()
+    old = q / "seg-0000000000000001.lp"
+    old.mkdir()  # unreadable as a file (a directory under a batch's name): read fails with EISDIR
+    with pytest.raises(UserError, match=rf"spool {old}: cannot convert .* move the file out of {q}"):
+        opened(q)
