@@ -47,7 +47,7 @@ class OutputSection:
     ca_file: str = setting("", doc="CA bundle to verify the collector's TLS certificate; empty means the system CAs.")
     timeout_s: float = setting(10.0, min=0.5, max=300.0, doc="Timeout of one HTTP request.")
     gzip_level: int = setting(6, min=1, max=9, doc="gzip compression level of request bodies.")
-    retry_initial_s: float = setting(1.0, min=0.05, max=600.0, doc="First retry delay after a failed send (doubles, with jitter).")
+    retry_initial_s: float = setting(1.0, min=0.05, max=600.0, doc="First retry delay after a failed send (the ceiling doubles per failure; full jitter).")
     retry_max_s: float = setting(60.0, min=0.1, max=3600.0, doc="Longest retry delay.")
 
     def check(self) -> list[tuple[str, str]]:

@@ -229,8 +229,8 @@ class Agent:
             "points_sent": s.points_sent,
             "batches_sent": s.batches_sent,
             "spool_bytes": self.spool.bytes,
-            "spool_batches": self.spool.segments,
-            "dropped_points": self.spool.dropped_points,
+            "spool_batches": self.spool.records,
+            "dropped_points": self.spool.lost_points,
             "rejected_points": self.spool.rejected_points,
             "source_errors": self.ctx.errors,
             "send_failures": s.send_failures,
@@ -246,7 +246,7 @@ class Agent:
         s = self.stats
         return (
             f"last sample {_iso(s.last_sample_ns)}, last ship {_iso(s.last_ship_ns)}; "
-            f"spool {self.spool.segments} batch(es) {self.spool.bytes} B; dropped {self.spool.dropped_points} point(s)"
+            f"spool {self.spool.records} batch(es) {self.spool.bytes} B; dropped {self.spool.lost_points} point(s)"
         )
 
     # -- main loop --------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class Agent:
             self.spool.append(self.ctx.take_pending())
         await loop.run_in_executor(None, self.shipper.stop, self.conf.agent.shutdown_timeout_s)
         self.spool.close()
-        log.info("stopped: %d sample(s) taken, %d point(s) sent, %d dropped", self.stats.samples_taken, self.stats.points_sent, self.spool.dropped_points)
+        log.info("stopped: %d sample(s) taken, %d point(s) sent, %d dropped", self.stats.samples_taken, self.stats.points_sent, self.spool.lost_points)
         return 0
 
     def _status(self) -> None:

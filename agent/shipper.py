@@ -5,7 +5,7 @@ small. Segments go out oldest first, one per request, gzip-compressed:
 
 - 2xx: the segment is removed from the spool;
 - 429, 5xx, timeouts, refused connections: the segment stays, and the next try
-  comes after an exponential backoff with full jitter;
+  comes after `puewatch.backoff.Backoff` (exponential, full jitter, capped);
 - any other 4xx: the collector will never take this batch; its message is
   logged, the segment is moved to spool/rejected/ and its points are counted
   as dropped (retrying forever would block everything behind it).
@@ -17,7 +17,6 @@ import gzip
 import http.client
 import json
 import logging
-import random
 import ssl
 import threading
 import time
@@ -25,6 +24,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from puewatch.agent.spool import Segment, Spool
+from puewatch.backoff import Backoff
 
 log = logging.getLogger("puewatch.agent.ship")
 
@@ -54,8 +54,7 @@ class Shipper(threading.Thread):
         self.ep = endpoint
         self.stats = stats
         self.flush_interval_s = flush_interval_s
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
+        self.backoff = Backoff(retry_initial_s, retry_max_s)
         parts = urllib.parse.urlsplit(endpoint.url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
@@ -70,7 +69,6 @@ class Shipper(threading.Thread):
         self._conn: http.client.HTTPConnection | None = None
         self._stopping = threading.Event()
         self._deadline: float | None = None
-        self._failures = 0
         self._retry_at = 0.0
         self._down_logged = False
 
@@ -90,7 +88,7 @@ class Shipper(threading.Thread):
             if self._stopping.is_set():
                 self._final_flush()
                 return
-            wake = next_flush if not self._failures else min(next_flush, self._retry_at)
+            wake = next_flush if not self.backoff.failures else min(next_flush, self._retry_at)
             timeout = max(0.0, wake - time.monotonic())
             self.spool.seal_wanted.wait(timeout)
             now = time.monotonic()
@@ -111,7 +109,7 @@ class Shipper(threading.Thread):
         except OSError as exc:
             log.error("spool: cannot seal the last batch: %s", exc)
         self._drain(final=True)
-        left = self.spool.pending_points
+        left = self.spool.points
         if left:
             log.warning("stopping with %d point(s) in the spool %s; they are sent at the next start", left, self.spool.dir)
         self._close()
@@ -134,20 +132,16 @@ class Shipper(threading.Thread):
                 outcome = "retry"
             if outcome == "retry":
                 self.spool.release()
-                self._failures += 1
-                backoff = min(self.retry_max_s, self.retry_initial_s * 2 ** min(self._failures - 1, 30))
-                delay = random.uniform(backoff / 2, backoff)  # jitter: nodes do not retry in step
+                delay = self.backoff.failed()
                 self._retry_at = time.monotonic() + delay
                 self.stats.send_failures += 1
                 log.debug("next attempt in %.1f s", delay)
                 return
 
     def _send(self, seg: Segment) -> str:
-        try:
-            data = self.spool.read(seg)
-        except FileNotFoundError:
-            self.spool.done(seg)  # evicted meanwhile; already counted as dropped
-            return "ok"
+        data = self.spool.read(seg)
+        if data is None:
+            return "ok"  # unreadable: the spool has dropped it, counted and logged
         body = gzip.compress(data, compresslevel=self.ep.gzip_level, mtime=0)
         try:
             conn = self._connection()
@@ -170,10 +164,9 @@ class Shipper(threading.Thread):
             self.stats.points_sent += seg.points
             self.stats.batches_sent += 1
             self.stats.last_ship_ns = time.time_ns()
-            if self._down_logged or self._failures:
-                log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.pending_points)
+            if self.backoff.succeeded() or self._down_logged:
+                log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.points)
             self._down_logged = False
-            self._failures = 0
             return "ok"
         message = _server_message(reply)
         if status == 429 or status >= 500:
@@ -181,14 +174,14 @@ class Shipper(threading.Thread):
                 log.warning("collector answered %d (%s); retrying with backoff", status, message)
             self._down_logged = True
             return "retry"
-        self.spool.reject(seg)
+        kept = self.spool.reject(seg, data)
         log.error(
             "collector refused batch %s with %d: %s; %d point(s) moved to %s and counted as dropped",
             seg.path.name,
             status,
             message,
             seg.points,
-            self.spool.rejected_dir,
+            kept or self.spool.rejected_dir,
         )
         self.stats.rejected_batches += 1
         return "rejected"

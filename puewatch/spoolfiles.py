@@ -1,18 +1,15 @@
-"""Durable files for on-disk spools (the agent's and the collector's StoreWriter).
+"""Durable files: the on-disk queue's records (`puewatch.diskqueue`), reports, pages.
 
-Both spools keep batches as sequence-numbered files that must survive a crash or
-a power cut once they are acknowledged: a file is written, fsync'd, renamed into
-place (atomic) and its directory fsync'd. Batches set aside as rejected are kept
-for the operator within their own byte budget, newest kept.
+A file that must survive a crash or a power cut once written is written to a
+.part file, fsync'd, renamed into place (atomic) and its directory fsync'd.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "prune_oldest", "write_durable"]
+__all__ = ["fsync_dir", "write_durable", "write_file"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -53,23 +50,3 @@ def write_file(path: str | Path, text: str) -> None:
         write_durable(path, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
         raise UserError(f"{path}: cannot write: {exc.strerror}") from None
-
-
-def prune_oldest(directory: Path, pattern: str, max_bytes: int, key: Callable[[Path], object]) -> int:
-    """Delete the oldest files (by `key`) matching `pattern` until the rest fit in max_bytes; returns how many."""
-    files = sorted(directory.glob(pattern), key=key)
-    sizes = {}
-    for f in files:
-        try:
-            sizes[f] = f.stat().st_size
-        except FileNotFoundError:
-            pass
-    total = sum(sizes.values())
-    removed = 0
-    for f in files:
-        if total <= max_bytes:
-            break
-        total -= sizes.get(f, 0)
-        f.unlink(missing_ok=True)
-        removed += 1
-    return removed

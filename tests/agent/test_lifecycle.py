@@ -43,7 +43,7 @@ def test_notify_unreachable_collector_then_recovery_and_final_flush(tmp_path, pr
     assert "STATUS=last sample 20" in ready  # READY comes with the first sample, not before
     wait_log(agent, "unreachable ([Errno 111] Connection refused); batches are kept in the spool")
     wait_for(lambda: sum(m == "WATCHDOG=1" for m in drain()) >= 3, 10, "watchdog pings from the loop")
-    wait_for(lambda: list((tmp_path / "spool").glob("seg-*.lp")), 10, "spooled batches")
+    wait_for(lambda: list((tmp_path / "spool").glob("*.rec")), 10, "spooled batches")
 
     # The collector appears; the spool drains.
     rx.start()
@@ -59,7 +59,7 @@ def test_notify_unreachable_collector_then_recovery_and_final_flush(tmp_path, pr
     assert final["samples_taken"] == len(samples)
     assert len({(p[0], tuple(sorted(p[1].items())), p[3]) for p in samples}) == len(samples)
     assert final["dropped_points"] == 0 and final["send_failures"] > 0
-    assert not list((tmp_path / "spool").glob("*.lp"))
+    assert not [p for p in (tmp_path / "spool").iterdir() if p.is_file()]
     sock.close()
 
 

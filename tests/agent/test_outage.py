@@ -32,7 +32,7 @@ def durable(spool_dir, received_path, log_path) -> bool:
     for line in log_path.read_text().splitlines():
         _, gpu, mj = line.split()
         last[gpu] = mj
-    blobs = [p.read_bytes() for p in spool_dir.glob("*.lp")]
+    blobs = [p.read_bytes() for p in spool_dir.glob("*.*")]
     if received_path.exists():
         blobs.append(received_path.read_bytes())
     return all(any(f"energy_mj={mj}i".encode() in b for b in blobs) for mj in last.values())
@@ -60,7 +60,7 @@ def test_outage_and_sigkill_lose_nothing_and_duplicate_nothing(tmp_path, procs, 
     rx.stop()
     time.sleep(2.5)
     assert agent.alive()
-    assert list(spool.glob("seg-*.lp")), "batches should wait in the spool"
+    assert list(spool.glob("*.rec")), "batches should wait in the spool"
 
     # 3. The collector returns but holds the first request it records; kill -9 the agent mid-batch.
     hold.write_text("")
@@ -87,7 +87,7 @@ def test_outage_and_sigkill_lose_nothing_and_duplicate_nothing(tmp_path, procs, 
     wait_log(agent, "first sample taken")
     time.sleep(1.5)
     assert agent.stop() == 0, agent.output()
-    assert not list(spool.glob("*.lp")), "the spool should be empty after the final flush"
+    assert not [p for p in spool.iterdir() if p.is_file()], "the spool should be empty after the final flush"
 
     taken = readings(nvml_log)
     received_lines = rx.lines()

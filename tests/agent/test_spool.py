@@ -13,6 +13,7 @@ from agent_support import wait_for
 from puewatch.agent.main import Stats
 from puewatch.agent.shipper import Endpoint, Shipper
 from puewatch.agent.spool import Spool
+from puewatch.diskqueue import encode_record
 
 
 def lines(prefix, n, size=40):
@@ -38,14 +39,14 @@ def test_append_seal_send_order_and_byte_identity(tmp_path):
     assert first is seg1 and s.read(first) == ("\n".join(a) + "\n").encode()
     s.done(first)
     assert s.oldest() is seg2
-    assert s.pending_points == 2
+    assert s.points == 2
 
 
 def test_open_segment_survives_a_crash_and_partial_line_is_cut(tmp_path):
     s = make(tmp_path)
     s.append(lines("a", 4))
     # Simulate kill -9: no seal, no close; then a torn write at the end.
-    open_files = list((tmp_path / "spool").glob("open-*.lp"))
+    open_files = list((tmp_path / "spool").glob("*.open"))
     assert len(open_files) == 1
     with open(open_files[0], "ab") as f:
         f.write(b"m,src=torn v=1")
@@ -53,13 +54,17 @@ def test_open_segment_survives_a_crash_and_partial_line_is_cut(tmp_path):
     seg = s2.oldest()
     assert seg.points == 4
     assert s2.read(seg) == ("\n".join(lines("a", 4)) + "\n").encode()
-    assert not list((tmp_path / "spool").glob("open-*.lp"))
+    assert not list((tmp_path / "spool").glob("*.open"))
     s2.append(lines("b", 1))  # new segments continue after the recovered one
     assert s2.seal().seq > seg.seq
 
 
+def record_bytes(batch):
+    return len(encode_record(("\n".join(batch) + "\n").encode(), len(batch)))
+
+
 def test_byte_bound_drops_oldest_first_and_counts(tmp_path):
-    one = len(("\n".join(lines("a", 10)) + "\n").encode())
+    one = record_bytes(lines("a", 10))
     s = make(tmp_path, max_bytes=one * 3 + 10, seg=one)
     for name in "abcde":
         s.append(lines(name, 10))
@@ -74,7 +79,7 @@ def test_byte_bound_drops_oldest_first_and_counts(tmp_path):
 
 
 def test_segment_being_sent_is_never_evicted(tmp_path):
-    one = len(("\n".join(lines("a", 10)) + "\n").encode())
+    one = record_bytes(lines("a", 10))
     s = make(tmp_path, max_bytes=one * 2 + 10, seg=one)
     s.append(lines("a", 10))
     s.seal()
@@ -134,7 +139,7 @@ def test_shipper_sends_gzip_in_order_and_removes_on_2xx(tmp_path, receiver):
     wait_for(lambda: stats.points_sent == 35, 10, "all points sent")
     sh.stop(2.0)
     assert receiver.lines() == [l for b in batches for l in b]
-    assert s.bytes == 0 and not list(s.dir.glob("seg-*"))
+    assert s.bytes == 0 and not list(s.dir.glob("*.rec"))
 
 
 def test_4xx_is_logged_with_the_servers_message_moved_aside_and_counted(tmp_path, procs, caplog):
@@ -153,8 +158,9 @@ def test_4xx_is_logged_with_the_servers_message_moved_aside_and_counted(tmp_path
         wait_for(lambda: stats.rejected_batches == 2, 10, "both batches rejected")
         sh.stop(1.0)
     assert "scripted failure 400" in caplog.text and "counted as dropped" in caplog.text
-    assert s.rejected_points == 10 and s.dropped_points == 10
-    assert len(list(s.rejected_dir.glob("seg-*.lp"))) == 2
+    assert s.rejected_points == 10 and s.lost_points == 10
+    kept = sorted(s.rejected_dir.glob("*.lp"))  # as sent: plain line protocol for the operator
+    assert [p.read_bytes() for p in kept] == [("\n".join(b) + "\n").encode() for b in (lines("bad", 6), lines("next", 4))]
     assert stats.points_sent == 0
 
 
@@ -169,7 +175,7 @@ def test_429_and_5xx_are_retried_with_backoff_not_dropped(tmp_path, procs):
     sh = Shipper(s, Endpoint(rx.url, None, "Token", None, 5.0, 6), stats, 0.1, 0.05, 0.2)
     sh.start()
     wait_for(lambda: stats.send_failures >= 3, 10, "retries")
-    assert s.pending_points == 3 and s.dropped_points == 0
+    assert s.points == 3 and s.lost_points == 0
     # The collector comes back (same port) and accepts: the batch goes out.
     rx.stop()
     rx.opts = {}
@@ -192,3 +198,24 @@ def test_token_is_sent(tmp_path, procs):
     wait_for(lambda: stats.points_sent == 2, 10, "authorised delivery")
     sh.stop(1.0)
     assert rx.lines() == lines("auth", 2)
+
+
+def test_a_stray_file_does_not_stop_the_spool_and_is_logged_once(tmp_path, caplog):
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "seg-backup.lp").write_text("an operator's copy\n")  # the old spool refused to start here
+    with caplog.at_level("WARNING", logger="puewatch.diskqueue"):
+        s = make(tmp_path)
+    assert caplog.text.count("unexpected file seg-backup.lp") == 1
+    s.append(lines("a", 2))
+    assert s.seal().points == 2 and (tmp_path / "spool" / "seg-backup.lp").exists()
+
+
+def test_batches_refused_after_a_restart_do_not_overwrite_older_refused_ones(tmp_path):
+    for run in ("first", "second"):  # each run starts with an empty spool
+        s = make(tmp_path)
+        s.append(lines(run, 1))
+        seg = s.seal()
+        s.reject(s.oldest(), s.read(seg))
+        s.close()
+    kept = sorted(p.read_text() for p in (tmp_path / "spool" / "rejected").iterdir())
+    assert kept == ["\n".join(lines(run, 1)) + "\n" for run in ("first", "second")]

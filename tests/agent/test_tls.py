@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from puewatch.diskqueue import decode_record
 
 SIM = '[sources.sim]\ngpus = 2\nprofile = "inference"\n'
 
@@ -75,7 +76,7 @@ def make_server_cert(directory: Path, ca_key, ca_cert: x509.Certificate) -> tupl
 
 
 def spooled_lines(spool: Path) -> list[str]:
-    return [l for p in sorted(spool.glob("*.lp")) for l in p.read_text().splitlines() if l]
+    return [l for p in sorted(spool.glob("*.rec")) for l in decode_record(p.read_bytes())[0].decode().splitlines() if l]
 
 
 def test_tls_verified_with_ca_file_and_a_wrong_ca_spools_until_fixed(tmp_path, procs):
@@ -90,7 +91,7 @@ def test_tls_verified_with_ca_file_and_a_wrong_ca_spools_until_fixed(tmp_path, p
     cfg = write_config(tmp_path / "wrong.toml", rx.url, spool, SIM, output_extra=f'ca_file = "{wrong_ca_path}"')
     agent = start_agent(procs, cfg, tmp_path / "agent-wrong.log")
     wait_log(agent, "TLS certificate of 127.0.0.1 not trusted")
-    wait_for(lambda: len(list(spool.glob("seg-*.lp"))) >= 2, 20, "batches waiting in the spool")
+    wait_for(lambda: len(list(spool.glob("*.rec"))) >= 2, 20, "batches waiting in the spool")
     assert agent.stop() == 0, agent.output()
     log = agent.output()
     line = next(l for l in log.splitlines() if "not trusted" in l)

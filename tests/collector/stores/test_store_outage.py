@@ -59,7 +59,7 @@ def _drive(server, make_store, tmp_path):
     st = w.stats()
     assert st["dropped_points"] == 0 and st["rejected_points"] == 0 and st["spool_batches"] == 0
     assert w.close()
-    assert not list(spool.glob("batch-*"))
+    assert not list(spool.glob("*.rec"))
     return expected
 
 

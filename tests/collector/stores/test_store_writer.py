@@ -10,6 +10,7 @@ import pytest
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.spool import StoreWriter
+from puewatch.diskqueue import encode_record
 from store_fixtures import influx, influx_auth, vm  # noqa: F401 (fixtures)
 from servers import free_port
 
@@ -64,18 +65,18 @@ def test_rejected_batches_are_kept_aside_and_counted(tmp_path, caplog):
 
 def test_full_spool_drops_oldest_first_and_counts_exactly(tmp_path):
     dead = Influx1Store(f"http://127.0.0.1:{free_port()}", "site", timeout_s=1)
-    size = len(_batch(100, 10))  # every batch below has the same size
+    size = len(encode_record(_batch(100, 10), 10))  # on disk; every batch below has the same size
     w = StoreWriter(dead, tmp_path / "spool", max_bytes=5 * size, backoff_min_s=60, backoff_max_s=60)
     for i in range(101, 113):
-        assert len(_batch(i, 10)) == size
+        assert len(encode_record(_batch(i, 10), 10)) == size
         w.submit(_batch(i, 10), 10)
     _wait(lambda: w.stats()["queue_batches"] == 0)
     st = w.stats()
     # 12 batches of 10 points, room for 5: the 7 oldest are dropped
     assert st["spool_batches"] == 5 and st["spool_bytes"] == 5 * size
     assert st["dropped_points"] == 70 and st["dropped_batches"] == 7
-    names = sorted(p.name for p in (tmp_path / "spool").glob("batch-*.lp"))
-    assert [int(n.split("-")[1]) for n in names] == [8, 9, 10, 11, 12]
+    names = sorted(p.name for p in (tmp_path / "spool").glob("*.rec"))
+    assert [int(n.split("-")[0]) for n in names] == [8, 9, 10, 11, 12]
     # a batch larger than the whole spool is dropped and counted too
     w.submit(_batch(199, 60), 60)
     _wait(lambda: w.stats()["dropped_points"] == 130)
@@ -90,7 +91,7 @@ def test_restart_keeps_and_replays_the_spool(tmp_path, influx):
     for i in range(1, 21):
         w.submit(_batch(i, 10), 10)
     assert not w.close(timeout_s=0.5)  # store away: everything stays on disk
-    assert len(list((tmp_path / "spool").glob("batch-*.lp"))) == 20
+    assert len(list((tmp_path / "spool").glob("*.rec"))) == 20
     influx.start()
     w2 = StoreWriter(Influx1Store(influx.url, "site"), tmp_path / "spool", 1 << 20)
     w2.submit(_batch(21, 10), 10)  # after the ones from the earlier run
@@ -189,7 +190,27 @@ def test_a_group_that_meets_a_dead_store_goes_to_disk_in_order(tmp_path):
         w.submit(_batch(i, 10), 10)
     w.start()
     _wait(lambda: w.stats()["spool_batches"] == 5)
-    names = sorted(p.name for p in (tmp_path / "spool").glob("batch-*.lp"))
-    assert [int(n.split("-")[1]) for n in names] == [1, 2, 3, 4, 5]
+    names = sorted(p.name for p in (tmp_path / "spool").glob("*.rec"))
+    assert [int(n.split("-")[0]) for n in names] == [1, 2, 3, 4, 5]
     assert w.stats()["dropped_points"] == 0
     assert not w.close(timeout_s=0.2)
+
+
+def test_a_spool_left_by_the_older_store_writer_is_replayed_in_order(tmp_path):
+    # The layout the StoreWriter wrote before the shared disk queue: batch-<seq>-<points>.lp,
+    # the batch as given; a .part file is a batch that was never acknowledged.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "batch-0000000000000002-1.lp").write_bytes(b"m last=2 1\n")
+    (spool / "batch-0000000000000001-2.lp").write_bytes(b"m last=1 1\nm f=1 1\n")
+    (spool / "batch-0000000000000003-1.lp.part").write_bytes(b"m last=3")
+    store = EmbeddedStore(tmp_path / "pue.db")
+    w = StoreWriter(store, spool, 1 << 20)
+    w.submit(b"m f=4 4\n", 1)  # after the ones from the earlier run
+    assert w.flush(10)
+    assert w.stats()["points_written"] == 4
+    assert w.close()
+    reader = EmbeddedStore(tmp_path / "pue.db")
+    assert reader.series("m", "last", {}, 0, 100)[1].tolist() == [2.0]  # in order: the later batch won
+    assert reader.series("m", "f", {}, 0, 100)[1].tolist() == [1.0, 4.0]
+    assert sorted(p.name for p in spool.iterdir()) == ["rejected"]

@@ -1,0 +1,485 @@
+"""One on-disk queue of batches: ordered, bounded, crash-safe; used by the agent's spool and
+the collector's StoreWriter. Standard library only: the agent on GPU nodes stays small.
+
+A record is an opaque payload (`bytes`) and a point count; the queue never looks inside.
+One file per record in the queue directory:
+
+    <seq>-<points>.rec    a sealed record, sent (or written) in seq order
+    <seq>.open            the record being filled by `extend()` (the agent's current batch)
+    *.part                a record being written by `put()`; never acknowledged, removed at start
+    rejected/             payloads the receiver refused, as given (`<seq>-<points><suffix>`),
+                          kept for the operator within their own byte budget, newest kept
+
+A record file is one or more pieces, each `encode_record()`: a header line (magic, payload
+length, points, CRC-32) and the payload. `extend()` appends one piece with one write(2), so a
+`kill -9` loses nothing it returned; at start an open record is cut back to its last whole
+piece and sealed. `put()` writes a whole record to a .part file, fsyncs it, renames it into
+place and fsyncs the directory: once `put()` returns, the record survives a power cut.
+`seal()` does the same for the open record. Records are never rewritten, so a record sent
+again after a crash or a timeout is byte-identical.
+
+The queue is bounded in bytes on disk: to make room the oldest records are dropped first
+(never the one being sent), each dropped point is counted and logged; when nothing older can
+go, the new data is dropped and counted. A full disk (ENOSPC) is handled the same way.
+
+A queue directory left by the older spools (the agent's `seg-<seq>.lp`/`open-<seq>.lp`, the
+collector's `batch-<seq>-<points>.lp`) is converted at `open()`, in order; any other file is
+logged once and left alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import re
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from puewatch.errors import UserError
+from puewatch.spoolfiles import fsync_dir, write_durable
+
+__all__ = ["DiskQueue", "Record", "decode_record", "encode_record"]
+
+log = logging.getLogger("puewatch.diskqueue")
+
+_MAGIC = b"PWQ1"
+_HEADER_MAX = 64  # bytes: magic, three numbers, spaces, newline
+_REC = ".rec"
+_OPEN = ".open"
+_PART = ".part"
+_REC_NAME = re.compile(r"^(\d{16})-(\d+)\.rec$")
+_OPEN_NAME = re.compile(r"^(\d{16})\.open$")
+# The older spools' names (agent: seg-/open-, collector: batch-<seq>-<points>).
+_LEGACY_NAME = re.compile(r"^(seg|open|batch)-(\d{16})(?:-(\d+))?\.lp$")
+# A file in rejected/ that the queue wrote (now or before the upgrade): its seq, for pruning.
+_REJECTED_NAME = re.compile(r"^(?:seg-|batch-)?(\d{16})(?:-\d+)*(?:\.\w+)+$")
+
+
+def encode_record(payload: bytes, points: int) -> bytes:
+    """The on-disk encoding of a record (or of one piece of the open record)."""
+    return b"%s %d %d %08x\n" % (_MAGIC, len(payload), points, zlib.crc32(payload)) + payload
+
+
+def decode_record(data: bytes) -> tuple[bytes, int, int]:
+    """The inverse of `encode_record` over a file of pieces: (payload, points, good_bytes),
+    the pieces joined up to the first one cut short or damaged (good_bytes < len(data))."""
+    pieces, points, pos = [], 0, 0
+    while pos < len(data):
+        end = data.find(b"\n", pos, pos + _HEADER_MAX)
+        parts = data[pos:end].split(b" ") if end > 0 else []
+        try:
+            magic, length, n, crc = parts
+            length, n, crc = int(length), int(n), int(crc, 16)
+        except ValueError:
+            break
+        payload = data[end + 1 : end + 1 + length]
+        if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            break
+        pieces.append(payload)
+        points += n
+        pos = end + 1 + length
+    return b"".join(pieces), points, pos
+
+
+@dataclass(order=True)
+class Record:
+    seq: int
+    points: int = field(compare=False)
+    size: int = field(compare=False)  # bytes on disk
+    path: Path = field(compare=False)
+
+
+def _rec_name(seq: int, points: int) -> str:
+    return f"{seq:016d}-{points}{_REC}"
+
+
+class DiskQueue:
+    """Records in seq order on disk; thread-safe. Counters: dropped_* (the bound, the disk,
+    unreadable files) and rejected_* (set aside by the caller)."""
+
+    def __init__(self, directory: str | Path, max_bytes: int, rejected_max_bytes: int, *, rejected_suffix: str = ".bin") -> None:
+        if max_bytes <= 0:
+            raise UserError(f"spool max_bytes must be positive, not {max_bytes}")
+        self.dir = Path(directory)
+        self.rejected_dir = self.dir / "rejected"
+        self.max_bytes = max_bytes
+        self.rejected_max_bytes = rejected_max_bytes
+        self.rejected_suffix = rejected_suffix
+        self.dropped_points = 0
+        self.dropped_batches = 0
+        self.rejected_points = 0
+        self.rejected_batches = 0
+        self._lock = threading.RLock()
+        self._records: list[Record] = []  # sealed, sorted by seq
+        self._records_bytes = 0
+        self._records_points = 0
+        self._in_flight: Record | None = None
+        self._next_seq = 1
+        # The open record (extend/seal), and one being sealed outside the lock.
+        self._fd: int | None = None
+        self._open_seq = 0
+        self._open_bytes = 0
+        self._open_points = 0
+        self._sealing_bytes = 0
+        self._sealing_points = 0
+        self._drop_logged = False
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory and take over what an earlier run (of this or the older code) left."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.rejected_dir.mkdir(exist_ok=True)
+            names = sorted(os.listdir(self.dir))
+        except OSError as exc:
+            raise UserError(f"spool directory {self.dir}: {exc.strerror}") from None
+        converted = recovered = 0
+        for name in names:  # first turn older and unfinished files into records
+            path = self.dir / name
+            if name.endswith(_PART):
+                log.warning("spool %s: removing %s, a record cut short before it was acknowledged", self.dir, name)
+                path.unlink(missing_ok=True)
+            elif m := _OPEN_NAME.match(name):
+                recovered += self._seal_file(path, int(m[1]), *_recover_open(path))
+            elif m := _LEGACY_NAME.match(name):
+                try:
+                    converted += self._convert_legacy(path, m[1], int(m[2]), m[3])
+                except OSError as exc:
+                    raise UserError(
+                        f"spool {path}: cannot convert this batch of the older spool format: {exc.strerror}; "
+                        f"free the disk or fix its permissions, or move the file out of {self.dir} to start without it"
+                    ) from None
+        for name in sorted(os.listdir(self.dir)):
+            path = self.dir / name
+            if m := _REC_NAME.match(name):
+                self._insert(Record(int(m[1]), int(m[2]), path.stat().st_size, path))
+            elif name != self.rejected_dir.name:
+                log.warning("spool %s: ignoring unexpected file %s (not written by puewatch; move it elsewhere)", self.dir, name)
+        rejected = [int(m[1]) for n in os.listdir(self.rejected_dir) if (m := _REJECTED_NAME.match(n))]
+        self._next_seq = max([r.seq for r in self._records] + rejected, default=0) + 1
+        fsync_dir(self.dir)
+        if self._records:
+            log.info(
+                "spool %s: %d batch(es), %d point(s), %d bytes from an earlier run%s%s",
+                self.dir, len(self._records), self._records_points, self._records_bytes,
+                f"; {recovered} recovered from an open batch" if recovered else "",
+                f"; {converted} converted from the older spool format" if converted else "",
+            )
+
+    def _convert_legacy(self, path: Path, kind: str, seq: int, points: str | None) -> int:
+        """A file of the older spools (all line protocol): the agent's seg-/open- (points = lines,
+        an open one cut back to its last whole line) or the collector's batch-<seq>-<points>."""
+        data = path.read_bytes()
+        if kind == "open":
+            data = data[: data.rfind(b"\n") + 1]
+        n = int(points) if points is not None else data.count(b"\n")
+        if data:
+            # Durable before the old file goes: a crash in between converts it again, identically.
+            write_durable(self.dir / _rec_name(seq, n), encode_record(data, n))
+        path.unlink()
+        return 1 if data else 0
+
+    def _seal_file(self, path: Path, seq: int, points: int, size: int) -> int:
+        """Make an open record file (already cut back to whole pieces) a sealed one."""
+        if size == 0:
+            path.unlink()
+            return 0
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(path, self.dir / _rec_name(seq, points))
+        return 1
+
+    # -- adding ---------------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """A sequence number for a record that `put()` will store later (the caller's order)."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
+
+    def put(self, payload: bytes, points: int, seq: int | None = None) -> Record | None:
+        """Store a whole record durably, in order by seq (default: after every other); None
+        when it was dropped (counted and logged)."""
+        data = encode_record(payload, points)
+        with self._lock:
+            seq = self.next_seq() if seq is None else seq
+            if len(data) > self.max_bytes:
+                self._drop_new(points, 1, f"batch {seq} of {len(data)} bytes is larger than the whole spool ({self.max_bytes} bytes)")
+                return None
+            while self.bytes + len(data) > self.max_bytes:
+                if not self._evict_oldest(before_seq=seq):
+                    # Everything on disk is newer (or being sent): the new batch is the oldest.
+                    self._drop_new(points, 1, f"spool limit of {self.max_bytes} bytes reached, batch {seq}")
+                    return None
+            path = self.dir / _rec_name(seq, points)
+            for attempt in (1, 2):
+                try:
+                    write_durable(path, data)
+                    break
+                except OSError as exc:
+                    # A full disk: free room by dropping the oldest record, then try once more.
+                    if attempt == 2 or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._evict_oldest(seq):
+                        self._drop_new(points, 1, f"cannot write {path}: {exc.strerror}")
+                        return None
+            rec = Record(seq, points, len(data), path)
+            self._insert(rec)
+            self._drop_logged = False
+            return rec
+
+    def extend(self, payload: bytes, points: int) -> int:
+        """Append to the open record with one write(2) (safe from kill -9 once it returns; fsync'd
+        at `seal()`); returns the points stored (0: dropped and counted)."""
+        if not payload:
+            return 0
+        data = encode_record(payload, points)
+        with self._lock:
+            if self.bytes + len(data) > self.max_bytes:
+                while self.bytes + len(data) > self.max_bytes and self._evict_oldest():
+                    pass
+                if self.bytes + len(data) > self.max_bytes:
+                    self._drop_new(points, 0, f"spool limit of {self.max_bytes} bytes reached")
+                    return 0
+            if not self._write_open(data):
+                if not (self._evict_oldest() and self._write_open(data)):
+                    self._drop_new(points, 0, "spool disk full")
+                    return 0
+            self._open_points += points
+            self._drop_logged = False
+        return points
+
+    def _write_open(self, data: bytes) -> bool:
+        try:
+            if self._fd is None:
+                self._open_seq = self.next_seq()
+                path = self.dir / f"{self._open_seq:016d}{_OPEN}"
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                self._open_bytes = 0
+                self._open_points = 0
+            written = os.write(self._fd, data)
+            if written == len(data):
+                self._open_bytes += written
+                return True
+            os.ftruncate(self._fd, self._open_bytes)  # a short write (disk full): cut the piece off
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.error("spool %s: cannot write: %s", self.dir, exc.strerror)
+            if self._fd is not None:
+                try:
+                    os.ftruncate(self._fd, self._open_bytes)
+                except OSError:
+                    pass
+            return False
+
+    def seal(self) -> Record | None:
+        """Close the open record: fsync, rename to <seq>-<points>.rec (atomic), fsync the directory."""
+        with self._lock:
+            fd, seq, size, points = self._fd, self._open_seq, self._open_bytes, self._open_points
+            if fd is None or size == 0:
+                return None
+            self._fd = None
+            self._open_bytes = self._open_points = 0
+            self._sealing_bytes, self._sealing_points = size, points
+        # Outside the lock: extend() goes on into the next open record meanwhile.
+        rec = None
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path = self.dir / _rec_name(seq, points)
+            os.rename(self.dir / f"{seq:016d}{_OPEN}", path)
+            fsync_dir(self.dir)
+            rec = Record(seq, points, size, path)
+        finally:
+            with self._lock:
+                # On an error the file stays as it is, and the next start recovers it.
+                self._sealing_bytes = self._sealing_points = 0
+                if rec is not None:
+                    self._insert(rec)
+        return rec
+
+    # -- taking ---------------------------------------------------------------------------------
+
+    def peek_seq(self) -> int | None:
+        """The seq of the oldest record, or None."""
+        with self._lock:
+            return self._records[0].seq if self._records else None
+
+    def oldest(self) -> Record | None:
+        """The next record to send, marked in flight so that it is never dropped meanwhile."""
+        with self._lock:
+            self._in_flight = self._records[0] if self._records else None
+            return self._in_flight
+
+    def read(self, rec: Record) -> bytes | None:
+        """The record's payload; None when it cannot be read (then it is dropped, counted, logged,
+        and a damaged file is moved to rejected/ as <name>.damaged for the operator)."""
+        try:
+            data = rec.path.read_bytes()
+        except OSError as exc:
+            self._lose(rec, f"cannot read {rec.path}: {exc.strerror}")
+            return None
+        payload, points, good = decode_record(data)
+        if good != len(data) or points != rec.points:
+            self._lose(rec, f"{rec.path} is damaged (a whole record holds {good} of its {len(data)} bytes)")
+            try:
+                os.rename(rec.path, self.rejected_dir / (rec.path.name + ".damaged"))
+            except OSError:
+                pass
+            return None
+        return payload
+
+    def done(self, rec: Record) -> None:
+        """The record was delivered: delete it. (A delete lost in a crash only sends it again.)"""
+        with self._lock:
+            self._remove(rec)
+            if self._in_flight is rec:
+                self._in_flight = None
+        rec.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """The record in flight stays (delivery failed; it is tried again)."""
+        with self._lock:
+            self._in_flight = None
+
+    def reject(self, rec: Record, payload: bytes) -> Path | None:
+        """The receiver refused the record for good: set it aside and take it off the queue."""
+        kept = self.set_aside(rec.seq, payload, rec.points)
+        self.done(rec)
+        return kept
+
+    def set_aside(self, seq: int, payload: bytes, points: int) -> Path | None:
+        """Keep a refused payload in rejected/ as given (never overwriting an older one), newest
+        kept within rejected_max_bytes, and count it; returns where, or None when it could not be kept."""
+        with self._lock:
+            self.rejected_points += points
+            self.rejected_batches += 1
+            stem = f"{seq:016d}-{points}"
+            path = self.rejected_dir / f"{stem}{self.rejected_suffix}"
+            k = 1
+            while path.exists():
+                k += 1
+                path = self.rejected_dir / f"{stem}-{k}{self.rejected_suffix}"
+            try:
+                write_durable(path, payload)
+                _prune_oldest(self.rejected_dir, self.rejected_max_bytes)
+            except OSError as exc:
+                log.error("spool %s: cannot keep rejected batch %d: %s", self.dir, seq, exc.strerror)
+                return None
+            return path
+
+    # -- dropping (lock held) -------------------------------------------------------------------
+
+    def _evict_oldest(self, before_seq: int | None = None) -> bool:
+        """Drop the oldest record not in flight (and older than before_seq); False if none."""
+        rec = next((r for r in self._records if r is not self._in_flight), None)
+        if rec is None or (before_seq is not None and rec.seq > before_seq):
+            return False
+        self._remove(rec)
+        rec.path.unlink(missing_ok=True)
+        self.dropped_points += rec.points
+        self.dropped_batches += 1
+        log.warning(
+            "spool %s full: dropped the oldest batch %s (%d point(s), %d bytes); %d point(s) dropped so far",
+            self.dir, rec.path.name, rec.points, rec.size, self.dropped_points,
+        )
+        return True
+
+    def _drop_new(self, points: int, batches: int, why: str) -> None:
+        self.dropped_points += points
+        self.dropped_batches += batches
+        if not self._drop_logged:  # once per episode: a full spool would log every tick
+            log.error("spool %s: %s: dropping new points (%d so far); is the receiver away for long?", self.dir, why, self.dropped_points)
+            self._drop_logged = batches == 0
+
+    def _lose(self, rec: Record, why: str) -> None:
+        with self._lock:
+            self._remove(rec)
+            if self._in_flight is rec:
+                self._in_flight = None
+            self.dropped_points += rec.points
+            self.dropped_batches += 1
+        log.error("spool %s: %s; its %d point(s) are dropped", self.dir, why, rec.points)
+
+    def _insert(self, rec: Record) -> None:
+        bisect.insort(self._records, rec)
+        self._records_bytes += rec.size
+        self._records_points += rec.points
+
+    def _remove(self, rec: Record) -> None:
+        i = bisect.bisect_left(self._records, rec)
+        if i < len(self._records) and self._records[i] is rec:
+            del self._records[i]
+            self._records_bytes -= rec.size
+            self._records_points -= rec.points
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def bytes(self) -> int:
+        """Bytes on disk: sealed records, the open one and one being sealed."""
+        with self._lock:
+            return self._records_bytes + self._open_bytes + self._sealing_bytes
+
+    @property
+    def open_bytes(self) -> int:
+        with self._lock:
+            return self._open_bytes
+
+    @property
+    def records(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    @property
+    def records_points(self) -> int:
+        with self._lock:
+            return self._records_points
+
+    @property
+    def points(self) -> int:
+        """Points waiting: sealed records, the open one and one being sealed."""
+        with self._lock:
+            return self._records_points + self._open_points + self._sealing_points
+
+    def close(self) -> None:
+        """Close the open record as it is (the next start seals it)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _recover_open(path: Path) -> tuple[int, int]:
+    """Cut an open record back to its last whole piece (a write cut short by a crash or a full
+    disk); returns (points, bytes) kept."""
+    data = path.read_bytes()
+    _, points, good = decode_record(data)
+    if good != len(data):
+        log.warning("spool: %s ended in a piece cut short (%d bytes), cut back", path.name, len(data) - good)
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return points, good
+
+
+def _prune_oldest(directory: Path, max_bytes: int) -> None:
+    """Delete the oldest rejected files (by seq) until the rest fit in max_bytes; files the queue
+    did not write are left alone."""
+    files = sorted((int(m[1]), p) for p in directory.iterdir() if (m := _REJECTED_NAME.match(p.name)))
+    sizes = {p: p.stat().st_size for _, p in files}
+    total = sum(sizes.values())
+    for _, p in files:
+        if total <= max_bytes:
+            break
+        total -= sizes[p]
+        p.unlink(missing_ok=True)
