@@ -296,6 +296,7 @@ class Recorder:
     def __init__(self, data_dir: Path, nodes: list[Node], period_s: float) -> None:
         self.data_dir, self.nodes, self.period_s = data_dir, nodes, period_s
         self.state: SiteState | None = None
+        self.started = 0.0  # time.time() of the first recordings
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -304,13 +305,13 @@ class Recorder:
         """Write the first recordings (here: errors raise) and start the thread that keeps them current."""
         t0 = time.time()
         self.state = SiteState(self.nodes, t0)
-        self._started, self._generation = t0, int(t0)
+        self.started, self._generation = t0, int(t0)
         self._write()
         self._thread = threading.Thread(target=self._run, name="demo-recordings", daemon=True)
         self._thread.start()
 
     def _write(self) -> None:
-        write_recordings(self.data_dir, recordings(self.state, self._started), self._generation)
+        write_recordings(self.data_dir, recordings(self.state, self.started), self._generation)
         self._generation += 1
 
     def _run(self) -> None:
