@@ -16,10 +16,11 @@ batches arrive, then the collector so it finalises and writes, then snmpsim)
 and with a parent-death signal, so no child outlives the demo even if the demo
 itself is killed. Their PIDs are in `<dir>/pids.json` while they run.
 
-While it runs it shows a live view (rich) read from the store and the
-collector's `/metrics`; at the end it prints a summary computed from the
-store's `site_energy` cells: PUE as the ratio of energies over the run, never
-a mean of ratios.
+While it runs it shows a live view (rich) read from the store (the collector's
+derived series) and its `/metrics`; at the end it prints the auditor's report of
+the run: `puewatch report` over the run's period, computed in-process by the very
+code the command runs, and the command itself (`report_command`), which prints the
+same figures.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import logging
 import math
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -52,7 +54,8 @@ log = logging.getLogger("puewatch.demo")
 SITE = "demo"
 INTERVAL_S = 1.0          # collector cell
 SNMP_INTERVAL_S = 1.0     # every meter is polled once a second
-RECORDING_PERIOD_S = 0.5  # recordings rewritten this often
+RECORDING_PERIOD_S = 0.5  # recordings rewritten this often (site.Recorder)
+CHECK_S = 0.5             # the children and the recorder checked this often
 SNMP_COMMUNITIES = ("incomer", "ups", "chiller", *(f"{k}-{z}" for z in site.ZONES for k in ("pdu", "crah")))
 
 
@@ -150,13 +153,23 @@ def _generic_oids(power_oid: str, energy_oid: str, name: str) -> str:
     )
 
 
-def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int, snmp_port: int) -> str:
+def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int, snmp_port: int,
+                   nodes: list[site.Node]) -> str:
+    rated = site.ratings_w(nodes, SNMP_INTERVAL_S)
+    step_w = site.register_step_w(SNMP_INTERVAL_S)
+
+    def rating(meter: str) -> str:
+        # Register increases faster than this are impossible jumps (collector/CONFIG.md, meters).
+        why = (f"{site.RATING_HEADROOM:g} x the simulated peak" if rated[meter] > step_w
+               else f"one {site.REGISTER_STEP_WH:g} Wh register step in {SNMP_INTERVAL_S / 4:g} s")
+        return f"max_power_w = {math.ceil(rated[meter])}  # rated: {why}"
+
     out = [
         "# Written by `puewatch demo`: the simulated site's collector. Reference: collector/CONFIG.md",
         "[collector]",
         f'site = "{SITE}"',
         f"interval_s = {INTERVAL_S}",
-        'windows = ["1m", "15m", "1h"]',
+        'windows = ["10s", "1m", "15m", "1h"]   # 10s: PUE in the live view',
         "min_coverage = 0.1        # the demo is short: show partial windows, with their coverage",
         "settle_s = 4.0",
         f"state_dir = {_q(d / 'state')}",
@@ -196,11 +209,13 @@ def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int
             out += ['profile = "generic"', _generic_oids(*site.CHILLER_OIDS, "chiller")]
         else:
             out.append("# profile chosen from sysObjectID (ups: apc-ups, pdu: eaton-epdu, crah: entity-sensor)\n")
-    out += ['[meters.incomer]', 'role = "facility_input"', 'device = "incomer"', ""]
-    out += ['[meters.chiller]', 'role = "cooling"', 'device = "chiller"', ""]
+    out += ['[meters.incomer]', 'role = "facility_input"', 'device = "incomer"', rating("incomer"), ""]
+    out += ['[meters.chiller]', 'role = "cooling"', 'device = "chiller"', rating("chiller"), ""]
     for z in site.ZONES:
-        out += [f"[meters.pdu-{z}]", 'role = "it"', 'point = "pdu_output"', f'zone = "{z}"', f'device = "pdu-{z}"', ""]
-        out += [f"[meters.crah-{z}]", 'role = "cooling"', f'zone = "{z}"', f'device = "crah-{z}"', ""]
+        out += [f"[meters.pdu-{z}]", 'role = "it"', 'point = "pdu_output"', f'zone = "{z}"', f'device = "pdu-{z}"',
+                rating(f"pdu-{z}"), ""]
+        out += [f"[meters.crah-{z}]", 'role = "cooling"', f'zone = "{z}"', f'device = "crah-{z}"',
+                rating(f"crah-{z}"), ""]
         out += [f"[zones.{z}]", f'nodes = ["gpu-{z[-1]}-*"]', ""]
     return "\n".join(out)
 
@@ -411,7 +426,7 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
         "facility_w": _mean_power(recent, "facility_input_wh", 5),
         "it_w": _mean_power(recent, "it_wh", 5),
         "gpu_w": _mean_power(recent, "gpu_wh", 5),
-        "live_pue": _ratio(recent, "facility_input_wh", "it_wh")[0],
+        "live_pue": _latest(reader, "pue", "pue", {"site": SITE, "window": "10s"}, win, now_ns + s),
         "lag_s": (now_ns - max(cells)) / s if cells else math.nan,
         "windows": {},
         "zones": {},
@@ -455,39 +470,81 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
     return snap
 
 
-def summarize(reader, spec: StoreSpec, nodes: list[site.Node], start_ns: int, end_ns: int, up_ns: int) -> dict:
-    """The run's totals from the store: PUE = Σ facility energy / Σ IT energy over the cells where both are known."""
-    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE},
-                   start_ns, end_ns)
-    pue, fac, it, n = _ratio(cells, "facility_input_wh", "it_wh")
-    clf = _ratio(cells, "cooling_wh", "it_wh")[0]
-    gpu_share = _ratio(cells, "gpu_wh", "it_wh")[0]
-    categories = []
+def report_period(up_ns: int | None, stop_ns: int, start_ns: int, end_ns: int) -> tuple[str, str]:
+    """The run's period as `--from`/`--to` (RFC 3339, whole seconds).
+
+    From one poll after every meter and the collector answered (`up_ns`) to the end of
+    `--duration` or the Ctrl-C (`stop_ns`), rounded inwards: every meter was read all that
+    time, so the report's PUE is not biased by one meter read for longer than another. A run
+    stopped before that: all of it (`start_ns` .. `end_ns`, rounded outwards).
+    """
+    from puewatch.core.timefmt import NS, format_time
+
+    if up_ns is not None:
+        lo, hi = -(-(up_ns + int(SNMP_INTERVAL_S * NS)) // NS) * NS, stop_ns // NS * NS
+        if hi > lo:
+            return format_time(lo), format_time(hi)
+    return format_time(start_ns // NS * NS), format_time(-(-end_ns // NS) * NS)
+
+
+def report_command(d: Path, start: str, end: str) -> list[str]:
+    """The auditor's report of the run: `puewatch report` over its period, from the meters' raw readings."""
+    return ["puewatch", "report", "--config", str(d / "collector.toml"), "--from", start, "--to", end]
+
+
+def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: tuple[str, str]) -> dict:
+    """The run's figures: the report `report_command` prints, computed here by the same code.
+
+    PUE, energies, coverage, CLF and pPUE come from that report (a ratio of energies over the
+    period, from the meters' registers). Only what a report does not have comes from the
+    collector's derived series: `cells`, its cells in the period with both facility and IT
+    energy, and `gpu_it_share`, the agents' GPU energy over the IT energy of those cells.
+    """
+    from puewatch.cli import build_parser
+    from puewatch.report.cli import store_report
+    from puewatch.core.timefmt import parse_time
+
+    start, end = period
+    command = report_command(d, start, end)
+    period_ns = (parse_time(start), parse_time(end))
+    report: dict = {}
+    error = None
     try:
-        categories = reader.tag_values("site_energy", "category")
-    except Exception as exc:  # noqa: BLE001 - a summary without the tag is still useful
-        log.warning("cannot read the category tag: %s", exc)
+        report = store_report(build_parser().parse_args(command[1:]))
+    except UserError as exc:  # e.g. stopped before the collector wrote anything: still a summary
+        error = str(exc)
+        log.warning("the report of the run failed: %s", exc)
+    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "gpu_wh"], {"site": SITE}, *period_ns)
+    n_cells = _ratio(cells, "facility_input_wh", "it_wh")[3]
     zones = {}
-    for z in site.ZONES:
-        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, start_ns, end_ns)
-        zp, zb, zi, zn = _ratio(zc, "boundary_wh", "it_wh")
-        zones[z] = {"ppue": _num(zp), "boundary_energy_wh": zb, "it_energy_wh": zi, "cells": zn}
-    span_s = max(1e-9, (end_ns - up_ns) / 1e9)
+    for z in report.get("zones", []):
+        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z["zone"]}, *period_ns)
+        zones[z["zone"]] = {"ppue": z["ppue"], "ppue_joint": z["ppue_joint"], "boundary_energy_wh": z["boundary_energy_wh"],
+                            "it_energy_wh": z["it_energy_wh"], "completeness": z["completeness"],
+                            "cells": _ratio(zc, "boundary_wh", "it_wh")[3]}
     return {
         "site": SITE,
-        "pue": _num(pue),
-        "it_energy_wh": it,
-        "facility_energy_wh": fac,
-        "category": int(categories[-1]) if categories else None,
-        "coverage": min(1.0, n * INTERVAL_S / span_s),
-        "cells": n,
-        "clf": _num(clf),
-        "gpu_it_share": _num(gpu_share),
+        "pue": report.get("pue"),
+        "pue_joint": report.get("pue_joint"),
+        "label": report.get("label"),
+        "it_energy_wh": report.get("it_energy_wh"),
+        "facility_energy_wh": report.get("facility_energy_wh"),
+        "category": report.get("category"),
+        "coverage": report.get("completeness", 0.0),
+        "cells": n_cells,
+        "clf": report.get("clf"),
+        "gpu_it_share": _num(_ratio(cells, "gpu_wh", "it_wh")[0]),
         "zones": zones,
+        "meters": {m["meter"]: {k: m[k] for k in ("energy_wh", "method", "completeness", "resets")}
+                   for m in report.get("meters", [])},
+        "warnings": report.get("warnings", []) + ([f"no report of the run: {error}"] if error else []),
         "nodes": [n_.name for n_ in nodes],
         "gpus": len(nodes) * site.GPUS_PER_NODE,
-        "start_ns": start_ns,
-        "end_ns": end_ns,
+        "start_ns": period_ns[0],
+        "end_ns": period_ns[1],
+        "start": start,
+        "end": end,
+        "report_command": shlex.join(command),
         "store": {"kind": spec.kind, "path": str(spec.path) if spec.path else None, "url": spec.url or None,
                   "database": spec.database or None},
     }
@@ -499,7 +556,7 @@ def _num(x: float) -> float | None:
 
 # ---- the live view -----------------------------------------------------------------------
 
-def _f(x: float, fmt: str, missing: str = "—") -> str:
+def _f(x: float | None, fmt: str, missing: str = "—") -> str:
     return missing if x is None or not math.isfinite(x) else format(x, fmt)
 
 
@@ -550,29 +607,26 @@ def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, ou
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p("")
     p(f"puewatch demo {'stopped' if interrupted else 'finished'}: {len(summary['nodes'])} nodes, {summary['gpus']} simulated GPUs")
-    p(f"  PUE (category {summary['category']}, ratio of energies over the run): {_f(summary['pue'] or math.nan, '.4f')}")
-    p(f"  facility energy {summary['facility_energy_wh']:.1f} Wh, IT energy {summary['it_energy_wh']:.1f} Wh, "
-      f"coverage {summary['coverage']:.0%} ({summary['cells']} cells of {INTERVAL_S:g} s)")
-    p(f"  CLF {_f(summary['clf'] or math.nan, '.3f')}, GPU share of IT energy {_f(summary['gpu_it_share'] or math.nan, '.3f')}")
+    p(f"  PUE {_f(summary['pue'], '.4f')} (category {summary['category']}, {summary['label']}: a ratio of energies "
+      f"from the meters' registers), jointly observed time {_f(summary['pue_joint'], '.4f')}")
+    p(f"  facility energy {_f(summary['facility_energy_wh'], '.1f')} Wh, IT energy {_f(summary['it_energy_wh'], '.1f')} Wh, "
+      f"completeness {summary['coverage']:.0%} of {summary['start']} .. {summary['end']}")
+    p(f"  CLF {_f(summary['clf'], '.3f')}, GPU share of IT energy {_f(summary['gpu_it_share'], '.3f')} "
+      f"(the collector's {summary['cells']} cells of {INTERVAL_S:g} s)")
     for z, v in summary["zones"].items():
-        p(f"  pPUE {z}: {_f(v['ppue'] or math.nan, '.4f')}")
+        p(f"  pPUE {z}: {_f(v['ppue'], '.4f')}")
+    for w in summary["warnings"]:
+        p(f"  warning: {w}")
     p("")
     p("The data stays in the store:")
     if spec.kind == "embedded":
-        p(f"  sqlite3 {spec.path} \"SELECT p.field, SUM(p.value) FROM points p JOIN series s ON s.id = p.series_id "
-          f"WHERE s.measurement = 'site_energy' AND p.time_ns >= {summary['start_ns']} GROUP BY p.field\"")
         p(f"  python -c \"from puewatch.collector.stores.embedded import EmbeddedStore as S; "
           f"print(S('{spec.path}').series('pue', 'pue', {{'window': '1m'}}, {summary['start_ns']}, {summary['end_ns']}))\"")
     else:
-        p(f"  influx -host ... -database {spec.database} -execute \"SELECT SUM(facility_input_wh) / SUM(it_wh) FROM site_energy "
-          f"WHERE time >= {summary['start_ns']}\"")
-    # The auditor's report of the same run, from the meters' raw readings (whole seconds around it).
-    from puewatch.core.timefmt import format_time
-
-    s = 1_000_000_000
-    frm, to = format_time(summary["start_ns"] // s * s), format_time(-(-summary["end_ns"] // s) * s)
-    p("The auditor's report of this run (raw meter readings; `--format html -o run.html` for figures):")
-    p(f"  puewatch report --config {d / 'collector.toml'} --from {frm} --to {to}")
+        p(f"  influx -host ... -database {spec.database} -execute 'SELECT pue FROM pue WHERE \"window\" = '\\''1m'\\'' "
+          f"AND time >= {summary['start_ns']}'")
+    p("The auditor's report of this run, with the figures above (`--format html -o run.html` for charts):")
+    p(f"  {summary['report_command']}")
     p(f"  Configurations and logs: {d}")
 
 
@@ -625,16 +679,18 @@ def main(args: argparse.Namespace) -> int:
     tokens = d / "tokens"
     tokens.write_text("# written by puewatch demo: one agent per line\n" + "\n".join(token_lines) + "\n")
     tokens.chmod(0o600)
-    (d / "collector.toml").write_text(collector_toml(d, spec, ingest_port, metrics_port, snmp_port))
-    t0 = time.time()
-    state = site.SiteState(nodes, t0)
-    generation = int(t0)
-    site.write_recordings(d / "snmp", site.recordings(state, t0), generation)
+    (d / "collector.toml").write_text(collector_toml(d, spec, ingest_port, metrics_port, snmp_port, nodes))
+    recorder = site.Recorder(d / "snmp", nodes, RECORDING_PERIOD_S)
+    try:
+        recorder.start()
+    except OSError as exc:
+        raise UserError(f"cannot write the SNMP recordings in {d / 'snmp'}: {exc}") from None
 
     stop = _Stop()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     children = Children(d / "pids.json", d / "logs")
     start_ns = time.time_ns()
+    up_ns = stop_ns = None
     summary = None
     try:
         py = [sys.executable, "-m", "puewatch.cli"]
@@ -649,10 +705,10 @@ def main(args: argparse.Namespace) -> int:
         wait_tcp(ingest_port, deadline, children.procs["collector"], "the collector", d / "logs" / "collector.log")
         for n in nodes:
             children.start(f"agent-{n.name}", [*py, "agent", "--config", str(d / "agents" / n.name / "agent.toml")])
-        up_ns = time.time_ns()
         if not args.json:
             print(f"puewatch demo: {len(nodes)} nodes ({len(nodes) * site.GPUS_PER_NODE} simulated GPUs), "
                   f"{len(SNMP_COMMUNITIES)} SNMP meters, store {spec.describe()}; files in {d}", file=sys.stderr)
+        up_ns = time.time_ns()
         reader = open_reader(spec)
         live = None
         if not args.json and sys.stdout.isatty():
@@ -664,10 +720,9 @@ def main(args: argparse.Namespace) -> int:
         next_view = 0.0 if live is not None else time.monotonic() + 10.0
         try:
             while not stop.event.is_set() and time.monotonic() < end:
-                now = time.time()
-                state.advance(now)
-                generation += 1
-                site.write_recordings(d / "snmp", site.recordings(state, t0), generation)
+                now = time.monotonic()
+                if recorder.error:
+                    raise UserError(recorder.error)
                 dead = children.dead()
                 if dead:
                     name, rc = dead[0]
@@ -685,18 +740,21 @@ def main(args: argparse.Namespace) -> int:
                           f"{_f(snap['facility_w'] / 1e3, '.1f')} kW, IT {_f(snap['it_w'] / 1e3, '.1f')} kW, "
                           f"PUE 1m {_f(w1['pue'], '.3f')} (coverage {_f(w1['pue_coverage'] * 100, '.0f')} %)",
                           file=sys.stderr, flush=True)
-                stop.event.wait(max(0.0, min(RECORDING_PERIOD_S - (time.time() - now), end - time.monotonic())))
+                stop.event.wait(max(0.0, min(CHECK_S - (time.monotonic() - now), end - time.monotonic())))
         finally:
+            stop_ns = time.time_ns()
             if live is not None:
                 live.stop()
         if not args.json:
             print("puewatch demo: stopping (agents, collector, meters)...", file=sys.stderr)
         children.stop_all()
+        recorder.stop()
         end_ns = time.time_ns()
-        summary = summarize(reader, spec, nodes, start_ns, end_ns + 1, up_ns)
+        summary = summarize(reader, spec, d, nodes, report_period(up_ns, stop_ns, start_ns, end_ns))
         summary["interrupted"] = bool(stop.signum)
     finally:
         children.stop_all()
+        recorder.stop()
         for s, h in old.items():
             signal.signal(s, h)
     if args.json:

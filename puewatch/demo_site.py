@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,14 +65,26 @@ CHILLER_OIDS = (f"{PRIVATE_ARC}.2.1.0", f"{PRIVATE_ARC}.2.2.0")
 U32 = 2**32
 
 
+OUTDOOR_MEAN_C = 22.0
+OUTDOOR_SWING_C = 8.0
+# A meter's rating (`max_power_w` in the demo's collector.toml): twice its simulated peak, as a
+# circuit is sized above its load, and because a poll may read a recording up to one rewrite old.
+RATING_HEADROOM = 2.0
+REGISTER_STEP_WH = 1.0        # the demo's energy registers count whole Wh
+
+
 def outdoor_c(t: float) -> float:
     """Simulated outdoor temperature (°C): a 30-minute sine around 22 °C."""
-    return 22.0 + 8.0 * math.sin(TAU * (t - DRIVER_LOAD_S) / 1800.0)
+    return OUTDOOR_MEAN_C + OUTDOOR_SWING_C * math.sin(TAU * (t - DRIVER_LOAD_S) / 1800.0)
+
+
+def chiller_share_at(outdoor: float) -> float:
+    """Chiller plant power as a share of IT power at an outdoor temperature (°C): more when it is warm."""
+    return 0.10 + 0.006 * (outdoor - 15.0)
 
 
 def chiller_share(t: float) -> float:
-    """Chiller plant power as a share of IT power: more when it is warm outside."""
-    return 0.10 + 0.006 * (outdoor_c(t) - 15.0)
+    return chiller_share_at(outdoor_c(t))
 
 
 @dataclass
@@ -107,16 +121,47 @@ def make_nodes(n: int) -> list[Node]:
 
 def powers(nodes: list[Node], t: float) -> dict[str, float]:
     """Every simulated power at time t (W), by meter: incomer, ups, pdu-<zone>, crah-<zone>, chiller."""
+    return _meter_powers(nodes, {n.name: n.it_w(t) for n in nodes}, chiller_share(t))
+
+
+def peak_powers(nodes: list[Node]) -> dict[str, float]:
+    """Every meter's largest simulated power (W): all GPUs at their power limit on the warmest day."""
+    node_w = {n.name: HOST_BASE_W + sum(g.cfg.power_limit_w for g in n.gpus) / PSU_EFFICIENCY for n in nodes}
+    return _meter_powers(nodes, node_w, chiller_share_at(OUTDOOR_MEAN_C + OUTDOOR_SWING_C))
+
+
+def register_step_w(poll_interval_s: float) -> float:
+    """The mean power of one register step between two polls a quarter interval apart (W).
+
+    A meter that draws a few hundred W steps its Wh register once every few seconds, and
+    polls answered late (a retry) or early come closer than the interval: one step between
+    them must not look impossible. (The live pipeline allows one register step on top of
+    `max_power_w` x the interval; the report does not yet, so the rating allows it.)
+    """
+    return REGISTER_STEP_WH * 3600.0 / (0.25 * poll_interval_s)
+
+
+def ratings_w(nodes: list[Node], poll_interval_s: float) -> dict[str, float]:
+    """Each meter's rated power (W), the largest the collector and the report may take it to draw:
+    RATING_HEADROOM x its peak, and for a meter with an energy register (all but the CRAHs)
+    never below `register_step_w`."""
+    floor_w = register_step_w(poll_interval_s)
+    return {k: RATING_HEADROOM * p if k.startswith("crah-") else max(RATING_HEADROOM * p, floor_w)
+            for k, p in peak_powers(nodes).items()}
+
+
+def _meter_powers(nodes: list[Node], node_it_w: dict[str, float], chiller: float) -> dict[str, float]:
+    """The meters' powers (W) from each node's IT power and the chiller's share of IT power."""
     out: dict[str, float] = {}
     it_total = 0.0
     for zone in ZONES:
-        it = ZONE_BASE_W + sum(n.it_w(t) for n in nodes if n.zone == zone)
+        it = ZONE_BASE_W + sum(node_it_w[n.name] for n in nodes if n.zone == zone)
         out[f"pdu-{zone}"] = it
         out[f"crah-{zone}"] = CRAH_SHARE * it
         it_total += it
     ups_out = it_total * (1.0 + UPS_DISTRIBUTION_LOSS)
     out["ups"] = ups_out
-    out["chiller"] = chiller_share(t) * it_total
+    out["chiller"] = chiller * it_total
     ups_loss = UPS_LOSS_SHARE * ups_out + UPS_NO_LOAD_W_PER_NODE * len(nodes)
     other = OTHER_W_BASE + OTHER_W_PER_NODE * len(nodes)
     cooling = out["chiller"] + sum(out[f"crah-{z}"] for z in ZONES)
@@ -235,3 +280,53 @@ def write_recordings(data_dir: Path, texts: dict[str, str], generation: int) -> 
         tmp.write_text(text)
         os.utime(tmp, (generation, generation))
         tmp.replace(path)
+
+
+class Recorder:
+    """The meters' recordings, kept current on a thread from `start()` until `stop()`.
+
+    Every `period_s` it advances the registers to the clock and rewrites the recordings, from
+    before snmpsim serves them until after it stops, so a served register only ever grows by
+    the simulated energy since its last rewrite. (It used to be advanced by the demo's main
+    loop, which starts after the meters and the collector are up: every meter first served
+    the registers of the demo's start and then jumped by the whole start-up's energy.)
+    A failure to write is kept in `error` (the demo stops on it).
+    """
+
+    def __init__(self, data_dir: Path, nodes: list[Node], period_s: float) -> None:
+        self.data_dir, self.nodes, self.period_s = data_dir, nodes, period_s
+        self.state: SiteState | None = None
+        self.started = 0.0  # time.time() of the first recordings
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write the first recordings (here: errors raise) and start the thread that keeps them current."""
+        t0 = time.time()
+        self.state = SiteState(self.nodes, t0)
+        self.started, self._generation = t0, int(t0)
+        self._write()
+        self._thread = threading.Thread(target=self._run, name="demo-recordings", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        write_recordings(self.data_dir, recordings(self.state, self.started), self._generation)
+        self._generation += 1
+
+    def _run(self) -> None:
+        next_s = time.monotonic() + self.period_s
+        while not self._stop.wait(max(0.0, next_s - time.monotonic())):
+            next_s = max(next_s + self.period_s, time.monotonic())  # late: no burst of catch-up writes
+            try:
+                self.state.advance(time.time())
+                self._write()
+            except OSError as exc:
+                self.error = f"cannot rewrite the SNMP recordings in {self.data_dir}: {exc}"
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

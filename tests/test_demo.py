@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ import psutil
 import pytest
 
 from puewatch import demo, demo_site as site
+from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.demo import parse_store
 from puewatch.errors import UserError
+from puewatch.report.engine import parse_time
 
 PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
 
@@ -43,59 +46,100 @@ def _joint_sums(store: EmbeddedStore, start_ns: int, end_ns: int) -> tuple[float
     return sum(a for a, _ in both), sum(b for _, b in both), len(both)
 
 
+def _run_report(summary: dict, *extra: str) -> dict:
+    """Run the command the demo recommends, as printed, and read its JSON."""
+    command = shlex.split(summary["report_command"])
+    assert command[:2] == ["puewatch", "report"]
+    rep = subprocess.run([*PUEWATCH, *command[1:], "--format", "json", *extra], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    return json.loads(rep.stdout)
+
+
+SUMMARY_KEYS = ("pue", "it_energy_wh", "facility_energy_wh", "category", "coverage", "cells", "clf", "gpu_it_share", "zones",
+                "nodes", "start_ns", "end_ns", "start", "end", "report_command", "store", "interrupted")
+
+
 @pytest.mark.slow
-def test_demo_runs_a_site_and_its_summary_is_the_store_s_energy_ratio(tmp_path):
+def test_demo_runs_a_site_and_its_summary_is_the_report_it_recommends(tmp_path):
     d = tmp_path / "site"
     t0 = time.monotonic()
-    r = subprocess.run([*PUEWATCH, "demo", "--duration", "25", "--nodes", "2", "--json", "--dir", str(d)],
-                       capture_output=True, text=True, timeout=150)
+    r = subprocess.run([*PUEWATCH, "demo", "--duration", "32", "--nodes", "2", "--json", "--dir", str(d)],
+                       capture_output=True, text=True, timeout=200)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 120
     summary = json.loads(r.stdout)
-    for key in ("pue", "it_energy_wh", "facility_energy_wh", "category", "coverage", "zones", "start_ns", "end_ns"):
+    for key in SUMMARY_KEYS:
         assert key in summary, key
     assert summary["category"] == 2  # IT measured at the rack PDUs (pdu_output)
     assert 1.05 < summary["pue"] < 1.6
-    assert 0 < summary["coverage"] <= 1
-    assert summary["interrupted"] is False
+    assert 0.9 < summary["coverage"] <= 1  # the period: while every meter was read
+    assert summary["interrupted"] is False and summary["warnings"] == []
     assert set(summary["zones"]) == {"hall-a", "hall-b"}
     for z in summary["zones"].values():
         assert 1.0 < z["ppue"] < 1.2  # the zone's CRAH over its PDU
+    # The period: RFC 3339 and ns agree; most of the 32 s run.
+    assert parse_time(summary["start"]) == summary["start_ns"] and parse_time(summary["end"]) == summary["end_ns"]
+    period_s = (summary["end_ns"] - summary["start_ns"]) / 1e9
+    assert 25 <= period_s <= 33, period_s
 
+    # The command the demo recommends prints the demo's figures: one computation, one PUE.
+    report = _run_report(summary)
+    assert (report["period_start"], report["period_end"]) == (summary["start"], summary["end"])
+    assert report["category"] == 2 and report["source"]["kind"] == "embedded"
+    assert report["pue"] == pytest.approx(summary["pue"], rel=0.01)
+    assert report["pue_joint"] == pytest.approx(summary["pue_joint"], rel=0.01)
+    assert report["facility_energy_wh"] == pytest.approx(summary["facility_energy_wh"], rel=0.01)
+    assert report["it_energy_wh"] == pytest.approx(summary["it_energy_wh"], rel=0.01)
+    assert report["clf"] == pytest.approx(summary["clf"], rel=0.01)
+    # About 2 x (1.5 kW host + ~4 kW of GPUs) + 2 x 0.6 kW of network.
+    assert 7.0 < report["it_energy_wh"] * 3600 / period_s / 1e3 < 18.0, report["it_energy_wh"]
+
+    # No meter's register jumps: the report refused no increase (every register meter is `register`,
+    # not `mixed`), counted no reset, warned of nothing; each energy is within what its rating allows.
+    conf = collector_config.load(d / "collector.toml")
+    assert report["warnings"] == []
+    for m in report["meters"]:
+        rating_w = conf.meters[m["meter"]].max_power_w
+        assert rating_w is not None, m["meter"]
+        assert m["resets"] == 0, m
+        assert m["method"] == ("integrated" if m["meter"].startswith("crah-") else "register"), m
+        assert 0 < m["energy_wh"] < rating_w * period_s / 3600, m
+    # And in the store, from the meter's first answer on: every increase of a served register is
+    # at most what its simulated peak power gives in the interval, plus the age of a recording
+    # (RECORDING_PERIOD_S, 2 s allowed for a busy machine) and one register step. The start-up's
+    # energy served in one step (the bug this guards against) is ten seconds' worth or more.
+    store = EmbeddedStore(Path(summary["store"]["path"]))
+    peak_w = site.peak_powers(site.make_nodes(2))
+    for dev in ("incomer", "chiller", "pdu-hall-a", "pdu-hall-b"):
+        t, wh = store.series("snmp_reading", "value", {"device": dev, "reading": "total_active_energy"}, 0, summary["end_ns"] + 10**11)
+        assert len(t) >= 25, dev
+        dt_s, dwh = (t[1:] - t[:-1]) / 1e9, wh[1:] - wh[:-1]
+        assert (dwh >= 0).all(), dev
+        allowed = peak_w[dev] * (dt_s + 2.0) / 3600 + site.REGISTER_STEP_WH
+        assert (dwh <= allowed).all(), (dev, dwh[:5].tolist(), dt_s[:5].tolist())
+
+    # The collector's own series are there too: its cells, the GPU share, every profile's readings.
     path = Path(summary["store"]["path"])
     assert path == d / "state" / "puewatch.sqlite"
-    store = EmbeddedStore(path)
-    fac, it, cells = _joint_sums(store, summary["start_ns"], summary["end_ns"])
-    assert cells == summary["cells"] and cells >= 5
-    assert summary["facility_energy_wh"] == pytest.approx(fac, rel=1e-9)
-    assert summary["it_energy_wh"] == pytest.approx(it, rel=1e-9)
-    assert summary["pue"] == pytest.approx(fac / it, rel=1e-6)
-    # About 2 x (1.5 kW host + ~4 kW of GPUs) + 2 x 0.6 kW of network per second of data.
-    assert 2.0 < it / cells < 5.0, it / cells
-
-    # The real profiles answered over SNMP, and the meters moved with the load.
+    _, _, cells = _joint_sums(store, summary["start_ns"], summary["end_ns"])
+    assert cells == summary["cells"] and cells >= 20
+    assert 0.3 < summary["gpu_it_share"] < 1.0
     readings = set(store.tag_values("snmp_reading", "reading"))
     assert {"unit0_input1_active_energy", "output_active_energy", "psu_sensor12_active_power",
             "incomer_energy", "total_active_power"} <= readings, readings
     start, end = summary["start_ns"], summary["end_ns"]
     _, pdu_w = store.series("snmp_reading", "value", {"device": "pdu-hall-a", "reading": "total_active_power"}, start, end)
     assert len(pdu_w) >= 10 and len(set(pdu_w.tolist())) > 3
-    _, wh = store.series("snmp_reading", "value", {"device": "incomer", "reading": "total_active_energy"}, start, end)
-    assert wh[-1] > wh[0] and all(b >= a for a, b in zip(wh, wh[1:]))
     methods = store.tag_values("meter_energy", "method")
     assert {"register", "integrated"} <= set(methods)  # PDUs' Wh registers, the CRAHs' power integrated
     assert set(store.tag_values("gpu_energy", "node")) == {"gpu-a-1", "gpu-b-1"}
 
-    # The summary's closing lines give the auditor's report of the run; it runs, from the raw readings,
-    # and its PUE over the jointly observed time is the live pipeline's.
+    # The printed summary ends with that very command.
     text = io.StringIO()
     demo.print_summary(summary, parse_store(None, d), d, False, out=text)
-    command = next(line.split() for line in text.getvalue().splitlines() if line.strip().startswith("puewatch report"))
-    rep = subprocess.run([*PUEWATCH, *command[1:], "--json"], capture_output=True, text=True, timeout=120)
-    assert rep.returncode == 0, rep.stderr
-    report = json.loads(rep.stdout)
-    assert report["category"] == 2 and report["source"]["kind"] == "embedded"
-    assert report["pue_joint"] == pytest.approx(summary["pue"], rel=0.05)
+    lines = [line.strip() for line in text.getvalue().splitlines()]
+    assert summary["report_command"] in lines
+    assert any(line.startswith(f"PUE {summary['pue']:.4f} (category 2") for line in lines), lines
 
     # Nothing left behind.
     assert json.loads((d / "pids.json").read_text())["children"] == {}
@@ -132,14 +176,15 @@ def test_ctrl_c_stops_every_process_and_still_summarises(tmp_path):
     summary = json.loads(out)
     assert summary["interrupted"] is True
     # A few seconds of 1 Wh registers: the incomer (facility) and the two PDUs (IT) are each known to
-    # one register step, and each recording is up to RECORDING_PERIOD_S stale at either end of the run.
+    # one register step, and each recording is up to RECORDING_PERIOD_S stale at either end of the period.
     # The site model's PUE (1.24-1.34 for one node) must lie inside what those readings allow.
-    fac, it, cells = summary["facility_energy_wh"], summary["it_energy_wh"], summary["cells"]
-    assert cells >= 3, summary
-    stale = demo.RECORDING_PERIOD_S / (cells * demo.INTERVAL_S)  # relative, per meter
+    fac, it = summary["facility_energy_wh"], summary["it_energy_wh"]
+    period_s = (summary["end_ns"] - summary["start_ns"]) / 1e9
+    assert period_s >= 5 and summary["coverage"] > 0.8, summary
+    stale = demo.RECORDING_PERIOD_S / period_s  # relative, per meter
     lo = (fac * (1 - stale) - 1.0) / (it * (1 + stale) + 2.0)
     hi = (fac * (1 + stale) + 1.0) / (it * (1 - stale) - 2.0)
-    assert lo < 1.34 and hi > 1.24, (summary["pue"], lo, hi, fac, it, cells)
+    assert lo < 1.34 and hi > 1.24, (summary["pue"], lo, hi, fac, it, period_s)
     assert summary["pue"] == pytest.approx(fac / it, rel=1e-9)
     for name, pid in pids.items():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
@@ -188,6 +233,59 @@ def test_recordings_keep_their_layout_as_values_move(tmp_path):
     assert int((tmp_path / "ups.snmprec").stat().st_mtime) == 1_800_000_555
 
 
+def _served(path: Path, oid: str) -> int:
+    for line in path.read_text().splitlines():
+        o, _, value = line.split("|")
+        if o == oid:
+            return int(value)
+    raise AssertionError(f"{oid} not in {path}")
+
+
+def test_served_registers_count_only_the_energy_since_they_were_first_written(tmp_path):
+    """The recorder serves the start values at once and from then on only the simulated energy since."""
+    nodes = site.make_nodes(2)
+    recorder = site.Recorder(tmp_path, nodes, period_s=0.5)
+    recorder.start()  # writes the first recordings before it returns; the thread rewrites them 0.5 s later
+    pdu = tmp_path / "pdu-hall-a.snmprec"
+    wh_oid = "1.3.6.1.4.1.534.6.6.7.3.5.1.5.0.1"
+    try:
+        first = _served(pdu, wh_oid)
+        t0 = recorder.started
+        assert first == int(site.SiteState(nodes, t0).energy_wh["pdu-hall-a"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and pdu.stat().st_mtime < int(t0) + 2:  # two rewrites or more
+            time.sleep(0.05)
+    finally:
+        recorder.stop()
+    assert recorder.error is None
+    t1 = recorder.state.t
+    assert t1 > t0
+    members = [n for n in nodes if n.zone == "hall-a"]
+    exact_wh = (site.ZONE_BASE_W * (t1 - t0) + sum(
+        site.HOST_BASE_W * (t1 - t0) + sum(g.energy_j(t1) - g.energy_j(t0) for g in n.gpus) / site.PSU_EFFICIENCY
+        for n in members)) / 3600.0
+    served = _served(pdu, wh_oid)
+    assert served - first == pytest.approx(exact_wh, abs=1.0 + 1e-4 * exact_wh)  # whole Wh served
+
+
+def test_every_meter_is_rated_above_anything_it_can_draw(tmp_path):
+    """collector.toml gives each meter a max_power_w above its simulated peak, which bounds its power at all times."""
+    nodes = site.make_nodes(3)
+    spec = parse_store(None, tmp_path)
+    path = tmp_path / "collector.toml"
+    path.write_text(demo.collector_toml(tmp_path, spec, 8087, 9091, 1161, nodes))
+    conf = collector_config.load(path)
+    assert conf.meters, "no meters"
+    peak = site.peak_powers(nodes)
+    t0 = 1_800_000_000.0
+    drawn = {k: max(site.powers(nodes, t0 + 7.3 * i)[k] for i in range(500)) for k in peak}
+    for name, meter in conf.meters.items():
+        assert meter.max_power_w is not None, name
+        assert meter.max_power_w >= site.RATING_HEADROOM * peak[name] >= site.RATING_HEADROOM * drawn[name], name
+        # ... and far below a start-up's energy served in one poll (ten seconds' worth at the peak).
+        assert meter.max_power_w < 10 * peak[name] or meter.max_power_w <= site.register_step_w(demo.SNMP_INTERVAL_S) + 1
+
+
 def test_store_forms(tmp_path):
     assert parse_store(None, tmp_path).path == tmp_path / "state" / "puewatch.sqlite"
     assert parse_store("sqlite:///x/y.sqlite", tmp_path).path == Path("/x/y.sqlite")
@@ -230,6 +328,9 @@ def test_demo_writes_to_influxdb_with_store_url(tmp_path):
         fac = dict(zip(tf.tolist(), f.tolist()))
         both = [(fac[t], v) for t, v in zip(ti.tolist(), it.tolist()) if t in fac]
         assert len(both) == summary["cells"] >= 3
-        assert summary["pue"] == pytest.approx(sum(a for a, _ in both) / sum(b for _, b in both), rel=1e-6)
         assert 1.05 < summary["pue"] < 1.6 and summary["category"] == 2
+        # The report the demo recommends reads the same InfluxDB (the config's store) and agrees.
+        report = _run_report(summary)
+        assert report["source"]["kind"] == "influx1" and report["source"]["database"] == "demo_site"
+        assert report["pue"] == pytest.approx(summary["pue"], rel=0.01)
         assert _processes_under(d) == []

@@ -85,6 +85,14 @@ def report_main(args: argparse.Namespace) -> int:
         return _output(site, readings, start, end, args, source)
 
 
+def store_report(args: argparse.Namespace) -> dict[str, Any]:
+    """The report `puewatch report` with these (parsed) arguments computes, as a dict: for a
+    program that runs the command in-process and needs its figures (the demo's summary)."""
+    start, end = _period(args)
+    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source):
+        return compute_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source))
+
+
 def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
