@@ -28,6 +28,7 @@ from puewatch.collector import config as ccfg
 from puewatch.collector.metrics import CollectorMetrics
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
 from puewatch.core.timefmt import SECOND
+from puewatch.collector.snmp.profiles import register_step
 from puewatch.lineprotocol import encode_line, series_key
 
 log = logging.getLogger("puewatch.collector")
@@ -191,7 +192,9 @@ class Collector:
             if r is None:
                 continue
             register = r.kind == "register"
-            resolution = abs(r.value / r.raw) if register and r.raw not in (None, 0) and math.isfinite(r.value) else 0.0
+            # One register step, as the profile alone fixes it (the report reads it the same way).
+            profile = self.poller.meters[device].profile if self.poller is not None and device in self.poller.meters else None
+            resolution = register_step(profile, name) if register and profile is not None else 0.0
             self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=r.modulus,
                                     resolution=resolution)
 

@@ -155,14 +155,12 @@ def _generic_oids(power_oid: str, energy_oid: str, name: str) -> str:
 
 def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int, snmp_port: int,
                    nodes: list[site.Node]) -> str:
-    rated = site.ratings_w(nodes, SNMP_INTERVAL_S)
-    step_w = site.register_step_w(SNMP_INTERVAL_S)
+    rated = site.ratings_w(nodes)
 
     def rating(meter: str) -> str:
-        # Register increases faster than this are impossible jumps (collector/CONFIG.md, meters).
-        why = (f"{site.RATING_HEADROOM:g} x the simulated peak" if rated[meter] > step_w
-               else f"one {site.REGISTER_STEP_WH:g} Wh register step in {SNMP_INTERVAL_S / 4:g} s")
-        return f"max_power_w = {math.ceil(rated[meter])}  # rated: {why}"
+        # Register increases faster than this (plus one register step) are impossible jumps
+        # (docs/auditor-guide.md, "How readings become energy").
+        return f"max_power_w = {math.ceil(rated[meter])}  # rated: {site.RATING_HEADROOM:g} x the simulated peak"
 
     out = [
         "# Written by `puewatch demo`: the simulated site's collector. Reference: collector/CONFIG.md",

@@ -130,24 +130,10 @@ def peak_powers(nodes: list[Node]) -> dict[str, float]:
     return _meter_powers(nodes, node_w, chiller_share_at(OUTDOOR_MEAN_C + OUTDOOR_SWING_C))
 
 
-def register_step_w(poll_interval_s: float) -> float:
-    """The mean power of one register step between two polls a quarter interval apart (W).
-
-    A meter that draws a few hundred W steps its Wh register once every few seconds, and
-    polls answered late (a retry) or early come closer than the interval: one step between
-    them must not look impossible. (The live pipeline allows one register step on top of
-    `max_power_w` x the interval; the report does not yet, so the rating allows it.)
-    """
-    return REGISTER_STEP_WH * 3600.0 / (0.25 * poll_interval_s)
-
-
-def ratings_w(nodes: list[Node], poll_interval_s: float) -> dict[str, float]:
+def ratings_w(nodes: list[Node]) -> dict[str, float]:
     """Each meter's rated power (W), the largest the collector and the report may take it to draw:
-    RATING_HEADROOM x its peak, and for a meter with an energy register (all but the CRAHs)
-    never below `register_step_w`."""
-    floor_w = register_step_w(poll_interval_s)
-    return {k: RATING_HEADROOM * p if k.startswith("crah-") else max(RATING_HEADROOM * p, floor_w)
-            for k, p in peak_powers(nodes).items()}
+    RATING_HEADROOM x its peak. (One register step on top of it is always allowed, core.energy.)"""
+    return {k: RATING_HEADROOM * p for k, p in peak_powers(nodes).items()}
 
 
 def _meter_powers(nodes: list[Node], node_it_w: dict[str, float], chiller: float) -> dict[str, float]:

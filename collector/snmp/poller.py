@@ -494,30 +494,26 @@ class RegisterEnergy:
 
 
 def register_energy(readings: Sequence[Reading], *, max_power_w: float | None = None) -> RegisterEnergy:
-    """Per-interval increases of one register reading over time, with wrap and reset handling.
-
-    A thin wrapper around `puewatch.kernels.register_deltas` (the pipeline does the
-    same with the kernels directly): the modulus comes from the readings, a drop
-    that no wrap explains is a reset (the new reading counts from zero, flagged),
-    never negative energy.
+    """Per-interval increases of one register reading over time, by the one register-energy
+    policy (`puewatch.core.energy`, as the pipeline and the reports): the modulus comes from the
+    readings, the power limit is `max_power_w` or derived from them, a drop that no possible
+    wrap explains is a reset (its interval not counted), never negative energy.
     """
-    from puewatch.kernels import FLAG_MISSING, FLAG_RESET, FLAG_WRAP, register_deltas
+    from puewatch.core import energy as policy
+    from puewatch.kernels import FLAG_MISSING, FLAG_RESET, FLAG_WRAP
 
     if not readings:
         raise ValueError("no readings")
     names = {(r.device, r.name) for r in readings}
     if len(names) != 1:
         raise ValueError(f"readings of more than one register: {sorted(names)[:3]}")
-    if readings[0].kind != "register":
-        raise ValueError(f"{readings[0].name} is a {readings[0].kind}, not a register")
+    if readings[0].kind != "register" or readings[0].unit != "Wh":
+        raise ValueError(f"{readings[0].name} is a {readings[0].kind} in {readings[0].unit}, not a register in Wh")
     t = np.array([r.time_ns for r in readings], dtype=np.int64)
     v = np.array([r.value for r in readings], dtype=np.float64)
     modulus = next((r.modulus for r in readings if r.modulus is not None), None)
-    jpu = {"Wh": 3600.0, "kWh": 3.6e6, "J": 1.0}.get(readings[0].unit)
-    kwargs = {}
-    if max_power_w is not None and jpu is not None:
-        kwargs = {"max_power_w": max_power_w, "joules_per_unit": jpu}
-    res = register_deltas(t, v, modulus=modulus, **kwargs)
+    limit = policy.power_limit(max_power_w, t, v)
+    res = policy.register_energy(t, v, modulus_wh=modulus, limit=limit)
     finite = res.delta[np.isfinite(res.delta)]
     return RegisterEnergy(
         energy=float(finite.sum()),

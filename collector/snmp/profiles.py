@@ -383,6 +383,24 @@ def load_profiles(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
     return profiles
 
 
+def register_step(profile: Profile, reading: str) -> float:
+    """One step of a device's `reading` register in its unit, where the profile alone says: the
+    common `scale` of the register readings it is made of (a sum of registers that step by q
+    steps by q). 0 when a reading's scale comes from the device (Raritan decimal digits,
+    ENTITY-SENSOR scale/precision) or the readings differ: no step is then allowed on top of
+    the power limit (core.energy)."""
+    total = next((t for t in profile.totals if t.name == reading), None)
+    if total is None:
+        specs = [s for s in profile.readings if s.oid and s.name_for("") == reading]
+    else:
+        specs = [profile.reading(k) for k in [*total.sum, *total.fallback]]
+    if not specs or any(s.kind != "register" or s.decimal_digits_column or s.entity_scale_column
+                        or s.entity_precision_column for s in specs):
+        return 0.0
+    scales = {s.scale for s in specs}
+    return scales.pop() if len(scales) == 1 else 0.0
+
+
 def register_modulus(profile: Profile, reading: str) -> tuple[float | None, str | None]:
     """Where a device's `reading` wraps, in its unit, as the poller computes it, if the profile alone says.
 

@@ -201,6 +201,9 @@ class SiteModel:
     # meter's register wraps, in Wh (None: it does not), and why it is unknown for the others.
     snmp_modulus_wh: dict[str, float | None] = field(default_factory=dict)
     snmp_modulus_unknown: dict[str, str] = field(default_factory=dict)
+    # One step of an SNMP meter's register in Wh (its profile's scale), allowed on top of its power
+    # limit (core.energy); the live pipeline takes each reading's own (value / raw).
+    snmp_step_wh: dict[str, float] = field(default_factory=dict)
 
     @property
     def category(self) -> int:

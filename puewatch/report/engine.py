@@ -212,7 +212,7 @@ def _finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.n
 
 
 def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap: int,
-           max_power_w: float | None, points: np.ndarray | None = None) -> _MeterResult:
+           max_power_w: float | None, points: np.ndarray | None = None, step_wh: float = 0.0) -> _MeterResult:
     """One meter's daily energies, observed spans and method; with `points`, instead of the
     daily energies its observed energy before each of the points (`before`, for `_Before`):
     the register's intervals no longer than `max_gap` and the power's intervals it uses,
@@ -236,7 +236,7 @@ def _meter(readings: MeterReadings, grid: np.ndarray, start: int, end: int, max_
     te, xe = _finite_pairs(t, readings.energy_wh)
     reg_s = reg_e = np.empty(0, np.int64)
     if te.size >= 2:
-        d = policy.register_energy(te, xe, modulus_wh=readings.modulus_wh, limit=limit)
+        d = policy.register_energy(te, xe, modulus_wh=readings.modulus_wh, limit=limit, resolution_wh=step_wh)
         if before is None:
             in_period = (te[1:] > start) & (te[:-1] < end)
             flags_in = d.flags[in_period]
@@ -423,7 +423,8 @@ def compute_report(
     def meter_result(name: str, points: np.ndarray | None = None) -> _MeterResult:
         meter = site.meters[name]
         max_p = meter.max_power_w if meter.role != "water" else None
-        return _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p, points)
+        return _meter(readings.get(name, empty), grid, start_ns, end_ns, opts.max_gap_ns, max_p, points,
+                      site.snmp_step_wh.get(name, 0.0))
 
     def before_of(name: str, points: np.ndarray) -> np.ndarray:
         return meter_result(name, points).before

@@ -179,6 +179,7 @@ def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[s
             raise ConfigError(f"{source}: snmp.devices {dev.name!r}: profile {dev.profile!r} is not in {where}{hint}: "
                               "the report cannot know where its register wraps; give the profile directory")
         profile = pf.generic_profile(base, dev.oids) if base.profile.generic else base
+        site.snmp_step_wh[name] = pf.register_step(profile, m.reading or "total_active_energy")
         modulus, why = pf.register_modulus(profile, m.reading or "total_active_energy")
         if why:
             site.snmp_modulus_unknown[name] = f"device {dev.name!r}: {why}"
