@@ -5,12 +5,13 @@ energy register (SNMP or an ingest series), or one GPU's NVML energy counter
 from an agent. Each step finalises the grid cells (default 1 s) up to a
 *horizon* and turns them into derived series:
 
-1. Per stream, the energy of each cell: registers through
-   :func:`~puewatch.kernels.register_deltas` (wraps, resets and impossible
-   jumps handled and flagged; the interval across a reset is missing, since
-   only a lower bound of its energy is known), gauges through
-   :func:`~puewatch.kernels.integrate_power` (gaps longer than the stream's
-   maximum gap are not bridged), both spread onto the grid with
+1. Per stream, the energy of each cell by the one register-energy policy
+   (:mod:`puewatch.core.energy`, as in the reports): registers through
+   ``register_energy`` (a power limit per meter, configured or derived;
+   impossible jumps and resets not counted, wraps only where possible; each
+   outcome counted), gauges through :func:`~puewatch.kernels.integrate_power`
+   (gaps longer than the stream's maximum gap are not bridged; a power reading
+   that is negative or above the limit is no reading), both spread onto the grid with
    :func:`~puewatch.kernels.rebin_energy`. Between two steps a stream keeps
    its last reading at or before the horizon as the anchor of the next step,
    so the interval that straddles the horizon is split pro rata and never
@@ -23,7 +24,13 @@ from an agent. Each step finalises the grid cells (default 1 s) up to a
    energy) over rolling windows with :func:`~puewatch.kernels.rolling_ratio`:
    a ratio of energy sums over the cells where both sides are known, with
    the share of the window they cover. Below ``min_coverage`` a ratio is NaN
-   (left out of the written point), never a guess.
+   (left out of the written point), never a guess; so is a ratio below its
+   physical floor (a PUE under 1), which is also counted and logged.
+
+A reading stamped further ahead of its arrival than ``settle_s`` is refused
+(a clock that jumped ahead would otherwise hold back every later reading and
+make one long interval that no reading supports); a failed poll (NaN) is no
+reading.
 
 The horizon waits for the streams that are still reporting: it is the
 earliest latest-reading time among streams heard from within ``settle_s``,

@@ -143,8 +143,11 @@ class Meter:
         None,
         min=0,
         min_exclusive=True,
-        doc="Largest power the meter can see; a register increase above it is rejected as an impossible jump. "
-        "Default: no bound.",
+        doc="Largest power the meter can see (e.g. its circuit's rating): a register increase whose mean power is "
+        "above it (plus one register step) is an impossible jump and not counted, a drop is a wrap only if the "
+        "wrapped increase fits under it, and a power reading above it is no reading. Unset: 4 x the meter's "
+        "highest sustained power, derived from its own readings (docs/auditor-guide.md, \"How readings become "
+        "energy\").",
     )
 
     def check(self) -> list[tuple[str, str]]:
