@@ -145,10 +145,11 @@ class Stream:
         self.last_arrival_ns = arrival_ns
         return True
 
-    def _add_rates(self, grid: np.ndarray, t0: np.ndarray, t1: np.ndarray, e: np.ndarray) -> None:
-        """Intervals ending by the horizon feed the derived limit (later ones come back next step)."""
-        done = t1 <= grid[-1]
-        self.rates.add_intervals(t0[done], t1[done], e[done])
+    def _add_rates(self, grid: np.ndarray, t: np.ndarray, x: np.ndarray, *, register: bool) -> None:
+        """The intervals that end by the horizon feed the derived limit (later ones come back next step)."""
+        m = int(np.searchsorted(t, grid[-1], side="right"))
+        if m >= 2:
+            self.rates.add(k.hourly_sums(t[:m], x[:m], register=register, max_interval_ns=policy.SHORT_INTERVAL_NS))
 
     @property
     def watermark(self) -> int:
@@ -173,11 +174,11 @@ class Stream:
                 for name, count in policy.outcome_counts(d.flags[done]).items():
                     self.outcomes[name] += count
                 if self.integral_divisor != 1.0:
-                    self._add_rates(grid, *policy.interval_energy_for_limit(t, x, None))
+                    self._add_rates(grid, t, x, register=True)
             else:
                 # (Power readings were checked against the limit as they came: `add`.)
                 if self.integral_divisor != 1.0:
-                    self._add_rates(grid, *policy.interval_energy_for_limit(t, None, x))
+                    self._add_rates(grid, t, x, register=False)
                 energy = k.integrate_power(t, x, max_gap_ns=self.max_gap_ns).energy_j
                 integrated = True
             r = k.rebin_energy(t, energy, grid)
@@ -684,6 +685,7 @@ def compile_kernels() -> None:
     e = k.integrate_power(t, x, max_gap_ns=2_000_000_000).energy_j
     r = k.rebin_energy(t, d.delta, t[::2])
     k.group_sums(np.vstack([e, e]), np.ones((1, 2)))
+    k.hourly_sums(t, x, register=True, max_interval_ns=2_000_000_000)
     k.rolling_ratio(t, e, e, np.array([2_000_000_000]), min_coverage=0.5, numerator_coverage=np.ones(4),
                     denominator_coverage=np.ones(4))
     del r

@@ -37,6 +37,7 @@ from puewatch.kernels.counters import register_deltas, RegisterDeltas
 from puewatch.kernels.integrate import integrate_power, PowerIntegral
 from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
 from puewatch.kernels.aggregate import group_sums, GroupSums
+from puewatch.kernels.hourly import hourly_sums, HourlySums
 from puewatch.kernels.rolling import rolling_sums, rolling_ratio, RollingSums, RollingRatio
 from puewatch.kernels.scans import energy_before, power_fill, register_spans, PowerFill, RegisterSpans
 
@@ -65,4 +66,6 @@ __all__ = [
     "RegisterSpans",
     "power_fill",
     "PowerFill",
+    "hourly_sums",
+    "HourlySums",
 ]

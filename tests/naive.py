@@ -338,3 +338,24 @@ def power_fill(t_ns, energy, register_start_ns, register_end_ns, start_ns, end_n
         used = used or (b > start_ns and a < end_ns)
         kept.append((a, b))
     return (np.array(out, dtype=np.float64), used, *_union(kept))
+
+
+def hourly_sums(t_ns, values, *, register, max_interval_ns):
+    """(hours, energy, covered ns) per UTC hour of the short intervals between present readings."""
+    t = _ints(t_ns)
+    x = _floats(values)
+    present = [i for i in range(len(t)) if math.isfinite(x[i]) and (register or x[i] >= 0)]
+    acc: dict[int, list[float]] = {}
+    for i, j in zip(present, present[1:]):
+        dt = t[j] - t[i]
+        if not 0 < dt <= max_interval_ns:
+            continue
+        e = x[j] - x[i] if register else (x[i] + x[j]) / 2 * dt / 3.6e12
+        if e < 0:
+            continue
+        h = (t[j] - 1) // 3_600_000_000_000
+        a = acc.setdefault(h, [0.0, 0.0])
+        a[0] += e
+        a[1] += dt
+    hours = sorted(acc)
+    return (np.array(hours, dtype=np.int64), np.array([acc[h][0] for h in hours]), np.array([acc[h][1] for h in hours]))

@@ -109,17 +109,9 @@ class HourlyRates:
         self.covered_ns: dict[int, int] = {}
         self._cached: tuple[int, PowerLimit] | None = None  # (newest hour, its limit)
 
-    def add_intervals(self, t0: np.ndarray, t1: np.ndarray, energy_wh: np.ndarray) -> None:
-        """Intervals (t0, t1] with their energy; only finite, non-negative, short ones count."""
-        dt = t1 - t0
-        ok = np.isfinite(energy_wh) & (energy_wh >= 0) & (dt > 0) & (dt <= SHORT_INTERVAL_NS)
-        if not ok.any():
-            return
-        hours = (t1[ok] - 1) // HOUR
-        uniq, inv = np.unique(hours, return_inverse=True)
-        e = np.bincount(inv, weights=energy_wh[ok])
-        c = np.bincount(inv, weights=dt[ok].astype(np.float64))
-        for h, eh, ch in zip(uniq.tolist(), e.tolist(), c.tolist()):
+    def add(self, sums: k.HourlySums) -> None:
+        """Hourly sums (`kernels.hourly_sums`) of intervals not added before."""
+        for h, eh, ch in zip(sums.hour.tolist(), sums.energy.tolist(), sums.covered_ns.tolist()):
             self.energy_wh[h] = self.energy_wh.get(h, 0.0) + eh
             self.covered_ns[h] = self.covered_ns.get(h, 0) + int(ch)
         if len(self.energy_wh) > self.keep:
@@ -137,35 +129,33 @@ class HourlyRates:
         return lim
 
     def _compute(self) -> PowerLimit:
-        means = [self.energy_wh[h] * JOULES_PER_WH / (self.covered_ns[h] / NS)
-                 for h in self.energy_wh if self.covered_ns[h] >= HOUR_MIN_COVERED * HOUR]
-        if len(means) < DERIVED_MIN_HOURS:
-            return NO_LIMIT
-        q = DERIVED_PERCENTILE if len(means) >= DERIVED_FULL_HOURS else 50.0
-        sustained = float(np.percentile(np.asarray(means), q))
-        if not sustained > 0:
-            return NO_LIMIT
-        return PowerLimit(DERIVED_LIMIT_FACTOR * sustained, "derived")
+        hours = np.fromiter(self.energy_wh, np.int64, len(self.energy_wh))
+        return limit_from_hours(np.fromiter((self.energy_wh[h] for h in hours.tolist()), np.float64, hours.size),
+                                np.fromiter((self.covered_ns[h] for h in hours.tolist()), np.float64, hours.size))
 
 
-def interval_energy_for_limit(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | None
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(t0, t1, energy Wh) of the intervals a derived limit is computed from: a register's plain
-    increases where it has one, else trapezoids of the power (both readings present)."""
-    if register_wh is not None:
-        ok = np.isfinite(register_wh)
-        tt, x = t[ok], register_wh[ok]
-        if tt.size >= 2:
-            d = np.diff(x)
-            return tt[:-1], tt[1:], np.where(d >= 0, d, np.nan)
+def limit_from_hours(energy_wh: np.ndarray, covered_ns: np.ndarray) -> PowerLimit:
+    """The derived limit from per-hour energies and covered time (the rule in the module docstring)."""
+    q = covered_ns >= HOUR_MIN_COVERED * HOUR
+    if np.count_nonzero(q) < DERIVED_MIN_HOURS:
+        return NO_LIMIT
+    means = energy_wh[q] * JOULES_PER_WH / (covered_ns[q] / NS)
+    pct = DERIVED_PERCENTILE if means.size >= DERIVED_FULL_HOURS else 50.0
+    sustained = float(np.percentile(means, pct))
+    if not sustained > 0:
+        return NO_LIMIT
+    return PowerLimit(DERIVED_LIMIT_FACTOR * sustained, "derived")
+
+
+def hourly(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | None) -> k.HourlySums:
+    """The hourly sums a derived limit is computed from: the register's where it has two
+    readings, else the power's."""
+    t = np.asarray(t, np.int64)
+    if register_wh is not None and np.count_nonzero(np.isfinite(register_wh)) >= 2:
+        return k.hourly_sums(t, register_wh, register=True, max_interval_ns=SHORT_INTERVAL_NS)
     if power_w is not None:
-        ok = np.isfinite(power_w) & (power_w >= 0)
-        tt, p = t[ok], power_w[ok]
-        if tt.size >= 2:
-            e = 0.5 * (p[:-1] + p[1:]) * (np.diff(tt) / NS) / JOULES_PER_WH
-            return tt[:-1], tt[1:], e
-    empty = np.empty(0, np.int64)
-    return empty, empty, np.empty(0)
+        return k.hourly_sums(t, power_w, register=False, max_interval_ns=SHORT_INTERVAL_NS)
+    return k.HourlySums(np.empty(0, np.int64), np.empty(0), np.empty(0))
 
 
 def power_limit(configured_w: float | None, t: np.ndarray, register_wh: np.ndarray | None = None,
@@ -173,9 +163,8 @@ def power_limit(configured_w: float | None, t: np.ndarray, register_wh: np.ndarr
     """A meter's power limit for a report: configured, else derived from these readings."""
     if configured_w is not None:
         return PowerLimit(float(configured_w), "configured")
-    rates = HourlyRates(keep_hours=1 << 40)
-    rates.add_intervals(*interval_energy_for_limit(np.asarray(t, np.int64), register_wh, power_w))
-    return rates.limit()
+    sums = hourly(t, register_wh, power_w)
+    return limit_from_hours(sums.energy, sums.covered_ns)
 
 
 def register_energy(t_ns: np.ndarray, reading_wh: np.ndarray, *, modulus_wh: float | None, limit: PowerLimit,
