@@ -51,6 +51,7 @@ import numpy as np
 
 from puewatch import kernels as k
 from puewatch.core import energy as policy
+from puewatch.core import schema
 from puewatch.core.site import UNITS, SiteModel
 from puewatch.core.timefmt import MINUTE, SECOND
 from puewatch.lineprotocol import encode_line, series_key
@@ -361,7 +362,6 @@ class Pipeline:
     def _process(self, grid: np.ndarray) -> list[str]:
         n = grid.shape[0] - 1
         ends = grid[1:]
-        site_tag = {"site": self.site.name}
         lines: list[str] = []
         # 1. per-meter cell energies
         energy = np.full((len(self.meter_names), n), np.nan)
@@ -372,9 +372,8 @@ class Pipeline:
             e, integrated = st.cells(grid)
             energy[i] = e
             m = self.site.meters[name]
-            key = series_key("meter_energy", {**site_tag, "meter": name, "role": m.role, "zone": m.zone,
-                                              "method": "integrated" if integrated else "register"})
-            unit = "volume_l" if m.role == "water" else "energy_wh"
+            key = series_key(*schema.meter_energy(self.site.name, name, m, integrated))
+            unit = schema.meter_energy_field(m.role)
             for j in range(n):
                 line = encode_line(key, {unit: float(e[j])}, int(ends[j]))
                 if line:
@@ -401,14 +400,14 @@ class Pipeline:
                 if members:
                     totals[f"gpu:{zone}"] = np.sum(np.vstack(members), axis=0)
         for node, e in gpu_by_node.items():
-            key = series_key("gpu_energy", {**site_tag, "node": node, "zone": self.site.zone_of_node(node)})
+            key = series_key(*schema.gpu_energy(self.site.name, node, self.site.zone_of_node(node)))
             for j in range(n):
                 line = encode_line(key, {"energy_wh": float(e[j])}, int(ends[j]))
                 if line:
                     lines.append(line)
-        site_key = series_key("site_energy", {**site_tag, "category": str(self.site.category)})
+        site_key = series_key(*schema.site_energy(self.site.name, self.site.category))
         for j in range(n):
-            fields = {f"{g}_{'l' if g == 'water' else 'wh'}": float(v[j]) for g, v in totals.items() if ":" not in g}
+            fields = {schema.site_energy_field(g): float(v[j]) for g, v in totals.items() if ":" not in g}
             line = encode_line(site_key, fields, int(ends[j]))
             if line:
                 lines.append(line)
@@ -416,13 +415,14 @@ class Pipeline:
             b = totals.get(f"zone:{zone}:boundary")
             if b is None:
                 continue
-            zkey = series_key("zone_energy", {**site_tag, "zone": zone})
+            zkey = series_key(*schema.zone_energy(self.site.name, zone))
             zit = totals[f"zone:{zone}:it"]
             zgpu = totals.get(f"gpu:{zone}")
             for j in range(n):
                 line = encode_line(
                     zkey,
-                    {"boundary_wh": float(b[j]), "it_wh": float(zit[j]), "gpu_wh": None if zgpu is None else float(zgpu[j])},
+                    {schema.ZONE_BOUNDARY_WH: float(b[j]), schema.ZONE_IT_WH: float(zit[j]),
+                     schema.ZONE_GPU_WH: None if zgpu is None else float(zgpu[j])},
                     int(ends[j]),
                 )
                 if line:
@@ -508,9 +508,9 @@ class Pipeline:
                     denominator_coverage=level.cov[r][s:],
                 )
                 values[r] = (self._floored(r, rr.ratio[0, -n_new:], wtag := format_window(w)), rr.coverage[0, -n_new:])
-            site_key = series_key("pue", {"site": self.site.name, "window": wtag, "category": category})
+            site_key = series_key(*schema.pue(self.site.name, wtag, category))
             zone_keys = {
-                z: series_key("ppue", {"site": self.site.name, "zone": z, "window": wtag})
+                z: series_key(*schema.ppue(self.site.name, z, wtag))
                 for z in self.site.zone_names()
                 if f"zone:{z}:ppue" in self._ratios
             }

@@ -45,6 +45,7 @@ from pathlib import Path
 from puewatch import demo_site as site
 from puewatch.benchmarks.servers import free_port as free_tcp_port
 from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
+from puewatch.core import schema
 from puewatch.errors import UserError
 
 log = logging.getLogger("puewatch.demo")
@@ -400,11 +401,16 @@ def _mean_power(cells: dict[int, dict[str, float]], field: str, n: int) -> float
     return sum(values) / len(values) * 3600.0 / INTERVAL_S if values else math.nan
 
 
+# What the live view and the summary read of the derived series.
+_SITE_FIELDS = [schema.site_energy_field(g) for g in ("facility_input", "it", "cooling", "gpu")]
+_ZONE_FIELDS = [schema.ZONE_BOUNDARY_WH, schema.ZONE_IT_WH]
+
+
 def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: int) -> dict:
     """What the live view shows, read from the store (and /metrics for meter health)."""
     s = 1_000_000_000
     win = now_ns - 30 * s
-    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE}, win, now_ns + s)
+    cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, win, now_ns + s)
     recent = dict(sorted(cells.items())[-10:])
     snap: dict = {
         # Mean power over the last 5 cells: a 1 Wh register read every second is too coarse for one cell.
@@ -419,18 +425,19 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
         "meters": {},
     }
     for window in ("1m", "15m"):
-        tags = {"site": SITE, "window": window}
+        pue = schema.pue(SITE, window)
         snap["windows"][window] = {
-            k: _latest(reader, "pue", k, tags, win, now_ns + s) for k in ("pue", "pue_coverage", "clf", "clf_coverage")
+            k: _latest(reader, pue.measurement, k, pue.tags, win, now_ns + s) for k in ("pue", "pue_coverage", "clf", "clf_coverage")
         }
     for z in site.ZONES:
-        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, win, now_ns + s)
-        tags = {"site": SITE, "zone": z, "window": "1m"}
+        zid = schema.zone_energy(SITE, z)
+        zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, win, now_ns + s)
+        ppue = schema.ppue(SITE, z, "1m")
         snap["zones"][z] = {
             "it_w": _mean_power(zc, "it_wh", 5),
             "boundary_w": _mean_power(zc, "boundary_wh", 5),
-            "ppue": _latest(reader, "ppue", "ppue", tags, win, now_ns + s),
-            "ppue_coverage": _latest(reader, "ppue", "ppue_coverage", tags, win, now_ns + s),
+            "ppue": _latest(reader, ppue.measurement, "ppue", ppue.tags, win, now_ns + s),
+            "ppue_coverage": _latest(reader, ppue.measurement, schema.coverage_field("ppue"), ppue.tags, win, now_ns + s),
         }
     for n in nodes:
         t, p = reader.series("gpu_power", "power_average_w", {"node": n.name}, now_ns - 6 * s, now_ns + s)
@@ -449,7 +456,8 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
             "up": metrics.get(f'puewatch_snmp_up{{device="{dev}"}}', math.nan),
             "polls_ok": ok,
             "polls_error": err,
-            "power_w": _latest(reader, "snmp_reading", "value", {"device": dev, "reading": "total_active_power"},
+            "power_w": _latest(reader, schema.SNMP_READING, schema.SNMP_VALUE,
+                               {"device": dev, "reading": schema.SNMP_POWER_READING},
                                now_ns - 10 * s, now_ns + s),
         }
     return snap
@@ -457,19 +465,19 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
 
 def summarize(reader, spec: StoreSpec, nodes: list[site.Node], start_ns: int, end_ns: int, up_ns: int) -> dict:
     """The run's totals from the store: PUE = Σ facility energy / Σ IT energy over the cells where both are known."""
-    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE},
-                   start_ns, end_ns)
+    cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, start_ns, end_ns)
     pue, fac, it, n = _ratio(cells, "facility_input_wh", "it_wh")
     clf = _ratio(cells, "cooling_wh", "it_wh")[0]
     gpu_share = _ratio(cells, "gpu_wh", "it_wh")[0]
     categories = []
     try:
-        categories = reader.tag_values("site_energy", "category")
+        categories = reader.tag_values(schema.SITE_ENERGY, "category")
     except Exception as exc:  # noqa: BLE001 - a summary without the tag is still useful
         log.warning("cannot read the category tag: %s", exc)
     zones = {}
     for z in site.ZONES:
-        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, start_ns, end_ns)
+        zid = schema.zone_energy(SITE, z)
+        zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, start_ns, end_ns)
         zp, zb, zi, zn = _ratio(zc, "boundary_wh", "it_wh")
         zones[z] = {"ppue": _num(zp), "boundary_energy_wh": zb, "it_energy_wh": zi, "cells": zn}
     span_s = max(1e-9, (end_ns - up_ns) / 1e9)

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 import numpy as np
 import urllib3
 
+from puewatch.core import schema
 from puewatch.errors import UserError
 
 from .base import StoreRejected, StoreUnavailable
@@ -407,10 +408,10 @@ class Downsample:
 # energy series (Wh per interval): hourly sums, so the hourly Wh add up to the raw ones.
 DOWNSAMPLING: tuple[Downsample, ...] = (
     Downsample("site_power", None, "mean", "1m", "minute"),
-    Downsample("pue", None, "mean", "1m", "minute"),
+    Downsample(schema.PUE, None, "mean", "1m", "minute"),
     Downsample("meter_power", None, "mean", "1m", "minute"),
-    Downsample("site_energy", None, "sum", "1h", "hourly"),
-    Downsample("meter_energy", None, "sum", "1h", "hourly"),
+    Downsample(schema.SITE_ENERGY, None, "sum", "1h", "hourly"),
+    Downsample(schema.METER_ENERGY, None, "sum", "1h", "hourly"),
 )
 
 # How far back each CQ run recomputes (RESAMPLE ... FOR): late points (a spool replayed
