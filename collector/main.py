@@ -7,8 +7,8 @@ writer's thread) and the Prometheus endpoint (its own thread). The loop:
   they are, and the points the pipeline needs (GPU energy counters, meters
   fed through ingest) go to the pipeline;
 - takes every SNMP poll: the readings are written as raw series
-  (`snmp_reading`) and the meters' readings go to the pipeline;
-- steps the pipeline every interval and writes the derived series;
+  (`schema.snmp_reading`, a typed batch) and the meters' readings go to the pipeline;
+- steps the pipeline every interval and writes the derived series (a typed batch);
 - checkpoints the rolling history, and tells systemd it is alive.
 """
 
@@ -29,7 +29,7 @@ from puewatch.collector.metrics import CollectorMetrics
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
 from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
-from puewatch.lineprotocol import encode_line, series_key
+from puewatch.core.batch import Batch
 
 log = logging.getLogger("puewatch.collector")
 
@@ -152,17 +152,14 @@ class Collector:
         if error:
             log.warning("%s: %s", device, error)
         now = time.time_ns()
-        out = []
+        out = Batch()
         by_name = {}
         for r in readings:
             by_name[r.name] = r
-            key = series_key(*schema.snmp_reading(self.site.name, device, r.name, r.unit))
-            line = encode_line(key, {schema.SNMP_VALUE: r.value, schema.SNMP_RAW: None if r.raw is None else float(r.raw)},
-                               r.time_ns)
-            if line:
-                out.append(line)
+            out.add(*schema.snmp_reading(self.site.name, device, r.name, r.unit), r.time_ns,
+                    {schema.SNMP_VALUE: float(r.value), schema.SNMP_RAW: None if r.raw is None else float(r.raw)})
         if out:
-            self.writer.submit(("\n".join(out) + "\n").encode(), len(out))
+            self.writer.submit(out)
         for meter, wanted in self.snmp_meters.get(device, ()):
             name = wanted or self._chosen.get(meter)
             if not name:
@@ -189,9 +186,9 @@ class Collector:
         t0 = time.perf_counter()
         now = time.time_ns()
         before = self.pipeline.horizon
-        lines = self.pipeline.step(now)
-        if lines:
-            self.derived_writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+        derived = self.pipeline.step(now)
+        if derived:
+            self.derived_writer.submit(derived)
         if self.pipeline.horizon == before:
             return  # no cell finished since the last step
         self.metrics.step_seconds.observe(time.perf_counter() - t0)

@@ -43,6 +43,7 @@ import numpy as np
 import urllib3
 
 from puewatch.core import schema
+from puewatch.core.batch import Batch
 from puewatch.errors import UserError
 
 from .base import StoreRejected, StoreUnavailable
@@ -141,6 +142,10 @@ class Influx1Store:
         resp = self._request("POST", "/write", params, body, headers)
         if resp.status != 204 and resp.status != 200:
             self._raise(resp, "write")
+
+    def write_batch(self, batch: Batch) -> None:
+        """A typed batch, encoded to line protocol here: the wire is the only place it is text."""
+        self.write(batch.to_line_protocol())
 
     def close(self) -> None:
         self._http.clear()

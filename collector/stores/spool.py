@@ -1,7 +1,7 @@
 """`StoreWriter`: ordered, bounded, on-disk spool in front of any `Store`.
 
     writer = StoreWriter(store, "/var/lib/puewatch/spool", max_bytes=1 << 30)
-    writer.submit(body, points)      # never blocks the event loop
+    writer.submit(batch)             # a typed Batch, or line protocol bytes with their line count; never blocks
     ...
     writer.close(timeout_s=10)       # flush what it can; the rest stays on disk
 
@@ -35,6 +35,15 @@ first (never the one being written), each dropped point is counted in
 and counted. Files are never rewritten, so a batch replayed after a timeout
 (the store may have stored it and failed to answer) is byte-identical, and
 InfluxDB (and the embedded store) keep it once: same series, same timestamp.
+
+What travels: a typed `puewatch.core.batch.Batch` (SNMP readings, the pipeline's
+derived series) or line protocol bytes (agents' bodies, as validated by ingest). The
+store gets a batch through `write_batch()` where it has one (the embedded store stores
+its columns as they are, the InfluxDB stores encode it to line protocol then), bytes
+through `write()`. On disk a batch is `batch.encode()`d (raw columns behind a small
+JSON header: no text formatting or parsing on the way to the disk and back); bytes are
+kept as they are, and an old spool file of line protocol reads back as such. A batch
+the store refused is kept in `rejected/` as line protocol, for the operator to read.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from puewatch.core import batch as typed
 from puewatch.errors import UserError
 from puewatch.spoolfiles import fsync_dir, prune_oldest, write_durable
 
@@ -83,12 +93,55 @@ def _seq_key(path: Path) -> int:
     return parsed[0] if parsed else -1
 
 
+# -- what a batch is on its way: typed, or line protocol bytes ------------------------------------
+
+
+def _memory_size(body: bytes | typed.Batch) -> int:
+    return len(body) if isinstance(body, bytes) else body.nbytes()
+
+
+def _to_disk(body: bytes | typed.Batch) -> bytes:
+    """The one encoding for the disk: a typed batch `encode()`d, line protocol as it is."""
+    return body if isinstance(body, bytes) else typed.encode(body)
+
+
+def _from_disk(data: bytes, points: int) -> bytes | typed.Batch:
+    return typed.decode(data, points) if data.startswith(typed.MAGIC) else data
+
+
+def _join(bodies: list[bytes | typed.Batch]) -> bytes | typed.Batch:
+    """Consecutive batches as one write: bytes joined, or one Batch when any is typed."""
+    if all(isinstance(b, bytes) for b in bodies):
+        return b"".join(b if b.endswith(b"\n") else b + b"\n" for b in bodies)
+    out = typed.Batch()
+    for b in bodies:
+        if isinstance(b, bytes):
+            out.add_line_protocol(b, b.count(b"\n") or 1)
+        else:
+            out.extend(b)
+    return out
+
+
+def _store_write(store: Store, body: bytes | typed.Batch) -> None:
+    """A typed batch through the store's `write_batch` where it has one, else as line protocol."""
+    if isinstance(body, bytes):
+        store.write(body)
+    elif hasattr(store, "write_batch"):
+        store.write_batch(body)
+    else:
+        store.write(body.to_line_protocol())
+
+
+def _line_protocol(body: bytes | typed.Batch) -> bytes:
+    return body if isinstance(body, bytes) else body.to_line_protocol()
+
+
 @dataclass(order=True)
 class _Batch:
     seq: int
     points: int = field(compare=False)
     size: int = field(compare=False)
-    body: bytes | None = field(default=None, compare=False, repr=False)  # in memory
+    body: bytes | typed.Batch | None = field(default=None, compare=False, repr=False)  # in memory
     path: Path | None = field(default=None, compare=False)  # on disk
 
 
@@ -192,19 +245,20 @@ class StoreWriter:
 
     # -- the submitting side (event loop) -------------------------------------------------------
 
-    def submit(self, body: bytes, points: int) -> None:
-        """Hand a batch (ns line protocol) over; never waits for the store."""
+    def submit(self, body: bytes | typed.Batch, points: int | None = None) -> None:
+        """Hand a batch over (a typed Batch, or ns line protocol and its line count); never waits for the store."""
         if not body:
             return
+        size = _memory_size(body)
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"StoreWriter for {self.store.name} is closed")
             seq = self._next_seq
             self._next_seq += 1
-            batch = _Batch(seq, points, len(body), body=body)
-            if len(self._queue) < self.queue_max_batches and self._queue_bytes + len(body) <= self.queue_max_bytes:
+            batch = _Batch(seq, len(body) if points is None else points, size, body=body)
+            if len(self._queue) < self.queue_max_batches and self._queue_bytes + size <= self.queue_max_bytes:
                 self._queue.append(batch)
-                self._queue_bytes += len(body)
+                self._queue_bytes += size
             else:
                 # The writer is far behind (store slow or down): straight to disk, in order by seq.
                 self._spool_batch(batch)
@@ -214,7 +268,8 @@ class StoreWriter:
 
     def _spool_batch(self, batch: _Batch) -> None:
         assert batch.body is not None
-        size = len(batch.body)
+        data = _to_disk(batch.body)
+        size = batch.size = len(data)
         if size > self.max_bytes:
             self._count_drop(batch, f"batch of {size} bytes is larger than the whole spool ({self.max_bytes} bytes)")
             return
@@ -229,7 +284,7 @@ class StoreWriter:
             self._count_drop(victim, "spool full, dropped the oldest batch")
         path = self.dir / _file_name(batch.seq, batch.points)
         try:
-            write_durable(path, batch.body)
+            write_durable(path, data)
         except OSError as exc:
             self._count_drop(batch, f"cannot write {path}: {exc.strerror}")
             return
@@ -324,11 +379,11 @@ class StoreWriter:
     def _write_group(self, group: list[_Batch]) -> None:
         """Consecutive in-memory batches as one store write. Refused as a whole (4xx), they are
         written again one by one, so that only the batch at fault is set aside."""
-        body = b"".join(b.body if b.body.endswith(b"\n") else b.body + b"\n" for b in group)
+        body = _join([b.body for b in group])
         points = sum(b.points for b in group)
         t0 = time.perf_counter()
         try:
-            self.store.write(body)
+            _store_write(self.store, body)
         except StoreUnavailable as exc:
             with self._cond:
                 self._failed(group[0], str(exc))
@@ -369,15 +424,15 @@ class StoreWriter:
         else:
             assert batch.path is not None
             try:
-                body = batch.path.read_bytes()
-            except OSError as exc:
+                body = _from_disk(batch.path.read_bytes(), batch.points)
+            except (OSError, typed.BatchError) as exc:
                 with self._cond:
                     self._remove(batch)
-                    self._count_drop(batch, f"cannot read {batch.path}: {exc.strerror}")
+                    self._count_drop(batch, f"cannot read {batch.path}: {getattr(exc, 'strerror', None) or exc}")
                 return
         t0 = time.perf_counter()
         try:
-            self.store.write(body)
+            _store_write(self.store, body)
         except StoreUnavailable as exc:
             with self._cond:
                 self._failed(batch, str(exc))
@@ -402,19 +457,22 @@ class StoreWriter:
         log.log(level, "store %s unavailable (attempt %d, retry in %.1f s; %d batch(es) spooled): %s",
                 self.store.name, self._failures, delay, len(self._spool), message)
 
-    def _rejected(self, batch: _Batch, body: bytes, message: str) -> None:
+    def _rejected(self, batch: _Batch, body: bytes | typed.Batch, message: str) -> None:
         """StoreRejected: set the batch aside in rejected/ and count it. Lock held."""
         self.rejected_points += batch.points
         self.rejected_batches += 1
         self.last_error = message
         name = _file_name(batch.seq, batch.points)
         try:
-            if batch.path is not None:
+            if batch.path is not None and isinstance(body, bytes):
                 self._remove(batch)
                 os.rename(batch.path, self.rejected_dir / name)
                 fsync_dir(self.dir)
             else:
-                write_durable(self.rejected_dir / name, body)
+                write_durable(self.rejected_dir / name, _line_protocol(body))
+                if batch.path is not None:
+                    self._remove(batch)
+                    batch.path.unlink(missing_ok=True)
             prune_oldest(self.rejected_dir, f"*{_SUFFIX}", self.rejected_max_bytes, _seq_key)
         except OSError as exc:
             log.error("spool %s: cannot keep rejected batch %d: %s", self.dir, batch.seq, exc.strerror)
