@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -169,6 +170,7 @@ class EmbeddedStore:
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
         self._kinds: dict[str, dict[str, str]] = {}  # measurement -> field -> "number" / "string"
+        self._tagsets: dict[tuple[tuple[str, str], ...], str] = {}  # a block's tags -> canonical_tagset()
         try:
             self._register_old_fields()
         except sqlite3.Error as exc:
@@ -215,6 +217,7 @@ class EmbeddedStore:
         new_kinds: list[tuple[str, str]] = []
         series_ids = self._series
         kinds = self._kinds
+        tagsets = self._tagsets
         written = 0
         with self._lock:
             try:
@@ -239,7 +242,10 @@ class EmbeddedStore:
                         kinds.setdefault(measurement, {})[name] = kind
                         new_kinds.append((measurement, name))
                     tags = block.tags
-                    tagset = canonical_tagset(tags) if tags else ""
+                    tag_items = tuple(tags.items())
+                    tagset = tagsets.get(tag_items)
+                    if tagset is None:
+                        tagset = tagsets[tag_items] = canonical_tagset(tags) if tags else ""
                     sid = series_ids.get((measurement, tagset))
                     if sid is None:
                         # Another connection to the file (the collector has two) may have added it.
@@ -252,6 +258,18 @@ class EmbeddedStore:
                         new_series.append((measurement, tagset))
                     series_ids[(measurement, tagset)] = sid
                     t = block.time_ns
+                    if t.shape[0] == 1:  # an SNMP reading: plain Python beats NumPy's per-call cost
+                        t0 = int(t[0])
+                        for name, col in block.fields.items():
+                            x = col[0]
+                            if col.dtype == object:
+                                if x is not None:
+                                    text_parts.append(((sid, name, t0, x),))
+                                    written += 1
+                            elif math.isfinite(x):
+                                row_parts.append(((sid, name, t0, float(x)),))
+                                written += 1
+                        continue
                     for name, col in block.fields.items():
                         if col.dtype == object:
                             has = [x is not None for x in col.tolist()]
