@@ -102,6 +102,10 @@ def _time(tmp: Path, name: str, write, payloads) -> float:
 
 
 def run(series: int = 200, cells: int = 100, steps: int = 5) -> dict:
+    from puewatch.errors import UserError
+
+    if series < 1 or cells < 1 or steps < 1:
+        raise UserError("--series, --cells and --steps must be at least 1")
     workloads = {
         "derived": _derived(series, cells, steps),
         "snmp": _snmp(100, 20, 10),

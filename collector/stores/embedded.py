@@ -39,7 +39,11 @@ hands out rows one Python tuple at a time: about 2 million a second here, over
 three minutes for that year through `series()`. A chunk hands out 32,768 points
 as two byte strings that NumPy reads without a copy: over 100 million points a
 second (`puewatch bench report`).
-Points are written as rows (a batch of line protocol is small and random),
+Writes take typed batches (`write_batch()`, `puewatch.core.batch`: the collector's SNMP
+readings and derived series), stored column by column without any text; line protocol
+(`write()`, agents' bodies) is parsed once into the same columns by
+`lineparse.parse_columns` (`puewatch bench store` measures both).
+Points are written as rows (a batch is small and random),
 and `compact()` moves rows older than `compact_after_s` into chunks; the
 collector calls `maintain()` (prune, then compact) every hour.
 `write_columns()` writes whole arrays straight into chunks (an import, the
