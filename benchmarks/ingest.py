@@ -55,6 +55,7 @@ from pathlib import Path
 
 from puewatch.benchmarks.servers import Influxd, free_port
 from puewatch.errors import UserError
+from puewatch.core import schema
 from puewatch.lineprotocol import encode_line, series_key
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -80,7 +81,7 @@ def agent_batches(n: int, nodes: int = 64, gpus: int = 8, lines: int = LINES_PER
         gpu_keys = []
         for g in range(gpus):
             tags = {"node": name, "gpu": str(g), "uuid": f"GPU-{node:04x}{g:04x}-8f2e-11ee-b962-0242ac120002"}
-            gpu_keys.append((series_key("gpu_power", tags), series_key("gpu_state", tags)))
+            gpu_keys.append((series_key(schema.GPU_POWER, tags), series_key("gpu_state", tags)))
         keys.append((series_key("host", {"node": name}), gpu_keys))
     energy = [[rng.randrange(10**9) for _ in range(gpus)] for _ in range(nodes)]
     out: list[str] = []
@@ -212,7 +213,7 @@ def _load(args: argparse.Namespace) -> None:
 class _NullSink:
     """Subscribes as the collector does and drops everything: the parser's ceiling."""
 
-    subscribed = {"gpu_power": ("energy_mj",), "modbus": ("energy_wh", "power_w")}
+    subscribed = {schema.GPU_POWER: (schema.GPU_ENERGY_MJ,), "modbus": ("energy_wh", "power_w")}
 
     def __init__(self) -> None:
         self.points = 0

@@ -52,6 +52,7 @@ import numpy as np
 
 from puewatch.benchmarks import emit
 
+from puewatch.core import schema
 from puewatch.core.site import UNITS, Meter, SiteModel
 from puewatch.core.timefmt import NS
 from puewatch.errors import UserError
@@ -140,9 +141,8 @@ def synthesise(meters: int, days: int, step_s: float, seed: int = 6) -> tuple[Si
             stored[name] = Stored("modbus", {"meter": name}, "energy_kwh", t, kwh, "energy")
             continue
         site_meters[name] = Meter(role=role, point=point, zone=zone, device=f"dev-{name}", accuracy_pct=0.5 if role != "cooling" else None)
-        reading = "total_active_energy" if kind == "energy" else "total_active_power"
-        stored[name] = Stored("snmp_reading", {"site": SITE, "device": f"dev-{name}", "reading": reading, "unit": unit},
-                              "value", t, values, kind)
+        reading = schema.SNMP_ENERGY_READING if kind == "energy" else schema.SNMP_POWER_READING
+        stored[name] = Stored(*schema.snmp_reading(SITE, f"dev-{name}", reading, unit), schema.SNMP_VALUE, t, values, kind)
     return SiteModel(SITE, site_meters), START_NS, end_ns, stored
 
 

@@ -48,8 +48,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
-__all__ = ["LineParser", "ParseResult", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "subscription", "MIN_TIME_NS",
-           "MAX_TIME_NS"]
+import numpy as np
+
+from puewatch.core.batch import Block
+
+__all__ = ["LineParser", "ParseResult", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
+           "subscription", "MIN_TIME_NS", "MAX_TIME_NS"]
 
 # What a consumer subscribes to: measurement names (every line of them becomes a Point), or
 # measurement -> required field keys (only lines carrying at least one of them do; an empty
@@ -775,3 +779,94 @@ def parse_line(line: bytes | str) -> Point:
 def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscribed: Subscription = frozenset()) -> ParseResult:
     """Parse one body with a fresh parser (tests, tools); servers keep a `LineParser`."""
     return LineParser(subscribed).parse(body, precision, now_ns)
+
+
+def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Block, list[int]]], list[tuple[int, str]]]:
+    """A body (ns, UTF-8) as typed blocks, for a store that keeps columns (the embedded store).
+
+    Returns ([(block, its line numbers)], [(line number, error)]). One block per series and
+    set of field names and kinds, in the order of their first line, so a store that takes
+    the blocks in order sees every field's first type first, as it would line by line.
+    Numbers (float, integer, unsigned, boolean) become float64 columns, strings object
+    columns: the embedded store keeps numbers as REAL. Lines without a timestamp get
+    `now_ns` (default: the clock). Blank lines and `#` comments are skipped.
+
+    Plain lines (the ingest parser's fast-path syntax) are cut with `split` and grouped
+    by their series key's bytes; the rest go through `parse_line`, with its messages.
+    """
+    groups: dict[tuple, tuple[str, dict[str, str], list[int], list[tuple], list[int]]] = {}
+    errors: list[tuple[int, str]] = []
+    series: dict[bytes, tuple[str, dict[str, str]] | None] = {}
+    line_re = _LINE_RE.fullmatch
+    bools = _BOOLS
+    for lineno, line in enumerate(body.split(b"\n"), 1):
+        if not line or line[0] == 35 or line.isspace():  # '#'
+            continue
+        m = line_re(line) if 34 not in line else None  # '"': strings take parse_line
+        info = None
+        if m is not None:
+            key, ts = m.group(1, 2)
+            info = series.get(key, False)
+            if info is False:
+                info = series[key] = _plain_series(key)
+        if info is not None:
+            fields: dict[bytes, float] = {}
+            for item in line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)].split(b","):
+                k, _, v = item.partition(b"=")
+                last = v[-1]
+                if last < 65:  # ends in a digit or '.'
+                    fields[k] = float(v)
+                elif last == 105 or last == 117:  # 1i, 1u
+                    fields[k] = float(int(v[:-1]))
+                else:
+                    fields[k] = 1.0 if bools[v] else 0.0
+            gkey = (key, tuple(fields))
+            g = groups.get(gkey)
+            if g is None:
+                g = groups[gkey] = (info[0], info[1], [], [], [])
+            if ts is None:
+                now_ns = now_ns or time.time_ns()
+            g[2].append(now_ns if ts is None else int(ts))
+            g[3].append(tuple(fields.values()))
+            g[4].append(lineno)
+            continue
+        try:
+            p = parse_line(line)
+        except LineError as exc:
+            errors.append((lineno, str(exc)))
+            continue
+        values = {k: (v if isinstance(v, str) else float(v)) for k, v in p.fields.items()}
+        gkey = (None, p.measurement, tuple(sorted(p.tags.items())), tuple((k, isinstance(v, str)) for k, v in values.items()))
+        g = groups.get(gkey)
+        if g is None:
+            g = groups[gkey] = (p.measurement, p.tags, [], [], [])
+        if p.time_ns is None:
+            now_ns = now_ns or time.time_ns()
+        g[2].append(now_ns if p.time_ns is None else p.time_ns)
+        g[3].append(tuple(values.values()))
+        g[4].append(lineno)
+    out = []
+    for gkey, (measurement, tags, times, rows, linenos) in groups.items():
+        names = [k.decode() for k in gkey[1]] if gkey[0] is not None else [k for k, _ in gkey[3]]
+        strings = gkey[0] is None and any(s for _, s in gkey[3])
+        table = np.array(rows, dtype=object if strings else np.float64).reshape(len(rows), len(names))
+        cols = {}
+        for j, name in enumerate(names):
+            col = table[:, j]
+            if strings and not isinstance(col[0], str):
+                col = col.astype(np.float64)
+            cols[name] = col
+        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos))
+    return out, errors
+
+
+def _plain_series(key: bytes) -> tuple[str, dict[str, str]] | None:
+    """(measurement, tags) of a fast-path series key; None when it has a tag twice (parse_line says so)."""
+    parts = key.decode("utf-8").split(",")
+    tags: dict[str, str] = {}
+    for part in parts[1:]:
+        k, _, v = part.partition("=")
+        if k in tags:
+            return None
+        tags[k] = v
+    return parts[0], tags

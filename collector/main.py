@@ -7,8 +7,8 @@ writer's thread) and the Prometheus endpoint (its own thread). The loop:
   they are, and the points the pipeline needs (GPU energy counters, meters
   fed through ingest) go to the pipeline;
 - takes every SNMP poll: the readings are written as raw series
-  (`snmp_reading`) and the meters' readings go to the pipeline;
-- steps the pipeline every interval and writes the derived series;
+  (`schema.snmp_reading`, a typed batch) and the meters' readings go to the pipeline;
+- steps the pipeline every interval and writes the derived series (a typed batch);
 - checkpoints the rolling history, and tells systemd it is alive.
 """
 
@@ -27,9 +27,10 @@ from puewatch.sdnotify import SystemdNotifier
 from puewatch.collector import config as ccfg
 from puewatch.collector.metrics import CollectorMetrics
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
+from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
 from puewatch.collector.snmp.profiles import register_step
-from puewatch.lineprotocol import encode_line, series_key
+from puewatch.core.batch import Batch
 
 log = logging.getLogger("puewatch.collector")
 
@@ -76,20 +77,6 @@ def build_store(conf: ccfg.CollectorConfig):
     return EmbeddedStore(path, raw_retention_s=e.raw_retention_days * 86400, compact_after_s=e.compact_after_days * 86400)
 
 
-class _IngestMeter:
-    __slots__ = ("meter", "tags", "field", "register", "factor", "modulus")
-
-    def __init__(self, name: str, m) -> None:
-        from puewatch.core.site import UNITS
-
-        self.meter = name
-        self.tags = dict(m.tags)
-        self.field = m.field
-        self.register = m.register
-        self.factor = UNITS[m.unit][1]
-        self.modulus = m.modulus
-
-
 class Collector:
     """The running collector for one site."""
 
@@ -109,17 +96,18 @@ class Collector:
         )
         self.metrics = CollectorMetrics()
         self.metrics.add_pipeline(self.pipeline)
-        # Ingest series that feed meters: measurement -> meters reading it.
-        self.ingest_meters: dict[str, list[_IngestMeter]] = {}
+        # Ingest series that feed meters: measurement -> (meter, its source, register modulus).
+        self.ingest_meters: dict[str, list[tuple[str, schema.MeterSource, float | None]]] = {}
         for name, m in conf.meters.items():
             if m.measurement:
-                self.ingest_meters.setdefault(m.measurement, []).append(_IngestMeter(name, m))
+                (source,) = schema.meter_sources(self.site.name, m)
+                self.ingest_meters.setdefault(source.measurement, []).append((name, source, m.modulus))
         # What the ingest parser builds points for: GPU energy readings (one agent line in
         # ten carries `energy_mj`) and the meters' fields; every other line goes to the store
         # without a dict ever being built for it.
-        subscribed: dict[str, set[str]] = {"gpu_power": {"energy_mj"}}
+        subscribed: dict[str, set[str]] = {schema.GPU_POWER: {schema.GPU_ENERGY_MJ}}
         for measurement, meters in self.ingest_meters.items():
-            subscribed.setdefault(measurement, set()).update(im.field for im in meters)
+            subscribed.setdefault(measurement, set()).update(source.field for _, source, _ in meters)
         self.subscribed = {m: tuple(sorted(fields)) for m, fields in subscribed.items()}
         # SNMP meters: device -> [(meter, reading name or "" for the default)]
         self.snmp_meters: dict[str, list[tuple[str, str]]] = {}
@@ -140,21 +128,21 @@ class Collector:
             self.writer.submit(body, lines)
         now = time.time_ns()
         for p in points:
-            if p.measurement == "gpu_power":
-                e = p.fields.get("energy_mj")
+            if p.measurement == schema.GPU_POWER:
+                e = p.fields.get(schema.GPU_ENERGY_MJ)
                 node = p.tags.get("node")
                 if e is None or node is None:
                     continue
                 gpu = p.tags.get("uuid") or p.tags.get("gpu", "")
-                self.pipeline.add_gpu(node, gpu, p.time_ns, float(e), now, estimated=bool(p.fields.get("energy_estimated")))
-            for im in self.ingest_meters.get(p.measurement, ()):
-                if im.field not in p.fields or any(p.tags.get(k) != v for k, v in im.tags.items()):
+                self.pipeline.add_gpu(node, gpu, p.time_ns, float(e), now, estimated=bool(p.fields.get(schema.GPU_ENERGY_ESTIMATED)))
+            for meter, source, modulus in self.ingest_meters.get(p.measurement, ()):
+                if source.field not in p.fields or not source.matches(p.tags):
                     continue
-                value = p.fields[im.field]
+                value = p.fields[source.field]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
-                self.pipeline.add_meter(im.meter, p.time_ns, float(value), now, register=im.register,
-                                        factor=im.factor, modulus=im.modulus)
+                self.pipeline.add_meter(meter, p.time_ns, float(value), now, register=source.register,
+                                        factor=source.factor, modulus=modulus)
 
     # ---- SNMP --------------------------------------------------------------------
 
@@ -166,24 +154,22 @@ class Collector:
         if error:
             log.warning("%s: %s", device, error)
         now = time.time_ns()
-        out = []
+        out = Batch()
         by_name = {}
         for r in readings:
             by_name[r.name] = r
-            key = series_key("snmp_reading", {"site": self.site.name, "device": device, "reading": r.name, "unit": r.unit})
-            line = encode_line(key, {"value": r.value, "raw": None if r.raw is None else float(r.raw)}, r.time_ns)
-            if line:
-                out.append(line)
+            out.add(*schema.snmp_reading(self.site.name, device, r.name, r.unit), r.time_ns,
+                    {schema.SNMP_VALUE: float(r.value), schema.SNMP_RAW: None if r.raw is None else float(r.raw)})
         if out:
-            self.writer.submit(("\n".join(out) + "\n").encode(), len(out))
+            self.writer.submit(out)
         for meter, wanted in self.snmp_meters.get(device, ()):
             name = wanted or self._chosen.get(meter)
             if not name:
-                energy = by_name.get("total_active_energy")
+                energy = by_name.get(schema.SNMP_ENERGY_READING)
                 if energy is not None and math.isfinite(energy.value):
-                    name = "total_active_energy"
-                elif by_name.get("total_active_power") is not None and ok:
-                    name = "total_active_power"
+                    name = schema.SNMP_ENERGY_READING
+                elif by_name.get(schema.SNMP_POWER_READING) is not None and ok:
+                    name = schema.SNMP_POWER_READING
                 else:
                     continue  # decide on the first answer that has data
                 self._chosen[meter] = name
@@ -204,18 +190,18 @@ class Collector:
         t0 = time.perf_counter()
         now = time.time_ns()
         before = self.pipeline.horizon
-        lines = self.pipeline.step(now)
-        if lines:
-            self.derived_writer.submit(("\n".join(lines) + "\n").encode(), len(lines))
+        derived = self.pipeline.step(now)
+        if derived:
+            self.derived_writer.submit(derived)
         if self.pipeline.horizon == before:
             return  # no cell finished since the last step
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         if self.pipeline.horizon is not None:
             self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
         for w in self.pipeline.windows:
-            value, cov = self.pipeline.latest("pue", w)
-            self.metrics.ratio.labels("pue", format_window(w)).set(value)
-            self.metrics.coverage.labels("pue", format_window(w)).set(cov)
+            value, cov = self.pipeline.latest(schema.PUE, w)
+            self.metrics.ratio.labels(schema.PUE, format_window(w)).set(value)
+            self.metrics.coverage.labels(schema.PUE, format_window(w)).set(cov)
 
     def _maintain(self) -> None:
         """The store's periodic upkeep, where it has one (`EmbeddedStore.maintain`: prune, then compact)."""
@@ -317,7 +303,7 @@ class Collector:
                 if time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
                     await loop.run_in_executor(None, self.pipeline.save)
                     last_checkpoint = time.monotonic()
-                    value, cov = self.pipeline.latest("pue")
+                    value, cov = self.pipeline.latest(schema.PUE)
                     stats = self.writer.stats()
                     notifier.status(f"PUE {value:.3f} (coverage {cov:.0%}), spool {stats.get('spool_bytes', 0)} B")
         finally:

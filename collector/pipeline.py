@@ -58,9 +58,10 @@ import numpy as np
 
 from puewatch import kernels as k
 from puewatch.core import energy as policy
+from puewatch.core import schema
 from puewatch.core.site import UNITS, SiteModel
 from puewatch.core.timefmt import MINUTE, SECOND
-from puewatch.lineprotocol import encode_line, series_key
+from puewatch.core.batch import Batch
 
 log = logging.getLogger("puewatch.collector.pipeline")
 
@@ -354,23 +355,22 @@ class Pipeline:
         h = max(h, floor)
         return h - h % self.interval
 
-    def step(self, now_ns: int) -> list[str]:
-        """Finalise the cells up to the horizon; returns the derived lines (without newlines)."""
+    def step(self, now_ns: int) -> Batch:
+        """Finalise the cells up to the horizon; returns the derived series (empty when no cell finished)."""
         h = self.compute_horizon(now_ns)
         if self.horizon is None:
             self.horizon = h
-            return []
+            return Batch()
         if h <= self.horizon:
-            return []
+            return Batch()
         grid = np.arange(self.horizon, h + 1, self.interval, dtype=np.int64)
         self.horizon = h
         return self._process(grid)
 
-    def _process(self, grid: np.ndarray) -> list[str]:
+    def _process(self, grid: np.ndarray) -> Batch:
         n = grid.shape[0] - 1
         ends = grid[1:]
-        site_tag = {"site": self.site.name}
-        lines: list[str] = []
+        out = Batch()
         # 1. per-meter cell energies
         energy = np.full((len(self.meter_names), n), np.nan)
         for i, name in enumerate(self.meter_names):
@@ -380,13 +380,7 @@ class Pipeline:
             e, integrated = st.cells(grid)
             energy[i] = e
             m = self.site.meters[name]
-            key = series_key("meter_energy", {**site_tag, "meter": name, "role": m.role, "zone": m.zone,
-                                              "method": "integrated" if integrated else "register"})
-            unit = "volume_l" if m.role == "water" else "energy_wh"
-            for j in range(n):
-                line = encode_line(key, {unit: float(e[j])}, int(ends[j]))
-                if line:
-                    lines.append(line)
+            out.add(*schema.meter_energy(self.site.name, name, m, integrated), ends, {schema.meter_energy_field(m.role): e})
         # 2. totals
         totals: dict[str, np.ndarray] = {}
         if self._groups:
@@ -409,32 +403,16 @@ class Pipeline:
                 if members:
                     totals[f"gpu:{zone}"] = np.sum(np.vstack(members), axis=0)
         for node, e in gpu_by_node.items():
-            key = series_key("gpu_energy", {**site_tag, "node": node, "zone": self.site.zone_of_node(node)})
-            for j in range(n):
-                line = encode_line(key, {"energy_wh": float(e[j])}, int(ends[j]))
-                if line:
-                    lines.append(line)
-        site_key = series_key("site_energy", {**site_tag, "category": str(self.site.category)})
-        for j in range(n):
-            fields = {f"{g}_{'l' if g == 'water' else 'wh'}": float(v[j]) for g, v in totals.items() if ":" not in g}
-            line = encode_line(site_key, fields, int(ends[j]))
-            if line:
-                lines.append(line)
+            out.add(*schema.gpu_energy(self.site.name, node, self.site.zone_of_node(node)), ends, {schema.ENERGY_WH: e})
+        out.add(*schema.site_energy(self.site.name, self.site.category), ends,
+                {schema.site_energy_field(g): v for g, v in totals.items() if ":" not in g})
         for zone in self.site.zone_names():
             b = totals.get(f"zone:{zone}:boundary")
             if b is None:
                 continue
-            zkey = series_key("zone_energy", {**site_tag, "zone": zone})
-            zit = totals[f"zone:{zone}:it"]
-            zgpu = totals.get(f"gpu:{zone}")
-            for j in range(n):
-                line = encode_line(
-                    zkey,
-                    {"boundary_wh": float(b[j]), "it_wh": float(zit[j]), "gpu_wh": None if zgpu is None else float(zgpu[j])},
-                    int(ends[j]),
-                )
-                if line:
-                    lines.append(line)
+            out.add(*schema.zone_energy(self.site.name, zone), ends,
+                    {schema.ZONE_BOUNDARY_WH: b, schema.ZONE_IT_WH: totals[f"zone:{zone}:it"],
+                     schema.ZONE_GPU_WH: totals.get(f"gpu:{zone}")})
         # 3. history and rolling ratios
         nan = np.full(n, np.nan)
         joint = {}
@@ -444,12 +422,12 @@ class Pipeline:
             ok = np.isfinite(a) & np.isfinite(b)
             joint[r] = (np.where(ok, a, 0.0), np.where(ok, b, 0.0), ok.astype(np.float64))
         self._append(self._fine, ends, joint)
-        lines += self._rolling_lines(self._fine, [w for w in self.windows if w <= self.fine_max], n)
+        self._rolling(out, self._fine, [w for w in self.windows if w <= self.fine_max], n)
         n_minutes = self._roll_minutes(ends, joint)
         if n_minutes:
-            lines += self._rolling_lines(self._coarse, [w for w in self.windows if w > self.fine_max], n_minutes)
+            self._rolling(out, self._coarse, [w for w in self.windows if w > self.fine_max], n_minutes)
         self.cells_written += n
-        return lines
+        return out
 
     def _append(self, level: _Level, ends: np.ndarray, joint: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         keep = level.keep + 1
@@ -492,12 +470,12 @@ class Pipeline:
             for x, v in zip(done[r], acc):
                 x.append(v)
 
-    def _rolling_lines(self, level: _Level, windows: list[int], n_new: int) -> list[str]:
+    def _rolling(self, out: Batch, level: _Level, windows: list[int], n_new: int) -> None:
+        """Add the rolling ratios of the `n_new` newest cells of `level` to `out`."""
         if not windows or level.t_end.shape[0] == 0:
-            return []
+            return
         t_end = level.t_end
         bounds = np.concatenate([[t_end[0] - level.res_ns], t_end])
-        lines = []
         n_new = min(n_new, t_end.shape[0])
         category = str(self.site.category)
         # Only the last cells are new; compute over what the longest window needs.
@@ -516,32 +494,19 @@ class Pipeline:
                     denominator_coverage=level.cov[r][s:],
                 )
                 values[r] = (self._floored(r, rr.ratio[0, -n_new:], wtag := format_window(w)), rr.coverage[0, -n_new:])
-            site_key = series_key("pue", {"site": self.site.name, "window": wtag, "category": category})
-            zone_keys = {
-                z: series_key("ppue", {"site": self.site.name, "zone": z, "window": wtag})
-                for z in self.site.zone_names()
-                if f"zone:{z}:ppue" in self._ratios
-            }
             ends = t_end[-n_new:]
-            for j in range(n_new):
-                fields: dict[str, float] = {}
-                zfields: dict[str, dict[str, float]] = {z: {} for z in zone_keys}
-                for r, (ratio, cov) in values.items():
-                    if r.startswith("zone:"):
-                        _, z, name = r.split(":", 2)
-                        zfields[z][name] = float(ratio[j])
-                        zfields[z][f"{name}_coverage"] = float(cov[j])
-                    else:
-                        fields[r] = float(ratio[j])
-                        fields[f"{r}_coverage"] = float(cov[j])
-                line = encode_line(site_key, fields, int(ends[j]))
-                if line:
-                    lines.append(line)
-                for z, zk in zone_keys.items():
-                    line = encode_line(zk, zfields[z], int(ends[j]))
-                    if line:
-                        lines.append(line)
-        return lines
+            fields: dict[str, np.ndarray] = {}
+            zfields: dict[str, dict[str, np.ndarray]] = {}
+            for r, (ratio, cov) in values.items():
+                if r.startswith("zone:"):
+                    _, z, name = r.split(":", 2)
+                    zfields.setdefault(z, {}).update({name: ratio, schema.coverage_field(name): cov})
+                else:
+                    fields.update({r: ratio, schema.coverage_field(r): cov})
+            out.add(*schema.pue(self.site.name, wtag, category), ends, fields)
+            for z in self.site.zone_names():
+                if z in zfields:
+                    out.add(*schema.ppue(self.site.name, z, wtag), ends, zfields[z])
 
     def _floored(self, ratio: str, values: np.ndarray, window: str) -> np.ndarray:
         """`values` with those below the ratio's physical floor made NaN (never published), counted

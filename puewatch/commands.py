@@ -80,6 +80,20 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--rows-meters", type=int, default=5, help="meters in the row-layout subset (default 5)")
     r.add_argument("--workdir", default="", help="directory for the temporary stores (default: the system's temp)")
     r.set_defaults(handler="puewatch.benchmarks.report:main")
+    st = bsub.add_parser(
+        "store",
+        help="embedded store writes: typed batches vs line protocol text",
+        description=(
+            "Writes the collector's shapes (the pipeline's cells, SNMP readings, agents' line protocol) to fresh "
+            "embedded stores as typed batches, as text parsed once into columns, and as text parsed line by line "
+            "(the path before typed batches), and reports points/s of each, measured in the same run."
+        ),
+    )
+    st.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    st.add_argument("--series", type=int, default=200, help="derived series per step (default 200)")
+    st.add_argument("--cells", type=int, default=100, help="cells per series per step (default 100)")
+    st.add_argument("--steps", type=int, default=5, help="steps (batches) written (default 5)")
+    st.set_defaults(handler="puewatch.benchmarks.store:main")
 
 
 def register_snmp(sub: argparse._SubParsersAction) -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from puewatch import demo_site as site
 from puewatch.benchmarks.servers import free_port as free_tcp_port
 from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
+from puewatch.core import schema
 from puewatch.errors import UserError
 
 log = logging.getLogger("puewatch.demo")
@@ -413,18 +414,23 @@ def _mean_power(cells: dict[int, dict[str, float]], field: str, n: int) -> float
     return sum(values) / len(values) * 3600.0 / INTERVAL_S if values else math.nan
 
 
+# What the live view and the summary read of the derived series.
+_SITE_FIELDS = [schema.site_energy_field(g) for g in ("facility_input", "it", "cooling", "gpu")]
+_ZONE_FIELDS = [schema.ZONE_BOUNDARY_WH, schema.ZONE_IT_WH]
+
+
 def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: int) -> dict:
     """What the live view shows, read from the store (and /metrics for meter health)."""
     s = 1_000_000_000
     win = now_ns - 30 * s
-    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "cooling_wh", "gpu_wh"], {"site": SITE}, win, now_ns + s)
+    cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, win, now_ns + s)
     recent = dict(sorted(cells.items())[-10:])
     snap: dict = {
         # Mean power over the last 5 cells: a 1 Wh register read every second is too coarse for one cell.
         "facility_w": _mean_power(recent, "facility_input_wh", 5),
         "it_w": _mean_power(recent, "it_wh", 5),
         "gpu_w": _mean_power(recent, "gpu_wh", 5),
-        "live_pue": _latest(reader, "pue", "pue", {"site": SITE, "window": "10s"}, win, now_ns + s),
+        "live_pue": _latest(reader, schema.PUE, "pue", schema.pue(SITE, "10s").tags, win, now_ns + s),
         "lag_s": (now_ns - max(cells)) / s if cells else math.nan,
         "windows": {},
         "zones": {},
@@ -432,18 +438,19 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
         "meters": {},
     }
     for window in ("1m", "15m"):
-        tags = {"site": SITE, "window": window}
+        pue = schema.pue(SITE, window)
         snap["windows"][window] = {
-            k: _latest(reader, "pue", k, tags, win, now_ns + s) for k in ("pue", "pue_coverage", "clf", "clf_coverage")
+            k: _latest(reader, pue.measurement, k, pue.tags, win, now_ns + s) for k in ("pue", "pue_coverage", "clf", "clf_coverage")
         }
     for z in site.ZONES:
-        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z}, win, now_ns + s)
-        tags = {"site": SITE, "zone": z, "window": "1m"}
+        zid = schema.zone_energy(SITE, z)
+        zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, win, now_ns + s)
+        ppue = schema.ppue(SITE, z, "1m")
         snap["zones"][z] = {
             "it_w": _mean_power(zc, "it_wh", 5),
             "boundary_w": _mean_power(zc, "boundary_wh", 5),
-            "ppue": _latest(reader, "ppue", "ppue", tags, win, now_ns + s),
-            "ppue_coverage": _latest(reader, "ppue", "ppue_coverage", tags, win, now_ns + s),
+            "ppue": _latest(reader, ppue.measurement, "ppue", ppue.tags, win, now_ns + s),
+            "ppue_coverage": _latest(reader, ppue.measurement, schema.coverage_field("ppue"), ppue.tags, win, now_ns + s),
         }
     for n in nodes:
         t, p = reader.series("gpu_power", "power_average_w", {"node": n.name}, now_ns - 6 * s, now_ns + s)
@@ -462,7 +469,8 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
             "up": metrics.get(f'puewatch_snmp_up{{device="{dev}"}}', math.nan),
             "polls_ok": ok,
             "polls_error": err,
-            "power_w": _latest(reader, "snmp_reading", "value", {"device": dev, "reading": "total_active_power"},
+            "power_w": _latest(reader, schema.SNMP_READING, schema.SNMP_VALUE,
+                               {"device": dev, "reading": schema.SNMP_POWER_READING},
                                now_ns - 10 * s, now_ns + s),
         }
     return snap
@@ -512,11 +520,12 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
     except UserError as exc:  # e.g. stopped before the collector wrote anything: still a summary
         error = str(exc)
         log.warning("the report of the run failed: %s", exc)
-    cells = _cells(reader, "site_energy", ["facility_input_wh", "it_wh", "gpu_wh"], {"site": SITE}, *period_ns)
+    cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, *period_ns)
     n_cells = _ratio(cells, "facility_input_wh", "it_wh")[3]
     zones = {}
     for z in report.get("zones", []):
-        zc = _cells(reader, "zone_energy", ["boundary_wh", "it_wh"], {"site": SITE, "zone": z["zone"]}, *period_ns)
+        zid = schema.zone_energy(SITE, z["zone"])
+        zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, *period_ns)
         zones[z["zone"]] = {"ppue": z["ppue"], "ppue_joint": z["ppue_joint"], "boundary_energy_wh": z["boundary_energy_wh"],
                             "it_energy_wh": z["it_energy_wh"], "completeness": z["completeness"],
                             "cells": _ratio(zc, "boundary_wh", "it_wh")[3]}

@@ -67,3 +67,18 @@ def test_bench_rejects_tiny_sample_count_cleanly():
     assert out.returncode == 2
     assert "--samples must be at least 10000" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_bench_store_json_fields():
+    out = run_cli("bench", "store", "--series", "20", "--cells", "10", "--steps", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    w = report["workloads"]
+    assert set(w) == {"derived", "snmp", "agent"}
+    assert w["derived"]["points"] == w["derived"]["lines"] == 20 * 10 * 2
+    for name, r in w.items():
+        keys = {"text_points_per_s", "text_per_line_points_per_s"} | ({"typed_points_per_s"} if name != "agent" else set())
+        assert keys <= set(r) and all(r[k] > 0 for k in keys), name
+    assert report["target_points_per_s"] == 200_000
+    bad = run_cli("bench", "store", "--series", "0")
+    assert bad.returncode != 0 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr

@@ -44,6 +44,9 @@ class Store(Protocol):
         """Store ns-precision line protocol; blocking; raises StoreUnavailable or StoreRejected."""
         ...
 
+    # Optional (every built-in store has it; `StoreWriter` falls back to `write(batch.to_line_protocol())`):
+    # def write_batch(self, batch: puewatch.core.batch.Batch) -> None: a typed batch, same errors.
+
     def close(self) -> None: ...
 
 

@@ -39,7 +39,11 @@ hands out rows one Python tuple at a time: about 2 million a second here, over
 three minutes for that year through `series()`. A chunk hands out 32,768 points
 as two byte strings that NumPy reads without a copy: over 100 million points a
 second (`puewatch bench report`).
-Points are written as rows (a batch of line protocol is small and random),
+Writes take typed batches (`write_batch()`, `puewatch.core.batch`: the collector's SNMP
+readings and derived series), stored column by column without any text; line protocol
+(`write()`, agents' bodies) is parsed once into the same columns by
+`lineparse.parse_columns` (`puewatch bench store` measures both).
+Points are written as rows (a batch is small and random),
 and `compact()` moves rows older than `compact_after_s` into chunks; the
 collector calls `maintain()` (prune, then compact) every hour.
 `write_columns()` writes whole arrays straight into chunks (an import, the
@@ -64,16 +68,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
 
 from puewatch.errors import UserError
-from puewatch.collector.lineparse import LineError, parse_line
+from puewatch.collector.lineparse import parse_columns
+from puewatch.core.batch import Batch, Block
 
 from .base import StoreRejected, StoreUnavailable
 
@@ -167,6 +174,7 @@ class EmbeddedStore:
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
         self._kinds: dict[str, dict[str, str]] = {}  # measurement -> field -> "number" / "string"
+        self._tagsets: dict[tuple[tuple[str, str], ...], str] = {}  # a block's tags -> canonical_tagset()
         try:
             self._register_old_fields()
         except sqlite3.Error as exc:
@@ -178,97 +186,135 @@ class EmbeddedStore:
     # -- Store ----------------------------------------------------------------------------------
 
     def write(self, body: bytes) -> None:
-        rows: list[tuple[int, str, int, float]] = []
-        text_rows: list[tuple[int, str, int, str]] = []
-        new_series: list[tuple[str, str, str]] = []
-        new_kinds: list[tuple[str, str]] = []
-        bad: list[str] = []
-        now_ns = None
-        series_ids = self._series
-        kinds = self._kinds
+        """Line protocol (ns): parsed into columns once (`parse_columns`), then stored as a typed batch."""
         try:
-            text = body.decode()
+            body.decode()
         except UnicodeDecodeError as exc:
             raise StoreRejected(f"{self.name}: body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        blocks, bad = parse_columns(body)
+        self._write_blocks(blocks, bad)
+
+    def write_batch(self, batch: Batch) -> None:
+        """A typed batch: its blocks go to SQLite as they are; line protocol parts are parsed once."""
+        blocks: list[tuple[Block, list[int] | None]] = []
+        bad: list[tuple[int, str]] = []
+        for part in batch.parts:
+            if isinstance(part, Block):
+                blocks.append((part, None))
+                continue
+            try:
+                part.decode()
+            except UnicodeDecodeError as exc:
+                bad.append((0, f"line protocol is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+            more, errors = parse_columns(part)
+            blocks += more
+            bad += errors
+        self._write_blocks(blocks, bad)
+
+    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None]], bad: list[tuple[int, str]]) -> None:
+        """One transaction for all blocks, in order; blocks of a field's other type are refused as a whole
+        (`bad` gets one entry per line, the line numbers those of the body the block was parsed from)."""
+        row_parts: list = []
+        text_parts: list = []
+        new_series: list[tuple[str, str]] = []
+        new_kinds: list[tuple[str, str]] = []
+        series_ids = self._series
+        kinds = self._kinds
+        tagsets = self._tagsets
+        written = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for lineno, line in enumerate(text.split("\n"), 1):
-                    if not line or line[0] == "#" or line.isspace():
-                        continue
-                    try:
-                        p = parse_line(line)
-                    except LineError as exc:
-                        bad.append(f"line {lineno}: {exc}")
-                        continue
+                for block, linenos in blocks:
+                    measurement = block.measurement
                     conflict = None
-                    line_kinds = []
-                    known_here = kinds.get(p.measurement) or {}
-                    for field, value in p.fields.items():
-                        kind = "string" if isinstance(value, str) else "number"
-                        known = known_here.get(field) or self._known_kind(p.measurement, field)
+                    block_kinds = []
+                    known_here = kinds.get(measurement) or {}
+                    for name, col in block.fields.items():
+                        kind = "string" if col.dtype == object else "number"
+                        known = known_here.get(name) or self._known_kind(measurement, name)
                         if known is None:
-                            line_kinds.append((field, kind))
+                            block_kinds.append((name, kind))
                         elif known != kind:
-                            conflict = f"field type conflict: {field!r} of {p.measurement!r} is a {known}, not a {kind}"
+                            conflict = f"field type conflict: {name!r} of {measurement!r} is a {known}, not a {kind}"
                             break
                     if conflict:
-                        bad.append(f"line {lineno}: {conflict}")
+                        bad += [(n, conflict) for n in linenos] if linenos else [(0, conflict)] * len(block)
                         continue
-                    for field, kind in line_kinds:
-                        kinds.setdefault(p.measurement, {})[field] = kind
-                        new_kinds.append((p.measurement, field))
-                    tagset = canonical_tagset(p.tags) if p.tags else ""
-                    sid = series_ids.get((p.measurement, tagset))
+                    for name, kind in block_kinds:
+                        kinds.setdefault(measurement, {})[name] = kind
+                        new_kinds.append((measurement, name))
+                    tags = block.tags
+                    tag_items = tuple(tags.items())
+                    tagset = tagsets.get(tag_items)
+                    if tagset is None:
+                        tagset = tagsets[tag_items] = canonical_tagset(tags) if tags else ""
+                    sid = series_ids.get((measurement, tagset))
                     if sid is None:
                         # Another connection to the file (the collector has two) may have added it.
-                        sid = self._known_series(p.measurement, tagset)
-                        if sid is not None:
-                            series_ids[(p.measurement, tagset)] = sid
+                        sid = self._known_series(measurement, tagset)
                     if sid is None:
-                        cur = self._db.execute(
+                        sid = self._db.execute(
                             "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
-                            (p.measurement, tagset, json.dumps(p.tags, sort_keys=True, ensure_ascii=False)),
-                        )
-                        sid = cur.lastrowid
-                        series_ids[(p.measurement, tagset)] = sid
-                        new_series.append((p.measurement, tagset, ""))
-                    t = p.time_ns
-                    if t is None:
-                        # InfluxDB stamps such lines with the server's clock; so do we.
-                        now_ns = now_ns or time.time_ns()
-                        t = now_ns
-                    for field, value in p.fields.items():
-                        if isinstance(value, str):
-                            text_rows.append((sid, field, t, value))
+                            (measurement, tagset, json.dumps(tags, sort_keys=True, ensure_ascii=False)),
+                        ).lastrowid
+                        new_series.append((measurement, tagset))
+                    series_ids[(measurement, tagset)] = sid
+                    t = block.time_ns
+                    if t.shape[0] == 1:  # an SNMP reading: plain Python beats NumPy's per-call cost
+                        t0 = int(t[0])
+                        for name, col in block.fields.items():
+                            x = col[0]
+                            if col.dtype == object:
+                                if x is not None:
+                                    text_parts.append(((sid, name, t0, x),))
+                                    written += 1
+                            elif math.isfinite(x):
+                                row_parts.append(((sid, name, t0, float(x)),))
+                                written += 1
+                        continue
+                    for name, col in block.fields.items():
+                        if col.dtype == object:
+                            has = [x is not None for x in col.tolist()]
+                            tt = t[has] if not all(has) else t
+                            vals = [x for x in col.tolist() if x is not None]
+                            text_parts.append(zip(repeat(sid), repeat(name), tt.tolist(), vals))
+                            written += len(vals)
+                            continue
+                        v = col.astype(np.float64, copy=False)
+                        ok = np.isfinite(v)
+                        if not ok.all():
+                            tt, v = t[ok], v[ok]
                         else:
-                            rows.append((sid, field, t, float(value)))
+                            tt = t
+                        row_parts.append(zip(repeat(sid), repeat(name), tt.tolist(), v.tolist()))
+                        written += int(tt.shape[0])
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)", rows
-                )
-                if text_rows:
+                    "INSERT OR REPLACE INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
+                    chain.from_iterable(row_parts))
+                if text_parts:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO text_points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
-                        text_rows)
+                        chain.from_iterable(text_parts))
                 if new_kinds:
                     self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
                                          [(m, f, kinds[m][f]) for m, f in new_kinds])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                self._rollback()
                 for key in new_series:  # their ids were rolled back too
-                    series_ids.pop(key[:2], None)
+                    series_ids.pop(key, None)
                 for m, f in new_kinds:
                     kinds[m].pop(f, None)
                 # A locked or full database, an I/O error: the data is fine, try again later.
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-            self.points_written += len(rows) + len(text_rows)
+            self.points_written += written
         if bad:
+            bad.sort(key=lambda x: x[0])
+            first = f"line {bad[0][0]}: {bad[0][1]}" if bad[0][0] else bad[0][1]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise StoreRejected(f"{self.name}: partial write, {len(bad)} bad line(s) skipped: {bad[0]}{more}")
+            raise StoreRejected(f"{self.name}: partial write, {len(bad)} bad line(s) skipped: {first}{more}")
 
     def close(self) -> None:
         with self._lock:

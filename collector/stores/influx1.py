@@ -42,6 +42,8 @@ from collections.abc import Iterator
 import numpy as np
 import urllib3
 
+from puewatch.core import schema
+from puewatch.core.batch import Batch
 from puewatch.errors import UserError
 
 from .base import StoreRejected, StoreUnavailable
@@ -140,6 +142,10 @@ class Influx1Store:
         resp = self._request("POST", "/write", params, body, headers)
         if resp.status != 204 and resp.status != 200:
             self._raise(resp, "write")
+
+    def write_batch(self, batch: Batch) -> None:
+        """A typed batch, encoded to line protocol here: the wire is the only place it is text."""
+        self.write(batch.to_line_protocol())
 
     def close(self) -> None:
         self._http.clear()
@@ -407,10 +413,10 @@ class Downsample:
 # energy series (Wh per interval): hourly sums, so the hourly Wh add up to the raw ones.
 DOWNSAMPLING: tuple[Downsample, ...] = (
     Downsample("site_power", None, "mean", "1m", "minute"),
-    Downsample("pue", None, "mean", "1m", "minute"),
+    Downsample(schema.PUE, None, "mean", "1m", "minute"),
     Downsample("meter_power", None, "mean", "1m", "minute"),
-    Downsample("site_energy", None, "sum", "1h", "hourly"),
-    Downsample("meter_energy", None, "sum", "1h", "hourly"),
+    Downsample(schema.SITE_ENERGY, None, "sum", "1h", "hourly"),
+    Downsample(schema.METER_ENERGY, None, "sum", "1h", "hourly"),
 )
 
 # How far back each CQ run recomputes (RESAMPLE ... FOR): late points (a spool replayed

@@ -22,6 +22,8 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from puewatch.core.batch import Batch
+
 from .base import StoreRejected, StoreUnavailable
 
 log = logging.getLogger("puewatch.collector.stores.influx2")
@@ -76,6 +78,10 @@ class Influx2Store:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Connection refused/reset, DNS, TLS, timeouts: all urllib3 HTTPError subclasses.
             raise StoreUnavailable(f"{self.name}: {_reason(exc)}") from None
+
+    def write_batch(self, batch: Batch) -> None:
+        """A typed batch, encoded to line protocol here: the wire is the only place it is text."""
+        self.write(batch.to_line_protocol())
 
     def close(self) -> None:
         try:

@@ -34,6 +34,15 @@ dropped first (never the one being written), each dropped point is counted in
 counted. Files are never rewritten, so a batch replayed after a timeout (the
 store may have stored it and failed to answer) is byte-identical, and InfluxDB
 (and the embedded store) keep it once: same series, same timestamp.
+
+What travels: a typed `puewatch.core.batch.Batch` (SNMP readings, the pipeline's
+derived series) or line protocol bytes (agents' bodies, as validated by ingest). The
+store gets a batch through `write_batch()` where it has one (the embedded store stores
+its columns as they are, the InfluxDB stores encode it to line protocol then), bytes
+through `write()`. On disk a batch is `batch.encode()`d (raw columns behind a small
+JSON header: no text formatting or parsing on the way to the disk and back) as one
+record of the queue; bytes are kept as they are. A batch
+the store refused is kept in `rejected/` as line protocol, for the operator to read.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from puewatch.backoff import Backoff
+from puewatch.core import batch as typed
 from puewatch.diskqueue import DiskQueue, Record
 
 from .base import Store, StoreRejected, StoreUnavailable
@@ -56,6 +66,49 @@ log = logging.getLogger("puewatch.collector.stores.spool")
 __all__ = ["StoreWriter"]
 
 
+# -- what a batch is on its way: typed, or line protocol bytes ------------------------------------
+
+
+def _memory_size(body: bytes | typed.Batch) -> int:
+    return len(body) if isinstance(body, bytes) else body.nbytes()
+
+
+def _to_disk(body: bytes | typed.Batch) -> bytes:
+    """The one encoding for the disk: a typed batch `encode()`d, line protocol as it is."""
+    return body if isinstance(body, bytes) else typed.encode(body)
+
+
+def _from_disk(data: bytes, points: int) -> bytes | typed.Batch:
+    return typed.decode(data, points) if data.startswith(typed.MAGIC) else data
+
+
+def _join(bodies: list[bytes | typed.Batch]) -> bytes | typed.Batch:
+    """Consecutive batches as one write: bytes joined, or one Batch when any is typed."""
+    if all(isinstance(b, bytes) for b in bodies):
+        return b"".join(b if b.endswith(b"\n") else b + b"\n" for b in bodies)
+    out = typed.Batch()
+    for b in bodies:
+        if isinstance(b, bytes):
+            out.add_line_protocol(b, b.count(b"\n") or 1)
+        else:
+            out.extend(b)
+    return out
+
+
+def _store_write(store: Store, body: bytes | typed.Batch) -> None:
+    """A typed batch through the store's `write_batch` where it has one, else as line protocol."""
+    if isinstance(body, bytes):
+        store.write(body)
+    elif hasattr(store, "write_batch"):
+        store.write_batch(body)
+    else:
+        store.write(body.to_line_protocol())
+
+
+def _line_protocol(body: bytes | typed.Batch) -> bytes:
+    return body if isinstance(body, bytes) else body.to_line_protocol()
+
+
 @dataclass
 class _Batch:
     """A batch waiting in memory."""
@@ -63,7 +116,7 @@ class _Batch:
     seq: int
     points: int
     size: int
-    body: bytes = field(repr=False)
+    body: bytes | typed.Batch = field(repr=False)
 
 
 class StoreWriter:
@@ -124,17 +177,18 @@ class StoreWriter:
 
     # -- the submitting side (event loop) -------------------------------------------------------
 
-    def submit(self, body: bytes, points: int) -> None:
-        """Hand a batch (ns line protocol) over; never waits for the store."""
+    def submit(self, body: bytes | typed.Batch, points: int | None = None) -> None:
+        """Hand a batch over (a typed Batch, or ns line protocol and its line count); never waits for the store."""
         if not body:
             return
+        size = _memory_size(body)
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"StoreWriter for {self.store.name} is closed")
-            batch = _Batch(self.spool.next_seq(), points, len(body), body)
-            if len(self._queue) < self.queue_max_batches and self._queue_bytes + len(body) <= self.queue_max_bytes:
+            batch = _Batch(self.spool.next_seq(), len(body) if points is None else points, size, body)
+            if len(self._queue) < self.queue_max_batches and self._queue_bytes + size <= self.queue_max_bytes:
                 self._queue.append(batch)
-                self._queue_bytes += len(body)
+                self._queue_bytes += size
             else:
                 # The writer is far behind (store slow or down): straight to disk, in order by seq.
                 self._spool_batch(batch)
@@ -142,7 +196,7 @@ class StoreWriter:
 
     def _spool_batch(self, batch: _Batch) -> None:
         """To disk, in order by seq (full: the oldest goes, counted by the spool)."""
-        self.spool.put(batch.body, batch.points, batch.seq)
+        self.spool.put(_to_disk(batch.body), batch.points, batch.seq)
 
     # -- the writer thread ----------------------------------------------------------------------
 
@@ -215,11 +269,11 @@ class StoreWriter:
     def _write_group(self, group: list[_Batch]) -> None:
         """Consecutive in-memory batches as one store write. Refused as a whole (4xx), they are
         written again one by one, so that only the batch at fault is set aside."""
-        body = b"".join(b.body if b.body.endswith(b"\n") else b.body + b"\n" for b in group)
+        body = _join([b.body for b in group])
         points = sum(b.points for b in group)
         t0 = time.perf_counter()
         try:
-            self.store.write(body)
+            _store_write(self.store, body)
         except StoreUnavailable as exc:
             with self._cond:
                 self._failed(group[0], str(exc))
@@ -253,14 +307,20 @@ class StoreWriter:
 
     def _write(self, batch: _Batch | Record) -> None:
         if isinstance(batch, Record):
-            body = self.spool.read(batch)
-            if body is None:
+            data = self.spool.read(batch)
+            if data is None:
                 return  # unreadable: the spool dropped it, counted and logged
+            try:
+                body = _from_disk(data, batch.points)
+            except typed.BatchError as exc:
+                with self._cond:
+                    self._rejected(batch, data, f"cannot decode the spooled batch: {exc}")
+                return
         else:
             body = batch.body
         t0 = time.perf_counter()
         try:
-            self.store.write(body)
+            _store_write(self.store, body)
         except StoreUnavailable as exc:
             with self._cond:
                 self._failed(batch, str(exc))
@@ -284,9 +344,11 @@ class StoreWriter:
         log.log(level, "store %s unavailable (attempt %d, retry in %.1f s; %d batch(es) spooled): %s",
                 self.store.name, failures, delay, self.spool.records, message)
 
-    def _rejected(self, batch: _Batch | Record, body: bytes, message: str) -> None:
-        """StoreRejected: set the batch aside in rejected/ and count it. Lock held."""
+    def _rejected(self, batch: _Batch | Record, body: bytes | typed.Batch, message: str) -> None:
+        """StoreRejected: set the batch aside in rejected/ (as line protocol, for the operator to
+        read) and count it. Lock held."""
         self.last_error = message
+        body = _line_protocol(body)
         if isinstance(batch, Record):
             kept = self.spool.reject(batch, body)
         else:

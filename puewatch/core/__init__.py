@@ -3,6 +3,8 @@
 - `site`: the site model (meters, roles, IT measurement points and the PUE category, zones,
   which meters make E_DC, E_IT and each zone's pPUE boundary);
 - `schema`: the names, tags and fields of every stored series;
+- `batch`: typed, columnar batches of points, how series travel inside the collector (line
+  protocol only on the wire);
 - `timefmt`: time in int64 ns and RFC 3339, the one format and parser;
 - `energy`: how a meter's register readings become interval energies (the register-energy
   policy: power limit, wrap or reset, impossible jumps) and the physical floors of ratios.

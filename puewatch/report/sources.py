@@ -46,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from puewatch import config as cfg
+from puewatch.core import schema
 from puewatch.core.site import UNITS, Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
@@ -179,8 +180,8 @@ def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[s
             raise ConfigError(f"{source}: snmp.devices {dev.name!r}: profile {dev.profile!r} is not in {where}{hint}: "
                               "the report cannot know where its register wraps; give the profile directory")
         profile = pf.generic_profile(base, dev.oids) if base.profile.generic else base
-        site.snmp_step_wh[name] = pf.register_step(profile, m.reading or "total_active_energy")
-        modulus, why = pf.register_modulus(profile, m.reading or "total_active_energy")
+        site.snmp_step_wh[name] = pf.register_step(profile, m.reading or schema.SNMP_ENERGY_READING)
+        modulus, why = pf.register_modulus(profile, m.reading or schema.SNMP_ENERGY_READING)
         if why:
             site.snmp_modulus_unknown[name] = f"device {dev.name!r}: {why}"
         else:
@@ -300,22 +301,14 @@ def _combine(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 
 def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> MeterReadings:
-    """One meter's raw readings for lo <= t < hi from a store."""
-    m = site.meters[name]
+    """One meter's raw readings for lo <= t < hi from a store (the series `schema.meter_sources` names)."""
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []
-    if m.device:
-        wanted = [(m.reading, None)] if m.reading else [("total_active_energy", "Wh"), ("total_active_power", "W")]
-        for reading, unit in wanted:
-            units = [unit] if unit else ["Wh", "W"]
-            for u in units:
-                t, v = _series(reader, "snmp_reading", "value", {"site": site.name, "device": m.device,
-                                                                  "reading": reading, "unit": u}, lo, hi)
-                if t.size:
-                    parts.append(("energy" if u == "Wh" else "power", t, v))
-                    break
-    else:
-        t, v = _series(reader, m.measurement, m.field, dict(m.tags), lo, hi)
-        parts.append(("energy" if m.register else "power", t, v * UNITS[m.unit][1]))
+    for source in schema.meter_sources(site.name, site.meters[name]):
+        for s in (source, *source.alternatives):  # the first one that holds readings
+            t, v = _series(reader, s.measurement, s.field, dict(s.tags), lo, hi)
+            if t.size or not source.alternatives:
+                parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
+                break
     t, power, energy = _combine(parts)
     return MeterReadings(t, power, energy, register_modulus(site, name))
 

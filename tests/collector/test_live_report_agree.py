@@ -16,6 +16,7 @@ import pytest
 
 from puewatch.collector.pipeline import Pipeline
 from puewatch.core import energy as policy
+from puewatch.core import schema
 from puewatch.core.site import Meter, SiteModel
 from puewatch.core.timefmt import HOUR, SECOND
 from puewatch.report.engine import MeterReadings, ReportOptions, compute_report
@@ -85,11 +86,9 @@ def _live(rec) -> dict[str, dict[int, float]]:
             t, name, v = events[i]
             p.add_meter(name, t, v, t, **how[name])
             i += 1
-        for line in p.step(step_at + SECOND):
-            if line.startswith("meter_energy,"):
-                key, fields, ts = line.split(" ")
-                meter = dict(kv.split("=", 1) for kv in key.split(",")[1:])["meter"]
-                cells[meter][int(ts)] = float(fields.split("=", 1)[1])
+        for measurement, tags, fields, ts in p.step(step_at + SECOND).rows():
+            if measurement == schema.METER_ENERGY:
+                cells[tags["meter"]][ts] = fields[schema.ENERGY_WH]
         step_at += POLL
     p.step(step_at + 10 * 60 * SECOND)
     return cells, p

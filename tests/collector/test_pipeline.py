@@ -24,18 +24,12 @@ def site(**extra) -> SiteModel:
     return SiteModel("fra1", meters, {"hall-a": Zone(nodes=["gpu-a-*"])})
 
 
-def parse(lines):
-    """measurement -> list of (tags, fields, time) from our own encoder's simple output."""
+def parse(batches):
+    """measurement -> list of (tags, fields, time) of the pipeline's typed batches."""
     out = {}
-    for line in lines:
-        key, fields, t = line.split(" ")
-        m, *tags = key.split(",")
-        tags = dict(x.split("=", 1) for x in tags)
-        f = {}
-        for kv in fields.split(","):
-            name, v = kv.split("=", 1)
-            f[name] = float(v.rstrip("i")) if v not in ("true", "false") and not v.startswith('"') else v
-        out.setdefault(m, []).append((tags, f, int(t)))
+    for batch in batches:
+        for m, tags, fields, t in batch.rows():
+            out.setdefault(m, []).append((tags, fields, t))
     return out
 
 
@@ -51,7 +45,7 @@ def feed(p: Pipeline, seconds: int, *, fac_w=1300.0, it_w=1000.0, cool_w=250.0, 
             value = it_register(s) if it_register else 5000.0 + it_w * (s + 0.3) / 3600.0
             p.add_meter("ups", t, value, t, register=True, resolution=0.0)
         if step:
-            lines += p.step(t + 100_000_000)
+            lines.append(p.step(t + 100_000_000))
     return lines
 
 
@@ -113,7 +107,7 @@ def test_register_wrap_and_reset_never_give_negative_energy():
         p.add_meter("incomer", t, 1.1 * it_w, t)
         p.add_meter("crac", t, 0.0, t)
         p.add_meter("ups", t, register(s), t, register=True, modulus=modulus)
-        lines += p.step(t + 1)
+        lines.append(p.step(t + 1))
     out = parse(lines)
     ups = [(t, f["energy_wh"]) for tags, f, t in out["meter_energy"] if tags["meter"] == "ups"]
     assert all(e == pytest.approx(10.0) for _, e in ups)  # across both wraps
@@ -156,7 +150,7 @@ def test_gpu_energy_per_node_and_zone_and_its_share_of_it():
         for node in ("gpu-a-1", "gpu-b-1"):
             for gpu in ("0", "1"):
                 p.add_gpu(node, gpu, t, 100_000.0 * s, t)  # 100 W each, in mJ
-        lines += p.step(t + 1)
+        lines.append(p.step(t + 1))
     out = parse(lines)
     nodes = {tags["node"]: tags.get("zone") for tags, _, _ in out["gpu_energy"]}
     assert nodes == {"gpu-a-1": "hall-a", "gpu-b-1": None}
@@ -217,7 +211,7 @@ def test_a_hall_sub_incomer_feeds_its_pue_boundary_not_e_dc():
         p.add_meter("hall-a-in", t, 1200.0, t)  # the hall's share of the incomer's 1300 W
         p.add_meter("crac", t, 250.0, t)
         p.add_meter("ups", t, 1000.0, t)
-        lines += p.step(t + 100_000_000)
+        lines.append(p.step(t + 100_000_000))
     out = parse(lines)
     energy = [f for _, f, _ in out["site_energy"]]
     assert energy and all(f["facility_input_wh"] == pytest.approx(1300 / 3600, rel=1e-12) for f in energy)
@@ -293,7 +287,7 @@ def test_a_frozen_incomer_gives_no_pue_below_one_and_counts_it():
         p.add_meter("incomer", t, 777.0, t, register=True)
         p.add_meter("crac", t, 100.0, t)
         p.add_meter("ups", t, 5000.0 + 1000.0 * s / 3600.0, t, register=True)
-        lines += p.step(t + 1)
+        lines.append(p.step(t + 1))
     out = parse(lines)
     assert out["site_energy"] and any(f.get("facility_input_wh") == 0.0 for _, f, _ in out["site_energy"])
     assert not [f for _, f, _ in out["pue"] if "pue" in f]  # never published below its floor
@@ -316,7 +310,7 @@ def test_a_clock_jump_ahead_invents_no_energy_and_later_readings_still_count():
         p.add_meter("crac", t, 250.0, t)
         p.add_meter("ups", t, 5000.0 + 1000.0 * s / 3600.0, t, register=True)
         p.add_gpu("gpu-a-1", "GPU-0", stamp, 1e6 + 700.0 * 1000 * s, t)
-        lines += p.step(t + 1)
+        lines.append(p.step(t + 1))
     out = parse(lines)
     gpu = sorted((t, f["energy_wh"]) for _, f, t in out["gpu_energy"])
     assert p.gpu_streams[("gpu-a-1", "GPU-0")].future_refused == 15

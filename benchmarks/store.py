@@ -1,0 +1,158 @@
+"""`puewatch bench store`: embedded store writes, typed batches vs line protocol text, in one run.
+
+Three workloads, the shapes the collector writes:
+
+- derived: the pipeline's cells, whole arrays per series (SERIES series x CELLS cells, one
+  float field), as a step after an outage writes them;
+- snmp: SNMP polls, one row per reading (value and raw), thousands of small series blocks;
+- agent: agents' line protocol bodies (gpu_power, four fields), which arrive as text.
+
+Each is written to a fresh embedded store (synchronous=FULL, as the collector runs it) three
+ways: `typed` (`write_batch`, the collector's path now), `text` (encoded to line protocol and
+written with `write()`, which parses it once into columns: the path of agents' bodies), and
+`text_per_line` (the same text parsed line by line with `parse_line`, the store's path before
+typed batches). Points are stored values (a line with four fields is four points).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from puewatch.core import schema
+from puewatch.core.batch import Batch
+from puewatch.core.site import Meter
+
+T0 = 1_700_000_000 * 10**9
+SECOND = 10**9
+
+
+def _derived(series: int, cells: int, steps: int) -> list[Batch]:
+    rng = np.random.default_rng(1)
+    out = []
+    for s in range(steps):
+        b = Batch()
+        ends = T0 + (s * cells + np.arange(1, cells + 1, dtype=np.int64)) * SECOND
+        for i in range(series):
+            m = Meter(role="it", device=f"pdu{i}", zone="hall-a")
+            b.add(*schema.meter_energy("bench", f"m{i}", m, False), ends, {schema.ENERGY_WH: rng.random(cells)})
+        out.append(b)
+    return out
+
+
+def _snmp(devices: int, readings: int, polls: int) -> list[Batch]:
+    out = []
+    for p in range(polls):
+        b = Batch()
+        for d in range(devices):
+            for r in range(readings):
+                b.add(*schema.snmp_reading("bench", f"pdu{d}", f"outlet{r}_active_power", "W"), T0 + p * SECOND + d,
+                      {schema.SNMP_VALUE: 100.0 + r, schema.SNMP_RAW: float(1000 + r)})
+        out.append(b)
+    return out
+
+
+def _agent(nodes: int, samples: int, bodies: int) -> list[bytes]:
+    out = []
+    for k in range(bodies):
+        lines = []
+        for s in range(samples):
+            t = T0 + (k * samples + s) * SECOND // 10
+            for n in range(nodes):
+                for g in range(8):
+                    lines.append(f"gpu_power,node=gpu-{n},gpu={g},uuid=GPU-{n}-{g} power_w={300.0 + g + s * 0.5},"
+                                 f"power_average_w={299.5 + g},energy_mj={1000 * s + g}i,estimated=false {t}")
+        out.append(("\n".join(lines) + "\n").encode())
+    return out
+
+
+def _values(batches: list[Batch]) -> int:
+    return sum(sum(int(np.count_nonzero(np.isfinite(c)) if c.dtype.kind == "f" else c.shape[0])
+                   for c in p.fields.values()) for b in batches for p in b.parts)
+
+
+def _per_line(store, body: bytes) -> None:
+    """The store's path before typed batches: every line through parse_line (one-row blocks)."""
+    from puewatch.collector.lineparse import parse_line
+
+    b = Batch()
+    for line in body.decode().split("\n"):
+        if line:
+            p = parse_line(line)
+            b.add(p.measurement, p.tags, p.time_ns, {k: float(v) if not isinstance(v, str) else v
+                                                      for k, v in p.fields.items()})
+    store.write_batch(b)
+
+
+def _time(tmp: Path, name: str, write, payloads) -> float:
+    from puewatch.collector.stores.embedded import EmbeddedStore
+
+    store = EmbeddedStore(tmp / f"{name}.sqlite")
+    try:
+        t0 = time.perf_counter()
+        for p in payloads:
+            write(store, p)
+        return time.perf_counter() - t0
+    finally:
+        store.close()
+
+
+def run(series: int = 200, cells: int = 100, steps: int = 5) -> dict:
+    from puewatch.errors import UserError
+
+    if series < 1 or cells < 1 or steps < 1:
+        raise UserError("--series, --cells and --steps must be at least 1")
+    workloads = {
+        "derived": _derived(series, cells, steps),
+        "snmp": _snmp(100, 20, 10),
+    }
+    agent = _agent(64, 10, 4)
+    out: dict = {"workloads": {}}
+    with tempfile.TemporaryDirectory(prefix="puewatch-bench-store-") as tmp_name:
+        tmp = Path(tmp_name)
+        for name, batches in workloads.items():
+            values = _values(batches)
+            lines = sum(len(b) for b in batches)
+            texts = [b.to_line_protocol() for b in batches]
+            t_typed = _time(tmp, f"{name}-typed", lambda s, b: s.write_batch(b), batches)
+            t_text = _time(tmp, f"{name}-text", lambda s, b: s.write(b.to_line_protocol()), batches)
+            t_line = _time(tmp, f"{name}-line", _per_line, texts)
+            out["workloads"][name] = {
+                "lines": lines, "points": values,
+                "typed_points_per_s": round(values / t_typed),
+                "text_points_per_s": round(values / t_text),
+                "text_per_line_points_per_s": round(values / t_line),
+            }
+        values = sum(body.count(b"\n") for body in agent) * 4
+        t_text = _time(tmp, "agent-text", lambda s, b: s.write(b), agent)
+        t_line = _time(tmp, "agent-line", _per_line, agent)
+        out["workloads"]["agent"] = {
+            "lines": values // 4, "points": values,
+            "text_points_per_s": round(values / t_text),
+            "text_per_line_points_per_s": round(values / t_line),
+        }
+    out["target_points_per_s"] = 200_000
+    return out
+
+
+def _table(r: dict) -> None:
+    print("embedded store writes (synchronous=FULL), points (stored values) per second:")
+    print(f"  {'workload':10} {'points':>9} {'typed':>12} {'text':>12} {'text per line (before)':>24}")
+    for name, w in r["workloads"].items():
+        typed = f"{w['typed_points_per_s']:,}" if "typed_points_per_s" in w else "-"
+        print(f"  {name:10} {w['points']:>9,} {typed:>12} {w['text_points_per_s']:>12,} {w['text_per_line_points_per_s']:>24,}")
+    print(f"  target: {r['target_points_per_s']:,} points/s (the collector's ingest rate)")
+
+
+def main(args) -> int:
+    from puewatch.benchmarks import emit
+
+    return emit(run(args.series, args.cells, args.steps), args.json, _table)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,151 @@
+"""The names, tags and fields of every series the collector stores and reads.
+
+The collector writes these; the reports, the demo, the benchmarks and the InfluxDB
+downsampling read them. Each is spelled here only: a function per series returns its
+`SeriesId` (measurement and tags), constants name its fields.
+
+| series         | tags                                   | fields                                        |
+|----------------|----------------------------------------|-----------------------------------------------|
+| `snmp_reading` | site, device, reading, unit            | value (in `unit`), raw (as received)          |
+| `meter_energy` | site, meter, role, zone, method        | energy_wh (volume_l for a water meter)        |
+| `gpu_energy`   | site, node, zone                       | energy_wh                                     |
+| `site_energy`  | site, category                         | `<group>_wh` (`water_l`) per site total       |
+| `zone_energy`  | site, zone                             | boundary_wh, it_wh, gpu_wh                    |
+| `pue`          | site, window, category                 | `<ratio>`, `<ratio>_coverage` (pue, clf, ...) |
+| `ppue`         | site, zone, window                     | ppue, ppue_coverage                           |
+
+A meter's own readings (what the pipeline and the reports take as its input) come from
+`meter_sources()`: an SNMP meter's `snmp_reading` series, or an ingest meter's series as
+it arrived (its `measurement`, `tags`, `field`, converted by the unit factor of
+`core.site.UNITS`). Agents' GPU energy arrives as `gpu_power` lines carrying `energy_mj`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from puewatch.core.site import UNITS, Meter
+
+__all__ = [
+    "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
+    "SNMP_RAW", "SNMP_VALUE", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
+    "meter_sources", "ppue", "pue", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
+]
+
+SNMP_READING = "snmp_reading"
+METER_ENERGY = "meter_energy"
+GPU_ENERGY = "gpu_energy"
+SITE_ENERGY = "site_energy"
+ZONE_ENERGY = "zone_energy"
+PUE = "pue"
+PPUE = "ppue"
+
+# snmp_reading's fields: the value in the reading's unit (W, Wh, ...), and the raw number received.
+SNMP_VALUE = "value"
+SNMP_RAW = "raw"
+# The profile readings a meter reads by default: the energy register where the device has one.
+SNMP_ENERGY_READING = "total_active_energy"
+SNMP_POWER_READING = "total_active_power"
+
+# What agents send: GPU power lines, one in ten carrying the NVML energy counter (mJ).
+GPU_POWER = "gpu_power"
+GPU_ENERGY_MJ = "energy_mj"
+GPU_ENERGY_ESTIMATED = "energy_estimated"
+
+ENERGY_WH = "energy_wh"
+VOLUME_L = "volume_l"
+ZONE_BOUNDARY_WH = "boundary_wh"
+ZONE_IT_WH = "it_wh"
+ZONE_GPU_WH = "gpu_wh"
+ZONE_FIELDS = (ZONE_BOUNDARY_WH, ZONE_IT_WH, ZONE_GPU_WH)
+
+
+class SeriesId(NamedTuple):
+    """A stored series: its measurement and tags (empty tag values are never stored)."""
+
+    measurement: str
+    tags: dict[str, str]
+
+
+def snmp_reading(site: str, device: str, reading: str, unit: str) -> SeriesId:
+    return SeriesId(SNMP_READING, {"site": site, "device": device, "reading": reading, "unit": unit})
+
+
+def meter_energy(site: str, meter: str, m: Meter, integrated: bool) -> SeriesId:
+    """One meter's energy per cell; `method` says whether it was integrated from power or read from a register."""
+    return SeriesId(METER_ENERGY, {"site": site, "meter": meter, "role": m.role, "zone": m.zone,
+                                   "method": "integrated" if integrated else "register"})
+
+
+def meter_energy_field(role: str) -> str:
+    """A water meter counts litres, every other meter Wh."""
+    return VOLUME_L if role == "water" else ENERGY_WH
+
+
+def gpu_energy(site: str, node: str, zone: str) -> SeriesId:
+    return SeriesId(GPU_ENERGY, {"site": site, "node": node, "zone": zone})
+
+
+def site_energy(site: str, category: int | str) -> SeriesId:
+    return SeriesId(SITE_ENERGY, {"site": site, "category": str(category)})
+
+
+def site_energy_field(group: str) -> str:
+    """`facility_input_wh`, `it_wh`, `gpu_wh`, ...; the water total in litres (`water_l`)."""
+    return f"{group}_{'l' if group == 'water' else 'wh'}"
+
+
+def zone_energy(site: str, zone: str) -> SeriesId:
+    return SeriesId(ZONE_ENERGY, {"site": site, "zone": zone})
+
+
+def pue(site: str, window: str, category: int | str | None = None) -> SeriesId:
+    """Rolling site ratios over `window` (`1m`, `15m`, ...); without `category` it selects every category."""
+    tags = {"site": site, "window": window}
+    if category is not None:
+        tags["category"] = str(category)
+    return SeriesId(PUE, tags)
+
+
+def ppue(site: str, zone: str, window: str) -> SeriesId:
+    return SeriesId(PPUE, {"site": site, "zone": zone, "window": window})
+
+
+def coverage_field(ratio: str) -> str:
+    """The field holding the share of the window a ratio covers."""
+    return f"{ratio}_coverage"
+
+
+@dataclass(frozen=True)
+class MeterSource:
+    """Where a meter's readings are stored: one field of one series, and what its values are."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    field: str
+    register: bool  # a cumulative register (energy, volume) rather than a gauge (power, flow)
+    factor: float = 1.0  # to W, Wh, L or L/s
+    alternatives: tuple[MeterSource, ...] = field(default=(), compare=False)  # read when this one is empty
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        """Whether a point with `tags` belongs to this source (every selecting tag equal)."""
+        return all(tags.get(k) == v for k, v in self.tags.items())
+
+
+def meter_sources(site: str, m: Meter) -> list[MeterSource]:
+    """The series a meter's readings are stored in, the preferred first.
+
+    An SNMP meter: its `reading` (stored in Wh, or W), else the device's energy register and
+    its power reading (both read; the register is preferred). An ingest meter: its series.
+    """
+    if m.device:
+        def snmp(reading: str, unit: str, register: bool, *alt: MeterSource) -> MeterSource:
+            return MeterSource(SNMP_READING, snmp_reading(site, m.device, reading, unit).tags, SNMP_VALUE, register,
+                               alternatives=alt)
+
+        if m.reading:
+            return [snmp(m.reading, "Wh", True, snmp(m.reading, "W", False))]
+        return [snmp(SNMP_ENERGY_READING, "Wh", True), snmp(SNMP_POWER_READING, "W", False)]
+    return [MeterSource(m.measurement, dict(m.tags), m.field, m.register, UNITS[m.unit][1])]
