@@ -16,6 +16,7 @@ from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.influx2 import Influx2Store
 from puewatch.collector.stores.spool import StoreWriter
 from puewatch.core import batch as typed
+from puewatch.diskqueue import decode_record
 from puewatch.core import schema
 from puewatch.core.batch import Batch, BatchError
 from puewatch.core.site import Meter
@@ -210,8 +211,8 @@ def test_typed_batches_spooled_while_the_store_is_away_are_replayed_after_a_rest
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
     assert not w.close(timeout_s=0.2)
-    files = sorted((tmp_path / "spool").glob("batch-*"))
-    assert [f.read_bytes().startswith(typed.MAGIC) for f in files] == [True, True, False]
+    files = sorted((tmp_path / "spool").glob("*.rec"), key=lambda f: int(f.name.split("-")[0]))
+    assert [decode_record(f.read_bytes())[0].startswith(typed.MAGIC) for f in files] == [True, True, False]
     # A restart, now with the embedded store: everything is replayed, typed.
     store = EmbeddedStore(tmp_path / "s.db")
     w2 = StoreWriter(store, tmp_path / "spool", 1 << 20)
