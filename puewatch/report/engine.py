@@ -84,19 +84,10 @@ def compute_report(
     start_ns: int,
     end_ns: int,
     options: ReportOptions | None = None,
-    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report (docs/report-schema.md) for [start_ns, end_ns), as its JSON document
-    (`build_report(...).to_dict()`): what is written, signed and compared.
-
-    `details`, when given, is filled with what the figures need beyond the schema
-    (`ReportFigures`): `daily_roles` and `daily_completeness`.
-    """
-    report = build_report(site, readings, start_ns, end_ns, options, figures=details is not None)
-    if details is not None and report.figures is not None:
-        details["daily_roles"] = report.figures.daily_roles
-        details["daily_completeness"] = report.figures.daily_completeness
-    return report.to_dict()
+    (`build_report(...).to_dict()`): what is written, signed, compared and read back."""
+    return build_report(site, readings, start_ns, end_ns, options).to_dict()
 
 
 def build_report(
