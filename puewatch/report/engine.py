@@ -308,8 +308,20 @@ class _Builder:
         warnings = [w for name in self.site.meters for w in self._meter_warnings(name)]
         monthly = self._period_rows("month", cal.month_edges, comp_month)
         daily = self._period_rows("day", cal.grid, comp_day)
-        warnings += floors.warnings()
         role = self._role_ratio
+        cooling = self.site.members("cooling")
+        # Before the floor warnings are collected: a CLF below 0 is null, and says why.
+        ratios = dict(
+            clf=role("clf", "cooling", i_total, it),
+            plf=role("plf", "losses", i_total, it),
+            erf=role("erf", "reused_heat", f_total, fac),
+            ref=role("ref", "renewable", f_total, fac),
+            # Cooling plant COP: heat removed (thermal Wh) per Wh of cooling electricity.
+            cop=role("cop", "heat_removed", self.totals.period(cooling), cooling),
+            # L per kWh of IT energy.
+            wue=role("wue", "water", None if i_total is None else i_total / 1000.0, it),
+        )
+        warnings += floors.warnings()
         return Report(
             schema=SCHEMA,
             site=self.site.name,
@@ -328,14 +340,7 @@ class _Builder:
             it_energy_joint_wh=i_joint,
             completeness=comp,
             estimated_share=self._estimated_share(),
-            clf=role("clf", "cooling", i_total, it),
-            plf=role("plf", "losses", i_total, it),
-            erf=role("erf", "reused_heat", f_total, fac),
-            ref=role("ref", "renewable", f_total, fac),
-            # Cooling plant COP: heat removed (thermal Wh) per Wh of cooling electricity.
-            cop=role("cop", "heat_removed", self.totals.period(self.site.members("cooling")), self.site.members("cooling")),
-            # L per kWh of IT energy.
-            wue=role("wue", "water", None if i_total is None else i_total / 1000.0, it),
+            **ratios,
             zones=zones,
             meters=meters,
             warnings=warnings,

@@ -378,6 +378,20 @@ def test_a_frozen_incomer_register_gives_no_pue_and_names_the_meters() -> None:
     assert any("(2 pue values of this kind not published)" in w for w in floor)  # the two days
 
 
+def test_a_role_ratio_below_its_floor_is_null_and_named_in_a_warning() -> None:
+    # A cooling meter wired backwards (coefficient -1 on a positive load) gives a negative CLF:
+    # null, like a PUE under 1, and the warning names the meters (it was once dropped silently).
+    t = _times()
+    site = _site(cool=Meter(role="cooling", device="d3", coefficient=-1.0))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None),
+                "cool": MeterReadings(t, _const(t, 20.0), None)}
+    r = compute_report(site, readings, START, END)
+    assert r["clf"] is None and r["pue"] == pytest.approx(1.5, rel=1e-12)
+    floor = [w for w in r["warnings"] if "clf of the period" in w]
+    assert len(floor) == 1 and "below its physical floor 0" in floor[0], r["warnings"]
+    assert "cool (960)" in floor[0] and "it1 (4800)" in floor[0]
+
+
 def test_an_impossible_jump_is_not_counted_and_is_named() -> None:
     t = _times()
     inc = _register(t, 150.0)
