@@ -16,7 +16,7 @@ import numpy as np
 
 from puewatch.core import energy as policy
 from puewatch.core.site import SiteModel
-from puewatch.kernels import energy_before, integrate_power, power_fill, rebin_energy, register_spans
+from puewatch.kernels import RebinnedEnergy, energy_before, integrate_power, power_fill, rebin_energy, register_spans
 from puewatch.report.intervals import cover_upto, merge
 
 __all__ = ["EnergyBefore", "JointEnergy", "MeterReadings", "MeterScan", "finite_pairs", "scan_meter", "scan_site_meter"]
@@ -108,21 +108,17 @@ class _Scan:
         self.resets, self.used_register = int(resets), bool(used)
         if self.before is None:  # (the days are not wanted with points)
             reb = rebin_energy(te, d.delta, self.grid, max_span_ns=self.max_gap_ns)
-            got = reb.coverage > 0
-            self.energy[got] += reb.energy[got]
-            self.estimated[got] += reb.spread[got]
-            self.coverage += reb.coverage
+            self._add_days(reb, reb.spread)  # only what a long interval spreads over days is estimated
+        else:
+            self.before += energy_before(te, d.delta, self.points, max_interval_ns=self.max_gap_ns)
         self.obs_s.append(s)
         self.obs_e.append(e)
-        if self.before is not None:
-            self.before += energy_before(te, d.delta, self.points, max_interval_ns=self.max_gap_ns)
 
     def add_power(self, readings: MeterReadings, t: np.ndarray, limit: policy.PowerLimit) -> None:
+        checked = None
         if readings.power_w is not None:
             checked, self.power_refused = policy.checked_power(readings.power_w, limit)
-            tp, xp = finite_pairs(t, checked)
-        else:
-            tp, xp = finite_pairs(t, None)
+        tp, xp = finite_pairs(t, checked)
         if tp.size < 2:
             return
         integral = integrate_power(tp, xp, max_gap_ns=self.max_gap_ns)
@@ -132,14 +128,18 @@ class _Scan:
         self.used_power = bool(used)
         if self.before is None:
             reb = rebin_energy(tp, e_used, self.grid)
-            got = reb.coverage > 0
-            self.energy[got] += reb.energy[got]
-            self.estimated[got] += reb.energy[got]
-            self.coverage += reb.coverage
+            self._add_days(reb, reb.energy)
+        else:
+            self.before += energy_before(tp, e_used, self.points)
         self.obs_s.append(s)
         self.obs_e.append(e)
-        if self.before is not None:
-            self.before += energy_before(tp, e_used, self.points)
+
+    def _add_days(self, rebinned: RebinnedEnergy, estimated_wh: np.ndarray) -> None:
+        """One source's energies per day (`rebin_energy`'s answer), `estimated_wh` of them estimated."""
+        got = rebinned.coverage > 0
+        self.energy[got] += rebinned.energy[got]
+        self.estimated[got] += estimated_wh[got]
+        self.coverage += rebinned.coverage
 
     def observed(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.obs_s) == 1:
