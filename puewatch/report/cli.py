@@ -11,7 +11,7 @@ from typing import Any
 
 from puewatch.errors import UserError
 from puewatch.core.timefmt import NS, parse_time
-from puewatch.report.engine import ReportOptions, compute_report
+from puewatch.report.engine import ReportOptions, build_report, compute_report
 from puewatch.report.render import render
 
 
@@ -66,16 +66,16 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
 
 def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.Namespace, source: dict) -> int:
     fmt = "json" if getattr(args, "json", False) else args.format
-    details: dict[str, Any] = {}
     key = getattr(args, "sign", None)
     if key and fmt != "json":
         raise UserError("--sign signs the JSON report: add --json (or --format json)")
-    report = compute_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), details)
+    report = build_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), figures=fmt == "html")
+    document = report.to_dict()
     if key:
         from puewatch.signing import sign_report
 
-        report = sign_report(report, key)
-    _emit(render(report, fmt, target=getattr(args, "target", None), extras=details), args.output)
+        document = sign_report(document, key)
+    _emit(render(document, fmt, target=getattr(args, "target", None), figures=report.figures), args.output)
     return 0
 
 

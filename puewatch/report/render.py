@@ -10,7 +10,10 @@ import csv
 import html
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from puewatch.report.model import ReportFigures
 
 __all__ = ["render", "to_csv", "to_html", "to_json", "to_table"]
 
@@ -153,18 +156,17 @@ def _figures(report: dict[str, Any], daily_roles: dict[str, list[float | None]],
     return out
 
 
-def to_html(report: dict[str, Any], *, target: float | None = None, extras: dict[str, Any] | None = None) -> str:
+def to_html(report: dict[str, Any], *, target: float | None = None, figures: ReportFigures | None = None) -> str:
     """A self-contained page: the summary table, and figures as inline SVG.
 
-    `extras` carries what the JSON does not: `daily_roles` (role -> daily energy, Wh) and
-    `daily_completeness` (meter -> daily completeness).
+    `figures` carries what the JSON does not (`build_report(..., figures=True)`): daily energy
+    by role and each meter's daily completeness; without it those figures say so or are left out.
     """
-    extras = extras or {}
-    meters = [dict(row, _daily_completeness=extras.get("daily_completeness", {}).get(row["meter"]))
-              for row in report["meters"]]
+    completeness = figures.daily_completeness if figures else {}
+    meters = [dict(row, _daily_completeness=completeness.get(row["meter"])) for row in report["meters"]]
     if any(row["_daily_completeness"] is None for row in meters):
         meters = [{k: v for k, v in row.items() if k != "_daily_completeness"} for row in meters]
-    figures = _figures(dict(report, meters=meters), extras.get("daily_roles", {}), target)
+    svgs = _figures(dict(report, meters=meters), figures.daily_roles if figures else {}, target)
     e = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -180,7 +182,7 @@ def to_html(report: dict[str, Any], *, target: float | None = None, extras: dict
     ]
     if report.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
-    for title, svg in figures:
+    for title, svg in svgs:
         parts.append(f"<figure><figcaption>{e(title)}</figcaption>{svg}</figure>")
     parts.append(f"<h2>Summary</h2><pre>{e(to_table(report))}</pre>")
     parts.append(f"<p>Generated {e(report['generated_at'])} by {e(report['generator'])}; "
@@ -188,11 +190,13 @@ def to_html(report: dict[str, Any], *, target: float | None = None, extras: dict
     return "\n".join(parts)
 
 
-def render(report: dict[str, Any], fmt: str, *, target: float | None = None, extras: dict[str, Any] | None = None) -> str:
+def render(report: dict[str, Any], fmt: str, *, target: float | None = None,
+           figures: ReportFigures | None = None) -> str:
+    """`report` is the report's JSON document (`Report.to_dict()`, signed or not)."""
     if fmt == "json":
         return to_json(report)
     if fmt == "csv":
         return to_csv(report)
     if fmt == "html":
-        return to_html(report, target=target, extras=extras)
+        return to_html(report, target=target, figures=figures)
     return to_table(report)

@@ -182,7 +182,10 @@ def test_joint_energy_of_fully_observed_meters_is_their_daily_energy() -> None:
     Irregular readings (jittered 1-minute polls, a mixed meter) so that intervals straddle the
     period's and the days' edges.
     """
-    from puewatch.report import engine
+    from puewatch.core.timefmt import day_grid
+    from puewatch.report.engine import DEFAULT_MAX_GAP_NS
+    from puewatch.report.intervals import clip, intersect
+    from puewatch.report.meters import EnergyBefore, JointEnergy, MeterScan, scan_meter
 
     rng = np.random.default_rng(5)
     t = _times(60) + rng.integers(-20, 20, _times(60).size) * NS
@@ -190,11 +193,11 @@ def test_joint_energy_of_fully_observed_meters_is_their_daily_energy() -> None:
     energy = _register(t, 150.0)
     energy[1000:1005] = np.nan  # the mixed meter's power fills in here (5 minutes < max gap)
     readings = {"inc": MeterReadings(t, power * 1.5, energy), "it1": MeterReadings(t, power, None)}
-    grid = engine.day_grid(START, END)
-    gap = engine.DEFAULT_MAX_GAP_NS
+    grid = day_grid(START, END)
+    gap = DEFAULT_MAX_GAP_NS
 
-    def meter(name: str, points: np.ndarray | None = None) -> engine._MeterResult:
-        return engine._meter(readings[name], grid, START, END, gap, None, points)
+    def meter(name: str, points: np.ndarray | None = None) -> MeterScan:
+        return scan_meter(readings[name], grid, START, END, gap, None, points)
 
     results = {name: meter(name) for name in readings}
     read_again: list[str] = []
@@ -203,11 +206,11 @@ def test_joint_energy_of_fully_observed_meters_is_their_daily_energy() -> None:
         read_again.append(name)
         return meter(name, points).before
 
-    spans = engine._clip(*engine._intersect([r.observed for r in results.values()]), START, END)
-    before = engine._Before(np.unique(np.concatenate([grid, *spans])), before_of)
-    fast = engine._Joint(results, spans, grid, before)
+    spans = clip(*intersect([r.observed for r in results.values()]), START, END)
+    before = EnergyBefore(np.unique(np.concatenate([grid, *spans])), before_of)
+    fast = JointEnergy(results, spans, grid, before)
     assert fast.full
-    slow = engine._Joint(results, spans, grid, before)
+    slow = JointEnergy(results, spans, grid, before)
     slow.full = False
     month = np.array([START, END], np.int64)
     for name in readings:
@@ -373,6 +376,20 @@ def test_a_frozen_incomer_register_gives_no_pue_and_names_the_meters() -> None:
     floor = [w for w in r["warnings"] if "below its physical floor 1" in w]
     assert floor and any("pue of the period would be 0" in w and "inc (0)" in w and "it1 (4800)" in w for w in floor)
     assert any("(2 pue values of this kind not published)" in w for w in floor)  # the two days
+
+
+def test_a_role_ratio_below_its_floor_is_null_and_named_in_a_warning() -> None:
+    # A cooling meter wired backwards (coefficient -1 on a positive load) gives a negative CLF:
+    # null, like a PUE under 1, and the warning names the meters (it was once dropped silently).
+    t = _times()
+    site = _site(cool=Meter(role="cooling", device="d3", coefficient=-1.0))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None),
+                "cool": MeterReadings(t, _const(t, 20.0), None)}
+    r = compute_report(site, readings, START, END)
+    assert r["clf"] is None and r["pue"] == pytest.approx(1.5, rel=1e-12)
+    floor = [w for w in r["warnings"] if "clf of the period" in w]
+    assert len(floor) == 1 and "below its physical floor 0" in floor[0], r["warnings"]
+    assert "cool (960)" in floor[0] and "it1 (4800)" in floor[0]
 
 
 def test_an_impossible_jump_is_not_counted_and_is_named() -> None:

@@ -1,6 +1,6 @@
 """The engine's one-pass per-meter scans give what the plain NumPy formulation gives, exactly.
 
-`_meter` used a dozen whole-array NumPy passes and two sorts per meter; it now makes one
+`scan_meter` (the report's per-meter scan) used a dozen whole-array NumPy passes and two sorts per meter; it now makes one
 compiled pass (`puewatch.kernels.register_spans`, `power_fill`). The NumPy formulation is kept here as the
 reference and both are run on readings with every fault the scans branch on: missing
 readings, gaps longer than max_gap, wraps, resets, jumps, register and power together.
@@ -14,7 +14,8 @@ import pytest
 from puewatch.core import energy as policy
 from puewatch.kernels import FLAG_RESET, integrate_power, rebin_energy
 from puewatch.core.timefmt import NS, day_grid
-from puewatch.report.engine import MeterReadings, _merge, _meter
+from puewatch.report.intervals import merge
+from puewatch.report.meters import MeterReadings, scan_meter
 
 MAX_GAP = 15 * 60 * NS
 
@@ -43,7 +44,7 @@ def _reference(r: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap
             energy[got] += reb.energy[got]
             estimated[got] += reb.spread[got]
             cov += reb.coverage
-            reg_s, reg_e = _merge(a[ok], b[ok])
+            reg_s, reg_e = merge(a[ok], b[ok])
             short = ok & ((b - a) <= max_gap)
             obs_s.append(a[short])
             obs_e.append(b[short])
@@ -69,7 +70,7 @@ def _reference(r: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap
             obs_e.append(b[ok])
     energy[cov <= 0] = np.nan
     estimated[cov <= 0] = np.nan
-    observed = _merge(np.concatenate(obs_s) if obs_s else np.empty(0, np.int64),
+    observed = merge(np.concatenate(obs_s) if obs_s else np.empty(0, np.int64),
                       np.concatenate(obs_e) if obs_e else np.empty(0, np.int64))
     return energy, estimated, observed, used_r, used_p, resets
 
@@ -105,7 +106,7 @@ def test_scans_agree_with_the_numpy_formulation(kind: str, seed: int) -> None:
     end = int(r.t_ns[-r.t_ns.size // 10])
     grid = day_grid(start, end)
     max_p = 5000.0 if seed % 2 else None
-    got = _meter(r, grid, start, end, MAX_GAP, max_p)
+    got = scan_meter(r, grid, start, end, MAX_GAP, max_p)
     energy, estimated, observed, used_r, used_p, resets = _reference(r, grid, start, end, MAX_GAP, max_p)
     np.testing.assert_array_equal(got.day_energy, energy)
     np.testing.assert_array_equal(got.day_estimated, estimated)

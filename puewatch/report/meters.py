@@ -1,0 +1,261 @@
+"""Per-meter scans: one meter's readings -> its daily energies, observed spans and the outcomes
+of the register-energy policy; and energies restricted to the time a set of meters was
+jointly observed.
+
+The energy rules are `puewatch.core.energy`'s (the live pipeline's too); the compiled passes
+over the readings are `puewatch.kernels`'. This module only puts them together for a report
+period (see the docstring of `puewatch.report.engine` for what each figure means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from puewatch.core import energy as policy
+from puewatch.core.site import SiteModel
+from puewatch.kernels import RebinnedEnergy, energy_before, integrate_power, power_fill, rebin_energy, register_spans
+from puewatch.report.intervals import cover_upto, merge
+
+__all__ = ["EnergyBefore", "JointEnergy", "MeterReadings", "MeterScan", "finite_pairs", "scan_meter", "scan_site_meter"]
+
+
+@dataclass
+class MeterReadings:
+    """One meter's raw readings, time ascending: power (W; L/s for water) and/or register (Wh; L for water).
+
+    `power_w` / `energy_wh` are float64 arrays the length of `t_ns` with NaN where that
+    reading is absent, or None when the meter never has it.
+    """
+
+    t_ns: np.ndarray
+    power_w: np.ndarray | None = None
+    energy_wh: np.ndarray | None = None
+    modulus_wh: float | None = None  # register wrap value, same unit as energy_wh
+
+
+NO_READINGS = MeterReadings(np.empty(0, np.int64))
+
+
+@dataclass
+class MeterScan:
+    """What a report needs of one meter over its period."""
+
+    day_energy: np.ndarray  # per grid bin, NaN where the meter has no data in it
+    day_estimated: np.ndarray
+    observed: tuple[np.ndarray, np.ndarray]  # an interval set (puewatch.report.intervals)
+    method: str | None  # "register", "integrated", "mixed", or None (no data)
+    resets: int
+    modulus_wh: float | None = None
+    # Only for a meter observed less than half the period: the median time between its
+    # readings there (a meter that reports more seldom than `max_gap` is never observed).
+    median_interval_ns: int | None = None
+    # Only when asked for (`EnergyBefore`): the meter's observed energy before each of some times.
+    before: np.ndarray | None = None
+    limit: policy.PowerLimit = policy.NO_LIMIT
+    # Register intervals in the period by outcome (core.energy.OUTCOMES); power readings refused.
+    outcomes: dict[str, int] = field(default_factory=dict)
+    power_refused: int = 0
+    jumps: list[tuple[int, int, float]] = field(default_factory=list)  # (start ns, end ns, mean power W)
+
+
+def finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The (time, value) pairs where `x` has a reading (finite); both empty for no `x`."""
+    if x is None:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    keep = np.isfinite(x)
+    if keep.all():
+        return t, x  # the common case: no copies of a year of readings
+    return t[keep], x[keep]
+
+
+class _Scan:
+    """A meter's energies as its register, then its power, add them up: per day of `grid`
+    (or, with `points`, before each point instead), and the spans each observed."""
+
+    def __init__(self, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None) -> None:
+        self.grid, self.start_ns, self.end_ns, self.max_gap_ns = grid, start_ns, end_ns, max_gap_ns
+        n_bins = grid.size - 1
+        self.energy, self.estimated, self.coverage = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
+        self.points = points
+        self.before = np.zeros(points.shape[0]) if points is not None else None
+        self.obs_s: list[np.ndarray] = []
+        self.obs_e: list[np.ndarray] = []
+        # From the register: every span with a known delta (even a long one), which the power does not fill.
+        self.reg_s = self.reg_e = np.empty(0, np.int64)
+        self.resets = 0
+        self.used_register = self.used_power = False
+        self.outcomes = dict.fromkeys(policy.OUTCOMES, 0)
+        self.jumps: list[tuple[int, int, float]] = []
+        self.power_refused = 0
+
+    def add_register(self, readings: MeterReadings, t: np.ndarray, limit: policy.PowerLimit, step_wh: float) -> None:
+        te, xe = finite_pairs(t, readings.energy_wh)
+        if te.size < 2:
+            return
+        start, end = self.start_ns, self.end_ns
+        d = policy.register_energy(te, xe, modulus_wh=readings.modulus_wh, limit=limit, resolution_wh=step_wh)
+        if self.before is None:  # (the outcomes are counted on the first pass only)
+            in_period = (te[1:] > start) & (te[:-1] < end)
+            self.outcomes = policy.outcome_counts(d.flags[in_period])
+            if self.outcomes["jump"]:
+                self.jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
+        # Observed: the spans with a known delta no longer than max_gap.
+        resets, used, self.reg_s, self.reg_e, s, e = register_spans(te, d.delta, d.flags, start, end, self.max_gap_ns)
+        self.resets, self.used_register = int(resets), bool(used)
+        if self.before is None:  # (the days are not wanted with points)
+            reb = rebin_energy(te, d.delta, self.grid, max_span_ns=self.max_gap_ns)
+            self._add_days(reb, reb.spread)  # only what a long interval spreads over days is estimated
+        else:
+            self.before += energy_before(te, d.delta, self.points, max_interval_ns=self.max_gap_ns)
+        self.obs_s.append(s)
+        self.obs_e.append(e)
+
+    def add_power(self, readings: MeterReadings, t: np.ndarray, limit: policy.PowerLimit) -> None:
+        checked = None
+        if readings.power_w is not None:
+            checked, self.power_refused = policy.checked_power(readings.power_w, limit)
+        tp, xp = finite_pairs(t, checked)
+        if tp.size < 2:
+            return
+        integral = integrate_power(tp, xp, max_gap_ns=self.max_gap_ns)
+        e_wh = integral.energy_j / 3600.0
+        # Power energy only where the register has none (its spans), all of it estimated.
+        e_used, used, s, e = power_fill(tp, e_wh, self.reg_s, self.reg_e, self.start_ns, self.end_ns)
+        self.used_power = bool(used)
+        if self.before is None:
+            reb = rebin_energy(tp, e_used, self.grid)
+            self._add_days(reb, reb.energy)
+        else:
+            self.before += energy_before(tp, e_used, self.points)
+        self.obs_s.append(s)
+        self.obs_e.append(e)
+
+    def _add_days(self, rebinned: RebinnedEnergy, estimated_wh: np.ndarray) -> None:
+        """One source's energies per day (`rebin_energy`'s answer), `estimated_wh` of them estimated."""
+        got = rebinned.coverage > 0
+        self.energy[got] += rebinned.energy[got]
+        self.estimated[got] += estimated_wh[got]
+        self.coverage += rebinned.coverage
+
+    def observed(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.obs_s) == 1:
+            return self.obs_s[0], self.obs_e[0]  # already sorted, disjoint and not touching
+        return merge(np.concatenate(self.obs_s) if self.obs_s else np.empty(0, np.int64),
+                     np.concatenate(self.obs_e) if self.obs_e else np.empty(0, np.int64))
+
+    def method(self) -> str | None:
+        if self.used_register and self.used_power:
+            return "mixed"
+        if self.used_register:
+            return "register"
+        if self.used_power:
+            return "integrated"
+        return None
+
+
+def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int,
+               max_power_w: float | None, points: np.ndarray | None = None, step_wh: float = 0.0) -> MeterScan:
+    """One meter's daily energies, observed spans and method; with `points`, instead of the
+    daily energies its observed energy before each of the points (`before`, for `EnergyBefore`):
+    the register's intervals no longer than `max_gap_ns` and the power's intervals it uses,
+    those that make its observed spans."""
+    t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
+    # The meter's power limit (configured, else derived from these readings): core.energy.
+    limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w)
+    scan = _Scan(grid, start_ns, end_ns, max_gap_ns, points)
+    scan.add_register(readings, t, limit, step_wh)
+    scan.add_power(readings, t, limit)
+    no_data = scan.coverage <= 0
+    scan.energy[no_data] = np.nan
+    scan.estimated[no_data] = np.nan
+    observed = scan.observed()
+    median_interval = None
+    if points is None and 2 * int(np.sum(observed[1] - observed[0])) < end_ns - start_ns:
+        i, j = np.searchsorted(t, [start_ns, end_ns])
+        if j - i >= 2:
+            median_interval = int(np.median(np.diff(t[i:j])))
+    return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
+                     median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
+                     power_refused=scan.power_refused, jumps=scan.jumps)
+
+
+def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,
+                    start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None = None) -> MeterScan:
+    """`scan_meter` of the site's meter `name`: its power limit and register step from the site
+    model (no power limit for water, whose 'power' is a flow); a meter without readings has no data."""
+    meter = site.meters[name]
+    max_p = meter.max_power_w if meter.role != "water" else None
+    return scan_meter(readings.get(name, NO_READINGS), grid, start_ns, end_ns, max_gap_ns, max_p, points,
+                      site.snmp_step_wh.get(name, 0.0))
+
+
+class EnergyBefore:
+    """Each meter's observed energy before every one of `points`, computed once per meter
+    when first asked for, by `before_of(name, points)`.
+
+    That goes through the meter's readings again (a store is read again): keeping every
+    meter's intervals from the first pass would take as much memory as all the readings of
+    a large site. `points` holds every edge any `JointEnergy` needs (the day grid and the joint
+    spans' ends), so one pass serves them all.
+    """
+
+    def __init__(self, points: np.ndarray, before_of: Callable[[str, np.ndarray], np.ndarray]) -> None:
+        self.points, self.before_of = points, before_of
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        out = self._cache.get(name)
+        if out is None:
+            out = self._cache[name] = self.before_of(name, self.points)
+        return out
+
+
+class JointEnergy:
+    """Energies restricted to `spans`, the time every one of a set of meters was observed.
+
+    Every bin asked for is a run of days of `grid`, so each meter's restricted energy is
+    kept as its running total at the day edges. Where the meters were jointly observed all
+    the time, that is the running total of its daily energies. Otherwise it is summed over
+    the stretches between consecutive `before.points` (each wholly inside or outside the
+    spans, whose ends are among the points) that lie inside the spans.
+    """
+
+    def __init__(self, scans: dict[str, MeterScan], spans: tuple[np.ndarray, np.ndarray], grid: np.ndarray,
+                 before: EnergyBefore) -> None:
+        self.scans, self.spans, self.grid, self.before = scans, spans, grid, before
+        self.full = int((spans[1] - spans[0]).sum()) == int(grid[-1] - grid[0])
+        self._upto: dict[str, np.ndarray] = {}
+        self._inside: np.ndarray | None = None
+        self._grid_at: np.ndarray | None = None
+
+    def _meter_upto(self, name: str) -> np.ndarray:
+        upto = self._upto.get(name)
+        if upto is None:
+            if self.full:
+                upto = np.concatenate(([0.0], np.cumsum(np.nan_to_num(self.scans[name].day_energy))))
+            else:
+                pts = self.before.points
+                if self._inside is None:
+                    mid = pts[:-1] + (pts[1:] - pts[:-1]) // 2
+                    self._inside = (cover_upto(*self.spans, mid + 1) - cover_upto(*self.spans, mid)) > 0
+                    self._grid_at = np.searchsorted(pts, self.grid)
+                step = np.where(self._inside, np.diff(self.before(name)), 0.0)
+                upto = np.concatenate(([0.0], np.cumsum(step)))[self._grid_at]
+            self._upto[name] = upto
+        return upto
+
+    def meter(self, name: str, edges: np.ndarray) -> np.ndarray:
+        """The meter's restricted energy per bin of `edges` (day edges of `grid`)."""
+        return np.diff(self._meter_upto(name)[np.searchsorted(self.grid, edges)])
+
+    def total(self, members: dict[str, float], edges: np.ndarray) -> np.ndarray:
+        """Coefficient-weighted energy per bin of `edges`; NaN in a bin with no joint time (or no members)."""
+        acc = np.zeros(edges.size - 1)
+        for name, coef in members.items():
+            acc = acc + coef * self.meter(name, edges)
+        covered = np.diff(cover_upto(*self.spans, np.asarray(edges, np.int64)))
+        return np.where((covered > 0) & bool(members), acc, np.nan)

@@ -1,0 +1,130 @@
+"""The report as typed rows (docs/report-schema.md is the contract), and its one serialisation.
+
+`Report.to_dict()` gives the JSON document field for field, in the schema's order: what
+`puewatch report --json` writes, `puewatch sign` signs and the city tools read. Energies are Wh
+(water L), ratios plain numbers; None is JSON null (unknown), never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["Gap", "MeterRow", "PeriodRow", "Report", "ReportFigures", "ZoneRow"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Row):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _Row:
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the schema's JSON object (fields in declaration order; those marked
+        `serialised=False` are for in-process use only)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+                if f.metadata.get("serialised", True)}
+
+
+@dataclass
+class Gap(_Row):
+    """A stretch of the period in which a meter was not observed (UTC, RFC 3339)."""
+
+    start: str
+    end: str
+
+
+@dataclass
+class MeterRow(_Row):
+    meter: str
+    role: str
+    zone: str
+    point: str
+    energy_wh: float | None
+    estimated_wh: float | None
+    method: str | None  # register, integrated, mixed; None: no data
+    completeness: float
+    gaps: list[Gap]
+    resets: int
+    accuracy_pct: float | None
+    modulus_wh: float | None
+    power_limit_w: float | None
+    power_limit_source: str
+    register_intervals: dict[str, int]  # outcome (core.energy.OUTCOMES) -> intervals in the period
+    power_readings_refused: int
+
+
+@dataclass
+class ZoneRow(_Row):
+    zone: str
+    ppue: float | None
+    boundary_energy_wh: float | None
+    it_energy_wh: float | None
+    completeness: float
+    ppue_joint: float | None
+    boundary_energy_joint_wh: float | None
+    it_energy_joint_wh: float | None
+
+
+@dataclass
+class PeriodRow(_Row):
+    """One month or one day of the period (the first and last may be partial)."""
+
+    period_start: str
+    period_end: str
+    pue: float | None
+    facility_energy_wh: float | None
+    it_energy_wh: float | None
+    completeness: float
+    pue_joint: float | None
+    facility_energy_joint_wh: float | None
+    it_energy_joint_wh: float | None
+
+
+@dataclass
+class ReportFigures:
+    """What the HTML figures need beyond the schema (not serialised)."""
+
+    daily_roles: dict[str, list[float | None]]  # role -> energy per day, Wh (L); None where unknown
+    daily_completeness: dict[str, list[float]]  # meter -> completeness per day
+
+
+@dataclass
+class Report(_Row):
+    schema: str
+    site: str
+    period_start: str
+    period_end: str
+    annual: bool
+    category: int
+    label: str
+    pue: float | None
+    pue_uncertainty: float | None
+    facility_energy_wh: float | None
+    it_energy_wh: float | None
+    pue_joint: float | None
+    pue_joint_uncertainty: float | None
+    facility_energy_joint_wh: float | None
+    it_energy_joint_wh: float | None
+    completeness: float
+    estimated_share: float
+    clf: float | None
+    plf: float | None
+    erf: float | None
+    ref: float | None
+    cop: float | None
+    wue: float | None
+    zones: list[ZoneRow]
+    meters: list[MeterRow]
+    warnings: list[str]
+    monthly: list[PeriodRow]
+    daily: list[PeriodRow]
+    generated_at: str
+    generator: str
+    source: dict[str, Any]
+    figures: ReportFigures | None = field(default=None, compare=False, metadata={"serialised": False})
