@@ -1,9 +1,9 @@
 """`puewatch collector` with its meters polled over SNMP from real agents.
 
-- snmpsim serving two shared recordings (static power gauges) for the incomer and the UPS
-  output, and a dead device (a socket that never answers) for the cooling meter: the PUE is
-  P_facility / P_IT from EXPECTED.toml, on schedule; the dead meter gives no readings (NaN,
-  never 0), no CLF, and /metrics says it is down.
+- snmpsim serving two of the project's recordings (tests/fixtures/snmp: static power gauges) for
+  the incomer and the UPS output, and a dead device (a socket that never answers) for the cooling
+  meter: the PUE is P_facility / P_IT as the recordings give them, on schedule; the dead meter
+  gives no readings (NaN, never 0), no CLF, and /metrics says it is down.
 - a real snmpd whose pass_persist serves changing energy registers: one wraps at 2**32, the
   other is reset mid-run. Energies are never negative and the PUE is the ratio of the rates.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import tomllib
 
 from pathlib import Path
 
@@ -24,18 +23,17 @@ import puewatch.profiles
 
 from collector_support import CollectorProcess, free_port, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
-from snmp_support import PRIVATE_BASE, black_hole, shared_snmp, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
+from snmp_support import PRIVATE_BASE, black_hole, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
 
-FACILITY = "raritan-px3-5493u"
-IT = "apc-ap8853"
+FACILITY = "raritan-pdu2-one-inlet"
+P_FACILITY_RECORDED_W = 34561 / 10  # inlet activePower, one decimal digit
+IT = "apc-rpdu2-metered"
+P_IT_RECORDED_W = 287 * 10.0  # rPDU2DeviceStatusPower, hundredths of kW
 SECOND = 10**9
 
 
-
 def test_snmp_meters_give_pue_and_a_dead_device_is_missing_not_zero(tmp_path, snmpsim_recordings, black_hole):
-    expected = tomllib.loads((shared_snmp() / "EXPECTED.toml").read_text())["devices"]
-    p_facility = expected[FACILITY]["total_active_power_w"]
-    p_it = expected[IT]["total_active_power_w"]
+    p_facility, p_it = P_FACILITY_RECORDED_W, P_IT_RECORDED_W
     port = snmpsim_recordings.port
     # The UPS output meter is read with a site's own profile from `profile_dirs` (a renamed copy
     # of the shipped rPDU2 profile): an unknown profile name would stop the collector at start.
