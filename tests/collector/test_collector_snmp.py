@@ -51,7 +51,7 @@ host = "127.0.0.1"
 port = {port}
 community = "{FACILITY}"
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 
 [[snmp.devices]]
@@ -61,7 +61,7 @@ port = {port}
 community = "{IT}"
 profile = "site-apc"
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 
 [[snmp.devices]]
@@ -70,7 +70,7 @@ host = "127.0.0.1"
 port = {black_hole}
 community = "public"
 interval_s = 1.0
-timeout_s = 0.3
+timeout_s = 0.9
 retries = 0
 
 [meters.incomer]
@@ -92,22 +92,28 @@ device = "dead"
 reading = "total_active_power"
 """
     ingest_port, metrics_port = free_port(), free_port()
-    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    settle_s = 3.0
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters, settle_s=settle_s)
     t_start = time.time_ns()
     with CollectorProcess(conf, ingest_port) as proc:
         time.sleep(14)
         values = scrape(metrics_port)
         t_scrape = time.time_ns()
-    assert values['puewatch_snmp_up{device="dead"}'] == 0
-    assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5
-    assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0
+    log = proc.output()
+    snmp = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_")}
+    assert values['puewatch_snmp_up{device="dead"}'] == 0, snmp
+    assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5, snmp
+    assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0, snmp
     for live in ("incomer", "ups"):
-        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1
-        assert values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}'] >= 6
-        assert values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0) == 0
+        # a failed live poll names its error in the log (device <name>: ...)
+        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1, (snmp, log[-3000:])
+        assert values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}'] >= 6, (snmp, log[-3000:])
+        assert values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0) == 0, (snmp, log[-3000:])
     assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(p_facility / p_it, rel=1e-9)
-    # The dead device must not hold the pipeline back beyond the settle time.
-    assert values["puewatch_pipeline_lag_seconds"] < 3.5, proc.output()[-2000:]
+    # The dead device must not hold the pipeline back beyond the settle time (the horizon's cap, see
+    # collector/pipeline.py); the margin over it (a cell, a late tick) is for a loaded 2-core machine.
+    lag_s = values["puewatch_pipeline_lag_seconds"]
+    assert lag_s < settle_s + 2.0, (lag_s, log[-2000:])
 
     store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
     end = time.time_ns() + SECOND
@@ -125,7 +131,7 @@ reading = "total_active_power"
     # Raw readings of the live devices as the recordings give them; none at all from the dead one.
     for device, watts in (("incomer", p_facility), ("ups", p_it)):
         t, raw = store.series("snmp_reading", "value", {"device": device, "reading": "total_active_power"}, t_start, end)
-        assert len(raw) >= 10 and set(raw) == {watts}
+        assert len(raw) >= 10 and raw == pytest.approx([watts] * len(raw), rel=1e-12)  # 10^-digits: not exact
     assert store.tag_values("snmp_reading", "device") == ["incomer", "ups"]
     t, crac = store.series("meter_energy", "energy_wh", {"meter": "crac"}, t_start, end)
     assert len(crac) == 0  # missing, never written as 0
@@ -148,7 +154,7 @@ name = "incomer"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [{{ name = "feed_energy", oid = "{WRAP_OID}", quantity = "active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }}]
@@ -158,7 +164,7 @@ name = "ups"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [{{ name = "ups_energy", oid = "{RESET_OID}", quantity = "active_energy", kind = "register", total = true }}]
@@ -204,8 +210,9 @@ device = "ups"
         stop.set()
         serve_thread.join()
     assert served == {"wrapped": True, "reset": True}
-    assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6
     log = proc.output()
+    snmp = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_")}
+    assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6, (values.get('puewatch_ratio{ratio="pue",window="1m"}'), snmp, log[-3000:])
     assert "meter incomer reads incomer/total_active_energy" in log
 
     store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
@@ -252,7 +259,7 @@ name = "ups"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [

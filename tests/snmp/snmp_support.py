@@ -39,7 +39,8 @@ def check_recordings(data: Path) -> list[str]:
         oids = []
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             parts = line.split("|", 2)
-            if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+            # the type is a tag number, maybe with a format or variation suffix (4x = hex, 2:numeric)
+            if len(parts) != 3 or not parts[1][:1].isdigit() or not all(x.isdigit() for x in parts[0].split(".")):
                 pytest.fail(f"{path}:{n}: not an OID|type|value line: {line!r}", pytrace=False)
             oids.append(_oid_key(parts[0]))
         if oids != sorted(oids) or len(set(oids)) != len(oids):
