@@ -32,6 +32,11 @@ P_IT_RECORDED_W = 287 * 10.0  # rPDU2DeviceStatusPower, hundredths of kW
 SECOND = 10**9
 
 
+def device_errors(log: str, device: str) -> list[str]:
+    """The collector's log lines for one device's failed polls ("<device>: <error>"), for assert messages."""
+    return [line for line in log.splitlines() if f" {device}: " in line and "WARNING" in line]
+
+
 def test_snmp_meters_give_pue_and_a_dead_device_is_missing_not_zero(tmp_path, snmpsim_recordings, black_hole):
     p_facility, p_it = P_FACILITY_RECORDED_W, P_IT_RECORDED_W
     port = snmpsim_recordings.port
@@ -105,10 +110,16 @@ reading = "total_active_power"
     assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5, snmp
     assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0, snmp
     for live in ("incomer", "ups"):
-        # a failed live poll names its error in the log (device <name>: ...)
-        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1, (snmp, log[-3000:])
-        assert values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}'] >= 6, (snmp, log[-3000:])
-        assert values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0) == 0, (snmp, log[-3000:])
+        ok = values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}']
+        failed = values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0)
+        errors = device_errors(log, live)
+        why = f"{live}: {ok:g} polls ok, {failed:g} failed: {errors[-5:]}"
+        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1, why
+        # Had the dead device held the live ones up (0.9 s every second), their polls would time out
+        # or overrun their interval. A loaded 2-core machine can stall a poll past its interval, most
+        # often the first (it detects the profile and walks its tables): the slots it ran over are
+        # skipped and reported, and tolerated here; a timeout or an overrun is not.
+        assert ok >= 10 and not [e for e in errors if "slot skipped" not in e], why
     assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(p_facility / p_it, rel=1e-9)
     # The dead device must not hold the pipeline back beyond the settle time (the horizon's cap, see
     # collector/pipeline.py); the margin over it (a cell, a late tick) is for a loaded 2-core machine.
@@ -179,15 +190,17 @@ point = "ups_output"
 zone = "hall-a"
 device = "ups"
 """
-    t0 = time.monotonic()
-    wrap_start = 2**32 - 200  # wraps after 5 s
+    wrap_start = 2**32 - 200  # wraps 5 s after the collector is up
     reset_at = 9.0
     stop = threading.Event()
+    # The registers start moving once the collector is up (its start, kernels compiled, can take
+    # seconds on a loaded machine): until then they hold their first values.
+    up_at: list[float] = []
     served = {"wrapped": False, "reset": False}
 
     def serve() -> None:
         while not stop.is_set():
-            dt = time.monotonic() - t0
+            dt = time.monotonic() - up_at[0] if up_at else 0.0
             facility = (wrap_start + int(P_FACILITY_W * dt / 3600)) % 2**32
             served["wrapped"] |= facility < wrap_start
             it = int(5_000_000 + P_IT_W * dt / 3600)
@@ -204,12 +217,13 @@ device = "ups"
     t_start = time.time_ns()
     try:
         with CollectorProcess(conf, ingest_port) as proc:
+            up_at.append(time.monotonic())
             time.sleep(16)
             values = scrape(metrics_port)
     finally:
         stop.set()
         serve_thread.join()
-    assert served == {"wrapped": True, "reset": True}
+    assert served == {"wrapped": True, "reset": True}, served
     log = proc.output()
     snmp = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_")}
     assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6, (values.get('puewatch_ratio{ratio="pue",window="1m"}'), snmp, log[-3000:])
