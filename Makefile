@@ -13,7 +13,7 @@ DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp
 # Also node and npm (>= 18), for the JavaScript signature verifier the signing tests run; checked by
 # command rather than package, as NodeSource's nodejs carries its own npm.
 
-.PHONY: run test test-fast test-kernels-nojit bench deps venv clean
+.PHONY: run test test-fast test-kernels-nojit conformance bench deps venv clean
 
 venv: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ test: deps venv
 test-kernels-nojit: venv
 	NUMBA_DISABLE_JIT=1 HYPOTHESIS_PROFILE=nojit $(PY) -m coverage run --rcfile=.coveragerc-kernels -m pytest -q -p no:cacheprovider tests/kernels
 	$(PY) -m coverage report --rcfile=.coveragerc-kernels
+
+# Conformance against data nobody on the project wrote, read in place from ../shared beside the
+# checkout (never copied in): for maintainers and CI (.ci/run), where a missing folder fails.
+conformance: deps venv
+	$(PY) -m pytest -q tests/conformance
 
 test-fast: venv
 	$(PY) -m pytest -q -x

@@ -1,9 +1,9 @@
 """`puewatch collector` with its meters polled over SNMP from real agents.
 
-- snmpsim serving two shared recordings (static power gauges) for the incomer and the UPS
-  output, and a dead device (a socket that never answers) for the cooling meter: the PUE is
-  P_facility / P_IT from EXPECTED.toml, on schedule; the dead meter gives no readings (NaN,
-  never 0), no CLF, and /metrics says it is down.
+- snmpsim serving two of the project's recordings (tests/fixtures/snmp: static power gauges) for
+  the incomer and the UPS output, and a dead device (a socket that never answers) for the cooling
+  meter: the PUE is P_facility / P_IT as the recordings give them, on schedule; the dead meter
+  gives no readings (NaN, never 0), no CLF, and /metrics says it is down.
 - a real snmpd whose pass_persist serves changing energy registers: one wraps at 2**32, the
   other is reset mid-run. Energies are never negative and the PUE is the ratio of the rates.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import tomllib
 
 from pathlib import Path
 
@@ -24,18 +23,22 @@ import puewatch.profiles
 
 from collector_support import CollectorProcess, free_port, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
-from snmp_support import PRIVATE_BASE, black_hole, shared_snmp, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
+from snmp_support import PRIVATE_BASE, black_hole, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
 
-FACILITY = "raritan-px3-5493u"
-IT = "apc-ap8853"
+FACILITY = "raritan-pdu2-one-inlet"
+P_FACILITY_RECORDED_W = 34561 / 10  # inlet activePower, one decimal digit
+IT = "apc-rpdu2-metered"
+P_IT_RECORDED_W = 287 * 10.0  # rPDU2DeviceStatusPower, hundredths of kW
 SECOND = 10**9
 
 
+def device_errors(log: str, device: str) -> list[str]:
+    """The collector's log lines for one device's failed polls ("<device>: <error>"), for assert messages."""
+    return [line for line in log.splitlines() if f" {device}: " in line and "WARNING" in line]
+
 
 def test_snmp_meters_give_pue_and_a_dead_device_is_missing_not_zero(tmp_path, snmpsim_recordings, black_hole):
-    expected = tomllib.loads((shared_snmp() / "EXPECTED.toml").read_text())["devices"]
-    p_facility = expected[FACILITY]["total_active_power_w"]
-    p_it = expected[IT]["total_active_power_w"]
+    p_facility, p_it = P_FACILITY_RECORDED_W, P_IT_RECORDED_W
     port = snmpsim_recordings.port
     # The UPS output meter is read with a site's own profile from `profile_dirs` (a renamed copy
     # of the shipped rPDU2 profile): an unknown profile name would stop the collector at start.
@@ -53,7 +56,7 @@ host = "127.0.0.1"
 port = {port}
 community = "{FACILITY}"
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 
 [[snmp.devices]]
@@ -63,7 +66,7 @@ port = {port}
 community = "{IT}"
 profile = "site-apc"
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 
 [[snmp.devices]]
@@ -72,7 +75,7 @@ host = "127.0.0.1"
 port = {black_hole}
 community = "public"
 interval_s = 1.0
-timeout_s = 0.3
+timeout_s = 0.9
 retries = 0
 
 [meters.incomer]
@@ -94,22 +97,34 @@ device = "dead"
 reading = "total_active_power"
 """
     ingest_port, metrics_port = free_port(), free_port()
-    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    settle_s = 3.0
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters, settle_s=settle_s)
     t_start = time.time_ns()
     with CollectorProcess(conf, ingest_port) as proc:
         time.sleep(14)
         values = scrape(metrics_port)
         t_scrape = time.time_ns()
-    assert values['puewatch_snmp_up{device="dead"}'] == 0
-    assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5
-    assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0
+    log = proc.output()
+    snmp = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_")}
+    assert values['puewatch_snmp_up{device="dead"}'] == 0, snmp
+    assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5, snmp
+    assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0, snmp
     for live in ("incomer", "ups"):
-        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1
-        assert values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}'] >= 6
-        assert values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0) == 0
+        ok = values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}']
+        failed = values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0)
+        errors = device_errors(log, live)
+        why = f"{live}: {ok:g} polls ok, {failed:g} failed: {errors[-5:]}"
+        assert values[f'puewatch_snmp_up{{device="{live}"}}'] == 1, why
+        # Had the dead device held the live ones up (0.9 s every second), their polls would time out
+        # or overrun their interval. A loaded 2-core machine can stall a poll past its interval, most
+        # often the first (it detects the profile and walks its tables): the slots it ran over are
+        # skipped and reported, and tolerated here; a timeout or an overrun is not.
+        assert ok >= 10 and not [e for e in errors if "slot skipped" not in e], why
     assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(p_facility / p_it, rel=1e-9)
-    # The dead device must not hold the pipeline back beyond the settle time.
-    assert values["puewatch_pipeline_lag_seconds"] < 3.5, proc.output()[-2000:]
+    # The dead device must not hold the pipeline back beyond the settle time (the horizon's cap, see
+    # collector/pipeline.py); the margin over it (a cell, a late tick) is for a loaded 2-core machine.
+    lag_s = values["puewatch_pipeline_lag_seconds"]
+    assert lag_s < settle_s + 2.0, (lag_s, log[-2000:])
 
     store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
     end = time.time_ns() + SECOND
@@ -127,7 +142,7 @@ reading = "total_active_power"
     # Raw readings of the live devices as the recordings give them; none at all from the dead one.
     for device, watts in (("incomer", p_facility), ("ups", p_it)):
         t, raw = store.series("snmp_reading", "value", {"device": device, "reading": "total_active_power"}, t_start, end)
-        assert len(raw) >= 10 and set(raw) == {watts}
+        assert len(raw) >= 10 and raw == pytest.approx([watts] * len(raw), rel=1e-12)  # 10^-digits: not exact
     assert store.tag_values("snmp_reading", "device") == ["incomer", "ups"]
     t, crac = store.series("meter_energy", "energy_wh", {"meter": "crac"}, t_start, end)
     assert len(crac) == 0  # missing, never written as 0
@@ -150,7 +165,7 @@ name = "incomer"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [{{ name = "feed_energy", oid = "{WRAP_OID}", quantity = "active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }}]
@@ -160,7 +175,7 @@ name = "ups"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [{{ name = "ups_energy", oid = "{RESET_OID}", quantity = "active_energy", kind = "register", total = true }}]
@@ -175,15 +190,17 @@ point = "ups_output"
 zone = "hall-a"
 device = "ups"
 """
-    t0 = time.monotonic()
-    wrap_start = 2**32 - 200  # wraps after 5 s
+    wrap_start = 2**32 - 200  # wraps 5 s after the collector is up
     reset_at = 9.0
     stop = threading.Event()
+    # The registers start moving once the collector is up (its start, kernels compiled, can take
+    # seconds on a loaded machine): until then they hold their first values.
+    up_at: list[float] = []
     served = {"wrapped": False, "reset": False}
 
     def serve() -> None:
         while not stop.is_set():
-            dt = time.monotonic() - t0
+            dt = time.monotonic() - up_at[0] if up_at else 0.0
             facility = (wrap_start + int(P_FACILITY_W * dt / 3600)) % 2**32
             served["wrapped"] |= facility < wrap_start
             it = int(5_000_000 + P_IT_W * dt / 3600)
@@ -200,14 +217,16 @@ device = "ups"
     t_start = time.time_ns()
     try:
         with CollectorProcess(conf, ingest_port) as proc:
+            up_at.append(time.monotonic())
             time.sleep(16)
             values = scrape(metrics_port)
     finally:
         stop.set()
         serve_thread.join()
-    assert served == {"wrapped": True, "reset": True}
-    assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6
+    assert served == {"wrapped": True, "reset": True}, served
     log = proc.output()
+    snmp = {k: v for k, v in values.items() if k.startswith("puewatch_snmp_")}
+    assert 1.25 < values['puewatch_ratio{ratio="pue",window="1m"}'] < 1.6, (values.get('puewatch_ratio{ratio="pue",window="1m"}'), snmp, log[-3000:])
     assert "meter incomer reads incomer/total_active_energy" in log
 
     store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
@@ -254,7 +273,7 @@ name = "ups"
 host = "127.0.0.1"
 port = {snmpd.port}
 interval_s = 1.0
-timeout_s = 0.4
+timeout_s = 0.9
 retries = 0
 profile = "generic"
 oids = [

@@ -24,28 +24,41 @@ from puewatch.benchmarks.snmp import Snmpsim, free_udp_port
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
-SHARED_SNMP = REPO.parent / "shared" / "snmp"
+RECORDINGS = REPO / "tests" / "fixtures" / "snmp"  # the project's own synthetic agents (README.md there)
 
 
-def shared_snmp() -> Path:
-    """The conformance data beside the repository (../shared/snmp); a clear failure when it is not there."""
-    if not (SHARED_SNMP / "EXPECTED.toml").is_file() or not (SHARED_SNMP / "recordings").is_dir():
-        pytest.fail(
-            f"SNMP conformance data not found at {SHARED_SNMP} (expected EXPECTED.toml and recordings/): "
-            "the shared folder must sit beside the repository; it is never copied into it",
-            pytrace=False,
-        )
-    return SHARED_SNMP
+def _oid_key(oid: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in oid.split("."))
+
+
+def check_recordings(data: Path) -> list[str]:
+    """The communities (file stems) of the recordings in `data`; a clear failure for a file snmpsim would
+    misread (a broken line, or lines out of OID order: snmpsim's GETNEXT follows the file order)."""
+    communities = []
+    for path in sorted(data.glob("*.snmprec")):
+        oids = []
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            parts = line.split("|", 2)
+            # the type is a tag number, maybe with a format or variation suffix (4x = hex, 2:numeric)
+            if len(parts) != 3 or not parts[1][:1].isdigit() or not all(x.isdigit() for x in parts[0].split(".")):
+                pytest.fail(f"{path}:{n}: not an OID|type|value line: {line!r}", pytrace=False)
+            oids.append(_oid_key(parts[0]))
+        if oids != sorted(oids) or len(set(oids)) != len(oids):
+            pytest.fail(f"{path}: lines not in strictly increasing OID order", pytrace=False)
+        communities.append(path.stem)
+    if not communities:
+        pytest.fail(f"no *.snmprec recordings in {data}", pytrace=False)
+    return communities
 
 
 @pytest.fixture(scope="session")
 def snmpsim_recordings(tmp_path_factory) -> Iterator[Snmpsim]:
-    """snmpsim serving every shared recording (community = file stem), read in place."""
-    data = shared_snmp() / "recordings"
+    """snmpsim serving the project's recordings (tests/fixtures/snmp, community = file stem), read in place."""
+    communities = check_recordings(RECORDINGS)
     work = tmp_path_factory.mktemp("snmpsim")
-    sim = Snmpsim(data, work)
+    sim = Snmpsim(RECORDINGS, work)
     try:
-        sim.wait_ready("apc-ap8853")
+        sim.wait_ready(communities[0])
         yield sim
     finally:
         sim.stop()

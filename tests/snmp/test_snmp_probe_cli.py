@@ -20,37 +20,38 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def test_probe_json_contract(snmpsim_recordings):
-    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "--community", "servertech-sentry4-c2s42ce", "--json")
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "--community", "sentry4-master-link", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert list(out) == ["device", "profile", "readings"]
-    assert out["device"] == {"sysDescr": "Sentry Smart PDU", "sysObjectID": "1.3.6.1.4.1.1718.4"}
+    assert out["device"] == {"sysDescr": "puewatch test agent: Sentry4 master and link unit", "sysObjectID": "1.3.6.1.4.1.1718.4"}
     assert out["profile"] == "sentry4"
     for reading in out["readings"]:
         assert list(reading) == ["name", "oid", "raw", "value", "unit"]
-        assert reading["unit"] in ("W", "Wh")
+        assert reading["unit"] in ("W", "VA", "Wh")
     by_name = {x["name"]: x for x in out["readings"]}
-    assert by_name["unit1_cord1_active_energy"] == {
-        "name": "unit1_cord1_active_energy", "oid": "1.3.6.1.4.1.1718.4.1.3.3.1.10.1.1", "raw": 8937, "value": 893700.0, "unit": "Wh",
+    # st4InputCordEnergy of unit 2 (the link unit) cord 1: 3001 tenths of kWh
+    assert by_name["unit2_cord1_active_energy"] == {
+        "name": "unit2_cord1_active_energy", "oid": "1.3.6.1.4.1.1718.4.1.3.3.1.10.2.1", "raw": 3001, "value": 300100.0, "unit": "Wh",
     }
-    assert by_name["total_active_power"]["value"] == 2966.0
-    assert by_name["total_active_energy"]["value"] == 3459600.0
+    assert by_name["total_active_power"]["value"] == 1234 + 987 + 612  # every cord of every unit
+    assert by_name["total_active_energy"]["value"] == (5521 + 4410 + 3001) * 100.0
 
 
 def test_probe_json_unavailable_is_null(snmpsim_recordings):
-    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "apc-ap7900b", "--json")
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "apc-rpdu2-unsupported", "--json")
     assert r.returncode == 0, r.stderr
     by_name = {x["name"]: x for x in json.loads(r.stdout)["readings"]}
     assert by_name["pdu1_active_power"]["raw"] == -1 and by_name["pdu1_active_power"]["value"] is None
-    assert by_name["total_active_power"]["value"] == 312.0  # the legacy (estimated) object, as fallback
+    assert by_name["total_active_power"]["value"] == 415.0  # the legacy (estimated) object, as fallback
     assert by_name["total_active_energy"]["value"] is None
 
 
 def test_probe_table_output(snmpsim_recordings):
-    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "riello-netman204-ups")
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "ups-mib-three-line")
     assert r.returncode == 0, r.stderr
-    assert "ups-mib" in r.stdout and "1.3.6.1.4.1.5491.308" in r.stdout
-    assert "4,048 W" in r.stdout and "output_line3_active_power" in r.stdout
+    assert "ups-mib" in r.stdout and "1.3.6.1.4.1.5491.77" in r.stdout
+    assert "4,320 W" in r.stdout and "output_line3_active_power" in r.stdout  # 1510 + 1422 + 1388 W
 
 
 def test_probe_snmpv3_and_named_profile(snmpd):

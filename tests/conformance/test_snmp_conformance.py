@@ -9,7 +9,8 @@ For each device the probe logic runs exactly as `puewatch snmp probe` does
 - totals: total_active_power / total_active_energy match (or are unavailable when expected so);
 - derived sums (method = "sum" cross-checks): the sum of our readings at those OIDs.
 
-The data is read from ../shared/snmp at test time and never copied into the repository.
+The data is read from ../shared/snmp at test time and never copied into the repository; the
+default run's profile checks use the project's own recordings (tests/fixtures/snmp).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tomllib
 
 import pytest
 
-from snmp_support import SHARED_SNMP, shared_snmp
+from conformance_support import SHARED_SNMP, shared_snmp
 from puewatch import config as cfg
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.probe import probe
@@ -42,13 +43,13 @@ def _close(a: float, b: float) -> bool:
 
 
 @pytest.mark.parametrize("community", _communities())
-def test_recording_reads_expected_values(community, snmpsim_recordings):
+def test_recording_reads_expected_values(community, snmpsim_shared):
     expected = _expected()
     assert expected["schema_version"] == 1
     dev = expected["devices"][community]
     device = cfg.build(
         SnmpDevice,
-        {"name": community, "host": "127.0.0.1", "port": snmpsim_recordings.port, "community": community,
+        {"name": community, "host": "127.0.0.1", "port": snmpsim_shared.port, "community": community,
          "timeout_s": 3.0, "retries": 1},
         "test",
     )
@@ -102,7 +103,7 @@ def test_recording_reads_expected_values(community, snmpsim_recordings):
         assert te is None or math.isnan(te.value) or te.value == 0.0
 
 
-def test_profiles_are_chosen_by_sysobjectid(snmpsim_recordings):
+def test_profiles_are_chosen_by_sysobjectid(snmpsim_shared):
     """Auto-detection picks the vendor profile, and the standard-MIB fallbacks where no vendor profile fits."""
     want = {
         "apc-ap8853": "apc-rpdu2",
@@ -123,7 +124,7 @@ def test_profiles_are_chosen_by_sysobjectid(snmpsim_recordings):
         for community in want:
             device = cfg.build(
                 SnmpDevice,
-                {"name": community, "host": "127.0.0.1", "port": snmpsim_recordings.port, "community": community},
+                {"name": community, "host": "127.0.0.1", "port": snmpsim_shared.port, "community": community},
                 "test",
             )
             out[community] = (await probe(device)).profile

@@ -1,0 +1,60 @@
+"""Where the conformance data lives: ../shared beside the checkout (PUEWATCH_SHARED_DIR overrides it).
+
+The data is read in place and never copied into the repository. CI always has the folder, so a
+missing one is a failure with a clear message, never a skip (`make test` does not run this folder).
+Imported by this unique name (several folders have a conftest.py, so helpers never live there).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parents[1]
+for _p in (_TESTS, _TESTS / "snmp"):  # servers.py, snmp_support.py
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from puewatch.benchmarks.snmp import Snmpsim  # noqa: E402
+from snmp_support import check_recordings  # noqa: E402
+
+REPO = _TESTS.parent
+SHARED = Path(os.environ.get("PUEWATCH_SHARED_DIR") or REPO.parent / "shared")
+SHARED_SNMP = SHARED / "snmp"
+
+
+def shared(*parts: str) -> Path:
+    """A file or folder of the shared conformance data; a clear failure when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"conformance data not found: {path} (the shared folder must sit beside the checkout, "
+            f"or set PUEWATCH_SHARED_DIR; it is never copied into the repository)",
+            pytrace=False,
+        )
+    return path
+
+
+def shared_snmp() -> Path:
+    """../shared/snmp, with its EXPECTED.toml and recordings/."""
+    shared("snmp", "EXPECTED.toml")
+    shared("snmp", "recordings")
+    return SHARED_SNMP
+
+
+@pytest.fixture(scope="session")
+def snmpsim_shared(tmp_path_factory) -> Iterator[Snmpsim]:
+    """snmpsim serving every recording of ../shared/snmp/recordings (community = file stem), read in place."""
+    data = shared_snmp() / "recordings"
+    communities = check_recordings(data)
+    work = tmp_path_factory.mktemp("snmpsim-shared")
+    sim = Snmpsim(data, work)
+    try:
+        sim.wait_ready(communities[0])
+        yield sim
+    finally:
+        sim.stop()

@@ -1,0 +1,51 @@
+"""The project's own recordings (tests/fixtures/snmp), served by a real snmpsim: each is read with the
+profile its sysObjectID selects, and its totals are what the MIB's units make of the raw values
+(README.md there). Recordings of real devices are checked by `make conformance` (tests/conformance)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from puewatch import config as cfg
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.collector.snmp.probe import probe
+from snmp_support import RECORDINGS, check_recordings
+
+# community: (profile, total_active_power W, total_active_energy Wh or None = unavailable)
+WANT = {
+    "apc-rpdu2-metered": ("apc-rpdu2", 287 * 10.0, 41234 * 100.0),
+    "apc-rpdu2-unsupported": ("apc-rpdu2", 415.0, None),  # rPDU2 answers -1: the legacy estimate
+    "sentry4-master-link": ("sentry4", 1234.0 + 987 + 612, (5521 + 4410 + 3001) * 100.0),
+    "ups-mib-three-line": ("ups-mib", 1510.0 + 1422 + 1388, None),  # RFC 1628 has no energy object
+    "raritan-pdu2-one-inlet": ("raritan-pdu2", 34561 / 10, 987654.0),
+}
+
+
+def test_every_recording_is_checked():
+    assert sorted(WANT) == check_recordings(RECORDINGS)
+
+
+@pytest.mark.parametrize("community", sorted(WANT))
+def test_recording_profile_and_totals(community, snmpsim_recordings):
+    profile, power_w, energy_wh = WANT[community]
+    device = cfg.build(
+        SnmpDevice,
+        {"name": community, "host": "127.0.0.1", "port": snmpsim_recordings.port, "community": community,
+         "timeout_s": 3.0, "retries": 1},
+        "test",
+    )
+    result = asyncio.run(probe(device))
+    by_name = {r.name: r for r in result.readings}
+    assert result.profile == profile, (community, result.profile)
+    assert by_name["total_active_power"].value == pytest.approx(power_w, rel=1e-12), by_name["total_active_power"]
+    assert by_name["total_active_power"].unit == "W"
+    energy = by_name.get("total_active_energy")
+    if energy_wh is None:
+        assert energy is None or math.isnan(energy.value), energy
+    else:
+        assert energy is not None and energy.unit == "Wh" and energy.value == pytest.approx(energy_wh, rel=1e-12), energy
+    # no reading is negative: -1 (unsupported) is unavailable, never a number
+    assert all(math.isnan(r.value) or r.value >= 0 for r in result.readings), result.readings
