@@ -18,9 +18,9 @@ last interval, and the window's trail, through the last interval before it.
 Both add the same values in the same order, so a window of zeros is exactly
 zero however large the values that passed before (a ratio's denominator never
 keeps a rounding residue), and precision does not decay along arbitrarily
-long series. One pass serves every window: the lead is shared, each window
-has its own trail. The times are checked (strictly increasing) in the same
-pass. Long series are cut into chunks that run in parallel, each starting
+long series. Every window runs over one cache-sized block before the next
+reads it. The times are checked (strictly increasing) in the same pass.
+Long series are cut into chunks that run in parallel, each starting
 from exact sums; the cut depends on the series and the windows, never on the
 number of threads, so neither do the results' last bits.
 """
@@ -63,23 +63,24 @@ def _window_start(t, i, window):
     return lo
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always")
 def _interval(t, a, b, ca, cb, has_cov, k):
     # Interval k's contributions: (numerator, denominator, covered as float, covered ns, valid).
     x = a[k]
     y = b[k]
-    if not (abs(x) < np.inf and abs(y) < np.inf):
-        return 0.0, 0.0, 0.0, 0, False
+    ok = abs(x) < np.inf and abs(y) < np.inf
     dt = t[k + 1] - t[k]
+    if not ok:
+        return 0.0, 0.0, 0.0, 0, False
     if has_cov:
         return x, y, min(ca[k], cb[k]) * dt, 0, True
     return x, y, 0.0, dt, True
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, inline="always")
 def _add(t, a, b, ca, cb, has_cov, k, s):
     # Interval k added to a running sum s = (num hi, num lo, den hi, den lo, covered hi,
-    # covered lo, covered ns): the lead's and every trail's step.
+    # covered lo, covered ns): the lead's and the trail's step.
     x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, k)
     a_h, a_l = _dd_add(s[0], s[1], x)
     b_h, b_l = _dd_add(s[2], s[3], y)
@@ -88,55 +89,47 @@ def _add(t, a, b, ca, cb, has_cov, k, s):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put(tab, tab_ns, j, s):
-    # Running sum s (see _add) into row j of a table of running sums.
-    tab[j, 0] = s[0]
-    tab[j, 1] = s[1]
-    tab[j, 2] = s[2]
-    tab[j, 3] = s[3]
-    tab[j, 4] = s[4]
-    tab[j, 5] = s[5]
-    tab_ns[j] = s[6]
+def _store(st, ist, which, s):
+    # Running sum s (see _add) into the state arrays: which 0 = lead, 1 = trail.
+    k = 6 * which
+    st[k] = s[0]
+    st[k + 1] = s[1]
+    st[k + 2] = s[2]
+    st[k + 3] = s[3]
+    st[k + 4] = s[4]
+    st[k + 5] = s[5]
+    ist[1 + which] = s[6]
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, trails, trails_ns, los):
-    # Exact start-up sums for a chunk beginning at interval i0: the lead runs from the longest
-    # window's start to i0, and each window's trail is the lead as it passed that window's
-    # start (longest first, so starts ascend). A start never passes i0: interval i0 and later
-    # are added by the blocks, whose trails then pass them if they start before the window.
-    for w in range(windows.shape[0]):
-        los[w] = min(_window_start(t, i0, windows[w]), i0)
-    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
-    k = los[longest_first[0]]
-    for w in longest_first:
-        while k < los[w]:
-            lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-            k += 1
-        _put(trails, trails_ns, w, lead)
-    while k < i0:
-        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-        k += 1
-    return lead
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _window_block(t, a, b, ca, cb, has_cov, window, min_coverage, b0, b1, lead_tab, lead_ns, trail, lo, den, out0,
-                  out1):
-    # One window over the intervals [b0, b1), the lead's sums read from lead_tab; the trail
-    # (through interval lo - 1) is this window's. Returns the trail and lo at b1.
-    for i in range(b0, b1):
-        j = i - b0
-        ws = t[i + 1] - window
+@njit(cache=True, nogil=True, inline="always")
+def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
+    # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
+    # two running double-double sums over the same sequence: the lead (through
+    # interval i) and the trail (through interval lo - 1). Both add the same
+    # values in the same order, so a window of zeros is exactly zero however
+    # large what passed before, and precision never decays along the series.
+    # st = lead (a hi, a lo, b hi, b lo, cov hi, cov lo), then the trail's;
+    # ist = [lo, lead covered ns, trail covered ns]. Returns the first i whose
+    # interval is not positive (times not increasing), or -1.
+    lead = (st[0], st[1], st[2], st[3], st[4], st[5], ist[1])
+    trail = (st[6], st[7], st[8], st[9], st[10], st[11], ist[2])
+    lo = ist[0]
+    bad = -1
+    for i in range(i0, i1):
+        te = t[i + 1]
+        if te <= t[i] and bad < 0:
+            bad = i + 1
+        ws = te - window
+        lead = _add(t, a, b, ca, cb, has_cov, i, lead)
         while t[lo] < ws:
             trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
             lo += 1
-        sa = (lead_tab[j, 0] - trail[0]) + (lead_tab[j, 1] - trail[1])
-        sb = (lead_tab[j, 2] - trail[2]) + (lead_tab[j, 3] - trail[3])
+        sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
+        sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
         if has_cov:
-            covered = (lead_tab[j, 4] - trail[4]) + (lead_tab[j, 5] - trail[5])
+            covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
         else:
-            covered = float(lead_ns[j] - trail[6])
+            covered = float(lead[6] - trail[6])
         if lo > 0:
             # Interval lo - 1 straddles the window's start: count its overlap.
             overlap = t[lo] - ws
@@ -150,51 +143,52 @@ def _window_block(t, a, b, ca, cb, has_cov, window, min_coverage, b0, b1, lead_t
                         covered += min(ca[lo - 1], cb[lo - 1]) * overlap
                     else:
                         covered += float(overlap)
-        out0[i] = sa
-        den[j] = sb
-        out1[i] = covered
-    # The divisions in a loop of their own, which the compiler vectorises. A divide, not a
-    # multiply by 1 / window: a share that is exact (e.g. 0.25 of a window, the threshold
-    # itself) must come out exact.
-    window_f = float(window)
-    for i in range(b0, b1):
-        cov = out1[i] / window_f
-        sb = den[i - b0]
-        r = out0[i] / sb
-        if not (sb > 0.0) or cov < min_coverage or not (abs(r) < np.inf):
+        # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
+        # a window, the threshold itself) must come out exact.
+        cov = covered / window_f
+        out1[i] = cov
+        r = sa / sb if sb > 0.0 else np.nan
+        if cov < min_coverage or not (abs(r) < np.inf):
             r = np.nan
         out0[i] = r
-        out1[i] = cov
-    return trail, lo
+    _store(st, ist, 0, lead)
+    _store(st, ist, 1, trail)
+    ist[0] = lo
+    return bad
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1):
-    # One chunk of the series, a block at a time: the lead's running sums for the block go
-    # to a small table, then every window's trail runs over the block (its state in
-    # registers) reading them. Returns the first i whose interval is not positive, or -1.
+@njit(cache=True, nogil=True, inline="always")
+def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
+    # The lead through the intervals [lo, i0) already inside the window ending
+    # at t[i0 + 1], the trail empty at lo. lo never passes i0: interval i0 and
+    # later are added by the run, whose trail then passes them if they start
+    # before the window.
+    lo = min(_window_start(t, i0, window), i0)
+    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    for k in range(lo, i0):
+        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
+    _store(st, ist, 0, lead)
+    _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
+    ist[0] = lo
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
+    # One chunk of the series, from exact start-up sums; every window runs over
+    # one cache-sized block before the next window reads the same block.
     nw = windows.shape[0]
-    trails = np.empty((nw, 6))
-    trails_ns = np.empty(nw, dtype=np.int64)
-    los = np.empty(nw, dtype=np.int64)
-    lead = _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, trails, trails_ns, los)
-    lead_tab = np.empty((block, 6))
-    lead_ns = np.empty(block, dtype=np.int64)
-    den = np.empty(block)
+    st = np.empty((nw, 12))
+    ist = np.empty((nw, 3), dtype=np.int64)
+    for w in range(nw):
+        _init(t, a, b, ca, cb, has_cov, windows[w], i0, st[w], ist[w])
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
-        for i in range(b0, b1):
-            if t[i + 1] <= t[i] and bad < 0:
-                bad = i + 1
-            lead = _add(t, a, b, ca, cb, has_cov, i, lead)
-            _put(lead_tab, lead_ns, i - b0, lead)
         for w in range(nw):
-            trail = (trails[w, 0], trails[w, 1], trails[w, 2], trails[w, 3], trails[w, 4], trails[w, 5], trails_ns[w])
-            trail, lo = _window_block(t, a, b, ca, cb, has_cov, windows[w], min_coverage, b0, b1, lead_tab, lead_ns,
-                                      trail, los[w], den, out0[w], out1[w])
-            _put(trails, trails_ns, w, trail)
-            los[w] = lo
+            r = _run(t, a, b, ca, cb, has_cov, windows[w], windows_f[w], min_coverage, b0, b1, st[w], ist[w],
+                     out0[w], out1[w])
+            if w == 0 and bad < 0:
+                bad = r
     return bad
 
 
@@ -206,15 +200,16 @@ def _parallel(has_cov: bool):
     part of its cache key).
     """
 
-    @njit(cache=True, parallel=True, error_model="numpy")
-    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, n_chunks, block, out0, out1, bad):
+    @njit(cache=True, parallel=True)
+    def run(t, a, b, ca, cb, windows, min_coverage, n_chunks, block, out0, out1, bad):
         n = a.shape[0]
+        windows_f = windows.astype(np.float64)
         for ch in prange(n_chunks):
             i0 = ch * n // n_chunks
             i1 = (ch + 1) * n // n_chunks
             bad[ch] = -1
             if i0 < i1:
-                bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block,
+                bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
                                  out0, out1)
 
     return run
@@ -223,9 +218,8 @@ def _parallel(has_cov: bool):
 _RUN = {has_cov: _parallel(has_cov) for has_cov in (False, True)}
 
 
-# Intervals per block (the lead's table, 56 bytes an interval, stays in L1/L2 while every
-# window reads it).
-_BLOCK = 1024
+# Intervals per cache block (inputs of a block stay in L2 while every window reads them).
+_BLOCK = 16384
 # Intervals per chunk at least: starting threads costs more than a shorter series takes.
 _MIN_CHUNK = 1 << 16
 _MAX_CHUNKS = 64
@@ -247,8 +241,7 @@ def _n_chunks(t: np.ndarray, windows: np.ndarray) -> int:
 def _call(t, a, b, ca, cb, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
     n_chunks = _n_chunks(t, w)
     bad = np.empty(n_chunks, dtype=np.int64)
-    longest_first = np.ascontiguousarray(np.argsort(-w, kind="stable"))
-    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
+    _RUN[has_cov](t, a, b, ca, cb, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:
