@@ -14,7 +14,7 @@ For each kernel, on N samples (default 10 million):
   beyond its inputs (tracemalloc, which sees NumPy's allocations) against the
   size of what it returned.
 
-Targets (issue 2): rolling sums and rolling PUE >= 50 % of the copy's
+Targets (issue 2): rolling PUE >= 50 % of the copy's
 bandwidth and >= 20x faster than pandas; register deltas and integration
 >= 30 % of the copy's bandwidth; peak extra memory <= 2x the output size.
 """
@@ -235,68 +235,45 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
 
     w15 = np.array([15 * MINUTE], dtype=np.int64)
 
-    def pd_roll1():
-        s = pd.Series(fac_j, index=pd.DatetimeIndex(t[1:]))
-        return s.rolling("15min").sum()
+    def pd_pue(tt, windows, valid):
+        idx = pd.DatetimeIndex(tt[1:])
+        f = pd.Series(np.where(valid, fac_j, np.nan), index=idx)
+        i = pd.Series(np.where(valid, it_j, np.nan), index=idx)
+        return [f.rolling(pd.Timedelta(int(w), "ns")).sum() / i.rolling(pd.Timedelta(int(w), "ns")).sum() for w in windows]
 
-    cases.append(
-        (
-            "rolling_sums_15min",
-            lambda: k.rolling_sums(t, fac_j, w15),
-            t.nbytes + fac_j.nbytes,
-            pd_roll1 if pd else None,
-            0.50,
-            20.0,
-        )
-    )
-
-    def pd_roll5():
-        s = pd.Series(fac_j, index=pd.DatetimeIndex(t[1:]))
-        return [s.rolling(pd.Timedelta(int(w), "ns")).sum() for w in WINDOWS_NS]
-
-    cases.append(
-        (
-            "rolling_sums_5_windows",
-            lambda: k.rolling_sums(t, fac_j, WINDOWS_NS),
-            t.nbytes + fac_j.nbytes,
-            pd_roll5 if pd else None,
-            0.50,
-            20.0,
-        )
-    )
-
-    # The collector's pipeline runs the windows on its regular 1 s grid (after
-    # rebin_energy), so that case is measured too.
-    tg = np.arange(n, dtype=np.int64) * SECOND + t[0]
-
-    def pd_roll_grid():
-        s = pd.Series(fac_j, index=pd.DatetimeIndex(tg[1:]))
-        return s.rolling("15min").sum()
-
-    cases.append(
-        (
-            "rolling_sums_15min_grid",
-            lambda: k.rolling_sums(tg, fac_j, w15),
-            tg.nbytes + fac_j.nbytes,
-            pd_roll_grid if pd else None,
-            0.50,
-            20.0,
-        )
-    )
-
-    def pd_pue():
-        idx = pd.DatetimeIndex(t[1:])
-        valid = np.isfinite(fac_j) & np.isfinite(it_j)
-        f = pd.Series(np.where(valid, fac_j, np.nan), index=idx).rolling("15min").sum()
-        i = pd.Series(np.where(valid, it_j, np.nan), index=idx).rolling("15min").sum()
-        return f / i
-
+    both = np.isfinite(fac_j) & np.isfinite(it_j)
     cases.append(
         (
             "rolling_pue_15min",
             lambda: k.rolling_ratio(t, fac_j, it_j, w15, min_coverage=0.9),
             t.nbytes + fac_j.nbytes + it_j.nbytes,
-            pd_pue if pd else None,
+            (lambda: pd_pue(t, w15, both)) if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+    cases.append(
+        (
+            "rolling_pue_5_windows",
+            lambda: k.rolling_ratio(t, fac_j, it_j, WINDOWS_NS, min_coverage=0.9),
+            t.nbytes + fac_j.nbytes + it_j.nbytes,
+            (lambda: pd_pue(t, WINDOWS_NS, both)) if pd else None,
+            0.50,
+            20.0,
+        )
+    )
+
+    # What the collector's pipeline does: one window at a time on its regular 1 s grid
+    # (after rebin_energy), with each cell's joint coverage as both coverages.
+    tg = np.arange(n, dtype=np.int64) * SECOND + t[0]
+    cov = both.astype(np.float64)
+    cases.append(
+        (
+            "rolling_pue_15min_grid",
+            lambda: k.rolling_ratio(tg, fac_j, it_j, w15, min_coverage=0.9, numerator_coverage=cov,
+                                    denominator_coverage=cov),
+            tg.nbytes + fac_j.nbytes + it_j.nbytes + cov.nbytes,
+            (lambda: pd_pue(tg, w15, both)) if pd else None,
             0.50,
             20.0,
         )

@@ -12,7 +12,7 @@ Conventions (everywhere in this package):
   0.1 kWh ...); the caller converts.
 * **Intervals**: ``n`` sample times bound ``n - 1`` intervals; interval ``i``
   is ``(t[i], t[i + 1]]``. Kernels that produce per-interval values return
-  arrays of length ``n - 1``; rolling-window kernels take the ``n + 1``
+  arrays of length ``n - 1``; the rolling-window kernel takes the ``n + 1``
   boundaries of ``n`` intervals.
 * Sample times must be strictly increasing; the public functions check this and
   raise :class:`ValueError` naming the first offending index.
@@ -38,7 +38,7 @@ from puewatch.kernels.integrate import integrate_power, PowerIntegral
 from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
 from puewatch.kernels.aggregate import group_sums, GroupSums
 from puewatch.kernels.hourly import hourly_sums, HourlySums
-from puewatch.kernels.rolling import rolling_sums, rolling_ratio, RollingSums, RollingRatio
+from puewatch.kernels.rolling import rolling_ratio, RollingRatio
 from puewatch.kernels.scans import energy_before, power_fill, register_spans, PowerFill, RegisterSpans
 
 __all__ = [
@@ -57,9 +57,7 @@ __all__ = [
     "RebinnedEnergy",
     "group_sums",
     "GroupSums",
-    "rolling_sums",
     "rolling_ratio",
-    "RollingSums",
     "RollingRatio",
     "energy_before",
     "register_spans",

@@ -1,27 +1,28 @@
-"""Rolling windows over timestamps: energy sums and energy ratios with coverage.
+"""Rolling windows over timestamps: ratios of energy sums with coverage (rolling PUE, pPUE, CLF, PLF).
 
 The inputs are ``n`` contiguous intervals given by ``n + 1`` boundaries
-``t_ns``; interval ``i`` is ``(t[i], t[i+1]]`` with energy ``energy[i]``. For
-every interval end ``t[i+1]`` and every window length ``W`` the window is
+``t_ns``; interval ``i`` is ``(t[i], t[i+1]]`` with energies ``numerator[i]``
+and ``denominator[i]``, counted only where both are valid. For every interval
+end ``t[i+1]`` and every window length ``W`` the window is
 ``(t[i+1] - W, t[i+1]]``. An interval that straddles the window's start counts
 in proportion to its overlap. Windows are in time, not sample counts, so
 irregular sampling and gaps are handled exactly.
 
 Coverage is the share of the window's length backed by valid data: an
-interval contributes its overlap × its own coverage (1 for a finite energy
+interval contributes its overlap × its own coverage (1 for finite energies
 unless given, 0 for NaN). Time before the first boundary is uncovered.
 
-A window's sum is the difference of two running double-double sums (TwoSum
+A window's sums are the difference of two running double-double sums (TwoSum
 pairs) over the same sequence of intervals: the lead, through the window's
-last interval, and the trail, through the last interval before it. Both add
-the same values in the same order, so a window of zeros is exactly zero
-however large the values that passed before (a ratio's denominator never
+last interval, and the window's trail, through the last interval before it.
+Both add the same values in the same order, so a window of zeros is exactly
+zero however large the values that passed before (a ratio's denominator never
 keeps a rounding residue), and precision does not decay along arbitrarily
-long series. The times are checked (strictly increasing) in the same pass.
-Long series are cut into chunks that run in parallel, each starting from
-exact sums. One kernel serves sums (one energy) and ratios (two energies,
-counted where both are valid); the flags that choose are compile-time
-constants in each of its four loops.
+long series. Every window runs over one cache-sized block before the next
+reads it. The times are checked (strictly increasing) in the same pass.
+Long series are cut into chunks that run in parallel, each starting
+from exact sums; the cut depends on the series and the windows, never on the
+number of threads, so neither do the results' last bits.
 """
 
 from __future__ import annotations
@@ -32,11 +33,6 @@ import numpy as np
 from numba import njit, prange
 
 from puewatch.kernels import _validate as v
-
-
-class RollingSums(NamedTuple):
-    sums: np.ndarray  # float64 (n_windows, n): energy in each window
-    coverage: np.ndarray  # float64 (n_windows, n): share of each window with valid data
 
 
 class RollingRatio(NamedTuple):
@@ -68,27 +64,26 @@ def _window_start(t, i, window):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _interval(t, a, b, ca, cb, two, has_cov, k):
-    # Interval k's contributions: (a, b, covered as float, covered ns, valid).
+def _interval(t, a, b, ca, cb, has_cov, k):
+    # Interval k's contributions: (numerator, denominator, covered as float, covered ns, valid).
     x = a[k]
-    y = b[k] if two else 0.0
-    ok = abs(x) < np.inf and (not two or abs(y) < np.inf)
+    y = b[k]
+    ok = abs(x) < np.inf and abs(y) < np.inf
     dt = t[k + 1] - t[k]
     if not ok:
         return 0.0, 0.0, 0.0, 0, False
     if has_cov:
-        c = min(ca[k], cb[k]) if two else ca[k]
-        return x, y, c * dt, 0, True
+        return x, y, min(ca[k], cb[k]) * dt, 0, True
     return x, y, 0.0, dt, True
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add(t, a, b, ca, cb, two, has_cov, k, s):
-    # Interval k added to a running sum s = (a hi, a lo, b hi, b lo, covered hi,
+def _add(t, a, b, ca, cb, has_cov, k, s):
+    # Interval k added to a running sum s = (num hi, num lo, den hi, den lo, covered hi,
     # covered lo, covered ns): the lead's and the trail's step.
-    x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, k)
+    x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, k)
     a_h, a_l = _dd_add(s[0], s[1], x)
-    b_h, b_l = _dd_add(s[2], s[3], y) if two else (s[2], s[3])
+    b_h, b_l = _dd_add(s[2], s[3], y)
     c_h, c_l = _dd_add(s[4], s[5], c) if has_cov else (s[4], s[5])
     return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + c_ns
 
@@ -107,7 +102,7 @@ def _store(st, ist, which, s):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _run(t, a, b, ca, cb, two, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
+def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
     # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
     # two running double-double sums over the same sequence: the lead (through
     # interval i) and the trail (through interval lo - 1). Both add the same
@@ -125,12 +120,12 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, min_coverage, i0, i1, 
         if te <= t[i] and bad < 0:
             bad = i + 1
         ws = te - window
-        lead = _add(t, a, b, ca, cb, two, has_cov, i, lead)
+        lead = _add(t, a, b, ca, cb, has_cov, i, lead)
         while t[lo] < ws:
-            trail = _add(t, a, b, ca, cb, two, has_cov, lo, trail)
+            trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
             lo += 1
         sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
-        sb = (lead[2] - trail[2]) + (lead[3] - trail[3]) if two else 0.0
+        sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
         if has_cov:
             covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
         else:
@@ -139,27 +134,23 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, min_coverage, i0, i1, 
             # Interval lo - 1 straddles the window's start: count its overlap.
             overlap = t[lo] - ws
             if overlap > 0:
-                x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, two, has_cov, lo - 1)
+                x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, lo - 1)
                 if ok:
                     frac = overlap / (t[lo] - t[lo - 1])
                     sa += x * frac
-                    if two:
-                        sb += y * frac
+                    sb += y * frac
                     if has_cov:
-                        covered += (min(ca[lo - 1], cb[lo - 1]) if two else ca[lo - 1]) * overlap
+                        covered += min(ca[lo - 1], cb[lo - 1]) * overlap
                     else:
                         covered += float(overlap)
         # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
         # a window, the threshold itself) must come out exact.
         cov = covered / window_f
         out1[i] = cov
-        if two:
-            r = sa / sb if sb > 0.0 else np.nan
-            if cov < min_coverage or not (abs(r) < np.inf):
-                r = np.nan
-            out0[i] = r
-        else:
-            out0[i] = sa
+        r = sa / sb if sb > 0.0 else np.nan
+        if cov < min_coverage or not (abs(r) < np.inf):
+            r = np.nan
+        out0[i] = r
     _store(st, ist, 0, lead)
     _store(st, ist, 1, trail)
     ist[0] = lo
@@ -167,7 +158,7 @@ def _run(t, a, b, ca, cb, two, has_cov, window, window_f, min_coverage, i0, i1, 
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _init(t, a, b, ca, cb, two, has_cov, window, i0, st, ist):
+def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
     # The lead through the intervals [lo, i0) already inside the window ending
     # at t[i0 + 1], the trail empty at lo. lo never passes i0: interval i0 and
     # later are added by the run, whose trail then passes them if they start
@@ -175,39 +166,38 @@ def _init(t, a, b, ca, cb, two, has_cov, window, i0, st, ist):
     lo = min(_window_start(t, i0, window), i0)
     lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     for k in range(lo, i0):
-        lead = _add(t, a, b, ca, cb, two, has_cov, k, lead)
+        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
     _store(st, ist, 0, lead)
     _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     ist[0] = lo
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
+def _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
     # One chunk of the series, from exact start-up sums; every window runs over
     # one cache-sized block before the next window reads the same block.
     nw = windows.shape[0]
     st = np.empty((nw, 12))
     ist = np.empty((nw, 3), dtype=np.int64)
     for w in range(nw):
-        _init(t, a, b, ca, cb, two, has_cov, windows[w], i0, st[w], ist[w])
+        _init(t, a, b, ca, cb, has_cov, windows[w], i0, st[w], ist[w])
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
         for w in range(nw):
-            r = _run(t, a, b, ca, cb, two, has_cov, windows[w], windows_f[w], min_coverage, b0, b1, st[w], ist[w],
+            r = _run(t, a, b, ca, cb, has_cov, windows[w], windows_f[w], min_coverage, b0, b1, st[w], ist[w],
                      out0[w], out1[w])
             if w == 0 and bad < 0:
                 bad = r
     return bad
 
 
-def _parallel(two: bool, has_cov: bool):
-    """The parallel loop over chunks for one kind of call: sums or ratios, with or without coverage.
+def _parallel(has_cov: bool):
+    """The parallel loop over chunks, with or without input coverage.
 
-    One compiled function per kind, each compiled on its first use only (one function
-    holding all four took 26 s to compile, stalling the collector's first step); `two`
-    and `has_cov` are compile-time constants inside each (closure variables are frozen
-    by Numba, and they are part of its cache key).
+    One compiled function per kind, each compiled on its first use only; `has_cov` is a
+    compile-time constant inside each (closure variables are frozen by Numba, and they are
+    part of its cache key).
     """
 
     @njit(cache=True, parallel=True)
@@ -219,38 +209,46 @@ def _parallel(two: bool, has_cov: bool):
             i1 = (ch + 1) * n // n_chunks
             bad[ch] = -1
             if i0 < i1:
-                bad[ch] = _chunk(t, a, b, ca, cb, two, has_cov, windows, windows_f, min_coverage, i0, i1, block,
+                bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
                                  out0, out1)
 
     return run
 
 
-_RUN = {(two, has_cov): _parallel(two, has_cov) for two in (False, True) for has_cov in (False, True)}
+_RUN = {has_cov: _parallel(has_cov) for has_cov in (False, True)}
 
 
 # Intervals per cache block (inputs of a block stay in L2 while every window reads them).
 _BLOCK = 16384
-# Below this many intervals per thread, one chunk: the start-up sums are not worth it.
+# Intervals per chunk at least: starting threads costs more than a shorter series takes.
 _MIN_CHUNK = 1 << 16
+_MAX_CHUNKS = 64
 
 
-def _n_chunks(n: int) -> int:
-    import numba
+def _n_chunks(t: np.ndarray, windows: np.ndarray) -> int:
+    """Parallel chunks, set by the series and the windows alone (not the thread count), so
+    the results' last bits do not depend on the number of threads: at most 64, a power of two
+    (shared evenly among 2, 4, 8 ... threads), each no shorter than the longest window at the
+    series' end (a chunk's start-up sums run over that many intervals)."""
+    n = t.shape[0] - 1
+    if n <= 0:
+        return 1
+    longest = n - _window_start(t, n - 1, int(windows.max()))
+    c = min(_MAX_CHUNKS, n // max(_MIN_CHUNK, longest))
+    return 1 << (max(c, 1).bit_length() - 1)
 
-    return max(1, min(numba.get_num_threads(), n // _MIN_CHUNK))
 
-
-def _call(t, a, b, ca, cb, two: bool, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
-    n_chunks = _n_chunks(a.shape[0])
+def _call(t, a, b, ca, cb, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
+    n_chunks = _n_chunks(t, w)
     bad = np.empty(n_chunks, dtype=np.int64)
-    _RUN[two, has_cov](t, a, b, ca, cb, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
+    _RUN[has_cov](t, a, b, ca, cb, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:
         v.not_increasing_error(t, int(hit.min()))
 
 
-def _prepare(t_ns, windows_ns, n_name: str, n: int):
+def _prepare(t_ns, windows_ns, n: int):
     t = v.as_time_ns(t_ns)
     if t.shape[0] != n + 1:
         raise ValueError(f"t_ns: {n} intervals need {n + 1} boundaries, got {t.shape[0]}")
@@ -273,30 +271,6 @@ def _coverage_arg(cov, n: int, name: str) -> np.ndarray:
     return c
 
 
-def rolling_sums(t_ns, energy, windows_ns, *, coverage=None) -> RollingSums:
-    """Energy in rolling time windows of several lengths, with coverage.
-
-    Parameters
-    ----------
-    t_ns: ``n + 1`` interval boundaries (int64 ns, strictly increasing).
-    energy: ``n`` interval energies; NaN = missing (counts as no energy and no coverage).
-    windows_ns: one or more window lengths in ns (e.g. 1 min, 15 min, 1 h, 24 h, 30 d).
-    coverage: optional ``n`` shares in [0, 1] of each interval that had data
-        (e.g. from :func:`rebin_energy`); default 1 for finite energies.
-
-    Returns ``sums`` and ``coverage``, each ``(len(windows_ns), n)``; row ``w``
-    column ``i`` is the window of length ``windows_ns[w]`` ending at ``t[i+1]``.
-    """
-    x = v.as_values(energy, "energy")
-    t, w = _prepare(t_ns, windows_ns, "energy", x.shape[0])
-    has_cov = coverage is not None
-    c = _coverage_arg(coverage, x.shape[0], "coverage") if has_cov else np.empty(0)
-    out_sum = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
-    out_cov = np.empty((w.shape[0], x.shape[0]), dtype=np.float64)
-    _call(t, x, np.empty(0), c, c, False, has_cov, w, 0.0, out_sum, out_cov)
-    return RollingSums(out_sum, out_cov)
-
-
 def rolling_ratio(
     t_ns,
     numerator,
@@ -317,13 +291,14 @@ def rolling_ratio(
     positive (zero IT energy), or where the result is not finite.
 
     ``numerator_coverage`` and ``denominator_coverage`` (given together) are
-    per-interval coverages as in :func:`rolling_sums`; an interval's joint
-    coverage is the smaller of the two.
+    per-interval coverages: shares in [0, 1] of each interval that had data
+    (e.g. from :func:`rebin_energy`); an interval's joint coverage is the
+    smaller of the two.
     """
     a = v.as_values(numerator, "numerator")
     b = v.as_values(denominator, "denominator")
     v.same_length(a.shape[0], denominator=b)
-    t, w = _prepare(t_ns, windows_ns, "numerator", a.shape[0])
+    t, w = _prepare(t_ns, windows_ns, a.shape[0])
     mc = float(min_coverage)
     if not 0.0 <= mc <= 1.0:
         raise ValueError(f"min_coverage: must lie in [0, 1], got {min_coverage!r}")
@@ -337,5 +312,5 @@ def rolling_ratio(
         ca = cb = np.empty(0)
     out_ratio = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
     out_cov = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
-    _call(t, a, b, ca, cb, True, has_cov, w, mc, out_ratio, out_cov)
+    _call(t, a, b, ca, cb, has_cov, w, mc, out_ratio, out_cov)
     return RollingRatio(out_ratio, out_cov)

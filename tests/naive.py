@@ -207,31 +207,6 @@ def _overlap(a: int, b: int, lo: int, hi: int) -> int:
     return max(0, min(b, hi) - max(a, lo))
 
 
-def rolling_sums(t_ns, energy, windows_ns, *, coverage=None):
-    """Returns (sums, coverage), each (n_windows, n)."""
-    t = _ints(t_ns)
-    e = _floats(energy)
-    n = len(e)
-    cov = [1.0] * n if coverage is None else _floats(coverage)
-    windows = _ints(np.atleast_1d(windows_ns))
-    sums = np.empty((len(windows), n))
-    covs = np.empty((len(windows), n))
-    for w, W in enumerate(windows):
-        for i in range(n):
-            end = t[i + 1]
-            start = end - W
-            parts, covered = [], []
-            for k in range(n):  # every interval, brute force
-                ov = _overlap(t[k], t[k + 1], start, end)
-                if ov == 0 or _isnan(e[k]):
-                    continue
-                parts.append(e[k] * (ov / (t[k + 1] - t[k])))
-                covered.append(cov[k] * ov)
-            sums[w, i] = math.fsum(parts)
-            covs[w, i] = math.fsum(covered) / W
-    return sums, covs
-
-
 def rolling_ratio(
     t_ns, numerator, denominator, windows_ns, *, min_coverage=0.0, numerator_coverage=None, denominator_coverage=None
 ):

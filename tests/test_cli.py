@@ -44,7 +44,7 @@ def test_bench_kernels_json_fields():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     names = {k["name"] for k in report["kernels"]}
-    assert {"register_deltas", "integrate_power", "rolling_sums_15min", "rolling_pue_15min"} <= names
+    assert {"register_deltas", "integrate_power", "rolling_pue_15min", "rolling_pue_15min_grid"} <= names
     for k in report["kernels"]:
         assert k["n"] == 20000
         assert k["seconds"] > 0
@@ -52,7 +52,7 @@ def test_bench_kernels_json_fields():
         assert k["copy_gbytes_per_s"] > 0
         assert k["pandas_seconds"] is None or k["pandas_seconds"] > 0
     by_name = {k["name"]: k for k in report["kernels"]}
-    assert by_name["rolling_sums_15min"]["pandas_seconds"] > 0
+    assert by_name["rolling_pue_15min_grid"]["pandas_seconds"] > 0
 
 
 def test_bench_kernels_table():

@@ -1,4 +1,4 @@
-"""rolling_sums / rolling_ratio: time windows with partial overlap and coverage; vs tests/naive.py."""
+"""rolling_ratio: time windows with partial overlap and coverage; vs tests/naive.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_support import SECOND_NS, T0_NS, assert_close, dyadic, floats, scale_of, times_ns, with_nans
 
-from puewatch.kernels import RollingRatio, RollingSums, rolling_ratio, rolling_sums
+from puewatch.kernels import RollingRatio, rolling_ratio
 from puewatch.kernels import rolling as rolling_module
 
 NAN = math.nan
@@ -24,54 +24,58 @@ T = np.array([0, 10, 20, 30, 50], dtype=np.int64)
 E = [10.0, 20.0, NAN, 40.0]
 
 
-def test_rolling_sums_hand_computed():
-    # W=10:  (0,10] 10 | (10,20] 20 | (20,30] missing: 0 | (40,50]: 10/20 of 40 = 20
+def test_rolling_ratio_hand_computed_partial_windows():
+    # Denominator 1 per ns of each interval: the ratio is the numerator's sum over the valid ns.
+    # W=10:  (0,10] 10 | (10,20] 20 | (20,30] missing: 0/0 | (40,50]: 10/20 of 40 = 20
     #        coverage 10/10, 10/10, 0/10, 10/10
     # W=25:  (-15,10] 10, cov 10/25 | (-5,20] 30, cov 20/25 | (5,30] 5/10*10 + 20 = 25, cov 15/25
     #        (25,50] (missing 5 ns) + 40 = 40, cov 20/25
     # W=100 (longer than the series): 10, 30, 30, 70; cov 10/100, 20/100, 20/100, 40/100
-    expected_sums = [[10.0, 20.0, 0.0, 20.0], [10.0, 30.0, 25.0, 40.0], [10.0, 30.0, 30.0, 70.0]]
+    den = np.diff(T).astype(float)
+    expected = [[1.0, 2.0, NAN, 2.0], [1.0, 1.5, 25 / 15, 2.0], [1.0, 1.5, 1.5, 1.75]]
     expected_cov = [[1.0, 1.0, 0.0, 1.0], [0.4, 0.8, 0.6, 0.8], [0.1, 0.2, 0.2, 0.4]]
-    res = rolling_sums(T, E, [10, 25, 100])
-    assert isinstance(res, RollingSums)
-    assert res.sums.shape == res.coverage.shape == (3, 4)
-    assert_close(res.sums, expected_sums, rtol=1e-12)
+    res = rolling_ratio(T, E, den, [10, 25, 100])
+    assert isinstance(res, RollingRatio)
+    assert res.ratio.shape == res.coverage.shape == (3, 4)
+    assert_close(res.ratio, expected, rtol=1e-12)
     assert_close(res.coverage, expected_cov, rtol=1e-12)
-    ref_sums, ref_cov = naive.rolling_sums(T, E, [10, 25, 100])
-    assert_close(ref_sums, expected_sums, rtol=1e-12)
+    ref_ratio, ref_cov = naive.rolling_ratio(T, E, den, [10, 25, 100])
+    assert_close(ref_ratio, expected, rtol=1e-12)
     assert_close(ref_cov, expected_cov, rtol=1e-12)
 
 
-def test_rolling_sums_with_input_coverage():
+def test_rolling_ratio_with_input_coverage():
     cov = [1.0, 0.5, 1.0, 0.25]
+    den = np.diff(T).astype(float)
     # W=25, end 30: (5,30]: 1*5 + 0.5*10 + 0 (missing) = 10 -> 10/25 = 0.4
     # W=10, end 50: (40,50]: 0.25*10 = 2.5 -> 0.25
-    res = rolling_sums(T, E, [25, 10], coverage=cov)
+    res = rolling_ratio(T, E, den, [25, 10], numerator_coverage=cov, denominator_coverage=[1.0] * 4)
     assert res.coverage[0, 2] == pytest.approx(0.4, rel=1e-12)
     assert res.coverage[1, 3] == pytest.approx(0.25, rel=1e-12)
-    assert_close(res.sums, rolling_sums(T, E, [25, 10]).sums, rtol=0, atol=0)  # coverage does not change sums
-    ref_sums, ref_cov = naive.rolling_sums(T, E, [25, 10], coverage=cov)
+    # coverage does not change the ratio
+    assert_close(res.ratio, rolling_ratio(T, E, den, [25, 10]).ratio, rtol=0, atol=0)
+    ref_ratio, ref_cov = naive.rolling_ratio(T, E, den, [25, 10], numerator_coverage=cov, denominator_coverage=[1.0] * 4)
     assert_close(res.coverage, ref_cov, rtol=1e-12)
 
 
-def test_rolling_sums_scalar_window_and_no_intervals():
-    res = rolling_sums(T, E, 10)
-    assert res.sums.shape == (1, 4)
-    res = rolling_sums([5], [], [10, 20])
-    assert res.sums.shape == res.coverage.shape == (2, 0)
+def test_rolling_ratio_scalar_window_and_no_intervals():
+    res = rolling_ratio(T, E, E, 10)
+    assert res.ratio.shape == (1, 4)
+    res = rolling_ratio([5], [], [], [10, 20])
+    assert res.ratio.shape == res.coverage.shape == (2, 0)
 
 
 def test_window_shorter_than_the_first_interval():
     """Regression (d514ade): the first interval, longer than the window, was counted whole *and* by its overlap."""
-    # one interval (0,100] with 50: a 10 ns window holds 10/100 of it = 5, coverage 10/10 = 1
-    assert_close(naive.rolling_sums([0, 100], [50.0], [10])[0], [[5.0]], rtol=1e-12)
-    res = rolling_sums([0, 100], [50.0], [10])
-    assert_close(res.sums, [[5.0]], rtol=1e-12)  # d514ade: 55 = 50 + 5
+    # one interval (0,100] with 50 and 100: a 10 ns window holds 10/100 of each: 5 / 10, coverage 10/10 = 1
+    assert_close(naive.rolling_ratio([0, 100], [50.0], [100.0], [10])[0], [[0.5]], rtol=1e-12)
+    res = rolling_ratio([0, 100], [50.0], [100.0], [10])
+    assert_close(res.ratio, [[0.5]], rtol=1e-12)
     assert_close(res.coverage, [[1.0]], rtol=1e-12)  # d514ade: 11 = (100 + 10) / 10
-    # and it stays in the running sum for the rest of the series:
-    # (0,2] 1, (2,4] 1, window 1: each window holds half an interval -> 0.5, coverage 1
-    res = rolling_sums([0, 2, 4], [1.0, 1.0], [1])
-    assert_close(res.sums, [[0.5, 0.5]], rtol=1e-12)  # d514ade: 1.5, 1.5
+    # and it stays in the running sums for the rest of the series:
+    # (0,2] 1 and 4, (2,4] 3 and 4, window 1: each window holds half an interval, coverage 1
+    res = rolling_ratio([0, 2, 4], [1.0, 3.0], [4.0, 4.0], [1])
+    assert_close(res.ratio, [[0.25, 0.75]], rtol=1e-12)  # d514ade: (1 + 0.5) / (4 + 2), (4 + 1.5) / (8 + 2)
     assert_close(res.coverage, [[1.0, 1.0]], rtol=1e-12)  # d514ade: 3, 3
 
 
@@ -86,19 +90,22 @@ def test_rolling_ratio_window_shorter_than_the_first_interval():
 
 
 def test_window_shorter_than_a_later_interval():
-    # (0,1] 2, (1,101] 50: a 10 ns window ending at 101 holds 10/100 of the second = 5, coverage 1
-    res = rolling_sums([0, 1, 101], [2.0, 50.0], [10])
-    assert_close(res.sums, [[2.0, 5.0]], rtol=1e-12)  # first window (-9,1]: 2, coverage 1/10
+    # (0,1] 2 / 1, (1,101] 50 / 100: a 10 ns window ending at 101 holds 10/100 of the second: 5 / 10, coverage 1
+    res = rolling_ratio([0, 1, 101], [2.0, 50.0], [1.0, 100.0], [10])
+    assert_close(res.ratio, [[2.0, 0.5]], rtol=1e-12)  # first window (-9,1]: 2 / 1, coverage 1/10
     assert_close(res.coverage, [[0.1, 1.0]], rtol=1e-12)
 
 
 def test_small_window_after_huge_values_keeps_precision():
-    # 1e15 J per interval for 50 intervals, then 1, 2, 3 J: the last 3-interval window is exactly 6
+    # 1e15 J per interval for 50 intervals, then 1, 2, 3 J: the last 3-interval window is exactly 6 (over 3)
     e = [1e15] * 50 + [1.0, 2.0, 3.0]
     t = np.arange(len(e) + 1, dtype=np.int64) * SECOND_NS
-    res = rolling_sums(t, e, [3 * SECOND_NS, 2 * SECOND_NS])
-    assert res.sums[0, -1] == pytest.approx(6.0, rel=1e-12)  # 1 + 2 + 3
-    assert res.sums[1, -1] == pytest.approx(5.0, rel=1e-12)  # 2 + 3
+    res = rolling_ratio(t, e, e[::-1], [3 * SECOND_NS, 2 * SECOND_NS])
+    assert res.ratio[0, -1] == 6.0 / 3e15  # (1 + 2 + 3) / 3e15
+    assert res.ratio[1, -1] == 5.0 / 2e15
+    res = rolling_ratio(t, e[::-1], e, [3 * SECOND_NS, 2 * SECOND_NS])
+    assert res.ratio[0, -1] == 3e15 / 6.0
+    assert res.ratio[1, -1] == 2e15 / 5.0
 
 
 def test_rolling_ratio_hand_computed():
@@ -172,9 +179,6 @@ def test_rolling_ratio_window_with_zero_it_energy_after_load_is_nan():
     assert np.isnan(ref_ratio[0, -1])
     res = rolling_ratio(t, num, den, window)
     assert np.isnan(res.ratio[0, -1]), f"PUE over a window with zero IT energy: {res.ratio[0, -1]}"
-    # rolling_sums may keep a residual of the order eps**2 * (what passed through the window):
-    # harmless for a sum, fatal for a ratio's denominator
-    assert abs(rolling_sums(t, den, window).sums[0, -1]) <= 1e-30 * sum(den)
 
 
 # ---------------------------------------------------------------------------
@@ -191,19 +195,6 @@ def rolling_case(draw, max_size=60):
         st.lists(st.one_of(st.integers(1, 100), st.integers(1, 2 * span), st.integers(1, 100 * SECOND_NS)), min_size=1, max_size=3)
     )
     return t, n, windows
-
-
-@given(st.data())
-def test_rolling_sums_matches_naive(data):
-    t, n, windows = data.draw(rolling_case())
-    e = data.draw(st.lists(st.one_of(floats(0.0, 1e6), floats(-1e3, 1e3)), min_size=n, max_size=n))
-    e = data.draw(with_nans(e, 0.3))
-    cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
-    res = rolling_sums(t, e, windows, coverage=cov)
-    ref_sums, ref_cov = naive.rolling_sums(t, e, windows, coverage=cov)
-    assert_close(res.sums, ref_sums, atol=1e-12 * scale_of(e))
-    assert_close(res.coverage, ref_cov, atol=1e-12)
-    assert np.all((res.coverage >= 0) & (res.coverage <= 1 + 1e-12))
 
 
 @given(st.data())
@@ -258,13 +249,14 @@ def test_constant_power_rolling_pue_is_the_power_ratio(t, facility_w, it_w, wind
     floats(0.0, 1e7),
     st.lists(st.integers(1, 200 * SECOND_NS), min_size=1, max_size=4),
 )
-def test_constant_power_rolling_sum_is_power_times_window(t, power_w, windows):
-    res = rolling_sums(t, power_w * np.diff(t) / 1e9, windows)
+def test_constant_power_over_time_is_the_power_and_coverage_the_covered_share(t, power_w, windows):
+    dt_s = np.diff(t) / 1e9
+    res = rolling_ratio(t, power_w * dt_s, dt_s, windows)
     for w, window in enumerate(windows):
         for i, end in enumerate(t[1:]):
             covered_ns = min(window, int(end - t[0]))
             assert math.isclose(res.coverage[w, i], covered_ns / window, rel_tol=1e-12)
-            assert math.isclose(res.sums[w, i], power_w * covered_ns / 1e9, rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(res.ratio[w, i], power_w, rel_tol=1e-9, abs_tol=1e-9)
 
 
 @pytest.mark.parametrize("outage_start", [0, 100, 1380])
@@ -273,12 +265,16 @@ def test_one_day_of_minute_samples_with_an_hour_outage(outage_start):
     n = 24 * 60
     t = T0_NS + np.arange(n + 1, dtype=np.int64) * 60 * SECOND_NS
     e = np.full(n, 6000.0)
+    it = np.full(n, 4800.0)
     e[outage_start : outage_start + 60] = NAN
-    res = rolling_sums(t, e, [15 * 60 * SECOND_NS])
+    res = rolling_ratio(t, e, it, [15 * 60 * SECOND_NS])
     for i in range(n):
         # the window ending at t[i+1] holds intervals max(0, i-14) .. i, each whole
         valid = sum(1 for k in range(max(0, i - 14), i + 1) if not math.isnan(e[k]))
-        assert res.sums[0, i] == pytest.approx(6000.0 * valid, rel=1e-12, abs=1e-9)
+        if valid:
+            assert res.ratio[0, i] == pytest.approx(1.25, rel=1e-12)
+        else:
+            assert math.isnan(res.ratio[0, i])
         assert res.coverage[0, i] == pytest.approx(valid / 15, rel=1e-12, abs=1e-15)
 
 
@@ -288,19 +284,8 @@ def test_one_day_of_minute_samples_with_an_hour_outage(outage_start):
 
 @contextlib.contextmanager
 def chunking(n_chunks: int, block: int):
-    with mock.patch.object(rolling_module, "_n_chunks", lambda n: n_chunks), mock.patch.object(rolling_module, "_BLOCK", block):
+    with mock.patch.object(rolling_module, "_n_chunks", lambda t, w: n_chunks), mock.patch.object(rolling_module, "_BLOCK", block):
         yield
-
-
-@given(st.data(), st.integers(1, 7), st.integers(1, 5))
-def test_rolling_sums_do_not_depend_on_chunks_and_blocks(data, n_chunks, block):
-    t, n, windows = data.draw(rolling_case(max_size=40))
-    e = data.draw(with_nans(data.draw(st.lists(floats(0.0, 1e6), min_size=n, max_size=n)), 0.3))
-    with chunking(n_chunks, block):
-        res = rolling_sums(t, e, windows)
-    ref_sums, ref_cov = naive.rolling_sums(t, e, windows)
-    assert_close(res.sums, ref_sums, atol=1e-12 * scale_of(e))
-    assert_close(res.coverage, ref_cov, atol=1e-12)
 
 
 @given(st.data(), st.integers(1, 7), st.integers(1, 5))
@@ -317,23 +302,31 @@ def test_rolling_ratio_does_not_depend_on_chunks_and_blocks(data, n_chunks, bloc
     assert_close(res.ratio, ref_ratio)
 
 
-def test_chunk_count_follows_the_series_length():
-    # one chunk for short series; never more chunks than threads
-    assert rolling_module._n_chunks(10) == 1
-    assert 1 <= rolling_module._n_chunks(10**9) <= max(1, numba.get_num_threads())
+def test_chunk_count_follows_the_series_and_the_windows_not_the_threads():
+    # one chunk for short series; a power of two up to 64, each at least as long as the longest window
+    assert rolling_module._n_chunks(np.arange(11, dtype=np.int64), np.array([5])) == 1
+    assert rolling_module._n_chunks(np.arange(1, dtype=np.int64), np.array([5])) == 1
+    t = np.arange((1 << 22) + 1, dtype=np.int64)
+    assert rolling_module._n_chunks(t, np.array([900])) == 64
+    assert rolling_module._n_chunks(t, np.array([900, 3 << 20])) == 1  # 4Mi / 3Mi intervals a chunk at least
+    assert rolling_module._n_chunks(t, np.array([1 << 20, 900])) == 4
+    assert rolling_module._n_chunks(t, np.array([(1 << 22) // 6])) == 4  # 6 chunks: a power of two, 4
+    with mock.patch.object(numba, "get_num_threads", lambda: 1):
+        assert rolling_module._n_chunks(t, np.array([900])) == 64
 
 
 def test_chunk_start_inside_a_long_interval():
     """Cut into 2 chunks, the second starts at interval 2, which is longer than the window."""
     t = [0, 1, 2, 12, 22]
     e = [1.0, 1.0, 10.0, 10.0]
-    # window 5: (-4,1] 1, cov 1/5 | (-3,2] 1+1 = 2, cov 2/5 | (7,12] 5/10 of 10 = 5, cov 1 | (17,22] 5, cov 1
-    expected_sums, expected_cov = [[1.0, 2.0, 5.0, 5.0]], [[0.2, 0.4, 1.0, 1.0]]
-    assert_close(naive.rolling_sums(t, e, [5])[0], expected_sums, rtol=1e-12)
-    for n_chunks in (1, 2):  # at d514ade, 2 chunks gave 15, 15 (interval 2 counted whole and by its half)
+    den = [1.0, 1.0, 2.0, 4.0]
+    # window 5: (-4,1] 1/1, cov 1/5 | (-3,2] 2/2, cov 2/5 | (7,12] 5/1, cov 1 | (17,22] 5/2, cov 1
+    expected, expected_cov = [[1.0, 1.0, 5.0, 2.5]], [[0.2, 0.4, 1.0, 1.0]]
+    assert_close(naive.rolling_ratio(t, e, den, [5])[0], expected, rtol=1e-12)
+    for n_chunks in (1, 2):  # at d514ade, 2 chunks counted interval 2 whole and by its half
         with chunking(n_chunks, 16384):
-            res = rolling_sums(t, e, [5])
-        assert_close(res.sums, expected_sums, rtol=1e-12)
+            res = rolling_ratio(t, e, den, [5])
+        assert_close(res.ratio, expected, rtol=1e-12)
         assert_close(res.coverage, expected_cov, rtol=1e-12)
 
 

@@ -14,7 +14,6 @@ from puewatch.kernels import (
     rebin_energy,
     register_deltas,
     rolling_ratio,
-    rolling_sums,
 )
 
 NAN = math.nan
@@ -40,14 +39,14 @@ def test_non_increasing_times_name_the_index():
     with pytest.raises(ValueError, match=esc("grid_ns: times must be strictly increasing; index 1 (0) is not after index 0 (10)")):
         rebin_energy([0, 10], [1.0], [10, 0])
     with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 2 (5) is not after index 1 (10)")):
-        rolling_sums([0, 10, 5], [1.0, 1.0], [10])
+        rolling_ratio([0, 10, 5], [1.0, 1.0], [1.0, 1.0], [10])
     with pytest.raises(ValueError, match=esc("t_ns: times must be strictly increasing; index 1 (0) is not after index 0 (0)")):
         rolling_ratio([0, 0], [1.0], [1.0], [10])
 
 
 @pytest.mark.parametrize("bad", [1, 200_000, 299_999])
 def test_rolling_checks_times_in_every_parallel_chunk(bad):
-    # The rolling kernels check the times as they read them, chunk by chunk in
+    # The rolling kernel checks the times as they read them, chunk by chunk in
     # parallel: the first fault is named wherever it lies, also with faults in
     # several chunks (here a second one near the end).
     n = 300_000
@@ -56,7 +55,7 @@ def test_rolling_checks_times_in_every_parallel_chunk(bad):
     t[n] = t[n - 1] - 1
     msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
     with pytest.raises(ValueError, match=esc(msg)):
-        rolling_sums(t, np.ones(n), [100, 10**6])
+        rolling_ratio(t, np.ones(n), np.ones(n), [100, 10**6])
     with pytest.raises(ValueError, match=esc(msg)):
         rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=np.ones(n), denominator_coverage=np.ones(n))
 
@@ -137,9 +136,9 @@ def test_wrong_lengths():
     with pytest.raises(ValueError, match=esc("energy: length 1 does not match len(t_ns) - 1 = -1")):
         rebin_energy(np.array([], dtype=np.int64), [1.0], [0, 10])
     with pytest.raises(ValueError, match=esc("t_ns: 3 intervals need 4 boundaries, got 3")):
-        rolling_sums(T3, [1.0, 2.0, 3.0], [10])
+        rolling_ratio(T3, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [10])
     with pytest.raises(ValueError, match=esc("t_ns: 0 intervals need 1 boundaries, got 0")):
-        rolling_sums(np.array([], dtype=np.int64), [], [10])
+        rolling_ratio(np.array([], dtype=np.int64), [], [], [10])
     with pytest.raises(ValueError, match="denominator: length 1 does not match 2"):
         rolling_ratio(T3, [1.0, 2.0], [1.0], [10])
     with pytest.raises(ValueError, match=esc("t_ns: 2 intervals need 3 boundaries, got 2")):
@@ -224,35 +223,35 @@ def test_group_sums_coef_must_be_finite():
 def test_rolling_windows_argument():
     e = [1.0, 2.0]
     with pytest.raises(ValueError, match="windows_ns: expected one or more window lengths"):
-        rolling_sums(T3, e, [])
+        rolling_ratio(T3, e, e, [])
     with pytest.raises(ValueError, match="windows_ns: expected one or more window lengths"):
-        rolling_sums(T3, e, [[10, 20]])
+        rolling_ratio(T3, e, e, [[10, 20]])
     with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got float64"):
-        rolling_sums(T3, e, [1.5])
+        rolling_ratio(T3, e, e, [1.5])
     with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got float64"):
-        rolling_sums(T3, e, [NAN])
+        rolling_ratio(T3, e, e, [NAN])
     with pytest.raises(TypeError, match="windows_ns: expected whole nanoseconds, got <U"):
-        rolling_sums(T3, e, ["1m"])
+        rolling_ratio(T3, e, e, ["1m"])
     with pytest.raises(ValueError, match="windows_ns: every window must be > 0 ns"):
-        rolling_sums(T3, e, [10, 0])
+        rolling_ratio(T3, e, e, [10, 0])
     with pytest.raises(ValueError, match="windows_ns: every window must be > 0 ns"):
         rolling_ratio(T3, e, e, [-10])
     # whole floats and unsigned ints are fine
-    assert rolling_sums(T3, e, [10.0]).sums.shape == (1, 2)
-    assert rolling_sums(T3, e, np.array([10, 20], dtype=np.uint32)).sums.shape == (2, 2)
+    assert rolling_ratio(T3, e, e, [10.0]).ratio.shape == (1, 2)
+    assert rolling_ratio(T3, e, e, np.array([10, 20], dtype=np.uint32)).ratio.shape == (2, 2)
 
 
 @pytest.mark.parametrize("cov", [[1.0, 1.5], [-0.1, 1.0], [NAN, 1.0]])
 def test_rolling_coverage_must_lie_in_unit_interval(cov):
-    with pytest.raises(ValueError, match=esc("coverage: coverage must lie in [0, 1]")):
-        rolling_sums(T3, [1.0, 2.0], [10], coverage=cov)
+    with pytest.raises(ValueError, match=esc("numerator_coverage: coverage must lie in [0, 1]")):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=cov, denominator_coverage=[1.0, 1.0])
     with pytest.raises(ValueError, match=esc("denominator_coverage: coverage must lie in [0, 1]")):
         rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0], denominator_coverage=cov)
 
 
 def test_rolling_coverage_length_and_pairing():
-    with pytest.raises(ValueError, match="coverage: length 1 does not match 2"):
-        rolling_sums(T3, [1.0, 2.0], [10], coverage=[1.0])
+    with pytest.raises(ValueError, match="denominator_coverage: length 1 does not match 2"):
+        rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0], denominator_coverage=[1.0])
     with pytest.raises(ValueError, match="numerator_coverage: length 3 does not match 2"):
         rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0] * 3, denominator_coverage=[1.0] * 2)
     with pytest.raises(ValueError, match="numerator_coverage and denominator_coverage must be given together"):
