@@ -82,7 +82,7 @@ def _count_not_increasing(t, i0, i1):
     return bad
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _first_not_increasing_blocks(t, n_blocks):
     n = t.shape[0]
     first = np.full(n_blocks, -1, dtype=np.int64)

@@ -19,7 +19,7 @@ class GroupSums(NamedTuple):
     n_missing: np.ndarray  # int32 (n_groups, n_grid): members that were NaN at that grid point
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _group_sums(values, coef, skipna, block, total, n_missing):
     n_meters, n_grid = values.shape
     n_groups = coef.shape[0]

@@ -73,7 +73,7 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
         flags[i] = f
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, n_chunks, delta, flags):
     # Every interval stands alone: parallel over chunks of intervals.
     n = t.shape[0] - 1

@@ -28,40 +28,51 @@ class HourlySums(NamedTuple):
 
 @njit(cache=True, nogil=True)
 def _hourly_sums(t, x, register, max_interval, hour_ns):
+    # Times are checked (strictly increasing) by the caller.
     n = t.shape[0]
     hours = np.empty(max(n - 1, 0), np.int64)
     energy = np.empty(max(n - 1, 0), np.float64)
     covered = np.empty(max(n - 1, 0), np.float64)
     k = -1
-    bad = -1
+    # The current hour's bounds: an interval ending in (lo, hi] belongs to it (no division per interval).
+    lo = 0
+    hi = -1
     # The previous present reading: an absent one (NaN) is no reading, the interval spans it.
-    prev = -1
+    pa = 0
+    px = np.nan
+    have = False
+    acc_e = 0.0  # the current hour's sums, kept out of memory
+    acc_c = 0.0
     for i in range(n):
-        if i > 0 and t[i] <= t[i - 1] and bad < 0:
-            bad = i
         xi = x[i]
         if not abs(xi) < np.inf or (not register and xi < 0.0):
             continue
-        if prev >= 0:
-            a = t[prev]
-            b = t[i]
-            dt = b - a
-            if 0 < dt <= max_interval:
-                if register:
-                    e = xi - x[prev]
-                else:
-                    e = 0.5 * (x[prev] + xi) * (dt / 3.6e12)
+        b = t[i]
+        if have:
+            dt = b - pa
+            if dt <= max_interval:
+                e = xi - px if register else 0.5 * (px + xi) * (dt / 3.6e12)
                 if e >= 0.0:
-                    h = (b - 1) // hour_ns
-                    if k < 0 or hours[k] != h:
+                    if not (lo < b <= hi):
+                        if k >= 0:
+                            energy[k] = acc_e
+                            covered[k] = acc_c
+                        h = (b - 1) // hour_ns
+                        lo = h * hour_ns
+                        hi = lo + hour_ns
                         k += 1
                         hours[k] = h
-                        energy[k] = 0.0
-                        covered[k] = 0.0
-                    energy[k] += e
-                    covered[k] += dt
-        prev = i
-    return hours[: k + 1].copy(), energy[: k + 1].copy(), covered[: k + 1].copy(), bad
+                        acc_e = 0.0
+                        acc_c = 0.0
+                    acc_e += e
+                    acc_c += dt
+        pa = b
+        px = xi
+        have = True
+    if k >= 0:
+        energy[k] = acc_e
+        covered[k] = acc_c
+    return hours[: k + 1].copy(), energy[: k + 1].copy(), covered[: k + 1].copy()
 
 
 def hourly_sums(t_ns, values, *, register: bool, max_interval_ns: int) -> HourlySums:
@@ -82,7 +93,6 @@ def hourly_sums(t_ns, values, *, register: bool, max_interval_ns: int) -> Hourly
     x = v.as_values(values, "values")
     v.same_length(t.shape[0], values=x)
     limit = v.positive_ns(max_interval_ns, "max_interval_ns")
-    hours, energy, covered, bad = _hourly_sums(t, x, bool(register), limit, HOUR_NS)
-    if bad >= 0:
-        v.not_increasing_error(t, int(bad))
+    v.strictly_increasing(t)
+    hours, energy, covered = _hourly_sums(t, x, bool(register), limit, HOUR_NS)
     return HourlySums(hours, energy, covered)

@@ -36,7 +36,7 @@ def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
     return total, missing
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _integrate_power(t, p, max_gap_ns, n_blocks, energy):
     # Parallel over a fixed number of blocks (set by the length, not the thread count), the
     # block totals added in order: the same total_j however many threads run.

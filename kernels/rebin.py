@@ -77,7 +77,7 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
             out_spread[k] = acc_spread
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _rebin_energy(t, e, grid, max_span_ns, n_chunks, out_e, out_cov, out_spread):
     # Parallel over blocks of grid bins: each task owns its bins, so no two add into one.
     n_grid = grid.shape[0] - 1

@@ -200,7 +200,7 @@ def _parallel(has_cov: bool):
     part of its cache key).
     """
 
-    @njit(cache=True, parallel=True)
+    @njit(cache=True, nogil=True, parallel=True)
     def run(t, a, b, ca, cb, windows, min_coverage, n_chunks, block, out0, out1, bad):
         n = a.shape[0]
         windows_f = windows.astype(np.float64)

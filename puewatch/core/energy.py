@@ -194,12 +194,25 @@ def outcome_counts(flags: np.ndarray) -> dict[str, int]:
     """How many intervals had each outcome (`OUTCOMES`, exclusive: missing before jump before
     reset before wrap; `counted` is a plain increase)."""
     f = np.asarray(flags, dtype=np.uint8)
-    missing = (f & (FLAG_MISSING | FLAG_BAD_TIME)) != 0
-    jump = ~missing & ((f & FLAG_JUMP) != 0)
-    reset = ~missing & ~jump & ((f & FLAG_RESET) != 0)
-    wrap = ~missing & ~jump & ~reset & ((f & FLAG_WRAP) != 0)
-    out = {"wrap": int(wrap.sum()), "reset": int(reset.sum()), "jump": int(jump.sum()), "missing": int(missing.sum())}
-    return {"counted": int(f.size) - sum(out.values()), **out}
+    flagged = f[np.flatnonzero(f)]  # few: most intervals are plain increases
+    by_value = np.bincount(flagged, minlength=256)
+    out = dict.fromkeys(OUTCOMES, 0)
+    out["counted"] = int(f.size - flagged.size)
+    for value in np.flatnonzero(by_value).tolist():
+        out[_outcome_of(value)] += int(by_value[value])
+    return out
+
+
+def _outcome_of(f: int) -> str:
+    if f & (FLAG_MISSING | FLAG_BAD_TIME):
+        return "missing"
+    if f & FLAG_JUMP:
+        return "jump"
+    if f & FLAG_RESET:
+        return "reset"
+    if f & FLAG_WRAP:
+        return "wrap"
+    return "counted"
 
 
 def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_wh: float | None

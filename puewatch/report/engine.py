@@ -281,12 +281,13 @@ class _Builder:
         self.spans = {"": self._joint_spans(self.pue_meters)} | {
             zone: self._joint_spans(members) for zone, members in self.zone_meters.items()}
         points = np.unique(np.concatenate([cal.grid, *(x for sp in self.spans.values() for x in sp)]))
-        self.before = EnergyBefore(points, lambda name, at: self._scan(name, at).before)
+        # (A meter read again has the power limit of its first pass: the same readings.)
+        self.before = EnergyBefore(points, lambda name, at: self._scan(name, at, self.scans[name].limit).before)
         self.joint = JointEnergy(self.scans, self.spans[""], cal.grid, self.before)
 
-    def _scan(self, name: str, points: np.ndarray | None = None) -> MeterScan:
+    def _scan(self, name: str, points: np.ndarray | None = None, limit=None) -> MeterScan:
         return scan_site_meter(self.site, self.readings, name, self.cal.grid, self.cal.start_ns, self.cal.end_ns,
-                               self.opts.max_gap_ns, points)
+                               self.opts.max_gap_ns, points, limit)
 
     def _joint_spans(self, members: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not members:

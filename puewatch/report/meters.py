@@ -99,8 +99,9 @@ class _Scan:
         start, end = self.start_ns, self.end_ns
         d = policy.register_energy(te, xe, modulus_wh=readings.modulus_wh, limit=limit, resolution_wh=step_wh)
         if self.before is None:  # (the outcomes are counted on the first pass only)
-            in_period = (te[1:] > start) & (te[:-1] < end)
-            self.outcomes = policy.outcome_counts(d.flags[in_period])
+            # The intervals in the period (te[i + 1] > start and te[i] < end) are one run of them.
+            i0, i1 = int(np.searchsorted(te, start, side="right")) - 1, int(np.searchsorted(te, end, side="left"))
+            self.outcomes = policy.outcome_counts(d.flags[max(i0, 0):max(i1, 0)])
             if self.outcomes["jump"]:
                 self.jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
         # Observed: the spans with a known delta no longer than max_gap.
@@ -158,14 +159,17 @@ class _Scan:
 
 
 def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int,
-               max_power_w: float | None, points: np.ndarray | None = None, step_wh: float = 0.0) -> MeterScan:
+               max_power_w: float | None, points: np.ndarray | None = None, step_wh: float = 0.0,
+               limit: policy.PowerLimit | None = None) -> MeterScan:
     """One meter's daily energies, observed spans and method; with `points`, instead of the
     daily energies its observed energy before each of the points (`before`, for `EnergyBefore`):
     the register's intervals no longer than `max_gap_ns` and the power's intervals it uses,
     those that make its observed spans."""
     t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
     # The meter's power limit (configured, else derived from these readings): core.energy.
-    limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w)
+    # (`limit` given: the one a first pass over the same readings found.)
+    if limit is None:
+        limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w)
     scan = _Scan(grid, start_ns, end_ns, max_gap_ns, points)
     scan.add_register(readings, t, limit, step_wh)
     scan.add_power(readings, t, limit)
@@ -184,13 +188,14 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,
-                    start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None = None) -> MeterScan:
+                    start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None = None,
+                    limit: policy.PowerLimit | None = None) -> MeterScan:
     """`scan_meter` of the site's meter `name`: its power limit and register step from the site
     model (no power limit for water, whose 'power' is a flow); a meter without readings has no data."""
     meter = site.meters[name]
     max_p = meter.max_power_w if meter.role != "water" else None
     return scan_meter(readings.get(name, NO_READINGS), grid, start_ns, end_ns, max_gap_ns, max_p, points,
-                      site.snmp_step_wh.get(name, 0.0))
+                      site.snmp_step_wh.get(name, 0.0), limit)
 
 
 class EnergyBefore:
