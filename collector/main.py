@@ -178,11 +178,17 @@ class Collector:
             if r is None:
                 continue
             register = r.kind == "register"
-            # One register step, as the profile alone fixes it (the report reads it the same way).
-            profile = self.poller.meters[device].profile if self.poller is not None and device in self.poller.meters else None
-            resolution = register_step(profile, name) if register and profile is not None else 0.0
+            # One register step, as the profile alone fixes it, and only where the site file names the
+            # profile: a report knows no more (reports/sources.resolve_snmp_wraps), and the two must agree.
+            resolution = self._register_step(device, name) if register else 0.0
             self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=r.modulus,
                                     resolution=resolution)
+
+    def _register_step(self, device: str, reading: str) -> float:
+        meter = self.poller.meters.get(device) if self.poller is not None else None
+        if meter is None or not meter.device.profile or meter.profile is None:
+            return 0.0
+        return register_step(meter.profile, reading)
 
     # ---- the loop ------------------------------------------------------------------
 

@@ -154,6 +154,10 @@ def _generic_oids(power_oid: str, energy_oid: str, name: str) -> str:
     )
 
 
+# The profile each simulated device answers to (its sysObjectID matches it too).
+DEVICE_PROFILES = {"ups": "apc-ups", "pdu": "eaton-epdu", "crah": "entity-sensor"}
+
+
 def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int, snmp_port: int,
                    nodes: list[site.Node]) -> str:
     rated = site.ratings_w(nodes)
@@ -207,7 +211,10 @@ def collector_toml(d: Path, spec: StoreSpec, ingest_port: int, metrics_port: int
         elif name == "chiller":
             out += ['profile = "generic"', _generic_oids(*site.CHILLER_OIDS, "chiller")]
         else:
-            out.append("# profile chosen from sysObjectID (ups: apc-ups, pdu: eaton-epdu, crah: entity-sensor)\n")
+            # Named, not left to the sysObjectID match: a report then knows where each register wraps
+            # and how large one register step is (docs/auditor-guide.md, "How readings become energy").
+            kind = "ups" if name == "ups" else name.split("-")[0]
+            out += [f'profile = "{DEVICE_PROFILES[kind]}"', ""]
     out += ['[meters.incomer]', 'role = "facility_input"', 'device = "incomer"', rating("incomer"), ""]
     out += ['[meters.chiller]', 'role = "cooling"', 'device = "chiller"', rating("chiller"), ""]
     for z in site.ZONES:

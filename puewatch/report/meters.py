@@ -84,7 +84,7 @@ class _Scan:
         self.before = np.zeros(points.shape[0]) if points is not None else None
         self.obs_s: list[np.ndarray] = []
         self.obs_e: list[np.ndarray] = []
-        # From the register: every span with a known delta (even a long one), which the power does not fill.
+        # From the register: the span of its readings, which the power does not fill.
         self.reg_s = self.reg_e = np.empty(0, np.int64)
         self.resets = 0
         self.used_register = self.used_power = False
@@ -105,7 +105,11 @@ class _Scan:
             if self.outcomes["jump"]:
                 self.jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
         # Observed: the spans with a known delta no longer than max_gap.
-        resets, used, self.reg_s, self.reg_e, s, e = register_spans(te, d.delta, d.flags, start, end, self.max_gap_ns)
+        resets, used, _, _, s, e = register_spans(te, d.delta, d.flags, start, end, self.max_gap_ns)
+        # The register's whole span (first to last reading): power fills in only outside it. An
+        # interval inside that the policy does not count (a reset, a jump) stays missing, as it
+        # does live, where a meter follows one reading.
+        self.reg_s, self.reg_e = te[:1].copy(), te[-1:].copy()
         self.resets, self.used_register = int(resets), bool(used)
         if self.before is None:  # (the days are not wanted with points)
             reb = rebin_energy(te, d.delta, self.grid, max_span_ns=self.max_gap_ns)

@@ -44,7 +44,7 @@ def _reference(r: MeterReadings, grid: np.ndarray, start: int, end: int, max_gap
             energy[got] += reb.energy[got]
             estimated[got] += reb.spread[got]
             cov += reb.coverage
-            reg_s, reg_e = merge(a[ok], b[ok])
+            reg_s, reg_e = a[:1], b[-1:]  # the register's whole span: power fills only outside it
             short = ok & ((b - a) <= max_gap)
             obs_s.append(a[short])
             obs_e.append(b[short])

@@ -51,9 +51,9 @@ def _report(conf_path: Path, reader: object, year: object, kind: str) -> dict:
 def _check_year(r: dict) -> None:
     assert r["annual"] is True and r["label"] == "PUE_L1,YC" and r["category"] == 1
     by = {m["meter"]: m for m in r["meters"]}
-    # The reset interval is not counted from the register (only a lower bound is known);
-    # the incomer's power fills that one interval in, as it fills any interval the register leaves open.
-    assert by["incomer"]["method"] == "mixed" and by["incomer"]["resets"] == 1
+    # The reset interval is not counted (only a lower bound is known) and stays missing: the
+    # incomer's power fills in only outside its register's span, as live.
+    assert by["incomer"]["method"] == "register" and by["incomer"]["resets"] == 1
     assert by["ups-a"]["method"] == "integrated"
     assert by["ups-a"]["gaps"] == [{"start": "2025-03-02T23:45:00Z", "end": "2025-03-03T06:00:00Z"}]
     hours = 365 * 24
@@ -63,13 +63,13 @@ def _check_year(r: dict) -> None:
     assert by["solar"]["energy_wh"] == pytest.approx(SOLAR_W * hours, rel=1e-9)
     assert r["ref"] == pytest.approx(SOLAR_W * hours / r["facility_energy_wh"], rel=1e-9)
     assert r["wue"] == pytest.approx(WATER_L_PER_H * hours / (r["it_energy_wh"] / 1000), rel=1e-9)
-    assert r["completeness"] == pytest.approx(1 - 6.25 / hours, rel=1e-9)
+    # The UPS outage (6.25 h with its edges) and the incomer's reset interval (one 15-minute reading
+    # interval, not counted) are the gaps.
+    assert by["incomer"]["gaps"] == [{"start": "2025-06-10T11:45:00Z", "end": "2025-06-10T12:00:00Z"}]
+    assert r["completeness"] == pytest.approx(1 - (6.25 + 0.25) / hours, rel=1e-9)
     assert r["pue"] is not None and 1.45 < r["pue"] < 1.55
     assert len(r["monthly"]) == 12 and len(r["daily"]) == 365
-    # Estimated: all of IT (integrated power) and the incomer's reset interval (filled in by its power).
-    estimated = r["it_energy_wh"] + by["incomer"]["estimated_wh"]
-    assert 0 < by["incomer"]["estimated_wh"] < by["incomer"]["energy_wh"] / 1000
-    assert r["estimated_share"] == pytest.approx(estimated / (r["it_energy_wh"] + r["facility_energy_wh"]), rel=1e-9)
+    assert r["estimated_share"] == pytest.approx(r["it_energy_wh"] / (r["it_energy_wh"] + r["facility_energy_wh"]), rel=1e-9)
     assert r["zones"][0]["zone"] == "hall-a"
 
 
