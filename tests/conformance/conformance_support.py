@@ -20,7 +20,7 @@ for _p in (_TESTS, _TESTS / "snmp"):  # servers.py, snmp_support.py
         sys.path.insert(0, str(_p))
 
 from puewatch.benchmarks.snmp import Snmpsim  # noqa: E402
-from snmp_support import check_recordings  # noqa: E402
+from snmp_support import serving  # noqa: E402
 
 REPO = _TESTS.parent
 SHARED = Path(os.environ.get("PUEWATCH_SHARED_DIR") or REPO.parent / "shared")
@@ -49,12 +49,5 @@ def shared_snmp() -> Path:
 @pytest.fixture(scope="session")
 def snmpsim_shared(tmp_path_factory) -> Iterator[Snmpsim]:
     """snmpsim serving every recording of ../shared/snmp/recordings (community = file stem), read in place."""
-    data = shared_snmp() / "recordings"
-    communities = check_recordings(data)
-    work = tmp_path_factory.mktemp("snmpsim-shared")
-    sim = Snmpsim(data, work)
-    try:
-        sim.wait_ready(communities[0])
+    with serving(shared_snmp() / "recordings", tmp_path_factory.mktemp("snmpsim-shared")) as sim:
         yield sim
-    finally:
-        sim.stop()

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,23 @@ def check_recordings(data: Path) -> list[str]:
     return communities
 
 
-@pytest.fixture(scope="session")
-def snmpsim_recordings(tmp_path_factory) -> Iterator[Snmpsim]:
-    """snmpsim serving the project's recordings (tests/fixtures/snmp, community = file stem), read in place."""
-    communities = check_recordings(RECORDINGS)
-    work = tmp_path_factory.mktemp("snmpsim")
-    sim = Snmpsim(RECORDINGS, work)
+@contextmanager
+def serving(data: Path, work: Path) -> Iterator[Snmpsim]:
+    """snmpsim serving every recording in `data` (community = file stem), read in place, checked first."""
+    communities = check_recordings(data)
+    sim = Snmpsim(data, work)
     try:
         sim.wait_ready(communities[0])
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="session")
+def snmpsim_recordings(tmp_path_factory) -> Iterator[Snmpsim]:
+    """snmpsim serving the project's recordings (tests/fixtures/snmp)."""
+    with serving(RECORDINGS, tmp_path_factory.mktemp("snmpsim")) as sim:
+        yield sim
 
 
 # --- net-snmp snmpd ---------------------------------------------------------------
