@@ -158,6 +158,8 @@ class Collector:
         by_name = {}
         for r in readings:
             by_name[r.name] = r
+            if r.name in schema.SNMP_RATING_READINGS:
+                self.pipeline.add_rating(device, r.name, r.value)
             out.add(*schema.snmp_reading(self.site.name, device, r.name, r.unit), r.time_ns,
                     {schema.SNMP_VALUE: float(r.value), schema.SNMP_RAW: None if r.raw is None else float(r.raw)})
         if out:

@@ -99,6 +99,9 @@ class Stream:
     factor: float = 1.0
     modulus: float | None = None  # in raw units
     max_power_w: float | None = None
+    # The ratings its device reported (reading name -> largest value so far, W or VA): shared by
+    # every meter on the device (Pipeline.add_rating), read when no limit is configured.
+    ratings: dict[str, float] = field(default_factory=dict)
     resolution: float = 0.0  # one register step, raw units
     max_gap_ns: int = 0  # gauges: longest interval integrated
     estimated: bool = False
@@ -117,10 +120,11 @@ class Stream:
     rates: policy.HourlyRates = field(default_factory=policy.HourlyRates)
 
     def limit(self) -> policy.PowerLimit:
-        """The stream's power limit by the one policy: configured, else derived from the hours seen."""
+        """The stream's power limit by the one policy: configured, else rated, else derived from the hours seen."""
         if self.max_power_w is not None:
             return policy.PowerLimit(float(self.max_power_w), "configured")
-        return self.rates.limit()
+        rated = policy.rated_limit(self.ratings) if self.ratings else None
+        return rated if rated is not None else self.rates.limit()
 
     def add(self, time_ns: int, value: float, arrival_ns: int, max_ahead_ns: int | None = None) -> bool:
         """Append a reading; out-of-order or repeated times are refused (returns False), and so
@@ -240,6 +244,7 @@ class Pipeline:
         self.gpu_max_power_w = gpu_max_power_w
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.streams: dict[str, Stream] = {}  # meter name -> stream
+        self.device_ratings: dict[str, dict[str, float]] = {}  # SNMP device -> its ratings (add_rating)
         self.gpu_streams: dict[tuple[str, str], Stream] = {}  # (node, gpu) -> stream
         self.horizon: int | None = None
         self.meter_names = sorted(site.meters)
@@ -317,6 +322,7 @@ class Pipeline:
                 factor=factor,
                 modulus=modulus,
                 max_power_w=m.max_power_w if m.role != "water" else None,
+                ratings=self.device_ratings.setdefault(m.device, {}) if m.device and m.role != "water" else {},
                 resolution=resolution,
                 max_gap_ns=max_gap_ns or self.settle,
                 integral_divisor=1.0 if m.role == "water" else 3600.0,
@@ -325,6 +331,14 @@ class Pipeline:
         return st
 
     # ---- input -----------------------------------------------------------
+
+    def add_rating(self, device: str, reading: str, value: float) -> None:
+        """A rating SNMP device `device` reported (`schema.SNMP_RATING_READINGS`): the largest so
+        far is kept, as a report takes the largest over its period."""
+        if math.isfinite(value) and value > 0:
+            ratings = self.device_ratings.setdefault(device, {})
+            if value > ratings.get(reading, 0.0):
+                ratings[reading] = value
 
     def add_meter(self, meter: str, time_ns: int, value: float, arrival_ns: int, **how) -> None:
         if meter not in self.site.meters:

@@ -38,6 +38,7 @@ from typing import Any
 
 from puewatch import config as cfg
 from puewatch.config import setting
+from puewatch.core import schema
 from puewatch.errors import ConfigError
 
 #: The unit a reading of each quantity must be converted to (power always W, energy always Wh).
@@ -52,6 +53,10 @@ QUANTITY_UNITS: dict[str, str] = {
     "frequency": "Hz",
     "power_factor": "1",
     "load": "%",
+    # The device's rating (nameplate or configured output capacity): a scalar named like its
+    # quantity, read as the power limit of the meters on the device (puewatch.core.energy).
+    "rated_power": "W",
+    "rated_apparent_power": "VA",
 }
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -202,6 +207,11 @@ class ReadingSpec:
             return [("unit", f"a {self.quantity} reading must be in {want!r} (convert with `scale`), got {self.unit!r}")]
         if bool(self.oid) == bool(self.column):
             return [("oid", "set exactly one of `oid` (scalar) and `column` (table)")]
+        if self.quantity in schema.SNMP_RATING_READINGS:
+            if not self.oid:
+                return [("column", f"a {self.quantity} reading is the device's one rating: a scalar `oid`")]
+            if (self.name or self.key) != self.quantity:
+                return [("name", f"a {self.quantity} reading must be named {self.quantity!r} (reports read it by that name)")]
         for name in ("oid", "column", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
             value = getattr(self, name)
             if value:

@@ -8,7 +8,15 @@ rules with a worked example of each outcome; this docstring is their source.
 **Power limit.** Every meter has one, taken from the first that exists:
 
 1. `configured`: the meter's `max_power_w` in the site configuration;
-2. `derived`: `DERIVED_LIMIT_FACTOR` (4) × the meter's highest sustained power: the
+2. `rated`: `RATED_LIMIT_FACTOR` (2) × the rating its device declares, for a meter read from an
+   SNMP device whose profile reads one (`rated_power`, W, e.g. UPS-MIB upsConfigOutputPower;
+   `rated_apparent_power`, VA, e.g. upsConfigOutputVA: active power never exceeds apparent
+   power, so a VA rating bounds W too). With both, the lower. A rating is the largest value the
+   device reported (0 or absent: none): live, so far; in a report, over the period read. The
+   factor leaves room for what a rating allows for a while (a UPS's 125-150 % overload, a
+   breaker's trip curve) and for a meter upstream of the rated output (a UPS's input feeds its
+   losses and battery charging too);
+3. `derived`: `DERIVED_LIMIT_FACTOR` (4) × the meter's highest sustained power: the
    `DERIVED_PERCENTILE` (90th) percentile of its hourly mean powers when it has at least
    `DERIVED_FULL_HOURS` (24) such hours, else their median (with fewer hours a few
    faulty ones would move a high percentile). An hour counts when
@@ -17,7 +25,7 @@ rules with a worked example of each outcome; this docstring is their source.
    energy over their duration. At least `DERIVED_MIN_HOURS` (3) such hours are needed
    (hours by UTC, an interval belongs to the hour its end falls in). A report derives it
    from the readings it reads; the live collector from the hours it has seen so far.
-3. `none`: too little data to derive one (and none configured).
+4. `none`: too little data to derive one (and none configured or rated).
 
 Configure `max_power_w` for audit-grade results: a derived limit can only catch errors far
 outside the meter's normal range.
@@ -59,6 +67,7 @@ from puewatch.core.timefmt import HOUR, MINUTE, NS
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
 
 DERIVED_LIMIT_FACTOR = 4.0
+RATED_LIMIT_FACTOR = 2.0
 DERIVED_PERCENTILE = 90.0
 DERIVED_MIN_HOURS = 3
 DERIVED_FULL_HOURS = 24
@@ -84,7 +93,7 @@ RATIO_FLOORS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class PowerLimit:
-    """A meter's power limit and where it comes from (`configured`, `derived` or `none`)."""
+    """A meter's power limit and where it comes from (`configured`, `rated`, `derived` or `none`)."""
 
     watts: float | None
     source: str
@@ -158,11 +167,23 @@ def hourly(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | 
     return k.HourlySums(np.empty(0, np.int64), np.empty(0), np.empty(0))
 
 
+def rated_limit(ratings: Mapping[str, float]) -> PowerLimit | None:
+    """The limit from a device's ratings (reading name -> largest value seen, W or VA), or None
+    when it declares none: `RATED_LIMIT_FACTOR` × the lowest positive rating."""
+    values = [v for v in ratings.values() if math.isfinite(v) and v > 0]
+    if not values:
+        return None
+    return PowerLimit(RATED_LIMIT_FACTOR * min(values), "rated")
+
+
 def power_limit(configured_w: float | None, t: np.ndarray, register_wh: np.ndarray | None = None,
-                power_w: np.ndarray | None = None) -> PowerLimit:
-    """A meter's power limit for a report: configured, else derived from these readings."""
+                power_w: np.ndarray | None = None, ratings: Mapping[str, float] | None = None) -> PowerLimit:
+    """A meter's power limit for a report: configured, else rated, else derived from these readings."""
     if configured_w is not None:
         return PowerLimit(float(configured_w), "configured")
+    rated = rated_limit(ratings) if ratings else None
+    if rated is not None:
+        return rated
     sums = hourly(t, register_wh, power_w)
     return limit_from_hours(sums.energy, sums.covered_ns)
 

@@ -30,8 +30,8 @@ from puewatch.core.site import UNITS, Meter
 
 __all__ = [
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
-    "SNMP_RAW", "SNMP_VALUE", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
-    "meter_sources", "ppue", "pue", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
+    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
+    "meter_sources", "ppue", "rating_sources", "pue", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
 ]
 
 SNMP_READING = "snmp_reading"
@@ -48,6 +48,9 @@ SNMP_RAW = "raw"
 # The profile readings a meter reads by default: the energy register where the device has one.
 SNMP_ENERGY_READING = "total_active_energy"
 SNMP_POWER_READING = "total_active_power"
+# A device's ratings (reading name -> unit), where its profile reads them: the power limit of
+# the meters read from it when none is configured (core.energy, `rated`).
+SNMP_RATING_READINGS: Mapping[str, str] = {"rated_power": "W", "rated_apparent_power": "VA"}
 
 # What agents send: GPU power lines, one in ten carrying the NVML energy counter (mJ).
 GPU_POWER = "gpu_power"
@@ -149,3 +152,11 @@ def meter_sources(site: str, m: Meter) -> list[MeterSource]:
             return [snmp(m.reading, "Wh", True, snmp(m.reading, "W", False))]
         return [snmp(SNMP_ENERGY_READING, "Wh", True), snmp(SNMP_POWER_READING, "W", False)]
     return [MeterSource(m.measurement, dict(m.tags), m.field, m.register, UNITS[m.unit][1])]
+
+
+def rating_sources(site: str, m: Meter) -> list[MeterSource]:
+    """The series of the ratings of an SNMP meter's device (none for an ingest meter)."""
+    if not m.device:
+        return []
+    return [MeterSource(SNMP_READING, snmp_reading(site, m.device, reading, unit).tags, SNMP_VALUE, False)
+            for reading, unit in SNMP_RATING_READINGS.items()]

@@ -145,8 +145,9 @@ class Meter:
         min_exclusive=True,
         doc="Largest power the meter can see (e.g. its circuit's rating): a register increase whose mean power is "
         "above it (plus one register step) is an impossible jump and not counted, a drop is a wrap only if the "
-        "wrapped increase fits under it, and a power reading above it is no reading. Unset: 4 x the meter's "
-        "highest sustained power, derived from its own readings (docs/auditor-guide.md, \"How readings become "
+        "wrapped increase fits under it, and a power reading above it is no reading. Unset: 2 x the rating its "
+        "SNMP device reports where its profile reads one, else 4 x the meter's highest sustained power, derived "
+        "from its own readings (docs/auditor-guide.md, \"How readings become "
         "energy\").",
     )
 

@@ -34,6 +34,9 @@ class MeterReadings:
     power_w: np.ndarray | None = None
     energy_wh: np.ndarray | None = None
     modulus_wh: float | None = None  # register wrap value, same unit as energy_wh
+    # The ratings its SNMP device reported over the period (reading name -> largest, W or VA):
+    # its power limit where none is configured (core.energy, `rated`).
+    ratings: dict[str, float] | None = None
 
 
 NO_READINGS = MeterReadings(np.empty(0, np.int64))
@@ -173,7 +176,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     # The meter's power limit (configured, else derived from these readings): core.energy.
     # (`limit` given: the one a first pass over the same readings found.)
     if limit is None:
-        limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w)
+        limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w, readings.ratings)
     scan = _Scan(grid, start_ns, end_ns, max_gap_ns, points)
     scan.add_register(readings, t, limit, step_wh)
     scan.add_power(readings, t, limit)

@@ -310,7 +310,22 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Met
                 parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
                 break
     t, power, energy = _combine(parts)
-    return MeterReadings(t, power, energy, register_modulus(site, name))
+    return MeterReadings(t, power, energy, register_modulus(site, name), read_ratings(reader, site, name, lo, hi))
+
+
+def read_ratings(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> dict[str, float] | None:
+    """The largest of each rating meter `name`'s SNMP device reported in lo <= t < hi (none: None);
+    as the collector keeps the largest it has seen (core.energy, `rated`). Not for water."""
+    m = site.meters[name]
+    if m.role == "water":
+        return None
+    out: dict[str, float] = {}
+    for s in schema.rating_sources(site.name, m):
+        _, v = _series(reader, s.measurement, s.field, dict(s.tags), lo, hi)
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size:
+            out[s.tags["reading"]] = float(v.max())
+    return out or None
 
 
 @contextmanager

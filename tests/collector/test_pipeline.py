@@ -339,3 +339,35 @@ def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
     assert 'puewatch_power_readings_refused_total{meter="incomer"} 1.0' in text
     assert 'puewatch_power_limit_watts{meter="ups",source="configured"} 20000.0' in text
     assert 'puewatch_power_limit_watts{meter="crac",source="none"} NaN' in text
+
+
+def test_a_device_rating_limits_its_meters_live_as_in_a_report():
+    # The UPS's device reports its ratings (upsConfigOutputPower / upsConfigOutputVA): without a
+    # configured max_power_w the stream's limit is twice the lower one, the jump above it is
+    # refused, and a later, lower report of the rating does not lower the limit (the largest is kept,
+    # as a report takes the largest over its period). A 0 (unpopulated) is no rating.
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+    from puewatch.core import energy as policy
+
+    p = Pipeline(site(ups=Meter(role="it", point="ups_output", device="ups0", zone="hall-a")),
+                 windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    m = CollectorMetrics()
+    m.add_pipeline(p)
+    p.add_rating("ups0", "rated_power", 0.0)
+    for s in range(30):
+        t = T0 + s * SECOND
+        if s == 1:
+            p.add_rating("ups0", "rated_power", 9000.0)
+            p.add_rating("ups0", "rated_apparent_power", 10_000.0)
+        if s == 25:
+            p.add_rating("ups0", "rated_power", 4000.0)
+        p.add_meter("incomer", t, 1300.0, t)
+        p.add_meter("crac", t, 250.0, t)
+        p.add_meter("ups", t, 5000.0 + (1000.0 if s >= 20 else 0.0) + s, t, register=True)  # +1000 Wh in 1 s
+        p.step(t + 1)
+    assert p.streams["ups"].limit() == policy.PowerLimit(policy.RATED_LIMIT_FACTOR * 9000.0, "rated")
+    text = generate_latest(m.registry).decode()
+    assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
+    assert 'puewatch_power_limit_watts{meter="ups",source="rated"} 18000.0' in text

@@ -424,3 +424,38 @@ def test_a_wrap_across_a_long_gap_is_a_wrap_when_the_meter_could_count_that_much
     by = {m["meter"]: m for m in r["meters"]}
     assert by["inc"]["power_limit_source"] == "derived" and by["inc"]["register_intervals"]["reset"] == 0
     assert by["inc"]["energy_wh"] == pytest.approx(100.0 * 48, rel=1e-9)
+
+
+def test_a_device_rating_is_the_limit_where_none_is_configured() -> None:
+    # The incomer's device rates itself 9 kW (W) and 10 kVA: the lower bounds active power, and
+    # twice it (core.energy.RATED_LIMIT_FACTOR) is the limit. A jump implying 6 MW is refused by
+    # it; a configured max_power_w still wins over the rating.
+    from puewatch.core import energy as policy
+
+    t = _times()
+    inc = _register(t, 150.0)
+    inc[t.size // 2:] += 100_000.0
+    ratings = {"rated_power": 9000.0, "rated_apparent_power": 10_000.0}
+    readings = {"inc": MeterReadings(t, None, inc, ratings=ratings), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    by = {m["meter"]: m for m in compute_report(_site(), readings, START, END)["meters"]}
+    assert by["inc"]["power_limit_source"] == "rated"
+    assert by["inc"]["power_limit_w"] == policy.RATED_LIMIT_FACTOR * 9000.0
+    assert by["inc"]["register_intervals"]["jump"] == 1
+    site = _site()
+    site.meters["inc"].max_power_w = 50_000.0
+    by = {m["meter"]: m for m in compute_report(site, readings, START, END)["meters"]}
+    assert (by["inc"]["power_limit_w"], by["inc"]["power_limit_source"]) == (50_000.0, "configured")
+
+
+def test_a_rating_of_zero_is_no_rating() -> None:
+    # Some UPS cards leave upsConfigOutputPower unpopulated (0): no rating, so the limit is derived.
+    from puewatch.core import energy as policy
+
+    assert policy.rated_limit({"rated_power": 0.0}) is None
+    assert policy.rated_limit({"rated_power": math.nan, "rated_apparent_power": 5000.0}) == policy.PowerLimit(
+        policy.RATED_LIMIT_FACTOR * 5000.0, "rated")
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0), ratings={"rated_power": 0.0}),
+                "it1": MeterReadings(t, _const(t, 100.0), None)}
+    by = {m["meter"]: m for m in compute_report(_site(), readings, START, END)["meters"]}
+    assert by["inc"]["power_limit_source"] == "derived"

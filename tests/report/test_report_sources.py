@@ -359,3 +359,25 @@ def test_signed_report_verifies_checks_and_fails_when_tampered(embedded_site: tu
     no = subprocess.run(run + ["report", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-05-01",
                                "--sign", str(keys / "site.key")], capture_output=True, text=True, timeout=120)
     assert no.returncode == 2 and "--sign signs the JSON report" in no.stderr
+
+
+def test_a_report_reads_an_snmp_meter_s_device_ratings_from_the_store(tmp_path):
+    # The collector stores a device's ratings as snmp_reading series (reading rated_power / rated_apparent_power);
+    # the report reads the largest of each over its period, a 0 (unpopulated) being no rating.
+    from puewatch.core import schema
+    from puewatch.core.batch import Batch
+    from puewatch.core.site import Meter, SiteModel
+    from puewatch.report.sources import read_meter
+
+    site = SiteModel("s", {"ups": Meter(role="it", point="ups_output", device="ups0"),
+                           "other": Meter(role="facility_input", device="pdu0")})
+    t = np.arange(10, dtype=np.int64) * 60 * NS
+    b = Batch()
+    b.add(*schema.snmp_reading("s", "ups0", "total_active_power", "W"), t, {"value": np.full(10, 4000.0)})
+    b.add(*schema.snmp_reading("s", "ups0", "rated_power", "W"), t, {"value": np.array([0.0] * 3 + [9000.0] * 7)})
+    b.add(*schema.snmp_reading("s", "ups0", "rated_apparent_power", "VA"), t, {"value": np.full(10, 0.0)})
+    b.add(*schema.snmp_reading("s", "pdu0", "total_active_power", "W"), t, {"value": np.full(10, 5000.0)})
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    assert read_meter(store, site, "ups", 0, 600 * NS).ratings == {"rated_power": 9000.0}
+    assert read_meter(store, site, "other", 0, 600 * NS).ratings is None

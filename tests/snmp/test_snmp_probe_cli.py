@@ -63,7 +63,10 @@ def test_probe_snmpv3_and_named_profile(snmpd):
     out = json.loads(r.stdout)
     assert out["profile"] == "ups-mib" and out["device"]["sysObjectID"] == "1.3.6.1.4.1.8072.3.2.10"
     # snmpd has no UPS-MIB: the total is there, and unavailable
-    assert out["readings"] == [{"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W"}]
+    by_name = {r["name"]: r for r in out["readings"]}
+    assert by_name["total_active_power"] == {"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W"}
+    assert sorted(by_name) == ["rated_power", "total_active_power"]  # the W rating (absent too); VA is not listed
+    assert by_name["rated_power"]["value"] is None
 
 
 def test_probe_wrong_auth_key_one_line_exit_1(snmpd):

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from puewatch import config as cfg
+from puewatch.core import schema
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.probe import probe
 from snmp_support import RECORDINGS, check_recordings
@@ -49,3 +50,18 @@ def test_recording_profile_and_totals(community, snmpsim_recordings):
         assert energy is not None and energy.unit == "Wh" and energy.value == pytest.approx(energy_wh, rel=1e-12), energy
     # no reading is negative: -1 (unsupported) is unavailable, never a number
     assert all(math.isnan(r.value) or r.value >= 0 for r in result.readings), result.readings
+
+
+def test_ups_ratings_are_read_as_ratings(snmpsim_recordings):
+    """UPS-MIB's upsConfigOutputPower / upsConfigOutputVA come back as the device's ratings, the
+    readings the power limit of its meters is taken from (core.energy, `rated`)."""
+    device = cfg.build(
+        SnmpDevice,
+        {"name": "ups", "host": "127.0.0.1", "port": snmpsim_recordings.port, "community": "ups-mib-three-line",
+         "timeout_s": 3.0, "retries": 1},
+        "test",
+    )
+    by_name = {r.name: r for r in asyncio.run(probe(device)).readings}
+    assert (by_name["rated_power"].value, by_name["rated_power"].unit) == (9000.0, "W")
+    assert (by_name["rated_apparent_power"].value, by_name["rated_apparent_power"].unit) == (10000.0, "VA")
+    assert {by_name[n].quantity for n in schema.SNMP_RATING_READINGS} == set(schema.SNMP_RATING_READINGS)
