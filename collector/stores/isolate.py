@@ -1,10 +1,12 @@
 """Poison batches: find the lines a store refuses or dies on, so that the rest goes through.
 
-A batch the store refuses (`StoreRejected`), or that fails again and again while the store
-answers otherwise (`StoreUnavailable` on the same batch: influxd 1.6.7 panics on `m \\\\="="`
-and takes the write down with it), is written again in halves, each half that fails in halves
-again, down to single lines. A line is set aside when the store refuses it, or when it fails
-`strikes` times alone right after the store answered a ping. Every other line is written.
+A batch the store refuses (`StoreRejected`), or that takes the store down again and again
+(influxd 1.6.7 panics on `m \\\\="="`: the store answered a ping before the write and no
+longer answers after it), is written again in halves, each half that fails in halves again,
+down to single lines. A line is set aside when the store refuses it, or when it takes the
+store down `strikes` times alone. Every other line is written. A store that stays up but
+fails writes (5xx, timeouts under load) is not a poison line: that stops the search, and
+the caller keeps the whole batch for later.
 
 Bisection writes about 2 x log2(n) pieces per bad line; it runs only for a batch that failed,
 so the common path costs nothing. Lines that were stored already (InfluxDB keeps the good
@@ -63,14 +65,18 @@ def split_lines(body: bytes) -> list[bytes]:
 def bisect_write(
     lines: list[bytes],
     write: Callable[[bytes], None],
-    store_answers: Callable[[], bool] | None,
+    ping: Callable[[], bool] | None,
+    wait_until_up: Callable[[], bool],
     strikes: int = 2,
 ) -> Isolated:
     """Write `lines` (a batch that has just failed whole) in halves, halving any piece that
-    fails again; returns what was stored and what was refused. `store_answers()` waits until the store answers a ping (False: give
-    up, e.g. at shutdown); without it a failing store cannot be told from a poison line, so
-    `StoreUnavailable` is raised on. `StoreUnavailable` is also raised when `store_answers()`
-    gives up: then nothing was decided and the caller keeps the whole batch."""
+    fails again; returns what was stored and what was refused.
+
+    `ping()` says whether the store answers now; `wait_until_up()` waits until it does (False:
+    give up, e.g. at shutdown). Without `ping` a failing store cannot be told from a poison
+    line, so `StoreUnavailable` is raised on; it is also raised when `wait_until_up()` gives
+    up, or when the store fails a piece and still answers: nothing is decided then, and the
+    caller keeps the whole batch."""
     result = Isolated()
     pending: list[tuple[int, int]] = []  # a stack: the left half on top, so lines go out in order
     if len(lines) > 1:
@@ -80,7 +86,7 @@ def bisect_write(
     failures: dict[int, int] = {}
     while pending:
         lo, hi = pending.pop()
-        if store_answers is not None and not store_answers():
+        if ping is not None and not wait_until_up():
             raise StoreUnavailable("the store does not answer; the batch is kept whole")
         try:
             write(b"".join(lines[lo:hi]))
@@ -90,7 +96,7 @@ def bisect_write(
             else:
                 result.refused.append((lines[lo], str(exc)))
         except StoreUnavailable as exc:
-            if store_answers is None:
+            if ping is None or ping():  # still up: a failing store, not a piece that kills it
                 raise
             if hi - lo > 1:
                 _halve(pending, lo, hi)

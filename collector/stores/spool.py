@@ -21,9 +21,10 @@ What happens to a batch:
    capped, reset on success), and replays the spool oldest first once the store
    answers again.
 4. A poison batch is isolated (`_isolate`, `collector/stores/isolate.py`): when the
-   store refuses a batch (`StoreRejected`, 4xx), or fails on it `poison_strikes` times
-   in a row although it answered a ping just before each try (influxd 1.6.7 panics
-   on `m \\\\="="`), the batch is written again in halves down to the lines at fault.
+   store refuses a batch (`StoreRejected`, 4xx), or the batch takes the store down
+   `poison_strikes` times (it answered a ping before the write and none after it:
+   influxd 1.6.7 panics on `m \\\\="="`), the batch is written again in halves down
+   to the lines at fault.
    Only those lines are set aside in `spool_dir/rejected/` (line protocol, its own
    byte budget, newest kept), counted in `rejected_points` one per line and logged
    once each with the store's message; the other lines are stored, and the writer
@@ -158,8 +159,8 @@ class StoreWriter:
         self.queue_max_bytes = queue_max_bytes
         self.backoff = Backoff(backoff_min_s, backoff_max_s)
         self._backoff_s = (backoff_min_s, backoff_max_s)
-        # A batch that fails this many times in a row, each time right after the store answered
-        # a ping, is isolated (see `_isolate`); the batch and its count so far:
+        # A batch that takes the store down this many times is isolated (see `_isolate`); the
+        # batch that failed last and its count so far:
         self.poison_strikes = poison_strikes
         self._suspect: tuple[int, int] | None = None
         self._ping: Callable[[], bool] | None = getattr(store, "ping", None)
@@ -345,13 +346,15 @@ class StoreWriter:
         try:
             _store_write(self.store, body)
         except StoreUnavailable as exc:
-            strikes = self._suspect[1] + 1 if retrying and self._ping is not None else 0
+            # A strike: the store answered a ping before this write and none after it.
+            killed = retrying and self._ping is not None and not self._ping()
+            strikes = self._suspect[1] + killed if retrying else 0
             self._suspect = (batch.seq, strikes)
             if strikes < self.poison_strikes:
                 with self._cond:
                     self._failed(batch, str(exc))
                 return
-            self._isolate(batch, body, f"failed {strikes + 1} times in a row: {exc}")
+            self._isolate(batch, body, f"took the store down {strikes} times: {exc}")
             return
         except StoreRejected as exc:
             if exc.status in (401, 403):
@@ -371,7 +374,7 @@ class StoreWriter:
                     self.store.name, batch.seq, len(lines), why)
         t0 = time.perf_counter()
         try:
-            result = bisect_write(lines, self.store.write, self._store_answers if self._ping is not None else None)
+            result = bisect_write(lines, self.store.write, self._ping, self._wait_until_up)
         except StoreUnavailable as exc:  # away (or shutting down) before anything was decided
             with self._cond:
                 self._failed(batch, str(exc))
@@ -386,7 +389,7 @@ class StoreWriter:
         elif on_disk is not None:
             self.spool.done(on_disk)
 
-    def _store_answers(self) -> bool:
+    def _wait_until_up(self) -> bool:
         """Wait, with backoff, until the store answers a ping; False when the writer stops first."""
         backoff = Backoff(*self._backoff_s)
         while not self._ping():

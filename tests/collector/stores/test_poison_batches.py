@@ -8,13 +8,17 @@ import logging
 import threading
 import time
 
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import numpy as np
+import pytest
 
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.isolate import split_lines
 from puewatch.collector.stores.spool import StoreWriter
 from puewatch.core.batch import Batch
+from servers import free_port
 from store_fixtures import influx  # noqa: F401 (fixture)
 
 # m, space, backslash, backslash, =, ", =, "  (../shared/conformance: influxd 1.6.7 panics on it)
@@ -82,20 +86,51 @@ def test_a_line_that_kills_influxd_is_set_aside_and_writes_go_on(influx, tmp_pat
     again.close()
 
 
-def test_a_dead_store_is_not_mistaken_for_a_poison_line(tmp_path):
-    # influxd down for good: pings fail, so no line gets a strike and nothing is set aside.
-    from servers import free_port
+class PingsButFailsWrites(BaseHTTPRequestHandler):
+    """An InfluxDB under too much load: /ping answers, every write times out with a 500."""
 
-    store = Influx1Store(f"http://127.0.0.1:{free_port()}", "site", timeout_s=1)
-    w = StoreWriter(store, tmp_path / "spool", 1 << 20, backoff_min_s=0.01, backoff_max_s=0.02)
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"error":"timeout"}'
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("kind", ["dead", "up but failing writes"])
+def test_a_failing_store_is_not_mistaken_for_a_poison_line(tmp_path, kind):
+    # Down for good (pings fail) or up and failing every write (pings answer before and after):
+    # no write takes the store down, so no line gets a strike and nothing is set aside.
+    server = None
+    if kind == "dead":
+        url = f"http://127.0.0.1:{free_port()}"
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), PingsButFailsWrites)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+    w = StoreWriter(Influx1Store(url, "site", timeout_s=1), tmp_path / "spool", 1 << 20,
+                    backoff_min_s=0.01, backoff_max_s=0.02)
     w.submit(raw(0, 4), 4)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while w.stats()["store_errors"] < 20:
         assert time.monotonic() < deadline, w.stats()
         time.sleep(0.02)
     st = w.stats()
     assert st["rejected_points"] == 0 and st["spool_points"] == 4 and st["dropped_points"] == 0
     assert not w.close(timeout_s=0.1)
+    if server is not None:
+        server.shutdown()
 
 
 def test_type_conflicts_in_a_derived_batch_cost_only_their_lines(tmp_path):
