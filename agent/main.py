@@ -123,6 +123,7 @@ class Stats:
     points_sent: int = 0
     batches_sent: int = 0
     send_failures: int = 0
+    unauthorized: int = 0  # 401/403 replies (retried: the token may be fixed)
     rejected_batches: int = 0
     job_errors: int = 0
     ticks_missed: int = 0
@@ -234,6 +235,7 @@ class Agent:
             "rejected_points": self.spool.rejected_points,
             "source_errors": self.ctx.errors,
             "send_failures": s.send_failures,
+            "unauthorized_replies": s.unauthorized,
             "ticks_missed": s.ticks_missed,
             "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
             "cpu_s": cpu.user + cpu.system,

@@ -6,6 +6,12 @@ small. Segments go out oldest first, one per request, gzip-compressed:
 - 2xx: the segment is removed from the spool;
 - 429, 5xx, timeouts, refused connections: the segment stays, and the next try
   comes after `puewatch.backoff.Backoff` (exponential, full jitter, capped);
+- 401, 403: the same (the operator may fix the token meanwhile), counted in
+  `stats.unauthorized` and logged once per episode: data is never dropped for it;
+- 400 partial write (`... dropped=N`): the collector stored the other lines; the
+  refused ones, named in its reply (`agent/refusal.py`), go to spool/rejected/ and
+  only they are counted as dropped (a reply that names fewer than N: the whole
+  batch is kept there for the operator, N counted);
 - any other 4xx: the collector will never take this batch; its message is
   logged, the segment is moved to spool/rejected/ and its points are counted
   as dropped (retrying forever would block everything behind it).
@@ -23,6 +29,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from puewatch.agent.refusal import read_refusal
 from puewatch.agent.spool import Segment, Spool
 from puewatch.backoff import Backoff
 
@@ -71,6 +78,7 @@ class Shipper(threading.Thread):
         self._deadline: float | None = None
         self._retry_at = 0.0
         self._down_logged = False
+        self._auth_logged = False
 
     # -- control -------------------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class Shipper(threading.Thread):
             conn.request("POST", self._target, body=body, headers=self._headers)
             resp = conn.getresponse()
             status = resp.status
-            reply = resp.read(4096)
+            reply = resp.read(_REPLY_MAX_BYTES)
             if resp.will_close:
                 self._close()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
@@ -164,9 +172,12 @@ class Shipper(threading.Thread):
             self.stats.points_sent += seg.points
             self.stats.batches_sent += 1
             self.stats.last_ship_ns = time.time_ns()
-            if self.backoff.succeeded() or self._down_logged:
+            if self._auth_logged:
+                log.warning("collector accepts the token again; draining the spool (%d point(s) waiting)", self.spool.points)
+            elif self.backoff.succeeded() or self._down_logged:
                 log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.points)
-            self._down_logged = False
+            self.backoff.succeeded()
+            self._down_logged = self._auth_logged = False
             return "ok"
         message = _server_message(reply)
         if status == 429 or status >= 500:
@@ -174,6 +185,21 @@ class Shipper(threading.Thread):
                 log.warning("collector answered %d (%s); retrying with backoff", status, message)
             self._down_logged = True
             return "retry"
+        if status in (401, 403):
+            # A token the collector does not (yet) accept: the operator can fix it, so the data
+            # waits in the spool; counted, logged once per episode.
+            self.stats.unauthorized += 1
+            if not self._auth_logged:
+                log.error(
+                    "collector answered %d (%s): unauthorized, retrying with backoff; batches stay in the spool "
+                    "until the collector accepts the token ([output] token / token_file)", status, message,
+                )
+            self._auth_logged = True
+            return "retry"
+        if status == 400:
+            refusal = read_refusal(data, message)
+            if refusal.partial:
+                return self._partial(seg, data, refusal, message)
         kept = self.spool.reject(seg, data)
         log.error(
             "collector refused batch %s with %d: %s; %d point(s) moved to %s and counted as dropped",
@@ -184,6 +210,30 @@ class Shipper(threading.Thread):
             kept or self.spool.rejected_dir,
         )
         self.stats.rejected_batches += 1
+        return "rejected"
+
+    def _partial(self, seg: Segment, data: bytes, refusal, message: str) -> str:
+        """A partial write: the collector stored all but `refusal.dropped` lines. Only the refused
+        lines are set aside and counted; the stored ones count as sent."""
+        lines = data.split(b"\n")[: seg.points]
+        if refusal.identified:
+            bad = b"".join(lines[i] + b"\n" for i in refusal.lines)
+            what = f"the {refusal.dropped} refused line(s)"
+        else:
+            bad = data  # the reply does not say which: the whole batch, for the operator to compare
+            what = f"the whole batch (the reply names {refusal.named} of its {refusal.dropped} refused line(s))"
+        kept = self.spool.set_aside(seg.seq, bad, refusal.dropped)
+        self.spool.done(seg)
+        stored = max(0, seg.points - refusal.dropped)
+        self.stats.points_sent += stored
+        self.stats.batches_sent += 1
+        self.stats.last_ship_ns = time.time_ns()
+        log.error(
+            "collector refused %d of the %d line(s) of batch %s: %s; %s kept in %s, %d counted as dropped, "
+            "the other %d stored",
+            refusal.dropped, seg.points, seg.path.name, message[:1000], what, kept or self.spool.rejected_dir,
+            refusal.dropped, stored,
+        )
         return "rejected"
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -202,6 +252,10 @@ class Shipper(threading.Thread):
             except OSError:
                 pass
             self._conn = None
+
+
+# Enough for a partial-write reply naming many refused lines (InfluxDB quotes each whole).
+_REPLY_MAX_BYTES = 1 << 16
 
 
 def _server_message(reply: bytes) -> str:

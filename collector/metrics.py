@@ -39,7 +39,7 @@ _STORE = {
     "spool_bytes": ("puewatch_spool_bytes", "Bytes waiting in the on-disk spool", False),
     "spool_batches": ("puewatch_spool_batches", "Batches waiting in the on-disk spool", False),
     "dropped_points": ("puewatch_dropped_points", "Points dropped because the spool was full (oldest first)", True),
-    "rejected_points": ("puewatch_rejected_points", "Points the store refused (4xx other than 429)", True),
+    "rejected_points": ("puewatch_rejected_points", "Lines the store refused (4xx other than 429) or failed on alone, set aside", True),
 }
 
 

@@ -33,7 +33,12 @@ class StoreUnavailable(StoreError):
 
 
 class StoreRejected(StoreError):
-    """4xx other than 429: the store refuses the data; the message says why (the store's own words)."""
+    """4xx other than 429: the store refuses the data; the message says why (the store's own words).
+    `status` is the HTTP status where there is one (401/403 refuse the writer, not the data)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @runtime_checkable

@@ -147,6 +147,14 @@ class Influx1Store:
         """A typed batch, encoded to line protocol here: the wire is the only place it is text."""
         self.write(batch.to_line_protocol())
 
+    def ping(self) -> bool:
+        """Whether influxd answers GET /ping now (the store writer tells a dead store from a
+        batch that kills it by this)."""
+        try:
+            return self._request("GET", "/ping", {}, None, self._headers).status == 204
+        except StoreUnavailable:
+            return False
+
     def close(self) -> None:
         self._http.clear()
 
@@ -170,7 +178,7 @@ class Influx1Store:
             message = f"permission denied ({message}); the user needs {what} access to {self.database!r}"
         if status == 429 or status >= 500:
             raise StoreUnavailable(f"{self.name}: {what}: HTTP {status}: {message}")
-        raise StoreRejected(f"{self.name}: {what}: HTTP {status}: {message}")
+        raise StoreRejected(f"{self.name}: {what}: HTTP {status}: {message}", status)
 
     # -- InfluxQL -------------------------------------------------------------------------------
 

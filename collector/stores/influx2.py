@@ -74,7 +74,7 @@ class Influx2Store:
             message = _message(exc)
             if status == 429 or status >= 500:
                 raise StoreUnavailable(f"{self.name}: HTTP {status}: {message}") from None
-            raise StoreRejected(f"{self.name}: HTTP {status}: {message}") from None
+            raise StoreRejected(f"{self.name}: HTTP {status}: {message}", status) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Connection refused/reset, DNS, TLS, timeouts: all urllib3 HTTPError subclasses.
             raise StoreUnavailable(f"{self.name}: {_reason(exc)}") from None

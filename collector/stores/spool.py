@@ -20,9 +20,17 @@ What happens to a batch:
    spooled batch after `puewatch.backoff.Backoff` (exponential, full jitter,
    capped, reset on success), and replays the spool oldest first once the store
    answers again.
-4. `StoreRejected` (4xx): the batch can never be stored; it is counted as
-   rejected, kept in `spool_dir/rejected/` as given (its own byte budget, newest
-   kept) and the store's message is logged. The writer goes on with the next batch.
+4. A poison batch is isolated (`_isolate`, `collector/stores/isolate.py`): when the
+   store refuses a batch (`StoreRejected`, 4xx), or the batch takes the store down
+   `poison_strikes` times (it answered a ping before the write and none after it:
+   influxd 1.6.7 panics on `m \\\\="="`), the batch is written again in halves down
+   to the lines at fault.
+   Only those lines are set aside in `spool_dir/rejected/` (line protocol, its own
+   byte budget, newest kept), counted in `rejected_points` one per line and logged
+   once each with the store's message; the other lines are stored, and the writer
+   goes on with the next batch. A store without `ping()` cannot be told from a dead
+   one: there only refusals are isolated. A 401/403 refuses the writer, not the
+   lines: that batch is set aside whole, as before.
 
 On disk: a `puewatch.diskqueue.DiskQueue` (one file per batch, written durably:
 after a crash a batch file is complete or absent; the point count kept with it,
@@ -60,8 +68,12 @@ from puewatch.core import batch as typed
 from puewatch.diskqueue import DiskQueue, Record
 
 from .base import Store, StoreRejected, StoreUnavailable
+from .isolate import bisect_write, split_lines
 
 log = logging.getLogger("puewatch.collector.stores.spool")
+
+# Refused lines of one batch logged one by one; the rest as a count (all are in rejected/).
+_LOGGED_LINES_MAX = 10
 
 __all__ = ["StoreWriter"]
 
@@ -135,6 +147,7 @@ class StoreWriter:
         backoff_max_s: float = 30.0,
         on_write: Callable[[float, int], None] | None = None,
         coalesce_max_bytes: int = 4 << 20,
+        poison_strikes: int = 2,
         start: bool = True,
     ) -> None:
         self.store = store
@@ -145,6 +158,12 @@ class StoreWriter:
         self.queue_max_batches = queue_max_batches
         self.queue_max_bytes = queue_max_bytes
         self.backoff = Backoff(backoff_min_s, backoff_max_s)
+        self._backoff_s = (backoff_min_s, backoff_max_s)
+        # A batch that takes the store down this many times is isolated (see `_isolate`); the
+        # batch that failed last and its count so far:
+        self.poison_strikes = poison_strikes
+        self._suspect: tuple[int, int] | None = None
+        self._ping: Callable[[], bool] | None = getattr(store, "ping", None)
         self.on_write = on_write  # called with (seconds, points) after each successful store write
         # Consecutive batches waiting in memory are written as one request up to this size:
         # fewer, larger writes cost the store less per point (one WAL sync per request).
@@ -318,18 +337,79 @@ class StoreWriter:
                 return
         else:
             body = batch.body
+        retrying = self._suspect is not None and self._suspect[0] == batch.seq
+        if retrying and self._ping is not None and not self._ping():
+            with self._cond:  # still away: no write, and no strike against the batch
+                self._failed(batch, f"{self.store.name}: does not answer a ping")
+            return
         t0 = time.perf_counter()
         try:
             _store_write(self.store, body)
         except StoreUnavailable as exc:
+            # A strike: the store answered a ping before this write and none after it.
+            killed = retrying and self._ping is not None and not self._ping()
+            strikes = self._suspect[1] + killed if retrying else 0
+            self._suspect = (batch.seq, strikes)
+            if strikes < self.poison_strikes:
+                with self._cond:
+                    self._failed(batch, str(exc))
+                return
+            self._isolate(batch, body, f"took the store down {strikes} times: {exc}")
+            return
+        except StoreRejected as exc:
+            if exc.status in (401, 403):
+                with self._cond:
+                    self._rejected(batch, body, str(exc))
+                return
+            self._isolate(batch, body, str(exc))
+            return
+        self._suspect = None
+        self._written(time.perf_counter() - t0, batch.points, 1, batch if isinstance(batch, Record) else None)
+
+    def _isolate(self, batch: _Batch | Record, body: bytes | typed.Batch, why: str) -> None:
+        """A batch the store refused, or failed on again and again: write it in halves down to
+        the lines at fault (`isolate.bisect_write`), set those aside, store the rest."""
+        lines = split_lines(_line_protocol(body))
+        log.warning("store %s: batch %d (%d line(s)) %s; looking for the lines at fault",
+                    self.store.name, batch.seq, len(lines), why)
+        t0 = time.perf_counter()
+        try:
+            result = bisect_write(lines, self.store.write, self._ping, self._wait_until_up)
+        except StoreUnavailable as exc:  # away (or shutting down) before anything was decided
             with self._cond:
                 self._failed(batch, str(exc))
             return
-        except StoreRejected as exc:
+        self._suspect = None
+        on_disk = batch if isinstance(batch, Record) else None
+        if result.refused:
             with self._cond:
-                self._rejected(batch, body, str(exc))
-            return
-        self._written(time.perf_counter() - t0, batch.points, 1, batch if isinstance(batch, Record) else None)
+                self._set_aside_lines(batch, result.refused)
+        if result.written:
+            self._written(time.perf_counter() - t0, max(0, batch.points - len(result.refused)), 1, on_disk)
+        elif on_disk is not None:
+            self.spool.done(on_disk)
+
+    def _wait_until_up(self) -> bool:
+        """Wait, with backoff, until the store answers a ping; False when the writer stops first."""
+        backoff = Backoff(*self._backoff_s)
+        while not self._ping():
+            with self._cond:
+                if self._stopped:
+                    return False
+                self._cond.wait(backoff.failed())
+        return True
+
+    def _set_aside_lines(self, batch: _Batch | Record, refused: list[tuple[bytes, str]]) -> None:
+        """The lines at fault of a batch: to rejected/, counted one point each, each logged once. Lock held."""
+        kept = self.spool.set_aside(batch.seq, b"".join(line for line, _ in refused), len(refused))
+        self.last_error = refused[0][1]
+        for line, message in refused[:_LOGGED_LINES_MAX]:
+            log.error("store %s refused a line of batch %d, set aside in %s: %s: %s",
+                      self.store.name, batch.seq, kept or self.rejected_dir, message,
+                      line.rstrip(b"\n").decode("utf-8", "replace")[:500])
+        if len(refused) > _LOGGED_LINES_MAX:
+            log.error("store %s: and %d more refused line(s) of batch %d in %s", self.store.name,
+                      len(refused) - _LOGGED_LINES_MAX, batch.seq, kept or self.rejected_dir)
 
     def _failed(self, batch: _Batch | Record, message: str) -> None:
         """StoreUnavailable: keep the batch (on disk) and back off. Lock held."""

@@ -219,3 +219,31 @@ def test_batches_refused_after_a_restart_do_not_overwrite_older_refused_ones(tmp
         s.close()
     kept = sorted(p.read_text() for p in (tmp_path / "spool" / "rejected").iterdir())
     assert kept == ["\n".join(lines(run, 1)) + "\n" for run in ("first", "second")]
+
+
+def test_the_agent_starts_beside_stray_files_and_keeps_its_data_through_401s_until_the_token_is_fixed(tmp_path, procs):
+    from agent_support import Receiver, parse_line, start_agent, wait_log, write_config
+
+    spool = tmp_path / "spool"
+    (spool / "rejected").mkdir(parents=True)
+    (spool / "seg-backup.lp").write_text("an operator's copy\n")  # the older agent refused to start here
+    (spool / "rejected" / "0000000000000007-3.lp").write_text("refused before the upgrade\n")
+    rx = Receiver(procs, tmp_path, token="right-token-0123456789").start()
+    sources = "[sources.sim]\ngpus = 1\n"
+    cfg = write_config(tmp_path / "agent.toml", rx.url, spool, sources, output_extra='token = "wrong-token-0123456789"')
+    agent = start_agent(procs, cfg, tmp_path / "agent.log")
+    wait_log(agent, "ignoring unexpected file seg-backup.lp")
+    wait_log(agent, "unauthorized, retrying with backoff")
+    wait_for(lambda: len(list(spool.glob("*.rec"))) >= 3, 20, "batches kept while unauthorized")
+    assert agent.stop() == 0, agent.output()
+    assert agent.output().count("unauthorized, retrying") == 1 and rx.lines() == []
+    # The operator fixes the token and restarts the agent: what waited is delivered, nothing was dropped.
+    cfg = write_config(tmp_path / "agent.toml", rx.url, spool, sources, output_extra='token = "right-token-0123456789"')
+    agent = start_agent(procs, cfg, tmp_path / "agent2.log")
+    wait_for(lambda: not list(spool.glob("*.rec")) and rx.lines(), 20, "the spool drained")
+    assert agent.stop() == 0, agent.output()
+    points = [parse_line(l) for l in rx.lines()]
+    first_run = [p for p in points if p[0] == "puewatch_agent" and p[2]["unauthorized_replies"] > 0]
+    assert first_run and all(p[2]["dropped_points"] == 0 for p in points if p[0] == "puewatch_agent")
+    assert (spool / "seg-backup.lp").read_text() == "an operator's copy\n"
+    assert sorted(p.name for p in (spool / "rejected").iterdir()) == ["0000000000000007-3.lp"]

@@ -48,7 +48,7 @@ def test_writes_everything_in_order(tmp_path):
     assert reader.series("m", "last", {}, 0, 2**62)[1].tolist() == [49.0]
 
 
-def test_rejected_batches_are_kept_aside_and_counted(tmp_path, caplog):
+def test_refused_lines_are_kept_aside_and_counted_and_the_rest_of_their_batch_stored(tmp_path, caplog):
     store = EmbeddedStore(tmp_path / "pue.db")
     w = StoreWriter(store, tmp_path / "spool", 1 << 20)
     w.submit(_batch(1, 3), 3)
@@ -56,11 +56,12 @@ def test_rejected_batches_are_kept_aside_and_counted(tmp_path, caplog):
     w.submit(_batch(3, 3), 3)
     assert w.flush(10)
     st = w.stats()
-    assert st["rejected_points"] == 2 and st["rejected_batches"] == 1 and st["points_written"] == 6
+    assert st["rejected_points"] == 1 and st["rejected_batches"] == 1 and st["points_written"] == 7
     kept = list((tmp_path / "spool" / "rejected").iterdir())
-    assert len(kept) == 1 and kept[0].read_bytes() == b"m f=1 1\nm f= 2\n" and kept[0].name.endswith("-2.lp")
-    assert "rejected batch" in caplog.text and "missing field value" in caplog.text
+    assert len(kept) == 1 and kept[0].read_bytes() == b"m f= 2\n" and kept[0].name.endswith("-1.lp")
+    assert caplog.text.count("refused a line of batch 2") == 1 and "missing field value: m f= 2" in caplog.text
     w.close()
+    assert EmbeddedStore(tmp_path / "pue.db").series("m", "f", {}, 0, 2**62)[0].tolist() == [1, 1000, 1001, 1002, 3000, 3001, 3002]
 
 
 def test_full_spool_drops_oldest_first_and_counts_exactly(tmp_path):
@@ -165,8 +166,8 @@ def test_batches_waiting_in_memory_are_written_together_and_a_refused_group_is_s
     st = w.stats()
     assert st["points_written"] == 200 and st["batches_written"] == 20
     assert store.writes == 1  # twenty waiting batches, one request
-    # A group the store refuses (one malformed line) is written again batch by batch:
-    # only the batch at fault is set aside, every good point is stored.
+    # A group the store refuses (one malformed line) is written again batch by batch, and
+    # that batch in halves: only the line at fault is set aside, every good point is stored.
     w2 = StoreWriter(store, tmp_path / "spool2", 1 << 20, start=False)
     w2.submit(_batch(30, 5), 5)
     w2.submit(b"m,src=w f=1 31000\nm,src=w f= 31001\n", 2)
@@ -174,11 +175,11 @@ def test_batches_waiting_in_memory_are_written_together_and_a_refused_group_is_s
     w2.start()
     assert w2.flush(20)
     st = w2.stats()
-    assert st["rejected_batches"] == 1 and st["rejected_points"] == 2 and st["points_written"] == 10
+    assert st["rejected_batches"] == 1 and st["rejected_points"] == 1 and st["points_written"] == 11
     kept = list((tmp_path / "spool2" / "rejected").iterdir())
-    assert len(kept) == 1 and kept[0].name.endswith("-2.lp")
+    assert len(kept) == 1 and kept[0].read_bytes() == b"m,src=w f= 31001\n"
     rows = influx.query('SELECT count(f) FROM m', db="site")[0]["series"][0]["values"][0]
-    assert rows[1] == 200 + 10 + 1  # the good line of the refused batch was written by influxd's partial write
+    assert rows[1] == 200 + 10 + 1  # the good line of the refused batch, stored once
     w.close()
     w2.close()
 
