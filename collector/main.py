@@ -265,6 +265,10 @@ class Collector:
                 "unauthorized": st.requests.get(401, 0),
                 "too_large": st.requests.get(413, 0),
                 "timeouts": st.timeouts,
+                "connections_open": st.connections_open,
+                "connections_unauthenticated": st.connections_unauthenticated,
+                "connections_evicted": st.connections_evicted,
+                "connections_refused": st.connections_refused,
             }
         )
         await ingest.start()

@@ -32,6 +32,18 @@ _INGEST = {
     "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
     "too_large": ("puewatch_ingest_too_large", "Requests refused as too large (413)", True),
     "timeouts": ("puewatch_ingest_timeouts", "Connections cut off by a timeout", True),
+    "connections_open": ("puewatch_ingest_connections", "Open ingest connections", False),
+    "connections_unauthenticated": (
+        "puewatch_ingest_connections_unauthenticated", "Open ingest connections that have not yet shown a valid token", False,
+    ),
+    "connections_evicted": (
+        "puewatch_ingest_connections_evicted",
+        "Unauthenticated connections closed to make room for a new one (a connection cap was reached)", True,
+    ),
+    "connections_refused": (
+        "puewatch_ingest_connections_refused",
+        "New connections closed at once: a cap was reached and no unauthenticated connection could be evicted", True,
+    ),
 }
 _STORE = {
     "points_written": ("puewatch_store_points_written", "Points the store acknowledged", True),

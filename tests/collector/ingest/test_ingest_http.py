@@ -220,18 +220,6 @@ def test_body_timeout_and_idle_timeout(server):
     assert server.sink.calls == []
 
 
-def test_too_many_connections_are_refused(make_server):
-    srv = make_server(max_connections=2)
-    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
-    time.sleep(0.2)
-    assert raw_request(srv.port, b"GET /ping HTTP/1.1\r\n\r\n", timeout=3) == b""
-    for s in held:
-        s.close()
-    time.sleep(0.2)
-    assert post(srv.port, "/ping", b"", method="GET")[0] == 204
-    assert srv.stats.connections_refused == 1
-
-
 def test_tls_with_a_self_signed_certificate(make_server, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
