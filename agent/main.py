@@ -35,6 +35,7 @@ from puewatch.agent.spool import Spool
 from puewatch.errors import UserError
 from puewatch.lineprotocol import encode_line
 from puewatch.sdnotify import SystemdNotifier, watchdog_interval_s
+from puewatch.redact import install_log_filter, redact_url
 
 log = logging.getLogger("puewatch.agent")
 
@@ -298,7 +299,7 @@ class Agent:
             self.conf.agent.node,
             len(self.sources),
             ", ".join(s.name for s in self.sources),
-            self.conf.output.write_url(),
+            redact_url(self.conf.output.write_url()),
             self.conf.agent.flush_interval_s,
             self.spool.dir,
         )
@@ -339,13 +340,14 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr, format=fmt)
     # APScheduler logs every job run at INFO; at 10 Hz that is noise (and CPU).
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    install_log_filter()
 
 
 def main(args) -> int:
     conf = agent_config.load(args.config)
     if args.check_config:
         enabled = [name for name in REGISTRY if getattr(conf.sources, name, None) is not None]
-        print(f"{args.config}: OK (sources: {', '.join(enabled)}; output: {conf.output.write_url()})")
+        print(f"{args.config}: OK (sources: {', '.join(enabled)}; output: {redact_url(conf.output.write_url())})")
         return 0
     setup_logging(conf.agent.log_level)
     agent = Agent(conf)

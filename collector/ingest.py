@@ -195,8 +195,11 @@ class Tokens:
 
 
 def _parse_tokens(text: str, source: str) -> dict[str, str]:
+    """`name token` lines. Errors name the file and line, never a word of the line: with the
+    columns swapped, the "name" is the token."""
     tokens: dict[str, str] = {}
     seen: dict[str, str] = {}
+    line_of: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -206,15 +209,19 @@ def _parse_tokens(text: str, source: str) -> dict[str, str]:
             raise ConfigError(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s)")
         name, token = parts
         if not _NAME_RE.fullmatch(name):
-            raise ConfigError(f"{source}:{lineno}: agent name {name!r} must be 1-128 of A-Z a-z 0-9 _ . : @ -")
+            raise ConfigError(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "
+                              "(lines are `name token`)")
         if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{source}:{lineno}: the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters")
+            raise ConfigError(f"{source}:{lineno}: the token (second word) is shorter than {MIN_TOKEN_CHARS} characters "
+                              "(lines are `name token`: are the columns swapped?)")
         if name in tokens:
-            raise ConfigError(f"{source}:{lineno}: agent {name!r} is listed twice")
+            raise ConfigError(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
         if token in seen:
-            raise ConfigError(f"{source}:{lineno}: agents {seen[token]!r} and {name!r} share a token")
+            raise ConfigError(f"{source}:{lineno}: the token is the same as on line {line_of[seen[token]]}; "
+                              "each agent needs its own")
         tokens[name] = token
         seen[token] = name
+        line_of[name] = lineno
     if not tokens:
         raise ConfigError(f"{source}: no tokens (expected lines of `name token`)")
     return tokens

@@ -31,6 +31,7 @@ from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
 from puewatch.collector.snmp.profiles import register_step
 from puewatch.core.batch import Batch
+from puewatch.redact import install_log_filter
 
 log = logging.getLogger("puewatch.collector")
 
@@ -343,4 +344,5 @@ def main(args: argparse.Namespace) -> int:
         level=conf.collector.log_level.upper(),
         format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_filter()
     return asyncio.run(Collector(conf).run())

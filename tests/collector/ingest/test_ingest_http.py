@@ -279,10 +279,10 @@ def test_token_file_format_and_errors(tmp_path, caplog):
     assert "readable by group or others (mode 644); chmod 600 it" in caplog.text
     for text, error in [
         ("node-1\n", r"tokens:1: expected `name token`, got 1 word"),
-        ("node-1 short\n", r"tokens:1: the token of 'node-1' is shorter than 16 characters"),
-        ("a aaaaaaaaaaaaaaaa\na bbbbbbbbbbbbbbbb\n", r"tokens:2: agent 'a' is listed twice"),
-        ("a aaaaaaaaaaaaaaaa\nb aaaaaaaaaaaaaaaa\n", r"tokens:2: agents 'a' and 'b' share a token"),
-        ("n/1 aaaaaaaaaaaaaaaa\n", r"tokens:1: agent name 'n/1' must be"),
+        ("node-1 short\n", r"tokens:1: the token \(second word\) is shorter than 16 characters"),
+        ("a aaaaaaaaaaaaaaaa\na bbbbbbbbbbbbbbbb\n", r"tokens:2: the agent name is listed already on line 1"),
+        ("a aaaaaaaaaaaaaaaa\nb aaaaaaaaaaaaaaaa\n", r"tokens:2: the token is the same as on line 1"),
+        ("n/1 aaaaaaaaaaaaaaaa\n", r"tokens:1: the agent name \(first word\) must be"),
         ("# nothing\n", r"tokens: no tokens"),
     ]:
         write_tokens(f, text)
