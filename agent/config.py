@@ -110,8 +110,13 @@ def load(path: str | Path) -> AgentConfig:
             why = exc.strerror if isinstance(exc, OSError) else "file is empty"
             raise ConfigError(f"{path}: output.token_file: cannot read {conf.output.token_file}: {why}") from None
     register_secret(conf.output.token)
-    if conf.output.ca_file and not Path(conf.output.ca_file).is_file():
-        raise ConfigError(f"{path}: output.ca_file: {conf.output.ca_file} is not a readable file")
+    if conf.output.ca_file:
+        try:
+            with open(conf.output.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: output.ca_file: {conf.output.ca_file} is not a readable file "
+                              f"({exc.strerror or exc})") from None
     return conf
 
 

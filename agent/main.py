@@ -32,7 +32,7 @@ from puewatch.agent.sources import REGISTRY
 from puewatch.agent.sources import load as load_source
 from puewatch.agent.sources.base import Context, Job, SourceUnavailable
 from puewatch.agent.spool import Spool
-from puewatch.errors import UserError
+from puewatch.errors import UserError, startup_error
 from puewatch.lineprotocol import encode_line
 from puewatch.sdnotify import SystemdNotifier, watchdog_interval_s
 from puewatch.redact import install_log_filter, redact_url
@@ -351,5 +351,8 @@ def main(args) -> int:
         return 0
     setup_logging(conf.agent.log_level)
     agent = Agent(conf)
-    agent.open()
+    try:
+        agent.open()
+    except OSError as exc:  # the spool directory, the CA file, a device file it cannot use
+        raise startup_error(exc) from None
     return asyncio.run(agent.run())

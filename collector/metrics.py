@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from puewatch.errors import ConfigError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -189,4 +190,7 @@ class CollectorMetrics:
 
     def serve(self, address: str, port: int):
         """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
-        return start_http_server(port, addr=address, registry=self.registry)
+        try:
+            return start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"metrics: cannot listen on {address}:{port}: {exc.strerror or exc}") from None
