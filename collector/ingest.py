@@ -95,8 +95,14 @@ class IngestConfig:
     )
     max_connections_per_client: int = setting(
         64, min=1, max=100_000,
-        doc="Open connections from one client address. Beyond it the client's oldest unauthenticated connection is "
-        "evicted, or the new one closed when all of its connections are authenticated.",
+        doc="Unauthenticated connections from one client address; beyond it that address's oldest one is evicted. "
+        "Authenticated connections do not count here (many agents may share an address behind NAT): they count "
+        "against max_connections_per_agent.",
+    )
+    max_connections_per_agent: int = setting(
+        16, min=1, max=100_000,
+        doc="Open connections authenticated with one token. A request that would open one more is answered 429 "
+        "(the agents retry with backoff) and its connection closed.",
     )
     max_unauthenticated_connections: int = setting(
         128, min=1, max=100_000,
@@ -285,6 +291,7 @@ _REASONS = {
     411: "Length Required",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -299,6 +306,7 @@ _V2_CODES = {
     408: "request timeout",
     413: "request too large",
     415: "unsupported media type",
+    429: "too many requests",
     500: "internal error",
     501: "not implemented",
     503: "unavailable",
@@ -371,29 +379,36 @@ def _json(status: int, message: str, api: str) -> bytes:
 class _Conn:
     """One open connection, as the limits see it."""
 
-    __slots__ = ("peer", "transport", "authenticated", "idle")
+    __slots__ = ("peer", "transport", "agent", "idle")
 
     def __init__(self, peer: str, transport: asyncio.BaseTransport) -> None:
-        self.peer = peer
+        self.peer: str | None = peer  # None once forgotten
         self.transport = transport
-        self.authenticated = False  # a request on it has presented a valid token
+        self.agent: str | None = None  # whose valid token a request on it presented
         self.idle = True  # waiting for the first byte of a request
+
+    @property
+    def authenticated(self) -> bool:
+        return self.agent is not None
 
 
 class _Connections:
     """The open connections, per client address, and the unauthenticated ones oldest first.
 
-    Caps (IngestConfig): `max_connections` in all, `max_connections_per_client` per address,
-    `max_unauthenticated_connections`. A new connection over a cap evicts the oldest
-    unauthenticated connection that counts against that cap (an idle one before one that is
-    sending a head); only when there is none is the new connection refused. An agent's
+    Caps (IngestConfig): `max_connections` in all, `max_unauthenticated_connections`, and
+    `max_connections_per_client` unauthenticated ones per address. A new connection over a cap
+    evicts the oldest unauthenticated connection that counts against that cap (an idle one
+    before one that is sending a head); only when there is none is the new connection refused.
+    Authenticated connections count per agent (`max_connections_per_agent`), not per address:
+    many agents may share one address behind NAT. An agent's
     connection is unauthenticated only from its opening to the end of its first request head,
     so a flood of idle sockets is evicted before any agent's connection is, and a connection
     that shows a valid token is never evicted.
     """
 
     def __init__(self) -> None:
-        self.per_peer: Counter = Counter()
+        self.per_peer: Counter = Counter()  # unauthenticated connections per address
+        self.per_agent: Counter = Counter()  # authenticated connections per agent
         self.unauthenticated: dict[_Conn, None] = {}  # insertion order: oldest first
 
     def admit(self, conn: _Conn, cfg: IngestConfig, stats: IngestStats) -> bool:
@@ -409,22 +424,30 @@ class _Connections:
         stats.connections_unauthenticated += 1
         return True
 
-    def authenticated(self, conn: _Conn, stats: IngestStats) -> None:
-        if self.unauthenticated.pop(conn, False) is None:
-            stats.connections_unauthenticated -= 1
-        conn.authenticated = True
+    def authenticate(self, conn: _Conn, agent: str, cfg: IngestConfig, stats: IngestStats) -> bool:
+        """Move a connection to `agent`'s; False when the agent holds max_connections_per_agent already."""
+        if self.per_agent[agent] >= cfg.max_connections_per_agent:
+            return False
+        self._forget_unauthenticated(conn, stats)
+        conn.agent = agent
+        self.per_agent[agent] += 1
+        return True
 
     def remove(self, conn: _Conn, stats: IngestStats) -> None:
         """Forget a closed connection (once: an evicted one was forgotten when it was evicted)."""
         if conn.peer is None:
             return
-        if self.unauthenticated.pop(conn, False) is None:
-            stats.connections_unauthenticated -= 1
-        self.per_peer[conn.peer] -= 1
-        if not self.per_peer[conn.peer]:
-            del self.per_peer[conn.peer]
+        if conn.agent is None:
+            self._forget_unauthenticated(conn, stats)
+        else:
+            _decrement(self.per_agent, conn.agent)
         stats.connections_open -= 1
         conn.peer = None
+
+    def _forget_unauthenticated(self, conn: _Conn, stats: IngestStats) -> None:
+        if self.unauthenticated.pop(conn, False) is None:
+            stats.connections_unauthenticated -= 1
+            _decrement(self.per_peer, conn.peer)
 
     def _evict(self, stats: IngestStats, peer: str | None = None) -> bool:
         victim = None
@@ -479,6 +502,12 @@ def _raise_open_files_limit(max_connections: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         log.warning("ingest: the open-files limit is %d, below max_connections + 256 (%d); raise LimitNOFILE= "
                     "(or ulimit -n) or lower max_connections", soft, wanted)
+
+
+def _decrement(counter: Counter, key) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def _peer_address(writer: asyncio.StreamWriter) -> str:
@@ -605,8 +634,8 @@ class IngestServer:
                 req.received_ns = time.time_ns()
                 api = "v1" if req.path == "/write" else "v2"
                 req.api = api
-                if not conn.authenticated and _ROUTES.get(req.path) == "POST" and self._agent(req, parse_qs(req.query)) is not None:
-                    self._conns.authenticated(conn, self.stats)
+                if not conn.authenticated and _ROUTES.get(req.path) == "POST":
+                    self._authenticate(conn, req)
                 keep = await self._handle(req, reader, writer)
             except _Reply as reply:
                 await self._send(writer, reply.status, _json(reply.status, reply.message, api), keep=not reply.close)
@@ -616,6 +645,16 @@ class IngestServer:
                 continue
             if not keep:
                 return
+
+    def _authenticate(self, conn: _Conn, req: _Request) -> None:
+        """A write's head with a valid token makes its connection authenticated (never evicted)."""
+        agent = self._agent(req, parse_qs(req.query))
+        if agent is None:
+            return
+        if not self._conns.authenticate(conn, agent, self.config, self.stats):
+            self.stats.connections_refused += 1
+            raise _Reply(429, f"agent {agent} holds {self.config.max_connections_per_agent} connections already "
+                         "(max_connections_per_agent); retry later", close=True)
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True) -> None:
         self.stats.requests[status] += 1

@@ -53,7 +53,8 @@ class Writer:
 
 
 def test_caps_evict_unauthenticated_connections_before_refusing(make_server):
-    srv = make_server(max_connections=4, max_unauthenticated_connections=2, max_connections_per_client=3)
+    srv = make_server(max_connections=4, max_unauthenticated_connections=2, max_connections_per_client=3,
+                      max_connections_per_agent=3)
     st = srv.stats
     a1, a2 = Writer(srv.port, "127.0.0.1"), Writer(srv.port, "127.0.0.1")
     x1 = connect(srv.port, "127.0.0.2")
@@ -72,14 +73,26 @@ def test_caps_evict_unauthenticated_connections_before_refusing(make_server):
     x4 = connect(srv.port, "127.0.0.3")
     wait_until(lambda: st.connections_evicted == 3, "x3 evicted")
     assert closed_by_server(x3)
-    # 127.0.0.1 holds 3 authenticated connections (its cap): nothing of its own to evict, refused.
-    extra = connect(srv.port, "127.0.0.1")
-    wait_until(lambda: st.connections_refused == 1, "refused")
+    # node-a holds 3 connections (max_connections_per_agent): a 4th is answered 429 and closed.
+    fourth = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    fourth.request("POST", "/api/v2/write", body=b"m f=1 1\n", headers=AUTH)
+    resp = fourth.getresponse()
+    assert resp.status == 429 and b"max_connections_per_agent" in resp.read()
+    assert closed_by_server(x4) and st.connections_evicted == 4  # its connection had evicted x4
+    fourth.close()
+    wait_until(lambda: st.connections_open == 3, "the 429 connection closed")
+    # Another agent is not held back by node-a's cap.
+    b = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    b.request("POST", "/api/v2/write", body=b"m f=2 2\n", headers={"Authorization": f"Token {TOKENS['node-b']}"})
+    assert b.getresponse().status == 204
+    # Every connection is authenticated now: a new one has nothing to evict and is closed at once.
+    extra = connect(srv.port, "127.0.0.2")
+    wait_until(lambda: st.connections_refused == 2, "refused")
     assert closed_by_server(extra)
     # The authenticated connections were never touched.
     assert [c.write() for c in (a1, a2, w)] == [204, 204, 204]
-    for s in (x4, extra):
-        s.close()
+    extra.close()
+    b.close()
     for c in (a1, a2, w):
         c.conn.close()
     wait_until(lambda: st.connections_open == 0, "all closed")
@@ -95,6 +108,9 @@ def test_per_client_cap_evicts_that_clients_own_idle_sockets(make_server):
     assert [closed_by_server(s) for s in flood[:7]] == [True] * 7  # the oldest went first
     # another client is not affected by 127.0.0.2's cap
     assert Writer(srv.port, "127.0.0.3").write() == 204
+    # authenticated connections do not count per address (agents behind one NAT): 8 from 127.0.0.4
+    writers = [Writer(srv.port, "127.0.0.4") for _ in range(8)]
+    assert [w.write() for w in writers] == [204] * 8
     for s in flood:
         s.close()
 
