@@ -130,8 +130,6 @@ class IngestConfig:
     )
 
     def check(self) -> list[tuple[str, str]]:
-        if self.max_unauthenticated_connections > self.max_connections:
-            return [("max_unauthenticated_connections", f"must not exceed max_connections ({self.max_connections})")]
         if (self.tls_cert is None) != (self.tls_key is None):
             return [("tls_cert", "tls_cert and tls_key go together: set both for HTTPS, or neither")]
         if self.token_file is None and self.token_credential is None:
@@ -546,7 +544,8 @@ class IngestServer:
                 ssl=self._ssl,
                 limit=1024 * 1024,  # stream buffer; the head is limited to MAX_HEAD_BYTES separately
                 reuse_address=True,
-                ssl_handshake_timeout=self.config.header_timeout_s if self._ssl else None,
+                # A TLS handshake comes before any token: it gets the unauthenticated connections' time.
+                ssl_handshake_timeout=min(self.config.header_timeout_s, self.config.unauthenticated_timeout_s) if self._ssl else None,
             )
         except OSError as exc:
             raise ConfigError(f"ingest: cannot listen on {self.config.listen}:{self.config.port}: {exc.strerror or exc}") from None
