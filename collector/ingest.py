@@ -22,7 +22,10 @@ store it is configured with.
 
 Slow or endless clients are cut off: the request head must arrive within
 `header_timeout_s` of its first byte, the body within `body_timeout_s`, and an idle
-keep-alive connection is closed after `idle_timeout_s`.
+keep-alive connection is closed after `idle_timeout_s`. Until a connection has presented a
+valid token it has `unauthenticated_timeout_s` for its request head and may be evicted to
+make room: sockets opened without a token never crowd out the agents (`_Connections`;
+collector/README.md, Connection limits).
 
 Tokens identify agents. The token file (or systemd credential, `$CREDENTIALS_DIRECTORY/
 <name>`, same format) has one agent per line, `name token`; `#` starts a comment. A
