@@ -11,6 +11,7 @@ from puewatch import config as cfg
 from puewatch.agent.sources import host, nvml, sim
 from puewatch.config import setting
 from puewatch.errors import ConfigError
+from puewatch.redact import redact_url, register_secret
 
 
 @dataclass
@@ -53,7 +54,7 @@ class OutputSection:
     def check(self) -> list[tuple[str, str]]:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            return [("url", f"must be an http:// or https:// URL with a host, got {self.url!r}")]
+            return [("url", f"must be an http:// or https:// URL with a host, got {redact_url(self.url)!r}")]
         if self.token and self.token_file:
             return [("token_file", "set either token or token_file, not both")]
         if self.retry_max_s < self.retry_initial_s:
@@ -108,8 +109,14 @@ def load(path: str | Path) -> AgentConfig:
         except (OSError, IndexError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "file is empty"
             raise ConfigError(f"{path}: output.token_file: cannot read {conf.output.token_file}: {why}") from None
-    if conf.output.ca_file and not Path(conf.output.ca_file).is_file():
-        raise ConfigError(f"{path}: output.ca_file: {conf.output.ca_file} is not a readable file")
+    register_secret(conf.output.token)
+    if conf.output.ca_file:
+        try:
+            with open(conf.output.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: output.ca_file: {conf.output.ca_file} is not a readable file "
+                              f"({exc.strerror or exc})") from None
     return conf
 
 

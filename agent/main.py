@@ -32,9 +32,10 @@ from puewatch.agent.sources import REGISTRY
 from puewatch.agent.sources import load as load_source
 from puewatch.agent.sources.base import Context, Job, SourceUnavailable
 from puewatch.agent.spool import Spool
-from puewatch.errors import UserError
+from puewatch.errors import UserError, startup_error
 from puewatch.lineprotocol import encode_line
 from puewatch.sdnotify import SystemdNotifier, watchdog_interval_s
+from puewatch.redact import install_log_filter, redact_url
 
 log = logging.getLogger("puewatch.agent")
 
@@ -300,7 +301,7 @@ class Agent:
             self.conf.agent.node,
             len(self.sources),
             ", ".join(s.name for s in self.sources),
-            self.conf.output.write_url(),
+            redact_url(self.conf.output.write_url()),
             self.conf.agent.flush_interval_s,
             self.spool.dir,
         )
@@ -341,15 +342,19 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr, format=fmt)
     # APScheduler logs every job run at INFO; at 10 Hz that is noise (and CPU).
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    install_log_filter()
 
 
 def main(args) -> int:
     conf = agent_config.load(args.config)
     if args.check_config:
         enabled = [name for name in REGISTRY if getattr(conf.sources, name, None) is not None]
-        print(f"{args.config}: OK (sources: {', '.join(enabled)}; output: {conf.output.write_url()})")
+        print(f"{args.config}: OK (sources: {', '.join(enabled)}; output: {redact_url(conf.output.write_url())})")
         return 0
     setup_logging(conf.agent.log_level)
     agent = Agent(conf)
-    agent.open()
+    try:
+        agent.open()
+    except OSError as exc:  # the spool directory, the CA file, a device file it cannot use
+        raise startup_error(exc) from None
     return asyncio.run(agent.run())

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from puewatch.agent.refusal import read_refusal
 from puewatch.agent.spool import Segment, Spool
 from puewatch.backoff import Backoff
+from puewatch.redact import redact_url
 
 log = logging.getLogger("puewatch.agent.ship")
 
@@ -164,7 +165,8 @@ class Shipper(threading.Thread):
             if isinstance(exc, ssl.SSLCertVerificationError):
                 log.error("TLS certificate of %s not trusted: %s (set [output] ca_file?)", self._host, exc.verify_message)
             elif not self._down_logged:
-                log.warning("collector %s unreachable (%s); batches are kept in the spool and retried", self.ep.url, exc)
+                log.warning("collector %s unreachable (%s); batches are kept in the spool and retried",
+                            redact_url(self.ep.url), exc)
             self._down_logged = True
             return "retry"
         if 200 <= status < 300:

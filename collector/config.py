@@ -14,6 +14,7 @@ from puewatch.core.site import Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.config import setting
 from puewatch.errors import ConfigError
+from puewatch.redact import redact_url, register_secret
 
 
 @dataclass
@@ -207,7 +208,7 @@ class CollectorConfig:
 def _check_url(url: str) -> list[tuple[str, str]]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [("url", f"must be an http:// or https:// URL with a host, got {url!r}")]
+        return [("url", f"must be an http:// or https:// URL with a host, got {redact_url(url)!r}")]
     return []
 
 
@@ -220,9 +221,12 @@ def _check_secret(value: str, file: str, name: str) -> list[tuple[str, str]]:
 def read_secret(value: str, file: str, what: str) -> str:
     """The secret itself, or the first line of its file."""
     if value or not file:
+        register_secret(value)
         return value
     try:
-        return Path(file).read_text(encoding="utf-8").splitlines()[0].strip()
+        secret = Path(file).read_text(encoding="utf-8").splitlines()[0].strip()
+        register_secret(secret)
+        return secret
     except (OSError, IndexError) as exc:
         raise ConfigError(f"{what}: cannot read {file}: {getattr(exc, 'strerror', None) or 'empty file'}") from None
 

@@ -22,7 +22,10 @@ store it is configured with.
 
 Slow or endless clients are cut off: the request head must arrive within
 `header_timeout_s` of its first byte, the body within `body_timeout_s`, and an idle
-keep-alive connection is closed after `idle_timeout_s`.
+keep-alive connection is closed after `idle_timeout_s`. Until a connection has presented a
+valid token it has `unauthenticated_timeout_s` for its request head and may be evicted to
+make room: sockets opened without a token never crowd out the agents (`_Connections`;
+collector/README.md, Connection limits).
 
 Tokens identify agents. The token file (or systemd credential, `$CREDENTIALS_DIRECTORY/
 <name>`, same format) has one agent per line, `name token`; `#` starts a comment. A
@@ -63,6 +66,8 @@ log = logging.getLogger("puewatch.collector.ingest")
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_ERRORS_IN_REPLY = 10
+LINGER_S = 1.0  # how long input is discarded after an error reply that closes
+MAX_CHUNK_LINE_BYTES = 4096  # a chunk-size line with extensions, or a trailer field
 _V2_PRECISIONS = ("ns", "us", "ms", "s")
 
 
@@ -86,7 +91,32 @@ class IngestConfig:
         max=1024**3,
         doc="Largest request body, before and after gzip decompression (413 above it).",
     )
-    max_connections: int = setting(1024, min=1, max=100_000, doc="Open connections beyond this are closed at once.")
+    max_connections: int = setting(
+        1024, min=1, max=100_000,
+        doc="Open connections in all. At the cap a new connection evicts the oldest unauthenticated one; when every "
+        "open connection is authenticated, it is closed at once.",
+    )
+    max_connections_per_client: int = setting(
+        64, min=1, max=100_000,
+        doc="Unauthenticated connections from one client address; beyond it that address's oldest one is evicted. "
+        "Authenticated connections do not count here (many agents may share an address behind NAT): they count "
+        "against max_connections_per_agent.",
+    )
+    max_connections_per_agent: int = setting(
+        16, min=1, max=100_000,
+        doc="Open connections authenticated with one token. A request that would open one more is answered 429 "
+        "(the agents retry with backoff) and its connection closed.",
+    )
+    max_unauthenticated_connections: int = setting(
+        128, min=1, max=100_000,
+        doc="Connections that have not yet presented a valid token, at once; beyond it the oldest is evicted (idle "
+        "ones first), so sockets opened without a token never crowd out the agents.",
+    )
+    unauthenticated_timeout_s: float = setting(
+        5.0, min=0.1, max=600.0,
+        doc="A connection that has not yet presented a valid token must send a whole request head within this "
+        "long of opening (or of its last answer); otherwise it is closed.",
+    )
     header_timeout_s: float = setting(10.0, min=0.1, max=600.0, doc="Time allowed for a request head, from its first byte.")
     body_timeout_s: float = setting(60.0, min=0.1, max=3600.0, doc="Time allowed for a request body.")
     idle_timeout_s: float = setting(60.0, min=0.1, max=3600.0, doc="An idle keep-alive connection is closed after this long.")
@@ -172,8 +202,11 @@ class Tokens:
 
 
 def _parse_tokens(text: str, source: str) -> dict[str, str]:
+    """`name token` lines. Errors name the file and line, never a word of the line: with the
+    columns swapped, the "name" is the token."""
     tokens: dict[str, str] = {}
     seen: dict[str, str] = {}
+    line_of: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -183,15 +216,19 @@ def _parse_tokens(text: str, source: str) -> dict[str, str]:
             raise ConfigError(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s)")
         name, token = parts
         if not _NAME_RE.fullmatch(name):
-            raise ConfigError(f"{source}:{lineno}: agent name {name!r} must be 1-128 of A-Z a-z 0-9 _ . : @ -")
+            raise ConfigError(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "
+                              "(lines are `name token`)")
         if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{source}:{lineno}: the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters")
+            raise ConfigError(f"{source}:{lineno}: the token (second word) is shorter than {MIN_TOKEN_CHARS} characters "
+                              "(lines are `name token`: are the columns swapped?)")
         if name in tokens:
-            raise ConfigError(f"{source}:{lineno}: agent {name!r} is listed twice")
+            raise ConfigError(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
         if token in seen:
-            raise ConfigError(f"{source}:{lineno}: agents {seen[token]!r} and {name!r} share a token")
+            raise ConfigError(f"{source}:{lineno}: the token is the same as on line {line_of[seen[token]]}; "
+                              "each agent needs its own")
         tokens[name] = token
         seen[token] = name
+        line_of[name] = lineno
     if not tokens:
         raise ConfigError(f"{source}: no tokens (expected lines of `name token`)")
     return tokens
@@ -234,7 +271,9 @@ class IngestStats:
     bytes_decompressed: int = 0
     connections_open: int = 0
     connections_total: int = 0
-    connections_refused: int = 0  # over max_connections
+    connections_refused: int = 0  # closed at once: over a cap with no unauthenticated connection to evict
+    connections_evicted: int = 0  # unauthenticated connections closed to make room for a new one
+    connections_unauthenticated: int = 0  # open now, no valid token presented yet
     timeouts: int = 0  # clients cut off by a header or body timeout
     sink_errors: int = 0
 
@@ -253,6 +292,7 @@ _REASONS = {
     411: "Length Required",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -267,6 +307,7 @@ _V2_CODES = {
     408: "request timeout",
     413: "request too large",
     415: "unsupported media type",
+    429: "too many requests",
     500: "internal error",
     501: "not implemented",
     503: "unavailable",
@@ -333,6 +374,148 @@ def _json(status: int, message: str, api: str) -> bytes:
     return json.dumps({"code": _V2_CODES.get(status, "invalid"), "message": message}).encode()
 
 
+# -- connection limits ----------------------------------------------------------------------------
+
+
+class _Conn:
+    """One open connection, as the limits see it."""
+
+    __slots__ = ("peer", "transport", "agent", "idle")
+
+    def __init__(self, peer: str, transport: asyncio.BaseTransport) -> None:
+        self.peer: str | None = peer  # None once forgotten
+        self.transport = transport
+        self.agent: str | None = None  # whose valid token a request on it presented
+        self.idle = True  # waiting for the first byte of a request
+
+    @property
+    def authenticated(self) -> bool:
+        return self.agent is not None
+
+
+class _Connections:
+    """The open connections, per client address, and the unauthenticated ones oldest first.
+
+    Caps (IngestConfig): `max_connections` in all, `max_unauthenticated_connections`, and
+    `max_connections_per_client` unauthenticated ones per address. A new connection over a cap
+    evicts the oldest unauthenticated connection that counts against that cap (an idle one
+    before one that is sending a head); only when there is none is the new connection refused.
+    Authenticated connections count per agent (`max_connections_per_agent`), not per address:
+    many agents may share one address behind NAT. An agent's
+    connection is unauthenticated only from its opening to the end of its first request head,
+    so a flood of idle sockets is evicted before any agent's connection is, and a connection
+    that shows a valid token is never evicted.
+    """
+
+    def __init__(self) -> None:
+        self.per_peer: Counter = Counter()  # unauthenticated connections per address
+        self.per_agent: Counter = Counter()  # authenticated connections per agent
+        self.unauthenticated: dict[_Conn, None] = {}  # insertion order: oldest first
+
+    def admit(self, conn: _Conn, cfg: IngestConfig, stats: IngestStats) -> bool:
+        if self.per_peer[conn.peer] >= cfg.max_connections_per_client and not self._evict(stats, conn.peer):
+            return False
+        if len(self.unauthenticated) >= cfg.max_unauthenticated_connections and not self._evict(stats):
+            return False
+        if stats.connections_open >= cfg.max_connections and not self._evict(stats):
+            return False
+        self.per_peer[conn.peer] += 1
+        self.unauthenticated[conn] = None
+        stats.connections_open += 1
+        stats.connections_unauthenticated += 1
+        return True
+
+    def authenticate(self, conn: _Conn, agent: str, cfg: IngestConfig, stats: IngestStats) -> bool:
+        """Move a connection to `agent`'s; False when the agent holds max_connections_per_agent already."""
+        if self.per_agent[agent] >= cfg.max_connections_per_agent:
+            return False
+        self._forget_unauthenticated(conn, stats)
+        conn.agent = agent
+        self.per_agent[agent] += 1
+        return True
+
+    def remove(self, conn: _Conn, stats: IngestStats) -> None:
+        """Forget a closed connection (once: an evicted one was forgotten when it was evicted)."""
+        if conn.peer is None:
+            return
+        if conn.agent is None:
+            self._forget_unauthenticated(conn, stats)
+        else:
+            _decrement(self.per_agent, conn.agent)
+        stats.connections_open -= 1
+        conn.peer = None
+
+    def _forget_unauthenticated(self, conn: _Conn, stats: IngestStats) -> None:
+        if self.unauthenticated.pop(conn, False) is None:
+            stats.connections_unauthenticated -= 1
+            _decrement(self.per_peer, conn.peer)
+
+    def _evict(self, stats: IngestStats, peer: str | None = None) -> bool:
+        victim = None
+        for c in self.unauthenticated:
+            if peer is not None and c.peer != peer:
+                continue
+            if c.idle:
+                victim = c
+                break
+            if victim is None:
+                victim = c
+        if victim is None:
+            return False
+        self.remove(victim, stats)
+        victim.transport.abort()  # its task sees the connection lost and ends
+        stats.connections_evicted += 1
+        return True
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Before closing on an error reply, let the client read it: closing with unread input makes
+    the kernel send a reset that can destroy the reply in flight (a client still sending a bad
+    body would see only "connection reset"). So: end our side, then discard what the client
+    still sends, for at most LINGER_S (as nginx's lingering_close)."""
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER_S):
+            while await reader.read(65536):
+                pass
+    except (TimeoutError, ConnectionError, OSError, ssl.SSLError):
+        pass
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Raise the soft limit on open files towards the hard one (as Go's runtime does): every
+    connection is a file, and at the soft limit (often 1024) accept() fails before the
+    connection caps can act. Warn when even the hard limit leaves too little room."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256  # the store, the spool, SNMP sockets, the metrics endpoint
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(hard, max(wanted, soft))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("ingest: the open-files limit is %d, below max_connections + 256 (%d); raise LimitNOFILE= "
+                    "(or ulimit -n) or lower max_connections", soft, wanted)
+
+
+def _decrement(counter: Counter, key) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+
+
 class IngestServer:
     """The write endpoint. `await start()`, then `port` is the bound port; `await close()`."""
 
@@ -350,10 +533,12 @@ class IngestServer:
         self._ssl = ssl_context(config)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._conns = _Connections()
         self._warned: dict[str, float] = {}
         self._server_header = f"X-Influxdb-Build: puewatch\r\nX-Influxdb-Version: puewatch-{__version__}\r\n"
 
     async def start(self) -> None:
+        _raise_open_files_limit(self.config.max_connections)
         try:
             self._server = await asyncio.start_server(
                 self._connection,
@@ -362,7 +547,8 @@ class IngestServer:
                 ssl=self._ssl,
                 limit=1024 * 1024,  # stream buffer; the head is limited to MAX_HEAD_BYTES separately
                 reuse_address=True,
-                ssl_handshake_timeout=self.config.header_timeout_s if self._ssl else None,
+                # A TLS handshake comes before any token: it gets the unauthenticated connections' time.
+                ssl_handshake_timeout=min(self.config.header_timeout_s, self.config.unauthenticated_timeout_s) if self._ssl else None,
             )
         except OSError as exc:
             raise ConfigError(f"ingest: cannot listen on {self.config.listen}:{self.config.port}: {exc.strerror or exc}") from None
@@ -394,43 +580,54 @@ class IngestServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
         stats.connections_total += 1
-        if stats.connections_open >= self.config.max_connections:
+        conn = _Conn(_peer_address(writer), writer.transport)
+        if not self._conns.admit(conn, self.config, stats):
             stats.connections_refused += 1
             writer.transport.abort()
             return
-        stats.connections_open += 1
         task = asyncio.current_task()
         self._tasks.add(task)  # type: ignore[arg-type]
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
-            pass  # the client went away
+            await self._serve(reader, writer, conn)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError, OSError):
+            pass  # the client went away (or was evicted)
         except asyncio.CancelledError:
             pass  # server closing
         finally:
-            stats.connections_open -= 1
+            self._conns.remove(conn, stats)
             self._tasks.discard(task)  # type: ignore[arg-type]
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
         cfg = self.config
+        loop = asyncio.get_running_loop()
         while True:
-            # Idle keep-alive: wait for the first byte of the next request.
+            # Idle keep-alive: wait for the first byte of the next request. Until a connection has
+            # shown a valid token, its whole next request head must come within the short
+            # unauthenticated_timeout_s: idle sockets cost an attacker nothing to open.
+            conn.idle = True
+            wait_s = cfg.idle_timeout_s if conn.authenticated else min(cfg.idle_timeout_s, cfg.unauthenticated_timeout_s)
+            deadline = loop.time() + wait_s
             try:
-                async with asyncio.timeout(cfg.idle_timeout_s):
+                async with asyncio.timeout_at(deadline):
                     first = await reader.readexactly(1)
             except TimeoutError:
                 return
             except asyncio.IncompleteReadError:
                 return  # closed between requests: normal
+            conn.idle = False
+            head_deadline = loop.time() + cfg.header_timeout_s
+            if not conn.authenticated:
+                head_deadline = min(head_deadline, deadline)
             api = "v2"
             try:
                 try:
-                    async with asyncio.timeout(cfg.header_timeout_s):
+                    async with asyncio.timeout_at(head_deadline):
                         head = first + await reader.readuntil(b"\r\n\r\n")
                 except TimeoutError:
                     self.stats.timeouts += 1
-                    raise _Reply(408, f"request head not received within {cfg.header_timeout_s:g} s", close=True) from None
+                    allowed_s = cfg.header_timeout_s if conn.authenticated else wait_s
+                    raise _Reply(408, f"request head not received within {allowed_s:g} s", close=True) from None
                 except asyncio.LimitOverrunError:
                     raise _Reply(431, "request head too large", close=True) from None
                 if len(head) > MAX_HEAD_BYTES:
@@ -439,14 +636,27 @@ class IngestServer:
                 req.received_ns = time.time_ns()
                 api = "v1" if req.path == "/write" else "v2"
                 req.api = api
+                if not conn.authenticated and _ROUTES.get(req.path) == "POST":
+                    self._authenticate(conn, req)
                 keep = await self._handle(req, reader, writer)
             except _Reply as reply:
                 await self._send(writer, reply.status, _json(reply.status, reply.message, api), keep=not reply.close)
                 if reply.close:
+                    await _linger(reader, writer)
                     return
                 continue
             if not keep:
                 return
+
+    def _authenticate(self, conn: _Conn, req: _Request) -> None:
+        """A write's head with a valid token makes its connection authenticated (never evicted)."""
+        agent = self._agent(req, parse_qs(req.query))
+        if agent is None:
+            return
+        if not self._conns.authenticate(conn, agent, self.config, self.stats):
+            self.stats.connections_refused += 1
+            raise _Reply(429, f"agent {agent} holds {self.config.max_connections_per_agent} connections already "
+                         "(max_connections_per_agent); retry later", close=True)
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True) -> None:
         self.stats.requests[status] += 1
@@ -584,26 +794,42 @@ class IngestServer:
 
     @staticmethod
     async def _read_chunked(reader: asyncio.StreamReader, max_bytes: int) -> bytes:
+        """A chunked body; any malformation (size line too long or not hex, data not followed by CRLF,
+        the body cut short) is a 400 that closes the connection."""
         parts: list[bytes] = []
         total = 0
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            size_text = line[:-2].split(b";", 1)[0].strip()
-            if not _CHUNK_SIZE_RE.fullmatch(size_text):
-                raise _Reply(400, "invalid chunk size", close=True)
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            total += size
-            if total > max_bytes:
-                raise _Reply(413, f"request body exceeds the limit of {max_bytes} bytes", close=True)
-            parts.append(await reader.readexactly(size))
-            if await reader.readexactly(2) != b"\r\n":
-                raise _Reply(400, "chunk not followed by CRLF", close=True)
-        for _ in range(100):  # trailer fields, ignored
-            if await reader.readuntil(b"\r\n") == b"\r\n":
-                return b"".join(parts)
+        try:
+            while True:
+                line = await _chunk_line(reader)
+                size_text = line[:-2].split(b";", 1)[0].strip()
+                if not _CHUNK_SIZE_RE.fullmatch(size_text):
+                    raise _Reply(400, "invalid chunk size line (expected 1-16 hex digits)", close=True)
+                size = int(size_text, 16)
+                if size == 0:
+                    break
+                total += size
+                if total > max_bytes:
+                    raise _Reply(413, f"request body exceeds the limit of {max_bytes} bytes", close=True)
+                parts.append(await reader.readexactly(size))
+                if await reader.readexactly(2) != b"\r\n":
+                    raise _Reply(400, "chunk not followed by CRLF", close=True)
+            for _ in range(100):  # trailer fields, ignored
+                if await _chunk_line(reader) == b"\r\n":
+                    return b"".join(parts)
+        except asyncio.IncompleteReadError:
+            raise _Reply(400, f"chunked body cut short after {total} byte(s) of data", close=True) from None
         raise _Reply(400, "too many trailer fields", close=True)
+
+
+async def _chunk_line(reader: asyncio.StreamReader) -> bytes:
+    """One chunk-size or trailer line with its CRLF, at most MAX_CHUNK_LINE_BYTES long."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:  # no CRLF within the stream buffer (1 MiB)
+        raise _Reply(400, f"chunk line longer than {MAX_CHUNK_LINE_BYTES} bytes", close=True) from None
+    if len(line) > MAX_CHUNK_LINE_BYTES:
+        raise _Reply(400, f"chunk line longer than {MAX_CHUNK_LINE_BYTES} bytes", close=True)
+    return line
 
 
 def _gunzip(raw: bytes, max_bytes: int) -> bytes:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
 from puewatch.collector.snmp.profiles import register_step
 from puewatch.core.batch import Batch
+from puewatch.errors import ConfigError, startup_error
+from puewatch.redact import install_log_filter
 
 log = logging.getLogger("puewatch.collector")
 
@@ -120,6 +123,7 @@ class Collector:
         self.derived_writer = None
         self.poller = None
         self.started_ns = time.time_ns()
+        self.running = False  # up and serving: an error from here on is not a start-up error
 
     # ---- the ingest sink -------------------------------------------------------
 
@@ -226,13 +230,15 @@ class Collector:
         from puewatch.collector.stores.spool import StoreWriter
 
         conf = self.conf
+        # What the operator can get wrong comes first, before seconds of compiling: a one-line error at once.
+        check_state_dir(self.state_dir)
+        tokens = Tokens.load(conf.ingest)
         # Compile the kernels (or load them from Numba's cache) before anything runs: a cold
         # cache takes seconds, and Numba holds the GIL meanwhile, which would stall the
         # event loop (SNMP polls timing out, ingest waiting). Agents spool until ingest opens.
         t0 = time.monotonic()
         compile_kernels()
         log.info("kernels ready in %.1f s", time.monotonic() - t0)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = build_store(conf)
         self.writer = StoreWriter(
             self.store,
@@ -254,7 +260,6 @@ class Collector:
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
-        tokens = Tokens.load(conf.ingest)
         ingest = IngestServer(conf.ingest, tokens, self)
         st = ingest.stats
         self.metrics.add_ingest(
@@ -267,6 +272,10 @@ class Collector:
                 "unauthorized": st.requests.get(401, 0),
                 "too_large": st.requests.get(413, 0),
                 "timeouts": st.timeouts,
+                "connections_open": st.connections_open,
+                "connections_unauthenticated": st.connections_unauthenticated,
+                "connections_evicted": st.connections_evicted,
+                "connections_refused": st.connections_refused,
             }
         )
         await ingest.start()
@@ -288,6 +297,7 @@ class Collector:
         upkeep = None
         last_upkeep = -math.inf
         notifier.ready()
+        self.running = True
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
                  self.site.name, f"{conf.ingest.listen}:{ingest.port}", len(conf.snmp.devices), self.store.name)
         try:
@@ -341,4 +351,21 @@ def main(args: argparse.Namespace) -> int:
         level=conf.collector.log_level.upper(),
         format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(Collector(conf).run())
+    install_log_filter()
+    collector = Collector(conf)
+    try:
+        return asyncio.run(collector.run())
+    except OSError as exc:  # a file or directory it cannot use (ports and the store say so themselves)
+        if collector.running:
+            raise
+        raise startup_error(exc) from None
+
+
+def check_state_dir(path: Path) -> None:
+    """The state directory exists (created if need be) and takes a new file; a one-line error otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"collector.state_dir {path}: not writable: {exc.strerror or exc}") from None

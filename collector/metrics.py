@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from puewatch.errors import ConfigError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -32,6 +33,18 @@ _INGEST = {
     "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
     "too_large": ("puewatch_ingest_too_large", "Requests refused as too large (413)", True),
     "timeouts": ("puewatch_ingest_timeouts", "Connections cut off by a timeout", True),
+    "connections_open": ("puewatch_ingest_connections", "Open ingest connections", False),
+    "connections_unauthenticated": (
+        "puewatch_ingest_connections_unauthenticated", "Open ingest connections that have not yet shown a valid token", False,
+    ),
+    "connections_evicted": (
+        "puewatch_ingest_connections_evicted",
+        "Unauthenticated connections closed to make room for a new one (a connection cap was reached)", True,
+    ),
+    "connections_refused": (
+        "puewatch_ingest_connections_refused",
+        "New connections closed at once: a cap was reached and no unauthenticated connection could be evicted", True,
+    ),
 }
 _STORE = {
     "points_written": ("puewatch_store_points_written", "Points the store acknowledged", True),
@@ -177,4 +190,7 @@ class CollectorMetrics:
 
     def serve(self, address: str, port: int):
         """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""
-        return start_http_server(port, addr=address, registry=self.registry)
+        try:
+            return start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"metrics: cannot listen on {address}:{port}: {exc.strerror or exc}") from None

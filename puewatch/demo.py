@@ -49,6 +49,7 @@ from puewatch.benchmarks.servers import free_port as free_tcp_port
 from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
 from puewatch.core import schema
 from puewatch.errors import UserError
+from puewatch.redact import redact_url
 
 log = logging.getLogger("puewatch.demo")
 
@@ -92,10 +93,10 @@ def parse_store(value: str | None, data_dir: Path) -> StoreSpec:
         return StoreSpec("embedded", path=Path(value).resolve())
     u = urllib.parse.urlsplit(value)
     if u.scheme not in ("http", "https"):
-        raise UserError(f"--store {value!r}: use a file path, sqlite:PATH or http[s]://host:port/DATABASE (InfluxDB v1 API)")
+        raise UserError(f"--store {redact_url(value)!r}: use a file path, sqlite:PATH or http[s]://host:port/DATABASE (InfluxDB v1 API)")
     database = u.path.strip("/")
     if not u.hostname or not database or "/" in database:
-        raise UserError(f"--store {value!r}: expected http[s]://[user:password@]host:port/DATABASE")
+        raise UserError(f"--store {redact_url(value)!r}: expected http[s]://[user:password@]host:port/DATABASE")
     netloc = u.hostname + (f":{u.port}" if u.port else "")
     return StoreSpec(
         "influx1",

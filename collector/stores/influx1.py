@@ -45,6 +45,7 @@ import urllib3
 from puewatch.core import schema
 from puewatch.core.batch import Batch
 from puewatch.errors import UserError
+from puewatch.redact import redact_text, redact_url
 
 from .base import StoreRejected, StoreUnavailable
 
@@ -105,7 +106,7 @@ class Influx1Store:
         self.rp = rp
         self.gzip = gzip
         self.chunk_size = chunk_size
-        self.name = f"influx1 {self.url} db={database}" + (f" rp={rp}" if rp else "")
+        self.name = f"influx1 {redact_url(self.url)} db={database}" + (f" rp={rp}" if rp else "")
         self._headers: dict[str, str] = {}
         self._auth_params: dict[str, str] = {}
         self._token = token is not None
@@ -165,7 +166,7 @@ class Influx1Store:
             return self._http.request(method, url, body=body, headers=headers, preload_content=preload)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise StoreUnavailable(f"{self.name}: {' '.join(str(reason).split())[:300]}") from None
+            raise StoreUnavailable(f"{self.name}: {redact_text(' '.join(str(reason).split()))[:300]}") from None
 
     def _raise(self, resp: urllib3.BaseHTTPResponse, what: str) -> None:
         message = _server_message(resp)

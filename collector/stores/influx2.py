@@ -23,6 +23,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from puewatch.core.batch import Batch
+from puewatch.redact import redact_text, redact_url
 
 from .base import StoreRejected, StoreUnavailable
 
@@ -50,7 +51,7 @@ class Influx2Store:
         self.url = url.rstrip("/")
         self.org = org
         self.bucket = bucket
-        self.name = f"influx2 {self.url} org={org} bucket={bucket}"
+        self.name = f"influx2 {redact_url(self.url)} org={org} bucket={bucket}"
         # (connect, read) timeouts in ms; retries=False: urllib3 raises on the first failure.
         self._client = InfluxDBClient(
             url=self.url,
@@ -77,7 +78,7 @@ class Influx2Store:
             raise StoreRejected(f"{self.name}: HTTP {status}: {message}", status) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Connection refused/reset, DNS, TLS, timeouts: all urllib3 HTTPError subclasses.
-            raise StoreUnavailable(f"{self.name}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"{self.name}: {redact_text(_reason(exc))}") from None
 
     def write_batch(self, batch: Batch) -> None:
         """A typed batch, encoded to line protocol here: the wire is the only place it is text."""

@@ -53,6 +53,7 @@ from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
 from puewatch.core.timefmt import NS, format_time, format_times
 from puewatch.report.engine import MeterReadings
+from puewatch.redact import redact_url
 
 CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 
@@ -241,14 +242,14 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
         password = read_secret(s.password, s.password_file, "store.influx1.password_file") or None
         return (Influx1Store(s.url, s.database, rp=s.retention_policy or None, user=s.user or None, password=password,
                              timeout_s=max(s.timeout_s, 60.0)),
-                {"kind": "influx1", "url": s.url.rstrip("/"), "database": s.database})
+                {"kind": "influx1", "url": redact_url(s.url.rstrip("/")), "database": s.database})
     elif conf.store.kind == "influx2":
         s = conf.store.influx2
         token = (read_secret("", token_file, "--token-file") if token_file
                  else read_secret(s.token, s.token_file, "store.influx2.token_file")) or None
         db = database or s.bucket
         return (Influx1Store(s.url, db, token=token, timeout_s=max(s.timeout_s, 60.0)),
-                {"kind": "influx2", "url": s.url.rstrip("/"), "database": db})
+                {"kind": "influx2", "url": redact_url(s.url.rstrip("/")), "database": db})
     else:
         path = Path(conf.store.embedded.path if conf.store.embedded and conf.store.embedded.path
                     else Path(conf.collector.state_dir) / "puewatch.sqlite")
