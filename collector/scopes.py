@@ -140,7 +140,7 @@ class WriteScopes:
             if not matched:
                 return f"it is none of the meters {measurement!r} holds, and only meters' feeders write {measurement!r}"
             other = next(m for m in matched if m not in mine)
-            return f"it is meter {other!r}'s series; only a feeder token naming {other!r} writes it"
+            return f"it is the series of meter {other!r}; only a feeder token naming {other!r} writes it"
         if measurement in schema.AGENT_MEASUREMENTS:
             if scope is None or scope.kind != AGENT:
                 return "a feeder token writes only its meters' series"
