@@ -43,11 +43,12 @@ def scoped(make_server, tmp_path):
     return make_server(sink, tokens=tokens, scopes=scopes)
 
 
-def write(port: int, writer: str, body: str, v1: bool = False) -> tuple[int, dict]:
+def write(port: int, writer: str, body: str, v1: bool = False, token: str | None = None) -> tuple[int, dict]:
+    token = token or TOK[writer]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        path = f"/write?db=x&u={writer}&p={TOK[writer]}" if v1 else "/api/v2/write?bucket=b&org=o"
-        conn.request("POST", path, body=body.encode(), headers={} if v1 else {"Authorization": f"Token {TOK[writer]}"})
+        path = f"/write?db=x&u={writer}&p={token}" if v1 else "/api/v2/write?bucket=b&org=o"
+        conn.request("POST", path, body=body.encode(), headers={} if v1 else {"Authorization": f"Token {token}"})
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, json.loads(data) if data else {}
@@ -184,3 +185,36 @@ def test_what_the_agent_writes_is_its_node_s_to_write():
     scopes = WriteScopes(Tokens({"gpu-a-1": "a" * 20, "gpu-a-2": "b" * 20}).scopes)
     assert scopes.refusal("gpu-a-1", result.series) is None
     assert scopes.refusal("gpu-a-2", result.series)[1] == len(result.series)
+
+
+def test_token_add_writes_both_copies_and_prints_no_token(make_server, tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    tokens = tmp_path / "tokens"
+
+    def add(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "puewatch.cli", "token", "add", "--file", str(tokens), *argv],
+                              capture_output=True, text=True, timeout=60)
+
+    a = add("node-a")
+    f = add("telegraf", "--feeder", "incomer", "--out", str(tmp_path / "tg.token"))
+    assert a.returncode == f.returncode == 0, a.stderr + f.stderr
+    own_a = (tmp_path / "node-a.token").read_text().strip()
+    own_f = (tmp_path / "tg.token").read_text().strip()
+    for path in (tokens, tmp_path / "node-a.token", tmp_path / "tg.token"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert len(own_a) >= 40 and own_a != own_f
+    assert own_a not in a.stdout + a.stderr and own_f not in f.stdout + f.stderr
+    assert str(tmp_path / "node-a.token") in a.stdout and str(tokens) in a.stdout
+    again = add("node-a")
+    assert again.returncode == 2 and "'node-a' already has a token" in again.stderr and own_a not in again.stderr
+    # What the command wrote is what the collector loads, with the scopes asked for.
+    loaded = Tokens.load(IngestConfig(token_file=str(tokens)))
+    assert loaded.agent_for(own_a) == "node-a" and loaded.agent_for(own_f) == "telegraf"
+    srv = make_server(RecordingSink(), tokens=loaded, scopes=WriteScopes(loaded.scopes, METERS, "s"))
+    assert write(srv.port, "node-a", GPU_A, token=own_a)[0] == 204
+    assert write(srv.port, "telegraf", INCOMER, token=own_f)[0] == 204
+    assert write(srv.port, "telegraf", UPS, token=own_f)[0] == 403
