@@ -59,6 +59,9 @@ from puewatch.core import schema
 from puewatch.lineprotocol import encode_line, series_key
 
 TOKEN = "bench-token-0123456789abcdef"
+# One token writes the 64 replayed nodes (a relay's scope, `agent:GLOB`); the meters have their feeder's.
+AGENT_SCOPE = "agent:gpu-node-*"
+METER_TOKEN = "bench-meter-token-0123456789abcdef"
 LINES_PER_BATCH = 5000
 BATCHES = 24
 CONNECTIONS = 4
@@ -226,10 +229,11 @@ def _serve(args: argparse.Namespace) -> None:
     import asyncio
 
     from puewatch.collector.ingest import IngestConfig, IngestServer, Tokens
+    from puewatch.collector.scopes import parse_scope
 
     sink = _NullSink()
     cfg = IngestConfig(port=0, token_file="(bench)", max_body_bytes=64 * 1024 * 1024, max_clock_skew_s=7200.0)  # batches lie 1 h ahead
-    server = IngestServer(cfg, Tokens({"bench": TOKEN}), sink)
+    server = IngestServer(cfg, Tokens({"bench": TOKEN}, {"bench": parse_scope(AGENT_SCOPE)}), sink)
 
     async def main() -> None:
         await server.start()
@@ -285,7 +289,7 @@ IT_W = 100_000.0
 
 def _write_config(tmp: Path, ingest_port: int, metrics_port: int, influx_port: int) -> Path:
     tokens = tmp / "tokens"
-    tokens.write_text(f"bench {TOKEN}\n")
+    tokens.write_text(f"bench {TOKEN} {AGENT_SCOPE}\nmeters {METER_TOKEN} feeder:incomer,ups\n")
     tokens.chmod(0o600)
     conf = tmp / "collector.toml"
     conf.write_text(
@@ -392,7 +396,7 @@ class _Meters(threading.Thread):
 
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Authorization": f"Token {TOKEN}", "Content-Type": "text/plain; charset=utf-8"}
+        headers = {"Authorization": f"Token {METER_TOKEN}", "Content-Type": "text/plain; charset=utf-8"}
         t_start = time.time_ns()
         next_t = time.monotonic()
         while not self.stop.is_set():

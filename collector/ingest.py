@@ -27,11 +27,14 @@ valid token it has `unauthenticated_timeout_s` for its request head and may be e
 make room: sockets opened without a token never crowd out the agents (`_Connections`;
 collector/README.md, Connection limits).
 
-Tokens identify agents. The token file (or systemd credential, `$CREDENTIALS_DIRECTORY/
-<name>`, same format) has one agent per line, `name token`; `#` starts a comment. A
-presented token is compared, in constant time, with every token (SHA-256 digests through
-`hmac.compare_digest`, no early exit), so timing reveals neither a token nor which agent
-matched. The agent's name goes to the sink with its lines.
+Tokens identify writers. The token file (or systemd credential, `$CREDENTIALS_DIRECTORY/
+<name>`, same format) has one writer per line, `name token [scope]`; `#` starts a comment.
+A presented token is compared, in constant time, with every token (SHA-256 digests through
+`hmac.compare_digest`, no early exit), so timing reveals neither a token nor which writer
+matched. The scope (collector.scopes: an agent's node, a feeder's meters) decides which
+series the writer may write: a body with any series out of scope is refused whole, 403
+naming the series (`{"code":"forbidden",...}`, v1 `{"error":...}`), nothing stored. The
+writer's name goes to the sink with its lines.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from puewatch import __version__
 from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription, TimeWindow
+from puewatch.collector.scopes import AGENT, Scope, WriteScopes, parse_scope
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 
@@ -80,7 +84,9 @@ class IngestConfig:
     tls_cert: str | None = setting(None, doc="PEM certificate (chain) file; with `tls_key`, the endpoint speaks HTTPS only.")
     tls_key: str | None = setting(None, doc="PEM private key file for `tls_cert`.")
     token_file: str | None = setting(
-        None, doc="File of agent tokens, one `name token` per line (`#` comments); should be readable by the collector only."
+        None,
+        doc="File of tokens, one `name token [scope]` per line (`#` comments; scope `agent` (the default: node `name`), "
+        "`agent:NODE-GLOB,...` or `feeder:METER,...`, see collector/README.md); mode 600. `puewatch token add` writes it.",
     )
     token_credential: str | None = setting(
         None, doc="Name of a systemd credential (`LoadCredential=`) in the token file format, read from `$CREDENTIALS_DIRECTORY`."
@@ -147,12 +153,17 @@ MIN_TOKEN_CHARS = 16
 
 
 class Tokens:
-    """Agent tokens; `agent_for(token)` compares with all of them in constant time."""
+    """Writers' tokens and scopes; `agent_for(token)` compares with all of them in constant time.
 
-    def __init__(self, tokens: dict[str, str]) -> None:
+    `scopes`: writer name -> Scope; a writer without one is an agent for the node of its name.
+    """
+
+    def __init__(self, tokens: dict[str, str], scopes: dict[str, Scope] | None = None) -> None:
         if not tokens:
             raise ConfigError("no agent tokens configured")
         self._digests = [(name, hashlib.sha256(tok.encode()).digest()) for name, tok in tokens.items()]
+        scopes = scopes or {}
+        self.scopes = {name: scopes.get(name) or Scope(AGENT) for name in tokens}
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -167,7 +178,8 @@ class Tokens:
 
     @classmethod
     def parse(cls, text: str, source: str) -> Tokens:
-        return cls(_parse_tokens(text, source))
+        scopes: dict[str, Scope] = {}
+        return cls(_parse_tokens(text, source, scopes), scopes)
 
     @classmethod
     def load(cls, config: IngestConfig) -> Tokens:
@@ -184,6 +196,7 @@ class Tokens:
                 )
             sources.append(Path(cred_dir) / config.token_credential)
         merged: dict[str, str] = {}
+        scopes: dict[str, Scope] = {}
         for path in sources:
             try:
                 st = path.stat()
@@ -194,15 +207,16 @@ class Tokens:
                 raise ConfigError(f"{path}: cannot read token file: {getattr(exc, 'strerror', None) or exc}") from None
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 log.warning("%s: token file is readable by group or others (mode %o); chmod 600 it", path, stat.S_IMODE(st.st_mode))
-            for name, token in _parse_tokens(text, str(path)).items():
+            for name, token in _parse_tokens(text, str(path), scopes).items():
                 if name in merged:
                     raise ConfigError(f"{path}: agent {name!r} is also defined in another token source")
                 merged[name] = token
-        return cls(merged)
+        return cls(merged, scopes)
 
 
-def _parse_tokens(text: str, source: str) -> dict[str, str]:
-    """`name token` lines. Errors name the file and line, never a word of the line: with the
+def _parse_tokens(text: str, source: str, scopes: dict[str, Scope]) -> dict[str, str]:
+    """`name token [scope]` lines: name -> token; each line's scope goes into `scopes` (a line
+    without one: an agent). Errors name the file and line, never the name or token: with the
     columns swapped, the "name" is the token."""
     tokens: dict[str, str] = {}
     seen: dict[str, str] = {}
@@ -212,9 +226,9 @@ def _parse_tokens(text: str, source: str) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2:
-            raise ConfigError(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s)")
-        name, token = parts
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s) (and an optional scope)")
+        name, token = parts[:2]
         if not _NAME_RE.fullmatch(name):
             raise ConfigError(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "
                               "(lines are `name token`)")
@@ -223,6 +237,11 @@ def _parse_tokens(text: str, source: str) -> dict[str, str]:
                               "(lines are `name token`: are the columns swapped?)")
         if name in tokens:
             raise ConfigError(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
+        if len(parts) == 3:
+            try:
+                scopes[name] = parse_scope(parts[2])
+            except ValueError as exc:
+                raise ConfigError(f"{source}:{lineno}: the scope (third word): {exc}") from None
         if token in seen:
             raise ConfigError(f"{source}:{lineno}: the token is the same as on line {line_of[seen[token]]}; "
                               "each agent needs its own")
@@ -275,6 +294,7 @@ class IngestStats:
     connections_evicted: int = 0  # unauthenticated connections closed to make room for a new one
     connections_unauthenticated: int = 0  # open now, no valid token presented yet
     timeouts: int = 0  # clients cut off by a header or body timeout
+    scope_refused_lines: int = 0  # well-formed lines of bodies refused whole for a series out of the writer's scope (403)
     sink_errors: int = 0
 
 
@@ -286,6 +306,7 @@ _REASONS = {
     204: "No Content",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -302,6 +323,7 @@ _REASONS = {
 _V2_CODES = {
     400: "invalid",
     401: "unauthorized",
+    403: "forbidden",
     404: "not found",
     405: "method not allowed",
     408: "request timeout",
@@ -519,10 +541,12 @@ def _peer_address(writer: asyncio.StreamWriter) -> str:
 class IngestServer:
     """The write endpoint. `await start()`, then `port` is the bound port; `await close()`."""
 
-    def __init__(self, config: IngestConfig, tokens: Tokens, sink: Sink) -> None:
+    def __init__(self, config: IngestConfig, tokens: Tokens, sink: Sink, scopes: WriteScopes | None = None) -> None:
+        """`scopes`: the site's rules (with its ingest meters); default: the tokens' scopes, no ingest meters."""
         self.config = config
         self.tokens = tokens
         self.sink = sink
+        self.scopes = scopes if scopes is not None else WriteScopes(tokens.scopes)
         window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9))
         self.parser = LineParser(getattr(sink, "subscribed", frozenset()), window)
         self.stats = IngestStats()
@@ -761,6 +785,9 @@ class IngestServer:
             result = self.parser.parse(body, precision, req.received_ns)
         except ValueError as exc:  # pragma: no cover - precision checked above
             raise _Reply(400, str(exc)) from None
+        refused = self.scopes.refusal(agent, result.series) if result.lines else None
+        if refused is not None:
+            self._forbid(agent, result.lines, *refused)
         if result.lines:
             self.received_ns = req.received_ns
             try:
@@ -784,6 +811,17 @@ class IngestServer:
             raise _Reply(400, message, close=not req.keep_alive)
         await self._send(writer, 204, keep=req.keep_alive)
         return req.keep_alive
+
+    def _forbid(self, agent: str, lines: int, why: str, series: int) -> None:
+        """Refuse the whole body: 403 naming the first series out of scope; counted, logged (rate-limited)."""
+        self.stats.scope_refused_lines += lines
+        more = f" (and {series - 1} more series out of scope)" if series > 1 else ""
+        message = f"{why}{more}; nothing of this request was stored ({lines} line(s))"
+        now = time.monotonic()
+        if now - self._warned.get("403 " + agent, -1e9) >= 60.0:
+            self._warned["403 " + agent] = now
+            log.warning("ingest: refused %d line(s) from %s: %s", lines, agent, message)
+        raise _Reply(403, message)
 
     def _warn(self, agent: str, bad: int, good: int, first: str) -> None:
         """At most one warning per agent per minute: a broken writer must not flood the log."""

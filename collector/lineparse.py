@@ -101,6 +101,9 @@ class ParseResult:
     error_count: int = 0  # all malformed lines
     points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
     time_refused: int = 0  # well-formed lines refused for a time too far from the clock (see TimeWindow)
+    # (measurement, tags) of the series of the good lines, each at least once: what a writer's
+    # scope is checked against (collector.scopes), without a pass over the lines of its own.
+    series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
 # -- the fast path: regular expressions for plain lines ------------------------------------------
@@ -538,10 +541,12 @@ class LineParser:
         subscribed = self.subscribed
         wanted: dict[bytes, tuple[str, dict[str, str]]] = {}
         series = self._series
+        distinct: list[tuple[str, dict[str, str]]] = []
         for key in set(keys):
             info = series.get(key) or self._series_info(key)
             if type(info) is str:
                 return None  # let the line-by-line pass report it
+            distinct.append(info)
             if info[0] in subscribed:
                 wanted[key] = info
         points: list[Point] = []
@@ -595,7 +600,7 @@ class LineParser:
                     else:
                         continue
                 append(new(Point, (info[0], info[1].copy(), fields, int(ts))))
-        return ParseResult(body, len(keys), [], 0, points)
+        return ParseResult(body, len(keys), [], 0, points, 0, distinct)
 
     def _candidates(self, body: bytes, measurements: set[str]) -> list[tuple[bytes, bytes]]:
         """(series key, line) for the lines of a fast-path body that contain a wanted field's bytes, in body order.
@@ -647,6 +652,8 @@ class LineParser:
         series = self._series
         line_re = _LINE_RE.fullmatch
         changed = False  # whether the body must be rebuilt from `out`
+        seen: dict[bytes, tuple[str, dict[str, str]]] = {}  # fast-path series keys of good lines
+        slow_series: list[tuple[str, dict[str, str]]] = []
 
         def fail(text: bytes, fault: str, where: str) -> None:
             nonlocal error_count
@@ -690,6 +697,7 @@ class LineParser:
                             changed = True
                             continue
                     out.append(line)
+                    seen[key] = info
                     if info[0] in subscribed:
                         wanted_fields = needles[info[0]]
                         if wanted_fields is None or any(n in line for n in wanted_fields):
@@ -730,6 +738,7 @@ class LineParser:
                     refuse(text, fault, where)
                     continue
             out.append(text[:end_fields] + b" " + str(time_ns).encode())
+            slow_series.append((measurement, tags))
             if measurement in subscribed:
                 p = Point(measurement, tags, fields, time_ns)
                 if self._carries(p):
@@ -742,7 +751,7 @@ class LineParser:
             new_body = b"\n".join(out)
         else:
             new_body = b""
-        return ParseResult(new_body, count, errors, error_count, points, time_refused)
+        return ParseResult(new_body, count, errors, error_count, points, time_refused, [*seen.values(), *slow_series])
 
 
 _RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"

@@ -225,6 +225,7 @@ class Collector:
 
     async def run(self) -> int:
         from puewatch.collector.ingest import IngestServer, Tokens
+        from puewatch.collector.scopes import WriteScopes
         from puewatch.collector.snmp.poller import Poller
         from puewatch.collector.snmp.profiles import load_profiles
         from puewatch.collector.stores.spool import StoreWriter
@@ -260,7 +261,12 @@ class Collector:
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
-        ingest = IngestServer(conf.ingest, tokens, self)
+        scopes = WriteScopes(tokens.scopes, conf.meters, self.site.name)
+        scopes.check_meters(conf.meters)
+        for meter in scopes.unfed_meters():
+            log.warning("meter %s is fed through ingest but no token is its feeder (feeder:%s in the token file): "
+                        "its writes are refused (403)", meter, meter)
+        ingest = IngestServer(conf.ingest, tokens, self, scopes)
         st = ingest.stats
         self.metrics.add_ingest(
             lambda: {
@@ -270,6 +276,8 @@ class Collector:
                 "clock_skew_refused": st.clock_skew_refused,
                 "bytes_received": st.bytes_received,
                 "unauthorized": st.requests.get(401, 0),
+                "forbidden": st.requests.get(403, 0),
+                "scope_refused_lines": st.scope_refused_lines,
                 "too_large": st.requests.get(413, 0),
                 "timeouts": st.timeouts,
                 "connections_open": st.connections_open,

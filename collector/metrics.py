@@ -31,6 +31,10 @@ _INGEST = {
     ),
     "bytes_received": ("puewatch_ingest_received_bytes", "Request body bytes received (before decompression)", True),
     "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
+    "forbidden": ("puewatch_ingest_forbidden", "Requests refused whole for a series out of the token's scope (403)", True),
+    "scope_refused_lines": (
+        "puewatch_ingest_scope_refused_lines", "Well-formed lines of the requests refused for their scope (403)", True
+    ),
     "too_large": ("puewatch_ingest_too_large", "Requests refused as too large (413)", True),
     "timeouts": ("puewatch_ingest_timeouts", "Connections cut off by a timeout", True),
     "connections_open": ("puewatch_ingest_connections", "Open ingest connections", False),

@@ -31,6 +31,7 @@ _COMMANDS: dict[str, str] = {
     "report": "puewatch.commands:register_report",
     "sign": "puewatch.commands:register_sign",
     "snmp": "puewatch.commands:register_snmp",
+    "token": "puewatch.commands:register_token",
     "verify": "puewatch.commands:register_verify",
 }
 

@@ -239,6 +239,24 @@ def register_keys(sub: argparse._SubParsersAction) -> None:
     n.set_defaults(handler="puewatch.signing:keys_new_main")
 
 
+def register_token(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("token", help="tokens of the collector's ingest endpoint")
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    a = tsub.add_parser(
+        "add",
+        help="add a writer (a node's agent, or a feeder of meters) with a fresh random token",
+        description="Appends `NAME TOKEN [SCOPE]` to the token file (created mode 0600) and writes the token alone to "
+        "the writer's copy (mode 0600, never overwritten) to install on the node; the token is printed nowhere. "
+        "Without --feeder or --nodes the token writes node NAME's series (collector/README.md, Tokens).",
+    )
+    a.add_argument("name", metavar="NAME", help="the node's name (the agent's `node`), or the feeder's")
+    a.add_argument("--file", required=True, metavar="PATH", help="the collector's token file (`[ingest] token_file`)")
+    a.add_argument("--feeder", metavar="METERS", help="a feeder token for these ingest meters (comma-separated)")
+    a.add_argument("--nodes", metavar="GLOBS", help="a relay's agent token for the nodes these globs match (comma-separated)")
+    a.add_argument("--out", metavar="PATH", help="the writer's copy of the token (default: NAME.token beside the token file)")
+    a.set_defaults(handler="puewatch.collector.tokenfile:add_main")
+
+
 def register_sign(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sign",

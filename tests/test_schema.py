@@ -67,3 +67,13 @@ def test_what_is_stored_under_a_meter_source_is_what_the_report_reads(tmp_path, 
     got = read_meter(store, site, "it", 0, 10**10)
     values = got.energy_wh if source.register else got.power_w
     assert got.t_ns.tolist() == t.tolist() and values.tolist() == (v * source.factor).tolist()
+
+
+@pytest.mark.parametrize("measurement", ["snmp_reading", "pue", "gpu_power"])
+def test_an_ingest_meter_cannot_read_the_collector_s_or_the_agents_series(measurement):
+    # A feeder writing snmp_reading would pass for an SNMP meter; the collector's series are its own.
+    m = Meter(role="facility_input", measurement=measurement, tags={"device": "incomer"}, field="value", unit="Wh",
+              register=True)
+    assert [k for k, _ in m.check()] == ["measurement"]
+    with pytest.raises(ValueError, match=f"'{measurement}' is"):
+        schema.meter_sources("s", m)

@@ -18,6 +18,13 @@ A meter's own readings (what the pipeline and the reports take as its input) com
 `meter_sources()`: an SNMP meter's `snmp_reading` series, or an ingest meter's series as
 it arrived (its `measurement`, `tags`, `field`, converted by the unit factor of
 `core.site.UNITS`). Agents' GPU energy arrives as `gpu_power` lines carrying `energy_mj`.
+
+Who may write what (the ingest endpoint's token scopes, `collector.scopes`): the series
+above are the collector's own (`COLLECTOR_MEASUREMENTS`), which no client writes; the
+measurements agents write (`AGENT_MEASUREMENTS`) carry a `node` tag that must be the
+writing agent's; an ingest meter's series is written only by a feeder token naming the
+meter, and an ingest meter never reads from a measurement of either set
+(`ingest_measurement_fault`), so a client-written series cannot pass for an SNMP reading.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ from puewatch.core.site import UNITS, Meter
 
 __all__ = [
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
-    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
-    "meter_sources", "ppue", "rating_sources", "pue", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
+    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
+    "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
+    "meter_sources", "ppue", "pue", "rating_sources", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
 ]
 
 SNMP_READING = "snmp_reading"
@@ -56,6 +64,14 @@ SNMP_RATING_READINGS: Mapping[str, str] = {"rated_power": "W", "rated_apparent_p
 GPU_POWER = "gpu_power"
 GPU_ENERGY_MJ = "energy_mj"
 GPU_ENERGY_ESTIMATED = "energy_estimated"
+
+# The collector's own series: derived from what it polled and received, never written by a client.
+COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE))
+# What the node agent writes (agent/sources, agent/main.py), every line with its node's `node` tag.
+AGENT_MEASUREMENTS = frozenset(
+    (GPU_POWER, "gpu_state", "gpu_info", "gpu_process", "host", "host_rapl", "puewatch_event", "puewatch_agent")
+)
+NODE_TAG = "node"
 
 ENERGY_WH = "energy_wh"
 VOLUME_L = "volume_l"
@@ -137,6 +153,19 @@ class MeterSource:
         return all(tags.get(k) == v for k, v in self.tags.items())
 
 
+def ingest_measurement_fault(measurement: str) -> str | None:
+    """Why an ingest meter may not read from `measurement` (None: it may).
+
+    The collector's own series and the agents' are written under other scopes than a
+    feeder's: a meter reading them could be fed by a writer that is not its feeder.
+    """
+    if measurement in COLLECTOR_MEASUREMENTS:
+        return f"{measurement!r} is the collector's own series; an ingest meter reads the series its feeder writes"
+    if measurement in AGENT_MEASUREMENTS:
+        return f"{measurement!r} is written by the node agents; an ingest meter reads the series its feeder writes"
+    return None
+
+
 def meter_sources(site: str, m: Meter) -> list[MeterSource]:
     """The series a meter's readings are stored in, the preferred first.
 
@@ -151,6 +180,9 @@ def meter_sources(site: str, m: Meter) -> list[MeterSource]:
         if m.reading:
             return [snmp(m.reading, "Wh", True, snmp(m.reading, "W", False))]
         return [snmp(SNMP_ENERGY_READING, "Wh", True), snmp(SNMP_POWER_READING, "W", False)]
+    fault = ingest_measurement_fault(m.measurement)
+    if fault is not None:  # Meter.check refuses such a site file; never read one anyway
+        raise ValueError(fault)
     return [MeterSource(m.measurement, dict(m.tags), m.field, m.register, UNITS[m.unit][1])]
 
 

@@ -160,6 +160,11 @@ class Meter:
         if bool(self.device) == bool(self.measurement):
             problems.append(("device", "set exactly one source: `device` (SNMP) or `measurement` (ingest series)"))
         if self.measurement:
+            from puewatch.core.schema import ingest_measurement_fault  # schema imports this module
+
+            fault = ingest_measurement_fault(self.measurement)
+            if fault is not None:
+                problems.append(("measurement", fault))
             if not self.field:
                 problems.append(("field", "an ingest series needs the field that holds the value"))
             if not self.unit:

@@ -22,7 +22,8 @@ for _p in (_TESTS, _TESTS / "snmp"):  # servers.py, snmp_support.py
 
 from servers import free_port, http  # noqa: E402
 
-TOKEN = "agent-token-0123456789abcdef"
+TOKEN = "agent-token-0123456789abcdef"  # agent gpu-a-1's
+FEEDER_TOKEN = "feeder-token-0123456789abcdef"  # the feeder of INGEST_METERS (a Telegraf reading Modbus)
 PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
 
 # Two meters fed through ingest: an incomer power gauge (kW) and a UPS output energy register (Wh).
@@ -48,9 +49,10 @@ register = true
 
 def write_config(tmp: Path, ingest_port: int, metrics_port: int, extra: str = "", *, meters: str = INGEST_METERS,
                  windows: str = '["1m", "2m"]', settle_s: float = 3.0) -> Path:
-    """collector.toml in `tmp` (state in tmp/state), with a token file for agent gpu-a-1."""
+    """collector.toml in `tmp` (state in tmp/state), with a token file for agent gpu-a-1 (and the feeder of INGEST_METERS)."""
     tokens = tmp / "tokens"
-    tokens.write_text(f"gpu-a-1 {TOKEN}\n")
+    feeder = f"telegraf {FEEDER_TOKEN} feeder:incomer,ups\n" if meters == INGEST_METERS else ""
+    tokens.write_text(f"gpu-a-1 {TOKEN}\n{feeder}")
     tokens.chmod(0o600)
     conf = tmp / "collector.toml"
     conf.write_text(
@@ -79,13 +81,13 @@ nodes = ["gpu-a-*"]
     return conf
 
 
-def post(port: int, body: str) -> int:
-    """POST line protocol (ns precision) to the collector's v2 write endpoint; returns the status."""
+def post(port: int, body: str, token: str = TOKEN) -> int:
+    """POST line protocol (ns precision) to the collector's v2 write endpoint (as agent gpu-a-1); returns the status."""
     status, _ = http(
         "POST",
         f"http://127.0.0.1:{port}/api/v2/write?bucket=b&org=o&precision=ns",
         body.encode(),
-        {"Authorization": f"Token {TOKEN}"},
+        {"Authorization": f"Token {token}"},
     )
     return status
 

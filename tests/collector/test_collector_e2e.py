@@ -14,7 +14,7 @@ import pytest
 
 from puewatch.collector.stores.embedded import EmbeddedStore
 
-from collector_support import PUEWATCH, free_port, post, wait_port, write_config  # noqa: E402
+from collector_support import FEEDER_TOKEN, PUEWATCH, free_port, post, wait_port, write_config  # noqa: E402
 
 
 def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_store(tmp_path):
@@ -46,15 +46,16 @@ def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_sto
             now = time.time_ns()
             energy = 1000.0 + 100_000.0 * (now - t_start) / 3.6e12
             mj = 300_000.0 * (now - t_start) / 1e9  # 300 W in mJ
+            meters = f"modbus,meter=incomer power_kw=130.0 {now}\nmodbus,meter=ups energy_wh={energy!r} {now}\n"
+            assert post(ingest_port, meters, FEEDER_TOKEN) == 204
             body = (
-                f"modbus,meter=incomer power_kw=130.0 {now}\n"
-                f"modbus,meter=ups energy_wh={energy!r} {now}\n"
                 f"gpu_power,gpu=0,node=gpu-a-1,uuid=GPU-1 power_average_w=300.0,energy_mj={int(mj)}i {now}\n"
                 f"gpu_power,gpu=1,node=gpu-a-1,uuid=GPU-2 power_average_w=300.0,energy_mj={int(mj)}i {now}\n"
             )
             assert post(ingest_port, body) == 204
             time.sleep(0.5)
-        assert post(ingest_port, "modbus,meter=ups energy_wh=\n") == 400
+        assert post(ingest_port, "modbus,meter=ups energy_wh=\n", FEEDER_TOKEN) == 400
+        assert post(ingest_port, f"modbus,meter=ups energy_wh=1 {time.time_ns()}\n") == 403  # the agent is no feeder
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         values = {
             line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
@@ -64,6 +65,7 @@ def test_collector_computes_pue_from_ingested_meters_and_writes_the_embedded_sto
         assert values['puewatch_ratio{ratio="pue",window="1m"}'] == pytest.approx(1.3, rel=1e-9)
         assert 0 < values['puewatch_ratio_coverage{ratio="pue",window="1m"}'] < 1
         assert "puewatch_ingest_parse_errors_total 1.0" in metrics
+        assert "puewatch_ingest_forbidden_total 1.0" in metrics and "puewatch_ingest_scope_refused_lines_total 1.0" in metrics
         assert "puewatch_store_points_written_total" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from collector_support import CollectorProcess, free_port, post, scrape, write_config
+from collector_support import FEEDER_TOKEN, CollectorProcess, free_port, post, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 
 SECOND = 10**9
@@ -22,7 +22,7 @@ def feed(ingest_port: int, seconds: float, t_origin: int) -> None:
         now = time.time_ns()
         energy = 1000.0 + 100_000.0 * (now - t_origin) / 3.6e12
         body = f"modbus,meter=incomer power_kw=130.0 {now}\nmodbus,meter=ups energy_wh={energy!r} {now}\n"
-        assert post(ingest_port, body) == 204
+        assert post(ingest_port, body, FEEDER_TOKEN) == 204
         time.sleep(0.5)
 
 

@@ -12,8 +12,12 @@ import pytest
 
 from puewatch.collector.ingest import IngestConfig, IngestServer, Tokens
 from puewatch.collector.lineparse import Point
+from puewatch.collector.scopes import parse_scope
 
 TOKENS = {"node-a": "tok-aaaaaaaaaaaaaaaaaaaa", "node-b": "tok-bbbbbbbbbbbbbbbbbbbb"}
+# The protocol tests write any node's lines with either token: both are relays for every node.
+# test_ingest_scopes.py gives its servers the token file's own scopes.
+RELAY_SCOPES = {name: parse_scope("agent:*") for name in TOKENS}
 
 
 class RecordingSink:
@@ -32,11 +36,11 @@ class RecordingSink:
 
 
 class ServerThread:
-    def __init__(self, config: IngestConfig, sink: RecordingSink) -> None:
+    def __init__(self, config: IngestConfig, sink: RecordingSink, tokens: Tokens | None = None, scopes=None) -> None:
         self.config = config
         self.sink = sink
         self.loop = asyncio.new_event_loop()
-        self.server = IngestServer(config, Tokens(TOKENS), sink)
+        self.server = IngestServer(config, tokens or Tokens(TOKENS, RELAY_SCOPES), sink, scopes)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> ServerThread:
@@ -60,9 +64,9 @@ class ServerThread:
 def make_server() -> Iterator:
     started: list[ServerThread] = []
 
-    def make(sink: RecordingSink | None = None, **overrides) -> ServerThread:
+    def make(sink: RecordingSink | None = None, tokens: Tokens | None = None, scopes=None, **overrides) -> ServerThread:
         cfg = IngestConfig(port=0, token_file="(given directly)", **overrides)
-        s = ServerThread(cfg, sink or RecordingSink()).start()
+        s = ServerThread(cfg, sink or RecordingSink(), tokens, scopes).start()
         started.append(s)
         return s
 

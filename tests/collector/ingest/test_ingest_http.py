@@ -49,13 +49,13 @@ def test_influxdb_client_v2_write(server):
         api = client.write_api(write_options=SYNCHRONOUS)
         api.write(bucket="pue", record=LINES.decode())
         t = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-        api.write(bucket="pue", record=Point("gpu_power").tag("gpu", "1").field("power_average_w", 250.25).time(t, WritePrecision.S), write_precision=WritePrecision.S)
+        api.write(bucket="pue", record=Point("gpu_power").tag("gpu", "1").tag("node", "n1").field("power_average_w", 250.25).time(t, WritePrecision.S), write_precision=WritePrecision.S)
     (agent1, body1, n1, pts1), (agent2, body2, n2, pts2) = server.sink.calls
     assert agent1 == agent2 == "node-a"
     assert body1 == LINES and n1 == 3
     assert [p.fields["energy_mj"] for p in pts1] == [123456789]  # only the subscribed measurement
-    assert body2 == b"gpu_power,gpu=1 power_average_w=250.25 1704067200000000000\n" and n2 == 1
-    assert pts2[0].time_ns == 1704067200 * 10**9 and pts2[0].tags == {"gpu": "1"}
+    assert body2 == b"gpu_power,gpu=1,node=n1 power_average_w=250.25 1704067200000000000\n" and n2 == 1
+    assert pts2[0].time_ns == 1704067200 * 10**9 and pts2[0].tags == {"gpu": "1", "node": "n1"}
     assert server.stats.lines_accepted == 4 and server.stats.requests[204] == 2
 
 
