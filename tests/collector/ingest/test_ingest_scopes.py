@@ -151,8 +151,8 @@ def test_feeders_must_name_ingest_meters(tmp_path):
 
 def test_scope_column_errors(tmp_path):
     for text, error in [
-        ("a aaaaaaaaaaaaaaaa feeder\n", r"tokens:1: 'a': scope 'feeder': a feeder names its meters"),
-        ("a aaaaaaaaaaaaaaaa agent:\n", r"tokens:1: 'a': scope 'agent:': node patterns are"),
+        ("a aaaaaaaaaaaaaaaa feeder\n", r"tokens:1: the scope \(third word\): scope 'feeder': a feeder names its meters"),
+        ("a aaaaaaaaaaaaaaaa agent:\n", r"tokens:1: the scope \(third word\): scope 'agent:': node patterns are"),
         ("a aaaaaaaaaaaaaaaa b c\n", r"tokens:1: expected `name token`, got 4 word"),
     ]:
         write_tokens(tmp_path / "tokens", text)
