@@ -109,8 +109,8 @@ class ParseResult:
 
 # A name character on the fast path: no whitespace, separators, escapes or quotes. (Those are
 # legal in places; such lines take the slow path.)
-_N = rb'[^\s,=\\"]'
-_MEAS = rb'[^\s,=\\"#]' + _N + rb"*+"
+_N = rb'[^\s,=\\"\x00-\x1f\x7f]'
+_MEAS = rb'[^\s,=\\"#\x00-\x1f\x7f]' + _N + rb"*+"
 _KEY = rb"(?!time=)" + _N + rb"++"
 # Values whose syntax alone guarantees they are in range and finite: at most 18 integer
 # digits (int64, and float mantissas), 19 for uint64, 300 fraction digits and two-digit
@@ -339,40 +339,75 @@ def _string(line: bytes, i: int) -> tuple[str, int]:
     raise _Unterminated("unbalanced quotes")
 
 
+def _after_key(line: bytes, i: int, stops: tuple[int, ...]) -> int:
+    """Index of the first byte in `stops` at or after i+1 that is not preceded by a backslash (len if none).
+
+    InfluxDB 1.x's rule for measurements and tags: a byte is escaped when the byte before it is a
+    backslash, whatever escapes that backslash (so `east\\\\ ` holds an escaped space). Field keys
+    and values use the other rule (`_scan_to`: a backslash escapes the next byte)."""
+    n = len(line)
+    i += 1
+    while i < n:
+        if line[i] in stops and line[i - 1] != _BSL:
+            return i
+        i += 1
+    return n
+
+
+_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _no_control(raw: bytes, what: str) -> bytes:
+    """`raw`, unless it holds an ASCII control character: names are shown in reports and Grafana,
+    where those are invisible (InfluxDB 2.x refuses them too; influxd 1.6.7 takes them)."""
+    m = _CONTROL_RE.search(raw)
+    if m is not None:
+        raise _LineError(f"invalid character {chr(m.group()[0])!r} in {what}")
+    return raw
+
+
+def _unescape_key(raw: bytes, specials: bytes) -> bytes:
+    """InfluxDB 1.x's unescaping of measurements and tags: `\\,` `\\ ` (and `\\=` in tags) replaced in turn."""
+    if b"\\" in raw:
+        for c in specials:
+            raw = raw.replace(b"\\" + bytes((c,)), bytes((c,)))
+    return raw
+
+
 def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int | str | bool], int | None, int]:
     """(measurement, tags, fields, timestamp in the request's unit or None, end of the field set)."""
     n = len(line)
-    # measurement
+    # measurement (InfluxDB 1.x's scanMeasurement: its first byte is never a separator)
     if line[0] == _COMMA:
         raise _LineError("missing measurement")
-    i = _scan_to(line, 0, (_COMMA, _SP))
-    measurement = _decode(_unescape(line[:i], b", "))
+    i = _after_key(line, 0, (_COMMA, _SP))
+    measurement = _decode(_unescape_key(_no_control(line[:i], "measurement"), b", "))
     if i >= n:
         raise _LineError("missing fields")
     tags: dict[str, str] = {}
-    # tags
+    # tags (scanTagsKey, scanTagsValue: a value may start with `=`)
     while line[i] == _COMMA:
         i += 1
-        j = _scan_to(line, i, (_EQ, _COMMA, _SP))
-        if j == i:
+        if i >= n or line[i] in (_SP, _COMMA, _EQ):
             raise _LineError("missing tag key")
+        j = _after_key(line, i, (_EQ, _COMMA, _SP))
         if j >= n or line[j] != _EQ:
             raise _LineError("missing tag value")
         k = j + 1
-        e = _scan_to(line, k, (_EQ, _COMMA, _SP))
-        if e < n and line[e] == _EQ:
-            raise _LineError("invalid tag format")
-        if e == k:
+        if k >= n or line[k] in (_COMMA, _SP):
             raise _LineError("missing tag value")
-        key = _decode(_unescape(line[i:j], b",= "))
+        e = _after_key(line, k, (_EQ, _COMMA, _SP))
+        if e >= n:
+            raise _LineError("missing fields")
+        if line[e] == _EQ:
+            raise _LineError("invalid tag format")
+        key = _decode(_unescape_key(_no_control(line[i:j], "tag key"), b", ="))
         if key in tags:
             raise _LineError("duplicate tags")
         if key == "time":
             raise _LineError(f'invalid tag key: input tag "time" on measurement "{measurement}" is invalid')
-        tags[key] = _decode(_unescape(line[k:e], b",= "))
+        tags[key] = _decode(_unescape_key(_no_control(line[k:e], "tag value"), b", ="))
         i = e
-        if i >= n:
-            raise _LineError("missing fields")
     # fields
     while i < n and line[i] == _SP:
         i += 1
@@ -385,7 +420,11 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             raise _LineError("invalid field format")
         if j == i:
             raise _LineError("missing field key")
-        key = _decode(_unescape(line[i:j], b",= "))
+        if line[j - 1] == _BSL:
+            # `k\\=v`: InfluxDB 1.x finds this key's end by one escaping rule and reads its value by the
+            # other; influxd 1.6.7 panics on some such lines (`m \\="="`), misreads the rest.
+            raise _LineError("field key ends in a backslash")
+        key = _decode(_unescape(_no_control(line[i:j], "field key"), b',= "'))
         if key == "time":
             raise _LineError(f'invalid field name: input field "time" on measurement "{measurement}" is invalid')
         k = j + 1
