@@ -1,7 +1,7 @@
 """InfluxDB-compatible write endpoints: what agents and Telegraf send to the collector.
 
     POST /api/v2/write?bucket=&org=&precision=ns|us|ms|s     Authorization: Token T | Bearer T
-    POST /write?db=&rp=&precision=n|ns|u|us|ms|s|m|h           u=&p=T, Basic (password T), Token, Bearer
+    POST /write?db=&rp=&precision=n|ns|u|ms|s|m|h              u=&p=T, Basic (password T), Token, Bearer
     GET  /ping     204, as InfluxDB
     GET  /health   200 {"status": "pass", ...}
     GET  /ready    200 {"status": "ready", ...}, as InfluxDB 2.x
@@ -57,7 +57,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from puewatch import __version__
 from puewatch.collector.fieldtypes import FieldTypes
-from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription, TimeWindow
+from puewatch.collector.lineparse import LineParser, Point, Subscription, TimeWindow
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 
@@ -68,6 +68,9 @@ log = logging.getLogger("puewatch.collector.ingest")
 MAX_HEAD_BYTES = 64 * 1024
 MAX_ERRORS_IN_REPLY = 10
 _V2_PRECISIONS = ("ns", "us", "ms", "s")
+# InfluxDB 1.x's /write names. influxd 1.6.7 reads any other value (`us` included) as nanoseconds,
+# storing times a thousand times off: refused here instead.
+_V1_PRECISIONS = ("n", "ns", "u", "ms", "s", "m", "h")
 
 
 @dataclass
@@ -580,7 +583,7 @@ class IngestServer:
         if length > cfg.max_body_bytes:
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {cfg.max_body_bytes} bytes", close=True)
         precision = params.get("precision", ["ns"])[-1] or "ns"
-        allowed = _V2_PRECISIONS if req.api == "v2" else tuple(PRECISIONS)
+        allowed = _V2_PRECISIONS if req.api == "v2" else _V1_PRECISIONS
         encoding = h.get("content-encoding", "identity").strip().lower()
         problem = None
         if precision not in allowed:

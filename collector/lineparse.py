@@ -435,19 +435,22 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             value, e = _string(line, k)
             if e < n and line[e] not in (_COMMA, _SP):
                 raise _LineError("invalid field format")
-            fields[key] = value
         else:
             e = k
             while e < n and line[e] not in (_COMMA, _SP):
                 e += 1
             raw = line[k:e]
             if c == 45 or c == 46 or 48 <= c <= 57 or c in (78, 110):  # - . digits N n
-                fields[key] = _number(raw)
+                value = _number(raw)
             else:
-                b = _BOOLS.get(raw)
-                if b is None:
+                value = _BOOLS.get(raw)
+                if value is None:
                     raise _LineError("invalid boolean")
-                fields[key] = b
+        if key in fields and kind_of(fields[key]) != kind_of(value):
+            # The last value wins, as in influxd, but only of the same type: influxd refuses the line.
+            raise _LineError(f"field type conflict: input field '{key}' given twice, as type "
+                             f"{kind_of(fields[key])} and as type {kind_of(value)}")
+        fields[key] = value
         i = e
         if i >= n or line[i] == _SP:
             break
@@ -644,7 +647,10 @@ class LineParser:
                     return False
                 m = info[0]
                 if 34 in line:  # '"': a string may hold `,` `=` and spaces; read the line exactly
-                    pairs = [(k.encode(), kind_of(v)) for k, v in _parse_slow(line)[2].items()]
+                    try:
+                        pairs = [(k.encode(), kind_of(v)) for k, v in _parse_slow(line)[2].items()]
+                    except _LineError:
+                        return False
                 else:
                     pairs = [(k, kind_by_last[v[-1]]) for k, _, v in
                              (item.partition(b"=") for item in line[len(key) + 1 : line.rfind(b" ")].split(b","))]
@@ -855,7 +861,13 @@ class LineParser:
                             refuse(line, fault, f"line {i}")
                             changed = True
                             continue
-                    if unstorable(line, info[0], len(key), _parse_slow(line)[2], f"line {i}"):
+                    try:
+                        fields = _parse_slow(line)[2]
+                    except _LineError as exc:  # a field given twice with two types
+                        fail(line, str(exc), f"line {i}")
+                        changed = True
+                        continue
+                    if unstorable(line, info[0], len(key), fields, f"line {i}"):
                         changed = True
                         continue
                     out.append(line)
