@@ -1,9 +1,12 @@
 """InfluxDB-compatible write endpoints: what agents and Telegraf send to the collector.
 
     POST /api/v2/write?bucket=&org=&precision=ns|us|ms|s     Authorization: Token T | Bearer T
-    POST /write?db=&rp=&precision=n|ns|u|us|ms|s|m|h           u=&p=T, Basic (password T), Token, Bearer
+    POST /write?db=&rp=&precision=n|ns|u|ms|s|m|h              u=&p=T, Basic (password T), Token, Bearer
     GET  /ping     204, as InfluxDB
     GET  /health   200 {"status": "pass", ...}
+    GET  /ready    200 {"status": "ready", ...}, as InfluxDB 2.x
+    GET|POST /query  v1 clients' connect statements only: `SHOW DATABASES`, `CREATE DATABASE x`
+                     (a no-op success); anything else 400 saying where reads go
 
 The server is `asyncio.start_server` with a small, strict HTTP/1.1 reader (keep-alive,
 `Content-Length` or chunked bodies, `Expect: 100-continue`, gzip), standard library
@@ -59,7 +62,8 @@ from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from puewatch import __version__
-from puewatch.collector.lineparse import PRECISIONS, LineParser, Point, Subscription, TimeWindow
+from puewatch.collector.fieldtypes import FieldTypes
+from puewatch.collector.lineparse import LineParser, Point, Subscription, TimeWindow
 from puewatch.collector.scopes import AGENT, Scope, WriteScopes, parse_scope
 from puewatch.config import setting
 from puewatch.errors import ConfigError
@@ -73,6 +77,9 @@ MAX_ERRORS_IN_REPLY = 10
 LINGER_S = 1.0  # how long input is discarded after an error reply that closes
 MAX_CHUNK_LINE_BYTES = 4096  # a chunk-size line with extensions, or a trailer field
 _V2_PRECISIONS = ("ns", "us", "ms", "s")
+# InfluxDB 1.x's /write names. influxd 1.6.7 reads any other value (`us` included) as nanoseconds,
+# storing times a thousand times off: refused here instead.
+_V1_PRECISIONS = ("n", "ns", "u", "ms", "s", "m", "h")
 
 
 @dataclass
@@ -285,6 +292,7 @@ class IngestStats:
     requests: Counter = field(default_factory=Counter)  # by HTTP status
     lines_accepted: int = 0
     parse_errors: int = 0  # bad lines (dropped, reported to the client)
+    store_refused: int = 0  # well-formed lines the store would refuse: field type conflict, unsigned, key length
     clock_skew_refused: int = 0  # lines refused for a time outside max_clock_skew_s / max_age_s (reported to the client)
     bytes_received: int = 0  # request bodies as sent (compressed)
     bytes_decompressed: int = 0
@@ -336,7 +344,7 @@ _V2_CODES = {
 }
 _CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
-_ROUTES = {"/api/v2/write": "POST", "/write": "POST", "/ping": "GET", "/health": "GET"}
+_ROUTES = {"/api/v2/write": "POST", "/write": "POST", "/ping": "GET", "/health": "GET", "/ready": "GET", "/query": "GET"}
 
 
 class _Reply(Exception):
@@ -541,14 +549,19 @@ def _peer_address(writer: asyncio.StreamWriter) -> str:
 class IngestServer:
     """The write endpoint. `await start()`, then `port` is the bound port; `await close()`."""
 
-    def __init__(self, config: IngestConfig, tokens: Tokens, sink: Sink, scopes: WriteScopes | None = None) -> None:
-        """`scopes`: the site's rules (with its ingest meters); default: the tokens' scopes, no ingest meters."""
+    def __init__(self, config: IngestConfig, tokens: Tokens, sink: Sink, scopes: WriteScopes | None = None, *,
+                 types: FieldTypes | None = None, retention_s: float | None = None) -> None:
+        """`scopes`: the site's rules (with its ingest meters); default: the tokens' scopes, no ingest meters.
+        `types`: the field types lines are checked against (the store's: see collector/fieldtypes.py);
+        `retention_s`: the store's raw retention (older lines are refused, not deleted at the next upkeep)."""
         self.config = config
         self.tokens = tokens
         self.sink = sink
         self.scopes = scopes if scopes is not None else WriteScopes(tokens.scopes)
-        window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9))
-        self.parser = LineParser(getattr(sink, "subscribed", frozenset()), window)
+        self.types = types if types is not None else FieldTypes()
+        window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9),
+                            retention_ns=round((retention_s or 0) * 1e9))
+        self.parser = LineParser(getattr(sink, "subscribed", frozenset()), window, self.types)
         self.stats = IngestStats()
         self.port: int | None = None
         # Wall-clock receive time of the request whose lines the sink is being handed (for
@@ -559,6 +572,9 @@ class IngestServer:
         self._tasks: set[asyncio.Task] = set()
         self._conns = _Connections()
         self._warned: dict[str, float] = {}
+        self._databases: list[str] = []  # names clients created (CREATE DATABASE is a no-op: one store)
+        self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._started_ns = time.monotonic_ns()
         self._server_header = f"X-Influxdb-Build: puewatch\r\nX-Influxdb-Version: puewatch-{__version__}\r\n"
 
     async def start(self) -> None:
@@ -705,6 +721,8 @@ class IngestServer:
         method = _ROUTES.get(req.path)
         if method is None:
             raise _Reply(404, "path not found", close=not keep_unread)
+        if req.path == "/query" and req.method in ("GET", "POST"):
+            return await self._query(req, reader, writer)
         if req.method != method and not (method == "GET" and req.method == "HEAD"):
             raise _Reply(405, f"method {req.method} not allowed on {req.path}; use {method}", close=not keep_unread)
         if req.path == "/ping":
@@ -716,7 +734,48 @@ class IngestServer:
             ).encode()
             await self._send(writer, 200, body if req.method == "GET" else b"", keep=keep_unread)
             return keep_unread
+        if req.path == "/ready":
+            body = json.dumps({"status": "ready", "started": self._started, "up": _uptime(self._started_ns)}).encode()
+            await self._send(writer, 200, body if req.method == "GET" else b"", keep=keep_unread)
+            return keep_unread
         return await self._write(req, reader, writer)
+
+    async def _query(self, req: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """The statements InfluxDB 1.x clients issue on connect; the collector stores, it does not answer reads."""
+        params = parse_qs(req.query, keep_blank_values=True)
+        h = req.headers
+        length = h.get("content-length", "0")
+        if "transfer-encoding" in h or not length.isdigit() or int(length) > 64 * 1024:
+            raise _Reply(400, "a /query body must be a form under 64 KiB with Content-Length", close=True)
+        if int(length):
+            async with asyncio.timeout(self.config.body_timeout_s):
+                form = await reader.readexactly(int(length))
+            params.update(parse_qs(form.decode("utf-8", "replace"), keep_blank_values=True))
+        if self._agent(req, params) is None:
+            raise _Reply(401, "authorization failed", close=not req.keep_alive)
+        results = []
+        for n, statement in enumerate(s for s in (params.get("q", [""])[-1]).split(";") if s.strip()):
+            words = statement.split()
+            upper = [w.upper() for w in words]
+            if upper[:2] == ["SHOW", "DATABASES"] and len(words) == 2:
+                results.append({"statement_id": n, "series": [
+                    {"name": "databases", "columns": ["name"], "values": [[d] for d in self._databases]}]})
+            elif upper[:2] == ["CREATE", "DATABASE"] and len(words) >= 3:
+                name = words[2].strip('"')
+                if name not in self._databases:
+                    self._databases.append(name)
+                results.append({"statement_id": n})
+            else:
+                results.append({"statement_id": n, "error": (
+                    f"puewatch ingest stores writes only and does not run {' '.join(words[:2])[:60]!r}; "
+                    "read from the store the collector writes to (`[store]` in collector.toml), or use puewatch report")})
+        if not results:
+            raise _Reply(400, "missing required parameter \"q\"", close=not req.keep_alive)
+        status = 200 if not all("error" in r for r in results) else 400
+        body = json.dumps({"results": results}).encode() if status == 200 else \
+            json.dumps({"error": results[0]["error"]}).encode()
+        await self._send(writer, status, body, keep=req.keep_alive)
+        return req.keep_alive
 
     def _agent(self, req: _Request, params: dict[str, list[str]]) -> str | None:
         auth = req.headers.get("authorization", "")
@@ -758,7 +817,7 @@ class IngestServer:
         if length > cfg.max_body_bytes:
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {cfg.max_body_bytes} bytes", close=True)
         precision = params.get("precision", ["ns"])[-1] or "ns"
-        allowed = _V2_PRECISIONS if req.api == "v2" else tuple(PRECISIONS)
+        allowed = _V2_PRECISIONS if req.api == "v2" else _V1_PRECISIONS
         encoding = h.get("content-encoding", "identity").strip().lower()
         problem = None
         if precision not in allowed:
@@ -797,9 +856,10 @@ class IngestServer:
                 log.exception("ingest: the sink failed on %d line(s) from %s", result.lines, agent)
                 raise _Reply(503, f"cannot take the data now: {exc}", close=not req.keep_alive) from None
             self.stats.lines_accepted += result.lines
-        dropped = result.error_count + result.time_refused
+        dropped = result.error_count + result.time_refused + result.store_refused
         if dropped:
             self.stats.parse_errors += result.error_count
+            self.stats.store_refused += result.store_refused
             self.stats.clock_skew_refused += result.time_refused
             # As InfluxDB answers a partial write ("partial write: points beyond retention policy dropped=N"),
             # naming each dropped line (up to MAX_ERRORS_IN_REPLY) and why.
@@ -868,6 +928,11 @@ async def _chunk_line(reader: asyncio.StreamReader) -> bytes:
     if len(line) > MAX_CHUNK_LINE_BYTES:
         raise _Reply(400, f"chunk line longer than {MAX_CHUNK_LINE_BYTES} bytes", close=True)
     return line
+
+
+def _uptime(since_ns: int) -> str:
+    s = (time.monotonic_ns() - since_ns) // 1_000_000_000
+    return f"{s // 3600}h{s % 3600 // 60}m{s % 60}s"
 
 
 def _gunzip(raw: bytes, max_bytes: int) -> bytes:

@@ -50,9 +50,10 @@ from typing import NamedTuple, TypeAlias
 
 import numpy as np
 
+from puewatch.collector.fieldtypes import FieldTypes, kind_of
 from puewatch.core.batch import Block
 
-__all__ = ["LineParser", "ParseResult", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
+__all__ = ["LineParser", "ParseResult", "split_lines", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
            "subscription", "MIN_TIME_NS", "MAX_TIME_NS"]
 
 # What a consumer subscribes to: measurement names (every line of them becomes a Point), or
@@ -101,6 +102,7 @@ class ParseResult:
     error_count: int = 0  # all malformed lines
     points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
     time_refused: int = 0  # well-formed lines refused for a time too far from the clock (see TimeWindow)
+    store_refused: int = 0  # well-formed lines the store would refuse: field type, unsigned, key length
     # (measurement, tags) of the series of the good lines, each at least once: what a writer's
     # scope is checked against (collector.scopes), without a pass over the lines of its own.
     series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -110,8 +112,8 @@ class ParseResult:
 
 # A name character on the fast path: no whitespace, separators, escapes or quotes. (Those are
 # legal in places; such lines take the slow path.)
-_N = rb'[^\s,=\\"]'
-_MEAS = rb'[^\s,=\\"#]' + _N + rb"*+"
+_N = rb'[^\s,=\\"\x00-\x1f\x7f]'
+_MEAS = rb'[^\s,=\\"#\x00-\x1f\x7f]' + _N + rb"*+"
 _KEY = rb"(?!time=)" + _N + rb"++"
 # Values whose syntax alone guarantees they are in range and finite: at most 18 integer
 # digits (int64, and float mantissas), 19 for uint64, 300 fraction digits and two-digit
@@ -146,6 +148,49 @@ _UINT_RE = re.compile(rb"\d+u")
 _TIME_RE = re.compile(rb"-?\d+")
 
 
+class Unsigned(int):
+    """An unsigned integer field value (`1u`): an int that remembers its InfluxDB type."""
+
+    __slots__ = ()
+
+
+# A fast-path value's type from its last byte: i, u, a bool's letter, else a float.
+_KIND_BY_LAST = {**{c: "float" for c in b"0123456789."}, ord("i"): "integer", ord("u"): "unsigned",
+                 **{c: "boolean" for c in b"tTfFeE"}, ord('"'): "string"}
+
+# A fast-path body without strings, numbers and timestamps cut out: what is left of a value says its type.
+_SKELETON_RE = re.compile(rb"(?<==)-?(?:\d++\.?\d*+|\.\d++)(?:[eE][+-]?\d++)?| -?\d++$", re.MULTILINE)
+_SKELETON_KIND = {b"": "float", b"i": "integer", b"u": "unsigned"}
+
+_NUMBER_BYTES = b"0123456789.-+"
+
+
+def _plain_kinds(line: bytes, seen: dict, representative: bool) -> bool | None:
+    """Add a plain fast-path line's (measurement, field key) -> kind to `seen` (None there: two kinds).
+
+    False (nothing added) when `representative` and a field name holds a byte of _NUMBER_BYTES."""
+    sp = line.index(b" ")
+    key = line[:sp]
+    c = key.find(b",")
+    m = (key if c < 0 else key[:c]).decode()
+    pairs = [item.partition(b"=") for item in line[sp + 1 : line.rfind(b" ")].split(b",")]
+    if representative:
+        for k, _, _ in pairs:
+            if k.translate(None, _NUMBER_BYTES) != k:
+                return False
+    ok = True
+    for k, _, v in pairs:
+        kind = _KIND_BY_LAST[v[-1]]
+        prev = seen.setdefault((m, k), kind)
+        if prev != kind:
+            seen[(m, k)] = None
+            ok = None
+    return ok
+
+
+# InfluxDB's MaxKeyLength: series key, "#!~#" and field key together.
+MAX_KEY_BYTES = 65535
+
 _new_point = tuple.__new__  # Point(...) without the NamedTuple constructor's argument handling
 
 _SECOND_NS = 1_000_000_000
@@ -160,9 +205,10 @@ class TimeWindow:
 
     ahead_ns: int = 0
     behind_ns: int = 0
+    retention_ns: int = 0  # the store's raw retention: an older point would be deleted at the next upkeep
 
     def __bool__(self) -> bool:
-        return bool(self.ahead_ns or self.behind_ns)
+        return bool(self.ahead_ns or self.behind_ns or self.retention_ns)
 
     def fault(self, time_ns: int, now_ns: int) -> str | None:
         """None if `time_ns` is inside the window around `now_ns`, else why not (one line)."""
@@ -170,6 +216,8 @@ class TimeWindow:
             return _skew_text(time_ns, time_ns - now_ns, "ahead of", self.ahead_ns)
         if self.behind_ns and now_ns - time_ns > self.behind_ns:
             return _skew_text(time_ns, now_ns - time_ns, "behind", self.behind_ns)
+        if self.retention_ns and now_ns - time_ns > self.retention_ns:
+            return f"point beyond retention policy (the store keeps {self.retention_ns / 86400e9:g} days)"
         return None
 
     def bounds_text(self, now_ns: int) -> tuple[bytes, bytes] | None:
@@ -178,7 +226,8 @@ class TimeWindow:
         Same-length digit strings compare as numbers, so a body's timestamps can be checked with
         `min`/`max` over bytes, in C, without converting each to int.
         """
-        lo = now_ns - self.behind_ns if self.behind_ns else 10**18
+        behind = min(b for b in (self.behind_ns, self.retention_ns, 2**63) if b)
+        lo = now_ns - behind if behind < 2**63 else 10**18
         hi = now_ns + self.ahead_ns if self.ahead_ns else 10**19 - 1
         lo, hi = max(lo, 10**18), min(hi, 10**19 - 1)
         if lo > hi:
@@ -266,7 +315,7 @@ def _number(raw: bytes) -> float | int:
         v = int(raw[:-1])
         if v > UINT64_MAX:
             raise _LineError(f"unable to parse unsigned {raw[:-1].decode()}: value out of range")
-        return v
+        return Unsigned(v)
     if _FLOAT_RE.fullmatch(raw):
         v = float(raw)
         if not math.isfinite(v):
@@ -293,40 +342,75 @@ def _string(line: bytes, i: int) -> tuple[str, int]:
     raise _Unterminated("unbalanced quotes")
 
 
+def _after_key(line: bytes, i: int, stops: tuple[int, ...]) -> int:
+    """Index of the first byte in `stops` at or after i+1 that is not preceded by a backslash (len if none).
+
+    InfluxDB 1.x's rule for measurements and tags: a byte is escaped when the byte before it is a
+    backslash, whatever escapes that backslash (so `east\\\\ ` holds an escaped space). Field keys
+    and values use the other rule (`_scan_to`: a backslash escapes the next byte)."""
+    n = len(line)
+    i += 1
+    while i < n:
+        if line[i] in stops and line[i - 1] != _BSL:
+            return i
+        i += 1
+    return n
+
+
+_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _no_control(raw: bytes, what: str) -> bytes:
+    """`raw`, unless it holds an ASCII control character: names are shown in reports and Grafana,
+    where those are invisible (InfluxDB 2.x refuses them too; influxd 1.6.7 takes them)."""
+    m = _CONTROL_RE.search(raw)
+    if m is not None:
+        raise _LineError(f"invalid character {chr(m.group()[0])!r} in {what}")
+    return raw
+
+
+def _unescape_key(raw: bytes, specials: bytes) -> bytes:
+    """InfluxDB 1.x's unescaping of measurements and tags: `\\,` `\\ ` (and `\\=` in tags) replaced in turn."""
+    if b"\\" in raw:
+        for c in specials:
+            raw = raw.replace(b"\\" + bytes((c,)), bytes((c,)))
+    return raw
+
+
 def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int | str | bool], int | None, int]:
     """(measurement, tags, fields, timestamp in the request's unit or None, end of the field set)."""
     n = len(line)
-    # measurement
+    # measurement (InfluxDB 1.x's scanMeasurement: its first byte is never a separator)
     if line[0] == _COMMA:
         raise _LineError("missing measurement")
-    i = _scan_to(line, 0, (_COMMA, _SP))
-    measurement = _decode(_unescape(line[:i], b", "))
+    i = _after_key(line, 0, (_COMMA, _SP))
+    measurement = _decode(_unescape_key(_no_control(line[:i], "measurement"), b", "))
     if i >= n:
         raise _LineError("missing fields")
     tags: dict[str, str] = {}
-    # tags
+    # tags (scanTagsKey, scanTagsValue: a value may start with `=`)
     while line[i] == _COMMA:
         i += 1
-        j = _scan_to(line, i, (_EQ, _COMMA, _SP))
-        if j == i:
+        if i >= n or line[i] in (_SP, _COMMA, _EQ):
             raise _LineError("missing tag key")
+        j = _after_key(line, i, (_EQ, _COMMA, _SP))
         if j >= n or line[j] != _EQ:
             raise _LineError("missing tag value")
         k = j + 1
-        e = _scan_to(line, k, (_EQ, _COMMA, _SP))
-        if e < n and line[e] == _EQ:
-            raise _LineError("invalid tag format")
-        if e == k:
+        if k >= n or line[k] in (_COMMA, _SP):
             raise _LineError("missing tag value")
-        key = _decode(_unescape(line[i:j], b",= "))
+        e = _after_key(line, k, (_EQ, _COMMA, _SP))
+        if e >= n:
+            raise _LineError("missing fields")
+        if line[e] == _EQ:
+            raise _LineError("invalid tag format")
+        key = _decode(_unescape_key(_no_control(line[i:j], "tag key"), b", ="))
         if key in tags:
             raise _LineError("duplicate tags")
         if key == "time":
             raise _LineError(f'invalid tag key: input tag "time" on measurement "{measurement}" is invalid')
-        tags[key] = _decode(_unescape(line[k:e], b",= "))
+        tags[key] = _decode(_unescape_key(_no_control(line[k:e], "tag value"), b", ="))
         i = e
-        if i >= n:
-            raise _LineError("missing fields")
     # fields
     while i < n and line[i] == _SP:
         i += 1
@@ -339,7 +423,11 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             raise _LineError("invalid field format")
         if j == i:
             raise _LineError("missing field key")
-        key = _decode(_unescape(line[i:j], b",= "))
+        if line[j - 1] == _BSL:
+            # `k\\=v`: InfluxDB 1.x finds this key's end by one escaping rule and reads its value by the
+            # other; influxd 1.6.7 panics on some such lines (`m \\="="`), misreads the rest.
+            raise _LineError("field key ends in a backslash")
+        key = _decode(_unescape(_no_control(line[i:j], "field key"), b',= "'))
         if key == "time":
             raise _LineError(f'invalid field name: input field "time" on measurement "{measurement}" is invalid')
         k = j + 1
@@ -350,19 +438,22 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             value, e = _string(line, k)
             if e < n and line[e] not in (_COMMA, _SP):
                 raise _LineError("invalid field format")
-            fields[key] = value
         else:
             e = k
             while e < n and line[e] not in (_COMMA, _SP):
                 e += 1
             raw = line[k:e]
             if c == 45 or c == 46 or 48 <= c <= 57 or c in (78, 110):  # - . digits N n
-                fields[key] = _number(raw)
+                value = _number(raw)
             else:
-                b = _BOOLS.get(raw)
-                if b is None:
+                value = _BOOLS.get(raw)
+                if value is None:
                     raise _LineError("invalid boolean")
-                fields[key] = b
+        if key in fields and kind_of(fields[key]) != kind_of(value):
+            # The last value wins, as in influxd, but only of the same type: influxd refuses the line.
+            raise _LineError(f"field type conflict: input field '{key}' given twice, as type "
+                             f"{kind_of(fields[key])} and as type {kind_of(value)}")
+        fields[key] = value
         i = e
         if i >= n or line[i] == _SP:
             break
@@ -438,8 +529,11 @@ class LineParser:
 
     _CACHE_MAX = 200_000
 
-    def __init__(self, subscribed: Subscription = frozenset(), window: TimeWindow = TimeWindow()) -> None:
+    def __init__(self, subscribed: Subscription = frozenset(), window: TimeWindow = TimeWindow(),
+                 types: FieldTypes | None = None) -> None:
         self.window = window
+        # Field types every line is checked against (None: no check, as in tools that only parse).
+        self.types = types
         self.required = subscription(subscribed)
         self.subscribed = frozenset(self.required)
         # measurement -> the wire form of its required fields (None: every line)
@@ -518,11 +612,69 @@ class LineParser:
             body += b"\n"
         if unit == 1 and (body.isascii() or _utf8(body)):
             keys = _BODY_RE.findall(body)
-            if len(keys) == body.count(b"\n") and self._inside_window(body, now_ns):
+            if len(keys) == body.count(b"\n") and self._inside_window(body, now_ns) and self._storable(body, keys):
                 result = self._whole(body, keys)
                 if result is not None:
                     return result
         return self._by_line(body, unit, now_ns)
+
+    def _storable(self, body: bytes, keys: list[bytes]) -> bool:
+        """Whether every line of a fast-path body has the field types the store takes (and learn the
+        new ones); False sends the body line by line, where each line is checked and reported."""
+        types = self.types
+        if types is None:
+            return True
+        series = self._series
+        kind_by_last = _KIND_BY_LAST
+        known = types._known
+        seen: dict[tuple[str, bytes], str] = {}  # (measurement, field key) -> kind, in this body
+        longest = max(map(len, set(keys)))
+        if 34 not in body:
+            # No strings. Lines that differ only in their numbers have the same skeleton (the line with
+            # every digit, `.`, `-` and `+` deleted, in C): one line per distinct skeleton is read. Where
+            # that deletes part of a field name (`load1`, `load15`), every line of the skeleton is read.
+            lines = body.split(b"\n")
+            skeletons = body.translate(None, _NUMBER_BYTES).split(b"\n")
+            mangled: set[bytes] = set()
+            for sk, line in dict(zip(skeletons, lines)).items():
+                if sk and _plain_kinds(line, seen, True) is False:
+                    mangled.add(sk)
+            if mangled:
+                for sk, line in zip(skeletons, lines):
+                    if sk in mangled and _plain_kinds(line, seen, False) is None:
+                        return False
+        else:
+            for key, line in zip(keys, body.split(b"\n")):
+                info = series.get(key) or self._series_info(key)
+                if type(info) is str:
+                    return False
+                m = info[0]
+                if 34 in line:  # '"': a string may hold `,` `=` and spaces; read the line exactly
+                    try:
+                        pairs = [(k.encode(), kind_of(v)) for k, v in _parse_slow(line)[2].items()]
+                    except _LineError:
+                        return False
+                else:
+                    pairs = [(k, kind_by_last[v[-1]]) for k, _, v in
+                             (item.partition(b"=") for item in line[len(key) + 1 : line.rfind(b" ")].split(b","))]
+                for k, kind in pairs:
+                    prev = seen.setdefault((m, k), kind)
+                    if prev != kind:
+                        return False
+        for v in seen.values():
+            if v is None:
+                return False
+        pending: dict[tuple[str, str], str] = {}
+        for (m, k), kind in seen.items():
+            name = k.decode()
+            if longest + 4 + len(k) > MAX_KEY_BYTES:
+                return False
+            if known.get((m, name)) == kind:
+                continue
+            if types.fault(m, {name: kind}, pending) is not None:
+                return False
+        types.commit(pending)
+        return True
 
     def _inside_window(self, body: bytes, now_ns: int | None) -> bool:
         """Whether every timestamp of a fast-path body (each line ends in ` <ts>\\n`) is inside the
@@ -600,7 +752,7 @@ class LineParser:
                     else:
                         continue
                 append(new(Point, (info[0], info[1].copy(), fields, int(ts))))
-        return ParseResult(body, len(keys), [], 0, points, 0, distinct)
+        return ParseResult(body, len(keys), [], 0, points, 0, 0, distinct)
 
     def _candidates(self, body: bytes, measurements: set[str]) -> list[tuple[bytes, bytes]]:
         """(series key, line) for the lines of a fast-path body that contain a wanted field's bytes, in body order.
@@ -667,6 +819,26 @@ class LineParser:
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
 
+        types = self.types
+        pending: dict[tuple[str, str], str] = {}  # field types taken by earlier lines of this body
+        store_refused = 0
+
+        def unstorable(text: bytes, measurement: str, key_bytes: int, fields: dict, where: str) -> bool:
+            """Refuse (and report) a line the store would refuse: field type, unsigned, key length."""
+            nonlocal store_refused
+            fault = None
+            longest = max(len(k.encode()) for k in fields)
+            if key_bytes + 4 + longest > MAX_KEY_BYTES:
+                fault = f"max key length exceeded: {key_bytes + 4 + longest} > {MAX_KEY_BYTES}"
+            elif types is not None:
+                fault = types.fault(measurement, {k: kind_of(v) for k, v in fields.items()}, pending)
+            if fault is None:
+                return False
+            store_refused += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(f"refused '{_quote(text)}': {fault} ({where})")
+            return True
+
         i, n = 0, len(lines)
         while i < n:
             line = lines[i]
@@ -696,6 +868,15 @@ class LineParser:
                             refuse(line, fault, f"line {i}")
                             changed = True
                             continue
+                    try:
+                        fields = _parse_slow(line)[2]
+                    except _LineError as exc:  # a field given twice with two types
+                        fail(line, str(exc), f"line {i}")
+                        changed = True
+                        continue
+                    if unstorable(line, info[0], len(key), fields, f"line {i}"):
+                        changed = True
+                        continue
                     out.append(line)
                     seen[key] = info
                     if info[0] in subscribed:
@@ -737,6 +918,8 @@ class LineParser:
                 if fault is not None:
                     refuse(text, fault, where)
                     continue
+            if unstorable(text, measurement, _key_bytes(text), fields, where):
+                continue
             out.append(text[:end_fields] + b" " + str(time_ns).encode())
             slow_series.append((measurement, tags))
             if measurement in subscribed:
@@ -751,10 +934,18 @@ class LineParser:
             new_body = b"\n".join(out)
         else:
             new_body = b""
-        return ParseResult(new_body, count, errors, error_count, points, time_refused, [*seen.values(), *slow_series])
+        if types is not None:
+            types.commit(pending)
+        return ParseResult(new_body, count, errors, error_count, points, time_refused, store_refused,
+                           [*seen.values(), *slow_series])
 
 
 _RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
+
+
+def _key_bytes(line: bytes) -> int:
+    """Bytes of a valid line's series key as written (up to the first unescaped space)."""
+    return _scan_to(line, 0, (_SP,))
 
 
 def _utf8(body: bytes) -> bool:
@@ -785,6 +976,45 @@ def parse_line(line: bytes | str) -> Point:
     return Point(measurement, tags, fields, t)
 
 
+def split_lines(body: bytes) -> list[bytes]:
+    """The lines of a body as InfluxDB reads them: a newline inside a string field value belongs to the value.
+
+    The one place a body is cut into lines after ingest (stores that read line protocol back, the
+    spool): cutting at every newline would make the text of a string field (`"...\nmeter power_kw=1"`)
+    a line of its own, a point nobody wrote. Lines are returned without their newline; a trailing
+    newline gives no empty last line.
+    """
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if b'"' not in body:
+        return lines
+    out: list[bytes] = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        i += 1
+        if 34 in line:  # '"': a string value may run on
+            while i < n and _unterminated(line):
+                line += b"\n" + lines[i]
+                i += 1
+        out.append(line)
+    return out
+
+
+def _unterminated(line: bytes) -> bool:
+    text = line.lstrip(b" \t")
+    if not text or text[0] == 35:
+        return False
+    try:
+        _parse_slow(text)
+    except _Unterminated:
+        return True
+    except _LineError:
+        return False
+    return False
+
+
 def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscribed: Subscription = frozenset()) -> ParseResult:
     """Parse one body with a fresh parser (tests, tools); servers keep a `LineParser`."""
     return LineParser(subscribed).parse(body, precision, now_ns)
@@ -808,7 +1038,7 @@ def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Bl
     series: dict[bytes, tuple[str, dict[str, str]] | None] = {}
     line_re = _LINE_RE.fullmatch
     bools = _BOOLS
-    for lineno, line in enumerate(body.split(b"\n"), 1):
+    for lineno, line in enumerate(split_lines(body), 1):
         if not line or line[0] == 35 or line.isspace():  # '#'
             continue
         m = line_re(line) if 34 not in line else None  # '"': strings take parse_line

@@ -27,6 +27,7 @@ from pathlib import Path
 from puewatch.sdnotify import SystemdNotifier
 from puewatch.collector import config as ccfg
 from puewatch.collector.metrics import CollectorMetrics
+from puewatch.collector.fieldtypes import NUMBER, FieldTypes
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
 from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
@@ -78,6 +79,18 @@ def build_store(conf: ccfg.CollectorConfig):
     e = s.embedded or ccfg.EmbeddedStore()
     path = e.path or str(Path(conf.collector.state_dir) / "puewatch.sqlite")
     return EmbeddedStore(path, raw_retention_s=e.raw_retention_days * 86400, compact_after_s=e.compact_after_days * 86400)
+
+
+def ingest_field_types(store) -> FieldTypes:
+    """The field types ingest checks lines against: the schema's, what the store already holds, and
+    unsigned integers only where the store takes them (not InfluxDB 1.x)."""
+    from puewatch.collector.stores.influx1 import Influx1Store
+
+    types = FieldTypes(unsigned=not isinstance(store, Influx1Store))
+    kinds = getattr(store, "field_kinds", None)
+    for (measurement, field), kind in (kinds() if kinds else {}).items():
+        types.learn(measurement, field, "string" if kind == "string" else NUMBER)
+    return types
 
 
 class Collector:
@@ -266,7 +279,8 @@ class Collector:
         for meter in scopes.unfed_meters():
             log.warning("meter %s is fed through ingest but no token is its feeder (feeder:%s in the token file): "
                         "its writes are refused (403)", meter, meter)
-        ingest = IngestServer(conf.ingest, tokens, self, scopes)
+        ingest = IngestServer(conf.ingest, tokens, self, scopes, types=ingest_field_types(self.store),
+                              retention_s=getattr(self.store, "raw_retention_s", None))
         st = ingest.stats
         self.metrics.add_ingest(
             lambda: {

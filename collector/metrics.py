@@ -24,6 +24,11 @@ _INGEST = {
     "requests": ("puewatch_ingest_requests", "HTTP write requests received", True),
     "lines_accepted": ("puewatch_ingest_lines", "Line-protocol lines accepted", True),
     "parse_errors": ("puewatch_ingest_parse_errors", "Malformed lines refused (400, partial write)", True),
+    "store_refused": (
+        "puewatch_ingest_store_refused",
+        "Lines refused because the store would refuse them: field type conflict, unsigned integer, key length (400, partial write)",
+        True,
+    ),
     "clock_skew_refused": (
         "puewatch_ingest_clock_skew_refused",
         "Lines refused for a time further from the collector's clock than max_clock_skew_s / max_age_s (400, partial write)",

@@ -10,7 +10,8 @@ Escaping follows the InfluxDB line protocol reference:
 
 Newlines cannot be represented in any of these (a line is a point), so a name,
 tag value or string field containing `\\n` or `\\r` is rejected with
-`LineProtocolError`. A backslash is written as is, except right before a
+`LineProtocolError`, as is a name with any other ASCII control character (the
+collector refuses them: invisible in reports, refused by InfluxDB 2.x). A backslash is written as is, except right before a
 character that gets escaped (`a\\,b`) or at the end of a name or tag value:
 InfluxDB 1.x reads any backslash there as escaping the separator, whatever
 backslashes precede it (`a\\\\ ` is refused, a field key ending in `\\\\`
@@ -67,6 +68,10 @@ _BAD_BACKSLASH = {
 }
 
 
+# ASCII control characters: invisible in reports, refused in names by the collector's parser.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_name(text: str, what: str, special: str = "key") -> None:
     if not isinstance(text, str):
         raise LineProtocolError(f"{what} must be a string, got {type(text).__name__}: {text!r}")
@@ -74,6 +79,8 @@ def _check_name(text: str, what: str, special: str = "key") -> None:
         raise LineProtocolError(f"{what} must not be empty")
     if "\n" in text or "\r" in text:
         raise LineProtocolError(f"{what} {text!r} contains a newline, which line protocol cannot represent")
+    if _CONTROL.search(text):
+        raise LineProtocolError(f"{what} {text!r} contains a control character, which the collector refuses in names")
     if "\\" in text and _BAD_BACKSLASH[special].search(text):
         raise LineProtocolError(
             f"{what} {text!r} has a backslash before a separator or at its end, which line protocol cannot represent"

@@ -400,6 +400,11 @@ class EmbeddedStore:
         self.points_written += int(t.size)
         return int(t.size)
 
+    def field_kinds(self) -> dict[tuple[str, str], str]:
+        """(measurement, field) -> "number" or "string": every field the file holds, for the ingest
+        check at start (a write of the other kind is refused with 400, not dropped by the store)."""
+        return {(m, f): k for m, f, k in self._db.execute("SELECT measurement, field, kind FROM fields")}
+
     def _known_kind(self, measurement: str, field: str) -> str | None:
         """A field's type as another connection to the file may have recorded it (and remember it)."""
         row = self._db.execute("SELECT kind FROM fields WHERE measurement = ? AND field = ?",

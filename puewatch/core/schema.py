@@ -36,6 +36,7 @@ from typing import NamedTuple
 from puewatch.core.site import UNITS, Meter
 
 __all__ = [
+    "ANY_FIELD", "FIELD_TYPES", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
     "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
@@ -73,12 +74,27 @@ AGENT_MEASUREMENTS = frozenset(
 )
 NODE_TAG = "node"
 
+# Field types fixed by puewatch for the series it defines (InfluxDB's names: float, integer,
+# unsigned, string, boolean; NUMBER: any of the first three, the first write decides which).
+# Ingest refuses a line of another type (collector/fieldtypes.py), so no client decides them by
+# writing first: a `gpu_power` string must never lock the agents' numbers out.
+NUMBER = "number"
+ANY_FIELD = "*"  # the type of a field the table does not name
+
 ENERGY_WH = "energy_wh"
 VOLUME_L = "volume_l"
 ZONE_BOUNDARY_WH = "boundary_wh"
 ZONE_IT_WH = "it_wh"
 ZONE_GPU_WH = "gpu_wh"
 ZONE_FIELDS = (ZONE_BOUNDARY_WH, ZONE_IT_WH, ZONE_GPU_WH)
+
+
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    GPU_POWER: {"power_average_w": "float", "power_instant_w": "float", GPU_ENERGY_MJ: "integer",
+                GPU_ENERGY_ESTIMATED: "boolean", ANY_FIELD: NUMBER},
+    # The collector's own series: every field a float (typed batches of float64 columns).
+    **{m: {ANY_FIELD: "float"} for m in (SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE)},
+}
 
 
 class SeriesId(NamedTuple):
