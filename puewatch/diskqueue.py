@@ -449,6 +449,11 @@ class DiskQueue:
         )
         return True
 
+    def drop(self, points: int, batches: int, why: str) -> None:
+        """Count (and log, once per episode) new points the caller could not queue."""
+        with self._lock:
+            self._drop_new(points, batches, why)
+
     def _drop_new(self, points: int, batches: int, why: str) -> None:
         self.dropped_points += points
         self.dropped_batches += batches
