@@ -207,7 +207,8 @@ class EmbeddedStore:
             raise
         if rows == [("ok",)]:
             return None
-        return self._corrupt_message("; ".join(str(r[0]) for r in rows))
+        problems = [p.strip() for r in rows for p in str(r[0]).splitlines()]
+        return self._corrupt_message("quick_check: " + "; ".join(p for p in problems if p and not p.startswith("***")))
 
     def _writable(self) -> None:
         """Refuse every write once the store was found corrupt (lock held)."""
