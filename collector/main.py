@@ -245,6 +245,11 @@ class Collector:
             done = self.store.maintain()
             log.debug("store upkeep: %s", done)
         except Exception as exc:  # noqa: BLE001 (a failed upkeep is retried at the next interval)
+            from puewatch.collector.stores.base import StoreCorrupt
+
+            if isinstance(exc, StoreCorrupt):
+                self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
+                return
             log.warning("store upkeep failed (retried in %.0f s): %s", MAINTAIN_INTERVAL_S, exc)
 
     async def run(self) -> int:

@@ -246,8 +246,11 @@ class DiskQueue:
                     break
                 except OSError as exc:
                     # A full disk: free room by dropping the oldest record, then try once more.
-                    if attempt == 2 or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._evict_oldest(seq):
+                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    if attempt == 2 or not full or not self._evict_oldest(seq):
                         self._drop_new(points, 1, f"cannot write {path}: {exc.strerror}")
+                        # A full disk: logged once, then counted, until a record is written again.
+                        self._drop_logged = self._drop_logged or full
                         return None
             rec = Record(seq, points, len(data), path)
             self._insert(rec)

@@ -13,8 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from collector_support import PUEWATCH, TOKEN, CollectorProcess, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
+from store_damage import corrupt_middle, make_store
 from servers import free_port
 
 WRITERS = 4
@@ -184,8 +187,12 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
         status, headers, reply = send(5)
         assert status == 503, reply
         assert int(headers["retry-after"]) > 0
-        # Still up, and it says why (once in the log, then counted).
-        time.sleep(3)  # a checkpoint interval: the state directory is full too
+        # Still up, and it says why (once in the log, then counted); the pipeline's checkpoint
+        # (every 2 s) meets the full state directory too.
+        deadline = time.monotonic() + 20
+        while scrape(metrics_port).get('puewatch_degraded_events_total{reason="state_disk_full"}', 0) < 1:
+            assert time.monotonic() < deadline and collector.proc.poll() is None, collector.output()[-3000:]
+            time.sleep(0.2)
         assert collector.proc.poll() is None, collector.output()[-3000:]
         for i in range(6, 9):
             assert send(i)[0] == 503
@@ -196,7 +203,8 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
         assert m["puewatch_ingest_backpressure_total"] >= 4
         assert m['puewatch_dropped_points_total{store="embedded"}'] == 0
         out = collector.output()
-        assert out.count("degraded (spool_disk_full)") <= 1 and "Traceback" not in out, out[-3000:]
+        assert out.count("degraded (spool_disk_full)") == 1 and "Traceback" not in out, out[-3000:]
+        assert out.count("degraded (state_disk_full)") == 1
 
         # Room again: the collector takes data by itself (the store writer's backoff decides when).
         ns.run(f'rm -f "{state}/filler"')
@@ -209,7 +217,8 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
         m = scrape(metrics_port)
         assert all(v == 0 for k, v in m.items() if k.startswith("puewatch_degraded{")), m
         collector.stop()
-        assert "recovered (" in collector.output()
+        out = collector.output()
+        assert "recovered (spool_disk_full)" in out and "recovered (state_disk_full)" in out, out[-3000:]
         # Read the store inside the namespace (the tmpfs is only there).
         ns.run(f'cp "{state}/puewatch.sqlite" "{tmp_path}/copy.sqlite"')
     finally:
@@ -222,24 +231,9 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
 # -- a corrupt store ----------------------------------------------------------------------------
 
 
-def corrupt_middle(path: Path, nbytes: int = 256 * 1024) -> None:
-    size = path.stat().st_size
-    assert size > 3 * nbytes
-    with open(path, "r+b") as f:
-        f.seek(size // 2 - nbytes // 2)
-        f.write(random.Random(7).randbytes(nbytes))
-
-
-def make_store(path: Path, points: int = 200_000) -> None:
-    import numpy as np
-
-    store = EmbeddedStore(path)
-    t = np.arange(points, dtype=np.int64) * 10**9
-    for s in range(4):
-        body = "".join(f"m,s={s} v={k} {k * 10**9}\n" for k in range(points // 4)).encode()
-        store.write(body)
-    store.close()
-    assert t.size == points
+def _files(db: Path) -> dict[str, bytes]:
+    """The store's file and its WAL, as they are on disk."""
+    return {p.name: p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists()}
 
 
 def test_a_corrupt_store_stops_the_collector_at_start_with_one_line(tmp_path):
@@ -248,10 +242,37 @@ def test_a_corrupt_store_stops_the_collector_at_start_with_one_line(tmp_path):
     db = tmp_path / "state" / "puewatch.sqlite"
     make_store(db)
     corrupt_middle(db)
-    before = db.read_bytes()
+    before = _files(db)
     proc = subprocess.run([*PUEWATCH, "collector", "--config", str(conf)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
     assert len(lines) == 1 and "is corrupt" in lines[0] and str(db) in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert db.read_bytes() == before  # never written on
+    assert _files(db) == before  # never written on
+
+
+def test_a_store_found_corrupt_while_running_is_never_written_on_and_batches_keep_spooling(tmp_path):
+    from puewatch.collector.health import Health
+    from puewatch.collector.stores.base import StoreCorrupt
+    from puewatch.collector.stores.spool import StoreWriter
+
+    db = tmp_path / "pue.sqlite"
+    make_store(db)
+    store = EmbeddedStore(db)
+    health = Health()
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20, durable=True, health=health, backoff_min_s=60, backoff_max_s=60)
+    corrupt_middle(db)
+    # The hourly upkeep reads the damaged pages: an SQLite error, then quick_check finds the damage.
+    with pytest.raises(StoreCorrupt, match="is corrupt .quick_check"):
+        store.compact(horizon_ns=2**62)
+    before = _files(db)
+    for i in range(5):  # acknowledged all the same: on disk in the spool
+        w.commit(f"m,s=new v={i} {i}\n".encode(), 1).result(10)
+    deadline = time.monotonic() + 10
+    while "store_corrupt" not in health.active():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _files(db) == before  # not a byte written on the corrupt store (nor its WAL)
+    assert w.stats()["spool_points"] == 5 and w.stats()["dropped_points"] == 0
+    w.close(timeout_s=0.2)
+    assert len(list((tmp_path / "spool").glob("*.rec"))) >= 1  # kept for a good store
