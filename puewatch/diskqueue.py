@@ -21,6 +21,11 @@ again after a crash or a timeout is byte-identical.
 The queue is bounded in bytes on disk: to make room the oldest records are dropped first
 (never the one being sent), each dropped point is counted and logged; when nothing older can
 go, the new data is dropped and counted. A full disk (ENOSPC) is handled the same way.
+A caller that must not lose what it already acknowledged (the collector's durable writes)
+calls `put(..., evict=False)`: nothing is dropped, `QueueFull` says the bound or the disk is
+full, and the caller refuses the new data instead (503). `held=True` marks a record whose
+payload the caller also keeps in memory and delivers itself: `peek_seq()`/`oldest()` pass
+over it until `unhold()`.
 
 A queue directory left by the older spools (the agent's `seg-<seq>.lp`/`open-<seq>.lp`, the
 collector's `batch-<seq>-<points>.lp`) is converted at `open()`, in order; any other file is

@@ -35,6 +35,16 @@ counted. Files are never rewritten, so a batch replayed after a timeout (the
 store may have stored it and failed to answer) is byte-identical, and InfluxDB
 (and the embedded store) keep it once: same series, same timestamp.
 
+Durable mode (`durable=True`, the collector's raw writer: what ingest acknowledges):
+`commit()` returns a future that is done once the batch is on disk. A committer thread
+takes every batch waiting (up to `group_max_bytes`) and writes them as one record, one
+fsync of the file and one of the directory (group commit: batches arriving during a sync
+share the next one; a batch waits at most for the group in progress and its own). The
+record is `held`: the batch also joins the in-memory queue above and the record is deleted
+once the store has it (a crash in between writes it again at the next start: stored once,
+same series and time). Nothing is ever dropped to make room: a batch the spool cannot take
+(bound reached, disk full) fails with `Backpressure` (503 + Retry-After), counted as refused.
+
 What travels: a typed `puewatch.core.batch.Batch` (SNMP readings, the pipeline's
 derived series) or line protocol bytes (agents' bodies, as validated by ingest). The
 store gets a batch through `write_batch()` where it has one (the embedded store stores
