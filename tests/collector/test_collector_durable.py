@@ -8,6 +8,7 @@ import http.client
 import os
 import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -152,6 +153,32 @@ class TmpfsNamespace:
         self.holder.wait(10)
 
 
+class Notifications:
+    """An sd_notify socket read as systemd reads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.messages.extend(self.sock.recv(4096).decode().splitlines())
+            except (TimeoutError, BlockingIOError):
+                pass
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
 def _post(port: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -166,9 +193,10 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
     ingest_port, metrics_port = free_port(), free_port()
     conf = write_config(tmp_path, ingest_port, metrics_port)
     state = tmp_path / "state"
+    notify = Notifications(tmp_path / "notify.sock")
     ns = TmpfsNamespace(state, "16m")
     try:
-        collector = CollectorProcess(conf, ingest_port, prefix=ns.prefix)
+        collector = CollectorProcess(conf, ingest_port, prefix=ns.prefix, env={"NOTIFY_SOCKET": str(notify.path)})
         base = time.time_ns() - HOUR_NS
         acked: set[int] = set()
 
@@ -205,6 +233,7 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
         out = collector.output()
         assert out.count("degraded (spool_disk_full)") == 1 and "Traceback" not in out, out[-3000:]
         assert out.count("degraded (state_disk_full)") == 1
+        assert any(m.startswith("STATUS=DEGRADED: ") and "disk_full" in m for m in notify.messages), notify.messages
 
         # Room again: the collector takes data by itself (the store writer's backoff decides when).
         ns.run(f'rm -f "{state}/filler"')
@@ -216,6 +245,10 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
             time.sleep(0.5)
         m = scrape(metrics_port)
         assert all(v == 0 for k, v in m.items() if k.startswith("puewatch_degraded{")), m
+        deadline = time.monotonic() + 20  # systemd hears of the recovery too
+        while "DEGRADED" in [m for m in notify.messages if m.startswith("STATUS=")][-1]:
+            assert time.monotonic() < deadline, notify.messages[-5:]
+            time.sleep(0.2)
         collector.stop()
         out = collector.output()
         assert "recovered (spool_disk_full)" in out and "recovered (state_disk_full)" in out, out[-3000:]
@@ -223,6 +256,7 @@ def test_a_full_disk_answers_503_keeps_the_collector_up_and_it_recovers_by_itsel
         ns.run(f'cp "{state}/puewatch.sqlite" "{tmp_path}/copy.sqlite"')
     finally:
         ns.close()
+        notify.close()
     store = EmbeddedStore(tmp_path / "copy.sqlite")
     ids = {t - base for t in store.series("durable", "n", {"writer": "w0"}, 0, 2**62)[0].tolist()}
     assert acked <= ids and len(acked) >= 6 * LINES
