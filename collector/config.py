@@ -121,8 +121,9 @@ class StoreSection:
     influx2: Influx2Store | None = setting(None, doc="InfluxDB v2 write API.")
     influx1: Influx1Store | None = setting(None, doc="InfluxDB v1 API.")
     spool_max_bytes: int = setting(
-        1024 * 1024 * 1024, min=1024 * 1024, doc="Most bytes the on-disk spool may hold while the store is down; the "
-        "oldest batches are dropped first and counted.",
+        1024 * 1024 * 1024, min=1024 * 1024, doc="Most bytes each on-disk spool may hold while the store is down or slow. The raw "
+        "lines' spool (acknowledged data) then answers ingest 503 with Retry-After for what does not fit; the derived "
+        "series' spool drops its oldest batches first, counted.",
     )
 
     def check(self) -> list[tuple[str, str]]:

@@ -11,7 +11,9 @@
 The server is `asyncio.start_server` with a small, strict HTTP/1.1 reader (keep-alive,
 `Content-Length` or chunked bodies, `Expect: 100-continue`, gzip), standard library
 only: the collector adds no web framework for four routes. Answers follow InfluxDB so
-its clients work unchanged: 204 on success; malformed lines 400 `{"code":"invalid",
+its clients work unchanged: 204 on success, sent only once the sink has the lines (the
+collector's: on disk, fsync'd, collector/README.md); 503 with Retry-After when the sink
+cannot take them now (spool full, disk full: the sender keeps them); malformed lines 400 `{"code":"invalid",
 "message":"partial write: unable to parse '...': fault (line N); ... dropped=N (M line(s)
 accepted)"}` while the good lines of the body are still accepted (InfluxDB's partial write);
 lines whose time is more than `max_clock_skew_s` ahead of the collector's clock (or, when
@@ -56,6 +58,7 @@ import stat
 import time
 import zlib
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -282,7 +285,9 @@ class Sink(Protocol):
 
     subscribed: Subscription  # measurement names, or measurement -> required field keys
 
-    def accept(self, agent: str, body: bytes, lines: int, points: list[Point]) -> None: ...
+    def accept(self, agent: str, body: bytes, lines: int, points: list[Point]) -> Awaitable[None] | None: ...
+    # An awaitable is awaited before the answer (204 once it is done); an exception with a
+    # `retry_after_s` attribute (stores.spool.Backpressure) is answered 503 with Retry-After.
 
 
 @dataclass
@@ -304,6 +309,7 @@ class IngestStats:
     timeouts: int = 0  # clients cut off by a header or body timeout
     scope_refused_lines: int = 0  # well-formed lines of bodies refused whole for a series out of the writer's scope (403)
     sink_errors: int = 0
+    backpressure: int = 0  # requests answered 503 + Retry-After: the sink could not take them (nothing acknowledged)
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -350,11 +356,12 @@ _ROUTES = {"/api/v2/write": "POST", "/write": "POST", "/ping": "GET", "/health":
 class _Reply(Exception):
     """Answer the request with this status and message (and maybe close the connection)."""
 
-    def __init__(self, status: int, message: str, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, close: bool = False, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
+        self.retry_after_s = retry_after_s
 
 
 class _Request:
@@ -680,7 +687,8 @@ class IngestServer:
                     self._authenticate(conn, req)
                 keep = await self._handle(req, reader, writer)
             except _Reply as reply:
-                await self._send(writer, reply.status, _json(reply.status, reply.message, api), keep=not reply.close)
+                await self._send(writer, reply.status, _json(reply.status, reply.message, api), keep=not reply.close,
+                                 retry_after_s=reply.retry_after_s)
                 if reply.close:
                     await _linger(reader, writer)
                     return
@@ -698,9 +706,12 @@ class IngestServer:
             raise _Reply(429, f"agent {agent} holds {self.config.max_connections_per_agent} connections already "
                          "(max_connections_per_agent); retry later", close=True)
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True,
+                    retry_after_s: int | None = None) -> None:
         self.stats.requests[status] += 1
         head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n{self._server_header}"
+        if retry_after_s is not None:
+            head += f"Retry-After: {retry_after_s}\r\n"
         if body:
             head += f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         elif status != 204:
@@ -850,8 +861,15 @@ class IngestServer:
         if result.lines:
             self.received_ns = req.received_ns
             try:
-                self.sink.accept(agent, result.body, result.lines, result.points)
+                # A durable sink returns an awaitable, done once the lines are on disk: 204 only then.
+                ack = self.sink.accept(agent, result.body, result.lines, result.points)
+                if ack is not None:
+                    await ack
             except Exception as exc:
+                retry_after_s = getattr(exc, "retry_after_s", None)
+                if retry_after_s is not None:  # backpressure: nothing taken, the sender keeps the lines
+                    self.stats.backpressure += 1
+                    raise _Reply(503, str(exc), close=not req.keep_alive, retry_after_s=retry_after_s) from None
                 self.stats.sink_errors += 1
                 log.exception("ingest: the sink failed on %d line(s) from %s", result.lines, agent)
                 raise _Reply(503, f"cannot take the data now: {exc}", close=not req.keep_alive) from None

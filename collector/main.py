@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from puewatch.sdnotify import SystemdNotifier
 from puewatch.collector import config as ccfg
+from puewatch.collector.health import Health
 from puewatch.collector.metrics import CollectorMetrics
 from puewatch.collector.fieldtypes import NUMBER, FieldTypes
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
@@ -137,12 +139,28 @@ class Collector:
         self.poller = None
         self.started_ns = time.time_ns()
         self.running = False  # up and serving: an error from here on is not a start-up error
+        self.health = Health()
+        self.metrics.add_health(self.health)
 
     # ---- the ingest sink -------------------------------------------------------
 
-    def accept(self, agent: str, body: bytes, lines: int, points) -> None:
-        if body:
-            self.writer.submit(body, lines)
+    def accept(self, agent: str, body: bytes, lines: int, points):
+        """Durable: returns what ingest awaits before its 204 (the lines on disk), then the pipeline
+        gets the points; raises `Backpressure` (503) while the collector is degraded."""
+        from puewatch.collector.stores.spool import Backpressure
+
+        blocked = self.health.blocking()
+        if blocked is not None:
+            raise Backpressure(f"the collector is degraded: {blocked}")
+        committed = self.writer.commit(body, lines)
+        return self._accepted(committed, points)
+
+    async def _accepted(self, committed, points) -> None:
+        await asyncio.wrap_future(committed)
+        if points:
+            self._feed(points)
+
+    def _feed(self, points) -> None:
         now = time.time_ns()
         for p in points:
             if p.measurement == schema.GPU_POWER:
@@ -228,12 +246,29 @@ class Collector:
             self.metrics.ratio.labels(schema.PUE, format_window(w)).set(value)
             self.metrics.coverage.labels(schema.PUE, format_window(w)).set(cov)
 
+    def _save(self) -> None:
+        """Checkpoint the rolling history; a full or unwritable state directory degrades, never crashes."""
+        try:
+            self.pipeline.save()
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self.health.degrade("state_disk_full" if full else "state_unwritable",
+                                f"cannot checkpoint the pipeline to {self.state_dir}: {exc.strerror or exc}")
+            return
+        self.health.recover("state_disk_full")
+        self.health.recover("state_unwritable")
+
     def _maintain(self) -> None:
         """The store's periodic upkeep, where it has one (`EmbeddedStore.maintain`: prune, then compact)."""
         try:
             done = self.store.maintain()
             log.debug("store upkeep: %s", done)
         except Exception as exc:  # noqa: BLE001 (a failed upkeep is retried at the next interval)
+            from puewatch.collector.stores.base import StoreCorrupt
+
+            if isinstance(exc, StoreCorrupt):
+                self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
+                return
             log.warning("store upkeep failed (retried in %.0f s): %s", MAINTAIN_INTERVAL_S, exc)
 
     async def run(self) -> int:
@@ -259,6 +294,8 @@ class Collector:
             self.state_dir / "spool",
             conf.store.spool_max_bytes,
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+            durable=True,  # 204 means on disk: group commit before ingest answers
+            health=self.health,
         )
         self.metrics.add_store(conf.store.kind, self.writer.stats)
         # The derived series (PUE & co., a few hundred points a second) have their own writer,
@@ -269,6 +306,7 @@ class Collector:
             self.state_dir / "spool-derived",
             conf.store.spool_max_bytes,
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+            health=self.health,
         )
         self.metrics.add_store(f"{conf.store.kind}-derived", self.derived_writer.stats)
         if self.pipeline.restore():
@@ -298,6 +336,7 @@ class Collector:
                 "connections_unauthenticated": st.connections_unauthenticated,
                 "connections_evicted": st.connections_evicted,
                 "connections_refused": st.connections_refused,
+                "backpressure": st.backpressure,
             }
         )
         await ingest.start()
@@ -315,6 +354,7 @@ class Collector:
         interval = conf.collector.interval_s
         tick = interval / STEPS_PER_CELL
         last_checkpoint = time.monotonic()
+        status_changes = self.health.changes
         # In a worker thread, never awaited by the loop: compacting a day of rows takes seconds.
         upkeep = None
         last_upkeep = -math.inf
@@ -340,12 +380,21 @@ class Collector:
                         and time.monotonic() - last_upkeep >= MAINTAIN_INTERVAL_S):
                     upkeep = loop.run_in_executor(None, self._maintain)
                     last_upkeep = time.monotonic()
-                if time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
-                    await loop.run_in_executor(None, self.pipeline.save)
+                # While the state disk is full the checkpoint is tried every tick: that is how the
+                # collector notices the room is back.
+                state_trouble = any(r in self.health.active() for r in ("state_disk_full", "state_unwritable"))
+                status_due = self.health.changes != status_changes
+                if state_trouble or time.monotonic() - last_checkpoint >= conf.collector.checkpoint_interval_s:
+                    await loop.run_in_executor(None, self._save)
                     last_checkpoint = time.monotonic()
+                    status_due = True
+                if status_due:
+                    status_changes = self.health.changes
                     value, cov = self.pipeline.latest(schema.PUE)
                     stats = self.writer.stats()
-                    notifier.status(f"PUE {value:.3f} (coverage {cov:.0%}), spool {stats.get('spool_bytes', 0)} B")
+                    degraded = self.health.status()
+                    notifier.status((f"{degraded}; " if degraded else "")
+                                    + f"PUE {value:.3f} (coverage {cov:.0%}), spool {stats.get('spool_bytes', 0)} B")
         finally:
             notifier.stopping()
             await ingest.close()
@@ -353,7 +402,7 @@ class Collector:
                 poll_task.cancel()
                 await asyncio.gather(poll_task, return_exceptions=True)
             self._step()
-            self.pipeline.save()
+            self._save()
             if upkeep is not None:
                 await upkeep  # before the writer closes the store under it
             await loop.run_in_executor(None, self.writer.close)

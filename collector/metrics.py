@@ -54,6 +54,11 @@ _INGEST = {
         "puewatch_ingest_connections_refused",
         "New connections closed at once: a cap was reached and no unauthenticated connection could be evicted", True,
     ),
+    "backpressure": (
+        "puewatch_ingest_backpressure",
+        "Requests answered 503 with Retry-After: spool full, a disk full or the collector degraded (nothing acknowledged)",
+        True,
+    ),
 }
 _STORE = {
     "points_written": ("puewatch_store_points_written", "Points the store acknowledged", True),
@@ -62,6 +67,13 @@ _STORE = {
     "spool_batches": ("puewatch_spool_batches", "Batches waiting in the on-disk spool", False),
     "dropped_points": ("puewatch_dropped_points", "Points dropped because the spool was full (oldest first)", True),
     "rejected_points": ("puewatch_rejected_points", "Lines the store refused (4xx other than 429) or failed on alone, set aside", True),
+    "refused_points": (
+        "puewatch_refused_points", "Points refused at ingest (503) because the spool could not take them: the sender keeps them", True,
+    ),
+    "commits": ("puewatch_group_commits", "Group commits: records written and fsync'd before ingest answered", True),
+    "commit_batches": ("puewatch_group_commit_batches", "Batches (requests) those group commits held", True),
+    "commit_seconds_sum": ("puewatch_group_commit_seconds", "Time spent writing and fsyncing group commits", True),
+    "commit_seconds_max": ("puewatch_group_commit_max_seconds", "The longest group commit so far", False),
 }
 
 
@@ -132,6 +144,29 @@ class _PipelineQuality(Collector):
         return []
 
 
+class _Health(Collector):
+    """The degraded state (collector.health), read at scrape time."""
+
+    def __init__(self, health) -> None:
+        self.health = health
+
+    def collect(self) -> Iterable:
+        from puewatch.collector.health import REASONS
+
+        active = self.health.active()
+        degraded = GaugeMetricFamily("puewatch_degraded", "1 while the collector is degraded for this reason "
+                                     "(ingest may answer 503; collector/README.md)", labels=["reason"])
+        events = CounterMetricFamily("puewatch_degraded_events", "Times each degrading condition was met",
+                                     labels=["reason"])
+        for reason in REASONS:
+            degraded.add_metric([reason], 1.0 if reason in active else 0.0)
+            events.add_metric([reason], self.health.events.get(reason, 0))
+        yield from (degraded, events)
+
+    def describe(self) -> Iterable:
+        return []
+
+
 class CollectorMetrics:
     """Every metric the collector exports, in its own registry."""
 
@@ -178,6 +213,9 @@ class CollectorMetrics:
 
     def add_pipeline(self, pipeline) -> None:
         self.registry.register(_PipelineQuality(pipeline))
+
+    def add_health(self, health) -> None:
+        self.registry.register(_Health(health))
 
     def add_ingest(self, provider: StatProvider) -> None:
         self._pull.add(provider, _INGEST, {})

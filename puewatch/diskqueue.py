@@ -21,6 +21,11 @@ again after a crash or a timeout is byte-identical.
 The queue is bounded in bytes on disk: to make room the oldest records are dropped first
 (never the one being sent), each dropped point is counted and logged; when nothing older can
 go, the new data is dropped and counted. A full disk (ENOSPC) is handled the same way.
+A caller that must not lose what it already acknowledged (the collector's durable writes)
+calls `put(..., evict=False)`: nothing is dropped, `QueueFull` says the bound or the disk is
+full, and the caller refuses the new data instead (503). `held=True` marks a record whose
+payload the caller also keeps in memory and delivers itself: `peek_seq()`/`oldest()` pass
+over it until `unhold()`.
 
 A queue directory left by the older spools (the agent's `seg-<seq>.lp`/`open-<seq>.lp`, the
 collector's `batch-<seq>-<points>.lp`) is converted at `open()`, in order; any other file is
@@ -42,7 +47,7 @@ from pathlib import Path
 from puewatch.errors import UserError
 from puewatch.spoolfiles import fsync_dir, write_durable
 
-__all__ = ["DiskQueue", "Record", "decode_record", "encode_record"]
+__all__ = ["DiskQueue", "QueueFull", "Record", "decode_record", "encode_record"]
 
 log = logging.getLogger("puewatch.diskqueue")
 
@@ -85,12 +90,24 @@ def decode_record(data: bytes) -> tuple[bytes, int, int]:
     return b"".join(pieces), points, pos
 
 
+class QueueFull(Exception):
+    """`put(..., evict=False)` found no room: the bound is reached or the disk is full (`disk_full`).
+    Nothing was dropped or counted: the caller keeps the data or refuses it (ingest: 503)."""
+
+    def __init__(self, message: str, disk_full: bool) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
 @dataclass(order=True)
 class Record:
     seq: int
     points: int = field(compare=False)
     size: int = field(compare=False)  # bytes on disk
     path: Path = field(compare=False)
+    # The caller holds the payload in memory and delivers it itself (the collector's durable
+    # writes): peek_seq()/oldest() pass over it until unhold().
+    held: bool = field(default=False, compare=False)
 
 
 def _rec_name(seq: int, points: int) -> str:
@@ -118,6 +135,8 @@ class DiskQueue:
         self._records_bytes = 0
         self._records_points = 0
         self._in_flight: Record | None = None
+        self._held = 0  # records with held=True
+        self._writing_bytes = 0  # records being written by put(evict=False), outside the lock
         self._next_seq = 1
         # The open record (extend/seal), and one being sealed outside the lock.
         self._fd: int | None = None
@@ -206,10 +225,15 @@ class DiskQueue:
             self._next_seq += 1
             return seq
 
-    def put(self, payload: bytes, points: int, seq: int | None = None) -> Record | None:
+    def put(self, payload: bytes, points: int, seq: int | None = None, *, evict: bool = True,
+            held: bool = False) -> Record | None:
         """Store a whole record durably, in order by seq (default: after every other); None
-        when it was dropped (counted and logged)."""
+        when it was dropped (counted and logged). With evict=False nothing already queued is
+        dropped to make room and the new record is not dropped either: `QueueFull` is raised
+        instead (the bound, or a full disk), and nothing is counted."""
         data = encode_record(payload, points)
+        if not evict:
+            return self._put_or_refuse(data, points, seq, held)
         with self._lock:
             seq = self.next_seq() if seq is None else seq
             if len(data) > self.max_bytes:
@@ -227,13 +251,44 @@ class DiskQueue:
                     break
                 except OSError as exc:
                     # A full disk: free room by dropping the oldest record, then try once more.
-                    if attempt == 2 or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._evict_oldest(seq):
+                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    if attempt == 2 or not full or not self._evict_oldest(seq):
                         self._drop_new(points, 1, f"cannot write {path}: {exc.strerror}")
+                        # A full disk: logged once, then counted, until a record is written again.
+                        self._drop_logged = self._drop_logged or full
                         return None
             rec = Record(seq, points, len(data), path)
             self._insert(rec)
             self._drop_logged = False
             return rec
+
+    def _put_or_refuse(self, data: bytes, points: int, seq: int | None, held: bool) -> Record:
+        with self._lock:
+            seq = self.next_seq() if seq is None else seq
+            if self.bytes + len(data) > self.max_bytes:
+                raise QueueFull(f"spool {self.dir} holds {self.bytes} of its {self.max_bytes} bytes", disk_full=False)
+            path = self.dir / _rec_name(seq, points)
+            # Reserved while the file is written outside the lock (the bound holds meanwhile).
+            self._writing_bytes += len(data)
+        try:
+            write_durable(path, data)
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise QueueFull(f"cannot write {path}: {exc.strerror}", disk_full=full) from None
+        finally:
+            with self._lock:
+                self._writing_bytes -= len(data)
+        rec = Record(seq, points, len(data), path, held)
+        with self._lock:
+            self._insert(rec)
+        return rec
+
+    def unhold(self, rec: Record) -> None:
+        """The caller no longer delivers this record itself: it takes its turn from the disk."""
+        with self._lock:
+            if rec.held:
+                rec.held = False
+                self._held -= 1
 
     def extend(self, payload: bytes, points: int) -> int:
         """Append to the open record with one write(2) (safe from kill -9 once it returns; fsync'd
@@ -310,15 +365,22 @@ class DiskQueue:
 
     # -- taking ---------------------------------------------------------------------------------
 
+    def _first(self) -> Record | None:
+        """The oldest record not held by the caller (lock held)."""
+        if not self._held:
+            return self._records[0] if self._records else None
+        return next((r for r in self._records if not r.held), None)
+
     def peek_seq(self) -> int | None:
-        """The seq of the oldest record, or None."""
+        """The seq of the oldest record (not held), or None."""
         with self._lock:
-            return self._records[0].seq if self._records else None
+            rec = self._first()
+            return rec.seq if rec is not None else None
 
     def oldest(self) -> Record | None:
-        """The next record to send, marked in flight so that it is never dropped meanwhile."""
+        """The next record to send (not held), marked in flight so that it is never dropped meanwhile."""
         with self._lock:
-            self._in_flight = self._records[0] if self._records else None
+            self._in_flight = self._first()
             return self._in_flight
 
     def read(self, rec: Record) -> bytes | None:
@@ -382,7 +444,7 @@ class DiskQueue:
 
     def _evict_oldest(self, before_seq: int | None = None) -> bool:
         """Drop the oldest record not in flight (and older than before_seq); False if none."""
-        rec = next((r for r in self._records if r is not self._in_flight), None)
+        rec = next((r for r in self._records if r is not self._in_flight and not r.held), None)
         if rec is None or (before_seq is not None and rec.seq > before_seq):
             return False
         self._remove(rec)
@@ -394,6 +456,11 @@ class DiskQueue:
             self.dir, rec.path.name, rec.points, rec.size, self.dropped_points,
         )
         return True
+
+    def drop(self, points: int, batches: int, why: str) -> None:
+        """Count (and log, once per episode) new points the caller could not queue."""
+        with self._lock:
+            self._drop_new(points, batches, why)
 
     def _drop_new(self, points: int, batches: int, why: str) -> None:
         self.dropped_points += points
@@ -412,6 +479,7 @@ class DiskQueue:
         log.error("spool %s: %s; its %d point(s) are dropped", self.dir, why, rec.points)
 
     def _insert(self, rec: Record) -> None:
+        self._held += rec.held
         bisect.insort(self._records, rec)
         self._records_bytes += rec.size
         self._records_points += rec.points
@@ -420,6 +488,7 @@ class DiskQueue:
         i = bisect.bisect_left(self._records, rec)
         if i < len(self._records) and self._records[i] is rec:
             del self._records[i]
+            self._held -= rec.held
             self._records_bytes -= rec.size
             self._records_points -= rec.points
 
@@ -429,7 +498,7 @@ class DiskQueue:
     def bytes(self) -> int:
         """Bytes on disk: sealed records, the open one and one being sealed."""
         with self._lock:
-            return self._records_bytes + self._open_bytes + self._sealing_bytes
+            return self._records_bytes + self._open_bytes + self._sealing_bytes + self._writing_bytes
 
     @property
     def open_bytes(self) -> int:

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Reader", "Store", "StoreError", "StoreRejected", "StoreUnavailable", "TextReader"]
+__all__ = ["Reader", "Store", "StoreCorrupt", "StoreError", "StoreFull", "StoreRejected", "StoreUnavailable", "TextReader"]
 
 
 class StoreError(Exception):
@@ -30,6 +30,14 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """Connection refused/reset, timeout, 5xx or 429: the data is fine, retry later."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk is full: the data is fine, retry once there is room (the collector is degraded meanwhile)."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The store failed its integrity check: it is never written on again; the data stays in the spool."""
 
 
 class StoreRejected(StoreError):

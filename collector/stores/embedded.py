@@ -82,7 +82,7 @@ from puewatch.errors import UserError
 from puewatch.collector.lineparse import parse_columns
 from puewatch.core.batch import Batch, Block
 
-from .base import StoreRejected, StoreUnavailable
+from .base import StoreCorrupt, StoreFull, StoreRejected, StoreUnavailable
 
 log = logging.getLogger("puewatch.collector.stores.embedded")
 
@@ -165,10 +165,17 @@ class EmbeddedStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN/COMMIT below).
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+            # A corrupt store is never written on: a write into damaged pages can spread the damage.
+            self._corrupt: str | None = self._quick_check()
+            if self._corrupt is not None:
+                self._db.close()
+                raise UserError(self._corrupt)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            if _code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise UserError(self._corrupt_message(str(exc))) from None
             raise UserError(f"embedded store {self.path}: {exc}") from None
         self._series: dict[tuple[str, str], int] = {
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
@@ -182,6 +189,48 @@ class EmbeddedStore:
         # Readers' catalogue: measurement -> (series ids, (tag, value) -> series ids), up to series id _catalog_top.
         self._catalog: dict[str, tuple[list[int], dict[tuple[str, str], list[int]]]] = {}
         self._catalog_top = 0
+
+    # -- integrity ------------------------------------------------------------------------------
+
+    def _corrupt_message(self, problem: str) -> str:
+        return (f"embedded store {self.path} is corrupt ({problem}); it is not written on: restore it from a "
+                f"backup, or move it away to start a new one (`sqlite3 {self.path} .recover` saves what is readable)")
+
+    def _quick_check(self) -> str | None:
+        """`PRAGMA quick_check` (every page and record, O(size), without index cross-checks): None when
+        the store is sound, else the message saying it is corrupt."""
+        try:
+            rows = self._db.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.Error as exc:
+            if _code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return self._corrupt_message(str(exc))
+            raise
+        if rows == [("ok",)]:
+            return None
+        problems = [p.strip() for r in rows for p in str(r[0]).splitlines()]
+        return self._corrupt_message("quick_check: " + "; ".join(p for p in problems if p and not p.startswith("***")))
+
+    def _writable(self) -> None:
+        """Refuse every write once the store was found corrupt (lock held)."""
+        if self._corrupt is not None:
+            raise StoreCorrupt(self._corrupt)
+
+    def _failure(self, exc: sqlite3.Error, what: str = "") -> StoreUnavailable:
+        """What an SQLite error means for the writer (lock held): a full disk, a corrupt store (checked
+        with quick_check after any error but a busy or locked database), or a passing failure."""
+        code = _code(exc)
+        message = f"{self.name}: {what}{exc}"
+        if code == sqlite3.SQLITE_FULL:
+            return StoreFull(message)
+        if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            try:
+                self._corrupt = self._quick_check()
+            except sqlite3.Error as check_exc:
+                return StoreUnavailable(f"{message} (integrity check failed too: {check_exc})")
+            if self._corrupt is not None:
+                log.error("%s", self._corrupt)
+                return StoreCorrupt(self._corrupt)
+        return StoreUnavailable(message)
 
     # -- Store ----------------------------------------------------------------------------------
 
@@ -224,6 +273,7 @@ class EmbeddedStore:
         tagsets = self._tagsets
         written = 0
         with self._lock:
+            self._writable()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for block, linenos in blocks:
@@ -308,7 +358,7 @@ class EmbeddedStore:
                 for m, f in new_kinds:
                     kinds[m].pop(f, None)
                 # A locked or full database, an I/O error: the data is fine, try again later.
-                raise StoreUnavailable(f"{self.name}: {exc}") from None
+                raise self._failure(exc) from None
             self.points_written += written
         if bad:
             bad.sort(key=lambda x: x[0])
@@ -355,6 +405,7 @@ class EmbeddedStore:
         tagset = canonical_tagset(tags) if tags else ""
         key = (measurement, tagset)
         with self._lock:
+            self._writable()
             created = False
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -395,7 +446,7 @@ class EmbeddedStore:
                 self._rollback()
                 if created:
                     self._series.pop(key, None)
-                raise StoreUnavailable(f"{self.name}: {exc}") from None
+                raise self._failure(exc) from None
             self._kinds.setdefault(measurement, {})[field] = "number"
         self.points_written += int(t.size)
         return int(t.size)
@@ -489,6 +540,8 @@ class EmbeddedStore:
             now_ns = time.time_ns() if now_ns is None else now_ns
             horizon_ns = now_ns - int(self.compact_after_s * 1e9)
         horizon_ns = int(horizon_ns)
+        with self._lock:
+            self._writable()
         try:
             moved = 0
             for sid, field in self._old_rows(horizon_ns):
@@ -514,7 +567,8 @@ class EmbeddedStore:
                     if len(rows) < COMPACT_BATCH:
                         break
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self.name}: compact: {exc}") from None
+            with self._lock:
+                raise self._failure(exc, "compact: ") from None
         if moved:
             log.info("%s: compacted %d point(s) into chunks", self.name, moved)
         return moved
@@ -555,6 +609,7 @@ class EmbeddedStore:
         now_ns = time.time_ns() if now_ns is None else now_ns
         cutoff = now_ns - int(self.raw_retention_s * 1e9)
         with self._lock:
+            self._writable()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 deleted = self._db.execute("DELETE FROM points WHERE time_ns < ?", (cutoff,)).rowcount
@@ -575,7 +630,7 @@ class EmbeddedStore:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreUnavailable(f"{self.name}: prune: {exc}") from None
+                raise self._failure(exc, "prune: ") from None
         if deleted:
             log.info("%s: pruned %d point(s) older than %.0f s", self.name, deleted, self.raw_retention_s)
         return deleted
@@ -698,6 +753,12 @@ class EmbeddedStore:
 
 
 # -- columns ----------------------------------------------------------------------------------
+
+
+def _code(exc: BaseException) -> int | None:
+    """The SQLite primary result code of an error (SQLITE_FULL, SQLITE_CORRUPT, ...)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
 
 
 def _decode_times(blob: bytes) -> np.ndarray:

@@ -43,6 +43,16 @@ counted. Files are never rewritten, so a batch replayed after a timeout (the
 store may have stored it and failed to answer) is byte-identical, and InfluxDB
 (and the embedded store) keep it once: same series, same timestamp.
 
+Durable mode (`durable=True`, the collector's raw writer: what ingest acknowledges):
+`commit()` returns a future that is done once the batch is on disk. A committer thread
+takes every batch waiting (up to `group_max_bytes`) and writes them as one record, one
+fsync of the file and one of the directory (group commit: batches arriving during a sync
+share the next one; a batch waits at most for the group in progress and its own). The
+record is `held`: the batch also joins the in-memory queue above and the record is deleted
+once the store has it (a crash in between writes it again at the next start: stored once,
+same series and time). Nothing is ever dropped to make room: a batch the spool cannot take
+(bound reached, disk full) fails with `Backpressure` (503 + Retry-After), counted as refused.
+
 What travels: a typed `puewatch.core.batch.Batch` (SNMP readings, the pipeline's
 derived series) or line protocol bytes (agents' bodies, as validated by ingest). The
 store gets a batch through `write_batch()` where it has one (the embedded store stores
@@ -55,6 +65,7 @@ the store refused is kept in `rejected/` as line protocol, for the operator to r
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -65,17 +76,29 @@ from pathlib import Path
 
 from puewatch.backoff import Backoff
 from puewatch.core import batch as typed
-from puewatch.diskqueue import DiskQueue, Record
+from puewatch.diskqueue import DiskQueue, QueueFull, Record
 
-from .base import Store, StoreRejected, StoreUnavailable
+from .base import Store, StoreCorrupt, StoreFull, StoreRejected, StoreUnavailable
 from .isolate import bisect_write, split_lines
 
 log = logging.getLogger("puewatch.collector.stores.spool")
 
+__all__ = ["Backpressure", "StoreWriter"]
+
 # Refused lines of one batch logged one by one; the rest as a count (all are in rejected/).
 _LOGGED_LINES_MAX = 10
 
-__all__ = ["StoreWriter"]
+# What a client is told to wait before sending again when the spool cannot take its batch (503).
+RETRY_AFTER_S = 5
+
+
+class Backpressure(Exception):
+    """The batch was not taken: nothing was acknowledged, stored or dropped; the sender keeps it and
+    sends it again after `retry_after_s` (ingest answers 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 # -- what a batch is on its way: typed, or line protocol bytes ------------------------------------
@@ -121,6 +144,11 @@ def _line_protocol(body: bytes | typed.Batch) -> bytes:
     return body if isinstance(body, bytes) else body.to_line_protocol()
 
 
+def _on_disk(batch) -> Record | None:
+    """The batch's record on disk (read back from the spool, or held for a durable batch), if any."""
+    return batch if isinstance(batch, Record) else batch.rec
+
+
 @dataclass
 class _Batch:
     """A batch waiting in memory."""
@@ -129,6 +157,7 @@ class _Batch:
     points: int
     size: int
     body: bytes | typed.Batch = field(repr=False)
+    rec: Record | None = None  # durable mode: its record on disk (held), deleted once the store has it
 
 
 class StoreWriter:
@@ -148,6 +177,9 @@ class StoreWriter:
         on_write: Callable[[float, int], None] | None = None,
         coalesce_max_bytes: int = 4 << 20,
         poison_strikes: int = 2,
+        durable: bool = False,
+        group_max_bytes: int = 16 << 20,
+        health=None,
         start: bool = True,
     ) -> None:
         self.store = store
@@ -168,6 +200,18 @@ class StoreWriter:
         # Consecutive batches waiting in memory are written as one request up to this size:
         # fewer, larger writes cost the store less per point (one WAL sync per request).
         self.coalesce_max_bytes = coalesce_max_bytes
+        # Durable mode: every batch is on disk (fsync'd) before commit()'s future is done; the
+        # spool never drops a batch to make room, a batch it cannot take is refused (Backpressure).
+        self.durable = durable
+        self.group_max_bytes = group_max_bytes
+        # Told about a full disk or a corrupt store (`collector.health.Health`: degrade/recover).
+        self.health = health
+        self.refused_points = 0  # durable: points refused with Backpressure (never acknowledged)
+        self.refused_batches = 0
+        self.commits = 0  # durable: group commits (one fsync'd record each)
+        self.commit_batches = 0  # batches they held
+        self.commit_seconds_sum = 0.0
+        self.commit_seconds_max = 0.0
 
         # Counters (read them with stats(); exported on /metrics). Dropped and rejected: the spool's.
         self.points_written = 0
@@ -185,6 +229,12 @@ class StoreWriter:
         self._closing = False
         self._stopped = False
         self._thread: threading.Thread | None = None
+        # Durable mode: batches waiting for the next group commit, (body, points, future or None).
+        self._pending_cond = threading.Condition()
+        self._pending: deque[tuple[bytes | typed.Batch, int, concurrent.futures.Future | None]] = deque()
+        self._committing = 0  # batches taken by the committer, not yet on disk or refused
+        self._commit_stop = False
+        self._committer: threading.Thread | None = None
         self.spool.open()  # the batches of an earlier run come first: their seqs are lower
         if start:
             self.start()
@@ -193,12 +243,37 @@ class StoreWriter:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"store-writer {self.store.name}", daemon=True)
             self._thread.start()
+        if self.durable and self._committer is None:
+            self._committer = threading.Thread(target=self._commit_run, name=f"group-commit {self.store.name}", daemon=True)
+            self._committer.start()
 
     # -- the submitting side (event loop) -------------------------------------------------------
 
-    def submit(self, body: bytes | typed.Batch, points: int | None = None) -> None:
-        """Hand a batch over (a typed Batch, or ns line protocol and its line count); never waits for the store."""
+    def commit(self, body: bytes | typed.Batch, points: int | None = None) -> concurrent.futures.Future:
+        """Durable mode: hand a batch over; the future is done once the batch is on disk (fsync'd, with
+        the other batches of its group commit), or fails with `Backpressure` (not taken: the spool is
+        full or its disk is). Never waits itself."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
         if not body:
+            fut.set_result(None)
+            return fut
+        self._enqueue(body, len(body) if points is None else points, fut)
+        return fut
+
+    def _enqueue(self, body: bytes | typed.Batch, points: int, fut: concurrent.futures.Future | None) -> None:
+        with self._pending_cond:
+            if self._commit_stop:
+                raise RuntimeError(f"StoreWriter for {self.store.name} is closed")
+            self._pending.append((body, points, fut))
+            self._pending_cond.notify()
+
+    def submit(self, body: bytes | typed.Batch, points: int | None = None) -> None:
+        """Hand a batch over (a typed Batch, or ns line protocol and its line count); never waits for the store.
+        Durable mode: it goes to disk with the next group commit, unacknowledged."""
+        if not body:
+            return
+        if self.durable:
+            self._enqueue(body, len(body) if points is None else points, None)
             return
         size = _memory_size(body)
         with self._cond:
@@ -214,8 +289,92 @@ class StoreWriter:
             self._cond.notify_all()
 
     def _spool_batch(self, batch: _Batch) -> None:
-        """To disk, in order by seq (full: the oldest goes, counted by the spool)."""
+        """To disk, in order by seq (full: the oldest goes, counted by the spool); a durable batch is
+        there already: it only takes its turn from the disk now."""
+        if batch.rec is not None:
+            self.spool.unhold(batch.rec)
+            return
         self.spool.put(_to_disk(batch.body), batch.points, batch.seq)
+
+    # -- the group committer (durable mode) -----------------------------------------------------
+
+    def _commit_run(self) -> None:
+        """Take every batch waiting (up to group_max_bytes) and put it on disk as one record with one
+        fsync of the file and one of the directory: the batches that arrive while a group is being
+        synced wait for the next group, so a batch waits at most for the group in progress and its own."""
+        while True:
+            with self._pending_cond:
+                while not self._pending and not self._commit_stop:
+                    self._pending_cond.wait()
+                if not self._pending:
+                    return
+                group = [self._pending.popleft()]
+                size = _memory_size(group[0][0])
+                while self._pending and size + _memory_size(self._pending[0][0]) <= self.group_max_bytes:
+                    item = self._pending.popleft()
+                    size += _memory_size(item[0])
+                    group.append(item)
+                self._committing = len(group)
+            try:
+                self._commit_group(group)
+            except Exception as exc:  # never let the thread die; nothing of this group was acknowledged
+                log.exception("store writer %s: group commit failed", self.store.name)
+                self._refuse(group, Backpressure(f"cannot write the batch to the spool: {exc}"))
+            finally:
+                with self._pending_cond:
+                    self._committing = 0
+                    self._pending_cond.notify_all()
+
+    def _commit_group(self, group: list) -> None:
+        body = _join([b for b, _, _ in group]) if len(group) > 1 else group[0][0]
+        points = sum(p for _, p, _ in group)
+        payload = _to_disk(body)
+        t0 = time.perf_counter()
+        seq = self.spool.next_seq()  # one committer: records reach the queue in seq order
+        try:
+            rec = self.spool.put(payload, points, seq, evict=False, held=True)
+        except QueueFull as exc:
+            reason = "spool_disk_full" if exc.disk_full else "spool_full"
+            if self.health is not None:
+                self.health.degrade(reason, f"{exc}; ingest answers 503 until there is room")
+            self._refuse(group, Backpressure(f"the collector cannot take more now: {exc}"))
+            return
+        seconds = time.perf_counter() - t0
+        if self.health is not None:
+            self.health.recover("spool_disk_full")
+            self.health.recover("spool_full")
+        with self._cond:
+            self.commits += 1
+            self.commit_batches += len(group)
+            self.commit_seconds_sum += seconds
+            self.commit_seconds_max = max(self.commit_seconds_max, seconds)
+            size = _memory_size(body)
+            if len(self._queue) < self.queue_max_batches and self._queue_bytes + size <= self.queue_max_bytes:
+                self._queue.append(_Batch(seq, points, size, body, rec))
+                self._queue_bytes += size
+            else:
+                self.spool.unhold(rec)  # the writer is far behind: it reads this one back from disk
+            self._cond.notify_all()
+        for _, _, fut in group:
+            if fut is not None:
+                fut.set_result(None)
+
+    def _refuse(self, group: list, exc: Backpressure) -> None:
+        """Nothing of the group is on disk: acknowledged batches are refused (the sender keeps them),
+        the others (SNMP readings, never acknowledged) are dropped and counted."""
+        lost = 0
+        with self._cond:
+            for _, points, fut in group:
+                if fut is not None:
+                    self.refused_points += points
+                    self.refused_batches += 1
+                else:
+                    lost += points
+        if lost:
+            self.spool.drop(lost, 1, str(exc))
+        for _, _, fut in group:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
 
     # -- the writer thread ----------------------------------------------------------------------
 
@@ -294,6 +453,7 @@ class StoreWriter:
         try:
             _store_write(self.store, body)
         except StoreUnavailable as exc:
+            self._store_trouble(exc)
             with self._cond:
                 self._failed(group[0], str(exc))
                 for b in group[1:]:
@@ -303,7 +463,19 @@ class StoreWriter:
             for b in group:
                 self._write(b)
             return
+        for b in group:
+            if b.rec is not None:
+                self.spool.done(b.rec)
         self._written(time.perf_counter() - t0, points, len(group))
+
+    def _store_trouble(self, exc: StoreUnavailable) -> None:
+        """A full or corrupt store puts the collector in the degraded state (the batches stay spooled)."""
+        if self.health is None:
+            return
+        if isinstance(exc, StoreFull):
+            self.health.degrade("store_disk_full", str(exc))
+        elif isinstance(exc, StoreCorrupt):
+            self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
 
     def _written(self, seconds: float, points: int, batches: int, on_disk: Record | None = None) -> None:
         """Bookkeeping after a successful store write (lock not held)."""
@@ -315,6 +487,8 @@ class StoreWriter:
             self.write_seconds = seconds
             self.write_seconds_sum += seconds
             failures = self.backoff.succeeded()
+            if self.health is not None:
+                self.health.recover("store_disk_full")
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)
             self._retry_at = 0.0
@@ -346,6 +520,7 @@ class StoreWriter:
         try:
             _store_write(self.store, body)
         except StoreUnavailable as exc:
+            self._store_trouble(exc)
             # A strike: the store answered a ping before this write and none after it.
             killed = retrying and self._ping is not None and not self._ping()
             strikes = self._suspect[1] + killed if retrying else 0
@@ -364,7 +539,7 @@ class StoreWriter:
             self._isolate(batch, body, str(exc))
             return
         self._suspect = None
-        self._written(time.perf_counter() - t0, batch.points, 1, batch if isinstance(batch, Record) else None)
+        self._written(time.perf_counter() - t0, batch.points, 1, _on_disk(batch))
 
     def _isolate(self, batch: _Batch | Record, body: bytes | typed.Batch, why: str) -> None:
         """A batch the store refused, or failed on again and again: write it in halves down to
@@ -376,11 +551,12 @@ class StoreWriter:
         try:
             result = bisect_write(lines, self.store.write, self._ping, self._wait_until_up)
         except StoreUnavailable as exc:  # away (or shutting down) before anything was decided
+            self._store_trouble(exc)
             with self._cond:
                 self._failed(batch, str(exc))
             return
         self._suspect = None
-        on_disk = batch if isinstance(batch, Record) else None
+        on_disk = _on_disk(batch)
         if result.refused:
             with self._cond:
                 self._set_aside_lines(batch, result.refused)
@@ -431,6 +607,8 @@ class StoreWriter:
         body = _line_protocol(body)
         if isinstance(batch, Record):
             kept = self.spool.reject(batch, body)
+        elif batch.rec is not None:
+            kept = self.spool.reject(batch.rec, body)
         else:
             kept = self.spool.set_aside(batch.seq, body, batch.points)
         log.error("store %s rejected batch %d (%d point(s), kept in %s): %s; %d point(s) rejected so far",
@@ -448,6 +626,8 @@ class StoreWriter:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every submitted batch is in the store (True) or timeout_s passes (False)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self.durable and not self._wait_committed(deadline):
+            return False
         with self._cond:
             while self._queue or self.spool.records or self._busy:
                 if self._stopped or self._thread is None or not self._thread.is_alive():
@@ -458,9 +638,27 @@ class StoreWriter:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
             return True
 
+    def _wait_committed(self, deadline: float | None) -> bool:
+        """Durable mode: wait until every batch handed over is on disk (or refused)."""
+        with self._pending_cond:
+            while self._pending or self._committing:
+                if self._committer is None or not self._committer.is_alive():
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._pending_cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+        return True
+
     def close(self, timeout_s: float = 10.0) -> bool:
         """Stop accepting batches, write what the store takes within timeout_s, keep the rest on
         disk for the next start, stop the thread and close the store. True when nothing is left."""
+        # Durable mode: what was handed over reaches the disk first (it may have been acknowledged).
+        with self._pending_cond:
+            self._commit_stop = True
+            self._pending_cond.notify_all()
+        if self._committer is not None:
+            self._committer.join()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -498,6 +696,12 @@ class StoreWriter:
                 "rejected_points": self.rejected_points,
                 "rejected_batches": self.spool.rejected_batches,
                 "store_errors": self.store_errors,
+                "refused_points": self.refused_points,
+                "refused_batches": self.refused_batches,
+                "commits": self.commits,
+                "commit_batches": self.commit_batches,
+                "commit_seconds_sum": self.commit_seconds_sum,
+                "commit_seconds_max": self.commit_seconds_max,
                 "store_up": self.backoff.failures == 0,
                 "last_error": self.last_error,
             }

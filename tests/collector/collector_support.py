@@ -115,11 +115,12 @@ def scrape(metrics_port: int) -> dict[str, float]:
 class CollectorProcess:
     """`puewatch collector --config CONF` as a subprocess; stop() sends SIGTERM and checks the exit."""
 
-    def __init__(self, conf: Path, ingest_port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, conf: Path, ingest_port: int, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:
+        # prefix: a command the collector runs under (e.g. nsenter into a mount namespace).
         self.log = conf.parent / f"collector-{time.monotonic_ns()}.log"
         self._logf = open(self.log, "wb")
-        self.proc = subprocess.Popen([*PUEWATCH, "collector", "--config", str(conf)], env={**os.environ, **(env or {})},
-                                     stdout=subprocess.DEVNULL, stderr=self._logf)
+        self.proc = subprocess.Popen([*prefix, *PUEWATCH, "collector", "--config", str(conf)],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=self._logf)
         deadline = time.monotonic() + 30
         while self.proc.poll() is None and time.monotonic() < deadline:
             with socket.socket() as s:

@@ -1,0 +1,82 @@
+"""The collector's degraded state: what keeps it from taking or storing data right now.
+
+A full disk (the spool's, the state directory's, the embedded store's) or a corrupt store
+never crashes the collector: the part that meets it calls `degrade(reason, message)` and
+`recover(reason)` once it works again, and the collector stays up meanwhile. Each reason is
+logged once when it starts (then only counted: a full disk would log every request) and
+once when it ends; `/metrics` shows `puewatch_degraded{reason=...}` (1 while it lasts) and
+`puewatch_degraded_events{reason=...}` (how often it was met); systemd's STATUS names it.
+
+While a reason in `BLOCKS_INGEST` lasts, ingest answers 503 with Retry-After before taking
+anything; the spool's own reasons are decided batch by batch by the group commit (a batch
+that fits is taken, so the collector recovers by itself as soon as there is room again).
+A corrupt store does not block ingest: batches keep going to the spool, within its bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+__all__ = ["BLOCKS_INGEST", "REASONS", "Health"]
+
+log = logging.getLogger("puewatch.collector.health")
+
+REASONS = {
+    "spool_full": "the raw spool reached its byte bound (spool_max_bytes)",
+    "spool_disk_full": "the disk of the spool is full",
+    "state_disk_full": "the disk of the state directory is full (pipeline checkpoint)",
+    "state_unwritable": "the state directory cannot be written (pipeline checkpoint)",
+    "store_disk_full": "the disk of the store is full",
+    "store_corrupt": "the embedded store failed its integrity check",
+}
+BLOCKS_INGEST = frozenset({"state_disk_full", "store_disk_full"})
+
+
+class Health:
+    """Thread-safe set of the reasons the collector is degraded for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[str, str] = {}  # reason -> message of its first occurrence
+        self.events: Counter[str] = Counter()  # every occurrence, by reason
+        self.changes = 0  # bumped on every start or end of a reason (the main loop updates STATUS)
+
+    def degrade(self, reason: str, message: str) -> None:
+        with self._lock:
+            self.events[reason] += 1
+            if reason in self._active:
+                return
+            self._active[reason] = message
+            self.changes += 1
+        log.error("degraded (%s): %s", reason, message)
+
+    def recover(self, reason: str) -> None:
+        if reason not in self._active:  # the hot path: one dict lookup, no lock
+            return
+        with self._lock:
+            if self._active.pop(reason, None) is None:
+                return
+            self.changes += 1
+            n = self.events[reason]
+        log.warning("recovered (%s) after %d occurrence(s) so far", reason, n)
+
+    def blocking(self) -> str | None:
+        """The message of a reason that keeps ingest from taking data (503), or None."""
+        if not self._active:
+            return None
+        with self._lock:
+            for reason, message in self._active.items():
+                if reason in BLOCKS_INGEST:
+                    return message
+        return None
+
+    def active(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._active)
+
+    def status(self) -> str:
+        """For sd_notify STATUS: empty when healthy."""
+        active = self.active()
+        return "DEGRADED: " + "; ".join(active) if active else ""
