@@ -59,6 +59,11 @@ QUANTITY_UNITS: dict[str, str] = {
     "rated_apparent_power": "VA",
 }
 
+#: Where a reading sits at the device (every profile reading declares one): the device's total input,
+#: one input cord/inlet, one phase (line) of an inlet, one branch circuit (breaker, fuse), one outlet,
+#: a metering module or unit of a chain, or a UPS's output, input or bypass (lines or totals).
+LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass")
+
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_FIELDS = re.compile(r"\{([a-z0-9_]*)\}")
@@ -162,6 +167,10 @@ class ReadingSpec:
     key: str = setting(min=1, doc="Identifier inside the profile (lower case, digits, '_'); totals refer to it.")
     quantity: str = setting(choices=tuple(QUANTITY_UNITS), doc="What the reading measures.")
     unit: str = setting(min=1, doc="Unit of `value` (must be the quantity's unit: W, Wh, VA, ...).")
+    location: str = setting(
+        "", choices=("", *LOCATIONS),
+        doc="Where the reading sits at the device: " + ", ".join(LOCATIONS) + " (required in a profile file).",
+    )
     name: str = setting(
         "",
         doc="Reading name; for a column a template with `{index}` (row index, dots as '_') or `{i1}`, `{i2}`, ... "
@@ -269,6 +278,9 @@ class TotalSpec:
         doc="Reading keys whose rows are added up. Rows without a value (a 'not supported' sentinel, `valid_if` "
         "false, the object absent) are left out; a row that could not be read (an error) makes the total missing.",
     )
+    location: str = setting(
+        "total", choices=LOCATIONS, doc="Where the total sits at the device (a UPS's output total: `ups_output`)."
+    )
     fallback: list[str] = setting(
         default_factory=list,
         doc="Reading keys tried in order when no row of `sum` has a value (e.g. a legacy object that the device "
@@ -311,6 +323,10 @@ class Profile:
             if spec.key in keys:
                 return [(f"readings[{i}].key", f"duplicate key {spec.key!r} (also readings[{keys[spec.key]}])")]
             keys[spec.key] = i
+        if not self.profile.generic:
+            for i, spec in enumerate(self.readings):
+                if not spec.location:
+                    return [(f"readings[{i}].location", f"say where {spec.key!r} sits at the device: one of {', '.join(LOCATIONS)}")]
         by_key = {s.key: s for s in self.readings}
         names: set[str] = set()
         for i, total in enumerate(self.totals):

@@ -4,6 +4,7 @@ scaling semantics (ENTITY-SENSOR scale/precision, Raritan decimal digits); profi
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -27,6 +28,7 @@ GOOD = textwrap.dedent(
 
     [[readings]]
     key = "inlet_power"
+    location = "inlet"
     name = "inlet{index}_active_power"
     quantity = "active_power"
     unit = "W"
@@ -36,6 +38,7 @@ GOOD = textwrap.dedent(
 
     [[readings]]
     key = "inlet_energy"
+    location = "inlet"
     name = "inlet{i1}_active_energy"
     quantity = "active_energy"
     unit = "Wh"
@@ -207,3 +210,18 @@ def test_generic_profile_from_device_oids():
         ("total_active_power", ["a_power", "b_power"]), ("total_active_energy", ["energy"])
     ]
     assert p.reading("b_power").scale == 10.0 and p.reading("energy").unit == "Wh"
+
+
+def test_every_profile_reading_says_where_it_sits(tmp_path):
+    """A profile file must give each reading its location at the device; an unknown one is refused by name."""
+    for name, profile in pf.load_profiles().items():
+        if not profile.profile.generic:
+            assert all(s.location in pf.LOCATIONS for s in profile.readings), name
+    text = pf.builtin_profile_files()[0][1]
+    (tmp_path / "noloc.toml").write_text(
+        re.sub(r'\nlocation = "[a-z_]+"', "", text).replace('name = "apc-rpdu2"', 'name = "noloc"'))
+    with pytest.raises(ConfigError, match=r"readings\[0\]\.location: say where"):
+        pf.load_profile_file(tmp_path / "noloc.toml")
+    (tmp_path / "bad.toml").write_text(text.replace('location = "total"', 'location = "rack"', 1))
+    with pytest.raises(ConfigError, match=r"location: must be one of"):
+        pf.load_profile_file(tmp_path / "bad.toml")
