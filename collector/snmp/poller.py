@@ -126,7 +126,7 @@ class Meter:
         self.connected = False
         descr, oid = await self.client.get([SYS_DESCR, SYS_OBJECT_ID])
         self.sys_descr = descr if isinstance(descr, str) else None
-        self.sys_object_id = oid if isinstance(oid, str) else None
+        self.sys_object_id = pf.sys_object_id(oid)
         if not self.device.profile:
             self.profile = await self._match()
         await self.discover()

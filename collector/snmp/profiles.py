@@ -473,6 +473,16 @@ def oid_startswith(oid: str, prefix: str) -> bool:
     return oid == prefix or oid.startswith(prefix + ".")
 
 
+def sys_object_id(value: object) -> str | None:
+    """A device's sysObjectID as a dotted OID: as sent (OBJECT IDENTIFIER), or from the text some
+    agents send instead (OCTET STRING, often with a leading dot: ".1.3.6.1.4.1.232.165.11").
+    None when it is neither."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lstrip(".")
+    return text if _OID_RE.match(text) else None
+
+
 def candidates(profiles: dict[str, Profile], sys_object_id: str) -> list[Profile]:
     """Profiles that may fit a device, best first: longest sysObjectID prefix, then priority; then fallbacks.
 

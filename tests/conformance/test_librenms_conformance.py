@@ -172,6 +172,8 @@ def _report(out: dict[str, Outcome]) -> str:
     for o in out.values():
         lines.append(f"{o.community:40} {o.profile or '(no profile)':18} {o.read}/{o.expected}"
                      + (f"  missed: {'; '.join(o.missed[:4])}{' ...' if len(o.missed) > 4 else ''}" if o.missed else ""))
+        if o.error:
+            lines.append(f"    {o.error}")
         lines.extend(f"    FAIL {f}" for f in o.failures)
     matched = sum(o.profile is not None for o in out.values())
     read = sum(o.read for o in out.values())
