@@ -342,7 +342,9 @@ class Profile:
                     if spec.quantity != total.quantity:
                         return [(f"totals[{i}].{where}[{j}]", f"reading {src!r} measures {spec.quantity}, the total {total.quantity}")]
         if not self.profile.generic:
-            if "total_active_power" not in names:
+            # A device that measures no active power (only VA, or energy per outlet) has no power
+            # total: it is never made up from apparent power.
+            if "total_active_power" not in names and any(r.quantity == "active_power" for r in self.readings):
                 return [("totals", "every profile must define a total named 'total_active_power'")]
             if not self.readings:
                 return [("readings", "a profile needs at least one reading (or `generic = true`)")]
