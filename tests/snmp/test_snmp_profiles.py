@@ -69,7 +69,11 @@ def test_every_shipped_profile_loads_and_has_a_power_total():
     for p in profiles.values():
         assert p.source == f"puewatch.profiles/{p.name}.toml"
         if not p.profile.generic:
-            assert any(t.name == "total_active_power" for t in p.totals)
+            # a power total wherever the device measures active power (never made up from VA)
+            measures_w = any(s.quantity == "active_power" for s in p.readings)
+            assert any(t.name == "total_active_power" for t in p.totals) == measures_w, p.name
+            if not measures_w:
+                assert any(s.quantity == "apparent_power" for s in p.readings), p.name
             for spec in p.readings:
                 assert spec.doc, f"{p.name}.{spec.key}: say where the definition comes from"
 
