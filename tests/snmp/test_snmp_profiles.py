@@ -167,8 +167,10 @@ def test_candidates_rank_longest_prefix_then_fallbacks():
     assert names("1.3.6.1.4.1.318.1.3.27")[:2] == ["apc-ups", "apc-rpdu2"]
     assert names("1.3.6.1.4.1.13742.6")[0] == "raritan-pdu2"
     assert names("1.3.6.1.4.1.13742.60")[0] != "raritan-pdu2"  # whole arcs only
-    assert names("1.3.6.1.4.1.8072.3.2.10") == ["ups-mib", "entity-sensor"]
-    assert names("1.3.6.1.4.1.5491.308") == ["ups-mib", "entity-sensor"]
+    # fallbacks (standard MIBs, and vendors whose agents send no usable sysObjectID), by priority
+    fallbacks = ["ups-mib", "cpi-pdu", "entity-sensor", "hpe-cpqpower"]
+    assert names("1.3.6.1.4.1.8072.3.2.10") == fallbacks
+    assert names("1.3.6.1.4.1.5491.308") == fallbacks
 
 
 def test_device_config_validation():
