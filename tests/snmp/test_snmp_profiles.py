@@ -231,3 +231,11 @@ def test_every_profile_reading_says_where_it_sits(tmp_path):
     (tmp_path / "bad.toml").write_text(text.replace('location = "total"', 'location = "rack"', 1))
     with pytest.raises(ConfigError, match=r"location: must be one of"):
         pf.load_profile_file(tmp_path / "bad.toml")
+
+
+def test_sys_object_id_sent_as_text_is_the_oid_it_names():
+    """Some agents send sysObjectID as an OCTET STRING, often with a leading dot."""
+    assert pf.sys_object_id("1.3.6.1.4.1.232.165.11") == "1.3.6.1.4.1.232.165.11"
+    assert pf.sys_object_id(".1.3.6.1.4.1.232.165.11 ") == "1.3.6.1.4.1.232.165.11"
+    assert pf.sys_object_id("HP PDU") is None and pf.sys_object_id(None) is None and pf.sys_object_id(42) is None
+    assert [p.name for p in pf.candidates(pf.load_profiles(), pf.sys_object_id(".1.3.6.1.4.1.232.165.11"))][0] == "hpe-cpqpower"
