@@ -57,6 +57,7 @@ class Reading:
     modulus: float | None  # register wrap modulus in `unit` (e.g. 2**32 * scale), None for gauges
     time_ns: int  # when the response arrived
     refused: Refusal | None = None  # why the answered value is not a reading (`validate.check_value`)
+    location: str = ""  # where it sits at the device (`profiles.LOCATIONS`); "" for a configured OID
 
 
 OnPoll = Callable[[str, int, list[Reading], "str | None"], "None | Awaitable[None]"]
@@ -125,7 +126,7 @@ class Meter:
         self.connected = False
         descr, oid = await self.client.get([SYS_DESCR, SYS_OBJECT_ID])
         self.sys_descr = descr if isinstance(descr, str) else None
-        self.sys_object_id = oid if isinstance(oid, str) else None
+        self.sys_object_id = pf.sys_object_id(oid)
         if not self.device.profile:
             self.profile = await self._match()
         await self.discover()
@@ -250,7 +251,7 @@ class Meter:
                     self._log_refusal(row, raw, refused)
             raw_out: int | float | None = raw if isinstance(raw, int) else x if x is not None and math.isfinite(x) else None
             modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
-            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused)
+            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused, spec.location)
             out.append(r)
             by_key.setdefault(spec.key, []).append(r)
         for total in self.profile.totals:
@@ -272,7 +273,8 @@ class Meter:
         dev = self.device.name
         if self.rows is not None and self.profile is not None:
             out = [
-                Reading(dev, r.name, r.spec.quantity, r.spec.kind, r.spec.unit, r.oid, None, NAN, None, t_ns) for r in self.rows
+                Reading(dev, r.name, r.spec.quantity, r.spec.kind, r.spec.unit, r.oid, None, NAN, None, t_ns, location=r.spec.location)
+                for r in self.rows
             ]
             return out + [_total(dev, t, self.profile, {}, t_ns) for t in self.profile.totals]
         if self.profile is not None:
@@ -319,14 +321,14 @@ def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str,
     unit = pf.QUANTITY_UNITS[total.quantity]
     valid = [r for r in chosen if math.isfinite(r.value)]
     if not valid or any(_broken(r) for r in chosen):
-        return Reading(dev, total.name, total.quantity, kind, unit, "", None, NAN, None, t_ns)
+        return Reading(dev, total.name, total.quantity, kind, unit, "", None, NAN, None, t_ns, location=total.location)
     if len(chosen) == 1:
         # One source object: the total is that register, with its wrap modulus.
         r = chosen[0]
-        return Reading(dev, total.name, total.quantity, r.kind, unit, r.oid, r.raw, r.value, r.modulus, t_ns)
+        return Reading(dev, total.name, total.quantity, r.kind, unit, r.oid, r.raw, r.value, r.modulus, t_ns, location=total.location)
     # A sum of registers has no single wrap point: modulus None (a wrap of one row
     # looks like a reset downstream and is flagged, never turned into negative energy).
-    return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns)
+    return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns, location=total.location)
 
 
 def _broken(r: Reading) -> bool:

@@ -9,6 +9,8 @@ the collector will record.
     {"device": {"sysDescr": str|null, "sysObjectID": str|null},
      "profile": str,
      "readings": [{"name": str, "oid": str, "raw": int|float|null, "value": float|null, "unit": "W"|"Wh",
+                   "location": str (where it sits at the device: total, inlet, phase, branch, outlet,
+                                    module, ups_output, ups_input, ups_bypass; "" for a configured OID),
                    "refused": str (only where the answered value was refused)}, ...]}
 
 Only power (W) and energy (Wh) readings are listed; `value` is null when the
@@ -57,7 +59,8 @@ class ProbeResult:
     def to_json(self) -> dict:
         readings = []
         for r in self.power_and_energy():
-            item = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None, "unit": r.unit}
+            item = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None, "unit": r.unit,
+                    "location": r.location}
             if r.refused is not None:
                 item["refused"] = r.refused.text
             readings.append(item)
@@ -170,6 +173,7 @@ def _print_table(result: ProbeResult) -> None:
     console.print(f"[bold]profile[/bold]      {result.profile}", highlight=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("reading")
+    table.add_column("at")
     table.add_column("kind")
     table.add_column("value", justify="right")
     table.add_column("raw", justify="right")
@@ -177,7 +181,7 @@ def _print_table(result: ProbeResult) -> None:
     for r in result.power_and_energy():
         kind = r.kind if r.modulus is None else f"{r.kind} (wraps at {r.modulus:,.0f} {r.unit})"
         value = f"refused: {r.refused.text}" if r.refused is not None else _fmt(r.value, r.unit)
-        table.add_row(r.name, kind, value, "" if r.raw is None else str(r.raw), r.oid or "(sum)")
+        table.add_row(r.name, r.location, kind, value, "" if r.raw is None else str(r.raw), r.oid or "(sum)")
     console.print(table)
     refused = result.refused()
     if refused:

@@ -59,6 +59,11 @@ QUANTITY_UNITS: dict[str, str] = {
     "rated_apparent_power": "VA",
 }
 
+#: Where a reading sits at the device (every profile reading declares one): the device's total input,
+#: one input cord/inlet, one phase (line) of an inlet, one branch circuit (breaker, fuse), one outlet,
+#: a metering module or unit of a chain, or a UPS's output, input or bypass (lines or totals).
+LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass")
+
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_FIELDS = re.compile(r"\{([a-z0-9_]*)\}")
@@ -162,6 +167,10 @@ class ReadingSpec:
     key: str = setting(min=1, doc="Identifier inside the profile (lower case, digits, '_'); totals refer to it.")
     quantity: str = setting(choices=tuple(QUANTITY_UNITS), doc="What the reading measures.")
     unit: str = setting(min=1, doc="Unit of `value` (must be the quantity's unit: W, Wh, VA, ...).")
+    location: str = setting(
+        "", choices=("", *LOCATIONS),
+        doc="Where the reading sits at the device: " + ", ".join(LOCATIONS) + " (required in a profile file).",
+    )
     name: str = setting(
         "",
         doc="Reading name; for a column a template with `{index}` (row index, dots as '_') or `{i1}`, `{i2}`, ... "
@@ -269,6 +278,9 @@ class TotalSpec:
         doc="Reading keys whose rows are added up. Rows without a value (a 'not supported' sentinel, `valid_if` "
         "false, the object absent) are left out; a row that could not be read (an error) makes the total missing.",
     )
+    location: str = setting(
+        "total", choices=LOCATIONS, doc="Where the total sits at the device (a UPS's output total: `ups_output`)."
+    )
     fallback: list[str] = setting(
         default_factory=list,
         doc="Reading keys tried in order when no row of `sum` has a value (e.g. a legacy object that the device "
@@ -311,6 +323,10 @@ class Profile:
             if spec.key in keys:
                 return [(f"readings[{i}].key", f"duplicate key {spec.key!r} (also readings[{keys[spec.key]}])")]
             keys[spec.key] = i
+        if not self.profile.generic:
+            for i, spec in enumerate(self.readings):
+                if not spec.location:
+                    return [(f"readings[{i}].location", f"say where {spec.key!r} sits at the device: one of {', '.join(LOCATIONS)}")]
         by_key = {s.key: s for s in self.readings}
         names: set[str] = set()
         for i, total in enumerate(self.totals):
@@ -326,7 +342,9 @@ class Profile:
                     if spec.quantity != total.quantity:
                         return [(f"totals[{i}].{where}[{j}]", f"reading {src!r} measures {spec.quantity}, the total {total.quantity}")]
         if not self.profile.generic:
-            if "total_active_power" not in names:
+            # A device that measures no active power (only VA, or energy per outlet) has no power
+            # total: it is never made up from apparent power.
+            if "total_active_power" not in names and any(r.quantity == "active_power" for r in self.readings):
                 return [("totals", "every profile must define a total named 'total_active_power'")]
             if not self.readings:
                 return [("readings", "a profile needs at least one reading (or `generic = true`)")]
@@ -455,6 +473,16 @@ def register_modulus(profile: Profile, reading: str) -> tuple[float | None, str 
 def oid_startswith(oid: str, prefix: str) -> bool:
     """True if `oid` is `prefix` or below it (whole arcs: 1.3.6.1.4.1.31 is not below 1.3.6.1.4.1.3)."""
     return oid == prefix or oid.startswith(prefix + ".")
+
+
+def sys_object_id(value: object) -> str | None:
+    """A device's sysObjectID as a dotted OID: as sent (OBJECT IDENTIFIER), or from the text some
+    agents send instead (OCTET STRING, often with a leading dot: ".1.3.6.1.4.1.232.165.11").
+    None when it is neither."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lstrip(".")
+    return text if _OID_RE.match(text) else None
 
 
 def candidates(profiles: dict[str, Profile], sys_object_id: str) -> list[Profile]:

@@ -46,6 +46,36 @@ def shared_snmp() -> Path:
     return SHARED_SNMP
 
 
+def _oid_key(oid: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in oid.split("."))
+
+
+def in_oid_order(data: Path, work: Path) -> tuple[Path, list[str]]:
+    """A folder serving `data`'s recordings in OID order: a link to each file already in order, and in
+    `work` (a temporary folder, never the repository) a sorted copy of each that is not (snmpsim's GETNEXT
+    follows the file order; some real captures are out of order or repeat an OID, whose first line is
+    kept). Returns the folder and a note per file so rewritten."""
+    out = work / "recordings"
+    out.mkdir(parents=True, exist_ok=True)
+    notes = []
+    for path in sorted(data.glob("*.snmprec")):
+        lines = path.read_text(errors="surrogateescape").splitlines()
+        keyed = []
+        for line in lines:
+            oid = line.split("|", 1)[0]
+            keyed.append((_oid_key(oid) if oid.replace(".", "").isdigit() else (), line))
+        keys = [k for k, _ in keyed]
+        if all(a < b for a, b in zip(keys, keys[1:])):
+            (out / path.name).symlink_to(path)
+            continue
+        first: dict[tuple[int, ...], str] = {}
+        for k, line in keyed:
+            first.setdefault(k, line)
+        (out / path.name).write_text("\n".join(first[k] for k in sorted(first)) + "\n", errors="surrogateescape")
+        notes.append(f"{path.name}: {len(lines) - len(first)} repeated OID(s) dropped, served sorted")
+    return out, notes
+
+
 @pytest.fixture(scope="session")
 def snmpsim_shared(tmp_path_factory) -> Iterator[Snmpsim]:
     """snmpsim serving every recording of ../shared/snmp/recordings (community = file stem), read in place."""

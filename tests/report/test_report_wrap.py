@@ -27,12 +27,14 @@ description = "a test meter: power in W, energy in mWh (Unsigned32)"
 
 [[readings]]
 key = "power"
+location = "total"
 quantity = "active_power"
 unit = "W"
 oid = "1.3.6.1.4.1.99999.2.1.0"
 
 [[readings]]
 key = "energy"
+location = "total"
 quantity = "active_energy"
 unit = "Wh"
 oid = "1.3.6.1.4.1.99999.2.2.0"

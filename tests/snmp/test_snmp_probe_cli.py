@@ -27,13 +27,15 @@ def test_probe_json_contract(snmpsim_recordings):
     assert out["device"] == {"sysDescr": "puewatch test agent: Sentry4 master and link unit", "sysObjectID": "1.3.6.1.4.1.1718.4"}
     assert out["profile"] == "sentry4"
     for reading in out["readings"]:
-        assert list(reading) == ["name", "oid", "raw", "value", "unit"]
+        assert list(reading) == ["name", "oid", "raw", "value", "unit", "location"]
         assert reading["unit"] in ("W", "VA", "Wh")
     by_name = {x["name"]: x for x in out["readings"]}
     # st4InputCordEnergy of unit 2 (the link unit) cord 1: 3001 tenths of kWh
     assert by_name["unit2_cord1_active_energy"] == {
         "name": "unit2_cord1_active_energy", "oid": "1.3.6.1.4.1.1718.4.1.3.3.1.10.2.1", "raw": 3001, "value": 300100.0, "unit": "Wh",
+        "location": "inlet",  # a cord: the profile says where each reading sits
     }
+    assert by_name["total_active_power"]["location"] == "total"
     assert by_name["total_active_power"]["value"] == 1234 + 987 + 612  # every cord of every unit
     assert by_name["total_active_energy"]["value"] == (5521 + 4410 + 3001) * 100.0
 
@@ -64,7 +66,8 @@ def test_probe_snmpv3_and_named_profile(snmpd):
     assert out["profile"] == "ups-mib" and out["device"]["sysObjectID"] == "1.3.6.1.4.1.8072.3.2.10"
     # snmpd has no UPS-MIB: the total is there, and unavailable
     by_name = {r["name"]: r for r in out["readings"]}
-    assert by_name["total_active_power"] == {"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W"}
+    assert by_name["total_active_power"] == {"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W",
+                                          "location": "ups_output"}
     assert sorted(by_name) == ["rated_power", "total_active_power"]  # the W rating (absent too); VA is not listed
     assert by_name["rated_power"]["value"] is None
 

@@ -4,6 +4,7 @@ scaling semantics (ENTITY-SENSOR scale/precision, Raritan decimal digits); profi
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -27,6 +28,7 @@ GOOD = textwrap.dedent(
 
     [[readings]]
     key = "inlet_power"
+    location = "inlet"
     name = "inlet{index}_active_power"
     quantity = "active_power"
     unit = "W"
@@ -36,6 +38,7 @@ GOOD = textwrap.dedent(
 
     [[readings]]
     key = "inlet_energy"
+    location = "inlet"
     name = "inlet{i1}_active_energy"
     quantity = "active_energy"
     unit = "Wh"
@@ -66,7 +69,11 @@ def test_every_shipped_profile_loads_and_has_a_power_total():
     for p in profiles.values():
         assert p.source == f"puewatch.profiles/{p.name}.toml"
         if not p.profile.generic:
-            assert any(t.name == "total_active_power" for t in p.totals)
+            # a power total wherever the device measures active power (never made up from VA)
+            measures_w = any(s.quantity == "active_power" for s in p.readings)
+            assert any(t.name == "total_active_power" for t in p.totals) == measures_w, p.name
+            if not measures_w:
+                assert any(s.quantity == "apparent_power" for s in p.readings), p.name
             for spec in p.readings:
                 assert spec.doc, f"{p.name}.{spec.key}: say where the definition comes from"
 
@@ -160,8 +167,10 @@ def test_candidates_rank_longest_prefix_then_fallbacks():
     assert names("1.3.6.1.4.1.318.1.3.27")[:2] == ["apc-ups", "apc-rpdu2"]
     assert names("1.3.6.1.4.1.13742.6")[0] == "raritan-pdu2"
     assert names("1.3.6.1.4.1.13742.60")[0] != "raritan-pdu2"  # whole arcs only
-    assert names("1.3.6.1.4.1.8072.3.2.10") == ["ups-mib", "entity-sensor"]
-    assert names("1.3.6.1.4.1.5491.308") == ["ups-mib", "entity-sensor"]
+    # fallbacks (standard MIBs, and vendors whose agents send no usable sysObjectID), by priority
+    fallbacks = ["ups-mib", "cpi-pdu", "entity-sensor", "hpe-cpqpower"]
+    assert names("1.3.6.1.4.1.8072.3.2.10") == fallbacks
+    assert names("1.3.6.1.4.1.5491.308") == fallbacks
 
 
 def test_device_config_validation():
@@ -207,3 +216,26 @@ def test_generic_profile_from_device_oids():
         ("total_active_power", ["a_power", "b_power"]), ("total_active_energy", ["energy"])
     ]
     assert p.reading("b_power").scale == 10.0 and p.reading("energy").unit == "Wh"
+
+
+def test_every_profile_reading_says_where_it_sits(tmp_path):
+    """A profile file must give each reading its location at the device; an unknown one is refused by name."""
+    for name, profile in pf.load_profiles().items():
+        if not profile.profile.generic:
+            assert all(s.location in pf.LOCATIONS for s in profile.readings), name
+    text = pf.builtin_profile_files()[0][1]
+    (tmp_path / "noloc.toml").write_text(
+        re.sub(r'\nlocation = "[a-z_]+"', "", text).replace('name = "apc-rpdu2"', 'name = "noloc"'))
+    with pytest.raises(ConfigError, match=r"readings\[0\]\.location: say where"):
+        pf.load_profile_file(tmp_path / "noloc.toml")
+    (tmp_path / "bad.toml").write_text(text.replace('location = "total"', 'location = "rack"', 1))
+    with pytest.raises(ConfigError, match=r"location: must be one of"):
+        pf.load_profile_file(tmp_path / "bad.toml")
+
+
+def test_sys_object_id_sent_as_text_is_the_oid_it_names():
+    """Some agents send sysObjectID as an OCTET STRING, often with a leading dot."""
+    assert pf.sys_object_id("1.3.6.1.4.1.232.165.11") == "1.3.6.1.4.1.232.165.11"
+    assert pf.sys_object_id(".1.3.6.1.4.1.232.165.11 ") == "1.3.6.1.4.1.232.165.11"
+    assert pf.sys_object_id("HP PDU") is None and pf.sys_object_id(None) is None and pf.sys_object_id(42) is None
+    assert [p.name for p in pf.candidates(pf.load_profiles(), pf.sys_object_id(".1.3.6.1.4.1.232.165.11"))][0] == "hpe-cpqpower"

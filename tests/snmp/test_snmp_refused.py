@@ -98,7 +98,8 @@ def test_probe_json_refuses_negative_watts_and_out_of_range(agents):
     assert out["profile"] == "ups-mib"
     by_name = {x["name"]: x for x in out["readings"]}
     assert by_name["output_line1_active_power"] == {
-        "name": "output_line1_active_power", "oid": f"{UPS}.4.4.1.4.1", "raw": 1500, "value": 1500.0, "unit": "W"}
+        "name": "output_line1_active_power", "oid": f"{UPS}.4.4.1.4.1", "raw": 1500, "value": 1500.0, "unit": "W",
+        "location": "ups_output"}
     line3 = by_name["output_line3_active_power"]
     assert line3["raw"] == -26 and line3["value"] is None
     assert line3["refused"] == "negative power -26 W (raw -26)"
