@@ -36,7 +36,7 @@ from typing import NamedTuple
 from puewatch.core.site import UNITS, Meter
 
 __all__ = [
-    "ANY_FIELD", "FIELD_TYPES", "NUMBER",
+    "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
     "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
@@ -66,11 +66,33 @@ GPU_POWER = "gpu_power"
 GPU_ENERGY_MJ = "energy_mj"
 GPU_ENERGY_ESTIMATED = "energy_estimated"
 
+# The job ledger (issue 16): one record per GPU (or host share) and interval, written by the
+# agent of the node the job ran on. Tags: node, gpu (the GPU's index, or "host" for a job's
+# share of the node's non-GPU energy when it holds no GPU), slot ("0", "1", ...: one per job
+# sharing that GPU in the interval). The job is a field, never a tag, so the number of series
+# is nodes x GPUs x sharers, whatever the number of jobs. Time: the interval's end.
+JOB_LEDGER = "job_ledger"
+JOB_LEDGER_FIELDS: Mapping[str, str] = {
+    "job": "string",             # the job's id (Slurm job id, Kubernetes namespace/pod, a static map's name)
+    "tenant": "string",          # Slurm account, Kubernetes namespace, or the static map's tenant
+    "source": "string",          # slurm | kubernetes | static | hook
+    "gpu_model": "string",       # NVML's name of the GPU ("" for a host record)
+    "interval_s": "float",       # the interval's length
+    "gpu_wh": "float",           # the job's share of the GPU's energy over the interval
+    "gpu_wh_estimated": "boolean",  # from polled power: the GPU has no energy counter
+    "share": "float",            # the job's share of the GPU (1 unless shared)
+    "shared": "boolean",         # MPS or time-slicing: split by the documented rule
+    "reserved_idle": "boolean",  # the job held the GPU but ran nothing on it (its idle energy is the job's)
+    "host_wh": "float",          # the job's share of the node's non-GPU energy
+    "host_estimated": "boolean",  # that share is a documented estimate (no RAPL or metered outlet)
+}
+
 # The collector's own series: derived from what it polled and received, never written by a client.
 COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE))
 # What the node agent writes (agent/sources, agent/main.py), every line with its node's `node` tag.
 AGENT_MEASUREMENTS = frozenset(
-    (GPU_POWER, "gpu_state", "gpu_info", "gpu_process", "host", "host_rapl", "puewatch_event", "puewatch_agent")
+    (GPU_POWER, "gpu_state", "gpu_info", "gpu_process", "host", "host_rapl", "puewatch_event", "puewatch_agent",
+     JOB_LEDGER)
 )
 NODE_TAG = "node"
 
@@ -92,6 +114,7 @@ ZONE_FIELDS = (ZONE_BOUNDARY_WH, ZONE_IT_WH, ZONE_GPU_WH)
 FIELD_TYPES: dict[str, dict[str, str]] = {
     GPU_POWER: {"power_average_w": "float", "power_instant_w": "float", GPU_ENERGY_MJ: "integer",
                 GPU_ENERGY_ESTIMATED: "boolean", ANY_FIELD: NUMBER},
+    JOB_LEDGER: dict(JOB_LEDGER_FIELDS),
     # The collector's own series: every field a float (typed batches of float64 columns).
     **{m: {ANY_FIELD: "float"} for m in (SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE)},
 }
