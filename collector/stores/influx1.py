@@ -308,6 +308,22 @@ class Influx1Store:
         rows.sort(key=lambda r: r[0])
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def time_range(self, measurement: str, field: str, tags: dict[str, str], *, rp: str | None = None
+                   ) -> tuple[int, int] | None:
+        """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none."""
+        source = quote_ident(measurement)
+        if rp or self.rp:
+            source = f"{quote_ident(rp or self.rp)}.{source}"
+        where = " AND ".join(f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items()))
+        times = []
+        for fn in ("first", "last"):
+            q = f"SELECT {fn}({quote_ident(field)}) FROM {source}" + (f" WHERE {where}" if where else "")
+            for result in self._query_chunks(q, chunked=False):
+                for s in result.get("series", []):
+                    for row in s.get("values", []):
+                        times.append(int(row[0]))
+        return (min(times), max(times)) if times else None
+
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         q = f"SHOW TAG VALUES FROM {quote_ident(measurement)} WITH KEY = {quote_ident(tag)}"
         out = set()

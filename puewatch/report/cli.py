@@ -46,10 +46,14 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @contextmanager
-def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int) -> Iterator[tuple[Any, Any, dict]]:
-    """(site, readings, source): the readings are read from the store meter by meter as they are used."""
+def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int, what: str = "report"
+                    ) -> Iterator[tuple[Any, Any, dict]]:
+    """(site, readings, source): the readings are read from the store meter by meter as they are used.
+
+    `NoData` (exit status 1, naming the store's data range) when no meter has a reading in the period.
+    """
     from puewatch.collector import config as collector_config
-    from puewatch.report.sources import open_store, resolve_snmp_wraps, stream_store
+    from puewatch.report.sources import check_period_has_data, open_store, resolve_snmp_wraps, stream_store
 
     conf = collector_config.load(args.config)
     site = conf.site_model()
@@ -57,6 +61,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
     try:
+        check_period_has_data(reader, site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin) as readings:
             yield site, readings, source
@@ -97,7 +102,7 @@ def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
     start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (_site, readings, _source):
+    with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source):
         if args.output:
             try:
                 with open(args.output, "w", encoding="utf-8", newline="") as f:

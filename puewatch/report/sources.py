@@ -313,6 +313,48 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Met
     return MeterReadings(t, power, energy, register_modulus(site, name))
 
 
+def data_range(reader: Any, site: SiteModel) -> tuple[int, int] | None:
+    """(first, last) time in ns of any of the site's meters' readings in the store, or None when it holds none."""
+    from puewatch.collector.stores.base import StoreError
+
+    spans = []
+    for name in site.meters:
+        for source in schema.meter_sources(site.name, site.meters[name]):
+            for s in (source, *source.alternatives):
+                try:
+                    span = reader.time_range(s.measurement, s.field, dict(s.tags))
+                except StoreError as exc:
+                    raise UserError(str(exc)) from None
+                if span is not None:
+                    spans.append(span)
+    if not spans:
+        return None
+    return min(a for a, _ in spans), max(b for _, b in spans)
+
+
+class NoData(UserError):
+    """A report or export over a period in which the store holds no meter reading: exit status 1."""
+
+    exit_code = 1
+
+
+def check_period_has_data(reader: Any, site: SiteModel, start: int, end: int, what: str) -> None:
+    """Raise `NoData` naming the store's data range when no meter has a reading in start <= t < end.
+
+    An all-n/a report with exit status 0 looks like a result; a period that simply misses the
+    data (a date copied from a guide, a wrong year) must say so and where the data is.
+    """
+    span = data_range(reader, site)
+    period = f"{format_time(start)} .. {format_time(end)}"
+    if span is None:
+        raise NoData(f"no {what}: the store holds no readings of the site's {len(site.meters)} meters")
+    lo, hi = span
+    if lo >= end or hi < start:
+        raise NoData(f"no {what}: no meter readings in {period}; the store holds readings from "
+                     f"{format_time(lo)} to {format_time(hi)} (e.g. --from {format_time(lo // NS * NS)} "
+                     f"--to {format_time((hi // NS + 1) * NS)})")
+
+
 @contextmanager
 def _progress(total: int, show: bool | None) -> Iterator[Callable[[str], None] | None]:
     """A rich progress bar over the meters on a terminal's stderr: yields the callback for each meter read."""
