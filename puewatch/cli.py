@@ -70,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `puewatch export ... | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush does not fail again, and end quietly with a SIGPIPE death's status.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,13 +20,19 @@ def _period(args: argparse.Namespace, required: bool = True) -> tuple[int, int] 
         return None
     if args.start is None or args.end is None:
         raise UserError("give both --from and --to (e.g. --from 2025-01-01 --to 2026-01-01)")
-    try:
-        start, end = parse_time(args.start), parse_time(args.end)
-    except ValueError as exc:
-        raise UserError(f"--from/--to: {exc}") from None
+    start, end = _time("--from", args.start), _time("--to", args.end)
     if end <= start:
         raise UserError(f"--to ({args.end}) must be after --from ({args.start})")
     return start, end
+
+
+def _time(option: str, text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        # Name the option and the forms it takes: `03/12/2026` is 3 December in one country, 12 March in another.
+        raise UserError(f"{option} {text!r}: expected a UTC date (2026-12-03) or an RFC 3339 time "
+                        f"(2026-12-03T10:00:00Z) ({exc})") from None
 
 
 def _max_gap_ns(args: argparse.Namespace) -> int:

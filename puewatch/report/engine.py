@@ -49,7 +49,7 @@ import numpy as np
 from puewatch import __version__
 from puewatch.core import energy as policy
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_time, is_annual, month_start
+from puewatch.core.timefmt import NS, add_months, day_grid, format_period, format_time, is_annual, month_start
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
 from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, scan_site_meter
 from puewatch.report.model import Gap, MeterRow, PeriodRow, Report, ReportFigures, ZoneRow
@@ -138,11 +138,7 @@ class _Calendar:
         """`PUE_L<c>,YC` for a calendar year, else `iPUE_L<c> <from>..<to>` (dates where they are midnights)."""
         if is_annual(self.start_ns, self.end_ns):
             return f"PUE_L{category},YC"
-
-        def short(t: int) -> str:
-            return format_time(t)[:10] if t % DAY_NS == 0 else format_time(t)
-
-        return f"iPUE_L{category} {short(self.start_ns)}..{short(self.end_ns)}"
+        return f"iPUE_L{category} {format_period(self.start_ns, self.end_ns)}"
 
 
 # -- totals -----------------------------------------------------------------------------------

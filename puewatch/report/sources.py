@@ -209,7 +209,7 @@ def meter_modulus(meter: Meter) -> float | None:
 
 def open_store(conf: Any, store: str | None, *, database: str | None = None, user: str | None = None,
                password_file: str | None = None, token_file: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(Reader, source description) for `--store` (a SQLite path or an http(s) URL), else the config's store.
+    """(Reader, source description) for `--store` (an address as `core.storeaddr` reads it), else the config's store.
 
     Every InfluxDB is read with InfluxQL on `/query`: 1.x natively, 2.x and 3.x through their
     v1 compatibility API (a token in `Authorization: Token`, the bucket as the database; on
@@ -218,22 +218,30 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
     from puewatch.collector.config import read_secret
     from puewatch.collector.stores.embedded import EmbeddedStore
     from puewatch.collector.stores.influx1 import Influx1Store
+    from puewatch.core.storeaddr import parse_store_address
 
     if user and token_file:
         raise UserError("give --user and --password-file (InfluxDB 1.x), or --token-file (2.x, 3.x), not both")
-    if store and re.match(r"^https?://", store):
-        db = database
+    # One parser for store addresses: what `demo --store` accepts, this does (a database in the URL or --database).
+    addr = parse_store_address(store, "--store", need_database=False) if store else None
+    if addr is not None and addr.kind == "influx1":
+        if addr.database and database and addr.database != database:
+            raise UserError(f"--store names database {addr.database!r} and --database {database!r}: give one")
+        db = addr.database or database
         if not db and conf is not None:
             db = (conf.store.influx1.database if conf.store.influx1 else
                   conf.store.influx2.bucket if conf.store.influx2 else None)
         if not db:
-            raise UserError("--store is an InfluxDB URL: give --database")
-        password = read_secret("", password_file or "", "--password-file") if password_file else None
+            raise UserError("--store is an InfluxDB URL: give the database in it (http://host:8086/DATABASE) or --database")
+        if addr.user and (user or token_file):
+            raise UserError("--store has a user in it: give no --user or --token-file besides")
+        password = (read_secret("", password_file or "", "--password-file") if password_file
+                    else addr.password or None)
         token = read_secret("", token_file, "--token-file") if token_file else None
-        return (Influx1Store(store, db, user=user, password=password, token=token),
-                {"kind": "influx1", "url": store.rstrip("/"), "database": db})
-    if store:
-        path = Path(store)
+        return (Influx1Store(addr.url, db, user=user or addr.user or None, password=password, token=token),
+                {"kind": "influx1", "url": addr.url, "database": db})
+    if addr is not None:
+        path = addr.path
     elif conf is None:
         raise UserError("give --store (an embedded store file or an InfluxDB URL)")
     elif conf.store.kind == "influx1":

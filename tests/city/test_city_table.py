@@ -175,3 +175,18 @@ def test_cli_bad_input(city, tmp_path):
     empty.mkdir()
     out = run_cli("city", city["alpha"], "--preset", "miit-2021", "--pubkeys", empty)
     assert out.returncode == 2 and "no *.pub public keys" in out.stderr
+
+
+def test_rows_name_their_file_and_a_short_period_shows_times(tmp_path):
+    """Two reports of one site are told apart by their file; a period under a day by its times."""
+    short = make_report("alpha", annual=False)
+    short.update(period_start="2026-12-03T10:00:00Z", period_end="2026-12-03T10:10:00Z")
+    files = [write_json(tmp_path / "alpha-q1.json", make_report("alpha")), write_json(tmp_path / "alpha-run.json", short)]
+    page = tmp_path / "city.html"
+    out = run_cli("city", *(f.name for f in files), "--preset", "miit-2021", "--html", page, cwd=tmp_path)
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│ alpha")]
+    assert len(rows) == 2 and "alpha-q1.json" in rows[0] and "alpha-run.json" in rows[1], out.stdout
+    assert "2026-12-03T10:00:00Z..2026-12-03T10:10:00Z" in rows[1], out.stdout
+    assert "alpha (alpha-run.json): max_annual_pue: the report is interim" in out.stdout
+    text = page.read_text(encoding="utf-8")
+    assert '<td class="file">alpha-run.json</td>' in text and "2026-12-03T10:00:00Z..2026-12-03T10:10:00Z" in text

@@ -70,3 +70,66 @@ def test_data_range_is_the_same_from_influxd(site, two_days, tmp_path: Path) -> 
         store.close()
     finally:
         server.stop()
+
+
+def test_report_reads_every_store_address_demo_accepts(site, two_days, tmp_path: Path) -> None:
+    conf, path = site
+    period = ["--from", "2025-03-01", "--to", "2025-03-02", "--json"]
+    reports = []
+    for address in (str(path), f"sqlite:{path}", f"sqlite://{path}"):
+        out = _run("report", "--config", str(conf), "--store", address, *period)
+        assert out.returncode == 0, (address, out.stderr)
+        reports.append(out.stdout.split('"generated_at"')[0])
+    assert reports[0] == reports[1] == reports[2]
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        store = Influx1Store(server.url, "site")
+        store.write(two_days.lines)
+        store.close()
+        # The database in the URL, as `demo --store` takes it, or beside it.
+        for extra in ([f"{server.url}/site"], [server.url, "--database", "site"]):
+            out = _run("report", "--config", str(conf), "--store", *extra, *period)
+            assert out.returncode == 0, (extra, out.stderr)
+            assert '"kind": "influx1"' in out.stdout
+        out = _run("report", "--config", str(conf), "--store", f"{server.url}/site", "--database", "other", *period)
+        assert out.returncode == 2 and "--store names database 'site' and --database 'other'" in out.stderr
+    finally:
+        server.stop()
+    for bad, says in (("ftp://h/db", "use a file path, sqlite:PATH or http"), ("sqlite:", "sqlite:PATH needs a file path"),
+                      ("http://h:8086/a/b", "expected http[s]://[user:password@]host:port/DATABASE")):
+        out = _run("report", "--config", str(conf), "--store", bad, *period)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, (bad, out.stderr)
+
+
+
+def test_export_into_head_ends_quietly(site) -> None:
+    conf, _ = site
+    export = f"{' '.join(RUN)} export --config {conf} --from 2025-03-01 --to 2025-03-03"
+    # `head -n 0` has gone before the export writes (it starts in well under its import time): the pipe is closed.
+    for head, expected in (("head -n 3", ["time,meter,power_w,energy_wh"]), ("head -n 0", [])):
+        proc = subprocess.run(f"{export} | {head}; echo \"status ${{PIPESTATUS[0]}}\"", shell=True,
+                              executable="/bin/bash", capture_output=True, text=True, timeout=120)
+        lines = proc.stdout.splitlines()
+        assert lines[:len(expected)] == expected and len(lines) == int(head.split()[-1]) + 1, proc.stdout
+        assert proc.stderr == "", proc.stderr  # no BrokenPipeError traceback
+        assert lines[-1] in ("status 0", "status 141"), lines[-1]
+    assert lines[-1] == "status 141"
+
+
+@pytest.mark.parametrize("option", ["--from", "--to"])
+def test_a_time_in_another_form_names_the_option_and_the_form(site, option: str) -> None:
+    conf, _ = site
+    times = {"--from": "2025-03-01", "--to": "2025-03-02", option: "03/12/2026"}
+    out = _run("report", "--config", str(conf), "--from", times["--from"], "--to", times["--to"])
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"puewatch report: error: {option} '03/12/2026': expected a UTC date (2026-12-03) "
+                                 "or an RFC 3339 time (2026-12-03T10:00:00Z)"), out.stderr
+
+
+def test_a_report_shorter_than_a_day_shows_its_period_with_times(site) -> None:
+    conf, _ = site
+    out = _run("report", "--config", str(conf), "--from", "2025-03-01T10:00:00Z", "--to", "2025-03-01T16:00:00Z")
+    assert out.returncode == 0, out.stderr
+    assert "iPUE_L1 2025-03-01T10:00:00Z..2025-03-01T16:00:00Z" in out.stdout, out.stdout
