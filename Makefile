@@ -8,8 +8,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-# Real servers and tools the tests start themselves (installed when run as root).
-DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter
+# Real servers and tools the tests start themselves (installed when run as root); chromium draws the
+# HTML pages (report, city) for the tests that look at them.
+DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter chromium
 # Also node and npm (>= 18), for the JavaScript signature verifier the signing tests run; checked by
 # command rather than package, as NodeSource's nodejs carries its own npm.
 
