@@ -163,7 +163,7 @@ def register_influx(sub: argparse._SubParsersAction) -> None:
         help="create the database, retention policies and downsampling continuous queries",
         description=(
             "Creates the database, the retention policies raw (DEFAULT), minute and hourly, and the continuous "
-            "queries that keep 1-minute means of the power and PUE series and hourly sums of the energy series. "
+            "queries that keep 1-minute means of the power series written (SNMP power readings, GPU power) and of the PUE and pPUE series, and hourly sums of the energy series. "
             "Idempotent: run it again to apply changed durations (ALTER) or after an upgrade."
         ),
     )

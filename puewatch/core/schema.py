@@ -53,6 +53,8 @@ SNMP_POWER_READING = "total_active_power"
 GPU_POWER = "gpu_power"
 GPU_ENERGY_MJ = "energy_mj"
 GPU_ENERGY_ESTIMATED = "energy_estimated"
+# Their power fields: NVML's 1-second average where the driver has it, else the instantaneous power.
+GPU_POWER_FIELDS = ("power_average_w", "power_instant_w")
 
 ENERGY_WH = "energy_wh"
 VOLUME_L = "volume_l"
