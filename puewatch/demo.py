@@ -478,11 +478,16 @@ def program() -> list[str]:
         found = shutil.which("puewatch")
         if found and Path(found).resolve() == script.resolve():
             return ["puewatch"]
-        try:
-            return [str(script.resolve().relative_to(Path.cwd()))]
-        except ValueError:
-            return [str(script.resolve())]
+        return [_as_typed(script)]
     return [sys.executable, "-m", "puewatch.cli"]
+
+
+def _as_typed(path: Path) -> str:
+    """A program's path as a user types it: relative to the working directory when inside it (`.venv/bin/...`)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
 
 
 def report_args(d: Path, start: str, end: str) -> list[str]:
@@ -495,15 +500,16 @@ def store_hint(spec: StoreSpec, summary: dict) -> str:
     the collector's cells with facility and IT energy, and the GPU share of IT energy (as `summarize`)."""
     a, b = summary["start_ns"], summary["end_ns"]
     if spec.kind == "embedded":
+        # Double quotes inside, so the shell's single quotes around it stay plain.
         code = (
             "import math; from puewatch.collector.stores.embedded import EmbeddedStore; "
-            f"s = EmbeddedStore({str(spec.path)!r}); "
-            f"d = lambda f: dict(zip(*(x.tolist() for x in s.series('site_energy', f, {{'site': {SITE!r}}}, {a}, {b})))); "
+            f"s = EmbeddedStore({json.dumps(str(spec.path))}); "
+            f"d = lambda f: dict(zip(*(x.tolist() for x in s.series(\"site_energy\", f, {{\"site\": {json.dumps(SITE)}}}, {a}, {b})))); "
             "both = lambda x, y: [t for t in y if t in x and math.isfinite(x[t]) and math.isfinite(y[t])]; "
-            "f, i, g = d('facility_input_wh'), d('it_wh'), d('gpu_wh'); k = both(g, i); "
-            "print(len(both(f, i)), 'cells, GPU share of IT energy', format(sum(g[t] for t in k) / sum(i[t] for t in k), '.3f'))"
+            "f, i, g = d(\"facility_input_wh\"), d(\"it_wh\"), d(\"gpu_wh\"); k = both(g, i); "
+            "print(len(both(f, i)), \"cells, GPU share of IT energy\", format(sum(g[t] for t in k) / sum(i[t] for t in k), \".3f\"))"
         )
-        return shlex.join([sys.executable, "-c", code])
+        return shlex.join([_as_typed(Path(sys.executable)), "-c", code])
     u = urllib.parse.urlsplit(spec.url)
     cli = ["influx", "-host", u.hostname or "127.0.0.1", "-port", str(u.port or (443 if u.scheme == "https" else 8086))]
     if u.scheme == "https":
