@@ -318,7 +318,8 @@ def register_report(sub: argparse._SubParsersAction) -> None:
         "report",
         help="PUE (annual or interim), pPUE, CLF/PLF/ERF/REF/WUE over a period, from the store",
         description="Reads every meter's raw readings for the period from the store and computes the report "
-        "(energies from registers where meters have them, else integrated power, marked estimated).",
+        "(energies from registers where meters have them, else integrated power, marked estimated). Exit status 1 "
+        "when the store holds no meter reading in the period (the message names where its data lies), 2 on bad input.",
     )
     _store_args(p)
     _period_args(p, required=True)
@@ -331,7 +332,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export the meters' raw readings for a period as CSV (for `puewatch recompute`)",
         description="CSV long format: time (RFC 3339 UTC, ns), meter, power_w, energy_wh; ordered by meter, then "
-        "time; includes --max-gap of readings on each side of the period.",
+        "time; includes --max-gap of readings on each side of the period. Exit status 1 when the store holds no meter "
+        "reading in the period (the message names where its data lies), 2 on bad input.",
     )
     _store_args(p)
     _period_args(p, required=True)
