@@ -120,6 +120,21 @@ def load(path: str | Path) -> AgentConfig:
     return conf
 
 
+def named_files(conf: AgentConfig) -> list:
+    """The files the configuration names, for `--check-config` (puewatch/configcheck.py)."""
+    from puewatch.configcheck import NamedFile
+
+    out = []
+    if conf.output.token_file:
+        out.append(NamedFile("output.token_file", conf.output.token_file, "the node's ingest token, first line",
+                             "put this node's line's token from the collector's token file in it (mode 0600), or for "
+                             "systemd LoadCredential=agent-token:/etc/puewatch/agent.token (agent/README.md)"))
+    if conf.output.ca_file:
+        out.append(NamedFile("output.ca_file", conf.output.ca_file, "the CA bundle that signed the collector's certificate",
+                             "copy the CA certificate (PEM) there, or remove the key to use the system CAs"))
+    return out
+
+
 def reference() -> str:
     return cfg.reference_markdown(AgentConfig, "puewatch agent configuration reference")
 

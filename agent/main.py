@@ -346,11 +346,15 @@ def setup_logging(level: str) -> None:
 
 
 def main(args) -> int:
-    conf = agent_config.load(args.config)
     if args.check_config:
-        enabled = [name for name in REGISTRY if getattr(conf.sources, name, None) is not None]
-        print(f"{args.config}: OK (sources: {', '.join(enabled)}; output: {redact_url(conf.output.write_url())})")
-        return 0
+        from puewatch import configcheck
+
+        def summary(conf: agent_config.AgentConfig) -> str:
+            enabled = [name for name in REGISTRY if getattr(conf.sources, name, None) is not None]
+            return f"sources: {', '.join(enabled)}; output: {redact_url(conf.output.write_url())}"
+
+        return configcheck.run("agent", args.config, agent_config.AgentConfig, summary, agent_config.named_files)
+    conf = agent_config.load(args.config)
     setup_logging(conf.agent.log_level)
     agent = Agent(conf)
     try:

@@ -232,6 +232,46 @@ def read_secret(value: str, file: str, what: str) -> str:
         raise ConfigError(f"{what}: cannot read {file}: {getattr(exc, 'strerror', None) or 'empty file'}") from None
 
 
+def named_files(conf: CollectorConfig) -> list:
+    """The files the configuration names (tokens, passwords, TLS), for `--check-config` (puewatch/configcheck.py):
+    all of them, so a missing one is found before the collector starts, not one at a time as it starts."""
+    from puewatch.configcheck import NamedFile, credential_dir
+
+    out = []
+    ing = conf.ingest
+    token_how = ('one "NAME TOKEN" line per agent or feeder, mode 0600, e.g. '
+                 '`echo "gpu-node-01 $(openssl rand -hex 24)" >> FILE` (collector/README.md)')
+    if ing.token_file:
+        out.append(NamedFile("ingest.token_file", ing.token_file, "the writers' tokens", token_how))
+    if ing.token_credential:
+        where = credential_dir()
+        if where:
+            out.append(NamedFile("ingest.token_credential", str(Path(where) / ing.token_credential),
+                                 "the writers' tokens, a systemd credential", token_how))
+        else:
+            out.append(NamedFile("ingest.token_credential", f"$CREDENTIALS_DIRECTORY/{ing.token_credential}",
+                                 "the writers' tokens, a systemd credential: $CREDENTIALS_DIRECTORY is set only under "
+                                 "systemd", f"create the file LoadCredential={ing.token_credential}:FILE names; {token_how}"))
+    if ing.tls_cert:
+        out.append(NamedFile("ingest.tls_cert", ing.tls_cert, "the HTTPS certificate chain, PEM",
+                             "e.g. `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 "
+                             "-subj /CN=$(hostname -f) -keyout KEY -out CERT`, or your CA's"))
+    if ing.tls_key:
+        out.append(NamedFile("ingest.tls_key", ing.tls_key, "the HTTPS private key, PEM", "made with tls_cert (mode 0600)"))
+    s1, s2 = conf.store.influx1, conf.store.influx2
+    if s1 is not None and s1.password_file:
+        out.append(NamedFile("store.influx1.password_file", s1.password_file, "the InfluxDB user's password, first line",
+                             "write the password of store.influx1.user in it (mode 0600), or for systemd "
+                             "LoadCredential=influx-password:FILE (systemd/README.md)"))
+    if s2 is not None and s2.token_file:
+        out.append(NamedFile("store.influx2.token_file", s2.token_file, "the InfluxDB API token, first line",
+                             "e.g. `influx auth create --write-bucket ID` and write the token in it (mode 0600)"))
+    if s2 is not None and s2.ca_file:
+        out.append(NamedFile("store.influx2.ca_file", s2.ca_file, "the CA bundle of InfluxDB's certificate",
+                             "copy the CA certificate (PEM) there, or remove the key to use the system CAs"))
+    return out
+
+
 def load(path: str | Path) -> CollectorConfig:
     return cfg.load(path, CollectorConfig)
 

@@ -413,11 +413,15 @@ class Collector:
 
 
 def main(args: argparse.Namespace) -> int:
-    conf = ccfg.load(args.config)
     if args.check_config:
-        print(f"{args.config}: OK (site {conf.collector.site}, PUE category {conf.site_model().category}, "
-              f"{len(conf.meters)} meters, {len(conf.snmp.devices)} SNMP devices, store {conf.store.kind})")
-        return 0
+        from puewatch import configcheck
+
+        def summary(conf: ccfg.CollectorConfig) -> str:
+            return (f"site {conf.collector.site}, PUE category {conf.site_model().category}, {len(conf.meters)} meters, "
+                    f"{len(conf.snmp.devices)} SNMP devices, store {conf.store.kind}")
+
+        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files)
+    conf = ccfg.load(args.config)
     logging.basicConfig(
         level=conf.collector.log_level.upper(),
         format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s",

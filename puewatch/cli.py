@@ -36,6 +36,23 @@ _COMMANDS: dict[str, str] = {
 }
 
 
+# The third-party modules each extra brings (pyproject.toml): a command run on an install without its
+# extra (an agent-only node asked for `puewatch report`) says which one to install, not a traceback.
+_EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("pynvml", "psutil", "apscheduler"), "agent"),
+    **dict.fromkeys(("numpy", "numba", "llvmlite", "pysnmp", "pyasn1", "cryptography", "rfc8785", "influxdb_client",
+                     "urllib3", "prometheus_client", "rich"), "collector"),
+    "matplotlib": "report",
+    "pandas": "bench",
+    **dict.fromkeys(("snmpsim", "pysmi"), "demo"),
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the module `exc` misses, or None when it is none of theirs."""
+    return _EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+
+
 def _entry(target: str) -> Callable[[argparse.Namespace], int]:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
@@ -69,8 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input from the person running the command: a clear message, no traceback.
         print(f"puewatch {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        if args.command == "demo":
+            extra = "demo"  # the demo extra brings the agent's and the collector's with snmpsim
+        print(f"puewatch {args.command}: error: this needs the '{extra}' extra (Python module {exc.name!r} is not "
+              f"installed): pip install \"puewatch[{extra}]\"", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `puewatch export ... | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush does not fail again, and end quietly with a SIGPIPE death's status.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

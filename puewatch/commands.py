@@ -163,7 +163,7 @@ def register_influx(sub: argparse._SubParsersAction) -> None:
         help="create the database, retention policies and downsampling continuous queries",
         description=(
             "Creates the database, the retention policies raw (DEFAULT), minute and hourly, and the continuous "
-            "queries that keep 1-minute means of the power and PUE series and hourly sums of the energy series. "
+            "queries that keep 1-minute means of the power series written (SNMP power readings, GPU power) and of the PUE and pPUE series, and hourly sums of the energy series. "
             "Idempotent: run it again to apply changed durations (ALTER) or after an upgrade."
         ),
     )
@@ -312,8 +312,10 @@ def _period_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="collector.toml (the site, its meters and its store)")
-    p.add_argument("--store", help="embedded store file or InfluxDB v1 API URL (default: the config's store)")
-    p.add_argument("--database", help="InfluxDB database (with an URL --store; default: the config's)")
+    p.add_argument("--store", metavar="STORE",
+                   help="a file path or sqlite:PATH (embedded SQLite), or http[s]://[user:password@]host:port[/DATABASE] "
+                   "(InfluxDB v1 API), as `demo --store` (default: the config's store)")
+    p.add_argument("--database", help="InfluxDB database, when the --store URL names none (default: the config's)")
     p.add_argument("--user", help="InfluxDB 1.x user")
     p.add_argument("--password-file", help="file holding the InfluxDB 1.x password (first line)")
     p.add_argument("--token-file", help="file holding an InfluxDB 2.x/3.x API token (first line), for their v1 "
@@ -334,7 +336,8 @@ def register_report(sub: argparse._SubParsersAction) -> None:
         "report",
         help="PUE (annual or interim), pPUE, CLF/PLF/ERF/REF/WUE over a period, from the store",
         description="Reads every meter's raw readings for the period from the store and computes the report "
-        "(energies from registers where meters have them, else integrated power, marked estimated).",
+        "(energies from registers where meters have them, else integrated power, marked estimated). Exit status 1 "
+        "when the store holds no meter reading in the period (the message names where its data lies), 2 on bad input.",
     )
     _store_args(p)
     _period_args(p, required=True)
@@ -347,7 +350,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export the meters' raw readings for a period as CSV (for `puewatch recompute`)",
         description="CSV long format: time (RFC 3339 UTC, ns), meter, power_w, energy_wh; ordered by meter, then "
-        "time; includes --max-gap of readings on each side of the period.",
+        "time; includes --max-gap of readings on each side of the period. Exit status 1 when the store holds no meter "
+        "reading in the period (the message names where its data lies), 2 on bad input.",
     )
     _store_args(p)
     _period_args(p, required=True)

@@ -75,6 +75,37 @@ class _Invalid(Exception):
         self.message = message
 
 
+class _Noted(_Invalid):
+    """A table or item that could not be built, its errors already noted (`check_file` mode)."""
+
+
+# While `check_file` runs: every error found, so a check reports them all at once rather than the first.
+_noted: list[_Invalid] | None = None
+
+
+def _note(exc: _Invalid) -> _Noted:
+    """Note `exc` (once) and return what to raise in its place; outside `check_file` it is raised as it is."""
+    if _noted is None:
+        raise exc
+    if not isinstance(exc, _Noted):
+        _noted.append(exc)
+    return _Noted(exc.path, exc.message)
+
+
+def _each(items: list[tuple[Any, Any]], convert: Any) -> list[tuple[Any, Any]]:
+    """(key, converted value) of every item; in `check_file` mode an item in error is noted and left out."""
+    out, failed = [], False
+    for key, value in items:
+        try:
+            out.append((key, convert(key, value)))
+        except _Invalid as exc:
+            _note(exc)
+            failed = True
+    if failed:
+        raise _Noted("", "")
+    return out
+
+
 def _join(path: str, key: str) -> str:
     if not key:
         return path
@@ -140,7 +171,7 @@ def _convert(tp: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
         if not isinstance(value, list):
             raise _Invalid(path, f"must be a list of {_type_name(arg)}, got {_show(value, secret)}")
         _check_length(len(value), path, meta, "items")
-        return [_convert(arg, v, f"{path}[{i}]", {"secret": secret}) for i, v in enumerate(value)]
+        return [v for _, v in _each(list(enumerate(value)), lambda i, v: _convert(arg, v, f"{path}[{i}]", {"secret": secret}))]
     if origin is dict:
         key_tp, arg = typing.get_args(tp)
         if key_tp is not str:
@@ -148,7 +179,7 @@ def _convert(tp: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
         if not isinstance(value, dict):
             raise _Invalid(path, f"must be a table of {_type_name(arg)}, got {_show(value, secret)}")
         _check_length(len(value), path, meta, "keys")
-        return {k: _convert(arg, v, _join(path, k), {"secret": secret}) for k, v in value.items()}
+        return dict(_each(list(value.items()), lambda k, v: _convert(arg, v, _join(path, k), {"secret": secret})))
     if tp is bool:
         if not isinstance(value, bool):
             raise _Invalid(path, f"must be a boolean (true or false), got {_show(value, secret)}")
@@ -211,28 +242,34 @@ def _check_choices(value: Any, path: str, meta: dict[str, Any]) -> None:
 def _build(model: type[T], table: dict[str, Any], path: str) -> T:
     hints = typing.get_type_hints(model)
     known = {f.name: f for f in dataclasses.fields(model) if f.init}
-    unknown = [k for k in table if k not in known]
-    if unknown:
-        where = f"[{path}]" if path else "top level"
-        allowed = ", ".join(known) or "(none)"
-        raise _Invalid(
-            _join(path, unknown[0]),
-            f"unknown key in {where}; allowed keys: {allowed}",
-        )
+    failed = False
+    where = f"[{path}]" if path else "top level"
+    allowed = ", ".join(known) or "(none)"
+    for k in table:
+        if k not in known:
+            # (The table is still built from its known keys: their own problems are reported too.)
+            _note(_Invalid(_join(path, k), f"unknown key in {where}; allowed keys: {allowed}"))
     kwargs: dict[str, Any] = {}
     for name, f in known.items():
         key_path = _join(path, name)
-        if name in table:
-            kwargs[name] = _convert(hints[name], table[name], key_path, dict(f.metadata))
-        elif f.default is _NO_DEFAULT and f.default_factory is _NO_DEFAULT:
-            raise _Invalid(key_path, f"is required ({_type_name(hints[name])}: {f.metadata.get('doc', '')})")
+        try:
+            if name in table:
+                kwargs[name] = _convert(hints[name], table[name], key_path, dict(f.metadata))
+            elif f.default is _NO_DEFAULT and f.default_factory is _NO_DEFAULT:
+                raise _Invalid(key_path, f"is required ({_type_name(hints[name])}: {f.metadata.get('doc', '')})")
+        except _Invalid as exc:
+            _note(exc)
+            failed = True
+    if failed:
+        raise _Noted(path, "")
     obj = model(**kwargs)
     check = getattr(obj, "check", None)
     if callable(check):
         problems = check()
+        for key, message in problems:
+            _note(_Invalid(_join(path, key), message))
         if problems:
-            key, message = problems[0]
-            raise _Invalid(_join(path, key), message)
+            raise _Noted(path, "")
     return obj
 
 
@@ -244,9 +281,33 @@ def build(model: type[T], data: dict[str, Any], source: str = "<config>") -> T:
         raise ConfigError(f"{source}: {exc.path}: {exc.message}") from None
 
 
+def check_file(path: str | Path, model: type[T]) -> tuple[T | None, list[str]]:
+    """(the model, []) for a valid file, else (None, every error found: `FILE: KEY: message` each), for
+    `--check-config`, which reports every problem at once (`load` stops at the first)."""
+    global _noted
+    try:
+        data = _read(Path(path))
+    except ConfigError as exc:
+        return None, [str(exc)]
+    _noted = []
+    try:
+        obj = _build(model, data, "")
+    except _Invalid:
+        obj = None
+    finally:
+        found, _noted = _noted, None
+    if found:
+        return None, [f"{path}: {e.path}: {e.message}" for e in found]
+    return obj, []
+
+
 def load(path: str | Path, model: type[T]) -> T:
     """Read and validate a TOML configuration file."""
-    path = Path(path)
+    return build(model, _read(Path(path)), str(path))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The parsed TOML document; a `ConfigError` naming the file when it cannot be read or parsed."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -259,7 +320,7 @@ def load(path: str | Path, model: type[T]) -> T:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return build(model, data, str(path))
+    return data
 
 
 def describe_range(meta: dict[str, Any]) -> str:

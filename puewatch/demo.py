@@ -41,13 +41,13 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from puewatch import demo_site as site
 from puewatch.benchmarks.servers import free_port as free_tcp_port
 from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
 from puewatch.core import schema
+from puewatch.core.storeaddr import StoreAddress, parse_store_address
 from puewatch.errors import UserError
 from puewatch.redact import redact_url
 
@@ -63,48 +63,15 @@ SNMP_COMMUNITIES = ("incomer", "ups", "chiller", *(f"{k}-{z}" for z in site.ZONE
 
 # ---- the store ---------------------------------------------------------------------------
 
-@dataclass
-class StoreSpec:
-    """Where the collector writes: the embedded SQLite file, or an InfluxDB reached through its v1 API."""
-
-    kind: str  # "embedded" or "influx1"
-    path: Path | None = None
-    url: str = ""
-    database: str = ""
-    user: str = ""
-    password: str = ""
-
-    def describe(self) -> str:
-        return f"embedded {self.path}" if self.kind == "embedded" else f"InfluxDB {self.url} database {self.database}"
+# One parser for store addresses (puewatch/core/storeaddr.py): what `demo --store` accepts, `report --store` does.
+StoreSpec = StoreAddress
 
 
 def parse_store(value: str | None, data_dir: Path) -> StoreSpec:
     """`--store`: empty (embedded in the data dir), a file path or `sqlite:PATH`, or `http[s]://[user:password@]host:port/DATABASE`."""
     if not value:
         return StoreSpec("embedded", path=data_dir / "state" / "puewatch.sqlite")
-    if value.startswith("sqlite:"):
-        value = value[len("sqlite:"):]
-        if value.startswith("//"):
-            value = value[2:]
-        if not value:
-            raise UserError("--store sqlite:PATH needs a file path")
-        return StoreSpec("embedded", path=Path(value).resolve())
-    if "://" not in value:
-        return StoreSpec("embedded", path=Path(value).resolve())
-    u = urllib.parse.urlsplit(value)
-    if u.scheme not in ("http", "https"):
-        raise UserError(f"--store {redact_url(value)!r}: use a file path, sqlite:PATH or http[s]://host:port/DATABASE (InfluxDB v1 API)")
-    database = u.path.strip("/")
-    if not u.hostname or not database or "/" in database:
-        raise UserError(f"--store {redact_url(value)!r}: expected http[s]://[user:password@]host:port/DATABASE")
-    netloc = u.hostname + (f":{u.port}" if u.port else "")
-    return StoreSpec(
-        "influx1",
-        url=f"{u.scheme}://{netloc}",
-        database=database,
-        user=urllib.parse.unquote(u.username or ""),
-        password=urllib.parse.unquote(u.password or ""),
-    )
+    return parse_store_address(value, "--store")
 
 
 def open_reader(spec: StoreSpec):
@@ -501,9 +468,58 @@ def report_period(up_ns: int | None, stop_ns: int, start_ns: int, end_ns: int) -
     return format_time(start_ns // NS * NS), format_time(-(-end_ns // NS) * NS)
 
 
-def report_command(d: Path, start: str, end: str) -> list[str]:
+def program() -> list[str]:
+    """How to run this very puewatch again, as a user types it: `puewatch` when that is the one on PATH,
+    else the script's path (`.venv/bin/puewatch` after `make run`, whose virtual environment is not on
+    PATH), else this Python with `-m puewatch.cli`. Printed hints must run as printed."""
+    import shutil
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "puewatch" and script.is_file():
+        found = shutil.which("puewatch")
+        if found and Path(found).resolve() == script.resolve():
+            return ["puewatch"]
+        return [_as_typed(script)]
+    return [sys.executable, "-m", "puewatch.cli"]
+
+
+def _as_typed(path: Path) -> str:
+    """A program's path as a user types it: relative to the working directory when inside it (`.venv/bin/...`)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def report_args(d: Path, start: str, end: str) -> list[str]:
     """The auditor's report of the run: `puewatch report` over its period, from the meters' raw readings."""
-    return ["puewatch", "report", "--config", str(d / "collector.toml"), "--from", start, "--to", end]
+    return ["report", "--config", str(d / "collector.toml"), "--from", start, "--to", end]
+
+
+def store_hint(spec: StoreSpec, summary: dict) -> str:
+    """A command that reads the run's cells from the store and prints what the summary prints of them:
+    the collector's cells with facility and IT energy, and the GPU share of IT energy (as `summarize`)."""
+    a, b = summary["start_ns"], summary["end_ns"]
+    if spec.kind == "embedded":
+        # Double quotes inside, so the shell's single quotes around it stay plain.
+        code = (
+            "import math; from puewatch.collector.stores.embedded import EmbeddedStore; "
+            f"s = EmbeddedStore({json.dumps(str(spec.path))}); "
+            f"d = lambda f: dict(zip(*(x.tolist() for x in s.series(\"site_energy\", f, {{\"site\": {json.dumps(SITE)}}}, {a}, {b})))); "
+            "both = lambda x, y: [t for t in y if t in x and math.isfinite(x[t]) and math.isfinite(y[t])]; "
+            "f, i, g = d(\"facility_input_wh\"), d(\"it_wh\"), d(\"gpu_wh\"); k = both(g, i); "
+            "print(len(both(f, i)), \"cells, GPU share of IT energy\", format(sum(g[t] for t in k) / sum(i[t] for t in k), \".3f\"))"
+        )
+        return shlex.join([_as_typed(Path(sys.executable)), "-c", code])
+    u = urllib.parse.urlsplit(spec.url)
+    cli = ["influx", "-host", u.hostname or "127.0.0.1", "-port", str(u.port or (443 if u.scheme == "https" else 8086))]
+    if u.scheme == "https":
+        cli.append("-ssl")
+    if spec.user:
+        cli += ["-username", spec.user, "-password", ""]  # an empty -password: the CLI asks for it
+    query = (f"SELECT count(\"it_wh\") AS cells, sum(\"gpu_wh\") / sum(\"it_wh\") AS gpu_it_share "
+             f"FROM \"site_energy\" WHERE \"site\" = '{SITE}' AND time >= {a} AND time < {b}")
+    return shlex.join([*cli, "-database", spec.database, "-execute", query])
 
 
 def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: tuple[str, str]) -> dict:
@@ -519,12 +535,12 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
     from puewatch.core.timefmt import parse_time
 
     start, end = period
-    command = report_command(d, start, end)
+    args = report_args(d, start, end)
     period_ns = (parse_time(start), parse_time(end))
     report: dict = {}
     error = None
     try:
-        report = store_report(build_parser().parse_args(command[1:]))
+        report = store_report(build_parser().parse_args(args))
     except UserError as exc:  # e.g. stopped before the collector wrote anything: still a summary
         error = str(exc)
         log.warning("the report of the run failed: %s", exc)
@@ -559,7 +575,7 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
         "end_ns": period_ns[1],
         "start": start,
         "end": end,
-        "report_command": shlex.join(command),
+        "report_command": shlex.join([*program(), *args]),
         "store": {"kind": spec.kind, "path": str(spec.path) if spec.path else None, "url": spec.url or None,
                   "database": spec.database or None},
     }
@@ -633,13 +649,8 @@ def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, ou
     for w in summary["warnings"]:
         p(f"  warning: {w}")
     p("")
-    p("The data stays in the store:")
-    if spec.kind == "embedded":
-        p(f"  python -c \"from puewatch.collector.stores.embedded import EmbeddedStore as S; "
-          f"print(S('{spec.path}').series('pue', 'pue', {{'window': '1m'}}, {summary['start_ns']}, {summary['end_ns']}))\"")
-    else:
-        p(f"  influx -host ... -database {spec.database} -execute 'SELECT pue FROM pue WHERE \"window\" = '\\''1m'\\'' "
-          f"AND time >= {summary['start_ns']}'")
+    p("The data stays in the store (the collector's cells and GPU share above):")
+    p(f"  {store_hint(spec, summary)}")
     p("The auditor's report of this run, with the figures above (`--format html -o run.html` for charts):")
     p(f"  {summary['report_command']}")
     p(f"  Configurations and logs: {d}")

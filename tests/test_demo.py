@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shlex
 import signal
 import subprocess
@@ -49,10 +50,32 @@ def _joint_sums(store: EmbeddedStore, start_ns: int, end_ns: int) -> tuple[float
 def _run_report(summary: dict, *extra: str) -> dict:
     """Run the command the demo recommends, as printed, and read its JSON."""
     command = shlex.split(summary["report_command"])
-    assert command[:2] == ["puewatch", "report"]
-    rep = subprocess.run([*PUEWATCH, *command[1:], "--format", "json", *extra], capture_output=True, text=True, timeout=120)
+    # Run by `python -m puewatch.cli` (not a `puewatch` on PATH), the demo prints that very program.
+    assert command[:4] == [*PUEWATCH, "report"], command
+    rep = subprocess.run([*command, "--format", "json", *extra], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     return json.loads(rep.stdout)
+
+
+def _run_worked_example(demo_json: str, d: Path, work: Path) -> None:
+    """docs/auditor-guide.md's worked example in bash, after its `puewatch demo` (which took this run's place)."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "auditor-guide.md").read_text()
+    block = guide.split("## Worked example\n\n```sh\n", 1)[1].split("\n```\n", 1)[0]
+    demo_line = "puewatch demo --duration 600 --dir /tmp/demo --json > demo.json   # or a real collector's store\n"
+    assert demo_line in block
+    script = block.replace(demo_line, "").replace("/tmp/demo", str(d))
+    work.mkdir()
+    (work / "demo.json").write_text(demo_json)
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "puewatch").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m puewatch.cli \"$@\"\n")
+    (bin_dir / "puewatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    out = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+    compared = [line for line in out.stdout.splitlines() if line.endswith(("OK", "DIFFERS"))]
+    assert len(compared) == 6 and all(line.endswith(" OK") for line in compared), out.stdout[-2000:]
+    assert (work / "report.html").stat().st_size > 0 and (work / "readings.csv").stat().st_size > 0
 
 
 SUMMARY_KEYS = ("pue", "it_energy_wh", "facility_energy_wh", "category", "coverage", "cells", "clf", "gpu_it_share", "zones",
@@ -140,6 +163,14 @@ def test_demo_runs_a_site_and_its_summary_is_the_report_it_recommends(tmp_path):
     lines = [line.strip() for line in text.getvalue().splitlines()]
     assert summary["report_command"] in lines
     assert any(line.startswith(f"PUE {summary['pue']:.4f} (category 2") for line in lines), lines
+    # Its store hint runs as printed and prints the summary's cells and GPU share.
+    hint = lines[lines.index("The data stays in the store (the collector's cells and GPU share above):") + 1]
+    out = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{summary['cells']} cells, GPU share of IT energy {summary['gpu_it_share']:.3f}"
+
+    # The auditor guide's worked example runs as copied (with this run's JSON and directory).
+    _run_worked_example(r.stdout, d, tmp_path / "auditor")
 
     # Nothing left behind.
     assert json.loads((d / "pids.json").read_text())["children"] == {}
@@ -333,4 +364,9 @@ def test_demo_writes_to_influxdb_with_store_url(tmp_path):
         report = _run_report(summary)
         assert report["source"]["kind"] == "influx1" and report["source"]["database"] == "demo_site"
         assert report["pue"] == pytest.approx(summary["pue"], rel=0.01)
+        # The printed store hint runs as printed with the influx CLI and counts the same IT cells.
+        hint = demo.store_hint(parse_store(f"{db.url}/demo_site", d), summary)
+        out = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "gpu_it_share" in out.stdout, (hint, out.stdout, out.stderr)
+        assert out.stdout.strip().splitlines()[-1].split()[1] == str(len(ti)), out.stdout
         assert _processes_under(d) == []

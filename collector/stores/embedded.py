@@ -746,6 +746,25 @@ class EmbeddedStore:
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def time_range(self, measurement: str, field: str, tags: dict[str, str]) -> tuple[int, int] | None:
+        """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none
+        (a report over a period without data names where the data lies)."""
+        ids = self._series_ids(measurement, tags)
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            try:
+                c = self._db.execute(f"SELECT min(t_first), max(t_last) FROM chunks WHERE series_id IN ({marks}) "
+                                     "AND field = ?", (*ids, field)).fetchone()
+                r = self._db.execute(f"SELECT min(time_ns), max(time_ns) FROM points WHERE series_id IN ({marks}) "
+                                     "AND field = ?", (*ids, field)).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+        firsts = [x for x in (c[0], r[0]) if x is not None]
+        lasts = [x for x in (c[1], r[1]) if x is not None]
+        return (min(firsts), max(lasts)) if firsts else None
+
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         with self._lock:
             rows = self._db.execute("SELECT tags FROM series WHERE measurement = ?", (measurement,)).fetchall()

@@ -317,6 +317,22 @@ class Influx1Store:
         rows.sort(key=lambda r: r[0])
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def time_range(self, measurement: str, field: str, tags: dict[str, str], *, rp: str | None = None
+                   ) -> tuple[int, int] | None:
+        """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none."""
+        source = quote_ident(measurement)
+        if rp or self.rp:
+            source = f"{quote_ident(rp or self.rp)}.{source}"
+        where = " AND ".join(f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items()))
+        times = []
+        for fn in ("first", "last"):
+            q = f"SELECT {fn}({quote_ident(field)}) FROM {source}" + (f" WHERE {where}" if where else "")
+            for result in self._query_chunks(q, chunked=False):
+                for s in result.get("series", []):
+                    for row in s.get("values", []):
+                        times.append(int(row[0]))
+        return (min(times), max(times)) if times else None
+
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         q = f"SHOW TAG VALUES FROM {quote_ident(measurement)} WITH KEY = {quote_ident(tag)}"
         out = set()
@@ -412,20 +428,26 @@ class Downsample:
     aggregate: str
     interval: str
     target_rp: str
+    where: str | None = None  # only the points of the series this selects (InfluxQL on tags)
 
     @property
     def name(self) -> str:
         return f"puewatch_{self.measurement}_{self.aggregate}_{self.interval}"
 
 
-# The one place that says what is downsampled. Power and PUE series: 1-minute means;
-# energy series (Wh per interval): hourly sums, so the hourly Wh add up to the raw ones.
+# The one place that says what is downsampled: what the collector and the agents write
+# (puewatch/core/schema.py names it all). Power and ratio series: 1-minute means; energy
+# series (Wh per cell): hourly sums, so the hourly Wh add up to the raw ones. Of the SNMP
+# readings only those in W: a mean of a register's Wh counts nothing.
 DOWNSAMPLING: tuple[Downsample, ...] = (
-    Downsample("site_power", None, "mean", "1m", "minute"),
+    Downsample(schema.SNMP_READING, (schema.SNMP_VALUE,), "mean", "1m", "minute", where="\"unit\" = 'W'"),
+    Downsample(schema.GPU_POWER, schema.GPU_POWER_FIELDS, "mean", "1m", "minute"),
     Downsample(schema.PUE, None, "mean", "1m", "minute"),
-    Downsample("meter_power", None, "mean", "1m", "minute"),
+    Downsample(schema.PPUE, None, "mean", "1m", "minute"),
     Downsample(schema.SITE_ENERGY, None, "sum", "1h", "hourly"),
+    Downsample(schema.ZONE_ENERGY, None, "sum", "1h", "hourly"),
     Downsample(schema.METER_ENERGY, None, "sum", "1h", "hourly"),
+    Downsample(schema.GPU_ENERGY, None, "sum", "1h", "hourly"),
 )
 
 # How far back each CQ run recomputes (RESAMPLE ... FOR): late points (a spool replayed
@@ -489,8 +511,10 @@ class RetentionPlan:
             f"SELECT {select_only} INTO {db}.{quote_ident(d.target_rp)}.{m} "
             f"FROM {db}.{quote_ident(self.raw_rp)}.{m}"
         )
-        if where:
-            q += f" WHERE {where}"
+        conditions = [c for c in (d.where, where) if c]
+        if conditions:
+            # One condition as it is (InfluxDB re-renders a stored CQ without brackets: setup stays idempotent).
+            q += " WHERE " + (conditions[0] if len(conditions) == 1 else " AND ".join(f"({c})" for c in conditions))
         return q + f" GROUP BY time({d.interval}), *"
 
 

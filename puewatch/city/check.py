@@ -76,7 +76,12 @@ def numeric_rule(rule: str, what: str, value: Any, comparison: str, limit: Any, 
 
 
 def _period(report: dict[str, Any]) -> str:
-    return f"{report['period_start'][:10]}..{report['period_end'][:10]}"
+    from puewatch.core.timefmt import format_period, parse_time
+
+    try:
+        return format_period(parse_time(report["period_start"]), parse_time(report["period_end"]))
+    except (ValueError, TypeError):  # not RFC 3339: shown as written
+        return f"{report['period_start']}..{report['period_end']}"
 
 
 def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: Any = None) -> RuleResult:
@@ -201,6 +206,8 @@ def main(args: argparse.Namespace) -> int:
         for r in targets.city_rules():
             print(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)")
         failed = sum(not r.passed for r in results)
-        verdict = "pass" if passed else f"fail ({failed} of {len(results)} rules)"
+        # Spelled out: "fail (3 of 5 rules)" read as 3 passing as well as 3 failing.
+        verdict = (f"pass: all {len(results)} rules passed" if passed
+                   else f"fail: {failed} of {len(results)} rules failed, {len(results) - failed} passed")
         print(f"{report['site']}: {verdict}")
     return 0 if passed else 1

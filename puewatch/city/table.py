@@ -188,7 +188,12 @@ def evaluate_city(
 
 
 def _period(r: dict[str, Any]) -> str:
-    return f"{r['period_start'][:10]}..{r['period_end'][:10]}"
+    from puewatch.core.timefmt import format_period, parse_time
+
+    try:
+        return format_period(parse_time(r["period_start"]), parse_time(r["period_end"]))
+    except (ValueError, TypeError):  # not RFC 3339: shown as written
+        return f"{r['period_start']}..{r['period_end']}"
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -221,7 +226,7 @@ def print_table(result: CityResult) -> None:
         console.print(Text(f"  note: {n}"))
     rules = t.report_rules()
     table = Table(show_header=True, header_style="bold")
-    for col in ("site", "signature", "period", "kind", "cat.", "PUE", "complete"):
+    for col in ("site", "report file", "signature", "period", "kind", "cat.", "PUE", "complete"):
         table.add_column(col, justify="right" if col in ("cat.", "PUE", "complete") else "left", overflow="fold")
     for rule in rules:
         table.add_column(rule, overflow="fold")
@@ -232,6 +237,7 @@ def print_table(result: CityResult) -> None:
         sig_style = {"valid": "green", "invalid": "bold red", "unknown key": "yellow"}.get(row.signature.status, "")
         cells = [
             Text(r["site"]),
+            Text(row.path),  # two reports of one site (two periods, two versions) are told apart by their file
             Text(sig, style=sig_style),
             Text(_period(r)),
             Text("annual" if r["annual"] else "interim"),
@@ -245,7 +251,7 @@ def print_table(result: CityResult) -> None:
     console.print(table)
     for row in result.rows:
         for reason in row.reasons:
-            console.print(Text(f"{row.site}: {reason}"))
+            console.print(Text(f"{row.site} ({row.path}): {reason}"))
     console.print(Text(f"City PUE, all reports:          {_weighted_line(result.weighted_all)}"))
     if result.weighted_valid is not None:
         console.print(Text(f"City PUE, valid signatures only: {_weighted_line(result.weighted_valid)}"))
@@ -265,8 +271,10 @@ def print_table(result: CityResult) -> None:
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}
+table{border-collapse:collapse;margin:1em 0;max-width:100%}
+th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left;overflow-wrap:anywhere}
+td.file{font-size:.85em;max-width:16em}
+.wide{max-width:100%;overflow-x:auto}
 th{background:#eee}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:700}
@@ -296,8 +304,8 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
     out += [f"<li>note: {e(n)}</li>" for n in t.notes]
     out += [f"<li><code>{e(k)}</code> = {e(json.dumps(v))}</li>" for k, v in t.to_json()["rules"].items()]
     out.append(f"<li>PUE comparison: {e(t.pue_comparison)}</li></ul>")
-    out.append("<h2>Sites</h2><table><thead><tr>")
-    heads = ["site", "signature", "period", "kind", "category", "PUE", "completeness", *rules, "overall"]
+    out.append('<h2>Sites</h2><div class="wide"><table><thead><tr>')
+    heads = ["site", "report file", "signature", "period", "kind", "category", "PUE", "completeness", *rules, "overall"]
     out.append("".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
     for row in result.rows:
         r = row.report
@@ -306,6 +314,7 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         sig = status + (f" {row.signature.key_id}" if row.signature.key_id else "")
         cells = [
             f"<td>{e(r['site'])}</td>",
+            f'<td class="file">{e(row.path)}</td>',
             f'<td class="{css}" title="{e(row.signature.reason)}">{e(sig)}</td>',
             f"<td>{e(_period(r))}</td>",
             f"<td>{'annual' if r['annual'] else 'interim'}</td>",
@@ -319,11 +328,11 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         ]
         cells.append(f'<td class="{"pass" if row.passed else "fail"}">{"pass" if row.passed else "FAIL"}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    reasons = [(row.site, reason) for row in result.rows for reason in row.reasons]
+    out.append("</tbody></table></div>")
+    reasons = [(row.site, row.path, reason) for row in result.rows for reason in row.reasons]
     if reasons:
         out.append("<h2>Failures</h2><ul>")
-        out += [f"<li><b>{e(site)}</b>: {e(reason)}</li>" for site, reason in reasons]
+        out += [f"<li><b>{e(site)}</b> ({e(path)}): {e(reason)}</li>" for site, path, reason in reasons]
         out.append("</ul>")
     out.append("<h2>City energy-weighted PUE</h2>")
     out.append('<p class="small">Σ facility energy / Σ IT energy over the included reports.</p><ul>')

@@ -65,6 +65,8 @@ SNMP_RATING_READINGS: Mapping[str, str] = {"rated_power": "W", "rated_apparent_p
 GPU_POWER = "gpu_power"
 GPU_ENERGY_MJ = "energy_mj"
 GPU_ENERGY_ESTIMATED = "energy_estimated"
+# Their power fields: NVML's 1-second average where the driver has it, else the instantaneous power.
+GPU_POWER_FIELDS = ("power_average_w", "power_instant_w")
 
 # The job ledger (issue 16): one record per GPU (or host share) and interval, written by the
 # agent of the node the job ran on. Tags: node, gpu (the GPU's index, or "host" for a job's

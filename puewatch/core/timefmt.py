@@ -19,7 +19,7 @@ MINUTE = 60 * NS
 HOUR = 3600 * NS
 DAY_NS = 86_400 * NS
 
-__all__ = ["DAY_NS", "HOUR", "MINUTE", "NS", "SECOND", "add_months", "day_grid", "format_time", "format_times",
+__all__ = ["DAY_NS", "HOUR", "MINUTE", "NS", "SECOND", "add_months", "day_grid", "format_period", "format_time", "format_times",
            "is_annual", "month_start", "parse_time"]
 
 
@@ -28,6 +28,16 @@ def format_time(t_ns: int) -> str:
     sec, frac = divmod(int(t_ns), NS)
     base = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}Z" if frac == 0 else f"{base}.{frac:09d}Z"
+
+
+def format_period(start_ns: int, end_ns: int) -> str:
+    """`<from>..<to>`, each a date where it is a UTC midnight, else the RFC 3339 time (a period
+    shorter than a day reads `2026-12-03T10:00:00Z..2026-12-03T10:10:00Z`, not `2026-12-03..2026-12-03`)."""
+
+    def short(t: int) -> str:
+        return format_time(t)[:10] if t % DAY_NS == 0 else format_time(t)
+
+    return f"{short(start_ns)}..{short(end_ns)}"
 
 
 def parse_time(text: str) -> int:

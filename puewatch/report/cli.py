@@ -20,13 +20,19 @@ def _period(args: argparse.Namespace, required: bool = True) -> tuple[int, int] 
         return None
     if args.start is None or args.end is None:
         raise UserError("give both --from and --to (e.g. --from 2025-01-01 --to 2026-01-01)")
-    try:
-        start, end = parse_time(args.start), parse_time(args.end)
-    except ValueError as exc:
-        raise UserError(f"--from/--to: {exc}") from None
+    start, end = _time("--from", args.start), _time("--to", args.end)
     if end <= start:
         raise UserError(f"--to ({args.end}) must be after --from ({args.start})")
     return start, end
+
+
+def _time(option: str, text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        # Name the option and the forms it takes: `03/12/2026` is 3 December in one country, 12 March in another.
+        raise UserError(f"{option} {text!r}: expected a UTC date (2026-12-03) or an RFC 3339 time "
+                        f"(2026-12-03T10:00:00Z) ({exc})") from None
 
 
 def _max_gap_ns(args: argparse.Namespace) -> int:
@@ -46,10 +52,14 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @contextmanager
-def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int) -> Iterator[tuple[Any, Any, dict]]:
-    """(site, readings, source): the readings are read from the store meter by meter as they are used."""
+def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int, what: str = "report"
+                    ) -> Iterator[tuple[Any, Any, dict]]:
+    """(site, readings, source): the readings are read from the store meter by meter as they are used.
+
+    `NoData` (exit status 1, naming the store's data range) when no meter has a reading in the period.
+    """
     from puewatch.collector import config as collector_config
-    from puewatch.report.sources import open_store, resolve_snmp_wraps, stream_store
+    from puewatch.report.sources import check_period_has_data, open_store, resolve_snmp_wraps, stream_store
 
     conf = collector_config.load(args.config)
     site = conf.site_model()
@@ -57,6 +67,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int)
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
     try:
+        check_period_has_data(reader, site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin) as readings:
             yield site, readings, source
@@ -97,7 +108,7 @@ def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
     start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (_site, readings, _source):
+    with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source):
         if args.output:
             try:
                 with open(args.output, "w", encoding="utf-8", newline="") as f:

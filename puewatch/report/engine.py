@@ -49,7 +49,7 @@ import numpy as np
 from puewatch import __version__
 from puewatch.core import energy as policy
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_time, is_annual, month_start
+from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_period, format_time, is_annual, month_start
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
 from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, scan_site_meter
 from puewatch.report.model import Gap, MeterRow, PeriodRow, Report, ReportFigures, ZoneRow
@@ -138,11 +138,7 @@ class _Calendar:
         """`PUE_L<c>,YC` for a calendar year, else `iPUE_L<c> <from>..<to>` (dates where they are midnights)."""
         if is_annual(self.start_ns, self.end_ns):
             return f"PUE_L{category},YC"
-
-        def short(t: int) -> str:
-            return format_time(t)[:10] if t % DAY_NS == 0 else format_time(t)
-
-        return f"iPUE_L{category} {short(self.start_ns)}..{short(self.end_ns)}"
+        return f"iPUE_L{category} {format_period(self.start_ns, self.end_ns)}"
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -350,7 +346,7 @@ class _Builder:
             generated_at=self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),
             generator=f"puewatch {__version__}",
             source=self.opts.source,
-            figures=self._figures() if figures else None,
+            figures=self._figures(daily) if figures else None,
         )
 
     def _estimated_share(self) -> float:
@@ -454,11 +450,65 @@ class _Builder:
             ))
         return out
 
-    def _figures(self) -> ReportFigures:
-        site, grid = self.site, self.cal.grid
+    def _figures(self, daily: list[PeriodRow]) -> ReportFigures:
+        """The HTML figures' series, in bins that suit the period (`figure_step_ns`): over days, the
+        daily rows' own figures; finer, each meter scanned again on the finer grid (a short period's
+        readings are few) and the joint energies cut at its edges."""
+        site, cal = self.site, self.cal
+        step = figure_step_ns(cal.start_ns, cal.end_ns)
+        if step == DAY_NS:
+            grid = cal.grid
+            pue = [row.pue for row in daily]
+            pue_joint = [row.pue_joint for row in daily]
+            roles = {role: [_num(x) for x in self.totals.bins(site.members(role), "day")]
+                     for role in FIGURE_ROLES if site.members(role)}
+        else:
+            grid = np.unique(np.concatenate((np.arange(cal.start_ns, cal.end_ns, step, dtype=np.int64),
+                                             [cal.end_ns]))).astype(np.int64)
+            scans = {name: scan_site_meter(site, self.readings, name, grid, cal.start_ns, cal.end_ns,
+                                           self.opts.max_gap_ns, None, r.limit) for name, r in self.scans.items()}
+
+            def bins(members: dict[str, float]) -> np.ndarray:
+                acc: Any = np.full(grid.size - 1, np.nan) if not members else 0.0
+                for name, coef in members.items():
+                    acc = acc + coef * scans[name].day_energy
+                return acc
+
+            f, i = bins(self.fac), bins(self.it)
+            spans = self.spans[""]
+            points = np.unique(np.concatenate([grid, *spans]))
+            before = EnergyBefore(points, lambda name, at: self._scan(name, at, self.scans[name].limit).before)
+            joint = JointEnergy(scans, spans, grid, before)
+            fj, ij = joint.total(self.fac, grid), joint.total(self.it, grid)
+            pue = [_ratio(_num(x), _num(y)) for x, y in zip(f.tolist(), i.tolist())]
+            pue_joint = [_ratio(_num(x), _num(y)) for x, y in zip(fj.tolist(), ij.tolist())]
+            roles = {role: [_num(x) for x in bins(site.members(role))]
+                     for role in FIGURE_ROLES if site.members(role)}
         return ReportFigures(
-            daily_roles={role: [_num(x) for x in self.totals.bins(site.members(role), "day")]
-                         for role in FIGURE_ROLES if site.members(role)},
-            daily_completeness={name: (covered_in_bins(*r.observed, grid) / np.diff(grid)).tolist()
-                                for name, r in self.scans.items()},
+            edges_ns=grid.tolist(),
+            step=_step_words(step),
+            pue=pue,
+            pue_joint=pue_joint,
+            roles=roles,
+            completeness={name: (covered_in_bins(*r.observed, grid) / np.diff(grid)).tolist()
+                          for name, r in self.scans.items()},
         )
+
+
+# The figures' bin lengths, finest first: the coarsest that gives a period at least MIN_FIGURE_BINS bins.
+FIGURE_STEPS_NS = (10 * NS, 60 * NS, 300 * NS, 900 * NS, 3600 * NS, DAY_NS)
+MIN_FIGURE_BINS = 12
+
+
+def figure_step_ns(start_ns: int, end_ns: int) -> int:
+    """A day over 12 days or more (a year: 365 points); an hour over a day (24), 15 minutes over
+    six hours, ... down to 10 s for a run of a few minutes: a short period's figures have points."""
+    for step in reversed(FIGURE_STEPS_NS):
+        if (end_ns - start_ns) / step >= MIN_FIGURE_BINS:
+            return step
+    return FIGURE_STEPS_NS[0]
+
+
+def _step_words(step_ns: int) -> str:
+    s = step_ns // NS
+    return "1 day" if s == 86400 else "1 hour" if s == 3600 else f"{s // 60} min" if s % 60 == 0 else f"{s} s"

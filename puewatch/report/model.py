@@ -90,8 +90,13 @@ class PeriodRow(_Row):
 class ReportFigures:
     """What the HTML figures need beyond the schema (not serialised)."""
 
-    daily_roles: dict[str, list[float | None]]  # role -> energy per day, Wh (L); None where unknown
-    daily_completeness: dict[str, list[float]]  # meter -> completeness per day
+    # The figures' bins: a day over a long period, finer over a short one (`figure_step_ns`).
+    edges_ns: list[int]  # bin edges, the period's start to its end
+    step: str  # the bins' length in words ("1 day", "15 min", ...)
+    pue: list[float | None]  # PUE per bin (E_DC / E_IT of the bin); None where unknown
+    pue_joint: list[float | None]  # PUE over the bin's jointly observed time; None where there is none
+    roles: dict[str, list[float | None]]  # role -> energy per bin, Wh (L); None where unknown
+    completeness: dict[str, list[float]]  # meter -> share of each bin it was observed
 
 
 @dataclass

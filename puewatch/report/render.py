@@ -109,7 +109,9 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
-def _figures(report: dict[str, Any], daily_roles: dict[str, list[float | None]], target: float | None) -> list[tuple[str, str]]:
+def _figures(report: dict[str, Any], figures: ReportFigures | None, target: float | None) -> list[tuple[str, str]]:
+    """(caption, inline SVG) of each figure, in bins that suit the period (`figures.step`): PUE and
+    PUE over the jointly observed time, energy by role, and each meter's completeness."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,65 +120,163 @@ def _figures(report: dict[str, Any], daily_roles: dict[str, list[float | None]],
     import numpy as np
 
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable
-    days = np.array([np.datetime64(r["period_start"][:19]) for r in report["daily"]])
-    out = []
-
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    pue = np.array([np.nan if r["pue"] is None else r["pue"] for r in report["daily"]])
-    ax.plot(days, pue, lw=1.2, label="daily PUE")
-    if target is not None:
-        ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target:g}")
-    ax.set_ylabel("PUE")
-    ax.legend(loc="upper right")
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
-    out.append(("PUE per day", _svg(fig)))
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    for role, values in daily_roles.items():
-        ax.plot(days, [np.nan if v is None else v / 1e3 for v in values], lw=1, label=role)
-    ax.set_ylabel("kWh per day")
-    if daily_roles:
-        ax.legend(loc="upper right", fontsize="small")
+    if figures is None:  # what the JSON holds: the daily rows
+        edges = [r["period_start"] for r in report["daily"]] + [report["period_end"]]
+        edge_t = np.array([np.datetime64(t[:19], "s") for t in edges])
+        step = "1 day"
+        pue = [r["pue"] for r in report["daily"]]
+        pue_joint = [r.get("pue_joint") for r in report["daily"]]
+        roles: dict[str, list[float | None]] = {}
+        completeness: dict[str, list[float]] = {}
     else:
-        ax.text(0.5, 0.5, "no daily energy by role given", transform=ax.transAxes, ha="center", va="center")
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
-    out.append(("Energy per day by role", _svg(fig)))
+        edge_t = np.array(figures.edges_ns, dtype="datetime64[ns]")
+        step, pue, pue_joint = figures.step, figures.pue, figures.pue_joint
+        roles, completeness = figures.roles, figures.completeness
+    mid = edge_t[:-1] + (edge_t[1:] - edge_t[:-1]) / 2  # a bin's value is drawn at its middle
+    few = mid.size <= 60  # markers where the points can be told apart
+
+    def values(xs: list[float | None], scale: float = 1.0) -> np.ndarray:
+        return np.array([np.nan if x is None else x / scale for x in xs], dtype=float)
+
+    def time_axis(ax: Any) -> None:
+        locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlim(edge_t[0], edge_t[-1])
+        ax.set_xlabel("time (UTC)")
+        ax.grid(True, alpha=0.3)
+
+    def no_data(ax: Any, what: str) -> None:
+        ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+    out = []
+    marker = {"marker": "o", "markersize": 3.5} if few else {}
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    p, pj = values(pue), values(pue_joint)
+    # Where every meter was observed all the time the two are equal: the joint one is drawn thinner,
+    # with smaller markers, on top, so both stay visible.
+    ax.plot(mid, p, lw=2.6, label="PUE (E_DC / E_IT of the bin)", **(dict(marker, markersize=7) if few else {}))
+    ax.plot(mid, pj, lw=1.0, ls="--", label="PUE, jointly observed time", **(dict(marker, markersize=3) if few else {}))
+    if target is not None:
+        ax.axhline(target, color="tab:red", ls=":", lw=1.2, label=f"target {target:g}")
+    if np.isnan(p).all() and np.isnan(pj).all():
+        no_data(ax, "no PUE in any bin (no facility or IT energy)")
+    ax.set_ylabel("PUE")
+    ax.legend(loc="best", fontsize="small")
+    time_axis(ax)
+    out.append((f"PUE per {step}", _svg(fig)))
     plt.close(fig)
 
-    meters = report["meters"]
-    cov = np.array([row["_daily_completeness"] for row in meters]) if meters and "_daily_completeness" in meters[0] else None
-    if cov is not None:
-        fig, ax = plt.subplots(figsize=(10, 0.35 * len(meters) + 1.2))
-        ax.imshow(cov, aspect="auto", interpolation="nearest", cmap="RdYlGn", vmin=0, vmax=1)
-        ax.set_yticks(range(len(meters)), [row["meter"] for row in meters], fontsize="small")
-        ax.set_xlabel("day of the period")
-        out.append(("Completeness (meters x days; green = complete)", _svg(fig)))
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    biggest = max((abs(v) for vs in roles.values() for v in vs if v is not None), default=0.0)
+    unit, scale = ("kWh", 1e3) if biggest >= 1e3 else ("Wh", 1.0)
+    for role, vs in roles.items():
+        ax.plot(mid, values(vs, scale), lw=1.2, label=role, **marker)
+    ax.set_ylabel(f"{unit} per {step}")
+    if roles:
+        ax.legend(loc="best", fontsize="small")
+    else:
+        no_data(ax, "no energy by role given")
+    time_axis(ax)
+    out.append((f"Energy per {step} by role", _svg(fig)))
+    plt.close(fig)
+
+    if completeness:
+        names = list(completeness)
+        cov = np.array([completeness[n] for n in names], dtype=float)
+        fig, ax = plt.subplots(figsize=(10, 0.32 * len(names) + 1.6))
+        x0, x1 = mdates.date2num(edge_t[0]), mdates.date2num(edge_t[-1])
+        image = ax.imshow(cov, aspect="auto", interpolation="nearest", cmap="RdYlGn", vmin=0, vmax=1,
+                          extent=(x0, x1, len(names) - 0.5, -0.5))
+        ax.set_yticks(range(len(names)), names, fontsize="small")
+        ax.xaxis_date()
+        time_axis(ax)
+        ax.grid(False)
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
+        bar.set_label("share of the bin observed")
+        bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0 %", "25 %", "50 %", "75 %", "100 %"])
+        out.append((f"Completeness per meter and {step} (green: observed all the bin; red: not at all)", _svg(fig)))
         plt.close(fig)
     return out
 
 
-def to_html(report: dict[str, Any], *, target: float | None = None, figures: ReportFigures | None = None) -> str:
-    """A self-contained page: the summary table, and figures as inline SVG.
-
-    `figures` carries what the JSON does not (`build_report(..., figures=True)`): daily energy
-    by role and each meter's daily completeness; without it those figures say so or are left out.
-    """
-    completeness = figures.daily_completeness if figures else {}
-    meters = [dict(row, _daily_completeness=completeness.get(row["meter"])) for row in report["meters"]]
-    if any(row["_daily_completeness"] is None for row in meters):
-        meters = [{k: v for k, v in row.items() if k != "_daily_completeness"} for row in meters]
-    svgs = _figures(dict(report, meters=meters), figures.daily_roles if figures else {}, target)
+def _html_table(head: list[str], rows: list[list[str]], num_from: int = 1, caption: str = "") -> str:
+    """An HTML table, every cell escaped; columns from `num_from` on right-aligned (numbers)."""
     e = html.escape
+    cap = f"<caption>{e(caption)}</caption>" if caption else ""
+    ths = "".join(f"<th>{e(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{e(c)}</td>' if j >= num_from else f"<td>{e(c)}</td>"
+                         for j, c in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table>{cap}<thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary_html(report: dict[str, Any]) -> str:
+    """The terminal summary's tables as HTML tables."""
+    unc, ju = report["pue_uncertainty"], report.get("pue_joint_uncertainty")
+    rows = [
+        ["PUE", _f(report["pue"]) + (f" ± {unc:.3f}" if unc is not None else "")
+         + f" ({report['label']}, category {report['category']})"],
+        ["PUE, jointly observed time", _f(report.get("pue_joint")) + (f" ± {ju:.3f}" if ju is not None else "")
+         + f" (E_DC {_mwh(report.get('facility_energy_joint_wh'))}, E_IT {_mwh(report.get('it_energy_joint_wh'))})"],
+        ["period", f"{report['period_start']} .. {report['period_end']}" + (" (annual)" if report["annual"] else " (interim)")],
+        ["facility energy (E_DC)", _mwh(report["facility_energy_wh"])],
+        ["IT energy (E_IT)", _mwh(report["it_energy_wh"])],
+        ["completeness", _pct(report["completeness"])],
+        ["estimated share", _pct(report["estimated_share"])],
+        *[[name, _f(report.get(key))] for key, name in (("clf", "CLF"), ("plf", "PLF"), ("erf", "ERF"), ("ref", "REF"),
+                                                         ("cop", "cooling COP"))],
+        ["WUE", _f(report["wue"], "{:.3f}", " L/kWh")],
+    ]
+    parts = [_html_table(["figure", "value"], rows, num_from=2, caption="summary")]
+    if report["zones"]:
+        parts.append(_html_table(
+            ["zone", "pPUE", "pPUE joint", "boundary", "IT", "completeness"],
+            [[z["zone"], _f(z["ppue"]), _f(z.get("ppue_joint")), _mwh(z["boundary_energy_wh"]), _mwh(z["it_energy_wh"]),
+              _pct(z["completeness"])] for z in report["zones"]], caption="partial PUE per zone"))
+    parts.append(_html_table(
+        ["meter", "role", "method", "energy", "estimated", "completeness", "gaps", "resets"],
+        [[m["meter"], m["role"] + (f" ({m['point']})" if m["point"] else ""), m["method"] or "no data", _mwh(m["energy_wh"]),
+          _mwh(m["estimated_wh"]), _pct(m["completeness"]), str(len(m["gaps"])), str(m["resets"])]
+         for m in report["meters"]], num_from=3, caption="meters"))
+    parts.append(_html_table(
+        ["month", "PUE", "PUE joint", "facility", "IT", "completeness"],
+        [[r["period_start"][:7], _f(r["pue"]), _f(r.get("pue_joint")), _mwh(r["facility_energy_wh"]),
+          _mwh(r["it_energy_wh"]), _pct(r["completeness"])] for r in report["monthly"]], caption="monthly"))
+    return "\n".join(parts)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:0 1em;color:#222}"
+    "figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-weight:600}"
+    "table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:600;padding:.3em 0}"
+    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}.headline{font-size:1.15em}"
+)
+
+
+def to_html(report: dict[str, Any], *, target: float | None = None, figures: ReportFigures | None = None) -> str:
+    """A self-contained page (inline CSS and SVG, no scripts, nothing fetched): the headline with both
+    PUE measures, the figures, the summary as tables.
+
+    `figures` carries what the JSON does not (`build_report(..., figures=True)`): the figures' bins
+    (finer than a day for a short period), energy by role and each meter's completeness; without it
+    the PUE figure shows the daily rows and the others say so or are left out.
+    """
+    svgs = _figures(report, figures, target)
+    e = html.escape
+    unc, ju = report["pue_uncertainty"], report.get("pue_joint_uncertainty")
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(report['site'])} {e(report['label'])}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}"
-        "figure{margin:1em 0}</style></head><body>",
+        f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(report['site'])}: {e(report['label'])}</h1>",
-        f"<p>PUE <b>{e(_f(report['pue']))}</b>"
-        + (f" &plusmn; {report['pue_uncertainty']:.3f}" if report["pue_uncertainty"] is not None else "")
-        + f", category {report['category']}, completeness {e(_pct(report['completeness']))}, "
+        f'<p class="headline">PUE <b id="pue">{e(_f(report["pue"]))}</b>'
+        + (f" &plusmn; {unc:.3f}" if unc is not None else "")
+        + f'; PUE over the jointly observed time <b id="pue_joint">{e(_f(report.get("pue_joint")))}</b>'
+        + (f" &plusmn; {ju:.3f}" if ju is not None else "")
+        + f"; category {report['category']}, completeness {e(_pct(report['completeness']))}, "
         f"estimated share {e(_pct(report['estimated_share']))}"
         + (f"; target {target:g}" if target is not None else "") + "</p>",
     ]
@@ -184,7 +284,7 @@ def to_html(report: dict[str, Any], *, target: float | None = None, figures: Rep
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
     for title, svg in svgs:
         parts.append(f"<figure><figcaption>{e(title)}</figcaption>{svg}</figure>")
-    parts.append(f"<h2>Summary</h2><pre>{e(to_table(report))}</pre>")
+    parts.append(f"<h2>Summary</h2>{_summary_html(report)}")
     parts.append(f"<p>Generated {e(report['generated_at'])} by {e(report['generator'])}; "
                  f"source {e(json.dumps(report['source'], ensure_ascii=False))}.</p></body></html>\n")
     return "\n".join(parts)

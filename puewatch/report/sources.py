@@ -210,7 +210,7 @@ def meter_modulus(meter: Meter) -> float | None:
 
 def open_store(conf: Any, store: str | None, *, database: str | None = None, user: str | None = None,
                password_file: str | None = None, token_file: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(Reader, source description) for `--store` (a SQLite path or an http(s) URL), else the config's store.
+    """(Reader, source description) for `--store` (an address as `core.storeaddr` reads it), else the config's store.
 
     Every InfluxDB is read with InfluxQL on `/query`: 1.x natively, 2.x and 3.x through their
     v1 compatibility API (a token in `Authorization: Token`, the bucket as the database; on
@@ -219,22 +219,30 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
     from puewatch.collector.config import read_secret
     from puewatch.collector.stores.embedded import EmbeddedStore
     from puewatch.collector.stores.influx1 import Influx1Store
+    from puewatch.core.storeaddr import parse_store_address
 
     if user and token_file:
         raise UserError("give --user and --password-file (InfluxDB 1.x), or --token-file (2.x, 3.x), not both")
-    if store and re.match(r"^https?://", store):
-        db = database
+    # One parser for store addresses: what `demo --store` accepts, this does (a database in the URL or --database).
+    addr = parse_store_address(store, "--store", need_database=False) if store else None
+    if addr is not None and addr.kind == "influx1":
+        if addr.database and database and addr.database != database:
+            raise UserError(f"--store names database {addr.database!r} and --database {database!r}: give one")
+        db = addr.database or database
         if not db and conf is not None:
             db = (conf.store.influx1.database if conf.store.influx1 else
                   conf.store.influx2.bucket if conf.store.influx2 else None)
         if not db:
-            raise UserError("--store is an InfluxDB URL: give --database")
-        password = read_secret("", password_file or "", "--password-file") if password_file else None
+            raise UserError("--store is an InfluxDB URL: give the database in it (http://host:8086/DATABASE) or --database")
+        if addr.user and (user or token_file):
+            raise UserError("--store has a user in it: give no --user or --token-file besides")
+        password = (read_secret("", password_file or "", "--password-file") if password_file
+                    else addr.password or None)
         token = read_secret("", token_file, "--token-file") if token_file else None
-        return (Influx1Store(store, db, user=user, password=password, token=token),
-                {"kind": "influx1", "url": store.rstrip("/"), "database": db})
-    if store:
-        path = Path(store)
+        return (Influx1Store(addr.url, db, user=user or addr.user or None, password=password, token=token),
+                {"kind": "influx1", "url": addr.url, "database": db})
+    if addr is not None:
+        path = addr.path
     elif conf is None:
         raise UserError("give --store (an embedded store file or an InfluxDB URL)")
     elif conf.store.kind == "influx1":
@@ -327,6 +335,48 @@ def read_ratings(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> d
         if v.size:
             out[s.tags["reading"]] = float(v.max())
     return out or None
+
+
+def data_range(reader: Any, site: SiteModel) -> tuple[int, int] | None:
+    """(first, last) time in ns of any of the site's meters' readings in the store, or None when it holds none."""
+    from puewatch.collector.stores.base import StoreError
+
+    spans = []
+    for name in site.meters:
+        for source in schema.meter_sources(site.name, site.meters[name]):
+            for s in (source, *source.alternatives):
+                try:
+                    span = reader.time_range(s.measurement, s.field, dict(s.tags))
+                except StoreError as exc:
+                    raise UserError(str(exc)) from None
+                if span is not None:
+                    spans.append(span)
+    if not spans:
+        return None
+    return min(a for a, _ in spans), max(b for _, b in spans)
+
+
+class NoData(UserError):
+    """A report or export over a period in which the store holds no meter reading: exit status 1."""
+
+    exit_code = 1
+
+
+def check_period_has_data(reader: Any, site: SiteModel, start: int, end: int, what: str) -> None:
+    """Raise `NoData` naming the store's data range when no meter has a reading in start <= t < end.
+
+    An all-n/a report with exit status 0 looks like a result; a period that simply misses the
+    data (a date copied from a guide, a wrong year) must say so and where the data is.
+    """
+    span = data_range(reader, site)
+    period = f"{format_time(start)} .. {format_time(end)}"
+    if span is None:
+        raise NoData(f"no {what}: the store holds no readings of the site's {len(site.meters)} meters")
+    lo, hi = span
+    if lo >= end or hi < start:
+        raise NoData(f"no {what}: no meter readings in {period}; the store holds readings from "
+                     f"{format_time(lo)} to {format_time(hi)} (e.g. --from {format_time(lo // NS * NS)} "
+                     f"--to {format_time((hi // NS + 1) * NS)})")
 
 
 @contextmanager

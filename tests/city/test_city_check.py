@@ -184,3 +184,14 @@ def test_pue_basis_joint_checks_the_pue_over_the_jointly_observed_time():
     res = one({"max_pue": 1.3, "pue_basis": "pue_joint"}, old)
     assert not res.passed and "the report has no pue_joint (made by a puewatch before it was added)" in res.evidence
     assert targets_from_dict({"max_pue": 1.3, "pue_basis": "pue_joint"}).to_json()["pue_basis"] == "pue_joint"
+
+
+def test_cli_verdict_says_how_many_rules_failed_and_passed(tmp_path):
+    targets = tmp_path / "t.toml"
+    targets.write_text('preset = "miit-2021"\nmin_completeness = 0.999\nmax_monthly_pue = 1.4\n')
+    bad = write_json(tmp_path / "bad.json", make_report("bad", facility_energy_wh=1_330_000.0))
+    out = run_cli("check", bad, "--targets", targets)
+    assert out.returncode == 1 and out.stdout.splitlines()[-1] == "bad: fail: 2 of 3 rules failed, 1 passed", out.stdout
+    good = write_json(tmp_path / "good.json", make_report("good", facility_energy_wh=1_270_000.0))
+    out = run_cli("check", good, "--preset", "miit-2021")
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "good: pass: all 1 rules passed", out.stdout

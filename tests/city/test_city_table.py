@@ -175,3 +175,42 @@ def test_cli_bad_input(city, tmp_path):
     empty.mkdir()
     out = run_cli("city", city["alpha"], "--preset", "miit-2021", "--pubkeys", empty)
     assert out.returncode == 2 and "no *.pub public keys" in out.stderr
+
+
+def test_rows_name_their_file_and_a_short_period_shows_times(tmp_path):
+    """Two reports of one site are told apart by their file; a period under a day by its times."""
+    short = make_report("alpha", annual=False)
+    short.update(period_start="2026-12-03T10:00:00Z", period_end="2026-12-03T10:10:00Z")
+    files = [write_json(tmp_path / "alpha-q1.json", make_report("alpha")), write_json(tmp_path / "alpha-run.json", short)]
+    page = tmp_path / "city.html"
+    out = run_cli("city", *(f.name for f in files), "--preset", "miit-2021", "--html", page, cwd=tmp_path)
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│ alpha")]
+    assert len(rows) == 2 and "alpha-q1.json" in rows[0] and "alpha-run.json" in rows[1], out.stdout
+    assert "2026-12-03T10:00:00Z..2026-12-03T10:10:00Z" in rows[1], out.stdout
+    assert "alpha (alpha-run.json): max_annual_pue: the report is interim" in out.stdout
+    text = page.read_text(encoding="utf-8")
+    assert '<td class="file">alpha-run.json</td>' in text and "2026-12-03T10:00:00Z..2026-12-03T10:10:00Z" in text
+
+
+def test_the_html_table_fits_a_1400_pixel_window(city, tmp_path):
+    """Many rules, long file names and key ids: the table wraps its cells instead of running off the page."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from chromium import page_width, screenshot
+
+    targets = tmp_path / "t.toml"
+    targets.write_text('preset = "miit-2021"\nmin_completeness = 0.99\nmax_monthly_pue = 1.4\nmin_category = 2\n'
+                       "require_signature = true\n")
+    long_dir = tmp_path / ("reports-from-the-city-s-data-centres-of-the-year-2025-" * 3)
+    long_dir.mkdir()
+    files = []
+    for s in SITES:
+        files.append(long_dir / f"{s}-annual-report-2025-signed-by-the-operator.json")
+        files[-1].write_bytes(city[s].read_bytes())
+    page = tmp_path / "city.html"
+    out = run_cli("city", *files, "--targets", targets, "--pubkeys", city["pubkeys"], "--html", page)
+    assert out.returncode == 1, out.stderr
+    assert page_width(page, tmp_path) <= 1400
+    img = screenshot(page, tmp_path / "city.png", 1400, 1200)
+    assert (img.sum(axis=2) < 600).sum() > 1000  # drawn: text and borders on the page

@@ -47,7 +47,7 @@ def test_bad_durations_are_one_line_errors(bad, capsys):
 
 def test_setup_creates_and_is_idempotent_and_alters(influx, capsys):
     assert main(["influx", "setup", "--url", influx.url, "--database", "site"]) == 0
-    assert "8 change(s)" in capsys.readouterr().out
+    assert f"{3 + len(DOWNSAMPLING)} change(s)" in capsys.readouterr().out  # 3 retention policies
     rps = _rps(influx)
     assert rps["raw"] == ("720h0m0s", True)
     assert rps["minute"] == (f"{104 * 7 * 24}h0m0s", False)
@@ -110,7 +110,12 @@ def test_continuous_queries_downsample(influx):
         vals = [1000.0 + 10 * m + k for k in range(6)]
         expected_mean[start + m * minute] = sum(vals) / len(vals)
         for k, v in enumerate(vals):
-            lines.append(encode_point("site_power", {"site": "a"}, {"power_w": v}, start + m * minute + k * 10**10))
+            t = start + m * minute + k * 10**10
+            lines.append(encode_point("snmp_reading", {"site": "a", "device": "ups", "reading": "total_active_power",
+                                                       "unit": "W"}, {"value": v, "raw": v / 10}, t))
+            # A register's Wh readings are not averaged (only the power readings are).
+            lines.append(encode_point("snmp_reading", {"site": "a", "device": "ups", "reading": "total_active_energy",
+                                                       "unit": "Wh"}, {"value": 5e6 + v, "raw": 5e6 + v}, t))
             lines.append(encode_point("pue", {"site": "a"}, {"pue": 1.2 + 0.01 * k}, start + m * minute + k * 10**10))
     hour = 3600 * 10**9
     hour_start = (now // hour - 1) * hour  # the previous complete hour
@@ -121,12 +126,13 @@ def test_continuous_queries_downsample(influx):
 
     deadline = time.monotonic() + 20
     while True:
-        t, v = store.series("site_power", "mean_power_w", {"site": "a"}, start, start + 2 * minute, rp="minute")
+        t, v = store.series("snmp_reading", "value", {"site": "a", "unit": "W"}, start, start + 2 * minute, rp="minute")
         t2, v2 = store.series("site_energy", "sum_energy_wh", {"site": "a"}, hour_start, hour_start + hour, rp="hourly")
         if (len(t) == 2 and dict(zip(t.tolist(), v.tolist())) == expected_mean and t2.size == 1) or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     assert dict(zip(t.tolist(), v.tolist())) == expected_mean
+    assert store.series("snmp_reading", "value", {"site": "a", "unit": "Wh"}, start, start + 2 * minute, rp="minute")[0].size == 0
     assert t2.tolist() == [hour_start] and v2.tolist() == [sum(energy)]
     tp, vp = store.series("pue", "mean_pue", {"site": "a"}, start, start + 2 * minute, rp="minute")
     assert tp.tolist() == [start, start + minute]
@@ -139,3 +145,16 @@ def test_continuous_queries_downsample(influx):
     store.query(plan.select_into(rule, where=f"time >= {old} AND time < {old + hour}"), write=True)
     t3, v3 = store.series("meter_energy", "sum_energy_wh", {"meter": "m1"}, old, old + hour, rp="hourly")
     assert t3.tolist() == [old] and v3.tolist() == [12.0]
+
+
+def test_what_is_downsampled_is_what_is_written():
+    """Every downsampled series is one the collector or the agents write (puewatch/core/schema.py), with its fields."""
+    from puewatch.core import schema
+
+    written = {schema.SNMP_READING: {schema.SNMP_VALUE}, schema.GPU_POWER: set(schema.GPU_POWER_FIELDS),
+               schema.PUE: None, schema.PPUE: None, schema.SITE_ENERGY: None, schema.ZONE_ENERGY: None,
+               schema.METER_ENERGY: None, schema.GPU_ENERGY: None}
+    for d in DOWNSAMPLING:
+        assert d.measurement in written, d.name
+        assert d.fields is None or set(d.fields) <= written[d.measurement], d.name
+    assert {d.measurement for d in DOWNSAMPLING} == set(written)

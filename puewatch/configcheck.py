@@ -1,0 +1,74 @@
+"""`--check-config`, one way for the agent and the collector.
+
+Every problem in the file is reported at once (`config.check_file`). The files the
+configuration names (tokens, passwords, TLS certificates and keys, CA bundles) are checked
+alike in both daemons: one that does not exist is a warning saying what it is for and how to
+create it, not a failure, because a systemd credential (`/run/credentials/...`) exists only
+while the service runs and a sample names files not yet made; one that exists but cannot be
+read, or is empty, is an error (the daemon would not start).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from puewatch import config as cfg
+
+
+@dataclass
+class NamedFile:
+    """A file a configuration names: its key, path, what it holds and how to create it."""
+
+    key: str
+    path: str
+    what: str
+    how: str
+
+
+def file_problems(source: str, files: list[NamedFile]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the files a configuration names."""
+    errors, warnings = [], []
+    for f in files:
+        p = Path(f.path)
+        if not p.exists():
+            warnings.append(f"{source}: {f.key}: {f.path} does not exist yet ({f.what}); {f.how}")
+            continue
+        try:
+            with p.open("rb") as fh:
+                first = fh.read(1)
+        except OSError as exc:
+            errors.append(f"{source}: {f.key}: cannot read {f.path}: {exc.strerror}")
+            continue
+        if not first:
+            errors.append(f"{source}: {f.key}: {f.path} is empty ({f.what})")
+    return errors, warnings
+
+
+def run(command: str, path: str, model: type, summary: Callable[[Any], str],
+        named_files: Callable[[Any], list[NamedFile]]) -> int:
+    """Check `path` against `model`, print every error and warning (stderr) and the verdict (stdout):
+    exit status 0 when it is valid (warnings allowed), 2 otherwise."""
+    conf, errors = cfg.check_file(path, model)
+    warnings: list[str] = []
+    if conf is not None:
+        file_errors, warnings = file_problems(path, named_files(conf))
+        errors += file_errors
+    for w in warnings:
+        print(f"puewatch {command}: warning: {w}", file=sys.stderr)
+    for e in errors:
+        print(f"puewatch {command}: error: {e}", file=sys.stderr)
+    if errors:
+        print(f"{path}: {len(errors)} problem(s)" + (f", {len(warnings)} warning(s)" if warnings else ""))
+        return 2
+    print(f"{path}: OK ({summary(conf)})" + (f"; {len(warnings)} warning(s) above" if warnings else ""))
+    return 0
+
+
+def credential_dir() -> str | None:
+    """systemd's `$CREDENTIALS_DIRECTORY`, set only for a service with `LoadCredential=`."""
+    return os.environ.get("CREDENTIALS_DIRECTORY") or None

@@ -1,0 +1,135 @@
+"""What a new user meets at the report commands' edges: a period without data, short periods, store addresses,
+bad times, a closed pipe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from report_support import synthetic_year, write_site
+from servers import Influxd, http
+from puewatch.collector import config as collector_config
+from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.collector.stores.influx1 import Influx1Store
+from puewatch.report.sources import data_range
+
+RUN = [sys.executable, "-m", "puewatch.cli"]
+
+
+@pytest.fixture(scope="module")
+def two_days():
+    return synthetic_year(start="2025-03-01", end="2025-03-03")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, two_days) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("two-days")
+    store = EmbeddedStore(tmp / "store.sqlite", synchronous="NORMAL")
+    store.write(two_days.lines)
+    store.close()
+    return write_site(tmp, store_path=str(tmp / "store.sqlite")), tmp / "store.sqlite"
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_report_and_export_over_a_period_without_data_say_where_the_data_is(site) -> None:
+    conf, _ = site
+    for command in ("report", "export"):
+        out = _run(command, "--config", str(conf), "--from", "2024-01-01", "--to", "2024-02-01")
+        assert out.returncode == 1, (command, out.returncode, out.stderr)
+        assert out.stdout == "", out.stdout
+        # The data lies from the margin before 2025-03-01 to just before the margin after 2025-03-03.
+        assert out.stderr.startswith(f"puewatch {command}: error: no {command}: no meter readings in "
+                                     "2024-01-01T00:00:00Z .. 2024-02-01T00:00:00Z; the store holds readings from "
+                                     "2025-02-28T23:45:00Z to 2025-03-03T00:00:00Z"), out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_data_range_is_the_same_from_influxd(site, two_days, tmp_path: Path) -> None:
+    conf, path = site
+    model = collector_config.load(conf).site_model()
+    emb = EmbeddedStore(path)
+    try:
+        expected = data_range(emb, model)
+    finally:
+        emb.close()
+    assert expected == (two_days.start_ns - 900 * 10**9, two_days.end_ns)
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        store = Influx1Store(server.url, "site")
+        assert data_range(store, model) is None  # an empty database: nothing, not an error
+        store.write(two_days.lines)
+        assert data_range(store, model) == expected
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_report_reads_every_store_address_demo_accepts(site, two_days, tmp_path: Path) -> None:
+    conf, path = site
+    period = ["--from", "2025-03-01", "--to", "2025-03-02", "--json"]
+    reports = []
+    for address in (str(path), f"sqlite:{path}", f"sqlite://{path}"):
+        out = _run("report", "--config", str(conf), "--store", address, *period)
+        assert out.returncode == 0, (address, out.stderr)
+        reports.append(out.stdout.split('"generated_at"')[0])
+    assert reports[0] == reports[1] == reports[2]
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        store = Influx1Store(server.url, "site")
+        store.write(two_days.lines)
+        store.close()
+        # The database in the URL, as `demo --store` takes it, or beside it.
+        for extra in ([f"{server.url}/site"], [server.url, "--database", "site"]):
+            out = _run("report", "--config", str(conf), "--store", *extra, *period)
+            assert out.returncode == 0, (extra, out.stderr)
+            assert '"kind": "influx1"' in out.stdout
+        out = _run("report", "--config", str(conf), "--store", f"{server.url}/site", "--database", "other", *period)
+        assert out.returncode == 2 and "--store names database 'site' and --database 'other'" in out.stderr
+    finally:
+        server.stop()
+    for bad, says in (("ftp://h/db", "use a file path, sqlite:PATH or http"), ("sqlite:", "sqlite:PATH needs a file path"),
+                      ("http://h:8086/a/b", "expected http[s]://[user:password@]host:port/DATABASE")):
+        out = _run("report", "--config", str(conf), "--store", bad, *period)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, (bad, out.stderr)
+
+
+
+def test_export_into_head_ends_quietly(site) -> None:
+    conf, _ = site
+    export = f"{' '.join(RUN)} export --config {conf} --from 2025-03-01 --to 2025-03-03"
+    # `head -n 0` has gone before the export writes (it starts in well under its import time): the pipe is closed.
+    for head, expected in (("head -n 3", ["time,meter,power_w,energy_wh"]), ("head -n 0", [])):
+        proc = subprocess.run(f"{export} | {head}; echo \"status ${{PIPESTATUS[0]}}\"", shell=True,
+                              executable="/bin/bash", capture_output=True, text=True, timeout=120)
+        lines = proc.stdout.splitlines()
+        assert lines[:len(expected)] == expected and len(lines) == int(head.split()[-1]) + 1, proc.stdout
+        assert proc.stderr == "", proc.stderr  # no BrokenPipeError traceback
+        assert lines[-1] in ("status 0", "status 141"), lines[-1]
+    assert lines[-1] == "status 141"
+
+
+@pytest.mark.parametrize("option", ["--from", "--to"])
+def test_a_time_in_another_form_names_the_option_and_the_form(site, option: str) -> None:
+    conf, _ = site
+    times = {"--from": "2025-03-01", "--to": "2025-03-02", option: "03/12/2026"}
+    out = _run("report", "--config", str(conf), "--from", times["--from"], "--to", times["--to"])
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"puewatch report: error: {option} '03/12/2026': expected a UTC date (2026-12-03) "
+                                 "or an RFC 3339 time (2026-12-03T10:00:00Z)"), out.stderr
+
+
+def test_a_report_shorter_than_a_day_shows_its_period_with_times(site) -> None:
+    conf, _ = site
+    out = _run("report", "--config", str(conf), "--from", "2025-03-01T10:00:00Z", "--to", "2025-03-01T16:00:00Z")
+    assert out.returncode == 0, out.stderr
+    assert "iPUE_L1 2025-03-01T10:00:00Z..2025-03-01T16:00:00Z" in out.stdout, out.stdout

@@ -1,0 +1,81 @@
+"""`--check-config` alike in the agent and the collector: every problem at once, the files a configuration
+names checked the same way (missing: a warning saying how to create it; unreadable or empty: an error)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
+
+
+def _check(daemon: str, conf: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*PUEWATCH, daemon, "--config", str(conf), "--check-config"], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+@pytest.mark.parametrize(("daemon", "keys"), [
+    ("agent", ["output.token_file"]),
+    ("collector", ["ingest.token_credential", "store.influx1.password_file"]),
+])
+def test_the_shipped_samples_pass_with_a_warning_per_missing_file(daemon: str, keys: list[str]) -> None:
+    """As their headers say to run them: valid, and each file not made yet named with how to make it."""
+    out = _check(daemon, ROOT / "config" / f"{daemon}.toml")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{ROOT / 'config' / f'{daemon}.toml'}: OK ("), out.stdout
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == len(keys), out.stderr
+    for line, key in zip(warnings, keys):
+        assert line.startswith(f"puewatch {daemon}: warning: ") and f": {key}: " in line and "does not exist yet" in line
+        assert "Traceback" not in line
+
+
+def test_the_collector_reports_every_problem_and_every_missing_file_at_once(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "collector.toml").read_text()
+    text = text.replace('token_credential = "ingest-tokens"',
+                        f'token_file = "{tmp_path}/tokens"\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"')
+    text = text.replace('min_coverage = 0.9', 'min_coverage = 1.5\nbogus = 1', 1)  # two problems in [collector]
+    text = text.replace('role = "facility_input"', 'role = "facility-input"')  # one in [meters]
+    conf = tmp_path / "collector.toml"
+    conf.write_text(text)
+    out = _check("collector", conf)
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert any(f"{conf}: collector.bogus: unknown key" in e for e in errors), errors
+    assert any(f"{conf}: collector.min_coverage: must be at most" in e for e in errors), errors
+    assert any(f"{conf}: meters.incomer-a.role: must be one of" in e for e in errors), errors
+    assert len(errors) == 3 and out.stdout.strip() == f"{conf}: 3 problem(s)", (out.stdout, out.stderr)
+    # Fixed, the files it names are the rest: all of them at once.
+    conf.write_text(text.replace("min_coverage = 1.5\nbogus = 1", "min_coverage = 0.9")
+                    .replace('role = "facility-input"', 'role = "facility_input"'))
+    out = _check("collector", conf)
+    assert out.returncode == 0, out.stderr
+    warned = {line.split(": ")[3] for line in out.stderr.splitlines()}
+    assert warned == {"ingest.token_file", "ingest.tls_cert", "ingest.tls_key", "store.influx1.password_file"}, out.stderr
+    # A file that exists but is empty: the collector would not start; an error.
+    (tmp_path / "tokens").write_text("")
+    out = _check("collector", conf)
+    assert out.returncode == 2 and f"error: {conf}: ingest.token_file: {tmp_path}/tokens is empty" in out.stderr
+
+
+def test_the_agent_reports_every_problem_at_once_and_a_credential_alike(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "agent.toml").read_text()
+    conf = tmp_path / "agent.toml"
+    conf.write_text(text.replace("flush_interval_s = 5.0", "flush_interval_s = -1\ncolour = 'blue'"))
+    out = _check("agent", conf)
+    errors = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert out.returncode == 2 and len(errors) == 2, out.stderr
+    assert any("agent.flush_interval_s: must be" in e for e in errors) and any("agent.colour: unknown key" in e
+                                                                                for e in errors), errors
+    token = tmp_path / "token"
+    token.write_text("")
+    conf.write_text(text.replace("/run/credentials/puewatch-agent.service/agent-token", str(token)))
+    out = _check("agent", conf)
+    assert out.returncode == 2 and f"error: {conf}: output.token_file: {token} is empty" in out.stderr
+    token.write_text("secret-token\n")
+    out = _check("agent", conf)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
