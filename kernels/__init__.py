@@ -39,6 +39,7 @@ from puewatch.kernels.rebin import rebin_energy, RebinnedEnergy
 from puewatch.kernels.aggregate import group_sums, GroupSums
 from puewatch.kernels.hourly import hourly_sums, HourlySums
 from puewatch.kernels.rolling import rolling_ratio, RollingRatio
+from puewatch.kernels.attribute import cell_shares, CellShares
 from puewatch.kernels.scans import energy_before, power_fill, register_spans, PowerFill, RegisterSpans
 
 __all__ = [
@@ -66,4 +67,6 @@ __all__ = [
     "PowerFill",
     "hourly_sums",
     "HourlySums",
+    "cell_shares",
+    "CellShares",
 ]
