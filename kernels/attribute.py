@@ -16,12 +16,13 @@ class CellShares(NamedTuple):
     facility_wh: np.ndarray  # float64 (n,): facility-inclusive energy over the cells with a factor
     covered_it_wh: np.ndarray  # float64 (n,): the IT energy those cells hold
     green_wh: np.ndarray  # float64 (n,): the green part of facility_wh
+    carbon_kg: np.ndarray  # float64 (n,): facility_wh times its cells' emission (kg per Wh)
     job_it_wh: np.ndarray  # float64 (n_zones, n_cells): the records' IT energy per zone and cell
 
 
 @njit(cache=True, nogil=True)
-def _cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green_frac,
-                 in_period, facility_wh, covered_it_wh, green_wh, job_it_wh):
+def _cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green_frac, carbon_kg_per_wh,
+                 in_period, facility_wh, covered_it_wh, green_wh, carbon_kg, job_it_wh):
     n_cells = factor.shape[1]
     t_end = t0_ns + n_cells * cell_ns
     # Serial on purpose: records of many jobs add into the same (zone, cell); one pass over
@@ -35,6 +36,7 @@ def _cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green
         fac = 0.0
         cov = 0.0
         grn = 0.0
+        co2 = 0.0
         inside = 0.0
         if hi > lo:
             z = zone[i]
@@ -53,14 +55,17 @@ def _cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green
                     fac += e * f
                     cov += e
                     grn += e * f * green_frac[c]
+                    co2 += e * f * carbon_kg_per_wh[c]
                 c += 1
         in_period[i] = inside
         facility_wh[i] = fac
         covered_it_wh[i] = cov
         green_wh[i] = grn
+        carbon_kg[i] = co2
 
 
-def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns: int, cell_ns: int, factor, green_frac) -> CellShares:
+def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns: int, cell_ns: int, factor, green_frac,
+                carbon_kg_per_wh=None) -> CellShares:
     """Spread ledger records over attribution cells and weigh them by their cells' factors.
 
     Parameters
@@ -72,6 +77,8 @@ def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns: int, cell_ns: int, fact
     t0_ns, cell_ns: the first cell's start and the cells' length; `factor` has one column per cell.
     factor: ``(n_zones, n_cells)`` facility-inclusive Wh per IT Wh; NaN where the cell has none.
     green_frac: ``(n_cells,)`` green share of each cell's facility energy (0..1, finite).
+    carbon_kg_per_wh: ``(n_cells,)`` emission per Wh of each cell's facility energy (finite;
+        default 0).
     """
     end = v.as_time_ns(end_ns, "end_ns")
     n = end.shape[0]
@@ -80,6 +87,7 @@ def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns: int, cell_ns: int, fact
     z = np.ascontiguousarray(np.asarray(zone), dtype=np.int64)
     f = v.as_values(factor, "factor", ndim=2)
     g = v.as_values(green_frac, "green_frac")
+    co2 = np.zeros(g.shape[0]) if carbon_kg_per_wh is None else v.as_values(carbon_kg_per_wh, "carbon_kg_per_wh")
     v.same_length(n, interval_ns=dur, it_wh=it, zone=z)
     cell = v.positive_ns(cell_ns, "cell_ns")
     if g.shape[0] != f.shape[1]:
@@ -90,8 +98,10 @@ def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns: int, cell_ns: int, fact
         raise ValueError(f"it_wh: must be finite, first bad record at index {int(np.argmax(~np.isfinite(it)))}")
     if n and (z.min() < 0 or z.max() >= f.shape[0]):
         raise ValueError(f"zone: must index factor's {f.shape[0]} rows")
-    if not np.all(np.isfinite(g)):
-        raise ValueError("green_frac: must be finite")
-    out = CellShares(np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.zeros(f.shape))
-    _cell_shares(end, dur, it, z, int(t0_ns), cell, f, g, *out)
+    if co2.shape[0] != f.shape[1]:
+        raise ValueError(f"carbon_kg_per_wh: length {co2.shape[0]} does not match factor's {f.shape[1]} cells")
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(co2))):
+        raise ValueError("green_frac, carbon_kg_per_wh: must be finite")
+    out = CellShares(np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.zeros(f.shape))
+    _cell_shares(end, dur, it, z, int(t0_ns), cell, f, g, co2, *out)
     return out

@@ -336,18 +336,20 @@ def hourly_sums(t_ns, values, *, register, max_interval_ns):
     return (np.array(hours, dtype=np.int64), np.array([acc[h][0] for h in hours]), np.array([acc[h][1] for h in hours]))
 
 
-def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green_frac):
+def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green_frac, carbon_kg_per_wh):
     """Per record, per cell: the share of the record's interval (end - interval, end] inside the
     cell; its IT energy times that share goes to (zone, cell), and, where the cell's factor is
     finite, times the factor to the record's facility energy (times the cell's green share to
-    its green energy). Returns (in_period, facility_wh, covered_it_wh, green_wh, job_it_wh)."""
+    its green energy, times the cell's emission to its carbon).
+    Returns (in_period, facility_wh, covered_it_wh, green_wh, carbon_kg, job_it_wh)."""
     factor = [[float(x) for x in row] for row in np.asarray(factor, dtype=np.float64).tolist()]
     green = _floats(green_frac)
     n_cells = len(green)
     job_it = [[0.0] * n_cells for _ in factor]
-    cols: list[list[float]] = [[], [], [], []]
+    co2 = _floats(carbon_kg_per_wh)
+    cols: list[list[float]] = [[], [], [], [], []]
     for e1, d, it, z in zip(_ints(end_ns), _ints(interval_ns), _floats(it_wh), _ints(zone)):
-        inside, fac, cov, grn = [], [], [], []
+        inside, fac, cov, grn, carb = [], [], [], [], []
         for c in range(n_cells):
             lo, hi = int(t0_ns) + c * int(cell_ns), int(t0_ns) + (c + 1) * int(cell_ns)
             overlap = min(hi, e1) - max(lo, e1 - d)
@@ -361,6 +363,7 @@ def cell_shares(end_ns, interval_ns, it_wh, zone, t0_ns, cell_ns, factor, green_
                 fac.append(it * w * f)
                 cov.append(it * w)
                 grn.append(it * w * f * green[c])
-        for col, parts in zip(cols, (inside, fac, cov, grn)):
+                carb.append(it * w * f * co2[c])
+        for col, parts in zip(cols, (inside, fac, cov, grn, carb)):
             col.append(math.fsum(parts))
     return (*(np.array(c) for c in cols), np.array(job_it))

@@ -23,11 +23,13 @@ def test_hand_computed():
     green = [0.5, 0.0, 0.25]
     # r0: (30, 90] in zone 0, 10 Wh: 5 Wh in cell 0 (x1.5 = 7.5), 5 Wh in cell 1 (no factor).
     # r1: (150, 210] in zone 1, 4 Wh: half outside the cells.
-    res = cell_shares([90 * S, 210 * S], [60 * S, 60 * S], [10.0, 4.0], [0, 1], 0, 60 * S, factor, green)
+    res = cell_shares([90 * S, 210 * S], [60 * S, 60 * S], [10.0, 4.0], [0, 1], 0, 60 * S, factor, green,
+                      [1e-3, 0.0, 2e-3])
     assert_close(res.in_period, [1.0, 0.5], rtol=1e-12)
     assert_close(res.facility_wh, [7.5, 4.0], rtol=1e-12)
     assert_close(res.covered_it_wh, [5.0, 2.0], rtol=1e-12)
     assert_close(res.green_wh, [3.75, 1.0], rtol=1e-12)
+    assert_close(res.carbon_kg, [7.5e-3, 8e-3], rtol=1e-12)
     assert_close(res.job_it_wh, [[5.0, 5.0, 0.0], [0.0, 0.0, 2.0]], rtol=1e-12)
 
 
@@ -44,8 +46,9 @@ def test_matches_naive(data):
     zone = [data.draw(st.integers(0, n_zones - 1)) for _ in range(n)]
     factor = [[data.draw(st.one_of(st.just(NAN), st.floats(1.0, 3.0))) for _ in range(n_cells)] for _ in range(n_zones)]
     green = [data.draw(st.floats(0, 1)) for _ in range(n_cells)]
-    got = cell_shares(np.array(ends, np.int64), np.array(durs, np.int64), it, zone, 0, cell, factor, green)
-    want = naive.cell_shares(ends, durs, it, zone, 0, cell, factor, green)
+    co2 = [data.draw(st.floats(0, 1e-3)) for _ in range(n_cells)]
+    got = cell_shares(np.array(ends, np.int64), np.array(durs, np.int64), it, zone, 0, cell, factor, green, co2)
+    want = naive.cell_shares(ends, durs, it, zone, 0, cell, factor, green, co2)
     for g, w in zip(got, want):
         assert_close(g, w, rtol=1e-9, atol=1e-9)
 
