@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "puewatch.commands:register_demo",
     "export": "puewatch.commands:register_export",
     "influx": "puewatch.commands:register_influx",
+    "jobs": "puewatch.commands:register_jobs",
     "keys": "puewatch.commands:register_keys",
     "recompute": "puewatch.commands:register_recompute",
     "report": "puewatch.commands:register_report",

@@ -345,6 +345,30 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="puewatch.report.cli:report_main")
 
 
+def register_jobs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="energy per job and per tenant from the job ledger, with the measured facility overhead, green share "
+        "and carbon",
+        description="Reads the agents' job ledger records and the collector's per-cell energies for the period: per "
+        "job and per tenant, GPU-hours by GPU model, GPU, IT and facility-inclusive energy (each cell's measured pPUE "
+        "or PUE), completeness, green share and carbon; the energy no job holds (unattributed) and the two identities "
+        "(docs/auditor-guide.md, Energy per job).",
+    )
+    _store_args(p)
+    _period_args(p, required=True)
+    p.add_argument("--tenant", help="only this tenant's jobs and total")
+    p.add_argument("--cell", dest="cell_s", type=float, default=60.0, metavar="SECONDS",
+                   help="attribution cell length, a whole number of collector cells (default 60)")
+    p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): emission "
+                   "factors with their sources, green certificates and PPAs")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="JSON (schema puewatch-jobs/1, docs/report-schema.md)")
+    out.add_argument("--csv", action="store_true", help="CSV: one row per job, then one per tenant")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler="puewatch.jobs.cli:jobs_main")
+
+
 def register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",

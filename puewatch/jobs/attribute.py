@@ -1,0 +1,213 @@
+"""Energy per job and per tenant, facility overhead included, and what no job holds.
+
+Rules (docs/auditor-guide.md, "Energy per job"): a record's IT energy is gpu_wh + host_wh,
+spread pro rata in time over the attribution cells its interval overlaps; in each cell it
+is weighed by its zone's facility factor (`cells.cell_factors`); the green share and carbon
+of a cell go with its facility energy. Unattributed energy is, per zone and cell, the
+measured IT energy less the jobs'. Both identities hold per cell by construction and are
+reported over the known cells (the boundary):
+
+    jobs' IT + unattributed IT               = measured IT
+    jobs' facility + unattributed facility   = E_DC
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from puewatch import kernels as k
+from puewatch.core.site import SiteModel
+from puewatch.core.timefmt import NS
+from puewatch.jobs.carbon import CarbonData
+from puewatch.jobs.cells import Cells, cell_factors
+from puewatch.jobs.ledger import Ledger
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b > 0 and np.isfinite(a) else None
+
+
+@dataclass
+class Attribution:
+    jobs: list[dict[str, Any]]
+    tenants: list[dict[str, Any]]
+    unattributed: dict[str, Any]
+    identities: dict[str, Any]
+    site: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None, warnings: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray, bool, list[dict[str, Any]]]:
+    """Per cell: green share of E_DC (0..1) and kg CO2e per Wh of facility energy; whether carbon is known."""
+    green = np.zeros(cells.n)
+    if cells.renewable_wh is not None:
+        r = cells.renewable_wh
+        missing = np.count_nonzero(known & ~np.isfinite(r))
+        if missing:
+            warnings.append(f"renewable meters: {missing} known cells without their energy count no renewable energy")
+        green += np.where(np.isfinite(r), r, 0.0)
+    if carbon is not None:
+        green += carbon.green_wh(cells.edges_ns)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(known & (cells.e_dc_wh > 0), np.minimum(green, cells.e_dc_wh) / cells.e_dc_wh, 0.0)
+    per_wh = np.zeros(cells.n)
+    factors_used: list[dict[str, Any]] = []
+    ok = carbon is not None and bool(carbon.factors)
+    if carbon is None or not carbon.factors:
+        warnings.append("no emission factor (give --carbon with the site's region's factors): carbon and CUE are null")
+    else:
+        years = np.array([dt.datetime.fromtimestamp(t / NS, dt.UTC).year for t in cells.edges_ns[:-1]])
+        for year in np.unique(years[known]).tolist():
+            f = carbon.factor(int(year))
+            if f is None:
+                warnings.append(f"no emission factor for region {carbon.region!r} and year {year} in {carbon.path}: "
+                                "carbon and CUE are null")
+                ok = False
+                continue
+            factors_used.append({"region": f.region, "year": f.year, "kg_co2e_per_kwh": f.kg_co2e_per_kwh,
+                                 "source": f.source})
+            per_wh[years == year] = f.kg_co2e_per_kwh / 1000.0
+    # Green energy emits nothing of the grid's: only the grid part of a cell's energy carries the factor.
+    return frac, per_wh * (1.0 - frac), ok, factors_used
+
+
+def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData | None = None,
+              tenant: str | None = None) -> Attribution:
+    warnings: list[str] = [f"job ledger: {n} records left out: {why}" for why, n in sorted(ledger.dropped.items())]
+    f = cell_factors(cells)
+    green_frac, carbon_per_wh, carbon_ok, factors_used = _green_and_carbon(cells, f.known, carbon, warnings)
+    zone_row = {z: i for i, z in enumerate(cells.zones)}
+    out_row = len(cells.zones)
+    node_rows = np.array([zone_row.get(site.zone_of_node(n), out_row) for n in ledger.nodes] or [0], np.int64)
+    it = ledger.it_wh
+    res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, node_rows[ledger.node], cells.t0_ns, cells.cell_ns,
+                        f.factor, green_frac, carbon_per_wh)
+    jobs, tenants = _group(ledger, res, tenant, carbon_ok)
+
+    # Unattributed: per row and cell, measured IT less the jobs' (over the cells with a factor).
+    has = np.isfinite(f.factor)
+    u_it = np.where(has, f.row_it_wh - res.job_it_wh, 0.0)
+    fac = np.where(has, f.factor, 0.0)
+    u_fac = u_it * fac
+    negative = np.count_nonzero(has & (u_it < -1e-9 * np.maximum(f.row_it_wh, 1.0)))
+    if negative:
+        warnings.append(f"in {negative} zone-cells the jobs' IT energy exceeds the measured IT energy (unattributed "
+                        "energy negative there): check the agents' host energy estimate and the IT meters")
+    e_dc = float(np.sum(cells.e_dc_wh[f.known]))
+    measured_it = float(np.sum(np.where(has, f.row_it_wh, 0.0)))
+    jobs_it = float(np.sum(res.covered_it_wh))
+    jobs_fac = float(np.sum(res.facility_wh))
+    unattributed = {
+        "it_energy_wh": float(u_it.sum()),
+        "facility_energy_wh": float(u_fac.sum()),
+        "green_energy_wh": float((u_fac * green_frac).sum()),
+        "carbon_kg": float((u_fac * carbon_per_wh).sum()) if carbon_ok else None,
+        "by_zone": [{"zone": z, "it_energy_wh": float(u_it[i].sum()), "facility_energy_wh": float(u_fac[i].sum())}
+                    for i, z in enumerate([*cells.zones, ""])],
+    }
+    identities = {
+        "boundary": "the cells with E_DC, E_IT and every zone's energies stored in full",
+        "cells_known": int(f.known.sum()),
+        "cells": cells.n,
+        "measured_it_energy_wh": measured_it,
+        "jobs_it_energy_wh": jobs_it,
+        "unattributed_it_energy_wh": unattributed["it_energy_wh"],
+        "e_dc_wh": e_dc,
+        "jobs_facility_energy_wh": jobs_fac,
+        "unattributed_facility_energy_wh": unattributed["facility_energy_wh"],
+    }
+    green_total = float(np.sum(cells.e_dc_wh[f.known] * green_frac[f.known]))
+    carbon_total = float(np.sum(cells.e_dc_wh[f.known] * carbon_per_wh[f.known])) if carbon_ok else None
+    site_row = {
+        "pue": _ratio(e_dc, measured_it),
+        "facility_energy_wh": e_dc,
+        "it_energy_wh": measured_it,
+        "completeness": cells.n and float(f.known.sum() / cells.n),
+        "green_energy_wh": green_total,
+        "green_share": _ratio(green_total, e_dc),
+        "carbon_kg": carbon_total,
+        # ISO/IEC 30134-8: kg CO2e of the data centre's energy per kWh of IT energy.
+        "cue_kg_per_kwh": _ratio(carbon_total * 1000.0, measured_it) if carbon_total is not None else None,
+        "emission_factors": factors_used,
+    }
+    return Attribution(jobs, tenants, unattributed, identities, site_row, warnings)
+
+
+def _sums(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The plain group-by: per code, the sums every row is built from."""
+    inside = res.in_period
+    gpu_rec = ledger.gpu_model >= 0
+
+    def s(w: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=w, minlength=n)
+
+    gpu_wh, host_wh = ledger.gpu_wh * inside, ledger.host_wh * inside
+    estimated = np.where(ledger.gpu_wh_estimated, gpu_wh, 0.0) + np.where(ledger.host_estimated, host_wh, 0.0)
+    return {
+        "records": np.bincount(codes, minlength=n),
+        "gpu_wh": s(gpu_wh), "host_wh": s(host_wh), "estimated_wh": s(estimated),
+        "covered_it_wh": s(res.covered_it_wh), "facility_wh": s(res.facility_wh), "green_wh": s(res.green_wh),
+        "carbon_kg": s(res.carbon_kg), "shared": s(ledger.shared.astype(float)),
+        "reserved_idle_wh": s(np.where(ledger.reserved_idle, gpu_wh, 0.0)),
+        "gpu_s": s(np.where(gpu_rec, ledger.interval_ns / NS * ledger.share * inside, 0.0)),
+    }
+
+
+def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon_ok: bool) -> dict[str, Any]:
+    it = sums["gpu_wh"][i] + sums["host_wh"][i]
+    cov, fac = sums["covered_it_wh"][i], sums["facility_wh"][i]
+    return {
+        "gpu_hours": float(sums["gpu_s"][i] / 3600.0),
+        "gpu_hours_by_model": by_model,
+        "gpu_energy_wh": float(sums["gpu_wh"][i]),
+        "host_energy_wh": float(sums["host_wh"][i]),
+        "it_energy_wh": float(it),
+        # Over the cells with a factor only: null when none of its cells has one.
+        "facility_energy_wh": float(fac) if cov > 0 else None,
+        "pue": _ratio(fac, cov),
+        "completeness": _ratio(cov, it) if it > 0 else None,
+        "estimated_share": _ratio(sums["estimated_wh"][i], it),
+        "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
+        "shared_records": int(sums["shared"][i]),
+        "green_energy_wh": float(sums["green_wh"][i]) if cov > 0 else None,
+        "green_share": _ratio(sums["green_wh"][i], fac),
+        "carbon_kg": float(sums["carbon_kg"][i]) if cov > 0 and carbon_ok else None,
+        "records": int(sums["records"][i]),
+    }
+
+
+def _by_model(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> list[dict[str, float]]:
+    m = len(ledger.gpu_models)
+    gpu_rec = ledger.gpu_model >= 0
+    hours = np.bincount(codes[gpu_rec] * m + ledger.gpu_model[gpu_rec], minlength=n * m,
+                        weights=(ledger.interval_ns / NS * ledger.share * res.in_period)[gpu_rec] / 3600.0)
+    hours = hours.reshape(n, m) if m else np.zeros((n, 0))
+    return [{ledger.gpu_models[j]: float(hours[i, j]) for j in np.flatnonzero(hours[i] > 0)} for i in range(n)]
+
+
+def _group(ledger: Ledger, res: k.CellShares, tenant: str | None, carbon_ok: bool
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    n_jobs = len(ledger.jobs)
+    sums = _sums(ledger, res, ledger.job, n_jobs)
+    models = _by_model(ledger, res, ledger.job, n_jobs)
+    jobs = [{"job": job, "tenant": ten, **_row(sums, i, models[i], carbon_ok)}
+            for i, (ten, job) in enumerate(ledger.jobs) if tenant is None or ten == tenant]
+    names = sorted({t for t, _ in ledger.jobs})
+    t_code = {t: i for i, t in enumerate(names)}
+    job_tenant = np.array([t_code[t] for t, _ in ledger.jobs] or [0], np.int64)
+    codes = job_tenant[ledger.job] if len(ledger) else ledger.job.astype(np.int64)
+    t_sums = _sums(ledger, res, codes, len(names))
+    t_models = _by_model(ledger, res, codes, len(names))
+    tenants = [{"tenant": t, "jobs": sum(1 for jt, _ in ledger.jobs if jt == t), **_row(t_sums, i, t_models[i], carbon_ok)}
+               for i, t in enumerate(names) if tenant is None or t == tenant]
+    jobs.sort(key=lambda r: (r["tenant"], r["job"]))
+    return jobs, tenants

@@ -1,0 +1,143 @@
+"""The operator's carbon data file: grid emission factors and green-energy entries.
+
+No factor is built in: every one comes from this file and carries its source (ISO/IEC
+30134-8 asks for the factor's origin beside CUE). Format (TOML), documented in
+docs/operator-guide.md and config/carbon.toml:
+
+    region = "CN-NW"                  # the site's grid region: which factors apply
+
+    [[emission_factor]]
+    region = "CN-NW"
+    year = 2025                       # the calendar year (UTC) the factor is for
+    kg_co2e_per_kwh = 0.0             # grid CO2e per kWh taken from the grid
+    source = "publisher, document, table"
+
+    [[green_energy]]                  # a green certificate or a PPA delivery, retired for the site
+    kind = "certificate"              # certificate | ppa
+    id = "GEC-..."                    # the certificate's (or contract's) id
+    start = "2025-01-01"              # the period it covers (UTC; end excluded)
+    end = "2025-02-01"
+    mwh = 100.0
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from puewatch.core.timefmt import parse_time
+from puewatch.errors import UserError
+
+GREEN_KINDS = ("certificate", "ppa")
+
+
+@dataclass(frozen=True)
+class EmissionFactor:
+    region: str
+    year: int
+    kg_co2e_per_kwh: float
+    source: str
+
+
+@dataclass(frozen=True)
+class GreenEntry:
+    kind: str
+    id: str
+    start_ns: int
+    end_ns: int
+    mwh: float
+
+
+@dataclass
+class CarbonData:
+    region: str = ""
+    factors: list[EmissionFactor] = field(default_factory=list)
+    green: list[GreenEntry] = field(default_factory=list)
+    path: str = ""
+
+    def factor(self, year: int) -> EmissionFactor | None:
+        return next((f for f in self.factors if f.region == self.region and f.year == year), None)
+
+    def green_wh(self, edges_ns: np.ndarray) -> np.ndarray:
+        """Certificate and PPA energy per interval between `edges_ns`, Wh: each entry spread
+        evenly in time over its own period (the part of it outside the edges is not counted)."""
+        out = np.zeros(max(edges_ns.shape[0] - 1, 0))
+        for g in self.green:
+            overlap = np.clip(np.minimum(edges_ns[1:], g.end_ns) - np.maximum(edges_ns[:-1], g.start_ns), 0, None)
+            out += g.mwh * 1e6 * overlap / (g.end_ns - g.start_ns)
+        return out
+
+
+def _get(table: dict, key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise UserError(f"{where}: missing {key!r}")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _unknown(table: dict, allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(set(table) - set(allowed))
+    if extra:
+        raise UserError(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(allowed)})")
+
+
+def load_carbon(path: str | Path) -> CarbonData:
+    """The data file, validated: errors name the file, the entry and the key."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: not valid TOML: {exc}") from None
+    _unknown(doc, ("region", "emission_factor", "green_energy"), str(p))
+    data = CarbonData(region=str(doc.get("region", "")), path=str(p))
+    seen: set[tuple[str, int]] = set()
+    for i, t in enumerate(doc.get("emission_factor", [])):
+        where = f"{p}: emission_factor[{i}]"
+        _unknown(t, ("region", "year", "kg_co2e_per_kwh", "source"), where)
+        f = EmissionFactor(_get(t, "region", str, where), _get(t, "year", int, where),
+                           _get(t, "kg_co2e_per_kwh", float, where), _get(t, "source", str, where).strip())
+        if not f.source:
+            raise UserError(f"{where}.source: give where the factor comes from (publisher, document, table)")
+        if not 0 <= f.kg_co2e_per_kwh < 10:
+            raise UserError(f"{where}.kg_co2e_per_kwh: expected 0 to 10 kg CO2e per kWh, got {f.kg_co2e_per_kwh}")
+        if (f.region, f.year) in seen:
+            raise UserError(f"{where}: a second factor for region {f.region!r} and year {f.year}")
+        seen.add((f.region, f.year))
+        data.factors.append(f)
+    ids: set[str] = set()
+    for i, t in enumerate(doc.get("green_energy", [])):
+        where = f"{p}: green_energy[{i}]"
+        _unknown(t, ("kind", "id", "start", "end", "mwh", "source"), where)
+        kind = _get(t, "kind", str, where)
+        if kind not in GREEN_KINDS:
+            raise UserError(f"{where}.kind: expected one of {', '.join(GREEN_KINDS)}, got {kind!r}")
+        times = []
+        for key in ("start", "end"):
+            value = t.get(key)
+            text = value.isoformat() if hasattr(value, "isoformat") else value
+            try:
+                times.append(parse_time(str(text)))
+            except (TypeError, ValueError):
+                raise UserError(f"{where}.{key}: expected a UTC date or RFC 3339 time, got {value!r}") from None
+        g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where))
+        if g.end_ns <= g.start_ns:
+            raise UserError(f"{where}: end must be after start")
+        if not g.mwh >= 0:
+            raise UserError(f"{where}.mwh: expected a non-negative number, got {g.mwh}")
+        if g.id in ids:
+            raise UserError(f"{where}.id: {g.id!r} is entered twice (a certificate counts once)")
+        ids.add(g.id)
+        data.green.append(g)
+    if data.factors and not data.region:
+        raise UserError(f"{p}: give `region` (the site's grid region; which emission factors apply)")
+    return data

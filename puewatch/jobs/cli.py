@@ -1,0 +1,105 @@
+"""`puewatch jobs`: energy per job and per tenant over a period, from the job ledger."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+from puewatch.core.timefmt import NS, format_time
+from puewatch.errors import UserError
+
+SCHEMA = "puewatch-jobs/1"
+# The longest ledger interval read across the period's end (a record counts by its share inside).
+MAX_INTERVAL_NS = 3600 * NS
+CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",
+               "facility_energy_wh", "pue", "completeness", "estimated_share", "green_energy_wh", "green_share",
+               "carbon_kg")
+
+
+def compute(args: argparse.Namespace) -> dict[str, Any]:
+    from puewatch.collector import config as collector_config
+    from puewatch.jobs.attribute import attribute
+    from puewatch.jobs.carbon import load_carbon
+    from puewatch.jobs.cells import read_cells
+    from puewatch.jobs.ledger import read_ledger
+    from puewatch.report.cli import _period
+    from puewatch.report.sources import open_store
+
+    start, end = _period(args)
+    if not args.cell_s > 0:
+        raise UserError(f"--cell must be positive, got {args.cell_s}")
+    carbon = load_carbon(args.carbon) if args.carbon else None
+    conf = collector_config.load(args.config)
+    site = conf.site_model()
+    reader, source = open_store(conf, args.store, database=args.database, user=args.user,
+                                password_file=args.password_file, token_file=args.token_file)
+    try:
+        cells = read_cells(reader, site, start, end, round(args.cell_s * NS), round(conf.collector.interval_s * NS))
+        ledger = read_ledger(reader, start, end, MAX_INTERVAL_NS)
+    finally:
+        reader.close()
+    a = attribute(ledger, cells, site, carbon, args.tenant)
+    if args.tenant and not a.tenants:
+        a.warnings.append(f"tenant {args.tenant!r} has no ledger record in the period")
+    return {"schema": SCHEMA, "site": site.name, "period_start": format_time(start), "period_end": format_time(end),
+            "cell_s": args.cell_s, "tenant": args.tenant, "jobs": a.jobs, "tenants": a.tenants,
+            "unattributed": a.unattributed, "identities": a.identities, "site_totals": a.site,
+            "warnings": a.warnings, "source": source}
+
+
+def _csv(doc: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for kind, rows in (("job", doc["jobs"]), ("tenant", doc["tenants"])):
+        for r in rows:
+            models = "+".join(sorted(r["gpu_hours_by_model"]))
+            w.writerow([kind, r["tenant"], r.get("job", ""), models,
+                        *("" if r[c] is None else r[c] for c in CSV_COLUMNS[4:])])
+    return buf.getvalue()
+
+
+def _kwh(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1000:.3f}"
+
+
+def _text(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['site']}: jobs {doc['period_start']} .. {doc['period_end']}",
+             f"{'tenant':<16} {'job':<20} {'GPU-h':>9} {'GPU kWh':>10} {'IT kWh':>10} {'fac kWh':>10} {'PUE':>6} "
+             f"{'compl':>6} {'green':>6} {'kg CO2e':>9}"]
+
+    def line(r: dict[str, Any], job: str) -> str:
+        pue = "-" if r["pue"] is None else f"{r['pue']:.3f}"
+        comp = "-" if r["completeness"] is None else f"{r['completeness']:.1%}"
+        green = "-" if r["green_share"] is None else f"{r['green_share']:.1%}"
+        co2 = "-" if r["carbon_kg"] is None else f"{r['carbon_kg']:.2f}"
+        return (f"{r['tenant']:<16} {job:<20} {r['gpu_hours']:>9.2f} {_kwh(r['gpu_energy_wh']):>10} "
+                f"{_kwh(r['it_energy_wh']):>10} {_kwh(r['facility_energy_wh']):>10} {pue:>6} {comp:>6} {green:>6} {co2:>9}")
+
+    lines += [line(r, r["job"]) for r in doc["jobs"]]
+    lines.append("per tenant:")
+    lines += [line(r, f"({r['jobs']} jobs)") for r in doc["tenants"]]
+    u, i = doc["unattributed"], doc["identities"]
+    lines.append(f"unattributed: IT {_kwh(u['it_energy_wh'])} kWh, facility-inclusive {_kwh(u['facility_energy_wh'])} kWh")
+    lines.append(f"identities over {i['cells_known']} of {i['cells']} cells: jobs {_kwh(i['jobs_it_energy_wh'])} + "
+                 f"unattributed {_kwh(i['unattributed_it_energy_wh'])} = measured IT {_kwh(i['measured_it_energy_wh'])} "
+                 f"kWh; jobs {_kwh(i['jobs_facility_energy_wh'])} + unattributed "
+                 f"{_kwh(i['unattributed_facility_energy_wh'])} = E_DC {_kwh(i['e_dc_wh'])} kWh")
+    lines += [f"warning: {w}" for w in doc["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def jobs_main(args: argparse.Namespace) -> int:
+    doc = compute(args)
+    text = (json.dumps(doc, indent=2) + "\n" if args.json else _csv(doc) if args.csv else _text(doc))
+    if args.output:
+        from puewatch.report.cli import _emit
+
+        _emit(text, args.output)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,274 @@
+"""`puewatch jobs`: ledger records and the collector's per-cell energies written into a real
+embedded store (and a real influxd 1.6.7), attributed through the CLI; both identities checked
+at the same boundary, the cell rule recomputed here from the stored cells."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from servers import Influxd, http
+from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.collector.stores.influx1 import Influx1Store
+from puewatch.core import schema
+from puewatch.core.timefmt import NS
+from puewatch.lineprotocol import encode_point
+
+T0 = 1767225600 * NS  # 2026-01-01T00:00:00Z
+SUB = 10 * NS  # the collector's cells
+HOURS = 1
+N_SUB = HOURS * 360
+EF = 0.5  # kg CO2e per kWh: a test value, not a real factor
+SITE = """
+[collector]
+site = "lab"
+interval_s = 10.0
+state_dir = "{state}"
+
+[meters.incomer]
+role = "facility_input"
+measurement = "modbus"
+tags = {{ meter = "incomer" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[meters.ups-a]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+measurement = "modbus"
+tags = {{ meter = "ups-a" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[meters.crac-a]
+role = "cooling"
+zone = "hall-a"
+measurement = "modbus"
+tags = {{ meter = "crac-a" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[meters.ups-x]
+role = "it"
+point = "ups_output"
+measurement = "modbus"
+tags = {{ meter = "ups-x" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[meters.pv]
+role = "renewable"
+measurement = "modbus"
+tags = {{ meter = "pv" }}
+field = "energy_wh"
+unit = "Wh"
+register = true
+
+[zones.hall-a]
+nodes = ["gpu-a-*"]
+"""
+CARBON = """
+region = "test-grid"
+
+[[emission_factor]]
+region = "test-grid"
+year = 2026
+kg_co2e_per_kwh = 0.5
+source = "test value, not a published factor"
+
+[[green_energy]]
+kind = "certificate"
+id = "GEC-TEST-1"
+start = 2026-01-01
+end = 2026-01-02
+mwh = 0.024
+"""
+
+
+def _cells(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per collector cell: hall-a IT and boundary, IT outside the zones, E_DC, renewable."""
+    it_a = rng.uniform(800, 1200, N_SUB)
+    cool_a = rng.uniform(200, 300, N_SUB)
+    it_x = rng.uniform(100, 200, N_SUB)
+    losses = rng.uniform(50, 80, N_SUB)
+    return {"it_a": it_a, "b_a": it_a + cool_a, "it_x": it_x, "it": it_a + it_x,
+            "e_dc": it_a + cool_a + it_x + losses, "pv": rng.uniform(0, 100, N_SUB)}
+
+
+def _lines(c: dict[str, np.ndarray]) -> bytes:
+    out = []
+    c = {k: v.tolist() for k, v in c.items()}
+    ends = T0 + SUB * np.arange(1, N_SUB + 1)
+    for i, t in enumerate(ends.tolist()):
+        if 96 <= i < 102:  # a minute (cell 16) of hall-a's energies never stored: its cell has no factor
+            pass
+        else:
+            out.append(encode_point(*schema.zone_energy("lab", "hall-a"),
+                                    {"boundary_wh": c["b_a"][i], "it_wh": c["it_a"][i]}, t))
+        out.append(encode_point(*schema.site_energy("lab", 1),
+                                {"facility_input_wh": c["e_dc"][i], "it_wh": c["it"][i], "renewable_wh": c["pv"][i]}, t))
+    # The ledger: per minute. gpu-a-1 GPU 0: job 11 (tenant t1); GPU 1 shared by job 12 (t2) and 13 (t1);
+    # gpu-x-1's host share: job 14 (t2), its minutes ending at :30 (split over two cells).
+    for m in range(1, 60 * HOURS + 1):
+        t = T0 + m * 60 * NS
+        recs = [("gpu-a-1", "0", "0", "11", "t1", t, 4.0, 1.0, 1.0, False),
+                ("gpu-a-1", "1", "0", "12", "t2", t, 2.0, 0.5, 0.6, True),
+                ("gpu-a-1", "1", "1", "13", "t1", t, 1.0, 0.5, 0.4, True)]
+        if m < 60 * HOURS:
+            recs.append(("gpu-x-1", "host", "0", "14", "t2", t + 30 * NS, 0.0, 3.0, 1.0, False))
+        for node, gpu, slot, job, tenant, tt, gpu_wh, host_wh, share, shared in recs:
+            out.append(encode_point(schema.JOB_LEDGER, {"node": node, "gpu": gpu, "slot": slot},
+                                    {"job": job, "tenant": tenant, "source": "static",
+                                     "gpu_model": "" if gpu == "host" else "NVIDIA H100 80GB HBM3",
+                                     "interval_s": 60.0, "gpu_wh": gpu_wh, "gpu_wh_estimated": False, "share": share,
+                                     "shared": shared, "reserved_idle": False, "host_wh": host_wh,
+                                     "host_estimated": True}, tt))
+    # A record with a negative energy: left out and counted.
+    out.append(encode_point(schema.JOB_LEDGER, {"node": "gpu-a-2", "gpu": "0", "slot": "0"},
+                            {"job": "15", "tenant": "t1", "gpu_model": "x", "interval_s": 60.0, "gpu_wh": -1.0,
+                             "host_wh": 0.0}, T0 + 120 * NS))
+    return "\n".join(out).encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray], Path]:
+    root = tmp_path_factory.mktemp("jobs")
+    conf = root / "collector.toml"
+    conf.write_text(SITE.format(state=root / "state"))
+    cells = _cells(np.random.default_rng(16))
+    store = EmbeddedStore(root / "store.sqlite")
+    store.write(_lines(cells))
+    store.close()
+    (root / "carbon.toml").write_text(CARBON)
+    return conf, cells, root
+
+
+def _jobs(conf: Path, store: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "puewatch.cli", "jobs", "--config", str(conf), "--store", store,
+                           "--from", "2026-01-01T00:00:00Z", "--to", f"2026-01-01T0{HOURS}:00:00Z", *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _doc(conf: Path, store: str, *extra: str) -> dict:
+    r = _jobs(conf, store, "--json", *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _expected_factor(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 60 s cell: hall-a's factor, the no-zone factor, and the green share (the cell rule, from the stored cells)."""
+    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in c.items()}
+    rest = m["e_dc"] - m["b_a"] - m["it_x"]
+    f_a = m["b_a"] / m["it_a"] + rest / m["it"]
+    f_a[16] = math.nan  # hall-a's minute that was never stored
+    f_x = 1 + rest / m["it"]
+    f_x[16] = math.nan  # a cell is known only with every zone's energies
+    certificate_wh = 24_000 * 60 / 86400
+    green = np.minimum(m["pv"] + certificate_wh, m["e_dc"]) / m["e_dc"]
+    return f_a, f_x, green
+
+
+def test_jobs_identities_cell_rule_green_and_carbon(site: tuple[Path, dict, Path]) -> None:
+    conf, cells, root = site
+    doc = _doc(conf, str(root / "store.sqlite"), "--carbon", str(root / "carbon.toml"))
+    f_a, f_x, green = _expected_factor(cells)
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    assert sorted(jobs) == ["11", "12", "13", "14"]
+    ok = np.isfinite(f_a)
+    # Job 11: 5 Wh a minute in hall-a, cell for cell.
+    j = jobs["11"]
+    assert j["tenant"] == "t1" and j["it_energy_wh"] == pytest.approx(300.0)
+    assert j["gpu_hours"] == pytest.approx(1.0) and j["gpu_hours_by_model"] == {"NVIDIA H100 80GB HBM3": pytest.approx(1.0)}
+    assert j["facility_energy_wh"] == pytest.approx(5.0 * f_a[ok].sum(), rel=1e-9)
+    assert j["completeness"] == pytest.approx(59 / 60)
+    assert j["pue"] == pytest.approx(f_a[ok].mean(), rel=1e-9)
+    assert j["estimated_share"] == pytest.approx(1 / 5)  # its host share is an estimate
+    assert j["green_energy_wh"] == pytest.approx(5.0 * (f_a * green)[ok].sum(), rel=1e-9)
+    assert j["carbon_kg"] == pytest.approx(5.0 * (f_a * (1 - green))[ok].sum() * EF / 1000, rel=1e-9)
+    # Shared GPU: GPU-hours by share.
+    assert jobs["12"]["gpu_hours"] == pytest.approx(0.6) and jobs["13"]["gpu_hours"] == pytest.approx(0.4)
+    # Job 14, host share on a node in no zone, minutes ending at :30: half of each in two cells.
+    j = jobs["14"]
+    assert j["gpu_hours"] == 0 and j["it_energy_wh"] == pytest.approx(59 * 3.0)
+    per_cell = np.full(60, 3.0)
+    per_cell[0] = per_cell[-1] = 1.5
+    known = np.isfinite(f_x)
+    assert j["facility_energy_wh"] == pytest.approx((per_cell * f_x)[known].sum(), rel=1e-9)
+    # Tenants: the totals of their jobs.
+    tenants = {t["tenant"]: t for t in doc["tenants"]}
+    assert tenants["t1"]["jobs"] == 2
+    assert tenants["t1"]["it_energy_wh"] == pytest.approx(jobs["11"]["it_energy_wh"] + jobs["13"]["it_energy_wh"])
+    assert tenants["t2"]["facility_energy_wh"] == pytest.approx(
+        jobs["12"]["facility_energy_wh"] + jobs["14"]["facility_energy_wh"], rel=1e-12)
+    # The identities, at one boundary: the known cells.
+    i = doc["identities"]
+    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+    assert i["cells"] == 60 and i["cells_known"] == 59
+    assert i["measured_it_energy_wh"] == pytest.approx(m["it"][ok].sum(), rel=1e-12)
+    assert i["e_dc_wh"] == pytest.approx(m["e_dc"][ok].sum(), rel=1e-12)
+    assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
+    assert (i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"]
+            == pytest.approx(i["e_dc_wh"], rel=1e-12))
+    assert i["jobs_facility_energy_wh"] == pytest.approx(sum(j["facility_energy_wh"] for j in doc["jobs"]), rel=1e-12)
+    # CUE (ISO/IEC 30134-8) and the green share of the site, with the factor's source.
+    s = doc["site_totals"]
+    assert s["emission_factors"] == [{"region": "test-grid", "year": 2026, "kg_co2e_per_kwh": EF,
+                                      "source": "test value, not a published factor"}]
+    grid_wh = (m["e_dc"] * (1 - green))[ok].sum()
+    assert s["cue_kg_per_kwh"] == pytest.approx(grid_wh * EF / 1000 / (m["it"][ok].sum() / 1000), rel=1e-9)
+    assert s["green_share"] == pytest.approx((m["e_dc"] * green)[ok].sum() / m["e_dc"][ok].sum(), rel=1e-9)
+    assert any("1 records left out: gpu_wh negative" in w for w in doc["warnings"])
+
+
+def test_jobs_tenant_csv_and_text(site: tuple[Path, dict, Path]) -> None:
+    conf, _cells, root = site
+    doc = _doc(conf, str(root / "store.sqlite"), "--tenant", "t2")
+    assert {j["job"] for j in doc["jobs"]} == {"12", "14"} and [t["tenant"] for t in doc["tenants"]] == ["t2"]
+    assert doc["site_totals"]["carbon_kg"] is None and any("no emission factor" in w for w in doc["warnings"])
+    r = _jobs(conf, str(root / "store.sqlite"), "--csv")
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.splitlines()
+    assert rows[0].startswith("kind,tenant,job,gpu_models,gpu_hours")
+    assert sum(row.startswith("job,") for row in rows) == 4 and sum(row.startswith("tenant,") for row in rows) == 2
+    r = _jobs(conf, str(root / "store.sqlite"))
+    assert r.returncode == 0 and "identities over 59 of 60 cells" in r.stdout
+
+
+def test_bad_carbon_file_is_one_line(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    conf, _cells, root = site
+    bad = tmp_path / "carbon.toml"
+    bad.write_text('region = "g"\n[[emission_factor]]\nregion = "g"\nyear = 2026\nkg_co2e_per_kwh = 0.4\nsource = ""\n')
+    r = _jobs(conf, str(root / "store.sqlite"), "--carbon", str(bad))
+    assert r.returncode == 2 and "emission_factor[0].source: give where the factor comes from" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    conf, cells, root = site
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        store = Influx1Store(server.url, "site")
+        store.write(_lines(cells))
+        store.close()
+        influx = _doc(conf, server.url + "/site")
+    finally:
+        server.stop()
+    embedded = _doc(conf, str(root / "store.sqlite"))
+    for a, b in zip(influx["jobs"], embedded["jobs"]):
+        assert a["job"] == b["job"]
+        for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12)
+    assert influx["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
