@@ -80,6 +80,21 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--rows-meters", type=int, default=5, help="meters in the row-layout subset (default 5)")
     r.add_argument("--workdir", default="", help="directory for the temporary stores (default: the system's temp)")
     r.set_defaults(handler="puewatch.benchmarks.report:main")
+    j = bsub.add_parser(
+        "jobs",
+        help="job attribution of a day of a 1,000-node site's ledger vs a plain NumPy group-by",
+        description=(
+            "Synthesises NODES nodes x GPUS GPUs x MINUTES minute ledger records (jobs of 1-12 h, four zones) and "
+            "times the attribution (cells, factors, green share, per job and per tenant, unattributed, identities) "
+            "beside a plain NumPy group-by of the same records' IT energy per job, in the same run (target < 10 s)."
+        ),
+    )
+    j.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    j.add_argument("--nodes", type=int, default=1000, help="nodes (default 1000)")
+    j.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    j.add_argument("--minutes", type=int, default=1440, help="minutes of records (default 1440, one day)")
+    j.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported (default 3)")
+    j.set_defaults(handler="puewatch.benchmarks.jobs:main")
     st = bsub.add_parser(
         "store",
         help="embedded store writes: typed batches vs line protocol text",
