@@ -378,7 +378,7 @@ def register_jobs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): emission "
                    "factors with their sources, green certificates and PPAs")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="JSON (schema puewatch-jobs/1, docs/report-schema.md)")
+    out.add_argument("--json", action="store_true", help="JSON (schema puewatch.jobs/1, docs/report-schema.md)")
     out.add_argument("--csv", action="store_true", help="CSV: one row per job, then one per tenant")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(handler="puewatch.jobs.cli:jobs_main")

@@ -12,7 +12,7 @@ from typing import Any
 from puewatch.core.timefmt import NS, format_time
 from puewatch.errors import UserError
 
-SCHEMA = "puewatch-jobs/1"
+SCHEMA = "puewatch.jobs/1"
 # The longest ledger interval read across the period's end (a record counts by its share inside).
 MAX_INTERVAL_NS = 3600 * NS
 CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",
