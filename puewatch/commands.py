@@ -357,6 +357,8 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     _store_args(p)
     _period_args(p, required=True)
     _report_output_args(p)
+    p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): adds green "
+                   "share, carbon and CUE (ISO/IEC 30134-8) with the emission factors' sources")
     p.set_defaults(handler="puewatch.report.cli:report_main")
 
 

@@ -141,3 +141,45 @@ def load_carbon(path: str | Path) -> CarbonData:
     if data.factors and not data.region:
         raise UserError(f"{p}: give `region` (the site's grid region; which emission factors apply)")
     return data
+
+
+def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
+    """The report's green share, carbon and CUE (fields added to `puewatch report`'s JSON).
+
+    Green energy: the renewable meters' (REF x E_DC) plus the certificates and PPAs over the
+    period, capped at E_DC. Carbon: the grid part of E_DC times the region's factor of each
+    UTC year, weighted by the share of the period in that year. CUE = kg CO2e / kWh of IT.
+    """
+    import datetime as dt
+
+    from puewatch.core.timefmt import NS
+
+    e_dc, e_it, ref = document.get("facility_energy_wh"), document.get("it_energy_wh"), document.get("ref")
+    out: dict[str, Any] = {"green_energy_wh": None, "green_share": None, "carbon_kg": None, "cue_kg_per_kwh": None,
+                           "emission_factors": []}
+    if e_dc is None or e_dc <= 0:
+        return out
+    green = (ref or 0.0) * e_dc
+    if data is not None:
+        green += float(data.green_wh(np.array([start_ns, end_ns]))[0])
+    green = min(green, e_dc)
+    out.update(green_energy_wh=green, green_share=green / e_dc)
+    if data is None or not data.factors:
+        return out
+    y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
+    y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
+    weighted = 0.0
+    for year in range(y0, y1 + 1):
+        f = data.factor(year)
+        if f is None:
+            out["emission_factors"] = []
+            return out
+        lo = max(start_ns, int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
+        hi = min(end_ns, int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
+        weighted += f.kg_co2e_per_kwh * (hi - lo) / (end_ns - start_ns)
+        out["emission_factors"].append({"region": f.region, "year": f.year, "kg_co2e_per_kwh": f.kg_co2e_per_kwh,
+                                        "source": f.source})
+    carbon = (e_dc - green) / 1000.0 * weighted
+    out["carbon_kg"] = carbon
+    out["cue_kg_per_kwh"] = carbon / (e_it / 1000.0) if e_it else None
+    return out

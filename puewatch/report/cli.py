@@ -82,6 +82,11 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
         raise UserError("--sign signs the JSON report: add --json (or --format json)")
     report = build_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), figures=fmt == "html")
     document = report.to_dict()
+    if getattr(args, "carbon", None):
+        from puewatch.jobs.carbon import load_carbon, report_carbon
+
+        # Added fields (docs/report-schema.md), before signing so the signature covers them.
+        document.update(report_carbon(document, load_carbon(args.carbon), start, end))
     if key:
         from puewatch.signing import sign_report
 

@@ -272,3 +272,27 @@ def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: P
         for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness"):
             assert a[key] == pytest.approx(b[key], rel=1e-12)
     assert influx["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
+
+
+def test_report_carbon_fields(tmp_path: Path) -> None:
+    from puewatch.jobs.carbon import load_carbon, report_carbon
+
+    path = tmp_path / "carbon.toml"
+    path.write_text(CARBON)
+    day = 86400 * NS
+    doc = {"facility_energy_wh": 2.0e6, "it_energy_wh": 1.6e6, "ref": 0.1}
+    out = report_carbon(doc, load_carbon(path), T0, T0 + day)
+    green = 0.1 * 2.0e6 + 24_000.0  # the renewable meters and the certificate's whole day
+    assert out["green_energy_wh"] == pytest.approx(green) and out["green_share"] == pytest.approx(green / 2.0e6)
+    assert out["carbon_kg"] == pytest.approx((2.0e6 - green) / 1000 * EF)
+    assert out["cue_kg_per_kwh"] == pytest.approx(out["carbon_kg"] / 1600)
+    # A period reaching into a year without a factor: no carbon, no CUE.
+    out = report_carbon(doc, load_carbon(path), T0 - day, T0 + day)
+    assert out["carbon_kg"] is None and out["cue_kg_per_kwh"] is None and out["emission_factors"] == []
+
+
+def test_the_sample_carbon_file_loads_and_ships_no_factor() -> None:
+    from puewatch.jobs.carbon import load_carbon
+
+    data = load_carbon(Path(__file__).parents[2] / "config" / "carbon.toml")
+    assert data.factors == [] and data.green == []
