@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,11 +178,22 @@ class Meter:
                     indices = [
                         idx for idx, p in zip(indices, pointers) if _int(p) is not None and _int(tvals.get(_int(p))) in flt.values
                     ]
+            if spec.label_column and indices:
+                pattern = re.compile(spec.label_match)
+                labels = await self.client.get([f"{spec.label_column}.{idx}" for idx in indices])
+                indices = [idx for idx, t in zip(indices, labels) if isinstance(t, str) and pattern.search(t)]
             factors = [spec.scale] * len(indices)
+            if spec.unit_column and indices:
+                # A variable table: rows in other units are other variables, not this reading.
+                units = await self.client.get([f"{spec.unit_column}.{idx}" for idx in indices])
+                kept = [(idx, f * spec.units[u.strip()]) for idx, f, u in zip(indices, factors, units)
+                        if isinstance(u, str) and u.strip() in spec.units]
+                indices, factors = [k[0] for k in kept], [k[1] for k in kept]
             for column, fn in (
                 (spec.entity_scale_column, pf.entity_scale_factor),
                 (spec.entity_precision_column, lambda p: 1.0 / pf.entity_precision_divisor(p)),
                 (spec.decimal_digits_column, lambda d: 1.0 / pf.decimal_digits_divisor(d)),
+                (spec.signed_factor_column, pf.signed_factor),
             ):
                 if not column or not indices:
                     continue

@@ -16,9 +16,11 @@ one of ``oid``/``column``) are in the models' ``check()`` methods.
 Scaling a raw value (in this order)::
 
     value = raw * scale
+            * units[unit text]                   # variable tables: the row's unit (e.g. kW -> 1000)
             * 10 ** (3 * (entity_scale - 9))     # ENTITY-SENSOR-MIB EntitySensorDataScale
             / 10 ** precision                    # ENTITY-SENSOR-MIB precision (>= 0 only)
             / 10 ** decimal_digits               # Raritan PDU2 *SensorDecimalDigits
+            * signed_factor (n > 0) or / -n (n < 0)  # RITTAL-CMC-III-MIB cmcIIIVarScale
 
 where the per-row numbers come from the named columns at the row's index, read
 when the device is (re)discovered.
@@ -206,9 +208,28 @@ class ReadingSpec:
     entity_precision_column: str = setting(
         "", doc="Column (same index) with an EntitySensorPrecision: value / 10^p for p in 1..9 (0 and negative: no change)."
     )
+    # Generic variable tables (RITTAL-CMC-III-MIB cmcIIIVarTable, LIEBERT-GP-FLEXIBLE-MIB): every
+    # row is some variable, with its name, unit and scale in other columns of the same row.
+    label_column: str = setting("", doc="Column (same index) with the row's name as text; rows are kept where it matches `label_match`.")
+    label_match: str = setting("", doc="Regular expression (Python `re.search`) the row's `label_column` text must match.")
+    unit_column: str = setting(
+        "", doc="Column (same index) with the row's unit as text (a variable table): only rows whose unit is a key "
+        "of `units` are this reading, their value multiplied by its factor."
+    )
+    units: dict[str, float] = setting(
+        default_factory=dict,
+        doc="With `unit_column`: unit text as the device sends it -> factor into `unit` (e.g. {W = 1, kW = 1000}).",
+    )
+    signed_factor_column: str = setting(
+        "", doc="Column (same index) with a signed scale factor: -n divides the value by n, +n multiplies it "
+        "by n, 0 is invalid (RITTAL-CMC-III-MIB cmcIIIVarScale)."
+    )
     doc: str = setting("", doc="Where the definition comes from (MIB object, units clause).")
 
     def check(self) -> list[tuple[str, str]]:
+        problem = self._check_variable_table()
+        if problem:
+            return [problem]
         if not _KEY_RE.match(self.key):
             return [("key", f"must be lower case letters, digits and '_', starting with a letter; got {self.key!r}")]
         want = QUANTITY_UNITS[self.quantity]
@@ -249,6 +270,31 @@ class ReadingSpec:
         if self.column and self.name and not fields:
             return [("name", "a column reading's name needs {index} or {i1}, ... so that rows get distinct names")]
         return []
+
+    def _check_variable_table(self) -> tuple[str, str] | None:
+        for name in ("label_column", "unit_column", "signed_factor_column"):
+            value = getattr(self, name)
+            if value:
+                if self.oid:
+                    return (name, "applies to table columns only (set `column`, not `oid`)")
+                problem = check_oid(value)
+                if problem:
+                    return (name, problem)
+        if bool(self.label_column) != bool(self.label_match):
+            return ("label_match", "set both `label_column` and `label_match`, or neither")
+        if self.label_match:
+            try:
+                re.compile(self.label_match)
+            except re.error as exc:
+                return ("label_match", f"not a regular expression: {exc}")
+        if bool(self.unit_column) != bool(self.units):
+            return ("units", "set both `unit_column` and `units` (unit text -> factor), or neither")
+        for text, factor in self.units.items():
+            if not (math.isfinite(factor) and factor > 0):
+                return (f"units.{text}", f"must be a factor > 0, got {factor}")
+            if text == self.unit and factor != 1:
+                return (f"units.{text}", f"is the reading's own unit: its factor must be 1, got {factor}")
+        return None
 
     def name_for(self, index: str) -> str:
         """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty."""
@@ -423,7 +469,7 @@ def register_step(profile: Profile, reading: str) -> float:
     else:
         specs = [profile.reading(k) for k in [*total.sum, *total.fallback]]
     if not specs or any(s.kind != "register" or s.decimal_digits_column or s.entity_scale_column
-                        or s.entity_precision_column for s in specs):
+                        or s.entity_precision_column or s.signed_factor_column or s.unit_column for s in specs):
         return 0.0
     scales = {s.scale for s in specs}
     return scales.pop() if len(scales) == 1 else 0.0
@@ -530,6 +576,13 @@ def decimal_digits_divisor(digits: int) -> float:
     if not 0 <= digits <= 15:
         raise ValueError(f"decimal digits must be 0..15, got {digits}")
     return 10.0 ** digits
+
+
+def signed_factor(n: int) -> float:
+    """RITTAL-CMC-III-MIB cmcIIIVarScale: -100 -> divide by 100, +100 -> multiply by 100 (0: no scale)."""
+    if n == 0:
+        raise ValueError("a signed scale factor of 0 means no scale")
+    return 1.0 / -n if n < 0 else float(n)
 
 
 def is_sentinel(spec: ReadingSpec, raw: float) -> bool:

@@ -107,6 +107,16 @@ def test_good_extra_profile_dir(tmp_path):
         ('[match]', '[match]\nfallback = true', "match.requires_any: a fallback profile must name OID subtrees"),
         ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nvalid_if = { column = "1.3.6", values = [1], via = "1.3.6.1" }',
          "readings[1].valid_if.via: is not supported here"),
+        ('scale = 10.0', 'scale = 10.0\nunit_column = "1.3.6.1.4.1.99999.5.1.1.9"',
+         "readings[0].units: set both `unit_column` and `units`"),
+        ('scale = 10.0', 'scale = 10.0\nunit_column = "1.3.6.1.4.1.99999.5.1.1.9"\nunits = { W = 2.0 }',
+         "readings[0].units.W: is the reading's own unit: its factor must be 1, got 2.0"),
+        ('scale = 10.0', 'scale = 10.0\nunit_column = "1.3.6.1.4.1.99999.5.1.1.9"\nunits = { kW = -1000.0 }',
+         "readings[0].units.kW: must be a factor > 0"),
+        ('scale = 10.0', 'scale = 10.0\nlabel_column = "1.3.6.1.4.1.99999.5.1.1.2"', "readings[0].label_match: set both"),
+        ('scale = 10.0', 'scale = 10.0\nlabel_column = "1.3.6.1.4.1.99999.5.1.1.2"\nlabel_match = "(Power"',
+         "readings[0].label_match: not a regular expression"),
+        ('scale = 10.0', 'scale = 10.0\nsigned_factor_column = "1.3.6.x"', "readings[0].signed_factor_column: must be a numeric OID"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path, old, new, message):
@@ -150,6 +160,10 @@ def test_entity_sensor_and_decimal_digit_scaling():
     assert math.isclose(12345 * pf.entity_scale_factor(8) / pf.entity_precision_divisor(4), 0.0012345)
     # Raritan: 7467 with 3 decimal digits = 7.467
     assert 7467 / pf.decimal_digits_divisor(3) == 7.467
+    # RITTAL-CMC-III cmcIIIVarScale: -10 divides by 10, +100 multiplies by 100, 0 is no scale
+    assert 26418 * pf.signed_factor(-10) == pytest.approx(2641.8) and 3 * pf.signed_factor(100) == 300.0
+    with pytest.raises(ValueError):
+        pf.signed_factor(0)
 
 
 def test_sentinels():

@@ -22,6 +22,8 @@ WANT = {
     "sentry4-master-link": ("sentry4", 1234.0 + 987 + 612, (5521 + 4410 + 3001) * 100.0),
     "ups-mib-three-line": ("ups-mib", 1510.0 + 1422 + 1388, None),  # RFC 1628 has no energy object
     "raritan-pdu2-one-inlet": ("raritan-pdu2", 34561 / 10, 987654.0),
+    "rittal-cmc3-variable-table": ("rittal-cmc3", 345 * 1000 / 100, 12345 * 1000 / 10),  # kW, kWh; scale -100, -10
+    "cyberpower-phase-and-banks": ("cyberpower-epdu", 800.0, None),  # the phase row only: banks are parts of it
 }
 
 
@@ -65,3 +67,20 @@ def test_ups_ratings_are_read_as_ratings(snmpsim_recordings):
     assert (by_name["rated_power"].value, by_name["rated_power"].unit) == (9000.0, "W")
     assert (by_name["rated_apparent_power"].value, by_name["rated_apparent_power"].unit) == (10000.0, "VA")
     assert {by_name[n].quantity for n in schema.SNMP_RATING_READINGS} == set(schema.SNMP_RATING_READINGS)
+
+
+def test_variable_table_rows_chosen_by_type_name_and_unit(snmpsim_recordings):
+    """RITTAL-CMC-III-MIB: only measured values (type 2) named as the profile says, in a power or energy
+    unit, are read; a set point, apparent power, the resettable energy and a row without value are not."""
+    device = cfg.build(
+        SnmpDevice,
+        {"name": "cmc", "host": "127.0.0.1", "port": snmpsim_recordings.port, "community": "rittal-cmc3-variable-table",
+         "timeout_s": 3.0, "retries": 1},
+        "test",
+    )
+    result = asyncio.run(probe(device))
+    got = {r.oid.rsplit(".", 2)[-1]: (r.value, r.unit, r.location) for r in result.readings if r.oid}
+    assert got.keys() == {"1", "3", "5", "7"}, got  # 2.2 set point, 2.4 custom energy, 2.6 VA: not readings
+    assert got["1"] == (3450.0, "W", "total") and got["3"] == (1234500.0, "Wh", "total")
+    assert got["5"] == (1200.0, "W", "phase")
+    assert math.isnan(got["7"][0])  # cmcIIIVarQuality okNoValue(22)
