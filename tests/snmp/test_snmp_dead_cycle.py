@@ -9,7 +9,6 @@ import math
 
 import pytest
 
-from snmp_support import black_hole, snmpsim_recordings  # noqa: F401 (fixtures)
 from puewatch import config as cfg
 from puewatch.benchmarks.snmp import free_udp_port
 from puewatch.collector.snmp.device import SnmpDevice
