@@ -186,8 +186,7 @@ class Collector:
         stats = self.poller.stats.get(device) if self.poller is not None else None
         self.metrics.poll(device, ok, stats.last_duration_s if stats is not None else math.nan)
         self.metrics.refused(device, readings)
-        if error:
-            log.warning("%s: %s", device, error)
+        # (A failed poll is logged by the poller, once per failure, then counted: not here on every poll.)
         now = time.time_ns()
         out = Batch()
         by_name = {}

@@ -9,6 +9,18 @@ operator what to check (a wrong auth key says so, it does not time out), so
 callers never see pysnmp types. Values come back as plain Python: int, str,
 or None for noSuchObject / noSuchInstance / endOfMibView.
 
+SNMPv3 sessions survive an agent restart. pysnmp learns the agent's engine ID
+(and boots/time) once and never again: after the agent comes back with a new
+engine ID it drops the agent's reports and times out. So when a session that
+worked fails in a way a restart explains (a report instead of an answer:
+unknown engine ID or user, not in time window, decryption or digest error, or a
+timeout although the agent sent something), the client throws its engine away
+(cached engine ID, boots, time, localized keys), discovers the agent afresh and
+repeats the request once; the log names the cause ("engine ID changed ...:
+rediscovered"). Only when the fresh session fails too do the keys get the blame.
+No request is ever sent just to explain an error: whether the agent answered at
+all comes from counting its datagrams, so a timeout costs timeout x tries and no more.
+
 MIB lookups are off (`lookupMib=False`): OIDs are numeric and resolving them
 costs CPU for nothing.
 """
@@ -16,7 +28,8 @@ costs CPU for nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from pyasn1.type import univ
 from pysnmp.entity.rfc3413 import cmdgen
@@ -27,6 +40,16 @@ from pysnmp.proto import errind, rfc1902, rfc1905
 from puewatch.collector.snmp.device import SnmpDevice
 
 Value = int | str | None
+Answer = tuple[object, object, object, Sequence]  # pysnmp's (errorIndication, errorStatus, errorIndex, varBinds)
+
+log = logging.getLogger("puewatch.collector.snmp")
+
+# Failures of a session that worked which an agent restart explains (its engine ID,
+# boots or time changed, so it no longer knows the keys localized to the old engine ID).
+_RESTART_SIGNS = (
+    errind.NotInTimeWindow, errind.UnknownEngineID, errind.UnknownUserName, errind.UnknownSecurityName,
+    errind.DecryptionError, errind.WrongDigest,
+)
 
 _AUTH = {
     "none": hl.USM_AUTH_NONE,
@@ -82,7 +105,7 @@ class SnmpClient:
     `engine`: share one pysnmp engine between many SNMPv2c devices (one UDP
     socket). SNMPv3 devices get their own engine, because USM keys are
     per user name in an engine and two devices may use one name with
-    different keys.
+    different keys, and because a restarted agent means a new engine.
     """
 
     def __init__(self, device: SnmpDevice, engine: hl.SnmpEngine | None = None) -> None:
@@ -104,6 +127,16 @@ class SnmpClient:
                 authProtocol=_AUTH[device.auth_proto] if level != "noAuthNoPriv" else hl.USM_AUTH_NONE,
                 privProtocol=_PRIV[device.priv_proto] if level == "authPriv" else hl.USM_PRIV_NONE,
             )
+        # SNMPv3 session state: datagrams heard from the agent by this client's engine (to tell
+        # "silent" from "answers, but not to this request"), the agent's engine ID as last seen
+        # working, and engines replaced by a rediscovery, closed once no request uses them.
+        self._heard = 0
+        self._generation = 0
+        self._in_flight = 0
+        self._retired: list[hl.SnmpEngine] = []
+        self.engine_id: bytes | None = None
+        self.rediscoveries = 0
+        self.last_rediscovery: str | None = None  # what the last rediscovery found, for the log and probe
 
     @property
     def address(self) -> str:
@@ -119,9 +152,99 @@ class SnmpClient:
                 raise SnmpError(f"cannot resolve {self.device.host!r}: {exc}") from None
         return self._target
 
-    async def _check(self, error_indication: object, error_status: object, error_index: object, sent: Sequence[str]) -> None:
+    async def _configure(self) -> hl.UdpTransportTarget:
+        """The target, configured in the current engine (once per engine)."""
+        target = await self._transport()
+        if self._addr_name is None:
+            self._addr_name, _ = LCD.configure(self.engine, self._auth, target, self._context.contextName)
+            if self._own_engine:
+                self.engine.transport_dispatcher.register_routing_callback(self._count_datagram)
+        return target
+
+    def _count_datagram(self, domain: object, address: object, message: object) -> None:
+        """pysnmp's routing hook, called for every datagram this engine receives: count it, route as usual."""
+        self._heard += 1
+        return None
+
+    # --- one request, with SNMPv3 rediscovery -------------------------------------------
+
+    async def _request(self, send: Callable[[], Awaitable[Answer]], sent: Sequence[str]) -> Sequence:
+        """Run `send` (which uses the current engine); on a v3 failure an agent restart explains,
+        rediscover the agent and run it once more. Returns the var-binds; raises SnmpError."""
+        self._in_flight += 1
+        try:
+            generation, heard = self._generation, self._heard
+            ind, status, index, vbs = await send()
+            old_id = self.engine_id
+            if ind and self._restart_explains(ind, generation, heard):
+                if generation == self._generation:
+                    self._new_engine()
+                heard = self._heard
+                ind, status, index, vbs = await send()
+                if ind:
+                    self.engine_id = None  # the fresh session failed too: no second rediscovery next time
+                else:
+                    self._note_rediscovery(old_id)
+            elif ind and generation != self._generation:
+                # Another request of this poll already rediscovered: try on the fresh engine.
+                heard = self._heard
+                ind, status, index, vbs = await send()
+            await self._check(ind, status, index, sent, heard, old_id)
+            if self.device.version == "3" and self.engine_id is None:
+                self.engine_id = self._peer_engine_id()
+            return vbs
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._retired:
+                for engine in self._retired:
+                    _close(engine)
+                self._retired.clear()
+
+    def _restart_explains(self, ind: object, generation: int, heard: int) -> bool:
+        """A failure of a v3 session that worked, of a kind an agent restart causes."""
+        if self.device.version != "3" or self.engine_id is None or generation != self._generation:
+            return False
+        if isinstance(ind, errind.RequestTimedOut):
+            return self._heard > heard  # silent: down or unreachable, not restarted
+        return isinstance(ind, _RESTART_SIGNS)
+
+    def _new_engine(self) -> None:
+        """Forget the agent's engine ID, boots, time and localized keys: a new engine discovers it afresh."""
+        self._retired.append(self.engine)
+        self.engine = hl.SnmpEngine()
+        self._addr_name = None
+        self._target = None
+        self._heard = 0
+        self._generation += 1
+
+    def _peer_engine_id(self) -> bytes | None:
+        """The agent's engine ID as this engine discovered it (None before any answer)."""
+        if self._target is None:
+            return None
+        try:
+            mp = self.engine.message_processing_subsystems[3]
+            found = mp.get_peer_engine_info(*self._target.get_transport_info())[0]
+        except Exception:  # noqa: BLE001 (pysnmp internals moved: no engine ID, no rediscovery hint)
+            return None
+        return bytes(found) if found is not None else None
+
+    def _note_rediscovery(self, old_id: bytes | None) -> None:
+        new_id = self._peer_engine_id()
+        self.engine_id = new_id
+        self.rediscoveries += 1
+        if old_id is not None and new_id is not None and old_id != new_id:
+            what = f"engine ID changed from 0x{old_id.hex()} to 0x{new_id.hex()} (device restarted or replaced)"
+        else:
+            what = "engine boots/time changed (device restarted)"
+        self.last_rediscovery = what
+        log.warning("%s: SNMPv3 %s: rediscovered, reading again", self.address, what)
+
+    async def _check(
+        self, error_indication: object, error_status: object, error_index: object, sent: Sequence[str],
+        heard: int = 0, old_id: bytes | None = None,
+    ) -> None:
         if error_indication:
-            raise await self._explain(error_indication)
+            raise self._explain(error_indication, heard, old_id)
         status = int(error_status) if error_status else 0
         if status:
             name = error_status.prettyPrint() if hasattr(error_status, "prettyPrint") else str(error_status)
@@ -133,52 +256,50 @@ class SnmpClient:
                 )
             raise SnmpError(f"{self.address}: the agent answered {name}{where}")
 
-    async def _explain(self, ind: object) -> SnmpError:
+    def _explain(self, ind: object, heard: int, old_id: bytes | None) -> SnmpError:
         d = self.device
+        # After a rediscovery, say so: the keys are blamed only for what a fresh session got.
+        new_id = self._peer_engine_id() if d.version == "3" else None
+        changed = old_id is not None and new_id is not None and new_id != old_id
+        after = (
+            f"engine ID changed from 0x{old_id.hex()} to 0x{new_id.hex()} (device restarted or replaced), rediscovered; "
+            if changed else ""
+        )
         if isinstance(ind, errind.RequestTimedOut):
             tries = d.retries + 1
             base = f"{self.address}: no response within {d.timeout_s:g} s ({tries} {'try' if tries == 1 else 'tries'})"
-            if d.version == "3" and d.security_level == "authPriv" and await self._agent_answers():
-                # The agent answered engine discovery but not the encrypted request:
+            if d.version == "3" and self._heard > heard:
+                # The agent sent something (engine discovery, a report) but no answer to the request:
                 # net-snmp drops requests it cannot decrypt.
-                return SnmpAuthError(
-                    f"{self.address}: the agent answers but not to encrypted requests: "
-                    f"decryption failed (wrong priv key or priv protocol {d.priv_proto}?)"
-                )
+                if d.security_level == "authPriv":
+                    return SnmpAuthError(
+                        f"{self.address}: {after}the agent answers but not to encrypted requests: "
+                        f"decryption failed (wrong priv key or priv protocol {d.priv_proto}?)"
+                    )
+                return SnmpAuthError(f"{self.address}: {after}the agent answers but not to requests of user {d.user!r}")
             hint = "device down or unreachable, or wrong community?" if d.version == "2c" else "device down or unreachable?"
             return SnmpTimeout(f"{base}: {hint}")
         if isinstance(ind, errind.WrongDigest):
-            return SnmpAuthError(f"{self.address}: authentication failed (wrong auth key or auth protocol {d.auth_proto}?)")
-        if isinstance(ind, errind.UnknownUserName):
-            return SnmpAuthError(f"{self.address}: unknown SNMPv3 user {d.user!r}")
+            return SnmpAuthError(
+                f"{self.address}: {after}authentication failed (wrong auth key or auth protocol {d.auth_proto}?)"
+            )
+        if isinstance(ind, (errind.UnknownUserName, errind.UnknownSecurityName)):
+            return SnmpAuthError(f"{self.address}: {after}unknown SNMPv3 user {d.user!r}")
         if isinstance(ind, errind.DecryptionError):
-            return SnmpAuthError(f"{self.address}: decryption failed (wrong priv key or priv protocol {d.priv_proto}?)")
+            return SnmpAuthError(f"{self.address}: {after}decryption failed (wrong priv key or priv protocol {d.priv_proto}?)")
         if isinstance(ind, errind.UnsupportedSecurityLevel):
             return SnmpAuthError(
                 f"{self.address}: the agent does not support security level {d.security_level} for user {d.user!r}"
             )
         if isinstance(ind, errind.NotInTimeWindow):
-            return SnmpAuthError(f"{self.address}: SNMPv3 message not in time window (agent rebooted? try again)")
+            return SnmpAuthError(
+                f"{self.address}: SNMPv3 message not in time window even after rediscovery "
+                "(the agent's clock or boot counter keeps changing?)"
+            )
         text = getattr(ind, "prettyPrint", lambda: str(ind))()
         return SnmpError(f"{self.address}: {text}")
 
-    async def _agent_answers(self) -> bool:
-        """True if the agent answers an unauthenticated request of the same user (engine discovery, then a report or an error)."""
-        probe = hl.SnmpEngine()
-        try:
-            target = await hl.UdpTransportTarget.create(
-                (self.device.host, self.device.port), timeout=self.device.timeout_s, retries=0
-            )
-            ind, _, _, _ = await hl.get_cmd(
-                probe, hl.UsmUserData(self.device.user), target, hl.ContextData(),
-                hl.ObjectType(hl.ObjectIdentity("1.3.6.1.2.1.1.1.0")),
-                lookupMib=False,
-            )
-            return not isinstance(ind, errind.RequestTimedOut)
-        except Exception:
-            return False
-        finally:
-            probe.close_dispatcher()
+    # --- requests ---------------------------------------------------------------------------
 
     async def get(self, oids: Sequence[str]) -> list[Value]:
         """Values of `oids` in order (None where the object is absent); requests of at most max_varbinds run concurrently."""
@@ -196,37 +317,41 @@ class SnmpClient:
         # directly with prebuilt (OID, Null) var-binds: hlapi's get_cmd resolves
         # every OID through the MIB view on each call, which costs more CPU than
         # encoding and decoding the messages.
-        target = await self._transport()
-        if self._addr_name is None:
-            self._addr_name, _ = LCD.configure(self.engine, self._auth, target, self._context.contextName)
         key = tuple(oids)
         vbs_out = self._varbinds.get(key)
         if vbs_out is None:
             vbs_out = [(rfc1902.ObjectName(o), rfc1902.Null("")) for o in oids]
             if len(self._varbinds) < 64:
                 self._varbinds[key] = vbs_out
-        future = asyncio.get_running_loop().create_future()
 
-        def done(engine, handle, ind, status, index, vbs, ctx) -> None:
-            if not future.done():
-                future.set_result((ind, status, index, vbs))
+        async def send() -> Answer:
+            await self._configure()
+            future = asyncio.get_running_loop().create_future()
 
-        cmdgen.GetCommandGenerator().send_varbinds(
-            self.engine, self._addr_name, self._context.contextEngineId, self._context.contextName, vbs_out, done
-        )
-        ind, status, index, vbs = await future
-        await self._check(ind, status, index, oids)
+            def done(engine, handle, ind, status, index, vbs, ctx) -> None:
+                if not future.done():
+                    future.set_result((ind, status, index, vbs))
+
+            cmdgen.GetCommandGenerator().send_varbinds(
+                self.engine, self._addr_name, self._context.contextEngineId, self._context.contextName, vbs_out, done
+            )
+            return await future
+
+        vbs = await self._request(send, oids)
         if len(vbs) != len(oids):
             raise SnmpError(f"{self.address}: asked for {len(oids)} objects, the agent answered {len(vbs)}")
         return [convert(v) for _, v in vbs]
 
     async def get_next(self, oid: str) -> tuple[str, Value] | None:
         """The first object after `oid` (GETNEXT), or None at the end of the MIB view."""
-        target = await self._transport()
-        ind, status, index, vbs = await hl.next_cmd(
-            self.engine, self._auth, target, self._context, hl.ObjectType(hl.ObjectIdentity(oid)), lookupMib=False
-        )
-        await self._check(ind, status, index, [oid])
+
+        async def send() -> Answer:
+            target = await self._configure()
+            return await hl.next_cmd(
+                self.engine, self._auth, target, self._context, hl.ObjectType(hl.ObjectIdentity(oid)), lookupMib=False
+            )
+
+        vbs = await self._request(send, [oid])
         if not vbs:
             return None
         name, value = vbs[0]
@@ -246,18 +371,21 @@ class SnmpClient:
         the column; an agent that returns non-increasing OIDs is an error (it
         would loop forever).
         """
-        target = await self._transport()
         prefix = _oid_tuple(column)
         n = len(prefix)
         rows: list[tuple[str, Value]] = []
         cursor = prefix
         while True:
             start = ".".join(map(str, cursor))
-            ind, status, index, vbs = await hl.bulk_cmd(
-                self.engine, self._auth, target, self._context, 0, self.device.max_repetitions,
-                hl.ObjectType(hl.ObjectIdentity(start)), lookupMib=False,
-            )
-            await self._check(ind, status, index, [start])
+
+            async def send(start: str = start) -> Answer:
+                target = await self._configure()
+                return await hl.bulk_cmd(
+                    self.engine, self._auth, target, self._context, 0, self.device.max_repetitions,
+                    hl.ObjectType(hl.ObjectIdentity(start)), lookupMib=False,
+                )
+
+            vbs = await self._request(send, [start])
             if not vbs:
                 return rows
             for name, value in vbs:
@@ -272,9 +400,16 @@ class SnmpClient:
                     raise SnmpError(f"{self.address}: more than {max_rows} rows under {column}")
 
     def close(self) -> None:
-        """Release the engine's socket if this client owns its engine."""
+        """Release the engine's socket if this client owns its engine (and any engine a rediscovery replaced)."""
         if self._own_engine:
-            try:
-                self.engine.close_dispatcher()
-            except Exception:  # closing twice or before any request: nothing to release
-                pass
+            _close(self.engine)
+        for engine in self._retired:
+            _close(engine)
+        self._retired.clear()
+
+
+def _close(engine: hl.SnmpEngine) -> None:
+    try:
+        engine.close_dispatcher()
+    except Exception:  # noqa: BLE001 (closing twice or before any request: nothing to release)
+        pass

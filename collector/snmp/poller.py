@@ -11,9 +11,12 @@ does not have at all leaves the value as it is).
 
 The `Poller` runs every device in its own task: each has its own interval,
 timeout and retries, so a slow or dead device only delays itself. Poll slots
-are `start + k * interval` (no drift); a cycle that overruns its slot skips
-the slots it covered, and each skipped slot is still reported (NaN, with the
-reason). `on_poll(device, time_ns, readings, error)` is called once per device
+are `start + k * interval` (no drift). A poll, connecting and walking included,
+is cut off at `POLL_SHARE` of the interval, so a dead or slow device cannot
+stretch its own cycle either; should a slot still be overrun (a stalled event
+loop), the slots it covered are skipped and each is still reported (NaN, with
+the reason). A failing device is logged once, with the count of failed polls
+when it answers again. `on_poll(device, time_ns, readings, error)` is called once per device
 per slot; on any failure the readings are NaN and `error` says why, and the
 next slot reconnects (sysObjectID, discovery).
 """
@@ -43,6 +46,11 @@ SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 
 NAN = math.nan
+
+# A poll gets this share of its device's interval, whatever it does (tries x timeout,
+# discovery walks): the rest is margin for reporting it and for a busy event loop, so
+# the next slot is never overrun by a device that does not answer.
+POLL_SHARE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +368,7 @@ class DeviceStats:
     skipped_slots: int = 0
     last_duration_s: float = 0.0
     last_error: str | None = None
+    failed_in_row: int = 0  # polls failed since the last answer (logged once, then counted)
     slot_lateness_s: list[float] = field(default_factory=list)
 
 
@@ -437,15 +446,18 @@ class Poller:
                 del st.slot_lateness_s[:500]
             error: str | None = None
             async with sem:
-                # A cycle that connects may walk tables: allow it more than one interval.
-                budget = d.interval_s if meter.connected else max(d.interval_s, 30.0)
+                # The cap counts from the slot: time spent waiting for `sem` is part of it.
+                budget = max(0.0, slot + POLL_SHARE * d.interval_s - loop.time())
                 try:
                     readings = await asyncio.wait_for(meter.poll(), budget)
                 except SnmpError as exc:
                     error = str(exc)
                 except TimeoutError:
                     meter.connected = False
-                    error = f"{d.address}: poll did not finish within {budget:g} s"
+                    error = (
+                        f"{d.address}: poll cut off at {POLL_SHARE * d.interval_s:g} s ({POLL_SHARE:.0%} of interval_s "
+                        f"{d.interval_s:g} s): the device answers too slowly, or lower timeout_s x (retries + 1)"
+                    )
                 except Exception as exc:  # a bug or an agent answer we cannot parse: report, never kill the task
                     log.exception("device %s: poll failed", d.name)
                     meter.connected = False
@@ -454,11 +466,13 @@ class Poller:
             st.polls += 1
             if error is not None:
                 st.errors += 1
+                st.failed_in_row += 1
                 readings = meter.failed(time.time_ns())
                 if error != st.last_error:
-                    log.warning("device %s: %s", d.name, error)
+                    log.warning("device %s: %s (logged once; failed polls are counted until it answers)", d.name, error)
             elif st.last_error is not None:
-                log.info("device %s: polling again", d.name)
+                log.info("device %s: polling again after %d failed poll(s)", d.name, st.failed_in_row)
+                st.failed_in_row = 0
             st.last_error = error
             await self._emit(d.name, slot_wall_ns, readings, error)
             # Next slot on the grid; slots the cycle ran over are skipped but still reported.
@@ -467,10 +481,10 @@ class Poller:
             for j in range(k + 1, nxt):
                 st.skipped_slots += 1
                 wall = base_wall_ns + round((t0 + j * d.interval_s - base_loop) * 1e9)
-                await self._emit(
-                    d.name, wall, meter.failed(time.time_ns()),
-                    f"{d.address}: slot skipped: the previous poll took {st.last_duration_s:.3g} s (interval {d.interval_s:g} s)",
-                )
+                skipped = f"{d.address}: slot skipped: the previous poll took {st.last_duration_s:.3g} s (interval {d.interval_s:g} s)"
+                if st.skipped_slots == 1:
+                    log.warning("device %s: %s (logged once; skipped slots are counted as failed polls)", d.name, skipped)
+                await self._emit(d.name, wall, meter.failed(time.time_ns()), skipped)
             k = nxt
 
     async def _emit(self, device: str, t_ns: int, readings: list[Reading], error: str | None) -> None:

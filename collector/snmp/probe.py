@@ -49,9 +49,18 @@ class ProbeResult:
     sys_object_id: str | None
     profile: str
     readings: list[Reading]  # every reading (W, Wh, VA, % ...), rows then totals
+    rows: int = 0  # objects found on the device (scalars and table rows), totals not counted
 
     def power_and_energy(self) -> list[Reading]:
         return [r for r in self.readings if r.unit in ("W", "Wh")]
+
+    def nothing_read(self) -> str | None:
+        """Why the device gave no power or energy value with this profile, or None when it gave one."""
+        if any(math.isfinite(r.value) for r in self.power_and_energy()):
+            return None
+        if not self.rows:
+            return f"the device has no objects of profile {self.profile!r} (no table rows, no scalars)"
+        return f"every power and energy reading of profile {self.profile!r} is unavailable on this device"
 
     def refused(self) -> list[Reading]:
         return [r for r in self.readings if r.refused is not None]
@@ -80,7 +89,7 @@ async def probe(device: SnmpDevice, profiles: dict[str, pf.Profile] | None = Non
     finally:
         meter.close()
     assert meter.profile is not None
-    return ProbeResult(meter.sys_descr, meter.sys_object_id, meter.profile.name, readings)
+    return ProbeResult(meter.sys_descr, meter.sys_object_id, meter.profile.name, readings, len(meter.rows or []))
 
 
 def parse_host(text: str) -> tuple[str, int]:
@@ -139,12 +148,16 @@ def device_from_args(args: argparse.Namespace) -> SnmpDevice:
 
 
 def main(args: argparse.Namespace) -> int:
-    device = device_from_args(args)
     profiles = pf.load_profiles(args.profile_dir or ())
-    if device.profile and device.profile not in profiles:
-        raise UserError(f"--profile: unknown profile {device.profile!r}; profiles: {', '.join(sorted(profiles))}")
-    if device.profile and profiles[device.profile].profile.generic:
-        raise UserError("--profile generic needs OIDs from a device config; probe with a named profile or none")
+    if args.profile and args.profile not in profiles:
+        raise UserError(f"--profile: unknown profile {args.profile!r}; profiles: {', '.join(sorted(profiles))}")
+    if args.profile and profiles[args.profile].profile.generic:
+        # Checked before the device is built: its own check would ask for `oids`, a config key, not a flag.
+        raise UserError(
+            f"--profile {args.profile}: this profile reads the objects listed under `oids` in a [[snmp.devices]] "
+            "entry, which probe cannot take; probe with a named profile, or without --profile"
+        )
+    device = device_from_args(args)
     try:
         result = asyncio.run(probe(device, profiles))
     except SnmpError as exc:
@@ -154,6 +167,10 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_table(result)
+    why = result.nothing_read()
+    if why is not None:
+        hint = "" if not device.profile else " (without --profile, probe chooses one from sysObjectID)"
+        raise ProbeFailed(f"{device.address}: {why}: is it the right profile?{hint}")
     return 0
 
 
@@ -164,6 +181,9 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def _print_table(result: ProbeResult) -> None:
+    """The readings as a table that fits the terminal: names and values never cut; OIDs in their own
+    table below when one table would be too wide (an OID is 20-40 characters)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -171,18 +191,36 @@ def _print_table(result: ProbeResult) -> None:
     console.print(f"[bold]sysDescr[/bold]     {result.sys_descr or '(none)'}", highlight=False)
     console.print(f"[bold]sysObjectID[/bold]  {result.sys_object_id or '(none)'}", highlight=False)
     console.print(f"[bold]profile[/bold]      {result.profile}", highlight=False)
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("reading")
-    table.add_column("at")
-    table.add_column("kind")
-    table.add_column("value", justify="right")
-    table.add_column("raw", justify="right")
-    table.add_column("oid", overflow="fold")
+    rows = []
     for r in result.power_and_energy():
-        kind = r.kind if r.modulus is None else f"{r.kind} (wraps at {r.modulus:,.0f} {r.unit})"
         value = f"refused: {r.refused.text}" if r.refused is not None else _fmt(r.value, r.unit)
-        table.add_row(r.name, r.location, kind, value, "" if r.raw is None else str(r.raw), r.oid or "(sum)")
+        rows.append((r.name, r.location, r.kind, value, "" if r.raw is None else str(r.raw), r.oid or "(sum)"))
+    if not rows:
+        console.print("no power or energy readings", highlight=False)
+        return
+    heads = ("reading", "at", "kind", "value", "raw", "oid")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
+    # box.SIMPLE: 3 characters between columns, 1 at each edge
+    one_table = sum(max(w, len(h)) for w, h in zip(widths, heads)) + 3 * (len(heads) - 1) + 2
+    columns = heads if one_table <= console.width else heads[:-1]
+    table = Table(box=box.SIMPLE, header_style="bold", pad_edge=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("value", "raw") else "left",
+                         no_wrap=name != "value", overflow="fold" if name in ("value", "oid") else "ellipsis")
+    for row in rows:
+        table.add_row(*row[: len(columns)])
     console.print(table)
+    if len(columns) < len(heads):
+        oids = Table(box=box.SIMPLE, header_style="bold", pad_edge=False)
+        oids.add_column("reading", no_wrap=True)
+        oids.add_column("oid", overflow="fold")
+        for row in rows:
+            oids.add_row(row[0], row[-1])
+        console.print(oids)
+    wraps = sorted({(r.modulus, r.unit) for r in result.power_and_energy() if r.modulus is not None})
+    for modulus, unit in wraps:
+        names = [r.name for r in result.power_and_energy() if r.modulus == modulus]
+        console.print(f"[bold]wraps[/bold]        at {modulus:,.0f} {unit}: {', '.join(names)}", highlight=False)
     refused = result.refused()
     if refused:
         console.print(f"[bold]refused[/bold]      {len(refused)} value(s), recorded as missing by the collector:", highlight=False)

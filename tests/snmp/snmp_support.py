@@ -129,42 +129,56 @@ V3_USERS = {
 class Snmpd:
     """A net-snmp snmpd on 127.0.0.1:<free port> with v2c, SNMPv3 users and a pass_persist subtree."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, engine_id: str | None = None, users: dict | None = None) -> None:
         self.work = work
         self.port = free_udp_port()
         self.state = work / "state.json"
         self.set_objects({})
-        script = work / "pass_persist.py"
-        script.write_text(PASS_PERSIST)
-        persist = work / "persist"
-        persist.mkdir()
-        users = []
-        for name, (ap, ak, pp, pk, level) in V3_USERS.items():
-            users.append(f'createUser {name} {ap} "{ak}"' + (f' {pp} "{pk}"' if pp else ""))
-            users.append(f"rouser -s usm {name} {level}")
-        conf = work / "snmpd.conf"
+        self.script = work / "pass_persist.py"
+        self.script.write_text(PASS_PERSIST)
+        self.log = work / "snmpd.log"
+        self.proc: subprocess.Popen | None = None
+        self._start(engine_id, users or V3_USERS, "persist")
+
+    def _start(self, engine_id: str | None, users: dict, persist_name: str) -> None:
+        """snmpd with this engine ID (None: net-snmp's default, from the host) and persistent dir (engine boots
+        and the users' localized keys live there: a fresh one is a device whose boot counter started again)."""
+        persist = self.work / persist_name
+        persist.mkdir(exist_ok=True)
+        lines = []
+        for name, (ap, ak, pp, pk, level) in users.items():
+            lines.append(f'createUser {name} {ap} "{ak}"' + (f' {pp} "{pk}"' if pp else ""))
+            lines.append(f"rouser -s usm {name} {level}")
+        conf = self.work / "snmpd.conf"
         conf.write_text(
             "\n".join(
                 [
                     "[snmp] persistentDir " + str(persist),
+                    *([f"engineID {engine_id}"] if engine_id else []),
                     "rocommunity public 127.0.0.1",
                     "rocommunity meters 127.0.0.1",
-                    *users,
-                    f"pass_persist .{PRIVATE_BASE} {sys.executable} {script} {self.state}",
+                    *lines,
+                    f"pass_persist .{PRIVATE_BASE} {sys.executable} {self.script} {self.state}",
                     "",
                 ]
             )
         )
-        self.log = work / "snmpd.log"
         snmpd = shutil.which("snmpd") or "/usr/sbin/snmpd"
         if not os.path.exists(snmpd):
             pytest.fail("snmpd not found: install the Debian package snmpd (make deps)", pytrace=False)
         env = dict(os.environ, MIBS="")
         self.proc = subprocess.Popen(
-            [snmpd, "-f", "-Lf", str(self.log), "-C", "-c", str(conf), "-p", str(work / "snmpd.pid"), f"udp:127.0.0.1:{self.port}"],
+            [snmpd, "-f", "-Lf", str(self.log), "-C", "-c", str(conf), "-p", str(self.work / "snmpd.pid"),
+             f"udp:127.0.0.1:{self.port}"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         self._wait_ready()
+
+    def restart(self, engine_id: str | None = None, users: dict | None = None, persist_name: str = "persist") -> None:
+        """Stop snmpd and start it again on the same port: a device rebooted (new boots), re-flashed
+        (another `engine_id`), or that lost its persistent state (another `persist_name`)."""
+        self.stop()
+        self._start(engine_id, users or V3_USERS, persist_name)
 
     def _wait_ready(self, timeout_s: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s

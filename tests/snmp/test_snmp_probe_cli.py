@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from snmp_support import V3_USERS
 PUEWATCH = str(Path(sys.executable).parent / "puewatch")
 
 
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([PUEWATCH, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, COLUMNS="200"))
+def run(*args: str, timeout: float = 60, columns: int = 200) -> subprocess.CompletedProcess:
+    return subprocess.run([PUEWATCH, *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, COLUMNS=str(columns)))
 
 
 def test_probe_json_contract(snmpsim_recordings):
@@ -61,15 +63,58 @@ def test_probe_snmpv3_and_named_profile(snmpd):
     snmpd.set_objects({})
     r = run("snmp", "probe", f"127.0.0.1:{snmpd.port}", "--user", "sha256aes", "--auth-proto", ap, "--auth-key", ak,
             "--priv-proto", pp, "--priv-key", pk, "--profile", "ups-mib", "--json")
-    assert r.returncode == 0, r.stderr
+    # snmpd has no UPS-MIB: what was read is printed, and the probe fails saying so
+    assert r.returncode == 1, r.stderr
     out = json.loads(r.stdout)
     assert out["profile"] == "ups-mib" and out["device"]["sysObjectID"] == "1.3.6.1.4.1.8072.3.2.10"
-    # snmpd has no UPS-MIB: the total is there, and unavailable
+    # snmpd has no UPS-MIB: the total is there, and unavailable (so the probe exits 1, saying so)
     by_name = {r["name"]: r for r in out["readings"]}
     assert by_name["total_active_power"] == {"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W",
                                           "location": "ups_output"}
     assert sorted(by_name) == ["rated_power", "total_active_power"]  # the W rating (absent too); VA is not listed
     assert by_name["rated_power"]["value"] is None
+    assert r.stderr.count("\n") == 1 and "the device has no objects of profile 'ups-mib'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("community", ["sentry4-master-link", "raritan-pdu2-one-inlet", "apc-rpdu2-unsupported"])
+def test_probe_table_fits_80_columns(snmpsim_recordings, community):
+    """Every reading name and OID whole, every line within 80 columns (the OIDs go to a table of their own)."""
+    target = f"127.0.0.1:{snmpsim_recordings.port}"
+    readings = json.loads(run("snmp", "probe", target, "-c", community, "--json").stdout)["readings"]
+    r = run("snmp", "probe", target, "-c", community, columns=80)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, r.stdout
+    words = {w for line in lines for w in line.split()}
+    for x in readings:
+        assert x["name"] in words, (x["name"], r.stdout)
+        assert (x["oid"] or "(sum)") in words, (x["oid"], r.stdout)
+
+
+def test_probe_named_profile_without_its_objects_exit_1(snmpsim_recordings):
+    """A UPS-MIB agent probed as entity-sensor: nothing to read, and the probe says so."""
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "ups-mib-three-line", "--profile", "entity-sensor")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "the device has no objects of profile 'entity-sensor'" in r.stderr and "right profile?" in r.stderr
+
+
+def test_probe_generic_profile_names_what_probe_cannot_take():
+    r = run("snmp", "probe", "127.0.0.1", "--profile", "generic")
+    assert r.returncode == 2, r.stderr
+    assert "--oids" not in r.stderr and "listed under `oids` in a [[snmp.devices]] entry" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_probe_timeout_takes_what_it_says(black_hole):
+    """SNMPv3 to a silent port: "no response within 2 s (2 tries)" costs 2 x 2 s, not a third probe on top
+    (it was 7.4 s). The bound leaves 2 s for starting Python and for a loaded machine."""
+    t0 = time.monotonic()
+    r = run("snmp", "probe", f"127.0.0.1:{black_hole}", "--user", "shaaes", "--auth-key", "auth-pass-1",
+            "--priv-key", "priv-pass-1", "--timeout", "2", "--retries", "1")
+    elapsed_s = time.monotonic() - t0
+    assert r.returncode == 1 and "no response within 2 s (2 tries): device down or unreachable?" in r.stderr, r.stderr
+    assert elapsed_s < 2 * 2 + 2, elapsed_s
 
 
 def test_probe_wrong_auth_key_one_line_exit_1(snmpd):

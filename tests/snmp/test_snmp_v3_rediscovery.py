@@ -1,0 +1,136 @@
+"""SNMPv3 sessions survive an agent restart: a real snmpd restarted mid-test with another engine ID, or
+with its boot counter started again, is read again by the same poller; the log names the cause; when the
+restarted agent's keys changed too, the error says both (engine ID changed, then the keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+import pytest
+
+from snmp_support import PRIVATE_BASE, V3_USERS, Snmpd
+from puewatch import config as cfg
+from puewatch.collector.snmp.client import SnmpAuthError
+from puewatch.collector.snmp.device import SnmpDevice
+from puewatch.collector.snmp.poller import Meter, Poller
+from puewatch.collector.snmp.profiles import load_profiles
+
+POWER = f"{PRIVATE_BASE}.1.0"
+PROFILES = load_profiles()
+ENGINE_A = "puewatch-a"
+ENGINE_B = "puewatch-b"
+
+
+def v3_device(port: int, **kw) -> SnmpDevice:
+    ap, ak, pp, pk, _ = V3_USERS["shaaes"]
+    data = {"name": "ups1", "host": "127.0.0.1", "port": port, "version": "3", "user": "shaaes", "auth_proto": ap,
+            "auth_key": ak, "priv_proto": pp, "priv_key": pk, "timeout_s": 1.0, "retries": 0, "interval_s": 3.0,
+            "profile": "generic", "oids": [{"name": "feed_power", "oid": POWER, "quantity": "active_power", "total": True}]}
+    return cfg.build(SnmpDevice, data | kw, "test")
+
+
+@pytest.fixture
+def snmpd_a(tmp_path):
+    d = Snmpd(tmp_path, engine_id=ENGINE_A)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def power(readings) -> float:
+    return next(r.value for r in readings if r.name == "feed_power")
+
+
+def test_poller_reads_again_after_the_agent_restarts_with_a_new_engine_id(snmpd_a, caplog):
+    """The poller's own task, on its schedule: readings before, a restart with another engine ID, readings after."""
+    snmpd_a.set_objects({POWER: ("integer", 1200)})
+    polls: list[tuple[float, str | None]] = []
+
+    def on_poll(name, t_ns, readings, error):
+        polls.append((power(readings), error))
+
+    poller = Poller([v3_device(snmpd_a.port, interval_s=1.5)], on_poll, profiles=PROFILES, start_spread_s=0.0)
+
+    async def until(n_ok: int, deadline_s: float) -> None:
+        end = time.monotonic() + deadline_s
+        while sum(e is None for _, e in polls) < n_ok and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+
+    async def go():
+        task = asyncio.create_task(poller.run())
+        try:
+            await until(2, 20.0)
+            before = len(polls)
+            snmpd_a.set_objects({POWER: ("integer", 1300)})
+            snmpd_a.restart(engine_id=ENGINE_B)
+            await until(sum(e is None for _, e in polls) + 2, 30.0)
+            return before
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with caplog.at_level(logging.INFO, logger="puewatch.collector.snmp"):
+        before = asyncio.run(go())
+    assert [p for p, e in polls[:before] if e is None][:2] == [1200.0, 1200.0], polls
+    after = polls[before:]
+    assert sum(1 for p, e in after if e is None and p == 1300.0) >= 2, f"no readings after the restart: {after}"
+    # the restart costs at most the poll that met it; none blames the keys
+    assert not [e for _, e in after if e and ("priv key" in e or "auth key" in e)], after
+    logged = [r.getMessage() for r in caplog.records]
+    changed = [m for m in logged if "engine ID changed from 0x" in m and "(device restarted or replaced): rediscovered" in m]
+    assert changed, logged
+    assert ENGINE_A.encode().hex() in changed[0] and ENGINE_B.encode().hex() in changed[0], changed
+    assert poller.meters["ups1"].client.rediscoveries == 1
+
+
+def polls_around_a_restart(meter: Meter, restart) -> tuple[list, list | Exception]:
+    """Poll, restart snmpd (blocking, between polls: the session is idle), poll again; in one event loop,
+    as the poller does (a pysnmp engine belongs to one loop)."""
+    async def go():
+        try:
+            first = await asyncio.wait_for(meter.poll(), 20.0)
+            restart()
+            try:
+                second = await asyncio.wait_for(meter.poll(), 20.0)
+            except Exception as exc:  # noqa: BLE001 (the outcome under test)
+                second = exc
+            return first, second
+        finally:
+            meter.close()
+
+    return asyncio.run(go())
+
+
+def test_boot_counter_started_again_same_engine_id(snmpd_a):
+    """Same engine ID, but the persistent state lost (boots back to 1): read again, no error."""
+    snmpd_a.set_objects({POWER: ("integer", 700)})
+    meter = Meter(v3_device(snmpd_a.port), PROFILES)
+
+    def restart():
+        snmpd_a.restart(engine_id=ENGINE_A, persist_name="persist-after-reflash")
+        snmpd_a.set_objects({POWER: ("integer", 710)})
+
+    first, second = polls_around_a_restart(meter, restart)
+    assert not isinstance(second, Exception), second
+    assert (power(first), power(second)) == (700.0, 710.0)
+
+
+def test_new_engine_id_and_new_priv_key_blames_the_key_after_saying_what_changed(snmpd_a):
+    snmpd_a.set_objects({POWER: ("integer", 500)})
+    meter = Meter(v3_device(snmpd_a.port), PROFILES)
+    ap, ak, pp, _, level = V3_USERS["shaaes"]
+    first, second = polls_around_a_restart(
+        meter, lambda: snmpd_a.restart(engine_id=ENGINE_B, users={"shaaes": (ap, ak, pp, "another-priv-key", level)})
+    )
+    failed = meter.failed(time.time_ns())
+    assert power(first) == 500.0
+    assert isinstance(second, SnmpAuthError), second
+    text = str(second)
+    assert "engine ID changed from 0x" in text and "(device restarted or replaced), rediscovered" in text, text
+    assert "decryption failed (wrong priv key or priv protocol AES?)" in text, text
+    assert all(math.isnan(r.value) for r in failed)
