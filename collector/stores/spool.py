@@ -29,8 +29,12 @@ What happens to a batch:
    byte budget, newest kept), counted in `rejected_points` one per line and logged
    once each with the store's message; the other lines are stored, and the writer
    goes on with the next batch. A store without `ping()` cannot be told from a dead
-   one: there only refusals are isolated. A 401/403 refuses the writer, not the
-   lines: that batch is set aside whole, as before.
+   one: there only refusals are isolated.
+5. A 401/403 refuses the writer, not the lines (a wrong or expired store password or
+   token): the data is fine and was acknowledged, so it is handled as "cannot write now":
+   the batch stays spooled and is retried with backoff, the collector is degraded
+   (`store_unauthorized`, logged once, on /metrics and in STATUS) and recovers by itself
+   with the first write the store takes once the operator fixes the credentials.
 
 On disk: a `puewatch.diskqueue.DiskQueue` (one file per batch, written durably:
 after a crash a batch file is complete or absent; the point count kept with it,
@@ -459,7 +463,14 @@ class StoreWriter:
                 for b in group[1:]:
                     self._spool_batch(b)
             return
-        except StoreRejected:
+        except StoreRejected as exc:
+            if exc.refuses_writer:
+                self._unauthorized(exc)
+                with self._cond:
+                    self._failed(group[0], str(exc))
+                    for b in group[1:]:
+                        self._spool_batch(b)
+                return
             for b in group:
                 self._write(b)
             return
@@ -477,6 +488,12 @@ class StoreWriter:
         elif isinstance(exc, StoreCorrupt):
             self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
 
+    def _unauthorized(self, exc: StoreRejected) -> None:
+        """401/403: the store refuses the collector's credentials; the batches stay spooled."""
+        if self.health is not None:
+            self.health.degrade("store_unauthorized", f"{exc}; batches are kept in the spool and "
+                                "written once the store takes the credentials (fix them in the configuration)")
+
     def _written(self, seconds: float, points: int, batches: int, on_disk: Record | None = None) -> None:
         """Bookkeeping after a successful store write (lock not held)."""
         if on_disk is not None:
@@ -489,6 +506,7 @@ class StoreWriter:
             failures = self.backoff.succeeded()
             if self.health is not None:
                 self.health.recover("store_disk_full")
+                self.health.recover("store_unauthorized")
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)
             self._retry_at = 0.0
@@ -532,9 +550,11 @@ class StoreWriter:
             self._isolate(batch, body, f"took the store down {strikes} times: {exc}")
             return
         except StoreRejected as exc:
-            if exc.status in (401, 403):
+            if exc.refuses_writer:
+                self._suspect = None
+                self._unauthorized(exc)
                 with self._cond:
-                    self._rejected(batch, body, str(exc))
+                    self._failed(batch, str(exc))
                 return
             self._isolate(batch, body, str(exc))
             return
@@ -552,6 +572,11 @@ class StoreWriter:
             result = bisect_write(lines, self.store.write, self._ping, self._wait_until_up)
         except StoreUnavailable as exc:  # away (or shutting down) before anything was decided
             self._store_trouble(exc)
+            with self._cond:
+                self._failed(batch, str(exc))
+            return
+        except StoreRejected as exc:  # 401/403 midway (bisect_write raises no other refusal)
+            self._unauthorized(exc)
             with self._cond:
                 self._failed(batch, str(exc))
             return
