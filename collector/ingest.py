@@ -353,6 +353,11 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
 _ROUTES = {"/api/v2/write": "POST", "/write": "POST", "/ping": "GET", "/health": "GET", "/ready": "GET", "/query": "GET"}
 
 
+# Retry-After of the per-agent connection cap's 429: the agent's own connections free up as
+# soon as its requests in flight are answered, so a short wait is enough.
+CONNECTION_RETRY_AFTER_S = 1
+
+
 class _Reply(Exception):
     """Answer the request with this status and message (and maybe close the connection)."""
 
@@ -704,7 +709,8 @@ class IngestServer:
         if not self._conns.authenticate(conn, agent, self.config, self.stats):
             self.stats.connections_refused += 1
             raise _Reply(429, f"agent {agent} holds {self.config.max_connections_per_agent} connections already "
-                         "(max_connections_per_agent); retry later", close=True)
+                         "(max_connections_per_agent); retry later", close=True,
+                         retry_after_s=CONNECTION_RETRY_AFTER_S)
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True,
                     retry_after_s: int | None = None) -> None:
