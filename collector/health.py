@@ -32,6 +32,7 @@ REASONS = {
     "state_unwritable": "the state directory cannot be written (pipeline checkpoint)",
     "store_disk_full": "the disk of the store is full",
     "store_corrupt": "the embedded store failed its integrity check",
+    "derived_spool_disk_full": "the disk of the derived series' spool is full: they are held in memory (bounded)",
     "store_unauthorized": "the store refuses the collector's user, password or token (401/403)",
 }
 BLOCKS_INGEST = frozenset({"state_disk_full", "store_disk_full"})

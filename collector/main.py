@@ -40,6 +40,10 @@ from puewatch.redact import install_log_filter
 
 log = logging.getLogger("puewatch.collector")
 
+# The derived series held in memory while the disk under their spool is full (then the oldest
+# held are dropped, counted): a few hundred points a second fit for hours.
+DERIVED_MEMORY_MAX_BYTES = 64 << 20
+
 # The pipeline looks for finished cells this many times per cell, this long after each tick.
 STEPS_PER_CELL = 4
 TICK_AFTER_CELL_S = 0.05
@@ -307,6 +311,10 @@ class Collector:
             conf.store.spool_max_bytes,
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
             health=self.health,
+            # A full state disk while the store is away: derived points wait in memory (hours of
+            # them), not the oldest spooled ones dropped for room (collector/README.md).
+            memory_on_full_disk_bytes=DERIVED_MEMORY_MAX_BYTES,
+            disk_full_reason="derived_spool_disk_full",
         )
         self.metrics.add_store(f"{conf.store.kind}-derived", self.derived_writer.stats)
         if self.pipeline.restore():
