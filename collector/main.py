@@ -428,7 +428,10 @@ def main(args: argparse.Namespace) -> int:
             return (f"site {conf.collector.site}, PUE category {conf.site_model().category}, {len(conf.meters)} meters, "
                     f"{len(conf.snmp.devices)} SNMP devices, store {conf.store.kind}")
 
-        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files)
+        from puewatch.collector import tokenfile
+
+        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files,
+                               tokenfile.check)
     conf = ccfg.load(args.config)
     logging.basicConfig(
         level=conf.collector.log_level.upper(),
