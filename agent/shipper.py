@@ -5,7 +5,9 @@ small. Segments go out oldest first, one per request, gzip-compressed:
 
 - 2xx: the segment is removed from the spool;
 - 429, 5xx, timeouts, refused connections: the segment stays, and the next try
-  comes after `puewatch.backoff.Backoff` (exponential, full jitter, capped);
+  comes after `puewatch.backoff.Backoff` (exponential, full jitter, capped); a 429 or
+  503 with `Retry-After` (seconds or an HTTP date) waits at least that long, bounded by
+  the backoff's cap (`retry_max_s`), so a wrong or huge header cannot stall the agent;
 - 401, 403: the same (the operator may fix the token meanwhile), counted in
   `stats.unauthorized` and logged once per episode: data is never dropped for it;
 - 400 partial write (`... dropped=N`): the collector stored the other lines; the
@@ -28,6 +30,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 from puewatch.agent.refusal import read_refusal
 from puewatch.agent.spool import Segment, Spool
@@ -78,6 +81,7 @@ class Shipper(threading.Thread):
         self._stopping = threading.Event()
         self._deadline: float | None = None
         self._retry_at = 0.0
+        self._retry_after_s: float | None = None  # the last 429/503's Retry-After, for the next wait
         self._down_logged = False
         self._auth_logged = False
 
@@ -142,6 +146,10 @@ class Shipper(threading.Thread):
             if outcome == "retry":
                 self.spool.release()
                 delay = self.backoff.failed()
+                if self._retry_after_s is not None:
+                    # The collector said when: not sooner (it is saturated), not later than our cap.
+                    delay = max(delay, min(self._retry_after_s, self.backoff.max_s))
+                    self._retry_after_s = None
                 self._retry_at = time.monotonic() + delay
                 self.stats.send_failures += 1
                 log.debug("next attempt in %.1f s", delay)
@@ -157,6 +165,7 @@ class Shipper(threading.Thread):
             conn.request("POST", self._target, body=body, headers=self._headers)
             resp = conn.getresponse()
             status = resp.status
+            retry_after = resp.getheader("Retry-After")
             reply = resp.read(_REPLY_MAX_BYTES)
             if resp.will_close:
                 self._close()
@@ -183,6 +192,7 @@ class Shipper(threading.Thread):
             return "ok"
         message = _server_message(reply)
         if status == 429 or status >= 500:
+            self._retry_after_s = _retry_after_s(retry_after) if status in (429, 503) else None
             if not self._down_logged:
                 log.warning("collector answered %d (%s); retrying with backoff", status, message)
             self._down_logged = True
@@ -258,6 +268,22 @@ class Shipper(threading.Thread):
 
 # Enough for a partial-write reply naming many refused lines (InfluxDB quotes each whole).
 _REPLY_MAX_BYTES = 1 << 16
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After as seconds from now (RFC 9110: delay-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _server_message(reply: bytes) -> str:

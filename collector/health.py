@@ -10,7 +10,9 @@ once when it ends; `/metrics` shows `puewatch_degraded{reason=...}` (1 while it 
 While a reason in `BLOCKS_INGEST` lasts, ingest answers 503 with Retry-After before taking
 anything; the spool's own reasons are decided batch by batch by the group commit (a batch
 that fits is taken, so the collector recovers by itself as soon as there is room again).
-A corrupt store does not block ingest: batches keep going to the spool, within its bound.
+A corrupt store, or one that refuses the collector's credentials (401/403: a wrong password
+until the operator fixes it), does not block ingest: batches keep going to the spool, within
+its bound, and are written once the store takes them again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ REASONS = {
     "state_unwritable": "the state directory cannot be written (pipeline checkpoint)",
     "store_disk_full": "the disk of the store is full",
     "store_corrupt": "the embedded store failed its integrity check",
+    "derived_spool_disk_full": "the disk of the derived series' spool is full: they are held in memory (bounded)",
+    "store_unauthorized": "the store refuses the collector's user, password or token (401/403)",
 }
 BLOCKS_INGEST = frozenset({"state_disk_full", "store_disk_full"})
 

@@ -224,10 +224,21 @@ class Tokens:
         return cls(merged, scopes)
 
 
-def _parse_tokens(text: str, source: str, scopes: dict[str, Scope]) -> dict[str, str]:
+def _parse_tokens(text: str, source: str, scopes: dict[str, Scope], errors: list[str] | None = None) -> dict[str, str]:
     """`name token [scope]` lines: name -> token; each line's scope goes into `scopes` (a line
     without one: an agent). Errors name the file and line, never the name or token: with the
-    columns swapped, the "name" is the token."""
+    columns swapped, the "name" is the token. With `errors` (--check-config) every bad line is
+    listed there and skipped instead of the first one raised."""
+
+    class _Skip(Exception):
+        pass
+
+    def problem(message: str) -> None:
+        if errors is None:
+            raise ConfigError(message)
+        errors.append(message)
+        raise _Skip
+
     tokens: dict[str, str] = {}
     seen: dict[str, str] = {}
     line_of: dict[str, int] = {}
@@ -235,32 +246,44 @@ def _parse_tokens(text: str, source: str, scopes: dict[str, Scope]) -> dict[str,
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        if len(parts) not in (2, 3):
-            raise ConfigError(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s) (and an optional scope)")
-        name, token = parts[:2]
-        if not _NAME_RE.fullmatch(name):
-            raise ConfigError(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "
-                              "(lines are `name token`)")
-        if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{source}:{lineno}: the token (second word) is shorter than {MIN_TOKEN_CHARS} characters "
-                              "(lines are `name token`: are the columns swapped?)")
-        if name in tokens:
-            raise ConfigError(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
-        if len(parts) == 3:
-            try:
-                scopes[name] = parse_scope(parts[2])
-            except ValueError as exc:
-                raise ConfigError(f"{source}:{lineno}: the scope (third word): {exc}") from None
-        if token in seen:
-            raise ConfigError(f"{source}:{lineno}: the token is the same as on line {line_of[seen[token]]}; "
-                              "each agent needs its own")
+        try:
+            name, token = _token_line(line, source, lineno, tokens, seen, line_of, scopes, problem)
+        except _Skip:
+            continue
         tokens[name] = token
         seen[token] = name
         line_of[name] = lineno
-    if not tokens:
-        raise ConfigError(f"{source}: no tokens (expected lines of `name token`)")
+    if not tokens and not (errors and errors[-1].startswith(f"{source}:")):
+        if errors is None:
+            raise ConfigError(f"{source}: no tokens (expected lines of `name token`)")
+        errors.append(f"{source}: no tokens (expected lines of `name token`)")
     return tokens
+
+
+def _token_line(line: str, source: str, lineno: int, tokens: dict[str, str], seen: dict[str, str],
+                line_of: dict[str, int], scopes: dict[str, Scope], problem) -> tuple[str, str]:
+    """One `name token [scope]` line, checked; `problem(message)` raises."""
+    parts = line.split()
+    if len(parts) not in (2, 3):
+        problem(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s) (and an optional scope)")
+    name, token = parts[:2]
+    if not _NAME_RE.fullmatch(name):
+        problem(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "
+                "(lines are `name token`)")
+    if len(token) < MIN_TOKEN_CHARS:
+        problem(f"{source}:{lineno}: the token (second word) is shorter than {MIN_TOKEN_CHARS} characters "
+                "(lines are `name token`: are the columns swapped?)")
+    if name in tokens:
+        problem(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
+    if len(parts) == 3:
+        try:
+            scopes[name] = parse_scope(parts[2])
+        except ValueError as exc:
+            problem(f"{source}:{lineno}: the scope (third word): {exc}")
+    if token in seen:
+        problem(f"{source}:{lineno}: the token is the same as on line {line_of[seen[token]]}; "
+                "each agent needs its own")
+    return name, token
 
 
 def ssl_context(config: IngestConfig) -> ssl.SSLContext | None:
@@ -351,6 +374,11 @@ _V2_CODES = {
 _CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
 _ROUTES = {"/api/v2/write": "POST", "/write": "POST", "/ping": "GET", "/health": "GET", "/ready": "GET", "/query": "GET"}
+
+
+# Retry-After of the per-agent connection cap's 429: the agent's own connections free up as
+# soon as its requests in flight are answered, so a short wait is enough.
+CONNECTION_RETRY_AFTER_S = 1
 
 
 class _Reply(Exception):
@@ -704,7 +732,8 @@ class IngestServer:
         if not self._conns.authenticate(conn, agent, self.config, self.stats):
             self.stats.connections_refused += 1
             raise _Reply(429, f"agent {agent} holds {self.config.max_connections_per_agent} connections already "
-                         "(max_connections_per_agent); retry later", close=True)
+                         "(max_connections_per_agent); retry later", close=True,
+                         retry_after_s=CONNECTION_RETRY_AFTER_S)
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"", keep: bool = True,
                     retry_after_s: int | None = None) -> None:

@@ -40,6 +40,10 @@ from puewatch.redact import install_log_filter
 
 log = logging.getLogger("puewatch.collector")
 
+# The derived series held in memory while the disk under their spool is full (then the oldest
+# held are dropped, counted): a few hundred points a second fit for hours.
+DERIVED_MEMORY_MAX_BYTES = 64 << 20
+
 # The pipeline looks for finished cells this many times per cell, this long after each tick.
 STEPS_PER_CELL = 4
 TICK_AFTER_CELL_S = 0.05
@@ -306,6 +310,10 @@ class Collector:
             conf.store.spool_max_bytes,
             on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
             health=self.health,
+            # A full state disk while the store is away: derived points wait in memory (hours of
+            # them), not the oldest spooled ones dropped for room (collector/README.md).
+            memory_on_full_disk_bytes=DERIVED_MEMORY_MAX_BYTES,
+            disk_full_reason="derived_spool_disk_full",
         )
         self.metrics.add_store(f"{conf.store.kind}-derived", self.derived_writer.stats)
         if self.pipeline.restore():
@@ -419,7 +427,10 @@ def main(args: argparse.Namespace) -> int:
             return (f"site {conf.collector.site}, PUE category {conf.site_model().category}, {len(conf.meters)} meters, "
                     f"{len(conf.snmp.devices)} SNMP devices, store {conf.store.kind}")
 
-        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files)
+        from puewatch.collector import tokenfile
+
+        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files,
+                               tokenfile.check)
     conf = ccfg.load(args.config)
     logging.basicConfig(
         level=conf.collector.log_level.upper(),

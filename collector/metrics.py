@@ -65,6 +65,7 @@ _STORE = {
     "batches_written": ("puewatch_store_batches_written", "Batches the store acknowledged", True),
     "spool_bytes": ("puewatch_spool_bytes", "Bytes waiting in the on-disk spool", False),
     "spool_batches": ("puewatch_spool_batches", "Batches waiting in the on-disk spool", False),
+    "held_points": ("puewatch_spool_held_points", "Points held in memory because the spool's disk is full", False),
     "dropped_points": ("puewatch_dropped_points", "Points dropped because the spool was full (oldest first)", True),
     "rejected_points": ("puewatch_rejected_points", "Lines the store refused (4xx other than 429) or failed on alone, set aside", True),
     "refused_points": (

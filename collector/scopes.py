@@ -100,15 +100,24 @@ class WriteScopes:
 
     def check_meters(self, meters: Mapping[str, Meter]) -> None:
         """Refuse a feeder that names a meter the site does not feed through ingest (start-up, one line)."""
+        problems = self.meter_problems(meters)
+        if problems:
+            raise ConfigError(problems[0])
+
+    def meter_problems(self, meters: Mapping[str, Meter]) -> list[str]:
+        """Every meter a feeder names that the site does not feed through ingest (--check-config: all at once)."""
+        out = []
         for writer, scope in self.scopes.items():
             for meter in scope.meters:
                 if meter in self._ingest_meters:
                     continue
                 if meter in meters:
-                    raise ConfigError(f"token {writer!r}: meter {meter!r} is read over SNMP by the collector; "
-                                      "a feeder token names ingest meters (those with `measurement`)")
+                    out.append(f"token {writer!r}: meter {meter!r} is read over SNMP by the collector; "
+                               "a feeder token names ingest meters (those with `measurement`)")
+                    continue
                 known = ", ".join(sorted(self._ingest_meters)) or "none"
-                raise ConfigError(f"token {writer!r}: no meter {meter!r} in [meters] (ingest meters: {known})")
+                out.append(f"token {writer!r}: no meter {meter!r} in [meters] (ingest meters: {known})")
+        return out
 
     def unfed_meters(self) -> list[str]:
         """Ingest meters that no feeder token names: every write to them will be refused."""

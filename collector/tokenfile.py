@@ -76,3 +76,68 @@ def add_main(args: argparse.Namespace) -> int:
     print(f"the writer's copy of the token: {own} (mode 600); install it on the writer as {use}, then delete this copy")
     print("restart the collector to load the new token")
     return 0
+
+
+def check(conf, config_path: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the token file's content for `--check-config`: every bad line, the
+    scopes (a feeder naming a meter the site does not feed through ingest), ingest meters no feeder
+    names, a file others can read. A file missing or unreadable is `configcheck.file_problems`' to say.
+    `conf` None (the configuration has problems of its own): the lines only, the file named in the
+    raw [ingest] table."""
+    from puewatch.collector.scopes import WriteScopes
+    from puewatch.configcheck import credential_dir
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    if conf is not None:
+        token_file, credential = conf.ingest.token_file, conf.ingest.token_credential
+    else:
+        token_file, credential = _raw_token_sources(config_path)
+    sources = []
+    if token_file:
+        sources.append(Path(token_file))
+    if credential and credential_dir():
+        sources.append(Path(credential_dir()) / credential)
+    scopes: dict[str, Scope] = {}
+    names: dict[str, Path] = {}
+    read_any = False
+    for path in sources:
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            errors.append(f"{path}: the token file is not UTF-8 text")
+            continue
+        except OSError:
+            continue
+        if not text:
+            continue
+        read_any = True
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            warnings.append(f"{path}: the token file is readable by group or others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
+        for name in _parse_tokens(text, str(path), scopes, errors):
+            if name in names:
+                errors.append(f"{path}: a writer of this file is also defined in {names[name]}")
+            names.setdefault(name, path)
+    if read_any and conf is not None:
+        site = conf.site_model()
+        ws = WriteScopes(scopes, conf.meters, site.name)
+        errors += [f"{sources[0] if len(sources) == 1 else 'token files'}: {p}" for p in ws.meter_problems(conf.meters)]
+        warnings += [f"meter {m} is fed through ingest but no token is its feeder (feeder:{m} in the token file): "
+                     "its writes will be refused (403)" for m in ws.unfed_meters()]
+    return errors, warnings
+
+
+def _raw_token_sources(config_path: str) -> tuple[str | None, str | None]:
+    """[ingest] token_file and token_credential as written, from a configuration that does not validate."""
+    import tomllib
+
+    try:
+        with open(config_path, "rb") as fh:
+            ingest = tomllib.load(fh).get("ingest")
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(ingest, dict):
+        return None, None
+    token_file, credential = ingest.get("token_file"), ingest.get("token_credential")
+    return (token_file if isinstance(token_file, str) else None, credential if isinstance(credential, str) else None)

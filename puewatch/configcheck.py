@@ -50,14 +50,21 @@ def file_problems(source: str, files: list[NamedFile]) -> tuple[list[str], list[
 
 
 def run(command: str, path: str, model: type, summary: Callable[[Any], str],
-        named_files: Callable[[Any], list[NamedFile]]) -> int:
+        named_files: Callable[[Any], list[NamedFile]],
+        content: Callable[[Any, str], tuple[list[str], list[str]]] | None = None) -> int:
     """Check `path` against `model`, print every error and warning (stderr) and the verdict (stdout):
-    exit status 0 when it is valid (warnings allowed), 2 otherwise."""
+    exit status 0 when it is valid (warnings allowed), 2 otherwise. `content(conf, path)`: (errors,
+    warnings) about what the named files hold (the collector's token file and its scopes), also
+    when the configuration has problems of its own (conf None then): all of them at once."""
     conf, errors = cfg.check_file(path, model)
     warnings: list[str] = []
     if conf is not None:
         file_errors, warnings = file_problems(path, named_files(conf))
         errors += file_errors
+    if content is not None:
+        content_errors, content_warnings = content(conf, path)
+        errors += content_errors
+        warnings += content_warnings
     for w in warnings:
         print(f"puewatch {command}: warning: {w}", file=sys.stderr)
     for e in errors:

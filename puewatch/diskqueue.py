@@ -457,6 +457,12 @@ class DiskQueue:
         )
         return True
 
+    def count_dropped(self, points: int, batches: int) -> None:
+        """Count points the caller dropped itself (and logged)."""
+        with self._lock:
+            self.dropped_points += points
+            self.dropped_batches += batches
+
     def drop(self, points: int, batches: int, why: str) -> None:
         """Count (and log, once per episode) new points the caller could not queue."""
         with self._lock:

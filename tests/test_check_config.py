@@ -79,3 +79,47 @@ def test_the_agent_reports_every_problem_at_once_and_a_credential_alike(tmp_path
     token.write_text("secret-token\n")
     out = _check("agent", conf)
     assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+def test_the_collector_check_reads_the_token_file_and_its_scopes_with_the_rest_at_once(tmp_path: Path) -> None:
+    """Every bad token line, every feeder naming a meter the site does not feed through ingest and the
+    configuration's own problems in one run; no word of a token line is printed."""
+    text = (ROOT / "config" / "collector.toml").read_text()
+    text = text.replace('token_credential = "ingest-tokens"', f'token_file = "{tmp_path}/tokens"')
+    conf = tmp_path / "collector.toml"
+    conf.write_text(text.replace('min_coverage = 0.9', 'min_coverage = 1.5', 1))
+    secret = "s3cr3t-" * 6
+    tokens = tmp_path / "tokens"
+    tokens.write_text(
+        f"gpu-node-01 {secret}a\n"
+        f"{secret}b gpu-node-02\n"  # columns swapped
+        f"telegraf {secret}c feeder:nowhere\n"  # no such meter
+        f"snmp-feeder {secret}d feeder:incomer-a\n"  # read over SNMP by the collector
+        f"relay {secret}e nodes\n"  # not a scope
+    )
+    tokens.chmod(0o600)
+    out = _check("collector", conf)
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert any("collector.min_coverage: must be at most" in e for e in errors), errors
+    assert any(f"{tokens}:2: the token (second word) is shorter" in e for e in errors), errors
+    assert any(f"{tokens}:5: the scope (third word)" in e for e in errors), errors
+    assert len(errors) == 3 and out.stdout.strip() == f"{conf}: 3 problem(s)", (out.stdout, out.stderr)
+    assert "s3cr3t" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    # The configuration valid, the scopes are judged against its meters too: every problem at once.
+    conf.write_text(text)
+    out = _check("collector", conf)
+    errors = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert any(f"{tokens}:2: the token (second word) is shorter" in e for e in errors), errors
+    assert any(f"{tokens}:5: the scope (third word)" in e for e in errors), errors
+    assert any("meter 'nowhere'" in e and "no meter" in e for e in errors), errors
+    assert any("meter 'incomer-a' is read over SNMP" in e for e in errors), errors
+    # (the other warning: the sample's store password file, not made yet)
+    assert len(errors) == 4 and out.stdout.strip() == f"{conf}: 4 problem(s), 2 warning(s)", (out.stdout, out.stderr)
+    assert "meter chw-heat is fed through ingest but no token is its feeder" in out.stderr
+    assert "s3cr3t" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    # Fixed: OK, the feeder names the ingest meter, no warning left.
+    tokens.write_text(f"gpu-node-01 {secret}a\ntelegraf {secret}c feeder:chw-heat\n")
+    out = _check("collector", conf)
+    assert out.returncode == 0, out.stderr
+    assert [line.split(": ")[3] for line in out.stderr.splitlines()] == ["store.influx1.password_file"], out.stderr

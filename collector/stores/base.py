@@ -48,6 +48,12 @@ class StoreRejected(StoreError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def refuses_writer(self) -> bool:
+        """401/403: the store refuses the credentials, not the data: the same bytes are written
+        once the operator fixes the password or token, so the data is kept, never set aside."""
+        return self.status in (401, 403)
+
 
 @runtime_checkable
 class Store(Protocol):

@@ -91,6 +91,8 @@ def bisect_write(
         try:
             write(b"".join(lines[lo:hi]))
         except StoreRejected as exc:
+            if exc.refuses_writer:  # the credentials, not this piece: nothing is decided
+                raise
             if hi - lo > 1:
                 _halve(pending, lo, hi)
             else:

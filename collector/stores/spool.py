@@ -29,8 +29,12 @@ What happens to a batch:
    byte budget, newest kept), counted in `rejected_points` one per line and logged
    once each with the store's message; the other lines are stored, and the writer
    goes on with the next batch. A store without `ping()` cannot be told from a dead
-   one: there only refusals are isolated. A 401/403 refuses the writer, not the
-   lines: that batch is set aside whole, as before.
+   one: there only refusals are isolated.
+5. A 401/403 refuses the writer, not the lines (a wrong or expired store password or
+   token): the data is fine and was acknowledged, so it is handled as "cannot write now":
+   the batch stays spooled and is retried with backoff, the collector is degraded
+   (`store_unauthorized`, logged once, on /metrics and in STATUS) and recovers by itself
+   with the first write the store takes once the operator fixes the credentials.
 
 On disk: a `puewatch.diskqueue.DiskQueue` (one file per batch, written durably:
 after a crash a batch file is complete or absent; the point count kept with it,
@@ -65,6 +69,7 @@ the store refused is kept in `rejected/` as line protocol, for the operator to r
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import logging
 import threading
@@ -180,6 +185,8 @@ class StoreWriter:
         durable: bool = False,
         group_max_bytes: int = 16 << 20,
         health=None,
+        memory_on_full_disk_bytes: int = 0,
+        disk_full_reason: str = "spool_disk_full",
         start: bool = True,
     ) -> None:
         self.store = store
@@ -206,6 +213,17 @@ class StoreWriter:
         self.group_max_bytes = group_max_bytes
         # Told about a full disk or a corrupt store (`collector.health.Health`: degrade/recover).
         self.health = health
+        # Not durable: while the spool's disk is full, batches that would go to disk are held in
+        # memory (in seq order, up to this many bytes; then the oldest held is dropped, counted,
+        # logged once) instead of the oldest batches on disk being dropped for room; 0: old behaviour.
+        self.memory_on_full_disk_bytes = memory_on_full_disk_bytes
+        self.disk_full_reason = disk_full_reason  # the health reason while batches are held so
+        self._held: list[_Batch] = []  # in seq order
+        self._held_bytes = 0
+        self._held_episode = False  # the disk is (was last found) full and batches are held
+        self._held_drop_logged = False
+        self._disk_full_message = ""
+        self.held_dropped_points = 0  # part of dropped_points
         self.refused_points = 0  # durable: points refused with Backpressure (never acknowledged)
         self.refused_batches = 0
         self.commits = 0  # durable: group commits (one fsync'd record each)
@@ -294,7 +312,67 @@ class StoreWriter:
         if batch.rec is not None:
             self.spool.unhold(batch.rec)
             return
-        self.spool.put(_to_disk(batch.body), batch.points, batch.seq)
+        if not self.memory_on_full_disk_bytes:
+            self.spool.put(_to_disk(batch.body), batch.points, batch.seq)
+            return
+        if self._put_unless_disk_full(batch):
+            self._held_to_disk()  # room again: what memory held goes to disk too
+        else:
+            self._hold(batch)
+
+    # -- a full disk under a non-durable spool: batches held in memory (lock held) ---------------
+
+    def _put_unless_disk_full(self, batch: _Batch) -> bool:
+        """To disk; False (nothing written, nothing dropped) when the disk is full. The byte bound
+        still drops the oldest batches first, counted: that bound is the operator's choice."""
+        try:
+            self.spool.put(_to_disk(batch.body), batch.points, batch.seq, evict=False)
+        except QueueFull as exc:
+            if exc.disk_full:
+                self._disk_full_message = str(exc)
+                return False
+            self.spool.put(_to_disk(batch.body), batch.points, batch.seq)
+        return True
+
+    def _hold(self, batch: _Batch) -> None:
+        bisect.insort(self._held, batch, key=lambda b: b.seq)
+        self._held_bytes += batch.size
+        if not self._held_episode:
+            self._held_episode = True
+            message = (f"{self._disk_full_message}; batches are held in memory (up to "
+                       f"{self.memory_on_full_disk_bytes} bytes) until the disk or the store takes them")
+            if self.health is not None:
+                self.health.degrade(self.disk_full_reason, message)
+            else:
+                log.error("spool %s: %s", self.dir, message)
+        while self._held_bytes > self.memory_on_full_disk_bytes and len(self._held) > 1:
+            old = self._held.pop(0)
+            self._held_bytes -= old.size
+            self.held_dropped_points += old.points
+            self.spool.count_dropped(old.points, 1)
+            if not self._held_drop_logged:  # once per episode, then counted
+                self._held_drop_logged = True
+                log.error("spool %s: the disk is full and %d bytes are held in memory: dropping the oldest "
+                          "held batches (%d point(s) so far; counted in dropped_points)",
+                          self.dir, self.memory_on_full_disk_bytes, self.held_dropped_points)
+
+    def _held_to_disk(self) -> None:
+        while self._held:
+            if not self._put_unless_disk_full(self._held[0]):
+                return
+            b = self._held.pop(0)
+            self._held_bytes -= b.size
+        self._held_ended()
+
+    def _held_ended(self) -> None:
+        """Nothing is held in memory any more: the episode ends (logged once, health recovered)."""
+        if not self._held_episode or self._held:
+            return
+        self._held_episode = self._held_drop_logged = False
+        if self.health is not None:
+            self.health.recover(self.disk_full_reason)
+        else:
+            log.warning("spool %s: no batch is held in memory any more", self.dir)
 
     # -- the group committer (durable mode) -----------------------------------------------------
 
@@ -396,6 +474,11 @@ class StoreWriter:
                 continue
             head_q = self._queue[0] if self._queue else None
             head_s = self.spool.peek_seq()
+            if self._held and (head_s is None or self._held[0].seq < head_s) and (
+                    head_q is None or self._held[0].seq < head_q.seq):
+                b = self._held.pop(0)  # held in memory while the disk was full: it is the oldest
+                self._held_bytes -= b.size
+                return b
             if head_s is not None and (head_q is None or head_s < head_q.seq):
                 return self.spool.oldest()  # in flight: never dropped while it is written
             if head_q is not None:
@@ -408,6 +491,8 @@ class StoreWriter:
                     nxt = self._queue[0]
                     oldest_on_disk = self.spool.peek_seq()
                     if oldest_on_disk is not None and oldest_on_disk < nxt.seq:
+                        break
+                    if self._held and self._held[0].seq < nxt.seq:
                         break
                     self._queue.popleft()
                     self._queue_bytes -= nxt.size
@@ -459,7 +544,14 @@ class StoreWriter:
                 for b in group[1:]:
                     self._spool_batch(b)
             return
-        except StoreRejected:
+        except StoreRejected as exc:
+            if exc.refuses_writer:
+                self._unauthorized(exc)
+                with self._cond:
+                    self._failed(group[0], str(exc))
+                    for b in group[1:]:
+                        self._spool_batch(b)
+                return
             for b in group:
                 self._write(b)
             return
@@ -477,6 +569,12 @@ class StoreWriter:
         elif isinstance(exc, StoreCorrupt):
             self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
 
+    def _unauthorized(self, exc: StoreRejected) -> None:
+        """401/403: the store refuses the collector's credentials; the batches stay spooled."""
+        if self.health is not None:
+            self.health.degrade("store_unauthorized", f"{exc}; batches are kept in the spool and "
+                                "written once the store takes the credentials (fix them in the configuration)")
+
     def _written(self, seconds: float, points: int, batches: int, on_disk: Record | None = None) -> None:
         """Bookkeeping after a successful store write (lock not held)."""
         if on_disk is not None:
@@ -489,6 +587,8 @@ class StoreWriter:
             failures = self.backoff.succeeded()
             if self.health is not None:
                 self.health.recover("store_disk_full")
+                self.health.recover("store_unauthorized")
+            self._held_ended()
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)
             self._retry_at = 0.0
@@ -532,9 +632,11 @@ class StoreWriter:
             self._isolate(batch, body, f"took the store down {strikes} times: {exc}")
             return
         except StoreRejected as exc:
-            if exc.status in (401, 403):
+            if exc.refuses_writer:
+                self._suspect = None
+                self._unauthorized(exc)
                 with self._cond:
-                    self._rejected(batch, body, str(exc))
+                    self._failed(batch, str(exc))
                 return
             self._isolate(batch, body, str(exc))
             return
@@ -552,6 +654,11 @@ class StoreWriter:
             result = bisect_write(lines, self.store.write, self._ping, self._wait_until_up)
         except StoreUnavailable as exc:  # away (or shutting down) before anything was decided
             self._store_trouble(exc)
+            with self._cond:
+                self._failed(batch, str(exc))
+            return
+        except StoreRejected as exc:  # 401/403 midway (bisect_write raises no other refusal)
+            self._unauthorized(exc)
             with self._cond:
                 self._failed(batch, str(exc))
             return
@@ -629,7 +736,7 @@ class StoreWriter:
         if self.durable and not self._wait_committed(deadline):
             return False
         with self._cond:
-            while self._queue or self.spool.records or self._busy:
+            while self._queue or self.spool.records or self._busy or self._held:
                 if self._stopped or self._thread is None or not self._thread.is_alive():
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -670,6 +777,15 @@ class StoreWriter:
             self._thread.join()
         with self._cond:
             self._spill_queue()
+            self._held_to_disk()
+            if self._held:  # the disk stayed full: what memory held ends with the process, counted
+                points = sum(b.points for b in self._held)
+                self.held_dropped_points += points
+                self.spool.count_dropped(points, len(self._held))
+                log.error("spool %s: the disk is full: %d batch(es), %d point(s) held in memory are lost at shutdown",
+                          self.dir, len(self._held), points)
+                self._held.clear()
+                self._held_bytes = 0
         try:
             self.store.close()
         except Exception:
@@ -691,6 +807,9 @@ class StoreWriter:
                 "spool_batches": self.spool.records,
                 "spool_bytes": self.spool.bytes,
                 "spool_points": self.spool.records_points,
+                "held_batches": len(self._held),
+                "held_bytes": self._held_bytes,
+                "held_points": sum(b.points for b in self._held),
                 "dropped_points": self.dropped_points,
                 "dropped_batches": self.spool.dropped_batches,
                 "rejected_points": self.rejected_points,

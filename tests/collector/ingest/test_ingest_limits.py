@@ -78,6 +78,7 @@ def test_caps_evict_unauthenticated_connections_before_refusing(make_server):
     fourth.request("POST", "/api/v2/write", body=b"m f=1 1\n", headers=AUTH)
     resp = fourth.getresponse()
     assert resp.status == 429 and b"max_connections_per_agent" in resp.read()
+    assert resp.getheader("Retry-After") == "1"  # the agent waits that long, not its next backoff step
     assert closed_by_server(x4) and st.connections_evicted == 4  # its connection had evicted x4
     fourth.close()
     wait_until(lambda: st.connections_open == 3, "the 429 connection closed")
