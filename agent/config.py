@@ -82,8 +82,8 @@ class SourcesSection:
     jobs: jobs.Config | None = setting(None, doc="Which job holds each GPU, written as the job ledger (`job_ledger`).")
 
     def check(self) -> list[tuple[str, str]]:
-        if not any((self.nvml, self.host, self.sim)):
-            return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim]")]
+        if not any((self.nvml, self.host, self.sim, self.jobs)):
+            return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim], [sources.jobs]")]
         return []
 
 
