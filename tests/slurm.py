@@ -53,14 +53,15 @@ SlurmdLogFile={directory}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
 AuthType=auth/munge
 MpiDefault=none
 ReturnToService=2
 MailProg=/bin/true
 {f"Prolog={prolog}" if prolog else ""}
 {f"Epilog={epilog}" if epilog else ""}
-NodeName=localhost CPUs=4 RealMemory=1000 State=UNKNOWN
-PartitionName=p Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+NodeName=localhost CPUs=2 RealMemory=1000 State=UNKNOWN
+PartitionName=p Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """
         )
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}

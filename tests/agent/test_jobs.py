@@ -119,8 +119,9 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
                        f'[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.5\nhook_state_dir = "{state}"\n'
                        f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 360.0\n')
         # train alone on GPU 0; infer shares GPU 1 with the idle job's reservation (no process of its own).
-        (tmp_path / "pids.txt").write_text(f"0 {pids['train']}\n1 {pids['infer']} 40\n")
-        wait_for(lambda: len({f['job'] for _, f in ledger(rx)}) >= 3, 20, "records of the three jobs")
+        # No per-process utilisation for it: the two share GPU 1 equally (utilisation: test_split_rule).
+        (tmp_path / "pids.txt").write_text(f"0 {pids['train']}\n1 {pids['infer']}\n")
+        wait_for(lambda: len({f["job"] for _, f in ledger(rx)}) >= 3, 20, f"records of the three jobs {jobs} {pids}")
         time.sleep(2.5)  # a full interval with all three
         subprocess.run(["scancel", jobs["idle"]], env=slurm.env, check=True)
         wait_for(lambda: not (state / f"{jobs['idle']}.json").exists(), 20, "the epilog's job-end")
@@ -154,9 +155,7 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         infer, idle = pair[jobs["infer"]], pair[jobs["idle"]]
         assert infer["shared"] and idle["shared"] and idle["reserved_idle"] and not infer["reserved_idle"]
         assert idle["source"] == "hook" and infer["source"] == "slurm" and idle["tenant"] == "idle"
-        assert infer["share"] + idle["share"] == pytest.approx(1.0)
-        # NVML's per-process utilisation names only infer's PID: all of the running share is its.
-        assert infer["share"] == pytest.approx(1.0)
+        assert infer["share"] == idle["share"] == pytest.approx(0.5)
 
 
 class _Kubelet(pb_grpc.PodResourcesListerServicer):
