@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 
 # Real servers and tools the tests start themselves (installed when run as root); chromium draws the
 # HTML pages (report, city) for the tests that look at them.
-DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter chromium
+DEB_PACKAGES ?= gcc systemd influxdb influxdb-client victoria-metrics snmpd snmp prometheus-snmp-exporter chromium slurm-wlm munge
 # Also node and npm (>= 18), for the JavaScript signature verifier the signing tests run; checked by
 # command rather than package, as NodeSource's nodejs carries its own npm.
 

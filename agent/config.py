@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from puewatch import config as cfg
-from puewatch.agent.sources import host, nvml, sim
+from puewatch.agent.sources import host, jobs, nvml, sim
 from puewatch.config import setting
 from puewatch.errors import ConfigError
 from puewatch.redact import redact_url, register_secret
@@ -79,10 +79,11 @@ class SourcesSection:
     nvml: nvml.Config | None = setting(None, doc="NVIDIA GPUs through NVML.")
     host: host.Config | None = setting(None, doc="Host CPU, memory, RAPL energy.")
     sim: sim.Config | None = setting(None, doc="Simulated GPUs (demo, tests).")
+    jobs: jobs.Config | None = setting(None, doc="Which job holds each GPU, written as the job ledger (`job_ledger`).")
 
     def check(self) -> list[tuple[str, str]]:
-        if not any((self.nvml, self.host, self.sim)):
-            return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim]")]
+        if not any((self.nvml, self.host, self.sim, self.jobs)):
+            return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim], [sources.jobs]")]
         return []
 
 

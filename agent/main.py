@@ -345,7 +345,35 @@ def setup_logging(level: str) -> None:
     install_log_filter()
 
 
+def hook(args) -> int:
+    """`puewatch agent job-start|job-end`, run by Slurm's Prolog/Epilog.
+
+    It exits 0 even when it cannot record the job: a failing Prolog drains the node in Slurm, a
+    missing record only leaves the job's idle reservation unattributed. The error is printed.
+    """
+    from puewatch.agent.sources import jobholders, jobs
+
+    state_dir = args.state_dir
+    try:
+        if state_dir is None and args.config:
+            conf = agent_config.load(args.config)
+            state_dir = conf.sources.jobs.hook_state_dir if conf.sources.jobs else ""
+        state_dir = state_dir or jobs.DEFAULT_HOOK_STATE_DIR
+        env = dict(os.environ)
+        if args.hook == "job-start":
+            jobholders.hook_start(state_dir, env)
+        else:
+            jobholders.hook_end(state_dir, env)
+    except (UserError, OSError) as exc:
+        print(f"puewatch agent {args.hook}: {exc}", file=sys.stderr)
+    return 0
+
+
 def main(args) -> int:
+    if args.hook:
+        return hook(args)
+    if not args.config:
+        raise UserError("puewatch agent: --config FILE is required (or give a hook: job-start, job-end)")
     if args.check_config:
         from puewatch import configcheck
 

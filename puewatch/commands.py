@@ -150,8 +150,15 @@ def register_agent(sub: argparse._SubParsersAction) -> None:
             "systemd notify-aware (READY, WATCHDOG, STATUS, STOPPING); logs to stderr."
         ),
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="agent configuration (TOML)")
+    p.add_argument(
+        "hook", nargs="?", choices=("job-start", "job-end"),
+        help="as Slurm's Prolog/Epilog: record (job-start) or forget (job-end) the GPUs of the job in "
+        "SLURM_JOB_ID, SLURM_JOB_ACCOUNT, SLURM_JOB_GPUS or CUDA_VISIBLE_DEVICES, for the job ledger",
+    )
+    p.add_argument("--config", metavar="FILE", help="agent configuration (TOML); required unless a hook is given")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--state-dir", metavar="DIR", help="the hook's state directory (default: [sources.jobs] hook_state_dir, "
+                   "else /run/puewatch/jobs)")
     p.set_defaults(handler="puewatch.agent.main:main")
 
 

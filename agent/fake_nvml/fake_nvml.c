@@ -25,12 +25,18 @@
  *     unsupported FEATURE        -> NVML_ERROR_NOT_SUPPORTED; FEATURE is one of
  *                                power_average power_instant power_usage energy utilization memory
  *                                temperature clocks power_limit clock_events processes serial architecture
+ *                                process_utilization
  *     lost_from_s T              from T s after load, every call on this GPU returns GPU_IS_LOST ...
  *     lost_until_s T             ... until T s after load (default: forever)
  *     energy_reset_at_s T        at T s the energy counter restarts from 0 (a driver reload)
  *     procs N                    number of compute processes (pids 1000+I*10+k)
  *
  * Energy is exact: energy_start_mj + power_mw * t (mJ = mW * s), t in seconds since load.
+ * With FAKE_NVML_PIDS=FILE, the compute processes are those FILE lists instead of `procs`: one
+ * "GPU PID [SM_UTIL_PCT]" per line, re-read at every call, so a test can put the real PIDs of the
+ * jobs it starts on a GPU while the reader runs; nvmlDeviceGetProcessUtilization answers SM_UTIL_PCT
+ * for the PIDs that give one (NOT_FOUND when none on that GPU does, as NVML does without samples).
+ *
  * With FAKE_NVML_LOG=FILE, every energy reading returned is appended as "E <gpu> <mJ>\n"
  * (one write(2) each, so it survives a SIGKILL of the reader): the test's ground truth.
  */
@@ -56,11 +62,12 @@ typedef int nvmlReturn_t;
 
 enum feature {
     F_POWER_AVERAGE, F_POWER_INSTANT, F_POWER_USAGE, F_ENERGY, F_UTILIZATION, F_MEMORY,
-    F_TEMPERATURE, F_CLOCKS, F_POWER_LIMIT, F_CLOCK_EVENTS, F_PROCESSES, F_SERIAL, F_ARCH, F_COUNT
+    F_TEMPERATURE, F_CLOCKS, F_POWER_LIMIT, F_CLOCK_EVENTS, F_PROCESSES, F_SERIAL, F_ARCH, F_PROCESS_UTILIZATION, F_COUNT
 };
 static const char *feature_names[F_COUNT] = {
     "power_average", "power_instant", "power_usage", "energy", "utilization", "memory",
-    "temperature", "clocks", "power_limit", "clock_events", "processes", "serial", "architecture"
+    "temperature", "clocks", "power_limit", "clock_events", "processes", "serial", "architecture",
+    "process_utilization"
 };
 
 struct gpu {
@@ -436,19 +443,76 @@ typedef struct {
     unsigned int computeInstanceId;
 } nvmlProcessInfo_t;
 
+#define MAX_PIDS 256
+struct pid_line { unsigned gpu, pid; int sm_util; };
+
+/* The FAKE_NVML_PIDS file's lines for GPU `gpu` (at most MAX_PIDS); -1 when the variable is unset. */
+static int read_pids(unsigned gpu, struct pid_line *out) {
+    const char *path = getenv("FAKE_NVML_PIDS");
+    if (!path) return -1;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[128];
+    int n = 0;
+    while (n < MAX_PIDS && fgets(line, sizeof line, f)) {
+        struct pid_line p = {0, 0, -1};
+        int got = sscanf(line, "%u %u %d", &p.gpu, &p.pid, &p.sm_util);
+        if (got >= 2 && p.gpu == gpu) out[n++] = p;
+    }
+    fclose(f);
+    return n;
+}
+
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t dev, unsigned int *count, nvmlProcessInfo_t *infos) {
     DEVICE_CALL(dev, F_PROCESSES);
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
-    unsigned n = dev->procs;
+    struct pid_line pids[MAX_PIDS];
+    int listed = read_pids((unsigned)dev->index, pids);
+    unsigned n = listed >= 0 ? (unsigned)listed : dev->procs;
     if (*count < n || (n && !infos)) {
         *count = n;
         return n ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
     }
     for (unsigned k = 0; k < n; k++) {
-        infos[k].pid = 1000 + (unsigned)dev->index * 10 + k;
+        infos[k].pid = listed >= 0 ? pids[k].pid : 1000 + (unsigned)dev->index * 10 + k;
         infos[k].usedGpuMemory = 1073741824ULL * (k + 1);
         infos[k].gpuInstanceId = 0xFFFFFFFFu;
         infos[k].computeInstanceId = 0xFFFFFFFFu;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+
+#define NVML_ERROR_NOT_FOUND 6
+
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t dev, nvmlProcessUtilizationSample_t *samples,
+                                             unsigned int *count, unsigned long long lastSeen) {
+    (void)lastSeen;
+    DEVICE_CALL(dev, F_PROCESS_UTILIZATION);
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    struct pid_line pids[MAX_PIDS];
+    int listed = read_pids((unsigned)dev->index, pids);
+    unsigned n = 0;
+    for (int k = 0; k < listed; k++)
+        if (pids[k].sm_util >= 0) pids[n++] = pids[k];
+    if (n == 0) return NVML_ERROR_NOT_FOUND;
+    if (!samples || *count < n) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (unsigned k = 0; k < n; k++) {
+        samples[k].pid = pids[k].pid;
+        samples[k].timeStamp = (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL;
+        samples[k].smUtil = (unsigned)pids[k].sm_util;
+        samples[k].memUtil = samples[k].encUtil = samples[k].decUtil = 0;
     }
     *count = n;
     return NVML_SUCCESS;

@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "nvml": "puewatch.agent.sources.nvml",
     "host": "puewatch.agent.sources.host",
     "sim": "puewatch.agent.sources.sim",
+    "jobs": "puewatch.agent.sources.jobs",
 }
 
 

@@ -48,6 +48,16 @@ class _Zone:
     failed: bool = False
 
 
+def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None) -> int:
+    """The energy between two readings of a RAPL `energy_uj`, which wraps at `max_energy_range_uj`."""
+    delta = raw - last_raw
+    if delta < 0:
+        # wrapped: (max - last) + now; without the range it cannot be unwrapped, and a drop must
+        # never become negative energy
+        delta = delta + max_range_uj if max_range_uj else 0
+    return delta
+
+
 class Source:
     name = SOURCE
 
@@ -134,12 +144,7 @@ class Source:
             zone.last_raw = None  # the time in between is unknown: restart the deltas
         fields: dict[str, object] = {}
         if zone.last_raw is not None:
-            delta = raw - zone.last_raw
-            if delta < 0:
-                if zone.max_range_uj:
-                    delta += zone.max_range_uj  # wrapped: (max - last) + now
-                else:
-                    delta = 0  # cannot unwrap without the range; never turn a drop into negative energy
+            delta = unwrap_uj(raw, zone.last_raw, zone.max_range_uj)
             zone.total_uj += delta
             dt_s = (t_ns - zone.last_ns) / 1e9
             if dt_s > 0:

@@ -1,0 +1,221 @@
+"""Who holds each GPU, seen from the node: Slurm processes, the prolog/epilog hook, Kubernetes, a static map.
+
+Each reader answers for one moment: GPU (index or UUID) -> the jobs holding it. The jobs source
+(jobs.py) merges them, splits shared GPUs and writes the ledger; nothing here touches NVML.
+
+- Slurm processes: a PID NVML lists on a GPU is followed to /proc/PID/cgroup (Slurm's
+  `.../job_<id>/...` path, which the job cannot change) and /proc/PID/environ (SLURM_JOB_ID where the
+  cgroup names none, and SLURM_JOB_ACCOUNT, the tenant). A process of no Slurm job is counted, not guessed.
+- The hook: `puewatch agent job-start` in Slurm's Prolog writes one small JSON file per job
+  (job, account, GPUs from SLURM_JOB_GPUS or CUDA_VISIBLE_DEVICES) into the state directory;
+  `job-end` in the Epilog removes it. A GPU reserved but idle is still the job's.
+- Kubernetes: the kubelet's PodResources API (v1 List) over its unix socket: namespace/pod per device
+  ID of the GPU resources (the NVIDIA device plugin's IDs are GPU UUIDs; time-slicing replicas are
+  `UUID::N`).
+- A static map (TOML): `[[gpu]] gpu = 0 | "GPU-…", job = "…", tenant = "…"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from puewatch.errors import UserError
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A job holding a GPU at one moment."""
+
+    job: str
+    tenant: str
+    source: str  # slurm | kubernetes | static | hook
+    pids: tuple[int, ...] = ()  # its processes on the GPU (empty: reserved, nothing running)
+
+
+# -- Slurm: processes followed to their job ------------------------------------------------------------
+
+_CGROUP_JOB = re.compile(r"/job_(\d+)(?:/|$)")
+
+
+@dataclass(frozen=True)
+class SlurmProcess:
+    job: str
+    account: str
+
+
+def slurm_job_of(pid: int, proc_root: str = "/proc") -> SlurmProcess | None:
+    """The Slurm job a process belongs to, from its cgroup and environment; None when it is no job's.
+
+    Raises OSError when the process cannot be read (gone, or not permitted).
+    """
+    base = Path(proc_root) / str(pid)
+    job = ""
+    for line in (base / "cgroup").read_text().splitlines():
+        m = _CGROUP_JOB.search(line.split(":", 2)[-1])
+        if m:
+            job = m.group(1)
+            break
+    env = _environ(base / "environ")
+    # The cgroup wins: a process can set its own environment, not its cgroup. The environment is
+    # still read for the account, which only it carries.
+    job = job or env.get("SLURM_JOB_ID", "")
+    if not job:
+        return None
+    account = env.get("SLURM_JOB_ACCOUNT", "") if env.get("SLURM_JOB_ID", job) == job else ""
+    return SlurmProcess(job, account)
+
+
+def _environ(path: Path) -> dict[str, str]:
+    out = {}
+    for item in path.read_bytes().split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+# -- the prolog/epilog hook ---------------------------------------------------------------------------
+
+def hook_gpus(env: dict[str, str]) -> list[str]:
+    """The GPUs Slurm gave the job: SLURM_JOB_GPUS (node-wide indexes), else CUDA_VISIBLE_DEVICES."""
+    raw = env.get("SLURM_JOB_GPUS") or env.get("CUDA_VISIBLE_DEVICES") or ""
+    return [g.strip() for g in raw.split(",") if g.strip()]
+
+
+def hook_start(state_dir: str | Path, env: dict[str, str]) -> Path:
+    """Record the job of a Slurm Prolog's environment and its GPUs; returns the state file written."""
+    job = env.get("SLURM_JOB_ID", "").strip()
+    if not job.isdigit():
+        raise UserError(f"job-start: SLURM_JOB_ID must be a job id, got {job!r} (run it from Slurm's Prolog)")
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    record = {"job": job, "tenant": env.get("SLURM_JOB_ACCOUNT", ""), "gpus": hook_gpus(env)}
+    path = state / f"{job}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)  # the agent never reads half a file
+    return path
+
+
+def hook_end(state_dir: str | Path, env: dict[str, str]) -> bool:
+    """Forget the job of a Slurm Epilog's environment; False when it had no state file."""
+    job = env.get("SLURM_JOB_ID", "").strip()
+    if not job.isdigit():
+        raise UserError(f"job-end: SLURM_JOB_ID must be a job id, got {job!r} (run it from Slurm's Epilog)")
+    try:
+        (Path(state_dir) / f"{job}.json").unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def read_hook_state(state_dir: str | Path) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+    """GPU (index or UUID as Slurm gave it) -> [(job, tenant)], and the files that could not be read."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    bad: list[str] = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return out, bad
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            record = json.loads((Path(state_dir) / name).read_text())
+            job, tenant, gpus = str(record["job"]), str(record.get("tenant", "")), record["gpus"]
+        except FileNotFoundError:
+            continue  # the epilog removed it meanwhile
+        except (OSError, ValueError, KeyError, TypeError):
+            bad.append(name)
+            continue
+        for gpu in gpus:
+            out.setdefault(str(gpu), []).append((job, tenant))
+    return out, bad
+
+
+# -- a static map --------------------------------------------------------------------------------------
+
+def read_static_map(path: str | Path) -> dict[str, tuple[str, str]]:
+    """GPU (index as text, or UUID) -> (job, tenant), from `[[gpu]]` tables; a one-line error when malformed."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the static job map: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"gpu"}
+    if unknown:
+        raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r}; the static job map has only [[gpu]] tables")
+    out: dict[str, tuple[str, str]] = {}
+    for i, entry in enumerate(doc.get("gpu", [])):
+        where = f"{path}: gpu[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: must be a table with gpu, job and tenant")
+        extra = set(entry) - {"gpu", "job", "tenant"}
+        if extra:
+            raise UserError(f"{where}: unknown key {sorted(extra)[0]!r} (allowed: gpu, job, tenant)")
+        gpu, job, tenant = entry.get("gpu"), entry.get("job"), entry.get("tenant", "")
+        if isinstance(gpu, bool) or not (isinstance(gpu, int) and gpu >= 0 or isinstance(gpu, str) and gpu.startswith("GPU-")):
+            raise UserError(f"{where}.gpu: must be a GPU index (0, 1, ...) or UUID (\"GPU-...\"), got {gpu!r}")
+        if not isinstance(job, str) or not job:
+            raise UserError(f"{where}.job: must be a non-empty string, got {job!r}")
+        if not isinstance(tenant, str):
+            raise UserError(f"{where}.tenant: must be a string, got {tenant!r}")
+        if str(gpu) in out:
+            raise UserError(f"{where}.gpu: GPU {gpu} is mapped twice")
+        out[str(gpu)] = (job, tenant)
+    return out
+
+
+# -- Kubernetes: the kubelet's PodResources API ----------------------------------------------------------
+
+class PodResources:
+    """A client of the kubelet's PodResources v1 API (List) over its unix socket."""
+
+    def __init__(self, socket_path: str, resource_names: tuple[str, ...], timeout_s: float) -> None:
+        try:
+            import grpc
+
+            from puewatch.agent.sources import podresources_v1_pb2 as pb
+            from puewatch.agent.sources import podresources_v1_pb2_grpc as pb_grpc
+        except ImportError as exc:
+            raise UserError(
+                f"[sources.jobs] kubernetes needs grpcio and protobuf ({exc.name} is missing): "
+                "pip install 'puewatch[kubernetes]'"
+            ) from None
+        self._grpc, self._pb = grpc, pb
+        self.socket_path = socket_path
+        self.resource_names = resource_names
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self._stub = pb_grpc.PodResourcesListerStub(self._channel)
+
+    def gpu_pods(self) -> dict[str, list[tuple[str, str]]]:
+        """Device ID -> [(namespace/pod, namespace)]; time-slicing replicas (`UUID::N`) under their UUID.
+
+        Raises OSError with the gRPC status when the kubelet does not answer.
+        """
+        try:
+            reply = self._stub.List(self._pb.ListPodResourcesRequest(), timeout=self.timeout_s)
+        except self._grpc.RpcError as exc:
+            raise OSError(f"kubelet PodResources List on {self.socket_path}: {exc.code().name}: {exc.details()}") from None
+        out: dict[str, list[tuple[str, str]]] = {}
+        for pod in reply.pod_resources:
+            holder = (f"{pod.namespace}/{pod.name}", pod.namespace)
+            for container in pod.containers:
+                for devices in container.devices:
+                    if devices.resource_name not in self.resource_names:
+                        continue
+                    for device_id in devices.device_ids:
+                        held = out.setdefault(device_id.split("::", 1)[0], [])
+                        if holder not in held:
+                            held.append(holder)
+        return out
+
+    def close(self) -> None:
+        self._channel.close()

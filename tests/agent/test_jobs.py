@@ -1,0 +1,213 @@
+"""The job ledger (issue 16) against real components.
+
+- Slurm: real munged, slurmctld and slurmd (Debian slurm-wlm 22.05) on 127.0.0.1 (tests/slurm.py). Jobs
+  are submitted with sbatch; the fake NVML library (the only fake: no GPU here) lists their real PIDs
+  as compute processes (FAKE_NVML_PIDS), and the agent follows them to the job through the real
+  /proc/PID/environ (SLURM_JOB_ID, SLURM_JOB_ACCOUNT). Slurm's real Prolog/Epilog run
+  `puewatch agent job-start`/`job-end`.
+  What cannot run here: Slurm's cgroup process tracking (proctrack/cgroup, the `job_<id>` cgroup
+  path) needs a cgroup hierarchy slurmd may create, which this sandbox's container does not give it,
+  so the daemons use proctrack/linuxproc and the job is found through the environment; the cgroup
+  path is read from real /proc/PID/cgroup files (test_cgroup_path_names_the_job). Slurm's GPU gres
+  allocation did not give the job GPUs here (no gres/gpu in the job's TRES with device nodes in a
+  temporary directory), so the Prolog script sets SLURM_JOB_GPUS itself, as slurmd does with
+  gres/gpu, before calling the hook.
+- Kubernetes: kubelet cannot run here, so the PodResources API is answered over a real unix socket by
+  a real gRPC server generated from kubelet's published proto (agent/sources/podresources_v1_pb2*.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
+from puewatch.agent.sources import jobholders, podresources_v1_pb2 as pb, podresources_v1_pb2_grpc as pb_grpc
+from puewatch.agent.sources.jobs import split
+from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_FIELDS
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from slurm import Slurm  # noqa: E402
+
+PUEWATCH = str(Path(sys.executable).with_name("puewatch"))
+UUID = "GPU-fa4e0000-0000-4000-8000-{:012x}"  # the fake library's UUIDs
+POWER_MW = {0: 300000, 1: 301000, 2: 302000}  # the fake library's default power per GPU: energy is exact
+
+
+def ledger(rx: Receiver) -> list[tuple[dict, dict]]:
+    out = []
+    for line in rx.lines():
+        m, tags, fields, _ = parse_line(line)
+        if m == JOB_LEDGER:
+            assert set(fields) == set(JOB_LEDGER_FIELDS), fields
+            out.append((tags, fields))
+    return out
+
+
+def test_split_rule():
+    a = jobholders.Holder("1", "t", "slurm", (10,))
+    b = jobholders.Holder("2", "t", "slurm", (20, 21))
+    idle = jobholders.Holder("3", "t", "hook")
+    assert split([], None) == {}
+    assert split([idle], None) == {"3": 1.0}
+    assert split([a, b], {10: 30, 20: 50, 21: 10}) == {"1": 30 / 90, "2": 60 / 90}
+    assert split([a, b, idle], None) == {"1": 1 / 3, "2": 1 / 3, "3": 1 / 3}  # no utilisation: equally
+    assert split([a, b], {99: 50}) == {"1": 0.5, "2": 0.5}  # none of theirs sampled: equally
+
+
+def test_cgroup_path_names_the_job(tmp_path):
+    """A real process moved into a real cgroup named as Slurm's cgroup plugin names it; its environment says otherwise."""
+    group = Path("/sys/fs/cgroup/pids/puewatch_test") / f"job_{os.getpid()}"
+    group.mkdir(parents=True)
+    child = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "7", "SLURM_JOB_ACCOUNT": "acme"})
+    try:
+        (group / "cgroup.procs").write_text(str(child.pid))
+        found = jobholders.slurm_job_of(child.pid)
+        assert found == jobholders.SlurmProcess(str(os.getpid()), "")  # the cgroup wins; the account was another job's
+        plain = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "7", "SLURM_JOB_ACCOUNT": "acme"})
+        try:
+            assert jobholders.slurm_job_of(plain.pid) == jobholders.SlurmProcess("7", "acme")
+        finally:
+            plain.kill()
+            plain.wait()
+    finally:
+        child.kill()
+        child.wait()
+        (Path("/sys/fs/cgroup/pids") / "cgroup.procs").write_text(str(os.getpid()))
+        group.rmdir()
+        group.parent.rmdir()
+
+
+def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2):
+    script = tmp_path / "gpus.txt"
+    script.write_text(f"count {gpus}\n")
+    env = nvml_env(fake_nvml_dir, script)
+    env["FAKE_NVML_PIDS"] = str(tmp_path / "pids.txt")
+    (tmp_path / "pids.txt").write_text("")
+    cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", jobs_table)
+    agent = start_agent(procs, cfg, tmp_path / "agent.log", env)
+    wait_log(agent, "jobs:")
+    return agent
+
+
+def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
+    state = tmp_path / "hook"
+    hook = tmp_path / "hook.sh"
+    # Slurm runs Prolog/Epilog as root with the job's environment; SLURM_JOB_GPUS set here (see above).
+    hook.write_text(
+        f"#!/bin/sh\n[ \"$SLURM_JOB_ACCOUNT\" = idle ] && export SLURM_JOB_GPUS=1\n"
+        f"case \"$SLURM_SCRIPT_CONTEXT\" in prolog*) a=job-start;; *) a=job-end;; esac\n"
+        f"exec {PUEWATCH} agent $a --state-dir {state} >> {tmp_path}/hook.log 2>&1\n"
+    )
+    hook.chmod(0o755)
+    slurm = Slurm(tmp_path / "slurm", prolog=str(hook), epilog=str(hook))
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        slurm.start()
+        pidfiles = {a: tmp_path / f"{a}.pid" for a in ("train", "infer", "idle")}
+        jobs = {a: slurm.sbatch("-A", a, "-o", "/dev/null", "--wrap", f"echo $$ > {pidfiles[a]}; exec sleep 40") for a in pidfiles}
+        pids = {a: int(wait_for(lambda p=p: p.exists() and p.read_text().strip(), 20, f"{a} running: {slurm.logs()}")) for a, p in pidfiles.items()}
+        assert (state / f"{jobs['idle']}.json").exists(), (tmp_path / "hook.log").read_text() if (tmp_path / "hook.log").exists() else ""
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.5\nhook_state_dir = "{state}"\n'
+                       f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 360.0\n')
+        # train alone on GPU 0; infer shares GPU 1 with the idle job's reservation (no process of its own).
+        # No per-process utilisation for it: the two share GPU 1 equally (utilisation: test_split_rule).
+        (tmp_path / "pids.txt").write_text(f"0 {pids['train']}\n1 {pids['infer']}\n")
+        wait_for(lambda: len({f["job"] for _, f in ledger(rx)}) >= 3, 20, f"records of the three jobs {jobs} {pids}")
+        time.sleep(2.5)  # a full interval with all three
+        subprocess.run(["scancel", jobs["idle"]], env=slurm.env, check=True)
+        wait_for(lambda: not (state / f"{jobs['idle']}.json").exists(), 20, "the epilog's job-end")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        slurm.stop()
+    records = ledger(rx)
+    by_job: dict[str, list[tuple[dict, dict]]] = {}
+    for tags, f in records:
+        by_job.setdefault(f["job"], []).append((tags, f))
+    assert set(by_job) == set(jobs.values())
+    full = [r for r in records if r[1]["interval_s"] > 1.9]
+    for tags, f in full:
+        assert tags["node"] == "testnode"
+        assert f["source"] in ("slurm", "hook") and f["gpu_model"] == "NVIDIA H100 80GB HBM3"
+        assert f["gpu_wh_estimated"] is False and f["host_estimated"] is True
+        # The fake GPU's energy is exactly power x time: the share of it over the interval.
+        exact_wh = POWER_MW[int(tags["gpu"])] * f["interval_s"] / 3.6e6
+        assert f["gpu_wh"] == pytest.approx(exact_wh * f["share"], rel=0.02)
+        assert f["host_wh"] == pytest.approx(360.0 * f["interval_s"] / 3600 / 2 * f["share"], rel=1e-6)
+    train = [f for t, f in full if f["job"] == jobs["train"]]
+    assert train and all(f["tenant"] == "train" and f["share"] == 1.0 and not f["shared"] and not f["reserved_idle"] for f in train)
+    # GPU 1 held by two jobs: infer runs there, idle holds it through the hook without a process.
+    both = {}
+    for t, f in full:
+        if t["gpu"] == "1":
+            both.setdefault(f["interval_s"], {})[f["job"]] = f
+    shared = [v for v in both.values() if len(v) == 2]
+    assert shared, both
+    for pair in shared:
+        infer, idle = pair[jobs["infer"]], pair[jobs["idle"]]
+        assert infer["shared"] and idle["shared"] and idle["reserved_idle"] and not infer["reserved_idle"]
+        assert idle["source"] == "hook" and infer["source"] == "slurm" and idle["tenant"] == "idle"
+        assert infer["share"] == idle["share"] == pytest.approx(0.5)
+
+
+class _Kubelet(pb_grpc.PodResourcesListerServicer):
+    def __init__(self, pods):
+        self.pods = pods
+
+    def List(self, request, context):
+        return pb.ListPodResourcesResponse(pod_resources=self.pods)
+
+
+def test_kubernetes_pod_resources_and_static_map(tmp_path, procs, fake_nvml_dir):
+    """kubelet cannot run here: a real gRPC server generated from kubelet's published proto answers List on a real unix socket."""
+    sock = tmp_path / "kubelet.sock"
+    pods = [
+        pb.PodResources(name="trainer-0", namespace="team-a", containers=[pb.ContainerResources(
+            name="main", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu", device_ids=[UUID.format(0)]),
+                                  pb.ContainerDevices(resource_name="example.com/nic", device_ids=[UUID.format(1)])])]),
+        # Time-slicing: two pods on replicas of GPU 1.
+        *(pb.PodResources(name=f"notebook-{i}", namespace="team-b", containers=[pb.ContainerResources(
+            name="nb", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu", device_ids=[f"{UUID.format(1)}::{i}"])])])
+          for i in (1, 2)),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_PodResourcesListerServicer_to_server(_Kubelet(pods), server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    static = tmp_path / "static.toml"
+    static.write_text('[[gpu]]\ngpu = 2\njob = "render-farm"\ntenant = "studio"\n')
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nslurm = false\nhook_state_dir = ""\n'
+                       f'kubernetes = true\nkubelet_socket = "{sock}"\nstatic_map = "{static}"\nsysfs_root = "{tmp_path}/nosys"\n', gpus=3)
+        wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9]) >= 8, 20, "two full intervals")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        server.stop(0)
+    full = [(t, f) for t, f in ledger(rx) if f["interval_s"] > 0.9]
+    seen = {(t["gpu"], t["slot"], f["job"], f["tenant"], f["source"], f["share"], f["shared"], f["reserved_idle"]) for t, f in full}
+    assert seen == {
+        ("0", "0", "team-a/trainer-0", "team-a", "kubernetes", 1.0, False, True),
+        ("1", "0", "team-b/notebook-1", "team-b", "kubernetes", 0.5, True, True),
+        ("1", "1", "team-b/notebook-2", "team-b", "kubernetes", 0.5, True, True),
+        ("2", "0", "render-farm", "studio", "static", 1.0, False, True),
+    }
+    for t, f in full:
+        assert f["host_wh"] == 0.0 and f["host_estimated"] is True  # no RAPL, no estimate configured
+
+
+def test_hook_without_a_job_id_says_so_and_exits_0(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    out = subprocess.run([PUEWATCH, "agent", "job-start", "--state-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0  # a failing Prolog would drain the node
+    assert out.stderr.strip() == "puewatch agent job-start: job-start: SLURM_JOB_ID must be a job id, got '' (run it from Slurm's Prolog)"
+    assert list(tmp_path.iterdir()) == []
