@@ -681,7 +681,7 @@ class IngestServer:
                     raise _Reply(431, f"request head larger than {MAX_HEAD_BYTES} bytes", close=True)
                 req = _parse_head(head)
                 req.received_ns = time.time_ns()
-                api = "v1" if req.path == "/write" else "v2"
+                api = "v1" if req.path in ("/write", "/query") else "v2"  # /query is InfluxDB 1.x's: Basic and u=&p= too
                 req.api = api
                 if not conn.authenticated and _ROUTES.get(req.path) == "POST":
                     self._authenticate(conn, req)
