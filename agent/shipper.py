@@ -199,7 +199,7 @@ class Shipper(threading.Thread):
             self._auth_logged = True
             return "retry"
         if status == 400:
-            refusal = read_refusal(data, message)
+            refusal = read_refusal(data, message, _server_field(reply, "refused_lines"))
             if refusal.partial:
                 return self._partial(seg, data, refusal, message)
         kept = self.spool.reject(seg, data)
@@ -258,6 +258,15 @@ class Shipper(threading.Thread):
 
 # Enough for a partial-write reply naming many refused lines (InfluxDB quotes each whole).
 _REPLY_MAX_BYTES = 1 << 16
+
+
+def _server_field(reply: bytes, key: str) -> object:
+    """A key of a JSON reply (None if absent or not JSON)."""
+    try:
+        doc = json.loads(reply.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _server_message(reply: bytes) -> str:

@@ -108,6 +108,9 @@ class ParseResult:
     # (measurement, tags) of the series of the good lines, each at least once: what a writer's
     # scope is checked against (collector.scopes), without a pass over the lines of its own.
     series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # (first, last) physical line numbers (1-based) of every line refused, malformed or unstorable:
+    # all of them, where `errors` keeps the first MAX_ERRORS texts.
+    refused: list[tuple[int, int]] = field(default_factory=list)
 
 
 # -- the fast path: regular expressions for plain lines ------------------------------------------
@@ -849,15 +852,19 @@ class LineParser:
         seen: dict[bytes, tuple[str, dict[str, str]]] = {}  # fast-path series keys of good lines
         slow_series: list[tuple[str, dict[str, str]]] = []
 
+        refused: list[tuple[int, int]] = []
+
         def fail(text: bytes, fault: str, where: str) -> None:
             nonlocal error_count
             error_count += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
 
         def refuse(text: bytes, fault: str, where: str) -> None:
             nonlocal time_refused
             time_refused += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
 
@@ -877,6 +884,7 @@ class LineParser:
             if fault is None:
                 return False
             store_refused += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
             return True
@@ -980,7 +988,13 @@ class LineParser:
         if types is not None:
             types.commit(pending)
         return ParseResult(new_body, count, errors, error_count, points, time_refused, store_refused,
-                           [*seen.values(), *slow_series])
+                           [*seen.values(), *slow_series], refused)
+
+
+def _span(where: str) -> tuple[int, int]:
+    """(first, last) line number from a `where` ("line 3", "lines 4-5")."""
+    first, _, last = where.split(" ", 1)[1].partition("-")
+    return int(first), int(last or first)
 
 
 _RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
