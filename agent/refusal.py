@@ -41,8 +41,12 @@ class Refusal:
         return self.partial and self.named == self.dropped > 0
 
 
-def read_refusal(payload: bytes, message: str) -> Refusal:
-    """The refused lines of `payload` (line protocol, one point a line) from a 400's message."""
+def read_refusal(payload: bytes, message: str, refused_lines: object = None) -> Refusal:
+    """The refused lines of `payload` (line protocol, one point a line) from a 400's message.
+
+    `refused_lines`: the collector's machine-readable list from the same reply (its JSON key
+    `refused_lines`: each refused line's number, or [first, last] for one spanning lines), which
+    names every refused line where the message names at most 10; ignored unless well-formed."""
     lines = payload.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -50,6 +54,10 @@ def read_refusal(payload: bytes, message: str) -> Refusal:
     if not found:
         return Refusal(partial=False, dropped=len(lines), lines=list(range(len(lines))), named=len(lines))
     dropped = found[-1]  # InfluxDB puts it last; text quoted earlier cannot override it
+    spans = _spans(refused_lines, len(lines))
+    if spans is not None:
+        named_lines = sorted({i for first, last in spans for i in range(first - 1, last)})
+        return Refusal(partial=True, dropped=dropped or len(spans), lines=named_lines, named=len(spans))
     named: dict[int, None] = {}
     count = 0
     for m in _HINT.finditer(message):
@@ -71,3 +79,24 @@ def read_refusal(payload: bytes, message: str) -> Refusal:
     if dropped == 0:
         dropped = count  # influxd 1.x says dropped=0 after parse errors, though it names the lines
     return Refusal(partial=True, dropped=dropped, lines=sorted(named), named=count)
+
+
+def _spans(refused_lines: object, n: int) -> list[tuple[int, int]] | None:
+    """The reply's `refused_lines` as (first, last) 1-based spans inside the payload's n lines, or None
+    when absent or malformed (then the message is read instead)."""
+    if not isinstance(refused_lines, list) or not refused_lines:
+        return None
+    spans: list[tuple[int, int]] = []
+    for item in refused_lines:
+        if type(item) is int:
+            first = last = item
+        elif isinstance(item, list) and len(item) == 2 and all(type(x) is int for x in item):
+            first, last = item
+        else:
+            return None
+        if not 1 <= first <= last <= n:
+            return None
+        spans.append((first, last))
+    if len({s[0] for s in spans}) != len(spans):
+        return None
+    return spans

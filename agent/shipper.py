@@ -209,7 +209,7 @@ class Shipper(threading.Thread):
             self._auth_logged = True
             return "retry"
         if status == 400:
-            refusal = read_refusal(data, message)
+            refusal = read_refusal(data, message, _server_field(reply, "refused_lines"))
             if refusal.partial:
                 return self._partial(seg, data, refusal, message)
         kept = self.spool.reject(seg, data)
@@ -284,6 +284,15 @@ def _retry_after_s(value: str | None) -> float | None:
     if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _server_field(reply: bytes, key: str) -> object:
+    """A key of a JSON reply (None if absent or not JSON)."""
+    try:
+        doc = json.loads(reply.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _server_message(reply: bytes) -> str:

@@ -71,7 +71,7 @@ class EmbeddedStore:
     """The embedded SQLite store (one file; for demos and small sites)."""
 
     path: str = setting("", doc="Database file; empty means `<state_dir>/puewatch.sqlite`.")
-    raw_retention_days: float = setting(400.0, min=1.0, doc="Days of points kept (at least a year for annual PUE).")
+    raw_retention_days: float = setting(400.0, min=1.0, doc="Days of points kept (at least a year for annual PUE). Decided at ingest: an older line is refused with 400, not stored and deleted.")
     compact_after_days: float = setting(
         2.0, min=0.0, min_exclusive=True,
         doc="Points older than this move from rows into columnar chunks at the hourly upkeep (fast year-long "

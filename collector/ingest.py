@@ -384,8 +384,10 @@ CONNECTION_RETRY_AFTER_S = 1
 class _Reply(Exception):
     """Answer the request with this status and message (and maybe close the connection)."""
 
-    def __init__(self, status: int, message: str, close: bool = False, retry_after_s: int | None = None) -> None:
+    def __init__(self, status: int, message: str, close: bool = False, retry_after_s: int | None = None,
+                 extra: dict | None = None) -> None:
         super().__init__(message)
+        self.extra = extra  # more keys for the JSON answer (InfluxDB clients ignore them)
         self.status = status
         self.message = message
         self.close = close
@@ -433,10 +435,10 @@ def _parse_head(head: bytes) -> _Request:
     return req
 
 
-def _json(status: int, message: str, api: str) -> bytes:
+def _json(status: int, message: str, api: str, extra: dict | None = None) -> bytes:
     if api == "v1":
-        return json.dumps({"error": message}).encode()
-    return json.dumps({"code": _V2_CODES.get(status, "invalid"), "message": message}).encode()
+        return json.dumps({"error": message, **(extra or {})}).encode()
+    return json.dumps({"code": _V2_CODES.get(status, "invalid"), "message": message, **(extra or {})}).encode()
 
 
 # -- connection limits ----------------------------------------------------------------------------
@@ -709,13 +711,13 @@ class IngestServer:
                     raise _Reply(431, f"request head larger than {MAX_HEAD_BYTES} bytes", close=True)
                 req = _parse_head(head)
                 req.received_ns = time.time_ns()
-                api = "v1" if req.path == "/write" else "v2"
+                api = "v1" if req.path in ("/write", "/query") else "v2"  # /query is InfluxDB 1.x's: Basic and u=&p= too
                 req.api = api
                 if not conn.authenticated and _ROUTES.get(req.path) == "POST":
                     self._authenticate(conn, req)
                 keep = await self._handle(req, reader, writer)
             except _Reply as reply:
-                await self._send(writer, reply.status, _json(reply.status, reply.message, api), keep=not reply.close,
+                await self._send(writer, reply.status, _json(reply.status, reply.message, api, reply.extra), keep=not reply.close,
                                  retry_after_s=reply.retry_after_s)
                 if reply.close:
                     await _linger(reader, writer)
@@ -915,7 +917,10 @@ class IngestServer:
             message = f"partial write: {shown}" + (f"; and {more} more bad line(s)" if more > 0 else "")
             message += f" dropped={dropped} ({result.lines} line(s) accepted)"
             self._warn(agent, dropped, result.lines, result.errors[0])
-            raise _Reply(400, message, close=not req.keep_alive)
+            # Every refused line, machine-readable (the message names at most MAX_ERRORS_IN_REPLY):
+            # a line number, or [first, last] for a line whose string value spans lines.
+            refused = [a if a == b else [a, b] for a, b in result.refused]
+            raise _Reply(400, message, close=not req.keep_alive, extra={"refused_lines": refused})
         await self._send(writer, 204, keep=req.keep_alive)
         return req.keep_alive
 

@@ -41,7 +41,9 @@ Lines on the slow path are parsed anyway and only get the exact check.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -106,6 +108,9 @@ class ParseResult:
     # (measurement, tags) of the series of the good lines, each at least once: what a writer's
     # scope is checked against (collector.scopes), without a pass over the lines of its own.
     series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # (first, last) physical line numbers (1-based) of every line refused, malformed or unstorable:
+    # all of them, where `errors` keeps the first MAX_ERRORS texts.
+    refused: list[tuple[int, int]] = field(default_factory=list)
 
 
 # -- the fast path: regular expressions for plain lines ------------------------------------------
@@ -132,8 +137,15 @@ _SERIES = _MEAS + rb"(?:," + _KEY + rb"=" + _N + rb"++)*+"
 # 19-digit timestamps up to 8999999999999999999 (year 2255); larger ones are range-checked.
 _TIME = rb"-?(?:[1-8]\d{18}|\d{1,18})"
 
-# Whole body, line by line, timestamps required: findall returns each line's series key.
-_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _FIELDS + rb" " + _TIME + rb"$", re.MULTILINE)
+# A field key on the whole-body path, with a group that captures a number byte in it (a digit, `.`,
+# `-`, `+`): the type check groups lines by their text with number bytes deleted, which merges
+# `load1` and `load5`; the lines whose field keys hold one are read one by one (`_storable`).
+_NUM = rb"0-9.+-"
+_KEYD = rb'(?!time=)(?:[^\s,=\\"\x00-\x1f\x7f' + _NUM + rb"]++|([" + _NUM + rb"]))++"
+# Whole body, line by line, timestamps required: findall returns each line's (series key, number
+# byte in the first field key, number byte in another field key).
+_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _KEYD + rb"=" + _VALUE + rb"(?:," + _KEYD + rb"=" + _VALUE + rb")*+ "
+                      + _TIME + rb"$", re.MULTILINE)
 # One line, timestamp optional: groups series key, timestamp.
 _LINE_RE = re.compile(rb"(" + _SERIES + rb") " + _FIELDS + rb"(?: (" + _TIME + rb"))?")
 # The timestamp at the end of each line of a fast-path body (which requires one on every line).
@@ -158,34 +170,48 @@ class Unsigned(int):
 _KIND_BY_LAST = {**{c: "float" for c in b"0123456789."}, ord("i"): "integer", ord("u"): "unsigned",
                  **{c: "boolean" for c in b"tTfFeE"}, ord('"'): "string"}
 
-# A fast-path body without strings, numbers and timestamps cut out: what is left of a value says its type.
-_SKELETON_RE = re.compile(rb"(?<==)-?(?:\d++\.?\d*+|\.\d++)(?:[eE][+-]?\d++)?| -?\d++$", re.MULTILINE)
-_SKELETON_KIND = {b"": "float", b"i": "integer", b"u": "unsigned"}
-
 _NUMBER_BYTES = b"0123456789.-+"
+_NUMBER_CHARS = str.maketrans("", "", "0123456789.-+")
 
 
-def _plain_kinds(line: bytes, seen: dict, representative: bool) -> bool | None:
-    """Add a plain fast-path line's (measurement, field key) -> kind to `seen` (None there: two kinds).
+def _has_number_byte(name: str) -> bool:
+    return name.translate(_NUMBER_CHARS) != name
 
-    False (nothing added) when `representative` and a field name holds a byte of _NUMBER_BYTES."""
+
+def _plain_kinds(line: bytes, seen: dict) -> bool:
+    """Add a plain fast-path line's (measurement, field key) -> kind to `seen` (no strings); False
+    when a field has two kinds in this body."""
     sp = line.index(b" ")
     key = line[:sp]
     c = key.find(b",")
     m = (key if c < 0 else key[:c]).decode()
-    pairs = [item.partition(b"=") for item in line[sp + 1 : line.rfind(b" ")].split(b",")]
-    if representative:
-        for k, _, _ in pairs:
-            if k.translate(None, _NUMBER_BYTES) != k:
-                return False
     ok = True
-    for k, _, v in pairs:
+    for item in line[sp + 1 : line.rfind(b" ")].split(b","):
+        k, _, v = item.partition(b"=")
         kind = _KIND_BY_LAST[v[-1]]
-        prev = seen.setdefault((m, k), kind)
-        if prev != kind:
-            seen[(m, k)] = None
-            ok = None
+        if seen.setdefault((m, k), kind) != kind:
+            ok = False
     return ok
+
+
+def _field_kinds(line: bytes, key_len: int, end: int) -> dict[str, str]:
+    """name -> kind of the fields of a line that matched _LINE_RE (`end`: where its field set ends).
+
+    Without string values the field set is cut with `split` (fast-path names hold no escapes);
+    a string may hold `,` `=` and spaces, so such lines are read by the parser. Raises _LineError
+    for a field given twice with two types, as influxd refuses it."""
+    part = line[key_len + 1 : end]
+    if 34 in part:  # '"'
+        return {k: kind_of(v) for k, v in _parse_slow(line)[2].items()}
+    kinds: dict[str, str] = {}
+    for item in part.split(b","):
+        k, _, v = item.partition(b"=")
+        name = k.decode()
+        kind = _KIND_BY_LAST[v[-1]]
+        if kinds.setdefault(name, kind) != kind:
+            raise _LineError(f"field type conflict: input field '{name}' given twice, as type "
+                             f"{kinds[name]} and as type {kind}")
+    return kinds
 
 
 # InfluxDB's MaxKeyLength: series key, "#!~#" and field key together.
@@ -545,6 +571,7 @@ class LineParser:
         # series key (as on the wire, fast-path syntax) -> (measurement, tags), or an error string
         self._series: dict[bytes, tuple[str, dict[str, str]] | str] = {}
         self._field_names: dict[bytes, str] = {}
+        self._plain_measurements: dict[str, bool] = {}  # measurement -> no number byte in its name
 
     # -- series keys ------------------------------------------------------------------------
 
@@ -611,16 +638,20 @@ class LineParser:
         if body[-1] != 10:
             body += b"\n"
         if unit == 1 and (body.isascii() or _utf8(body)):
-            keys = _BODY_RE.findall(body)
-            if len(keys) == body.count(b"\n") and self._inside_window(body, now_ns) and self._storable(body, keys):
-                result = self._whole(body, keys)
-                if result is not None:
-                    return result
+            found = _BODY_RE.findall(body)
+            if len(found) == body.count(b"\n") and self._inside_window(body, now_ns):
+                keys, first, other = zip(*found)
+                if self._storable(body, keys, first, other):
+                    result = self._whole(body, keys)
+                    if result is not None:
+                        return result
         return self._by_line(body, unit, now_ns)
 
-    def _storable(self, body: bytes, keys: list[bytes]) -> bool:
+    def _storable(self, body: bytes, keys: tuple[bytes, ...], first: tuple[bytes, ...], other: tuple[bytes, ...]) -> bool:
         """Whether every line of a fast-path body has the field types the store takes (and learn the
-        new ones); False sends the body line by line, where each line is checked and reported."""
+        new ones); False sends the body line by line, where each line is checked and reported.
+
+        `first`, `other`: per line, a number byte in its first or another field key (b"" if none)."""
         types = self.types
         if types is None:
             return True
@@ -628,21 +659,38 @@ class LineParser:
         kind_by_last = _KIND_BY_LAST
         known = types._known
         seen: dict[tuple[str, bytes], str] = {}  # (measurement, field key) -> kind, in this body
-        longest = max(map(len, set(keys)))
+        distinct = set(keys)
+        longest = max(map(len, distinct))
         if 34 not in body:
             # No strings. Lines that differ only in their numbers have the same skeleton (the line with
-            # every digit, `.`, `-` and `+` deleted, in C): one line per distinct skeleton is read. Where
-            # that deletes part of a field name (`load1`, `load15`), every line of the skeleton is read.
+            # every digit, `.`, `-` and `+` deleted, in C): one line per distinct skeleton is read. That
+            # also deletes number bytes in names: a measurement holding one sends the body line by line
+            # (rare); lines whose field keys hold one (`load1`, `load15`) are each read, and never stand
+            # for the others.
+            plain = self._plain_measurements
+            for key in distinct:
+                info = series.get(key) or self._series_info(key)
+                if type(info) is str:
+                    return False
+                ok = plain.get(info[0])
+                if ok is None:
+                    if len(plain) >= self._CACHE_MAX:
+                        plain.clear()
+                    ok = plain[info[0]] = not _has_number_byte(info[0])
+                if not ok:
+                    return False
             lines = body.split(b"\n")
             skeletons = body.translate(None, _NUMBER_BYTES).split(b"\n")
-            mangled: set[bytes] = set()
-            for sk, line in dict(zip(skeletons, lines)).items():
-                if sk and _plain_kinds(line, seen, True) is False:
-                    mangled.add(sk)
-            if mangled:
-                for sk, line in zip(skeletons, lines):
-                    if sk in mangled and _plain_kinds(line, seen, False) is None:
+            if any(first) or any(other):
+                plain = list(map(operator.not_, map(operator.add, first, other)))
+                plain.append(False)  # the empty text after the last newline
+                for line in itertools.compress(lines, map(operator.not_, plain)):
+                    if line and not _plain_kinds(line, seen):
                         return False
+                lines, skeletons = itertools.compress(lines, plain), itertools.compress(skeletons, plain)
+            for sk, line in dict(zip(skeletons, lines)).items():
+                if sk and not _plain_kinds(line, seen):
+                    return False
         else:
             for key, line in zip(keys, body.split(b"\n")):
                 info = series.get(key) or self._series_info(key)
@@ -661,9 +709,6 @@ class LineParser:
                     prev = seen.setdefault((m, k), kind)
                     if prev != kind:
                         return False
-        for v in seen.values():
-            if v is None:
-                return False
         pending: dict[tuple[str, str], str] = {}
         for (m, k), kind in seen.items():
             name = k.decode()
@@ -807,15 +852,19 @@ class LineParser:
         seen: dict[bytes, tuple[str, dict[str, str]]] = {}  # fast-path series keys of good lines
         slow_series: list[tuple[str, dict[str, str]]] = []
 
+        refused: list[tuple[int, int]] = []
+
         def fail(text: bytes, fault: str, where: str) -> None:
             nonlocal error_count
             error_count += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
 
         def refuse(text: bytes, fault: str, where: str) -> None:
             nonlocal time_refused
             time_refused += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
 
@@ -823,18 +872,19 @@ class LineParser:
         pending: dict[tuple[str, str], str] = {}  # field types taken by earlier lines of this body
         store_refused = 0
 
-        def unstorable(text: bytes, measurement: str, key_bytes: int, fields: dict, where: str) -> bool:
+        def unstorable(text: bytes, measurement: str, key_bytes: int, kinds: dict[str, str], where: str) -> bool:
             """Refuse (and report) a line the store would refuse: field type, unsigned, key length."""
             nonlocal store_refused
             fault = None
-            longest = max(len(k.encode()) for k in fields)
+            longest = max(len(k.encode()) for k in kinds)
             if key_bytes + 4 + longest > MAX_KEY_BYTES:
                 fault = f"max key length exceeded: {key_bytes + 4 + longest} > {MAX_KEY_BYTES}"
             elif types is not None:
-                fault = types.fault(measurement, {k: kind_of(v) for k, v in fields.items()}, pending)
+                fault = types.fault(measurement, kinds, pending)
             if fault is None:
                 return False
             store_refused += 1
+            refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
             return True
@@ -848,6 +898,7 @@ class LineParser:
                 key, ts = m.group(1, 2)
                 info = series.get(key) or self._series_info(key)
                 if type(info) is not str:
+                    end = len(line) if ts is None else m.start(2) - 1  # the field set's end, before any rewrite
                     if ts is None:
                         time_ns = now_ns
                         line += now_text
@@ -869,12 +920,12 @@ class LineParser:
                             changed = True
                             continue
                     try:
-                        fields = _parse_slow(line)[2]
+                        kinds = _field_kinds(line, len(key), end)
                     except _LineError as exc:  # a field given twice with two types
                         fail(line, str(exc), f"line {i}")
                         changed = True
                         continue
-                    if unstorable(line, info[0], len(key), fields, f"line {i}"):
+                    if unstorable(line, info[0], len(key), kinds, f"line {i}"):
                         changed = True
                         continue
                     out.append(line)
@@ -918,7 +969,7 @@ class LineParser:
                 if fault is not None:
                     refuse(text, fault, where)
                     continue
-            if unstorable(text, measurement, _key_bytes(text), fields, where):
+            if unstorable(text, measurement, _key_bytes(text), {k: kind_of(v) for k, v in fields.items()}, where):
                 continue
             out.append(text[:end_fields] + b" " + str(time_ns).encode())
             slow_series.append((measurement, tags))
@@ -937,7 +988,13 @@ class LineParser:
         if types is not None:
             types.commit(pending)
         return ParseResult(new_body, count, errors, error_count, points, time_refused, store_refused,
-                           [*seen.values(), *slow_series])
+                           [*seen.values(), *slow_series], refused)
+
+
+def _span(where: str) -> tuple[int, int]:
+    """(first, last) line number from a `where` ("line 3", "lines 4-5")."""
+    first, _, last = where.split(" ", 1)[1].partition("-")
+    return int(first), int(last or first)
 
 
 _RANGE_ERROR = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"

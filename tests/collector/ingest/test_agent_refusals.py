@@ -66,16 +66,39 @@ def test_a_partial_write_sets_aside_only_the_refused_lines(make_server, tmp_path
     assert spool.points == 0 and spool.records == 0
 
 
-def test_a_reply_naming_fewer_lines_than_it_dropped_keeps_the_batch_and_counts_only_the_dropped(make_server, tmp_path):
+def test_more_refused_lines_than_the_message_names_are_set_aside_exactly_from_refused_lines(make_server, tmp_path):
     srv = make_server()
-    bad = {i: f"gpu_power,node=node-a power_w={i}x" for i in range(0, 60, 5)}  # 12: the reply names 10
+    bad = {i: f"gpu_power,node=node-a power_w={i}x" for i in range(0, 60, 5)}  # 12: the message names 10
     lines = batch(60, bad)
     spool = spool_with(tmp_path, lines)
     url = f"http://127.0.0.1:{srv.port}/api/v2/write?bucket=b&org=o&precision=ns"
     stats = ship(spool, url, TOKENS["node-a"], lambda st: st.batches_sent == 1, "the batch")
     assert srv.stats.lines_accepted == 48 and len(srv.sink.calls) == 1
     assert stats.points_sent == 48 and spool.rejected_points == 12 and spool.lost_points == 12
-    assert rejected_files(spool) == [("\n".join(lines) + "\n").encode()]  # for the operator to compare
+    assert rejected_files(spool) == [("\n".join(bad[i] for i in sorted(bad)) + "\n").encode()]
+    assert spool.points == 0 and spool.records == 0
+
+
+def test_the_400_lists_every_refused_line_machine_readably(server):
+    import json
+
+    body = "".join(f"m v={i}x\n" if i % 4 == 0 else f"m v={i} {T0_NS + i}\n" for i in range(48))
+    body += 'm s="two\nlines"x\n'
+    status, reply = _post(server.port, body.encode())
+    doc = json.loads(reply)
+    assert status == 400 and doc["code"] == "invalid" and "dropped=13" in doc["message"]
+    assert doc["refused_lines"] == [*range(1, 48, 4), [49, 50]]
+
+
+def _post(port: int, body: bytes) -> tuple[int, bytes]:
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", "/api/v2/write?bucket=b&org=o&precision=ns", body, {"Authorization": f"Token {TOKENS['node-a']}"})
+    r = c.getresponse()
+    out = r.status, r.read()
+    c.close()
+    return out
 
 
 def test_influxd_partial_write_sets_aside_the_lines_it_quotes(tmp_path):

@@ -76,9 +76,11 @@ def test_partial_write_keeps_the_good_lines(server):
     )
     assert server.sink.body() == LINES + b"host,node=n2 load1=1 1700000000000000000\n"
     assert server.stats.parse_errors == 2 and server.stats.lines_accepted == 4
+    assert doc["refused_lines"] == [4, 5]  # every refused line, for agents (InfluxDB clients ignore the key)
     # v1 answers in InfluxDB 1.x's shape
     status, doc = post(server.port, f"/write?db=x&p={TOKEN}", b"m f=\n", {})
-    assert status == 400 and doc == {"error": "partial write: unable to parse 'm f=': missing field value (line 1) dropped=1 (0 line(s) accepted)"}
+    assert status == 400 and doc == {"error": "partial write: unable to parse 'm f=': missing field value (line 1) dropped=1 (0 line(s) accepted)",
+                                     "refused_lines": [1]}
 
 
 def test_gzip_body_and_precision(server):
