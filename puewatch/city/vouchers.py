@@ -202,7 +202,7 @@ def render_html(result: VoucherResult) -> str:
                        f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
                        f"<td>{e(r.evidence)}</td></tr>")
     out.append("</tbody></table><ul>")
-    out += [f'<li class="{"pass" if r["rule"].passed else "fail"}">{e(r["site"])} ({e(r["report"])}): '
+    out += [f'<li class="{"pass" if r["rule"].passed else "fail"}">{e(r["rule"].rule)} {e(r["site"])} ({e(r["report"])}): '
             f'{e(r["rule"].evidence)}</li>' for r in result.reports]
     out += [f"<li>warning: {e(w)}</li>" for w in result.warnings]
     out.append(f"<li><b>vouchers: {'pass' if result.passed else 'FAIL'}</b> ({json.dumps(len(result.rows))} "
