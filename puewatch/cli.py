@@ -32,6 +32,7 @@ _COMMANDS: dict[str, str] = {
     "report": "puewatch.commands:register_report",
     "sign": "puewatch.commands:register_sign",
     "snmp": "puewatch.commands:register_snmp",
+    "statement": "puewatch.commands:register_statement",
     "token": "puewatch.commands:register_token",
     "verify": "puewatch.commands:register_verify",
 }

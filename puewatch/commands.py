@@ -224,8 +224,8 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="puewatch.demo:main")
 
 
-def _add_targets_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
+def _add_targets_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--targets", metavar="FILE", help="targets file (TOML): rules, optionally starting from a preset")
     g.add_argument("--preset", metavar="NAME", help="a built-in preset (see docs/city-guide.md), e.g. miit-2021")
 
@@ -295,8 +295,8 @@ def register_sign(sub: argparse._SubParsersAction) -> None:
 def register_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
-        help="verify a report's signature with a public key",
-        description="Exit status 0 when the signature is valid; 1 when the report is unsigned, signed with another "
+        help="verify a report's or a voucher statement's signature with a public key",
+        description="The document's kind is read from its `schema`. Exit status 0 when the signature is valid; 1 when the report is unsigned, signed with another "
         "key, or changed since it was signed; 2 on bad input.",
     )
     p.add_argument("report", metavar="REPORT", help="report JSON file ('-' for standard input)")
@@ -311,13 +311,17 @@ def register_city(sub: argparse._SubParsersAction) -> None:
         description=(
             "Reads many sites' reports, verifies their signatures against --pubkeys, checks each against the "
             "targets and prints one table, plus the city's energy-weighted PUE (sum of facility energy / sum of IT "
-            "energy) over all reports and over the validly signed ones. Exit status 0 when every site passes, 1 "
-            "when any fails, 2 on bad input."
+            "energy) over all reports and over the validly signed ones; with --statements, checks tenants' voucher "
+            "statements against the reports. Exit status 0 when every site (and statement) passes, 1 when any "
+            "fails, 2 on bad input."
         ),
     )
     p.add_argument("reports", nargs="+", metavar="REPORT", help="report JSON files")
-    _add_targets_args(p)
+    _add_targets_args(p, required=False)
     p.add_argument("--pubkeys", metavar="DIR", help="directory of the sites' *.pub keys, matched by key id")
+    p.add_argument("--statements", nargs="+", metavar="STATEMENT", help="voucher evidence statements "
+                   "(`puewatch statement`) to check against the REPORTs they name: signature, report digest, period, "
+                   "PUE, and their facility-inclusive energy within each report's E_DC (targets then optional)")
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page here")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.set_defaults(handler="puewatch.city.table:main")
@@ -391,6 +395,29 @@ def register_jobs(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", action="store_true", help="CSV: one row per job, then one per tenant")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(handler="puewatch.jobs.cli:jobs_main")
+
+
+def register_statement(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "statement",
+        help="a tenant's signed voucher evidence statement (JSON, optionally HTML) for a period",
+        description="The tenant's jobs and GPU-hours by GPU model, IT and facility-inclusive energy (the cell rule of "
+        "`puewatch jobs`), the site's PUE over the tenant's days with its ISO/IEC 30134-2 category and completeness, "
+        "green share and carbon, and the SHA-256 of the site's signed report for the same period (--report; its "
+        "signature must verify with KEY's public half). Signed with KEY as reports are (docs/report-schema.md).",
+    )
+    _store_args(p)
+    _period_args(p, required=True)
+    p.add_argument("--tenant", required=True, help="the tenant the statement is for")
+    p.add_argument("--sign", required=True, metavar="KEY", help="the site's Ed25519 private key (`puewatch keys new`)")
+    p.add_argument("--report", metavar="SIGNED_REPORT", help="the site's signed report (puewatch report --json --sign) "
+                   "for the same period: its digest and its daily energies go into the statement")
+    p.add_argument("--cell", dest="cell_s", type=float, default=60.0, metavar="SECONDS",
+                   help="attribution cell length, a whole number of collector cells dividing a day (default 60)")
+    p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml)")
+    p.add_argument("--out", metavar="FILE", help="write the signed JSON here (default: standard output)")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML rendering here")
+    p.set_defaults(handler="puewatch.jobs.statement:statement_main")
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:

@@ -77,6 +77,15 @@ def canonical_bytes(report: dict[str, Any]) -> bytes:
         raise CanonicalizationError(f"the report holds a value RFC 8785 cannot represent: {where or exc}") from None
 
 
+def digest(document: dict[str, Any]) -> str:
+    """SHA-256 (lower-case hex) of the bytes a signature covers: `canonical_bytes(document)`.
+
+    A voucher statement names the site's signed report by it: the same bytes in any language,
+    however the file was re-indented or re-serialised; the signature itself is left out (Ed25519
+    is deterministic, so the key id beside the digest pins the signed file)."""
+    return hashlib.sha256(canonical_bytes(document)).hexdigest()
+
+
 def _first_unrepresentable(value: Any, where: str) -> str | None:
     """Where the first value JCS refuses is, and why (for the error message), or None."""
     if isinstance(value, bool) or value is None:
@@ -329,9 +338,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def sign_main(args: argparse.Namespace) -> int:
     """`puewatch sign REPORT --key KEY [-o OUT]`."""
-    from puewatch.city.reportfile import load_report
+    from puewatch.city.reportfile import load_document
 
-    report = load_report(args.report)
+    report = load_document(args.report)  # a report or a voucher statement
     signed = sign_report(report, load_private_key(args.key))
     text = json.dumps(signed, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if args.output and args.output != "-":
@@ -345,22 +354,25 @@ def sign_main(args: argparse.Namespace) -> int:
 
 
 def verify_main(args: argparse.Namespace) -> int:
-    """`puewatch verify REPORT --pubkey KEY.pub`: exit 0 when valid, 1 when not, 2 on bad input."""
-    from puewatch.city.reportfile import load_report
+    """`puewatch verify DOCUMENT --pubkey KEY.pub`: a report or a voucher statement (told apart by
+    `schema`); exit 0 when valid, 1 when not, 2 on bad input."""
+    from puewatch.city.reportfile import load_document
+    from puewatch.city.statementfile import SCHEMA as STATEMENT
 
-    report = load_report(args.report)
+    document = load_document(args.report)
     key = load_public_key(args.pubkey)
     kid = key_id(key)
-    result = verify_report(report, {kid: key})
+    result = verify_report(document, {kid: key})
     if result.status == "unknown key":
         raise SignatureInvalid(
             f"{args.report}: signed with key id {result.key_id}, but {args.pubkey} is key id {kid}: "
             "signed with another key"
         )
     if not result.ok:
-        raise SignatureInvalid(f"{args.report}: {result.reason}")
-    print(
-        f"OK: {args.report}: site {report['site']}, {report['period_start']}..{report['period_end']}, "
-        f"signature valid (key id {kid})"
-    )
+        raise SignatureInvalid(f"{args.report}: {result.reason.replace('the report', 'the document')}"
+                               if document.get("schema") == STATEMENT else f"{args.report}: {result.reason}")
+    what = (f"voucher statement for tenant {document['tenant']}, site {document['site']}"
+            if document.get("schema") == STATEMENT else f"site {document['site']}")
+    print(f"OK: {args.report}: {what}, {document['period_start']}..{document['period_end']}, "
+          f"signature valid (key id {kid})")
     return 0

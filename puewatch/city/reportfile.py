@@ -48,36 +48,54 @@ def _json_integer(digits: str) -> int | float:
     return value
 
 
-def parse_report(text: str, source: str) -> dict[str, Any]:
-    """Parse and validate report JSON text; errors name `source`."""
+def parse_json(text: str, source: str) -> Any:
+    """Strict JSON: no duplicate keys, no NaN/Infinity, big integers as JavaScript reads them."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_int=_json_integer)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_int=_json_integer)
     except json.JSONDecodeError as exc:
         raise ReportError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
         raise ReportError(f"{source}: not a valid report: {exc}") from None
     except RecursionError:
         raise ReportError(f"{source}: not a valid report: nested too deeply") from None
-    return validate_report(data, source)
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read and validate a report file (`-` reads standard input)."""
+def parse_report(text: str, source: str) -> dict[str, Any]:
+    """Parse and validate report JSON text; errors name `source`."""
+    return validate_report(parse_json(text, source), source)
+
+
+def read_text(path: str | Path, what: str = "report") -> str:
+    """A document's text (`-` reads standard input); a missing or unreadable file is a one-line error."""
     path = str(path)
     try:
         if path == "-":
             import sys
 
-            text = sys.stdin.read()
-        else:
-            text = Path(path).read_text(encoding="utf-8")
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ReportError(f"{path}: report file not found") from None
+        raise ReportError(f"{path}: {what} file not found") from None
     except UnicodeDecodeError as exc:
         raise ReportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise ReportError(f"{path}: cannot read report: {exc.strerror}") from None
-    return parse_report(text, path)
+        raise ReportError(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a report file (`-` reads standard input)."""
+    return parse_report(read_text(path), str(path))
+
+
+def load_document(path: str | Path) -> dict[str, Any]:
+    """A signed document of either kind, told apart by its `schema`: a site report
+    (`puewatch.report/1`) or a voucher evidence statement (`puewatch.statement/1`)."""
+    from puewatch.city.statementfile import SCHEMA as STATEMENT, validate_statement
+
+    data = parse_json(read_text(path, "document"), str(path))
+    if isinstance(data, dict) and data.get("schema") == STATEMENT:
+        return validate_statement(data, str(path))
+    return validate_report(data, str(path))
 
 
 def _is_number(value: Any) -> bool:

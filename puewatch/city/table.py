@@ -363,19 +363,51 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    targets = resolve_targets(args.targets, args.preset)
+    targets_given = args.targets is not None or args.preset is not None
+    statements = getattr(args, "statements", None)
+    # With --statements only, the reports are the statements' references: no targets needed.
+    targets = resolve_targets(args.targets, args.preset) if targets_given or not statements else None
     public_keys = None
     if args.pubkeys:
         from puewatch.signing import load_public_keys
 
         public_keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
     reports = [(p, load_report(p)) for p in args.reports]
-    result = evaluate_city(reports, targets, public_keys)
+    result = evaluate_city(reports, targets, public_keys) if targets is not None else None
+    vouchers = None
+    if statements:
+        from puewatch.city.reportfile import load_document
+        from puewatch.city.statementfile import SCHEMA as STATEMENT, validate_statement
+        from puewatch.city.vouchers import evaluate_vouchers
+
+        docs = [(p, load_document(p)) for p in statements]
+        for p, d in docs:
+            validate_statement(d if d.get("schema") == STATEMENT else {}, p)  # a report given as a statement
+        vouchers = evaluate_vouchers(docs, reports, public_keys)
     if args.html:
-        write_file(args.html, render_html(result))
+        page = render_html(result) if result is not None else _CITY_PAGE
+        if vouchers is not None:
+            from puewatch.city.vouchers import render_html as vouchers_html
+
+            page = page.replace("</body></html>", vouchers_html(vouchers) + "\n</body></html>")
+        write_file(args.html, page)
+    passed = (result is None or result.passed) and (vouchers is None or vouchers.passed)
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+        out = result.to_json() if result is not None else {"signatures_verified": public_keys is not None}
+        if vouchers is not None:
+            out["vouchers"] = vouchers.to_json()
+        out["passed"] = passed
+        json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        print_table(result)
-    return 0 if result.passed else 1
+        if result is not None:
+            print_table(result)
+        if vouchers is not None:
+            from puewatch.city.vouchers import print_vouchers
+
+            print_vouchers(vouchers)
+    return 0 if passed else 1
+
+
+_CITY_PAGE = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Voucher statements</title>'
+              f"<style>{_CSS}</style></head><body>\n<h1>Voucher statements</h1>\n</body></html>\n")

@@ -80,17 +80,22 @@ def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None
     return frac, per_wh * (1.0 - frac), ok, factors_used
 
 
+def record_rows(ledger: Ledger, cells: Cells, site: SiteModel) -> np.ndarray:
+    """Each record's row of the cell factors: its node's zone (by the config's node patterns), else "no zone"."""
+    zone_row = {z: i for i, z in enumerate(cells.zones)}
+    out_row = len(cells.zones)
+    node_rows = np.array([zone_row.get(site.zone_of_node(n), out_row) for n in ledger.nodes] or [0], np.int64)
+    return node_rows[ledger.node]
+
+
 def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData | None = None,
               tenant: str | None = None) -> Attribution:
     warnings: list[str] = [f"job ledger: {n} records left out: {why}" for why, n in sorted(ledger.dropped.items())]
     f = cell_factors(cells)
     green_frac, carbon_per_wh, carbon_ok, factors_used = _green_and_carbon(cells, f.known, carbon, warnings)
-    zone_row = {z: i for i, z in enumerate(cells.zones)}
-    out_row = len(cells.zones)
-    node_rows = np.array([zone_row.get(site.zone_of_node(n), out_row) for n in ledger.nodes] or [0], np.int64)
     it = ledger.it_wh
-    res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, node_rows[ledger.node], cells.t0_ns, cells.cell_ns,
-                        f.factor, green_frac, carbon_per_wh)
+    res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
+                        cells.cell_ns, f.factor, green_frac, carbon_per_wh)
     jobs, tenants = _group(ledger, res, tenant, carbon_ok)
 
     # Unattributed: per row and cell, measured IT less the jobs' (over the cells with a factor).

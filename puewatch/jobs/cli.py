@@ -20,9 +20,9 @@ CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_w
                "carbon_kg")
 
 
-def compute(args: argparse.Namespace) -> dict[str, Any]:
+def load(args: argparse.Namespace):
+    """(site, cells, ledger, carbon data or None, source, start_ns, end_ns) for the arguments' period."""
     from puewatch.collector import config as collector_config
-    from puewatch.jobs.attribute import attribute
     from puewatch.jobs.carbon import load_carbon
     from puewatch.jobs.cells import read_cells
     from puewatch.jobs.ledger import read_ledger
@@ -42,6 +42,13 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         ledger = read_ledger(reader, start, end, MAX_INTERVAL_NS)
     finally:
         reader.close()
+    return site, cells, ledger, carbon, source, start, end
+
+
+def compute(args: argparse.Namespace) -> dict[str, Any]:
+    from puewatch.jobs.attribute import attribute
+
+    site, cells, ledger, carbon, source, start, end = load(args)
     a = attribute(ledger, cells, site, carbon, args.tenant)
     if args.tenant and not a.tenants:
         a.warnings.append(f"tenant {args.tenant!r} has no ledger record in the period")

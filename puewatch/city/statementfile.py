@@ -1,0 +1,60 @@
+"""Read a voucher evidence statement (`puewatch.statement/1`, docs/report-schema.md) and check
+the fields `verify` and `city` rely on, as reportfile does for reports: a missing or mistyped
+field is a one-line error naming the file and the field (exit status 2); unknown fields are
+kept (and signed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from puewatch.city.reportfile import ReportError, _is_number
+
+SCHEMA = "puewatch.statement/1"
+
+_FIELDS: dict[str, str] = {
+    "site": "string", "tenant": "string", "period_start": "string", "period_end": "string",
+    "it_energy_wh": "number", "facility_energy_wh": "number or null", "pue": "number or null",
+    "tenant_pue": "number or null", "completeness": "number or null", "days": "list", "jobs": "list",
+}
+
+
+def _ok(value: Any, kind: str) -> bool:
+    return {
+        "string": isinstance(value, str),
+        "number": _is_number(value),
+        "number or null": value is None or _is_number(value),
+        "list": isinstance(value, list),
+        "object or null": value is None or isinstance(value, dict),
+    }[kind]
+
+
+def _need(obj: dict[str, Any], key: str, kind: str, where: str, source: str) -> Any:
+    if key not in obj:
+        raise ReportError(f"{source}: {where}{key}: missing (schema {SCHEMA})")
+    if not _ok(obj[key], kind):
+        raise ReportError(f"{source}: {where}{key}: must be a {kind}, got {json.dumps(obj[key])[:40]}")
+    return obj[key]
+
+
+def validate_statement(data: Any, source: str) -> dict[str, Any]:
+    """Check `data` (parsed JSON) against the statement fields the city tools use; returns it unchanged."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ReportError(f"{source}: schema: must be {SCHEMA!r}")
+    for key, kind in _FIELDS.items():
+        _need(data, key, kind, "", source)
+    for i, day in enumerate(data["days"]):
+        if not isinstance(day, dict):
+            raise ReportError(f"{source}: days[{i}]: must be an object")
+        for key in ("period_start", "period_end"):
+            _need(day, key, "string", f"days[{i}].", source)
+        for key in ("it_energy_wh", "facility_energy_wh"):
+            _need(day, key, "number", f"days[{i}].", source)
+    ref = _need(data, "site_report", "object or null", "", source)
+    if ref is not None:
+        for key in ("sha256", "key_id", "period_start", "period_end"):
+            _need(ref, key, "string", "site_report.", source)
+    signature = data.get("signature")
+    if signature is not None and not isinstance(signature, dict):
+        raise ReportError(f"{source}: signature: must be an object")
+    return data

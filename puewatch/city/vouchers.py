@@ -1,0 +1,210 @@
+"""`puewatch city --statements ...`: voucher evidence statements checked against sites' signed reports.
+
+Each statement is matched to the report its `site_report.sha256` names (the SHA-256 of the
+report's signed bytes, puewatch.signing.digest) and checked, rule by rule, with the evidence:
+
+- `signature`: the statement's signature is valid (needs --pubkeys; without keys it is not
+  verified and the rule fails: a city cannot count what it cannot check);
+- `report_digest`: the digest names one of the given reports;
+- `period`: the statement's period is the report's;
+- `pue`: the statement's `pue` equals the site's PUE over the statement's days, recomputed here
+  from the report's `daily` rows (jobs.statement.site_pue_over_days, the one function both use):
+  the same doubles summed in the same order, so equal exactly; a relative difference up to
+  `PUE_REL_TOL` is allowed for a statement made by another implementation summing in another
+  order (at most 366 positive terms: rounding below 366 x 2^-53 = 4e-14).
+
+Per report, `energy_within_e_dc`: the facility-inclusive energy of all statements naming it adds
+up to no more than its E_DC (`facility_energy_wh`) times 1 + `SUM_REL_TOL` (the statements'
+energies and E_DC are sums of the same stored cells in other orders). Duplicate tenants are
+warned about (a tenant counted twice inflates the sum, which is what the rule is for).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from puewatch.city.check import RuleResult, fmt
+from puewatch.signing import Verification, digest, verify_report
+
+PUE_REL_TOL = 1e-12
+SUM_REL_TOL = 1e-9
+
+
+@dataclass
+class StatementRow:
+    path: str
+    statement: dict[str, Any]
+    signature: Verification
+    report: str | None  # the matched report's path
+    results: list[RuleResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.statement
+        return {"statement": self.path, "site": s["site"], "tenant": s["tenant"],
+                "period_start": s["period_start"], "period_end": s["period_end"],
+                "facility_energy_wh": s["facility_energy_wh"], "it_energy_wh": s["it_energy_wh"], "pue": s["pue"],
+                "signature": {"status": self.signature.status, "key_id": self.signature.key_id,
+                              "reason": self.signature.reason},
+                "report": self.report, "rules": [r.to_json() for r in self.results], "passed": self.passed}
+
+
+@dataclass
+class VoucherResult:
+    rows: list[StatementRow]
+    reports: list[dict[str, Any]]  # per report: path, site, digest, rule
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows) and all(r["rule"].passed for r in self.reports)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"statements": [r.to_json() for r in self.rows],
+                "reports": [{**{k: v for k, v in r.items() if k != "rule"}, "rule": r["rule"].to_json()}
+                            for r in self.reports],
+                "passed": self.passed, "warnings": self.warnings}
+
+
+def _signature(doc: dict[str, Any], public_keys: dict[str, Any] | None) -> Verification:
+    if public_keys is not None:
+        return verify_report(doc, public_keys)
+    if "signature" in doc:
+        kid = doc["signature"].get("key_id")
+        return Verification("unverified", kid if isinstance(kid, str) else None,
+                            "signed, but no public keys were given (--pubkeys DIR)")
+    return Verification("unsigned", None, "the statement has no signature")
+
+
+def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
+    from puewatch.jobs.statement import site_pue_over_days
+
+    site, _fac, _it, why = site_pue_over_days(report, s["days"])
+    stated = s["pue"]
+    days = f"{len(s['days'])} day(s)"
+    if site is None:
+        return RuleResult("pue", False, stated, None, "==", f"the site's PUE over the statement's {days} is "
+                          f"unknown: {why}: fail")
+    if stated is None:
+        return RuleResult("pue", False, None, site, "==", f"the statement states no PUE; the site's over its "
+                          f"{days} is {fmt(site)}: fail")
+    ok = abs(stated - site) <= PUE_REL_TOL * abs(site)
+    verdict = "equals" if ok else "is not"
+    return RuleResult("pue", ok, stated, site, "==", f"statement PUE {fmt(stated)} {verdict} the site's "
+                      f"{fmt(site)} over its {days} (report daily rows): {'pass' if ok else 'fail'}")
+
+
+def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: list[tuple[str, dict[str, Any]]],
+                      public_keys: dict[str, Any] | None) -> VoucherResult:
+    by_digest = {digest(r): (p, r) for p, r in reports}
+    rows: list[StatementRow] = []
+    claimed: dict[str, list[float]] = {d: [] for d in by_digest}
+    for path, s in statements:
+        sig = _signature(s, public_keys)
+        results = [RuleResult("signature", sig.ok, sig.status, "valid", None,
+                              f"{sig.reason}: {'pass' if sig.ok else 'fail'}")]
+        ref = s["site_report"]
+        match = by_digest.get(ref["sha256"]) if ref else None
+        if ref is None:
+            results.append(RuleResult("report_digest", False, None, None, None,
+                                      "the statement names no site report (made without --report): fail"))
+        elif match is None:
+            results.append(RuleResult("report_digest", False, ref["sha256"], None, None,
+                                      f"report digest {ref['sha256'][:16]}… matches none of the {len(reports)} "
+                                      "report(s) given: fail"))
+        else:
+            results.append(RuleResult("report_digest", True, ref["sha256"], ref["sha256"], "==",
+                                      f"report digest {ref['sha256'][:16]}… is {match[0]}: pass"))
+        if match is not None:
+            report = match[1]
+            same = (s["period_start"], s["period_end"]) == (report["period_start"], report["period_end"])
+            period = f"{s['period_start']}..{s['period_end']}"
+            results.append(RuleResult("period", same, period, f"{report['period_start']}..{report['period_end']}", "==",
+                                      f"statement period {period} " + ("is the report's: pass" if same else
+                                      f"is not the report's {report['period_start']}..{report['period_end']}: fail")))
+            results.append(_pue_rule(s, report))
+            if s["facility_energy_wh"] is not None:
+                claimed[ref["sha256"]].append(s["facility_energy_wh"])
+        rows.append(StatementRow(path, s, sig, match[0] if match else None, results))
+    out: list[dict[str, Any]] = []
+    for d, (path, report) in by_digest.items():
+        total, n, e_dc = sum(claimed[d]), len(claimed[d]), report["facility_energy_wh"]
+        if e_dc is None:
+            rule = RuleResult("energy_within_e_dc", False, total, None, "<=",
+                              f"{n} statement(s) claim {total / 1000:,.3f} kWh; the report states no E_DC: fail")
+        else:
+            ok = total <= e_dc * (1 + SUM_REL_TOL)
+            rule = RuleResult("energy_within_e_dc", ok, total, e_dc, "<=",
+                              f"{n} statement(s) claim {total / 1000:,.3f} kWh facility-inclusive, E_DC "
+                              f"{e_dc / 1000:,.3f} kWh: " + ("pass" if ok else "more than the site used: fail"))
+        out.append({"report": path, "site": report["site"], "sha256": d, "statements": n, "rule": rule})
+    warnings = [f"tenant {t!r} of site {site!r} has {n} statements naming one report: its energy is counted {n} times"
+                for (site, t, ref), n in Counter((r.statement["site"], r.statement["tenant"], r.report)
+                                                 for r in rows if r.report).items() if n > 1]
+    return VoucherResult(rows, out, warnings)
+
+
+def print_vouchers(result: VoucherResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=200)
+    console.print(Text("Voucher statements", style="bold"))
+    table = Table(show_header=True, header_style="bold")
+    rules = ("signature", "report_digest", "period", "pue")
+    for col in ("tenant", "site", "statement file", "facility kWh", "PUE", *rules, "overall"):
+        table.add_column(col, justify="right" if col in ("facility kWh", "PUE") else "left", overflow="fold")
+    for row in result.rows:
+        s = row.statement
+        got = {r.rule: r for r in row.results}
+        cells = [Text(s["tenant"]), Text(s["site"]), Text(row.path),
+                 Text("—" if s["facility_energy_wh"] is None else f"{s['facility_energy_wh'] / 1000:,.3f}"),
+                 Text("—" if s["pue"] is None else f"{s['pue']:.4f}")]
+        cells += [Text("—") if r not in got else Text("pass", style="green") if got[r].passed
+                  else Text("FAIL", style="bold red") for r in rules]
+        cells.append(Text("pass", style="bold green") if row.passed else Text("FAIL", style="bold red"))
+        table.add_row(*cells)
+    console.print(table)
+    for row in result.rows:
+        for r in row.results:
+            if not r.passed:
+                console.print(Text(f"{row.statement['tenant']} ({row.path}): {r.rule}: {r.evidence}"))
+    for r in result.reports:
+        x = r["rule"]
+        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {r['site']} ({r['report']}): {x.evidence}"))
+    for w in result.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+    failed = sum(not r.passed for r in result.rows)
+    console.print(Text(f"{len(result.rows) - failed} of {len(result.rows)} statements pass; vouchers: "
+                       + ("pass" if result.passed else "FAIL"), style="bold"))
+
+
+def render_html(result: VoucherResult) -> str:
+    """The vouchers section of the city page (escaped values, no scripts)."""
+    e = html.escape
+    out = ["<h2>Voucher statements</h2><table><thead><tr>"
+           + "".join(f"<th>{h}</th>" for h in ("tenant", "site", "statement file", "rule", "verdict", "evidence"))
+           + "</tr></thead><tbody>"]
+    for row in result.rows:
+        for r in row.results:
+            out.append(f"<tr><td>{e(row.statement['tenant'])}</td><td>{e(row.statement['site'])}</td>"
+                       f'<td class="file">{e(row.path)}</td><td>{e(r.rule)}</td>'
+                       f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
+                       f"<td>{e(r.evidence)}</td></tr>")
+    out.append("</tbody></table><ul>")
+    out += [f'<li class="{"pass" if r["rule"].passed else "fail"}">{e(r["rule"].rule)} {e(r["site"])} ({e(r["report"])}): '
+            f'{e(r["rule"].evidence)}</li>' for r in result.reports]
+    out += [f"<li>warning: {e(w)}</li>" for w in result.warnings]
+    out.append(f"<li><b>vouchers: {'pass' if result.passed else 'FAIL'}</b> ({json.dumps(len(result.rows))} "
+               "statements)</li></ul>")
+    return "\n".join(out)

@@ -1,0 +1,229 @@
+"""`puewatch statement`: a tenant's signed voucher evidence statement (issue 16, item 6).
+
+The figures are `puewatch jobs --tenant T`'s (one rule: the cell rule of attribute.py), plus a
+per-UTC-day split of the tenant's energy and the site's PUE over the days the tenant used, taken
+from the site's signed report for the same period (`--report`), whose digest the statement
+names. It is signed exactly as reports are (puewatch.signing: RFC 8785, Ed25519), so `puewatch
+verify` and any RFC 8785 + Ed25519 verifier check it. Schema: docs/report-schema.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from puewatch.core.timefmt import NS, format_time, parse_time
+from puewatch.errors import UserError
+
+SCHEMA = "puewatch.statement/1"
+DAY_NS = 86400 * NS
+# ISO/IEC 30134-2 categories by where IT energy is measured (puewatch/core/site.py).
+CATEGORY_TEXT = {1: "category 1 (IT energy at UPS outputs)", 2: "category 2 (IT energy at PDU outputs)",
+                 3: "category 3 (IT energy at the IT equipment's inputs)"}
+
+
+def _site_report(path: str, key_path: str, start_ns: int, end_ns: int) -> dict[str, Any]:
+    """The site's signed report for the period: its signature must verify with the signing key's
+    public half and its period must equal the statement's, else a one-line error."""
+    from puewatch.city.reportfile import load_report
+    from puewatch.signing import SignatureInvalid, key_id, load_private_key, verify_report
+
+    report = load_report(path)
+    public = load_private_key(key_path).public_key()
+    result = verify_report(report, {key_id(public): public})
+    if not result.ok:
+        raise SignatureInvalid(f"--report {path}: {result.reason} (the statement's key {key_path} is key id "
+                               f"{key_id(public)})")
+    if (parse_time(report["period_start"]), parse_time(report["period_end"])) != (start_ns, end_ns):
+        raise UserError(f"--report {path}: its period {report['period_start']}..{report['period_end']} is not the "
+                        f"statement's {format_time(start_ns)}..{format_time(end_ns)}")
+    return report
+
+
+def _tenant_cells(ledger, cells, site, tenant: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per attribution cell: the tenant's IT energy in known cells and its facility-inclusive energy (Wh)."""
+    from puewatch import kernels as k
+    from puewatch.jobs.attribute import record_rows
+    from puewatch.jobs.cells import cell_factors
+
+    f = cell_factors(cells)
+    mine = np.array([t == tenant for t, _ in ledger.jobs] or [False])[ledger.job] if len(ledger) else np.zeros(0, bool)
+    zeros = np.zeros(cells.n)
+    res = k.cell_shares(ledger.end_ns[mine], ledger.interval_ns[mine], ledger.it_wh[mine],
+                        record_rows(ledger, cells, site)[mine], cells.t0_ns, cells.cell_ns, f.factor, zeros, zeros)
+    has = np.isfinite(f.factor)
+    it = np.where(has, res.job_it_wh, 0.0).sum(axis=0)
+    fac = np.where(has, res.job_it_wh * np.where(has, f.factor, 0.0), 0.0).sum(axis=0)
+    return it, fac
+
+
+def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    """The UTC days (clipped to the period) in which the tenant has IT energy in known cells."""
+    starts = cells.edges_ns[:-1]
+    day = (starts // DAY_NS) * DAY_NS
+    if np.any((cells.edges_ns[1:] - 1) // DAY_NS * DAY_NS != day):
+        raise UserError(f"--cell ({cells.cell_ns / NS:g} s): a cell crosses midnight UTC; use a cell that divides a "
+                        "day, with the period starting on a cell boundary")
+    out = []
+    for d in np.unique(day).tolist():
+        sel = day == d
+        it = float(it_c[sel].sum())
+        if it > 0:
+            out.append({"period_start": format_time(max(d, start_ns)), "period_end": format_time(min(d + DAY_NS, end_ns)),
+                        "it_energy_wh": it, "facility_energy_wh": float(fac_c[sel].sum())})
+    return out
+
+
+def site_pue_over_days(report: dict[str, Any], days: list[dict[str, Any]]) -> tuple[float | None, float | None,
+                                                                                     float | None, str | None]:
+    """The site's PUE over the statement's days from the report's `daily` rows, summed in the
+    statement's order: (pue, facility Wh, IT Wh, why null). One function for `statement` and `city`."""
+    daily = {(r.get("period_start"), r.get("period_end")): r for r in report.get("daily") or [] if isinstance(r, dict)}
+    fac = it = 0.0
+    for d in days:
+        row = daily.get((d["period_start"], d["period_end"]))
+        if row is None:
+            return None, None, None, f"the report has no daily row {d['period_start']}..{d['period_end']}"
+        f, i = row.get("facility_energy_wh"), row.get("it_energy_wh")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (f, i)):
+            return None, None, None, f"the report's day {d['period_start'][:10]} has no facility or IT energy"
+        fac += f
+        it += i
+    if not days:
+        return None, None, None, "the tenant has no energy in a known cell of the period"
+    if it <= 0:
+        return None, fac, it, "the report's IT energy over the tenant's days is zero"
+    return fac / it, fac, it, None
+
+
+def build_statement(args: argparse.Namespace) -> dict[str, Any]:
+    from puewatch import __version__
+    from puewatch.jobs.attribute import attribute
+    from puewatch.jobs.cli import load
+    from puewatch.signing import digest
+
+    site, cells, ledger, carbon, source, start, end = load(args)
+    report = _site_report(args.report, args.sign, start, end) if args.report else None
+    a = attribute(ledger, cells, site, carbon, args.tenant)
+    if not a.tenants:
+        raise UserError(f"tenant {args.tenant!r} has no job ledger record in {format_time(start)}..{format_time(end)}")
+    t = a.tenants[0]
+    it_c, fac_c = _tenant_cells(ledger, cells, site, args.tenant)
+    days = _days(cells, it_c, fac_c, start, end)
+    warnings = list(a.warnings)
+    pue = pue_fac = pue_it = None
+    ref = None
+    if report is None:
+        warnings.append("no --report: the statement names no signed site report and states no site PUE")
+    else:
+        pue, pue_fac, pue_it, why = site_pue_over_days(report, days)
+        if why:
+            warnings.append(f"site PUE over the tenant's days unknown: {why}")
+        ref = {"sha256": digest(report), "key_id": report["signature"]["key_id"], "schema": report["schema"],
+               "period_start": report["period_start"], "period_end": report["period_end"],
+               "pue": report["pue"], "facility_energy_wh": report["facility_energy_wh"],
+               "it_energy_wh": report["it_energy_wh"], "category": report["category"]}
+    jobs = [{k: j[k] for k in ("job", "gpu_hours", "gpu_hours_by_model", "gpu_energy_wh", "it_energy_wh",
+                               "facility_energy_wh", "pue", "completeness")} for j in a.jobs]
+    return {
+        "schema": SCHEMA,
+        "site": site.name,
+        "tenant": args.tenant,
+        "period_start": format_time(start),
+        "period_end": format_time(end),
+        "cell_s": args.cell_s,
+        "job_count": t["jobs"],
+        "jobs": jobs,
+        "gpu_hours": t["gpu_hours"],
+        "gpu_hours_by_model": t["gpu_hours_by_model"],
+        "gpu_energy_wh": t["gpu_energy_wh"],
+        "host_energy_wh": t["host_energy_wh"],
+        "it_energy_wh": t["it_energy_wh"],
+        "it_energy_known_wh": float(it_c.sum()),
+        "facility_energy_wh": t["facility_energy_wh"],
+        "tenant_pue": t["pue"],
+        "completeness": t["completeness"],
+        "estimated_share": t["estimated_share"],
+        "category": site.category,
+        "pue": pue,
+        "pue_facility_energy_wh": pue_fac,
+        "pue_it_energy_wh": pue_it,
+        "days": days,
+        "green_energy_wh": t["green_energy_wh"],
+        "green_share": t["green_share"],
+        "carbon_kg": t["carbon_kg"],
+        "emission_factors": a.site["emission_factors"],
+        "site_report": ref,
+        "warnings": warnings,
+        "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generator": f"puewatch {__version__}",
+        "source": source,
+    }
+
+
+def _kwh(wh: float | None) -> str:
+    return "—" if wh is None else f"{wh / 1000:,.3f} kWh"
+
+
+def _n(x: float | None, fmt: str = ".4f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def render_html(s: dict[str, Any]) -> str:
+    """A self-contained page (inline CSS, no scripts); every value escaped. The signed JSON is the evidence."""
+    e = html.escape
+    rows = [
+        ("Site", s["site"]), ("Tenant", s["tenant"]), ("Period", f"{s['period_start']} .. {s['period_end']}"),
+        ("Jobs", str(s["job_count"])), ("GPU-hours", _n(s["gpu_hours"], ",.2f")),
+        *((f"GPU-hours, {m}", _n(h, ",.2f")) for m, h in sorted(s["gpu_hours_by_model"].items())),
+        ("IT energy", _kwh(s["it_energy_wh"])), ("Facility-inclusive energy", _kwh(s["facility_energy_wh"])),
+        ("Site PUE over the tenant's days", _n(s["pue"])),
+        ("PUE category (ISO/IEC 30134-2)", CATEGORY_TEXT.get(s["category"], str(s["category"]))),
+        ("Completeness", "—" if s["completeness"] is None else f"{s['completeness']:.1%}"),
+        ("Tenant's PUE (its cells, its zones)", _n(s["tenant_pue"])),
+        ("Green share", "—" if s["green_share"] is None else f"{s['green_share']:.1%}"),
+        ("Carbon", "—" if s["carbon_kg"] is None else f"{s['carbon_kg']:,.2f} kg CO2e"),
+        ("Site report SHA-256", s["site_report"]["sha256"] if s["site_report"] else "none (no --report)"),
+        ("Signature key id", (s.get("signature") or {}).get("key_id", "unsigned")),
+    ]
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>Voucher evidence statement: {e(s['tenant'])} at {e(s['site'])}</title>",
+           "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+           "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{background:#eee}</style></head><body>",
+           f"<h1>Voucher evidence statement: {e(s['tenant'])} at {e(s['site'])}</h1>",
+           "<p>The signed JSON file is the evidence (check it with <code>puewatch verify</code>); this page shows "
+           "it.</p><table>"]
+    out += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows]
+    out.append("</table><h2>Jobs</h2><table><tr><th>job</th><th>GPU-hours</th><th>IT</th>"
+               "<th>facility-inclusive</th><th>PUE</th></tr>")
+    out += [f"<tr><td>{e(j['job'])}</td><td>{_n(j['gpu_hours'], ',.2f')}</td><td>{_kwh(j['it_energy_wh'])}</td>"
+            f"<td>{_kwh(j['facility_energy_wh'])}</td><td>{_n(j['pue'])}</td></tr>" for j in s["jobs"]]
+    out.append("</table>")
+    if s["warnings"]:
+        out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in s["warnings"]) + "</ul>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def statement_main(args: argparse.Namespace) -> int:
+    from puewatch.signing import load_private_key, sign_report
+    from puewatch.spoolfiles import write_file
+
+    key = load_private_key(args.sign)  # a bad key is an error before the store is read
+    signed = sign_report(build_statement(args), key)
+    text = json.dumps(signed, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if args.out and args.out != "-":
+        write_file(args.out, text)
+    else:
+        sys.stdout.write(text)
+    if args.html:
+        write_file(args.html, render_html(signed))
+    for w in signed["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0

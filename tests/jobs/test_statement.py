@@ -1,0 +1,195 @@
+"""`puewatch statement`, `verify` and `city --statements`: a real embedded store holding the
+collector's per-cell energies, the meters' raw register readings they came from and the job
+ledger (tests/jobs/test_jobs.py's site); the site's report and the statements made and signed
+by the CLI in subprocesses; the city's checks passing and failing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from js_signature import js, node_ready
+from test_jobs import CARBON, N_SUB, SITE, SUB, T0, _cells, _lines
+
+from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.lineprotocol import encode_point
+from puewatch.signing import digest, load_private_key, sign_report
+
+PERIOD = ("--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T01:00:00Z")
+
+
+def _registers(c: dict[str, np.ndarray]) -> bytes:
+    """The meters' cumulative registers at every collector cell edge: the raw readings `report` reads."""
+    per_meter = {"incomer": c["e_dc"], "ups-a": c["it_a"], "crac-a": c["b_a"] - c["it_a"], "ups-x": c["it_x"],
+                 "pv": c["pv"]}
+    out = []
+    for meter, wh in per_meter.items():
+        reg = np.concatenate([[1000.0], 1000.0 + np.cumsum(wh)])
+        for k in range(N_SUB + 1):
+            out.append(encode_point("modbus", {"meter": meter}, {"energy_wh": float(reg[k])}, T0 + k * SUB))
+    return "\n".join(out).encode() + b"\n"
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "puewatch.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("statement")
+    conf = root / "collector.toml"
+    conf.write_text(SITE.format(state=root / "state"))
+    cells = _cells(np.random.default_rng(16))
+    store = EmbeddedStore(root / "store.sqlite")
+    store.write(_lines(cells))
+    store.write(_registers(cells))
+    store.close()
+    (root / "carbon.toml").write_text(CARBON)
+    keys = root / "keys"
+    assert cli("keys", "new", "--out", keys, "--name", "site").returncode == 0
+    common = ("--config", conf, "--store", root / "store.sqlite", *PERIOD)
+    r = cli("report", *common, "--json", "--sign", keys / "site.key", "-o", root / "report.json")
+    assert r.returncode == 0, r.stderr
+    for tenant in ("t1", "t2"):
+        r = cli("statement", *common, "--tenant", tenant, "--sign", keys / "site.key", "--report",
+                root / "report.json", "--carbon", root / "carbon.toml", "--out", root / f"{tenant}.json",
+                "--html", root / f"{tenant}.html")
+        assert r.returncode == 0, r.stderr
+    return {"root": root, "conf": conf, "cells": cells, "keys": keys, "common": common}
+
+
+def _write(path: Path, doc: dict) -> Path:
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    return path
+
+
+def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) -> None:
+    root = site["root"]
+    s = json.loads((root / "t1.json").read_text())
+    report = json.loads((root / "report.json").read_text())
+    jobs = cli("jobs", *site["common"], "--tenant", "t1", "--json", "--carbon", root / "carbon.toml")
+    assert jobs.returncode == 0, jobs.stderr
+    t = json.loads(jobs.stdout)["tenants"][0]
+    # The figures are `puewatch jobs`'s: one rule.
+    assert s["schema"] == "puewatch.statement/1" and s["tenant"] == "t1" and s["job_count"] == 2
+    assert sorted(j["job"] for j in s["jobs"]) == ["11", "13"]
+    for key in ("gpu_hours", "gpu_hours_by_model", "it_energy_wh", "facility_energy_wh", "completeness",
+                "green_share", "carbon_kg"):
+        assert s[key] == t[key], key
+    assert s["tenant_pue"] == t["pue"] and s["completeness"] == pytest.approx(59 / 60)
+    # The days add up to the totals; the PUE is the report's over the tenant's days (one day here).
+    assert sum(d["it_energy_wh"] for d in s["days"]) == pytest.approx(s["it_energy_known_wh"], rel=1e-12)
+    assert sum(d["facility_energy_wh"] for d in s["days"]) == pytest.approx(s["facility_energy_wh"], rel=1e-12)
+    m = {k: v.sum() for k, v in site["cells"].items()}
+    assert s["pue"] == pytest.approx(m["e_dc"] / m["it"], rel=1e-9) and s["pue"] == report["pue"]
+    assert s["category"] == report["category"] == 1  # IT metered at UPS outputs
+    # The digest: SHA-256 of the report's RFC 8785 bytes (its signature left out).
+    assert s["site_report"]["sha256"] == digest(report) and s["site_report"]["key_id"] == report["signature"]["key_id"]
+    assert s["signature"]["canonicalization"] == "RFC8785" and s["signature"]["alg"] == "ed25519"
+    page = (root / "t1.html").read_text()
+    assert "Voucher evidence statement: t1 at lab" in page and digest(report) in page
+
+
+def test_verify_accepts_a_statement_and_refuses_a_changed_kwh(site: dict, tmp_path: Path) -> None:
+    root, pub = site["root"], site["keys"] / "site.pub"
+    ok = cli("verify", root / "t1.json", "--pubkey", pub)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {root / 't1.json'}: voucher statement for tenant t1"), ok
+    doc = json.loads((root / "t1.json").read_text())
+    doc["facility_energy_wh"] += 1000.0  # one kWh more
+    bad = cli("verify", _write(tmp_path / "tampered.json", doc), "--pubkey", pub)
+    assert bad.returncode == 1 and "bad signature: the document is not what key" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_the_javascript_verifier_verifies_a_statement(site: dict, tmp_path: Path) -> None:
+    node = node_ready()
+    root, pub = site["root"], site["keys"] / "site.pub"
+    out = js(node, "verify", root / "t2.json", pub)
+    assert out.returncode == 0 and out.stdout.startswith("OK "), out.stdout
+    doc = json.loads((root / "t2.json").read_text())
+    doc["it_energy_wh"] *= 2
+    out = js(node, "verify", _write(tmp_path / "t2-changed.json", doc), pub)
+    assert out.returncode == 1 and "does not match" in out.stdout
+
+
+def test_statement_refuses_a_report_of_another_period_or_key(site: dict, tmp_path: Path) -> None:
+    root, keys = site["root"], site["keys"]
+    other = cli("report", "--config", site["conf"], "--store", root / "store.sqlite", "--from",
+                "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:30:00Z", "--json", "--sign", keys / "site.key",
+                "-o", tmp_path / "half.json")
+    assert other.returncode == 0, other.stderr
+    r = cli("statement", *site["common"], "--tenant", "t1", "--sign", keys / "site.key", "--report",
+            tmp_path / "half.json")
+    assert r.returncode == 2 and "is not the statement's 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert cli("keys", "new", "--out", tmp_path, "--name", "other").returncode == 0
+    r = cli("statement", *site["common"], "--tenant", "t1", "--sign", tmp_path / "other.key", "--report",
+            root / "report.json")
+    assert r.returncode == 1 and "not among the public keys given" in r.stderr and "Traceback" not in r.stderr
+    r = cli("statement", *site["common"], "--tenant", "nobody", "--sign", keys / "site.key")
+    assert r.returncode == 2 and "tenant 'nobody' has no job ledger record" in r.stderr
+
+
+def _city(site: dict, *statements: Path, report: Path | None = None) -> tuple[int, dict]:
+    r = cli("city", report or site["root"] / "report.json", "--pubkeys", site["keys"], "--json", "--statements",
+            *statements)
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_city_passes_the_sites_statements(site: dict, tmp_path: Path) -> None:
+    root = site["root"]
+    rc, doc = _city(site, root / "t1.json", root / "t2.json")
+    v = doc["vouchers"]
+    assert rc == 0 and doc["passed"] and v["passed"], v
+    for row in v["statements"]:
+        assert [r["rule"] for r in row["rules"]] == ["signature", "report_digest", "period", "pue"]
+        assert all(r["passed"] for r in row["rules"]), row
+    (rep,) = v["reports"]
+    t1, t2 = (json.loads((root / f"{t}.json").read_text()) for t in ("t1", "t2"))
+    assert rep["statements"] == 2 and rep["rule"]["value"] == t1["facility_energy_wh"] + t2["facility_energy_wh"]
+    assert rep["rule"]["limit"] == json.loads((root / "report.json").read_text())["facility_energy_wh"]
+    table = cli("city", root / "report.json", "--pubkeys", site["keys"], "--statements", root / "t1.json",
+                root / "t2.json", "--html", tmp_path / "city.html")
+    assert table.returncode == 0 and "2 of 2 statements pass; vouchers: pass" in table.stdout
+    assert "energy_within_e_dc" in (tmp_path / "city.html").read_text()
+
+
+def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_path: Path) -> None:
+    root, key = site["root"], load_private_key(site["keys"] / "site.key")
+    report = json.loads((root / "report.json").read_text())
+    # A site claiming more for a tenant than it used, signed with its own key: every signature is
+    # valid, and only the sum over the statements catches it.
+    inflated = json.loads((root / "t2.json").read_text())
+    inflated["facility_energy_wh"] = report["facility_energy_wh"]
+    inflated = _write(tmp_path / "t2-inflated.json", sign_report(inflated, key))
+    rc, doc = _city(site, root / "t1.json", inflated)
+    v = doc["vouchers"]
+    assert rc == 1 and not v["passed"] and all(row["passed"] for row in v["statements"])
+    rule = v["reports"][0]["rule"]
+    assert rule["rule"] == "energy_within_e_dc" and not rule["passed"] and "more than the site used: fail" in rule["evidence"]
+    # A statement naming another report (here: the report changed after the statement was made).
+    changed = dict(report, warnings=[*report["warnings"], "re-issued"])
+    changed = _write(tmp_path / "report-reissued.json", sign_report(changed, key))
+    rc, doc = _city(site, root / "t1.json", report=changed)
+    row = doc["vouchers"]["statements"][0]
+    assert rc == 1 and [r["rule"] for r in row["rules"]] == ["signature", "report_digest"]
+    assert not row["rules"][1]["passed"] and "matches none of the 1 report(s) given" in row["rules"][1]["evidence"]
+    # A statement whose PUE is not the site's over its days.
+    flattering = json.loads((root / "t1.json").read_text())
+    flattering["pue"] = 1.1
+    flattering = _write(tmp_path / "t1-flattering.json", sign_report(flattering, key))
+    rc, doc = _city(site, flattering)
+    pue = doc["vouchers"]["statements"][0]["rules"][3]
+    assert rc == 1 and pue["rule"] == "pue" and not pue["passed"] and pue["limit"] == report["pue"]
+    # A tampered statement: its signature fails in the city too.
+    tampered = json.loads((root / "t1.json").read_text())
+    tampered["it_energy_wh"] += 1.0
+    rc, doc = _city(site, _write(tmp_path / "t1-tampered.json", tampered))
+    sig = doc["vouchers"]["statements"][0]["rules"][0]
+    assert rc == 1 and sig["rule"] == "signature" and sig["value"] == "invalid"
