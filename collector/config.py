@@ -199,8 +199,17 @@ class CollectorConfig:
             if meter.device and meter.device not in self.snmp.names():
                 known = ", ".join(sorted(self.snmp.names())) or "none"
                 out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [[snmp.devices]] (known: {known})"))
+        if any(m.location for m in self.meters.values()):
+            out += self.resolve_locations()[1]
         out += [(key, msg) for key, msg in self.site_model().problems()]
         return out
+
+    def resolve_locations(self):
+        """The profiles the poller uses (with the totals meters' `location` selectors add) and the
+        selectors' problems; sets each such meter's `reading` (`profiles.resolve_meter_locations`)."""
+        from puewatch.collector.snmp import profiles as pf
+
+        return pf.resolve_meter_locations(self.meters, self.snmp.devices, pf.load_profiles(self.snmp.profile_dirs))
 
     def site_model(self) -> SiteModel:
         return SiteModel(self.collector.site, self.meters, self.zones)

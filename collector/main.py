@@ -278,7 +278,6 @@ class Collector:
         from puewatch.collector.ingest import IngestServer, Tokens
         from puewatch.collector.scopes import WriteScopes
         from puewatch.collector.snmp.poller import Poller
-        from puewatch.collector.snmp.profiles import load_profiles
         from puewatch.collector.stores.spool import StoreWriter
 
         conf = self.conf
@@ -347,7 +346,8 @@ class Collector:
             }
         )
         await ingest.start()
-        self.poller = Poller(conf.snmp.devices, self.on_poll, profiles=load_profiles(conf.snmp.profile_dirs))
+        profiles, _ = conf.resolve_locations()  # (their problems refused the config at load)
+        self.poller = Poller(conf.snmp.devices, self.on_poll, profiles=profiles)
         poll_task = asyncio.create_task(self.poller.run()) if conf.snmp.devices else None
         metrics_server = None
         if conf.metrics.listen:

@@ -41,6 +41,7 @@ from typing import Any
 from puewatch import config as cfg
 from puewatch.config import setting
 from puewatch.core import schema
+from puewatch.core.site import LOCATIONS, Meter
 from puewatch.errors import ConfigError
 
 #: The unit a reading of each quantity must be converted to (power always W, energy always Wh).
@@ -60,11 +61,6 @@ QUANTITY_UNITS: dict[str, str] = {
     "rated_power": "W",
     "rated_apparent_power": "VA",
 }
-
-#: Where a reading sits at the device (every profile reading declares one): the device's total input,
-#: one input cord/inlet, one phase (line) of an inlet, one branch circuit (breaker, fuse), one outlet,
-#: a metering module or unit of a chain, or a UPS's output, input or bypass (lines or totals).
-LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass")
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -633,3 +629,67 @@ def generic_profile(base: Profile, oids: Sequence[Any]) -> Profile:
 
 def is_finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# --- meters that name a location -----------------------------------------------------
+
+
+def location_total(profile: Profile, location: str, quantity: str) -> tuple[TotalSpec | None, str | None]:
+    """(the total a meter's `location` + `quantity` reads, None) or (None, why there is none).
+
+    The profile's own total at that location when it has one (it already chooses between a
+    device's alternative objects); else a total of every reading at that location measuring
+    `quantity`, all their rows summed (named `sum_<location>_<quantity>`), as the poller sums
+    any total.
+    """
+    own = [t for t in profile.totals if t.location == location and t.quantity == quantity]
+    if len(own) == 1:
+        return own[0], None
+    if len(own) > 1:
+        return None, (f"profile {profile.name!r} has several {quantity} totals at {location!r} "
+                      f"({', '.join(t.name for t in own)}): name one with `reading`")
+    keys = [s.key for s in profile.readings if s.location == location and s.quantity == quantity]
+    if not keys:
+        there = sorted({s.location for s in profile.readings if s.quantity == quantity} |
+                       {t.location for t in profile.totals if t.quantity == quantity})
+        has = f"it has {quantity} at: {', '.join(there)}" if there else f"it reads no {quantity}"
+        return None, f"profile {profile.name!r} has no {quantity} reading at {location!r} ({has})"
+    return TotalSpec(name=f"sum_{location}_{quantity}", quantity=quantity, sum=keys, location=location), None
+
+
+def resolve_meter_locations(meters: dict[str, Meter], devices: Sequence[Any], profiles: dict[str, Profile]
+                            ) -> tuple[dict[str, Profile], list[tuple[str, str]]]:
+    """Turn every meter's `location` selector into the reading it names (the meter's `reading`).
+
+    Returns the profiles with the totals the selectors add, which the poller polls (and a report
+    reads wraps and steps from), and the problems as (key, message). The one place the
+    live collector and the reports resolve a selector, so both read the same stored series.
+    Idempotent: a meter already resolved resolves to the same reading again.
+    """
+    out = dict(profiles)
+    problems: list[tuple[str, str]] = []
+    by_name = {d.name: d for d in devices}
+    for name, m in meters.items():
+        if not m.location:
+            continue
+        key = f"meters.{name}.location"
+        dev = by_name.get(m.device)
+        if dev is None:
+            continue  # the config's own check names the missing device
+        if not dev.profile:
+            problems.append((key, f"device {dev.name!r} names no `profile` (it would be chosen from the device's "
+                                  "sysObjectID at run time): name it so that the location can be resolved"))
+            continue
+        profile = out.get(dev.profile)
+        if profile is None:
+            problems.append((key, f"device {dev.name!r}: no profile named {dev.profile!r}"))
+            continue
+        total, why = location_total(profile, m.location, m.quantity)
+        if total is None:
+            problems.append((key, why))
+            continue
+        if all(t.name != total.name for t in profile.totals):
+            out[profile.name] = profile = dataclasses.replace(profile, totals=[*profile.totals, total])
+            profile.source = profiles[profile.name].source
+        m.reading = total.name
+    return out, problems

@@ -71,6 +71,12 @@ ROLES = (
     "water",
 )
 IT_POINTS = {"ups_output": 1, "pdu_output": 2, "it_input": 3}
+#: Where an SNMP reading sits at its device (every profile reading declares one): the device's total input,
+#: one input cord/inlet, one phase (line) of an inlet, one branch circuit (breaker, fuse), one outlet,
+#: a metering module or unit of a chain, or a UPS's output, input or bypass (lines or totals).
+LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass")
+#: What a meter's `location` selector may read: the SNMP profile quantities a meter turns into energy.
+SELECTOR_QUANTITIES = ("active_energy", "active_power")
 # Roles whose energy lies inside a zone's boundary when the zone has no input meter of its own.
 CONSUMING_ROLES = ("it", "cooling", "losses", "other")
 
@@ -121,6 +127,16 @@ class Meter:
         doc="The device profile's reading to use; default `total_active_energy` where the device has an energy "
         "register, else `total_active_power`.",
     )
+    location: str = setting(
+        "",
+        choices=("", *LOCATIONS),
+        doc="SNMP meter: where at the device to read, instead of naming a `reading`: the device's profile total at "
+        "that location (e.g. `total`: `total_active_energy`), else the sum of every row of every profile reading "
+        "there (e.g. `outlet`: all outlets, as the device answers them). The device must name its `profile`.",
+    )
+    quantity: str = setting(
+        "", choices=("", *SELECTOR_QUANTITIES), doc="With `location`: what to read there, `active_energy` or `active_power`."
+    )
     measurement: str = setting("", doc="Ingest series: measurement name (instead of `device`).")
     tags: dict[str, str] = setting(default_factory=dict, doc="Ingest series: tags that select the series (all must match).")
     field: str = setting("", doc="Ingest series: the field holding the value.")
@@ -159,6 +175,14 @@ class Meter:
             problems.append(("point", f"only IT meters have a measurement point (role is {self.role!r})"))
         if bool(self.device) == bool(self.measurement):
             problems.append(("device", "set exactly one source: `device` (SNMP) or `measurement` (ingest series)"))
+        if self.location and not self.device:
+            problems.append(("location", "selects a reading of an SNMP device: set `device` too"))
+        elif self.location and self.reading:
+            problems.append(("location", "name the reading (`reading`) or where it sits (`location`), not both"))
+        elif self.location and not self.quantity:
+            problems.append(("quantity", f"say what to read at {self.location!r}: {' or '.join(SELECTOR_QUANTITIES)}"))
+        if self.quantity and not self.location:
+            problems.append(("quantity", "only with `location` (the reading is what `reading` names)"))
         if self.measurement:
             from puewatch.core.schema import ingest_measurement_fault  # schema imports this module
 

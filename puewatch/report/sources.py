@@ -146,7 +146,8 @@ def load_site(path: str | Path) -> SiteModel:
 def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[str], source: str) -> None:
     """Fill `site.snmp_modulus_wh` / `site.snmp_modulus_unknown` for the SNMP meters.
 
-    A meter reads its `reading`, else the device's `total_active_energy` register (the one the
+    A meter reads its `reading` (a `location` selector resolved to one, `profiles.resolve_meter_locations`,
+    as the collector does), else the device's `total_active_energy` register (the one the
     report prefers). A device that names a profile which neither the built-in profiles nor
     `profile_dirs` hold, or a meter whose device has no `[[snmp.devices]]` entry, is a
     ConfigError: the report would wrap its register differently from the collector. A device
@@ -161,6 +162,13 @@ def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[s
     missing = [d for d in profile_dirs if not Path(d).is_dir()]
     by_name = {d.name: d for d in devices}
     profiles: dict[str, Any] | None = None
+    if any(m.location for m in snmp_meters.values()):
+        # The same resolution as the collector's (`CollectorConfig.check`): the meter reads the
+        # stored series of the reading its location names, with that total's wrap and step.
+        profiles, problems = pf.resolve_meter_locations(
+            snmp_meters, devices, pf.load_profiles([d for d in profile_dirs if d not in missing]))
+        for key, message in problems:
+            raise ConfigError(f"{source}: {key}: {message}")
     for name, m in snmp_meters.items():
         dev = by_name.get(m.device)
         if dev is None:

@@ -253,3 +253,31 @@ def test_sys_object_id_sent_as_text_is_the_oid_it_names():
     assert pf.sys_object_id(".1.3.6.1.4.1.232.165.11 ") == "1.3.6.1.4.1.232.165.11"
     assert pf.sys_object_id("HP PDU") is None and pf.sys_object_id(None) is None and pf.sys_object_id(42) is None
     assert [p.name for p in pf.candidates(pf.load_profiles(), pf.sys_object_id(".1.3.6.1.4.1.232.165.11"))][0] == "hpe-cpqpower"
+
+
+def test_every_shipped_location_resolves_and_totals_are_preferred():
+    """A meter's `location` + `quantity` (site file) resolves to the profile's own total where it has one at
+    that location, else to a total of every reading there; a location without such a reading is refused."""
+    from puewatch.core.site import Meter
+
+    profiles = pf.load_profiles()
+    for name, profile in profiles.items():
+        for quantity in ("active_energy", "active_power"):
+            own = {t.location: t.name for t in profile.totals if t.quantity == quantity}
+            for location in {s.location for s in profile.readings if s.quantity == quantity} | set(own):
+                total, why = pf.location_total(profile, location, quantity)
+                assert why is None, (name, location, why)
+                if location in own:
+                    assert total.name == own[location], (name, location)
+                else:
+                    keys = [s.key for s in profile.readings if s.location == location and s.quantity == quantity]
+                    assert total.sum == keys and total.name == f"sum_{location}_{quantity}", (name, location)
+    # Resolving twice (collector config check, then the poller's start; or a report) gives the same.
+    device = type("Device", (), {"name": "pdu", "profile": "raritan-pdu2"})()
+    meters = {"m": Meter(role="it", point="it_input", device="pdu", location="outlet", quantity="active_energy")}
+    first, problems = pf.resolve_meter_locations(meters, [device], profiles)
+    again, _ = pf.resolve_meter_locations(meters, [device], first)
+    assert not problems and meters["m"].reading == "sum_outlet_active_energy"
+    assert first["raritan-pdu2"].totals == again["raritan-pdu2"].totals
+    assert first["raritan-pdu2"].totals[-1].sum == ["outlet_active_energy"]
+    assert profiles["raritan-pdu2"].totals != first["raritan-pdu2"].totals  # the shipped profile is untouched
