@@ -8,6 +8,7 @@ Imported by this unique name (several folders have a conftest.py, so helpers nev
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,10 +52,12 @@ def _oid_key(oid: str) -> tuple[int, ...]:
 
 
 def in_oid_order(data: Path, work: Path) -> tuple[Path, list[str]]:
-    """A folder serving `data`'s recordings in OID order: a link to each file already in order, and in
-    `work` (a temporary folder, never the repository) a sorted copy of each that is not (snmpsim's GETNEXT
-    follows the file order; some real captures are out of order or repeat an OID, whose first line is
-    kept). Returns the folder and a note per file so rewritten."""
+    """A folder in `work` (a temporary folder, never the repository) serving `data`'s recordings in OID
+    order: a plain copy of each file already in order, a sorted copy of each that is not (snmpsim's
+    GETNEXT follows the file order; some real captures are out of order or repeat an OID, whose first
+    line is kept). Copies, never symlinks: snmpsim 1.2 names a symlinked file by its target's path cut
+    at the data folder's depth, so the community came out right only where both paths happened to be
+    equally deep. Returns the folder and a note per file rewritten."""
     out = work / "recordings"
     out.mkdir(parents=True, exist_ok=True)
     notes = []
@@ -66,7 +69,7 @@ def in_oid_order(data: Path, work: Path) -> tuple[Path, list[str]]:
             keyed.append((_oid_key(oid) if oid.replace(".", "").isdigit() else (), line))
         keys = [k for k, _ in keyed]
         if all(a < b for a, b in zip(keys, keys[1:])):
-            (out / path.name).symlink_to(path)
+            shutil.copyfile(path, out / path.name)
             continue
         first: dict[tuple[int, ...], str] = {}
         for k, line in keyed:
