@@ -340,6 +340,26 @@ class TotalSpec:
 
 
 @dataclass
+class ReadingsFrom:
+    """Take every reading and total of another profile, its OIDs moved to another subtree.
+
+    For vendors that ship one MIB under two enterprise arcs (Conteg's CONTEG-DATABUS-MIB is
+    Schleifenbauer's databus model): the objects, units and ranges are written once.
+    """
+
+    profile: str = setting(min=1, doc="Name of the profile whose readings and totals are taken.")
+    subtree: str = setting(doc="The OID subtree of that profile's objects (every OID it reads lies below it).")
+    moved_to: str = setting(doc="The subtree that replaces it here.")
+
+    def check(self) -> list[tuple[str, str]]:
+        for name in ("subtree", "moved_to"):
+            problem = check_oid(getattr(self, name))
+            if problem:
+                return [(name, problem)]
+        return []
+
+
+@dataclass
 class Profile:
     """A meter profile file (`config/profiles/*.toml`)."""
 
@@ -347,6 +367,9 @@ class Profile:
     match: Match = setting(default_factory=Match, doc="How devices are recognised.")
     readings: list[ReadingSpec] = setting(default_factory=list, doc="The readings.")
     totals: list[TotalSpec] = setting(default_factory=list, doc="Device totals.")
+    readings_from: ReadingsFrom | None = setting(
+        None, doc="Take the readings and totals of another profile with its OIDs moved (the same MIB under another arc)."
+    )
     source: str = field(default="<profile>", init=False, repr=False, compare=False)
 
     @property
@@ -360,6 +383,13 @@ class Profile:
         raise KeyError(key)
 
     def check(self) -> list[tuple[str, str]]:
+        if self.readings_from is not None:
+            if self.readings or self.totals:
+                return [("readings", f"the readings and totals come from profile {self.readings_from.profile!r} "
+                                     "(readings_from): list none here")]
+            if not self.match.requires_any:
+                return [("match.requires_any", "name the subtrees to check on the device (this profile's own OIDs)")]
+            return []  # checked once the readings are taken (resolve_readings_from)
         keys: dict[str, int] = {}
         for i, spec in enumerate(self.readings):
             if spec.key in keys:
@@ -450,7 +480,50 @@ def load_profiles(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Profile]:
             raise ConfigError(f"{d}: profile directory not found")
         for path in sorted(d.glob("*.toml")):
             add(load_profile_file(path))
+    for name, p in list(profiles.items()):
+        if p.readings_from is not None:
+            profiles[name] = resolve_readings_from(p, profiles)
     return profiles
+
+
+# Every ReadingSpec field that holds an OID (RowFilter's `column` and `via` are moved too).
+_OID_FIELDS = ("oid", "column", "decimal_digits_column", "entity_scale_column", "entity_precision_column",
+               "label_column", "unit_column", "signed_factor_column")
+
+
+def resolve_readings_from(p: Profile, profiles: dict[str, Profile]) -> Profile:
+    """`p` with the readings and totals of the profile it names in `readings_from`, OIDs moved."""
+    src = p.readings_from
+    assert src is not None
+    where = f"{p.source}: readings_from.profile"
+    base = profiles.get(src.profile)
+    if base is None:
+        raise ConfigError(f"{where}: no profile named {src.profile!r}; profiles: {', '.join(sorted(profiles))}")
+    if base.readings_from is not None:
+        raise ConfigError(f"{where}: {src.profile!r} takes its own readings from {base.readings_from.profile!r}; "
+                          "name that profile")
+
+    def move(oid: str, key: str) -> str:
+        if not oid:
+            return oid
+        if not oid_startswith(oid, src.subtree):
+            raise ConfigError(f"{p.source}: readings_from.subtree: {src.profile!r} {key} {oid} is not below {src.subtree}")
+        return src.moved_to + oid[len(src.subtree):]
+
+    def move_filter(f: RowFilter | None, key: str) -> RowFilter | None:
+        if f is None:
+            return None
+        return dataclasses.replace(f, column=move(f.column, key), via=move(f.via, key))
+
+    readings = []
+    for spec in base.readings:
+        moved = {name: move(getattr(spec, name), f"{spec.key}.{name}") for name in _OID_FIELDS}
+        readings.append(dataclasses.replace(
+            spec, **moved, where=[move_filter(f, f"{spec.key}.where") for f in spec.where],
+            valid_if=move_filter(spec.valid_if, f"{spec.key}.valid_if")))
+    out = dataclasses.replace(p, readings=readings, totals=[dataclasses.replace(t) for t in base.totals])
+    out.source = p.source
+    return out
 
 
 def register_step(profile: Profile, reading: str) -> float:

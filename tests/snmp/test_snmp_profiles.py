@@ -130,6 +130,58 @@ def test_bad_profile_names_file_and_key(tmp_path, old, new, message):
     assert "\n" not in text
 
 
+MOVED = textwrap.dedent(
+    """
+    [profile]
+    name = "acme-databus"
+
+    [match]
+    sysobjectid_prefixes = ["1.3.6.1.4.1.99998"]
+    requires_any = ["1.3.6.1.4.1.99998.12.1.1.2.6.1.1.10"]
+
+    [readings_from]
+    profile = "schleifenbauer"
+    subtree = "1.3.6.1.4.1.31034.12.1"
+    moved_to = "1.3.6.1.4.1.99998.12.1"
+    """
+)
+
+
+def test_readings_from_another_profile_with_oids_moved(tmp_path):
+    """One MIB under two vendors' arcs is written once: every OID moves, everything else is the same."""
+    write(tmp_path, MOVED)
+    profiles = pf.load_profiles([tmp_path])
+    base, moved = profiles["schleifenbauer"], profiles["acme-databus"]
+    assert moved.source == str(tmp_path / "acme.toml") and moved.match.sysobjectid_prefixes == ["1.3.6.1.4.1.99998"]
+    assert len(moved.readings) == len(base.readings) and moved.totals == base.totals
+    for a, b in zip(base.readings, moved.readings):
+        assert b.column == a.column.replace("1.3.6.1.4.1.31034.12.1", "1.3.6.1.4.1.99998.12.1", 1)
+        assert (b.key, b.location, b.quantity, b.scale, b.kind, b.raw_range) == (a.key, a.location, a.quantity, a.scale,
+                                                                                  a.kind, a.raw_range)
+    assert profiles["conteg-databus"].reading("input_active_power").column == "1.3.6.1.4.1.28402.12.1.1.2.6.1.1.10"
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('profile = "schleifenbauer"', 'profile = "nope"', "readings_from.profile: no profile named 'nope'"),
+        ('profile = "schleifenbauer"', 'profile = "conteg-databus"',
+         "readings_from.profile: 'conteg-databus' takes its own readings from 'schleifenbauer'"),
+        ('subtree = "1.3.6.1.4.1.31034.12.1"', 'subtree = "1.3.6.1.4.1.31034.12.2"', "is not below 1.3.6.1.4.1.31034.12.2"),
+        ('moved_to = "1.3.6.1.4.1.99998.12.1"', 'moved_to = "99998"', "readings_from.moved_to: must be a numeric OID"),
+        ('[readings_from]', '[[totals]]\nname = "total_active_power"\nquantity = "active_power"\nsum = ["x"]\n\n[readings_from]',
+         "readings: the readings and totals come from profile 'schleifenbauer'"),
+    ],
+)
+def test_readings_from_errors_name_file_and_key(tmp_path, old, new, message):
+    assert old in MOVED
+    path = write(tmp_path, MOVED.replace(old, new, 1))
+    with pytest.raises(ConfigError) as exc:
+        pf.load_profiles([tmp_path])
+    text = str(exc.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
 def test_profile_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="invalid TOML"):
         pf.load_profile_file(write(tmp_path, "[profile\nname = 1"))

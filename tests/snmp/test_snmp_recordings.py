@@ -24,6 +24,7 @@ WANT = {
     "raritan-pdu2-one-inlet": ("raritan-pdu2", 34561 / 10, 987654.0),
     "rittal-cmc3-variable-table": ("rittal-cmc3", 345 * 1000 / 100, 12345 * 1000 / 10),  # kW, kWh; scale -100, -10
     "cyberpower-phase-and-banks": ("cyberpower-epdu", 800.0, None),  # the phase row only: banks are parts of it
+    "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
 }
 
 
