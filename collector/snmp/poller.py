@@ -178,13 +178,13 @@ class Meter:
                     break
                 if not flt.via:
                     col = await walk(flt.column)
-                    indices = [idx for idx in indices if _int(col.get(idx)) in flt.values]
+                    indices = [idx for idx in indices if flt.keeps(_int(col.get(idx)))]
                 else:
                     pointers = await self.client.get([f"{flt.via}.{idx}" for idx in indices])
                     targets = sorted({p for p in (_int(x) for x in pointers) if p is not None and p > 0})
                     tvals = dict(zip(targets, await self.client.get([f"{flt.column}.{t}" for t in targets])))
                     indices = [
-                        idx for idx, p in zip(indices, pointers) if _int(p) is not None and _int(tvals.get(_int(p))) in flt.values
+                        idx for idx, p in zip(indices, pointers) if _int(p) is not None and flt.keeps(_int(tvals.get(_int(p))))
                     ]
             if spec.label_column and indices:
                 pattern = re.compile(spec.label_match)
@@ -261,7 +261,7 @@ class Meter:
             refused = None
             if x is None:
                 value = NAN
-            elif spec.valid_if is not None and valid is not None and _int(valid) not in spec.valid_if.values:
+            elif spec.valid_if is not None and valid is not None and not spec.valid_if.keeps(_int(valid)):
                 # (An agent without the column at all (no such object) says nothing about the
                 # row: its value counts. Captures often hold only the value columns.)
                 value = NAN

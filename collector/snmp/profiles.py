@@ -141,7 +141,12 @@ class RowFilter:
     """Keep table rows where another column at the row's index (or at the row it points to) has one of `values`."""
 
     column: str = setting(doc="Column OID (without index) whose value is tested.")
-    values: list[int] = setting(min=1, doc="Allowed values (integers, e.g. enumerations).")
+    values: list[int] = setting(default_factory=list, doc="Allowed values (integers, e.g. enumerations).")
+    range: list[int] = setting(
+        default_factory=list,
+        doc="Allowed values as `[min, max]` (e.g. the SYNTAX range of an outlet number, whose 0 marks an unused row); "
+        "set `values` or `range`.",
+    )
     via: str = setting(
         "",
         doc="Pointer column: its value at the row's index is the index at which `column` is read "
@@ -155,7 +160,20 @@ class RowFilter:
                 problem = check_oid(value)
                 if problem:
                     return [(name, problem)]
+        if bool(self.values) == bool(self.range):
+            return [("values", "set exactly one of `values` (allowed values) and `range` ([min, max])")]
+        problem = check_range(self.range)
+        if problem:
+            return [("range", problem)]
         return []
+
+    def keeps(self, value: int | None) -> bool:
+        """True if a row whose tested column holds `value` (None: absent or not a number) is kept."""
+        if value is None:
+            return False
+        if self.range:
+            return self.range[0] <= value <= self.range[1]
+        return value in self.values
 
 
 @dataclass

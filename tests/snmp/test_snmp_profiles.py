@@ -130,6 +130,21 @@ def test_bad_profile_names_file_and_key(tmp_path, old, new, message):
     assert "\n" not in text
 
 
+def test_row_filter_by_range(tmp_path):
+    """`where` keeps rows whose column lies in [min, max] (an outlet number of 0 is no outlet)."""
+    flt = pf.RowFilter(column="1.3.6.1.4.1.99999.5.2", range=[1, 256])
+    assert [flt.keeps(v) for v in (0, 1, 256, 257, None)] == [False, True, True, False, False]
+    assert pf.RowFilter(column="1.3.6.1.4.1.99999.5.2", values=[6]).keeps(6)
+    base = GOOD.replace("missing_values = [-1]", "missing_values = [-1]\nwhere = [{ column = \"1.3.6.1.4.1.99999.5.2\", %s }]")
+    for fields, message in [
+        ("range = [5, 1]", "readings[0].where[0].range: must be [min, max] with min <= max"),
+        ("values = [1], range = [1, 2]", "readings[0].where[0].values: set exactly one of `values`"),
+        ("values = []", "readings[0].where[0].values: set exactly one of `values`"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            pf.load_profile_file(write(tmp_path, base % fields))
+
+
 MOVED = textwrap.dedent(
     """
     [profile]

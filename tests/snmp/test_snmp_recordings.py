@@ -24,12 +24,32 @@ WANT = {
     "raritan-pdu2-one-inlet": ("raritan-pdu2", 34561 / 10, 987654.0),
     "rittal-cmc3-variable-table": ("rittal-cmc3", 345 * 1000 / 100, 12345 * 1000 / 10),  # kW, kWh; scale -100, -10
     "cyberpower-phase-and-banks": ("cyberpower-epdu", 800.0, None),  # the phase row only: banks are parts of it
+    "apc-cpdu-unused-outlets": ("apc-cpdu", 1234.0, 5678 * 100.0),  # W; tenths of kWh
     "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
 }
 
 
 def test_every_recording_is_checked():
     assert sorted(WANT) == check_recordings(RECORDINGS)
+
+
+def _probe(port: int, community: str):
+    device = cfg.build(
+        SnmpDevice,
+        {"name": community, "host": "127.0.0.1", "port": port, "community": community, "timeout_s": 3.0, "retries": 1},
+        "test",
+    )
+    return asyncio.run(probe(device))
+
+
+def test_unused_outlet_rows_are_no_readings(snmpsim_recordings):
+    """CPDU-MIB: a pduOutletMeteredStatusTable row whose outlet number is 0 is no outlet (row filter by range)."""
+    result = _probe(snmpsim_recordings.port, "apc-cpdu-unused-outlets")
+    outlets = {r.name: r.value for r in result.readings if r.location == "outlet"}
+    assert outlets == {"pdu1_outlet1_active_power": 700.0, "pdu1_outlet2_active_power": 534.0}
+    oids = {r.oid for r in result.readings}
+    # the peak (2.4.1.6) and the resettable energy (2.4.1.10) are not readings
+    assert not {"1.3.6.1.4.1.318.1.1.32.2.4.1.6.1", "1.3.6.1.4.1.318.1.1.32.2.4.1.10.1"} & oids
 
 
 @pytest.mark.parametrize("community", sorted(WANT))
