@@ -26,6 +26,7 @@ WANT = {
     "cyberpower-phase-and-banks": ("cyberpower-epdu", 800.0, None),  # the phase row only: banks are parts of it
     "apc-cpdu-unused-outlets": ("apc-cpdu", 1234.0, 5678 * 100.0),  # W; tenths of kWh
     "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
+    "planet-digipdu-feed": ("planet-digipdu", 850.0, None),  # DIGIPDU-MIB has no energy with a unit
 }
 
 
