@@ -27,6 +27,7 @@ WANT = {
     "apc-cpdu-unused-outlets": ("apc-cpdu", 1234.0, 5678 * 100.0),  # W; tenths of kWh
     "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
     "planet-digipdu-feed": ("planet-digipdu", 850.0, None),  # DIGIPDU-MIB has no energy with a unit
+    "powertek-pwt-inlet": ("powertek-pwt", 5120 / 10, None),  # 0.1 W; inletEnergy's unit is not credible
 }
 
 
@@ -51,6 +52,13 @@ def test_unused_outlet_rows_are_no_readings(snmpsim_recordings):
     oids = {r.oid for r in result.readings}
     # the peak (2.4.1.6) and the resettable energy (2.4.1.10) are not readings
     assert not {"1.3.6.1.4.1.318.1.1.32.2.4.1.6.1", "1.3.6.1.4.1.318.1.1.32.2.4.1.10.1"} & oids
+
+
+def test_powertek_voltage_column_is_not_power(snmpsim_recordings):
+    """PWTv1-MIB column 15 is inletVoltPhase1 (an older MIB layout calls it phase 1 power): never a W reading."""
+    result = _probe(snmpsim_recordings.port, "powertek-pwt-inlet")
+    assert not [r for r in result.readings if r.oid and r.oid.startswith("1.3.6.1.4.1.42610.1.4.4.1.6.1.2.1.15.")]
+    assert not [r for r in result.readings if r.unit == "Wh"]  # inletEnergy not read
 
 
 @pytest.mark.parametrize("community", sorted(WANT))
