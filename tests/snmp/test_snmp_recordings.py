@@ -29,10 +29,12 @@ WANT = {
     "planet-digipdu-feed": ("planet-digipdu", 850.0, None),  # DIGIPDU-MIB has no energy with a unit
     "powertek-pwt-inlet": ("powertek-pwt", 5120 / 10, None),  # 0.1 W; inletEnergy's unit is not credible
 }
+# No power total: the MIB defines no active power (reads outlet energy only).
+NO_POWER = {"ipoman-outlets": ("ipoman", {"outlet1_active_energy": 98765.0, "outlet2_active_energy": 0.0})}
 
 
 def test_every_recording_is_checked():
-    assert sorted(WANT) == check_recordings(RECORDINGS)
+    assert sorted([*WANT, *NO_POWER]) == check_recordings(RECORDINGS)
 
 
 def _probe(port: int, community: str):
@@ -42,6 +44,15 @@ def _probe(port: int, community: str):
         "test",
     )
     return asyncio.run(probe(device))
+
+
+@pytest.mark.parametrize("community", sorted(NO_POWER))
+def test_recording_without_active_power(community, snmpsim_recordings):
+    profile, want = NO_POWER[community]
+    result = _probe(snmpsim_recordings.port, community)
+    assert result.profile == profile
+    got = {r.name: r.value for r in result.readings if r.unit in ("W", "Wh")}
+    assert got == want, got  # no total_active_power: never made up
 
 
 def test_unused_outlet_rows_are_no_readings(snmpsim_recordings):
