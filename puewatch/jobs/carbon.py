@@ -18,19 +18,24 @@ docs/operator-guide.md and config/carbon.toml:
     start = "2025-01-01"              # the period it covers (UTC; end excluded)
     end = "2025-02-01"
     mwh = 100.0
+    source = "registry or contract"   # optional: where the entry can be checked
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from puewatch.core.timefmt import parse_time
 from puewatch.errors import UserError
+
+if TYPE_CHECKING:
+    from puewatch.report.model import CarbonRow
 
 GREEN_KINDS = ("certificate", "ppa")
 
@@ -50,6 +55,7 @@ class GreenEntry:
     start_ns: int
     end_ns: int
     mwh: float
+    source: str = ""  # registry or contract, as the operator enters it
 
 
 @dataclass
@@ -129,7 +135,8 @@ def load_carbon(path: str | Path) -> CarbonData:
                 times.append(parse_time(str(text)))
             except (TypeError, ValueError):
                 raise UserError(f"{where}.{key}: expected a UTC date or RFC 3339 time, got {value!r}") from None
-        g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where))
+        g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where),
+                       _get(t, "source", str, where).strip() if "source" in t else "")
         if g.end_ns <= g.start_ns:
             raise UserError(f"{where}: end must be after start")
         if not g.mwh >= 0:
@@ -143,43 +150,72 @@ def load_carbon(path: str | Path) -> CarbonData:
     return data
 
 
-def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
-    """The report's green share, carbon and CUE (fields added to `puewatch report`'s JSON).
+NO_CARBON_FILE = "no carbon data file given (puewatch report --carbon FILE: the grid's emission factors)"
 
-    Green energy: the renewable meters' (REF x E_DC) plus the certificates and PPAs over the
-    period, capped at E_DC. Carbon: the grid part of E_DC times the region's factor of each
-    UTC year, weighted by the share of the period in that year. CUE = kg CO2e / kWh of IT.
-    """
+
+def _year_edges_ns(year: int) -> tuple[int, int]:
     import datetime as dt
 
     from puewatch.core.timefmt import NS
 
-    e_dc, e_it, ref = document.get("facility_energy_wh"), document.get("it_energy_wh"), document.get("ref")
-    out: dict[str, Any] = {"green_energy_wh": None, "green_share": None, "carbon_kg": None, "cue_kg_per_kwh": None,
-                           "emission_factors": []}
-    if e_dc is None or e_dc <= 0:
-        return out
-    green = (ref or 0.0) * e_dc
-    if data is not None:
-        green += float(data.green_wh(np.array([start_ns, end_ns]))[0])
-    green = min(green, e_dc)
-    out.update(green_energy_wh=green, green_share=green / e_dc)
-    if data is None or not data.factors:
-        return out
+    return (int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS,
+            int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
+
+
+def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, renewable_meters: list[str],
+               data: CarbonData, start_ns: int, end_ns: int) -> CarbonRow:
+    """The period's green share, carbon and CUE, with where each figure comes from.
+
+    Green energy: the renewable meters' (REF x E_DC) plus the certificates and PPAs over the
+    period (each spread evenly in time over its own period), capped at E_DC. Carbon: the grid
+    part of E_DC (E_DC - green) times the region's factor of each UTC year, weighted by the share
+    of the period in that year; green energy counts as emitting none. CUE (ISO/IEC 30134-8) =
+    kg CO2e of the data centre's energy / kWh of IT energy. Unknown is None with the reason.
+    """
+    from puewatch.core.timefmt import NS, format_time
+    from puewatch.report.model import CarbonRow, EmissionFactorRow, GreenEntryRow
+
+    edges = np.array([start_ns, end_ns], dtype=np.int64)
+    entries = [GreenEntryRow(g.kind, g.id, format_time(g.start_ns), format_time(g.end_ns), g.mwh, g.source,
+                             float(CarbonData(green=[g]).green_wh(edges)[0]))
+               for g in data.green if g.start_ns < end_ns and g.end_ns > start_ns]
+    # REF is null without renewable meters (no green energy from meters) or when their energy is not known.
+    meters_wh = ref * e_dc_wh if ref is not None and e_dc_wh is not None else (None if renewable_meters else 0.0)
+    row = CarbonRow(green_energy_wh=None, green_share=None, carbon_kg=None, cue_kg_per_kwh=None, emission_factors=[],
+                    carbon_region=data.region, renewable_meters=list(renewable_meters), renewable_meters_wh=meters_wh,
+                    green_entries=entries, green_capped_wh=0.0, carbon_unknown=None, cue_unknown=None)
+    if e_dc_wh is None or e_dc_wh <= 0:
+        row.carbon_unknown = row.cue_unknown = "facility energy (E_DC) not known for the period"
+        return row
+    offered = (meters_wh or 0.0) + sum(e.energy_in_period_wh for e in entries)
+    green = min(offered, e_dc_wh)
+    row.green_energy_wh, row.green_share, row.green_capped_wh = green, green / e_dc_wh, offered - green
     y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
     y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
-    weighted = 0.0
+    weighted, used = 0.0, []
     for year in range(y0, y1 + 1):
         f = data.factor(year)
         if f is None:
-            out["emission_factors"] = []
-            return out
-        lo = max(start_ns, int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
-        hi = min(end_ns, int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
-        weighted += f.kg_co2e_per_kwh * (hi - lo) / (end_ns - start_ns)
-        out["emission_factors"].append({"region": f.region, "year": f.year, "kg_co2e_per_kwh": f.kg_co2e_per_kwh,
-                                        "source": f.source})
-    carbon = (e_dc - green) / 1000.0 * weighted
-    out["carbon_kg"] = carbon
-    out["cue_kg_per_kwh"] = carbon / (e_it / 1000.0) if e_it else None
-    return out
+            row.carbon_unknown = row.cue_unknown = (
+                f"no emission factor for region {data.region!r} and year {year} in {data.path}"
+                if data.region else f"{data.path} names no region and no emission factor")
+            return row
+        lo, hi = _year_edges_ns(year)
+        share = (min(end_ns, hi) - max(start_ns, lo)) / (end_ns - start_ns)
+        weighted += f.kg_co2e_per_kwh * share
+        used.append(EmissionFactorRow(f.region, f.year, f.kg_co2e_per_kwh, f.source, share))
+    row.emission_factors = used
+    row.carbon_kg = (e_dc_wh - green) / 1000.0 * weighted
+    if e_it_wh is None or e_it_wh <= 0:
+        row.cue_unknown = "IT energy (E_IT) not known for the period"
+    else:
+        row.cue_kg_per_kwh = row.carbon_kg / (e_it_wh / 1000.0)
+    return row
+
+
+def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
+    """`carbon_row` of a report's JSON document, as the fields `puewatch report --carbon` adds."""
+    renewable = [m["meter"] for m in document.get("meters", []) if m.get("role") == "renewable"]
+    row = carbon_row(document.get("facility_energy_wh"), document.get("it_energy_wh"), document.get("ref"),
+                     renewable, data if data is not None else CarbonData(), start_ns, end_ns)
+    return row.to_dict()
