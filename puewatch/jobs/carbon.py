@@ -154,30 +154,63 @@ NO_CARBON_FILE = "no carbon data file given (puewatch report --carbon FILE: the 
 
 
 def _year_edges_ns(year: int) -> tuple[int, int]:
-    import datetime as dt
-
     from puewatch.core.timefmt import NS
 
     return (int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS,
             int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
 
 
+@dataclass(frozen=True)
+class YearPart:
+    """The part of a report's period in one UTC year and its energies (from the monthly rows)."""
+
+    year: int
+    start_ns: int
+    end_ns: int
+    facility_wh: float  # E_DC in it (months without data count none, as in the period's E_DC)
+    renewable_wh: float | None  # the renewable meters' energy in it; None: not known
+
+
+def year_parts(start_ns: int, end_ns: int, month_starts_ns: list[int], facility_wh: list[float | None],
+               renewable_wh: list[float | None] | None) -> list[YearPart]:
+    """The period's UTC years, each with the sums of the monthly rows starting in it (a month never
+    crosses a year). `renewable_wh` None: the site has no renewable meter (0 in every year)."""
+    from puewatch.core.timefmt import NS
+
+    y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
+    y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
+    out = []
+    for year in range(y0, y1 + 1):
+        lo, hi = _year_edges_ns(year)
+        rows = [k for k, t in enumerate(month_starts_ns) if lo <= t < hi]
+        fac = sum(facility_wh[k] or 0.0 for k in rows)
+        if renewable_wh is None:
+            ren: float | None = 0.0
+        else:
+            parts = [renewable_wh[k] for k in rows]
+            ren = None if any(x is None for x in parts) and fac > 0 else sum(x or 0.0 for x in parts)
+        out.append(YearPart(year, max(start_ns, lo), min(end_ns, hi), fac, ren))
+    return out
+
+
 def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, renewable_meters: list[str],
-               data: CarbonData, start_ns: int, end_ns: int) -> CarbonRow:
+               years: list[YearPart], data: CarbonData, start_ns: int, end_ns: int) -> CarbonRow:
     """The period's green share, carbon and CUE, with where each figure comes from.
 
-    Green energy: the renewable meters' (REF x E_DC) plus the certificates and PPAs over the
-    period (each spread evenly in time over its own period), capped at E_DC. Carbon: the grid
-    part of E_DC (E_DC - green) times the region's factor of each UTC year, weighted by the share
-    of the period in that year; green energy counts as emitting none. CUE (ISO/IEC 30134-8) =
-    kg CO2e of the data centre's energy / kWh of IT energy. Unknown is None with the reason.
+    Green energy, year by year: the renewable meters' plus the certificates and PPAs (each spread
+    evenly in time over its own period), capped at that year's E_DC. Carbon: each year's grid part
+    (its E_DC less its green energy) times the region's factor for that year; green energy counts
+    as emitting none. CUE (ISO/IEC 30134-8) = kg CO2e of the data centre's energy / kWh of IT
+    energy. Unknown is None with the reason, never 0.
     """
-    from puewatch.core.timefmt import NS, format_time
+    from puewatch.core.timefmt import format_time
     from puewatch.report.model import CarbonRow, EmissionFactorRow, GreenEntryRow
 
-    edges = np.array([start_ns, end_ns], dtype=np.int64)
+    def entries_wh(lo: int, hi: int, g: GreenEntry) -> float:
+        return float(CarbonData(green=[g]).green_wh(np.array([lo, hi], dtype=np.int64))[0])
+
     entries = [GreenEntryRow(g.kind, g.id, format_time(g.start_ns), format_time(g.end_ns), g.mwh, g.source,
-                             float(CarbonData(green=[g]).green_wh(edges)[0]))
+                             entries_wh(start_ns, end_ns, g))
                for g in data.green if g.start_ns < end_ns and g.end_ns > start_ns]
     # REF is null without renewable meters (no green energy from meters) or when their energy is not known.
     meters_wh = ref * e_dc_wh if ref is not None and e_dc_wh is not None else (None if renewable_meters else 0.0)
@@ -187,25 +220,26 @@ def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, 
     if e_dc_wh is None or e_dc_wh <= 0:
         row.carbon_unknown = row.cue_unknown = "facility energy (E_DC) not known for the period"
         return row
-    offered = (meters_wh or 0.0) + sum(e.energy_in_period_wh for e in entries)
-    green = min(offered, e_dc_wh)
+    green, offered, grid, used, missing = 0.0, 0.0, [], [], None
+    for y in years:
+        y_offered = ((y.renewable_wh or 0.0) if meters_wh is not None else 0.0) + sum(
+            entries_wh(y.start_ns, y.end_ns, g) for g in data.green)
+        y_green = min(y_offered, y.facility_wh)
+        green, offered = green + y_green, offered + y_offered
+        grid.append(y.facility_wh - y_green)
+        f = data.factor(y.year)
+        if f is None and missing is None:
+            missing = (f"no emission factor for region {data.region!r} and year {y.year} in {data.path}"
+                       if data.region else f"{data.path} names no region and no emission factor")
+        if f is not None:
+            used.append(EmissionFactorRow(f.region, f.year, f.kg_co2e_per_kwh, f.source,
+                                          (y.end_ns - y.start_ns) / (end_ns - start_ns), y.facility_wh, y_green))
     row.green_energy_wh, row.green_share, row.green_capped_wh = green, green / e_dc_wh, offered - green
-    y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
-    y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
-    weighted, used = 0.0, []
-    for year in range(y0, y1 + 1):
-        f = data.factor(year)
-        if f is None:
-            row.carbon_unknown = row.cue_unknown = (
-                f"no emission factor for region {data.region!r} and year {year} in {data.path}"
-                if data.region else f"{data.path} names no region and no emission factor")
-            return row
-        lo, hi = _year_edges_ns(year)
-        share = (min(end_ns, hi) - max(start_ns, lo)) / (end_ns - start_ns)
-        weighted += f.kg_co2e_per_kwh * share
-        used.append(EmissionFactorRow(f.region, f.year, f.kg_co2e_per_kwh, f.source, share))
+    if missing is not None:
+        row.carbon_unknown = row.cue_unknown = missing
+        return row
     row.emission_factors = used
-    row.carbon_kg = (e_dc_wh - green) / 1000.0 * weighted
+    row.carbon_kg = sum(g * f.kg_co2e_per_kwh / 1000.0 for g, f in zip(grid, used))
     if e_it_wh is None or e_it_wh <= 0:
         row.cue_unknown = "IT energy (E_IT) not known for the period"
     else:
@@ -213,9 +247,26 @@ def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, 
     return row
 
 
+def report_years(document: dict[str, Any], renewable_monthly_wh: list[float | None] | None) -> list[YearPart]:
+    """`year_parts` of a report's JSON document (its `monthly` rows)."""
+    from puewatch.core.timefmt import parse_time
+
+    start, end = parse_time(document["period_start"]), parse_time(document["period_end"])
+    monthly = document.get("monthly") or []
+    return year_parts(start, end, [parse_time(r["period_start"]) for r in monthly],
+                      [r["facility_energy_wh"] for r in monthly], renewable_monthly_wh)
+
+
 def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
-    """`carbon_row` of a report's JSON document, as the fields `puewatch report --carbon` adds."""
+    """`carbon_row` of a report-like document holding only the period's figures (E_DC, E_IT, REF):
+    its energies are split among the years by time. `puewatch report --carbon` uses the monthly rows
+    instead (`report_years`)."""
     renewable = [m["meter"] for m in document.get("meters", []) if m.get("role") == "renewable"]
-    row = carbon_row(document.get("facility_energy_wh"), document.get("it_energy_wh"), document.get("ref"),
-                     renewable, data if data is not None else CarbonData(), start_ns, end_ns)
+    e_dc, ref = document.get("facility_energy_wh"), document.get("ref")
+    span = end_ns - start_ns
+    years = [YearPart(y.year, y.start_ns, y.end_ns, (e_dc or 0.0) * (y.end_ns - y.start_ns) / span,
+                      None if ref is None or e_dc is None else ref * e_dc * (y.end_ns - y.start_ns) / span)
+             for y in year_parts(start_ns, end_ns, [], [], None)]
+    row = carbon_row(e_dc, document.get("it_energy_wh"), ref, renewable, years,
+                     data if data is not None else CarbonData(), start_ns, end_ns)
     return row.to_dict()

@@ -95,7 +95,9 @@ class EmissionFactorRow(_Row):
     year: int  # calendar year (UTC)
     kg_co2e_per_kwh: float
     source: str
-    period_share: float  # the share of the report's period in this year: the factor's weight
+    period_share: float  # the share of the report's period's time in this year
+    facility_energy_wh: float  # E_DC in this year's part of the period (the monthly rows')
+    green_energy_wh: float  # green energy in it (capped at that E_DC); the factor weighs the rest
 
 
 @dataclass
@@ -116,9 +118,9 @@ class CarbonRow(_Row):
     """Green share, carbon and CUE of the period (`report --carbon`): added to the report's fields
     as they are (flat), after the others, before signing. None is unknown, never 0."""
 
-    green_energy_wh: float | None  # renewable meters + entries, capped at E_DC
+    green_energy_wh: float | None  # renewable meters + entries, capped at E_DC in each year
     green_share: float | None  # green_energy_wh / E_DC
-    carbon_kg: float | None  # (E_DC - green) x the time-weighted factor, kg CO2e
+    carbon_kg: float | None  # sum over years of (E_DC - green) x the year's factor, kg CO2e
     cue_kg_per_kwh: float | None  # ISO/IEC 30134-8: carbon_kg / E_IT in kWh
     emission_factors: list[EmissionFactorRow]
     carbon_region: str  # the site's grid region (the data file's `region`)
@@ -177,3 +179,7 @@ class Report(_Row):
     generator: str
     source: dict[str, Any]
     figures: ReportFigures | None = field(default=None, compare=False, metadata={"serialised": False})
+    # The renewable meters' energy per row of `monthly`, Wh (None: unknown or no such meter): what
+    # `report --carbon` splits green energy by year with (not serialised; REF is the period's).
+    renewable_monthly_wh: list[float | None] | None = field(default=None, compare=False,
+                                                            metadata={"serialised": False})

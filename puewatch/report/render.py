@@ -96,12 +96,13 @@ def carbon_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     region = report.get("carbon_region") or "(none)"
     for f in report.get("emission_factors") or []:
         rows.append((f"grid emission factor {f['region']} {f['year']}",
-                     f"{f['kg_co2e_per_kwh']:.4g} kg CO2e/kWh for {_pct(f['period_share'])} of the period; "
-                     f"source: {f['source']}"))
+                     f"{f['kg_co2e_per_kwh']:.4g} kg CO2e/kWh on {_mwh(f['facility_energy_wh'] - f['green_energy_wh'])}"
+                     f" from the grid (E_DC {_mwh(f['facility_energy_wh'])} less green "
+                     f"{_mwh(f['green_energy_wh'])}) in {f['year']}; source: {f['source']}"))
     if not report.get("emission_factors"):
         rows.append(("grid emission factor", f"none used (region {region})"))
     rows.append(("carbon", f"not known: {why}" if report["carbon_kg"] is None
-                 else f"{report['carbon_kg']:,.1f} kg CO2e (grid energy: E_DC less green energy)"))
+                 else f"{report['carbon_kg']:,.1f} kg CO2e (each year's grid energy x its factor)"))
     cue = report["cue_kg_per_kwh"]
     rows.append(("CUE (ISO/IEC 30134-8)", f"not known: {report.get('cue_unknown') or why}" if cue is None
                  else f"{cue:.4f} kg CO2e/kWh of IT energy"))

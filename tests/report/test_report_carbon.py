@@ -98,12 +98,22 @@ def test_report_carbon_in_json_table_and_csv(site: dict[str, Path]) -> None:
     green = doc["ref"] * e_dc + CERT_MWH * 1e6 / 2
     assert doc["green_energy_wh"] == pytest.approx(green, rel=1e-12) and doc["green_capped_wh"] == 0
     assert doc["green_share"] == pytest.approx(green / e_dc, rel=1e-12)
-    # Carbon: the grid part of E_DC times each year's factor, weighted by the year's share of the period.
+    # Carbon: each year's grid part (its E_DC, from the monthly rows, less its green energy: the solar
+    # meter's constant power over its 12 h, and the certificate in 2026) times that year's factor.
+    e_2025, e_2026 = (m["facility_energy_wh"] for m in doc["monthly"])
+    solar_12h = SOLAR_W * 12
     assert [(f["year"], f["kg_co2e_per_kwh"], f["period_share"]) for f in doc["emission_factors"]] == [
         (2025, EF_2025, 0.5), (2026, EF_2026, 0.5)]
-    assert doc["emission_factors"][0]["source"] == "test value 2025, not a published factor"
-    carbon_kg = (e_dc - green) / 1000 * (EF_2025 + EF_2026) / 2
+    f25, f26 = doc["emission_factors"]
+    assert f25["source"] == "test value 2025, not a published factor"
+    assert f25["facility_energy_wh"] == e_2025 and f26["facility_energy_wh"] == e_2026
+    assert f25["green_energy_wh"] == pytest.approx(solar_12h, rel=1e-6)
+    assert f26["green_energy_wh"] == pytest.approx(solar_12h + CERT_MWH * 1e6 / 2, rel=1e-6)
+    carbon_kg = ((e_2025 - f25["green_energy_wh"]) * EF_2025 + (e_2026 - f26["green_energy_wh"]) * EF_2026) / 1000
     assert doc["carbon_kg"] == pytest.approx(carbon_kg, rel=1e-12)
+    # The load is not the same in both halves (the synthetic site's daily cycle): weighing the factors by
+    # time would give another figure.
+    assert abs(carbon_kg - (e_dc - green) / 1000 * (EF_2025 + EF_2026) / 2) > 1.0
     assert doc["cue_kg_per_kwh"] == pytest.approx(carbon_kg / (e_it / 1000), rel=1e-12)
     assert doc["carbon_unknown"] is None and doc["cue_unknown"] is None and doc["carbon_region"] == "test-grid"
 
