@@ -171,3 +171,20 @@ def test_unknown_carbon_is_said_with_its_reason_never_zero(site: dict[str, Path]
     assert "carbon not known: no emission factor for region 'test-grid' and year 2025" in flat
     assert "CUE (ISO/IEC 30134-8) not known: no emission factor" in flat
     assert not re.search(r"\b0\.0 kg CO2e", flat) and "0.0000 kg CO2e/kWh" not in flat
+
+
+def test_an_auditor_recomputes_the_carbon_from_the_export(site: dict[str, Path], tmp_path: Path) -> None:
+    """`recompute --carbon` from `export`'s CSV and the site file gives the report's carbon fields."""
+    carbon = str(site["dir"] / "carbon.toml")
+    doc = json.loads(_report(site, "--json", "--carbon", carbon))
+    readings = tmp_path / "readings.csv"
+    out = subprocess.run([*RUN, "export", "--config", str(site["conf"]), *PERIOD, "-o", str(readings)],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([*RUN, "recompute", "--readings", str(readings), "--site", str(site["conf"]), *PERIOD, "--json",
+                          "--carbon", carbon], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout)
+    for key in ("green_energy_wh", "green_share", "carbon_kg", "cue_kg_per_kwh", "emission_factors", "green_entries",
+                "renewable_meters_wh", "carbon_unknown"):
+        assert again[key] == doc[key], key
