@@ -350,11 +350,13 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def _report_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
-                   help="table (terminal), json (docs/report-schema.md), csv (monthly and daily tables), html")
+                   help="table (terminal), json (docs/report-schema.md), csv (the period, monthly and daily rows), html")
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--target", type=float, help="PUE target drawn on the HTML figure (e.g. 1.3)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--sign", metavar="KEY", help="sign the JSON report with this Ed25519 private key (`puewatch keys new`)")
+    p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): adds green "
+                   "share, carbon and CUE (ISO/IEC 30134-8) with the emission factors' and green energy's sources")
 
 
 def register_report(sub: argparse._SubParsersAction) -> None:
@@ -368,8 +370,6 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     _store_args(p)
     _period_args(p, required=True)
     _report_output_args(p)
-    p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): adds green "
-                   "share, carbon and CUE (ISO/IEC 30134-8) with the emission factors' sources")
     p.set_defaults(handler="puewatch.report.cli:report_main")
 
 

@@ -49,3 +49,22 @@ def page_width(page: Path, work: Path, width: int = 1400) -> int:
     m = re.search(r'data-scroll-width="(\d+)"', dom)
     assert m, dom[-2000:]
     return int(m.group(1))
+
+
+def inner_texts(page: Path, work: Path, selectors: list[str], width: int = 1400) -> list[str]:
+    """The text Chromium lays out (innerText) for the first element of each CSS selector in `page`, "" where none
+    matches: what a reader of the page sees, read on a copy of the page with a script added."""
+    import json
+
+    work.mkdir(parents=True, exist_ok=True)
+    probe = work / ("text-" + page.name)
+    script = ("<script>document.body.setAttribute('data-texts', JSON.stringify("
+              + json.dumps(selectors) + ".map(s => { const e = document.querySelector(s); "
+              "return e ? e.innerText : ''; })))</script></body>")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script), encoding="utf-8")
+    dom = _run(probe, work / "chromium", width, 900, "--dump-dom").stdout
+    m = re.search(r'data-texts="([^"]*)"', dom)
+    assert m, dom[-2000:]
+    import html
+
+    return json.loads(html.unescape(m.group(1)))

@@ -99,3 +99,65 @@ def test_the_operator_guide_s_configuration_examples_are_valid(tmp_path):
     # The Telegraf blocks are Telegraf's TOML: at least well-formed.
     tomllib.loads(by_head["[[outputs.influxdb_v2]]"])
     tomllib.loads(by_head["[[inputs.modbus]]"])
+
+
+def test_the_operator_guide_s_job_and_carbon_examples_load(tmp_path):
+    """Section 8's blocks: the `[sources.jobs]` ones load with the guide's agent block (the same validation as
+    `--check-config`), the static job map and the carbon data file load with the agent's and the reports' readers."""
+    from puewatch.agent import config as acfg
+    from puewatch.agent.sources.jobholders import read_static_map
+    from puewatch.jobs.carbon import load_carbon
+
+    blocks = _toml_blocks(ROOT / "docs" / "operator-guide.md")
+    agent_block = next(b for b in blocks if b.startswith("[agent]"))
+    token = tmp_path / "agent.token"
+    token.write_text("0123456789abcdef0123\n")
+    agent_block = agent_block.replace("/run/credentials/puewatch-agent.service/agent-token", str(token))
+    jobs_blocks = [b for b in blocks if b.startswith("[sources.jobs]")]
+    assert len(jobs_blocks) == 2
+    loaded = []
+    for i, block in enumerate(jobs_blocks):
+        path = tmp_path / f"agent{i}.toml"
+        path.write_text(agent_block + "\n" + block)
+        loaded.append(acfg.load(path).sources.jobs)
+    slurm, kube = loaded
+    assert slurm.slurm and slurm.hook_state_dir == "/run/puewatch/jobs" and slurm.host_estimate_w == 350.0
+    assert not kube.slurm and kube.hook_state_dir == "" and kube.kubernetes
+    assert kube.kubelet_socket == "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+    static = tmp_path / "jobs.toml"
+    static.write_text(next(b for b in blocks if b.startswith("[[gpu]]")))
+    assert read_static_map(static) == {"0": ("lab-7-reserved-2026", "lab-7"),
+                                       "GPU-5b0f3c1e-8a7d-4c55-9f59-1d2e3f4a5b6c": ("lab-9-inference", "lab-9")}
+
+    carbon = tmp_path / "carbon.toml"
+    carbon.write_text(next(b for b in blocks if b.startswith("region = ")))
+    data = load_carbon(carbon)
+    assert data.factor(2026) is not None and data.factor(2026).source.startswith("publisher")
+    assert [(g.kind, g.id, g.mwh, g.source) for g in data.green] == [
+        ("certificate", "GEC-2026-000123", 120.0, "green certificate registry, retirement record")]
+
+
+def test_the_operator_guide_s_slurm_hook_script_runs_the_hook(tmp_path):
+    """The guide's Prolog/Epilog script, run as slurmd runs it (SLURM_SCRIPT_CONTEXT, the job's variables), with the
+    installed puewatch in place of /opt/puewatch: job-start writes the job's record, job-end removes it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "operator-guide.md").read_text()
+    script = next(b for b in re.findall(r"^```sh\n(.*?)^```", text, re.S | re.M) if "SLURM_SCRIPT_CONTEXT" in b)
+    state = tmp_path / "jobs"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(script.replace("/opt/puewatch/bin/puewatch", str(Path(sys.executable).with_name("puewatch")))
+                    .replace("/run/puewatch/jobs", str(state)))
+    hook.chmod(0o755)
+    env = {**os.environ, "SLURM_JOB_ID": "4242", "SLURM_JOB_ACCOUNT": "lab-7", "SLURM_JOB_GPUS": "0,3"}
+    out = subprocess.run([str(hook)], env={**env, "SLURM_SCRIPT_CONTEXT": "prolog_slurmd"}, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert json.loads((state / "4242.json").read_text()) == {"job": "4242", "tenant": "lab-7", "gpus": ["0", "3"]}
+    out = subprocess.run([str(hook)], env={**env, "SLURM_SCRIPT_CONTEXT": "epilog_slurmd"}, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "" and not (state / "4242.json").exists()

@@ -164,3 +164,18 @@ def seconds(value: str) -> float:
     m = re.fullmatch(r"(\d+)(s|min)?", value)
     assert m, f"unexpected time span {value!r}"
     return int(m.group(1)) * (60 if m.group(2) == "min" else 1)
+
+
+def test_the_agent_s_slurm_drop_in_verifies(tmp_path):
+    """systemd/README.md's drop-in for a Slurm node's agent (CAP_SYS_PTRACE: other users' /proc/PID), on the
+    shipped unit: systemd accepts it silently and it adds that capability only."""
+    readme = (UNITS / "README.md").read_text()
+    block = next(b for b in re.findall(r"^```ini\n(.*?)^```", readme, re.S | re.M) if "CAP_SYS_PTRACE" in b)
+    copy = unit_copy("puewatch-agent.service", tmp_path)
+    copy.write_text(copy.read_text() + "\n" + block)
+    res = subprocess.run([systemd_analyze(), "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout + res.stderr == "", res.stderr
+    merged = parse_unit(copy)
+    assert merged["CapabilityBoundingSet"] == ["", "CAP_SYS_PTRACE"]
+    assert merged["AmbientCapabilities"] == ["", "CAP_SYS_PTRACE"]
+    assert merged["ProtectProc"] == ["invisible"] and merged["User"] == ["puewatch"]

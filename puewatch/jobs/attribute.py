@@ -80,6 +80,22 @@ def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None
     return frac, per_wh * (1.0 - frac), ok, factors_used
 
 
+def _green_sources(cells: Cells, known: np.ndarray, carbon: CarbonData | None) -> dict[str, Any]:
+    """Where the known cells' green energy comes from, before each cell's cap at its E_DC: the
+    renewable meters' energy and each certificate or PPA entry's part (id, period, MWh, source)."""
+    from puewatch.core.timefmt import format_time
+
+    meters = cells.renewable_wh
+    entries = []
+    for g in carbon.green if carbon is not None else []:
+        part = CarbonData(green=[g]).green_wh(cells.edges_ns)
+        if np.any(part[known] > 0):
+            entries.append({"kind": g.kind, "id": g.id, "start": format_time(g.start_ns), "end": format_time(g.end_ns),
+                            "mwh": g.mwh, "source": g.source, "energy_in_cells_wh": float(part[known].sum())})
+    return {"renewable_meters_wh": float(np.nansum(np.where(known, meters, 0.0))) if meters is not None else 0.0,
+            "green_entries": entries}
+
+
 def record_rows(ledger: Ledger, cells: Cells, site: SiteModel) -> np.ndarray:
     """Each record's row of the cell factors: its node's zone (by the config's node patterns), else "no zone"."""
     zone_row = {z: i for i, z in enumerate(cells.zones)}
@@ -143,6 +159,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
         # ISO/IEC 30134-8: kg CO2e of the data centre's energy per kWh of IT energy.
         "cue_kg_per_kwh": _ratio(carbon_total * 1000.0, measured_it) if carbon_total is not None else None,
         "emission_factors": factors_used,
+        **_green_sources(cells, f.known, carbon),
     }
     return Attribution(jobs, tenants, unattributed, identities, site_row, warnings)
 

@@ -18,19 +18,24 @@ docs/operator-guide.md and config/carbon.toml:
     start = "2025-01-01"              # the period it covers (UTC; end excluded)
     end = "2025-02-01"
     mwh = 100.0
+    source = "registry or contract"   # optional: where the entry can be checked
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from puewatch.core.timefmt import parse_time
 from puewatch.errors import UserError
+
+if TYPE_CHECKING:
+    from puewatch.report.model import CarbonRow
 
 GREEN_KINDS = ("certificate", "ppa")
 
@@ -50,6 +55,7 @@ class GreenEntry:
     start_ns: int
     end_ns: int
     mwh: float
+    source: str = ""  # registry or contract, as the operator enters it
 
 
 @dataclass
@@ -129,7 +135,8 @@ def load_carbon(path: str | Path) -> CarbonData:
                 times.append(parse_time(str(text)))
             except (TypeError, ValueError):
                 raise UserError(f"{where}.{key}: expected a UTC date or RFC 3339 time, got {value!r}") from None
-        g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where))
+        g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where),
+                       _get(t, "source", str, where).strip() if "source" in t else "")
         if g.end_ns <= g.start_ns:
             raise UserError(f"{where}: end must be after start")
         if not g.mwh >= 0:
@@ -143,43 +150,123 @@ def load_carbon(path: str | Path) -> CarbonData:
     return data
 
 
-def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
-    """The report's green share, carbon and CUE (fields added to `puewatch report`'s JSON).
+NO_CARBON_FILE = "no carbon data file given (puewatch report --carbon FILE: the grid's emission factors)"
 
-    Green energy: the renewable meters' (REF x E_DC) plus the certificates and PPAs over the
-    period, capped at E_DC. Carbon: the grid part of E_DC times the region's factor of each
-    UTC year, weighted by the share of the period in that year. CUE = kg CO2e / kWh of IT.
-    """
-    import datetime as dt
 
+def _year_edges_ns(year: int) -> tuple[int, int]:
     from puewatch.core.timefmt import NS
 
-    e_dc, e_it, ref = document.get("facility_energy_wh"), document.get("it_energy_wh"), document.get("ref")
-    out: dict[str, Any] = {"green_energy_wh": None, "green_share": None, "carbon_kg": None, "cue_kg_per_kwh": None,
-                           "emission_factors": []}
-    if e_dc is None or e_dc <= 0:
-        return out
-    green = (ref or 0.0) * e_dc
-    if data is not None:
-        green += float(data.green_wh(np.array([start_ns, end_ns]))[0])
-    green = min(green, e_dc)
-    out.update(green_energy_wh=green, green_share=green / e_dc)
-    if data is None or not data.factors:
-        return out
+    return (int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS,
+            int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
+
+
+@dataclass(frozen=True)
+class YearPart:
+    """The part of a report's period in one UTC year and its energies (from the monthly rows)."""
+
+    year: int
+    start_ns: int
+    end_ns: int
+    facility_wh: float  # E_DC in it (months without data count none, as in the period's E_DC)
+    renewable_wh: float | None  # the renewable meters' energy in it; None: not known
+
+
+def year_parts(start_ns: int, end_ns: int, month_starts_ns: list[int], facility_wh: list[float | None],
+               renewable_wh: list[float | None] | None) -> list[YearPart]:
+    """The period's UTC years, each with the sums of the monthly rows starting in it (a month never
+    crosses a year). `renewable_wh` None: the site has no renewable meter (0 in every year)."""
+    from puewatch.core.timefmt import NS
+
     y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
     y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
-    weighted = 0.0
+    out = []
     for year in range(y0, y1 + 1):
-        f = data.factor(year)
-        if f is None:
-            out["emission_factors"] = []
-            return out
-        lo = max(start_ns, int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
-        hi = min(end_ns, int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
-        weighted += f.kg_co2e_per_kwh * (hi - lo) / (end_ns - start_ns)
-        out["emission_factors"].append({"region": f.region, "year": f.year, "kg_co2e_per_kwh": f.kg_co2e_per_kwh,
-                                        "source": f.source})
-    carbon = (e_dc - green) / 1000.0 * weighted
-    out["carbon_kg"] = carbon
-    out["cue_kg_per_kwh"] = carbon / (e_it / 1000.0) if e_it else None
+        lo, hi = _year_edges_ns(year)
+        rows = [k for k, t in enumerate(month_starts_ns) if lo <= t < hi]
+        fac = sum(facility_wh[k] or 0.0 for k in rows)
+        if renewable_wh is None:
+            ren: float | None = 0.0
+        else:
+            parts = [renewable_wh[k] for k in rows]
+            ren = None if any(x is None for x in parts) and fac > 0 else sum(x or 0.0 for x in parts)
+        out.append(YearPart(year, max(start_ns, lo), min(end_ns, hi), fac, ren))
     return out
+
+
+def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, renewable_meters: list[str],
+               years: list[YearPart], data: CarbonData, start_ns: int, end_ns: int) -> CarbonRow:
+    """The period's green share, carbon and CUE, with where each figure comes from.
+
+    Green energy, year by year: the renewable meters' plus the certificates and PPAs (each spread
+    evenly in time over its own period), capped at that year's E_DC. Carbon: each year's grid part
+    (its E_DC less its green energy) times the region's factor for that year; green energy counts
+    as emitting none. CUE (ISO/IEC 30134-8) = kg CO2e of the data centre's energy / kWh of IT
+    energy. Unknown is None with the reason, never 0.
+    """
+    from puewatch.core.timefmt import format_time
+    from puewatch.report.model import CarbonRow, EmissionFactorRow, GreenEntryRow
+
+    def entries_wh(lo: int, hi: int, g: GreenEntry) -> float:
+        return float(CarbonData(green=[g]).green_wh(np.array([lo, hi], dtype=np.int64))[0])
+
+    entries = [GreenEntryRow(g.kind, g.id, format_time(g.start_ns), format_time(g.end_ns), g.mwh, g.source,
+                             entries_wh(start_ns, end_ns, g))
+               for g in data.green if g.start_ns < end_ns and g.end_ns > start_ns]
+    # REF is null without renewable meters (no green energy from meters) or when their energy is not known.
+    meters_wh = ref * e_dc_wh if ref is not None and e_dc_wh is not None else (None if renewable_meters else 0.0)
+    row = CarbonRow(green_energy_wh=None, green_share=None, carbon_kg=None, cue_kg_per_kwh=None, emission_factors=[],
+                    carbon_region=data.region, renewable_meters=list(renewable_meters), renewable_meters_wh=meters_wh,
+                    green_entries=entries, green_capped_wh=0.0, carbon_unknown=None, cue_unknown=None)
+    if e_dc_wh is None or e_dc_wh <= 0:
+        row.carbon_unknown = row.cue_unknown = "facility energy (E_DC) not known for the period"
+        return row
+    green, offered, grid, used, missing = 0.0, 0.0, [], [], None
+    for y in years:
+        y_offered = ((y.renewable_wh or 0.0) if meters_wh is not None else 0.0) + sum(
+            entries_wh(y.start_ns, y.end_ns, g) for g in data.green)
+        y_green = min(y_offered, y.facility_wh)
+        green, offered = green + y_green, offered + y_offered
+        grid.append(y.facility_wh - y_green)
+        f = data.factor(y.year)
+        if f is None and missing is None:
+            missing = (f"no emission factor for region {data.region!r} and year {y.year} in {data.path}"
+                       if data.region else f"{data.path} names no region and no emission factor")
+        if f is not None:
+            used.append(EmissionFactorRow(f.region, f.year, f.kg_co2e_per_kwh, f.source,
+                                          (y.end_ns - y.start_ns) / (end_ns - start_ns), y.facility_wh, y_green))
+    row.green_energy_wh, row.green_share, row.green_capped_wh = green, green / e_dc_wh, offered - green
+    if missing is not None:
+        row.carbon_unknown = row.cue_unknown = missing
+        return row
+    row.emission_factors = used
+    row.carbon_kg = sum(g * f.kg_co2e_per_kwh / 1000.0 for g, f in zip(grid, used))
+    if e_it_wh is None or e_it_wh <= 0:
+        row.cue_unknown = "IT energy (E_IT) not known for the period"
+    else:
+        row.cue_kg_per_kwh = row.carbon_kg / (e_it_wh / 1000.0)
+    return row
+
+
+def report_years(document: dict[str, Any], renewable_monthly_wh: list[float | None] | None) -> list[YearPart]:
+    """`year_parts` of a report's JSON document (its `monthly` rows)."""
+    from puewatch.core.timefmt import parse_time
+
+    start, end = parse_time(document["period_start"]), parse_time(document["period_end"])
+    monthly = document.get("monthly") or []
+    return year_parts(start, end, [parse_time(r["period_start"]) for r in monthly],
+                      [r["facility_energy_wh"] for r in monthly], renewable_monthly_wh)
+
+
+def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
+    """`carbon_row` of a report-like document holding only the period's figures (E_DC, E_IT, REF):
+    its energies are split among the years by time. `puewatch report --carbon` uses the monthly rows
+    instead (`report_years`)."""
+    renewable = [m["meter"] for m in document.get("meters", []) if m.get("role") == "renewable"]
+    e_dc, ref = document.get("facility_energy_wh"), document.get("ref")
+    span = end_ns - start_ns
+    years = [YearPart(y.year, y.start_ns, y.end_ns, (e_dc or 0.0) * (y.end_ns - y.start_ns) / span,
+                      None if ref is None or e_dc is None else ref * e_dc * (y.end_ns - y.start_ns) / span)
+             for y in year_parts(start_ns, end_ns, [], [], None)]
+    row = carbon_row(e_dc, document.get("it_energy_wh"), ref, renewable, years,
+                     data if data is not None else CarbonData(), start_ns, end_ns)
+    return row.to_dict()

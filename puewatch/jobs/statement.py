@@ -159,6 +159,9 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         "green_share": t["green_share"],
         "carbon_kg": t["carbon_kg"],
         "emission_factors": a.site["emission_factors"],
+        # The site's green energy the tenant's share comes from: the renewable meters and each entry, by id.
+        "renewable_meters_wh": a.site["renewable_meters_wh"],
+        "green_entries": a.site["green_entries"],
         "site_report": ref,
         "warnings": warnings,
         "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -189,6 +192,12 @@ def render_html(s: dict[str, Any]) -> str:
         ("Tenant's PUE (its cells, its zones)", _n(s["tenant_pue"])),
         ("Green share", "—" if s["green_share"] is None else f"{s['green_share']:.1%}"),
         ("Carbon", "—" if s["carbon_kg"] is None else f"{s['carbon_kg']:,.2f} kg CO2e"),
+        *((f"Emission factor {f['region']} {f['year']}", f"{f['kg_co2e_per_kwh']:g} kg CO2e/kWh; source: {f['source']}")
+          for f in s["emission_factors"]),
+        ("Site's renewable meters (its cells)", _kwh(s["renewable_meters_wh"])),
+        *((f"Site's green {g['kind']} {g['id']}", f"{_kwh(g['energy_in_cells_wh'])} in its cells, of {g['mwh']:,.3f} MWh "
+           f"over {g['start']} .. {g['end']}" + (f"; source: {g['source']}" if g["source"] else ""))
+          for g in s["green_entries"]),
         ("Site report SHA-256", s["site_report"]["sha256"] if s["site_report"] else "none (no --report)"),
         ("Signature key id", (s.get("signature") or {}).get("key_id", "unsigned")),
     ]

@@ -80,13 +80,20 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
     key = getattr(args, "sign", None)
     if key and fmt != "json":
         raise UserError("--sign signs the JSON report: add --json (or --format json)")
+    carbon_data = None
+    if getattr(args, "carbon", None):
+        from puewatch.jobs.carbon import carbon_row, load_carbon, report_years
+
+        carbon_data = load_carbon(args.carbon)  # a bad file fails before the report is computed
     report = build_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), figures=fmt == "html")
     document = report.to_dict()
-    if getattr(args, "carbon", None):
-        from puewatch.jobs.carbon import load_carbon, report_carbon
-
+    if carbon_data is not None:
+        renewable = [m.meter for m in report.meters if m.role == "renewable"]
+        years = report_years(document, report.renewable_monthly_wh if renewable else None)
+        carbon = carbon_row(report.facility_energy_wh, report.it_energy_wh, report.ref, renewable, years, carbon_data,
+                            start, end)
         # Added fields (docs/report-schema.md), before signing so the signature covers them.
-        document.update(report_carbon(document, load_carbon(args.carbon), start, end))
+        document.update(carbon.to_dict())
     if key:
         from puewatch.signing import sign_report
 

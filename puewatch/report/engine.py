@@ -347,6 +347,7 @@ class _Builder:
             generator=f"puewatch {__version__}",
             source=self.opts.source,
             figures=self._figures(daily) if figures else None,
+            renewable_monthly_wh=[_num(x) for x in self.totals.bins(self.site.members("renewable"), "month")],
         )
 
     def _estimated_share(self) -> float:

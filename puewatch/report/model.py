@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Gap", "MeterRow", "PeriodRow", "Report", "ReportFigures", "ZoneRow"]
+__all__ = ["CarbonRow", "EmissionFactorRow", "Gap", "GreenEntryRow", "MeterRow", "PeriodRow", "Report", "ReportFigures",
+           "ZoneRow"]
 
 
 def _plain(value: Any) -> Any:
@@ -87,6 +88,51 @@ class PeriodRow(_Row):
 
 
 @dataclass
+class EmissionFactorRow(_Row):
+    """A grid emission factor used, from the operator's carbon data file, with its source."""
+
+    region: str
+    year: int  # calendar year (UTC)
+    kg_co2e_per_kwh: float
+    source: str
+    period_share: float  # the share of the report's period's time in this year
+    facility_energy_wh: float  # E_DC in this year's part of the period (the monthly rows')
+    green_energy_wh: float  # green energy in it (capped at that E_DC); the factor weighs the rest
+
+
+@dataclass
+class GreenEntryRow(_Row):
+    """A green certificate or PPA delivery of the carbon data file that overlaps the period."""
+
+    kind: str  # certificate | ppa
+    id: str
+    start: str  # the entry's own period (UTC, RFC 3339; end excluded)
+    end: str
+    mwh: float  # over its own period
+    source: str
+    energy_in_period_wh: float  # its part inside the report's period (spread evenly in time)
+
+
+@dataclass
+class CarbonRow(_Row):
+    """Green share, carbon and CUE of the period (`report --carbon`): added to the report's fields
+    as they are (flat), after the others, before signing. None is unknown, never 0."""
+
+    green_energy_wh: float | None  # renewable meters + entries, capped at E_DC in each year
+    green_share: float | None  # green_energy_wh / E_DC
+    carbon_kg: float | None  # sum over years of (E_DC - green) x the year's factor, kg CO2e
+    cue_kg_per_kwh: float | None  # ISO/IEC 30134-8: carbon_kg / E_IT in kWh
+    emission_factors: list[EmissionFactorRow]
+    carbon_region: str  # the site's grid region (the data file's `region`)
+    renewable_meters: list[str]  # the site's renewable meters (REF's numerator)
+    renewable_meters_wh: float | None  # REF x E_DC; None: not known (then counted as no green energy)
+    green_entries: list[GreenEntryRow]
+    green_capped_wh: float  # green energy above E_DC, not counted (0 unless more was retired than used)
+    carbon_unknown: str | None  # why carbon_kg (and CUE) are null; None when they are known
+    cue_unknown: str | None  # why cue_kg_per_kwh is null
+
+
+@dataclass
 class ReportFigures:
     """What the HTML figures need beyond the schema (not serialised)."""
 
@@ -133,3 +179,7 @@ class Report(_Row):
     generator: str
     source: dict[str, Any]
     figures: ReportFigures | None = field(default=None, compare=False, metadata={"serialised": False})
+    # The renewable meters' energy per row of `monthly`, Wh (None: unknown or no such meter): what
+    # `report --carbon` splits green energy by year with (not serialised; REF is the period's).
+    renewable_monthly_wh: list[float | None] | None = field(default=None, compare=False,
+                                                            metadata={"serialised": False})

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from puewatch.report.model import ReportFigures
 
-__all__ = ["render", "to_csv", "to_html", "to_json", "to_table"]
+__all__ = ["carbon_rows", "carbon_unknown", "render", "to_csv", "to_html", "to_json", "to_table"]
 
 
 def _f(x: float | None, fmt: str = "{:.3f}", unit: str = "") -> str:
@@ -36,18 +36,77 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
 
 
+# The CSV's columns after `table`: a period's; then the green share and carbon of the whole period
+# (`report --carbon`), filled on the `period` row only (green energy is not split by month or day).
+_CSV_COLS = ("period_start", "period_end", "pue", "facility_energy_wh", "it_energy_wh", "completeness", "pue_joint",
+             "facility_energy_joint_wh", "it_energy_joint_wh")
+_CSV_CARBON = ("green_energy_wh", "green_share", "carbon_kg", "cue_kg_per_kwh", "carbon_unknown")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else (repr(value) if isinstance(value, float) else str(value))
+
+
 def to_csv(report: dict[str, Any]) -> str:
-    """The monthly and daily tables, one row per period, with a `table` column saying which."""
+    """The whole period (`period`), then the monthly and daily tables, one row per period, with a
+    `table` column saying which. Without `--carbon`, `carbon_unknown` says so."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    cols = ("period_start", "period_end", "pue", "facility_energy_wh", "it_energy_wh", "completeness", "pue_joint",
-            "facility_energy_joint_wh", "it_energy_joint_wh")
-    w.writerow(("table", *cols))
+    w.writerow(("table", *_CSV_COLS, *_CSV_CARBON))
+    carbon = {**report, "carbon_unknown": carbon_unknown(report)}
+    w.writerow(("period", *(_cell(report.get(c)) for c in _CSV_COLS), *(_cell(carbon.get(c)) for c in _CSV_CARBON)))
     for table in ("monthly", "daily"):
         for row in report[table]:
-            w.writerow((table, *("" if row[c] is None else (repr(row[c]) if isinstance(row[c], float) else row[c])
-                                 for c in cols)))
+            w.writerow((table, *(_cell(row[c]) for c in _CSV_COLS), *([""] * len(_CSV_CARBON))))
     return out.getvalue()
+
+
+def carbon_unknown(report: dict[str, Any]) -> str | None:
+    """Why the report's carbon is not known (None when it is): the report's own reason, or that it
+    was made without a carbon data file."""
+    if "carbon_kg" not in report:
+        from puewatch.jobs.carbon import NO_CARBON_FILE
+
+        return NO_CARBON_FILE
+    return report.get("carbon_unknown")
+
+
+def carbon_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The green share, carbon and CUE as (what, value) rows, with the source of every figure: one
+    rendering for the terminal and the HTML page, from the report's fields (`CarbonRow`)."""
+    why = carbon_unknown(report)
+    if "carbon_kg" not in report:
+        return [("green share, carbon, CUE", f"not known: {why}")]
+    rows = []
+    share = report["green_share"]
+    rows.append(("green energy", f"not known: {why}" if share is None
+                 else f"{_mwh(report['green_energy_wh'])} ({_pct(share)} of E_DC)"))
+    meters = report.get("renewable_meters") or []
+    rows.append(("  from renewable meters", (", ".join(meters) + ": " + (
+        _mwh(report["renewable_meters_wh"]) + " (REF x E_DC)" if report["renewable_meters_wh"] is not None
+        else "not known (counted as no green energy)")) if meters else "none (the site has no renewable meter)"))
+    for g in report.get("green_entries") or []:
+        rows.append((f"  {g['kind']} {g['id']}",
+                     f"{_mwh(g['energy_in_period_wh'])} in the period, of {g['mwh']:,.3f} MWh over "
+                     f"{g['start']} .. {g['end']}" + (f"; source: {g['source']}" if g["source"] else "")))
+    if not report.get("green_entries"):
+        rows.append(("  certificates and PPAs", "none in the period"))
+    if report.get("green_capped_wh"):
+        rows.append(("  above E_DC, not counted", _mwh(report["green_capped_wh"])))
+    region = report.get("carbon_region") or "(none)"
+    for f in report.get("emission_factors") or []:
+        rows.append((f"grid emission factor {f['region']} {f['year']}",
+                     f"{f['kg_co2e_per_kwh']:.4g} kg CO2e/kWh on {_mwh(f['facility_energy_wh'] - f['green_energy_wh'])}"
+                     f" from the grid (E_DC {_mwh(f['facility_energy_wh'])} less green "
+                     f"{_mwh(f['green_energy_wh'])}) in {f['year']}; source: {f['source']}"))
+    if not report.get("emission_factors"):
+        rows.append(("grid emission factor", f"none used (region {region})"))
+    rows.append(("carbon", f"not known: {why}" if report["carbon_kg"] is None
+                 else f"{report['carbon_kg']:,.1f} kg CO2e (each year's grid energy x its factor)"))
+    cue = report["cue_kg_per_kwh"]
+    rows.append(("CUE (ISO/IEC 30134-8)", f"not known: {report.get('cue_unknown') or why}" if cue is None
+                 else f"{cue:.4f} kg CO2e/kWh of IT energy"))
+    return rows
 
 
 def to_table(report: dict[str, Any], width: int | None = None) -> str:
@@ -74,6 +133,12 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
         head.add_row(name, _f(report.get(key)))
     head.add_row("WUE", _f(report["wue"], "{:.3f}", " L/kWh"))
     console.print(head)
+    c = Table(title="green share and carbon", show_header=False)
+    c.add_column("what")
+    c.add_column("value")
+    for what, value in carbon_rows(report):
+        c.add_row(what, value)
+    console.print(c)
     if report["zones"]:
         z = Table(title="partial PUE per zone")
         for c in ("zone", "pPUE", "pPUE joint", "boundary", "IT", "completeness"):
@@ -200,7 +265,8 @@ def _figures(report: dict[str, Any], figures: ReportFigures | None, target: floa
     return out
 
 
-def _html_table(head: list[str], rows: list[list[str]], num_from: int = 1, caption: str = "") -> str:
+def _html_table(head: list[str], rows: list[list[str]], num_from: int = 1, caption: str = "",
+                table_id: str = "") -> str:
     """An HTML table, every cell escaped; columns from `num_from` on right-aligned (numbers)."""
     e = html.escape
     cap = f"<caption>{e(caption)}</caption>" if caption else ""
@@ -209,7 +275,8 @@ def _html_table(head: list[str], rows: list[list[str]], num_from: int = 1, capti
         "<tr>" + "".join(f'<td class="num">{e(c)}</td>' if j >= num_from else f"<td>{e(c)}</td>"
                          for j, c in enumerate(row)) + "</tr>"
         for row in rows)
-    return f"<table>{cap}<thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
+    tid = f' id="{e(table_id)}"' if table_id else ""
+    return f"<table{tid}>{cap}<thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _summary_html(report: dict[str, Any]) -> str:
@@ -229,7 +296,9 @@ def _summary_html(report: dict[str, Any]) -> str:
                                                          ("cop", "cooling COP"))],
         ["WUE", _f(report["wue"], "{:.3f}", " L/kWh")],
     ]
-    parts = [_html_table(["figure", "value"], rows, num_from=2, caption="summary")]
+    parts = [_html_table(["figure", "value"], rows, num_from=2, caption="summary"),
+             _html_table(["figure", "value"], [list(r) for r in carbon_rows(report)], num_from=2,
+                         caption="green share and carbon", table_id="carbon")]
     if report["zones"]:
         parts.append(_html_table(
             ["zone", "pPUE", "pPUE joint", "boundary", "IT", "completeness"],
@@ -256,6 +325,19 @@ _CSS = (
 )
 
 
+def _carbon_headline(report: dict[str, Any]) -> str:
+    """Green share and CUE under the PUE headline; where unknown, why (the table has the sources)."""
+    e = html.escape
+    why = carbon_unknown(report)
+    if "carbon_kg" not in report:
+        return f'<p class="headline">Green share and CUE <b id="cue">not known</b>: {e(why or "")}</p>'
+    share = report["green_share"]
+    cue = report["cue_kg_per_kwh"]
+    return (f'<p class="headline">Green share <b id="green_share">{e(_pct(share)) if share is not None else "not known"}'
+            f'</b>; CUE <b id="cue">{"not known" if cue is None else f"{cue:.4f}"}</b>'
+            + (" kg CO2e/kWh" if cue is not None else f": {e(report.get('cue_unknown') or why or '')}") + "</p>")
+
+
 def to_html(report: dict[str, Any], *, target: float | None = None, figures: ReportFigures | None = None) -> str:
     """A self-contained page (inline CSS and SVG, no scripts, nothing fetched): the headline with both
     PUE measures, the figures, the summary as tables.
@@ -279,6 +361,7 @@ def to_html(report: dict[str, Any], *, target: float | None = None, figures: Rep
         + f"; category {report['category']}, completeness {e(_pct(report['completeness']))}, "
         f"estimated share {e(_pct(report['estimated_share']))}"
         + (f"; target {target:g}" if target is not None else "") + "</p>",
+        _carbon_headline(report),
     ]
     if report.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")

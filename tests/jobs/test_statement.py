@@ -95,6 +95,27 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     assert "Voucher evidence statement: t1 at lab" in page and digest(report) in page
 
 
+def test_statement_names_the_green_energy_it_shares(site: dict) -> None:
+    """The site's green energy the tenant's share comes from, with its sources: the renewable meters over the known
+    cells and each certificate by id, period, MWh and the part in those cells; the same in `jobs`' site totals."""
+    root = site["root"]
+    s = json.loads((root / "t1.json").read_text())
+    jobs = cli("jobs", *site["common"], "--json", "--carbon", root / "carbon.toml")
+    assert jobs.returncode == 0, jobs.stderr
+    totals = json.loads(jobs.stdout)["site_totals"]
+    pv = site["cells"]["pv"].reshape(-1, 6).sum(axis=1)
+    known = np.ones(pv.size, bool)
+    known[16] = False  # hall-a's minute that was never stored (test_jobs)
+    assert s["renewable_meters_wh"] == pytest.approx(pv[known].sum(), rel=1e-12)
+    assert s["green_entries"] == [{"kind": "certificate", "id": "GEC-TEST-1", "start": "2026-01-01T00:00:00Z",
+                                   "end": "2026-01-02T00:00:00Z", "mwh": 0.024, "source": "",
+                                   "energy_in_cells_wh": pytest.approx(24_000 * 59 * 60 / 86_400, rel=1e-12)}]
+    assert totals["green_entries"] == s["green_entries"] and totals["renewable_meters_wh"] == s["renewable_meters_wh"]
+    assert s["emission_factors"][0]["source"] == "test value, not a published factor"
+    page = (root / "t1.html").read_text()
+    assert "Site&#x27;s green certificate GEC-TEST-1" in page and "test value, not a published factor" in page
+
+
 def test_verify_accepts_a_statement_and_refuses_a_changed_kwh(site: dict, tmp_path: Path) -> None:
     root, pub = site["root"], site["keys"] / "site.pub"
     ok = cli("verify", root / "t1.json", "--pubkey", pub)

@@ -320,7 +320,9 @@ def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_
                          text=True, timeout=120)
     lines = out.stdout.splitlines()
     assert lines[0] == ("table,period_start,period_end,pue,facility_energy_wh,it_energy_wh,completeness,pue_joint,"
-                        "facility_energy_joint_wh,it_energy_joint_wh")
+                        "facility_energy_joint_wh,it_energy_joint_wh,green_energy_wh,green_share,carbon_kg,"
+                        "cue_kg_per_kwh,carbon_unknown")
+    assert sum(line.startswith("period,2025-03-01T00:00:00Z,2025-05-01T00:00:00Z,") for line in lines) == 1
     assert sum(line.startswith("monthly,") for line in lines) == 2 and sum(line.startswith("daily,") for line in lines) == 61
     bad = _csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,ghost,1,\n")
     out = subprocess.run(run + ["recompute", "--readings", str(bad), "--site", str(conf)], capture_output=True,
