@@ -18,8 +18,12 @@ last interval, and the window's trail, through the last interval before it.
 Both add the same values in the same order, so a window of zeros is exactly
 zero however large the values that passed before (a ratio's denominator never
 keeps a rounding residue), and precision does not decay along arbitrarily
-long series. Every window runs over one cache-sized block before the next
-reads it. The times are checked (strictly increasing) in the same pass.
+long series. One window (the pipeline's call) keeps its lead and trail in
+registers. Several windows share one lead: it runs once, block by block, and
+leaves its running sums (the prefixes) in a ring; a window's trail is the
+prefix at its start (the same additions in the same order), read from the
+ring while the start is still in it, walked in registers for windows longer
+than the ring. The times are checked (strictly increasing) in the same pass.
 Long series are cut into chunks that run in parallel, each starting
 from exact sums; the cut depends on the series and the windows, never on the
 number of threads, so neither do the results' last bits.
@@ -173,9 +177,9 @@ def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
-    # One chunk of the series, from exact start-up sums; every window runs over
-    # one cache-sized block before the next window reads the same block.
+def _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
+    # One chunk of the series for one window (the pipeline's call), from exact start-up sums:
+    # its lead and trail in registers, which for one window is faster than the ring.
     nw = windows.shape[0]
     st = np.empty((nw, 12))
     ist = np.empty((nw, 3), dtype=np.int64)
@@ -192,6 +196,168 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, b
     return bad
 
 
+# Columns of a ring row k: the prefix P_k (the running sum through interval k - 1: numerator,
+# denominator and covered time, each hi and lo), then interval k - 1's own numerator,
+# denominator and coverage weight (0 where it is not valid), which a window starting inside
+# it counts in part.
+_RING_COLS = 9
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _part(a, b, ca, cb, has_cov, k):
+    # Interval k as a window starting inside it counts it: numerator, denominator and
+    # coverage weight, all 0 where it is not valid (or k < 0: before the series).
+    if k >= 0:
+        x = a[k]
+        y = b[k]
+        if abs(x) < np.inf and abs(y) < np.inf:
+            return x, y, (min(ca[k], cb[k]) if has_cov else 1.0)
+    return 0.0, 0.0, 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
+    # Running sum s (see _add), the prefix P_k, and interval k - 1 into ring row k.
+    r = k & (ring.shape[0] - 1)
+    ring[r, 0] = s[0]
+    ring[r, 1] = s[1]
+    ring[r, 2] = s[2]
+    ring[r, 3] = s[3]
+    ring[r, 4] = s[4]
+    ring[r, 5] = s[5]
+    ring_ns[r] = s[6]
+    x, y, c = _part(a, b, ca, cb, has_cov, k - 1)
+    ring[r, 6] = x
+    ring[r, 7] = y
+    ring[r, 8] = c
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _get(ring, ring_ns, k):
+    r = k & (ring.shape[0] - 1)
+    return ring[r, 0], ring[r, 1], ring[r, 2], ring[r, 3], ring[r, 4], ring[r, 5], ring_ns[r]
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _window(t, has_cov, lead, trail, lo, ws, x, y, c, window_f, min_coverage, i, out0, out1):
+    # The window (ws, t[i + 1]]: its whole intervals [lo, i] as lead - trail, and the share of
+    # interval lo - 1 (x, y and coverage weight c, all 0 where not valid) inside it.
+    sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
+    sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
+    if has_cov:
+        covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
+    else:
+        covered = float(lead[6] - trail[6])
+    if lo > 0:
+        overlap = t[lo] - ws
+        if overlap > 0:
+            frac = overlap / (t[lo] - t[lo - 1])
+            sa += x * frac
+            sb += y * frac
+            covered += c * overlap
+    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
+    # the threshold itself) must come out exact.
+    cov = covered / window_f
+    out1[i] = cov
+    r = sa / sb if sb > 0.0 else np.nan
+    if cov < min_coverage or not (abs(r) < np.inf):
+        r = np.nan
+    out0[i] = r
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, trails, trails_ns, los):
+    # Exact start-up sums for a chunk beginning at interval i0: the lead runs from the longest
+    # window's start to i0, leaving its last prefixes in the ring, and each window's trail is
+    # the lead as it passed that window's start (longest first, so starts ascend). A start
+    # never passes i0: interval i0 and later are added by the blocks.
+    for w in range(windows.shape[0]):
+        los[w] = min(_window_start(t, i0, windows[w]), i0)
+    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    keep = i0 - ring.shape[0]  # rows at or before this one would be overwritten anyway
+    k = los[longest_first[0]]
+    for w in longest_first:
+        while k < los[w]:
+            if k > keep:
+                _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
+            lead = _add(t, a, b, ca, cb, has_cov, k, lead)
+            k += 1
+        _keep_trail(trails, trails_ns, w, lead)
+    while k < i0:
+        if k > keep:
+            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
+        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
+        k += 1
+    _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i0, lead)
+    return lead
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep_trail(trails, trails_ns, w, s):
+    trails[w, 0] = s[0]
+    trails[w, 1] = s[1]
+    trails[w, 2] = s[2]
+    trails[w, 3] = s[3]
+    trails[w, 4] = s[4]
+    trails[w, 5] = s[5]
+    trails_ns[w] = s[6]
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, ring_size, out0, out1):
+    # One chunk of the series, a block at a time. The lead runs once for every window and
+    # leaves its running sums (the prefixes P_k) in a ring. A window's trail is the prefix at
+    # its start, P_lo (the same additions in the same order, so a window of zeros is exactly
+    # zero): read from the ring while the window's start is still in it, otherwise (long
+    # windows) walked in registers. Returns the first i whose interval is not positive, or -1.
+    nw = windows.shape[0]
+    ring = np.empty((ring_size, _RING_COLS))
+    ring_ns = np.empty(ring_size, dtype=np.int64)
+    trails = np.empty((nw, 6))
+    trails_ns = np.empty(nw, dtype=np.int64)
+    los = np.empty(nw, dtype=np.int64)
+    lead = _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, trails, trails_ns, los)
+    bad = -1
+    for b0 in range(i0, i1, block):
+        b1 = min(b0 + block, i1)
+        for i in range(b0, b1):
+            if t[i + 1] <= t[i] and bad < 0:
+                bad = i + 1
+            lead = _add(t, a, b, ca, cb, has_cov, i, lead)
+            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i + 1, lead)
+        for w in range(nw):
+            window = windows[w]
+            window_f = float(window)
+            o0 = out0[w]
+            o1 = out1[w]
+            lo = los[w]
+            if lo > b1 - ring_size:
+                # The ring holds rows (b1 - ring_size, b1]: every start this block reaches.
+                m = ring_size - 1
+                for i in range(b0, b1):
+                    ws = t[i + 1] - window
+                    while t[lo] < ws:
+                        lo += 1
+                    r = lo & m
+                    _window(t, has_cov, _get(ring, ring_ns, i + 1), _get(ring, ring_ns, lo), lo, ws, ring[r, 6],
+                            ring[r, 7], ring[r, 8], window_f, min_coverage, i, o0, o1)
+                _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, lo))
+            else:
+                trail = (trails[w, 0], trails[w, 1], trails[w, 2], trails[w, 3], trails[w, 4], trails[w, 5],
+                         trails_ns[w])
+                for i in range(b0, b1):
+                    ws = t[i + 1] - window
+                    while t[lo] < ws:
+                        trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
+                        lo += 1
+                    x, y, c = _part(a, b, ca, cb, has_cov, lo - 1)
+                    _window(t, has_cov, _get(ring, ring_ns, i + 1), trail, lo, ws, x, y, c, window_f, min_coverage,
+                            i, o0, o1)
+                _keep_trail(trails, trails_ns, w, trail)
+            los[w] = lo
+    return bad
+
+
 def _parallel(has_cov: bool):
     """The parallel loop over chunks, with or without input coverage.
 
@@ -200,8 +366,8 @@ def _parallel(has_cov: bool):
     part of its cache key).
     """
 
-    @njit(cache=True, nogil=True, parallel=True)
-    def run(t, a, b, ca, cb, windows, min_coverage, n_chunks, block, out0, out1, bad):
+    @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, n_chunks, block, ring_size, out0, out1, bad):
         n = a.shape[0]
         windows_f = windows.astype(np.float64)
         for ch in prange(n_chunks):
@@ -209,8 +375,12 @@ def _parallel(has_cov: bool):
             i1 = (ch + 1) * n // n_chunks
             bad[ch] = -1
             if i0 < i1:
-                bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
-                                 out0, out1)
+                if windows.shape[0] == 1:
+                    bad[ch] = _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
+                                         out0, out1)
+                else:
+                    bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block,
+                                     ring_size, out0, out1)
 
     return run
 
@@ -218,8 +388,12 @@ def _parallel(has_cov: bool):
 _RUN = {has_cov: _parallel(has_cov) for has_cov in (False, True)}
 
 
-# Intervals per cache block (inputs of a block stay in L2 while every window reads them).
-_BLOCK = 16384
+# Intervals per block (the lead's ring rows of a block stay in L1/L2 while every window
+# reads them).
+_BLOCK = 1024
+# Ring rows a chunk keeps at most (80 bytes each): windows up to this many intervals long
+# read their trail from it; longer ones walk it (a larger ring leaves the caches).
+_RING = 1 << 17
 # Intervals per chunk at least: starting threads costs more than a shorter series takes.
 _MIN_CHUNK = 1 << 16
 _MAX_CHUNKS = 64
@@ -238,10 +412,26 @@ def _n_chunks(t: np.ndarray, windows: np.ndarray) -> int:
     return 1 << (max(c, 1).bit_length() - 1)
 
 
+def _ring_size(t: np.ndarray, windows: np.ndarray) -> int:
+    """Lead prefixes a chunk keeps: a power of two, more than a block (the windows read the
+    block's lead from it), and room for the starts of the windows up to _RING intervals long
+    (as long as they are at the series' end, and a quarter more for denser sampling earlier);
+    no more, since every chunk writes all of its ring."""
+    n = t.shape[0] - 1
+    need = 0
+    for window in windows:
+        span = n - _window_start(t, n - 1, int(window)) if n > 0 else 0
+        if span <= _RING:
+            need = max(need, span + span // 4)
+    return 1 << (need + int(_BLOCK)).bit_length()
+
+
 def _call(t, a, b, ca, cb, has_cov: bool, w, min_coverage: float, out0, out1) -> None:
     n_chunks = _n_chunks(t, w)
     bad = np.empty(n_chunks, dtype=np.int64)
-    _RUN[has_cov](t, a, b, ca, cb, w, min_coverage, n_chunks, _BLOCK, out0, out1, bad)
+    longest_first = np.ascontiguousarray(np.argsort(-w, kind="stable"))
+    ring_size = _ring_size(t, w)
+    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, n_chunks, _BLOCK, ring_size, out0, out1, bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:

@@ -283,19 +283,25 @@ def test_one_day_of_minute_samples_with_an_hour_outage(outage_start):
 
 
 @contextlib.contextmanager
-def chunking(n_chunks: int, block: int):
-    with mock.patch.object(rolling_module, "_n_chunks", lambda t, w: n_chunks), mock.patch.object(rolling_module, "_BLOCK", block):
+def chunking(n_chunks: int, block: int, ring: int = 1 << 17):
+    with (
+        mock.patch.object(rolling_module, "_n_chunks", lambda t, w: n_chunks),
+        mock.patch.object(rolling_module, "_BLOCK", block),
+        mock.patch.object(rolling_module, "_RING", ring),
+    ):
         yield
 
 
-@given(st.data(), st.integers(1, 7), st.integers(1, 5))
-def test_rolling_ratio_does_not_depend_on_chunks_and_blocks(data, n_chunks, block):
+@given(st.data(), st.integers(1, 7), st.integers(1, 5), st.sampled_from([1, 4, 16, 1 << 17]))
+def test_rolling_ratio_does_not_depend_on_chunks_blocks_and_ring(data, n_chunks, block, ring):
+    # A small ring makes the longer windows walk their trail (and switch between walking and
+    # reading the ring as the sampling changes); several windows take the ring's path.
     t, n, windows = data.draw(rolling_case(max_size=40))
     num = data.draw(with_nans(data.draw(st.lists(dyadic(), min_size=n, max_size=n)), 0.2))
     den = data.draw(with_nans(data.draw(st.lists(st.one_of(st.just(0.0), dyadic()), min_size=n, max_size=n)), 0.2))
     cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
     kw = dict(numerator_coverage=cov, denominator_coverage=cov, min_coverage=data.draw(st.sampled_from([0.0, 0.5, 1.0])))
-    with chunking(n_chunks, block):
+    with chunking(n_chunks, block, ring):
         res = rolling_ratio(t, num, den, windows, **kw)
     ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
     assert_close(res.coverage, ref_cov)
