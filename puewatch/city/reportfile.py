@@ -148,7 +148,30 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
         _need(month, "pue", "number or null", where, source)
         if "pue_joint" in month:
             _need(month, "pue_joint", "number or null", where, source)
+    _validate_carbon(data, source)
     signature = data.get("signature")
     if signature is not None and not isinstance(signature, dict):
         raise ReportError(f"{source}: signature: must be an object")
     return data
+
+
+# `report --carbon` fields `city --statements` reads (optional: a report made without --carbon has none).
+_CARBON_LISTS = {
+    "green_entries": {"kind": "string", "id": "string", "start": "string", "end": "string", "mwh": "number",
+                      "energy_in_period_wh": "number"},
+    "emission_factors": {"region": "string", "year": "number", "kg_co2e_per_kwh": "number", "source": "string"},
+}
+
+
+def _validate_carbon(data: dict[str, Any], source: str) -> None:
+    for key in ("green_energy_wh", "carbon_kg", "renewable_meters_wh"):
+        if key in data:
+            _need(data, key, "number or null", "", source)
+    for name, fields in _CARBON_LISTS.items():
+        if name not in data:
+            continue
+        for i, item in enumerate(_need(data, name, "list", "", source)):
+            if not isinstance(item, dict):
+                raise ReportError(f"{source}: {name}[{i}]: must be an object")
+            for key, kind in fields.items():
+                _need(item, key, kind, f"{name}[{i}].", source)

@@ -16,7 +16,13 @@ _FIELDS: dict[str, str] = {
     "site": "string", "tenant": "string", "period_start": "string", "period_end": "string",
     "it_energy_wh": "number", "facility_energy_wh": "number or null", "pue": "number or null",
     "tenant_pue": "number or null", "completeness": "number or null", "days": "list", "jobs": "list",
+    "green_energy_wh": "number or null", "green_share": "number or null", "carbon_kg": "number or null",
+    "emission_factors": "list", "green_entries": "list",
 }
+# What `city` reads of each certificate or PPA entry and each emission factor a statement names.
+_ENTRY = {"kind": "string", "id": "string", "start": "string", "end": "string", "mwh": "number",
+          "energy_in_cells_wh": "number"}
+_FACTOR = {"region": "string", "year": "number", "kg_co2e_per_kwh": "number", "source": "string"}
 
 
 def _ok(value: Any, kind: str) -> bool:
@@ -50,6 +56,14 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
             _need(day, key, "string", f"days[{i}].", source)
         for key in ("it_energy_wh", "facility_energy_wh"):
             _need(day, key, "number", f"days[{i}].", source)
+        if "green_energy_wh" in day:  # statements made before it was added have none
+            _need(day, "green_energy_wh", "number", f"days[{i}].", source)
+    for name, fields in (("green_entries", _ENTRY), ("emission_factors", _FACTOR)):
+        for i, item in enumerate(data[name]):
+            if not isinstance(item, dict):
+                raise ReportError(f"{source}: {name}[{i}]: must be an object")
+            for key, kind in fields.items():
+                _need(item, key, kind, f"{name}[{i}].", source)
     ref = _need(data, "site_report", "object or null", "", source)
     if ref is not None:
         for key in ("sha256", "key_id", "period_start", "period_end"):

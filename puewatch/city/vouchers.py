@@ -13,10 +13,17 @@ report's signed bytes, puewatch.signing.digest) and checked, rule by rule, with 
   `PUE_REL_TOL` is allowed for a statement made by another implementation summing in another
   order (at most 366 positive terms: rounding below 366 x 2^-53 = 4e-14).
 
+- `report_signature`: the matched report's own signature is valid with --pubkeys, by the key the
+  statement names (`site_report.key_id`): the digest leaves the signature out, so an unsigned copy
+  of the report would match it;
+- `green_share`, `carbon`: puewatch.city.green.
+
 Per report, `energy_within_e_dc`: the facility-inclusive energy of all statements naming it adds
 up to no more than its E_DC (`facility_energy_wh`) times 1 + `SUM_REL_TOL` (the statements'
-energies and E_DC are sums of the same stored cells in other orders). Duplicate tenants are
-warned about (a tenant counted twice inflates the sum, which is what the rule is for).
+energies and E_DC are sums of the same stored cells in other orders); `green_within_site`: the
+same for green energy (puewatch.city.green). Per certificate or PPA id over all the reports:
+`certificate` (puewatch.city.green). Duplicate tenants are warned about (a tenant counted twice
+inflates the sums, which is what the rules are for).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
+from puewatch.city.green import carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
 from puewatch.signing import Verification, digest, verify_report
 
 PUE_REL_TOL = 1e-12
@@ -59,28 +67,32 @@ class StatementRow:
 @dataclass
 class VoucherResult:
     rows: list[StatementRow]
-    reports: list[dict[str, Any]]  # per report: path, site, digest, rule
+    reports: list[dict[str, Any]]  # per report: path, site, digest, rule, rules (rule: the first, kept for JSON readers)
+    certificates: list[dict[str, Any]] = field(default_factory=list)  # per id: kind, mwh, sites, claims, rule
     warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows) and all(r["rule"].passed for r in self.reports)
+        return (all(r.passed for r in self.rows) and all(x.passed for r in self.reports for x in r["rules"])
+                and all(c["rule"].passed for c in self.certificates))
 
     def to_json(self) -> dict[str, Any]:
         return {"statements": [r.to_json() for r in self.rows],
-                "reports": [{**{k: v for k, v in r.items() if k != "rule"}, "rule": r["rule"].to_json()}
-                            for r in self.reports],
+                "reports": [{**{k: v for k, v in r.items() if k not in ("rule", "rules")}, "rule": r["rule"].to_json(),
+                             "rules": [x.to_json() for x in r["rules"]]} for r in self.reports],
+                "certificates": [{**{k: v for k, v in c.items() if k != "rule"}, "rule": c["rule"].to_json()}
+                                 for c in self.certificates],
                 "passed": self.passed, "warnings": self.warnings}
 
 
-def _signature(doc: dict[str, Any], public_keys: dict[str, Any] | None) -> Verification:
+def _signature(doc: dict[str, Any], public_keys: dict[str, Any] | None, what: str = "statement") -> Verification:
     if public_keys is not None:
         return verify_report(doc, public_keys)
     if "signature" in doc:
         kid = doc["signature"].get("key_id")
         return Verification("unverified", kid if isinstance(kid, str) else None,
                             "signed, but no public keys were given (--pubkeys DIR)")
-    return Verification("unsigned", None, "the statement has no signature")
+    return Verification("unsigned", None, f"the {what} has no signature")
 
 
 def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
@@ -101,11 +113,23 @@ def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
                       f"{fmt(site)} over its {days} (report daily rows): {'pass' if ok else 'fail'}")
 
 
+def _report_signature_rule(s: dict[str, Any], report: dict[str, Any],
+                           public_keys: dict[str, Any] | None) -> RuleResult:
+    sig = _signature(report, public_keys, "report")
+    named = s["site_report"]["key_id"]
+    ok = sig.ok and sig.key_id == named
+    why = sig.reason if not sig.ok else f"valid, by key {sig.key_id}" + ("" if ok else f", not {named} as the "
+                                                                          "statement names")
+    return RuleResult("report_signature", ok, sig.status, "valid", None,
+                      f"the report's signature: {why}: {'pass' if ok else 'fail'}")
+
+
 def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: list[tuple[str, dict[str, Any]]],
                       public_keys: dict[str, Any] | None) -> VoucherResult:
     by_digest = {digest(r): (p, r) for p, r in reports}
     rows: list[StatementRow] = []
     claimed: dict[str, list[float]] = {d: [] for d in by_digest}
+    green: dict[str, list[float]] = {d: [] for d in by_digest}
     for path, s in statements:
         sig = _signature(s, public_keys)
         results = [RuleResult("signature", sig.ok, sig.status, "valid", None,
@@ -126,12 +150,17 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
             report = match[1]
             same = (s["period_start"], s["period_end"]) == (report["period_start"], report["period_end"])
             period = f"{s['period_start']}..{s['period_end']}"
+            results.append(_report_signature_rule(s, report, public_keys))
             results.append(RuleResult("period", same, period, f"{report['period_start']}..{report['period_end']}", "==",
                                       f"statement period {period} " + ("is the report's: pass" if same else
                                       f"is not the report's {report['period_start']}..{report['period_end']}: fail")))
             results.append(_pue_rule(s, report))
+            results.append(green_share_rule(s, report))
+            results.append(carbon_rule(s, report))
             if s["facility_energy_wh"] is not None:
                 claimed[ref["sha256"]].append(s["facility_energy_wh"])
+            if s["green_energy_wh"] is not None:
+                green[ref["sha256"]].append(s["green_energy_wh"])
         rows.append(StatementRow(path, s, sig, match[0] if match else None, results))
     out: list[dict[str, Any]] = []
     for d, (path, report) in by_digest.items():
@@ -144,11 +173,12 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
             rule = RuleResult("energy_within_e_dc", ok, total, e_dc, "<=",
                               f"{n} statement(s) claim {total / 1000:,.3f} kWh facility-inclusive, E_DC "
                               f"{e_dc / 1000:,.3f} kWh: " + ("pass" if ok else "more than the site used: fail"))
-        out.append({"report": path, "site": report["site"], "sha256": d, "statements": n, "rule": rule})
+        out.append({"report": path, "site": report["site"], "sha256": d, "statements": n, "rule": rule,
+                    "rules": [rule, green_within_site_rule(green[d], report)]})
     warnings = [f"tenant {t!r} of site {site!r} has {n} statements naming one report: its energy is counted {n} times"
                 for (site, t, ref), n in Counter((r.statement["site"], r.statement["tenant"], r.report)
                                                  for r in rows if r.report).items() if n > 1]
-    return VoucherResult(rows, out, warnings)
+    return VoucherResult(rows, out, certificate_rows(reports), warnings)
 
 
 def print_vouchers(result: VoucherResult) -> None:
@@ -161,7 +191,7 @@ def print_vouchers(result: VoucherResult) -> None:
         console = Console(highlight=False, width=200)
     console.print(Text("Voucher statements", style="bold"))
     table = Table(show_header=True, header_style="bold")
-    rules = ("signature", "report_digest", "period", "pue")
+    rules = ("signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon")
     for col in ("tenant", "site", "statement file", "facility kWh", "PUE", *rules, "overall"):
         table.add_column(col, justify="right" if col in ("facility kWh", "PUE") else "left", overflow="fold")
     for row in result.rows:
@@ -177,11 +207,14 @@ def print_vouchers(result: VoucherResult) -> None:
     console.print(table)
     for row in result.rows:
         for r in row.results:
-            if not r.passed:
-                console.print(Text(f"{row.statement['tenant']} ({row.path}): {r.rule}: {r.evidence}"))
+            console.print(Text(f"{'PASS' if r.passed else 'FAIL'}  {r.rule} {row.statement['tenant']} ({row.path}): "
+                               f"{r.evidence}"))
     for r in result.reports:
-        x = r["rule"]
-        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {r['site']} ({r['report']}): {x.evidence}"))
+        for x in r["rules"]:
+            console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {r['site']} ({r['report']}): {x.evidence}"))
+    for c in result.certificates:
+        x = c["rule"]
+        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {c['id']}: {x.evidence}"))
     for w in result.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
     failed = sum(not r.passed for r in result.rows)
@@ -202,8 +235,10 @@ def render_html(result: VoucherResult) -> str:
                        f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
                        f"<td>{e(r.evidence)}</td></tr>")
     out.append("</tbody></table><ul>")
-    out += [f'<li class="{"pass" if r["rule"].passed else "fail"}">{e(r["rule"].rule)} {e(r["site"])} ({e(r["report"])}): '
-            f'{e(r["rule"].evidence)}</li>' for r in result.reports]
+    out += [f'<li class="{"pass" if x.passed else "fail"}">{e(x.rule)} {e(r["site"])} ({e(r["report"])}): '
+            f'{e(x.evidence)}</li>' for r in result.reports for x in r["rules"]]
+    out += [f'<li class="{"pass" if c["rule"].passed else "fail"}">certificate {e(c["id"])}: {e(c["rule"].evidence)}</li>'
+            for c in result.certificates]
     out += [f"<li>warning: {e(w)}</li>" for w in result.warnings]
     out.append(f"<li><b>vouchers: {'pass' if result.passed else 'FAIL'}</b> ({json.dumps(len(result.rows))} "
                "statements)</li></ul>")

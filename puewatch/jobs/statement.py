@@ -46,13 +46,15 @@ def _site_report(path: str, key_path: str, start_ns: int, end_ns: int) -> dict[s
     return report
 
 
-def _tenant_cells(ledger, cells, site, tenant: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per attribution cell: the tenant's IT energy in known cells and its facility-inclusive energy (Wh)."""
+def _tenant_cells(ledger, cells, site, carbon, tenant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per attribution cell: the tenant's IT energy in known cells, its facility-inclusive energy
+    and the green part of that (the cell's green share, attribute.py's rule), Wh."""
     from puewatch import kernels as k
-    from puewatch.jobs.attribute import record_rows
+    from puewatch.jobs.attribute import _green_and_carbon, record_rows
     from puewatch.jobs.cells import cell_factors
 
     f = cell_factors(cells)
+    green_frac = _green_and_carbon(cells, f.known, carbon, [])[0]  # its warnings are attribute()'s too
     mine = np.array([t == tenant for t, _ in ledger.jobs] or [False])[ledger.job] if len(ledger) else np.zeros(0, bool)
     zeros = np.zeros(cells.n)
     res = k.cell_shares(ledger.end_ns[mine], ledger.interval_ns[mine], ledger.it_wh[mine],
@@ -60,10 +62,11 @@ def _tenant_cells(ledger, cells, site, tenant: str) -> tuple[np.ndarray, np.ndar
     has = np.isfinite(f.factor)
     it = np.where(has, res.job_it_wh, 0.0).sum(axis=0)
     fac = np.where(has, res.job_it_wh * np.where(has, f.factor, 0.0), 0.0).sum(axis=0)
-    return it, fac
+    return it, fac, fac * green_frac
 
 
-def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, green_c: np.ndarray, start_ns: int, end_ns: int
+          ) -> list[dict[str, Any]]:
     """The UTC days (clipped to the period) in which the tenant has IT energy in known cells."""
     starts = cells.edges_ns[:-1]
     day = (starts // DAY_NS) * DAY_NS
@@ -76,7 +79,9 @@ def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, start_ns: int, end_ns: int
         it = float(it_c[sel].sum())
         if it > 0:
             out.append({"period_start": format_time(max(d, start_ns)), "period_end": format_time(min(d + DAY_NS, end_ns)),
-                        "it_energy_wh": it, "facility_energy_wh": float(fac_c[sel].sum())})
+                        "it_energy_wh": it, "facility_energy_wh": float(fac_c[sel].sum()),
+                        # Lets a city split green energy by year, as carbon is (one factor per year).
+                        "green_energy_wh": float(green_c[sel].sum())})
     return out
 
 
@@ -114,8 +119,8 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
     if not a.tenants:
         raise UserError(f"tenant {args.tenant!r} has no job ledger record in {format_time(start)}..{format_time(end)}")
     t = a.tenants[0]
-    it_c, fac_c = _tenant_cells(ledger, cells, site, args.tenant)
-    days = _days(cells, it_c, fac_c, start, end)
+    it_c, fac_c, green_c = _tenant_cells(ledger, cells, site, carbon, args.tenant)
+    days = _days(cells, it_c, fac_c, green_c, start, end)
     warnings = list(a.warnings)
     pue = pue_fac = pue_it = None
     ref = None

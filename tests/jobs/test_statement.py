@@ -53,7 +53,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
     keys = root / "keys"
     assert cli("keys", "new", "--out", keys, "--name", "site").returncode == 0
     common = ("--config", conf, "--store", root / "store.sqlite", *PERIOD)
-    r = cli("report", *common, "--json", "--sign", keys / "site.key", "-o", root / "report.json")
+    # With the carbon file: the green energy, certificates and factors the city checks the statements' against.
+    r = cli("report", *common, "--json", "--sign", keys / "site.key", "--carbon", root / "carbon.toml",
+            "-o", root / "report.json")
     assert r.returncode == 0, r.stderr
     for tenant in ("t1", "t2"):
         r = cli("statement", *common, "--tenant", tenant, "--sign", keys / "site.key", "--report",
@@ -156,6 +158,9 @@ def test_statement_refuses_a_report_of_another_period_or_key(site: dict, tmp_pat
     assert r.returncode == 2 and "tenant 'nobody' has no job ledger record" in r.stderr
 
 
+RULES = ["signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon"]
+
+
 def _city(site: dict, *statements: Path, report: Path | None = None) -> tuple[int, dict]:
     r = cli("city", report or site["root"] / "report.json", "--pubkeys", site["keys"], "--json", "--statements",
             *statements)
@@ -169,7 +174,7 @@ def test_city_passes_the_sites_statements(site: dict, tmp_path: Path) -> None:
     v = doc["vouchers"]
     assert rc == 0 and doc["passed"] and v["passed"], v
     for row in v["statements"]:
-        assert [r["rule"] for r in row["rules"]] == ["signature", "report_digest", "period", "pue"]
+        assert [r["rule"] for r in row["rules"]] == RULES
         assert all(r["passed"] for r in row["rules"]), row
     (rep,) = v["reports"]
     t1, t2 = (json.loads((root / f"{t}.json").read_text()) for t in ("t1", "t2"))
@@ -187,13 +192,17 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     # A site claiming more for a tenant than it used, signed with its own key: every signature is
     # valid, and only the sum over the statements catches it.
     inflated = json.loads((root / "t2.json").read_text())
-    inflated["facility_energy_wh"] = report["facility_energy_wh"]
+    scale = report["facility_energy_wh"] / inflated["facility_energy_wh"]
+    # Its green energy and carbon scaled with it, so its green share and carbon stay consistent.
+    for name in ("facility_energy_wh", "green_energy_wh", "carbon_kg"):
+        inflated[name] *= scale
     inflated = _write(tmp_path / "t2-inflated.json", sign_report(inflated, key))
     rc, doc = _city(site, root / "t1.json", inflated)
     v = doc["vouchers"]
     assert rc == 1 and not v["passed"] and all(row["passed"] for row in v["statements"])
     rule = v["reports"][0]["rule"]
     assert rule["rule"] == "energy_within_e_dc" and not rule["passed"] and "more than the site used: fail" in rule["evidence"]
+    assert v["reports"][0]["rules"][0] == rule
     # A statement naming another report (here: the report changed after the statement was made).
     changed = dict(report, warnings=[*report["warnings"], "re-issued"])
     changed = _write(tmp_path / "report-reissued.json", sign_report(changed, key))
@@ -206,7 +215,7 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     flattering["pue"] = 1.1
     flattering = _write(tmp_path / "t1-flattering.json", sign_report(flattering, key))
     rc, doc = _city(site, flattering)
-    pue = doc["vouchers"]["statements"][0]["rules"][3]
+    pue = doc["vouchers"]["statements"][0]["rules"][RULES.index("pue")]
     assert rc == 1 and pue["rule"] == "pue" and not pue["passed"] and pue["limit"] == report["pue"]
     # A tampered statement: its signature fails in the city too.
     tampered = json.loads((root / "t1.json").read_text())
