@@ -186,7 +186,8 @@ def certificate_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[dict[str
         who = ", ".join(f"{r['site']} ({p}: {_mwh(e['energy_in_period_wh'])})" for p, r, e in got)
         problems = []
         if len(sites) > 1:
-            problems.append(f"claimed by {len(sites)} sites ({', '.join(sites)}): a certificate is retired for one site")
+            problems.append(f"claimed by {len(sites)} sites ({', '.join(sites)}): a certificate is retired for one "
+                            "site")
         if len(mwh) > 1:
             problems.append(f"entered as {' and '.join(f'{m:g}' for m in mwh)} MWh")
         if total > limit * (1 + SUM_REL_TOL):

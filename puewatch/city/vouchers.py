@@ -67,7 +67,7 @@ class StatementRow:
 @dataclass
 class VoucherResult:
     rows: list[StatementRow]
-    reports: list[dict[str, Any]]  # per report: path, site, digest, rule, rules (rule: the first, kept for JSON readers)
+    reports: list[dict[str, Any]]  # per report: path, site, digest, rules; rule: the first (kept for JSON readers)
     certificates: list[dict[str, Any]] = field(default_factory=list)  # per id: kind, mwh, sites, claims, rule
     warnings: list[str] = field(default_factory=list)
 
@@ -208,13 +208,14 @@ def print_vouchers(result: VoucherResult) -> None:
     for row in result.rows:
         for r in row.results:
             console.print(Text(f"{'PASS' if r.passed else 'FAIL'}  {r.rule} {row.statement['tenant']} ({row.path}): "
-                               f"{r.evidence}"))
+                               f"{r.evidence}"), soft_wrap=True)
     for r in result.reports:
         for x in r["rules"]:
-            console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {r['site']} ({r['report']}): {x.evidence}"))
+            console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {r['site']} ({r['report']}): "
+                               f"{x.evidence}"), soft_wrap=True)
     for c in result.certificates:
         x = c["rule"]
-        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {c['id']}: {x.evidence}"))
+        console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule} {c['id']}: {x.evidence}"), soft_wrap=True)
     for w in result.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
     failed = sum(not r.passed for r in result.rows)
@@ -237,7 +238,8 @@ def render_html(result: VoucherResult) -> str:
     out.append("</tbody></table><ul>")
     out += [f'<li class="{"pass" if x.passed else "fail"}">{e(x.rule)} {e(r["site"])} ({e(r["report"])}): '
             f'{e(x.evidence)}</li>' for r in result.reports for x in r["rules"]]
-    out += [f'<li class="{"pass" if c["rule"].passed else "fail"}">certificate {e(c["id"])}: {e(c["rule"].evidence)}</li>'
+    out += [f'<li class="{"pass" if c["rule"].passed else "fail"}">certificate {e(c["id"])}: '
+            f'{e(c["rule"].evidence)}</li>'
             for c in result.certificates]
     out += [f"<li>warning: {e(w)}</li>" for w in result.warnings]
     out.append(f"<li><b>vouchers: {'pass' if result.passed else 'FAIL'}</b> ({json.dumps(len(result.rows))} "

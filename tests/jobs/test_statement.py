@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from js_signature import js, node_ready
-from test_jobs import CARBON, N_SUB, SITE, SUB, T0, _cells, _lines
+from test_jobs import CARBON, EF, N_SUB, SITE, SUB, T0, _cells, _lines
 
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.lineprotocol import encode_point
@@ -223,3 +223,140 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     rc, doc = _city(site, _write(tmp_path / "t1-tampered.json", tampered))
     sig = doc["vouchers"]["statements"][0]["rules"][0]
     assert rc == 1 and sig["rule"] == "signature" and sig["value"] == "invalid"
+
+
+def _signed(path: Path, doc: dict, key_path: Path) -> Path:
+    return _write(path, sign_report(doc, load_private_key(key_path)))
+
+
+def _rules(row: dict) -> dict[str, dict]:
+    return {r["rule"]: r for r in row["rules"]}
+
+
+def test_city_checks_the_statements_green_share_and_carbon(site: dict) -> None:
+    root = site["root"]
+    report = json.loads((root / "report.json").read_text())
+    # The report's green energy: the renewable meter's readings over the hour plus the certificate's
+    # 24 kWh a day spread evenly (1 kWh in the hour); its factor as the carbon file gives it.
+    assert report["green_energy_wh"] == pytest.approx(site["cells"]["pv"].sum() + 24_000 / 24, rel=1e-9)
+    assert [(f["year"], f["kg_co2e_per_kwh"]) for f in report["emission_factors"]] == [(2026, EF)]
+    rc, doc = _city(site, root / "t1.json", root / "t2.json")
+    v = doc["vouchers"]
+    assert rc == 0 and v["passed"], v
+    claimed = 0.0
+    for row in v["statements"]:
+        s = json.loads(Path(row["statement"]).read_text())
+        r = _rules(row)
+        assert r["green_share"]["passed"] and r["green_share"]["value"] == s["green_share"] > 0
+        assert r["green_share"]["limit"] == s["green_energy_wh"] / s["facility_energy_wh"]
+        assert r["carbon"]["passed"] and r["carbon"]["value"] == s["carbon_kg"]
+        assert r["carbon"]["limit"] == pytest.approx(EF * (s["facility_energy_wh"] - s["green_energy_wh"]) / 1000,
+                                                     rel=1e-12)
+        assert sum(d["green_energy_wh"] for d in s["days"]) == pytest.approx(s["green_energy_wh"], rel=1e-12)
+        claimed += s["green_energy_wh"]
+    green = _rules(v["reports"][0])["green_within_site"]
+    assert green["passed"] and green["value"] == pytest.approx(claimed, rel=1e-15)
+    assert green["limit"] == report["green_energy_wh"]
+    (cert,) = v["certificates"]
+    assert cert["id"] == "GEC-TEST-1" and cert["sites"] == ["lab"] and cert["rule"]["passed"]
+    assert cert["rule"]["value"] == report["green_entries"][0]["energy_in_period_wh"]
+    assert cert["rule"]["limit"] == 24_000
+    text = cli("city", root / "report.json", "--pubkeys", site["keys"], "--statements", root / "t1.json")
+    assert text.returncode == 0
+    for line in ("PASS  green_share t1", "PASS  carbon t1", "PASS  green_within_site lab",
+                 "PASS  certificate GEC-TEST-1", "PASS  report_signature t1"):
+        assert line in text.stdout, text.stdout
+
+
+def test_city_fails_inflated_green_shares_and_lowered_carbon(site: dict, tmp_path: Path) -> None:
+    """Statements changed by the site and signed again with its key: every signature is valid."""
+    root, key = site["root"], site["keys"] / "site.key"
+    report = json.loads((root / "report.json").read_text())
+    honest = json.loads((root / "t1.json").read_text())
+
+    def city_row(name: str, **changes: object) -> tuple[int, dict, dict]:
+        rc, doc = _city(site, _signed(tmp_path / f"{name}.json", {**honest, **changes}, key))
+        return rc, _rules(doc["vouchers"]["statements"][0]), doc["vouchers"]
+
+    # A green share above its green energy over its facility-inclusive energy.
+    rc, r, _ = city_row("share", green_share=0.9)
+    assert rc == 1 and not r["green_share"]["passed"] and r["green_share"]["value"] == 0.9
+    assert "is not green / facility-inclusive" in r["green_share"]["evidence"]
+    # Carbon lowered: no longer the report's factor times its grid energy.
+    rc, r, _ = city_row("carbon", carbon_kg=honest["carbon_kg"] / 2)
+    assert rc == 1 and not r["carbon"]["passed"] and r["green_share"]["passed"]
+    assert r["carbon"]["limit"] == pytest.approx(EF * (honest["facility_energy_wh"] - honest["green_energy_wh"]) / 1000)
+    assert "is not the report's factors x its grid energy" in r["carbon"]["evidence"]
+    # All green, consistently: share 1, no carbon, over twice the site's green energy (and within its E_DC):
+    # each statement rule holds, the site's green energy does not cover it.
+    fac = 2 * report["green_energy_wh"]
+    rc, r, v = city_row("all-green", facility_energy_wh=fac, green_energy_wh=fac, green_share=1.0, carbon_kg=0.0)
+    assert rc == 1 and all(x["passed"] for x in r.values()), r
+    energy, green = v["reports"][0]["rules"]
+    assert energy["passed"] and not green["passed"] and green["value"] == fac
+    assert green["limit"] == report["green_energy_wh"]
+    assert "more than the site had: fail" in green["evidence"]
+    # Green energy more than the facility-inclusive energy it is a share of.
+    rc, r, _ = city_row("over", green_energy_wh=2 * honest["facility_energy_wh"], green_share=2.0)
+    assert rc == 1 and not r["green_share"]["passed"]
+    assert "(a cell's green share is at most 1)" in r["green_share"]["evidence"]
+    # A certificate the site's signed report does not list.
+    entries = [{**honest["green_entries"][0], "id": "GEC-NOT-RETIRED"}]
+    rc, r, _ = city_row("entry", green_entries=entries)
+    assert rc == 1 and not r["green_share"]["passed"]
+    assert "certificate GEC-NOT-RETIRED is not among the report's green entries" in r["green_share"]["evidence"]
+
+
+def test_city_fails_a_certificate_claimed_by_two_sites(site: dict, tmp_path: Path) -> None:
+    root = site["root"]
+    # A second site retiring the same certificate id: all of its 24 kWh within the hour.
+    conf = tmp_path / "lab-2.toml"
+    conf.write_text(SITE.replace('site = "lab"', 'site = "lab-2"').format(state=tmp_path / "state"))
+    carbon = tmp_path / "carbon-2.toml"
+    carbon.write_text(CARBON.replace("start = 2026-01-01\n", 'start = "2026-01-01T00:00:00Z"\n')
+                      .replace("end = 2026-01-02\n", 'end = "2026-01-01T01:00:00Z"\n'))
+    keys = tmp_path / "keys"
+    assert cli("keys", "new", "--out", keys, "--name", "lab-2").returncode == 0
+    (keys / "site.pub").write_bytes((site["keys"] / "site.pub").read_bytes())
+    r = cli("report", "--config", conf, "--store", root / "store.sqlite", *PERIOD, "--json", "--sign",
+            keys / "lab-2.key", "--carbon", carbon, "-o", tmp_path / "lab-2.json")
+    assert r.returncode == 0, r.stderr
+    args = ("city", root / "report.json", tmp_path / "lab-2.json", "--pubkeys", keys, "--statements", root / "t1.json")
+    out = cli(*args, "--json")
+    assert out.returncode == 1, out.stderr
+    v = json.loads(out.stdout)["vouchers"]
+    assert all(row["passed"] for row in v["statements"])  # t1's own claims hold
+    (cert,) = v["certificates"]
+    parts = {c["site"]: c["energy_in_period_wh"] for c in cert["claims"]}
+    assert cert["id"] == "GEC-TEST-1" and cert["sites"] == ["lab", "lab-2"] and not cert["rule"]["passed"]
+    assert parts == {"lab": pytest.approx(1000.0), "lab-2": pytest.approx(24_000.0)}
+    assert cert["rule"]["value"] == pytest.approx(25_000.0) and cert["rule"]["limit"] == 24_000.0
+    text = cli(*args)
+    assert text.returncode == 1
+    (line,) = [x for x in text.stdout.splitlines() if x.startswith("FAIL  certificate GEC-TEST-1")]
+    for part in ("claimed by 2 sites (lab, lab-2)", "0.025 MWh claimed in all, more than its 0.024 MWh",
+                 "lab-2 (" + str(tmp_path / "lab-2.json"), ": 0.024 MWh)"):
+        assert part in line, line
+
+
+def test_city_fails_a_statement_whose_report_is_unsigned_or_signed_by_another_key(site: dict, tmp_path: Path) -> None:
+    """The digest leaves the report's signature out, so it matches an unsigned copy: the report's own
+    signature is a rule of its own."""
+    root = site["root"]
+    report = json.loads((root / "report.json").read_text())
+    unsigned = _write(tmp_path / "unsigned.json", {k: v for k, v in report.items() if k != "signature"})
+    rc, doc = _city(site, root / "t1.json", report=unsigned)
+    r = _rules(doc["vouchers"]["statements"][0])
+    assert rc == 1 and r["report_digest"]["passed"] and not r["report_signature"]["passed"]
+    assert r["report_signature"]["value"] == "unsigned"
+    assert "the report has no signature" in r["report_signature"]["evidence"]
+    # Signed again by another key the city holds: valid, but not the key the statement names.
+    keys = tmp_path / "keys"
+    assert cli("keys", "new", "--out", keys, "--name", "other").returncode == 0
+    (keys / "site.pub").write_bytes((site["keys"] / "site.pub").read_bytes())
+    other = _signed(tmp_path / "other.json", report, keys / "other.key")
+    out = cli("city", other, "--pubkeys", keys, "--json", "--statements", root / "t1.json")
+    r = _rules(json.loads(out.stdout)["vouchers"]["statements"][0])
+    assert out.returncode == 1 and r["report_digest"]["passed"] and not r["report_signature"]["passed"]
+    named = json.loads((root / "t1.json").read_text())["site_report"]["key_id"]
+    assert f"not {named} as the statement names" in r["report_signature"]["evidence"]
