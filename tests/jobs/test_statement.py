@@ -360,3 +360,16 @@ def test_city_fails_a_statement_whose_report_is_unsigned_or_signed_by_another_ke
     assert out.returncode == 1 and r["report_digest"]["passed"] and not r["report_signature"]["passed"]
     named = json.loads((root / "t1.json").read_text())["site_report"]["key_id"]
     assert f"not {named} as the statement names" in r["report_signature"]["evidence"]
+
+
+def test_city_refuses_mistyped_green_fields_in_one_line(site: dict, tmp_path: Path) -> None:
+    root = site["root"]
+    report = json.loads((root / "report.json").read_text())
+    report["green_entries"][0]["mwh"] = "24 kWh"
+    r = cli("city", _write(tmp_path / "bad-report.json", report), "--statements", root / "t1.json")
+    assert r.returncode == 2 and r.stderr.strip().endswith('green_entries[0].mwh: must be a number, got "24 kWh"')
+    s = json.loads((root / "t1.json").read_text())
+    del s["carbon_kg"]
+    r = cli("city", root / "report.json", "--statements", _write(tmp_path / "bad-statement.json", s))
+    assert r.returncode == 2 and "carbon_kg: missing (schema puewatch.statement/1)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
