@@ -145,7 +145,8 @@ def carbon_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
         ef = f["kg_co2e_per_kwh"]
         expected += (fac - green) / 1000 * ef
         scale += fac / 1000 * ef
-        note = "" if own.get(year) == ef else f", the statement's own factor {own.get(year)}"
+        note = ("" if own.get(year) == ef else ", the statement names no factor" if year not in own
+                else f", the statement's own factor {own[year]:g}")
         terms.append(f"{year}: ({_kwh(fac)} - {_kwh(green)} green) x {ef:g} kg/kWh ({f['source']}{note})")
     tol = CARBON_REL_TOL * scale
     ok = abs(stated - expected) <= tol

@@ -373,3 +373,28 @@ def test_city_refuses_mistyped_green_fields_in_one_line(site: dict, tmp_path: Pa
     r = cli("city", root / "report.json", "--statements", _write(tmp_path / "bad-statement.json", s))
     assert r.returncode == 2 and "carbon_kg: missing (schema puewatch.statement/1)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_carbon_over_a_new_year_takes_each_years_factor(site: dict) -> None:
+    """A statement whose days span two UTC years: each year's grid energy times that year's factor of
+    the report (the fixture's hour is in one year, so t1's one day is split in two here)."""
+    from puewatch.city.green import carbon_rule
+
+    s = json.loads((site["root"] / "t1.json").read_text())
+    report = json.loads((site["root"] / "report.json").read_text())
+    (day,) = s["days"]
+    fac, green = s["facility_energy_wh"], s["green_energy_wh"]
+    s["days"] = [{**day, "period_start": "2025-12-31T00:00:00Z", "period_end": "2026-01-01T00:00:00Z",
+                  "facility_energy_wh": fac / 4, "green_energy_wh": 0.0},
+                 {**day, "facility_energy_wh": fac * 3 / 4, "green_energy_wh": green}]
+    f2026 = report["emission_factors"][0]
+    report["emission_factors"] = [{**f2026, "year": 2025, "kg_co2e_per_kwh": 0.8, "source": "test 2025"}, f2026]
+    s["carbon_kg"] = 0.8 * fac / 4 / 1000 + EF * (fac * 3 / 4 - green) / 1000
+    r = carbon_rule(s, report)
+    assert r.passed and r.limit == pytest.approx(s["carbon_kg"], rel=1e-15), r.evidence
+    assert "2025: (" in r.evidence and "x 0.8 kg/kWh (test 2025, the statement names no factor)" in r.evidence
+    s["carbon_kg"] = EF * (fac - green) / 1000  # the 2026 factor over both years
+    assert not carbon_rule(s, report).passed
+    del s["days"][0]["green_energy_wh"]
+    r = carbon_rule(s, report)
+    assert not r.passed and "its days span 2025..2026 and carry no green energy per day" in r.evidence
