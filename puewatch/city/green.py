@@ -30,7 +30,7 @@ from puewatch.city.check import RuleResult, fmt
 from puewatch.core.timefmt import NS, parse_time
 
 SHARE_REL_TOL = 1e-12  # green / facility-inclusive: the same two doubles divided, so equal exactly
-SUM_REL_TOL = 1e-9  # sums of the same energies in other orders (as vouchers.SUM_REL_TOL)
+SUM_REL_TOL = 1e-9  # sums of the same energies in other orders: E_DC, green energy, a certificate's parts
 # Carbon: the statement adds fac x (1 - g) x EF per record and cell (at most ~1e7 terms for a
 # year of minute cells), the city (fac - green) x EF per year: rounding below 1e7 x 2^-53 = 1.1e-9
 # of the sum of the terms' magnitudes, at most fac x EF.

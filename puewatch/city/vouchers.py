@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
-from puewatch.city.green import carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
+from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
 from puewatch.signing import Verification, digest, verify_report
 
 PUE_REL_TOL = 1e-12
-SUM_REL_TOL = 1e-9
 
 
 @dataclass
