@@ -183,7 +183,8 @@ def test_city_passes_the_sites_statements(site: dict, tmp_path: Path) -> None:
     table = cli("city", root / "report.json", "--pubkeys", site["keys"], "--statements", root / "t1.json",
                 root / "t2.json", "--html", tmp_path / "city.html")
     assert table.returncode == 0 and "2 of 2 statements pass; vouchers: pass" in table.stdout
-    assert "energy_within_e_dc" in (tmp_path / "city.html").read_text()
+    page = (tmp_path / "city.html").read_text()
+    assert "energy_within_e_dc" in page and "green_within_site" in page and "certificate GEC-TEST-1" in page
 
 
 def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_path: Path) -> None:
