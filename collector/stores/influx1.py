@@ -317,6 +317,49 @@ class Influx1Store:
         rows.sort(key=lambda r: r[0])
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def fields_by_series(self, measurement: str, kinds: dict[str, str], start_ns: int, end_ns: int, *,
+                         rp: str | None = None) -> list[tuple[dict[str, str], np.ndarray, dict[str, np.ndarray]]]:
+        """Every series of `measurement` with a point of one of `kinds` (field -> "number" or "string")
+        in start_ns <= t < end_ns: (tags, times ascending, field -> column aligned with the times).
+
+        One query for the whole measurement (`GROUP BY *`), not one per series and field: a site's
+        job ledger is thousands of series. A number column is float64 (booleans 1/0, NaN where the
+        row lacks the field), a string column an object array (None where it lacks it).
+        StoreRejected when a field holds the other kind.
+        """
+        source = quote_ident(measurement)
+        if rp or self.rp:
+            source = f"{quote_ident(rp or self.rp)}.{source}"
+        q = (f"SELECT {', '.join(quote_ident(f) for f in kinds)} FROM {source} "
+             f"WHERE time >= {int(start_ns)} AND time < {int(end_ns)} GROUP BY *")
+        rows_by_series: dict[tuple, tuple[dict[str, str], list]] = {}
+        columns: list[str] = []
+        for result in self._query_chunks(q):
+            for s in result.get("series", []):
+                tags = {k: v for k, v in (s.get("tags") or {}).items() if v != ""}
+                columns = s.get("columns", columns)
+                rows_by_series.setdefault(tuple(sorted(tags.items())), (tags, []))[1].extend(s.get("values", []))
+        out = []
+        for tags, rows in rows_by_series.values():
+            rows.sort(key=lambda r: r[0])
+            cols = list(zip(*rows)) if rows else [()] * len(columns)
+            t = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
+            fields: dict[str, np.ndarray] = {}
+            for name, col in zip(columns[1:], cols[1:]):
+                if kinds.get(name) == "string":
+                    if any(v is not None and not isinstance(v, str) for v in col):
+                        raise StoreRejected(f"{self.name}: {measurement}.{name} holds numbers, not strings")
+                    fields[name] = np.array(col, dtype=object)
+                else:
+                    if any(isinstance(v, str) for v in col):
+                        raise StoreRejected(f"{self.name}: {measurement}.{name} holds strings, not numbers")
+                    fields[name] = np.fromiter((np.nan if v is None else v for v in col), dtype=np.float64, count=len(rows))
+            for name, kind in kinds.items():  # a field no point of the period has
+                if name not in fields:
+                    fields[name] = np.full(t.size, None, object) if kind == "string" else np.full(t.size, np.nan)
+            out.append((tags, t, fields))
+        return out
+
     def time_range(self, measurement: str, field: str, tags: dict[str, str], *, rp: str | None = None
                    ) -> tuple[int, int] | None:
         """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none."""

@@ -264,14 +264,29 @@ def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: P
         store.write(_lines(cells))
         store.close()
         influx = _doc(conf, server.url + "/site")
+        # [store.influx2]: read through the v1 compatibility API with the token (influxd 1.6.7 without auth ignores it).
+        conf2 = tmp_path / "collector2.toml"
+        token = tmp_path / "token"
+        token.write_text("t\n")
+        conf2.write_text(conf.read_text() + f'\n[store.influx2]\nurl = "{server.url}"\nbucket = "site"\norg = "o"\n'
+                         f'token_file = "{token}"\n')
+        r = subprocess.run([sys.executable, "-m", "puewatch.cli", "jobs", "--config", str(conf2), "--json",
+                            "--from", "2026-01-01T00:00:00Z", "--to", f"2026-01-01T0{HOURS}:00:00Z"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        influx2 = json.loads(r.stdout)
+        assert influx2["source"]["kind"] == "influx2"
     finally:
         server.stop()
     embedded = _doc(conf, str(root / "store.sqlite"))
-    for a, b in zip(influx["jobs"], embedded["jobs"]):
-        assert a["job"] == b["job"]
-        for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness"):
-            assert a[key] == pytest.approx(b[key], rel=1e-12)
-    assert influx["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
+    for doc in (influx, influx2):
+        assert len(doc["jobs"]) == len(embedded["jobs"]) == 4
+        for a, b in zip(doc["jobs"], embedded["jobs"]):
+            assert a["job"] == b["job"]
+            for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness", "estimated_share"):
+                assert a[key] == pytest.approx(b[key], rel=1e-12)
+        assert doc["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
+        assert doc["warnings"] == embedded["warnings"]
 
 
 def test_report_carbon_fields(tmp_path: Path) -> None:
