@@ -346,14 +346,16 @@ class Influx1Store:
             t = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
             fields: dict[str, np.ndarray] = {}
             for name, col in zip(columns[1:], cols[1:]):
+                # InfluxDB keeps one type per field (and shard): one value tells the column's.
+                sample = next((v for v in col if v is not None), None)
                 if kinds.get(name) == "string":
-                    if any(v is not None and not isinstance(v, str) for v in col):
+                    if sample is not None and not isinstance(sample, str):
                         raise StoreRejected(f"{self.name}: {measurement}.{name} holds numbers, not strings")
                     fields[name] = np.array(col, dtype=object)
                 else:
-                    if any(isinstance(v, str) for v in col):
+                    if isinstance(sample, str):
                         raise StoreRejected(f"{self.name}: {measurement}.{name} holds strings, not numbers")
-                    fields[name] = np.fromiter((np.nan if v is None else v for v in col), dtype=np.float64, count=len(rows))
+                    fields[name] = np.array(col, dtype=np.float64)  # null -> NaN, true/false -> 1/0
             for name, kind in kinds.items():  # a field no point of the period has
                 if name not in fields:
                     fields[name] = np.full(t.size, None, object) if kind == "string" else np.full(t.size, np.nan)

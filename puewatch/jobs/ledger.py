@@ -16,7 +16,7 @@ from puewatch.errors import UserError
 
 HOST = "host"  # the gpu tag of a job's share of a node's non-GPU energy (schema.JOB_LEDGER)
 _NUMBERS = ("interval_s", "gpu_wh", "host_wh", "share")
-_FLAGS = ("gpu_wh_estimated", "host_estimated", "shared", "reserved_idle")
+_FLAGS = ("gpu_wh_estimated", "host_estimated", "shared", "reserved_idle", "host_unknown")
 _REQUIRED = ("interval_s", "gpu_wh", "host_wh")
 
 
@@ -36,6 +36,7 @@ class Ledger:
     host_estimated: np.ndarray  # bool
     shared: np.ndarray  # bool
     reserved_idle: np.ndarray  # bool
+    host_unknown: np.ndarray  # bool: no host energy known (host_wh 0); absent in older records: False
     nodes: list[str]
     jobs: list[tuple[str, str]]  # (tenant, job id)
     gpu_models: list[str]
@@ -126,6 +127,21 @@ def _per_series(reader, lo: int, hi: int):
                 yield tags, t_job, cols
 
 
+def _run_codes(codes: _Codes, name_at, *columns: np.ndarray) -> np.ndarray:
+    """The code of each row's name, looked up once per run of equal rows (a GPU's job holds it for
+    hours: a series is a few runs, not one look-up per minute)."""
+    n = columns[0].size
+    if n == 0:
+        return np.empty(0, np.int32)
+    change = np.zeros(n, bool)
+    change[0] = True
+    for c in columns:
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    run_codes = np.array([codes.code(name_at(i)) for i in starts.tolist()], np.int32)
+    return np.repeat(run_codes, np.diff(np.append(starts, n)))
+
+
 class _Builder:
     """Ledger columns from series' aligned columns (NaN or None: the record lacks the field)."""
 
@@ -167,9 +183,9 @@ class _Builder:
             "end_ns": t[keep],
             "interval_ns": np.rint(num["interval_s"][keep] * NS).astype(np.int64),
             "node": np.full(n, self.node_codes.code(tags.get("node", "")), np.int32),
-            "job": np.array([self.job_codes.code((tn or "", j)) for tn, j in zip(tenant.tolist(), job.tolist())], np.int32),
+            "job": _run_codes(self.job_codes, lambda i: (tenant[i] or "", job[i]), tenant, job),
             "gpu_model": np.full(n, -1, np.int32) if tags.get("gpu") == HOST else
-            np.array([self.model_codes.code(m or "") for m in cols["gpu_model"][keep].tolist()], np.int32),
+            _run_codes(self.model_codes, lambda i, m=cols["gpu_model"][keep]: m[i] or "", cols["gpu_model"][keep]),
             **{f: num[f][keep] for f in ("gpu_wh", "host_wh", "share")},
             **{f: num[f][keep] != 0 for f in _FLAGS},
         })
@@ -177,7 +193,7 @@ class _Builder:
     def ledger(self, end_ns: int) -> Ledger:
         # Records wholly after the period were read for their overlap only.
         names = ("end_ns", "interval_ns", "node", "job", "gpu_model", "gpu_wh", "host_wh", "share") + _FLAGS
-        dtypes = (np.int64, np.int64, np.int32, np.int32, np.int32, float, float, float) + (bool,) * 4
+        dtypes = (np.int64, np.int64, np.int32, np.int32, np.int32, float, float, float) + (bool,) * len(_FLAGS)
         parts = self.parts
         columns = {k: (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, d)) for k, d in zip(names, dtypes)}
         inside = columns["end_ns"] - columns["interval_ns"] < end_ns
