@@ -311,3 +311,31 @@ def test_the_sample_carbon_file_loads_and_ships_no_factor() -> None:
 
     data = load_carbon(Path(__file__).parents[2] / "config" / "carbon.toml")
     assert data.factors == [] and data.green == []
+
+
+def test_unknown_host_share_is_said_and_the_identities_hold(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    """A node with no RAPL and no host_estimate_w: its records say host_unknown (host_wh 0), `puewatch jobs`
+    gives the job's host_unknown_share and a warning, and the unknown host energy stays unattributed."""
+    conf, cells, _root = site
+    extra = [encode_point(schema.JOB_LEDGER, {"node": "gpu-a-3", "gpu": "0", "slot": "0"},
+                          {"job": "16", "tenant": "t3", "source": "static", "gpu_model": "NVIDIA H100 80GB HBM3",
+                           "interval_s": 60.0, "gpu_wh": 2.0, "gpu_wh_estimated": False, "share": 1.0, "shared": False,
+                           "reserved_idle": False, "host_wh": 0.0, "host_estimated": False,
+                           "host_unknown": m <= 30}, T0 + m * 60 * NS)
+             for m in range(1, 61)]
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells) + ("\n".join(extra) + "\n").encode())
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    assert jobs["16"]["host_unknown_share"] == pytest.approx(0.5)  # half its minutes
+    assert all(j["host_unknown_share"] == 0 for k, j in jobs.items() if k != "16")
+    assert [t["host_unknown_share"] for t in doc["tenants"] if t["tenant"] == "t3"] == [pytest.approx(0.5)]
+    assert any("1 jobs' host share unknown" in w and "gpu-a-3" in w for w in doc["warnings"]), doc["warnings"]
+    i = doc["identities"]
+    assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
+    assert i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"] == pytest.approx(i["e_dc_wh"], rel=1e-12)
+    text = _jobs(conf, str(tmp_path / "store.sqlite"))
+    assert text.returncode == 0 and "unknown 50% of the time" in text.stdout, text.stdout
+    csv_out = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv").stdout.splitlines()
+    assert csv_out[0].endswith(",host_unknown_share") and any(r.startswith("job,t3,16,") and r.endswith(",0.5") for r in csv_out)
