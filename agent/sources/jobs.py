@@ -230,8 +230,10 @@ class Source:
         for gpu in gpus:
             acc = self.acc.setdefault(gpu.uuid, _Acc())
             if not acc.started:
-                # The interval starts at the GPU's first energy reading (the nvml source takes it at its
-                # first power sample); the samples before it would share no energy.
+                # The interval starts at the GPU's first energy reading and process sample by the nvml
+                # source: samples before them would share no energy, or miss the GPU's processes.
+                if gpu.pids is None and "processes" not in gpu.unsupported:
+                    continue
                 acc.start = gpu.energy_reading()
                 acc.started = acc.start is not None
                 if not acc.started:
@@ -290,10 +292,12 @@ class Source:
                     if line:
                         out.append(line)
             acc.start, acc.samples, acc.held = reading, 0, {}
-        for uuid in [u for u, acc in self.acc.items() if u not in live and acc.held]:
-            # Lost (or NVML away) at the interval's end: no reading closes the interval.
-            self._gap(uuid, "the GPU is lost or NVML is unavailable", end_ns)
-            self.acc[uuid] = _Acc()
+        for uuid in [u for u in self.acc if u not in live]:
+            # Lost (or NVML away) at the interval's end: no reading closes the interval, and the next
+            # starts afresh once the GPU is back (its energy meanwhile held by no sampled job).
+            if self.acc[uuid].held:
+                self._gap(uuid, "the GPU is lost or NVML is unavailable", end_ns)
+            del self.acc[uuid]
         self._interval_start_ns = end_ns
         return out
 

@@ -169,6 +169,36 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         assert infer["share"] == idle["share"] == pytest.approx(0.5)
 
 
+def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_path, procs, fake_nvml_dir):
+    """Two real processes of two Slurm jobs (their environment says which) on GPU 0, with SM utilisation 75 and
+    25 from the fake library: the nvml source's process sample gives both, the ledger splits GPU 0 by them."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    a = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "701", "SLURM_JOB_ACCOUNT": "alpha"})
+    b = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "702", "SLURM_JOB_ACCOUNT": "beta"})
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
+                       f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 100.0\n')
+        (tmp_path / "pids.txt").write_text(f"0 {a.pid} 75\n0 {b.pid} 25\n")
+        wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9 and r[1]["share"] == pytest.approx(0.75)]) >= 2,
+                 20, "intervals split 75/25")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+    split_records = [(t, f) for t, f in ledger(rx) if f["interval_s"] > 0.9 and f["share"] in (pytest.approx(0.75), pytest.approx(0.25))]
+    for t, f in split_records:
+        assert t["gpu"] == "0" and f["shared"] and f["source"] == "slurm" and not f["reserved_idle"]
+        tenant, share = {"701": ("alpha", 0.75), "702": ("beta", 0.25)}[f["job"]]
+        assert f["tenant"] == tenant and f["share"] == pytest.approx(share)
+        assert f["host_estimated"] is True and f["host_unknown"] is False
+        assert f["host_wh"] == pytest.approx(100.0 * f["interval_s"] / 3600 / 2 * f["share"], rel=1e-6)
+    assert {f["job"] for _, f in split_records} == {"701", "702"}
+    _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
+
+
 class _Kubelet(pb_grpc.PodResourcesListerServicer):
     def __init__(self, pods):
         self.pods = pods
@@ -245,7 +275,7 @@ def _one_energy_reading_per_cycle(rx: Receiver, nvml_log: Path) -> None:
             # A record spans one or more power samples: the difference of two readings, i.e. of two cumulative sums.
             assert any(abs((c2 - c1) - mj) < 1e-3 * max(mj, 1.0) for c1 in cumulative for c2 in cumulative if c2 > c1), (gpu, mj)
             checked += 1
-    assert checked >= 8 and diffs
+    assert checked >= 4 and diffs
 
 
 def test_hook_without_a_job_id_says_so_and_exits_0(tmp_path):
