@@ -789,7 +789,10 @@ class EmbeddedStore:
             tags_of = {sid: self._tags_of(sid) for f in per_field.values() for sid in f}
         out = []
         for sid in sorted(tags_of):
-            t = np.unique(np.concatenate([f[sid][0] for f in per_field.values() if sid in f]))
+            times = [f[sid][0] for f in per_field.values() if sid in f]
+            # The agents write a record's fields together: mostly every field has the same times.
+            same = all(x.size == times[0].size and np.array_equal(x, times[0]) for x in times[1:])
+            t = times[0] if same else np.unique(np.concatenate(times))
             fields: dict[str, np.ndarray] = {}
             for name, kind in kinds.items():
                 col = np.full(t.size, None, object) if kind == "string" else np.full(t.size, np.nan)
