@@ -167,6 +167,7 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         assert infer["shared"] and idle["shared"] and idle["reserved_idle"] and not infer["reserved_idle"]
         assert idle["source"] == "hook" and infer["source"] == "slurm" and idle["tenant"] == "idle"
         assert infer["share"] == idle["share"] == pytest.approx(0.5)
+    _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
 
 
 def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_path, procs, fake_nvml_dir):
