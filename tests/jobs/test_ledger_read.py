@@ -107,3 +107,15 @@ def test_influxd_bulk_read_equals_series_by_series_and_the_embedded_store(tmp_pa
             monkeypatch.undo()
     finally:
         server.stop()
+
+
+def test_a_field_of_the_wrong_kind_is_one_clear_error(tmp_path) -> None:
+    from puewatch.errors import UserError
+
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(f'job_ledger,node=n,gpu=0,slot=0 job=11,tenant="t",interval_s=60,gpu_wh=1,host_wh=0 {T0 + 60 * NS}\n'.encode())
+    try:
+        with pytest.raises(UserError, match=r"job_ledger\.job holds numbers, not strings"):
+            read_ledger(store, START, END, 3600 * NS)
+    finally:
+        store.close()
