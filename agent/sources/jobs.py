@@ -273,6 +273,8 @@ class Source:
             if acc is None or not acc.started:
                 continue
             reading = gpu.energy_reading()
+            if reading is not None and acc.start is not None and reading[1] <= acc.start[1]:
+                continue  # no newer reading yet (the GPU just came back): the interval goes on to the next
             energy = self._gpu_energy(gpu, acc, reading, end_ns)
             if energy is not None and acc.samples:
                 gpu_wh, interval_s, t_ns = energy
@@ -310,8 +312,6 @@ class Source:
             why = "the energy counter could not be read"
         elif reading[0] < start[0]:
             why = "the energy counter went back (driver reload)"
-        elif reading[1] <= start[1]:
-            why = "no energy reading since the previous record"
         if why is not None:
             if acc.held:
                 self._gap(gpu.uuid, why, end_ns, gpu.index)

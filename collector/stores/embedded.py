@@ -758,6 +758,7 @@ class EmbeddedStore:
                             f"FROM text_points WHERE series_id IN ({marks}) AND field = ? AND time_ns >= ? AND time_ns < ? "
                             "GROUP BY series_id", (*ids, name, lo, hi)).fetchall()
                         per_field[name] = got = {}
+                        memo: dict[str, str] = {}
                         for sid, n, times, texts in rows:
                             values = texts.split(chr(_SEP))
                             if len(values) != n:  # a text holding the separator: read that series point by point
@@ -769,7 +770,7 @@ class EmbeddedStore:
                                     "AND time_ns < ? ORDER BY time_ns", (sid, name, lo, hi)))
                             t = np.fromstring(times, dtype=np.int64, sep=",")
                             v = np.empty(n, object)
-                            v[:] = values
+                            v[:] = [memo.setdefault(x, x) for x in values]  # one object per distinct text
                             if n > 1 and not bool(np.all(t[1:] > t[:-1])):  # SQL leaves the aggregate's order open
                                 order = np.argsort(t, kind="stable")
                                 t, v = t[order], v[order]
@@ -786,7 +787,10 @@ class EmbeddedStore:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-            tags_of = {sid: self._tags_of(sid) for f in per_field.values() for sid in f}
+            found = sorted({sid for f in per_field.values() for sid in f})
+            tags_of = {sid: json.loads(tags) for chunk in range(0, len(found), 500) for sid, tags in self._db.execute(
+                f"SELECT id, tags FROM series WHERE id IN ({','.join('?' * len(found[chunk:chunk + 500]))})",
+                found[chunk:chunk + 500])}
         out = []
         for sid in sorted(tags_of):
             times = [f[sid][0] for f in per_field.values() if sid in f]
@@ -802,9 +806,6 @@ class EmbeddedStore:
                 fields[name] = col
             out.append((tags_of[sid], t, fields))
         return out
-
-    def _tags_of(self, sid: int) -> dict[str, str]:
-        return json.loads(self._db.execute("SELECT tags FROM series WHERE id = ?", (sid,)).fetchone()[0])
 
     def time_range(self, measurement: str, field: str, tags: dict[str, str]) -> tuple[int, int] | None:
         """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none

@@ -365,7 +365,9 @@ class Influx1Store:
             if kinds[name] == "string":
                 if sample is not None and not isinstance(sample, str):
                     raise StoreRejected(f"{self.name}: {measurement}.{name} holds numbers, not strings")
-                fields[name] = np.array(col, dtype=object)
+                memo: dict = {}
+                fields[name] = np.empty(len(col), object)
+                fields[name][:] = [memo.setdefault(v, v) for v in col]  # one object per distinct text, not per row
             else:
                 if isinstance(sample, str):
                     raise StoreRejected(f"{self.name}: {measurement}.{name} holds strings, not numbers")
