@@ -758,7 +758,6 @@ class EmbeddedStore:
                             f"FROM text_points WHERE series_id IN ({marks}) AND field = ? AND time_ns >= ? AND time_ns < ? "
                             "GROUP BY series_id", (*ids, name, lo, hi)).fetchall()
                         per_field[name] = got = {}
-                        memo: dict[str, str] = {}
                         for sid, n, times, texts in rows:
                             values = texts.split(chr(_SEP))
                             if len(values) != n:  # a text holding the separator: read that series point by point
@@ -770,7 +769,7 @@ class EmbeddedStore:
                                     "AND time_ns < ? ORDER BY time_ns", (sid, name, lo, hi)))
                             t = np.fromstring(times, dtype=np.int64, sep=",")
                             v = np.empty(n, object)
-                            v[:] = [memo.setdefault(x, x) for x in values]  # one object per distinct text
+                            v[:] = values
                             if n > 1 and not bool(np.all(t[1:] > t[:-1])):  # SQL leaves the aggregate's order open
                                 order = np.argsort(t, kind="stable")
                                 t, v = t[order], v[order]
