@@ -84,6 +84,13 @@ class SourcesSection:
     def check(self) -> list[tuple[str, str]]:
         if not any((self.nvml, self.host, self.sim, self.jobs)):
             return [("", "no source configured; add at least one of [sources.nvml], [sources.host], [sources.sim], [sources.jobs]")]
+        if self.jobs is not None and self.nvml is None:
+            # One NVML reading per GPU and cycle: the ledger takes the nvml source's, never reads NVML itself.
+            return [("jobs", "the job ledger reads the GPUs through the nvml source: add [sources.nvml]")]
+        if self.jobs is not None and self.jobs.interval_s < 2 * self.nvml.energy_interval_s:
+            # A ledger interval closes at the nvml source's last energy reading: it must hold a few.
+            return [("jobs.interval_s", f"must be at least twice [sources.nvml] energy_interval_s "
+                     f"({self.nvml.energy_interval_s}), got {self.jobs.interval_s}")]
         return []
 
 

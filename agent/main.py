@@ -168,6 +168,7 @@ class Agent:
             if source_conf is None:
                 continue
             source = load_source(name).Source(source_conf, self.ctx)
+            self.ctx.sources[name] = source
             try:
                 source.open()
             except SourceUnavailable as exc:

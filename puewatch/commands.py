@@ -86,7 +86,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         description=(
             "Synthesises NODES nodes x GPUS GPUs x MINUTES minute ledger records (jobs of 1-12 h, four zones) and "
             "times the attribution (cells, factors, green share, per job and per tenant, unattributed, identities) "
-            "beside a plain NumPy group-by of the same records' IT energy per job, in the same run (target < 10 s)."
+            "beside a plain NumPy group-by of the same records' IT energy per job, in the same run (target < 10 s); "
+            "then reads a READ_NODES-node ledger from an embedded store (and READ_INFLUX_NODES of its nodes from a real "
+            "influxd 1.6.7) whole and series by series (the read before), in the same run."
         ),
     )
     j.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -94,6 +96,12 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
     j.add_argument("--minutes", type=int, default=1440, help="minutes of records (default 1440, one day)")
     j.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported (default 3)")
+    j.add_argument("--read-nodes", type=int, default=200, help="nodes of the ledger read from an embedded store, "
+                   "whole and series by series (default 200; 0: skip)")
+    j.add_argument("--read-minutes", type=int, default=0, help="minutes of that ledger (default: --minutes)")
+    j.add_argument("--read-influx-nodes", type=int, default=20, help="of those nodes, how many are also loaded into "
+                   "a real influxd 1.6.7 and read both ways (default 20; 0: skip)")
+    j.add_argument("--workdir", default="", help="directory for the temporary store (default: the system's temp)")
     j.set_defaults(handler="puewatch.benchmarks.jobs:main")
     st = bsub.add_parser(
         "store",

@@ -47,6 +47,9 @@ class Context:
         self.pending: list[str] = []  # event lines waiting for the runner
         self.errors = 0  # source errors, for self-monitoring
         self._once: set[tuple[Any, ...]] = set()
+        # The sources by name, each added before it opens: a source may read another's readings (the job
+        # ledger reads the nvml source's, so each GPU is read once per cycle).
+        self.sources: dict[str, Any] = {}
 
     def key(self, measurement: str, **tags: Any) -> str:
         """Series key with the node's common tags added."""

@@ -5,8 +5,13 @@ prolog/epilog hook, Kubernetes, a static map) and the GPU is split among them by
 Every `interval_s` one record per (GPU, job) is written: the job's mean share over the samples times
 the GPU's energy over the interval.
 
-- GPU energy: the NVML energy counter's difference over the interval; without a counter (before
-  Volta), power read at every sample and integrated (trapezoids), `gpu_wh_estimated=true`.
+- NVML is read by the nvml source alone (one reading per GPU and cycle, shared): the ledger takes its
+  energy readings, and its last process sample (compute processes and, for the split, their SM
+  utilisation). [sources.jobs] needs [sources.nvml].
+- GPU energy: the NVML energy counter's difference between the nvml source's readings that close the
+  previous interval and this one (the record's time is the later reading's, its interval_s the time
+  between them); without a counter (before Volta), the nvml source's integral of its power samples,
+  `gpu_wh_estimated=true`.
 - The split (one rule, `split()`): one holder takes the whole GPU. Several holders (MPS,
   time-slicing, a reservation shared with a running job) share it by their processes' SM
   utilisation where NVML gives it (nvmlDeviceGetProcessUtilization, the holders without processes
@@ -15,9 +20,11 @@ the GPU's energy over the interval.
 - Reserved idle: a job that held the GPU with no process on it all interval (hook, Kubernetes or
   static map) still gets its share of the GPU's energy, idle included (as the Green Software
   Foundation's SCI does), flagged `reserved_idle=true`.
-- Host energy (`host_wh`): the node's non-GPU energy over the interval, from RAPL (package and
-  DRAM zones) where readable, else `host_estimate_w` x the interval (`host_estimated=true`). Each
-  GPU carries 1/N of it (N: the node's GPUs), split like the GPU's own energy: a job's host share
+- Host energy (`host_wh`), the policy: the node's non-GPU energy from RAPL (package and DRAM zones)
+  where readable; else `host_estimate_w` (the operator's documented figure, e.g. the node's PDU
+  outlet measured) x the interval, `host_estimated=true`; else none is known: `host_wh=0` and
+  `host_unknown=true`, and that energy stays unattributed (never silently 0). Each of the node's N
+  GPUs carries 1/N of the node's non-GPU power, split like the GPU's own energy: a job's host share
   is proportional to the GPUs it holds, and the part of idle, unheld GPUs stays unattributed.
 """
 
@@ -28,8 +35,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pynvml
 
 from puewatch.agent.sources import jobholders
 from puewatch.agent.sources.base import Context, Job, SourceUnavailable
@@ -63,9 +68,10 @@ class Config:
     kubernetes_timeout_s: float = setting(2.0, min=0.1, max=60.0, doc="Timeout of one PodResources List call.")
     static_map: str = setting("", doc="A TOML file of `[[gpu]]` tables (`gpu` index or UUID, `job`, `tenant`); empty: none. Re-read when it changes.")
     sysfs_root: str = setting("/sys", min=1, doc="Root of sysfs, for the RAPL host energy (class/powercap).")
-    host_estimate_w: float = setting(
-        0.0, min=0.0, max=100000.0,
-        doc="The node's non-GPU power where RAPL cannot be read (e.g. measured at the PDU outlet, idle); its energy is flagged `host_estimated`.",
+    host_estimate_w: float | None = setting(
+        None, min=0.0, max=100000.0,
+        doc="The node's non-GPU power where RAPL cannot be read (e.g. its PDU outlet's mean, measured); its energy is flagged "
+        "`host_estimated`. Unset and no RAPL: the host share is recorded as unknown (`host_unknown`), never as 0 silently.",
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -100,15 +106,11 @@ class _Held:
 
 
 @dataclass
-class _Gpu:
-    index: int
-    handle: object
-    uuid: str
-    name: str
-    has_counter: bool = True
-    energy_mj: float | None = None  # counter (or integrated power) at the interval's start
-    integrated_mj: float = 0.0
-    last_power: tuple[float, int] | None = None  # (W, ns)
+class _Acc:
+    """One GPU's interval: the energy reading it started at, the samples and the holders' shares."""
+
+    start: tuple[float, int] | None = None  # (mJ, ns) of the nvml source's reading
+    started: bool = False  # a reading was ever taken (a None start after it is a gap)
     samples: int = 0
     held: dict[str, _Held] = field(default_factory=dict)
 
@@ -119,7 +121,8 @@ class Source:
     def __init__(self, config: Config, ctx: Context) -> None:
         self.cfg = config
         self.ctx = ctx
-        self.gpus: list[_Gpu] = []
+        self.nvml = None  # the nvml source: every GPU reading comes from it
+        self.acc: dict[str, _Acc] = {}  # GPU UUID -> its interval
         self.pods: jobholders.PodResources | None = None
         self._static: dict[str, tuple[str, str]] = {}
         self._static_mtime_ns = -1
@@ -131,28 +134,34 @@ class Source:
         self.unattributed_processes = 0  # processes on GPUs that belong to no Slurm job, counted
 
     def open(self) -> None:
-        try:
-            pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            for index in range(count):
-                h = pynvml.nvmlDeviceGetHandleByIndex(index)
-                name = pynvml.nvmlDeviceGetName(h)
-                self.gpus.append(_Gpu(index, h, _str(pynvml.nvmlDeviceGetUUID(h)), _str(name)))
-        except pynvml.NVMLError as exc:
-            raise SourceUnavailable(f"the job ledger needs NVML: {exc}") from None
+        self.nvml = self.ctx.sources.get("nvml")
+        if self.nvml is None:
+            raise SourceUnavailable("the job ledger reads the GPUs through the nvml source: add [sources.nvml]")
+        self.nvml.process_utilisation = True
         if self.cfg.kubernetes:
             try:
                 self.pods = jobholders.PodResources(self.cfg.kubelet_socket, tuple(self.cfg.kubernetes_resources), self.cfg.kubernetes_timeout_s)
             except UserError as exc:
                 raise SourceUnavailable(str(exc)) from None
         self._rapl = self._find_rapl()
+        if not self._rapl and self.cfg.host_estimate_w is None:
+            log.warning("jobs: no RAPL readable under %s and no host_estimate_w: the ledger records the host share as "
+                        "unknown (host_unknown), the node's non-GPU energy stays unattributed", self.cfg.sysfs_root)
         self._read_static()
-        self._start_interval(time.time_ns())
-        log.info("jobs: %d GPU(s); holders from %s; ledger every %.0f s", len(self.gpus), ", ".join(self._sources()) or "nothing", self.cfg.interval_s)
+        self._interval_start_ns = time.time_ns()
+        self._host_start_uj = self._rapl_uj()
+        log.info("jobs: %d GPU(s) from the nvml source; holders from %s; ledger every %.0f s", len(self._gpus()),
+                 ", ".join(self._sources()) or "nothing", self.cfg.interval_s)
 
     def _sources(self) -> list[str]:
         c = self.cfg
         return [n for n, on in (("slurm", c.slurm), ("hook", c.hook_state_dir), ("kubernetes", c.kubernetes), ("static", c.static_map)) if on]
+
+    def _gpus(self) -> list:
+        """The nvml source's GPUs that can be read now (none while NVML is away)."""
+        if not self.nvml.initialised:
+            return []
+        return [g for g in self.nvml.gpus if not g.lost and g.uuid]
 
     def jobs(self) -> list[Job]:
         return [Job("jobs.sample", self.cfg.sample_interval_s, self.sample, samples=False),
@@ -160,12 +169,13 @@ class Source:
 
     # -- sampling ----------------------------------------------------------------------------------
 
-    def holders(self) -> dict[int, list[jobholders.Holder]]:
-        """GPU index -> the jobs holding it now, merged from every configured reader."""
-        by_gpu: dict[int, dict[str, jobholders.Holder]] = {g.index: {} for g in self.gpus}
+    def holders(self, gpus: list) -> dict[int, list[jobholders.Holder]]:
+        """GPU index -> the jobs holding it now, merged from every configured reader. The GPUs' processes
+        are the nvml source's last process sample (one NVML reading per GPU and cycle, shared)."""
+        by_gpu: dict[int, dict[str, jobholders.Holder]] = {g.index: {} for g in gpus}
         t_ns = time.time_ns()
 
-        def add(gpu: _Gpu, job: str, tenant: str, source: str, pid: int | None = None) -> None:
+        def add(gpu, job: str, tenant: str, source: str, pid: int | None = None) -> None:
             held = by_gpu[gpu.index]
             old = held.get(job)
             pids = (old.pids if old else ()) + ((pid,) if pid is not None else ())
@@ -174,8 +184,8 @@ class Source:
             held[job] = jobholders.Holder(job, tenant or (old.tenant if old else ""), src, pids)
 
         if self.cfg.slurm:
-            for gpu in self.gpus:
-                for proc in self._processes(gpu):
+            for gpu in gpus:
+                for proc in gpu.pids or ():
                     try:
                         found = jobholders.slurm_job_of(proc, self.cfg.proc_root)
                     except OSError:
@@ -184,7 +194,7 @@ class Source:
                         self.unattributed_processes += 1
                         continue
                     add(gpu, found.job, found.account, "slurm", proc)
-        keyed = {**{str(g.index): g for g in self.gpus}, **{g.uuid: g for g in self.gpus}}
+        keyed = {**{str(g.index): g for g in gpus}, **{g.uuid: g for g in gpus}}
         if self.cfg.hook_state_dir:
             state, bad = jobholders.read_hook_state(self.cfg.hook_state_dir)
             for name in bad:
@@ -214,112 +224,105 @@ class Source:
                     add(gpu, job, tenant, "static")
         return {i: list(h.values()) for i, h in by_gpu.items()}
 
-    def _processes(self, gpu: _Gpu) -> list[int]:
-        try:
-            return [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle)]
-        except pynvml.NVMLError as exc:
-            if self.ctx.once((SOURCE, gpu.uuid, "processes", exc.value), logging.WARNING, "jobs: GPU %d: compute processes: %s", gpu.index, exc):
-                self.ctx.errors += 1
-            return []
-
-    def _utilisation(self, gpu: _Gpu) -> dict[int, int] | None:
-        """SM utilisation per PID over the last samples NVML keeps, or None where NVML gives none."""
-        try:
-            samples = pynvml.nvmlDeviceGetProcessUtilization(gpu.handle, 0)
-        except pynvml.NVMLError:
-            return None
-        return {s.pid: int(s.smUtil) for s in samples}
-
     def sample(self) -> list[str]:
-        t_ns = time.time_ns()
-        holders = self.holders()
-        for gpu in self.gpus:
+        gpus = self._gpus()
+        holders = self.holders(gpus)
+        for gpu in gpus:
+            acc = self.acc.setdefault(gpu.uuid, _Acc())
+            if not acc.started:
+                # The interval starts at the GPU's first energy reading and process sample by the nvml
+                # source: samples before them would share no energy, or miss the GPU's processes.
+                if gpu.pids is None and "processes" not in gpu.unsupported:
+                    continue
+                acc.start = gpu.energy_reading()
+                acc.started = acc.start is not None
+                if not acc.started:
+                    continue
             held = holders.get(gpu.index, [])
-            util = self._utilisation(gpu) if len(held) > 1 else None
-            shares = split(held, util)
-            gpu.samples += 1
+            shares = split(held, gpu.util_by_pid if len(held) > 1 else None)
+            acc.samples += 1
             for h in held:
-                acc = gpu.held.setdefault(h.job, _Held(h.tenant, h.source))
-                acc.share_sum += shares.get(h.job, 0.0)
-                acc.shared = acc.shared or len(held) > 1
-                acc.ran = acc.ran or bool(h.pids)
-                acc.tenant, acc.source = acc.tenant or h.tenant, h.source if h.source == "slurm" else acc.source
-            if not gpu.has_counter:
-                self._integrate(gpu, t_ns)
+                a = acc.held.setdefault(h.job, _Held(h.tenant, h.source))
+                a.share_sum += shares.get(h.job, 0.0)
+                a.shared = a.shared or len(held) > 1
+                a.ran = a.ran or bool(h.pids)
+                a.tenant, a.source = a.tenant or h.tenant, h.source if h.source == "slurm" else a.source
         return []
 
     # -- the ledger -------------------------------------------------------------------------------
 
     def ledger(self) -> list[str]:
-        """One record per (GPU, job) for the interval now ending; then a new interval starts."""
+        """One record per (GPU, job) for the interval now ending; then a new interval starts.
+
+        A GPU's record spans its two energy readings by the nvml source (the last one before the
+        previous ledger and the last one before this): its time is the later reading's, its
+        interval_s the time between them, so the energy is the counter's own difference and the
+        intervals of a GPU follow each other without gap or overlap.
+        """
         self.sample()
         end_ns = time.time_ns()
-        interval_s = (end_ns - self._interval_start_ns) / 1e9
-        host_wh, host_estimated = self._host_wh(interval_s)
-        per_gpu_host_wh = host_wh / len(self.gpus) if self.gpus else 0.0
+        host_s = (end_ns - self._interval_start_ns) / 1e9
+        host_wh, host_estimated, host_unknown = self._host_wh(host_s)
+        # The node's non-GPU power per GPU of the node (also those [sources.nvml] gpus leaves out).
+        per_gpu_host_w = host_wh * 3600.0 / host_s / max(self.nvml.gpu_count, 1) if host_s > 0 else 0.0
         out: list[str] = []
-        for gpu in self.gpus:
-            gpu_wh = self._gpu_wh(gpu, end_ns)
-            if gpu_wh is not None and gpu.samples:
-                for slot, job in enumerate(sorted(gpu.held)):
-                    acc = gpu.held[job]
-                    share = acc.share_sum / gpu.samples
+        gpus = self._gpus()
+        live = {g.uuid for g in gpus}
+        for gpu in gpus:
+            acc = self.acc.get(gpu.uuid)
+            if acc is None or not acc.started:
+                continue
+            reading = gpu.energy_reading()
+            if reading is not None and acc.start is not None and reading[1] <= acc.start[1]:
+                continue  # no newer reading yet (the GPU just came back): the interval goes on to the next
+            energy = self._gpu_energy(gpu, acc, reading, end_ns)
+            if energy is not None and acc.samples:
+                gpu_wh, interval_s, t_ns = energy
+                for slot, job in enumerate(sorted(acc.held)):
+                    a = acc.held[job]
+                    share = a.share_sum / acc.samples
                     if share <= 0:
                         continue
                     fields = {
-                        "job": job, "tenant": acc.tenant, "source": acc.source, "gpu_model": gpu.name,
+                        "job": job, "tenant": a.tenant, "source": a.source, "gpu_model": gpu.info.get("name", ""),
                         "interval_s": float(interval_s), "gpu_wh": gpu_wh * share, "gpu_wh_estimated": not gpu.has_counter,
-                        "share": share, "shared": acc.shared, "reserved_idle": not acc.ran,
-                        "host_wh": per_gpu_host_wh * share, "host_estimated": host_estimated,
+                        "share": share, "shared": a.shared, "reserved_idle": not a.ran,
+                        "host_wh": per_gpu_host_w * interval_s / 3600.0 * share, "host_estimated": host_estimated,
+                        "host_unknown": host_unknown,
                     }
-                    line = encode_line(self.ctx.key(JOB_LEDGER, gpu=str(gpu.index), slot=str(slot)), fields, end_ns)
+                    line = encode_line(self.ctx.key(JOB_LEDGER, gpu=str(gpu.index), slot=str(slot)), fields, t_ns)
                     if line:
                         out.append(line)
-            gpu.samples, gpu.held = 0, {}
+            acc.start, acc.samples, acc.held = reading, 0, {}
+        for uuid in [u for u in self.acc if u not in live]:
+            # Lost (or NVML away) at the interval's end: no reading closes the interval, and the next
+            # starts afresh once the GPU is back (its energy meanwhile held by no sampled job).
+            if self.acc[uuid].held:
+                self._gap(uuid, "the GPU is lost or NVML is unavailable", end_ns)
+            del self.acc[uuid]
         self._interval_start_ns = end_ns
         return out
 
-    def _start_interval(self, t_ns: int) -> None:
-        self._interval_start_ns = t_ns
-        for gpu in self.gpus:
-            gpu.energy_mj = self._energy_mj(gpu, t_ns)
-        self._host_start_uj = self._rapl_uj()
-
-    def _energy_mj(self, gpu: _Gpu, t_ns: int) -> float | None:
-        if gpu.has_counter:
-            try:
-                return float(pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
-            except pynvml.NVMLError as exc:
-                if exc.value not in (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND):
-                    self.ctx.once((SOURCE, gpu.uuid, "energy", exc.value), logging.WARNING, "jobs: GPU %d energy: %s", gpu.index, exc)
-                    return None
-                gpu.has_counter = False
-                log.info("jobs: GPU %d has no energy counter; its ledger energy is integrated from power (gpu_wh_estimated)", gpu.index)
-        self._integrate(gpu, t_ns)
-        return gpu.integrated_mj
-
-    def _integrate(self, gpu: _Gpu, t_ns: int) -> None:
-        try:
-            power_w = pynvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
-        except pynvml.NVMLError:
-            gpu.last_power = None  # the time in between is unknown
-            return
-        if gpu.last_power is not None:
-            last_w, last_ns = gpu.last_power
-            gpu.integrated_mj += (last_w + power_w) / 2 * (t_ns - last_ns) / 1e9 * 1000.0
-        gpu.last_power = (power_w, t_ns)
-
-    def _gpu_wh(self, gpu: _Gpu, end_ns: int) -> float | None:
-        """The GPU's energy over the interval; None (and an event) when it cannot be known."""
-        start, end = gpu.energy_mj, self._energy_mj(gpu, end_ns)
-        gpu.energy_mj = end
-        if start is None or end is None or end < start:
-            why = "the energy counter went back (driver reload)" if start is not None and end is not None else "the energy counter could not be read"
-            if gpu.held:
-                self.ctx.errors += 1
-                self.ctx.event(SOURCE, "ledger_gap", f"GPU {gpu.index}: no ledger records for this interval: {why}", end_ns, gpu=str(gpu.index))
+    def _gpu_energy(self, gpu, acc: _Acc, reading: tuple[float, int] | None, end_ns: int
+                    ) -> tuple[float, float, int] | None:
+        """(Wh, interval s, record time ns) between the interval's two readings; None (and an event) when unknown."""
+        start = acc.start
+        why = None
+        if start is None or reading is None:
+            why = "the energy counter could not be read"
+        elif reading[0] < start[0]:
+            why = "the energy counter went back (driver reload)"
+        if why is not None:
+            if acc.held:
+                self._gap(gpu.uuid, why, end_ns, gpu.index)
             return None
-        return (end - start) / MJ_PER_WH
+        return (reading[0] - start[0]) / MJ_PER_WH, (reading[1] - start[1]) / 1e9, reading[1]
+
+    def _gap(self, uuid: str, why: str, t_ns: int, index: int | None = None) -> None:
+        self.ctx.errors += 1
+        name = f"GPU {index}" if index is not None else f"GPU {uuid}"
+        self.ctx.event(SOURCE, "ledger_gap", f"{name}: no ledger records for this interval: {why}", t_ns,
+                       **({"gpu": str(index)} if index is not None else {}))
 
     # -- host energy --------------------------------------------------------------------------------
 
@@ -357,12 +360,15 @@ class Source:
             self._rapl_last[path] = raw
         return self._host_uj
 
-    def _host_wh(self, interval_s: float) -> tuple[float, bool]:
+    def _host_wh(self, interval_s: float) -> tuple[float, bool, bool]:
+        """(the node's non-GPU Wh over the interval, estimated, unknown): the policy in the module's docstring."""
         start, end = self._host_start_uj, self._rapl_uj()
         self._host_start_uj = end
         if start is not None and end is not None:
-            return (end - start) / 3.6e9, False
-        return self.cfg.host_estimate_w * interval_s / 3600.0, True
+            return (end - start) / 3.6e9, False, False
+        if self.cfg.host_estimate_w is not None:
+            return self.cfg.host_estimate_w * interval_s / 3600.0, True, False
+        return 0.0, False, True
 
     def _read_static(self) -> None:
         if not self.cfg.static_map:
@@ -386,12 +392,3 @@ class Source:
     def close(self) -> None:
         if self.pods is not None:
             self.pods.close()
-        if self.gpus:
-            try:
-                pynvml.nvmlShutdown()
-            except pynvml.NVMLError:
-                pass
-
-
-def _str(value) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

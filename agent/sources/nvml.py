@@ -175,6 +175,7 @@ class _Gpu:
     usage_field: str = ""  # "power_average_w=" or "power_instant_w="
     has_counter: bool | None = None  # None: not tried yet
     last_energy_mj: int | None = None
+    last_energy_ns: int = 0  # when last_energy_mj was read
     est_energy_mj: float = 0.0
     last_power_w: float | None = None
     last_power_ns: int = 0
@@ -182,6 +183,18 @@ class _Gpu:
     lost: bool = False
     retry_at: float = 0.0
     backoff_s: float = 0.0
+    # The last process sample, for the job ledger (jobs.py reads these, never NVML itself):
+    pids: list[int] | None = None  # compute processes; None: not read yet or the reading failed
+    util_by_pid: dict[int, int] | None = None  # SM utilisation per PID, where NVML gives it (and the ledger wants it)
+
+    def energy_reading(self) -> tuple[float, int] | None:
+        """(energy mJ, time ns) of the last counter reading, or of the power integral where the GPU has no
+        counter; None before the first or while the GPU is lost."""
+        if self.lost or self.has_counter is None:
+            return None
+        if self.has_counter:
+            return None if self.last_energy_mj is None else (float(self.last_energy_mj), self.last_energy_ns)
+        return None if self.last_power_w is None else (self.est_energy_mj, self.last_power_ns)
 
 
 class Source:
@@ -200,6 +213,9 @@ class Source:
         self._energy_period = -1
         self._energy_every_sample = config.energy_interval_s <= config.interval_s
         self._c_field_values = self._c_power_usage = self._c_energy = None
+        self.gpu_count = 0  # the node's GPUs (also those `gpus` leaves out)
+        # Set by the job ledger (jobs.py): read per-process utilisation in the process sample too.
+        self.process_utilisation = False
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -230,6 +246,7 @@ class Source:
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError as exc:
             raise SourceUnavailable(f"NVML: cannot list GPUs: {exc}") from None
+        self.gpu_count = count
         self._c_field_values = _c_function("nvmlDeviceGetFieldValues")
         self._c_power_usage = _c_function("nvmlDeviceGetPowerUsage")
         self._c_energy = _c_function("nvmlDeviceGetTotalEnergyConsumption")
@@ -348,7 +365,7 @@ class Source:
         # a sample sent: nothing is read here that does not reach the stream).
         if lost is not None:
             gpu.has_counter = lost.has_counter
-            gpu.last_energy_mj = lost.last_energy_mj
+            gpu.last_energy_mj, gpu.last_energy_ns = lost.last_energy_mj, lost.last_energy_ns
             gpu.est_energy_mj = lost.est_energy_mj
 
         gpu.info = {
@@ -444,7 +461,7 @@ class Source:
                     last = gpu.last_energy_mj
                     if last is not None and energy < last:
                         self._counter_reset(gpu, last, energy, t_ns)
-                    gpu.last_energy_mj = energy
+                    gpu.last_energy_mj, gpu.last_energy_ns = energy, t_ns
                     parts.append(f"energy_mj={energy}i,energy_estimated=false")
             except pynvml.NVMLError as exc:
                 if reading == "energy" and exc.value in _UNSUPPORTED and gpu.has_counter is None:
@@ -520,12 +537,25 @@ class Source:
         return out
 
     def sample_processes(self) -> list[str]:
+        """The compute processes of every GPU (and their SM utilisation where the job ledger splits GPUs by
+        it): the one reading per GPU and cycle that `gpu_process` and the job ledger (jobs.py) share."""
         if not self.initialised:
             return []
         out = []
         for gpu in self._live_gpus():
             t_ns = time.time_ns()
             procs = self._opt(gpu, "processes", pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
+            gpu.pids = None if procs is None else [p.pid for p in procs]
+            gpu.util_by_pid = None
+            if procs and self.process_utilisation and "process_utilization" not in gpu.unsupported:
+                try:
+                    gpu.util_by_pid = {u.pid: int(u.smUtil) for u in pynvml.nvmlDeviceGetProcessUtilization(gpu.handle, 0)}
+                except pynvml.NVMLError as exc:
+                    # Not every GPU or driver keeps per-process samples: the ledger then splits equally.
+                    if exc.value in _UNSUPPORTED:
+                        gpu.unsupported.add("process_utilization")
+                    elif exc.value != pynvml.NVML_ERROR_NOT_FOUND:  # NOT_FOUND: no sample kept right now
+                        self._classify(exc, gpu, t_ns)
             for p in procs or ():
                 key = self.ctx.key("gpu_process", pid=str(p.pid), **gpu.tags)
                 line = encode_line(key, {"used_memory_bytes": p.usedGpuMemory}, t_ns)
@@ -654,7 +684,7 @@ class Source:
                 # compared with the last one before the outage, so a driver reload (the counter
                 # restarts from 0) is reported as energy_counter_reset.
                 gpu.has_counter = old.has_counter
-                gpu.last_energy_mj = old.last_energy_mj
+                gpu.last_energy_mj, gpu.last_energy_ns = old.last_energy_mj, old.last_energy_ns
                 gpu.est_energy_mj = old.est_energy_mj
         self._energy_period = -1  # read the energy counters at the first sample
         log.warning("NVML: initialised, %d GPU(s)", len(self.gpus))

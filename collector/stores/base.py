@@ -81,6 +81,12 @@ class Reader(Protocol):
         """The distinct values of `tag` in `measurement`, sorted."""
         ...
 
+    # Optional (both built-in readers have it; puewatch.jobs.ledger falls back to series by series):
+    # def fields_by_series(self, measurement, kinds: dict[str, str], start_ns, end_ns)
+    #     -> list[(tags, times int64 ascending, {field: column aligned with the times})]: every series of
+    #     the measurement in one answer; kinds: field -> "number" (float64, NaN: absent) or "string"
+    #     (object, None: absent); StoreRejected for a field of the other kind.
+
 
 @runtime_checkable
 class TextReader(Reader, Protocol):

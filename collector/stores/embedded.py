@@ -138,6 +138,7 @@ COMPACT_BATCH = 4 * CHUNK_POINTS
 # arrive before, and a row is cheaper to replace than a chunk.
 DEFAULT_COMPACT_AFTER_S = 2 * 86_400.0
 
+_SEP = 31  # ASCII unit separator: joins a series' texts in one answer (fields_by_series)
 _TAGSET_ESCAPE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\"})
 
 
@@ -691,26 +692,7 @@ class EmbeddedStore:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-        by_sid: dict[int, tuple[list, list]] = {}
-        for c in chunks:
-            by_sid.setdefault(c[0], ([], []))[0].append(c)
-        for r in rows:
-            by_sid.setdefault(r[0], ([], []))[1].append(r)
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for blobs, own in by_sid.values():
-            if blobs:
-                ct = np.concatenate([_decode_times(c[1]) for c in blobs])
-                cv = np.concatenate([_decode_values(c[2]) for c in blobs])
-                i, j = np.searchsorted(ct, [lo, hi], side="left")
-                ct, cv = ct[i:j], cv[i:j]
-            else:
-                ct, cv = np.empty(0, np.int64), np.empty(0, np.float64)
-            if own:
-                rt, rv = _columns([r[1:] for r in own])
-                keep = ~_in_sorted(ct, rt)
-                ct, cv = _union(ct[keep], cv[keep], rt, rv)
-            if ct.size:
-                parts.append((ct, cv))
+        parts = list(_merge_by_series(chunks, rows, lo, hi).values())
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         if len(parts) == 1:
@@ -746,6 +728,84 @@ class EmbeddedStore:
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def fields_by_series(self, measurement: str, kinds: dict[str, str], start_ns: int, end_ns: int
+                         ) -> list[tuple[dict[str, str], np.ndarray, dict[str, np.ndarray]]]:
+        """Every series of `measurement` with a point of one of `kinds` (field -> "number" or "string")
+        in start_ns <= t < end_ns: (tags, times ascending, field -> column aligned with the times).
+
+        One query per field for the whole measurement, not one per series and field: a site's job
+        ledger is thousands of series. A number column is float64 (NaN where the row lacks the
+        field), a string column an object array (None where it lacks it); a field of the other
+        kind raises StoreRejected, as `series` and `text_series` do.
+        """
+        ids = self._series_ids(measurement, {})
+        if not ids:
+            return []
+        for name, kind in kinds.items():
+            self._check_kind(measurement, name, kind)
+        lo, hi = int(start_ns), int(end_ns)
+        marks = ",".join("?" * len(ids))
+        per_field: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                for name, kind in kinds.items():
+                    if kind == "string":
+                        # One row per series, its times and texts joined: a row per point costs Python
+                        # objects per point (most of the read's time), two joined strings split in C do not.
+                        rows = self._db.execute(
+                            f"SELECT series_id, count(*), group_concat(time_ns), group_concat(value, char({_SEP})) "
+                            f"FROM text_points WHERE series_id IN ({marks}) AND field = ? AND time_ns >= ? AND time_ns < ? "
+                            "GROUP BY series_id", (*ids, name, lo, hi)).fetchall()
+                        per_field[name] = got = {}
+                        for sid, n, times, texts in rows:
+                            values = texts.split(chr(_SEP))
+                            if len(values) != n:  # a text holding the separator: read that series point by point
+                                values = [r[0] for r in self._db.execute(
+                                    "SELECT value FROM text_points WHERE series_id = ? AND field = ? AND time_ns >= ? "
+                                    "AND time_ns < ? ORDER BY time_ns", (sid, name, lo, hi))]
+                                times = ",".join(str(r[0]) for r in self._db.execute(
+                                    "SELECT time_ns FROM text_points WHERE series_id = ? AND field = ? AND time_ns >= ? "
+                                    "AND time_ns < ? ORDER BY time_ns", (sid, name, lo, hi)))
+                            t = np.fromstring(times, dtype=np.int64, sep=",")
+                            v = np.empty(n, object)
+                            v[:] = values
+                            if n > 1 and not bool(np.all(t[1:] > t[:-1])):  # SQL leaves the aggregate's order open
+                                order = np.argsort(t, kind="stable")
+                                t, v = t[order], v[order]
+                            got[sid] = (t, v)
+                        continue
+                    chunks = self._db.execute(
+                        f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
+                        "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, name, lo, hi)).fetchall()
+                    rows = self._db.execute(
+                        f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
+                        "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, name, lo, hi)).fetchall()
+                    per_field[name] = _merge_by_series(chunks, rows, lo, hi)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+            found = sorted({sid for f in per_field.values() for sid in f})
+            tags_of = {sid: json.loads(tags) for chunk in range(0, len(found), 500) for sid, tags in self._db.execute(
+                f"SELECT id, tags FROM series WHERE id IN ({','.join('?' * len(found[chunk:chunk + 500]))})",
+                found[chunk:chunk + 500])}
+        out = []
+        for sid in sorted(tags_of):
+            times = [f[sid][0] for f in per_field.values() if sid in f]
+            # The agents write a record's fields together: mostly every field has the same times.
+            same = all(x.size == times[0].size and np.array_equal(x, times[0]) for x in times[1:])
+            t = times[0] if same else np.unique(np.concatenate(times))
+            fields: dict[str, np.ndarray] = {}
+            for name, kind in kinds.items():
+                col = np.full(t.size, None, object) if kind == "string" else np.full(t.size, np.nan)
+                if sid in per_field[name]:
+                    ft, fv = per_field[name][sid]
+                    col[np.searchsorted(t, ft)] = fv
+                fields[name] = col
+            out.append((tags_of[sid], t, fields))
+        return out
+
     def time_range(self, measurement: str, field: str, tags: dict[str, str]) -> tuple[int, int] | None:
         """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none
         (a report over a period without data names where the data lies)."""
@@ -778,6 +838,32 @@ def _code(exc: BaseException) -> int | None:
     """The SQLite primary result code of an error (SQLITE_FULL, SQLITE_CORRUPT, ...)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else code & 0xFF
+
+
+def _merge_by_series(chunks: list, rows: list, lo: int, hi: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Chunks and rows of one field as one series each (series id -> times, values) within [lo, hi);
+    at a time held by both, the row wins (it is the newer write)."""
+    by_sid: dict[int, tuple[list, list]] = {}
+    for c in chunks:
+        by_sid.setdefault(c[0], ([], []))[0].append(c)
+    for r in rows:
+        by_sid.setdefault(r[0], ([], []))[1].append(r)
+    out = {}
+    for sid, (blobs, own) in by_sid.items():
+        if blobs:
+            ct = np.concatenate([_decode_times(c[1]) for c in blobs])
+            cv = np.concatenate([_decode_values(c[2]) for c in blobs])
+            i, j = np.searchsorted(ct, [lo, hi], side="left")
+            ct, cv = ct[i:j], cv[i:j]
+        else:
+            ct, cv = np.empty(0, np.int64), np.empty(0, np.float64)
+        if own:
+            rt, rv = _columns([r[1:] for r in own])
+            keep = ~_in_sorted(ct, rt)
+            ct, cv = _union(ct[keep], cv[keep], rt, rv)
+        if ct.size:
+            out[sid] = (ct, cv)
+    return out
 
 
 def _decode_times(blob: bytes) -> np.ndarray:

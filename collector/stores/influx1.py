@@ -317,6 +317,66 @@ class Influx1Store:
         rows.sort(key=lambda r: r[0])
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
 
+    def fields_by_series(self, measurement: str, kinds: dict[str, str], start_ns: int, end_ns: int, *,
+                         rp: str | None = None) -> list[tuple[dict[str, str], np.ndarray, dict[str, np.ndarray]]]:
+        """Every series of `measurement` with a point of one of `kinds` (field -> "number" or "string")
+        in start_ns <= t < end_ns: (tags, times ascending, field -> column aligned with the times).
+
+        One query for the whole measurement (`GROUP BY *`), not one per series and field: a site's
+        job ledger is thousands of series. A number column is float64 (booleans 1/0, NaN where the
+        row lacks the field), a string column an object array (None where it lacks it).
+        StoreRejected when a field holds the other kind.
+        """
+        source = quote_ident(measurement)
+        if rp or self.rp:
+            source = f"{quote_ident(rp or self.rp)}.{source}"
+        q = (f"SELECT {', '.join(quote_ident(f) for f in kinds)} FROM {source} "
+             f"WHERE time >= {int(start_ns)} AND time < {int(end_ns)} GROUP BY *")
+        # Each chunk's rows become arrays at once: a day of a large site is millions of rows, never
+        # kept as Python lists.
+        parts_by_series: dict[tuple, tuple[dict[str, str], list]] = {}
+        for result in self._query_chunks(q):
+            for s in result.get("series", []):
+                tags = {k: v for k, v in (s.get("tags") or {}).items() if v != ""}
+                part = self._columns(measurement, kinds, s.get("columns", []), s.get("values", []))
+                parts_by_series.setdefault(tuple(sorted(tags.items())), (tags, []))[1].append(part)
+        out = []
+        for tags, parts in parts_by_series.values():
+            t = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            fields = {name: (np.concatenate([p[1][name] for p in parts]) if len(parts) > 1 else parts[0][1][name])
+                      for name in kinds}
+            if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+                order = np.argsort(t, kind="stable")
+                t, fields = t[order], {k: c[order] for k, c in fields.items()}
+            out.append((tags, t, fields))
+        return out
+
+    def _columns(self, measurement: str, kinds: dict[str, str], columns: list[str], rows: list[list]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One answer's rows (time first) as times and a column per field of `kinds`."""
+        cols = list(zip(*rows)) if rows else [()] * len(columns)
+        t = np.array(cols[0], dtype=np.int64) if rows else np.empty(0, np.int64)
+        fields: dict[str, np.ndarray] = {}
+        for name, col in zip(columns[1:], cols[1:]):
+            if name not in kinds:
+                continue
+            # InfluxDB keeps one type per field (and shard): one value tells the column's.
+            sample = next((v for v in col if v is not None), None)
+            if kinds[name] == "string":
+                if sample is not None and not isinstance(sample, str):
+                    raise StoreRejected(f"{self.name}: {measurement}.{name} holds numbers, not strings")
+                memo: dict = {}
+                fields[name] = np.empty(len(col), object)
+                fields[name][:] = [memo.setdefault(v, v) for v in col]  # one object per distinct text, not per row
+            else:
+                if isinstance(sample, str):
+                    raise StoreRejected(f"{self.name}: {measurement}.{name} holds strings, not numbers")
+                fields[name] = np.array(col, dtype=np.float64)  # null -> NaN, true/false -> 1/0
+        for name, kind in kinds.items():  # a field no point of the answer has
+            if name not in fields:
+                fields[name] = np.full(t.size, None, object) if kind == "string" else np.full(t.size, np.nan)
+        return t, fields
+
     def time_range(self, measurement: str, field: str, tags: dict[str, str], *, rp: str | None = None
                    ) -> tuple[int, int] | None:
         """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none."""

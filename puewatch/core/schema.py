@@ -86,7 +86,8 @@ JOB_LEDGER_FIELDS: Mapping[str, str] = {
     "shared": "boolean",         # MPS or time-slicing: split by the documented rule
     "reserved_idle": "boolean",  # the job held the GPU but ran nothing on it (its idle energy is the job's)
     "host_wh": "float",          # the job's share of the node's non-GPU energy
-    "host_estimated": "boolean",  # that share is a documented estimate (no RAPL or metered outlet)
+    "host_estimated": "boolean",  # that share is the configured estimate (host_estimate_w: no RAPL readable)
+    "host_unknown": "boolean",   # no RAPL and no estimate configured: host_wh is 0, the host energy stays unattributed
 }
 
 # The collector's own series: derived from what it polled and received, never written by a client.

@@ -113,6 +113,12 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
                         cells.cell_ns, f.factor, green_frac, carbon_per_wh)
     jobs, tenants = _group(ledger, res, tenant, carbon_ok)
+    unknown = sorted({ledger.nodes[n] for n in np.unique(ledger.node[ledger.host_unknown]).tolist()})
+    if unknown:
+        n_jobs = sum(1 for j in jobs if j["host_unknown_share"])
+        warnings.append(f"{n_jobs} jobs' host share unknown for part of their time (host_unknown_share): nodes "
+                        f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} ({len(unknown)}) have no RAPL "
+                        "readable and no host_estimate_w; their non-GPU energy is counted unattributed")
 
     # Unattributed: per row and cell, measured IT less the jobs' (over the cells with a factor).
     has = np.isfinite(f.factor)
@@ -173,6 +179,7 @@ def _sums(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> dict[
         return np.bincount(codes, weights=w, minlength=n)
 
     gpu_wh, host_wh = ledger.gpu_wh * inside, ledger.host_wh * inside
+    held_s = ledger.interval_ns / NS * ledger.share * inside  # time held, by the job's share
     estimated = np.where(ledger.gpu_wh_estimated, gpu_wh, 0.0) + np.where(ledger.host_estimated, host_wh, 0.0)
     return {
         "records": np.bincount(codes, minlength=n),
@@ -181,6 +188,7 @@ def _sums(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> dict[
         "carbon_kg": s(res.carbon_kg), "shared": s(ledger.shared.astype(float)),
         "reserved_idle_wh": s(np.where(ledger.reserved_idle, gpu_wh, 0.0)),
         "gpu_s": s(np.where(gpu_rec, ledger.interval_ns / NS * ledger.share * inside, 0.0)),
+        "held_s": s(held_s), "host_unknown_s": s(np.where(ledger.host_unknown, held_s, 0.0)),
     }
 
 
@@ -198,6 +206,9 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "pue": _ratio(fac, cov),
         "completeness": _ratio(cov, it) if it > 0 else None,
         "estimated_share": _ratio(sums["estimated_wh"][i], it),
+        # Of the time it held GPUs (or a host share), how much had no host energy known: host_wh 0 there,
+        # the node's non-GPU energy stays unattributed (agent/README.md, host energy policy).
+        "host_unknown_share": _ratio(sums["host_unknown_s"][i], sums["held_s"][i]),
         "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
         "shared_records": int(sums["shared"][i]),
         "green_energy_wh": float(sums["green_wh"][i]) if cov > 0 else None,

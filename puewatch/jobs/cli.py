@@ -17,7 +17,7 @@ SCHEMA = "puewatch.jobs/1"
 MAX_INTERVAL_NS = 3600 * NS
 CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",
                "facility_energy_wh", "pue", "completeness", "estimated_share", "green_energy_wh", "green_share",
-               "carbon_kg")
+               "carbon_kg", "host_unknown_share")
 
 
 def load(args: argparse.Namespace):
@@ -77,15 +77,19 @@ def _kwh(x: float | None) -> str:
 def _text(doc: dict[str, Any]) -> str:
     lines = [f"{doc['site']}: jobs {doc['period_start']} .. {doc['period_end']}",
              f"{'tenant':<16} {'job':<20} {'GPU-h':>9} {'GPU kWh':>10} {'IT kWh':>10} {'fac kWh':>10} {'PUE':>6} "
-             f"{'compl':>6} {'green':>6} {'kg CO2e':>9}"]
+             f"{'compl':>6} {'est':>6} {'green':>6} {'kg CO2e':>9} host"]
 
     def line(r: dict[str, Any], job: str) -> str:
         pue = "-" if r["pue"] is None else f"{r['pue']:.3f}"
         comp = "-" if r["completeness"] is None else f"{r['completeness']:.1%}"
         green = "-" if r["green_share"] is None else f"{r['green_share']:.1%}"
         co2 = "-" if r["carbon_kg"] is None else f"{r['carbon_kg']:.2f}"
+        est = "-" if r["estimated_share"] is None else f"{r['estimated_share']:.1%}"
+        # The host share: measured (RAPL) or estimated, else unknown for part of the job's time.
+        host = f"unknown {r['host_unknown_share']:.0%} of the time" if r["host_unknown_share"] else "ok"
         return (f"{r['tenant']:<16} {job:<20} {r['gpu_hours']:>9.2f} {_kwh(r['gpu_energy_wh']):>10} "
-                f"{_kwh(r['it_energy_wh']):>10} {_kwh(r['facility_energy_wh']):>10} {pue:>6} {comp:>6} {green:>6} {co2:>9}")
+                f"{_kwh(r['it_energy_wh']):>10} {_kwh(r['facility_energy_wh']):>10} {pue:>6} {comp:>6} {est:>6} "
+                f"{green:>6} {co2:>9} {host}")
 
     lines += [line(r, r["job"]) for r in doc["jobs"]]
     lines.append("per tenant:")

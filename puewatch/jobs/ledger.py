@@ -16,7 +16,7 @@ from puewatch.errors import UserError
 
 HOST = "host"  # the gpu tag of a job's share of a node's non-GPU energy (schema.JOB_LEDGER)
 _NUMBERS = ("interval_s", "gpu_wh", "host_wh", "share")
-_FLAGS = ("gpu_wh_estimated", "host_estimated", "shared", "reserved_idle")
+_FLAGS = ("gpu_wh_estimated", "host_estimated", "shared", "reserved_idle", "host_unknown")
 _REQUIRED = ("interval_s", "gpu_wh", "host_wh")
 
 
@@ -36,6 +36,7 @@ class Ledger:
     host_estimated: np.ndarray  # bool
     shared: np.ndarray  # bool
     reserved_idle: np.ndarray  # bool
+    host_unknown: np.ndarray  # bool: no host energy known (host_wh 0); absent in older records: False
     nodes: list[str]
     jobs: list[tuple[str, str]]  # (tenant, job id)
     gpu_models: list[str]
@@ -62,92 +63,144 @@ class _Codes:
         return i
 
 
-def _numbers(reader, tags: dict[str, str], fld: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+_TEXTS = ("job", "tenant", "gpu_model")
+_KINDS = {**{f: "string" for f in _TEXTS}, **{f: "number" for f in _NUMBERS + _FLAGS}}
+# The ledger is read in windows of about a day (a day and the hour after it is one window): a day of a
+# 1,000-node site (8 GPUs each, minute records) is 11.5 M records, so a month's read never holds more
+# than a day's answer at once. Fewer, longer windows cost no more queries than needed; shorter ones
+# would decode the embedded store's chunks (weeks of points each) once per window.
+WINDOW_NS = 86400 * NS
+
+
+def _store_call(fn, *args):
     from puewatch.collector.stores.base import StoreError
 
     try:
-        t, v = reader.series(schema.JOB_LEDGER, fld, tags, lo, hi)
+        return fn(*args)
     except StoreError as exc:
         raise UserError(str(exc)) from None
-    return np.asarray(t, np.int64), np.asarray(v, np.float64)
 
 
-def _texts(reader, tags: dict[str, str], fld: str, lo: int, hi: int) -> tuple[np.ndarray, list[str]]:
-    from puewatch.collector.stores.base import StoreError
-
-    try:
-        t, v = reader.text_series(schema.JOB_LEDGER, fld, tags, lo, hi)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    return np.asarray(t, np.int64), list(v)
-
-
-def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int) -> Ledger:
+def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int, *, per_series: bool = False) -> Ledger:
     """The records whose interval overlaps [start_ns, end_ns): those ending up to
     `max_interval_ns` after the period are read too (their share inside it counts).
 
-    Read series by series (node x gpu x slot): a record is one time in one series, its
-    fields matched by time. A record without job, interval_s, gpu_wh or host_wh, or with a
-    value that is no energy (negative, not finite), is left out and counted by reason.
+    Read a window of time (WINDOW_NS) at a time, every series of the measurement in one answer
+    (`fields_by_series`, which both built-in readers have); a reader without it, or
+    `per_series` (the benchmark's baseline), is read series by series (node x gpu x slot).
+    A record is one time in one series, its fields matched by time. A record without job,
+    interval_s, gpu_wh or host_wh, or with a value that is no energy (negative, not
+    finite), is left out and counted by reason.
     """
     lo, hi = start_ns + 1, end_ns + max_interval_ns + 1
-    nodes, gpus, slots = (reader.tag_values(schema.JOB_LEDGER, t) for t in ("node", "gpu", "slot"))
-    node_codes, job_codes, model_codes = _Codes(), _Codes(), _Codes()
-    parts: list[dict[str, np.ndarray]] = []
-    dropped: dict[str, int] = {}
+    build = _Builder()
+    if per_series or not hasattr(reader, "fields_by_series"):
+        for tags, t, cols in _per_series(reader, lo, hi):
+            build.add(tags, t, cols)
+    else:
+        n = max(1, (hi - lo) // WINDOW_NS)
+        edges = [lo + (hi - lo) * k // n for k in range(n + 1)]
+        for w0, w1 in zip(edges, edges[1:]):
+            for tags, t, cols in _store_call(reader.fields_by_series, schema.JOB_LEDGER, _KINDS, w0, w1):
+                build.add(tags, t, cols)
+    return build.ledger(end_ns)
 
-    def drop(why: str, n: int) -> None:
-        if n:
-            dropped[why] = dropped.get(why, 0) + int(n)
 
+def _per_series(reader, lo: int, hi: int):
+    """(tags, times, columns) per series, as `fields_by_series` gives them, one query per series and field."""
+    nodes, gpus, slots = (_store_call(reader.tag_values, schema.JOB_LEDGER, t) for t in ("node", "gpu", "slot"))
     for node in nodes:
         for gpu in gpus:
             for slot in slots:
                 tags = {"node": node, "gpu": gpu, "slot": slot}
-                t_job, job = _texts(reader, tags, "job", lo, hi)
+                t_job, job = _store_call(reader.text_series, schema.JOB_LEDGER, "job", tags, lo, hi)
+                t_job = np.asarray(t_job, np.int64)
                 if not t_job.size:
                     continue
-                _t, tenant = _texts(reader, tags, "tenant", lo, hi)
-                tenant_at = dict(zip(_t.tolist(), tenant))
-                _t, model = _texts(reader, tags, "gpu_model", lo, hi)
-                model_at = dict(zip(_t.tolist(), model))
-                cols: dict[str, np.ndarray] = {}
-                ok = np.ones(t_job.size, bool)
+                cols: dict[str, np.ndarray] = {"job": np.array(job, object)}
+                for fld in ("tenant", "gpu_model"):
+                    t, v = _store_call(reader.text_series, schema.JOB_LEDGER, fld, tags, lo, hi)
+                    at = dict(zip(np.asarray(t, np.int64).tolist(), v))
+                    cols[fld] = np.array([at.get(x) for x in t_job.tolist()], object)
                 for fld in _NUMBERS + _FLAGS:
-                    t, v = _numbers(reader, tags, fld, lo, hi)
+                    t, v = _store_call(reader.series, schema.JOB_LEDGER, fld, tags, lo, hi)
+                    t, v = np.asarray(t, np.int64), np.asarray(v, np.float64)
                     i = np.searchsorted(t, t_job).clip(0, max(t.size - 1, 0))
                     found = (t[i] == t_job) if t.size else np.zeros(t_job.size, bool)
-                    default = 1.0 if fld == "share" else 0.0
-                    cols[fld] = np.where(found, v[i] if t.size else default, default)
-                    if fld in _REQUIRED:
-                        drop(f"no {fld}", np.count_nonzero(ok & ~found))
-                        ok &= found
-                for fld in ("gpu_wh", "host_wh"):
-                    bad = ok & ~(np.isfinite(cols[fld]) & (cols[fld] >= 0))
-                    drop(f"{fld} negative or not finite", np.count_nonzero(bad))
-                    ok &= ~bad
-                bad = ok & ~(cols["interval_s"] > 0)
-                drop("interval_s not positive", np.count_nonzero(bad))
-                ok &= ~bad
-                keep = np.flatnonzero(ok)
-                t_keep = t_job[keep]
-                n = keep.size
-                parts.append({
-                    "end_ns": t_keep,
-                    "interval_ns": np.rint(cols["interval_s"][keep] * NS).astype(np.int64),
-                    "node": np.full(n, node_codes.code(node), np.int32),
-                    "job": np.array([job_codes.code((tenant_at.get(t, ""), job[i])) for t, i in
-                                     zip(t_keep.tolist(), keep.tolist())], np.int32),
-                    "gpu_model": np.full(n, -1, np.int32) if gpu == HOST else
-                    np.array([model_codes.code(model_at.get(t, "")) for t in t_keep.tolist()], np.int32),
-                    **{f: cols[f][keep] for f in ("gpu_wh", "host_wh", "share")},
-                    **{f: cols[f][keep] != 0 for f in _FLAGS},
-                })
-    # Records wholly after the period were read for their overlap only.
-    names = ("end_ns", "interval_ns", "node", "job", "gpu_model", "gpu_wh", "host_wh", "share") + _FLAGS
-    dtypes = (np.int64, np.int64, np.int32, np.int32, np.int32, float, float, float) + (bool,) * 4
-    columns = {k: (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, d)) for k, d in zip(names, dtypes)}
-    inside = columns["end_ns"] - columns["interval_ns"] < end_ns
-    columns = {k: c[inside] for k, c in columns.items()}
-    return Ledger(**columns, nodes=node_codes.names, jobs=job_codes.names, gpu_models=model_codes.names,
-                  dropped=dropped)
+                    cols[fld] = np.where(found, v[i] if t.size else np.nan, np.nan)
+                yield tags, t_job, cols
+
+
+def _run_codes(codes: _Codes, name_at, *columns: np.ndarray) -> np.ndarray:
+    """The code of each row's name, looked up once per run of equal rows (a GPU's job holds it for
+    hours: a series is a few runs, not one look-up per minute)."""
+    n = columns[0].size
+    if n == 0:
+        return np.empty(0, np.int32)
+    change = np.zeros(n, bool)
+    change[0] = True
+    for c in columns:
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    run_codes = np.array([codes.code(name_at(i)) for i in starts.tolist()], np.int32)
+    return np.repeat(run_codes, np.diff(np.append(starts, n)))
+
+
+class _Builder:
+    """Ledger columns from series' aligned columns (NaN or None: the record lacks the field)."""
+
+    def __init__(self) -> None:
+        self.node_codes, self.job_codes, self.model_codes = _Codes(), _Codes(), _Codes()
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.dropped: dict[str, int] = {}
+
+    def drop(self, why: str, n: int) -> None:
+        if n:
+            self.dropped[why] = self.dropped.get(why, 0) + int(n)
+
+    def add(self, tags: dict[str, str], t: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        has_job = np.array([j is not None for j in cols["job"]], bool)
+        if not has_job.any():
+            return  # not a record: no job (as before the bulk read: only times with a job are records)
+        if not has_job.all():
+            t = t[has_job]
+            cols = {k: c[has_job] for k, c in cols.items()}
+        ok = np.ones(t.size, bool)
+        num: dict[str, np.ndarray] = {}
+        for fld in _NUMBERS + _FLAGS:
+            found = ~np.isnan(cols[fld])
+            num[fld] = np.where(found, cols[fld], 1.0 if fld == "share" else 0.0)
+            if fld in _REQUIRED:
+                self.drop(f"no {fld}", np.count_nonzero(ok & ~found))
+                ok &= found
+        for fld in ("gpu_wh", "host_wh"):
+            bad = ok & ~(np.isfinite(num[fld]) & (num[fld] >= 0))
+            self.drop(f"{fld} negative or not finite", np.count_nonzero(bad))
+            ok &= ~bad
+        bad = ok & ~(num["interval_s"] > 0)
+        self.drop("interval_s not positive", np.count_nonzero(bad))
+        ok &= ~bad
+        keep = np.flatnonzero(ok)
+        n = keep.size
+        tenant, job = cols["tenant"][keep], cols["job"][keep]
+        self.parts.append({
+            "end_ns": t[keep],
+            "interval_ns": np.rint(num["interval_s"][keep] * NS).astype(np.int64),
+            "node": np.full(n, self.node_codes.code(tags.get("node", "")), np.int32),
+            "job": _run_codes(self.job_codes, lambda i: (tenant[i] or "", job[i]), tenant, job),
+            "gpu_model": np.full(n, -1, np.int32) if tags.get("gpu") == HOST else
+            _run_codes(self.model_codes, lambda i, m=cols["gpu_model"][keep]: m[i] or "", cols["gpu_model"][keep]),
+            **{f: num[f][keep] for f in ("gpu_wh", "host_wh", "share")},
+            **{f: num[f][keep] != 0 for f in _FLAGS},
+        })
+
+    def ledger(self, end_ns: int) -> Ledger:
+        # Records wholly after the period were read for their overlap only.
+        names = ("end_ns", "interval_ns", "node", "job", "gpu_model", "gpu_wh", "host_wh", "share") + _FLAGS
+        dtypes = (np.int64, np.int64, np.int32, np.int32, np.int32, float, float, float) + (bool,) * len(_FLAGS)
+        parts = self.parts
+        columns = {k: (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, d)) for k, d in zip(names, dtypes)}
+        inside = columns["end_ns"] - columns["interval_ns"] < end_ns
+        columns = {k: c[inside] for k, c in columns.items()}
+        return Ledger(**columns, nodes=self.node_codes.names, jobs=self.job_codes.names,
+                      gpu_models=self.model_codes.names, dropped=self.dropped)

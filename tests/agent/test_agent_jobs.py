@@ -28,6 +28,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+import puewatch.agent.sources.jobs as jobs_source
+
 from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
 from puewatch.agent.sources import jobholders, podresources_v1_pb2 as pb, podresources_v1_pb2_grpc as pb_grpc
 from puewatch.agent.sources.jobs import split
@@ -49,6 +51,11 @@ def ledger(rx: Receiver) -> list[tuple[dict, dict]]:
             assert set(fields) == set(JOB_LEDGER_FIELDS), fields
             out.append((tags, fields))
     return out
+
+
+def test_the_ledger_does_not_read_nvml_itself():
+    """The nvml source is the one NVML reader: the ledger module does not even import the binding."""
+    assert not hasattr(jobs_source, "pynvml")
 
 
 def test_split_rule():
@@ -85,13 +92,17 @@ def test_cgroup_path_names_the_job(tmp_path):
         group.parent.rmdir()
 
 
+# The ledger reads NVML through the nvml source: its energy at every power sample, processes twice a second.
+NVML_TABLE = "[sources.nvml]\ninterval_s = 0.05\nenergy_interval_s = 0.05\nprocess_interval_s = 0.5\n\n"
+
+
 def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2):
     script = tmp_path / "gpus.txt"
     script.write_text(f"count {gpus}\n")
-    env = nvml_env(fake_nvml_dir, script)
+    env = nvml_env(fake_nvml_dir, script, tmp_path / "nvml.log")
     env["FAKE_NVML_PIDS"] = str(tmp_path / "pids.txt")
     (tmp_path / "pids.txt").write_text("")
-    cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", jobs_table)
+    cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", NVML_TABLE + jobs_table)
     agent = start_agent(procs, cfg, tmp_path / "agent.log", env)
     wait_log(agent, "jobs:")
     return agent
@@ -137,7 +148,7 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
     for tags, f in full:
         assert tags["node"] == "testnode"
         assert f["source"] in ("slurm", "hook") and f["gpu_model"] == "NVIDIA H100 80GB HBM3"
-        assert f["gpu_wh_estimated"] is False and f["host_estimated"] is True
+        assert f["gpu_wh_estimated"] is False and f["host_estimated"] is True and f["host_unknown"] is False
         # The fake GPU's energy is exactly power x time: the share of it over the interval.
         exact_wh = POWER_MW[int(tags["gpu"])] * f["interval_s"] / 3.6e6
         assert f["gpu_wh"] == pytest.approx(exact_wh * f["share"], rel=0.02)
@@ -156,6 +167,37 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         assert infer["shared"] and idle["shared"] and idle["reserved_idle"] and not infer["reserved_idle"]
         assert idle["source"] == "hook" and infer["source"] == "slurm" and idle["tenant"] == "idle"
         assert infer["share"] == idle["share"] == pytest.approx(0.5)
+    _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
+
+
+def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_path, procs, fake_nvml_dir):
+    """Two real processes of two Slurm jobs (their environment says which) on GPU 0, with SM utilisation 75 and
+    25 from the fake library: the nvml source's process sample gives both, the ledger splits GPU 0 by them."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    a = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "701", "SLURM_JOB_ACCOUNT": "alpha"})
+    b = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "702", "SLURM_JOB_ACCOUNT": "beta"})
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
+                       f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 100.0\n')
+        (tmp_path / "pids.txt").write_text(f"0 {a.pid} 75\n0 {b.pid} 25\n")
+        wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9 and r[1]["share"] == pytest.approx(0.75)]) >= 2,
+                 20, "intervals split 75/25")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+    split_records = [(t, f) for t, f in ledger(rx) if f["interval_s"] > 0.9 and f["share"] in (pytest.approx(0.75), pytest.approx(0.25))]
+    for t, f in split_records:
+        assert t["gpu"] == "0" and f["shared"] and f["source"] == "slurm" and not f["reserved_idle"]
+        tenant, share = {"701": ("alpha", 0.75), "702": ("beta", 0.25)}[f["job"]]
+        assert f["tenant"] == tenant and f["share"] == pytest.approx(share)
+        assert f["host_estimated"] is True and f["host_unknown"] is False
+        assert f["host_wh"] == pytest.approx(100.0 * f["interval_s"] / 3600 / 2 * f["share"], rel=1e-6)
+    assert {f["job"] for _, f in split_records} == {"701", "702"}
+    _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
 
 
 class _Kubelet(pb_grpc.PodResourcesListerServicer):
@@ -202,7 +244,39 @@ def test_kubernetes_pod_resources_and_static_map(tmp_path, procs, fake_nvml_dir)
         ("2", "0", "render-farm", "studio", "static", 1.0, False, True),
     }
     for t, f in full:
-        assert f["host_wh"] == 0.0 and f["host_estimated"] is True  # no RAPL, no estimate configured
+        # No RAPL, no estimate configured: the host share is unknown, never an estimate of 0.
+        assert f["host_wh"] == 0.0 and f["host_unknown"] is True and f["host_estimated"] is False
+    _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
+
+
+def _one_energy_reading_per_cycle(rx: Receiver, nvml_log: Path) -> None:
+    """The ledger reads no energy counter itself: every reading the fake library returned is an `energy_mj`
+    the nvml source sent, and every record's energy is the difference of two of those readings."""
+    readings: dict[str, list[int]] = {}
+    for line in nvml_log.read_text().splitlines():
+        _e, gpu, mj = line.split()
+        readings.setdefault(gpu, []).append(int(mj))
+    sent: dict[str, list[int]] = {}
+    for line in rx.lines():
+        m, tags, fields, _ = parse_line(line)
+        if m == "gpu_power" and "energy_mj" in fields:
+            sent.setdefault(tags["gpu"], []).append(fields["energy_mj"])
+    for gpu, values in readings.items():
+        assert sorted(sent.get(gpu, [])) == sorted(values)[:len(sent.get(gpu, []))]  # the last may be unsent at stop
+        assert len(values) - len(sent.get(gpu, [])) <= 2
+    by_slot: dict[tuple[str, str], list[dict]] = {}
+    for tags, f in ledger(rx):
+        by_slot.setdefault((tags["gpu"], tags["slot"]), []).append(f)
+    checked = 0
+    for (gpu, _slot), records in by_slot.items():
+        diffs = {b - a for a, b in zip(readings[gpu], readings[gpu][1:])}
+        cumulative = {v - readings[gpu][0] for v in readings[gpu]}
+        for f in records:
+            mj = f["gpu_wh"] / f["share"] * 3.6e6
+            # A record spans one or more power samples: the difference of two readings, i.e. of two cumulative sums.
+            assert any(abs((c2 - c1) - mj) < 1e-3 * max(mj, 1.0) for c1 in cumulative for c2 in cumulative if c2 > c1), (gpu, mj)
+            checked += 1
+    assert checked >= 4 and diffs
 
 
 def test_hook_without_a_job_id_says_so_and_exits_0(tmp_path):

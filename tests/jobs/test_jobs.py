@@ -264,14 +264,29 @@ def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: P
         store.write(_lines(cells))
         store.close()
         influx = _doc(conf, server.url + "/site")
+        # [store.influx2]: read through the v1 compatibility API with the token (influxd 1.6.7 without auth ignores it).
+        conf2 = tmp_path / "collector2.toml"
+        token = tmp_path / "token"
+        token.write_text("t\n")
+        conf2.write_text(conf.read_text() + f'\n[store.influx2]\nurl = "{server.url}"\nbucket = "site"\norg = "o"\n'
+                         f'token_file = "{token}"\n')
+        r = subprocess.run([sys.executable, "-m", "puewatch.cli", "jobs", "--config", str(conf2), "--json",
+                            "--from", "2026-01-01T00:00:00Z", "--to", f"2026-01-01T0{HOURS}:00:00Z"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        influx2 = json.loads(r.stdout)
+        assert influx2["source"]["kind"] == "influx2"
     finally:
         server.stop()
     embedded = _doc(conf, str(root / "store.sqlite"))
-    for a, b in zip(influx["jobs"], embedded["jobs"]):
-        assert a["job"] == b["job"]
-        for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness"):
-            assert a[key] == pytest.approx(b[key], rel=1e-12)
-    assert influx["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
+    for doc in (influx, influx2):
+        assert len(doc["jobs"]) == len(embedded["jobs"]) == 4
+        for a, b in zip(doc["jobs"], embedded["jobs"]):
+            assert a["job"] == b["job"]
+            for key in ("it_energy_wh", "facility_energy_wh", "gpu_hours", "completeness", "estimated_share"):
+                assert a[key] == pytest.approx(b[key], rel=1e-12)
+        assert doc["identities"]["e_dc_wh"] == pytest.approx(embedded["identities"]["e_dc_wh"], rel=1e-12)
+        assert doc["warnings"] == embedded["warnings"]
 
 
 def test_report_carbon_fields(tmp_path: Path) -> None:
@@ -296,3 +311,31 @@ def test_the_sample_carbon_file_loads_and_ships_no_factor() -> None:
 
     data = load_carbon(Path(__file__).parents[2] / "config" / "carbon.toml")
     assert data.factors == [] and data.green == []
+
+
+def test_unknown_host_share_is_said_and_the_identities_hold(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    """A node with no RAPL and no host_estimate_w: its records say host_unknown (host_wh 0), `puewatch jobs`
+    gives the job's host_unknown_share and a warning, and the unknown host energy stays unattributed."""
+    conf, cells, _root = site
+    extra = [encode_point(schema.JOB_LEDGER, {"node": "gpu-a-3", "gpu": "0", "slot": "0"},
+                          {"job": "16", "tenant": "t3", "source": "static", "gpu_model": "NVIDIA H100 80GB HBM3",
+                           "interval_s": 60.0, "gpu_wh": 2.0, "gpu_wh_estimated": False, "share": 1.0, "shared": False,
+                           "reserved_idle": False, "host_wh": 0.0, "host_estimated": False,
+                           "host_unknown": m <= 30}, T0 + m * 60 * NS)
+             for m in range(1, 61)]
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells) + ("\n".join(extra) + "\n").encode())
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    assert jobs["16"]["host_unknown_share"] == pytest.approx(0.5)  # half its minutes
+    assert all(j["host_unknown_share"] == 0 for k, j in jobs.items() if k != "16")
+    assert [t["host_unknown_share"] for t in doc["tenants"] if t["tenant"] == "t3"] == [pytest.approx(0.5)]
+    assert any("1 jobs' host share unknown" in w and "gpu-a-3" in w for w in doc["warnings"]), doc["warnings"]
+    i = doc["identities"]
+    assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
+    assert i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"] == pytest.approx(i["e_dc_wh"], rel=1e-12)
+    text = _jobs(conf, str(tmp_path / "store.sqlite"))
+    assert text.returncode == 0 and "unknown 50% of the time" in text.stdout, text.stdout
+    csv_out = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv").stdout.splitlines()
+    assert csv_out[0].endswith(",host_unknown_share") and any(r.startswith("job,t3,16,") and r.endswith(",0.5") for r in csv_out)
