@@ -71,7 +71,8 @@ def test_split_rule():
 
 def test_cgroup_path_names_the_job(tmp_path):
     """A real process moved into a real cgroup named as Slurm's cgroup plugin names it; its environment says otherwise."""
-    group = Path("/sys/fs/cgroup/pids/puewatch_test") / f"job_{os.getpid()}"
+    # A parent of this run's own (removed at the end): runs of the suite at once must not share one.
+    group = Path(f"/sys/fs/cgroup/pids/puewatch_test_{os.getpid()}") / f"job_{os.getpid()}"
     group.mkdir(parents=True)
     child = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "7", "SLURM_JOB_ACCOUNT": "acme"})
     try:
