@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from puewatch.collector.lineparse import parse_columns, parse_line
+from puewatch.collector.fieldtypes import kind_of
+from puewatch.collector.lineparse import Unsigned, column_kind, parse_columns, parse_line
 from puewatch.collector.stores.base import StoreRejected
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
@@ -112,12 +113,16 @@ def test_the_columnar_parser_reads_what_parse_line_reads():
     got = {}
     for block, linenos in blocks:
         for i, n in enumerate(linenos):
-            got[n] = (block.measurement, block.tags, {k: c[i] for k, c in block.fields.items()}, int(block.time_ns[i]))
+            # Each column has its field's InfluxDB type (the store records it): values and types as parse_line's.
+            fields = {k: (column_kind(c), c[i] if c.dtype == object else c[i].item()) for k, c in block.fields.items()}
+            got[n] = (block.measurement, block.tags, fields, int(block.time_ns[i]))
     for n, line in enumerate(body.split(b"\n"), 1):
         if n in got:
             p = parse_line(line)
-            fields = {k: v if isinstance(v, str) else float(v) for k, v in p.fields.items()}
+            fields = {k: (kind_of(v), v) for k, v in p.fields.items()}
             assert got[n] == (p.measurement, p.tags, fields, 99 if p.time_ns is None else p.time_ns), n
+            assert [type(v[1]) for v in got[n][2].values()] == [type(v) if type(v) is not Unsigned else int
+                                                              for v in p.fields.values()], n
     assert sorted(got) == [1, 4, 5, 6, 7, 10]
 
 
