@@ -56,7 +56,7 @@ from puewatch.collector.fieldtypes import FieldTypes, kind_of
 from puewatch.core.batch import Block
 
 __all__ = ["LineParser", "ParseResult", "split_lines", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
-           "COLUMN_DTYPES", "column_kind",
+           "column_kind",
            "subscription", "MIN_TIME_NS", "MAX_TIME_NS"]
 
 # What a consumer subscribes to: measurement names (every line of them becomes a Point), or
@@ -1074,26 +1074,30 @@ def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscri
     return LineParser(subscribed).parse(body, precision, now_ns)
 
 
-def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Block, list[int]]], list[tuple[int, str]]]:
+def parse_columns(body: bytes, now_ns: int | None = None
+                  ) -> tuple[list[tuple[Block, list[int], dict[str, str]]], list[tuple[int, str]]]:
     """A body (ns, UTF-8) as typed blocks, for a store that keeps columns (the embedded store).
 
-    Returns ([(block, its line numbers)], [(line number, error)]). One block per series and
-    set of field names and types, in the order of their first line, so a store that takes
-    the blocks in order sees every field's first type first, as it would line by line.
-    Each column has its InfluxDB type's dtype (`COLUMN_DTYPES`): float64, int64, uint64,
-    bool, and object for strings, so the store records the type a line gave a field. Lines
-    without a timestamp get `now_ns` (default: the clock). Blank lines and `#` comments are
-    skipped.
+    Returns ([(block, its line numbers, its fields' InfluxDB types)], [(line number, error)]).
+    One block per series and set of field names and types, in the order of their first line,
+    so a store that takes the blocks in order sees every field's first type first, as it
+    would line by line. Numbers (float, integer, unsigned, boolean) become float64 columns,
+    strings object columns: the embedded store keeps numbers as REAL, and records each
+    field's type from the types given (`float`, `integer`, `unsigned`, `boolean`, `string`).
+    Lines without a timestamp get `now_ns` (default: the clock). Blank lines and `#`
+    comments are skipped.
 
     Plain lines (the ingest parser's fast-path syntax) are cut with `split` and grouped
-    by their series key's bytes; the rest go through `parse_line`, with its messages.
+    by their series key's bytes, field names and value types; the rest go through
+    `parse_line`, with its messages.
     """
-    groups: dict[tuple, tuple[str, dict[str, str], list[int], list[tuple], list[int]]] = {}
+    # group key -> (measurement, tags, times, rows of values, line numbers, field types)
+    groups: dict[tuple, tuple[str, dict[str, str], list[int], list[tuple], list[int], dict[str, str]]] = {}
     errors: list[tuple[int, str]] = []
     series: dict[bytes, tuple[str, dict[str, str]] | None] = {}
+    shapes: dict[tuple, dict[str, str]] = {}  # (field names, types signature) -> field types
     line_re = _LINE_RE.fullmatch
     bools = _BOOLS
-    kind_by_last = _KIND_BY_LAST
     for lineno, line in enumerate(split_lines(body), 1):
         if not line or line[0] == 35 or line.isspace():  # '#'
             continue
@@ -1105,22 +1109,29 @@ def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Bl
             if info is False:
                 info = series[key] = _plain_series(key)
         if info is not None:
-            fields: dict[bytes, float | int | bool] = {}
-            kinds: dict[bytes, str] = {}
-            for item in line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)].split(b","):
+            fields: dict[bytes, float] = {}
+            sig = 1  # the values' types, two bits each: lines of one series and field names but other types part
+            field_set = line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)]
+            for item in field_set.split(b","):
                 k, _, v = item.partition(b"=")
                 last = v[-1]
                 if last < 65:  # ends in a digit or '.'
                     fields[k] = float(v)
+                    sig <<= 2
                 elif last == 105 or last == 117:  # 1i, 1u
-                    fields[k] = int(v[:-1])
+                    fields[k] = float(int(v[:-1]))
+                    sig = (sig << 2) + (1 if last == 105 else 2)
                 else:
-                    fields[k] = bools[v]
-                kinds[k] = kind_by_last[last]  # a key given twice: its last value and type, as influxd
-            gkey = (key, tuple(kinds.items()))
+                    fields[k] = 1.0 if bools[v] else 0.0
+                    sig = (sig << 2) + 3
+            names = tuple(fields)
+            gkey = (key, names, sig)
             g = groups.get(gkey)
             if g is None:
-                g = groups[gkey] = (info[0], info[1], [], [], [])
+                types = shapes.get((names, sig))  # most series of a body share their field names and types
+                if types is None:
+                    types = shapes[(names, sig)] = _plain_types(field_set)
+                g = groups[gkey] = (info[0], info[1], [], [], [], types)
             if ts is None:
                 now_ns = now_ns or time.time_ns()
             g[2].append(now_ns if ts is None else int(ts))
@@ -1132,44 +1143,42 @@ def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Bl
         except LineError as exc:
             errors.append((lineno, str(exc)))
             continue
+        values = {k: (v if isinstance(v, str) else float(v)) for k, v in p.fields.items()}
         gkey = (None, p.measurement, tuple(sorted(p.tags.items())), tuple((k, kind_of(v)) for k, v in p.fields.items()))
         g = groups.get(gkey)
         if g is None:
-            g = groups[gkey] = (p.measurement, p.tags, [], [], [])
+            g = groups[gkey] = (p.measurement, p.tags, [], [], [], dict(gkey[3]))
         if p.time_ns is None:
             now_ns = now_ns or time.time_ns()
         g[2].append(now_ns if p.time_ns is None else p.time_ns)
-        g[3].append(tuple(p.fields.values()))
+        g[3].append(tuple(values.values()))
         g[4].append(lineno)
     out = []
-    for gkey, (measurement, tags, times, rows, linenos) in groups.items():
-        if gkey[0] is not None:
-            names = [k.decode() for k, _ in gkey[1]]
-            kinds_ = [kind for _, kind in gkey[1]]
-        else:
-            names = [k for k, _ in gkey[3]]
-            kinds_ = [kind for _, kind in gkey[3]]
-        if all(kind == "float" for kind in kinds_):  # the common case: one table, in C
-            table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
-            cols = {name: table[:, j] for j, name in enumerate(names)}
-        else:
-            cols = {}
-            for j, (name, kind) in enumerate(zip(names, kinds_)):
-                col = np.empty(len(rows), dtype=COLUMN_DTYPES[kind])
-                col[:] = [r[j] for r in rows]
-                cols[name] = col
-        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos))
+    for gkey, (measurement, tags, times, rows, linenos, types) in groups.items():
+        names = list(types)
+        strings = "string" in types.values()
+        table = np.array(rows, dtype=object if strings else np.float64).reshape(len(rows), len(names))
+        cols = {}
+        for j, name in enumerate(names):
+            col = table[:, j]
+            if strings and types[name] != "string":
+                col = col.astype(np.float64)
+            cols[name] = col
+        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos, types))
     return out, errors
 
 
-# A field's InfluxDB type -> the dtype of its column in `parse_columns`' blocks (and the type back
-# from a column's dtype: `column_kind`).
-COLUMN_DTYPES = {"float": np.dtype(np.float64), "integer": np.dtype(np.int64), "unsigned": np.dtype(np.uint64),
-                 "boolean": np.dtype(np.bool_), "string": np.dtype(object)}
+def _plain_types(field_set: bytes) -> dict[str, str]:
+    """name -> InfluxDB type of a fast-path field set (no strings); a key given twice: its last type, as influxd."""
+    types: dict[str, str] = {}
+    for item in field_set.split(b","):
+        k, _, v = item.partition(b"=")
+        types[k.decode()] = _KIND_BY_LAST[v[-1]]  # where the name first came, as the values' dict
+    return types
 
 
 def column_kind(col: np.ndarray) -> str:
-    """The InfluxDB type of a block's column (a typed batch's: float64, int64, bool or str)."""
+    """The InfluxDB type of a typed batch's column (float64, int64, bool or str)."""
     dt = col.dtype
     if dt == object:
         return "string"

@@ -265,11 +265,11 @@ class EmbeddedStore:
 
     def write_batch(self, batch: Batch) -> None:
         """A typed batch: its blocks go to SQLite as they are; line protocol parts are parsed once."""
-        blocks: list[tuple[Block, list[int] | None]] = []
+        blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]] = []
         bad: list[tuple[int, str]] = []
         for part in batch.parts:
             if isinstance(part, Block):
-                blocks.append((part, None))
+                blocks.append((part, None, None))  # its columns' dtypes are its fields' types
                 continue
             try:
                 part.decode()
@@ -281,9 +281,12 @@ class EmbeddedStore:
             bad += errors
         self._write_blocks(blocks, bad)
 
-    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None]], bad: list[tuple[int, str]]) -> None:
-        """One transaction for all blocks, in order; blocks of a field's other type are refused as a whole
-        (`bad` gets one entry per line, the line numbers those of the body the block was parsed from)."""
+    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]],
+                      bad: list[tuple[int, str]]) -> None:
+        """One transaction for all blocks, in order; blocks of a field's other kind are refused as a whole
+        (`bad` gets one entry per line, the line numbers those of the body the block was parsed from).
+        Each block comes with its fields' InfluxDB types (parsed line protocol), or None: a typed
+        block's column dtypes say them (`column_kind`)."""
         row_parts: list = []
         text_parts: list = []
         new_series: list[tuple[str, str]] = []
@@ -298,7 +301,7 @@ class EmbeddedStore:
             self._writable()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for block, linenos in blocks:
+                for block, linenos, types in blocks:
                     measurement = block.measurement
                     conflict = None
                     block_kinds = []
@@ -317,7 +320,7 @@ class EmbeddedStore:
                     for name, col in block.fields.items():
                         if (measurement, name) not in typed:
                             typed.add((measurement, name))
-                            new_types.append((measurement, name, column_kind(col)))
+                            new_types.append((measurement, name, types[name] if types else column_kind(col)))
                     for name, kind in block_kinds:
                         kinds.setdefault(measurement, {})[name] = kind
                         new_kinds.append((measurement, name))
