@@ -56,6 +56,7 @@ from puewatch.collector.fieldtypes import FieldTypes, kind_of
 from puewatch.core.batch import Block
 
 __all__ = ["LineParser", "ParseResult", "split_lines", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
+           "column_kind",
            "subscription", "MIN_TIME_NS", "MAX_TIME_NS"]
 
 # What a consumer subscribes to: measurement names (every line of them becomes a Point), or
@@ -143,13 +144,12 @@ _TIME = rb"-?(?:[1-8]\d{18}|\d{1,18})"
 _NUM = rb"0-9.+-"
 _KEYD = rb'(?!time=)(?:[^\s,=\\"\x00-\x1f\x7f' + _NUM + rb"]++|([" + _NUM + rb"]))++"
 # Whole body, line by line, timestamps required: findall returns each line's (series key, number
-# byte in the first field key, number byte in another field key).
-_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _KEYD + rb"=" + _VALUE + rb"(?:," + _KEYD + rb"=" + _VALUE + rb")*+ "
-                      + _TIME + rb"$", re.MULTILINE)
+# byte in the first field key, number byte in another field key, timestamp). The timestamp costs
+# the scan little and spares the time window a second pass over the body.
+_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _KEYD + rb"=" + _VALUE + rb"(?:," + _KEYD + rb"=" + _VALUE + rb")*+ ("
+                      + _TIME + rb")$", re.MULTILINE)
 # One line, timestamp optional: groups series key, timestamp.
 _LINE_RE = re.compile(rb"(" + _SERIES + rb") " + _FIELDS + rb"(?: (" + _TIME + rb"))?")
-# The timestamp at the end of each line of a fast-path body (which requires one on every line).
-_TAIL_TIME_RE = re.compile(rb" (-?\d+)\n")
 
 _TRUE = frozenset((b"t", b"T", b"true", b"True", b"TRUE"))
 _FALSE = frozenset((b"f", b"F", b"false", b"False", b"FALSE"))
@@ -639,27 +639,40 @@ class LineParser:
             body += b"\n"
         if unit == 1 and (body.isascii() or _utf8(body)):
             found = _BODY_RE.findall(body)
-            if len(found) == body.count(b"\n") and self._inside_window(body, now_ns):
-                keys, first, other = zip(*found)
-                if self._storable(body, keys, first, other):
-                    result = self._whole(body, keys)
-                    if result is not None:
-                        return result
+            if len(found) == body.count(b"\n"):
+                keys, first, other, stamps = zip(*found)
+                # Each distinct series key once, for both the type check and the points.
+                distinct = self._distinct_series(keys)
+                if (distinct is not None and self._inside_window(stamps, now_ns)
+                        and self._storable(body, keys, distinct, first, other)):
+                    return self._whole(body, keys, distinct)
         return self._by_line(body, unit, now_ns)
 
-    def _storable(self, body: bytes, keys: tuple[bytes, ...], first: tuple[bytes, ...], other: tuple[bytes, ...]) -> bool:
+    def _distinct_series(self, keys: tuple[bytes, ...]) -> dict[bytes, tuple[str, dict[str, str]]] | None:
+        """series key -> (measurement, tags) of a fast-path body's distinct keys; None when one is
+        bad (duplicate tags), which the line-by-line pass reports."""
+        series = self._series
+        out: dict[bytes, tuple[str, dict[str, str]]] = {}
+        for key in set(keys):
+            info = series.get(key) or self._series_info(key)
+            if type(info) is str:
+                return None
+            out[key] = info
+        return out
+
+    def _storable(self, body: bytes, keys: tuple[bytes, ...], distinct: dict[bytes, tuple[str, dict[str, str]]],
+                  first: tuple[bytes, ...], other: tuple[bytes, ...]) -> bool:
         """Whether every line of a fast-path body has the field types the store takes (and learn the
         new ones); False sends the body line by line, where each line is checked and reported.
 
-        `first`, `other`: per line, a number byte in its first or another field key (b"" if none)."""
+        `keys`: each line's series key; `distinct`: the same, each once (`_distinct_series`); `first`, `other`: per line, a number
+        byte in its first or another field key (b"" if none)."""
         types = self.types
         if types is None:
             return True
-        series = self._series
         kind_by_last = _KIND_BY_LAST
         known = types._known
         seen: dict[tuple[str, bytes], str] = {}  # (measurement, field key) -> kind, in this body
-        distinct = set(keys)
         longest = max(map(len, distinct))
         if 34 not in body:
             # No strings. Lines that differ only in their numbers have the same skeleton (the line with
@@ -668,10 +681,7 @@ class LineParser:
             # (rare); lines whose field keys hold one (`load1`, `load15`) are each read, and never stand
             # for the others.
             plain = self._plain_measurements
-            for key in distinct:
-                info = series.get(key) or self._series_info(key)
-                if type(info) is str:
-                    return False
+            for info in distinct.values():
                 ok = plain.get(info[0])
                 if ok is None:
                     if len(plain) >= self._CACHE_MAX:
@@ -682,21 +692,18 @@ class LineParser:
             lines = body.split(b"\n")
             skeletons = body.translate(None, _NUMBER_BYTES).split(b"\n")
             if any(first) or any(other):
-                plain = list(map(operator.not_, map(operator.add, first, other)))
-                plain.append(False)  # the empty text after the last newline
-                for line in itertools.compress(lines, map(operator.not_, plain)):
-                    if line and not _plain_kinds(line, seen):
+                # The few lines with a number byte in a field key (found in C): each read, and
+                # their skeletons blanked, so they never stand for another line.
+                for i in itertools.compress(itertools.count(), map(operator.add, first, other)):
+                    if not _plain_kinds(lines[i], seen):
                         return False
-                lines, skeletons = itertools.compress(lines, plain), itertools.compress(skeletons, plain)
+                    skeletons[i] = b""
             for sk, line in dict(zip(skeletons, lines)).items():
                 if sk and not _plain_kinds(line, seen):
                     return False
         else:
             for key, line in zip(keys, body.split(b"\n")):
-                info = series.get(key) or self._series_info(key)
-                if type(info) is str:
-                    return False
-                m = info[0]
+                m = distinct[key][0]
                 if 34 in line:  # '"': a string may hold `,` `=` and spaces; read the line exactly
                     try:
                         pairs = [(k.encode(), kind_of(v)) for k, v in _parse_slow(line)[2].items()]
@@ -721,31 +728,21 @@ class LineParser:
         types.commit(pending)
         return True
 
-    def _inside_window(self, body: bytes, now_ns: int | None) -> bool:
-        """Whether every timestamp of a fast-path body (each line ends in ` <ts>\\n`) is inside the
-        window; False sends the body line by line, where each line is checked exactly."""
+    def _inside_window(self, stamps: tuple[bytes, ...], now_ns: int | None) -> bool:
+        """Whether every timestamp of a fast-path body (as written) is inside the window; False sends
+        the body line by line, where each line is checked exactly."""
         if not self.window:
             return True
         bounds = self.window.bounds_text(time.time_ns() if now_ns is None else now_ns)
         if bounds is None:
             return False
-        stamps = _TAIL_TIME_RE.findall(body)
         lengths = set(map(len, stamps))
         return lengths == {19} and bounds[0] <= min(stamps) and max(stamps) <= bounds[1]
 
-    def _whole(self, body: bytes, keys: list[bytes]) -> ParseResult | None:
-        """Every line matched the fast path: check each distinct series key once."""
+    def _whole(self, body: bytes, keys: tuple[bytes, ...], distinct: dict[bytes, tuple[str, dict[str, str]]]) -> ParseResult:
+        """Every line matched the fast path and passed the checks: the points of subscribed lines."""
         subscribed = self.subscribed
-        wanted: dict[bytes, tuple[str, dict[str, str]]] = {}
-        series = self._series
-        distinct: list[tuple[str, dict[str, str]]] = []
-        for key in set(keys):
-            info = series.get(key) or self._series_info(key)
-            if type(info) is str:
-                return None  # let the line-by-line pass report it
-            distinct.append(info)
-            if info[0] in subscribed:
-                wanted[key] = info
+        wanted = {key: info for key, info in distinct.items() if info[0] in subscribed}
         points: list[Point] = []
         if wanted:
             if self._sparse:
@@ -797,7 +794,7 @@ class LineParser:
                     else:
                         continue
                 append(new(Point, (info[0], info[1].copy(), fields, int(ts))))
-        return ParseResult(body, len(keys), [], 0, points, 0, 0, distinct)
+        return ParseResult(body, len(keys), [], 0, points, 0, 0, list(distinct.values()))
 
     def _candidates(self, body: bytes, measurements: set[str]) -> list[tuple[bytes, bytes]]:
         """(series key, line) for the lines of a fast-path body that contain a wanted field's bytes, in body order.
@@ -1077,22 +1074,28 @@ def parse(body: bytes, precision: str = "ns", now_ns: int | None = None, subscri
     return LineParser(subscribed).parse(body, precision, now_ns)
 
 
-def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Block, list[int]]], list[tuple[int, str]]]:
+def parse_columns(body: bytes, now_ns: int | None = None
+                  ) -> tuple[list[tuple[Block, list[int], dict[str, str]]], list[tuple[int, str]]]:
     """A body (ns, UTF-8) as typed blocks, for a store that keeps columns (the embedded store).
 
-    Returns ([(block, its line numbers)], [(line number, error)]). One block per series and
-    set of field names and kinds, in the order of their first line, so a store that takes
-    the blocks in order sees every field's first type first, as it would line by line.
-    Numbers (float, integer, unsigned, boolean) become float64 columns, strings object
-    columns: the embedded store keeps numbers as REAL. Lines without a timestamp get
-    `now_ns` (default: the clock). Blank lines and `#` comments are skipped.
+    Returns ([(block, its line numbers, its fields' InfluxDB types)], [(line number, error)]).
+    One block per series and set of field names and types, in the order of their first line,
+    so a store that takes the blocks in order sees every field's first type first, as it
+    would line by line. Numbers (float, integer, unsigned, boolean) become float64 columns,
+    strings object columns: the embedded store keeps numbers as REAL, and records each
+    field's type from the types given (`float`, `integer`, `unsigned`, `boolean`, `string`).
+    Lines without a timestamp get `now_ns` (default: the clock). Blank lines and `#`
+    comments are skipped.
 
     Plain lines (the ingest parser's fast-path syntax) are cut with `split` and grouped
-    by their series key's bytes; the rest go through `parse_line`, with its messages.
+    by their series key's bytes, field names and value types; the rest go through
+    `parse_line`, with its messages.
     """
-    groups: dict[tuple, tuple[str, dict[str, str], list[int], list[tuple], list[int]]] = {}
+    # group key -> (measurement, tags, times, rows of values, line numbers, field types)
+    groups: dict[tuple, tuple[str, dict[str, str], list[int], list[tuple], list[int], dict[str, str]]] = {}
     errors: list[tuple[int, str]] = []
     series: dict[bytes, tuple[str, dict[str, str]] | None] = {}
+    shapes: dict[tuple, dict[str, str]] = {}  # (field names, types signature) -> field types
     line_re = _LINE_RE.fullmatch
     bools = _BOOLS
     for lineno, line in enumerate(split_lines(body), 1):
@@ -1107,19 +1110,28 @@ def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Bl
                 info = series[key] = _plain_series(key)
         if info is not None:
             fields: dict[bytes, float] = {}
-            for item in line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)].split(b","):
+            sig = 1  # the values' types, two bits each: lines of one series and field names but other types part
+            field_set = line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)]
+            for item in field_set.split(b","):
                 k, _, v = item.partition(b"=")
                 last = v[-1]
                 if last < 65:  # ends in a digit or '.'
                     fields[k] = float(v)
+                    sig <<= 2
                 elif last == 105 or last == 117:  # 1i, 1u
                     fields[k] = float(int(v[:-1]))
+                    sig = (sig << 2) + (1 if last == 105 else 2)
                 else:
                     fields[k] = 1.0 if bools[v] else 0.0
-            gkey = (key, tuple(fields))
+                    sig = (sig << 2) + 3
+            names = tuple(fields)
+            gkey = (key, names, sig)
             g = groups.get(gkey)
             if g is None:
-                g = groups[gkey] = (info[0], info[1], [], [], [])
+                types = shapes.get((names, sig))  # most series of a body share their field names and types
+                if types is None:
+                    types = shapes[(names, sig)] = _plain_types(field_set)
+                g = groups[gkey] = (info[0], info[1], [], [], [], types)
             if ts is None:
                 now_ns = now_ns or time.time_ns()
             g[2].append(now_ns if ts is None else int(ts))
@@ -1132,28 +1144,51 @@ def parse_columns(body: bytes, now_ns: int | None = None) -> tuple[list[tuple[Bl
             errors.append((lineno, str(exc)))
             continue
         values = {k: (v if isinstance(v, str) else float(v)) for k, v in p.fields.items()}
-        gkey = (None, p.measurement, tuple(sorted(p.tags.items())), tuple((k, isinstance(v, str)) for k, v in values.items()))
+        gkey = (None, p.measurement, tuple(sorted(p.tags.items())), tuple((k, kind_of(v)) for k, v in p.fields.items()))
         g = groups.get(gkey)
         if g is None:
-            g = groups[gkey] = (p.measurement, p.tags, [], [], [])
+            g = groups[gkey] = (p.measurement, p.tags, [], [], [], dict(gkey[3]))
         if p.time_ns is None:
             now_ns = now_ns or time.time_ns()
         g[2].append(now_ns if p.time_ns is None else p.time_ns)
         g[3].append(tuple(values.values()))
         g[4].append(lineno)
     out = []
-    for gkey, (measurement, tags, times, rows, linenos) in groups.items():
-        names = [k.decode() for k in gkey[1]] if gkey[0] is not None else [k for k, _ in gkey[3]]
-        strings = gkey[0] is None and any(s for _, s in gkey[3])
+    for gkey, (measurement, tags, times, rows, linenos, types) in groups.items():
+        names = list(types)
+        strings = "string" in types.values()
         table = np.array(rows, dtype=object if strings else np.float64).reshape(len(rows), len(names))
         cols = {}
         for j, name in enumerate(names):
             col = table[:, j]
-            if strings and not isinstance(col[0], str):
+            if strings and types[name] != "string":
                 col = col.astype(np.float64)
             cols[name] = col
-        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos))
+        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos, types))
     return out, errors
+
+
+def _plain_types(field_set: bytes) -> dict[str, str]:
+    """name -> InfluxDB type of a fast-path field set (no strings); a key given twice: its last type, as influxd."""
+    types: dict[str, str] = {}
+    for item in field_set.split(b","):
+        k, _, v = item.partition(b"=")
+        types[k.decode()] = _KIND_BY_LAST[v[-1]]  # where the name first came, as the values' dict
+    return types
+
+
+def column_kind(col: np.ndarray) -> str:
+    """The InfluxDB type of a typed batch's column (float64, int64, bool or str)."""
+    dt = col.dtype
+    if dt == object:
+        return "string"
+    if dt.kind == "b":
+        return "boolean"
+    if dt.kind == "i":
+        return "integer"
+    if dt.kind == "u":
+        return "unsigned"
+    return "float"
 
 
 def _plain_series(key: bytes) -> tuple[str, dict[str, str]] | None:

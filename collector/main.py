@@ -93,9 +93,10 @@ def ingest_field_types(store) -> FieldTypes:
     from puewatch.collector.stores.influx1 import Influx1Store
 
     types = FieldTypes(unsigned=not isinstance(store, Influx1Store))
-    kinds = getattr(store, "field_kinds", None)
+    # The embedded store keeps each field's InfluxDB type (`number`: a field from before it did).
+    kinds = getattr(store, "field_types", None) or getattr(store, "field_kinds", None)
     for (measurement, field), kind in (kinds() if kinds else {}).items():
-        types.learn(measurement, field, "string" if kind == "string" else NUMBER)
+        types.learn(measurement, field, NUMBER if kind == "number" else kind)
     return types
 
 

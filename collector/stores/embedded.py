@@ -24,8 +24,16 @@ Schema:
         String fields (an agent's `gpu_info`: GPU name, serial, driver version), keyed
         like `points`; read with `text_series()`.
     fields(measurement, field, kind)
-        Each field's type, `number` or `string`, fixed by its first write: as in
-        InfluxDB, a line giving a field the other type is refused (a partial write).
+        Each field's kind, `number` or `string`, fixed by its first write: as in
+        InfluxDB, a line giving a field the other kind is refused (a partial write).
+    field_types(measurement, field, type)
+        Each field's InfluxDB type, `float`, `integer`, `unsigned`, `boolean` or `string`,
+        as its first write gave it (a file from before this table: the first write since).
+        What the collector's ingest check learns at start (`field_types()`), so that after
+        a restart `ok=1i` is refused for a boolean `ok` exactly as before it, and what
+        `values()` returns values as (a boolean as True/False, not 1.0/0.0). Ingest
+        (collector/fieldtypes.py) is the one place that refuses a number of another
+        type; the store itself tells numbers from strings only.
     chunks(series_id, field, t_first, t_last, n, times BLOB, vals BLOB)
         Older points, columnar: `n` points of one (series, field) with times
         t_first..t_last, `times` n int64 ns and `vals` n float64 (NaN: no value),
@@ -57,8 +65,13 @@ rows are only ever newer (`compact()` moves every row before its horizon, and
 so a late point inside an already compacted range is a row until the next
 `compact()` merges it into the chunk, replacing the old value.
 
-Numbers: integers and unsigned integers become REAL, booleans 1.0/0.0. Strings are
-kept as they are, in `text_points` (never compacted; pruned with the rest). A batch
+Numbers: integers and unsigned integers become REAL, booleans 1.0/0.0, so reports read
+every number as float64; `field_types` keeps the type, and `values()` gives each value
+back as it was written: booleans as True/False, integers as int (exact up to 2**53 in
+magnitude: a REAL holds 53 bits; larger integers come back rounded to the nearest
+float64, a documented limit of this store, docs/lineprotocol.md). Strings are
+kept as they are, in `text_points` (never compacted; pruned with the rest), newlines,
+backslashes and quotes included. A batch
 with unparsable lines, or lines whose field has the other type, is written without
 them and then rejected (StoreRejected naming the first bad line), like InfluxDB's
 "partial write".
@@ -79,7 +92,7 @@ from pathlib import Path
 import numpy as np
 
 from puewatch.errors import UserError
-from puewatch.collector.lineparse import parse_columns
+from puewatch.collector.lineparse import column_kind, parse_columns
 from puewatch.core.batch import Batch, Block
 
 from .base import StoreCorrupt, StoreFull, StoreRejected, StoreUnavailable
@@ -125,6 +138,12 @@ CREATE TABLE IF NOT EXISTS fields (
     measurement TEXT NOT NULL,
     field       TEXT NOT NULL,
     kind        TEXT NOT NULL CHECK (kind IN ('number', 'string')),
+    PRIMARY KEY (measurement, field)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS field_types (
+    measurement TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    type        TEXT NOT NULL CHECK (type IN ('float', 'integer', 'unsigned', 'boolean', 'string')),
     PRIMARY KEY (measurement, field)
 ) WITHOUT ROWID;
 """
@@ -182,6 +201,7 @@ class EmbeddedStore:
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
         self._kinds: dict[str, dict[str, str]] = {}  # measurement -> field -> "number" / "string"
+        self._typed: set[tuple[str, str]] = set()  # (measurement, field) with a row in field_types
         self._tagsets: dict[tuple[tuple[str, str], ...], str] = {}  # a block's tags -> canonical_tagset()
         try:
             self._register_old_fields()
@@ -246,11 +266,11 @@ class EmbeddedStore:
 
     def write_batch(self, batch: Batch) -> None:
         """A typed batch: its blocks go to SQLite as they are; line protocol parts are parsed once."""
-        blocks: list[tuple[Block, list[int] | None]] = []
+        blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]] = []
         bad: list[tuple[int, str]] = []
         for part in batch.parts:
             if isinstance(part, Block):
-                blocks.append((part, None))
+                blocks.append((part, None, None))  # its columns' dtypes are its fields' types
                 continue
             try:
                 part.decode()
@@ -262,13 +282,18 @@ class EmbeddedStore:
             bad += errors
         self._write_blocks(blocks, bad)
 
-    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None]], bad: list[tuple[int, str]]) -> None:
-        """One transaction for all blocks, in order; blocks of a field's other type are refused as a whole
-        (`bad` gets one entry per line, the line numbers those of the body the block was parsed from)."""
+    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]],
+                      bad: list[tuple[int, str]]) -> None:
+        """One transaction for all blocks, in order; blocks of a field's other kind are refused as a whole
+        (`bad` gets one entry per line, the line numbers those of the body the block was parsed from).
+        Each block comes with its fields' InfluxDB types (parsed line protocol), or None: a typed
+        block's column dtypes say them (`column_kind`)."""
         row_parts: list = []
         text_parts: list = []
         new_series: list[tuple[str, str]] = []
         new_kinds: list[tuple[str, str]] = []
+        new_types: list[tuple[str, str, str]] = []  # (measurement, field, InfluxDB type) for field_types
+        typed = self._typed
         series_ids = self._series
         kinds = self._kinds
         tagsets = self._tagsets
@@ -277,7 +302,7 @@ class EmbeddedStore:
             self._writable()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for block, linenos in blocks:
+                for block, linenos, types in blocks:
                     measurement = block.measurement
                     conflict = None
                     block_kinds = []
@@ -293,6 +318,10 @@ class EmbeddedStore:
                     if conflict:
                         bad += [(n, conflict) for n in linenos] if linenos else [(0, conflict)] * len(block)
                         continue
+                    for name, col in block.fields.items():
+                        if (measurement, name) not in typed:
+                            typed.add((measurement, name))
+                            new_types.append((measurement, name, types[name] if types else column_kind(col)))
                     for name, kind in block_kinds:
                         kinds.setdefault(measurement, {})[name] = kind
                         new_kinds.append((measurement, name))
@@ -351,6 +380,9 @@ class EmbeddedStore:
                 if new_kinds:
                     self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
                                          [(m, f, kinds[m][f]) for m, f in new_kinds])
+                if new_types:  # the first write's type stays (another connection's, or an earlier one)
+                    self._db.executemany("INSERT OR IGNORE INTO field_types (measurement, field, type) VALUES (?, ?, ?)",
+                                         new_types)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -358,6 +390,8 @@ class EmbeddedStore:
                     series_ids.pop(key, None)
                 for m, f in new_kinds:
                     kinds[m].pop(f, None)
+                for m, f, _ in new_types:
+                    typed.discard((m, f))
                 # A locked or full database, an I/O error: the data is fine, try again later.
                 raise self._failure(exc) from None
             self.points_written += written
@@ -397,6 +431,7 @@ class EmbeddedStore:
         if t.size == 0:
             return 0
         t = t.astype(np.int64, copy=False)
+        written_type = column_kind(v)  # the type a new field gets (its values are kept as float64)
         v = v.astype(np.float64, copy=False)
         if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
             order = np.argsort(t, kind="stable")
@@ -425,6 +460,8 @@ class EmbeddedStore:
                 if kind is None:
                     self._db.execute("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, 'number')",
                                      (measurement, field))
+                    self._db.execute("INSERT OR IGNORE INTO field_types (measurement, field, type) VALUES (?, ?, ?)",
+                                     (measurement, field, written_type))
                 lo, hi = int(t[0]), int(t[-1])
                 rows = self._db.execute(
                     "SELECT time_ns, value FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? AND time_ns <= ? "
@@ -456,6 +493,23 @@ class EmbeddedStore:
         """(measurement, field) -> "number" or "string": every field the file holds, for the ingest
         check at start (a write of the other kind is refused with 400, not dropped by the store)."""
         return {(m, f): k for m, f, k in self._db.execute("SELECT measurement, field, kind FROM fields")}
+
+    def field_types(self) -> dict[tuple[str, str], str]:
+        """(measurement, field) -> InfluxDB type (`float`, `integer`, `unsigned`, `boolean`, `string`) of every
+        field the file holds, for the ingest check at start; `number` for a field of a file from before
+        `field_types` not written since (its kind of number is unknown: any number is taken)."""
+        with self._lock:
+            rows = self._db.execute("SELECT f.measurement, f.field, coalesce(t.type, f.kind) FROM fields f "
+                                    "LEFT JOIN field_types t USING (measurement, field)").fetchall()
+        return {(m, f): k for m, f, k in rows}
+
+    def field_type(self, measurement: str, field: str) -> str | None:
+        """One field's type as `field_types()` gives it; None when the file has no such field."""
+        with self._lock:
+            row = self._db.execute("SELECT coalesce(t.type, f.kind) FROM fields f LEFT JOIN field_types t "
+                                   "USING (measurement, field) WHERE f.measurement = ? AND f.field = ?",
+                                   (measurement, field)).fetchone()
+        return None if row is None else row[0]
 
     def _known_kind(self, measurement: str, field: str) -> str | None:
         """A field's type as another connection to the file may have recorded it (and remember it)."""
@@ -805,6 +859,22 @@ class EmbeddedStore:
                 fields[name] = col
             out.append((tags_of[sid], t, fields))
         return out
+
+    def values(
+        self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int
+    ) -> tuple[np.ndarray, list]:
+        """(time int64 ns ascending, values) of any field, each value as its type was written: bool for a
+        boolean, int for an integer or unsigned, float, str. For tools and audits that read what was
+        written (reports read numbers with `series()`, as float64)."""
+        kind = self.field_type(measurement, field)
+        if kind == "string":
+            return self.text_series(measurement, field, tags, start_ns, end_ns)
+        t, v = self.series(measurement, field, tags, start_ns, end_ns)
+        if kind == "boolean":
+            return t, [x != 0.0 for x in v.tolist()]
+        if kind in ("integer", "unsigned"):
+            return t, [int(x) for x in v.tolist()]
+        return t, v.tolist()
 
     def time_range(self, measurement: str, field: str, tags: dict[str, str]) -> tuple[int, int] | None:
         """(first, last) time in ns of the points of `field` in every series with `tags`, or None when there are none

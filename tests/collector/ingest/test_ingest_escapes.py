@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from puewatch.collector.fieldtypes import NUMBER
@@ -43,7 +45,25 @@ def test_ingest_learns_the_embedded_stores_field_types(tmp_path):
     store.write(b'm n=1 1700000000000000000\nm s="x" 1700000000000000000\n')
     assert store.field_kinds() == {("m", "n"): "number", ("m", "s"): "string"}
     types = ingest_field_types(store)
-    assert types.known("m", "n") == NUMBER and types.known("m", "s") == "string" and types.unsigned
-    result = LineParser(types=types).parse(b'm n="text" 1700000000000000001\n')
-    assert result.lines == 0 and result.store_refused == 1 and "field type conflict" in result.errors[0]
+    # The store keeps InfluxDB's type, not only number or string: `n=1i` is refused as influxd refuses it.
+    assert types.known("m", "n") == "float" and types.known("m", "s") == "string" and types.unsigned
+    for line in (b'm n="text" 1700000000000000001\n', b"m n=1i 1700000000000000001\n"):
+        result = LineParser(types=types).parse(line)
+        assert result.lines == 0 and result.store_refused == 1 and "field type conflict" in result.errors[0]
+    store.close()
+
+
+def test_a_field_from_a_store_older_than_its_types_takes_any_number(tmp_path):
+    store = EmbeddedStore(tmp_path / "s.sqlite")
+    store.write(b"m n=1 1700000000000000000\n")
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    db.execute("DELETE FROM field_types")  # as a file written before the store kept field types
+    db.commit()
+    db.close()
+    store = EmbeddedStore(tmp_path / "s.sqlite")
+    assert store.field_types() == {("m", "n"): "number"}
+    types = ingest_field_types(store)
+    assert types.known("m", "n") == NUMBER
+    assert LineParser(types=types).parse(b"m n=1i 1700000000000000001\n").lines == 1
     store.close()

@@ -167,3 +167,37 @@ def test_write_speed(tmp_path, record_property):
     print(f"embedded store: {rate:,.0f} lines/s (5,000-line batches, 100 series)")
     assert store.series("meter_power", "power_w", {"meter": "m7"}, 0, 2**62)[0].size == n // 100
     assert rate > 20_000  # a small site writes hundreds of points per second
+
+
+def test_every_field_type_is_kept_and_read_back_as_written_after_reopening(tmp_path):
+    from puewatch.core.batch import Batch
+
+    text = 'two\nlines, a back\\slash and "quotes"'
+    store = EmbeddedStore(tmp_path / "pue.db")
+    wire = text.replace("\\", "\\\\").replace('"', '\\"')
+    # One series, one field name per type (integers up to 2**53: a REAL holds them exactly); a later line
+    # of the series with other types is its own block.
+    store.write(f'm,t=a f=1.5,i=-7i,u=9007199254740992u,b=t,s="{wire}" {T0}\nm,t=a f=2,b=FALSE {T0 + 1}\n'.encode())
+    batch = Batch()
+    batch.add("typed", {"t": "a"}, np.array([T0, T0 + 1]), {"n": np.array([3, 4]), "ok": np.array([True, False]),
+                                                             "x": np.array([0.5, 0.25])})
+    store.write_batch(batch)
+    store.close()
+
+    store = EmbeddedStore(tmp_path / "pue.db")  # what a restarted collector sees
+    assert store.field_types() == {
+        ("m", "f"): "float", ("m", "i"): "integer", ("m", "u"): "unsigned", ("m", "b"): "boolean",
+        ("m", "s"): "string", ("typed", "n"): "integer", ("typed", "ok"): "boolean", ("typed", "x"): "float"}
+    got = {f: store.values("m", f, {"t": "a"}, T0, T0 + 2)[1] for f in "fiubs"}
+    assert got == {"f": [1.5, 2.0], "i": [-7], "u": [2**53], "b": [True, False], "s": [text]}
+    assert [type(v[0]) for v in got.values()] == [float, int, int, bool, str]
+    assert store.values("typed", "ok", {}, T0, T0 + 2)[1] == [True, False]
+    assert store.values("typed", "n", {}, T0, T0 + 2)[1] == [3, 4]
+    store.close()
+
+
+def test_a_field_keeps_the_type_of_its_first_write(tmp_path):
+    store = EmbeddedStore(tmp_path / "pue.db")
+    store.write(f"m v=1i {T0}\nm v=true {T0 + 1}\n".encode())  # ingest refuses the second; the store keeps both numbers
+    assert store.field_types() == {("m", "v"): "integer"}
+    store.close()

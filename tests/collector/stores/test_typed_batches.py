@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from puewatch.collector.fieldtypes import kind_of
 from puewatch.collector.lineparse import parse_columns, parse_line
 from puewatch.collector.stores.base import StoreRejected
 from puewatch.collector.stores.embedded import EmbeddedStore
@@ -110,13 +111,15 @@ def test_the_columnar_parser_reads_what_parse_line_reads():
     assert [n for n, _ in errors] == [8, 9]
     assert "duplicate tags" in errors[0][1] and "missing field value" in errors[1][1]
     got = {}
-    for block, linenos in blocks:
+    for block, linenos, types in blocks:
         for i, n in enumerate(linenos):
-            got[n] = (block.measurement, block.tags, {k: c[i] for k, c in block.fields.items()}, int(block.time_ns[i]))
+            # Numbers as float64, strings as they are, each field with its InfluxDB type (the store records it).
+            fields = {k: (types[k], c[i]) for k, c in block.fields.items()}
+            got[n] = (block.measurement, block.tags, fields, int(block.time_ns[i]))
     for n, line in enumerate(body.split(b"\n"), 1):
         if n in got:
             p = parse_line(line)
-            fields = {k: v if isinstance(v, str) else float(v) for k, v in p.fields.items()}
+            fields = {k: (kind_of(v), v if isinstance(v, str) else float(v)) for k, v in p.fields.items()}
             assert got[n] == (p.measurement, p.tags, fields, 99 if p.time_ns is None else p.time_ns), n
     assert sorted(got) == [1, 4, 5, 6, 7, 10]
 
