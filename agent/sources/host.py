@@ -1,10 +1,19 @@
 """The host: CPU utilisation, load, memory (psutil) and CPU package/DRAM energy (RAPL).
 
 RAPL zones are read from `<sysfs_root>/class/powercap/intel-rapl:*` (and their
-sub-zones, e.g. dram). `energy_uj` wraps at `max_energy_range_uj`; the agent
-unwraps it into a counter that only grows while the agent runs. A zone that
-cannot be read (mode 0400 since CVE-2020-8694: the agent is not root) is
-reported once, in the log and as an event, and left out: never written as zero.
+sub-zones, e.g. dram), each once per sample. `energy_uj` wraps at `max_energy_range_uj`;
+the agent unwraps it (`unwrap_uj`, the one wrap rule) into a counter that only grows while
+the agent runs. A zone that cannot be read (mode 0400 since CVE-2020-8694: the agent is not
+root) is reported once, in the log and as an event, and left out: never written as zero.
+
+The node's CPU and memory energy (`energy_reading()`, which the job ledger takes as the host
+share) is the sum of some zones, by one rule (`counted_zones`), from the kernel's powercap
+tree and Intel's RAPL domains: each `package-N` zone (the whole socket; its `core` and
+`uncore` sub-zones lie inside it and are never added) plus each `dram` zone (a sub-zone in
+sysfs, but a domain of its own whose energy the package's does not include). `psys` (the
+platform domain) already holds the packages: it is counted only where no package zone
+exists, never with them. `intel-rapl-mmio:*` zones are the same package read through MMIO
+and are not read at all.
 """
 
 from __future__ import annotations
@@ -46,6 +55,23 @@ class _Zone:
     total_uj: int = 0
     last_ns: int = 0
     failed: bool = False
+    counted: bool = False  # in the node's host energy (counted_zones)
+
+
+def counted_zones(names: list[str]) -> list[bool]:
+    """Which zones (by their `name`) add up to the node's CPU and memory energy: the rule in the module's docstring."""
+    has_package = any(n.startswith("package-") for n in names)
+    return [n.startswith("package-") or n == "dram" or (n == "psys" and not has_package) for n in names]
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """The node's counted RAPL zones at one sample: their summed unwrapped energy, its time, and the
+    number of breaks so far (a counted zone unreadable: the energy across a break is unknown)."""
+
+    energy_uj: int
+    time_ns: int
+    breaks: int
 
 
 def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None) -> int:
@@ -66,6 +92,8 @@ class Source:
         self.ctx = ctx
         self.zones: list[_Zone] = []
         self.key = ctx.key("host")
+        self.breaks = 0  # times a counted zone could not be read (HostReading.breaks)
+        self._reading: HostReading | None = None
 
     def open(self) -> None:
         psutil.cpu_percent(interval=None)  # the first call only primes the counters
@@ -90,11 +118,20 @@ class Source:
             except (OSError, ValueError):
                 max_range = None
             found.append(_Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name)))
+        for zone, counted in zip(found, counted_zones([z.name for z in found])):
+            zone.counted = counted
         if not found:
             log.info("RAPL: no intel-rapl zones under %s; CPU energy is not reported", root)
         else:
-            log.info("RAPL: %d zone(s): %s", len(found), ", ".join(f"{z.zone} ({z.name})" for z in found))
+            log.info("RAPL: %d zone(s): %s; the node's host energy is %s", len(found),
+                     ", ".join(f"{z.zone} ({z.name})" for z in found),
+                     " + ".join(z.name for z in found if z.counted) or "none of them")
         return found
+
+    def energy_reading(self) -> HostReading | None:
+        """The counted zones' energy at the last sample, or None (no counted zone, none read yet, or
+        one unreadable at the last sample)."""
+        return self._reading
 
     def jobs(self) -> list[Job]:
         return [Job("host", self.cfg.interval_s, self.sample)]
@@ -117,10 +154,15 @@ class Source:
         line = encode_line(self.key, fields, t_ns)
         if line:
             out.append(line)
+        counted_uj: int | None = 0
         for zone in self.zones:
             line = self._sample_zone(zone, t_ns)
             if line:
                 out.append(line)
+            if zone.counted:
+                counted_uj = None if zone.failed or counted_uj is None else counted_uj + zone.total_uj
+        has_counted = any(z.counted for z in self.zones)
+        self._reading = HostReading(counted_uj, t_ns, self.breaks) if has_counted and counted_uj is not None else None
         return out
 
     def _sample_zone(self, zone: _Zone, t_ns: int) -> str | None:
@@ -135,6 +177,8 @@ class Source:
             if self.ctx.once((SOURCE, zone.zone, "unreadable"), logging.WARNING, "%s", message):
                 self.ctx.errors += 1
                 self.ctx.event(SOURCE, "rapl_unreadable", message, t_ns, zone=zone.zone)
+            if zone.counted and not zone.failed:
+                self.breaks += 1
             zone.failed = True
             return None
         if zone.failed:

@@ -20,12 +20,20 @@ the GPU's energy over the interval.
 - Reserved idle: a job that held the GPU with no process on it all interval (hook, Kubernetes or
   static map) still gets its share of the GPU's energy, idle included (as the Green Software
   Foundation's SCI does), flagged `reserved_idle=true`.
-- Host energy (`host_wh`), the policy: the node's non-GPU energy from RAPL (package and DRAM zones)
-  where readable; else `host_estimate_w` (the operator's documented figure, e.g. the node's PDU
-  outlet measured) x the interval, `host_estimated=true`; else none is known: `host_wh=0` and
-  `host_unknown=true`, and that energy stays unattributed (never silently 0). Each of the node's N
-  GPUs carries 1/N of the node's non-GPU power, split like the GPU's own energy: a job's host share
-  is proportional to the GPUs it holds, and the part of idle, unheld GPUs stays unattributed.
+- Host energy (`host_wh`), the policy: the node's non-GPU energy from the host source's RAPL
+  readings ([sources.host] with `rapl = true`: the sum of the zones its rule counts, package and
+  DRAM, never psys with them; see host.py), the difference between its readings that close the
+  previous interval and this one, as a mean power; RAPL is read there alone, once per zone and
+  cycle. Where that is not known (no [sources.host] or `rapl = false`, no counted zone readable,
+  a zone unreadable during the interval): `host_estimate_w` (the operator's documented figure,
+  e.g. the node's PDU outlet measured) x the interval, `host_estimated=true`; else none is known:
+  `host_wh=0` and `host_unknown=true`, and that energy stays unattributed (never silently 0). Each
+  of the node's N GPUs carries 1/N of the node's non-GPU power, split like the GPU's own energy: a
+  job's host share is proportional to the GPUs it holds, and the part of idle, unheld GPUs stays
+  unattributed.
+- Processes on a GPU that belong to no job (Slurm finds none for them) are counted, never dropped
+  silently: each interval with any writes one `job_ledger_stats` record for the node
+  (`unattributed_processes`: the distinct GPU processes without a job in the interval).
 """
 
 from __future__ import annotations
@@ -34,13 +42,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from puewatch.agent.sources import jobholders
 from puewatch.agent.sources.base import Context, Job, SourceUnavailable
-from puewatch.agent.sources.host import unwrap_uj
+from puewatch.agent.sources.host import HostReading
 from puewatch.config import setting
-from puewatch.core.schema import JOB_LEDGER
+from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_STATS
 from puewatch.errors import UserError
 from puewatch.lineprotocol import encode_line
 
@@ -67,11 +74,11 @@ class Config:
     kubernetes_resources: list[str] = setting(default_factory=lambda: ["nvidia.com/gpu"], doc="Extended resources that are GPUs (device IDs = GPU UUIDs).")
     kubernetes_timeout_s: float = setting(2.0, min=0.1, max=60.0, doc="Timeout of one PodResources List call.")
     static_map: str = setting("", doc="A TOML file of `[[gpu]]` tables (`gpu` index or UUID, `job`, `tenant`); empty: none. Re-read when it changes.")
-    sysfs_root: str = setting("/sys", min=1, doc="Root of sysfs, for the RAPL host energy (class/powercap).")
     host_estimate_w: float | None = setting(
         None, min=0.0, max=100000.0,
-        doc="The node's non-GPU power where RAPL cannot be read (e.g. its PDU outlet's mean, measured); its energy is flagged "
-        "`host_estimated`. Unset and no RAPL: the host share is recorded as unknown (`host_unknown`), never as 0 silently.",
+        doc="The node's non-GPU power where RAPL is not known ([sources.host] with rapl gives it; e.g. the node's PDU outlet's "
+        "mean, measured); its energy is flagged `host_estimated`. Unset and no RAPL: the host share is recorded as unknown "
+        "(`host_unknown`), never as 0 silently.",
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -92,6 +99,16 @@ def split(holders: list[jobholders.Holder], util_by_pid: dict[int, int] | None) 
         if total > 0:
             return {job: u / total for job, u in util.items()}
     return {h.job: 1.0 / len(holders) for h in holders}
+
+
+def host_power_w(start: HostReading | None, end: HostReading | None, estimate_w: float | None) -> tuple[float, bool, bool]:
+    """(the node's non-GPU mean W over an interval, estimated, unknown): the policy in the module's docstring.
+    Measured where both RAPL readings exist, the later is newer and no counted zone broke between them."""
+    if start is not None and end is not None and end.breaks == start.breaks and end.time_ns > start.time_ns:
+        return (end.energy_uj - start.energy_uj) / 1e6 / ((end.time_ns - start.time_ns) / 1e9), False, False
+    if estimate_w is not None:
+        return estimate_w, True, False
+    return 0.0, False, True
 
 
 @dataclass
@@ -126,12 +143,11 @@ class Source:
         self.pods: jobholders.PodResources | None = None
         self._static: dict[str, tuple[str, str]] = {}
         self._static_mtime_ns = -1
-        self._rapl: list[tuple[Path, int | None]] = []
-        self._rapl_last: dict[Path, int] = {}
-        self._host_uj = 0
+        self.host = None  # the host source: the node's RAPL readings come from it
         self._interval_start_ns = 0
-        self._host_start_uj: int | None = None
-        self.unattributed_processes = 0  # processes on GPUs that belong to no Slurm job, counted
+        self._host_start: HostReading | None = None
+        self.unattributed: set[tuple[int, int]] = set()  # (GPU index, PID) of processes without a job, this interval
+        self.unattributed_processes = 0  # their count over all intervals
 
     def open(self) -> None:
         self.nvml = self.ctx.sources.get("nvml")
@@ -143,13 +159,18 @@ class Source:
                 self.pods = jobholders.PodResources(self.cfg.kubelet_socket, tuple(self.cfg.kubernetes_resources), self.cfg.kubernetes_timeout_s)
             except UserError as exc:
                 raise SourceUnavailable(str(exc)) from None
-        self._rapl = self._find_rapl()
-        if not self._rapl and self.cfg.host_estimate_w is None:
-            log.warning("jobs: no RAPL readable under %s and no host_estimate_w: the ledger records the host share as "
-                        "unknown (host_unknown), the node's non-GPU energy stays unattributed", self.cfg.sysfs_root)
+        host = self.ctx.sources.get("host")
+        self.host = host if host is not None and host.cfg.rapl else None
+        if self.host is None or not any(z.counted for z in self.host.zones):
+            why = ("no [sources.host] with rapl = true" if self.host is None
+                   else f"no package, DRAM or psys RAPL zone under {self.host.cfg.sysfs_root}")
+            fallback = (f"host_estimate_w ({self.cfg.host_estimate_w} W), flagged host_estimated"
+                        if self.cfg.host_estimate_w is not None else
+                        "unknown (host_unknown): the node's non-GPU energy stays unattributed")
+            log.warning("jobs: %s: the ledger's host share is %s", why, fallback)
         self._read_static()
         self._interval_start_ns = time.time_ns()
-        self._host_start_uj = self._rapl_uj()
+        self._host_start = self.host.energy_reading() if self.host else None
         log.info("jobs: %d GPU(s) from the nvml source; holders from %s; ledger every %.0f s", len(self._gpus()),
                  ", ".join(self._sources()) or "nothing", self.cfg.interval_s)
 
@@ -191,7 +212,7 @@ class Source:
                     except OSError:
                         found = None  # gone between NVML's list and /proc, or not ours to read
                     if found is None:
-                        self.unattributed_processes += 1
+                        self.unattributed.add((gpu.index, proc))
                         continue
                     add(gpu, found.job, found.account, "slurm", proc)
         keyed = {**{str(g.index): g for g in gpus}, **{g.uuid: g for g in gpus}}
@@ -261,11 +282,12 @@ class Source:
         """
         self.sample()
         end_ns = time.time_ns()
-        host_s = (end_ns - self._interval_start_ns) / 1e9
-        host_wh, host_estimated, host_unknown = self._host_wh(host_s)
+        end = self.host.energy_reading() if self.host else None
+        host_w, host_estimated, host_unknown = host_power_w(self._host_start, end, self.cfg.host_estimate_w)
+        self._host_start = end
         # The node's non-GPU power per GPU of the node (also those [sources.nvml] gpus leaves out).
-        per_gpu_host_w = host_wh * 3600.0 / host_s / max(self.nvml.gpu_count, 1) if host_s > 0 else 0.0
-        out: list[str] = []
+        per_gpu_host_w = host_w / max(self.nvml.gpu_count, 1)
+        out: list[str] = self._unattributed_line(end_ns)
         gpus = self._gpus()
         live = {g.uuid for g in gpus}
         for gpu in gpus:
@@ -324,51 +346,15 @@ class Source:
         self.ctx.event(SOURCE, "ledger_gap", f"{name}: no ledger records for this interval: {why}", t_ns,
                        **({"gpu": str(index)} if index is not None else {}))
 
-    # -- host energy --------------------------------------------------------------------------------
-
-    def _find_rapl(self) -> list[tuple[Path, int | None]]:
-        """Package zones and their DRAM sub-zones (the other sub-zones lie inside the package's energy)."""
-        root = Path(self.cfg.sysfs_root) / "class" / "powercap"
-        zones = []
-        try:
-            entries = sorted(p for p in root.iterdir() if p.name.startswith("intel-rapl:"))
-        except OSError:
-            return zones
-        for path in entries:
-            try:
-                name = (path / "name").read_text().strip()
-                max_range = int((path / "max_energy_range_uj").read_text())
-            except (OSError, ValueError):
-                name, max_range = "", None
-            if path.name.count(":") == 1 or name == "dram":
-                zones.append((path, max_range))
-        return zones
-
-    def _rapl_uj(self) -> int | None:
-        """The node's RAPL energy counter (unwrapped, µJ), or None when any zone cannot be read."""
-        if not self._rapl:
-            return None
-        for path, max_range in self._rapl:
-            try:
-                raw = int((path / "energy_uj").read_bytes())
-            except (OSError, ValueError):
-                self._rapl_last.clear()
-                return None
-            last = self._rapl_last.get(path)
-            if last is not None:
-                self._host_uj += unwrap_uj(raw, last, max_range)
-            self._rapl_last[path] = raw
-        return self._host_uj
-
-    def _host_wh(self, interval_s: float) -> tuple[float, bool, bool]:
-        """(the node's non-GPU Wh over the interval, estimated, unknown): the policy in the module's docstring."""
-        start, end = self._host_start_uj, self._rapl_uj()
-        self._host_start_uj = end
-        if start is not None and end is not None:
-            return (end - start) / 3.6e9, False, False
-        if self.cfg.host_estimate_w is not None:
-            return self.cfg.host_estimate_w * interval_s / 3600.0, True, False
-        return 0.0, False, True
+    def _unattributed_line(self, end_ns: int) -> list[str]:
+        """The node's count of GPU processes without a job over the interval now ending (none: no line)."""
+        n, self.unattributed = len(self.unattributed), set()
+        if not n:
+            return []
+        self.unattributed_processes += n
+        line = encode_line(self.ctx.key(JOB_LEDGER_STATS), {"unattributed_processes": n,
+                           "interval_s": (end_ns - self._interval_start_ns) / 1e9}, end_ns)
+        return [line] if line else []
 
     def _read_static(self) -> None:
         if not self.cfg.static_map:

@@ -36,7 +36,7 @@ from typing import NamedTuple
 from puewatch.core.site import UNITS, Meter
 
 __all__ = [
-    "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "NUMBER",
+    "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "JOB_LEDGER_STATS", "JOB_LEDGER_STATS_FIELDS", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
     "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
@@ -90,12 +90,20 @@ JOB_LEDGER_FIELDS: Mapping[str, str] = {
     "host_unknown": "boolean",   # no RAPL and no estimate configured: host_wh is 0, the host energy stays unattributed
 }
 
+# Per node and ledger interval, written only when there is something to count: the GPU processes
+# that belong to no job (Slurm finds none for them), so they are reported, never dropped silently.
+JOB_LEDGER_STATS = "job_ledger_stats"
+JOB_LEDGER_STATS_FIELDS: Mapping[str, str] = {
+    "unattributed_processes": "integer",  # distinct (GPU, PID) without a job in the interval
+    "interval_s": "float",
+}
+
 # The collector's own series: derived from what it polled and received, never written by a client.
 COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE))
 # What the node agent writes (agent/sources, agent/main.py), every line with its node's `node` tag.
 AGENT_MEASUREMENTS = frozenset(
     (GPU_POWER, "gpu_state", "gpu_info", "gpu_process", "host", "host_rapl", "puewatch_event", "puewatch_agent",
-     JOB_LEDGER)
+     JOB_LEDGER, JOB_LEDGER_STATS)
 )
 NODE_TAG = "node"
 
@@ -118,6 +126,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     GPU_POWER: {"power_average_w": "float", "power_instant_w": "float", GPU_ENERGY_MJ: "integer",
                 GPU_ENERGY_ESTIMATED: "boolean", ANY_FIELD: NUMBER},
     JOB_LEDGER: dict(JOB_LEDGER_FIELDS),
+    JOB_LEDGER_STATS: dict(JOB_LEDGER_STATS_FIELDS),
     # The collector's own series: every field a float (typed batches of float64 columns).
     **{m: {ANY_FIELD: "float"} for m in (SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE)},
 }

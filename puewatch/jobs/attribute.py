@@ -119,6 +119,11 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
         warnings.append(f"{n_jobs} jobs' host share unknown for part of their time (host_unknown_share): nodes "
                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} ({len(unknown)}) have no RAPL "
                         "readable and no host_estimate_w; their non-GPU energy is counted unattributed")
+    stray = ledger.unattributed_processes
+    if stray:
+        names = ", ".join(f"{s['node']} (up to {s['max_processes']} in {s['intervals']} intervals)" for s in stray[:5])
+        warnings.append(f"GPU processes that belong to no job ran on {len(stray)} nodes: {names}"
+                        f"{' ...' if len(stray) > 5 else ''}; their GPUs' energy is unattributed unless a job held them")
 
     # Unattributed: per row and cell, measured IT less the jobs' (over the cells with a factor).
     has = np.isfinite(f.factor)

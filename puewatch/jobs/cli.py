@@ -55,6 +55,9 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     return {"schema": SCHEMA, "site": site.name, "period_start": format_time(start), "period_end": format_time(end),
             "cell_s": args.cell_s, "tenant": args.tenant, "jobs": a.jobs, "tenants": a.tenants,
             "unattributed": a.unattributed, "identities": a.identities, "site_totals": a.site,
+            # Counted, never dropped silently: ledger records left out by reason, GPU processes of no job per node.
+            "ledger_records_left_out": dict(sorted(ledger.dropped.items())),
+            "unattributed_processes": ledger.unattributed_processes,
             "warnings": a.warnings, "source": source}
 
 
@@ -100,6 +103,12 @@ def _text(doc: dict[str, Any]) -> str:
                  f"unattributed {_kwh(i['unattributed_it_energy_wh'])} = measured IT {_kwh(i['measured_it_energy_wh'])} "
                  f"kWh; jobs {_kwh(i['jobs_facility_energy_wh'])} + unattributed "
                  f"{_kwh(i['unattributed_facility_energy_wh'])} = E_DC {_kwh(i['e_dc_wh'])} kWh")
+    left_out = doc["ledger_records_left_out"]
+    if left_out:
+        lines.append("ledger records left out: " + ", ".join(f"{n} {why}" for why, n in left_out.items()))
+    for s in doc["unattributed_processes"]:
+        lines.append(f"GPU processes of no job on {s['node']}: up to {s['max_processes']} at once, in {s['intervals']} "
+                     f"ledger intervals ({s['process_intervals']} process-intervals)")
     lines += [f"warning: {w}" for w in doc["warnings"]]
     return "\n".join(lines) + "\n"
 

@@ -41,6 +41,8 @@ class Ledger:
     jobs: list[tuple[str, str]]  # (tenant, job id)
     gpu_models: list[str]
     dropped: dict[str, int] = field(default_factory=dict)  # why -> records left out
+    # Per node with any (schema.JOB_LEDGER_STATS): GPU processes that belonged to no job.
+    unattributed_processes: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.end_ns.shape[0])
@@ -88,9 +90,9 @@ def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int, *, per
     Read a window of time (WINDOW_NS) at a time, every series of the measurement in one answer
     (`fields_by_series`, which both built-in readers have); a reader without it, or
     `per_series` (the benchmark's baseline), is read series by series (node x gpu x slot).
-    A record is one time in one series, its fields matched by time. A record without job,
-    interval_s, gpu_wh or host_wh, or with a value that is no energy (negative, not
-    finite), is left out and counted by reason.
+    A record is one time in one series, its fields matched by time. A record without job
+    (but with a number), interval_s, gpu_wh or host_wh, or with a value that is no energy
+    (negative, not finite), is left out and counted by reason (`Ledger.dropped`).
     """
     lo, hi = start_ns + 1, end_ns + max_interval_ns + 1
     build = _Builder()
@@ -103,7 +105,31 @@ def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int, *, per
         for w0, w1 in zip(edges, edges[1:]):
             for tags, t, cols in _store_call(reader.fields_by_series, schema.JOB_LEDGER, _KINDS, w0, w1):
                 build.add(tags, t, cols)
-    return build.ledger(end_ns)
+    led = build.ledger(end_ns)
+    led.unattributed_processes = read_unattributed_processes(reader, start_ns, end_ns, per_series=per_series)
+    return led
+
+
+def read_unattributed_processes(reader, start_ns: int, end_ns: int, *, per_series: bool = False) -> list[dict]:
+    """Per node, from the agents' `job_ledger_stats` records ending in (start_ns, end_ns]: the ledger
+    intervals with GPU processes that belonged to no job, the most in one interval, and their sum
+    over the intervals (process-intervals). Nodes without any are left out (the agent writes no record)."""
+    lo, hi = start_ns + 1, end_ns + 1
+    if per_series or not hasattr(reader, "fields_by_series"):
+        found = []
+        for node in _store_call(reader.tag_values, schema.JOB_LEDGER_STATS, "node"):
+            _t, v = _store_call(reader.series, schema.JOB_LEDGER_STATS, "unattributed_processes", {"node": node}, lo, hi)
+            found.append(({"node": node}, np.asarray(v, np.float64)))
+    else:
+        found = [(tags, cols["unattributed_processes"]) for tags, _t, cols in _store_call(
+            reader.fields_by_series, schema.JOB_LEDGER_STATS, {"unattributed_processes": "number"}, lo, hi)]
+    per_node: dict[str, np.ndarray] = {}
+    for tags, v in found:
+        v = v[np.isfinite(v) & (v > 0)]
+        node = tags.get("node", "")
+        per_node[node] = np.concatenate([per_node[node], v]) if node in per_node else v
+    return [{"node": node, "intervals": int(v.size), "max_processes": int(v.max()), "process_intervals": int(v.sum())}
+            for node, v in sorted(per_node.items()) if v.size]
 
 
 def _per_series(reader, lo: int, hi: int):
@@ -113,22 +139,23 @@ def _per_series(reader, lo: int, hi: int):
         for gpu in gpus:
             for slot in slots:
                 tags = {"node": node, "gpu": gpu, "slot": slot}
-                t_job, job = _store_call(reader.text_series, schema.JOB_LEDGER, "job", tags, lo, hi)
-                t_job = np.asarray(t_job, np.int64)
-                if not t_job.size:
+                texts = {f: _store_call(reader.text_series, schema.JOB_LEDGER, f, tags, lo, hi) for f in _TEXTS}
+                numbers = {f: _store_call(reader.series, schema.JOB_LEDGER, f, tags, lo, hi) for f in _NUMBERS + _FLAGS}
+                # Every time with a job or a number is a record (one without a job is counted, then left out).
+                t_all = np.unique(np.concatenate([np.asarray(texts["job"][0], np.int64)]
+                                                 + [np.asarray(numbers[f][0], np.int64) for f in _NUMBERS]))
+                if not t_all.size:
                     continue
-                cols: dict[str, np.ndarray] = {"job": np.array(job, object)}
-                for fld in ("tenant", "gpu_model"):
-                    t, v = _store_call(reader.text_series, schema.JOB_LEDGER, fld, tags, lo, hi)
+                cols: dict[str, np.ndarray] = {}
+                for fld, (t, v) in texts.items():
                     at = dict(zip(np.asarray(t, np.int64).tolist(), v))
-                    cols[fld] = np.array([at.get(x) for x in t_job.tolist()], object)
-                for fld in _NUMBERS + _FLAGS:
-                    t, v = _store_call(reader.series, schema.JOB_LEDGER, fld, tags, lo, hi)
+                    cols[fld] = np.array([at.get(x) for x in t_all.tolist()], object)
+                for fld, (t, v) in numbers.items():
                     t, v = np.asarray(t, np.int64), np.asarray(v, np.float64)
-                    i = np.searchsorted(t, t_job).clip(0, max(t.size - 1, 0))
-                    found = (t[i] == t_job) if t.size else np.zeros(t_job.size, bool)
+                    i = np.searchsorted(t, t_all).clip(0, max(t.size - 1, 0))
+                    found = (t[i] == t_all) if t.size else np.zeros(t_all.size, bool)
                     cols[fld] = np.where(found, v[i] if t.size else np.nan, np.nan)
-                yield tags, t_job, cols
+                yield tags, t_all, cols
 
 
 def _run_codes(codes: _Codes, name_at, *columns: np.ndarray) -> np.ndarray:
@@ -160,9 +187,14 @@ class _Builder:
 
     def add(self, tags: dict[str, str], t: np.ndarray, cols: dict[str, np.ndarray]) -> None:
         has_job = np.array([j is not None for j in cols["job"]], bool)
-        if not has_job.any():
-            return  # not a record: no job (as before the bulk read: only times with a job are records)
         if not has_job.all():
+            # A time with numbers but no job is a record that cannot be attributed: counted, left out.
+            numbers = np.zeros(t.size, bool)
+            for fld in _NUMBERS:
+                numbers |= ~np.isnan(cols[fld])
+            self.drop("no job", np.count_nonzero(numbers & ~has_job))
+            if not has_job.any():
+                return
             t = t[has_job]
             cols = {k: c[has_job] for k, c in cols.items()}
         ok = np.ones(t.size, bool)

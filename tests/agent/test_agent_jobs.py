@@ -33,7 +33,7 @@ import puewatch.agent.sources.jobs as jobs_source
 from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
 from puewatch.agent.sources import jobholders, podresources_v1_pb2 as pb, podresources_v1_pb2_grpc as pb_grpc
 from puewatch.agent.sources.jobs import split
-from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_FIELDS
+from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_FIELDS, JOB_LEDGER_STATS
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from slurm import Slurm  # noqa: E402
@@ -129,7 +129,7 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         assert (state / f"{jobs['idle']}.json").exists(), (tmp_path / "hook.log").read_text() if (tmp_path / "hook.log").exists() else ""
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
                        f'[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.5\nhook_state_dir = "{state}"\n'
-                       f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 360.0\n')
+                       f'host_estimate_w = 360.0\n')
         # train alone on GPU 0; infer shares GPU 1 with the idle job's reservation (no process of its own).
         # No per-process utilisation for it: the two share GPU 1 equally (utilisation: test_split_rule).
         (tmp_path / "pids.txt").write_text(f"0 {pids['train']}\n1 {pids['infer']}\n")
@@ -173,21 +173,30 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
 
 def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_path, procs, fake_nvml_dir):
     """Two real processes of two Slurm jobs (their environment says which) on GPU 0, with SM utilisation 75 and
-    25 from the fake library: the nvml source's process sample gives both, the ledger splits GPU 0 by them."""
+    25 from the fake library: the nvml source's process sample gives both, the ledger splits GPU 0 by them.
+    A third process, of no job, on GPU 1 is counted (job_ledger_stats), never dropped silently. The host
+    share comes from the host source's RAPL readings of a fixture tree (counters at rest: 0 Wh, measured)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     a = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "701", "SLURM_JOB_ACCOUNT": "alpha"})
     b = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "702", "SLURM_JOB_ACCOUNT": "beta"})
+    stray = subprocess.Popen(["sleep", "60"], env=env)
+    rapl = tmp_path / "sys" / "class" / "powercap"
+    for zone, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "dram"), ("intel-rapl:1", "psys")):
+        (rapl / zone).mkdir(parents=True)
+        for f, v in (("name", name), ("energy_uj", "1000"), ("max_energy_range_uj", "262143328850")):
+            (rapl / zone / f).write_text(v + "\n")
     rx = Receiver(procs, tmp_path).start()
     try:
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.host]\ninterval_s = 0.25\nsysfs_root = "{tmp_path}/sys"\n'
                        f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
-                       f'sysfs_root = "{tmp_path}/nosys"\nhost_estimate_w = 100.0\n')
-        (tmp_path / "pids.txt").write_text(f"0 {a.pid} 75\n0 {b.pid} 25\n")
+                       f'host_estimate_w = 100.0\n')
+        (tmp_path / "pids.txt").write_text(f"0 {a.pid} 75\n0 {b.pid} 25\n1 {stray.pid}\n")
         wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9 and r[1]["share"] == pytest.approx(0.75)]) >= 2,
                  20, "intervals split 75/25")
         assert agent.stop() == 0, agent.output()
     finally:
-        for p in (a, b):
+        for p in (a, b, stray):
             p.kill()
             p.wait()
     split_records = [(t, f) for t, f in ledger(rx) if f["interval_s"] > 0.9 and f["share"] in (pytest.approx(0.75), pytest.approx(0.25))]
@@ -195,9 +204,13 @@ def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_p
         assert t["gpu"] == "0" and f["shared"] and f["source"] == "slurm" and not f["reserved_idle"]
         tenant, share = {"701": ("alpha", 0.75), "702": ("beta", 0.25)}[f["job"]]
         assert f["tenant"] == tenant and f["share"] == pytest.approx(share)
-        assert f["host_estimated"] is True and f["host_unknown"] is False
-        assert f["host_wh"] == pytest.approx(100.0 * f["interval_s"] / 3600 / 2 * f["share"], rel=1e-6)
+        # RAPL readable (the estimate is only its fallback): measured, and the counters did not move.
+        assert f["host_estimated"] is False and f["host_unknown"] is False and f["host_wh"] == 0.0
     assert {f["job"] for _, f in split_records} == {"701", "702"}
+    assert not [f for t, f in ledger(rx) if t["gpu"] == "1"]  # no job holds GPU 1
+    stats = [(tags, f) for m, tags, f, _ in map(parse_line, rx.lines()) if m == JOB_LEDGER_STATS]
+    assert stats and all(f["unattributed_processes"] == 1 and f["interval_s"] > 0 for _, f in stats)
+    assert all(tags == {"node": "testnode"} for tags, _ in stats)
     _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
 
 
@@ -231,7 +244,7 @@ def test_kubernetes_pod_resources_and_static_map(tmp_path, procs, fake_nvml_dir)
     try:
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
                        f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nslurm = false\nhook_state_dir = ""\n'
-                       f'kubernetes = true\nkubelet_socket = "{sock}"\nstatic_map = "{static}"\nsysfs_root = "{tmp_path}/nosys"\n', gpus=3)
+                       f'kubernetes = true\nkubelet_socket = "{sock}"\nstatic_map = "{static}"\n', gpus=3)
         wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9]) >= 8, 20, "two full intervals")
         assert agent.stop() == 0, agent.output()
     finally:

@@ -1,11 +1,13 @@
-"""The host source on a fixture sysfs tree: RAPL wrap handling, unreadable zones reported once, not as zero."""
+"""The host source on fixture sysfs trees: RAPL wrap handling, unreadable zones reported once, not as zero; which
+zones are the node's host energy (the job ledger's host share) and how a break in them is handled."""
 
 import logging
 
 from agent_support import parse_line
 
 from puewatch.agent.sources.base import Context
-from puewatch.agent.sources.host import Config, Source
+from puewatch.agent.sources.host import Config, Source, counted_zones
+from puewatch.agent.sources.jobs import host_power_w
 
 
 def rapl_tree(root, zones):
@@ -83,3 +85,70 @@ def test_no_powercap_says_so_without_error(tmp_path, caplog):
     assert "no powercap zones" in caplog.text
     assert ctx.errors == 0 and not ctx.pending
     assert [l for l in src.sample() if l.startswith("host,")]
+
+
+def _sources(tmp_path, zones):
+    base = rapl_tree(tmp_path, zones)
+    src = Source(Config(sysfs_root=str(tmp_path)), Context("n1"))
+    src.open()
+    return base, src
+
+
+def test_the_host_energy_rule_packages_and_dram_never_psys_with_them(tmp_path):
+    # A two-socket server (package + core + dram each) and a client with psys beside its package.
+    server = [("intel-rapl:0", "package-0", 0, 10**12), ("intel-rapl:0:0", "core", 0, 10**12), ("intel-rapl:0:1", "dram", 0, 10**12),
+              ("intel-rapl:1", "package-1", 0, 10**12), ("intel-rapl:1:0", "core", 0, 10**12), ("intel-rapl:1:1", "dram", 0, 10**12)]
+    _, src = _sources(tmp_path / "server", server)
+    assert {z.zone for z in src.zones if z.counted} == {"intel-rapl:0", "intel-rapl:0:1", "intel-rapl:1", "intel-rapl:1:1"}
+    client = [("intel-rapl:0", "package-0", 0, 10**12), ("intel-rapl:0:0", "core", 0, 10**12),
+              ("intel-rapl:0:1", "uncore", 0, 10**12), ("intel-rapl:1", "psys", 0, 10**12)]
+    _, src = _sources(tmp_path / "client", client)
+    assert {z.zone for z in src.zones if z.counted} == {"intel-rapl:0"}  # psys holds the package: never both
+    _, src = _sources(tmp_path / "psys", [("intel-rapl:1", "psys", 0, 10**12)])
+    assert [z.counted for z in src.zones] == [True]  # the platform alone, where no package zone exists
+    assert counted_zones(["package-0", "core", "uncore", "dram", "psys"]) == [True, False, False, True, False]
+
+
+def test_host_reading_sums_the_counted_zones_across_a_wrap_of_each(tmp_path):
+    zones = [("intel-rapl:0", "package-0", 999_000, 1_000_000), ("intel-rapl:0:0", "core", 500, 1_000_000),
+             ("intel-rapl:0:1", "dram", 10, 2_000_000), ("intel-rapl:1", "psys", 5, 4_000_000)]
+    base, src = _sources(tmp_path, zones)
+    src.sample()
+    first = src.energy_reading()
+    assert first.energy_uj == 0
+    steps = [{"intel-rapl:0": 1_000, "intel-rapl:0:0": 900_000, "intel-rapl:0:1": 1_999_000, "intel-rapl:1": 3_000_000},
+             {"intel-rapl:0": 3_000, "intel-rapl:0:0": 100, "intel-rapl:0:1": 9_000, "intel-rapl:1": 100}]
+    # package: 999_000 -> wraps at 1_000_000 -> 1_000 (2_000), then 2_000; dram: 1_998_990, then wraps: 10_000
+    expected = [2_000 + 1_998_990, 2_000 + 10_000]
+    total = 0
+    for step, uj in zip(steps, expected):
+        for zone, raw in step.items():
+            (base / zone / "energy_uj").write_text(f"{raw}\n")
+        src.sample()
+        reading = src.energy_reading()
+        total += uj
+        assert reading.energy_uj == total and reading.breaks == 0 and reading.time_ns > first.time_ns
+    start, end = first, src.energy_reading()
+    w, estimated, unknown = host_power_w(start, end, None)
+    assert w == total / 1e6 / ((end.time_ns - start.time_ns) / 1e9) and not estimated and not unknown
+
+
+def test_an_unreadable_counted_zone_breaks_the_host_energy(tmp_path):
+    base, src = _sources(tmp_path, [("intel-rapl:0", "package-0", 1000, 10**12), ("intel-rapl:0:0", "dram", 1000, 10**12)])
+    src.sample()
+    start = src.energy_reading()
+    energy = base / "intel-rapl:0:0" / "energy_uj"
+    energy.unlink()
+    energy.mkdir()  # unreadable (EISDIR: root reads mode-0400 files)
+    src.sample()
+    assert src.energy_reading() is None
+    assert host_power_w(start, None, 350.0) == (350.0, True, False)
+    assert host_power_w(start, None, None) == (0.0, False, True)
+    energy.rmdir()
+    energy.write_text("900000\n")
+    src.sample()
+    end = src.energy_reading()
+    assert end is not None and end.breaks == start.breaks + 1
+    # The energy while the zone was unreadable is not known: never the two readings' difference.
+    assert host_power_w(start, end, None) == (0.0, False, True)
+    assert host_power_w(None, end, 200.0) == (200.0, True, False)

@@ -339,3 +339,28 @@ def test_unknown_host_share_is_said_and_the_identities_hold(site: tuple[Path, di
     assert text.returncode == 0 and "unknown 50% of the time" in text.stdout, text.stdout
     csv_out = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv").stdout.splitlines()
     assert csv_out[0].endswith(",host_unknown_share") and any(r.startswith("job,t3,16,") and r.endswith(",0.5") for r in csv_out)
+
+
+def test_processes_of_no_job_and_records_without_a_job_are_counted_and_reported(site: tuple[Path, dict, Path],
+                                                                                 tmp_path: Path) -> None:
+    """The agents' job_ledger_stats (GPU processes of no job) per node, and ledger records with numbers but
+    no job: both counted and shown by `puewatch jobs` (JSON, text, warnings), never dropped silently."""
+    conf, cells, _root = site
+    stats = [encode_point(schema.JOB_LEDGER_STATS, {"node": node}, {"unattributed_processes": n, "interval_s": 60.0},
+                          T0 + m * 60 * NS)
+             for node, minutes in (("gpu-a-1", {5: 1, 6: 3, 7: 2}), ("gpu-b-2", {40: 1})) for m, n in minutes.items()]
+    no_job = [encode_point(schema.JOB_LEDGER, {"node": "gpu-a-1", "gpu": "0", "slot": "3"},
+                           {"interval_s": 60.0, "gpu_wh": 1.0, "host_wh": 0.5}, T0 + m * 60 * NS) for m in (10, 11)]
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells) + ("\n".join(stats + no_job) + "\n").encode())
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    assert doc["unattributed_processes"] == [
+        {"node": "gpu-a-1", "intervals": 3, "max_processes": 3, "process_intervals": 6},
+        {"node": "gpu-b-2", "intervals": 1, "max_processes": 1, "process_intervals": 1}]
+    assert doc["ledger_records_left_out"] == {"gpu_wh negative or not finite": 1, "no job": 2}
+    assert any("2 records left out: no job" in w for w in doc["warnings"]), doc["warnings"]
+    assert any("belong to no job ran on 2 nodes" in w and "gpu-a-1 (up to 3 in 3 intervals)" in w for w in doc["warnings"])
+    text = _jobs(conf, str(tmp_path / "store.sqlite")).stdout
+    assert "GPU processes of no job on gpu-a-1: up to 3 at once, in 3 ledger intervals (6 process-intervals)" in text
+    assert "ledger records left out: 1 gpu_wh negative or not finite, 2 no job" in text

@@ -44,7 +44,7 @@ def _lines(rng: np.random.Generator) -> list[str]:
                     if rng.random() < 0.05:
                         del fields["share"]  # defaults to 1
                     out.append(encode_point(schema.JOB_LEDGER, {"node": node, "gpu": gpu, "slot": slot}, fields, t))
-    # A record with numbers but no job is no record (either way).
+    # A record with numbers but no job cannot be attributed: left out and counted (either way).
     out.append(encode_point(schema.JOB_LEDGER, {"node": "gpu-a-1", "gpu": "0", "slot": "5"},
                             {"interval_s": 60.0, "gpu_wh": 1.0, "host_wh": 0.0}, T0 + 60 * NS))
     return out
@@ -81,7 +81,7 @@ def test_embedded_bulk_read_equals_series_by_series(tmp_path, lines, monkeypatch
     try:
         bulk, per, dropped = _both(store)
         assert bulk == per and len(bulk) > 800
-        assert set(dropped) == {"no host_wh", "gpu_wh negative or not finite"}
+        assert set(dropped) == {"no host_wh", "gpu_wh negative or not finite", "no job"} and dropped["no job"] == 1
         # Read in windows of 7 minutes: the same records, none twice.
         monkeypatch.setattr(ledger_mod, "WINDOW_NS", 7 * 60 * NS)
         assert _rows(read_ledger(store, START, END, 3600 * NS)) == per
@@ -100,8 +100,8 @@ def test_influxd_bulk_read_equals_series_by_series_and_the_embedded_store(tmp_pa
         assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
         Influx1Store(server.url, "site").write(("\n".join(lines) + "\n").encode())
         for reader in (Influx1Store(server.url, "site"), Influx1Store(server.url, "site", token="t")):
-            bulk, per, _ = _both(reader)
-            assert bulk == per == embedded
+            bulk, per, dropped = _both(reader)
+            assert bulk == per == embedded and dropped["no job"] == 1
             monkeypatch.setattr(ledger_mod, "WINDOW_NS", 7 * 60 * NS)
             assert _rows(read_ledger(reader, START, END, 3600 * NS)) == embedded
             monkeypatch.undo()

@@ -81,7 +81,7 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     assert s["schema"] == "puewatch.statement/1" and s["tenant"] == "t1" and s["job_count"] == 2
     assert sorted(j["job"] for j in s["jobs"]) == ["11", "13"]
     for key in ("gpu_hours", "gpu_hours_by_model", "it_energy_wh", "facility_energy_wh", "completeness",
-                "green_share", "carbon_kg"):
+                "green_share", "carbon_kg", "host_unknown_share"):
         assert s[key] == t[key], key
     assert s["tenant_pue"] == t["pue"] and s["completeness"] == pytest.approx(59 / 60)
     # The days add up to the totals; the PUE is the report's over the tenant's days (one day here).
@@ -95,6 +95,7 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     assert s["signature"]["canonicalization"] == "RFC8785" and s["signature"]["alg"] == "ed25519"
     page = (root / "t1.html").read_text()
     assert "Voucher evidence statement: t1 at lab" in page and digest(report) in page
+    assert s["host_unknown_share"] == 0 and "<th>Host (non-GPU) share unknown</th><td>0.0% of the GPU time held" in page
 
 
 def test_statement_names_the_green_energy_it_shares(site: dict) -> None:
@@ -127,6 +128,19 @@ def test_verify_accepts_a_statement_and_refuses_a_changed_kwh(site: dict, tmp_pa
     bad = cli("verify", _write(tmp_path / "tampered.json", doc), "--pubkey", pub)
     assert bad.returncode == 1 and "bad signature: the document is not what key" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_statement_made_before_host_unknown_share_still_verifies_and_renders(site: dict, tmp_path: Path) -> None:
+    from puewatch.jobs.statement import render_html
+
+    root, keys = site["root"], site["keys"]
+    doc = json.loads((root / "t2.json").read_text())
+    doc.pop("signature")
+    del doc["host_unknown_share"]  # as statements were signed before the field
+    old = sign_report(doc, load_private_key(keys / "site.key"))
+    ok = cli("verify", _write(tmp_path / "old.json", old), "--pubkey", keys / "site.pub")
+    assert ok.returncode == 0, ok.stderr
+    assert "<th>Host (non-GPU) share unknown</th><td>—</td>" in render_html(old)
 
 
 def test_the_javascript_verifier_verifies_a_statement(site: dict, tmp_path: Path) -> None:
