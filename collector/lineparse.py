@@ -54,6 +54,7 @@ import numpy as np
 
 from puewatch.collector.fieldtypes import FieldTypes, kind_of
 from puewatch.core.batch import Block
+from puewatch.lineprotocol import RESERVED_KEY
 
 __all__ = ["LineParser", "ParseResult", "split_lines", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
            "column_kind",
@@ -120,7 +121,7 @@ class ParseResult:
 # legal in places; such lines take the slow path.)
 _N = rb'[^\s,=\\"\x00-\x1f\x7f]'
 _MEAS = rb'[^\s,=\\"#\x00-\x1f\x7f]' + _N + rb"*+"
-_KEY = rb"(?!time=)" + _N + rb"++"
+_KEY = rb"(?!" + re.escape(RESERVED_KEY.encode()) + rb"=)" + _N + rb"++"
 # Values whose syntax alone guarantees they are in range and finite: at most 18 integer
 # digits (int64, and float mantissas), 19 for uint64, 300 fraction digits and two-digit
 # exponents (so floats stay below 1e117). Longer numbers take the slow path, which
@@ -142,7 +143,7 @@ _TIME = rb"-?(?:[1-8]\d{18}|\d{1,18})"
 # `-`, `+`): the type check groups lines by their text with number bytes deleted, which merges
 # `load1` and `load5`; the lines whose field keys hold one are read one by one (`_storable`).
 _NUM = rb"0-9.+-"
-_KEYD = rb'(?!time=)(?:[^\s,=\\"\x00-\x1f\x7f' + _NUM + rb"]++|([" + _NUM + rb"]))++"
+_KEYD = rb"(?!" + re.escape(RESERVED_KEY.encode()) + rb'=)(?:[^\s,=\\"\x00-\x1f\x7f' + _NUM + rb"]++|([" + _NUM + rb"]))++"
 # Whole body, line by line, timestamps required: findall returns each line's (series key, number
 # byte in the first field key, number byte in another field key, timestamp). The timestamp costs
 # the scan little and spares the time window a second pass over the body.
@@ -433,8 +434,8 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
         key = _decode(_unescape_key(_no_control(line[i:j], "tag key"), b", ="))
         if key in tags:
             raise _LineError("duplicate tags")
-        if key == "time":
-            raise _LineError(f'invalid tag key: input tag "time" on measurement "{measurement}" is invalid')
+        if key == RESERVED_KEY:
+            raise _LineError(f'invalid tag key: input tag "{RESERVED_KEY}" on measurement "{measurement}" is invalid')
         tags[key] = _decode(_unescape_key(_no_control(line[k:e], "tag value"), b", ="))
         i = e
     # fields
@@ -454,8 +455,8 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             # other; influxd 1.6.7 panics on some such lines (`m \\="="`), misreads the rest.
             raise _LineError("field key ends in a backslash")
         key = _decode(_unescape(_no_control(line[i:j], "field key"), b',= "'))
-        if key == "time":
-            raise _LineError(f'invalid field name: input field "time" on measurement "{measurement}" is invalid')
+        if key == RESERVED_KEY:
+            raise _LineError(f'invalid field name: input field "{RESERVED_KEY}" on measurement "{measurement}" is invalid')
         k = j + 1
         if k >= n or line[k] in (_COMMA, _SP):
             raise _LineError("missing field value")

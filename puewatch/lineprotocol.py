@@ -68,6 +68,11 @@ _BAD_BACKSLASH = {
 }
 
 
+# InfluxDB refuses a tag key or field key named `time` (its name for the timestamp column), so the
+# collector's parser refuses it too; the encoder refuses to write it. One name, for both.
+RESERVED_KEY = "time"
+
+
 # ASCII control characters: invisible in reports, refused in names by the collector's parser.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -104,6 +109,13 @@ def escape_key(text: str, what: str = "tag key, tag value or field key") -> str:
     return text.translate(_KEY)
 
 
+def _escape_key_name(key: str, what: str) -> str:
+    """A tag key or field key: escaped, never the reserved `time`."""
+    if key == RESERVED_KEY:
+        raise LineProtocolError(f"{what} {key!r} is reserved: InfluxDB refuses it (the name of the time column)")
+    return escape_key(key, what)
+
+
 def series_key(measurement: str, tags: Mapping[str, Any] | None = None) -> str:
     """`measurement,tag=value,...` with tags sorted by key; empty tag values are left out."""
     parts = [escape_measurement(measurement)]
@@ -115,7 +127,7 @@ def series_key(measurement: str, tags: Mapping[str, Any] | None = None) -> str:
             value = str(value)
             if value == "":
                 continue
-            parts.append(f"{escape_key(key, 'tag key')}={escape_key(value, 'tag value')}")
+            parts.append(f"{_escape_key_name(key, 'tag key')}={escape_key(value, 'tag value')}")
     return ",".join(parts)
 
 
@@ -148,7 +160,7 @@ def encode_fields(fields: Mapping[str, Any]) -> str:
             continue
         text = _field_value(value, key)
         if text is not None:
-            out.append(f"{escape_key(key, 'field key')}={text}")
+            out.append(f"{_escape_key_name(key, 'field key')}={text}")
     return ",".join(out)
 
 

@@ -63,11 +63,25 @@ def test_encoder_rejects_only_what_line_protocol_cannot_represent(name):
         if "control character" in str(exc):
             assert re.search(r"[\x00-\x1f\x7f]", name), name
             return
+        if "reserved" in str(exc):
+            assert name == "time", name
+            return
         assert "backslash" in str(exc)
         bad = name.endswith("\\") or any(f"\\{c}" in name for c in ",= ")
         assert bad, name
         return
     assert parse_line(encode_point("m", {name: "v"}, {"f": 1})).tags == {name: "v"}
+
+
+def test_the_reserved_key_is_refused_by_the_encoder_as_by_the_parser():
+    """`time` as a tag key or field key: influxd refuses it, the parser refuses it, so the encoder never writes it."""
+    for tags, fields in (({"time": "x"}, {"f": 1}), ({}, {"time": 1})):
+        with pytest.raises(LineProtocolError, match="reserved"):
+            encode_point("m", tags, fields)
+    for line in ("m,time=x f=1", "m time=1"):
+        with pytest.raises(LineError):
+            parse_line(line)
+    assert parse_line(encode_point("m", {"t": "time"}, {"f": "time"})).tags == {"t": "time"}  # values may be `time`
 
 
 @given(name=names)
@@ -77,6 +91,9 @@ def test_field_keys_reject_a_backslash_before_a_quote_too(name):
     except LineProtocolError as exc:
         if "control character" in str(exc):
             assert re.search(r"[\x00-\x1f\x7f]", name), name
+            return
+        if "reserved" in str(exc):
+            assert name == "time", name
             return
         assert "backslash" in str(exc)
         bad = name.endswith("\\") or any(f"\\{c}" in name for c in ',= "')
