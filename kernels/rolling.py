@@ -93,6 +93,24 @@ def _add(t, a, b, ca, cb, has_cov, k, s):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _step(a, b, ca, cb, has_cov, k, dt, s):
+    # Interval k, of length dt (the caller keeps the times in registers), added to the
+    # running sum s (see _add); also returned as a window starting inside it counts it:
+    # numerator, denominator, coverage weight (all 0 where not valid) and its length.
+    # One flat tuple: Numba's array analysis rejects a tuple nested in an inlined result.
+    x = a[k]
+    y = b[k]
+    ok = abs(x) < np.inf and abs(y) < np.inf
+    if not ok:
+        return s[0], s[1], s[2], s[3], s[4], s[5], s[6], 0.0, 0.0, 0.0, dt
+    w = min(ca[k], cb[k]) if has_cov else 1.0
+    a_h, a_l = _dd_add(s[0], s[1], x)
+    b_h, b_l = _dd_add(s[2], s[3], y)
+    c_h, c_l = _dd_add(s[4], s[5], w * dt) if has_cov else (s[4], s[5])
+    return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + (0 if has_cov else dt), x, y, w, dt
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _store(st, ist, which, s):
     # Running sum s (see _add) into the state arrays: which 0 = lead, 1 = trail.
     k = 6 * which
@@ -118,15 +136,24 @@ def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, i
     lead = (st[0], st[1], st[2], st[3], st[4], st[5], ist[1])
     trail = (st[6], st[7], st[8], st[9], st[10], st[11], ist[2])
     lo = ist[0]
+    px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
+    pdt = t[lo] - t[lo - 1] if lo > 0 else 1
     bad = -1
+    tp = t[i0]
+    tl = t[lo]
     for i in range(i0, i1):
         te = t[i + 1]
-        if te <= t[i] and bad < 0:
+        if te <= tp and bad < 0:
             bad = i + 1
         ws = te - window
-        lead = _add(t, a, b, ca, cb, has_cov, i, lead)
-        while t[lo] < ws:
-            trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns, _, _, _, _ = _step(a, b, ca, cb, has_cov, i, te - tp, lead)
+        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        tp = te
+        while tl < ws:
+            tn = t[lo + 1]
+            a_h, a_l, b_h, b_l, c_h, c_l, ns, px, py, pw, pdt = _step(a, b, ca, cb, has_cov, lo, tn - tl, trail)
+            trail = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+            tl = tn
             lo += 1
         sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
         sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
@@ -134,19 +161,14 @@ def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, i
             covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
         else:
             covered = float(lead[6] - trail[6])
-        if lo > 0:
-            # Interval lo - 1 straddles the window's start: count its overlap.
-            overlap = t[lo] - ws
-            if overlap > 0:
-                x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, lo - 1)
-                if ok:
-                    frac = overlap / (t[lo] - t[lo - 1])
-                    sa += x * frac
-                    sb += y * frac
-                    if has_cov:
-                        covered += min(ca[lo - 1], cb[lo - 1]) * overlap
-                    else:
-                        covered += float(overlap)
+        # Interval lo - 1 straddles the window's start: count its overlap (px, py and pw
+        # are 0 where it is not valid or before the series).
+        overlap = tl - ws
+        if overlap > 0:
+            frac = overlap / pdt
+            sa += px * frac
+            sb += py * frac
+            covered += pw * overlap
         # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
         # a window, the threshold itself) must come out exact.
         cov = covered / window_f
