@@ -19,7 +19,9 @@ Both add the same values in the same order, so a window of zeros is exactly
 zero however large the values that passed before (a ratio's denominator never
 keeps a rounding residue), and precision does not decay along arbitrarily
 long series. One window (the pipeline's call) keeps its lead and trail in
-registers. Several windows share one lead: it runs once, block by block, and
+registers, with the times they walk and the parts of the interval straddling
+the window's start (the trail's last step): the kernel is bound by
+instructions, not memory, so nothing is loaded or checked twice. Several windows share one lead: it runs once, block by block, and
 leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
 ring while the start is still in it, walked in registers for windows longer
