@@ -477,10 +477,26 @@ def _prepare(t_ns, windows_ns, n: int):
     return t, w
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def _count_outside_unit(c, n_blocks):
+    # Values not in [0, 1] (NaN included), counted in one parallel pass with no early exit
+    # (a count the compiler vectorises): NumPy's comparisons took four passes and as many
+    # temporaries, about a third of the pipeline's call.
+    counts = np.zeros(n_blocks, dtype=np.int64)
+    n = c.shape[0]
+    for blk in prange(n_blocks):
+        bad = 0
+        for i in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
+            x = c[i]
+            bad += not (x >= 0.0 and x <= 1.0)
+        counts[blk] = bad
+    return counts.sum()
+
+
 def _coverage_arg(cov, n: int, name: str) -> np.ndarray:
     c = v.as_values(cov, name)
     v.same_length(n, **{name: c})
-    if np.any(~((c >= 0.0) & (c <= 1.0))):
+    if _count_outside_unit(c, max(1, min(_MAX_CHUNKS, n // _MIN_CHUNK))):
         raise ValueError(f"{name}: coverage must lie in [0, 1]")
     return c
 
@@ -521,7 +537,9 @@ def rolling_ratio(
     has_cov = numerator_coverage is not None
     if has_cov:
         ca = _coverage_arg(numerator_coverage, a.shape[0], "numerator_coverage")
-        cb = _coverage_arg(denominator_coverage, a.shape[0], "denominator_coverage")
+        # The pipeline passes one joint coverage as both: checked once.
+        cb = ca if denominator_coverage is numerator_coverage else _coverage_arg(
+            denominator_coverage, a.shape[0], "denominator_coverage")
     else:
         ca = cb = np.empty(0)
     out_ratio = np.empty((w.shape[0], a.shape[0]), dtype=np.float64)
