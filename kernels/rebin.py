@@ -65,9 +65,9 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
                     if dt > max_span_ns:
                         acc_spread += share
             j += 1
-        # Intervals that end by this bin's end are done; one straddling it comes again.
-        while i < n and t[i + 1] <= g1:
-            i += 1
+        # Intervals that end by this bin's end are done; one straddling it (the last one
+        # read, if it ends after the bin) comes again.
+        i = j - 1 if j > i and t[j] > g1 else j
         out_cov[k] = acc_cov / (g1 - g0)
         if acc_cov == 0.0:
             out_e[k] = np.nan

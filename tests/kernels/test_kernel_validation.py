@@ -249,6 +249,22 @@ def test_rolling_coverage_must_lie_in_unit_interval(cov):
         rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0], denominator_coverage=cov)
 
 
+@pytest.mark.parametrize("bad", [NAN, -0.5, 2.0])
+def test_rolling_coverage_checked_in_every_block_and_once_when_shared(bad):
+    # Long enough for the check to run in several parallel blocks; the fault in the last one.
+    n = 3 * (1 << 16)
+    t = np.arange(n + 1, dtype=np.int64) * 10
+    cov = np.ones(n)
+    cov[-1] = bad
+    with pytest.raises(ValueError, match=esc("numerator_coverage: coverage must lie in [0, 1]")):
+        rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
+    cov[-1] = 0.5
+    shared = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
+    apart = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov.copy())
+    np.testing.assert_array_equal(shared.coverage, apart.coverage)
+    np.testing.assert_array_equal(shared.ratio, apart.ratio)
+
+
 def test_rolling_coverage_length_and_pairing():
     with pytest.raises(ValueError, match="denominator_coverage: length 1 does not match 2"):
         rolling_ratio(T3, [1.0, 2.0], [1.0, 2.0], [10], numerator_coverage=[1.0, 1.0], denominator_coverage=[1.0])
