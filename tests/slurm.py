@@ -3,12 +3,25 @@
 The configuration is written into a temporary directory with free ports; the daemons run in the
 foreground (-D) and are stopped by their PIDs. munged is started only when none runs (it is shared,
 as its socket path is fixed) and then left for the next test: it holds no state of ours.
+
+With `gpus=N` the node has N GPUs through Slurm's own gres/gpu plugin (`GresTypes=gpu`,
+`Gres=gpu:N`, gres.conf `Name=gpu File=...` with `AutoDetect=off`): there is no NVIDIA device here,
+so each File is a character device node made with mknod in the temporary directory with /dev/null's
+major/minor, which is all gres/gpu asks of a File (a device it can stat). slurmd then allocates
+them to `--gres=gpu:K` jobs and sets SLURM_JOB_GPUS / CUDA_VISIBLE_DEVICES in the Prolog, Epilog
+and job environments exactly as on a GPU node.
+
+With `cgroup=True` the job's processes are tracked by proctrack/cgroup (cgroup/v1, the freezer
+hierarchy this machine mounts at /sys/fs/cgroup/freezer): slurmstepd puts each job's tasks into
+`slurm_<node>/uid_<uid>/job_<id>/step_<step>`. As that hierarchy is the machine's, shared with
+other runs of the suite, each run's job ids start at a number of its own (FirstJobId from the PID).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -30,13 +43,31 @@ def _munged() -> None:
     subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--force"], check=True)
 
 
+def _gres_conf(directory: Path, gpus: int) -> str:
+    """gres.conf for `gpus` GPUs whose Files are character devices made here (no NVIDIA device exists)."""
+    (directory / "dev").mkdir(exist_ok=True)
+    null = os.stat("/dev/null").st_rdev
+    lines = ["AutoDetect=off"]
+    for i in range(gpus):
+        dev = directory / "dev" / f"nvidia{i}"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(os.major(null), os.minor(null)))
+        lines.append(f"Name=gpu File={dev}")
+    return "\n".join(lines) + "\n"
+
+
 class Slurm:
-    def __init__(self, directory: Path, prolog: str = "", epilog: str = "", gpus: int = 2) -> None:
+    def __init__(self, directory: Path, prolog: str = "", epilog: str = "", gpus: int = 0, cgroup: bool = False) -> None:
         self.dir = directory
         self.conf = directory / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
         for d in ("state", "spool", "log"):
             (directory / d).mkdir(parents=True, exist_ok=True)
+        if gpus:
+            (directory / "gres.conf").write_text(_gres_conf(directory, gpus))
+        if cgroup:
+            # Only tracking: no cores, memory or devices constrained (the devices here are /dev/null).
+            (directory / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\n")
+        self.first_job = os.getpid() * 10 + 1  # below Slurm's largest job id (0x03ff0000) for any PID up to 2^22
         self.conf.write_text(
             f"""ClusterName=pw
 SlurmctldHost=localhost
@@ -50,17 +81,20 @@ SlurmctldPidFile={directory}/slurmctld.pid
 SlurmdPidFile={directory}/slurmd.pid
 SlurmctldLogFile={directory}/log/slurmctld.log
 SlurmdLogFile={directory}/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+FirstJobId={self.first_job}
+ProctrackType={"proctrack/cgroup" if cgroup else "proctrack/linuxproc"}
+TaskPlugin={"task/cgroup" if cgroup else "task/none"}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 AuthType=auth/munge
 MpiDefault=none
 ReturnToService=2
 MailProg=/bin/true
+{"GresTypes=gpu" if gpus else ""}
+{"PrologFlags=Alloc" if prolog else ""}
 {f"Prolog={prolog}" if prolog else ""}
 {f"Epilog={epilog}" if epilog else ""}
-NodeName=localhost CPUs=2 RealMemory=1000 State=UNKNOWN
+NodeName=localhost CPUs=2 RealMemory=1000 {f"Gres=gpu:{gpus}" if gpus else ""} State=UNKNOWN
 PartitionName=p Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """
         )
@@ -80,13 +114,23 @@ PartitionName=p Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscr
         raise AssertionError(f"slurmd never became idle: {self.logs()}")
 
     def sbatch(self, *args: str) -> str:
-        out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=self.env, check=True)
+        out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=self.env)
+        assert out.returncode == 0, f"sbatch {' '.join(args)}: {out.stderr.strip()}"
         return out.stdout.strip().split(";")[0]
 
     def logs(self) -> str:
         return "".join((self.dir / "log" / f).read_text(errors="replace")[-2000:] for f in os.listdir(self.dir / "log"))
 
+    def _jobs(self) -> str:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env).stdout.strip()
+
     def stop(self) -> None:
+        # Jobs first: a slurmstepd whose slurmd is gone outlives the test, retrying to report its job's end.
+        if all(p.poll() is None for p in self.procs):
+            subprocess.run(["scancel", "--full", "--user=root"], env=self.env, capture_output=True)
+            deadline = time.monotonic() + 20
+            while self._jobs() and time.monotonic() < deadline:
+                time.sleep(0.3)
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()

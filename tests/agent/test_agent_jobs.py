@@ -2,23 +2,29 @@
 
 - Slurm: real munged, slurmctld and slurmd (Debian slurm-wlm 22.05) on 127.0.0.1 (tests/slurm.py). Jobs
   are submitted with sbatch; the fake NVML library (the only fake: no GPU here) lists their real PIDs
-  as compute processes (FAKE_NVML_PIDS), and the agent follows them to the job through the real
-  /proc/PID/environ (SLURM_JOB_ID, SLURM_JOB_ACCOUNT). Slurm's real Prolog/Epilog run
-  `puewatch agent job-start`/`job-end`.
-  What cannot run here: Slurm's cgroup process tracking (proctrack/cgroup, the `job_<id>` cgroup
-  path) needs a cgroup hierarchy slurmd may create, which this sandbox's container does not give it,
-  so the daemons use proctrack/linuxproc and the job is found through the environment; the cgroup
-  path is read from real /proc/PID/cgroup files (test_cgroup_path_names_the_job). Slurm's GPU gres
-  allocation did not give the job GPUs here (no gres/gpu in the job's TRES with device nodes in a
-  temporary directory), so the Prolog script sets SLURM_JOB_GPUS itself, as slurmd does with
-  gres/gpu, before calling the hook.
+  as compute processes (FAKE_NVML_PIDS). All of Slurm's parts the ledger relies on run for real:
+  - GPUs allocated by Slurm's gres/gpu plugin (`GresTypes=gpu`, `Gres=gpu:3`, gres.conf with
+    `AutoDetect=off`): with no NVIDIA device here, gres.conf's Files are character device nodes the
+    test makes with mknod (/dev/null's major/minor), which slurmd accepts; jobs ask `--gres=gpu:K`
+    and slurmd sets SLURM_JOB_GPUS/CUDA_VISIBLE_DEVICES in their environment and in the Prolog's.
+  - The operator guide's own hook script as Prolog/Epilog (`PrologFlags=Alloc`), running
+    `puewatch agent job-start`/`job-end`; the guide's slurm.conf settings are checked against the
+    configuration the test runs.
+  - proctrack/cgroup (cgroup/v1: this machine mounts a v1 freezer hierarchy slurmd can write), so a
+    job's processes are in its real `job_<id>` cgroup, and the agent finds a job from it even when
+    the process's environment names no job; the environment path (SLURM_JOB_ID, SLURM_JOB_ACCOUNT
+    in /proc/PID/environ) is tested with plain processes.
+  Not exercised: device confinement (ConstrainDevices; the "GPUs" are /dev/null) and slurmd's NVML
+  autodetection (AutoDetect=nvml needs the real library).
 - Kubernetes: kubelet cannot run here, so the PodResources API is answered over a real unix socket by
   a real gRPC server generated from kubelet's published proto (agent/sources/podresources_v1_pb2*.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -109,42 +115,75 @@ def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2):
     return agent
 
 
-def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
-    state = tmp_path / "hook"
-    hook = tmp_path / "hook.sh"
-    # Slurm runs Prolog/Epilog as root with the job's environment; SLURM_JOB_GPUS set here (see above).
-    hook.write_text(
-        f"#!/bin/sh\n[ \"$SLURM_JOB_ACCOUNT\" = idle ] && export SLURM_JOB_GPUS=1\n"
-        f"case \"$SLURM_SCRIPT_CONTEXT\" in prolog*) a=job-start;; *) a=job-end;; esac\n"
-        f"exec {PUEWATCH} agent $a --state-dir {state} >> {tmp_path}/hook.log 2>&1\n"
-    )
+GUIDE = Path(__file__).parent.parent.parent / "docs" / "operator-guide.md"
+GUIDE_HOOK = "/usr/local/sbin/puewatch-slurm-hook"
+
+
+def _guide_hook(tmp_path: Path, state: Path) -> tuple[Path, list[str]]:
+    """The operator guide's Prolog/Epilog script (puewatch and the state directory in their test places) and its
+    slurm.conf settings (the backquoted `Key=value` of the paragraph after the script)."""
+    text = GUIDE.read_text()
+    script = next(b for b in re.findall(r"^```sh\n(.*?)^```", text, re.S | re.M) if "SLURM_SCRIPT_CONTEXT" in b)
+    hook = tmp_path / "puewatch-slurm-hook"
+    hook.write_text(script.replace("/opt/puewatch/bin/puewatch", PUEWATCH).replace("/run/puewatch/jobs", str(state)))
     hook.chmod(0o755)
-    slurm = Slurm(tmp_path / "slurm", prolog=str(hook), epilog=str(hook))
+    after = text[text.index(script) + len(script):]
+    paragraph = after[after.index("slurm.conf"):].split("\n\n")[0]
+    return hook, [s.replace(GUIDE_HOOK, str(hook)) for s in re.findall(r"`([A-Z][A-Za-z]*=[^`]+)`", paragraph)]
+
+
+def test_slurm_gres_jobs_cgroups_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
+    """Slurm allocates the node's three GPUs through gres/gpu: `train` asks for one, `pair` for two. The
+    operator guide's hook script, as Slurm's Prolog/Epilog, records what Slurm gave each job, and the ledger
+    gives each job exactly those GPUs. `stray`, given no GPU, runs on pair's second GPU anyway (devices are
+    not constrained): that GPU is shared by stray's process and pair's reservation. train's process drops
+    SLURM_JOB_ID from its environment: the agent finds its job from the cgroup Slurm put it in."""
+    state = tmp_path / "hook"
+    hook, settings = _guide_hook(tmp_path, state)
+    slurm = Slurm(tmp_path / "slurm", prolog=str(hook), epilog=str(hook), gpus=3, cgroup=True)
+    lines = slurm.conf.read_text().splitlines()
+    # The guide's slurm.conf settings are those this Slurm runs with (the node's GPU count is the guide's example).
+    node = next(ln for ln in lines if ln.startswith("NodeName="))
+    assert {s.split("=")[0] for s in settings} >= {"Prolog", "Epilog", "PrologFlags", "GresTypes", "Gres"}, settings
+    for s in settings:
+        assert (s.split(":")[0] + ":" in node) if s.startswith("Gres=") else s in lines, (s, lines)
     rx = Receiver(procs, tmp_path).start()
     try:
         slurm.start()
-        pidfiles = {a: tmp_path / f"{a}.pid" for a in ("train", "infer", "idle")}
-        jobs = {a: slurm.sbatch("-A", a, "-o", "/dev/null", "--wrap", f"echo $$ > {pidfiles[a]}; exec sleep 40") for a in pidfiles}
-        pids = {a: int(wait_for(lambda p=p: p.exists() and p.read_text().strip(), 20, f"{a} running: {slurm.logs()}")) for a, p in pidfiles.items()}
-        assert (state / f"{jobs['idle']}.json").exists(), (tmp_path / "hook.log").read_text() if (tmp_path / "hook.log").exists() else ""
+        out = {a: tmp_path / f"{a}.out" for a in ("train", "pair", "stray")}
+        body = "echo $$ $SLURM_JOB_GPUS > {out}.tmp; mv {out}.tmp {out}; exec {env}sleep 40"
+        jobs = {
+            "train": slurm.sbatch("-A", "train", "--gres=gpu:1", "-o", "/dev/null", "--wrap", body.format(out=out["train"], env="env -u SLURM_JOB_ID ")),
+            "pair": slurm.sbatch("-A", "pair", "--gres=gpu:2", "-o", "/dev/null", "--wrap", body.format(out=out["pair"], env="")),
+            "stray": slurm.sbatch("-A", "stray", "-o", "/dev/null", "--wrap", body.format(out=out["stray"], env="")),
+        }
+        seen = {a: wait_for(lambda p=p: p.exists() and p.read_text().split(), 20, f"{a} running: {slurm.logs()}") for a, p in out.items()}
+        pids = {a: int(v[0]) for a, v in seen.items()}
+        # The GPUs Slurm gave each job, as the job itself sees them (SLURM_JOB_GPUS in its environment).
+        gpus = {a: v[1].split(",") if len(v) > 1 else [] for a, v in seen.items()}
+        assert len(gpus["train"]) == 1 and len(gpus["pair"]) == 2 and gpus["stray"] == []
+        assert sorted(gpus["train"] + gpus["pair"]) == ["0", "1", "2"]
+        # The Prolog received the same GPUs: the hook's records.
+        for a, job in jobs.items():
+            assert json.loads((state / f"{job}.json").read_text()) == {"job": job, "tenant": a, "gpus": gpus[a]}
+        # proctrack/cgroup put train's process in its job's cgroup; its environment no longer names the job.
+        assert f"/job_{jobs['train']}/" in Path(f"/proc/{pids['train']}/cgroup").read_text()
+        assert b"SLURM_JOB_ID=" not in Path(f"/proc/{pids['train']}/environ").read_bytes()
+        assert jobholders.slurm_job_of(pids["train"]) == jobholders.SlurmProcess(jobs["train"], "train")
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
                        f'[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.5\nhook_state_dir = "{state}"\n'
-                       f'host_estimate_w = 360.0\n')
-        # train alone on GPU 0; infer shares GPU 1 with the idle job's reservation (no process of its own).
-        # No per-process utilisation for it: the two share GPU 1 equally (utilisation: test_split_rule).
-        (tmp_path / "pids.txt").write_text(f"0 {pids['train']}\n1 {pids['infer']}\n")
+                       f'host_estimate_w = 360.0\n', gpus=3)
+        (tmp_path / "pids.txt").write_text(
+            f"{gpus['train'][0]} {pids['train']}\n{gpus['pair'][0]} {pids['pair']}\n{gpus['pair'][1]} {pids['stray']}\n")
         wait_for(lambda: len({f["job"] for _, f in ledger(rx)}) >= 3, 20, f"records of the three jobs {jobs} {pids}")
         time.sleep(2.5)  # a full interval with all three
-        subprocess.run(["scancel", jobs["idle"]], env=slurm.env, check=True)
-        wait_for(lambda: not (state / f"{jobs['idle']}.json").exists(), 20, "the epilog's job-end")
+        subprocess.run(["scancel", jobs["pair"]], env=slurm.env, check=True)
+        wait_for(lambda: not (state / f"{jobs['pair']}.json").exists(), 20, "the epilog's job-end")
         assert agent.stop() == 0, agent.output()
     finally:
         slurm.stop()
     records = ledger(rx)
-    by_job: dict[str, list[tuple[dict, dict]]] = {}
-    for tags, f in records:
-        by_job.setdefault(f["job"], []).append((tags, f))
-    assert set(by_job) == set(jobs.values())
+    assert {f["job"] for _, f in records} == set(jobs.values())
     full = [r for r in records if r[1]["interval_s"] > 1.9]
     for tags, f in full:
         assert tags["node"] == "testnode"
@@ -153,21 +192,28 @@ def test_slurm_jobs_and_hook_in_the_ledger(tmp_path, procs, fake_nvml_dir):
         # The fake GPU's energy is exactly power x time: the share of it over the interval.
         exact_wh = POWER_MW[int(tags["gpu"])] * f["interval_s"] / 3.6e6
         assert f["gpu_wh"] == pytest.approx(exact_wh * f["share"], rel=0.02)
-        assert f["host_wh"] == pytest.approx(360.0 * f["interval_s"] / 3600 / 2 * f["share"], rel=1e-6)
+        assert f["host_wh"] == pytest.approx(360.0 * f["interval_s"] / 3600 / 3 * f["share"], rel=1e-6)
+    # Each job's GPUs in the ledger are exactly those Slurm allocated (stray: the one it runs on).
+    held = {a: {t["gpu"] for t, f in records if f["job"] == job} for a, job in jobs.items()}
+    assert held == {"train": set(gpus["train"]), "pair": set(gpus["pair"]), "stray": {gpus["pair"][1]}}
+    assert all(f["tenant"] == a for a, job in jobs.items() for _, f in records if f["job"] == job)
     train = [f for t, f in full if f["job"] == jobs["train"]]
-    assert train and all(f["tenant"] == "train" and f["share"] == 1.0 and not f["shared"] and not f["reserved_idle"] for f in train)
-    # GPU 1 held by two jobs: infer runs there, idle holds it through the hook without a process.
-    both = {}
+    assert train and all(f["source"] == "slurm" and f["share"] == 1.0 and not f["shared"] and not f["reserved_idle"] for f in train)
+    on_first = [f for t, f in full if t["gpu"] == gpus["pair"][0]]
+    assert on_first and all(f["job"] == jobs["pair"] and f["source"] == "slurm" and f["share"] == 1.0 and not f["reserved_idle"]
+                            for f in on_first)
+    # pair's second GPU: its reservation (the hook, no process of its own) and stray's process share it equally.
+    both: dict[float, dict[str, dict]] = {}
     for t, f in full:
-        if t["gpu"] == "1":
+        if t["gpu"] == gpus["pair"][1]:
             both.setdefault(f["interval_s"], {})[f["job"]] = f
     shared = [v for v in both.values() if len(v) == 2]
     assert shared, both
     for pair in shared:
-        infer, idle = pair[jobs["infer"]], pair[jobs["idle"]]
-        assert infer["shared"] and idle["shared"] and idle["reserved_idle"] and not infer["reserved_idle"]
-        assert idle["source"] == "hook" and infer["source"] == "slurm" and idle["tenant"] == "idle"
-        assert infer["share"] == idle["share"] == pytest.approx(0.5)
+        reserved, stray = pair[jobs["pair"]], pair[jobs["stray"]]
+        assert reserved["shared"] and stray["shared"] and reserved["reserved_idle"] and not stray["reserved_idle"]
+        assert reserved["source"] == "hook" and stray["source"] == "slurm"
+        assert reserved["share"] == stray["share"] == pytest.approx(0.5)
     _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
 
 
