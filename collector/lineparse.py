@@ -705,11 +705,9 @@ class LineParser:
         else:
             for key, line in zip(keys, body.split(b"\n")):
                 m = distinct[key][0]
-                if 34 in line:  # '"': a string may hold `,` `=` and spaces; read the line exactly
-                    try:
-                        pairs = [(k.encode(), kind_of(v)) for k, v in _parse_slow(line)[2].items()]
-                    except _LineError:
-                        return False
+                if 34 in line:  # '"': a string may hold `,` `=` and spaces (never a quote or backslash here)
+                    pairs = [(k, kind_by_last[v[-1]]) for k, v in
+                             _STRING_ITEM_RE.findall(line, len(key) + 1, line.rfind(b" "))]
                 else:
                     pairs = [(k, kind_by_last[v[-1]]) for k, _, v in
                              (item.partition(b"=") for item in line[len(key) + 1 : line.rfind(b" ")].split(b","))]
