@@ -94,10 +94,20 @@ def ingest_field_types(store, writer=None) -> FieldTypes:
     from puewatch.collector.lineparse import LineParser
     from puewatch.collector.stores.influx1 import Influx1Store
 
+    from puewatch.collector.stores.base import StoreRejected, StoreUnavailable
+
     types = FieldTypes(unsigned=not isinstance(store, Influx1Store))
-    # The embedded store keeps each field's InfluxDB type (`number`: a field from before it did).
+    # The embedded store keeps each field's InfluxDB type (`number`: a field from before it did);
+    # InfluxDB 1.x says them with SHOW FIELD KEYS. (The v2 write API has no such question.)
     kinds = getattr(store, "field_types", None) or getattr(store, "field_kinds", None)
-    for (measurement, field), kind in (kinds() if kinds else {}).items():
+    try:
+        stored = kinds() if kinds else {}
+    except (StoreUnavailable, StoreRejected) as exc:
+        stored = {}
+        log.warning("field types of the stored series not known (%s): until their first write here, a line of "
+                    "another type than stored is acknowledged, then refused by the store and set aside in "
+                    "rejected/", exc)
+    for (measurement, field), kind in stored.items():
         types.learn(measurement, field, NUMBER if kind == "number" else kind)
     if writer is not None:
         # Lines acknowledged before a crash and still in the spool are not in the store yet, but a

@@ -2,7 +2,8 @@
 the spool: a real influxd 1.6.7 is stopped, so the acknowledged batch stays in the collector's spool
 (deterministically: nothing can move it into the store); the collector is killed, restarted, and a
 write of another type is refused (400) as influxd would refuse it, not acknowledged and then refused
-by the store. Once influxd is back, the store holds exactly what was acknowledged, with its type."""
+by the store. Once influxd is back, the store holds exactly what was acknowledged, with its type, and
+after a clean restart the types come from influxd itself."""
 
 from __future__ import annotations
 
@@ -46,5 +47,10 @@ def test_types_of_acknowledged_lines_still_spooled_after_kill_9_are_checked_afte
         assert not list((tmp_path / "state" / "spool" / "rejected").iterdir())  # the store refused nothing
         assert db.points("SELECT f FROM m", DB) == [[t0, 1.0], [t0 + 3, 2.0]]
         assert db.points("SHOW FIELD KEYS FROM m", DB) == [["f", "float"]]
+
+        # A clean restart with influxd up and the spool empty: the types come from influxd (SHOW FIELD KEYS).
+        with CollectorProcess(conf, ingest_port) as collector:
+            got = {line: post(ingest_port, f"m {line} {t0 + n}\n") for n, line in enumerate(('f="y"', "f=4i", "f=5"), 4)}
+            assert got == {'f="y"': 400, "f=4i": 400, "f=5": 204}, collector.output()[-2000:]
     finally:
         db.stop()
