@@ -92,9 +92,8 @@ def ingest_field_types(store, writer=None) -> FieldTypes:
     the writer's spool holds (`writer`, not started yet), and unsigned integers only where the store
     takes them (not InfluxDB 1.x)."""
     from puewatch.collector.lineparse import LineParser
-    from puewatch.collector.stores.influx1 import Influx1Store
-
     from puewatch.collector.stores.base import StoreRejected, StoreUnavailable
+    from puewatch.collector.stores.influx1 import Influx1Store
 
     types = FieldTypes(unsigned=not isinstance(store, Influx1Store))
     # The embedded store keeps each field's InfluxDB type (`number`: a field from before it did);

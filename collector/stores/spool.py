@@ -270,14 +270,15 @@ class StoreWriter:
         (204) and not yet in the store, so the field types ingest starts with must include theirs
         (`collector.main.ingest_field_types`). Call before `start()`, while no batch leaves the spool.
         Typed batches are left out: they hold the collector's own series, whose types the schema fixes.
-        A record that cannot be read is passed over here; the writer counts it when it gets to it."""
+        A record that cannot be read or is damaged is passed over here; the writer drops and counts it
+        when it gets to it (`DiskQueue.read`)."""
         for rec in self.spool.sealed():
             try:
                 data = rec.path.read_bytes()
             except OSError:
                 continue
-            payload, _points, _good = decode_record(data)
-            if payload and not payload.startswith(typed.MAGIC):
+            payload, _points, good = decode_record(data)
+            if good == len(data) and payload and not payload.startswith(typed.MAGIC):
                 yield payload
 
     # -- the submitting side (event loop) -------------------------------------------------------
