@@ -125,8 +125,9 @@ def read(nodes: int, gpus: int, minutes: int, influx_nodes: int, repeat: int = 1
     with tempfile.TemporaryDirectory(dir=workdir or None) as tmp:
         store = EmbeddedStore(Path(tmp) / "ledger.sqlite")
         t = time.perf_counter()
-        # Numbers as columns, the texts as line protocol: full lines take the embedded store's slow parse
-        # (about 4,000 lines/s for these lines here), which would make loading the bench's longest part.
+        # Numbers as columns, the texts as line protocol: full lines go through the embedded store's parse
+        # (about 28,000 lines/s for these lines here, `bench store`'s ledger workload), which would still
+        # make loading the bench's longest part.
         numbers = {"interval_s": led.interval_ns / NS, "gpu_wh": led.gpu_wh, "host_wh": led.host_wh, "share": led.share,
                    **{f: getattr(led, f).astype(float) for f in _FLAGS}}
         for k in range(nodes * gpus):

@@ -5,7 +5,9 @@ Three workloads, the shapes the collector writes:
 - derived: the pipeline's cells, whole arrays per series (SERIES series x CELLS cells, one
   float field), as a step after an outage writes them;
 - snmp: SNMP polls, one row per reading (value and raw), thousands of small series blocks;
-- agent: agents' line protocol bodies (gpu_power, four fields), which arrive as text.
+- agent: agents' line protocol bodies (gpu_power, four fields), which arrive as text;
+- ledger: the job ledger's lines (schema.JOB_LEDGER: four string fields beside numbers and
+  booleans, 13 fields a line), which arrive as text.
 
 Each is written to a fresh embedded store (synchronous=FULL, as the collector runs it) three
 ways: `typed` (`write_batch`, the collector's path now), `text` (encoded to line protocol and
@@ -70,6 +72,27 @@ def _agent(nodes: int, samples: int, bodies: int) -> list[bytes]:
     return out
 
 
+def _ledger(nodes: int, minutes: int, bodies: int) -> list[bytes]:
+    """Job ledger records (one per GPU and minute) as agents send them, `bodies` writes."""
+    from puewatch.lineprotocol import encode_point
+
+    out = []
+    for k in range(bodies):
+        lines = []
+        for m in range(minutes):
+            t = T0 + ((k * minutes + m) * 60) * SECOND
+            for n in range(nodes):
+                for g in range(8):
+                    j = (n * 8 + g) // 4 + k
+                    lines.append(encode_point(schema.JOB_LEDGER, {"node": f"gpu-{n}", "gpu": str(g), "slot": "0"}, {
+                        "job": f"job-{j}", "tenant": f"tenant-{j % 7}", "source": "slurm",
+                        "gpu_model": "NVIDIA H100 80GB HBM3", "interval_s": 60.0, "gpu_wh": 5.0 + g + m * 0.01,
+                        "gpu_wh_estimated": False, "share": 1.0, "shared": False, "reserved_idle": m % 9 == 0,
+                        "host_wh": 0.9 + n * 0.001, "host_estimated": True, "host_unknown": False}, t))
+        out.append(("\n".join(lines) + "\n").encode())
+    return out
+
+
 def _values(batches: list[Batch]) -> int:
     return sum(sum(int(np.count_nonzero(np.isfinite(c)) if c.dtype.kind == "f" else c.shape[0])
                    for c in p.fields.values()) for b in batches for p in b.parts)
@@ -111,6 +134,7 @@ def run(series: int = 200, cells: int = 100, steps: int = 5) -> dict:
         "snmp": _snmp(100, 20, 10),
     }
     agent = _agent(64, 10, 4)
+    ledger = _ledger(32, 10, 4)
     out: dict = {"workloads": {}}
     with tempfile.TemporaryDirectory(prefix="puewatch-bench-store-") as tmp_name:
         tmp = Path(tmp_name)
@@ -135,6 +159,17 @@ def run(series: int = 200, cells: int = 100, steps: int = 5) -> dict:
             "text_points_per_s": round(values / t_text),
             "text_per_line_points_per_s": round(values / t_line),
         }
+        lines = sum(body.count(b"\n") for body in ledger)
+        values = lines * len(schema.JOB_LEDGER_FIELDS)
+        t_text = _time(tmp, "ledger-text", lambda s, b: s.write(b), ledger)
+        t_line = _time(tmp, "ledger-line", _per_line, ledger)
+        out["workloads"]["ledger"] = {
+            "lines": lines, "points": values,
+            "text_points_per_s": round(values / t_text),
+            "text_per_line_points_per_s": round(values / t_line),
+            "text_lines_per_s": round(lines / t_text),
+            "text_per_line_lines_per_s": round(lines / t_line),
+        }
     out["target_points_per_s"] = 200_000
     return out
 
@@ -145,6 +180,9 @@ def _table(r: dict) -> None:
     for name, w in r["workloads"].items():
         typed = f"{w['typed_points_per_s']:,}" if "typed_points_per_s" in w else "-"
         print(f"  {name:10} {w['points']:>9,} {typed:>12} {w['text_points_per_s']:>12,} {w['text_per_line_points_per_s']:>24,}")
+    if "ledger" in r["workloads"]:
+        w = r["workloads"]["ledger"]
+        print(f"  ledger lines/s: {w['text_lines_per_s']:,} text, {w['text_per_line_lines_per_s']:,} per line (before)")
     print(f"  target: {r['target_points_per_s']:,} points/s (the collector's ingest rate)")
 
 

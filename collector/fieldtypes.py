@@ -4,8 +4,11 @@ InfluxDB's 204 means (a line the store would refuse for its type is refused at i
 A field's type is InfluxDB's: float, integer, unsigned, string or boolean. It is fixed, in order:
 1. by puewatch's schema for the series puewatch defines (`puewatch.core.schema.FIELD_TYPES`:
    `gpu_power` fields are numbers, never whichever type a client wrote first);
-2. by what the store already holds (`learn()`, at start: the embedded store's `field_types` table, or an
-   InfluxDB's `SHOW FIELD KEYS`);
+2. by what the store already holds (`learn()`, at start: the embedded store's `field_types` table, or
+   InfluxDB 1.x's `SHOW FIELD KEYS`; the v2 write API cannot be asked: there, and when the store is
+   unreachable at start, a stored field's type is known from its first write here), and
+   by the lines acknowledged before a crash and still in the spool, not yet in the store
+   (`collector.main.ingest_field_types`: any store kind);
 3. otherwise by the first line that writes the field, in this body or an earlier request.
 
 InfluxDB keeps field types per shard; the collector keeps one type per measurement and field for

@@ -107,8 +107,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         "store",
         help="embedded store writes: typed batches vs line protocol text",
         description=(
-            "Writes the collector's shapes (the pipeline's cells, SNMP readings, agents' line protocol) to fresh "
-            "embedded stores as typed batches, as text parsed once into columns, and as text parsed line by line "
+            "Writes the collector's shapes (the pipeline's cells, SNMP readings, agents' line protocol, job ledger "
+            "lines with their string fields) to fresh embedded stores as typed batches, as text parsed once into "
+            "columns, and as text parsed line by line "
             "(the path before typed batches), and reports points/s of each, measured in the same run."
         ),
     )

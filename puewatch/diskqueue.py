@@ -516,6 +516,11 @@ class DiskQueue:
         with self._lock:
             return len(self._records)
 
+    def sealed(self) -> list[Record]:
+        """The sealed records now, oldest first (a copy: the queue may take them meanwhile)."""
+        with self._lock:
+            return list(self._records)
+
     @property
     def records_points(self) -> int:
         with self._lock:

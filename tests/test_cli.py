@@ -74,10 +74,12 @@ def test_bench_store_json_fields():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     w = report["workloads"]
-    assert set(w) == {"derived", "snmp", "agent"}
+    assert set(w) == {"derived", "snmp", "agent", "ledger"}
     assert w["derived"]["points"] == w["derived"]["lines"] == 20 * 10 * 2
+    assert w["ledger"]["points"] == w["ledger"]["lines"] * 13 and w["ledger"]["text_lines_per_s"] > 0
     for name, r in w.items():
-        keys = {"text_points_per_s", "text_per_line_points_per_s"} | ({"typed_points_per_s"} if name != "agent" else set())
+        keys = {"text_points_per_s", "text_per_line_points_per_s"} | (
+            {"typed_points_per_s"} if name not in ("agent", "ledger") else set())
         assert keys <= set(r) and all(r[k] > 0 for k in keys), name
     assert report["target_points_per_s"] == 200_000
     bad = run_cli("bench", "store", "--series", "0")

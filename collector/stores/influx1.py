@@ -393,6 +393,23 @@ class Influx1Store:
                         times.append(int(row[0]))
         return (min(times), max(times)) if times else None
 
+    def field_types(self) -> dict[tuple[str, str], str]:
+        """(measurement, field) -> InfluxDB type of what the database (its configured retention policy)
+        holds, from `SHOW FIELD KEYS`: what the collector's ingest check starts with. InfluxDB keeps
+        types per shard; a field with two types (an older shard holding another) is left out: the store
+        decides it."""
+        q = "SHOW FIELD KEYS" + (f" FROM {quote_ident(self.rp)}./.*/" if self.rp else "")
+        out: dict[tuple[str, str], str] = {}
+        twice: set[tuple[str, str]] = set()
+        for result in self.query(q):
+            for s in result.get("series", []):
+                for key, kind in s.get("values", []):
+                    if out.setdefault((s["name"], key), kind) != kind:
+                        twice.add((s["name"], key))
+        for k in twice:
+            del out[k]
+        return out
+
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         q = f"SHOW TAG VALUES FROM {quote_ident(measurement)} WITH KEY = {quote_ident(tag)}"
         out = set()

@@ -75,13 +75,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from puewatch.backoff import Backoff
 from puewatch.core import batch as typed
-from puewatch.diskqueue import DiskQueue, QueueFull, Record
+from puewatch.diskqueue import DiskQueue, QueueFull, Record, decode_record
 
 from .base import Store, StoreCorrupt, StoreFull, StoreRejected, StoreUnavailable
 from .isolate import bisect_write, split_lines
@@ -264,6 +264,22 @@ class StoreWriter:
         if self.durable and self._committer is None:
             self._committer = threading.Thread(target=self._commit_run, name=f"group-commit {self.store.name}", daemon=True)
             self._committer.start()
+
+    def spooled_line_protocol(self) -> Iterator[bytes]:
+        """The line protocol of the batches an earlier run left in the spool, oldest first: acknowledged
+        (204) and not yet in the store, so the field types ingest starts with must include theirs
+        (`collector.main.ingest_field_types`). Call before `start()`, while no batch leaves the spool.
+        Typed batches are left out: they hold the collector's own series, whose types the schema fixes.
+        A record that cannot be read or is damaged is passed over here; the writer drops and counts it
+        when it gets to it (`DiskQueue.read`)."""
+        for rec in self.spool.sealed():
+            try:
+                data = rec.path.read_bytes()
+            except OSError:
+                continue
+            payload, _points, good = decode_record(data)
+            if good == len(data) and payload and not payload.startswith(typed.MAGIC):
+                yield payload
 
     # -- the submitting side (event loop) -------------------------------------------------------
 

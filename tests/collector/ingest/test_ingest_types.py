@@ -87,3 +87,17 @@ def test_whole_body_and_line_by_line_paths_decide_types_alike():
             whole_path += 1
             assert dict(whole._known) == dict(by_line._known), body
     assert whole_path >= 50
+
+
+def test_lines_with_strings_on_the_whole_body_path_learn_each_field_and_nothing_inside_a_string():
+    # A string may hold `,` `=` and spaces shaped like fields: only the real fields get a type.
+    types = FieldTypes()
+    p = LineParser(types=types)
+    r = p.parse(f'led,n=a job="j, x=1i y=2",n=1i,ok=true {T}\nled,n=a job="k",n=2i,ok=false {T + 1}\n'.encode())
+    assert (r.lines, r.store_refused) == (2, 0)
+    assert (types.known("led", "job"), types.known("led", "n"), types.known("led", "ok")) == ("string", "integer", "boolean")
+    assert types.known("led", "x") is None and types.known("led", "y") is None
+    assert p.parse(f"led x=1.5,y=true {T + 2}\n".encode()).lines == 1
+    # A conflict inside one body among lines with strings is refused, the line named.
+    r = p.parse(f'led,n=b job="a b",n=3i {T + 3}\nled,n=b job="c",n=3.5 {T + 4}\nled,n=b job=1i {T + 5}\n'.encode())
+    assert (r.lines, r.store_refused) == (1, 2) and "line 2" in r.errors[0] and "line 3" in r.errors[1]

@@ -144,3 +144,18 @@ def test_influx1_with_authentication(influx_auth, auth):
     admin = Influx1Store(influx_auth.url, "site", user="admin", password="adminpass", auth=auth)
     t, v = admin.series("m", "f", {}, 0, 10**6)
     assert t.tolist() == [1000] and v.tolist() == [1.5]
+
+
+def test_influx1_field_types_are_what_the_database_holds_in_its_retention_policy(influx):
+    # What the collector's ingest check starts with (collector/main.py ingest_field_types).
+    influx.query("CREATE DATABASE ft")
+    influx.query('CREATE RETENTION POLICY "raw" ON ft DURATION 0s REPLICATION 1')
+    influx.write(b'm,t=a f=1.5,i=2i,s="x",b=true 1000\nother v=1 1000\n', "ft")
+    influx.write(b"m,t=a g=1i 1000\n", "ft", rp="raw")
+    assert Influx1Store(influx.url, "ft").field_types() == {
+        ("m", "f"): "float", ("m", "i"): "integer", ("m", "s"): "string", ("m", "b"): "boolean", ("other", "v"): "float"}
+    assert Influx1Store(influx.url, "ft", rp="raw").field_types() == {("m", "g"): "integer"}
+    influx.query("CREATE DATABASE empty")
+    assert Influx1Store(influx.url, "empty").field_types() == {}
+    with pytest.raises(StoreRejected, match="database not found"):
+        Influx1Store(influx.url, "missing").field_types()

@@ -124,6 +124,33 @@ def test_the_columnar_parser_reads_what_parse_line_reads():
     assert sorted(got) == [1, 4, 5, 6, 7, 10]
 
 
+def test_the_columnar_parser_reads_lines_with_strings_as_parse_line_does():
+    """Lines with string values (the job ledger's) take the columnar parser's regex path: each line
+    must read as parse_line reads it, including what a string may hold and a key given twice."""
+    lines = [b'job_ledger,gpu=0,node=n1 job="j, 1=x y",tenant="t\xc3\xa9",n=2i,u=3u,ok=true,f=1.5 10',
+             b'job_ledger,gpu=0,node=n1 job="",tenant="2",n=-4i,u=0u,ok=F,f=-2e3 11',
+             b'job_ledger,gpu=0,node=n1 tenant="a",job="b",n=1i,u=1u,ok=t,f=1 12',  # other order: its own block
+             b'job_ledger,gpu=0,node=n1 job="1.5",tenant="x",n=1.5,u=1u,ok=t,f=1 13',  # n a float: its own block
+             b'm s="dup",s="last" 14',
+             b'm s="a\nb" 15',  # a newline inside the string: one line
+             b'm s="a",n=1i',  # no timestamp
+             b'm s="esc \\" q",n=1i 17']
+    body = b"\n".join(lines) + b"\n"
+    blocks, errors = parse_columns(body, now_ns=99)
+    assert errors == []
+    got = {}
+    for block, linenos, types in blocks:
+        for i, n in enumerate(linenos):
+            got[n] = (block.measurement, block.tags, {k: (types[k], c[i]) for k, c in block.fields.items()},
+                      int(block.time_ns[i]))
+    assert sorted(got) == list(range(1, len(lines) + 1))
+    for n, line in enumerate(lines, 1):
+        p = parse_line(line)
+        fields = {k: (kind_of(v), v if isinstance(v, str) else float(v)) for k, v in p.fields.items()}
+        assert got[n] == (p.measurement, p.tags, fields, 99 if p.time_ns is None else p.time_ns), n
+    assert got[1][2]["job"] == ("string", "j, 1=x y") and got[1][2]["tenant"] == ("string", "t\u00e9")
+
+
 def _dump(path) -> list:
     db = sqlite3.connect(path)
     rows = db.execute("SELECT s.measurement, s.tagset, p.field, p.time_ns, p.value FROM points p JOIN series s "
