@@ -731,22 +731,16 @@ class EmbeddedStore:
         if not ids:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         self._check_kind(measurement, field, "number")
-        marks = ",".join("?" * len(ids))
         lo, hi = int(start_ns), int(end_ns)
         with self._lock:
             try:
                 self._db.execute("BEGIN")
-                chunks = self._db.execute(
-                    f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
-                    "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, field, lo, hi)).fetchall()
-                rows = self._db.execute(
-                    f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
-                    "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, field, lo, hi)).fetchall()
+                merged = self._numbers_by_series(ids, field, lo, hi)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-        parts = list(_merge_by_series(chunks, rows, lo, hi).values())
+        parts = list(merged.values())
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         if len(parts) == 1:
@@ -755,6 +749,21 @@ class EmbeddedStore:
         v = np.concatenate([p[1] for p in parts])
         order = np.argsort(t, kind="stable")
         return t[order], v[order]
+
+    def _numbers_by_series(self, ids: list[int], field: str, lo: int, hi: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """A numeric field's points lo <= t < hi per series: its chunks and rows merged (the row wins).
+
+        Called inside the caller's transaction, under the lock (a concurrent `compact()` moves
+        points between chunks and rows).
+        """
+        marks = ",".join("?" * len(ids))
+        chunks = self._db.execute(
+            f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
+            "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, field, lo, hi)).fetchall()
+        rows = self._db.execute(
+            f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
+            "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, field, lo, hi)).fetchall()
+        return _merge_by_series(chunks, rows, lo, hi)
 
     def _check_kind(self, measurement: str, field: str, kind: str) -> None:
         with self._lock:
@@ -829,13 +838,7 @@ class EmbeddedStore:
                                 t, v = t[order], v[order]
                             got[sid] = (t, v)
                         continue
-                    chunks = self._db.execute(
-                        f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
-                        "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, name, lo, hi)).fetchall()
-                    rows = self._db.execute(
-                        f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
-                        "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, name, lo, hi)).fetchall()
-                    per_field[name] = _merge_by_series(chunks, rows, lo, hi)
+                    per_field[name] = self._numbers_by_series(ids, name, lo, hi)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
