@@ -1088,9 +1088,10 @@ def parse_columns(body: bytes, now_ns: int | None = None
     Lines without a timestamp get `now_ns` (default: the clock). Blank lines and `#`
     comments are skipped.
 
-    Plain lines (the ingest parser's fast-path syntax) are cut with `split` (with string values:
-    a regular expression, as a string may hold `,` `=` and spaces) and grouped by their series
-    key's bytes, field names and value types; the rest go through `parse_line`, with its messages.
+    Plain lines (the ingest parser's fast-path syntax) are cut by one regular expression (a string
+    may hold `,` `=` and spaces), typed by `_plain_fields` and grouped by their series key's bytes,
+    field names and value types; the rest (and a plain line giving a field twice) go through
+    `parse_line`, with its messages.
     (Lines with strings went through `parse_line`, twice with `split_lines`' check: the job ledger's
     lines were stored about 3x slower than through this path.)
     """
@@ -1100,7 +1101,6 @@ def parse_columns(body: bytes, now_ns: int | None = None
     series: dict[bytes, tuple[str, dict[str, str]] | None] = {}
     shapes: dict[tuple, dict[str, str]] = {}  # (field names, types signature) -> field types
     line_re = _LINE_RE.fullmatch
-    bools = _BOOLS
     for lineno, line in enumerate(split_lines(body), 1):
         if not line or line[0] == 35 or line.isspace():  # '#'
             continue
@@ -1111,20 +1111,20 @@ def parse_columns(body: bytes, now_ns: int | None = None
             info = series.get(key, False)
             if info is False:
                 info = series[key] = _plain_series(key)
-        if info is not None and 34 in line:  # '"': string values, cut by a regular expression
-            field_set = line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)]
-            got = _string_fields(field_set)
+        if info is not None:
+            got = _plain_fields(line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)])
             if got is not None:
                 fields, sig = got
                 names = tuple(fields)
-                gkey = (key, names, sig, 1)
+                # Lines of one series and field names but other value types part.
+                gkey = (key, names, sig)
                 g = groups.get(gkey)
                 if g is None:
-                    types = shapes.get((names, sig, 1))
+                    types = shapes.get((names, sig))  # most series of a body share their field names and types
                     if types is None:
                         last = len(names) - 1  # the first field's code is the highest three bits
-                        types = shapes[(names, sig, 1)] = {k.decode(): _STRING_KINDS[(sig >> 3 * (last - j)) & 7]
-                                                           for j, k in enumerate(names)}
+                        types = shapes[(names, sig)] = {k.decode(): _PLAIN_KINDS[(sig >> 3 * (last - j)) & 7]
+                                                        for j, k in enumerate(names)}
                     g = groups[gkey] = (info[0], info[1], [], [], [], types)
                 if ts is None:
                     now_ns = now_ns or time.time_ns()
@@ -1132,37 +1132,6 @@ def parse_columns(body: bytes, now_ns: int | None = None
                 g[3].append(tuple(fields.values()))
                 g[4].append(lineno)
                 continue
-            info = None  # a field given twice: parse_line says what it is
-        if info is not None:
-            fields: dict[bytes, float] = {}
-            sig = 1  # the values' types, two bits each: lines of one series and field names but other types part
-            field_set = line[len(key) + 1 : m.start(2) - 1 if ts is not None else len(line)]
-            for item in field_set.split(b","):
-                k, _, v = item.partition(b"=")
-                last = v[-1]
-                if last < 65:  # ends in a digit or '.'
-                    fields[k] = float(v)
-                    sig <<= 2
-                elif last == 105 or last == 117:  # 1i, 1u
-                    fields[k] = float(int(v[:-1]))
-                    sig = (sig << 2) + (1 if last == 105 else 2)
-                else:
-                    fields[k] = 1.0 if bools[v] else 0.0
-                    sig = (sig << 2) + 3
-            names = tuple(fields)
-            gkey = (key, names, sig)
-            g = groups.get(gkey)
-            if g is None:
-                types = shapes.get((names, sig))  # most series of a body share their field names and types
-                if types is None:
-                    types = shapes[(names, sig)] = _plain_types(field_set)
-                g = groups[gkey] = (info[0], info[1], [], [], [], types)
-            if ts is None:
-                now_ns = now_ns or time.time_ns()
-            g[2].append(now_ns if ts is None else int(ts))
-            g[3].append(tuple(fields.values()))
-            g[4].append(lineno)
-            continue
         try:
             p = parse_line(line)
         except LineError as exc:
@@ -1193,16 +1162,17 @@ def parse_columns(body: bytes, now_ns: int | None = None
     return out, errors
 
 
-# A field of a fast-path line with string values (the line matched _LINE_RE: its strings hold no
-# quote, backslash or newline, its keys no separator): key, value.
+# A field of a fast-path line (it matched _LINE_RE: its strings hold no quote, backslash or newline,
+# its keys no separator; a string may hold `,` `=` and spaces): key, value.
 _STRING_ITEM_RE = re.compile(rb'([^,=]++)=("[^"]*+"|[^,]*+)')
-# The value type codes of `_string_fields`' signature, three bits each.
-_STRING_KINDS = ("float", "integer", "unsigned", "boolean", "string")
+# The value type codes of `_plain_fields`' signature, three bits each.
+_PLAIN_KINDS = ("float", "integer", "unsigned", "boolean", "string")
 
 
-def _string_fields(field_set: bytes) -> tuple[dict[bytes, float | str], int] | None:
-    """Values (numbers as floats, strings decoded) and type signature of a fast-path field set that holds
-    strings; None when a key is given twice (the slow parse then says which value or type counts)."""
+def _plain_fields(field_set: bytes) -> tuple[dict[bytes, float | str], int] | None:
+    """Values (numbers as floats, strings decoded) and type signature (a leading 1, then three bits a
+    field) of a fast-path field set; None when a key is given twice (the slow parse then says which
+    value or type counts). The one place the block parser types a value by its last byte."""
     fields: dict[bytes, float | str] = {}
     sig = 1
     n = 0
@@ -1222,15 +1192,6 @@ def _string_fields(field_set: bytes) -> tuple[dict[bytes, float | str], int] | N
             fields[k] = 1.0 if _BOOLS[v] else 0.0
             sig = (sig << 3) + 3
     return (fields, sig) if len(fields) == n else None
-
-
-def _plain_types(field_set: bytes) -> dict[str, str]:
-    """name -> InfluxDB type of a fast-path field set (no strings); a key given twice: its last type, as influxd."""
-    types: dict[str, str] = {}
-    for item in field_set.split(b","):
-        k, _, v = item.partition(b"=")
-        types[k.decode()] = _KIND_BY_LAST[v[-1]]  # where the name first came, as the values' dict
-    return types
 
 
 def column_kind(col: np.ndarray) -> str:
