@@ -334,6 +334,47 @@ _u = np.uint64
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
+    # The lead through the block's intervals [b0, b1), each interval read once: its running
+    # sums (see _add; an interval that is not valid adds zeros, as there) and the interval
+    # itself (see _put) into ring rows b0 + 1 .. b1, and the first i whose interval is not
+    # positive into bad. One flat tuple back (see _step).
+    m = ring.shape[0] - 1
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
+    tp = t[_u(b0)]
+    for i in range(b0, b1):
+        te = t[_u(i + 1)]
+        dt = te - tp
+        tp = te
+        if dt <= 0 and bad < 0:
+            bad = i + 1
+        x = a[_u(i)]
+        y = b[_u(i)]
+        ok = abs(x) < np.inf and abs(y) < np.inf
+        x = x if ok else 0.0
+        y = y if ok else 0.0
+        w = (min(ca[_u(i)], cb[_u(i)]) if has_cov else 1.0) if ok else 0.0
+        a_h, a_l = _dd_add(a_h, a_l, x)
+        b_h, b_l = _dd_add(b_h, b_l, y)
+        if has_cov:
+            c_h, c_l = _dd_add(c_h, c_l, w * dt if ok else 0.0)
+        elif ok:
+            ns += dt
+        r = _u((i + 1) & m)
+        ring[r, 0] = a_h
+        ring[r, 1] = a_l
+        ring[r, 2] = b_h
+        ring[r, 3] = b_l
+        ring[r, 4] = c_h
+        ring[r, 5] = c_l
+        ring_ns[r] = ns
+        ring[r, 6] = x
+        ring[r, 7] = y
+        ring[r, 8] = w
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns, bad
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
     # One window over the block's outputs [b0, b1) with its trail read from the ring: the
     # window (ws, t[i + 1]] is P_{i+1} - P_lo and the share of interval lo - 1 inside it
@@ -370,6 +411,61 @@ def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window, window_f, min_coverage, lo, b0,
+                b1, o0, o1):
+    # One window over the block's outputs [b0, b1), its start too far back for the ring: the
+    # trail (the prefix P_lo, kept in trail and trail_ns[0] between blocks) walks in registers
+    # with the parts of interval lo - 1 (see _run). The same operations in the same order as
+    # _window. Returns the window's start lo.
+    m = ring.shape[0] - 1
+    t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l = trail[0], trail[1], trail[2], trail[3], trail[4], trail[5]
+    t_ns = trail_ns[0]
+    px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
+    tl = t[_u(lo)]
+    for i in range(b0, b1):
+        ws = t[_u(i + 1)] - window
+        while tl < ws:
+            tn = t[_u(lo + 1)]
+            px = a[_u(lo)]
+            py = b[_u(lo)]
+            ok = abs(px) < np.inf and abs(py) < np.inf
+            px = px if ok else 0.0
+            py = py if ok else 0.0
+            pw = (min(ca[_u(lo)], cb[_u(lo)]) if has_cov else 1.0) if ok else 0.0
+            t_a_h, t_a_l = _dd_add(t_a_h, t_a_l, px)
+            t_b_h, t_b_l = _dd_add(t_b_h, t_b_l, py)
+            if has_cov:
+                t_c_h, t_c_l = _dd_add(t_c_h, t_c_l, pw * (tn - tl) if ok else 0.0)
+            elif ok:
+                t_ns += tn - tl
+            tl = tn
+            lo += 1
+        re = _u((i + 1) & m)
+        sa = (ring[re, 0] - t_a_h) + (ring[re, 1] - t_a_l)
+        sb = (ring[re, 2] - t_b_h) + (ring[re, 3] - t_b_l)
+        if has_cov:
+            covered = (ring[re, 4] - t_c_h) + (ring[re, 5] - t_c_l)
+        else:
+            covered = float(ring_ns[re] - t_ns)
+        if lo > 0:
+            overlap = tl - ws
+            if overlap > 0:
+                frac = overlap / (tl - t[_u(lo - 1)])
+                sa += px * frac
+                sb += py * frac
+                covered += pw * overlap
+        cov = covered / window_f
+        o1[_u(i)] = cov
+        r = sa / sb if sb > 0.0 else np.nan
+        if cov < min_coverage or not (abs(r) < np.inf):
+            r = np.nan
+        o0[_u(i)] = r
+    trail[0], trail[1], trail[2], trail[3], trail[4], trail[5] = t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l
+    trail_ns[0] = t_ns
+    return lo
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, ring_size, out0, out1):
     # One chunk of the series, a block at a time. The lead runs once for every window and
     # leaves its running sums (the prefixes P_k) in a ring. A window's trail is the prefix at
@@ -386,11 +482,8 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
-        for i in range(b0, b1):
-            if t[i + 1] <= t[i] and bad < 0:
-                bad = i + 1
-            lead = _add(t, a, b, ca, cb, has_cov, i, lead)
-            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i + 1, lead)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
+        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
         for w in range(nw):
             window = windows[w]
             window_f = float(window)
@@ -402,17 +495,8 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
                 lo = _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1)
                 _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, lo))
             else:
-                trail = (trails[w, 0], trails[w, 1], trails[w, 2], trails[w, 3], trails[w, 4], trails[w, 5],
-                         trails_ns[w])
-                for i in range(b0, b1):
-                    ws = t[i + 1] - window
-                    while t[lo] < ws:
-                        trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
-                        lo += 1
-                    x, y, c = _part(a, b, ca, cb, has_cov, lo - 1)
-                    _window(t, has_cov, _get(ring, ring_ns, i + 1), trail, lo, ws, x, y, c, window_f, min_coverage,
-                            i, o0, o1)
-                _keep_trail(trails, trails_ns, w, trail)
+                lo = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], window,
+                                 window_f, min_coverage, lo, b0, b1, o0, o1)
             los[w] = lo
     return bad
 
