@@ -301,18 +301,25 @@ def _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, 
     keep = i0 - ring.shape[0]  # rows at or before this one would be overwritten anyway
     k = los[longest_first[0]]
     for w in longest_first:
-        while k < los[w]:
-            if k > keep:
-                _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
-            lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-            k += 1
+        lead = _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k, los[w], lead)
+        k = los[w]
         _keep_trail(trails, trails_ns, w, lead)
-    while k < i0:
-        if k > keep:
-            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
-        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-        k += 1
+    lead = _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k, i0, lead)
     _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i0, lead)
+    return lead
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k0, k1, lead):
+    # The start-up lead s plus intervals [k0, k1), leaving the prefixes of rows after keep in
+    # the ring: the rows before would be overwritten anyway, so most of the walk (a month of
+    # intervals for a 30-day window) is sums alone.
+    k = min(max(k0, keep + 1), k1)
+    lead = _sums(t, a, b, ca, cb, has_cov, k0, k, lead)
+    if k < k1:
+        _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns, _ = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, k, k1, lead, -1)
+        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
     return lead
 
 
@@ -333,6 +340,45 @@ def _keep_trail(trails, trails_ns, w, s):
 _u = np.uint64
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _values(a, b, ca, cb, has_cov, k):
+    # Interval k (k >= 0) as the sums count it: numerator, denominator and coverage weight, all
+    # 0 where it is not valid (see _part).
+    # Selects, not branches: the compiler keeps the loops that call it free of jumps.
+    x = a[_u(k)]
+    y = b[_u(k)]
+    ok = (abs(x) < np.inf) & (abs(y) < np.inf)
+    w = min(ca[_u(k)], cb[_u(k)]) if has_cov else 1.0
+    return (x if ok else 0.0), (y if ok else 0.0), (w if ok else 0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns):
+    # A running sum (see _add) plus an interval of length dt read by _values. A zero added to
+    # a double-double sum leaves it as it was (its parts are never -0.0), as in _add.
+    a_h, a_l = _dd_add(a_h, a_l, x)
+    b_h, b_l = _dd_add(b_h, b_l, y)
+    if has_cov:
+        c_h, c_l = _dd_add(c_h, c_l, w * dt)
+    else:
+        ns += dt if w > 0.0 else 0
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
+    # The running sum s (see _add) plus intervals [k0, k1), as the lead adds them: the start-up
+    # walk to a chunk's first window start, with nothing to keep in the ring.
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
+    tp = t[_u(k0)]
+    for k in range(k0, k1):
+        te = t[_u(k + 1)]
+        x, y, w = _values(a, b, ca, cb, has_cov, k)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, te - tp, a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        tp = te
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     # The lead through the block's intervals [b0, b1), each interval read once: its running
@@ -348,18 +394,8 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
         tp = te
         if dt <= 0 and bad < 0:
             bad = i + 1
-        x = a[_u(i)]
-        y = b[_u(i)]
-        ok = abs(x) < np.inf and abs(y) < np.inf
-        x = x if ok else 0.0
-        y = y if ok else 0.0
-        w = (min(ca[_u(i)], cb[_u(i)]) if has_cov else 1.0) if ok else 0.0
-        a_h, a_l = _dd_add(a_h, a_l, x)
-        b_h, b_l = _dd_add(b_h, b_l, y)
-        if has_cov:
-            c_h, c_l = _dd_add(c_h, c_l, w * dt if ok else 0.0)
-        elif ok:
-            ns += dt
+        x, y, w = _values(a, b, ca, cb, has_cov, i)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
         r = _u((i + 1) & m)
         ring[r, 0] = a_h
         ring[r, 1] = a_l
@@ -426,18 +462,9 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
         ws = t[_u(i + 1)] - window
         while tl < ws:
             tn = t[_u(lo + 1)]
-            px = a[_u(lo)]
-            py = b[_u(lo)]
-            ok = abs(px) < np.inf and abs(py) < np.inf
-            px = px if ok else 0.0
-            py = py if ok else 0.0
-            pw = (min(ca[_u(lo)], cb[_u(lo)]) if has_cov else 1.0) if ok else 0.0
-            t_a_h, t_a_l = _dd_add(t_a_h, t_a_l, px)
-            t_b_h, t_b_l = _dd_add(t_b_h, t_b_l, py)
-            if has_cov:
-                t_c_h, t_c_l = _dd_add(t_c_h, t_c_l, pw * (tn - tl) if ok else 0.0)
-            elif ok:
-                t_ns += tn - tl
+            px, py, pw = _values(a, b, ca, cb, has_cov, lo)
+            t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = _plus(has_cov, px, py, pw, tn - tl, t_a_h, t_a_l, t_b_h,
+                                                                   t_b_l, t_c_h, t_c_l, t_ns)
             tl = tn
             lo += 1
         re = _u((i + 1) & m)
