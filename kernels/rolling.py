@@ -537,12 +537,12 @@ def _parallel(has_cov: bool):
     """
 
     @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, n_chunks, block, ring_size, out0, out1, bad):
+    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, cuts, block, ring_size, out0, out1, bad):
         n = a.shape[0]
         windows_f = windows.astype(np.float64)
-        for ch in prange(n_chunks):
-            i0 = ch * n // n_chunks
-            i1 = (ch + 1) * n // n_chunks
+        for ch in prange(cuts.shape[0] - 1):
+            i0 = cuts[ch]
+            i1 = cuts[ch + 1]
             bad[ch] = -1
             if i0 < i1:
                 if windows.shape[0] == 1:
@@ -582,6 +582,20 @@ def _n_chunks(t: np.ndarray, windows: np.ndarray) -> int:
     return 1 << (max(c, 1).bit_length() - 1)
 
 
+def _cuts(t: np.ndarray, windows: np.ndarray, n_chunks: int) -> np.ndarray:
+    """The chunks' first intervals, and n: every chunk but the first starts by running its lead
+    over the longest window, and walks that window's trail all along where the first chunk's
+    stands still for one window length; the first chunk takes on a third of that span more
+    (about what it costs the others, capped at one chunk), so that chunks take about as long as
+    each other. Set by the series and the windows alone, as the count (see _n_chunks)."""
+    n = t.shape[0] - 1
+    longest = n - _window_start(t, n - 1, int(windows.max())) if n > 0 else 0
+    head = min(longest // 3, n // n_chunks)
+    cuts = head + np.arange(n_chunks + 1, dtype=np.int64) * (n - head) // n_chunks
+    cuts[0] = 0
+    return cuts
+
+
 def _ring_size(t: np.ndarray, windows: np.ndarray) -> int:
     """Lead prefixes a chunk keeps: a power of two, more than a block (the windows read the
     block's lead from it), and room for the starts of the windows up to _RING intervals long
@@ -601,7 +615,8 @@ def _call(t, a, b, ca, cb, has_cov: bool, w, min_coverage: float, out0, out1) ->
     bad = np.empty(n_chunks, dtype=np.int64)
     longest_first = np.ascontiguousarray(np.argsort(-w, kind="stable"))
     ring_size = _ring_size(t, w)
-    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, n_chunks, _BLOCK, ring_size, out0, out1, bad)
+    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, _cuts(t, w, n_chunks), _BLOCK, ring_size, out0, out1,
+                  bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:
