@@ -410,40 +410,71 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     return a_h, a_l, b_h, b_l, c_h, c_l, ns, bad
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _advance(t, lo, ws):
+    # A window's start: the first boundary at or after ws, from lo on; and its time.
+    tl = t[_u(lo)]
+    while tl < ws:
+        lo += 1
+        tl = t[_u(lo)]
+    return lo, tl
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ring_out(t, has_cov, ring, ring_ns, re, lo, tl, ws, window_f, min_coverage):
+    # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (row re) - P_lo and
+    # the share of interval lo - 1 inside it (see _window; the same operations in the same
+    # order). Returns its coverage and ratio.
+    rl = _u(lo & (ring.shape[0] - 1))
+    sa = (ring[re, 0] - ring[rl, 0]) + (ring[re, 1] - ring[rl, 1])
+    sb = (ring[re, 2] - ring[rl, 2]) + (ring[re, 3] - ring[rl, 3])
+    if has_cov:
+        covered = (ring[re, 4] - ring[rl, 4]) + (ring[re, 5] - ring[rl, 5])
+    else:
+        covered = float(ring_ns[re] - ring_ns[rl])
+    if lo > 0:
+        overlap = tl - ws
+        if overlap > 0:
+            frac = overlap / (tl - t[_u(lo - 1)])
+            sa += ring[rl, 6] * frac
+            sb += ring[rl, 7] * frac
+            covered += ring[rl, 8] * overlap
+    cov = covered / window_f
+    r = sa / sb if sb > 0.0 else np.nan
+    if cov < min_coverage or not (abs(r) < np.inf):
+        r = np.nan
+    return cov, r
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
-    # One window over the block's outputs [b0, b1) with its trail read from the ring: the
-    # window (ws, t[i + 1]] is P_{i+1} - P_lo and the share of interval lo - 1 inside it
-    # (see _window; the same operations in the same order). Returns the window's start lo.
+    # One window over the block's outputs [b0, b1), its trail read from the ring. Returns the
+    # window's start lo.
     m = ring.shape[0] - 1
     for i in range(b0, b1):
         ws = t[_u(i + 1)] - window
-        tl = t[_u(lo)]
-        while tl < ws:
-            lo += 1
-            tl = t[_u(lo)]
-        rl = _u(lo & m)
-        re = _u((i + 1) & m)
-        sa = (ring[re, 0] - ring[rl, 0]) + (ring[re, 1] - ring[rl, 1])
-        sb = (ring[re, 2] - ring[rl, 2]) + (ring[re, 3] - ring[rl, 3])
-        if has_cov:
-            covered = (ring[re, 4] - ring[rl, 4]) + (ring[re, 5] - ring[rl, 5])
-        else:
-            covered = float(ring_ns[re] - ring_ns[rl])
-        if lo > 0:
-            overlap = tl - ws
-            if overlap > 0:
-                frac = overlap / (tl - t[_u(lo - 1)])
-                sa += ring[rl, 6] * frac
-                sb += ring[rl, 7] * frac
-                covered += ring[rl, 8] * overlap
-        cov = covered / window_f
-        o1[_u(i)] = cov
-        r = sa / sb if sb > 0.0 else np.nan
-        if cov < min_coverage or not (abs(r) < np.inf):
-            r = np.nan
-        o0[_u(i)] = r
+        lo, tl = _advance(t, lo, ws)
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, _u((i + 1) & m), lo, tl, ws, window_f,
+                                         min_coverage)
     return lo
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, window, window_f, lo, o0, o1, window2, window2_f,
+               lo2, o20, o21):
+    # Two windows over the block's outputs (see _ring_block) in one pass: the end's time and
+    # the lead's row are read once for both. Returns both windows' starts.
+    m = ring.shape[0] - 1
+    for i in range(b0, b1):
+        te = t[_u(i + 1)]
+        re = _u((i + 1) & m)
+        ws = te - window
+        lo, tl = _advance(t, lo, ws)
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, re, lo, tl, ws, window_f, min_coverage)
+        ws2 = te - window2
+        lo2, tl2 = _advance(t, lo2, ws2)
+        o21[_u(i)], o20[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, re, lo2, tl2, ws2, window2_f, min_coverage)
+    return lo, lo2
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -505,26 +536,37 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
     trails = np.empty((nw, 6))
     trails_ns = np.empty(nw, dtype=np.int64)
     los = np.empty(nw, dtype=np.int64)
+    in_ring = np.empty(nw, dtype=np.int64)
     lead = _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, trails, trails_ns, los)
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
         a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
         lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        # Windows whose starts the ring holds (rows (b1 - ring_size, b1]) read their trails from it,
+        # two at a time; the others walk theirs.
+        n_ring = 0
         for w in range(nw):
-            window = windows[w]
-            window_f = float(window)
-            o0 = out0[w]
-            o1 = out1[w]
             lo = los[w]
             if lo > b1 - ring_size:
-                # The ring holds rows (b1 - ring_size, b1]: every start this block reaches.
-                lo = _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1)
-                _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, lo))
+                in_ring[n_ring] = w
+                n_ring += 1
             else:
-                lo = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], window,
-                                 window_f, min_coverage, lo, b0, b1, o0, o1)
-            los[w] = lo
+                los[w] = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], windows[w],
+                                     float(windows[w]), min_coverage, lo, b0, b1, out0[w], out1[w])
+        for j in range(0, n_ring - 1, 2):
+            w = in_ring[j]
+            w2 = in_ring[j + 1]
+            los[w], los[w2] = _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, windows[w], float(windows[w]),
+                                         los[w], out0[w], out1[w], windows[w2], float(windows[w2]), los[w2], out0[w2],
+                                         out1[w2])
+        if n_ring % 2:
+            w = in_ring[n_ring - 1]
+            los[w] = _ring_block(t, has_cov, ring, ring_ns, windows[w], float(windows[w]), min_coverage, los[w], b0, b1,
+                                 out0[w], out1[w])
+        for j in range(n_ring):
+            w = in_ring[j]
+            _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, los[w]))
     return bad
 
 
