@@ -46,6 +46,12 @@ class RollingRatio(NamedTuple):
     coverage: np.ndarray  # float64 (n_windows, n): share of the window where both were valid
 
 
+# An index known to be >= 0, as unsigned: Numba then emits no wraparound for negative indices
+# (a compare and a select per access, a fifth of the windows' instructions). Only for indexing:
+# mixed with int64 arithmetic, uint64 would give float64.
+_u = np.uint64
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _dd_add(hi, lo, x):
     # Double-double accumulate: (hi, lo) += x with Knuth's TwoSum; hi + lo keeps
@@ -258,7 +264,7 @@ def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
 
 @njit(cache=True, nogil=True, inline="always")
 def _get(ring, ring_ns, k):
-    r = k & (ring.shape[0] - 1)
+    r = _u(k & (ring.shape[0] - 1))
     return ring[r, 0], ring[r, 1], ring[r, 2], ring[r, 3], ring[r, 4], ring[r, 5], ring_ns[r]
 
 
@@ -332,12 +338,6 @@ def _keep_trail(trails, trails_ns, w, s):
     trails[w, 4] = s[4]
     trails[w, 5] = s[5]
     trails_ns[w] = s[6]
-
-
-# An index known to be >= 0, as unsigned: Numba then emits no wraparound for negative indices
-# (a compare and a select per access, a fifth of the windows' instructions). Only for indexing:
-# mixed with int64 arithmetic, uint64 would give float64.
-_u = np.uint64
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -421,17 +421,17 @@ def _advance(t, lo, ws):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _ring_out(t, has_cov, ring, ring_ns, re, lo, tl, ws, window_f, min_coverage):
-    # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (row re) - P_lo and
-    # the share of interval lo - 1 inside it (see _window; the same operations in the same
-    # order). Returns its coverage and ratio.
+def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage):
+    # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (lead, see _get) -
+    # P_lo and the share of interval lo - 1 inside it (see _window; the same operations in the
+    # same order). Returns its coverage and ratio.
     rl = _u(lo & (ring.shape[0] - 1))
-    sa = (ring[re, 0] - ring[rl, 0]) + (ring[re, 1] - ring[rl, 1])
-    sb = (ring[re, 2] - ring[rl, 2]) + (ring[re, 3] - ring[rl, 3])
+    sa = (lead[0] - ring[rl, 0]) + (lead[1] - ring[rl, 1])
+    sb = (lead[2] - ring[rl, 2]) + (lead[3] - ring[rl, 3])
     if has_cov:
-        covered = (ring[re, 4] - ring[rl, 4]) + (ring[re, 5] - ring[rl, 5])
+        covered = (lead[4] - ring[rl, 4]) + (lead[5] - ring[rl, 5])
     else:
-        covered = float(ring_ns[re] - ring_ns[rl])
+        covered = float(lead[6] - ring_ns[rl])
     if lo > 0:
         overlap = tl - ws
         if overlap > 0:
@@ -454,7 +454,7 @@ def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b
     for i in range(b0, b1):
         ws = t[_u(i + 1)] - window
         lo, tl = _advance(t, lo, ws)
-        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, _u((i + 1) & m), lo, tl, ws, window_f,
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, _get(ring, ring_ns, i + 1), lo, tl, ws, window_f,
                                          min_coverage)
     return lo
 
@@ -464,16 +464,15 @@ def _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, window, window_f
                lo2, o20, o21):
     # Two windows over the block's outputs (see _ring_block) in one pass: the end's time and
     # the lead's row are read once for both. Returns both windows' starts.
-    m = ring.shape[0] - 1
     for i in range(b0, b1):
         te = t[_u(i + 1)]
-        re = _u((i + 1) & m)
+        lead = _get(ring, ring_ns, i + 1)
         ws = te - window
         lo, tl = _advance(t, lo, ws)
-        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, re, lo, tl, ws, window_f, min_coverage)
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage)
         ws2 = te - window2
         lo2, tl2 = _advance(t, lo2, ws2)
-        o21[_u(i)], o20[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, re, lo2, tl2, ws2, window2_f, min_coverage)
+        o21[_u(i)], o20[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo2, tl2, ws2, window2_f, min_coverage)
     return lo, lo2
 
 
