@@ -24,11 +24,14 @@ the window's start (the trail's last step): the kernel is bound by
 instructions, not memory, so nothing is loaded or checked twice. Several windows share one lead: it runs once, block by block, and
 leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
-ring while the start is still in it, walked in registers for windows longer
-than the ring. The times are checked (strictly increasing) in the same pass.
+ring while the start is still in it (two windows a pass, sharing the lead's
+row), walked in registers for windows longer than the ring. The times are
+checked (strictly increasing) in the same pass. Indices known to be >= 0 are
+unsigned, so no code for negative ones runs in the loops.
 Long series are cut into chunks that run in parallel, each starting
-from exact sums; the cut depends on the series and the windows, never on the
-number of threads, so neither do the results' last bits.
+from exact sums (the first chunk a little longer: the others first run their
+lead over the longest window); the cut depends on the series and the windows,
+never on the number of threads, so neither do the results' last bits.
 """
 
 from __future__ import annotations
@@ -76,34 +79,9 @@ def _window_start(t, i, window):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _interval(t, a, b, ca, cb, has_cov, k):
-    # Interval k's contributions: (numerator, denominator, covered as float, covered ns, valid).
-    x = a[k]
-    y = b[k]
-    ok = abs(x) < np.inf and abs(y) < np.inf
-    dt = t[k + 1] - t[k]
-    if not ok:
-        return 0.0, 0.0, 0.0, 0, False
-    if has_cov:
-        return x, y, min(ca[k], cb[k]) * dt, 0, True
-    return x, y, 0.0, dt, True
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add(t, a, b, ca, cb, has_cov, k, s):
-    # Interval k added to a running sum s = (num hi, num lo, den hi, den lo, covered hi,
-    # covered lo, covered ns): the lead's and the trail's step.
-    x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, k)
-    a_h, a_l = _dd_add(s[0], s[1], x)
-    b_h, b_l = _dd_add(s[2], s[3], y)
-    c_h, c_l = _dd_add(s[4], s[5], c) if has_cov else (s[4], s[5])
-    return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + c_ns
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _step(a, b, ca, cb, has_cov, k, dt, s):
     # Interval k, of length dt (the caller keeps the times in registers), added to the
-    # running sum s (see _add); also returned as a window starting inside it counts it:
+    # running sum s (see _plus); also returned as a window starting inside it counts it:
     # numerator, denominator, coverage weight (all 0 where not valid) and its length.
     # One flat tuple: Numba's array analysis rejects a tuple nested in an inlined result.
     x = a[k]
@@ -120,7 +98,7 @@ def _step(a, b, ca, cb, has_cov, k, dt, s):
 
 @njit(cache=True, nogil=True, inline="always")
 def _store(st, ist, which, s):
-    # Running sum s (see _add) into the state arrays: which 0 = lead, 1 = trail.
+    # Running sum s (see _plus) into the state arrays: which 0 = lead, 1 = trail.
     k = 6 * which
     st[k] = s[0]
     st[k + 1] = s[1]
@@ -198,9 +176,7 @@ def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
     # later are added by the run, whose trail then passes them if they start
     # before the window.
     lo = min(_window_start(t, i0, window), i0)
-    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
-    for k in range(lo, i0):
-        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
+    lead = _sums(t, a, b, ca, cb, has_cov, lo, i0, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     _store(st, ist, 0, lead)
     _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     ist[0] = lo
@@ -247,7 +223,7 @@ def _part(a, b, ca, cb, has_cov, k):
 
 @njit(cache=True, nogil=True, inline="always")
 def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
-    # Running sum s (see _add), the prefix P_k, and interval k - 1 into ring row k.
+    # Running sum s (see _plus), the prefix P_k, and interval k - 1 into ring row k.
     r = k & (ring.shape[0] - 1)
     ring[r, 0] = s[0]
     ring[r, 1] = s[1]
@@ -266,33 +242,6 @@ def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
 def _get(ring, ring_ns, k):
     r = _u(k & (ring.shape[0] - 1))
     return ring[r, 0], ring[r, 1], ring[r, 2], ring[r, 3], ring[r, 4], ring[r, 5], ring_ns[r]
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _window(t, has_cov, lead, trail, lo, ws, x, y, c, window_f, min_coverage, i, out0, out1):
-    # The window (ws, t[i + 1]]: its whole intervals [lo, i] as lead - trail, and the share of
-    # interval lo - 1 (x, y and coverage weight c, all 0 where not valid) inside it.
-    sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
-    sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
-    if has_cov:
-        covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
-    else:
-        covered = float(lead[6] - trail[6])
-    if lo > 0:
-        overlap = t[lo] - ws
-        if overlap > 0:
-            frac = overlap / (t[lo] - t[lo - 1])
-            sa += x * frac
-            sb += y * frac
-            covered += c * overlap
-    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
-    # the threshold itself) must come out exact.
-    cov = covered / window_f
-    out1[i] = cov
-    r = sa / sb if sb > 0.0 else np.nan
-    if cov < min_coverage or not (abs(r) < np.inf):
-        r = np.nan
-    out0[i] = r
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -354,8 +303,10 @@ def _values(a, b, ca, cb, has_cov, k):
 
 @njit(cache=True, nogil=True, inline="always")
 def _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns):
-    # A running sum (see _add) plus an interval of length dt read by _values. A zero added to
-    # a double-double sum leaves it as it was (its parts are never -0.0), as in _add.
+    # A running sum (num hi, num lo, den hi, den lo, covered hi, covered lo, covered ns) plus
+    # an interval of length dt read by _values: the lead's and the trail's step. An interval
+    # that is not valid adds zeros, which leave a double-double sum as it was (its parts are
+    # never -0.0).
     a_h, a_l = _dd_add(a_h, a_l, x)
     b_h, b_l = _dd_add(b_h, b_l, y)
     if has_cov:
@@ -367,7 +318,7 @@ def _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns):
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
-    # The running sum s (see _add) plus intervals [k0, k1), as the lead adds them: the start-up
+    # The running sum s (see _plus) plus intervals [k0, k1), as the lead adds them: the start-up
     # walk to a chunk's first window start, with nothing to keep in the ring.
     a_h, a_l, b_h, b_l, c_h, c_l, ns = s
     tp = t[_u(k0)]
@@ -382,9 +333,8 @@ def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     # The lead through the block's intervals [b0, b1), each interval read once: its running
-    # sums (see _add; an interval that is not valid adds zeros, as there) and the interval
-    # itself (see _put) into ring rows b0 + 1 .. b1, and the first i whose interval is not
-    # positive into bad. One flat tuple back (see _step).
+    # sums (see _plus) and the interval itself (see _put) into ring rows b0 + 1 .. b1, and the
+    # first i whose interval is not positive into bad. One flat tuple back (see _step).
     m = ring.shape[0] - 1
     a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
     tp = t[_u(b0)]
@@ -423,8 +373,8 @@ def _advance(t, lo, ws):
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage):
     # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (lead, see _get) -
-    # P_lo and the share of interval lo - 1 inside it (see _window; the same operations in the
-    # same order). Returns its coverage and ratio.
+    # P_lo and the share of interval lo - 1 inside it (the straddling interval counts in
+    # proportion to its overlap). Returns its coverage and ratio.
     rl = _u(lo & (ring.shape[0] - 1))
     sa = (lead[0] - ring[rl, 0]) + (lead[1] - ring[rl, 1])
     sb = (lead[2] - ring[rl, 2]) + (lead[3] - ring[rl, 3])
@@ -439,6 +389,8 @@ def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverag
             sa += ring[rl, 6] * frac
             sb += ring[rl, 7] * frac
             covered += ring[rl, 8] * overlap
+    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
+    # the threshold itself) must come out exact.
     cov = covered / window_f
     r = sa / sb if sb > 0.0 else np.nan
     if cov < min_coverage or not (abs(r) < np.inf):
@@ -482,7 +434,7 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
     # One window over the block's outputs [b0, b1), its start too far back for the ring: the
     # trail (the prefix P_lo, kept in trail and trail_ns[0] between blocks) walks in registers
     # with the parts of interval lo - 1 (see _run). The same operations in the same order as
-    # _window. Returns the window's start lo.
+    # _ring_out. Returns the window's start lo.
     m = ring.shape[0] - 1
     t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l = trail[0], trail[1], trail[2], trail[3], trail[4], trail[5]
     t_ns = trail_ns[0]
