@@ -24,11 +24,14 @@ the window's start (the trail's last step): the kernel is bound by
 instructions, not memory, so nothing is loaded or checked twice. Several windows share one lead: it runs once, block by block, and
 leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
-ring while the start is still in it, walked in registers for windows longer
-than the ring. The times are checked (strictly increasing) in the same pass.
+ring while the start is still in it (two windows a pass, sharing the lead's
+row), walked in registers for windows longer than the ring. The times are
+checked (strictly increasing) in the same pass. Indices known to be >= 0 are
+unsigned, so no code for negative ones runs in the loops.
 Long series are cut into chunks that run in parallel, each starting
-from exact sums; the cut depends on the series and the windows, never on the
-number of threads, so neither do the results' last bits.
+from exact sums (the first chunk a little longer: the others first run their
+lead over the longest window); the cut depends on the series and the windows,
+never on the number of threads, so neither do the results' last bits.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ from puewatch.kernels import _validate as v
 class RollingRatio(NamedTuple):
     ratio: np.ndarray  # float64 (n_windows, n): sum(num) / sum(den) over the window; NaN when unknown
     coverage: np.ndarray  # float64 (n_windows, n): share of the window where both were valid
+
+
+# An index known to be >= 0, as unsigned: Numba then emits no wraparound for negative indices
+# (a compare and a select per access, a fifth of the windows' instructions). Only for indexing:
+# mixed with int64 arithmetic, uint64 would give float64.
+_u = np.uint64
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -70,34 +79,9 @@ def _window_start(t, i, window):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _interval(t, a, b, ca, cb, has_cov, k):
-    # Interval k's contributions: (numerator, denominator, covered as float, covered ns, valid).
-    x = a[k]
-    y = b[k]
-    ok = abs(x) < np.inf and abs(y) < np.inf
-    dt = t[k + 1] - t[k]
-    if not ok:
-        return 0.0, 0.0, 0.0, 0, False
-    if has_cov:
-        return x, y, min(ca[k], cb[k]) * dt, 0, True
-    return x, y, 0.0, dt, True
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add(t, a, b, ca, cb, has_cov, k, s):
-    # Interval k added to a running sum s = (num hi, num lo, den hi, den lo, covered hi,
-    # covered lo, covered ns): the lead's and the trail's step.
-    x, y, c, c_ns, ok = _interval(t, a, b, ca, cb, has_cov, k)
-    a_h, a_l = _dd_add(s[0], s[1], x)
-    b_h, b_l = _dd_add(s[2], s[3], y)
-    c_h, c_l = _dd_add(s[4], s[5], c) if has_cov else (s[4], s[5])
-    return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + c_ns
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _step(a, b, ca, cb, has_cov, k, dt, s):
     # Interval k, of length dt (the caller keeps the times in registers), added to the
-    # running sum s (see _add); also returned as a window starting inside it counts it:
+    # running sum s (see _plus); also returned as a window starting inside it counts it:
     # numerator, denominator, coverage weight (all 0 where not valid) and its length.
     # One flat tuple: Numba's array analysis rejects a tuple nested in an inlined result.
     x = a[k]
@@ -114,7 +98,7 @@ def _step(a, b, ca, cb, has_cov, k, dt, s):
 
 @njit(cache=True, nogil=True, inline="always")
 def _store(st, ist, which, s):
-    # Running sum s (see _add) into the state arrays: which 0 = lead, 1 = trail.
+    # Running sum s (see _plus) into the state arrays: which 0 = lead, 1 = trail.
     k = 6 * which
     st[k] = s[0]
     st[k + 1] = s[1]
@@ -192,9 +176,7 @@ def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
     # later are added by the run, whose trail then passes them if they start
     # before the window.
     lo = min(_window_start(t, i0, window), i0)
-    lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
-    for k in range(lo, i0):
-        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
+    lead = _sums(t, a, b, ca, cb, has_cov, lo, i0, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     _store(st, ist, 0, lead)
     _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
     ist[0] = lo
@@ -241,7 +223,7 @@ def _part(a, b, ca, cb, has_cov, k):
 
 @njit(cache=True, nogil=True, inline="always")
 def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
-    # Running sum s (see _add), the prefix P_k, and interval k - 1 into ring row k.
+    # Running sum s (see _plus), the prefix P_k, and interval k - 1 into ring row k.
     r = k & (ring.shape[0] - 1)
     ring[r, 0] = s[0]
     ring[r, 1] = s[1]
@@ -258,35 +240,8 @@ def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
 
 @njit(cache=True, nogil=True, inline="always")
 def _get(ring, ring_ns, k):
-    r = k & (ring.shape[0] - 1)
+    r = _u(k & (ring.shape[0] - 1))
     return ring[r, 0], ring[r, 1], ring[r, 2], ring[r, 3], ring[r, 4], ring[r, 5], ring_ns[r]
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _window(t, has_cov, lead, trail, lo, ws, x, y, c, window_f, min_coverage, i, out0, out1):
-    # The window (ws, t[i + 1]]: its whole intervals [lo, i] as lead - trail, and the share of
-    # interval lo - 1 (x, y and coverage weight c, all 0 where not valid) inside it.
-    sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
-    sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
-    if has_cov:
-        covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
-    else:
-        covered = float(lead[6] - trail[6])
-    if lo > 0:
-        overlap = t[lo] - ws
-        if overlap > 0:
-            frac = overlap / (t[lo] - t[lo - 1])
-            sa += x * frac
-            sb += y * frac
-            covered += c * overlap
-    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
-    # the threshold itself) must come out exact.
-    cov = covered / window_f
-    out1[i] = cov
-    r = sa / sb if sb > 0.0 else np.nan
-    if cov < min_coverage or not (abs(r) < np.inf):
-        r = np.nan
-    out0[i] = r
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -301,18 +256,25 @@ def _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, 
     keep = i0 - ring.shape[0]  # rows at or before this one would be overwritten anyway
     k = los[longest_first[0]]
     for w in longest_first:
-        while k < los[w]:
-            if k > keep:
-                _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
-            lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-            k += 1
+        lead = _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k, los[w], lead)
+        k = los[w]
         _keep_trail(trails, trails_ns, w, lead)
-    while k < i0:
-        if k > keep:
-            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
-        lead = _add(t, a, b, ca, cb, has_cov, k, lead)
-        k += 1
+    lead = _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k, i0, lead)
     _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i0, lead)
+    return lead
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k0, k1, lead):
+    # The start-up lead s plus intervals [k0, k1), leaving the prefixes of rows after keep in
+    # the ring: the rows before would be overwritten anyway, so most of the walk (a month of
+    # intervals for a 30-day window) is sums alone.
+    k = min(max(k0, keep + 1), k1)
+    lead = _sums(t, a, b, ca, cb, has_cov, k0, k, lead)
+    if k < k1:
+        _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, lead)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns, _ = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, k, k1, lead, -1)
+        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
     return lead
 
 
@@ -325,6 +287,191 @@ def _keep_trail(trails, trails_ns, w, s):
     trails[w, 4] = s[4]
     trails[w, 5] = s[5]
     trails_ns[w] = s[6]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _values(a, b, ca, cb, has_cov, k):
+    # Interval k (k >= 0) as the sums count it: numerator, denominator and coverage weight, all
+    # 0 where it is not valid (see _part).
+    # Selects, not branches: the compiler keeps the loops that call it free of jumps.
+    x = a[_u(k)]
+    y = b[_u(k)]
+    ok = (abs(x) < np.inf) & (abs(y) < np.inf)
+    w = min(ca[_u(k)], cb[_u(k)]) if has_cov else 1.0
+    return (x if ok else 0.0), (y if ok else 0.0), (w if ok else 0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns):
+    # A running sum (num hi, num lo, den hi, den lo, covered hi, covered lo, covered ns) plus
+    # an interval of length dt read by _values: the lead's and the trail's step. An interval
+    # that is not valid adds zeros, which leave a double-double sum as it was (its parts are
+    # never -0.0).
+    a_h, a_l = _dd_add(a_h, a_l, x)
+    b_h, b_l = _dd_add(b_h, b_l, y)
+    if has_cov:
+        c_h, c_l = _dd_add(c_h, c_l, w * dt)
+    else:
+        ns += dt if w > 0.0 else 0
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
+    # The running sum s (see _plus) plus intervals [k0, k1), as the lead adds them: the start-up
+    # walk to a chunk's first window start, with nothing to keep in the ring.
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
+    tp = t[_u(k0)]
+    for k in range(k0, k1):
+        te = t[_u(k + 1)]
+        x, y, w = _values(a, b, ca, cb, has_cov, k)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, te - tp, a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        tp = te
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
+    # The lead through the block's intervals [b0, b1), each interval read once: its running
+    # sums (see _plus) and the interval itself (see _put) into ring rows b0 + 1 .. b1, and the
+    # first i whose interval is not positive into bad. One flat tuple back (see _step).
+    m = ring.shape[0] - 1
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
+    tp = t[_u(b0)]
+    for i in range(b0, b1):
+        te = t[_u(i + 1)]
+        dt = te - tp
+        tp = te
+        if dt <= 0 and bad < 0:
+            bad = i + 1
+        x, y, w = _values(a, b, ca, cb, has_cov, i)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        r = _u((i + 1) & m)
+        ring[r, 0] = a_h
+        ring[r, 1] = a_l
+        ring[r, 2] = b_h
+        ring[r, 3] = b_l
+        ring[r, 4] = c_h
+        ring[r, 5] = c_l
+        ring_ns[r] = ns
+        ring[r, 6] = x
+        ring[r, 7] = y
+        ring[r, 8] = w
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns, bad
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _advance(t, lo, ws):
+    # A window's start: the first boundary at or after ws, from lo on; and its time.
+    tl = t[_u(lo)]
+    while tl < ws:
+        lo += 1
+        tl = t[_u(lo)]
+    return lo, tl
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage):
+    # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (lead, see _get) -
+    # P_lo and the share of interval lo - 1 inside it (the straddling interval counts in
+    # proportion to its overlap). Returns its coverage and ratio.
+    rl = _u(lo & (ring.shape[0] - 1))
+    sa = (lead[0] - ring[rl, 0]) + (lead[1] - ring[rl, 1])
+    sb = (lead[2] - ring[rl, 2]) + (lead[3] - ring[rl, 3])
+    if has_cov:
+        covered = (lead[4] - ring[rl, 4]) + (lead[5] - ring[rl, 5])
+    else:
+        covered = float(lead[6] - ring_ns[rl])
+    if lo > 0:
+        overlap = tl - ws
+        if overlap > 0:
+            frac = overlap / (tl - t[_u(lo - 1)])
+            sa += ring[rl, 6] * frac
+            sb += ring[rl, 7] * frac
+            covered += ring[rl, 8] * overlap
+    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
+    # the threshold itself) must come out exact.
+    cov = covered / window_f
+    r = sa / sb if sb > 0.0 else np.nan
+    if cov < min_coverage or not (abs(r) < np.inf):
+        r = np.nan
+    return cov, r
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
+    # One window over the block's outputs [b0, b1), its trail read from the ring. Returns the
+    # window's start lo.
+    m = ring.shape[0] - 1
+    for i in range(b0, b1):
+        ws = t[_u(i + 1)] - window
+        lo, tl = _advance(t, lo, ws)
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, _get(ring, ring_ns, i + 1), lo, tl, ws, window_f,
+                                         min_coverage)
+    return lo
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, window, window_f, lo, o0, o1, window2, window2_f,
+               lo2, o20, o21):
+    # Two windows over the block's outputs (see _ring_block) in one pass: the end's time and
+    # the lead's row are read once for both. Returns both windows' starts.
+    for i in range(b0, b1):
+        te = t[_u(i + 1)]
+        lead = _get(ring, ring_ns, i + 1)
+        ws = te - window
+        lo, tl = _advance(t, lo, ws)
+        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage)
+        ws2 = te - window2
+        lo2, tl2 = _advance(t, lo2, ws2)
+        o21[_u(i)], o20[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo2, tl2, ws2, window2_f, min_coverage)
+    return lo, lo2
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window, window_f, min_coverage, lo, b0,
+                b1, o0, o1):
+    # One window over the block's outputs [b0, b1), its start too far back for the ring: the
+    # trail (the prefix P_lo, kept in trail and trail_ns[0] between blocks) walks in registers
+    # with the parts of interval lo - 1 (see _run). The same operations in the same order as
+    # _ring_out. Returns the window's start lo.
+    m = ring.shape[0] - 1
+    t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l = trail[0], trail[1], trail[2], trail[3], trail[4], trail[5]
+    t_ns = trail_ns[0]
+    px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
+    tl = t[_u(lo)]
+    for i in range(b0, b1):
+        ws = t[_u(i + 1)] - window
+        while tl < ws:
+            tn = t[_u(lo + 1)]
+            px, py, pw = _values(a, b, ca, cb, has_cov, lo)
+            t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = _plus(has_cov, px, py, pw, tn - tl, t_a_h, t_a_l, t_b_h,
+                                                                   t_b_l, t_c_h, t_c_l, t_ns)
+            tl = tn
+            lo += 1
+        re = _u((i + 1) & m)
+        sa = (ring[re, 0] - t_a_h) + (ring[re, 1] - t_a_l)
+        sb = (ring[re, 2] - t_b_h) + (ring[re, 3] - t_b_l)
+        if has_cov:
+            covered = (ring[re, 4] - t_c_h) + (ring[re, 5] - t_c_l)
+        else:
+            covered = float(ring_ns[re] - t_ns)
+        if lo > 0:
+            overlap = tl - ws
+            if overlap > 0:
+                frac = overlap / (tl - t[_u(lo - 1)])
+                sa += px * frac
+                sb += py * frac
+                covered += pw * overlap
+        cov = covered / window_f
+        o1[_u(i)] = cov
+        r = sa / sb if sb > 0.0 else np.nan
+        if cov < min_coverage or not (abs(r) < np.inf):
+            r = np.nan
+        o0[_u(i)] = r
+    trail[0], trail[1], trail[2], trail[3], trail[4], trail[5] = t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l
+    trail_ns[0] = t_ns
+    return lo
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -340,45 +487,37 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
     trails = np.empty((nw, 6))
     trails_ns = np.empty(nw, dtype=np.int64)
     los = np.empty(nw, dtype=np.int64)
+    in_ring = np.empty(nw, dtype=np.int64)
     lead = _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, trails, trails_ns, los)
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
-        for i in range(b0, b1):
-            if t[i + 1] <= t[i] and bad < 0:
-                bad = i + 1
-            lead = _add(t, a, b, ca, cb, has_cov, i, lead)
-            _put(t, a, b, ca, cb, has_cov, ring, ring_ns, i + 1, lead)
+        a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
+        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        # Windows whose starts the ring holds (rows (b1 - ring_size, b1]) read their trails from it,
+        # two at a time; the others walk theirs.
+        n_ring = 0
         for w in range(nw):
-            window = windows[w]
-            window_f = float(window)
-            o0 = out0[w]
-            o1 = out1[w]
             lo = los[w]
             if lo > b1 - ring_size:
-                # The ring holds rows (b1 - ring_size, b1]: every start this block reaches.
-                m = ring_size - 1
-                for i in range(b0, b1):
-                    ws = t[i + 1] - window
-                    while t[lo] < ws:
-                        lo += 1
-                    r = lo & m
-                    _window(t, has_cov, _get(ring, ring_ns, i + 1), _get(ring, ring_ns, lo), lo, ws, ring[r, 6],
-                            ring[r, 7], ring[r, 8], window_f, min_coverage, i, o0, o1)
-                _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, lo))
+                in_ring[n_ring] = w
+                n_ring += 1
             else:
-                trail = (trails[w, 0], trails[w, 1], trails[w, 2], trails[w, 3], trails[w, 4], trails[w, 5],
-                         trails_ns[w])
-                for i in range(b0, b1):
-                    ws = t[i + 1] - window
-                    while t[lo] < ws:
-                        trail = _add(t, a, b, ca, cb, has_cov, lo, trail)
-                        lo += 1
-                    x, y, c = _part(a, b, ca, cb, has_cov, lo - 1)
-                    _window(t, has_cov, _get(ring, ring_ns, i + 1), trail, lo, ws, x, y, c, window_f, min_coverage,
-                            i, o0, o1)
-                _keep_trail(trails, trails_ns, w, trail)
-            los[w] = lo
+                los[w] = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], windows[w],
+                                     float(windows[w]), min_coverage, lo, b0, b1, out0[w], out1[w])
+        for j in range(0, n_ring - 1, 2):
+            w = in_ring[j]
+            w2 = in_ring[j + 1]
+            los[w], los[w2] = _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, windows[w], float(windows[w]),
+                                         los[w], out0[w], out1[w], windows[w2], float(windows[w2]), los[w2], out0[w2],
+                                         out1[w2])
+        if n_ring % 2:
+            w = in_ring[n_ring - 1]
+            los[w] = _ring_block(t, has_cov, ring, ring_ns, windows[w], float(windows[w]), min_coverage, los[w], b0, b1,
+                                 out0[w], out1[w])
+        for j in range(n_ring):
+            w = in_ring[j]
+            _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, los[w]))
     return bad
 
 
@@ -391,12 +530,12 @@ def _parallel(has_cov: bool):
     """
 
     @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, n_chunks, block, ring_size, out0, out1, bad):
+    def run(t, a, b, ca, cb, windows, longest_first, min_coverage, cuts, block, ring_size, out0, out1, bad):
         n = a.shape[0]
         windows_f = windows.astype(np.float64)
-        for ch in prange(n_chunks):
-            i0 = ch * n // n_chunks
-            i1 = (ch + 1) * n // n_chunks
+        for ch in prange(cuts.shape[0] - 1):
+            i0 = cuts[ch]
+            i1 = cuts[ch + 1]
             bad[ch] = -1
             if i0 < i1:
                 if windows.shape[0] == 1:
@@ -436,6 +575,20 @@ def _n_chunks(t: np.ndarray, windows: np.ndarray) -> int:
     return 1 << (max(c, 1).bit_length() - 1)
 
 
+def _cuts(t: np.ndarray, windows: np.ndarray, n_chunks: int) -> np.ndarray:
+    """The chunks' first intervals, and n: every chunk but the first starts by running its lead
+    over the longest window, and walks that window's trail all along where the first chunk's
+    stands still for one window length; the first chunk takes on a third of that span more
+    (about what it costs the others, capped at one chunk), so that chunks take about as long as
+    each other. Set by the series and the windows alone, as the count (see _n_chunks)."""
+    n = t.shape[0] - 1
+    longest = n - _window_start(t, n - 1, int(windows.max())) if n > 0 else 0
+    head = min(longest // 3, n // n_chunks)
+    cuts = head + np.arange(n_chunks + 1, dtype=np.int64) * (n - head) // n_chunks
+    cuts[0] = 0
+    return cuts
+
+
 def _ring_size(t: np.ndarray, windows: np.ndarray) -> int:
     """Lead prefixes a chunk keeps: a power of two, more than a block (the windows read the
     block's lead from it), and room for the starts of the windows up to _RING intervals long
@@ -455,7 +608,8 @@ def _call(t, a, b, ca, cb, has_cov: bool, w, min_coverage: float, out0, out1) ->
     bad = np.empty(n_chunks, dtype=np.int64)
     longest_first = np.ascontiguousarray(np.argsort(-w, kind="stable"))
     ring_size = _ring_size(t, w)
-    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, n_chunks, _BLOCK, ring_size, out0, out1, bad)
+    _RUN[has_cov](t, a, b, ca, cb, w, longest_first, min_coverage, _cuts(t, w, n_chunks), _BLOCK, ring_size, out0, out1,
+                  bad)
     # The kernel checks the times as it reads them (one pass over t, not two).
     hit = bad[bad >= 0]
     if hit.size:

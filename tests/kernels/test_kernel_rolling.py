@@ -361,3 +361,31 @@ def test_exact_coverage_share_meets_its_threshold():
                         numerator_coverage=[0.0, 0.25], denominator_coverage=[0.0, 0.25])
     assert res.coverage[0, 1] == 0.25
     assert res.ratio[0, 1] == 4.0
+
+
+@pytest.mark.parametrize("with_cov", [False, True])
+def test_chunk_start_up_walks_past_the_ring(with_cov):
+    """The second chunk's lead first runs over the long window's span by its sums alone (the ring
+    keeps only its last rows); huge values then a stretch of zeros there: the short window over
+    the zeros is exactly empty (NaN, IT energy 0), and every result agrees with one chunk."""
+    n = 2000
+    rng = np.random.default_rng(11)
+    t = np.cumsum(rng.integers(8, 13, n + 1)).astype(np.int64)
+    num = rng.random(n) * 1e15
+    den = rng.random(n) * 1e15
+    num[1500:1600] = 0.0
+    den[1500:1600] = 0.0
+    num[rng.random(n) < 0.02] = NAN
+    cov = rng.random(n) if with_cov else None
+    kw = dict(numerator_coverage=cov, denominator_coverage=cov)
+    windows = [50, 6000]  # ~5 and ~600 intervals
+    with chunking(2, 16, ring=4):
+        assert rolling_module._ring_size(t, np.array(windows)) < 100  # the long window walks its trail
+        res = rolling_ratio(t, num, den, windows, **kw)
+    with chunking(1, 16, ring=4):
+        one = rolling_ratio(t, num, den, windows, **kw)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
+    assert_close(res.ratio, ref_ratio)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.ratio, one.ratio, rtol=1e-14)
+    assert np.all(np.isnan(res.ratio[0, 1510:1600]))
