@@ -27,3 +27,16 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=2000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+
+
+def pytest_sessionstart(session) -> None:
+    """Compile the collector's kernels once, into Numba's cache, before any test runs.
+
+    The collectors and demos the tests start load the pipeline's kernels from that cache
+    (kernels/__pycache__); on a fresh clone it is cold, and the first of them would compile
+    them before opening ingest (tens of seconds on 2 cores), inside some test's start-up
+    deadline. Compiled here, each process the tests start loads them in about a second.
+    """
+    from puewatch.collector.pipeline import compile_kernels
+
+    compile_kernels()

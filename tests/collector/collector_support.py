@@ -121,7 +121,7 @@ class CollectorProcess:
         self._logf = open(self.log, "wb")
         self.proc = subprocess.Popen([*prefix, *PUEWATCH, "collector", "--config", str(conf)],
                                      env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=self._logf)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded 2-core machine; the kernels come from the cache (conftest)
         while self.proc.poll() is None and time.monotonic() < deadline:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", ingest_port)) == 0:
