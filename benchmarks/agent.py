@@ -1,7 +1,8 @@
 """`puewatch bench agent`: the node agent's CPU and memory, beside a bare NVML polling loop.
 
 Both run at the same time, as separate processes, against the fake NVML library
-(compiled here with gcc) serving N GPUs:
+(compiled here with gcc) serving N GPUs, or with `--driver real` against the
+machine's own driver (libnvidia-ml.so.1) and every GPU it has:
 
 - the agent, started by its CLI with the nvml source at H Hz (power), energy
   every second (`energy_interval_s`, the default), 1 s state and 5 s process
@@ -106,14 +107,40 @@ class _Sink(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def run(gpus: int, hz: float, duration_s: float) -> dict:
+COUNT = r"""
+import pynvml
+pynvml.nvmlInit()
+print(pynvml.nvmlDeviceGetCount())
+"""
+
+
+def _real_gpu_count() -> int:
+    """The GPUs the machine's driver serves, asked in a child process (this one never loads NVML)."""
+    done = subprocess.run([sys.executable, "-c", COUNT], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"--driver real: NVML did not start on this machine: {last}")
+    count = int(done.stdout)
+    if count < 1:
+        raise UserError("--driver real: the NVIDIA driver serves no GPU on this machine")
+    return count
+
+
+def run(gpus: int, hz: float, duration_s: float, driver: str = "fake") -> dict:
     if gpus < 1 or hz <= 0 or duration_s <= 0:
         raise UserError("--gpus, --hz and --duration must be positive")
+    if driver not in ("fake", "real"):
+        raise UserError(f"--driver must be fake or real, not {driver!r}")
     with tempfile.TemporaryDirectory(prefix="puewatch-bench-agent-") as tmp_name:
         tmp = Path(tmp_name)
-        fake_nvml.build(tmp / "lib")
-        script = tmp / "gpus.txt"
-        script.write_text(f"count {gpus}\n")
+        if driver == "real":
+            gpus = _real_gpu_count()
+            env = dict(os.environ)
+        else:
+            fake_nvml.build(tmp / "lib")
+            script = tmp / "gpus.txt"
+            script.write_text(f"count {gpus}\n")
+            env = {**os.environ, "LD_LIBRARY_PATH": str(tmp / "lib"), "FAKE_NVML_CONFIG": str(script)}
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         config = tmp / "agent.toml"
@@ -132,7 +159,6 @@ state_interval_s = 1.0
 process_interval_s = 5.0
 """
         )
-        env = {**os.environ, "LD_LIBRARY_PATH": str(tmp / "lib"), "FAKE_NVML_CONFIG": str(script)}
         env.pop("NOTIFY_SOCKET", None)
         total_s = WARMUP_S + duration_s + 1.0
         agent = subprocess.Popen([sys.executable, "-m", "puewatch.cli", "agent", "--config", str(config)], env=env, stderr=subprocess.PIPE)
@@ -163,6 +189,7 @@ process_interval_s = 5.0
         if agent.returncode != 0:
             raise UserError(f"the agent failed: {agent.stderr.read().decode(errors='replace').strip()[-2000:]}")
         return {
+            "driver": driver,
             "gpus": gpus,
             "hz": hz,
             "cpu_fraction": round((a1 - a0) / wall, 5),
@@ -174,13 +201,14 @@ process_interval_s = 5.0
 
 
 def main(args) -> int:
-    result = run(args.gpus, args.hz, args.duration)
+    result = run(args.gpus, args.hz, args.duration, args.driver)
     if args.json:
         # The contract: exactly these fields.
         print(json.dumps({k: result[k] for k in ("gpus", "hz", "cpu_fraction", "floor_cpu_fraction", "rss_mb")}))
         return 0
     ratio = result["cpu_fraction"] / result["floor_cpu_fraction"] if result["floor_cpu_fraction"] else float("inf")
-    print(f"agent, {result['gpus']} GPUs at {result['hz']:g} Hz through the fake NVML library, {result['duration_s']} s measured:")
+    print(f"agent, {result['gpus']} GPUs at {result['hz']:g} Hz through {'the fake NVML library' if result['driver'] == 'fake' else 'the real NVIDIA driver'}, "
+          f"{result['duration_s']} s measured:")
     print(f"  agent CPU      {result['cpu_fraction'] * 100:.3f} % of one core   (target <= 0.5 % and <= 2x floor)")
     print(f"  floor CPU      {result['floor_cpu_fraction'] * 100:.3f} % of one core   (bare loop, same NVML calls)")
     print(f"  agent / floor  {ratio:.2f}x")

@@ -25,14 +25,19 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         "agent",
         help="node agent CPU and memory vs a bare NVML polling loop",
         description=(
-            "Runs the agent against a fake NVML library (compiled with gcc) serving N GPUs at H Hz and "
+            "Runs the agent against a fake NVML library (compiled with gcc) serving N GPUs at H Hz, or the "
+            "machine's NVIDIA driver (--driver real), and "
             "reports its CPU time per second of wall time and peak RSS, beside a bare loop that makes the "
             "same NVML calls and nothing else (the floor), measured in the same run."
         ),
     )
     a.add_argument("--json", action="store_true", help="print machine-readable JSON")
     a.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
-    a.add_argument("--gpus", type=int, default=8, help="simulated GPUs (default 8)")
+    a.add_argument("--gpus", type=int, default=8, help="simulated GPUs (default 8; with --driver real, every GPU the driver has)")
+    a.add_argument(
+        "--driver", choices=("fake", "real"), default="fake",
+        help="fake: the fake NVML library, compiled here (default); real: this machine's NVIDIA driver (a GPU node)",
+    )
     a.add_argument("--hz", type=float, default=10.0, help="power/energy samples per second per GPU (default 10)")
     a.set_defaults(handler="puewatch.benchmarks.agent:main")
     i = bsub.add_parser(

@@ -345,3 +345,69 @@ def test_hook_without_a_job_id_says_so_and_exits_0(tmp_path):
     assert out.returncode == 0  # a failing Prolog would drain the node
     assert out.stderr.strip() == "puewatch agent job-start: job-start: SLURM_JOB_ID must be a job id, got '' (run it from Slurm's Prolog)"
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the same against a real driver ---------------------------------------------------------------
+
+CUDA_LOAD = r"""
+import sys, time
+import torch  # the GPU machine's image has PyTorch; only this gpu-marked test uses it
+x = torch.randn(4096, 4096, device="cuda")
+print("on gpu", flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    for _ in range(20):
+        x = (x @ x).clamp_(-1, 1)
+    torch.cuda.synchronize()
+"""
+
+
+@pytest.mark.gpu
+def test_real_driver_two_jobs_share_gpu_0(tmp_path, procs):
+    """On a GPU machine: two real CUDA processes of two Slurm jobs (their environment says which) on GPU 0. The
+    real driver's process list and per-process utilisation (where it gives one) reach the ledger through the
+    nvml source's one read: every interval of GPU 0 is split between jobs 901 and 902, the shares sum to 1,
+    and the ledger's GPU energy is the real energy counter's difference over the same intervals."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+    loads = [subprocess.Popen([sys.executable, "-c", CUDA_LOAD, "60"], stdout=subprocess.PIPE, text=True,
+                              env={**env, "SLURM_JOB_ID": job, "SLURM_JOB_ACCOUNT": tenant})
+             for job, tenant in (("901", "alpha"), ("902", "beta"))]
+    try:
+        for p in loads:
+            assert p.stdout.readline().strip() == "on gpu", "the CUDA load did not start"
+        rx = Receiver(procs, tmp_path).start()
+        cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool",
+                           "[sources.nvml]\ninterval_s = 0.1\nstate_interval_s = 0.5\nprocess_interval_s = 0.5\n"
+                           "[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.5\nhook_state_dir = \"\"\n"
+                           "host_estimate_w = 100.0\n")
+        agent = start_agent(procs, cfg, tmp_path / "agent.log")
+        wait_for(lambda: len({f["job"] for t, f in ledger(rx) if t["gpu"] == "0" and f["interval_s"] > 1.9}) >= 2
+                 and len(ledger(rx)) >= 12, 60, "ledger records of both jobs on GPU 0")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        for p in loads:
+            p.kill()
+            p.wait()
+    records = [(t, f) for t, f in ledger(rx) if t["gpu"] == "0"]
+    by_end: dict[str, list[dict]] = {}
+    for line in rx.lines():
+        m, tags, fields, ts = parse_line(line)
+        if m == JOB_LEDGER and tags["gpu"] == "0":
+            by_end.setdefault(ts, []).append(fields)
+    full = {ts: fs for ts, fs in by_end.items() if all(f["interval_s"] > 1.9 for f in fs) and {f["job"] for f in fs} == {"901", "902"}}
+    assert full, by_end
+    for fs in full.values():
+        assert sum(f["share"] for f in fs) == pytest.approx(1.0, abs=1e-9)
+        assert all(f["gpu_wh"] > 0 and f["gpu_wh_estimated"] is False for f in fs)
+        assert {f["tenant"] for f in fs} == {"alpha", "beta"}
+    # The ledger's energy of GPU 0 over its intervals is the real counter's difference (mJ -> Wh).
+    readings = sorted((ts, f["energy_mj"]) for m, t, f, ts in map(parse_line, rx.lines())
+                      if m == "gpu_power" and t["gpu"] == "0" and "energy_mj" in f)
+    ledger_wh = sum(f["gpu_wh"] for _, f in records)
+    counter_wh = (readings[-1][1] - readings[0][1]) / 3.6e6
+    # The ledger's last interval may end at a reading the agent read but had not sent when it stopped.
+    last_interval_wh = sum(f["gpu_wh"] for f in by_end[max(by_end)])
+    assert 0 < ledger_wh <= counter_wh + last_interval_wh + 1e-9
+    shares = sorted({round(f["share"], 3) for fs in full.values() for f in fs})
+    print(f"real driver: {len(full)} split intervals of GPU 0, shares seen {shares}; ledger {ledger_wh:.4f} Wh of the "
+          f"counter's {counter_wh:.4f} Wh over the run ({len(records)} records)")
