@@ -12,7 +12,8 @@ machine's own driver (libnvidia-ml.so.1) and every GPU it has:
 
 CPU time is read from /proc/<pid>/task/*/schedstat (all threads, ns) over the measured window,
 after a warm-up that excludes start-up (imports, NVML initialisation). RSS is
-the agent's peak (VmHWM) at the end of the run.
+the agent's peak (VmHWM) at the end of the run, beside the floor's (what Python, pynvml
+and the NVML library take alone).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ process_interval_s = 5.0
             a1, f1 = _cpu_s(agent.pid), _cpu_s(floor.pid)
             wall = time.monotonic() - wall0
             rss_mb = _peak_rss_mb(agent.pid)
+            floor_rss_mb = _peak_rss_mb(floor.pid)
         finally:
             for p in (agent, floor):
                 if p.poll() is None:
@@ -195,6 +197,7 @@ process_interval_s = 5.0
             "cpu_fraction": round((a1 - a0) / wall, 5),
             "floor_cpu_fraction": round((f1 - f0) / wall, 5),
             "rss_mb": round(rss_mb, 1),
+            "floor_rss_mb": round(floor_rss_mb, 1),
             "duration_s": round(wall, 1),
             "batches_received": _Sink.points,
         }
@@ -213,5 +216,6 @@ def main(args) -> int:
     print(f"  floor CPU      {result['floor_cpu_fraction'] * 100:.3f} % of one core   (bare loop, same NVML calls)")
     print(f"  agent / floor  {ratio:.2f}x")
     print(f"  agent peak RSS {result['rss_mb']:.1f} MB   (target <= 60 MB)")
+    print(f"  floor peak RSS {result['floor_rss_mb']:.1f} MB   (Python, pynvml and the NVML library alone)")
     print(f"  batches received by the local endpoint: {result['batches_received']}")
     return 0
