@@ -25,7 +25,11 @@ instructions, not memory, so nothing is loaded or checked twice. Several windows
 leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
 ring while the start is still in it (two windows a pass, sharing the lead's
-row), walked in registers for windows longer than the ring. The times are
+row), walked in registers for windows longer than the ring. A window's output
+costs about 4.5 ns on one core here, bound by instructions: without its three
+divides it is no faster, and finding the window's starts first (integers only),
+then its outputs in a loop of their own is 20-30 % slower, even where LLVM
+vectorises that loop (the ring read by gathers). The times are
 checked (strictly increasing) in the same pass. Indices known to be >= 0 are
 unsigned, so no code for negative ones runs in the loops.
 Long series are cut into chunks that run in parallel, each starting
