@@ -25,7 +25,11 @@ instructions, not memory, so nothing is loaded or checked twice. Several windows
 leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
 ring while the start is still in it (two windows a pass, sharing the lead's
-row), walked in registers for windows longer than the ring. The times are
+row), walked in registers for windows longer than the ring. A window's output
+costs about 4.5 ns on one core here, bound by instructions: without its three
+divides it is no faster, and finding the window's starts first (integers only),
+then its outputs in a loop of their own is 20-30 % slower, even where LLVM
+vectorises that loop (the ring read by gathers). The times are
 checked (strictly increasing) in the same pass. Indices known to be >= 0 are
 unsigned, so no code for negative ones runs in the loops.
 Long series are cut into chunks that run in parallel, each starting
@@ -36,10 +40,12 @@ never on the number of threads, so neither do the results' last bits.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.core.errors import NumbaPerformanceWarning
 
 from puewatch.kernels import _validate as v
 
@@ -183,12 +189,10 @@ def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1):
+def _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1, st, ist):
     # One chunk of the series for one window (the pipeline's call), from exact start-up sums:
     # its lead and trail in registers, which for one window is faster than the ring.
     nw = windows.shape[0]
-    st = np.empty((nw, 12))
-    ist = np.empty((nw, 3), dtype=np.int64)
     for w in range(nw):
         _init(t, a, b, ca, cb, has_cov, windows[w], i0, st[w], ist[w])
     bad = -1
@@ -475,31 +479,26 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, ring_size, out0, out1):
+def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring, ring_ns,
+           trails, trails_ns, los, in_ring):
     # One chunk of the series, a block at a time. The lead runs once for every window and
     # leaves its running sums (the prefixes P_k) in a ring. A window's trail is the prefix at
     # its start, P_lo (the same additions in the same order, so a window of zeros is exactly
     # zero): read from the ring while the window's start is still in it, otherwise (long
     # windows) walked in registers. Returns the first i whose interval is not positive, or -1.
     nw = windows.shape[0]
-    ring = np.empty((ring_size, _RING_COLS))
-    ring_ns = np.empty(ring_size, dtype=np.int64)
-    trails = np.empty((nw, 6))
-    trails_ns = np.empty(nw, dtype=np.int64)
-    los = np.empty(nw, dtype=np.int64)
-    in_ring = np.empty(nw, dtype=np.int64)
     lead = _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, trails, trails_ns, los)
     bad = -1
     for b0 in range(i0, i1, block):
         b1 = min(b0 + block, i1)
         a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
         lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
-        # Windows whose starts the ring holds (rows (b1 - ring_size, b1]) read their trails from it,
+        # Windows whose starts the ring holds (rows (b1 - ring rows, b1]) read their trails from it,
         # two at a time; the others walk theirs.
         n_ring = 0
         for w in range(nw):
             lo = los[w]
-            if lo > b1 - ring_size:
+            if lo > b1 - ring.shape[0]:
                 in_ring[n_ring] = w
                 n_ring += 1
             else:
@@ -527,27 +526,48 @@ def _parallel(has_cov: bool):
     One compiled function per kind, each compiled on its first use only; `has_cov` is a
     compile-time constant inside each (closure variables are frozen by Numba, and they are
     part of its cache key).
+
+    Several windows' chunk (`several`) is a function of its own, not inlined into the loop:
+    Numba compiles it once (inlined, the loop's whole body went through the parallel passes
+    again; a cold compile of the collector's kernels on one core: 40 s, 25 s this way). It
+    runs without reference counting (`_nrt=False`; the loop allocates its scratch), which
+    otherwise counted every array handed to an inlined helper, inside the inner loops (3x
+    slower), and through Numba's parallel pipeline although it has no prange
+    (`parallel=True`): its IR passes give the code about the speed it had inlined (5 % slower
+    without). One window's chunk, small, stays inlined (9 % slower out of line).
     """
+
+    @njit(cache=True, nogil=True, error_model="numpy", _nrt=False, parallel=True)
+    def several(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring, ring_ns, trails,
+                trails_ns, los, in_ring):
+        return _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring,
+                      ring_ns, trails, trails_ns, los, in_ring)
 
     @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
     def run(t, a, b, ca, cb, windows, longest_first, min_coverage, cuts, block, ring_size, out0, out1, bad):
-        n = a.shape[0]
+        nw = windows.shape[0]
         windows_f = windows.astype(np.float64)
         for ch in prange(cuts.shape[0] - 1):
             i0 = cuts[ch]
             i1 = cuts[ch + 1]
             bad[ch] = -1
             if i0 < i1:
-                if windows.shape[0] == 1:
+                if nw == 1:
                     bad[ch] = _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
-                                         out0, out1)
+                                         out0, out1, np.empty((nw, 12)), np.empty((nw, 3), dtype=np.int64))
                 else:
-                    bad[ch] = _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block,
-                                     ring_size, out0, out1)
+                    bad[ch] = several(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0, out1,
+                                      np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
+                                      np.empty((nw, 6)), np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64),
+                                      np.empty(nw, dtype=np.int64))
 
     return run
 
 
+# `several` takes the parallel pipeline for its passes alone (see _parallel): Numba's
+# warning that it found nothing to run in parallel there is expected, and only there.
+warnings.filterwarnings("ignore", r"\s*The keyword argument 'parallel=True' was specified but no transformation",
+                        NumbaPerformanceWarning, r".*kernels[/\\]rolling\Z")
 _RUN = {has_cov: _parallel(has_cov) for has_cov in (False, True)}
 
 
