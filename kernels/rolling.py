@@ -565,8 +565,9 @@ def _parallel(has_cov: bool):
 
 
 # `several` takes the parallel pipeline for its passes alone (see _parallel): Numba's
-# warning that it found nothing to run in parallel there is expected, and only there.
-warnings.filterwarnings("ignore", r"\s*The keyword argument 'parallel=True' was specified but no transformation",
+# warning that it found nothing to run in parallel there is expected, and only there. The
+# message may begin with terminal highlighting (ANSI codes, where Numba colours its messages).
+warnings.filterwarnings("ignore", r"(?s).*The keyword argument 'parallel=True' was specified but no transformation",
                         NumbaPerformanceWarning, r".*kernels[/\\]rolling\Z")
 _RUN = {has_cov: _parallel(has_cov) for has_cov in (False, True)}
 

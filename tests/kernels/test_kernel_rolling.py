@@ -389,3 +389,21 @@ def test_chunk_start_up_walks_past_the_ring(with_cov):
     assert_close(res.coverage, ref_cov)
     assert_close(res.ratio, one.ratio, rtol=1e-14)
     assert np.all(np.isnan(res.ratio[0, 1510:1600]))
+
+
+@pytest.mark.parametrize("highlight", ["", "\x1b[1m\x1b[1m\n"])
+def test_only_rollings_expected_parallel_warning_is_silenced(highlight):
+    """`several` is compiled with parallel=True for Numba's passes alone: its "no transformation for parallel
+    execution" warning is expected and ignored, also where Numba highlights its messages with ANSI codes (seen on
+    a GPU node); the same warning from any other file still shows."""
+    import warnings
+
+    from numba.core.errors import NumbaPerformanceWarning
+
+    import puewatch.kernels.rolling  # noqa: F401 (installs the filter)
+
+    text = highlight + "The keyword argument 'parallel=True' was specified but no transformation for parallel execution was possible."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn_explicit(text, NumbaPerformanceWarning, "/opt/x/kernels/rolling.py", 559)
+        warnings.warn_explicit(text, NumbaPerformanceWarning, "/opt/x/kernels/other.py", 12)
+    assert [w.filename for w in seen] == ["/opt/x/kernels/other.py"]
