@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import logging
 import math
 import os
@@ -394,6 +395,11 @@ class Collector:
         # In a worker thread, never awaited by the loop: compacting a day of rows takes seconds.
         upkeep = None
         last_upkeep = -math.inf
+        # What start-up built (modules, numba's kernels and typing tables, the site model) lives as
+        # long as the process: frozen out of the garbage collector's reach, so the collections that
+        # the requests' allocations set off do not walk it again and again.
+        gc.collect()
+        gc.freeze()
         notifier.ready()
         self.running = True
         log.info("collector for site %s: ingest on %s, %d SNMP devices, store %s",
