@@ -134,7 +134,7 @@ class DiskQueue:
         self._records: list[Record] = []  # sealed, sorted by seq
         self._records_bytes = 0
         self._records_points = 0
-        self._in_flight: Record | None = None
+        self._in_flight: list[Record] = []  # being sent: never evicted meanwhile
         self._held = 0  # records with held=True
         self._writing_bytes = 0  # records being written by put(evict=False), outside the lock
         self._next_seq = 1
@@ -380,8 +380,28 @@ class DiskQueue:
     def oldest(self) -> Record | None:
         """The next record to send (not held), marked in flight so that it is never dropped meanwhile."""
         with self._lock:
-            self._in_flight = self._first()
-            return self._in_flight
+            rec = self._first()
+            self._in_flight = [rec] if rec is not None else []
+            return rec
+
+    def oldest_run(self, max_bytes: int, before_seq: int | None = None) -> list[Record]:
+        """The next records to send as one delivery: the oldest (as `oldest()`) and the ones right
+        after it, none held, none at or after before_seq, up to max_bytes in all (at least one);
+        all marked in flight. [] when there is none."""
+        with self._lock:
+            run: list[Record] = []
+            size = 0
+            i = 0
+            if self._held:  # the oldest not held, as _first()
+                while i < len(self._records) and self._records[i].held:
+                    i += 1
+            for rec in self._records[i:]:
+                if rec.held or (before_seq is not None and rec.seq >= before_seq) or (run and size + rec.size > max_bytes):
+                    break
+                run.append(rec)
+                size += rec.size
+            self._in_flight = run
+            return list(run)
 
     def read(self, rec: Record) -> bytes | None:
         """The record's payload; None when it cannot be read (then it is dropped, counted, logged,
@@ -405,14 +425,13 @@ class DiskQueue:
         """The record was delivered: delete it. (A delete lost in a crash only sends it again.)"""
         with self._lock:
             self._remove(rec)
-            if self._in_flight is rec:
-                self._in_flight = None
+            self._in_flight = [r for r in self._in_flight if r is not rec]
         rec.path.unlink(missing_ok=True)
 
     def release(self) -> None:
-        """The record in flight stays (delivery failed; it is tried again)."""
+        """The records in flight stay (delivery failed; they are tried again)."""
         with self._lock:
-            self._in_flight = None
+            self._in_flight = []
 
     def reject(self, rec: Record, payload: bytes) -> Path | None:
         """The receiver refused the record for good: set it aside and take it off the queue."""
@@ -444,7 +463,7 @@ class DiskQueue:
 
     def _evict_oldest(self, before_seq: int | None = None) -> bool:
         """Drop the oldest record not in flight (and older than before_seq); False if none."""
-        rec = next((r for r in self._records if r is not self._in_flight and not r.held), None)
+        rec = next((r for r in self._records if not r.held and all(r is not f for f in self._in_flight)), None)
         if rec is None or (before_seq is not None and rec.seq > before_seq):
             return False
         self._remove(rec)
@@ -478,8 +497,7 @@ class DiskQueue:
     def _lose(self, rec: Record, why: str) -> None:
         with self._lock:
             self._remove(rec)
-            if self._in_flight is rec:
-                self._in_flight = None
+            self._in_flight = [r for r in self._in_flight if r is not rec]
             self.dropped_points += rec.points
             self.dropped_batches += 1
         log.error("spool %s: %s; its %d point(s) are dropped", self.dir, why, rec.points)

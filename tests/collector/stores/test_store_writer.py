@@ -184,6 +184,45 @@ def test_batches_waiting_in_memory_are_written_together_and_a_refused_group_is_s
     w2.close()
 
 
+def test_spooled_batches_are_replayed_several_per_write_and_a_refused_run_is_split(tmp_path, influx):
+    influx.query('CREATE DATABASE "site"')
+    influx.stop()
+    away = StoreWriter(Influx1Store(influx.url, "site", timeout_s=1), tmp_path / "spool", 1 << 20,
+                       backoff_min_s=0.1, backoff_max_s=0.5)
+    for i in range(1, 21):
+        away.submit(_batch(i, 10), 10)
+    away.submit(b"m,src=w f=1 21000\nm,src=w f= 21001\n", 2)  # one malformed line
+    for i in range(22, 25):
+        away.submit(_batch(i, 10), 10)
+    assert not away.close(timeout_s=0.5)  # store away: everything stays on disk
+    assert len(list((tmp_path / "spool").glob("*.rec"))) == 24
+    influx.start()
+    store = _Counting(Influx1Store(influx.url, "site"))
+    w = StoreWriter(store, tmp_path / "spool", 1 << 20)
+    assert w.flush(20)
+    st = w.stats()
+    assert st["points_written"] == 231 and st["rejected_points"] == 1 and st["batches_written"] == 24
+    # all 24 in one request, refused for its bad line; then one by one, that batch in halves
+    assert store.writes < 24 + 2 * 3
+    assert [p.read_bytes() for p in (tmp_path / "spool" / "rejected").iterdir()] == [b"m,src=w f= 21001\n"]
+    rows = influx.points('SELECT f FROM m', "site")
+    expected = [i * 1000 + k for i in range(1, 25) if i != 21 for k in range(10)] + [21000]
+    assert sorted(r[0] for r in rows) == sorted(expected)
+    # a replay with nothing refused: one request for all of it
+    influx.stop()
+    away = StoreWriter(Influx1Store(influx.url, "site", timeout_s=1), tmp_path / "spool3", 1 << 20)
+    for i in range(30, 50):
+        away.submit(_batch(i, 10), 10)
+    assert not away.close(timeout_s=0.5)
+    influx.start()
+    store = _Counting(Influx1Store(influx.url, "site"))
+    w3 = StoreWriter(store, tmp_path / "spool3", 1 << 20)
+    assert w3.flush(20)
+    assert w3.stats()["points_written"] == 200 and store.writes == 1
+    w.close()
+    w3.close()
+
+
 def test_a_group_that_meets_a_dead_store_goes_to_disk_in_order(tmp_path):
     dead = Influx1Store(f"http://127.0.0.1:{free_port()}", "site", timeout_s=1)
     w = StoreWriter(dead, tmp_path / "spool", 1 << 20, backoff_min_s=60, backoff_max_s=60, start=False)
