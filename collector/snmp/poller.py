@@ -409,9 +409,9 @@ class Poller:
 
     def _shared_engine(self):
         if self._engine is None:
-            from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+            from puewatch.collector.snmp.client import snmp_engine
 
-            self._engine = SnmpEngine()
+            self._engine = snmp_engine()
         return self._engine
 
     async def run(self) -> None:
