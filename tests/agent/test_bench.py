@@ -1,11 +1,12 @@
 """`puewatch bench agent --json`: the output contract (fields exactly), on a short run. No timing targets here."""
 
-import ctypes.util
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+from agent_support import nvml_env
 
 
 def test_bench_agent_json_contract():
@@ -21,25 +22,19 @@ def test_bench_agent_json_contract():
     assert 5 < result["rss_mb"] < 1000
 
 
-def _without_nvidia_driver() -> dict:
-    """This machine's environment with no library path that could lead pynvml to a fake libnvidia-ml."""
-    import os
-
-    env = dict(os.environ)
-    env.pop("LD_LIBRARY_PATH", None)
-    return env
-
-
-@pytest.mark.skipif(ctypes.util.find_library("nvidia-ml") is not None, reason="this machine has the NVIDIA driver: test_bench_agent_real_driver (marker gpu) measures it")
-def test_bench_agent_real_driver_says_when_there_is_none():
-    """`--driver real` on a machine without the NVIDIA driver (this one): one clear line, exit 2, no traceback.
-    On a GPU node the same command measures the agent against the real driver (run there by hand)."""
+def test_bench_agent_real_driver_says_when_nvml_does_not_start(tmp_path, fake_nvml_dir):
+    """`--driver real` where the driver does not start: one clear line, exit 2, no traceback. The driver is the
+    fake libnvidia-ml (the only fake: no GPU here), found first through LD_LIBRARY_PATH on any machine, scripted
+    so that nvmlInit fails as a node's unloaded driver does (NVML_ERROR_DRIVER_NOT_LOADED). On a GPU node the
+    same command measures the agent against the real driver (test_bench_agent_real_driver, marker gpu)."""
+    script = tmp_path / "gpus.txt"
+    script.write_text("count 1\ndriver_down_from_s 0\n")
     r = subprocess.run(
         [sys.executable, "-m", "puewatch.cli", "bench", "agent", "--driver", "real", "--duration", "1"],
-        capture_output=True, text=True, timeout=60, env=_without_nvidia_driver(),
+        capture_output=True, text=True, timeout=60, env={**os.environ, **nvml_env(fake_nvml_dir, script)},
     )
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "--driver real: NVML did not start on this machine" in r.stderr and "LibraryNotFound" in r.stderr
+    assert "--driver real: NVML did not start on this machine" in r.stderr and "DriverNotLoaded" in r.stderr
     assert "Traceback" not in r.stderr
 
 
