@@ -520,21 +520,18 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
     return bad
 
 
-def _parallel(has_cov: bool):
-    """The parallel loop over chunks, with or without input coverage.
+def _several(has_cov: bool):
+    """Several windows' chunk, with or without input coverage (`has_cov`, a compile-time
+    constant: closure variables are frozen by Numba, and they are part of its cache key).
 
-    One compiled function per kind, each compiled on its first use only; `has_cov` is a
-    compile-time constant inside each (closure variables are frozen by Numba, and they are
-    part of its cache key).
-
-    Several windows' chunk (`several`) is a function of its own, not inlined into the loop:
-    Numba compiles it once (inlined, the loop's whole body went through the parallel passes
-    again; a cold compile of the collector's kernels on one core: 40 s, 25 s this way). It
-    runs without reference counting (`_nrt=False`; the loop allocates its scratch), which
-    otherwise counted every array handed to an inlined helper, inside the inner loops (3x
-    slower), and through Numba's parallel pipeline although it has no prange
-    (`parallel=True`): its IR passes give the code about the speed it had inlined (5 % slower
-    without). One window's chunk, small, stays inlined (9 % slower out of line).
+    A function of its own, not inlined into the parallel loop: Numba compiles it once
+    (inlined, the loop's whole body went through the parallel passes again; a cold compile of
+    the collector's kernels on one core: 40 s, 25 s this way). It runs without reference
+    counting (`_nrt=False`; the loop allocates its scratch), which otherwise counted every
+    array handed to an inlined helper, inside the inner loops (3x slower), and through
+    Numba's parallel pipeline although it has no prange (`parallel=True`): its IR passes
+    give the code about the speed it had inlined (5 % slower without). One window's chunk,
+    small, stays inlined (9 % slower out of line).
     """
 
     @njit(cache=True, nogil=True, error_model="numpy", _nrt=False, parallel=True)
@@ -542,6 +539,26 @@ def _parallel(has_cov: bool):
                 trails_ns, los, in_ring):
         return _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring,
                       ring_ns, trails, trails_ns, los, in_ring)
+
+    return several
+
+
+# Module globals, not closure variables of `run`: Numba keys a closure's cache entries on
+# its variables pickled, and a dispatcher pickles with an identifier new in every process,
+# so a `run` closing over `several` missed its cache at every start (the collector compiled
+# it again each time: 5 s on one core, with the GIL held).
+_SEVERAL_COV = _several(True)
+_SEVERAL_PLAIN = _several(False)
+
+
+def _parallel(has_cov: bool):
+    """The parallel loop over chunks, with or without input coverage.
+
+    One compiled function per kind, each compiled on its first use only; `has_cov` is a
+    compile-time constant inside each (closure variables are frozen by Numba, and they are
+    part of its cache key: only plain values may be closed over, see _SEVERAL_COV). The
+    other kind's branch is pruned at compile time.
+    """
 
     @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
     def run(t, a, b, ca, cb, windows, longest_first, min_coverage, cuts, block, ring_size, out0, out1, bad):
@@ -555,16 +572,21 @@ def _parallel(has_cov: bool):
                 if nw == 1:
                     bad[ch] = _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
                                          out0, out1, np.empty((nw, 12)), np.empty((nw, 3), dtype=np.int64))
+                elif has_cov:
+                    bad[ch] = _SEVERAL_COV(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0,
+                                           out1, np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
+                                           np.empty((nw, 6)), np.empty(nw, dtype=np.int64),
+                                           np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64))
                 else:
-                    bad[ch] = several(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0, out1,
-                                      np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
-                                      np.empty((nw, 6)), np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64),
-                                      np.empty(nw, dtype=np.int64))
+                    bad[ch] = _SEVERAL_PLAIN(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0,
+                                             out1, np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
+                                             np.empty((nw, 6)), np.empty(nw, dtype=np.int64),
+                                             np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64))
 
     return run
 
 
-# `several` takes the parallel pipeline for its passes alone (see _parallel): Numba's
+# `several` takes the parallel pipeline for its passes alone (see _several): Numba's
 # warning that it found nothing to run in parallel there is expected, and only there. The
 # message may begin with terminal highlighting (ANSI codes, where Numba colours its messages).
 warnings.filterwarnings("ignore", r"(?s).*The keyword argument 'parallel=True' was specified but no transformation",
