@@ -15,7 +15,9 @@ nodes in one zone), and influxd (started in a temporary directory). Phases, in t
    for the newest `pue` point several times a second. `lines_per_s` is the lines the
    collector accepted per wall second from the start of the load until its store writer
    had written that many points to influxd (the drain is included: a collector that
-   accepts faster than the store takes would only be filling its spool); influxd's own
+   accepts faster than the store takes would only be filling its spool; the collector's
+   flow control holds its answers while influxd is behind, `paced_requests`,
+   `paced_fraction` and `paced_s`, so the load follows influxd's pace); influxd's own
    counter (`SHOW STATS`, httpd pointsWrittenOK) must show at least as many points at
    the end, with nothing dropped or rejected. `collector_cpu_s` is the collector process's
    CPU time over the same span (all its threads: parser, pipeline, store writer), and
@@ -549,6 +551,9 @@ def _through_collector(tmp: Path, influx_port: int, batch_files: list[str], seco
         "latencies": _latencies(samples, watcher.seen, 1_000_000_000),
         "pipeline_lag_s": m3.get("puewatch_pipeline_lag_seconds", math.nan),
         "step_s": m3["puewatch_pipeline_step_seconds_sum"] / max(1.0, m3["puewatch_pipeline_step_seconds_count"]),
+        "paced": m3.get("puewatch_ingest_paced_total", 0.0) - m0.get("puewatch_ingest_paced_total", 0.0),
+        "paced_s": m3.get("puewatch_ingest_paced_seconds_total", 0.0) - m0.get("puewatch_ingest_paced_seconds_total", 0.0),
+        "requests": m3.get("puewatch_ingest_requests_total", 0.0) - m0.get("puewatch_ingest_requests_total", 0.0),
     }
 
 
@@ -626,6 +631,10 @@ def run(seconds: float = 30.0) -> dict:
         "drain_lines": via["backlog"],
         "drain_lines_per_s": round(via["backlog"] / (via["wall_s"] - via["load_s"])) if via["wall_s"] > via["load_s"] else 0,
         "pipeline_step_s": round(via["step_s"], 4),
+        # Flow control (collector/pacing.py): answers that waited for influxd to catch up, and how long.
+        "paced_requests": int(via["paced"]),
+        "paced_fraction": round(via["paced"] / via["requests"], 3) if via["requests"] else 0.0,
+        "paced_s": round(via["paced_s"], 2),
         "lines_per_batch": LINES_PER_BATCH,
         "connections": CONNECTIONS,
         "meter_interval_s": METER_INTERVAL_S,
@@ -642,6 +651,8 @@ def main(args) -> int:
           "puewatch collector -> influxd 1.6.7")
     print(f"  through the collector  {r['lines_per_s']:>10,} lines/s  (parsed, routed, written to influxd; {r['seconds']} s, "
           f"drain {r['drain_s']} s: {r['drain_lines']:,} lines at {r['drain_lines_per_s']:,}/s)")
+    print(f"  answers held           {r['paced_requests']:>10,}    ({r['paced_fraction']:.0%} of requests, {r['paced_s']} s in all: "
+          "flow control while influxd was behind)")
     print(f"  influxd direct         {r['influx_direct_lines_per_s']:>10,} lines/s  (same batches, same run)")
     print(f"  collector / direct     {r['lines_per_s'] / max(1, r['influx_direct_lines_per_s']):>10.2f}x")
     print(f"  p99 sample -> pue      {r['p99_latency_s']:>10.3f} s   (max {r['max_latency_s']} s over {r['latency_samples']} "

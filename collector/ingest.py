@@ -148,6 +148,18 @@ class IngestConfig:
         "agents' spools cover to refuse a clock that fell back (e.g. to 1970).",
     )
 
+    pace_backlog_bytes: int = setting(
+        8 * 1024 * 1024, min=0, max=1024**4,
+        doc="While the store is up but writes behind ingest by more than this (bytes acknowledged and not yet "
+        "stored), an answer waits until the store catches up, up to pace_max_s: clients slow to the store's pace "
+        "instead of the spool filling until ingest refuses (503). 0: off.",
+    )
+    pace_max_s: float = setting(
+        2.0, min=0.0, max=60.0,
+        doc="Longest wait of one answer for the store to catch up (keep it well under the clients' timeouts: "
+        "agents 10 s, Telegraf 5 s). The batch is on disk before the wait; the wait only delays the 204.",
+    )
+
     def check(self) -> list[tuple[str, str]]:
         if (self.tls_cert is None) != (self.tls_key is None):
             return [("tls_cert", "tls_cert and tls_key go together: set both for HTTPS, or neither")]
@@ -311,6 +323,8 @@ class Sink(Protocol):
     def accept(self, agent: str, body: bytes, lines: int, points: list[Point]) -> Awaitable[None] | None: ...
     # An awaitable is awaited before the answer (204 once it is done); an exception with a
     # `retry_after_s` attribute (stores.spool.Backpressure) is answered 503 with Retry-After.
+    # Optional: `async def pace(self) -> float`, awaited after an accepted body and before its 204
+    # (flow control: see collector/pacing.py); returns the seconds it waited.
 
 
 @dataclass
@@ -333,6 +347,8 @@ class IngestStats:
     scope_refused_lines: int = 0  # well-formed lines of bodies refused whole for a series out of the writer's scope (403)
     sink_errors: int = 0
     backpressure: int = 0  # requests answered 503 + Retry-After: the sink could not take them (nothing acknowledged)
+    paced: int = 0  # accepted requests whose 204 waited for the store to catch up (collector/pacing.py)
+    paced_seconds: float = 0.0
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -594,6 +610,7 @@ class IngestServer:
         self.config = config
         self.tokens = tokens
         self.sink = sink
+        self._pace = getattr(sink, "pace", None)
         self.scopes = scopes if scopes is not None else WriteScopes(tokens.scopes)
         self.types = types if types is not None else FieldTypes()
         window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9),
@@ -905,6 +922,13 @@ class IngestServer:
                 log.exception("ingest: the sink failed on %d line(s) from %s", result.lines, agent)
                 raise _Reply(503, f"cannot take the data now: {exc}", close=not req.keep_alive) from None
             self.stats.lines_accepted += result.lines
+            # Stored: only the answer waits, while the store catches up. Not a meters' feeder's: its
+            # few lines are the facility side of the live PUE, and they are not what fills the store.
+            if self._pace is not None and not self.scopes.is_feeder(agent):
+                waited = await self._pace()
+                if waited > 0.0:
+                    self.stats.paced += 1
+                    self.stats.paced_seconds += waited
         dropped = result.error_count + result.time_refused + result.store_refused
         if dropped:
             self.stats.parse_errors += result.error_count

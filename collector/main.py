@@ -175,6 +175,10 @@ class Collector:
 
     # ---- the ingest sink -------------------------------------------------------
 
+    async def pace(self) -> float:
+        """Ingest's flow control, after a body is on disk and before its 204 (collector/pacing.py)."""
+        return await self.pacer.wait()
+
     def accept(self, agent: str, body: bytes, lines: int, points):
         """Durable: returns what ingest awaits before its 204 (the lines on disk), then the pipeline
         gets the points; raises `Backpressure` (503) while the collector is degraded."""
@@ -303,6 +307,7 @@ class Collector:
 
     async def run(self) -> int:
         from puewatch.collector.ingest import IngestServer, Tokens
+        from puewatch.collector.pacing import Pacer
         from puewatch.collector.scopes import WriteScopes
         from puewatch.collector.snmp.poller import Poller
         from puewatch.collector.stores.spool import StoreWriter
@@ -318,15 +323,23 @@ class Collector:
         compile_kernels()
         log.info("kernels ready in %.1f s", time.monotonic() - t0)
         self.store = build_store(conf)
+
+        def raw_written(seconds: float, points: int) -> None:
+            self.metrics.store_write.observe(seconds)
+            self.pacer.written()
+
         self.writer = StoreWriter(
             self.store,
             self.state_dir / "spool",
             conf.store.spool_max_bytes,
-            on_write=lambda seconds, points: self.metrics.store_write.observe(seconds),
+            on_write=raw_written,
             durable=True,  # 204 means on disk: group commit before ingest answers
             health=self.health,
             start=False,  # not before the spool's field types are read (below)
         )
+        # Flow control: answers wait while the store is up but behind (collector/pacing.py).
+        self.pacer = Pacer(self.writer.backlog_bytes, lambda: self.writer.store_up, conf.ingest.pace_backlog_bytes,
+                           conf.ingest.pace_max_s)
         types = ingest_field_types(self.store, self.writer)
         self.writer.start()
         self.metrics.add_store(conf.store.kind, self.writer.stats)
@@ -373,6 +386,8 @@ class Collector:
                 "connections_evicted": st.connections_evicted,
                 "connections_refused": st.connections_refused,
                 "backpressure": st.backpressure,
+                "paced": st.paced,
+                "paced_seconds": st.paced_seconds,
             }
         )
         await ingest.start()

@@ -59,6 +59,11 @@ _INGEST = {
         "Requests answered 503 with Retry-After: spool full, a disk full or the collector degraded (nothing acknowledged)",
         True,
     ),
+    "paced": (
+        "puewatch_ingest_paced",
+        "Accepted requests whose answer waited for the store to catch up (flow control: pace_backlog_bytes)", True,
+    ),
+    "paced_seconds": ("puewatch_ingest_paced_seconds", "Time answers waited for the store to catch up", True),
 }
 _STORE = {
     "points_written": ("puewatch_store_points_written", "Points the store acknowledged", True),

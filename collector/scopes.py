@@ -98,6 +98,11 @@ class WriteScopes:
         # writer -> node -> allowed (globs are matched once per node)
         self._nodes: dict[str, dict[str, bool]] = {name: {} for name in self.scopes}
 
+    def is_feeder(self, writer: str) -> bool:
+        """Whether `writer`'s token is a meters' feeder (`feeder:...`)."""
+        scope = self.scopes.get(writer)
+        return scope is not None and scope.kind == FEEDER
+
     def check_meters(self, meters: Mapping[str, Meter]) -> None:
         """Refuse a feeder that names a meter the site does not feed through ingest (start-up, one line)."""
         problems = self.meter_problems(meters)

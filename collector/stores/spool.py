@@ -901,6 +901,18 @@ class StoreWriter:
                 "last_error": self.last_error,
             }
 
+    def backlog_bytes(self) -> int:
+        """Bytes handed over and not yet in the store: on disk (in durable mode every batch is) and,
+        not durable, in memory."""
+        with self._cond:
+            memory = 0 if self.durable else self._queue_bytes + self._held_bytes
+        return self.spool.bytes + memory
+
+    @property
+    def store_up(self) -> bool:
+        """The last write succeeded (or none failed yet): the store is not away, nor refusing the credentials."""
+        return self.backoff.failures == 0
+
     @property
     def dropped_points(self) -> int:
         return self.spool.dropped_points

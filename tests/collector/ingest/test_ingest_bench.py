@@ -25,5 +25,8 @@ def test_bench_ingest_json_contract():
     # the collector accepted whole agent batches plus the meters' lines, and influxd counted them all
     assert result["lines"] > result["lines_per_batch"]
     assert result["influx_points_written"] >= result["lines"]
+    # flow control is reported: answers held while influxd was behind (how many depends on the machine)
+    assert isinstance(result["paced_requests"], int) and 0 <= result["paced_fraction"] <= 1
+    assert result["paced_s"] >= 0 and (result["paced_requests"] > 0) == (result["paced_s"] > 0)
     # energy is on one gpu_power line in ten: the parser built points for those only
     assert 0 < result["points_routed"] < result["ingest_only_lines"] / 5
