@@ -518,7 +518,11 @@ def _through_collector(tmp: Path, influx_port: int, batch_files: list[str], seco
         watcher.stop.set()
         meters.join(10)
         watcher.join(10)
-        m3 = _metrics(metrics_port)
+        # The meters' last lines are acknowledged once on disk: give the store writer the moment it
+        # takes to store them before the spool must be empty (a spool that stays full is reported).
+        deadline = time.monotonic() + 30
+        while (m3 := _metrics(metrics_port)).get("puewatch_spool_bytes", 0.0) and time.monotonic() < deadline:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     finally:
