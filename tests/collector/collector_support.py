@@ -81,6 +81,11 @@ nodes = ["gpu-a-*"]
     return conf
 
 
+def influx1_section(url: str, database: str, timeout_s: float = 2.0) -> str:
+    """A `[store.influx1]` section for write_config's `extra`: the collector writing to a real influxd."""
+    return f'[store.influx1]\nurl = "{url}"\ndatabase = "{database}"\ntimeout_s = {timeout_s}\n'
+
+
 def post(port: int, body: str, token: str = TOKEN) -> int:
     """POST line protocol (ns precision) to the collector's v2 write endpoint (as agent gpu-a-1); returns the status."""
     status, _ = http(

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from collector_support import CollectorProcess, free_port, post, write_config
+from collector_support import CollectorProcess, free_port, influx1_section, post, write_config
 from servers import Influxd
 
 DB = "puewatch"
@@ -25,7 +25,7 @@ def test_types_of_acknowledged_lines_still_spooled_after_kill_9_are_checked_afte
     try:
         ingest_port, metrics_port = free_port(), free_port()
         conf = write_config(tmp_path, ingest_port, metrics_port,
-                            extra=f'[store.influx1]\nurl = "{db.url}"\ndatabase = "{DB}"\ntimeout_s = 2.0\n')
+                            extra=influx1_section(db.url, DB))
         t0 = time.time_ns()
         collector = CollectorProcess(conf, ingest_port)
         try:

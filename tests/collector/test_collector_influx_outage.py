@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collector_support import CollectorProcess, free_port, post, scrape, write_config
+from collector_support import CollectorProcess, free_port, influx1_section, post, scrape, write_config
 from servers import Influxd
 
 DB = "puewatch"
@@ -27,7 +27,7 @@ def test_influxd_outage_during_steady_ingest_loses_and_duplicates_nothing(tmp_pa
         db.query(f"CREATE DATABASE {DB}")
         ingest_port, metrics_port = free_port(), free_port()
         conf = write_config(tmp_path, ingest_port, metrics_port,
-                            extra=f'[store.influx1]\nurl = "{db.url}"\ndatabase = "{DB}"\ntimeout_s = 2.0\n')
+                            extra=influx1_section(db.url, DB))
         with CollectorProcess(conf, ingest_port) as proc:
             t0 = time.time_ns()
             start = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from collector_support import FEEDER_TOKEN, CollectorProcess, free_port, post, scrape, write_config
+from collector_support import FEEDER_TOKEN, CollectorProcess, free_port, influx1_section, post, scrape, write_config
 from servers import Influxd
 
 DB = "puewatch"
@@ -34,7 +34,7 @@ def test_answers_wait_for_the_store_while_it_is_up_and_not_while_it_is_away(tmp_
         db.query(f"CREATE DATABASE {DB}")
         ingest_port, metrics_port = free_port(), free_port()
         conf = write_config(tmp_path, ingest_port, metrics_port,
-                            extra=f'[store.influx1]\nurl = "{db.url}"\ndatabase = "{DB}"\ntimeout_s = 2.0\n')
+                            extra=influx1_section(db.url, DB))
         conf.write_text(conf.read_text().replace("[ingest]\n", f"[ingest]\npace_backlog_bytes = 1\npace_max_s = {PACE_MAX_S}\n", 1))
         t0 = time.time_ns() - 60 * 10**9
         with CollectorProcess(conf, ingest_port) as proc:

@@ -19,13 +19,12 @@ class _Backlog:
         return Pacer(lambda: self.size, lambda: self.up, limit, max_s)
 
 
-def test_waits_until_the_store_catches_up():
-    backlog = _Backlog(10_000)
-    pacer = backlog.pacer(1_000, 5.0)
+def _wait_while_a_write(pacer: Pacer, after_s: float, change) -> float:
+    """pacer.wait() on a real loop while a thread, after `after_s`, applies `change` and says a write finished."""
 
     def writer():
-        time.sleep(0.3)
-        backlog.size = 500  # the store caught up
+        time.sleep(after_s)
+        change()
         pacer.written()
 
     async def main():
@@ -35,7 +34,13 @@ def test_waits_until_the_store_catches_up():
         t.join()
         return waited
 
-    waited = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_waits_until_the_store_catches_up():
+    backlog = _Backlog(10_000)
+    pacer = backlog.pacer(1_000, 5.0)
+    waited = _wait_while_a_write(pacer, 0.3, lambda: setattr(backlog, "size", 500))  # the store caught up
     assert 0.25 <= waited < 1.0, waited  # woken by the write, not by the 5 s bound
 
 
@@ -55,20 +60,9 @@ def test_never_waits_while_the_store_is_away_or_when_off():
 def test_stops_waiting_when_the_store_goes_away():
     backlog = _Backlog(10_000)
     pacer = backlog.pacer(1_000, 5.0)
-
-    def writer():
-        time.sleep(0.2)
-        backlog.up = False  # a write failed: the spool rides it out, answers no longer wait
-        pacer.written()
-
-    async def main():
-        t = threading.Thread(target=writer)
-        t.start()
-        waited = await pacer.wait()
-        t.join()
-        return waited
-
-    assert 0.15 <= asyncio.run(main()) < 1.0
+    # A write failed: the spool rides it out, answers no longer wait.
+    waited = _wait_while_a_write(pacer, 0.2, lambda: setattr(backlog, "up", False))
+    assert 0.15 <= waited < 1.0, waited
 
 
 def test_written_without_waiters_or_loop_is_harmless():
