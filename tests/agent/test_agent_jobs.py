@@ -75,6 +75,14 @@ def test_split_rule():
     assert split([a, b], {99: 50}) == {"1": 0.5, "2": 0.5}  # none of theirs sampled: equally
 
 
+def _exec_done(proc: subprocess.Popen, name: bytes = b"sleep") -> None:
+    """Wait (up to 10 s) until the child runs its own program: its environment is the new one only then."""
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(name):
+        assert time.monotonic() < deadline, "the child did not exec within 10 s"
+        time.sleep(0.01)
+
+
 def test_cgroup_path_names_the_job(tmp_path):
     """A real process moved into a real cgroup named as Slurm's cgroup plugin names it; its environment says otherwise."""
     # A parent of this run's own (removed at the end): runs of the suite at once must not share one.
@@ -82,11 +90,13 @@ def test_cgroup_path_names_the_job(tmp_path):
     group.mkdir(parents=True)
     child = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "7", "SLURM_JOB_ACCOUNT": "acme"})
     try:
+        _exec_done(child)
         (group / "cgroup.procs").write_text(str(child.pid))
         found = jobholders.slurm_job_of(child.pid)
         assert found == jobholders.SlurmProcess(str(os.getpid()), "")  # the cgroup wins; the account was another job's
         plain = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "7", "SLURM_JOB_ACCOUNT": "acme"})
         try:
+            _exec_done(plain)
             assert jobholders.slurm_job_of(plain.pid) == jobholders.SlurmProcess("7", "acme")
         finally:
             plain.kill()
