@@ -25,11 +25,16 @@ class RebinnedEnergy(NamedTuple):
     spread: np.ndarray  # float64: part of ``energy`` that came from input intervals longer than max_span_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
     # Grid bins [k0, k1), each gathered from the input intervals that overlap it, in
     # order, and written once: the same sums, in the same order, as spreading each
     # interval over its bins, without a second pass over the outputs.
+    # The times are checked as they are read (see _times_checked): returns the range of
+    # intervals [j0, j1) whose boundaries were compared, and whether every one of them, and
+    # every bin, was strictly increasing. Times out of order give meaningless sums (never
+    # a read out of bounds, nor an error here: NumPy's error model), which the caller
+    # then refuses.
     n = t.shape[0] - 1
     # First interval that ends after the first bin starts (binary search).
     lo = 0
@@ -42,18 +47,22 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
         else:
             hi = mid
     i = lo
+    j0 = lo
+    ok = True
     for k in range(k0, k1):
         g0 = grid[k]
         g1 = grid[k + 1]
+        ok &= g1 > g0
         acc_e = 0.0
         acc_cov = 0.0
         acc_spread = 0.0
         j = i
         while j < n and t[j] < g1:
+            a = t[j]
+            b = t[j + 1]
+            ok &= b > a
             x = e[j]
             if abs(x) < np.inf:
-                a = t[j]
-                b = t[j + 1]
                 lo_ = a if a > g0 else g0
                 hi_ = b if b < g1 else g1
                 overlap = hi_ - lo_
@@ -75,17 +84,53 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
         else:
             out_e[k] = acc_e
             out_spread[k] = acc_spread
+    # Intervals j0 .. i - 1 were all compared (each bin starts where the last one stopped,
+    # or one before it); at j1 = max(i, j0) the range may be empty.
+    return j0, max(i, j0), ok
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _rebin_energy(t, e, grid, max_span_ns, n_chunks, out_e, out_cov, out_spread):
+def _rebin_energy(t, e, grid, max_span_ns, n_chunks, out_e, out_cov, out_spread, checked):
     # Parallel over blocks of grid bins: each task owns its bins, so no two add into one.
+    # checked[ch] = (first interval compared, one past the last, 1 if all increasing).
     n_grid = grid.shape[0] - 1
     for ch in prange(n_chunks):
         k0 = ch * n_grid // n_chunks
         k1 = (ch + 1) * n_grid // n_chunks
+        checked[ch, 0] = 0
+        checked[ch, 1] = 0
+        checked[ch, 2] = 1
         if k0 < k1:
-            _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread)
+            j0, j1, ok = _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread)
+            checked[ch, 0] = j0
+            checked[ch, 1] = j1
+            checked[ch, 2] = 1 if ok else 0
+
+
+def _times_checked(t: np.ndarray, g: np.ndarray, checked: np.ndarray) -> None:
+    """Raise as the separate checks would when the times or the grid are not strictly
+    increasing. The kernel compared the grid's bins and the intervals it read: only the
+    intervals it did not reach (before and after the grid, or between tasks' ranges)
+    are compared here, so the series is read once, not twice."""
+    if not checked[:, 2].all():
+        v.strictly_increasing(t)
+        v.strictly_increasing(g, "grid_ns")
+        raise RuntimeError("rebin_energy: internal error: the kernel saw times out of order that the checks did not")
+    n = t.shape[0] - 1
+    j = 0  # intervals before j are compared
+    for j0, j1, _ in sorted((int(a), int(b), 0) for a, b, _ in checked if b > a):
+        if j0 > j:
+            _interval_times(t, j, j0)
+        j = max(j, j1)
+    if j < n:
+        _interval_times(t, j, n)
+
+
+def _interval_times(t: np.ndarray, j0: int, j1: int) -> None:
+    # Intervals [j0, j1): boundaries t[j0] .. t[j1].
+    i = v.first_not_increasing(t[j0:j1 + 1])
+    if i >= 0:
+        v.not_increasing_error(t, j0 + i)
 
 
 # Below this many grid bins per thread, one task: starting threads costs more than it saves.
@@ -123,12 +168,18 @@ def rebin_energy(t_ns, energy, grid_ns, *, max_span_ns: int | None = None) -> Re
             raise ValueError(f"energy: length {x.shape[0]} does not match len(t_ns) - 1 = -1")
     else:
         v.same_length(t.shape[0] - 1, energy=x)
-    v.strictly_increasing(t)
-    v.strictly_increasing(g, "grid_ns")
     span = np.iinfo(np.int64).max if max_span_ns is None else v.positive_ns(max_span_ns, "max_span_ns")
     n_grid = max(g.shape[0] - 1, 0)
     out_e = np.empty(n_grid, dtype=np.float64)
     out_cov = np.empty(n_grid, dtype=np.float64)
     out_spread = np.empty(n_grid, dtype=np.float64)
-    _rebin_energy(t, x, g, span, _n_chunks(n_grid), out_e, out_cov, out_spread)
+    if n_grid == 0:
+        # No bin: the kernel reads nothing, so the times are compared here.
+        v.strictly_increasing(t)
+        v.strictly_increasing(g, "grid_ns")
+        return RebinnedEnergy(out_e, out_cov, out_spread)
+    n_chunks = _n_chunks(n_grid)
+    checked = np.empty((n_chunks, 3), dtype=np.int64)
+    _rebin_energy(t, x, g, span, n_chunks, out_e, out_cov, out_spread, checked)
+    _times_checked(t, g, checked)
     return RebinnedEnergy(out_e, out_cov, out_spread)

@@ -148,9 +148,71 @@ def test_parallel_chunks_of_bins_give_the_same_bits(data, n_chunks):
     outs = []
     for chunks in (1, n_chunks):
         out = tuple(np.empty(g.size - 1) for _ in range(3))
-        _rebin_energy(t, e, g, 3 * SECOND_NS, chunks, *out)
+        _rebin_energy(t, e, g, 3 * SECOND_NS, chunks, *out, np.empty((chunks, 3), dtype=np.int64))
         outs.append(out)
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
     assert_close(outs[0][0], naive.rebin_energy(t, e, g, max_span_ns=3 * SECOND_NS)[0], rtol=1e-9,
                  atol=1e-9 * scale_of(e))
+
+
+def _check_error(t, g):
+    # The error the separate checks give (times first, then the grid), or None.
+    from puewatch.kernels import _validate as v
+
+    try:
+        v.strictly_increasing(t)
+        v.strictly_increasing(g, "grid_ns")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@given(data=st.data(), n_chunks=st.integers(1, 7))
+def test_times_checked_while_read_refuse_exactly_what_a_separate_check_refuses(data, n_chunks):
+    # The kernel compares the times it reads; the rest (before and after the grid, between
+    # tasks) is compared after it: together the same error, at the same index, as checking
+    # every time first, wherever the fault lies (inside the grid, outside it, in the grid).
+    from puewatch.kernels.rebin import _rebin_energy, _times_checked
+
+    t = data.draw(times_ns(min_size=2, max_size=60)).copy()
+    g = np.unique(data.draw(st.lists(st.integers(int(t[0]) - 5 * SECOND_NS, int(t[-1]) + 5 * SECOND_NS),
+                                     min_size=2, max_size=40)))
+    if data.draw(st.booleans()):
+        i = data.draw(st.integers(1, t.size - 1))
+        t[i] = t[i - 1] - data.draw(st.integers(0, 3 * SECOND_NS))  # equal or earlier
+    if g.size > 2 and data.draw(st.booleans()):
+        k = data.draw(st.integers(1, g.size - 1))
+        g[k] = g[k - 1] - data.draw(st.integers(0, 3 * SECOND_NS))
+    if g.size < 2:
+        return
+    e = np.ones(t.size - 1)
+    expected = _check_error(t, g)
+    checked = np.empty((n_chunks, 3), dtype=np.int64)
+    _rebin_energy(t, e, g, 3 * SECOND_NS, n_chunks, *(np.empty(g.size - 1) for _ in range(3)), checked)
+    try:
+        _times_checked(t, g, checked)
+        got = None
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
+    # And through the public function (one task for a series this short).
+    if expected is None:
+        rebin_energy(t, e, g)
+    else:
+        with pytest.raises(ValueError) as exc:
+            rebin_energy(t, e, g)
+        assert str(exc.value) == expected
+
+
+def test_a_fault_the_grid_never_reaches_is_still_refused():
+    # Times out of order long before and long after the grid: the kernel never reads them.
+    t = np.array([0, 5, 5, 10, 20, 30, 40, 50, 49, 60], dtype=np.int64)
+    e = np.ones(t.size - 1)
+    with pytest.raises(ValueError, match=r"t_ns: times must be strictly increasing; index 2 \(5\)"):
+        rebin_energy(t, e, [20, 30])
+    t[2] = 7
+    with pytest.raises(ValueError, match=r"t_ns: .*index 8 \(49\) is not after index 7 \(50\)"):
+        rebin_energy(t, e, [20, 30])
+    t[8] = 55
+    assert rebin_energy(t, e, [20, 30]).energy[0] == pytest.approx(1.0)
