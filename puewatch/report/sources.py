@@ -56,9 +56,15 @@ from puewatch.report.engine import MeterReadings
 from puewatch.redact import redact_url
 
 CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
+# Added where a meter has device ratings (its `rated` power limit, core.energy): the largest
+# of each its device reported over the exported window, on the meter's first row. Without
+# them recompute would derive another limit than the report and count other readings.
+CSV_RATING_COLUMNS = {"rated_power": "rated_power_w", "rated_apparent_power": "rated_apparent_power_va"}
+CSV_HEADER_RATED = CSV_HEADER + tuple(CSV_RATING_COLUMNS.values())
 
 __all__ = [
     "CSV_HEADER",
+    "CSV_HEADER_RATED",
     "SiteFile",
     "StoreReadings",
     "load_site",
@@ -526,9 +532,12 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     """The export CSV (rows ordered by meter, then time); returns the number of rows.
 
     Written a meter at a time in large pieces, the times formatted by NumPy (a year of
-    500 meters is 263 million rows); the bytes are what csv.writer would write.
+    500 meters is 263 million rows); the bytes are what csv.writer would write. Where a
+    meter has device ratings, the header adds `CSV_RATING_COLUMNS`, filled on its first row.
     """
-    out.write(",".join(CSV_HEADER) + "\n")
+    rated = any(r.ratings for r in readings.values())
+    out.write(",".join(CSV_HEADER_RATED if rated else CSV_HEADER) + "\n")
+    tail = "," * len(CSV_RATING_COLUMNS) if rated else ""
     rows = 0
     for name in sorted(readings):
         r = readings[name]
@@ -536,6 +545,8 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
         meter = _csv_field(name)
         power = r.power_w.tolist() if r.power_w is not None else [math.nan] * n
         energy = r.energy_wh.tolist() if r.energy_wh is not None else [math.nan] * n
+        first = "".join("," + (repr(float(r.ratings[k])) if r.ratings and k in r.ratings else "")
+                        for k in CSV_RATING_COLUMNS) if rated else ""
         for i0 in range(0, n, 1 << 16):
             i1 = min(n, i0 + (1 << 16))
             lines = []
@@ -543,7 +554,8 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
                 fp, fe = math.isfinite(p), math.isfinite(e)
                 if not (fp or fe):
                     continue  # both absent: there is no reading at this time (cannot happen from _combine)
-                lines.append(f"{ts},{meter},{repr(p) if fp else ''},{repr(e) if fe else ''}\n")
+                lines.append(f"{ts},{meter},{repr(p) if fp else ''},{repr(e) if fe else ''}{first or tail}\n")
+                first = ""
             out.write("".join(lines))
             rows += len(lines)
     return rows
@@ -670,15 +682,33 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             header = next(reader)
         except StopIteration:
             raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
-        if tuple(header) != CSV_HEADER:
-            raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)}, got {','.join(header)}")
+        if tuple(header) not in (CSV_HEADER, CSV_HEADER_RATED):
+            raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)} (or with "
+                            f"{','.join(CSV_RATING_COLUMNS.values())} after it), got {','.join(header)}")
+        wide = len(header) == len(CSV_HEADER_RATED)
+        ncols = len(header)
         last: dict[str, int] = {}
+        ratings: dict[str, dict[str, float]] = {}
+
+        def rating(meter: str, cells: list[str]) -> None:
+            """A row's rating cells: the largest positive of each is the meter's rating (0: none)."""
+            for key, column, text in zip(CSV_RATING_COLUMNS, CSV_RATING_COLUMNS.values(), cells):
+                x = _number(text, column)
+                if math.isnan(x):
+                    continue
+                if x < 0:
+                    raise ValueError(f"negative {column} {text}")
+                if not schema.rating_sources(site.name, site.meters[meter]):
+                    raise ValueError(f"{column} for meter {meter!r}, which is not read from an SNMP device (no rating)")
+                if x > 0:
+                    have = ratings.setdefault(meter, {})
+                    have[key] = max(have.get(key, 0.0), x)
 
         def check(row: list[str]) -> tuple[int, float, float]:
             """A row, every rule checked in order: the fault's ValueError names the first broken one."""
-            if len(row) != 4:
-                raise ValueError(f"expected 4 columns (time,meter,power_w,energy_wh), got {len(row)}")
-            ts, meter, ps, es = row
+            if len(row) != ncols:
+                raise ValueError(f"expected {ncols} columns ({','.join(header)}), got {len(row)}")
+            ts, meter, ps, es = row[:4]
             if meter not in site.meters:
                 raise ValueError(f"unknown meter {meter!r} (not in the site's [meters])")
             t = parse_time(ts)
@@ -688,6 +718,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 raise ValueError(f"negative power_w {ps}")
             if math.isnan(p) and math.isnan(e):
                 raise ValueError("neither power_w nor energy_wh is given")
+            if wide:
+                rating(meter, row[4:])
             prev = last.get(meter)
             if prev is not None and t <= prev:
                 if t == prev:
@@ -703,7 +735,12 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         c = None
         for row in reader:
             try:
-                ts, meter, ps, es = row
+                if wide:
+                    ts, meter, ps, es, rp, ra = row
+                    if rp or ra:
+                        raise ValueError  # rare (a meter's first row): check() reads them
+                else:
+                    ts, meter, ps, es = row
                 if meter != cur:
                     if cur is not None:
                         last[cur] = prev_t
@@ -727,10 +764,18 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 if cur is not None:
                     last[cur] = prev_t
                 try:
-                    check(row)
+                    t, p, e = check(row)
                 except ValueError as exc:
                     raise UserError(f"{path}:{lineno}: {exc}") from None
-                raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
+                if not (wide and (row[4] or row[5])):
+                    raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
+                if meter != cur:  # a meter's first row, with its ratings: begin its columns as the fast way does
+                    if cur is not None:
+                        last[cur] = prev_t
+                    cur = meter
+                    c = cols.get(meter)
+                    if c is None:
+                        c = cols[meter] = (array("q"), array("d"), array("d"))
             prev_t = t
             c[0].append(t)
             c[1].append(p)
@@ -747,6 +792,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             pa if np.isfinite(pa).any() else None,
             ea if np.isfinite(ea).any() else None,
             register_modulus(site, name),
+            ratings.get(name),
         )
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 

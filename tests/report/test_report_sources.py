@@ -383,3 +383,97 @@ def test_a_report_reads_an_snmp_meter_s_device_ratings_from_the_store(tmp_path):
     store.write_batch(b)
     assert read_meter(store, site, "ups", 0, 600 * NS).ratings == {"rated_power": 9000.0}
     assert read_meter(store, site, "other", 0, 600 * NS).ratings is None
+
+
+RATED_SITE_TOML = """
+[collector]
+site = "s"
+state_dir = "{tmp}/state"
+
+[store.embedded]
+path = "{tmp}/s.db"
+
+[[snmp.devices]]
+name = "ups0"
+host = "127.0.0.1"
+profile = "ups-mib"
+
+[meters.inc]
+role = "facility_input"
+measurement = "inc"
+field = "wh"
+unit = "Wh"
+register = true
+max_power_w = 50000.0
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+device = "ups0"
+"""
+
+
+def test_recompute_takes_a_rated_meter_s_limit_from_the_export_as_report_does(tmp_path: Path) -> None:
+    # A UPS rated 9000 W (limit 18 kW, `rated`) reads 4 kW, once 15 kW: a reading the rating
+    # allows but a derived limit (4 x 4 kW = 16 kW) would too, and once 17 kW, above the derived
+    # limit only. The export carries the rating, so recompute refuses and counts what report does.
+    from puewatch.core import schema
+    from puewatch.core.batch import Batch
+
+    conf = tmp_path / "collector.toml"
+    conf.write_text(RATED_SITE_TOML.format(tmp=tmp_path))
+    t = T0 - MARGIN + np.arange(6 * 60 + 31, dtype=np.int64) * 60 * NS  # a minute apart, 6 h and the margins
+    power = np.full(t.size, 4000.0)
+    power[100], power[200] = 15_000.0, 17_000.0
+    b = Batch()
+    b.add(*schema.snmp_reading("s", "ups0", "total_active_power", "W"), t, {"value": power})
+    b.add(*schema.snmp_reading("s", "ups0", "rated_power", "W"), t, {"value": np.where(t < T0, 0.0, 9000.0)})
+    b.add("inc", {}, t, {"wh": 1e6 + np.arange(t.size) * 6000.0 / 60})
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    store.close()
+    run = [sys.executable, "-m", "puewatch.cli"]
+    period = ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]
+    out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    exported = tmp_path / "readings.csv"
+    out = subprocess.run(run + ["export", "--config", str(conf), *period, "-o", str(exported)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *period, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    mine = json.loads(out.stdout)
+    ups = {m["meter"]: m for m in report["meters"]}["ups"]
+    assert (ups["power_limit_w"], ups["power_limit_source"], ups["power_readings_refused"]) == (18_000.0, "rated", 0)
+    for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "estimated_share", "warnings"):
+        assert mine[k] == report[k], k
+
+
+@pytest.mark.parametrize("body,line,fault", [
+    ("2025-01-01T00:00:00Z,ups-a,1.0,,-9000,\n", 2, "negative rated_power_w -9000"),
+    ("2025-01-01T00:00:00Z,ups-a,1.0,,x,\n", 2, "rated_power_w 'x' is not a number"),
+    ("2025-01-01T00:00:00Z,crac-a,,1.0,9000,\n", 2, "rated_power_w for meter 'crac-a', which is not read from an SNMP"),
+    ("2025-01-01T00:00:00Z,ups-a,1.0,\n", 2, "expected 6 columns"),
+])
+def test_bad_rating_columns_name_file_line_and_fault(tmp_path: Path, body: str, line: int, fault: str) -> None:
+    site = load_site(write_site(tmp_path))
+    path = _csv(tmp_path, HEADER[:-1] + ",rated_power_w,rated_apparent_power_va\n2024-12-31T23:00:00Z,incomer,,5.0,,\n"
+                + body)
+    with pytest.raises(UserError) as err:
+        read_csv(path, site)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{line + 1}: ") and fault in msg and "\n" not in msg
+
+
+def test_ratings_read_on_any_row_the_largest_positive_wins(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path))
+    path = _csv(tmp_path, HEADER[:-1] + ",rated_power_w,rated_apparent_power_va\n"
+                "2025-01-01T00:00:00Z,ups-a,1.0,,0.0,\n2025-01-01T00:01:00Z,ups-a,1.0,,9000.0,12000.0\n"
+                "2025-01-01T00:02:00Z,ups-a,1.0,,8000.0,\n2025-01-01T00:00:00Z,incomer,,5.0,,\n")
+    readings, source = read_csv(path, site)
+    assert source["rows"] == 4 and readings["ups-a"].t_ns.size == 3
+    assert readings["ups-a"].ratings == {"rated_power": 9000.0, "rated_apparent_power": 12000.0}
+    assert readings["incomer"].ratings is None
