@@ -134,10 +134,13 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def recompute_main(args: argparse.Namespace) -> int:
-    from puewatch.report.sources import load_site, read_csv, span_days
+    from puewatch.report.sources import load_site, read_csv, span_days, window
 
     site = load_site(args.site)
     readings, source = read_csv(args.readings, site)
     period = _period(args, required=False)
     start, end = period if period else span_days(readings)
-    return _output(site, readings, start, end, args, source)
+    # Only what `report` reads for the period (its margin of one max gap on each side): every
+    # row is read and checked, and rows beyond that window change nothing.
+    margin = _max_gap_ns(args)
+    return _output(site, window(readings, start - margin, end + margin), start, end, args, source)

@@ -797,6 +797,25 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 
 
+def window(readings: dict[str, MeterReadings], lo: int, hi: int) -> dict[str, MeterReadings]:
+    """The readings with lo <= t < hi: what `report` reads from a store for the same period
+    (the period and one max gap on each side). A report's derived power limits and outcome
+    counts are taken from the readings it reads, so a CSV that holds more (a year's export,
+    recomputed for a month) must give the figures the report of that month gives."""
+    out = {}
+    for name, r in readings.items():
+        i0, i1 = int(np.searchsorted(r.t_ns, lo, side="left")), int(np.searchsorted(r.t_ns, hi, side="left"))
+        if i0 == 0 and i1 == r.t_ns.size:
+            out[name] = r
+            continue
+
+        def cut(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None or not np.isfinite(x[i0:i1]).any() else x[i0:i1]
+
+        out[name] = MeterReadings(r.t_ns[i0:i1], cut(r.power_w), cut(r.energy_wh), r.modulus_wh, r.ratings)
+    return out
+
+
 def span_days(readings: dict[str, MeterReadings]) -> tuple[int, int]:
     """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to midnight."""
     ts = [r.t_ns for r in readings.values() if r.t_ns.size]

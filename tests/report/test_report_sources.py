@@ -477,3 +477,71 @@ def test_ratings_read_on_any_row_the_largest_positive_wins(tmp_path: Path) -> No
     assert source["rows"] == 4 and readings["ups-a"].t_ns.size == 3
     assert readings["ups-a"].ratings == {"rated_power": 9000.0, "rated_apparent_power": 12000.0}
     assert readings["incomer"].ratings is None
+
+
+LONG_SITE_TOML = """
+[collector]
+site = "s"
+state_dir = "{tmp}/state"
+
+[store.embedded]
+path = "{tmp}/s.db"
+
+[meters.inc]
+role = "facility_input"
+measurement = "inc"
+field = "wh"
+unit = "Wh"
+register = true
+max_power_w = 1e7
+
+[meters.it]
+role = "it"
+point = "it_input"
+measurement = "it"
+field = "wh"
+unit = "Wh"
+register = true
+"""
+
+
+def test_recompute_of_a_longer_export_gives_the_report_of_its_period(tmp_path: Path) -> None:
+    # The IT register has no configured limit: derived from the readings read. Day 2 draws ten
+    # times day 1, and day 1 has one 5-minute interval at 1 MW. The report of day 1 reads day 1
+    # and a max gap each side: limit 400 kW, that interval an impossible jump. Recomputing day 1
+    # from an export of both days must say the same, not derive 4 MW from day 2.
+    from puewatch.core.batch import Batch
+
+    conf = tmp_path / "collector.toml"
+    conf.write_text(LONG_SITE_TOML.format(tmp=tmp_path))
+    step = 300 * NS
+    t = T0 - MARGIN + np.arange(2 * 288 + 7, dtype=np.int64) * step
+    power_w = np.where(t[:-1] < T0 + 86_400 * NS, 100e3, 1e6)
+    power_w[(t[:-1] >= T0 + 10 * 3600 * NS).argmax()] = 1.1e6  # one interval on day 1
+    it_wh = np.concatenate(([0.0], np.cumsum(power_w * 300 / 3600)))
+    b = Batch()
+    b.add("it", {}, t, {"wh": it_wh})
+    b.add("inc", {}, t, {"wh": np.arange(t.size) * 3e6 * 300 / 3600})
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    store.close()
+    run = [sys.executable, "-m", "puewatch.cli"]
+    day1 = ["--from", "2025-01-01", "--to", "2025-01-02"]
+    out = subprocess.run(run + ["report", "--config", str(conf), *day1, "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    it = {m["meter"]: m for m in report["meters"]}["it"]
+    assert it["power_limit_source"] == "derived" and it["register_intervals"]["jump"] == 1
+    exported = tmp_path / "both-days.csv"
+    out = subprocess.run(run + ["export", "--config", str(conf), "--from", "2025-01-01", "--to", "2025-01-03", "-o",
+                                str(exported)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *day1, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    mine = json.loads(out.stdout)
+    assert mine["source"]["rows"] == 2 * (2 * 288 + 6)  # every row of the export read (and checked)
+    for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "estimated_share", "warnings",
+              "daily"):
+        assert mine[k] == report[k], k
