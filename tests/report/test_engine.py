@@ -459,3 +459,40 @@ def test_a_rating_of_zero_is_no_rating() -> None:
                 "it1": MeterReadings(t, _const(t, 100.0), None)}
     by = {m["meter"]: m for m in compute_report(_site(), readings, START, END)["meters"]}
     assert by["inc"]["power_limit_source"] == "derived"
+
+
+def test_derived_limit_hours_as_the_auditor_guide_states_them() -> None:
+    # docs/auditor-guide.md, `derived`: intervals are (a, b]; one ending exactly on the hour is
+    # the hour before's, and an interval counts whole in the hour its end falls in. Found by the
+    # issue-11 reference, which read "the hour in which each interval ends" the other way.
+    # Quarter-hour register readings over 7 hours at 100, 300, 100, 300, 200, 100, 100 kW: these
+    # are the hourly means, median 100 kW, limit 400 kW. Were each hh:45..hh+1:00 interval the
+    # next hour's, the means would be 100, 250, 150, 250, 225, 125, 100: median 150, limit 600 kW.
+    t = START + np.arange(7 * 4 + 1, dtype=np.int64) * 900 * NS
+    watts = np.array([100e3, 300e3, 100e3, 300e3, 200e3, 100e3, 100e3])[(t[:-1] - START) // H]
+    inc = np.concatenate(([0.0], np.cumsum(watts * 0.25)))
+    it = MeterReadings(t, _const(t, 50e3), None)
+    by = {m["meter"]: m for m in compute_report(_site(), {"inc": MeterReadings(t, None, inc), "it1": it},
+                                                START, START + 7 * H)["meters"]}
+    assert (by["inc"]["power_limit_w"], by["inc"]["power_limit_source"]) == (pytest.approx(400e3, rel=1e-12), "derived")
+    # Readings at hh:55, hh+1:10, hh+1:25 only: each hour's two short intervals (12:55..13:10
+    # whole in 13:00..14:00) add up to 30 min, so every hour qualifies although only 25 min
+    # of each lies inside it.
+    t = np.sort(np.concatenate([START + h * H + np.array([55, 70, 85]) * 60 * NS for h in range(8)]))
+    inc = np.concatenate(([0.0], np.cumsum(100e3 * np.diff(t) / H)))
+    by = {m["meter"]: m for m in compute_report(_site(), {"inc": MeterReadings(t, None, inc), "it1": it},
+                                                START, START + 6 * H)["meters"]}
+    assert (by["inc"]["power_limit_w"], by["inc"]["power_limit_source"]) == (pytest.approx(400e3, rel=1e-12), "derived")
+
+
+def test_estimated_share_is_by_magnitude_with_a_subtracted_meter() -> None:
+    # docs/auditor-guide.md: estimated_share = sum |c_i| estimated_i / sum |c_i E_i| over the E_DC
+    # and E_IT meters. Incomer 200 kW (register), a tenant sub-meter -20 kW (integrated power,
+    # coefficient -1), IT 100 kW (register): 20 / (200 + 20 + 100), not 20 / (180 + 100).
+    t = _times()
+    site = _site(tenant=Meter(role="facility_input", device="d3", coefficient=-1.0))
+    readings = {"inc": MeterReadings(t, None, _register(t, 200e3)), "it1": MeterReadings(t, None, _register(t, 100e3)),
+                "tenant": MeterReadings(t, _const(t, 20e3), None)}
+    r = compute_report(site, readings, START, END)
+    assert r["facility_energy_wh"] == pytest.approx(180e3 * 48, rel=1e-12)
+    assert r["estimated_share"] == pytest.approx(20 / 320, rel=1e-12)
