@@ -44,6 +44,11 @@ outside the meter's normal range.
   not counted: missing, live and in reports alike. The readings after it count normally.
 - `missing`: a reading at either end is absent.
 
+At most one wrap per interval is counted. Where a counted or wrapped interval's energy plus
+one more modulus would still be possible under the limit (a long gap on a register with a
+small modulus), the register may have wrapped again unseen: its energy is a lower bound, and
+reports say so (`uncertain_wraps`).
+
 **Power gauges** are integrated (trapezoid, never across a gap longer than the longest
 interval counted as observed); a reading above the meter's power limit, or negative, is not
 a reading (missing).
@@ -234,6 +239,22 @@ def _outcome_of(f: int) -> str:
     if f & FLAG_WRAP:
         return "wrap"
     return "counted"
+
+
+def uncertain_wraps(t_ns: np.ndarray, delta_wh: np.ndarray, *, modulus_wh: float | None, limit: PowerLimit,
+                    resolution_wh: float = 0.0) -> np.ndarray:
+    """Indices of the counted or wrapped intervals whose register could have wrapped once more:
+    their energy plus one modulus is still possible under the limit (delta + M <= limit x dt + r).
+    The policy counts at most one wrap per interval, so such an energy is only a lower bound;
+    reports name them (a long gap on a register with a small modulus). None without a modulus
+    or a limit."""
+    d = np.asarray(delta_wh, dtype=np.float64)
+    if modulus_wh is None or limit.watts is None or d.size == 0:
+        return np.empty(0, np.int64)
+    dt_s = np.diff(np.asarray(t_ns, dtype=np.int64)) / NS
+    with np.errstate(invalid="ignore"):
+        possible = d + modulus_wh <= limit.watts * dt_s / JOULES_PER_WH + resolution_wh
+    return np.flatnonzero(possible & np.isfinite(d))
 
 
 def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_wh: float | None

@@ -62,6 +62,8 @@ class MeterScan:
     outcomes: dict[str, int] = field(default_factory=dict)
     power_refused: int = 0
     jumps: list[tuple[int, int, float]] = field(default_factory=list)  # (start ns, end ns, mean power W)
+    # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
+    uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
 
 
 def finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +95,7 @@ class _Scan:
         self.used_register = self.used_power = False
         self.outcomes = dict.fromkeys(policy.OUTCOMES, 0)
         self.jumps: list[tuple[int, int, float]] = []
+        self.uncertain_wraps: list[tuple[int, int]] = []
         self.power_refused = 0
 
     def add_register(self, readings: MeterReadings, t: np.ndarray, limit: policy.PowerLimit, step_wh: float) -> None:
@@ -107,6 +110,11 @@ class _Scan:
             self.outcomes = policy.outcome_counts(d.flags[max(i0, 0):max(i1, 0)])
             if self.outcomes["jump"]:
                 self.jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
+            self.uncertain_wraps = [
+                (int(te[i]), int(te[i + 1]))
+                for i in policy.uncertain_wraps(te, d.delta, modulus_wh=readings.modulus_wh, limit=limit,
+                                                resolution_wh=step_wh).tolist()
+                if te[i + 1] > start and te[i] < end]
         # Observed: the spans with a known delta no longer than max_gap.
         resets, used, _, _, s, e = register_spans(te, d.delta, d.flags, start, end, self.max_gap_ns)
         # The register's whole span (first to last reading): power fills in only outside it. An
@@ -191,7 +199,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
             median_interval = int(np.median(np.diff(t[i:j])))
     return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
-                     power_refused=scan.power_refused, jumps=scan.jumps)
+                     power_refused=scan.power_refused, jumps=scan.jumps, uncertain_wraps=scan.uncertain_wraps)
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,

@@ -496,3 +496,27 @@ def test_estimated_share_is_by_magnitude_with_a_subtracted_meter() -> None:
     r = compute_report(site, readings, START, END)
     assert r["facility_energy_wh"] == pytest.approx(180e3 * 48, rel=1e-12)
     assert r["estimated_share"] == pytest.approx(20 / 320, rel=1e-12)
+
+
+def test_a_gap_long_enough_for_another_wrap_is_named_as_a_lower_bound() -> None:
+    # Found by the issue-11 reference: a cooling register in kWh wrapping at 100 kWh, 30 kW,
+    # limit 60 kW, silent for 5 h. 150 kWh went through it; the readings show +50 kWh (one and a
+    # half turns). The policy counts at most one wrap: 50 kWh, a lower bound, since 50 + 100 and
+    # 50 + 200 were both possible under 60 kW x 5 h. The report must say so; a 1-hour gap
+    # (30 kWh, 130 not possible) is not named.
+    t = _times()
+    keep = (t < START + 6 * H) | (t >= START + 11 * H)  # the 5-hour gap
+    keep &= (t < START + 30 * H) | (t >= START + 31 * H)  # a 1-hour gap
+    t = t[keep]
+    kwh = (_register(t, 30.0, start_wh=0.0)) % 100.0  # kWh, as the meter's unit
+    site = _site(cool=Meter(role="cooling", measurement="m", field="kwh", unit="kWh", register=True, modulus=100.0,
+                            max_power_w=60_000.0))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150e3)), "it1": MeterReadings(t, _const(t, 100e3), None),
+                "cool": MeterReadings(t, None, kwh * 1000.0, modulus_wh=100_000.0)}
+    r = compute_report(site, readings, START, END)
+    cool = {m["meter"]: m for m in r["meters"]}["cool"]
+    assert cool["energy_wh"] == pytest.approx(30e3 * 48 - 100e3, rel=1e-9)  # one turn unseen
+    named = [w for w in r["warnings"] if "wrap once more" in w]
+    assert named == ["meter 'cool': 1 register interval(s) (the first 2025-03-01T05:59:00Z..2025-03-01T11:00:00Z) "
+                     "long enough for its register to wrap once more unseen (modulus 100000, limit 60000 W "
+                     "(configured)): counted with at most one wrap, their energy is a lower bound"]
