@@ -59,7 +59,7 @@ CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 # Added where a meter has device ratings (its `rated` power limit, core.energy): the largest
 # of each its device reported over the exported window, on the meter's first row. Without
 # them recompute would derive another limit than the report and count other readings.
-CSV_RATING_COLUMNS = {"rated_power": "rated_power_w", "rated_apparent_power": "rated_apparent_power_va"}
+CSV_RATING_COLUMNS = {key: f"{key}_{unit.lower()}" for key, unit in schema.SNMP_RATING_READINGS.items()}
 CSV_HEADER_RATED = CSV_HEADER + tuple(CSV_RATING_COLUMNS.values())
 
 __all__ = [
