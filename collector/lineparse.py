@@ -153,8 +153,13 @@ _KEYD = rb"(?!" + re.escape(RESERVED_KEY.encode()) + rb"=)(?:[^" + _WS + rb',=\\
 # timestamp costs the scan little and spares the time window a second pass over the body. Read
 # with `split`, which returns one flat list (the four groups of each line, then the "\n" after
 # it): no tuple per line, as findall would build (and the garbage collector then walk).
-_BODY_RE = re.compile(rb"^(" + _SERIES + rb") " + _KEYD + rb"=" + _VALUE + rb"(?:," + _KEYD + rb"=" + _VALUE + rb")*+ ("
+# The series key is only cut here (everything up to the first space) and checked against
+# `_SERIES` once per distinct key (`_distinct_series`, cached): a body holds each key many times,
+# and matching `_SERIES` on every line was half the scan. A key is a fast-path key when it
+# matches `_SERIES` whole, exactly as when `_SERIES` is in this pattern (it cannot hold a space).
+_BODY_RE = re.compile(rb"^([^ \n]++) " + _KEYD + rb"=" + _VALUE + rb"(?:," + _KEYD + rb"=" + _VALUE + rb")*+ ("
                       + _TIME + rb")$", re.MULTILINE)
+_SERIES_RE = re.compile(_SERIES)
 # One line, timestamp optional: groups series key, timestamp.
 _LINE_RE = re.compile(rb"(" + _SERIES + rb") " + _FIELDS + rb"(?: (" + _TIME + rb"))?")
 
@@ -646,7 +651,9 @@ class LineParser:
             body += b"\n"
         if unit == 1 and (body.isascii() or _utf8(body)):
             found = _BODY_RE.split(body)  # [b"", key, first, other, stamp, b"\n", key, ...]
-            if len(found) // 5 == body.count(b"\n"):
+            # Every line matched when the text before the first match is empty and between matches each
+            # one newline (a line that did not match would stand there): no second pass over the body.
+            if found[0] == b"" and found[5::5].count(b"\n") == len(found) // 5:
                 keys, first, other, stamps = found[1::5], found[2::5], found[3::5], found[4::5]
                 # Each distinct series key once, for both the type check and the points.
                 distinct = self._distinct_series(keys)
@@ -657,11 +664,15 @@ class LineParser:
 
     def _distinct_series(self, keys: list[bytes]) -> dict[bytes, tuple[str, dict[str, str]]] | None:
         """series key -> (measurement, tags) of a fast-path body's distinct keys; None when one is
-        bad (duplicate tags), which the line-by-line pass reports."""
+        not of the fast-path syntax or is bad (duplicate tags): the line-by-line pass reads it."""
         series = self._series
         out: dict[bytes, tuple[str, dict[str, str]]] = {}
         for key in set(keys):
-            info = series.get(key) or self._series_info(key)
+            info = series.get(key)
+            if info is None:
+                if _SERIES_RE.fullmatch(key) is None:  # escapes, quotes, a comment: line by line
+                    return None
+                info = self._series_info(key)
             if type(info) is str:
                 return None
             out[key] = info

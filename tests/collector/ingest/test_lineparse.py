@@ -238,6 +238,27 @@ def test_fast_path_agrees_with_the_slow_path(tags, fields, time_ns):
     assert by_line.points == r.points and by_line.body == raw + b"\n"
 
 
+# Series keys the whole-body path cuts at the first space and must send line by line (escapes, quotes,
+# a comment, whitespace, control bytes, an empty or reserved tag, duplicate tags), among plain ones.
+_KEYS = st.sampled_from([
+    b"m", b"m,a=1", b"m,a=1,b=2", b"gpu_power,gpu=0,node=n1", b"m,a=1,a=2", b"m\\,x", b"m\\ x", b"m,a\\=b=1",
+    b'm,a="1"', b"#m", b"m\tx", b"m,a=1\r", b"m,=1", b"m,a=", b"m,a", b"m,time=1", b",a=1", b"m,,a=1",
+    b"m\x00", b"m,a=\x7f", "m,a=é".encode(), b"m,a=\xff",
+])
+
+
+@given(st.lists(st.tuples(_KEYS, st.sampled_from([b"f=1", b"f=1i", b"g=2,f=1", b'f="x"'])), min_size=1, max_size=6))
+def test_whole_body_path_agrees_with_line_by_line(lines):
+    """The whole-body path checks each distinct series key on its own: any key it cannot take sends the
+    body line by line, so the answer is the same either way."""
+    body = b"".join(b"%s %s %d\n" % (key, fields, 1_700_000_000_000_000_000 + i) for i, (key, fields) in enumerate(lines))
+    whole = LineParser(ALL).parse(body, now_ns=NOW)
+    by_line = LineParser(ALL)._by_line(body, 1, NOW)
+    assert (whole.body, whole.lines, whole.errors, whole.refused, whole.points) == (
+        by_line.body, by_line.lines, by_line.errors, by_line.refused, by_line.points)
+    assert sorted(map(repr, whole.series)) == sorted(map(repr, by_line.series))
+
+
 @given(st.binary(max_size=60))
 def test_any_bytes_give_a_result_or_a_line_error(data):
     r = parse(data, now_ns=NOW, subscribed=ALL)
