@@ -24,9 +24,9 @@ value (line 3)`. The good lines of a body are kept (InfluxDB's partial write).
 
 Speed: agent bodies are thousands of lines of the same few shapes. The common case
 (precision ns, every line with a timestamp, no escapes) is validated by one
-`re.findall` over the whole body, which runs in C and returns each line's series key;
-the series keys are checked once each (duplicate tags) and cached, and the body is
-passed on unchanged. Anything else goes line by line: a compiled regex per line for
+`re.split` over the whole body, which runs in C and returns each line's series key (cut
+at its first space); each distinct series key is checked once (its syntax, duplicate
+tags) and cached, and the body is passed on unchanged. Anything else goes line by line: a compiled regex per line for
 plain lines, and a byte-by-byte parser only for lines with escapes, quotes or errors.
 `Point`s (dicts of tags and typed fields) are built only for the measurements a
 consumer subscribed to, and where it subscribed with required fields
