@@ -17,7 +17,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         ),
     )
     k.add_argument("-n", "--samples", type=int, default=10_000_000, help="samples per kernel (default 10,000,000)")
-    k.add_argument("--repeat", type=int, default=5, help="timed repetitions; the best is reported (default 5)")
+    k.add_argument("--repeat", type=int, default=5,
+                   help="timed calls in a row that no longer beat the best before it is reported (default 5)")
     k.add_argument("--json", action="store_true", help="print machine-readable JSON")
     k.add_argument("--no-pandas", action="store_true", help="skip the pandas baselines")
     k.set_defaults(handler="puewatch.benchmarks.kernels:main")
