@@ -194,11 +194,15 @@ HEADER = "time,meter,power_w,energy_wh\n"
 ])
 def test_bad_csv_names_file_line_and_fault(tmp_path: Path, body: str, line: int, fault: str) -> None:
     site = load_site(write_site(tmp_path))
-    path = _csv(tmp_path, HEADER + "2024-12-31T23:00:00Z,incomer,,5.0\n" + body)
+    _refused(_csv(tmp_path, HEADER + "2024-12-31T23:00:00Z,incomer,,5.0\n" + body), site, line + 1, fault)
+
+
+def _refused(path: Path, site, line: int, fault: str) -> None:
+    """read_csv refuses the file with one line naming file, line and the fault."""
     with pytest.raises(UserError) as err:
         read_csv(path, site)
     msg = str(err.value)
-    assert msg.startswith(f"{path}:{line + 1}: ") and fault in msg and "\n" not in msg
+    assert msg.startswith(f"{path}:{line}: ") and fault in msg and "\n" not in msg
 
 
 def test_bad_csv_header_and_interleaved_meters(tmp_path: Path) -> None:
@@ -462,10 +466,7 @@ def test_bad_rating_columns_name_file_line_and_fault(tmp_path: Path, body: str, 
     site = load_site(write_site(tmp_path))
     path = _csv(tmp_path, HEADER[:-1] + ",rated_power_w,rated_apparent_power_va\n2024-12-31T23:00:00Z,incomer,,5.0,,\n"
                 + body)
-    with pytest.raises(UserError) as err:
-        read_csv(path, site)
-    msg = str(err.value)
-    assert msg.startswith(f"{path}:{line + 1}: ") and fault in msg and "\n" not in msg
+    _refused(path, site, line + 1, fault)
 
 
 def test_ratings_read_on_any_row_the_largest_positive_wins(tmp_path: Path) -> None:
