@@ -118,7 +118,7 @@ def _times_checked(t: np.ndarray, g: np.ndarray, checked: np.ndarray) -> None:
         raise RuntimeError("rebin_energy: internal error: the kernel saw times out of order that the checks did not")
     n = t.shape[0] - 1
     j = 0  # intervals before j are compared
-    for j0, j1, _ in sorted((int(a), int(b), 0) for a, b, _ in checked if b > a):
+    for j0, j1 in sorted((int(a), int(b)) for a, b, _ in checked if b > a):
         if j0 > j:
             _interval_times(t, j, j0)
         j = max(j, j1)

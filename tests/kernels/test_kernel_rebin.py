@@ -189,20 +189,23 @@ def test_times_checked_while_read_refuse_exactly_what_a_separate_check_refuses(d
     e = np.ones(t.size - 1)
     expected = _check_error(t, g)
     checked = np.empty((n_chunks, 3), dtype=np.int64)
-    _rebin_energy(t, e, g, 3 * SECOND_NS, n_chunks, *(np.empty(g.size - 1) for _ in range(3)), checked)
-    try:
-        _times_checked(t, g, checked)
-        got = None
-    except ValueError as exc:
-        got = str(exc)
-    assert got == expected
-    # And through the public function (one task for a series this short).
-    if expected is None:
-        rebin_energy(t, e, g)
-    else:
-        with pytest.raises(ValueError) as exc:
+    # Times out of order give meaningless sums, 0 / 0 among them (which NumPy warns of where the
+    # kernels run without the JIT): refused below.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _rebin_energy(t, e, g, 3 * SECOND_NS, n_chunks, *(np.empty(g.size - 1) for _ in range(3)), checked)
+        try:
+            _times_checked(t, g, checked)
+            got = None
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected
+        # And through the public function (one task for a series this short).
+        if expected is None:
             rebin_energy(t, e, g)
-        assert str(exc.value) == expected
+        else:
+            with pytest.raises(ValueError) as exc:
+                rebin_energy(t, e, g)
+            assert str(exc.value) == expected
 
 
 def test_a_fault_the_grid_never_reaches_is_still_refused():
