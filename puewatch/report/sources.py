@@ -736,9 +736,9 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         for row in reader:
             try:
                 if wide:
-                    ts, meter, ps, es, rp, ra = row
-                    if rp or ra:
-                        raise ValueError  # rare (a meter's first row): check() reads them
+                    ts, meter, ps, es, *rated = row
+                    if len(rated) != len(CSV_RATING_COLUMNS) or any(rated):
+                        raise ValueError  # rare (a meter's first row, or a fault): check() reads them
                 else:
                     ts, meter, ps, es = row
                 if meter != cur:
@@ -767,7 +767,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                     t, p, e = check(row)
                 except ValueError as exc:
                     raise UserError(f"{path}:{lineno}: {exc}") from None
-                if not (wide and (row[4] or row[5])):
+                if not (wide and any(row[4:])):
                     raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
                 if meter != cur:  # a meter's first row, with its ratings: begin its columns as the fast way does
                     if cur is not None:
