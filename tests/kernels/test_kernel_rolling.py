@@ -407,3 +407,106 @@ def test_only_rollings_expected_parallel_warning_is_silenced(highlight):
         warnings.warn_explicit(text, NumbaPerformanceWarning, "/opt/x/kernels/rolling.py", 559)
         warnings.warn_explicit(text, NumbaPerformanceWarning, "/opt/x/kernels/other.py", 12)
     assert [w.filename for w in seen] == ["/opt/x/kernels/other.py"]
+
+
+# ---------------------------------------------------------------------------
+# regular grids: the vectorised path gives the general path's bits
+
+
+def _general(t, num, den, windows, **kw):
+    with mock.patch.object(rolling_module, "_grid_step", lambda t, w: 0):
+        return rolling_ratio(t, num, den, windows, **kw)
+
+
+def _grid_only(t, num, den, windows, min_coverage=0.0, numerator_coverage=None, denominator_coverage=None):
+    """The grid path alone (no fallback to the general path), and whether every chunk took it."""
+    t = np.asarray(t, dtype=np.int64)
+    w = np.asarray(windows, dtype=np.int64)
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    has_cov = numerator_coverage is not None
+    ca = np.asarray(numerator_coverage, dtype=np.float64) if has_cov else np.empty(0)
+    cb = np.asarray(denominator_coverage, dtype=np.float64) if has_cov else np.empty(0)
+    step = rolling_module._grid_step(t, w)
+    assert step > 0, "the case is not a regular grid for these windows"
+    n_chunks = rolling_module._n_chunks(t, w)
+    bad = np.empty(n_chunks, dtype=np.int64)
+    out0 = np.full((w.shape[0], num.shape[0]), -1.0)
+    out1 = np.full((w.shape[0], num.shape[0]), -1.0)
+    ring = 1 << (int(w.max()) // step + rolling_module._BLOCK).bit_length()
+    rolling_module._RUN[has_cov](t, num, den, ca, cb, w, np.argsort(-w, kind="stable"), float(min_coverage),
+                                 rolling_module._cuts(t, w, n_chunks), rolling_module._BLOCK, ring, step, out0, out1, bad)
+    return RollingRatio(out0, out1), bool(np.all(bad == -1))
+
+
+@given(st.data(), st.integers(1, 7), st.integers(1, 5), st.sampled_from([4, 16, 1 << 17]))
+def test_regular_grid_path_gives_the_general_paths_bits(data, n_chunks, block, ring):
+    n = data.draw(st.integers(1, 120))
+    step = data.draw(st.integers(1, 3 * SECOND_NS))
+    t = T0_NS + np.arange(n + 1, dtype=np.int64) * step
+    # whole numbers of intervals: shorter than the series, longer, and up to the ring's rows
+    windows = data.draw(st.lists(st.integers(1, min(2 * n + 2, ring)), min_size=1, max_size=4))
+    windows = [k * step for k in windows]
+    num = data.draw(with_nans(data.draw(st.lists(dyadic(), min_size=n, max_size=n)), 0.2))
+    den = data.draw(with_nans(data.draw(st.lists(st.one_of(st.just(0.0), dyadic()), min_size=n, max_size=n)), 0.2))
+    cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
+    kw = dict(numerator_coverage=cov, denominator_coverage=cov, min_coverage=data.draw(st.sampled_from([0.0, 0.5, 1.0])))
+    with chunking(n_chunks, block, ring):
+        grid, took_it = _grid_only(t, num, den, windows, **kw)
+        public = rolling_ratio(t, num, den, windows, **kw)
+        general = _general(t, num, den, windows, **kw)
+    assert took_it
+    np.testing.assert_array_equal(grid.ratio, general.ratio)  # NaN where NaN, every other bit the same
+    np.testing.assert_array_equal(grid.coverage, general.coverage)
+    np.testing.assert_array_equal(public.ratio, general.ratio)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
+    assert_close(grid.coverage, ref_cov)
+    assert_close(grid.ratio, ref_ratio)
+
+
+def test_regular_grid_with_huge_values_then_zeros_is_exactly_empty():
+    """The grid path's prefixes are the general path's double-double sums: a 1 s grid with huge
+    energies, then an hour of zeros; a 15 min window inside the zeros is exactly empty (NaN), as
+    in the general path, and every bit agrees with it."""
+    n = 4 * 3600
+    t = T0_NS + np.arange(n + 1, dtype=np.int64) * SECOND_NS
+    rng = np.random.default_rng(5)
+    num = rng.random(n) * 1e15
+    den = rng.random(n) * 1e15
+    num[7200:10800] = 0.0
+    den[7200:10800] = 0.0
+    grid, took_it = _grid_only(t, num, den, [900 * SECOND_NS], min_coverage=0.5)
+    assert took_it
+    assert np.all(np.isnan(grid.ratio[0, 8100:10800]))
+    assert np.all(grid.coverage[0, 8100:10800] == 1.0)
+    general = _general(t, num, den, [900 * SECOND_NS], min_coverage=0.5)
+    np.testing.assert_array_equal(grid.ratio, general.ratio)
+    np.testing.assert_array_equal(grid.coverage, general.coverage)
+
+
+@pytest.mark.parametrize("t, message", [
+    ([0, 2, 3, 6], None),  # spans three steps of 2, but its intervals are 2, 1 and 3 long
+    ([0, 2, 2, 6], "strictly increasing"),  # an interval of 0: refused, by the general path
+])
+def test_a_series_that_only_looks_regular_takes_the_general_path(t, message):
+    t = T0_NS + np.array(t, dtype=np.int64)
+    e = [1.0, 2.0, 4.0]
+    assert rolling_module._grid_step(t, np.array([2])) == 2
+    _, took_it = _grid_only(t, e, e, [2])
+    assert not took_it
+    if message is None:
+        res = rolling_ratio(t, e, [1.0, 1.0, 1.0], [2])
+        ref_ratio, ref_cov = naive.rolling_ratio(t, e, [1.0, 1.0, 1.0], [2])
+        assert_close(res.ratio, ref_ratio)
+        assert_close(res.coverage, ref_cov)
+    else:
+        with pytest.raises(ValueError, match=message):
+            rolling_ratio(t, e, e, [2])
+
+
+def test_grid_step_needs_every_window_a_whole_number_of_steps_within_the_ring():
+    t = np.arange(11, dtype=np.int64) * 10
+    assert rolling_module._grid_step(t, np.array([20, 50])) == 10
+    assert rolling_module._grid_step(t, np.array([20, 55])) == 0  # 5.5 intervals: a partial one
+    assert rolling_module._grid_step(t, np.array([10 * (rolling_module._RING + 1)])) == 0
+    assert rolling_module._grid_step(t[:1], np.array([10])) == 0
+    assert rolling_module._grid_step(np.array([0, 10, 25]), np.array([10])) == 0
