@@ -32,8 +32,11 @@ class RegisterDeltas(NamedTuple):
 @njit(cache=True, nogil=True)
 def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags, i0, i1):
     # modulus <= 0: the register does not wrap. max_rate_per_ns = inf: no power bound.
+    # Returns the first i + 1 whose interval is not positive (times not increasing), or -1: the
+    # times are checked as they are read (one pass over t, not two).
     half_modulus = 0.5 * modulus
     bounded = max_rate_per_ns < math.inf
+    bad = -1
     for i in range(i0, i1):
         a = reading[i]
         b = reading[i + 1]
@@ -41,6 +44,8 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
         if dt <= 0:
             delta[i] = np.nan
             flags[i] = FLAG_BAD_TIME
+            if bad < 0:
+                bad = i + 1
             continue
         if not (abs(a) < math.inf and abs(b) < math.inf):
             delta[i] = np.nan
@@ -71,15 +76,22 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
             f |= FLAG_JUMP
         delta[i] = d
         flags[i] = f
+    return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _register_deltas(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, n_chunks, delta, flags):
-    # Every interval stands alone: parallel over chunks of intervals.
+    # Every interval stands alone: parallel over chunks of intervals. Returns the first index
+    # whose time is not after the one before, or -1.
     n = t.shape[0] - 1
+    bad = np.empty(n_chunks, dtype=np.int64)
     for ch in prange(n_chunks):
-        _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags,
-                        ch * n // n_chunks, (ch + 1) * n // n_chunks)
+        bad[ch] = _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from_zero, delta, flags,
+                                  ch * n // n_chunks, (ch + 1) * n // n_chunks)
+    for ch in range(n_chunks):
+        if bad[ch] >= 0:
+            return bad[ch]
+    return -1
 
 
 def register_deltas(
@@ -136,7 +148,6 @@ def register_deltas(
     t = v.as_time_ns(t_ns)
     r = v.as_values(reading, "reading")
     v.same_length(t.shape[0], reading=r)
-    v.strictly_increasing(t)
     mod = 0.0 if modulus is None else v.positive(modulus, "modulus", allow_inf=False)
     if (max_power_w is None) != (joules_per_unit is None):
         raise ValueError("max_power_w and joules_per_unit must be given together")
@@ -150,5 +161,7 @@ def register_deltas(
     n = max(t.shape[0] - 1, 0)
     delta = np.empty(n, dtype=np.float64)
     flags = np.empty(n, dtype=np.uint8)
-    _register_deltas(t, r, mod, rate, res, bool(reset_from_zero), v.n_chunks(n), delta, flags)
+    bad = _register_deltas(t, r, mod, rate, res, bool(reset_from_zero), v.n_chunks(n), delta, flags)
+    if bad >= 0:  # checked as the kernel read the times
+        v.not_increasing_error(t, int(bad))
     return RegisterDeltas(delta, flags)

@@ -20,10 +20,15 @@ class PowerIntegral(NamedTuple):
 
 @njit(cache=True, nogil=True)
 def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
+    # Also returns the first i + 1 whose interval is not positive (times not increasing), or -1:
+    # the times are checked as they are read (one pass over t, not two).
     total = 0.0
     missing = 0
+    bad = -1
     for i in range(i0, i1):
         dt = t[i + 1] - t[i]
+        if dt <= 0 and bad < 0:
+            bad = i + 1
         a = p[i]
         b = p[i + 1]
         if dt <= max_gap_ns and abs(a) < np.inf and abs(b) < np.inf:
@@ -33,7 +38,7 @@ def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
         else:
             energy[i] = np.nan
             missing += dt
-    return total, missing
+    return total, missing, bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -43,14 +48,19 @@ def _integrate_power(t, p, max_gap_ns, n_blocks, energy):
     n = t.shape[0] - 1
     totals = np.empty(n_blocks)
     missing = np.empty(n_blocks, dtype=np.int64)
+    bad = np.empty(n_blocks, dtype=np.int64)
     for b in prange(n_blocks):
-        totals[b], missing[b] = _integrate_range(t, p, max_gap_ns, energy, b * n // n_blocks, (b + 1) * n // n_blocks)
+        totals[b], missing[b], bad[b] = _integrate_range(t, p, max_gap_ns, energy, b * n // n_blocks,
+                                                         (b + 1) * n // n_blocks)
     total = 0.0
     gap = 0
+    first_bad = -1
     for b in range(n_blocks):
         total += totals[b]
         gap += missing[b]
-    return total, gap
+        if first_bad < 0:
+            first_bad = bad[b]
+    return total, gap, first_bad
 
 
 def integrate_power(t_ns, power_w, *, max_gap_ns: int) -> PowerIntegral:
@@ -70,8 +80,9 @@ def integrate_power(t_ns, power_w, *, max_gap_ns: int) -> PowerIntegral:
     t = v.as_time_ns(t_ns)
     p = v.as_values(power_w, "power_w")
     v.same_length(t.shape[0], power_w=p)
-    v.strictly_increasing(t)
     gap = v.positive_ns(max_gap_ns, "max_gap_ns")
     energy = np.empty(max(t.shape[0] - 1, 0), dtype=np.float64)
-    total, missing = _integrate_power(t, p, gap, v.n_blocks(energy.shape[0]), energy)
+    total, missing, bad = _integrate_power(t, p, gap, v.n_blocks(energy.shape[0]), energy)
+    if bad >= 0:  # checked as the kernel read the times
+        v.not_increasing_error(t, int(bad))
     return PowerIntegral(energy, float(total), int(missing))

@@ -163,7 +163,7 @@ def test_raw_kernel_flags_bad_time():
     r = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
     delta = np.empty(4)
     flags = np.empty(4, dtype=np.uint8)
-    _register_deltas(t, r, 0.0, math.inf, 0.0, True, 1, delta, flags)
+    assert _register_deltas(t, r, 0.0, math.inf, 0.0, True, 1, delta, flags) == 2  # the first time not after the last
     # (0,10]: 2 - 1 = 1 | (10,10]: not after -> bad | (10,5]: before -> bad | (5,20]: 6 - 4 = 2
     expected_flags = [FLAG_OK, FLAG_BAD_TIME, FLAG_BAD_TIME, FLAG_OK]
     np.testing.assert_array_equal(flags, expected_flags)

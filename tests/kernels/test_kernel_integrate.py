@@ -131,7 +131,8 @@ def test_parallel_blocks_sum_in_order():
     p[rng.random(500) < 0.05] = NAN
     e = np.empty(499)
     for blocks in (1, 3, 8):
-        total, missing = _integrate_power(t, p, 2 * SECOND_NS, blocks, e)
+        total, missing, bad = _integrate_power(t, p, 2 * SECOND_NS, blocks, e)
+        assert bad == -1  # every time after the one before
         ref_e, ref_total, ref_missing = naive.integrate_power(t, p, max_gap_ns=2 * SECOND_NS)
         assert_close(e, ref_e)
         assert total == pytest.approx(ref_total, rel=1e-12) and missing == ref_missing

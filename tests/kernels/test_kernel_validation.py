@@ -303,6 +303,8 @@ def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named
     msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
     with pytest.raises(ValueError, match=esc(msg)):
         integrate_power(t, np.ones(n), max_gap_ns=100)
+    with pytest.raises(ValueError, match=esc(msg)):
+        register_deltas(t, np.arange(n, dtype=np.float64))
     t[bad] = t[bad - 1] + 5
     t[n - 1] = t[n - 2] + 10
     assert register_deltas(t, np.arange(n, dtype=np.float64)).delta.shape == (n - 1,)
