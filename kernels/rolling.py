@@ -88,24 +88,6 @@ def _window_start(t, i, window):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _step(a, b, ca, cb, has_cov, k, dt, s):
-    # Interval k, of length dt (the caller keeps the times in registers), added to the
-    # running sum s (see _plus); also returned as a window starting inside it counts it:
-    # numerator, denominator, coverage weight (all 0 where not valid) and its length.
-    # One flat tuple: Numba's array analysis rejects a tuple nested in an inlined result.
-    x = a[k]
-    y = b[k]
-    ok = abs(x) < np.inf and abs(y) < np.inf
-    if not ok:
-        return s[0], s[1], s[2], s[3], s[4], s[5], s[6], 0.0, 0.0, 0.0, dt
-    w = min(ca[k], cb[k]) if has_cov else 1.0
-    a_h, a_l = _dd_add(s[0], s[1], x)
-    b_h, b_l = _dd_add(s[2], s[3], y)
-    c_h, c_l = _dd_add(s[4], s[5], w * dt) if has_cov else (s[4], s[5])
-    return a_h, a_l, b_h, b_l, c_h, c_l, s[6] + (0 if has_cov else dt), x, y, w, dt
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _store(st, ist, which, s):
     # Running sum s (see _plus) into the state arrays: which 0 = lead, 1 = trail.
     k = 6 * which
@@ -118,7 +100,7 @@ def _store(st, ist, which, s):
     ist[1 + which] = s[6]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
     # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
     # two running double-double sums over the same sequence: the lead (through
@@ -126,36 +108,41 @@ def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, i
     # values in the same order, so a window of zeros is exactly zero however
     # large what passed before, and precision never decays along the series.
     # st = lead (a hi, a lo, b hi, b lo, cov hi, cov lo), then the trail's;
-    # ist = [lo, lead covered ns, trail covered ns]. Returns the first i whose
+    # ist = [lo, lead covered ns, trail covered ns]. Both sums step as the ring's lead does
+    # (_values, _plus: selects, unsigned indices), in registers. Returns the first i whose
     # interval is not positive (times not increasing), or -1.
-    lead = (st[0], st[1], st[2], st[3], st[4], st[5], ist[1])
-    trail = (st[6], st[7], st[8], st[9], st[10], st[11], ist[2])
+    l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns = st[0], st[1], st[2], st[3], st[4], st[5], ist[1]
+    t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = st[6], st[7], st[8], st[9], st[10], st[11], ist[2]
     lo = ist[0]
     px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
-    pdt = t[lo] - t[lo - 1] if lo > 0 else 1
+    pdt = t[_u(lo)] - t[_u(lo - 1)] if lo > 0 else 1
     bad = -1
-    tp = t[i0]
-    tl = t[lo]
+    tp = t[_u(i0)]
+    tl = t[_u(lo)]
     for i in range(i0, i1):
-        te = t[i + 1]
-        if te <= tp and bad < 0:
-            bad = i + 1
-        ws = te - window
-        a_h, a_l, b_h, b_l, c_h, c_l, ns, _, _, _, _ = _step(a, b, ca, cb, has_cov, i, te - tp, lead)
-        lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+        te = t[_u(i + 1)]
+        dt = te - tp
         tp = te
+        if dt <= 0 and bad < 0:
+            bad = i + 1
+        x, y, w = _values(a, b, ca, cb, has_cov, i)
+        l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns = _plus(has_cov, x, y, w, dt, l_a_h, l_a_l, l_b_h, l_b_l,
+                                                               l_c_h, l_c_l, l_ns)
+        ws = te - window
         while tl < ws:
-            tn = t[lo + 1]
-            a_h, a_l, b_h, b_l, c_h, c_l, ns, px, py, pw, pdt = _step(a, b, ca, cb, has_cov, lo, tn - tl, trail)
-            trail = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
+            tn = t[_u(lo + 1)]
+            px, py, pw = _values(a, b, ca, cb, has_cov, lo)
+            pdt = tn - tl
+            t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = _plus(has_cov, px, py, pw, pdt, t_a_h, t_a_l, t_b_h,
+                                                                   t_b_l, t_c_h, t_c_l, t_ns)
             tl = tn
             lo += 1
-        sa = (lead[0] - trail[0]) + (lead[1] - trail[1])
-        sb = (lead[2] - trail[2]) + (lead[3] - trail[3])
+        sa = (l_a_h - t_a_h) + (l_a_l - t_a_l)
+        sb = (l_b_h - t_b_h) + (l_b_l - t_b_l)
         if has_cov:
-            covered = (lead[4] - trail[4]) + (lead[5] - trail[5])
+            covered = (l_c_h - t_c_h) + (l_c_l - t_c_l)
         else:
-            covered = float(lead[6] - trail[6])
+            covered = float(l_ns - t_ns)
         # Interval lo - 1 straddles the window's start: count its overlap (px, py and pw
         # are 0 where it is not valid or before the series).
         overlap = tl - ws
@@ -167,13 +154,13 @@ def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, i
         # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
         # a window, the threshold itself) must come out exact.
         cov = covered / window_f
-        out1[i] = cov
+        out1[_u(i)] = cov
         r = sa / sb if sb > 0.0 else np.nan
         if cov < min_coverage or not (abs(r) < np.inf):
             r = np.nan
-        out0[i] = r
-    _store(st, ist, 0, lead)
-    _store(st, ist, 1, trail)
+        out0[_u(i)] = r
+    _store(st, ist, 0, (l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns))
+    _store(st, ist, 1, (t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns))
     ist[0] = lo
     return bad
 
@@ -341,7 +328,8 @@ def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
 def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     # The lead through the block's intervals [b0, b1), each interval read once: its running
     # sums (see _plus) and the interval itself (see _put) into ring rows b0 + 1 .. b1, and the
-    # first i whose interval is not positive into bad. One flat tuple back (see _step).
+    # first i whose interval is not positive into bad. One flat tuple back: Numba's array
+    # analysis rejects a tuple nested in an inlined result.
     m = ring.shape[0] - 1
     a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
     tp = t[_u(b0)]
