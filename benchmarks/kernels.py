@@ -16,9 +16,16 @@ For each kernel, on N samples (default 10 million):
   beyond its inputs (tracemalloc, which sees NumPy's allocations) against the
   size of what it returned.
 
+* ``io_floor_seconds`` and ``io_floor_ratio``: the best time of a trivial parallel kernel
+  that reads as many input bytes and writes as many fresh output bytes, measured in the same
+  run, and the kernel's time over it.
+
 Targets (issue 2): rolling PUE >= 50 % of the copy's
 bandwidth and >= 20x faster than pandas; register deltas and integration
 >= 30 % of the copy's bandwidth; peak extra memory <= 2x the output size.
+(issue 11): every kernel within 2x of its io floor. The kernels that walk time windows
+or bins (rolling, rebin) are bound by instructions, the floor by memory: their ratio
+follows how fast the machine's cores are beside its memory (and its page faults).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class Result:
     # freshly allocated output bytes as the kernel: the memory floor for its I/O
     # shape on this machine, measured in the same run.
     io_floor_seconds: float | None = None
+    io_floor_ratio: float | None = None  # seconds / io_floor_seconds
 
 
 def _best_time(fn: Callable[[], object], repeat: int) -> float:
@@ -311,6 +319,8 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
         if speed_target and pd_secs is not None:
             check(f">= {speed_target:.0f}x pandas", pd_secs / secs >= speed_target)
         check("peak extra memory <= 2x output", extra <= 2 * out_bytes)
+        if floor_secs is not None:
+            check("<= 2x its io floor", secs <= 2 * floor_secs)
         ok = not missed
         results.append(
             Result(
@@ -329,6 +339,7 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
                 missed="; ".join(missed),
                 meets_target=bool(ok),
                 io_floor_seconds=floor_secs,
+                io_floor_ratio=secs / floor_secs if floor_secs else None,
             )
         )
     return {
@@ -358,7 +369,8 @@ def _print_table(report: dict) -> None:
     )
     print(f"baseline: plain array copy {report['copy_gbytes_per_s']:.2f} GB/s (bytes read); io floor: a trivial kernel "
           "reading the same input bytes and writing the same (fresh) output bytes")
-    hdr = f"{'kernel':<26}{'seconds':>10}{'Msamples/s':>12}{'GB/s':>8}{'of copy':>9}{'io floor':>10}{'pandas s':>10}{'x pandas':>10}{'extra/out':>11}  target"
+    hdr = (f"{'kernel':<26}{'seconds':>10}{'Msamples/s':>12}{'GB/s':>8}{'of copy':>9}{'io floor':>10}{'x floor':>9}"
+           f"{'pandas s':>10}{'x pandas':>10}{'extra/out':>11}  target")
     print(hdr)
     print("-" * len(hdr))
     for r in report["kernels"]:
@@ -367,9 +379,10 @@ def _print_table(report: dict) -> None:
         mem = f"{r['peak_extra_bytes'] / max(r['output_bytes'], 1):.2f}"
         verdict = f"met: {r['target']}" if r["meets_target"] else f"NOT MET: {r['missed']}"
         floor = f"{r['io_floor_seconds']:.4f}" if r.get("io_floor_seconds") is not None else "-"
+        x_floor = f"{r['io_floor_ratio']:.2f}" if r.get("io_floor_ratio") is not None else "-"
         print(
             f"{r['name']:<26}{r['seconds']:>10.4f}{r['samples_per_s'] / 1e6:>12.1f}{r['gbytes_per_s']:>8.2f}"
-            f"{r['copy_fraction']:>9.0%}{floor:>10}{pd_s:>10}{sp:>10}{mem:>11}  {verdict}"
+            f"{r['copy_fraction']:>9.0%}{floor:>10}{x_floor:>9}{pd_s:>10}{sp:>10}{mem:>11}  {verdict}"
         )
 
 

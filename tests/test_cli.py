@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import puewatch
 
 
@@ -51,8 +53,17 @@ def test_bench_kernels_json_fields():
         assert k["gbytes_per_s"] > 0
         assert k["copy_gbytes_per_s"] > 0
         assert k["pandas_seconds"] is None or k["pandas_seconds"] > 0
+        if k["io_floor_seconds"] is not None:
+            assert k["io_floor_ratio"] == pytest.approx(k["seconds"] / k["io_floor_seconds"])
+            assert ("<= 2x its io floor" in k["missed"]) == (k["io_floor_ratio"] > 2)
+    assert by_name_has_floor(report)
     by_name = {k["name"]: k for k in report["kernels"]}
     assert by_name["rolling_pue_15min_grid"]["pandas_seconds"] > 0
+
+
+def by_name_has_floor(report) -> bool:
+    # every kernel but group_sums (whose output is not one row per sample) has an io floor
+    return all((k["io_floor_seconds"] is None) == (k["name"] == "group_sums") for k in report["kernels"])
 
 
 def test_bench_kernels_table():
@@ -60,6 +71,7 @@ def test_bench_kernels_table():
     assert out.returncode == 0, out.stderr
     assert "plain array copy" in out.stdout
     assert "rolling_pue_15min" in out.stdout
+    assert "x floor" in out.stdout
 
 
 def test_bench_rejects_tiny_sample_count_cleanly():
