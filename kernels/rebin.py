@@ -18,6 +18,9 @@ from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
+# Unsigned array indices: see _rebin_bins.
+_U = np.uint64
+
 
 class RebinnedEnergy(NamedTuple):
     energy: np.ndarray  # float64, len(grid) - 1: energy per grid interval (unit of the input); NaN where no data
@@ -35,6 +38,9 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
     # every bin, was strictly increasing. Times out of order give meaningless sums (never
     # a read out of bounds, nor an error here: NumPy's error model), which the caller
     # then refuses.
+    # The arrays are indexed with _U (never negative here): Numba adds code for negative
+    # indices to every signed-integer index, which in the loops below cost a third of
+    # the kernel's time (0.120 -> 0.080 s on the bench's series, one thread).
     n = t.shape[0] - 1
     # First interval that ends after the first bin starts (binary search).
     lo = 0
@@ -50,18 +56,18 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
     j0 = lo
     ok = True
     for k in range(k0, k1):
-        g0 = grid[k]
-        g1 = grid[k + 1]
+        g0 = grid[_U(k)]
+        g1 = grid[_U(k + 1)]
         ok &= g1 > g0
         acc_e = 0.0
         acc_cov = 0.0
         acc_spread = 0.0
         j = i
-        while j < n and t[j] < g1:
-            a = t[j]
-            b = t[j + 1]
+        while j < n and t[_U(j)] < g1:
+            a = t[_U(j)]
+            b = t[_U(j + 1)]
             ok &= b > a
-            x = e[j]
+            x = e[_U(j)]
             if abs(x) < np.inf:
                 lo_ = a if a > g0 else g0
                 hi_ = b if b < g1 else g1
@@ -76,14 +82,17 @@ def _rebin_bins(t, e, grid, max_span_ns, k0, k1, out_e, out_cov, out_spread):
             j += 1
         # Intervals that end by this bin's end are done; one straddling it (the last one
         # read, if it ends after the bin) comes again.
-        i = j - 1 if j > i and t[j] > g1 else j
-        out_cov[k] = acc_cov / (g1 - g0)
+        i = j - 1 if j > i and t[_U(j)] > g1 else j
+        width = g1 - g0
+        # A wholly covered bin (the usual one) skips the divide: acc_cov / width is exactly
+        # 1.0 there, so the bits are the same.
+        out_cov[_U(k)] = 1.0 if acc_cov == width else acc_cov / width
         if acc_cov == 0.0:
-            out_e[k] = np.nan
-            out_spread[k] = np.nan
+            out_e[_U(k)] = np.nan
+            out_spread[_U(k)] = np.nan
         else:
-            out_e[k] = acc_e
-            out_spread[k] = acc_spread
+            out_e[_U(k)] = acc_e
+            out_spread[_U(k)] = acc_spread
     # Intervals j0 .. i - 1 were all compared (each bin starts where the last one stopped,
     # or one before it); at j1 = max(i, j0) the range may be empty.
     return j0, max(i, j0), ok

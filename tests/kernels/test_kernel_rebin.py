@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import naive
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_support import SECOND_NS, assert_close, floats, fsum_finite, scale_of, times_ns, with_nans
+from kernel_support import SECOND_NS, T0_NS, assert_close, floats, fsum_finite, scale_of, times_ns, with_nans
 
 from puewatch.kernels import RebinnedEnergy, rebin_energy
+from puewatch.kernels import rebin as rebin_module
 
 NAN = math.nan
 
@@ -219,3 +221,78 @@ def test_a_fault_the_grid_never_reaches_is_still_refused():
         rebin_energy(t, e, [20, 30])
     t[8] = 55
     assert rebin_energy(t, e, [20, 30]).energy[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------
+# the kernel's exact bits
+
+
+def _rebin_in_order(t, e, grid, max_span_ns):
+    # The kernel's arithmetic, one bin at a time over every interval: each overlapping
+    # interval with a finite energy adds x * (overlap / dt) to the bin, in the order of the
+    # intervals, starting from 0.0; coverage is the summed overlap over the bin's width.
+    # The int64 differences are converted to float64 before dividing, as the kernel does.
+    span = np.iinfo(np.int64).max if max_span_ns is None else max_span_ns
+    t = [int(v) for v in t]
+    g = [int(v) for v in grid]
+    out = np.empty((3, max(len(g) - 1, 0)))
+    for k in range(len(g) - 1):
+        g0, g1 = g[k], g[k + 1]
+        acc_e = acc_cov = acc_spread = 0.0
+        for j in range(len(t) - 1):
+            a, b, x = t[j], t[j + 1], float(e[j])
+            overlap = min(b, g1) - max(a, g0)
+            if math.isfinite(x) and overlap > 0:
+                share = x * (float(overlap) / float(b - a))
+                acc_e += share
+                acc_cov += float(overlap)
+                if b - a > span:
+                    acc_spread += share
+        out[1, k] = acc_cov / float(g1 - g0)
+        out[0, k] = NAN if acc_cov == 0.0 else acc_e
+        out[2, k] = NAN if acc_cov == 0.0 else acc_spread
+    return out
+
+
+@st.composite
+def jittered_case(draw):
+    # A meter's series as the collector sees it: polls every `step` with jitter, now and
+    # then a gap; energies with NaNs, zeros and signs; a regular grid finer or coarser
+    # than the polls, starting before or after the series and ending before or after it.
+    n = draw(st.integers(2, 60))
+    step = draw(st.sampled_from([SECOND_NS, 10 * SECOND_NS, 997]))
+    jitter = draw(st.integers(0, step // 2))
+    steps = [step + draw(st.integers(-jitter, jitter)) for _ in range(n - 1)]
+    for i in draw(st.sets(st.integers(0, n - 2), max_size=3)):  # gaps
+        steps[i] *= draw(st.integers(2, 40))
+    t = T0_NS + np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
+    e = draw(st.lists(st.one_of(floats(-1e6, 1e6), st.sampled_from([0.0, -0.0, 1.0])), min_size=n - 1,
+                      max_size=n - 1))
+    e = draw(with_nans(e, 0.2))
+    if draw(st.booleans()):
+        e[draw(st.integers(0, n - 2))] = draw(st.sampled_from([math.inf, -math.inf]))
+    ratio = draw(st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 7.0]))
+    g_step = max(1, int(step * ratio)) + draw(st.sampled_from([0, 0, 1, -1]))
+    g_step = max(g_step, 1)
+    span = int(t[-1] - t[0])
+    g_start = int(t[0]) + draw(st.integers(-3 * g_step, span // 2))
+    g_n = draw(st.integers(2, max(2, span // g_step + 6)))
+    grid = g_start + g_step * np.arange(g_n, dtype=np.int64)
+    max_span = draw(st.one_of(st.none(), st.integers(1, 3 * step)))
+    return t, e, grid, max_span
+
+
+def _same_bits(got, expected):
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(np.asarray(a).view(np.int64), np.asarray(b).view(np.int64))
+
+
+@given(st.one_of(jittered_case(), rebin_case()), st.integers(1, 7))
+def test_kernel_gives_the_in_order_sums_bits(case, n_chunks):
+    # Exact, not close: the kernel's sums are those of _rebin_in_order, bit for bit, however
+    # the bins are split between parallel tasks (so a faster kernel cannot change a result).
+    t, e, grid, max_span = case
+    with mock.patch.object(rebin_module, "_n_chunks", lambda n_grid: n_chunks):
+        res = rebin_energy(t, e, grid, max_span_ns=max_span)
+    _same_bits(res, _rebin_in_order(t, e, grid, max_span))
+
