@@ -18,6 +18,8 @@ from numba import njit, prange
 from puewatch.kernels import _validate as v
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
 
+_U = np.uint64
+
 
 class RegisterDeltas(NamedTuple):
     """Per-interval register increase (register units) and quality flags.
@@ -38,18 +40,21 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
     bounded = max_rate_per_ns < math.inf
     bad = -1
     for i in range(i0, i1):
-        a = reading[i]
-        b = reading[i + 1]
-        dt = t[i + 1] - t[i]
+        # Unsigned indices (never negative here): Numba adds code for negative ones to every
+        # signed index, a large share of a loop this short.
+        u = _U(i)
+        a = reading[u]
+        b = reading[u + _U(1)]
+        dt = t[u + _U(1)] - t[u]
         if dt <= 0:
-            delta[i] = np.nan
-            flags[i] = FLAG_BAD_TIME
+            delta[u] = np.nan
+            flags[u] = FLAG_BAD_TIME
             if bad < 0:
                 bad = i + 1
             continue
         if not (abs(a) < math.inf and abs(b) < math.inf):
-            delta[i] = np.nan
-            flags[i] = FLAG_MISSING
+            delta[u] = np.nan
+            flags[u] = FLAG_MISSING
             continue
         # One register step is always possible, however short the interval:
         # a 0.1 kWh register polled every second still moves by 0.1 kWh at once.
@@ -74,8 +79,8 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
         if d > limit:
             d = np.nan
             f |= FLAG_JUMP
-        delta[i] = d
-        flags[i] = f
+        delta[u] = d
+        flags[u] = f
     return bad
 
 

@@ -9,6 +9,8 @@ from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
+_U = np.uint64
+
 
 class PowerIntegral(NamedTuple):
     """Per-interval energy and what could not be integrated."""
@@ -26,17 +28,20 @@ def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
     missing = 0
     bad = -1
     for i in range(i0, i1):
-        dt = t[i + 1] - t[i]
+        # Unsigned indices (never negative here): Numba adds code for negative ones to every
+        # signed index, a large share of a loop this short.
+        u = _U(i)
+        dt = t[u + _U(1)] - t[u]
         if dt <= 0 and bad < 0:
             bad = i + 1
-        a = p[i]
-        b = p[i + 1]
+        a = p[u]
+        b = p[u + _U(1)]
         if dt <= max_gap_ns and abs(a) < np.inf and abs(b) < np.inf:
             e = 0.5 * (a + b) * (dt * 1e-9)
-            energy[i] = e
+            energy[u] = e
             total += e
         else:
-            energy[i] = np.nan
+            energy[u] = np.nan
             missing += dt
     return total, missing, bad
 
