@@ -26,8 +26,9 @@ leaves its running sums (the prefixes) in a ring; a window's trail is the
 prefix at its start (the same additions in the same order), read from the
 ring while the start is still in it (two windows a pass, sharing the lead's
 row), walked in registers for windows longer than the ring. A window's output
-costs about 4.5 ns on one core here, bound by instructions: without its three
-divides it is no faster, and finding the window's starts first (integers only),
+costs about 4.5 ns on one core of the machine this was tuned on (7-8 ns on an
+AMD Zen 2 host, 2026-12), bound by instructions: without its three divides it
+is 10 % faster at most, and finding the window's starts first (integers only),
 then its outputs in a loop of their own is 20-30 % slower, even where LLVM
 vectorises that loop (the ring read by gathers). The times are
 checked (strictly increasing) in the same pass. Indices known to be >= 0 are
