@@ -10,6 +10,7 @@ import pytest
 
 from puewatch.kernels import (
     group_sums,
+    hourly_sums,
     integrate_power,
     rebin_energy,
     register_deltas,
@@ -305,6 +306,9 @@ def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named
         integrate_power(t, np.ones(n), max_gap_ns=100)
     with pytest.raises(ValueError, match=esc(msg)):
         register_deltas(t, np.arange(n, dtype=np.float64))
+    # hourly_sums compares the times before its kernel runs: the separate check, in parallel blocks
+    with pytest.raises(ValueError, match=esc(msg)):
+        hourly_sums(t, np.ones(n), register=False, max_interval_ns=100)
     t[bad] = t[bad - 1] + 5
     t[n - 1] = t[n - 2] + 10
     assert register_deltas(t, np.arange(n, dtype=np.float64)).delta.shape == (n - 1,)
