@@ -551,7 +551,7 @@ _SEVERAL_PLAIN = _several(False)
 # ring whose columns are contiguous, and each window's outputs are one loop over two runs of
 # rows, which the compiler vectorises: the same operations on the same prefixes as the
 # general path (which walks or reads the same additions in the same order from the same
-# start), so the same bits (tested), at about a third of its cost.
+# start), so the same bits (tested), in about half the time.
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
