@@ -132,19 +132,24 @@ class _PipelineQuality(Collector):
             "collector's clock than settle_s", labels=["stream"])
         limit = GaugeMetricFamily("puewatch_power_limit_watts", "Each meter's power limit (NaN: none)",
                                   labels=["meter", "source"])
+        uncertain = CounterMetricFamily(
+            "puewatch_register_uncertain_wraps", "Counted register intervals long enough for the register to wrap "
+            "once more unseen: their energy is a lower bound (docs/auditor-guide.md)", labels=["meter"])
         streams = list(p.streams.items()) + [(st.key, st) for st in list(p.gpu_streams.values())]
         for name, st in streams:
             for outcome, n in list(st.outcomes.items()):
                 intervals.add_metric([name, outcome], n)
             power.add_metric([name], st.power_refused)
             future.add_metric([name], st.future_refused)
+            if st.register:
+                uncertain.add_metric([name], st.uncertain_wraps)
             lim = st.limit()
             limit.add_metric([name, lim.source], math.nan if lim.watts is None else lim.watts)
         floor = CounterMetricFamily("puewatch_ratio_below_floor", "Rolling ratio values below their physical floor "
                                     "(PUE < 1, ...), never published", labels=["ratio"])
         for ratio, n in list(p.below_floor.items()):
             floor.add_metric([ratio], n)
-        yield from (intervals, power, future, limit, floor)
+        yield from (intervals, power, future, limit, uncertain, floor)
 
     def describe(self) -> Iterable:
         return []

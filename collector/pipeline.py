@@ -116,6 +116,9 @@ class Stream:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(policy.OUTCOMES, 0))
     power_refused: int = 0
     future_refused: int = 0
+    # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
+    # their energy is a lower bound. For /metrics, and logged as they are counted.
+    uncertain_wraps: int = 0
     # What a derived power limit is computed from (the hours seen so far).
     rates: policy.HourlyRates = field(default_factory=policy.HourlyRates)
 
@@ -156,6 +159,17 @@ class Stream:
         if m >= 2:
             self.rates.add(k.hourly_sums(t[:m], x[:m], register=register, max_interval_ns=policy.SHORT_INTERVAL_NS))
 
+    def _note_uncertain_wraps(self, t: np.ndarray, delta: np.ndarray, done: np.ndarray, mod: float,
+                              limit: policy.PowerLimit) -> None:
+        """Count (and log, in a report's words) the intervals done this step whose register could
+        have wrapped once more unseen: their energy is a lower bound, live as in a report."""
+        i = policy.uncertain_wraps(t, delta, modulus_wh=mod, limit=limit, resolution_wh=self.resolution * self.factor)
+        i = i[done[i]]
+        if i.size:
+            self.uncertain_wraps += int(i.size)
+            log.warning("%s", policy.uncertain_wraps_warning(self.key, int(i.size), int(t[i[0]]), int(t[i[0] + 1]), mod,
+                                                             limit))
+
     @property
     def watermark(self) -> int:
         return self.t[-1] if self.t else -1
@@ -178,6 +192,8 @@ class Stream:
                 energy = d.delta
                 for name, count in policy.outcome_counts(d.flags[done]).items():
                     self.outcomes[name] += count
+                if mod is not None:
+                    self._note_uncertain_wraps(t, d.delta, done, mod, limit)
                 if self.integral_divisor != 1.0:
                     self._add_rates(grid, t, x, register=True)
             else:

@@ -47,7 +47,7 @@ outside the meter's normal range.
 At most one wrap per interval is counted. Where a counted or wrapped interval's energy plus
 one more modulus would still be possible under the limit (a long gap on a register with a
 small modulus), the register may have wrapped again unseen: its energy is a lower bound, and
-reports say so (`uncertain_wraps`).
+reports and the collector (its log and /metrics) say so (`uncertain_wraps`).
 
 **Power gauges** are integrated (trapezoid, never across a gap longer than the longest
 interval counted as observed); a reading above the meter's power limit, or negative, is not
@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from puewatch import kernels as k
-from puewatch.core.timefmt import HOUR, MINUTE, NS
+from puewatch.core.timefmt import HOUR, MINUTE, NS, format_time
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
 
 DERIVED_LIMIT_FACTOR = 4.0
@@ -251,10 +251,24 @@ def uncertain_wraps(t_ns: np.ndarray, delta_wh: np.ndarray, *, modulus_wh: float
     d = np.asarray(delta_wh, dtype=np.float64)
     if modulus_wh is None or limit.watts is None or d.size == 0:
         return np.empty(0, np.int64)
-    dt_s = np.diff(np.asarray(t_ns, dtype=np.int64)) / NS
+    t = np.asarray(t_ns, dtype=np.int64)
+    # No interval is longer than the span, and no energy is below 0: a span too short for one
+    # modulus (the collector's step, a few seconds of readings) has none, found without arrays.
+    if modulus_wh > limit.watts * ((int(t[-1]) - int(t[0])) / NS) / JOULES_PER_WH + resolution_wh:
+        return np.empty(0, np.int64)
+    dt_s = np.diff(t) / NS
     with np.errstate(invalid="ignore"):
         possible = d + modulus_wh <= limit.watts * dt_s / JOULES_PER_WH + resolution_wh
     return np.flatnonzero(possible & np.isfinite(d))
+
+
+def uncertain_wraps_warning(meter: str, count: int, start_ns: int, end_ns: int, modulus_wh: float,
+                            limit: PowerLimit) -> str:
+    """The words for `count` intervals that could hide one more wrap (see uncertain_wraps), the
+    first (start_ns, end_ns]: a report's warning, and the collector's log line as it counts them."""
+    return (f"meter {meter!r}: {count} register interval(s) (the first {format_time(start_ns)}..{format_time(end_ns)}) "
+            f"long enough for its register to wrap once more unseen (modulus {modulus_wh:g}, limit "
+            f"{limit.describe()}): counted with at most one wrap, their energy is a lower bound")
 
 
 def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_wh: float | None

@@ -417,10 +417,7 @@ class _Builder:
                        f"({len(r.jumps)} in all; see meters[].register_intervals)")
         if r.uncertain_wraps:
             a, b = r.uncertain_wraps[0]
-            out.append(f"meter {name!r}: {len(r.uncertain_wraps)} register interval(s) (the first "
-                       f"{format_time(a)}..{format_time(b)}) long enough for its register to wrap once more "
-                       f"unseen (modulus {r.modulus_wh:g}, limit {r.limit.describe()}): counted with at most one "
-                       f"wrap, their energy is a lower bound")
+            out.append(policy.uncertain_wraps_warning(name, len(r.uncertain_wraps), a, b, r.modulus_wh, r.limit))
         if r.power_refused:
             out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above its limit "
                        f"{r.limit.describe()}: not counted")

@@ -341,6 +341,37 @@ def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
     assert 'puewatch_power_limit_watts{meter="crac",source="none"} NaN' in text
 
 
+def test_an_interval_that_could_hide_one_more_wrap_is_counted_and_logged_live(caplog):
+    # A 100 Wh register (modulus) at 5 kW, limit 20 kW: a 40 s silence could hide one more
+    # wrap (its increase + 100 Wh is still possible in 40 s at 20 kW), so its energy is a lower
+    # bound: counted, on /metrics, and logged in a report's words; the 1 s intervals could not.
+    import logging
+
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    p = Pipeline(site(ups=Meter(role="it", point="ups_output", device="ups0", zone="hall-a", max_power_w=20_000.0)),
+                 windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    m = CollectorMetrics()
+    m.add_pipeline(p)
+    with caplog.at_level(logging.WARNING, logger="puewatch.collector.pipeline"):
+        for s in range(120):
+            t = T0 + s * SECOND
+            p.add_meter("incomer", t, 1300.0, t)
+            p.add_meter("crac", t, 250.0, t)
+            if not 30 < s < 70:
+                p.add_meter("ups", t, (50.0 + s * 5000.0 / 3600.0) % 100.0, t, register=True, modulus=100.0)
+            p.step(t + 1)
+    ups = p.streams["ups"]
+    assert ups.uncertain_wraps == 1
+    assert ups.outcomes["wrap"] == 2 and ups.outcomes["reset"] == 0  # the gap's, and a certain one 1 s long
+    assert 'puewatch_register_uncertain_wraps_total{meter="ups"} 1.0' in generate_latest(m.registry).decode()
+    warned = [r.getMessage() for r in caplog.records if "wrap once more unseen" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("meter 'ups': 1 register interval(s) (the first ")
+    assert "limit 20000 W (configured)" in warned[0]
+
+
 def test_a_device_rating_limits_its_meters_live_as_in_a_report():
     # The UPS's device reports its ratings (upsConfigOutputPower / upsConfigOutputVA): without a
     # configured max_power_w the stream's limit is twice the lower one, the jump above it is

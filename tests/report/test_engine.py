@@ -520,3 +520,23 @@ def test_a_gap_long_enough_for_another_wrap_is_named_as_a_lower_bound() -> None:
     assert named == ["meter 'cool': 1 register interval(s) (the first 2025-03-01T05:59:00Z..2025-03-01T11:00:00Z) "
                      "long enough for its register to wrap once more unseen (modulus 100000, limit 60000 W "
                      "(configured)): counted with at most one wrap, their energy is a lower bound"]
+
+
+@pytest.mark.parametrize("span_s", [17.99, 18.0, 18.01, 3600.0])
+def test_uncertain_wraps_at_the_edge_of_one_modulus(span_s) -> None:
+    # A 100 Wh modulus at 20 kW takes 18 s: an interval of 18 s with no increase could hide one
+    # more wrap (0 + 100 <= 20,000 x 18 / 3600), one a little shorter could not. A series too
+    # short for one modulus is answered without arrays: the same answer as interval by interval.
+    from puewatch.core import energy as policy
+
+    limit = policy.PowerLimit(20_000.0, "configured")
+    ns = round(span_s * 1e9)
+    for t in (np.array([0, ns]), np.array([0, 1_000_000_000, 1_000_000_000 + ns])):  # one interval; a short one first
+        d = np.zeros(t.size - 1)
+        got = policy.uncertain_wraps(t, d, modulus_wh=100.0, limit=limit).tolist()
+        dt_s = np.diff(t) / 1e9
+        assert got == [i for i in range(d.size) if d[i] + 100.0 <= 20_000.0 * dt_s[i] / 3600.0]
+        assert got == ([d.size - 1] if span_s >= 18.0 else [])
+        assert policy.uncertain_wraps(t, d, modulus_wh=100.0, limit=limit, resolution_wh=100.0).tolist() == list(
+            range(d.size))
+        assert policy.uncertain_wraps(t, d, modulus_wh=100.0, limit=policy.NO_LIMIT).tolist() == []
