@@ -141,7 +141,7 @@ class _PipelineQuality(Collector):
                 intervals.add_metric([name, outcome], n)
             power.add_metric([name], st.power_refused)
             future.add_metric([name], st.future_refused)
-            if st.register:
+            if st.register and st.modulus is not None:  # none without a modulus (GPU counters: 64-bit)
                 uncertain.add_metric([name], st.uncertain_wraps)
             lim = st.limit()
             limit.add_metric([name, lim.source], math.nan if lim.watts is None else lim.watts)

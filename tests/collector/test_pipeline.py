@@ -366,7 +366,9 @@ def test_an_interval_that_could_hide_one_more_wrap_is_counted_and_logged_live(ca
     ups = p.streams["ups"]
     assert ups.uncertain_wraps == 1
     assert ups.outcomes["wrap"] == 2 and ups.outcomes["reset"] == 0  # the gap's, and a certain one 1 s long
-    assert 'puewatch_register_uncertain_wraps_total{meter="ups"} 1.0' in generate_latest(m.registry).decode()
+    text = generate_latest(m.registry).decode()
+    assert 'puewatch_register_uncertain_wraps_total{meter="ups"} 1.0' in text
+    assert 'puewatch_register_uncertain_wraps_total{meter="incomer"}' not in text  # a gauge has no wraps
     warned = [r.getMessage() for r in caplog.records if "wrap once more unseen" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("meter 'ups': 1 register interval(s) (the first ")
     assert "limit 20000 W (configured)" in warned[0]
