@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# An index known to be >= 0, as unsigned, for the kernels' loops: Numba then emits no code for
+# negative indices (a compare and a select per access: a fifth of the rolling windows'
+# instructions, a third of rebin_energy's time). Only for indexing: mixed with int64
+# arithmetic, uint64 gives float64.
+uindex = np.uint64
+
 
 def as_time_ns(t, name: str = "t_ns") -> np.ndarray:
     """Coerce to a contiguous 1-D int64 ns array (datetime64 is viewed as ns)."""

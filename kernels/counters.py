@@ -18,7 +18,7 @@ from numba import njit, prange
 from puewatch.kernels import _validate as v
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
 
-_U = np.uint64
+_U = v.uindex  # an index known to be >= 0 (see _validate.uindex)
 
 
 class RegisterDeltas(NamedTuple):
@@ -40,8 +40,6 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
     bounded = max_rate_per_ns < math.inf
     bad = -1
     for i in range(i0, i1):
-        # Unsigned indices (never negative here): Numba adds code for negative ones to every
-        # signed index, a large share of a loop this short.
         u = _U(i)
         a = reading[u]
         b = reading[u + _U(1)]

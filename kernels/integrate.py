@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from puewatch.kernels import _validate as v
 
-_U = np.uint64
+_U = v.uindex  # an index known to be >= 0 (see _validate.uindex)
 
 
 class PowerIntegral(NamedTuple):
@@ -28,8 +28,6 @@ def _integrate_range(t, p, max_gap_ns, energy, i0, i1):
     missing = 0
     bad = -1
     for i in range(i0, i1):
-        # Unsigned indices (never negative here): Numba adds code for negative ones to every
-        # signed index, a large share of a loop this short.
         u = _U(i)
         dt = t[u + _U(1)] - t[u]
         if dt <= 0 and bad < 0:

@@ -59,10 +59,7 @@ class RollingRatio(NamedTuple):
     coverage: np.ndarray  # float64 (n_windows, n): share of the window where both were valid
 
 
-# An index known to be >= 0, as unsigned: Numba then emits no wraparound for negative indices
-# (a compare and a select per access, a fifth of the windows' instructions). Only for indexing:
-# mixed with int64 arithmetic, uint64 would give float64.
-_u = np.uint64
+_u = v.uindex  # an index known to be >= 0 (see _validate.uindex)
 
 
 @njit(cache=True, nogil=True, inline="always")
