@@ -18,19 +18,20 @@ last interval, and the window's trail, through the last interval before it.
 Both add the same values in the same order, so a window of zeros is exactly
 zero however large the values that passed before (a ratio's denominator never
 keeps a rounding residue), and precision does not decay along arbitrarily
-long series. One window (the pipeline's call) keeps its lead and trail in
-registers, with the times they walk and the parts of the interval straddling
-the window's start (the trail's last step): the kernel is bound by
-instructions, not memory, so nothing is loaded or checked twice. Several windows share one lead: it runs once, block by block, and
-leaves its running sums (the prefixes) in a ring; a window's trail is the
-prefix at its start (the same additions in the same order), read from the
-ring while the start is still in it (two windows a pass, sharing the lead's
-row), walked in registers for windows longer than the ring. A window's output
-costs about 4.5 ns on one core of the machine this was tuned on (7-8 ns on an
-AMD Zen 2 host, 2026-12), bound by instructions: without its three divides it
-is 10 % faster at most, and finding the window's starts first (integers only),
-then its outputs in a loop of their own is 20-30 % slower, even where LLVM
-vectorises that loop (the ring read by gathers). The times are
+long series. The lead runs once for all windows, block by block, and leaves
+its running sums (the prefixes) in a ring whose columns are contiguous; a
+window's trail is the prefix at its start (the same additions in the same
+order), read from the ring while the start is still in it, walked in registers
+for windows longer than the ring. Most outputs' windows start one boundary
+after the previous output's: in such a run the trail rows follow the lead rows
+one for one, so the outputs, straddling interval included, are one loop of
+contiguous loads that the compiler runs four at a time (see _ring_runs). On
+jittered 1 s polls (AMD Zen 2, 2026-12) this took one window from 0.080 to
+0.065 s and five from 0.33 to 0.28 s, on 10 million intervals and 2 cores,
+against registers for one window and a scalar pass per window pair for several.
+Earlier measurements, before the runs: without its three divides an output is
+10 % faster at most, and finding all the windows' starts first, then the
+outputs through gathers of the ring is 20-30 % slower. The times are
 checked (strictly increasing) in the same pass. Indices known to be >= 0 are
 unsigned, so no code for negative ones runs in the loops.
 On a regular grid (every interval the same length, every window a whole number of them:
@@ -85,120 +86,10 @@ def _window_start(t, i, window):
     return lo
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _store(st, ist, which, s):
-    # Running sum s (see _plus) into the state arrays: which 0 = lead, 1 = trail.
-    k = 6 * which
-    st[k] = s[0]
-    st[k + 1] = s[1]
-    st[k + 2] = s[2]
-    st[k + 3] = s[3]
-    st[k + 4] = s[4]
-    st[k + 5] = s[5]
-    ist[1 + which] = s[6]
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _run(t, a, b, ca, cb, has_cov, window, window_f, min_coverage, i0, i1, st, ist, out0, out1):
-    # Intervals [i0, i1) for one window. The window (lo, i] is the difference of
-    # two running double-double sums over the same sequence: the lead (through
-    # interval i) and the trail (through interval lo - 1). Both add the same
-    # values in the same order, so a window of zeros is exactly zero however
-    # large what passed before, and precision never decays along the series.
-    # st = lead (a hi, a lo, b hi, b lo, cov hi, cov lo), then the trail's;
-    # ist = [lo, lead covered ns, trail covered ns]. Both sums step as the ring's lead does
-    # (_values, _plus: selects, unsigned indices), in registers. Returns the first i whose
-    # interval is not positive (times not increasing), or -1.
-    l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns = st[0], st[1], st[2], st[3], st[4], st[5], ist[1]
-    t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = st[6], st[7], st[8], st[9], st[10], st[11], ist[2]
-    lo = ist[0]
-    px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
-    pdt = t[_u(lo)] - t[_u(lo - 1)] if lo > 0 else 1
-    bad = -1
-    tp = t[_u(i0)]
-    tl = t[_u(lo)]
-    for i in range(i0, i1):
-        te = t[_u(i + 1)]
-        dt = te - tp
-        tp = te
-        if dt <= 0 and bad < 0:
-            bad = i + 1
-        x, y, w = _values(a, b, ca, cb, has_cov, i)
-        l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns = _plus(has_cov, x, y, w, dt, l_a_h, l_a_l, l_b_h, l_b_l,
-                                                               l_c_h, l_c_l, l_ns)
-        ws = te - window
-        while tl < ws:
-            tn = t[_u(lo + 1)]
-            px, py, pw = _values(a, b, ca, cb, has_cov, lo)
-            pdt = tn - tl
-            t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns = _plus(has_cov, px, py, pw, pdt, t_a_h, t_a_l, t_b_h,
-                                                                   t_b_l, t_c_h, t_c_l, t_ns)
-            tl = tn
-            lo += 1
-        sa = (l_a_h - t_a_h) + (l_a_l - t_a_l)
-        sb = (l_b_h - t_b_h) + (l_b_l - t_b_l)
-        if has_cov:
-            covered = (l_c_h - t_c_h) + (l_c_l - t_c_l)
-        else:
-            covered = float(l_ns - t_ns)
-        # Interval lo - 1 straddles the window's start: count its overlap (px, py and pw
-        # are 0 where it is not valid or before the series).
-        overlap = tl - ws
-        if overlap > 0:
-            frac = overlap / pdt
-            sa += px * frac
-            sb += py * frac
-            covered += pw * overlap
-        # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of
-        # a window, the threshold itself) must come out exact.
-        cov = covered / window_f
-        out1[_u(i)] = cov
-        r = sa / sb if sb > 0.0 else np.nan
-        if cov < min_coverage or not (abs(r) < np.inf):
-            r = np.nan
-        out0[_u(i)] = r
-    _store(st, ist, 0, (l_a_h, l_a_l, l_b_h, l_b_l, l_c_h, l_c_l, l_ns))
-    _store(st, ist, 1, (t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l, t_ns))
-    ist[0] = lo
-    return bad
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _init(t, a, b, ca, cb, has_cov, window, i0, st, ist):
-    # The lead through the intervals [lo, i0) already inside the window ending
-    # at t[i0 + 1], the trail empty at lo. lo never passes i0: interval i0 and
-    # later are added by the run, whose trail then passes them if they start
-    # before the window.
-    lo = min(_window_start(t, i0, window), i0)
-    lead = _sums(t, a, b, ca, cb, has_cov, lo, i0, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
-    _store(st, ist, 0, lead)
-    _store(st, ist, 1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0))
-    ist[0] = lo
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block, out0, out1, st, ist):
-    # One chunk of the series for one window (the pipeline's call), from exact start-up sums:
-    # its lead and trail in registers, which for one window is faster than the ring.
-    nw = windows.shape[0]
-    for w in range(nw):
-        _init(t, a, b, ca, cb, has_cov, windows[w], i0, st[w], ist[w])
-    bad = -1
-    for b0 in range(i0, i1, block):
-        b1 = min(b0 + block, i1)
-        for w in range(nw):
-            r = _run(t, a, b, ca, cb, has_cov, windows[w], windows_f[w], min_coverage, b0, b1, st[w], ist[w],
-                     out0[w], out1[w])
-            if w == 0 and bad < 0:
-                bad = r
-    return bad
-
-
-# Columns of a ring row k: the prefix P_k (the running sum through interval k - 1: numerator,
-# denominator and covered time, each hi and lo), then interval k - 1's own numerator,
-# denominator and coverage weight (0 where it is not valid), which a window starting inside
-# it counts in part.
-_RING_COLS = 9
+# Columns of the ring (contiguous, so that a run of outputs reads each with vector loads): row
+# k holds the prefix P_k, the running sum through interval k - 1 (numerator, denominator and,
+# with input coverage, covered time, each hi and lo; without, the covered ns go to ring_ns).
+_RING_COLS = 6
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -215,25 +106,23 @@ def _part(a, b, ca, cb, has_cov, k):
 
 @njit(cache=True, nogil=True, inline="always")
 def _put(t, a, b, ca, cb, has_cov, ring, ring_ns, k, s):
-    # Running sum s (see _plus), the prefix P_k, and interval k - 1 into ring row k.
-    r = k & (ring.shape[0] - 1)
-    ring[r, 0] = s[0]
-    ring[r, 1] = s[1]
-    ring[r, 2] = s[2]
-    ring[r, 3] = s[3]
-    ring[r, 4] = s[4]
-    ring[r, 5] = s[5]
-    ring_ns[r] = s[6]
-    x, y, c = _part(a, b, ca, cb, has_cov, k - 1)
-    ring[r, 6] = x
-    ring[r, 7] = y
-    ring[r, 8] = c
+    # Running sum s (see _plus), the prefix P_k, into ring row k.
+    r = k & (ring.shape[1] - 1)
+    ring[0, r] = s[0]
+    ring[1, r] = s[1]
+    ring[2, r] = s[2]
+    ring[3, r] = s[3]
+    if has_cov:
+        ring[4, r] = s[4]
+        ring[5, r] = s[5]
+    else:
+        ring_ns[r] = s[6]
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _get(ring, ring_ns, k):
-    r = _u(k & (ring.shape[0] - 1))
-    return ring[r, 0], ring[r, 1], ring[r, 2], ring[r, 3], ring[r, 4], ring[r, 5], ring_ns[r]
+    r = _u(k & (ring.shape[1] - 1))
+    return ring[0, r], ring[1, r], ring[2, r], ring[3, r], ring[4, r], ring[5, r], ring_ns[r]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -245,7 +134,7 @@ def _start(t, a, b, ca, cb, has_cov, windows, longest_first, i0, ring, ring_ns, 
     for w in range(windows.shape[0]):
         los[w] = min(_window_start(t, i0, windows[w]), i0)
     lead = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
-    keep = i0 - ring.shape[0]  # rows at or before this one would be overwritten anyway
+    keep = i0 - ring.shape[1]  # rows at or before this one would be overwritten anyway
     k = los[longest_first[0]]
     for w in longest_first:
         lead = _lead_to(t, a, b, ca, cb, has_cov, ring, ring_ns, keep, k, los[w], lead)
@@ -328,7 +217,7 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     # sums (see _plus) and the interval itself (see _put) into ring rows b0 + 1 .. b1, and the
     # first i whose interval is not positive into bad. One flat tuple back: Numba's array
     # analysis rejects a tuple nested in an inlined result.
-    m = ring.shape[0] - 1
+    m = ring.shape[1] - 1
     a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
     tp = t[_u(b0)]
     for i in range(b0, b1):
@@ -340,16 +229,15 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
         x, y, w = _values(a, b, ca, cb, has_cov, i)
         a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
         r = _u((i + 1) & m)
-        ring[r, 0] = a_h
-        ring[r, 1] = a_l
-        ring[r, 2] = b_h
-        ring[r, 3] = b_l
-        ring[r, 4] = c_h
-        ring[r, 5] = c_l
-        ring_ns[r] = ns
-        ring[r, 6] = x
-        ring[r, 7] = y
-        ring[r, 8] = w
+        ring[0, r] = a_h
+        ring[1, r] = a_l
+        ring[2, r] = b_h
+        ring[3, r] = b_l
+        if has_cov:
+            ring[4, r] = c_h
+            ring[5, r] = c_l
+        else:
+            ring_ns[r] = ns
     return a_h, a_l, b_h, b_l, c_h, c_l, ns, bad
 
 
@@ -364,24 +252,15 @@ def _advance(t, lo, ws):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage):
-    # The window (ws, t[i + 1]] with its trail read from the ring: P_{i+1} (lead, see _get) -
-    # P_lo and the share of interval lo - 1 inside it (the straddling interval counts in
-    # proportion to its overlap). Returns its coverage and ratio.
-    rl = _u(lo & (ring.shape[0] - 1))
-    sa = (lead[0] - ring[rl, 0]) + (lead[1] - ring[rl, 1])
-    sb = (lead[2] - ring[rl, 2]) + (lead[3] - ring[rl, 3])
+def _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage):
+    # A window that starts before the series (at boundary 0, the first chunk's first outputs):
+    # P_{i+1} (lead, see _get) - P_0, which no interval straddles. Returns its coverage and ratio.
+    sa = (lead[0] - ring[0, 0]) + (lead[1] - ring[1, 0])
+    sb = (lead[2] - ring[2, 0]) + (lead[3] - ring[3, 0])
     if has_cov:
-        covered = (lead[4] - ring[rl, 4]) + (lead[5] - ring[rl, 5])
+        covered = (lead[4] - ring[4, 0]) + (lead[5] - ring[5, 0])
     else:
-        covered = float(lead[6] - ring_ns[rl])
-    if lo > 0:
-        overlap = tl - ws
-        if overlap > 0:
-            frac = overlap / (tl - t[_u(lo - 1)])
-            sa += ring[rl, 6] * frac
-            sb += ring[rl, 7] * frac
-            covered += ring[rl, 8] * overlap
+        covered = float(lead[6] - ring_ns[0])
     # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
     # the threshold itself) must come out exact.
     cov = covered / window_f
@@ -392,33 +271,71 @@ def _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverag
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _ring_block(t, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
-    # One window over the block's outputs [b0, b1), its trail read from the ring. Returns the
-    # window's start lo.
-    m = ring.shape[0] - 1
-    for i in range(b0, b1):
-        ws = t[_u(i + 1)] - window
-        lo, tl = _advance(t, lo, ws)
-        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, _get(ring, ring_ns, i + 1), lo, tl, ws, window_f,
-                                         min_coverage)
-    return lo
+def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage, o0, o1):
+    # Outputs i .. i + count - 1 of one window whose starts are lo, lo + 1, ... (lo > 0): lead
+    # rows lr, lr + 1, ... against trail rows tr, tr + 1, ..., no run wrapping the ring; interval
+    # lo - 1 + j straddles output i + j's start and counts in proportion to its overlap. The
+    # operations of _walk_block in the same order, its branches as selects (the straddling
+    # interval's terms are computed, and kept only where it overlaps), so the same bits. Every
+    # load is contiguous, and the compiler runs the loop four outputs at a time. Integers become
+    # floats through uint64 (each is >= 0: covered time, an overlap, the length of an interval
+    # of increasing times; the same value), which AVX2 converts four at a time, where int64
+    # costs a scalar instruction each: the loop ran a quarter slower with them.
+    for j in range(count):
+        lj = _u(lr + j)
+        tj = _u(tr + j)
+        tl = t[_u(lo + j)]
+        ws = t[_u(i + 1 + j)] - window
+        sa = (ring[0, lj] - ring[0, tj]) + (ring[1, lj] - ring[1, tj])
+        sb = (ring[2, lj] - ring[2, tj]) + (ring[3, lj] - ring[3, tj])
+        if has_cov:
+            covered = (ring[4, lj] - ring[4, tj]) + (ring[5, lj] - ring[5, tj])
+        else:
+            covered = float(_u(ring_ns[lj] - ring_ns[tj]))
+        overlap = tl - ws
+        overlap_f = float(_u(overlap))
+        frac = overlap_f / float(_u(tl - t[_u(lo - 1 + j)]))
+        px, py, pw = _values(a, b, ca, cb, has_cov, lo - 1 + j)
+        part = overlap > 0
+        sa = sa + px * frac if part else sa
+        sb = sb + py * frac if part else sb
+        covered = covered + pw * overlap_f if part else covered
+        cov = covered / window_f
+        r = sa / sb if sb > 0.0 else np.nan
+        ok = (abs(r) < np.inf) & (cov >= min_coverage)
+        o1[_u(i + j)] = cov
+        o0[_u(i + j)] = r if ok else np.nan
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, window, window_f, lo, o0, o1, window2, window2_f,
-               lo2, o20, o21):
-    # Two windows over the block's outputs (see _ring_block) in one pass: the end's time and
-    # the lead's row are read once for both. Returns both windows' starts.
-    for i in range(b0, b1):
-        te = t[_u(i + 1)]
-        lead = _get(ring, ring_ns, i + 1)
-        ws = te - window
+def _ring_runs(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
+    # One window over the block's outputs [b0, b1), its trail (the prefix P_lo at its start lo)
+    # read from the ring. Where each next output's window starts one boundary further (most
+    # outputs: the window moves one interval as the lead does), the trail rows follow the lead
+    # rows one for one: such a run is found with integers alone, then computed by _run_out (on
+    # jittered 1 s polls a run is about 28 outputs long). A window starting before the series
+    # (lo 0) takes _early_out. Returns the window's start lo.
+    m = ring_ns.shape[0] - 1
+    i = b0
+    while i < b1:
+        ws = t[_u(i + 1)] - window
         lo, tl = _advance(t, lo, ws)
-        o1[_u(i)], o0[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo, tl, ws, window_f, min_coverage)
-        ws2 = te - window2
-        lo2, tl2 = _advance(t, lo2, ws2)
-        o21[_u(i)], o20[_u(i)] = _ring_out(t, has_cov, ring, ring_ns, lead, lo2, tl2, ws2, window2_f, min_coverage)
-    return lo, lo2
+        if lo == 0:
+            o1[_u(i)], o0[_u(i)] = _early_out(has_cov, ring, ring_ns, _get(ring, ring_ns, i + 1), window_f, min_coverage)
+            i += 1
+            continue
+        lr = (i + 1) & m
+        tr = lo & m
+        end = min(b1, i + (m + 1 - lr), i + (m + 1 - tr))  # no run wraps the ring
+        i0 = i
+        lo0 = lo
+        i += 1
+        # Output i's start is lo + 1 when boundary lo is before its window and lo + 1 is not.
+        while i < end and t[_u(lo)] < t[_u(i + 1)] - window <= t[_u(lo + 1)]:
+            lo += 1
+            i += 1
+        _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo0, i0, i - i0, window, window_f, min_coverage, o0, o1)
+    return lo
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -426,9 +343,8 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
                 b1, o0, o1):
     # One window over the block's outputs [b0, b1), its start too far back for the ring: the
     # trail (the prefix P_lo, kept in trail and trail_ns[0] between blocks) walks in registers
-    # with the parts of interval lo - 1 (see _run). The same operations in the same order as
-    # _ring_out. Returns the window's start lo.
-    m = ring.shape[0] - 1
+    # with the parts of interval lo - 1 (see _plus). Returns the window's start lo.
+    m = ring.shape[1] - 1
     t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l = trail[0], trail[1], trail[2], trail[3], trail[4], trail[5]
     t_ns = trail_ns[0]
     px, py, pw = _part(a, b, ca, cb, has_cov, lo - 1)
@@ -443,10 +359,10 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
             tl = tn
             lo += 1
         re = _u((i + 1) & m)
-        sa = (ring[re, 0] - t_a_h) + (ring[re, 1] - t_a_l)
-        sb = (ring[re, 2] - t_b_h) + (ring[re, 3] - t_b_l)
+        sa = (ring[0, re] - t_a_h) + (ring[1, re] - t_a_l)
+        sb = (ring[2, re] - t_b_h) + (ring[3, re] - t_b_l)
         if has_cov:
-            covered = (ring[re, 4] - t_c_h) + (ring[re, 5] - t_c_l)
+            covered = (ring[4, re] - t_c_h) + (ring[5, re] - t_c_l)
         else:
             covered = float(ring_ns[re] - t_ns)
         if lo > 0:
@@ -469,7 +385,7 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring, ring_ns,
-           trails, trails_ns, los, in_ring):
+           trails, trails_ns, los):
     # One chunk of the series, a block at a time. The lead runs once for every window and
     # leaves its running sums (the prefixes P_k) in a ring. A window's trail is the prefix at
     # its start, P_lo (the same additions in the same order, so a window of zeros is exactly
@@ -482,30 +398,17 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
         b1 = min(b0 + block, i1)
         a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
         lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
-        # Windows whose starts the ring holds (rows (b1 - ring rows, b1]) read their trails from it,
-        # two at a time; the others walk theirs.
-        n_ring = 0
+        # Windows whose starts the ring holds (rows (b1 - ring rows, b1]) read their trails from it
+        # (and keep the last, for when their start leaves the ring); the others walk theirs.
         for w in range(nw):
             lo = los[w]
-            if lo > b1 - ring.shape[0]:
-                in_ring[n_ring] = w
-                n_ring += 1
+            if lo > b1 - ring.shape[1]:
+                los[w] = _ring_runs(t, a, b, ca, cb, has_cov, ring, ring_ns, windows[w], float(windows[w]), min_coverage,
+                                    lo, b0, b1, out0[w], out1[w])
+                _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, los[w]))
             else:
                 los[w] = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], windows[w],
                                      float(windows[w]), min_coverage, lo, b0, b1, out0[w], out1[w])
-        for j in range(0, n_ring - 1, 2):
-            w = in_ring[j]
-            w2 = in_ring[j + 1]
-            los[w], los[w2] = _ring_pair(t, has_cov, ring, ring_ns, min_coverage, b0, b1, windows[w], float(windows[w]),
-                                         los[w], out0[w], out1[w], windows[w2], float(windows[w2]), los[w2], out0[w2],
-                                         out1[w2])
-        if n_ring % 2:
-            w = in_ring[n_ring - 1]
-            los[w] = _ring_block(t, has_cov, ring, ring_ns, windows[w], float(windows[w]), min_coverage, los[w], b0, b1,
-                                 out0[w], out1[w])
-        for j in range(n_ring):
-            w = in_ring[j]
-            _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, los[w]))
     return bad
 
 
@@ -519,15 +422,15 @@ def _several(has_cov: bool):
     counting (`_nrt=False`; the loop allocates its scratch), which otherwise counted every
     array handed to an inlined helper, inside the inner loops (3x slower), and through
     Numba's parallel pipeline although it has no prange (`parallel=True`): its IR passes
-    give the code about the speed it had inlined (5 % slower without). One window's chunk,
-    small, stays inlined (9 % slower out of line).
+    give the code about the speed it had inlined (5 % slower without). One window takes it
+    too: the runs (see _ring_runs) beat its lead and trail in registers.
     """
 
     @njit(cache=True, nogil=True, error_model="numpy", _nrt=False, parallel=True)
     def several(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring, ring_ns, trails,
-                trails_ns, los, in_ring):
+                trails_ns, los):
         return _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i1, block, out0, out1, ring,
-                      ring_ns, trails, trails_ns, los, in_ring)
+                      ring_ns, trails, trails_ns, los)
 
     return several
 
@@ -679,19 +582,16 @@ def _parallel(has_cov: bool):
                         regular = _GRID_PLAIN(t, a, b, ca, cb, step, ks, windows_f, min_coverage, i0, i1, block, out0,
                                               out1, np.empty((6, ring_size)), np.empty(ring_size, dtype=np.int64))
                     bad[ch] = -1 if regular else -2
-                elif nw == 1:
-                    bad[ch] = _chunk_one(t, a, b, ca, cb, has_cov, windows, windows_f, min_coverage, i0, i1, block,
-                                         out0, out1, np.empty((nw, 12)), np.empty((nw, 3), dtype=np.int64))
                 elif has_cov:
                     bad[ch] = _SEVERAL_COV(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0,
-                                           out1, np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
+                                           out1, np.empty((_RING_COLS, ring_size)), np.empty(ring_size, dtype=np.int64),
                                            np.empty((nw, 6)), np.empty(nw, dtype=np.int64),
-                                           np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64))
+                                           np.empty(nw, dtype=np.int64))
                 else:
                     bad[ch] = _SEVERAL_PLAIN(t, a, b, ca, cb, windows, longest_first, min_coverage, i0, i1, block, out0,
-                                             out1, np.empty((ring_size, _RING_COLS)), np.empty(ring_size, dtype=np.int64),
+                                             out1, np.empty((_RING_COLS, ring_size)), np.empty(ring_size, dtype=np.int64),
                                              np.empty((nw, 6)), np.empty(nw, dtype=np.int64),
-                                             np.empty(nw, dtype=np.int64), np.empty(nw, dtype=np.int64))
+                                             np.empty(nw, dtype=np.int64))
 
     return run
 
