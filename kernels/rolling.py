@@ -220,12 +220,12 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
     m = ring.shape[1] - 1
     a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
     tp = t[_u(b0)]
+    shortest = 1
     for i in range(b0, b1):
         te = t[_u(i + 1)]
         dt = te - tp
         tp = te
-        if dt <= 0 and bad < 0:
-            bad = i + 1
+        shortest = min(shortest, dt)
         x, y, w = _values(a, b, ca, cb, has_cov, i)
         a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
         r = _u((i + 1) & m)
@@ -238,6 +238,11 @@ def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
             ring[5, r] = c_l
         else:
             ring_ns[r] = ns
+    if shortest <= 0 and bad < 0:  # the first interval that is not positive: found again, once
+        for i in range(b0, b1):
+            if t[_u(i + 1)] <= t[_u(i)]:
+                bad = i + 1
+                break
     return a_h, a_l, b_h, b_l, c_h, c_l, ns, bad
 
 
