@@ -285,7 +285,9 @@ def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, wind
     # load is contiguous, and the compiler runs the loop four outputs at a time. Integers become
     # floats through uint64 (each is >= 0: covered time, an overlap, the length of an interval
     # of increasing times; the same value), which AVX2 converts four at a time, where int64
-    # costs a scalar instruction each: the loop ran a quarter slower with them.
+    # costs a scalar instruction each: the loop ran a quarter slower with them. Whether the
+    # interval overlaps is a compare of times, not of the overlap, which LLVM would then know to
+    # be positive where it is used, and convert as signed again.
     for j in range(count):
         lj = _u(lr + j)
         tj = _u(tr + j)
@@ -301,7 +303,7 @@ def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, wind
         overlap_f = float(_u(overlap))
         frac = overlap_f / float(_u(tl - t[_u(lo - 1 + j)]))
         px, py, pw = _values(a, b, ca, cb, has_cov, lo - 1 + j)
-        part = overlap > 0
+        part = tl > ws  # overlap > 0 (see above)
         sa = sa + px * frac if part else sa
         sb = sb + py * frac if part else sb
         covered = covered + pw * overlap_f if part else covered
