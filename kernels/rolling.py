@@ -257,6 +257,19 @@ def _advance(t, lo, ws):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _ratio(sa, sb, covered, window_f, min_coverage):
+    # A window's coverage and ratio from its sums, the one rule of every path: the ratio is NaN
+    # where the coverage is below min_coverage, the denominator not positive or the result not
+    # finite. A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a
+    # window, the threshold itself) must come out exact. Selects, no branch: vectorised loops
+    # call it.
+    cov = covered / window_f
+    r = sa / sb if sb > 0.0 else np.nan
+    ok = (abs(r) < np.inf) & (cov >= min_coverage)
+    return cov, (r if ok else np.nan)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage):
     # A window that starts before the series (at boundary 0, the first chunk's first outputs):
     # P_{i+1} (lead, see _get) - P_0, which no interval straddles. Returns its coverage and ratio.
@@ -266,13 +279,7 @@ def _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage):
         covered = (lead[4] - ring[4, 0]) + (lead[5] - ring[5, 0])
     else:
         covered = float(lead[6] - ring_ns[0])
-    # A divide, not a multiply by 1 / window: a share that is exact (e.g. 0.25 of a window,
-    # the threshold itself) must come out exact.
-    cov = covered / window_f
-    r = sa / sb if sb > 0.0 else np.nan
-    if cov < min_coverage or not (abs(r) < np.inf):
-        r = np.nan
-    return cov, r
+    return _ratio(sa, sb, covered, window_f, min_coverage)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -307,11 +314,7 @@ def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, wind
         sa = sa + px * frac if part else sa
         sb = sb + py * frac if part else sb
         covered = covered + pw * overlap_f if part else covered
-        cov = covered / window_f
-        r = sa / sb if sb > 0.0 else np.nan
-        ok = (abs(r) < np.inf) & (cov >= min_coverage)
-        o1[_u(i + j)] = cov
-        o0[_u(i + j)] = r if ok else np.nan
+        o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -379,12 +382,7 @@ def _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trail, trail_ns, window
                 sa += px * frac
                 sb += py * frac
                 covered += pw * overlap
-        cov = covered / window_f
-        o1[_u(i)] = cov
-        r = sa / sb if sb > 0.0 else np.nan
-        if cov < min_coverage or not (abs(r) < np.inf):
-            r = np.nan
-        o0[_u(i)] = r
+        o1[_u(i)], o0[_u(i)] = _ratio(sa, sb, covered, window_f, min_coverage)
     trail[0], trail[1], trail[2], trail[3], trail[4], trail[5] = t_a_h, t_a_l, t_b_h, t_b_l, t_c_h, t_c_l
     trail_ns[0] = t_ns
     return lo
@@ -504,11 +502,7 @@ def _grid_out(has_cov, ring, ring_ns, lr, tr, trail_step, count, window_f, min_c
             covered = (ring[4, lj] - ring[4, tj]) + (ring[5, lj] - ring[5, tj])
         else:
             covered = float(ring_ns[lj] - ring_ns[tj])
-        cov = covered / window_f
-        r = sa / sb if sb > 0.0 else np.nan
-        ok = (abs(r) < np.inf) & (cov >= min_coverage)
-        o1[_u(i + j)] = cov
-        o0[_u(i + j)] = r if ok else np.nan
+        o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
 
 
 def _grid(has_cov: bool):
