@@ -18,7 +18,7 @@ Measured in the same run:
    `embedded_read_seconds`: `read_store` of every meter, all held in memory at once (4 GB of
    fresh arrays for 500 meter-years: on a VM whose first touch of memory is slow, this costs
    more than the reading);
-3. `rows_points_per_s`: the same read path over the row layout (`points` table: what a store
+3. `rows_points_per_s`: the same read path over the row layout (`lines` table: what a store
    holds before compaction) for `--rows-meters` meters, a subset, extrapolated to all;
 4. `influx_points_per_s`: `read_store` from a real influxd 1.6.7 holding `--influx-meters`
    meters (a subset: loading a year of 500 meters into influxd would take longer than the rest);
@@ -225,9 +225,15 @@ def _store_rows(path: Path, stored: dict[str, Stored], names: list[str]) -> int:
             s = stored[name]
             db.execute("INSERT INTO series (id, measurement, tagset, tags) VALUES (?, ?, ?, ?)",
                        (sid, s.measurement, canonical_tagset(s.tags), json.dumps(s.tags, sort_keys=True)))
-            db.executemany("INSERT INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
-                           zip([sid] * s.t_ns.size, [s.field] * s.t_ns.size, s.t_ns.tolist(), s.values.tolist()))
-            points += s.t_ns.size
+            names_json = json.dumps([s.field])
+            db.execute("INSERT OR IGNORE INTO field_sets (names) VALUES (?)", (names_json,))
+            set_id = db.execute("SELECT id FROM field_sets WHERE names = ?", (names_json,)).fetchone()[0]
+            # A line of one field: its value is a REAL (NaN, no value, stays out: a line has a value).
+            ok = ~np.isnan(s.values)
+            db.executemany("INSERT INTO lines (series_id, time_ns, field_set, vals) VALUES (?, ?, ?, ?)",
+                           zip([sid] * int(ok.sum()), s.t_ns[ok].tolist(), [set_id] * int(ok.sum()),
+                               s.values[ok].tolist()))
+            points += int(ok.sum())
         db.execute("COMMIT")
     finally:
         db.close()
@@ -242,8 +248,8 @@ def _bare_fetch(path: Path) -> tuple[int, float]:
         t0 = time.perf_counter()
         n = 0
         for sid in ids:
-            n += len(db.execute("SELECT time_ns, value FROM points WHERE series_id = ? AND field = 'value' "
-                                "ORDER BY time_ns", (sid,)).fetchall())
+            n += len(db.execute("SELECT time_ns, vals FROM lines WHERE series_id = ? ORDER BY time_ns",
+                                (sid,)).fetchall())
         return n, time.perf_counter() - t0
     finally:
         db.close()

@@ -6,23 +6,36 @@ Why SQLite (stdlib `sqlite3`):
 - crash-safe: WAL journal with synchronous=FULL, so a committed batch survives a
   kill or a power cut, and a half-written one is rolled back, never half there;
 - auditable: one file that any `sqlite3` shell, DB browser or pandas can open and
-  query with plain SQL, without puewatch (the schema is below);
-- fast enough: a small site writes a few hundred points per second; one
-  transaction per batch with `executemany` stores well over a hundred thousand
-  points per second here (see tests/collector/stores/test_embedded.py, which
-  measures it).
+  query without puewatch: series, times, field names and strings in plain SQL, a
+  line's several numbers and a chunk's values as raw float64 (`numpy.frombuffer`; the
+  schema is below);
+- fast enough: a small site writes a few hundred points per second; one transaction per
+  batch with `executemany`, one row per series and time, stores about 200,000 points per
+  second on 2 slow cores (`puewatch bench store`; tests/collector/stores/test_embedded_store.py
+  checks a floor).
 
 Schema:
 
     series(id INTEGER PRIMARY KEY, measurement TEXT, tagset TEXT, tags TEXT)
         tagset: the canonical tag set `k1=v1,k2=v2` (sorted by key, `,` `=` space
         backslash-escaped), unique per measurement; tags: the same as a JSON object.
+    lines(series_id, time_ns INTEGER, field_set INTEGER, vals)
+        PRIMARY KEY (series_id, time_ns): a line's numeric fields (numbers, booleans) together,
+        one row per series and time, as a line of line protocol holds them. `field_set` names
+        them (table `field_sets`); `vals` holds their values in that order: a REAL when the set
+        has one field, else a BLOB of float64 little-endian, 8 bytes a field, NaN where the line
+        has no value for that field (`numpy.frombuffer(vals, "<f8")`). A point written again
+        (a spool replayed after an outage) is stored once, and the last write wins, field by
+        field as in InfluxDB: a field the new line lacks keeps its value.
+    field_sets(id INTEGER PRIMARY KEY, names TEXT UNIQUE)
+        A set of numeric field names in their `vals` order, as a JSON array (`["value", "raw"]`).
     points(series_id, field, time_ns INTEGER, value REAL)
-        PRIMARY KEY (series_id, field, time_ns): a point re-sent (a spool replayed
-        after an outage) is stored once, and the last write wins, as in InfluxDB.
+        One row per point, PRIMARY KEY (series_id, field, time_ns): what stores before `lines`
+        wrote. Read and compacted as before (a row there is older than any line), never
+        written now.
     text_points(series_id, field, time_ns INTEGER, value TEXT)
-        String fields (an agent's `gpu_info`: GPU name, serial, driver version), keyed
-        like `points`; read with `text_series()`.
+        String fields (an agent's `gpu_info`: GPU name, serial, driver version), one row per
+        point; read with `text_series()`.
     fields(measurement, field, kind)
         Each field's kind, `number` or `string`, fixed by its first write: as in
         InfluxDB, a line giving a field the other kind is refused (a partial write).
@@ -41,6 +54,11 @@ Schema:
         CHUNK_POINTS points per chunk; the chunks of one (series, field) never
         overlap in time.
 
+Why a row per line, not per point: SQLite's cost is per row (about 3.5 us here, most of a
+write), and a line holds several fields (an SNMP reading two, an agent's GPU sample four, a
+job ledger record nine numbers). A row per point stored about 120,000 points/s of SNMP
+readings here, a row per line about 190,000 (`puewatch bench store`, same host).
+
 Why chunks: a report over a year reads every reading of hundreds of meters
 (a year of 1-minute data for 500 meters is 263 million points), and SQLite
 hands out rows one Python tuple at a time: about 2 million a second here, over
@@ -51,24 +69,24 @@ Writes take typed batches (`write_batch()`, `puewatch.core.batch`: the collector
 readings and derived series), stored column by column without any text; line protocol
 (`write()`, agents' bodies) is parsed once into the same columns by
 `lineparse.parse_columns` (`puewatch bench store` measures both).
-Points are written as rows (a batch is small and random),
-and `compact()` moves rows older than `compact_after_s` into chunks; the
+New points are lines (a batch is small and random),
+and `compact()` moves lines (and rows) older than `compact_after_s` into chunks; the
 collector calls `maintain()` (prune, then compact) every hour.
 `write_columns()` writes whole arrays straight into chunks (an import, the
 benchmark).
 
 What a reader sees does not depend on the layout: `series()` returns the union
-of chunks and rows in time order, and for one (series, field, time) the last
-write wins everywhere. A row always wins over a chunk point at the same time:
-rows are only ever newer (`compact()` moves every row before its horizon, and
-`write_columns()` takes the rows of its time range into the chunks it writes),
-so a late point inside an already compacted range is a row until the next
-`compact()` merges it into the chunk, replacing the old value.
+of chunks, rows and lines in time order, and for one (series, field, time) the last
+write wins everywhere. A line always wins over a row, and a row over a chunk point at the
+same time: lines and rows are only ever newer (`compact()` moves every one before its
+horizon, and `write_columns()` takes the field's values in its time range out of them into
+the chunks it writes), so a late point inside an already compacted range is a line until
+the next `compact()` merges it into the chunk, replacing the old value.
 
-Numbers: integers and unsigned integers become REAL, booleans 1.0/0.0, so reports read
+Numbers: integers and unsigned integers become float64, booleans 1.0/0.0, so reports read
 every number as float64; `field_types` keeps the type, and `values()` gives each value
 back as it was written: booleans as True/False, integers as int (exact up to 2**53 in
-magnitude: a REAL holds 53 bits; larger integers come back rounded to the nearest
+magnitude: a float64 holds 53 bits; larger integers come back rounded to the nearest
 float64, a documented limit of this store, docs/lineprotocol.md). Strings are
 kept as they are, in `text_points` (never compacted; pruned with the rest), newlines,
 backslashes and quotes included. A batch
@@ -82,10 +100,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sqlite3
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain, repeat
 from pathlib import Path
 
@@ -115,6 +135,17 @@ CREATE TABLE IF NOT EXISTS points (
     time_ns   INTEGER NOT NULL,
     value     REAL,
     PRIMARY KEY (series_id, field, time_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS field_sets (
+    id    INTEGER PRIMARY KEY,
+    names TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS lines (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    time_ns   INTEGER NOT NULL,
+    field_set INTEGER NOT NULL REFERENCES field_sets(id),
+    vals      BLOB NOT NULL,
+    PRIMARY KEY (series_id, time_ns)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -161,9 +192,24 @@ _SEP = 31  # ASCII unit separator: joins a series' texts in one answer (fields_b
 _TAGSET_ESCAPE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\"})
 
 
+_tags_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # `series.tags`
+# What the tag set or JSON text of a series escapes (JSON: `"`, backslash, control characters).
+_SERIES_SPECIAL = re.compile(r'[,= \\"\x00-\x1f]')
+
+
 def canonical_tagset(tags: dict[str, str]) -> str:
     """`k1=v1,k2=v2` sorted by key, every `,` `=` space and backslash escaped (so it is unambiguous)."""
     return ",".join(f"{k.translate(_TAGSET_ESCAPE)}={tags[k].translate(_TAGSET_ESCAPE)}" for k in sorted(tags))
+
+
+def _series_texts(tags: dict[str, str]) -> tuple[str, str]:
+    """A new series' `series.tagset` (`canonical_tagset`) and `series.tags` (JSON, keys sorted), at once:
+    when nothing in the tags needs escaping (most tags), both are plain joins."""
+    keys = sorted(tags)
+    if _SERIES_SPECIAL.search("".join(keys) + "".join(tags.values())) is not None:
+        return canonical_tagset(tags), _tags_json(tags)
+    return (",".join([f"{k}={tags[k]}" for k in keys]),
+            "{" + ", ".join([f'"{k}": "{tags[k]}"' for k in keys]) + "}")
 
 
 class EmbeddedStore:
@@ -200,9 +246,24 @@ class EmbeddedStore:
         self._series: dict[tuple[str, str], int] = {
             (m, ts): sid for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series")
         }
+        self._series_top = max(self._series.values(), default=0)
         self._kinds: dict[str, dict[str, str]] = {}  # measurement -> field -> "number" / "string"
         self._typed: set[tuple[str, str]] = set()  # (measurement, field) with a row in field_types
-        self._tagsets: dict[tuple[tuple[str, str], ...], str] = {}  # a block's tags -> canonical_tagset()
+        # What writes worked out once: (measurement, block tags' items) -> series id, and a block
+        # shape (measurement, fields' names and dtypes) -> (field set id, numeric names, string names).
+        self._sids: dict[tuple, int] = {}
+        self._shapes: dict[tuple, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        # A one-row block's plan, by (measurement, tags' items, field names), for numeric fields only:
+        # (series id, field set id, packer of its values).
+        self._plans: dict[tuple, tuple[int, int, struct.Struct]] = {}
+        # Field sets (table field_sets): id -> numeric field names in order, and back.
+        self._sets: dict[int, tuple[str, ...]] = {}
+        self._set_ids: dict[tuple[str, ...], int] = {}
+        self._sets_top = 0
+        # What the write transaction under way added to the in-memory views (undone on rollback).
+        self._added_kinds: list[tuple[str, str]] = []
+        self._added_types: list[tuple[str, str]] = []
+        self._added_sets: list[int] = []
         try:
             self._register_old_fields()
         except sqlite3.Error as exc:
@@ -266,8 +327,11 @@ class EmbeddedStore:
 
     def write_batch(self, batch: Batch) -> None:
         """A typed batch: its blocks go to SQLite as they are; line protocol parts are parsed once."""
-        blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]] = []
         bad: list[tuple[int, str]] = []
+        if bytes not in map(type, batch.parts):  # typed blocks only (the collector's own batches)
+            self._write_blocks(zip(batch.parts, repeat(None), repeat(None)), bad)
+            return
+        blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]] = []
         for part in batch.parts:
             if isinstance(part, Block):
                 blocks.append((part, None, None))  # its columns' dtypes are its fields' types
@@ -282,124 +346,240 @@ class EmbeddedStore:
             bad += errors
         self._write_blocks(blocks, bad)
 
-    def _write_blocks(self, blocks: list[tuple[Block, list[int] | None, dict[str, str] | None]],
+    def _write_blocks(self, blocks: Iterable[tuple[Block, list[int] | None, dict[str, str] | None]],
                       bad: list[tuple[int, str]]) -> None:
         """One transaction for all blocks, in order; blocks of a field's other kind are refused as a whole
         (`bad` gets one entry per line, the line numbers those of the body the block was parsed from).
         Each block comes with its fields' InfluxDB types (parsed line protocol), or None: a typed
-        block's column dtypes say them (`column_kind`)."""
-        row_parts: list = []
-        text_parts: list = []
-        new_series: list[tuple[str, str]] = []
-        new_kinds: list[tuple[str, str]] = []
-        new_types: list[tuple[str, str, str]] = []  # (measurement, field, InfluxDB type) for field_types
-        typed = self._typed
-        series_ids = self._series
-        kinds = self._kinds
-        tagsets = self._tagsets
+        block's column dtypes say them (`column_kind`).
+
+        A block row's numeric fields become one `lines` row (its field set and a blob of float64),
+        its strings `text_points` rows. What a block's series and field names need (the series id,
+        the kind check, the field set) is worked out once per shape and kept: the collector writes
+        the same shapes every poll.
+        """
+        lines: list = []
+        texts: list = []
+        new_series: list[tuple] = []  # (id, measurement, tagset, tags JSON)
+        # Shapes and series first seen in this transaction, kept after COMMIT.
+        fresh_shapes: dict = {}
+        fresh_sids: dict = {}  # (measurement, block tags' items) -> series id
+        fresh_tagsets: dict = {}  # (measurement, canonical tag set) -> series id
+        fresh_plans: dict = {}
+        quick: list[int] = []  # which `lines` the one-row path packed (their values not checked yet)
+        packed: list[bytes] = []
         written = 0
+        sids = self._sids
+        shapes = self._shapes
+        plans = self._plans
         with self._lock:
             self._writable()
+            self._undo_mark()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._read_sets()
+                next_sid = None
                 for block, linenos, types in blocks:
-                    measurement = block.measurement
-                    conflict = None
-                    block_kinds = []
-                    known_here = kinds.get(measurement) or {}
-                    for name, col in block.fields.items():
-                        kind = "string" if col.dtype == object else "number"
-                        known = known_here.get(name) or self._known_kind(measurement, name)
-                        if known is None:
-                            block_kinds.append((name, kind))
-                        elif known != kind:
-                            conflict = f"field type conflict: {name!r} of {measurement!r} is a {known}, not a {kind}"
-                            break
-                    if conflict:
-                        bad += [(n, conflict) for n in linenos] if linenos else [(0, conflict)] * len(block)
-                        continue
-                    for name, col in block.fields.items():
-                        if (measurement, name) not in typed:
-                            typed.add((measurement, name))
-                            new_types.append((measurement, name, types[name] if types else column_kind(col)))
-                    for name, kind in block_kinds:
-                        kinds.setdefault(measurement, {})[name] = kind
-                        new_kinds.append((measurement, name))
-                    tags = block.tags
-                    tag_items = tuple(tags.items())
-                    tagset = tagsets.get(tag_items)
-                    if tagset is None:
-                        tagset = tagsets[tag_items] = canonical_tagset(tags) if tags else ""
-                    sid = series_ids.get((measurement, tagset))
-                    if sid is None:
-                        # Another connection to the file (the collector has two) may have added it.
-                        sid = self._known_series(measurement, tagset)
-                    if sid is None:
-                        sid = self._db.execute(
-                            "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
-                            (measurement, tagset, json.dumps(tags, sort_keys=True, ensure_ascii=False)),
-                        ).lastrowid
-                        new_series.append((measurement, tagset))
-                    series_ids[(measurement, tagset)] = sid
+                    cols = block.fields
                     t = block.time_ns
+                    plan_key = (block.measurement, tuple(block.tags.items()), tuple(cols))
+                    plan = plans.get(plan_key) or fresh_plans.get(plan_key)
+                    if plan is not None and t.shape[0] == 1:  # an SNMP reading, every poll
+                        try:
+                            blob = plan[2].pack(*[col.item(0) for col in cols.values()])
+                        except (struct.error, TypeError):
+                            pass  # a string where a number was: the checks below say so
+                        else:
+                            if type(blob) is bytes:  # a blob's values are checked below, all at once
+                                quick.append(len(lines))
+                                packed.append(blob)
+                            lines.append((plan[0], t.item(0), plan[1], blob))
+                            written += len(cols)
+                            continue
+                    measurement = block.measurement
+                    shape_key = (measurement, tuple(cols), tuple([col.dtype for col in cols.values()]))
+                    shape = shapes.get(shape_key) or fresh_shapes.get(shape_key)
+                    if shape is None:
+                        shape = self._shape(measurement, cols, types)
+                        if isinstance(shape, str):
+                            bad += [(n, shape) for n in linenos] if linenos else [(0, shape)] * len(block)
+                            continue
+                        fresh_shapes[shape_key] = shape
+                    set_id, numbers, strings = shape
+                    series_key = (measurement, tuple(block.tags.items()))
+                    sid = sids.get(series_key) or fresh_sids.get(series_key)
+                    if sid is None:
+                        tagset, tags_json = _series_texts(block.tags)
+                        sid = self._series.get((measurement, tagset)) or fresh_tagsets.get((measurement, tagset))
+                        if sid is None and next_sid is None:
+                            # Another connection to the file (the collector has two) may have added it.
+                            self._read_series()
+                            sid = self._series.get((measurement, tagset))
+                        if sid is None:
+                            if next_sid is None:
+                                next_sid = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM series").fetchone()[0]
+                            sid, next_sid = next_sid, next_sid + 1
+                            new_series.append((sid, measurement, tagset, tags_json))
+                        fresh_tagsets[(measurement, tagset)] = sid
+                        fresh_sids[series_key] = sid
+                    if numbers and not strings:
+                        fresh_plans[plan_key] = (sid, set_id, _PACK[len(numbers)])
                     if t.shape[0] == 1:  # an SNMP reading: plain Python beats NumPy's per-call cost
-                        t0 = int(t[0])
-                        for name, col in block.fields.items():
-                            x = col[0]
-                            if col.dtype == object:
-                                if x is not None:
-                                    text_parts.append(((sid, name, t0, x),))
-                                    written += 1
-                            elif math.isfinite(x):
-                                row_parts.append(((sid, name, t0, float(x)),))
+                        t0 = t.item(0)
+                        if numbers:
+                            if strings:
+                                vals = [cols[name].item(0) for name in numbers]
+                            else:
+                                vals = [col.item(0) for col in cols.values()]
+                            if all(map(math.isfinite, vals)):
+                                lines.append((sid, t0, set_id, _PACK[len(vals)].pack(*vals)))
+                                written += len(vals)
+                            elif any(map(math.isfinite, vals)):
+                                lines.append((sid, t0, set_id, _PACK[len(vals)].pack(
+                                    *[x if math.isfinite(x) else math.nan for x in vals])))
+                                written += sum(map(math.isfinite, vals))
+                        for name in strings:
+                            x = cols[name][0]
+                            if x is not None:
+                                texts.append((sid, name, t0, x))
                                 written += 1
                         continue
-                    for name, col in block.fields.items():
-                        if col.dtype == object:
-                            has = [x is not None for x in col.tolist()]
-                            tt = t[has] if not all(has) else t
-                            vals = [x for x in col.tolist() if x is not None]
-                            text_parts.append(zip(repeat(sid), repeat(name), tt.tolist(), vals))
-                            written += len(vals)
-                            continue
-                        v = col.astype(np.float64, copy=False)
-                        ok = np.isfinite(v)
-                        if not ok.all():
-                            tt, v = t[ok], v[ok]
+                    if numbers:
+                        blobs, present = _line_blobs([cols[name] for name in numbers])
+                        if present is None:
+                            lines.extend(zip(repeat(sid), t.tolist(), repeat(set_id), blobs))
+                            written += len(blobs) * len(numbers)
                         else:
-                            tt = t
-                        row_parts.append(zip(repeat(sid), repeat(name), tt.tolist(), v.tolist()))
-                        written += int(tt.shape[0])
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
-                    chain.from_iterable(row_parts))
-                if text_parts:
+                            keep = present.any(axis=1)
+                            lines.extend((sid, ti, set_id, b) for ti, b, k in zip(t.tolist(), blobs, keep.tolist()) if k)
+                            written += int(np.count_nonzero(present))
+                    for name in strings:
+                        col = cols[name]
+                        values = col.tolist()
+                        texts.extend((sid, name, ti, x) for ti, x in zip(t.tolist(), values) if x is not None)
+                        written += sum(1 for x in values if x is not None)
+                if packed and not np.isfinite(np.frombuffer(b"".join(packed), "<f8")).all():
+                    written -= _finite_only(lines, quick)
+                if new_series:
+                    self._db.executemany("INSERT INTO series (id, measurement, tagset, tags) VALUES (?, ?, ?, ?)",
+                                         new_series)
+                if lines:
+                    before = self._db.total_changes
+                    self._db.executemany("INSERT OR IGNORE INTO lines (series_id, time_ns, field_set, vals) "
+                                         "VALUES (?, ?, ?, ?)", lines)
+                    if self._db.total_changes - before < len(lines):
+                        self._merge_lines(lines)  # some (series, time) were there already
+                if texts:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO text_points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
-                        chain.from_iterable(text_parts))
-                if new_kinds:
-                    self._db.executemany("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
-                                         [(m, f, kinds[m][f]) for m, f in new_kinds])
-                if new_types:  # the first write's type stays (another connection's, or an earlier one)
-                    self._db.executemany("INSERT OR IGNORE INTO field_types (measurement, field, type) VALUES (?, ?, ?)",
-                                         new_types)
+                        texts)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                for key in new_series:  # their ids were rolled back too
-                    series_ids.pop(key, None)
-                for m, f in new_kinds:
-                    kinds[m].pop(f, None)
-                for m, f, _ in new_types:
-                    typed.discard((m, f))
+                self._undo()
                 # A locked or full database, an I/O error: the data is fine, try again later.
                 raise self._failure(exc) from None
+            self._series.update(fresh_tagsets)
+            self._series_top = max(self._series_top, next_sid - 1 if next_sid else 0)
+            sids.update(fresh_sids)
+            shapes.update(fresh_shapes)
+            plans.update(fresh_plans)
             self.points_written += written
         if bad:
             bad.sort(key=lambda x: x[0])
             first = f"line {bad[0][0]}: {bad[0][1]}" if bad[0][0] else bad[0][1]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise StoreRejected(f"{self.name}: partial write, {len(bad)} bad line(s) skipped: {first}{more}")
+
+    def _shape(self, measurement: str, cols: dict[str, np.ndarray], types: dict[str, str] | None
+               ) -> tuple[int, tuple[str, ...], tuple[str, ...]] | str:
+        """A block shape's (field set id, numeric field names, string field names), its fields' kinds and
+        types recorded; or the conflict message when a field has the other kind (nothing recorded).
+        Inside the write transaction; what it adds to the tables is undone in memory by `_undo`."""
+        numbers, strings = [], []
+        for name, col in cols.items():
+            kind = "string" if col.dtype == object else "number"
+            known = self._kinds.get(measurement, {}).get(name) or self._known_kind(measurement, name)
+            if known is not None and known != kind:
+                return f"field type conflict: {name!r} of {measurement!r} is a {known}, not a {kind}"
+            (strings if kind == "string" else numbers).append(name)
+        for name, col in cols.items():
+            kind = "string" if col.dtype == object else "number"
+            if self._kinds.get(measurement, {}).get(name) is None:
+                self._db.execute("INSERT OR IGNORE INTO fields (measurement, field, kind) VALUES (?, ?, ?)",
+                                 (measurement, name, kind))
+                self._kinds.setdefault(measurement, {})[name] = kind
+                self._added_kinds.append((measurement, name))
+            if (measurement, name) not in self._typed:
+                # The first write's type stays (another connection's, or an earlier one).
+                self._db.execute("INSERT OR IGNORE INTO field_types (measurement, field, type) VALUES (?, ?, ?)",
+                                 (measurement, name, types[name] if types else column_kind(col)))
+                self._typed.add((measurement, name))
+                self._added_types.append((measurement, name))
+        return (self._set_id(tuple(numbers)) if numbers else 0), tuple(numbers), tuple(strings)
+
+    # -- field sets ---------------------------------------------------------------------------
+
+    def _read_sets(self) -> None:
+        """Learn the field sets another connection to the file added (inside a transaction)."""
+        for set_id, names in self._db.execute("SELECT id, names FROM field_sets WHERE id > ? ORDER BY id",
+                                              (self._sets_top,)):
+            key = tuple(json.loads(names))
+            self._sets[set_id] = key
+            self._set_ids[key] = set_id
+            self._sets_top = set_id
+
+    def _set_id(self, names: tuple[str, ...]) -> int:
+        """The id of a field set (numeric field names, in order), added when new (inside the write transaction)."""
+        set_id = self._set_ids.get(names)
+        if set_id is None:
+            set_id = self._db.execute("INSERT INTO field_sets (names) VALUES (?)",
+                                      (json.dumps(list(names), ensure_ascii=False),)).lastrowid
+            self._sets[set_id] = names
+            self._set_ids[names] = set_id
+            self._sets_top = max(self._sets_top, set_id)
+            self._added_sets.append(set_id)
+        return set_id
+
+    def _undo_mark(self) -> None:
+        """A write transaction starts: what it adds to the in-memory views is listed from here."""
+        self._added_kinds.clear()
+        self._added_types.clear()
+        self._added_sets.clear()
+
+    def _undo(self) -> None:
+        """Forget what a rolled-back transaction added to the in-memory views of `fields`, `field_types`
+        and `field_sets`."""
+        for m, f in self._added_kinds:
+            self._kinds.get(m, {}).pop(f, None)
+        for key in self._added_types:
+            self._typed.discard(key)
+        for set_id in self._added_sets:
+            self._set_ids.pop(self._sets.pop(set_id), None)
+        self._sets_top = max(self._sets, default=0)
+        self._undo_mark()
+
+    def _merge_lines(self, lines: list) -> None:
+        """Write `lines` again, in order, over what the table holds at their (series, time): a field's
+        last value wins, and fields the new line lacks keep their value (InfluxDB's rule for a
+        point written twice). Only for a write that met lines already there (a spool replayed)."""
+        db = self._db
+        for sid, t, set_id, blob in lines:
+            old = db.execute("SELECT field_set, vals FROM lines WHERE series_id = ? AND time_ns = ?",
+                             (sid, t)).fetchone()
+            if old is None:
+                db.execute("INSERT INTO lines (series_id, time_ns, field_set, vals) VALUES (?, ?, ?, ?)",
+                           (sid, t, set_id, blob))
+                continue
+            if old[0] == set_id and old[1] == blob:
+                continue
+            values = dict(zip(self._sets[old[0]], _line_values(old[1]).tolist()))
+            for name, x in zip(self._sets[set_id], _line_values(blob).tolist()):
+                if x == x:  # NaN: the new line has no value for it
+                    values[name] = x
+            merged = self._set_id(tuple(values))
+            db.execute("UPDATE lines SET field_set = ?, vals = ? WHERE series_id = ? AND time_ns = ?",
+                       (merged, _line_vals(np.array(list(values.values()))), sid, t))
 
     def close(self) -> None:
         with self._lock:
@@ -449,7 +629,7 @@ class EmbeddedStore:
                 if sid is None:
                     sid = self._db.execute(
                         "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
-                        (measurement, tagset, json.dumps(tags, sort_keys=True, ensure_ascii=False)),
+                        (measurement, tagset, _tags_json(tags)),
                     ).lastrowid
                     created = True
                 self._series[key] = sid
@@ -466,13 +646,14 @@ class EmbeddedStore:
                 rows = self._db.execute(
                     "SELECT time_ns, value FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? AND time_ns <= ? "
                     "ORDER BY time_ns", (sid, field, lo, hi)).fetchall()
-                if rows:
-                    # Rows in the range go into the chunks too (a row would win over the new points).
-                    rt, rv = _columns(rows)
+                # Rows and lines in the range go into the chunks too (they would win over the new points).
+                rt, rv = _columns(rows)
+                self._db.execute("DELETE FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? "
+                                 "AND time_ns <= ?", (sid, field, lo, hi))
+                _, rt, rv = _newest((np.full(rt.size, sid), rt, rv), self._take_from_lines(sid, field, lo, hi))
+                if rt.size:
                     older = ~_in_sorted(rt, t)
                     t, v = _union(rt[older], rv[older], t, v)
-                    self._db.execute("DELETE FROM points WHERE series_id = ? AND field = ? AND time_ns >= ? "
-                                     "AND time_ns <= ?", (sid, field, lo, hi))
                 self._merge_chunks(sid, field, t, v)
                 self._db.execute("COMMIT")
             except StoreRejected:
@@ -538,6 +719,13 @@ class EmbeddedStore:
                                  sorted(found))
             self._db.execute("COMMIT")
 
+    def _read_series(self) -> None:
+        """Learn the series another connection to the file added."""
+        for sid, m, ts in self._db.execute("SELECT id, measurement, tagset FROM series WHERE id > ?",
+                                           (self._series_top,)):
+            self._series[(m, ts)] = sid
+            self._series_top = max(self._series_top, sid)
+
     def _known_series(self, measurement: str, tagset: str) -> int | None:
         row = self._db.execute("SELECT id FROM series WHERE measurement = ? AND tagset = ?",
                                (measurement, tagset)).fetchone()
@@ -548,6 +736,27 @@ class EmbeddedStore:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+    def _take_from_lines(self, sid: int, field: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Take `field` out of the series' lines lo <= t <= hi (inside the write transaction): returns
+        (series ids, times, values) of the values it held; a line left without any value is deleted."""
+        self._read_sets()
+        wanted = [i for i, names in self._sets.items() if field in names]
+        if not wanted:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+        rows = self._db.execute(
+            f"SELECT series_id, time_ns, field_set, vals FROM lines WHERE series_id = ? AND field_set IN "
+            f"({','.join('?' * len(wanted))}) AND time_ns >= ? AND time_ns <= ? ORDER BY time_ns",
+            (sid, *wanted, lo, hi)).fetchall()
+        for _, t, set_id, blob in rows:
+            vals = _line_values(blob).copy()
+            vals[self._sets[set_id].index(field)] = np.nan
+            if np.isnan(vals).all():
+                self._db.execute("DELETE FROM lines WHERE series_id = ? AND time_ns = ?", (sid, t))
+            else:
+                self._db.execute("UPDATE lines SET vals = ? WHERE series_id = ? AND time_ns = ?",
+                                 (_line_vals(vals), sid, t))
+        return _Lines(rows).field(field, self._sets)
 
     def _merge_chunks(self, sid: int, field: str, t: np.ndarray, v: np.ndarray) -> None:
         """Merge sorted, unique (t, v) into the chunks of (sid, field); (t, v) win at equal times.
@@ -621,6 +830,32 @@ class EmbeddedStore:
                     moved += len(rows)
                     if len(rows) < COMPACT_BATCH:
                         break
+            for sid in self._old_lines(horizon_ns):
+                while True:
+                    with self._lock:
+                        try:
+                            self._db.execute("BEGIN IMMEDIATE")
+                            self._read_sets()
+                            widest = max((len(names) for names in self._sets.values()), default=1)
+                            lines = _Lines(self._db.execute(
+                                "SELECT series_id, time_ns, field_set, vals FROM lines WHERE series_id = ? "
+                                "AND time_ns < ? ORDER BY time_ns LIMIT ?",
+                                (sid, horizon_ns, max(1, COMPACT_BATCH // widest))).fetchall())
+                            for field in lines.names(self._sets):
+                                _, t, v = lines.field(field, self._sets)
+                                if t.size:
+                                    self._merge_chunks(sid, field, t, v)
+                                    moved += int(t.size)
+                            if lines.rows:
+                                # Every line in [t[0], t[-1]] was read (a prefix in time order).
+                                self._db.execute("DELETE FROM lines WHERE series_id = ? AND time_ns >= ? "
+                                                 "AND time_ns <= ?", (sid, int(lines.t[0]), int(lines.t[-1])))
+                            self._db.execute("COMMIT")
+                        except BaseException:
+                            self._rollback()
+                            raise
+                    if len(lines.rows) < max(1, COMPACT_BATCH // widest):
+                        break
         except sqlite3.Error as exc:
             with self._lock:
                 raise self._failure(exc, "compact: ") from None
@@ -650,6 +885,17 @@ class EmbeddedStore:
                 if old is not None:
                     yield sid, field
 
+    def _old_lines(self, horizon_ns: int) -> Iterator[int]:
+        """Series ids with lines before horizon_ns, found by index seeks, each under the lock briefly."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM series ORDER BY id")]
+        for sid in ids:
+            with self._lock:
+                old = self._db.execute("SELECT 1 FROM lines WHERE series_id = ? AND time_ns < ? LIMIT 1",
+                                       (sid, horizon_ns)).fetchone()
+            if old is not None:
+                yield sid
+
     def maintain(self, now_ns: int | None = None) -> dict[str, int]:
         """The periodic upkeep (the collector calls it every hour): `prune()`, then `compact()`."""
         now_ns = time.time_ns() if now_ns is None else now_ns
@@ -668,6 +914,9 @@ class EmbeddedStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 deleted = self._db.execute("DELETE FROM points WHERE time_ns < ?", (cutoff,)).rowcount
+                deleted += sum(int(np.count_nonzero(~np.isnan(_line_values(r[0])))) for r in self._db.execute(
+                    "SELECT vals FROM lines WHERE time_ns < ?", (cutoff,)))
+                self._db.execute("DELETE FROM lines WHERE time_ns < ?", (cutoff,))
                 deleted += self._db.execute("DELETE FROM text_points WHERE time_ns < ?", (cutoff,)).rowcount
                 deleted += self._db.execute("SELECT coalesce(sum(n), 0) FROM chunks WHERE t_last < ?",
                                             (cutoff,)).fetchone()[0]
@@ -751,19 +1000,38 @@ class EmbeddedStore:
         return t[order], v[order]
 
     def _numbers_by_series(self, ids: list[int], field: str, lo: int, hi: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """A numeric field's points lo <= t < hi per series: its chunks and rows merged (the row wins).
+        """A numeric field's points lo <= t < hi per series: its chunks, rows and lines merged (the newest wins)."""
+        return self._numbers_by_field(ids, [field], lo, hi)[field]
+
+    def _numbers_by_field(self, ids: list[int], fields: list[str], lo: int, hi: int
+                          ) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        """Numeric fields' points lo <= t < hi, field -> series id -> (times, values): chunks, then the
+        rows of `points` (a file from before `lines`), then `lines`, the newest winning at a time held
+        twice. The lines are read once for all the fields.
 
         Called inside the caller's transaction, under the lock (a concurrent `compact()` moves
-        points between chunks and rows).
+        points between the tables).
         """
         marks = ",".join("?" * len(ids))
-        chunks = self._db.execute(
-            f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
-            "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, field, lo, hi)).fetchall()
-        rows = self._db.execute(
-            f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
-            "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, field, lo, hi)).fetchall()
-        return _merge_by_series(chunks, rows, lo, hi)
+        self._read_sets()
+        wanted = [i for i, names in self._sets.items() if any(f in names for f in fields)]
+        lines = _Lines([])
+        if wanted:
+            lines = _Lines(self._db.execute(
+                f"SELECT series_id, time_ns, field_set, vals FROM lines WHERE series_id IN ({marks}) "
+                f"AND field_set IN ({','.join('?' * len(wanted))}) AND time_ns >= ? AND time_ns < ? "
+                "ORDER BY series_id, time_ns", (*ids, *wanted, lo, hi)).fetchall())
+        out = {}
+        for field in fields:
+            chunks = self._db.execute(
+                f"SELECT series_id, times, vals FROM chunks WHERE series_id IN ({marks}) AND field = ? "
+                "AND t_last >= ? AND t_first < ? ORDER BY series_id, t_first", (*ids, field, lo, hi)).fetchall()
+            rows = self._db.execute(
+                f"SELECT series_id, time_ns, value FROM points WHERE series_id IN ({marks}) AND field = ? "
+                "AND time_ns >= ? AND time_ns < ? ORDER BY series_id, time_ns", (*ids, field, lo, hi)).fetchall()
+            legacy = (np.fromiter((r[0] for r in rows), np.int64, len(rows)), *_columns([r[1:] for r in rows]))
+            out[field] = _merge_by_series(chunks, _newest(legacy, lines.field(field, self._sets)), lo, hi)
+        return out
 
     def _check_kind(self, measurement: str, field: str, kind: str) -> None:
         with self._lock:
@@ -813,7 +1081,7 @@ class EmbeddedStore:
             try:
                 self._db.execute("BEGIN")
                 for name, kind in kinds.items():
-                    if kind == "string":
+                    if kind == "string":  # numbers: all fields at once, below
                         # One row per series, its times and texts joined: a row per point costs Python
                         # objects per point (most of the read's time), two joined strings split in C do not.
                         rows = self._db.execute(
@@ -838,7 +1106,9 @@ class EmbeddedStore:
                                 t, v = t[order], v[order]
                             got[sid] = (t, v)
                         continue
-                    per_field[name] = self._numbers_by_series(ids, name, lo, hi)
+                numbers = [name for name, kind in kinds.items() if kind != "string"]
+                if numbers:
+                    per_field.update(self._numbers_by_field(ids, numbers, lo, hi))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -892,11 +1162,32 @@ class EmbeddedStore:
                                      "AND field = ?", (*ids, field)).fetchone()
                 r = self._db.execute(f"SELECT min(time_ns), max(time_ns) FROM points WHERE series_id IN ({marks}) "
                                      "AND field = ?", (*ids, field)).fetchone()
+                line = self._line_range(ids, field)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
-        firsts = [x for x in (c[0], r[0]) if x is not None]
-        lasts = [x for x in (c[1], r[1]) if x is not None]
+        firsts = [x for x in (c[0], r[0], line[0]) if x is not None]
+        lasts = [x for x in (c[1], r[1], line[1]) if x is not None]
         return (min(firsts), max(lasts)) if firsts else None
+
+    def _line_range(self, ids: list[int], field: str) -> tuple[int | None, int | None]:
+        """First and last time of the series' lines holding a value of `field` (lock held)."""
+        self._read_sets()
+        wanted = [i for i, names in self._sets.items() if field in names]
+        if not wanted:
+            return None, None
+        where = (f"series_id IN ({','.join('?' * len(ids))}) AND field_set IN ({','.join('?' * len(wanted))})")
+        first, last = self._db.execute(f"SELECT min(time_ns), max(time_ns) FROM lines WHERE {where}",
+                                       (*ids, *wanted)).fetchone()
+        if first is None:
+            return None, None
+        # A line may lack the field (NaN in its place): then look at the lines themselves.
+        ends = _Lines(self._db.execute(f"SELECT series_id, time_ns, field_set, vals FROM lines WHERE {where} "
+                                       "AND time_ns IN (?, ?)", (*ids, *wanted, first, last)).fetchall())
+        if {first, last} <= set(ends.field(field, self._sets)[1].tolist()):
+            return first, last
+        _, t, _ = _Lines(self._db.execute(f"SELECT series_id, time_ns, field_set, vals FROM lines WHERE {where}",
+                                          (*ids, *wanted)).fetchall()).field(field, self._sets)
+        return (int(t.min()), int(t.max())) if t.size else (None, None)
 
     def tag_values(self, measurement: str, tag: str) -> list[str]:
         with self._lock:
@@ -913,16 +1204,21 @@ def _code(exc: BaseException) -> int | None:
     return None if code is None else code & 0xFF
 
 
-def _merge_by_series(chunks: list, rows: list, lo: int, hi: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Chunks and rows of one field as one series each (series id -> times, values) within [lo, hi);
-    at a time held by both, the row wins (it is the newer write)."""
-    by_sid: dict[int, tuple[list, list]] = {}
+def _merge_by_series(chunks: list, rows: tuple[np.ndarray, np.ndarray, np.ndarray], lo: int, hi: int
+                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Chunks and rows (series ids, times, values sorted by series then time) of one field as one
+    series each (series id -> times, values) within [lo, hi); at a time held by both, the row wins
+    (it is the newer write)."""
+    blobs_of: dict[int, list] = {}
     for c in chunks:
-        by_sid.setdefault(c[0], ([], []))[0].append(c)
-    for r in rows:
-        by_sid.setdefault(r[0], ([], []))[1].append(r)
+        blobs_of.setdefault(c[0], []).append(c)
+    rs, rt, rv = rows
+    cut = np.flatnonzero(rs[1:] != rs[:-1]) + 1
+    starts = [0, *cut.tolist()]
+    own_of = {int(rs[i]): (i, j) for i, j in zip(starts, [*cut.tolist(), rs.size])} if rs.size else {}
     out = {}
-    for sid, (blobs, own) in by_sid.items():
+    for sid in sorted(blobs_of.keys() | own_of.keys()):
+        blobs = blobs_of.get(sid)
         if blobs:
             ct = np.concatenate([_decode_times(c[1]) for c in blobs])
             cv = np.concatenate([_decode_values(c[2]) for c in blobs])
@@ -930,13 +1226,134 @@ def _merge_by_series(chunks: list, rows: list, lo: int, hi: int) -> dict[int, tu
             ct, cv = ct[i:j], cv[i:j]
         else:
             ct, cv = np.empty(0, np.int64), np.empty(0, np.float64)
-        if own:
-            rt, rv = _columns([r[1:] for r in own])
-            keep = ~_in_sorted(ct, rt)
-            ct, cv = _union(ct[keep], cv[keep], rt, rv)
+        if sid in own_of:
+            i, j = own_of[sid]
+            keep = ~_in_sorted(ct, rt[i:j])
+            ct, cv = _union(ct[keep], cv[keep], rt[i:j], rv[i:j])
         if ct.size:
             out[sid] = (ct, cv)
     return out
+
+
+def _newest(older: tuple[np.ndarray, np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two (series ids, times, values) sorted by series then time as one; `newer` wins at a (series, time)."""
+    if newer[0].size == 0:
+        return older
+    if older[0].size == 0:
+        return newer
+    s, t, v = (np.concatenate((a, b)) for a, b in zip(older, newer))
+    order = np.lexsort((t, s))  # stable: of a (series, time) held twice, the newer comes last
+    s, t, v = s[order], t[order], v[order]
+    last = np.append((s[1:] != s[:-1]) | (t[1:] != t[:-1]), True)
+    return s[last], t[last], v[last]
+
+
+class _Lines:
+    """Rows of `lines` (series_id, time_ns, field_set, vals), as read, decoded one field at a time."""
+
+    def __init__(self, rows: list) -> None:
+        n = len(rows)
+        self.rows = rows
+        self.sid = np.fromiter((r[0] for r in rows), np.int64, n)
+        self.t = np.fromiter((r[1] for r in rows), np.int64, n)
+        self.set_id = np.fromiter((r[2] for r in rows), np.int64, n)
+        self.set_ids = np.unique(self.set_id).tolist()
+
+    def field(self, name: str, sets: dict[int, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(series ids, times, values) of the lines holding a value of `name` (in the rows' order)."""
+        v = np.full(self.t.size, np.nan)
+        for set_id in self.set_ids:
+            names = sets[set_id]
+            if name not in names:
+                continue
+            if len(self.set_ids) == 1:
+                mine, vals = slice(None), [r[3] for r in self.rows]
+            else:
+                mine = self.set_id == set_id
+                vals = [r[3] for r, m in zip(self.rows, mine.tolist()) if m]
+            if len(names) == 1:  # REALs (NULL: NaN)
+                v[mine] = np.array(vals, dtype=np.float64)
+            else:
+                v[mine] = np.frombuffer(b"".join(vals), "<f8").reshape(-1, len(names))[:, names.index(name)]
+        has = ~np.isnan(v)
+        return self.sid[has], self.t[has], v[has]
+
+    def names(self, sets: dict[int, tuple[str, ...]]) -> list[str]:
+        """Every field name of the rows' field sets, each once."""
+        return list(dict.fromkeys(n for set_id in self.set_ids for n in sets[set_id]))
+
+
+class _One:
+    """`lines.vals` of one field: the value itself, a REAL (a string, or no value, raises TypeError)."""
+
+    @staticmethod
+    def pack(x) -> float:
+        if type(x) is str:
+            raise TypeError("a string is not a number")
+        x = float(x)
+        if not math.isfinite(x):
+            raise TypeError("no value")
+        return x
+
+
+class _Packers(dict):
+    """k -> what packs a one-row block's k values as its `lines.vals`: a blob of k float64
+    little-endian (struct.Struct), or, for one field, the value itself (`_One`)."""
+
+    def __missing__(self, k: int) -> struct.Struct | _One:
+        packer = self[k] = _One() if k == 1 else struct.Struct(f"<{k}d")
+        return packer
+
+
+_PACK = _Packers()
+
+
+def _finite_only(lines: list, which: list[int]) -> int:
+    """Make the `lines[i]` of `which` hold no infinite value (NaN: no value), and drop those left
+    without any value (None in `lines`); returns how many values that took away."""
+    gone = 0
+    for i in which:
+        sid, t, set_id, blob = lines[i]
+        v = _line_values(blob)
+        ok = np.isfinite(v)
+        if ok.all():
+            continue
+        gone += int(np.count_nonzero(~ok))
+        lines[i] = (sid, t, set_id, _line_vals(np.where(ok, v, np.nan))) if ok.any() else None
+    if gone:
+        lines[:] = [x for x in lines if x is not None]
+    return gone
+
+
+def _line_values(vals: float | bytes | None) -> np.ndarray:
+    """A `lines.vals` as its float64 values: a REAL (a one-field set; NULL: NaN) or a blob."""
+    if vals is None or type(vals) is float:
+        return np.array([math.nan if vals is None else vals])
+    return np.frombuffer(vals, "<f8")
+
+
+def _line_vals(v: np.ndarray) -> float | bytes:
+    """float64 values (NaN: no value) as a `lines.vals`: one as a REAL, several as a blob."""
+    return float(v[0]) if v.size == 1 else v.astype("<f8").tobytes()
+
+
+def _line_blobs(cols: list[np.ndarray]) -> tuple[list[float | bytes], np.ndarray | None]:
+    """A block's numeric columns as one `lines.vals` per row (a REAL for one column, else a blob of
+    float64 little-endian, a column's non-finite values as NaN), and which values are present (None:
+    all of them)."""
+    n, k = cols[0].shape[0], len(cols)
+    m = np.empty((n, k), "<f8")
+    for j, col in enumerate(cols):
+        m[:, j] = col
+    present = np.isfinite(m)
+    if present.all():
+        present = None
+    else:
+        m[~present] = np.nan
+    if k == 1:
+        return m[:, 0].tolist(), present
+    return m.view(f"V{8 * k}").ravel().tolist(), present  # a row's bytes each (void items give bytes)
 
 
 def _decode_times(blob: bytes) -> np.ndarray:

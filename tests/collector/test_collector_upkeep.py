@@ -21,7 +21,7 @@ def test_collector_prunes_and_compacts_the_embedded_store_at_start(tmp_path):
     expired = [now - 5 * DAY + i * S for i in range(50)]  # older than the retention: deleted
     # Older than compact_after_days = 1 (but not the default 2): into chunks.
     old = [now - 36 * 3600 * S + i * S for i in range(300)]
-    recent = [now - 3600 * S + i * S for i in range(20)]  # stays rows
+    recent = [now - 3600 * S + i * S for i in range(20)]  # stays lines
     store = EmbeddedStore(path)
     store.write("".join(f"modbus,meter=x power_kw={i}.5 {t}\n" for i, t in enumerate(expired + old + recent)).encode())
     store.close()
@@ -39,7 +39,7 @@ def test_collector_prunes_and_compacts_the_embedded_store_at_start(tmp_path):
 
     db = sqlite3.connect(path)
     rows = [r[0] for r in db.execute(
-        "SELECT time_ns FROM points WHERE series_id = (SELECT id FROM series WHERE measurement = 'modbus') ORDER BY time_ns")]
+        "SELECT time_ns FROM lines WHERE series_id = (SELECT id FROM series WHERE measurement = 'modbus') ORDER BY time_ns")]
     db.close()
     assert rows == recent
     store = EmbeddedStore(path)

@@ -17,6 +17,7 @@ import pytest
 from puewatch.collector.stores import embedded
 from puewatch.collector.stores.base import StoreRejected
 from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.core.batch import Batch
 
 S = 10**9
 T0 = 1_700_000_000 * S
@@ -43,7 +44,11 @@ def _read(store: EmbeddedStore, lo: int = 0, hi: int = 2**62) -> dict[int, float
 
 def _counts(path) -> tuple[int, int, int]:
     db = sqlite3.connect(path)
+    # Points not in chunks: rows of `points` (a file from before `lines`) and values in `lines`.
     rows = db.execute("SELECT count(*) FROM points").fetchone()[0]
+    # (`lines.vals`: a REAL for a line of one field, else a blob of float64, NaN: no value.)
+    rows += sum(1 if isinstance(v, float) else int(np.count_nonzero(~np.isnan(np.frombuffer(v, "<f8"))))
+                for (v,) in db.execute("SELECT vals FROM lines"))
     chunks, points = db.execute("SELECT count(*), coalesce(sum(n), 0) FROM chunks").fetchone()
     db.close()
     return rows, chunks, points
@@ -208,6 +213,107 @@ def test_random_operations_match_a_model_of_last_writes(tmp_path, small_chunks):
         assert got == model, f"step {step} ({op})"
         lo, hi = sorted(int(x) for x in now - rng.integers(0, 4000, 2) * S)
         assert _read(store, lo, hi) == {t: v for t, v in model.items() if lo <= t < hi}
+
+
+def test_lines_of_several_fields_match_a_model_of_last_writes_per_field(tmp_path, small_chunks):
+    """A row of `lines` holds a line's numeric fields together; the last write still wins per field.
+
+    Random lines giving `value`, `raw` or both (as text, and as typed blocks of one row and of
+    several, with NaN and infinities for no value), rewrites of the same times within a batch and
+    across batches, columnar writes of one field, a file from before `lines` (rows of `points`),
+    compaction and retention: every read equals a model of the last write per field and time.
+    """
+    rng = np.random.default_rng(11)
+    path = tmp_path / "pue.db"
+    store = EmbeddedStore(path, raw_retention_s=3000, compact_after_s=0)
+    store.write(b"snmp_reading,device=pdu-1,site=a value=0.5 1\n")  # the series and its field exist
+    model: dict[str, dict[int, float]] = {"value": {1: 0.5}, "raw": {}}
+    # A file's rows of `points` from before `lines` (older than any line: a line wins over them).
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO points VALUES (1, 'raw', ?, ?)", [(T0 - i * S, float(-i)) for i in range(0, 300, 7)])
+    db.commit()
+    db.close()
+    model["raw"].update({T0 - i * S: float(-i) for i in range(0, 300, 7)})
+    store.write(f"snmp_reading,device=pdu-1,site=a raw=7.25 {T0 - 14 * S}\nsnmp_reading,device=pdu-1,site=a "
+                f"value=3.0 {T0 - 21 * S}\n".encode())  # over a row of `points`; beside one
+    model["raw"][T0 - 14 * S] = 7.25
+    model["value"][T0 - 21 * S] = 3.0
+    t, v = store.series("snmp_reading", "raw", TAGS, 0, 2**62)
+    assert dict(zip(t.tolist(), v.tolist())) == model["raw"]
+    now = T0
+    for step in range(150):
+        op = rng.choice(["text", "typed", "columns", "compact", "prune"], p=[0.3, 0.3, 0.2, 0.12, 0.08])
+        if op in ("text", "typed"):
+            n = int(rng.integers(1, 30))
+            times = [int(now - x * S) for x in rng.integers(0, 3000, n)]  # repeats: rewrites in one batch
+            rows = []
+            for t in times:
+                which = rng.choice(["value", "raw", "both"])
+                row = {f: float(rng.integers(0, 1000)) / 8 for f in ("value", "raw") if which in (f, "both")}
+                rows.append((t, row))
+            if op == "text":
+                body = "".join(f"snmp_reading,device=pdu-1,site=a {','.join(f'{k}={x!r}' for k, x in row.items())} {t}\n"
+                               for t, row in rows)
+                store.write(body.encode())
+            else:
+                b = Batch()
+                blank = [math.nan, math.inf, -math.inf]
+                if rng.random() < 0.5:  # one-row blocks, as SNMP readings come
+                    for t, row in rows:
+                        b.add("snmp_reading", TAGS, t, {f: row.get(f, blank[int(rng.integers(0, 3))])
+                                                        for f in ("value", "raw")})
+                else:  # one block of several rows (times may repeat: the later row wins)
+                    b.add("snmp_reading", TAGS, np.array([t for t, _ in rows]),
+                          {f: np.array([row.get(f, blank[int(rng.integers(0, 3))]) for _, row in rows])
+                           for f in ("value", "raw")})
+                store.write_batch(b)
+            for t, row in rows:
+                for f, x in row.items():
+                    model[f][t] = x
+        elif op == "columns":
+            f = str(rng.choice(["value", "raw"]))
+            t = now - rng.integers(0, 3000, rng.integers(1, 100)) * S
+            v = rng.integers(0, 1000, t.size).astype(float)
+            store.write_columns("snmp_reading", TAGS, f, t, v)
+            for a, x in zip(t.tolist(), v.tolist()):
+                model[f][a] = x
+        elif op == "compact":
+            store.compact(now, horizon_ns=int(now - rng.integers(0, 3000) * S))
+        else:
+            pruned = store.prune(now)
+            cutoff = now - 3000 * S
+            gone = sum(1 for f in model for t in model[f] if t < cutoff)
+            # Stored values deleted: a value shadowed by a newer write of its time (a row of `points`
+            # under a line, a chunk's under a late line) is stored too, until compaction merges them.
+            assert pruned >= gone and (gone == 0) == (pruned == 0), f"step {step}: prune said {pruned}, lost {gone}"
+            model = {f: {t: x for t, x in m.items() if t >= cutoff} for f, m in model.items()}
+        now += int(rng.integers(0, 40)) * S
+        for f in ("value", "raw"):
+            t, v = store.series("snmp_reading", f, TAGS, 0, 2**62)
+            assert dict(zip(t.tolist(), v.tolist())) == model[f], f"step {step} ({op}): {f}"
+            want = (min(model[f]), max(model[f])) if model[f] else None
+            assert store.time_range("snmp_reading", f, TAGS) == want, f"step {step} ({op}): {f} range"
+        [(tags, t, cols)] = store.fields_by_series("snmp_reading", {"value": "number", "raw": "number"}, 0, 2**62)
+        both = sorted(model["value"].keys() | model["raw"].keys())
+        assert tags == TAGS and t.tolist() == both
+        for f in ("value", "raw"):
+            assert [model[f].get(x) for x in both] == [None if math.isnan(x) else x for x in cols[f].tolist()]
+    store.close()
+
+
+def test_a_string_where_a_number_was_is_refused_also_for_a_shape_written_before(tmp_path):
+    store = EmbeddedStore(tmp_path / "pue.db")
+    for k in range(2):  # the second write takes the path kept for the shape
+        b = Batch()
+        b.add("snmp_reading", TAGS, T0 + k, {"value": 1.0 + k})
+        store.write_batch(b)
+    b = Batch()
+    b.add("snmp_reading", TAGS, T0 + 5, {"value": "1.5"})
+    b.add("snmp_reading", TAGS, T0 + 6, {"value": 4.0})
+    with pytest.raises(StoreRejected, match="field type conflict: 'value' of 'snmp_reading' is a number, not a string"):
+        store.write_batch(b)
+    assert store.series("snmp_reading", "value", TAGS, 0, 2**62)[1].tolist() == [1.0, 2.0, 4.0]
+    assert store.points_written == 3
 
 
 def test_writes_and_reads_while_another_connection_compacts(tmp_path, monkeypatch):

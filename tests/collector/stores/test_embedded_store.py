@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 import sqlite3
 import time
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from puewatch.collector.stores.base import Reader, Store, StoreRejected, TextReader
-from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.collector.stores.embedded import EmbeddedStore, _series_texts, canonical_tagset
 from puewatch.lineprotocol import encode_point, series_key, encode_line
 
 T0 = 1_700_000_000_000_000_000
@@ -31,11 +33,26 @@ def test_write_and_read_back(tmp_path):
     assert store.tag_values("meter_power", "nope") == []
     assert store.series("nope", "f", {}, 0, 2**62)[0].size == 0
     store.close()
-    # One file, readable with plain SQL by anyone.
+    # One file, readable without puewatch: a line's numbers are one row of `lines`, its field set's
+    # names in `field_sets`, its values float64 little-endian in that order (collector/README.md).
     db = sqlite3.connect(tmp_path / "pue.db")
-    assert db.execute("SELECT count(*) FROM points").fetchone()[0] == 90
+    assert db.execute("SELECT count(*) FROM lines").fetchone()[0] == 30
+    names, blob = db.execute("SELECT f.names, l.vals FROM lines l JOIN field_sets f ON f.id = l.field_set "
+                             "JOIN series s ON s.id = l.series_id WHERE s.tagset LIKE 'meter=m1,%' "
+                             "ORDER BY l.time_ns LIMIT 1").fetchone()
+    assert dict(zip(json.loads(names), np.frombuffer(blob, "<f8").tolist())) == {"power_w": 1.0, "ok": 1.0, "n": 1.0}
     assert db.execute("SELECT tagset FROM series ORDER BY tagset LIMIT 1").fetchone()[0] == "meter=m0,zone=hall\\ 1\\,a\\=b"
     db.close()
+
+
+def test_a_new_series_texts_are_its_canonical_tag_set_and_sorted_json():
+    """The fast join a write uses for plain tags gives what canonical_tagset and json.dumps give, for any tags."""
+    rng = random.Random(3)
+    alphabet = 'ab,= \\"\x01\x1f\u00e9\u2028z'
+    for _ in range(5000):
+        tags = {"".join(rng.choices(alphabet, k=rng.randint(1, 4))): "".join(rng.choices(alphabet, k=rng.randint(1, 4)))
+                for _ in range(rng.randint(0, 4))}
+        assert _series_texts(tags) == (canonical_tagset(tags), json.dumps(tags, sort_keys=True, ensure_ascii=False))
 
 
 def test_resent_points_are_stored_once_and_last_write_wins(tmp_path):
@@ -123,9 +140,11 @@ def test_a_file_from_before_string_fields_knows_its_number_fields(tmp_path):
     store.write(b"m,a=1 f=1 1\nm,a=1 f=2 2\nm,a=2 g=1 1\n")
     store.compact(horizon_ns=2)  # f's first point moves into a chunk
     store.close()
+    # As a file of then: f only in a chunk, g a row of `points` (no `fields`, no `lines` yet).
     db = sqlite3.connect(path)
     db.execute("DROP TABLE fields")
-    db.execute("DELETE FROM points WHERE field = 'f'")  # f now only in a chunk
+    db.execute("DELETE FROM lines")
+    db.execute("INSERT INTO points SELECT id, 'g', 1, 1.0 FROM series WHERE tagset = 'a=2'")
     db.commit()
     db.close()
     store = EmbeddedStore(path)
