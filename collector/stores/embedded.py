@@ -254,8 +254,8 @@ class EmbeddedStore:
         self._sids: dict[tuple, int] = {}
         self._shapes: dict[tuple, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
         # A one-row block's plan, by (measurement, tags' items, field names), for numeric fields only:
-        # (series id, field set id, packer of its values).
-        self._plans: dict[tuple, tuple[int, int, struct.Struct]] = {}
+        # (series id, field set id).
+        self._plans: dict[tuple, tuple[int, int]] = {}
         # Field sets (table field_sets): id -> numeric field names in order, and back.
         self._sets: dict[int, tuple[str, ...]] = {}
         self._set_ids: dict[tuple[str, ...], int] = {}
@@ -353,10 +353,12 @@ class EmbeddedStore:
         Each block comes with its fields' InfluxDB types (parsed line protocol), or None: a typed
         block's column dtypes say them (`column_kind`).
 
-        A block row's numeric fields become one `lines` row (its field set and a blob of float64),
-        its strings `text_points` rows. What a block's series and field names need (the series id,
-        the kind check, the field set) is worked out once per shape and kept: the collector writes
-        the same shapes every poll.
+        A block row's numeric fields become one `lines` row (its field set and its values), its
+        strings `text_points` rows. What a block's series and field names need (the series id, the
+        kind check, the field set) is worked out once and kept (a plan): the collector writes the
+        same shapes every poll. One-row blocks with a plan (an SNMP poll is thousands) are stored
+        together per field set, column by column (`_grouped_lines`). A (series, time) written twice
+        is merged in the order of the blocks, whatever the order of the INSERTs (`_merge_lines`).
         """
         lines: list = []
         texts: list = []
@@ -366,8 +368,10 @@ class EmbeddedStore:
         fresh_sids: dict = {}  # (measurement, block tags' items) -> series id
         fresh_tagsets: dict = {}  # (measurement, canonical tag set) -> series id
         fresh_plans: dict = {}
-        quick: list[int] = []  # which `lines` the one-row path packed (their values not checked yet)
-        packed: list[bytes] = []
+        # One-row blocks of known plans, by field set: (block numbers, series ids, blocks), stored
+        # together after the others, column by column.
+        groups: dict[int, tuple[list[int], list[int], list]] = {}
+        starts: list[tuple[int, int]] = []  # (block number, its first line in `lines`), other blocks
         written = 0
         sids = self._sids
         shapes = self._shapes
@@ -379,51 +383,52 @@ class EmbeddedStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._read_sets()
                 next_sid = None
-                for block, linenos, types in blocks:
+                for i, (block, linenos, types) in enumerate(blocks):
                     cols = block.fields
                     t = block.time_ns
-                    plan_key = (block.measurement, tuple(block.tags.items()), tuple(cols))
-                    plan = plans.get(plan_key) or fresh_plans.get(plan_key)
-                    if plan is not None and t.shape[0] == 1:  # an SNMP reading, every poll
-                        try:
-                            blob = plan[2].pack(*[col.item(0) for col in cols.values()])
-                        except (struct.error, TypeError):
-                            pass  # a string where a number was: the checks below say so
-                        else:
-                            if type(blob) is bytes:  # a blob's values are checked below, all at once
-                                quick.append(len(lines))
-                                packed.append(blob)
-                            lines.append((plan[0], t.item(0), plan[1], blob))
-                            written += len(cols)
-                            continue
                     measurement = block.measurement
-                    shape_key = (measurement, tuple(cols), tuple([col.dtype for col in cols.values()]))
-                    shape = shapes.get(shape_key) or fresh_shapes.get(shape_key)
-                    if shape is None:
-                        shape = self._shape(measurement, cols, types)
-                        if isinstance(shape, str):
-                            bad += [(n, shape) for n in linenos] if linenos else [(0, shape)] * len(block)
-                            continue
-                        fresh_shapes[shape_key] = shape
-                    set_id, numbers, strings = shape
-                    series_key = (measurement, tuple(block.tags.items()))
-                    sid = sids.get(series_key) or fresh_sids.get(series_key)
-                    if sid is None:
-                        tagset, tags_json = _series_texts(block.tags)
-                        sid = self._series.get((measurement, tagset)) or fresh_tagsets.get((measurement, tagset))
-                        if sid is None and next_sid is None:
-                            # Another connection to the file (the collector has two) may have added it.
-                            self._read_series()
-                            sid = self._series.get((measurement, tagset))
+                    items = tuple(block.tags.items())
+                    plan_key = (measurement, items, tuple(cols))
+                    plan = plans.get(plan_key) or fresh_plans.get(plan_key)
+                    one_row = t.shape[0] == 1
+                    if plan is None or not one_row:
+                        shape_key = (measurement, plan_key[2], tuple([col.dtype for col in cols.values()]))
+                        shape = shapes.get(shape_key) or fresh_shapes.get(shape_key)
+                        if shape is None:
+                            shape = self._shape(measurement, cols, types)
+                            if isinstance(shape, str):
+                                bad += [(n, shape) for n in linenos] if linenos else [(0, shape)] * len(block)
+                                continue
+                            fresh_shapes[shape_key] = shape
+                        set_id, numbers, strings = shape
+                        series_key = (measurement, items)
+                        sid = sids.get(series_key) or fresh_sids.get(series_key)
                         if sid is None:
-                            if next_sid is None:
-                                next_sid = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM series").fetchone()[0]
-                            sid, next_sid = next_sid, next_sid + 1
-                            new_series.append((sid, measurement, tagset, tags_json))
-                        fresh_tagsets[(measurement, tagset)] = sid
-                        fresh_sids[series_key] = sid
-                    if numbers and not strings:
-                        fresh_plans[plan_key] = (sid, set_id, _PACK[len(numbers)])
+                            tagset, tags_json = _series_texts(block.tags)
+                            sid = self._series.get((measurement, tagset)) or fresh_tagsets.get((measurement, tagset))
+                            if sid is None and next_sid is None:
+                                # Another connection to the file (the collector has two) may have added it.
+                                self._read_series()
+                                sid = self._series.get((measurement, tagset))
+                            if sid is None:
+                                if next_sid is None:
+                                    next_sid = self._db.execute(
+                                        "SELECT coalesce(max(id), 0) + 1 FROM series").fetchone()[0]
+                                sid, next_sid = next_sid, next_sid + 1
+                                new_series.append((sid, measurement, tagset, tags_json))
+                            fresh_tagsets[(measurement, tagset)] = sid
+                            fresh_sids[series_key] = sid
+                        if numbers and not strings:
+                            plan = fresh_plans[plan_key] = (sid, set_id)
+                    if plan is not None and one_row:  # an SNMP reading, every poll: stored by field set, below
+                        g = groups.get(plan[1])
+                        if g is None:
+                            g = groups[plan[1]] = ([], [], [])
+                        g[0].append(i)
+                        g[1].append(plan[0])
+                        g[2].append((block, linenos))
+                        continue
+                    starts.append((i, len(lines)))
                     if t.shape[0] == 1:  # an SNMP reading: plain Python beats NumPy's per-call cost
                         t0 = t.item(0)
                         if numbers:
@@ -458,8 +463,10 @@ class EmbeddedStore:
                         values = col.tolist()
                         texts.extend((sid, name, ti, x) for ti, x in zip(t.tolist(), values) if x is not None)
                         written += sum(1 for x in values if x is not None)
-                if packed and not np.isfinite(np.frombuffer(b"".join(packed), "<f8")).all():
-                    written -= _finite_only(lines, quick)
+                grouped_from = len(lines)
+                order: list[int] = []  # the block number of each line from here
+                for set_id, (numbers_of, ids, members) in groups.items():
+                    written += self._grouped_lines(set_id, numbers_of, ids, members, lines, order, bad)
                 if new_series:
                     self._db.executemany("INSERT INTO series (id, measurement, tagset, tags) VALUES (?, ?, ?, ?)",
                                          new_series)
@@ -468,7 +475,12 @@ class EmbeddedStore:
                     self._db.executemany("INSERT OR IGNORE INTO lines (series_id, time_ns, field_set, vals) "
                                          "VALUES (?, ?, ?, ?)", lines)
                     if self._db.total_changes - before < len(lines):
-                        self._merge_lines(lines)  # some (series, time) were there already
+                        # Some (series, time) were there already: write the lines again over them,
+                        # in the order of their blocks.
+                        bounds = [*(k for _, k in starts[1:]), grouped_from]
+                        keys = [(b, k) for (b, first), last in zip(starts, bounds) for k in range(first, last)]
+                        keys += [(b, k) for k, b in enumerate(order, grouped_from)]
+                        self._merge_lines([lines[k] for _, k in sorted(keys)])
                 if texts:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO text_points (series_id, field, time_ns, value) VALUES (?, ?, ?, ?)",
@@ -490,6 +502,42 @@ class EmbeddedStore:
             first = f"line {bad[0][0]}: {bad[0][1]}" if bad[0][0] else bad[0][1]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise StoreRejected(f"{self.name}: partial write, {len(bad)} bad line(s) skipped: {first}{more}")
+
+    def _grouped_lines(self, set_id: int, numbers_of: list[int], ids: list[int], members: list, lines: list,
+                       order: list[int], bad: list[tuple[int, str]]) -> int:
+        """One-row blocks of one field set (known series and fields, numbers only) as lines, column by
+        column: appended to `lines`, their block numbers to `order`; returns the values stored.
+        A block giving a string where a number was is refused (`bad`), as the checks per block would."""
+        names = self._sets[set_id]
+        blocks = [b for b, _ in members]
+        cols = [np.concatenate([b.fields[name] for b in blocks]) for name in names]
+        if any(c.dtype == object for c in cols):
+            wrong = np.zeros(len(blocks), bool)
+            for c in cols:
+                if c.dtype == object:
+                    wrong |= np.array([isinstance(x, str) or x is None for x in c.tolist()])
+            for (block, linenos), w in zip(members, wrong.tolist()):
+                if w:
+                    message = self._shape(block.measurement, block.fields, None)
+                    bad += [(n, message) for n in linenos] if linenos else [(0, message)]
+            keep = ~wrong
+            if not keep.any():
+                return 0
+            members = [m for m, k in zip(members, keep.tolist()) if k]
+            numbers_of = [n for n, k in zip(numbers_of, keep.tolist()) if k]
+            ids = [n for n, k in zip(ids, keep.tolist()) if k]
+            blocks = [b for b, _ in members]
+            cols = [np.concatenate([b.fields[name] for b in blocks]).astype(np.float64) for name in names]
+        t = np.concatenate([b.time_ns for b in blocks])
+        vals, present = _line_blobs(cols)
+        if present is None:
+            lines.extend(zip(ids, t.tolist(), repeat(set_id), vals))
+            order += numbers_of
+            return len(vals) * len(names)
+        rows = present.any(axis=1).tolist()
+        lines.extend(line for line, r in zip(zip(ids, t.tolist(), repeat(set_id), vals), rows) if r)
+        order += [n for n, r in zip(numbers_of, rows) if r]
+        return int(np.count_nonzero(present))
 
     def _shape(self, measurement: str, cols: dict[str, np.ndarray], types: dict[str, str] | None
                ) -> tuple[int, tuple[str, ...], tuple[str, ...]] | str:
@@ -1307,23 +1355,6 @@ class _Packers(dict):
 
 
 _PACK = _Packers()
-
-
-def _finite_only(lines: list, which: list[int]) -> int:
-    """Make the `lines[i]` of `which` hold no infinite value (NaN: no value), and drop those left
-    without any value (None in `lines`); returns how many values that took away."""
-    gone = 0
-    for i in which:
-        sid, t, set_id, blob = lines[i]
-        v = _line_values(blob)
-        ok = np.isfinite(v)
-        if ok.all():
-            continue
-        gone += int(np.count_nonzero(~ok))
-        lines[i] = (sid, t, set_id, _line_vals(np.where(ok, v, np.nan))) if ok.any() else None
-    if gone:
-        lines[:] = [x for x in lines if x is not None]
-    return gone
 
 
 def _line_values(vals: float | bytes | None) -> np.ndarray:

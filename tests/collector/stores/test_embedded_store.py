@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from puewatch.collector.stores.base import Reader, Store, StoreRejected, TextReader
+from puewatch.core.batch import Batch
 from puewatch.collector.stores.embedded import EmbeddedStore, _series_texts, canonical_tagset
 from puewatch.lineprotocol import encode_point, series_key, encode_line
 
@@ -68,6 +69,26 @@ def test_resent_points_are_stored_once_and_last_write_wins(tmp_path):
     assert reopened.series("site_power", "power_w", {}, 0, 100)[1].tolist() == [1.0, 3.5]
     reopened.write(b"site_power,site=a power_w=4.0 30\n")  # known series after a restart
     assert reopened.tag_values("site_power", "site") == ["a"]
+
+
+def test_within_one_body_the_last_line_of_a_time_wins_field_by_field(tmp_path):
+    """Lines of one series and time in one body, parted into blocks of other field sets (some stored
+    by field set, some row by row): each field keeps the value of its last line, as in InfluxDB."""
+    store = EmbeddedStore(tmp_path / "pue.db")
+    store.write(b"p,m=a value=0.5 1\np,m=a value=0.5,raw=1 2\n")  # shapes written before
+    store.write(b"p,m=a value=1 10\n"  # one line of {value}: stored by field set
+                b"p,m=a value=5,raw=1 10\n"  # {value, raw} at the same time: a later line
+                b"p,m=a value=7,raw=2 20\n"
+                b"p,m=a raw=9 20\n")
+    assert store.series("p", "value", {}, 0, 100)[1].tolist() == [0.5, 0.5, 5.0, 7.0]
+    assert store.series("p", "raw", {}, 0, 100)[1].tolist() == [1.0, 1.0, 9.0]
+    b = Batch()
+    b.add("p", {"m": "a"}, 10, {"raw": 3.0})
+    b.add("p", {"m": "a"}, [10, 30], {"value": [6.0, 8.0], "raw": [4.0, np.nan]})
+    b.add("p", {"m": "a"}, 30, {"raw": 2.5})
+    store.write_batch(b)
+    assert store.series("p", "value", {}, 0, 100)[1].tolist() == [0.5, 0.5, 6.0, 7.0, 8.0]
+    assert store.series("p", "raw", {}, 0, 100)[1].tolist() == [1.0, 4.0, 9.0, 2.5]
 
 
 def test_partial_write_stores_the_good_lines_and_rejects(tmp_path):
