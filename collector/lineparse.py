@@ -45,7 +45,7 @@ import itertools
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
@@ -1167,18 +1167,45 @@ def parse_columns(body: bytes, now_ns: int | None = None
         g[3].append(tuple(values.values()))
         g[4].append(lineno)
     out = []
-    for gkey, (measurement, tags, times, rows, linenos, types) in groups.items():
-        names = list(types)
-        strings = "string" in types.values()
-        table = np.array(rows, dtype=object if strings else np.float64).reshape(len(rows), len(names))
-        cols = {}
-        for j, name in enumerate(names):
-            col = table[:, j]
-            if strings and types[name] != "string":
-                col = col.astype(np.float64)
-            cols[name] = col
-        out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos, types))
+    for parts in _in_line_order(list(groups.values())):
+        for measurement, tags, times, rows, linenos, types in parts:
+            names = list(types)
+            strings = "string" in types.values()
+            table = np.array(rows, dtype=object if strings else np.float64).reshape(len(rows), len(names))
+            cols = {}
+            for j, name in enumerate(names):
+                col = table[:, j]
+                if strings and types[name] != "string":
+                    col = col.astype(np.float64)
+                cols[name] = col
+            out.append((Block(measurement, dict(tags), np.array(times, dtype=np.int64), cols), linenos, types))
     return out, errors
+
+
+def _in_line_order(groups: list[tuple]) -> Iterator[list[tuple]]:
+    """The groups of `parse_columns` (measurement, tags, times, rows, line numbers, types), each as the
+    groups to make blocks of, in order. A series' lines of one time in two groups (other field names
+    or types: `a=1`, then `a=2,b=1`, then `a=3`) would be stored group by group, and the last line
+    would not win: those groups are given as one group per line instead, in line order, where the
+    first of them stood (a store writes a block after the blocks before it)."""
+    by_series: dict[tuple, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_series.setdefault((g[0], tuple(sorted(g[1].items()))), []).append(i)
+    split: dict[int, list[int]] = {}  # first group of a series to split -> all its groups
+    for members in by_series.values():
+        if len(members) > 1:
+            distinct = [set(groups[i][2]) for i in members]
+            if len(set().union(*distinct)) < sum(map(len, distinct)):  # a time in two of them
+                split[members[0]] = members
+    gone = {i for members in split.values() for i in members[1:]}
+    for i, g in enumerate(groups):
+        if i in gone:
+            continue
+        if i not in split:
+            yield [g]
+            continue
+        rows = sorted((n, t, row, groups[k]) for k in split[i] for n, t, row in zip(groups[k][4], groups[k][2], groups[k][3]))
+        yield [(owner[0], owner[1], [t], [row], [n], owner[5]) for n, t, row, owner in rows]
 
 
 # A field of a fast-path line (it matched _LINE_RE: its strings hold no quote, backslash or newline,

@@ -89,6 +89,11 @@ def test_within_one_body_the_last_line_of_a_time_wins_field_by_field(tmp_path):
     store.write_batch(b)
     assert store.series("p", "value", {}, 0, 100)[1].tolist() == [0.5, 0.5, 6.0, 7.0, 8.0]
     assert store.series("p", "raw", {}, 0, 100)[1].tolist() == [1.0, 4.0, 9.0, 2.5]
+    # Field sets taking turns at one time (the parser's groups are by field set): the last line wins.
+    store.write(b"q a=1 10\nq a=2,b=1 10\nq a=3 10\nq a=4 11\nq,x=1 a=1 10\nq b=5 10\n")
+    assert sorted(store.series("q", "a", {}, 0, 100)[1].tolist()) == [1.0, 3.0, 4.0]  # q at 10 and 11, x=1 at 10
+    assert store.series("q", "a", {"x": "1"}, 0, 100)[1].tolist() == [1.0]
+    assert store.series("q", "b", {}, 0, 100)[1].tolist() == [5.0]
 
 
 def test_partial_write_stores_the_good_lines_and_rejects(tmp_path):
