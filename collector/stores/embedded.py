@@ -102,7 +102,6 @@ import logging
 import math
 import re
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -429,26 +428,6 @@ class EmbeddedStore:
                         g[2].append((block, linenos))
                         continue
                     starts.append((i, len(lines)))
-                    if t.shape[0] == 1:  # an SNMP reading: plain Python beats NumPy's per-call cost
-                        t0 = t.item(0)
-                        if numbers:
-                            if strings:
-                                vals = [cols[name].item(0) for name in numbers]
-                            else:
-                                vals = [col.item(0) for col in cols.values()]
-                            if all(map(math.isfinite, vals)):
-                                lines.append((sid, t0, set_id, _PACK[len(vals)].pack(*vals)))
-                                written += len(vals)
-                            elif any(map(math.isfinite, vals)):
-                                lines.append((sid, t0, set_id, _PACK[len(vals)].pack(
-                                    *[x if math.isfinite(x) else math.nan for x in vals])))
-                                written += sum(map(math.isfinite, vals))
-                        for name in strings:
-                            x = cols[name][0]
-                            if x is not None:
-                                texts.append((sid, name, t0, x))
-                                written += 1
-                        continue
                     if numbers:
                         blobs, present = _line_blobs([cols[name] for name in numbers])
                         if present is None:
@@ -1330,31 +1309,6 @@ class _Lines:
     def names(self, sets: dict[int, tuple[str, ...]]) -> list[str]:
         """Every field name of the rows' field sets, each once."""
         return list(dict.fromkeys(n for set_id in self.set_ids for n in sets[set_id]))
-
-
-class _One:
-    """`lines.vals` of one field: the value itself, a REAL (a string, or no value, raises TypeError)."""
-
-    @staticmethod
-    def pack(x) -> float:
-        if type(x) is str:
-            raise TypeError("a string is not a number")
-        x = float(x)
-        if not math.isfinite(x):
-            raise TypeError("no value")
-        return x
-
-
-class _Packers(dict):
-    """k -> what packs a one-row block's k values as its `lines.vals`: a blob of k float64
-    little-endian (struct.Struct), or, for one field, the value itself (`_One`)."""
-
-    def __missing__(self, k: int) -> struct.Struct | _One:
-        packer = self[k] = _One() if k == 1 else struct.Struct(f"<{k}d")
-        return packer
-
-
-_PACK = _Packers()
 
 
 def _line_values(vals: float | bytes | None) -> np.ndarray:
