@@ -556,6 +556,11 @@ class EmbeddedStore:
             self._set_ids[key] = set_id
             self._sets_top = set_id
 
+    def _sets_with(self, fields: list[str]) -> list[int]:
+        """The ids of the field sets holding any of `fields` (another connection's new ones learnt first)."""
+        self._read_sets()
+        return [i for i, names in self._sets.items() if any(f in names for f in fields)]
+
     def _set_id(self, names: tuple[str, ...]) -> int:
         """The id of a field set (numeric field names, in order), added when new (inside the write transaction)."""
         set_id = self._set_ids.get(names)
@@ -652,7 +657,9 @@ class EmbeddedStore:
             created = False
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                sid = self._series.get(key) or self._known_series(*key)
+                if key not in self._series:
+                    self._read_series()  # another connection to the file may have added it
+                sid = self._series.get(key)
                 if sid is None:
                     sid = self._db.execute(
                         "INSERT INTO series (measurement, tagset, tags) VALUES (?, ?, ?)",
@@ -753,11 +760,6 @@ class EmbeddedStore:
             self._series[(m, ts)] = sid
             self._series_top = max(self._series_top, sid)
 
-    def _known_series(self, measurement: str, tagset: str) -> int | None:
-        row = self._db.execute("SELECT id FROM series WHERE measurement = ? AND tagset = ?",
-                               (measurement, tagset)).fetchone()
-        return None if row is None else row[0]
-
     def _rollback(self) -> None:
         try:
             self._db.execute("ROLLBACK")
@@ -767,8 +769,7 @@ class EmbeddedStore:
     def _take_from_lines(self, sid: int, field: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Take `field` out of the series' lines lo <= t <= hi (inside the write transaction): returns
         (series ids, times, values) of the values it held; a line left without any value is deleted."""
-        self._read_sets()
-        wanted = [i for i, names in self._sets.items() if field in names]
+        wanted = self._sets_with([field])
         if not wanted:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
         rows = self._db.execute(
@@ -1040,8 +1041,7 @@ class EmbeddedStore:
         points between the tables).
         """
         marks = ",".join("?" * len(ids))
-        self._read_sets()
-        wanted = [i for i, names in self._sets.items() if any(f in names for f in fields)]
+        wanted = self._sets_with(fields)
         lines = _Lines([])
         if wanted:
             lines = _Lines(self._db.execute(
@@ -1198,8 +1198,7 @@ class EmbeddedStore:
 
     def _line_range(self, ids: list[int], field: str) -> tuple[int | None, int | None]:
         """First and last time of the series' lines holding a value of `field` (lock held)."""
-        self._read_sets()
-        wanted = [i for i, names in self._sets.items() if field in names]
+        wanted = self._sets_with([field])
         if not wanted:
             return None, None
         where = (f"series_id IN ({','.join('?' * len(ids))}) AND field_set IN ({','.join('?' * len(wanted))})")
