@@ -22,16 +22,21 @@ long series. The lead runs once for all windows, block by block, and leaves
 its running sums (the prefixes) in a ring whose columns are contiguous; a
 window's trail is the prefix at its start (the same additions in the same
 order), read from the ring while the start is still in it, walked in registers
-for windows longer than the ring. Most outputs' windows start one boundary
-after the previous output's: in such a run the trail rows follow the lead rows
-one for one, so the outputs, straddling interval included, are one loop of
-contiguous loads that the compiler runs four at a time (see _ring_runs). On
-jittered 1 s polls (AMD Zen 2, 2026-12) this took one window from 0.080 to
-0.065 s and five from 0.33 to 0.28 s, on 10 million intervals and 2 cores,
-against registers for one window and a scalar pass per window pair for several.
-Earlier measurements, before the runs: without its three divides an output is
-10 % faster at most, and finding all the windows' starts first, then the
-outputs through gathers of the ring is 20-30 % slower. The times are
+for windows longer than the ring. Output i + j's window starts at boundary
+c + j or c + j + 1 (c: output i's start) for hundreds of outputs in a row on
+jittered polls: the outputs of such a span, straddling interval included, are
+one loop of contiguous loads of both candidates and selects, which the
+compiler runs four at a time, and each output checks that its start is one of
+its pair (see _ring_spans). On jittered 1 s polls (AMD Zen 2, 2026-12), on 10
+million intervals and 2 cores: registers for one window and a scalar pass per
+window pair for several took 0.080 s for one window and 0.33 s for five; runs
+of outputs whose starts follow one for one (found with integers first, median
+3 outputs long) 0.063 and 0.263 s; the spans 0.060 and 0.261 s (three runs of
+each, alternated). Earlier measurements: without its three
+divides an output is 10 % faster at most, finding all the windows' starts
+first, then the outputs through gathers of the ring is 20-30 % slower, and a
+trail that runs a lead of its own into a second ring (for windows longer than
+the ring) is no faster than walking it in registers. The times are
 checked (strictly increasing) in the same pass. Indices known to be >= 0 are
 unsigned, so no code for negative ones runs in the loops.
 On a regular grid (every interval the same length, every window a whole number of them:
@@ -86,7 +91,7 @@ def _window_start(t, i, window):
     return lo
 
 
-# Columns of the ring (contiguous, so that a run of outputs reads each with vector loads): row
+# Columns of the ring (contiguous, so that a span of outputs reads each with vector loads): row
 # k holds the prefix P_k, the running sum through interval k - 1 (numerator, denominator and,
 # with input coverage, covered time, each hi and lo; without, the covered ns go to ring_ns).
 _RING_COLS = 6
@@ -285,7 +290,9 @@ def _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage):
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage, o0, o1):
     # Outputs i .. i + count - 1 of one window whose starts are lo, lo + 1, ... (lo > 0): lead
-    # rows lr, lr + 1, ... against trail rows tr, tr + 1, ..., no run wrapping the ring; interval
+    # rows lr, lr + 1, ... against trail rows tr, tr + 1, ..., no run wrapping the ring (see
+    # _ring_spans: one output, where a pair's upper row would wrap the ring or pass the series'
+    # end); interval
     # lo - 1 + j straddles output i + j's start and counts in proportion to its overlap. The
     # operations of _walk_block in the same order, its branches as selects (the straddling
     # interval's terms are computed, and kept only where it overlaps), so the same bits. Every
@@ -317,34 +324,124 @@ def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, wind
         o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
 
 
+@njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, window, window_f, min_coverage, o0, o1):
+    # Outputs i .. i + count - 1 of one window, output i + j's start taken to be c + j or c + j + 1
+    # (c > 0): lead rows lr + j against trail rows tr + j or tr + j + 1, no row wrapping the ring.
+    # Each output picks its start by one compare of times, and the trail's prefix and the
+    # straddling interval's terms by selects; the operations of _walk_block in the same order,
+    # so the same bits. Returns how many outputs' starts are not in their pair: those outputs
+    # are wrong (the caller computes them again). No branch: the compiler runs it four outputs
+    # at a time. Integers become floats through uint64, see _run_out.
+    # Compiled on its own, not inlined: with fewer values live around it, its loop keeps more in
+    # registers (113 instructions for four outputs, 150 inlined; 15 min 5 % faster).
+    bad = 0
+    for j in range(count):
+        lj = _u(lr + j)
+        t0 = _u(tr + j)
+        t1 = _u(tr + j + 1)
+        km = _u(c + j - 1)  # indices computed as int64, then cast: uint64 - 1 is a float64
+        k = _u(c + j)
+        kn = _u(c + j + 1)
+        ws = t[_u(i + 1 + j)] - window
+        tm = t[km]
+        tk = t[k]
+        tn = t[kn]
+        up = tk < ws  # the start is c + j + 1
+        bad += not ((tm < ws) & (ws <= tn))
+        tl = tn if up else tk
+        tp = tk if up else tm
+        # Both candidates are loaded, then one is selected: loads under a condition would keep
+        # their branches.
+        r0, q0 = ring[0, t0], ring[0, t1]
+        r1, q1 = ring[1, t0], ring[1, t1]
+        r2, q2 = ring[2, t0], ring[2, t1]
+        r3, q3 = ring[3, t0], ring[3, t1]
+        sa = (ring[0, lj] - (q0 if up else r0)) + (ring[1, lj] - (q1 if up else r1))
+        sb = (ring[2, lj] - (q2 if up else r2)) + (ring[3, lj] - (q3 if up else r3))
+        if has_cov:
+            r4, q4 = ring[4, t0], ring[4, t1]
+            r5, q5 = ring[5, t0], ring[5, t1]
+            covered = (ring[4, lj] - (q4 if up else r4)) + (ring[5, lj] - (q5 if up else r5))
+        else:
+            # The differences are selected, not the loads: a select of two loads becomes a load
+            # through a selected index, four scalar loads for four outputs.
+            d0 = ring_ns[lj] - ring_ns[t0]
+            d1 = ring_ns[lj] - ring_ns[t1]
+            covered = float(_u(d1 if up else d0))
+        overlap = tl - ws
+        overlap_f = float(_u(overlap))
+        # Where the times are not increasing (the call then fails), the candidate not taken may
+        # be an empty interval: a float64 divide, which gives inf or NaN there, not a Python
+        # float's, which would raise without the JIT (compiled, the two are the same).
+        frac = np.float64(overlap_f) / float(_u(tl - tp))
+        xm, xk = a[km], a[k]
+        ym, yk = b[km], b[k]
+        x = xk if up else xm
+        y = yk if up else ym
+        ok = (abs(x) < np.inf) & (abs(y) < np.inf)
+        if has_cov:
+            wm = min(ca[km], cb[km])
+            wk = min(ca[k], cb[k])
+            pw = wk if up else wm
+        else:
+            pw = 1.0
+        px = x if ok else 0.0
+        py = y if ok else 0.0
+        pw = pw if ok else 0.0
+        part = tl > ws  # overlap > 0 (see _run_out)
+        sa = sa + px * frac if part else sa
+        sb = sb + py * frac if part else sb
+        covered = covered + pw * overlap_f if part else covered
+        o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
+    return bad
+
+
+# Outputs a span computes at most: where a start leaves its pair, the rest of the span is
+# computed again (32 and 256 measured no faster).
+_SPAN = 128
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _ring_runs(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
+def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
     # One window over the block's outputs [b0, b1), its trail (the prefix P_lo at its start lo)
-    # read from the ring. Where each next output's window starts one boundary further (most
-    # outputs: the window moves one interval as the lead does), the trail rows follow the lead
-    # rows one for one: such a run is found with integers alone, then computed by _run_out (on
-    # jittered 1 s polls a run is about 28 outputs long). A window starting before the series
-    # (lo 0) takes _early_out. Returns the window's start lo.
+    # read from the ring. Output i's start is lo_i; each next output's is most often one
+    # boundary further, sometimes two or none. A span of outputs is computed taking each
+    # output's start to be one of a pair, c + j or c + j + 1 (c: the first output's start), which
+    # covers hundreds of outputs on jittered polls (see _pair_out); the span ends at the first
+    # output whose start is not in its pair, found again with integers, and the next span
+    # begins there. A window starting before the series (lo 0) takes _early_out. Returns the
+    # window's start lo for the last output.
     m = ring_ns.shape[0] - 1
+    n = t.shape[0] - 1
     i = b0
     while i < b1:
         ws = t[_u(i + 1)] - window
         lo, tl = _advance(t, lo, ws)
         if lo == 0:
-            o1[_u(i)], o0[_u(i)] = _early_out(has_cov, ring, ring_ns, _get(ring, ring_ns, i + 1), window_f, min_coverage)
+            lead = _get(ring, ring_ns, i + 1)
+            o1[_u(i)], o0[_u(i)] = _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage)
             i += 1
             continue
         lr = (i + 1) & m
         tr = lo & m
-        end = min(b1, i + (m + 1 - lr), i + (m + 1 - tr))  # no run wraps the ring
-        i0 = i
-        lo0 = lo
-        i += 1
-        # Output i's start is lo + 1 when boundary lo is before its window and lo + 1 is not.
-        while i < end and t[_u(lo)] < t[_u(i + 1)] - window <= t[_u(lo + 1)]:
-            lo += 1
+        # Rows lr .. lr + count - 1 and tr .. tr + count, boundaries up to lo + count.
+        count = min(b1 - i, _SPAN, m + 1 - lr, m - tr, n - lo)
+        if count < 1:
+            _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, 1, window, window_f, min_coverage, o0, o1)
             i += 1
-        _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo0, i0, i - i0, window, window_f, min_coverage, o0, o1)
+            continue
+        bad = _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage,
+                        o0, o1)
+        j = count
+        if bad:
+            j = 1  # the first output's start is lo itself
+            while j < count and t[_u(lo + j - 1)] < t[_u(i + 1 + j)] - window <= t[_u(lo + j + 1)]:
+                j += 1
+        # Output i + j - 1's start is lo + j - 1 or one more: the next output's is no earlier.
+        lo += j - 1
+        i += j
+    lo, tl = _advance(t, lo, t[_u(b1)] - window)
     return lo
 
 
@@ -408,8 +505,8 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
         for w in range(nw):
             lo = los[w]
             if lo > b1 - ring.shape[1]:
-                los[w] = _ring_runs(t, a, b, ca, cb, has_cov, ring, ring_ns, windows[w], float(windows[w]), min_coverage,
-                                    lo, b0, b1, out0[w], out1[w])
+                los[w] = _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, windows[w], float(windows[w]),
+                                     min_coverage, lo, b0, b1, out0[w], out1[w])
                 _keep_trail(trails, trails_ns, w, _get(ring, ring_ns, los[w]))
             else:
                 los[w] = _walk_block(t, a, b, ca, cb, has_cov, ring, ring_ns, trails[w], trails_ns[w:w + 1], windows[w],
@@ -428,7 +525,7 @@ def _several(has_cov: bool):
     array handed to an inlined helper, inside the inner loops (3x slower), and through
     Numba's parallel pipeline although it has no prange (`parallel=True`): its IR passes
     give the code about the speed it had inlined (5 % slower without). One window takes it
-    too: the runs (see _ring_runs) beat its lead and trail in registers.
+    too: the spans (see _ring_spans) beat its lead and trail in registers.
     """
 
     @njit(cache=True, nogil=True, error_model="numpy", _nrt=False, parallel=True)
