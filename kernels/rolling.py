@@ -288,40 +288,28 @@ def _early_out(has_cov, ring, ring_ns, lead, window_f, min_coverage):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage, o0, o1):
-    # Outputs i .. i + count - 1 of one window whose starts are lo, lo + 1, ... (lo > 0): lead
-    # rows lr, lr + 1, ... against trail rows tr, tr + 1, ..., no run wrapping the ring (see
-    # _ring_spans: one output, where a pair's upper row would wrap the ring or pass the series'
-    # end); interval
-    # lo - 1 + j straddles output i + j's start and counts in proportion to its overlap. The
-    # operations of _walk_block in the same order, its branches as selects (the straddling
-    # interval's terms are computed, and kept only where it overlaps), so the same bits. Every
-    # load is contiguous, and the compiler runs the loop four outputs at a time. Integers become
-    # floats through uint64 (each is >= 0: covered time, an overlap, the length of an interval
-    # of increasing times; the same value), which AVX2 converts four at a time, where int64
-    # costs a scalar instruction each (two windows took 15 % longer with them). Whether the
-    # interval overlaps is a compare of times, not of the overlap, which LLVM would then know to
-    # be positive where it is used, and convert as signed again.
-    for j in range(count):
-        lj = _u(lr + j)
-        tj = _u(tr + j)
-        tl = t[_u(lo + j)]
-        ws = t[_u(i + 1 + j)] - window
-        sa = (ring[0, lj] - ring[0, tj]) + (ring[1, lj] - ring[1, tj])
-        sb = (ring[2, lj] - ring[2, tj]) + (ring[3, lj] - ring[3, tj])
-        if has_cov:
-            covered = (ring[4, lj] - ring[4, tj]) + (ring[5, lj] - ring[5, tj])
-        else:
-            covered = float(_u(ring_ns[lj] - ring_ns[tj]))
-        overlap = tl - ws
-        overlap_f = float(_u(overlap))
-        frac = overlap_f / float(_u(tl - t[_u(lo - 1 + j)]))
-        px, py, pw = _values(a, b, ca, cb, has_cov, lo - 1 + j)
-        part = tl > ws  # overlap > 0 (see above)
-        sa = sa + px * frac if part else sa
-        sb = sb + py * frac if part else sb
-        covered = covered + pw * overlap_f if part else covered
-        o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
+def _one_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, window, window_f, min_coverage, o0, o1):
+    # Output i of one window whose start is lo (lo > 0): lead row lr against trail row tr, where a
+    # pair's upper row would wrap the ring or pass the series' end (see _ring_spans); interval
+    # lo - 1 straddles the start and counts in proportion to its overlap. The operations of
+    # _walk_block in the same order, so the same bits.
+    tl = t[_u(lo)]
+    ws = t[_u(i + 1)] - window
+    sa = (ring[0, lr] - ring[0, tr]) + (ring[1, lr] - ring[1, tr])
+    sb = (ring[2, lr] - ring[2, tr]) + (ring[3, lr] - ring[3, tr])
+    if has_cov:
+        covered = (ring[4, lr] - ring[4, tr]) + (ring[5, lr] - ring[5, tr])
+    else:
+        covered = float(_u(ring_ns[lr] - ring_ns[tr]))
+    overlap = tl - ws
+    overlap_f = float(_u(overlap))
+    frac = overlap_f / float(_u(tl - t[_u(lo - 1)]))
+    px, py, pw = _values(a, b, ca, cb, has_cov, lo - 1)
+    part = tl > ws
+    sa = sa + px * frac if part else sa
+    sb = sb + py * frac if part else sb
+    covered = covered + pw * overlap_f if part else covered
+    o1[_u(i)], o0[_u(i)] = _ratio(sa, sb, covered, window_f, min_coverage)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
@@ -332,7 +320,10 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, wind
     # straddling interval's terms by selects; the operations of _walk_block in the same order,
     # so the same bits. Returns how many outputs' starts are not in their pair: those outputs
     # are wrong (the caller computes them again). No branch: the compiler runs it four outputs
-    # at a time. Integers become floats through uint64, see _run_out.
+    # at a time. Integers become floats through uint64 (each is >= 0 where it is kept: covered
+    # time, an overlap, the length of an interval of increasing times; the same value), which
+    # AVX2 converts four at a time, where int64 costs a scalar instruction each (two windows took
+    # 15 % longer with them).
     # Compiled on its own, not inlined: with fewer values live around it, its loop keeps more in
     # registers (113 instructions for four outputs, 150 inlined; 15 min 5 % faster).
     bad = 0
@@ -389,7 +380,9 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, wind
         px = x if ok else 0.0
         py = y if ok else 0.0
         pw = pw if ok else 0.0
-        part = tl > ws  # overlap > 0 (see _run_out)
+        # Whether the interval overlaps is a compare of times, not of the overlap, which LLVM
+        # would then know to be positive where it is used, and convert as signed again.
+        part = tl > ws
         sa = sa + px * frac if part else sa
         sb = sb + py * frac if part else sb
         covered = covered + pw * overlap_f if part else covered
@@ -428,7 +421,7 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_c
         # Rows lr .. lr + count - 1 and tr .. tr + count, boundaries up to lo + count.
         count = min(b1 - i, _SPAN, m + 1 - lr, m - tr, n - lo)
         if count < 1:
-            _run_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, 1, window, window_f, min_coverage, o0, o1)
+            _one_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, window, window_f, min_coverage, o0, o1)
             i += 1
             continue
         bad = _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage,
