@@ -337,6 +337,30 @@ def test_window_starts_that_stay_skip_or_jump_match_naive(ring):
     assert np.isfinite(res.ratio).sum() > 0.8 * res.ratio.size  # mostly known: the checks above compare numbers
 
 
+def test_intervals_and_windows_past_2_to_the_52_ns_match_naive():
+    # A span's integers (interval lengths, overlaps, covered ns) become floats in two instructions
+    # when all are below 2**52 ns (52 days), through uint64 otherwise (see _pair_out). Daily
+    # samples with gaps of 60 days and windows of 10, 30 and 100 days take both paths, and spans
+    # that hold a gap take the slow one.
+    day = 86_400 * SECOND_NS
+    rng = np.random.default_rng(5)
+    steps = day + rng.integers(-3_600, 3_600, 240) * SECOND_NS
+    steps[[40, 41, 150]] = 60 * day + rng.integers(0, 1000, 3)
+    t = T0_NS + np.concatenate([[0], np.cumsum(steps)])
+    n = len(steps)
+    num = rng.random(n) * 1e6
+    den = rng.random(n) * 1e6 + 1.0
+    num[rng.random(n) < 0.05] = NAN
+    windows = [10 * day + 7, 30 * day, 100 * day]
+    assert 100 * day > rolling_module._F52_LIMIT > 30 * day
+    assert steps.max() > rolling_module._F52_LIMIT
+    res = rolling_ratio(t, num, den, windows, min_coverage=0.5)
+    ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, min_coverage=0.5)
+    assert_close(res.coverage, ref_cov)
+    assert_close(res.ratio, ref_ratio)
+    assert np.isfinite(res.ratio).sum() > 0.5 * res.ratio.size
+
+
 def test_chunk_count_follows_the_series_and_the_windows_not_the_threads():
     # one chunk for short series; a power of two up to 64, each at least as long as the longest window
     assert rolling_module._n_chunks(np.arange(11, dtype=np.int64), np.array([5])) == 1
