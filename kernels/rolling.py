@@ -32,7 +32,17 @@ million intervals and 2 cores: registers for one window and a scalar pass per
 window pair for several took 0.080 s for one window and 0.33 s for five; runs
 of outputs whose starts follow one for one (found with integers first, median
 3 outputs long) 0.063 and 0.263 s; the spans 0.060 and 0.261 s (three runs of
-each, alternated). Earlier measurements: without its three
+each, alternated); with a span's integers converted in two instructions where
+they are below 2**52 ns (see _f52) 0.049 and 0.214 s, from 0.052 and 0.228 s the
+same day. Measured and not kept (2026-12-05): each interval's numerator and
+denominator per ns kept in the ring, so that an output's straddling interval
+needs no divide (the span loop 83 instructions for four outputs, from 99, but
+the lead's extra stores and divides made one window 9 % slower, five 5 %
+faster); the lead as a vector pass over the block's terms, then a scan
+(slower: eight stores an interval, not five); its double-double sums two or
+three to a vector register (no faster: the lead is bound by its stores and its
+instruction count, not by its adds); blocks of 256, 512 and 2048 intervals.
+Earlier measurements: without its three
 divides an output is 10 % faster at most, finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower, and a
 trail that runs a lead of its own into a second ring (for windows longer than
