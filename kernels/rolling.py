@@ -38,10 +38,11 @@ same day. Measured and not kept (2026-12-05): each interval's numerator and
 denominator per ns kept in the ring, so that an output's straddling interval
 needs no divide (the span loop 83 instructions for four outputs, from 99, but
 the lead's extra stores and divides made one window 9 % slower, five 5 %
-faster); the lead as a vector pass over the block's terms, then a scan
-(slower: eight stores an interval, not five); its double-double sums two or
-three to a vector register (no faster: the lead is bound by its stores and its
-instruction count, not by its adds); blocks of 256, 512 and 2048 intervals.
+faster); blocks of 256, 512 and 2048 intervals. The lead reads each interval in
+a vector pass, then sums the terms it left in the ring, the double-double sums
+side by side in one vector register (see _lead_rows, _dd_scan_codegen); either
+alone was no faster (a scalar scan after the pass: eight stores an interval,
+not five; the sums paired in the one loop: bound by its instruction count).
 Earlier measurements: without its three
 divides an output is 10 % faster at most, finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower, and a
@@ -84,6 +85,8 @@ _u = v.uindex  # an index known to be >= 0 (see _validate.uindex)
 
 # Integers below 2**52 (ns: 52 days) become floats in two instructions (see _f52).
 _F52_LIMIT = 1 << 52
+# The shortest interval of none (see _terms).
+_NO_SHORTEST = 1 << 62
 
 
 @intrinsic
@@ -117,6 +120,84 @@ def _tofloat(x, small):
     return _f52(x) if small else float(_u(x))
 
 
+def _dd_scan_codegen(sums: int, with_ns: bool):
+    """LLVM IR for _dd_scan2 (two sums and ring_ns) and _dd_scan3 (three sums): the loop of
+    their Python versions with the sums' hi parts in the lanes of one vector register and their
+    lo parts in another, kept there from row to row. Each lane does the operations of _dd_add in
+    the same order (IEEE adds, one rounding each), so the bits are the Python version's; seven
+    vector adds a row where 7 x `sums` scalar ones ran. Numba does not pair the scalar adds itself
+    (its SLP vectoriser is off), and the scalar lead was bound by its adds and its instruction
+    count; the vector one, by its stores."""
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        width = 4 if sums > 2 else 2
+        vt = _ir.VectorType(_ir.DoubleType(), width)
+        lane = [_ir.Constant(_ir.IntType(32), k) for k in range(width)]
+        ring_ty = signature.args[0]
+        ring = context.make_array(ring_ty)(context, builder, args[0])
+        at = 2 if with_ns else 1
+        start = context.cast(builder, args[at], signature.args[at], _nt.intp)
+        count = context.cast(builder, args[at + 1], signature.args[at + 1], _nt.intp)
+        first = args[at + 2:at + 2 + 2 * sums]
+
+        def pack(values):
+            v = _ir.Constant(vt, [0.0] * width)
+            for k, e in enumerate(values):
+                v = builder.insert_element(v, e, lane[k])
+            return v
+
+        hi_p = cgutils.alloca_once_value(builder, pack(first[0::2]))
+        lo_p = cgutils.alloca_once_value(builder, pack(first[1::2]))
+        if with_ns:
+            ns_ty = signature.args[1]
+            ring_ns = context.make_array(ns_ty)(context, builder, args[1])
+            ns_p = cgutils.alloca_once_value(builder, args[-1])
+        with cgutils.for_range(builder, count) as loop:
+            r = builder.add(start, loop.index)
+            ptr = [cgutils.get_item_pointer(context, builder, ring_ty, ring, [context.get_constant(_nt.intp, c), r])
+                   for c in range(2 * sums)]
+            x = pack([builder.load(ptr[2 * k]) for k in range(sums)])
+            hi = builder.load(hi_p)
+            lo = builder.load(lo_p)
+            s = builder.fadd(hi, x)
+            bp = builder.fsub(s, hi)
+            lo = builder.fadd(lo, builder.fadd(builder.fsub(hi, builder.fsub(s, bp)), builder.fsub(x, bp)))
+            for k in range(sums):
+                builder.store(builder.extract_element(s, lane[k]), ptr[2 * k])
+                builder.store(builder.extract_element(lo, lane[k]), ptr[2 * k + 1])
+            builder.store(s, hi_p)
+            builder.store(lo, lo_p)
+            if with_ns:
+                p = cgutils.get_item_pointer(context, builder, ns_ty, ring_ns, [r])
+                acc = builder.add(builder.load(ns_p), builder.load(p))
+                builder.store(acc, p)
+                builder.store(acc, ns_p)
+        hi = builder.load(hi_p)
+        lo = builder.load(lo_p)
+        out = []
+        for k in range(sums):
+            out += [builder.extract_element(hi, lane[k]), builder.extract_element(lo, lane[k])]
+        if with_ns:
+            out.append(builder.load(ns_p))
+        return context.make_tuple(builder, signature.return_type, out)
+
+    return codegen
+
+
+@intrinsic
+def _dd_scan3_ir(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
+    f = _nt.float64
+    return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False)
+
+
+@intrinsic
+def _dd_scan2_ir(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
+    f = _nt.float64
+    return _nt.Tuple((f, f, f, f, _nt.int64))(ring, ring_ns, r0, count, f, f, f, f, _nt.int64), _dd_scan_codegen(2, True)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _dd_add(hi, lo, x):
     # Double-double accumulate: (hi, lo) += x with Knuth's TwoSum; hi + lo keeps
@@ -124,6 +205,51 @@ def _dd_add(hi, lo, x):
     s = hi + x
     bp = s - hi
     return s, lo + ((hi - (s - bp)) + (x - bp))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dd_scan3_py(ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
+    # Running double-double sums (see _dd_add) down ring rows r0 .. r0 + count - 1 (no wrap) of
+    # the terms in columns 0, 2 and 4, in place: columns 0 and 1 then hold the first sum's hi and
+    # lo, 2 and 3 the second's, 4 and 5 the third's. Returns the sums.
+    for j in range(count):
+        r = _u(r0 + j)
+        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
+        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
+        c_h, c_l = _dd_add(c_h, c_l, ring[4, r])
+        ring[0, r] = a_h
+        ring[1, r] = a_l
+        ring[2, r] = b_h
+        ring[3, r] = b_l
+        ring[4, r] = c_h
+        ring[5, r] = c_l
+    return a_h, a_l, b_h, b_l, c_h, c_l
+
+
+# Compiled, the vector loops (see _dd_scan_codegen); without the JIT (the no-JIT test run), the
+# Python ones, with the same bits.
+_dd_scan3 = _dd_scan3_py if _config.DISABLE_JIT else _dd_scan3_ir
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dd_scan2_py(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
+    # Running double-double sums (see _dd_add) down ring rows r0 .. r0 + count - 1 (no wrap) of
+    # the terms in columns 0 and 2, in place (columns 0 and 1 then hold the first sum's hi and lo,
+    # 2 and 3 the second's), and the running sum of ring_ns. Returns the sums.
+    for j in range(count):
+        r = _u(r0 + j)
+        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
+        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
+        ring[0, r] = a_h
+        ring[1, r] = a_l
+        ring[2, r] = b_h
+        ring[3, r] = b_l
+        ns += ring_ns[r]
+        ring_ns[r] = ns
+    return a_h, a_l, b_h, b_l, ns
+
+
+_dd_scan2 = _dd_scan2_py if _config.DISABLE_JIT else _dd_scan2_ir
 
 
 @njit(cache=True, nogil=True)
@@ -266,32 +392,73 @@ def _sums(t, a, b, ca, cb, has_cov, k0, k1, s):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
-    # The lead through the block's intervals [b0, b1), each interval read once: its running
-    # sums (see _plus) and the interval itself (see _put) into ring rows b0 + 1 .. b1, and the
-    # first i whose interval is not positive into bad. One flat tuple back: Numba's array
-    # analysis rejects a tuple nested in an inlined result.
-    m = ring.shape[1] - 1
-    a_h, a_l, b_h, b_l, c_h, c_l, ns = lead
-    tp = t[_u(b0)]
-    shortest = 1
-    for i in range(b0, b1):
-        te = t[_u(i + 1)]
-        dt = te - tp
-        tp = te
+def _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k0, count):
+    # Ring rows r0 .. r0 + count - 1 (no wrap) get the terms of intervals k0 .. k0 + count - 1
+    # as the lead adds them (see _plus): numerator in column 0, denominator in 2, covered time in
+    # 4 (with input coverage) or ring_ns, for _scan to sum in place. Returns the shortest and the
+    # longest interval's length (the checks of times). No branch: four intervals at a time.
+    shortest = _NO_SHORTEST
+    longest = -_NO_SHORTEST
+    for j in range(count):
+        k = _u(k0 + j)
+        dt = t[_u(k0 + j + 1)] - t[k]
         shortest = min(shortest, dt)
-        x, y, w = _values(a, b, ca, cb, has_cov, i)
-        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
-        r = _u((i + 1) & m)
-        ring[0, r] = a_h
-        ring[1, r] = a_l
-        ring[2, r] = b_h
-        ring[3, r] = b_l
+        longest = max(longest, dt)
+        x, y, w = _values(a, b, ca, cb, has_cov, k)
+        r = _u(r0 + j)
+        ring[0, r] = x
+        ring[2, r] = y
         if has_cov:
-            ring[4, r] = c_h
-            ring[5, r] = c_l
+            # As uint64, which converts four at a time: dt > 0 where the result is kept (a call
+            # whose times do not increase fails).
+            ring[4, r] = w * float(_u(dt))
         else:
-            ring_ns[r] = ns
+            ring_ns[r] = dt if w > 0.0 else 0
+    return shortest, longest
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _scan(has_cov, ring, ring_ns, r0, count, s):
+    # The running sums s (see _plus) through ring rows r0 .. r0 + count - 1 (no wrap), over the
+    # terms _terms left there, in place: each row then holds its prefix (see _dd_scan3).
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
+    if has_cov:
+        a_h, a_l, b_h, b_l, c_h, c_l = _dd_scan3(ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l)
+    else:
+        a_h, a_l, b_h, b_l, ns = _dd_scan2(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns)
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _lead_rows(t, a, b, ca, cb, has_cov, ring, ring_ns, k0, k1, s):
+    # The running sum s (see _plus) through intervals [k0, k1), each interval read once, into
+    # ring rows k0 + 1 .. k1 (columns: numerator hi, lo, denominator hi, lo, covered hi, lo with
+    # input coverage; ring_ns: covered ns without), in runs of rows that do not wrap the ring:
+    # the terms four at a time, then the sums over them. Returns the sums, and the shortest and
+    # longest interval. Against one loop that read, checked and summed each interval: one
+    # window 4 % faster, the grid's call 5 % (2026-12-05).
+    m = ring_ns.shape[0] - 1
+    shortest = _NO_SHORTEST
+    longest = -_NO_SHORTEST
+    k = k0
+    while k < k1:
+        r0 = (k + 1) & m
+        count = min(k1 - k, m + 1 - r0)
+        lo, hi = _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k, count)
+        shortest = min(shortest, lo)
+        longest = max(longest, hi)
+        s = _scan(has_cov, ring, ring_ns, r0, count, s)
+        k += count
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns, shortest, longest
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad):
+    # The lead through the block's intervals [b0, b1) (see _lead_rows), and the first i whose
+    # interval is not positive into bad. One flat tuple back: Numba's array analysis rejects a
+    # tuple nested in an inlined result.
+    a_h, a_l, b_h, b_l, c_h, c_l, ns, shortest, _ = _lead_rows(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead)
     if shortest <= 0 and bad < 0:  # the first interval that is not positive: found again, once
         for i in range(b0, b1):
             if t[_u(i + 1)] <= t[_u(i)]:
@@ -609,30 +776,10 @@ _SEVERAL_PLAIN = _several(False)
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _grid_lead(t, a, b, ca, cb, has_cov, step, ring, ring_ns, k0, k1, s):
-    # The running sum s (see _plus) through intervals [k0, k1), as _lead_block adds them, into
-    # ring rows k0 + 1 .. k1 (columns: numerator hi, lo, denominator hi, lo, covered hi, lo;
-    # ring_ns: covered ns). Returns the sums and whether every interval was `step` long.
-    m = ring_ns.shape[0] - 1
-    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
-    regular = True
-    tp = t[_u(k0)]
-    for k in range(k0, k1):
-        te = t[_u(k + 1)]
-        dt = te - tp
-        tp = te
-        regular &= dt == step
-        x, y, w = _values(a, b, ca, cb, has_cov, k)
-        a_h, a_l, b_h, b_l, c_h, c_l, ns = _plus(has_cov, x, y, w, dt, a_h, a_l, b_h, b_l, c_h, c_l, ns)
-        r = _u((k + 1) & m)
-        ring[0, r] = a_h
-        ring[1, r] = a_l
-        ring[2, r] = b_h
-        ring[3, r] = b_l
-        ring[4, r] = c_h
-        ring[5, r] = c_l
-        if not has_cov:
-            ring_ns[r] = ns
-    return (a_h, a_l, b_h, b_l, c_h, c_l, ns), regular
+    # The running sum s (see _plus) through intervals [k0, k1), as _lead_block adds them (see
+    # _lead_rows). Returns the sums and whether every interval was `step` long.
+    a_h, a_l, b_h, b_l, c_h, c_l, ns, shortest, longest = _lead_rows(t, a, b, ca, cb, has_cov, ring, ring_ns, k0, k1, s)
+    return (a_h, a_l, b_h, b_l, c_h, c_l, ns), k0 >= k1 or (shortest == step and longest == step)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
