@@ -361,6 +361,42 @@ def test_intervals_and_windows_past_2_to_the_52_ns_match_naive():
     assert np.isfinite(res.ratio).sum() > 0.5 * res.ratio.size
 
 
+@pytest.mark.parametrize("with_cov", [False, True])
+def test_the_leads_vector_sums_have_the_walks_bits(with_cov):
+    # The lead sums a block's terms with its double-double sums side by side in one vector
+    # register (_lead_rows, compiled: an LLVM loop), a window's trail walks them one at a time in
+    # scalar registers (_sums, as _walk_block): a window of zeros is exactly zero only if both
+    # give every bit of each prefix the same. Values of every magnitude, NaNs, a wrapping ring.
+    rng = np.random.default_rng(3)
+    n = 3000
+    t = T0_NS + np.concatenate([[0], np.cumsum(rng.integers(1, 5 * SECOND_NS, n))]).astype(np.int64)
+    num = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 15, n)
+    den = rng.random(n) * 10.0 ** rng.integers(-12, 15, n)
+    num[rng.random(n) < 0.03] = NAN
+    den[rng.random(n) < 0.03] = NAN
+    cov = rng.random(n) if with_cov else np.empty(0)
+    size = 1024
+    ring = np.zeros((rolling_module._RING_COLS, size))
+    ring_ns = np.zeros(size, dtype=np.int64)
+    k0 = 500
+    s = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k0, (0.0,) * 6 + (0,))
+    for k1 in (1200, 2100, n):  # blocks whose rows wrap the ring
+        out = rolling_module._lead_rows(t, num, den, cov, cov, with_cov, ring, ring_ns, k0, k1, s)
+        s = out[:7]
+        assert out[7:] == (np.diff(t)[k0:k1].min(), np.diff(t)[k0:k1].max())  # shortest, longest
+        walked = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k1, (0.0,) * 6 + (0,))
+        assert s == walked
+        for k in (k1, k1 - 300, k0 + 1):  # rows this block wrote: the prefix P_k
+            p = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k, (0.0,) * 6 + (0,))
+            r = k & (size - 1)
+            got = tuple(ring[c, r] for c in range(6 if with_cov else 4))
+            assert got == p[:len(got)]
+            if not with_cov:
+                assert ring_ns[r] == p[6]
+        k0 = k1
+    assert np.isfinite(s[0]) and s[0] != 0.0
+
+
 def test_chunk_count_follows_the_series_and_the_windows_not_the_threads():
     # one chunk for short series; a power of two up to 64, each at least as long as the longest window
     assert rolling_module._n_chunks(np.arange(11, dtype=np.int64), np.array([5])) == 1
