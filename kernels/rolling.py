@@ -90,7 +90,7 @@ _NO_SHORTEST = 1 << 62
 
 
 @intrinsic
-def _f52_ir(typingctx, x):
+def _f52_ir(typingctx, x):  # pragma: no cover (compiled code only)
     # float(x) for 0 <= x < 2**52, exact: the bits of 2**52 + x are those of 2**52 with x in the
     # mantissa (an OR), less 2**52. Two instructions, four lanes at a time in AVX2, where a
     # uint64's conversion takes six and an int64's is a scalar instruction per lane. Outside
@@ -120,11 +120,11 @@ def _tofloat(x, small):
     return _f52(x) if small else float(_u(x))
 
 
-def _dd_scan_codegen(sums: int, with_ns: bool):
+def _dd_scan_codegen(sums: int, with_ns: bool):  # pragma: no cover (compiled code only)
     """LLVM IR for _dd_scan2 (two sums and ring_ns) and _dd_scan3 (three sums): the loop of
-    their Python versions with the sums' hi parts in the lanes of one vector register and their
+    _scan_py with the sums' hi parts in the lanes of one vector register and their
     lo parts in another, kept there from row to row. Each lane does the operations of _dd_add in
-    the same order (IEEE adds, one rounding each), so the bits are the Python version's; seven
+    the same order (IEEE adds, one rounding each), so the bits are _scan_py's; seven
     vector adds a row where 7 x `sums` scalar ones ran. Numba does not pair the scalar adds itself
     (its SLP vectoriser is off), and the scalar lead was bound by its adds and its instruction
     count; the vector one, by its stores."""
@@ -187,15 +187,16 @@ def _dd_scan_codegen(sums: int, with_ns: bool):
 
 
 @intrinsic
-def _dd_scan3_ir(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
+def _dd_scan3(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
     f = _nt.float64
     return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False)
 
 
 @intrinsic
-def _dd_scan2_ir(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
+def _dd_scan2(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
     f = _nt.float64
-    return _nt.Tuple((f, f, f, f, _nt.int64))(ring, ring_ns, r0, count, f, f, f, f, _nt.int64), _dd_scan_codegen(2, True)
+    i = _nt.int64
+    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -207,49 +208,6 @@ def _dd_add(hi, lo, x):
     return s, lo + ((hi - (s - bp)) + (x - bp))
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dd_scan3_py(ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
-    # Running double-double sums (see _dd_add) down ring rows r0 .. r0 + count - 1 (no wrap) of
-    # the terms in columns 0, 2 and 4, in place: columns 0 and 1 then hold the first sum's hi and
-    # lo, 2 and 3 the second's, 4 and 5 the third's. Returns the sums.
-    for j in range(count):
-        r = _u(r0 + j)
-        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
-        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
-        c_h, c_l = _dd_add(c_h, c_l, ring[4, r])
-        ring[0, r] = a_h
-        ring[1, r] = a_l
-        ring[2, r] = b_h
-        ring[3, r] = b_l
-        ring[4, r] = c_h
-        ring[5, r] = c_l
-    return a_h, a_l, b_h, b_l, c_h, c_l
-
-
-# Compiled, the vector loops (see _dd_scan_codegen); without the JIT (the no-JIT test run), the
-# Python ones, with the same bits.
-_dd_scan3 = _dd_scan3_py if _config.DISABLE_JIT else _dd_scan3_ir
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _dd_scan2_py(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
-    # Running double-double sums (see _dd_add) down ring rows r0 .. r0 + count - 1 (no wrap) of
-    # the terms in columns 0 and 2, in place (columns 0 and 1 then hold the first sum's hi and lo,
-    # 2 and 3 the second's), and the running sum of ring_ns. Returns the sums.
-    for j in range(count):
-        r = _u(r0 + j)
-        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
-        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
-        ring[0, r] = a_h
-        ring[1, r] = a_l
-        ring[2, r] = b_h
-        ring[3, r] = b_l
-        ns += ring_ns[r]
-        ring_ns[r] = ns
-    return a_h, a_l, b_h, b_l, ns
-
-
-_dd_scan2 = _dd_scan2_py if _config.DISABLE_JIT else _dd_scan2_ir
 
 
 @njit(cache=True, nogil=True)
@@ -418,15 +376,42 @@ def _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k0, count):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _scan(has_cov, ring, ring_ns, r0, count, s):
+def _scan_py(has_cov, ring, ring_ns, r0, count, s):
     # The running sums s (see _plus) through ring rows r0 .. r0 + count - 1 (no wrap), over the
-    # terms _terms left there, in place: each row then holds its prefix (see _dd_scan3).
+    # terms _terms left there, in place: each row then holds its prefix. The loop that compiled
+    # code runs with the sums side by side in vector registers (see _dd_scan_codegen).
+    a_h, a_l, b_h, b_l, c_h, c_l, ns = s
+    for j in range(count):
+        r = _u(r0 + j)
+        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
+        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
+        ring[0, r] = a_h
+        ring[1, r] = a_l
+        ring[2, r] = b_h
+        ring[3, r] = b_l
+        if has_cov:
+            c_h, c_l = _dd_add(c_h, c_l, ring[4, r])
+            ring[4, r] = c_h
+            ring[5, r] = c_l
+        else:
+            ns += ring_ns[r]
+            ring_ns[r] = ns
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _scan_vector(has_cov, ring, ring_ns, r0, count, s):  # pragma: no cover (compiled code only)
     a_h, a_l, b_h, b_l, c_h, c_l, ns = s
     if has_cov:
         a_h, a_l, b_h, b_l, c_h, c_l = _dd_scan3(ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l)
     else:
         a_h, a_l, b_h, b_l, ns = _dd_scan2(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns)
     return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
+# Compiled, the vector loops; without the JIT (the no-JIT test run), the Python one, with the
+# same bits.
+_scan = _scan_py if _config.DISABLE_JIT else _scan_vector
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
