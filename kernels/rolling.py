@@ -43,6 +43,12 @@ a vector pass, then sums the terms it left in the ring, the double-double sums
 side by side in one vector register (see _lead_rows, _dd_scan_codegen); either
 alone was no faster (a scalar scan after the pass: eight stores an interval,
 not five; the sums paired in the one loop: bound by its instruction count).
+That scan is bound by the latency of its adds: where a run's terms allow it (energies,
+>= 0, once the sums are larger than any of them) it adds by Fast2Sum, three adds deep
+where TwoSum is five, which gives TwoSum's bits there (see _fast), four rows at a
+time: one window 7 % faster, two 5 %, five 2 % (0.0457, 0.0790 and 0.2095 s to 0.0425,
+0.0750 and 0.2060, 2026-12-05; four rows at a time by TwoSum, or the sums' columns
+padded apart against 4K aliasing, were no faster).
 Earlier measurements: without its three
 divides an output is 10 % faster at most, finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower, and a
@@ -113,6 +119,28 @@ def _f52_py(x):
 _f52 = _f52_py if _config.DISABLE_JIT else _f52_ir
 
 
+@intrinsic
+def _bits_ir(typingctx, x):  # pragma: no cover (compiled code only)
+    # A float64's bits as an int64 (a bitcast): for floats >= +0.0 (sign bit clear) the integers
+    # are in the floats' order, and their max and or reduce four at a time (see _terms), where
+    # max of floats, which must mind NaN, is a scalar loop.
+    sig = _nt.int64(_nt.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _ir.IntType(64))
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bits_py(x):
+    return np.float64(x).view(np.int64)
+
+
+# Without the JIT (the no-JIT test run), the same value through NumPy.
+_bits = _bits_py if _config.DISABLE_JIT else _bits_ir
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _tofloat(x, small):
     # An integer >= 0 as a float: through _f52 where the caller knows it is below 2**52 (small),
@@ -120,14 +148,18 @@ def _tofloat(x, small):
     return _f52(x) if small else float(_u(x))
 
 
-def _dd_scan_codegen(sums: int, with_ns: bool):  # pragma: no cover (compiled code only)
-    """LLVM IR for _dd_scan2 (two sums and ring_ns) and _dd_scan3 (three sums): the loop of
-    _scan_py with the sums' hi parts in the lanes of one vector register and their
-    lo parts in another, kept there from row to row. Each lane does the operations of _dd_add in
-    the same order (IEEE adds, one rounding each), so the bits are _scan_py's; seven
-    vector adds a row where 7 x `sums` scalar ones ran. Numba does not pair the scalar adds itself
-    (its SLP vectoriser is off), and the scalar lead was bound by its adds and its instruction
-    count; the vector one, by its stores."""
+def _dd_scan_codegen(sums: int, with_ns: bool, fast: bool):  # pragma: no cover (compiled code only)
+    """LLVM IR for _dd_scan2 (two sums and ring_ns), _dd_scan2f (the same by Fast2Sum) and
+    _dd_scan3 (three sums): the loop of _scan_py with the sums' hi parts in the lanes of one
+    vector register and their lo parts in another, kept there from row to row. Each lane does
+    the operations of _dd_add (of _fast_add where `fast`) in the same order (IEEE adds, one
+    rounding each), so the bits are _scan_py's; seven vector adds a row (four by Fast2Sum) where
+    7 x `sums` scalar ones ran. Numba does not pair the scalar adds itself (its SLP vectoriser is
+    off), and the scalar lead was bound by its adds and its instruction count; the vector one,
+    by its stores and the latency of its adds. Two sums go four rows at a time: each column's
+    terms of four rows in one vector load, the rows summed one after another as one row is,
+    and each column's four prefixes in one vector store (transposed in registers), not a
+    scalar store a sum and a row."""
 
     def codegen(context, builder, signature, args):
         from numba.core import cgutils
@@ -142,11 +174,31 @@ def _dd_scan_codegen(sums: int, with_ns: bool):  # pragma: no cover (compiled co
         count = context.cast(builder, args[at + 1], signature.args[at + 1], _nt.intp)
         first = args[at + 2:at + 2 + 2 * sums]
 
+        def const(k):
+            return context.get_constant(_nt.intp, k)
+
         def pack(values):
             v = _ir.Constant(vt, [0.0] * width)
             for k, e in enumerate(values):
                 v = builder.insert_element(v, e, lane[k])
             return v
+
+        def add(hi, lo, x):
+            # (hi, lo) += x, lane by lane: _dd_add (TwoSum) or _fast_add (Fast2Sum).
+            s = builder.fadd(hi, x)
+            bp = builder.fsub(s, hi)
+            if fast:
+                return s, builder.fadd(lo, builder.fsub(x, bp))
+            return s, builder.fadd(lo, builder.fadd(builder.fsub(hi, builder.fsub(s, bp)), builder.fsub(x, bp)))
+
+        def item(c, r):
+            return cgutils.get_item_pointer(context, builder, ring_ty, ring, [const(c), r])
+
+        def add_ns(r):
+            p = cgutils.get_item_pointer(context, builder, ns_ty, ring_ns, [r])
+            acc = builder.add(builder.load(ns_p), builder.load(p))
+            builder.store(acc, p)
+            builder.store(acc, ns_p)
 
         hi_p = cgutils.alloca_once_value(builder, pack(first[0::2]))
         lo_p = cgutils.alloca_once_value(builder, pack(first[1::2]))
@@ -154,26 +206,50 @@ def _dd_scan_codegen(sums: int, with_ns: bool):  # pragma: no cover (compiled co
             ns_ty = signature.args[1]
             ring_ns = context.make_array(ns_ty)(context, builder, args[1])
             ns_p = cgutils.alloca_once_value(builder, args[-1])
+        if sums == 2:
+            v4 = _ir.VectorType(_ir.DoubleType(), 4)
+
+            def mask(*lanes):
+                return _ir.Constant(_ir.VectorType(_ir.IntType(32), len(lanes)), list(lanes))
+
+            quads = builder.sdiv(count, const(4))
+            with cgutils.for_range(builder, quads) as loop:
+                r = builder.add(start, builder.mul(loop.index, const(4)))
+                ptr = [builder.bitcast(item(c, r), v4.as_pointer()) for c in range(4)]
+                xs = builder.load(ptr[0], align=8)
+                ys = builder.load(ptr[2], align=8)
+                hi = builder.load(hi_p)
+                lo = builder.load(lo_p)
+                his = []
+                los = []
+                for q in range(4):
+                    hi, lo = add(hi, lo, builder.shuffle_vector(xs, ys, mask(q, 4 + q)))
+                    his.append(hi)
+                    los.append(lo)
+                builder.store(hi, hi_p)
+                builder.store(lo, lo_p)
+                for parts, c in ((his, 0), (los, 1)):
+                    # rows 0, 1 and 2, 3 side by side, then the first sum's lanes and the second's
+                    r01 = builder.shuffle_vector(parts[0], parts[1], mask(0, 1, 2, 3))
+                    r23 = builder.shuffle_vector(parts[2], parts[3], mask(0, 1, 2, 3))
+                    builder.store(builder.shuffle_vector(r01, r23, mask(0, 2, 4, 6)), ptr[c], align=8)
+                    builder.store(builder.shuffle_vector(r01, r23, mask(1, 3, 5, 7)), ptr[c + 2], align=8)
+                for q in range(4):
+                    add_ns(builder.add(r, const(q)))
+            done = builder.mul(quads, const(4))
+            start = builder.add(start, done)
+            count = builder.sub(count, done)
         with cgutils.for_range(builder, count) as loop:
             r = builder.add(start, loop.index)
-            ptr = [cgutils.get_item_pointer(context, builder, ring_ty, ring, [context.get_constant(_nt.intp, c), r])
-                   for c in range(2 * sums)]
-            x = pack([builder.load(ptr[2 * k]) for k in range(sums)])
-            hi = builder.load(hi_p)
-            lo = builder.load(lo_p)
-            s = builder.fadd(hi, x)
-            bp = builder.fsub(s, hi)
-            lo = builder.fadd(lo, builder.fadd(builder.fsub(hi, builder.fsub(s, bp)), builder.fsub(x, bp)))
+            ptr = [item(c, r) for c in range(2 * sums)]
+            s, lo = add(builder.load(hi_p), builder.load(lo_p), pack([builder.load(ptr[2 * k]) for k in range(sums)]))
             for k in range(sums):
                 builder.store(builder.extract_element(s, lane[k]), ptr[2 * k])
                 builder.store(builder.extract_element(lo, lane[k]), ptr[2 * k + 1])
             builder.store(s, hi_p)
             builder.store(lo, lo_p)
             if with_ns:
-                p = cgutils.get_item_pointer(context, builder, ns_ty, ring_ns, [r])
-                acc = builder.add(builder.load(ns_p), builder.load(p))
-                builder.store(acc, p)
-                builder.store(acc, ns_p)
+                add_ns(r)
         hi = builder.load(hi_p)
         lo = builder.load(lo_p)
         out = []
@@ -187,16 +263,23 @@ def _dd_scan_codegen(sums: int, with_ns: bool):  # pragma: no cover (compiled co
 
 
 @intrinsic
-def _dd_scan3(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):
+def _dd_scan3(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):  # pragma: no cover (compiled code only)
     f = _nt.float64
-    return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False)
+    return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False, False)
 
 
 @intrinsic
-def _dd_scan2(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):
+def _dd_scan2(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):  # pragma: no cover (compiled code only)
     f = _nt.float64
     i = _nt.int64
-    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True)
+    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True, False)
+
+
+@intrinsic
+def _dd_scan2f(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):  # pragma: no cover (compiled code only)
+    f = _nt.float64
+    i = _nt.int64
+    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True, True)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -206,6 +289,28 @@ def _dd_add(hi, lo, x):
     s = hi + x
     bp = s - hi
     return s, lo + ((hi - (s - bp)) + (x - bp))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fast_add(hi, lo, x):
+    # _dd_add by Dekker's Fast2Sum, which is exact where |hi| >= |x|: then s - hi is exact and so
+    # is x - (s - hi), the rounding error of s, as TwoSum's is; both are that one real number, so
+    # the same bits (+0.0 where it is zero, as TwoSum's: x is never -0.0 here, see _fast).
+    # Three adds deep, not five: the lead's scan, latency-bound, runs faster (see _lead_rows).
+    s = hi + x
+    return s, lo + (x - (s - hi))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fast(s, signs, top_a, top_b):
+    # Whether every step of a run of terms may add by _fast_add with the bits of _dd_add: no
+    # term is negative or -0.0 (signs, the or of their bits, has no sign bit), and the running
+    # sums s start finite and >= each sum's largest term (top_a, top_b: the largest bits, in the
+    # floats' order for floats >= +0.0). Then each hi only grows (adding x >= 0 never lowers a
+    # rounded sum), so |hi| >= x at every step. Energies (>= 0) pass after a run or two of a
+    # series; a negative or oversized term sends its run to TwoSum.
+    return (signs >= 0 and 0.0 <= s[0] < np.inf and 0.0 <= s[2] < np.inf and top_a <= _bits(s[0])
+            and top_b <= _bits(s[2]))
 
 
 @njit(cache=True, nogil=True)
@@ -352,9 +457,14 @@ def _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k0, count):
     # Ring rows r0 .. r0 + count - 1 (no wrap) get the terms of intervals k0 .. k0 + count - 1
     # as the lead adds them (see _plus): numerator in column 0, denominator in 2, covered time in
     # 4 (with input coverage) or ring_ns, for _scan to sum in place. Returns the shortest and the
-    # longest interval's length (the checks of times). No branch: four intervals at a time.
+    # longest interval's length (the checks of times) and, without input coverage, the terms'
+    # signs and largest numerator and denominator (see _fast; with it, signs -1: no fast sums,
+    # which measured no faster there). No branch: four intervals at a time.
     shortest = _NO_SHORTEST
     longest = -_NO_SHORTEST
+    signs = -1 if has_cov else 0
+    top_a = 0
+    top_b = 0
     for j in range(count):
         k = _u(k0 + j)
         dt = t[_u(k0 + j + 1)] - t[k]
@@ -370,19 +480,29 @@ def _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k0, count):
             ring[4, r] = w * float(_u(dt))
         else:
             ring_ns[r] = dt if w > 0.0 else 0
-    return shortest, longest
+            bx = _bits(x)
+            by = _bits(y)
+            signs |= bx | by
+            top_a = max(top_a, bx)
+            top_b = max(top_b, by)
+    return shortest, longest, signs, top_a, top_b
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _scan_py(has_cov, ring, ring_ns, r0, count, s):
+def _scan_py(has_cov, ring, ring_ns, r0, count, s, fast):
     # The running sums s (see _plus) through ring rows r0 .. r0 + count - 1 (no wrap), over the
-    # terms _terms left there, in place: each row then holds its prefix. The loop that compiled
-    # code runs with the sums side by side in vector registers (see _dd_scan_codegen).
+    # terms _terms left there, in place: each row then holds its prefix. By Fast2Sum where `fast`
+    # (see _fast: the same bits). The loop that compiled code runs with the sums side by side in
+    # vector registers (see _dd_scan_codegen).
     a_h, a_l, b_h, b_l, c_h, c_l, ns = s
     for j in range(count):
         r = _u(r0 + j)
-        a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
-        b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
+        if fast:
+            a_h, a_l = _fast_add(a_h, a_l, ring[0, r])
+            b_h, b_l = _fast_add(b_h, b_l, ring[2, r])
+        else:
+            a_h, a_l = _dd_add(a_h, a_l, ring[0, r])
+            b_h, b_l = _dd_add(b_h, b_l, ring[2, r])
         ring[0, r] = a_h
         ring[1, r] = a_l
         ring[2, r] = b_h
@@ -398,10 +518,12 @@ def _scan_py(has_cov, ring, ring_ns, r0, count, s):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _scan_vector(has_cov, ring, ring_ns, r0, count, s):  # pragma: no cover (compiled code only)
+def _scan_vector(has_cov, ring, ring_ns, r0, count, s, fast):  # pragma: no cover (compiled code only)
     a_h, a_l, b_h, b_l, c_h, c_l, ns = s
     if has_cov:
         a_h, a_l, b_h, b_l, c_h, c_l = _dd_scan3(ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l)
+    elif fast:
+        a_h, a_l, b_h, b_l, ns = _dd_scan2f(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns)
     else:
         a_h, a_l, b_h, b_l, ns = _dd_scan2(ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns)
     return a_h, a_l, b_h, b_l, c_h, c_l, ns
@@ -417,9 +539,10 @@ def _lead_rows(t, a, b, ca, cb, has_cov, ring, ring_ns, k0, k1, s):
     # The running sum s (see _plus) through intervals [k0, k1), each interval read once, into
     # ring rows k0 + 1 .. k1 (columns: numerator hi, lo, denominator hi, lo, covered hi, lo with
     # input coverage; ring_ns: covered ns without), in runs of rows that do not wrap the ring:
-    # the terms four at a time, then the sums over them. Returns the sums, and the shortest and
-    # longest interval. Against one loop that read, checked and summed each interval: one
-    # window 3-4 % faster, the grid's call 5-8 % (2026-12-05).
+    # the terms four at a time, then the sums over them (by Fast2Sum where a run's terms allow it:
+    # see _fast). Returns the sums, and the shortest and longest interval. Against one loop that
+    # read, checked and summed each interval: one window 3-4 % faster, the grid's call 5-8 %
+    # (2026-12-05).
     m = ring_ns.shape[0] - 1
     shortest = _NO_SHORTEST
     longest = -_NO_SHORTEST
@@ -427,10 +550,10 @@ def _lead_rows(t, a, b, ca, cb, has_cov, ring, ring_ns, k0, k1, s):
     while k < k1:
         r0 = (k + 1) & m
         count = min(k1 - k, m + 1 - r0)
-        lo, hi = _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k, count)
+        lo, hi, signs, top_a, top_b = _terms(t, a, b, ca, cb, has_cov, ring, ring_ns, r0, k, count)
         shortest = min(shortest, lo)
         longest = max(longest, hi)
-        s = _scan(has_cov, ring, ring_ns, r0, count, s)
+        s = _scan(has_cov, ring, ring_ns, r0, count, s, _fast(s, signs, top_a, top_b))
         k += count
     a_h, a_l, b_h, b_l, c_h, c_l, ns = s
     return a_h, a_l, b_h, b_l, c_h, c_l, ns, shortest, longest

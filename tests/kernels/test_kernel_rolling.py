@@ -361,17 +361,28 @@ def test_intervals_and_windows_past_2_to_the_52_ns_match_naive():
     assert np.isfinite(res.ratio).sum() > 0.5 * res.ratio.size
 
 
+@pytest.mark.parametrize("data", ["signed", "energies"])
 @pytest.mark.parametrize("with_cov", [False, True])
-def test_the_leads_vector_sums_have_the_walks_bits(with_cov):
+def test_the_leads_vector_sums_have_the_walks_bits(with_cov, data):
     # The lead sums a block's terms with its double-double sums side by side in one vector
     # register (_lead_rows, compiled: an LLVM loop), a window's trail walks them one at a time in
     # scalar registers (_sums, as _walk_block): a window of zeros is exactly zero only if both
     # give every bit of each prefix the same. Values of every magnitude, NaNs, a wrapping ring.
+    # Energies (>= 0) take Fast2Sum (see _fast) in most runs: their spikes, far above the running
+    # sum, a -0.0 and a negative term send their runs to TwoSum, where Fast2Sum would lose bits.
     rng = np.random.default_rng(3)
     n = 3000
     t = T0_NS + np.concatenate([[0], np.cumsum(rng.integers(1, 5 * SECOND_NS, n))]).astype(np.int64)
-    num = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 15, n)
-    den = rng.random(n) * 10.0 ** rng.integers(-12, 15, n)
+    if data == "signed":
+        num = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 15, n)
+        den = rng.random(n) * 10.0 ** rng.integers(-12, 15, n)
+    else:
+        num = rng.random(n) * 10.0 ** rng.integers(2, 6, n)
+        den = rng.random(n) * 10.0 ** rng.integers(2, 6, n)
+        num[[1500, 2500]] = [3.3e13 + 0.1, 7.7e19]
+        den[1700] = 1.1e15 + 0.3
+        num[2050] = -0.0
+        den[2900] = -1.5
     num[rng.random(n) < 0.03] = NAN
     den[rng.random(n) < 0.03] = NAN
     cov = rng.random(n) if with_cov else np.empty(0)
@@ -395,6 +406,61 @@ def test_the_leads_vector_sums_have_the_walks_bits(with_cov):
                 assert ring_ns[r] == p[6]
         k0 = k1
     assert np.isfinite(s[0]) and s[0] != 0.0
+
+
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).view(np.int64)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_scans_vector_loop_has_the_python_loops_bits(fast):
+    # The compiled scan (four rows at a time, then one) against _scan_py by TwoSum, on runs of
+    # every length mod 4; with `fast` (Fast2Sum, on terms that allow it: see _fast) the same bits.
+    rng = np.random.default_rng(5)
+    size = 32
+    for count in range(14):
+        ring = np.zeros((rolling_module._RING_COLS, size))
+        ring[0] = rng.random(size) * 10.0 ** rng.integers(-3, 6, size)
+        ring[2] = rng.random(size) * 10.0 ** rng.integers(-3, 6, size)
+        ring[0, 7] = 0.0
+        ring_ns = rng.integers(0, 5 * SECOND_NS, size)
+        s = (1e7 * (1 + rng.random()), 1e-10 * rng.random(), 2e7 * (1 + rng.random()), -1e-10 * rng.random(), 0.0,
+             0.0, 12345)
+        if fast:
+            signs = np.bitwise_or.reduce(_bits(ring[[0, 2], 3:3 + count]).ravel())
+            assert rolling_module._fast(s, signs, _bits(ring[0, 3:3 + count]).max(initial=0),
+                                        _bits(ring[2, 3:3 + count]).max(initial=0))
+        want_ring, want_ns = ring.copy(), ring_ns.copy()
+        got = rolling_module._scan(False, ring, ring_ns, 3, count, s, fast)
+        want = rolling_module._scan_py(False, want_ring, want_ns, 3, count, s, False)
+        assert np.array_equal(_bits(got[:6]), _bits(want[:6])) and got[6] == want[6]
+        assert np.array_equal(_bits(ring), _bits(want_ring)) and np.array_equal(ring_ns, want_ns)
+        if count:  # the last row holds the final sums
+            assert (ring[0, 2 + count], ring[2, 2 + count], ring_ns[2 + count]) == (got[0], got[2], got[6])
+
+
+def test_fast_sums_only_where_fast2sum_has_twosums_bits():
+    # _fast: no negative or -0.0 term, running sums finite, >= 0 and >= each sum's largest term.
+    def fast(s_a, s_b, x, y):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        signs = np.bitwise_or.reduce(np.concatenate([_bits(x), _bits(y)]))
+        return rolling_module._fast((s_a, 0.0, s_b, 0.0, 0.0, 0.0, 0), signs, _bits(x).max(initial=0),
+                                    _bits(y).max(initial=0))
+
+    assert fast(1e6, 2e6, [1.0, 1e6, 0.0], [2e6, 3.0, 0.0])
+    assert fast(0.0, 0.0, [0.0], [0.0])
+    assert not fast(1e6, 2e6, [1e6 * (1 + 2**-50)], [1.0])  # a term above the sum
+    assert not fast(1e6, 2e6, [1.0], [2e6 * (1 + 2**-50)])
+    assert not fast(1e6, 2e6, [1.0, -1.0], [1.0])  # a negative term
+    assert not fast(1e6, 2e6, [1.0], [-0.0])  # -0.0
+    assert not fast(-1e6, 2e6, [1.0], [1.0])  # a negative sum
+    assert not fast(-0.0, 2e6, [0.0], [1.0])
+    assert not fast(math.inf, 2e6, [1.0], [1.0])
+    assert not fast(NAN, 2e6, [1.0], [1.0])
+    assert not fast(1e6, NAN, [1.0], [1.0])
+    # The largest term is found by its bits, the floats' order for floats >= 0: subnormals too.
+    assert fast(5e-324 * 3, 1.0, [5e-324, 5e-324 * 3], [1.0])
+    assert not fast(5e-324 * 2, 1.0, [5e-324 * 3], [1.0])
 
 
 def test_chunk_count_follows_the_series_and_the_windows_not_the_threads():
