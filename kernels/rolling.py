@@ -47,8 +47,10 @@ That scan is bound by the latency of its adds: where a run's terms allow it (ene
 >= 0, once the sums are larger than any of them) it adds by Fast2Sum, three adds deep
 where TwoSum is five, which gives TwoSum's bits there (see _fast), four rows at a
 time: one window 7 % faster, two 5 %, five 2 % (0.0457, 0.0790 and 0.2095 s to 0.0425,
-0.0750 and 0.2060, 2026-12-05; four rows at a time by TwoSum, or the sums' columns
-padded apart against 4K aliasing, were no faster).
+0.0750 and 0.2060, 2026-12-05; no faster: four rows at a time by TwoSum, the sums'
+columns padded apart against 4K aliasing, the next block's inputs prefetched during the
+spans; 3 % slower: one vector loop that reads the inputs and sums them four rows at a
+time, with no pass between).
 Earlier measurements: without its three
 divides an output is 10 % faster at most, finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower, and a
