@@ -303,15 +303,21 @@ def _fast_add(hi, lo, x):
     return s, lo + (x - (s - hi))
 
 
+# Running sums below this take Fast2Sum (see _fast): a run (at most 2**19 terms, each no larger
+# than the sum it starts from) then never overflows, where Fast2Sum's rounding error and TwoSum's
+# would differ (-inf against NaN).
+_FAST_LIMIT = 2.0**1000
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _fast(s, signs, top_a, top_b):
     # Whether every step of a run of terms may add by _fast_add with the bits of _dd_add: no
     # term is negative or -0.0 (signs, the or of their bits, has no sign bit), and the running
-    # sums s start finite and >= each sum's largest term (top_a, top_b: the largest bits, in the
-    # floats' order for floats >= +0.0). Then each hi only grows (adding x >= 0 never lowers a
-    # rounded sum), so |hi| >= x at every step. Energies (>= 0) pass after a run or two of a
-    # series; a negative or oversized term sends its run to TwoSum.
-    return (signs >= 0 and 0.0 <= s[0] < np.inf and 0.0 <= s[2] < np.inf and top_a <= _bits(s[0])
+    # sums s start in [0, _FAST_LIMIT) and >= each sum's largest term (top_a, top_b: the largest
+    # bits, in the floats' order for floats >= +0.0). Then each hi only grows (adding x >= 0
+    # never lowers a rounded sum), so |hi| >= x at every step. Energies (>= 0) pass after a run
+    # or two of a series; a negative or oversized term sends its run to TwoSum.
+    return (signs >= 0 and 0.0 <= s[0] < _FAST_LIMIT and 0.0 <= s[2] < _FAST_LIMIT and top_a <= _bits(s[0])
             and top_b <= _bits(s[2]))
 
 

@@ -456,6 +456,8 @@ def test_fast_sums_only_where_fast2sum_has_twosums_bits():
     assert not fast(-1e6, 2e6, [1.0], [1.0])  # a negative sum
     assert not fast(-0.0, 2e6, [0.0], [1.0])
     assert not fast(math.inf, 2e6, [1.0], [1.0])
+    assert not fast(2.0**1000, 2e6, [1.0], [1.0])  # a run might overflow (Fast2Sum: -inf, TwoSum: NaN)
+    assert fast(2.0**999, 2.0**999, [2.0**999], [1.0])
     assert not fast(NAN, 2e6, [1.0], [1.0])
     assert not fast(1e6, NAN, [1.0], [1.0])
     # The largest term is found by its bits, the floats' order for floats >= 0: subnormals too.
