@@ -150,7 +150,7 @@ def _tofloat(x, small):
     return _f52(x) if small else float(_u(x))
 
 
-def _dd_scan_codegen(sums: int, with_ns: bool, fast: bool):  # pragma: no cover (compiled code only)
+def _dd_scan_codegen(sums: int, fast: bool):  # pragma: no cover (compiled code only)
     """LLVM IR for _dd_scan2 (two sums and ring_ns), _dd_scan2f (the same by Fast2Sum) and
     _dd_scan3 (three sums): the loop of _scan_py with the sums' hi parts in the lanes of one
     vector register and their lo parts in another, kept there from row to row. Each lane does
@@ -166,6 +166,7 @@ def _dd_scan_codegen(sums: int, with_ns: bool, fast: bool):  # pragma: no cover 
     def codegen(context, builder, signature, args):
         from numba.core import cgutils
 
+        with_ns = sums == 2  # without input coverage the covered time is ns, in ring_ns
         width = 4 if sums > 2 else 2
         vt = _ir.VectorType(_ir.DoubleType(), width)
         lane = [_ir.Constant(_ir.IntType(32), k) for k in range(width)]
@@ -267,21 +268,21 @@ def _dd_scan_codegen(sums: int, with_ns: bool, fast: bool):  # pragma: no cover 
 @intrinsic
 def _dd_scan3(typingctx, ring, r0, count, a_h, a_l, b_h, b_l, c_h, c_l):  # pragma: no cover (compiled code only)
     f = _nt.float64
-    return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False, False)
+    return _nt.UniTuple(f, 6)(ring, r0, count, f, f, f, f, f, f), _dd_scan_codegen(3, False)
 
 
 @intrinsic
 def _dd_scan2(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):  # pragma: no cover (compiled code only)
     f = _nt.float64
     i = _nt.int64
-    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True, False)
+    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, False)
 
 
 @intrinsic
 def _dd_scan2f(typingctx, ring, ring_ns, r0, count, a_h, a_l, b_h, b_l, ns):  # pragma: no cover (compiled code only)
     f = _nt.float64
     i = _nt.int64
-    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True, True)
+    return _nt.Tuple((f, f, f, f, i))(ring, ring_ns, r0, count, f, f, f, f, i), _dd_scan_codegen(2, True)
 
 
 @njit(cache=True, nogil=True, inline="always")
