@@ -643,25 +643,21 @@ def _one_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, window, win
     o1[_u(i)], o0[_u(i)] = _ratio(sa, sb, covered, window_f, min_coverage)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, window, window_f, min_coverage, small, o0,
               o1):
-    # Outputs i .. i + count - 1 of one window, output i + j's start taken to be c + j or c + j + 1
-    # (c > 0): lead rows lr + j against trail rows tr + j or tr + j + 1, no row wrapping the ring.
-    # Each output picks its start by one compare of times, and the trail's prefix and the
-    # straddling interval's terms by selects; the operations of _walk_block in the same order,
-    # so the same bits. Returns how many outputs' starts are not in their pair: those outputs
-    # are wrong (the caller computes them again). No branch: the compiler runs it four outputs
-    # at a time. Integers become floats through _f52 where every one of the span is below 2**52
-    # (small: the window and the span's boundaries are), else through uint64 (each is >= 0
-    # where it is kept: covered time, an overlap, the length of an interval of increasing
-    # times; the same value either way). AVX2 converts four at a time in two instructions
-    # (_f52) or six (uint64), where int64 costs a scalar instruction each (two windows took 15 %
-    # longer with them); _f52 made the loop 99 instructions for four outputs, from 113, and the
-    # kernel 4-7 % faster. The compiler keeps one loop for each, out of the test of small.
-    # Compiled on its own, not inlined: with fewer values live around it, its loop keeps more in
-    # registers (113 instructions for four outputs with uint64, 150 inlined; 15 min 5 % faster).
-    bad = 0
+    # Outputs i .. i + count - 1 of one window, output i + j's start known to be c + j or c + j + 1
+    # (c > 0; see _pair_misses): lead rows lr + j against trail rows tr + j or tr + j + 1, no row
+    # wrapping the ring. Each output picks its start by one compare of times, and the trail's
+    # prefix and the straddling interval's terms by selects; the operations of _walk_block in the
+    # same order, so the same bits. No branch: the compiler runs it four outputs at a time.
+    # Integers become floats through _f52 where every one of the span is below 2**52 (small: the
+    # window and the span's boundaries are), else through uint64 (each is >= 0 where it is kept:
+    # covered time, an overlap, the length of an interval of increasing times; the same value
+    # either way). AVX2 converts four at a time in two instructions (_f52) or six (uint64), where
+    # int64 costs a scalar instruction each (two windows took 15 % longer with them); _f52 made
+    # the loop 99 instructions for four outputs, from 113, and the kernel 4-7 % faster. The
+    # compiler keeps one loop for each, out of the test of small.
     for j in range(count):
         lj = _u(lr + j)
         t0 = _u(tr + j)
@@ -674,7 +670,6 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, wind
         tk = t[k]
         tn = t[kn]
         up = tk < ws  # the start is c + j + 1
-        bad += not ((tm < ws) & (ws <= tn))
         tl = tn if up else tk
         tp = tk if up else tm
         # Both candidates are loaded, then one is selected: loads under a condition would keep
@@ -722,7 +717,19 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, wind
         sb = sb + py * frac if part else sb
         covered = covered + pw * overlap_f if part else covered
         o1[_u(i + j)], o0[_u(i + j)] = _ratio(sa, sb, covered, window_f, min_coverage)
-    return bad
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _pair_misses(t, c, i, count, window):
+    # How many of outputs i .. i + count - 1 have a start that is not c + j or c + j + 1 (see
+    # _pair_out): a loop of integer compares alone, four outputs at a time, before the outputs
+    # are computed. In _pair_out's loop, the count took registers that its other values then
+    # kept on the stack (five windows 10-14 % slower, 2026-12-05).
+    misses = 0
+    for j in range(count):
+        ws = t[_u(i + 1 + j)] - window
+        misses += not ((t[_u(c + j - 1)] < ws) & (ws <= t[_u(c + j + 1)]))
+    return misses
 
 
 # Outputs a span computes at most: where a start leaves its pair, the rest of the span is
@@ -730,16 +737,19 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, c, i, count, wind
 _SPAN = 128
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_coverage, lo, b0, b1, o0, o1):
     # One window over the block's outputs [b0, b1), its trail (the prefix P_lo at its start lo)
     # read from the ring. Output i's start is lo_i; each next output's is most often one
     # boundary further, sometimes two or none. A span of outputs is computed taking each
     # output's start to be one of a pair, c + j or c + j + 1 (c: the first output's start), which
-    # covers hundreds of outputs on jittered polls (see _pair_out); the span ends at the first
-    # output whose start is not in its pair, found again with integers, and the next span
-    # begins there. A window starting before the series (lo 0) takes _early_out. Returns the
-    # window's start lo for the last output.
+    # covers hundreds of outputs on jittered polls (see _pair_out); the span ends before the
+    # first output whose start is not in its pair (found with integers first, see
+    # _pair_misses), and the next span begins there. A window starting before the series (lo 0)
+    # takes _early_out. Returns the window's start lo for the last output. Compiled on its own,
+    # not inlined, with _pair_out inlined in it: with fewer values live around it, the span
+    # loop keeps more in registers (one window 5 % faster than _chunk with it inlined), and a
+    # call a block, not a span, passes its dozens of arguments (6 % of five windows' time).
     m = ring_ns.shape[0] - 1
     n = t.shape[0] - 1
     i = b0
@@ -764,13 +774,13 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, window, window_f, min_c
         # (The difference as uint64: times that decrease, or a difference past int64, give a
         # large one, and the uint64 path.)
         small = window < _F52_LIMIT and _u(t[_u(lo + count)] - t[_u(lo - 1)]) < _F52_LIMIT
-        bad = _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, count, window, window_f, min_coverage,
-                        small, o0, o1)
         j = count
-        if bad:
+        if _pair_misses(t, lo, i, count, window):
             j = 1  # the first output's start is lo itself
             while j < count and t[_u(lo + j - 1)] < t[_u(i + 1 + j)] - window <= t[_u(lo + j + 1)]:
                 j += 1
+        _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, lr, tr, lo, i, j, window, window_f, min_coverage, small, o0,
+                  o1)
         # Output i + j - 1's start is lo + j - 1 or one more: the next output's is no earlier.
         lo += j - 1
         i += j
