@@ -243,6 +243,36 @@ def rolling_ratio(
     return ratios, covs
 
 
+def two_sum_prefix(t_ns, numerator, denominator, coverage, k):
+    """The rolling kernel's running sums through intervals [0, k), one interval at a time with
+    Knuth's TwoSum: (numerator hi, lo, denominator hi, lo, covered hi, lo, covered ns). Intervals
+    where either energy is not finite add zeros; with `coverage` (None: without) the covered time is
+    the double-double sum of coverage x length, else the integer sum of the valid lengths. The
+    reference the kernel's vector sums must match bit for bit."""
+
+    def add(hi: float, lo: float, x: float) -> tuple[float, float]:
+        s = hi + x
+        bp = s - hi
+        return s, lo + ((hi - (s - bp)) + (x - bp))
+
+    t = _ints(t_ns)
+    a, b = _floats(numerator), _floats(denominator)
+    c = None if coverage is None else _floats(coverage)
+    a_h = a_l = b_h = b_l = c_h = c_l = 0.0
+    ns = 0
+    for i in range(k):
+        ok = math.isfinite(a[i]) and math.isfinite(b[i])
+        x, y = (a[i], b[i]) if ok else (0.0, 0.0)
+        a_h, a_l = add(a_h, a_l, x)
+        b_h, b_l = add(b_h, b_l, y)
+        dt = t[i + 1] - t[i]
+        if c is not None:
+            c_h, c_l = add(c_h, c_l, (c[i] if ok else 0.0) * float(dt))
+        elif ok:
+            ns += dt
+    return a_h, a_l, b_h, b_l, c_h, c_l, ns
+
+
 # ---------------------------------------------------------------------------
 # per-meter scans (spans, energy before given times)
 

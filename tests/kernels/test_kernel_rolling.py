@@ -283,37 +283,42 @@ def test_one_day_of_minute_samples_with_an_hour_outage(outage_start):
 
 
 @contextlib.contextmanager
-def chunking(n_chunks: int, block: int, ring: int = 1 << 17):
+def chunking(n_chunks: int, block: int, ring: int = 1 << 17, trail: int = 1 << 12):
     with (
         mock.patch.object(rolling_module, "_n_chunks", lambda t, w: n_chunks),
         mock.patch.object(rolling_module, "_BLOCK", block),
         mock.patch.object(rolling_module, "_RING", ring),
+        mock.patch.object(rolling_module, "_TRAIL_ROWS", trail),
     ):
         yield
 
 
-@given(st.data(), st.integers(1, 7), st.integers(1, 5), st.sampled_from([1, 4, 16, 1 << 17]))
-def test_rolling_ratio_does_not_depend_on_chunks_blocks_and_ring(data, n_chunks, block, ring):
-    # A small ring makes the longer windows walk their trail (and switch between walking and
-    # reading the ring as the sampling changes); several windows take the ring's path.
+@given(st.data(), st.integers(1, 7), st.integers(1, 5), st.sampled_from([1, 4, 16, 1 << 17]),
+       st.sampled_from([2, 4, 8, 1 << 12]))
+def test_rolling_ratio_does_not_depend_on_chunks_blocks_and_ring(data, n_chunks, block, ring, trail):
+    # A small ring makes the longer windows read their trail from rings of their own (and switch
+    # between theirs and the lead's as the sampling changes); small rings of their own wrap
+    # every few rows. Several windows take the ring's path.
     t, n, windows = data.draw(rolling_case(max_size=40))
     num = data.draw(with_nans(data.draw(st.lists(dyadic(), min_size=n, max_size=n)), 0.2))
     den = data.draw(with_nans(data.draw(st.lists(st.one_of(st.just(0.0), dyadic()), min_size=n, max_size=n)), 0.2))
     cov = data.draw(st.one_of(st.none(), st.lists(dyadic(64, 64), min_size=n, max_size=n)))
     kw = dict(numerator_coverage=cov, denominator_coverage=cov, min_coverage=data.draw(st.sampled_from([0.0, 0.5, 1.0])))
-    with chunking(n_chunks, block, ring):
+    with chunking(n_chunks, block, ring, trail):
         res = rolling_ratio(t, num, den, windows, **kw)
     ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, **kw)
     assert_close(res.coverage, ref_cov)
     assert_close(res.ratio, ref_ratio)
 
 
-@pytest.mark.parametrize("ring", [16, 64, 1 << 17])
-def test_window_starts_that_stay_skip_or_jump_match_naive(ring):
+@pytest.mark.parametrize("ring, trail", [(16, 2), (16, 256), (64, 8), (1 << 17, 1 << 12)])
+def test_window_starts_that_stay_skip_or_jump_match_naive(ring, trail):
     # Outputs are computed in spans, each output's start taken to be one of a pair (see
     # _pair_out); a span ends where a start leaves its pair. Sampling that changes density
     # (starts that stay put, or skip a boundary), jitter, a gap and a burst move the starts off
-    # their pairs at many points, and a small ring cuts the spans where they would wrap it.
+    # their pairs at many points, and a small ring cuts the spans where they would wrap it. With
+    # a small lead's ring the windows read their trails from rings of their own (trail rows
+    # each), whose trail leads the starts outrun where the sampling gets denser.
     rng = np.random.default_rng(11)
     steps = np.concatenate([
         SECOND_NS + rng.integers(-400, 400, 150) * 1_000_000,  # 1 s, jittered by up to 40 %
@@ -329,7 +334,7 @@ def test_window_starts_that_stay_skip_or_jump_match_naive(ring):
     den = rng.integers(1, 1 << 20, n) / 64.0
     num[rng.random(n) < 0.05] = NAN
     windows = [10 * SECOND_NS, 37 * SECOND_NS + 123]
-    with chunking(2, 256, ring):
+    with chunking(2, 256, ring, trail):
         res = rolling_ratio(t, num, den, windows, min_coverage=0.5)
     ref_ratio, ref_cov = naive.rolling_ratio(t, num, den, windows, min_coverage=0.5)
     assert_close(res.coverage, ref_cov)
@@ -365,9 +370,10 @@ def test_intervals_and_windows_past_2_to_the_52_ns_match_naive():
 @pytest.mark.parametrize("with_cov", [False, True])
 def test_the_leads_vector_sums_have_the_walks_bits(with_cov, data):
     # The lead sums a block's terms with its double-double sums side by side in one vector
-    # register (_lead_rows, compiled: an LLVM loop), a window's trail walks them one at a time in
-    # scalar registers (_sums, as _walk_block): a window of zeros is exactly zero only if both
-    # give every bit of each prefix the same. Values of every magnitude, NaNs, a wrapping ring.
+    # register (_lead_rows, compiled: an LLVM loop), in runs that start where the blocks, a
+    # chunk's start-up or a long window's trail lead start: a window of zeros is exactly zero
+    # only if every run gives every bit of each prefix as TwoSum one interval at a time does
+    # (naive.two_sum_prefix). Values of every magnitude, NaNs, a wrapping ring.
     # Energies (>= 0) take Fast2Sum (see _fast) in most runs: their spikes, far above the running
     # sum, a -0.0 and a negative term send their runs to TwoSum, where Fast2Sum would lose bits.
     rng = np.random.default_rng(3)
@@ -390,15 +396,18 @@ def test_the_leads_vector_sums_have_the_walks_bits(with_cov, data):
     ring = np.zeros((rolling_module._RING_COLS, size))
     ring_ns = np.zeros(size, dtype=np.int64)
     k0 = 500
-    s = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k0, (0.0,) * 6 + (0,))
+
+    def walked(k):
+        return naive.two_sum_prefix(t, num, den, cov if with_cov else None, k)
+
+    s = walked(k0)
     for k1 in (1200, 2100, n):  # blocks whose rows wrap the ring
         out = rolling_module._lead_rows(t, num, den, cov, cov, with_cov, ring, ring_ns, k0, k1, s)
         s = out[:7]
         assert out[7:] == (np.diff(t)[k0:k1].min(), np.diff(t)[k0:k1].max())  # shortest, longest
-        walked = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k1, (0.0,) * 6 + (0,))
-        assert s == walked
+        assert s == walked(k1)
         for k in (k1, k1 - 300, k0 + 1):  # rows this block wrote: the prefix P_k
-            p = rolling_module._sums(t, num, den, cov, cov, with_cov, 0, k, (0.0,) * 6 + (0,))
+            p = walked(k)
             r = k & (size - 1)
             got = tuple(ring[c, r] for c in range(6 if with_cov else 4))
             assert got == p[:len(got)]
@@ -522,9 +531,10 @@ def test_exact_coverage_share_meets_its_threshold():
 
 @pytest.mark.parametrize("with_cov", [False, True])
 def test_chunk_start_up_walks_past_the_ring(with_cov):
-    """The second chunk's lead first runs over the long window's span by its sums alone (the ring
-    keeps only its last rows); huge values then a stretch of zeros there: the short window over
-    the zeros is exactly empty (NaN, IT energy 0), and every result agrees with one chunk."""
+    """The second chunk's lead first runs over the long window's span (the ring keeps only its
+    last rows), and the long window reads its trail from a ring of its own; huge values then a
+    stretch of zeros there: the short window over the zeros is exactly empty (NaN, IT energy 0),
+    and every result agrees with one chunk."""
     n = 2000
     rng = np.random.default_rng(11)
     t = np.cumsum(rng.integers(8, 13, n + 1)).astype(np.int64)
@@ -537,7 +547,7 @@ def test_chunk_start_up_walks_past_the_ring(with_cov):
     kw = dict(numerator_coverage=cov, denominator_coverage=cov)
     windows = [50, 6000]  # ~5 and ~600 intervals
     with chunking(2, 16, ring=4):
-        assert rolling_module._ring_size(t, np.array(windows)) < 100  # the long window walks its trail
+        assert rolling_module._ring_size(t, np.array(windows)) < 100  # the long window's trail: its own ring
         res = rolling_ratio(t, num, den, windows, **kw)
     with chunking(1, 16, ring=4):
         one = rolling_ratio(t, num, den, windows, **kw)
@@ -591,7 +601,8 @@ def _grid_only(t, num, den, windows, min_coverage=0.0, numerator_coverage=None, 
     out1 = np.full((w.shape[0], num.shape[0]), -1.0)
     ring = 1 << (int(w.max()) // step + rolling_module._BLOCK).bit_length()
     rolling_module._RUN[has_cov](t, num, den, ca, cb, w, np.argsort(-w, kind="stable"), float(min_coverage),
-                                 rolling_module._cuts(t, w, n_chunks), rolling_module._BLOCK, ring, step, out0, out1, bad)
+                                 rolling_module._cuts(t, w, n_chunks), rolling_module._BLOCK, ring,
+                                 rolling_module._TRAIL_ROWS, step, out0, out1, bad)
     return RollingRatio(out0, out1), bool(np.all(bad == -1))
 
 
