@@ -57,7 +57,14 @@ and 0.209 s (one window, five) to 0.0393 and 0.187 (2026-12-05; not kept: the st
 intervals' fractions divided out in that first loop, 5-10 % slower); long windows'
 trails from rings of their own, not walked in registers: five windows 0.187 to 0.179 s, a
 30-day window alone 0.068 to 0.055 s (a 1-day window in the lead's ring, 2**17 rows:
-0.052 s; in its own: 0.056).
+0.052 s; in its own: 0.056); the straddling interval's terms loaded whatever its overlap
+(see _pair_out): five windows 0.176 to 0.167 s. Measured and not kept the same day: the
+ratio's sums scaled by the straddling interval's length, so that an output divides twice,
+not three times (2-3 % slower); no divide at all (every one made a multiply, to measure):
+2-5 % faster, so the span loop is not bound by its divides (llvm-mca's Zen 2 model says it
+is, at 46 cycles for four outputs, which is about what it takes); spans of 256 or 512
+outputs, blocks of 2048 intervals, the first chunk's extra share a quarter or a sixth of
+the longest window (not a third): within 2 %.
 Earlier measurements: without its three
 divides an output is 10 % faster at most, and finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower. The times are
@@ -695,7 +702,7 @@ def _pair_misses(t, c, i, count, window):
     # How many of outputs i .. i + count - 1 have a start that is not c + j or c + j + 1 (see
     # _pair_out): a loop of integer compares alone, four outputs at a time, before the outputs
     # are computed. In _pair_out's loop, the count took registers that its other values then
-    # kept on the stack (five windows 10-14 % slower, 2026-12-05).
+    # kept on the stack (one window 6 % and five 6-9 % slower, 2026-12-05).
     misses = 0
     for j in range(count):
         ws = t[_u(i + 1 + j)] - window
@@ -725,10 +732,10 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, own, t
     # _pair_misses), and the next span begins there. Windows starting before the series (lo 0)
     # take _early_out. Leaves the trail's running sum in trails[w], trails_ns[w] and its position
     # in tks[w] (P_lo at lo, for the window's own ring to start from). Returns the window's start
-    # lo for the last output. Compiled on its own, not inlined, with _pair_out inlined in it:
-    # with fewer values live around it, the span loop keeps more in registers (one window 5 %
-    # faster than _chunk with it inlined), and a call a block, not a span, passes its dozens of
-    # arguments (6 % of five windows' time).
+    # lo for the last output. Compiled on its own, not inlined, with _pair_out inlined in it: a
+    # call a block, not a span, passes its dozens of arguments (6 % of five windows' time as a
+    # call a span), and with fewer values live around it than in _chunk the span loop keeps more
+    # in registers (one window 3 % and five 4 % faster, 2026-12-05).
     m = ring_ns.shape[0] - 1
     mt = tring_ns.shape[0] - 1
     n = t.shape[0] - 1
