@@ -698,6 +698,14 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, 
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _in_pair(t, c, i, j, window):
+    # Whether output i + j's window starts at boundary c + j or c + j + 1 (see _pair_out): its
+    # start time lies in (t[c + j - 1], t[c + j + 1]].
+    ws = t[_u(i + 1 + j)] - window
+    return (t[_u(c + j - 1)] < ws) & (ws <= t[_u(c + j + 1)])
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pair_misses(t, c, i, count, window):
     # How many of outputs i .. i + count - 1 have a start that is not c + j or c + j + 1 (see
     # _pair_out): a loop of integer compares alone, four outputs at a time, before the outputs
@@ -705,8 +713,7 @@ def _pair_misses(t, c, i, count, window):
     # kept on the stack (one window 6 % and five 6-9 % slower, 2026-12-05).
     misses = 0
     for j in range(count):
-        ws = t[_u(i + 1 + j)] - window
-        misses += not ((t[_u(c + j - 1)] < ws) & (ws <= t[_u(c + j + 1)]))
+        misses += not _in_pair(t, c, i, j, window)
     return misses
 
 
@@ -784,7 +791,7 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, own, t
         j = count
         if _pair_misses(t, lo, i, count, window):
             j = 1  # the first output's start is lo itself
-            while j < count and t[_u(lo + j - 1)] < t[_u(i + 1 + j)] - window <= t[_u(lo + j + 1)]:
+            while j < count and _in_pair(t, lo, i, j, window):
                 j += 1
         _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, lo, i, j, window, window_f,
                   min_coverage, small, o0, o1)
@@ -820,14 +827,11 @@ def _chunk(t, a, b, ca, cb, has_cov, windows, longest_first, min_coverage, i0, i
         a_h, a_l, b_h, b_l, c_h, c_l, ns, bad = _lead_block(t, a, b, ca, cb, has_cov, ring, ring_ns, b0, b1, lead, bad)
         lead = (a_h, a_l, b_h, b_l, c_h, c_l, ns)
         for w in range(nw):
-            lo = los[w]
-            if lo > b1 - ring.shape[1]:  # the lead's ring holds the start's row (rows (b1 - its rows, b1])
-                los[w] = _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, ring, ring_ns, False, trails, trails_ns,
-                                     tks, w, windows[w], float(windows[w]), min_coverage, lo, b0, b1, out0[w], out1[w])
-            else:
-                los[w] = _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, trings[w], trings_ns[w], True, trails,
-                                     trails_ns, tks, w, windows[w], float(windows[w]), min_coverage, lo, b0, b1,
-                                     out0[w], out1[w])
+            # The lead's ring holds rows (b1 - its rows, b1]: the trail's, where the start's row is one.
+            own = los[w] <= b1 - ring.shape[1]
+            los[w] = _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, trings[w] if own else ring,
+                                 trings_ns[w] if own else ring_ns, own, trails, trails_ns, tks, w, windows[w],
+                                 float(windows[w]), min_coverage, los[w], b0, b1, out0[w], out1[w])
     return bad
 
 
