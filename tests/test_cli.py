@@ -56,6 +56,9 @@ def test_bench_kernels_json_fields():
         if k["io_floor_seconds"] is not None:
             assert k["io_floor_ratio"] == pytest.approx(k["seconds"] / k["io_floor_seconds"])
             assert ("<= 2x its io floor" in k["missed"]) == (k["io_floor_ratio"] > 2)
+        # The output's pages are measured wherever the floor is, and only there.
+        assert (k["fresh_pages_seconds"] is None) == (k["io_floor_seconds"] is None)
+        assert k["fresh_pages_seconds"] is None or k["fresh_pages_seconds"] > 0
     assert by_name_has_floor(report)
     by_name = {k["name"]: k for k in report["kernels"]}
     assert by_name["rolling_pue_15min_grid"]["pandas_seconds"] > 0
@@ -71,7 +74,8 @@ def test_bench_kernels_table():
     assert out.returncode == 0, out.stderr
     assert "plain array copy" in out.stdout
     assert "rolling_pue_15min" in out.stdout
-    assert "x floor" in out.stdout
+    header = next(line for line in out.stdout.splitlines() if line.startswith("kernel"))
+    assert header.index("io floor") < header.index("pages") < header.index("x floor")
 
 
 def test_bench_rejects_tiny_sample_count_cleanly():
