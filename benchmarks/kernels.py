@@ -121,11 +121,13 @@ def _peak_extra(fn: Callable[[], object]) -> tuple[int, int]:
 
 
 _FLOOR = None
+_TOUCH = None
 
 
-def _io_floor(n: int, in_bytes: int, out_bytes: int, repeat: int) -> float | None:
-    """Best time of reading `in_bytes` and writing `out_bytes` (fresh arrays) in n-element rows."""
-    global _FLOOR
+def _io_floor(n: int, in_bytes: int, out_bytes: int, repeat: int) -> tuple[float, float] | None:
+    """Best times of reading `in_bytes` and writing `out_bytes` (fresh arrays) in n-element rows, and of
+    making those output arrays alone (fresh, one element a 4 KiB page written)."""
+    global _FLOOR, _TOUCH
     rows_in = round(in_bytes / (8 * n))
     rows_out = round(out_bytes / (8 * n))
     if rows_in < 1 or rows_out < 1:
@@ -143,23 +145,6 @@ def _io_floor(n: int, in_bytes: int, out_bytes: int, repeat: int) -> float | Non
                 for r in range(out.shape[0]):
                     out[r, i] = acc
 
-        _FLOOR = floor
-    inp = np.ones((rows_in, n))
-    return _best_time(lambda: _FLOOR(inp, np.empty((rows_out, n))), repeat)
-
-
-_TOUCH = None
-
-
-def _fresh_pages(n: int, out_bytes: int, repeat: int) -> float | None:
-    """Best time of making the io floor's output arrays: fresh, one element a 4 KiB page written."""
-    global _TOUCH
-    rows_out = round(out_bytes / (8 * n))
-    if rows_out < 1:
-        return None
-    if _TOUCH is None:
-        from numba import njit, prange
-
         @njit(parallel=True, cache=False)
         def touch(out):
             n = out.shape[1]
@@ -167,8 +152,11 @@ def _fresh_pages(n: int, out_bytes: int, repeat: int) -> float | None:
                 for r in range(out.shape[0]):
                     out[r, p * 512] = 0.0
 
-        _TOUCH = touch
-    return _best_time(lambda: _TOUCH(np.empty((rows_out, n))), repeat)
+        _FLOOR, _TOUCH = floor, touch
+    inp = np.ones((rows_in, n))
+    floor_secs = _best_time(lambda: _FLOOR(inp, np.empty((rows_out, n))), repeat)
+    del inp
+    return floor_secs, _best_time(lambda: _TOUCH(np.empty((rows_out, n))), repeat)
 
 
 def _copy_gbps(n: int, repeat: int) -> float:
@@ -333,8 +321,7 @@ def run(n: int, repeat: int, with_pandas: bool) -> dict:
     for name, fn, in_bytes, pd_fn, bw_target, speed_target in cases:
         secs = _best_time(fn, repeat)
         out_bytes, extra = _peak_extra(fn)
-        floor_secs = _io_floor(n, in_bytes, out_bytes, repeat)
-        pages_secs = _fresh_pages(n, out_bytes, repeat) if floor_secs is not None else None
+        floor_secs, pages_secs = _io_floor(n, in_bytes, out_bytes, repeat) or (None, None)
         pd_secs = _best_time(pd_fn, max(1, min(repeat, 2))) if pd_fn is not None else None
         gbps = in_bytes / secs / 1e9
         targets = []
