@@ -600,37 +600,15 @@ def _early_out(has_cov, ring, ring_ns, tring, tring_ns, lr, window_f, min_covera
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _one_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, lo, i, window, window_f, min_coverage,
-             o0, o1):
-    # Output i of one window whose start is lo (lo > 0): lead row lr against trail row tr, where a
-    # pair's upper row would wrap the trail's ring or pass the series' end (see _ring_spans);
-    # interval lo - 1 straddles the start and counts in proportion to its overlap. The
-    # operations of _pair_out in the same order, so the same bits.
-    tl = t[_u(lo)]
-    ws = t[_u(i + 1)] - window
-    sa = (ring[0, lr] - tring[0, tr]) + (ring[1, lr] - tring[1, tr])
-    sb = (ring[2, lr] - tring[2, tr]) + (ring[3, lr] - tring[3, tr])
-    if has_cov:
-        covered = (ring[4, lr] - tring[4, tr]) + (ring[5, lr] - tring[5, tr])
-    else:
-        covered = float(_u(ring_ns[lr] - tring_ns[tr]))
-    overlap = tl - ws
-    overlap_f = float(_u(overlap))
-    frac = overlap_f / float(_u(tl - t[_u(lo - 1)]))
-    px, py, pw = _values(a, b, ca, cb, has_cov, lo - 1)
-    part = tl > ws
-    sa = sa + px * frac if part else sa
-    sb = sb + py * frac if part else sb
-    covered = covered + pw * overlap_f if part else covered
-    o1[_u(i)], o0[_u(i)] = _ratio(sa, sb, covered, window_f, min_coverage)
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, c, i, count, window, window_f,
-              min_coverage, small, o0, o1):
+              min_coverage, small, edge, o0, o1):
     # Outputs i .. i + count - 1 of one window, output i + j's start known to be c + j or c + j + 1
     # (c > 0; see _pair_misses): lead rows lr + j against trail rows tr + j or tr + j + 1 (of the
-    # trail's ring: the lead's, or the window's own, see _ring_spans), no row wrapping its ring.
+    # trail's ring: the lead's, or the window's own, see _ring_spans), no row wrapping its ring;
+    # or (edge, a compile-time constant) one output whose start is c, where the pair's upper row
+    # would wrap the trail's ring or pass the series' end: that candidate's indices wrap the ring
+    # and stop at the series' last boundary and interval, and it is never the one taken (t[c] is at
+    # or after the start).
     # Each output picks its start by one compare of times, and the trail's prefix and the
     # straddling interval's terms by selects. No branch: the compiler runs it four outputs at a
     # time.
@@ -644,10 +622,11 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, 
     for j in range(count):
         lj = _u(lr + j)
         t0 = _u(tr + j)
-        t1 = _u(tr + j + 1)
+        t1 = _u((tr + j + 1) & (tring_ns.shape[0] - 1)) if edge else _u(tr + j + 1)
         km = _u(c + j - 1)  # indices computed as int64, then cast: uint64 - 1 is a float64
         k = _u(c + j)
-        kn = _u(c + j + 1)
+        kn = _u(min(c + j + 1, t.shape[0] - 1)) if edge else _u(c + j + 1)
+        kx = _u(min(c + j, a.shape[0] - 1)) if edge else k  # the upper start's interval
         ws = t[_u(i + 1 + j)] - window
         tm = t[km]
         tk = t[k]
@@ -679,22 +658,22 @@ def _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, 
         # be an empty interval: a float64 divide, which gives inf or NaN there, not a Python
         # float's, which would raise without the JIT (compiled, the two are the same).
         frac = np.float64(overlap_f) / _tofloat(tl - tp, small)
-        xm, xk = a[km], a[k]
-        ym, yk = b[km], b[k]
+        xm, xk = a[km], a[kx]
+        ym, yk = b[km], b[kx]
         x = xk if up else xm
         y = yk if up else ym
         ok = (abs(x) < np.inf) & (abs(y) < np.inf)
         if has_cov:
             wm = min(ca[km], cb[km])
-            wk = min(ca[k], cb[k])
+            wk = min(ca[kx], cb[kx])
             pw = wk if up else wm
         else:
             pw = 1.0
         px = x if ok else 0.0
         py = y if ok else 0.0
         pw = pw if ok else 0.0
-        # Added whether or not the interval overlaps the window (_one_out adds only where it
-        # does), with the same bits: where it does not, overlap and frac are +0.0, so the terms are
+        # Added whether or not the interval overlaps the window (it counts only where it does),
+        # with the same bits: where it does not, overlap and frac are +0.0, so the terms are
         # +-0.0 (px, py finite; pw >= 0), and adding one leaves a sum that is not -0.0 as it was
         # (a prefix's parts are never -0.0, nor are their differences). Selected by the overlap,
         # the terms' loads were sunk under it, then made masked loads, four an output (five
@@ -787,8 +766,8 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, own, t
         # the ring's end or the series' (lo + mt and n), which bound count too.
         count = min(b1 - i, _SPAN, m + 1 - lr, mt - tr, n - lo)
         if count < 1:
-            _one_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, lo, i, window, window_f,
-                     min_coverage, o0, o1)
+            _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, lo, i, 1, window, window_f,
+                      min_coverage, False, True, o0, o1)
             i += 1
             continue
         # Every interval, overlap and covered time of the span is below 2**52 ns where the window
@@ -802,7 +781,7 @@ def _ring_spans(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, own, t
             while j < count and _in_pair(t, lo, i, j, window):
                 j += 1
         _pair_out(t, a, b, ca, cb, has_cov, ring, ring_ns, tring, tring_ns, lr, tr, lo, i, j, window, window_f,
-                  min_coverage, small, o0, o1)
+                  min_coverage, small, False, o0, o1)
         # Output i + j - 1's start is lo + j - 1 or one more: the next output's is no earlier.
         lo += j - 1
         i += j
