@@ -23,6 +23,20 @@ def assert_close(actual, expected, *, rtol: float = 1e-9, atol: float = 1e-12):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
 
 
+def float_bits(x) -> np.ndarray:
+    """The float64 values' bits, as int64."""
+    return np.asarray(x, dtype=np.float64).view(np.int64)
+
+
+def assert_same_bits(got, want):
+    """NaN where NaN (whatever its payload), every other bit the same (+0.0 is not -0.0 here)."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"shape {got.shape} != expected {want.shape}"
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg="NaN positions differ")
+    np.testing.assert_array_equal(float_bits(got[~nan]), float_bits(want[~nan]))
+
+
 def scale_of(*arrays) -> float:
     """Largest finite magnitude in the arrays (1 if none): sets the absolute floor for sums."""
     m = 1.0

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_support import SECOND_NS, T0_NS, assert_close, dyadic, floats, scale_of, times_ns, with_nans
+from kernel_support import (SECOND_NS, T0_NS, assert_close, assert_same_bits, dyadic, float_bits, floats, scale_of,
+                            times_ns, with_nans)
 
 from puewatch.kernels import RollingRatio, rolling_ratio
 from puewatch.kernels import rolling as rolling_module
@@ -417,18 +418,6 @@ def test_the_leads_vector_sums_have_the_walks_bits(with_cov, data):
     assert np.isfinite(s[0]) and s[0] != 0.0
 
 
-def _bits(x):
-    return np.asarray(x, dtype=np.float64).view(np.int64)
-
-
-def assert_same_bits(got, want):
-    """NaN where NaN, every other bit the same (+0.0 is not -0.0 here)."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    nan = np.isnan(want)
-    np.testing.assert_array_equal(np.isnan(got), nan)
-    np.testing.assert_array_equal(_bits(got[~nan]), _bits(want[~nan]))
-
-
 @pytest.mark.parametrize("fast", [False, True])
 def test_the_scans_vector_loop_has_the_python_loops_bits(fast):
     # The compiled scan (four rows at a time, then one) against _scan_py by TwoSum, on runs of
@@ -444,14 +433,14 @@ def test_the_scans_vector_loop_has_the_python_loops_bits(fast):
         s = (1e7 * (1 + rng.random()), 1e-10 * rng.random(), 2e7 * (1 + rng.random()), -1e-10 * rng.random(), 0.0,
              0.0, 12345)
         if fast:
-            signs = np.bitwise_or.reduce(_bits(ring[[0, 2], 3:3 + count]).ravel())
-            assert rolling_module._fast(s, signs, _bits(ring[0, 3:3 + count]).max(initial=0),
-                                        _bits(ring[2, 3:3 + count]).max(initial=0))
+            signs = np.bitwise_or.reduce(float_bits(ring[[0, 2], 3:3 + count]).ravel())
+            assert rolling_module._fast(s, signs, float_bits(ring[0, 3:3 + count]).max(initial=0),
+                                        float_bits(ring[2, 3:3 + count]).max(initial=0))
         want_ring, want_ns = ring.copy(), ring_ns.copy()
         got = rolling_module._scan(False, ring, ring_ns, 3, count, s, fast)
         want = rolling_module._scan_py(False, want_ring, want_ns, 3, count, s, False)
-        assert np.array_equal(_bits(got[:6]), _bits(want[:6])) and got[6] == want[6]
-        assert np.array_equal(_bits(ring), _bits(want_ring)) and np.array_equal(ring_ns, want_ns)
+        assert np.array_equal(float_bits(got[:6]), float_bits(want[:6])) and got[6] == want[6]
+        assert np.array_equal(float_bits(ring), float_bits(want_ring)) and np.array_equal(ring_ns, want_ns)
         if count:  # the last row holds the final sums
             assert (ring[0, 2 + count], ring[2, 2 + count], ring_ns[2 + count]) == (got[0], got[2], got[6])
 
@@ -460,9 +449,9 @@ def test_fast_sums_only_where_fast2sum_has_twosums_bits():
     # _fast: no negative or -0.0 term, running sums finite, >= 0 and >= each sum's largest term.
     def fast(s_a, s_b, x, y):
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        signs = np.bitwise_or.reduce(np.concatenate([_bits(x), _bits(y)]))
-        return rolling_module._fast((s_a, 0.0, s_b, 0.0, 0.0, 0.0, 0), signs, _bits(x).max(initial=0),
-                                    _bits(y).max(initial=0))
+        signs = np.bitwise_or.reduce(np.concatenate([float_bits(x), float_bits(y)]))
+        return rolling_module._fast((s_a, 0.0, s_b, 0.0, 0.0, 0.0, 0), signs, float_bits(x).max(initial=0),
+                                    float_bits(y).max(initial=0))
 
     assert fast(1e6, 2e6, [1.0, 1e6, 0.0], [2e6, 3.0, 0.0])
     assert fast(0.0, 0.0, [0.0], [0.0])
