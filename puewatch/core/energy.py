@@ -56,7 +56,9 @@ a reading (missing).
 **Physical floors.** A ratio below its floor is never published as a value: PUE and pPUE
 below 1, or any of CLF, PLF, COP, ERF, REF, WUE and the GPU share of IT energy below 0, is
 null (live: left out of the written point and counted), with a warning that names the
-meters whose energies make it so.
+meters whose energies make it so. A ratio whose denominator's energy is 0 or less (a frozen
+IT register) cannot be known: null too, and a report's warning names the meters the same way
+(live: left out, as where coverage is too low).
 """
 
 from __future__ import annotations
@@ -295,9 +297,21 @@ def below_floor(ratio: str, value: float | None) -> bool:
 def floor_warning(what: str, value: float, numerator: Mapping[str, float | None],
                   denominator: Mapping[str, float | None]) -> str:
     """The warning for a ratio below its floor, naming the meters and their energies."""
+    return (f"{what} would be {value:.6g}, below its physical floor {floor_of(what.split()[0]):g}: not published. "
+            f"{_ratio_meters(numerator, denominator)}")
+
+
+def no_denominator_warning(what: str, denominator_energy: float, numerator: Mapping[str, float | None],
+                           denominator: Mapping[str, float | None]) -> str:
+    """The warning for a ratio that cannot be known because its denominator's energy is not
+    positive (a frozen IT register, an IT sum that a subtracted meter takes to 0 or below)."""
+    return (f"{what} cannot be known: its denominator's energy is {denominator_energy:.6g}, not positive: not "
+            f"published. {_ratio_meters(numerator, denominator)}")
+
+
+def _ratio_meters(numerator: Mapping[str, float | None], denominator: Mapping[str, float | None]) -> str:
     def names(ms: Mapping[str, float | None]) -> str:
         return ", ".join(f"{m} ({'n/a' if e is None else f'{e:.6g}'})" for m, e in ms.items()) or "none"
 
-    return (f"{what} would be {value:.6g}, below its physical floor {floor_of(what.split()[0]):g}: not published. "
-            f"Numerator meters: {names(numerator)}; denominator meters: {names(denominator)}. "
+    return (f"Numerator meters: {names(numerator)}; denominator meters: {names(denominator)}. "
             f"Check these meters (a frozen or reset register, a wrong role or coefficient)")

@@ -26,8 +26,8 @@ meter needed for PUE covered. `pue_joint` divides energies restricted to the spa
 PUE meter was observed (each interval's energy in proportion to its duration inside), so a gap
 on one meter cannot bias it (docs/report-schema.md, "pue and pue_joint").
 
-A ratio below its physical floor (PUE under 1, ...: `core.energy.RATIO_FLOORS`) is null,
-with a warning naming the meters.
+A ratio below its physical floor (PUE under 1, ...: `core.energy.RATIO_FLOORS`), or whose
+denominator's energy is not positive, is null, with a warning naming the meters.
 
 PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
 ±a_i·|E_i|/100. A sum S = Σ c_i E_i is then within ±Σ a_i |c_i E_i| / 100, a relative error
@@ -213,31 +213,40 @@ def _completeness(scans: dict[str, MeterScan], members: list[str], cal: _Calenda
 
 
 class _Floors:
-    """Ratios below their physical floor (PUE under 1, ...: core.energy.RATIO_FLOORS) are null;
-    each kind (what and where) becomes one warning naming the meters of its first case, with a count."""
+    """Ratios below their physical floor (PUE under 1, ...: core.energy.RATIO_FLOORS), and ratios
+    whose denominator's energy is not positive (they cannot be known), are null; each kind (what,
+    where and why) becomes one warning naming the meters of its first case, with a count."""
 
     def __init__(self, meter_period: dict[str, float]) -> None:
         self.meter_period = meter_period
-        # what -> [count, (what, value, numerator meters' energies, denominator meters' energies) of the first]
-        self.below: dict[str, list[Any]] = {}
+        # (what, why) -> [count, (what, value, numerator meters' energies, denominator meters' energies) of the
+        # first]; value: the ratio below its floor, or the denominator's energy where it is not positive.
+        self.unpublished: dict[tuple[str, str], list[Any]] = {}
 
     def ratio(self, name: str, where: str, a: float | None, b: float | None, num: dict[str, float],
               den: dict[str, float]) -> float | None:
+        if a is not None and b is not None and b <= 0:
+            self._note(f"{name} {where}", "no_denominator", b, num, den)
+            return None
         value = _ratio(a, b)
         if not policy.below_floor(name, value):
             return value
-        seen = self.below.setdefault(f"{name} {where}", [0, None])
+        self._note(f"{name} {where}", "below_floor", value, num, den)
+        return None
+
+    def _note(self, what: str, why: str, value: float, num: dict[str, float], den: dict[str, float]) -> None:
+        seen = self.unpublished.setdefault((what, why), [0, None])
         seen[0] += 1
         if seen[1] is None:
             def energies(ms: dict[str, float]) -> dict[str, float | None]:
                 return {m: _num(self.meter_period[m]) for m in ms}
-            seen[1] = (f"{name} {where}", value, energies(num), energies(den))
-        return None
+            seen[1] = (what, value, energies(num), energies(den))
 
     def warnings(self) -> list[str]:
         out = []
-        for count, (what, value, num, den) in self.below.values():
-            w = policy.floor_warning(what, value, num, den)
+        for (_, why), (count, (what, value, num, den)) in self.unpublished.items():
+            warn = policy.floor_warning if why == "below_floor" else policy.no_denominator_warning
+            w = warn(what, value, num, den)
             out.append(w if count == 1 else f"{w} ({count} {what.split()[0]} values of this kind not published)")
         return out
 

@@ -378,6 +378,25 @@ def test_a_frozen_incomer_register_gives_no_pue_and_names_the_meters() -> None:
     assert any("(2 pue values of this kind not published)" in w for w in floor)  # the two days
 
 
+def test_a_frozen_it_register_gives_no_pue_and_says_why() -> None:
+    # The IT register froze (its energy is 0) while the incomer counted: PUE cannot be known (a
+    # division by 0). It is null, and, like a ratio below its floor, a warning names the meters
+    # (it was once null with no word).
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, None, np.full(t.size, 7e3))}
+    r = compute_report(_site(), readings, START, END)
+    assert r["it_energy_wh"] == 0.0 and r["facility_energy_wh"] == pytest.approx(7200.0)
+    assert r["pue"] is None and r["pue_joint"] is None
+    assert all(row["pue"] is None and row["pue_joint"] is None for row in r["daily"] + r["monthly"])
+    unknown = [w for w in r["warnings"] if "cannot be known" in w]
+    period = [w for w in unknown if w.startswith("pue of the period cannot be known")]
+    assert len(period) == 1 and "its denominator's energy is 0, not positive" in period[0]
+    assert "inc (7200)" in period[0] and "it1 (0)" in period[0]
+    assert any(w.startswith("pue (pue_joint) of the period cannot be known") for w in unknown)
+    assert any(w.startswith("pue of days") and "(2 pue values of this kind not published)" in w for w in unknown)
+    assert not [w for w in r["warnings"] if "physical floor" in w]
+
+
 def test_a_role_ratio_below_its_floor_is_null_and_named_in_a_warning() -> None:
     # A cooling meter wired backwards (coefficient -1 on a positive load) gives a negative CLF:
     # null, like a PUE under 1, and the warning names the meters (it was once dropped silently).
