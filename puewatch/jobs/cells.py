@@ -95,6 +95,9 @@ def cell_factors(cells: Cells) -> Factors:
         factor_out = 1 + R / E_IT
 
     so that sum(row IT x factor) = E_DC exactly; without zones, factor_out = E_DC / E_IT (the PUE).
+    A zone with no IT energy in the cell (IT_z <= 0: its boundary energy is in R) has no pPUE
+    there: its row takes factor_out, as nodes in no zone do, so a job that its meters did not see
+    still carries its share of the site's overhead (and the zone's unattributed energy is negative).
     """
     z_it, b = cells.zone_it_wh, cells.boundary_wh
     known = (np.isfinite(cells.e_dc_wh) & np.isfinite(cells.it_wh) & (cells.it_wh > 0)
@@ -104,6 +107,6 @@ def cell_factors(cells: Cells) -> Factors:
         it_out = cells.it_wh - z_it.sum(axis=0)
         rest = cells.e_dc_wh - np.where(has_it, b, 0.0).sum(axis=0) - it_out
         per_it = rest / cells.it_wh
-        zone_f = np.where(has_it & known, b / z_it + per_it, np.nan)
         out_f = np.where(known, 1.0 + per_it, np.nan)
+        zone_f = np.where(has_it & known, b / z_it + per_it, out_f)
     return Factors(known, np.vstack([z_it, it_out[None, :]]), np.vstack([zone_f, out_f[None, :]]))

@@ -231,6 +231,46 @@ def test_jobs_identities_cell_rule_green_and_carbon(site: tuple[Path, dict, Path
     assert any("1 records left out: gpu_wh negative" in w for w in doc["warnings"])
 
 
+def test_a_zone_whose_it_meters_saw_nothing_gives_its_jobs_the_sites_overhead(tmp_path: Path) -> None:
+    # In minute 20 hall-a's IT meters measured 0 (stored: the cell is known) while its cooling ran
+    # and job 11 held 5 Wh there. The zone has no pPUE in that cell (its boundary energy is in the
+    # site's overhead), so its nodes take the no-zone factor: the job still carries the overhead,
+    # the zone's unattributed energy is negative and a warning says so. (It once lost the job's
+    # energy in that cell from its facility energy, in the tenant's favour, without a word.)
+    cells = _cells(np.random.default_rng(16))
+    sub = slice(120, 126)  # minute 20's collector cells
+    cells["it"][sub] -= cells["it_a"][sub]
+    cells["e_dc"][sub] -= cells["it_a"][sub]
+    cells["b_a"][sub] -= cells["it_a"][sub]
+    cells["it_a"][sub] = 0.0
+    conf = tmp_path / "collector.toml"
+    conf.write_text(SITE.format(state=tmp_path / "state"))
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells))
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+    has_it = m["it_a"] > 0
+    rest = m["e_dc"] - np.where(has_it, m["b_a"], 0.0) - m["it_x"]  # minute 20: hall-a's boundary is overhead
+    f_x = 1 + rest / m["it"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_a = np.where(has_it, m["b_a"] / m["it_a"] + rest / m["it"], f_x)
+    f_a[16] = math.nan
+    assert not has_it[20] and has_it.sum() == 59 and np.isfinite(f_a[20])
+    ok = np.isfinite(f_a)
+    j = {j["job"]: j for j in doc["jobs"]}["11"]
+    assert j["completeness"] == pytest.approx(59 / 60)  # only minute 16, never stored, is missing
+    assert j["facility_energy_wh"] == pytest.approx(5.0 * f_a[ok].sum(), rel=1e-9)
+    hall = {z["zone"]: z for z in doc["unattributed"]["by_zone"]}["hall-a"]
+    jobs_a_wh = (4.0 + 1.0) + (2.0 + 0.5) + (1.0 + 0.5)  # jobs 11, 12 and 13 on gpu-a-1: GPU + host, a minute
+    assert hall["it_energy_wh"] == pytest.approx((m["it_a"][ok] - jobs_a_wh).sum(), rel=1e-9)
+    assert any("in 1 zone-cells the jobs' IT energy exceeds the measured IT energy" in w for w in doc["warnings"])
+    i = doc["identities"]
+    assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
+    assert i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"] == pytest.approx(i["e_dc_wh"], rel=1e-12)
+    assert i["e_dc_wh"] == pytest.approx(m["e_dc"][ok].sum(), rel=1e-12)
+
+
 def test_jobs_tenant_csv_and_text(site: tuple[Path, dict, Path]) -> None:
     conf, _cells, root = site
     doc = _doc(conf, str(root / "store.sqlite"), "--tenant", "t2")
