@@ -273,7 +273,7 @@ class Pipeline:
         self._minute_acc: dict[str, list[float]] = {}
         self._minute_end: int | None = None
         self.refused = 0  # readings out of order
-        # Ratios below their physical floor (core.energy.RATIO_FLOORS), left out: ratio -> count.
+        # Ratios below their physical floor (core.floors.RATIO_FLOORS), left out: ratio -> count.
         self.below_floor: dict[str, int] = {}
         self._floor_logged: dict[str, int] = {}  # ratio -> horizon of the last warning
         self.cells_written = 0

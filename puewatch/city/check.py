@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from puewatch.city.targets import Targets, resolve_targets
+from puewatch.core import floors
 
 _SYMBOL = {"<": "<", "<=": "≤", ">=": "≥"}
 
@@ -45,12 +47,16 @@ class RuleResult:
         }
 
 
-def fmt(x: float) -> str:
-    """A number as short as it can be without hiding a difference at the 6th significant digit."""
+def fmt(x: float, beside: float | None = None) -> str:
+    """A number as short as it can be without hiding a difference at the 6th significant digit;
+    with `beside` (the limit it is compared with), in full where six digits would show the two the
+    same although they differ ("1.3000000000000003 is not ≤ 1.3", never "1.3 is not ≤ 1.3")."""
     if isinstance(x, bool):
         return str(x).lower()
     if isinstance(x, int):
         return str(x)
+    if beside is not None and x != beside and f"{x:.6g}" == f"{beside:.6g}":
+        return repr(float(x))
     return f"{x:.6g}"
 
 
@@ -70,9 +76,47 @@ def numeric_rule(rule: str, what: str, value: Any, comparison: str, limit: Any, 
     if value is None:
         return RuleResult(rule, False, None, limit, comparison, f"{missing}; needs {what} {sym} {fmt(limit)}: fail")
     ok = compare(value, comparison, limit)
+    shown = fmt(value, limit)
     if ok:
-        return RuleResult(rule, True, value, limit, comparison, f"{what} {fmt(value)} {sym} {fmt(limit)}: pass")
-    return RuleResult(rule, False, value, limit, comparison, f"{what} {fmt(value)} is not {sym} {fmt(limit)}: fail")
+        return RuleResult(rule, True, value, limit, comparison, f"{what} {shown} {sym} {fmt(limit)}: pass")
+    return RuleResult(rule, False, value, limit, comparison, f"{what} {shown} is not {sym} {fmt(limit)}: fail")
+
+
+# A PUE and the energies it divides, as a report (and each of its months) states them.
+_ENERGIES = {"pue": ("facility_energy_wh", "it_energy_wh"),
+             "pue_joint": ("facility_energy_joint_wh", "it_energy_joint_wh")}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def impossible(row: dict[str, Any], ratio: str) -> str | None:
+    """Why the value of `ratio` (`pue`, `pue_joint`, `ref`) in `row` (a report or one of its months)
+    cannot be counted, or None: below its physical floor (a report writes null there, never such a
+    value: core.floors), or a PUE that is not the row's own facility energy over its IT energy. Such a
+    file was not made by puewatch as it stands, or was edited: a rule that reads it fails and says so."""
+    value = row.get(ratio)
+    if not _is_number(value):
+        return None
+    if floors.below_floor(ratio, value):
+        return (f"{ratio} {value!r} is below its physical floor {floors.floor_of(ratio):g}, not a possible value (a "
+                "report writes null there)")
+    if ratio in _ENERGIES:
+        f, i = (row.get(k) for k in _ENERGIES[ratio])
+        if _is_number(f) and _is_number(i) and i > 0 and not math.isclose(value, f / i, rel_tol=1e-12):
+            return f"{ratio} {value!r} is not {_ENERGIES[ratio][0]} / {_ENERGIES[ratio][1]} ({f!r} / {i!r} = {f / i!r})"
+    return None
+
+
+def _counted_rule(rule: str, what: str, row: dict[str, Any], ratio: str, comparison: str, limit: Any,
+                  missing: str) -> RuleResult:
+    """`numeric_rule` on a ratio of the report, which fails, saying why, where the value is impossible."""
+    why = impossible(row, ratio)
+    if why is not None:
+        return RuleResult(rule, False, row.get(ratio), limit, comparison,
+                          f"{why}; needs {what} {_SYMBOL[comparison]} {fmt(limit)}: fail")
+    return numeric_rule(rule, what, row.get(ratio), comparison, limit, missing)
 
 
 def _period(report: dict[str, Any]) -> str:
@@ -122,10 +166,10 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
             return RuleResult(rule, False, pue, limit, cmp_pue,
                               f"the report is interim (iPUE over {_period(report)}), not an annual PUE; "
                               f"needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
-        return numeric_rule(rule, "annual PUE" + what_basis, pue, cmp_pue, limit, no_pue)
+        return _counted_rule(rule, "annual PUE" + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_pue":
         what = "annual PUE" if report["annual"] else f"iPUE ({_period(report)})"
-        return numeric_rule(rule, what + what_basis, pue, cmp_pue, limit, no_pue)
+        return _counted_rule(rule, what + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_monthly_pue":
         return _monthly(report, cmp_pue, limit, basis)
     if rule == "max_uncertainty":
@@ -134,7 +178,7 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
                             limit, "no PUE uncertainty (a PUE meter has no declared accuracy class)" if key in report
                             else f"the report has no {key} (made by a puewatch before it was added)")
     if rule == "min_ref":
-        return numeric_rule(rule, "REF", report["ref"], ">=", limit, "no REF (no renewable energy meter)")
+        return _counted_rule(rule, "REF", report, "ref", ">=", limit, "no REF (no renewable energy meter)")
     raise ValueError(f"not a per-report rule: {rule}")
 
 
@@ -144,21 +188,28 @@ def _monthly(report: dict[str, Any], comparison: str, limit: float, basis: str =
     months = [{**m, "pue": m.get(basis)} for m in report["monthly"]]
     if not months:
         return RuleResult(rule, False, None, limit, comparison, f"the report has no monthly PUE; needs every month {sym} {fmt(limit)}: fail")
+    bad = [(m["period_start"][:7], why) for m, raw in zip(months, report["monthly"])
+           if (why := impossible(raw, basis)) is not None]
+    badly = {m for m, _ in bad}
     missing = [m["period_start"][:7] for m in months if m["pue"] is None]
     over = [(m["period_start"][:7], m["pue"]) for m in months
-            if m["pue"] is not None and not compare(m["pue"], comparison, limit)]
-    known = [m["pue"] for m in months if m["pue"] is not None]
+            if m["pue"] is not None and m["period_start"][:7] not in badly and not compare(m["pue"], comparison, limit)]
+    known = [m["pue"] for m in months if m["pue"] is not None and m["period_start"][:7] not in badly]
     highest = max(known) if known else None
-    if not missing and not over:
+    if not missing and not over and not bad:
         top = max(months, key=lambda m: m["pue"])
         return RuleResult(rule, True, highest, limit, comparison,
-                          f"{len(months)} months, highest PUE {fmt(highest)} ({top['period_start'][:7]}) {sym} {fmt(limit)}: pass")
+                          f"{len(months)} months, highest PUE {fmt(highest, limit)} ({top['period_start'][:7]}) {sym} "
+                          f"{fmt(limit)}: pass")
     parts = []
     if over:
-        listed = ", ".join(f"{m} {fmt(v)}" for m, v in over)
+        listed = ", ".join(f"{m} {fmt(v, limit)}" for m, v in over)
         parts.append(f"{len(over)} of {len(months)} months not {sym} {fmt(limit)}: {listed}")
     if missing:
         parts.append(f"{len(missing)} of {len(months)} months have no PUE: {', '.join(missing)}")
+    if bad:
+        parts.append(f"{len(bad)} of {len(months)} months have an impossible PUE: "
+                     + ", ".join(f"{m} ({why})" for m, why in bad))
     return RuleResult(rule, False, highest, limit, comparison, "; ".join(parts) + ": fail")
 
 
@@ -171,6 +222,12 @@ def main(args: argparse.Namespace) -> int:
     from puewatch.city.reportfile import load_report
 
     targets = resolve_targets(args.targets, args.preset)
+    if not targets.report_rules():
+        from puewatch.errors import UserError
+
+        # Zero rules would "pass": a city must not read that as a site meeting its targets.
+        raise UserError(f"{targets.name}: no rule here applies to one report (only city-level rules: "
+                        f"{', '.join(targets.city_rules())}); check them over all reports with `puewatch city`")
     report = load_report(args.report)
     signature = None
     if args.pubkeys:

@@ -32,6 +32,7 @@ from typing import Any
 from puewatch.city.check import RuleResult, check_report, numeric_rule
 from puewatch.city.reportfile import load_report
 from puewatch.city.targets import Targets, resolve_targets
+from puewatch.core import floors
 from puewatch.signing import Verification, verify_report
 from puewatch.spoolfiles import write_file
 
@@ -132,6 +133,13 @@ def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool) -> WeightedP
             out.excluded.append({"site": row.site, "report": row.path, "reason": "facility or IT energy unknown (null)"})
         elif r["it_energy_wh"] <= 0:
             out.excluded.append({"site": row.site, "report": row.path, "reason": "IT energy is zero"})
+        elif floors.below_floor("pue", r["facility_energy_wh"] / r["it_energy_wh"]):
+            # Facility energy below IT energy: impossible, so the report publishes no PUE, and its
+            # energies cannot count towards the city's either (they would pull it down).
+            value = r["facility_energy_wh"] / r["it_energy_wh"]
+            out.excluded.append({"site": row.site, "report": row.path,
+                                 "reason": f"facility energy / IT energy is {value:.6g}, below the physical floor "
+                                           f"{floors.floor_of('pue'):g} of a PUE (the report publishes no PUE)"})
         else:
             out.facility_energy_wh += r["facility_energy_wh"]
             out.it_energy_wh += r["it_energy_wh"]

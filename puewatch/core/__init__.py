@@ -7,7 +7,8 @@
   protocol only on the wire);
 - `timefmt`: time in int64 ns and RFC 3339, the one format and parser;
 - `energy`: how a meter's register readings become interval energies (the register-energy
-  policy: power limit, wrap or reset, impossible jumps) and the physical floors of ratios.
+  policy: power limit, wrap or reset, impossible jumps) and the physical floors of ratios
+  (`floors`, which the report readers `check` and `city` use without the kernels).
 
 The live pipeline (`puewatch collector`), the reports (`report`, `export`, `recompute`), the
 demo and the benchmarks import these; none rebuilds them.

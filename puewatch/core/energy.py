@@ -72,6 +72,7 @@ import numpy as np
 from puewatch import kernels as k
 from puewatch.core.timefmt import HOUR, MINUTE, NS, format_time
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
+from puewatch.core.floors import RATIO_FLOORS, below_floor, floor_of  # noqa: F401 (the floors, for this module's users)
 
 DERIVED_LIMIT_FACTOR = 4.0
 RATED_LIMIT_FACTOR = 2.0
@@ -84,18 +85,6 @@ JOULES_PER_WH = 3600.0
 
 OUTCOMES = ("counted", "wrap", "reset", "jump", "missing")
 
-# The lowest value each ratio can physically take.
-RATIO_FLOORS: dict[str, float] = {
-    "pue": 1.0,
-    "ppue": 1.0,
-    "clf": 0.0,
-    "plf": 0.0,
-    "cop": 0.0,
-    "erf": 0.0,
-    "ref": 0.0,
-    "wue": 0.0,
-    "gpu_it_share": 0.0,
-}
 
 
 @dataclass(frozen=True)
@@ -283,15 +272,6 @@ def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_w
         dt_s = (int(t_ns[i + 1]) - int(t_ns[i])) / NS
         out.append((int(t_ns[i]), int(t_ns[i + 1]), inc * JOULES_PER_WH / dt_s))
     return out
-
-
-def floor_of(ratio: str) -> float:
-    """The physical floor of a ratio by its name (`pue`, `zone:hall-a:ppue`, `clf`, ...)."""
-    return RATIO_FLOORS[ratio.rsplit(":", 1)[-1]]
-
-
-def below_floor(ratio: str, value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value < floor_of(ratio)
 
 
 def floor_warning(what: str, value: float, numerator: Mapping[str, float | None],

@@ -26,7 +26,7 @@ meter needed for PUE covered. `pue_joint` divides energies restricted to the spa
 PUE meter was observed (each interval's energy in proportion to its duration inside), so a gap
 on one meter cannot bias it (docs/report-schema.md, "pue and pue_joint").
 
-A ratio below its physical floor (PUE under 1, ...: `core.energy.RATIO_FLOORS`), or whose
+A ratio below its physical floor (PUE under 1, ...: `core.floors.RATIO_FLOORS`), or whose
 denominator's energy is not positive, is null, with a warning naming the meters.
 
 PUE uncertainty (worst case, first order): a meter of accuracy class a % reads E_i within
@@ -213,7 +213,7 @@ def _completeness(scans: dict[str, MeterScan], members: list[str], cal: _Calenda
 
 
 class _Floors:
-    """Ratios below their physical floor (PUE under 1, ...: core.energy.RATIO_FLOORS), and ratios
+    """Ratios below their physical floor (PUE under 1, ...: core.floors.RATIO_FLOORS), and ratios
     whose denominator's energy is not positive (they cannot be known), are null; each kind (what,
     where and why) becomes one warning naming the meters of its first case, with a count."""
 

@@ -69,6 +69,49 @@ def test_monthly_every_entry():
     assert not empty.passed and "no monthly PUE" in empty.evidence
 
 
+def test_an_impossible_pue_fails_and_says_why():
+    # puewatch never publishes a PUE below 1 (null there) nor one that is not its own energies' ratio:
+    # a file that holds one was made otherwise or edited, and no rule passes on it.
+    low = one({"max_pue": 1.3}, make_report(facility_energy_wh=None, pue=0.9))
+    assert not low.passed and low.value == 0.9
+    assert low.evidence == ("pue 0.9 is below its physical floor 1, not a possible value (a report writes null there); "
+                            "needs annual PUE ≤ 1.3: fail")
+    edited = one({"max_annual_pue": 1.3}, make_report(pue=1.2))  # its energies give 1.27
+    assert not edited.passed
+    assert edited.evidence.startswith("pue 1.2 is not facility_energy_wh / it_energy_wh (1270000.0 / 1000000.0 = 1.27)")
+    joint = make_report()
+    joint.update(pue_joint=1.1, facility_energy_joint_wh=1_270_000.0, it_energy_joint_wh=1_000_000.0)
+    res = one({"max_pue": 1.3, "pue_basis": "pue_joint"}, joint)
+    assert not res.passed and res.evidence.startswith("pue_joint 1.1 is not facility_energy_joint_wh")
+    ref = one({"min_ref": 0.1}, make_report(ref=-0.2))
+    assert not ref.passed and ref.evidence.startswith("ref -0.2 is below its physical floor 0")
+    months = make_report(monthly_pue=[1.2] * 12)
+    months["monthly"][3]["pue"] = 0.95  # below 1, and not its month's energies' ratio either
+    res = one({"max_monthly_pue": 1.35}, months)
+    assert not res.passed and res.evidence == (
+        "1 of 12 months have an impossible PUE: 2025-04 (pue 0.95 is below its physical floor 1, not a possible "
+        "value (a report writes null there)): fail")
+
+
+def test_evidence_never_shows_a_value_and_its_limit_the_same_when_they_differ():
+    report = make_report(facility_energy_wh=1_300_000.0000000002)
+    assert report["pue"] != 1.3 and f"{report['pue']:.6g}" == "1.3"
+    res = one({"max_pue": 1.3}, report)
+    assert not res.passed and res.evidence == f"annual PUE {report['pue']!r} is not ≤ 1.3: fail"
+    months = [1.2] * 11 + [report["pue"]]
+    res = one({"max_monthly_pue": 1.3}, make_report(monthly_pue=months))
+    assert f"1 of 12 months not ≤ 1.3: 2025-12 {report['pue']!r}" in res.evidence
+    assert one({"max_pue": 1.31}, report).evidence == "annual PUE 1.3 ≤ 1.31: pass"
+
+
+def test_targets_with_only_city_rules_are_not_a_pass_of_one_report(tmp_path):
+    report = write_json(tmp_path / "r.json", make_report())
+    out = run_cli("check", report, "--preset", "green-2024")
+    assert out.returncode == 2 and out.stdout == ""
+    assert "no rule here applies to one report (only city-level rules: max_city_pue)" in out.stderr
+    assert "puewatch city" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("rules", "report_kw", "passed", "evidence"),
     [

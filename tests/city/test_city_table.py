@@ -103,7 +103,11 @@ def test_without_keys_nothing_is_verified(city):
     (city_rule,) = res.city_results
     assert city_rule.passed and city_rule.value == pytest.approx(ALL_PUE)
     assert "over all reports" in city_rule.evidence
-    assert all(r.passed for r in res.rows) and res.passed
+    # Nothing verified, yet beta's edit after signing shows: its PUE is not its energies' ratio.
+    assert {r.site for r in res.rows if not r.passed} == {"beta"} and not res.passed
+    (beta,) = [r for r in res.rows if r.site == "beta"]
+    assert beta.reasons == ["max_annual_pue: pue 1.2 is not facility_energy_wh / it_energy_wh (2300000.0 / 2000000.0 "
+                            "= 1.15); needs annual PUE ≤ 1.5: fail"]
 
 
 def test_require_signature_and_missing_energy(city, tmp_path):
@@ -122,6 +126,16 @@ def test_require_signature_and_missing_energy(city, tmp_path):
     assert out.weighted_all.pue == pytest.approx(1.2)
     assert out.weighted_all.excluded == [{"site": "zeta", "report": "zeta.json",
                                           "reason": "facility or IT energy unknown (null)"}]
+    # Facility energy below IT energy: the report publishes no PUE, and its energies would pull the
+    # city's down (here from a FAIL at 1.5, against green-2024's "< 1.5", to a pass): left out, with the reason.
+    big = make_report("big", facility_energy_wh=1_500_000.0, it_energy_wh=1_000_000.0)
+    low = make_report("low", facility_energy_wh=900_000.0, it_energy_wh=1_000_000.0, pue=None)
+    out = evaluate_city([("big.json", big), ("low.json", low)], targets_from_dict({"preset": "green-2024"}), None)
+    assert out.weighted_all.pue == 1.5 and out.weighted_all.included == ["big (big.json)"]
+    assert out.weighted_all.excluded == [{"site": "low", "report": "low.json",
+                                          "reason": "facility energy / IT energy is 0.9, below the physical floor 1 "
+                                                    "of a PUE (the report publishes no PUE)"}]
+    assert not out.city_results[0].passed
 
 
 def test_html_is_self_contained_and_escaped(city):
