@@ -73,6 +73,14 @@ def green_share_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
     if green is None and share is None:
         return RuleResult("green_share", True, None, None, None,
                           "the statement claims no green energy (null): nothing to check: pass")
+    if green == 0 and fac == 0 and share is None:
+        # No facility-inclusive energy (a tenant whose records hold 0 Wh): no green energy, no share to weigh;
+        # the entries it names must still be the report's.
+        problems = _entry_problems(s, report)
+        head = "the statement has no facility-inclusive energy and claims no green energy"
+        if problems:
+            return RuleResult("green_share", False, None, None, None, f"{head}; " + "; ".join(problems) + ": fail")
+        return RuleResult("green_share", True, None, None, None, f"{head}: nothing to check: pass")
     if green is None or fac is None or fac <= 0:
         return RuleResult("green_share", False, share, None, "==", f"green share {share} with green energy {green} "
                           f"and facility-inclusive energy {fac}: a share needs both: fail")

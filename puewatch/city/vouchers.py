@@ -100,6 +100,13 @@ def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
     site, _fac, _it, why = site_pue_over_days(report, s["days"])
     stated = s["pue"]
     days = f"{len(s['days'])} day(s)"
+    if not s["days"]:
+        # No IT energy in a known cell (a tenant whose records hold 0 Wh): no day to weigh a PUE over.
+        if stated is None:
+            return RuleResult("pue", True, None, None, "==", "the statement has no day with IT energy in a known "
+                              "cell and states no site PUE: nothing to check: pass")
+        return RuleResult("pue", False, stated, None, "==", f"the statement states a site PUE {fmt(stated)} over no "
+                          "day with IT energy: fail")
     if site is None:
         return RuleResult("pue", False, stated, None, "==", f"the site's PUE over the statement's {days} is "
                           f"unknown: {why}: fail")

@@ -112,7 +112,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     it = ledger.it_wh
     res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
                         cells.cell_ns, f.factor, green_frac, carbon_per_wh)
-    jobs, tenants = _group(ledger, res, tenant, carbon_ok)
+    jobs, tenants = _group(ledger, res, _in_known_cells(ledger, cells, f.known), tenant, carbon_ok)
     unknown = sorted({ledger.nodes[n] for n in np.unique(ledger.node[ledger.host_unknown]).tolist()})
     if unknown:
         n_jobs = sum(1 for j in jobs if j["host_unknown_share"])
@@ -175,7 +175,20 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     return Attribution(jobs, tenants, unattributed, identities, site_row, warnings)
 
 
-def _sums(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> dict[str, np.ndarray]:
+def _in_known_cells(ledger: Ledger, cells: Cells, known: np.ndarray) -> np.ndarray:
+    """Per record, whether its interval (end - interval_s, end] overlaps a known cell: its energy there,
+    0 included, is then known (a record of 0 Wh in a known cell has facility energy 0, not none)."""
+    t0, cell, n = cells.t0_ns, cells.cell_ns, cells.n
+    start, end = ledger.end_ns - ledger.interval_ns, ledger.end_ns
+    # Cell c, (t0 + c cell, t0 + (c + 1) cell], meets (start, end] for c from floor((start - t0) / cell)
+    # to ceil((end - t0) / cell) - 1.
+    c0 = np.clip((start - t0) // cell, 0, n)
+    c1 = np.clip(-((t0 - end) // cell), 0, n)  # one past the last
+    known_before = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
+    return (c0 < c1) & (known_before[c1] > known_before[c0])
+
+
+def _sums(ledger: Ledger, res: k.CellShares, in_known: np.ndarray, codes: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """The plain group-by: per code, the sums every row is built from."""
     inside = res.in_period
     gpu_rec = ledger.gpu_model >= 0
@@ -194,12 +207,15 @@ def _sums(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> dict[
         "reserved_idle_wh": s(np.where(ledger.reserved_idle, gpu_wh, 0.0)),
         "gpu_s": s(np.where(gpu_rec, ledger.interval_ns / NS * ledger.share * inside, 0.0)),
         "held_s": s(held_s), "host_unknown_s": s(np.where(ledger.host_unknown, held_s, 0.0)),
+        "in_known": s(in_known.astype(np.float64)),
     }
 
 
 def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon_ok: bool) -> dict[str, Any]:
     it = sums["gpu_wh"][i] + sums["host_wh"][i]
     cov, fac = sums["covered_it_wh"][i], sums["facility_wh"][i]
+    # Known where a record of it overlaps a known cell (a cell with a factor), whatever its energy there.
+    known = sums["in_known"][i] > 0
     return {
         "gpu_hours": float(sums["gpu_s"][i] / 3600.0),
         "gpu_hours_by_model": by_model,
@@ -207,7 +223,7 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "host_energy_wh": float(sums["host_wh"][i]),
         "it_energy_wh": float(it),
         # Over the cells with a factor only: null when none of its cells has one.
-        "facility_energy_wh": float(fac) if cov > 0 else None,
+        "facility_energy_wh": float(fac) if known else None,
         "pue": _ratio(fac, cov),
         "completeness": _ratio(cov, it) if it > 0 else None,
         "estimated_share": _ratio(sums["estimated_wh"][i], it),
@@ -216,9 +232,9 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "host_unknown_share": _ratio(sums["host_unknown_s"][i], sums["held_s"][i]),
         "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
         "shared_records": int(sums["shared"][i]),
-        "green_energy_wh": float(sums["green_wh"][i]) if cov > 0 else None,
+        "green_energy_wh": float(sums["green_wh"][i]) if known else None,
         "green_share": _ratio(sums["green_wh"][i], fac),
-        "carbon_kg": float(sums["carbon_kg"][i]) if cov > 0 and carbon_ok else None,
+        "carbon_kg": float(sums["carbon_kg"][i]) if known and carbon_ok else None,
         "records": int(sums["records"][i]),
     }
 
@@ -232,10 +248,10 @@ def _by_model(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> l
     return [{ledger.gpu_models[j]: float(hours[i, j]) for j in np.flatnonzero(hours[i] > 0)} for i in range(n)]
 
 
-def _group(ledger: Ledger, res: k.CellShares, tenant: str | None, carbon_ok: bool
+def _group(ledger: Ledger, res: k.CellShares, in_known: np.ndarray, tenant: str | None, carbon_ok: bool
            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     n_jobs = len(ledger.jobs)
-    sums = _sums(ledger, res, ledger.job, n_jobs)
+    sums = _sums(ledger, res, in_known, ledger.job, n_jobs)
     models = _by_model(ledger, res, ledger.job, n_jobs)
     jobs = [{"job": job, "tenant": ten, **_row(sums, i, models[i], carbon_ok)}
             for i, (ten, job) in enumerate(ledger.jobs) if tenant is None or ten == tenant]
@@ -243,7 +259,7 @@ def _group(ledger: Ledger, res: k.CellShares, tenant: str | None, carbon_ok: boo
     t_code = {t: i for i, t in enumerate(names)}
     job_tenant = np.array([t_code[t] for t, _ in ledger.jobs] or [0], np.int64)
     codes = job_tenant[ledger.job] if len(ledger) else ledger.job.astype(np.int64)
-    t_sums = _sums(ledger, res, codes, len(names))
+    t_sums = _sums(ledger, res, in_known, codes, len(names))
     t_models = _by_model(ledger, res, codes, len(names))
     tenants = [{"tenant": t, "jobs": sum(1 for jt, _ in ledger.jobs if jt == t), **_row(t_sums, i, t_models[i], carbon_ok)}
                for i, t in enumerate(names) if tenant is None or t == tenant]

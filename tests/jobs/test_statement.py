@@ -413,3 +413,58 @@ def test_carbon_over_a_new_year_takes_each_years_factor(site: dict) -> None:
     del s["days"][0]["green_energy_wh"]
     r = carbon_rule(s, report)
     assert not r.passed and "its days span 2025..2026 and carry no green energy per day" in r.evidence
+
+
+def test_a_tenant_whose_records_hold_no_energy_has_zero_figures_and_a_statement_that_passes(tmp_path: Path) -> None:
+    # Tenant t0's records, in known cells, hold 0 Wh: its facility energy, green energy and carbon
+    # (the factor exists) are 0, not null ("unknown", or "no emission factor"), and its honest
+    # statement, with no day of IT energy, passes the city's checks (it failed the pue rule: "the
+    # site's PUE over the statement's 0 day(s) is unknown"). Job 17 (tenant t9) has energy only in
+    # minute 16, whose cell was never stored: its figures are unknown (null).
+    cells = _cells(np.random.default_rng(16))
+    extra = []
+    for m in range(1, 61):
+        extra.append(encode_point("job_ledger", {"node": "gpu-a-2", "gpu": "0", "slot": "0"},
+                                  {"job": "16", "tenant": "t0", "source": "static", "gpu_model": "NVIDIA H100 80GB HBM3",
+                                   "interval_s": 60.0, "gpu_wh": 0.0, "host_wh": 0.0}, T0 + m * 60 * 10**9))
+    extra.append(encode_point("job_ledger", {"node": "gpu-x-2", "gpu": "0", "slot": "0"},
+                              {"job": "17", "tenant": "t9", "source": "static", "gpu_model": "NVIDIA H100 80GB HBM3",
+                               "interval_s": 60.0, "gpu_wh": 3.0, "host_wh": 0.0}, T0 + 17 * 60 * 10**9))
+    conf = tmp_path / "collector.toml"
+    conf.write_text(SITE.format(state=tmp_path / "state"))
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells))
+    store.write(_registers(cells))
+    store.write("\n".join(extra).encode() + b"\n")
+    store.close()
+    (tmp_path / "carbon.toml").write_text(CARBON)
+    keys = tmp_path / "keys"
+    assert cli("keys", "new", "--out", keys, "--name", "site").returncode == 0
+    common = ("--config", conf, "--store", tmp_path / "store.sqlite", *PERIOD)
+    r = cli("jobs", *common, "--carbon", tmp_path / "carbon.toml", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    tenants = {t["tenant"]: t for t in doc["tenants"]}
+    t0 = tenants["t0"]
+    assert t0["it_energy_wh"] == 0.0 and t0["records"] == 60
+    assert (t0["facility_energy_wh"], t0["green_energy_wh"], t0["carbon_kg"]) == (0.0, 0.0, 0.0)
+    assert t0["pue"] is None and t0["completeness"] is None  # ratios over no energy: unknown
+    t9 = tenants["t9"]
+    assert t9["it_energy_wh"] == 3.0 and t9["completeness"] == 0.0
+    assert (t9["facility_energy_wh"], t9["green_energy_wh"], t9["carbon_kg"]) == (None, None, None)
+    r = cli("report", *common, "--json", "--sign", keys / "site.key", "--carbon", tmp_path / "carbon.toml",
+            "-o", tmp_path / "report.json")
+    assert r.returncode == 0, r.stderr
+    r = cli("statement", *common, "--tenant", "t0", "--sign", keys / "site.key", "--report", tmp_path / "report.json",
+            "--carbon", tmp_path / "carbon.toml", "--out", tmp_path / "t0.json")
+    assert r.returncode == 0, r.stderr
+    statement = json.loads((tmp_path / "t0.json").read_text())
+    assert statement["days"] == [] and statement["pue"] is None and statement["carbon_kg"] == 0.0
+    r = cli("city", tmp_path / "report.json", "--pubkeys", keys, "--json", "--statements", tmp_path / "t0.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = json.loads(r.stdout)["vouchers"]["statements"]
+    rules = {x["rule"]: x for x in row["rules"]}
+    assert all(x["passed"] for x in row["rules"]), row
+    assert rules["pue"]["evidence"] == ("the statement has no day with IT energy in a known cell and states no site "
+                                        "PUE: nothing to check: pass")
+    assert "no emission factor" not in rules["carbon"]["evidence"]
