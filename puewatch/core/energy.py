@@ -70,9 +70,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from puewatch import kernels as k
+from puewatch.core.floors import RATIO_FLOORS, below_floor, floor_of  # noqa: F401 (re-exported: the floors' one place)
 from puewatch.core.timefmt import HOUR, MINUTE, NS, format_time
 from puewatch.kernels.flags import FLAG_BAD_TIME, FLAG_JUMP, FLAG_MISSING, FLAG_RESET, FLAG_WRAP
-from puewatch.core.floors import RATIO_FLOORS, below_floor, floor_of  # noqa: F401 (the floors, for this module's users)
 
 DERIVED_LIMIT_FACTOR = 4.0
 RATED_LIMIT_FACTOR = 2.0
@@ -84,7 +84,6 @@ HOUR_MIN_COVERED = 0.5
 JOULES_PER_WH = 3600.0
 
 OUTCOMES = ("counted", "wrap", "reset", "jump", "missing")
-
 
 
 @dataclass(frozen=True)
