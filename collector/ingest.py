@@ -903,9 +903,12 @@ class IngestServer:
             result = self.parser.parse(body, precision, req.received_ns)
         except ValueError as exc:  # pragma: no cover - precision checked above
             raise _Reply(400, str(exc)) from None
-        refused = self.scopes.refusal(agent, result.series) if result.lines else None
+        # Every line whose series could be read counts, refused for its time or type or not: a line
+        # out of scope refuses the body whole (403), never a partial write that keeps the rest.
+        refused = self.scopes.refusal(agent, result.series) if result.series else None
         if refused is not None:
-            self._forbid(agent, result.lines, *refused)
+            well_formed = result.lines + result.time_refused + result.store_refused
+            self._forbid(agent, well_formed, well_formed + result.error_count, *refused)
         if result.lines:
             self.received_ns = req.received_ns
             try:
@@ -948,9 +951,10 @@ class IngestServer:
         await self._send(writer, 204, keep=req.keep_alive)
         return req.keep_alive
 
-    def _forbid(self, agent: str, lines: int, why: str, series: int) -> None:
-        """Refuse the whole body: 403 naming the first series out of scope; counted, logged (rate-limited)."""
-        self.stats.scope_refused_lines += lines
+    def _forbid(self, agent: str, well_formed: int, lines: int, why: str, series: int) -> None:
+        """Refuse the whole body (`lines` lines, `well_formed` of them readable): 403 naming the first
+        series out of scope; counted, logged (rate-limited)."""
+        self.stats.scope_refused_lines += well_formed
         more = f" (and {series - 1} more series out of scope)" if series > 1 else ""
         message = f"{why}{more}; nothing of this request was stored ({lines} line(s))"
         now = time.monotonic()

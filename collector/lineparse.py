@@ -106,8 +106,10 @@ class ParseResult:
     points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
     time_refused: int = 0  # well-formed lines refused for a time too far from the clock (see TimeWindow)
     store_refused: int = 0  # well-formed lines the store would refuse: field type, unsigned, key length
-    # (measurement, tags) of the series of the good lines, each at least once: what a writer's
-    # scope is checked against (collector.scopes), without a pass over the lines of its own.
+    # (measurement, tags) of the series of every line whose series could be read, each at least
+    # once: the good lines and those refused for their time, a field's type or a key's length.
+    # What a writer's scope is checked against (collector.scopes), without a pass over the lines
+    # of its own: a line out of scope refuses the body whole, whatever else is wrong with it.
     series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     # (first, last) physical line numbers (1-based) of every line refused, malformed or unstorable:
     # all of them, where `errors` keeps the first MAX_ERRORS texts.
@@ -859,7 +861,7 @@ class LineParser:
         series = self._series
         line_re = _LINE_RE.fullmatch
         changed = False  # whether the body must be rebuilt from `out`
-        seen: dict[bytes, tuple[str, dict[str, str]]] = {}  # fast-path series keys of good lines
+        seen: dict[bytes, tuple[str, dict[str, str]]] = {}  # fast-path series keys of lines read (see `series`)
         slow_series: list[tuple[str, dict[str, str]]] = []
 
         refused: list[tuple[int, int]] = []
@@ -908,6 +910,7 @@ class LineParser:
                 key, ts = m.group(1, 2)
                 info = series.get(key) or self._series_info(key)
                 if type(info) is not str:
+                    seen[key] = info  # the series is read: its scope counts, whatever follows
                     end = len(line) if ts is None else m.start(2) - 1  # the field set's end, before any rewrite
                     if ts is None:
                         time_ns = now_ns
@@ -939,7 +942,6 @@ class LineParser:
                         changed = True
                         continue
                     out.append(line)
-                    seen[key] = info
                     if info[0] in subscribed:
                         wanted_fields = needles[info[0]]
                         if wanted_fields is None or any(n in line for n in wanted_fields):
@@ -970,6 +972,7 @@ class LineParser:
             if fault is not None:
                 fail(text, fault, where)
                 continue
+            slow_series.append((measurement, tags))  # read: its scope counts, whatever follows
             time_ns = now_ns if ts is None else ts * unit
             if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
                 fail(text, _RANGE_ERROR, where)
@@ -982,7 +985,6 @@ class LineParser:
             if unstorable(text, measurement, _key_bytes(text), {k: kind_of(v) for k, v in fields.items()}, where):
                 continue
             out.append(text[:end_fields] + b" " + str(time_ns).encode())
-            slow_series.append((measurement, tags))
             if measurement in subscribed:
                 p = Point(measurement, tags, fields, time_ns)
                 if self._carries(p):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 
 import pytest
 from ingest_support import RecordingSink, write_tokens
@@ -127,6 +128,31 @@ def test_escaped_and_slow_path_lines_are_checked_too(scoped):
     assert re.search(r"\(2 line\(s\)\)$", doc["message"])
     assert write(scoped.port, "node-a", 'gpu_info,gpu=0,node=node-a name="H100"\n')[0] == 204
     assert len(scoped.sink.calls) == 1
+
+
+def test_a_forged_line_refused_for_something_else_still_refuses_the_body(scoped):
+    # A forged line that is also refused for its time (an hour ahead of the clock), or that the store
+    # would refuse (a field of another type), is read all the same: its series is out of scope, so the
+    # body is refused whole (403), where a partial write (400) kept the writer's good line.
+    ahead = time.time_ns() + 3600 * 10**9
+    bodies = [
+        f"gpu_power,gpu=0,node=node-b,uuid=GPU-2 power_average_w=999 {ahead}\n",
+        f"gpu_power,gpu=0,node=node-b,uuid=GPU-2 power_average_w=999 {T}\n"
+        f'gpu_power,gpu=0,node=node-b,uuid=GPU-2 power_average_w="text" {T + 1}\n',
+        f'gpu_info,gpu=0,node=node\\ b name="x" {ahead}\n',  # the slow path's
+    ]
+    for forged in bodies:
+        status, doc = write(scoped.port, "node-a", GPU_A + forged)
+        assert status == 403 and "'node-a' may not write gpu_" in doc["message"], doc
+        assert doc["message"].endswith(f"({1 + forged.count(chr(10))} line(s))")
+    assert scoped.sink.calls == [] and scoped.stats.requests[403] == len(bodies)
+    # The request's lines, malformed ones included, in the message; the readable ones counted.
+    status, doc = write(scoped.port, "node-a", GPU_A + GPU_B + "gpu_power,node=node-a power_average_w=\n")
+    assert status == 403 and doc["message"].endswith("nothing of this request was stored (3 line(s))")
+    assert scoped.stats.scope_refused_lines == 2 + 3 + 2 + 2  # the bodies above, malformed lines not counted
+    # Only a line whose series cannot be read at all leaves the rest a partial write.
+    status, doc = write(scoped.port, "node-a", GPU_A + "gpu_power,node=node-b,=x power_average_w=1\n")
+    assert status == 400 and doc["message"].startswith("partial write: unable to parse")
 
 
 def test_many_series_out_of_scope_are_counted(scoped):
