@@ -37,7 +37,7 @@ import numpy as np
 from puewatch.collector.snmp import profiles as pf
 from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
-from puewatch.collector.snmp.validate import Refusal, check_value
+from puewatch.collector.snmp.validate import Refusal, check_value, number_of
 from puewatch.errors import ConfigError
 
 log = logging.getLogger("puewatch.collector.snmp")
@@ -86,15 +86,8 @@ class _Row:
 
 def _number(raw: Value) -> float | None:
     """A raw value as a number (NaN and infinities included: `check_value` refuses them), or None
-    (absent, or text that is not a number)."""
-    if raw is None:
-        return None
-    if isinstance(raw, int):
-        return float(raw)
-    try:
-        return float(raw.strip())
-    except ValueError:
-        return None
+    (absent, or text that is not a number: `validate.number_of`)."""
+    return number_of(raw)[0]
 
 
 def _int(raw: Value) -> int | None:
@@ -255,11 +248,13 @@ class Meter:
         by_key: dict[str, list[Reading]] = {}
         for row, raw, valid in zip(self.rows, raws, valids):
             spec = row.spec
-            x = _number(raw)
+            x, refused = number_of(raw)
             if raw is None and row.index:
                 self._rediscover = True  # a row vanished: walk the table again next time
-            refused = None
-            if x is None:
+            if refused is not None:
+                value = NAN  # text that is not a number: an impossible value, not an absent row
+                self._log_refusal(row, raw, refused)
+            elif x is None:
                 value = NAN
             elif spec.valid_if is not None and valid is not None and not spec.valid_if.keeps(_int(valid)):
                 # (An agent without the column at all (no such object) says nothing about the

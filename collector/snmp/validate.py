@@ -2,6 +2,9 @@
 
 A value an agent answers is refused (the reading is missing, NaN, never a number) when
 
+- ``not_a_number``: it is text that is not a decimal number ("abc", "", "2,000", an
+  IpAddress's octets): the object answered something, but not a value, which is not the same
+  as an absent row (noSuchInstance), so a total over the rows cannot be known either;
 - ``non_finite``: it is not a finite number (text "nan", "inf"), or scaling made it so;
 - ``unavailable``: it is the vendor's "not available" filler that the profile declares
   (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...);
@@ -19,12 +22,18 @@ fillers); this module is the only place that applies it, for the poller and for
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
-REASONS = ("non_finite", "unavailable", "negative", "out_of_range")
+REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range")
+
+# Text an agent may answer for a number (a DisplayString data point, a string-typed column): a
+# decimal number in ASCII, with an optional exponent, or a word for a non-finite one (refused
+# as such). Not Python's float() grammar, which also takes "1_000" and other scripts' digits.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE | re.ASCII)
 
 #: Units of readings that cannot be negative.
 NON_NEGATIVE_UNITS = frozenset({"W", "VA", "Wh", "VAh"})
@@ -41,7 +50,22 @@ class Refusal:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.0f}" if x == int(x) and abs(x) < 1e16 else f"{x:.6g}"
+    # Whole numbers in full, others as short as they round-trip: "4294967295.5", never "4.29497e+09",
+    # which would read as inside a range it lies outside.
+    return f"{x:.0f}" if x == int(x) and abs(x) < 1e16 else repr(x)
+
+
+def number_of(raw: int | str | None) -> tuple[float | None, Refusal | None]:
+    """The number an agent answered: (float, None); (None, None) for no value (absent: noSuchObject,
+    noSuchInstance, endOfMibView); (None, why) for text that is not a number."""
+    if raw is None:
+        return None, None
+    if isinstance(raw, int):
+        return float(raw), None
+    text = raw.strip()
+    if _DECIMAL.fullmatch(text):
+        return float(text), None
+    return None, Refusal("not_a_number", f"not a number: {raw[:40]!r}")
 
 
 def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Refusal | None]:

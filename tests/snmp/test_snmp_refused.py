@@ -70,6 +70,33 @@ def eaton_unavailable() -> str:
     })
 
 
+def ups_text_rows() -> str:
+    # UPS-MIB upsOutputPower answered as text on four of six lines (string-typed, or an IpAddress): what
+    # is not a decimal number is an impossible value, not an absent row. Text that is a number counts.
+    return recording("1.3.6.1.4.1.5491.308", {
+        f"{UPS}.4.4.1.4.1": (INT, 1000),
+        f"{UPS}.4.4.1.4.2": (STR, "abc"),
+        f"{UPS}.4.4.1.4.3": (STR, ""),
+        f"{UPS}.4.4.1.4.4": (64, "1.2.3.4"),
+        f"{UPS}.4.4.1.4.5": (STR, "2,000"),
+        f"{UPS}.4.4.1.4.6": (STR, " 42 "),
+        f"{UPS}.3.3.1.5.1": (STR, "1_000"),
+        f"{UPS}.3.3.1.5.2": (STR, "1.5e3"),
+    })
+
+
+def raritan_out_of_range() -> str:
+    # PDU-MIB (Raritan PX1): inletActivePower is a Watts (Unsigned32): a Counter64 9999999999 is past it;
+    # inletActiveEnergy (WattHours, Unsigned32) as the text "4294967295.5", just past its top.
+    R = "1.3.6.1.4.1.13742.4.1"
+    return recording("1.3.6.1.4.1.13742.4.1", {
+        f"{R}.20.2.1.9.1": (GAUGE, 4294967295),
+        f"{R}.20.2.1.9.2": (70, 9999999999),
+        f"{R}.20.2.1.12.1": (GAUGE, 4294967295),
+        f"{R}.20.2.1.12.2": (STR, "4294967295.5"),
+    })
+
+
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     work = tmp_path_factory.mktemp("refused")
@@ -78,6 +105,8 @@ def agents(tmp_path_factory):
     (data / "ups.snmprec").write_text(ups_negative_lines())
     (data / "sentry3.snmprec").write_text(sentry3_filler())
     (data / "eaton.snmprec").write_text(eaton_unavailable())
+    (data / "text.snmprec").write_text(ups_text_rows())
+    (data / "raritan.snmprec").write_text(raritan_out_of_range())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -127,6 +156,38 @@ def test_probe_vendor_fillers_and_narrow_mib_ranges(agents):
     assert eaton["unit0_input1_active_power"]["refused"] == "raw -5000 means 'not available' (profile: missing_below = 0)"
     # A declared filler is 'no value' (as an absent row): the total is the rows that have one.
     assert eaton["total_active_power"]["value"] == 700.0
+
+
+def test_text_that_is_not_a_number_is_refused_and_the_total_is_missing(agents):
+    # Once left out of the total like an absent row: five lines of load read as the one that answered
+    # a number (1000 W), with nothing said.
+    out = {x["name"]: x for x in probe_json(agents, "text")["readings"]}
+    assert out["output_line1_active_power"]["value"] == 1000.0
+    for line, raw in [(2, "abc"), (3, ""), (5, "2,000")]:
+        r = out[f"output_line{line}_active_power"]
+        assert r["value"] is None and r["refused"] == f"not a number: {raw!r}", r
+    assert out["output_line4_active_power"]["refused"].startswith("not a number: ")  # an IpAddress's octets
+    assert out["output_line6_active_power"]["value"] == 42.0 and "refused" not in out["output_line6_active_power"]
+    assert out["total_active_power"]["value"] is None
+    assert out["input_line1_active_power"]["refused"] == "not a number: '1_000'"  # Python's float() took it
+    assert out["input_line2_active_power"]["value"] == 1500.0
+
+
+def test_raritan_power_has_its_mibs_range_and_a_refusal_shows_the_raw_value_in_full(agents):
+    out = {x["name"]: x for x in probe_json(agents, "raritan")["readings"]}
+    assert out["inlet1_active_power"]["value"] == 4294967295.0  # the top of Unsigned32: a value, however large
+    assert out["inlet2_active_power"]["refused"] == "raw 9999999999 is outside the object's range 0..4294967295"
+    assert out["inlet1_active_energy"]["value"] == 4294967295.0
+    # Not "raw 4.29497e+09 is outside ... 0..4294967295", which reads as inside it.
+    assert out["inlet2_active_energy"]["refused"] == "raw 4294967295.5 is outside the object's range 0..4294967295"
+
+
+def test_every_power_and_energy_reading_declares_its_range():
+    # A reading of power or energy from an integer object says its SYNTAX range, so that a value past it
+    # is refused; only a DisplayString data point (its doc says "text") has none to declare.
+    missing = [(p.name, r.key) for p in load_profiles().values() for r in p.readings
+               if r.unit in ("W", "VA", "Wh", "VAh") and not r.raw_range and "(text" not in r.doc]
+    assert missing == []
 
 
 def test_probe_table_says_why(agents):
