@@ -975,7 +975,8 @@ class IngestServer:
         """A chunked body; any malformation (size line too long or not hex, data not followed by CRLF,
         the body cut short) is a 400 that closes the connection."""
         parts: list[bytes] = []
-        total = 0
+        total = 0  # the chunks' declared sizes
+        received = 0  # the data bytes that came
         try:
             while True:
                 line = await _chunk_line(reader)
@@ -988,14 +989,19 @@ class IngestServer:
                 total += size
                 if total > max_bytes:
                     raise _Reply(413, f"request body exceeds the limit of {max_bytes} bytes", close=True)
-                parts.append(await reader.readexactly(size))
+                try:
+                    parts.append(await reader.readexactly(size))
+                except asyncio.IncompleteReadError as exc:
+                    received += len(exc.partial)
+                    raise
+                received += size
                 if await reader.readexactly(2) != b"\r\n":
                     raise _Reply(400, "chunk not followed by CRLF", close=True)
             for _ in range(100):  # trailer fields, ignored
                 if await _chunk_line(reader) == b"\r\n":
                     return b"".join(parts)
         except asyncio.IncompleteReadError:
-            raise _Reply(400, f"chunked body cut short after {total} byte(s) of data", close=True) from None
+            raise _Reply(400, f"chunked body cut short after {received} byte(s) of data", close=True) from None
         raise _Reply(400, "too many trailer fields", close=True)
 
 

@@ -150,6 +150,13 @@ def test_chunked_bodies_and_expect_continue(server):
     assert raw_request(server.port, head.encode() + _chunked(b"m f=1", 5)).startswith(b"HTTP/1.1 400 ")
     assert raw_request(server.port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_request(server.port, b"GET /ping HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505 ")
+    # cut short inside a chunk: the bytes that came (5 + 43), not the sizes announced (5 + 256)
+    head = f"POST /api/v2/write HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head.encode() + b"5\r\nm f=1\r\n100\r\n" + b"x" * 43)
+        s.shutdown(socket.SHUT_WR)
+        reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"chunked body cut short after 48 byte(s) of data" in reply
 
 
 def test_authentication(server):
