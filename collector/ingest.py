@@ -380,6 +380,7 @@ _V2_CODES = {
     404: "not found",
     405: "method not allowed",
     408: "request timeout",
+    411: "length required",
     413: "request too large",
     415: "unsupported media type",
     429: "too many requests",
@@ -873,6 +874,11 @@ class IngestServer:
         agent = self._agent(req, params)
         if agent is None:
             raise _Reply(401, "unauthorized access" if req.api == "v2" else "authorization failed", close=unread or not req.keep_alive)
+        if te is None and cl_text is None:
+            # HTTP reads such a request's body as empty (RFC 9112 6.3): a 204 would tell a client that
+            # sent lines without a length (an HTTP/1.0 one, say) that they were stored.
+            raise _Reply(411, "a write needs Content-Length (0 for an empty body) or Transfer-Encoding: chunked; "
+                         "without either its body is empty and nothing would be stored", close=True)
         if length > cfg.max_body_bytes:
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {cfg.max_body_bytes} bytes", close=True)
         precision = params.get("precision", ["ns"])[-1] or "ns"

@@ -150,6 +150,14 @@ def test_chunked_bodies_and_expect_continue(server):
     assert raw_request(server.port, head.encode() + _chunked(b"m f=1", 5)).startswith(b"HTTP/1.1 400 ")
     assert raw_request(server.port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_request(server.port, b"GET /ping HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505 ")
+    # no length at all (an HTTP/1.0 client, say): its body is empty to HTTP, so never a 204 that would
+    # say lines were stored
+    for version in ("1.0", "1.1"):
+        reply = raw_request(server.port, f"POST /api/v2/write HTTP/{version}\r\nHost: x\r\nAuthorization: Token {TOKEN}"
+                            f"\r\n\r\nm f=1 1\n".encode())
+        assert reply.startswith(b"HTTP/1.1 411 ") and b'"code": "length required"' in reply
+        assert b"Content-Length (0 for an empty body) or Transfer-Encoding: chunked" in reply
+    assert post(server.port, "/api/v2/write", b"", AUTH)[0] == 204  # Content-Length: 0, an empty body
     # cut short inside a chunk: the bytes that came (5 + 43), not the sizes announced (5 + 256)
     head = f"POST /api/v2/write HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
