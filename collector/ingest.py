@@ -814,7 +814,7 @@ class IngestServer:
         if self._agent(req, params) is None:
             raise _Reply(401, "authorization failed", close=not req.keep_alive)
         results = []
-        for n, statement in enumerate(s for s in (params.get("q", [""])[-1]).split(";") if s.strip()):
+        for n, statement in enumerate(s for s in _param(params, "q", "").split(";") if s.strip()):
             words = statement.split()
             upper = [w.upper() for w in words]
             if upper[:2] == ["SHOW", "DATABASES"] and len(words) == 2:
@@ -850,7 +850,7 @@ class IngestServer:
             except (binascii.Error, UnicodeDecodeError):
                 token = None
         elif not auth and req.api == "v1" and "p" in params:
-            token = params["p"][-1]
+            token = _param(params, "p", "")
         if not token:
             return None
         return self.tokens.agent_for(token)
@@ -881,7 +881,7 @@ class IngestServer:
                          "without either its body is empty and nothing would be stored", close=True)
         if length > cfg.max_body_bytes:
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {cfg.max_body_bytes} bytes", close=True)
-        precision = params.get("precision", ["ns"])[-1] or "ns"
+        precision = _param(params, "precision", "ns") or "ns"
         allowed = _V2_PRECISIONS if req.api == "v2" else _V1_PRECISIONS
         encoding = h.get("content-encoding", "identity").strip().lower()
         problem = None
@@ -1009,6 +1009,13 @@ class IngestServer:
         except asyncio.IncompleteReadError:
             raise _Reply(400, f"chunked body cut short after {received} byte(s) of data", close=True) from None
         raise _Reply(400, "too many trailer fields", close=True)
+
+
+def _param(params: dict[str, list[str]], name: str, default: str) -> str:
+    """A query parameter's first value, as InfluxDB reads it (Go's url.Values.Get): a repeated one,
+    `precision=s&precision=ns`, means `s` there, and must here too."""
+    values = params.get(name)
+    return values[0] if values else default
 
 
 async def _chunk_line(reader: asyncio.StreamReader) -> bytes:

@@ -99,6 +99,10 @@ def test_gzip_body_and_precision(server):
     assert status == 400 and "invalid precision 'm'" in doc["message"]
     assert post(server.port, f"/write?precision=m&u=x&p={TOKEN}", b"m f=1 2", {})[0] == 204  # v1 allows m
     assert server.sink.body().endswith(b"m f=1 120000000000\n")
+    # A repeated parameter means its first value, as in InfluxDB (Go's url.Values.Get): s, not ns.
+    assert post(server.port, "/api/v2/write?precision=s&precision=ns", b"m f=4 3", AUTH)[0] == 204
+    assert server.sink.body().endswith(b"m f=4 3000000000\n")
+    assert post(server.port, f"/write?u=x&p={TOKEN}&p=tok-wrongwrongwrongwrong", b"m f=5 5", {})[0] == 204
 
 
 def test_gzip_bomb_is_refused_without_inflating_it(server):
