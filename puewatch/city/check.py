@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from puewatch.city.reportfile import is_number
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 
@@ -87,24 +88,20 @@ _ENERGIES = {"pue": ("facility_energy_wh", "it_energy_wh"),
              "pue_joint": ("facility_energy_joint_wh", "it_energy_joint_wh")}
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def impossible(row: dict[str, Any], ratio: str) -> str | None:
     """Why the value of `ratio` (`pue`, `pue_joint`, `ref`) in `row` (a report or one of its months)
     cannot be counted, or None: below its physical floor (a report writes null there, never such a
     value: core.floors), or a PUE that is not the row's own facility energy over its IT energy. Such a
     file was not made by puewatch as it stands, or was edited: a rule that reads it fails and says so."""
     value = row.get(ratio)
-    if not _is_number(value):
+    if not is_number(value):
         return None
     if floors.below_floor(ratio, value):
         return (f"{ratio} {value!r} is below its physical floor {floors.floor_of(ratio):g}, not a possible value (a "
                 "report writes null there)")
     if ratio in _ENERGIES:
         f, i = (row.get(k) for k in _ENERGIES[ratio])
-        if _is_number(f) and _is_number(i) and i > 0 and not math.isclose(value, f / i, rel_tol=1e-12):
+        if is_number(f) and is_number(i) and i > 0 and not math.isclose(value, f / i, rel_tol=1e-12):
             return f"{ratio} {value!r} is not {_ENERGIES[ratio][0]} / {_ENERGIES[ratio][1]} ({f!r} / {i!r} = {f / i!r})"
     return None
 

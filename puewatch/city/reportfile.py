@@ -98,7 +98,8 @@ def load_document(path: str | Path) -> dict[str, Any]:
     return validate_report(data, str(path))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number (not a boolean), finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -109,8 +110,8 @@ def _need(obj: dict[str, Any], key: str, kind: str, where: str, source: str) -> 
     ok = {
         "string": isinstance(value, str),
         "bool": isinstance(value, bool),
-        "number": _is_number(value),
-        "number or null": value is None or _is_number(value),
+        "number": is_number(value),
+        "number or null": value is None or is_number(value),
         "list": isinstance(value, list),
     }[kind]
     if not ok:

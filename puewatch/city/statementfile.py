@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from puewatch.city.reportfile import ReportError, _is_number
+from puewatch.city.reportfile import ReportError, is_number
 
 SCHEMA = "puewatch.statement/1"
 
@@ -28,8 +28,8 @@ _FACTOR = {"region": "string", "year": "number", "kg_co2e_per_kwh": "number", "s
 def _ok(value: Any, kind: str) -> bool:
     return {
         "string": isinstance(value, str),
-        "number": _is_number(value),
-        "number or null": value is None or _is_number(value),
+        "number": is_number(value),
+        "number or null": value is None or is_number(value),
         "list": isinstance(value, list),
         "object or null": value is None or isinstance(value, dict),
     }[kind]
