@@ -158,6 +158,10 @@ class SnmpClient:
         self._in_flight = 0
         self._retired: list[hl.SnmpEngine] = []
         self.engine_id: bytes | None = None
+        # The engine ID of the session a rediscovery replaced, until the fresh session first answers:
+        # the rediscovery is noted then, whichever request or poll that is (the one that began it may
+        # be cut off by its poll's budget mid-discovery).
+        self._rediscovered_from: bytes | None = None
         self.rediscoveries = 0
         self.last_rediscovery: str | None = None  # what the last rediscovery found, for the log and probe
 
@@ -198,23 +202,22 @@ class SnmpClient:
         try:
             generation, heard = self._generation, self._heard
             ind, status, index, vbs = await send()
-            old_id = self.engine_id
             if ind and self._restart_explains(ind, generation, heard):
                 if generation == self._generation:
                     self._new_engine()
                 heard = self._heard
                 ind, status, index, vbs = await send()
-                if ind:
-                    self.engine_id = None  # the fresh session failed too: no second rediscovery next time
-                else:
-                    self._note_rediscovery(old_id)
             elif ind and generation != self._generation:
                 # Another request of this poll already rediscovered: try on the fresh engine.
                 heard = self._heard
                 ind, status, index, vbs = await send()
-            await self._check(ind, status, index, sent, heard, old_id)
+            # A fresh session that fails is explained as one (the keys are blamed after saying what changed);
+            # it is never rediscovered again before it has worked (engine_id stays None until then).
+            await self._check(ind, status, index, sent, heard, self.engine_id or self._rediscovered_from)
             if self.device.version == "3" and self.engine_id is None:
                 self.engine_id = self._peer_engine_id()
+                if self._rediscovered_from is not None:
+                    self._note_rediscovery(self._rediscovered_from)
             return vbs
         finally:
             self._in_flight -= 1
@@ -233,6 +236,8 @@ class SnmpClient:
 
     def _new_engine(self) -> None:
         """Forget the agent's engine ID, boots, time and localized keys: a new engine discovers it afresh."""
+        self._rediscovered_from = self.engine_id
+        self.engine_id = None
         self._retired.append(self.engine)
         self.engine = snmp_engine()
         self._addr_name = None
@@ -251,9 +256,10 @@ class SnmpClient:
             return None
         return bytes(found) if found is not None else None
 
-    def _note_rediscovery(self, old_id: bytes | None) -> None:
-        new_id = self._peer_engine_id()
-        self.engine_id = new_id
+    def _note_rediscovery(self, old_id: bytes) -> None:
+        """The fresh session answered: count the rediscovery and log what changed."""
+        new_id = self.engine_id
+        self._rediscovered_from = None
         self.rediscoveries += 1
         if old_id is not None and new_id is not None and old_id != new_id:
             what = f"engine ID changed from 0x{old_id.hex()} to 0x{new_id.hex()} (device restarted or replaced)"

@@ -106,6 +106,44 @@ def polls_around_a_restart(meter: Meter, restart) -> tuple[list, list | Exceptio
     return asyncio.run(go())
 
 
+def test_a_rediscovery_cut_off_mid_discovery_is_noted_when_the_fresh_session_first_answers(snmpd_a, caplog):
+    """The poll that meets a restart begins a rediscovery and is cut off (its poll budget) before the fresh
+    session answers: the next poll reads on the fresh session, and that is when the rediscovery is counted,
+    logged with both engine IDs, and the new engine ID kept (found by CI: the note and the ID were lost)."""
+    snmpd_a.set_objects({POWER: ("integer", 900)})
+    meter = Meter(v3_device(snmpd_a.port), PROFILES)
+    client = meter.client
+
+    async def go():
+        try:
+            first = await asyncio.wait_for(meter.poll(), 20.0)
+            snmpd_a.set_objects({POWER: ("integer", 910)})
+            snmpd_a.restart(engine_id=ENGINE_B)
+            # The poll's first request gets the new agent's report; the client then starts a fresh engine
+            # (its generation moves) and awaits the discovery: cancel it there, as the poll budget would.
+            cut = asyncio.create_task(meter.poll())
+            while client._generation == 0 and not cut.done():
+                await asyncio.sleep(0)
+            assert not cut.done(), cut
+            cut.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cut
+            noted_at_cut = client.rediscoveries
+            second = await asyncio.wait_for(meter.poll(), 20.0)
+            return first, noted_at_cut, second
+        finally:
+            meter.close()
+
+    with caplog.at_level(logging.INFO, logger="puewatch.collector.snmp"):
+        first, noted_at_cut, second = asyncio.run(go())
+    assert (power(first), power(second)) == (900.0, 910.0)
+    assert noted_at_cut == 0 and client.rediscoveries == 1
+    changed = [r.getMessage() for r in caplog.records if "engine ID changed from 0x" in r.getMessage()]
+    assert len(changed) == 1, [r.getMessage() for r in caplog.records]
+    assert ENGINE_A.encode().hex() in changed[0] and ENGINE_B.encode().hex() in changed[0], changed
+    assert ENGINE_B.encode().hex() in client.engine_id.hex(), client.engine_id
+
+
 def test_boot_counter_started_again_same_engine_id(snmpd_a):
     """Same engine ID, but the persistent state lost (boots back to 1): read again, no error."""
     snmpd_a.set_objects({POWER: ("integer", 700)})
