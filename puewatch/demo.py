@@ -47,6 +47,7 @@ from puewatch import demo_site as site
 from puewatch.benchmarks.servers import free_port as free_tcp_port
 from puewatch.benchmarks.servers import free_udp_port, snmpsim_binary
 from puewatch.core import schema
+from puewatch.core.numbers import published
 from puewatch.core.storeaddr import StoreAddress, parse_store_address
 from puewatch.errors import UserError
 from puewatch.redact import redact_url
@@ -367,7 +368,7 @@ def _cells(reader, measurement: str, fields: list[str], tags: dict[str, str], st
     return cells
 
 
-def _ratio(cells: dict[int, dict[str, float]], num: str, den: str) -> tuple[float, float, float, int]:
+def ratio(cells: dict[int, dict[str, float]], num: str, den: str) -> tuple[float, float, float, int]:
     """(ratio, Σnum, Σden, cells) over the cells where both are known: a ratio of energies."""
     a = b = 0.0
     n = 0
@@ -545,14 +546,14 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
         error = str(exc)
         log.warning("the report of the run failed: %s", exc)
     cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, *period_ns)
-    n_cells = _ratio(cells, "facility_input_wh", "it_wh")[3]
+    n_cells = ratio(cells, "facility_input_wh", "it_wh")[3]
     zones = {}
     for z in report.get("zones", []):
         zid = schema.zone_energy(SITE, z["zone"])
         zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, *period_ns)
         zones[z["zone"]] = {"ppue": z["ppue"], "ppue_joint": z["ppue_joint"], "boundary_energy_wh": z["boundary_energy_wh"],
                             "it_energy_wh": z["it_energy_wh"], "completeness": z["completeness"],
-                            "cells": _ratio(zc, "boundary_wh", "it_wh")[3]}
+                            "cells": ratio(zc, "boundary_wh", "it_wh")[3]}
     return {
         "site": SITE,
         "pue": report.get("pue"),
@@ -564,7 +565,7 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
         "coverage": report.get("completeness", 0.0),
         "cells": n_cells,
         "clf": report.get("clf"),
-        "gpu_it_share": _num(_ratio(cells, "gpu_wh", "it_wh")[0]),
+        "gpu_it_share": published(ratio(cells, "gpu_wh", "it_wh")[0]),
         "zones": zones,
         "meters": {m["meter"]: {k: m[k] for k in ("energy_wh", "method", "completeness", "resets")}
                    for m in report.get("meters", [])},
@@ -579,10 +580,6 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
         "store": {"kind": spec.kind, "path": str(spec.path) if spec.path else None, "url": spec.url or None,
                   "database": spec.database or None},
     }
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 # ---- the live view -----------------------------------------------------------------------

@@ -20,19 +20,12 @@ from typing import Any
 import numpy as np
 
 from puewatch import kernels as k
+from puewatch.core.numbers import published, ratio
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import NS
 from puewatch.jobs.carbon import CarbonData
 from puewatch.jobs.cells import Cells, cell_factors
 from puewatch.jobs.ledger import Ledger
-
-
-def _num(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return float(a / b) if b > 0 and np.isfinite(a) else None
 
 
 @dataclass
@@ -160,15 +153,15 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     green_total = float(np.sum(cells.e_dc_wh[f.known] * green_frac[f.known]))
     carbon_total = float(np.sum(cells.e_dc_wh[f.known] * carbon_per_wh[f.known])) if carbon_ok else None
     site_row = {
-        "pue": _ratio(e_dc, measured_it),
+        "pue": ratio(e_dc, measured_it),
         "facility_energy_wh": e_dc,
         "it_energy_wh": measured_it,
         "completeness": cells.n and float(f.known.sum() / cells.n),
         "green_energy_wh": green_total,
-        "green_share": _ratio(green_total, e_dc),
+        "green_share": ratio(green_total, e_dc),
         "carbon_kg": carbon_total,
         # ISO/IEC 30134-8: kg CO2e of the data centre's energy per kWh of IT energy.
-        "cue_kg_per_kwh": _ratio(carbon_total * 1000.0, measured_it) if carbon_total is not None else None,
+        "cue_kg_per_kwh": ratio(carbon_total * 1000.0, measured_it) if carbon_total is not None else None,
         "emission_factors": factors_used,
         **_green_sources(cells, f.known, carbon),
     }
@@ -224,16 +217,16 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "it_energy_wh": float(it),
         # Over the cells with a factor only: null when none of its cells has one.
         "facility_energy_wh": float(fac) if known else None,
-        "pue": _ratio(fac, cov),
-        "completeness": _ratio(cov, it) if it > 0 else None,
-        "estimated_share": _ratio(sums["estimated_wh"][i], it),
+        "pue": ratio(fac, cov),
+        "completeness": ratio(cov, it) if it > 0 else None,
+        "estimated_share": ratio(sums["estimated_wh"][i], it),
         # Of the time it held GPUs (or a host share), how much had no host energy known: host_wh 0 there,
         # the node's non-GPU energy stays unattributed (agent/README.md, host energy policy).
-        "host_unknown_share": _ratio(sums["host_unknown_s"][i], sums["held_s"][i]),
+        "host_unknown_share": ratio(sums["host_unknown_s"][i], sums["held_s"][i]),
         "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
         "shared_records": int(sums["shared"][i]),
         "green_energy_wh": float(sums["green_wh"][i]) if known else None,
-        "green_share": _ratio(sums["green_wh"][i], fac),
+        "green_share": ratio(sums["green_wh"][i], fac),
         "carbon_kg": float(sums["carbon_kg"][i]) if known and carbon_ok else None,
         "records": int(sums["records"][i]),
     }

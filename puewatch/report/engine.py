@@ -48,6 +48,7 @@ import numpy as np
 
 from puewatch import __version__
 from puewatch.core import energy as policy
+from puewatch.core.numbers import published, ratio
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_period, format_time, is_annual, month_start
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
@@ -150,17 +151,6 @@ def _nansum_or_nan(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where(np.all(np.isnan(x), axis=axis), np.nan, s)
 
 
-def _num(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return _num(a / b)
-
-
 class _Totals:
     """Each meter's energy per day, per month and over the period (NaN where it has no data at
     all), and coefficient-weighted sums of meters (a role's or a zone's)."""
@@ -189,7 +179,7 @@ class _Totals:
 
     def period(self, members: dict[str, float]) -> float | None:
         """Over the period; None where a member has no data (or there are no members)."""
-        return _num(self._sum(members, "period")) if members else None
+        return published(self._sum(members, "period")) if members else None
 
     def _sum(self, members: dict[str, float], per: str) -> Any:
         acc: Any = 0.0
@@ -228,7 +218,7 @@ class _Floors:
         if a is not None and b is not None and b <= 0:
             self._note(f"{name} {where}", "no_denominator", b, num, den)
             return None
-        value = _ratio(a, b)
+        value = ratio(a, b)
         if not policy.below_floor(name, value):
             return value
         self._note(f"{name} {where}", "below_floor", value, num, den)
@@ -239,7 +229,7 @@ class _Floors:
         seen[0] += 1
         if seen[1] is None:
             def energies(ms: dict[str, float]) -> dict[str, float | None]:
-                return {m: _num(self.meter_period[m]) for m in ms}
+                return {m: published(self.meter_period[m]) for m in ms}
             seen[1] = (what, value, energies(num), energies(den))
 
     def warnings(self) -> list[str]:
@@ -261,7 +251,7 @@ def _uncertainty(site: SiteModel, value: float | None, f: float | None, i: float
     def rel(members: dict[str, float], s: float) -> float:
         return sum(site.meters[m].accuracy_pct / 100.0 * abs(c * energy_of(m)) for m, c in members.items()) / abs(s)
 
-    return _num(value * (rel(fac, f) + rel(it, i)))
+    return published(value * (rel(fac, f) + rel(it, i)))
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -304,7 +294,7 @@ class _Builder:
         comp, comp_day, comp_month = _completeness(self.scans, self.pue_meters, cal)
         f_total, i_total = self.totals.period(fac), self.totals.period(it)
         pue = floors.ratio("pue", "of the period", f_total, i_total, fac, it)
-        f_joint, i_joint = _num(self.joint.total(fac, edges)[0]), _num(self.joint.total(it, edges)[0])
+        f_joint, i_joint = published(self.joint.total(fac, edges)[0]), published(self.joint.total(it, edges)[0])
         pue_joint = floors.ratio("pue", "(pue_joint) of the period", f_joint, i_joint, fac, it)
         pue_uncertainty = _uncertainty(self.site, pue, f_total, i_total, fac, it, self.totals.meter_period.__getitem__)
         pue_joint_uncertainty = _uncertainty(self.site, pue_joint, f_joint, i_joint, fac, it,
@@ -356,7 +346,7 @@ class _Builder:
             generator=f"puewatch {__version__}",
             source=self.opts.source,
             figures=self._figures(daily) if figures else None,
-            renewable_monthly_wh=[_num(x) for x in self.totals.bins(self.site.members("renewable"), "month")],
+            renewable_monthly_wh=[published(x) for x in self.totals.bins(self.site.members("renewable"), "month")],
         )
 
     def _estimated_share(self) -> float:
@@ -380,8 +370,8 @@ class _Builder:
         boundary, zone_it = self.site.boundary(zone), self.site.members("it", zone)
         b, zi = self.totals.period(boundary), self.totals.period(zone_it)
         joint = JointEnergy(self.scans, self.spans[zone], self.cal.grid, self.before)
-        zb = _num(joint.total(boundary, self.cal.period_edges)[0])
-        zij = _num(joint.total(zone_it, self.cal.period_edges)[0])
+        zb = published(joint.total(boundary, self.cal.period_edges)[0])
+        zij = published(joint.total(zone_it, self.cal.period_edges)[0])
         return ZoneRow(
             zone=zone,
             ppue=self.floors.ratio("ppue", f"of zone {zone!r}", b, zi, boundary, zone_it),
@@ -401,8 +391,8 @@ class _Builder:
             role=meter.role,
             zone=meter.zone,
             point=meter.point,
-            energy_wh=_num(self.totals.meter_period[name]),
-            estimated_wh=_num(_nansum_or_nan(r.day_estimated)),
+            energy_wh=published(self.totals.meter_period[name]),
+            estimated_wh=published(_nansum_or_nan(r.day_estimated)),
             method=r.method,
             completeness=float(covered[0]) / (cal.end_ns - cal.start_ns),
             gaps=[Gap(format_time(a), format_time(b)) for a, b in complement(*r.observed, cal.start_ns, cal.end_ns)],
@@ -448,8 +438,8 @@ class _Builder:
         fj, ij = self.joint.total(fac, edges), self.joint.total(it, edges)
         out = []
         for k in range(edges.size - 1):
-            fk, ik = _num(f[k]), _num(i[k])
-            fjk, ijk = _num(fj[k]), _num(ij[k])
+            fk, ik = published(f[k]), published(i[k])
+            fjk, ijk = published(fj[k]), published(ij[k])
             out.append(PeriodRow(
                 period_start=format_time(int(edges[k])),
                 period_end=format_time(int(edges[k + 1])),
@@ -473,7 +463,7 @@ class _Builder:
             grid = cal.grid
             pue = [row.pue for row in daily]
             pue_joint = [row.pue_joint for row in daily]
-            roles = {role: [_num(x) for x in self.totals.bins(site.members(role), "day")]
+            roles = {role: [published(x) for x in self.totals.bins(site.members(role), "day")]
                      for role in FIGURE_ROLES if site.members(role)}
         else:
             grid = np.unique(np.concatenate((np.arange(cal.start_ns, cal.end_ns, step, dtype=np.int64),
@@ -493,9 +483,9 @@ class _Builder:
             before = EnergyBefore(points, lambda name, at: self._scan(name, at, self.scans[name].limit).before)
             joint = JointEnergy(scans, spans, grid, before)
             fj, ij = joint.total(self.fac, grid), joint.total(self.it, grid)
-            pue = [_ratio(_num(x), _num(y)) for x, y in zip(f.tolist(), i.tolist())]
-            pue_joint = [_ratio(_num(x), _num(y)) for x, y in zip(fj.tolist(), ij.tolist())]
-            roles = {role: [_num(x) for x in bins(site.members(role))]
+            pue = [ratio(published(x), published(y)) for x, y in zip(f.tolist(), i.tolist())]
+            pue_joint = [ratio(published(x), published(y)) for x, y in zip(fj.tolist(), ij.tolist())]
+            roles = {role: [published(x) for x in bins(site.members(role))]
                      for role in FIGURE_ROLES if site.members(role)}
         return ReportFigures(
             edges_ns=grid.tolist(),
