@@ -66,17 +66,22 @@ class ProbeResult:
         return [r for r in self.readings if r.refused is not None]
 
     def to_json(self) -> dict:
-        readings = []
-        for r in self.power_and_energy():
-            item = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None, "unit": r.unit,
-                    "location": r.location}
+        """`readings`: the power and energy readings (W, Wh); `other_readings`: every other one (VA, VAh,
+        A, V, %, ...), in the same form, so that a refused value of any unit shows."""
+
+        def item(r: Reading) -> dict:
+            out = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None,
+                   "unit": r.unit, "location": r.location}
             if r.refused is not None:
-                item["refused"] = r.refused.text
-            readings.append(item)
+                out["refused"] = r.refused.text
+            return out
+
+        main = self.power_and_energy()
         return {
             "device": {"sysDescr": self.sys_descr, "sysObjectID": self.sys_object_id},
             "profile": self.profile,
-            "readings": readings,
+            "readings": [item(r) for r in main],
+            "other_readings": [item(r) for r in self.readings if r not in main],
         }
 
 

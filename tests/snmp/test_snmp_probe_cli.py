@@ -27,12 +27,16 @@ def test_probe_json_contract(snmpsim_recordings):
     r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "--community", "sentry4-master-link", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert list(out) == ["device", "profile", "readings"]
+    assert list(out) == ["device", "profile", "readings", "other_readings"]
     assert out["device"] == {"sysDescr": "puewatch test agent: Sentry4 master and link unit", "sysObjectID": "1.3.6.1.4.1.1718.4"}
     assert out["profile"] == "sentry4"
     for reading in out["readings"]:
         assert list(reading) == ["name", "oid", "raw", "value", "unit", "location"]
-        assert reading["unit"] in ("W", "VA", "Wh")
+        assert reading["unit"] in ("W", "Wh")
+    assert out["other_readings"], "sentry4 cords also answer VA, A and V"
+    for reading in out["other_readings"]:
+        assert list(reading) == ["name", "oid", "raw", "value", "unit", "location"]
+        assert reading["unit"] not in ("W", "Wh")
     by_name = {x["name"]: x for x in out["readings"]}
     # st4InputCordEnergy of unit 2 (the link unit) cord 1: 3001 tenths of kWh
     assert by_name["unit2_cord1_active_energy"] == {

@@ -46,6 +46,8 @@ def ups_negative_lines() -> str:
         f"{UPS}.3.3.1.5.1": (GAUGE, 4294967295),
         f"{UPS}.3.3.1.5.2": (STR, "nan"),
         f"{UPS}.3.3.1.5.3": (INT, 900),
+        f"{UPS}.4.4.1.5.1": (INT, 250),  # upsOutputPercentLoad is INTEGER (0..200)
+        f"{UPS}.4.4.1.5.2": (INT, 40),
     })
 
 
@@ -141,6 +143,13 @@ def test_probe_json_refuses_negative_watts_and_out_of_range(agents):
     text = by_name["input_line2_active_power"]
     assert text["raw"] is None and text["value"] is None and text["refused"] == "not a finite number: nan"
     assert by_name["input_line3_active_power"]["value"] == 900.0 and "refused" not in by_name["input_line3_active_power"]
+    # Readings of other units (here %) are listed apart, in the same form, refusals included.
+    assert set(by_name).isdisjoint(x["name"] for x in out["other_readings"])
+    other = {x["name"]: x for x in out["other_readings"]}
+    assert other["output_line1_load"] == {
+        "name": "output_line1_load", "oid": f"{UPS}.4.4.1.5.1", "raw": 250, "value": None, "unit": "%",
+        "location": "ups_output", "refused": "raw 250 is outside the object's range 0..200"}
+    assert other["output_line2_load"]["value"] == 40.0 and "refused" not in other["output_line2_load"]
 
 
 def test_probe_vendor_fillers_and_narrow_mib_ranges(agents):
@@ -195,7 +204,8 @@ def test_probe_table_says_why(agents):
                        text=True, timeout=60, env=dict(os.environ, COLUMNS="250"))
     assert r.returncode == 0, r.stderr
     assert "refused: negative power -26 W (raw -26)" in r.stdout
-    assert "refused      4 value(s), recorded as missing by the collector:" in r.stdout
+    assert "refused      5 value(s), recorded as missing by the collector:" in r.stdout
+    assert "output_line1_load: out_of_range: raw 250 is outside the object's range 0..200" in r.stdout
     assert "input_line1_active_power: out_of_range: raw 4294967295 is outside" in r.stdout
 
 
