@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,21 @@ def _no_constants(name: str) -> Any:
 
 
 def _json_integer(digits: str) -> int | float:
-    # A JSON number is an IEEE double to every other reader (RFC 8785, I-JSON): an integer beyond
-    # 2^53 - 1 that a double holds exactly (JavaScript writes the float 1e16 as 10000000000000000)
-    # is read as that double, so it canonicalises as it was signed. One a double cannot hold stays
-    # an int, and signing or verifying refuses it, naming it.
+    # A JSON number is an IEEE double to every other reader (RFC 8785, I-JSON). An integer beyond
+    # 2^53 - 1 whose digits are a double's is read as that double, so it canonicalises as it was
+    # signed: its exact value (10000000000000000 for 1e16), or its shortest digits as ECMAScript
+    # and RFC 8785 write it (18446744073709552000 for 2^64, whose exact value ...1616 they do not
+    # write). Digits that are no double's (9007199254740993) stay an int: readers in other
+    # languages would differ on it, and signing or verifying refuses it, naming it.
     value = int(digits)
-    if abs(value) > MAX_SAFE_INTEGER and float(value) == value:
-        return float(value)
+    if abs(value) <= MAX_SAFE_INTEGER:
+        return value
+    try:
+        double = float(value)
+    except OverflowError:  # beyond every double
+        return value
+    if double == value or int(Decimal(repr(double))) == value:
+        return double
     return value
 
 

@@ -118,6 +118,23 @@ def test_a_large_whole_float_survives_a_javascript_rewrite(keypair, tmp_path):
     assert result.status == "invalid" and "integer 10000000000000001 is beyond 2^53 - 1" in result.reason
 
 
+def test_a_whole_double_in_its_shortest_digits_is_that_double(keypair):
+    """2^64 (a 64-bit register's modulus in Wh) is written 18446744073709552000 by JavaScript and by RFC 8785
+    itself, digits that are not its exact value: read back, it is that double (found by the cross-language
+    audit: verify called such a report tampered with). 2^64 - 1 written out is no double's digits: refused."""
+    private, keys = keypair
+    signed = sign_report(make_report(facility_energy_wh=2.0**64), private)
+    text = json.dumps(signed)
+    assert "1.8446744073709552e+19" in text
+    for digits in ("18446744073709552000", "18446744073709551616"):  # shortest (JS, RFC 8785), exact
+        rewritten = parse_report(text.replace("1.8446744073709552e+19", digits), "t.json")
+        assert rewritten["facility_energy_wh"] == 2.0**64 and verify_report(rewritten, keys).ok
+    assert b"18446744073709552000" in canonical_bytes(signed)
+    uint64 = parse_report(text.replace("1.8446744073709552e+19", "18446744073709551615"), "t.json")
+    result = verify_report(uint64, keys)
+    assert result.status == "invalid" and "integer 18446744073709551615 is beyond 2^53 - 1" in result.reason
+
+
 def test_round_trip_does_not_change_the_input(keypair):
     private, keys = keypair
     report = make_report()

@@ -33,7 +33,10 @@ def keys(tmp_path_factory) -> Path:
 def awkward_report() -> dict:
     """A report whose numbers and keys are where JSON writers differ."""
     report = make_report("Zürich-Ost 北京", completeness=1.0)  # 1.0 and the energies: whole floats
-    report["source"]["numbers"] = [0.1, 1e-7, 1e21, 1.5e300, 5e-324, -0.0, 2.0**53, 9007199254740991, 123456789.125]
+    # 2^64 (a 64-bit register's modulus in Wh) and 1.2345678901234567e20: whole doubles beyond 2^53 that
+    # JavaScript and RFC 8785 write in their shortest digits, 18446744073709552000, not the exact value
+    report["source"]["numbers"] = [0.1, 1e-7, 1e21, 1.5e300, 5e-324, -0.0, 2.0**53, 9007199254740991, 123456789.125,
+                                   2.0**64, 1.2345678901234567e20]
     # RFC 8785 sorts keys by UTF-16 code units: U+1F600 (D83D DE00) before U+E000, unlike code points
     report["source"]["keys"] = {"\ue000": 1, "\U0001f600": 2, "a": 3, "B": 4}
     report["source"]["text"] = 'tab\t quote" back\\ nul\x00 del\x7f line-sep\u2028'
@@ -63,6 +66,7 @@ def test_a_report_rewritten_by_javascript_still_verifies_in_puewatch(node, keys,
     out = js(node, "rewrite", signed, *(["--pretty"] if pretty else []))
     assert out.returncode == 0, out.stderr
     assert '"completeness":1,' in out.stdout.replace(" ", "")  # JavaScript wrote 1.0 as 1
+    assert "18446744073709552000," in out.stdout and "123456789012345670000" in out.stdout
     rewritten = tmp_path / "rewritten.json"
     rewritten.write_text(out.stdout, encoding="utf-8")
     ok = run_cli("verify", rewritten, "--pubkey", keys / "site.pub")
