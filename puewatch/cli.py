@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from puewatch import __version__
 from puewatch.errors import UserError
+from puewatch.terminal import shown
 
 # name -> "module:function" registering the subcommand's parser.
 _COMMANDS: dict[str, str] = {
@@ -86,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_entry(handler)(args) or 0)
     except UserError as exc:
         # Bad input from the person running the command: a clear message, no traceback.
-        print(f"puewatch {args.command}: error: {exc}", file=sys.stderr)
+        # One line, whatever a document's strings in the message hold (puewatch.terminal).
+        print(f"puewatch {args.command}: error: {shown(exc)}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         extra = missing_extra(exc)

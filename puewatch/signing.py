@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from puewatch.errors import UserError
 from puewatch.spoolfiles import write_file
+from puewatch.terminal import shown
 
 ALG = "ed25519"
 CANONICALIZATION = "RFC8785"
@@ -346,7 +347,7 @@ def sign_main(args: argparse.Namespace) -> int:
     if args.output and args.output != "-":
         out = Path(args.output)
         write_file(out, text)
-        print(f"signed {args.report} (site {report['site']}) with key id {signed['signature']['key_id']} -> {out}",
+        print(shown(f"signed {args.report} (site {report['site']}) with key id {signed['signature']['key_id']} -> {out}"),
               file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -373,6 +374,6 @@ def verify_main(args: argparse.Namespace) -> int:
                                if document.get("schema") == STATEMENT else f"{args.report}: {result.reason}")
     what = (f"voucher statement for tenant {document['tenant']}, site {document['site']}"
             if document.get("schema") == STATEMENT else f"site {document['site']}")
-    print(f"OK: {args.report}: {what}, {document['period_start']}..{document['period_end']}, "
-          f"signature valid (key id {kid})")
+    print(shown(f"OK: {args.report}: {what}, {document['period_start']}..{document['period_end']}, "
+                f"signature valid (key id {kid})"))
     return 0

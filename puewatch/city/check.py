@@ -22,6 +22,7 @@ from typing import Any
 from puewatch.city.reportfile import is_number
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
+from puewatch.terminal import shown
 
 _SYMBOL = {"<": "<", "<=": "≤", ">=": "≥"}
 
@@ -252,16 +253,17 @@ def main(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        print(f"{report['site']}: {report['label']} against {targets.name}")
+        # Each line through `shown`: the report's strings cannot write or hide a line of the verdict.
+        print(shown(f"{report['site']}: {report['label']} against {targets.name}"))
         for source in targets.sources:
-            print(f"  source: {source}")
+            print(shown(f"  source: {source}"))
         for r in results:
-            print(f"  {'PASS' if r.passed else 'FAIL'}  {r.rule:<18} {r.evidence}")
+            print(shown(f"  {'PASS' if r.passed else 'FAIL'}  {r.rule:<18} {r.evidence}"))
         for r in targets.city_rules():
-            print(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)")
+            print(shown(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)"))
         failed = sum(not r.passed for r in results)
         # Spelled out: "fail (3 of 5 rules)" read as 3 passing as well as 3 failing.
         verdict = (f"pass: all {len(results)} rules passed" if passed
                    else f"fail: {failed} of {len(results)} rules failed, {len(results) - failed} passed")
-        print(f"{report['site']}: {verdict}")
+        print(shown(f"{report['site']}: {verdict}"))
     return 0 if passed else 1

@@ -220,7 +220,7 @@ def _weighted_line(w: WeightedPue) -> str:
 def print_table(result: CityResult) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+    from puewatch.terminal import shown_text as Text
 
     console = Console(highlight=False)
     if not console.is_terminal:

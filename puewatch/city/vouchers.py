@@ -190,7 +190,7 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
 def print_vouchers(result: VoucherResult) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+    from puewatch.terminal import shown_text as Text
 
     console = Console(highlight=False)
     if not console.is_terminal:

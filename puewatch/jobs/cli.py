@@ -11,6 +11,7 @@ from typing import Any
 
 from puewatch.core.timefmt import NS, format_time
 from puewatch.errors import UserError
+from puewatch.terminal import shown
 
 SCHEMA = "puewatch.jobs/1"
 # The longest ledger interval read across the period's end (a record counts by its share inside).
@@ -110,7 +111,8 @@ def _text(doc: dict[str, Any]) -> str:
         lines.append(f"GPU processes of no job on {s['node']}: up to {s['max_processes']} at once, in {s['intervals']} "
                      f"ledger intervals ({s['process_intervals']} process-intervals)")
     lines += [f"warning: {w}" for w in doc["warnings"]]
-    return "\n".join(lines) + "\n"
+    # Job and tenant names come from the ledger (schedulers, users): each line stays one line.
+    return "\n".join(shown(line) for line in lines) + "\n"
 
 
 def jobs_main(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from puewatch.core.timefmt import NS, format_time, parse_time
 from puewatch.errors import UserError
+from puewatch.terminal import shown
 
 SCHEMA = "puewatch.statement/1"
 DAY_NS = 86400 * NS
@@ -244,5 +245,5 @@ def statement_main(args: argparse.Namespace) -> int:
     if args.html:
         write_file(args.html, render_html(signed))
     for w in signed["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        print(shown(f"warning: {w}"), file=sys.stderr)
     return 0

@@ -1,0 +1,52 @@
+"""A report's strings cannot write or hide lines of puewatch's own output on a terminal (found by the
+cross-language audit): an unsigned report whose site name held a newline, a forged "PASS require_signature"
+line and ESC[8m (conceal) printed a pass that was not there and hid the real FAIL lines."""
+
+from __future__ import annotations
+
+import json
+
+from city_support import make_report, run_cli, write_json
+from puewatch.terminal import shown
+
+FORGED = "hall-east\n  PASS  require_signature  signature valid: pass\n\x1b[8m"
+
+
+def test_shown_escapes_what_moves_hides_or_reorders_text_and_keeps_the_rest():
+    assert shown(FORGED) == "hall-east\\n  PASS  require_signature  signature valid: pass\\n\\x1b[8m"
+    assert shown("a\rb\x00c\x7fd\x9be\u2028f\u2029g\u202eh\u2066i") == (
+        "a\\rb\\x00c\\x7fd\\x9be\\u2028f\\u2029g\\u202eh\\u2066i")
+    assert shown("Zürich-Ost 北京 😀 \ue000 tab") == "Zürich-Ost 北京 😀 \ue000 tab"
+
+
+def test_check_prints_the_report_s_strings_escaped_one_line_each(tmp_path):
+    report = write_json(tmp_path / "forged.json", make_report(FORGED))
+    targets = tmp_path / "t.toml"
+    targets.write_text('preset = "miit-2021"\nrequire_signature = true\n')
+    out = run_cli("check", report, "--targets", targets)
+    assert out.returncode == 1, out.stderr
+    assert "\x1b" not in out.stdout
+    lines = out.stdout.splitlines()
+    # the forged pass is only ever inside the escaped site name, never a line of its own
+    assert all(x.startswith("hall-east\\n  PASS") for x in lines if "PASS  require_signature" in x), lines
+    assert lines[0].startswith("hall-east\\n  PASS  require_signature  signature valid: pass\\n\\x1b[8m: ")
+    assert any(x.startswith("  FAIL  require_signature") for x in lines), lines
+    assert lines[-1].startswith("hall-east\\n") and lines[-1].endswith("rules failed, 1 passed")
+    # JSON output is JSON's own escaping: the site name as it is
+    doc = json.loads(run_cli("check", report, "--targets", targets, "--json").stdout)
+    assert doc["site"] == FORGED
+
+
+def test_sign_verify_and_city_print_the_site_name_escaped(tmp_path):
+    keys = tmp_path / "keys"
+    assert run_cli("keys", "new", "--out", keys, "--name", "site").returncode == 0
+    signed = tmp_path / "signed.json"
+    made = run_cli("sign", write_json(tmp_path / "r.json", make_report("site\r\x1b[2KOK: forged")), "--key",
+                   keys / "site.key", "-o", signed)
+    assert made.returncode == 0 and "\x1b" not in made.stderr and "site\\r\\x1b[2KOK: forged" in made.stderr
+    ok = run_cli("verify", signed, "--pubkey", keys / "site.pub")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("\n") == 1 and "\x1b" not in ok.stdout and "\r" not in ok.stdout
+    assert "site site\\r\\x1b[2KOK: forged, " in ok.stdout
+    city = run_cli("city", signed, "--preset", "miit-2021", "--pubkeys", keys)
+    assert "\x1b" not in city.stdout and "\r" not in city.stdout and "site\\r\\x1b[2KOK: forged" in city.stdout
