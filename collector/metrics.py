@@ -127,6 +127,9 @@ class _PipelineQuality(Collector):
         power = CounterMetricFamily(
             "puewatch_power_readings_refused", "Power readings not counted: negative or above the meter's power limit",
             labels=["meter"])
+        register = CounterMetricFamily(
+            "puewatch_register_readings_refused", "Register readings that are not readings: negative, or at or above "
+            "the register's modulus (docs/auditor-guide.md)", labels=["meter"])
         future = CounterMetricFamily(
             "puewatch_readings_from_future", "Readings refused by the pipeline: stamped further ahead of the "
             "collector's clock than settle_s", labels=["stream"])
@@ -140,6 +143,8 @@ class _PipelineQuality(Collector):
             for outcome, n in list(st.outcomes.items()):
                 intervals.add_metric([name, outcome], n)
             power.add_metric([name], st.power_refused)
+            if st.register:
+                register.add_metric([name], st.register_refused)
             future.add_metric([name], st.future_refused)
             if st.register and st.modulus is not None:  # none without a modulus (GPU counters: 64-bit)
                 uncertain.add_metric([name], st.uncertain_wraps)
@@ -149,7 +154,7 @@ class _PipelineQuality(Collector):
                                     "(PUE < 1, ...), never published", labels=["ratio"])
         for ratio, n in list(p.below_floor.items()):
             floor.add_metric([ratio], n)
-        yield from (intervals, power, future, limit, uncertain, floor)
+        yield from (intervals, power, register, future, limit, uncertain, floor)
 
     def describe(self) -> Iterable:
         return []

@@ -115,6 +115,7 @@ class Stream:
     # from the future refused: for /metrics.
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(policy.OUTCOMES, 0))
     power_refused: int = 0
+    register_refused: int = 0  # register readings negative or at/above the modulus: not readings
     future_refused: int = 0
     # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
     # their energy is a lower bound. For /metrics, and logged as they are counted.
@@ -143,11 +144,18 @@ class Stream:
             # A failed poll is no reading: the interval from the last reading to the next one
             # is then judged as a whole, as a report judges it (it drops absent readings too).
             return True
-        if not self.register and self.integral_divisor != 1.0:
-            limit = self.limit().watts
-            if value < 0 or (limit is not None and value * self.factor > limit):
-                self.power_refused += 1  # not a reading (core.energy.checked_power), as in a report
+        # A reading that cannot be is not a reading (core.energy), as in a report.
+        if self.register:
+            modulus = None if self.modulus is None else self.modulus * self.factor
+            if policy.register_impossible(value * self.factor, modulus):
+                self.register_refused += 1
+                if self.register_refused == 1:
+                    log.warning("%s", policy.register_refused_words(self.key, 1, int(time_ns), value * self.factor, modulus)
+                                + " (logged once; counted on /metrics as puewatch_register_readings_refused_total)")
                 return True
+        elif self.integral_divisor != 1.0 and policy.power_impossible(value * self.factor, self.limit()):
+            self.power_refused += 1
+            return True
         self.t.append(int(time_ns))
         self.v.append(float(value))
         self.last_arrival_ns = arrival_ns

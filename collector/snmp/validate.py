@@ -22,18 +22,13 @@ fillers); this module is the only place that applies it, for the poller and for
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
+from puewatch.core.numbers import decimal
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
 REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range")
-
-# Text an agent may answer for a number (a DisplayString data point, a string-typed column): a
-# decimal number in ASCII, with an optional exponent, or a word for a non-finite one (refused
-# as such). Not Python's float() grammar, which also takes "1_000" and other scripts' digits.
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE | re.ASCII)
 
 #: Units of readings that cannot be negative.
 NON_NEGATIVE_UNITS = frozenset({"W", "VA", "Wh", "VAh"})
@@ -62,9 +57,12 @@ def number_of(raw: int | str | None) -> tuple[float | None, Refusal | None]:
         return None, None
     if isinstance(raw, int):
         return float(raw), None
-    text = raw.strip()
-    if _DECIMAL.fullmatch(text):
-        return float(text), None
+    # Text an agent may answer for a number (a DisplayString data point, a string-typed column), in
+    # the one grammar (core.numbers.decimal), surrounding spaces allowed; a non-finite word is read
+    # as itself and refused as such by check_value.
+    x = decimal(raw.strip())
+    if x is not None:
+        return x, None
     return None, Refusal("not_a_number", f"not a number: {raw[:40]!r}")
 
 

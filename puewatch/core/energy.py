@@ -49,9 +49,15 @@ one more modulus would still be possible under the limit (a long gap on a regist
 small modulus), the register may have wrapped again unseen: its energy is a lower bound, and
 reports and the collector (its log and /metrics) say so (`uncertain_wraps`).
 
+**Readings that cannot be** are not readings (missing), counted per meter and named in
+warnings, live and in reports alike: a power reading that is negative or above the meter's
+power limit (`power_impossible`); a register reading that is negative, or at or above the
+register's modulus where that is known (`register_impossible`: a register counts 0 .. M - 1;
+a value past its top would make the next drop a "wrap" of negative energy). The interval
+from the reading before it to the one after it is then judged as one.
+
 **Power gauges** are integrated (trapezoid, never across a gap longer than the longest
-interval counted as observed); a reading above the meter's power limit, or negative, is not
-a reading (missing).
+interval counted as observed).
 
 **Physical floors.** A ratio below its floor is never published as a value: PUE and pPUE
 below 1, or any of CLF, PLF, COP, ERF, REF, WUE and the GPU share of IT energy below 0, is
@@ -194,16 +200,46 @@ def register_energy(t_ns: np.ndarray, reading_wh: np.ndarray, *, modulus_wh: flo
                              reset_from_zero=False, **kwargs)
 
 
-def checked_power(power_w: np.ndarray, limit: PowerLimit) -> tuple[np.ndarray, int]:
-    """Power readings with those that cannot be (negative, above the limit) made missing; and how many."""
-    p = np.asarray(power_w, dtype=np.float64)
-    bad = p < 0
+def power_impossible(power_w, limit: PowerLimit):
+    """Where a power reading (W; a float or an array) cannot be: negative, or above the limit."""
+    bad = power_w < 0
     if limit.watts is not None:
-        bad |= p > limit.watts
+        bad = bad | (power_w > limit.watts)
+    return bad
+
+
+def register_impossible(reading_wh, modulus_wh: float | None):
+    """Where a register reading (Wh or L; a float or an array) cannot be: negative, or at or above the
+    modulus where it is known (a register counts 0 .. M - 1 and then wraps to 0)."""
+    bad = reading_wh < 0
+    if modulus_wh is not None:
+        bad = bad | (reading_wh >= modulus_wh)
+    return bad
+
+
+def register_refused_words(meter: str, count: int, first_ns: int, first_wh: float, modulus_wh: float | None) -> str:
+    """The words for `count` register readings refused as impossible, the first at `first_ns`: a report's
+    warning, and the collector's log line."""
+    top = f"negative, or at or above its modulus {modulus_wh!r}" if modulus_wh is not None else "negative"
+    return (f"meter {meter!r}: {count} register reading(s) {top} (the first {first_wh!r} at "
+            f"{format_time(first_ns)}): not readings, the interval around each judged as one")
+
+
+def checked_power(power_w: np.ndarray, limit: PowerLimit) -> tuple[np.ndarray, int]:
+    """Power readings with those that cannot be (`power_impossible`) made missing; and how many."""
+    p = np.asarray(power_w, dtype=np.float64)
+    return _without(p, power_impossible(p, limit))
+
+
+def checked_register(reading_wh: np.ndarray, modulus_wh: float | None) -> tuple[np.ndarray, int]:
+    """Register readings with those that cannot be (`register_impossible`) made missing; and how many."""
+    x = np.asarray(reading_wh, dtype=np.float64)
+    return _without(x, register_impossible(x, modulus_wh))
+
+
+def _without(x: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, int]:
     n = int(np.count_nonzero(bad))
-    if n:
-        p = np.where(bad, np.nan, p)
-    return p, n
+    return (np.where(bad, np.nan, x) if n else x), n
 
 
 def outcome_counts(flags: np.ndarray) -> dict[str, int]:

@@ -5,6 +5,8 @@
 - A ratio is published only over a positive denominator: ``a / b`` is ``null`` where either
   side is unknown or ``b`` is 0 or less (its physical floor is checked where the ratio is
   named: `floors`).
+
+And how a number is read from text (an SNMP agent's string, a CSV cell): `decimal`, one grammar.
 """
 
 from __future__ import annotations
@@ -25,3 +27,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b > 0:
         return None
     return published(a / b)
+
+
+def decimal(text: str) -> float | None:
+    """A number written as text in the one grammar puewatch reads (an SNMP agent's string value, a
+    CSV cell): ASCII digits with an optional sign, decimal point and exponent (`12`, `-0.5`, `1.5e3`),
+    and `nan`/`inf` read as themselves for the caller to refuse. Anything else is None: surrounding
+    spaces, underscores (`1_000`), other scripts' digits (`１２`), hex, a decimal comma. Python's
+    float() with what it accepts beyond that grammar refused first (it is the fast path of a CSV of
+    hundreds of millions of cells)."""
+    if not text.isascii() or "_" in text or text[:1].isspace() or text[-1:].isspace():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None

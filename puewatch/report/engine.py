@@ -403,6 +403,7 @@ class _Builder:
             power_limit_source=r.limit.source,
             register_intervals=r.outcomes,
             power_readings_refused=r.power_refused,
+            register_readings_refused=r.register_refused,
         )
 
     def _meter_warnings(self, name: str) -> list[str]:
@@ -417,6 +418,8 @@ class _Builder:
         if r.uncertain_wraps:
             a, b = r.uncertain_wraps[0]
             out.append(policy.uncertain_wraps_warning(name, len(r.uncertain_wraps), a, b, r.modulus_wh, r.limit))
+        if r.register_refused_first is not None:
+            out.append(policy.register_refused_words(name, r.register_refused, *r.register_refused_first, r.modulus_wh))
         if r.power_refused:
             out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above its limit "
                        f"{r.limit.describe()}: not counted")

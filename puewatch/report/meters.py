@@ -10,7 +10,7 @@ period (see the docstring of `puewatch.report.engine` for what each figure means
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -61,6 +61,9 @@ class MeterScan:
     # Register intervals in the period by outcome (core.energy.OUTCOMES); power readings refused.
     outcomes: dict[str, int] = field(default_factory=dict)
     power_refused: int = 0
+    # Register readings that cannot be (core.energy.register_impossible), among those read; the first (ns, Wh).
+    register_refused: int = 0
+    register_refused_first: tuple[int, float] | None = None
     jumps: list[tuple[int, int, float]] = field(default_factory=list)  # (start ns, end ns, mean power W)
     # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
     uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
@@ -181,6 +184,14 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     the register's intervals no longer than `max_gap_ns` and the power's intervals it uses,
     those that make its observed spans."""
     t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
+    # Register readings that cannot be are no readings, for the limit and the energies alike (core.energy).
+    refused, first = 0, None
+    if readings.energy_wh is not None:
+        energy, refused = policy.checked_register(readings.energy_wh, readings.modulus_wh)
+        if refused:
+            i = int(np.argmax(policy.register_impossible(np.asarray(readings.energy_wh, np.float64), readings.modulus_wh)))
+            first = (int(t[i]), float(readings.energy_wh[i]))
+            readings = replace(readings, energy_wh=energy)
     # The meter's power limit (configured, else derived from these readings): core.energy.
     # (`limit` given: the one a first pass over the same readings found.)
     if limit is None:
@@ -199,7 +210,8 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
             median_interval = int(np.median(np.diff(t[i:j])))
     return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
-                     power_refused=scan.power_refused, jumps=scan.jumps, uncertain_wraps=scan.uncertain_wraps)
+                     power_refused=scan.power_refused, register_refused=refused, register_refused_first=first,
+                     jumps=scan.jumps, uncertain_wraps=scan.uncertain_wraps)
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,

@@ -58,6 +58,7 @@ class MeterRow(_Row):
     power_limit_source: str
     register_intervals: dict[str, int]  # outcome (core.energy.OUTCOMES) -> intervals in the period
     power_readings_refused: int
+    register_readings_refused: int
 
 
 @dataclass

@@ -47,6 +47,7 @@ import numpy as np
 
 from puewatch import config as cfg
 from puewatch.core import schema
+from puewatch.core.numbers import decimal
 from puewatch.core.site import UNITS, Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
@@ -621,10 +622,9 @@ class _TimeParser:
 def _number(text: str, what: str) -> float:
     if text == "":
         return math.nan
-    try:
-        x = float(text)
-    except ValueError:
-        raise ValueError(f"{what} {text!r} is not a number") from None
+    x = decimal(text)
+    if x is None:
+        raise ValueError(f"{what} {text!r} is not a number")
     if not math.isfinite(x):
         raise ValueError(f"{what} {text!r} is not a finite number")
     return x
@@ -634,8 +634,10 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
     """Readings from an export CSV, and the source description (path, rows, sha256).
 
     Every fault is a UserError naming the file, the line and the fault: an unknown meter,
-    a bad time or number, a negative power, rows out of time order within a meter, a
-    duplicate (meter, time), a row with neither reading. Nothing is skipped.
+    a bad time or number, rows out of time order within a meter, a duplicate (meter, time),
+    a row with neither reading. Nothing is skipped. A reading that cannot be (a negative power,
+    a register reading past its modulus) is read as the store holds it: the register-energy
+    policy refuses it as a reading, as in the report (core.energy).
     """
     path = Path(path)
     parse_time = _TimeParser()
@@ -714,8 +716,6 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             t = parse_time(ts)
             p = _number(ps, "power_w")
             e = _number(es, "energy_wh")
-            if p < 0:
-                raise ValueError(f"negative power_w {ps}")
             if math.isnan(p) and math.isnan(e):
                 raise ValueError("neither power_w nor energy_wh is given")
             if wide:
@@ -754,10 +754,11 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 t = times.get(ts)
                 if t is None:
                     t = parse_time(ts)
-                p = float(ps) if ps else nan
-                e = float(es) if es else nan
-                if not (t > prev_t and (p >= 0.0 or not ps) and (ps or es)
-                        and (isfinite(p) or not ps) and (isfinite(e) or not es)):
+                # check()'s rules, the common case first: a fault is named by check().
+                p = decimal(ps) if ps else nan
+                e = decimal(es) if es else nan
+                if (p is None or e is None or not (t > prev_t and (ps or es) and (isfinite(p) or not ps)
+                                                   and (isfinite(e) or not es))):
                     raise ValueError
             except ValueError:
                 lineno = reader.line_num

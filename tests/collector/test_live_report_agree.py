@@ -1,8 +1,8 @@
 """One measurement core: the live pipeline and the report give the same energies from the same readings.
 
 A recorded stream with every outcome of the register-energy policy (core.energy): wraps, a
-reset, an impossible jump, a missed poll, a gap of 40 s, and a power gauge with a negative
-reading and one above its limit. It is fed to the live pipeline as the collector feeds it (a
+reset, an impossible jump, a missed poll, a gap of 40 s, register readings that cannot be (past
+the modulus, negative), and a power gauge with a negative reading and one above its limit. It is fed to the live pipeline as the collector feeds it (a
 step after every reading) and the same readings go through `compute_report`, hour by hour.
 Each meter's energy per hour agrees to 1e-9.
 """
@@ -50,6 +50,10 @@ def _recording() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     jump_i = int(n * 0.8)
     it[jump_i:] += 50_000.0  # +50 kWh in 10 s: 18 MW, impossible on this meter
     it[n // 3] = math.nan  # a missed poll
+    # Register readings that cannot be: past the incomer's modulus (the drop after it would read as
+    # a wrap of negative energy), and a negative one on "it".
+    incomer[n // 7] = MODULUS + 123.0
+    it[int(n * 0.6)] = -5.0
     gap = (t > t[n // 4]) & (t < t[n // 4] + 40 * SECOND)  # no readings for 40 s
     cool = cool_w.copy()
     cool[n // 5] = -26.0  # a negative power reading
@@ -101,6 +105,7 @@ def test_live_cells_and_report_energies_agree_to_1e9() -> None:
     assert p.streams["incomer"].outcomes["wrap"] >= 2
     assert p.streams["it"].outcomes["reset"] == 1 and p.streams["it"].outcomes["jump"] == 1
     assert p.streams["crac"].power_refused == 2
+    assert p.streams["incomer"].register_refused == 1 and p.streams["it"].register_refused == 1
 
     site = _site()
     readings = {
@@ -124,6 +129,11 @@ def test_live_cells_and_report_energies_agree_to_1e9() -> None:
     it = next(m for m in year["meters"] if m["meter"] == "it")
     assert it["power_limit_source"] == "derived" and it["register_intervals"]["jump"] == 1
     assert it["register_intervals"]["reset"] == 1
+    inc = next(m for m in year["meters"] if m["meter"] == "incomer")
+    assert inc["register_readings_refused"] == 1 and it["register_readings_refused"] == 1
+    assert min(m["energy_wh"] for m in year["meters"]) > 0
+    assert any("'incomer': 1 register reading(s) negative, or at or above its modulus 20000.0 (the first 20123.0 at "
+               in w for w in year["warnings"]), year["warnings"]
     assert any("implies a mean power of 1.8" in w and "'it'" in w for w in year["warnings"])
     assert p.streams["it"].limit().source == "derived"
     assert policy.DERIVED_LIMIT_FACTOR * 7_000 < it["power_limit_w"] < policy.DERIVED_LIMIT_FACTOR * 9_000

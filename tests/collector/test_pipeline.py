@@ -324,7 +324,8 @@ def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
 
     from puewatch.collector.metrics import CollectorMetrics
 
-    p = Pipeline(site(ups=Meter(role="it", point="ups_output", device="ups0", zone="hall-a", max_power_w=20_000.0)),
+    p = Pipeline(site(ups=Meter(role="it", point="ups_output", device="ups0", zone="hall-a", max_power_w=20_000.0),
+                      pdu=Meter(role="it", point="pdu_output", device="pdu1", zone="hall-a")),
                  windows_ns=[MINUTE], settle_ns=5 * SECOND)
     m = CollectorMetrics()
     m.add_pipeline(p)
@@ -333,8 +334,13 @@ def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
         p.add_meter("incomer", t, -26.0 if s == 10 else 1300.0, t)
         p.add_meter("crac", t, 250.0, t)
         p.add_meter("ups", t, 5000.0 + (1000.0 if s >= 20 else 0.0) + s, t, register=True)  # +1000 Wh in 1 s
+        # a register reading of -3 Wh cannot be: not a reading, counted and logged once
+        p.add_meter("pdu", t, -3.0 if s in (12, 13) else 100.0 + s, t, register=True)
         p.step(t + 1)
     text = generate_latest(m.registry).decode()
+    assert 'puewatch_register_readings_refused_total{meter="pdu"} 2.0' in text
+    assert 'puewatch_register_readings_refused_total{meter="ups"} 0.0' in text
+    assert "puewatch_register_readings_refused_total{meter=\"incomer\"}" not in text  # a power meter
     assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
     assert 'puewatch_power_readings_refused_total{meter="incomer"} 1.0' in text
     assert 'puewatch_power_limit_watts{meter="ups",source="configured"} 20000.0' in text

@@ -184,8 +184,14 @@ HEADER = "time,meter,power_w,energy_wh\n"
     ("2025-01-01T00:00:00+2:00,ups-a,1.0,\n", 2, "is not RFC 3339"),
     ("2025-01-01T00:00:00+24:00,ups-a,1.0,\n", 2, "offset out of range"),
     ("2025-02-30T00:00:00Z,ups-a,1.0,\n", 2, "day is out of range"),
-    ("2025-01-01T00:00:00Z,ups-a,-5,\n", 2, "negative power_w -5"),
     ("2025-01-01T00:00:00Z,ups-a,abc,\n", 2, "power_w 'abc' is not a number"),
+    # Python's float() reads these; no CSV tool does, and a second auditor's reader would differ
+    ("2025-01-01T00:00:00Z,ups-a,1_000,\n", 2, "power_w '1_000' is not a number"),
+    ("2025-01-01T00:00:00Z,ups-a, 12 ,\n", 2, "power_w ' 12 ' is not a number"),
+    ("2025-01-01T00:00:00Z,ups-a,\uff11\uff12,\n", 2, "power_w '\uff11\uff12' is not a number"),
+    ("2025-01-01T00:00:00Z,incomer,,\u00a05.0\n", 2, "energy_wh '\\xa05.0' is not a number"),
+    ("2025-01-01T00:00:00Z,ups-a,0x10,\n", 2, "power_w '0x10' is not a number"),
+    ("2025-01-01T00:00:00Z,ups-a,\"1,5\",\n", 2, "power_w '1,5' is not a number"),
     ("2025-01-01T00:00:00Z,ups-a,nan,\n", 2, "not a finite number"),
     ("2025-01-01T00:00:00Z,ups-a,,\n", 2, "neither power_w nor energy_wh"),
     ("2025-01-01T00:01:00Z,ups-a,1,\n2025-01-01T00:00:00Z,ups-a,1,\n", 3, "is before the previous row's"),
@@ -195,6 +201,19 @@ HEADER = "time,meter,power_w,energy_wh\n"
 def test_bad_csv_names_file_line_and_fault(tmp_path: Path, body: str, line: int, fault: str) -> None:
     site = load_site(write_site(tmp_path))
     _refused(_csv(tmp_path, HEADER + "2024-12-31T23:00:00Z,incomer,,5.0\n" + body), site, line + 1, fault)
+
+
+def test_readings_that_cannot_be_are_read_for_the_policy_to_refuse(tmp_path: Path) -> None:
+    """A negative power and register readings past the modulus or negative are what a store can hold (an
+    ingest meter's): the CSV gives them as they are, and the report refuses them as readings, as it does
+    reading the store (core.energy), so recompute and report agree. Before, recompute refused a negative
+    power as bad input, and took a register reading past its modulus as a reading: the drop after it was
+    counted as a wrap of negative energy (found by the auditor's damaged-CSV audit)."""
+    site = load_site(write_site(tmp_path))
+    readings, _ = read_csv(_csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,ups-a,-5,\n"
+                                "2025-01-01T00:00:00Z,incomer,,-1.0\n2025-01-01T00:01:00Z,incomer,,5e12\n"), site)
+    np.testing.assert_array_equal(readings["ups-a"].power_w, [-5.0])
+    np.testing.assert_array_equal(readings["incomer"].energy_wh, [-1.0, 5e12])
 
 
 def _refused(path: Path, site, line: int, fault: str) -> None:
