@@ -59,7 +59,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
     `NoData` (exit status 1, naming the store's data range) when no meter has a reading in the period.
     """
     from puewatch.collector import config as collector_config
-    from puewatch.report.sources import check_period_has_data, open_store, resolve_snmp_wraps, stream_store
+    from puewatch.report.sources import check_period_has_data, data_range, open_store, resolve_snmp_wraps, stream_store
 
     conf = collector_config.load(args.config)
     site = conf.site_model()
@@ -67,7 +67,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
     try:
-        check_period_has_data(reader, site, start, end, what)
+        check_period_has_data(data_range(reader, site), site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin) as readings:
             yield site, readings, source
@@ -134,12 +134,13 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def recompute_main(args: argparse.Namespace) -> int:
-    from puewatch.report.sources import load_site, read_csv, span_days, window
+    from puewatch.report.sources import check_period_has_data, load_site, read_csv, readings_range, span_days, window
 
     site = load_site(args.site)
     readings, source = read_csv(args.readings, site)
     period = _period(args, required=False)
     start, end = period if period else span_days(readings)
+    check_period_has_data(readings_range(readings), site, start, end, "report", f"{args.readings}")
     # Only what `report` reads for the period (its margin of one max gap on each side): every
     # row is read and checked, and rows beyond that window change nothing.
     margin = _max_gap_ns(args)

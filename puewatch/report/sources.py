@@ -377,21 +377,31 @@ class NoData(UserError):
     exit_code = 1
 
 
-def check_period_has_data(reader: Any, site: SiteModel, start: int, end: int, what: str) -> None:
-    """Raise `NoData` naming the store's data range when no meter has a reading in start <= t < end.
+def check_period_has_data(span: tuple[int, int] | None, site: SiteModel, start: int, end: int, what: str,
+                          holder: str = "the store") -> None:
+    """Raise `NoData` naming the data's range (`span`: the first and last reading's times of any meter
+    in the store or file, None for none) when no meter has a reading in start <= t < end.
 
     An all-n/a report with exit status 0 looks like a result; a period that simply misses the
-    data (a date copied from a guide, a wrong year) must say so and where the data is.
+    data (a date copied from a guide, a wrong year) must say so and where the data is: `report`
+    and `export` on the store, `recompute` on its file alike.
     """
-    span = data_range(reader, site)
     period = f"{format_time(start)} .. {format_time(end)}"
     if span is None:
-        raise NoData(f"no {what}: the store holds no readings of the site's {len(site.meters)} meters")
+        raise NoData(f"no {what}: {holder} holds no readings of the site's {len(site.meters)} meters")
     lo, hi = span
     if lo >= end or hi < start:
-        raise NoData(f"no {what}: no meter readings in {period}; the store holds readings from "
+        raise NoData(f"no {what}: no meter readings in {period}; {holder} holds readings from "
                      f"{format_time(lo)} to {format_time(hi)} (e.g. --from {format_time(lo // NS * NS)} "
                      f"--to {format_time((hi // NS + 1) * NS)})")
+
+
+def readings_range(readings: Mapping[str, MeterReadings]) -> tuple[int, int] | None:
+    """The first and last reading's times over every meter (None: no readings)."""
+    ts = [r.t_ns for r in readings.values() if len(r.t_ns)]
+    if not ts:
+        return None
+    return min(int(t[0]) for t in ts), max(int(t[-1]) for t in ts)
 
 
 @contextmanager
@@ -819,11 +829,10 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int) -> dict[str, Me
 
 def span_days(readings: dict[str, MeterReadings]) -> tuple[int, int]:
     """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to midnight."""
-    ts = [r.t_ns for r in readings.values() if r.t_ns.size]
-    if not ts:
+    span = readings_range(readings)
+    if span is None:
         raise UserError("no readings: give --from and --to")
-    lo = min(int(t[0]) for t in ts)
-    hi = max(int(t[-1]) for t in ts)
+    lo, hi = span
     day = 86_400 * NS
     start = -(-lo // day) * day
     end = hi // day * day

@@ -50,6 +50,25 @@ def test_report_and_export_over_a_period_without_data_say_where_the_data_is(site
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
+def test_recompute_over_a_period_without_data_says_where_the_file_s_data_is(site, tmp_path: Path) -> None:
+    """As `report` does: exit 1 and one line, not an all-null report with exit 0 (a mistyped year, a header-only
+    file handed over; found by the damaged-CSV audit)."""
+    conf, _ = site
+    csv = tmp_path / "readings.csv"
+    assert _run("export", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-03-03", "-o", str(csv)).returncode == 0
+    ok = _run("recompute", "--readings", str(csv), "--site", str(conf), "--from", "2025-03-01", "--to", "2025-03-02")
+    assert ok.returncode == 0, ok.stderr
+    out = _run("recompute", "--readings", str(csv), "--site", str(conf), "--from", "2024-03-01", "--to", "2024-03-02")
+    assert out.returncode == 1 and out.stdout == "", (out.returncode, out.stdout)
+    assert out.stderr.startswith("puewatch recompute: error: no report: no meter readings in 2024-03-01T00:00:00Z .. "
+                                 f"2024-03-02T00:00:00Z; {csv} holds readings from 2025-02-28T23:45:00Z to "), out.stderr
+    assert out.stderr.count("\n") == 1
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(csv.read_text().splitlines()[0] + "\n")
+    out = _run("recompute", "--readings", str(header_only), "--site", str(conf), "--from", "2025-03-01", "--to", "2025-03-02")
+    assert out.returncode == 1 and f"no report: {header_only} holds no readings of the site's" in out.stderr, out.stderr
+
+
 def test_data_range_is_the_same_from_influxd(site, two_days, tmp_path: Path) -> None:
     conf, path = site
     model = collector_config.load(conf).site_model()
