@@ -198,6 +198,13 @@ class Stream:
                 mod = None if self.modulus is None else self.modulus * self.factor
                 d = policy.register_energy(t, x, modulus_wh=mod, limit=limit, resolution_wh=self.resolution * self.factor)
                 energy = d.delta
+                if self.max_gap_ns > 0:
+                    # An interval longer than the stream's max gap is a gap, as in a report (whose
+                    # energy it counts as estimated): none of its cells is observed live, however
+                    # many of them are still open when its second reading comes.
+                    long = np.diff(t) > self.max_gap_ns
+                    if long.any():
+                        energy = np.where(long, np.nan, energy)
                 for name, count in policy.outcome_counts(d.flags[done]).items():
                     self.outcomes[name] += count
                 if mod is not None:
@@ -377,7 +384,7 @@ class Pipeline:
         if st is None:
             # NVML counts mJ since the driver loaded (64-bit: no wrap); a drop is a driver reload.
             st = Stream(f"gpu:{node}:{gpu}", True, factor=1 / 3.6e6, max_power_w=self.gpu_max_power_w, resolution=1.0,
-                        estimated=estimated)
+                        max_gap_ns=self.settle, estimated=estimated)
             self.gpu_streams[key] = st
         if not st.add(time_ns, energy_mj, arrival_ns, self.settle):
             self.refused += 1

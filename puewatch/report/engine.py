@@ -418,6 +418,11 @@ class _Builder:
         if r.uncertain_wraps:
             a, b = r.uncertain_wraps[0]
             out.append(policy.uncertain_wraps_warning(name, len(r.uncertain_wraps), a, b, r.modulus_wh, r.limit))
+        if r.limit.source == "none" and r.method in ("register", "mixed") and r.limit.watts is None:
+            out.append(f"meter {name!r}: no power limit (none configured or rated, and fewer than "
+                       f"{policy.DERIVED_MIN_HOURS} hours of its readings in this report to derive one): an impossible "
+                       "jump cannot be told from energy here, and the live collector, with a limit derived from the "
+                       "hours it has seen, may decide such an interval otherwise; configure its max_power_w")
         if r.register_refused_first is not None:
             out.append(policy.register_refused_words(name, r.register_refused, *r.register_refused_first, r.modulus_wh))
         if r.power_refused:

@@ -410,3 +410,34 @@ def test_a_device_rating_limits_its_meters_live_as_in_a_report():
     text = generate_latest(m.registry).decode()
     assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
     assert 'puewatch_power_limit_watts{meter="ups",source="rated"} 18000.0' in text
+
+
+def test_a_register_interval_longer_than_settle_is_a_gap_live_however_many_cells_are_open():
+    """The IT register is silent for 350 s with settle_s 300, while a cooling gauge that stopped earlier holds
+    the horizon back: the interval's second reading finds many of its cells still open. Live, none of them is
+    observed (the report counts that interval's energy as estimated, its time a gap); before, the open part
+    was counted as observed energy and the live PUE had coverage 1 over time the report calls a gap (found
+    by the live-vs-report audit)."""
+    from puewatch.core import schema
+
+    sm = SiteModel("s", {
+        "incomer": Meter(role="facility_input", device="d0"),
+        "it": Meter(role="it", point="pdu_output", device="d1"),
+        "crac": Meter(role="cooling", device="d2"),
+    })
+    p = Pipeline(sm, windows_ns=[MINUTE], settle_ns=300 * SECOND)
+    it_cells: dict[int, float] = {}
+    for s in range(0, 1201, 5):
+        t = T0 + s * SECOND
+        p.add_meter("incomer", t, 150_000.0 * s / 3600.0, t, register=True)
+        if not 600 < s < 950:
+            p.add_meter("it", t, 100_000.0 * s / 3600.0, t, register=True)
+        if s < 800:
+            p.add_meter("crac", t, 20_000.0, t)
+        for measurement, tags, fields, ts in p.step(t + SECOND).rows():
+            if measurement == schema.METER_ENERGY and tags["meter"] == "it":
+                it_cells[ts] = fields[schema.ENERGY_WH]
+    silent = [ts for ts in it_cells if T0 + 600 * SECOND < ts <= T0 + 950 * SECOND]
+    assert silent == [], f"{len(silent)} cells of the 350 s interval observed live"
+    assert any(T0 + 955 * SECOND <= ts for ts in it_cells)  # the readings after it count again
+    assert any(ts <= T0 + 600 * SECOND for ts in it_cells)

@@ -561,3 +561,21 @@ def test_uncertain_wraps_at_the_edge_of_one_modulus(span_s) -> None:
         assert policy.uncertain_wraps(t, d, modulus_wh=100.0, limit=limit, resolution_wh=100.0).tolist() == list(
             range(d.size))
         assert policy.uncertain_wraps(t, d, modulus_wh=100.0, limit=policy.NO_LIMIT).tolist() == []
+
+
+def test_a_register_with_no_limit_is_warned_about() -> None:
+    """An hour's report has too few hours to derive a limit (3 needed): the register meter's jumps cannot be
+    told from energy, and the collector, with a derived limit, may decide them otherwise: the report says so
+    (found by the live-vs-report audit). With max_power_w configured, nothing is said."""
+    t = _times(60, START, START + H)
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    r = compute_report(_site(), readings, START, START + H, ReportOptions(max_gap_ns=15 * 60 * NS))
+    inc = next(m for m in r["meters"] if m["meter"] == "inc")
+    assert inc["power_limit_source"] == "none"
+    assert [w for w in r["warnings"] if w.startswith("meter 'inc': no power limit (none configured or rated, and "
+                                                     "fewer than 3 hours")], r["warnings"]
+    assert not [w for w in r["warnings"] if "'it1'" in w]  # a power meter: nothing is decided by a limit there
+    site = _site()
+    site.meters["inc"] = Meter(role="facility_input", device="d1", accuracy_pct=0.5, max_power_w=1000.0)
+    r = compute_report(site, readings, START, START + H, ReportOptions(max_gap_ns=15 * 60 * NS))
+    assert r["warnings"] == []
