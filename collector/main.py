@@ -270,11 +270,13 @@ class Collector:
         derived = self.pipeline.step(now)
         if derived:
             self.derived_writer.submit(derived)
+        # The lag every step: while a silent stream holds the horizon back, no cell finishes, and
+        # the lag is what says the ratios below are that old.
+        if self.pipeline.horizon is not None:
+            self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
         if self.pipeline.horizon == before:
             return  # no cell finished since the last step
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
-        if self.pipeline.horizon is not None:
-            self.metrics.horizon_lag.set((now - self.pipeline.horizon) / SECOND)
         for w in self.pipeline.windows:
             value, cov = self.pipeline.latest(schema.PUE, w)
             self.metrics.ratio.labels(schema.PUE, format_window(w)).set(value)
