@@ -1,12 +1,12 @@
 """`puewatch agent`: sample the node's sources on a schedule, spool, ship.
 
-Threads: the asyncio event loop runs every sampling job: APScheduler schedules
-the jobs of a second or more (state, processes, info, host, self monitoring,
-systemd notifications), and a `FixedRateTimer` on the same loop runs the hot
-sub-second jobs (the 10 Hz power samples), whose every run through APScheduler
-cost more CPU than the sample itself. One thread, so the sources need no locks.
-One shipping thread seals spool segments and sends them: sampling never waits
-for the network.
+Threads: the asyncio event loop runs the jobs of a second or more (state, processes,
+info, host, self monitoring, systemd notifications) on its own timers (`LoopTimers`),
+and each hot sub-second job (the 10 Hz power samples) runs in a `FixedRateThread`; a
+sampling lock keeps them from running side by side. Both keep their deadlines on the
+monotonic clock: a step of the wall clock (NTP correcting it, an RTC in local time)
+neither stops nor bursts them. One shipping thread seals spool segments and sends them:
+sampling never waits for the network.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-
-from apscheduler.executors.debug import DebugExecutor
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from puewatch.agent import config as agent_config
 from puewatch.agent.shipper import Endpoint, Shipper
@@ -42,34 +38,68 @@ log = logging.getLogger("puewatch.agent")
 SELF_MEASUREMENT = "puewatch_agent"
 
 
-class LoopScheduler(AsyncIOScheduler):
-    """AsyncIOScheduler whose timer processes due jobs directly.
+class LoopTimers:
+    """The agent's jobs of a second or more, at a fixed rate on the event loop's clock.
 
-    The stock timer calls `wakeup()`, which hops through `call_soon_threadsafe` (a
-    self-pipe write and one more event-loop iteration) although the timer already
-    runs in the loop. At 10 Hz that hop was a large part of the agent's CPU time
-    (see `puewatch bench agent`). Jobs run inline too (DebugExecutor): sampling
-    functions are short and synchronous, so a Task per run would only add cost.
-    Pinned to APScheduler 3.x (`apscheduler>=3.11,<4`), whose timer this overrides.
+    Fire times are `t0 + k * interval`, `t0` on a multiple of the interval on the wall clock when
+    the job is added (samples line up across jobs and nodes), then kept on the loop's monotonic
+    clock: a step of the wall clock (an NTP correction, an RTC kept in local time) neither stops
+    the jobs for the size of a backward step (as a scheduler on wall-clock datetimes does, the
+    systemd watchdog ping with them) nor runs them in a burst after a forward one. A run missed
+    by a whole period or more (a stalled host) is skipped, not run late in a burst, and counted
+    (`ticks_missed`). Jobs run inline in the loop: they are short and synchronous.
     """
 
-    def _start_timer(self, wait_seconds):
-        self._stop_timer()
-        if wait_seconds is not None:
-            self._timeout = self._eventloop.call_later(wait_seconds, self._process_in_loop)
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: Stats) -> None:
+        self._loop = loop
+        self._stats = stats
+        self._handles: dict[str, asyncio.Handle] = {}
+        self._stopped = False
 
-    def _process_in_loop(self) -> None:
-        self._timeout = None
-        self._start_timer(self._process_jobs())
+    def every(self, name: str, interval_s: float, func, *, first_wall_s: float | None = None) -> None:
+        """Run `func` every `interval_s`, first at wall time `first_wall_s` (default: one interval from now)."""
+        t0 = self._loop.time() + (interval_s if first_wall_s is None else max(0.0, first_wall_s - time.time()))
+        self._handles[name] = self._loop.call_at(t0, self._tick, name, interval_s, func, t0, 0)
+
+    def once(self, name: str, func) -> None:
+        """Run `func` once, as soon as the loop is free."""
+        self._handles[name] = self._loop.call_soon(self._run, name, func)
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+    def _run(self, name: str, func) -> None:
+        if self._stopped:
+            return
+        try:
+            func()
+        except Exception:  # a job's own errors are its business; never let one stop the timers
+            log.exception("%s: unexpected error", name)
+
+    def _tick(self, name: str, interval_s: float, func, t0: float, k: int) -> None:
+        if self._stopped:
+            return
+        self._run(name, func)
+        k += 1
+        now = self._loop.time()
+        if t0 + (k + 1) * interval_s <= now:  # missed by a whole period: on to the latest due
+            latest = int((now - t0) / interval_s)
+            self._stats.ticks_missed += latest - k
+            log.warning("%s ran %.3f s late: %d run(s) skipped", name, now - (t0 + k * interval_s), latest - k)
+            k = latest
+        self._handles[name] = self._loop.call_at(t0 + k * interval_s, self._tick, name, interval_s, func, t0, k)
 
 
 class FixedRateThread(threading.Thread):
     """Runs `func` at `t0 + k * interval_s` in its own thread: the lean path of the hot jobs.
 
     Measured on the benchmark's machine, a 10 Hz tick costs about 65 µs of CPU as a
-    `time.sleep()` loop, 140 µs as an asyncio timer (`_run_once`, a TimerHandle, epoll), and an
-    APScheduler run adds a job-store lookup, trigger arithmetic on time-zone-aware datetimes,
-    executor bookkeeping and event dispatch on top: more than reading the power of 8 GPUs.
+    `time.sleep()` loop and 140 µs as an asyncio timer (`_run_once`, a TimerHandle, epoll); a
+    general scheduler's run (APScheduler: a job-store lookup, trigger arithmetic on time-zone-aware
+    datetimes, executor bookkeeping and event dispatch) cost more than reading the power of 8 GPUs.
     Deadlines are absolute, so the rate does not drift with the run time. A tick missed by a
     whole period or more (a stalled host) is skipped, not run late in a burst, and counted.
     `func` takes the agent's sampling lock, so it never runs beside another job.
@@ -82,8 +112,8 @@ class FixedRateThread(threading.Thread):
         self.interval_s = interval_s
         self._func = func
         self._stats = stats
-        # The first tick is on the wall clock (a multiple of the interval, as for the APScheduler
-        # jobs); the deadlines are kept in the monotonic clock.
+        # The first tick is on the wall clock (a multiple of the interval, as for the loop's jobs);
+        # the deadlines are kept in the monotonic clock.
         self._t0 = time.monotonic() + (start_wall_s - time.time())
         self._stopping = False
         self.last_run_s = time.monotonic()  # monotonic time of the last run, for the watchdog
@@ -111,11 +141,13 @@ class FixedRateThread(threading.Thread):
                 log.exception("%s: unexpected error", self.name)
             now = self.last_run_s = monotonic()
             k += 1
-            if t0 + k * interval_s <= now:
-                behind = int((now - t0) / interval_s) + 1
-                self._stats.ticks_missed += behind - k
-                log.warning("%s ran %.3f s late: %d sample(s) skipped", self.name, now - (t0 + k * interval_s), behind - k)
-                k = behind
+            if t0 + (k + 1) * interval_s <= now:
+                # Missed by a whole period or more: on to the latest deadline due (a tick only a little
+                # late runs late, as the next loop does at once).
+                latest = int((now - t0) / interval_s)
+                self._stats.ticks_missed += latest - k
+                log.warning("%s ran %.3f s late: %d sample(s) skipped", self.name, now - (t0 + k * interval_s), latest - k)
+                k = latest
 
 
 @dataclass
@@ -216,7 +248,7 @@ class Agent:
                         log.info("first sample taken; ready")
                         self.notifier.ready(self._status_text())
 
-        run.__name__ = job.name  # for APScheduler's messages
+        run.__name__ = job.name
         return run
 
     def self_report(self) -> list[str]:
@@ -262,12 +294,7 @@ class Agent:
             loop.add_signal_handler(sig, stop.set)
         assert self.shipper is not None
         self.shipper.start()
-        scheduler = LoopScheduler(
-            event_loop=loop,
-            timezone=dt.timezone.utc,
-            executors={"default": DebugExecutor()},
-            job_defaults={"coalesce": True, "max_instances": 1},
-        )
+        scheduler = LoopTimers(loop, self.stats)
         now = time.time()
         jobs = [job for source in self.sources for job in source.jobs()]
         jobs.append(Job("agent.self", self.conf.agent.self_interval_s, self.self_report, samples=False))
@@ -279,22 +306,15 @@ class Agent:
             if job.hot:
                 timers.append(FixedRateThread(job.name, job.interval_s, start, self._job(job), self.stats))
                 continue
-            scheduler.add_job(
-                self._job(job),
-                IntervalTrigger(seconds=job.interval_s, start_date=dt.datetime.fromtimestamp(start, dt.timezone.utc)),
-                id=job.name,
-                name=job.name,
-                misfire_grace_time=max(1, int(job.interval_s * 2)),
-            )
+            scheduler.every(job.name, job.interval_s, self._job(job), first_wall_s=start)
             if job.at_start:
-                scheduler.add_job(self._job(job), id=job.name + ".start", name=job.name)
-        scheduler.add_job(self._status, IntervalTrigger(seconds=self.conf.agent.status_interval_s), id="agent.status")
+                scheduler.once(job.name + ".start", self._job(job))
+        scheduler.every("agent.status", self.conf.agent.status_interval_s, self._status)
         wd = watchdog_interval_s() if self.notifier.enabled else None
         if wd:
             # From the event loop itself: a hung loop stops pinging and systemd restarts the agent.
-            scheduler.add_job(self._watchdog, IntervalTrigger(seconds=wd / 2), id="agent.watchdog")
+            scheduler.every("agent.watchdog", wd / 2, self._watchdog)
             self.notifier.watchdog()
-        scheduler.start()
         for timer in timers:
             timer.start()
         log.info(
@@ -310,7 +330,7 @@ class Agent:
 
         log.info("stopping: final flush (up to %.1f s)", self.conf.agent.shutdown_timeout_s)
         self.notifier.stopping(self._status_text())
-        scheduler.shutdown(wait=False)
+        scheduler.shutdown()
         for timer in timers:
             timer.stop(timer.MAX_SLEEP_S + 5.0)
         self.spool.append(self.self_report())
@@ -341,8 +361,6 @@ def setup_logging(level: str) -> None:
     # Under systemd the journal adds its own timestamps.
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr, format=fmt)
-    # APScheduler logs every job run at INFO; at 10 Hz that is noise (and CPU).
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     install_log_filter()
 
 

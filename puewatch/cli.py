@@ -42,7 +42,7 @@ _COMMANDS: dict[str, str] = {
 # The third-party modules each extra brings (pyproject.toml): a command run on an install without its
 # extra (an agent-only node asked for `puewatch report`) says which one to install, not a traceback.
 _EXTRA_OF_MODULE: dict[str, str] = {
-    **dict.fromkeys(("pynvml", "psutil", "apscheduler"), "agent"),
+    **dict.fromkeys(("pynvml", "psutil"), "agent"),
     **dict.fromkeys(("numpy", "numba", "llvmlite", "pysnmp", "pyasn1", "cryptography", "rfc8785", "influxdb_client",
                      "urllib3", "prometheus_client", "rich"), "collector"),
     "matplotlib": "report",

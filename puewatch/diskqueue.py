@@ -114,6 +114,11 @@ def _rec_name(seq: int, points: int) -> str:
     return f"{seq:016d}-{points}{_REC}"
 
 
+def _is_full(exc: OSError) -> bool:
+    """A full disk or quota: what dropping the oldest record can help."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class DiskQueue:
     """Records in seq order on disk; thread-safe. Counters: dropped_* (the bound, the disk,
     unreadable files) and rejected_* (set aside by the caller)."""
@@ -146,6 +151,7 @@ class DiskQueue:
         self._sealing_bytes = 0
         self._sealing_points = 0
         self._drop_logged = False
+        self._seal_logged = self._done_logged = False  # unwritable directory: each logged once
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -251,7 +257,7 @@ class DiskQueue:
                     break
                 except OSError as exc:
                     # A full disk: free room by dropping the oldest record, then try once more.
-                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    full = _is_full(exc)
                     if attempt == 2 or not full or not self._evict_oldest(seq):
                         self._drop_new(points, 1, f"cannot write {path}: {exc.strerror}")
                         # A full disk: logged once, then counted, until a record is written again.
@@ -273,7 +279,7 @@ class DiskQueue:
         try:
             write_durable(path, data)
         except OSError as exc:
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            full = _is_full(exc)
             raise QueueFull(f"cannot write {path}: {exc.strerror}", disk_full=full) from None
         finally:
             with self._lock:
@@ -303,15 +309,20 @@ class DiskQueue:
                 if self.bytes + len(data) > self.max_bytes:
                     self._drop_new(points, 0, f"spool limit of {self.max_bytes} bytes reached")
                     return 0
-            if not self._write_open(data):
-                if not (self._evict_oldest() and self._write_open(data)):
-                    self._drop_new(points, 0, "spool disk full")
+            err = self._write_open(data)
+            if err is not None:
+                # Only a full disk is helped by dropping the oldest batch; any other error (a read-only or
+                # unwritable directory, EIO) would lose a good batch for nothing.
+                full = _is_full(err)
+                if not (full and self._evict_oldest() and self._write_open(data) is None):
+                    self._drop_new(points, 0, "spool disk full" if full else f"cannot write: {err.strerror}")
                     return 0
             self._open_points += points
             self._drop_logged = False
         return points
 
-    def _write_open(self, data: bytes) -> bool:
+    def _write_open(self, data: bytes) -> OSError | None:
+        """Append `data` to the open record: None when written, else the error (nothing of it kept)."""
         try:
             if self._fd is None:
                 self._open_seq = self.next_seq()
@@ -320,20 +331,23 @@ class DiskQueue:
                 self._open_bytes = 0
                 self._open_points = 0
             written = os.write(self._fd, data)
-            if written == len(data):
-                self._open_bytes += written
-                return True
-            os.ftruncate(self._fd, self._open_bytes)  # a short write (disk full): cut the piece off
-            return False
+            while written < len(data):
+                # A short write: the rest again, which either goes on or fails with the reason (a full
+                # disk, a file size limit); then the except below cuts the piece off.
+                more = os.write(self._fd, data[written:])
+                if more == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += more
+            self._open_bytes += written
+            return None
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                log.error("spool %s: cannot write: %s", self.dir, exc.strerror)
+            # (Logged by the caller once per episode, with what it dropped: not once per tick.)
             if self._fd is not None:
                 try:
                     os.ftruncate(self._fd, self._open_bytes)
                 except OSError:
                     pass
-            return False
+            return exc
 
     def seal(self) -> Record | None:
         """Close the open record: fsync, rename to <seq>-<points>.rec (atomic), fsync the directory."""
@@ -351,9 +365,20 @@ class DiskQueue:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            path = self.dir / _rec_name(seq, points)
-            os.rename(self.dir / f"{seq:016d}{_OPEN}", path)
-            fsync_dir(self.dir)
+            open_path, path = self.dir / f"{seq:016d}{_OPEN}", self.dir / _rec_name(seq, points)
+            try:
+                os.rename(open_path, path)
+            except OSError as exc:
+                # (An unwritable directory.) The batch is whole and fsync'd: it is queued and sent from
+                # where it is, not left for the next start to find; the next start would seal it as well.
+                if not self._seal_logged:
+                    log.error("spool %s: cannot seal batch %d: %s; it is sent as it is (logged once)", self.dir, seq,
+                              exc.strerror)
+                    self._seal_logged = True
+                path = open_path
+            else:
+                fsync_dir(self.dir)
+                self._seal_logged = False
             rec = Record(seq, points, size, path)
         finally:
             with self._lock:
@@ -422,11 +447,18 @@ class DiskQueue:
         return payload
 
     def done(self, rec: Record) -> None:
-        """The record was delivered: delete it. (A delete lost in a crash only sends it again.)"""
+        """The record was delivered: delete it. (A delete lost in a crash, or refused by an unwritable
+        directory, only sends it again at the next start: the same points, which a store keeps once.)"""
         with self._lock:
             self._remove(rec)
             self._in_flight = [r for r in self._in_flight if r is not rec]
-        rec.path.unlink(missing_ok=True)
+        try:
+            rec.path.unlink(missing_ok=True)
+        except OSError as exc:
+            if not self._done_logged:
+                log.error("spool %s: cannot delete delivered batch %s: %s; the next start sends it again "
+                          "(logged once)", self.dir, rec.path.name, exc.strerror)
+                self._done_logged = True
 
     def release(self) -> None:
         """The records in flight stay (delivery failed; they are tried again)."""
@@ -466,8 +498,15 @@ class DiskQueue:
         rec = next((r for r in self._records if not r.held and all(r is not f for f in self._in_flight)), None)
         if rec is None or (before_seq is not None and rec.seq > before_seq):
             return False
+        try:
+            rec.path.unlink(missing_ok=True)
+        except OSError as exc:
+            # Nothing freed (a read-only directory): the batch stays queued, and is sent when it can be.
+            if not self._drop_logged:
+                log.error("spool %s: cannot drop the oldest batch %s to make room: %s", self.dir, rec.path.name,
+                          exc.strerror)
+            return False
         self._remove(rec)
-        rec.path.unlink(missing_ok=True)
         self.dropped_points += rec.points
         self.dropped_batches += 1
         log.warning(

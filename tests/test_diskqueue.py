@@ -270,3 +270,40 @@ def test_an_older_batch_that_cannot_be_converted_is_a_clear_error_naming_it(tmp_
     old.mkdir()  # unreadable as a file (a directory under a batch's name): read fails with EISDIR
     with pytest.raises(UserError, match=rf"spool {old}: cannot convert .* move the file out of {q}"):
         opened(q)
+
+
+def test_a_write_error_that_is_not_a_full_disk_drops_no_queued_batch_and_says_what_it_is(tmp_path):
+    """The open record cannot grow (here RLIMIT_FSIZE: EFBIG, a real error of write(2), in a child process;
+    a read-only or unwritable directory, EIO, alike). Dropping the oldest batch cannot help that: the queued
+    batches stay and are delivered, only the new points are dropped, counted and logged once with the real
+    reason. Before, every failed tick dropped the oldest good batch "to make room", logged an error per tick
+    and called it a full disk (found by the agent audit)."""
+    script = textwrap.dedent(f"""
+        import json, logging, os, resource, signal, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) fails with EFBIG instead
+        from puewatch.diskqueue import DiskQueue
+        q = DiskQueue({str(tmp_path / 'q')!r}, 1 << 20, 1 << 20, rejected_suffix=".lp")
+        q.open()
+        for i in range(3):
+            q.extend(b"m v=%d %d\\n" % (i, i), 1)
+            q.seal()
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+        stored = sum(q.extend(b"m v=1 %d\\n" % (100 + i) * 20, 20) for i in range(10))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        delivered = []
+        while (rec := q.oldest()) is not None:
+            delivered.append(rec.points)
+            q.done(rec)
+        print(json.dumps({{"stored": stored, "dropped": q.dropped_points, "delivered": delivered}}))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["delivered"] == [1, 1, 1], out  # the three queued batches, none dropped to "make room"
+    assert out["stored"] == 0 and out["dropped"] == 200, out
+    errors = [line for line in r.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "cannot write: File too large" in errors[0] and "disk full" not in errors[0], r.stderr

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 import puewatch
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENT_EXTRA = ("nvidia-ml-py", "psutil", "apscheduler")
+AGENT_EXTRA = ("nvidia-ml-py", "psutil")
 NUMERIC = ("numba", "numpy", "llvmlite", "pandas")
 
 

@@ -33,8 +33,8 @@ class Job:
     samples: bool = True
     # Also run once right at start-up (descriptions with long periods).
     at_start: bool = False
-    # Run on the agent's lean fixed-rate timer instead of through APScheduler: for the sub-second
-    # power samples, where APScheduler's per-run bookkeeping would cost more than the sample itself.
+    # Run in a thread of its own (FixedRateThread) instead of on the event loop's timers: for the
+    # sub-second power samples, where a loop wake-up costs twice a sleep's.
     hot: bool = False
 
 
