@@ -20,7 +20,11 @@ again after a crash or a timeout is byte-identical.
 
 The queue is bounded in bytes on disk: to make room the oldest records are dropped first
 (never the one being sent), each dropped point is counted and logged; when nothing older can
-go, the new data is dropped and counted. A full disk (ENOSPC) is handled the same way.
+go, the new data is dropped and counted. A full disk (ENOSPC) is handled the same way; any
+other write error (an unwritable directory, EIO, a file size limit) drops only the new data
+(counted, logged once with its reason): dropping a queued record could not help it. A record
+found damaged when it is read gives its whole pieces up to the damage; the rest is dropped and
+counted, and the file kept in rejected/ as <name>.damaged.
 A caller that must not lose what it already acknowledged (the collector's durable writes)
 calls `put(..., evict=False)`: nothing is dropped, `QueueFull` says the bound or the disk is
 full, and the caller refuses the new data instead (503). `held=True` marks a record whose
@@ -437,14 +441,30 @@ class DiskQueue:
             self._lose(rec, f"cannot read {rec.path}: {exc.strerror}")
             return None
         payload, points, good = decode_record(data)
-        if good != len(data) or points != rec.points:
+        if good == len(data) and points == rec.points:
+            return payload
+        aside = self.rejected_dir / (rec.path.name + ".damaged")
+        salvaged = good != len(data) and 0 < points < rec.points
+        if not salvaged:
+            # Nothing whole to keep, or whole pieces that disagree with the record's name.
             self._lose(rec, f"{rec.path} is damaged (a whole record holds {good} of its {len(data)} bytes)")
-            try:
-                os.rename(rec.path, self.rejected_dir / (rec.path.name + ".damaged"))
-            except OSError:
-                pass
-            return None
-        return payload
+        else:
+            # Whole pieces (each with its checksum) and then damage: the pieces are delivered, as the
+            # open record's are at a start, and only the points after the damage are dropped.
+            lost = rec.points - points
+            with self._lock:
+                if any(r is rec for r in self._records):
+                    self._records_points -= lost
+                rec.points = points
+                self.dropped_points += lost
+            log.error("spool %s: %s is damaged after byte %d of %d: its first %d point(s) are sent, the %d after "
+                      "the damage are dropped (the file is kept as %s)", self.dir, rec.path.name, good, len(data),
+                      points, lost, aside)
+        try:
+            os.rename(rec.path, aside)
+        except OSError:
+            pass
+        return payload if salvaged else None
 
     def done(self, rec: Record) -> None:
         """The record was delivered: delete it. (A delete lost in a crash, or refused by an unwritable
