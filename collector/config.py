@@ -155,8 +155,7 @@ class SnmpSection:
         for d in self.profile_dirs:
             if not Path(d).is_dir():
                 return [("profile_dirs", f"{d!r} is not a directory")]
-        names = [d.name for d in self.devices]
-        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        dup = cfg.duplicate([d.name for d in self.devices])
         return [("devices", f"device name {dup!r} is used twice")] if dup else []
 
     def names(self) -> set[str]:

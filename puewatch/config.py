@@ -306,14 +306,17 @@ def load(path: str | Path, model: type[T]) -> T:
     return build(model, _read(Path(path)), str(path))
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """The parsed TOML document; a `ConfigError` naming the file when it cannot be read or parsed."""
+def _read(path: Path, what: str = "configuration file") -> dict[str, Any]:
+    """The parsed TOML document; a `ConfigError` naming the file when it cannot be read or parsed.
+    A UTF-8 byte order mark at the start (Windows Notepad writes one) is read past."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -321,6 +324,21 @@ def _read(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     return data
+
+
+def read_toml(path: str | Path, what: str = "configuration file") -> dict[str, Any]:
+    """A TOML file (a configuration, a site file, a carbon file), read as every one of them is."""
+    return _read(Path(path), what)
+
+
+def duplicate(names: list[str]) -> str | None:
+    """The first name given twice, or None."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
 
 
 def describe_range(meta: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ from puewatch.collector.snmp import profiles as pf
 from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.validate import Refusal, check_value, number_of
+from puewatch import config as cfg
 from puewatch.errors import ConfigError
 
 log = logging.getLogger("puewatch.collector.snmp")
@@ -387,8 +388,7 @@ class Poller:
         max_in_flight: int = 256,
         start_spread_s: float = 1.0,
     ) -> None:
-        names = [d.name for d in devices]
-        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        dup = cfg.duplicate([d.name for d in devices])
         if dup is not None:
             raise ConfigError(f"SNMP device name {dup!r} is used twice")
         self.profiles = profiles if profiles is not None else pf.load_profiles()

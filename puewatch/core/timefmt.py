@@ -3,7 +3,9 @@
 `format_time` writes whole seconds as `...T00:00:00Z` and anything finer with nine fraction
 digits; `format_times` is the same for an array (NumPy in C; a test pins them equal).
 `parse_time` reads a date (UTC midnight) or an RFC 3339 time with any offset, up to ns; a
-time without an offset is refused (an auditor must never guess a time zone).
+time without an offset is refused (an auditor must never guess a time zone), and so is a time
+outside `FIRST_NS` .. `LAST_NS` (`in_range`): int64 nanoseconds reach from 1677 to 2262, and the
+years at either end are kept free for the margins a report reads around its period.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ SECOND = NS
 MINUTE = 60 * NS
 HOUR = 3600 * NS
 DAY_NS = 86_400 * NS
+# The times puewatch reads: 1679-01-01 .. 2261-01-01 (exclusive), inside int64 ns with a year to spare.
+FIRST_NS = -9_183_024_000 * NS
+LAST_NS = 9_183_110_400 * NS
 
 __all__ = ["DAY_NS", "HOUR", "MINUTE", "NS", "SECOND", "add_months", "day_grid", "format_period", "format_time", "format_times",
-           "is_annual", "month_start", "parse_time"]
+           "in_range", "is_annual", "month_start", "parse_time"]
 
 
 def format_time(t_ns: int) -> str:
@@ -48,7 +53,7 @@ def parse_time(text: str) -> int:
     s = text.strip()
     if len(s) == 10:
         d = dt.date.fromisoformat(s)
-        return calendar.timegm(d.timetuple()) * NS
+        return in_range(calendar.timegm(d.timetuple()) * NS, text)
     frac_ns = 0
     head = s
     # Python's datetime keeps microseconds only: take the fraction apart by hand.
@@ -67,7 +72,15 @@ def parse_time(text: str) -> int:
     t = dt.datetime.fromisoformat(head)
     if t.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset (add Z)")
-    return calendar.timegm(t.utctimetuple()) * NS + frac_ns
+    return in_range(calendar.timegm(t.utctimetuple()) * NS + frac_ns, text)
+
+
+def in_range(t_ns: int, text: str) -> int:
+    """`t_ns`, or a ValueError naming `text` when it lies outside the times puewatch reads."""
+    if not FIRST_NS <= t_ns < LAST_NS:
+        raise ValueError(f"time {text!r} is outside the times puewatch reads (1679-01-01 .. 2260-12-31: "
+                         "int64 nanoseconds, with a year to spare for a report's margins)")
+    return t_ns
 
 
 def add_months(t_ns: int, months: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from puewatch.errors import UserError
 from puewatch.core.timefmt import NS, parse_time
 from puewatch.report.engine import ReportOptions, build_report, compute_report
 from puewatch.report.render import render
+
+YEAR_S = 366 * 86_400  # the longest --max-gap: a year (core.timefmt keeps a year free at either end)
 
 
 def _period(args: argparse.Namespace, required: bool = True) -> tuple[int, int] | None:
@@ -36,8 +39,8 @@ def _time(option: str, text: str) -> int:
 
 
 def _max_gap_ns(args: argparse.Namespace) -> int:
-    if not args.max_gap_s > 0:
-        raise UserError(f"--max-gap must be positive, got {args.max_gap_s}")
+    if not 0 < args.max_gap_s <= YEAR_S:
+        raise UserError(f"--max-gap must be positive and at most a year ({YEAR_S} s), got {args.max_gap_s}")
     return int(args.max_gap_s * NS)
 
 
@@ -122,9 +125,16 @@ def export_main(args: argparse.Namespace) -> int:
     start, end = _period(args)
     with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source):
         if args.output:
+            # Written beside and renamed into place: a failed export leaves no file that looks like one.
+            out = Path(args.output)
+            part = out.with_name(f".{out.name}.part")
             try:
-                with open(args.output, "w", encoding="utf-8", newline="") as f:
-                    rows = write_csv(readings, f)
+                try:
+                    with open(part, "w", encoding="utf-8", newline="") as f:
+                        rows = write_csv(readings, f)
+                    os.replace(part, out)
+                finally:
+                    part.unlink(missing_ok=True)
             except OSError as exc:
                 raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
             print(f"{rows} readings of {len(readings)} meters written to {args.output}", file=sys.stderr)

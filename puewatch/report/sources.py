@@ -34,7 +34,6 @@ import io
 import math
 import re
 import sys
-import tomllib
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,7 +51,7 @@ from puewatch.core.site import UNITS, Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
-from puewatch.core.timefmt import NS, format_time, format_times
+from puewatch.core.timefmt import NS, format_time, format_times, in_range
 from puewatch.report.engine import MeterReadings
 from puewatch.redact import redact_url
 
@@ -121,14 +120,7 @@ def load_site(path: str | Path) -> SiteModel:
     and `[snmp] profile_dirs`, as the collector finds them (`resolve_snmp_wraps`).
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: site file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read site file: {getattr(exc, 'strerror', None) or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = cfg.read_toml(path, "site file")
     section = data.get("collector")
     if not isinstance(section, dict) or "site" not in section:
         raise ConfigError(f"{path}: collector.site: is required (the site name)")
@@ -146,6 +138,9 @@ def load_site(path: str | Path) -> SiteModel:
     keys = ("name", "profile", "oids")
     devices = [cfg.build(SiteDevice, {k: v for k, v in d.items() if k in keys}, f"{path}: snmp.devices[{i}]")
                for i, d in enumerate(raw_devices)]
+    dup = cfg.duplicate([d.name for d in devices])
+    if dup is not None:  # as the collector and `report` refuse it: the wraps would be the last entry's
+        raise ConfigError(f"{path}: snmp.devices: device name {dup!r} is used twice")
     resolve_snmp_wraps(site, devices, dirs, str(path))
     return site
 
@@ -626,7 +621,7 @@ class _TimeParser:
             if int(oh) > 23 or int(om) > 59:
                 raise ValueError(f"time {text!r}: offset out of range")
             offset_s = (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
-        return day + (h * 3600 + mi * 60 + s - offset_s) * NS + (int(frac.ljust(9, "0")) if frac else 0)
+        return in_range(day + (h * 3600 + mi * 60 + s - offset_s) * NS + (int(frac.ljust(9, "0")) if frac else 0), text)
 
 
 def _number(text: str, what: str) -> float:
@@ -659,6 +654,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         f = path.open("rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot read readings: {exc.strerror}") from None
+    unended: list[int] = []  # the number of a last line that has no line break
     with f:
         def lines() -> Iterator[str]:
             # Read, hash and decode in blocks of whole lines; csv gets the lines as they are.
@@ -678,6 +674,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                     whole, rest = data[:cut], data[cut:]
                 else:
                     whole, rest = rest, b""  # the last line, without its newline
+                    if whole:
+                        unended.append(done + 1)
                 if whole:
                     try:
                         text = whole.decode("utf-8")
@@ -692,6 +690,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         reader = csv.reader(lines())
         try:
             header = next(reader)
+        except csv.Error as exc:
+            raise UserError(f"{path}:{reader.line_num}: {exc} (line ends must be LF or CRLF)") from None
         except StopIteration:
             raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
         if tuple(header) not in (CSV_HEADER, CSV_HEADER_RATED):
@@ -743,54 +743,65 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         cur: str | None = None
         prev_t = -(1 << 63)
         c = None
-        for row in reader:
-            try:
-                if wide:
-                    ts, meter, ps, es, *rated = row
-                    if len(rated) != len(CSV_RATING_COLUMNS) or any(rated):
-                        raise ValueError  # rare (a meter's first row, or a fault): check() reads them
-                else:
-                    ts, meter, ps, es = row
-                if meter != cur:
-                    if cur is not None:
-                        last[cur] = prev_t
-                    if meter not in site.meters:
-                        raise ValueError
-                    cur = meter
-                    prev_t = last.get(meter, -(1 << 63))
-                    c = cols.get(meter)
-                    if c is None:
-                        c = cols[meter] = (array("q"), array("d"), array("d"))
-                t = times.get(ts)
-                if t is None:
-                    t = parse_time(ts)
-                # check()'s rules, the common case first: a fault is named by check().
-                p = decimal(ps) if ps else nan
-                e = decimal(es) if es else nan
-                if (p is None or e is None or not (t > prev_t and (ps or es) and (isfinite(p) or not ps)
-                                                   and (isfinite(e) or not es))):
-                    raise ValueError
-            except ValueError:
-                lineno = reader.line_num
-                if cur is not None:
-                    last[cur] = prev_t
+        start = reader.line_num + 1  # the line the next row begins on
+        try:
+            for row in reader:
                 try:
-                    t, p, e = check(row)
-                except ValueError as exc:
-                    raise UserError(f"{path}:{lineno}: {exc}") from None
-                if not (wide and any(row[4:])):
-                    raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
-                if meter != cur:  # a meter's first row, with its ratings: begin its columns as the fast way does
+                    if wide:
+                        ts, meter, ps, es, *rated = row
+                        if len(rated) != len(CSV_RATING_COLUMNS) or any(rated):
+                            raise ValueError  # rare (a meter's first row, or a fault): check() reads them
+                    else:
+                        ts, meter, ps, es = row
+                    if meter != cur:
+                        if cur is not None:
+                            last[cur] = prev_t
+                        if meter not in site.meters:
+                            raise ValueError
+                        cur = meter
+                        prev_t = last.get(meter, -(1 << 63))
+                        c = cols.get(meter)
+                        if c is None:
+                            c = cols[meter] = (array("q"), array("d"), array("d"))
+                    t = times.get(ts)
+                    if t is None:
+                        t = parse_time(ts)
+                    # check()'s rules, the common case first: a fault is named by check().
+                    p = decimal(ps) if ps else nan
+                    e = decimal(es) if es else nan
+                    if (p is None or e is None or not (t > prev_t and (ps or es) and (isfinite(p) or not ps)
+                                                       and (isfinite(e) or not es))):
+                        raise ValueError
+                except ValueError:
+                    lineno = start
+                    if reader.line_num > start:
+                        raise UserError(f"{path}:{start}: a quoted field runs on to line {reader.line_num} "
+                                        "(an unterminated quote?)") from None
                     if cur is not None:
                         last[cur] = prev_t
-                    cur = meter
-                    c = cols.get(meter)
-                    if c is None:
-                        c = cols[meter] = (array("q"), array("d"), array("d"))
-            prev_t = t
-            c[0].append(t)
-            c[1].append(p)
-            c[2].append(e)
+                    try:
+                        t, p, e = check(row)
+                    except ValueError as exc:
+                        raise UserError(f"{path}:{lineno}: {exc}") from None
+                    if not (wide and any(row[4:])):
+                        raise AssertionError(f"{path}:{lineno}: row refused by the fast way, accepted by check()") from None
+                    if meter != cur:  # a meter's first row, with its ratings: begin its columns as the fast way does
+                        if cur is not None:
+                            last[cur] = prev_t
+                        cur = meter
+                        c = cols.get(meter)
+                        if c is None:
+                            c = cols[meter] = (array("q"), array("d"), array("d"))
+                prev_t = t
+                c[0].append(t)
+                c[1].append(p)
+                c[2].append(e)
+                start = reader.line_num + 1
+        except csv.Error as exc:  # a bare CR in a field, CR-only line ends
+            raise UserError(f"{path}:{start}: {exc} (line ends must be LF or CRLF)") from None
+        if unended:
+            raise UserError(f"{path}:{unended[0]}: the last line does not end with a line break: the file may be cut "
+                            "short (an export ends every line); if that line is whole, end it with one")
         if cur is not None:
             last[cur] = prev_t
     out: dict[str, MeterReadings] = {}

@@ -152,3 +152,19 @@ def test_a_report_shorter_than_a_day_shows_its_period_with_times(site) -> None:
     out = _run("report", "--config", str(conf), "--from", "2025-03-01T10:00:00Z", "--to", "2025-03-01T16:00:00Z")
     assert out.returncode == 0, out.stderr
     assert "iPUE_L1 2025-03-01T10:00:00Z..2025-03-01T16:00:00Z" in out.stdout, out.stdout
+
+
+def test_times_and_gaps_beyond_what_the_store_holds_are_bad_input_and_leave_no_file(site, tmp_path: Path) -> None:
+    """A time past 2262 and --max-gap inf overflowed int64 ns: a traceback, exit 1, and an empty export file left
+    behind that looked like an export (found by the damaged-CSV audit)."""
+    conf, _ = site
+    out = tmp_path / "x.csv"
+    for args, says in [(("--from", "2025-03-01", "--to", "2300-01-01"), "is outside the times puewatch reads"),
+                       (("--from", "2025-03-01", "--to", "2025-03-02", "--max-gap", "inf"),
+                        "--max-gap must be positive and at most a year")]:
+        for command in ("export", "report"):
+            r = _run(command, "--config", str(conf), *args, "-o", str(out))
+            assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (command, r.stderr)
+            assert not out.exists()
+    assert _run("export", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-03-02", "-o", str(out)).returncode == 0
+    assert out.read_text().startswith("time,meter,") and not list(tmp_path.glob(".*.part"))

@@ -16,7 +16,7 @@ from servers import Influxd, http
 from puewatch.collector import config as collector_config
 from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
-from puewatch.errors import UserError
+from puewatch.errors import ConfigError, UserError
 from puewatch.core.timefmt import NS, format_time
 from puewatch.report.engine import ReportOptions, compute_report
 from puewatch.report.sources import load_site, read_csv, read_store, resolve_snmp_wraps, write_csv
@@ -293,7 +293,13 @@ def test_csv_read_in_blocks_keeps_line_numbers_rows_and_hash(tmp_path: Path, mon
     n = 3000
     body = "".join(f"{format_time(T0 + k * NS)},ups-a,{k % 97}.5,\n" for k in range(n))
     p = tmp_path / "big.csv"
-    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + body.rstrip("\n")).encode())  # no newline after the last row
+    # No newline after the last row: it may be cut short ("...,12369" of "...,1236966.0" still has its four
+    # fields), so the file is refused, naming the line (found by the damaged-CSV audit)
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + body.rstrip("\n")).encode())
+    with pytest.raises(UserError, match=rf"big.csv:{n + 1}: the last line does not end with a line break: the file "
+                                        "may be cut short"):
+        read_csv(p, site)
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + body).encode())
     readings, source = read_csv(p, site)
     assert source["rows"] == n and source["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     assert readings["ups-a"].t_ns.tolist() == [T0 + k * NS for k in range(n)]
@@ -304,7 +310,7 @@ def test_csv_read_in_blocks_keeps_line_numbers_rows_and_hash(tmp_path: Path, mon
     p.write_bytes(raw[:at] + b"\xff" + raw[at:])
     with pytest.raises(UserError, match=rf"big.csv:{line + 1}: not UTF-8 text"):
         read_csv(p, site)
-    p.write_bytes(raw + "2099-01-01T00:00:00Z,hallé-ups,1,".encode())  # a two-byte character across blocks
+    p.write_bytes(raw + "2099-01-01T00:00:00Z,hallé-ups,1,\n".encode())  # a two-byte character across blocks
     with pytest.raises(UserError, match=rf"big.csv:{n + 2}: unknown meter 'hallé-ups'"):
         read_csv(p, site)
 
@@ -565,3 +571,33 @@ def test_recompute_of_a_longer_export_gives_the_report_of_its_period(tmp_path: P
     for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "estimated_share", "warnings",
               "daily"):
         assert mine[k] == report[k], k
+
+
+def test_csv_faults_the_damaged_csv_audit_found_are_named_with_their_line(tmp_path: Path) -> None:
+    """CR-only line ends and a bare CR in a field were a traceback; an unterminated quote was named at the file's
+    last line as 'got 2 columns'; a time past 2262 overflowed int64 on the way to the store."""
+    site = load_site(write_site(tmp_path))
+    rows = ["2025-01-01T00:00:00Z,ups-a,1.5,", "2025-01-01T00:01:00Z,ups-a,2.5,", "2025-01-01T00:02:00Z,ups-a,3.5,"]
+    p = tmp_path / "cr.csv"
+    p.write_bytes((HEADER.rstrip("\n") + "\r" + "\r".join(rows) + "\r").encode())
+    with pytest.raises(UserError, match=r"cr.csv:\d+: .*line ends must be LF or CRLF"):
+        read_csv(p, site)
+    _refused(_csv(tmp_path, HEADER + rows[0] + "\n" + '2025-01-01T00:01:00Z,"ups-a,2.5,\n' + rows[2] + "\n"),
+             site, 3, "a quoted field runs on to line 4 (an unterminated quote?)")
+    _refused(_csv(tmp_path, HEADER + "2300-01-01T00:00:00Z,ups-a,1.5,\n"), site, 2,
+             "time '2300-01-01T00:00:00Z' is outside the times puewatch reads (1679-01-01 .. 2260-12-31")
+
+
+def test_the_site_file_is_read_as_every_toml_file_is(tmp_path: Path) -> None:
+    """A byte order mark (Notepad writes one) is read past, where it was 'invalid TOML ... line 1, column 1';
+    a device named twice is refused, as the collector and `report` refuse it (recompute took the last entry)."""
+    site_path = write_site(tmp_path)
+    text = site_path.read_bytes()
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text)
+    assert set(load_site(bom).meters) == set(load_site(site_path).meters)
+    twice = tmp_path / "twice.toml"
+    twice.write_text(text.decode() + '\n[[snmp.devices]]\nname = "d"\nprofile = "generic"\n'
+                     '\n[[snmp.devices]]\nname = "d"\nprofile = "generic"\n')
+    with pytest.raises(ConfigError, match=r"twice.toml: snmp.devices: device name 'd' is used twice"):
+        load_site(twice)
