@@ -84,6 +84,10 @@ class Shipper(threading.Thread):
         self._retry_after_s: float | None = None  # the last 429/503's Retry-After, for the next wait
         self._down_logged = False
         self._auth_logged = False
+        # Batches with lines refused since the last one stored whole (a clock ahead of the collector's
+        # refuses every batch): the first is logged in full, the rest counted and summed up after.
+        self._refused_batches = 0
+        self._refused_lines = 0
 
     # -- control -------------------------------------------------------------------------------
 
@@ -189,6 +193,11 @@ class Shipper(threading.Thread):
                 log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.points)
             self.backoff.succeeded()
             self._down_logged = self._auth_logged = False
+            if self._refused_batches > 1:
+                log.warning("collector stored a batch whole again; %d more batch(es) had %d line(s) refused meanwhile, "
+                            "set aside in %s and counted as dropped", self._refused_batches - 1, self._refused_lines,
+                            self.spool.rejected_dir)
+            self._refused_batches = self._refused_lines = 0
             return "ok"
         message = _server_message(reply)
         if status == 429 or status >= 500:
@@ -240,12 +249,18 @@ class Shipper(threading.Thread):
         self.stats.points_sent += stored
         self.stats.batches_sent += 1
         self.stats.last_ship_ns = time.time_ns()
-        log.error(
-            "collector refused %d of the %d line(s) of batch %s: %s; %s kept in %s, %d counted as dropped, "
-            "the other %d stored",
-            refusal.dropped, seg.points, seg.path.name, message[:1000], what, kept or self.spool.rejected_dir,
-            refusal.dropped, stored,
-        )
+        self._refused_batches += 1
+        if self._refused_batches == 1:
+            log.error(
+                "collector refused %d of the %d line(s) of batch %s: %s; %s kept in %s, %d counted as dropped, "
+                "the other %d stored (further refusals are counted, and summed up once a batch is stored whole)",
+                refusal.dropped, seg.points, seg.path.name, message[:1000], what, kept or self.spool.rejected_dir,
+                refusal.dropped, stored,
+            )
+        else:
+            self._refused_lines += refusal.dropped
+            log.debug("collector refused %d of the %d line(s) of batch %s: %s", refusal.dropped, seg.points,
+                      seg.path.name, message[:1000])
         return "rejected"
 
     def _connection(self) -> http.client.HTTPConnection:

@@ -92,3 +92,38 @@ def test_the_fast_path_and_the_line_by_line_path_agree():
         result = parser.parse(body, "ns", now)
         assert (result.lines, result.time_refused) == (n_ok, 401 - n_ok)
         assert result.body == (body if n_ok == 401 else inside)
+
+
+def test_an_agent_whose_clock_runs_ahead_logs_the_refusals_once_and_sums_them_up(server, tmp_path, caplog):
+    """The agent's shipper against the real ingest server: while the node's clock runs an hour ahead every batch
+    has lines refused (400 partial write). The first is logged in full, the next counted, and once a batch is
+    stored whole one line sums them up; before, one ERROR per batch for as long as it lasted (found by the
+    agent audit)."""
+    import logging
+
+    from puewatch.agent.main import Stats
+    from puewatch.agent.shipper import Endpoint, Shipper
+    from puewatch.agent.spool import Spool
+
+    spool = Spool(tmp_path / "spool", 1 << 20, 1 << 16, 1 << 20)
+    spool.open()
+    now = time.time_ns()
+    for k in range(4):  # four batches of a good line and one an hour ahead
+        spool.append([f"host,node=n1 load1={k}.5 {now + k}", f"host,node=n1 load1=9 {now + 3600 * SECOND + k}"])
+        spool.seal()
+    spool.append([f"host,node=n1 load1=1 {now + 10}"])  # the clock is right again
+    spool.seal()
+    stats = Stats()
+    url = f"http://127.0.0.1:{server.port}/api/v2/write"
+    shipper = Shipper(spool, Endpoint(url, TOKENS["node-a"], "Token", None, 5.0, 6), stats, 0.1, 0.1, 0.5)
+    with caplog.at_level(logging.INFO, logger="puewatch.agent.ship"):
+        shipper.start()
+        deadline = time.monotonic() + 20
+        while spool.records and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shipper.stop(2.0)
+    assert spool.records == 0 and stats.points_sent == 5 and spool.rejected_points == 4
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "collector refused 1 of the 2 line(s)" in errors[0] and "ahead of the collector" in errors[0]
+    summary = [r.getMessage() for r in caplog.records if "stored a batch whole again" in r.getMessage()]
+    assert summary and "3 more batch(es) had 3 line(s) refused meanwhile" in summary[0], caplog.text
