@@ -686,6 +686,19 @@ class Source:
                 gpu.has_counter = old.has_counter
                 gpu.last_energy_mj, gpu.last_energy_ns = old.last_energy_mj, old.last_energy_ns
                 gpu.est_energy_mj = old.est_energy_mj
+        # GPUs that did not come back, and new ones: said once each, with the GPU they are.
+        now = {g.uuid for g in self.gpus}
+        for old in previous.values():
+            if old.uuid not in now and not old.lost:
+                message = f"GPU {old.index} ({old.uuid}) is not among the GPUs NVML lists since it came back"
+                log.warning("NVML: %s", message)
+                self.ctx.event(SOURCE, "gpu_lost", message, t_ns, gpu=str(old.index))
+        if previous:
+            for gpu in self.gpus:
+                if gpu.uuid not in previous:
+                    message = f"GPU {gpu.index} ({gpu.uuid}) is new since NVML came back"
+                    log.warning("NVML: %s", message)
+                    self.ctx.event(SOURCE, "gpu_added", message, t_ns, gpu=str(gpu.index))
         self._energy_period = -1  # read the energy counters at the first sample
         log.warning("NVML: initialised, %d GPU(s)", len(self.gpus))
         self.ctx.event(SOURCE, "nvml_ready", f"NVML initialised, driver {self.driver_version}, {len(self.gpus)} GPU(s)", t_ns)

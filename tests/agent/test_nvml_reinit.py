@@ -78,3 +78,35 @@ def test_lost_gpu_and_driver_reload_are_recovered_and_reported(tmp_path, procs, 
     assert not [ts for ts, _ in power["1"] if t_lost < ts < t_back]
     assert log.count("re-initialising NVML with backoff") == 1
     assert "Traceback" not in log
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("before,after", [(3, 1), (1, 2)], ids=["gpus-gone", "gpu-added"])
+def test_gpus_gone_or_added_across_a_driver_reload_are_named(tmp_path, procs, fake_nvml_dir, before, after):
+    """The driver comes back with fewer or more GPUs (the fake re-reads its script at nvmlInit, rewritten while
+    the driver is away): each GPU that did not come back is `gpu_lost`, each new one `gpu_added`, named by index
+    and UUID, where they were only counted in nvml_ready (found by the agent audit)."""
+    down = "driver_down_from_s 2.5\ndriver_down_until_s 4.0\n"
+    script = tmp_path / "gpus.txt"
+    script.write_text(f"count {before}\n{down}")
+    rx = Receiver(procs, tmp_path).start()
+    cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", TABLE)
+    agent = start_agent(procs, cfg, tmp_path / "agent.log", nvml_env(fake_nvml_dir, script))
+    wait_log(agent, f"sampling {before} of {before} GPU(s)", 20)
+    wait_log(agent, "re-initialising NVML with backoff", 20)
+    script.write_text(f"count {after}\n{down}")
+    wait_log(agent, f"NVML: initialised, {after} GPU(s)", 20)
+    time.sleep(1.0)
+    assert agent.stop() == 0, agent.output()
+    points = [parse_line(l) for l in rx.lines()]
+    events = [(tags["event"], tags.get("gpu"), fields["message"]) for m, tags, fields, ts in points
+              if m == "puewatch_event" and tags["event"] in ("gpu_lost", "gpu_added")]
+    if after < before:
+        assert sorted((e, g) for e, g, _ in events) == [("gpu_lost", str(i)) for i in range(after, before)], events
+        assert all("is not among the GPUs NVML lists since it came back" in m and "GPU-" in m for _, _, m in events)
+    else:
+        assert [(e, g) for e, g, _ in events] == [("gpu_added", str(i)) for i in range(before, after)], events
+        assert "is new since NVML came back" in events[0][2]
+    assert "Traceback" not in agent.output()
