@@ -224,8 +224,8 @@ class Source:
             self._init()
         except SourceUnavailable as exc:
             if not self.cfg.optional:
-                raise
-            log.warning("%s; [sources.nvml] is optional: going on without GPUs, retrying in %.0f s", exc, self.cfg.retry_initial_s)
+                raise SourceUnavailable(f"{exc} (set optional = true in [sources.nvml] to run without GPUs)") from None
+            log.warning("%s; [sources.nvml] is optional: going on without GPUs, retrying in %g s", exc, self.cfg.retry_initial_s)
             self.ctx.event(SOURCE, "nvml_unavailable", str(exc), time.time_ns())
             self._schedule_library_retry()
 
@@ -233,14 +233,9 @@ class Source:
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError_LibraryNotFound:
-            raise SourceUnavailable(
-                "NVML library libnvidia-ml.so.1 not found: is the NVIDIA driver installed? "
-                "(set optional = true in [sources.nvml] to run without GPUs)"
-            ) from None
+            raise SourceUnavailable("NVML library libnvidia-ml.so.1 not found: is the NVIDIA driver installed?") from None
         except pynvml.NVMLError as exc:
-            raise SourceUnavailable(
-                f"NVML initialisation failed: {exc} (set optional = true in [sources.nvml] to run without GPUs)"
-            ) from None
+            raise SourceUnavailable(f"NVML initialisation failed: {exc}") from None
         try:
             self.driver_version = _str(pynvml.nvmlSystemGetDriverVersion())
             count = pynvml.nvmlDeviceGetCount()
@@ -657,7 +652,8 @@ class Source:
         self.ctx.event(SOURCE, "gpu_recovered", f"GPU {fresh.index} {fresh.uuid} is back", t_ns, gpu=str(fresh.index))
 
     def _counter_reset(self, gpu: _Gpu, last: int, now: int, t_ns: int) -> None:
-        message = f"GPU {gpu.index} energy counter went back from {last} mJ to {now} mJ: the driver was reloaded"
+        message = (f"GPU {gpu.index} energy counter went back from {last} mJ to {now} mJ: restarted, as a driver reload "
+                   "or a GPU reset restarts it")
         log.warning("NVML: %s", message)
         self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, gpu=str(gpu.index))
 
