@@ -716,6 +716,10 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                     have = ratings.setdefault(meter, {})
                     have[key] = max(have.get(key, 0.0), x)
 
+        # An ingest meter is one series, a register or a power: the store holds only that kind for it
+        # (an SNMP meter may have both, its device's register preferred).
+        only = {name: ("energy_wh" if m.register else "power_w") for name, m in site.meters.items() if not m.device}
+
         def check(row: list[str]) -> tuple[int, float, float]:
             """A row, every rule checked in order: the fault's ValueError names the first broken one."""
             if len(row) != ncols:
@@ -728,6 +732,12 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             e = _number(es, "energy_wh")
             if math.isnan(p) and math.isnan(e):
                 raise ValueError("neither power_w nor energy_wh is given")
+            if meter in only:
+                column = "energy_wh" if only[meter] == "power_w" else "power_w"
+                if not math.isnan(e if column == "energy_wh" else p):
+                    raise ValueError(f"{column} for meter {meter!r}, whose site file reads only its {only[meter]} "
+                                     f"({'a register' if only[meter] == 'energy_wh' else 'a power series'}): "
+                                     "not an export of this site's readings")
             if wide:
                 rating(meter, row[4:])
             prev = last.get(meter)
@@ -741,6 +751,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         # meter); anything unusual goes through check(), which says what is wrong.
         nan, isfinite, times = math.nan, math.isfinite, parse_time.seen
         cur: str | None = None
+        kind: str | None = None
         prev_t = -(1 << 63)
         c = None
         start = reader.line_num + 1  # the line the next row begins on
@@ -759,6 +770,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                         if meter not in site.meters:
                             raise ValueError
                         cur = meter
+                        kind = only.get(meter)
                         prev_t = last.get(meter, -(1 << 63))
                         c = cols.get(meter)
                         if c is None:
@@ -770,7 +782,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                     p = decimal(ps) if ps else nan
                     e = decimal(es) if es else nan
                     if (p is None or e is None or not (t > prev_t and (ps or es) and (isfinite(p) or not ps)
-                                                       and (isfinite(e) or not es))):
+                                                       and (isfinite(e) or not es))
+                            or (kind is not None and (es if kind == "power_w" else ps))):
                         raise ValueError
                 except ValueError:
                     lineno = start
@@ -789,6 +802,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                         if cur is not None:
                             last[cur] = prev_t
                         cur = meter
+                        kind = only.get(meter)
                         c = cols.get(meter)
                         if c is None:
                             c = cols[meter] = (array("q"), array("d"), array("d"))

@@ -588,6 +588,20 @@ def test_csv_faults_the_damaged_csv_audit_found_are_named_with_their_line(tmp_pa
              "time '2300-01-01T00:00:00Z' is outside the times puewatch reads (1679-01-01 .. 2260-12-31")
 
 
+def test_a_reading_of_a_kind_the_site_never_stores_for_the_meter_is_refused(tmp_path: Path) -> None:
+    """An ingest meter is one series, a register or a power: a CSV row with the other kind is not an export of
+    this site's readings (the damaged-CSV audit gave a register meter power only: it was integrated, and a
+    power meter a register: it was used). SNMP meters may have both."""
+    site = load_site(write_site(tmp_path))
+    _refused(_csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,crac-a,1500.0,\n"), site, 2,
+             "power_w for meter 'crac-a', whose site file reads only its energy_wh (a register)")
+    _refused(_csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,solar,,12.5\n"), site, 2,
+             "energy_wh for meter 'solar', whose site file reads only its power_w (a power series)")
+    ok, _ = read_csv(_csv(tmp_path, HEADER + "2025-01-01T00:00:00Z,incomer,1000.0,5.0\n"
+                           "2025-01-01T00:00:00Z,crac-a,,7.0\n"), site)
+    assert ok["incomer"].power_w.tolist() == [1000.0] and ok["crac-a"].energy_wh.tolist() == [7.0]
+
+
 def test_the_site_file_is_read_as_every_toml_file_is(tmp_path: Path) -> None:
     """A byte order mark (Notepad writes one) is read past, where it was 'invalid TOML ... line 1, column 1';
     a device named twice is refused, as the collector and `report` refuse it (recompute took the last entry)."""
