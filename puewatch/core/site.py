@@ -119,7 +119,9 @@ class Meter:
     )
     coefficient: float = setting(
         1.0,
-        doc="Weight of the meter in its role's total: 1 adds it, -1 subtracts it (e.g. a tenant sub-meter behind an incomer).",
+        choices=(1.0, -1.0),
+        doc="Weight of the meter in its role's total: 1 adds it, -1 subtracts it (e.g. a tenant sub-meter behind an "
+        "incomer). Nothing else: a meter's energy is measured, never a share of it (0 would drop the meter unseen).",
     )
     device: str = setting("", doc="SNMP device (a key of `[snmp.devices]`) that serves the reading.")
     reading: str = setting(

@@ -99,3 +99,16 @@ def test_reference_document_is_generated_from_the_models():
     assert out.stdout == text + "\n"
     # The committed reference is the generated one (regenerate: python -m puewatch.collector.config > collector/CONFIG.md).
     assert (REPO / "collector" / "CONFIG.md").read_text() == out.stdout
+
+
+def test_a_meter_s_coefficient_is_1_or_minus_1(tmp_path):
+    """It adds a meter or subtracts one; 0 dropped a meter from its role unseen and 2 doubled it (found by the
+    damaged-CSV audit: the docs said 1 or -1, any finite number was taken)."""
+    from puewatch.core.site import Meter
+
+    for v in (1, -1.0):
+        assert cfg.build(Meter, {"role": "cooling", "measurement": "m", "field": "f", "unit": "kW", "coefficient": v},
+                         "t").coefficient == float(v)
+    for v in (0, 2, 0.5):
+        with pytest.raises(ConfigError, match=r"t: coefficient: must be one of 1.0, -1.0; got"):
+            cfg.build(Meter, {"role": "cooling", "measurement": "m", "field": "f", "unit": "kW", "coefficient": v}, "t")
