@@ -30,11 +30,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from puewatch.city.check import RuleResult, check_report, numeric_rule
-from puewatch.city.reportfile import load_report
+from puewatch.city.reportfile import ReportError, parse_report, read_text
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.signing import Verification, verify_report
 from puewatch.spoolfiles import write_file
+from puewatch.terminal import shown
 
 
 @dataclass
@@ -380,7 +381,18 @@ def main(args: argparse.Namespace) -> int:
         from puewatch.signing import load_public_keys
 
         public_keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
-    reports = [(p, load_report(p)) for p in args.reports]
+    # A file that cannot be read (a wrong path) stops the run: bad input. One that is read but is no valid
+    # report (broken JSON, a field missing or out of range: what tampering with a signed report often
+    # does) is listed as not read and fails the city, and the other sites are still checked.
+    reports, unread = [], []
+    for p in args.reports:
+        text = read_text(p)
+        try:
+            reports.append((p, parse_report(text, str(p))))
+        except ReportError as exc:
+            unread.append({"report": str(p), "reason": str(exc)})
+    if not reports and unread:
+        raise ReportError(unread[0]["reason"])
     result = evaluate_city(reports, targets, public_keys) if targets is not None else None
     vouchers = None
     if statements:
@@ -398,12 +410,17 @@ def main(args: argparse.Namespace) -> int:
             from puewatch.city.vouchers import render_html as vouchers_html
 
             page = page.replace("</body></html>", vouchers_html(vouchers) + "\n</body></html>")
+        if unread:
+            items = "".join(f"<li>{html.escape(u['report'])}: {html.escape(u['reason'])}</li>" for u in unread)
+            page = page.replace("</body></html>", f"<h2>Files that are not valid reports (fail)</h2><ul>{items}</ul>\n"
+                                                  "</body></html>")
         write_file(args.html, page)
-    passed = (result is None or result.passed) and (vouchers is None or vouchers.passed)
+    passed = (result is None or result.passed) and (vouchers is None or vouchers.passed) and not unread
     if args.json:
         out = result.to_json() if result is not None else {"signatures_verified": public_keys is not None}
         if vouchers is not None:
             out["vouchers"] = vouchers.to_json()
+        out["not_valid_reports"] = unread
         out["passed"] = passed
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -414,6 +431,8 @@ def main(args: argparse.Namespace) -> int:
             from puewatch.city.vouchers import print_vouchers
 
             print_vouchers(vouchers)
+        for u in unread:
+            print(shown(f"FAIL  {u['reason']}: not a valid report, not counted"))
     return 0 if passed else 1
 
 

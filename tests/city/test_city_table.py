@@ -181,10 +181,25 @@ def test_cli_table_json_and_html(city, tmp_path):
 
 
 def test_cli_bad_input(city, tmp_path):
+    """A file that is no valid report (broken JSON; a signed report whose required field was renamed or pushed out
+    of range, as tampering does) is listed as not valid and fails the city, and the other sites are still checked;
+    before, one such file stopped the whole table with exit 2 (found by the cross-language audit). A file that
+    cannot be read at all (a wrong path) is bad input, exit 2."""
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    out = run_cli("city", city["alpha"], broken, "--preset", "miit-2021")
-    assert out.returncode == 2 and str(broken) in out.stderr and out.stdout == ""
+    tampered = json.loads(city["alpha"].read_text())
+    tampered["category"] = 4
+    forged = write_json(tmp_path / "forged.json", tampered)
+    out = run_cli("city", city["alpha"], broken, forged, "--preset", "miit-2021")
+    assert out.returncode == 1, out.stderr
+    assert "1 of 1 sites pass" in out.stdout
+    assert f"FAIL  {broken}: not valid JSON" in out.stdout and f"FAIL  {forged}: category: must be 1, 2 or 3" in out.stdout
+    doc = json.loads(run_cli("city", city["alpha"], broken, "--preset", "miit-2021", "--json").stdout)
+    assert doc["passed"] is False and [u["report"] for u in doc["not_valid_reports"]] == [str(broken)]
+    out = run_cli("city", city["alpha"], tmp_path / "missing.json", "--preset", "miit-2021")
+    assert out.returncode == 2 and "missing.json" in out.stderr and out.stdout == ""
+    out = run_cli("city", broken, "--preset", "miit-2021")
+    assert out.returncode == 2 and str(broken) in out.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     out = run_cli("city", city["alpha"], "--preset", "miit-2021", "--pubkeys", empty)
