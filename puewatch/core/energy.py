@@ -297,6 +297,13 @@ def uncertain_wraps_warning(meter: str, count: int, start_ns: int, end_ns: int, 
             f"{limit.describe()}): counted with at most one wrap, their energy is a lower bound")
 
 
+def resets(t_ns: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start ns, end ns) of every interval whose outcome is `reset` (OUTCOMES' order: not missing, not a jump)."""
+    f = np.asarray(flags)
+    i = np.flatnonzero((f & FLAG_RESET) & ~(f & (FLAG_MISSING | FLAG_BAD_TIME | FLAG_JUMP)))
+    return [(int(t_ns[k]), int(t_ns[k + 1])) for k in i.tolist()]
+
+
 def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_wh: float | None
           ) -> list[tuple[int, int, float]]:
     """(start ns, end ns, implied mean power W) of every interval refused as an impossible jump."""

@@ -437,6 +437,11 @@ class _Builder:
         if r.resets and unknown:
             out.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s) (each "
                        f"interval not counted); a drop may have been a wrap, whose value is unknown here: {unknown}")
+        elif r.resets and r.first_reset is not None:
+            a, b = r.first_reset
+            out.append(f"meter {name!r}: {r.resets} register reset(s), the first {format_time(a)}..{format_time(b)}: "
+                       "a drop no wrap explains (a user reset, a replaced meter, a driver reload), its interval not "
+                       "counted (only a lower bound of its energy is known)")
         return out
 
     def _period_rows(self, per: str, edges: np.ndarray, completeness: np.ndarray) -> list[PeriodRow]:

@@ -65,6 +65,7 @@ class MeterScan:
     register_refused: int = 0
     register_refused_first: tuple[int, float] | None = None
     jumps: list[tuple[int, int, float]] = field(default_factory=list)  # (start ns, end ns, mean power W)
+    first_reset: tuple[int, int] | None = None  # the first reset interval in the period (start ns, end ns)
     # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
     uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
 
@@ -98,6 +99,7 @@ class _Scan:
         self.used_register = self.used_power = False
         self.outcomes = dict.fromkeys(policy.OUTCOMES, 0)
         self.jumps: list[tuple[int, int, float]] = []
+        self.first_reset: tuple[int, int] | None = None
         self.uncertain_wraps: list[tuple[int, int]] = []
         self.power_refused = 0
 
@@ -111,6 +113,8 @@ class _Scan:
             # The intervals in the period (te[i + 1] > start and te[i] < end) are one run of them.
             i0, i1 = int(np.searchsorted(te, start, side="right")) - 1, int(np.searchsorted(te, end, side="left"))
             self.outcomes = policy.outcome_counts(d.flags[max(i0, 0):max(i1, 0)])
+            if self.outcomes["reset"]:
+                self.first_reset = next((r for r in policy.resets(te, d.flags) if r[1] > start and r[0] < end), None)
             if self.outcomes["jump"]:
                 self.jumps = [j for j in policy.jumps(te, xe, d.flags, readings.modulus_wh) if j[1] > start and j[0] < end]
             self.uncertain_wraps = [
@@ -211,7 +215,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
                      power_refused=scan.power_refused, register_refused=refused, register_refused_first=first,
-                     jumps=scan.jumps, uncertain_wraps=scan.uncertain_wraps)
+                     jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps)
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,

@@ -81,6 +81,9 @@ def test_register_wrap_and_reset_inside_the_period() -> None:
     # since the restart) is known, so it is not counted (core.energy: live and report alike).
     assert inc["energy_wh"] == pytest.approx(4800.0 - 100.0, rel=1e-12)
     assert inc["register_intervals"] == {"counted": 43, "wrap": 4, "reset": 1, "jump": 0, "missing": 0}
+    # and said, with where (the live-vs-report audit: a reset on a meter of known modulus went unsaid)
+    assert [w for w in r["warnings"] if w.startswith("meter 'inc': 1 register reset(s), the first "
+                                                     "2025-03-02T05:00:00Z..2025-03-02T06:00:00Z: a drop no wrap")], r["warnings"]
     assert inc["register_readings_refused"] == 0
     assert inc["method"] == "register"
     assert r["pue"] == pytest.approx(4700.0 / 2400.0, rel=1e-12)
