@@ -154,7 +154,12 @@ class _PipelineQuality(Collector):
                                     "(PUE < 1, ...), never published", labels=["ratio"])
         for ratio, n in list(p.below_floor.items()):
             floor.add_metric([ratio], n)
-        yield from (intervals, power, register, future, limit, uncertain, floor)
+        no_den = CounterMetricFamily("puewatch_ratio_denominator_not_positive", "Rolling ratio values over a covered "
+                                     "window whose denominator's energy was 0 or less (a frozen register): cannot be "
+                                     "known, never published", labels=["ratio"])
+        for ratio, n in list(p.no_denominator.items()):
+            no_den.add_metric([ratio], n)
+        yield from (intervals, power, register, future, limit, uncertain, floor, no_den)
 
     def describe(self) -> Iterable:
         return []

@@ -291,6 +291,10 @@ class Pipeline:
         # Ratios below their physical floor (core.floors.RATIO_FLOORS), left out: ratio -> count.
         self.below_floor: dict[str, int] = {}
         self._floor_logged: dict[str, int] = {}  # ratio -> horizon of the last warning
+        # Ratios whose window was covered but whose denominator's energy was 0 or less (a frozen IT
+        # register): they cannot be known, left out as in a report: ratio -> count.
+        self.no_denominator: dict[str, int] = {}
+        self._no_denominator_logged: dict[str, int] = {}
         self.cells_written = 0
 
     # ---- configuration -------------------------------------------------
@@ -538,7 +542,10 @@ class Pipeline:
                     numerator_coverage=level.cov[r][s:],
                     denominator_coverage=level.cov[r][s:],
                 )
-                values[r] = (self._floored(r, rr.ratio[0, -n_new:], wtag := format_window(w)), rr.coverage[0, -n_new:])
+                wtag = format_window(w)
+                ratio, cov = self._floored(r, rr.ratio[0, -n_new:], wtag), rr.coverage[0, -n_new:]
+                self._count_no_denominator(r, ratio, cov, wtag)
+                values[r] = (ratio, cov)
             ends = t_end[-n_new:]
             fields: dict[str, np.ndarray] = {}
             zfields: dict[str, dict[str, np.ndarray]] = {}
@@ -571,6 +578,22 @@ class Pipeline:
                         policy.floor_of(ratio), self.below_floor[ratio], ", ".join(self._group_meters(num)) or "none",
                         ", ".join(self._group_meters(den)) or "none")
         return np.where(low, np.nan, values)
+
+    def _count_no_denominator(self, ratio: str, values: np.ndarray, cov: np.ndarray, window: str) -> None:
+        """Count (and warn about, at most once an hour per ratio) the windows covered well enough whose
+        ratio is still unknown: its denominator's energy was 0 or less, as a report says of its period."""
+        unknown = np.isnan(values) & (cov >= self.min_coverage)
+        n = int(np.count_nonzero(unknown))
+        if not n:
+            return
+        self.no_denominator[ratio] = self.no_denominator.get(ratio, 0) + n
+        last = self._no_denominator_logged.get(ratio)
+        if self.horizon is not None and (last is None or self.horizon - last >= 3600 * SECOND):
+            self._no_denominator_logged[ratio] = self.horizon
+            _, den, _ = self._ratios[ratio]
+            log.warning("%s over %s cannot be known: its denominator's energy is 0 or less: not published (%d so far). "
+                        "Denominator meters: %s. Check these meters (a frozen register, a wrong role or coefficient)",
+                        ratio, window, self.no_denominator[ratio], ", ".join(self._group_meters(den)) or "none")
 
     def _group_meters(self, group: str) -> list[str]:
         if group.startswith("gpu"):

@@ -64,7 +64,7 @@ below 1, or any of CLF, PLF, COP, ERF, REF, WUE and the GPU share of IT energy b
 null (live: left out of the written point and counted), with a warning that names the
 meters whose energies make it so. A ratio whose denominator's energy is 0 or less (a frozen
 IT register) cannot be known: null too, and a report's warning names the meters the same way
-(live: left out, as where coverage is too low).
+(live: left out, counted and logged, as in collector/pipeline.py).
 """
 
 from __future__ import annotations

@@ -441,3 +441,35 @@ def test_a_register_interval_longer_than_settle_is_a_gap_live_however_many_cells
     assert silent == [], f"{len(silent)} cells of the 350 s interval observed live"
     assert any(T0 + 955 * SECOND <= ts for ts in it_cells)  # the readings after it count again
     assert any(ts <= T0 + 600 * SECOND for ts in it_cells)
+
+
+def test_a_frozen_it_register_gives_no_pue_and_is_counted_and_logged(caplog):
+    """The UPS (IT) register is frozen while the incomer draws 1.3 kW: the window is covered, but the PUE cannot be
+    known (its denominator's energy is 0). It is left out, as a report leaves it out, and now counted on /metrics
+    and logged once, naming the meters (the live-vs-report audit: live said nothing)."""
+    import logging
+
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    m = CollectorMetrics()
+    m.add_pipeline(p)
+    lines = []
+    with caplog.at_level(logging.WARNING, logger="puewatch.collector.pipeline"):
+        for s in range(150):
+            t = T0 + s * SECOND
+            p.add_meter("incomer", t, 1300.0, t)
+            p.add_meter("crac", t, 100.0, t)
+            p.add_meter("ups", t, 5000.0, t, register=True)  # frozen
+            lines.append(p.step(t + 1))
+    out = parse(lines)
+    assert not [f for _, f, _ in out["pue"] if "pue" in f]
+    assert p.no_denominator["pue"] > 0 and "pue" not in p.below_floor
+    text = generate_latest(m.registry).decode()
+    assert f'puewatch_ratio_denominator_not_positive_total{{ratio="pue"}} {float(p.no_denominator["pue"])}' in text
+    said = [r.getMessage() for r in caplog.records if "cannot be known" in r.getMessage()]
+    # once each ratio whose denominator is IT energy: the PUE, the CLF and the hall's pPUE
+    assert sorted(x.split(" over ")[0] for x in said) == ["clf", "pue", "zone:hall-a:ppue"], said
+    assert all("its denominator's energy is 0 or less" in x and "Denominator meters: ups." in x for x in said), said
