@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,9 @@ class _Gpu:
     last_power_w: float | None = None
     last_power_ns: int = 0
     unsupported: set[str] = field(default_factory=set)
+    # The most this GPU can draw (W): twice the highest power limit its board allows, where NVML says
+    # (a GPU exceeds its limit only in brief excursions). A reading above it is a broken sensor's.
+    max_power_w: float = math.inf
     lost: bool = False
     retry_at: float = 0.0
     backoff_s: float = 0.0
@@ -356,6 +360,8 @@ class Source:
                 self._classify(exc, gpu)
                 self.ctx.once((SOURCE, uuid, "power"), logging.WARNING, "NVML: GPU %d reports no power at all (%s)", index, exc)
 
+        gpu.max_power_w = self._power_bound(gpu, handle)
+
         # Energy counter support is found at the first power sample (every reading taken is
         # a sample sent: nothing is read here that does not reach the stream).
         if lost is not None:
@@ -381,6 +387,22 @@ class Source:
             ", ".join(f"{k} from {v}" for k, v in power_sources.items()) or "unsupported",
         )
         return gpu
+
+    def _power_bound(self, gpu: _Gpu, handle) -> float:
+        """Twice the highest power limit the board allows (its constraints' maximum, else the limit in force)."""
+        try:
+            top_mw = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)[1]
+        except pynvml.NVMLError:
+            top_mw = self._opt(gpu, "power_limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        return 2.0 * top_mw / 1000.0 if top_mw else math.inf
+
+    def _impossible_power(self, gpu: _Gpu, what: str, watts: float, t_ns: int) -> None:
+        """A power reading above what the GPU can draw: left out, counted, said once per GPU."""
+        self.ctx.errors += 1
+        message = (f"GPU {gpu.index} read {what} {watts:.6g} W, above twice its highest power limit "
+                   f"({gpu.max_power_w / 2:g} W): a broken sensor's value, not a reading; left out")
+        if self.ctx.once((SOURCE, gpu.uuid, "power_impossible"), logging.WARNING, "NVML: %s (logged once)", message):
+            self.ctx.event(SOURCE, "power_impossible", message, t_ns, gpu=str(gpu.index))
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -431,6 +453,9 @@ class Source:
                         code = v.nvmlReturn
                         if code == 0:  # NVML_SUCCESS
                             w = getattr(v.value, attr) / 1000.0
+                            if w > gpu.max_power_w:
+                                self._impossible_power(gpu, prefix[:-1], w, t_ns)
+                                continue
                             parts.append(f"{prefix}{w!r}")
                             if power_w is None:  # the first field: the average where supported
                                 power_w = w
@@ -441,7 +466,11 @@ class Source:
                     if ret:
                         raise pynvml.NVMLError(ret)
                     power_w = gpu.power_mw.value / 1000.0
-                    parts.append(f"{gpu.usage_field}{power_w!r}")
+                    if power_w > gpu.max_power_w:
+                        self._impossible_power(gpu, gpu.usage_field[:-1], power_w, t_ns)
+                        power_w = None
+                    else:
+                        parts.append(f"{gpu.usage_field}{power_w!r}")
                 if gpu.has_counter is False:
                     self._integrate(gpu, parts, power_w, t_ns, energy_due)
                 elif energy_due:

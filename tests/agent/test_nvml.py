@@ -321,3 +321,31 @@ def test_real_driver(tmp_path, procs, receiver):
                 changes = sum(1 for a, b in zip(values, values[1:]) if a != b)
                 print(f"GPU {gpu} {info[gpu]['name']}: {field} changed {changes} times in {span_s:.1f} s "
                       f"({changes / span_s:.1f}/s) over {len(values)} samples; source {info[gpu].get(field.replace('_w', '_source'), info[gpu]['energy_source'])}")
+
+
+def test_a_power_reading_above_what_the_gpu_can_draw_is_left_out_and_said_once(tmp_path, procs, receiver, fake_nvml_dir):
+    """A broken sensor reads 4,000,000 W (the fake's GPU 1, by its fields; GPU 2 by nvmlDeviceGetPowerUsage): above
+    twice the board's power limit (700 W), it is no reading: left out of the point, counted as a source error, and
+    said once per GPU as `power_impossible`; the other GPU goes on. It was stored as a measurement (found by the
+    agent audit)."""
+    script = tmp_path / "gpus.txt"
+    script.write_text("count 3\ngpu 1 power_mw 4000000000\ngpu 1 step_mw 0\n"
+                      "gpu 2 power_mw 4000000000\ngpu 2 step_mw 0\ngpu 2 unsupported power_average\n"
+                      "gpu 2 unsupported power_instant\n")
+    cfg = write_config(tmp_path / "agent.toml", receiver.url, tmp_path / "spool", NVML_TABLE)
+    agent = start_agent(procs, cfg, tmp_path / "agent.log", nvml_env(fake_nvml_dir, script))
+    wait_log(agent, "first sample taken")
+    time.sleep(2.0)
+    assert agent.stop() == 0, agent.output()
+    log = agent.output()
+    points = collect(receiver.lines())
+    power = per_gpu(points, "gpu_power")
+    assert len(power[0]) >= 10 and all(250 < f["power_average_w"] < 400 for _, f in power[0])
+    for g in (1, 2):
+        watts = [v for _, f in power[g] for k, v in f.items() if k.startswith("power_")]
+        assert watts == [], (g, watts[:3])
+        assert [e for e in power[g] if "energy_mj" in e[1]]  # its counter is still read
+    events = [(t["gpu"], f["message"]) for t, f, _ in points["puewatch_event"] if t["event"] == "power_impossible"]
+    assert sorted(g for g, _ in events) == ["1", "2"], events
+    assert "read power_average_w 4e+06 W, above twice its highest power limit (700 W)" in dict(events)["1"]
+    assert log.count("a broken sensor's value, not a reading") == 2
