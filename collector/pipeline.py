@@ -567,10 +567,7 @@ class Pipeline:
         n = int(np.count_nonzero(low))
         if not n:
             return values
-        self.below_floor[ratio] = self.below_floor.get(ratio, 0) + n
-        last = self._floor_logged.get(ratio)
-        if self.horizon is not None and (last is None or self.horizon - last >= 3600 * SECOND):
-            self._floor_logged[ratio] = self.horizon
+        if self._count_hourly(self.below_floor, self._floor_logged, ratio, n):
             num, den, _ = self._ratios[ratio]
             log.warning("%s over %s would be %.6g, below its physical floor %g: not published (%d so far). "
                         "Numerator meters: %s; denominator meters: %s. Check these meters (a frozen or reset "
@@ -586,14 +583,20 @@ class Pipeline:
         n = int(np.count_nonzero(unknown))
         if not n:
             return
-        self.no_denominator[ratio] = self.no_denominator.get(ratio, 0) + n
-        last = self._no_denominator_logged.get(ratio)
-        if self.horizon is not None and (last is None or self.horizon - last >= 3600 * SECOND):
-            self._no_denominator_logged[ratio] = self.horizon
+        if self._count_hourly(self.no_denominator, self._no_denominator_logged, ratio, n):
             _, den, _ = self._ratios[ratio]
             log.warning("%s over %s cannot be known: its denominator's energy is 0 or less: not published (%d so far). "
                         "Denominator meters: %s. Check these meters (a frozen register, a wrong role or coefficient)",
                         ratio, window, self.no_denominator[ratio], ", ".join(self._group_meters(den)) or "none")
+
+    def _count_hourly(self, counts: dict[str, int], logged: dict[str, int], ratio: str, n: int) -> bool:
+        """Add `n` to `counts[ratio]`; True when it is to be logged now (at most once an hour of cells per ratio)."""
+        counts[ratio] = counts.get(ratio, 0) + n
+        last = logged.get(ratio)
+        if self.horizon is None or (last is not None and self.horizon - last < 3600 * SECOND):
+            return False
+        logged[ratio] = self.horizon
+        return True
 
     def _group_meters(self, group: str) -> list[str]:
         if group.startswith("gpu"):
