@@ -342,7 +342,8 @@ def register_city(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="puewatch.city.table:main")
 
 def _period_args(p: argparse.ArgumentParser, required: bool) -> None:
-    what = "" if required else " (default: the whole UTC days the readings span)"
+    what = "" if required else (" (default: the whole UTC days the readings span, less a register's readings "
+                                "that an export adds beyond its window)")
     p.add_argument("--from", dest="start", required=required, metavar="TIME",
                    help=f"period start, a UTC date (2025-01-01) or RFC 3339 time{what}")
     p.add_argument("--to", dest="end", required=required, metavar="TIME", help=f"period end (excluded){what}")

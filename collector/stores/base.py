@@ -81,6 +81,11 @@ class Reader(Protocol):
         """The distinct values of `tag` in `measurement`, sorted."""
         ...
 
+    # Optional (both built-in readers have it; without it a report reads no reading beyond its window):
+    # def neighbours(self, measurement, field, tags, before_ns, after_ns)
+    #     -> ((t, v) | None, (t, v) | None): the last point of `field` before before_ns and the first at or
+    #     after after_ns, in every series with `tags` taken together, however far away.
+
     # Optional (both built-in readers have it; puewatch.jobs.ledger falls back to series by series):
     # def fields_by_series(self, measurement, kinds: dict[str, str], start_ns, end_ns)
     #     -> list[(tags, times int64 ascending, {field: column aligned with the times})]: every series of

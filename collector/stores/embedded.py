@@ -1196,6 +1196,76 @@ class EmbeddedStore:
         lasts = [x for x in (c[1], r[1], line[1]) if x is not None]
         return (min(firsts), max(lasts)) if firsts else None
 
+    def neighbours(self, measurement: str, field: str, tags: dict[str, str], before_ns: int, after_ns: int
+                   ) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+        """The last point of `field` before `before_ns` and the first at or after `after_ns`, in every series
+        with `tags` taken together (None where there is none): a report's readings just outside its window
+        (see `puewatch.report.sources.read_meter`), however far away they lie.
+
+        Each side is bounded by times the tables hold for sure (a chunk's first and last time, a row's, a
+        line's), then read with `series`, which merges chunks, rows and lines as every read does; a line
+        that lacks the field moves the bound one step further out."""
+        ids = self._series_ids(measurement, tags)
+        if not ids:
+            return None, None
+        self._check_kind(measurement, field, "number")
+        marks = ",".join("?" * len(ids))
+
+        def one(sql: str, *args: int) -> int | None:
+            return self._db.execute(sql.format(marks=marks), (*ids, field, *args)).fetchone()[0]
+
+        def bound(before: int | None, after: int | None) -> int | None:
+            with self._lock:
+                try:
+                    wanted = self._sets_with([field])
+                    sets = ",".join("?" * len(wanted))
+                    if before is not None:
+                        found = [
+                            one("SELECT max(t_last) FROM chunks WHERE series_id IN ({marks}) AND field = ? AND t_last < ?",
+                                before),
+                            one("SELECT max(t_first) FROM chunks WHERE series_id IN ({marks}) AND field = ? "
+                                "AND t_first < ? AND t_last >= ?", before, before),
+                            one("SELECT max(time_ns) FROM points WHERE series_id IN ({marks}) AND field = ? "
+                                "AND time_ns < ?", before)]
+                        if wanted:
+                            found.append(self._db.execute(
+                                f"SELECT max(time_ns) FROM lines WHERE series_id IN ({marks}) AND field_set IN ({sets}) "
+                                "AND time_ns < ?", (*ids, *wanted, before)).fetchone()[0])
+                        found = [x for x in found if x is not None]
+                        return max(found) if found else None
+                    found = [
+                        one("SELECT min(t_first) FROM chunks WHERE series_id IN ({marks}) AND field = ? AND t_first >= ?",
+                            after),
+                        one("SELECT min(t_last) FROM chunks WHERE series_id IN ({marks}) AND field = ? "
+                            "AND t_first < ? AND t_last >= ?", after, after),
+                        one("SELECT min(time_ns) FROM points WHERE series_id IN ({marks}) AND field = ? "
+                            "AND time_ns >= ?", after)]
+                    if wanted:
+                        found.append(self._db.execute(
+                            f"SELECT min(time_ns) FROM lines WHERE series_id IN ({marks}) AND field_set IN ({sets}) "
+                            "AND time_ns >= ?", (*ids, *wanted, after)).fetchone()[0])
+                    found = [x for x in found if x is not None]
+                    return min(found) if found else None
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"{self.name}: {exc}") from None
+
+        last = first = None
+        hi = int(before_ns)
+        while (lo := bound(hi, None)) is not None:
+            t, v = self.series(measurement, field, tags, lo, hi)
+            if t.size:
+                last = (int(t[-1]), float(v[-1]))
+                break
+            hi = lo  # the point there lacks the field: look further back
+        lo = int(after_ns)
+        while (hi := bound(None, lo)) is not None:
+            t, v = self.series(measurement, field, tags, lo, hi + 1)
+            if t.size:
+                first = (int(t[0]), float(v[0]))
+                break
+            lo = hi + 1
+        return last, first
+
     def _line_range(self, ids: list[int], field: str) -> tuple[int | None, int | None]:
         """First and last time of the series' lines holding a value of `field` (lock held)."""
         wanted = self._sets_with([field])

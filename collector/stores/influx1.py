@@ -393,6 +393,28 @@ class Influx1Store:
                         times.append(int(row[0]))
         return (min(times), max(times)) if times else None
 
+    def neighbours(self, measurement: str, field: str, tags: dict[str, str], before_ns: int, after_ns: int, *,
+                   rp: str | None = None) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+        """The last point of `field` before `before_ns` and the first at or after `after_ns`, in every series
+        with `tags` taken together (None where there is none): a report's readings just outside its window."""
+        source = quote_ident(measurement)
+        if rp or self.rp:
+            source = f"{quote_ident(rp or self.rp)}.{source}"
+        where = [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
+        out: list[tuple[int, float] | None] = []
+        for bound, order in ((f"time < {int(before_ns)}", " ORDER BY time DESC"), (f"time >= {int(after_ns)}", "")):
+            q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join([bound, *where])}{order} LIMIT 1"
+            found = None
+            for result in self._query_chunks(q, chunked=False):
+                for s in result.get("series", []):
+                    for t, v in s.get("values", []):
+                        if isinstance(v, str):
+                            raise StoreRejected(f"{self.name}: {measurement}.{field} holds strings, not numbers")
+                        if v is not None and found is None:
+                            found = (int(t), float(v))
+            out.append(found)
+        return out[0], out[1]
+
     def field_types(self) -> dict[tuple[str, str], str]:
         """(measurement, field) -> InfluxDB type of what the database (its configured retention policy)
         holds, from `SHOW FIELD KEYS`: what the collector's ingest check starts with. InfluxDB keeps

@@ -72,7 +72,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
     try:
         check_period_has_data(data_range(reader, site), site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
-        with stream_store(reader, site, start - margin, end + margin) as readings:
+        with stream_store(reader, site, start - margin, end + margin, period=(start, end)) as readings:
             yield site, readings, source
     finally:
         reader.close()
@@ -149,9 +149,9 @@ def recompute_main(args: argparse.Namespace) -> int:
     site = load_site(args.site)
     readings, source = read_csv(args.readings, site)
     period = _period(args, required=False)
-    start, end = period if period else span_days(readings)
+    start, end = period if period else span_days(readings, _max_gap_ns(args))
     check_period_has_data(readings_range(readings), site, start, end, "report", f"{args.readings}")
-    # Only what `report` reads for the period (its margin of one max gap on each side): every
-    # row is read and checked, and rows beyond that window change nothing.
+    # Only what `report` reads for the period (its margin of one max gap on each side, and a
+    # register's readings just beyond where the period needs them): every row is read and checked.
     margin = _max_gap_ns(args)
-    return _output(site, window(readings, start - margin, end + margin), start, end, args, source)
+    return _output(site, window(readings, start - margin, end + margin, (start, end)), start, end, args, source)

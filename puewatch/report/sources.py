@@ -319,17 +319,69 @@ def _combine(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     return t_all, power, energy
 
 
-def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> MeterReadings:
-    """One meter's raw readings for lo <= t < hi from a store (the series `schema.meter_sources` names)."""
+def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
+               period: tuple[int, int] | None = None) -> MeterReadings:
+    """One meter's raw readings for lo <= t < hi from a store (the series `schema.meter_sources` names).
+
+    With the `period` [start, end) that window holds (with its margins), a register also gets its
+    readings just outside the window where `edge_readings` says the period needs them."""
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+    empty = np.empty(0, np.int64), np.empty(0, np.float64)
     for source in schema.meter_sources(site.name, site.meters[name]):
-        for s in (source, *source.alternatives):  # the first one that holds readings
+        candidates = (source, *source.alternatives)
+        chosen = None
+        for s in candidates:  # the first one that holds readings in the window
             t, v = _series(reader, s.measurement, s.field, dict(s.tags), lo, hi)
             if t.size or not source.alternatives:
-                parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
+                chosen = s, t, v
                 break
+        if period is not None:
+            # A register's readings beyond the window; where no candidate holds any in it, the first
+            # register that has some there.
+            for s, t, v in [chosen] if chosen is not None else [(s, *empty) for s in candidates]:
+                if s.register:
+                    t, v = _with_neighbours(reader, s, t, v, lo, hi, period)
+                    if t.size or chosen is not None:
+                        chosen = s, t, v
+                        break
+        if chosen is not None:
+            s, t, v = chosen
+            parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
     return MeterReadings(t, power, energy, register_modulus(site, name), read_ratings(reader, site, name, lo, hi))
+
+
+def edge_readings(t: np.ndarray, period: tuple[int, int]) -> tuple[bool, bool]:
+    """Whether a register whose readings in a report's window (the period and a margin of one max
+    gap on each side) are at times `t` (ascending) also needs its last reading before the window
+    (no reading at or before the period's start) and its first after it (none at or after the end).
+
+    The one rule for every store and for a recompute from an export: an interval that crosses the
+    period's edge from beyond the margin (a meter silent across midnight for longer than --max-gap)
+    is read, so that its energy is spread over its time like any other interval's, and reports of
+    adjacent periods add up to one report over both (docs/auditor-guide.md)."""
+    start, end = period
+    return (t.size == 0 or int(t[0]) > start), (t.size == 0 or int(t[-1]) < end)
+
+
+def _with_neighbours(reader: Any, s: schema.MeterSource, t: np.ndarray, v: np.ndarray, lo: int, hi: int,
+                     period: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    before, after = edge_readings(t, period)
+    neighbours = getattr(reader, "neighbours", None)
+    if not (before or after) or neighbours is None:
+        return t, v
+    from puewatch.collector.stores.base import StoreError
+
+    try:
+        last, first = neighbours(s.measurement, s.field, dict(s.tags), lo, hi)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    head = [last] if before and last is not None else []
+    tail = [first] if after and first is not None else []
+    if not (head or tail):
+        return t, v
+    return (np.concatenate([np.array([p[0] for p in head], np.int64), t, np.array([p[0] for p in tail], np.int64)]),
+            np.concatenate([np.array([p[1] for p in head], np.float64), v, np.array([p[1] for p in tail], np.float64)]))
 
 
 def read_ratings(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> dict[str, float] | None:
@@ -425,13 +477,14 @@ def _progress(total: int, show: bool | None) -> Iterator[Callable[[str], None] |
         yield advance
 
 
-def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
-               ) -> dict[str, MeterReadings]:
-    """Every meter's readings for lo <= t < hi, all held in memory; a rich progress bar on a terminal's stderr."""
+def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None,
+               period: tuple[int, int] | None = None) -> dict[str, MeterReadings]:
+    """Every meter's readings for lo <= t < hi (see `read_meter` for `period`), all held in memory; a rich
+    progress bar on a terminal's stderr."""
     out: dict[str, MeterReadings] = {}
     with _progress(len(site.meters), progress) as advance:
         for name in site.meters:
-            out[name] = read_meter(reader, site, name, lo, hi)
+            out[name] = read_meter(reader, site, name, lo, hi, period)
             if advance:
                 advance(name)
     return out
@@ -455,15 +508,17 @@ class StoreReadings(Mapping[str, MeterReadings]):
     """
 
     def __init__(self, reader: Any, site: SiteModel, lo: int, hi: int,
-                 on_read: Callable[[str], None] | None = None, *, prefetch: int = 0) -> None:
+                 on_read: Callable[[str], None] | None = None, *, prefetch: int = 0,
+                 period: tuple[int, int] | None = None) -> None:
         self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
+        self.period = period
         self._names = list(site.meters)
         self._depth = max(0, int(prefetch))
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(self._depth, "prefetch") if self._depth else None
         self._ahead: dict[str, Future[MeterReadings]] = {}
 
     def _read(self, name: str) -> MeterReadings:
-        return read_meter(self.reader, self.site, name, self.lo, self.hi)
+        return read_meter(self.reader, self.site, name, self.lo, self.hi, self.period)
 
     def __getitem__(self, name: str) -> MeterReadings:
         if name not in self.site.meters:
@@ -500,8 +555,8 @@ class StoreReadings(Mapping[str, MeterReadings]):
 
 
 @contextmanager
-def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None
-                 ) -> Iterator[StoreReadings]:
+def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool | None = None,
+                 period: tuple[int, int] | None = None) -> Iterator[StoreReadings]:
     """`StoreReadings` reading ahead, with `read_store`'s progress bar, for the `with` block.
 
     As many meters ahead as the reader says it serves at once (`read_ahead`, else one).
@@ -515,7 +570,8 @@ def stream_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bo
     numba.set_num_threads(max(1, threads - 1))
     try:
         with _progress(len(site.meters), progress) as advance:
-            readings = StoreReadings(reader, site, lo, hi, advance, prefetch=getattr(reader, "read_ahead", 1))
+            readings = StoreReadings(reader, site, lo, hi, advance, prefetch=getattr(reader, "read_ahead", 1),
+                                     period=period)
             try:
                 yield readings
             finally:
@@ -833,35 +889,74 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 
 
-def window(readings: dict[str, MeterReadings], lo: int, hi: int) -> dict[str, MeterReadings]:
+def window(readings: dict[str, MeterReadings], lo: int, hi: int,
+           period: tuple[int, int] | None = None) -> dict[str, MeterReadings]:
     """The readings with lo <= t < hi: what `report` reads from a store for the same period
-    (the period and one max gap on each side). A report's derived power limits and outcome
-    counts are taken from the readings it reads, so a CSV that holds more (a year's export,
-    recomputed for a month) must give the figures the report of that month gives."""
+    (the period and one max gap on each side), with a register's last reading before the window
+    and first after it where `edge_readings` says the `period` needs them, as the store gives them
+    (the register's value alone: a power read at the same time lies outside the window). A report's
+    derived power limits and outcome counts are taken from the readings it reads, so a CSV that
+    holds more (a year's export, recomputed for a month) must give the figures the report of that
+    month gives."""
     out = {}
     for name, r in readings.items():
         i0, i1 = int(np.searchsorted(r.t_ns, lo, side="left")), int(np.searchsorted(r.t_ns, hi, side="left"))
-        if i0 == 0 and i1 == r.t_ns.size:
+        outside: list[int] = []
+        if period is not None and r.energy_wh is not None:
+            has = np.flatnonzero(np.isfinite(r.energy_wh))
+            k0, k1 = np.searchsorted(has, [i0, i1], side="left")
+            before, after = edge_readings(r.t_ns[has[k0:k1]], period)
+            if before and k0 > 0:
+                outside.append(int(has[k0 - 1]))
+            if after and k1 < has.size:
+                outside.append(int(has[k1]))
+        if not outside and i0 == 0 and i1 == r.t_ns.size:
             out[name] = r
             continue
-
-        def cut(x: np.ndarray | None) -> np.ndarray | None:
-            return None if x is None or not np.isfinite(x[i0:i1]).any() else x[i0:i1]
-
-        out[name] = MeterReadings(r.t_ns[i0:i1], cut(r.power_w), cut(r.energy_wh), r.modulus_wh, r.ratings)
+        keep = np.sort(np.concatenate([np.arange(i0, i1), np.asarray(outside, np.int64)]))
+        power = None
+        if r.power_w is not None:
+            power = r.power_w[keep]
+            if outside:
+                power[np.isin(keep, outside)] = np.nan
+            if not np.isfinite(power).any():
+                power = None
+        energy = None
+        if r.energy_wh is not None and np.isfinite(r.energy_wh[keep]).any():
+            energy = r.energy_wh[keep]
+        # Every row kept has a reading: a row of the CSV has one, and a row outside has the register's.
+        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, r.ratings)
     return out
 
 
-def span_days(readings: dict[str, MeterReadings]) -> tuple[int, int]:
-    """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to midnight."""
-    span = readings_range(readings)
-    if span is None:
+def span_days(readings: dict[str, MeterReadings], max_gap_ns: int) -> tuple[int, int]:
+    """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to
+    midnight. A register's first reading where its next is more than `max_gap_ns` later, and its last
+    where the one before is, are left out: those an export adds beyond its window (see `window`), so
+    that the default period of an export's recompute is the export's."""
+    firsts, lasts = [], []
+    for r in readings.values():
+        t = r.t_ns
+        if not t.size:
+            continue
+        i0, i1 = 0, t.size
+        if r.energy_wh is not None:
+            has = np.flatnonzero(np.isfinite(r.energy_wh))
+            if has.size >= 2 and has[0] == 0 and t[has[1]] - t[has[0]] > max_gap_ns:
+                i0 = 1
+            if has.size >= 2 and has[-1] == t.size - 1 and t[has[-1]] - t[has[-2]] > max_gap_ns:
+                i1 = t.size - 1
+        if i0 < i1:
+            firsts.append(int(t[i0]))
+            lasts.append(int(t[i1 - 1]))
+    if not firsts:
         raise UserError("no readings: give --from and --to")
-    lo, hi = span
+    lo, hi = min(firsts), max(lasts)
     day = 86_400 * NS
     start = -(-lo // day) * day
     end = hi // day * day
     if end <= start:
         raise UserError("the readings span no whole UTC day: give --from and --to")
     return start, end
+
 
