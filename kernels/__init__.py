@@ -24,6 +24,14 @@ reads no globals.
 
 from __future__ import annotations
 
+if __name__ != "puewatch.kernels":
+    # The folder is importable as `kernels` from the checkout's root. Numba's cache beside the
+    # sources is keyed by file, not by module name: entries compiled as `kernels.rolling` name that
+    # module, and every later `puewatch.kernels` start (the collector's) failed loading them with
+    # "No module named 'kernels'" (found by two audits, after a script imported it so).
+    raise ImportError(f"import puewatch.kernels, not {__name__}: the same files under two module names "
+                      "leave Numba cache entries that fail the other one")
+
 from puewatch.kernels.flags import (
     FLAG_BAD_TIME,
     FLAG_JUMP,

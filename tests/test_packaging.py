@@ -180,3 +180,14 @@ def test_agent_imports_and_checks_its_config_without_numba(fresh_venv, tmp_path)
                     .replace("/var/lib/puewatch/agent/spool", str(tmp_path / "spool")))
     r = _run([fresh_venv / "bin" / "puewatch", "agent", "--config", conf, "--check-config"], cwd=tmp_path, env=env)
     assert "OK (sources: nvml, host" in r.stdout + r.stderr
+
+
+def test_the_kernels_folder_refuses_its_bare_module_name() -> None:
+    """`kernels/` is importable as `kernels` from the checkout's root; Numba's cache beside it is keyed by
+    file, so entries compiled under that name crashed every later collector start ("No module named
+    'kernels'", found by two audits). Imported so, it says how to import it instead."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", "import kernels.rolling"], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert "ImportError: import puewatch.kernels, not kernels" in out.stderr
