@@ -1,5 +1,5 @@
 """Text that came from outside (a report's or a statement's strings, a ledger's job and tenant names,
-a file's path) as it may be written to a terminal.
+a file's path) as it may be written to a terminal or into an HTML page.
 
 A signed report can carry any string, and an unsigned one anything at all: a site name holding
 ESC sequences, CR or a newline could write or hide lines of puewatch's own verdict (a forged
@@ -7,6 +7,9 @@ ESC sequences, CR or a newline could write or hide lines of puewatch's own verdi
 C1), the Unicode line and paragraph separators, and the bidirectional controls that reorder what a
 line shows are written as Python-style escapes (``\\x1b``, ``\\n``, ``\\u2028``): each line stays one
 line and says what the document holds. JSON output is unaffected (JSON escapes them itself).
+A page (`in_page`) gets the same, HTML-escaped: a right-to-left override in a site's or a tenant's
+name reversed the rest of its line there (a report's period label, a city's "fail"; a tenant
+"\u202eTNEMYAP" read "PAYMENT").
 """
 
 from __future__ import annotations
@@ -31,3 +34,10 @@ def shown_text(text: object, **kw):
     from rich.text import Text
 
     return Text(shown(text), **kw)
+
+
+def in_page(text: object) -> str:
+    """`text` for an HTML page: `shown(text)`, HTML-escaped (quotes included, for attribute values)."""
+    import html
+
+    return html.escape(shown(text))

@@ -105,8 +105,19 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     it = ledger.it_wh
     res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
                         cells.cell_ns, f.factor, green_frac, carbon_per_wh)
-    jobs, tenants = _group(ledger, res, _in_known_cells(ledger, cells, f.known), tenant, carbon_ok)
-    unknown = sorted({ledger.nodes[n] for n in np.unique(ledger.node[ledger.host_unknown]).tolist()})
+    # A job is in the period where a record of it overlaps the period (records are read an interval
+    # beyond its end, for their share inside): one whose records all lie outside is no job of it.
+    inside = res.in_period > 0
+    job_in = np.bincount(ledger.job[inside], minlength=len(ledger.jobs)) > 0
+    listed = job_in & np.array([tenant is None or t == tenant for t, _ in ledger.jobs] or [False], bool)[:len(job_in)]
+    jobs, tenants = _group(ledger, res, _in_known_cells(ledger, cells, f.known), tenant, carbon_ok, job_in)
+    nameless = sum(1 for j in jobs if not j["tenant"])
+    if nameless:
+        warnings.append(f"{nameless} jobs have no tenant (no Slurm account, no tenant in the job map): listed under "
+                        "the tenant \"\"; give each job an account to name who holds it")
+    # The nodes of the listed jobs' records that had no host energy (not the whole site's).
+    mine = listed[ledger.job] & inside & ledger.host_unknown if len(ledger) else np.zeros(0, bool)
+    unknown = sorted({ledger.nodes[n] for n in np.unique(ledger.node[mine]).tolist()})
     if unknown:
         n_jobs = sum(1 for j in jobs if j["host_unknown_share"])
         warnings.append(f"{n_jobs} jobs' host share unknown for part of their time (host_unknown_share): nodes "
@@ -193,10 +204,10 @@ def _sums(ledger: Ledger, res: k.CellShares, in_known: np.ndarray, codes: np.nda
     held_s = ledger.interval_ns / NS * ledger.share * inside  # time held, by the job's share
     estimated = np.where(ledger.gpu_wh_estimated, gpu_wh, 0.0) + np.where(ledger.host_estimated, host_wh, 0.0)
     return {
-        "records": np.bincount(codes, minlength=n),
+        "records": np.bincount(codes, weights=(inside > 0).astype(np.float64), minlength=n),
         "gpu_wh": s(gpu_wh), "host_wh": s(host_wh), "estimated_wh": s(estimated),
         "covered_it_wh": s(res.covered_it_wh), "facility_wh": s(res.facility_wh), "green_wh": s(res.green_wh),
-        "carbon_kg": s(res.carbon_kg), "shared": s(ledger.shared.astype(float)),
+        "carbon_kg": s(res.carbon_kg), "shared": s((ledger.shared & (inside > 0)).astype(float)),
         "reserved_idle_wh": s(np.where(ledger.reserved_idle, gpu_wh, 0.0)),
         "gpu_s": s(np.where(gpu_rec, ledger.interval_ns / NS * ledger.share * inside, 0.0)),
         "held_s": s(held_s), "host_unknown_s": s(np.where(ledger.host_unknown, held_s, 0.0)),
@@ -241,20 +252,23 @@ def _by_model(ledger: Ledger, res: k.CellShares, codes: np.ndarray, n: int) -> l
     return [{ledger.gpu_models[j]: float(hours[i, j]) for j in np.flatnonzero(hours[i] > 0)} for i in range(n)]
 
 
-def _group(ledger: Ledger, res: k.CellShares, in_known: np.ndarray, tenant: str | None, carbon_ok: bool
-           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _group(ledger: Ledger, res: k.CellShares, in_known: np.ndarray, tenant: str | None, carbon_ok: bool,
+           job_in: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per job and per tenant: the jobs in the period (`job_in`) and the tenants that have one."""
     n_jobs = len(ledger.jobs)
     sums = _sums(ledger, res, in_known, ledger.job, n_jobs)
     models = _by_model(ledger, res, ledger.job, n_jobs)
     jobs = [{"job": job, "tenant": ten, **_row(sums, i, models[i], carbon_ok)}
-            for i, (ten, job) in enumerate(ledger.jobs) if tenant is None or ten == tenant]
-    names = sorted({t for t, _ in ledger.jobs})
+            for i, (ten, job) in enumerate(ledger.jobs) if job_in[i] and (tenant is None or ten == tenant)]
+    names = sorted({t for i, (t, _) in enumerate(ledger.jobs) if job_in[i]})
     t_code = {t: i for i, t in enumerate(names)}
-    job_tenant = np.array([t_code[t] for t, _ in ledger.jobs] or [0], np.int64)
+    # A job outside the period: a code of its own past the tenants' (its records add nothing inside).
+    job_tenant = np.array([t_code.get(t, len(names)) for t, _ in ledger.jobs] or [0], np.int64)
     codes = job_tenant[ledger.job] if len(ledger) else ledger.job.astype(np.int64)
-    t_sums = _sums(ledger, res, in_known, codes, len(names))
-    t_models = _by_model(ledger, res, codes, len(names))
-    tenants = [{"tenant": t, "jobs": sum(1 for jt, _ in ledger.jobs if jt == t), **_row(t_sums, i, t_models[i], carbon_ok)}
+    t_sums = _sums(ledger, res, in_known, codes, len(names) + 1)
+    t_models = _by_model(ledger, res, codes, len(names) + 1)
+    count = np.bincount(job_tenant[job_in], minlength=len(names) + 1) if n_jobs else np.zeros(len(names) + 1, np.int64)
+    tenants = [{"tenant": t, "jobs": int(count[i]), **_row(t_sums, i, t_models[i], carbon_ok)}
                for i, t in enumerate(names) if tenant is None or t == tenant]
     jobs.sort(key=lambda r: (r["tenant"], r["job"]))
     return jobs, tenants

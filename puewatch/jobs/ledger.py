@@ -212,6 +212,11 @@ class _Builder:
         bad = ok & ~(num["interval_s"] > 0)
         self.drop("interval_s not positive", np.count_nonzero(bad))
         ok &= ~bad
+        # The share of the interval the job held the GPU (the host): more than all of it, none or less
+        # cannot be (it multiplies the GPU time: 5 made five times the GPU-hours, -1 negative ones).
+        bad = ok & ~((num["share"] > 0) & (num["share"] <= 1))
+        self.drop("share not in (0, 1]", np.count_nonzero(bad))
+        ok &= ~bad
         keep = np.flatnonzero(ok)
         n = keep.size
         tenant, job = cols["tenant"][keep], cols["job"][keep]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import html
 import json
 import sys
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from puewatch.core.timefmt import NS, format_time, parse_time
 from puewatch.errors import UserError
-from puewatch.terminal import shown
+from puewatch.terminal import in_page, shown
 
 SCHEMA = "puewatch.statement/1"
 DAY_NS = 86400 * NS
@@ -114,11 +113,16 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
     from puewatch.jobs.cli import load
     from puewatch.signing import digest
 
+    if not args.tenant.strip():
+        # The jobs with no tenant (no Slurm account) are listed under "" by `puewatch jobs`: several
+        # holders' energy, of nobody a voucher could name.
+        raise UserError("--tenant: a statement is for a named tenant, not the jobs that have none (tenant \"\")")
     site, cells, ledger, carbon, source, start, end = load(args)
     report = _site_report(args.report, args.sign, start, end) if args.report else None
     a = attribute(ledger, cells, site, carbon, args.tenant)
     if not a.tenants:
-        raise UserError(f"tenant {args.tenant!r} has no job ledger record in {format_time(start)}..{format_time(end)}")
+        raise UserError(f"tenant {args.tenant!r} has no job in {format_time(start)}..{format_time(end)} "
+                        "(no job ledger record of it overlaps the period)")
     t = a.tenants[0]
     it_c, fac_c, green_c = _tenant_cells(ledger, cells, site, carbon, args.tenant)
     days = _days(cells, it_c, fac_c, green_c, start, end)
@@ -188,7 +192,7 @@ def _n(x: float | None, fmt: str = ".4f") -> str:
 
 def render_html(s: dict[str, Any]) -> str:
     """A self-contained page (inline CSS, no scripts); every value escaped. The signed JSON is the evidence."""
-    e = html.escape
+    e = in_page
     rows = [
         ("Site", s["site"]), ("Tenant", s["tenant"]), ("Period", f"{s['period_start']} .. {s['period_end']}"),
         ("Jobs", str(s["job_count"])), ("GPU-hours", _n(s["gpu_hours"], ",.2f")),

@@ -404,3 +404,44 @@ def test_processes_of_no_job_and_records_without_a_job_are_counted_and_reported(
     text = _jobs(conf, str(tmp_path / "store.sqlite")).stdout
     assert "GPU processes of no job on gpu-a-1: up to 3 at once, in 3 ledger intervals (6 process-intervals)" in text
     assert "ledger records left out: 1 gpu_wh negative or not finite, 2 no job" in text
+
+
+def test_jobs_outside_the_period_bad_shares_and_nameless_tenants(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    """Found by the jobs audit with real Slurm: a job whose records all lie after the period (read for their
+    overlap) was listed with 0 GPU-h and counted in its tenant's `jobs`, and a statement was signed for a
+    tenant with no job in the period; a share of 5 or -1 made five times or negative GPU-hours; a job
+    without a Slurm account went to the tenant "" unsaid, and a statement could be signed for it."""
+    conf, cells, _root = site
+    end = T0 + HOURS * 3600 * NS
+
+    def rec(job: str, tenant: str | None, t: int, share: float) -> str:
+        fields = {"job": job, "gpu_model": "X", "interval_s": 60.0, "gpu_wh": 1.0, "host_wh": 0.0, "share": share}
+        if tenant is not None:
+            fields["tenant"] = tenant
+        return encode_point(schema.JOB_LEDGER, {"node": "gpu-x-1", "gpu": "0", "slot": "0"}, fields, t)
+
+    extra = [rec("late", "t3", end + 60 * NS, 1.0),  # (end, end + 60 s]: none of it in the period
+             rec("11", "t1", end + 120 * NS, 1.0),  # a job of the period, a record after it
+             rec("five", "t1", T0 + 300 * NS, 5.0), rec("negative", "t1", T0 + 360 * NS, -1.0),
+             rec("nameless", None, T0 + 420 * NS, 1.0)]
+    store = tmp_path / "store.sqlite"
+    s = EmbeddedStore(store)
+    s.write(_lines(cells) + ("\n".join(extra) + "\n").encode())
+    s.close()
+    doc = _doc(conf, str(store))
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    assert "late" not in jobs and "t3" not in {t["tenant"] for t in doc["tenants"]}
+    assert jobs["11"]["records"] == 60  # its record after the period is no record of the period
+    assert {t["tenant"]: t["jobs"] for t in doc["tenants"]} == {"": 1, "t1": 2, "t2": 2}
+    assert "five" not in jobs and "negative" not in jobs
+    assert doc["ledger_records_left_out"] == {"gpu_wh negative or not finite": 1, "share not in (0, 1]": 2}
+    assert jobs["nameless"]["tenant"] == "" and jobs["nameless"]["gpu_hours"] == pytest.approx(1 / 60)
+    assert any(w.startswith("1 jobs have no tenant") for w in doc["warnings"]), doc["warnings"]
+    cli = [sys.executable, "-m", "puewatch.cli"]
+    subprocess.run([*cli, "keys", "new", "--out", str(tmp_path), "--name", "site"], check=True, capture_output=True)
+    for tenant, said in (("t3", "tenant 't3' has no job in 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z"),
+                         ("", "--tenant: a statement is for a named tenant")):
+        out = subprocess.run([*cli, "statement", "--config", str(conf), "--store", str(store), "--from",
+                              "2026-01-01T00:00:00Z", "--to", f"2026-01-01T0{HOURS}:00:00Z", "--tenant", tenant,
+                              "--sign", str(tmp_path / "site.key")], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and said in out.stderr, out.stderr
