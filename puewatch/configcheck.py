@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from puewatch import config as cfg
+from puewatch.terminal import shown
 
 
 @dataclass
@@ -65,14 +66,16 @@ def run(command: str, path: str, model: type, summary: Callable[[Any], str],
         content_errors, content_warnings = content(conf, path)
         errors += content_errors
         warnings += content_warnings
+    # A config's names (a site's, a meter's) are printed as `shown` prints them: escaped where they hold
+    # characters that move or reorder a terminal's text.
     for w in warnings:
-        print(f"puewatch {command}: warning: {w}", file=sys.stderr)
+        print(f"puewatch {command}: warning: {shown(w)}", file=sys.stderr)
     for e in errors:
-        print(f"puewatch {command}: error: {e}", file=sys.stderr)
+        print(f"puewatch {command}: error: {shown(e)}", file=sys.stderr)
     if errors:
-        print(f"{path}: {len(errors)} problem(s)" + (f", {len(warnings)} warning(s)" if warnings else ""))
+        print(f"{shown(path)}: {len(errors)} problem(s)" + (f", {len(warnings)} warning(s)" if warnings else ""))
         return 2
-    print(f"{path}: OK ({summary(conf)})" + (f"; {len(warnings)} warning(s) above" if warnings else ""))
+    print(f"{shown(path)}: OK ({shown(summary(conf))})" + (f"; {len(warnings)} warning(s) above" if warnings else ""))
     return 0
 
 

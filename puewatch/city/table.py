@@ -21,7 +21,6 @@ figure over all reports (the evidence says which).
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 from collections import Counter
@@ -35,7 +34,7 @@ from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.signing import Verification, verify_report
 from puewatch.spoolfiles import write_file
-from puewatch.terminal import shown
+from puewatch.terminal import in_page, shown
 
 
 @dataclass
@@ -294,7 +293,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 def render_html(result: CityResult, generated_at: str | None = None) -> str:
     """A self-contained page (inline CSS, no scripts, no external assets); every value is escaped."""
-    e = html.escape
+    e = in_page
     t = result.targets
     generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rules = t.report_rules()
@@ -411,7 +410,7 @@ def main(args: argparse.Namespace) -> int:
 
             page = page.replace("</body></html>", vouchers_html(vouchers) + "\n</body></html>")
         if unread:
-            items = "".join(f"<li>{html.escape(u['report'])}: {html.escape(u['reason'])}</li>" for u in unread)
+            items = "".join(f"<li>{in_page(u['report'])}: {in_page(u['reason'])}</li>" for u in unread)
             page = page.replace("</body></html>", f"<h2>Files that are not valid reports (fail)</h2><ul>{items}</ul>\n"
                                                   "</body></html>")
         write_file(args.html, page)

@@ -28,7 +28,6 @@ inflates the sums, which is what the rules are for).
 
 from __future__ import annotations
 
-import html
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 from puewatch.city.check import RuleResult, fmt
 from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
 from puewatch.signing import Verification, digest, verify_report
+from puewatch.terminal import in_page
 
 PUE_REL_TOL = 1e-12
 
@@ -231,7 +231,7 @@ def print_vouchers(result: VoucherResult) -> None:
 
 def render_html(result: VoucherResult) -> str:
     """The vouchers section of the city page (escaped values, no scripts)."""
-    e = html.escape
+    e = in_page
     out = ["<h2>Voucher statements</h2><table><thead><tr>"
            + "".join(f"<th>{h}</th>" for h in ("tenant", "site", "statement file", "rule", "verdict", "evidence"))
            + "</tr></thead><tbody>"]

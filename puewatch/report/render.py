@@ -7,10 +7,11 @@ mailed or archived with the report and opened offline.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from typing import TYPE_CHECKING, Any
+
+from puewatch.terminal import in_page
 
 if TYPE_CHECKING:
     from puewatch.report.model import ReportFigures
@@ -268,7 +269,7 @@ def _figures(report: dict[str, Any], figures: ReportFigures | None, target: floa
 def _html_table(head: list[str], rows: list[list[str]], num_from: int = 1, caption: str = "",
                 table_id: str = "") -> str:
     """An HTML table, every cell escaped; columns from `num_from` on right-aligned (numbers)."""
-    e = html.escape
+    e = in_page
     cap = f"<caption>{e(caption)}</caption>" if caption else ""
     ths = "".join(f"<th>{e(h)}</th>" for h in head)
     body = "".join(
@@ -327,7 +328,7 @@ _CSS = (
 
 def _carbon_headline(report: dict[str, Any]) -> str:
     """Green share and CUE under the PUE headline; where unknown, why (the table has the sources)."""
-    e = html.escape
+    e = in_page
     why = carbon_unknown(report)
     if "carbon_kg" not in report:
         return f'<p class="headline">Green share and CUE <b id="cue">not known</b>: {e(why or "")}</p>'
@@ -347,7 +348,7 @@ def to_html(report: dict[str, Any], *, target: float | None = None, figures: Rep
     the PUE figure shows the daily rows and the others say so or are left out.
     """
     svgs = _figures(report, figures, target)
-    e = html.escape
+    e = in_page
     unc, ju = report["pue_uncertainty"], report.get("pue_joint_uncertainty")
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',

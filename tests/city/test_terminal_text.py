@@ -50,3 +50,25 @@ def test_sign_verify_and_city_print_the_site_name_escaped(tmp_path):
     assert "site site\\r\\x1b[2KOK: forged, " in ok.stdout
     city = run_cli("city", signed, "--preset", "miit-2021", "--pubkeys", keys)
     assert "\x1b" not in city.stdout and "\r" not in city.stdout and "site\\r\\x1b[2KOK: forged" in city.stdout
+
+
+def test_pages_show_bidi_controls_escaped_so_no_name_reorders_its_line(tmp_path):
+    """Found by the pages audit (headless chromium): a right-to-left override in a site's name reversed the
+    rest of its line on the report's and the city's pages ("fail" read "liaf", the period label backwards),
+    and a tenant "\\u202eTNEMYAP" read "PAYMENT" on a statement's page."""
+    from puewatch.report.render import render
+    from puewatch.terminal import in_page
+
+    assert in_page('a<b>&"\u202eTNEMYAP\u2066') == "a&lt;b&gt;&amp;&quot;\\u202eTNEMYAP\\u2066"
+    name = "hall\u202e east\u200f"
+    doc = make_report(name, annual=False)
+    page = render(doc, "html")
+    assert "\u202e" not in page and "\u200f" not in page and "hall\\u202e east\\u200f" in page
+    keys = tmp_path / "keys"
+    assert run_cli("keys", "new", "--out", keys, "--name", "site").returncode == 0
+    signed = tmp_path / "signed.json"
+    assert run_cli("sign", write_json(tmp_path / "r.json", doc), "--key", keys / "site.key", "-o", signed).returncode == 0
+    out = tmp_path / "city.html"
+    run_cli("city", signed, "--preset", "miit-2021", "--pubkeys", keys, "--html", out)
+    city = out.read_text(encoding="utf-8")
+    assert "\u202e" not in city and "\u200f" not in city and "hall\\u202e east\\u200f" in city
