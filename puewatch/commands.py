@@ -357,7 +357,8 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="STORE",
                    help="a file path or sqlite:PATH (embedded SQLite), or http[s]://[user:password@]host:port[/DATABASE] "
                    "(InfluxDB v1 API), as `demo --store` (default: the config's store)")
-    p.add_argument("--database", help="InfluxDB database, when the --store URL names none (default: the config's)")
+    p.add_argument("--database", help="InfluxDB database, where the --store URL names none, or in place of the "
+                   "config's (default: the config's; refused with an embedded store)")
     p.add_argument("--user", help="InfluxDB 1.x user")
     p.add_argument("--password-file", help="file holding the InfluxDB 1.x password (first line)")
     p.add_argument("--token-file", help="file holding an InfluxDB 2.x/3.x API token (first line), for their v1 "

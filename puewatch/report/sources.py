@@ -258,9 +258,10 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
     elif conf.store.kind == "influx1":
         s = conf.store.influx1
         password = read_secret(s.password, s.password_file, "store.influx1.password_file") or None
-        return (Influx1Store(s.url, s.database, rp=s.retention_policy or None, user=s.user or None, password=password,
+        db = database or s.database
+        return (Influx1Store(s.url, db, rp=s.retention_policy or None, user=s.user or None, password=password,
                              timeout_s=max(s.timeout_s, 60.0)),
-                {"kind": "influx1", "url": redact_url(s.url.rstrip("/")), "database": s.database})
+                {"kind": "influx1", "url": redact_url(s.url.rstrip("/")), "database": db})
     elif conf.store.kind == "influx2":
         s = conf.store.influx2
         token = (read_secret("", token_file, "--token-file") if token_file
@@ -271,6 +272,9 @@ def open_store(conf: Any, store: str | None, *, database: str | None = None, use
     else:
         path = Path(conf.store.embedded.path if conf.store.embedded and conf.store.embedded.path
                     else Path(conf.collector.state_dir) / "puewatch.sqlite")
+    if database:
+        # Read as given it would be ignored, and the report made from the file without a word.
+        raise UserError(f"--database {database!r} names an InfluxDB database, but the store is the embedded file {path}")
     if not path.is_file():
         raise UserError(f"embedded store {path}: no such file")
     return EmbeddedStore(path), {"kind": "embedded", "path": str(path)}

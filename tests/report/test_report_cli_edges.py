@@ -168,3 +168,33 @@ def test_times_and_gaps_beyond_what_the_store_holds_are_bad_input_and_leave_no_f
             assert not out.exists()
     assert _run("export", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-03-02", "-o", str(out)).returncode == 0
     assert out.read_text().startswith("time,meter,") and not list(tmp_path.glob(".*.part"))
+
+
+def test_database_is_read_from_the_config_s_influxdb_and_refused_for_an_embedded_store(site, two_days,
+                                                                                       tmp_path: Path) -> None:
+    """Found by the pages audit: `--database nosuchdb` without `--store` was ignored, and the report made from
+    the config's store with exit 0."""
+    conf, path = site
+    period = ["--from", "2025-03-01", "--to", "2025-03-02", "--json"]
+    out = _run("report", "--config", str(conf), "--database", "nosuchdb", *period)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "--database 'nosuchdb' names an InfluxDB database, but the store is the embedded file" in out.stderr
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        for db in ("site", "other"):
+            assert http("POST", server.url + f"/query?q=CREATE+DATABASE+{db}")[0] == 200
+        store = Influx1Store(server.url, "other")
+        store.write(two_days.lines)
+        store.close()
+        influx_conf = tmp_path / "influx.toml"
+        influx_conf.write_text(conf.read_text().replace(
+            f'[store.embedded]\npath = "{path}"', f'[store.influx1]\nurl = "{server.url}"\ndatabase = "site"'))
+        assert "[store.influx1]" in influx_conf.read_text()
+        empty = _run("report", "--config", str(influx_conf), *period)
+        assert empty.returncode == 1 and "the store holds no readings" in empty.stderr  # the config's: empty
+        other = _run("report", "--config", str(influx_conf), "--database", "other", *period)
+        assert other.returncode == 0, other.stderr
+        assert '"database": "other"' in other.stdout
+    finally:
+        server.stop()
