@@ -88,7 +88,7 @@ def test_dashboard_is_importable_and_self_consistent():
     dash = _dashboard()
     assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
     variables = _variables(dash)
-    for name in ("datasource", "site", "window", "node", "target", "cell_s"):
+    for name in ("datasource", "site", "window", "node", "target", "cell_s", "fresh"):
         assert name in variables, name
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "influxdb"
     assert variables["target"]["query"] == "1.3" and variables["target"]["current"]["value"] == "1.3"
@@ -118,6 +118,15 @@ def test_dashboard_is_importable_and_self_consistent():
             assert {"x", "y", "w", "h"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
     # The target line is drawn from the `target` variable, not a hard-coded threshold.
     assert any("$target" in t["query"] for _, t in targets)
+    # A stat shows the newest point only where it is fresh (found by the pages audit: a stopped collector's
+    # last PUE stayed on as the current one), and no PUE panel averages ratios (its legend included).
+    for p in _panels(dash):
+        queries = [t["query"] for t in p.get("targets", [])]
+        if p["type"] == "stat":
+            assert all(q.endswith("AND $timeFilter AND time > now() - $fresh") for q in queries), p["title"]
+        if any('("pue")' in q or '("ppue")' in q for q in queries) and p["type"] == "timeseries":
+            assert not any('mean("pue")' in q or 'mean("ppue")' in q for q in queries), p["title"]
+            assert "mean" not in p["options"]["legend"]["calcs"], p["title"]
 
 
 # ---- against a site's data ------------------------------------------------------------------
@@ -150,6 +159,7 @@ def test_every_dashboard_query_returns_data_from_a_demo_site(site_in_influx):
         "target": variables["target"]["current"]["value"],
         "cell_s": str(collector["collector"]["interval_s"]),
         "datasource": "influxdb",
+        "fresh": variables["fresh"]["query"],
     }
 
     # The variables' own queries, in dashboard order (each may use the ones before it).
@@ -181,6 +191,12 @@ def test_every_dashboard_query_returns_data_from_a_demo_site(site_in_influx):
                 empty.append(f"{title} [{t['refId']}, {kind}]: {q}")
     assert not empty, "queries without data:\n" + "\n".join(empty)
     assert ran == 2 * len(_targets(dash))
+    # Points older than `fresh` are no current value: with a limit of a millisecond every stat is empty.
+    stats = [t for p in _panels(dash) if p["type"] == "stat" for t in p["targets"]]
+    assert len(stats) == 4
+    for t in stats:
+        q = expand(t["query"], {**values, "fresh": "1ms", "timeFilter": filters["relative"]})
+        assert not _has_value(db.query(q, DB)[0]), q
 
     # The target series is the variable's value.
     q = next(t["query"] for _, t in _targets(dash) if "$target" in t["query"])
