@@ -359,10 +359,11 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def _cells(reader, measurement: str, fields: list[str], tags: dict[str, str], start_ns: int, end_ns: int) -> dict[int, dict[str, float]]:
-    """{cell end time: {field: value}} of a derived series."""
+    """{cell end time: {field: value}} of a derived series' cells in (start_ns, end_ns]: a cell is stamped
+    at its end, so the one stamped at start_ns lies before the period and the one at end_ns in it."""
     cells: dict[int, dict[str, float]] = {}
     for f in fields:
-        t, v = reader.series(measurement, f, tags, start_ns, end_ns)
+        t, v = reader.series(measurement, f, tags, start_ns + 1, end_ns + 1)
         for ti, vi in zip(t.tolist(), v.tolist()):
             cells.setdefault(ti, {})[f] = vi
     return cells
@@ -500,13 +501,14 @@ def report_args(d: Path, start: str, end: str) -> list[str]:
 def store_hint(spec: StoreSpec, summary: dict) -> str:
     """A command that reads the run's cells from the store and prints what the summary prints of them:
     the collector's cells with facility and IT energy, and the GPU share of IT energy (as `summarize`)."""
+    # The cells in (start, end]: a cell is stamped at its end (as `_cells` reads them).
     a, b = summary["start_ns"], summary["end_ns"]
     if spec.kind == "embedded":
         # Double quotes inside, so the shell's single quotes around it stay plain.
         code = (
             "import math; from puewatch.collector.stores.embedded import EmbeddedStore; "
             f"s = EmbeddedStore({json.dumps(str(spec.path))}); "
-            f"d = lambda f: dict(zip(*(x.tolist() for x in s.series(\"site_energy\", f, {{\"site\": {json.dumps(SITE)}}}, {a}, {b})))); "
+            f"d = lambda f: dict(zip(*(x.tolist() for x in s.series(\"site_energy\", f, {{\"site\": {json.dumps(SITE)}}}, {a + 1}, {b + 1})))); "
             "both = lambda x, y: [t for t in y if t in x and math.isfinite(x[t]) and math.isfinite(y[t])]; "
             "f, i, g = d(\"facility_input_wh\"), d(\"it_wh\"), d(\"gpu_wh\"); k = both(g, i); "
             "print(len(both(f, i)), \"cells, GPU share of IT energy\", format(sum(g[t] for t in k) / sum(i[t] for t in k), \".3f\"))"
@@ -519,7 +521,7 @@ def store_hint(spec: StoreSpec, summary: dict) -> str:
     if spec.user:
         cli += ["-username", spec.user, "-password", ""]  # an empty -password: the CLI asks for it
     query = (f"SELECT count(\"it_wh\") AS cells, sum(\"gpu_wh\") / sum(\"it_wh\") AS gpu_it_share "
-             f"FROM \"site_energy\" WHERE \"site\" = '{SITE}' AND time >= {a} AND time < {b}")
+             f"FROM \"site_energy\" WHERE \"site\" = '{SITE}' AND time > {a} AND time <= {b}")
     return shlex.join([*cli, "-database", spec.database, "-execute", query])
 
 

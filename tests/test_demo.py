@@ -39,9 +39,10 @@ def _processes_under(d: Path) -> list[psutil.Process]:
 
 
 def _joint_sums(store: EmbeddedStore, start_ns: int, end_ns: int) -> tuple[float, float, int]:
+    """The period's cells: stamped at their ends, those in (start, end]."""
     tags = {"site": "demo"}
-    tf, f = store.series("site_energy", "facility_input_wh", tags, start_ns, end_ns)
-    ti, it = store.series("site_energy", "it_wh", tags, start_ns, end_ns)
+    tf, f = store.series("site_energy", "facility_input_wh", tags, start_ns + 1, end_ns + 1)
+    ti, it = store.series("site_energy", "it_wh", tags, start_ns + 1, end_ns + 1)
     fac = dict(zip(tf.tolist(), f.tolist()))
     both = [(fac[t], v) for t, v in zip(ti.tolist(), it.tolist()) if t in fac and math.isfinite(fac[t]) and math.isfinite(v)]
     return sum(a for a, _ in both), sum(b for _, b in both), len(both)
@@ -354,8 +355,9 @@ def test_demo_writes_to_influxdb_with_store_url(tmp_path):
         assert summary["store"]["kind"] == "influx1" and summary["store"]["database"] == "demo_site"
         assert not (d / "state" / "puewatch.sqlite").exists()
         reader = Influx1Store(db.url, "demo_site")
-        tf, f = reader.series("site_energy", "facility_input_wh", {"site": "demo"}, summary["start_ns"], summary["end_ns"])
-        ti, it = reader.series("site_energy", "it_wh", {"site": "demo"}, summary["start_ns"], summary["end_ns"])
+        a, b = summary["start_ns"] + 1, summary["end_ns"] + 1  # the cells in (start, end]
+        tf, f = reader.series("site_energy", "facility_input_wh", {"site": "demo"}, a, b)
+        ti, it = reader.series("site_energy", "it_wh", {"site": "demo"}, a, b)
         fac = dict(zip(tf.tolist(), f.tolist()))
         both = [(fac[t], v) for t, v in zip(ti.tolist(), it.tolist()) if t in fac]
         assert len(both) == summary["cells"] >= 3
