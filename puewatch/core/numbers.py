@@ -4,7 +4,7 @@
   as ``null``, never as 0 and never as JSON's non-standard ``NaN``.
 - A ratio is published only over a positive denominator: ``a / b`` is ``null`` where either
   side is unknown or ``b`` is 0 or less (its physical floor is checked where the ratio is
-  named: `floors`).
+  named: `floors`); a share of a whole (`share`) lies in [0, 1], rounding included.
 
 And how a number is read from text (an SNMP agent's string, a CSV cell): `decimal`, one grammar.
 """
@@ -27,6 +27,21 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b > 0:
         return None
     return published(a / b)
+
+
+# Sums of the same energies added in different orders differ in their last bits.
+SHARE_TOLERANCE = 1e-9
+
+
+def share(part: float | None, whole: float | None) -> float | None:
+    """The share `part / whole` of a whole that holds the part (a completeness, an estimated share) as
+    published: `ratio`, and a result within SHARE_TOLERANCE beyond [0, 1] (the two sums added in other
+    orders: 1.0000000000000022 in a signed statement) is the bound itself. One further beyond is
+    published as it is: then the part is not within the whole, and that shows."""
+    x = ratio(part, whole)
+    if x is not None and (1.0 < x <= 1.0 + SHARE_TOLERANCE or -SHARE_TOLERANCE <= x < 0.0):
+        return 1.0 if x > 1.0 else 0.0
+    return x
 
 
 def decimal(text: str) -> float | None:

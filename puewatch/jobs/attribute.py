@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from puewatch import kernels as k
-from puewatch.core.numbers import published, ratio
+from puewatch.core.numbers import published, ratio, share
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import NS
 from puewatch.jobs.carbon import CarbonData
@@ -169,7 +169,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
         "it_energy_wh": measured_it,
         "completeness": cells.n and float(f.known.sum() / cells.n),
         "green_energy_wh": green_total,
-        "green_share": ratio(green_total, e_dc),
+        "green_share": share(green_total, e_dc),
         "carbon_kg": carbon_total,
         # ISO/IEC 30134-8: kg CO2e of the data centre's energy per kWh of IT energy.
         "cue_kg_per_kwh": ratio(carbon_total * 1000.0, measured_it) if carbon_total is not None else None,
@@ -229,15 +229,15 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         # Over the cells with a factor only: null when none of its cells has one.
         "facility_energy_wh": float(fac) if known else None,
         "pue": ratio(fac, cov),
-        "completeness": ratio(cov, it) if it > 0 else None,
-        "estimated_share": ratio(sums["estimated_wh"][i], it),
+        "completeness": share(cov, it) if it > 0 else None,
+        "estimated_share": share(sums["estimated_wh"][i], it),
         # Of the time it held GPUs (or a host share), how much had no host energy known: host_wh 0 there,
         # the node's non-GPU energy stays unattributed (agent/README.md, host energy policy).
-        "host_unknown_share": ratio(sums["host_unknown_s"][i], sums["held_s"][i]),
+        "host_unknown_share": share(sums["host_unknown_s"][i], sums["held_s"][i]),
         "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
         "shared_records": int(sums["shared"][i]),
         "green_energy_wh": float(sums["green_wh"][i]) if known else None,
-        "green_share": ratio(sums["green_wh"][i], fac),
+        "green_share": share(sums["green_wh"][i], fac),
         "carbon_kg": float(sums["carbon_kg"][i]) if known and carbon_ok else None,
         "records": int(sums["records"][i]),
     }
