@@ -195,6 +195,10 @@ class Source:
         are the nvml source's last process sample (one NVML reading per GPU and cycle, shared)."""
         by_gpu: dict[int, dict[str, jobholders.Holder]] = {g.index: {} for g in gpus}
         t_ns = time.time_ns()
+        # Jobs whose tenant so far is the account their own processes' environment names: a job can set
+        # SLURM_JOB_ACCOUNT itself, and so charge its energy to another tenant. A tenant that Slurm's
+        # Prolog recorded (the hook, from slurmd's environment), the kubelet's or the static map's wins.
+        claimed: set[tuple[int, str]] = set()
 
         def add(gpu, job: str, tenant: str, source: str, pid: int | None = None) -> None:
             held = by_gpu[gpu.index]
@@ -202,7 +206,23 @@ class Source:
             pids = (old.pids if old else ()) + ((pid,) if pid is not None else ())
             # A Slurm job seen by its processes and by the hook is one job; the processes name the source.
             src = source if old is None or source == "slurm" else old.source
-            held[job] = jobholders.Holder(job, tenant or (old.tenant if old else ""), src, pids)
+            key = (gpu.index, job)
+            if source == "slurm":
+                if old is None or not old.tenant:
+                    claimed.add(key)
+                name = (old.tenant if old else "") or tenant
+            elif key in claimed and tenant:
+                claimed.discard(key)
+                if old is not None and old.tenant and old.tenant != tenant and self.ctx.once(
+                        (SOURCE, "claimed", job), logging.WARNING,
+                        "jobs: job %s's processes name the account %r, Slurm's Prolog (or the job map) %r: "
+                        "its energy goes to %r", job, old.tenant, tenant, tenant):
+                    self.ctx.event(SOURCE, "tenant_claimed", f"job {job}: its processes' environment names the "
+                                   f"account {old.tenant!r}, the {source} {tenant!r}, which is kept", t_ns)
+                name = tenant
+            else:
+                name = tenant or (old.tenant if old else "")
+            held[job] = jobholders.Holder(job, name, src, pids)
 
         if self.cfg.slurm:
             for gpu in gpus:

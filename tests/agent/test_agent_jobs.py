@@ -421,3 +421,36 @@ def test_real_driver_two_jobs_share_gpu_0(tmp_path, procs):
     shares = sorted({round(f["share"], 3) for fs in full.values() for f in fs})
     print(f"real driver: {len(full)} split intervals of GPU 0, shares seen {shares}; ledger {ledger_wh:.4f} Wh of the "
           f"counter's {counter_wh:.4f} Wh over the run ({len(records)} records)")
+
+
+def test_a_tenant_slurm_recorded_wins_over_the_account_a_job_s_processes_name(tmp_path, procs, fake_nvml_dir):
+    """A job's processes can set SLURM_JOB_ACCOUNT themselves, and so charge their energy to another tenant
+    (raised by the jobs audit). Where Slurm's Prolog recorded the job's account (the hook state, written from
+    slurmd's environment), that one is kept, and the claim is logged and recorded as an event; a job the
+    hook does not know keeps its processes' account. Plain processes stand for the jobs' (their environment
+    is what the agent reads; the hook state file is the Prolog's, as the Slurm test above makes it)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    liar = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "801", "SLURM_JOB_ACCOUNT": "victim"})
+    plain = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "802", "SLURM_JOB_ACCOUNT": "beta"})
+    state = tmp_path / "hook"
+    state.mkdir()
+    (state / "801.json").write_text(json.dumps({"job": "801", "tenant": "mallory", "gpus": ["0"]}))
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = "{state}"\n'
+                       f'host_estimate_w = 100.0\n')
+        (tmp_path / "pids.txt").write_text(f"0 {liar.pid}\n1 {plain.pid}\n")
+        wait_for(lambda: {f["job"] for _, f in ledger(rx) if f["interval_s"] > 0.9} >= {"801", "802"}, 20,
+                 "records of both jobs")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        for p in (liar, plain):
+            p.kill()
+            p.wait()
+    tenants = {(f["job"], f["tenant"]) for _, f in ledger(rx)}
+    assert tenants == {("801", "mallory"), ("802", "beta")}, tenants
+    events = [(tags, f) for m, tags, f, _ in map(parse_line, rx.lines()) if m == "puewatch_event"]
+    claimed = [f["message"] for tags, f in events if tags.get("event") == "tenant_claimed"]
+    assert len(claimed) == 1 and "'victim'" in claimed[0] and "'mallory'" in claimed[0], events
+    assert "job 801's processes name the account 'victim'" in agent.output()
