@@ -61,7 +61,7 @@ def test_a_short_period_s_figures_hold_data_in_chromium(site: Path, tmp_path: Pa
     assert "<pre" not in text and text.count("<table>") == 4 and "<caption>meters</caption>" in text
     figures = _figures(page)
     assert [caption.split(" by ")[0].split(" (")[0] for caption, _ in figures] == [
-        f"PUE per {step}", f"Energy per {step}", f"Completeness per meter and {step}"]
+        f"PUE per {step}", f"Mean power per {step}", f"Completeness per meter and {step}"]
     assert (parse_time(end) - parse_time(start)) // figure_step_ns(parse_time(start), parse_time(end)) == bins
     # Both PUE series are plotted, one marker per bin each; the time axis is the period's (no year ticks).
     pue_svg = figures[0][1]
