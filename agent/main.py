@@ -334,6 +334,16 @@ class Agent:
         for timer in timers:
             timer.stop(timer.MAX_SLEEP_S + 5.0)
         self.spool.append(self.self_report())
+        # A source's last words before any source closes (the job ledger's interval since its last tick,
+        # from the readings the sources took: the nvml source's GPUs still open).
+        for source in self.sources:
+            final = getattr(source, "final", None)
+            if final is None:
+                continue
+            try:
+                self.spool.append(final())
+            except Exception as exc:
+                log.warning("final records of source %s: %s", source.name, exc)
         for source in self.sources:
             try:
                 source.close()

@@ -395,6 +395,12 @@ class Source:
                 raise SourceUnavailable(str(exc)) from None
             self._static_mtime_ns = mtime
 
+    def final(self) -> list[str]:
+        """At the agent's stop: the records of the interval since the last ledger tick, up to the GPUs' last
+        energy readings (a stop or a restart lost up to interval_s of every running job's energy to
+        "unattributed", without a record or a ledger_gap event: found by the jobs audit)."""
+        return self.ledger()
+
     def close(self) -> None:
         if self.pods is not None:
             self.pods.close()

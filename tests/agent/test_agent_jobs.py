@@ -454,3 +454,30 @@ def test_a_tenant_slurm_recorded_wins_over_the_account_a_job_s_processes_name(tm
     claimed = [f["message"] for tags, f in events if tags.get("event") == "tenant_claimed"]
     assert len(claimed) == 1 and "'victim'" in claimed[0] and "'mallory'" in claimed[0], events
     assert "job 801's processes name the account 'victim'" in agent.output()
+
+
+def test_the_interval_since_the_last_ledger_tick_is_recorded_when_the_agent_stops(tmp_path, procs, fake_nvml_dir):
+    """A stop (an upgrade, a restart) wrote nothing for the interval since the last ledger tick: up to
+    interval_s of every running job's energy went to "unattributed" unsaid (found by the jobs audit). With
+    a ledger tick every 60 s and a stop after a few seconds, the records of those seconds are there, up to
+    the GPU's last energy reading, with the fake GPU's exact energy."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    job = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "901", "SLURM_JOB_ACCOUNT": "alpha"})
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       '[sources.jobs]\ninterval_s = 60.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
+                       'host_estimate_w = 100.0\n')
+        (tmp_path / "pids.txt").write_text(f"0 {job.pid}\n")
+        time.sleep(3.0)
+        assert ledger(rx) == []  # no tick yet
+        assert agent.stop() == 0, agent.output()
+    finally:
+        job.kill()
+        job.wait()
+    records = ledger(rx)
+    assert len(records) == 1, records
+    tags, f = records[0]
+    assert (tags["gpu"], f["job"], f["tenant"], f["share"]) == ("0", "901", "alpha", 1.0)
+    assert 1.0 < f["interval_s"] < 4.0
+    assert f["gpu_wh"] == pytest.approx(POWER_MW[0] * f["interval_s"] / 3.6e6, rel=0.02)
