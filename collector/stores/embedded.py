@@ -1211,54 +1211,38 @@ class EmbeddedStore:
         self._check_kind(measurement, field, "number")
         marks = ",".join("?" * len(ids))
 
-        def one(sql: str, *args: int) -> int | None:
-            return self._db.execute(sql.format(marks=marks), (*ids, field, *args)).fetchone()[0]
-
-        def bound(before: int | None, after: int | None) -> int | None:
+        def bound(t: int, before: bool) -> int | None:
+            """The nearest time before t (at or after t) that some table holds a point of the field at for sure:
+            a chunk's last (first) time, the first (last) of a chunk across t, a row's, a line's."""
+            agg, cmp = ("max", "<") if before else ("min", ">=")
+            outer, inner = ("t_last", "t_first") if before else ("t_first", "t_last")
+            where = f"series_id IN ({marks}) AND field = ?"
             with self._lock:
                 try:
                     wanted = self._sets_with([field])
-                    sets = ",".join("?" * len(wanted))
-                    if before is not None:
-                        found = [
-                            one("SELECT max(t_last) FROM chunks WHERE series_id IN ({marks}) AND field = ? AND t_last < ?",
-                                before),
-                            one("SELECT max(t_first) FROM chunks WHERE series_id IN ({marks}) AND field = ? "
-                                "AND t_first < ? AND t_last >= ?", before, before),
-                            one("SELECT max(time_ns) FROM points WHERE series_id IN ({marks}) AND field = ? "
-                                "AND time_ns < ?", before)]
-                        if wanted:
-                            found.append(self._db.execute(
-                                f"SELECT max(time_ns) FROM lines WHERE series_id IN ({marks}) AND field_set IN ({sets}) "
-                                "AND time_ns < ?", (*ids, *wanted, before)).fetchone()[0])
-                        found = [x for x in found if x is not None]
-                        return max(found) if found else None
-                    found = [
-                        one("SELECT min(t_first) FROM chunks WHERE series_id IN ({marks}) AND field = ? AND t_first >= ?",
-                            after),
-                        one("SELECT min(t_last) FROM chunks WHERE series_id IN ({marks}) AND field = ? "
-                            "AND t_first < ? AND t_last >= ?", after, after),
-                        one("SELECT min(time_ns) FROM points WHERE series_id IN ({marks}) AND field = ? "
-                            "AND time_ns >= ?", after)]
+                    found = [self._db.execute(sql, (*ids, field, *args)).fetchone()[0] for sql, args in (
+                        (f"SELECT {agg}({outer}) FROM chunks WHERE {where} AND {outer} {cmp} ?", (t,)),
+                        (f"SELECT {agg}({inner}) FROM chunks WHERE {where} AND t_first < ? AND t_last >= ?", (t, t)),
+                        (f"SELECT {agg}(time_ns) FROM points WHERE {where} AND time_ns {cmp} ?", (t,)))]
                     if wanted:
                         found.append(self._db.execute(
-                            f"SELECT min(time_ns) FROM lines WHERE series_id IN ({marks}) AND field_set IN ({sets}) "
-                            "AND time_ns >= ?", (*ids, *wanted, after)).fetchone()[0])
-                    found = [x for x in found if x is not None]
-                    return min(found) if found else None
+                            f"SELECT {agg}(time_ns) FROM lines WHERE series_id IN ({marks}) AND field_set IN "
+                            f"({','.join('?' * len(wanted))}) AND time_ns {cmp} ?", (*ids, *wanted, t)).fetchone()[0])
                 except sqlite3.Error as exc:
                     raise StoreUnavailable(f"{self.name}: {exc}") from None
+            found = [x for x in found if x is not None]
+            return (max(found) if before else min(found)) if found else None
 
         last = first = None
         hi = int(before_ns)
-        while (lo := bound(hi, None)) is not None:
+        while (lo := bound(hi, True)) is not None:
             t, v = self.series(measurement, field, tags, lo, hi)
             if t.size:
                 last = (int(t[-1]), float(v[-1]))
                 break
             hi = lo  # the point there lacks the field: look further back
         lo = int(after_ns)
-        while (hi := bound(None, lo)) is not None:
+        while (hi := bound(lo, False)) is not None:
             t, v = self.series(measurement, field, tags, lo, hi + 1)
             if t.size:
                 first = (int(t[0]), float(v[0]))
