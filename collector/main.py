@@ -126,6 +126,25 @@ def ingest_field_types(store, writer=None) -> FieldTypes:
     return types
 
 
+def ingest_retention_s(store) -> float | None:
+    """The store's raw retention, which ingest refuses older lines by (a 204 must not be given to a line the
+    store then drops): the embedded store's configured one; an InfluxDB's policy, asked at start (lines 31,
+    45 and 100 days old were acknowledged, then refused by InfluxDB's 30-day policy: found by the collector
+    audit). None: no limit, or not known (said)."""
+    from puewatch.collector.stores.base import StoreRejected, StoreUnavailable
+
+    ask = getattr(store, "retention_s", None)
+    if ask is None:
+        return getattr(store, "raw_retention_s", None)
+    try:
+        return ask()
+    except (StoreUnavailable, StoreRejected) as exc:
+        log.warning("retention of the store not known (%s): until the collector starts with it answering, a line "
+                    "older than the store keeps is acknowledged, then refused by the store and set aside in "
+                    "rejected/", exc)
+        return None
+
+
 class Collector:
     """The running collector for one site."""
 
@@ -368,8 +387,7 @@ class Collector:
         for meter in scopes.unfed_meters():
             log.warning("meter %s is fed through ingest but no token is its feeder (feeder:%s in the token file): "
                         "its writes are refused (403)", meter, meter)
-        ingest = IngestServer(conf.ingest, tokens, self, scopes, types=types,
-                              retention_s=getattr(self.store, "raw_retention_s", None))
+        ingest = IngestServer(conf.ingest, tokens, self, scopes, types=types, retention_s=ingest_retention_s(self.store))
         st = ingest.stats
         self.metrics.add_ingest(
             lambda: {

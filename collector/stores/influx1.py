@@ -415,6 +415,25 @@ class Influx1Store:
             out.append(found)
         return out[0], out[1]
 
+    def retention_s(self) -> float | None:
+        """How long the database keeps what this store writes (its retention policy: the configured one, else
+        the database's default), in seconds; None where it keeps it for ever (duration 0). From `SHOW RETENTION
+        POLICIES`: ingest refuses older lines with it, as InfluxDB would after a 204 (the embedded store's
+        raw retention likewise). StoreRejected where the policy is not there."""
+        want = self.rp
+        for result in self.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}"):
+            for s in result.get("series", []):
+                cols = s.get("columns", [])
+                for row in s.get("values", []):
+                    r = dict(zip(cols, row))
+                    if (r.get("name") == want) if want else r.get("default"):
+                        try:
+                            seconds = go_duration_s(str(r.get("duration", "")))
+                        except ValueError as exc:
+                            raise StoreRejected(f"{self.name}: retention policy {r.get('name')!r}: {exc}") from None
+                        return seconds or None
+        raise StoreRejected(f"{self.name}: no retention policy {want or '(default)'} on database {self.database!r}")
+
     def field_types(self) -> dict[tuple[str, str], str]:
         """(measurement, field) -> InfluxDB type of what the database (its configured retention policy)
         holds, from `SHOW FIELD KEYS`: what the collector's ingest check starts with. InfluxDB keeps
@@ -440,6 +459,18 @@ class Influx1Store:
                 for _key, value in s.get("values", []):
                     out.add(value)
         return sorted(out)
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|us|µs|ns)")
+_GO_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def go_duration_s(text: str) -> float:
+    """A Go duration as InfluxDB writes a policy's (`720h0m0s`, `0s`) in seconds; ValueError for anything else."""
+    parts = _GO_DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _GO_UNIT_S[u] for n, u in parts)
 
 
 _VALUES = b'"values":['
