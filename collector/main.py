@@ -161,6 +161,8 @@ class Collector:
             settle_ns=round(c.settle_s * SECOND),
             gpu_max_power_w=c.gpu_max_power_w,
             state_dir=self.state_dir,
+            # What ingest stores ahead of the clock, the pipeline takes at its time: live and report alike.
+            max_ahead_ns=round(conf.ingest.max_clock_skew_s * SECOND),
         )
         self.metrics = CollectorMetrics()
         self.metrics.add_pipeline(self.pipeline)

@@ -132,7 +132,7 @@ class _PipelineQuality(Collector):
             "the register's modulus (docs/auditor-guide.md)", labels=["meter"])
         future = CounterMetricFamily(
             "puewatch_readings_from_future", "Readings refused by the pipeline: stamped further ahead of the "
-            "collector's clock than settle_s", labels=["stream"])
+            "collector's clock than settle_s, beyond the readings a stream holds until their time", labels=["stream"])
         limit = GaugeMetricFamily("puewatch_power_limit_watts", "Each meter's power limit (NaN: none)",
                                   labels=["meter", "source"])
         uncertain = CounterMetricFamily(

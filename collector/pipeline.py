@@ -27,10 +27,12 @@ from an agent. Each step finalises the grid cells (default 1 s) up to a
    (left out of the written point), never a guess; so is a ratio below its
    physical floor (a PUE under 1), which is also counted and logged.
 
-A reading stamped further ahead of its arrival than ``settle_s`` is refused
-(a clock that jumped ahead would otherwise hold back every later reading and
-make one long interval that no reading supports); a failed poll (NaN) is no
-reading.
+A reading stamped further ahead of its arrival than ``settle_s`` is held
+until the horizon reaches its time, then taken in order (appended at once, a
+clock that jumped ahead would refuse every later reading stamped before it;
+refused, live cells would lack a reading that the store holds and a report
+counts); ingest's ``max_clock_skew_s`` bounds how far ahead a stored reading
+can be. A failed poll (NaN) is no reading.
 
 The horizon waits for the streams that are still reporting: it is the
 earliest latest-reading time among streams heard from within ``settle_s``,
@@ -45,6 +47,7 @@ the state directory so a restart rebuilds the rolling windows.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -89,6 +92,10 @@ def parse_duration(text: str) -> int:
     return int(number) * units[unit]
 
 
+# Readings held a stream (see Stream.future): ingest's default window ahead (300 s) of 1 s readings, thrice.
+FUTURE_HELD = 1000
+
+
 @dataclass
 class Stream:
     """One input series and the state carried between steps."""
@@ -117,6 +124,12 @@ class Stream:
     power_refused: int = 0
     register_refused: int = 0  # register readings negative or at/above the modulus: not readings
     future_refused: int = 0
+    # Readings stamped further ahead of their arrival than `max_ahead_ns`, held until the horizon
+    # reaches their time (`release`): taken then as the store keeps them, so live cells and a report
+    # see the same readings; appended at once they would refuse every later reading stamped before
+    # them (a clock that jumped ahead). At most FUTURE_HELD a stream; beyond, refused and counted.
+    future: list[tuple[int, float, int]] = field(default_factory=list)
+    present_arrival_ns: int = -1  # the last arrival of a reading not held
     # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
     # their energy is a lower bound. For /metrics, and logged as they are counted.
     uncertain_wraps: int = 0
@@ -130,14 +143,45 @@ class Stream:
         rated = policy.rated_limit(self.ratings) if self.ratings else None
         return rated if rated is not None else self.rates.limit()
 
-    def add(self, time_ns: int, value: float, arrival_ns: int, max_ahead_ns: int | None = None) -> bool:
-        """Append a reading; out-of-order or repeated times are refused (returns False), and so
-        is a time further than `max_ahead_ns` ahead of its arrival: a clock that jumped ahead
-        would otherwise hold every later reading back and make one long interval that no
-        reading supports."""
-        if max_ahead_ns is not None and time_ns > arrival_ns + max_ahead_ns:
+    def add(self, time_ns: int, value: float, arrival_ns: int, max_ahead_ns: int | None = None,
+            refuse_ahead_ns: int = 0) -> bool:
+        """Append a reading; out-of-order or repeated times are refused (returns False). One stamped
+        further than `max_ahead_ns` ahead of its arrival is held until the horizon reaches it (`future`,
+        `release`): appended now, it would refuse every reading stamped before it that is still to
+        come (a clock that jumped ahead), and refused, live cells would lack a reading the store holds
+        and a report counts. One further ahead than `refuse_ahead_ns` (ingest's max_clock_skew_s,
+        which keeps such a line out of the store; 0: no limit) is refused and counted."""
+        if refuse_ahead_ns and time_ns > arrival_ns + refuse_ahead_ns:
             self.future_refused += 1
             return False
+        if max_ahead_ns is not None and time_ns > arrival_ns + max_ahead_ns:
+            if len(self.future) >= FUTURE_HELD:
+                self.future_refused += 1
+                return False
+            bisect.insort(self.future, (int(time_ns), float(value), int(arrival_ns)))
+            self.last_arrival_ns = max(self.last_arrival_ns, int(arrival_ns))  # heard from: it holds the horizon
+            return True
+        self.present_arrival_ns = max(self.present_arrival_ns, int(arrival_ns))
+        # The held readings stamped before this one come first (a store orders them by time too).
+        while self.future and self.future[0][0] < time_ns:
+            t_held, v_held, a_held = self.future.pop(0)
+            self.future_refused += not self._append(t_held, v_held, a_held)
+        return self._append(time_ns, value, arrival_ns)
+
+    def release(self, horizon_ns: int, quiet_since_ns: int) -> int:
+        """Append the held readings stamped at or before `horizon_ns`, in time order, as `add` would have;
+        and where the stream has had no reading it did not hold since `quiet_since_ns` (a clock running
+        ahead: all its readings are held) and none past the horizon, the next one after it too (the
+        interval across the horizon needs its end). Returns how many were refused (out of order: a
+        reading stamped later already taken)."""
+        refused = 0
+        quiet = self.present_arrival_ns < quiet_since_ns
+        while self.future and (self.future[0][0] <= horizon_ns or (quiet and (not self.t or self.t[-1] <= horizon_ns))):
+            time_ns, value, arrival_ns = self.future.pop(0)
+            refused += not self._append(time_ns, value, arrival_ns)
+        return refused
+
+    def _append(self, time_ns: int, value: float, arrival_ns: int) -> bool:
         if self.t and time_ns <= self.t[-1]:
             return False
         if not math.isfinite(value):
@@ -158,7 +202,7 @@ class Stream:
             return True
         self.t.append(int(time_ns))
         self.v.append(float(value))
-        self.last_arrival_ns = arrival_ns
+        self.last_arrival_ns = max(self.last_arrival_ns, int(arrival_ns))
         return True
 
     def _add_rates(self, grid: np.ndarray, t: np.ndarray, x: np.ndarray, *, register: bool) -> None:
@@ -259,7 +303,11 @@ class Pipeline:
         fine_max_ns: int = 2 * 3600 * SECOND,
         gpu_max_power_w: float = 2000.0,
         state_dir: str | os.PathLike | None = None,
+        max_ahead_ns: int = 300 * SECOND,
     ) -> None:
+        """`max_ahead_ns`: ingest's max_clock_skew_s (a line further ahead is not stored; 0: no limit). A
+        reading up to that far ahead of its arrival is held until its time (see Stream.add), one further
+        ahead refused."""
         if MINUTE % interval_ns:
             raise ValueError(f"interval: must divide one minute, got {interval_ns / SECOND} s")
         self.site = site
@@ -271,6 +319,8 @@ class Pipeline:
                 raise ValueError(f"window {format_window(w)} is not a whole number of {res // SECOND} s cells")
         self.min_coverage = float(min_coverage)
         self.settle = int(settle_ns)
+        self.max_ahead = int(max_ahead_ns)
+        self._now = 0  # the clock of the step being processed
         self.fine_max = int(fine_max_ns)
         self.gpu_max_power_w = gpu_max_power_w
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -379,7 +429,7 @@ class Pipeline:
         if meter not in self.site.meters:
             raise KeyError(f"unknown meter {meter!r}")
         st = self.stream_for_meter(meter, **how)
-        if not st.add(time_ns, value, arrival_ns, self.settle):
+        if not st.add(time_ns, value, arrival_ns, self.settle, self.max_ahead):
             self.refused += 1
 
     def add_gpu(self, node: str, gpu: str, time_ns: int, energy_mj: float, arrival_ns: int, *, estimated: bool = False) -> None:
@@ -390,7 +440,7 @@ class Pipeline:
             st = Stream(f"gpu:{node}:{gpu}", True, factor=1 / 3.6e6, max_power_w=self.gpu_max_power_w, resolution=1.0,
                         max_gap_ns=self.settle, estimated=estimated)
             self.gpu_streams[key] = st
-        if not st.add(time_ns, energy_mj, arrival_ns, self.settle):
+        if not st.add(time_ns, energy_mj, arrival_ns, self.settle, self.max_ahead):
             self.refused += 1
 
     # ---- the step ----------------------------------------------------------
@@ -414,12 +464,15 @@ class Pipeline:
             return Batch()
         grid = np.arange(self.horizon, h + 1, self.interval, dtype=np.int64)
         self.horizon = h
+        self._now = now_ns
         return self._process(grid)
 
     def _process(self, grid: np.ndarray) -> Batch:
         n = grid.shape[0] - 1
         ends = grid[1:]
         out = Batch()
+        for st in (*self.streams.values(), *self.gpu_streams.values()):
+            self.refused += st.release(int(grid[-1]), self._now - self.settle)
         # 1. per-meter cell energies
         energy = np.full((len(self.meter_names), n), np.nan)
         for i, name in enumerate(self.meter_names):

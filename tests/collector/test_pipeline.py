@@ -473,3 +473,51 @@ def test_a_frozen_it_register_gives_no_pue_and_is_counted_and_logged(caplog):
     # once each ratio whose denominator is IT energy: the PUE, the CLF and the hall's pPUE
     assert sorted(x.split(" over ")[0] for x in said) == ["clf", "pue", "zone:hall-a:ppue"], said
     assert all("its denominator's energy is 0 or less" in x and "Denominator meters: ups." in x for x in said), said
+
+
+def test_a_reading_stamped_ahead_within_ingest_s_window_is_taken_at_its_time_as_a_report_takes_it():
+    """Found by the collector audit: a reading 45 s ahead (inside ingest's 300 s window, so stored with a 204
+    and counted by `report`) was refused by the pipeline (further ahead than settle_s): live PUE and the
+    stored cells left it out. It is held until the horizon reaches it, then taken in order; and a meter
+    whose clock runs a minute fast has every reading held and its cells all the same."""
+    from puewatch.collector.pipeline import Stream
+
+    st = Stream("m", False)
+    half = SECOND // 2
+    assert st.add(T0 + 45 * SECOND + half, 500.0, T0, 5 * SECOND, 300 * SECOND)  # held
+    assert st.t == [] and len(st.future) == 1
+    for s in range(45):
+        assert st.add(T0 + s * SECOND, 100.0, T0 + s * SECOND, 5 * SECOND, 300 * SECOND)
+    assert st.release(T0 + 44 * SECOND, T0 + 40 * SECOND) == 0 and st.future  # past the horizon, the stream heard: held
+    for s in range(45, 50):  # the reading at 46 s takes the held one in first, between 45 s and 46 s
+        assert st.add(T0 + s * SECOND, 100.0, T0 + s * SECOND, 5 * SECOND, 300 * SECOND)
+    assert not st.future and st.t[44:48] == [T0 + 44 * SECOND, T0 + 45 * SECOND, T0 + 45 * SECOND + half, T0 + 46 * SECOND]
+    assert st.v[46] == 500.0 and st.future_refused == 0
+    # Held at a time already read (the store keeps the later write there, the reading read first): refused.
+    assert st.add(T0 + 60 * SECOND, 7.0, T0 + 49 * SECOND, 5 * SECOND, 300 * SECOND)
+    assert st.add(T0 + 60 * SECOND, 100.0, T0 + 60 * SECOND, 5 * SECOND, 300 * SECOND) and st.future
+    assert st.add(T0 + 61 * SECOND, 100.0, T0 + 61 * SECOND, 5 * SECOND, 300 * SECOND) and st.future_refused == 1
+    assert not st.future and st.v[-2:] == [100.0, 100.0]
+    # Beyond ingest's window (which keeps such a line out of the store too): refused and counted.
+    assert not st.add(T0 + 400 * SECOND, 1.0, T0, 5 * SECOND, 300 * SECOND) and st.future_refused == 2
+
+    fast = 60 * SECOND
+    def run(skew: int) -> dict:
+        p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+        lines = []
+        for s in range(240):
+            t = T0 + s * SECOND
+            p.add_meter("incomer", t + skew, 1300.0, t)
+            p.add_meter("crac", t, 250.0, t)
+            p.add_meter("ups", t, 5000.0 + 1000.0 * s / 3600.0, t, register=True)
+            lines.append(p.step(t + 1))
+        return parse(lines)
+
+    on_time, ahead = run(0), run(fast)
+    def incomer(out):
+        return {t: f for tags, f, t in out["meter_energy"] if tags.get("meter") == "incomer"}
+    a, b = incomer(on_time), incomer(ahead)
+    shared = sorted(set(a) & set(b))
+    assert len(shared) > 100  # the fast meter's cells, a minute later in its own time, are there
+    for t in shared:
+        assert b[t] == a[t]
