@@ -153,6 +153,7 @@ class Collector:
         c = conf.collector
         self.site = conf.site_model()
         self.state_dir = Path(c.state_dir)
+        self.lock_fd: int | None = None  # the state directory's lock while running (lock_state_dir)
         self.pipeline = Pipeline(
             self.site,
             interval_ns=round(c.interval_s * SECOND),
@@ -338,6 +339,7 @@ class Collector:
         conf = self.conf
         # What the operator can get wrong comes first, before seconds of compiling: a one-line error at once.
         check_state_dir(self.state_dir)
+        self.lock_fd = lock_state_dir(self.state_dir)
         tokens = Tokens.load(conf.ingest)
         # Compile the kernels (or load them from Numba's cache) before anything runs: a cold
         # cache takes seconds, and Numba holds the GIL meanwhile, which would stall the
@@ -522,6 +524,9 @@ def main(args: argparse.Namespace) -> int:
         if collector.running:
             raise
         raise startup_error(exc) from None
+    finally:
+        if collector.lock_fd is not None:
+            os.close(collector.lock_fd)  # the state directory is free again
 
 
 def check_state_dir(path: Path) -> None:
@@ -532,3 +537,24 @@ def check_state_dir(path: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"collector.state_dir {path}: not writable: {exc.strerror or exc}") from None
+
+
+def lock_state_dir(path: Path) -> int:
+    """Hold the state directory for this collector (an exclusive lock on `collector.lock` in it, released
+    when the process ends, however it ends); returns the lock's file descriptor, kept open. A second
+    collector on the same directory is refused, naming the first's PID: it would share the spools and
+    replace the first one's rolling history with its own checkpoint (found by the collector audit)."""
+    import fcntl
+
+    lock = path / "collector.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"collector.state_dir {path}: in use by another collector (pid {holder}; {lock} is "
+                          "locked): give each collector a state_dir of its own") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

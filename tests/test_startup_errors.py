@@ -13,11 +13,12 @@ import glob
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "collector"))
 
-from collector_support import PUEWATCH, free_port, write_config  # noqa: E402
+from collector_support import PUEWATCH, CollectorProcess, free_port, write_config  # noqa: E402
 
 UNWRITABLE_DIR = Path("/sys")
 NEW_DIR_UNDER_UNWRITABLE = Path("/sys/puewatch-test-state")
@@ -117,3 +118,24 @@ def test_agent_start_up_errors(tmp_path):
     (tmp_path / "agent.toml").write_text(conf)
     assert_one_line_exit_2(run_puewatch("agent", "--config", str(tmp_path / "agent.toml")), "agent", bad, "Permission denied")
     assert_one_line_exit_2(run_puewatch("agent", "--config", bad), "agent", bad, "Permission denied")
+
+
+def test_a_second_collector_on_the_same_state_dir_is_refused(tmp_path):
+    """Found by the collector audit: a second collector (a copied config, a manual start beside the unit) ran
+    on the first one's state_dir, sharing its spools, and its checkpoint replaced the first one's rolling
+    history. It is refused at start, naming the first one's PID; once the first stops, the directory is free."""
+    conf, ingest_port, _ = collector(tmp_path)
+    first = CollectorProcess(conf, ingest_port)
+    try:
+        other = tmp_path / "other.toml"  # the same config, its own ports: only the state_dir is shared
+        other.write_text(conf.read_text().replace(f"port = {ingest_port}", f"port = {free_port()}"))
+        assert_one_line_exit_2(run_puewatch("collector", "--config", str(other)), "collector",
+                               f"collector.state_dir {tmp_path / 'state'}: in use by another collector "
+                               f"(pid {first.proc.pid};")
+    finally:
+        first.stop()
+    again = CollectorProcess(conf, ingest_port)  # the lock went with the process
+    deadline = time.monotonic() + 60
+    while "collector for site" not in again.output() and again.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    again.stop()
