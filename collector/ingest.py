@@ -45,6 +45,7 @@ writer's name goes to the sink with its lines.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import binascii
 import hashlib
@@ -289,7 +290,7 @@ def _token_line(line: str, source: str, lineno: int, tokens: dict[str, str], see
         problem(f"{source}:{lineno}: the agent name is listed already on line {line_of[name]}")
     if len(parts) == 3:
         try:
-            scopes[name] = parse_scope(parts[2])
+            scopes[name] = dataclasses.replace(parse_scope(parts[2]), where=f"{source}:{lineno}")
         except ValueError as exc:
             problem(f"{source}:{lineno}: the scope (third word): {exc}")
     if token in seen:

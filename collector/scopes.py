@@ -31,7 +31,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from puewatch.core import schema
 from puewatch.core.site import Meter
@@ -53,6 +53,9 @@ class Scope:
     kind: str
     nodes: tuple[str, ...] = ()
     meters: tuple[str, ...] = ()
+    # Where the token file gives it (`FILE:LINE`): what a message about it names, never the token's name,
+    # which with the columns swapped is the token.
+    where: str = field(default="", compare=False)
 
     def text(self, name: str) -> str:
         """The scope as the token file's third column reads, for messages."""
@@ -116,12 +119,14 @@ class WriteScopes:
             for meter in scope.meters:
                 if meter in self._ingest_meters:
                     continue
+                where = scope.where or "the token file"
                 if meter in meters:
-                    out.append(f"token {writer!r}: meter {meter!r} is read over SNMP by the collector; "
-                               "a feeder token names ingest meters (those with `measurement`)")
+                    out.append(f"{where}: the feeder scope names meter {meter!r}, which the collector reads over "
+                               "SNMP; a feeder token names ingest meters (those with `measurement`)")
                     continue
                 known = ", ".join(sorted(self._ingest_meters)) or "none"
-                out.append(f"token {writer!r}: no meter {meter!r} in [meters] (ingest meters: {known})")
+                out.append(f"{where}: the feeder scope names meter {meter!r}, which is not in [meters] "
+                           f"(ingest meters: {known})")
         return out
 
     def unfed_meters(self) -> list[str]:

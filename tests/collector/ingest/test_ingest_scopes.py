@@ -164,13 +164,19 @@ def test_many_series_out_of_scope_are_counted(scoped):
 def test_feeders_must_name_ingest_meters(tmp_path):
     snmp_meter = Meter(role="it", point="ups_output", device="ups1")
     for text, error in [
-        ("t tok-tttttttttttttttttttt feeder:nope\n", r"token 't': no meter 'nope' in \[meters\] \(ingest meters: incomer, ups\)"),
-        ("t tok-tttttttttttttttttttt feeder:pdu\n", r"token 't': meter 'pdu' is read over SNMP by the collector"),
+        ("t tok-tttttttttttttttttttt feeder:nope\n",
+         r"tokens:1: the feeder scope names meter 'nope', which is not in \[meters\] \(ingest meters: incomer, ups\)"),
+        ("# feeders\nt tok-tttttttttttttttttttt feeder:pdu\n",
+         r"tokens:2: the feeder scope names meter 'pdu', which the collector reads over SNMP"),
+        # Columns swapped (`token name scope`; both long enough to pass the line's own checks): the message
+        # names the line, never the first column, which is then the secret (found by the collector audit).
+        ("Sup3rSecretTokenValue0123456789 telegraf-hall-b-feeder feeder:nope\n", r"^[^S]*tokens:1: the feeder scope"),
     ]:
         tokens = Tokens.load(IngestConfig(token_file=str(write_tokens(tmp_path / "tokens", text))))
         meters = {**METERS, "pdu": snmp_meter}
-        with pytest.raises(ConfigError, match=error):
+        with pytest.raises(ConfigError, match=error) as exc:
             WriteScopes(tokens.scopes, meters, "s").check_meters(meters)
+        assert "Sup3rSecret" not in str(exc.value) and "'t'" not in str(exc.value)
     tokens = Tokens.load(IngestConfig(token_file=str(write_tokens(tmp_path / "tokens", TOKEN_FILE))))
     assert WriteScopes(tokens.scopes, METERS, "s").unfed_meters() == ["ups"]
 
