@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from puewatch.city.reportfile import is_number
+from puewatch.city.reportfile import is_number, report_annual
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.terminal import shown
@@ -151,22 +151,25 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
             return RuleResult(rule, True, "valid", True, None, f"signature valid, key id {signature.key_id}: pass")
         return RuleResult(rule, False, signature.status, True, None, f"{signature.reason}: fail")
     if rule == "require_annual":
-        if report["annual"]:
+        annual, why = report_annual(report)
+        if annual:
             return RuleResult(rule, True, True, True, None, f"annual report ({_period(report)}): pass")
         return RuleResult(rule, False, False, True, None,
-                          f"interim report (iPUE over {_period(report)}), an annual one is required: fail")
+                          f"interim report (iPUE over {_period(report)}){': ' + why if why else ''}, "
+                          "an annual one is required: fail")
     if rule == "min_category":
         return numeric_rule(rule, "category", report["category"], ">=", limit, "no category")
     if rule == "min_completeness":
         return numeric_rule(rule, "completeness", report["completeness"], ">=", limit, "no completeness")
     if rule == "max_annual_pue":
-        if not report["annual"]:
+        annual, why = report_annual(report)
+        if not annual:
             return RuleResult(rule, False, pue, limit, cmp_pue,
-                              f"the report is interim (iPUE over {_period(report)}), not an annual PUE; "
-                              f"needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
+                              f"the report is interim (iPUE over {_period(report)}{'; ' + why if why else ''}), not an "
+                              f"annual PUE; needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
         return _counted_rule(rule, "annual PUE" + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_pue":
-        what = "annual PUE" if report["annual"] else f"iPUE ({_period(report)})"
+        what = "annual PUE" if report_annual(report)[0] else f"iPUE ({_period(report)})"
         return _counted_rule(rule, what + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_monthly_pue":
         return _monthly(report, cmp_pue, limit, basis)

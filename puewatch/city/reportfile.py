@@ -138,12 +138,23 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
     for key in ("site", "period_start", "period_end", "label"):
         _need(data, key, "string", "", source)
     _need(data, "annual", "bool", "", source)
+    # The period as times (RFC 3339), start before end: the rules judge it, not the `annual` flag alone.
+    from puewatch.core.timefmt import parse_time
+
+    times = {}
+    for key in ("period_start", "period_end", *(["generated_at"] if data.get("generated_at") is not None else [])):
+        try:
+            times[key] = parse_time(str(data[key]))
+        except ValueError:
+            raise ReportError(f"{source}: {key}: must be an RFC 3339 time, got {json.dumps(data[key])[:40]}") from None
+    if times["period_end"] <= times["period_start"]:
+        raise ReportError(f"{source}: period_end {data['period_end']} is not after period_start {data['period_start']}")
     category = data.get("category")
     if category not in (1, 2, 3) or isinstance(category, bool):
         raise ReportError(f"{source}: category: must be 1, 2 or 3, got {json.dumps(category)[:40]}")
     for key in ("pue", "pue_uncertainty", "facility_energy_wh", "it_energy_wh", "ref"):
         _need(data, key, "number or null", "", source)
-    for key in ("pue_joint", "pue_joint_uncertainty"):  # added to the schema later: optional
+    for key in ("pue_joint", "pue_joint_uncertainty", "facility_energy_joint_wh", "it_energy_joint_wh"):  # added later: optional
         if key in data:
             _need(data, key, "number or null", "", source)
     completeness = _need(data, "completeness", "number", "", source)
@@ -159,10 +170,16 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
         if "pue_joint" in month:
             _need(month, "pue_joint", "number or null", where, source)
     _validate_carbon(data, source)
-    signature = data.get("signature")
-    if signature is not None and not isinstance(signature, dict):
-        raise ReportError(f"{source}: signature: must be an object")
+    check_signature_member(data, source)
     return data
+
+
+def check_signature_member(data: dict[str, Any], source: str) -> None:
+    """A document (a report, a statement) is unsigned (no `signature`) or signed (an object): `"signature":
+    null` is neither, and no puewatch writes it (it crashed `check` and `city` without --pubkeys: found by
+    the city audit)."""
+    if "signature" in data and not isinstance(data["signature"], dict):
+        raise ReportError(f"{source}: signature: must be an object, got {json.dumps(data['signature'])[:40]}")
 
 
 # `report --carbon` fields `city --statements` reads (optional: a report made without --carbon has none).
@@ -185,3 +202,19 @@ def _validate_carbon(data: dict[str, Any], source: str) -> None:
                 raise ReportError(f"{source}: {name}[{i}]: must be an object")
             for key, kind in fields.items():
                 _need(item, key, kind, f"{name}[{i}].", source)
+
+
+def report_annual(report: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a (validated) report is an annual one by `timefmt.annual_period` (its period, and when it was
+    made), whatever its `annual` field says; and why not, where that field says it is."""
+    from puewatch.core.timefmt import annual_period, format_period, is_annual, parse_time
+
+    start, end = parse_time(report["period_start"]), parse_time(report["period_end"])
+    made = parse_time(report["generated_at"]) if report.get("generated_at") is not None else None
+    if annual_period(start, end, made):
+        return bool(report["annual"]), ""
+    if not is_annual(start, end):
+        why = f"its period {format_period(start, end)} is not 12 whole calendar months"
+    else:
+        why = f"its period {format_period(start, end)} had not ended when it was made ({report['generated_at']})"
+    return False, (f"the report says annual, but {why}" if report["annual"] else "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from puewatch.city.reportfile import ReportError, is_number
+from puewatch.city.reportfile import ReportError, check_signature_member, is_number
 
 SCHEMA = "puewatch.statement/1"
 
@@ -68,7 +68,5 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
     if ref is not None:
         for key in ("sha256", "key_id", "period_start", "period_end"):
             _need(ref, key, "string", "site_report.", source)
-    signature = data.get("signature")
-    if signature is not None and not isinstance(signature, dict):
-        raise ReportError(f"{source}: signature: must be an object")
+    check_signature_member(data, source)
     return data

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from puewatch.city.check import RuleResult, check_report, numeric_rule
-from puewatch.city.reportfile import ReportError, parse_report, read_text
+from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.signing import Verification, verify_report
@@ -121,28 +121,39 @@ class CityResult:
         }
 
 
-def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool) -> WeightedPue:
-    """The energy-weighted PUE over `rows`; a report without both energies is excluded, with the reason."""
+# The energies each PUE basis (targets' pue_basis) is the ratio of.
+_BASIS_ENERGIES = {"pue": ("facility_energy_wh", "it_energy_wh"),
+                   "pue_joint": ("facility_energy_joint_wh", "it_energy_joint_wh")}
+
+
+def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: str = "pue") -> WeightedPue:
+    """The energy-weighted PUE over `rows`, of the energies `pue_basis` names (the joint ones for `pue_joint`:
+    the city's PUE on the basis its sites are judged on, where it summed the whole-period ones whatever the
+    basis: found by the city audit); a report without both energies is excluded, with the reason."""
     out = WeightedPue(basis, None, 0.0, 0.0)
+    fac_key, it_key = _BASIS_ENERGIES[pue_basis]
     for row in rows:
         r = row.report
         label = f"{row.site} ({row.path})"
+        fac, it = r.get(fac_key), r.get(it_key)
         if only_valid and not row.signature.ok:
             out.excluded.append({"site": row.site, "report": row.path, "reason": f"signature {row.signature.status}"})
-        elif r["facility_energy_wh"] is None or r["it_energy_wh"] is None:
+        elif fac_key not in r or it_key not in r:
+            out.excluded.append({"site": row.site, "report": row.path,
+                                 "reason": f"the report has no {fac_key} (made by a puewatch before it was added)"})
+        elif not is_number(fac) or not is_number(it):
             out.excluded.append({"site": row.site, "report": row.path, "reason": "facility or IT energy unknown (null)"})
-        elif r["it_energy_wh"] <= 0:
+        elif it <= 0:
             out.excluded.append({"site": row.site, "report": row.path, "reason": "IT energy is zero"})
-        elif floors.below_floor("pue", r["facility_energy_wh"] / r["it_energy_wh"]):
+        elif floors.below_floor("pue", fac / it):
             # Facility energy below IT energy: impossible, so the report publishes no PUE, and its
             # energies cannot count towards the city's either (they would pull it down).
-            value = r["facility_energy_wh"] / r["it_energy_wh"]
             out.excluded.append({"site": row.site, "report": row.path,
-                                 "reason": f"facility energy / IT energy is {value:.6g}, below the physical floor "
+                                 "reason": f"facility energy / IT energy is {fac / it:.6g}, below the physical floor "
                                            f"{floors.floor_of('pue'):g} of a PUE (the report publishes no PUE)"})
         else:
-            out.facility_energy_wh += r["facility_energy_wh"]
-            out.it_energy_wh += r["it_energy_wh"]
+            out.facility_energy_wh += fac
+            out.it_energy_wh += it
             out.included.append(label)
     if out.it_energy_wh > 0:
         out.pue = out.facility_energy_wh / out.it_energy_wh
@@ -172,8 +183,10 @@ def evaluate_city(
             reasons.insert(0, f"signature invalid: {sig.reason}")
         rows.append(SiteRow(path, report, sig, results, not reasons, reasons))
 
-    all_ = weighted_pue(rows, "all reports that state both energies", only_valid=False)
-    valid = weighted_pue(rows, "reports with a valid signature", only_valid=True) if public_keys is not None else None
+    over = "" if targets.pue_basis == "pue" else " (energies over each site's jointly observed time)"
+    all_ = weighted_pue(rows, "all reports that state both energies" + over, only_valid=False, pue_basis=targets.pue_basis)
+    valid = (weighted_pue(rows, "reports with a valid signature" + over, only_valid=True, pue_basis=targets.pue_basis)
+             if public_keys is not None else None)
     city_results: list[RuleResult] = []
     for rule in targets.city_rules():
         basis = valid if valid is not None else all_

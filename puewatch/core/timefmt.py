@@ -99,6 +99,15 @@ def is_annual(start_ns: int, end_ns: int) -> bool:
     return start_ns == month_start(start_ns) and end_ns == add_months(start_ns, 12)
 
 
+def annual_period(start_ns: int, end_ns: int, made_ns: int | None) -> bool:
+    """Whether a report over [start, end) made at `made_ns` is an annual one (ISO/IEC 30134-2: energies
+    measured over 12 months): 12 whole calendar months (UTC) that had ended when it was made. A year not
+    yet over has not been measured (2 months of data in a year still running read PUE_L1,YC, and passed
+    an annual cap: found by the city audit). `made_ns` None (a report that does not say when it was
+    made): the calendar alone. The one rule of the report, `check` and `city`."""
+    return is_annual(start_ns, end_ns) and (made_ns is None or end_ns <= made_ns)
+
+
 def day_grid(start_ns: int, end_ns: int) -> np.ndarray:
     """start, every UTC midnight strictly inside, end."""
     first = (start_ns // DAY_NS + 1) * DAY_NS

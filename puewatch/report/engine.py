@@ -50,7 +50,8 @@ from puewatch import __version__
 from puewatch.core import energy as policy
 from puewatch.core.numbers import published, ratio
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import DAY_NS, NS, add_months, day_grid, format_period, format_time, is_annual, month_start
+from puewatch.core.timefmt import (DAY_NS, NS, add_months, annual_period, day_grid, format_period, format_time, is_annual,
+                                   month_start, parse_time)
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
 from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, scan_site_meter
 from puewatch.report.model import Gap, MeterRow, PeriodRow, Report, ReportFigures, ZoneRow
@@ -135,9 +136,10 @@ class _Calendar:
     def period_edges(self) -> np.ndarray:
         return np.array([self.start_ns, self.end_ns], np.int64)
 
-    def label(self, category: int) -> str:
-        """`PUE_L<c>,YC` for a calendar year, else `iPUE_L<c> <from>..<to>` (dates where they are midnights)."""
-        if is_annual(self.start_ns, self.end_ns):
+    def label(self, category: int, annual: bool) -> str:
+        """`PUE_L<c>,YC` for an annual report (`timefmt.annual_period`), else `iPUE_L<c> <from>..<to>` (dates
+        where they are midnights)."""
+        if annual:
             return f"PUE_L{category},YC"
         return f"iPUE_L{category} {format_period(self.start_ns, self.end_ns)}"
 
@@ -302,6 +304,12 @@ class _Builder:
         zones = [self._zone_row(zone) for zone in self.zone_meters]
         meters = [self._meter_row(name) for name in self.site.meters]
         warnings = [w for name in self.site.meters for w in self._meter_warnings(name)]
+        generated_at = self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS)
+        annual = annual_period(cal.start_ns, cal.end_ns, parse_time(generated_at))
+        if is_annual(cal.start_ns, cal.end_ns) and not annual:
+            warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
+                            f"made ({generated_at}): its energies are not the year's, so this is an interim PUE "
+                            "(iPUE), not an annual one; report the year once it is over")
         monthly = self._period_rows("month", cal.month_edges, comp_month)
         daily = self._period_rows("day", cal.grid, comp_day)
         role = self._role_ratio
@@ -323,9 +331,9 @@ class _Builder:
             site=self.site.name,
             period_start=format_time(cal.start_ns),
             period_end=format_time(cal.end_ns),
-            annual=is_annual(cal.start_ns, cal.end_ns),
+            annual=annual,
             category=self.site.category,
-            label=cal.label(self.site.category),
+            label=cal.label(self.site.category, annual),
             pue=pue,
             pue_uncertainty=pue_uncertainty,
             facility_energy_wh=f_total,
@@ -342,7 +350,7 @@ class _Builder:
             warnings=warnings,
             monthly=monthly,
             daily=daily,
-            generated_at=self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS),
+            generated_at=generated_at,
             generator=f"puewatch {__version__}",
             source=self.opts.source,
             figures=self._figures(daily) if figures else None,

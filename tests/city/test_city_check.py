@@ -238,3 +238,41 @@ def test_cli_verdict_says_how_many_rules_failed_and_passed(tmp_path):
     good = write_json(tmp_path / "good.json", make_report("good", facility_energy_wh=1_270_000.0))
     out = run_cli("check", good, "--preset", "miit-2021")
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "good: pass: all 1 rules passed", out.stdout
+
+
+def test_annual_is_judged_from_the_period_and_when_the_report_was_made_not_the_flag(tmp_path):
+    """Found by the city audit: `check` and `city` took `annual: true` as written, so a 6-month period, a
+    year still running (two months of data, made in December of that year) or a period that is no time at
+    all passed require_annual and max_annual_pue. The rule is timefmt.annual_period: 12 whole calendar
+    months, ended when the report was made; a period that is not times, or runs backwards, is no report."""
+    from puewatch.city.reportfile import ReportError, validate_report
+
+    half = {**make_report(facility_energy_wh=1_200_000.0), "period_end": "2025-07-01T00:00:00Z"}
+    running = {**make_report(facility_energy_wh=1_200_000.0), "generated_at": "2025-12-06T08:00:00Z"}
+    for report, why in ((half, "its period 2025-01-01..2025-07-01 is not 12 whole calendar months"),
+                        (running, "its period 2025-01-01..2026-01-01 had not ended when it was made "
+                                  "(2025-12-06T08:00:00Z)")):
+        for rule in ({"require_annual": True}, {"max_annual_pue": 1.3}):
+            res = one(rule, report)
+            assert not res.passed and f"the report says annual, but {why}" in res.evidence, res.evidence
+        assert one({"max_pue": 1.3}, report).evidence.startswith("iPUE (")
+    assert one({"require_annual": True}, make_report()).passed  # made 2026-01-02, after its year
+    for key, value, said in (("period_end", "tomorrow", "period_end: must be an RFC 3339 time"),
+                             ("period_end", "2024-01-01T00:00:00Z", "is not after period_start"),
+                             ("generated_at", "soon", "generated_at: must be an RFC 3339 time")):
+        with pytest.raises(ReportError, match=said):
+            validate_report({**make_report(), key: value}, "r.json")
+    out = run_cli("check", write_json(tmp_path / "r.json", {**make_report(), "period_start": "yesterday"}),
+                  "--preset", "beijing-2027")
+    assert out.returncode == 2 and "period_start: must be an RFC 3339 time" in out.stderr
+
+
+def test_a_signature_that_is_null_is_no_report_not_a_traceback(tmp_path):
+    """Found by the city audit: `"signature": null` crashed `check` and `city` without --pubkeys (exit 1,
+    as a failed rule). A document is unsigned (no member) or signed (an object)."""
+    path = write_json(tmp_path / "r.json", {**make_report(), "signature": None})
+    out = run_cli("check", path, "--preset", "miit-2021")
+    assert out.returncode == 2 and "signature: must be an object, got null" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("city", path, write_json(tmp_path / "ok.json", make_report("beta")), "--preset", "miit-2021", "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert [u["report"] for u in json.loads(out.stdout)["not_valid_reports"]] == [str(path)]

@@ -243,3 +243,22 @@ def test_the_html_table_fits_a_1400_pixel_window(city, tmp_path):
     assert page_width(page, tmp_path) <= 1400
     img = screenshot(page, tmp_path / "city.png", 1400, 1200)
     assert (img.sum(axis=2) < 600).sum() > 1000  # drawn: text and borders on the page
+
+
+def test_the_city_pue_sums_the_energies_of_the_basis_its_sites_are_judged_on():
+    """Found by the city audit: with pue_basis = "pue_joint" the sites were judged on their joint PUE, but the
+    city's energy-weighted PUE (and max_city_pue) summed their whole-period energies, which one meter's gap
+    biases: a city at 1.2501 passed "< 1.3" while its only site's joint PUE 1.30 failed."""
+    gap = {**make_report("gap", facility_energy_wh=1_250_100.0, it_energy_wh=1_000_000.0), "pue_joint": 1.3,
+           "facility_energy_joint_wh": 1_248_000.0, "it_energy_joint_wh": 960_000.0}
+    old = make_report("old")  # made before the joint energies: left out of a joint city PUE, said why
+    for basis, expected in (("pue", (2_520_100.0, 2_000_000.0)), ("pue_joint", (1_248_000.0, 960_000.0))):
+        res = evaluate_city([("gap.json", gap), ("old.json", old)],
+                            targets_from_dict({"max_city_pue": 1.3, "pue_comparison": "<", "pue_basis": basis}), None)
+        w = res.weighted_all
+        assert (w.facility_energy_wh, w.it_energy_wh) == expected
+        assert res.city_results[0].passed is (basis == "pue")
+        if basis == "pue_joint":
+            assert w.excluded == [{"site": "old", "report": "old.json",
+                                   "reason": "the report has no facility_energy_joint_wh (made by a puewatch before "
+                                             "it was added)"}]

@@ -582,3 +582,18 @@ def test_a_register_with_no_limit_is_warned_about() -> None:
     site.meters["inc"] = Meter(role="facility_input", device="d1", accuracy_pct=0.5, max_power_w=1000.0)
     r = compute_report(site, readings, START, START + H, ReportOptions(max_gap_ns=15 * 60 * NS))
     assert r["warnings"] == []
+
+
+def test_a_calendar_year_still_running_when_the_report_is_made_is_an_interim_report():
+    """ISO/IEC 30134-2: an annual PUE is measured over 12 months. A report over a calendar year made before the
+    year ended (two months of data, made in December) said annual, PUE_L2,YC, with no warning, and passed an
+    annual cap (found by the city audit). Made after the year, the same report is annual."""
+    start, end = parse_time("2025-01-01"), parse_time("2026-01-01")
+    t = _times(3600, start, parse_time("2025-03-01"))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150e3)), "it1": MeterReadings(t, None, _register(t, 100e3))}
+    early = compute_report(_site(), readings, start, end, ReportOptions(generated_at="2025-12-06T08:00:00Z"))
+    assert early["annual"] is False and early["label"] == "iPUE_L1 2025-01-01..2026-01-01"
+    assert any("had not ended when the report was made (2025-12-06T08:00:00Z)" in w for w in early["warnings"])
+    late = compute_report(_site(), readings, start, end, ReportOptions(generated_at="2026-01-02T00:00:00Z"))
+    assert late["annual"] is True and late["label"] == "PUE_L1,YC"
+    assert not any("had not ended" in w for w in late["warnings"])
