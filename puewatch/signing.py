@@ -176,6 +176,25 @@ def load_public_keys(directory: str | Path) -> dict[str, tuple[Path, Ed25519Publ
     return keys
 
 
+class KeyRing(dict):
+    """The public keys of a directory (`load_public_keys`), key id -> key, and which site's each is: a file
+    named after a site (`SITE.pub`) is that site's key, and `verify_report` then accepts a report or a
+    statement of that site only with it. Without the binding, a report saying `site: B` signed with site
+    A's key was valid, and passed while B's real report failed (found by the city audit)."""
+
+    def __init__(self, keys: dict[str, tuple[Path, Ed25519PublicKey]], files: dict[str, str]) -> None:
+        super().__init__({kid: key for kid, (_, key) in keys.items()})
+        self.site_key = files  # file stem (a site's name) -> the key id its file holds
+
+    @classmethod
+    def load(cls, directory: str | Path) -> KeyRing:
+        keys = load_public_keys(directory)
+        files = {path.stem: kid for kid, (path, _) in keys.items()}
+        for path in sorted(Path(directory).glob("*.pub")):  # every file, also a second one holding a key
+            files.setdefault(path.stem, key_id(load_public_key(path)))
+        return cls(keys, files)
+
+
 def _read_key_file(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -266,6 +285,11 @@ def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKe
         return Verification(
             "invalid", kid, f"bad signature: the report is not what key {kid} signed (a field was changed, added or removed)"
         )
+    site = report.get("site")
+    own = public_keys.site_key.get(site) if isinstance(public_keys, KeyRing) and isinstance(site, str) else None
+    if own is not None and own != kid:
+        return Verification("invalid", kid, f"signed with key id {kid}, but site {site!r} has its own key, {site}.pub "
+                                            f"(key id {own}): a document of one site signed with another's key")
     return Verification("valid", kid, f"signature valid, key id {kid}")
 
 

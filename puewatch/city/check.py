@@ -232,12 +232,15 @@ def main(args: argparse.Namespace) -> int:
     report = load_report(args.report)
     signature = None
     if args.pubkeys:
-        from puewatch.signing import load_public_keys, verify_report
+        from puewatch.signing import KeyRing, verify_report
 
-        keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
+        keys = KeyRing.load(args.pubkeys)
         signature = verify_report(report, keys)
     results = check_report(report, targets, signature)
-    passed = all(r.passed for r in results)
+    # As in `city`: a report whose signature is invalid (changed, or signed with another site's key) never
+    # passes, whatever the rules.
+    invalid = signature is not None and signature.status == "invalid"
+    passed = all(r.passed for r in results) and not invalid
     if args.json:
         out = {
             "report": args.report,
@@ -247,6 +250,8 @@ def main(args: argparse.Namespace) -> int:
             "label": report["label"],
             "targets": targets.to_json(),
             "passed": passed,
+            **({"signature": {"status": signature.status, "key_id": signature.key_id, "reason": signature.reason}}
+               if signature is not None else {}),
             "rules": [r.to_json() for r in results],
             "not_checked": [
                 {"rule": r, "reason": "a city-level rule, checked by `puewatch city` over all reports"}
@@ -260,11 +265,13 @@ def main(args: argparse.Namespace) -> int:
         print(shown(f"{report['site']}: {report['label']} against {targets.name}"))
         for source in targets.sources:
             print(shown(f"  source: {source}"))
+        if invalid:
+            print(shown(f"  FAIL  {'signature':<18} {signature.reason}: a report whose signature is invalid never passes"))
         for r in results:
             print(shown(f"  {'PASS' if r.passed else 'FAIL'}  {r.rule:<18} {r.evidence}"))
         for r in targets.city_rules():
             print(shown(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)"))
-        failed = sum(not r.passed for r in results)
+        failed = sum(not r.passed for r in results) + invalid
         # Spelled out: "fail (3 of 5 rules)" read as 3 passing as well as 3 failing.
         verdict = (f"pass: all {len(results)} rules passed" if passed
                    else f"fail: {failed} of {len(results)} rules failed, {len(results) - failed} passed")

@@ -390,9 +390,9 @@ def main(args: argparse.Namespace) -> int:
     targets = resolve_targets(args.targets, args.preset) if targets_given or not statements else None
     public_keys = None
     if args.pubkeys:
-        from puewatch.signing import load_public_keys
+        from puewatch.signing import KeyRing
 
-        public_keys = {kid: key for kid, (_, key) in load_public_keys(args.pubkeys).items()}
+        public_keys = KeyRing.load(args.pubkeys)
     # A file that cannot be read (a wrong path) stops the run: bad input. One that is read but is no valid
     # report (broken JSON, a field missing or out of range: what tampering with a signed report often
     # does) is listed as not read and fails the city, and the other sites are still checked.

@@ -262,3 +262,24 @@ def test_the_city_pue_sums_the_energies_of_the_basis_its_sites_are_judged_on():
             assert w.excluded == [{"site": "old", "report": "old.json",
                                    "reason": "the report has no facility_energy_joint_wh (made by a puewatch before "
                                              "it was added)"}]
+
+
+def test_a_site_s_key_file_binds_its_reports_to_that_key(city, tmp_path):
+    """Found by the city audit: a report saying `site: beta` signed with alpha's key verified as valid, and
+    passed where beta's real report failed. A key file named after a site (SITE.pub, as the guide keeps
+    them) is that site's key: a report of the site signed with another key in the directory is invalid,
+    saying whose key it is. A site with no file of its own is verified by whichever key signed it."""
+
+    d = city["dir"] / "sitekeys"
+    forged = sign_report(make_report("beta", facility_energy_wh=1_100_000.0), load_private_key(d / "alpha.key"))
+    own = sign_report(make_report("beta", facility_energy_wh=1_100_000.0), load_private_key(d / "beta.key"))
+    nameless = sign_report(make_report("zeta", facility_energy_wh=1_100_000.0), load_private_key(d / "alpha.key"))
+    paths = [write_json(tmp_path / f"{n}.json", r) for n, r in (("forged", forged), ("own", own), ("zeta", nameless))]
+    out = run_cli("city", *paths, "--preset", "miit-2021", "--pubkeys", city["pubkeys"], "--json")
+    rows = {r["report"]: r for r in json.loads(out.stdout)["sites"]}
+    forged_row = rows[str(paths[0])]
+    assert forged_row["signature"]["status"] == "invalid" and not forged_row["passed"]
+    assert "site 'beta' has its own key, beta.pub" in forged_row["signature"]["reason"]
+    assert rows[str(paths[1])]["signature"]["status"] == "valid" and rows[str(paths[2])]["signature"]["status"] == "valid"
+    check = run_cli("check", paths[0], "--preset", "miit-2021", "--pubkeys", city["pubkeys"])
+    assert check.returncode == 1 and "has its own key, beta.pub" in check.stdout
