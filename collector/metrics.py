@@ -212,6 +212,11 @@ class CollectorMetrics:
             "non_finite",
             ["device", "reason"], registry=self.registry,
         )
+        self.snmp_absent = Counter(
+            "puewatch_snmp_rows_absent",
+            "Readings of table rows found at discovery that answered 'no such instance' (recorded as missing, and "
+            "so are the device totals they are part of)", ["device"], registry=self.registry,
+        )
         self.snmp_up = Gauge("puewatch_snmp_up", "1 when the device's last poll answered", ["device"], registry=self.registry)
         self.ratio = Gauge(
             "puewatch_ratio", "Latest rolling ratio (pue, clf, plf, ...) per window; NaN when unknown",
@@ -255,6 +260,8 @@ class CollectorMetrics:
         for r in readings:
             if r.refused is not None:
                 self.snmp_refused.labels(device, r.refused.reason).inc()
+            if getattr(r, "absent", False):
+                self.snmp_absent.labels(device).inc()
 
     def serve(self, address: str, port: int):
         """Start the HTTP endpoint in a daemon thread; returns (server, thread)."""

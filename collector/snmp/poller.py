@@ -68,9 +68,14 @@ class Reading:
     time_ns: int  # when the response arrived
     refused: Refusal | None = None  # why the answered value is not a reading (`validate.check_value`)
     location: str = ""  # where it sits at the device (`profiles.LOCATIONS`); "" for a configured OID
+    absent: bool = False  # a row of a table, found at discovery, that answered "no such instance" now
 
 
 OnPoll = Callable[[str, int, list[Reading], "str | None"], "None | Awaitable[None]"]
+
+
+# Polls a discovered row may answer "no such instance" before its table is walked again.
+ABSENT_POLLS_BEFORE_WALK = 5
 
 
 @dataclass(slots=True)
@@ -114,6 +119,11 @@ class Meter:
         self._discovered_at = 0.0
         self._rediscover = False
         self._refusals_logged: set[tuple[str, str]] = set()  # (reading, reason): each is logged once
+        # Rows found at discovery that answer "no such instance" now: row name -> polls in a row. A row away
+        # for one poll is a glitch (its table walked at once lost it for an hour, and the device's total
+        # read half: found by the SNMP audit); one away for ABSENT_POLLS_BEFORE_WALK polls, a table change.
+        self.absent: dict[str, int] = {}
+        self.absent_polls = 0  # polls of absent rows, counted (/metrics)
 
     def _configured_profile(self) -> pf.Profile | None:
         name = self.device.profile
@@ -212,6 +222,11 @@ class Meter:
         self.rows = rows
         self._discovered_at = time.monotonic()
         self._rediscover = False
+        names = {r.name for r in rows}
+        for name in [n for n in self.absent if n not in names]:
+            del self.absent[name]
+            log.warning("device %s: %s is gone from its table (walked again after it stayed away): it is no "
+                        "longer read, and the totals are those of the rows that remain", self.device.name, name)
 
     # --- poll ----------------------------------------------------------------
 
@@ -251,7 +266,9 @@ class Meter:
             spec = row.spec
             x, refused = number_of(raw)
             if raw is None and row.index:
-                self._rediscover = True  # a row vanished: walk the table again next time
+                self._note_absent(row)
+            elif self.absent.pop(row.name, None) is not None:
+                log.info("device %s: %s (%s) answers again", self.device.name, row.name, row.oid)
             if refused is not None:
                 value = NAN  # text that is not a number: an impossible value, not an absent row
                 self._log_refusal(row, raw, refused)
@@ -267,12 +284,25 @@ class Meter:
                     self._log_refusal(row, raw, refused)
             raw_out: int | float | None = raw if isinstance(raw, int) else x if x is not None and math.isfinite(x) else None
             modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
-            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused, spec.location)
+            r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused,
+                        spec.location, absent=raw is None and bool(row.index))
             out.append(r)
             by_key.setdefault(spec.key, []).append(r)
         for total in self.profile.totals:
             out.append(_total(dev, total, self.profile, by_key, t_ns))
         return out
+
+    def _note_absent(self, row: _Row) -> None:
+        """A row of a table that answered "no such instance": counted; logged as it goes; the table walked
+        again only once it stays away (a walk while it is away would drop it until the next one)."""
+        n = self.absent[row.name] = self.absent.get(row.name, 0) + 1
+        self.absent_polls += 1
+        if n == 1:
+            log.warning("device %s: %s (%s) answered no such instance: it is missing, and so are the totals it "
+                        "is part of, while it is away (the table is walked again if it stays away %d polls)",
+                        self.device.name, row.name, row.oid, ABSENT_POLLS_BEFORE_WALK)
+        if n == ABSENT_POLLS_BEFORE_WALK:
+            self._rediscover = True
 
     def _log_refusal(self, row: _Row, raw: Value, refused: Refusal) -> None:
         """Once per reading and reason: a device that keeps answering -1 must not fill the log."""
@@ -322,9 +352,10 @@ def _index_ok(spec: pf.ReadingSpec, index: str) -> bool:
 def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str, list[Reading]], t_ns: int) -> Reading:
     """A device total: sum the valid rows of `sum`, else of the first `fallback` reading that has one.
 
-    A row whose value was refused as impossible (negative, out of range, not finite) makes
-    the total missing: the other rows alone would understate it. A declared 'not available'
-    filler is left out, as an absent row is.
+    A row whose value was refused as impossible (negative, out of range, not finite), or that
+    answered "no such instance" (a row of its table that went away, see Device._note_absent),
+    makes the total missing: the other rows alone would understate it. A declared 'not available'
+    filler is left out.
     """
     chosen: list[Reading] = []
     for group in [total.sum, *([k] for k in total.fallback)]:
@@ -348,8 +379,9 @@ def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str,
 
 
 def _broken(r: Reading) -> bool:
-    """The row answered a value that cannot be true (not merely 'not available')."""
-    return r.refused is not None and r.refused.reason != "unavailable"
+    """The row answered a value that cannot be true (not merely 'not available'), or, a row of a table,
+    no value at all (no such instance: a total without it would understate)."""
+    return r.absent or (r.refused is not None and r.refused.reason != "unavailable")
 
 
 # --- the poller ------------------------------------------------------------------

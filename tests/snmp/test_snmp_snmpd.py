@@ -264,3 +264,70 @@ def test_auto_detection_without_a_matching_profile_says_so(snmpd):
     meter = Meter(d, PROFILES)
     with pytest.raises(Exception, match=r"no meter profile matches sysObjectID 1\.3\.6\.1\.4\.1\.8072\.3\.2\.10"):
         poll_once(meter)
+
+
+TABLE_PROFILE = f"""
+[profile]
+name = "two-inputs"
+description = "a PDU with two input rows (test)"
+
+[[readings]]
+key = "input_power"
+location = "inlet"
+name = "input{{i1}}_active_power"
+quantity = "active_power"
+unit = "W"
+column = "{PRIVATE_BASE}.5"
+raw_range = [0, 2147483647]
+
+[[totals]]
+name = "total_active_power"
+quantity = "active_power"
+sum = ["input_power"]
+"""
+
+
+def test_a_row_away_for_a_poll_makes_the_total_missing_and_is_read_again(snmpd, tmp_path, caplog):
+    """Found by the SNMP audit: a table row that answered noSuchInstance for one poll made the table walk
+    again at once, while the row was still away; the walk dropped it until the next walk (an hour), and the
+    device's total read half its power (18 of 36 kW, stored as a reading: PUE 1.32 where it was 2.0). A row
+    away now makes the totals it is part of missing (never the other rows' sum), is logged and counted, and
+    is read again when it answers; the table is walked again only once it stays away."""
+    import logging
+
+    from puewatch.collector.snmp.poller import ABSENT_POLLS_BEFORE_WALK
+
+    (tmp_path / "two.toml").write_text(TABLE_PROFILE)
+    profiles = load_profiles([tmp_path])
+    rows = {f"{PRIVATE_BASE}.5.1": ("integer", 18000), f"{PRIVATE_BASE}.5.2": ("integer", 18000)}
+    snmpd.set_objects(rows)
+    meter = Meter(device(snmpd.port, profile="two-inputs", oids=[]), profiles)
+
+    async def totals() -> dict[str, float]:
+        return {r.name: r.value for r in await meter.poll()}
+
+    async def scenario() -> None:
+        assert (await totals())["total_active_power"] == 36000.0
+        snmpd.set_objects({f"{PRIVATE_BASE}.5.1": ("integer", 18000)})  # input 2 away
+        away = await totals()
+        assert math.isnan(away["total_active_power"]) and math.isnan(away["input2_active_power"])
+        assert away["input1_active_power"] == 18000.0 and meter.absent == {"input2_active_power": 1}
+        snmpd.set_objects(rows)  # back at the next poll
+        back = await totals()
+        assert back["total_active_power"] == 36000.0 and meter.absent == {} and meter.absent_polls == 1
+        text = caplog.text
+        assert "input2_active_power" in text and "answered no such instance" in text and "answers again" in text
+        # Away for good (an input removed): after ABSENT_POLLS_BEFORE_WALK polls the table is walked
+        # again, the row is gone, and the total is the rows that remain.
+        snmpd.set_objects({f"{PRIVATE_BASE}.5.1": ("integer", 18000)})
+        for _ in range(ABSENT_POLLS_BEFORE_WALK):
+            assert math.isnan((await totals())["total_active_power"])
+        after = await totals()
+        assert after["total_active_power"] == 18000.0 and "input2_active_power" not in after
+        assert "input2_active_power is gone from its table" in caplog.text
+
+    caplog.set_level(logging.INFO, "puewatch")
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        meter.close()
