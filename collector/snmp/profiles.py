@@ -252,10 +252,13 @@ class ReadingSpec:
         if bool(self.oid) == bool(self.column):
             return [("oid", "set exactly one of `oid` (scalar) and `column` (table)")]
         if self.quantity in schema.SNMP_RATING_READINGS:
-            if not self.oid:
-                return [("column", f"a {self.quantity} reading is the device's one rating: a scalar `oid`")]
-            if (self.name or self.key) != self.quantity:
+            # The device's one rating: a scalar named after it, or the rows of a column (each input's
+            # capacity) that a total named after it sums (Profile.check).
+            if self.oid and (self.name or self.key) != self.quantity:
                 return [("name", f"a {self.quantity} reading must be named {self.quantity!r} (reports read it by that name)")]
+            if self.column and (self.name or self.key) == self.quantity:
+                return [("name", f"a {self.quantity} column has a row name of its own; the total named "
+                                 f"{self.quantity!r} is the device's rating")]
         for name in ("oid", "column", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
             value = getattr(self, name)
             if value:
@@ -440,8 +443,13 @@ class Profile:
                 return [("readings", "a profile needs at least one reading (or `generic = true`)")]
         elif self.readings or self.totals:
             return [("readings", "a generic profile takes its readings from the device's `oids`; list none here")]
-        for name in names & {"total_active_power", "total_active_energy"}:
-            want = "active_power" if name == "total_active_power" else "active_energy"
+        for i, spec in enumerate(self.readings):
+            if spec.column and spec.quantity in schema.SNMP_RATING_READINGS and not any(
+                    t.name == spec.quantity and spec.key in t.sum for t in self.totals):
+                return [(f"readings[{i}].column", f"a {spec.quantity} column (a capacity per row) needs a total named "
+                                                   f"{spec.quantity!r} that sums it: the device's one rating")]
+        for name in names & {"total_active_power", "total_active_energy", *schema.SNMP_RATING_READINGS}:
+            want = {"total_active_power": "active_power", "total_active_energy": "active_energy"}.get(name, name)
             total = next(t for t in self.totals if t.name == name)
             if total.quantity != want:
                 return [("totals", f"{name} must have quantity {want!r}, got {total.quantity!r}")]

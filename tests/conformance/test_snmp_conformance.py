@@ -131,3 +131,22 @@ def test_profiles_are_chosen_by_sysobjectid(snmpsim_shared):
         return out
 
     assert asyncio.run(all_probes()) == want
+
+
+def test_an_eaton_epdu_s_rating_is_its_inputs_capacity(snmpsim_shared):
+    """Found by the SNMP audit: the eaton-epdu profile read no rating, so a meter read from an ePDU had no
+    power limit for its first hours, and 2^31-1 W (inside inputTotalWatts' Integer32 range) or a register
+    step of 10^9 Wh in a second counted. inputPowerCapacity (EATON-EPDU-MIB, inputTotalEntry 9, VA) is read
+    per input and summed into the device's rated_apparent_power, which the power limit is taken from."""
+    from puewatch.core.energy import rated_limit
+
+    device = cfg.build(SnmpDevice, {"name": "e", "host": "127.0.0.1", "port": snmpsim_shared.port,
+                                    "community": "eaton-epdu-ema114", "timeout_s": 3.0, "retries": 1}, "test")
+    result = asyncio.run(probe(device))
+    assert result.profile == "eaton-epdu"
+    by_name = {r.name: r for r in result.readings}
+    rated = by_name["rated_apparent_power"]
+    assert (rated.value, rated.unit) == (1920.0, "VA")  # 16 A x 120 V, beside 1673 VA drawn
+    assert by_name["unit0_input1_power_capacity"].value == 1920.0
+    limit = rated_limit({"rated_apparent_power": rated.value})
+    assert limit.source == "rated" and 1920.0 <= limit.watts < 2147483647.0
