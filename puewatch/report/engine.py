@@ -305,7 +305,11 @@ class _Builder:
         meters = [self._meter_row(name) for name in self.site.meters]
         warnings = [w for name in self.site.meters for w in self._meter_warnings(name)]
         generated_at = self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS)
-        annual = annual_period(cal.start_ns, cal.end_ns, parse_time(generated_at))
+        try:
+            made_ns: int | None = parse_time(generated_at)
+        except ValueError:  # a caller's own label for a run (a benchmark's): the calendar alone
+            made_ns = None
+        annual = annual_period(cal.start_ns, cal.end_ns, made_ns)
         if is_annual(cal.start_ns, cal.end_ns) and not annual:
             warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
                             f"made ({generated_at}): its energies are not the year's, so this is an interim PUE "
