@@ -112,8 +112,10 @@ def test_the_collector_check_reads_the_token_file_and_its_scopes_with_the_rest_a
     errors = [line for line in out.stderr.splitlines() if ": error: " in line]
     assert any(f"{tokens}:2: the token (second word) is shorter" in e for e in errors), errors
     assert any(f"{tokens}:5: the scope (third word)" in e for e in errors), errors
-    assert any("meter 'nowhere'" in e and "no meter" in e for e in errors), errors
-    assert any("meter 'incomer-a' is read over SNMP" in e for e in errors), errors
+    # Named by the token file's line, never by the token's first column (with the columns swapped, the secret).
+    assert any(f"{tokens}:" in e and "names meter 'nowhere', which is not in [meters]" in e for e in errors), errors
+    assert any(f"{tokens}:" in e and "names meter 'incomer-a', which the collector reads over SNMP" in e
+               for e in errors), errors
     # (the other warning: the sample's store password file, not made yet)
     assert len(errors) == 4 and out.stdout.strip() == f"{conf}: 4 problem(s), 2 warning(s)", (out.stdout, out.stderr)
     assert "meter chw-heat is fed through ingest but no token is its feeder" in out.stderr
