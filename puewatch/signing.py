@@ -227,7 +227,8 @@ def sign_report(report: dict[str, Any], private_key: Ed25519PrivateKey | str | P
 class Verification:
     """The outcome of checking one report's signature.
 
-    status: "valid", "invalid", "unsigned" or "unknown key" (signed with a key we do not hold).
+    status: "valid", "invalid", "unsigned", "unknown key" (signed with a key we do not hold) or
+    "unverified" (signed, and no public keys were given: see signature_status).
     """
 
     status: str
@@ -291,6 +292,19 @@ def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKe
         return Verification("invalid", kid, f"signed with key id {kid}, but site {site!r} has its own key, {site}.pub "
                                             f"(key id {own}): a document of one site signed with another's key")
     return Verification("valid", kid, f"signature valid, key id {kid}")
+
+
+def signature_status(document: dict[str, Any], public_keys: dict[str, Ed25519PublicKey] | None,
+                     what: str = "report") -> Verification:
+    """The one rule for a document's signature where public keys may not have been given (None): with
+    keys, verify_report; without, "unsigned", "invalid" where the signature is malformed (no key can
+    make it valid), else "unverified", which no rule counts as valid."""
+    if public_keys is not None:
+        return verify_report(document, public_keys)
+    parts = _signature_parts(document)
+    if isinstance(parts, Verification):
+        return Verification("unsigned", None, f"the {what} has no signature") if parts.status == "unsigned" else parts
+    return Verification("unverified", parts[0], "signed, but no public keys were given (--pubkeys DIR)")
 
 
 def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: str, raw: bytes) -> Verification:

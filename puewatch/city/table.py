@@ -32,7 +32,7 @@ from puewatch.city.check import RuleResult, check_report, numeric_rule
 from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
-from puewatch.signing import Verification, verify_report
+from puewatch.signing import Verification, signature_status
 from puewatch.spoolfiles import write_file
 from puewatch.terminal import in_page, shown
 
@@ -168,15 +168,7 @@ def evaluate_city(
     """Check every report and the city as a whole. `public_keys`: key id -> key, or None (not verified)."""
     rows: list[SiteRow] = []
     for path, report in reports:
-        if public_keys is None:
-            if "signature" in report:
-                kid = report["signature"].get("key_id")
-                sig = Verification("unverified", kid if isinstance(kid, str) else None,
-                                   "signed, but no public keys were given (--pubkeys DIR)")
-            else:
-                sig = Verification("unsigned", None, "the report has no signature")
-        else:
-            sig = verify_report(report, public_keys)
+        sig = signature_status(report, public_keys)
         results = check_report(report, targets, sig if public_keys is not None else None)
         reasons = [f"{x.rule}: {x.evidence}" for x in results if not x.passed]
         if sig.status == "invalid":

@@ -35,7 +35,7 @@ from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
 from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
-from puewatch.signing import Verification, digest, verify_report
+from puewatch.signing import Verification, digest, signature_status
 from puewatch.terminal import in_page
 
 PUE_REL_TOL = 1e-12
@@ -84,16 +84,6 @@ class VoucherResult:
                 "passed": self.passed, "warnings": self.warnings}
 
 
-def _signature(doc: dict[str, Any], public_keys: dict[str, Any] | None, what: str = "statement") -> Verification:
-    if public_keys is not None:
-        return verify_report(doc, public_keys)
-    if "signature" in doc:
-        kid = doc["signature"].get("key_id")
-        return Verification("unverified", kid if isinstance(kid, str) else None,
-                            "signed, but no public keys were given (--pubkeys DIR)")
-    return Verification("unsigned", None, f"the {what} has no signature")
-
-
 def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
     from puewatch.jobs.statement import site_pue_over_days
 
@@ -121,7 +111,7 @@ def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
 
 def _report_signature_rule(s: dict[str, Any], report: dict[str, Any],
                            public_keys: dict[str, Any] | None) -> RuleResult:
-    sig = _signature(report, public_keys, "report")
+    sig = signature_status(report, public_keys)
     named = s["site_report"]["key_id"]
     ok = sig.ok and sig.key_id == named
     why = sig.reason if not sig.ok else f"valid, by key {sig.key_id}" + ("" if ok else f", not {named} as the "
@@ -137,7 +127,7 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
     claimed: dict[str, list[float]] = {d: [] for d in by_digest}
     green: dict[str, list[float]] = {d: [] for d in by_digest}
     for path, s in statements:
-        sig = _signature(s, public_keys)
+        sig = signature_status(s, public_keys, "statement")
         results = [RuleResult("signature", sig.ok, sig.status, "valid", None,
                               f"{sig.reason}: {'pass' if sig.ok else 'fail'}")]
         ref = s["site_report"]

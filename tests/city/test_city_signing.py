@@ -24,6 +24,7 @@ from puewatch.signing import (
     load_private_key,
     load_public_key,
     sign_report,
+    signature_status,
     verify_report,
 )
 
@@ -321,3 +322,23 @@ def test_sign_and_verify_commands(tmp_path):
     assert notakey.returncode == 2 and "not a PEM public key" in notakey.stderr
     nokey = run_cli("sign", report, "--key", keys / "missing.key")
     assert nokey.returncode == 2 and "private key file not found" in nokey.stderr
+
+
+def test_signature_status_without_keys(keypair):
+    """Without public keys a well-formed signature is "unverified"; a malformed one is "invalid"
+    (no key could make it valid), and a document without one is "unsigned", named as what it is."""
+    private, public = keypair
+    signed = sign_report(make_report(), private)
+    status = signature_status(signed, None)
+    assert (status.status, status.key_id) == ("unverified", signed["signature"]["key_id"])
+    assert not status.ok and "--pubkeys" in status.reason
+    assert signature_status(signed, public).status == "valid"
+    bad = copy.deepcopy(signed)
+    bad["signature"]["key_id"] = "XYZ"
+    assert signature_status(bad, None).status == "invalid"
+    bad = copy.deepcopy(signed)
+    bad["signature"]["alg"] = "rsa"
+    assert "unsupported signature algorithm" in signature_status(bad, None).reason
+    assert signature_status({**signed, "signature": "abc"}, None).status == "invalid"
+    unsigned = signature_status(make_report(), None, "statement")
+    assert (unsigned.status, unsigned.reason) == ("unsigned", "the statement has no signature")
