@@ -162,18 +162,27 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
-def load_public_keys(directory: str | Path) -> dict[str, tuple[Path, Ed25519PublicKey]]:
-    """Every `*.pub` in `directory`, by key id. Two files holding one key are fine; a bad file is an error."""
+def _public_key_files(directory: str | Path) -> list[tuple[Path, Ed25519PublicKey]]:
+    """Every `*.pub` in `directory`, each read once, in name order; a bad file, or none, is an error."""
     d = Path(directory)
     if not d.is_dir():
         raise KeyFileError(f"{d}: public key directory not found")
-    keys: dict[str, tuple[Path, Ed25519PublicKey]] = {}
-    for path in sorted(d.glob("*.pub")):
-        key = load_public_key(path)
-        keys.setdefault(key_id(key), (path, key))
-    if not keys:
+    files = [(path, load_public_key(path)) for path in sorted(d.glob("*.pub"))]
+    if not files:
         raise KeyFileError(f"{d}: no *.pub public keys in this directory")
+    return files
+
+
+def _by_key_id(files: list[tuple[Path, Ed25519PublicKey]]) -> dict[str, tuple[Path, Ed25519PublicKey]]:
+    keys: dict[str, tuple[Path, Ed25519PublicKey]] = {}
+    for path, key in files:
+        keys.setdefault(key_id(key), (path, key))
     return keys
+
+
+def load_public_keys(directory: str | Path) -> dict[str, tuple[Path, Ed25519PublicKey]]:
+    """Every `*.pub` in `directory`, by key id. Two files holding one key are fine; a bad file is an error."""
+    return _by_key_id(_public_key_files(directory))
 
 
 class KeyRing(dict):
@@ -188,11 +197,9 @@ class KeyRing(dict):
 
     @classmethod
     def load(cls, directory: str | Path) -> KeyRing:
-        keys = load_public_keys(directory)
-        files = {path.stem: kid for kid, (path, _) in keys.items()}
-        for path in sorted(Path(directory).glob("*.pub")):  # every file, also a second one holding a key
-            files.setdefault(path.stem, key_id(load_public_key(path)))
-        return cls(keys, files)
+        found = _public_key_files(directory)
+        # Every file names its site, also a second one holding a key already held.
+        return cls(_by_key_id(found), {path.stem: key_id(key) for path, key in found})
 
 
 def _read_key_file(path: str | Path, what: str) -> bytes:
