@@ -54,6 +54,7 @@ import numpy as np
 from puewatch.collector.fieldtypes import FieldTypes, kind_of
 from puewatch.core.batch import Block
 from puewatch.lineprotocol import RESERVED_KEY
+from puewatch.terminal import shown
 
 __all__ = ["LineParser", "ParseResult", "split_lines", "TimeWindow", "Point", "PRECISIONS", "Subscription", "parse", "parse_columns",
            "column_kind",
@@ -126,7 +127,9 @@ _D = rb"[0-9]"
 # A name character on the fast path: no whitespace, separators, escapes or quotes. (Those are
 # legal in places; such lines take the slow path.)
 _N = rb"[^" + _WS + rb',=\\"\x00-\x1f\x7f]'
-_MEAS = rb"[^" + _WS + rb',=\\"#\x00-\x1f\x7f]' + _N + rb"*+"
+# A measurement's first byte is not 0xEF either (a byte order mark's first: see _parse_slow; other
+# characters from U+F000 take the slow path).
+_MEAS = rb"[^" + _WS + rb',=\\"#\x00-\x1f\x7f\xef]' + _N + rb"*+"
 _KEY = rb"(?!" + re.escape(RESERVED_KEY.encode()) + rb"=)" + _N + rb"++"
 # Values whose syntax alone guarantees they are in range and finite: at most 18 integer
 # digits (int64, and float mantissas), 19 for uint64, 300 fraction digits and two-digit
@@ -397,6 +400,7 @@ def _after_key(line: bytes, i: int, stops: tuple[int, ...]) -> int:
     return n
 
 
+_BOM = b"\xef\xbb\xbf"
 _CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
 
 
@@ -423,6 +427,10 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
     # measurement (InfluxDB 1.x's scanMeasurement: its first byte is never a separator)
     if line[0] == _COMMA:
         raise _LineError("missing measurement")
+    if line.startswith(_BOM):
+        # Stored, it would be part of the measurement's name, invisible, and no query would find it.
+        raise _LineError("the line starts with a byte order mark (U+FEFF, which some editors write at the start of "
+                         "a UTF-8 file): remove it")
     i = _after_key(line, 0, (_COMMA, _SP))
     measurement = _decode(_unescape_key(_no_control(line[:i], "measurement"), b", "))
     if i >= n:
@@ -488,7 +496,8 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
             else:
                 value = _BOOLS.get(raw)
                 if value is None:
-                    raise _LineError("invalid boolean")
+                    raise _LineError(f"invalid boolean {shown(repr(raw[:40].decode('utf-8', 'replace')))}: a field value is a number (1.5, -2, 15i, 15u; no "
+                                     "leading +, no Inf), a string in double quotes or a boolean (t, true, f, false)")
         if key in fields and kind_of(fields[key]) != kind_of(value):
             # The last value wins, as in influxd, but only of the same type: influxd refuses the line.
             raise _LineError(f"field type conflict: input field '{key}' given twice, as type "

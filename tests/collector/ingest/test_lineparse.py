@@ -59,6 +59,9 @@ def test_good_lines(line, expected):
     assert one(line) == expected
 
 
+NOT_A_VALUE = ": a field value is a number (1.5, -2, 15i, 15u; no leading +, no Inf), a string in double quotes or a boolean (t, true, f, false)"
+
+
 @pytest.mark.parametrize(
     "line, message",
     [
@@ -78,9 +81,12 @@ def test_good_lines(line, expected):
         (b"m f=1,g= 1", "missing field value"),
         (b"m f=1,", "invalid field format"),
         (b"m f=1, 1", "invalid field format"),
-        (b"m f=+1", "invalid boolean"),
-        (b"m f=tRue", "invalid boolean"),
-        (b"m f=yes", "invalid boolean"),
+        (b"m f=+1", "invalid boolean '+1'" + NOT_A_VALUE),
+        (b"m f=+Inf", "invalid boolean '+Inf'" + NOT_A_VALUE),
+        (b"m f=tRue", "invalid boolean 'tRue'" + NOT_A_VALUE),
+        (b"m f=yes", "invalid boolean 'yes'" + NOT_A_VALUE),
+        (b"\xef\xbb\xbfm f=1", "the line starts with a byte order mark (U+FEFF, which some editors write at the start "
+                                  "of a UTF-8 file): remove it"),
         (b"m f=NaN", "invalid number"),
         (b"m f=nan", "invalid number"),
         (b"m f=-", "invalid number"),
