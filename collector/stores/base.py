@@ -82,9 +82,10 @@ class Reader(Protocol):
         ...
 
     # Optional (both built-in readers have it; without it a report reads no reading beyond its window):
-    # def neighbours(self, measurement, field, tags, before_ns, after_ns)
+    # def neighbours(self, measurement, field, tags, before_ns, after_ns, *, values=None)
     #     -> ((t, v) | None, (t, v) | None): the last point of `field` before before_ns and the first at or
-    #     after after_ns, in every series with `tags` taken together, however far away.
+    #     after after_ns, in every series with `tags` taken together, however far away; with values
+    #     (at_least, below | None), only a point whose value lies in that range.
 
     # Optional (both built-in readers have it; puewatch.jobs.ledger falls back to series by series):
     # def fields_by_series(self, measurement, kinds: dict[str, str], start_ns, end_ns)

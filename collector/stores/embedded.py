@@ -1196,11 +1196,13 @@ class EmbeddedStore:
         lasts = [x for x in (c[1], r[1], line[1]) if x is not None]
         return (min(firsts), max(lasts)) if firsts else None
 
-    def neighbours(self, measurement: str, field: str, tags: dict[str, str], before_ns: int, after_ns: int
+    def neighbours(self, measurement: str, field: str, tags: dict[str, str], before_ns: int, after_ns: int, *,
+                   values: tuple[float, float | None] | None = None
                    ) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
         """The last point of `field` before `before_ns` and the first at or after `after_ns`, in every series
         with `tags` taken together (None where there is none): a report's readings just outside its window
-        (see `puewatch.report.sources.read_meter`), however far away they lie.
+        (see `puewatch.report.sources.read_meter`), however far away they lie. With `values` (at_least,
+        below; below None: no bound), only a point whose value lies in that range counts.
 
         Each side is bounded by times the tables hold for sure (a chunk's first and last time, a row's, a
         line's), then read with `series`, which merges chunks, rows and lines as every read does; a line
@@ -1233,17 +1235,25 @@ class EmbeddedStore:
             found = [x for x in found if x is not None]
             return (max(found) if before else min(found)) if found else None
 
+        def counted(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if values is None:
+                return t, v
+            keep = v >= values[0]
+            if values[1] is not None:
+                keep &= v < values[1]
+            return t[keep], v[keep]
+
         last = first = None
         hi = int(before_ns)
         while (lo := bound(hi, True)) is not None:
-            t, v = self.series(measurement, field, tags, lo, hi)
+            t, v = counted(*self.series(measurement, field, tags, lo, hi))
             if t.size:
                 last = (int(t[-1]), float(v[-1]))
                 break
-            hi = lo  # the point there lacks the field: look further back
+            hi = lo  # the point there lacks the field (or its value is out of range): look further back
         lo = int(after_ns)
         while (hi := bound(lo, False)) is not None:
-            t, v = self.series(measurement, field, tags, lo, hi + 1)
+            t, v = counted(*self.series(measurement, field, tags, lo, hi + 1))
             if t.size:
                 first = (int(t[0]), float(v[0]))
                 break

@@ -73,6 +73,13 @@ def quote_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _influxql_number(x: float) -> str:
+    """A float as an InfluxQL literal: its shortest digits, positional (InfluxQL reads no exponent), with a
+    point (a literal without one is an integer, refused past int64)."""
+    text = np.format_float_positional(float(x), unique=True, trim="-")
+    return text if "." in text else text + ".0"
+
+
 class Influx1Store:
     """`Store` and `Reader` over the InfluxDB v1 HTTP API."""
 
@@ -394,13 +401,20 @@ class Influx1Store:
         return (min(times), max(times)) if times else None
 
     def neighbours(self, measurement: str, field: str, tags: dict[str, str], before_ns: int, after_ns: int, *,
-                   rp: str | None = None) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+                   values: tuple[float, float | None] | None = None, rp: str | None = None
+                   ) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
         """The last point of `field` before `before_ns` and the first at or after `after_ns`, in every series
-        with `tags` taken together (None where there is none): a report's readings just outside its window."""
+        with `tags` taken together (None where there is none): a report's readings just outside its window.
+        With `values` (at_least, below; below None: no bound), only a point whose value lies in that range
+        counts."""
         source = quote_ident(measurement)
         if rp or self.rp:
             source = f"{quote_ident(rp or self.rp)}.{source}"
         where = [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
+        if values is not None:
+            where.append(f"{quote_ident(field)} >= {_influxql_number(values[0])}")
+            if values[1] is not None:
+                where.append(f"{quote_ident(field)} < {_influxql_number(values[1])}")
         out: list[tuple[int, float] | None] = []
         for bound, order in ((f"time < {int(before_ns)}", " ORDER BY time DESC"), (f"time >= {int(after_ns)}", "")):
             q = f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join([bound, *where])}{order} LIMIT 1"

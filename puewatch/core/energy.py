@@ -217,6 +217,13 @@ def register_impossible(reading_wh, modulus_wh: float | None):
     return bad
 
 
+def register_readable(reading_wh, modulus_wh: float | None):
+    """Where a register's values are readings: finite and not `register_impossible`. The one rule for
+    which values count as a register's readings anywhere: the policy, a report's readings beyond its
+    window (`puewatch.report.sources.edge_readings`) and the days an export spans."""
+    return np.isfinite(reading_wh) & ~register_impossible(reading_wh, modulus_wh)
+
+
 def register_refused_words(meter: str, count: int, first_ns: int, first_wh: float, modulus_wh: float | None) -> str:
     """The words for `count` register readings refused as impossible, the first at `first_ns`: a report's
     warning, and the collector's log line."""

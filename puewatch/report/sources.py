@@ -46,6 +46,7 @@ import numpy as np
 
 from puewatch import config as cfg
 from puewatch.core import schema
+from puewatch.core.energy import register_readable
 from puewatch.core.numbers import decimal
 from puewatch.core.site import UNITS, Meter, SiteModel, Zone
 from puewatch.collector.snmp.device import GenericOid
@@ -331,6 +332,7 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
     readings just outside the window where `edge_readings` says the period needs them."""
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []
     empty = np.empty(0, np.int64), np.empty(0, np.float64)
+    modulus = register_modulus(site, name)
     for source in schema.meter_sources(site.name, site.meters[name]):
         candidates = (source, *source.alternatives)
         chosen = None
@@ -344,7 +346,7 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             # register that has some there.
             for s, t, v in [chosen] if chosen is not None else [(s, *empty) for s in candidates]:
                 if s.register:
-                    t, v = _with_neighbours(reader, s, t, v, lo, hi, period)
+                    t, v = _with_neighbours(reader, s, t, v, lo, hi, period, modulus)
                     if t.size or chosen is not None:
                         chosen = s, t, v
                         break
@@ -352,12 +354,13 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             s, t, v = chosen
             parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
-    return MeterReadings(t, power, energy, register_modulus(site, name), read_ratings(reader, site, name, lo, hi))
+    return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi))
 
 
 def edge_readings(t: np.ndarray, period: tuple[int, int]) -> tuple[bool, bool]:
     """Whether a register whose readings in a report's window (the period and a margin of one max
-    gap on each side) are at times `t` (ascending) also needs its last reading before the window
+    gap on each side; readings: values `core.energy.register_readable` accepts, never a refused
+    one) are at times `t` (ascending) also needs its last reading before the window
     (no reading at or before the period's start) and its first after it (none at or after the end).
 
     The one rule for every store and for a recompute from an export: an interval that crosses the
@@ -369,17 +372,34 @@ def edge_readings(t: np.ndarray, period: tuple[int, int]) -> tuple[bool, bool]:
 
 
 def _with_neighbours(reader: Any, s: schema.MeterSource, t: np.ndarray, v: np.ndarray, lo: int, hi: int,
-                     period: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    before, after = edge_readings(t, period)
+                     period: tuple[int, int], modulus: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def readable(values: np.ndarray) -> np.ndarray:
+        return register_readable(values * s.factor if s.factor != 1.0 else values, modulus)
+
+    before, after = edge_readings(t[readable(v)], period)
     neighbours = getattr(reader, "neighbours", None)
     if not (before or after) or neighbours is None:
         return t, v
     from puewatch.collector.stores.base import StoreError
 
-    try:
-        last, first = neighbours(s.measurement, s.field, dict(s.tags), lo, hi)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    # The store leaves out values outside [0, modulus) in its own units (a little wider: the exact rule,
+    # on the value as read, is `readable`, and a neighbour it refuses is looked past).
+    values = (0.0, None if modulus is None else modulus / s.factor * (1 + 1e-9))
+
+    def ask(before_ns: int, after_ns: int) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+        try:
+            return neighbours(s.measurement, s.field, dict(s.tags), before_ns, after_ns, values=values)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+
+    def refused(p: tuple[int, float] | None) -> bool:
+        return p is not None and not bool(readable(np.array([p[1]], np.float64))[0])
+
+    last, first = ask(lo, hi)
+    while before and refused(last):
+        last = ask(last[0], hi)[0]
+    while after and refused(first):
+        first = ask(lo, first[0] + 1)[1]
     head = [last] if before and last is not None else []
     tail = [first] if after and first is not None else []
     if not (head or tail):
@@ -907,7 +927,7 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
         i0, i1 = int(np.searchsorted(r.t_ns, lo, side="left")), int(np.searchsorted(r.t_ns, hi, side="left"))
         outside: list[int] = []
         if period is not None and r.energy_wh is not None:
-            has = np.flatnonzero(np.isfinite(r.energy_wh))
+            has = np.flatnonzero(register_readable(r.energy_wh, r.modulus_wh))
             k0, k1 = np.searchsorted(has, [i0, i1], side="left")
             before, after = edge_readings(r.t_ns[has[k0:k1]], period)
             if before and k0 > 0:
@@ -945,7 +965,7 @@ def span_days(readings: dict[str, MeterReadings], max_gap_ns: int) -> tuple[int,
             continue
         i0, i1 = 0, t.size
         if r.energy_wh is not None:
-            has = np.flatnonzero(np.isfinite(r.energy_wh))
+            has = np.flatnonzero(register_readable(r.energy_wh, r.modulus_wh))
             if has.size >= 2 and has[0] == 0 and t[has[1]] - t[has[0]] > max_gap_ns:
                 i0 = 1
             if has.size >= 2 and has[-1] == t.size - 1 and t[has[-1]] - t[has[-2]] > max_gap_ns:

@@ -7,6 +7,10 @@ three days. The incomer is silent from 21:00 to 02:00 across the first midnight 
 --max-gap is 15 min); the IT meter from 23:30 before the last day to 00:30 after it (silent through the
 whole day). At a constant power an interval's energy spread evenly over its time is exact, so every day
 holds exactly 24 h of each load, and the three days hold what the whole span does.
+
+Each silence holds values that are no readings (a meter's negative "not available" filler): one beyond
+a day's window, one inside its margin. The readings beyond a window are the nearest readings, never such
+a value (found by the independent-reference audit: the edge interval was lost, and the days did not add up).
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ D0 = parse_time("2025-05-01")
 DAY = 24 * H
 DAYS = [("2025-05-01", "2025-05-02"), ("2025-05-02", "2025-05-03"), ("2025-05-03", "2025-05-04")]
 LOADS = {"incomer": 150e3, "it": 100e3}
+M = 60 * NS
+# Refused values in the silences: beyond the second day's window (23:00), in its start margin (23:50); in the
+# last day's end margin (00:10) and beyond it (00:20).
+FILLERS = [("incomer", D0 + DAY - H), ("incomer", D0 + DAY - 10 * M), ("it", D0 + 3 * DAY + 10 * M),
+           ("it", D0 + 3 * DAY + 20 * M)]
 
 SITE = """
 [collector]
@@ -71,6 +80,8 @@ def _lines() -> bytes:
             if lo < ti < hi:
                 continue
             out.append(encode_line(key, {"wh": 1e6 + watts * (ti - int(t[0])) / H}, ti))
+    for name, at in FILLERS:
+        out.append(encode_line(series_key("meter", {"name": name}), {"wh": -1.0}, at))
     return "\n".join(out).encode() + b"\n"
 
 
@@ -181,6 +192,10 @@ def test_the_embedded_store_finds_the_nearest_point_beyond_a_window(tmp_path: Pa
         assert store.neighbours("m", "wh", {"name": "x"}, 250, 1001) == ((100, 1.0), (5000, 4.0))
         assert store.neighbours("m", "wh", {"name": "x", "part": "a"}, 100, 1001) == (None, None)
         assert store.neighbours("m", "wh", {"name": "z"}, 0, 0) == (None, None)
+        # Only values in [at_least, below) count: the others are looked past, however far.
+        assert store.neighbours("m", "wh", {"name": "x"}, 400, 900, values=(1.5, 3.5)) == ((250, 2.0), (1000, 3.0))
+        assert store.neighbours("m", "wh", {"name": "x"}, 400, 900, values=(0.0, 2.0)) == ((100, 1.0), None)
+        assert store.neighbours("m", "wh", {"name": "x"}, 400, 900, values=(3.5, None)) == (None, (5000, 4.0))
     finally:
         store.close()
 
