@@ -304,6 +304,8 @@ class _Builder:
         zones = [self._zone_row(zone) for zone in self.zone_meters]
         meters = [self._meter_row(name) for name in self.site.meters]
         warnings = [w for name in self.site.meters for w in self._meter_warnings(name)]
+        warnings += [f"zone {zone!r} has no IT meter: it has no pPUE (no IT energy to divide by) and no row in zones"
+                     for zone in self.site.zone_names() if zone not in self.zone_meters]
         generated_at = self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS)
         try:
             made_ns: int | None = parse_time(generated_at)
@@ -347,7 +349,7 @@ class _Builder:
             facility_energy_joint_wh=f_joint,
             it_energy_joint_wh=i_joint,
             completeness=comp,
-            estimated_share=self._estimated_share(),
+            estimated_share=self._estimated_share(f_total, i_total),
             **ratios,
             zones=zones,
             meters=meters,
@@ -361,8 +363,11 @@ class _Builder:
             renewable_monthly_wh=[published(x) for x in self.totals.bins(self.site.members("renewable"), "month")],
         )
 
-    def _estimated_share(self) -> float:
-        """The estimated share of E_DC + E_IT (by magnitude of the meters' contributions)."""
+    def _estimated_share(self, f_total: float | None, i_total: float | None) -> float | None:
+        """The estimated share of E_DC + E_IT (by magnitude of the meters' contributions); None where E_DC or
+        E_IT cannot be known (a share of them cannot either)."""
+        if f_total is None or i_total is None:
+            return None
         members = {**self.fac, **self.it}
         period = self.totals.meter_period
         est = sum(abs(c) * float(np.nansum(self.scans[m].day_estimated)) for m, c in members.items())

@@ -164,7 +164,7 @@ class Report(_Row):
     facility_energy_joint_wh: float | None
     it_energy_joint_wh: float | None
     completeness: float
-    estimated_share: float
+    estimated_share: float | None
     clf: float | None
     plf: float | None
     erf: float | None

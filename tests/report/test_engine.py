@@ -597,3 +597,29 @@ def test_a_calendar_year_still_running_when_the_report_is_made_is_an_interim_rep
     late = compute_report(_site(), readings, start, end, ReportOptions(generated_at="2026-01-02T00:00:00Z"))
     assert late["annual"] is True and late["label"] == "PUE_L1,YC"
     assert not any("had not ended" in w for w in late["warnings"])
+
+
+def test_estimated_share_is_null_where_e_it_cannot_be_known() -> None:
+    # Found by the independent-reference audit: an IT meter with no energy in the period made E_IT and
+    # PUE null, yet estimated_share was published over the meters that had energy.
+    t = _times()
+    site = _site(it2=Meter(role="it", point="ups_output", device="d3"))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150e3)), "it1": MeterReadings(t, _const(t, 100e3), None),
+                "it2": MeterReadings(t[:0], None, None)}
+    r = compute_report(site, readings, START, END)
+    assert r["it_energy_wh"] is None and r["pue"] is None
+    assert r["estimated_share"] is None
+    del readings["it2"], site.meters["it2"]
+    assert compute_report(site, readings, START, END)["estimated_share"] == pytest.approx(100 / 250, rel=1e-12)
+
+
+def test_a_zone_without_an_it_meter_has_no_row_and_is_named() -> None:
+    t = _times()
+    site = _site(chiller=Meter(role="cooling", device="d3", zone="plant"),
+                 rack=Meter(role="it", point="ups_output", device="d4", zone="hall"))
+    readings = {"inc": MeterReadings(t, None, _register(t, 150e3)), "it1": MeterReadings(t, _const(t, 100e3), None),
+                "chiller": MeterReadings(t, _const(t, 20e3), None), "rack": MeterReadings(t, _const(t, 10e3), None)}
+    r = compute_report(site, readings, START, END)
+    assert [z["zone"] for z in r["zones"]] == ["hall"]
+    assert [w for w in r["warnings"] if "zone" in w] == [
+        "zone 'plant' has no IT meter: it has no pPUE (no IT energy to divide by) and no row in zones"]
