@@ -55,6 +55,7 @@ marked as such.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 from dataclasses import dataclass, field
 
 from puewatch.config import setting
@@ -284,7 +285,7 @@ class SiteModel:
         return ""
 
     def problems(self) -> list[tuple[str, str]]:
-        """Why the site cannot give a PUE (key, message); empty when it can."""
+        """Why the site cannot give a PUE, or would give a wrong one (key, message); empty when it can."""
         out = []
         if not self.members("facility_input"):
             out.append(
@@ -304,4 +305,42 @@ class SiteModel:
                                 "facility_input meter, and every facility_input meter belongs to a zone (E_DC is the "
                                 "sum of the zones' inputs): give that zone an input meter, or add a site-level one "
                                 "(no zone)"))
+        return out + self._shared_series()
+
+    def _shared_series(self) -> list[tuple[str, str]]:
+        """A series is one meter's readings: two meters that read the same SNMP reading, or an ingest meter whose
+        tags also select another's series (its tags a subset of the other's, same measurement and field), would
+        count one series twice (as E_DC and E_IT: PUE 1.000), or read two series as one (found by the operator
+        audit, neither warned about)."""
+        out = []
+        snmp: dict[tuple[str, ...], str] = {}
+        ingest: dict[tuple[str, str, frozenset[tuple[str, str]]], str] = {}
+        for name, m in self.meters.items():
+            if m.device:
+                what = (m.device, m.reading) if m.reading else (m.device, m.location, m.quantity)
+                other = snmp.setdefault(what, name)
+                if other != name:
+                    reading = m.reading or (f"{m.quantity} at {m.location}" if m.location else "its default total")
+                    out.append((f"meters.{name}", f"reads what meter {other!r} reads (device {m.device!r}, {reading}): "
+                                                  "a reading is one meter's"))
+            elif m.measurement:
+                ingest.setdefault((m.measurement, m.field, frozenset(m.tags.items())), name)
+        for (measurement, field_name, tags), name in ingest.items():
+            items = sorted(tags)
+            # Every other meter whose tags are a proper subset of these selects this meter's series too.
+            for k in range(len(items)):
+                for sub in itertools.combinations(items, k):
+                    other = ingest.get((measurement, field_name, frozenset(sub)))
+                    if other is None:
+                        continue
+                    shown = ", ".join(f"{a}={b}" for a, b in items)
+                    out.append((f"meters.{other}.tags", f"also select the series of meter {name!r} ({measurement}.{field_name}, "
+                                                        f"{shown}): a series is one meter's; list a tag that tells "
+                                                        f"them apart"))
+        for name, m in self.meters.items():
+            if m.measurement:
+                first = ingest[(m.measurement, m.field, frozenset(m.tags.items()))]
+                if first != name:
+                    out.append((f"meters.{name}", f"reads the same series as meter {first!r} ({m.measurement}.{m.field}, "
+                                                  f"tags {dict(sorted(m.tags.items()))}): a series is one meter's"))
         return out

@@ -221,9 +221,9 @@ def test_a_hall_sub_incomer_feeds_its_pue_boundary_not_e_dc():
     assert ppue and all(x == pytest.approx(1.2, rel=1e-9) for x in ppue)
     # Without a site-level incomer, the halls' own feeds are summed.
     halls = SiteModel("x", {
-        "a-in": Meter(role="facility_input", device="d", zone="a"),
-        "b-in": Meter(role="facility_input", device="d", zone="b"),
-        "it": Meter(role="it", point="pdu_output", device="d", zone="a"),
+        "a-in": Meter(role="facility_input", device="d1", zone="a"),
+        "b-in": Meter(role="facility_input", device="d2", zone="b"),
+        "it": Meter(role="it", point="pdu_output", device="d3", zone="a"),
     })
     assert halls.members("facility_input") == {"a-in": 1.0, "b-in": 1.0}
     assert halls.members("facility_input", "b") == {"b-in": 1.0}
@@ -234,17 +234,44 @@ def test_a_hall_sub_incomer_feeds_its_pue_boundary_not_e_dc():
 def test_it_fed_by_no_input_is_refused_when_every_input_is_zoned(zone):
     """Every facility_input in a zone: E_DC is the zones' inputs, so IT elsewhere would make PUE too low."""
     meters = {
-        "a-in": Meter(role="facility_input", device="d", zone="a"),
-        "it-a": Meter(role="it", point="pdu_output", device="d", zone="a"),
-        "it-x": Meter(role="it", point="pdu_output", device="d", zone=zone),
+        "a-in": Meter(role="facility_input", device="d1", zone="a"),
+        "it-a": Meter(role="it", point="pdu_output", device="d2", zone="a"),
+        "it-x": Meter(role="it", point="pdu_output", device="d3", zone=zone),
     }
     problems = SiteModel("x", meters).problems()
     assert [key for key, _ in problems] == ["meters.it-x.zone"]
     where = "zone 'c', which has" if zone else "no zone, and the site has"
     assert problems[0][1].startswith(f"the site cannot give a PUE: IT meter 'it-x' is in {where} no facility_input meter")
     # A site-level incomer feeds it: fine.
-    meters["incomer"] = Meter(role="facility_input", device="d")
+    meters["incomer"] = Meter(role="facility_input", device="d4")
     assert SiteModel("x", meters).problems() == []
+
+
+def test_a_series_is_one_meter_s():
+    """Found by the operator audit: one series mapped to the incomer and to an IT meter passed --check-config and
+    gave PUE 1.000 with no warning; a meter whose tags also select another's series read both as one."""
+    def ingest(role: str, **tags: str) -> Meter:
+        return Meter(role=role, point="ups_output" if role == "it" else "", measurement="meter", tags=tags, field="e",
+                     unit="Wh", register=True)
+
+    meters = {"inc": ingest("facility_input", name="inc"), "it": ingest("it", name="it"),
+              "cool": ingest("cooling", name="cool", host="a"), "pdu": Meter(role="it", point="pdu_output", device="p"),
+              "out1": Meter(role="it", point="it_input", device="p", reading="outlet_1")}
+    assert SiteModel("x", meters).problems() == []
+    meters["itx"] = ingest("it", name="inc")
+    meters["cool2"] = ingest("cooling", name="cool")  # selects cool's series (name=cool, host=a) too
+    meters["pdu2"] = Meter(role="it", point="pdu_output", device="p")
+    meters["out1b"] = Meter(role="it", point="it_input", device="p", reading="outlet_1")
+    meters["other"] = ingest("cooling", name="cool", host="b")  # tells itself apart from cool: fine
+    assert sorted(SiteModel("x", meters).problems()) == [
+        ("meters.cool2.tags", "also select the series of meter 'cool' (meter.e, host=a, name=cool): a series is one "
+                              "meter's; list a tag that tells them apart"),
+        ("meters.cool2.tags", "also select the series of meter 'other' (meter.e, host=b, name=cool): a series is one "
+                              "meter's; list a tag that tells them apart"),
+        ("meters.itx", "reads the same series as meter 'inc' (meter.e, tags {'name': 'inc'}): a series is one meter's"),
+        ("meters.out1b", "reads what meter 'out1' reads (device 'p', outlet_1): a reading is one meter's"),
+        ("meters.pdu2", "reads what meter 'pdu' reads (device 'p', its default total): a reading is one meter's"),
+    ]
 
 
 def test_site_model_rules():
