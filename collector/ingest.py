@@ -278,7 +278,10 @@ def _token_line(line: str, source: str, lineno: int, tokens: dict[str, str], see
     """One `name token [scope]` line, checked; `problem(message)` raises."""
     parts = line.split()
     if len(parts) not in (2, 3):
-        problem(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s) (and an optional scope)")
+        # (No word is quoted: one may be a token.)
+        inline = any(p.startswith("#") for p in parts[2:])
+        problem(f"{source}:{lineno}: expected `name token`, got {len(parts)} word(s) (and an optional scope)"
+                + ("; a comment must be a line of its own (a `#` after the token is read as a word)" if inline else ""))
     name, token = parts[:2]
     if not _NAME_RE.fullmatch(name):
         problem(f"{source}:{lineno}: the agent name (first word) must be 1-128 of A-Z a-z 0-9 _ . : @ - "

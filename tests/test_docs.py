@@ -161,3 +161,16 @@ def test_the_operator_guide_s_slurm_hook_script_runs_the_hook(tmp_path):
     out = subprocess.run([str(hook)], env={**env, "SLURM_SCRIPT_CONTEXT": "epilog_slurmd"}, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stderr == "" and not (state / "4242.json").exists()
+
+
+def test_the_scope_table_names_every_measurement_an_agent_token_is_scoped_on():
+    """The collector README's scope table lists the agents' measurements by name: all of them (it missed the
+    job ledger's two, found by the operator audit), and the collector's own series likewise."""
+    from puewatch.core import schema
+
+    table = (ROOT / "collector" / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1] for line in table.splitlines() if line.startswith("| the ")}
+    agents = next(r for r in rows if "schema.AGENT_MEASUREMENTS" in r)
+    own = next(r for r in rows if "schema.COLLECTOR_MEASUREMENTS" in r)
+    assert set(re.findall(r"`(\w+)`", agents)) - {"schema"} >= set(schema.AGENT_MEASUREMENTS)
+    assert set(re.findall(r"`(\w+)`", own)) >= set(schema.COLLECTOR_MEASUREMENTS)

@@ -185,7 +185,10 @@ def test_scope_column_errors(tmp_path):
     for text, error in [
         ("a aaaaaaaaaaaaaaaa feeder\n", r"tokens:1: the scope \(third word\): scope 'feeder': a feeder names its meters"),
         ("a aaaaaaaaaaaaaaaa agent:\n", r"tokens:1: the scope \(third word\): scope 'agent:': node patterns are"),
-        ("a aaaaaaaaaaaaaaaa b c\n", r"tokens:1: expected `name token`, got 4 word"),
+        ("a aaaaaaaaaaaaaaaa b c\n", r"tokens:1: expected `name token`, got 4 word\(s\) \(and an optional scope\)$"),
+        # The collector README's example once had comments after its tokens (operator audit).
+        ("a aaaaaaaaaaaaaaaa  # an agent\n", r"tokens:1: expected `name token`, got 5 word\(s\) \(and an optional "
+                                             r"scope\); a comment must be a line of its own"),
     ]:
         write_tokens(tmp_path / "tokens", text)
         with pytest.raises(ConfigError, match=error):
