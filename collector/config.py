@@ -81,7 +81,7 @@ class EmbeddedStore:
 
 @dataclass
 class Influx2Store:
-    """InfluxDB v2 write API (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics)."""
+    """InfluxDB v2 write API (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics: graphs only, see collector/README.md, "Stores")."""
 
     url: str = setting(min=1, doc="Base URL, e.g. `http://influxdb:8086`.")
     bucket: str = setting(min=1, doc="Bucket (InfluxDB 1.8: `database/retention-policy`).")

@@ -250,7 +250,20 @@ class Influx1Store:
                     error += (f" (on InfluxDB 2.x, map the bucket to the database {self.database!r}: "
                               "influx v1 dbrp create --db NAME --rp autogen --bucket-id ID --default)")
                 raise StoreRejected(f"{self.name}: query {q[:200]!r}: {error}")
-        yield from data.get("results", [])
+        results = data.get("results", [])
+        if q.startswith("SELECT "):
+            # An InfluxQL SELECT answers series whose first column is time. A server that does not speak
+            # InfluxQL may answer 200 all the same (VictoriaMetrics answers every /query as SHOW DATABASES).
+            for r in results:
+                for s in r.get("series", []):
+                    cols = s.get("columns") or []
+                    if cols[:1] != ["time"]:
+                        raise StoreRejected(
+                            f"{self.name}: the server answered an InfluxQL SELECT with series {s.get('name')!r} of "
+                            f"columns {cols[:4]}, not times: it does not serve InfluxQL queries (VictoriaMetrics "
+                            "takes writes only); `report`, `export` and `jobs` read a store over InfluxQL: InfluxDB "
+                            "1.x, or the v1 query API of InfluxDB 2.x or 3.x")
+        yield from results
 
     # -- Reader ---------------------------------------------------------------------------------
 

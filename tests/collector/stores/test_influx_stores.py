@@ -159,3 +159,47 @@ def test_influx1_field_types_are_what_the_database_holds_in_its_retention_policy
     assert Influx1Store(influx.url, "empty").field_types() == {}
     with pytest.raises(StoreRejected, match="database not found"):
         Influx1Store(influx.url, "missing").field_types()
+
+
+def test_a_report_from_a_store_that_serves_no_influxql_is_a_clear_error(vm, tmp_path):
+    """VictoriaMetrics takes v2 writes and answers every /query 200 as SHOW DATABASES: `report` and `export` died
+    with a traceback (operator audit). They say what the store cannot do, exit 2, and print no traceback."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "collector.toml"
+    conf.write_text(f"""
+[collector]
+site = "s"
+state_dir = "{tmp_path}/state"
+
+[meters.inc]
+role = "facility_input"
+measurement = "meter"
+tags = {{ name = "inc" }}
+field = "wh"
+unit = "Wh"
+register = true
+
+[meters.it]
+role = "it"
+point = "ups_output"
+measurement = "meter"
+tags = {{ name = "it" }}
+field = "wh"
+unit = "Wh"
+register = true
+
+[store.influx2]
+url = "{vm.url}"
+bucket = "b"
+token = "t"
+""")
+    for command in ("report", "export"):
+        out = subprocess.run([sys.executable, "-m", "puewatch.cli", command, "--config", str(conf), "--from",
+                              "2026-01-01", "--to", "2026-01-02", *(["-o", str(tmp_path / "x.csv")] if command == "export"
+                                                                  else [])],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (command, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert "does not serve InfluxQL queries (VictoriaMetrics takes writes only)" in out.stderr, out.stderr
