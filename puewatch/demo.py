@@ -640,7 +640,7 @@ def print_summary(summary: dict, spec: StoreSpec, d: Path, interrupted: bool, ou
     p(f"  PUE {_f(summary['pue'], '.4f')} (category {summary['category']}, {summary['label']}: a ratio of energies "
       f"from the meters' registers), jointly observed time {_f(summary['pue_joint'], '.4f')}")
     p(f"  facility energy {_f(summary['facility_energy_wh'], '.1f')} Wh, IT energy {_f(summary['it_energy_wh'], '.1f')} Wh, "
-      f"completeness {summary['coverage']:.0%} of {summary['start']} .. {summary['end']}")
+      f"completeness {summary['coverage'] * 100:.1f} % of {summary['start']} .. {summary['end']}")
     p(f"  CLF {_f(summary['clf'], '.3f')}, GPU share of IT energy {_f(summary['gpu_it_share'], '.3f')} "
       f"(the collector's {summary['cells']} cells of {INTERVAL_S:g} s)")
     for z, v in summary["zones"].items():
