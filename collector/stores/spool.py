@@ -216,6 +216,7 @@ class StoreWriter:
         self.group_max_bytes = group_max_bytes
         # Told about a full disk or a corrupt store (`collector.health.Health`: degrade/recover).
         self.health = health
+        self._full = False  # this writer degraded the collector for a full spool (see _written)
         # Not durable: while the spool's disk is full, batches that would go to disk are held in
         # memory (in seq order, up to this many bytes; then the oldest held is dropped, counted,
         # logged once) instead of the oldest batches on disk being dropped for room; 0: old behaviour.
@@ -433,6 +434,7 @@ class StoreWriter:
         except QueueFull as exc:
             reason = "spool_disk_full" if exc.disk_full else "spool_full"
             if self.health is not None:
+                self._full = True
                 self.health.degrade(reason, f"{exc}; ingest answers 503 until there is room")
             self._refuse(group, Backpressure(f"the collector cannot take more now: {exc}"))
             return
@@ -655,6 +657,13 @@ class StoreWriter:
         """Bookkeeping after a successful store write (lock not held)."""
         if on_disk is not None:
             self.spool.done(on_disk)
+        if self._full and self.spool.bytes <= self.spool.max_bytes // 2:
+            # Drained to half its bound: the state ends here, not at the next request, which the
+            # writers that met the 503 send only after their backoff (a health check read "degraded"
+            # for a collector that had room). A request that still does not fit degrades it again.
+            self._full = False
+            self.health.recover("spool_disk_full")
+            self.health.recover("spool_full")
         with self._cond:
             self.points_written += points
             self.batches_written += batches

@@ -13,7 +13,7 @@ from puewatch.collector.stores.embedded import EmbeddedStore
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.spool import Backpressure, StoreWriter
 from puewatch.core.batch import Batch
-from servers import free_port
+from servers import Influxd, free_port, http
 
 
 def _body(i: int, lines: int = 10) -> bytes:
@@ -108,3 +108,30 @@ def test_commit_after_close_is_an_error(tmp_path):
     w.close()
     with pytest.raises(RuntimeError, match="closed"):
         w.commit(_body(1), 10)
+
+
+def test_a_full_spool_s_degraded_state_ends_once_it_has_drained_not_at_the_next_request(tmp_path):
+    """Found by the operator audit: `puewatch_degraded{reason="spool_full"}` stayed 1 after the spool had drained,
+    until a writer (backing off after its 503) sent again. It ends once the spool is half empty."""
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+site")[0] == 200
+        server.stop()
+        health = Health()
+        w = StoreWriter(Influx1Store(server.url, "site", timeout_s=1), tmp_path / "spool", 8 * 1024, durable=True,
+                        health=health, backoff_min_s=0.2, backoff_max_s=0.5)
+        acked = 0
+        for i in range(1, 40):
+            try:
+                w.commit(_body(i), 10).result(10)
+                acked += 10
+            except Backpressure:
+                pass
+        assert "spool_full" in health.active() and acked > 0
+        server.start()
+        assert w.flush(30)
+        assert "spool_full" not in health.active()  # no request since: the drained spool ended it
+        w.close()
+    finally:
+        server.stop()
