@@ -136,7 +136,8 @@ def named_files(conf: AgentConfig) -> list:
     """The files the configuration names, for `--check-config` (puewatch/configcheck.py)."""
     from puewatch.configcheck import NamedFile
 
-    out = []
+    out = [NamedFile("agent.spool_dir", conf.agent.spool_dir, "the spool of batches not yet acknowledged",
+                     "create it for the agent's user, or let systemd's StateDirectory= make it", directory=True)]
     if conf.output.token_file:
         out.append(NamedFile("output.token_file", conf.output.token_file, "the node's ingest token, first line",
                              "put this node's line's token from the collector's token file in it (mode 0600), or for "

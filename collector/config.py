@@ -245,7 +245,8 @@ def named_files(conf: CollectorConfig) -> list:
     all of them, so a missing one is found before the collector starts, not one at a time as it starts."""
     from puewatch.configcheck import NamedFile, credential_dir
 
-    out = []
+    out = [NamedFile("collector.state_dir", conf.collector.state_dir, "the spools and checkpoints",
+                     "create it for the collector's user, or let systemd's StateDirectory= make it", directory=True)]
     ing = conf.ingest
     token_how = ('one "NAME TOKEN" line per agent or feeder, mode 0600, e.g. '
                  '`echo "gpu-node-01 $(openssl rand -hex 24)" >> FILE` (collector/README.md)')

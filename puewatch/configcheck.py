@@ -29,12 +29,34 @@ class NamedFile:
     path: str
     what: str
     how: str
+    directory: bool = False  # a directory the daemon writes in (created at start where it is missing)
+
+
+def _directory_problems(source: str, f: NamedFile) -> tuple[list[str], list[str]]:
+    """A directory the daemon writes in: an error where it can never be one (it, or a folder above it, is a
+    file), a warning where it exists and this user cannot write in it (the service's user may); nothing is
+    created."""
+    p = Path(f.path)
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"{source}: {f.key}: {f.path}: {existing} is not a directory, so {f.what} cannot be made there"], []
+    if existing == p and not os.access(p, os.W_OK | os.X_OK):
+        # (One not made yet is left to the service: systemd makes a StateDirectory= as the service starts.)
+        return [], [f"{source}: {f.key}: this user cannot write in {p} ({f.what}); {f.how}"]
+    return [], []
 
 
 def file_problems(source: str, files: list[NamedFile]) -> tuple[list[str], list[str]]:
     """(errors, warnings) about the files a configuration names."""
     errors, warnings = [], []
     for f in files:
+        if f.directory:
+            e, w = _directory_problems(source, f)
+            errors += e
+            warnings += w
+            continue
         p = Path(f.path)
         if not p.exists():
             warnings.append(f"{source}: {f.key}: {f.path} does not exist yet ({f.what}); {f.how}")

@@ -125,3 +125,22 @@ def test_the_collector_check_reads_the_token_file_and_its_scopes_with_the_rest_a
     out = _check("collector", conf)
     assert out.returncode == 0, out.stderr
     assert [line.split(": ")[3] for line in out.stderr.splitlines()] == ["store.influx1.password_file"], out.stderr
+
+
+@pytest.mark.parametrize(("daemon", "key", "value"), [
+    ("collector", "state_dir", "collector.state_dir"), ("agent", "spool_dir", "agent.spool_dir")])
+def test_a_directory_that_can_never_be_made_is_an_error(tmp_path: Path, daemon: str, key: str, value: str) -> None:
+    """Found by the operator audit: --check-config said OK for a state_dir under a regular file, which the
+    collector then refused at start. Nothing is created by the check."""
+    (tmp_path / "file").write_text("x")
+    lines = (ROOT / "config" / f"{daemon}.toml").read_text().splitlines()
+    where = f"{tmp_path}/file/{key}"
+    conf = tmp_path / f"{daemon}.toml"
+    conf.write_text("\n".join(f'{key} = "{where}"' if line.startswith(f"{key} =") else line for line in lines) + "\n")
+    assert f'{key} = "{where}"' in conf.read_text()
+    out = _check(daemon, conf)
+    assert out.returncode == 2, out.stderr
+    assert (f"error: {conf}: {value}: {where}: {tmp_path}/file is not a directory, so the " in out.stderr), out.stderr
+    made = tmp_path / "made" / key
+    conf.write_text(conf.read_text().replace(where, str(made)))
+    assert _check(daemon, conf).returncode == 0 and not made.parent.exists()
