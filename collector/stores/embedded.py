@@ -1027,6 +1027,27 @@ class EmbeddedStore:
         order = np.argsort(t, kind="stable")
         return t[order], v[order]
 
+    def series_read(self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int
+                    ) -> list[dict[str, str]]:
+        """The tags of each series with `tags` that holds a point of `field` in start_ns <= t < end_ns, where
+        more than one series has them (else [], without reading: one series is never read as two)."""
+        ids = self._series_ids(measurement, tags)
+        if len(ids) < 2:
+            return []
+        self._check_kind(measurement, field, "number")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                merged = self._numbers_by_series(ids, field, int(start_ns), int(end_ns))
+                held = [sid for sid, (t, _) in merged.items() if t.size]
+                found = [json.loads(self._db.execute("SELECT tags FROM series WHERE id = ?", (sid,)).fetchone()[0])
+                         for sid in sorted(held)]
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+        return found if len(found) > 1 else []
+
     def _numbers_by_series(self, ids: list[int], field: str, lo: int, hi: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """A numeric field's points lo <= t < hi per series: its chunks, rows and lines merged (the newest wins)."""
         return self._numbers_by_field(ids, [field], lo, hi)[field]

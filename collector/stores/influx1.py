@@ -268,15 +268,16 @@ class Influx1Store:
     # -- Reader ---------------------------------------------------------------------------------
 
     def _select(self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int,
-                rp: str | None) -> str:
-        """InfluxQL for one field of the series with all `tags`, start_ns <= time < end_ns."""
+                rp: str | None, *, raw: bool = False) -> str:
+        """InfluxQL for one field of the series with all `tags`, start_ns <= time < end_ns (`raw`: `field` is an
+        expression, written as it is)."""
         source = quote_ident(measurement)
         rp = rp or self.rp
         if rp:
             source = f"{quote_ident(rp)}.{source}"
         where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
         where += [f"{quote_ident(k)} = {quote_string(v)}" for k, v in sorted(tags.items())]
-        return f"SELECT {quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
+        return f"SELECT {field if raw else quote_ident(field)} FROM {source} WHERE {' AND '.join(where)}"
 
     def series(
         self,
@@ -319,6 +320,19 @@ class Influx1Store:
             order = np.argsort(t_arr, kind="stable")
             t_arr, v_arr = t_arr[order], v_arr[order]
         return t_arr, v_arr
+
+    def series_read(self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int, *,
+                    rp: str | None = None) -> list[dict[str, str]]:
+        """The tags of each series with `tags` that holds a point of `field` in start_ns <= t < end_ns, where
+        more than one series has them (else [])."""
+        q = self._select(measurement, f"count({quote_ident(field)})", tags, start_ns, end_ns, rp, raw=True) + \
+            " GROUP BY *"
+        found = []
+        for result in self._query_chunks(q, chunked=False):
+            for s in result.get("series", []):
+                if any(row[1] for row in s.get("values", [])):
+                    found.append({k: v for k, v in (s.get("tags") or {}).items() if v != ""})
+        return found if len(found) > 1 else []
 
     def text_series(
         self, measurement: str, field: str, tags: dict[str, str], start_ns: int, end_ns: int, *, rp: str | None = None

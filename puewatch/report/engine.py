@@ -426,6 +426,13 @@ class _Builder:
     def _meter_warnings(self, name: str) -> list[str]:
         r, max_gap_ns = self.scans[name], self.opts.max_gap_ns
         out = []
+        several = r.series_read
+        if several:
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in sorted(tags.items())) for tags in several)
+            out.append(f"meter {name!r}: its tags select {len(several)} series with readings in the window ({shown}): "
+                       "their readings were read together as one meter's, so its energy cannot be trusted (two "
+                       "writers of one meter, e.g. a second Telegraf with its own host tag); list a tag that selects "
+                       "one series")
         for a, b, w in r.jumps[:MAX_JUMP_WARNINGS]:
             out.append(f"meter {name!r}: register increase {format_time(a)}..{format_time(b)} implies a mean power "
                        f"of {w:.6g} W, above its limit {r.limit.describe()}: not counted (an impossible jump)")

@@ -37,6 +37,9 @@ class MeterReadings:
     # The ratings its SNMP device reported over the period (reading name -> largest, W or VA):
     # its power limit where none is configured (core.energy, `rated`).
     ratings: dict[str, float] | None = None
+    # Where the meter's tags select more than one stored series with readings in the window: each one's
+    # tags (their readings were read together, as one meter's: a report warns; see `read_meter`).
+    series_read: tuple[dict[str, str], ...] = ()
 
 
 NO_READINGS = MeterReadings(np.empty(0, np.int64))
@@ -68,6 +71,7 @@ class MeterScan:
     first_reset: tuple[int, int] | None = None  # the first reset interval in the period (start ns, end ns)
     # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
     uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
+    series_read: tuple[dict[str, str], ...] = ()  # MeterReadings.series_read
 
 
 def finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +219,8 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
                      power_refused=scan.power_refused, register_refused=refused, register_refused_first=first,
-                     jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps)
+                     jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps,
+                     series_read=readings.series_read)
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,

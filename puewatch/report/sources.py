@@ -354,7 +354,22 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             s, t, v = chosen
             parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
-    return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi))
+    return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi),
+                         _series_read(reader, site.meters[name], lo, hi))
+
+
+def _series_read(reader: Any, m: Meter, lo: int, hi: int) -> tuple[dict[str, str], ...]:
+    """An ingest meter's series with readings in the window, where its tags select more than one (a second
+    Telegraf with its own `host` tag): their readings are read together, and a report says so."""
+    ask = getattr(reader, "series_read", None)
+    if m.device or ask is None:  # an SNMP reading's series is the collector's own: one
+        return ()
+    from puewatch.collector.stores.base import StoreError
+
+    try:
+        return tuple(ask(m.measurement, m.field, dict(m.tags), lo, hi))
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
 
 
 def edge_readings(t: np.ndarray, period: tuple[int, int]) -> tuple[bool, bool]:

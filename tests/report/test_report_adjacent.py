@@ -227,3 +227,49 @@ def test_a_register_beyond_the_window_never_displaces_a_power_gauge_read_in_it(t
         assert r.power_w is None and r.t_ns.tolist() == [60 * NS] and r.energy_wh.tolist() == [11.0]
     finally:
         store.close()
+
+
+def test_a_meter_whose_tags_select_two_series_is_warned_about_from_either_store(tmp_path: Path) -> None:
+    """Found by the operator audit: a second Telegraf (its own `host` tag) wrote the incomer's register too; its
+    readings were merged into the meter's, and the report blamed a reset and an impossible jump. The report now
+    names the series it read together; one series alone (however many other meters the measurement holds) is
+    not named."""
+    from puewatch.core.site import Meter, SiteModel
+    from puewatch.report.engine import compute_report
+    from puewatch.report.sources import read_meter
+
+    t0 = D0 + H
+    lines = []
+    for host, base in (("a", 1e6), ("b", 5e5)):
+        key = series_key("meter", {"name": "inc", "host": host})
+        lines += [encode_line(key, {"wh": base + 1000.0 * k}, t0 + k * 60 * NS) for k in range(30)]
+    lines += [encode_line(series_key("meter", {"name": "it"}), {"wh": 500.0 * k}, t0 + k * 60 * NS) for k in range(30)]
+    body = ("\n".join(lines) + "\n").encode()
+    meters = {"inc": Meter(role="facility_input", measurement="meter", tags={"name": "inc"}, field="wh", unit="Wh",
+                           register=True),
+              "it": Meter(role="it", point="ups_output", measurement="meter", tags={"name": "it"}, field="wh", unit="Wh",
+                          register=True)}
+    site = SiteModel("s", meters)
+    embedded = EmbeddedStore(tmp_path / "s.sqlite", synchronous="NORMAL")
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        assert http("POST", server.url + "/query?q=CREATE+DATABASE+s")[0] == 200
+        influx = Influx1Store(server.url, "s")
+        for store in (embedded, influx):
+            store.write(body)
+            lo, hi = D0, D0 + DAY
+            readings = {name: read_meter(store, site, name, lo, hi) for name in meters}
+            assert readings["inc"].series_read == ({"host": "a", "name": "inc"}, {"host": "b", "name": "inc"})
+            assert readings["it"].series_read == ()
+            warned = [w for w in compute_report(site, readings, lo, hi)["warnings"] if "select" in w]
+            assert warned == ["meter 'inc': its tags select 2 series with readings in the window (host=a, name=inc; "
+                              "host=b, name=inc): their readings were read together as one meter's, so its energy "
+                              "cannot be trusted (two writers of one meter, e.g. a second Telegraf with its own host "
+                              "tag); list a tag that selects one series"]
+            # Outside the window neither series is read: nothing to name.
+            assert read_meter(store, site, "inc", D0 + 2 * DAY, D0 + 3 * DAY).series_read == ()
+        influx.close()
+    finally:
+        embedded.close()
+        server.stop()
