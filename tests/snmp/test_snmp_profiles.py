@@ -239,6 +239,16 @@ def test_sentinels():
     assert pf.is_sentinel(apc, -1) and not pf.is_sentinel(apc, 0) and not pf.is_sentinel(apc, -2)
     eaton = profiles["eaton-epdu"].reading("input_total_active_power")
     assert pf.is_sentinel(eaton, -5) and not pf.is_sentinel(eaton, 0)
+    # PDU-MIB: inletActiveEnergy "has an invalid value if outletEnergySupport = 'No'", and such firmware
+    # answers 0 (a capture drawing 580 W): no reading, so the inlet's power is integrated (MIB audit).
+    px1 = profiles["raritan-px1"].reading("inlet_active_energy")
+    assert pf.is_sentinel(px1, 0) and not pf.is_sentinel(px1, 1)
+
+
+def test_a_fallback_total_is_never_a_part_of_what_it_stands_for():
+    """WTI-POWER-MIB: the system total, else nothing; branch A alone read 0 W where branch B drew 256 W (MIB audit)."""
+    wti = next(t for t in pf.load_profiles()["wti-power"].totals if t.name == "total_active_power")
+    assert list(wti.sum) == ["system_active_power"] and not wti.fallback
 
 
 def test_candidates_rank_longest_prefix_then_fallbacks():
