@@ -217,7 +217,8 @@ class Meter:
                     except ValueError:
                         factors[i] = NAN
             for idx, f in zip(indices, factors):
-                valid = f"{spec.valid_if.column}.{idx}" if spec.valid_if else None
+                gate = spec.valid_if or spec.zero_valid_if
+                valid = f"{gate.column}.{idx}" if gate else None
                 rows.append(_Row(spec, idx, f"{spec.column}.{idx}", spec.name_for(idx), f, valid))
         self.rows = rows
         self._discovered_at = time.monotonic()
@@ -278,6 +279,12 @@ class Meter:
                 # (An agent without the column at all (no such object) says nothing about the
                 # row: its value counts. Captures often hold only the value columns.)
                 value = NAN
+            elif x == 0 and spec.zero_valid_if is not None and valid is not None \
+                    and not spec.zero_valid_if.keeps(_int(valid)):
+                value = NAN
+                refused = Refusal("unavailable", f"raw 0 where {row.valid_oid} is {_int(valid)}: not measured (profile: "
+                                                 "zero_valid_if)")
+                self._log_refusal(row, raw, refused)
             else:
                 value, refused = check_value(spec, x, row.factor)
                 if refused is not None:

@@ -215,6 +215,11 @@ class ReadingSpec:
         None, doc="Polled with the value: the row's value is missing unless this column (same index) has one of "
         "`values`; an agent without the column at all (no such object) leaves the value as it is."
     )
+    zero_valid_if: RowFilter | None = setting(
+        None, doc="As `valid_if`, for a raw 0 alone: a 0 is missing unless this column (same index) has one of "
+        "`values` (UPS-MIB: an output power of 0 W counts only where the line's percent load is 0 too; agents that do "
+        "not measure the power answer 0 under load). Not with `valid_if`."
+    )
     decimal_digits_column: str = setting("", doc="Column (same index) with the number of decimal digits: value / 10^digits (Raritan PDU2).")
     entity_scale_column: str = setting(
         "", doc="Column (same index) with an EntitySensorDataScale (1 = yocto ... 9 = units ... 17 = yotta): value x 10^(3 (s - 9))."
@@ -274,10 +279,15 @@ class ReadingSpec:
             for name in ("index_filter", "where", "decimal_digits_column", "entity_scale_column", "entity_precision_column"):
                 if getattr(self, name):
                     return [(name, "applies to table columns only (set `column`, not `oid`)")]
-            if self.valid_if is not None:
-                return [("valid_if", "applies to table columns only (set `column`, not `oid`)")]
-        if self.valid_if is not None and self.valid_if.via:
-            return [("valid_if.via", "is not supported here: valid_if is read at the row's own index")]
+            for name in ("valid_if", "zero_valid_if"):
+                if getattr(self, name) is not None:
+                    return [(name, "applies to table columns only (set `column`, not `oid`)")]
+        for name in ("valid_if", "zero_valid_if"):
+            flt = getattr(self, name)
+            if flt is not None and flt.via:
+                return [(f"{name}.via", f"is not supported here: {name} is read at the row's own index")]
+        if self.valid_if is not None and self.zero_valid_if is not None:
+            return [("zero_valid_if", "set `valid_if` or `zero_valid_if`, not both")]
         fields = set(_NAME_FIELDS.findall(self.name))
         bad = [f for f in fields if not (f == "index" or re.fullmatch(r"i[1-9][0-9]*", f))]
         if bad:
@@ -546,7 +556,8 @@ def resolve_readings_from(p: Profile, profiles: dict[str, Profile]) -> Profile:
         moved = {name: move(getattr(spec, name), f"{spec.key}.{name}") for name in _OID_FIELDS}
         readings.append(dataclasses.replace(
             spec, **moved, where=[move_filter(f, f"{spec.key}.where") for f in spec.where],
-            valid_if=move_filter(spec.valid_if, f"{spec.key}.valid_if")))
+            valid_if=move_filter(spec.valid_if, f"{spec.key}.valid_if"),
+            zero_valid_if=move_filter(spec.zero_valid_if, f"{spec.key}.zero_valid_if")))
     out = dataclasses.replace(p, readings=readings, totals=[dataclasses.replace(t) for t in base.totals])
     out.source = p.source
     return out

@@ -38,7 +38,8 @@ from snmp_support import serving
 
 # Raise these as profiles are added (never lower them): the score of the last run.
 DEVICES_MATCHED_FLOOR = 73
-READINGS_READ_FLOOR = 669
+# (669 until the 8 not-measured 0 W values of NOT_MEASURED were no longer read as readings.)
+READINGS_READ_FLOOR = 661
 
 # LibreNMS values that contradict the device's MIB, shown wrong by the device's own other objects
 # (docs/snmp-devices.md): (capture, column OID) -> (puewatch's value / LibreNMS's, why). Such a
@@ -49,6 +50,14 @@ CONTRADICTS_MIB = {
         100.0, "LibreNMS divides sdbDevInPowerWatt (UNITS \"W\") by 100; V x A x power factor gives W"),
     ("conteg-pdu", "1.3.6.1.4.1.28402.12.1.1.2.7.2.1.11"): (
         100.0, "LibreNMS divides sdbDevOutMtPowerWatt (UNITS \"W\") by 100; V x A x power factor gives W"),
+}
+
+# LibreNMS values that are a device saying "not measured": upsOutputPower 0 W on lines that the same
+# row's upsOutputPercentLoad (and mostly upsOutputCurrent) shows under load. puewatch must not read
+# them as 0 W of IT energy (ups-mib's zero_valid_if): counted as not read, as CONTRADICTS_MIB's are.
+NOT_MEASURED = {
+    (community, "1.3.6.1.2.1.33.1.4.4.1.4"): "upsOutputPower 0 W while the line's upsOutputPercentLoad is above 0"
+    for community in ("abbups_abbups", "istars", "powerwalker-vfi_20kcpgpf133", "powerwalker-vfi_500r1u")
 }
 
 FILLERS = (65535, 2**31 - 1, 2**32 - 1)
@@ -116,6 +125,15 @@ def judge(community: str, exp: dict, result, error: str | None, excluded: list[d
     for d in exp["detail"]:  # first every value at its own OID, then the rest from what is left
         want, unit = d["value"], d["unit"]
         i = by_oid.get(d["oid"])
+        why = next((v for (c, column), v in NOT_MEASURED.items() if c == community and d["oid"].startswith(column + ".")),
+                   None)
+        if why is not None:
+            if i is not None:
+                out.failures.append(f"{readings[i].name} ({d['oid']}): {readings[i].value:g} {unit} read as a value "
+                                    f"({why})")
+            else:
+                out.contradicted.append(f"{d['oid']}: not a reading, LibreNMS {want:g} {unit} ({why})")
+            continue
         if i is not None and readings[i].unit == unit:
             got = readings[i].value
             if _close(got, want):
