@@ -282,8 +282,9 @@ class Meter:
             elif x == 0 and spec.zero_valid_if is not None and valid is not None \
                     and not spec.zero_valid_if.keeps(_int(valid)):
                 value = NAN
-                refused = Refusal("unavailable", f"raw 0 where {row.valid_oid} is {_int(valid)}: not measured (profile: "
-                                                 "zero_valid_if)")
+                # Not a filler left out of a total: the row is loaded, so a total without it would understate.
+                refused = Refusal("not_measured", f"raw 0 where {row.valid_oid} is {_int(valid)}: not measured "
+                                                  "(profile: zero_valid_if)")
                 self._log_refusal(row, raw, refused)
             else:
                 value, refused = check_value(spec, x, row.factor)

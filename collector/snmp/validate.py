@@ -28,7 +28,7 @@ from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
 from puewatch.core.numbers import decimal
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
-REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range")
+REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range", "not_measured")
 
 #: Units of readings that cannot be negative.
 NON_NEGATIVE_UNITS = frozenset({"W", "VA", "Wh", "VAh"})

@@ -107,6 +107,10 @@ def test_good_extra_profile_dir(tmp_path):
         ('[match]', '[match]\nfallback = true', "match.requires_any: a fallback profile must name OID subtrees"),
         ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nvalid_if = { column = "1.3.6", values = [1], via = "1.3.6.1" }',
          "readings[1].valid_if.via: is not supported here"),
+        ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nvalid_if = { column = "1.3.6", values = [1] }\n'
+         'zero_valid_if = { column = "1.3.7", values = [0] }', "readings[1].zero_valid_if: set `valid_if` or"),
+        ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nzero_valid_if = { column = "1.3.6", values = [0], '
+         'via = "1.3.6.1" }', "readings[1].zero_valid_if.via: is not supported here"),
         ('scale = 10.0', 'scale = 10.0\nunit_column = "1.3.6.1.4.1.99999.5.1.1.9"',
          "readings[0].units: set both `unit_column` and `units`"),
         ('scale = 10.0', 'scale = 10.0\nunit_column = "1.3.6.1.4.1.99999.5.1.1.9"\nunits = { W = 2.0 }',

@@ -51,6 +51,20 @@ def ups_negative_lines() -> str:
     })
 
 
+def ups_zero_under_load() -> str:
+    # UPS-MIB: agents that do not measure upsOutputPower answer 0 W on a loaded line (captures: 0 W at 50 %
+    # load and 14.5 A). Line 1 is idle (0 W at 0 %: a reading), line 2 loaded (0 W at 21 %: not measured),
+    # line 3 measured (700 W at 24 %).
+    return recording("1.3.6.1.4.1.5491.308", {
+        f"{UPS}.4.4.1.4.1": (INT, 0),
+        f"{UPS}.4.4.1.4.2": (INT, 0),
+        f"{UPS}.4.4.1.4.3": (INT, 700),
+        f"{UPS}.4.4.1.5.1": (INT, 0),
+        f"{UPS}.4.4.1.5.2": (INT, 21),
+        f"{UPS}.4.4.1.5.3": (INT, 24),
+    })
+
+
 def sentry3_filler() -> str:
     # Sentry3-MIB: systemTotalPower INTEGER(-1..150000) answers 2^31-1; infeedPower INTEGER(-1..25000)
     # answers 0xFFFF on feed 2 (65,535 W of input power that no 25 kW infeed can draw).
@@ -105,6 +119,7 @@ def agents(tmp_path_factory):
     data = work / "data"
     data.mkdir()
     (data / "ups.snmprec").write_text(ups_negative_lines())
+    (data / "upszero.snmprec").write_text(ups_zero_under_load())
     (data / "sentry3.snmprec").write_text(sentry3_filler())
     (data / "eaton.snmprec").write_text(eaton_unavailable())
     (data / "text.snmprec").write_text(ups_text_rows())
@@ -248,3 +263,15 @@ def test_poller_refuses_and_logs_once_per_reading_and_reason(snmpd, caplog):
     assert len(logged) == 4  # three polls, each refusal logged once
     assert {rec.levelno for rec in logged if "eaton_power" in rec.getMessage()} == {logging.INFO}
     assert {rec.levelno for rec in logged if "eaton_power" not in rec.getMessage()} == {logging.WARNING}
+
+
+def test_a_zero_watt_ups_line_under_load_is_not_measured(agents):
+    """ups-mib's zero_valid_if: 0 W counts where the line's percent load is 0, not where it is above (the UPS's
+    output, E_IT at category 1, was 0 W; MIB review); the total is then missing, never 700 W."""
+    by_name = {x["name"]: x for x in probe_json(agents, "upszero")["readings"]}
+    assert by_name["output_line1_active_power"]["value"] == 0.0
+    line2 = by_name["output_line2_active_power"]
+    assert line2["value"] is None and line2["refused"] == f"raw 0 where {UPS}.4.4.1.5.2 is 21: not measured (profile: " \
+                                                          "zero_valid_if)"
+    assert by_name["output_line3_active_power"]["value"] == 700.0
+    assert by_name["total_active_power"]["value"] is None
