@@ -317,10 +317,15 @@ class SiteModel:
         ingest: dict[tuple[str, str, frozenset[tuple[str, str]]], str] = {}
         for name, m in self.meters.items():
             if m.device:
-                what = (m.device, m.reading) if m.reading else (m.device, m.location, m.quantity)
+                # A meter naming no reading reads the device's total (its energy register, else its power):
+                # the same as one naming either total.
+                total = not m.location and m.reading in ("", "total_active_energy", "total_active_power")
+                what = (m.device, "total") if total else (m.device, m.reading) if m.reading else (
+                    m.device, m.location, m.quantity)
                 other = snmp.setdefault(what, name)
                 if other != name:
-                    reading = m.reading or (f"{m.quantity} at {m.location}" if m.location else "its default total")
+                    reading = ("the device's total" if total else m.reading
+                               or f"{m.quantity} at {m.location}")
                     out.append((f"meters.{name}", f"reads what meter {other!r} reads (device {m.device!r}, {reading}): "
                                                   "a reading is one meter's"))
             elif m.measurement:

@@ -270,8 +270,15 @@ def test_a_series_is_one_meter_s():
                               "meter's; list a tag that tells them apart"),
         ("meters.itx", "reads the same series as meter 'inc' (meter.e, tags {'name': 'inc'}): a series is one meter's"),
         ("meters.out1b", "reads what meter 'out1' reads (device 'p', outlet_1): a reading is one meter's"),
-        ("meters.pdu2", "reads what meter 'pdu' reads (device 'p', its default total): a reading is one meter's"),
+        ("meters.pdu2", "reads what meter 'pdu' reads (device 'p', the device's total): a reading is one meter's"),
     ]
+    # Naming the device's total reads what naming nothing reads (its energy register, else its power).
+    for reading in ("total_active_energy", "total_active_power"):
+        named = {"inc": meters["inc"], "it": meters["it"], "pdu": meters["pdu"],
+                 "pdu-total": Meter(role="it", point="pdu_output", device="p", reading=reading)}
+        assert SiteModel("x", named).problems() == [
+            ("meters.pdu-total", "reads what meter 'pdu' reads (device 'p', the device's total): a reading is one "
+                                 "meter's")]
 
 
 def test_site_model_rules():

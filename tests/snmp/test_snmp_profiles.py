@@ -247,6 +247,13 @@ def test_sentinels():
     # answers 0 (a capture drawing 580 W): no reading, so the inlet's power is integrated (MIB audit).
     px1 = profiles["raritan-px1"].reading("inlet_active_energy")
     assert pf.is_sentinel(px1, 0) and not pf.is_sentinel(px1, 1)
+    # VERTIV-V5-MIB: Gauge32(0..9999000) Wh and (0..9999) W latch at their ceilings (RFC 2578): a latched
+    # register read as a reading would count 0 Wh from then on, unseen (MIB audit).
+    vertiv = profiles["vertiv-v5"]
+    for key in ("pdu_active_energy", "phase_active_energy", "breaker_active_energy", "outlet_active_energy"):
+        assert pf.is_sentinel(vertiv.reading(key), 9999000) and not pf.is_sentinel(vertiv.reading(key), 9998999)
+    for key in ("pdu_active_power", "phase_active_power", "breaker_active_power", "outlet_active_power"):
+        assert pf.is_sentinel(vertiv.reading(key), 9999) and not pf.is_sentinel(vertiv.reading(key), 9998)
 
 
 def test_a_fallback_total_is_never_a_part_of_what_it_stands_for():
