@@ -329,7 +329,10 @@ class SiteModel:
                     out.append((f"meters.{name}", f"reads what meter {other!r} reads (device {m.device!r}, {reading}): "
                                                   "a reading is one meter's"))
             elif m.measurement:
-                ingest.setdefault((m.measurement, m.field, frozenset(m.tags.items())), name)
+                other = ingest.setdefault((m.measurement, m.field, frozenset(m.tags.items())), name)
+                if other != name:
+                    out.append((f"meters.{name}", f"reads the same series as meter {other!r} ({m.measurement}.{m.field}, "
+                                                  f"tags {dict(sorted(m.tags.items()))}): a series is one meter's"))
         for (measurement, field_name, tags), name in ingest.items():
             items = sorted(tags)
             # Every other meter whose tags are a proper subset of these selects this meter's series too.
@@ -342,10 +345,4 @@ class SiteModel:
                     out.append((f"meters.{other}.tags", f"also select the series of meter {name!r} ({measurement}.{field_name}, "
                                                         f"{shown}): a series is one meter's; list a tag that tells "
                                                         f"them apart"))
-        for name, m in self.meters.items():
-            if m.measurement:
-                first = ingest[(m.measurement, m.field, frozenset(m.tags.items()))]
-                if first != name:
-                    out.append((f"meters.{name}", f"reads the same series as meter {first!r} ({m.measurement}.{m.field}, "
-                                                  f"tags {dict(sorted(m.tags.items()))}): a series is one meter's"))
         return out

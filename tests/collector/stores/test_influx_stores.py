@@ -168,28 +168,20 @@ def test_a_report_from_a_store_that_serves_no_influxql_is_a_clear_error(vm, tmp_
     import sys
 
     conf = tmp_path / "collector.toml"
+    meters = "".join(f"""
+[meters.{name}]
+role = "{role}"{point}
+measurement = "meter"
+tags = {{ name = "{name}" }}
+field = "wh"
+unit = "Wh"
+register = true
+""" for name, role, point in (("inc", "facility_input", ""), ("it", "it", '\npoint = "ups_output"')))
     conf.write_text(f"""
 [collector]
 site = "s"
 state_dir = "{tmp_path}/state"
-
-[meters.inc]
-role = "facility_input"
-measurement = "meter"
-tags = {{ name = "inc" }}
-field = "wh"
-unit = "Wh"
-register = true
-
-[meters.it]
-role = "it"
-point = "ups_output"
-measurement = "meter"
-tags = {{ name = "it" }}
-field = "wh"
-unit = "Wh"
-register = true
-
+{meters}
 [store.influx2]
 url = "{vm.url}"
 bucket = "b"
