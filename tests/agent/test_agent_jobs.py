@@ -113,12 +113,14 @@ def test_cgroup_path_names_the_job(tmp_path):
 NVML_TABLE = "[sources.nvml]\ninterval_s = 0.05\nenergy_interval_s = 0.05\nprocess_interval_s = 0.5\n\n"
 
 
-def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2):
+def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2, pids=""):
+    """An agent over the fake NVML; `pids` are the GPUs' processes from its first process sample (a test that
+    writes them later has the samples before that count the GPU as held by no one)."""
     script = tmp_path / "gpus.txt"
     script.write_text(f"count {gpus}\n")
     env = nvml_env(fake_nvml_dir, script, tmp_path / "nvml.log")
     env["FAKE_NVML_PIDS"] = str(tmp_path / "pids.txt")
-    (tmp_path / "pids.txt").write_text("")
+    (tmp_path / "pids.txt").write_text(pids)
     cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", NVML_TABLE + jobs_table)
     agent = start_agent(procs, cfg, tmp_path / "agent.log", env)
     wait_log(agent, "jobs:")
@@ -467,8 +469,7 @@ def test_the_interval_since_the_last_ledger_tick_is_recorded_when_the_agent_stop
     try:
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
                        '[sources.jobs]\ninterval_s = 60.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
-                       'host_estimate_w = 100.0\n')
-        (tmp_path / "pids.txt").write_text(f"0 {job.pid}\n")
+                       'host_estimate_w = 100.0\n', pids=f"0 {job.pid}\n")
         time.sleep(3.0)
         assert ledger(rx) == []  # no tick yet
         assert agent.stop() == 0, agent.output()
