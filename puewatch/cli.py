@@ -9,6 +9,7 @@ keeps `puewatch --help` fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -61,8 +62,45 @@ def _entry(target: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module_name), attr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, naming a misspelt option. Where a command misses a required option, argparse says only
+    that (`--confg x` gave "the following arguments are required: --config"), not that it did not know
+    `--confg`: the error then names the options it did not know first, each with the nearest one it has.
+    Subcommands' parsers are of this class too (add_subparsers makes its parsers of the parent's class)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_options(self) -> list[str]:
+        unknown = []
+        for arg in getattr(self, "_given", []):
+            if arg == "--":
+                break
+            name = arg.partition("=")[0]
+            if not name.startswith("-") or name == "-" or self._negative_number_matcher.match(name):
+                continue
+            if name in self._option_string_actions:
+                continue
+            if self.allow_abbrev and name.startswith("--") and any(o.startswith(name) for o in self._option_string_actions):
+                continue  # an abbreviation argparse takes (or calls ambiguous itself)
+            unknown.append(name)
+        return unknown
+
+    def error(self, message: str):  # type: ignore[override]
+        if message.startswith("the following arguments are required"):
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            notes = []
+            for name in self._unknown_options():
+                near = difflib.get_close_matches(name, options, n=1)
+                notes.append(f"unknown option {name}" + (f" (did you mean {near[0]}?)" if near else ""))
+            if notes:
+                message = "; ".join(notes) + "; " + message
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="puewatch",
         description=(
             "Measure how efficiently a data centre turns electricity into computing: "

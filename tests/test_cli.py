@@ -41,6 +41,22 @@ def test_unknown_command_is_an_error():
     assert "invalid choice" in out.stderr
 
 
+def test_a_misspelt_option_is_named_where_a_required_one_is_missing(tmp_path):
+    """`--confg` said only "the following arguments are required: --config" (found by an operator's first use):
+    the option it did not know is named first, with the nearest one it has. An abbreviation argparse takes
+    (`--check` for `--check-config`) and a negative number are no unknown options."""
+    out = run_cli("collector", "--confg", str(tmp_path / "c.toml"), "--check")
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()[-1]
+    assert err == ("puewatch collector: error: unknown option --confg (did you mean --config?); "
+                   "the following arguments are required: --config"), out.stderr
+    out = run_cli("report", "--from", "-5", "--to", "2026-01-01", "--frmat", "json")
+    assert out.returncode == 2
+    assert "unknown option --frmat (did you mean --format?); the following arguments are required: --config" in \
+        out.stderr
+    assert "-5" not in out.stderr.splitlines()[-1]
+
+
 def test_bench_kernels_json_fields():
     out = run_cli("bench", "kernels", "--samples", "20000", "--repeat", "1", "--json")
     assert out.returncode == 0, out.stderr
