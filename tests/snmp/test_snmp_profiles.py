@@ -247,6 +247,10 @@ def test_sentinels():
     # answers 0 (a capture drawing 580 W): no reading, so the inlet's power is integrated (MIB audit).
     px1 = profiles["raritan-px1"].reading("inlet_active_energy")
     assert pf.is_sentinel(px1, 0) and not pf.is_sentinel(px1, 1)
+    # DELL-SNMP-UPS-MIB: physicalOutputPresentConsumption is the past hour's mean, 0 until the card has an
+    # hour of data: a 0 is no reading (it counted the UPS output, E_IT, as 0 W for an hour; MIB audit).
+    dell = profiles["dell-ups"].reading("output_active_power")
+    assert pf.is_sentinel(dell, 0) and not pf.is_sentinel(dell, 250)
     # VERTIV-V5-MIB: Gauge32(0..9999000) Wh and (0..9999) W latch at their ceilings (RFC 2578): a latched
     # register read as a reading would count 0 Wh from then on, unseen (MIB audit).
     vertiv = profiles["vertiv-v5"]
@@ -369,3 +373,4 @@ def test_every_shipped_location_resolves_and_totals_are_preferred():
     assert first["raritan-pdu2"].totals == again["raritan-pdu2"].totals
     assert first["raritan-pdu2"].totals[-1].sum == ["outlet_active_energy"]
     assert profiles["raritan-pdu2"].totals != first["raritan-pdu2"].totals  # the shipped profile is untouched
+
