@@ -74,8 +74,13 @@ ROLES = (
 IT_POINTS = {"ups_output": 1, "pdu_output": 2, "it_input": 3}
 #: Where an SNMP reading sits at its device (every profile reading declares one): the device's total input,
 #: one input cord/inlet, one phase (line) of an inlet, one branch circuit (breaker, fuse), one outlet,
-#: a metering module or unit of a chain, or a UPS's output, input or bypass (lines or totals).
-LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass")
+#: a metering module or unit of a chain, a UPS's output, input or bypass (lines or totals), or a group of
+#: outlets (a PDU's user-defined outlet group).
+LOCATIONS: tuple[str, ...] = ("total", "inlet", "phase", "branch", "outlet", "module", "ups_output", "ups_input", "ups_bypass",
+                              "outlet_group")
+#: Locations whose readings may overlap one another and other locations' (an outlet in two groups, a group's
+#: outlets read at `outlet` too): a meter's `location` selector, which sums every row there, never reads them.
+OVERLAPPING_LOCATIONS: tuple[str, ...] = ("outlet_group",)
 #: What a meter's `location` selector may read: the SNMP profile quantities a meter turns into energy.
 SELECTOR_QUANTITIES = ("active_energy", "active_power")
 # Roles whose energy lies inside a zone's boundary when the zone has no input meter of its own.
@@ -182,6 +187,10 @@ class Meter:
             problems.append(("location", "selects a reading of an SNMP device: set `device` too"))
         elif self.location and self.reading:
             problems.append(("location", "name the reading (`reading`) or where it sits (`location`), not both"))
+        elif self.location in OVERLAPPING_LOCATIONS:
+            problems.append(("location", f"readings at {self.location!r} may overlap (an outlet in two groups, and every "
+                                         "group's outlets are read at 'outlet' too): their sum is no meter; name one "
+                                         "of them in `reading`"))
         elif self.location and not self.quantity:
             problems.append(("quantity", f"say what to read at {self.location!r}: {' or '.join(SELECTOR_QUANTITIES)}"))
         if self.quantity and not self.location:

@@ -374,3 +374,18 @@ def test_every_shipped_location_resolves_and_totals_are_preferred():
     assert first["raritan-pdu2"].totals[-1].sum == ["outlet_active_energy"]
     assert profiles["raritan-pdu2"].totals != first["raritan-pdu2"].totals  # the shipped profile is untouched
 
+
+def test_a_meter_at_outlet_never_sums_outlet_groups_which_may_overlap():
+    """RNX-UPDU-MIB meters outlets (upduMeterType 6) and outlet groups (7) in one table. The groups sat at
+    `outlet` too, so a meter reading `location = "outlet"` summed every group's outlets twice (MIB audit).
+    Groups sit at `outlet_group`, which no location selector sums (groups may overlap one another)."""
+    from puewatch.core.site import OVERLAPPING_LOCATIONS, Meter
+
+    rnx = pf.load_profiles()["rnx-updu"]
+    total, why = pf.location_total(rnx, "outlet", "active_energy")
+    assert why is None and total.sum == ["outlet_active_energy"]
+    assert {s.location for s in rnx.readings if s.key.startswith("outlet_group")} == {"outlet_group"}
+    assert "outlet_group" in OVERLAPPING_LOCATIONS
+    meter = Meter(role="it", point="it_input", device="pdu", location="outlet_group", quantity="active_energy")
+    assert [k for k, _ in meter.check()] == ["location"]
+    assert "may overlap" in meter.check()[0][1] and "`reading`" in meter.check()[0][1]
