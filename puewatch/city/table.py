@@ -183,8 +183,18 @@ def evaluate_city(
     for rule in targets.city_rules():
         basis = valid if valid is not None else all_
         what = "city energy-weighted PUE over " + ("validly signed reports" if valid is not None else "all reports")
-        city_results.append(numeric_rule(rule, what, basis.pue, targets.pue_comparison, getattr(targets, rule),
-                                     "no report states both energies"))
+        result = numeric_rule(rule, what, basis.pue, targets.pue_comparison, getattr(targets, rule),
+                              "no report states both energies")
+        if basis.excluded:
+            # A city cap judged over part of the city is no verdict on the city: a site left out (unsigned,
+            # unknown or impossible energies) never lets it pass. It passed at 1.26 over 9 % of the IT
+            # energy, the other site unsigned (found by the city audit).
+            left = "; ".join(f"{x['site']} ({x['reason']})" for x in basis.excluded)
+            verdict = result.evidence.rsplit(": ", 1)[0]
+            result = RuleResult(rule, False, result.value, result.limit, result.comparison,
+                                f"{verdict}, over {len(basis.included)} of {len(rows)} report(s); left out: {left}: "
+                                "the city's PUE over every report is not known: fail")
+        city_results.append(result)
 
     warnings: list[str] = []
     for site, n in Counter(r.site for r in rows).items():

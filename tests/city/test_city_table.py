@@ -283,3 +283,36 @@ def test_a_site_s_key_file_binds_its_reports_to_that_key(city, tmp_path):
     assert rows[str(paths[1])]["signature"]["status"] == "valid" and rows[str(paths[2])]["signature"]["status"] == "valid"
     check = run_cli("check", paths[0], "--preset", "miit-2021", "--pubkeys", city["pubkeys"])
     assert check.returncode == 1 and "has its own key, beta.pub" in check.stdout
+
+
+def test_a_city_cap_never_passes_over_part_of_the_city(city):
+    """Found by the city audit: `max_city_pue = 1.3` passed (exit 0) on the validly signed figure 1.26 over 9 % of
+    the IT energy, the site with the other 91 % unsigned; and over one site where another's energies were
+    unknown. A report left out of the figure makes the city rule fail, naming it."""
+    keys = {k: v for k, (_, v) in load_public_keys(city["pubkeys"]).items()}
+    alpha = load_report(city["alpha"])  # signed, valid, PUE 1.25
+    big = make_report("bigwest", facility_energy_wh=16_000_000.0, it_energy_wh=10_000_000.0)  # unsigned, PUE 1.6
+    res = evaluate_city([(str(city["alpha"]), alpha), ("bigwest.json", big)], targets_from_dict({"max_city_pue": 1.3}),
+                        keys)
+    (rule,) = res.city_results
+    assert res.weighted_valid.pue == 1.25 and not rule.passed and rule.value == 1.25 and not res.passed
+    assert rule.evidence == ("city energy-weighted PUE over validly signed reports 1.25 ≤ 1.3, over 1 of 2 report(s); "
+                             "left out: bigwest (signature unsigned): the city's PUE over every report is not known: fail")
+    unknown = make_report("nulls", facility_energy_wh=None, it_energy_wh=None)
+    res = evaluate_city([(str(city["alpha"]), alpha), ("nulls.json", unknown)], targets_from_dict({"max_city_pue": 1.3}),
+                        None)
+    (rule,) = res.city_results
+    assert not rule.passed and "left out: nulls (facility or IT energy unknown (null))" in rule.evidence
+    # Every report counted: the figure is the verdict.
+    res = evaluate_city([(str(city["alpha"]), alpha)], targets_from_dict({"max_city_pue": 1.3}), keys)
+    assert res.city_results[0].passed and res.passed
+    out = run_cli("city", city["alpha"], city["gamma"], "--targets", _targets_file(city, "max_city_pue = 1.3\n"),
+                  "--pubkeys", city["pubkeys"])
+    words = " ".join(out.stdout.replace("│", " ").split())  # the table may wrap the evidence
+    assert out.returncode == 1 and "left out: gamma (signature unsigned)" in words, out.stdout
+
+
+def _targets_file(city, text: str) -> Path:
+    path = city["dir"] / f"targets-{abs(hash(text))}.toml"
+    path.write_text(text)
+    return path
