@@ -271,9 +271,12 @@ def main(args: argparse.Namespace) -> int:
             print(shown(f"  {'PASS' if r.passed else 'FAIL'}  {r.rule:<18} {r.evidence}"))
         for r in targets.city_rules():
             print(shown(f"  ----  {r:<18} not checked here: a city-level rule (puewatch city)"))
+        # The invalid signature's line counts as a rule, in the total as in the failures (it said "2 of 2
+        # rules failed, 0 passed" over three lines, one of them PASS: found by the city audit).
+        total = len(results) + invalid
         failed = sum(not r.passed for r in results) + invalid
         # Spelled out: "fail (3 of 5 rules)" read as 3 passing as well as 3 failing.
-        verdict = (f"pass: all {len(results)} rules passed" if passed
-                   else f"fail: {failed} of {len(results)} rules failed, {len(results) - failed} passed")
+        verdict = (f"pass: all {total} rules passed" if passed
+                   else f"fail: {failed} of {total} rules failed, {total - failed} passed")
         print(shown(f"{report['site']}: {verdict}"))
     return 0 if passed else 1

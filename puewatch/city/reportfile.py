@@ -107,6 +107,23 @@ def load_document(path: str | Path) -> dict[str, Any]:
     return validate_report(data, str(path))
 
 
+def refuse_negative(obj: dict[str, Any], keys: tuple[str, ...], where: str, source: str) -> None:
+    """A one-line error naming the first of `keys` in `obj` whose value is negative (`core.floors.negative_quantity`):
+    a report with -1.3e9 Wh of facility energy loaded, passed `check` and was left out of the city's PUE as "IT
+    energy is zero" (found by the city audit)."""
+    from puewatch.core.floors import negative_quantity
+
+    for key in keys:
+        if negative_quantity(obj.get(key)):
+            raise ReportError(f"{source}: {where}{key}: {obj[key]!r} is negative, not a possible value (energies and "
+                              "carbon are sums of measured intervals, each >= 0)")
+
+
+# A report's energies and carbon (and its months'), none of which can be negative.
+_QUANTITIES = ("facility_energy_wh", "it_energy_wh", "facility_energy_joint_wh", "it_energy_joint_wh",
+               "green_energy_wh", "carbon_kg", "renewable_meters_wh")
+
+
 def is_number(value: Any) -> bool:
     """A JSON number (not a boolean), finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -157,6 +174,7 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
     for key in ("pue_joint", "pue_joint_uncertainty", "facility_energy_joint_wh", "it_energy_joint_wh"):  # added later: optional
         if key in data:
             _need(data, key, "number or null", "", source)
+    refuse_negative(data, _QUANTITIES, "", source)
     completeness = _need(data, "completeness", "number", "", source)
     if not 0 <= completeness <= 1:
         raise ReportError(f"{source}: completeness: must be in [0, 1], got {completeness}")
@@ -169,6 +187,7 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
         _need(month, "pue", "number or null", where, source)
         if "pue_joint" in month:
             _need(month, "pue_joint", "number or null", where, source)
+        refuse_negative(month, _QUANTITIES, where, source)
     _validate_carbon(data, source)
     check_signature_member(data, source)
     return data
@@ -202,6 +221,7 @@ def _validate_carbon(data: dict[str, Any], source: str) -> None:
                 raise ReportError(f"{source}: {name}[{i}]: must be an object")
             for key, kind in fields.items():
                 _need(item, key, kind, f"{name}[{i}].", source)
+            refuse_negative(item, ("mwh", "energy_in_period_wh", "kg_co2e_per_kwh"), f"{name}[{i}].", source)
 
 
 def report_annual(report: dict[str, Any]) -> tuple[bool, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from puewatch.city.reportfile import ReportError, check_signature_member, is_number
+from puewatch.city.reportfile import ReportError, check_signature_member, is_number, refuse_negative
 
 SCHEMA = "puewatch.statement/1"
 
@@ -49,6 +49,7 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
         raise ReportError(f"{source}: schema: must be {SCHEMA!r}")
     for key, kind in _FIELDS.items():
         _need(data, key, kind, "", source)
+    refuse_negative(data, ("it_energy_wh", "facility_energy_wh", "green_energy_wh", "carbon_kg"), "", source)
     for i, day in enumerate(data["days"]):
         if not isinstance(day, dict):
             raise ReportError(f"{source}: days[{i}]: must be an object")
@@ -58,12 +59,14 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
             _need(day, key, "number", f"days[{i}].", source)
         if "green_energy_wh" in day:  # statements made before it was added have none
             _need(day, "green_energy_wh", "number", f"days[{i}].", source)
+        refuse_negative(day, ("it_energy_wh", "facility_energy_wh", "green_energy_wh"), f"days[{i}].", source)
     for name, fields in (("green_entries", _ENTRY), ("emission_factors", _FACTOR)):
         for i, item in enumerate(data[name]):
             if not isinstance(item, dict):
                 raise ReportError(f"{source}: {name}[{i}]: must be an object")
             for key, kind in fields.items():
                 _need(item, key, kind, f"{name}[{i}].", source)
+            refuse_negative(item, ("mwh", "energy_in_cells_wh", "kg_co2e_per_kwh"), f"{name}[{i}].", source)
     ref = _need(data, "site_report", "object or null", "", source)
     if ref is not None:
         for key in ("sha256", "key_id", "period_start", "period_end"):

@@ -176,6 +176,9 @@ def test_cli_exit_status_and_json(tmp_path):
         ("SET:pue=NaN", "NaN is not allowed"),
         ("SET:category=7", "category: must be 1, 2 or 3"),
         ("DUP", "duplicate key 'site'"),
+        # Found by the city audit: -1.3e9 Wh loaded, passed `check`, and `city` called it "IT energy is zero".
+        ("SET:facility_energy_wh=-1300000000.0", "facility_energy_wh: -1300000000.0 is negative, not a possible value"),
+        ("SET:it_energy_wh=-1.0", "it_energy_wh: -1.0 is negative"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, words):
@@ -276,3 +279,22 @@ def test_a_signature_that_is_null_is_no_report_not_a_traceback(tmp_path):
     out = run_cli("city", path, write_json(tmp_path / "ok.json", make_report("beta")), "--preset", "miit-2021", "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert [u["report"] for u in json.loads(out.stdout)["not_valid_reports"]] == [str(path)]
+
+
+def test_the_verdict_counts_an_invalid_signature_as_a_rule(tmp_path):
+    """Found by the city audit: a report edited after signing printed FAIL signature, FAIL require_signature and
+    PASS max_pue, then "2 of 2 rules failed, 0 passed". The signature's line counts in the total too."""
+    from puewatch.signing import load_private_key, sign_report
+
+    assert run_cli("keys", "new", "--out", tmp_path / "keys", "--name", "east").returncode == 0
+    (tmp_path / "pub").mkdir()
+    (tmp_path / "pub" / "east.pub").write_bytes((tmp_path / "keys" / "east.pub").read_bytes())
+    report = sign_report(make_report("east", facility_energy_wh=1_200_000.0), load_private_key(tmp_path / "keys" / "east.key"))
+    report["completeness"] = 0.5  # edited after signing: the signature no longer holds
+    path = write_json(tmp_path / "east.json", report)
+    targets = tmp_path / "t.toml"
+    targets.write_text("max_pue = 1.3\nrequire_signature = true\n")
+    out = run_cli("check", path, "--targets", targets, "--pubkeys", tmp_path / "pub")
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:-1]] == ["FAIL", "FAIL", "PASS"], out.stdout
+    assert out.returncode == 1 and lines[-1] == "east: fail: 2 of 3 rules failed, 1 passed", out.stdout

@@ -130,6 +130,21 @@ def test_verify_accepts_a_statement_and_refuses_a_changed_kwh(site: dict, tmp_pa
     assert "Traceback" not in bad.stderr
 
 
+def test_a_statement_with_a_negative_energy_is_refused_naming_it(site: dict, tmp_path: Path) -> None:
+    """As a report's (city audit): an energy, carbon or emission factor below 0 is no possible value, so the
+    statement is refused (exit 2, one line naming the field), not verified or checked."""
+    root, pub = site["root"], site["keys"] / "site.pub"
+    for where, key in (((), "carbon_kg"), (("days", 0), "it_energy_wh"), (("emission_factors", 0), "kg_co2e_per_kwh")):
+        doc = json.loads((root / "t1.json").read_text())
+        obj = doc
+        for step in where:
+            obj = obj[step]
+        obj[key] = -abs(obj[key] or 1.0)
+        out = cli("verify", _write(tmp_path / "negative.json", doc), "--pubkey", pub)
+        field = "".join(f"{s}." if isinstance(s, str) else f"[{s}]." for s in where).replace(".[", "[") + key
+        assert out.returncode == 2 and f"{field}: -" in out.stderr and "is negative" in out.stderr, (field, out.stderr)
+
+
 def test_a_statement_made_before_host_unknown_share_still_verifies_and_renders(site: dict, tmp_path: Path) -> None:
     from puewatch.jobs.statement import render_html
 
