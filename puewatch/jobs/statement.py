@@ -127,6 +127,12 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
     it_c, fac_c, green_c = _tenant_cells(ledger, cells, site, carbon, args.tenant)
     days = _days(cells, it_c, fac_c, green_c, start, end)
     warnings = list(a.warnings)
+    if t["completeness"] is not None and t["completeness"] < 1:
+        # The headline's facility-inclusive energy read below the IT energy, with no word (city audit).
+        warnings.append(
+            f"the facility-inclusive energy, the green share and the carbon count the tenant's IT energy where the "
+            f"site's facility energy is known: {float(it_c.sum()):,.1f} Wh of {t['it_energy_wh']:,.1f} Wh (completeness "
+            f"{t['completeness']:.1%}); the rest ran in cells without facility data and is in none of them")
     pue = pue_fac = pue_it = None
     ref = None
     if report is None:
@@ -197,7 +203,10 @@ def render_html(s: dict[str, Any]) -> str:
         ("Site", s["site"]), ("Tenant", s["tenant"]), ("Period", f"{s['period_start']} .. {s['period_end']}"),
         ("Jobs", str(s["job_count"])), ("GPU-hours", _n(s["gpu_hours"], ",.2f")),
         *((f"GPU-hours, {m}", _n(h, ",.2f")) for m, h in sorted(s["gpu_hours_by_model"].items())),
-        ("IT energy", _kwh(s["it_energy_wh"])), ("Facility-inclusive energy", _kwh(s["facility_energy_wh"])),
+        ("IT energy", _kwh(s["it_energy_wh"])),
+        ("Facility-inclusive energy" + ("" if s["completeness"] is None or s["completeness"] >= 1 else
+                                        f" (of the IT energy in cells with facility data: {s['completeness']:.1%})"),
+         _kwh(s["facility_energy_wh"])),
         ("Site PUE over the tenant's days", _n(s["pue"])),
         ("PUE category (ISO/IEC 30134-2)", CATEGORY_TEXT.get(s["category"], str(s["category"]))),
         ("Completeness", "—" if s["completeness"] is None else f"{s['completeness']:.1%}"),

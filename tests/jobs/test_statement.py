@@ -96,6 +96,12 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     page = (root / "t1.html").read_text()
     assert "Voucher evidence statement: t1 at lab" in page and digest(report) in page
     assert s["host_unknown_share"] == 0 and "<th>Host (non-GPU) share unknown</th><td>0.0% of the GPU time held" in page
+    # A minute of the tenant's IT energy ran without facility data: the facility-inclusive energy, green share and
+    # carbon leave it out, and the statement says so, in its warnings and beside the headline (city audit).
+    known = [w for w in s["warnings"] if w.startswith("the facility-inclusive energy, the green share and the carbon")]
+    assert len(known) == 1 and f"{s['it_energy_known_wh']:,.1f} Wh of {s['it_energy_wh']:,.1f} Wh (completeness 98.3%)" \
+        in known[0], s["warnings"]
+    assert "<th>Facility-inclusive energy (of the IT energy in cells with facility data: 98.3%)</th>" in page
 
 
 def test_statement_names_the_green_energy_it_shares(site: dict) -> None:
