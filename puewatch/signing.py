@@ -247,11 +247,12 @@ class Verification:
         return self.status == "valid"
 
 
-def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes, str | None] | Verification:
-    """The key id, raw signature and canonicalization (None: absent, as before RFC 8785) of a well-formed signature."""
+def _signature_parts(report: dict[str, Any], what: str = "report") -> tuple[str, bytes, str | None] | Verification:
+    """The key id, raw signature and canonicalization (None: absent, as before RFC 8785) of a well-formed signature.
+    `what` names the document in the reasons: a report, a statement."""
     sig = report.get("signature")
     if sig is None:
-        return Verification("unsigned", None, "the report has no signature")
+        return Verification("unsigned", None, f"the {what} has no signature")
     if not isinstance(sig, dict):
         return Verification("invalid", None, "malformed signature: not an object")
     kid = sig.get("key_id")
@@ -273,9 +274,10 @@ def _signature_parts(report: dict[str, Any]) -> tuple[str, bytes, str | None] | 
     return kid, raw, canon
 
 
-def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKey]) -> Verification:
-    """Check the report's signature against the keys we hold (key id -> public key)."""
-    parts = _signature_parts(report)
+def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKey], what: str = "report") -> Verification:
+    """Check the document's signature against the keys we hold (key id -> public key); `what` names it in the
+    reasons (a report, a statement)."""
+    parts = _signature_parts(report, what)
     if isinstance(parts, Verification):
         return parts
     kid, raw, canon = parts
@@ -284,14 +286,14 @@ def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKe
         held = ", ".join(sorted(public_keys)) or "none"
         return Verification("unknown key", kid, f"signed with key id {kid}, which is not among the public keys given ({held})")
     if canon is None:
-        return _diagnose_pre_rfc8785(report, key, kid, raw)
+        return _diagnose_pre_rfc8785(report, key, kid, raw, what)
     try:
         key.verify(raw, canonical_bytes(report))
     except CanonicalizationError as exc:
         return Verification("invalid", kid, f"bad signature: {exc}")
     except InvalidSignature:
         return Verification(
-            "invalid", kid, f"bad signature: the report is not what key {kid} signed (a field was changed, added or removed)"
+            "invalid", kid, f"bad signature: the {what} is not what key {kid} signed (a field was changed, added or removed)"
         )
     site = report.get("site")
     own = public_keys.site_key.get(site) if isinstance(public_keys, KeyRing) and isinstance(site, str) else None
@@ -307,21 +309,22 @@ def signature_status(document: dict[str, Any], public_keys: dict[str, Ed25519Pub
     keys, verify_report; without, "unsigned", "invalid" where the signature is malformed (no key can
     make it valid), else "unverified", which no rule counts as valid."""
     if public_keys is not None:
-        return verify_report(document, public_keys)
-    parts = _signature_parts(document)
+        return verify_report(document, public_keys, what)
+    parts = _signature_parts(document, what)
     if isinstance(parts, Verification):
-        return Verification("unsigned", None, f"the {what} has no signature") if parts.status == "unsigned" else parts
+        return parts
     return Verification("unverified", parts[0], "signed, but no public keys were given (--pubkeys DIR)")
 
 
-def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: str, raw: bytes) -> Verification:
+def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: str, raw: bytes, what: str = "report"
+                          ) -> Verification:
     """A signature without `canonicalization`: say whether it is an old puewatch one (never valid now)."""
     try:
         key.verify(raw, legacy_canonical_bytes_pre_rfc8785(report))
     except InvalidSignature:
         return Verification(
             "invalid", kid,
-            f"bad signature: the signature has no \"canonicalization\" (expected {CANONICALIZATION!r}), and the report "
+            f"bad signature: the signature has no \"canonicalization\" (expected {CANONICALIZATION!r}), and the {what} "
             f"is not what key {kid} signed in puewatch's pre-RFC 8785 canonical form either (a field was changed, "
             "added or removed)",
         )
@@ -329,7 +332,7 @@ def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: st
         "invalid", kid,
         f"signed with puewatch's pre-RFC 8785 canonical form (Python's JSON formatting, no \"canonicalization\" in "
         f"the signature; key id {kid}), which other languages cannot rebuild and puewatch no longer accepts: "
-        "re-sign the report where its key is kept: puewatch sign REPORT --key KEY.key -o SIGNED.json",
+        f"re-sign the {what} where its key is kept: puewatch sign {what.upper()} --key KEY.key -o SIGNED.json",
     )
 
 
@@ -408,15 +411,14 @@ def verify_main(args: argparse.Namespace) -> int:
     document = load_document(args.report)
     key = load_public_key(args.pubkey)
     kid = key_id(key)
-    result = verify_report(document, {kid: key})
+    result = verify_report(document, {kid: key}, "statement" if document.get("schema") == STATEMENT else "report")
     if result.status == "unknown key":
         raise SignatureInvalid(
             f"{args.report}: signed with key id {result.key_id}, but {args.pubkey} is key id {kid}: "
             "signed with another key"
         )
     if not result.ok:
-        raise SignatureInvalid(f"{args.report}: {result.reason.replace('the report', 'the document')}"
-                               if document.get("schema") == STATEMENT else f"{args.report}: {result.reason}")
+        raise SignatureInvalid(f"{args.report}: {result.reason}")
     what = (f"voucher statement for tenant {document['tenant']}, site {document['site']}"
             if document.get("schema") == STATEMENT else f"site {document['site']}")
     print(shown(f"OK: {args.report}: {what}, {document['period_start']}..{document['period_end']}, "

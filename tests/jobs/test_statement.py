@@ -132,8 +132,12 @@ def test_verify_accepts_a_statement_and_refuses_a_changed_kwh(site: dict, tmp_pa
     doc = json.loads((root / "t1.json").read_text())
     doc["facility_energy_wh"] += 1000.0  # one kWh more
     bad = cli("verify", _write(tmp_path / "tampered.json", doc), "--pubkey", pub)
-    assert bad.returncode == 1 and "bad signature: the document is not what key" in bad.stderr, bad.stderr
+    assert bad.returncode == 1 and "bad signature: the statement is not what key" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+    # `city --statements` names it a statement too (it said "the report is not what key ... signed": city audit).
+    rc, doc = _city(site, tmp_path / "tampered.json")
+    (row,) = doc["vouchers"]["statements"]
+    assert rc == 1 and "bad signature: the statement is not what key" in row["rules"][0]["evidence"], row
 
 
 def test_a_statement_with_a_negative_energy_is_refused_naming_it(site: dict, tmp_path: Path) -> None:
