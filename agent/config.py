@@ -33,6 +33,24 @@ class AgentSection:
     shutdown_timeout_s: float = setting(5.0, min=0.0, max=600.0, doc="On SIGTERM, how long the final flush may try to send.")
     log_level: str = setting("info", choices=("debug", "info", "warning", "error"), doc="Log level (stderr).")
 
+    def check(self) -> list[tuple[str, str]]:
+        from puewatch.core.schema import AGENT_TAG_KEYS
+        from puewatch.lineprotocol import LineProtocolError, series_key
+
+        # Checked as the lines will write them: `tags = { time = "t" }` passed --check-config, then the
+        # agent died at its first line with a traceback (found by the operator audit).
+        for key, value in self.tags.items():
+            if key in AGENT_TAG_KEYS:
+                return [(f"tags.{key}", f"is a tag the agent sets itself ({', '.join(sorted(AGENT_TAG_KEYS))}): "
+                                        "choose another key" + (" (the node's name is `agent.node`)" if key == "node" else ""))]
+            if value == "":
+                return [(f"tags.{key}", "is empty: a line protocol tag needs a value")]
+            try:
+                series_key("m", {key: value})
+            except LineProtocolError as exc:
+                return [(f"tags.{key}", str(exc))]
+        return []
+
 
 @dataclass
 class OutputSection:
@@ -55,6 +73,12 @@ class OutputSection:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return [("url", f"must be an http:// or https:// URL with a host, got {redact_url(self.url)!r}")]
+        precision = dict(urllib.parse.parse_qsl(parts.query)).get("precision")
+        if precision is not None and precision != self.precision:
+            # It won over the agent's own (write_url), and every batch of ns times was refused as out of range,
+            # spooled and dropped (found by the operator audit).
+            return [("url", f"its query sets precision={precision}, but the agent writes nanoseconds (precision=ns): "
+                            "remove precision from the URL")]
         if self.token and self.token_file:
             return [("token_file", "set either token or token_file, not both")]
         if self.retry_max_s < self.retry_initial_s:

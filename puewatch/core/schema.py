@@ -38,7 +38,7 @@ from puewatch.core.site import UNITS, Meter
 __all__ = [
     "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "JOB_LEDGER_STATS", "JOB_LEDGER_STATS_FIELDS", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
-    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
+    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "AGENT_TAG_KEYS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
     "meter_sources", "ppue", "pue", "rating_sources", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
 ]
@@ -106,6 +106,10 @@ AGENT_MEASUREMENTS = frozenset(
      JOB_LEDGER, JOB_LEDGER_STATS)
 )
 NODE_TAG = "node"
+# The tag keys the agent's sources set on their lines (node; a GPU's index and UUID; a process's PID; a RAPL
+# zone and domain; an event's source and kind): `agent.tags`, the extra tags of every line, may not name one
+# (a `node` there replaced the agent's own, and the collector refused every batch, 403).
+AGENT_TAG_KEYS = frozenset((NODE_TAG, "gpu", "uuid", "pid", "zone", "domain", "source", "event"))
 
 # Field types fixed by puewatch for the series it defines (InfluxDB's names: float, integer,
 # unsigned, string, boolean; NUMBER: any of the first three, the first write decides which).

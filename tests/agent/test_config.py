@@ -90,6 +90,14 @@ def test_minimal_config_defaults(tmp_path):
         (MINIMAL.replace("[sources.sim]", "[sources.sim]\nidle_w = 800\n"), ["sources.sim.idle_w", "below power_limit_w"]),
         ("unknown_table = 1\n" + MINIMAL, ["unknown_table", "allowed keys: output, agent, sources"]),
         (MINIMAL + "typo = 1\n", ["sources.sim.typo", "allowed keys: gpus, profile, seed"]),
+        # Found by the operator audit: each passed --check-config. A URL's precision won over the agent's ns (every
+        # batch refused, spooled, dropped); a `node` tag replaced the agent's (every batch 403); `time` crashed the
+        # agent at its first line.
+        (MINIMAL.replace("/api/v2/write", "/api/v2/write?precision=ms"), ["output.url", "precision=ms", "nanoseconds"]),
+        (MINIMAL + "[agent]\ntags = { node = \"x\" }\n", ["agent.tags.node", "a tag the agent sets itself", "agent.node"]),
+        (MINIMAL + "[agent]\ntags = { gpu = \"7\" }\n", ["agent.tags.gpu", "a tag the agent sets itself"]),
+        (MINIMAL + "[agent]\ntags = { time = \"t\" }\n", ["agent.tags.time", "reserved"]),
+        (MINIMAL + "[agent]\ntags = { rack = \"\" }\n", ["agent.tags.rack", "is empty"]),
     ],
 )
 def test_bad_config_names_file_key_and_allowed(tmp_path, text, expected):
