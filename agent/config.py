@@ -135,16 +135,30 @@ class AgentConfig:
         return [("sources", msg) for _, msg in self.sources.check()][:1]
 
 
+def read_token(path: str | Path) -> str:
+    """The token in a token file (its first line, stripped): at start, and again whenever the collector refuses
+    the token (the shipper), so that a token fixed on the node is taken without a restart. ValueError, naming
+    the file, where it cannot be read or is empty."""
+    try:
+        token = Path(path).read_text().splitlines()[0].strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except IndexError:
+        token = ""
+    if not token:
+        raise ValueError(f"cannot read {path}: file is empty")
+    return token
+
+
 def load(path: str | Path) -> AgentConfig:
     conf = cfg.load(path, AgentConfig)
     if not conf.agent.node:
         conf.agent.node = socket.gethostname()
     if conf.output.token_file:
         try:
-            conf.output.token = Path(conf.output.token_file).read_text().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "file is empty"
-            raise ConfigError(f"{path}: output.token_file: cannot read {conf.output.token_file}: {why}") from None
+            conf.output.token = read_token(conf.output.token_file)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: output.token_file: {exc}") from None
     register_secret(conf.output.token)
     if conf.output.ca_file:
         try:

@@ -209,7 +209,8 @@ class Agent:
         out = self.conf.output
         self.shipper = Shipper(
             self.spool,
-            Endpoint(out.write_url(), out.token or None, out.auth_scheme, out.ca_file or None, out.timeout_s, out.gzip_level),
+            Endpoint(out.write_url(), out.token or None, out.auth_scheme, out.ca_file or None, out.timeout_s, out.gzip_level,
+                     out.token_file or None),
             self.stats,
             flush_interval_s=self.conf.agent.flush_interval_s,
             retry_initial_s=out.retry_initial_s,

@@ -8,7 +8,8 @@ small. Segments go out oldest first, one per request, gzip-compressed:
   comes after `puewatch.backoff.Backoff` (exponential, full jitter, capped); a 429 or
   503 with `Retry-After` (seconds or an HTTP date) waits at least that long, bounded by
   the backoff's cap (`retry_max_s`), so a wrong or huge header cannot stall the agent;
-- 401, 403: the same (the operator may fix the token meanwhile), counted in
+- 401, 403: the same (the operator may fix the token meanwhile: a `token_file` is read again
+  after each such answer, and a new token there is used from the next try), counted in
   `stats.unauthorized` and logged once per episode: data is never dropped for it;
 - 400 partial write (`... dropped=N`): the collector stored the other lines; the
   refused ones, named in its reply (`agent/refusal.py`), go to spool/rejected/ and
@@ -35,7 +36,7 @@ from email.utils import parsedate_to_datetime
 from puewatch.agent.refusal import read_refusal
 from puewatch.agent.spool import Segment, Spool
 from puewatch.backoff import Backoff
-from puewatch.redact import redact_url
+from puewatch.redact import redact_url, register_secret
 
 log = logging.getLogger("puewatch.agent.ship")
 
@@ -48,6 +49,7 @@ class Endpoint:
     ca_file: str | None
     timeout_s: float
     gzip_level: int
+    token_file: str | None = None  # where the token came from: read again when the collector refuses it
 
 
 class Shipper(threading.Thread):
@@ -88,6 +90,25 @@ class Shipper(threading.Thread):
         # refuses every batch): the first is logged in full, the rest counted and summed up after.
         self._refused_batches = 0
         self._refused_lines = 0
+
+    def _reread_token(self) -> None:
+        """After a 401/403: the token file again, and its token from the next try where it changed (the
+        operator fixed it on the node). An unreadable or empty file keeps the token in use, logged once."""
+        if not self.ep.token_file:
+            return
+        from puewatch.agent.config import read_token  # (the config module imports the sources: only here)
+
+        try:
+            token = read_token(self.ep.token_file)
+        except ValueError as exc:
+            if not self._auth_logged:
+                log.error("output.token_file: %s; the token read at start is kept", exc)
+            return
+        if token != self.ep.token:
+            register_secret(token)
+            self.ep.token = token
+            self._headers["Authorization"] = f"{self.ep.auth_scheme} {token}"
+            log.warning("output.token_file %s holds a new token: using it from the next try", self.ep.token_file)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -210,6 +231,7 @@ class Shipper(threading.Thread):
             # A token the collector does not (yet) accept: the operator can fix it, so the data
             # waits in the spool; counted, logged once per episode.
             self.stats.unauthorized += 1
+            self._reread_token()
             if not self._auth_logged:
                 log.error(
                     "collector answered %d (%s): unauthorized, retrying with backoff; batches stay in the spool "

@@ -247,3 +247,28 @@ def test_the_agent_starts_beside_stray_files_and_keeps_its_data_through_401s_unt
     assert first_run and all(p[2]["dropped_points"] == 0 for p in points if p[0] == "puewatch_agent")
     assert (spool / "seg-backup.lp").read_text() == "an operator's copy\n"
     assert sorted(p.name for p in (spool / "rejected").iterdir()) == ["0000000000000007-3.lp"]
+
+
+def test_a_token_fixed_in_the_token_file_is_taken_without_a_restart(tmp_path, procs):
+    """agent/README says 401s are retried "since the operator may fix the token", but the token file was read
+    only at start: the agent kept getting 401 until restarted (operator audit). It reads the file again after
+    each 401/403 and sends the new token from the next try; nothing is dropped meanwhile."""
+    from agent_support import Receiver, parse_line, start_agent, wait_log, write_config
+
+    spool = tmp_path / "spool"
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong-token-0123456789\n")
+    rx = Receiver(procs, tmp_path, token="right-token-0123456789").start()
+    cfg = write_config(tmp_path / "agent.toml", rx.url, spool, "[sources.sim]\ngpus = 1\n",
+                       output_extra=f'token_file = "{token_file}"')
+    agent = start_agent(procs, cfg, tmp_path / "agent.log")
+    wait_log(agent, "unauthorized, retrying with backoff")
+    wait_for(lambda: len(list(spool.glob("*.rec"))) >= 2, 20, "batches kept while unauthorized")
+    assert rx.lines() == []
+    token_file.write_text("right-token-0123456789\n")
+    wait_log(agent, f"output.token_file {token_file} holds a new token: using it from the next try")
+    wait_for(lambda: not list(spool.glob("*.rec")) and rx.lines(), 20, "the spool drained with the new token")
+    assert agent.stop() == 0, agent.output()
+    points = [parse_line(line) for line in rx.lines()]
+    assert all(p[2]["dropped_points"] == 0 for p in points if p[0] == "puewatch_agent")
+    assert "right-token-0123456789" not in agent.output()  # a secret, never logged
