@@ -340,6 +340,7 @@ class IngestStats:
     parse_errors: int = 0  # bad lines (dropped, reported to the client)
     store_refused: int = 0  # well-formed lines the store would refuse: field type conflict, unsigned, key length
     clock_skew_refused: int = 0  # lines refused for a time outside max_clock_skew_s / max_age_s (reported to the client)
+    retention_refused: int = 0  # lines refused as older than the store's raw retention (reported to the client)
     bytes_received: int = 0  # request bodies as sent (compressed)
     bytes_decompressed: int = 0
     connections_open: int = 0
@@ -946,7 +947,8 @@ class IngestServer:
         if dropped:
             self.stats.parse_errors += result.error_count
             self.stats.store_refused += result.store_refused
-            self.stats.clock_skew_refused += result.time_refused
+            self.stats.clock_skew_refused += result.time_refused - result.retention_refused
+            self.stats.retention_refused += result.retention_refused
             # As InfluxDB answers a partial write ("partial write: points beyond retention policy dropped=N"),
             # naming each dropped line (up to MAX_ERRORS_IN_REPLY) and why.
             shown = "; ".join(result.errors[:MAX_ERRORS_IN_REPLY])

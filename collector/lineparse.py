@@ -105,7 +105,8 @@ class ParseResult:
     errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS error messages
     error_count: int = 0  # all malformed lines
     points: list[Point] = field(default_factory=list)  # good lines of subscribed measurements
-    time_refused: int = 0  # well-formed lines refused for a time too far from the clock (see TimeWindow)
+    time_refused: int = 0  # well-formed lines refused for their time (see TimeWindow), of which:
+    retention_refused: int = 0  # ... older than the store's raw retention (not a clock's skew)
     store_refused: int = 0  # well-formed lines the store would refuse: field type, unsigned, key length
     # (measurement, tags) of the series of every line whose series could be read, each at least
     # once: the good lines and those refused for their time, a field's type or a key's length.
@@ -237,6 +238,8 @@ MAX_KEY_BYTES = 65535
 _new_point = tuple.__new__  # Point(...) without the NamedTuple constructor's argument handling
 
 _SECOND_NS = 1_000_000_000
+# InfluxDB's words for a point older than the retention (TimeWindow.fault): counted apart from a clock's skew.
+_BEYOND_RETENTION = "point beyond retention policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +263,7 @@ class TimeWindow:
         if self.behind_ns and now_ns - time_ns > self.behind_ns:
             return _skew_text(time_ns, now_ns - time_ns, "behind", self.behind_ns)
         if self.retention_ns and now_ns - time_ns > self.retention_ns:
-            return f"point beyond retention policy (the store keeps {self.retention_ns / 86400e9:g} days)"
+            return f"{_BEYOND_RETENTION} (the store keeps {self.retention_ns / 86400e9:g} days)"
         return None
 
     def bounds_text(self, now_ns: int) -> tuple[bytes, bytes] | None:
@@ -286,15 +289,15 @@ def _skew_text(time_ns: int, off_ns: int, way: str, tolerance_ns: int) -> str:
     except (OverflowError, OSError, ValueError):
         when = f"{time_ns} ns"
     s = off_ns / _SECOND_NS
-    if s >= 2 * 86400:
-        off = f"{s / 86400:.0f} days"
-    elif s >= 2 * 3600:
-        off = f"{s / 3600:.0f} hours"
-    elif s >= 120:
-        off = f"{s / 60:.0f} minutes"
-    else:
-        off = f"{s:.0f} s"
-    return f"time {when} is {off} {way} the collector's clock (tolerance {tolerance_ns / _SECOND_NS:g} s)"
+    tolerance = tolerance_ns / _SECOND_NS
+    off = f"{s:.0f} s"
+    for unit, name in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+        # In the largest unit it is two of, unless rounded so it would read as within the tolerance (310 s
+        # read "5 minutes ahead ... (tolerance 300 s)": found by the operator audit).
+        if s >= 2 * unit and round(s / unit) * unit > tolerance:
+            off = f"{s / unit:.0f} {name}"
+            break
+    return f"time {when} is {off} {way} the collector's clock (tolerance {tolerance:g} s)"
 
 
 class _LineError(Exception):
@@ -678,7 +681,7 @@ class LineParser:
                 if (distinct is not None and self._inside_window(stamps, now_ns)
                         and self._storable(body, keys, distinct, first, other)):
                     return self._whole(body, keys, distinct)
-        return self._by_line(body, unit, now_ns)
+        return self._by_line(body, unit, now_ns, precision)
 
     def _distinct_series(self, keys: list[bytes]) -> dict[bytes, tuple[str, dict[str, str]]] | None:
         """series key -> (measurement, tags) of a fast-path body's distinct keys; None when one is
@@ -818,7 +821,7 @@ class LineParser:
                     else:
                         continue
                 append(new(Point, (info[0], info[1].copy(), fields, int(ts))))
-        return ParseResult(body, len(keys), [], 0, points, 0, 0, list(distinct.values()))
+        return ParseResult(body, len(keys), [], 0, points, series=list(distinct.values()))
 
     def _candidates(self, body: bytes, measurements: set[str]) -> list[tuple[bytes, bytes]]:
         """(series key, line) for the lines of a fast-path body that contain a wanted field's bytes, in body order.
@@ -850,7 +853,7 @@ class LineParser:
         fields = p.fields
         return any(f in fields for f in required)
 
-    def _by_line(self, body: bytes, unit: int, now_ns: int | None) -> ParseResult:
+    def _by_line(self, body: bytes, unit: int, now_ns: int | None, precision: str = "ns") -> ParseResult:
         if now_ns is None:
             now_ns = time.time_ns()
         clock_ns = now_ns
@@ -863,7 +866,12 @@ class LineParser:
         errors: list[str] = []
         error_count = 0
         time_refused = 0
+        retention_refused = 0
         window = self.window if self.window else None
+        # InfluxDB's words, and the precision that scaled the timestamp (a ns time sent with precision=s was
+        # only "time outside range ...": found by the operator audit).
+        range_error = (_RANGE_ERROR if unit == 1 else
+                       f"{_RANGE_ERROR} (the timestamp, with precision={precision}, times {unit} ns)")
         points: list[Point] = []
         subscribed = self.subscribed
         needles = self._needles
@@ -883,8 +891,9 @@ class LineParser:
                 errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
 
         def refuse(text: bytes, fault: str, where: str) -> None:
-            nonlocal time_refused
+            nonlocal time_refused, retention_refused
             time_refused += 1
+            retention_refused += fault.startswith(_BEYOND_RETENTION)
             refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
                 errors.append(f"refused '{_quote(text)}': {fault} ({where})")
@@ -928,7 +937,7 @@ class LineParser:
                     elif unit != 1:
                         time_ns = int(ts) * unit
                         if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
-                            fail(line, _RANGE_ERROR, f"line {i}")
+                            fail(line, range_error, f"line {i}")
                             changed = True
                             continue
                         line = line[: m.start(2)] + str(time_ns).encode()
@@ -984,7 +993,7 @@ class LineParser:
             slow_series.append((measurement, tags))  # read: its scope counts, whatever follows
             time_ns = now_ns if ts is None else ts * unit
             if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
-                fail(text, _RANGE_ERROR, where)
+                fail(text, range_error, where)
                 continue
             if window is not None:
                 fault = window.fault(time_ns, clock_ns)
@@ -1008,7 +1017,7 @@ class LineParser:
             new_body = b""
         if types is not None:
             types.commit(pending)
-        return ParseResult(new_body, count, errors, error_count, points, time_refused, store_refused,
+        return ParseResult(new_body, count, errors, error_count, points, time_refused, retention_refused, store_refused,
                            [*seen.values(), *slow_series], refused)
 
 

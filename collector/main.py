@@ -399,6 +399,7 @@ class Collector:
                 "lines_accepted": st.lines_accepted,
                 "parse_errors": st.parse_errors,
                 "clock_skew_refused": st.clock_skew_refused,
+                "retention_refused": st.retention_refused,
                 "bytes_received": st.bytes_received,
                 "unauthorized": st.requests.get(401, 0),
                 "forbidden": st.requests.get(403, 0),

@@ -34,6 +34,11 @@ _INGEST = {
         "Lines refused for a time further from the collector's clock than max_clock_skew_s / max_age_s (400, partial write)",
         True,
     ),
+    "retention_refused": (
+        "puewatch_ingest_retention_refused",
+        "Lines refused as older than the store's raw retention (raw_retention_days), which would delete them (400, partial write)",
+        True,
+    ),
     "bytes_received": ("puewatch_ingest_received_bytes", "Request body bytes received (before decompression)", True),
     "unauthorized": ("puewatch_ingest_unauthorized", "Requests refused for a missing or wrong token (401)", True),
     "forbidden": ("puewatch_ingest_forbidden", "Requests refused whole for a series out of the token's scope (403)", True),

@@ -127,3 +127,16 @@ def test_an_agent_whose_clock_runs_ahead_logs_the_refusals_once_and_sums_them_up
     assert len(errors) == 1 and "collector refused 1 of the 2 line(s)" in errors[0] and "ahead of the collector" in errors[0]
     summary = [r.getMessage() for r in caplog.records if "stored a batch whole again" in r.getMessage()]
     assert summary and "3 more batch(es) had 3 line(s) refused meanwhile" in summary[0], caplog.text
+
+
+def test_a_line_beyond_the_retention_is_counted_apart_from_a_clock_s_skew_and_310_s_reads_as_310_s():
+    """Found by the operator audit: a line older than the store's raw retention was counted in
+    puewatch_ingest_clock_skew_refused (max_age_s off); and 310 s ahead read "5 minutes ahead ... (tolerance 300 s)"."""
+    now = 1_764_795_600 * SECOND
+    parser = LineParser(frozenset(), TimeWindow(ahead_ns=300 * SECOND, retention_ns=400 * DAY))
+    body = f"m f=1 {now}\nm f=2 1000000000\nm f=3 {now + 310 * SECOND}\nm f=4 {now + 3 * 3600 * SECOND}\n".encode()
+    result = parser.parse(body, "ns", now)
+    assert (result.lines, result.time_refused, result.retention_refused) == (1, 3, 1)
+    assert "point beyond retention policy (the store keeps 400 days) (line 2)" in result.errors[0]
+    assert f"is 310 s ahead of the collector's clock (tolerance 300 s) (line 3)" in result.errors[1]
+    assert f"is 3 hours ahead of the collector's clock (tolerance 300 s) (line 4)" in result.errors[2]

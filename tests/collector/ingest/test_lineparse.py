@@ -153,6 +153,8 @@ def test_precision_normalised_to_ns(precision, unit):
 
 def test_precision_overflow_and_unknown_precision():
     assert fault(b"m f=1 9223372036854", "s").startswith("time outside range")
+    # A ns timestamp sent with precision=s: the error names the precision that scaled it (operator audit).
+    assert "(the timestamp, with precision=s, times 1000000000 ns)" in fault(b"m f=1 1764795600000000000", "s")
     with pytest.raises(ValueError, match="invalid precision 'xs'"):
         parse(b"m f=1", "xs")
 
