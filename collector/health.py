@@ -2,7 +2,11 @@
 
 A full disk (the spool's, the state directory's, the embedded store's) or a corrupt store
 never crashes the collector: the part that meets it calls `degrade(reason, message)` and
-`recover(reason)` once it works again, and the collector stays up meanwhile. Each reason is
+`recover(reason)` once it works again, and the collector stays up meanwhile. A reason several
+parts meet (the store's full disk, met by the raw and the derived series' writers) is held by
+each (`holder`) and lasts until every one that met it recovers: a small derived batch stored
+ended the raw writer's episode while its batches still waited (degraded, recovered, degraded
+again within 2 s, and ingest reopened meanwhile: found by the operator audit). Each reason is
 logged once when it starts (then only counted: a full disk would log every request) and
 once when it ends; `/metrics` shows `puewatch_degraded{reason=...}` (1 while it lasts) and
 `puewatch_degraded_events{reason=...}` (how often it was met); systemd's STATUS names it.
@@ -46,20 +50,30 @@ class Health:
         self._active: dict[str, str] = {}  # reason -> message of its first occurrence
         self.events: Counter[str] = Counter()  # every occurrence, by reason
         self.changes = 0  # bumped on every start or end of a reason (the main loop updates STATUS)
+        self._holders: dict[str, set[object]] = {}  # reason -> the parts that met it and have not recovered
 
-    def degrade(self, reason: str, message: str) -> None:
+    def degrade(self, reason: str, message: str, holder: object = None) -> None:
         with self._lock:
             self.events[reason] += 1
+            if holder is not None:
+                self._holders.setdefault(reason, set()).add(holder)
             if reason in self._active:
                 return
             self._active[reason] = message
             self.changes += 1
         log.error("degraded (%s): %s", reason, message)
 
-    def recover(self, reason: str) -> None:
+    def recover(self, reason: str, holder: object = None) -> None:
+        """The reason ends; where `holder` is given, only once no other part that met it still holds it."""
         if reason not in self._active:  # the hot path: one dict lookup, no lock
             return
         with self._lock:
+            holders = self._holders.get(reason)
+            if holder is not None and holders:
+                holders.discard(holder)
+                if holders:
+                    return
+            self._holders.pop(reason, None)
             if self._active.pop(reason, None) is None:
                 return
             self.changes += 1

@@ -643,7 +643,7 @@ class StoreWriter:
         if self.health is None:
             return
         if isinstance(exc, StoreFull):
-            self.health.degrade("store_disk_full", str(exc))
+            self.health.degrade("store_disk_full", str(exc), holder=self)
         elif isinstance(exc, StoreCorrupt):
             self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
 
@@ -651,7 +651,8 @@ class StoreWriter:
         """401/403: the store refuses the collector's credentials; the batches stay spooled."""
         if self.health is not None:
             self.health.degrade("store_unauthorized", f"{exc}; batches are kept in the spool and "
-                                "written once the store takes the credentials (fix them in the configuration)")
+                                "written once the store takes the credentials (fix them in the configuration)",
+                                holder=self)
 
     def _written(self, seconds: float, points: int, batches: int, on_disk: Record | None = None) -> None:
         """Bookkeeping after a successful store write (lock not held)."""
@@ -671,8 +672,9 @@ class StoreWriter:
             self.write_seconds_sum += seconds
             failures = self.backoff.succeeded()
             if self.health is not None:
-                self.health.recover("store_disk_full")
-                self.health.recover("store_unauthorized")
+                # The store's reasons are met by every writer to it: each ends its own (see Health).
+                self.health.recover("store_disk_full", holder=self)
+                self.health.recover("store_unauthorized", holder=self)
             self._held_ended()
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)
