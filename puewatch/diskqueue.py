@@ -94,6 +94,10 @@ def decode_record(data: bytes) -> tuple[bytes, int, int]:
     return b"".join(pieces), points, pos
 
 
+# Why the oldest record goes when the disk is full (the log; see _evict_oldest).
+_DISK_FULL = "is on a full disk (no space left)"
+
+
 class QueueFull(Exception):
     """`put(..., evict=False)` found no room: the bound is reached or the disk is full (`disk_full`).
     Nothing was dropped or counted: the caller keeps the data or refuses it (ingest: 503)."""
@@ -250,7 +254,7 @@ class DiskQueue:
                 self._drop_new(points, 1, f"batch {seq} of {len(data)} bytes is larger than the whole spool ({self.max_bytes} bytes)")
                 return None
             while self.bytes + len(data) > self.max_bytes:
-                if not self._evict_oldest(before_seq=seq):
+                if not self._evict_oldest(before_seq=seq, why=self._at_bound()):
                     # Everything on disk is newer (or being sent): the new batch is the oldest.
                     self._drop_new(points, 1, f"spool limit of {self.max_bytes} bytes reached, batch {seq}")
                     return None
@@ -262,7 +266,7 @@ class DiskQueue:
                 except OSError as exc:
                     # A full disk: free room by dropping the oldest record, then try once more.
                     full = _is_full(exc)
-                    if attempt == 2 or not full or not self._evict_oldest(seq):
+                    if attempt == 2 or not full or not self._evict_oldest(seq, why=_DISK_FULL):
                         self._drop_new(points, 1, f"cannot write {path}: {exc.strerror}")
                         # A full disk: logged once, then counted, until a record is written again.
                         self._drop_logged = self._drop_logged or full
@@ -308,7 +312,7 @@ class DiskQueue:
         data = encode_record(payload, points)
         with self._lock:
             if self.bytes + len(data) > self.max_bytes:
-                while self.bytes + len(data) > self.max_bytes and self._evict_oldest():
+                while self.bytes + len(data) > self.max_bytes and self._evict_oldest(why=self._at_bound()):
                     pass
                 if self.bytes + len(data) > self.max_bytes:
                     self._drop_new(points, 0, f"spool limit of {self.max_bytes} bytes reached")
@@ -318,7 +322,7 @@ class DiskQueue:
                 # Only a full disk is helped by dropping the oldest batch; any other error (a read-only or
                 # unwritable directory, EIO) would lose a good batch for nothing.
                 full = _is_full(err)
-                if not (full and self._evict_oldest() and self._write_open(data) is None):
+                if not (full and self._evict_oldest(why=_DISK_FULL) and self._write_open(data) is None):
                     self._drop_new(points, 0, "spool disk full" if full else f"cannot write: {err.strerror}")
                     return 0
             self._open_points += points
@@ -513,8 +517,13 @@ class DiskQueue:
 
     # -- dropping (lock held) -------------------------------------------------------------------
 
-    def _evict_oldest(self, before_seq: int | None = None) -> bool:
-        """Drop the oldest record not in flight (and older than before_seq); False if none."""
+    def _at_bound(self) -> str:
+        return f"reached its bound of {self.max_bytes} bytes"
+
+    def _evict_oldest(self, before_seq: int | None = None, why: str = "") -> bool:
+        """Drop the oldest record not in flight (and older than before_seq); False if none. `why`: what makes room
+        needed, for the log (the byte bound, or the disk: a full disk read "spool ... full", as if the bound was
+        reached: found by the operator audit)."""
         rec = next((r for r in self._records if not r.held and all(r is not f for f in self._in_flight)), None)
         if rec is None or (before_seq is not None and rec.seq > before_seq):
             return False
@@ -530,8 +539,8 @@ class DiskQueue:
         self.dropped_points += rec.points
         self.dropped_batches += 1
         log.warning(
-            "spool %s full: dropped the oldest batch %s (%d point(s), %d bytes); %d point(s) dropped so far",
-            self.dir, rec.path.name, rec.points, rec.size, self.dropped_points,
+            "spool %s %s: dropped the oldest batch %s (%d point(s), %d bytes); %d point(s) dropped so far",
+            self.dir, why or "full", rec.path.name, rec.points, rec.size, self.dropped_points,
         )
         return True
 

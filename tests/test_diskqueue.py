@@ -50,7 +50,8 @@ def test_records_come_out_in_seq_order_and_survive_a_restart(tmp_path):
     assert q2.bytes == 0 and not list((tmp_path / "q").glob("*.rec"))
 
 
-def test_the_bound_drops_oldest_first_never_the_one_in_flight_and_counts(tmp_path):
+def test_the_bound_drops_oldest_first_never_the_one_in_flight_and_counts(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
     size = len(encode_record(b"x" * 100, 10))
     q = opened(tmp_path / "q", max_bytes=3 * size)
     for i in range(3):
@@ -61,6 +62,8 @@ def test_the_bound_drops_oldest_first_never_the_one_in_flight_and_counts(tmp_pat
     q.release()
     q.put(b"E" * 100, 10)  # now A goes
     assert q.dropped_points == 20 and in_flight.path.exists() is False
+    assert sum(f"reached its bound of {3 * size} bytes: dropped the oldest batch" in r.getMessage()
+               for r in caplog.records) == 2
     assert [p[:1] for p, _ in drain(q)] == [b"C", b"D", b"E"]
     # larger than the whole queue: dropped and counted, nothing else goes
     q.put(b"F" * 100, 10)

@@ -1,6 +1,7 @@
 """The on-disk spool: crash recovery, byte bound, full disk; the shipper against a real HTTP server."""
 
 import gzip
+import logging
 import os
 import subprocess
 import threading
@@ -102,8 +103,9 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_full_disk_drops_oldest_then_new_and_counts_every_point(small_tmpfs):
+def test_full_disk_drops_oldest_then_new_and_counts_every_point(small_tmpfs, caplog):
     # A byte limit far above the disk: the disk fills first (ENOSPC).
+    caplog.set_level(logging.WARNING)
     s = Spool(small_tmpfs / "spool", max_bytes=10 << 20, segment_max_bytes=8 << 10, rejected_max_bytes=1 << 20)
     s.open()
     stored = 0
@@ -125,6 +127,9 @@ def test_full_disk_drops_oldest_then_new_and_counts_every_point(small_tmpfs):
     assert kept + s.dropped_points == attempted  # every point is either kept or counted
     # and the newest data survived: the oldest was dropped first
     assert stored > 0
+    # The log says the disk is full, not the spool's bound (it read "spool ... full": operator audit).
+    drops = [r.getMessage() for r in caplog.records if "dropped the oldest batch" in r.getMessage()]
+    assert drops and all("is on a full disk (no space left)" in m for m in drops), drops
 
 
 def test_shipper_sends_gzip_in_order_and_removes_on_2xx(tmp_path, receiver):
