@@ -123,6 +123,13 @@ class Meter:
         # for one poll is a glitch (its table walked at once lost it for an hour, and the device's total
         # read half: found by the SNMP audit); one away for ABSENT_POLLS_BEFORE_WALK polls, a table change.
         self.absent: dict[str, int] = {}
+        # Rows a walk found gone (away ABSENT_POLLS_BEFORE_WALK polls in a row): the table is walked again after
+        # as many polls, then twice as many, and so on up to rediscover_s, so that a row back after a longer
+        # outage is read again within polls (it waited for the next rediscovery, an hour: found by the SNMP
+        # operator audit).
+        self.gone: set[str] = set()
+        self._gone_walk_polls = 0  # polls after a walk before the next one while rows are gone (0: none gone)
+        self._polls_since_walk = 0
         self.absent_polls = 0  # polls of absent rows, counted (/metrics)
 
     def _configured_profile(self) -> pf.Profile | None:
@@ -224,16 +231,33 @@ class Meter:
         self._discovered_at = time.monotonic()
         self._rediscover = False
         names = {r.name for r in rows}
-        for name in [n for n in self.absent if n not in names]:
+        back = sorted(self.gone & names)
+        for name in back:
+            log.warning("device %s: %s is back in its table: it is read again", self.device.name, name)
+        self.gone -= names
+        went = [n for n in self.absent if n not in names]
+        for name in went:
             del self.absent[name]
-            log.warning("device %s: %s is gone from its table (walked again after it stayed away): it is no "
-                        "longer read, and the totals are those of the rows that remain", self.device.name, name)
+            self.gone.add(name)
+            log.warning("device %s: %s is gone from its table (walked again after it stayed away): it is not read "
+                        "while it is gone, and the totals are those of the rows that remain; the table is walked "
+                        "again after %d polls, then after twice as many, to find it if it comes back",
+                        self.device.name, name, ABSENT_POLLS_BEFORE_WALK)
+        if not self.gone:
+            self._gone_walk_polls = 0
+        elif went or back or not self._gone_walk_polls:
+            self._gone_walk_polls = ABSENT_POLLS_BEFORE_WALK
+        else:
+            most = self.device.rediscover_s / self.device.interval_s if self.device.rediscover_s > 0 else float("inf")
+            self._gone_walk_polls = max(ABSENT_POLLS_BEFORE_WALK, min(2 * self._gone_walk_polls, int(most)))
+        self._polls_since_walk = 0
 
     # --- poll ----------------------------------------------------------------
 
     def due_for_discovery(self) -> bool:
         every = self.device.rediscover_s
-        return self._rediscover or (every > 0 and time.monotonic() - self._discovered_at >= every)
+        return (self._rediscover or (every > 0 and time.monotonic() - self._discovered_at >= every)
+                or 0 < self._gone_walk_polls <= self._polls_since_walk)
 
     async def poll(self) -> list[Reading]:
         """One poll (connecting first when needed). Raises SnmpError; the caller reports NaN readings."""
@@ -251,6 +275,7 @@ class Meter:
                         pos[o] = len(oids)
                         oids.append(o)
             values = await self.client.get(oids)
+            self._polls_since_walk += 1
         except SnmpError:
             self.connected = False
             raise

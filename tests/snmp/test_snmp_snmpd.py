@@ -325,6 +325,22 @@ def test_a_row_away_for_a_poll_makes_the_total_missing_and_is_read_again(snmpd, 
         after = await totals()
         assert after["total_active_power"] == 18000.0 and "input2_active_power" not in after
         assert "input2_active_power is gone from its table" in caplog.text
+        # Back after that (found by the SNMP operator audit: it was read again only at the next rediscovery, an
+        # hour later): the table is walked again after ABSENT_POLLS_BEFORE_WALK polls, so it is read within as many.
+        snmpd.set_objects(rows)
+        polls = []
+        for _ in range(ABSENT_POLLS_BEFORE_WALK):
+            polls.append(await totals())
+        assert "input2_active_power" not in polls[-2] and polls[-1]["total_active_power"] == 36000.0, polls
+        assert "input2_active_power is back in its table" in caplog.text and meter.gone == set()
+        # Gone for good: each walk that finds nothing new waits twice as long for the next (up to rediscover_s).
+        snmpd.set_objects({f"{PRIVATE_BASE}.5.1": ("integer", 18000)})
+        for _ in range(ABSENT_POLLS_BEFORE_WALK + 1):
+            await totals()
+        assert meter.gone == {"input2_active_power"} and meter._gone_walk_polls == ABSENT_POLLS_BEFORE_WALK
+        for _ in range(ABSENT_POLLS_BEFORE_WALK):
+            await totals()
+        assert meter._gone_walk_polls == 2 * ABSENT_POLLS_BEFORE_WALK
 
     caplog.set_level(logging.INFO, "puewatch")
     try:
