@@ -186,6 +186,7 @@ class Collector:
             if m.device:
                 self.snmp_meters.setdefault(m.device, []).append((name, m.reading))
         self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
+        self._unread: set[tuple[str, str]] = set()  # (meter, reading) its device answered without: logged once
         self.store = None
         self.writer = None
         self.derived_writer = None
@@ -257,18 +258,27 @@ class Collector:
             self.writer.submit(out)
         for meter, wanted in self.snmp_meters.get(device, ()):
             name = wanted or self._chosen.get(meter)
+            if not wanted and name != schema.SNMP_ENERGY_READING:
+                # A meter naming no reading reads the device's energy register once it answers one, as a
+                # report prefers it (schema.meter_sources), else its power: a register whose first answer was
+                # refused locked the meter onto integrated power for the whole run while the report read the
+                # register (found by the SNMP operator audit). Never back from the register to power.
+                better = self._default_reading(by_name, ok)
+                if better is not None and better != name:
+                    if name:  # from power to the register: a stream of the register's kind from here on
+                        self.pipeline.restart_meter(meter)
+                    self._chosen[meter] = name = better
+                    log.info("meter %s reads %s/%s", meter, device, name)
             if not name:
-                energy = by_name.get(schema.SNMP_ENERGY_READING)
-                if energy is not None and math.isfinite(energy.value):
-                    name = schema.SNMP_ENERGY_READING
-                elif by_name.get(schema.SNMP_POWER_READING) is not None and ok:
-                    name = schema.SNMP_POWER_READING
-                else:
-                    continue  # decide on the first answer that has data
-                self._chosen[meter] = name
-                log.info("meter %s reads %s/%s", meter, device, name)
+                continue  # decided on the first answer that has data
             r = by_name.get(name)
             if r is None:
+                if ok and (meter, name) not in self._unread:
+                    # A `reading` the device does not have (a typo; a profile chosen at run time): the meter
+                    # got no data, and nothing said so (found by the SNMP operator audit). Once per meter.
+                    self._unread.add((meter, name))
+                    log.error("meter %s: device %s answered, but has no reading named %r (its readings: %s): the "
+                              "meter gets no data from it", meter, device, name, ", ".join(sorted(by_name)) or "none")
                 continue
             register = r.kind == "register"
             # One register step, as the profile alone fixes it, and only where the site file names the
@@ -276,6 +286,17 @@ class Collector:
             resolution = self._register_step(device, name) if register else 0.0
             self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=r.modulus,
                                     resolution=resolution)
+
+    @staticmethod
+    def _default_reading(by_name: dict, ok: bool) -> str | None:
+        """The reading a poll's answer offers a meter that names none: the energy register where it has a value,
+        else the power (a device without energy metering: its power is integrated), else None (no data)."""
+        energy = by_name.get(schema.SNMP_ENERGY_READING)
+        if energy is not None and math.isfinite(energy.value):
+            return schema.SNMP_ENERGY_READING
+        if by_name.get(schema.SNMP_POWER_READING) is not None and ok:
+            return schema.SNMP_POWER_READING
+        return None
 
     def _register_step(self, device: str, reading: str) -> float:
         meter = self.poller.meters.get(device) if self.poller is not None else None

@@ -415,6 +415,13 @@ class Pipeline:
             self.streams[meter] = st
         return st
 
+    def restart_meter(self, meter: str) -> None:
+        """The meter's readings change kind (an SNMP meter's energy register answers where its power was read):
+        its stream ends here and the next reading starts one of the new kind. The readings it held past the
+        horizon are let go: those cells of the meter are missing, never energies of one kind read as the
+        other's."""
+        self.streams.pop(meter, None)
+
     # ---- input -----------------------------------------------------------
 
     def add_rating(self, device: str, reading: str, value: float) -> None:

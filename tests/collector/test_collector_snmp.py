@@ -323,3 +323,88 @@ reading = "total_active_power"
     assert len(raw) >= 3 and set(raw) == {-26.0}  # what the device said stays on record
     t, good = store.series("snmp_reading", "value", {"device": "ups", "reading": "line_a_power"}, t_start, end)
     assert len(good) >= 3 and set(good) == {1200.0}
+
+
+REG_OID, POW_OID, UPS_OID = (f"{PRIVATE_BASE}.{i}.0" for i in (31, 32, 33))
+
+
+def test_a_refused_first_register_value_does_not_lock_the_meter_onto_power_and_an_unknown_reading_is_logged(
+        tmp_path, snmpd):
+    """Found by the SNMP operator audit: the incomer's energy register answered "n/a" on the first poll, and its
+    meter read integrated power for the whole run while `report` read the register; and a meter whose `reading`
+    the device does not have got no data, unsaid. The meter takes the register once it answers (a stream of the
+    register's kind from then on: no Wh read as W), and the other is logged once, naming what the device has."""
+    snmpd.set_objects({REG_OID: ("string", "n/a"), POW_OID: ("gauge", 1300), UPS_OID: ("gauge", 1000)})
+    meters = f"""
+[[snmp.devices]]
+name = "incomer"
+host = "127.0.0.1"
+port = {snmpd.port}
+interval_s = 1.0
+timeout_s = 0.9
+retries = 0
+profile = "generic"
+oids = [
+  {{ name = "feed_energy", oid = "{REG_OID}", quantity = "active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }},
+  {{ name = "feed_power", oid = "{POW_OID}", quantity = "active_power", total = true }},
+]
+
+[[snmp.devices]]
+name = "ups"
+host = "127.0.0.1"
+port = {snmpd.port}
+interval_s = 1.0
+timeout_s = 0.9
+retries = 0
+profile = "generic"
+oids = [{{ name = "out_power", oid = "{UPS_OID}", quantity = "active_power", total = true }}]
+
+[meters.incomer]
+role = "facility_input"
+device = "incomer"
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+device = "ups"
+
+[meters.lights]
+role = "other"
+device = "ups"
+reading = "out_powr"
+"""
+    stop = threading.Event()
+    up_at: list[float] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            dt = time.monotonic() - up_at[0] if up_at else 0.0
+            if dt >= 4.0:  # the register answers from here on: 1300 W
+                snmpd.set_objects({REG_OID: ("gauge", 1_000_000 + int(1300 * (dt - 4.0) / 3600)),
+                                   POW_OID: ("gauge", 1300), UPS_OID: ("gauge", 1000)})
+            time.sleep(0.05)
+
+    serve_thread = threading.Thread(target=serve, daemon=True)
+    serve_thread.start()
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port, meters=meters)
+    t_start = time.time_ns()
+    try:
+        with CollectorProcess(conf, ingest_port) as proc:
+            up_at.append(time.monotonic())
+            time.sleep(14)
+    finally:
+        stop.set()
+        serve_thread.join()
+    log = proc.output()
+    first, second = "meter incomer reads incomer/total_active_power", "meter incomer reads incomer/total_active_energy"
+    assert first in log and second in log and log.index(first) < log.index(second), log[-3000:]
+    assert log.count("meter lights: device ups answered, but has no reading named 'out_powr' (its readings: "
+                     "out_power, total_active_power)") == 1, log[-3000:]
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + SECOND
+    t, e = store.series("meter_energy", "energy_wh", {"meter": "incomer", "method": "register"}, t_start, end)
+    assert len(e) >= 3 and np.all(e < 2 * 1300 / 3600), e  # the register's own energy, never its Wh read as W
+    t, e = store.series("meter_energy", "energy_wh", {"meter": "incomer"}, t_start, end)
+    assert np.all(e < 2 * 1300 / 3600), e
