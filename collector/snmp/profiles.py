@@ -767,6 +767,26 @@ def location_total(profile: Profile, location: str, quantity: str) -> tuple[Tota
     return TotalSpec(name=f"sum_{location}_{quantity}", quantity=quantity, sum=keys, location=location), None
 
 
+def reading_names(profile: Profile, device: Any = None) -> list[str]:
+    """The names a site file's `reading` may give on a device of `profile` (a generic profile: the device's `oids`):
+    its readings' names, a column's as its template (`outlet{index}_active_power`), and its totals'."""
+    if profile.profile.generic and device is not None:
+        profile = generic_profile(profile, getattr(device, "oids", ()))
+    names = [s.name_for("") if s.oid else (s.name or f"{s.key}_{{index}}") for s in profile.readings]
+    return [*names, *(t.name for t in profile.totals)]
+
+
+def names_reading(profile: Profile, device: Any, reading: str) -> bool:
+    """Whether `reading` is one of `reading_names` (a column's template matching any row's name)."""
+    for name in reading_names(profile, device):
+        if "{" not in name:
+            if name == reading:
+                return True
+        elif re.fullmatch(_NAME_FIELDS.sub(".+", re.escape(name).replace(r"\{", "{").replace(r"\}", "}")), reading):
+            return True
+    return False
+
+
 def resolve_meter_locations(meters: dict[str, Meter], devices: Sequence[Any], profiles: dict[str, Profile]
                             ) -> tuple[dict[str, Profile], list[tuple[str, str]]]:
     """Turn every meter's `location` selector into the reading it names (the meter's `reading`).
@@ -780,6 +800,16 @@ def resolve_meter_locations(meters: dict[str, Meter], devices: Sequence[Any], pr
     problems: list[tuple[str, str]] = []
     by_name = {d.name: d for d in devices}
     for name, m in meters.items():
+        if m.reading and not m.location:
+            # A `reading` the named profile has not: the meter got no data, and nothing said so (found by the
+            # SNMP operator audit). A device whose profile is chosen at run time is checked then (logged once).
+            dev = by_name.get(m.device)
+            profile = out.get(dev.profile) if dev is not None and dev.profile else None
+            if profile is not None and not names_reading(profile, dev, m.reading):
+                problems.append((f"meters.{name}.reading", f"device {dev.name!r} (profile {profile.name!r}) has no reading "
+                                                           f"named {m.reading!r}; its readings: "
+                                                           f"{', '.join(reading_names(profile, dev))}"))
+            continue
         if not m.location:
             continue
         key = f"meters.{name}.location"

@@ -389,3 +389,31 @@ def test_a_meter_at_outlet_never_sums_outlet_groups_which_may_overlap():
     meter = Meter(role="it", point="it_input", device="pdu", location="outlet_group", quantity="active_energy")
     assert [k for k, _ in meter.check()] == ["location"]
     assert "may overlap" in meter.check()[0][1] and "`reading`" in meter.check()[0][1]
+
+
+def test_a_reading_the_named_profile_has_not_is_a_config_error():
+    """Found by the SNMP operator audit: `reading = "device_power"` on a device whose profile has no such reading
+    passed --check-config, and the meter got no data, unsaid. Where the site file names the profile (or a generic
+    one, with the device's `oids`), the reading is checked against it: a row of a column by its name template."""
+    from puewatch.collector.snmp.device import GenericOid
+    from puewatch.core.site import Meter
+
+    profiles = pf.load_profiles()
+    pdu = type("Device", (), {"name": "pdu", "profile": "raritan-pdu2", "oids": []})()
+    chosen = type("Device", (), {"name": "auto", "profile": "", "oids": []})()  # profile chosen at run time
+    generic = type("Device", (), {"name": "gen", "profile": "generic",
+                                  "oids": [GenericOid(name="feed_power", oid="1.3.6.1.4.1.99999.1.0",
+                                                      quantity="active_power", total=True)]})()
+    meters = {
+        "a": Meter(role="it", point="it_input", device="pdu", reading="pdu1_outlet3_active_power"),
+        "b": Meter(role="it", point="it_input", device="pdu", reading="total_active_energy"),
+        "c": Meter(role="it", point="it_input", device="pdu", reading="device_power"),
+        "d": Meter(role="it", point="it_input", device="auto", reading="anything"),
+        "e": Meter(role="other", device="gen", reading="feed_power"),
+        "f": Meter(role="other", device="gen", reading="feed_powr"),
+    }
+    _, problems = pf.resolve_meter_locations(meters, [pdu, chosen, generic], profiles)
+    assert [k for k, _ in problems] == ["meters.c.reading", "meters.f.reading"], problems
+    assert problems[0][1].startswith("device 'pdu' (profile 'raritan-pdu2') has no reading named 'device_power'; "
+                                     "its readings: pdu{i1}_inlet{i2}_active_power, ")
+    assert "feed_power, total_active_power" in problems[1][1]
