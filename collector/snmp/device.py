@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from puewatch.collector.snmp.profiles import QUANTITY_UNITS, check_oid, check_range
+from puewatch.collector.snmp.profiles import ENERGY_QUANTITIES, QUANTITY_UNITS, check_oid, check_range
 from puewatch.config import setting
 
 AUTH_PROTOCOLS = ("none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
@@ -42,6 +42,9 @@ class GenericOid:
             return [("oid", problem)]
         if self.modulus_raw is not None and self.kind != "register":
             return [("modulus_raw", "only a register (kind = \"register\") wraps")]
+        if self.quantity in ENERGY_QUANTITIES and self.kind != "register":
+            # A gauge is read as a rate and integrated: its Wh would count as W (SNMP operator audit).
+            return [("kind", f"an {self.quantity} reading counts up: kind = \"register\" (a gauge is integrated as a rate)")]
         problem = check_range(self.raw_range)
         if problem:
             return [("raw_range", problem)]

@@ -45,6 +45,8 @@ from puewatch.core.site import LOCATIONS, Meter
 from puewatch.errors import ConfigError
 
 #: The unit a reading of each quantity must be converted to (power always W, energy always Wh).
+# Quantities that count up (registers): never a gauge.
+ENERGY_QUANTITIES = ("active_energy", "apparent_energy")
 QUANTITY_UNITS: dict[str, str] = {
     "active_power": "W",
     "apparent_power": "VA",
@@ -253,7 +255,8 @@ class ReadingSpec:
             return [("key", f"must be lower case letters, digits and '_', starting with a letter; got {self.key!r}")]
         want = QUANTITY_UNITS[self.quantity]
         if self.unit != want:
-            return [("unit", f"a {self.quantity} reading must be in {want!r} (convert with `scale`), got {self.unit!r}")]
+            article = "an" if self.quantity[0] in "aeiou" else "a"
+            return [("unit", f"{article} {self.quantity} reading must be in {want!r} (convert with `scale`), got {self.unit!r}")]
         if bool(self.oid) == bool(self.column):
             return [("oid", "set exactly one of `oid` (scalar) and `column` (table)")]
         if self.quantity in schema.SNMP_RATING_READINGS:
@@ -272,6 +275,9 @@ class ReadingSpec:
                     return [(name, problem)]
         if self.modulus_raw is not None and self.kind != "register":
             return [("modulus_raw", "only a register (kind = \"register\") wraps")]
+        if self.quantity in ENERGY_QUANTITIES and self.kind != "register":
+            # A gauge is read as a rate and integrated: its Wh would count as W (found by the SNMP operator audit).
+            return [("kind", f"an {self.quantity} reading counts up: kind = \"register\" (a gauge is integrated as a rate)")]
         problem = check_range(self.raw_range)
         if problem:
             return [("raw_range", problem)]
@@ -422,10 +428,20 @@ class Profile:
                 return [("match.requires_any", "name the subtrees to check on the device (this profile's own OIDs)")]
             return []  # checked once the readings are taken (resolve_readings_from)
         keys: dict[str, int] = {}
+        shown: dict[str, int] = {}
         for i, spec in enumerate(self.readings):
             if spec.key in keys:
                 return [(f"readings[{i}].key", f"duplicate key {spec.key!r} (also readings[{keys[spec.key]}])")]
             keys[spec.key] = i
+            # Two readings of one name are one stored series: a W and a Wh reading both named `outlet_energy`
+            # loaded (found by the SNMP operator audit). One name for one quantity is allowed: the tables of two
+            # generations of a MIB, of which a device has one (hpe-cpqpower).
+            name = spec.name_for("") if spec.oid else (spec.name or f"{spec.key}_{{index}}")
+            other = self.readings[shown[name]] if name in shown else None
+            if other is not None and (other.quantity, other.unit) != (spec.quantity, spec.unit):
+                return [(f"readings[{i}].name", f"reading name {name!r} is readings[{shown[name]}]'s too, which "
+                                                f"measures {other.quantity}: their values would be one series")]
+            shown.setdefault(name, i)
         if not self.profile.generic:
             for i, spec in enumerate(self.readings):
                 if not spec.location:

@@ -92,7 +92,7 @@ def test_good_extra_profile_dir(tmp_path):
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ('unit = "W"', 'unit = "kW"', "readings[0].unit: a active_power reading must be in 'W' (convert with `scale`), got 'kW'"),
+        ('unit = "W"', 'unit = "kW"', "readings[0].unit: an active_power reading must be in 'W' (convert with `scale`), got 'kW'"),
         ('scale = 10.0', 'scale = 0', "readings[0].scale: must be greater than 0.0"),
         ('kind = "register"', 'kind = "counter"', "readings[1].kind: must be one of 'gauge', 'register'; got 'counter'"),
         ('column = "1.3.6.1.4.1.99999.5.1.1.3"', 'column = ".1.3.6.1.4.1.99999.5.1.1.3"', "readings[0].column: must be a numeric OID"),
@@ -121,6 +121,12 @@ def test_good_extra_profile_dir(tmp_path):
         ('scale = 10.0', 'scale = 10.0\nlabel_column = "1.3.6.1.4.1.99999.5.1.1.2"\nlabel_match = "(Power"',
          "readings[0].label_match: not a regular expression"),
         ('scale = 10.0', 'scale = 10.0\nsigned_factor_column = "1.3.6.x"', "readings[0].signed_factor_column: must be a numeric OID"),
+        # Found by the SNMP operator audit: both loaded. A gauge's energy was integrated as a rate (Wh read as W);
+        # a W and a Wh reading of one name are one series.
+        ('kind = "register"\nmodulus_raw = 4294967296', 'kind = "gauge"',
+         'readings[1].kind: an active_energy reading counts up: kind = "register"'),
+        ('name = "inlet{i1}_active_energy"', 'name = "inlet{index}_active_power"',
+         "readings[1].name: reading name 'inlet{index}_active_power' is readings[0]'s too, which measures active_power"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path, old, new, message):
@@ -417,3 +423,17 @@ def test_a_reading_the_named_profile_has_not_is_a_config_error():
     assert problems[0][1].startswith("device 'pdu' (profile 'raritan-pdu2') has no reading named 'device_power'; "
                                      "its readings: pdu{i1}_inlet{i2}_active_power, ")
     assert "feed_power, total_active_power" in problems[1][1]
+
+
+def test_a_generic_device_s_energy_oid_is_a_register(tmp_path):
+    """As a profile's (SNMP operator audit): a generic `oids` entry of active_energy left as a gauge was integrated
+    as a rate, its Wh read as W. The site file's check names it."""
+    from puewatch.collector import config as ccfg
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        '[collector]\nsite = "x"\n[[snmp.devices]]\nname = "d"\nhost = "127.0.0.1"\nprofile = "generic"\n'
+        'oids = [{ name = "e", oid = "1.3.6.1.4.1.99999.1.0", quantity = "active_energy", total = true }]\n'
+        '[meters.in]\nrole = "facility_input"\ndevice = "d"\n[meters.it]\nrole = "it"\npoint = "it_input"\ndevice = "d"\n')
+    with pytest.raises(ConfigError, match=r'snmp\.devices\[0\]\.oids\[0\]\.kind: an active_energy reading counts up'):
+        ccfg.load(conf)
