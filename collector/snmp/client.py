@@ -266,7 +266,8 @@ class SnmpClient:
         else:
             what = "engine boots/time changed (device restarted)"
         self.last_rediscovery = what
-        log.warning("%s: SNMPv3 %s: rediscovered, reading again", self.address, what)
+        # Named by the device (several devices may share an address's agent: the line named none; SNMP audit).
+        log.warning("device %s (%s): SNMPv3 %s: rediscovered, reading again", self.device.name, self.address, what)
 
     async def _check(
         self, error_indication: object, error_status: object, error_index: object, sent: Sequence[str],

@@ -85,6 +85,7 @@ def test_poller_reads_again_after_the_agent_restarts_with_a_new_engine_id(snmpd_
     changed = [m for m in logged if "engine ID changed from 0x" in m and "(device restarted or replaced): rediscovered" in m]
     assert changed, logged
     assert ENGINE_A.encode().hex() in changed[0] and ENGINE_B.encode().hex() in changed[0], changed
+    assert changed[0].startswith("device ups1 (127.0.0.1:"), changed  # named by its device (SNMP operator audit)
     assert poller.meters["ups1"].client.rediscoveries == 1
 
 
