@@ -79,6 +79,11 @@ def _run_worked_example(demo_json: str, d: Path, work: Path) -> None:
     assert (work / "report.html").stat().st_size > 0 and (work / "readings.csv").stat().st_size > 0
 
 
+def _gap_bias(warning: str) -> bool:
+    """The report's warning that `pue` and `pue_joint` differ beyond the meters' accuracy (a meter's gap)."""
+    return warning.startswith("pue ") and warning.endswith("which gaps do not bias")
+
+
 SUMMARY_KEYS = ("pue", "it_energy_wh", "facility_energy_wh", "category", "coverage", "cells", "clf", "gpu_it_share", "zones",
                 "nodes", "start_ns", "end_ns", "start", "end", "report_command", "store", "interrupted")
 
@@ -97,7 +102,9 @@ def test_demo_runs_a_site_and_its_summary_is_the_report_it_recommends(tmp_path):
     assert summary["category"] == 2  # IT measured at the rack PDUs (pdu_output)
     assert 1.05 < summary["pue"] < 1.6
     assert 0.9 < summary["coverage"] <= 1  # the period: while every meter was read
-    assert summary["interrupted"] is False and summary["warnings"] == []
+    # A meter's gap on a loaded machine (coverage under 1) may bias `pue` beyond the meters' accuracy: the one
+    # warning allowed says so; nothing else is.
+    assert summary["interrupted"] is False and all(_gap_bias(w) for w in summary["warnings"]), summary["warnings"]
     assert set(summary["zones"]) == {"hall-a", "hall-b"}
     for z in summary["zones"].values():
         assert 1.0 < z["ppue"] < 1.2  # the zone's CRAH over its PDU
@@ -121,7 +128,7 @@ def test_demo_runs_a_site_and_its_summary_is_the_report_it_recommends(tmp_path):
     # No meter's register jumps: the report refused no increase (every register meter is `register`,
     # not `mixed`), counted no reset, warned of nothing; each energy is within what its rating allows.
     conf = collector_config.load(d / "collector.toml")
-    assert report["warnings"] == []
+    assert all(_gap_bias(w) for w in report["warnings"]), report["warnings"]
     for m in report["meters"]:
         rating_w = conf.meters[m["meter"]].max_power_w
         assert rating_w is not None, m["meter"]

@@ -73,6 +73,11 @@ __all__ = [
 ]
 
 
+# How far `pue` may lie from `pue_joint` (relative) before the report's warnings say why, where the meters'
+# accuracy (pue_joint_uncertainty) is not known.
+PUE_JOINT_TOLERANCE = 0.01
+
+
 @dataclass
 class ReportOptions:
     max_gap_ns: int = DEFAULT_MAX_GAP_NS  # longest interval integrated or counted as observed
@@ -306,6 +311,14 @@ class _Builder:
         warnings = [w for name in self.site.meters for w in self._meter_warnings(name)]
         warnings += [f"zone {zone!r} has no IT meter: it has no pPUE (no IT energy to divide by) and no row in zones"
                      for zone in self.site.zone_names() if zone not in self.zone_meters]
+        # Beyond what the meters' accuracy allows (pue_joint_uncertainty), or 1 % where that is not known.
+        allowed = pue_joint_uncertainty if pue_joint_uncertainty is not None else PUE_JOINT_TOLERANCE * (pue_joint or 0.0)
+        if pue is not None and pue_joint is not None and abs(pue - pue_joint) > allowed:
+            # The headline read 1.514 over facility energy at 59 % coverage and IT energy at 39 %, where both
+            # observed gave 1.002, with no word but the completeness (found by the SNMP operator audit).
+            warnings.append(f"pue {pue:.6g} divides each side's energy over the time its meters were observed, and "
+                            f"their gaps differ (completeness {comp:.1%}): over the time both were observed, "
+                            f"pue_joint is {pue_joint:.6g}, which gaps do not bias")
         generated_at = self.opts.generated_at or format_time(int(dt.datetime.now(dt.UTC).timestamp()) * NS)
         try:
             made_ns: int | None = parse_time(generated_at)

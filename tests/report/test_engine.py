@@ -129,7 +129,11 @@ def test_a_meter_read_more_seldom_than_max_gap_is_named_with_the_max_gap_it_need
     part = t[t < START + 10 * H]
     readings["it1"] = MeterReadings(part, _const(part, 100.0), None)
     r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
-    assert r["warnings"] == [] and r["completeness"] == pytest.approx((part[-1] - START) / (48 * H), rel=1e-12)
+    assert r["completeness"] == pytest.approx((part[-1] - START) / (48 * H), rel=1e-12)
+    # Nothing about the sampling; what is said is that `pue` divides energies over different times (its gaps).
+    (w,) = r["warnings"]
+    assert w.startswith(f"pue {r['pue']:.6g} divides each side's energy over the time its meters were observed") \
+        and f"pue_joint is {r['pue_joint']:.6g}, which gaps do not bias" in w, w
 
 
 def test_pue_joint_is_unbiased_by_one_meter_s_gap() -> None:
@@ -154,6 +158,10 @@ def test_pue_joint_is_unbiased_by_one_meter_s_gap() -> None:
     assert r["it_energy_joint_wh"] == pytest.approx(100.0 * 36, rel=1e-12)
     assert r["pue_joint"] == pytest.approx(1.5, rel=1e-12)
     assert r["pue_joint_uncertainty"] == pytest.approx(1.5 * (0.005 + 0.010), rel=1e-12)
+    # The warning docs/auditor-guide.md quotes for this example.
+    assert ("pue 2 divides each side's energy over the time its meters were observed, and their gaps differ "
+            "(completeness 75.0%): over the time both were observed, pue_joint is 1.5, which gaps do not bias"
+            ) in r["warnings"], r["warnings"]
     day1, day2 = r["daily"]
     assert day1["pue"] == pytest.approx(3600.0 / 1200.0, rel=1e-12)
     assert day1["facility_energy_joint_wh"] == pytest.approx(150.0 * 12, rel=1e-12)
