@@ -162,17 +162,7 @@ def test_snmpd_energy_registers_wrap_and_reset_without_negative_energy(tmp_path,
     meters = _generic_device("incomer", snmpd.port, f'{{ name = "feed_energy", oid = "{WRAP_OID}", quantity = '
                              '"active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }') + \
         _generic_device("ups", snmpd.port, f'{{ name = "ups_energy", oid = "{RESET_OID}", quantity = "active_energy", '
-                        'kind = "register", total = true }') + """
-[meters.incomer]
-role = "facility_input"
-device = "incomer"
-
-[meters.ups]
-role = "it"
-point = "ups_output"
-zone = "hall-a"
-device = "ups"
-"""
+                        'kind = "register", total = true }') + INCOMER_AND_UPS
     wrap_start = 2**32 - 200  # wraps 5 s after the collector is up
     reset_at = 9.0
     served = {"wrapped": False, "reset": False}
@@ -221,6 +211,19 @@ device = "ups"
     assert pue == pytest.approx([P_FACILITY_W / P_IT_W] * len(pue), rel=0.05), pue
     t, cells = store.series("meter_energy", "energy_wh", {"meter": "ups"}, t_start, end)
     assert not np.any((t > t_reset - SECOND) & (t <= t_reset)), "the reset cell must be missing"
+
+
+# The site of the tests below: the incomer device's facility input, the UPS device's output (category 1).
+INCOMER_AND_UPS = "\n" + """[meters.incomer]
+role = "facility_input"
+device = "incomer"
+
+[meters.ups]
+role = "it"
+point = "ups_output"
+zone = "hall-a"
+device = "ups"
+"""
 
 
 def _generic_device(name: str, port: int, oids: str) -> str:
@@ -339,16 +342,7 @@ def test_a_refused_first_register_value_does_not_lock_the_meter_onto_power_and_a
                              '"active_energy", kind = "register", modulus_raw = 4294967296.0, total = true }, '
                              f'{{ name = "feed_power", oid = "{POW_OID}", quantity = "active_power", total = true }}') + \
         _generic_device("ups", snmpd.port, f'{{ name = "out_power", oid = "{UPS_OID}", quantity = "active_power", '
-                        'total = true }') + """
-[meters.incomer]
-role = "facility_input"
-device = "incomer"
-
-[meters.ups]
-role = "it"
-point = "ups_output"
-zone = "hall-a"
-device = "ups"
+                        'total = true }') + INCOMER_AND_UPS + """
 
 [meters.lights]
 role = "other"
