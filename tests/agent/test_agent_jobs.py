@@ -258,13 +258,20 @@ def test_processes_split_by_their_utilisation_from_the_nvml_sources_sample(tmp_p
             p.kill()
             p.wait()
     split_records = [(t, f) for t, f in ledger(rx) if f["interval_s"] > 0.9 and f["share"] in (pytest.approx(0.75), pytest.approx(0.25))]
+    seen: set[str] = set()
     for t, f in split_records:
         assert t["gpu"] == "0" and f["shared"] and f["source"] == "slurm" and not f["reserved_idle"]
         tenant, share = {"701": ("alpha", 0.75), "702": ("beta", 0.25)}[f["job"]]
         assert f["tenant"] == tenant and f["share"] == pytest.approx(share)
-        # RAPL readable (the estimate is only its fallback): measured, and the counters did not move.
-        assert f["host_estimated"] is False and f["host_unknown"] is False and f["host_wh"] == 0.0
+        # RAPL readable (the estimate is only its fallback): measured, and the counters did not move. Only a job's
+        # first interval may be estimated: on a loaded machine it can begin before the host source's first RAPL
+        # reading, and then it is flagged host_estimated, as the policy says (agent/sources/jobs.py); the lonely
+        # test run met it once.
+        if f["job"] in seen or not f["host_estimated"]:
+            assert f["host_estimated"] is False and f["host_unknown"] is False and f["host_wh"] == 0.0, f
+        seen.add(f["job"])
     assert {f["job"] for _, f in split_records} == {"701", "702"}
+    assert sum(not f["host_estimated"] for _, f in split_records) >= 2  # measured intervals, not only estimates
     assert not [f for t, f in ledger(rx) if t["gpu"] == "1"]  # no job holds GPU 1
     stats = [(tags, f) for m, tags, f, _ in map(parse_line, rx.lines()) if m == JOB_LEDGER_STATS]
     assert stats and all(f["unattributed_processes"] == 1 and f["interval_s"] > 0 for _, f in stats)
