@@ -329,11 +329,17 @@ class ReadingSpec:
                 return (f"units.{text}", f"is the reading's own unit: its factor must be 1, got {factor}")
         return None
 
-    def name_for(self, index: str) -> str:
-        """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty."""
+    def template(self) -> str:
+        """The reading's name: a scalar's, or a column's with its placeholders (`outlet{index}_active_power`)."""
         if self.oid:
             return self.name or self.key
-        template = self.name or f"{self.key}_{{index}}"
+        return self.name or f"{self.key}_{{index}}"
+
+    def name_for(self, index: str) -> str:
+        """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty."""
+        template = self.template()
+        if self.oid:
+            return template
         parts = index.split(".")
 
         def sub(m: re.Match[str]) -> str:
@@ -436,7 +442,7 @@ class Profile:
             # Two readings of one name are one stored series: a W and a Wh reading both named `outlet_energy`
             # loaded (found by the SNMP operator audit). One name for one quantity is allowed: the tables of two
             # generations of a MIB, of which a device has one (hpe-cpqpower).
-            name = spec.name_for("") if spec.oid else (spec.name or f"{spec.key}_{{index}}")
+            name = spec.template()
             other = self.readings[shown[name]] if name in shown else None
             if other is not None and (other.quantity, other.unit) != (spec.quantity, spec.unit):
                 return [(f"readings[{i}].name", f"reading name {name!r} is readings[{shown[name]}]'s too, which "
@@ -788,8 +794,7 @@ def reading_names(profile: Profile, device: Any = None) -> list[str]:
     its readings' names, a column's as its template (`outlet{index}_active_power`), and its totals'."""
     if profile.profile.generic and device is not None:
         profile = generic_profile(profile, getattr(device, "oids", ()))
-    names = [s.name_for("") if s.oid else (s.name or f"{s.key}_{{index}}") for s in profile.readings]
-    return [*names, *(t.name for t in profile.totals)]
+    return [*(s.template() for s in profile.readings), *(t.name for t in profile.totals)]
 
 
 def names_reading(profile: Profile, device: Any, reading: str) -> bool:
