@@ -241,12 +241,21 @@ class Collector:
 
     def on_poll(self, device: str, time_ns: int, readings, error: str | None) -> None:
         ok = error is None
+        # The poller's errors are PollErrors, which carry their kind; any other text is the agent's answer.
+        cause = None if ok else getattr(error, "cause", "error")
         stats = self.poller.stats.get(device) if self.poller is not None else None
-        self.metrics.poll(device, ok, stats.last_duration_s if stats is not None else math.nan)
+        seconds = stats.last_duration_s if stats is not None else math.nan
+        self.metrics.poll(device, cause, seconds)
         self.metrics.refused(device, readings)
         # (A failed poll is logged by the poller, once per failure, then counted: not here on every poll.)
         now = time.time_ns()
         out = Batch()
+        # Every poll, answered or not: a failed poll stores no reading, and a report tells a device that was
+        # down from one nobody polled by these (schema.SNMP_POLL). A skipped slot took no time of its own.
+        out.add(*schema.snmp_poll(self.site.name, device, cause or schema.SNMP_POLL_OK), time_ns, {
+            schema.SNMP_POLL_SECONDS: 0.0 if cause == "skipped" or not math.isfinite(seconds) else float(seconds),
+            schema.SNMP_POLL_ERROR: None if ok else str(error),
+        })
         by_name = {}
         for r in readings:
             by_name[r.name] = r

@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from puewatch.core import schema
 from puewatch.errors import ConfigError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -203,6 +204,11 @@ class CollectorMetrics:
         self.snmp_polls = Counter(
             "puewatch_snmp_polls", "Polls per device by result", ["device", "result"], registry=self.registry
         )
+        self.snmp_failures = Counter(
+            "puewatch_snmp_poll_failures",
+            f"Failed polls per device by cause ({', '.join(schema.SNMP_POLL_CAUSES)}: docs/operator-guide.md)",
+            ["device", "cause"], registry=self.registry,
+        )
         self.snmp_latency = Histogram(
             "puewatch_snmp_poll_seconds",
             "Time from sending a device's first request to its last answer",
@@ -254,8 +260,12 @@ class CollectorMetrics:
     def add_store(self, name: str, provider: StatProvider) -> None:
         self._pull.add(provider, _STORE, {"store": name})
 
-    def poll(self, device: str, ok: bool, seconds: float) -> None:
+    def poll(self, device: str, cause: str | None, seconds: float) -> None:
+        """One poll of `device`: answered (cause None) or failed, by its cause (`schema.SNMP_POLL_CAUSES`)."""
+        ok = cause is None
         self.snmp_polls.labels(device, "ok" if ok else "error").inc()
+        if not ok:
+            self.snmp_failures.labels(device, cause).inc()
         self.snmp_up.labels(device).set(1 if ok else 0)
         if ok and math.isfinite(seconds):
             self.snmp_latency.labels(device).observe(seconds)

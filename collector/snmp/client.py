@@ -94,15 +94,22 @@ _PRIV = {
 
 
 class SnmpError(Exception):
-    """An SNMP request failed; the message says why in words an operator can act on."""
+    """An SNMP request failed; the message says why in words an operator can act on. `cause` is its
+    kind (a key of `schema.SNMP_POLL_CAUSES`), which /metrics counts and the store records per poll."""
+
+    cause = "error"
 
 
 class SnmpTimeout(SnmpError):
     """No answer within timeout x (retries + 1)."""
 
+    cause = "timeout"
+
 
 class SnmpAuthError(SnmpError):
     """The agent refused the credentials (wrong key, unknown user, access denied)."""
+
+    cause = "auth"
 
 
 def convert(value: object) -> Value:

@@ -17,8 +17,8 @@ stretch its own cycle either; should a slot still be overrun (a stalled event
 loop), the slots it covered are skipped and each is still reported (NaN, with
 the reason). A failing device is logged once, with the count of failed polls
 when it answers again. `on_poll(device, time_ns, readings, error)` is called once per device
-per slot; on any failure the readings are NaN and `error` says why, and the
-next slot reconnects (sysObjectID, discovery).
+per slot; on any failure the readings are NaN and `error` (a `PollError`) says why, with its
+kind in `error.cause`, and the next slot reconnects (sysObjectID, discovery).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.validate import Refusal, check_value, number_of
 from puewatch import config as cfg
+from puewatch.core import schema
 from puewatch.errors import ConfigError
 
 log = logging.getLogger("puewatch.collector.snmp")
@@ -71,7 +72,7 @@ class Reading:
     absent: bool = False  # a row of a table, found at discovery, that answered "no such instance" now
 
 
-OnPoll = Callable[[str, int, list[Reading], "str | None"], "None | Awaitable[None]"]
+OnPoll = Callable[[str, int, list[Reading], "PollError | None"], "None | Awaitable[None]"]
 
 
 # Polls a discovered row may answer "no such instance" before its table is walked again.
@@ -420,6 +421,20 @@ def _broken(r: Reading) -> bool:
 # --- the poller ------------------------------------------------------------------
 
 
+class PollError(str):
+    """A failed poll's message, as text, with its kind (`cause`: a key of `schema.SNMP_POLL_CAUSES`),
+    which /metrics counts and the store records with each poll."""
+
+    cause: str
+
+    def __new__(cls, text: str, cause: str) -> PollError:
+        if cause not in schema.SNMP_POLL_CAUSES:
+            raise ValueError(f"unknown poll failure cause {cause!r}")
+        error = super().__new__(cls, text)
+        error.cause = cause
+        return error
+
+
 @dataclass
 class DeviceStats:
     """Per-device counters (for /metrics and the benchmark)."""
@@ -504,24 +519,24 @@ class Poller:
             st.slot_lateness_s.append(started - slot)
             if len(st.slot_lateness_s) > 1000:
                 del st.slot_lateness_s[:500]
-            error: str | None = None
+            error: PollError | None = None
             async with sem:
                 # The cap counts from the slot: time spent waiting for `sem` is part of it.
                 budget = max(0.0, slot + POLL_SHARE * d.interval_s - loop.time())
                 try:
                     readings = await asyncio.wait_for(meter.poll(), budget)
                 except SnmpError as exc:
-                    error = str(exc)
+                    error = PollError(str(exc), exc.cause)
                 except TimeoutError:
                     meter.connected = False
-                    error = (
+                    error = PollError(
                         f"{d.address}: poll cut off at {POLL_SHARE * d.interval_s:g} s ({POLL_SHARE:.0%} of interval_s "
-                        f"{d.interval_s:g} s): the device answers too slowly, or lower timeout_s x (retries + 1)"
+                        f"{d.interval_s:g} s): the device answers too slowly, or lower timeout_s x (retries + 1)", "slow"
                     )
                 except Exception as exc:  # a bug or an agent answer we cannot parse: report, never kill the task
                     log.exception("device %s: poll failed", d.name)
                     meter.connected = False
-                    error = f"{d.address}: internal error: {type(exc).__name__}: {exc}"
+                    error = PollError(f"{d.address}: internal error: {type(exc).__name__}: {exc}", "internal")
             st.last_duration_s = loop.time() - started
             st.polls += 1
             if error is not None:
@@ -541,13 +556,14 @@ class Poller:
             for j in range(k + 1, nxt):
                 st.skipped_slots += 1
                 wall = base_wall_ns + round((t0 + j * d.interval_s - base_loop) * 1e9)
-                skipped = f"{d.address}: slot skipped: the previous poll took {st.last_duration_s:.3g} s (interval {d.interval_s:g} s)"
+                skipped = PollError(f"{d.address}: slot skipped: the previous poll took {st.last_duration_s:.3g} s "
+                                    f"(interval {d.interval_s:g} s)", "skipped")
                 if st.skipped_slots == 1:
                     log.warning("device %s: %s (logged once; skipped slots are counted as failed polls)", d.name, skipped)
                 await self._emit(d.name, wall, meter.failed(time.time_ns()), skipped)
             k = nxt
 
-    async def _emit(self, device: str, t_ns: int, readings: list[Reading], error: str | None) -> None:
+    async def _emit(self, device: str, t_ns: int, readings: list[Reading], error: PollError | None) -> None:
         try:
             result = self.on_poll(device, t_ns, readings, error)
             if inspect.isawaitable(result):

@@ -7,6 +7,7 @@ downsampling read them. Each is spelled here only: a function per series returns
 | series         | tags                                   | fields                                        |
 |----------------|----------------------------------------|-----------------------------------------------|
 | `snmp_reading` | site, device, reading, unit            | value (in `unit`), raw (as received)          |
+| `snmp_poll`    | site, device, result                   | seconds, error (failed polls: a string)       |
 | `meter_energy` | site, meter, role, zone, method        | energy_wh (volume_l for a water meter)        |
 | `gpu_energy`   | site, node, zone                       | energy_wh                                     |
 | `site_energy`  | site, category                         | `<group>_wh` (`water_l`) per site total       |
@@ -38,9 +39,10 @@ from puewatch.core.site import UNITS, Meter
 __all__ = [
     "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "JOB_LEDGER_STATS", "JOB_LEDGER_STATS_FIELDS", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
-    "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "AGENT_TAG_KEYS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
+    "SNMP_POLL", "SNMP_POLL_CAUSES", "SNMP_POLL_ERROR", "SNMP_POLL_OK",
+    "SNMP_POLL_SECONDS", "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "AGENT_TAG_KEYS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
-    "meter_sources", "ppue", "pue", "rating_sources", "site_energy", "site_energy_field", "snmp_reading", "zone_energy",
+    "meter_sources", "ppue", "pue", "rating_sources", "site_energy", "site_energy_field", "snmp_poll", "snmp_reading", "zone_energy",
 ]
 
 SNMP_READING = "snmp_reading"
@@ -99,7 +101,25 @@ JOB_LEDGER_STATS_FIELDS: Mapping[str, str] = {
 }
 
 # The collector's own series: derived from what it polled and received, never written by a client.
-COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE))
+# One point per SNMP poll of a device (its slot's time), tagged with its result ("ok", or a failed poll's
+# cause: a key of `SNMP_POLL_CAUSES`, a small fixed set): how long it took and, failed, the message. A
+# failed poll stores no reading, so without these a report could not tell a device that was down from
+# one nobody polled (found by the SNMP operator audit).
+SNMP_POLL = "snmp_poll"
+SNMP_POLL_OK = "ok"
+SNMP_POLL_SECONDS = "seconds"
+SNMP_POLL_ERROR = "error"
+SNMP_POLL_CAUSES: Mapping[str, str] = {
+    "timeout": "no answer within the timeout (device down or unreachable, or a wrong v2c community)",
+    "auth": "refused: wrong community, SNMPv3 user, keys or protocols, or no access to the objects",
+    "error": "the agent answered with an error",
+    "slow": "answered too slowly: the poll was cut off",
+    "skipped": "not polled: the previous poll ran into its slot",
+    "internal": "puewatch could not read the answer (an internal error, logged)",
+}
+
+COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, SNMP_POLL, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE,
+                                    PPUE))
 # What the node agent writes (agent/sources, agent/main.py), every line with its node's `node` tag.
 AGENT_MEASUREMENTS = frozenset(
     (GPU_POWER, "gpu_state", "gpu_info", "gpu_process", "host", "host_rapl", "puewatch_event", "puewatch_agent",
@@ -133,6 +153,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     JOB_LEDGER_STATS: dict(JOB_LEDGER_STATS_FIELDS),
     # The collector's own series: every field a float (typed batches of float64 columns).
     **{m: {ANY_FIELD: "float"} for m in (SNMP_READING, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE, PPUE)},
+    SNMP_POLL: {SNMP_POLL_SECONDS: "float", SNMP_POLL_ERROR: "string"},
 }
 
 
@@ -145,6 +166,11 @@ class SeriesId(NamedTuple):
 
 def snmp_reading(site: str, device: str, reading: str, unit: str) -> SeriesId:
     return SeriesId(SNMP_READING, {"site": site, "device": device, "reading": reading, "unit": unit})
+
+
+def snmp_poll(site: str, device: str, result: str) -> SeriesId:
+    """A device's polls of one result: `SNMP_POLL_OK`, or a failed poll's cause (`SNMP_POLL_CAUSES`)."""
+    return SeriesId(SNMP_POLL, {"site": site, "device": device, "result": result})
 
 
 def meter_energy(site: str, meter: str, m: Meter, integrated: bool) -> SeriesId:

@@ -54,7 +54,7 @@ from puewatch.core.timefmt import (DAY_NS, NS, add_months, annual_period, day_gr
                                    month_start, parse_time)
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
 from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, scan_site_meter
-from puewatch.report.model import Gap, MeterRow, PeriodRow, Report, ReportFigures, ZoneRow
+from puewatch.report.model import Gap, MeterRow, PeriodRow, PollCounts, Report, ReportFigures, ZoneRow
 
 SCHEMA = "puewatch.report/1"
 DEFAULT_MAX_GAP_NS = 15 * 60 * NS
@@ -416,6 +416,7 @@ class _Builder:
     def _meter_row(self, name: str) -> MeterRow:
         meter, r, cal = self.site.meters[name], self.scans[name], self.cal
         covered = covered_in_bins(*r.observed, cal.period_edges)
+        causes = r.polls.counts() if r.polls is not None else {}
         return MeterRow(
             meter=name,
             role=meter.role,
@@ -434,6 +435,7 @@ class _Builder:
             register_intervals=r.outcomes,
             power_readings_refused=r.power_refused,
             register_readings_refused=r.register_refused,
+            polls=None if r.polls is None else PollCounts(r.polls.recorded, sum(causes.values()), causes),
         )
 
     def _meter_warnings(self, name: str) -> list[str]:
@@ -470,6 +472,7 @@ class _Builder:
                        f"than the longest interval counted as observed ({max_gap_ns / 1e9:g} s): most of its "
                        f"time is a gap; if it reports this seldom, give --max-gap "
                        f"{math.ceil(r.median_interval_ns / 1e9)} (to report, export and recompute alike)")
+        out += self._poll_warnings(name)
         unknown = self.site.snmp_modulus_unknown.get(name)
         if r.resets and unknown:
             out.append(f"meter {name!r}: {r.resets} register drop(s) counted as reset(s) (each "
@@ -480,6 +483,33 @@ class _Builder:
                        "a drop no wrap explains (a user reset, a replaced meter, a driver reload), its interval not "
                        "counted (only a lower bound of its energy is known)")
         return out
+
+    def _poll_warnings(self, name: str) -> list[str]:
+        """Why an SNMP meter has gaps, where its device's recorded polls say: the polls that failed inside
+        them, by cause, or none recorded at all for a meter with no data (a failed poll stores no reading,
+        so without these a device that was down looked like one nobody polled: the SNMP operator audit).
+        Failed polls a meter's readings bridge lost nothing and are not named."""
+        r, cal, device = self.scans[name], self.cal, self.site.meters[name].device
+        p = r.polls
+        if p is None:
+            return []  # unknown: not an SNMP meter, or an input without poll records (an export CSV)
+        gaps = complement(*r.observed, cal.start_ns, cal.end_ns)
+        starts = np.array([a for a, _ in gaps], np.int64)
+        ends = np.array([b for _, b in gaps], np.int64)
+        missing = int(np.sum(ends - starts))
+        in_gaps = p.counts((starts, ends))
+        if in_gaps:
+            failed = np.sort(np.concatenate(list(p.failed.values())))
+            inside = failed[np.searchsorted(ends, failed, side="right") < np.searchsorted(starts, failed, side="right")]
+            causes = ", ".join(f"{n} {cause}" for cause, n in sorted(in_gaps.items(), key=lambda kv: (-kv[1], kv[0])))
+            return [f"meter {name!r}: {sum(in_gaps.values())} poll(s) of its device {device!r} failed in its gaps "
+                    f"({causes}; of {p.recorded} polls recorded in the period), the first at {format_time(int(inside[0]))}, "
+                    f"the last at {format_time(int(inside[-1]))}: its energy there is missing, not zero (completeness "
+                    f"{1 - missing / (cal.end_ns - cal.start_ns):.1%}; the causes: docs/auditor-guide.md)"]
+        if not p.recorded and missing == cal.end_ns - cal.start_ns:
+            return [f"meter {name!r}: no data, and no poll of its device {device!r} is recorded in the period: the "
+                    "collector did not poll it then (not running, or the device not in its [[snmp.devices]])"]
+        return []
 
     def _period_rows(self, per: str, edges: np.ndarray, completeness: np.ndarray) -> list[PeriodRow]:
         """One row per month or day (`per`) of `edges`."""

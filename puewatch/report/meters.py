@@ -40,6 +40,28 @@ class MeterReadings:
     # Where the meter's tags select more than one stored series with readings in the window: each one's
     # tags (their readings were read together, as one meter's: a report warns; see `read_meter`).
     series_read: tuple[dict[str, str], ...] = ()
+    # Its SNMP device's polls in the period as the collector recorded them (schema.SNMP_POLL); None where
+    # the input cannot say (not an SNMP meter, an export CSV).
+    polls: PollRecord | None = None
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """An SNMP device's recorded polls over a period: how many, and the failed ones' times (int64 ns,
+    ascending) by cause."""
+
+    recorded: int
+    failed: dict[str, np.ndarray]
+
+    def counts(self, spans: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, int]:
+        """Failed polls by cause (those with any), all of them or those inside the interval set `spans`
+        ([start, end) pairs, puewatch.report.intervals)."""
+        out = {}
+        for cause, t in sorted(self.failed.items()):
+            n = t.size if spans is None else int(np.sum(np.searchsorted(t, spans[1]) - np.searchsorted(t, spans[0])))
+            if n:
+                out[cause] = n
+        return out
 
 
 NO_READINGS = MeterReadings(np.empty(0, np.int64))
@@ -72,6 +94,7 @@ class MeterScan:
     # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
     uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
     series_read: tuple[dict[str, str], ...] = ()  # MeterReadings.series_read
+    polls: PollRecord | None = None  # MeterReadings.polls
 
 
 def finite_pairs(t: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +243,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
                      power_refused=scan.power_refused, register_refused=refused, register_refused_first=first,
                      jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps,
-                     series_read=readings.series_read)
+                     series_read=readings.series_read, polls=readings.polls)
 
 
 def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name: str, grid: np.ndarray,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["CarbonRow", "EmissionFactorRow", "Gap", "GreenEntryRow", "MeterRow", "PeriodRow", "Report", "ReportFigures",
+__all__ = ["CarbonRow", "EmissionFactorRow", "Gap", "GreenEntryRow", "MeterRow", "PeriodRow", "PollCounts", "Report", "ReportFigures",
            "ZoneRow"]
 
 
@@ -41,6 +41,15 @@ class Gap(_Row):
 
 
 @dataclass
+class PollCounts(_Row):
+    """A device's polls in a report's period: how many were recorded, and the failed ones by cause."""
+
+    recorded: int
+    failed: int
+    causes: dict[str, int]  # cause (schema.SNMP_POLL_CAUSES) -> failed polls
+
+
+@dataclass
 class MeterRow(_Row):
     meter: str
     role: str
@@ -59,6 +68,9 @@ class MeterRow(_Row):
     register_intervals: dict[str, int]  # outcome (core.energy.OUTCOMES) -> intervals in the period
     power_readings_refused: int
     register_readings_refused: int
+    # An SNMP meter's device's polls in the period, as the collector recorded them (null: not an SNMP meter,
+    # or the input holds no poll records, as an export CSV does not).
+    polls: PollCounts | None = None
 
 
 @dataclass

@@ -54,6 +54,7 @@ from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
 from puewatch.core.timefmt import NS, format_time, format_times, in_range
 from puewatch.report.engine import MeterReadings
+from puewatch.report.meters import PollRecord
 from puewatch.redact import redact_url
 
 CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
@@ -355,7 +356,35 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
     return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi),
-                         _series_read(reader, site.meters[name], lo, hi))
+                         _series_read(reader, site.meters[name], lo, hi),
+                         read_polls(reader, site, name, *(period or (lo, hi))))
+
+
+def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> PollRecord | None:
+    """Meter `name`'s SNMP device's polls in lo <= t < hi as the collector recorded them (`schema.SNMP_POLL`,
+    a series per result); None for a meter not read over SNMP, and from a store that holds no poll of any
+    device (written by a puewatch that recorded none, or by another writer): it cannot say. A result the
+    store holds that this version does not name is counted as a failure of that name, never dropped."""
+    m = site.meters[name]
+    if not m.device:
+        return None
+    recorded = 0
+    failed: dict[str, np.ndarray] = {}
+    from puewatch.collector.stores.base import StoreError
+
+    try:
+        results = reader.tag_values(schema.SNMP_POLL, "result")
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    if not results:
+        return None
+    for result in results:
+        series = schema.snmp_poll(site.name, m.device, result)
+        t, _ = _series(reader, series.measurement, schema.SNMP_POLL_SECONDS, series.tags, lo, hi)
+        recorded += t.size
+        if t.size and result != schema.SNMP_POLL_OK:
+            failed[result] = t
+    return PollRecord(recorded, failed)
 
 
 def _series_read(reader: Any, m: Meter, lo: int, hi: int) -> tuple[dict[str, str], ...]:
@@ -964,7 +993,7 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
         if r.energy_wh is not None and np.isfinite(r.energy_wh[keep]).any():
             energy = r.energy_wh[keep]
         # Every row kept has a reading: a row of the CSV has one, and a row outside has the register's.
-        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, r.ratings)
+        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, r.ratings, polls=r.polls)
     return out
 
 

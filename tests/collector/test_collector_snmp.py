@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import threading
 import time
 
@@ -23,6 +26,7 @@ import puewatch.profiles
 
 from collector_support import CollectorProcess, free_port, scrape, write_config
 from puewatch.collector.stores.embedded import EmbeddedStore
+from puewatch.core.timefmt import format_time
 from snmp_support import PRIVATE_BASE, black_hole, snmpd, snmpsim_recordings  # noqa: F401 (fixtures)
 
 FACILITY = "raritan-pdu2-one-inlet"
@@ -109,6 +113,12 @@ reading = "total_active_power"
     assert values['puewatch_snmp_up{device="dead"}'] == 0, snmp
     assert values['puewatch_snmp_polls_total{device="dead",result="error"}'] >= 5, snmp
     assert values.get('puewatch_snmp_polls_total{device="dead",result="ok"}', 0) == 0, snmp
+    # Every failed poll by its cause: the dead device's are timeouts, or (its first, which connects first)
+    # cut off at the poll's share of the interval.
+    dead_failures = {k.split('cause="')[1].split('"')[0]: v for k, v in snmp.items()
+                     if k.startswith("puewatch_snmp_poll_failures_total{") and 'device="dead"' in k}
+    assert dead_failures.keys() <= {"timeout", "slow"} and dead_failures["timeout"] >= 5, snmp
+    assert sum(dead_failures.values()) == values['puewatch_snmp_polls_total{device="dead",result="error"}'], snmp
     for live in ("incomer", "ups"):
         ok = values[f'puewatch_snmp_polls_total{{device="{live}",result="ok"}}']
         failed = values.get(f'puewatch_snmp_polls_total{{device="{live}",result="error"}}', 0)
@@ -150,6 +160,39 @@ reading = "total_active_power"
     assert len(site_cooling) == 0
     t, fac = store.series("site_energy", "facility_input_wh", {"site": "lab"}, t_start, end)
     assert len(fac) >= 7 and fac == pytest.approx([p_facility / 3600] * len(fac), rel=1e-9)
+    # Each poll is recorded, answered or not: the dead device's as timeouts, with the poller's message.
+    assert "timeout" in store.tag_values("snmp_poll", "result")
+    t_dead, secs = store.series("snmp_poll", "seconds", {"device": "dead", "result": "timeout"}, t_start, end)
+    assert len(t_dead) >= 5 and np.all(secs > 0.5), secs  # waited for an answer (timeout_s 0.9 by pysnmp's timer)
+    assert len(store.series("snmp_poll", "seconds", {"device": "dead", "result": "ok"}, t_start, end)[0]) == 0
+    errors = {tags["result"]: set(cols["error"]) for tags, _, cols in
+              store.fields_by_series("snmp_poll", {"error": "string"}, t_start, end) if tags["device"] == "dead"}
+    assert errors.keys() <= {"timeout", "slow"} and errors["timeout"] == {
+        f"127.0.0.1:{black_hole}: no response within 0.9 s (1 try): device down or unreachable, or wrong community?"}
+    t_slow, _ = store.series("snmp_poll", "seconds", {"device": "dead", "result": "slow"}, t_start, end)
+    t_ok, _ = store.series("snmp_poll", "seconds", {"device": "incomer", "result": "ok"}, t_start, end)
+    assert len(t_ok) >= 10
+    store.close()
+
+    # A report says why the cooling meter has no data: its device's polls failed (found by the SNMP
+    # operator audit: "no data", and no word of a device that was down all along).
+    lo, hi = (int(t_dead[0]) // SECOND) * SECOND, (int(t_dead[-1]) // SECOND + 1) * SECOND
+    out = subprocess.run([sys.executable, "-m", "puewatch.cli", "report", "--config", str(conf), "--from",
+                          format_time(lo), "--to", format_time(hi), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rows = {m["meter"]: m for m in report["meters"]}
+    timeouts = len(t_dead[(t_dead >= lo) & (t_dead < hi)])
+    slow = len(t_slow[(t_slow >= lo) & (t_slow < hi)])
+    failed = timeouts + slow
+    assert rows["crac"]["method"] is None and rows["crac"]["polls"] == {
+        "recorded": failed, "failed": failed, "causes": {"timeout": timeouts} | ({"slow": slow} if slow else {})}
+    assert rows["incomer"]["polls"]["recorded"] >= 5 and rows["incomer"]["polls"]["causes"].keys() <= {"skipped"}
+    (warning,) = [w for w in report["warnings"] if w.startswith("meter 'crac'")]
+    assert warning.startswith(f"meter 'crac': {failed} poll(s) of its device 'dead' failed in its gaps ({timeouts} "
+                              f"timeout{f', {slow} slow' if slow else ''}; of {failed} polls recorded in the period), "
+                              "the first at "), warning
+    assert "its energy there is missing, not zero (completeness 0.0%" in warning
 
 
 WRAP_OID = f"{PRIVATE_BASE}.2.0"
