@@ -40,6 +40,10 @@ matched. The scope (collector.scopes: an agent's node, a feeder's meters) decide
 series the writer may write: a body with any series out of scope is refused whole, 403
 naming the series (`{"code":"forbidden",...}`, v1 `{"error":...}`), nothing stored. The
 writer's name goes to the sink with its lines.
+
+The writers (tokens and their scopes) are one value, swapped whole by `replace_writers` (the
+collector's SIGHUP re-reads the token source): each request takes the writers of the moment
+its head arrived and is authorised and scoped by them to its end, never by a mix of two.
 """
 
 from __future__ import annotations
@@ -417,7 +421,7 @@ class _Reply(Exception):
 
 
 class _Request:
-    __slots__ = ("method", "path", "query", "version", "headers", "keep_alive", "received_ns", "api")
+    __slots__ = ("method", "path", "query", "version", "headers", "keep_alive", "received_ns", "api", "writers")
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
@@ -614,10 +618,9 @@ class IngestServer:
         `types`: the field types lines are checked against (the store's: see collector/fieldtypes.py);
         `retention_s`: the store's raw retention (older lines are refused, not deleted at the next upkeep)."""
         self.config = config
-        self.tokens = tokens
         self.sink = sink
         self._pace = getattr(sink, "pace", None)
-        self.scopes = scopes if scopes is not None else WriteScopes(tokens.scopes)
+        self.replace_writers(tokens, scopes if scopes is not None else WriteScopes(tokens.scopes))
         self.types = types if types is not None else FieldTypes()
         window = TimeWindow(ahead_ns=round(config.max_clock_skew_s * 1e9), behind_ns=round(config.max_age_s * 1e9),
                             retention_ns=round((retention_s or 0) * 1e9))
@@ -636,6 +639,19 @@ class IngestServer:
         self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._started_ns = time.monotonic_ns()
         self._server_header = f"X-Influxdb-Build: puewatch\r\nX-Influxdb-Version: puewatch-{__version__}\r\n"
+
+    def replace_writers(self, tokens: Tokens, scopes: WriteScopes) -> None:
+        """From the next request on, these tokens and scopes (one assignment: a request sees the old pair
+        or the new one, never a mix); requests already past their head finish under the old pair."""
+        self._writers = (tokens, scopes)
+
+    @property
+    def tokens(self) -> Tokens:
+        return self._writers[0]
+
+    @property
+    def scopes(self) -> WriteScopes:
+        return self._writers[1]
 
     async def start(self) -> None:
         _raise_open_files_limit(self.config.max_connections)
@@ -734,6 +750,7 @@ class IngestServer:
                     raise _Reply(431, f"request head larger than {MAX_HEAD_BYTES} bytes", close=True)
                 req = _parse_head(head)
                 req.received_ns = time.time_ns()
+                req.writers = self._writers  # this request's tokens and scopes, whatever a reload does meanwhile
                 api = "v1" if req.path in ("/write", "/query") else "v2"  # /query is InfluxDB 1.x's: Basic and u=&p= too
                 req.api = api
                 if not conn.authenticated and _ROUTES.get(req.path) == "POST":
@@ -858,7 +875,7 @@ class IngestServer:
             token = _param(params, "p", "")
         if not token:
             return None
-        return self.tokens.agent_for(token)
+        return req.writers[0].agent_for(token)
 
     async def _write(self, req: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         cfg = self.config
@@ -916,7 +933,8 @@ class IngestServer:
             raise _Reply(400, str(exc)) from None
         # Every line whose series could be read counts, refused for its time or type or not: a line
         # out of scope refuses the body whole (403), never a partial write that keeps the rest.
-        refused = self.scopes.refusal(agent, result.series) if result.series else None
+        scopes = req.writers[1]
+        refused = scopes.refusal(agent, result.series) if result.series else None
         if refused is not None:
             well_formed = result.lines + result.time_refused + result.store_refused
             self._forbid(agent, well_formed, well_formed + result.error_count, *refused)
@@ -938,7 +956,7 @@ class IngestServer:
             self.stats.lines_accepted += result.lines
             # Stored: only the answer waits, while the store catches up. Not a meters' feeder's: its
             # few lines are the facility side of the live PUE, and they are not what fills the store.
-            if self._pace is not None and not self.scopes.is_feeder(agent):
+            if self._pace is not None and not scopes.is_feeder(agent):
                 waited = await self._pace()
                 if waited > 0.0:
                     self.stats.paced += 1
