@@ -10,6 +10,10 @@ writer's thread) and the Prometheus endpoint (its own thread). The loop:
   (`schema.snmp_reading`, a typed batch) and the meters' readings go to the pipeline;
 - steps the pipeline every interval and writes the derived series (a typed batch);
 - checkpoints the rolling history, and tells systemd it is alive.
+
+SIGHUP (`systemctl reload`) re-reads the writers' token source (`load_writers`, as at start) and
+swaps it into the ingest server whole; a source that fails the start's checks leaves the
+writers as they were (logged, counted in `puewatch_token_reloads_total`).
 """
 
 from __future__ import annotations
@@ -191,6 +195,7 @@ class Collector:
         self.writer = None
         self.derived_writer = None
         self.poller = None
+        self.ingest = None
         self.started_ns = time.time_ns()
         self.running = False  # up and serving: an error from here on is not a start-up error
         self.health = Health()
@@ -313,6 +318,40 @@ class Collector:
             return 0.0
         return register_step(meter.profile, reading)
 
+    # ---- the writers' tokens -----------------------------------------------------
+
+    def load_writers(self):
+        """The writers' tokens and the site's scope rules for them, with every check the start makes
+        (collector.ingest.Tokens.load; a feeder naming a meter the site does not feed through ingest):
+        at start and on each reload. Raises ConfigError naming the file (and line)."""
+        from puewatch.collector.ingest import Tokens
+        from puewatch.collector.scopes import WriteScopes
+
+        conf = self.conf
+        tokens = Tokens.load(conf.ingest)
+        scopes = WriteScopes(tokens.scopes, conf.meters, self.site.name)
+        scopes.check_meters(conf.meters)
+        for meter in scopes.unfed_meters():
+            log.warning("meter %s is fed through ingest but no token is its feeder (feeder:%s in the token file): "
+                        "its writes are refused (403)", meter, meter)
+        return tokens, scopes
+
+    def reload_writers(self) -> None:
+        """SIGHUP: the token source read again and swapped in whole, or, when it fails a check, the
+        writers kept as they were. Never logs a token; names only the writers added and removed."""
+        before = set(self.ingest.tokens.scopes)
+        try:
+            tokens, scopes = self.load_writers()
+        except ConfigError as exc:
+            self.metrics.token_reload(ok=False)
+            log.error("tokens not reloaded, the %d writer(s) loaded before still hold: %s", len(before), exc)
+            return
+        self.ingest.replace_writers(tokens, scopes)
+        self.metrics.token_reload(ok=True)
+        after = set(tokens.scopes)
+        log.info("tokens reloaded: %d writer(s); added: %s; removed: %s", len(after),
+                 ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
+
     # ---- the loop ------------------------------------------------------------------
 
     def _step(self) -> None:
@@ -360,9 +399,8 @@ class Collector:
             log.warning("store upkeep failed (retried in %.0f s): %s", MAINTAIN_INTERVAL_S, exc)
 
     async def run(self) -> int:
-        from puewatch.collector.ingest import IngestServer, Tokens
+        from puewatch.collector.ingest import IngestServer
         from puewatch.collector.pacing import Pacer
-        from puewatch.collector.scopes import WriteScopes
         from puewatch.collector.snmp.poller import Poller
         from puewatch.collector.stores.spool import StoreWriter
 
@@ -370,7 +408,12 @@ class Collector:
         # What the operator can get wrong comes first, before seconds of compiling: a one-line error at once.
         check_state_dir(self.state_dir)
         self.lock_fd = lock_state_dir(self.state_dir)
-        tokens = Tokens.load(conf.ingest)
+        tokens, scopes = self.load_writers()
+        # A SIGHUP from here on reloads the tokens. Its handler runs on the loop, at the first await below,
+        # which comes after the ingest server exists: one sent while the kernels compile is not lost (nor
+        # does it end the process, as SIGHUP's default would), and reads the file as it is then.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_writers)
         # Compile the kernels (or load them from Numba's cache) before anything runs: a cold
         # cache takes seconds, and Numba holds the GIL meanwhile, which would stall the
         # event loop (SNMP polls timing out, ingest waiting). Agents spool until ingest opens.
@@ -416,12 +459,8 @@ class Collector:
         if self.pipeline.restore():
             log.info("rolling history restored from %s", self.state_dir / "pipeline.npz")
             self.pipeline.catch_up(time.time_ns())
-        scopes = WriteScopes(tokens.scopes, conf.meters, self.site.name)
-        scopes.check_meters(conf.meters)
-        for meter in scopes.unfed_meters():
-            log.warning("meter %s is fed through ingest but no token is its feeder (feeder:%s in the token file): "
-                        "its writes are refused (403)", meter, meter)
-        ingest = IngestServer(conf.ingest, tokens, self, scopes, types=types, retention_s=ingest_retention_s(self.store))
+        self.ingest = ingest = IngestServer(conf.ingest, tokens, self, scopes, types=types,
+                                            retention_s=ingest_retention_s(self.store))
         st = ingest.stats
         self.metrics.add_ingest(
             lambda: {
@@ -455,7 +494,6 @@ class Collector:
             metrics_server = self.metrics.serve(host, port)
         notifier = SystemdNotifier()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         interval = conf.collector.interval_s

@@ -247,6 +247,13 @@ class CollectorMetrics:
             "puewatch_pipeline_step_seconds", "Time one pipeline step takes", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.token_reloads = Counter(
+            "puewatch_token_reloads", "Reloads of the writers' tokens (SIGHUP) by result: ok (swapped in), failed "
+            "(the token source failed the start's checks; the tokens before it still hold)", ["result"],
+            registry=self.registry,
+        )
+        for result in ("ok", "failed"):  # both shown from the start, at 0
+            self.token_reloads.labels(result)
 
     def add_pipeline(self, pipeline) -> None:
         self.registry.register(_PipelineQuality(pipeline))
@@ -259,6 +266,9 @@ class CollectorMetrics:
 
     def add_store(self, name: str, provider: StatProvider) -> None:
         self._pull.add(provider, _STORE, {"store": name})
+
+    def token_reload(self, ok: bool) -> None:
+        self.token_reloads.labels("ok" if ok else "failed").inc()
 
     def poll(self, device: str, cause: str | None, seconds: float) -> None:
         """One poll of `device`: answered (cause None) or failed, by its cause (`schema.SNMP_POLL_CAUSES`)."""
