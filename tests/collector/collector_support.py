@@ -107,6 +107,14 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def wait_until(cond, what: str, timeout_s: float = 30.0) -> None:
+    """Poll `cond()` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s} s: {what}"
+        time.sleep(0.05)
+
+
 def scrape(metrics_port: int) -> dict[str, float]:
     """/metrics as {'name{labels}': value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
