@@ -160,6 +160,13 @@ def test_watchdog_outlasts_the_pings():
         assert unit["Restart"] == ["on-failure"] and unit["RestartPreventExitStatus"] == ["2"]
 
 
+def test_the_collector_reloads_its_tokens_on_sighup():
+    # collector/main.py: SIGHUP re-reads the token source (tests/collector/test_collector_token_reload.py);
+    # the agent has no ExecReload: SIGHUP would end it.
+    assert parse_unit(UNITS / "puewatch-collector.service")["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert "ExecReload" not in parse_unit(UNITS / "puewatch-agent.service")
+
+
 def seconds(value: str) -> float:
     m = re.fullmatch(r"(\d+)(s|min)?", value)
     assert m, f"unexpected time span {value!r}"
