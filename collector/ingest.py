@@ -195,6 +195,10 @@ class Tokens:
     def __len__(self) -> int:
         return len(self._digests)
 
+    def same_as(self, other: Tokens) -> bool:
+        """The same writers, tokens and scopes (a reload that changed nothing)."""
+        return sorted(self._digests) == sorted(other._digests) and self.scopes == other.scopes
+
     def agent_for(self, token: str) -> str | None:
         presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found = None

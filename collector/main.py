@@ -339,7 +339,8 @@ class Collector:
     def reload_writers(self) -> None:
         """SIGHUP: the token source read again and swapped in whole, or, when it fails a check, the
         writers kept as they were. Never logs a token; names only the writers added and removed."""
-        before = set(self.ingest.tokens.scopes)
+        old = self.ingest.tokens
+        before = set(old.scopes)
         try:
             tokens, scopes = self.load_writers()
         except ConfigError as exc:
@@ -349,8 +350,16 @@ class Collector:
         self.ingest.replace_writers(tokens, scopes)
         self.metrics.token_reload(ok=True)
         after = set(tokens.scopes)
-        log.info("tokens reloaded: %d writer(s); added: %s; removed: %s", len(after),
-                 ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
+        note = ""
+        if tokens.same_as(old):
+            note = "; no token changed"
+            if self.conf.ingest.token_credential:
+                # systemd copies a credential when the unit starts; a reload does not refresh the copy (unless
+                # the unit says RefreshOnReload=credentials, systemd 260+): the edit is not seen until a restart.
+                note += (f" (token_credential {self.conf.ingest.token_credential!r} is the copy systemd made when the "
+                         "unit started: restart the unit to read an edited source, or see systemd/README.md)")
+        log.info("tokens reloaded: %d writer(s); added: %s; removed: %s%s", len(after),
+                 ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none", note)
 
     # ---- the loop ------------------------------------------------------------------
 

@@ -104,3 +104,29 @@ def test_a_revoked_token_is_refused_after_sighup_and_a_broken_file_keeps_the_tok
         assert "tokens reloaded: 3 writer(s); added: gpu-a-1; removed: none" in log
         for token in (TOKEN, OTHER_TOKEN, NEW_TOKEN, FEEDER_TOKEN):
             assert token not in log
+
+
+def test_a_credential_is_reloaded_too_and_an_unchanged_one_says_why(tmp_path):
+    # token_credential: read from $CREDENTIALS_DIRECTORY, as under the shipped unit. There systemd's copy is made
+    # at the unit's start; here the test edits "the copy" itself, as RefreshOnReload=credentials would.
+    ingest_port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp_path, ingest_port, metrics_port)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    credential = creds / "ingest-tokens"
+    feeder = f"telegraf {FEEDER_TOKEN} feeder:incomer,ups\n"
+    credential.write_text(f"gpu-a-1 {TOKEN}\ngpu-a-2 {OTHER_TOKEN}\n{feeder}")
+    credential.chmod(0o600)
+    conf.write_text(conf.read_text().replace(f'token_file = "{tmp_path / "tokens"}"', 'token_credential = "ingest-tokens"'))
+    assert "token_credential" in conf.read_text()
+    with CollectorProcess(conf, ingest_port, env={"CREDENTIALS_DIRECTORY": str(creds)}) as proc:
+        wait_port(metrics_port)
+        assert _post(ingest_port, TOKEN, _line("gpu-a-1", 300)) == 204
+        _reload(proc, metrics_port, "ok")  # nothing edited
+        assert "tokens reloaded: 3 writer(s); added: none; removed: none; no token changed (token_credential " \
+               "'ingest-tokens' is the copy systemd made when the unit started" in proc.output()
+        credential.write_text(f"gpu-a-2 {OTHER_TOKEN}\n{feeder}")
+        _reload(proc, metrics_port, "ok")
+        assert _post(ingest_port, TOKEN, _line("gpu-a-1", 301)) == 401
+        assert _post(ingest_port, OTHER_TOKEN, _line("gpu-a-2", 302)) == 204
+        assert "tokens reloaded: 2 writer(s); added: none; removed: gpu-a-1\n" in proc.output()
