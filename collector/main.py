@@ -252,6 +252,9 @@ class Collector:
         seconds = stats.last_duration_s if stats is not None else math.nan
         self.metrics.poll(device, cause, seconds)
         self.metrics.refused(device, readings)
+        meter = self.poller.meters.get(device) if self.poller is not None else None
+        if meter is not None:
+            self.metrics.rows_refused(device, meter.rows_refused)
         # (A failed poll is logged by the poller, once per failure, then counted: not here on every poll.)
         now = time.time_ns()
         out = Batch()

@@ -228,6 +228,12 @@ class CollectorMetrics:
             "Readings of table rows found at discovery that answered 'no such instance' (recorded as missing, and "
             "so are the device totals they are part of)", ["device"], registry=self.registry,
         )
+        self.snmp_rows_refused = Gauge(
+            "puewatch_snmp_rows_refused",
+            "Table rows the device's latest discovery found that its profile cannot name (the row index lacks a "
+            "component the reading's name template uses): not read; the collector's log names each",
+            ["device"], registry=self.registry,
+        )
         self.snmp_up = Gauge("puewatch_snmp_up", "1 when the device's last poll answered", ["device"], registry=self.registry)
         self.ratio = Gauge(
             "puewatch_ratio", "Latest rolling ratio (pue, clf, plf, ...) per window; NaN when unknown",
@@ -279,6 +285,9 @@ class CollectorMetrics:
         self.snmp_up.labels(device).set(1 if ok else 0)
         if ok and math.isfinite(seconds):
             self.snmp_latency.labels(device).observe(seconds)
+
+    def rows_refused(self, device: str, n: int) -> None:
+        self.snmp_rows_refused.labels(device).set(n)
 
     def refused(self, device: str, readings) -> None:
         """Count the readings whose answered value was refused (`snmp.validate`)."""

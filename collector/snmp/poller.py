@@ -132,6 +132,10 @@ class Meter:
         self._gone_walk_polls = 0  # polls after a walk before the next one while rows are gone (0: none gone)
         self._polls_since_walk = 0
         self.absent_polls = 0  # polls of absent rows, counted (/metrics)
+        # Table rows the latest discovery found whose index lacks a component the reading's name uses: not read,
+        # counted (/metrics), logged once each ((reading key, index)).
+        self.rows_refused = 0
+        self._rows_refused_logged: set[tuple[str, str]] = set()
 
     def _configured_profile(self) -> pf.Profile | None:
         name = self.device.profile
@@ -179,6 +183,7 @@ class Meter:
             return walks[column]
 
         rows: list[_Row] = []
+        self.rows_refused = 0
         for spec in self.profile.readings:
             if spec.oid:
                 rows.append(_Row(spec, "", spec.oid, spec.name_for(""), spec.scale, None))
@@ -225,9 +230,14 @@ class Meter:
                     except ValueError:
                         factors[i] = NAN
             for idx, f in zip(indices, factors):
+                try:
+                    name = spec.name_for(idx)
+                except pf.IndexTooShort as exc:
+                    self._refuse_row(spec, idx, exc)
+                    continue
                 gate = spec.valid_if or spec.zero_valid_if
                 valid = f"{gate.column}.{idx}" if gate else None
-                rows.append(_Row(spec, idx, f"{spec.column}.{idx}", spec.name_for(idx), f, valid))
+                rows.append(_Row(spec, idx, f"{spec.column}.{idx}", name, f, valid))
         self.rows = rows
         self._discovered_at = time.monotonic()
         self._rediscover = False
@@ -252,6 +262,19 @@ class Meter:
             most = self.device.rediscover_s / self.device.interval_s if self.device.rediscover_s > 0 else float("inf")
             self._gone_walk_polls = max(ABSENT_POLLS_BEFORE_WALK, min(2 * self._gone_walk_polls, int(most)))
         self._polls_since_walk = 0
+
+    def _refuse_row(self, spec: pf.ReadingSpec, index: str, why: pf.IndexTooShort) -> None:
+        """A row that the profile cannot name (its index lacks a component the name uses): not read, counted,
+        logged once per row. Named with the placeholder left in, every such row had one name, and their
+        values were one series (found by an outside audit)."""
+        self.rows_refused += 1
+        key = (spec.key, index)
+        if key in self._rows_refused_logged:
+            return
+        self._rows_refused_logged.add(key)
+        assert self.profile is not None
+        log.warning("device %s: profile %r: %s (%s.%s): the row is not read; fix the profile's name template "
+                    "(or its index_parts) for this table", self.device.name, self.profile.name, why, spec.column, index)
 
     # --- poll ----------------------------------------------------------------
 

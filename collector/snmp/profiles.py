@@ -83,6 +83,10 @@ def check_oid(value: str) -> str | None:
     return None
 
 
+class IndexTooShort(ValueError):
+    """A table row's index lacks a component that the reading's name template uses."""
+
+
 @dataclass
 class ProfileInfo:
     """Who the profile is for."""
@@ -192,7 +196,15 @@ class ReadingSpec:
     name: str = setting(
         "",
         doc="Reading name; for a column a template with `{index}` (row index, dots as '_') or `{i1}`, `{i2}`, ... "
-        "(index components). Empty: the key (scalar) or `<key>_{index}` (column).",
+        "(index components). Empty: the key (scalar) or `<key>_{index}` (column). A row whose index has fewer "
+        "components than the template names is not read: it is logged and counted at discovery (never given a "
+        "name with the placeholder left in, which other such rows would share).",
+    )
+    index_parts: int | None = setting(
+        None, min=1, max=128,
+        doc="How many components the column's row index has (the MIB table's INDEX clause), where fixed: a name "
+        "placeholder `{iN}` or an `index_filter` position beyond it is refused when the profile loads. Unset: "
+        "checked per row at discovery.",
     )
     oid: str = setting("", doc="Scalar object instance OID (e.g. `...16.0`). Set exactly one of `oid` and `column`.")
     column: str = setting("", doc="Table column OID (without index): walked with GETBULK at discovery, one reading per row.")
@@ -302,6 +314,16 @@ class ReadingSpec:
             return [("name", "a scalar reading's name cannot have placeholders")]
         if self.column and self.name and not fields:
             return [("name", "a column reading's name needs {index} or {i1}, ... so that rows get distinct names")]
+        if self.index_parts is not None:
+            if self.oid:
+                return [("index_parts", "applies to table columns only (set `column`, not `oid`)")]
+            if self.parts_named() > self.index_parts:
+                return [("name", f"{{i{self.parts_named()}}} names index component {self.parts_named()}, but the "
+                                 f"row index has {self.index_parts} (index_parts)")]
+            for i, flt in enumerate(self.index_filter):
+                if abs(flt.position) > self.index_parts:
+                    return [(f"index_filter[{i}].position", f"{flt.position} is beyond the row index's "
+                                                             f"{self.index_parts} components (index_parts)")]
         return []
 
     def _check_variable_table(self) -> tuple[str, str] | None:
@@ -335,21 +357,33 @@ class ReadingSpec:
             return self.name or self.key
         return self.name or f"{self.key}_{{index}}"
 
+    def parts_named(self) -> int:
+        """The highest index component the name uses (`{i3}`: 3); 0 when it names none."""
+        return max((int(f[1:]) for f in _NAME_FIELDS.findall(self.template()) if f[1:].isdigit()), default=0)
+
     def name_for(self, index: str) -> str:
-        """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty."""
+        """The reading name of the row at `index` (dotted), or of the scalar when `index` is empty.
+
+        Raises IndexTooShort when the index has fewer components than the name uses: a name with
+        `{i3}` left in would be every such row's name, one series for several rows.
+        """
         template = self.template()
         if self.oid:
             return template
         parts = index.split(".")
+        if self.parts_named() > len(parts):
+            raise IndexTooShort(
+                f"reading {self.key!r}: row index {index} has {len(parts)} component(s), but its name "
+                f"{template!r} uses {{i{self.parts_named()}}}")
 
         def sub(m: re.Match[str]) -> str:
             f = m.group(1)
             if f == "index":
                 return index.replace(".", "_")
-            i = int(f[1:])
-            return parts[i - 1] if i <= len(parts) else f"{{{f}}}"
+            return parts[int(f[1:]) - 1]
 
         return _NAME_FIELDS.sub(sub, template)
+
 
 
 @dataclass

@@ -86,6 +86,13 @@ def test_good_extra_profile_dir(tmp_path):
     assert spec.kind == "register" and spec.modulus_raw == 2**32
     assert p.reading("inlet_power").name_for("2") == "inlet2_active_power"
     assert spec.name_for("3.1") == "inlet3_active_energy"
+    # An index without a component the name uses has no name: never the placeholder left in as text.
+    two = pf.ReadingSpec(key="phase_power", quantity="active_power", unit="W", column="1.3.6.1.4.1.99999.5.2",
+                         name="pdu{i1}_phase{i2}_active_power")
+    assert two.name_for("1.3") == "pdu1_phase3_active_power"
+    with pytest.raises(pf.IndexTooShort, match=r"reading 'phase_power': row index 4 has 1 component\(s\), but its "
+                                               r"name 'pdu\{i1\}_phase\{i2\}_active_power' uses \{i2\}"):
+        two.name_for("4")
     assert p.source == str(tmp_path / "acme.toml")
 
 
@@ -127,6 +134,13 @@ def test_good_extra_profile_dir(tmp_path):
          'readings[1].kind: an active_energy reading counts up: kind = "register"'),
         ('name = "inlet{i1}_active_energy"', 'name = "inlet{index}_active_power"',
          "readings[1].name: reading name 'inlet{index}_active_power' is readings[0]'s too, which measures active_power"),
+        # Found by an outside audit: a name naming an index component the table's rows cannot have kept the
+        # placeholder as text, one name for several rows. Where the index's length is declared, refused at load.
+        ('name = "inlet{i1}_active_energy"', 'name = "inlet{i1}_phase{i3}_active_energy"\nindex_parts = 2',
+         "readings[1].name: {i3} names index component 3, but the row index has 2 (index_parts)"),
+        ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\nindex_parts = 1\nindex_filter = [{ position = -2, values = [1] }]',
+         "readings[1].index_filter[0].position: -2 is beyond the row index's 1 components (index_parts)"),
+        ('scale = 10.0', 'scale = 10.0\nindex_parts = 0', "readings[0].index_parts: must be at least 1"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path, old, new, message):

@@ -347,3 +347,66 @@ def test_a_row_away_for_a_poll_makes_the_total_missing_and_is_read_again(snmpd, 
         asyncio.run(asyncio.wait_for(scenario(), 60))
     finally:
         meter.close()
+
+
+PHASE_PROFILE = f"""
+[profile]
+name = "phase-pdu"
+description = "a PDU whose phase rows are named by a three-part index (test)"
+
+[[readings]]
+key = "phase_power"
+location = "phase"
+name = "unit{{i1}}_input{{i2}}_phase{{i3}}_active_power"
+quantity = "active_power"
+unit = "W"
+column = "{PRIVATE_BASE}.6"
+
+[[totals]]
+name = "total_active_power"
+quantity = "active_power"
+sum = ["phase_power"]
+"""
+
+
+def test_a_row_whose_index_lacks_a_part_its_name_uses_is_refused_and_counted(snmpd, tmp_path, caplog):
+    """Found by an outside audit: a row index of one part under a name with {i2} and {i3} kept the
+    placeholders as text ("unit2_input{i2}_phase{i3}_active_power"), so every such row had one name and
+    their values were one series. Such a row is not read: logged once, naming the device, the profile,
+    the reading, the index and the template, and counted at each discovery."""
+    import logging
+
+    (tmp_path / "phase.toml").write_text(PHASE_PROFILE)
+    profiles = load_profiles([tmp_path])
+    snmpd.set_objects({
+        f"{PRIVATE_BASE}.6.1.1.1": ("integer", 1000), f"{PRIVATE_BASE}.6.1.1.2": ("integer", 2000),
+        f"{PRIVATE_BASE}.6.2": ("integer", 400), f"{PRIVATE_BASE}.6.3": ("integer", 500),
+    })
+    caplog.set_level(logging.INFO, "puewatch")
+    meter = Meter(device(snmpd.port, name="pdu-c4", profile="phase-pdu", oids=[]), profiles)
+
+    async def twice() -> list[dict[str, float]]:
+        try:
+            first = {r.name: r.value for r in await meter.poll()}
+            await meter.discover()  # a rediscovery finds them again: counted again, not logged again
+            return [first, {r.name: r.value for r in await meter.poll()}]
+        finally:
+            meter.close()
+
+    for values in asyncio.run(twice()):
+        assert values == {"unit1_input1_phase1_active_power": 1000.0, "unit1_input1_phase2_active_power": 2000.0,
+                          "total_active_power": 3000.0}, values
+    assert meter.rows_refused == 2
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    metrics = CollectorMetrics()
+    metrics.rows_refused("pdu-c4", meter.rows_refused)  # as the collector does after each poll
+    assert 'puewatch_snmp_rows_refused{device="pdu-c4"} 2.0' in generate_latest(metrics.registry).decode()
+    refusals = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert len(refusals) == 2, refusals
+    for index, text in zip(("2", "3"), refusals):
+        for part in ("device pdu-c4", "profile 'phase-pdu'", "reading 'phase_power'", f"row index {index} has 1",
+                     "'unit{i1}_input{i2}_phase{i3}_active_power' uses {i3}", f"{PRIVATE_BASE}.6.{index}"):
+            assert part in text, text
