@@ -7,7 +7,8 @@ authPriv with MD5/SHA/SHA-2 and DES/AES). pysnmp's error indications are
 translated here, at the boundary, into `SnmpError`s whose message tells the
 operator what to check (a wrong auth key says so, it does not time out), so
 callers never see pysnmp types. Values come back as plain Python: int, str,
-or None for noSuchObject / noSuchInstance / endOfMibView.
+or None for noSuchObject / noSuchInstance / endOfMibView (`get` says which,
+where the caller asks: `no_value`).
 
 SNMPv3 sessions survive an agent restart. pysnmp learns the agent's engine ID
 (and boots/time) once and never again: after the agent comes back with a new
@@ -123,6 +124,16 @@ def convert(value: object) -> Value:
     if isinstance(value, univ.OctetString):
         return bytes(value).decode("utf-8", "replace")
     return None
+
+
+def no_value(value: object) -> str:
+    """What an agent answered instead of a value (`convert` gave None), as SNMP names it: noSuchObject,
+    noSuchInstance, endOfMibView, NULL, or the type it sent that is not a value here."""
+    for kind, name in ((rfc1905.NoSuchObject, "noSuchObject"), (rfc1905.NoSuchInstance, "noSuchInstance"),
+                       (rfc1905.EndOfMibView, "endOfMibView"), (univ.Null, "NULL")):
+        if isinstance(value, kind):
+            return name
+    return f"a value of type {type(value).__name__}"
 
 
 def _oid_tuple(oid: str) -> tuple[int, ...]:
@@ -338,18 +349,22 @@ class SnmpClient:
 
     # --- requests ---------------------------------------------------------------------------
 
-    async def get(self, oids: Sequence[str]) -> list[Value]:
-        """Values of `oids` in order (None where the object is absent); requests of at most max_varbinds run concurrently."""
+    async def get(self, oids: Sequence[str], answered: dict[str, str] | None = None) -> list[Value]:
+        """Values of `oids` in order (None where the object is absent); requests of at most max_varbinds run concurrently.
+
+        `answered`, when given, gets what the agent said instead of a value for each OID whose value is
+        None (`no_value`: "noSuchInstance", ...), so that a missing value can be explained.
+        """
         if not oids:
             return []
         n = self.device.max_varbinds
         chunks = [list(oids[i : i + n]) for i in range(0, len(oids), n)]
         if len(chunks) == 1:
-            return await self._get_chunk(chunks[0])
-        parts = await asyncio.gather(*(self._get_chunk(c) for c in chunks))
+            return await self._get_chunk(chunks[0], answered)
+        parts = await asyncio.gather(*(self._get_chunk(c, answered) for c in chunks))
         return [v for part in parts for v in part]
 
-    async def _get_chunk(self, oids: list[str]) -> list[Value]:
+    async def _get_chunk(self, oids: list[str], answered: dict[str, str] | None = None) -> list[Value]:
         # The hot path of every poll. It talks to pysnmp's command generator
         # directly with prebuilt (OID, Null) var-binds: hlapi's get_cmd resolves
         # every OID through the MIB view on each call, which costs more CPU than
@@ -377,7 +392,12 @@ class SnmpClient:
         vbs = await self._request(send, oids)
         if len(vbs) != len(oids):
             raise SnmpError(f"{self.address}: asked for {len(oids)} objects, the agent answered {len(vbs)}")
-        return [convert(v) for _, v in vbs]
+        values = [convert(v) for _, v in vbs]
+        if answered is not None:
+            for oid, (_, v), x in zip(oids, vbs, values):
+                if x is None:
+                    answered[oid] = no_value(v)
+        return values
 
     async def get_next(self, oid: str) -> tuple[str, Value] | None:
         """The first object after `oid` (GETNEXT), or None at the end of the MIB view."""

@@ -37,7 +37,7 @@ import numpy as np
 from puewatch.collector.snmp import profiles as pf
 from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
-from puewatch.collector.snmp.validate import Refusal, check_value, number_of
+from puewatch.collector.snmp.validate import NO_VALUE_REASONS, Refusal, absent, check_value, number_of
 from puewatch import config as cfg
 from puewatch.core import schema
 from puewatch.errors import ConfigError
@@ -298,16 +298,20 @@ class Meter:
                     if o and o not in pos:
                         pos[o] = len(oids)
                         oids.append(o)
-            values = await self.client.get(oids)
+            answered: dict[str, str] = {}
+            values = await self.client.get(oids, answered)
             self._polls_since_walk += 1
         except SnmpError:
             self.connected = False
             raise
         t_ns = time.time_ns()
-        return self.evaluate([values[pos[r.oid]] for r in self.rows], [values[pos[r.valid_oid]] if r.valid_oid else None for r in self.rows], t_ns)
+        return self.evaluate([values[pos[r.oid]] for r in self.rows], [values[pos[r.valid_oid]] if r.valid_oid else None for r in self.rows], t_ns,
+                             answered)
 
-    def evaluate(self, raws: Sequence[Value], valids: Sequence[Value], t_ns: int) -> list[Reading]:
-        """Readings (rows then totals) from the raw values of `self.rows`."""
+    def evaluate(self, raws: Sequence[Value], valids: Sequence[Value], t_ns: int,
+                 answered: dict[str, str] | None = None) -> list[Reading]:
+        """Readings (rows then totals) from the raw values of `self.rows`; `answered`: what the agent said
+        instead of a value, by OID (`SnmpClient.get`)."""
         assert self.rows is not None and self.profile is not None
         dev = self.device.name
         out: list[Reading] = []
@@ -315,13 +319,16 @@ class Meter:
         for row, raw, valid in zip(self.rows, raws, valids):
             spec = row.spec
             x, refused = number_of(raw)
+            if raw is None:
+                refused = absent(row.oid, (answered or {}).get(row.oid))
             if raw is None and row.index:
-                self._note_absent(row)
+                self._note_absent(row)  # logged there, as a row away
             elif self.absent.pop(row.name, None) is not None:
                 log.info("device %s: %s (%s) answers again", self.device.name, row.name, row.oid)
             if refused is not None:
-                value = NAN  # text that is not a number: an impossible value, not an absent row
-                self._log_refusal(row, raw, refused)
+                value = NAN  # (text that is not a number: an impossible value, not an absent row)
+                if not (raw is None and row.index):
+                    self._log_refusal(row, raw, refused)
             elif x is None:
                 value = NAN
             elif spec.valid_if is not None and valid is not None and not spec.valid_if.keeps(_int(valid)):
@@ -366,8 +373,8 @@ class Meter:
         if (row.name, refused.reason) in self._refusals_logged:
             return
         self._refusals_logged.add((row.name, refused.reason))
-        # A declared filler is the device saying "no value"; the other reasons are a broken answer.
-        level = logging.INFO if refused.reason == "unavailable" else logging.WARNING
+        # A declared filler or an absent object is the device saying "no value"; the other reasons are a broken answer.
+        level = logging.INFO if refused.reason in NO_VALUE_REASONS else logging.WARNING
         log.log(level, "device %s: %s (%s = %r) refused: %s; it is recorded as missing (logged once)",
                 self.device.name, row.name, row.oid, raw, refused.text)
 
@@ -438,7 +445,7 @@ def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str,
 def _broken(r: Reading) -> bool:
     """The row answered a value that cannot be true (not merely 'not available'), or, a row of a table,
     no value at all (no such instance: a total without it would understate)."""
-    return r.absent or (r.refused is not None and r.refused.reason != "unavailable")
+    return r.absent or (r.refused is not None and r.refused.reason not in NO_VALUE_REASONS)
 
 
 # --- the poller ------------------------------------------------------------------

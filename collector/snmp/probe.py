@@ -11,13 +11,16 @@ the collector will record.
      "readings": [{"name": str, "oid": str, "raw": int|float|null, "value": float|null, "unit": "W"|"Wh",
                    "location": str (where it sits at the device: total, inlet, phase, branch, outlet,
                                     module, ups_output, ups_input, ups_bypass; "" for a configured OID),
-                   "refused": str (only where the answered value was refused)}, ...]}
+                   "refused": str (only where the answered value was refused, or no value answered)}, ...]}
 
 Only power (W) and energy (Wh) readings are listed; `value` is null when the
 device has no value (absent object, 'not supported' sentinel, invalid). A value
 the collector would refuse (`collector.snmp.validate`: outside the MIB object's
 range, a 'not available' filler, a negative power or energy, not finite) has
-`value` null and `refused` saying why, e.g. "negative power -26 W (raw -26)".
+`value` null and `refused` saying why, e.g. "negative power -26 W (raw -26)";
+an object the device has no value for says what it answered instead, e.g. "the
+device answered noSuchInstance for 1.3.6.1.4.1.1718.3.1.6.0". Both are listed
+and counted under "refused" in the table.
 """
 
 from __future__ import annotations

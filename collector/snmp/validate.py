@@ -11,7 +11,10 @@ A value an agent answers is refused (the reading is missing, NaN, never a number
 - ``negative``: it is a negative power, apparent power or energy (W, VA, Wh, VAh): a meter
   that reports -26 W is broken, and summing it into a total hides other lines' load;
 - ``out_of_range``: it lies outside the SYNTAX range of the MIB object (`raw_range`), e.g.
-  4294967295 from an INTEGER (0..2147483647) object or 65535 from INTEGER (-1..25000).
+  4294967295 from an INTEGER (0..2147483647) object or 65535 from INTEGER (-1..25000);
+- ``absent``: the agent answered no value at all (noSuchObject, noSuchInstance, endOfMibView):
+  the device has not got the object, or not now. Like a filler, a scalar's is left out of
+  the totals; a table row's makes them missing (`poller.Meter._note_absent`).
 
 The order is that of the list: a declared filler is named as such, and a negative
 power is called that before its range is looked at. Profiles carry the data (ranges,
@@ -28,7 +31,10 @@ from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
 from puewatch.core.numbers import decimal
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
-REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range", "not_measured")
+REASONS = ("not_a_number", "non_finite", "unavailable", "negative", "out_of_range", "not_measured", "absent")
+
+#: Reasons that say the device has no value (rather than a value that cannot be true).
+NO_VALUE_REASONS = frozenset({"unavailable", "absent"})
 
 #: Units of readings that cannot be negative.
 NON_NEGATIVE_UNITS = frozenset({"W", "VA", "Wh", "VAh"})
@@ -64,6 +70,11 @@ def number_of(raw: int | str | None) -> tuple[float | None, Refusal | None]:
     if x is not None:
         return x, None
     return None, Refusal("not_a_number", f"not a number: {raw[:40]!r}")
+
+
+def absent(oid: str, answer: str | None) -> Refusal:
+    """Why an object has no value: what the agent answered for it (`client.no_value`), where known."""
+    return Refusal("absent", f"the device answered {answer or 'no such object or instance'} for {oid}")
 
 
 def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Refusal | None]:

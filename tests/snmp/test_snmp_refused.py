@@ -76,6 +76,15 @@ def sentry3_filler() -> str:
     })
 
 
+def sentry3_without_system_power() -> str:
+    # Sentry3-MIB without systemTotalPower (older firmware): the scalar answers noSuchInstance; the infeeds answer.
+    return recording(S3, {
+        f"{S3}.2.2.1.12.1.1": (INT, 400),
+        f"{S3}.2.2.1.12.1.2": (INT, 500),
+        f"{S3}.2.2.1.16.1.1": (INT, 1234),
+    })
+
+
 def eaton_unavailable() -> str:
     # EATON-EPDU-MIB: inputTotalWatts "negative = not available": -5000 is the vendor's filler.
     return recording(E, {
@@ -121,6 +130,7 @@ def agents(tmp_path_factory):
     (data / "ups.snmprec").write_text(ups_negative_lines())
     (data / "upszero.snmprec").write_text(ups_zero_under_load())
     (data / "sentry3.snmprec").write_text(sentry3_filler())
+    (data / "sentry3old.snmprec").write_text(sentry3_without_system_power())
     (data / "eaton.snmprec").write_text(eaton_unavailable())
     (data / "text.snmprec").write_text(ups_text_rows())
     (data / "raritan.snmprec").write_text(raritan_out_of_range())
@@ -219,9 +229,28 @@ def test_probe_table_says_why(agents):
                        text=True, timeout=60, env=dict(os.environ, COLUMNS="250"))
     assert r.returncode == 0, r.stderr
     assert "refused: negative power -26 W (raw -26)" in r.stdout
-    assert "refused      5 value(s), recorded as missing by the collector:" in r.stdout
+    # 5 answered values, and the two rating scalars this UPS has not got (noSuchInstance)
+    assert "refused      7 value(s), recorded as missing by the collector:" in r.stdout
+    assert f"rated_power: absent: the device answered noSuchInstance for {UPS}.9.6.0" in r.stdout
     assert "output_line1_load: out_of_range: raw 250 is outside the object's range 0..200" in r.stdout
     assert "input_line1_active_power: out_of_range: raw 4294967295 is outside" in r.stdout
+
+
+def test_probe_says_which_scalar_answered_no_value_and_counts_it(agents):
+    """Found by an outside audit: a scalar that answered noSuchInstance showed as "unavailable", with no reason
+    and not counted with the refused values. It says which reading, which OID and what the device answered,
+    where and as the other refusals do; like a filler it is left out of the totals (the fallback is read)."""
+    r = subprocess.run([PUEWATCH, "snmp", "probe", f"127.0.0.1:{agents.port}", "-c", "sentry3old"],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, COLUMNS="250"))
+    assert r.returncode == 0, r.stderr
+    why = f"the device answered noSuchInstance for {S3}.1.6.0"
+    assert f"refused: {why}" in r.stdout
+    assert "refused      1 value(s), recorded as missing by the collector:" in r.stdout
+    assert f"  system_active_power: absent: {why}" in r.stdout
+    out = {x["name"]: x for x in probe_json(agents, "sentry3old")["readings"]}
+    assert out["system_active_power"] == {"name": "system_active_power", "oid": f"{S3}.1.6.0", "raw": None,
+                                          "value": None, "unit": "W", "location": "total", "refused": why}
+    assert out["total_active_power"]["value"] == 900.0 and "refused" not in out["total_active_power"]
 
 
 # --- the poller against a real snmpd -------------------------------------------------------------
@@ -275,3 +304,43 @@ def test_a_zero_watt_ups_line_under_load_is_not_measured(agents):
                                                           "zero_valid_if)"
     assert by_name["output_line3_active_power"]["value"] == 700.0
     assert by_name["total_active_power"]["value"] is None
+
+
+def test_the_poller_says_what_an_object_without_a_value_answered(snmpd, caplog):
+    """snmpd answers noSuchObject outside every subtree it serves and noSuchInstance inside one: each reading
+    is refused as absent naming the answer, logged once (INFO: the device has no value, as for a filler),
+    counted on /metrics with the other refusals, and left out of the total as a filler is."""
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    no_instance, no_object = f"{PRIVATE_BASE}.19.0", "1.3.6.1.4.1.99998.1.0"
+    snmpd.set_objects({GOOD: ("integer", 1200)})
+    oids = [OIDS[0], {"name": "spare_power", "oid": no_instance, "quantity": "active_power", "total": True},
+            {"name": "other_power", "oid": no_object, "quantity": "active_power"}]
+    dev = cfg.build(SnmpDevice, {"name": "ups", "host": "127.0.0.1", "port": snmpd.port, "timeout_s": 1.0, "retries": 0,
+                                 "interval_s": 2.0, "profile": "generic", "oids": oids}, "test")
+    meter = Meter(dev, load_profiles())
+    metrics = CollectorMetrics()
+
+    async def two_polls():
+        try:
+            return [await meter.poll() for _ in range(2)]
+        finally:
+            meter.close()
+
+    with caplog.at_level(logging.INFO, logger="puewatch.collector.snmp"):
+        polls = asyncio.run(two_polls())
+    for readings in polls:
+        metrics.refused("ups", readings)
+        r = {x.name: x for x in readings}
+        assert {k: (r[k].refused.reason, r[k].refused.text) for k in ("spare_power", "other_power")} == {
+            "spare_power": ("absent", f"the device answered noSuchInstance for {no_instance}"),
+            "other_power": ("absent", f"the device answered noSuchObject for {no_object}")}
+        assert math.isnan(r["spare_power"].value) and r["spare_power"].raw is None
+        assert r["total_active_power"].value == 1200.0
+    logged = [rec for rec in caplog.records if "refused" in rec.getMessage()]
+    assert len(logged) == 2 and {rec.levelno for rec in logged} == {logging.INFO}
+    assert any("spare_power" in rec.getMessage() and no_instance in rec.getMessage() for rec in logged)
+    text = generate_latest(metrics.registry).decode()
+    assert 'puewatch_snmp_values_refused_total{device="ups",reason="absent"} 4.0' in text
