@@ -15,6 +15,7 @@ name reversed the rest of its line there (a report's period label, a city's "fai
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -41,3 +42,35 @@ def in_page(text: object) -> str:
     import html
 
     return html.escape(shown(text))
+
+
+def width(text: str) -> int:
+    """The terminal columns `text` takes: 2 for an East Asian wide or fullwidth character (CJK such as
+    算力券, most emoji), 0 for a combining mark or a zero-width format character (a combining acute, the
+    zero-width joiner), 1 for any other. For text already `shown` (no control characters left)."""
+    n = 0
+    for c in text:
+        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+            continue
+        n += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+    return n
+
+
+def columns(rows: list[list[str]], right: set[int], minimum: list[int] | None = None) -> list[str]:
+    """`rows` of cells (text already `shown`) as lines whose columns align on a terminal: each column as wide as
+    its widest cell by display `width` (at least `minimum[i]`), left-aligned except the columns in `right`, one
+    space between columns, the last column not padded. An f-string's `:<16` counts characters, so a name
+    holding a wide character (算力券) pushed its line's later columns out of line."""
+    if not rows:
+        return []
+    least = minimum or []
+    widths = [max([width(r[i]) for r in rows if i < len(r)] + least[i:i + 1]) for i in range(max(map(len, rows)))]
+    out = []
+    for r in rows:
+        cells = []
+        for i, cell in enumerate(r):
+            pad = " " * (widths[i] - width(cell)) if i < len(r) - 1 or i in right else ""
+            cells.append(pad + cell if i in right else cell + pad)
+        out.append(" ".join(cells))
+    return out
+

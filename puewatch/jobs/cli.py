@@ -11,7 +11,7 @@ from typing import Any
 
 from puewatch.core.timefmt import NS, format_time
 from puewatch.errors import UserError
-from puewatch.terminal import shown
+from puewatch.terminal import columns, shown
 
 SCHEMA = "puewatch.jobs/1"
 # The longest ledger interval read across the period's end (a record counts by its share inside).
@@ -78,12 +78,14 @@ def _kwh(x: float | None) -> str:
     return "-" if x is None else f"{x / 1000:.3f}"
 
 
-def _text(doc: dict[str, Any]) -> str:
-    lines = [f"{doc['site']}: jobs {doc['period_start']} .. {doc['period_end']}",
-             f"{'tenant':<16} {'job':<20} {'GPU-h':>9} {'GPU kWh':>10} {'IT kWh':>10} {'fac kWh':>10} {'PUE':>6} "
-             f"{'compl':>6} {'est':>6} {'green':>6} {'kg CO2e':>9} host"]
+# The job and tenant table: heads, their least widths, and the columns aligned right (numbers).
+_HEADS = ("tenant", "job", "GPU-h", "GPU kWh", "IT kWh", "fac kWh", "PUE", "compl", "est", "green", "kg CO2e", "host")
+_LEAST = [16, 20, 9, 10, 10, 10, 6, 6, 6, 6, 9, 0]
+_RIGHT = set(range(2, 11))
 
-    def line(r: dict[str, Any], job: str) -> str:
+
+def _text(doc: dict[str, Any]) -> str:
+    def row(r: dict[str, Any], job: str) -> list[str]:
         pue = "-" if r["pue"] is None else f"{r['pue']:.3f}"
         comp = "-" if r["completeness"] is None else f"{r['completeness']:.1%}"
         green = "-" if r["green_share"] is None else f"{r['green_share']:.1%}"
@@ -91,13 +93,15 @@ def _text(doc: dict[str, Any]) -> str:
         est = "-" if r["estimated_share"] is None else f"{r['estimated_share']:.1%}"
         # The host share: measured (RAPL) or estimated, else unknown for part of the job's time.
         host = f"unknown {r['host_unknown_share']:.0%} of the time" if r["host_unknown_share"] else "ok"
-        return (f"{r['tenant']:<16} {job:<20} {r['gpu_hours']:>9.2f} {_kwh(r['gpu_energy_wh']):>10} "
-                f"{_kwh(r['it_energy_wh']):>10} {_kwh(r['facility_energy_wh']):>10} {pue:>6} {comp:>6} {est:>6} "
-                f"{green:>6} {co2:>9} {host}")
+        # Job and tenant names come from the ledger (schedulers, users): escaped before they are measured,
+        # so that the columns align as the line is shown (a name's width in terminal columns, not characters).
+        return [shown(r["tenant"]), shown(job), f"{r['gpu_hours']:.2f}", _kwh(r["gpu_energy_wh"]),
+                _kwh(r["it_energy_wh"]), _kwh(r["facility_energy_wh"]), pue, comp, est, green, co2, host]
 
-    lines += [line(r, r["job"]) for r in doc["jobs"]]
-    lines.append("per tenant:")
-    lines += [line(r, f"({r['jobs']} jobs)") for r in doc["tenants"]]
+    jobs, tenants = [row(r, r["job"]) for r in doc["jobs"]], [row(r, f"({r['jobs']} jobs)") for r in doc["tenants"]]
+    table = columns([list(_HEADS), *jobs, *tenants], _RIGHT, _LEAST)
+    lines = [f"{doc['site']}: jobs {doc['period_start']} .. {doc['period_end']}", *table[:1 + len(jobs)],
+             "per tenant:", *table[1 + len(jobs):]]
     u, i = doc["unattributed"], doc["identities"]
     lines.append(f"unattributed: IT {_kwh(u['it_energy_wh'])} kWh, facility-inclusive {_kwh(u['facility_energy_wh'])} kWh")
     lines.append(f"identities over {i['cells_known']} of {i['cells']} cells: jobs {_kwh(i['jobs_it_energy_wh'])} + "

@@ -285,6 +285,54 @@ def test_jobs_tenant_csv_and_text(site: tuple[Path, dict, Path]) -> None:
     assert r.returncode == 0 and "identities over 59 of 60 cells" in r.stdout
 
 
+def _columns_shown(text: str) -> int:
+    """Terminal columns of `text`, counted here independently of puewatch.terminal.width: East Asian wide and
+    fullwidth 2, combining marks 0."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_jobs_text_aligns_names_of_wide_characters_by_display_width(site: tuple[Path, dict, Path]) -> None:
+    """Found by an outside audit: a tenant named 算力券 (each character two columns wide) pushed the rest of its
+    line three columns right of the header's (f-string widths count characters). Every column of the text
+    table now ends (numbers) or starts (names) at the same terminal column on every line, whatever the names
+    hold: CJK, an emoji, a combining accent, one wider than the column's usual width, a control character."""
+    from puewatch.jobs.cli import _text
+
+    conf, _cells, root = site
+    doc = _doc(conf, str(root / "store.sqlite"))
+    names = {"t1": "算力券", "t2": "team-🚀"}
+    jobs = ["训练任务-7", "cafe\u0301-job", "超级计算中心算力券长作业名称", "a\x1bb"]
+    for r, job in zip(doc["jobs"], jobs):
+        r["job"] = job
+    for r in [*doc["jobs"], *doc["tenants"]]:
+        r["tenant"] = names.get(r["tenant"], r["tenant"])
+    lines = _text(doc).splitlines()
+    head = lines.index(next(x for x in lines if x.startswith("tenant ")))
+    rows = [x for x in lines[head + 1:head + 2 + len(doc["jobs"]) + len(doc["tenants"])] if x != "per tenant:"]
+    assert len(rows) == len(doc["jobs"]) + len(doc["tenants"]) == 6
+    assert any("算力券" in x for x in rows) and any("🚀" in x for x in rows) and "a\\x1bb" in "".join(rows)
+
+    def ends(line: str) -> list[int]:
+        """The terminal column at which each space-separated field of `line` ends."""
+        out, col = [], 0
+        for i, c in enumerate(line):
+            col += _columns_shown(c)
+            if c != " " and (i + 1 == len(line) or line[i + 1] == " "):
+                out.append(col)
+        return out
+
+    job_start = lines[head].index("job")  # the header is ASCII: characters are columns
+    gpu_h_end = lines[head].index("GPU-h") + len("GPU-h")
+    co2_end = lines[head].index("kg CO2e") + len("kg CO2e")
+    for x in rows:
+        tenant, rest = x.split(" ", 1)
+        assert _columns_shown(x[:x.index(rest.lstrip())]) == job_start, x
+        fields = ends(x)
+        assert gpu_h_end in fields and co2_end in fields, (x, fields, gpu_h_end, co2_end)
+
+
 def test_bad_carbon_file_is_one_line(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
     conf, _cells, root = site
     bad = tmp_path / "carbon.toml"
