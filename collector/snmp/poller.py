@@ -136,6 +136,7 @@ class Meter:
         # counted (/metrics), logged once each ((reading key, index)).
         self.rows_refused = 0
         self._rows_refused_logged: set[tuple[str, str]] = set()
+        self._unnamed: set[str] = set()  # keys of the readings with rows refused so (their totals are missing)
 
     def _configured_profile(self) -> pf.Profile | None:
         name = self.device.profile
@@ -184,6 +185,7 @@ class Meter:
 
         rows: list[_Row] = []
         self.rows_refused = 0
+        self._unnamed = set()
         for spec in self.profile.readings:
             if spec.oid:
                 rows.append(_Row(spec, "", spec.oid, spec.name_for(""), spec.scale, None))
@@ -268,12 +270,14 @@ class Meter:
         logged once per row. Named with the placeholder left in, every such row had one name, and their
         values were one series (found by an outside audit)."""
         self.rows_refused += 1
+        self._unnamed.add(spec.key)
         key = (spec.key, index)
         if key in self._rows_refused_logged:
             return
         self._rows_refused_logged.add(key)
         assert self.profile is not None
-        log.warning("device %s: profile %r: %s (%s.%s): the row is not read; fix the profile's name template "
+        log.warning("device %s: profile %r: %s (%s.%s): the row is not read, and the device totals that sum this reading "
+                    "are missing; fix the profile's name template "
                     "(or its index_parts) for this table", self.device.name, self.profile.name, why, spec.column, index)
 
     # --- poll ----------------------------------------------------------------
@@ -353,7 +357,7 @@ class Meter:
             out.append(r)
             by_key.setdefault(spec.key, []).append(r)
         for total in self.profile.totals:
-            out.append(_total(dev, total, self.profile, by_key, t_ns))
+            out.append(_total(dev, total, self.profile, by_key, t_ns, self._unnamed))
         return out
 
     def _note_absent(self, row: _Row) -> None:
@@ -413,19 +417,21 @@ def _index_ok(spec: pf.ReadingSpec, index: str) -> bool:
     return True
 
 
-def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str, list[Reading]], t_ns: int) -> Reading:
+def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str, list[Reading]], t_ns: int,
+           unnamed: set[str] = frozenset()) -> Reading:
     """A device total: sum the valid rows of `sum`, else of the first `fallback` reading that has one.
 
     A row whose value was refused as impossible (negative, out of range, not finite), or that
     answered "no such instance" (a row of its table that went away, see Device._note_absent),
-    makes the total missing: the other rows alone would understate it. A declared 'not available'
-    filler is left out.
+    makes the total missing: the other rows alone would understate it. So does a reading with rows
+    the profile cannot name (`unnamed`: their keys; see Meter._refuse_row), which are not read. A
+    declared 'not available' filler is left out.
     """
     chosen: list[Reading] = []
     for group in [total.sum, *([k] for k in total.fallback)]:
         rows = [r for k in group for r in by_key.get(k, [])]
-        if any(math.isfinite(r.value) or _broken(r) for r in rows):
-            chosen = rows
+        if any(math.isfinite(r.value) or _broken(r) for r in rows) or unnamed.intersection(group):
+            chosen = rows if not unnamed.intersection(group) else []
             break
     specs = [profile.reading(k) for k in total.sources]
     kind = "register" if any(s.kind == "register" for s in specs) else "gauge"

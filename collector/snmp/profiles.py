@@ -198,7 +198,8 @@ class ReadingSpec:
         doc="Reading name; for a column a template with `{index}` (row index, dots as '_') or `{i1}`, `{i2}`, ... "
         "(index components). Empty: the key (scalar) or `<key>_{index}` (column). A row whose index has fewer "
         "components than the template names is not read: it is logged and counted at discovery (never given a "
-        "name with the placeholder left in, which other such rows would share).",
+        "name with the placeholder left in, which other such rows would share), and the totals that sum the "
+        "reading are missing.",
     )
     index_parts: int | None = setting(
         None, min=1, max=128,

@@ -373,7 +373,8 @@ def test_a_row_whose_index_lacks_a_part_its_name_uses_is_refused_and_counted(snm
     """Found by an outside audit: a row index of one part under a name with {i2} and {i3} kept the
     placeholders as text ("unit2_input{i2}_phase{i3}_active_power"), so every such row had one name and
     their values were one series. Such a row is not read: logged once, naming the device, the profile,
-    the reading, the index and the template, and counted at each discovery."""
+    the reading, the index and the template, and counted at each discovery; the totals that sum that
+    reading are missing (the rows read would understate them: 3000 W of 3900)."""
     import logging
 
     (tmp_path / "phase.toml").write_text(PHASE_PROFILE)
@@ -394,8 +395,9 @@ def test_a_row_whose_index_lacks_a_part_its_name_uses_is_refused_and_counted(snm
             meter.close()
 
     for values in asyncio.run(twice()):
-        assert values == {"unit1_input1_phase1_active_power": 1000.0, "unit1_input1_phase2_active_power": 2000.0,
-                          "total_active_power": 3000.0}, values
+        total = values.pop("total_active_power")
+        assert values == {"unit1_input1_phase1_active_power": 1000.0, "unit1_input1_phase2_active_power": 2000.0}
+        assert math.isnan(total), total
     assert meter.rows_refused == 2
     from prometheus_client import generate_latest
 
