@@ -245,12 +245,21 @@ class SnmpClient:
                 self._retired.clear()
 
     def _restart_explains(self, ind: object, generation: int, heard: int) -> bool:
-        """A failure of a v3 session that worked, of a kind an agent restart causes."""
-        if self.device.version != "3" or self.engine_id is None or generation != self._generation:
+        """A failure of a v3 session that a fresh engine's discovery may explain: of a kind an agent restart
+        causes, in a session that worked; or silence from an agent this engine has heard before.
+
+        An agent drops a request it cannot decrypt without a word (net-snmp: a priv key changed, e.g. at
+        a restart), so to an engine that knows it, a wrong priv key is as silent as a device that went
+        down, and was explained as one (found by the SNMP operator audit). A fresh engine tells them
+        apart: its discovery is answered (the agent is up: the keys) or not (down). A device that went
+        down costs one such try (the fresh engine has heard nothing); a wrong priv key, one a request."""
+        if self.device.version != "3" or generation != self._generation:
             return False
         if isinstance(ind, errind.RequestTimedOut):
-            return self._heard > heard  # silent: down or unreachable, not restarted
-        return isinstance(ind, _RESTART_SIGNS)
+            # Heard during the request: answered something, not this (a restarted agent's report); heard
+            # before it, and silent now: dropped, or down.
+            return self._heard > heard or (heard > 0 and self._heard == heard)
+        return self.engine_id is not None and isinstance(ind, _RESTART_SIGNS)
 
     def _new_engine(self) -> None:
         """Forget the agent's engine ID, boots, time and localized keys: a new engine discovers it afresh."""

@@ -13,7 +13,7 @@ import pytest
 
 from snmp_support import PRIVATE_BASE, V3_USERS, Snmpd
 from puewatch import config as cfg
-from puewatch.collector.snmp.client import SnmpAuthError
+from puewatch.collector.snmp.client import SnmpAuthError, SnmpTimeout
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.collector.snmp.poller import Meter, Poller
 from puewatch.collector.snmp.profiles import load_profiles
@@ -173,3 +173,59 @@ def test_new_engine_id_and_new_priv_key_blames_the_key_after_saying_what_changed
     assert "engine ID changed from 0x" in text and "(device restarted or replaced), rediscovered" in text, text
     assert "decryption failed (wrong priv key or priv protocol AES?)" in text, text
     assert all(math.isnan(r.value) for r in failed)
+
+
+def polls_after(meter: Meter, change, n: int = 3) -> list:
+    """One poll that works, `change` (blocking, between polls), then n more: each one's readings or error,
+    and how long it took."""
+    async def go():
+        try:
+            out = [await asyncio.wait_for(meter.poll(), 20.0)]
+            change()
+            for _ in range(n):
+                began = time.monotonic()
+                try:
+                    result = await asyncio.wait_for(meter.poll(), 20.0)
+                except Exception as exc:  # noqa: BLE001 (the outcome under test)
+                    result = exc
+                out.append((result, time.monotonic() - began))
+            return out
+        finally:
+            meter.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("engine_id", [ENGINE_A, ENGINE_B], ids=["same-engine-id", "new-engine-id"])
+def test_an_agent_restarted_with_another_priv_key_is_blamed_on_the_key_at_every_poll(snmpd_a, engine_id):
+    """An agent drops, without a word, a request it cannot decrypt: to the engine that knew it, an agent
+    restarted with another priv key was as silent as one that went down, and every poll said "device down
+    or unreachable?" (found by the SNMP operator audit; with a new engine ID, every poll but the first).
+    A fresh engine's discovery, which the agent answers, tells them apart."""
+    snmpd_a.set_objects({POWER: ("integer", 500)})
+    meter = Meter(v3_device(snmpd_a.port), PROFILES)
+    ap, ak, pp, _, level = V3_USERS["shaaes"]
+    first, *after = polls_after(
+        meter, lambda: snmpd_a.restart(engine_id=engine_id, users={"shaaes": (ap, ak, pp, "another-priv-key", level)}))
+    assert power(first) == 500.0
+    for result, _ in after:
+        assert isinstance(result, SnmpAuthError) and result.cause == "auth", after
+        assert ("the agent answers but not to encrypted requests: decryption failed (wrong priv key or priv protocol "
+                "AES?)") in str(result), after
+
+
+def test_a_v3_device_that_goes_down_times_out_and_is_tried_afresh_once(snmpd_a):
+    """Down after it worked: a timeout, "device down", at every poll; the fresh engine that tells a dropped
+    request from a silent agent is tried at the first failed poll only (it hears nothing: nothing to tell),
+    so the later polls take one timeout, not two."""
+    snmpd_a.set_objects({POWER: ("integer", 600)})
+    meter = Meter(v3_device(snmpd_a.port), PROFILES)
+    first, *after = polls_after(meter, snmpd_a.stop)
+    assert power(first) == 600.0
+    for result, _ in after:
+        assert isinstance(result, SnmpTimeout) and result.cause == "timeout", after
+        assert "no response within 1 s (1 try): device down or unreachable?" in str(result), after
+    timeout_s = meter.device.timeout_s * (meter.device.retries + 1)
+    # The request, then the fresh engine's discovery (pysnmp's timer fires up to a tenth early); later, one.
+    assert after[0][1] >= 1.5 * timeout_s, after
+    assert all(took < 0.8 * after[0][1] for _, took in after[1:]), after
