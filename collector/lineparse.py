@@ -238,8 +238,14 @@ MAX_KEY_BYTES = 65535
 _new_point = tuple.__new__  # Point(...) without the NamedTuple constructor's argument handling
 
 _SECOND_NS = 1_000_000_000
-# InfluxDB's words for a point older than the retention (TimeWindow.fault): counted apart from a clock's skew.
-_BEYOND_RETENTION = "point beyond retention policy"
+
+
+class TimeFault(NamedTuple):
+    """Why a line's time is refused (TimeWindow.fault): its kind, "ahead" or "behind" (a clock's skew) or
+    "retention" (older than the store keeps, in InfluxDB's words; counted apart), and the one-line text."""
+
+    kind: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,14 +262,15 @@ class TimeWindow:
     def __bool__(self) -> bool:
         return bool(self.ahead_ns or self.behind_ns or self.retention_ns)
 
-    def fault(self, time_ns: int, now_ns: int) -> str | None:
-        """None if `time_ns` is inside the window around `now_ns`, else why not (one line)."""
+    def fault(self, time_ns: int, now_ns: int) -> TimeFault | None:
+        """None if `time_ns` is inside the window around `now_ns`, else why not."""
         if self.ahead_ns and time_ns - now_ns > self.ahead_ns:
-            return _skew_text(time_ns, time_ns - now_ns, "ahead of", self.ahead_ns)
+            return TimeFault("ahead", _skew_text(time_ns, time_ns - now_ns, "ahead of", self.ahead_ns))
         if self.behind_ns and now_ns - time_ns > self.behind_ns:
-            return _skew_text(time_ns, now_ns - time_ns, "behind", self.behind_ns)
+            return TimeFault("behind", _skew_text(time_ns, now_ns - time_ns, "behind", self.behind_ns))
         if self.retention_ns and now_ns - time_ns > self.retention_ns:
-            return f"{_BEYOND_RETENTION} (the store keeps {self.retention_ns / 86400e9:g} days)"
+            return TimeFault("retention", f"point beyond retention policy (the store keeps "
+                                          f"{self.retention_ns / 86400e9:g} days)")
         return None
 
     def bounds_text(self, now_ns: int) -> tuple[bytes, bytes] | None:
@@ -890,13 +897,13 @@ class LineParser:
             if len(errors) < MAX_ERRORS:
                 errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
 
-        def refuse(text: bytes, fault: str, where: str) -> None:
+        def refuse(text: bytes, fault: TimeFault, where: str) -> None:
             nonlocal time_refused, retention_refused
             time_refused += 1
-            retention_refused += fault.startswith(_BEYOND_RETENTION)
+            retention_refused += fault.kind == "retention"
             refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
-                errors.append(f"refused '{_quote(text)}': {fault} ({where})")
+                errors.append(f"refused '{_quote(text)}': {fault.text} ({where})")
 
         types = self.types
         pending: dict[tuple[str, str], str] = {}  # field types taken by earlier lines of this body
