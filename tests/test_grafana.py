@@ -98,7 +98,7 @@ def test_dashboard_is_importable_and_self_consistent():
     ids = [p["id"] for p in _panels(dash)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     defined = set(variables) | {"timeFilter", "__interval", "__interval_ms"}
-    aliases = {"tag_node", "tag_zone", "tag_category", "tag_meter", "tag_role", "tag_device", "col"}
+    aliases = {"tag_node", "tag_zone", "tag_category", "tag_meter", "tag_role", "tag_device", "tag_result", "col"}
     targets = _targets(dash)
     assert len(targets) >= 15
     for title, t in targets:
