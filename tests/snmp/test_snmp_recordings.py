@@ -28,6 +28,8 @@ WANT = {
     "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
     "planet-digipdu-feed": ("planet-digipdu", 850.0, None),  # DIGIPDU-MIB has no energy with a unit
     "powertek-pwt-inlet": ("powertek-pwt", 5120 / 10, None),  # 0.1 W; inletEnergy's unit is not credible
+    # gen 2 (pdu2): pdu2InputPowerWatts W; pdu2InputPowerWattHour Wh (no gen 3 pdu3InputTotalEnergy)
+    "hpe-cpqpower-pdu2-input": ("hpe-cpqpower", 1800.0 + 600, 7654321.0 + 1234567),
 }
 # No power total: the MIB defines no active power (reads outlet energy only).
 NO_POWER = {"ipoman-outlets": ("ipoman", {"outlet1_active_energy": 98765.0, "outlet2_active_energy": 0.0})}
