@@ -24,6 +24,9 @@ WANT = {
     "raritan-pdu2-one-inlet": ("raritan-pdu2", 34561 / 10, 987654.0),
     "rittal-cmc3-variable-table": ("rittal-cmc3", 345 * 1000 / 100, 12345 * 1000 / 10),  # kW, kWh; scale -100, -10
     "cyberpower-phase-and-banks": ("cyberpower-epdu", 800.0, None),  # the phase row only: banks are parts of it
+    # ePDU and ePDU2 on one host: the ePDU2 device rows (host and slave), never the ePDU phase row too
+    "cyberpower-epdu2-chain": ("cyberpower-epdu", 1200.0 + 900, (5432 + 1000) * 100.0),  # W; tenths of kWh
+    "cyberpower-epdu2-only": ("cyberpower-epdu", 345.0, 77 * 100.0),
     "apc-cpdu-unused-outlets": ("apc-cpdu", 1234.0, 5678 * 100.0),  # W; tenths of kWh
     "conteg-databus-chain": ("conteg-databus", 120.0 + 430, (40 + 700) * 1000.0),  # schleifenbauer's readings, moved
     "planet-digipdu-feed": ("planet-digipdu", 850.0, None),  # DIGIPDU-MIB has no energy with a unit
@@ -65,6 +68,19 @@ def test_unused_outlet_rows_are_no_readings(snmpsim_recordings):
     oids = {r.oid for r in result.readings}
     # the peak (2.4.1.6) and the resettable energy (2.4.1.10) are not readings
     assert not {"1.3.6.1.4.1.318.1.1.32.2.4.1.6.1", "1.3.6.1.4.1.318.1.1.32.2.4.1.10.1"} & oids
+
+
+def test_cyberpower_epdu2_and_epdu_phase_rows(snmpsim_recordings):
+    """CPS-MIB: a PDU answering both generations is read once: its totals are the ePDU2 device rows,
+    the ePDU phase row stays a phase reading; the apparent power (VA) is no W reading."""
+    result = _probe(snmpsim_recordings.port, "cyberpower-epdu2-chain")
+    got = {r.name: (r.value, r.unit, r.location) for r in result.readings if r.unit in ("W", "Wh")}
+    assert got == {
+        "load1_active_power": (1200.0, "W", "phase"),
+        "pdu1_active_power": (1200.0, "W", "total"), "pdu2_active_power": (900.0, "W", "total"),
+        "pdu1_active_energy": (543200.0, "Wh", "total"), "pdu2_active_energy": (100000.0, "Wh", "total"),
+        "total_active_power": (2100.0, "W", "total"), "total_active_energy": (643200.0, "Wh", "total"),
+    }, got
 
 
 def test_powertek_voltage_column_is_not_power(snmpsim_recordings):
