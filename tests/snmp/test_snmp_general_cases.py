@@ -57,7 +57,9 @@ def eaton_daisy_chain() -> str:
 def entity_psus() -> str:
     rows = {}
     # entity 10, 20: PSUs (class 6); 11, 21: their watts sensors; 30: transceiver watts sensor (parent class port 10)
-    for ent, cls, parent in ((10, 6, 1), (20, 6, 1), (29, 10, 1), (11, 8, 10), (21, 8, 20), (30, 8, 29), (12, 8, 10)):
+    # 40: a PSU whose sensors 41, 42 answer RFC 3433's overflow and underflow error values
+    for ent, cls, parent in ((10, 6, 1), (20, 6, 1), (29, 10, 1), (11, 8, 10), (21, 8, 20), (30, 8, 29), (12, 8, 10),
+                             (40, 6, 1), (41, 8, 40), (42, 8, 40)):
         rows[f"{PHY}.4.{ent}"] = (2, parent)
         rows[f"{PHY}.5.{ent}"] = (2, cls)
     # sensor: type, scale, precision, value, oper status
@@ -66,6 +68,8 @@ def entity_psus() -> str:
         (21, 6, 9, 0, 380, 2),  # unavailable(2): no value
         (12, 6, 8, 1, 1234567, 1),  # 123456.7 mW = 123.4567 W
         (30, 6, 8, 4, 12345, 1),  # optical power of a transceiver: not a power reading
+        (41, 6, 9, 0, 1000000000, 1),  # +1000000000: overflow error (EntitySensorValue), not 1 GW
+        (42, 6, 9, 0, -1000000000, 1),  # -1000000000: underflow error
     ):
         for col, v in ((1, stype), (2, scale), (3, prec), (4, value), (5, oper)):
             rows[f"{ENT}.{col}.{ent}"] = (2, v)
@@ -126,4 +130,8 @@ def test_entity_sensor_only_psu_watts(synthetic):
     assert r["psu_sensor12_active_power"].value == pytest.approx(123.4567)
     assert math.isnan(r["psu_sensor21_active_power"].value)  # oper status unavailable
     assert "psu_sensor30_active_power" not in r  # transceiver: parent is a port
+    # RFC 3433 EntitySensorValue: watts "MUST contain a fixed point number ranging from -999,999,999 to
+    # +999,999,999"; -1000000000 / +1000000000 indicate an underflow / overflow error: no value
+    assert math.isnan(r["psu_sensor41_active_power"].value) and r["psu_sensor41_active_power"].raw == 1000000000
+    assert math.isnan(r["psu_sensor42_active_power"].value)
     assert r["total_active_power"].value == pytest.approx(450.0 + 123.4567)
