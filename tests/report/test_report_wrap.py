@@ -176,7 +176,10 @@ def test_register_modulus_follows_the_poller_s_rule_on_the_shipped_profiles() ->
     from puewatch.collector.snmp.profiles import load_profiles, register_modulus
 
     p = load_profiles()
-    assert register_modulus(p["apc-ups"], "total_active_energy") == (None, None)  # no modulus_raw anywhere
+    # PowerNet-MIB: two Unsigned32 scalars (hundredths of kWh, else kWh): the wrap depends on which one answers
+    modulus, why = register_modulus(p["apc-ups"], "total_active_energy")
+    assert modulus is None and "depends on which of its readings the device answers" in why
+    assert register_modulus(p["apc-ups"], "output_active_energy") == (2**32 * 10.0, None)
     assert register_modulus(p["apc-rpdu2"], "total_active_energy") == (None, None)  # a table that never wraps
     modulus, why = register_modulus(p["eaton-epdu"], "total_active_energy")  # Unsigned32 rows, summed
     assert modulus is None and "wraps only if the device has one row" in why

@@ -76,6 +76,18 @@ def entity_psus() -> str:
     return recording("1.3.6.1.4.1.99999.3", rows)
 
 
+APC = "1.3.6.1.4.1.318.1.1.1.4"
+
+
+def apc_ups(high_precision: bool) -> str:
+    """PowerNet-MIB UPS output: upsAdvOutputActivePower (W), upsAdvOutputEnergyUsage (kWh) and, on
+    newer firmware, upsHighPrecOutputEnergyUsage (hundredths of kWh); both energies Unsigned32."""
+    rows = {f"{APC}.2.8.0": (2, 1510), f"{APC}.2.12.0": (66, 4321)}
+    if high_precision:
+        rows[f"{APC}.3.6.0"] = (66, 432187)
+    return recording("1.3.6.1.4.1.318.1.3.27", rows)
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     work = tmp_path_factory.mktemp("synthetic")
@@ -84,6 +96,8 @@ def synthetic(tmp_path_factory):
     (data / "raritan.snmprec").write_text(raritan_two_pdus())
     (data / "eaton.snmprec").write_text(eaton_daisy_chain())
     (data / "entity.snmprec").write_text(entity_psus())
+    (data / "apc-ups-highprec.snmprec").write_text(apc_ups(True))
+    (data / "apc-ups-kwh.snmprec").write_text(apc_ups(False))
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("eaton")
@@ -135,3 +149,18 @@ def test_entity_sensor_only_psu_watts(synthetic):
     assert math.isnan(r["psu_sensor41_active_power"].value) and r["psu_sensor41_active_power"].raw == 1000000000
     assert math.isnan(r["psu_sensor42_active_power"].value)
     assert r["total_active_power"].value == pytest.approx(450.0 + 123.4567)
+
+
+@pytest.mark.parametrize("community, wh, modulus_wh", [
+    ("apc-ups-highprec", 432187 * 10.0, 2**32 * 10.0),  # hundredths of kWh, Unsigned32
+    ("apc-ups-kwh", 4321 * 1000.0, 2**32 * 1000.0),  # kWh, Unsigned32: the fallback where high precision is absent
+])
+def test_apc_ups_energy_registers_wrap_at_unsigned32(synthetic, community, wh, modulus_wh):
+    """PowerNet-MIB upsHighPrecOutputEnergyUsage and upsAdvOutputEnergyUsage are Unsigned32: the register
+    wraps at 2^32 raw units (x the scale), the device total too (one scalar row)."""
+    profile, r = read(synthetic, community)
+    assert profile == "apc-ups"
+    assert (r["total_active_power"].value, r["total_active_power"].unit) == (1510.0, "W")
+    energy = r["total_active_energy"]
+    assert energy.unit == "Wh" and energy.value == pytest.approx(wh)
+    assert energy.modulus == pytest.approx(modulus_wh)
