@@ -259,8 +259,11 @@ class Collector:
         now = time.time_ns()
         out = Batch()
         # Every poll, answered or not: a failed poll stores no reading, and a report tells a device that was
-        # down from one nobody polled by these (schema.SNMP_POLL). A skipped slot took no time of its own.
-        out.add(*schema.snmp_poll(self.site.name, device, cause or schema.SNMP_POLL_OK), time_ns, {
+        # down from one nobody polled by these (schema.SNMP_POLL). An answered poll is recorded at its
+        # readings' time (a report tells the poll that gave a gap's edge reading from one inside the gap by
+        # it), a failed one at its slot's. A skipped slot took no time of its own.
+        at = readings[0].time_ns if ok and readings else time_ns
+        out.add(*schema.snmp_poll(self.site.name, device, cause or schema.SNMP_POLL_OK), at, {
             schema.SNMP_POLL_SECONDS: 0.0 if cause == "skipped" or not math.isfinite(seconds) else float(seconds),
             schema.SNMP_POLL_ERROR: None if ok else str(error),
         })

@@ -101,10 +101,10 @@ JOB_LEDGER_STATS_FIELDS: Mapping[str, str] = {
 }
 
 # The collector's own series: derived from what it polled and received, never written by a client.
-# One point per SNMP poll of a device (its slot's time), tagged with its result ("ok", or a failed poll's
-# cause: a key of `SNMP_POLL_CAUSES`, a small fixed set): how long it took and, failed, the message. A
-# failed poll stores no reading, so without these a report could not tell a device that was down from
-# one nobody polled (found by the SNMP operator audit).
+# One point per SNMP poll of a device (an answered poll at its readings' time, a failed one at its slot's),
+# tagged with its result ("ok", or a failed poll's cause: a key of `SNMP_POLL_CAUSES`, a small fixed set):
+# how long it took and, failed, the message. A failed poll stores no reading, so without these a report
+# could not tell a device that was down from one nobody polled (found by the SNMP operator audit).
 SNMP_POLL = "snmp_poll"
 SNMP_POLL_OK = "ok"
 SNMP_POLL_SECONDS = "seconds"

@@ -48,12 +48,13 @@ import numpy as np
 
 from puewatch import __version__
 from puewatch.core import energy as policy
+from puewatch.core import schema
 from puewatch.core.numbers import published, ratio
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import (DAY_NS, NS, add_months, annual_period, day_grid, format_period, format_time, is_annual,
                                    month_start, parse_time)
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
-from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, scan_site_meter
+from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, inside, scan_site_meter
 from puewatch.report.model import Gap, MeterRow, PeriodRow, PollCounts, Report, ReportFigures, ZoneRow
 
 SCHEMA = "puewatch.report/1"
@@ -195,6 +196,18 @@ class _Totals:
         return acc
 
 
+def _unpolled(starts: np.ndarray, ends: np.ndarray, polls: np.ndarray, longest_ns: int) -> list[tuple[int, int]]:
+    """The stretches of the gaps (starts, ends) longer than `longest_ns` in which no poll is recorded (`polls`:
+    times, ascending): between a gap's edges and the polls inside it."""
+    out = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        within = polls[(polls > a) & (polls < b)].tolist()
+        for lo, hi in zip([a, *within], [*within, b]):
+            if hi - lo > longest_ns:
+                out.append((lo, hi))
+    return out
+
+
 def _completeness(scans: dict[str, MeterScan], members: list[str], cal: _Calendar) -> tuple[float, np.ndarray, np.ndarray]:
     """The share of the period, of each day and of each month when every one of `members` was observed."""
     if not members:
@@ -329,6 +342,12 @@ class _Builder:
             warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
                             f"made ({generated_at}): its energies are not the year's, so this is an interim PUE "
                             "(iPUE), not an annual one; report the year once it is over")
+        elif made_ns is not None and made_ns < cal.end_ns:
+            # Found by an outside audit: a report to an hour ahead counted the hour as every meter's gap, and
+            # said nothing; made again later, its numbers changed.
+            warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
+                            f"made ({generated_at}): the time after that is a gap of every meter, and the report's "
+                            "numbers change once the period is over; report it then")
         monthly = self._period_rows("month", cal.month_edges, comp_month)
         daily = self._period_rows("day", cal.grid, comp_day)
         role = self._role_ratio
@@ -416,7 +435,7 @@ class _Builder:
     def _meter_row(self, name: str) -> MeterRow:
         meter, r, cal = self.site.meters[name], self.scans[name], self.cal
         covered = covered_in_bins(*r.observed, cal.period_edges)
-        causes = r.polls.counts() if r.polls is not None else {}
+        causes = {k: n for k, n in r.polls.counts().items() if k != schema.SNMP_POLL_OK} if r.polls is not None else {}
         return MeterRow(
             meter=name,
             role=meter.role,
@@ -485,31 +504,49 @@ class _Builder:
         return out
 
     def _poll_warnings(self, name: str) -> list[str]:
-        """Why an SNMP meter has gaps, where its device's recorded polls say: the polls that failed inside
-        them, by cause, or none recorded at all for a meter with no data (a failed poll stores no reading,
-        so without these a device that was down looked like one nobody polled: the SNMP operator audit).
-        Failed polls a meter's readings bridge lost nothing and are not named."""
+        """Why an SNMP meter has gaps, as its device's recorded polls say (a failed poll stores no reading, so
+        without them a device that was down looked like one nobody polled: the SNMP operator audit): polls
+        in its gaps that failed, by cause; polls in them the device answered without a value for the
+        meter's reading; and stretches of them longer than the longest interval counted as observed in
+        which no poll was recorded at all (the collector not running, or not polling the device). Each
+        names how much of the gaps it covers; failed polls that readings bridge lost nothing (a register
+        counts across them) and are not named."""
         r, cal, device = self.scans[name], self.cal, self.site.meters[name].device
         p = r.polls
         if p is None:
             return []  # unknown: not an SNMP meter, or an input without poll records (an export CSV)
         gaps = complement(*r.observed, cal.start_ns, cal.end_ns)
+        if not gaps:
+            return []
         starts = np.array([a for a, _ in gaps], np.int64)
         ends = np.array([b for _, b in gaps], np.int64)
-        missing = int(np.sum(ends - starts))
         in_gaps = p.counts((starts, ends))
+        answered = in_gaps.pop(schema.SNMP_POLL_OK, 0)
+        out = []
+        polled = f"of {p.recorded} polls recorded in the period"
         if in_gaps:
-            failed = np.sort(np.concatenate(list(p.failed.values())))
-            inside = failed[np.searchsorted(ends, failed, side="right") < np.searchsorted(starts, failed, side="right")]
+            failed = np.sort(np.concatenate([t for k, t in p.times.items() if k != schema.SNMP_POLL_OK]))
+            failed = failed[inside(failed, (starts, ends))]
             causes = ", ".join(f"{n} {cause}" for cause, n in sorted(in_gaps.items(), key=lambda kv: (-kv[1], kv[0])))
-            return [f"meter {name!r}: {sum(in_gaps.values())} poll(s) of its device {device!r} failed in its gaps "
-                    f"({causes}; of {p.recorded} polls recorded in the period), the first at {format_time(int(inside[0]))}, "
-                    f"the last at {format_time(int(inside[-1]))}: its energy there is missing, not zero (completeness "
-                    f"{1 - missing / (cal.end_ns - cal.start_ns):.1%}; the causes: docs/auditor-guide.md)"]
-        if not p.recorded and missing == cal.end_ns - cal.start_ns:
-            return [f"meter {name!r}: no data, and no poll of its device {device!r} is recorded in the period: the "
-                    "collector did not poll it then (not running, or the device not in its [[snmp.devices]])"]
-        return []
+            out.append(f"meter {name!r}: {sum(in_gaps.values())} poll(s) of its device {device!r} failed in its gaps "
+                       f"({causes}; {polled}), the first at {format_time(int(failed[0]))}, the last at "
+                       f"{format_time(int(failed[-1]))}: its energy there is missing, not zero (the causes: "
+                       "docs/auditor-guide.md)")
+        if answered:
+            out.append(f"meter {name!r}: its device {device!r} answered {answered} poll(s) in its gaps ({polled}) "
+                       "without a value for the meter's reading: an object absent (noSuchObject, noSuchInstance: "
+                       "not there, or not in the view its community or user may read), a value refused as "
+                       "impossible or a 'not available' filler (the collector's log and "
+                       "puewatch_snmp_values_refused say which); its energy there is missing, not zero")
+        unpolled = _unpolled(starts, ends, p.all_times(), self.opts.max_gap_ns)
+        if unpolled:
+            total = sum(b - a for a, b in unpolled)
+            a, b = unpolled[0]
+            more = f" and {len(unpolled) - 1} more stretch(es), {total / NS:g} s in all" if len(unpolled) > 1 else ""
+            out.append(f"meter {name!r}: no poll of its device {device!r} is recorded from {format_time(a)} to "
+                       f"{format_time(b)}{more}: the collector was not running then, or not polling the device "
+                       "(not in its [[snmp.devices]])")
+        return out
 
     def _period_rows(self, per: str, edges: np.ndarray, completeness: np.ndarray) -> list[PeriodRow]:
         """One row per month or day (`per`) of `edges`."""

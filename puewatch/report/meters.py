@@ -45,23 +45,38 @@ class MeterReadings:
     polls: PollRecord | None = None
 
 
+def inside(t: np.ndarray, spans: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which of the times `t` (ascending) lie strictly inside one of the gaps `spans` ((starts, ends), ascending,
+    disjoint): not at a gap's edge, where a reading begins or ends it, and the poll that gave that reading is
+    recorded at the reading's time."""
+    starts, ends = spans
+    # Gaps that begin before t, against gaps that end at or before it: one more where t is inside one.
+    return np.searchsorted(starts, t, side="left") > np.searchsorted(ends, t, side="right")
+
+
 @dataclass(frozen=True)
 class PollRecord:
-    """An SNMP device's recorded polls over a period: how many, and the failed ones' times (int64 ns,
-    ascending) by cause."""
+    """An SNMP device's recorded polls over a period: their times (int64 ns, ascending) by result
+    (`schema.SNMP_POLL_OK`, or a failed poll's cause)."""
 
-    recorded: int
-    failed: dict[str, np.ndarray]
+    times: dict[str, np.ndarray]
+
+    @property
+    def recorded(self) -> int:
+        return sum(t.size for t in self.times.values())
 
     def counts(self, spans: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, int]:
-        """Failed polls by cause (those with any), all of them or those inside the interval set `spans`
-        ([start, end) pairs, puewatch.report.intervals)."""
+        """Polls by result (those with any), all of them or those inside the gaps `spans` (see `inside`)."""
         out = {}
-        for cause, t in sorted(self.failed.items()):
-            n = t.size if spans is None else int(np.sum(np.searchsorted(t, spans[1]) - np.searchsorted(t, spans[0])))
+        for result, t in sorted(self.times.items()):
+            n = t.size if spans is None else int(np.count_nonzero(inside(t, spans)))
             if n:
-                out[cause] = n
+                out[result] = n
         return out
+
+    def all_times(self) -> np.ndarray:
+        """Every recorded poll's time, ascending."""
+        return np.sort(np.concatenate([np.empty(0, np.int64), *self.times.values()]))
 
 
 NO_READINGS = MeterReadings(np.empty(0, np.int64))

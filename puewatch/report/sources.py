@@ -357,19 +357,19 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
     t, power, energy = _combine(parts)
     return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi),
                          _series_read(reader, site.meters[name], lo, hi),
-                         read_polls(reader, site, name, *(period or (lo, hi))))
+                         read_polls(reader, site, name, *(period or (lo, hi)), t))
 
 
-def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> PollRecord | None:
+def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int, t: np.ndarray) -> PollRecord | None:
     """Meter `name`'s SNMP device's polls in lo <= t < hi as the collector recorded them (`schema.SNMP_POLL`,
-    a series per result); None for a meter not read over SNMP, and from a store that holds no poll of any
-    device (written by a puewatch that recorded none, or by another writer): it cannot say. A result the
-    store holds that this version does not name is counted as a failure of that name, never dropped."""
+    a series per result), given the meter's readings' times `t`. None where it cannot say: a meter not read
+    over SNMP, a store that holds no poll of any device, and readings in the window with no poll recorded
+    in it (written by a puewatch that recorded none, or by another writer). A result the store holds that
+    this version does not name is counted as a failure of that name, never dropped."""
     m = site.meters[name]
     if not m.device:
         return None
-    recorded = 0
-    failed: dict[str, np.ndarray] = {}
+    times: dict[str, np.ndarray] = {}
     from puewatch.collector.stores.base import StoreError
 
     try:
@@ -380,11 +380,12 @@ def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> Pol
         return None
     for result in results:
         series = schema.snmp_poll(site.name, m.device, result)
-        t, _ = _series(reader, series.measurement, schema.SNMP_POLL_SECONDS, series.tags, lo, hi)
-        recorded += t.size
-        if t.size and result != schema.SNMP_POLL_OK:
-            failed[result] = t
-    return PollRecord(recorded, failed)
+        at, _ = _series(reader, series.measurement, schema.SNMP_POLL_SECONDS, series.tags, lo, hi)
+        if at.size:
+            times[result] = at
+    if not times and np.any((t >= lo) & (t < hi)):
+        return None  # readings, and no poll: not the record of a collector that records its polls
+    return PollRecord(times)
 
 
 def _series_read(reader: Any, m: Meter, lo: int, hi: int) -> tuple[dict[str, str], ...]:

@@ -633,49 +633,57 @@ def test_a_zone_without_an_it_meter_has_no_row_and_is_named() -> None:
         "zone 'plant' has no IT meter: it has no pPUE (no IT energy to divide by) and no row in zones"]
 
 
-def test_failed_polls_inside_a_meter_s_gaps_are_named_and_bridged_ones_are_not() -> None:
-    # The IT meter's power is silent 06:00..12:00 on day 1; its device's polls failed there (timeouts,
-    # and one poll cut off as slow) and once on day 2, where the readings on both sides bridge the
-    # failure (a minute apart): only the failures inside the gap explain missing energy.
+def test_a_meter_s_gaps_are_explained_by_its_device_s_polls() -> None:
+    # The IT meter's power is silent 06:00..12:00 on day 1. Its device's polls there: timeouts (and one cut
+    # off as slow) until 09:00, then answers without a value for its reading until 10:00, then nothing
+    # recorded (the collector down) until 12:00; one timeout on day 2 is bridged by the readings around it.
     from puewatch.report.meters import PollRecord
     from puewatch.core.timefmt import format_time
 
     t = _times()
-    gap = (t >= START + 6 * H) & (t < START + 12 * H)
     it = _const(t, 100.0)
-    it[gap] = np.nan
-    timeouts = np.arange(START + 6 * H, START + 12 * H, 60 * NS, dtype=np.int64)[1:]
-    timeouts = np.concatenate([timeouts, [START + 30 * H + 30 * NS]])  # day 2: bridged
+    it[(t >= START + 6 * H) & (t < START + 12 * H)] = np.nan
+    minute = 60 * NS
+    timeouts = np.concatenate([np.arange(START + 6 * H, START + 9 * H, minute), [START + 30 * H + 30 * NS]])
     slow = np.array([START + 9 * H + 20 * NS], np.int64)
-    recorded = int(np.sum((t >= START) & (t < END))) + slow.size
-    polls = PollRecord(recorded, {"timeout": timeouts, "slow": slow})
+    empty = np.arange(START + 9 * H + minute, START + 10 * H, minute)
+    answered = t[(t >= START) & (t < END) & ((t < START + 6 * H) | (t >= START + 12 * H))]
+    polls = PollRecord({"ok": np.sort(np.concatenate([answered, empty])), "timeout": timeouts, "slow": slow})
+    recorded = answered.size + empty.size + timeouts.size + slow.size
     readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, it, None, polls=polls)}
     r = compute_report(_site(), readings, START, END)
     rows = {m["meter"]: m for m in r["meters"]}
     assert rows["it1"]["polls"] == {"recorded": recorded, "failed": timeouts.size + 1,
                                     "causes": {"slow": 1, "timeout": timeouts.size}}
     assert rows["inc"]["polls"] is None  # no poll records for it: unknown, not "none failed"
-    (gap_row,) = rows["it1"]["gaps"]
-    inside = timeouts[:-1]
-    (warning,) = [w for w in r["warnings"] if "poll(s)" in w]
-    assert warning == (
-        f"meter 'it1': {inside.size + 1} poll(s) of its device 'd2' failed in its gaps ({inside.size} timeout, 1 slow; "
-        f"of {recorded} polls recorded in the period), the first at {format_time(int(inside[0]))}, the last at "
-        f"{format_time(int(inside[-1]))}: its energy there is missing, not zero (completeness "
-        f"{rows['it1']['completeness']:.1%}; the causes: docs/auditor-guide.md)"), (warning, gap_row)
+    said = [w for w in r["warnings"] if w.startswith("meter 'it1'")]
+    polled = f"of {recorded} polls recorded in the period"
+    assert said == [
+        f"meter 'it1': {timeouts.size} poll(s) of its device 'd2' failed in its gaps ({timeouts.size - 1} timeout, "
+        f"1 slow; {polled}), the first at {format_time(int(timeouts[0]))}, the last at {format_time(int(slow[0]))}: "
+        "its energy there is missing, not zero (the causes: docs/auditor-guide.md)",
+        f"meter 'it1': its device 'd2' answered {empty.size} poll(s) in its gaps ({polled}) without a value for the "
+        "meter's reading: an object absent (noSuchObject, noSuchInstance: not there, or not in the view its community "
+        "or user may read), a value refused as impossible or a 'not available' filler (the collector's log and "
+        "puewatch_snmp_values_refused say which); its energy there is missing, not zero",
+        f"meter 'it1': no poll of its device 'd2' is recorded from {format_time(int(empty[-1]))} to "
+        f"{format_time(START + 12 * H)}: the collector was not running then, or not polling the device (not in its "
+        "[[snmp.devices]])",
+    ], said
 
     # Every failure bridged by readings: nothing is missing, and nothing is said.
     full = {"inc": readings["inc"], "it1": MeterReadings(t, _const(t, 100.0), None, polls=polls)}
     assert not [w for w in compute_report(_site(), full, START, END)["warnings"] if "poll" in w]
 
 
-def test_a_meter_with_no_data_and_no_poll_recorded_was_not_polled() -> None:
+def test_a_meter_with_no_reading_and_no_poll_recorded_was_not_polled() -> None:
     from puewatch.report.meters import PollRecord
+    from puewatch.core.timefmt import format_time
 
     t = _times()
     readings = {"inc": MeterReadings(t, None, _register(t, 150.0)),
-                "it1": MeterReadings(np.empty(0, np.int64), polls=PollRecord(0, {}))}
+                "it1": MeterReadings(np.empty(0, np.int64), polls=PollRecord({}))}
     r = compute_report(_site(), readings, START, END)
     assert {m["meter"]: m["polls"] for m in r["meters"]}["it1"] == {"recorded": 0, "failed": 0, "causes": {}}
-    assert ("meter 'it1': no data, and no poll of its device 'd2' is recorded in the period: the collector did not "
-            "poll it then (not running, or the device not in its [[snmp.devices]])") in r["warnings"]
+    assert (f"meter 'it1': no poll of its device 'd2' is recorded from {format_time(START)} to {format_time(END)}: the "
+            "collector was not running then, or not polling the device (not in its [[snmp.devices]])") in r["warnings"]

@@ -615,3 +615,38 @@ def test_the_site_file_is_read_as_every_toml_file_is(tmp_path: Path) -> None:
                      '\n[[snmp.devices]]\nname = "d"\nprofile = "generic"\n')
     with pytest.raises(ConfigError, match=r"twice.toml: snmp.devices: device name 'd' is used twice"):
         load_site(twice)
+
+
+def test_poll_records_are_read_only_where_the_store_kept_them(tmp_path: Path) -> None:
+    """A meter's `polls` come from its device's `snmp_poll` series. Readings in the period with no poll recorded
+    are data from before the collector recorded polls (or from another writer): `polls` is null, never "0 polls,
+    not polled" (found by an outside audit, on a store upgraded in place)."""
+    from puewatch.core import schema
+    from puewatch.core.batch import Batch
+    from puewatch.core.site import Meter, SiteModel
+    from puewatch.report.sources import read_meter
+
+    site = SiteModel("s", {"old": Meter(role="facility_input", device="d-old", reading="total_active_power"),
+                           "new": Meter(role="it", point="ups_output", device="d-new", reading="total_active_power"),
+                           "gone": Meter(role="cooling", device="d-gone", reading="total_active_power")})
+    t0 = 1_764_547_200 * NS  # 2025-12-01
+    t = t0 + np.arange(60, dtype=np.int64) * 10 * NS
+    b = Batch()
+    for device in ("d-old", "d-new"):
+        b.add(*schema.snmp_reading("s", device, "total_active_power", "W"), t, {schema.SNMP_VALUE: 1000.0})
+    b.add(*schema.snmp_poll("s", "d-new", schema.SNMP_POLL_OK), t, {schema.SNMP_POLL_SECONDS: 0.01})
+    b.add(*schema.snmp_poll("s", "d-gone", "timeout"), t, {schema.SNMP_POLL_SECONDS: 1.0,
+                                                         schema.SNMP_POLL_ERROR: "no response"})
+    store = EmbeddedStore(tmp_path / "s.sqlite")
+    try:
+        store.write_batch(b)
+        lo, hi = int(t[0]), int(t[-1]) + NS
+        assert read_meter(store, site, "old", lo, hi).polls is None
+        new = read_meter(store, site, "new", lo, hi).polls
+        assert new is not None and new.counts() == {"ok": 60}
+        gone = read_meter(store, site, "gone", lo, hi).polls
+        assert gone is not None and gone.counts() == {"timeout": 60}
+        # Before any poll was recorded, nothing read and nothing polled: an empty record, not unknown.
+        assert read_meter(store, site, "gone", lo - 3600 * NS, lo).polls.recorded == 0
+    finally:
+        store.close()
