@@ -687,3 +687,18 @@ def test_a_meter_with_no_reading_and_no_poll_recorded_was_not_polled() -> None:
     assert {m["meter"]: m["polls"] for m in r["meters"]}["it1"] == {"recorded": 0, "failed": 0, "causes": {}}
     assert (f"meter 'it1': no poll of its device 'd2' is recorded from {format_time(START)} to {format_time(END)}: the "
             "collector was not running then, or not polling the device (not in its [[snmp.devices]])") in r["warnings"]
+
+
+def test_a_report_made_before_its_period_ended_says_so() -> None:
+    # Found by an outside audit: a report to an hour ahead counted the hour as every meter's gap, silently.
+    from puewatch.core.timefmt import format_period, format_time
+
+    t = _times()
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None)}
+    made = format_time(END - H)
+    r = compute_report(_site(), readings, START, END, ReportOptions(generated_at=made))
+    assert (f"the period {format_period(START, END)} had not ended when the report was made ({made}): the time after "
+            "that is a gap of every meter, and the report's numbers change once the period is over; report it "
+            "then") in r["warnings"]
+    after = compute_report(_site(), readings, START, END, ReportOptions(generated_at=format_time(END)))
+    assert not [w for w in after["warnings"] if "had not ended" in w]
