@@ -195,9 +195,19 @@ class Tokens:
     def __len__(self) -> int:
         return len(self._digests)
 
-    def same_as(self, other: Tokens) -> bool:
-        """The same writers, tokens and scopes (a reload that changed nothing)."""
-        return sorted(self._digests) == sorted(other._digests) and self.scopes == other.scopes
+    def changes_from(self, old: Tokens) -> dict[str, list[str]]:
+        """What a reload changed, by writer name (never a token): `added`, `removed`, `new token` (the same
+        writer with another token: a rotation) and `new scope` (its scope as `old -> new`, in the token file's
+        words); empty lists where nothing changed of that kind."""
+        mine, theirs = dict(self._digests), dict(old._digests)
+        both = sorted(mine.keys() & theirs.keys())
+        return {
+            "added": sorted(mine.keys() - theirs.keys()),
+            "removed": sorted(theirs.keys() - mine.keys()),
+            "new token": [n for n in both if not hmac.compare_digest(mine[n], theirs[n])],
+            "new scope": [f"{n} {old.scopes[n].text(n)} -> {self.scopes[n].text(n)}" for n in both
+                          if old.scopes[n] != self.scopes[n]],
+        }
 
     def agent_for(self, token: str) -> str | None:
         presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()

@@ -344,28 +344,29 @@ class Collector:
 
     def reload_writers(self) -> None:
         """SIGHUP: the token source read again and swapped in whole, or, when it fails a check, the
-        writers kept as they were. Never logs a token; names only the writers added and removed."""
+        writers kept as they were. Never logs a token; names the writers added and removed, those given
+        a new token and those given a new scope (an audit trail of who may write what)."""
         old = self.ingest.tokens
-        before = set(old.scopes)
         try:
             tokens, scopes = self.load_writers()
         except ConfigError as exc:
             self.metrics.token_reload(ok=False)
-            log.error("tokens not reloaded, the %d writer(s) loaded before still hold: %s", len(before), exc)
+            log.error("tokens not reloaded, the %d writer(s) loaded before still hold: %s", len(old), exc)
             return
         self.ingest.replace_writers(tokens, scopes)
         self.metrics.token_reload(ok=True)
-        after = set(tokens.scopes)
+        changes = tokens.changes_from(old)
         note = ""
-        if tokens.same_as(old):
+        if not any(changes.values()):
             note = "; no token changed"
             if self.conf.ingest.token_credential:
                 # systemd copies a credential when the unit starts; a reload does not refresh the copy (unless
                 # the unit says RefreshOnReload=credentials, systemd 260+): the edit is not seen until a restart.
                 note += (f" (token_credential {self.conf.ingest.token_credential!r} is the copy systemd made when the "
                          "unit started: restart the unit to read an edited source, or see systemd/README.md)")
-        log.info("tokens reloaded: %d writer(s); added: %s; removed: %s%s", len(after),
-                 ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none", note)
+        # (Found by an outside audit: a rotated token and a widened scope left no trace in the log.)
+        log.info("tokens reloaded: %d writer(s); %s%s", len(tokens),
+                 "; ".join(f"{what}: {', '.join(names) or 'none'}" for what, names in changes.items()), note)
 
     # ---- the loop ------------------------------------------------------------------
 

@@ -80,7 +80,8 @@ def test_a_revoked_token_is_refused_after_sighup_and_a_broken_file_keeps_the_tok
         assert _post(ingest_port, OTHER_TOKEN, _line("gpu-a-2", 306)) == 204
         assert _post(ingest_port, FEEDER_TOKEN, f"modbus,meter=incomer power_kw=130 {T}\n") == 204
         log = proc.output()
-        assert "INFO puewatch.collector: tokens reloaded: 2 writer(s); added: none; removed: gpu-a-1" in log, log[-2000:]
+        assert ("INFO puewatch.collector: tokens reloaded: 2 writer(s); added: none; removed: gpu-a-1; new token: none; "
+                "new scope: none\n") in log, log[-2000:]
 
         # A broken file (line 2: a token too short): the tokens before it still hold, and it says so.
         tokens.write_text(f"gpu-a-1 {NEW_TOKEN}\ngpu-a-3 short\n{feeder}")
@@ -100,9 +101,20 @@ def test_a_revoked_token_is_refused_after_sighup_and_a_broken_file_keeps_the_tok
         m = scrape(metrics_port)
         assert m['puewatch_token_reloads_total{result="ok"}'] == 2
         assert m['puewatch_token_reloads_total{result="failed"}'] == 1
+        assert "tokens reloaded: 3 writer(s); added: gpu-a-1; removed: none; new token: none; new scope: none\n" \
+            in proc.output()
+
+        # gpu-a-2's token rotated and its scope widened to gpu-a-*: both are in the log (an audit trail of who
+        # may write what; found by an outside audit: neither left a trace), and take effect.
+        rotated = "rotated-token-for-gpu-a-2-0123456789"
+        tokens.write_text(f"gpu-a-1 {NEW_TOKEN}\ngpu-a-2 {rotated} agent:gpu-a-*\n{feeder}")
+        _reload(proc, metrics_port, "ok")
+        assert _post(ingest_port, OTHER_TOKEN, _line("gpu-a-2", 312)) == 401
+        assert _post(ingest_port, rotated, _line("gpu-a-1", 313)) == 204
         log = proc.output()
-        assert "tokens reloaded: 3 writer(s); added: gpu-a-1; removed: none" in log
-        for token in (TOKEN, OTHER_TOKEN, NEW_TOKEN, FEEDER_TOKEN):
+        assert ("tokens reloaded: 3 writer(s); added: none; removed: none; new token: gpu-a-2; new scope: gpu-a-2 "
+                "agent (node gpu-a-2) -> agent:gpu-a-*\n") in log, log[-2000:]
+        for token in (TOKEN, OTHER_TOKEN, NEW_TOKEN, FEEDER_TOKEN, rotated):
             assert token not in log
 
 
@@ -123,10 +135,11 @@ def test_a_credential_is_reloaded_too_and_an_unchanged_one_says_why(tmp_path):
         wait_port(metrics_port)
         assert _post(ingest_port, TOKEN, _line("gpu-a-1", 300)) == 204
         _reload(proc, metrics_port, "ok")  # nothing edited
-        assert "tokens reloaded: 3 writer(s); added: none; removed: none; no token changed (token_credential " \
-               "'ingest-tokens' is the copy systemd made when the unit started" in proc.output()
+        assert "tokens reloaded: 3 writer(s); added: none; removed: none; new token: none; new scope: none; no token " \
+               "changed (token_credential 'ingest-tokens' is the copy systemd made when the unit started" in proc.output()
         credential.write_text(f"gpu-a-2 {OTHER_TOKEN}\n{feeder}")
         _reload(proc, metrics_port, "ok")
         assert _post(ingest_port, TOKEN, _line("gpu-a-1", 301)) == 401
         assert _post(ingest_port, OTHER_TOKEN, _line("gpu-a-2", 302)) == 204
-        assert "tokens reloaded: 2 writer(s); added: none; removed: gpu-a-1\n" in proc.output()
+        assert "tokens reloaded: 2 writer(s); added: none; removed: gpu-a-1; new token: none; new scope: none\n" \
+            in proc.output()
