@@ -6,7 +6,9 @@ ESC sequences, CR or a newline could write or hide lines of puewatch's own verdi
 "PASS require_signature" line, the real FAIL lines concealed). So every control character (C0, DEL,
 C1), the Unicode line and paragraph separators, and the bidirectional controls that reorder what a
 line shows are written as Python-style escapes (``\\x1b``, ``\\n``, ``\\u2028``): each line stays one
-line and says what the document holds. JSON output is unaffected (JSON escapes them itself).
+line and says what the document holds; so are the invisible characters that would make two names
+look alike (a zero-width space, a soft hyphen, a word joiner, a byte order mark: tenants "t1" and
+"t1\u200b" read the same). JSON output is unaffected (JSON escapes them itself).
 A page (`in_page`) gets the same, HTML-escaped: a right-to-left override in a site's or a tenant's
 name reversed the rest of its line there (a report's period label, a city's "fail"; a tenant
 "\u202eTNEMYAP" read "PAYMENT").
@@ -17,7 +19,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# (The zero-width joiner and non-joiner stay: scripts and emoji sequences need them.)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u2069\ufeff]")
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -46,13 +50,30 @@ def in_page(text: object) -> str:
 
 def width(text: str) -> int:
     """The terminal columns `text` takes: 2 for an East Asian wide or fullwidth character (CJK such as
-    算力券, most emoji), 0 for a combining mark or a zero-width format character (a combining acute, the
-    zero-width joiner), 1 for any other. For text already `shown` (no control characters left)."""
+    算力券, most emoji), 0 for a combining mark or a zero-width format character (a combining acute), 1 for
+    any other; an emoji sequence as the one glyph a terminal draws: a character joined by the zero-width
+    joiner (👩‍💻) or a skin tone adds nothing, and the emoji presentation selector (❤️: U+2764 U+FE0F) makes
+    the character before it 2. For text already `shown` (no control characters left)."""
     n = 0
+    last = 0  # the columns of the glyph before: 0 where there is none
+    joined = False
     for c in text:
-        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+        cp = ord(c)
+        if c == "\u200d":
+            joined = last > 0
             continue
-        n += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+        if cp == 0xFE0F:
+            n += 1 if last == 1 else 0
+            last = 2 if last else 0
+            continue
+        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf") or (
+                last and 0x1F3FB <= cp <= 0x1F3FF):
+            continue
+        if joined:
+            joined = False
+            continue
+        last = 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+        n += last
     return n
 
 

@@ -17,6 +17,17 @@ def test_shown_escapes_what_moves_hides_or_reorders_text_and_keeps_the_rest():
     assert shown("a\rb\x00c\x7fd\x9be\u2028f\u2029g\u202eh\u2066i") == (
         "a\\rb\\x00c\\x7fd\\x9be\\u2028f\\u2029g\\u202eh\\u2066i")
     assert shown("Zürich-Ost 北京 😀 \ue000 tab") == "Zürich-Ost 北京 😀 \ue000 tab"
+    # Invisible characters that make two names look alike (found by an outside audit: tenants "t1" and
+    # "t1\u200b"); the joiners that scripts and emoji need stay.
+    assert shown("t1\u200b t\xad1 a\u2060b \ufeffc") == "t1\\u200b t\\xad1 a\\u2060b \\ufeffc"
+    assert shown("👩\u200d💻 می\u200cخواهم") == "👩\u200d💻 می\u200cخواهم"
+
+
+def test_width_counts_the_columns_a_terminal_draws():
+    from puewatch.terminal import width
+
+    assert [width(s) for s in ("abc", "算力券", "🚀", "e\u0301", "👩\u200d💻", "❤\ufe0f", "❤", "👍\U0001f3fd",
+                               "🇨🇳", "👨\u200d👩\u200d👧")] == [3, 6, 2, 1, 2, 2, 1, 2, 2, 2]
 
 
 def test_check_prints_the_report_s_strings_escaped_one_line_each(tmp_path):
