@@ -200,11 +200,12 @@ def _unpolled(starts: np.ndarray, ends: np.ndarray, polls: np.ndarray, longest_n
     """The stretches of the gaps (starts, ends) longer than `longest_ns` in which no poll is recorded (`polls`:
     times, ascending): between a gap's edges and the polls inside it."""
     out = []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        within = polls[(polls > a) & (polls < b)].tolist()
-        for lo, hi in zip([a, *within], [*within, b]):
-            if hi - lo > longest_ns:
-                out.append((lo, hi))
+    first = np.searchsorted(polls, starts, side="right")
+    last = np.searchsorted(polls, ends, side="left")
+    for a, b, i, j in zip(starts.tolist(), ends.tolist(), first.tolist(), last.tolist()):
+        edges = np.concatenate([[a], polls[i:j], [b]])
+        long = np.flatnonzero(np.diff(edges) > longest_ns)
+        out += [(int(edges[k]), int(edges[k + 1])) for k in long]
     return out
 
 
@@ -508,9 +509,8 @@ class _Builder:
         without them a device that was down looked like one nobody polled: the SNMP operator audit): polls
         in its gaps that failed, by cause; polls in them the device answered without a value for the
         meter's reading; and stretches of them longer than the longest interval counted as observed in
-        which no poll was recorded at all (the collector not running, or not polling the device). Each
-        names how much of the gaps it covers; failed polls that readings bridge lost nothing (a register
-        counts across them) and are not named."""
+        which no poll was recorded at all (the collector not running, or not polling the device). Failed
+        polls outside the gaps (readings at most --max-gap apart around them) are not named."""
         r, cal, device = self.scans[name], self.cal, self.site.meters[name].device
         p = r.polls
         if p is None:
