@@ -326,8 +326,9 @@ def _combine(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 
 def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
-               period: tuple[int, int] | None = None) -> MeterReadings:
-    """One meter's raw readings for lo <= t < hi from a store (the series `schema.meter_sources` names).
+               period: tuple[int, int] | None = None, *, results: list[str] | None = None) -> MeterReadings:
+    """One meter's raw readings for lo <= t < hi from a store (the series `schema.meter_sources` names);
+    `results`: the store's poll results (`poll_results`), where the caller reads many meters (asked once).
 
     With the `period` [start, end) that window holds (with its margins), a register also gets its
     readings just outside the window where `edge_readings` says the period needs them."""
@@ -357,10 +358,24 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
     t, power, energy = _combine(parts)
     return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi),
                          _series_read(reader, site.meters[name], lo, hi),
-                         read_polls(reader, site, name, *(period or (lo, hi)), t))
+                         read_polls(reader, site, name, *(period or (lo, hi)), t, results))
 
 
-def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int, t: np.ndarray) -> PollRecord | None:
+def poll_results(reader: Any, site: SiteModel) -> list[str]:
+    """The results the store's poll records hold (`schema.SNMP_POLL`'s `result` tag); none for a site
+    with no SNMP meter (nothing is asked)."""
+    from puewatch.collector.stores.base import StoreError
+
+    if not any(m.device for m in site.meters.values()):
+        return []
+    try:
+        return list(reader.tag_values(schema.SNMP_POLL, "result"))
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int, t: np.ndarray,
+               results: list[str] | None = None) -> PollRecord | None:
     """Meter `name`'s SNMP device's polls in lo <= t < hi as the collector recorded them (`schema.SNMP_POLL`,
     a series per result), given the meter's readings' times `t`. None where it cannot say: a meter not read
     over SNMP, a store that holds no poll of any device, and readings in the window with no poll recorded
@@ -370,12 +385,8 @@ def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int, t: np.
     if not m.device:
         return None
     times: dict[str, np.ndarray] = {}
-    from puewatch.collector.stores.base import StoreError
-
-    try:
-        results = reader.tag_values(schema.SNMP_POLL, "result")
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    if results is None:
+        results = poll_results(reader, site)
     if not results:
         return None
     for result in results:
@@ -552,8 +563,9 @@ def read_store(reader: Any, site: SiteModel, lo: int, hi: int, *, progress: bool
     progress bar on a terminal's stderr."""
     out: dict[str, MeterReadings] = {}
     with _progress(len(site.meters), progress) as advance:
+        results = poll_results(reader, site)  # once, not once a meter
         for name in site.meters:
-            out[name] = read_meter(reader, site, name, lo, hi, period)
+            out[name] = read_meter(reader, site, name, lo, hi, period, results=results)
             if advance:
                 advance(name)
     return out
@@ -581,13 +593,14 @@ class StoreReadings(Mapping[str, MeterReadings]):
                  period: tuple[int, int] | None = None) -> None:
         self.reader, self.site, self.lo, self.hi, self.on_read = reader, site, lo, hi, on_read
         self.period = period
+        self._results = poll_results(reader, site)  # once, not once a meter
         self._names = list(site.meters)
         self._depth = max(0, int(prefetch))
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(self._depth, "prefetch") if self._depth else None
         self._ahead: dict[str, Future[MeterReadings]] = {}
 
     def _read(self, name: str) -> MeterReadings:
-        return read_meter(self.reader, self.site, name, self.lo, self.hi, self.period)
+        return read_meter(self.reader, self.site, name, self.lo, self.hi, self.period, results=self._results)
 
     def __getitem__(self, name: str) -> MeterReadings:
         if name not in self.site.meters:
