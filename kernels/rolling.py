@@ -72,7 +72,19 @@ checks of the spans' starts, 0.007 s the 30-day window's trail lead, about 0.010
 control, and 0.066 s the outputs' arithmetic: the straddling interval's share 0.02-0.035 s (its
 validity checks and the select of its start 0.003 s of that), the selects of the trail's prefix
 between the pair 0.009 s, _ratio's two divides 0.005 s. Twice the floor (0.133 s) would need that
-arithmetic halved.
+arithmetic halved. The same split on an AMD EPYC (Zen 3, 2 vCPUs, 2026-12-06; outputs written
+before, best of 15-25 calls alternated with each variant): five windows 0.129-0.144 s, of which
+the lead 0.019 s (0.013 for one window: its terms 0.007, its scan 0.008), each window's span
+control 0.004 s (the 30-day window's trail lead 0.011 s more) and each window's outputs 0.015-0.017
+s, about 10 cycles an output where llvm-mca's Zen 3 model gives 6.5 (the divider's pipe bound).
+Measured and not kept that day, each within the noise (+-5 %): the outputs with no divide at all
+(made multiplies, to measure); the straddling interval's numerator and denominator per ns kept in
+the ring's free columns (its divide, its loads of both energies and the interval's first time
+gone: maxrel 4e-16 to this path); the first start outside its pair found by 8, 16 or 32 outputs
+at a time (not a scan of all, then one by one); spans of 512. Writing the outputs to 32 KiB (not
+their arrays) saved 5 % at most; not loading the trail's prefixes 8 %, the straddling interval's
+energies 10 % (with the selects that depend on them). In `bench kernels` there: 0.181 s against
+an io floor of 0.077 s (2.35x), its fresh pages 0.0445 s.
 Earlier measurements: without its three
 divides an output is 10 % faster at most, and finding all the windows' starts
 first, then the outputs through gathers of the ring is 20-30 % slower. The times are
