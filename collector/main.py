@@ -38,7 +38,7 @@ from puewatch.collector.fieldtypes import NUMBER, FieldTypes
 from puewatch.collector.pipeline import Pipeline, compile_kernels, format_window
 from puewatch.core import schema
 from puewatch.core.timefmt import SECOND
-from puewatch.collector.snmp.profiles import register_step
+from puewatch.collector.snmp.profiles import register_modulus, register_step
 from puewatch.core.batch import Batch
 from puewatch.errors import ConfigError, startup_error
 from puewatch.redact import install_log_filter
@@ -301,10 +301,12 @@ class Collector:
                               "meter gets no data from it", meter, device, name, ", ".join(sorted(by_name)) or "none")
                 continue
             register = r.kind == "register"
-            # One register step, as the profile alone fixes it, and only where the site file names the
-            # profile: a report knows no more (reports/sources.resolve_snmp_wraps), and the two must agree.
-            resolution = self._register_step(device, name) if register else 0.0
-            self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=r.modulus,
+            # One register step and the register's wrap value, as the profile alone fixes them, and only
+            # where the site file names the profile: a report knows no more (report.sources.resolve_snmp_wraps),
+            # and the two must agree (a row's wrap known live from the device's answers, and not in the report,
+            # made a drop a wrap live and a reset in the report).
+            resolution, modulus = self._register_rule(device, name) if register else (0.0, None)
+            self.pipeline.add_meter(meter, r.time_ns, r.value, now, register=register, modulus=modulus,
                                     resolution=resolution)
 
     @staticmethod
@@ -318,11 +320,13 @@ class Collector:
             return schema.SNMP_POWER_READING
         return None
 
-    def _register_step(self, device: str, reading: str) -> float:
+    def _register_rule(self, device: str, reading: str) -> tuple[float, float | None]:
+        """A register reading's step and wrap value where the profile the site file names fixes them
+        (profiles.register_step, register_modulus); (0, None) where the device decides them at run time."""
         meter = self.poller.meters.get(device) if self.poller is not None else None
         if meter is None or not meter.device.profile or meter.profile is None:
-            return 0.0
-        return register_step(meter.profile, reading)
+            return 0.0, None
+        return register_step(meter.profile, reading), register_modulus(meter.profile, reading)[0]
 
     # ---- the writers' tokens -----------------------------------------------------
 

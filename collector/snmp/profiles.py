@@ -620,6 +620,33 @@ def resolve_readings_from(p: Profile, profiles: dict[str, Profile]) -> Profile:
     return out
 
 
+def _device_scaled(spec: ReadingSpec) -> bool:
+    """Whether the rows of `spec` take a factor the device answers (Raritan decimal digits, ENTITY-SENSOR
+    scale and precision, a signed factor, a unit column): the profile alone does not fix their scale."""
+    return bool(spec.decimal_digits_column or spec.entity_scale_column or spec.entity_precision_column
+                or spec.signed_factor_column or spec.unit_column)
+
+
+def reading_specs(profile: Profile, reading: str) -> list[ReadingSpec]:
+    """The profile's readings that a site file's `reading` names: a scalar by its name, or the columns
+    whose name template (`outlet{index}_active_energy`) a row's name matches (empty: none; a total
+    is not a reading, see `Profile.totals`)."""
+    scalar = [s for s in profile.readings if s.oid and s.name_for("") == reading]
+    if scalar:
+        return scalar
+    return [s for s in profile.readings if s.column and _template_matches(s.template(), reading)]
+
+
+def _template_matches(template: str, name: str) -> bool:
+    """Whether `name` is a row name of a column's name `template`, as `ReadingSpec.name_for` makes them: a
+    row index is OID arcs, so `{i1}` ... stand for one arc's digits and `{index}` for all the arcs joined
+    by `_` (`unit{i1}_input{i2}_active_energy` names unit0_input1_active_energy, not
+    unit0_input1_phase1_active_energy, a row of another column)."""
+    pattern = _NAME_FIELDS.sub(lambda m: r"[0-9]+(?:_[0-9]+)*" if m.group(1) == "index" else "[0-9]+",
+                               re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
+    return re.fullmatch(pattern, name) is not None
+
+
 def register_step(profile: Profile, reading: str) -> float:
     """One step of a device's `reading` register in its unit, where the profile alone says: the
     common `scale` of the register readings it is made of (a sum of registers that step by q
@@ -628,11 +655,10 @@ def register_step(profile: Profile, reading: str) -> float:
     the power limit (core.energy)."""
     total = next((t for t in profile.totals if t.name == reading), None)
     if total is None:
-        specs = [s for s in profile.readings if s.oid and s.name_for("") == reading]
+        specs = reading_specs(profile, reading)
     else:
         specs = [profile.reading(k) for k in [*total.sum, *total.fallback]]
-    if not specs or any(s.kind != "register" or s.decimal_digits_column or s.entity_scale_column
-                        or s.entity_precision_column or s.signed_factor_column or s.unit_column for s in specs):
+    if not specs or any(s.kind != "register" or _device_scaled(s) for s in specs):
         return 0.0
     scales = {s.scale for s in specs}
     return scales.pop() if len(scales) == 1 else 0.0
@@ -644,7 +670,8 @@ def register_modulus(profile: Profile, reading: str) -> tuple[float | None, str 
     Returns (modulus, None) when the profile fixes it (modulus None: the reading does not
     wrap), or (None, why) when it depends on what the device answers at run time. The
     poller's rule (`poller.Meter.evaluate` and `_total`): a row wraps at `modulus_raw` x its
-    scale; a total that is one row has that row's modulus; a total of several rows has none
+    scale (a table's row too, named by its column's template, where the profile fixes the
+    column's scale); a total that is one row has that row's modulus; a total of several rows has none
     (a wrap of one row looks like a reset downstream). A table column has as many rows as
     the device has (and Raritan/ENTITY-SENSOR rows a scale read from the device), so a total
     over a column that wraps is known only when the column has no `modulus_raw`.
@@ -654,9 +681,17 @@ def register_modulus(profile: Profile, reading: str) -> tuple[float | None, str 
 
     total = next((t for t in profile.totals if t.name == reading), None)
     if total is None:
-        scalar = next((s for s in profile.readings if s.oid and s.name_for("") == reading), None)
-        if scalar is not None:
-            return row(scalar), None
+        specs = reading_specs(profile, reading)
+        if specs:
+            moduli = {row(s) for s in specs}
+            if any(_device_scaled(s) for s in specs if s.modulus_raw is not None):
+                return None, (f"profile {profile.name!r}: the wrap value of table row reading {reading!r} depends on "
+                              "the device (its scale is read from the device)")
+            if len(moduli) == 1:
+                return moduli.pop(), None
+            return None, (f"profile {profile.name!r}: {reading!r} names rows of several columns that wrap at "
+                          "different values (" + ", ".join("none" if m is None else f"{m:g}"
+                                                           for m in sorted(moduli, key=str)) + ")")
         if not any(s.modulus_raw is not None for s in profile.readings if s.column):
             return None, None  # a table row, and no table of the profile wraps
         return None, f"profile {profile.name!r}: the wrap value of table row reading {reading!r} depends on the device"
@@ -834,13 +869,8 @@ def reading_names(profile: Profile, device: Any = None) -> list[str]:
 
 def names_reading(profile: Profile, device: Any, reading: str) -> bool:
     """Whether `reading` is one of `reading_names` (a column's template matching any row's name)."""
-    for name in reading_names(profile, device):
-        if "{" not in name:
-            if name == reading:
-                return True
-        elif re.fullmatch(_NAME_FIELDS.sub(".+", re.escape(name).replace(r"\{", "{").replace(r"\}", "}")), reading):
-            return True
-    return False
+    return any(name == reading if "{" not in name else _template_matches(name, reading)
+               for name in reading_names(profile, device))
 
 
 def resolve_meter_locations(meters: dict[str, Meter], devices: Sequence[Any], profiles: dict[str, Profile]

@@ -257,6 +257,77 @@ def test_snmpd_energy_registers_wrap_and_reset_without_negative_energy(tmp_path,
     assert not np.any((t > t_reset - SECOND) & (t <= t_reset)), "the reset cell must be missing"
 
 
+ROW_COLUMN = f"{PRIVATE_BASE}.30.1"  # a table of inlet energy registers (Unsigned32 Wh), rows .1 and .2
+ROW_PROFILE = f"""
+[profile]
+name = "acme-pdu"
+description = "a test PDU: an energy register per inlet (Unsigned32 Wh)"
+
+[[readings]]
+key = "inlet_active_energy"
+location = "inlet"
+name = "inlet{{index}}_active_energy"
+quantity = "active_energy"
+unit = "Wh"
+column = "{ROW_COLUMN}"
+kind = "register"
+modulus_raw = 4294967296
+
+[[totals]]
+name = "total_active_energy"
+quantity = "active_energy"
+sum = ["inlet_active_energy"]
+"""
+
+
+def test_one_row_of_a_wrapping_table_wraps_live_and_in_the_report_alike(tmp_path, snmpd):
+    """A meter reads one row of a PDU's inlet energy table (a site profile: Unsigned32 Wh, scale 1), which
+    wraps 5 s after the collector is up. The live collector and the report over its store both count a wrap
+    at the column's modulus: the live cells across it hold the rate, and the report counts no reset. (The
+    report took the row's wrap value for 'depends on the device' and counted a reset where the live
+    collector, reading the row's modulus off the poll, counted a wrap; found by an independent reference.)"""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "acme-pdu.toml").write_text(ROW_PROFILE)
+    meters = (f'[snmp]\nprofile_dirs = ["{profiles}"]\n\n'
+              f'[[snmp.devices]]\nname = "incomer"\nhost = "127.0.0.1"\nport = {snmpd.port}\ninterval_s = 1.0\n'
+              'timeout_s = 0.9\nretries = 0\nprofile = "acme-pdu"\n' +
+              _generic_device("ups", snmpd.port, f'{{ name = "ups_energy", oid = "{RESET_OID}", quantity = '
+                              '"active_energy", kind = "register", total = true }') +
+              INCOMER_AND_UPS.replace('device = "incomer"\n', 'device = "incomer"\nreading = "inlet1_active_energy"\n'))
+    wrap_start = 2**32 - 200  # wraps 5 s after the collector is up
+    served = {"wrapped": False}
+
+    def objects(dt: float) -> dict:
+        inlet1 = (wrap_start + int(P_FACILITY_W * dt / 3600)) % 2**32
+        served["wrapped"] |= inlet1 < wrap_start
+        return {f"{ROW_COLUMN}.1": ("gauge", inlet1), f"{ROW_COLUMN}.2": ("gauge", 7_000 + int(dt)),
+                RESET_OID: ("gauge", int(5_000_000 + P_IT_W * dt / 3600))}
+
+    proc, t_start, values = _collector_while_serving(snmpd, tmp_path, meters, objects, 14)
+    assert served["wrapped"], served
+    store = EmbeddedStore(tmp_path / "state" / "puewatch.sqlite")
+    end = time.time_ns() + SECOND
+    t, raw = store.series("snmp_reading", "value", {"device": "incomer", "reading": "inlet1_active_energy"}, t_start,
+                          end)
+    assert raw.max() > 2**32 - 200 and raw.min() < 1000  # through the wrap
+    t_wrap = int(t[np.argmax(np.diff(raw) < 0) + 1])  # the first reading after the wrap
+    t, e = store.series("meter_energy", "energy_wh", {"meter": "incomer", "method": "register"}, t_start, end)
+    # Live: the cells across the wrap hold the rate (a reset would leave the cell before t_wrap missing).
+    assert np.any((t > t_wrap - SECOND) & (t <= t_wrap)), "the wrap's cell must have its energy"
+    assert np.all(e >= 0) and np.all(e < 2 * P_FACILITY_W / 3600), e
+    store.close()
+    conf = tmp_path / "collector.toml"
+    lo, hi = (t_start // SECOND + 1) * SECOND, (end // SECOND) * SECOND
+    out = subprocess.run([sys.executable, "-m", "puewatch.cli", "report", "--config", str(conf), "--from",
+                          format_time(lo), "--to", format_time(hi), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    inc = next(m for m in json.loads(out.stdout)["meters"] if m["meter"] == "incomer")
+    assert inc["modulus_wh"] == 2**32
+    assert inc["register_intervals"]["wrap"] == 1 and inc["register_intervals"]["reset"] == 0, inc
+    assert inc["resets"] == 0
+
+
 # The site of the tests below: the incomer device's facility input, the UPS device's output (category 1).
 INCOMER_AND_UPS = "\n" + """[meters.incomer]
 role = "facility_input"

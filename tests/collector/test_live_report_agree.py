@@ -137,3 +137,75 @@ def test_live_cells_and_report_energies_agree_to_1e9() -> None:
     assert any("implies a mean power of 1.8" in w and "'it'" in w for w in year["warnings"])
     assert p.streams["it"].limit().source == "derived"
     assert policy.DERIVED_LIMIT_FACTOR * 7_000 < it["power_limit_w"] < policy.DERIVED_LIMIT_FACTOR * 9_000
+
+
+SNMP_SITE = """
+[collector]
+site = "wraps"
+state_dir = "{tmp}/state"
+
+[[snmp.devices]]
+name = "row"
+host = "127.0.0.1"
+profile = "eaton-epdu"
+
+[[snmp.devices]]
+name = "sum"
+host = "127.0.0.1"
+profile = "eaton-epdu"
+
+[[snmp.devices]]
+name = "digits"
+host = "127.0.0.1"
+profile = "raritan-pdu2"
+
+[[snmp.devices]]
+name = "auto"
+host = "127.0.0.1"
+
+[meters.row]
+role = "facility_input"
+device = "row"
+reading = "unit0_input1_active_energy"
+
+[meters.sum]
+role = "cooling"
+device = "sum"
+
+[meters.digits]
+role = "losses"
+device = "digits"
+reading = "pdu1_inlet1_active_energy"
+
+[meters.auto]
+role = "it"
+point = "ups_output"
+device = "auto"
+"""
+
+
+def test_live_and_report_take_one_wrap_value_and_step_for_an_snmp_register(tmp_path):
+    """Where an SNMP meter's register wraps and how far one step goes, live and in reports, from the one
+    site file: a table's row whose column the profile scales (its column's modulus and scale), a sum of
+    rows (no wrap), a row the device scales (none, step 0), a device whose profile is chosen at run time
+    (none, step 0). The live collector took the wrap off each poll's answer (a device's own row scale, a
+    sum of one row, the sysObjectID's profile), which the report cannot know: a drop was a wrap live and
+    a reset in the report."""
+    from puewatch.collector import config as ccfg
+    from puewatch.collector.main import Collector
+    from puewatch.collector.snmp.poller import Poller
+    from puewatch.report.sources import load_site
+
+    path = tmp_path / "collector.toml"
+    path.write_text(SNMP_SITE.format(tmp=tmp_path))
+    conf = ccfg.load(path)
+    col = Collector(conf)
+    col.poller = Poller(conf.snmp.devices, col.on_poll, profiles=conf.resolve_locations()[0])
+    site = load_site(path)
+    energy = schema.SNMP_ENERGY_READING
+    live = {m: col._register_rule(m, conf.meters[m].reading or energy) for m in ("row", "sum", "digits", "auto")}
+    assert live == {"row": (1.0, 2.0**32), "sum": (1.0, None), "digits": (0.0, None), "auto": (0.0, None)}
+    for meter, (step, modulus) in live.items():
+        assert site.snmp_step_wh.get(meter, 0.0) == step
+        assert site.snmp_modulus_wh.get(meter) == modulus
+        assert (meter in site.snmp_modulus_unknown) == (meter != "row"), site.snmp_modulus_unknown

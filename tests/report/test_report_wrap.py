@@ -173,7 +173,7 @@ def test_a_profile_that_cannot_be_found_is_a_clear_error(tmp_path: Path) -> None
 
 
 def test_register_modulus_follows_the_poller_s_rule_on_the_shipped_profiles() -> None:
-    from puewatch.collector.snmp.profiles import load_profiles, register_modulus
+    from puewatch.collector.snmp.profiles import load_profiles, reading_specs, register_modulus, register_step
 
     p = load_profiles()
     # PowerNet-MIB: two Unsigned32 scalars (hundredths of kWh, else kWh): the wrap depends on which one answers
@@ -185,3 +185,62 @@ def test_register_modulus_follows_the_poller_s_rule_on_the_shipped_profiles() ->
     assert modulus is None and "wraps only if the device has one row" in why
     modulus, why = register_modulus(p["raritan-pdu2"], "pdu1_inlet1_active_energy")  # a row scaled by the device
     assert modulus is None and "depends on the device" in why
+    # One row of a table that wraps, named by its column's template, where the profile fixes the scale: the
+    # row's wrap and step, as the poller gives the row (it was 'depends on the device', and step 0: a wrap was
+    # a reset in reports while the live collector counted it; found by an independent reference).
+    assert register_modulus(p["eaton-epdu"], "unit0_input1_active_energy") == (2**32 * 1.0, None)
+    assert register_step(p["eaton-epdu"], "unit0_input1_active_energy") == 1.0
+    assert register_modulus(p["eaton-epdu"], "unit0_input1_phase2_active_energy") == (2**32 * 1.0, None)
+    assert register_modulus(p["raritan-px1"], "inlet1_active_energy") == (2**32 * 1.0, None)
+    assert register_step(p["raritan-pdu2"], "pdu1_inlet1_active_energy") == 0.0  # the device says its digits
+    # A row name is the template with OID arcs in its placeholders: another column's rows are not its rows.
+    assert [s.template() for s in reading_specs(p["eaton-epdu"], "unit0_input1_phase2_active_energy")] == [
+        "unit{i1}_input{i2}_phase{i3}_active_energy"]
+    assert reading_specs(p["eaton-epdu"], "unitA_input1_active_energy") == []
+
+
+ROW_SITE = """
+[collector]
+site = "row"
+[[snmp.devices]]
+name = "epdu"
+host = "127.0.0.1"
+profile = "eaton-epdu"
+[meters.inlet]
+role = "facility_input"
+device = "epdu"
+reading = "unit0_input1_active_energy"
+max_power_w = 1000.0
+[meters.it]
+role = "it"
+point = "ups_output"
+measurement = "m"
+tags = {{ meter = "it" }}
+field = "v"
+unit = "W"
+max_power_w = 1000.0
+"""
+
+
+def test_one_row_of_a_wrapping_table_wraps_at_its_columns_modulus(tmp_path: Path) -> None:
+    """An Eaton ePDU inlet's energy row (Unsigned32 Wh, scale 1): 4294967280 -> 4294967290 -> 4 -> 21.6 Wh a
+    minute apart under a 1000 W limit. The drop is a wrap of 10 Wh and the 17.6 Wh step is counted (16.67 Wh
+    of the limit plus the register's 1 Wh step), as the docs say (auditor-guide: the modulus, the resolution r).
+    It was a reset, then a jump, and the meter's energy 10 Wh where 37.6 was metered."""
+    site_path = tmp_path / "site.toml"
+    site_path.write_text(ROW_SITE.format())
+    csv_path = tmp_path / "r.csv"
+    rows = ["time,meter,power_w,energy_wh"]
+    rows += [f"2025-03-01T00:0{m}:00Z,inlet,,{e}" for m, e in enumerate(["4294967280", "4294967290", "4", "21.6"])]
+    rows += [f"2025-03-01T00:0{m}:00Z,it,25.0," for m in range(4)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    site = load_site(site_path)
+    assert site.snmp_modulus_wh["inlet"] == 2**32 and site.snmp_step_wh["inlet"] == 1.0
+    back, _ = read_csv(csv_path, site)
+    r = compute_report(site, back, parse_time("2025-03-01T00:00:00Z"), parse_time("2025-03-01T00:03:00Z"))
+    inlet = next(m for m in r["meters"] if m["meter"] == "inlet")
+    assert inlet["modulus_wh"] == 2**32
+    assert inlet["register_intervals"] == {"counted": 2, "wrap": 1, "reset": 0, "jump": 0, "missing": 0}
+    assert inlet["energy_wh"] == pytest.approx(37.6, rel=1e-12) and inlet["gaps"] == []
+    assert r["facility_energy_wh"] == pytest.approx(37.6, rel=1e-12)
+    assert r["pue"] == pytest.approx(37.6 / (25.0 * 3 / 60), rel=1e-12)
