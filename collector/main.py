@@ -191,6 +191,7 @@ class Collector:
                 self.snmp_meters.setdefault(m.device, []).append((name, m.reading))
         self._chosen: dict[str, str] = {}  # meter -> reading name chosen on the first answer
         self._unread: set[tuple[str, str]] = set()  # (meter, reading) its device answered without: logged once
+        self._register_rules: dict[tuple[str, str], tuple[float, float | None]] = {}  # (device, reading): _register_rule
         self.store = None
         self.writer = None
         self.derived_writer = None
@@ -322,11 +323,17 @@ class Collector:
 
     def _register_rule(self, device: str, reading: str) -> tuple[float, float | None]:
         """A register reading's step and wrap value where the profile the site file names fixes them
-        (profiles.register_step, register_modulus); (0, None) where the device decides them at run time."""
-        meter = self.poller.meters.get(device) if self.poller is not None else None
-        if meter is None or not meter.device.profile or meter.profile is None:
-            return 0.0, None
-        return register_step(meter.profile, reading), register_modulus(meter.profile, reading)[0]
+        (profiles.register_step, register_modulus); (0, None) where the device decides them at run time.
+        Found once per device and reading (a profile the site file names does not change), not each poll."""
+        rule = self._register_rules.get((device, reading))
+        if rule is None:
+            meter = self.poller.meters.get(device) if self.poller is not None else None
+            if meter is None or not meter.device.profile or meter.profile is None:
+                rule = (0.0, None)
+            else:
+                rule = (register_step(meter.profile, reading), register_modulus(meter.profile, reading)[0])
+            self._register_rules[(device, reading)] = rule
+        return rule
 
     # ---- the writers' tokens -----------------------------------------------------
 
