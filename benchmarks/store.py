@@ -4,10 +4,12 @@ Three workloads, the shapes the collector writes:
 
 - derived: the pipeline's cells, whole arrays per series (SERIES series x CELLS cells, one
   float field), as a step after an outage writes them;
-- snmp: SNMP polls, one row per reading (value and raw), thousands of small series blocks;
-- agent: agents' line protocol bodies (gpu_power, four fields), which arrive as text;
+- snmp: SNMP polls, one row per reading (value and raw), thousands of small series blocks
+  (DEVICES devices x 20 readings x 10 polls);
+- agent: agents' line protocol bodies (gpu_power, four fields), which arrive as text
+  (NODES nodes x 8 GPUs x 10 samples x 4 bodies);
 - ledger: the job ledger's lines (schema.JOB_LEDGER: four string fields beside numbers and
-  booleans, 13 fields a line), which arrive as text.
+  booleans, 13 fields a line), which arrive as text (NODES/2 nodes x 8 GPUs x 10 minutes x 4 bodies).
 
 Each is written to a fresh embedded store (synchronous=FULL, as the collector runs it), best of
 REPEAT runs, three ways: `typed` (`write_batch`, the collector's path now), `text` (encoded to line protocol and
@@ -183,18 +185,18 @@ def _rows_floor(tmp: Path, name: str, batches: list[list]) -> float:
     return best
 
 
-def run(series: int = 200, cells: int = 100, steps: int = 5) -> dict:
+def run(series: int = 200, cells: int = 100, steps: int = 5, devices: int = 100, nodes: int = 64) -> dict:
     from puewatch.collector.lineparse import parse_columns
     from puewatch.errors import UserError
 
-    if series < 1 or cells < 1 or steps < 1:
-        raise UserError("--series, --cells and --steps must be at least 1")
+    if min(series, cells, steps, devices, nodes) < 1:
+        raise UserError("--series, --cells, --steps, --devices and --nodes must be at least 1")
     workloads = {
         "derived": _derived(series, cells, steps),
-        "snmp": _snmp(100, 20, 10),
+        "snmp": _snmp(devices, 20, 10),
     }
-    agent = _agent(64, 10, 4)
-    ledger = _ledger(32, 10, 4)
+    agent = _agent(nodes, 10, 4)
+    ledger = _ledger(max(1, nodes // 2), 10, 4)
     out: dict = {"workloads": {}}
     with tempfile.TemporaryDirectory(prefix="puewatch-bench-store-") as tmp_name:
         tmp = Path(tmp_name)
@@ -258,7 +260,7 @@ def _table(r: dict) -> None:
 def main(args) -> int:
     from puewatch.benchmarks import emit
 
-    return emit(run(args.series, args.cells, args.steps), args.json, _table)
+    return emit(run(args.series, args.cells, args.steps, args.devices, args.nodes), args.json, _table)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--series", type=int, default=200, help="derived series per step (default 200)")
     st.add_argument("--cells", type=int, default=100, help="cells per series per step (default 100)")
     st.add_argument("--steps", type=int, default=5, help="steps (batches) written (default 5)")
+    st.add_argument("--devices", type=int, default=100, help="SNMP devices, 20 readings each (default 100)")
+    st.add_argument("--nodes", type=int, default=64,
+                    help="GPU nodes (8 GPUs each) in the agent workload; the ledger's has half (default 64)")
     st.set_defaults(handler="puewatch.benchmarks.store:main")
 
 

@@ -102,17 +102,21 @@ def test_bench_rejects_tiny_sample_count_cleanly():
 
 
 def test_bench_store_json_fields():
-    out = run_cli("bench", "store", "--series", "20", "--cells", "10", "--steps", "2", "--json")
+    out = run_cli("bench", "store", "--series", "20", "--cells", "10", "--steps", "2", "--devices", "5", "--nodes", "4",
+                  "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     w = report["workloads"]
     assert set(w) == {"derived", "snmp", "agent", "ledger"}
     assert w["derived"]["points"] == w["derived"]["lines"] == 20 * 10 * 2
+    assert w["snmp"]["lines"] == 5 * 20 * 10 and w["agent"]["lines"] == 4 * 8 * 10 * 4
+    assert w["ledger"]["lines"] == 2 * 8 * 10 * 4
     assert w["ledger"]["points"] == w["ledger"]["lines"] * 13 and w["ledger"]["text_lines_per_s"] > 0
     for name, r in w.items():
         keys = {"text_points_per_s", "text_per_line_points_per_s"} | (
             {"typed_points_per_s"} if name not in ("agent", "ledger") else set())
         assert keys <= set(r) and all(r[k] > 0 for k in keys), name
     assert report["target_points_per_s"] == 200_000
-    bad = run_cli("bench", "store", "--series", "0")
-    assert bad.returncode != 0 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
+    for flag in ("--series", "--nodes"):
+        bad = run_cli("bench", "store", flag, "0")
+        assert bad.returncode != 0 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
