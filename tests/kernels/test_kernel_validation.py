@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from unittest import mock
 
+import numba
 import numpy as np
 import pytest
 
@@ -16,6 +18,8 @@ from puewatch.kernels import (
     register_deltas,
     rolling_ratio,
 )
+from puewatch.kernels import _validate as validate_module
+from puewatch.kernels import rolling as rolling_module
 
 NAN = math.nan
 T3 = np.array([0, 10, 20], dtype=np.int64)
@@ -45,24 +49,33 @@ def test_non_increasing_times_name_the_index():
         rolling_ratio([0, 0], [1.0], [1.0], [10])
 
 
+# Parallel chunks and blocks are _MIN_CHUNK rows (64 Ki) and more, in rolling and in _validate: a
+# smaller one here makes a short series take the same path (several chunks) in a fraction of the
+# time, with the JIT and without it (the coverage run, where 300,000 rows took 40 s a test).
+SMALL_CHUNK = 256
+
+
 # NUMBA_DISABLE_JIT: the outputs around a time out of order divide by a zero-length interval
 # (NumPy's float64 warns; compiled, the same inf or NaN is silent) before the call refuses it.
 @pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("bad", [1, 200_000, 299_999])
+@pytest.mark.parametrize("bad", [1, 2000, 2999])
 def test_rolling_checks_times_in_every_parallel_chunk(bad):
     # The rolling kernel checks the times as they read them, chunk by chunk in
     # parallel: the first fault is named wherever it lies, also with faults in
     # several chunks (here a second one near the end).
-    n = 300_000
+    n = 3000
     t = np.arange(n + 1, dtype=np.int64) * 10
     t[bad] = t[bad - 1]
     t[n] = t[n - 1] - 1
     msg = f"t_ns: times must be strictly increasing; index {bad} ({t[bad]}) is not after index {bad - 1} ({t[bad - 1]})"
-    with pytest.raises(ValueError, match=esc(msg)):
-        rolling_ratio(t, np.ones(n), np.ones(n), [100, 10**6])
-    with pytest.raises(ValueError, match=esc(msg)):
-        rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=np.ones(n), denominator_coverage=np.ones(n))
+    with mock.patch.object(rolling_module, "_MIN_CHUNK", SMALL_CHUNK):
+        assert rolling_module._n_chunks(np.arange(n + 1, dtype=np.int64) * 10, np.array([100, 10**4])) == 2
+        with pytest.raises(ValueError, match=esc(msg)):
+            rolling_ratio(t, np.ones(n), np.ones(n), [100, 10**4])
+        with pytest.raises(ValueError, match=esc(msg)):
+            rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=np.ones(n),
+                          denominator_coverage=np.ones(n))
 
 
 def test_time_dtypes():
@@ -255,17 +268,23 @@ def test_rolling_coverage_must_lie_in_unit_interval(cov):
 
 
 @pytest.mark.parametrize("bad", [NAN, -0.5, 2.0])
-def test_rolling_coverage_checked_in_every_block_and_once_when_shared(bad):
+def test_rolling_coverage_checked_in_every_block_and_once_when_shared(bad, monkeypatch):
     # Long enough for the check to run in several parallel blocks; the fault in the last one.
-    n = 3 * (1 << 16)
+    monkeypatch.setattr(rolling_module, "_MIN_CHUNK", SMALL_CHUNK)
+    n = 3 * SMALL_CHUNK
     t = np.arange(n + 1, dtype=np.int64) * 10
     cov = np.ones(n)
     cov[-1] = bad
-    with pytest.raises(ValueError, match=esc("numerator_coverage: coverage must lie in [0, 1]")):
-        rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
+    with mock.patch.object(rolling_module, "_count_outside_unit", wraps=rolling_module._count_outside_unit) as count:
+        with pytest.raises(ValueError, match=esc("numerator_coverage: coverage must lie in [0, 1]")):
+            rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
+    assert count.call_args.args[1] == 3  # three blocks
     cov[-1] = 0.5
-    shared = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
-    apart = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov.copy())
+    with mock.patch.object(rolling_module, "_count_outside_unit", wraps=rolling_module._count_outside_unit) as count:
+        shared = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov)
+        assert count.call_count == 1
+        apart = rolling_ratio(t, np.ones(n), np.ones(n), [100], numerator_coverage=cov, denominator_coverage=cov.copy())
+        assert count.call_count == 3
     np.testing.assert_array_equal(shared.coverage, apart.coverage)
     np.testing.assert_array_equal(shared.ratio, apart.ratio)
 
@@ -297,9 +316,12 @@ def test_reset_to_a_negative_reading_is_never_negative_energy():
     assert out.flags[0] == FLAG_RESET
 
 
-@pytest.mark.parametrize("bad", [1, 70_000, 199_999])
-def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named(bad):
-    n = 200_000
+@pytest.mark.parametrize("bad", [1, 700, 1999])
+def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named(bad, monkeypatch):
+    monkeypatch.setattr(validate_module, "_MIN_CHUNK", SMALL_CHUNK)  # blocks of 256 rows: several in 2000
+    n = 2000
+    assert validate_module.n_chunks(n) == min(numba.get_num_threads(), n // SMALL_CHUNK)
+    assert validate_module.n_blocks(n) == n // SMALL_CHUNK
     t = np.arange(n, dtype=np.int64) * 10
     t[bad] = t[bad - 1]
     t[n - 1] = 0  # a second fault later on: the first one is named
