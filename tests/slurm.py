@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,8 +61,12 @@ class Slurm:
         self.dir = directory
         self.conf = directory / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
-        for d in ("state", "spool", "log"):
+        for d in ("state", "log"):
             (directory / d).mkdir(parents=True, exist_ok=True)
+        # slurmstepd binds a Unix socket in the spool directory (localhost_JOBID.STEPID), whose path
+        # must be under 108 bytes: a test's directory can be longer (pytest-xdist adds popen-gwN/), and
+        # a job then never starts ("Unix socket name exceeded maximum length"). A short one of its own.
+        self.spool = Path(tempfile.mkdtemp(prefix="pw-slurmd-", dir="/tmp"))
         if gpus:
             (directory / "gres.conf").write_text(_gres_conf(directory, gpus))
         if cgroup:
@@ -76,7 +81,7 @@ SlurmdPort={free_port()}
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={directory}/state
-SlurmdSpoolDir={directory}/spool
+SlurmdSpoolDir={self.spool}
 SlurmctldPidFile={directory}/slurmctld.pid
 SlurmdPidFile={directory}/slurmd.pid
 SlurmctldLogFile={directory}/log/slurmctld.log
@@ -140,3 +145,4 @@ PartitionName=p Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscr
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        shutil.rmtree(self.spool, ignore_errors=True)
