@@ -319,6 +319,7 @@ def test_reset_to_a_negative_reading_is_never_negative_energy():
 @pytest.mark.parametrize("bad", [1, 700, 1999])
 def test_long_series_are_checked_in_parallel_blocks_and_the_first_fault_is_named(bad, monkeypatch):
     monkeypatch.setattr(validate_module, "_MIN_CHUNK", SMALL_CHUNK)  # blocks of 256 rows: several in 2000
+    monkeypatch.setattr(validate_module, "_PARALLEL_CHECK", SMALL_CHUNK)  # the times checked in parallel blocks
     n = 2000
     assert validate_module.n_chunks(n) == min(numba.get_num_threads(), n // SMALL_CHUNK)
     assert validate_module.n_blocks(n) == n // SMALL_CHUNK
