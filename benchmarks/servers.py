@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,18 +33,44 @@ from pathlib import Path
 LOOPBACK = "127.0.0.1"
 
 
+# Ports this process handed out lately: a server may not have bound one yet, and the kernel may
+# give a freed port again at once.
+_HANDED: deque[tuple[int, int]] = deque(maxlen=256)
+
+
+def _worker_share() -> tuple[int, int] | None:
+    """(index, count) of this pytest-xdist worker (PYTEST_XDIST_WORKER gwN, PYTEST_XDIST_WORKER_COUNT),
+    inherited by the servers and tools a test starts; None outside one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return int(worker[2:]) % int(count), int(count)
+    return None
+
+
+def _free(kind: int) -> int:
+    """A free loopback port of this socket kind, not one handed out lately by this process; in a
+    pytest-xdist worker, one of its share (port % workers == its index), so that tests running side by
+    side never pick the same port between picking it and binding it."""
+    share = _worker_share()
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if (kind, port) not in _HANDED and (share is None or port % share[1] == share[0]):
+            _HANDED.append((kind, port))
+            return port
+    raise RuntimeError("no free loopback port found in 1000 tries")
+
+
 def free_port() -> int:
-    """A free TCP port on the loopback address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A free TCP port on the loopback address (see _free)."""
+    return _free(socket.SOCK_STREAM)
 
 
 def free_udp_port() -> int:
-    """A free UDP port on the loopback address (SNMP agents)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A free UDP port on the loopback address (SNMP agents; see _free)."""
+    return _free(socket.SOCK_DGRAM)
 
 
 def snmpsim_binary() -> str:

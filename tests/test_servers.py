@@ -46,3 +46,15 @@ def test_a_port_taken_before_a_restart_is_an_error_not_a_move(tmp_path):
                 db.start()
         finally:
             taken.close()
+
+
+@pytest.mark.parametrize("pick", [impl.free_port, impl.free_udp_port])
+def test_free_ports_are_never_handed_out_twice_and_split_between_test_processes(pick, monkeypatch):
+    # pytest-xdist worker gw1 of 3 (`make test` runs two): only ports p with p % 3 == 1, so a test
+    # in another worker never picks one this worker picked and has not bound yet; none given twice.
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    ports = [pick() for _ in range(100)]
+    assert all(p % 3 == 1 for p in ports) and len(set(ports)) == 100
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert {pick() % 3 for _ in range(60)} == {0, 1, 2}  # outside a worker: any port

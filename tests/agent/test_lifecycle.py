@@ -11,12 +11,7 @@ import sys
 import time
 
 from agent_support import Receiver, parse_line, start_agent, wait_for, wait_log, write_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import free_port
 
 
 def test_notify_unreachable_collector_then_recovery_and_final_flush(tmp_path, procs):
