@@ -7,6 +7,7 @@ tests/js/package-lock.json into tests/js/node_modules (ignored by git) on first 
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,10 +22,14 @@ def node_ready() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.fail("node and npm are needed for the cross-language signature tests (Node >= 18)")
-    if not (JS_DIR / "node_modules" / "canonicalize" / "package.json").is_file():
-        out = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True,
-                             timeout=600)
-        assert out.returncode == 0, f"npm ci in {JS_DIR} failed:\n{out.stderr}"
+    # Checked and installed under a lock: `make test` runs test files in two processes, and one
+    # must not read node_modules while another's `npm ci` is writing it.
+    with open(JS_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (JS_DIR / "node_modules" / "canonicalize" / "package.json").is_file():
+            out = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True,
+                                 timeout=600)
+            assert out.returncode == 0, f"npm ci in {JS_DIR} failed:\n{out.stderr}"
     return node
 
 
