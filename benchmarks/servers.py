@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,16 +49,31 @@ def _worker_share() -> tuple[int, int] | None:
     return None
 
 
+# Ports a pytest-xdist worker picks from: below Linux's ephemeral range (32768 and up), which
+# bind(0) and outgoing connections draw from.
+_WORKER_PORTS = range(10_000, 32_768)
+
+
 def _free(kind: int) -> int:
-    """A free loopback port of this socket kind, not one handed out lately by this process; in a
-    pytest-xdist worker, one of its share (port % workers == its index), so that tests running side by
-    side never pick the same port between picking it and binding it."""
+    """A free loopback port of this socket kind, not one handed out lately by this process. In a
+    pytest-xdist worker, one of its share (port % workers == its index, tried at random among
+    _WORKER_PORTS), so that tests running side by side never pick the same port between picking it
+    and binding it; elsewhere, the kernel's pick (bind to port 0)."""
     share = _worker_share()
     for _ in range(1000):
+        if share is None:
+            want = 0
+        else:
+            index, count = share
+            first = _WORKER_PORTS.start + (index - _WORKER_PORTS.start) % count  # the first with port % count == index
+            want = random.randrange(first, _WORKER_PORTS.stop, count)
         with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((LOOPBACK, 0))
+            try:
+                s.bind((LOOPBACK, want))
+            except OSError:  # taken
+                continue
             port = s.getsockname()[1]
-        if (kind, port) not in _HANDED and (share is None or port % share[1] == share[0]):
+        if (kind, port) not in _HANDED:
             _HANDED.append((kind, port))
             return port
     raise RuntimeError("no free loopback port found in 1000 tries")

@@ -55,6 +55,8 @@ def test_free_ports_are_never_handed_out_twice_and_split_between_test_processes(
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
     ports = [pick() for _ in range(100)]
-    assert all(p % 3 == 1 for p in ports) and len(set(ports)) == 100
+    assert all(p % 3 == 1 and 10_000 <= p < 32_768 for p in ports) and len(set(ports)) == 100
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert all(pick() % 3 == 0 for _ in range(50))
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     assert {pick() % 3 for _ in range(60)} == {0, 1, 2}  # outside a worker: any port
