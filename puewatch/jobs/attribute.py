@@ -24,7 +24,7 @@ from puewatch.core.numbers import published, ratio, share
 from puewatch.core.site import SiteModel
 from puewatch.core.timefmt import NS
 from puewatch.jobs.carbon import CarbonData
-from puewatch.jobs.cells import Cells, cell_factors
+from puewatch.jobs.cells import Cells, cell_factors, floor_warning
 from puewatch.jobs.ledger import Ledger
 
 
@@ -101,6 +101,9 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
               tenant: str | None = None) -> Attribution:
     warnings: list[str] = [f"job ledger: {n} records left out: {why}" for why, n in sorted(ledger.dropped.items())]
     f = cell_factors(cells)
+    floors = floor_warning(cells, f, site)
+    if floors:
+        warnings.append(floors)
     green_frac, carbon_per_wh, carbon_ok, factors_used = _green_and_carbon(cells, f.known, carbon, warnings)
     it = ledger.it_wh
     res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
@@ -151,7 +154,8 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
                     for i, z in enumerate([*cells.zones, ""])],
     }
     identities = {
-        "boundary": "the cells with E_DC, E_IT and every zone's energies stored in full",
+        "boundary": "the cells with E_DC, E_IT and every zone's energies stored in full, and no ratio below its "
+                    "physical floor (a PUE, pPUE or factor under 1)",
         "cells_known": int(f.known.sum()),
         "cells": cells.n,
         "measured_it_energy_wh": measured_it,

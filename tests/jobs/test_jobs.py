@@ -271,6 +271,62 @@ def test_a_zone_whose_it_meters_saw_nothing_gives_its_jobs_the_sites_overhead(tm
     assert i["e_dc_wh"] == pytest.approx(m["e_dc"][ok].sum(), rel=1e-12)
 
 
+def test_cells_whose_meters_contradict_physics_are_not_known_and_no_factor_is_under_1(tmp_path: Path) -> None:
+    # Four minutes whose meters contradict each other, each a ratio below its physical floor
+    # (core.floors): 30, the incomer stuck (E_DC 0: PUE under 1); 31, hall-a's boundary below its
+    # IT (pPUE under 1); 32, the incomer below hall-a's boundary plus the IT outside the zones
+    # (R < 0: the no-zone factor, job 14's, under 1); 33, the same with no IT outside the zones,
+    # so only the no-zone row, which no meter measured there, has no factor. Cells 30-32 are not
+    # known (their energy is not attributed: completeness); 33 is, for hall-a; no job's PUE or
+    # facility energy is below its floor, a warning names the cells and the meters, and the
+    # identities hold. (Before: job PUE -0.67 and 0.75, signed into statements, without a word.)
+    cells = _cells(np.random.default_rng(30))
+    sub = {m: slice(6 * m, 6 * m + 6) for m in (30, 31, 32, 33)}
+    cells["e_dc"][sub[30]] = 0.0
+    cells["b_a"][sub[31]] = 0.9 * cells["it_a"][sub[31]]
+    cells["e_dc"][sub[32]] = cells["b_a"][sub[32]] + cells["it_x"][sub[32]] - 20.0
+    cells["it"][sub[33]] -= cells["it_x"][sub[33]]
+    cells["it_x"][sub[33]] = 0.0
+    cells["e_dc"][sub[33]] = cells["b_a"][sub[33]] - 20.0
+    conf = tmp_path / "collector.toml"
+    conf.write_text(SITE.format(state=tmp_path / "state"))
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells))
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    # The rule, recomputed from the stored cells.
+    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+    rest = m["e_dc"] - m["b_a"] - m["it_x"]
+    f_a = m["b_a"] / m["it_a"] + rest / m["it"]
+    f_x = 1 + rest / m["it"]
+    known = np.ones(60, bool)
+    known[[16, 30, 31, 32]] = False
+    assert m["e_dc"][30] < m["it"][30] and m["b_a"][31] < m["it_a"][31] and f_x[32] < 1 <= f_a[32]
+    assert f_x[33] < 1 <= f_a[33] and m["it_x"][33] == 0  # cell 33 known; its no-zone row has no factor
+    f_a, f_x = np.where(known, f_a, math.nan), np.where(known & (f_x >= 1), f_x, math.nan)
+    jobs = {j["job"]: j for j in doc["jobs"]}
+    j11 = jobs["11"]
+    assert j11["completeness"] == pytest.approx(56 / 60)
+    assert j11["facility_energy_wh"] == pytest.approx(5.0 * np.nansum(f_a), rel=1e-9)
+    # Job 14: 3 Wh a minute in no zone, each record half in one cell and half in the next.
+    fx = np.array([f_x[c] for mm in range(1, 60) for c in (mm - 1, mm)])
+    assert jobs["14"]["facility_energy_wh"] == pytest.approx(1.5 * np.nansum(fx), rel=1e-9)
+    assert jobs["14"]["completeness"] == pytest.approx(np.isfinite(fx).sum() / fx.size)
+    for row in [*doc["jobs"], *doc["tenants"], doc["site_totals"]]:
+        assert row["pue"] is None or row["pue"] >= 1, row
+        assert row["facility_energy_wh"] is None or row["facility_energy_wh"] >= 0, row
+    warning = next(w for w in doc["warnings"] if "below their physical floor" in w)
+    assert warning.startswith("3 of 60 cells (the first 2026-01-01T00:30:00Z..2026-01-01T00:31:00Z)"), warning
+    assert "PUE under 1 (E_DC below E_IT) in 1 (meters incomer, ups-a, ups-x)" in warning
+    assert "zone hall-a's pPUE under 1 (its boundary below its IT) in 1 (meters crac-a, ups-a)" in warning
+    assert "for nodes in no zone in 1 (meters" in warning
+    i = doc["identities"]
+    assert i["cells_known"] == 56
+    assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
+    assert i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"] == pytest.approx(i["e_dc_wh"], rel=1e-12)
+    assert i["e_dc_wh"] == pytest.approx(m["e_dc"][known].sum(), rel=1e-12)
+
+
 def test_jobs_tenant_csv_and_text(site: tuple[Path, dict, Path]) -> None:
     conf, _cells, root = site
     doc = _doc(conf, str(root / "store.sqlite"), "--tenant", "t2")
