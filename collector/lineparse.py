@@ -109,7 +109,8 @@ class ParseResult:
     retention_refused: int = 0  # ... older than the store's raw retention (not a clock's skew)
     store_refused: int = 0  # well-formed lines the store would refuse: field type, unsigned, key length
     # (measurement, tags) of the series of every line whose series could be read, each at least
-    # once: the good lines and those refused for their time, a field's type or a key's length.
+    # once: the good lines, those refused for their time, a field's type or a key's length, and
+    # malformed lines whose measurement and tags (up to the first unescaped space) can be read.
     # What a writer's scope is checked against (collector.scopes), without a pass over the lines
     # of its own: a line out of scope refuses the body whole, whatever else is wrong with it.
     series: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -431,8 +432,9 @@ def _unescape_key(raw: bytes, specials: bytes) -> bytes:
     return raw
 
 
-def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int | str | bool], int | None, int]:
-    """(measurement, tags, fields, timestamp in the request's unit or None, end of the field set)."""
+def _parse_series(line: bytes) -> tuple[str, dict[str, str], int]:
+    """(measurement, tags, the index after them) of a line's series key: the part of _parse_slow
+    that says whose series a line is, also where the rest of the line is wrong (see `readable`)."""
     n = len(line)
     # measurement (InfluxDB 1.x's scanMeasurement: its first byte is never a separator)
     if line[0] == _COMMA:
@@ -465,10 +467,27 @@ def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int
         key = _decode(_unescape_key(_no_control(line[i:j], "tag key"), b", ="))
         if key in tags:
             raise _LineError("duplicate tags")
-        if key == RESERVED_KEY:
-            raise _LineError(f'invalid tag key: input tag "{RESERVED_KEY}" on measurement "{measurement}" is invalid')
         tags[key] = _decode(_unescape_key(_no_control(line[k:e], "tag value"), b", ="))
         i = e
+    return measurement, tags, i
+
+
+def _readable(line: bytes) -> tuple[str, dict[str, str]] | None:
+    """A refused line's series, where its measurement and tags can be read (the rest of it may be
+    wrong in any way: its scope counts, see ParseResult.series); None where they cannot."""
+    try:
+        measurement, tags, _ = _parse_series(line)
+    except _LineError:
+        return None
+    return measurement, tags
+
+
+def _parse_slow(line: bytes) -> tuple[str, dict[str, str], dict[str, float | int | str | bool], int | None, int]:
+    """(measurement, tags, fields, timestamp in the request's unit or None, end of the field set)."""
+    n = len(line)
+    measurement, tags, i = _parse_series(line)
+    if RESERVED_KEY in tags:  # a readable series all the same (see _readable)
+        raise _LineError(f'invalid tag key: input tag "{RESERVED_KEY}" on measurement "{measurement}" is invalid')
     # fields
     while i < n and line[i] == _SP:
         i += 1
@@ -995,6 +1014,9 @@ class LineParser:
                 break
             where = f"line {first}" if i == first else f"lines {first}-{i}"
             if fault is not None:
+                readable = _readable(text)
+                if readable is not None:
+                    slow_series.append(readable)  # its series is read: its scope counts, whatever else is wrong
                 fail(text, fault, where)
                 continue
             slow_series.append((measurement, tags))  # read: its scope counts, whatever follows

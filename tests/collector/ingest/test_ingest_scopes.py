@@ -150,6 +150,18 @@ def test_a_forged_line_refused_for_something_else_still_refuses_the_body(scoped)
     status, doc = write(scoped.port, "node-a", GPU_A + GPU_B + "gpu_power,node=node-a power_average_w=\n")
     assert status == 403 and doc["message"].endswith("nothing of this request was stored (3 line(s))")
     assert scoped.stats.scope_refused_lines == 2 + 3 + 2 + 2  # the bodies above, malformed lines not counted
+    # A forged line malformed after its series key is read all the same (a 400 partial write kept the
+    # writer's line, and no forbidden write was counted), on both of the parser's paths.
+    bad = ["power_average_w=", "power_average_w=abc", f"power_average_w=1 {T}x", "time=1", "power_average_w=1,",
+           f"power_average_w=1i,power_average_w=2 {T}", "name=\"open", "power_average_w=1e999"]
+    forbidden = scoped.stats.requests[403]
+    for rest in bad:
+        own = write(scoped.port, "node-b", f"gpu_power,gpu=0,node=node-b,uuid=GPU-2 {rest}\n")
+        assert own[0] == 400 and "unable to parse" in own[1]["message"], (rest, own)  # malformed, in scope
+        for key in ("gpu_power,gpu=0,node=node-b,uuid=GPU-2", "gpu_power,node=node\\ b,time=x"):
+            status, doc = write(scoped.port, "node-a", GPU_A + f"{key} {rest}\n")
+            assert status == 403 and "'node-a' may not write gpu_power" in doc["message"], (key, rest, doc)
+    assert scoped.sink.calls == [] and scoped.stats.requests[403] == forbidden + 2 * len(bad)
     # Only a line whose series cannot be read at all leaves the rest a partial write.
     status, doc = write(scoped.port, "node-a", GPU_A + "gpu_power,node=node-b,=x power_average_w=1\n")
     assert status == 400 and doc["message"].startswith("partial write: unable to parse")
