@@ -166,6 +166,17 @@ def _doc(conf: Path, store: str, *extra: str) -> dict:
     return json.loads(r.stdout)
 
 
+def _jobs_of(tmp_path: Path, cells: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """`puewatch jobs --json` over SITE with these collector cells (and _lines' ledger) stored, and the
+    cells summed per minute (the attribution cell)."""
+    conf = tmp_path / "collector.toml"
+    conf.write_text(SITE.format(state=tmp_path / "state"))
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells))
+    store.close()
+    return _doc(conf, str(tmp_path / "store.sqlite")), {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+
+
 def _expected_factor(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 60 s cell: hall-a's factor, the no-zone factor, and the green share (the cell rule, from the stored cells)."""
     m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in c.items()}
@@ -243,13 +254,7 @@ def test_a_zone_whose_it_meters_saw_nothing_gives_its_jobs_the_sites_overhead(tm
     cells["e_dc"][sub] -= cells["it_a"][sub]
     cells["b_a"][sub] -= cells["it_a"][sub]
     cells["it_a"][sub] = 0.0
-    conf = tmp_path / "collector.toml"
-    conf.write_text(SITE.format(state=tmp_path / "state"))
-    store = EmbeddedStore(tmp_path / "store.sqlite")
-    store.write(_lines(cells))
-    store.close()
-    doc = _doc(conf, str(tmp_path / "store.sqlite"))
-    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+    doc, m = _jobs_of(tmp_path, cells)
     has_it = m["it_a"] > 0
     rest = m["e_dc"] - np.where(has_it, m["b_a"], 0.0) - m["it_x"]  # minute 20: hall-a's boundary is overhead
     f_x = 1 + rest / m["it"]
@@ -288,14 +293,8 @@ def test_cells_whose_meters_contradict_physics_are_not_known_and_no_factor_is_un
     cells["it"][sub[33]] -= cells["it_x"][sub[33]]
     cells["it_x"][sub[33]] = 0.0
     cells["e_dc"][sub[33]] = cells["b_a"][sub[33]] - 20.0
-    conf = tmp_path / "collector.toml"
-    conf.write_text(SITE.format(state=tmp_path / "state"))
-    store = EmbeddedStore(tmp_path / "store.sqlite")
-    store.write(_lines(cells))
-    store.close()
-    doc = _doc(conf, str(tmp_path / "store.sqlite"))
-    # The rule, recomputed from the stored cells.
-    m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
+    doc, m = _jobs_of(tmp_path, cells)
+    # The rule, recomputed from the stored cells (m: per minute).
     rest = m["e_dc"] - m["b_a"] - m["it_x"]
     f_a = m["b_a"] / m["it_a"] + rest / m["it"]
     f_x = 1 + rest / m["it"]
