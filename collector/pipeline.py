@@ -603,8 +603,11 @@ class Pipeline:
                     denominator_coverage=level.cov[r][s:],
                 )
                 wtag = format_window(w)
-                ratio, cov = self._floored(r, rr.ratio[0, -n_new:], wtag), rr.coverage[0, -n_new:]
-                self._count_no_denominator(r, ratio, cov, wtag)
+                cov = rr.coverage[0, -n_new:]
+                # Unknown for its denominator before the floor takes its own: a ratio under its
+                # floor is counted as that, not as a denominator of 0 or less.
+                self._count_no_denominator(r, rr.ratio[0, -n_new:], cov, wtag)
+                ratio = self._floored(r, rr.ratio[0, -n_new:], wtag)
                 values[r] = (ratio, cov)
             ends = t_end[-n_new:]
             fields: dict[str, np.ndarray] = {}

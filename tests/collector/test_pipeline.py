@@ -327,6 +327,7 @@ def test_a_frozen_incomer_gives_no_pue_below_one_and_counts_it():
     assert not [f for _, f, _ in out["pue"] if "pue" in f]  # never published below its floor
     assert any("pue_coverage" in f for _, f, _ in out["pue"])  # the point is still written, without the ratio
     assert p.below_floor["pue"] > 0
+    assert "pue" not in p.no_denominator  # IT energy was there: a PUE under 1, not an unknown denominator
     assert math.isnan(p.latest("pue")[0])
 
 
