@@ -139,6 +139,10 @@ class _PipelineQuality(Collector):
         future = CounterMetricFamily(
             "puewatch_readings_from_future", "Readings refused by the pipeline: stamped further ahead of the "
             "collector's clock than settle_s, beyond the readings a stream holds until their time", labels=["stream"])
+        late = CounterMetricFamily(
+            "puewatch_readings_too_late", "Readings refused by the live pipeline: stamped at or before a reading "
+            "whose interval is already in written cells (they came later than settle_s); in the store and in "
+            "reports, not in live cells (docs/auditor-guide.md)", labels=["stream"])
         limit = GaugeMetricFamily("puewatch_power_limit_watts", "Each meter's power limit (NaN: none)",
                                   labels=["meter", "source"])
         uncertain = CounterMetricFamily(
@@ -152,6 +156,7 @@ class _PipelineQuality(Collector):
             if st.register:
                 register.add_metric([name], st.register_refused)
             future.add_metric([name], st.future_refused)
+            late.add_metric([name], st.late_refused)
             if st.register and st.modulus is not None:  # none without a modulus (GPU counters: 64-bit)
                 uncertain.add_metric([name], st.uncertain_wraps)
             lim = st.limit()
@@ -165,7 +170,7 @@ class _PipelineQuality(Collector):
                                      "known, never published", labels=["ratio"])
         for ratio, n in list(p.no_denominator.items()):
             no_den.add_metric([ratio], n)
-        yield from (intervals, power, register, future, limit, uncertain, floor, no_den)
+        yield from (intervals, power, register, future, late, limit, uncertain, floor, no_den)
 
     def describe(self) -> Iterable:
         return []

@@ -32,7 +32,10 @@ until the horizon reaches its time, then taken in order (appended at once, a
 clock that jumped ahead would refuse every later reading stamped before it;
 refused, live cells would lack a reading that the store holds and a report
 counts); ingest's ``max_clock_skew_s`` bounds how far ahead a stored reading
-can be. A failed poll (NaN) is no reading.
+can be. A failed poll (NaN) is no reading. Readings out of order, and a time
+written again, are taken in time order and by their last write, as the store
+keeps them, until their cells are written (Stream.frozen_ns); later ones are
+refused and counted.
 
 The horizon waits for the streams that are still reporting: it is the
 earliest latest-reading time among streams heard from within ``settle_s``,
@@ -130,6 +133,12 @@ class Stream:
     # them (a clock that jumped ahead). At most FUTURE_HELD a stream; beyond, refused and counted.
     future: list[tuple[int, float, int]] = field(default_factory=list)
     present_arrival_ns: int = -1  # the last arrival of a reading not held
+    # The latest reading whose interval has gone into finished cells (see `cells`): a reading stamped at
+    # or before it comes too late for the live cells (refused, counted); one after it is taken in time
+    # order, and one at the time of a reading taken after it replaces that reading, as the store keeps
+    # the last write at a time.
+    frozen_ns: int = -1
+    late_refused: int = 0  # readings at or before frozen_ns: for /metrics
     # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
     # their energy is a lower bound. For /metrics, and logged as they are counted.
     uncertain_wraps: int = 0
@@ -145,7 +154,8 @@ class Stream:
 
     def add(self, time_ns: int, value: float, arrival_ns: int, max_ahead_ns: int | None = None,
             refuse_ahead_ns: int = 0) -> bool:
-        """Append a reading; out-of-order or repeated times are refused (returns False). One stamped
+        """Take a reading, in time order, a time taken again replacing its value (the store's last write);
+        one at or before `frozen_ns`, whose cells are written, is refused (returns False). One stamped
         further than `max_ahead_ns` ahead of its arrival is held until the horizon reaches it (`future`,
         `release`): appended now, it would refuse every reading stamped before it that is still to
         come (a clock that jumped ahead), and refused, live cells would lack a reading the store holds
@@ -162,8 +172,10 @@ class Stream:
             self.last_arrival_ns = max(self.last_arrival_ns, int(arrival_ns))  # heard from: it holds the horizon
             return True
         self.present_arrival_ns = max(self.present_arrival_ns, int(arrival_ns))
-        # The held readings stamped before this one come first (a store orders them by time too).
-        while self.future and self.future[0][0] < time_ns:
+        # The held readings stamped before this one come first (a store orders them by time too); one
+        # at its very time too, which this one then replaces: it was written earlier (held, it came
+        # ahead of its time), and the store keeps the last write.
+        while self.future and self.future[0][0] <= time_ns:
             t_held, v_held, a_held = self.future.pop(0)
             self.future_refused += not self._append(t_held, v_held, a_held)
         return self._append(time_ns, value, arrival_ns)
@@ -182,7 +194,8 @@ class Stream:
         return refused
 
     def _append(self, time_ns: int, value: float, arrival_ns: int) -> bool:
-        if self.t and time_ns <= self.t[-1]:
+        if time_ns <= self.frozen_ns:
+            self.late_refused += 1
             return False
         if not math.isfinite(value):
             # A failed poll is no reading: the interval from the last reading to the next one
@@ -200,8 +213,12 @@ class Stream:
         elif self.integral_divisor != 1.0 and policy.power_impossible(value * self.factor, self.limit()):
             self.power_refused += 1
             return True
-        self.t.append(int(time_ns))
-        self.v.append(float(value))
+        i = bisect.bisect_left(self.t, time_ns)
+        if i < len(self.t) and self.t[i] == time_ns:
+            self.v[i] = float(value)  # the last write at a time, as in the store
+        else:
+            self.t.insert(i, int(time_ns))
+            self.v.insert(i, float(value))
         self.last_arrival_ns = max(self.last_arrival_ns, int(arrival_ns))
         return True
 
@@ -266,12 +283,14 @@ class Stream:
             out[ok] = r.energy[ok]
             if not self.register:
                 out /= self.integral_divisor
-        # Keep the last reading at or before the horizon as the next anchor.
+        # Keep the last reading at or before the horizon as the next anchor. It and the first reading
+        # after the horizon (the end of the interval across it, whose part before the horizon is in
+        # these cells) are frozen: no reading is taken at or before the later of the two.
         horizon = int(grid[-1])
-        keep = 0
-        for i, ti in enumerate(self.t):
-            if ti <= horizon:
-                keep = i
+        after = bisect.bisect_right(self.t, horizon)
+        if self.t:
+            self.frozen_ns = max(self.frozen_ns, self.t[min(after, len(self.t) - 1)])
+        keep = max(after - 1, 0)
         del self.t[:keep]
         del self.v[:keep]
         return out, integrated

@@ -74,7 +74,10 @@ def _site() -> SiteModel:
     })
 
 
-def _live(rec) -> dict[str, dict[int, float]]:
+def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
+    """The live cells of the recording, fed a step at a time; with `disorder`, each step's readings
+    arrive shuffled, and each one the policy takes arrives first with a wrong value and then again
+    with its own (the same time: the store keeps the last write)."""
     site = _site()
     p = Pipeline(site, windows_ns=[60 * SECOND], settle_ns=60 * SECOND)
     events = []
@@ -83,13 +86,21 @@ def _live(rec) -> dict[str, dict[int, float]]:
     events.sort()
     cells: dict[str, dict[int, float]] = {m: {} for m in site.meters}
     how = {"incomer": {"register": True, "modulus": MODULUS}, "it": {"register": True}, "crac": {}}
+    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0}  # readings the policy takes lie in [0, top)
+    rng = np.random.default_rng(3)
     i = 0
     step_at = T0 + POLL
     while i < len(events):
+        batch = []
         while i < len(events) and events[i][0] <= step_at:
-            t, name, v = events[i]
-            p.add_meter(name, t, v, t, **how[name])
+            batch.append(events[i])
             i += 1
+        if disorder:
+            batch = [e for j in rng.permutation(len(batch)) for e in (
+                [(batch[j][0], batch[j][1], batch[j][2] * 0.999), batch[j]] if 0 <= batch[j][2] < top[batch[j][1]]
+                else [batch[j]])]
+        for t, name, v in batch:
+            p.add_meter(name, t, v, t, **how[name])
         for measurement, tags, fields, ts in p.step(step_at + SECOND).rows():
             if measurement == schema.METER_ENERGY:
                 cells[tags["meter"]][ts] = fields[schema.ENERGY_WH]
@@ -98,9 +109,12 @@ def _live(rec) -> dict[str, dict[int, float]]:
     return cells, p
 
 
-def test_live_cells_and_report_energies_agree_to_1e9() -> None:
+@pytest.mark.parametrize("disorder", [False, True])
+def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
+    # `disorder`: readings out of order within what the live cells have not yet taken, and rewritten
+    # at their own time, are taken in time order and by their last write, as the store keeps them.
     rec = _recording()
-    cells, p = _live(rec)
+    cells, p = _live(rec, disorder)
     # The policy decided every outcome the stream holds, live.
     assert p.streams["incomer"].outcomes["wrap"] >= 2
     assert p.streams["it"].outcomes["reset"] == 1 and p.streams["it"].outcomes["jump"] == 1

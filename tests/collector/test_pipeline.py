@@ -528,13 +528,13 @@ def test_a_reading_stamped_ahead_within_ingest_s_window_is_taken_at_its_time_as_
         assert st.add(T0 + s * SECOND, 100.0, T0 + s * SECOND, 5 * SECOND, 300 * SECOND)
     assert not st.future and st.t[44:48] == [T0 + 44 * SECOND, T0 + 45 * SECOND, T0 + 45 * SECOND + half, T0 + 46 * SECOND]
     assert st.v[46] == 500.0 and st.future_refused == 0
-    # Held at a time already read (the store keeps the later write there, the reading read first): refused.
-    assert st.add(T0 + 60 * SECOND, 7.0, T0 + 49 * SECOND, 5 * SECOND, 300 * SECOND)
-    assert st.add(T0 + 60 * SECOND, 100.0, T0 + 60 * SECOND, 5 * SECOND, 300 * SECOND) and st.future
-    assert st.add(T0 + 61 * SECOND, 100.0, T0 + 61 * SECOND, 5 * SECOND, 300 * SECOND) and st.future_refused == 1
-    assert not st.future and st.v[-2:] == [100.0, 100.0]
+    # Held, and then written again at its time: the later write is the reading, as the store keeps it.
+    assert st.add(T0 + 60 * SECOND, 7.0, T0 + 49 * SECOND, 5 * SECOND, 300 * SECOND) and st.future
+    assert st.add(T0 + 60 * SECOND, 100.0, T0 + 60 * SECOND, 5 * SECOND, 300 * SECOND) and not st.future
+    assert st.add(T0 + 61 * SECOND, 100.0, T0 + 61 * SECOND, 5 * SECOND, 300 * SECOND) and st.future_refused == 0
+    assert st.t[-2:] == [T0 + 60 * SECOND, T0 + 61 * SECOND] and st.v[-2:] == [100.0, 100.0]
     # Beyond ingest's window (which keeps such a line out of the store too): refused and counted.
-    assert not st.add(T0 + 400 * SECOND, 1.0, T0, 5 * SECOND, 300 * SECOND) and st.future_refused == 2
+    assert not st.add(T0 + 400 * SECOND, 1.0, T0, 5 * SECOND, 300 * SECOND) and st.future_refused == 1
 
     fast = 60 * SECOND
     def run(skew: int) -> dict:
@@ -556,3 +556,39 @@ def test_a_reading_stamped_ahead_within_ingest_s_window_is_taken_at_its_time_as_
     assert len(shared) > 100  # the fast meter's cells, a minute later in its own time, are there
     for t in shared:
         assert b[t] == a[t]
+
+
+def test_readings_out_of_order_are_taken_in_time_order_until_their_cells_are_written():
+    """Found by the live/report audit: a reading sent after a later one (in one request, or within
+    settle_s) was refused live while the store kept it, and a reading rewritten at its time kept its
+    first value live where the store keeps the last write. Now both are taken as the store keeps them,
+    up to the readings whose interval has gone into written cells (frozen): later than that, a reading
+    is refused and counted, the one difference by construction (docs/auditor-guide.md)."""
+    from puewatch.collector.pipeline import Stream
+
+    st = Stream("m", True, max_power_w=1e9)
+    def add(s: int, v: float) -> bool:
+        return st.add(T0 + s * SECOND, v, T0 + 30 * SECOND, 5 * SECOND, 300 * SECOND)
+    assert all(add(s, float(s)) for s in (0, 10, 30, 20))  # 20 after 30: taken between them
+    assert st.t == [T0, T0 + 10 * SECOND, T0 + 20 * SECOND, T0 + 30 * SECOND]
+    assert add(20, 21.0) and st.v == [0.0, 10.0, 21.0, 30.0]  # written again at its time: the last write
+    cells, _ = st.cells(T0 + np.arange(0, 16, dtype=np.int64) * SECOND)  # horizon 15 s: (10, 20] across it
+    assert cells.tolist() == [1.0] * 10 + [1.1] * 5
+    assert st.frozen_ns == T0 + 20 * SECOND and st.t[0] == T0 + 10 * SECOND
+    assert not add(15, 15.0) and not add(20, 22.0) and st.late_refused == 2  # its cells written: too late
+    assert add(25, 25.0) and st.t == [T0 + 10 * SECOND, T0 + 20 * SECOND, T0 + 25 * SECOND, T0 + 30 * SECOND]
+
+    # Counted on /metrics, per stream.
+    from prometheus_client import generate_latest
+
+    from puewatch.collector.metrics import CollectorMetrics
+
+    p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    m = CollectorMetrics()
+    m.add_pipeline(p)
+    for s in range(30):
+        t = T0 + s * SECOND
+        p.add_meter("ups", t, 5000.0 + s, t, register=True)
+        p.step(t + 1)
+    p.add_meter("ups", T0 + 3 * SECOND, 5003.0, T0 + 30 * SECOND, register=True)
+    assert 'puewatch_readings_too_late_total{stream="ups"} 1.0' in generate_latest(m.registry).decode()
