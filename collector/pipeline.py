@@ -176,16 +176,15 @@ class Stream:
         # at its very time too, which this one then replaces: it was written earlier (held, it came
         # ahead of its time), and the store keeps the last write.
         while self.future and self.future[0][0] <= time_ns:
-            t_held, v_held, a_held = self.future.pop(0)
-            self.future_refused += not self._append(t_held, v_held, a_held)
+            self._append(*self.future.pop(0))  # refused only when too late, and counted so (late_refused)
         return self._append(time_ns, value, arrival_ns)
 
     def release(self, horizon_ns: int, quiet_since_ns: int) -> int:
         """Append the held readings stamped at or before `horizon_ns`, in time order, as `add` would have;
         and where the stream has had no reading it did not hold since `quiet_since_ns` (a clock running
         ahead: all its readings are held) and none past the horizon, the next one after it too (the
-        interval across the horizon needs its end). Returns how many were refused (out of order: a
-        reading stamped later already taken)."""
+        interval across the horizon needs its end). Returns how many were refused (too late: at or
+        before a reading whose interval is in written cells, counted in late_refused)."""
         refused = 0
         quiet = self.present_arrival_ns < quiet_since_ns
         while self.future and (self.future[0][0] <= horizon_ns or (quiet and (not self.t or self.t[-1] <= horizon_ns))):
