@@ -60,13 +60,11 @@ def _free(kind: int) -> int:
     _WORKER_PORTS), so that tests running side by side never pick the same port between picking it
     and binding it; elsewhere, the kernel's pick (bind to port 0)."""
     share = _worker_share()
+    if share is not None:
+        index, count = share
+        mine = range(_WORKER_PORTS.start + (index - _WORKER_PORTS.start) % count, _WORKER_PORTS.stop, count)
     for _ in range(1000):
-        if share is None:
-            want = 0
-        else:
-            index, count = share
-            first = _WORKER_PORTS.start + (index - _WORKER_PORTS.start) % count  # the first with port % count == index
-            want = random.randrange(first, _WORKER_PORTS.stop, count)
+        want = 0 if share is None else random.choice(mine)
         with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind((LOOPBACK, want))

@@ -434,7 +434,7 @@ def _unescape_key(raw: bytes, specials: bytes) -> bytes:
 
 def _parse_series(line: bytes) -> tuple[str, dict[str, str], int]:
     """(measurement, tags, the index after them) of a line's series key: the part of _parse_slow
-    that says whose series a line is, also where the rest of the line is wrong (see `readable`)."""
+    that says whose series a line is, also where the rest of the line is wrong (see _readable)."""
     n = len(line)
     # measurement (InfluxDB 1.x's scanMeasurement: its first byte is never a separator)
     if line[0] == _COMMA:
