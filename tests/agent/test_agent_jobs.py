@@ -225,7 +225,11 @@ def test_slurm_gres_jobs_cgroups_and_hook_in_the_ledger(tmp_path, procs, fake_nv
         reserved, stray = pair[jobs["pair"]], pair[jobs["stray"]]
         assert reserved["shared"] and stray["shared"] and reserved["reserved_idle"] and not stray["reserved_idle"]
         assert reserved["source"] == "hook" and stray["source"] == "slurm"
-        assert reserved["share"] == stray["share"] == pytest.approx(0.5)
+        assert reserved["share"] + stray["share"] == pytest.approx(1.0)
+    # Equal where both held the whole interval (the 2.5 s above holds one); in an interval in which stray's
+    # process appeared (the fake NVML lists it once pids.txt is written) or pair's reservation ended, each
+    # has its part of the samples (a loaded machine once gave 9/14 and 5/14).
+    assert any(p[jobs["pair"]]["share"] == p[jobs["stray"]]["share"] == pytest.approx(0.5) for p in shared), shared
     _one_energy_reading_per_cycle(rx, tmp_path / "nvml.log")
 
 
