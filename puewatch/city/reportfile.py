@@ -231,6 +231,11 @@ def report_annual(report: dict[str, Any]) -> tuple[bool, str]:
 
     start, end = parse_time(report["period_start"]), parse_time(report["period_end"])
     made = parse_time(report["generated_at"]) if report.get("generated_at") is not None else None
+    if made is None and is_annual(start, end):
+        # Whether the year had ended when it was measured is not known: not an annual PUE to the city (a report
+        # without generated_at passed require_annual: found by the city audit; puewatch always writes it).
+        return False, (f"the report says annual, but it does not say when it was made (generated_at), so whether "
+                       f"its period {format_period(start, end)} had ended is not known" if report["annual"] else "")
     if annual_period(start, end, made):
         return bool(report["annual"]), ""
     if not is_annual(start, end):

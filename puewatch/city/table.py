@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from puewatch.city.check import RuleResult, check_report, numeric_rule
-from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text
+from puewatch.city.check import PUE_ENERGIES, RuleResult, check_report, numeric_rule
+from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text, report_annual
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.signing import Verification, signature_status
@@ -105,12 +106,14 @@ class CityResult:
     passed: bool
     warnings: list[str]
     verified: bool
+    unread: list[dict[str, str]] = field(default_factory=list)  # files that are no valid report: each fails the city
 
     def to_json(self) -> dict[str, Any]:
         return {
             "targets": self.targets.to_json(),
             "signatures_verified": self.verified,
-            "sites": [r.to_json() for r in self.rows],
+            "sites": [{**r.to_json(), "kind": _kind(r.report), "pue_basis": self.targets.pue_basis,
+                       "pue_judged": r.report.get(self.targets.pue_basis)} for r in self.rows],
             "city": {
                 "weighted_pue_all": self.weighted_all.to_json(),
                 "weighted_pue_valid": self.weighted_valid.to_json() if self.weighted_valid else None,
@@ -121,22 +124,22 @@ class CityResult:
         }
 
 
-# The energies each PUE basis (targets' pue_basis) is the ratio of.
-_BASIS_ENERGIES = {"pue": ("facility_energy_wh", "it_energy_wh"),
-                   "pue_joint": ("facility_energy_joint_wh", "it_energy_joint_wh")}
-
-
-def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: str = "pue") -> WeightedPue:
+def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: str = "pue",
+                 left_out: dict[str, str] | None = None, unread: list[dict[str, str]] = ()) -> WeightedPue:
     """The energy-weighted PUE over `rows`, of the energies `pue_basis` names (the joint ones for `pue_joint`:
     the city's PUE on the basis its sites are judged on, where it summed the whole-period ones whatever the
-    basis: found by the city audit); a report without both energies is excluded, with the reason."""
+    basis: found by the city audit); a report without both energies is excluded, with the reason, as is every
+    report `left_out` names (its path: why) and every file in `unread` (not a valid report)."""
     out = WeightedPue(basis, None, 0.0, 0.0)
-    fac_key, it_key = _BASIS_ENERGIES[pue_basis]
+    fac_key, it_key = PUE_ENERGIES[pue_basis]
+    left_out = left_out or {}
     for row in rows:
         r = row.report
         label = f"{row.site} ({row.path})"
         fac, it = r.get(fac_key), r.get(it_key)
-        if only_valid and not row.signature.ok:
+        if row.path in left_out:
+            out.excluded.append({"site": row.site, "report": row.path, "reason": left_out[row.path]})
+        elif only_valid and not row.signature.ok:
             out.excluded.append({"site": row.site, "report": row.path, "reason": f"signature {row.signature.status}"})
         elif fac_key not in r or it_key not in r:
             out.excluded.append({"site": row.site, "report": row.path,
@@ -155,17 +158,48 @@ def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: s
             out.facility_energy_wh += fac
             out.it_energy_wh += it
             out.included.append(label)
+    for u in unread:
+        out.excluded.append({"site": UNREAD_SITE, "report": u["report"], "reason": u["reason"]})
     if out.it_energy_wh > 0:
         out.pue = out.facility_energy_wh / out.it_energy_wh
     return out
+
+
+# The site of a file that is no valid report, in the lists of what the city's PUE left out.
+UNREAD_SITE = "(not read)"
+
+
+def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
+    """Reports of one site whose periods overlap (the same file given twice, two versions of one report, a
+    year and one of its months): path -> why. Summed, their energies would count the overlap twice (the
+    same report given four times counted four times, and its site's PUE passed the city's cap: found by the
+    city audit), and which of them is right is not the city's to guess: each is left out of the city's PUE."""
+    from puewatch.core.timefmt import parse_time
+
+    why: dict[str, str] = {}
+    by_site: dict[str, list[tuple[int, int, SiteRow]]] = {}
+    for row in rows:
+        r = row.report
+        by_site.setdefault(row.site, []).append((parse_time(r["period_start"]), parse_time(r["period_end"]), row))
+    for site, spans in by_site.items():
+        for i, (s0, e0, a) in enumerate(spans):
+            for s1, e1, b in spans[:i] + spans[i + 1:]:
+                if s0 < e1 and s1 < e0:
+                    why.setdefault(a.path, f"its period {_period(a.report)} overlaps that of {b.path}, another report of "
+                                           f"site {site!r}: summed, the overlap's energy would count twice")
+                    break
+    return why
 
 
 def evaluate_city(
     reports: list[tuple[str, dict[str, Any]]],
     targets: Targets,
     public_keys: dict[str, Any] | None,
+    unread: list[dict[str, str]] = (),
 ) -> CityResult:
-    """Check every report and the city as a whole. `public_keys`: key id -> key, or None (not verified)."""
+    """Check every report and the city as a whole. `public_keys`: key id -> key, or None (not verified).
+    `unread`: the files given that are no valid report (`report`, `reason`), which the city's PUE cannot count:
+    each is named among what it left out, and the city fails."""
     rows: list[SiteRow] = []
     for path, report in reports:
         sig = signature_status(report, public_keys)
@@ -176,8 +210,12 @@ def evaluate_city(
         rows.append(SiteRow(path, report, sig, results, not reasons, reasons))
 
     over = "" if targets.pue_basis == "pue" else " (energies over each site's jointly observed time)"
-    all_ = weighted_pue(rows, "all reports that state both energies" + over, only_valid=False, pue_basis=targets.pue_basis)
-    valid = (weighted_pue(rows, "reports with a valid signature" + over, only_valid=True, pue_basis=targets.pue_basis)
+    unread = list(unread)
+    overlapping = _overlaps(rows)
+    all_ = weighted_pue(rows, "all reports that state both energies" + over, only_valid=False, pue_basis=targets.pue_basis,
+                        left_out=overlapping, unread=unread)
+    valid = (weighted_pue(rows, "reports with a valid signature" + over, only_valid=True, pue_basis=targets.pue_basis,
+                          left_out=overlapping, unread=unread)
              if public_keys is not None else None)
     city_results: list[RuleResult] = []
     for rule in targets.city_rules():
@@ -192,19 +230,23 @@ def evaluate_city(
             left = "; ".join(f"{x['site']} ({x['reason']})" for x in basis.excluded)
             verdict = result.evidence.rsplit(": ", 1)[0]
             result = RuleResult(rule, False, result.value, result.limit, result.comparison,
-                                f"{verdict}, over {len(basis.included)} of {len(rows)} report(s); left out: {left}: "
+                                f"{verdict}, over {len(basis.included)} of {len(rows) + len(unread)} report(s); left "
+                                f"out: {left}: "
                                 "the city's PUE over every report is not known: fail")
         city_results.append(result)
 
     warnings: list[str] = []
     for site, n in Counter(r.site for r in rows).items():
         if n > 1:
-            warnings.append(f"site {site!r} appears in {n} reports; the weighted PUE counts each report")
+            overlap = sum(r.path in overlapping for r in rows if r.site == site)
+            warnings.append(f"site {site!r} appears in {n} reports" + (
+                f"; {overlap} of them overlap another's period and are left out of the city's PUE" if overlap
+                else "; their periods do not overlap, and the city's PUE counts each"))
     periods = {(r.report["period_start"], r.report["period_end"]) for r in rows}
     if len(periods) > 1:
         warnings.append(f"the reports cover {len(periods)} different periods; the weighted PUE sums them as given")
-    passed = all(r.passed for r in rows) and all(x.passed for x in city_results)
-    return CityResult(targets, rows, all_, valid, city_results, passed, warnings, public_keys is not None)
+    passed = all(r.passed for r in rows) and all(x.passed for x in city_results) and not unread
+    return CityResult(targets, rows, all_, valid, city_results, passed, warnings, public_keys is not None, unread)
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -225,6 +267,27 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def _mwh(wh: float) -> str:
     return f"{wh / 1e6:,.3f} MWh"
+
+
+def _kind(r: dict[str, Any]) -> str:
+    """Annual or interim as the rules judge it (`report_annual`: the period and when the report was made), not as
+    its `annual` field says (the column said annual for a month whose field said so: found by the city audit)."""
+    return "annual" if report_annual(r)[0] else "interim"
+
+
+def _pue_column(result: CityResult) -> str:
+    return "PUE" if result.targets.pue_basis == "pue" else f"PUE ({result.targets.pue_basis})"
+
+
+def _complete(c: float) -> str:
+    """A completeness in % to 0.1, rounded down: 0.9496 showed 95.0 % beside a FAIL of `min_completeness 0.95`."""
+    return f"{math.floor(c * 1000) / 10:.1f}"
+
+
+def _tally(result: CityResult) -> str:
+    total = len(result.rows) + len(result.unread)
+    failed = sum(not r.passed for r in result.rows) + len(result.unread)
+    return f"{total - failed} of {total} sites pass"
 
 
 def _weighted_line(w: WeightedPue) -> str:
@@ -249,8 +312,9 @@ def print_table(result: CityResult) -> None:
         console.print(Text(f"  note: {n}"))
     rules = t.report_rules()
     table = Table(show_header=True, header_style="bold")
-    for col in ("site", "report file", "signature", "period", "kind", "cat.", "PUE", "complete"):
-        table.add_column(col, justify="right" if col in ("cat.", "PUE", "complete") else "left", overflow="fold")
+    pue_col = _pue_column(result)
+    for col in ("site", "report file", "signature", "period", "kind", "cat.", pue_col, "complete"):
+        table.add_column(col, justify="right" if col in ("cat.", pue_col, "complete") else "left", overflow="fold")
     for rule in rules:
         table.add_column(rule, overflow="fold")
     table.add_column("overall", overflow="fold")
@@ -263,10 +327,10 @@ def print_table(result: CityResult) -> None:
             Text(row.path),  # two reports of one site (two periods, two versions) are told apart by their file
             Text(sig, style=sig_style),
             Text(_period(r)),
-            Text("annual" if r["annual"] else "interim"),
+            Text(_kind(r)),
             Text(str(r["category"])),
-            Text(_num(r["pue"])),
-            Text(f"{r['completeness'] * 100:.1f} %"),
+            Text(_num(r.get(t.pue_basis))),  # the PUE the rules judge
+            Text(f"{_complete(r['completeness'])} %"),
         ]
         cells += [Text("pass", style="green") if x.passed else Text("FAIL", style="bold red") for x in row.results]
         cells.append(Text("pass", style="bold green") if row.passed else Text("FAIL", style="bold red"))
@@ -275,6 +339,8 @@ def print_table(result: CityResult) -> None:
     for row in result.rows:
         for reason in row.reasons:
             console.print(Text(f"{row.site} ({row.path}): {reason}"))
+    for u in result.unread:
+        console.print(Text(f"FAIL  {u['reason']}: not a valid report, not counted", style="bold red"))
     console.print(Text(f"City PUE, all reports:          {_weighted_line(result.weighted_all)}"))
     if result.weighted_valid is not None:
         console.print(Text(f"City PUE, valid signatures only: {_weighted_line(result.weighted_valid)}"))
@@ -287,9 +353,7 @@ def print_table(result: CityResult) -> None:
         console.print(Text(f"{'PASS' if x.passed else 'FAIL'}  {x.rule}: {x.evidence}"))
     for w in result.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
-    failed = sum(not r.passed for r in result.rows)
-    console.print(Text(f"{len(result.rows) - failed} of {len(result.rows)} sites pass; overall: "
-                       + ("pass" if result.passed else "FAIL"), style="bold"))
+    console.print(Text(f"{_tally(result)}; overall: " + ("pass" if result.passed else "FAIL"), style="bold"))
 
 
 _CSS = """
@@ -328,7 +392,8 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
     out += [f"<li><code>{e(k)}</code> = {e(json.dumps(v))}</li>" for k, v in t.to_json()["rules"].items()]
     out.append(f"<li>PUE comparison: {e(t.pue_comparison)}</li></ul>")
     out.append('<h2>Sites</h2><div class="wide"><table><thead><tr>')
-    heads = ["site", "report file", "signature", "period", "kind", "category", "PUE", "completeness", *rules, "overall"]
+    heads = ["site", "report file", "signature", "period", "kind", "category", _pue_column(result), "completeness", *rules,
+             "overall"]
     out.append("".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
     for row in result.rows:
         r = row.report
@@ -340,10 +405,10 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
             f'<td class="file">{e(row.path)}</td>',
             f'<td class="{css}" title="{e(row.signature.reason)}">{e(sig)}</td>',
             f"<td>{e(_period(r))}</td>",
-            f"<td>{'annual' if r['annual'] else 'interim'}</td>",
+            f"<td>{_kind(r)}</td>",
             f'<td class="num">{e(str(r["category"]))}</td>',
-            f'<td class="num">{e(_num(r["pue"]))}</td>',
-            f'<td class="num">{r["completeness"] * 100:.1f}&nbsp;%</td>',
+            f'<td class="num">{e(_num(r.get(t.pue_basis)))}</td>',
+            f'<td class="num">{_complete(r["completeness"])}&nbsp;%</td>',
         ]
         cells += [
             f'<td class="{"pass" if x.passed else "fail"}" title="{e(x.evidence)}">{"pass" if x.passed else "FAIL"}</td>'
@@ -352,6 +417,9 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         cells.append(f'<td class="{"pass" if row.passed else "fail"}">{"pass" if row.passed else "FAIL"}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
+    if result.unread:
+        items = "".join(f"<li>{e(u['report'])}: {e(u['reason'])}</li>" for u in result.unread)
+        out.append(f"<h2>Files that are not valid reports (fail)</h2><ul>{items}</ul>")
     reasons = [(row.site, row.path, reason) for row in result.rows for reason in row.reasons]
     if reasons:
         out.append("<h2>Failures</h2><ul>")
@@ -377,9 +445,8 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         out.append("</ul>")
     if result.warnings:
         out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in result.warnings) + "</ul>")
-    failed = sum(not r.passed for r in result.rows)
     verdict = "pass" if result.passed else "FAIL"
-    out.append(f'<p><b>{len(result.rows) - failed} of {len(result.rows)} sites pass; overall: '
+    out.append(f'<p><b>{e(_tally(result))}; overall: '
                f'<span class="{"pass" if result.passed else "fail"}">{verdict}</span></b></p>')
     out.append("</body></html>\n")
     return "\n".join(out)
@@ -407,7 +474,7 @@ def main(args: argparse.Namespace) -> int:
             unread.append({"report": str(p), "reason": str(exc)})
     if not reports and unread:
         raise ReportError(unread[0]["reason"])
-    result = evaluate_city(reports, targets, public_keys) if targets is not None else None
+    result = evaluate_city(reports, targets, public_keys, unread) if targets is not None else None
     vouchers = None
     if statements:
         from puewatch.city.reportfile import load_document
@@ -424,7 +491,7 @@ def main(args: argparse.Namespace) -> int:
             from puewatch.city.vouchers import render_html as vouchers_html
 
             page = page.replace("</body></html>", vouchers_html(vouchers) + "\n</body></html>")
-        if unread:
+        if unread and result is None:  # else the city's page lists them
             items = "".join(f"<li>{in_page(u['report'])}: {in_page(u['reason'])}</li>" for u in unread)
             page = page.replace("</body></html>", f"<h2>Files that are not valid reports (fail)</h2><ul>{items}</ul>\n"
                                                   "</body></html>")
@@ -445,7 +512,7 @@ def main(args: argparse.Namespace) -> int:
             from puewatch.city.vouchers import print_vouchers
 
             print_vouchers(vouchers)
-        for u in unread:
+        for u in unread if result is None else ():  # else the city's table lists them
             print(shown(f"FAIL  {u['reason']}: not a valid report, not counted"))
     return 0 if passed else 1
 

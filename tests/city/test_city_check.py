@@ -298,3 +298,25 @@ def test_the_verdict_counts_an_invalid_signature_as_a_rule(tmp_path):
     lines = out.stdout.splitlines()
     assert [line.split()[0] for line in lines[2:-1]] == ["FAIL", "FAIL", "PASS"], out.stdout
     assert out.returncode == 1 and lines[-1] == "east: fail: 2 of 3 rules failed, 1 passed", out.stdout
+
+
+def test_a_pue_beside_unknown_energies_fails(tmp_path):
+    """Found by the city audit: `pue` 1.2 with facility and IT energy null passed `max_annual_pue 1.25` (and so
+    did pue_joint with its energies null): a PUE is the one energy over the other, so it is not known either."""
+    report = make_report(facility_energy_wh=None, it_energy_wh=None, pue=1.2)
+    res = one({"max_annual_pue": 1.25}, report)
+    assert not res.passed and "pue 1.2 stands beside facility_energy_wh None and it_energy_wh None" in res.evidence
+    joint = {**make_report(), "pue_joint": 1.2, "facility_energy_joint_wh": None, "it_energy_joint_wh": None}
+    assert not one({"max_annual_pue": 1.25, "pue_basis": "pue_joint"}, joint).passed
+    zero_it = make_report(facility_energy_wh=100.0, it_energy_wh=0.0, pue=1.2)
+    assert not one({"max_pue": 1.25}, zero_it).passed
+    assert one({"max_annual_pue": 1.3}, make_report()).passed  # the energies behind it: judged as before
+
+
+def test_a_report_that_does_not_say_when_it_was_made_is_not_annual():
+    """Found by the city audit: a report without generated_at passed require_annual, which is defined by whether
+    its year had ended when it was made."""
+    report = make_report()
+    del report["generated_at"]
+    res = one({"require_annual": True}, report)
+    assert not res.passed and "does not say when it was made (generated_at)" in res.evidence

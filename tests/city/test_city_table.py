@@ -192,7 +192,7 @@ def test_cli_bad_input(city, tmp_path):
     forged = write_json(tmp_path / "forged.json", tampered)
     out = run_cli("city", city["alpha"], broken, forged, "--preset", "miit-2021")
     assert out.returncode == 1, out.stderr
-    assert "1 of 1 sites pass" in out.stdout
+    assert "1 of 3 sites pass; overall: FAIL" in out.stdout  # the two files that are no report fail
     assert f"FAIL  {broken}: not valid JSON" in out.stdout and f"FAIL  {forged}: category: must be 1, 2 or 3" in out.stdout
     doc = json.loads(run_cli("city", city["alpha"], broken, "--preset", "miit-2021", "--json").stdout)
     assert doc["passed"] is False and [u["report"] for u in doc["not_valid_reports"]] == [str(broken)]
@@ -316,3 +316,68 @@ def _targets_file(city, text: str) -> Path:
     path = city["dir"] / f"targets-{abs(hash(text))}.toml"
     path.write_text(text)
     return path
+
+
+def test_a_file_that_is_no_report_fails_the_city_cap_and_the_tally(city, tmp_path):
+    """Found by the city audit: a signed report spoiled after signing (a duplicate key) was listed as not valid
+    and the exit status was 1, but `max_city_pue` passed over the other site alone, and the table, the page
+    and the JSON's rule said pass: the city's PUE with it was above the cap. A file that is no report is left
+    out of the city's PUE with its reason, so the cap fails, and it counts among the sites that fail."""
+    spoiled = tmp_path / "spoiled.json"
+    spoiled.write_text(city["delta"].read_text().replace('{', '{"site": "delta", ', 1))
+    targets = _targets_file(city, "max_city_pue = 1.3\n")
+    out = run_cli("city", city["alpha"], spoiled, "--targets", targets, "--html", tmp_path / "city.html")
+    words = " ".join(out.stdout.replace("│", " ").split())
+    assert out.returncode == 1
+    assert "FAIL max_city_pue" in words and "over 1 of 2 report(s); left out: (not read) (" in words, words
+    assert f"left out of 'all reports that state both energies': (not read) ({spoiled}): " in words
+    assert "duplicate key 'site'" in words
+    assert "1 of 2 sites pass; overall: FAIL" in words
+    page = (tmp_path / "city.html").read_text()
+    assert '<li class="fail">max_city_pue' in page and "1 of 2 sites pass" in page and "spoiled.json" in page
+    doc = json.loads(run_cli("city", city["alpha"], spoiled, "--targets", targets, "--json").stdout)
+    assert doc["passed"] is False and doc["city"]["rules"][0]["passed"] is False
+    assert [x["report"] for x in doc["city"]["weighted_pue_all"]["excluded"]] == [str(spoiled)]
+
+
+def test_overlapping_reports_of_one_site_are_not_summed_twice(city):
+    """Found by the city audit: one site's report given four times counted its energy four times, with a warning
+    only, and the city cap passed. Reports of one site whose periods overlap are each left out of the city's
+    PUE (which of them is right is not the city's to guess), naming the other; periods that do not overlap
+    (a site's two half years) are summed."""
+    alpha = load_report(city["alpha"])
+    targets = targets_from_dict({"max_city_pue": 1.3})
+    res = evaluate_city([("a1.json", alpha), ("a2.json", alpha), ("g.json", load_report(city["gamma"]))], targets, None)
+    w = res.weighted_all
+    assert w.included == ["gamma (g.json)"] and (w.facility_energy_wh, w.it_energy_wh) == (600_000.0, 500_000.0)
+    assert [x["report"] for x in w.excluded] == ["a1.json", "a2.json"]
+    assert "overlaps that of a2.json, another report of site 'alpha'" in w.excluded[0]["reason"]
+    assert not res.city_results[0].passed and not res.passed
+    assert "site 'alpha' appears in 2 reports; 2 of them overlap" in res.warnings[0]
+    first = {**make_report("alpha", facility_energy_wh=600_000.0, it_energy_wh=500_000.0),
+             "period_start": "2025-01-01T00:00:00Z", "period_end": "2025-07-01T00:00:00Z", "annual": False}
+    second = {**first, "period_start": "2025-07-01T00:00:00Z", "period_end": "2026-01-01T00:00:00Z"}
+    res = evaluate_city([("h1.json", first), ("h2.json", second)], targets, None)
+    assert res.weighted_all.excluded == [] and res.weighted_all.pue == 1.2 and res.city_results[0].passed
+
+
+def test_the_columns_show_what_the_rules_judge(tmp_path):
+    """Found by the city audit: with pue_basis = "pue_joint" the PUE column showed `pue` 1.300 beside a pass of a
+    1.25 cap on pue_joint 1.2475; the kind column said annual for a one-month report whose field said so;
+    completeness 0.9496 showed 95.0 % beside a FAIL of min_completeness 0.95."""
+    joint = {**make_report("jx", facility_energy_wh=1_300_000.0, completeness=0.9496), "pue_joint": 1.2475,
+             "facility_energy_joint_wh": 1_247_500.0, "it_energy_joint_wh": 1_000_000.0}
+    month = {**make_report("mo", annual=False), "annual": True}
+    targets = tmp_path / "t.toml"
+    targets.write_text('max_annual_pue = 1.25\npue_basis = "pue_joint"\nmin_completeness = 0.95\n')
+    paths = [write_json(tmp_path / "jx.json", joint), write_json(tmp_path / "mo.json", month)]
+    out = run_cli("city", *paths, "--targets", targets, "--html", tmp_path / "c.html")
+    words = " ".join(out.stdout.replace("│", " ").split())
+    assert "PUE (pue_joint)" in words and "1.248" in words and "1.300" not in words, words
+    assert "94.9 %" in words and "95.0 %" not in words
+    page = (tmp_path / "c.html").read_text()
+    assert '<td class="num">1.248</td>' in page and "94.9&nbsp;%" in page and "<td>interim</td>" in page
+    doc = json.loads(run_cli("city", *paths, "--targets", targets, "--json").stdout)
+    site = doc["sites"][0]
+    assert (site["pue"], site["pue_basis"], site["pue_judged"], doc["sites"][1]["kind"]) == (1.3, "pue_joint", 1.2475,
+                                                                                              "interim")
