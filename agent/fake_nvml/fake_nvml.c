@@ -25,10 +25,15 @@
  *     unsupported FEATURE        -> NVML_ERROR_NOT_SUPPORTED; FEATURE is one of
  *                                power_average power_instant power_usage energy utilization memory
  *                                temperature clocks power_limit clock_events processes serial architecture
- *                                process_utilization
+ *                                process_utilization field_values
+ *     fail FEATURE CODE [N]      the next N calls of FEATURE (default 1; -1: every call) fail with NVML error
+ *                                CODE (e.g. 999 UNKNOWN, 10 TIMEOUT, 4 NO_PERMISSION): a transient fault
+ *                                (counted from each nvmlInit, when the script is read again)
  *     lost_from_s T              from T s after load, every call on this GPU returns GPU_IS_LOST ...
  *     lost_until_s T             ... until T s after load (default: forever)
  *     energy_reset_at_s T        at T s the energy counter restarts from 0 (a driver reload)
+ *     replaced_at_s T            at T s the board is another (a swap while it was lost): its UUID changes
+ *                                and its energy counter is its own, from 0 at T
  *     procs N                    number of compute processes (pids 1000+I*10+k)
  *
  * Energy is exact: energy_start_mj + power_mw * t (mJ = mW * s), t in seconds since load.
@@ -62,12 +67,12 @@ typedef int nvmlReturn_t;
 
 enum feature {
     F_POWER_AVERAGE, F_POWER_INSTANT, F_POWER_USAGE, F_ENERGY, F_UTILIZATION, F_MEMORY,
-    F_TEMPERATURE, F_CLOCKS, F_POWER_LIMIT, F_CLOCK_EVENTS, F_PROCESSES, F_SERIAL, F_ARCH, F_PROCESS_UTILIZATION, F_COUNT
+    F_TEMPERATURE, F_CLOCKS, F_POWER_LIMIT, F_CLOCK_EVENTS, F_PROCESSES, F_SERIAL, F_ARCH, F_PROCESS_UTILIZATION, F_FIELD_VALUES, F_COUNT
 };
 static const char *feature_names[F_COUNT] = {
     "power_average", "power_instant", "power_usage", "energy", "utilization", "memory",
     "temperature", "clocks", "power_limit", "clock_events", "processes", "serial", "architecture",
-    "process_utilization"
+    "process_utilization", "field_values"
 };
 
 struct gpu {
@@ -79,8 +84,11 @@ struct gpu {
     unsigned long long step_mw;
     unsigned long long energy_start_mj;
     int unsupported[F_COUNT];
+    int fail_code[F_COUNT];
+    long fail_left[F_COUNT];
     double lost_from_s, lost_until_s;
     double energy_reset_at_s;
+    double replaced_at_s;
     unsigned procs;
 };
 
@@ -118,6 +126,7 @@ static void defaults(void) {
         g->lost_from_s = -1;
         g->lost_until_s = 1e300;
         g->energy_reset_at_s = -1;
+        g->replaced_at_s = -1;
         g->procs = 1;
     }
     gpu_count = 1;
@@ -142,7 +151,19 @@ static void apply(struct gpu *g, const char *key, const char *value) {
     else if (!strcmp(key, "lost_from_s")) g->lost_from_s = strtod(value, NULL);
     else if (!strcmp(key, "lost_until_s")) g->lost_until_s = strtod(value, NULL);
     else if (!strcmp(key, "energy_reset_at_s")) g->energy_reset_at_s = strtod(value, NULL);
+    else if (!strcmp(key, "replaced_at_s")) g->replaced_at_s = strtod(value, NULL);
     else if (!strcmp(key, "procs")) g->procs = (unsigned)strtoul(value, NULL, 0);
+    else if (!strcmp(key, "fail")) {
+        char what[64];
+        int code = 0;
+        long times = 1;
+        if (sscanf(value, "%63s %d %ld", what, &code, &times) < 2) return;
+        for (int f = 0; f < F_COUNT; f++)
+            if (!strcmp(what, feature_names[f])) {
+                g->fail_code[f] = code;
+                g->fail_left[f] = times;
+            }
+    }
     else if (!strcmp(key, "unsupported")) {
         for (int f = 0; f < F_COUNT; f++)
             if (!strcmp(value, feature_names[f])) g->unsupported[f] = 1;
@@ -270,6 +291,10 @@ static int lost(const struct gpu *g) {
         if (!(dev)) return NVML_ERROR_INVALID_ARGUMENT;                      \
         if (lost(dev)) return NVML_ERROR_GPU_IS_LOST;                        \
         if ((feature) >= 0 && (dev)->unsupported[(feature)]) return NVML_ERROR_NOT_SUPPORTED; \
+        if ((feature) >= 0 && (dev)->fail_left[(feature)] != 0) {          \
+            if ((dev)->fail_left[(feature)] > 0) (dev)->fail_left[(feature)]--; \
+            return (dev)->fail_code[(feature)];                              \
+        }                                                                    \
     } while (0)
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
@@ -287,7 +312,8 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned int len) {
     DEVICE_CALL(dev, -1);
     char buf[96];
-    snprintf(buf, sizeof buf, "GPU-fa4e0000-0000-4000-8000-%012x", dev->index);
+    int replaced = dev->replaced_at_s >= 0 && now_s() >= dev->replaced_at_s;
+    snprintf(buf, sizeof buf, "GPU-fa4e0000-0000-4000-8000-%012x", dev->index + (replaced ? 0x100000 : 0));
     return copy_str(uuid, len, buf);
 }
 
@@ -349,7 +375,7 @@ typedef struct {
 } nvmlFieldValue_t;
 
 nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValue_t *values) {
-    DEVICE_CALL(dev, -1);
+    DEVICE_CALL(dev, F_FIELD_VALUES);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     for (int i = 0; i < count; i++) {
@@ -376,6 +402,8 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev, unsigned long
     double reset = dev->energy_reset_at_s;
     if (driver_down_from_s >= 0 && t >= driver_down_until_s && driver_down_until_s > reset)
         reset = driver_down_until_s; /* the driver was reloaded */
+    if (dev->replaced_at_s >= 0 && t >= dev->replaced_at_s && dev->replaced_at_s > reset)
+        reset = dev->replaced_at_s; /* another board, with its own counter */
     if (reset >= 0 && t >= reset)
         *energy = (unsigned long long)((double)dev->power_mw * (t - reset));
     else

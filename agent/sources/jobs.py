@@ -130,6 +130,7 @@ class _Acc:
     started: bool = False  # a reading was ever taken (a None start after it is a gap)
     samples: int = 0
     held: dict[str, _Held] = field(default_factory=dict)
+    blind: int = 0  # samples whose process reading failed: the GPU's processes, and Slurm's jobs, unknown
 
 
 class Source:
@@ -148,6 +149,7 @@ class Source:
         self._host_start: HostReading | None = None
         self.unattributed: set[tuple[int, int]] = set()  # (GPU index, PID) of processes without a job, this interval
         self.unattributed_processes = 0  # their count over all intervals
+        self._unknown_devices: set[str] = set()  # kubelet device IDs that are no sampled GPU, said once each
 
     def open(self) -> None:
         self.nvml = self.ctx.sources.get("nvml")
@@ -255,6 +257,16 @@ class Source:
                 pods = {}
             for device, held in pods.items():
                 gpu = keyed.get(device)
+                if gpu is None and held and device not in self._unknown_devices:
+                    # A device the kubelet names that is none of the sampled GPUs (a MIG device's MIG-…
+                    # ID, a GPU that [sources.nvml] gpus leaves out): its pods' energy stays unattributed.
+                    self._unknown_devices.add(device)
+                    message = (f"the kubelet assigns device {device!r} to {', '.join(sorted(j for j, _ in held))}, "
+                               "which is none of the sampled GPUs' index or UUID (a MIG device?): their energy "
+                               "on it stays unattributed")
+                    log.warning("jobs: %s", message)
+                    self.ctx.errors += 1
+                    self.ctx.event(SOURCE, "device_unknown", message, t_ns)
                 for job, tenant in held if gpu else ():
                     add(gpu, job, tenant, "kubernetes")
         if self.cfg.static_map:
@@ -273,7 +285,7 @@ class Source:
             if not acc.started:
                 # The interval starts at the GPU's first energy reading and process sample by the nvml
                 # source: samples before them would share no energy, or miss the GPU's processes.
-                if gpu.pids is None and "processes" not in gpu.unsupported:
+                if gpu.pids is None and "processes" not in gpu.unsupported and not gpu.processes_failed:
                     continue
                 acc.start = gpu.energy_reading()
                 acc.started = acc.start is not None
@@ -282,11 +294,13 @@ class Source:
             held = holders.get(gpu.index, [])
             shares = split(held, gpu.util_by_pid if len(held) > 1 else None)
             acc.samples += 1
+            if gpu.processes_failed:
+                acc.blind += 1
             for h in held:
                 a = acc.held.setdefault(h.job, _Held(h.tenant, h.source))
                 a.share_sum += shares.get(h.job, 0.0)
                 a.shared = a.shared or len(held) > 1
-                a.ran = a.ran or bool(h.pids)
+                a.ran = a.ran or bool(h.pids) or gpu.processes_failed  # idle only where seen idle
                 a.tenant, a.source = a.tenant or h.tenant, h.source if h.source == "slurm" else a.source
         return []
 
@@ -335,7 +349,15 @@ class Source:
                     line = encode_line(self.ctx.key(JOB_LEDGER, gpu=str(gpu.index), slot=str(slot)), fields, t_ns)
                     if line:
                         out.append(line)
-            acc.start, acc.samples, acc.held = reading, 0, {}
+            if acc.blind and self.cfg.slurm:
+                # Its processes could not be read (NVML NO_PERMISSION on a MIG GPU to an unprivileged agent):
+                # the Slurm jobs on it cannot be found, and its energy in those samples stays unattributed.
+                # Said, not left to a log line (found by the NVML audit: every job on such a node billed
+                # nothing, silently).
+                self._gap(gpu.uuid, f"its compute processes could not be read by NVML in {acc.blind} of "
+                          f"{acc.samples} sample(s), so the Slurm jobs on it are not known (their energy stays "
+                          "unattributed)", end_ns, gpu.index, whole=False)
+            acc.start, acc.samples, acc.held, acc.blind = reading, 0, {}, 0
         for uuid in [u for u in self.acc if u not in live]:
             # Lost (or NVML away) at the interval's end: no reading closes the interval, and the next
             # starts afresh once the GPU is back (its energy meanwhile held by no sampled job).
@@ -360,10 +382,12 @@ class Source:
             return None
         return (reading[0] - start[0]) / MJ_PER_WH, (reading[1] - start[1]) / 1e9, reading[1]
 
-    def _gap(self, uuid: str, why: str, t_ns: int, index: int | None = None) -> None:
+    def _gap(self, uuid: str, why: str, t_ns: int, index: int | None = None, whole: bool = True) -> None:
+        """A ledger_gap event: the GPU has no records for the interval (`whole`), or some of its energy no job's."""
         self.ctx.errors += 1
         name = f"GPU {index}" if index is not None else f"GPU {uuid}"
-        self.ctx.event(SOURCE, "ledger_gap", f"{name}: no ledger records for this interval: {why}", t_ns,
+        what = "no ledger records for this interval" if whole else "part of its energy in this interval is no job's"
+        self.ctx.event(SOURCE, "ledger_gap", f"{name}: {what}: {why}", t_ns,
                        **({"gpu": str(index)} if index is not None else {}))
 
     def _unattributed_line(self, end_ns: int) -> list[str]:

@@ -14,7 +14,9 @@ supported, read every `energy_interval_s` (default 1 s, not at the power rate: o
 an H100 one call costs about 3.9 ms, against 2.3 µs for a power reading); a
 counter that goes backwards means the driver reloaded and is reported as an
 event. Where there is no counter, energy is integrated from every power sample
-(trapezoids) and marked `energy_estimated=true`.
+(trapezoids) and marked `energy_estimated=true`; the integral restarts from 0 after the GPU
+was lost or NVML was away (that time has no samples: its energy is not known, and the
+counter going back says so downstream).
 
 The power samples are the agent's hot path (8 GPUs at 10 Hz by default): they
 call the NVML C functions directly, through pynvml's own function-pointer cache,
@@ -189,6 +191,7 @@ class _Gpu:
     backoff_s: float = 0.0
     # The last process sample, for the job ledger (jobs.py reads these, never NVML itself):
     pids: list[int] | None = None  # compute processes; None: not read yet or the reading failed
+    processes_failed: bool = False  # the last process reading failed (not unsupported): pids unknown
     util_by_pid: dict[int, int] | None = None  # SM utilisation per PID, where NVML gives it (and the ledger wants it)
 
     def energy_reading(self) -> tuple[float, int] | None:
@@ -324,7 +327,11 @@ class Source:
         name = _str(name) if name is not None else ""
         pci_device_id = pci.pciDeviceId if pci is not None else None
 
-        # Power: the explicit field values first.
+        # Power: the explicit field values first. An error other than "not supported" is transient (a
+        # timeout, an unknown error, a GPU busy resetting): with no power reading found, the GPU is set up
+        # again with backoff (one UNKNOWN and one TIMEOUT at start-up switched its power off for good and
+        # labelled it unsupported: found by the NVML audit).
+        probe_error: pynvml.NVMLError | None = None
         try:
             values = pynvml.nvmlDeviceGetFieldValues(handle, [FI_POWER_AVERAGE, FI_POWER_INSTANT])
             ok = [v for v in values if v.nvmlReturn == pynvml.NVML_SUCCESS]
@@ -344,6 +351,8 @@ class Source:
                     self.ctx.once((SOURCE, uuid, v.fieldId), logging.INFO, "NVML: GPU %d: %s not supported, left out", index, label)
         except pynvml.NVMLError as exc:
             self._classify(exc, gpu)
+            if exc.value not in _UNSUPPORTED | _LOST | _LIBRARY:
+                probe_error = exc
             self.ctx.once((SOURCE, uuid, "fields"), logging.INFO, "NVML: GPU %d: field values not available (%s)", index, exc)
         power_sources = {}
         if gpu.field_ids:
@@ -358,17 +367,32 @@ class Source:
                 power_sources[f"power_{kind}_w"] = "nvmlDeviceGetPowerUsage"
             except pynvml.NVMLError as exc:
                 self._classify(exc, gpu)
-                self.ctx.once((SOURCE, uuid, "power"), logging.WARNING, "NVML: GPU %d reports no power at all (%s)", index, exc)
+                if exc.value not in _UNSUPPORTED | _LOST | _LIBRARY:
+                    probe_error = probe_error or exc
+                elif probe_error is None:
+                    self.ctx.once((SOURCE, uuid, "power"), logging.WARNING, "NVML: GPU %d reports no power at all (%s)", index, exc)
+        if not power_sources and probe_error is not None and not gpu.lost:
+            if lost is not None:
+                raise probe_error  # _retry_gpu: the next try after a longer wait
+            self._mark_lost(gpu, now_ns, f"GPU {index} {uuid}: its power could not be read when it was set up "
+                                         f"({probe_error}); set up again with backoff")
+            return gpu
 
         gpu.max_power_w = self._power_bound(gpu, handle)
 
         # Energy counter support is found at the first power sample (every reading taken is
-        # a sample sent: nothing is read here that does not reach the stream).
-        if lost is not None:
+        # a sample sent: nothing is read here that does not reach the stream). Carried over from
+        # the same board only: a replaced one starts afresh (it inherited the old board's counter
+        # reading, against which its own was then compared: found by the NVML audit). Without a
+        # counter, the integral of power restarts from 0: the time the GPU was away has no power
+        # samples, and an integral carried across it counted that time as no energy (found by the
+        # NVML audit); restarted, it goes back, which the ledger and the collector take as a reset
+        # (that interval not counted).
+        if lost is not None and lost.uuid == uuid:
             gpu.has_counter = lost.has_counter
             gpu.last_energy_mj, gpu.last_energy_ns = lost.last_energy_mj, lost.last_energy_ns
-            gpu.est_energy_mj = lost.est_energy_mj
 
+        not_read = "unsupported" if probe_error is None else f"not read at set-up: {probe_error}"
         gpu.info = {
             "name": name,
             "serial": _str(serial) if serial is not None else None,
@@ -376,8 +400,8 @@ class Source:
             "pci_device_id": pci_device_id,
             "architecture": _ARCH_NAMES.get(arch, "unknown") if arch is not None else None,
             "driver_version": self.driver_version,
-            "power_average_source": power_sources.get("power_average_w", "unsupported"),
-            "power_instant_source": power_sources.get("power_instant_w", "unsupported"),
+            "power_average_source": power_sources.get("power_average_w", not_read),
+            "power_instant_source": power_sources.get("power_instant_w", not_read),
         }
         log.info(
             "NVML: GPU %d %s %s: power %s",
@@ -570,6 +594,9 @@ class Source:
             t_ns = time.time_ns()
             procs = self._opt(gpu, "processes", pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
             gpu.pids = None if procs is None else [p.pid for p in procs]
+            # Failed, not unsupported (NO_PERMISSION on a MIG GPU to an unprivileged agent): the job ledger
+            # must say so, not wait for a reading that never comes (found by the NVML audit).
+            gpu.processes_failed = procs is None and "processes" not in gpu.unsupported and not gpu.lost
             gpu.util_by_pid = None
             if procs and self.process_utilisation and "process_utilization" not in gpu.unsupported:
                 try:
@@ -677,8 +704,16 @@ class Source:
             self.ctx.event(SOURCE, "gpu_replaced", f"GPU {gpu.index} was {gpu.uuid}, now {fresh.uuid}", t_ns, gpu=str(gpu.index))
         idx = self.gpus.index(gpu)
         self.gpus[idx] = fresh
+        if fresh.has_counter is False:
+            self._integral_restarted(fresh, t_ns, "it was lost")
         log.warning("NVML: GPU %d %s is back", fresh.index, fresh.uuid)
         self.ctx.event(SOURCE, "gpu_recovered", f"GPU {fresh.index} {fresh.uuid} is back", t_ns, gpu=str(fresh.index))
+
+    def _integral_restarted(self, gpu: _Gpu, t_ns: int, why: str) -> None:
+        message = (f"GPU {gpu.index} has no energy counter: its energy integrated from power restarts from 0 mJ, as "
+                   f"{why} and the time meanwhile has no power samples (not counted: its energy is not known)")
+        log.warning("NVML: %s", message)
+        self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, gpu=str(gpu.index))
 
     def _counter_reset(self, gpu: _Gpu, last: int, now: int, t_ns: int) -> None:
         message = (f"GPU {gpu.index} energy counter went back from {last} mJ to {now} mJ: restarted, as a driver reload "
@@ -708,9 +743,11 @@ class Source:
                 # The same GPU: its energy goes on from where it was. The next counter reading is
                 # compared with the last one before the outage, so a driver reload (the counter
                 # restarts from 0) is reported as energy_counter_reset.
+                # Without a counter, the integral restarts from 0 (see _setup_gpu).
                 gpu.has_counter = old.has_counter
                 gpu.last_energy_mj, gpu.last_energy_ns = old.last_energy_mj, old.last_energy_ns
-                gpu.est_energy_mj = old.est_energy_mj
+                if gpu.has_counter is False:
+                    self._integral_restarted(gpu, t_ns, "NVML was away")
         # GPUs that did not come back, and new ones: said once each, with the GPU they are.
         now = {g.uuid for g in self.gpus}
         for old in previous.values():

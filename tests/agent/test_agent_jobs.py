@@ -113,11 +113,12 @@ def test_cgroup_path_names_the_job(tmp_path):
 NVML_TABLE = "[sources.nvml]\ninterval_s = 0.05\nenergy_interval_s = 0.05\nprocess_interval_s = 0.5\n\n"
 
 
-def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2, pids=""):
+def _agent(procs, tmp_path, fake_nvml_dir, rx, jobs_table, gpus=2, pids="", script_lines=""):
     """An agent over the fake NVML; `pids` are the GPUs' processes from its first process sample (a test that
-    writes them later has the samples before that count the GPU as held by no one)."""
+    writes them later has the samples before that count the GPU as held by no one); `script_lines`, more of
+    the fake library's script (agent/fake_nvml/fake_nvml.c)."""
     script = tmp_path / "gpus.txt"
-    script.write_text(f"count {gpus}\n")
+    script.write_text(f"count {gpus}\n{script_lines}")
     env = nvml_env(fake_nvml_dir, script, tmp_path / "nvml.log")
     env["FAKE_NVML_PIDS"] = str(tmp_path / "pids.txt")
     (tmp_path / "pids.txt").write_text(pids)
@@ -493,3 +494,41 @@ def test_the_interval_since_the_last_ledger_tick_is_recorded_when_the_agent_stop
     assert (tags["gpu"], f["job"], f["tenant"], f["share"]) == ("0", "901", "alpha", 1.0)
     assert 1.0 < f["interval_s"] < 4.0
     assert f["gpu_wh"] == pytest.approx(POWER_MW[0] * f["interval_s"] / 3.6e6, rel=0.02)
+
+
+def test_a_gpu_whose_processes_cannot_be_read_is_said_not_skipped(tmp_path, procs, fake_nvml_dir):
+    """Found by the NVML audit: on a MIG GPU an unprivileged agent's process query fails (NVML_ERROR_NO_PERMISSION,
+    4); the ledger then waited for a process reading that never came: no record for the job the static map gives
+    GPU 0, no ledger_gap, one log line. The GPU's interval starts anyway: the static map's job gets its records
+    (not flagged reserved_idle: its processes were not seen, idle or not), and every interval says, as a ledger_gap,
+    that Slurm's jobs on it cannot be found. A device the kubelet assigns that is none of the GPUs (a MIG device's
+    MIG-... ID) is said once, with its pods."""
+    sock = tmp_path / "kubelet.sock"
+    pods = [pb.PodResources(name="mig-pod", namespace="team-m", containers=[pb.ContainerResources(
+        name="main", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu",  # MIG's "single" strategy
+                                                  device_ids=["MIG-4f1ad2c9-0000-5000-8000-000000000001"])])])]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_PodResourcesListerServicer_to_server(_Kubelet(pods), server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    static = tmp_path / "static.toml"
+    static.write_text('[[gpu]]\ngpu = 0\njob = "mig-job"\ntenant = "lab"\n')
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
+                       f'kubernetes = true\nkubelet_socket = "{sock}"\nstatic_map = "{static}"\n', gpus=1,
+                       script_lines="gpu 0 fail processes 4 -1\n")
+        wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 0.9]) >= 2, 20, "two full intervals")
+        assert agent.stop() == 0, agent.output()
+    finally:
+        server.stop(0)
+    full = [f for _, f in ledger(rx) if f["interval_s"] > 0.9]
+    assert {(f["job"], f["tenant"], f["source"], f["share"], f["reserved_idle"]) for f in full} == {
+        ("mig-job", "lab", "static", 1.0, False)}
+    events = [(tags["event"], fields["message"]) for m, tags, fields, _ in map(parse_line, rx.lines())
+              if m == "puewatch_event"]
+    gaps = [msg for kind, msg in events if kind == "ledger_gap"]
+    assert len(gaps) >= 2 and all("its compute processes could not be read by NVML" in g for g in gaps), events
+    unknown = [msg for kind, msg in events if kind == "device_unknown"]
+    assert len(unknown) == 1 and "MIG-4f1ad2c9" in unknown[0] and "team-m/mig-pod" in unknown[0], events
