@@ -79,6 +79,9 @@ _STORE = {
     "held_points": ("puewatch_spool_held_points", "Points held in memory because the spool's disk is full", False),
     "dropped_points": ("puewatch_dropped_points", "Points dropped because the spool was full (oldest first)", True),
     "rejected_points": ("puewatch_rejected_points", "Lines the store refused (4xx other than 429) or failed on alone, set aside", True),
+    "rejected_pruned_points": (
+        "puewatch_rejected_points_pruned", "Set-aside lines deleted from rejected/ to keep the newest within its byte budget", True,
+    ),
     "refused_points": (
         "puewatch_refused_points", "Points refused at ingest (503) because the spool could not take them: the sender keeps them", True,
     ),

@@ -143,6 +143,7 @@ class DiskQueue:
         self.dropped_batches = 0
         self.rejected_points = 0
         self.rejected_batches = 0
+        self.rejected_pruned_points = 0  # set aside, then deleted to keep rejected/ within its budget
         self._lock = threading.RLock()
         self._records: list[Record] = []  # sealed, sorted by seq
         self._records_bytes = 0
@@ -509,10 +510,18 @@ class DiskQueue:
                 path = self.rejected_dir / f"{stem}-{k}{self.rejected_suffix}"
             try:
                 write_durable(path, payload)
-                _prune_oldest(self.rejected_dir, self.rejected_max_bytes)
+                pruned = _prune_oldest(self.rejected_dir, self.rejected_max_bytes)
             except OSError as exc:
                 log.error("spool %s: cannot keep rejected batch %d: %s", self.dir, seq, exc.strerror)
                 return None
+            if pruned:
+                # Never unseen: the oldest set-aside lines deleted to keep the newest within the budget (found
+                # by the store audit: they went without a word).
+                points = sum(p for _, p in pruned)
+                self.rejected_pruned_points += points
+                log.warning("spool %s: rejected/ passed its budget of %d bytes: deleted the %d oldest file(s) set "
+                            "aside there (%d point(s): %s)", self.dir, self.rejected_max_bytes, len(pruned), points,
+                            ", ".join(name for name, _ in pruned[:5]) + (" ..." if len(pruned) > 5 else ""))
             return path
 
     # -- dropping (lock held) -------------------------------------------------------------------
@@ -638,14 +647,19 @@ def _recover_open(path: Path) -> tuple[int, int]:
     return points, good
 
 
-def _prune_oldest(directory: Path, max_bytes: int) -> None:
+def _prune_oldest(directory: Path, max_bytes: int) -> list[tuple[str, int]]:
     """Delete the oldest rejected files (by seq) until the rest fit in max_bytes; files the queue
-    did not write are left alone."""
+    did not write are left alone. Returns each deleted file's name and points (from its name,
+    `{seq}-{points}...`; 0 where it does not say)."""
     files = sorted((int(m[1]), p) for p in directory.iterdir() if (m := _REJECTED_NAME.match(p.name)))
     sizes = {p: p.stat().st_size for _, p in files}
     total = sum(sizes.values())
+    pruned = []
     for _, p in files:
         if total <= max_bytes:
             break
         total -= sizes[p]
         p.unlink(missing_ok=True)
+        m = re.search(r"\d{16}-(\d+)", p.name)
+        pruned.append((p.name, int(m[1]) if m else 0))
+    return pruned

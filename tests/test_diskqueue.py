@@ -191,7 +191,7 @@ def test_stray_files_are_ignored_and_logged_once(tmp_path, caplog):
     assert drain(q2) == [(b"keep", 1)]
 
 
-def test_rejected_payloads_are_kept_as_given_never_overwritten_newest_within_budget(tmp_path):
+def test_rejected_payloads_are_kept_as_given_never_overwritten_newest_within_budget(tmp_path, caplog):
     q = opened(tmp_path / "q", rejected_max_bytes=250)
     rec = q.put(b"r" * 100, 4)
     assert q.reject(q.oldest(), q.read(rec)).read_bytes() == b"r" * 100
@@ -204,6 +204,11 @@ def test_rejected_payloads_are_kept_as_given_never_overwritten_newest_within_bud
     kept = sorted(p.name for p in (tmp_path / "q" / "rejected").iterdir())
     assert kept == ["0000000000000002-5.lp", "0000000000000003-6.lp", "operator-notes.txt"]
     assert (q2.rejected_points, q2.rejected_batches) == (15, 3)
+    # The two oldest (seq 1: 4 points each) were deleted to keep the budget: counted and said, never unseen
+    # (found by the store audit).
+    assert q2.rejected_pruned_points == 8
+    said = [r.getMessage() for r in caplog.records if "passed its budget of 250 bytes" in r.getMessage()]
+    assert len(said) == 2 and "0000000000000001-4" in said[0] and "(4 point(s)" in said[0], said
 
 
 def test_a_damaged_record_is_dropped_counted_and_moved_aside(tmp_path, caplog):

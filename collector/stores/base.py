@@ -6,9 +6,11 @@ why not in one of two ways, because the two call for opposite reactions:
 - `StoreUnavailable`: the store could not be reached or is overloaded (connection
   refused/reset, timeout, 5xx, 429). The data is fine: keep it and retry later.
 - `StoreRejected`: the store refused the data itself (4xx other than 429: bad
-  line protocol, unknown database, no permission). Retrying the same bytes can
-  never succeed: set it aside for the operator, and say why (the message is the
-  store's own).
+  line protocol, a field type conflict). Retrying the same bytes can never
+  succeed: set it aside for the operator, and say why (the message is the
+  store's own). Except where it refuses the writer, not the data
+  (`refuses_writer`: 401, 403, and 404, no such database or bucket): the same
+  bytes are written once the operator fixes the store or the configuration.
 
 A `Reader` is what reports read: one numeric series at a time, as NumPy arrays,
 so the kernels get contiguous int64 ns times and float64 values. A `TextReader`
@@ -42,7 +44,7 @@ class StoreCorrupt(StoreUnavailable):
 
 class StoreRejected(StoreError):
     """4xx other than 429: the store refuses the data; the message says why (the store's own words).
-    `status` is the HTTP status where there is one (401/403 refuse the writer, not the data)."""
+    `status` is the HTTP status where there is one (401/403/404 refuse the writer, not the data)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -50,9 +52,17 @@ class StoreRejected(StoreError):
 
     @property
     def refuses_writer(self) -> bool:
-        """401/403: the store refuses the credentials, not the data: the same bytes are written
-        once the operator fixes the password or token, so the data is kept, never set aside."""
-        return self.status in (401, 403)
+        """401/403: the store refuses the credentials; 404: it has no such database or bucket (dropped,
+        not made yet, a name mistyped in the configuration). Not the data: the same bytes are written once
+        the operator fixes the credentials, the store or the configuration, so the data is kept, never
+        set aside (a dropped database set aside every acknowledged line, one request per line, and wrote
+        none once it was back: found by the store audit)."""
+        return self.status in (401, 403, 404)
+
+    @property
+    def health_reason(self) -> str:
+        """The collector's degraded state while it refuses the writer (see collector.health)."""
+        return "store_not_found" if self.status == 404 else "store_unauthorized"
 
 
 @runtime_checkable

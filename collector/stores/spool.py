@@ -31,10 +31,11 @@ What happens to a batch:
    goes on with the next batch. A store without `ping()` cannot be told from a dead
    one: there only refusals are isolated.
 5. A 401/403 refuses the writer, not the lines (a wrong or expired store password or
-   token): the data is fine and was acknowledged, so it is handled as "cannot write now":
+   token), and so does a 404 (no such database or bucket: dropped, not created yet, or
+   mistyped): the data is fine and was acknowledged, so it is handled as "cannot write now":
    the batch stays spooled and is retried with backoff, the collector is degraded
-   (`store_unauthorized`, logged once, on /metrics and in STATUS) and recovers by itself
-   with the first write the store takes once the operator fixes the credentials.
+   (`store_unauthorized` or `store_not_found`, logged once, on /metrics and in STATUS) and
+   recovers by itself with the first write the store takes once the operator fixes it.
 
 On disk: a `puewatch.diskqueue.DiskQueue` (one file per batch, written durably:
 after a crash a batch file is complete or absent; the point count kept with it,
@@ -648,10 +649,13 @@ class StoreWriter:
             self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
 
     def _unauthorized(self, exc: StoreRejected) -> None:
-        """401/403: the store refuses the collector's credentials; the batches stay spooled."""
+        """401/403/404: the store refuses the collector's credentials, or has no such database or bucket; the
+        batches stay spooled."""
         if self.health is not None:
-            self.health.degrade("store_unauthorized", f"{exc}; batches are kept in the spool and "
-                                "written once the store takes the credentials (fix them in the configuration)",
+            fix = ("the store takes the credentials (fix them in the configuration)"
+                   if exc.health_reason == "store_unauthorized"
+                   else "the database or bucket exists (create it, or fix its name in the configuration)")
+            self.health.degrade(exc.health_reason, f"{exc}; batches are kept in the spool and written once {fix}",
                                 holder=self)
 
     def _written(self, seconds: float, points: int, batches: int, on_disk: Record | None = None) -> None:
@@ -675,6 +679,7 @@ class StoreWriter:
                 # The store's reasons are met by every writer to it: each ends its own (see Health).
                 self.health.recover("store_disk_full", holder=self)
                 self.health.recover("store_unauthorized", holder=self)
+                self.health.recover("store_not_found", holder=self)
             self._held_ended()
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)
@@ -901,6 +906,7 @@ class StoreWriter:
                 "dropped_batches": self.spool.dropped_batches,
                 "rejected_points": self.rejected_points,
                 "rejected_batches": self.spool.rejected_batches,
+                "rejected_pruned_points": self.spool.rejected_pruned_points,
                 "store_errors": self.store_errors,
                 "refused_points": self.refused_points,
                 "refused_batches": self.refused_batches,

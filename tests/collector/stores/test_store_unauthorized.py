@@ -10,7 +10,7 @@ import time
 from puewatch.collector.health import Health
 from puewatch.collector.stores.influx1 import Influx1Store
 from puewatch.collector.stores.spool import StoreWriter
-from store_fixtures import influx_auth  # noqa: F401 (fixture)
+from store_fixtures import influx, influx_auth  # noqa: F401 (fixture)
 
 
 def _body(i: int, lines: int = 10) -> bytes:
@@ -58,3 +58,33 @@ def test_a_wrong_password_then_a_missing_grant_keep_every_batch_until_the_operat
     admin = Influx1Store(influx_auth.url, "site", user="admin", password="adminpass")
     times = admin.series("m", "f", {"src": "w"}, 0, 2**62)[0].tolist()
     assert times == sorted(i * 1000 + k for i in range(1, 21) for k in range(10))  # each once
+
+
+def test_a_database_dropped_under_the_collector_keeps_every_batch_until_it_exists_again(influx, tmp_path):
+    """Found by the store audit: with its database dropped, influxd answers 404 ("database not found"), which
+    set aside every acknowledged line (one request per line, by halves) and wrote none once the database was
+    back. A 404 refuses the writer, not the lines: the batches stay spooled, the writer is degraded
+    (store_not_found), and every line is written once the database exists again."""
+    influx.query('CREATE DATABASE "site"')
+    health = Health()
+    w = StoreWriter(Influx1Store(influx.url, "site"), tmp_path / "spool", 16 << 20, durable=True, health=health,
+                    backoff_min_s=0.05, backoff_max_s=0.3)
+    w.commit(_body(1), 10).result(10)
+    assert w.flush(30)
+    influx.query('DROP DATABASE "site"')
+    for i in range(2, 12):
+        w.commit(_body(i), 10).result(10)  # acknowledged: on disk
+    assert _wait(lambda: w.stats()["store_errors"] >= 3)
+    st = w.stats()
+    assert "store_not_found" in health.active() and "404" in health.active()["store_not_found"], health.active()
+    assert "database not found" in str(st["last_error"])
+    assert st["rejected_points"] == 0 and st["dropped_points"] == 0 and st["spool_points"] == 100
+    assert not list((tmp_path / "spool" / "rejected").glob("*"))
+    influx.query('CREATE DATABASE "site"')
+    assert w.flush(30), w.stats()
+    st = w.stats()
+    assert st["points_written"] == 110 and st["rejected_points"] == 0
+    assert "store_not_found" not in health.active()
+    w.close()
+    times = Influx1Store(influx.url, "site").series("m", "f", {"src": "w"}, 0, 2**62)[0].tolist()
+    assert times == sorted(i * 1000 + k for i in range(2, 12) for k in range(10))  # each once
