@@ -198,10 +198,32 @@ class CollectorConfig:
             if meter.device and meter.device not in self.snmp.names():
                 known = ", ".join(sorted(self.snmp.names())) or "none"
                 out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [[snmp.devices]] (known: {known})"))
-        if any(m.location for m in self.meters.values()):
-            out += self.resolve_locations()[1]
+        if self.snmp.devices:
+            out += self._profile_problems()
         out += [(key, msg) for key, msg in self.site_model().problems()]
         return out
+
+    def _profile_problems(self) -> list[tuple[str, str]]:
+        """The SNMP profiles as the poller will load them, checked here, at load time: a broken profile file, a
+        device naming a profile there is not, a meter's `reading` or `location` its device's profile has not.
+        Checked only where a meter had a `location`, `--check-config` passed them and the collector then
+        stopped at start-up (a meter's unknown `reading` got no data, silently; found by the config audit)."""
+        from puewatch.collector.snmp import profiles as pf
+
+        if any(not Path(d).is_dir() for d in self.snmp.profile_dirs):
+            return []  # said by [snmp]'s own check
+        try:
+            profiles = pf.load_profiles(self.snmp.profile_dirs)
+        except ConfigError as exc:
+            return [("snmp.profile_dirs", str(exc))]
+        out = []
+        for d in self.snmp.devices:
+            if d.profile and d.profile not in profiles:
+                where = "the built-in profiles" + (f" and {', '.join(self.snmp.profile_dirs)}" if self.snmp.profile_dirs
+                                                   else "")
+                out.append(("snmp.devices", f"device {d.name!r}: profile {d.profile!r} is not in {where}; profiles: "
+                                            f"{', '.join(sorted(profiles))}"))
+        return out + pf.resolve_meter_locations(self.meters, self.snmp.devices, profiles)[1]
 
     def resolve_locations(self):
         """The profiles the poller uses (with the totals meters' `location` selectors add) and the

@@ -494,6 +494,7 @@ class Collector:
                 "requests": sum(st.requests.values()),
                 "lines_accepted": st.lines_accepted,
                 "parse_errors": st.parse_errors,
+                "store_refused": st.store_refused,
                 "clock_skew_refused": st.clock_skew_refused,
                 "retention_refused": st.retention_refused,
                 "bytes_received": st.bytes_received,

@@ -8,6 +8,7 @@ are recorded as they happen.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,8 @@ from puewatch.errors import ConfigError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger("puewatch.collector.metrics")
 
 StatProvider = Callable[[], Mapping[str, float]]
 
@@ -96,6 +99,7 @@ class _Pull(Collector):
     def __init__(self) -> None:
         self._providers: list[tuple[str, StatProvider, Mapping[str, tuple[str, str, bool]], dict[str, str]]] = []
         self._lock = threading.Lock()
+        self._missing: set[tuple[str, str]] = set()
 
     def add(self, provider: StatProvider, names: Mapping[str, tuple[str, str, bool]], labels: dict[str, str]) -> None:
         with self._lock:
@@ -109,6 +113,11 @@ class _Pull(Collector):
             stats = provider()
             for key, (metric, help_text, counter) in names.items():
                 if key not in stats:
+                    # A metric the provider does not give is a fault of the collector, said (it went unseen:
+                    # puewatch_ingest_store_refused was never exported; found by the config audit).
+                    if (metric, key) not in self._missing:
+                        self._missing.add((metric, key))
+                        log.error("metrics: %s has no value (its provider gives no %r)", metric, key)
                     continue
                 fam = families.get(metric)
                 if fam is None:

@@ -112,3 +112,44 @@ def test_a_meter_s_coefficient_is_1_or_minus_1(tmp_path):
     for v in (0, 2, 0.5):
         with pytest.raises(ConfigError, match=r"t: coefficient: must be one of 1.0, -1.0; got"):
             cfg.build(Meter, {"role": "cooling", "measurement": "m", "field": "f", "unit": "kW", "coefficient": v}, "t")
+
+
+PROFILE = """
+[profile]
+name = "acme-ups"
+vendor = "ACME"
+"""  # a key a profile's [profile] table has not
+
+
+@pytest.mark.parametrize(
+    ("device", "meter", "profile", "message"),
+    [
+        # A broken profile file in profile_dirs: said at load (it passed --check-config, then the collector stopped).
+        ('profile = "apc-ups"', "", PROFILE, "acme.toml: profile.vendor: unknown key in [profile]"),
+        ('profile = "apc-ups"', "", "[profile\n", "acme.toml"),
+        ('profile = "apc-ups"', "", b"\xff\xfe".decode("latin-1"), "acme.toml"),
+        # A device naming a profile there is not.
+        ('profile = "apc-upz"', "", None, "snmp.devices: device 'ups-a': profile 'apc-upz' is not in the built-in profiles"),
+        # A meter's reading its device's profile has not (no meter has a location: it was checked only then).
+        ('profile = "apc-ups"', 'reading = "no_such_reading"', None,
+         "meters.ups.reading: device 'ups-a' (profile 'apc-ups') has no reading named 'no_such_reading'"),
+    ],
+)
+def test_snmp_profiles_are_checked_at_load(tmp_path, device, meter, profile, message):
+    """Found by the config audit: `--check-config` loaded the SNMP profiles only where a meter had a `location`, so a
+    broken profile file or an unknown profile passed it and the collector then refused to start (exit 2, which
+    systemd does not restart), and a meter's unknown `reading` got no data, silently."""
+    dirs = ""
+    if profile is not None:
+        (tmp_path / "profiles").mkdir()
+        (tmp_path / "profiles" / "acme.toml").write_bytes(profile.encode("latin-1"))
+        dirs = f'[snmp]\nprofile_dirs = ["{tmp_path / "profiles"}"]\n'
+    text = (BASE + f'[meters.ups]\nrole = "cooling"\ndevice = "ups-a"\n{meter}\n' + dirs
+            + f'[[snmp.devices]]\nname = "ups-a"\nhost = "127.0.0.1"\n{device}\n')
+    with pytest.raises(ConfigError) as exc:
+        load(text, tmp_path)
+    assert message in str(exc.value), str(exc.value)
+    assert str(exc.value).startswith(str(tmp_path / "c.toml") + ": ")
+    # The same file with nothing broken loads.
+    load(BASE + '[meters.ups]\nrole = "cooling"\ndevice = "ups-a"\n'
+         + '[[snmp.devices]]\nname = "ups-a"\nhost = "127.0.0.1"\nprofile = "apc-ups"\n', tmp_path)

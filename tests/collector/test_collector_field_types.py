@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from collector_support import CollectorProcess, free_port, post, write_config
+from collector_support import CollectorProcess, free_port, post, scrape, write_config
+from puewatch.collector import metrics
 from puewatch.collector.stores.embedded import EmbeddedStore
 
 # A string with what must survive intact: newlines (one shaped like a forged line), a backslash, quotes.
@@ -31,7 +32,13 @@ def test_every_field_type_survives_a_restart_and_is_checked_after_it_as_before(t
     with CollectorProcess(conf, ingest_port):
         assert post(ingest_port, first) == 204
         before = {line: post(ingest_port, f"typed,t=a {line} {t0 + n}\n") for n, line in enumerate(later, 1)}
+        scraped = scrape(metrics_port)
     assert before == later  # the same process: what it learnt from the first write
+    # Each refusal counted where an operator alerts on it (puewatch_ingest_store_refused was never exported:
+    # found by the config audit), and every ingest and store metric the collector defines is on /metrics.
+    assert scraped["puewatch_ingest_store_refused_total"] == sum(code == 400 for code in later.values())
+    for name, _, counter in [*metrics._INGEST.values(), *metrics._STORE.values()]:
+        assert any(k.split("{")[0] == name + ("_total" if counter else "") for k in scraped), name
     store_path = tmp_path / "state" / "puewatch.sqlite"
     store = EmbeddedStore(store_path)
     types_stored = {f: store.field_type("typed", f) for f in WRITTEN}
