@@ -43,6 +43,9 @@ class MeterReadings:
     # Its SNMP device's polls in the period as the collector recorded them (schema.SNMP_POLL); None where
     # the input cannot say (not an SNMP meter, an export CSV).
     polls: PollRecord | None = None
+    # The ratings as its device reported them, each (times, values), positive ones only: `ratings` over a
+    # shorter window is their largest in it (sources.ratings_over). None where not known.
+    rating_times: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def inside(t: np.ndarray, spans: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

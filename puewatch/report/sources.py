@@ -58,9 +58,11 @@ from puewatch.report.meters import PollRecord
 from puewatch.redact import redact_url
 
 CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
-# Added where a meter has device ratings (its `rated` power limit, core.energy): the largest
-# of each its device reported over the exported window, on the meter's first row. Without
-# them recompute would derive another limit than the report and count other readings.
+# Added where a meter has device ratings (its `rated` power limit, core.energy): each rating its
+# device reported, at its time (on the row of a reading at that time, else on a row of its own,
+# with no reading), so that a recompute of any part of the export takes that part's largest
+# (`ratings_over`), as the report of that part does. Without them recompute would derive another
+# limit than the report and count other readings.
 CSV_RATING_COLUMNS = {key: f"{key}_{unit.lower()}" for key, unit in schema.SNMP_RATING_READINGS.items()}
 CSV_HEADER_RATED = CSV_HEADER + tuple(CSV_RATING_COLUMNS.values())
 
@@ -165,14 +167,13 @@ def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[s
         return
     missing = [d for d in profile_dirs if not Path(d).is_dir()]
     by_name = {d.name: d for d in devices}
-    profiles: dict[str, Any] | None = None
-    if any(m.location for m in snmp_meters.values()):
-        # The same resolution as the collector's (`CollectorConfig.check`): the meter reads the
-        # stored series of the reading its location names, with that total's wrap and step.
-        profiles, problems = pf.resolve_meter_locations(
-            snmp_meters, devices, pf.load_profiles([d for d in profile_dirs if d not in missing]))
-        for key, message in problems:
-            raise ConfigError(f"{source}: {key}: {message}")
+    # The same resolution and checks as the collector's (`CollectorConfig.check`): the meter reads the
+    # stored series of the reading its location names, with that total's wrap and step; a `reading` its
+    # device's profile has not is an error (checked only where some meter had a location before).
+    profiles, problems = pf.resolve_meter_locations(
+        snmp_meters, devices, pf.load_profiles([d for d in profile_dirs if d not in missing]))
+    for key, message in problems:
+        raise ConfigError(f"{source}: {key}: {message}")
     for name, m in snmp_meters.items():
         dev = by_name.get(m.device)
         if dev is None:
@@ -184,8 +185,6 @@ def resolve_snmp_wraps(site: SiteModel, devices: list[Any], profile_dirs: list[s
                                                "sysObjectID at run time): name it with `profile` to know where its "
                                                "register wraps")
             continue
-        if profiles is None:
-            profiles = pf.load_profiles([d for d in profile_dirs if d not in missing])
         base = profiles.get(dev.profile)
         if base is None:
             where = "the built-in profiles" + (f" and {', '.join(profile_dirs)}" if profile_dirs else "")
@@ -356,9 +355,10 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             s, t, v = chosen
             parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
-    return MeterReadings(t, power, energy, modulus, read_ratings(reader, site, name, lo, hi),
+    rating_times = read_rating_times(reader, site, name, lo, hi)
+    return MeterReadings(t, power, energy, modulus, ratings_over(rating_times, lo, hi),
                          _series_read(reader, site.meters[name], lo, hi),
-                         read_polls(reader, site, name, *(period or (lo, hi)), t, results))
+                         read_polls(reader, site, name, *(period or (lo, hi)), t, results), rating_times)
 
 
 def poll_results(reader: Any, site: SiteModel) -> list[str]:
@@ -464,18 +464,33 @@ def _with_neighbours(reader: Any, s: schema.MeterSource, t: np.ndarray, v: np.nd
             np.concatenate([np.array([p[1] for p in head], np.float64), v, np.array([p[1] for p in tail], np.float64)]))
 
 
-def read_ratings(reader: Any, site: SiteModel, name: str, lo: int, hi: int) -> dict[str, float] | None:
-    """The largest of each rating meter `name`'s SNMP device reported in lo <= t < hi (none: None);
-    as the collector keeps the largest it has seen (core.energy, `rated`). Not for water."""
+def read_rating_times(reader: Any, site: SiteModel, name: str, lo: int, hi: int
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Each rating meter `name`'s SNMP device reported in lo <= t < hi, as (times, values), the positive
+    finite ones (none: None). Not for water."""
     m = site.meters[name]
     if m.role == "water":
         return None
-    out: dict[str, float] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in schema.rating_sources(site.name, m):
-        _, v = _series(reader, s.measurement, s.field, dict(s.tags), lo, hi)
-        v = v[np.isfinite(v) & (v > 0)]
-        if v.size:
-            out[s.tags["reading"]] = float(v.max())
+        t, v = _series(reader, s.measurement, s.field, dict(s.tags), lo, hi)
+        keep = np.isfinite(v) & (v > 0)
+        if keep.any():
+            out[s.tags["reading"]] = t[keep], v[keep]
+    return out or None
+
+
+def ratings_over(rating_times: Mapping[str, tuple[np.ndarray, np.ndarray]] | None, lo: int, hi: int
+                 ) -> dict[str, float] | None:
+    """The largest of each rating reported in lo <= t < hi (none: None), as the collector keeps the largest it
+    has seen (core.energy, `rated`): the one rule of a report from a store and of a recompute from an export
+    of any span (a month recomputed from a year's export took the year's largest rating, and judged its
+    readings against another limit than the month's report: found by the export audit)."""
+    out: dict[str, float] = {}
+    for key, (t, v) in (rating_times or {}).items():
+        i0, i1 = np.searchsorted(t, [lo, hi], side="left")
+        if i1 > i0:
+            out[key] = float(v[i0:i1].max())
     return out or None
 
 
@@ -677,14 +692,17 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
 
     Written a meter at a time in large pieces, the times formatted by NumPy (a year of
     500 meters is 263 million rows); the bytes are what csv.writer would write. Where a
-    meter has device ratings, the header adds `CSV_RATING_COLUMNS`, filled on its first row.
+    meter has device ratings, the header adds `CSV_RATING_COLUMNS`, each rating at its time.
     """
-    rated = any(r.ratings for r in readings.values())
+    rated = any(r.ratings or r.rating_times for r in readings.values())
     out.write(",".join(CSV_HEADER_RATED if rated else CSV_HEADER) + "\n")
     tail = "," * len(CSV_RATING_COLUMNS) if rated else ""
     rows = 0
     for name in sorted(readings):
         r = readings[name]
+        if rated and r.rating_times:
+            rows += _write_rated(name, r, out)
+            continue
         n = r.t_ns.size
         meter = _csv_field(name)
         power = r.power_w.tolist() if r.power_w is not None else [math.nan] * n
@@ -702,6 +720,39 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
                 first = ""
             out.write("".join(lines))
             rows += len(lines)
+    return rows
+
+
+def _write_rated(name: str, r: MeterReadings, out: IO[str]) -> int:
+    """A meter's rows with its ratings at their times (see CSV_RATING_COLUMNS): its readings' times and its
+    ratings', merged; a rating-only row has no reading."""
+    times = [r.t_ns] + [t for t, _ in r.rating_times.values()]
+    t_all = np.unique(np.concatenate(times)).astype(np.int64)
+    at = np.searchsorted(t_all, r.t_ns)
+    columns = []
+    for values in (r.power_w, r.energy_wh):
+        col = np.full(t_all.size, np.nan)
+        if values is not None:
+            col[at] = values
+        columns.append(col)
+    for key in CSV_RATING_COLUMNS:
+        col = np.full(t_all.size, np.nan)
+        if key in r.rating_times:
+            t, v = r.rating_times[key]
+            col[np.searchsorted(t_all, t)] = v
+        columns.append(col)
+    meter = _csv_field(name)
+    rows = 0
+    for i0 in range(0, t_all.size, 1 << 16):
+        i1 = min(t_all.size, i0 + (1 << 16))
+        cells = [c[i0:i1].tolist() for c in columns]
+        lines = []
+        for ts, *values in zip(format_times(t_all[i0:i1]), *cells):
+            if not any(math.isfinite(x) for x in values):
+                continue  # nothing at this time (cannot happen: every time is a reading's or a rating's)
+            lines.append(f"{ts},{meter}," + ",".join(repr(x) if math.isfinite(x) else "" for x in values) + "\n")
+        out.write("".join(lines))
+        rows += len(lines)
     return rows
 
 
@@ -778,7 +829,9 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
 
     Every fault is a UserError naming the file, the line and the fault: an unknown meter,
     a bad time or number, rows out of time order within a meter, a duplicate (meter, time),
-    a row with neither reading. Nothing is skipped. A reading that cannot be (a negative power,
+    a row with neither reading nor rating. Nothing is skipped. Ratings are kept at their times
+    (`MeterReadings.rating_times`; a file written before they were, with a meter's ratings on its
+    first row, gives them that row's time). A reading that cannot be (a negative power,
     a register reading past its modulus) is read as the store holds it: the register-energy
     policy refuses it as a reading, as in the report (core.energy).
     """
@@ -838,10 +891,11 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         wide = len(header) == len(CSV_HEADER_RATED)
         ncols = len(header)
         last: dict[str, int] = {}
-        ratings: dict[str, dict[str, float]] = {}
+        ratings: dict[str, dict[str, tuple[array, array]]] = {}  # meter -> rating -> (times, values)
 
-        def rating(meter: str, cells: list[str]) -> None:
-            """A row's rating cells: the largest positive of each is the meter's rating (0: none)."""
+        def rating(meter: str, cells: list[str]) -> list[tuple[str, float]]:
+            """A row's rating cells, checked: the positive ones (0: none reported)."""
+            out = []
             for key, column, text in zip(CSV_RATING_COLUMNS, CSV_RATING_COLUMNS.values(), cells):
                 x = _number(text, column)
                 if math.isnan(x):
@@ -851,8 +905,14 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 if not schema.rating_sources(site.name, site.meters[meter]):
                     raise ValueError(f"{column} for meter {meter!r}, which is not read from an SNMP device (no rating)")
                 if x > 0:
-                    have = ratings.setdefault(meter, {})
-                    have[key] = max(have.get(key, 0.0), x)
+                    out.append((key, x))
+            return out
+
+        def keep_rating(meter: str, t: int, found: list[tuple[str, float]]) -> None:
+            for key, x in found:
+                times, values = ratings.setdefault(meter, {}).setdefault(key, (array("q"), array("d")))
+                times.append(t)
+                values.append(x)
 
         # An ingest meter is one series, a register or a power: the store holds only that kind for it
         # (an SNMP meter may have both, its device's register preferred).
@@ -868,21 +928,22 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             t = parse_time(ts)
             p = _number(ps, "power_w")
             e = _number(es, "energy_wh")
-            if math.isnan(p) and math.isnan(e):
-                raise ValueError("neither power_w nor energy_wh is given")
+            rated = wide and any(row[4:])
+            if math.isnan(p) and math.isnan(e) and not rated:
+                raise ValueError("neither power_w nor energy_wh is given" + (" (nor a rating)" if wide else ""))
             if meter in only:
                 column = "energy_wh" if only[meter] == "power_w" else "power_w"
                 if not math.isnan(e if column == "energy_wh" else p):
                     raise ValueError(f"{column} for meter {meter!r}, whose site file reads only its {only[meter]} "
                                      f"({'a register' if only[meter] == 'energy_wh' else 'a power series'}): "
                                      "not an export of this site's readings")
-            if wide:
-                rating(meter, row[4:])
+            found = rating(meter, row[4:]) if rated else []
             prev = last.get(meter)
             if prev is not None and t <= prev:
                 if t == prev:
                     raise ValueError(f"duplicate reading for meter {meter!r} at {ts}")
                 raise ValueError(f"meter {meter!r}: time {ts} is before the previous row's (rows must be in time order)")
+            keep_rating(meter, t, found)
             return t, p, e
 
         # The fast way for good rows (the same rules, fewer calls and lookups: rows come meter by
@@ -890,6 +951,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         nan, isfinite, times = math.nan, math.isfinite, parse_time.seen
         cur: str | None = None
         kind: str | None = None
+        rating_rows = 0
         prev_t = -(1 << 63)
         c = None
         start = reader.line_num + 1  # the line the next row begins on
@@ -945,9 +1007,12 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                         if c is None:
                             c = cols[meter] = (array("q"), array("d"), array("d"))
                 prev_t = t
-                c[0].append(t)
-                c[1].append(p)
-                c[2].append(e)
+                if p == p or e == e:
+                    c[0].append(t)
+                    c[1].append(p)
+                    c[2].append(e)
+                else:  # a rating's own row (see _write_rated)
+                    rating_rows += 1
                 start = reader.line_num + 1
         except csv.Error as exc:  # a bare CR in a field, CR-only line ends
             raise UserError(f"{path}:{start}: {exc} (line ends must be LF or CRLF)") from None
@@ -957,16 +1022,19 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         if cur is not None:
             last[cur] = prev_t
     out: dict[str, MeterReadings] = {}
-    rows = 0
+    rows = rating_rows
     for name, (t, p, e) in cols.items():
         pa, ea = np.frombuffer(p, np.float64), np.frombuffer(e, np.float64)  # no copies
         rows += len(t)
+        rating_times = {key: (np.frombuffer(rt, np.int64), np.frombuffer(rv, np.float64))
+                        for key, (rt, rv) in ratings.get(name, {}).items()} or None
         out[name] = MeterReadings(
             np.frombuffer(t, np.int64),
             pa if np.isfinite(pa).any() else None,
             ea if np.isfinite(ea).any() else None,
             register_modulus(site, name),
-            ratings.get(name),
+            ratings_over(rating_times, -(1 << 63), (1 << 63) - 1),
+            rating_times=rating_times,
         )
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 
@@ -982,6 +1050,8 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
     month gives."""
     out = {}
     for name, r in readings.items():
+        # The ratings reported in the window, as a report of it reads them (ratings_over).
+        ratings = ratings_over(r.rating_times, lo, hi) if r.rating_times is not None else r.ratings
         i0, i1 = int(np.searchsorted(r.t_ns, lo, side="left")), int(np.searchsorted(r.t_ns, hi, side="left"))
         outside: list[int] = []
         if period is not None and r.energy_wh is not None:
@@ -992,7 +1062,7 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
                 outside.append(int(has[k0 - 1]))
             if after and k1 < has.size:
                 outside.append(int(has[k1]))
-        if not outside and i0 == 0 and i1 == r.t_ns.size:
+        if not outside and i0 == 0 and i1 == r.t_ns.size and ratings == r.ratings:
             out[name] = r
             continue
         keep = np.sort(np.concatenate([np.arange(i0, i1), np.asarray(outside, np.int64)]))
@@ -1007,7 +1077,8 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
         if r.energy_wh is not None and np.isfinite(r.energy_wh[keep]).any():
             energy = r.energy_wh[keep]
         # Every row kept has a reading: a row of the CSV has one, and a row outside has the register's.
-        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, r.ratings, polls=r.polls)
+        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, ratings, polls=r.polls,
+                                  rating_times=r.rating_times)
     return out
 
 

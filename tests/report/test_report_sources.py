@@ -481,6 +481,55 @@ def test_recompute_takes_a_rated_meter_s_limit_from_the_export_as_report_does(tm
         assert mine[k] == report[k], k
 
 
+def test_a_part_recomputed_from_a_longer_export_takes_that_part_s_rating(tmp_path: Path) -> None:
+    """Found by the export audit: the export wrote each meter's largest rating over its whole span on its first row,
+    so a part recomputed from it took the whole span's rating where the part's report takes the part's: a UPS rated
+    9 kW for 3 h, then re-rated 90 kW, read a 20 kW spike in hour 1; the first 2 h's report refuses it (limit 18
+    kW), a recompute of those 2 h from the 6 h export counted it (limit 180 kW). Ratings are exported at their
+    times, here polled 30 s after the readings (rows of their own), and a part takes the largest in it."""
+    from puewatch.core import schema
+    from puewatch.core.batch import Batch
+
+    conf = tmp_path / "collector.toml"
+    conf.write_text(RATED_SITE_TOML.format(tmp=tmp_path))
+    t = T0 - MARGIN + np.arange(6 * 60 + 31, dtype=np.int64) * 60 * NS
+    power = np.full(t.size, 4000.0)
+    power[75] = 20_000.0  # an hour in
+    rated_t = t + 30 * NS
+    b = Batch()
+    b.add(*schema.snmp_reading("s", "ups0", "total_active_power", "W"), t, {"value": power})
+    b.add(*schema.snmp_reading("s", "ups0", "rated_power", "W"), rated_t,
+          {"value": np.where(rated_t < T0 + 3 * 3600 * NS, 9000.0, 90_000.0)})
+    b.add("inc", {}, t, {"wh": 1e6 + np.arange(t.size) * 6000.0 / 60})
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    store.close()
+    run = [sys.executable, "-m", "puewatch.cli"]
+    whole = ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]
+    part = ["--from", format_time(T0), "--to", format_time(T0 + 2 * 3600 * NS)]
+    exported = tmp_path / "readings.csv"
+    out = subprocess.run(run + ["export", "--config", str(conf), *whole, "-o", str(exported)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = exported.read_text().splitlines()
+    assert any(",ups,,,9000.0," in r for r in rows) and any(",ups,,,90000.0," in r for r in rows), rows[:5]
+    for period in (part, whole):
+        out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *period, "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        mine = json.loads(out.stdout)
+        ups = {m["meter"]: m for m in mine["meters"]}["ups"]
+        limit = 18_000.0 if period is part else 180_000.0
+        assert (ups["power_limit_w"], ups["power_readings_refused"]) == (limit, int(period is part)), ups
+        for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "warnings"):
+            assert mine[k] == report[k], (k, period)
+        assert mine["source"]["rows"] == len(rows) - 1
+
+
 @pytest.mark.parametrize("body,line,fault", [
     ("2025-01-01T00:00:00Z,ups-a,1.0,,-9000,\n", 2, "negative rated_power_w -9000"),
     ("2025-01-01T00:00:00Z,ups-a,1.0,,x,\n", 2, "rated_power_w 'x' is not a number"),
