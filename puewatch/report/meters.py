@@ -46,6 +46,9 @@ class MeterReadings:
     # The ratings as its device reported them, each (times, values), positive ones only: `ratings` over a
     # shorter window is their largest in it (sources.ratings_over). None where not known.
     rating_times: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    # Where `series_read` names several series: each one's tags and the times of its readings in the window
+    # read, so that a shorter window names those with readings in it (sources.window). () where not known.
+    series_times: tuple[tuple[dict[str, str], np.ndarray], ...] = ()
 
 
 def inside(t: np.ndarray, spans: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -31,6 +31,7 @@ import calendar
 import csv
 import hashlib
 import io
+import json
 import math
 import re
 import sys
@@ -65,6 +66,11 @@ CSV_HEADER = ("time", "meter", "power_w", "energy_wh")
 # limit than the report and count other readings.
 CSV_RATING_COLUMNS = {key: f"{key}_{unit.lower()}" for key, unit in schema.SNMP_RATING_READINGS.items()}
 CSV_HEADER_RATED = CSV_HEADER + tuple(CSV_RATING_COLUMNS.values())
+# Added where a meter's tags select several stored series with readings (two writers of one meter: a
+# report warns, see `_series_read`): on each of its rows, the series (a JSON list of their tags) that
+# had a reading at that time, so that a recompute of any window names the same series as the report
+# of it (found by the export audit: the recompute of such a meter said nothing).
+CSV_SERIES_COLUMN = "series"
 
 __all__ = [
     "CSV_HEADER",
@@ -356,9 +362,10 @@ def read_meter(reader: Any, site: SiteModel, name: str, lo: int, hi: int,
             parts.append(("energy" if s.register else "power", t, v * s.factor if s.factor != 1.0 else v))
     t, power, energy = _combine(parts)
     rating_times = read_rating_times(reader, site, name, lo, hi)
-    return MeterReadings(t, power, energy, modulus, ratings_over(rating_times, lo, hi),
-                         _series_read(reader, site.meters[name], lo, hi),
-                         read_polls(reader, site, name, *(period or (lo, hi)), t, results), rating_times)
+    several = _series_read(reader, site.meters[name], lo, hi)
+    return MeterReadings(t, power, energy, modulus, ratings_over(rating_times, lo, hi), several,
+                         read_polls(reader, site, name, *(period or (lo, hi)), t, results), rating_times,
+                         _series_times(reader, site.meters[name], several, lo, hi) if several else ())
 
 
 def poll_results(reader: Any, site: SiteModel) -> list[str]:
@@ -397,6 +404,21 @@ def read_polls(reader: Any, site: SiteModel, name: str, lo: int, hi: int, t: np.
     if not times and np.any((t >= lo) & (t < hi)):
         return None  # readings, and no poll: not the record of a collector that records its polls
     return PollRecord(times)
+
+
+def _series_times(reader: Any, m: Meter, several: tuple[dict[str, str], ...], lo: int, hi: int
+                  ) -> tuple[tuple[dict[str, str], np.ndarray], ...]:
+    """Each of the series `several` names, with the times of its readings in lo <= t < hi (see
+    MeterReadings.series_times); () for one series or none."""
+    return tuple((tags, _series(reader, m.measurement, m.field, dict(tags), lo, hi)[0]) for tags in several)
+
+
+def series_over(series_times: tuple[tuple[dict[str, str], np.ndarray], ...], lo: int, hi: int
+                ) -> tuple[dict[str, str], ...]:
+    """The series with readings in lo <= t < hi, where there are several (else ()): the window's `series_read`,
+    as the store answers it for a report of that window."""
+    held = tuple(tags for tags, t in series_times if np.any((t >= lo) & (t < hi)))
+    return held if len(held) > 1 else ()
 
 
 def _series_read(reader: Any, m: Meter, lo: int, hi: int) -> tuple[dict[str, str], ...]:
@@ -695,20 +717,21 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     meter has device ratings, the header adds `CSV_RATING_COLUMNS`, each rating at its time.
     """
     rated = any(r.ratings or r.rating_times for r in readings.values())
-    out.write(",".join(CSV_HEADER_RATED if rated else CSV_HEADER) + "\n")
-    tail = "," * len(CSV_RATING_COLUMNS) if rated else ""
+    several = any(r.series_times for r in readings.values())
+    out.write(",".join((CSV_HEADER_RATED if rated else CSV_HEADER) + ((CSV_SERIES_COLUMN,) if several else ())) + "\n")
+    tail = "," * (len(CSV_RATING_COLUMNS) if rated else 0) + ("," if several else "")
     rows = 0
     for name in sorted(readings):
         r = readings[name]
-        if rated and r.rating_times:
-            rows += _write_rated(name, r, out)
+        if (rated and r.rating_times) or r.series_times:
+            rows += _write_merged(name, r, out, rated, several)
             continue
         n = r.t_ns.size
         meter = _csv_field(name)
         power = r.power_w.tolist() if r.power_w is not None else [math.nan] * n
         energy = r.energy_wh.tolist() if r.energy_wh is not None else [math.nan] * n
-        first = "".join("," + (repr(float(r.ratings[k])) if r.ratings and k in r.ratings else "")
-                        for k in CSV_RATING_COLUMNS) if rated else ""
+        first = ("".join("," + (repr(float(r.ratings[k])) if r.ratings and k in r.ratings else "")
+                         for k in CSV_RATING_COLUMNS) + ("," if several else "")) if rated and r.ratings else ""
         for i0 in range(0, n, 1 << 16):
             i1 = min(n, i0 + (1 << 16))
             lines = []
@@ -723,10 +746,11 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
     return rows
 
 
-def _write_rated(name: str, r: MeterReadings, out: IO[str]) -> int:
-    """A meter's rows with its ratings at their times (see CSV_RATING_COLUMNS): its readings' times and its
-    ratings', merged; a rating-only row has no reading."""
-    times = [r.t_ns] + [t for t, _ in r.rating_times.values()]
+def _write_merged(name: str, r: MeterReadings, out: IO[str], rated: bool, several: bool) -> int:
+    """A meter's rows with its ratings at their times (see CSV_RATING_COLUMNS) and the series each reading came
+    from (CSV_SERIES_COLUMN): its readings' times and its ratings', merged; a rating-only row has no reading."""
+    rating_times = r.rating_times or {}
+    times = [r.t_ns] + [t for t, _ in rating_times.values()]
     t_all = np.unique(np.concatenate(times)).astype(np.int64)
     at = np.searchsorted(t_all, r.t_ns)
     columns = []
@@ -735,22 +759,34 @@ def _write_rated(name: str, r: MeterReadings, out: IO[str]) -> int:
         if values is not None:
             col[at] = values
         columns.append(col)
-    for key in CSV_RATING_COLUMNS:
+    for key in CSV_RATING_COLUMNS if rated else ():
         col = np.full(t_all.size, np.nan)
-        if key in r.rating_times:
-            t, v = r.rating_times[key]
+        if key in rating_times:
+            t, v = rating_times[key]
             col[np.searchsorted(t_all, t)] = v
         columns.append(col)
+    series = [""] * t_all.size
+    if several and r.series_times:
+        held: list[list[dict[str, str]]] = [[] for _ in range(t_all.size)]
+        for tags, t in r.series_times:
+            at_t = np.searchsorted(t_all, t)
+            ok = at_t < t_all.size
+            ok[ok] = t_all[at_t[ok]] == t[ok]
+            for i in at_t[ok].tolist():
+                held[i].append(tags)
+        series = [_csv_field(json.dumps(h, sort_keys=True, separators=(",", ":"), ensure_ascii=False)) if h else ""
+                  for h in held]
     meter = _csv_field(name)
     rows = 0
     for i0 in range(0, t_all.size, 1 << 16):
         i1 = min(t_all.size, i0 + (1 << 16))
         cells = [c[i0:i1].tolist() for c in columns]
         lines = []
-        for ts, *values in zip(format_times(t_all[i0:i1]), *cells):
+        for ts, cell, *values in zip(format_times(t_all[i0:i1]), series[i0:i1], *cells):
             if not any(math.isfinite(x) for x in values):
                 continue  # nothing at this time (cannot happen: every time is a reading's or a rating's)
-            lines.append(f"{ts},{meter}," + ",".join(repr(x) if math.isfinite(x) else "" for x in values) + "\n")
+            lines.append(f"{ts},{meter}," + ",".join(repr(x) if math.isfinite(x) else "" for x in values)
+                         + ("," + cell if several else "") + "\n")
         out.write("".join(lines))
         rows += len(lines)
     return rows
@@ -811,6 +847,20 @@ class _TimeParser:
                 raise ValueError(f"time {text!r}: offset out of range")
             offset_s = (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
         return in_range(day + (h * 3600 + mi * 60 + s - offset_s) * NS + (int(frac.ljust(9, "0")) if frac else 0), text)
+
+
+def _series_cell(text: str, meter: str, site: SiteModel) -> list[dict[str, str]]:
+    """A row's `series` cell (CSV_SERIES_COLUMN): a JSON list of tag objects, each of text values."""
+    try:
+        held = json.loads(text)
+    except ValueError:
+        held = None
+    if not (isinstance(held, list) and held and all(isinstance(tags, dict) and tags and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()) for tags in held)):
+        raise ValueError(f"{CSV_SERIES_COLUMN} {text!r} is not a JSON list of series' tags (objects of text values)")
+    if site.meters[meter].device:
+        raise ValueError(f"{CSV_SERIES_COLUMN} for meter {meter!r}, an SNMP meter (its series is the collector's own)")
+    return held
 
 
 def _number(text: str, what: str) -> float:
@@ -885,11 +935,15 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             raise UserError(f"{path}:{reader.line_num}: {exc} (line ends must be LF or CRLF)") from None
         except StopIteration:
             raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
-        if tuple(header) not in (CSV_HEADER, CSV_HEADER_RATED):
+        with_series = bool(header) and header[-1] == CSV_SERIES_COLUMN
+        if tuple(header[:-1] if with_series else header) not in (CSV_HEADER, CSV_HEADER_RATED):
             raise UserError(f"{path}:1: header must be {','.join(CSV_HEADER)} (or with "
-                            f"{','.join(CSV_RATING_COLUMNS.values())} after it), got {','.join(header)}")
-        wide = len(header) == len(CSV_HEADER_RATED)
+                            f"{','.join(CSV_RATING_COLUMNS.values())} after it, and {CSV_SERIES_COLUMN} last), "
+                            f"got {','.join(header)}")
         ncols = len(header)
+        rated_cols = ncols - with_series > len(CSV_HEADER)
+        wide = ncols > len(CSV_HEADER)  # cells beyond the four: read by check()
+        series_at: dict[str, dict[str, tuple[dict[str, str], array]]] = {}  # meter -> series key -> (tags, times)
         last: dict[str, int] = {}
         ratings: dict[str, dict[str, tuple[array, array]]] = {}  # meter -> rating -> (times, values)
 
@@ -928,22 +982,29 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             t = parse_time(ts)
             p = _number(ps, "power_w")
             e = _number(es, "energy_wh")
-            rated = wide and any(row[4:])
+            rating_cells = row[4:4 + len(CSV_RATING_COLUMNS)] if rated_cols else []
+            rated = any(rating_cells)
             if math.isnan(p) and math.isnan(e) and not rated:
-                raise ValueError("neither power_w nor energy_wh is given" + (" (nor a rating)" if wide else ""))
+                raise ValueError("neither power_w nor energy_wh is given" + (" (nor a rating)" if rated_cols else ""))
+            held = _series_cell(row[-1], meter, site) if with_series and row[-1] else []
+            if held and math.isnan(p) and math.isnan(e):
+                raise ValueError(f"{CSV_SERIES_COLUMN} given on a row without a reading")
             if meter in only:
                 column = "energy_wh" if only[meter] == "power_w" else "power_w"
                 if not math.isnan(e if column == "energy_wh" else p):
                     raise ValueError(f"{column} for meter {meter!r}, whose site file reads only its {only[meter]} "
                                      f"({'a register' if only[meter] == 'energy_wh' else 'a power series'}): "
                                      "not an export of this site's readings")
-            found = rating(meter, row[4:]) if rated else []
+            found = rating(meter, rating_cells) if rated else []
             prev = last.get(meter)
             if prev is not None and t <= prev:
                 if t == prev:
                     raise ValueError(f"duplicate reading for meter {meter!r} at {ts}")
                 raise ValueError(f"meter {meter!r}: time {ts} is before the previous row's (rows must be in time order)")
             keep_rating(meter, t, found)
+            for tags in held:
+                key = json.dumps(tags, sort_keys=True)
+                series_at.setdefault(meter, {}).setdefault(key, (tags, array("q")))[1].append(t)
             return t, p, e
 
         # The fast way for good rows (the same rules, fewer calls and lookups: rows come meter by
@@ -959,9 +1020,9 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
             for row in reader:
                 try:
                     if wide:
-                        ts, meter, ps, es, *rated = row
-                        if len(rated) != len(CSV_RATING_COLUMNS) or any(rated):
-                            raise ValueError  # rare (a meter's first row, or a fault): check() reads them
+                        ts, meter, ps, es, *more = row
+                        if len(more) != ncols - 4 or any(more):
+                            raise ValueError  # rare (ratings, several series, a fault): check() reads them
                     else:
                         ts, meter, ps, es = row
                     if meter != cur:
@@ -1028,13 +1089,16 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         rows += len(t)
         rating_times = {key: (np.frombuffer(rt, np.int64), np.frombuffer(rv, np.float64))
                         for key, (rt, rv) in ratings.get(name, {}).items()} or None
+        series_times = tuple((tags, np.frombuffer(st, np.int64)) for tags, st in series_at.get(name, {}).values())
         out[name] = MeterReadings(
             np.frombuffer(t, np.int64),
             pa if np.isfinite(pa).any() else None,
             ea if np.isfinite(ea).any() else None,
             register_modulus(site, name),
             ratings_over(rating_times, -(1 << 63), (1 << 63) - 1),
+            series_over(series_times, -(1 << 63), (1 << 63) - 1),
             rating_times=rating_times,
+            series_times=series_times,
         )
     return out, {"kind": "csv", "path": str(path), "rows": rows, "sha256": digest.hexdigest()}
 
@@ -1052,6 +1116,7 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
     for name, r in readings.items():
         # The ratings reported in the window, as a report of it reads them (ratings_over).
         ratings = ratings_over(r.rating_times, lo, hi) if r.rating_times is not None else r.ratings
+        several = series_over(r.series_times, lo, hi) if r.series_times else r.series_read
         i0, i1 = int(np.searchsorted(r.t_ns, lo, side="left")), int(np.searchsorted(r.t_ns, hi, side="left"))
         outside: list[int] = []
         if period is not None and r.energy_wh is not None:
@@ -1062,7 +1127,7 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
                 outside.append(int(has[k0 - 1]))
             if after and k1 < has.size:
                 outside.append(int(has[k1]))
-        if not outside and i0 == 0 and i1 == r.t_ns.size and ratings == r.ratings:
+        if not outside and i0 == 0 and i1 == r.t_ns.size and ratings == r.ratings and several == r.series_read:
             out[name] = r
             continue
         keep = np.sort(np.concatenate([np.arange(i0, i1), np.asarray(outside, np.int64)]))
@@ -1077,8 +1142,8 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
         if r.energy_wh is not None and np.isfinite(r.energy_wh[keep]).any():
             energy = r.energy_wh[keep]
         # Every row kept has a reading: a row of the CSV has one, and a row outside has the register's.
-        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, ratings, polls=r.polls,
-                                  rating_times=r.rating_times)
+        out[name] = MeterReadings(r.t_ns[keep], power, energy, r.modulus_wh, ratings, several, polls=r.polls,
+                                  rating_times=r.rating_times, series_times=r.series_times)
     return out
 
 

@@ -530,6 +530,62 @@ def test_a_part_recomputed_from_a_longer_export_takes_that_part_s_rating(tmp_pat
         assert mine["source"]["rows"] == len(rows) - 1
 
 
+def test_a_meter_written_by_two_writers_is_named_by_the_recompute_of_any_part(tmp_path: Path) -> None:
+    """Found by the export audit: an ingest meter whose tags select two series (a second writer from hour 3 on, with
+    its own host tag) has its readings read together, and the report says its energy cannot be trusted; the
+    export wrote the merged readings with nothing of the series, and the recompute said nothing. Each row now
+    names the series that had a reading at its time, and a recompute of any part names the series with readings
+    in it, as the report of that part does: both over 6 h, neither over the first 2 h."""
+    from puewatch.core import schema
+    from puewatch.core.batch import Batch
+
+    conf = tmp_path / "collector.toml"
+    conf.write_text(RATED_SITE_TOML.format(tmp=tmp_path))
+    t = T0 - MARGIN + np.arange(6 * 60 + 31, dtype=np.int64) * 60 * NS
+    b = Batch()
+    b.add(*schema.snmp_reading("s", "ups0", "total_active_power", "W"), t, {"value": np.full(t.size, 4000.0)})
+    b.add("inc", {"host": "a"}, t, {"wh": 1e6 + np.arange(t.size) * 6000.0 / 60})
+    late = t[t >= T0 + 3 * 3600 * NS][::2]
+    b.add("inc", {"host": "b"}, late, {"wh": 1e6 + (late - t[0]) / (60 * NS) * 6000.0 / 60})
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    store.close()
+    run = [sys.executable, "-m", "puewatch.cli"]
+    whole = ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]
+    part = ["--from", format_time(T0), "--to", format_time(T0 + 2 * 3600 * NS)]
+    exported = tmp_path / "readings.csv"
+    out = subprocess.run(run + ["export", "--config", str(conf), *whole, "-o", str(exported)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = exported.read_text().splitlines()
+    assert rows[0].endswith(",series") and any(r.endswith(',"[{""host"":""a""},{""host"":""b""}]"') for r in rows)
+    for period in (part, whole):
+        out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *period, "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        mine = json.loads(out.stdout)
+        named = [w for w in mine["warnings"] if "its tags select 2 series" in w]
+        assert len(named) == int(period is whole) and (not named or "host=a; host=b" in named[0]), mine["warnings"]
+        for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "warnings"):
+            assert mine[k] == report[k], (k, period)
+
+
+@pytest.mark.parametrize("cell,fault", [
+    ('"[{""host"":1}]"', "is not a JSON list of series' tags"),
+    ("x", "is not a JSON list of series' tags"),
+    ('"[]"', "is not a JSON list of series' tags"),
+])
+def test_a_bad_series_cell_names_file_line_and_fault(tmp_path: Path, cell: str, fault: str) -> None:
+    site = load_site(write_site(tmp_path))
+    path = _csv(tmp_path, HEADER[:-1] + ",series\n2024-12-31T23:00:00Z,incomer,,5.0,\n"
+                f"2025-01-01T00:00:00Z,incomer,,6.0,{cell}\n")
+    _refused(path, site, 3, fault)
+
+
 @pytest.mark.parametrize("body,line,fault", [
     ("2025-01-01T00:00:00Z,ups-a,1.0,,-9000,\n", 2, "negative rated_power_w -9000"),
     ("2025-01-01T00:00:00Z,ups-a,1.0,,x,\n", 2, "rated_power_w 'x' is not a number"),
