@@ -247,6 +247,12 @@ class Source:
             self.driver_version = _str(pynvml.nvmlSystemGetDriverVersion())
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError as exc:
+            # Initialised, then not usable: shut down again, or every retry left one more initialisation open
+            # (NVML counts them; found by the NVML audit).
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
             raise SourceUnavailable(f"NVML: cannot list GPUs: {exc}") from None
         self.gpu_count = count
         self._c_field_values = _c_function("nvmlDeviceGetFieldValues")
@@ -307,7 +313,7 @@ class Source:
             if lost is not None:
                 raise
             log.error("NVML: GPU %d cannot be opened: %s; it is left out and retried", index, exc)
-            gpu = _Gpu(index, None, "", "", "", "", {}, lost=True)
+            gpu = _Gpu(index, None, "", "", "", "", {})
             self._mark_lost(gpu, now_ns, f"GPU {index} cannot be opened: {exc}")
             return gpu
         tags = {"gpu": str(index), "uuid": uuid}
@@ -654,8 +660,11 @@ class Source:
     def _field_error(self, gpu: _Gpu, what: str, code: int) -> None:
         if code in _LOST:
             self._mark_lost(gpu, time.time_ns(), f"GPU {gpu.index} lost ({what}: NVML error {code})")
-        elif self.ctx.once((SOURCE, gpu.uuid, what, code), logging.WARNING, "NVML: GPU %d: %s failed with NVML error %d", gpu.index, what, code):
-            self.ctx.errors += 1
+            return
+        # Counted every time, as every other failed reading is; logged once per field and code.
+        self.ctx.errors += 1
+        self.ctx.once((SOURCE, gpu.uuid, what, code), logging.WARNING, "NVML: GPU %d: %s failed with NVML error %d",
+                      gpu.index, what, code)
 
     def _classify(self, exc: pynvml.NVMLError, gpu: _Gpu, t_ns: int | None = None) -> bool:
         """Handle an NVML error for one GPU; True when the GPU is now unusable."""
@@ -678,11 +687,12 @@ class Source:
         return False
 
     def _mark_lost(self, gpu: _Gpu, t_ns: int, message: str) -> None:
-        if not gpu.lost:
-            gpu.lost = True
-            self.ctx.errors += 1
-            log.error("NVML: %s; the other GPUs go on, re-opening it with backoff", message)
-            self.ctx.event(SOURCE, "gpu_lost", message, t_ns, gpu=str(gpu.index))
+        if gpu.lost:
+            return  # lost once (a sample's later reading of it failing too): its backoff is not doubled again
+        gpu.lost = True
+        self.ctx.errors += 1
+        log.error("NVML: %s; the other GPUs go on, re-opening it with backoff", message)
+        self.ctx.event(SOURCE, "gpu_lost", message, t_ns, gpu=str(gpu.index))
         gpu.backoff_s = min(self.cfg.retry_max_s, gpu.backoff_s * 2 if gpu.backoff_s else self.cfg.retry_initial_s)
         gpu.retry_at = time.monotonic() + gpu.backoff_s
 

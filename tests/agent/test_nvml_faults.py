@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
+from puewatch.agent.sources.base import Context
 
 TABLE = """
 [sources.nvml]
@@ -102,3 +103,21 @@ def test_a_board_swapped_while_lost_starts_from_its_own_counter(tmp_path, procs,
     assert old != new
     # The new board's counter is its own (from 0 at the swap, ~300 W), never the old board's (above 1,000 J).
     assert all(e < 1_000_000 for _, e in by_uuid[new]) and all(e > 1_000_000 for _, e in by_uuid[old])
+
+
+def test_a_gpu_lost_twice_in_one_sample_is_lost_once_and_its_field_errors_are_all_counted():
+    """Found by the NVML audit (no NVML call here: the source's bookkeeping alone): a GPU whose field read and then
+    energy read failed in one sample was marked lost twice, its first retry's wait doubled at once; a power field
+    failing again and again was counted once per error code, where every other failed reading counts each time."""
+    from puewatch.agent.sources import nvml
+
+    src = nvml.Source(nvml.Config(retry_initial_s=1.0, retry_max_s=8.0), Context("n"))
+    gpu = nvml._Gpu(0, None, "GPU-x", "", "", "", {})
+    src._mark_lost(gpu, 1, "lost (field read)")
+    src._mark_lost(gpu, 2, "lost (energy read)")
+    assert gpu.lost and gpu.backoff_s == 1.0 and src.ctx.errors == 1
+    assert [l for l in src.ctx.pending if "gpu_lost" in l and "field read" in l] and len(src.ctx.pending) == 1
+    healthy = nvml._Gpu(1, None, "GPU-y", "", "", "", {})
+    for _ in range(3):
+        src._field_error(healthy, "power_instant_w", 999)
+    assert src.ctx.errors == 4 and not healthy.lost
