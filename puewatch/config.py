@@ -355,8 +355,8 @@ def describe_range(meta: dict[str, Any]) -> str:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    if f.metadata.get("secret"):
-        return "(unset)"
+    if f.metadata.get("secret") and not (f.default is not _NO_DEFAULT and f.default):
+        return "(unset)"  # a secret with a default of its own (SNMPv2c's "public") shows it: it is no secret
     if f.default is not _NO_DEFAULT:
         d = f.default
     elif f.default_factory is not _NO_DEFAULT:

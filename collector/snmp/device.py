@@ -80,6 +80,13 @@ class SnmpDevice:
     def check(self) -> list[tuple[str, str]]:
         if not _NAME_RE.match(self.name):
             return [("name", f"must be letters, digits and '_.:-', got {self.name!r}")]
+        if self.version == "2c":
+            # Credentials of SNMPv3 on a v2c device were ignored, silently: the device was polled with the
+            # community (found by the config audit).
+            for key in ("user", "auth_key", "priv_key", "context"):
+                if getattr(self, key):
+                    return [(key, f'is an SNMPv3 setting, and this device has version = "2c" (it is polled with '
+                                  f'its community): set version = "3" to use it, or remove it')]
         if self.version == "3":
             if not self.user:
                 return [("user", "is required for SNMPv3")]
