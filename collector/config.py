@@ -195,6 +195,11 @@ class CollectorConfig:
     def check(self) -> list[tuple[str, str]]:
         out = []
         for name, meter in self.meters.items():
+            if not meter.device and (set(name) & {",", "="} or any(c.isspace() or not c.isprintable() for c in name)):
+                # A feeder's token names it (feeder:NAME,...): a comma or a space cuts the name there, so no token
+                # could ever feed it (found by the config audit).
+                out.append((f"meters.{name}", "an ingest meter's name is written in its feeder's token scope "
+                            "(feeder:NAME,...): it cannot hold a comma, '=', a space or a control character"))
             if meter.device and meter.device not in self.snmp.names():
                 known = ", ".join(sorted(self.snmp.names())) or "none"
                 out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [[snmp.devices]] (known: {known})"))

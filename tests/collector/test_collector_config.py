@@ -77,6 +77,9 @@ def test_defaults_give_the_embedded_store_and_five_windows(tmp_path):
          "snmp.devices: device name 'a' is used twice"),
         (("", "[snmp]\nprofile_dirs = [\"/nonexistent/profiles\"]\n"),
          "snmp.profile_dirs: '/nonexistent/profiles' is not a directory"),
+        # An ingest meter no feeder token could name (found by the config audit).
+        (("[meters.in]", '[meters."in,b"]'), "meters.in,b: an ingest meter's name is written in its feeder's token"),
+        (("[meters.in]", '[meters."in b"]'), "meters.in b: an ingest meter's name"),
         # SNMPv3 credentials on a v2c device were ignored, silently (found by the config audit).
         (("", "[[snmp.devices]]\nname = \"a\"\nhost = \"h\"\nuser = \"ops\"\nauth_key = \"secret-pass\"\n"),
          'user: is an SNMPv3 setting, and this device has version = "2c"'),
