@@ -90,6 +90,7 @@ class Shipper(threading.Thread):
         # refuses every batch): the first is logged in full, the rest counted and summed up after.
         self._refused_batches = 0
         self._refused_lines = 0
+        self._refused_said_at = 0.0  # monotonic: when the refusals were last summed up in the log
 
     def _reread_token(self) -> None:
         """After a 401/403: the token file again, and its token from the next try where it changed (the
@@ -272,7 +273,9 @@ class Shipper(threading.Thread):
         self.stats.batches_sent += 1
         self.stats.last_ship_ns = time.time_ns()
         self._refused_batches += 1
+        now = time.monotonic()
         if self._refused_batches == 1:
+            self._refused_said_at = now
             log.error(
                 "collector refused %d of the %d line(s) of batch %s: %s; %s kept in %s, %d counted as dropped, "
                 "the other %d stored (further refusals are counted, and summed up once a batch is stored whole)",
@@ -283,6 +286,14 @@ class Shipper(threading.Thread):
             self._refused_lines += refusal.dropped
             log.debug("collector refused %d of the %d line(s) of batch %s: %s", refusal.dropped, seg.points,
                       seg.path.name, message[:1000])
+            if now - self._refused_said_at >= REFUSED_SUMMARY_S:
+                # Refusals that never clear (a clock an hour ahead of the collector's refuses every line) are
+                # summed up every so often, not only once a batch is stored whole, which may never come (one
+                # line in the log for hours of data set aside: found by the shipping audit).
+                self._refused_said_at = now
+                log.error("collector still refuses lines: %d more batch(es) had %d line(s) refused since the first, "
+                          "set aside in %s and counted as dropped; the last: %s", self._refused_batches - 1,
+                          self._refused_lines, self.spool.rejected_dir, message[:1000])
         return "rejected"
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -302,6 +313,9 @@ class Shipper(threading.Thread):
                 pass
             self._conn = None
 
+
+# While the collector goes on refusing lines, their running sum is logged this often (seconds).
+REFUSED_SUMMARY_S = 60.0
 
 # Enough for a partial-write reply naming many refused lines (InfluxDB quotes each whole).
 _REPLY_MAX_BYTES = 1 << 16

@@ -145,3 +145,24 @@ def test_403_is_retried_not_dropped(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_refusals_that_never_clear_are_summed_up_as_they_go_on(make_server, tmp_path, caplog, monkeypatch):
+    """Found by the shipping audit: with an agent's clock an hour ahead every batch has lines refused, and the log
+    said so once, then nothing (the sum came only "once a batch is stored whole", which never came). The sum is
+    logged again every REFUSED_SUMMARY_S while refusals go on (0 here: at every refused batch after the first)."""
+    import puewatch.agent.shipper as shipper
+
+    monkeypatch.setattr(shipper, "REFUSED_SUMMARY_S", 0.0)
+    srv = make_server()
+    spool = Spool(tmp_path / "spool", 10**7, 10**6, 10**6)
+    spool.open()
+    for k in range(4):
+        spool.append([good(10 * k + i) for i in range(9)] + ["gpu_power,node=node-a power_w="])
+        spool.seal()
+    url = f"http://127.0.0.1:{srv.port}/api/v2/write?bucket=b&org=o&precision=ns"
+    with caplog.at_level("ERROR", logger="puewatch.agent.ship"):
+        stats = ship(spool, url, TOKENS["node-a"], lambda st: st.batches_sent == 4, "four batches")
+    assert stats.points_sent == 36 and spool.rejected_points == 4
+    sums = [r.getMessage() for r in caplog.records if "collector still refuses lines" in r.getMessage()]
+    assert len(sums) == 3 and "3 more batch(es) had 3 line(s) refused since the first" in sums[-1], sums
