@@ -232,3 +232,15 @@ def _split_fields(text: str) -> list[str]:
     if cur:
         out.append("".join(cur))
     return out
+
+
+# An nvml source that samples fast and retries a lost GPU (or NVML) within a second: the recovery tests' table.
+NVML_RETRY_TABLE = """
+[sources.nvml]
+interval_s = 0.1
+energy_interval_s = 0.2
+state_interval_s = 0.5
+process_interval_s = 1.0
+retry_initial_s = 0.2
+retry_max_s = 0.4
+"""

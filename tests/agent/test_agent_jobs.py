@@ -292,6 +292,15 @@ class _Kubelet(pb_grpc.PodResourcesListerServicer):
         return pb.ListPodResourcesResponse(pod_resources=self.pods)
 
 
+def _kubelet(sock: Path, pods) -> grpc.Server:
+    """A real gRPC server, generated from kubelet's published proto, answering List with `pods` on `sock`."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_PodResourcesListerServicer_to_server(_Kubelet(pods), server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    return server
+
+
 def test_kubernetes_pod_resources_and_static_map(tmp_path, procs, fake_nvml_dir):
     """kubelet cannot run here: a real gRPC server generated from kubelet's published proto answers List on a real unix socket."""
     sock = tmp_path / "kubelet.sock"
@@ -304,10 +313,7 @@ def test_kubernetes_pod_resources_and_static_map(tmp_path, procs, fake_nvml_dir)
             name="nb", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu", device_ids=[f"{UUID.format(1)}::{i}"])])])
           for i in (1, 2)),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_PodResourcesListerServicer_to_server(_Kubelet(pods), server)
-    server.add_insecure_port(f"unix://{sock}")
-    server.start()
+    server = _kubelet(sock, pods)
     static = tmp_path / "static.toml"
     static.write_text('[[gpu]]\ngpu = 2\njob = "render-farm"\ntenant = "studio"\n')
     rx = Receiver(procs, tmp_path).start()
@@ -507,10 +513,7 @@ def test_a_gpu_whose_processes_cannot_be_read_is_said_not_skipped(tmp_path, proc
     pods = [pb.PodResources(name="mig-pod", namespace="team-m", containers=[pb.ContainerResources(
         name="main", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu",  # MIG's "single" strategy
                                                   device_ids=["MIG-4f1ad2c9-0000-5000-8000-000000000001"])])])]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_PodResourcesListerServicer_to_server(_Kubelet(pods), server)
-    server.add_insecure_port(f"unix://{sock}")
-    server.start()
+    server = _kubelet(sock, pods)
     static = tmp_path / "static.toml"
     static.write_text('[[gpu]]\ngpu = 0\njob = "mig-job"\ntenant = "lab"\n')
     rx = Receiver(procs, tmp_path).start()

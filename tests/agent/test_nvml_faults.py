@@ -13,18 +13,10 @@ from __future__ import annotations
 
 import time
 
-from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
+from agent_support import NVML_RETRY_TABLE, Receiver, nvml_env, parse_line, start_agent, wait_for, wait_log, write_config
 from puewatch.agent.sources.base import Context
 
-TABLE = """
-[sources.nvml]
-interval_s = 0.1
-energy_interval_s = 0.2
-state_interval_s = 0.5
-process_interval_s = 1.0
-retry_initial_s = 0.3
-retry_max_s = 0.6
-"""
+TABLE = NVML_RETRY_TABLE
 
 
 def _run(tmp_path, procs, fake_nvml_dir, script: str, until, what: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_log, write_config
+from agent_support import NVML_RETRY_TABLE, Receiver, nvml_env, parse_line, start_agent, wait_log, write_config
 
 SCRIPT = """
 count 2
@@ -21,15 +21,7 @@ driver_down_from_s 2.8
 driver_down_until_s 3.8
 """
 
-TABLE = """
-[sources.nvml]
-interval_s = 0.1
-energy_interval_s = 0.2
-state_interval_s = 0.5
-process_interval_s = 1.0
-retry_initial_s = 0.2
-retry_max_s = 0.4
-"""
+TABLE = NVML_RETRY_TABLE
 
 
 def test_lost_gpu_and_driver_reload_are_recovered_and_reported(tmp_path, procs, fake_nvml_dir):

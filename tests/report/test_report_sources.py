@@ -481,6 +481,33 @@ def test_recompute_takes_a_rated_meter_s_limit_from_the_export_as_report_does(tm
         assert mine[k] == report[k], k
 
 
+def _export_report_recompute(tmp_path: Path, conf: Path, b) -> tuple[list[str], list[tuple[str, dict, dict]]]:
+    """The batch `b` stored; exported over 6 h from T0; then over the first 2 h and the 6 h, each the report from the
+    store and the recompute from that one export: (the export's rows, [(which, report, recompute)])."""
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.write_batch(b)
+    store.close()
+    run = [sys.executable, "-m", "puewatch.cli"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        out = subprocess.run(run + list(args), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    periods = {"part": ["--from", format_time(T0), "--to", format_time(T0 + 2 * 3600 * NS)],
+               "whole": ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]}
+    exported = tmp_path / "readings.csv"
+    cli("export", "--config", str(conf), *periods["whole"], "-o", str(exported))
+    out = []
+    for which, period in periods.items():
+        report = json.loads(cli("report", "--config", str(conf), *period, "--json").stdout)
+        mine = json.loads(cli("recompute", "--readings", str(exported), "--site", str(conf), *period, "--json").stdout)
+        for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "warnings"):
+            assert mine[k] == report[k], (k, which)
+        out.append((which, report, mine))
+    return exported.read_text().splitlines(), out
+
+
 def test_a_part_recomputed_from_a_longer_export_takes_that_part_s_rating(tmp_path: Path) -> None:
     """Found by the export audit: the export wrote each meter's largest rating over its whole span on its first row,
     so a part recomputed from it took the whole span's rating where the part's report takes the part's: a UPS rated
@@ -501,32 +528,12 @@ def test_a_part_recomputed_from_a_longer_export_takes_that_part_s_rating(tmp_pat
     b.add(*schema.snmp_reading("s", "ups0", "rated_power", "W"), rated_t,
           {"value": np.where(rated_t < T0 + 3 * 3600 * NS, 9000.0, 90_000.0)})
     b.add("inc", {}, t, {"wh": 1e6 + np.arange(t.size) * 6000.0 / 60})
-    store = EmbeddedStore(tmp_path / "s.db")
-    store.write_batch(b)
-    store.close()
-    run = [sys.executable, "-m", "puewatch.cli"]
-    whole = ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]
-    part = ["--from", format_time(T0), "--to", format_time(T0 + 2 * 3600 * NS)]
-    exported = tmp_path / "readings.csv"
-    out = subprocess.run(run + ["export", "--config", str(conf), *whole, "-o", str(exported)], capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    rows = exported.read_text().splitlines()
+    rows, runs = _export_report_recompute(tmp_path, conf, b)
     assert any(",ups,,,9000.0," in r for r in rows) and any(",ups,,,90000.0," in r for r in rows), rows[:5]
-    for period in (part, whole):
-        out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        report = json.loads(out.stdout)
-        out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *period, "--json"],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        mine = json.loads(out.stdout)
+    for which, _report, mine in runs:
         ups = {m["meter"]: m for m in mine["meters"]}["ups"]
-        limit = 18_000.0 if period is part else 180_000.0
-        assert (ups["power_limit_w"], ups["power_readings_refused"]) == (limit, int(period is part)), ups
-        for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "warnings"):
-            assert mine[k] == report[k], (k, period)
+        limit = 18_000.0 if which == "part" else 180_000.0
+        assert (ups["power_limit_w"], ups["power_readings_refused"]) == (limit, int(which == "part")), ups
         assert mine["source"]["rows"] == len(rows) - 1
 
 
@@ -547,31 +554,11 @@ def test_a_meter_written_by_two_writers_is_named_by_the_recompute_of_any_part(tm
     b.add("inc", {"host": "a"}, t, {"wh": 1e6 + np.arange(t.size) * 6000.0 / 60})
     late = t[t >= T0 + 3 * 3600 * NS][::2]
     b.add("inc", {"host": "b"}, late, {"wh": 1e6 + (late - t[0]) / (60 * NS) * 6000.0 / 60})
-    store = EmbeddedStore(tmp_path / "s.db")
-    store.write_batch(b)
-    store.close()
-    run = [sys.executable, "-m", "puewatch.cli"]
-    whole = ["--from", format_time(T0), "--to", format_time(T0 + 6 * 3600 * NS)]
-    part = ["--from", format_time(T0), "--to", format_time(T0 + 2 * 3600 * NS)]
-    exported = tmp_path / "readings.csv"
-    out = subprocess.run(run + ["export", "--config", str(conf), *whole, "-o", str(exported)], capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    rows = exported.read_text().splitlines()
+    rows, runs = _export_report_recompute(tmp_path, conf, b)
     assert rows[0].endswith(",series") and any(r.endswith(',"[{""host"":""a""},{""host"":""b""}]"') for r in rows)
-    for period in (part, whole):
-        out = subprocess.run(run + ["report", "--config", str(conf), *period, "--json"], capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        report = json.loads(out.stdout)
-        out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), *period, "--json"],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        mine = json.loads(out.stdout)
+    for which, _report, mine in runs:
         named = [w for w in mine["warnings"] if "its tags select 2 series" in w]
-        assert len(named) == int(period is whole) and (not named or "host=a; host=b" in named[0]), mine["warnings"]
-        for k in ("meters", "pue", "it_energy_wh", "facility_energy_wh", "completeness", "warnings"):
-            assert mine[k] == report[k], (k, period)
+        assert len(named) == int(which == "whole") and (not named or "host=a; host=b" in named[0]), mine["warnings"]
 
 
 @pytest.mark.parametrize("cell,fault", [
