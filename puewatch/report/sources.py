@@ -1072,7 +1072,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                     c[0].append(t)
                     c[1].append(p)
                     c[2].append(e)
-                else:  # a rating's own row (see _write_rated)
+                else:  # a rating's own row (see _write_merged)
                     rating_rows += 1
                 start = reader.line_num + 1
         except csv.Error as exc:  # a bare CR in a field, CR-only line ends
