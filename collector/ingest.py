@@ -684,7 +684,7 @@ class IngestServer:
             raise ConfigError(f"ingest: cannot listen on {self.config.listen}:{self.config.port}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(
-            "ingest listening on %s://%s:%d (%d agent token(s))",
+            "ingest listening on %s://%s:%d (%d writer token(s): agents' and feeders')",
             "https" if self._ssl else "http",
             self.config.listen,
             self.port,

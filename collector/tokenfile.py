@@ -122,7 +122,7 @@ def check(conf, config_path: str) -> tuple[list[str], list[str]]:
     if read_any and conf is not None:
         site = conf.site_model()
         ws = WriteScopes(scopes, conf.meters, site.name)
-        errors += [f"{sources[0] if len(sources) == 1 else 'token files'}: {p}" for p in ws.meter_problems(conf.meters)]
+        errors += ws.meter_problems(conf.meters)  # each names its file and line (the scope's `where`)
         warnings += [f"meter {m} is fed through ingest but no token is its feeder (feeder:{m} in the token file): "
                      "its writes will be refused (403)" for m in ws.unfed_meters()]
     return errors, warnings

@@ -159,3 +159,15 @@ def test_snmp_profiles_are_checked_at_load(tmp_path, device, meter, profile, mes
     # The same file with nothing broken loads.
     load(BASE + '[meters.ups]\nrole = "cooling"\ndevice = "ups-a"\n'
          + '[[snmp.devices]]\nname = "ups-a"\nhost = "127.0.0.1"\nprofile = "apc-ups"\n', tmp_path)
+
+
+def test_a_feeder_scope_s_error_names_its_file_and_line_once(tmp_path):
+    """Found by the config audit: --check-config printed `tokens: tokens:3: the feeder scope names ...`."""
+    from puewatch.collector import tokenfile
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# feeders\n\ntelegraf tok-tttttttttttttttttttt feeder:nope\n")
+    tokens.chmod(0o600)
+    conf = load(BASE.replace('token_file = "/dev/null"', f'token_file = "{tokens}"'), tmp_path)
+    errors, _ = tokenfile.check(conf, str(tmp_path / "c.toml"))
+    assert errors == [f"{tokens}:3: the feeder scope names meter 'nope', which is not in [meters] (ingest meters: in, it)"]
