@@ -158,6 +158,7 @@ class Stats:
     send_failures: int = 0
     unauthorized: int = 0  # 401/403 replies (retried: the token may be fixed)
     rejected_batches: int = 0
+    split_batches: int = 0  # batches the collector refused as too large (413), sent again in parts
     job_errors: int = 0
     ticks_missed: int = 0
     last_sample_ns: int = 0
@@ -271,6 +272,7 @@ class Agent:
             "source_errors": self.ctx.errors,
             "send_failures": s.send_failures,
             "unauthorized_replies": s.unauthorized,
+            "split_batches": s.split_batches,
             "ticks_missed": s.ticks_missed,
             "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
             "cpu_s": cpu.user + cpu.system,

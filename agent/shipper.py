@@ -15,6 +15,8 @@ small. Segments go out oldest first, one per request, gzip-compressed:
   refused ones, named in its reply (`agent/refusal.py`), go to spool/rejected/ and
   only they are counted as dropped (a reply that names fewer than N: the whole
   batch is kept there for the operator, N counted);
+- 413: the batch is larger than the collector takes: it is sent in halves, and halves
+  of those (see `Shipper._split`); only a single line too large is set aside;
 - any other 4xx: the collector will never take this batch; its message is
   logged, the segment is moved to spool/rejected/ and its points are counted
   as dropped (retrying forever would block everything behind it).
@@ -91,6 +93,7 @@ class Shipper(threading.Thread):
         self._refused_batches = 0
         self._refused_lines = 0
         self._refused_said_at = 0.0  # monotonic: when the refusals were last summed up in the log
+        self._split_logged = False  # a batch too large for the collector (413) was split: logged once
 
     def _reread_token(self) -> None:
         """After a 401/403: the token file again, and its token from the next try where it changed (the
@@ -181,10 +184,9 @@ class Shipper(threading.Thread):
                 log.debug("next attempt in %.1f s", delay)
                 return
 
-    def _send(self, seg: Segment) -> str:
-        data = self.spool.read(seg)
-        if data is None:
-            return "ok"  # unreadable: the spool has dropped it, counted and logged
+    def _post(self, data: bytes) -> tuple[int, str | None, bytes] | None:
+        """POST one body (gzip-compressed here): (status, Retry-After, reply), or None where the
+        collector could not be reached (logged once per episode)."""
         body = gzip.compress(data, compresslevel=self.ep.gzip_level, mtime=0)
         try:
             conn = self._connection()
@@ -203,31 +205,18 @@ class Shipper(threading.Thread):
                 log.warning("collector %s unreachable (%s); batches are kept in the spool and retried",
                             redact_url(self.ep.url), exc)
             self._down_logged = True
-            return "retry"
-        if 200 <= status < 300:
-            self.spool.done(seg)
-            self.stats.points_sent += seg.points
-            self.stats.batches_sent += 1
-            self.stats.last_ship_ns = time.time_ns()
-            if self._auth_logged:
-                log.warning("collector accepts the token again; draining the spool (%d point(s) waiting)", self.spool.points)
-            elif self.backoff.succeeded() or self._down_logged:
-                log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.points)
-            self.backoff.succeeded()
-            self._down_logged = self._auth_logged = False
-            if self._refused_batches > 1:
-                log.warning("collector stored a batch whole again; %d more batch(es) had %d line(s) refused meanwhile, "
-                            "set aside in %s and counted as dropped", self._refused_batches - 1, self._refused_lines,
-                            self.spool.rejected_dir)
-            self._refused_batches = self._refused_lines = 0
-            return "ok"
-        message = _server_message(reply)
+            return None
+        return status, retry_after, reply
+
+    def _must_wait(self, status: int, retry_after: str | None, message: str) -> bool:
+        """Whether a reply means "not now" (429, 5xx, 401, 403): the batch stays in the spool and is
+        tried again with backoff. Counted and logged once per episode."""
         if status == 429 or status >= 500:
             self._retry_after_s = _retry_after_s(retry_after) if status in (429, 503) else None
             if not self._down_logged:
                 log.warning("collector answered %d (%s); retrying with backoff", status, message)
             self._down_logged = True
-            return "retry"
+            return True
         if status in (401, 403):
             # A token the collector does not (yet) accept: the operator can fix it, so the data
             # waits in the spool; counted, logged once per episode.
@@ -239,7 +228,38 @@ class Shipper(threading.Thread):
                     "until the collector accepts the token ([output] token / token_file)", status, message,
                 )
             self._auth_logged = True
+            return True
+        return False
+
+    def _delivered(self, stored: int) -> None:
+        """A batch is off the spool with `stored` of its points in the collector."""
+        self.stats.points_sent += stored
+        self.stats.batches_sent += 1
+        self.stats.last_ship_ns = time.time_ns()
+
+    def _send(self, seg: Segment) -> str:
+        data = self.spool.read(seg)
+        if data is None:
+            return "ok"  # unreadable: the spool has dropped it, counted and logged
+        posted = self._post(data)
+        if posted is None:
             return "retry"
+        status, retry_after, reply = posted
+        if 200 <= status < 300:
+            self.spool.done(seg)
+            self._delivered(seg.points)
+            self._reachable()
+            if self._refused_batches > 1:
+                log.warning("collector stored a batch whole again; %d more batch(es) had %d line(s) refused meanwhile, "
+                            "set aside in %s and counted as dropped", self._refused_batches - 1, self._refused_lines,
+                            self.spool.rejected_dir)
+            self._refused_batches = self._refused_lines = 0
+            return "ok"
+        message = _server_message(reply)
+        if self._must_wait(status, retry_after, message):
+            return "retry"
+        if status == 413 and seg.points > 1:
+            return self._split(seg, data, message)
         if status == 400:
             refusal = read_refusal(data, message, _server_field(reply, "refused_lines"))
             if refusal.partial:
@@ -256,22 +276,87 @@ class Shipper(threading.Thread):
         self.stats.rejected_batches += 1
         return "rejected"
 
+    def _reachable(self) -> None:
+        """The collector took a body: the episodes of unreachability and refused tokens end."""
+        if self._auth_logged:
+            log.warning("collector accepts the token again; draining the spool (%d point(s) waiting)", self.spool.points)
+        elif self.backoff.succeeded() or self._down_logged:
+            log.warning("collector reachable again; draining the spool (%d point(s) waiting)", self.spool.points)
+        self.backoff.succeeded()
+        self._down_logged = self._auth_logged = False
+
+    def _split(self, seg: Segment, data: bytes, message: str) -> str:
+        """The collector refused the batch as too large (413: a batch_max_bytes above its
+        max_body_bytes, or a proxy's limit): it is sent in halves, and halves of those, until the
+        collector takes each part. Only a single line too large for it, or a part it refuses for
+        another reason (4xx), is set aside and counted as dropped; every other line is stored.
+        Where a part must wait (429, 5xx, 401, 403, unreachable), the whole batch stays in the
+        spool and is tried again later: the parts stored by then are sent again with it, the same
+        points, which a store keeps once (as after a timeout)."""
+        lines = _lines(data, seg.points)
+        half = len(lines) // 2
+        todo = [(half, len(lines)), (0, half)]  # line ranges to send, the next last
+        stored = parts = 0
+        aside: list[bytes] = []
+        aside_points = 0
+        while todo:
+            lo, hi = todo.pop()
+            part = b"".join(lines[lo:hi])
+            posted = self._post(part)
+            if posted is None:
+                return "retry"
+            status, retry_after, reply = posted
+            if 200 <= status < 300:
+                stored += hi - lo
+                parts += 1
+                continue
+            message = _server_message(reply)
+            if self._must_wait(status, retry_after, message):
+                return "retry"
+            if status == 413 and hi - lo > 1:
+                mid = (lo + hi) // 2
+                todo += [(mid, hi), (lo, mid)]
+                continue
+            refusal = read_refusal(part, message, _server_field(reply, "refused_lines")) if status == 400 else None
+            if refusal is not None and refusal.partial:
+                parts += 1
+                aside.append(_refused(lines[lo:hi], refusal))
+                aside_points += refusal.dropped
+                stored += max(0, hi - lo - refusal.dropped)
+            else:
+                aside.append(part)
+                aside_points += hi - lo
+            log.error("collector refused %d line(s) of batch %s (lines %d-%d) with %d: %s; set aside and counted as "
+                      "dropped", hi - lo if refusal is None or not refusal.partial else refusal.dropped, seg.path.name,
+                      lo + 1, hi, status, message[:1000])
+        kept = self.spool.set_aside(seg.seq, b"".join(aside), aside_points) if aside else None
+        self.spool.done(seg)
+        self._delivered(stored)
+        self._reachable()
+        self.stats.split_batches += 1
+        if aside:
+            self.stats.rejected_batches += 1
+        if not self._split_logged:
+            log.warning("collector refused batch %s as too large (413: %s): sent in %d part(s), %d of its %d point(s) "
+                        "stored%s; lower [agent] batch_max_bytes below the collector's [ingest] max_body_bytes (this "
+                        "is logged once; puewatch_agent split_batches counts them)", seg.path.name, message[:500],
+                        parts, stored, seg.points, f", {aside_points} set aside in {kept or self.spool.rejected_dir}"
+                        if aside else "")
+            self._split_logged = True
+        return "ok" if not aside else "rejected"
+
     def _partial(self, seg: Segment, data: bytes, refusal, message: str) -> str:
         """A partial write: the collector stored all but `refusal.dropped` lines. Only the refused
         lines are set aside and counted; the stored ones count as sent."""
-        lines = data.split(b"\n")[: seg.points]
+        bad = _refused(_lines(data, seg.points), refusal)
         if refusal.identified:
-            bad = b"".join(lines[i] + b"\n" for i in refusal.lines)
             what = f"the {refusal.dropped} refused line(s)"
         else:
-            bad = data  # the reply does not say which: the whole batch, for the operator to compare
             what = f"the whole batch (the reply names {refusal.named} of its {refusal.dropped} refused line(s))"
         kept = self.spool.set_aside(seg.seq, bad, refusal.dropped)
         self.spool.done(seg)
         stored = max(0, seg.points - refusal.dropped)
-        self.stats.points_sent += stored
-        self.stats.batches_sent += 1
-        self.stats.last_ship_ns = time.time_ns()
+        self._delivered(stored)
         self._refused_batches += 1
         now = time.monotonic()
         if self._refused_batches == 1:
@@ -319,6 +404,19 @@ REFUSED_SUMMARY_S = 60.0
 
 # Enough for a partial-write reply naming many refused lines (InfluxDB quotes each whole).
 _REPLY_MAX_BYTES = 1 << 16
+
+
+def _lines(data: bytes, points: int) -> list[bytes]:
+    """A batch's lines, each with its newline (one point a line, as the agent writes them)."""
+    return [line + b"\n" for line in data.split(b"\n")[:points]]
+
+
+def _refused(lines: list[bytes], refusal) -> bytes:
+    """What of a partial write is set aside: the refused lines where the reply names each, else all
+    the lines sent, for the operator to compare (the reply does not say which)."""
+    if refusal.identified:
+        return b"".join(lines[i] for i in refusal.lines)
+    return b"".join(lines)
 
 
 def _retry_after_s(value: str | None) -> float | None:
