@@ -344,12 +344,14 @@ def register_city(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.set_defaults(handler="puewatch.city.table:main")
 
-def _period_args(p: argparse.ArgumentParser, required: bool) -> None:
+def _period_args(p: argparse.ArgumentParser, required: bool, max_gap: bool = True) -> None:
     what = "" if required else (" (default: the whole UTC days the readings span, less a register's readings "
                                 "that an export adds beyond its window)")
     p.add_argument("--from", dest="start", required=required, metavar="TIME",
                    help=f"period start, a UTC date (2025-01-01) or RFC 3339 time{what}")
     p.add_argument("--to", dest="end", required=required, metavar="TIME", help=f"period end (excluded){what}")
+    if not max_gap:
+        return  # jobs and statements read the collector's cells, not readings: a gap there means nothing
     p.add_argument("--max-gap", dest="max_gap_s", type=float, default=900.0, metavar="SECONDS",
                    help="longest interval between readings that counts as observed and that power is integrated "
                    "across (default 900)")
@@ -404,7 +406,7 @@ def register_jobs(sub: argparse._SubParsersAction) -> None:
         "(docs/auditor-guide.md, Energy per job).",
     )
     _store_args(p)
-    _period_args(p, required=True)
+    _period_args(p, required=True, max_gap=False)
     p.add_argument("--tenant", help="only this tenant's jobs and total")
     p.add_argument("--cell", dest="cell_s", type=float, default=60.0, metavar="SECONDS",
                    help="attribution cell length, a whole number of collector cells (default 60)")
@@ -412,7 +414,8 @@ def register_jobs(sub: argparse._SubParsersAction) -> None:
                    "factors with their sources, green certificates and PPAs")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON (schema puewatch.jobs/1, docs/report-schema.md)")
-    out.add_argument("--csv", action="store_true", help="CSV: one row per job, then one per tenant")
+    out.add_argument("--csv", action="store_true", help="CSV: one row per job, one per tenant, then the unattributed "
+                     "energy and the site's totals (warnings on standard error)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(handler="puewatch.jobs.cli:jobs_main")
 
@@ -427,7 +430,7 @@ def register_statement(sub: argparse._SubParsersAction) -> None:
         "signature must verify with KEY's public half). Signed with KEY as reports are (docs/report-schema.md).",
     )
     _store_args(p)
-    _period_args(p, required=True)
+    _period_args(p, required=True, max_gap=False)
     p.add_argument("--tenant", required=True, help="the tenant the statement is for")
     p.add_argument("--sign", required=True, metavar="KEY", help="the site's Ed25519 private key (`puewatch keys new`)")
     p.add_argument("--report", metavar="SIGNED_REPORT", help="the site's signed report (puewatch report --json --sign) "

