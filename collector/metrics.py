@@ -237,7 +237,8 @@ class CollectorMetrics:
             "puewatch_snmp_values_refused",
             "Values a device answered that were recorded as missing, by reason: out_of_range (outside the MIB "
             "object's SYNTAX range), unavailable (the vendor's 'not available' filler), negative (power or energy), "
-            "non_finite, not_a_number (text that is not a decimal number), not_measured (a 0 the profile's "
+            "non_finite, not_a_number (text that is not a decimal number, or a value typed IpAddress, TimeTicks, OID "
+            "or Opaque), not_measured (a 0 the profile's "
             "zero_valid_if refuses: a loaded UPS line answering 0 W), "
             "absent (no value: the object answered noSuchObject, noSuchInstance or endOfMibView)",
             ["device", "reason"], registry=self.registry,

@@ -113,14 +113,37 @@ class SnmpAuthError(SnmpError):
     cause = "auth"
 
 
+class Typed(str):
+    """A value of an SNMP type that is never a meter's number, as text, with its type's name
+    (`snmp_type`): TimeTicks (hundredths of a second), an IpAddress (dotted), an OBJECT IDENTIFIER
+    (dotted), Opaque (hex). Text wherever text is read (a sysObjectID); `validate.number_of`
+    refuses it as a number, whatever its text looks like (an IpAddress's octets 49.50.48.48 are
+    the ASCII "1200", which read as 1,200 raw units)."""
+
+    snmp_type: str
+
+    def __new__(cls, text: str, snmp_type: str) -> "Typed":
+        obj = super().__new__(cls, text)
+        obj.snmp_type = snmp_type
+        return obj
+
+
 def convert(value: object) -> Value:
-    """A pysnmp value as plain Python: int, str (OIDs dotted, octets as UTF-8 text), None when absent."""
+    """A pysnmp value as plain Python: int (INTEGER, Integer32, Gauge32, Unsigned32, Counter32/64),
+    str (OCTET STRING as UTF-8 text), `Typed` text for the types that are no number of a meter, None
+    when absent."""
     if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView, univ.Null)):
         return None
+    if isinstance(value, rfc1902.TimeTicks):
+        return Typed(str(int(value)), "TimeTicks")
     if isinstance(value, univ.Integer):
         return int(value)
     if isinstance(value, univ.ObjectIdentifier):
-        return ".".join(str(x) for x in value)
+        return Typed(".".join(str(x) for x in value), "OBJECT IDENTIFIER")
+    if isinstance(value, rfc1902.IpAddress):
+        return Typed(".".join(str(b) for b in bytes(value)), "IpAddress")
+    if isinstance(value, rfc1902.Opaque):
+        return Typed(bytes(value).hex(), "Opaque")
     if isinstance(value, univ.OctetString):
         return bytes(value).decode("utf-8", "replace")
     return None

@@ -70,6 +70,9 @@ class Reading:
     refused: Refusal | None = None  # why the answered value is not a reading (`validate.check_value`)
     location: str = ""  # where it sits at the device (`profiles.LOCATIONS`); "" for a configured OID
     absent: bool = False  # a row of a table, found at discovery, that answered "no such instance" now
+    # "estimated": the device derives it (the profile's `status`: e.g. watts from a configured voltage x
+    # measured current); a total is estimated where a row it sums is.
+    status: str = "measured"
 
 
 OnPoll = Callable[[str, int, list[Reading], "PollError | None"], "None | Awaitable[None]"]
@@ -353,7 +356,7 @@ class Meter:
             raw_out: int | float | None = raw if isinstance(raw, int) else x if x is not None and math.isfinite(x) else None
             modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
             r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused,
-                        spec.location, absent=raw is None and bool(row.index))
+                        spec.location, absent=raw is None and bool(row.index), status=spec.status)
             out.append(r)
             by_key.setdefault(spec.key, []).append(r)
         for total in self.profile.totals:
@@ -439,13 +442,16 @@ def _total(dev: str, total: pf.TotalSpec, profile: pf.Profile, by_key: dict[str,
     valid = [r for r in chosen if math.isfinite(r.value)]
     if not valid or any(_broken(r) for r in chosen):
         return Reading(dev, total.name, total.quantity, kind, unit, "", None, NAN, None, t_ns, location=total.location)
+    status = "estimated" if any(r.status == "estimated" for r in valid) else "measured"
     if len(chosen) == 1:
         # One source object: the total is that register, with its wrap modulus.
         r = chosen[0]
-        return Reading(dev, total.name, total.quantity, r.kind, unit, r.oid, r.raw, r.value, r.modulus, t_ns, location=total.location)
+        return Reading(dev, total.name, total.quantity, r.kind, unit, r.oid, r.raw, r.value, r.modulus, t_ns,
+                       location=total.location, status=status)
     # A sum of registers has no single wrap point: modulus None (a wrap of one row
     # looks like a reset downstream and is flagged, never turned into negative energy).
-    return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns, location=total.location)
+    return Reading(dev, total.name, total.quantity, kind, unit, "", None, float(math.fsum(r.value for r in valid)), None, t_ns,
+                   location=total.location, status=status)
 
 
 def _broken(r: Reading) -> bool:

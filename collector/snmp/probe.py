@@ -30,7 +30,7 @@ import asyncio
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from puewatch import config as cfg
 from puewatch.collector.snmp import profiles as pf
@@ -53,6 +53,11 @@ class ProbeResult:
     profile: str
     readings: list[Reading]  # every reading (W, Wh, VA, % ...), rows then totals
     rows: int = 0  # objects found on the device (scalars and table rows), totals not counted
+    # Each register reading's wrap as the collector and the reports take it where the site file names
+    # this profile (profiles.register_modulus): (Wh, None), (None, None) for none, (None, why) where the
+    # device decides it; a site file that names no profile takes every drop as a reset.
+    wraps: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
+    named: bool = False  # the profile was named (--profile), not chosen by the sysObjectID
 
     def power_and_energy(self) -> list[Reading]:
         return [r for r in self.readings if r.unit in ("W", "Wh")]
@@ -74,9 +79,13 @@ class ProbeResult:
 
         def item(r: Reading) -> dict:
             out = {"name": r.name, "oid": r.oid, "raw": r.raw, "value": r.value if math.isfinite(r.value) else None,
-                   "unit": r.unit, "location": r.location}
+                   "unit": r.unit, "location": r.location, "kind": r.kind, "status": r.status}
             if r.refused is not None:
                 out["refused"] = r.refused.text
+            if r.name in self.wraps:
+                out["wraps_at"], why = self.wraps[r.name]
+                if why:
+                    out["wraps_unknown"] = why
             return out
 
         main = self.power_and_energy()
@@ -97,7 +106,9 @@ async def probe(device: SnmpDevice, profiles: dict[str, pf.Profile] | None = Non
     finally:
         meter.close()
     assert meter.profile is not None
-    return ProbeResult(meter.sys_descr, meter.sys_object_id, meter.profile.name, readings, len(meter.rows or []))
+    wraps = {r.name: pf.register_modulus(meter.profile, r.name) for r in readings if r.kind == "register"}
+    return ProbeResult(meter.sys_descr, meter.sys_object_id, meter.profile.name, readings, len(meter.rows or []), wraps,
+                       bool(device.profile))
 
 
 def parse_host(text: str) -> tuple[str, int]:
@@ -225,10 +236,24 @@ def _print_table(result: ProbeResult) -> None:
         for row in rows:
             oids.add_row(row[0], row[-1])
         console.print(oids)
-    wraps = sorted({(r.modulus, r.unit) for r in result.power_and_energy() if r.modulus is not None})
-    for modulus, unit in wraps:
-        names = [r.name for r in result.power_and_energy() if r.modulus == modulus]
-        console.print(f"[bold]wraps[/bold]        at {modulus:,.0f} {unit}: {', '.join(names)}", highlight=False)
+    estimated = [r.name for r in result.power_and_energy() if r.status == "estimated" and math.isfinite(r.value)]
+    if estimated:
+        console.print(f"[bold]estimated[/bold]    {', '.join(estimated)}: derived by the device (e.g. from a configured "
+                      "voltage), not measured", highlight=False)
+    # The wrap the collector and the reports take (not the value this poll's rows would give): a profile's
+    # rule, where the site file names the profile; a drop with none is a reset.
+    registers = [r for r in result.power_and_energy() if r.name in result.wraps]
+    for modulus in sorted({m for m, _ in result.wraps.values() if m is not None}):
+        names = [r.name for r in registers if result.wraps[r.name][0] == modulus]
+        console.print(f"[bold]wraps[/bold]        at {modulus:,.0f} Wh: {', '.join(names)}", highlight=False)
+    unknown = [r.name for r in registers if result.wraps[r.name][1]]
+    if unknown:
+        console.print(f"[bold]no wrap[/bold]      {', '.join(unknown)}: the device decides where it wraps, so a drop is "
+                      "taken as a reset", highlight=False)
+    if not result.named and any(m is not None for m, _ in result.wraps.values()):
+        console.print(f"[bold]note[/bold]         the wraps hold where the site file names profile = "
+                      f"\"{result.profile}\" for the device; with none named, every drop is taken as a reset",
+                      highlight=False)
     refused = result.refused()
     if refused:
         console.print(f"[bold]refused[/bold]      {len(refused)} value(s), recorded as missing by the collector:", highlight=False)

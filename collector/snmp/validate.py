@@ -2,9 +2,11 @@
 
 A value an agent answers is refused (the reading is missing, NaN, never a number) when
 
-- ``not_a_number``: it is text that is not a decimal number ("abc", "", "2,000", an
-  IpAddress's octets): the object answered something, but not a value, which is not the same
-  as an absent row (noSuchInstance), so a total over the rows cannot be known either;
+- ``not_a_number``: it is text that is not a decimal number ("abc", "", "2,000"), or a value
+  of an SNMP type that is no meter's number (an IpAddress, TimeTicks, an OBJECT IDENTIFIER,
+  Opaque: `client.Typed`), whatever its text: the object answered something, but not a value,
+  which is not the same as an absent row (noSuchInstance), so a total over the rows cannot be
+  known either;
 - ``non_finite``: it is not a finite number (text "nan", "inf"), or scaling made it so;
 - ``unavailable``: it is the vendor's "not available" filler that the profile declares
   (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...);
@@ -61,6 +63,9 @@ def number_of(raw: int | str | None) -> tuple[float | None, Refusal | None]:
     noSuchInstance, endOfMibView); (None, why) for text that is not a number."""
     if raw is None:
         return None, None
+    kind = getattr(raw, "snmp_type", None)
+    if kind is not None:
+        return None, Refusal("not_a_number", f"an SNMP {kind} ({raw[:40]}), not a number")
     if isinstance(raw, int):
         return float(raw), None
     # Text an agent may answer for a number (a DisplayString data point, a string-typed column), in

@@ -30,18 +30,21 @@ def test_probe_json_contract(snmpsim_recordings):
     assert list(out) == ["device", "profile", "readings", "other_readings"]
     assert out["device"] == {"sysDescr": "puewatch test agent: Sentry4 master and link unit", "sysObjectID": "1.3.6.1.4.1.1718.4"}
     assert out["profile"] == "sentry4"
+    keys = ["name", "oid", "raw", "value", "unit", "location", "kind", "status"]
     for reading in out["readings"]:
-        assert list(reading) == ["name", "oid", "raw", "value", "unit", "location"]
+        # A register adds the wrap the collector takes where the site file names the profile.
+        assert list(reading) == keys + (["wraps_at"] if reading["kind"] == "register" else [])
         assert reading["unit"] in ("W", "Wh")
     assert out["other_readings"], "sentry4 cords also answer VA, A and V"
     for reading in out["other_readings"]:
-        assert list(reading) == ["name", "oid", "raw", "value", "unit", "location"]
+        assert list(reading)[:len(keys)] == keys
         assert reading["unit"] not in ("W", "Wh")
     by_name = {x["name"]: x for x in out["readings"]}
     # st4InputCordEnergy of unit 2 (the link unit) cord 1: 3001 tenths of kWh
     assert by_name["unit2_cord1_active_energy"] == {
         "name": "unit2_cord1_active_energy", "oid": "1.3.6.1.4.1.1718.4.1.3.3.1.10.2.1", "raw": 3001, "value": 300100.0, "unit": "Wh",
         "location": "inlet",  # a cord: the profile says where each reading sits
+        "kind": "register", "status": "measured", "wraps_at": None,  # st4InputCordEnergy: Unsigned32 in 0.1 kWh
     }
     assert by_name["total_active_power"]["location"] == "total"
     assert by_name["total_active_power"]["value"] == 1234 + 987 + 612  # every cord of every unit
@@ -54,6 +57,10 @@ def test_probe_json_unavailable_is_null(snmpsim_recordings):
     by_name = {x["name"]: x for x in json.loads(r.stdout)["readings"]}
     assert by_name["pdu1_active_power"]["raw"] == -1 and by_name["pdu1_active_power"]["value"] is None
     assert by_name["total_active_power"]["value"] == 415.0  # the legacy (estimated) object, as fallback
+    # Found by the probe audit: shown and recorded as measured, though the profile says the PDU derives it.
+    assert by_name["legacy_active_power"]["status"] == by_name["total_active_power"]["status"] == "estimated"
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "apc-rpdu2-unsupported")
+    assert "estimated    legacy_active_power, total_active_power: derived by the device" in r.stdout, r.stdout
     assert by_name["total_active_energy"]["value"] is None
 
 
@@ -62,6 +69,24 @@ def test_probe_table_output(snmpsim_recordings):
     assert r.returncode == 0, r.stderr
     assert "ups-mib" in r.stdout and "1.3.6.1.4.1.5491.77" in r.stdout
     assert "4,320 W" in r.stdout and "output_line3_active_power" in r.stdout  # 1510 + 1422 + 1388 W
+
+
+def test_probe_states_the_wrap_the_collector_takes_not_this_polls(snmpsim_recordings):
+    """Found by the probe audit: the probe said a Raritan PDU's total energy "wraps at 4,294,967,296 Wh" (what its
+    one inlet row gives this poll), where the collector and the reports take a drop of it as a reset (the
+    profile cannot say where a device with several inlets wraps: profiles.register_modulus)."""
+    from puewatch.collector.snmp.profiles import load_profiles, register_modulus
+
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "raritan-pdu2-one-inlet")
+    assert r.returncode == 0, r.stderr
+    assert "wraps at" not in r.stdout
+    assert ("no wrap      pdu1_inlet1_active_energy, total_active_energy: the device decides where it wraps, so a "
+            "drop is taken as a reset") in r.stdout
+    r = run("snmp", "probe", f"127.0.0.1:{snmpsim_recordings.port}", "-c", "raritan-pdu2-one-inlet", "--json")
+    by_name = {x["name"]: x for x in json.loads(r.stdout)["readings"]}
+    modulus, why = register_modulus(load_profiles()["raritan-pdu2"], "total_active_energy")
+    assert modulus is None and why
+    assert by_name["total_active_energy"]["wraps_at"] is None and by_name["total_active_energy"]["wraps_unknown"] == why
 
 
 def test_probe_snmpv3_and_named_profile(snmpd):
@@ -76,7 +101,7 @@ def test_probe_snmpv3_and_named_profile(snmpd):
     # snmpd has no UPS-MIB: the total is there, and unavailable (so the probe exits 1, saying so)
     by_name = {r["name"]: r for r in out["readings"]}
     assert by_name["total_active_power"] == {"name": "total_active_power", "oid": "", "raw": None, "value": None, "unit": "W",
-                                          "location": "ups_output"}
+                                          "location": "ups_output", "kind": "gauge", "status": "measured"}
     assert sorted(by_name) == ["rated_power", "total_active_power"]  # the W rating (absent too); VA is not listed
     assert by_name["rated_power"]["value"] is None
     assert r.stderr.count("\n") == 1 and "every power and energy reading of profile 'ups-mib' is unavailable" in r.stderr, r.stderr

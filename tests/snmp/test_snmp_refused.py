@@ -110,6 +110,25 @@ def ups_text_rows() -> str:
     })
 
 
+def ups_wrong_types_and_unmeasured_inputs() -> str:
+    # UPS-MIB upsOutputPower (INTEGER) answered as an IpAddress whose octets are the ASCII "1200", as
+    # TimeTicks and as an OBJECT IDENTIFIER (each read as a number before: 1,200 W, 114 W, 1.3 W); line 4
+    # is a number. upsInputTruePower answers 0 W on line 1 at 6.5 A (not measured: the Riello capture's
+    # three lines) and on line 2 at 0 A (a reading); upsBypassPower 0 W at 1.2 A (not measured).
+    return recording("1.3.6.1.4.1.5491.308", {
+        f"{UPS}.4.4.1.4.1": (64, "49.50.48.48"),
+        f"{UPS}.4.4.1.4.2": (67, 114),
+        f"{UPS}.4.4.1.4.3": (6, "1.3"),
+        f"{UPS}.4.4.1.4.4": (INT, 700),
+        f"{UPS}.3.3.1.4.1": (INT, 65),
+        f"{UPS}.3.3.1.4.2": (INT, 0),
+        f"{UPS}.3.3.1.5.1": (INT, 0),
+        f"{UPS}.3.3.1.5.2": (INT, 0),
+        f"{UPS}.5.3.1.3.1": (INT, 12),
+        f"{UPS}.5.3.1.4.1": (INT, 0),
+    })
+
+
 def raritan_out_of_range() -> str:
     # PDU-MIB (Raritan PX1): inletActivePower is a Watts (Unsigned32): a Counter64 9999999999 is past it;
     # inletActiveEnergy (WattHours, Unsigned32) as the text "4294967295.5", just past its top.
@@ -134,6 +153,7 @@ def agents(tmp_path_factory):
     (data / "eaton.snmprec").write_text(eaton_unavailable())
     (data / "text.snmprec").write_text(ups_text_rows())
     (data / "raritan.snmprec").write_text(raritan_out_of_range())
+    (data / "types.snmprec").write_text(ups_wrong_types_and_unmeasured_inputs())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -155,7 +175,7 @@ def test_probe_json_refuses_negative_watts_and_out_of_range(agents):
     by_name = {x["name"]: x for x in out["readings"]}
     assert by_name["output_line1_active_power"] == {
         "name": "output_line1_active_power", "oid": f"{UPS}.4.4.1.4.1", "raw": 1500, "value": 1500.0, "unit": "W",
-        "location": "ups_output"}
+        "location": "ups_output", "kind": "gauge", "status": "measured"}
     line3 = by_name["output_line3_active_power"]
     assert line3["raw"] == -26 and line3["value"] is None
     assert line3["refused"] == "negative power -26 W (raw -26)"
@@ -173,7 +193,8 @@ def test_probe_json_refuses_negative_watts_and_out_of_range(agents):
     other = {x["name"]: x for x in out["other_readings"]}
     assert other["output_line1_load"] == {
         "name": "output_line1_load", "oid": f"{UPS}.4.4.1.5.1", "raw": 250, "value": None, "unit": "%",
-        "location": "ups_output", "refused": "raw 250 is outside the object's range 0..200"}
+        "location": "ups_output", "kind": "gauge", "status": "measured",
+        "refused": "raw 250 is outside the object's range 0..200"}
     assert other["output_line2_load"]["value"] == 40.0 and "refused" not in other["output_line2_load"]
 
 
@@ -200,11 +221,30 @@ def test_text_that_is_not_a_number_is_refused_and_the_total_is_missing(agents):
     for line, raw in [(2, "abc"), (3, ""), (5, "2,000")]:
         r = out[f"output_line{line}_active_power"]
         assert r["value"] is None and r["refused"] == f"not a number: {raw!r}", r
-    assert out["output_line4_active_power"]["refused"].startswith("not a number: ")  # an IpAddress's octets
+    assert out["output_line4_active_power"]["refused"] == "an SNMP IpAddress (1.2.3.4), not a number"
     assert out["output_line6_active_power"]["value"] == 42.0 and "refused" not in out["output_line6_active_power"]
     assert out["total_active_power"]["value"] is None
     assert out["input_line1_active_power"]["refused"] == "not a number: '1_000'"  # Python's float() took it
     assert out["input_line2_active_power"]["value"] == 1500.0
+
+
+def test_values_of_types_no_meter_answers_are_refused_and_a_loaded_ups_input_at_0_w_is_not_measured(agents):
+    """Found by the probe audit: an IpAddress, TimeTicks or OBJECT IDENTIFIER where the MIB has an INTEGER
+    became a power (an IpAddress's octets "1200" read as 12,000 W), and a UPS input line answering 0 W with
+    6.5 A flowing (the Riello capture: input power not measured) was a reading of 0 W."""
+    out = {x["name"]: x for x in probe_json(agents, "types")["readings"]}
+    assert out["output_line1_active_power"]["refused"] == "an SNMP IpAddress (49.50.48.48), not a number"
+    assert out["output_line2_active_power"]["refused"] == "an SNMP TimeTicks (114), not a number"
+    assert out["output_line3_active_power"]["refused"] == "an SNMP OBJECT IDENTIFIER (1.3), not a number"
+    for line in (1, 2, 3):
+        assert out[f"output_line{line}_active_power"]["value"] is None
+    assert out["output_line4_active_power"]["value"] == 700.0
+    assert out["total_active_power"]["value"] is None  # three lines' load unknown: not 700 W
+    assert out["input_line1_active_power"]["value"] is None
+    assert out["input_line1_active_power"]["refused"] == (f"raw 0 where {UPS}.3.3.1.4.1 is 65: not measured "
+                                                          "(profile: zero_valid_if)")
+    assert out["input_line2_active_power"]["value"] == 0.0 and "refused" not in out["input_line2_active_power"]
+    assert out["bypass_line1_active_power"]["value"] is None and "not measured" in out["bypass_line1_active_power"]["refused"]
 
 
 def test_raritan_power_has_its_mibs_range_and_a_refusal_shows_the_raw_value_in_full(agents):
@@ -249,7 +289,8 @@ def test_probe_says_which_scalar_answered_no_value_and_counts_it(agents):
     assert f"  system_active_power: absent: {why}" in r.stdout
     out = {x["name"]: x for x in probe_json(agents, "sentry3old")["readings"]}
     assert out["system_active_power"] == {"name": "system_active_power", "oid": f"{S3}.1.6.0", "raw": None,
-                                          "value": None, "unit": "W", "location": "total", "refused": why}
+                                          "value": None, "unit": "W", "location": "total", "kind": "gauge",
+                                          "status": "measured", "refused": why}
     assert out["total_active_power"]["value"] == 900.0 and "refused" not in out["total_active_power"]
 
 
