@@ -38,8 +38,9 @@ from snmp_support import serving
 
 # Raise these as profiles are added (never lower them): the score of the last run.
 DEVICES_MATCHED_FLOOR = 73
-# (669 until the 8 not-measured 0 W values of NOT_MEASURED were no longer read as readings.)
-READINGS_READ_FLOOR = 661
+# (669 until the 8 not-measured 0 W output values of NOT_MEASURED were no longer read as readings; 661
+# until its 9 input values were not either.)
+READINGS_READ_FLOOR = 652
 
 # LibreNMS values that contradict the device's MIB, shown wrong by the device's own other objects
 # (docs/snmp-devices.md): (capture, column OID) -> (puewatch's value / LibreNMS's, why). Such a
@@ -55,9 +56,14 @@ CONTRADICTS_MIB = {
 # LibreNMS values that are a device saying "not measured": upsOutputPower 0 W on lines that the same
 # row's upsOutputPercentLoad (and mostly upsOutputCurrent) shows under load. puewatch must not read
 # them as 0 W of IT energy (ups-mib's zero_valid_if): counted as not read, as CONTRADICTS_MIB's are.
+# The same for upsInputTruePower 0 W on lines whose upsInputCurrent is above 0 (eaton-mgeups_93ps: 4.8 A at
+# 238 V; netmanplus_mct20: 6.5 A at 232 V) or unknown (netmanplus_204 answers -1 A on every line, line 1 at
+# 242 V while the UPS, on its normal source, gives 184 W): ups-mib's zero_valid_if on upsInputCurrent.
 NOT_MEASURED = {
-    (community, "1.3.6.1.2.1.33.1.4.4.1.4"): "upsOutputPower 0 W while the line's upsOutputPercentLoad is above 0"
-    for community in ("abbups_abbups", "istars", "powerwalker-vfi_20kcpgpf133", "powerwalker-vfi_500r1u")
+    **{(community, "1.3.6.1.2.1.33.1.4.4.1.4"): "upsOutputPower 0 W while the line's upsOutputPercentLoad is above 0"
+       for community in ("abbups_abbups", "istars", "powerwalker-vfi_20kcpgpf133", "powerwalker-vfi_500r1u")},
+    **{(community, "1.3.6.1.2.1.33.1.3.3.1.5"): "upsInputTruePower 0 W while the line's upsInputCurrent is not 0"
+       for community in ("eaton-mgeups_93ps", "netmanplus_mct20", "netmanplus_204")},
 }
 
 FILLERS = (65535, 2**31 - 1, 2**32 - 1)
