@@ -350,13 +350,17 @@ class SnmpClient:
             base = f"{self.address}: no response within {d.timeout_s:g} s ({tries} {'try' if tries == 1 else 'tries'})"
             if d.version == "3" and self._heard > heard:
                 # The agent sent something (engine discovery, a report) but no answer to the request:
-                # net-snmp drops requests it cannot decrypt.
+                # net-snmp drops requests it cannot decrypt, and requests for a context it does not
+                # have (snmpget -n answers nothing either).
+                context = (f", or no context {d.context!r} on the agent (net-snmp drops requests for a context it "
+                           "has not got)") if d.context else ""
                 if d.security_level == "authPriv":
                     return SnmpAuthError(
                         f"{self.address}: {after}the agent answers but not to encrypted requests: "
-                        f"decryption failed (wrong priv key or priv protocol {d.priv_proto}?)"
+                        f"decryption failed (wrong priv key or priv protocol {d.priv_proto}?){context}"
                     )
-                return SnmpAuthError(f"{self.address}: {after}the agent answers but not to requests of user {d.user!r}")
+                return SnmpAuthError(f"{self.address}: {after}the agent answers but not to requests of user "
+                                     f"{d.user!r}{context}")
             hint = "device down or unreachable, or wrong community?" if d.version == "2c" else "device down or unreachable?"
             return SnmpTimeout(f"{base}: {hint}")
         if isinstance(ind, errind.WrongDigest):
