@@ -521,7 +521,8 @@ class _Builder:
         starts = np.array([a for a, _ in gaps], np.int64)
         ends = np.array([b for _, b in gaps], np.int64)
         in_gaps = p.counts((starts, ends))
-        answered = in_gaps.pop(schema.SNMP_POLL_OK, 0)
+        in_gaps.pop(schema.SNMP_POLL_OK, None)
+        answered = r.polls_without_value
         out = []
         polled = f"of {p.recorded} polls recorded in the period"
         if in_gaps:

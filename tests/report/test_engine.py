@@ -676,6 +676,26 @@ def test_a_meter_s_gaps_are_explained_by_its_device_s_polls() -> None:
     assert not [w for w in compute_report(_site(), full, START, END)["warnings"] if "poll" in w]
 
 
+def test_a_reading_that_bounds_no_interval_is_not_named_an_answer_without_a_value() -> None:
+    # Found by the demo audit: a meter read once (its one reading bounds no observed interval: all of the
+    # period is its gap) was said to have "answered 1 poll(s) in its gaps without a value", where the poll
+    # gave that reading. Readings 2 h apart (past --max-gap) are each inside a gap, each from its poll; one
+    # poll between them answered without a value.
+    from puewatch.report.meters import PollRecord
+
+    t = _times()
+    sparse = np.arange(START + H, END, 2 * H, dtype=np.int64)
+    empty = sparse[:-1] + H
+    polls = PollRecord({"ok": np.sort(np.concatenate([sparse, empty[:1]]))})
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)),
+                "it1": MeterReadings(sparse, np.full(sparse.size, 100.0), None, polls=polls)}
+    said = [w for w in compute_report(_site(), readings, START, END)["warnings"] if "without a value" in w]
+    assert len(said) == 1 and "answered 1 poll(s) in its gaps" in said[0], said
+    polls = PollRecord({"ok": sparse})
+    readings["it1"] = MeterReadings(sparse, np.full(sparse.size, 100.0), None, polls=polls)
+    assert not [w for w in compute_report(_site(), readings, START, END)["warnings"] if "without a value" in w]
+
+
 def test_a_meter_with_no_reading_and_no_poll_recorded_was_not_polled() -> None:
     from puewatch.report.meters import PollRecord
     from puewatch.core.timefmt import format_time
