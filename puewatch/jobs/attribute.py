@@ -22,7 +22,7 @@ import numpy as np
 from puewatch import kernels as k
 from puewatch.core.numbers import published, ratio, share
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import NS
+from puewatch.core.timefmt import NS, format_time
 from puewatch.jobs.carbon import CarbonData
 from puewatch.jobs.cells import Cells, cell_factors, floor_warning
 from puewatch.jobs.ledger import Ledger
@@ -100,6 +100,13 @@ def record_rows(ledger: Ledger, cells: Cells, site: SiteModel) -> np.ndarray:
 def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData | None = None,
               tenant: str | None = None) -> Attribution:
     warnings: list[str] = [f"job ledger: {n} records left out: {why}" for why, n in sorted(ledger.dropped.items())]
+    if ledger.overbooked:
+        ob = ledger.overbooked
+        node, gpu, t = ob["first"]
+        warnings.append(f"job ledger: {ob['records']} records hold {ob['gpus']} GPU(s) with others whose shares sum above "
+                        f"1 (two jobs each claiming one GPU whole, or a GPU's records overlapping; the first: node "
+                        f"{node!r} GPU {gpu!r} at {format_time(t)}): their GPU-hours and energy are counted more than "
+                        "once, and the unattributed energy is that much lower")
     f = cell_factors(cells)
     floors = floor_warning(cells, f, site)
     if floors:

@@ -41,6 +41,10 @@ class Ledger:
     jobs: list[tuple[str, str]]  # (tenant, job id)
     gpu_models: list[str]
     dropped: dict[str, int] = field(default_factory=dict)  # why -> records left out
+    # Records whose GPU is held, with theirs, by shares summing above 1 at some time (two jobs each
+    # claiming all of one GPU, or a series' records overlapping): counted twice over. Kept (which
+    # claim is wrong cannot be known) and said: {"records", "gpus", "first": (node, gpu, ns)}.
+    overbooked: dict = field(default_factory=dict)
     # Per node with any (schema.JOB_LEDGER_STATS): GPU processes that belonged to no job.
     unattributed_processes: list[dict] = field(default_factory=list)
 
@@ -91,11 +95,14 @@ def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int, *, per
     (`fields_by_series`, which both built-in readers have); a reader without it, or
     `per_series` (the benchmark's baseline), is read series by series (node x gpu x slot).
     A record is one time in one series, its fields matched by time. A record without job
-    (but with a number), interval_s, gpu_wh or host_wh, or with a value that is no energy
-    (negative, not finite), is left out and counted by reason (`Ledger.dropped`).
+    (but with a number), interval_s, gpu_wh or host_wh, with a value that is no energy
+    (negative, not finite), or an interval longer than `max_interval_ns` (the agent's longest;
+    a longer one could begin inside the period and end after what is read), is left out and
+    counted by reason (`Ledger.dropped`). Records that hold one GPU by shares summing above 1
+    are kept and counted (`Ledger.overbooked`).
     """
     lo, hi = start_ns + 1, end_ns + max_interval_ns + 1
-    build = _Builder()
+    build = _Builder(max_interval_ns)
     if per_series or not hasattr(reader, "fields_by_series"):
         for tags, t, cols in _per_series(reader, lo, hi):
             build.add(tags, t, cols)
@@ -176,8 +183,10 @@ def _run_codes(codes: _Codes, name_at, *columns: np.ndarray) -> np.ndarray:
 class _Builder:
     """Ledger columns from series' aligned columns (NaN or None: the record lacks the field)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_interval_ns: int) -> None:
+        self.max_interval_ns = max_interval_ns
         self.node_codes, self.job_codes, self.model_codes = _Codes(), _Codes(), _Codes()
+        self.gpu_codes = _Codes()  # (node, gpu): which records hold one GPU (or one node's host)
         self.parts: list[dict[str, np.ndarray]] = []
         self.dropped: dict[str, int] = {}
 
@@ -212,6 +221,9 @@ class _Builder:
         bad = ok & ~(num["interval_s"] > 0)
         self.drop("interval_s not positive", np.count_nonzero(bad))
         ok &= ~bad
+        bad = ok & (num["interval_s"] * NS > self.max_interval_ns)
+        self.drop(f"interval_s over {self.max_interval_ns / NS:g} s (the agent's longest)", np.count_nonzero(bad))
+        ok &= ~bad
         # The share of the interval the job held the GPU (the host): more than all of it, none or less
         # cannot be (it multiplies the GPU time: 5 made five times the GPU-hours, -1 negative ones).
         bad = ok & ~((num["share"] > 0) & (num["share"] <= 1))
@@ -224,6 +236,7 @@ class _Builder:
             "end_ns": t[keep],
             "interval_ns": np.rint(num["interval_s"][keep] * NS).astype(np.int64),
             "node": np.full(n, self.node_codes.code(tags.get("node", "")), np.int32),
+            "gpu": np.full(n, self.gpu_codes.code((tags.get("node", ""), tags.get("gpu", ""))), np.int32),
             "job": _run_codes(self.job_codes, lambda i: (tenant[i] or "", job[i]), tenant, job),
             "gpu_model": np.full(n, -1, np.int32) if tags.get("gpu") == HOST else
             _run_codes(self.model_codes, lambda i, m=cols["gpu_model"][keep]: m[i] or "", cols["gpu_model"][keep]),
@@ -237,7 +250,54 @@ class _Builder:
         dtypes = (np.int64, np.int64, np.int32, np.int32, np.int32, float, float, float) + (bool,) * len(_FLAGS)
         parts = self.parts
         columns = {k: (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, d)) for k, d in zip(names, dtypes)}
+        gpu = np.concatenate([p["gpu"] for p in parts]) if parts else np.empty(0, np.int32)
         inside = columns["end_ns"] - columns["interval_ns"] < end_ns
         columns = {k: c[inside] for k, c in columns.items()}
+        overbooked = _overbooked(gpu[inside], columns["end_ns"], columns["interval_ns"], columns["share"],
+                                 self.gpu_codes.names)
         return Ledger(**columns, nodes=self.node_codes.names, jobs=self.job_codes.names,
-                      gpu_models=self.model_codes.names, dropped=self.dropped)
+                      gpu_models=self.model_codes.names, dropped=self.dropped, overbooked=overbooked)
+
+
+# Shares of one GPU summing above 1 by more than this are overbooked (records written with rounded shares
+# sum to 1 within it).
+_SHARE_SLACK = 1e-6
+
+
+def _overbooked(gpu: np.ndarray, end_ns: np.ndarray, interval_ns: np.ndarray, share: np.ndarray,
+                names: list) -> dict:
+    """The records holding a GPU (or a node's host) with others at a time when their shares sum above 1 (see
+    `Ledger.overbooked`): a sweep over each GPU's interval starts and ends, ends before starts at one time
+    (records that follow each other do not overlap). {} when none."""
+    if not gpu.size:
+        return {}
+    start = end_ns - interval_ns
+    order = np.lexsort((start, gpu))
+    g, a, b, w = gpu[order], start[order], end_ns[order], share[order]
+    flagged = np.zeros(g.size, bool)
+    first = None
+    cut = np.flatnonzero(np.diff(g)) + 1
+    for lo, hi in zip(np.r_[0, cut], np.r_[cut, g.size]):
+        if hi - lo < 2 or not np.any(a[lo + 1:hi] < np.maximum.accumulate(b[lo:hi - 1])):
+            continue  # no record of this GPU overlaps another: the common case, no sweep
+        times = np.r_[a[lo:hi], b[lo:hi]]
+        delta = np.r_[w[lo:hi], -w[lo:hi]]
+        ev = np.lexsort((delta > 0, times))  # at one time, ends (negative) before starts
+        level = np.cumsum(delta[ev])
+        over = level > 1.0 + _SHARE_SLACK
+        if not over.any():
+            continue
+        # The records open at an over-booked moment: those starting before it and ending after it.
+        at = times[ev][over]
+        rows = np.arange(lo, hi)
+        hit = np.zeros(hi - lo, bool)
+        for t in np.unique(at):
+            hit |= (a[lo:hi] <= t) & (b[lo:hi] > t)
+        flagged[rows[hit]] = True
+        t0 = int(at.min())
+        if first is None or t0 < first[2]:
+            node, gpu_name = names[int(g[lo])]
+            first = (node, gpu_name, t0)
+    if not flagged.any():
+        return {}
+    return {"records": int(flagged.sum()), "gpus": int(np.unique(g[flagged]).size), "first": first}
