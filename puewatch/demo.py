@@ -58,6 +58,7 @@ SITE = "demo"
 INTERVAL_S = 1.0          # collector cell
 SNMP_INTERVAL_S = 1.0     # every meter is polled once a second
 RECORDING_PERIOD_S = 0.5  # recordings rewritten this often (site.Recorder)
+LIVE_CELLS = 10           # the live view's power: the mean of the last 10 cells, the 10 s PUE's window
 CHECK_S = 0.5             # the children and the recorder checked this often
 SNMP_COMMUNITIES = ("incomer", "ups", "chiller", *(f"{k}-{z}" for z in site.ZONES for k in ("pdu", "crah")))
 
@@ -327,6 +328,26 @@ def wait_snmp(port: int, deadline: float, children: Children) -> None:
     raise UserError(f"snmpsim did not answer within the start-up time (see {children.log_dir / 'snmpsim.log'})")
 
 
+def wait_polls(metrics_port: int, deadline: float, children: Children, stop: threading.Event) -> bool:
+    """Wait until the collector has read every meter once (its /metrics count a poll that answered); False
+    when stopped first (Ctrl-C). From then on every meter has a reading at or before any later time, so a
+    period that starts one poll later was read by all of them all along."""
+    missing = list(SNMP_COMMUNITIES)
+    while time.monotonic() < deadline:
+        proc = children.procs["collector"]
+        if proc.poll() is not None:
+            raise UserError(f"the collector exited with {proc.returncode} (log: {children.log_dir / 'collector.log'})")
+        metrics = scrape(metrics_port)
+        missing = [dev for dev in SNMP_COMMUNITIES
+                   if metrics.get(f'puewatch_snmp_polls_total{{device="{dev}",result="ok"}}', 0.0) < 1]
+        if not missing:
+            return True
+        if stop.wait(0.1):
+            return False
+    raise UserError(f"the collector did not read meter(s) {', '.join(missing)} within the start-up time "
+                    f"(log: {children.log_dir / 'collector.log'})")
+
+
 def wait_tcp(port: int, deadline: float, proc: subprocess.Popen, what: str, logfile: Path) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -403,11 +424,14 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
     cells = _cells(reader, schema.SITE_ENERGY, _SITE_FIELDS, {"site": SITE}, win, now_ns + s)
     recent = dict(sorted(cells.items())[-10:])
     snap: dict = {
-        # Mean power over the last 5 cells: a 1 Wh register read every second is too coarse for one cell.
-        "facility_w": _mean_power(recent, "facility_input_wh", 5),
-        "it_w": _mean_power(recent, "it_wh", 5),
-        "gpu_w": _mean_power(recent, "gpu_wh", 5),
+        # Mean power over the last 10 cells, the 10 s PUE's window (one cell of a 1 Wh register read every
+        # second is too coarse): facility over IT is that PUE where every cell is known (it showed the mean
+        # of 5 cells beside the 10 s PUE, 4-10 % off it).
+        "facility_w": _mean_power(recent, "facility_input_wh", LIVE_CELLS),
+        "it_w": _mean_power(recent, "it_wh", LIVE_CELLS),
+        "gpu_w": _mean_power(recent, "gpu_wh", LIVE_CELLS),
         "live_pue": _latest(reader, schema.PUE, "pue", schema.pue(SITE, "10s").tags, win, now_ns + s),
+        "live_pue_coverage": _latest(reader, schema.PUE, "pue_coverage", schema.pue(SITE, "10s").tags, win, now_ns + s),
         "lag_s": (now_ns - max(cells)) / s if cells else math.nan,
         "windows": {},
         "zones": {},
@@ -424,8 +448,8 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
         zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, win, now_ns + s)
         ppue = schema.ppue(SITE, z, "1m")
         snap["zones"][z] = {
-            "it_w": _mean_power(zc, "it_wh", 5),
-            "boundary_w": _mean_power(zc, "boundary_wh", 5),
+            "it_w": _mean_power(zc, "it_wh", LIVE_CELLS),
+            "boundary_w": _mean_power(zc, "boundary_wh", LIVE_CELLS),
             "ppue": _latest(reader, ppue.measurement, "ppue", ppue.tags, win, now_ns + s),
             "ppue_coverage": _latest(reader, ppue.measurement, schema.coverage_field("ppue"), ppue.tags, win, now_ns + s),
         }
@@ -453,21 +477,23 @@ def snapshot(reader, metrics: dict[str, float], nodes: list[site.Node], now_ns: 
     return snap
 
 
-def report_period(up_ns: int | None, stop_ns: int, start_ns: int, end_ns: int) -> tuple[str, str]:
-    """The run's period as `--from`/`--to` (RFC 3339, whole seconds).
+def report_period(up_ns: int | None, stop_ns: int, start_ns: int, end_ns: int) -> tuple[str, str, bool]:
+    """The run's period as `--from`/`--to` (RFC 3339, whole seconds), and whether every meter was read
+    all that time.
 
-    From one poll after every meter and the collector answered (`up_ns`) to the end of
-    `--duration` or the Ctrl-C (`stop_ns`), rounded inwards: every meter was read all that
-    time, so the report's PUE is not biased by one meter read for longer than another. A run
-    stopped before that: all of it (`start_ns` .. `end_ns`, rounded outwards).
+    From one poll after the collector had read every meter (`up_ns`, see wait_polls) to the end of
+    `--duration` or the Ctrl-C (`stop_ns`), rounded inwards: every meter was read all that time, so
+    the report's PUE is not biased by one meter read for longer than another (the collector polls
+    on until it is stopped, after `stop_ns`). A run stopped before that: all of it (`start_ns` ..
+    `end_ns`, rounded outwards), and False: its PUE is not published (see summarize).
     """
     from puewatch.core.timefmt import NS, format_time
 
     if up_ns is not None:
         lo, hi = -(-(up_ns + int(SNMP_INTERVAL_S * NS)) // NS) * NS, stop_ns // NS * NS
         if hi > lo:
-            return format_time(lo), format_time(hi)
-    return format_time(start_ns // NS * NS), format_time(-(-end_ns // NS) * NS)
+            return format_time(lo), format_time(hi), True
+    return format_time(start_ns // NS * NS), format_time(-(-end_ns // NS) * NS), False
 
 
 def program() -> list[str]:
@@ -511,7 +537,9 @@ def store_hint(spec: StoreSpec, summary: dict) -> str:
             f"d = lambda f: dict(zip(*(x.tolist() for x in s.series(\"site_energy\", f, {{\"site\": {json.dumps(SITE)}}}, {a + 1}, {b + 1})))); "
             "both = lambda x, y: [t for t in y if t in x and math.isfinite(x[t]) and math.isfinite(y[t])]; "
             "f, i, g = d(\"facility_input_wh\"), d(\"it_wh\"), d(\"gpu_wh\"); k = both(g, i); "
-            "print(len(both(f, i)), \"cells, GPU share of IT energy\", format(sum(g[t] for t in k) / sum(i[t] for t in k), \".3f\"))"
+            "it = sum(i[t] for t in k); "
+            "print(len(both(f, i)), \"cells, GPU share of IT energy\", format(sum(g[t] for t in k) / it, \".3f\") if it > 0 "
+            "else \"unknown (no cell with IT energy)\")"
         )
         return shlex.join([_as_typed(Path(sys.executable)), "-c", code])
     u = urllib.parse.urlsplit(spec.url)
@@ -525,19 +553,22 @@ def store_hint(spec: StoreSpec, summary: dict) -> str:
     return shlex.join([*cli, "-database", spec.database, "-execute", query])
 
 
-def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: tuple[str, str]) -> dict:
+def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: tuple[str, str, bool]) -> dict:
     """The run's figures: the report `report_command` prints, computed here by the same code.
 
     PUE, energies, coverage, CLF and pPUE come from that report (a ratio of energies over the
     period, from the meters' registers). Only what a report does not have comes from the
     collector's derived series: `cells`, its cells in the period with both facility and IT
     energy, and `gpu_it_share`, the agents' GPU energy over the IT energy of those cells.
+    A run stopped before every meter had been read (`period`'s third item False, see
+    report_period) publishes no PUE, CLF or pPUE: its meters were read for different lengths of
+    time (a Ctrl-C 8 s in gave 2.98 for a site near 1.32); the report's jointly observed figures stay.
     """
     from puewatch.cli import build_parser
     from puewatch.report.cli import store_report
     from puewatch.core.timefmt import parse_time
 
-    start, end = period
+    start, end, whole = period
     args = report_args(d, start, end)
     period_ns = (parse_time(start), parse_time(end))
     report: dict = {}
@@ -553,12 +584,13 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
     for z in report.get("zones", []):
         zid = schema.zone_energy(SITE, z["zone"])
         zc = _cells(reader, zid.measurement, _ZONE_FIELDS, zid.tags, *period_ns)
-        zones[z["zone"]] = {"ppue": z["ppue"], "ppue_joint": z["ppue_joint"], "boundary_energy_wh": z["boundary_energy_wh"],
+        zones[z["zone"]] = {"ppue": z["ppue"] if whole else None, "ppue_joint": z["ppue_joint"],
+                            "boundary_energy_wh": z["boundary_energy_wh"],
                             "it_energy_wh": z["it_energy_wh"], "completeness": z["completeness"],
                             "cells": ratio(zc, "boundary_wh", "it_wh")[3]}
     return {
         "site": SITE,
-        "pue": report.get("pue"),
+        "pue": report.get("pue") if whole else None,
         "pue_joint": report.get("pue_joint"),
         "label": report.get("label"),
         "it_energy_wh": report.get("it_energy_wh"),
@@ -566,12 +598,16 @@ def summarize(reader, spec: StoreSpec, d: Path, nodes: list[site.Node], period: 
         "category": report.get("category"),
         "coverage": report.get("completeness", 0.0),
         "cells": n_cells,
-        "clf": report.get("clf"),
+        "clf": report.get("clf") if whole else None,
         "gpu_it_share": published(ratio(cells, "gpu_wh", "it_wh")[0]),
         "zones": zones,
         "meters": {m["meter"]: {k: m[k] for k in ("energy_wh", "method", "completeness", "resets")}
                    for m in report.get("meters", [])},
-        "warnings": report.get("warnings", []) + ([f"no report of the run: {error}"] if error else []),
+        "warnings": ([] if whole else [
+            "the run stopped before the collector had read every meter for a whole poll: no period in which every "
+            "meter was read, so no PUE, CLF or pPUE is published (the meters were read for different lengths of "
+            "time); pue_joint is over the time they were all observed"]) + report.get("warnings", [])
+        + ([f"no report of the run: {error}"] if error else []),
         "nodes": [n_.name for n_ in nodes],
         "gpus": len(nodes) * site.GPUS_PER_NODE,
         "start_ns": period_ns[0],
@@ -601,13 +637,14 @@ def render(snap: dict, elapsed_s: float, duration_s: float, spec: StoreSpec):
         f"store: {spec.describe()}",
         "[dim]Ctrl-C stops[/dim]",
     )
-    site_t = Table(title="Site", title_justify="left", expand=False)
-    for col in ("facility kW", "IT kW", "GPU kW", "PUE (last 10 s)", "PUE 1m (cov.)", "PUE 15m (cov.)", "CLF 1m"):
+    site_t = Table(title="Site (kW: the mean of the last 10 s, the 10 s PUE's window)", title_justify="left",
+                   expand=False)
+    for col in ("facility kW", "IT kW", "GPU kW", "PUE 10s (cov.)", "PUE 1m (cov.)", "PUE 15m (cov.)", "CLF 1m"):
         site_t.add_column(col, justify="right")
     w1, w15 = snap["windows"]["1m"], snap["windows"]["15m"]
     site_t.add_row(
         _f(snap["facility_w"] / 1e3, ".2f"), _f(snap["it_w"] / 1e3, ".2f"), _f(snap["gpu_w"] / 1e3, ".2f"),
-        _f(snap["live_pue"], ".3f"),
+        f"{_f(snap['live_pue'], '.3f')} ({_f(snap['live_pue_coverage'] * 100, '.0f')} %)",
         f"{_f(w1['pue'], '.3f')} ({_f(w1['pue_coverage'] * 100, '.0f')} %)",
         f"{_f(w15['pue'], '.3f')} ({_f(w15['pue_coverage'] * 100, '.0f')} %)",
         _f(w1["clf"], ".3f"),
@@ -671,8 +708,8 @@ class _Stop:
 def main(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.nodes > 64:
         raise UserError(f"--nodes must be between 1 and 64, got {args.nodes}")
-    if args.duration <= 0:
-        raise UserError(f"--duration must be positive, got {args.duration:g}")
+    if not 0 < args.duration < math.inf:
+        raise UserError(f"--duration must be a positive number of seconds, got {args.duration:g}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     d = Path(args.dir).resolve()
     spec = parse_store(args.store, d)
@@ -733,7 +770,8 @@ def main(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"puewatch demo: {len(nodes)} nodes ({len(nodes) * site.GPUS_PER_NODE} simulated GPUs), "
                   f"{len(SNMP_COMMUNITIES)} SNMP meters, store {spec.describe()}; files in {d}", file=sys.stderr)
-        up_ns = time.time_ns()
+        if wait_polls(metrics_port, deadline, children, stop.event):
+            up_ns = time.time_ns()
         reader = open_reader(spec)
         live = None
         if not args.json and sys.stdout.isatty():

@@ -113,6 +113,14 @@ def test_demo_runs_a_site_and_its_summary_is_the_report_it_recommends(tmp_path):
     period_s = (summary["end_ns"] - summary["start_ns"]) / 1e9
     assert 25 <= period_s <= 33, period_s
 
+    # Every meter was read at or before the period's start (found by the demo audit: the period began before the
+    # collector's first poll of the PDUs, 0.2-0.9 s of facility energy with no IT energy beside it).
+    store = EmbeddedStore(d / "state" / "puewatch.sqlite")
+    for dev in demo.SNMP_COMMUNITIES:
+        t, _ = store.series("snmp_reading", "value", {"device": dev, "reading": "total_active_power"}, 0, 2**62)
+        assert len(t) and t[0] <= summary["start_ns"], (dev, t[:1], summary["start_ns"])
+    store.close()
+
     # The command the demo recommends prints the demo's figures: one computation, one PUE.
     report = _run_report(summary)
     assert (report["period_start"], report["period_end"]) == (summary["start"], summary["end"])
@@ -336,7 +344,64 @@ def test_store_forms(tmp_path):
             parse_store(bad, tmp_path)
 
 
+def test_the_report_period_is_one_in_which_every_meter_was_read_or_no_pue_is_published(tmp_path):
+    """Found by the demo audit: a Ctrl-C 8 s in gave a PUE of 2.98 for a site near 1.32 (2 s of facility
+    energy over 0.8 s of IT energy): a run stopped before the collector had read every meter has no period in
+    which they all were, and publishes no PUE, CLF or pPUE."""
+    s = 10**9
+    t0 = 1_800_000_000 * s
+    assert demo.report_period(t0 + s // 2, t0 + 30 * s, t0, t0 + 31 * s)[2] is True
+    start, end, whole = demo.report_period(t0 + s // 2, t0 + 30 * s, t0, t0 + 31 * s)
+    assert (parse_time(start), parse_time(end)) == (t0 + 2 * s, t0 + 30 * s)  # one poll after, whole seconds
+    assert demo.report_period(None, t0 + 8 * s, t0, t0 + 9 * s)[2] is False  # stopped while waiting for the polls
+    assert demo.report_period(t0 + 7 * s, t0 + 8 * s, t0, t0 + 9 * s)[2] is False  # stopped within a poll of it
+    d = tmp_path / "site"
+    (d / "state").mkdir(parents=True)
+    (d / "collector.toml").write_text(demo.collector_toml(d, parse_store(None, d), 1, 2, 3, site.make_nodes(1)))
+    store = EmbeddedStore(d / "state" / "puewatch.sqlite")
+    store.close()
+    summary = demo.summarize(store_reader := demo.open_reader(parse_store(None, d)), parse_store(None, d), d,
+                             site.make_nodes(1), demo.report_period(None, t0 + 8 * s, t0, t0 + 9 * s))
+    store_reader.close()
+    assert summary["pue"] is None and summary["clf"] is None
+    assert summary["warnings"][0].startswith("the run stopped before the collector had read every meter")
+    # The store hint runs as printed on a run with no cell: it says the share is unknown (a ZeroDivisionError).
+    out = subprocess.run(demo.store_hint(parse_store(None, d), summary), shell=True, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "0 cells, GPU share of IT energy unknown (no cell with IT energy)", out
+
+
+def test_the_live_views_power_is_over_the_10_s_pues_window_and_that_pue_shows_its_coverage(tmp_path):
+    """Found by the demo audit: the kW were the mean of 5 cells beside a PUE over 10 (their ratio 4-10 % off
+    it), and the 10 s PUE had no coverage beside it."""
+    from puewatch.core import schema
+    from puewatch.lineprotocol import encode_point
+
+    s = 10**9
+    t0 = 1_800_000_000 * s
+    lines = [encode_point(*schema.site_energy(demo.SITE, 2), {"facility_input_wh": 4.0 + (k % 3), "it_wh": 3.0 + (k % 2)},
+                          t0 + k * s) for k in range(1, 13)]
+    lines.append(encode_point(*schema.pue(demo.SITE, "10s"), {"pue": 1.25, "pue_coverage": 0.4}, t0 + 12 * s))
+    store = EmbeddedStore(tmp_path / "s.sqlite")
+    store.write(("\n".join(lines) + "\n").encode())
+    snap = demo.snapshot(store, {}, [], t0 + 12 * s)
+    last10 = range(3, 13)
+    assert snap["facility_w"] / snap["it_w"] == pytest.approx(sum(4.0 + k % 3 for k in last10) / sum(3.0 + k % 2 for k in last10))
+    assert snap["live_pue_coverage"] == 0.4
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(demo.render(snap, 12, 60, parse_store(None, tmp_path)))
+    text = console.export_text()
+    assert "PUE 10s (cov.)" in text and "1.250 (40 %)" in text
+    store.close()
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path):
+    for bad in ("nan", "inf", "-1"):
+        r = subprocess.run([*PUEWATCH, "demo", "--duration", bad, "--dir", str(tmp_path)], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"puewatch demo: error: --duration must be a positive number of seconds, got {float(bad):g}"), r.stderr
     r = subprocess.run([*PUEWATCH, "demo", "--nodes", "0", "--dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip() == "puewatch demo: error: --nodes must be between 1 and 64, got 0"
     r = subprocess.run([*PUEWATCH, "demo", "--store", "ftp://x/y", "--dir", str(tmp_path)], capture_output=True, text=True)
