@@ -17,6 +17,10 @@ from puewatch.errors import ConfigError
 from puewatch.redact import redact_url, register_secret
 
 
+# The least settle_s where [collector] leaves it unset (see CollectorConfig.settle_s).
+DEFAULT_SETTLE_S = 10.0
+
+
 @dataclass
 class CollectorSection:
     """The site and the live pipeline."""
@@ -32,12 +36,14 @@ class CollectorSection:
     min_coverage: float = setting(
         0.9, min=0.0, max=1.0, doc="A ratio whose window has less data than this share is not reported (NaN)."
     )
-    settle_s: float = setting(
-        10.0,
+    settle_s: float | None = setting(
+        None,
         min=1.0,
         max=3600.0,
         doc="How long the pipeline waits for late readings; a stream silent for longer stops holding it back and "
-        "its cells count as missing. Make it longer than the slowest meter's poll interval plus its timeout.",
+        "its cells count as missing. Unset: the slowest meter device's interval_s + timeout_s x (retries + 1), and "
+        "at least 10 s. Set shorter than that, the config is refused (that device's readings would come after "
+        "their cells were written).",
     )
     state_dir: str = setting("/var/lib/puewatch/collector", min=1, doc="Spool and rolling-window checkpoint.")
     checkpoint_interval_s: float = setting(60.0, min=1.0, max=3600.0, doc="How often the rolling history is checkpointed.")
@@ -205,8 +211,29 @@ class CollectorConfig:
                 out.append((f"meters.{name}.device", f"no SNMP device {meter.device!r} in [[snmp.devices]] (known: {known})"))
         if self.snmp.devices:
             out += self._profile_problems()
+        settle = self.collector.settle_s
+        for name, worst in self._device_waits().items():
+            if settle is not None and worst > settle:
+                # The horizon lags the clock by settle_s at most: a meter's next reading that comes later than
+                # that finds its cells written, counted missing (found by the config audit: not flagged).
+                out.append(("collector.settle_s", f"{settle:g} s is shorter than device {name!r}'s interval_s + "
+                            f"timeout_s x (retries + 1) = {worst:g} s: its readings would come after their cells "
+                            "were written, and its energy there would count as missing; make settle_s at least that, "
+                            "or leave it unset"))
         out += [(key, msg) for key, msg in self.site_model().problems()]
         return out
+
+    def _device_waits(self) -> dict[str, float]:
+        """The longest a meter device's next reading may come after its last: interval_s + timeout_s x (retries + 1)."""
+        used = {m.device for m in self.meters.values() if m.device}
+        return {d.name: d.interval_s + d.timeout_s * (d.retries + 1) for d in self.snmp.devices if d.name in used}
+
+    def settle_s(self) -> float:
+        """[collector] settle_s, or where unset the slowest meter device's wait (see _device_waits), at least 10 s:
+        the one rule the pipeline takes."""
+        if self.collector.settle_s is not None:
+            return self.collector.settle_s
+        return max([DEFAULT_SETTLE_S, *self._device_waits().values()])
 
     def _profile_problems(self) -> list[tuple[str, str]]:
         """The SNMP profiles as the poller will load them, checked here, at load time: a broken profile file, a

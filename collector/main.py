@@ -163,7 +163,7 @@ class Collector:
             interval_ns=round(c.interval_s * SECOND),
             windows_ns=c.windows_ns(),
             min_coverage=c.min_coverage,
-            settle_ns=round(c.settle_s * SECOND),
+            settle_ns=round(conf.settle_s() * SECOND),
             gpu_max_power_w=c.gpu_max_power_w,
             state_dir=self.state_dir,
             # What ingest stores ahead of the clock, the pipeline takes at its time: live and report alike.

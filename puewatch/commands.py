@@ -137,7 +137,10 @@ def register_snmp(sub: argparse._SubParsersAction) -> None:
         help="show a device, its matching profile and every power and energy reading",
         description=(
             "Reads sysDescr and sysObjectID, chooses the meter profile (or uses --profile), discovers the tables and "
-            "prints every power (W) and energy (Wh) reading once, as the collector would record it."
+            "prints every power (W) and energy (Wh) reading once, as the collector would record it: refused values "
+            "with why, the values the device estimates, the wraps the collector takes. Exit status 0 read, 1 the "
+            "device did not answer usefully (timeout, credentials, no matching profile, no power or energy value "
+            "with the profile; what was read is still printed), 2 bad arguments."
         ),
     )
     pr.add_argument("target", metavar="HOST[:PORT]", help="the device's SNMP agent (port 161 by default)")

@@ -171,3 +171,21 @@ def test_a_feeder_scope_s_error_names_its_file_and_line_once(tmp_path):
     conf = load(BASE.replace('token_file = "/dev/null"', f'token_file = "{tokens}"'), tmp_path)
     errors, _ = tokenfile.check(conf, str(tmp_path / "c.toml"))
     assert errors == [f"{tokens}:3: the feeder scope names meter 'nope', which is not in [meters] (ingest meters: in, it)"]
+
+
+def test_settle_s_is_at_least_the_slowest_meter_devices_wait(tmp_path):
+    """Found by the config audit: a settle_s shorter than a meter device's poll interval plus its timeouts
+    passed, and every cell between its polls was written before its next reading came (counted missing);
+    the defaults themselves did it (settle 10 s, a device's 10 s + 2 x 2 s). Unset, settle_s is now that wait
+    (at least 10 s); set shorter, the config is refused naming the device."""
+    snmp = ('[[snmp.devices]]\nname = "pdu"\nhost = "127.0.0.1"\ninterval_s = 30.0\ntimeout_s = 3.0\nretries = 2\n'
+            '[[snmp.devices]]\nname = "spare"\nhost = "127.0.0.1"\ninterval_s = 60.0\n'
+            '[meters.pdu]\nrole = "it"\npoint = "pdu_output"\ndevice = "pdu"\n')
+    text = BASE.replace('[meters.it]\nrole = "it"', '[meters.it2]\nrole = "it"') + snmp
+    assert load(text, tmp_path).settle_s() == 39.0  # 30 + 3 x 3; the unused device's 60 s does not count
+    assert load(BASE, tmp_path).settle_s() == ccfg.DEFAULT_SETTLE_S  # no SNMP meter
+    with pytest.raises(ConfigError) as exc:
+        load(text.replace('site = "s"', 'site = "s"\nsettle_s = 20.0'), tmp_path)
+    assert ("collector.settle_s: 20 s is shorter than device 'pdu''s interval_s + timeout_s x (retries + 1) = 39 s"
+            in str(exc.value))
+    assert load(text.replace('site = "s"', 'site = "s"\nsettle_s = 39.0'), tmp_path).settle_s() == 39.0
