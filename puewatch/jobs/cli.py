@@ -14,8 +14,12 @@ from puewatch.errors import UserError
 from puewatch.terminal import columns, shown
 
 SCHEMA = "puewatch.jobs/1"
-# The longest ledger interval read across the period's end (a record counts by its share inside).
-MAX_INTERVAL_NS = 3600 * NS
+# The longest ledger interval read across the period's end (a record counts by its share inside): twice
+# the agent's longest interval_s (3600 s), which a record reaches where a GPU's next energy reading came
+# late (agent/sources/jobs.py: the interval goes on), and a minute for the ticks' jitter. A longer record
+# (a GPU lost for hours) that ends more than this after the period is not read: its part inside stays
+# unattributed (docs/auditor-guide.md).
+MAX_INTERVAL_NS = (2 * 3600 + 60) * NS
 # The CSV's columns, the JSON's fields of a job or tenant row (docs/report-schema.md); those after
 # host_unknown_share were added later, at the end. gpu_hours_by_model is the JSON object as text.
 CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",

@@ -95,14 +95,13 @@ def read_ledger(reader, start_ns: int, end_ns: int, max_interval_ns: int, *, per
     (`fields_by_series`, which both built-in readers have); a reader without it, or
     `per_series` (the benchmark's baseline), is read series by series (node x gpu x slot).
     A record is one time in one series, its fields matched by time. A record without job
-    (but with a number), interval_s, gpu_wh or host_wh, with a value that is no energy
-    (negative, not finite), or an interval longer than `max_interval_ns` (the agent's longest;
-    a longer one could begin inside the period and end after what is read), is left out and
-    counted by reason (`Ledger.dropped`). Records that hold one GPU by shares summing above 1
-    are kept and counted (`Ledger.overbooked`).
+    (but with a number), interval_s, gpu_wh or host_wh, or with a value that is no energy
+    (negative, not finite), is left out and counted by reason (`Ledger.dropped`). Records that
+    hold one GPU by shares summing above 1 are kept and counted (`Ledger.overbooked`). A record
+    longer than `max_interval_ns` that ends more than that after the period is not read.
     """
     lo, hi = start_ns + 1, end_ns + max_interval_ns + 1
-    build = _Builder(max_interval_ns)
+    build = _Builder()
     if per_series or not hasattr(reader, "fields_by_series"):
         for tags, t, cols in _per_series(reader, lo, hi):
             build.add(tags, t, cols)
@@ -183,8 +182,7 @@ def _run_codes(codes: _Codes, name_at, *columns: np.ndarray) -> np.ndarray:
 class _Builder:
     """Ledger columns from series' aligned columns (NaN or None: the record lacks the field)."""
 
-    def __init__(self, max_interval_ns: int) -> None:
-        self.max_interval_ns = max_interval_ns
+    def __init__(self) -> None:
         self.node_codes, self.job_codes, self.model_codes = _Codes(), _Codes(), _Codes()
         self.gpu_codes = _Codes()  # (node, gpu): which records hold one GPU (or one node's host)
         self.parts: list[dict[str, np.ndarray]] = []
@@ -220,9 +218,6 @@ class _Builder:
             ok &= ~bad
         bad = ok & ~(num["interval_s"] > 0)
         self.drop("interval_s not positive", np.count_nonzero(bad))
-        ok &= ~bad
-        bad = ok & (num["interval_s"] * NS > self.max_interval_ns)
-        self.drop(f"interval_s over {self.max_interval_ns / NS:g} s (the agent's longest)", np.count_nonzero(bad))
         ok &= ~bad
         # The share of the interval the job held the GPU (the host): more than all of it, none or less
         # cannot be (it multiplies the GPU time: 5 made five times the GPU-hours, -1 negative ones).
