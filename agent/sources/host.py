@@ -5,6 +5,11 @@ sub-zones, e.g. dram), each once per sample. `energy_uj` wraps at `max_energy_ra
 the agent unwraps it (`unwrap_uj`, the one wrap rule) into a counter that only grows while
 the agent runs. A zone that cannot be read (mode 0400 since CVE-2020-8694: the agent is not
 root) is reported once, in the log and as an event, and left out: never written as zero.
+A reading that cannot be true (outside 0..max_energy_range_uj, or a step that would mean more
+than `ZONE_MAX_W`: a counter gone back, reset or reloaded, which taken as a wrap added a whole
+range, 65-261 kW) is no energy: the interval is a break (its energy unknown, the ledger's host
+share estimated there), said once as an `energy_counter_reset` event. Rates are over the
+monotonic clock (a wall-clock step made 100 W read 1.6 W).
 
 The node's CPU and memory energy (`energy_reading()`, which the job ledger takes as the host
 share) is the sum of some zones, by one rule (`counted_zones`), from the kernel's powercap
@@ -53,7 +58,7 @@ class _Zone:
     key: str
     last_raw: int | None = None
     total_uj: int = 0
-    last_ns: int = 0
+    last_mono_ns: int = 0  # time.monotonic_ns() of last_raw: rates never see a wall-clock step
     failed: bool = False
     counted: bool = False  # in the node's host energy (counted_zones)
 
@@ -72,16 +77,33 @@ class HostReading:
     energy_uj: int
     time_ns: int
     breaks: int
+    mono_ns: int = 0  # time.monotonic_ns() at the sample: the job ledger's rates are over it
 
 
-def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None) -> int:
-    """The energy between two readings of a RAPL `energy_uj`, which wraps at `max_energy_range_uj`."""
+# The most one RAPL zone (a CPU package with its DRAM, a platform's psys) draws: a step that means more is no
+# energy (a counter reset, gone back, or a value that cannot be), never a wrap.
+ZONE_MAX_W = 2000.0
+
+
+def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None, dt_s: float) -> tuple[int | None, str]:
+    """The energy between two readings of a RAPL `energy_uj`, which wraps at `max_energy_range_uj`, `dt_s`
+    apart: (µJ, "") or (None, why) where the step cannot be energy: a reading outside 0..max_range, a drop
+    that is no wrap (unwrapped, it would mean more than ZONE_MAX_W), a drop where the range is unknown, or
+    a rise past ZONE_MAX_W. A drop never becomes negative energy, nor a whole range of it."""
+    if raw < 0 or (max_range_uj and raw > max_range_uj):
+        return None, f"{raw} is outside 0..max_energy_range_uj ({max_range_uj})"
     delta = raw - last_raw
     if delta < 0:
-        # wrapped: (max - last) + now; without the range it cannot be unwrapped, and a drop must
-        # never become negative energy
-        delta = delta + max_range_uj if max_range_uj else 0
-    return delta
+        if not max_range_uj:
+            return None, f"went back from {last_raw} to {raw} and its max_energy_range_uj is unknown"
+        delta += max_range_uj  # wrapped: (max - last) + now
+        if delta > ZONE_MAX_W * 1e6 * max(dt_s, 0.0):
+            return None, (f"went back from {last_raw} to {raw}: a reset, not a wrap (that would be "
+                          f"{delta / 1e6 / dt_s if dt_s > 0 else float('inf'):.0f} W)")
+    elif delta > ZONE_MAX_W * 1e6 * max(dt_s, 0.0):
+        return None, (f"rose from {last_raw} to {raw} in {dt_s:.3f} s: more than {ZONE_MAX_W:g} W, which no zone "
+                      "draws")
+    return delta, ""
 
 
 class Source:
@@ -137,7 +159,7 @@ class Source:
         return [Job("host", self.cfg.interval_s, self.sample)]
 
     def sample(self) -> list[str]:
-        t_ns = time.time_ns()
+        t_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         vm = psutil.virtual_memory()
         load1, load5, load15 = os.getloadavg()
         fields = {
@@ -156,16 +178,17 @@ class Source:
             out.append(line)
         counted_uj: int | None = 0
         for zone in self.zones:
-            line = self._sample_zone(zone, t_ns)
+            line = self._sample_zone(zone, t_ns, mono_ns)
             if line:
                 out.append(line)
             if zone.counted:
                 counted_uj = None if zone.failed or counted_uj is None else counted_uj + zone.total_uj
         has_counted = any(z.counted for z in self.zones)
-        self._reading = HostReading(counted_uj, t_ns, self.breaks) if has_counted and counted_uj is not None else None
+        self._reading = (HostReading(counted_uj, t_ns, self.breaks, mono_ns) if has_counted and counted_uj is not None
+                         else None)
         return out
 
-    def _sample_zone(self, zone: _Zone, t_ns: int) -> str | None:
+    def _sample_zone(self, zone: _Zone, t_ns: int, mono_ns: int) -> str | None:
         try:
             with open(zone.path / "energy_uj", "rb") as f:
                 raw = int(f.read())
@@ -188,12 +211,24 @@ class Source:
             zone.last_raw = None  # the time in between is unknown: restart the deltas
         fields: dict[str, object] = {}
         if zone.last_raw is not None:
-            delta = unwrap_uj(raw, zone.last_raw, zone.max_range_uj)
-            zone.total_uj += delta
-            dt_s = (t_ns - zone.last_ns) / 1e9
-            if dt_s > 0:
-                fields["power_w"] = delta / 1e6 / dt_s
-        zone.last_raw, zone.last_ns = raw, t_ns
+            dt_s = (mono_ns - zone.last_mono_ns) / 1e9
+            delta, why = unwrap_uj(raw, zone.last_raw, zone.max_range_uj, dt_s)
+            if delta is None:
+                # No energy for this interval: a break (the ledger's host share is estimated across it).
+                message = (f"RAPL zone {zone.zone} ({zone.name}): energy_uj {why}; its energy over the last "
+                           f"{dt_s:.3f} s is unknown, left out")
+                log.warning("%s", message)
+                self.ctx.errors += 1
+                self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, zone=zone.zone)
+                if zone.counted:
+                    self.breaks += 1
+                if not 0 <= raw <= (zone.max_range_uj or raw):
+                    return None  # no reading at all: the next one goes on from the last good one
+            else:
+                zone.total_uj += delta
+                if dt_s > 0:
+                    fields["power_w"] = delta / 1e6 / dt_s
+        zone.last_raw, zone.last_mono_ns = raw, mono_ns
         fields["energy_uj"] = zone.total_uj
         return encode_line(zone.key, fields, t_ns)
 

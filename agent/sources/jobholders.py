@@ -93,11 +93,17 @@ def hook_start(state_dir: str | Path, env: dict[str, str]) -> Path:
     if not job.isdigit():
         raise UserError(f"job-start: SLURM_JOB_ID must be a job id, got {job!r} (run it from Slurm's Prolog)")
     state = Path(state_dir)
-    state.mkdir(parents=True, exist_ok=True)
+    # Writable by its owner alone, whatever the Prolog's umask (000 made both world-writable, and any user
+    # could then charge GPUs to any job): the agent trusts no state file others may write (read_hook_state).
+    state.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(state, state.stat().st_mode & 0o7755)
     record = {"job": job, "tenant": env.get("SLURM_JOB_ACCOUNT", ""), "gpus": hook_gpus(env)}
     path = state / f"{job}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o644)
+        f.write(json.dumps(record))
     os.replace(tmp, path)  # the agent never reads half a file
     return path
 
@@ -114,24 +120,45 @@ def hook_end(state_dir: str | Path, env: dict[str, str]) -> bool:
     return True
 
 
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a hook state file or its directory is not to be trusted: others may write it (group or world
+    writable, or owned by a user who is neither root nor the agent's), so any user could charge a GPU's
+    energy to any job and tenant. None where only root or the agent can."""
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {st.st_mode & 0o777:04o})"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, neither root nor the agent's"
+    return None
+
+
 def read_hook_state(state_dir: str | Path) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
-    """GPU (index or UUID as Slurm gave it) -> [(job, tenant)], and the files that could not be read."""
+    """GPU (index or UUID as Slurm gave it) -> [(job, tenant)], and the files left out: "name: why" (unreadable,
+    not a record, or one others may write: `_untrusted`; a directory others may write leaves out every file)."""
     out: dict[str, list[tuple[str, str]]] = {}
     bad: list[str] = []
     try:
         names = sorted(os.listdir(state_dir))
+        why_dir = _untrusted(os.stat(state_dir))
     except FileNotFoundError:
         return out, bad
     for name in names:
         if not name.endswith(".json"):
             continue
+        if why_dir:
+            bad.append(f"{name}: its directory is {why_dir}")
+            continue
         try:
-            record = json.loads((Path(state_dir) / name).read_text())
+            path = Path(state_dir) / name
+            why = _untrusted(os.stat(path))
+            if why:
+                bad.append(f"{name}: {why}")
+                continue
+            record = json.loads(path.read_text())
             job, tenant, gpus = str(record["job"]), str(record.get("tenant", "")), record["gpus"]
         except FileNotFoundError:
             continue  # the epilog removed it meanwhile
-        except (OSError, ValueError, KeyError, TypeError):
-            bad.append(name)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            bad.append(f"{name}: {exc.strerror if isinstance(exc, OSError) else 'not a job record'}")
             continue
         for gpu in gpus:
             out.setdefault(str(gpu), []).append((job, tenant))

@@ -104,8 +104,9 @@ def split(holders: list[jobholders.Holder], util_by_pid: dict[int, int] | None) 
 def host_power_w(start: HostReading | None, end: HostReading | None, estimate_w: float | None) -> tuple[float, bool, bool]:
     """(the node's non-GPU mean W over an interval, estimated, unknown): the policy in the module's docstring.
     Measured where both RAPL readings exist, the later is newer and no counted zone broke between them."""
-    if start is not None and end is not None and end.breaks == start.breaks and end.time_ns > start.time_ns:
-        return (end.energy_uj - start.energy_uj) / 1e6 / ((end.time_ns - start.time_ns) / 1e9), False, False
+    if start is not None and end is not None and end.breaks == start.breaks and end.mono_ns > start.mono_ns:
+        # Over the monotonic clock: a wall-clock step between the readings distorts nothing.
+        return (end.energy_uj - start.energy_uj) / 1e6 / ((end.mono_ns - start.mono_ns) / 1e9), False, False
     if estimate_w is not None:
         return estimate_w, True, False
     return 0.0, False, True
@@ -197,10 +198,14 @@ class Source:
         are the nvml source's last process sample (one NVML reading per GPU and cycle, shared)."""
         by_gpu: dict[int, dict[str, jobholders.Holder]] = {g.index: {} for g in gpus}
         t_ns = time.time_ns()
-        # Jobs whose tenant so far is the account their own processes' environment names: a job can set
-        # SLURM_JOB_ACCOUNT itself, and so charge its energy to another tenant. A tenant that Slurm's
-        # Prolog recorded (the hook, from slurmd's environment), the kubelet's or the static map's wins.
-        claimed: set[tuple[int, str]] = set()
+        # A job's tenant is the job's, on every GPU it holds: the one Slurm's Prolog recorded (the hook, from
+        # slurmd's environment), the kubelet's or the static map's, where one names it; else the account its
+        # own processes' environment names, which a job can set itself (SLURM_JOB_ACCOUNT) and so charge its
+        # energy to another tenant. Decided per job once every reader is in (it was per GPU: a hook naming the
+        # job on one GPU left the tenant its processes named on another, and processes naming two accounts
+        # kept the first with no word; found by the job-holders audit).
+        claimed: dict[str, list[str]] = {}  # job -> the accounts its processes name, in the order seen
+        given: dict[str, tuple[str, str]] = {}  # job -> (tenant, source) a hook, the kubelet or the map gives
 
         def add(gpu, job: str, tenant: str, source: str, pid: int | None = None) -> None:
             held = by_gpu[gpu.index]
@@ -208,23 +213,12 @@ class Source:
             pids = (old.pids if old else ()) + ((pid,) if pid is not None else ())
             # A Slurm job seen by its processes and by the hook is one job; the processes name the source.
             src = source if old is None or source == "slurm" else old.source
-            key = (gpu.index, job)
             if source == "slurm":
-                if old is None or not old.tenant:
-                    claimed.add(key)
-                name = (old.tenant if old else "") or tenant
-            elif key in claimed and tenant:
-                claimed.discard(key)
-                if old is not None and old.tenant and old.tenant != tenant and self.ctx.once(
-                        (SOURCE, "claimed", job), logging.WARNING,
-                        "jobs: job %s's processes name the account %r, Slurm's Prolog (or the job map) %r: "
-                        "its energy goes to %r", job, old.tenant, tenant, tenant):
-                    self.ctx.event(SOURCE, "tenant_claimed", f"job {job}: its processes' environment names the "
-                                   f"account {old.tenant!r}, the {source} {tenant!r}, which is kept", t_ns)
-                name = tenant
-            else:
-                name = tenant or (old.tenant if old else "")
-            held[job] = jobholders.Holder(job, name, src, pids)
+                if tenant and tenant not in claimed.setdefault(job, []):
+                    claimed[job].append(tenant)
+            elif tenant and job not in given:
+                given[job] = (tenant, source)
+            held[job] = jobholders.Holder(job, tenant or (old.tenant if old else ""), src, pids)
 
         if self.cfg.slurm:
             for gpu in gpus:
@@ -241,8 +235,9 @@ class Source:
         if self.cfg.hook_state_dir:
             state, bad = jobholders.read_hook_state(self.cfg.hook_state_dir)
             for name in bad:
-                if self.ctx.once((SOURCE, "hook", name), logging.WARNING, "jobs: hook state file %s unreadable, left out", name):
-                    self.ctx.event(SOURCE, "hook_state_unreadable", f"{self.cfg.hook_state_dir}/{name} unreadable", t_ns)
+                if self.ctx.once((SOURCE, "hook", name), logging.WARNING, "jobs: hook state file %s/%s, left out",
+                                 self.cfg.hook_state_dir, name):
+                    self.ctx.event(SOURCE, "hook_state_unreadable", f"{self.cfg.hook_state_dir}/{name}, left out", t_ns)
             for gpu_id, jobs in state.items():
                 gpu = keyed.get(gpu_id)
                 for job, tenant in jobs if gpu else ():
@@ -275,7 +270,20 @@ class Source:
                 gpu = keyed.get(gpu_id)
                 if gpu:
                     add(gpu, job, tenant, "static")
-        return {i: list(h.values()) for i, h in by_gpu.items()}
+        tenants = {job: given[job][0] if job in given else accounts[0] for job, accounts in claimed.items() if accounts}
+        tenants.update({job: tenant for job, (tenant, _) in given.items()})
+        for job, accounts in claimed.items():
+            other = [a for a in accounts if a != tenants[job]]
+            if other and self.ctx.once((SOURCE, "claimed", job, *accounts), logging.WARNING,
+                                       "jobs: job %s's processes name the account(s) %s: its energy goes to %r (%s)",
+                                       job, ", ".join(map(repr, accounts)), tenants[job],
+                                       f"the {given[job][1]}'s" if job in given else "the first seen"):
+                whose = f"the {given[job][1]} {tenants[job]!r}, which is kept" if job in given else (
+                    f"{tenants[job]!r}, the first seen, is kept")
+                self.ctx.event(SOURCE, "tenant_claimed", f"job {job}: its processes' environment names the account(s) "
+                               f"{', '.join(map(repr, accounts))}; {whose}", t_ns)
+        return {i: [jobholders.Holder(h.job, tenants.get(h.job, h.tenant), h.source, h.pids) for h in held.values()]
+                for i, held in by_gpu.items()}
 
     def sample(self) -> list[str]:
         gpus = self._gpus()

@@ -452,28 +452,49 @@ def test_a_tenant_slurm_recorded_wins_over_the_account_a_job_s_processes_name(tm
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     liar = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "801", "SLURM_JOB_ACCOUNT": "victim"})
     plain = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "802", "SLURM_JOB_ACCOUNT": "beta"})
+    # Found by the job-holders audit: the hook's tenant held only on the GPUs its record lists (job 801 on GPU 2
+    # went to its processes' 'victim'), and a job whose processes name two accounts kept the first, with no word.
+    liar2 = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "801", "SLURM_JOB_ACCOUNT": "victim"})
+    two = [subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "803", "SLURM_JOB_ACCOUNT": a})
+           for a in ("gamma", "other")]
     state = tmp_path / "hook"
     state.mkdir()
     (state / "801.json").write_text(json.dumps({"job": "801", "tenant": "mallory", "gpus": ["0"]}))
+    # A state file any user may write (a Prolog run with umask 000 made them so): not trusted, left out, said.
+    planted = state / "804.json"
+    planted.write_text(json.dumps({"job": "804", "tenant": "evil", "gpus": ["1"]}))
+    planted.chmod(0o666)
     rx = Receiver(procs, tmp_path).start()
     try:
         agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
                        f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.25\nhook_state_dir = "{state}"\n'
-                       f'host_estimate_w = 100.0\n')
-        (tmp_path / "pids.txt").write_text(f"0 {liar.pid}\n1 {plain.pid}\n")
-        wait_for(lambda: {f["job"] for _, f in ledger(rx) if f["interval_s"] > 0.9} >= {"801", "802"}, 20,
-                 "records of both jobs")
+                       f'host_estimate_w = 100.0\n', gpus=4)
+        (tmp_path / "pids.txt").write_text(f"0 {liar.pid}\n1 {plain.pid}\n2 {liar2.pid}\n3 {two[0].pid}\n3 {two[1].pid}\n")
+        wait_for(lambda: {f["job"] for _, f in ledger(rx) if f["interval_s"] > 0.9} >= {"801", "802", "803"}, 20,
+                 "records of the three jobs")
         assert agent.stop() == 0, agent.output()
     finally:
-        for p in (liar, plain):
+        for p in (liar, plain, liar2, *two):
             p.kill()
             p.wait()
-    tenants = {(f["job"], f["tenant"]) for _, f in ledger(rx)}
-    assert tenants == {("801", "mallory"), ("802", "beta")}, tenants
+    tenants = {(t["gpu"], f["job"], f["tenant"]) for t, f in ledger(rx)}
+    assert tenants == {("0", "801", "mallory"), ("1", "802", "beta"), ("2", "801", "mallory"),
+                       ("3", "803", "gamma")}, tenants
     events = [(tags, f) for m, tags, f, _ in map(parse_line, rx.lines()) if m == "puewatch_event"]
-    claimed = [f["message"] for tags, f in events if tags.get("event") == "tenant_claimed"]
-    assert len(claimed) == 1 and "'victim'" in claimed[0] and "'mallory'" in claimed[0], events
-    assert "job 801's processes name the account 'victim'" in agent.output()
+    claimed = sorted(f["message"] for tags, f in events if tags.get("event") == "tenant_claimed")
+    assert len(claimed) == 2, events
+    assert "job 801: its processes' environment names the account(s) 'victim'; the hook 'mallory'" in claimed[0]
+    assert "job 803: its processes' environment names the account(s) 'gamma', 'other'; 'gamma', the first" in claimed[1]
+    assert "job 801's processes name the account(s) 'victim'" in agent.output()
+    left_out = [f["message"] for tags, f in events if tags.get("event") == "hook_state_unreadable"]
+    assert left_out == [f"{state}/804.json: writable by group or others (mode 0666), left out"], left_out
+    # The Prolog's own files are its alone, whatever its umask.
+    out = subprocess.run(["sh", "-c", f"umask 000; exec {PUEWATCH} agent job-start --state-dir {tmp_path / 'hook2'}"],
+                         capture_output=True, text=True,
+                         env={**env, "SLURM_JOB_ID": "805", "SLURM_JOB_ACCOUNT": "a", "SLURM_JOB_GPUS": "0"})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "hook2").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "hook2" / "805.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_the_interval_since_the_last_ledger_tick_is_recorded_when_the_agent_stops(tmp_path, procs, fake_nvml_dir):

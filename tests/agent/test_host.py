@@ -3,11 +3,37 @@ zones are the node's host energy (the job ledger's host share) and how a break i
 
 import logging
 
+import pytest
 from agent_support import parse_line
 
 from puewatch.agent.sources.base import Context
 from puewatch.agent.sources.host import Config, Source, counted_zones
 from puewatch.agent.sources.jobs import host_power_w
+
+
+class Clock:
+    """The host module's clock: samples 1 s apart on the monotonic clock, as the agent takes them (a step of a
+    counter is judged against the time between its readings); `wall_offset_ns` steps the wall clock alone."""
+
+    def __init__(self) -> None:
+        self.mono = 10**12
+        self.wall_offset_ns = 1_800_000_000 * 10**9
+
+    def monotonic_ns(self) -> int:
+        self.mono += 10**9
+        return self.mono
+
+    def time_ns(self) -> int:
+        return self.mono + 10**9 + self.wall_offset_ns  # the sample reads the wall clock first
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    import puewatch.agent.sources.host as host
+
+    c = Clock()
+    monkeypatch.setattr(host, "time", c)
+    return c
 
 
 def rapl_tree(root, zones):
@@ -152,3 +178,46 @@ def test_an_unreadable_counted_zone_breaks_the_host_energy(tmp_path):
     # The energy while the zone was unreadable is not known: never the two readings' difference.
     assert host_power_w(start, end, None) == (0.0, False, True)
     assert host_power_w(None, end, 200.0) == (200.0, True, False)
+
+
+def test_a_counter_that_goes_back_or_cannot_be_is_no_energy_and_breaks_the_host_energy(tmp_path, clock):
+    """Found by the host audit: any drop was taken as a wrap (a reset to 0 added a whole max_energy_range_uj:
+    261 kW of package power, billed as measured), a value past the range gave trillions of watts and then
+    negative ones, and a wall-clock step divided by the wrong time (100 W read 1.6 W)."""
+    pkg_range, dram_range = 262_143_328_850, 65_712_999_613
+    base, src = _sources(tmp_path, [("intel-rapl:0", "package-0", 1_200_000_000, pkg_range),
+                                    ("intel-rapl:0:0", "dram", 5_000_000, dram_range)])
+    ctx = src.ctx
+    src.sample()
+    start = src.energy_reading()
+
+    def step(pkg: int, dram: int) -> dict:
+        (base / "intel-rapl:0" / "energy_uj").write_text(f"{pkg}\n")
+        (base / "intel-rapl:0:0" / "energy_uj").write_text(f"{dram}\n")
+        return {t["zone"]: f for t, f, _ in by_measurement(src.sample()).get("host_rapl", [])}
+
+    ok = step(1_300_000_000, 5_010_000)  # 100 W and 10 mW
+    assert ok["intel-rapl:0"]["power_w"] == pytest.approx(100.0) and ok["intel-rapl:0:0"]["power_w"] == pytest.approx(0.01)
+    # The package reset to 0 (a driver reload), the DRAM counter 5 mJ back: neither is a wrap.
+    bad = step(0, 5_005_000)
+    assert "power_w" not in bad["intel-rapl:0"] and "power_w" not in bad["intel-rapl:0:0"]
+    assert bad["intel-rapl:0"]["energy_uj"] == 100_000_000 and bad["intel-rapl:0:0"]["energy_uj"] == 10_000
+    end = src.energy_reading()
+    assert end.breaks == start.breaks + 2  # both counted zones broke: the ledger estimates the host share there
+    assert host_power_w(start, end, None) == (0.0, False, True)
+    # On from the new values: 100 W again.
+    assert step(100_000_000, 5_015_000)["intel-rapl:0"]["power_w"] == pytest.approx(100.0)
+    # A value past max_energy_range_uj is no reading: no line for the zone, no negative power after it.
+    assert "intel-rapl:0" not in step(pkg_range + 10**15, 5_025_000)
+    after = step(300_000_000, 5_035_000)
+    assert after["intel-rapl:0"]["power_w"] == pytest.approx(100.0)  # 200 J over the 2 s since the last good one
+    # (A real wrap still counts: test_host_reading_sums_the_counted_zones_across_a_wrap_of_each.)
+    # The wall clock stepped a minute ahead between two samples: the rate is still over the 1 s between them.
+    clock.wall_offset_ns += 60 * 10**9
+    assert step(400_000_000, 5_045_000)["intel-rapl:0"]["power_w"] == pytest.approx(100.0)
+    said = [parse_line(e) for e in ctx.take_pending()]
+    assert [(t["event"], t["zone"]) for _, t, _, _ in said] == [
+        ("energy_counter_reset", "intel-rapl:0"), ("energy_counter_reset", "intel-rapl:0:0"),
+        ("energy_counter_reset", "intel-rapl:0")]
+    assert "went back from 1300000000 to 0: a reset, not a wrap" in said[0][2]["message"]
+    assert "is outside 0..max_energy_range_uj" in said[2][2]["message"]
