@@ -2,8 +2,13 @@
 
 Every `sample_interval_s` the holders of each GPU are read (jobholders.py: Slurm processes, the
 prolog/epilog hook, Kubernetes, a static map) and the GPU is split among them by the rule below.
-Every `interval_s` one record per (GPU, job) is written: the job's mean share over the samples times
-the GPU's energy over the interval.
+Every `interval_s` one record per (GPU, job) is written: the job's mean share over the interval times
+the GPU's energy over it. A sample's shares hold until the next sample, so the mean weighs each by the
+time it held (a sample at the ledger's tick closes the interval and opens the next; a second sample at
+the same moment weighs nothing): a job that starts or ends mid-interval gets the part it held, to a
+sample interval. (Each sample counted once whatever the time between them, the tick's moment counted in
+two intervals: a job held for 1 s of two 5-s intervals sampled each second was billed 1/7 + 1/6 of
+them, 1.55 s; found by the job-holders audit.)
 
 - NVML is read by the nvml source alone (one reading per GPU and cycle, shared): the ledger takes its
   energy readings, and its last process sample (compute processes and, for the split, their SM
@@ -132,6 +137,23 @@ class _Acc:
     samples: int = 0
     held: dict[str, _Held] = field(default_factory=dict)
     blind: int = 0  # samples whose process reading failed: the GPU's processes, and Slurm's jobs, unknown
+    # The last sample (monotonic ns) and its holders' shares, held until the next sample; `held_ns`, the
+    # time the interval's samples have held so far (each _Held.share_sum is share x ns over it).
+    last_ns: int | None = None
+    last: list[tuple[jobholders.Holder, float]] = field(default_factory=list)
+    held_ns: int = 0
+
+
+def _hold(acc: _Acc, now_ns: int) -> None:
+    """The last sample's shares held from its time to `now_ns` (monotonic), added to the interval's."""
+    if acc.last_ns is not None and now_ns > acc.last_ns:
+        dt = now_ns - acc.last_ns
+        acc.held_ns += dt
+        for h, share in acc.last:
+            if share > 0:
+                a = acc.held.setdefault(h.job, _Held(h.tenant, h.source))
+                a.share_sum += share * dt
+    acc.last_ns = now_ns
 
 
 class Source:
@@ -288,6 +310,7 @@ class Source:
     def sample(self) -> list[str]:
         gpus = self._gpus()
         holders = self.holders(gpus)
+        now_ns = time.monotonic_ns()
         for gpu in gpus:
             acc = self.acc.setdefault(gpu.uuid, _Acc())
             if not acc.started:
@@ -301,12 +324,13 @@ class Source:
                     continue
             held = holders.get(gpu.index, [])
             shares = split(held, gpu.util_by_pid if len(held) > 1 else None)
+            _hold(acc, now_ns)
             acc.samples += 1
             if gpu.processes_failed:
                 acc.blind += 1
+            acc.last = [(h, shares.get(h.job, 0.0)) for h in held]
             for h in held:
                 a = acc.held.setdefault(h.job, _Held(h.tenant, h.source))
-                a.share_sum += shares.get(h.job, 0.0)
                 a.shared = a.shared or len(held) > 1
                 a.ran = a.ran or bool(h.pids) or gpu.processes_failed  # idle only where seen idle
                 a.tenant, a.source = a.tenant or h.tenant, h.source if h.source == "slurm" else a.source
@@ -340,11 +364,11 @@ class Source:
             if reading is not None and acc.start is not None and reading[1] <= acc.start[1]:
                 continue  # no newer reading yet (the GPU just came back): the interval goes on to the next
             energy = self._gpu_energy(gpu, acc, reading, end_ns)
-            if energy is not None and acc.samples:
+            if energy is not None and acc.held_ns > 0:
                 gpu_wh, interval_s, t_ns = energy
                 for slot, job in enumerate(sorted(acc.held)):
                     a = acc.held[job]
-                    share = a.share_sum / acc.samples
+                    share = min(1.0, a.share_sum / acc.held_ns)
                     if share <= 0:
                         continue
                     fields = {
@@ -365,7 +389,10 @@ class Source:
                 self._gap(gpu.uuid, f"its compute processes could not be read by NVML in {acc.blind} of "
                           f"{acc.samples} sample(s), so the Slurm jobs on it are not known (their energy stays "
                           "unattributed)", end_ns, gpu.index, whole=False)
-            acc.start, acc.samples, acc.held, acc.blind = reading, 0, {}, 0
+            # The tick's sample (taken above) goes on holding into the next interval.
+            acc.start, acc.samples, acc.blind, acc.held_ns = reading, 0, 0, 0
+            acc.held = {h.job: _Held(h.tenant, h.source, 0.0, len(acc.last) > 1, bool(h.pids) or gpu.processes_failed)
+                        for h, _ in acc.last}
         for uuid in [u for u in self.acc if u not in live]:
             # Lost (or NVML away) at the interval's end: no reading closes the interval, and the next
             # starts afresh once the GPU is back (its energy meanwhile held by no sampled job).

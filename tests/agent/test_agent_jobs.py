@@ -556,3 +556,62 @@ def test_a_gpu_whose_processes_cannot_be_read_is_said_not_skipped(tmp_path, proc
     assert len(gaps) >= 2 and all("its compute processes could not be read by NVML" in g for g in gaps), events
     unknown = [msg for kind, msg in events if kind == "device_unknown"]
     assert len(unknown) == 1 and "MIG-4f1ad2c9" in unknown[0] and "team-m/mig-pod" in unknown[0], events
+
+
+class _FakeGpu:
+    """One GPU as the nvml source gives it to the ledger (what the ledger reads of it); 100 W on a counter."""
+
+    def __init__(self, clock: dict) -> None:
+        self.clock = clock
+        self.index, self.uuid, self.info, self.has_counter = 0, "GPU-0", {"name": "fake"}, True
+        self.pids, self.util_by_pid, self.unsupported, self.processes_failed, self.lost = (), None, set(), False, False
+
+    def energy_reading(self):
+        return self.clock["mono"] / 1e9 * 100.0 * 1000.0, 1_800_000_000 * 10**9 + self.clock["mono"]
+
+
+def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp_path, monkeypatch):
+    """Found by the job-holders audit: each sample counted the same whatever the time between samples, and the
+    ledger's tick was sampled in both intervals, so a job held for 1 s of two 5-s intervals was billed 1.55 s.
+    Each sample's shares now hold until the next: a job the hook names from the sample at 3 s to the one at
+    7 s (ledger ticks at 5 and 10 s, samples every second, and the sampler's own sample at each tick too) holds
+    2 s of each interval: share 0.4 twice, 4 s of the GPU in all. The clock and the GPU are fakes (the ledger's
+    reading of them is the unit under test; the agent tests above run the real sources)."""
+    import puewatch.agent.sources.jobs as jobs_mod
+    from puewatch.agent.sources.base import Context
+
+    clock = {"mono": 0}
+
+    class FakeTime:
+        @staticmethod
+        def monotonic_ns() -> int:
+            return clock["mono"]
+
+        @staticmethod
+        def time_ns() -> int:
+            return 1_800_000_000 * 10**9 + clock["mono"]
+
+    monkeypatch.setattr(jobs_mod, "time", FakeTime)
+    gpu = _FakeGpu(clock)
+    nvml = type("Nvml", (), {"initialised": True, "gpus": [gpu], "gpu_count": 1, "process_utilisation": False})()
+    ctx = Context("n1")
+    ctx.sources["nvml"] = nvml
+    state = tmp_path / "hook"
+    state.mkdir()
+    src = jobs_mod.Source(jobs_mod.Config(interval_s=5.0, sample_interval_s=1.0, slurm=False,
+                                          hook_state_dir=str(state), host_estimate_w=0.0), ctx)
+    src.open()
+    records = []
+    for t in range(11):
+        clock["mono"] = t * 10**9
+        if t == 3:
+            (state / "7.json").write_text(json.dumps({"job": "7", "tenant": "t", "gpus": ["0"]}))
+        if t == 7:
+            (state / "7.json").unlink()
+        src.sample()
+        if t in (5, 10):
+            records += [parse_line(line) for line in src.ledger()]
+            src.sample()  # the sampler's job at the same moment: it adds nothing
+    shares = [(f["share"], f["interval_s"], f["gpu_wh"]) for m, _, f, _ in records if m == JOB_LEDGER]
+    assert [s for s, _, _ in shares] == [pytest.approx(0.4), pytest.approx(0.4)], shares
+    assert sum(wh for _, _, wh in shares) == pytest.approx(4 * 100.0 / 3600.0)  # 4 s of 100 W
