@@ -83,6 +83,8 @@ class HostReading:
 # The most one RAPL zone (a CPU package with its DRAM, a platform's psys) draws: a step that means more is no
 # energy (a counter reset, gone back, or a value that cannot be), never a wrap.
 ZONE_MAX_W = 2000.0
+# How often the powercap zones are listed again for new ones (_rescan).
+RESCAN_NS = 60 * 10**9
 
 
 def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None, dt_s: float) -> tuple[int | None, str]:
@@ -115,20 +117,50 @@ class Source:
         self.zones: list[_Zone] = []
         self.key = ctx.key("host")
         self.breaks = 0  # times a counted zone could not be read (HostReading.breaks)
+        self._scanned_mono_ns = 0  # when the powercap zones were last listed (_rescan)
         self._reading: HostReading | None = None
 
     def open(self) -> None:
         psutil.cpu_percent(interval=None)  # the first call only primes the counters
         if self.cfg.rapl:
             self.zones = self._find_zones()
+            self._scanned_mono_ns = time.monotonic_ns()
+            for zone in self.zones:
+                if zone.max_range_uj and self.cfg.interval_s * ZONE_MAX_W * 1e6 > zone.max_range_uj:
+                    # Two wraps between samples could look like one: the energy would read a range short.
+                    log.warning("RAPL zone %s (%s) wraps at %d uJ, in %.0f s at %g W: with [sources.host] interval_s "
+                                "= %g a wrap and a reset cannot always be told apart above %.0f W; sample more often",
+                                zone.zone, zone.name, zone.max_range_uj, zone.max_range_uj / 1e6 / ZONE_MAX_W,
+                                ZONE_MAX_W, self.cfg.interval_s, zone.max_range_uj / 1e6 / self.cfg.interval_s)
 
-    def _find_zones(self) -> list[_Zone]:
+    def _rescan(self, t_ns: int) -> None:
+        """Zones added since the last scan (a socket or the powercap driver brought up after the agent started:
+        found by the host audit, never read): read from now on, said as a `rapl_zones_changed` event; where
+        the counted zones change, the host energy breaks there (its sum is of other zones before and after)."""
+        known = {z.zone for z in self.zones}
+        new = [z for z in self._find_zones(quiet=True) if z.zone not in known]
+        if not new:
+            return
+        before = [z.zone for z in self.zones if z.counted]
+        self.zones = sorted(self.zones + new, key=lambda z: z.zone)
+        for zone, counted in zip(self.zones, counted_zones([z.name for z in self.zones])):
+            zone.counted = counted
+        after = [z.zone for z in self.zones if z.counted]
+        if after != before:
+            self.breaks += 1
+        message = (f"RAPL zone(s) added: {', '.join(f'{z.zone} ({z.name})' for z in new)}; the node's host energy is "
+                   f"{' + '.join(z.name for z in self.zones if z.counted) or 'none of them'}")
+        log.warning("%s", message)
+        self.ctx.event(SOURCE, "rapl_zones_changed", message, t_ns)
+
+    def _find_zones(self, quiet: bool = False) -> list[_Zone]:
         root = Path(self.cfg.sysfs_root) / "class" / "powercap"
         found: list[_Zone] = []
         try:
             entries = sorted(p for p in root.iterdir() if p.name.startswith("intel-rapl:"))
         except OSError as exc:
-            log.info("RAPL: no powercap zones under %s (%s); CPU energy is not reported", root, exc.strerror)
+            if not quiet:
+                log.info("RAPL: no powercap zones under %s (%s); CPU energy is not reported", root, exc.strerror)
             return found
         for path in entries:
             try:
@@ -142,6 +174,8 @@ class Source:
             found.append(_Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name)))
         for zone, counted in zip(found, counted_zones([z.name for z in found])):
             zone.counted = counted
+        if quiet:
+            return found
         if not found:
             log.info("RAPL: no intel-rapl zones under %s; CPU energy is not reported", root)
         else:
@@ -176,6 +210,9 @@ class Source:
         line = encode_line(self.key, fields, t_ns)
         if line:
             out.append(line)
+        if self.cfg.rapl and mono_ns - self._scanned_mono_ns >= RESCAN_NS:
+            self._scanned_mono_ns = mono_ns
+            self._rescan(t_ns)
         counted_uj: int | None = 0
         for zone in self.zones:
             line = self._sample_zone(zone, t_ns, mono_ns)
@@ -230,6 +267,7 @@ class Source:
                     fields["power_w"] = delta / 1e6 / dt_s
         zone.last_raw, zone.last_mono_ns = raw, mono_ns
         fields["energy_uj"] = zone.total_uj
+        fields["counted"] = zone.counted  # in the node's host energy (counted_zones): an auditor can add them up
         return encode_line(zone.key, fields, t_ns)
 
     def close(self) -> None:

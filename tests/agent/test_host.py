@@ -68,7 +68,7 @@ def test_host_fields_and_rapl_wrap(tmp_path):
     assert host[1]["memory_total_bytes"] > 0 and host[1]["memory_used_bytes"] > 0
     assert {"load1", "load5", "load15", "cpus", "memory_available_bytes"} <= set(host[1])
     rapl = {t["zone"]: f for t, f, _ in first["host_rapl"]}
-    assert rapl["intel-rapl:0"] == {"energy_uj": 0}  # counter starts; no power without a delta yet
+    assert rapl["intel-rapl:0"] == {"energy_uj": 0, "counted": True}  # counter starts; no power without a delta yet
     assert first["host_rapl"][0][0]["domain"] == "package-0"
 
     # package wraps: 262_143_000_000 -> max 262_143_328_850 -> 0 -> 671_150 = 1_000_000 uJ
@@ -221,3 +221,32 @@ def test_a_counter_that_goes_back_or_cannot_be_is_no_energy_and_breaks_the_host_
         ("energy_counter_reset", "intel-rapl:0")]
     assert "went back from 1300000000 to 0: a reset, not a wrap" in said[0][2]["message"]
     assert "is outside 0..max_energy_range_uj" in said[2][2]["message"]
+
+
+def test_a_zone_added_after_the_start_is_read_and_the_counted_ones_are_marked(tmp_path, clock, caplog):
+    """Found by the host audit: a zone that appeared after the start (a socket, the powercap driver loaded later)
+    was never read, and nothing said so; and the stored host_rapl points did not say which zones make the host
+    energy (core lies inside the package, psys holds the packages: summing every zone counted some twice)."""
+    import puewatch.agent.sources.host as host
+
+    base, src = _sources(tmp_path, [("intel-rapl:0", "package-0", 1_000_000, 10**12),
+                                    ("intel-rapl:0:0", "core", 1_000_000, 10**12)])
+    first = {t["zone"]: f for t, f, _ in by_measurement(src.sample())["host_rapl"]}
+    assert first["intel-rapl:0"]["counted"] is True and first["intel-rapl:0:0"]["counted"] is False
+    breaks = src.energy_reading().breaks
+    d = base / "intel-rapl:1"
+    d.mkdir()
+    (d / "name").write_text("package-1\n")
+    (d / "energy_uj").write_text("5000000\n")
+    (d / "max_energy_range_uj").write_text(f"{10**12}\n")
+    clock.mono += host.RESCAN_NS  # a minute on: the zones are listed again
+    with caplog.at_level(logging.WARNING):
+        lines = by_measurement(src.sample())
+    zones = {t["zone"]: f for t, f, _ in lines["host_rapl"]}
+    assert zones["intel-rapl:1"] == {"energy_uj": 0, "counted": True}
+    assert src.energy_reading().breaks == breaks + 1  # the host energy is another sum from here
+    (event,) = [parse_line(e) for e in src.ctx.take_pending()]
+    assert event[1]["event"] == "rapl_zones_changed"
+    assert event[2]["message"] == ("RAPL zone(s) added: intel-rapl:1 (package-1); the node's host energy is "
+                                   "package-0 + package-1")
+    assert any("RAPL zone(s) added" in r.getMessage() for r in caplog.records)
