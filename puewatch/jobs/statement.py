@@ -107,6 +107,26 @@ def site_pue_over_days(report: dict[str, Any], days: list[dict[str, Any]]) -> tu
     return fac / it, fac, it, None
 
 
+def days_completeness(report: dict[str, Any], days: list[dict[str, Any]]) -> float | None:
+    """The site report's completeness over the statement's days: its `daily` rows' completeness, each
+    weighted by its day's length (a first or last day may be partial), as the report's own is over its
+    period; None where a day has no row or no completeness. Beside the site's PUE over those days, which
+    is a figure only as complete as its days' meters were (found by the city audit: it stood alone)."""
+    from puewatch.core.timefmt import parse_time
+
+    daily = {(r.get("period_start"), r.get("period_end")): r for r in report.get("daily") or [] if isinstance(r, dict)}
+    total = weighted = 0.0
+    for d in days:
+        row = daily.get((d["period_start"], d["period_end"]))
+        c = row.get("completeness") if row is not None else None
+        if not isinstance(c, (int, float)) or isinstance(c, bool):
+            return None
+        length = parse_time(d["period_end"]) - parse_time(d["period_start"])
+        total += length
+        weighted += c * length
+    return weighted / total if total > 0 else None
+
+
 def build_statement(args: argparse.Namespace) -> dict[str, Any]:
     from puewatch import __version__
     from puewatch.jobs.attribute import attribute
@@ -172,6 +192,7 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         "pue": pue,
         "pue_facility_energy_wh": pue_fac,
         "pue_it_energy_wh": pue_it,
+        "pue_completeness": days_completeness(report, days) if pue is not None else None,
         "days": days,
         "green_energy_wh": t["green_energy_wh"],
         "green_share": t["green_share"],
@@ -207,7 +228,8 @@ def render_html(s: dict[str, Any]) -> str:
         ("Facility-inclusive energy" + ("" if s["completeness"] is None or s["completeness"] >= 1 else
                                         f" (of the IT energy in cells with facility data: {s['completeness']:.1%})"),
          _kwh(s["facility_energy_wh"])),
-        ("Site PUE over the tenant's days", _n(s["pue"])),
+        ("Site PUE over the tenant's days", _n(s["pue"]) + ("" if s.get("pue_completeness") is None else
+                                                            f" (completeness {s['pue_completeness']:.1%})")),
         ("PUE category (ISO/IEC 30134-2)", CATEGORY_TEXT.get(s["category"], str(s["category"]))),
         ("Completeness", "—" if s["completeness"] is None else f"{s['completeness']:.1%}"),
         ("Tenant's PUE (its cells, its zones)", _n(s["tenant_pue"])),

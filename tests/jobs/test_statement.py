@@ -89,6 +89,8 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     assert sum(d["facility_energy_wh"] for d in s["days"]) == pytest.approx(s["facility_energy_wh"], rel=1e-12)
     m = {k: v.sum() for k, v in site["cells"].items()}
     assert s["pue"] == pytest.approx(m["e_dc"] / m["it"], rel=1e-9) and s["pue"] == report["pue"]
+    # Beside it, how complete the report's days were (the one day here: the report's own completeness).
+    assert s["pue_completeness"] == report["daily"][0]["completeness"] == report["completeness"]
     assert s["category"] == report["category"] == 1  # IT metered at UPS outputs
     # The digest: SHA-256 of the report's RFC 8785 bytes (its signature left out).
     assert s["site_report"]["sha256"] == digest(report) and s["site_report"]["key_id"] == report["signature"]["key_id"]
