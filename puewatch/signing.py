@@ -137,8 +137,17 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    """Read an unencrypted PEM PKCS#8 Ed25519 private key (as `puewatch keys new` writes)."""
+    """Read an unencrypted PEM PKCS#8 Ed25519 private key (as `puewatch keys new` writes). One that group or
+    others may read is used, and said on standard error (anyone who can read it can sign the site's reports:
+    found by the signing audit; `keys new` writes 0600)."""
     data = _read_key_file(path, "private key")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        print(f"warning: {path}: the private key is readable by group or others (mode {mode & 0o777:04o}): anyone "
+              "who can read it can sign the site's reports; make it 0600", file=sys.stderr)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -151,8 +160,16 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    """Read a PEM SubjectPublicKeyInfo Ed25519 public key (a `.pub` file from `puewatch keys new`)."""
+    """Read a PEM SubjectPublicKeyInfo Ed25519 public key (a `.pub` file from `puewatch keys new`): one
+    block and nothing else (a file of two keys was read as its first, the other dropped without a word, and
+    `city --pubkeys` then called that site's reports signed by an unknown key: found by the signing audit)."""
     data = _read_key_file(path, "public key")
+    blocks = data.count(b"-----BEGIN ")
+    text = data.strip()
+    if blocks > 1 or not (text.startswith(b"-----BEGIN PUBLIC KEY-----") and text.endswith(b"-----END PUBLIC KEY-----")):
+        what = (f"{blocks} PEM blocks" if blocks > 1 else "text before or after its PEM block" if blocks
+                else "no PEM block")
+        raise KeyFileError(f"{path}: a public key file holds one PEM public key and nothing else; it has {what}")
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:

@@ -112,3 +112,54 @@ def test_the_javascript_verifier_accepts_the_documented_vector(node, tmp_path):
     out = js(node, "verify", tmp_path / "vector.json", tmp_path / "vector.pub")
     assert out.returncode == 0 and out.stdout.strip() == f"OK {v['key_id']}", out.stdout
     assert js(node, "canonical", tmp_path / "vector.json").stdout.encode("utf-8") == v["signed_bytes"]
+
+
+def test_the_javascript_verifier_refuses_what_puewatch_refuses(node, keys, tmp_path):
+    """Found by the signing audit: the reference JavaScript verifier (JSON.parse, Buffer.from) said OK to a signed
+    report that names two sites (a duplicate key: which one is meant depends on the reader), to a signature in
+    URL-safe or unpadded base64, and to an integer past 2^53 - 1 edited into it; puewatch refused each. Both
+    refuse them now, and both still accept the file as signed."""
+    signed = tmp_path / "signed.json"
+    out = run_cli("sign", write_json(tmp_path / "r.json", make_report("site-a", completeness=1.0)), "--key",
+                  keys / "site.key", "-o", signed)
+    assert out.returncode == 0, out.stderr
+    text = signed.read_text(encoding="utf-8")
+    value = json.loads(text)["signature"]["value"]
+    cases = {
+        "two sites": text.replace('"site": "site-a"', '"site": "evil", "site": "site-a"', 1),
+        "url-safe": text.replace(value, value.replace("+", "-").replace("/", "_")) if ("+" in value or "/" in value)
+        else text.replace(value, value.rstrip("=")),
+        "unpadded": text.replace(value, value.rstrip("=")),
+        "big integer": text.replace('"site": "site-a"', '"site": "site-a", "x": 9007199254740993', 1),
+    }
+    assert js(node, "verify", signed, keys / "site.pub").returncode == 0
+    assert run_cli("verify", signed, "--pubkey", keys / "site.pub").returncode == 0
+    for name, bad in cases.items():
+        assert bad != text, name
+        path = tmp_path / f"{name}.json"
+        path.write_text(bad, encoding="utf-8")
+        by_js = js(node, "verify", path, keys / "site.pub")
+        assert by_js.returncode == 1 and by_js.stdout.startswith("BAD: "), (name, by_js.stdout)
+        assert run_cli("verify", path, "--pubkey", keys / "site.pub").returncode != 0, name
+
+
+def test_a_public_key_file_holds_one_key_and_a_readable_private_key_is_said(keys, tmp_path):
+    """Found by the signing audit: a .pub of two keys was read as its first (the other site's reports then
+    'signed by an unknown key'), junk around the PEM block was taken; a private key any user could read was
+    used without a word."""
+    from puewatch.signing import KeyFileError
+
+    pub = (keys / "site.pub").read_text()
+    other = run_cli("keys", "new", "--out", tmp_path, "--name", "other")
+    assert other.returncode == 0, other.stderr
+    for name, text in (("two", pub + (tmp_path / "other.pub").read_text()), ("junk", "junk\n" + pub)):
+        path = tmp_path / f"{name}.pub"
+        path.write_text(text)
+        with pytest.raises(KeyFileError, match="holds one PEM public key and nothing else"):
+            load_public_key(path)
+    loose = tmp_path / "loose.key"
+    loose.write_bytes((keys / "site.key").read_bytes())
+    loose.chmod(0o644)
+    out = run_cli("sign", write_json(tmp_path / "r.json", make_report("site-a", completeness=1.0)), "--key", loose,
+                  "-o", tmp_path / "s.json")
+    assert out.returncode == 0 and "the private key is readable by group or others (mode 0644)" in out.stderr
