@@ -700,7 +700,9 @@ def setup_statements(plan: RetentionPlan, existing_rps: dict[str, tuple[int, boo
     existing_rps = existing_rps or {}
     for name, duration, default in plan.policies():
         seconds = duration_seconds(duration, f"retention of {name!r}")
-        shard = "1d" if 0 < seconds <= 180 * 86400 else "7d"
+        # InfluxDB's own shard durations: 1h under 2 days (a shard may not outlast its policy: a 12h retention
+        # with 1d shards was refused, after the policies before it were changed), 1d to 6 months, else 7d.
+        shard = "1h" if 0 < seconds < 2 * 86400 else "1d" if 0 < seconds <= 180 * 86400 else "7d"
         tail = f"DURATION {duration} REPLICATION 1 SHARD DURATION {shard}" + (" DEFAULT" if default else "")
         if name not in existing_rps:
             out.append(f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} {tail}")
@@ -758,10 +760,22 @@ def setup(store: Influx1Store, plan: RetentionPlan, dry_run: bool = False) -> li
         statements = setup_statements(plan, rps, cqs)
         for stmt in statements:
             store.query(stmt, database="", write=True)
+        # What the server kept: a server that answers InfluxQL with 200 and keeps nothing (VictoriaMetrics
+        # takes writes only) made setup report its changes as done (found by the InfluxDB audit).
+        rps, cqs = _server_state(store, plan.database)
     except StoreUnavailable as exc:
         raise UserError(f"cannot reach InfluxDB: {exc}") from None
     except StoreRejected as exc:
-        raise UserError(str(exc)) from None
+        admin = ("; influx setup needs an InfluxDB admin user (it creates the database, its retention policies and "
+                 "continuous queries)") if exc.status == 403 else ""
+        raise UserError(f"{exc}{admin}") from None
+    missing = [f"retention policy {name!r}" for name, duration, default in plan.policies()
+               if rps.get(name) != (duration_seconds(duration, name), default)]
+    missing += [f"continuous query {d.name!r}" for d in plan.downsampling if d.name not in cqs]
+    if missing:
+        raise UserError(f"{store.name}: the server answered every statement but does not have {', '.join(missing[:3])}"
+                        f"{' ...' if len(missing) > 3 else ''}: is it InfluxDB 1.x (or a 2.x/3.x v1 API that keeps "
+                        "retention policies and continuous queries)? VictoriaMetrics and others take writes only")
     return statements
 
 

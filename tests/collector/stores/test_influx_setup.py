@@ -79,7 +79,22 @@ def test_setup_with_authentication(influx_auth, capsys, monkeypatch):
     influx_auth.query("CREATE USER reader WITH PASSWORD 'r'")
     assert main(["influx", "setup", "--url", influx_auth.url, "--database", "site", "--user", "reader", "--password", "r"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and ("403" in err or "admin" in err or "not authorized" in err), err
+    assert "\n" not in err and "403" in err and "influx setup needs an InfluxDB admin user" in err, err
+    # Found by the InfluxDB audit: "the user needs query access" was said even to a user with ALL on the database.
+    influx_auth.query('GRANT ALL ON "site" TO "reader"')
+    assert main(["influx", "setup", "--url", influx_auth.url, "--database", "site", "--user", "reader", "--password", "r"]) == 2
+    assert "influx setup needs an InfluxDB admin user" in capsys.readouterr().err
+
+
+def test_a_server_that_keeps_no_policies_is_refused_and_short_retentions_get_short_shards(vm, influx, capsys):
+    """Found by the InfluxDB audit: against VictoriaMetrics (which answers InfluxQL with 200 and keeps nothing)
+    setup printed its 11 changes as done, exit 0, every time; a 12h retention was refused by influxd (its 1d
+    shards outlasted it) after the policies before it had been changed."""
+    assert main(["influx", "setup", "--url", vm.url, "--database", "site"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "does not have retention policy 'raw'" in err and "VictoriaMetrics" in err, err
+    assert main(["influx", "setup", "--url", influx.url, "--database", "short", "--raw-retention", "12h"]) == 0
+    assert _rps(influx, "short")["raw"] == ("12h0m0s", True)
 
 
 def test_unreachable_server_is_a_one_line_error(capsys):
