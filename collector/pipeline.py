@@ -531,16 +531,7 @@ class Pipeline:
                     totals[f"gpu:{zone}"] = np.sum(np.vstack(members), axis=0)
         for node, e in gpu_by_node.items():
             out.add(*schema.gpu_energy(self.site.name, node, self.site.zone_of_node(node)), ends, {schema.ENERGY_WH: e})
-        out.add(*schema.site_energy(self.site.name, self.site.category), ends,
-                {schema.site_energy_field(g): v for g, v in totals.items() if ":" not in g})
-        for zone in self.site.zone_names():
-            b = totals.get(f"zone:{zone}:boundary")
-            if b is None:
-                continue
-            out.add(*schema.zone_energy(self.site.name, zone), ends,
-                    {schema.ZONE_BOUNDARY_WH: b, schema.ZONE_IT_WH: totals[f"zone:{zone}:it"],
-                     schema.ZONE_GPU_WH: totals.get(f"gpu:{zone}")})
-        # 3. history and rolling ratios
+        # The ratios' jointly known sides per cell (the history below, and the stored joint fields).
         nan = np.full(n, np.nan)
         joint = {}
         for r, (num, den, scale) in self._ratios.items():
@@ -548,6 +539,27 @@ class Pipeline:
             b = totals.get(den, nan) * scale
             ok = np.isfinite(a) & np.isfinite(b)
             joint[r] = (np.where(ok, a, 0.0), np.where(ok, b, 0.0), ok.astype(np.float64))
+
+        def known(r: str, names: tuple[str, str, str]) -> dict[str, np.ndarray]:
+            # A ratio's sides where both are known, and the cell's length there; absent (NaN) elsewhere.
+            a, b, ok = joint[r]
+            return {names[0]: np.where(ok > 0, a, np.nan), names[1]: np.where(ok > 0, b, np.nan),
+                    names[2]: np.where(ok > 0, self.interval / 1e9, np.nan)}
+
+        out.add(*schema.site_energy(self.site.name, self.site.category), ends,
+                {**{schema.site_energy_field(g): v for g, v in totals.items() if ":" not in g},
+                 **known("pue", (schema.PUE_FACILITY_WH, schema.PUE_IT_WH, schema.PUE_KNOWN_S))})
+        for zone in self.site.zone_names():
+            b = totals.get(f"zone:{zone}:boundary")
+            if b is None:
+                continue
+            fields = {schema.ZONE_BOUNDARY_WH: b, schema.ZONE_IT_WH: totals[f"zone:{zone}:it"],
+                      schema.ZONE_GPU_WH: totals.get(f"gpu:{zone}")}
+            if f"zone:{zone}:ppue" in joint:
+                fields.update(known(f"zone:{zone}:ppue", (schema.PPUE_BOUNDARY_WH, schema.PPUE_IT_WH,
+                                                          schema.PPUE_KNOWN_S)))
+            out.add(*schema.zone_energy(self.site.name, zone), ends, fields)
+        # 3. history and rolling ratios
         self._append(self._fine, ends, joint)
         self._rolling(out, self._fine, [w for w in self.windows if w <= self.fine_max], n)
         n_minutes = self._roll_minutes(ends, joint)

@@ -19,8 +19,10 @@ Retention plan created by `puewatch influx setup` (see collector/README.md, "Sto
 
 The downsampling is data-driven: `DOWNSAMPLING` lists (measurement, fields,
 aggregate, interval, target policy) and nothing else needs to change to add one.
-An hourly PUE is recomputed from the hourly energy sums (a ratio of energies),
-never as a mean of PUE samples; the 1-minute PUE means are for dashboards.
+An hourly PUE is recomputed from the hourly sums of its jointly known sides
+(`sum_pue_facility_input_wh / sum_pue_it_wh`, over `sum_pue_known_s`: schema.PUE_FACILITY_WH),
+a ratio of energies over the time both were known, never as a mean of PUE samples (the
+1-minute PUE means are for dashboards) nor from each side's own sums.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ downsampling read them. Each is spelled here only: a function per series returns
 | `snmp_poll`    | site, device, result                   | seconds, error (failed polls: a string)       |
 | `meter_energy` | site, meter, role, zone, method        | energy_wh (volume_l for a water meter)        |
 | `gpu_energy`   | site, node, zone                       | energy_wh                                     |
-| `site_energy`  | site, category                         | `<group>_wh` (`water_l`) per site total       |
-| `zone_energy`  | site, zone                             | boundary_wh, it_wh, gpu_wh                    |
+| `site_energy`  | site, category                         | `<group>_wh` (`water_l`) per site total;      |
+|                |                                        | pue_facility_input_wh, pue_it_wh, pue_known_s |
+| `zone_energy`  | site, zone                             | boundary_wh, it_wh, gpu_wh;                   |
+|                |                                        | ppue_boundary_wh, ppue_it_wh, ppue_known_s    |
 | `pue`          | site, window, category                 | `<ratio>`, `<ratio>_coverage` (pue, clf, ...) |
 | `ppue`         | site, zone, window                     | ppue, ppue_coverage                           |
 
@@ -144,6 +146,13 @@ ZONE_BOUNDARY_WH = "boundary_wh"
 ZONE_IT_WH = "it_wh"
 ZONE_GPU_WH = "gpu_wh"
 ZONE_FIELDS = (ZONE_BOUNDARY_WH, ZONE_IT_WH, ZONE_GPU_WH)
+# A cell's PUE (site_energy) and pPUE (zone_energy) sides where both are known, and the cell's length then
+# (absent where one side is not): summed over any span (an InfluxDB hourly downsample, a month of those),
+# they give the ratio over the time both sides were known and how long that was. The sums of each side over
+# its own cells do not: where one meter was away, they made an hour's PUE 1.87 or 0.83 for a site at 1.25
+# (found by the InfluxDB audit).
+PUE_FACILITY_WH, PUE_IT_WH, PUE_KNOWN_S = "pue_facility_input_wh", "pue_it_wh", "pue_known_s"
+PPUE_BOUNDARY_WH, PPUE_IT_WH, PPUE_KNOWN_S = "ppue_boundary_wh", "ppue_it_wh", "ppue_known_s"
 
 
 FIELD_TYPES: dict[str, dict[str, str]] = {

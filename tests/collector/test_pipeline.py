@@ -139,6 +139,30 @@ def test_a_dead_meter_becomes_missing_and_the_pue_disappears_below_coverage():
     assert later and all(f["pue"] == pytest.approx(1.3, rel=1e-9) for f in later)
 
 
+def test_the_jointly_known_sides_of_pue_and_ppue_sum_to_the_ratio_over_any_span():
+    """Found by the InfluxDB audit: an hour's PUE made from the hourly sums of facility_input_wh and it_wh (what
+    `influx setup` downsamples) was 1.87 for a site at 1.25 where the IT meter was away for 20 minutes (each side
+    summed over its own cells). Each cell also holds the PUE's (and each zone's pPUE's) sides where both are
+    known, and the cell's length then: summed over any span, they give the ratio over the time both were known."""
+    p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND, min_coverage=0.9)
+    out = parse(feed(p, 240, it_alive=lambda s: s < 100 or s >= 160))
+    rows = [f for _, f, _ in out["site_energy"]]
+    one_sided = [f for f in rows if "facility_input_wh" in f and "it_wh" not in f]
+    assert one_sided and all("pue_facility_input_wh" not in f and "pue_known_s" not in f for f in one_sided)
+    both = [f for f in rows if "facility_input_wh" in f and "it_wh" in f]
+    assert all(f["pue_facility_input_wh"] == f["facility_input_wh"] and f["pue_it_wh"] == f["it_wh"]
+               and f["pue_known_s"] == 1.0 for f in both)
+    fac = sum(f.get("pue_facility_input_wh", 0.0) for f in rows)
+    it = sum(f.get("pue_it_wh", 0.0) for f in rows)
+    assert fac / it == pytest.approx(1.3, rel=1e-9)  # the site's PUE, where summing each side alone is not
+    assert sum(f.get("facility_input_wh", 0.0) for f in rows) / sum(f.get("it_wh", 0.0) for f in rows) > 1.5
+    assert sum(f.get("pue_known_s", 0.0) for f in rows) == len(both)
+    zone = [f for _, f, _ in out["zone_energy"]]
+    assert all(("ppue_it_wh" in f) == ("it_wh" in f and "boundary_wh" in f) for f in zone)
+    assert (sum(f.get("ppue_boundary_wh", 0.0) for f in zone) / sum(f.get("ppue_it_wh", 0.0) for f in zone)
+            == pytest.approx(1.25, rel=1e-9))
+
+
 def test_gpu_energy_per_node_and_zone_and_its_share_of_it():
     p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
     lines = []
