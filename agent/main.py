@@ -394,8 +394,12 @@ def hook(args) -> int:
         env = dict(os.environ)
         if args.hook == "job-start":
             jobholders.hook_start(state_dir, env)
-        else:
-            jobholders.hook_end(state_dir, env)
+        elif not jobholders.hook_end(state_dir, env):
+            # Said, not silent (found by the job-holders audit): the Prolog did not run for this job, ran with
+            # another state directory, or an Epilog ran twice; nothing is billed either way.
+            print(f"puewatch agent job-end: no state file for job {env.get('SLURM_JOB_ID', '').strip()} in "
+                  f"{state_dir} (the Prolog's job-start did not record it, or wrote elsewhere); nothing to remove",
+                  file=sys.stderr)
     except (UserError, OSError) as exc:
         print(f"puewatch agent {args.hook}: {exc}", file=sys.stderr)
     return 0

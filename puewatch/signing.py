@@ -166,9 +166,11 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     data = _read_key_file(path, "public key")
     blocks = data.count(b"-----BEGIN ")
     text = data.strip()
-    if blocks > 1 or not (text.startswith(b"-----BEGIN PUBLIC KEY-----") and text.endswith(b"-----END PUBLIC KEY-----")):
-        what = (f"{blocks} PEM blocks" if blocks > 1 else "text before or after its PEM block" if blocks
-                else "no PEM block")
+    whole = text.startswith(b"-----BEGIN PUBLIC KEY-----") and text.endswith(b"-----END PUBLIC KEY-----")
+    if b"-----BEGIN PUBLIC KEY-----" in data and (blocks > 1 or not whole):
+        # (A file with no public key block at all, a private key given for the public one, is `not a PEM
+        # public key` below.)
+        what = f"{blocks} PEM blocks" if blocks > 1 else "text before or after its PEM block"
         raise KeyFileError(f"{path}: a public key file holds one PEM public key and nothing else; it has {what}")
     try:
         key = serialization.load_pem_public_key(data)

@@ -375,6 +375,12 @@ def test_hook_without_a_job_id_says_so_and_exits_0(tmp_path):
     assert out.returncode == 0  # a failing Prolog would drain the node
     assert out.stderr.strip() == "puewatch agent job-start: job-start: SLURM_JOB_ID must be a job id, got '' (run it from Slurm's Prolog)"
     assert list(tmp_path.iterdir()) == []
+    # An Epilog for a job the Prolog never recorded: said, not silent (found by the job-holders audit), exit 0.
+    out = subprocess.run([PUEWATCH, "agent", "job-end", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                         env={**env, "SLURM_JOB_ID": "778"})
+    assert out.returncode == 0
+    assert out.stderr.strip() == (f"puewatch agent job-end: no state file for job 778 in {tmp_path} (the Prolog's "
+                                  "job-start did not record it, or wrote elsewhere); nothing to remove")
 
 
 # -- the same against a real driver ---------------------------------------------------------------
