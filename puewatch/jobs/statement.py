@@ -85,11 +85,16 @@ def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, green_c: np.ndarray, start
     return out
 
 
+def _daily_rows(report: dict[str, Any]) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """The report's `daily` rows by (period_start, period_end)."""
+    return {(r.get("period_start"), r.get("period_end")): r for r in report.get("daily") or [] if isinstance(r, dict)}
+
+
 def site_pue_over_days(report: dict[str, Any], days: list[dict[str, Any]]) -> tuple[float | None, float | None,
                                                                                      float | None, str | None]:
     """The site's PUE over the statement's days from the report's `daily` rows, summed in the
     statement's order: (pue, facility Wh, IT Wh, why null). One function for `statement` and `city`."""
-    daily = {(r.get("period_start"), r.get("period_end")): r for r in report.get("daily") or [] if isinstance(r, dict)}
+    daily = _daily_rows(report)
     fac = it = 0.0
     for d in days:
         row = daily.get((d["period_start"], d["period_end"]))
@@ -114,7 +119,7 @@ def days_completeness(report: dict[str, Any], days: list[dict[str, Any]]) -> flo
     is a figure only as complete as its days' meters were (found by the city audit: it stood alone)."""
     from puewatch.core.timefmt import parse_time
 
-    daily = {(r.get("period_start"), r.get("period_end")): r for r in report.get("daily") or [] if isinstance(r, dict)}
+    daily = _daily_rows(report)
     total = weighted = 0.0
     for d in days:
         row = daily.get((d["period_start"], d["period_end"]))
