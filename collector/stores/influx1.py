@@ -594,6 +594,12 @@ class Downsample:
 
     fields None means every numeric field (`aggregate(*)`): InfluxDB names the results
     `<aggregate>_<field>` (e.g. `mean_power_w`). Listed fields keep their names.
+
+    Energy cells (`schema.CELL_MEASUREMENTS`) are each the interval (t - cell, t], stamped at its
+    end t. InfluxDB's groups are [start, start + interval), which would put
+    the cell ending on the hour in the hour after it; grouped with an offset of 1 ns they are
+    (start, start + interval], each stamped at its start + 1 ns: an hour's sum is that hour's
+    cells. Readings and ratios are values at their time and keep InfluxDB's groups.
     """
 
     measurement: str
@@ -606,6 +612,11 @@ class Downsample:
     @property
     def name(self) -> str:
         return f"puewatch_{self.measurement}_{self.aggregate}_{self.interval}"
+
+    @property
+    def cells(self) -> bool:
+        """Its points are end-stamped energy cells: grouped (start, start + interval]."""
+        return self.measurement in schema.CELL_MEASUREMENTS
 
 
 # The one place that says what is downsampled: what the collector and the agents write
@@ -688,7 +699,7 @@ class RetentionPlan:
         if conditions:
             # One condition as it is (InfluxDB re-renders a stored CQ without brackets: setup stays idempotent).
             q += " WHERE " + (conditions[0] if len(conditions) == 1 else " AND ".join(f"({c})" for c in conditions))
-        return q + f" GROUP BY time({d.interval}), *"
+        return q + f" GROUP BY time({d.interval}{', 1ns' if d.cells else ''}), *"
 
 
 def setup_statements(plan: RetentionPlan, existing_rps: dict[str, tuple[int, bool]] | None = None,

@@ -42,7 +42,7 @@ __all__ = [
     "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "JOB_LEDGER_STATS", "JOB_LEDGER_STATS_FIELDS", "NUMBER",
     "GPU_ENERGY_MJ", "GPU_POWER", "MeterSource", "SeriesId", "SNMP_ENERGY_READING", "SNMP_POWER_READING",
     "SNMP_POLL", "SNMP_POLL_CAUSES", "SNMP_POLL_ERROR", "SNMP_POLL_OK",
-    "SNMP_POLL_SECONDS", "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "AGENT_TAG_KEYS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
+    "SNMP_POLL_SECONDS", "SNMP_RATING_READINGS", "SNMP_RAW", "SNMP_VALUE", "AGENT_MEASUREMENTS", "AGENT_TAG_KEYS", "CELL_MEASUREMENTS", "COLLECTOR_MEASUREMENTS", "NODE_TAG",
     "ingest_measurement_fault", "ZONE_FIELDS", "coverage_field", "gpu_energy", "meter_energy", "meter_energy_field",
     "meter_sources", "ppue", "pue", "rating_sources", "site_energy", "site_energy_field", "snmp_poll", "snmp_reading", "zone_energy",
 ]
@@ -119,6 +119,10 @@ SNMP_POLL_CAUSES: Mapping[str, str] = {
     "skipped": "not polled: the previous poll ran into its slot",
     "internal": "puewatch could not read the answer (an internal error, logged)",
 }
+
+# The energy cells: each point is the energy of the interval (t - cell, t], stamped at its end t (an
+# hour's cells are those stamped in (start, start + 1h]; influx setup's hourly sums group them so).
+CELL_MEASUREMENTS = frozenset((METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY))
 
 COLLECTOR_MEASUREMENTS = frozenset((SNMP_READING, SNMP_POLL, METER_ENERGY, GPU_ENERGY, SITE_ENERGY, ZONE_ENERGY, PUE,
                                     PPUE))

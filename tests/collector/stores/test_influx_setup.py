@@ -34,7 +34,7 @@ def test_dry_run_prints_the_influxql(capsys):
     assert any('"hourly" ON "site" DURATION 520w' in line for line in out)
     cq = [line for line in out if line.startswith("CREATE CONTINUOUS QUERY")]
     assert len(cq) == len(DOWNSAMPLING)
-    assert any('SELECT sum(*) INTO "site"."hourly"."site_energy" FROM "site"."raw"."site_energy" GROUP BY time(1h), *' in line for line in cq)
+    assert any('SELECT sum(*) INTO "site"."hourly"."site_energy" FROM "site"."raw"."site_energy" GROUP BY time(1h, 1ns), *' in line for line in cq)
     assert any('SELECT mean(*) INTO "site"."minute"."pue" FROM "site"."raw"."pue" GROUP BY time(1m), *' in line for line in cq)
 
 
@@ -135,31 +135,35 @@ def test_continuous_queries_downsample(influx):
     hour = 3600 * 10**9
     hour_start = (now // hour - 1) * hour  # the previous complete hour
     energy = [250.0, 125.5, 0.25, 300.0]
+    # Energy cells are stamped at their end: the hour's are those ending in (start, start + 1h], the last
+    # on the next hour; the one ending on the hour's start is the hour before's (an hourly sum of its own).
     for k, wh in enumerate(energy):
-        lines.append(encode_point("site_energy", {"site": "a"}, {"energy_wh": wh}, hour_start + k * 15 * minute))
+        lines.append(encode_point("site_energy", {"site": "a"}, {"energy_wh": wh}, hour_start + (k + 1) * 15 * minute))
+    lines.append(encode_point("site_energy", {"site": "a"}, {"energy_wh": 7.5}, hour_start))
     store.write(("\n".join(lines) + "\n").encode())
 
     deadline = time.monotonic() + 20
     while True:
         t, v = store.series("snmp_reading", "value", {"site": "a", "unit": "W"}, start, start + 2 * minute, rp="minute")
-        t2, v2 = store.series("site_energy", "sum_energy_wh", {"site": "a"}, hour_start, hour_start + hour, rp="hourly")
-        if (len(t) == 2 and dict(zip(t.tolist(), v.tolist())) == expected_mean and t2.size == 1) or time.monotonic() > deadline:
+        t2, v2 = store.series("site_energy", "sum_energy_wh", {"site": "a"}, hour_start - hour, hour_start + hour, rp="hourly")
+        if (len(t) == 2 and dict(zip(t.tolist(), v.tolist())) == expected_mean and t2.size == 2) or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     assert dict(zip(t.tolist(), v.tolist())) == expected_mean
     assert store.series("snmp_reading", "value", {"site": "a", "unit": "Wh"}, start, start + 2 * minute, rp="minute")[0].size == 0
-    assert t2.tolist() == [hour_start] and v2.tolist() == [sum(energy)]
+    # each hour's sum is stamped at its start + 1 ns (InfluxDB stamps a group at its start)
+    assert t2.tolist() == [hour_start - hour + 1, hour_start + 1] and v2.tolist() == [7.5, sum(energy)]
     tp, vp = store.series("pue", "mean_pue", {"site": "a"}, start, start + 2 * minute, rp="minute")
     assert tp.tolist() == [start, start + minute]
     assert vp == pytest.approx([1.225, 1.225])
     # the same SELECT ... INTO run by hand backfills a range the CQ no longer covers
     old = hour_start - 48 * hour
-    store.write((encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 5.0}, old) + "\n"
-                 + encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 7.0}, old + minute) + "\n").encode())
+    store.write((encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 5.0}, old + minute) + "\n"
+                 + encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 7.0}, old + hour) + "\n").encode())
     rule = next(d for d in plan.downsampling if d.measurement == "meter_energy")
-    store.query(plan.select_into(rule, where=f"time >= {old} AND time < {old + hour}"), write=True)
+    store.query(plan.select_into(rule, where=f"time > {old} AND time <= {old + hour}"), write=True)
     t3, v3 = store.series("meter_energy", "sum_energy_wh", {"meter": "m1"}, old, old + hour, rp="hourly")
-    assert t3.tolist() == [old] and v3.tolist() == [12.0]
+    assert t3.tolist() == [old + 1] and v3.tolist() == [12.0]
 
 
 def test_what_is_downsampled_is_what_is_written():
