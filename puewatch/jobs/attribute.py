@@ -154,6 +154,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     jobs_fac = float(np.sum(res.facility_wh))
     unattributed = {
         "it_energy_wh": float(u_it.sum()),
+        "it_energy_known_wh": float(u_it.sum()),  # all of it: measured IT less the jobs', in known cells
         "facility_energy_wh": float(u_fac.sum()),
         "green_energy_wh": float((u_fac * green_frac).sum()),
         "carbon_kg": float((u_fac * carbon_per_wh).sum()) if carbon_ok else None,
@@ -178,6 +179,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
         "pue": ratio(e_dc, measured_it),
         "facility_energy_wh": e_dc,
         "it_energy_wh": measured_it,
+        "it_energy_known_wh": measured_it,  # measured over the known cells only
         "completeness": cells.n and float(f.known.sum() / cells.n),
         "green_energy_wh": green_total,
         "green_share": share(green_total, e_dc),
@@ -237,6 +239,8 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "gpu_energy_wh": float(sums["gpu_wh"][i]),
         "host_energy_wh": float(sums["host_wh"][i]),
         "it_energy_wh": float(it),
+        # Of that, the part in known cells (those with a factor): what the identities add up.
+        "it_energy_known_wh": float(cov),
         # Over the cells with a factor only: null when none of its cells has one.
         "facility_energy_wh": float(fac) if known else None,
         "pue": ratio(fac, cov),

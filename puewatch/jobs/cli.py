@@ -25,7 +25,7 @@ MAX_INTERVAL_NS = (2 * 3600 + 60) * NS
 CSV_COLUMNS = ("kind", "tenant", "job", "gpu_models", "gpu_hours", "gpu_energy_wh", "it_energy_wh",
                "facility_energy_wh", "pue", "completeness", "estimated_share", "green_energy_wh", "green_share",
                "carbon_kg", "host_unknown_share", "gpu_hours_by_model", "host_energy_wh", "reserved_idle_energy_wh",
-               "shared_records", "records", "jobs", "site", "period_start", "period_end")
+               "shared_records", "records", "jobs", "site", "period_start", "period_end", "it_energy_known_wh")
 _CSV_NUMBERS = CSV_COLUMNS[4:15] + CSV_COLUMNS[16:21]
 # A cell a spreadsheet would run as a formula starts with one of these (OWASP, CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -82,7 +82,9 @@ def _csv_text(text: str) -> str:
 def _csv(doc: dict[str, Any]) -> str:
     """One row per job, then per tenant (their JSON rows), then the energy no job holds (`unattributed`) and
     the site's totals (`site`: E_DC, measured IT, PUE, completeness over the cells, green energy, carbon), so
-    that the rows add up to the totals as the identities say. Every row names the site and the period. RFC
+    that the rows add up to the totals as the identities say: the facility energies, and of the IT energy the
+    part in known cells (`it_energy_known_wh`; a job's `it_energy_wh` also counts its energy in cells with no
+    facility data, which neither the unattributed nor the site row holds). Every row names the site and the period. RFC
     4180: CRLF line ends, and a field holding a comma, a quote, a CR or a LF is quoted. An unknown value is
     an empty cell, never 0."""
     buf = io.StringIO()
@@ -93,15 +95,19 @@ def _csv(doc: dict[str, Any]) -> str:
     def numbers(r: dict[str, Any]) -> list[Any]:
         return ["" if r.get(c) is None else r[c] for c in _CSV_NUMBERS]
 
+    def known(r: dict[str, Any]) -> Any:
+        return r["it_energy_known_wh"]
+
     for kind, rows in (("job", doc["jobs"]), ("tenant", doc["tenants"])):
         for r in rows:
             models = "+".join(sorted(r["gpu_hours_by_model"]))
             cells = numbers(r)
             w.writerow([kind, _csv_text(r["tenant"]), _csv_text(r.get("job", "")), _csv_text(models), *cells[:11],
-                        json.dumps(r["gpu_hours_by_model"], sort_keys=True, ensure_ascii=False), *cells[11:], *where])
+                        json.dumps(r["gpu_hours_by_model"], sort_keys=True, ensure_ascii=False), *cells[11:], *where,
+                        known(r)])
     for kind, r in (("unattributed", doc["unattributed"]), ("site", doc["site_totals"])):
         cells = numbers(r)
-        w.writerow([kind, "", "", "", *cells[:11], "", *cells[11:], *where])
+        w.writerow([kind, "", "", "", *cells[:11], "", *cells[11:], *where, known(r)])
     return buf.getvalue()
 
 
