@@ -93,8 +93,22 @@ PUE_ENERGIES = {"pue": ("facility_energy_wh", "it_energy_wh"),
 def impossible(row: dict[str, Any], ratio: str) -> str | None:
     """Why the value of `ratio` (`pue`, `pue_joint`, `ref`) in `row` (a report or one of its months)
     cannot be counted, or None: below its physical floor (a report writes null there, never such a
-    value: core.floors), or a PUE that is not the row's own facility energy over its IT energy. Such a
-    file was not made by puewatch as it stands, or was edited: a rule that reads it fails and says so."""
+    value: core.floors), or a PUE that is not the row's own facility energy over its IT energy, or a
+    PUE beside another PUE of the row that is either. Such a file was not made by puewatch as it
+    stands, or was edited: a rule that reads it fails and says so."""
+    if ratio in PUE_ENERGIES:
+        # The row's other PUE too: a report whose `pue` is not its energies' ratio contradicts itself, and none
+        # of its PUEs can be counted (its `pue` off by 0.05 passed a rule judged on `pue_joint`: city audit).
+        for other in PUE_ENERGIES:
+            why = _impossible_one(row, other)
+            if why is not None:
+                return why if other == ratio else f"{why}: the report contradicts itself, its {ratio} is not counted"
+        return None
+    return _impossible_one(row, ratio)
+
+
+def _impossible_one(row: dict[str, Any], ratio: str) -> str | None:
+    """`impossible` for `ratio` alone."""
     value = row.get(ratio)
     if not is_number(value):
         return None

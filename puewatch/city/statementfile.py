@@ -49,7 +49,10 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
         raise ReportError(f"{source}: schema: must be {SCHEMA!r}")
     for key, kind in _FIELDS.items():
         _need(data, key, kind, "", source)
-    refuse_negative(data, ("it_energy_wh", "facility_energy_wh", "green_energy_wh", "carbon_kg"), "", source)
+    if "it_energy_known_wh" in data:  # statements made before it was added have none
+        _need(data, "it_energy_known_wh", "number", "", source)
+    refuse_negative(data, ("it_energy_wh", "it_energy_known_wh", "facility_energy_wh", "green_energy_wh", "carbon_kg"),
+                    "", source)
     for i, day in enumerate(data["days"]):
         if not isinstance(day, dict):
             raise ReportError(f"{source}: days[{i}]: must be an object")

@@ -13,6 +13,12 @@ report's signed bytes, puewatch.signing.digest) and checked, rule by rule, with 
   `PUE_REL_TOL` is allowed for a statement made by another implementation summing in another
   order (at most 366 positive terms: rounding below 366 x 2^-53 = 4e-14).
 
+- `totals`: the statement agrees with itself: its `days` add up to its totals (facility-inclusive,
+  IT in known cells, green), no day and no total has less facility-inclusive energy than IT energy
+  (each cell's factor is at least 1), and `tenant_pue` is its facility-inclusive energy over its IT
+  energy in known cells; within `SUM_REL_TOL` (the same energies summed in other orders). Rules
+  below read the totals or the days alone: a signed statement whose days say one thing and totals
+  another passed them (found by the city audit);
 - `report_signature`: the matched report's own signature is valid with --pubkeys, by the key the
   statement names (`site_report.key_id`): the digest leaves the signature out, so an unsigned copy
   of the report would match it;
@@ -58,6 +64,7 @@ class StatementRow:
         return {"statement": self.path, "site": s["site"], "tenant": s["tenant"],
                 "period_start": s["period_start"], "period_end": s["period_end"],
                 "facility_energy_wh": s["facility_energy_wh"], "it_energy_wh": s["it_energy_wh"], "pue": s["pue"],
+                "tenant_pue": s["tenant_pue"],
                 "signature": {"status": self.signature.status, "key_id": self.signature.key_id,
                               "reason": self.signature.reason},
                 "report": self.report, "rules": [r.to_json() for r in self.results], "passed": self.passed}
@@ -109,6 +116,52 @@ def _pue_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
                       f"{fmt(site)} over its {days} (report daily rows): {'pass' if ok else 'fail'}")
 
 
+def _totals_rule(s: dict[str, Any]) -> RuleResult:
+    days = s["days"]
+    fac, it_known, green, tenant_pue = (s["facility_energy_wh"], s.get("it_energy_known_wh"), s["green_energy_wh"],
+                                        s["tenant_pue"])
+    day_fac = sum(d["facility_energy_wh"] for d in days)
+    day_it = sum(d["it_energy_wh"] for d in days)
+    problems = []
+
+    def differ(a: float, b: float) -> bool:
+        return abs(a - b) > SUM_REL_TOL * max(abs(a), abs(b))
+
+    if fac is None:
+        if days:
+            problems.append(f"it states no facility-inclusive energy, yet {len(days)} day(s) with {_kwh(day_fac)}")
+    elif differ(fac, day_fac):
+        problems.append(f"facility-inclusive {_kwh(fac)} is not its days' sum {_kwh(day_fac)}")
+    if it_known is not None:
+        if differ(it_known, day_it):
+            problems.append(f"IT energy in known cells {_kwh(it_known)} is not its days' sum {_kwh(day_it)}")
+        if it_known > s["it_energy_wh"] * (1 + SUM_REL_TOL):
+            problems.append(f"IT energy in known cells {_kwh(it_known)} is more than its IT energy "
+                            f"{_kwh(s['it_energy_wh'])}")
+    if green is not None and days and all("green_energy_wh" in d for d in days):
+        day_green = sum(d["green_energy_wh"] for d in days)
+        if differ(green, day_green):
+            problems.append(f"green {_kwh(green)} is not its days' sum {_kwh(day_green)}")
+    below = [d["period_start"][:10] for d in days if d["facility_energy_wh"] < d["it_energy_wh"] * (1 - SUM_REL_TOL)]
+    if below:
+        problems.append(f"{len(below)} day(s) with less facility-inclusive than IT energy (first {below[0]})")
+    it = it_known if it_known is not None else day_it
+    if fac is not None and fac < it * (1 - SUM_REL_TOL):
+        problems.append(f"facility-inclusive {_kwh(fac)} is less than its IT energy in known cells {_kwh(it)}")
+    if tenant_pue is not None and (fac is None or it <= 0 or differ(tenant_pue, fac / it)):
+        problems.append(f"tenant PUE {fmt(tenant_pue)} is not facility-inclusive over IT energy in known cells"
+                        + (f" ({fmt(fac / it)})" if fac is not None and it > 0 else ""))
+    head = (f"{len(days)} day(s): facility-inclusive {_kwh(day_fac)}, IT {_kwh(day_it)}; totals "
+            f"{'null' if fac is None else _kwh(fac)}, {'?' if it_known is None else _kwh(it_known)}")
+    if problems:
+        return RuleResult("totals", False, fac, day_fac, "==", f"{head}: " + "; ".join(problems) + ": fail")
+    return RuleResult("totals", True, fac, day_fac, "==", f"{head}: its days add up to its totals: pass")
+
+
+def _kwh(wh: float) -> str:
+    return f"{wh / 1000:,.3f} kWh"
+
+
 def _report_signature_rule(s: dict[str, Any], report: dict[str, Any],
                            public_keys: dict[str, Any] | None) -> RuleResult:
     sig = signature_status(report, public_keys)
@@ -129,7 +182,7 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
     for path, s in statements:
         sig = signature_status(s, public_keys, "statement")
         results = [RuleResult("signature", sig.ok, sig.status, "valid", None,
-                              f"{sig.reason}: {'pass' if sig.ok else 'fail'}")]
+                              f"{sig.reason}: {'pass' if sig.ok else 'fail'}"), _totals_rule(s)]
         ref = s["site_report"]
         match = by_digest.get(ref["sha256"]) if ref else None
         if ref is None:
@@ -187,14 +240,18 @@ def print_vouchers(result: VoucherResult) -> None:
         console = Console(highlight=False, width=200)
     console.print(Text("Voucher statements", style="bold"))
     table = Table(show_header=True, header_style="bold")
-    rules = ("signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon")
-    for col in ("tenant", "site", "statement file", "facility kWh", "PUE", *rules, "overall"):
-        table.add_column(col, justify="right" if col in ("facility kWh", "PUE") else "left", overflow="fold")
+    rules = ("signature", "totals", "report_digest", "report_signature", "period", "pue", "green_share", "carbon")
+    # The tenant's facility-inclusive energy beside its own PUE (its cells' factors), then the site's PUE over
+    # its days (the `pue` rule's): a lone "PUE" beside the tenant's energy read as the tenant's (city audit).
+    numeric = ("facility kWh", "tenant PUE", "site PUE (its days)")
+    for col in ("tenant", "site", "statement file", *numeric, *rules, "overall"):
+        table.add_column(col, justify="right" if col in numeric else "left", overflow="fold")
     for row in result.rows:
         s = row.statement
         got = {r.rule: r for r in row.results}
         cells = [Text(s["tenant"]), Text(s["site"]), Text(row.path),
                  Text("—" if s["facility_energy_wh"] is None else f"{s['facility_energy_wh'] / 1000:,.3f}"),
+                 Text("—" if s["tenant_pue"] is None else f"{s['tenant_pue']:.4f}"),
                  Text("—" if s["pue"] is None else f"{s['pue']:.4f}")]
         cells += [Text("—") if r not in got else Text("pass", style="green") if got[r].passed
                   else Text("FAIL", style="bold red") for r in rules]

@@ -83,6 +83,17 @@ def test_an_impossible_pue_fails_and_says_why():
     joint.update(pue_joint=1.1, facility_energy_joint_wh=1_270_000.0, it_energy_joint_wh=1_000_000.0)
     res = one({"max_pue": 1.3, "pue_basis": "pue_joint"}, joint)
     assert not res.passed and res.evidence.startswith("pue_joint 1.1 is not facility_energy_joint_wh")
+    # A report whose `pue` is not its energies' ratio contradicts itself: its consistent `pue_joint` is not
+    # counted either (found by the city audit: it passed a rule judged on pue_joint).
+    both = make_report(pue=1.2)
+    both.update(pue_joint=1.15, facility_energy_joint_wh=1_150_000.0, it_energy_joint_wh=1_000_000.0)
+    for rule in ("max_pue", "max_annual_pue"):
+        res = one({rule: 1.3, "pue_basis": "pue_joint"}, both)
+        assert not res.passed and res.evidence.startswith(
+            "pue 1.2 is not facility_energy_wh / it_energy_wh (1270000.0 / 1000000.0 = 1.27): the report contradicts "
+            "itself, its pue_joint is not counted"), res.evidence
+    both["pue"] = 1.27
+    assert one({"max_pue": 1.3, "pue_basis": "pue_joint"}, both).passed
     ref = one({"min_ref": 0.1}, make_report(ref=-0.2))
     assert not ref.passed and ref.evidence.startswith("ref -0.2 is below its physical floor 0")
     months = make_report(monthly_pue=[1.2] * 12)

@@ -199,7 +199,7 @@ def test_statement_refuses_a_report_of_another_period_or_key(site: dict, tmp_pat
     assert r.returncode == 2 and "tenant 'nobody' has no job in" in r.stderr
 
 
-RULES = ["signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon"]
+RULES = ["signature", "totals", "report_digest", "report_signature", "period", "pue", "green_share", "carbon"]
 
 
 def _city(site: dict, *statements: Path, report: Path | None = None) -> tuple[int, dict]:
@@ -235,9 +235,13 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     # valid, and only the sum over the statements catches it.
     inflated = json.loads((root / "t2.json").read_text())
     scale = report["facility_energy_wh"] / inflated["facility_energy_wh"]
-    # Its green energy and carbon scaled with it, so its green share and carbon stay consistent.
-    for name in ("facility_energy_wh", "green_energy_wh", "carbon_kg"):
+    # Its green energy, carbon, days and tenant PUE scaled with it, so that it agrees with itself (totals) and its
+    # green share and carbon stay consistent.
+    for name in ("facility_energy_wh", "green_energy_wh", "carbon_kg", "tenant_pue"):
         inflated[name] *= scale
+    for day in inflated["days"]:
+        for name in ("facility_energy_wh", "green_energy_wh"):
+            day[name] *= scale
     inflated = _write(tmp_path / "t2-inflated.json", sign_report(inflated, key))
     rc, doc = _city(site, root / "t1.json", inflated)
     v = doc["vouchers"]
@@ -250,8 +254,8 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     changed = _write(tmp_path / "report-reissued.json", sign_report(changed, key))
     rc, doc = _city(site, root / "t1.json", report=changed)
     row = doc["vouchers"]["statements"][0]
-    assert rc == 1 and [r["rule"] for r in row["rules"]] == ["signature", "report_digest"]
-    assert not row["rules"][1]["passed"] and "matches none of the 1 report(s) given" in row["rules"][1]["evidence"]
+    assert rc == 1 and [r["rule"] for r in row["rules"]] == ["signature", "totals", "report_digest"]
+    assert not row["rules"][2]["passed"] and "matches none of the 1 report(s) given" in row["rules"][2]["evidence"]
     # A statement whose PUE is not the site's over its days.
     flattering = json.loads((root / "t1.json").read_text())
     flattering["pue"] = 1.1
@@ -265,6 +269,34 @@ def test_city_fails_statements_beyond_e_dc_and_a_wrong_digest(site: dict, tmp_pa
     rc, doc = _city(site, _write(tmp_path / "t1-tampered.json", tampered))
     sig = doc["vouchers"]["statements"][0]["rules"][0]
     assert rc == 1 and sig["rule"] == "signature" and sig["value"] == "invalid"
+
+
+def test_city_fails_a_statement_whose_days_and_totals_disagree(site: dict, tmp_path: Path) -> None:
+    """Found by the city audit: statements re-signed by the site with their totals changed and their days not
+    passed every rule, for each rule reads the totals or the days alone: green energy raised from 1.7 to 4 kWh
+    with its share made to match (the carbon rule read the days), and the facility-inclusive energy halved to
+    below the tenant's IT energy (tenant_pue unchanged)."""
+    root = site["root"]
+    honest = json.loads((root / "t1.json").read_text())
+    greener = dict(honest, green_energy_wh=honest["facility_energy_wh"] * 0.8, green_share=0.8)
+    halved = dict(honest, facility_energy_wh=honest["it_energy_known_wh"] * 0.5)
+    pue_off = dict(honest, tenant_pue=honest["tenant_pue"] * 0.9)
+    # Its days changed alike (they add up again), a day below its IT energy: still refused.
+    day_below = json.loads(json.dumps(honest))
+    moved = day_below["days"][0]["facility_energy_wh"] - 0.5 * day_below["days"][0]["it_energy_wh"]
+    day_below["days"][0]["facility_energy_wh"] -= moved
+    day_below["days"].append(dict(day_below["days"][0], period_start="2026-01-01T00:30:00Z",
+                                  it_energy_wh=0.0, facility_energy_wh=moved, green_energy_wh=0.0))
+    cases = {"greener": (greener, "green"), "halved": (halved, "less than its IT energy in known cells"),
+             "pue": (pue_off, "tenant PUE"), "day": (day_below, "day(s) with less facility-inclusive than IT energy")}
+    for name, (doc, says) in cases.items():
+        rc, out = _city(site, _signed(tmp_path / f"t1-{name}.json", doc, site["keys"] / "site.key"))
+        rules = _rules(out["vouchers"]["statements"][0])
+        assert rc == 1 and rules["signature"]["passed"], name
+        assert not rules["totals"]["passed"] and says in rules["totals"]["evidence"], (name, rules["totals"])
+    rc, out = _city(site, root / "t1.json")
+    totals = _rules(out["vouchers"]["statements"][0])["totals"]
+    assert rc == 0 and totals["passed"] and totals["value"] == pytest.approx(totals["limit"], rel=1e-12)
 
 
 def _signed(path: Path, doc: dict, key_path: Path) -> Path:
@@ -332,7 +364,11 @@ def test_city_fails_inflated_green_shares_and_lowered_carbon(site: dict, tmp_pat
     # All green, consistently: share 1, no carbon, over twice the site's green energy (and within its E_DC):
     # each statement rule holds, the site's green energy does not cover it.
     fac = 2 * report["green_energy_wh"]
-    rc, r, v = city_row("all-green", facility_energy_wh=fac, green_energy_wh=fac, green_share=1.0, carbon_kg=0.0)
+    scale = fac / honest["facility_energy_wh"]
+    days = [dict(d, facility_energy_wh=d["facility_energy_wh"] * scale, green_energy_wh=d["facility_energy_wh"] * scale)
+            for d in honest["days"]]
+    rc, r, v = city_row("all-green", facility_energy_wh=fac, green_energy_wh=fac, green_share=1.0, carbon_kg=0.0,
+                        days=days, tenant_pue=honest["tenant_pue"] * scale)
     assert rc == 1 and all(x["passed"] for x in r.values()), r
     energy, green = v["reports"][0]["rules"]
     assert energy["passed"] and not green["passed"] and green["value"] == fac
