@@ -128,6 +128,13 @@ def _impossible_one(row: dict[str, Any], ratio: str) -> str | None:
                     "the other, so it is not known either (a report writes null there)")
         if not math.isclose(value, f / i, rel_tol=1e-12):
             return f"{ratio} {value!r} is not {fac_key} / {it_key} ({f!r} / {i!r} = {f / i!r})"
+    if ratio == "green_share":
+        g, f = row.get("green_energy_wh"), row.get("facility_energy_wh")
+        if not (is_number(g) and is_number(f) and f > 0 and math.isclose(value, g / f, rel_tol=1e-12)):
+            return (f"green_share {value!r} is not green_energy_wh / facility_energy_wh ({g!r} / {f!r}"
+                    + (f" = {g / f!r})" if is_number(g) and is_number(f) and f > 0 else ")"))
+        if value > 1 + 1e-12:
+            return f"green_share {value!r} is above 1 (green energy is counted up to the facility energy)"
     return None
 
 
@@ -204,6 +211,10 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
                             else f"the report has no {key} (made by a puewatch before it was added)")
     if rule == "min_ref":
         return _counted_rule(rule, "REF", report, "ref", ">=", limit, "no REF (no renewable energy meter)")
+    if rule == "min_green_share":
+        return _counted_rule(rule, "green share", report, "green_share", ">=", limit,
+                             "no green share (null: no facility energy)" if "green_share" in report else
+                             "no green share (the report was made without --carbon, which names its green energy)")
     raise ValueError(f"not a per-report rule: {rule}")
 
 

@@ -15,7 +15,7 @@ which applies to the PUE limits (`max_annual_pue`, `max_pue`,
 `max_monthly_pue`, `max_city_pue`); each preset sets it as its source words
 it, and a file that overrides a preset's limit keeps the preset's comparison
 unless it sets its own. Without a preset the default is "<=". The other rules
-are inclusive: completeness, category and REF at least, uncertainty at most.
+are inclusive: completeness, category, REF and green share at least, uncertainty at most.
 
 `pue_basis` says which of the report's PUEs those limits look at: `pue` (the
 default: E_DC / E_IT over the whole period, each meter's energy as it has it)
@@ -55,6 +55,7 @@ REPORT_RULES = (
     "max_monthly_pue",
     "max_uncertainty",
     "min_ref",
+    "min_green_share",
 )
 # Rules evaluated over all the city's reports (by `puewatch city`, not `puewatch check`).
 CITY_RULES = ("max_city_pue",)
@@ -193,6 +194,9 @@ class TargetsFile:
     min_completeness: float | None = setting(None, doc="least share of the period with every PUE meter's data", min=0.0, max=1.0)
     min_category: int | None = setting(None, doc="least measurement category (where IT energy is metered)", choices=(1, 2, 3))
     min_ref: float | None = setting(None, doc="least renewable energy factor (REF)", min=0.0, max=1.0)
+    min_green_share: float | None = setting(
+        None, doc="least green share of the facility energy (`green_share`: renewable meters, certificates and PPAs; "
+        "the report made with --carbon)", min=0.0, max=1.0)
     max_uncertainty: float | None = setting(None, doc="largest absolute PUE uncertainty (`pue_uncertainty`)", min=0.0)
     require_annual: bool | None = setting(None, doc="the report must cover 12 whole months")
     require_signature: bool | None = setting(
@@ -221,6 +225,7 @@ class Targets:
     min_completeness: float | None = None
     min_category: int | None = None
     min_ref: float | None = None
+    min_green_share: float | None = None
     max_uncertainty: float | None = None
     require_annual: bool | None = None
     require_signature: bool | None = None

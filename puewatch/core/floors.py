@@ -21,6 +21,7 @@ RATIO_FLOORS: dict[str, float] = {
     "ref": 0.0,
     "wue": 0.0,
     "gpu_it_share": 0.0,
+    "green_share": 0.0,
 }
 
 

@@ -9,6 +9,7 @@ from city_support import make_report, run_cli, write_json
 
 from puewatch.city.check import check_report, check_rule
 from puewatch.city.targets import preset_targets, targets_from_dict
+from puewatch.errors import UserError
 
 
 def one(rule_table: dict, report: dict):
@@ -141,6 +142,29 @@ def test_other_rules(rules, report_kw, passed, evidence):
     res = one(rules, make_report(**report_kw))
     assert res.passed is passed
     assert res.evidence == evidence
+
+
+def test_min_green_share_reads_the_reports_green_share_and_refuses_one_its_energies_do_not_give():
+    """The city's green-power target (e.g. hub-node data centres: green power > 80 %, docs/city-guide.md) on the
+    report's green share (made with --carbon); found missing by the city audit (min_green_share was refused as an
+    unknown key)."""
+    def green(share: float | None, green_wh: float | None) -> dict:
+        r = make_report()
+        r.update(green_share=share, green_energy_wh=green_wh)
+        return r
+
+    res = one({"min_green_share": 0.8}, green(1_100_000 / 1_270_000, 1_100_000.0))
+    assert res.passed and res.evidence.startswith("green share 0.866142 ≥ 0.8: pass")
+    res = one({"min_green_share": 0.9}, green(1_100_000 / 1_270_000, 1_100_000.0))
+    assert not res.passed and res.evidence == "green share 0.866142 is not ≥ 0.9: fail"
+    # Raised by hand: not its energies' ratio.
+    res = one({"min_green_share": 0.8}, green(0.95, 1_100_000.0))
+    assert not res.passed and res.evidence.startswith("green_share 0.95 is not green_energy_wh / facility_energy_wh")
+    res = one({"min_green_share": 0.8}, make_report())
+    assert not res.passed and "made without --carbon" in res.evidence
+    assert targets_from_dict({"min_green_share": 0.8}).report_rules() == ["min_green_share"]
+    with pytest.raises(UserError, match="min_green_share"):
+        targets_from_dict({"min_green_share": 1.5})
 
 
 def test_require_signature_without_keys_is_not_met():
