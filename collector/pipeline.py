@@ -115,8 +115,7 @@ class Stream:
     resolution: float = 0.0  # one register step, raw units
     max_gap_ns: int = 0  # gauges: longest interval integrated
     estimated: bool = False
-    # Gauges: what their integral is divided by to reach the base unit
-    # (W·s = J -> Wh: 3600; flow in L/s integrates straight to litres: 1).
+    # Gauges: what their integral is divided by to reach the base unit (core.site.Meter.integral_divisor).
     integral_divisor: float = 3600.0
     t: list[int] = field(default_factory=list)
     v: list[float] = field(default_factory=list)
@@ -424,11 +423,11 @@ class Pipeline:
                 register,
                 factor=factor,
                 modulus=modulus,
-                max_power_w=m.max_power_w if m.role != "water" else None,
-                ratings=self.device_ratings.setdefault(m.device, {}) if m.device and m.role != "water" else {},
+                max_power_w=m.limit_w,
+                ratings=self.device_ratings.setdefault(m.device, {}) if m.device and not m.flows else {},
                 resolution=resolution,
                 max_gap_ns=max_gap_ns or self.settle,
-                integral_divisor=1.0 if m.role == "water" else 3600.0,
+                integral_divisor=m.integral_divisor,
             )
             self.streams[meter] = st
         return st

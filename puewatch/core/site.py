@@ -175,6 +175,24 @@ class Meter:
         "energy\").",
     )
 
+    @property
+    def flows(self) -> bool:
+        """A water meter: its readings are litres (L, L/s), not energy and power. No power limit, configured or
+        rated, applies to it, and its flow's time integral is litres as it is (`integral_divisor`)."""
+        return self.role == "water"
+
+    @property
+    def integral_divisor(self) -> float:
+        """What the time integral of its gauge (its base unit x s) is divided by to give its register's base
+        unit: 3600 for a power (W x s = J, 3600 J a Wh), 1 for a water flow (L/s x s = L). The one rule, live
+        (collector.pipeline) and in reports (report.meters) alike: reports once divided a flow by 3600 too."""
+        return 1.0 if self.flows else 3600.0
+
+    @property
+    def limit_w(self) -> float | None:
+        """The configured power limit where one applies (`max_power_w`; none for water)."""
+        return None if self.flows else self.max_power_w
+
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if self.role == "it" and not self.point:

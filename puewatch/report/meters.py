@@ -137,8 +137,10 @@ class _Scan:
     """A meter's energies as its register, then its power, add them up: per day of `grid`
     (or, with `points`, before each point instead), and the spans each observed."""
 
-    def __init__(self, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None) -> None:
+    def __init__(self, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None,
+                 integral_divisor: float) -> None:
         self.grid, self.start_ns, self.end_ns, self.max_gap_ns = grid, start_ns, end_ns, max_gap_ns
+        self.integral_divisor = integral_divisor
         n_bins = grid.size - 1
         self.energy, self.estimated, self.coverage = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
         self.points = points
@@ -197,7 +199,7 @@ class _Scan:
         if tp.size < 2:
             return
         integral = integrate_power(tp, xp, max_gap_ns=self.max_gap_ns)
-        e_wh = integral.energy_j / 3600.0
+        e_wh = integral.energy_j / self.integral_divisor  # Wh (L for a water flow: core.site.Meter.integral_divisor)
         # Power energy only where the register has none (its spans), all of it estimated.
         e_used, used, s, e = power_fill(tp, e_wh, self.reg_s, self.reg_e, self.start_ns, self.end_ns)
         self.used_power = bool(used)
@@ -234,11 +236,12 @@ class _Scan:
 
 def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns: int, max_gap_ns: int,
                max_power_w: float | None, points: np.ndarray | None = None, step_wh: float = 0.0,
-               limit: policy.PowerLimit | None = None) -> MeterScan:
+               limit: policy.PowerLimit | None = None, integral_divisor: float = 3600.0) -> MeterScan:
     """One meter's daily energies, observed spans and method; with `points`, instead of the
     daily energies its observed energy before each of the points (`before`, for `EnergyBefore`):
     the register's intervals no longer than `max_gap_ns` and the power's intervals it uses,
-    those that make its observed spans."""
+    those that make its observed spans. `integral_divisor`: the meter's (core.site.Meter), 3600 for a
+    power in W, 1 for a water flow in L/s."""
     t = np.ascontiguousarray(readings.t_ns, dtype=np.int64)
     # Register readings that cannot be are no readings, for the limit and the energies alike (core.energy).
     refused, first = 0, None
@@ -252,7 +255,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     # (`limit` given: the one a first pass over the same readings found.)
     if limit is None:
         limit = policy.power_limit(max_power_w, t, readings.energy_wh, readings.power_w, readings.ratings)
-    scan = _Scan(grid, start_ns, end_ns, max_gap_ns, points)
+    scan = _Scan(grid, start_ns, end_ns, max_gap_ns, points, integral_divisor)
     scan.add_register(readings, t, limit, step_wh)
     scan.add_power(readings, t, limit)
     no_data = scan.coverage <= 0
@@ -301,9 +304,8 @@ def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name
     """`scan_meter` of the site's meter `name`: its power limit and register step from the site
     model (no power limit for water, whose 'power' is a flow); a meter without readings has no data."""
     meter = site.meters[name]
-    max_p = meter.max_power_w if meter.role != "water" else None
-    return scan_meter(readings.get(name, NO_READINGS), grid, start_ns, end_ns, max_gap_ns, max_p, points,
-                      site.snmp_step_wh.get(name, 0.0), limit)
+    return scan_meter(readings.get(name, NO_READINGS), grid, start_ns, end_ns, max_gap_ns, meter.limit_w, points,
+                      site.snmp_step_wh.get(name, 0.0), limit, meter.integral_divisor)
 
 
 class EnergyBefore:

@@ -491,7 +491,7 @@ def read_rating_times(reader: Any, site: SiteModel, name: str, lo: int, hi: int
     """Each rating meter `name`'s SNMP device reported in lo <= t < hi, as (times, values), the positive
     finite ones (none: None). Not for water."""
     m = site.meters[name]
-    if m.role == "water":
+    if m.flows:
         return None
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in schema.rating_sources(site.name, m):

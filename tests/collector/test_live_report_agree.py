@@ -58,10 +58,12 @@ def _recording() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     cool = cool_w.copy()
     cool[n // 5] = -26.0  # a negative power reading
     cool[n // 6] = 4.29e9  # far above the limit
+    water = 0.1 + rng.normal(0, 0.002, n)  # L/s: a flow, which integrates to litres (not / 3600 as a power)
     return {
         "incomer": (t, incomer),
         "it": (t[~gap], it[~gap]),
         "crac": (t, cool),
+        "water": (t, water),
     }
 
 
@@ -71,7 +73,12 @@ def _site() -> SiteModel:
         # No limit configured: derived from its own readings (4 × the 90th percentile of hourly means).
         "it": Meter(role="it", point="pdu_output", device="pdu"),
         "crac": Meter(role="cooling", device="crac", max_power_w=5_000.0),
+        "water": Meter(role="water", measurement="w", field="flow", unit="L/s"),
     })
+
+
+def name_is_water(tags: dict[str, str]) -> bool:
+    return tags["meter"] == "water"  # its cells hold litres (schema.VOLUME_L), not Wh
 
 
 def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
@@ -85,8 +92,9 @@ def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
         events += [(int(ti), name, float(vi)) for ti, vi in zip(t, v)]
     events.sort()
     cells: dict[str, dict[int, float]] = {m: {} for m in site.meters}
-    how = {"incomer": {"register": True, "modulus": MODULUS}, "it": {"register": True}, "crac": {}}
-    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0}  # readings the policy takes lie in [0, top)
+    how = {"incomer": {"register": True, "modulus": MODULUS}, "it": {"register": True}, "crac": {}, "water": {}}
+    # Readings the policy takes lie in [0, top).
+    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0, "water": math.inf}
     rng = np.random.default_rng(3)
     i = 0
     step_at = T0 + POLL
@@ -103,7 +111,7 @@ def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
             p.add_meter(name, t, v, t, **how[name])
         for measurement, tags, fields, ts in p.step(step_at + SECOND).rows():
             if measurement == schema.METER_ENERGY:
-                cells[tags["meter"]][ts] = fields[schema.ENERGY_WH]
+                cells[tags["meter"]][ts] = fields[schema.VOLUME_L if name_is_water(tags) else schema.ENERGY_WH]
         step_at += POLL
     p.step(step_at + 10 * 60 * SECOND)
     return cells, p
@@ -126,6 +134,7 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
         "incomer": MeterReadings(rec["incomer"][0], None, rec["incomer"][1], modulus_wh=MODULUS),
         "it": MeterReadings(rec["it"][0], None, rec["it"][1]),
         "crac": MeterReadings(rec["crac"][0], rec["crac"][1], None),
+        "water": MeterReadings(rec["water"][0], rec["water"][1], None),
     }
     compared = 0
     for h in range(1, HOURS):  # (hour 0: the live pipeline starts at its first step, a few seconds in)
@@ -137,7 +146,10 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
             total = sum(live.values())
             assert by[name]["energy_wh"] == pytest.approx(total, rel=1e-9, abs=1e-9), (name, h)
             compared += 1
-    assert compared >= 3 * (HOURS - 1)
+        # A flow of 0.1 L/s is 360 L an hour (the report once divided it by 3600, as a power's W·s: found by the
+        # independent report audit; the live pipeline did not).
+        assert by["water"]["energy_wh"] == pytest.approx(360.0, rel=0.01)
+    assert compared >= 4 * (HOURS - 1)
     # The derived limit the report used for "it", and the live one by then, both refuse the jump.
     year = compute_report(site, readings, T0, T0 + HOURS * HOUR, ReportOptions(max_gap_ns=60 * SECOND))
     it = next(m for m in year["meters"] if m["meter"] == "it")
@@ -146,6 +158,7 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
     inc = next(m for m in year["meters"] if m["meter"] == "incomer")
     assert inc["register_readings_refused"] == 1 and it["register_readings_refused"] == 1
     assert min(m["energy_wh"] for m in year["meters"]) > 0
+    assert year["wue"] == pytest.approx(360.0 * HOURS / (it["energy_wh"] / 1000.0), rel=0.02)
     assert any("'incomer': 1 register reading(s) negative, or at or above its modulus 20000.0 (the first 20123.0 at "
                in w for w in year["warnings"]), year["warnings"]
     assert any("implies a mean power of 1.8" in w and "'it'" in w for w in year["warnings"])
