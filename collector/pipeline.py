@@ -802,8 +802,8 @@ def compile_kernels() -> None:
     """Run every kernel the pipeline uses once on a few values, so that Numba compiles them
     (or loads them from its cache, NUMBA_CACHE_DIR) now rather than in the first step.
 
-    Compiling takes seconds on a cold cache (about 25 s on one core here, 0.5 s from the cache), holding
-    the GIL: the collector calls this before it starts polling and serving ingest, so no
+    Compiling takes tens of seconds on a cold cache (45 s on an AMD EPYC vCPU, 2026-12, most of it the
+    rolling ratios' windows; 0.5 s from the cache), holding the GIL: the collector calls this before it starts polling and serving ingest, so no
     SNMP poll or ingest request waits on a compilation.
     """
     t = np.arange(5, dtype=np.int64) * 1_000_000_000
