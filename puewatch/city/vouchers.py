@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
-from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
+from puewatch.city.green import SUM_REL_TOL, _kwh, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
 from puewatch.signing import Verification, digest, signature_status
 from puewatch.terminal import in_page
 
@@ -156,10 +156,6 @@ def _totals_rule(s: dict[str, Any]) -> RuleResult:
     if problems:
         return RuleResult("totals", False, fac, day_fac, "==", f"{head}: " + "; ".join(problems) + ": fail")
     return RuleResult("totals", True, fac, day_fac, "==", f"{head}: its days add up to its totals: pass")
-
-
-def _kwh(wh: float) -> str:
-    return f"{wh / 1000:,.3f} kWh"
 
 
 def _report_signature_rule(s: dict[str, Any], report: dict[str, Any],
