@@ -208,7 +208,7 @@ class Stream:
                     log.warning("%s", policy.register_refused_words(self.key, 1, int(time_ns), value * self.factor, modulus)
                                 + " (logged once; counted on /metrics as puewatch_register_readings_refused_total)")
                 return True
-        elif self.integral_divisor != 1.0 and policy.power_impossible(value * self.factor, self.limit()):
+        elif policy.power_impossible(value * self.factor, self.limit()):
             self.power_refused += 1
             return True
         i = bisect.bisect_left(self.t, time_ns)
@@ -251,9 +251,10 @@ class Stream:
             x = np.asarray(self.v, dtype=np.float64) * self.factor
             # Intervals that end after the horizon are processed again next step: count them then.
             done = t[1:] <= grid[-1]
-            # The register-energy policy (core.energy), as in the reports. Water has no power limit.
+            # The register-energy policy (core.energy), as in the reports: water's limit too (derived from its
+            # own readings, no configured or rated one: core.site.Meter.limit_w), which live once left out.
             if self.register:
-                limit = self.limit() if self.integral_divisor != 1.0 else policy.NO_LIMIT
+                limit = self.limit()
                 mod = None if self.modulus is None else self.modulus * self.factor
                 d = policy.register_energy(t, x, modulus_wh=mod, limit=limit, resolution_wh=self.resolution * self.factor)
                 energy = d.delta
@@ -268,12 +269,10 @@ class Stream:
                     self.outcomes[name] += count
                 if mod is not None:
                     self._note_uncertain_wraps(t, d.delta, done, mod, limit)
-                if self.integral_divisor != 1.0:
-                    self._add_rates(grid, t, x, register=True)
+                self._add_rates(grid, t, x, register=True)
             else:
                 # (Power readings were checked against the limit as they came: `add`.)
-                if self.integral_divisor != 1.0:
-                    self._add_rates(grid, t, x, register=False)
+                self._add_rates(grid, t, x, register=False)
                 energy = k.integrate_power(t, x, max_gap_ns=self.max_gap_ns).energy_j
                 integrated = True
             r = k.rebin_energy(t, energy, grid)

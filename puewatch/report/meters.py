@@ -302,7 +302,8 @@ def scan_site_meter(site: SiteModel, readings: Mapping[str, MeterReadings], name
                     start_ns: int, end_ns: int, max_gap_ns: int, points: np.ndarray | None = None,
                     limit: policy.PowerLimit | None = None) -> MeterScan:
     """`scan_meter` of the site's meter `name`: its power limit and register step from the site
-    model (no power limit for water, whose 'power' is a flow); a meter without readings has no data."""
+    model (no configured or rated limit for water, whose 'power' is a flow: core.site.Meter.limit_w); a meter without
+    readings has no data."""
     meter = site.meters[name]
     return scan_meter(readings.get(name, NO_READINGS), grid, start_ns, end_ns, max_gap_ns, meter.limit_w, points,
                       site.snmp_step_wh.get(name, 0.0), limit, meter.integral_divisor)

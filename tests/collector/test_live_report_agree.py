@@ -59,6 +59,9 @@ def _recording() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     cool[n // 5] = -26.0  # a negative power reading
     cool[n // 6] = 4.29e9  # far above the limit
     water = 0.1 + rng.normal(0, 0.002, n)  # L/s: a flow, which integrates to litres (not / 3600 as a power)
+    # A negative flow and one far above its derived limit: refused live as in a report (live once took both).
+    water[n // 9] = -0.05
+    water[int(n * 0.7)] = 1e4  # (after 3 hours: the live limit, derived from the hours seen so far, exists)
     return {
         "incomer": (t, incomer),
         "it": (t[~gap], it[~gap]),
@@ -94,7 +97,7 @@ def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
     cells: dict[str, dict[int, float]] = {m: {} for m in site.meters}
     how = {"incomer": {"register": True, "modulus": MODULUS}, "it": {"register": True}, "crac": {}, "water": {}}
     # Readings the policy takes lie in [0, top).
-    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0, "water": math.inf}
+    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0, "water": 1.0}
     rng = np.random.default_rng(3)
     i = 0
     step_at = T0 + POLL
@@ -127,6 +130,7 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
     assert p.streams["incomer"].outcomes["wrap"] >= 2
     assert p.streams["it"].outcomes["reset"] == 1 and p.streams["it"].outcomes["jump"] == 1
     assert p.streams["crac"].power_refused == 2
+    assert p.streams["water"].power_refused == 2
     assert p.streams["incomer"].register_refused == 1 and p.streams["it"].register_refused == 1
 
     site = _site()
