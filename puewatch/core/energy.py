@@ -53,7 +53,11 @@ reports and the collector (its log and /metrics) say so (`uncertain_wraps`).
 warnings, live and in reports alike: a power reading that is negative or above the meter's
 power limit (`power_impossible`); a register reading that is negative, or at or above the
 register's modulus where that is known (`register_impossible`: a register counts 0 .. M - 1;
-a value past its top would make the next drop a "wrap" of negative energy). The interval
+a value past its top would make the next drop a "wrap" of negative energy). Whatever the limit,
+and with none: a power above `POWER_CEILING_W` (1 TW: the largest data-centre campuses draw a
+few GW) and a register at or above `REGISTER_CEILING` (1e21: a 64-bit counter of 10 Wh steps
+stops at 1.8e20), which no meter gives and whose arithmetic overflows (1.7e308 W for a second
+is no finite energy: such readings once became a gap without a word, or a PUE of 3e301). The interval
 from the reading before it to the one after it is then judged as one.
 
 **Power gauges** are integrated (trapezoid, never across a gap longer than the longest
@@ -164,7 +168,10 @@ def hourly(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | 
     if register_wh is not None and np.count_nonzero(np.isfinite(register_wh)) >= 2:
         return k.hourly_sums(t, register_wh, register=True, max_interval_ns=SHORT_INTERVAL_NS)
     if power_w is not None:
-        return k.hourly_sums(t, power_w, register=False, max_interval_ns=SHORT_INTERVAL_NS)
+        # Powers that no meter reads (POWER_CEILING_W) are no readings for the limit either.
+        p = np.asarray(power_w, np.float64)
+        return k.hourly_sums(t, np.where(p > POWER_CEILING_W, np.nan, p), register=False,
+                             max_interval_ns=SHORT_INTERVAL_NS)
     return k.HourlySums(np.empty(0, np.int64), np.empty(0), np.empty(0))
 
 
@@ -200,18 +207,25 @@ def register_energy(t_ns: np.ndarray, reading_wh: np.ndarray, *, modulus_wh: flo
                              reset_from_zero=False, **kwargs)
 
 
+# What no meter reads, whatever its limit (module docstring): W (L/s for water), and Wh (L).
+POWER_CEILING_W = 1e12
+REGISTER_CEILING = 1e21
+
+
 def power_impossible(power_w, limit: PowerLimit):
-    """Where a power reading (W; a float or an array) cannot be: negative, or above the limit."""
-    bad = power_w < 0
+    """Where a power reading (W; a float or an array) cannot be: negative, above the limit, or above
+    POWER_CEILING_W whatever the limit."""
+    bad = (power_w < 0) | (power_w > POWER_CEILING_W)
     if limit.watts is not None:
         bad = bad | (power_w > limit.watts)
     return bad
 
 
 def register_impossible(reading_wh, modulus_wh: float | None):
-    """Where a register reading (Wh or L; a float or an array) cannot be: negative, or at or above the
-    modulus where it is known (a register counts 0 .. M - 1 and then wraps to 0)."""
-    bad = reading_wh < 0
+    """Where a register reading (Wh or L; a float or an array) cannot be: negative, at or above the
+    modulus where it is known (a register counts 0 .. M - 1 and then wraps to 0), or at or above
+    REGISTER_CEILING whatever the modulus."""
+    bad = (reading_wh < 0) | (reading_wh >= REGISTER_CEILING)
     if modulus_wh is not None:
         bad = bad | (reading_wh >= modulus_wh)
     return bad
@@ -227,7 +241,8 @@ def register_readable(reading_wh, modulus_wh: float | None):
 def register_refused_words(meter: str, count: int, first_ns: int, first_wh: float, modulus_wh: float | None) -> str:
     """The words for `count` register readings refused as impossible, the first at `first_ns`: a report's
     warning, and the collector's log line."""
-    top = f"negative, or at or above its modulus {modulus_wh!r}" if modulus_wh is not None else "negative"
+    top = (f"negative, or at or above its modulus {modulus_wh!r}" if modulus_wh is not None and modulus_wh <= REGISTER_CEILING
+           else f"negative, or at or above {REGISTER_CEILING:g}, which no register reaches")
     return (f"meter {meter!r}: {count} register reading(s) {top} (the first {first_wh!r} at "
             f"{format_time(first_ns)}): not readings, the interval around each judged as one")
 

@@ -486,7 +486,7 @@ class _Builder:
             out.append(policy.register_refused_words(name, r.register_refused, *r.register_refused_first, r.modulus_wh))
         if r.power_refused:
             out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above its limit "
-                       f"{r.limit.describe()}: not counted")
+                       f"{r.limit.describe()} (or {policy.POWER_CEILING_W:g}, which no meter reads): not counted")
         if r.median_interval_ns is not None and r.median_interval_ns > max_gap_ns:
             out.append(f"meter {name!r}: its readings are {r.median_interval_ns / 1e9:g} s apart (median), longer "
                        f"than the longest interval counted as observed ({max_gap_ns / 1e9:g} s): most of its "

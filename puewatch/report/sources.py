@@ -794,7 +794,25 @@ def _write_merged(name: str, r: MeterReadings, out: IO[str], rated: bool, severa
 
 BLOCK_BYTES = 1 << 22  # read_csv reads, hashes and decodes this much at a time
 
-_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))$")
+# ASCII digits only (re.ASCII): RFC 3339's DIGIT is 0-9, and a reader in another language refuses "２０２５".
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))$",
+                   re.ASCII)
+
+
+def _clip(text: str, most: int = 40) -> str:
+    """A value quoted in an error: whole when short, else its start and its length (a 5,000-digit number
+    made a 5 kB "one-line" error)."""
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text):,} characters)"
+
+
+def _csv_fault(exc: csv.Error) -> str:
+    """Python's csv module's words, in an auditor's."""
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return f"a field longer than {csv.field_size_limit():,} characters: no reading is (a file cut or joined wrongly?)"
+    if "new-line character seen in unquoted field" in text:
+        return "a line break (a bare CR) inside a field: line ends must be LF or CRLF"
+    return f"{text} (line ends must be LF or CRLF)"
 
 
 class _TimeParser:
@@ -825,7 +843,11 @@ class _TimeParser:
     def _parse(self, text: str) -> int:
         m = _TIME.match(text)
         if not m:
-            raise ValueError(f"time {text!r} is not RFC 3339 (e.g. 2025-01-01T00:00:00.123456789Z)")
+            if not text.isascii():
+                raise ValueError(f"time {_clip(text)} holds characters that are not ASCII (RFC 3339's digits are 0-9)")
+            if re.search(r"\.[0-9]{10,}", text):
+                raise ValueError(f"time {_clip(text)} has more than 9 fractional digits (nanoseconds are the finest)")
+            raise ValueError(f"time {_clip(text)} is not RFC 3339 (e.g. 2025-01-01T00:00:00.123456789Z)")
         date, hh, mm, ss, frac, sign, oh, om = m.groups()
         day = self._days.get(date)
         if day is None:
@@ -839,6 +861,9 @@ class _TimeParser:
             day = calendar.timegm((y, mo, d, 0, 0, 0)) * NS
             self._days[date] = day
         h, mi, s = int(hh), int(mm), int(ss)
+        if s == 60 and h <= 23 and mi <= 59:
+            raise ValueError(f"time {text!r}: a leap second, which puewatch's times (POSIX and InfluxDB time, in ns) "
+                             "cannot hold: write the second before it with .999999999 or the next one")
         if h > 23 or mi > 59 or s > 59:
             raise ValueError(f"time {text!r}: hour, minute or second out of range")
         offset_s = 0
@@ -868,9 +893,9 @@ def _number(text: str, what: str) -> float:
         return math.nan
     x = decimal(text)
     if x is None:
-        raise ValueError(f"{what} {text!r} is not a number")
+        raise ValueError(f"{what} {_clip(text)} is not a number")
     if not math.isfinite(x):
-        raise ValueError(f"{what} {text!r} is not a finite number")
+        raise ValueError(f"{what} {_clip(text)} is not a finite number")
     return x
 
 
@@ -932,7 +957,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
         try:
             header = next(reader)
         except csv.Error as exc:
-            raise UserError(f"{path}:{reader.line_num}: {exc} (line ends must be LF or CRLF)") from None
+            raise UserError(f"{path}:{reader.line_num}: {_csv_fault(exc)}") from None
         except StopIteration:
             raise UserError(f"{path}: empty file (expected the header {','.join(CSV_HEADER)})") from None
         with_series = bool(header) and header[-1] == CSV_SERIES_COLUMN
@@ -978,7 +1003,7 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 raise ValueError(f"expected {ncols} columns ({','.join(header)}), got {len(row)}")
             ts, meter, ps, es = row[:4]
             if meter not in site.meters:
-                raise ValueError(f"unknown meter {meter!r} (not in the site's [meters])")
+                raise ValueError(f"unknown meter {_clip(meter)} (not in the site's [meters])")
             t = parse_time(ts)
             p = _number(ps, "power_w")
             e = _number(es, "energy_wh")
@@ -1075,8 +1100,8 @@ def read_csv(path: str | Path, site: SiteModel) -> tuple[dict[str, MeterReadings
                 else:  # a rating's own row (see _write_merged)
                     rating_rows += 1
                 start = reader.line_num + 1
-        except csv.Error as exc:  # a bare CR in a field, CR-only line ends
-            raise UserError(f"{path}:{start}: {exc} (line ends must be LF or CRLF)") from None
+        except csv.Error as exc:  # a bare CR in a field, CR-only line ends, a field past the size limit
+            raise UserError(f"{path}:{start}: {_csv_fault(exc)}") from None
         if unended:
             raise UserError(f"{path}:{unended[0]}: the last line does not end with a line break: the file may be cut "
                             "short (an export ends every line); if that line is whole, end it with one")

@@ -62,6 +62,10 @@ def _recording() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     # A negative flow and one far above its derived limit: refused live as in a report (live once took both).
     water[n // 9] = -0.05
     water[int(n * 0.7)] = 1e4  # (after 3 hours: the live limit, derived from the hours seen so far, exists)
+    # Values no meter reads, before any limit exists (core.energy's ceilings): refused live and in the report,
+    # where their arithmetic overflowed (a gap without a word, or a PUE of 3e301: the foreign-CSV audit).
+    water[n // 10] = 1e300
+    it[int(n * 0.15)] = 1.7e308
     return {
         "incomer": (t, incomer),
         "it": (t[~gap], it[~gap]),
@@ -97,7 +101,7 @@ def _live(rec, disorder: bool = False) -> dict[str, dict[int, float]]:
     cells: dict[str, dict[int, float]] = {m: {} for m in site.meters}
     how = {"incomer": {"register": True, "modulus": MODULUS}, "it": {"register": True}, "crac": {}, "water": {}}
     # Readings the policy takes lie in [0, top).
-    top = {"incomer": MODULUS, "it": math.inf, "crac": 5_000.0, "water": 1.0}
+    top = {"incomer": MODULUS, "it": policy.REGISTER_CEILING, "crac": 5_000.0, "water": 1.0}
     rng = np.random.default_rng(3)
     i = 0
     step_at = T0 + POLL
@@ -130,8 +134,8 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
     assert p.streams["incomer"].outcomes["wrap"] >= 2
     assert p.streams["it"].outcomes["reset"] == 1 and p.streams["it"].outcomes["jump"] == 1
     assert p.streams["crac"].power_refused == 2
-    assert p.streams["water"].power_refused == 2
-    assert p.streams["incomer"].register_refused == 1 and p.streams["it"].register_refused == 1
+    assert p.streams["water"].power_refused == 3
+    assert p.streams["incomer"].register_refused == 1 and p.streams["it"].register_refused == 2
 
     site = _site()
     readings = {
@@ -160,7 +164,9 @@ def test_live_cells_and_report_energies_agree_to_1e9(disorder) -> None:
     assert it["power_limit_source"] == "derived" and it["register_intervals"]["jump"] == 1
     assert it["register_intervals"]["reset"] == 1
     inc = next(m for m in year["meters"] if m["meter"] == "incomer")
-    assert inc["register_readings_refused"] == 1 and it["register_readings_refused"] == 1
+    assert inc["register_readings_refused"] == 1 and it["register_readings_refused"] == 2
+    water = next(m for m in year["meters"] if m["meter"] == "water")
+    assert water["power_readings_refused"] == 3
     assert min(m["energy_wh"] for m in year["meters"]) > 0
     assert year["wue"] == pytest.approx(360.0 * HOURS / (it["energy_wh"] / 1000.0), rel=0.02)
     assert any("'incomer': 1 register reading(s) negative, or at or above its modulus 20000.0 (the first 20123.0 at "

@@ -197,6 +197,15 @@ HEADER = "time,meter,power_w,energy_wh\n"
     ("2025-01-01T00:01:00Z,ups-a,1,\n2025-01-01T00:00:00Z,ups-a,1,\n", 3, "is before the previous row's"),
     ("2025-01-01T00:00:00Z,ups-a,1,\n2025-01-01T00:00:00.000000000Z,ups-a,2,\n", 3, "duplicate reading for meter 'ups-a'"),
     ("2025-01-01T00:00:00Z,ups-a,1\n", 2, "expected 4 columns"),
+    # Found by the foreign-CSV audit: other scripts' digits were read as times (RFC 3339's are 0-9), a leap
+    # second and a tenth fractional digit were "out of range" and "not RFC 3339", a 5,000-digit value was
+    # quoted whole in the error.
+    ("\uff12\uff10\uff12\uff15-01-01T00:00:00Z,ups-a,1,\n", 2, "holds characters that are not ASCII"),
+    ("2025-01-01T00:00:0\u0661Z,ups-a,1,\n", 2, "holds characters that are not ASCII"),
+    ("2025-06-30T23:59:60Z,ups-a,1,\n", 2, "a leap second, which puewatch's times"),
+    ("2025-01-01T00:00:00.1234567891Z,ups-a,1,\n", 2, "has more than 9 fractional digits"),
+    ("2025-01-01T00:00:00Z,ups-a," + "9" * 5000 + "x,\n", 2, "'9999999999999999999999999999999999999999'... (5,001 "
+     "characters) is not a number"),
 ])
 def test_bad_csv_names_file_line_and_fault(tmp_path: Path, body: str, line: int, fault: str) -> None:
     site = load_site(write_site(tmp_path))
@@ -678,6 +687,14 @@ def test_csv_faults_the_damaged_csv_audit_found_are_named_with_their_line(tmp_pa
              site, 3, "a quoted field runs on to line 4 (an unterminated quote?)")
     _refused(_csv(tmp_path, HEADER + "2300-01-01T00:00:00Z,ups-a,1.5,\n"), site, 2,
              "time '2300-01-01T00:00:00Z' is outside the times puewatch reads (1679-01-01 .. 2260-12-31")
+    # A bare CR in a field, and a field past the csv module's size limit, in an auditor's words (they were
+    # Python's "universal-newline mode" and a line-ends hint).
+    p.write_bytes((HEADER + rows[0] + "\n" + '2025-01-01T00:01:00Z,ups-a,2\r5,\n').encode())
+    with pytest.raises(UserError, match=r"cr.csv:3: a line break \(a bare CR\) inside a field"):
+        read_csv(p, site)
+    with pytest.raises(UserError, match=r"cr.csv:\d+: a field longer than 131,072 characters"):
+        p.write_bytes((HEADER + '2025-01-01T00:01:00Z,"' + "u" * 200_000 + '",2.5,\n').encode())
+        read_csv(p, site)
 
 
 def test_a_reading_of_a_kind_the_site_never_stores_for_the_meter_is_refused(tmp_path: Path) -> None:
