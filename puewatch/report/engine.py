@@ -461,6 +461,14 @@ class _Builder:
     def _meter_warnings(self, name: str) -> list[str]:
         r, max_gap_ns = self.scans[name], self.opts.max_gap_ns
         out = []
+        if r.method is None:
+            # Every total and ratio it enters is null: said, not left to be guessed from a null PUE (found by the
+            # foreign-CSV audit: a site's IT meter absent from the readings gave PUE null, completeness 0 and no
+            # warning). Why, where the device's polls say it, follows (_poll_warnings).
+            role = self.site.meters[name].role
+            out.append(f"meter {name!r} ({role}): no energy in the period: no two of its readings in or around it "
+                       f"(within --max-gap, {max_gap_ns / 1e9:g} s, of each other, the register's nearest beyond it "
+                       "included), so every total and ratio its energy enters is null")
         several = r.series_read
         if several:
             shown = "; ".join(", ".join(f"{k}={v}" for k, v in sorted(tags.items())) for tags in several)
@@ -485,8 +493,9 @@ class _Builder:
         if r.register_refused_first is not None:
             out.append(policy.register_refused_words(name, r.register_refused, *r.register_refused_first, r.modulus_wh))
         if r.power_refused:
-            out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above its limit "
-                       f"{r.limit.describe()} (or {policy.POWER_CEILING_W:g}, which no meter reads): not counted")
+            above = (f"its limit {r.limit.describe()}" if r.limit.watts is not None else
+                     f"{policy.POWER_CEILING_W:g}, which no meter reads ({r.limit.describe()})")
+            out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above {above}: not counted")
         if r.median_interval_ns is not None and r.median_interval_ns > max_gap_ns:
             out.append(f"meter {name!r}: its readings are {r.median_interval_ns / 1e9:g} s apart (median), longer "
                        f"than the longest interval counted as observed ({max_gap_ns / 1e9:g} s): most of its "

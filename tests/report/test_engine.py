@@ -61,6 +61,17 @@ def test_constant_loads_give_exact_energies_and_pue_per_category(point: str, cat
     assert r["cop"] is None
 
 
+def test_a_meter_with_no_energy_in_the_period_is_named_where_its_nulls_come_from() -> None:
+    """Found by the foreign-CSV audit: the IT meter absent from the readings (or with one reading, which spans
+    no interval) gave PUE null and completeness 0 with no warning: the null's reason is said."""
+    t = _times()
+    for it_readings in (MeterReadings(t[:0], None, None), MeterReadings(t[:1], None, _register(t[:1], 100.0))):
+        r = compute_report(_site(), {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": it_readings}, START, END)
+        assert r["pue"] is None and r["it_energy_wh"] is None and r["completeness"] == 0.0
+        assert any(w.startswith("meter 'it1' (it): no energy in the period: no two of its readings") for w in r["warnings"])
+        assert not any(w.startswith("meter 'inc'") and "no energy" in w for w in r["warnings"])
+
+
 def test_register_wrap_and_reset_inside_the_period() -> None:
     t = np.arange(START - H, END + H + 1, H, dtype=np.int64)  # hourly
     modulus = 1000.0
@@ -116,8 +127,9 @@ def test_a_meter_read_more_seldom_than_max_gap_is_named_with_the_max_gap_it_need
                 "it1": MeterReadings(hourly, _const(hourly, 100.0), None)}
     r = compute_report(_site(), readings, START, END, ReportOptions(max_gap_ns=15 * 60 * NS))
     assert r["it_energy_wh"] is None and r["pue"] is None
-    assert len(r["warnings"]) == 1
-    w = r["warnings"][0]
+    # That it has no energy, then why.
+    assert len(r["warnings"]) == 2 and r["warnings"][0].startswith("meter 'it1' (it): no energy in the period")
+    w = r["warnings"][1]
     assert w.startswith("meter 'it1': its readings are 3600 s apart (median), longer than") and "900 s" in w
     assert "--max-gap 3600" in w
     assert "warning: meter 'it1'" in to_table(r, width=400)
