@@ -567,7 +567,10 @@ class Pipeline:
         return out
 
     def _append(self, level: _Level, ends: np.ndarray, joint: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        keep = level.keep + 1
+        # The longest window's cells before each new cell: the new ones' windows all need them (with only
+        # `keep` kept, a step that wrote several cells gave all but its last a shorter longest window: found by
+        # the live-PUE audit). The next append trims back to what its cells need.
+        keep = level.keep + ends.shape[0] + 1
         level.t_end = np.concatenate([level.t_end, ends])[-keep:]
         for r, (a, b, c) in joint.items():
             level.num[r] = np.concatenate([level.num[r], a])[-keep:]
