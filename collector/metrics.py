@@ -149,8 +149,9 @@ class _PipelineQuality(Collector):
             "puewatch_register_readings_refused", "Register readings that are not readings: negative, or at or above "
             "the register's modulus (docs/auditor-guide.md)", labels=["meter"])
         future = CounterMetricFamily(
-            "puewatch_readings_from_future", "Readings refused by the pipeline: stamped further ahead of the "
-            "collector's clock than settle_s, beyond the readings a stream holds until their time", labels=["stream"])
+            "puewatch_readings_from_future", "Readings refused by the live pipeline: stamped further ahead of the "
+            "collector's clock than [ingest] max_clock_skew_s (which ingest refuses too); one ahead by less is held "
+            "until its time and taken (docs/auditor-guide.md)", labels=["stream"])
         late = CounterMetricFamily(
             "puewatch_readings_too_late", "Readings refused by the live pipeline: stamped at or before a reading "
             "whose interval is already in written cells (they came later than settle_s); in the store and in "
@@ -174,7 +175,9 @@ class _PipelineQuality(Collector):
             lim = st.limit()
             limit.add_metric([name, lim.source], math.nan if lim.watts is None else lim.watts)
         floor = CounterMetricFamily("puewatch_ratio_below_floor", "Rolling ratio values below their physical floor "
-                                    "(PUE < 1, ...), never published", labels=["ratio"])
+                                    "(PUE < 1, ...), never published: one per window and cell whose coverage was "
+                                    "enough; ratio is its name (pue, clf, ...) or zone:<zone>:ppue",
+                                    labels=["ratio"])
         for ratio, n in list(p.below_floor.items()):
             floor.add_metric([ratio], n)
         no_den = CounterMetricFamily("puewatch_ratio_denominator_not_positive", "Rolling ratio values over a covered "
