@@ -111,15 +111,16 @@ class SourcesSection:
         if self.jobs is not None and self.nvml is None:
             # One NVML reading per GPU and cycle: the ledger takes the nvml source's, never reads NVML itself.
             return [("jobs", "the job ledger reads the GPUs through the nvml source: add [sources.nvml]")]
+        problems = []  # every one at once (--check-config), not the first alone (found by the ledger audit)
         if self.jobs is not None and self.jobs.interval_s < 2 * self.nvml.energy_interval_s:
             # A ledger interval closes at the nvml source's last energy reading: it must hold a few.
-            return [("jobs.interval_s", f"must be at least twice [sources.nvml] energy_interval_s "
-                     f"({self.nvml.energy_interval_s}), got {self.jobs.interval_s}")]
+            problems.append(("jobs.interval_s", f"must be at least twice [sources.nvml] energy_interval_s "
+                             f"({self.nvml.energy_interval_s}), got {self.jobs.interval_s}"))
         if self.jobs is not None and self.host is not None and self.host.rapl and self.jobs.interval_s < 2 * self.host.interval_s:
             # The ledger's host energy spans the host source's RAPL readings: an interval must hold a few.
-            return [("jobs.interval_s", f"must be at least twice [sources.host] interval_s ({self.host.interval_s}) "
-                     f"for the ledger's RAPL host energy, got {self.jobs.interval_s}")]
-        return []
+            problems.append(("jobs.interval_s", f"must be at least twice [sources.host] interval_s "
+                             f"({self.host.interval_s}) for the ledger's RAPL host energy, got {self.jobs.interval_s}"))
+        return problems
 
 
 @dataclass

@@ -140,6 +140,14 @@ def test_check_config_cli(tmp_path):
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0
     assert f"{bad}: agent.spool_max_bytes: must be at least 65536" in r.stderr
+    # Both of the ledger's interval rules broken: --check-config says both at once (it said the second only once
+    # the first was mended: found by the ledger audit).
+    bad.write_text(MINIMAL.replace("[sources.sim]", "[sources.nvml]\nenergy_interval_s = 0.6\n[sources.host]\n"
+                                   "interval_s = 0.6\n[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 0.5\n"))
+    r = run_cli("agent", "--config", str(bad), "--check-config")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "at least twice [sources.nvml] energy_interval_s (0.6)" in r.stderr, r.stderr
+    assert "at least twice [sources.host] interval_s (0.6)" in r.stderr, r.stderr
 
 
 def test_reference_document_is_generated_from_the_models():
