@@ -70,15 +70,17 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
     try:
-        check_period_has_data(data_range(reader, site), site, start, end, what)
+        span = data_range(reader, site)
+        check_period_has_data(span, site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin, period=(start, end)) as readings:
-            yield site, readings, source
+            yield site, readings, source, span
     finally:
         reader.close()
 
 
-def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.Namespace, source: dict) -> int:
+def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.Namespace, source: dict,
+            span: tuple[int, int] | None, holder: str = "the store") -> int:
     fmt = "json" if getattr(args, "json", False) else args.format
     key = getattr(args, "sign", None)
     if key and fmt != "json":
@@ -89,6 +91,10 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
 
         carbon_data = load_carbon(args.carbon)  # a bad file fails before the report is computed
     report = build_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), figures=fmt == "html")
+    if all(m.energy_wh is None for m in report.meters):
+        from puewatch.report.sources import no_energy
+
+        raise no_energy(span, start, end, "report", holder)
     document = report.to_dict()
     if carbon_data is not None:
         renewable = [m.meter for m in report.meters if m.role == "renewable"]
@@ -107,15 +113,15 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
 
 def report_main(args: argparse.Namespace) -> int:
     start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source):
-        return _output(site, readings, start, end, args, source)
+    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source, span):
+        return _output(site, readings, start, end, args, source, span)
 
 
 def store_report(args: argparse.Namespace) -> dict[str, Any]:
     """The report `puewatch report` with these (parsed) arguments computes, as a dict: for a
     program that runs the command in-process and needs its figures (the demo's summary)."""
     start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source):
+    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source, _span):
         return compute_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source))
 
 
@@ -123,23 +129,42 @@ def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
     start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source):
+    from puewatch.report.sources import no_energy
+
+    with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source, span):
         if args.output:
-            # Written beside and renamed into place: a failed export leaves no file that looks like one.
             out = Path(args.output)
-            part = out.with_name(f".{out.name}.part")
-            try:
+            if out.exists() and not out.is_file():
+                # A pipe or a device (/dev/stdout): written through, never replaced by a file (found by the export
+                # audit: a FIFO's reader got nothing, and /dev/null would have been replaced).
                 try:
-                    with open(part, "w", encoding="utf-8", newline="") as f:
+                    with open(out, "w", encoding="utf-8", newline="") as f:
                         rows = write_csv(readings, f)
-                    os.replace(part, out)
-                finally:
-                    part.unlink(missing_ok=True)
-            except OSError as exc:
-                raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
+                except OSError as exc:
+                    raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
+            else:
+                # Written beside and renamed into place: a failed export leaves no file that looks like one. A
+                # symbolic link's target is written, not the link replaced.
+                out = out.resolve() if out.is_symlink() else out
+                part = out.with_name(f".{out.name}.part")
+                try:
+                    try:
+                        with open(part, "w", encoding="utf-8", newline="") as f:
+                            rows = write_csv(readings, f)
+                        if rows == 0:
+                            raise no_energy(span, start, end, "export")
+                        os.replace(part, out)
+                    finally:
+                        part.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise UserError(f"{args.output}: cannot write {part.name} beside it to rename into place: "
+                                    f"{exc.strerror}") from None
+            if rows == 0:
+                raise no_energy(span, start, end, "export")
             print(f"{rows} readings of {len(readings)} meters written to {args.output}", file=sys.stderr)
         else:
-            write_csv(readings, sys.stdout)
+            if write_csv(readings, sys.stdout) == 0:
+                raise no_energy(span, start, end, "export")
     return 0
 
 
@@ -154,4 +179,5 @@ def recompute_main(args: argparse.Namespace) -> int:
     # Only what `report` reads for the period (its margin of one max gap on each side, and a
     # register's readings just beyond where the period needs them): every row is read and checked.
     margin = _max_gap_ns(args)
-    return _output(site, window(readings, start - margin, end + margin, (start, end)), start, end, args, source)
+    return _output(site, window(readings, start - margin, end + margin, (start, end)), start, end, args, source,
+                   readings_range(readings), f"{args.readings}")

@@ -466,12 +466,21 @@ class _Builder:
             # foreign-CSV audit: a site's IT meter absent from the readings gave PUE null, completeness 0 and no
             # warning). Why, where the device's polls say it, follows (_poll_warnings).
             role = self.site.meters[name].role
-            out.append(f"meter {name!r} ({role}): no energy in the period: no two of its readings in or around it "
-                       f"(within --max-gap, {max_gap_ns / 1e9:g} s, of each other, the register's nearest beyond it "
-                       "included), so every total and ratio its energy enters is null")
+            judged = sum(r.outcomes.values())
+            if judged:
+                # Readings enough, each interval refused: the cause is the policy's, not missing data (review).
+                why = (f"none of its {judged} register interval(s) in it was counted ("
+                       + ", ".join(f"{n} {k}" for k, n in r.outcomes.items() if n) + ": see the warnings below)")
+            else:
+                why = (f"no two of its readings in or around it (a register's nearest beyond it included; a power's "
+                       f"within --max-gap, {max_gap_ns / 1e9:g} s, of each other)")
+            out.append(f"meter {name!r} ({role}): no energy in the period: {why}, so every total and ratio its "
+                       "energy enters is null")
         several = r.series_read
         if several:
-            shown = "; ".join(", ".join(f"{k}={v}" for k, v in sorted(tags.items())) for tags in several)
+            # In one order, whatever order the readings came in (a store's, an export's rows): report and recompute
+            # word it alike (found by the export audit).
+            shown = "; ".join(sorted(", ".join(f"{k}={v}" for k, v in sorted(tags.items())) for tags in several))
             out.append(f"meter {name!r}: its tags select {len(several)} series with readings in the window ({shown}): "
                        "their readings were read together as one meter's, so its energy cannot be trusted (two "
                        "writers of one meter, e.g. a second Telegraf with its own host tag); list a tag that selects "
@@ -494,7 +503,8 @@ class _Builder:
             out.append(policy.register_refused_words(name, r.register_refused, *r.register_refused_first, r.modulus_wh))
         if r.power_refused:
             above = (f"its limit {r.limit.describe()}" if r.limit.watts is not None else
-                     f"{policy.POWER_CEILING_W:g}, which no meter reads ({r.limit.describe()})")
+                     f"{policy.POWER_CEILING_W:g} W, which no meter reads; it has no power limit (none configured, "
+                     "too little data to derive one)")
             out.append(f"meter {name!r}: {r.power_refused} power reading(s) negative or above {above}: not counted")
         if r.median_interval_ns is not None and r.median_interval_ns > max_gap_ns:
             out.append(f"meter {name!r}: its readings are {r.median_interval_ns / 1e9:g} s apart (median), longer "

@@ -560,6 +560,16 @@ def check_period_has_data(span: tuple[int, int] | None, site: SiteModel, start: 
                      f"--to {format_time((hi // NS + 1) * NS)})")
 
 
+def no_energy(span: tuple[int, int] | None, start: int, end: int, what: str, holder: str = "the store") -> NoData:
+    """The `NoData` for a period in which no meter has energy: readings lie around it, none in it or near enough
+    to give an interval (a period inside a gap in the data). An all-n/a report with exit status 0 read as a result
+    (found by the export audit: the check above saw only that the period lay within the data's first and last)."""
+    where = "" if span is None else (f"; {holder} holds readings from {format_time(span[0])} to "
+                                     f"{format_time(span[1])}")
+    return NoData(f"no {what}: no meter has energy in {format_time(start)} .. {format_time(end)} (no two of any "
+                  f"meter's readings in or around it within --max-gap){where}")
+
+
 def readings_range(readings: Mapping[str, MeterReadings]) -> tuple[int, int] | None:
     """The first and last reading's times over every meter (None: no readings)."""
     ts = [r.t_ns for r in readings.values() if len(r.t_ns)]

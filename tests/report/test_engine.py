@@ -70,6 +70,12 @@ def test_a_meter_with_no_energy_in_the_period_is_named_where_its_nulls_come_from
         assert r["pue"] is None and r["it_energy_wh"] is None and r["completeness"] == 0.0
         assert any(w.startswith("meter 'it1' (it): no energy in the period: no two of its readings") for w in r["warnings"])
         assert not any(w.startswith("meter 'inc'") and "no energy" in w for w in r["warnings"])
+    # Readings enough, every interval refused (a limit below the load: jumps): the policy is named, not the data.
+    site = _site(**{"it1": Meter(role="it", point="ups_output", device="d2", max_power_w=50.0)})
+    r = compute_report(site, {"inc": MeterReadings(t, None, _register(t, 150.0)),
+                              "it1": MeterReadings(t, None, _register(t, 100.0))}, START, END)
+    (w,) = [w for w in r["warnings"] if "no energy in the period" in w]
+    assert w.startswith("meter 'it1' (it): no energy in the period: none of its ") and " jump: see the warnings" in w, w
 
 
 def test_register_wrap_and_reset_inside_the_period() -> None:

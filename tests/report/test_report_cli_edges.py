@@ -198,3 +198,75 @@ def test_database_is_read_from_the_config_s_influxdb_and_refused_for_an_embedded
         assert '"database": "other"' in other.stdout
     finally:
         server.stop()
+
+
+GAP_SITE = """
+[collector]
+site = "gap"
+state_dir = "{state}"
+
+[meters.inc]
+role = "facility_input"
+measurement = "m"
+tags = {{ meter = "inc" }}
+field = "w"
+unit = "W"
+
+[meters.it]
+role = "it"
+point = "ups_output"
+measurement = "m"
+tags = {{ meter = "it" }}
+field = "w"
+unit = "W"
+
+[store.embedded]
+path = "{store}"
+"""
+
+
+def test_a_period_inside_a_gap_in_the_data_is_no_report_and_export_writes_through_links_and_devices(
+        tmp_path: Path) -> None:
+    """Found by the export audit: a period inside a gap in the store (readings on the days around it, none in it
+    or near it) gave an all-n/a report and a header-only export, each with exit status 0, where the docs say
+    exit 1 naming the data's range (the check saw only that the period lay between the first and last reading);
+    and `-o` replaced a symbolic link, a FIFO or a device by a file of its own."""
+    from puewatch.core.timefmt import NS, parse_time
+    from puewatch.lineprotocol import encode_point
+
+    conf = tmp_path / "gap.toml"
+    conf.write_text(GAP_SITE.format(state=tmp_path / "state", store=tmp_path / "gap.sqlite"))
+    lines = []
+    for day in ("2025-03-01", "2025-03-03"):
+        t0 = parse_time(day)
+        for k in range(0, 24 * 60):
+            t = t0 + k * 60 * NS
+            lines += [encode_point("m", {"meter": "inc"}, {"w": 1500.0}, t), encode_point("m", {"meter": "it"}, {"w": 1000.0}, t)]
+    store = EmbeddedStore(tmp_path / "gap.sqlite")
+    store.write(("\n".join(lines) + "\n").encode())
+    store.close()
+    period = ("--from", "2025-03-02T06:00:00Z", "--to", "2025-03-02T12:00:00Z")
+    out = _run("report", "--config", str(conf), *period, "--json")
+    assert out.returncode == 1 and out.stdout == "", (out.returncode, out.stdout[:200])
+    assert out.stderr.startswith("puewatch report: error: no report: no meter has energy in 2025-03-02T06:00:00Z .. "
+                                 "2025-03-02T12:00:00Z (no two of any meter's readings in or around it within "
+                                 "--max-gap); the store holds readings from 2025-03-01T00:00:00Z to "
+                                 "2025-03-03T23:59:00Z"), out.stderr
+    csv = tmp_path / "gap.csv"
+    out = _run("export", "--config", str(conf), *period, "-o", str(csv))
+    assert out.returncode == 1 and "no export: no meter has energy in" in out.stderr, out.stderr
+    assert not csv.exists() and not list(tmp_path.glob(".*.part"))
+    # A period with readings around it, none in it, but within --max-gap: a report (the interval spans it).
+    ok = _run("report", "--config", str(conf), "--from", "2025-03-01T10:00:10Z", "--to", "2025-03-01T10:00:50Z")
+    assert ok.returncode == 0, ok.stderr
+    # Through a symbolic link: its target is written, the link stays; a device is written through.
+    target = tmp_path / "target.csv"
+    target.write_text("keep\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    day = ("--from", "2025-03-01", "--to", "2025-03-02")
+    assert _run("export", "--config", str(conf), *day, "-o", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text().startswith("time,meter,power_w,energy_wh")
+    out = _run("export", "--config", str(conf), *day, "-o", "/dev/stdout")
+    assert out.returncode == 0 and out.stdout == target.read_text(), out.stderr
+    assert Path("/dev/stdout").exists() and not Path("/dev/stdout").resolve().is_file()
