@@ -38,7 +38,7 @@ CARBON_REL_TOL = 1e-9
 WH_PER_MWH = 1e6
 
 
-def _kwh(wh: float) -> str:
+def kwh(wh: float) -> str:
     return f"{wh / 1000:,.3f} kWh"
 
 
@@ -90,11 +90,11 @@ def green_share_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
         problems.append(f"green share {share if share is None else fmt(share)} is not green / facility-inclusive "
                         f"{fmt(expected)}")
     if not 0 <= green <= fac * (1 + SHARE_REL_TOL):
-        problems.append(f"green {_kwh(green)} is outside 0..its facility-inclusive {_kwh(fac)} (a cell's green share "
+        problems.append(f"green {kwh(green)} is outside 0..its facility-inclusive {kwh(fac)} (a cell's green share "
                         "is at most 1)")
     problems += _entry_problems(s, report)
-    head = (f"green share {fmt(share) if share is not None else 'null'}, green {_kwh(green)} of facility-inclusive "
-            f"{_kwh(fac)} (= {fmt(expected)})")
+    head = (f"green share {fmt(share) if share is not None else 'null'}, green {kwh(green)} of facility-inclusive "
+            f"{kwh(fac)} (= {fmt(expected)})")
     if problems:
         return RuleResult("green_share", False, share, expected, "==", f"{head}: " + "; ".join(problems) + ": fail")
     n = len(s["green_entries"])
@@ -155,7 +155,7 @@ def carbon_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
         scale += fac / 1000 * ef
         note = ("" if own.get(year) == ef else ", the statement names no factor" if year not in own
                 else f", the statement's own factor {own[year]:g}")
-        terms.append(f"{year}: ({_kwh(fac)} - {_kwh(green)} green) x {ef:g} kg/kWh ({f['source']}{note})")
+        terms.append(f"{year}: ({kwh(fac)} - {kwh(green)} green) x {ef:g} kg/kWh ({f['source']}{note})")
     tol = CARBON_REL_TOL * scale
     ok = abs(stated - expected) <= tol
     return RuleResult("carbon", ok, stated, expected, "==",
@@ -171,12 +171,12 @@ def green_within_site_rule(claims_wh: list[float], report: dict[str, Any]) -> Ru
                           f"{n} statement(s) claim no green energy: pass")
     if site is None:
         why = "made without --carbon" if "green_energy_wh" not in report else "its E_DC is not known"
-        return RuleResult("green_within_site", False, total, None, "<=", f"{n} statement(s) claim {_kwh(total)} green; "
+        return RuleResult("green_within_site", False, total, None, "<=", f"{n} statement(s) claim {kwh(total)} green; "
                           f"the report states no green energy ({why}): fail")
     ok = total <= site * (1 + SUM_REL_TOL)
     return RuleResult("green_within_site", ok, total, site, "<=",
-                      f"{n} statement(s) claim {_kwh(total)} green, the site's green energy (renewable meters + "
-                      f"certificates/PPAs in its period) {_kwh(site)}: "
+                      f"{n} statement(s) claim {kwh(total)} green, the site's green energy (renewable meters + "
+                      f"certificates/PPAs in its period) {kwh(site)}: "
                       + ("pass" if ok else "more than the site had: fail"))
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
-from puewatch.city.green import SUM_REL_TOL, _kwh, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule
+from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule, kwh
 from puewatch.signing import Verification, digest, signature_status
 from puewatch.terminal import in_page
 
@@ -129,30 +129,30 @@ def _totals_rule(s: dict[str, Any]) -> RuleResult:
 
     if fac is None:
         if days:
-            problems.append(f"it states no facility-inclusive energy, yet {len(days)} day(s) with {_kwh(day_fac)}")
+            problems.append(f"it states no facility-inclusive energy, yet {len(days)} day(s) with {kwh(day_fac)}")
     elif differ(fac, day_fac):
-        problems.append(f"facility-inclusive {_kwh(fac)} is not its days' sum {_kwh(day_fac)}")
+        problems.append(f"facility-inclusive {kwh(fac)} is not its days' sum {kwh(day_fac)}")
     if it_known is not None:
         if differ(it_known, day_it):
-            problems.append(f"IT energy in known cells {_kwh(it_known)} is not its days' sum {_kwh(day_it)}")
+            problems.append(f"IT energy in known cells {kwh(it_known)} is not its days' sum {kwh(day_it)}")
         if it_known > s["it_energy_wh"] * (1 + SUM_REL_TOL):
-            problems.append(f"IT energy in known cells {_kwh(it_known)} is more than its IT energy "
-                            f"{_kwh(s['it_energy_wh'])}")
+            problems.append(f"IT energy in known cells {kwh(it_known)} is more than its IT energy "
+                            f"{kwh(s['it_energy_wh'])}")
     if green is not None and days and all("green_energy_wh" in d for d in days):
         day_green = sum(d["green_energy_wh"] for d in days)
         if differ(green, day_green):
-            problems.append(f"green {_kwh(green)} is not its days' sum {_kwh(day_green)}")
+            problems.append(f"green {kwh(green)} is not its days' sum {kwh(day_green)}")
     below = [d["period_start"][:10] for d in days if d["facility_energy_wh"] < d["it_energy_wh"] * (1 - SUM_REL_TOL)]
     if below:
         problems.append(f"{len(below)} day(s) with less facility-inclusive than IT energy (first {below[0]})")
     it = it_known if it_known is not None else day_it
     if fac is not None and fac < it * (1 - SUM_REL_TOL):
-        problems.append(f"facility-inclusive {_kwh(fac)} is less than its IT energy in known cells {_kwh(it)}")
+        problems.append(f"facility-inclusive {kwh(fac)} is less than its IT energy in known cells {kwh(it)}")
     if tenant_pue is not None and (fac is None or it <= 0 or differ(tenant_pue, fac / it)):
         problems.append(f"tenant PUE {fmt(tenant_pue)} is not facility-inclusive over IT energy in known cells"
                         + (f" ({fmt(fac / it)})" if fac is not None and it > 0 else ""))
-    head = (f"{len(days)} day(s): facility-inclusive {_kwh(day_fac)}, IT {_kwh(day_it)}; totals "
-            f"{'null' if fac is None else _kwh(fac)}, {'?' if it_known is None else _kwh(it_known)}")
+    head = (f"{len(days)} day(s): facility-inclusive {kwh(day_fac)}, IT {kwh(day_it)}; totals "
+            f"{'null' if fac is None else kwh(fac)}, {'?' if it_known is None else kwh(it_known)}")
     if problems:
         return RuleResult("totals", False, fac, day_fac, "==", f"{head}: " + "; ".join(problems) + ": fail")
     return RuleResult("totals", True, fac, day_fac, "==", f"{head}: its days add up to its totals: pass")
@@ -178,7 +178,7 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
     for path, s in statements:
         sig = signature_status(s, public_keys, "statement")
         results = [RuleResult("signature", sig.ok, sig.status, "valid", None,
-                              f"{sig.reason}: {'pass' if sig.ok else 'fail'}"), _totals_rule(s)]
+                              f"{sig.reason}: {'pass' if sig.ok else 'fail'}")]
         ref = s["site_report"]
         match = by_digest.get(ref["sha256"]) if ref else None
         if ref is None:
@@ -206,6 +206,8 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
                 claimed[ref["sha256"]].append(s["facility_energy_wh"])
             if s["green_energy_wh"] is not None:
                 green[ref["sha256"]].append(s["green_energy_wh"])
+        # Added last: the rules' order is part of the JSON a city's tools read (found by the review).
+        results.append(_totals_rule(s))
         rows.append(StatementRow(path, s, sig, match[0] if match else None, results))
     out: list[dict[str, Any]] = []
     for d, (path, report) in by_digest.items():
@@ -236,7 +238,7 @@ def print_vouchers(result: VoucherResult) -> None:
         console = Console(highlight=False, width=200)
     console.print(Text("Voucher statements", style="bold"))
     table = Table(show_header=True, header_style="bold")
-    rules = ("signature", "totals", "report_digest", "report_signature", "period", "pue", "green_share", "carbon")
+    rules = ("signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon", "totals")
     # The tenant's facility-inclusive energy beside its own PUE (its cells' factors), then the site's PUE over
     # its days (the `pue` rule's): a lone "PUE" beside the tenant's energy read as the tenant's (city audit).
     numeric = ("facility kWh", "tenant PUE", "site PUE (its days)")

@@ -144,13 +144,21 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     # A known cell can leave a row without a factor: no IT energy measured on it, and a factor that would be
     # under 1 (cells.cell_factors). Jobs' energy there is in no facility energy: said, not only shown as a
     # lower completeness (found by the independent jobs audit, where the identities counted the cell known).
-    lost = f.known[None, :] & ~has & (res.job_it_wh > 0)
+    # Of the jobs listed (under --tenant, that tenant's alone: its statement carries these warnings).
+    job_it = res.job_it_wh
+    if tenant is not None:
+        sel = listed[ledger.job] if len(ledger) else np.zeros(0, bool)
+        zeros = np.zeros(cells.n)
+        job_it = k.cell_shares(ledger.end_ns[sel], ledger.interval_ns[sel], ledger.it_wh[sel],
+                               record_rows(ledger, cells, site)[sel], cells.t0_ns, cells.cell_ns, f.factor, zeros,
+                               zeros).job_it_wh
+    lost = f.known[None, :] & ~has & (job_it > 0)
     if np.any(lost):
         names = [*(f"zone {z}" for z in cells.zones), "nodes in no zone"]
         rows = ", ".join(f"{names[i]} in {int(n)}" for i, n in enumerate(lost.sum(axis=1)) if n)
         first = int(np.argmax(np.any(lost, axis=0)))
         warnings.append(
-            f"jobs' IT energy of {float(res.job_it_wh[lost].sum()):,.1f} Wh in {int(np.any(lost, axis=0).sum())} known "
+            f"jobs' IT energy of {float(job_it[lost].sum()):,.1f} Wh in {int(np.any(lost, axis=0).sum())} known "
             f"cells (the first {format_time(int(cells.edges_ns[first]))}..{format_time(int(cells.edges_ns[first + 1]))}) "
             f"is on rows with no factor there: {rows} (no IT energy measured there, and E_DC below the zone "
             "boundaries plus the IT outside them, so its factor would be under 1): it is in no facility energy, "

@@ -179,6 +179,11 @@ def _jobs_of(tmp_path: Path, cells: dict[str, np.ndarray]) -> tuple[dict, dict[s
     return _doc(conf, str(tmp_path / "store.sqlite")), {k: v.reshape(-1, 6).sum(axis=1) for k, v in cells.items()}
 
 
+def _jobs_of_tenant(tmp_path: Path, tenant: str) -> dict:
+    """`puewatch jobs --json --tenant` over the store _jobs_of wrote in tmp_path."""
+    return _doc(tmp_path / "collector.toml", str(tmp_path / "store.sqlite"), "--tenant", tenant)
+
+
 def _expected_factor(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 60 s cell: hall-a's factor, the no-zone factor, and the green share (the cell rule, from the stored cells)."""
     m = {k: v.reshape(-1, 6).sum(axis=1) for k, v in c.items()}
@@ -326,6 +331,9 @@ def test_cells_whose_meters_contradict_physics_are_not_known_and_no_factor_is_un
     lost = next(w for w in doc["warnings"] if w.startswith("jobs' IT energy of"))
     assert lost.startswith("jobs' IT energy of 3.0 Wh in 1 known cells (the first 2026-01-01T00:33:00Z.."
                            "2026-01-01T00:34:00Z) is on rows with no factor there: nodes in no zone in 1 "), lost
+    # Under --tenant, of that tenant's jobs alone (job 14 is t2's; t1 has none in no zone).
+    assert any(w.startswith("jobs' IT energy of 3.0 Wh") for w in _jobs_of_tenant(tmp_path, "t2")["warnings"])
+    assert not any(w.startswith("jobs' IT energy of") for w in _jobs_of_tenant(tmp_path, "t1")["warnings"])
     i = doc["identities"]
     assert i["cells_known"] == 56
     assert i["jobs_it_energy_wh"] + i["unattributed_it_energy_wh"] == pytest.approx(i["measured_it_energy_wh"], rel=1e-12)
