@@ -150,8 +150,9 @@ class _PipelineQuality(Collector):
             "the register's modulus (docs/auditor-guide.md)", labels=["meter"])
         future = CounterMetricFamily(
             "puewatch_readings_from_future", "Readings refused by the live pipeline: stamped further ahead of the "
-            "collector's clock than [ingest] max_clock_skew_s (which ingest refuses too); one ahead by less is held "
-            "until its time and taken (docs/auditor-guide.md)", labels=["stream"])
+            "collector's clock than [ingest] max_clock_skew_s (which ingest refuses too), or beyond the readings a "
+            "stream holds until their time; one less than settle_s ahead is taken at once, one further (within "
+            "max_clock_skew_s) held until its time and taken (docs/auditor-guide.md)", labels=["stream"])
         late = CounterMetricFamily(
             "puewatch_readings_too_late", "Readings refused by the live pipeline: stamped at or before a reading "
             "whose interval is already in written cells (they came later than settle_s); in the store and in "

@@ -566,18 +566,20 @@ class Pipeline:
         self.cells_written += n
         return out
 
-    def _append(self, level: _Level, ends: np.ndarray, joint: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def _append(self, level: _Level, ends: np.ndarray, joint: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                *, windows_for_each: bool = True) -> None:
         # The longest window's cells before each new cell: the new ones' windows all need them (with only
         # `keep` kept, a step that wrote several cells gave all but its last a shorter longest window: found by
-        # the live-PUE audit). The next append trims back to what its cells need.
-        keep = level.keep + ends.shape[0] + 1
+        # the live-PUE audit). The next append trims back to what its cells need. Cells no window is computed
+        # for (a restart's missing ones, catch_up) keep the longest window alone: a long downtime's are not kept.
+        keep = level.keep + (ends.shape[0] if windows_for_each else 0) + 1
         level.t_end = np.concatenate([level.t_end, ends])[-keep:]
         for r, (a, b, c) in joint.items():
             level.num[r] = np.concatenate([level.num[r], a])[-keep:]
             level.den[r] = np.concatenate([level.den[r], b])[-keep:]
             level.cov[r] = np.concatenate([level.cov[r], c])[-keep:]
 
-    def _roll_minutes(self, ends: np.ndarray, joint) -> int:
+    def _roll_minutes(self, ends: np.ndarray, joint, *, windows_for_each: bool = True) -> int:
         """Sum fine cells into whole minutes; returns how many minutes completed."""
         done_t = []
         done = {r: ([], [], []) for r in joint}
@@ -601,6 +603,7 @@ class Pipeline:
                 self._coarse,
                 np.asarray(done_t, dtype=np.int64),
                 {r: tuple(np.asarray(x) for x in v) for r, v in done.items()},
+                windows_for_each=windows_for_each,
             )
         return len(done_t)
 
@@ -795,8 +798,8 @@ class Pipeline:
             ends = grid[1:]
             zeros = np.zeros(gap)
             joint = {r: (zeros, zeros, zeros) for r in self._ratios}
-            self._append(self._fine, ends, joint)
-            self._roll_minutes(ends, joint)
+            self._append(self._fine, ends, joint, windows_for_each=False)
+            self._roll_minutes(ends, joint, windows_for_each=False)
             self.horizon = h
 
 

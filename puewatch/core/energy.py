@@ -92,6 +92,9 @@ DERIVED_FULL_HOURS = 24
 SHORT_INTERVAL_NS = 15 * MINUTE
 HOUR_MIN_COVERED = 0.5
 JOULES_PER_WH = 3600.0
+# What no meter reads, whatever its limit (module docstring): W (L/s for water), and Wh (L).
+POWER_CEILING_W = 1e12
+REGISTER_CEILING = 1e21
 
 OUTCOMES = ("counted", "wrap", "reset", "jump", "missing")
 
@@ -178,7 +181,9 @@ def hourly(t: np.ndarray, register_wh: np.ndarray | None, power_w: np.ndarray | 
 def rated_limit(ratings: Mapping[str, float]) -> PowerLimit | None:
     """The limit from a device's ratings (reading name -> largest value seen, W or VA), or None
     when it declares none: `RATED_LIMIT_FACTOR` × the lowest positive rating."""
-    values = [v for v in ratings.values() if math.isfinite(v) and v > 0]
+    # A rating no device has (above POWER_CEILING_W) is no rating: it would lift the limit past the ceiling's
+    # physics (found by the review).
+    values = [v for v in ratings.values() if math.isfinite(v) and 0 < v <= POWER_CEILING_W]
     if not values:
         return None
     return PowerLimit(RATED_LIMIT_FACTOR * min(values), "rated")
@@ -205,11 +210,6 @@ def register_energy(t_ns: np.ndarray, reading_wh: np.ndarray, *, modulus_wh: flo
         kwargs = {"max_power_w": limit.watts, "joules_per_unit": JOULES_PER_WH}
     return k.register_deltas(t_ns, reading_wh, modulus=modulus_wh, resolution=resolution_wh,
                              reset_from_zero=False, **kwargs)
-
-
-# What no meter reads, whatever its limit (module docstring): W (L/s for water), and Wh (L).
-POWER_CEILING_W = 1e12
-REGISTER_CEILING = 1e21
 
 
 def power_impossible(power_w, limit: PowerLimit):

@@ -52,7 +52,8 @@ def parse_time(text: str) -> int:
     """
     s = text.strip()
     if not s.isascii():
-        raise ValueError(f"time {text!r} holds characters that are not ASCII (RFC 3339's digits are 0-9)")
+        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
+        raise ValueError(f"time {shown} holds characters that are not ASCII (RFC 3339's digits are 0-9)")
     if len(s) == 10:
         d = dt.date.fromisoformat(s)
         return in_range(calendar.timegm(d.timetuple()) * NS, text)

@@ -871,16 +871,17 @@ class _TimeParser:
             day = calendar.timegm((y, mo, d, 0, 0, 0)) * NS
             self._days[date] = day
         h, mi, s = int(hh), int(mm), int(ss)
-        if s == 60 and h <= 23 and mi <= 59:
-            raise ValueError(f"time {text!r}: a leap second, which puewatch's times (POSIX and InfluxDB time, in ns) "
-                             "cannot hold: write the second before it with .999999999 or the next one")
-        if h > 23 or mi > 59 or s > 59:
-            raise ValueError(f"time {text!r}: hour, minute or second out of range")
         offset_s = 0
         if sign:
             if int(oh) > 23 or int(om) > 59:
                 raise ValueError(f"time {text!r}: offset out of range")
             offset_s = (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+        if s == 60 and h <= 23 and mi <= 59 and (h * 3600 + mi * 60 + 59 - offset_s) % 86400 == 86399:
+            # 23:59:60 UTC (here or at its offset): leap seconds fall there alone.
+            raise ValueError(f"time {text!r}: a leap second, which puewatch's times (POSIX and InfluxDB time, in ns) "
+                             "cannot hold: write the second before it with .999999999 or the next one")
+        if h > 23 or mi > 59 or s > 59:
+            raise ValueError(f"time {_clip(text)}: hour, minute or second out of range")
         return in_range(day + (h * 3600 + mi * 60 + s - offset_s) * NS + (int(frac.ljust(9, "0")) if frac else 0), text)
 
 

@@ -255,6 +255,9 @@ def test_restart_after_downtime_counts_the_gap_as_missing(tmp_path):
     q = Pipeline(site(), windows_ns=windows, settle_ns=5 * SECOND, min_coverage=0.0, state_dir=tmp_path)
     assert q.restore()
     q.catch_up(T0 + 1200 * SECOND)  # five minutes down
+    # The missing cells go into the history, but no more of it than the longest window (review: the history
+    # kept a window's cells more for each new one, which a downtime's, no window computed for, need not).
+    assert q._fine.t_end.shape[0] == q._fine.keep + 1
     out = parse(feed(q, 30, start=1200))
     cov = [f["pue_coverage"] for tags, f, t in out["pue"]]
     # About 10 of the last 15 minutes have data.

@@ -502,6 +502,9 @@ def test_a_rating_of_zero_is_no_rating() -> None:
     from puewatch.core import energy as policy
 
     assert policy.rated_limit({"rated_power": 0.0}) is None
+    # Nor is one no device has (above the 1e12 W that no meter reads): it would lift the limit past physics.
+    assert policy.rated_limit({"rated_power": 1e15}) is None
+    assert policy.rated_limit({"rated_power": 1e15, "rated_apparent_power": 5000.0}).watts == 10_000.0
     assert policy.rated_limit({"rated_power": math.nan, "rated_apparent_power": 5000.0}) == policy.PowerLimit(
         policy.RATED_LIMIT_FACTOR * 5000.0, "rated")
     t = _times()

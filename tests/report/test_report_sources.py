@@ -203,6 +203,8 @@ HEADER = "time,meter,power_w,energy_wh\n"
     ("\uff12\uff10\uff12\uff15-01-01T00:00:00Z,ups-a,1,\n", 2, "holds characters that are not ASCII"),
     ("2025-01-01T00:00:0\u0661Z,ups-a,1,\n", 2, "holds characters that are not ASCII"),
     ("2025-06-30T23:59:60Z,ups-a,1,\n", 2, "a leap second, which puewatch's times"),
+    ("2025-07-01T07:59:60+08:00,ups-a,1,\n", 2, "a leap second, which puewatch's times"),
+    ("2025-06-30T12:00:60Z,ups-a,1,\n", 2, "hour, minute or second out of range"),  # no leap second falls there
     ("2025-01-01T00:00:00.1234567891Z,ups-a,1,\n", 2, "has more than 9 fractional digits"),
     ("2025-01-01T00:00:00Z,ups-a," + "9" * 5000 + "x,\n", 2, "'9999999999999999999999999999999999999999'... (5,001 "
      "characters) is not a number"),
