@@ -789,10 +789,10 @@ def main(args: argparse.Namespace) -> int:
         deadline = max(deadline, time.monotonic() + 30.0)
         for n in nodes if listening else ():
             children.start(f"agent-{n.name}", [*py, "agent", "--config", str(d / "agents" / n.name / "agent.toml")])
-        if not args.json:
+        if not args.json and listening:  # (stopped while waiting: no agent was started, none is said)
             print(f"puewatch demo: {len(nodes)} nodes ({len(nodes) * site.GPUS_PER_NODE} simulated GPUs), "
                   f"{len(SNMP_COMMUNITIES)} SNMP meters, store {spec.describe()}; files in {d}", file=sys.stderr)
-        if wait_polls(metrics_port, deadline, children, stop.event):
+        if listening and wait_polls(metrics_port, deadline, children, stop.event):
             up_ns = time.time_ns()
         reader = open_reader(spec)
         live = None

@@ -681,8 +681,17 @@ class RetentionPlan:
             + " END"
         )
 
+    def backfill(self, d: Downsample, start_ns: int, end_ns: int) -> str:
+        """The SELECT ... INTO that recomputes the groups of [start_ns, end_ns) by hand (after an outage longer
+        than the CQs' FOR), both whole groups (multiples of the interval). Energy cells are grouped
+        (h, h + 1h] (`Downsample`): their range is time > start AND time <= end, where the natural
+        time >= start AND time < end would rewrite the group before with its one cell at start (InfluxDB keeps
+        the last write at a time) and miss the cell at end (found by the review)."""
+        ops = (">", "<=") if d.cells else (">=", "<")
+        return self.select_into(d, where=f"time {ops[0]} {int(start_ns)} AND time {ops[1]} {int(end_ns)}")
+
     def select_into(self, d: Downsample, select_only: str | None = None, where: str | None = None) -> str:
-        """The CQ's SELECT ... INTO (also run by hand to backfill a time range with `where`)."""
+        """The CQ's SELECT ... INTO (also run by hand to backfill a time range with `where`: see `backfill`)."""
         db = quote_ident(self.database)
         if select_only is None:
             select_only = (

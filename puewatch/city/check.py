@@ -129,12 +129,15 @@ def _impossible_one(row: dict[str, Any], ratio: str) -> str | None:
         if not math.isclose(value, f / i, rel_tol=1e-12):
             return f"{ratio} {value!r} is not {fac_key} / {it_key} ({f!r} / {i!r} = {f / i!r})"
     if ratio == "green_share":
+        from puewatch.city.green import green_share_problems
+
         g, f = row.get("green_energy_wh"), row.get("facility_energy_wh")
-        if not (is_number(g) and is_number(f) and f > 0 and math.isclose(value, g / f, rel_tol=1e-12)):
-            return (f"green_share {value!r} is not green_energy_wh / facility_energy_wh ({g!r} / {f!r}"
-                    + (f" = {g / f!r})" if is_number(g) and is_number(f) and f > 0 else ")"))
-        if value > 1 + 1e-12:
-            return f"green_share {value!r} is above 1 (green energy is counted up to the facility energy)"
+        if not (is_number(g) and is_number(f) and f > 0):
+            return (f"green_share {value!r} stands beside green_energy_wh {g!r} and facility_energy_wh {f!r}: a "
+                    "share is the one over the other, so it is not known either")
+        problems = green_share_problems(value, g, f)
+        if problems:
+            return "; ".join(problems)
     return None
 
 

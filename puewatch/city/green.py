@@ -68,6 +68,21 @@ def _entry_problems(s: dict[str, Any], report: dict[str, Any]) -> list[str]:
     return out
 
 
+def green_share_problems(share: float | None, green: float, fac: float) -> list[str]:
+    """What is wrong with a green share beside its green and facility(-inclusive) energies (fac > 0): it is
+    green / fac (the same two doubles divided: equal to SHARE_REL_TOL), and the green energy lies in 0 .. fac (a
+    cell's green share is at most 1). The one rule of a statement's green share and a report's (check)."""
+    expected = green / fac
+    problems = []
+    if share is None or abs(share - expected) > SHARE_REL_TOL * expected:
+        problems.append(f"green share {share if share is None else fmt(share)} is not green / facility-inclusive "
+                        f"{fmt(expected)}")
+    if not 0 <= green <= fac * (1 + SHARE_REL_TOL):
+        problems.append(f"green {kwh(green)} is outside 0..its facility-inclusive {kwh(fac)} (a cell's green share "
+                        "is at most 1)")
+    return problems
+
+
 def green_share_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
     green, share, fac = s["green_energy_wh"], s["green_share"], s["facility_energy_wh"]
     if green is None and share is None:
@@ -85,14 +100,7 @@ def green_share_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
         return RuleResult("green_share", False, share, None, "==", f"green share {share} with green energy {green} "
                           f"and facility-inclusive energy {fac}: a share needs both: fail")
     expected = green / fac
-    problems = []
-    if share is None or abs(share - expected) > SHARE_REL_TOL * expected:
-        problems.append(f"green share {share if share is None else fmt(share)} is not green / facility-inclusive "
-                        f"{fmt(expected)}")
-    if not 0 <= green <= fac * (1 + SHARE_REL_TOL):
-        problems.append(f"green {kwh(green)} is outside 0..its facility-inclusive {kwh(fac)} (a cell's green share "
-                        "is at most 1)")
-    problems += _entry_problems(s, report)
+    problems = green_share_problems(share, green, fac) + _entry_problems(s, report)
     head = (f"green share {fmt(share) if share is not None else 'null'}, green {kwh(green)} of facility-inclusive "
             f"{kwh(fac)} (= {fmt(expected)})")
     if problems:

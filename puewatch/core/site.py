@@ -229,7 +229,7 @@ class Meter:
                     problems.append(("unit", f"a register counts energy or volume, not {quantity} ({self.unit})"))
                 if not self.register and quantity in ("energy", "volume"):
                     problems.append(("register", f"a field in {self.unit} is cumulative: set `register = true`"))
-                water = self.role == "water"
+                water = self.flows
                 if water != (quantity in ("volume", "flow")):
                     problems.append(
                         ("unit", f"role {self.role!r} is measured in {'L or L/s' if water else 'W or Wh'}, not {self.unit}")

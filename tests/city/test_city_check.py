@@ -159,7 +159,10 @@ def test_min_green_share_reads_the_reports_green_share_and_refuses_one_its_energ
     assert not res.passed and res.evidence == "green share 0.866142 is not ≥ 0.9: fail"
     # Raised by hand: not its energies' ratio.
     res = one({"min_green_share": 0.8}, green(0.95, 1_100_000.0))
-    assert not res.passed and res.evidence.startswith("green_share 0.95 is not green_energy_wh / facility_energy_wh")
+    assert not res.passed and res.evidence.startswith("green share 0.95 is not green / facility-inclusive 0.866142")
+    # Consistent with its energies but above 1: more green energy than the site used.
+    res = one({"min_green_share": 0.8}, green(1_300_000 / 1_270_000, 1_300_000.0))
+    assert not res.passed and "is outside 0..its facility-inclusive" in res.evidence, res.evidence
     res = one({"min_green_share": 0.8}, make_report())
     assert not res.passed and "made without --carbon" in res.evidence
     assert targets_from_dict({"min_green_share": 0.8}).report_rules() == ["min_green_share"]

@@ -161,7 +161,8 @@ def test_continuous_queries_downsample(influx):
     store.write((encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 5.0}, old + minute) + "\n"
                  + encode_point("meter_energy", {"meter": "m1"}, {"energy_wh": 7.0}, old + hour) + "\n").encode())
     rule = next(d for d in plan.downsampling if d.measurement == "meter_energy")
-    store.query(plan.select_into(rule, where=f"time > {old} AND time <= {old + hour}"), write=True)
+    assert plan.backfill(rule, old, old + hour) == plan.select_into(rule, where=f"time > {old} AND time <= {old + hour}")
+    store.query(plan.backfill(rule, old, old + hour), write=True)
     t3, v3 = store.series("meter_energy", "sum_energy_wh", {"meter": "m1"}, old, old + hour, rp="hourly")
     assert t3.tolist() == [old + 1] and v3.tolist() == [12.0]
 
