@@ -367,10 +367,8 @@ def wait_tcp(port: int, deadline: float, proc: subprocess.Popen, what: str, logf
             raise UserError(f"{what} exited with {proc.returncode}: {tail[0] if tail else ''} (log: {logfile})")
         if port_open(port):
             return True
-        if stop is not None and stop.wait(0.1):
+        if (stop or threading.Event()).wait(0.1):
             return False
-        if stop is None:
-            time.sleep(0.1)
     raise UserError(f"{what} did not listen on 127.0.0.1:{port} in time (log: {logfile})")
 
 

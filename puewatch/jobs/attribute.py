@@ -97,6 +97,15 @@ def record_rows(ledger: Ledger, cells: Cells, site: SiteModel) -> np.ndarray:
     return node_rows[ledger.node]
 
 
+def records_it_wh(ledger: Ledger, cells: Cells, site: SiteModel, factor: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """The IT energy of the records `sel` selects, per factor row and cell (Wh): the cell rule's spread of
+    `k.cell_shares`, for one tenant's records (its statement's days, its warnings)."""
+    zeros = np.zeros(cells.n)
+    return k.cell_shares(ledger.end_ns[sel], ledger.interval_ns[sel], ledger.it_wh[sel],
+                         record_rows(ledger, cells, site)[sel], cells.t0_ns, cells.cell_ns, factor, zeros,
+                         zeros).job_it_wh
+
+
 def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData | None = None,
               tenant: str | None = None) -> Attribution:
     warnings: list[str] = [f"job ledger: {n} records left out: {why}" for why, n in sorted(ledger.dropped.items())]
@@ -147,11 +156,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     # Of the jobs listed (under --tenant, that tenant's alone: its statement carries these warnings).
     job_it = res.job_it_wh
     if tenant is not None:
-        sel = listed[ledger.job] if len(ledger) else np.zeros(0, bool)
-        zeros = np.zeros(cells.n)
-        job_it = k.cell_shares(ledger.end_ns[sel], ledger.interval_ns[sel], ledger.it_wh[sel],
-                               record_rows(ledger, cells, site)[sel], cells.t0_ns, cells.cell_ns, f.factor, zeros,
-                               zeros).job_it_wh
+        job_it = records_it_wh(ledger, cells, site, f.factor, listed[ledger.job] if len(ledger) else np.zeros(0, bool))
     lost = f.known[None, :] & ~has & (job_it > 0)
     if np.any(lost):
         names = [*(f"zone {z}" for z in cells.zones), "nodes in no zone"]

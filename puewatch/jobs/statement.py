@@ -49,19 +49,16 @@ def _site_report(path: str, key_path: str, start_ns: int, end_ns: int) -> dict[s
 def _tenant_cells(ledger, cells, site, carbon, tenant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per attribution cell: the tenant's IT energy in known cells, its facility-inclusive energy
     and the green part of that (the cell's green share, attribute.py's rule), Wh."""
-    from puewatch import kernels as k
-    from puewatch.jobs.attribute import _green_and_carbon, record_rows
+    from puewatch.jobs.attribute import _green_and_carbon, records_it_wh
     from puewatch.jobs.cells import cell_factors
 
     f = cell_factors(cells)
     green_frac = _green_and_carbon(cells, f.known, carbon, [])[0]  # its warnings are attribute()'s too
     mine = np.array([t == tenant for t, _ in ledger.jobs] or [False])[ledger.job] if len(ledger) else np.zeros(0, bool)
-    zeros = np.zeros(cells.n)
-    res = k.cell_shares(ledger.end_ns[mine], ledger.interval_ns[mine], ledger.it_wh[mine],
-                        record_rows(ledger, cells, site)[mine], cells.t0_ns, cells.cell_ns, f.factor, zeros, zeros)
+    job_it = records_it_wh(ledger, cells, site, f.factor, mine)
     has = np.isfinite(f.factor)
-    it = np.where(has, res.job_it_wh, 0.0).sum(axis=0)
-    fac = np.where(has, res.job_it_wh * np.where(has, f.factor, 0.0), 0.0).sum(axis=0)
+    it = np.where(has, job_it, 0.0).sum(axis=0)
+    fac = np.where(has, job_it * np.where(has, f.factor, 0.0), 0.0).sum(axis=0)
     return it, fac, fac * green_frac
 
 
