@@ -10,7 +10,7 @@ from puewatch import config as cfg
 from puewatch.collector.ingest import IngestConfig
 from puewatch.collector.pipeline import parse_duration
 from puewatch.core.timefmt import SECOND
-from puewatch.core.site import Meter, SiteModel, Zone
+from puewatch.core.site import Meter, SiteModel, Zone, timezone_setting
 from puewatch.collector.snmp.device import SnmpDevice
 from puewatch.config import setting
 from puewatch.errors import ConfigError
@@ -26,6 +26,7 @@ class CollectorSection:
     """The site and the live pipeline."""
 
     site: str = setting(min=1, doc="Site name, the `site` tag of every derived point.")
+    timezone: str = timezone_setting()
     interval_s: float = setting(1.0, min=0.1, max=60.0, doc="Pipeline cell length; must divide one minute.")
     windows: list[str] = setting(
         default_factory=lambda: ["1m", "15m", "1h", "24h", "30d"],
@@ -265,7 +266,7 @@ class CollectorConfig:
         return pf.resolve_meter_locations(self.meters, self.snmp.devices, pf.load_profiles(self.snmp.profile_dirs))
 
     def site_model(self) -> SiteModel:
-        return SiteModel(self.collector.site, self.meters, self.zones)
+        return SiteModel(self.collector.site, self.meters, self.zones, timezone=self.collector.timezone)
 
 
 def _check_url(url: str) -> list[tuple[str, str]]:

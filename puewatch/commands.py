@@ -348,10 +348,11 @@ def register_city(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="puewatch.city.table:main")
 
 def _period_args(p: argparse.ArgumentParser, required: bool, max_gap: bool = True) -> None:
-    what = "" if required else (" (default: the whole UTC days the readings span, less a register's readings "
+    what = "" if required else (" (default: the whole days the readings span, less a register's readings "
                                 "that an export adds beyond its window)")
     p.add_argument("--from", dest="start", required=required, metavar="TIME",
-                   help=f"period start, a UTC date (2025-01-01) or RFC 3339 time{what}")
+                   help="period start, a date (2025-01-01: its midnight in the site's [collector] timezone, UTC "
+                   f"unless set) or an RFC 3339 time{what}")
     p.add_argument("--to", dest="end", required=required, metavar="TIME", help=f"period end (excluded){what}")
     if not max_gap:
         return  # jobs and statements read the collector's cells, not readings: a gap there means nothing

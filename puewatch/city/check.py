@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from puewatch.city.reportfile import is_number, report_annual
+from puewatch.city.reportfile import is_number, report_annual, report_calendar, report_period
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.terminal import shown
@@ -151,15 +151,6 @@ def _counted_rule(rule: str, what: str, row: dict[str, Any], ratio: str, compari
     return numeric_rule(rule, what, row.get(ratio), comparison, limit, missing)
 
 
-def _period(report: dict[str, Any]) -> str:
-    from puewatch.core.timefmt import format_period, parse_time
-
-    try:
-        return format_period(parse_time(report["period_start"]), parse_time(report["period_end"]))
-    except (ValueError, TypeError):  # not RFC 3339: shown as written
-        return f"{report['period_start']}..{report['period_end']}"
-
-
 def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: Any = None) -> RuleResult:
     """Evaluate one per-report rule.
 
@@ -187,9 +178,9 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
     if rule == "require_annual":
         annual, why = report_annual(report)
         if annual:
-            return RuleResult(rule, True, True, True, None, f"annual report ({_period(report)}): pass")
+            return RuleResult(rule, True, True, True, None, f"annual report ({report_period(report)}): pass")
         return RuleResult(rule, False, False, True, None,
-                          f"interim report (iPUE over {_period(report)}){': ' + why if why else ''}, "
+                          f"interim report (iPUE over {report_period(report)}){': ' + why if why else ''}, "
                           "an annual one is required: fail")
     if rule == "min_category":
         return numeric_rule(rule, "category", report["category"], ">=", limit, "no category")
@@ -199,11 +190,11 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
         annual, why = report_annual(report)
         if not annual:
             return RuleResult(rule, False, pue, limit, cmp_pue,
-                              f"the report is interim (iPUE over {_period(report)}{'; ' + why if why else ''}), not an "
+                              f"the report is interim (iPUE over {report_period(report)}{'; ' + why if why else ''}), not an "
                               f"annual PUE; needs annual PUE {_SYMBOL[cmp_pue]} {fmt(limit)}: fail")
         return _counted_rule(rule, "annual PUE" + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_pue":
-        what = "annual PUE" if report_annual(report)[0] else f"iPUE ({_period(report)})"
+        what = "annual PUE" if report_annual(report)[0] else f"iPUE ({report_period(report)})"
         return _counted_rule(rule, what + what_basis, report, basis, cmp_pue, limit, no_pue)
     if rule == "max_monthly_pue":
         return _monthly(report, cmp_pue, limit, basis)
@@ -224,21 +215,23 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
 def _monthly(report: dict[str, Any], comparison: str, limit: float, basis: str = "pue") -> RuleResult:
     rule, sym = "max_monthly_pue", _SYMBOL[comparison]
     # Each month's PUE on the chosen basis (`pue` or `pue_joint`), under the key the code below reads.
-    months = [{**m, "pue": m.get(basis)} for m in report["monthly"]]
+    name = report_calendar(report).name
+    # Each month named in the report's calendar (a UTC+8 site's January begins on 31 December at 16:00Z).
+    months = [{**m, "pue": m.get(basis), "period_start": name(m["period_start"], "month")} for m in report["monthly"]]
     if not months:
         return RuleResult(rule, False, None, limit, comparison, f"the report has no monthly PUE; needs every month {sym} {fmt(limit)}: fail")
-    bad = [(m["period_start"][:7], why) for m, raw in zip(months, report["monthly"])
+    bad = [(m["period_start"], why) for m, raw in zip(months, report["monthly"])
            if (why := impossible(raw, basis)) is not None]
     badly = {m for m, _ in bad}
-    missing = [m["period_start"][:7] for m in months if m["pue"] is None]
-    over = [(m["period_start"][:7], m["pue"]) for m in months
-            if m["pue"] is not None and m["period_start"][:7] not in badly and not compare(m["pue"], comparison, limit)]
-    known = [m["pue"] for m in months if m["pue"] is not None and m["period_start"][:7] not in badly]
+    missing = [m["period_start"] for m in months if m["pue"] is None]
+    over = [(m["period_start"], m["pue"]) for m in months
+            if m["pue"] is not None and m["period_start"] not in badly and not compare(m["pue"], comparison, limit)]
+    known = [m["pue"] for m in months if m["pue"] is not None and m["period_start"] not in badly]
     highest = max(known) if known else None
     if not missing and not over and not bad:
         top = max(months, key=lambda m: m["pue"])
         return RuleResult(rule, True, highest, limit, comparison,
-                          f"{len(months)} months, highest PUE {fmt(highest, limit)} ({top['period_start'][:7]}) {sym} "
+                          f"{len(months)} months, highest PUE {fmt(highest, limit)} ({top['period_start']}) {sym} "
                           f"{fmt(limit)}: pass")
     parts = []
     if over:

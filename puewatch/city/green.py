@@ -9,7 +9,7 @@ Rules (docs/city-guide.md, "Green share, carbon and certificates"), each a RuleR
   certificate or PPA entry it names is one its site's signed report lists, with the same kind,
   period and MWh, and no more of it than the report counts in its period.
 - `carbon` (per statement): its `carbon_kg` is what the report's emission factors give for its
-  grid energy: sum over the UTC years of its days of (facility-inclusive - green) Wh / 1000 x the
+  grid energy: sum over the calendar years (the statement's `timezone`) of its days of (facility-inclusive - green) Wh / 1000 x the
   report's factor for that year, within CARBON_REL_TOL of the carbon its facility-inclusive energy
   would carry with no green energy (the statement sums per record and cell, the city per year).
 - `green_within_site` (per report): the statements naming it claim, together, no more green energy
@@ -27,7 +27,7 @@ from collections import defaultdict
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
-from puewatch.core.timefmt import NS, parse_time
+from puewatch.core.timefmt import parse_time
 
 SHARE_REL_TOL = 1e-12  # green / facility-inclusive: the same two doubles divided, so equal exactly
 SUM_REL_TOL = 1e-9  # sums of the same energies in other orders: E_DC, green energy, a certificate's parts
@@ -110,18 +110,23 @@ def green_share_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
                       f"{head}; its {n} certificate/PPA entr{'y is' if n == 1 else 'ies are'} the report's: pass")
 
 
-def _year(text: str) -> int | None:
-    import datetime as dt
+def _years(s: dict[str, Any]) -> dict[int, tuple[float, float]] | str:
+    """(facility-inclusive Wh, green Wh) per calendar year (the statement's: its `timezone`) of the
+    statement's days, or why not known."""
+    from puewatch.core.timefmt import calendar_of
 
     try:
-        return dt.datetime.fromtimestamp(parse_time(text) / NS, dt.UTC).year
-    except (TypeError, ValueError):
-        return None
+        cal = calendar_of(s)
+    except ValueError as exc:
+        return f"its timezone: {exc}"
 
+    def year(text: str) -> int | None:
+        try:
+            return cal.year(parse_time(text))
+        except (TypeError, ValueError):
+            return None
 
-def _years(s: dict[str, Any]) -> dict[int, tuple[float, float]] | str:
-    """(facility-inclusive Wh, green Wh) per UTC year of the statement's days, or why not known."""
-    years = sorted({_year(d["period_start"]) for d in s["days"]} or {_year(s["period_start"])}, key=str)
+    years = sorted({year(d["period_start"]) for d in s["days"]} or {year(s["period_start"])}, key=str)
     if None in years:
         return "a day's period_start is not an RFC 3339 time"
     if len(years) == 1:
@@ -130,8 +135,8 @@ def _years(s: dict[str, Any]) -> dict[int, tuple[float, float]] | str:
         return f"its days span {years[0]}..{years[-1]} and carry no green energy per day: not split by year"
     out: dict[int, tuple[float, float]] = {}
     for d in s["days"]:
-        f, g = out.get(_year(d["period_start"]), (0.0, 0.0))
-        out[_year(d["period_start"])] = (f + d["facility_energy_wh"], g + d["green_energy_wh"])
+        f, g = out.get(year(d["period_start"]), (0.0, 0.0))
+        out[year(d["period_start"])] = (f + d["facility_energy_wh"], g + d["green_energy_wh"])
     return out
 
 

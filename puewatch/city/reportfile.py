@@ -166,6 +166,7 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
             raise ReportError(f"{source}: {key}: must be an RFC 3339 time, got {json.dumps(data[key])[:40]}") from None
     if times["period_end"] <= times["period_start"]:
         raise ReportError(f"{source}: period_end {data['period_end']} is not after period_start {data['period_start']}")
+    check_timezone(data, source)
     category = data.get("category")
     if category not in (1, 2, 3) or isinstance(category, bool):
         raise ReportError(f"{source}: category: must be 1, 2 or 3, got {json.dumps(category)[:40]}")
@@ -227,19 +228,54 @@ def _validate_carbon(data: dict[str, Any], source: str) -> None:
 def report_annual(report: dict[str, Any]) -> tuple[bool, str]:
     """Whether a (validated) report is an annual one by `timefmt.annual_period` (its period, and when it was
     made), whatever its `annual` field says; and why not, where that field says it is."""
-    from puewatch.core.timefmt import annual_period, format_period, is_annual, parse_time
+    from puewatch.core.timefmt import parse_time
 
+    cal = report_calendar(report)
     start, end = parse_time(report["period_start"]), parse_time(report["period_end"])
     made = parse_time(report["generated_at"]) if report.get("generated_at") is not None else None
+    format_period, is_annual = cal.format_period, cal.is_annual
     if made is None and is_annual(start, end):
         # Whether the year had ended when it was measured is not known: not an annual PUE to the city (a report
         # without generated_at passed require_annual: found by the city audit; puewatch always writes it).
         return False, (f"the report says annual, but it does not say when it was made (generated_at), so whether "
                        f"its period {format_period(start, end)} had ended is not known" if report["annual"] else "")
-    if annual_period(start, end, made):
+    if cal.annual_period(start, end, made):
         return bool(report["annual"]), ""
     if not is_annual(start, end):
         why = f"its period {format_period(start, end)} is not 12 whole calendar months"
     else:
         why = f"its period {format_period(start, end)} had not ended when it was made ({report['generated_at']})"
     return False, (f"the report says annual, but {why}" if report["annual"] else "")
+
+
+def report_calendar(report: dict[str, Any]):
+    """The calendar (`timefmt.Calendar`) a validated report's days, months and years are in: its `timezone`,
+    UTC where it has none (made before there was one)."""
+    from puewatch.core.timefmt import calendar_of
+
+    return calendar_of(report)
+
+
+def report_period(report: dict[str, Any]) -> str:
+    """A report's period as `timefmt.Calendar.format_period` writes it in the report's calendar (dates where
+    they are its midnights); as written where its times are not RFC 3339 or its time zone is not known."""
+    from puewatch.core.timefmt import parse_time
+
+    try:
+        return report_calendar(report).format_period(parse_time(report["period_start"]), parse_time(report["period_end"]))
+    except (ValueError, TypeError):
+        return f"{report['period_start']}..{report['period_end']}"
+
+
+def check_timezone(data: dict[str, Any], source: str) -> None:
+    """A report's or statement's `timezone`, the calendar its days, months and years are in, names a time zone
+    (absent: made before there was one, UTC), else ReportError."""
+    from puewatch.core.timefmt import check_zone
+
+    if "timezone" in data:
+        zone = data["timezone"]
+        try:
+            check_zone(zone if isinstance(zone, str) else "")
+        except ValueError:
+            raise ReportError(f"{source}: timezone: must be an IANA time zone name (e.g. Asia/Shanghai, UTC), got "
+                              f"{json.dumps(zone)[:40]}") from None

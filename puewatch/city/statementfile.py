@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from puewatch.city.reportfile import ReportError, check_signature_member, is_number, refuse_negative
+from puewatch.city.reportfile import ReportError, check_signature_member, check_timezone, is_number, refuse_negative
 
 SCHEMA = "puewatch.statement/1"
 
@@ -49,6 +49,7 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
         raise ReportError(f"{source}: schema: must be {SCHEMA!r}")
     for key, kind in _FIELDS.items():
         _need(data, key, kind, "", source)
+    check_timezone(data, source)
     if "it_energy_known_wh" in data:  # statements made before it was added have none
         _need(data, "it_energy_known_wh", "number", "", source)
     refuse_negative(data, ("it_energy_wh", "it_energy_known_wh", "facility_energy_wh", "green_energy_wh", "carbon_kg"),

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from puewatch.city.check import PUE_ENERGIES, RuleResult, check_report, numeric_rule
-from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text, report_annual
+from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text, report_annual, report_period
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.signing import Verification, signature_status
@@ -185,7 +185,7 @@ def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
         for i, (s0, e0, a) in enumerate(spans):
             for s1, e1, b in spans[:i] + spans[i + 1:]:
                 if s0 < e1 and s1 < e0:
-                    why.setdefault(a.path, f"its period {_period(a.report)} overlaps that of {b.path}, another report of "
+                    why.setdefault(a.path, f"its period {report_period(a.report)} overlaps that of {b.path}, another report of "
                                            f"site {site!r}: summed, the overlap's energy would count twice")
                     break
     return why
@@ -250,15 +250,6 @@ def evaluate_city(
 
 
 # ---- output -------------------------------------------------------------------------------------
-
-
-def _period(r: dict[str, Any]) -> str:
-    from puewatch.core.timefmt import format_period, parse_time
-
-    try:
-        return format_period(parse_time(r["period_start"]), parse_time(r["period_end"]))
-    except (ValueError, TypeError):  # not RFC 3339: shown as written
-        return f"{r['period_start']}..{r['period_end']}"
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -326,7 +317,7 @@ def print_table(result: CityResult) -> None:
             Text(r["site"]),
             Text(row.path),  # two reports of one site (two periods, two versions) are told apart by their file
             Text(sig, style=sig_style),
-            Text(_period(r)),
+            Text(report_period(r)),
             Text(_kind(r)),
             Text(str(r["category"])),
             Text(_num(r.get(t.pue_basis))),  # the PUE the rules judge
@@ -404,7 +395,7 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
             f"<td>{e(r['site'])}</td>",
             f'<td class="file">{e(row.path)}</td>',
             f'<td class="{css}" title="{e(row.signature.reason)}">{e(sig)}</td>',
-            f"<td>{e(_period(r))}</td>",
+            f"<td>{e(report_period(r))}</td>",
             f"<td>{_kind(r)}</td>",
             f'<td class="num">{e(str(r["category"]))}</td>',
             f'<td class="num">{e(_num(r.get(t.pue_basis)))}</td>',

@@ -41,6 +41,7 @@ from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
 from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule, kwh
+from puewatch.core.timefmt import calendar_of
 from puewatch.signing import Verification, digest, signature_status
 from puewatch.terminal import in_page
 
@@ -142,7 +143,7 @@ def _totals_rule(s: dict[str, Any]) -> RuleResult:
         day_green = sum(d["green_energy_wh"] for d in days)
         if differ(green, day_green):
             problems.append(f"green {kwh(green)} is not its days' sum {kwh(day_green)}")
-    below = [d["period_start"][:10] for d in days if d["facility_energy_wh"] < d["it_energy_wh"] * (1 - SUM_REL_TOL)]
+    below = [calendar_of(s).name(d["period_start"], "day") for d in days if d["facility_energy_wh"] < d["it_energy_wh"] * (1 - SUM_REL_TOL)]
     if below:
         problems.append(f"{len(below)} day(s) with less facility-inclusive than IT energy (first {below[0]})")
     it = it_known if it_known is not None else day_it

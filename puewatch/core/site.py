@@ -59,6 +59,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from puewatch.config import setting
+from puewatch.core.timefmt import Calendar, check_zone
 
 ROLES = (
     "facility_input",
@@ -252,6 +253,20 @@ class Zone:
     )
 
 
+def timezone_setting() -> str:
+    """`[collector] timezone`, read by the collector and by a report's site file alike (`SiteModel.problems`
+    checks it)."""
+    return setting(
+        "UTC",
+        min=1,
+        doc="The site's time zone, an IANA name (`Asia/Shanghai`, `Europe/Berlin`): its calendar days, months and "
+        "years are counted from its midnights (an annual PUE's year, a report's monthly and daily rows and its "
+        "`--from`/`--to` dates, a statement's days, the carbon factors' and green power's years). Every time "
+        "puewatch writes stays UTC.",
+        example="Asia/Shanghai",
+    )
+
+
 @dataclass
 class SiteModel:
     """What the configured meters can tell: PUE category, groups for every total and ratio."""
@@ -267,6 +282,13 @@ class SiteModel:
     # One step of an SNMP meter's register in Wh (its profile's scale), allowed on top of its power
     # limit (core.energy); the live pipeline takes each reading's own (value / raw).
     snmp_step_wh: dict[str, float] = field(default_factory=dict)
+    # The site's time zone ([collector] timezone): its calendar (`calendar`).
+    timezone: str = "UTC"
+
+    @property
+    def calendar(self) -> Calendar:
+        """The days, months and years the site's reports, statements and carbon count in."""
+        return Calendar(self.timezone)
 
     @property
     def category(self) -> int:
@@ -314,6 +336,10 @@ class SiteModel:
     def problems(self) -> list[tuple[str, str]]:
         """Why the site cannot give a PUE, or would give a wrong one (key, message); empty when it can."""
         out = []
+        try:
+            check_zone(self.timezone)
+        except ValueError as exc:
+            out.append(("collector.timezone", str(exc)))
         if not self.members("facility_input"):
             out.append(
                 ("meters", "the site cannot give a PUE: no meter has role \"facility_input\" (the utility incomers, E_DC)")

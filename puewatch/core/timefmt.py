@@ -6,12 +6,19 @@ digits; `format_times` is the same for an array (NumPy in C; a test pins them eq
 time without an offset is refused (an auditor must never guess a time zone), and so is a time
 outside `FIRST_NS` .. `LAST_NS` (`in_range`): int64 nanoseconds reach from 1677 to 2262, and the
 years at either end are kept free for the margins a report reads around its period.
+
+`Calendar` is the one place a site's days, months and years are made: in its time zone
+(`[collector] timezone`, an IANA name; `UTC` unless set). The module's functions of that kind
+(`month_start`, `add_months`, `is_annual`, `annual_period`, `day_grid`, `format_period`) are
+UTC's (`UTC`).
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
+import zoneinfo
 
 import numpy as np
 
@@ -24,7 +31,7 @@ DAY_NS = 86_400 * NS
 FIRST_NS = -9_183_024_000 * NS
 LAST_NS = 9_183_110_400 * NS
 
-__all__ = ["DAY_NS", "HOUR", "MINUTE", "NS", "SECOND", "add_months", "day_grid", "format_period", "format_time", "format_times",
+__all__ = ["DAY_NS", "HOUR", "MINUTE", "NS", "SECOND", "UTC", "Calendar", "add_months", "day_grid", "format_period", "format_time", "format_times",
            "in_range", "is_annual", "month_start", "parse_time"]
 
 
@@ -36,13 +43,8 @@ def format_time(t_ns: int) -> str:
 
 
 def format_period(start_ns: int, end_ns: int) -> str:
-    """`<from>..<to>`, each a date where it is a UTC midnight, else the RFC 3339 time (a period
-    shorter than a day reads `2026-12-03T10:00:00Z..2026-12-03T10:10:00Z`, not `2026-12-03..2026-12-03`)."""
-
-    def short(t: int) -> str:
-        return format_time(t)[:10] if t % DAY_NS == 0 else format_time(t)
-
-    return f"{short(start_ns)}..{short(end_ns)}"
+    """`Calendar.format_period` in UTC."""
+    return UTC.format_period(start_ns, end_ns)
 
 
 def parse_time(text: str) -> int:
@@ -86,36 +88,190 @@ def in_range(t_ns: int, text: str) -> int:
     return t_ns
 
 
+class Calendar:
+    """A site's calendar: its days, months and years, midnight to midnight in its time zone (an IANA
+    name, `Asia/Shanghai`; `UTC` by default). A day is whatever lies between two local midnights
+    (23 or 25 hours where the zone's clocks change), a month from its first day's midnight, a year from
+    1 January's. Instants stay int64 ns UTC; only where a period is cut or named does the zone count.
+    A midnight the clocks skip (a change at 00:00) is the instant the day begins, the change itself."""
+
+    def __init__(self, zone: str = "UTC") -> None:
+        self.zone = check_zone(zone)
+        self._tz = dt.UTC if self.zone == "UTC" else zoneinfo.ZoneInfo(self.zone)
+
+    def __repr__(self) -> str:
+        return f"Calendar({self.zone!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Calendar) and other.zone == self.zone
+
+    def __hash__(self) -> int:
+        return hash(self.zone)
+
+    def local(self, t_ns: int) -> dt.datetime:
+        """The wall-clock time of an instant (whole seconds, rounded down)."""
+        return dt.datetime.fromtimestamp(t_ns // NS, self._tz)
+
+    def midnight(self, day: dt.date) -> int:
+        """The instant `day` begins, ns."""
+        wall = dt.datetime(day.year, day.month, day.day, tzinfo=self._tz)
+        offset = wall.utcoffset()
+        assert offset is not None
+        return (calendar.timegm(day.timetuple()) - int(offset.total_seconds())) * NS
+
+    def day_start(self, t_ns: int) -> int:
+        """The start of the day `t_ns` lies in."""
+        d = self.local(t_ns).date()
+        start = self.midnight(d)
+        # Rounding to whole seconds can leave t_ns's own instant before a midnight that is not whole
+        # seconds (never in tzdata after 1972), and a skipped midnight maps to the change: both exact here.
+        return start if start <= t_ns else self.midnight(d - dt.timedelta(days=1))
+
+    def month_start(self, t_ns: int) -> int:
+        d = self.local(t_ns)
+        start = self.midnight(dt.date(d.year, d.month, 1))
+        return start if start <= t_ns else self.add_months(start, -1)
+
+    def add_months(self, t_ns: int, months: int) -> int:
+        """The start of the month `months` after the one `t_ns` lies in."""
+        d = self.local(t_ns)
+        if self.midnight(dt.date(d.year, d.month, 1)) > t_ns:  # before a skipped first midnight: the month before
+            months -= 1
+        y, m = divmod(d.month - 1 + months, 12)
+        return self.midnight(dt.date(d.year + y, m + 1, 1))
+
+    def year(self, t_ns: int) -> int:
+        """The calendar year `t_ns` lies in."""
+        d = self.local(t_ns)
+        return d.year if self.midnight(dt.date(d.year, 1, 1)) <= t_ns else d.year - 1
+
+    def year_bounds(self, year: int) -> tuple[int, int]:
+        """[start, end) of a calendar year."""
+        return self.midnight(dt.date(year, 1, 1)), self.midnight(dt.date(year + 1, 1, 1))
+
+    def is_midnight(self, t_ns: int) -> bool:
+        return self.day_start(t_ns) == t_ns
+
+    def is_annual(self, start_ns: int, end_ns: int) -> bool:
+        """The period is exactly 12 whole calendar months."""
+        return bool(start_ns == self.month_start(start_ns) and end_ns == self.add_months(start_ns, 12))
+
+    def annual_period(self, start_ns: int, end_ns: int, made_ns: int | None) -> bool:
+        """Whether a report over [start, end) made at `made_ns` is an annual one (ISO/IEC 30134-2: energies
+        measured over 12 months): 12 whole calendar months that had ended when it was made. A year not
+        yet over has not been measured (2 months of data in a year still running read PUE_L1,YC, and passed
+        an annual cap: found by the city audit). `made_ns` None (a report that does not say when it was
+        made): the calendar alone. The one rule of the report, `check` and `city`."""
+        return self.is_annual(start_ns, end_ns) and (made_ns is None or end_ns <= made_ns)
+
+    def day_grid(self, start_ns: int, end_ns: int) -> np.ndarray:
+        """start, every midnight strictly inside, end."""
+        if self.zone == "UTC":
+            first = (start_ns // DAY_NS + 1) * DAY_NS
+            inner = np.arange(first, end_ns, DAY_NS, dtype=np.int64)
+        else:
+            inner_list = []
+            d = self.local(start_ns).date() + dt.timedelta(days=1)
+            while (m := self.midnight(d)) < end_ns:
+                if m > start_ns:
+                    inner_list.append(m)
+                d += dt.timedelta(days=1)
+            inner = np.array(inner_list, dtype=np.int64)
+        return np.concatenate(([start_ns], inner, [end_ns])).astype(np.int64)
+
+    def format_time(self, t_ns: int) -> str:
+        """RFC 3339 in the zone's offset at that instant (UTC: `Z`, as `format_time`)."""
+        if self.zone == "UTC":
+            return format_time(t_ns)
+        sec, frac = divmod(int(t_ns), NS)
+        wall = dt.datetime.fromtimestamp(sec, self._tz)
+        offset = wall.strftime("%z")
+        offset = f"{offset[:3]}:{offset[3:5]}" + (f":{offset[5:]}" if len(offset) > 5 else "")
+        base = wall.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{base}{offset}" if frac == 0 else f"{base}.{frac:09d}{offset}"
+
+    def format_period(self, start_ns: int, end_ns: int) -> str:
+        """`<from>..<to>`, each a date where it is a midnight, else the RFC 3339 time (a period
+        shorter than a day reads `2026-12-03T10:00:00Z..2026-12-03T10:10:00Z`, not `2026-12-03..2026-12-03`)."""
+
+        def short(t: int) -> str:
+            return self.local(t).date().isoformat() if self.is_midnight(t) else self.format_time(t)
+
+        return f"{short(start_ns)}..{short(end_ns)}"
+
+    def name(self, text: str, unit: str) -> str:
+        """The month (`YYYY-MM`) or day (`YYYY-MM-DD`, `unit` "day") of this calendar that a row starting at
+        `text` (RFC 3339) names: a UTC+8 site's January begins at `...-12-31T16:00:00Z`. Where `text` is not
+        a time, its first characters."""
+        n = 10 if unit == "day" else 7
+        try:
+            return self.local(parse_time(text)).date().isoformat()[:n]
+        except (TypeError, ValueError):
+            return str(text)[:n]
+
+    def parse_time(self, text: str) -> int:
+        """`parse_time`, a date being the instant it begins here (its midnight in the zone)."""
+        s = text.strip()
+        if len(s) == 10 and s.isascii():
+            try:
+                d = dt.date.fromisoformat(s)
+            except ValueError:
+                pass
+            else:
+                return in_range(self.midnight(d), text)
+        return parse_time(text)
+
+
+@functools.lru_cache(maxsize=64)
+def check_zone(zone: str) -> str:
+    """`zone` when it names a time zone of the IANA database (`UTC` included), else a ValueError naming it."""
+    if zone == "UTC":
+        return zone
+    if not isinstance(zone, str) or not zone or zone != zone.strip():
+        raise ValueError(f"time zone {zone!r} is not an IANA time zone name (e.g. Asia/Shanghai, Europe/Berlin, UTC)")
+    if zone in ("localtime", "posixrules", "Factory"):
+        # The machine's own zone (a link that differs from host to host) and tzdata's placeholders: a report
+        # made again elsewhere must cut the same days.
+        raise ValueError(f"time zone {zone!r} is not a place's time zone: name the site's (e.g. Asia/Shanghai, UTC)")
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"time zone {zone!r} is not in the IANA time zone database (e.g. Asia/Shanghai, "
+                         "Europe/Berlin, UTC)") from None
+    return zone
+
+
+UTC = Calendar("UTC")
+
+
+def calendar_of(document: dict) -> Calendar:
+    """The calendar a report's or statement's days, months and years are in: its `timezone` (a document made
+    before there was one: UTC, the only calendar then). ValueError where it names no zone."""
+    zone = document.get("timezone", "UTC")
+    return Calendar(zone if isinstance(zone, str) else "")
+
+
 def add_months(t_ns: int, months: int) -> int:
-    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
-    y, m = divmod(d.month - 1 + months, 12)
-    return calendar.timegm((d.year + y, m + 1, 1, 0, 0, 0)) * NS
+    return UTC.add_months(t_ns, months)
 
 
 def month_start(t_ns: int) -> int:
-    d = dt.datetime.fromtimestamp(t_ns // NS, dt.UTC)
-    return calendar.timegm((d.year, d.month, 1, 0, 0, 0)) * NS
+    return UTC.month_start(t_ns)
 
 
 def is_annual(start_ns: int, end_ns: int) -> bool:
     """The period is exactly 12 whole calendar months (UTC)."""
-    return start_ns == month_start(start_ns) and end_ns == add_months(start_ns, 12)
+    return UTC.is_annual(start_ns, end_ns)
 
 
 def annual_period(start_ns: int, end_ns: int, made_ns: int | None) -> bool:
-    """Whether a report over [start, end) made at `made_ns` is an annual one (ISO/IEC 30134-2: energies
-    measured over 12 months): 12 whole calendar months (UTC) that had ended when it was made. A year not
-    yet over has not been measured (2 months of data in a year still running read PUE_L1,YC, and passed
-    an annual cap: found by the city audit). `made_ns` None (a report that does not say when it was
-    made): the calendar alone. The one rule of the report, `check` and `city`."""
-    return is_annual(start_ns, end_ns) and (made_ns is None or end_ns <= made_ns)
+    """`Calendar.annual_period` in UTC."""
+    return UTC.annual_period(start_ns, end_ns, made_ns)
 
 
 def day_grid(start_ns: int, end_ns: int) -> np.ndarray:
     """start, every UTC midnight strictly inside, end."""
-    first = (start_ns // DAY_NS + 1) * DAY_NS
-    inner = np.arange(first, end_ns, DAY_NS, dtype=np.int64)
-    return np.concatenate(([start_ns], inner, [end_ns])).astype(np.int64)
+    return UTC.day_grid(start_ns, end_ns)
 
 
 def format_times(t_ns: np.ndarray) -> list[str]:

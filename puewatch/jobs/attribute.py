@@ -13,7 +13,6 @@ reported over the known cells (the boundary):
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from puewatch import kernels as k
 from puewatch.core.numbers import published, ratio, share
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import NS, format_time
+from puewatch.core.timefmt import NS, UTC, Calendar, format_time
 from puewatch.jobs.carbon import CarbonData
 from puewatch.jobs.cells import Cells, cell_factors, floor_warning
 from puewatch.jobs.ledger import Ledger
@@ -38,8 +37,8 @@ class Attribution:
     warnings: list[str] = field(default_factory=list)
 
 
-def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None, warnings: list[str]
-                      ) -> tuple[np.ndarray, np.ndarray, bool, list[dict[str, Any]]]:
+def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None, warnings: list[str],
+                      calendar: Calendar = UTC) -> tuple[np.ndarray, np.ndarray, bool, list[dict[str, Any]]]:
     """Per cell: green share of E_DC (0..1) and kg CO2e per Wh of facility energy; whether carbon is known."""
     green = np.zeros(cells.n)
     if cells.renewable_wh is not None:
@@ -58,7 +57,11 @@ def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None
     if carbon is None or not carbon.factors:
         warnings.append("no emission factor (give --carbon with the site's region's factors): carbon and CUE are null")
     else:
-        years = np.array([dt.datetime.fromtimestamp(t / NS, dt.UTC).year for t in cells.edges_ns[:-1]])
+        # The calendar year (the site's) each cell starts in.
+        starts = cells.edges_ns[:-1]
+        first = calendar.year(int(starts[0])) if starts.size else 0
+        bounds = [calendar.year_bounds(y)[0] for y in range(first, calendar.year(int(starts[-1])) + 2)] if starts.size else [0]
+        years = first + np.searchsorted(np.array(bounds, np.int64), starts, side="right") - 1
         for year in np.unique(years[known]).tolist():
             f = carbon.factor(int(year))
             if f is None:
@@ -120,7 +123,8 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
     floors = floor_warning(cells, f, site)
     if floors:
         warnings.append(floors)
-    green_frac, carbon_per_wh, carbon_ok, factors_used = _green_and_carbon(cells, f.known, carbon, warnings)
+    green_frac, carbon_per_wh, carbon_ok, factors_used = _green_and_carbon(cells, f.known, carbon, warnings,
+                                                                           site.calendar)
     it = ledger.it_wh
     res = k.cell_shares(ledger.end_ns, ledger.interval_ns, it, record_rows(ledger, cells, site), cells.t0_ns,
                         cells.cell_ns, f.factor, green_frac, carbon_per_wh)

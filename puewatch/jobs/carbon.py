@@ -8,14 +8,14 @@ docs/operator-guide.md and config/carbon.toml:
 
     [[emission_factor]]
     region = "CN-NW"
-    year = 2025                       # the calendar year (UTC) the factor is for
+    year = 2025                       # the calendar year (the site's: [collector] timezone) the factor is for
     kg_co2e_per_kwh = 0.0             # grid CO2e per kWh taken from the grid
     source = "publisher, document, table"
 
     [[green_energy]]                  # a green certificate or a PPA delivery, retired for the site
     kind = "certificate"              # certificate | ppa
     id = "GEC-..."                    # the certificate's (or contract's) id
-    start = "2025-01-01"              # the period it covers (UTC; end excluded)
+    start = "2025-01-01"              # the period it covers (a date: the site's midnight; end excluded)
     end = "2025-02-01"
     mwh = 100.0
     source = "registry or contract"   # optional: where the entry can be checked
@@ -23,7 +23,6 @@ docs/operator-guide.md and config/carbon.toml:
 
 from __future__ import annotations
 
-import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from puewatch.core.timefmt import parse_time
+from puewatch.core.timefmt import UTC, Calendar
 from puewatch.errors import UserError
 
 if TYPE_CHECKING:
@@ -95,8 +94,9 @@ def _unknown(table: dict, allowed: tuple[str, ...], where: str) -> None:
         raise UserError(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(allowed)})")
 
 
-def load_carbon(path: str | Path) -> CarbonData:
-    """The data file, validated: errors name the file, the entry and the key."""
+def load_carbon(path: str | Path, calendar: Calendar = UTC) -> CarbonData:
+    """The data file, validated: errors name the file, the entry and the key. A date is the site's midnight
+    (`calendar`: its time zone)."""
     p = Path(path)
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -132,9 +132,10 @@ def load_carbon(path: str | Path) -> CarbonData:
             value = t.get(key)
             text = value.isoformat() if hasattr(value, "isoformat") else value
             try:
-                times.append(parse_time(str(text)))
+                times.append(calendar.parse_time(str(text)))
             except (TypeError, ValueError):
-                raise UserError(f"{where}.{key}: expected a UTC date or RFC 3339 time, got {value!r}") from None
+                raise UserError(f"{where}.{key}: expected a date (the site's midnight, {calendar.zone}) or an RFC 3339 "
+                                f"time, got {value!r}") from None
         g = GreenEntry(kind, _get(t, "id", str, where), times[0], times[1], _get(t, "mwh", float, where),
                        _get(t, "source", str, where).strip() if "source" in t else "")
         if g.end_ns <= g.start_ns:
@@ -153,16 +154,9 @@ def load_carbon(path: str | Path) -> CarbonData:
 NO_CARBON_FILE = "no carbon data file given (puewatch report --carbon FILE: the grid's emission factors)"
 
 
-def _year_edges_ns(year: int) -> tuple[int, int]:
-    from puewatch.core.timefmt import NS
-
-    return (int(dt.datetime(year, 1, 1, tzinfo=dt.UTC).timestamp()) * NS,
-            int(dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC).timestamp()) * NS)
-
-
 @dataclass(frozen=True)
 class YearPart:
-    """The part of a report's period in one UTC year and its energies (from the monthly rows)."""
+    """The part of a report's period in one calendar year (the site's) and its energies (from the monthly rows)."""
 
     year: int
     start_ns: int
@@ -172,16 +166,13 @@ class YearPart:
 
 
 def year_parts(start_ns: int, end_ns: int, month_starts_ns: list[int], facility_wh: list[float | None],
-               renewable_wh: list[float | None] | None) -> list[YearPart]:
-    """The period's UTC years, each with the sums of the monthly rows starting in it (a month never
-    crosses a year). `renewable_wh` None: the site has no renewable meter (0 in every year)."""
-    from puewatch.core.timefmt import NS
-
-    y0 = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).year
-    y1 = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).year
+               renewable_wh: list[float | None] | None, calendar: Calendar = UTC) -> list[YearPart]:
+    """The period's calendar years (`calendar`: the site's), each with the sums of the monthly rows starting
+    in it (a month never crosses a year). `renewable_wh` None: the site has no renewable meter (0 in every
+    year)."""
     out = []
-    for year in range(y0, y1 + 1):
-        lo, hi = _year_edges_ns(year)
+    for year in range(calendar.year(start_ns), calendar.year(end_ns - 1) + 1):
+        lo, hi = calendar.year_bounds(year)
         rows = [k for k, t in enumerate(month_starts_ns) if lo <= t < hi]
         fac = sum(facility_wh[k] or 0.0 for k in rows)
         if renewable_wh is None:
@@ -248,13 +239,23 @@ def carbon_row(e_dc_wh: float | None, e_it_wh: float | None, ref: float | None, 
 
 
 def report_years(document: dict[str, Any], renewable_monthly_wh: list[float | None] | None) -> list[YearPart]:
-    """`year_parts` of a report's JSON document (its `monthly` rows)."""
+    """`year_parts` of a report's JSON document (its `monthly` rows, in its calendar: `timezone`)."""
     from puewatch.core.timefmt import parse_time
 
     start, end = parse_time(document["period_start"]), parse_time(document["period_end"])
     monthly = document.get("monthly") or []
     return year_parts(start, end, [parse_time(r["period_start"]) for r in monthly],
-                      [r["facility_energy_wh"] for r in monthly], renewable_monthly_wh)
+                      [r["facility_energy_wh"] for r in monthly], renewable_monthly_wh, document_calendar(document))
+
+
+def document_calendar(document: dict[str, Any]) -> Calendar:
+    """`timefmt.calendar_of`, its error a UserError."""
+    from puewatch.core.timefmt import calendar_of
+
+    try:
+        return calendar_of(document)
+    except ValueError as exc:
+        raise UserError(f"timezone: {exc}") from None
 
 
 def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: int, end_ns: int) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def report_carbon(document: dict[str, Any], data: CarbonData | None, start_ns: i
     span = end_ns - start_ns
     years = [YearPart(y.year, y.start_ns, y.end_ns, (e_dc or 0.0) * (y.end_ns - y.start_ns) / span,
                       None if ref is None or e_dc is None else ref * e_dc * (y.end_ns - y.start_ns) / span)
-             for y in year_parts(start_ns, end_ns, [], [], None)]
+             for y in year_parts(start_ns, end_ns, [], [], None, document_calendar(document))]
     row = carbon_row(e_dc, document.get("it_energy_wh"), ref, renewable, years,
                      data if data is not None else CarbonData(), start_ns, end_ns)
     return row.to_dict()

@@ -40,12 +40,12 @@ def load(args: argparse.Namespace):
     from puewatch.report.cli import YEAR_S, _period
     from puewatch.report.sources import open_store
 
-    start, end = _period(args)
     if not 0 < args.cell_s <= YEAR_S:
         raise UserError(f"--cell must be positive and at most a year ({YEAR_S} s), got {args.cell_s}")
-    carbon = load_carbon(args.carbon) if args.carbon else None
     conf = collector_config.load(args.config)
     site = conf.site_model()
+    start, end = _period(args, site.calendar)
+    carbon = load_carbon(args.carbon, site.calendar) if args.carbon else None
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
     try:
@@ -64,6 +64,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     if args.tenant and not a.tenants:
         a.warnings.append(f"tenant {args.tenant!r} has no ledger record in the period")
     return {"schema": SCHEMA, "site": site.name, "period_start": format_time(start), "period_end": format_time(end),
+            "timezone": site.timezone,
             "cell_s": args.cell_s, "tenant": args.tenant, "jobs": a.jobs, "tenants": a.tenants,
             "unattributed": a.unattributed, "identities": a.identities, "site_totals": a.site,
             # Counted, never dropped silently: ledger records left out by reason, GPU processes of no job per node.

@@ -1,7 +1,7 @@
 """`puewatch statement`: a tenant's signed voucher evidence statement (issue 16, item 6).
 
 The figures are `puewatch jobs --tenant T`'s (one rule: the cell rule of attribute.py), plus a
-per-UTC-day split of the tenant's energy and the site's PUE over the days the tenant used, taken
+per-day split (the site's days: its calendar, [collector] timezone) of the tenant's energy and the site's PUE over the days the tenant used, taken
 from the site's signed report for the same period (`--report`), whose digest the statement
 names. It is signed exactly as reports are (puewatch.signing: RFC 8785, Ed25519), so `puewatch
 verify` and any RFC 8785 + Ed25519 verifier check it. Schema: docs/report-schema.md.
@@ -17,20 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from puewatch.core.timefmt import NS, format_time, parse_time
+from puewatch.core.timefmt import NS, Calendar, calendar_of, format_time, parse_time
 from puewatch.errors import UserError
 from puewatch.terminal import in_page, shown
 
 SCHEMA = "puewatch.statement/1"
-DAY_NS = 86400 * NS
 # ISO/IEC 30134-2 categories by where IT energy is measured (puewatch/core/site.py).
 CATEGORY_TEXT = {1: "category 1 (IT energy at UPS outputs)", 2: "category 2 (IT energy at PDU outputs)",
                  3: "category 3 (IT energy at the IT equipment's inputs)"}
 
 
-def _site_report(path: str, key_path: str, start_ns: int, end_ns: int) -> dict[str, Any]:
+def _site_report(path: str, key_path: str, start_ns: int, end_ns: int, timezone: str) -> dict[str, Any]:
     """The site's signed report for the period: its signature must verify with the signing key's
-    public half and its period must equal the statement's, else a one-line error."""
+    public half, and its period and calendar (`timezone`: its daily rows' days) must equal the
+    statement's, else a one-line error."""
     from puewatch.city.reportfile import load_report
     from puewatch.signing import SignatureInvalid, key_id, load_private_key, verify_report
 
@@ -43,6 +43,10 @@ def _site_report(path: str, key_path: str, start_ns: int, end_ns: int) -> dict[s
     if (parse_time(report["period_start"]), parse_time(report["period_end"])) != (start_ns, end_ns):
         raise UserError(f"--report {path}: its period {report['period_start']}..{report['period_end']} is not the "
                         f"statement's {format_time(start_ns)}..{format_time(end_ns)}")
+    if report.get("timezone", "UTC") != timezone:
+        raise UserError(f"--report {path}: its days are in time zone {report.get('timezone', 'UTC')!r} (made "
+                        f"{'before there was one' if 'timezone' not in report else 'with another'} [collector] "
+                        f"timezone), the site's in {timezone!r}: make the report again with this config")
     return report
 
 
@@ -53,7 +57,7 @@ def _tenant_cells(ledger, cells, site, carbon, tenant: str) -> tuple[np.ndarray,
     from puewatch.jobs.cells import cell_factors
 
     f = cell_factors(cells)
-    green_frac = _green_and_carbon(cells, f.known, carbon, [])[0]  # its warnings are attribute()'s too
+    green_frac = _green_and_carbon(cells, f.known, carbon, [], site.calendar)[0]  # its warnings are attribute()'s too
     mine = np.array([t == tenant for t, _ in ledger.jobs] or [False])[ledger.job] if len(ledger) else np.zeros(0, bool)
     job_it = records_it_wh(ledger, cells, site, f.factor, mine)
     has = np.isfinite(f.factor)
@@ -62,20 +66,21 @@ def _tenant_cells(ledger, cells, site, carbon, tenant: str) -> tuple[np.ndarray,
     return it, fac, fac * green_frac
 
 
-def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, green_c: np.ndarray, start_ns: int, end_ns: int
-          ) -> list[dict[str, Any]]:
-    """The UTC days (clipped to the period) in which the tenant has IT energy in known cells."""
-    starts = cells.edges_ns[:-1]
-    day = (starts // DAY_NS) * DAY_NS
-    if np.any((cells.edges_ns[1:] - 1) // DAY_NS * DAY_NS != day):
-        raise UserError(f"--cell ({cells.cell_ns / NS:g} s): a cell crosses midnight UTC; use a cell that divides a "
-                        "day, with the period starting on a cell boundary")
+def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, green_c: np.ndarray, start_ns: int, end_ns: int,
+          calendar: Calendar) -> list[dict[str, Any]]:
+    """The site's days (its `calendar`; clipped to the period) in which the tenant has IT energy in known
+    cells: the report's daily rows."""
+    grid = calendar.day_grid(start_ns, end_ns)
+    day = np.searchsorted(grid, cells.edges_ns[:-1], side="right") - 1
+    if np.any(np.searchsorted(grid, cells.edges_ns[1:] - 1, side="right") - 1 != day):
+        raise UserError(f"--cell ({cells.cell_ns / NS:g} s): a cell crosses midnight ({calendar.zone}); use a cell "
+                        "that divides the hour, with the period starting on a cell boundary")
     out = []
     for d in np.unique(day).tolist():
         sel = day == d
         it = float(it_c[sel].sum())
         if it > 0:
-            out.append({"period_start": format_time(max(d, start_ns)), "period_end": format_time(min(d + DAY_NS, end_ns)),
+            out.append({"period_start": format_time(int(grid[d])), "period_end": format_time(int(grid[d + 1])),
                         "it_energy_wh": it, "facility_energy_wh": float(fac_c[sel].sum()),
                         # Lets a city split green energy by year, as carbon is (one factor per year).
                         "green_energy_wh": float(green_c[sel].sum())})
@@ -99,7 +104,8 @@ def site_pue_over_days(report: dict[str, Any], days: list[dict[str, Any]]) -> tu
             return None, None, None, f"the report has no daily row {d['period_start']}..{d['period_end']}"
         f, i = row.get("facility_energy_wh"), row.get("it_energy_wh")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (f, i)):
-            return None, None, None, f"the report's day {d['period_start'][:10]} has no facility or IT energy"
+            day = calendar_of(report).name(d["period_start"], "day")
+            return None, None, None, f"the report's day {day} has no facility or IT energy"
         fac += f
         it += i
     if not days:
@@ -140,14 +146,14 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         # holders' energy, of nobody a voucher could name.
         raise UserError("--tenant: a statement is for a named tenant, not the jobs that have none (tenant \"\")")
     site, cells, ledger, carbon, source, start, end = load(args)
-    report = _site_report(args.report, args.sign, start, end) if args.report else None
+    report = _site_report(args.report, args.sign, start, end, site.timezone) if args.report else None
     a = attribute(ledger, cells, site, carbon, args.tenant)
     if not a.tenants:
         raise UserError(f"tenant {args.tenant!r} has no job in {format_time(start)}..{format_time(end)} "
                         "(no job ledger record of it overlaps the period)")
     t = a.tenants[0]
     it_c, fac_c, green_c = _tenant_cells(ledger, cells, site, carbon, args.tenant)
-    days = _days(cells, it_c, fac_c, green_c, start, end)
+    days = _days(cells, it_c, fac_c, green_c, start, end, site.calendar)
     warnings = list(a.warnings)
     if t["completeness"] is not None and t["completeness"] < 1:
         # The headline's facility-inclusive energy read below the IT energy, with no word (city audit).
@@ -175,6 +181,7 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         "tenant": args.tenant,
         "period_start": format_time(start),
         "period_end": format_time(end),
+        "timezone": site.timezone,
         "cell_s": args.cell_s,
         "job_count": t["jobs"],
         "jobs": jobs,

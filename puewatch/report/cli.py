@@ -11,31 +11,32 @@ from pathlib import Path
 from typing import Any
 
 from puewatch.errors import UserError
-from puewatch.core.timefmt import NS, parse_time
+from puewatch.core.timefmt import NS, Calendar
 from puewatch.report.engine import ReportOptions, build_report, compute_report
 from puewatch.report.render import render
 
 YEAR_S = 366 * 86_400  # the longest --max-gap: a year (core.timefmt keeps a year free at either end)
 
 
-def _period(args: argparse.Namespace, required: bool = True) -> tuple[int, int] | None:
+def _period(args: argparse.Namespace, calendar: Calendar, required: bool = True) -> tuple[int, int] | None:
+    """--from and --to, a date being the site's midnight (`calendar`: its time zone)."""
     if args.start is None and args.end is None and not required:
         return None
     if args.start is None or args.end is None:
         raise UserError("give both --from and --to (e.g. --from 2025-01-01 --to 2026-01-01)")
-    start, end = _time("--from", args.start), _time("--to", args.end)
+    start, end = _time("--from", args.start, calendar), _time("--to", args.end, calendar)
     if end <= start:
         raise UserError(f"--to ({args.end}) must be after --from ({args.start})")
     return start, end
 
 
-def _time(option: str, text: str) -> int:
+def _time(option: str, text: str, calendar: Calendar) -> int:
     try:
-        return parse_time(text)
+        return calendar.parse_time(text)
     except ValueError as exc:
         # Name the option and the forms it takes: `03/12/2026` is 3 December in one country, 12 March in another.
-        raise UserError(f"{option} {text!r}: expected a UTC date (2026-12-03) or an RFC 3339 time "
-                        f"(2026-12-03T10:00:00Z) ({exc})") from None
+        raise UserError(f"{option} {text!r}: expected a date (2026-12-03, from midnight in the site's time zone, "
+                        f"{calendar.zone}) or an RFC 3339 time (2026-12-03T10:00:00Z) ({exc})") from None
 
 
 def _max_gap_ns(args: argparse.Namespace) -> int:
@@ -55,9 +56,10 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @contextmanager
-def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int, what: str = "report"
-                    ) -> Iterator[tuple[Any, Any, dict]]:
-    """(site, readings, source): the readings are read from the store meter by meter as they are used.
+def _store_readings(args: argparse.Namespace, what: str = "report") -> Iterator[tuple[Any, Any, dict, Any, int, int]]:
+    """(site, readings, source, the store's data range, start, end): the period of --from and --to in the
+    site's calendar; the readings are read from the store meter by meter as they are used, with a margin
+    of one --max-gap on each side.
 
     `NoData` (exit status 1, naming the store's data range) when no meter has a reading in the period.
     """
@@ -66,6 +68,8 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
 
     conf = collector_config.load(args.config)
     site = conf.site_model()
+    start, end = _period(args, site.calendar)
+    margin = _max_gap_ns(args)
     resolve_snmp_wraps(site, conf.snmp.devices, conf.snmp.profile_dirs, str(args.config))
     reader, source = open_store(conf, args.store, database=args.database, user=args.user,
                                 password_file=args.password_file, token_file=args.token_file)
@@ -74,7 +78,7 @@ def _store_readings(args: argparse.Namespace, start: int, end: int, margin: int,
         check_period_has_data(span, site, start, end, what)
         # A margin of one max gap on each side: the intervals that cross the period's edges.
         with stream_store(reader, site, start - margin, end + margin, period=(start, end)) as readings:
-            yield site, readings, source, span
+            yield site, readings, source, span, start, end
     finally:
         reader.close()
 
@@ -89,7 +93,7 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
     if getattr(args, "carbon", None):
         from puewatch.jobs.carbon import carbon_row, load_carbon, report_years
 
-        carbon_data = load_carbon(args.carbon)  # a bad file fails before the report is computed
+        carbon_data = load_carbon(args.carbon, site.calendar)  # a bad file fails before the report is computed
     report = build_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source), figures=fmt == "html")
     if all(m.energy_wh is None for m in report.meters):
         from puewatch.report.sources import no_energy
@@ -112,26 +116,23 @@ def _output(site: Any, readings: Mapping, start: int, end: int, args: argparse.N
 
 
 def report_main(args: argparse.Namespace) -> int:
-    start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source, span):
+    with _store_readings(args) as (site, readings, source, span, start, end):
         return _output(site, readings, start, end, args, source, span)
 
 
 def store_report(args: argparse.Namespace) -> dict[str, Any]:
     """The report `puewatch report` with these (parsed) arguments computes, as a dict: for a
     program that runs the command in-process and needs its figures (the demo's summary)."""
-    start, end = _period(args)
-    with _store_readings(args, start, end, _max_gap_ns(args)) as (site, readings, source, _span):
+    with _store_readings(args) as (site, readings, source, _span, start, end):
         return compute_report(site, readings, start, end, ReportOptions(_max_gap_ns(args), source))
 
 
 def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import write_csv
 
-    start, end = _period(args)
     from puewatch.report.sources import no_energy
 
-    with _store_readings(args, start, end, _max_gap_ns(args), "export") as (_site, readings, _source, span):
+    with _store_readings(args, "export") as (_site, readings, _source, span, start, end):
         if args.output:
             out = Path(args.output)
             if out.exists() and not out.is_file():
@@ -173,8 +174,8 @@ def recompute_main(args: argparse.Namespace) -> int:
 
     site = load_site(args.site)
     readings, source = read_csv(args.readings, site)
-    period = _period(args, required=False)
-    start, end = period if period else span_days(readings, _max_gap_ns(args))
+    period = _period(args, site.calendar, required=False)
+    start, end = period if period else span_days(readings, _max_gap_ns(args), site.calendar)
     check_period_has_data(readings_range(readings), site, start, end, "report", f"{args.readings}")
     # Only what `report` reads for the period (its margin of one max gap on each side, and a
     # register's readings just beyond where the period needs them): every row is read and checked.

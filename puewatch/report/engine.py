@@ -16,7 +16,7 @@ Per meter (see docs/report-schema.md for the fields):
 - a register read again after a gap longer than `max_gap_ns` still gives the exact energy of
   the gap, but how it is spread over the days is a guess: that share is estimated too, and
   the gap counts as missing for completeness;
-- everything is spread onto a grid of UTC days inside the period (`rebin_energy`);
+- everything is spread onto a grid of the site's days (its calendar: [collector] timezone) inside the period (`rebin_energy`);
   monthly and period totals are sums of the days.
 
 Totals: a role's energy is the coefficient-weighted sum of its meters; it is null where any
@@ -51,8 +51,7 @@ from puewatch.core import energy as policy
 from puewatch.core import schema
 from puewatch.core.numbers import published, ratio
 from puewatch.core.site import SiteModel
-from puewatch.core.timefmt import (DAY_NS, NS, add_months, annual_period, day_grid, format_period, format_time, is_annual,
-                                   month_start, parse_time)
+from puewatch.core.timefmt import DAY_NS, NS, Calendar, format_time, parse_time
 from puewatch.report.intervals import clip, complement, covered_in_bins, intersect
 from puewatch.report.meters import EnergyBefore, JointEnergy, MeterReadings, MeterScan, inside, scan_site_meter
 from puewatch.report.model import Gap, MeterRow, PeriodRow, PollCounts, Report, ReportFigures, ZoneRow
@@ -111,7 +110,7 @@ def build_report(
     With `figures`, `Report.figures` holds what the HTML figures need beyond the schema."""
     if end_ns <= start_ns:
         raise ValueError("the period's end must be after its start")
-    return _Builder(site, readings, _Calendar.of(start_ns, end_ns), options or ReportOptions()).report(figures)
+    return _Builder(site, readings, _Calendar.of(start_ns, end_ns, site.calendar), options or ReportOptions()).report(figures)
 
 
 # -- the period's bins ------------------------------------------------------------------------
@@ -119,24 +118,28 @@ def build_report(
 
 @dataclass
 class _Calendar:
-    """The period's bins: its UTC days (`grid`) and calendar months (`month_edges`), the first
-    and last cut to the period."""
+    """The period's bins: its days (`grid`) and calendar months (`month_edges`) in the site's
+    calendar (`SiteModel.calendar`: its time zone), the first and last cut to the period."""
 
     start_ns: int
     end_ns: int
     grid: np.ndarray
     month_edges: np.ndarray
     bin_month: np.ndarray  # the month of each day
+    calendar: Calendar
 
     @classmethod
-    def of(cls, start_ns: int, end_ns: int) -> _Calendar:
-        grid = day_grid(start_ns, end_ns)
-        months = [month_start(start_ns)]
-        while (nxt := add_months(months[-1], 1)) < end_ns:
+    def of(cls, start_ns: int, end_ns: int, calendar: Calendar) -> _Calendar:
+        grid = calendar.day_grid(start_ns, end_ns)
+        months = [calendar.month_start(start_ns)]
+        while (nxt := calendar.add_months(months[-1], 1)) < end_ns:
             months.append(nxt)
         month_edges = np.array([start_ns] + months[1:] + [end_ns], dtype=np.int64)
         bin_month = np.searchsorted(month_edges, grid[:-1], side="right") - 1
-        return cls(start_ns, end_ns, grid, month_edges, bin_month)
+        return cls(start_ns, end_ns, grid, month_edges, bin_month, calendar)
+
+    def format_period(self, start_ns: int, end_ns: int) -> str:
+        return self.calendar.format_period(start_ns, end_ns)
 
     @property
     def period_edges(self) -> np.ndarray:
@@ -147,7 +150,7 @@ class _Calendar:
         where they are midnights)."""
         if annual:
             return f"PUE_L{category},YC"
-        return f"iPUE_L{category} {format_period(self.start_ns, self.end_ns)}"
+        return f"iPUE_L{category} {self.format_period(self.start_ns, self.end_ns)}"
 
 
 # -- totals -----------------------------------------------------------------------------------
@@ -338,15 +341,15 @@ class _Builder:
             made_ns: int | None = parse_time(generated_at)
         except ValueError:  # a caller's own label for a run (a benchmark's): the calendar alone
             made_ns = None
-        annual = annual_period(cal.start_ns, cal.end_ns, made_ns)
-        if is_annual(cal.start_ns, cal.end_ns) and not annual:
-            warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
+        annual = cal.calendar.annual_period(cal.start_ns, cal.end_ns, made_ns)
+        if cal.calendar.is_annual(cal.start_ns, cal.end_ns) and not annual:
+            warnings.append(f"the period {cal.format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
                             f"made ({generated_at}): its energies are not the year's, so this is an interim PUE "
                             "(iPUE), not an annual one; report the year once it is over")
         elif made_ns is not None and made_ns < cal.end_ns:
             # Found by an outside audit: a report to an hour ahead counted the hour as every meter's gap, and
             # said nothing; made again later, its numbers changed.
-            warnings.append(f"the period {format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
+            warnings.append(f"the period {cal.format_period(cal.start_ns, cal.end_ns)} had not ended when the report was "
                             f"made ({generated_at}): the time after that is a gap of every meter, and the report's "
                             "numbers change once the period is over; report it then")
         monthly = self._period_rows("month", cal.month_edges, comp_month)
@@ -370,6 +373,7 @@ class _Builder:
             site=self.site.name,
             period_start=format_time(cal.start_ns),
             period_end=format_time(cal.end_ns),
+            timezone=cal.calendar.zone,
             annual=annual,
             category=self.site.category,
             label=cal.label(self.site.category, annual),

@@ -164,6 +164,7 @@ class Report(_Row):
     site: str
     period_start: str
     period_end: str
+    timezone: str  # the site's calendar ([collector] timezone): its days, months and years
     annual: bool
     category: int
     label: str

@@ -11,6 +11,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+from puewatch.core.timefmt import calendar_of
 from puewatch.terminal import in_page
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ def to_csv(report: dict[str, Any]) -> str:
         for row in report[table]:
             w.writerow((table, *(_cell(row[c]) for c in _CSV_COLS), *([""] * len(_CSV_CARBON))))
     return out.getvalue()
+
+
+def _calendar(report: dict[str, Any]) -> str:
+    """The time zone whose midnights cut the report's days, months and year (its `timezone`)."""
+    return f"{report.get('timezone', 'UTC')} (its midnights begin the days, months and year; times are UTC)"
 
 
 def carbon_unknown(report: dict[str, Any]) -> str | None:
@@ -126,6 +132,7 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
     head.add_row("PUE, jointly observed time", _f(report.get("pue_joint")) + (f" ± {ju:.3f}" if ju is not None else "")
                  + f"  (E_DC {_mwh(report.get('facility_energy_joint_wh'))}, E_IT {_mwh(report.get('it_energy_joint_wh'))})")
     head.add_row("period", f"{report['period_start']} .. {report['period_end']}" + (" (annual)" if report["annual"] else " (interim)"))
+    head.add_row("calendar", _calendar(report))
     head.add_row("facility energy (E_DC)", _mwh(report["facility_energy_wh"]))
     head.add_row("IT energy (E_IT)", _mwh(report["it_energy_wh"]))
     head.add_row("completeness", _pct(report["completeness"]))
@@ -160,7 +167,7 @@ def to_table(report: dict[str, Any], width: int | None = None) -> str:
     for c in ("month", "PUE", "PUE joint", "facility", "IT", "completeness"):
         mo.add_column(c)
     for row in report["monthly"]:
-        mo.add_row(row["period_start"][:7], _f(row["pue"]), _f(row.get("pue_joint")), _mwh(row["facility_energy_wh"]), _mwh(row["it_energy_wh"]),
+        mo.add_row(calendar_of(report).name(row["period_start"], "month"), _f(row["pue"]), _f(row.get("pue_joint")), _mwh(row["facility_energy_wh"]), _mwh(row["it_energy_wh"]),
                    _pct(row["completeness"]))
     console.print(mo)
     for w in report.get("warnings") or []:
@@ -293,6 +300,7 @@ def _summary_html(report: dict[str, Any]) -> str:
         ["PUE, jointly observed time", _f(report.get("pue_joint")) + (f" ± {ju:.3f}" if ju is not None else "")
          + f" (E_DC {_mwh(report.get('facility_energy_joint_wh'))}, E_IT {_mwh(report.get('it_energy_joint_wh'))})"],
         ["period", f"{report['period_start']} .. {report['period_end']}" + (" (annual)" if report["annual"] else " (interim)")],
+        ["calendar", _calendar(report)],
         ["facility energy (E_DC)", _mwh(report["facility_energy_wh"])],
         ["IT energy (E_IT)", _mwh(report["it_energy_wh"])],
         ["completeness", _pct(report["completeness"])],
@@ -316,7 +324,7 @@ def _summary_html(report: dict[str, Any]) -> str:
          for m in report["meters"]], num_from=3, caption="meters"))
     parts.append(_html_table(
         ["month", "PUE", "PUE joint", "facility", "IT", "completeness"],
-        [[r["period_start"][:7], _f(r["pue"]), _f(r.get("pue_joint")), _mwh(r["facility_energy_wh"]),
+        [[calendar_of(report).name(r["period_start"], "month"), _f(r["pue"]), _f(r.get("pue_joint")), _mwh(r["facility_energy_wh"]),
           _mwh(r["it_energy_wh"]), _pct(r["completeness"])] for r in report["monthly"]], caption="monthly"))
     return "\n".join(parts)
 

@@ -49,11 +49,11 @@ from puewatch import config as cfg
 from puewatch.core import schema
 from puewatch.core.energy import register_readable
 from puewatch.core.numbers import decimal
-from puewatch.core.site import UNITS, Meter, SiteModel, Zone
+from puewatch.core.site import UNITS, Meter, SiteModel, Zone, timezone_setting
 from puewatch.collector.snmp.device import GenericOid
 from puewatch.config import setting
 from puewatch.errors import ConfigError, UserError
-from puewatch.core.timefmt import NS, format_time, format_times, in_range
+from puewatch.core.timefmt import NS, UTC, Calendar, format_time, format_times, in_range
 from puewatch.report.engine import MeterReadings
 from puewatch.report.meters import PollRecord
 from puewatch.redact import redact_url
@@ -94,9 +94,10 @@ __all__ = [
 
 @dataclass
 class SiteSection:
-    """The `[collector]` table, of which a report needs only the site name."""
+    """The `[collector]` table, of which a report needs only the site name and its time zone."""
 
     site: str = setting(min=1, doc="Site name.")
+    timezone: str = timezone_setting()
 
 
 @dataclass
@@ -108,10 +109,10 @@ class SiteFile:
     zones: dict[str, Zone] = setting(default_factory=dict, doc="Zones (halls).")
 
     def check(self) -> list[tuple[str, str]]:
-        return SiteModel(self.collector.site, self.meters, self.zones).problems()
+        return self.site_model().problems()
 
     def site_model(self) -> SiteModel:
-        return SiteModel(self.collector.site, self.meters, self.zones)
+        return SiteModel(self.collector.site, self.meters, self.zones, timezone=self.collector.timezone)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def load_site(path: str | Path) -> SiteModel:
     section = data.get("collector")
     if not isinstance(section, dict) or "site" not in section:
         raise ConfigError(f"{path}: collector.site: is required (the site name)")
-    subset = {"collector": {"site": section["site"]}, "meters": data.get("meters", {}), "zones": data.get("zones", {})}
+    subset = {"collector": {k: section[k] for k in ("site", "timezone") if k in section}, "meters": data.get("meters", {}), "zones": data.get("zones", {})}
     site = cfg.build(SiteFile, subset, str(path)).site_model()
     snmp = data.get("snmp", {})
     if not isinstance(snmp, dict):
@@ -1183,9 +1184,9 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
     return out
 
 
-def span_days(readings: dict[str, MeterReadings], max_gap_ns: int) -> tuple[int, int]:
-    """The whole UTC days the readings span: first reading's time rounded up, last's rounded down, to
-    midnight. A register's first reading where its next is more than `max_gap_ns` later, and its last
+def span_days(readings: dict[str, MeterReadings], max_gap_ns: int, calendar: Calendar = UTC) -> tuple[int, int]:
+    """The whole days the readings span (in the site's `calendar`): first reading's time rounded up, last's
+    rounded down, to midnight. A register's first reading where its next is more than `max_gap_ns` later, and its last
     where the one before is, are left out: those an export adds beyond its window (see `window`), so
     that the default period of an export's recompute is the export's."""
     firsts, lasts = [], []
@@ -1206,11 +1207,12 @@ def span_days(readings: dict[str, MeterReadings], max_gap_ns: int) -> tuple[int,
     if not firsts:
         raise UserError("no readings: give --from and --to")
     lo, hi = min(firsts), max(lasts)
-    day = 86_400 * NS
-    start = -(-lo // day) * day
-    end = hi // day * day
+    start = calendar.day_start(lo)
+    if start < lo:
+        start = int(calendar.day_grid(start, start + 2 * 86_400 * NS)[1])  # the next midnight (a day is 23-25 hours)
+    end = calendar.day_start(hi)
     if end <= start:
-        raise UserError("the readings span no whole UTC day: give --from and --to")
+        raise UserError(f"the readings span no whole day ({calendar.zone}): give --from and --to")
     return start, end
 
 

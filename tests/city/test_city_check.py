@@ -358,3 +358,35 @@ def test_a_report_that_does_not_say_when_it_was_made_is_not_annual():
     del report["generated_at"]
     res = one({"require_annual": True}, report)
     assert not res.passed and "does not say when it was made (generated_at)" in res.evidence
+
+
+def test_a_report_s_year_is_judged_in_its_own_time_zone() -> None:
+    """A UTC+8 site's 2025 (2024-12-31T16:00Z..2025-12-31T16:00Z) is 12 whole months in the calendar its report
+    names (`timezone`, which its signature covers), and not in UTC's: a report without one was made in UTC.
+    A `timezone` that names no zone is no report."""
+    from puewatch.city.reportfile import ReportError, report_period, validate_report
+
+    local = {**make_report(facility_energy_wh=1_200_000.0), "period_start": "2024-12-31T16:00:00Z",
+             "period_end": "2025-12-31T16:00:00Z", "timezone": "Asia/Shanghai"}
+    res = one({"require_annual": True}, local)
+    assert res.passed and "annual report (2025-01-01..2026-01-01)" in res.evidence, res.evidence
+    assert one({"max_annual_pue": 1.3}, local).passed
+    # Its months are named in its calendar: the row from 2025-01-31T16:00Z is February.
+    months = [{"period_start": local["period_start"], "period_end": "2025-01-31T16:00:00Z", "pue": 1.2,
+               "facility_energy_wh": 120.0, "it_energy_wh": 100.0, "completeness": 1.0},
+              {"period_start": "2025-01-31T16:00:00Z", "period_end": "2025-02-28T16:00:00Z", "pue": 1.4,
+               "facility_energy_wh": 140.0, "it_energy_wh": 100.0, "completeness": 1.0}]
+    res = one({"max_monthly_pue": 1.3}, {**local, "monthly": months})
+    assert not res.passed and "2025-02" in res.evidence and "2025-01" not in res.evidence, res.evidence
+    assert report_period(local) == "2025-01-01..2026-01-01"
+    as_utc = {k: v for k, v in local.items() if k != "timezone"}
+    res = one({"require_annual": True}, as_utc)
+    assert not res.passed and ("the report says annual, but its period 2024-12-31T16:00:00Z..2025-12-31T16:00:00Z "
+                               "is not 12 whole calendar months") in res.evidence, res.evidence
+    # Not yet over at the site's new year, though over at UTC's: 8 hours too soon.
+    early = {**local, "generated_at": "2025-12-31T10:00:00Z"}
+    res = one({"require_annual": True}, early)
+    assert not res.passed and "had not ended when it was made (2025-12-31T10:00:00Z)" in res.evidence, res.evidence
+    for zone in ("Nowhere/Zone", 8, None, "localtime"):
+        with pytest.raises(ReportError, match="timezone: must be an IANA time zone name"):
+            validate_report({**local, "timezone": zone}, "r.json")

@@ -535,3 +535,73 @@ def test_a_tenant_whose_records_hold_no_energy_has_zero_figures_and_a_statement_
     assert rules["pue"]["evidence"] == ("the statement has no day with IT energy in a known cell and states no site "
                                         "PUE: nothing to check: pass")
     assert "no emission factor" not in rules["carbon"]["evidence"]
+
+
+def test_a_site_west_of_utc_counts_the_hour_in_its_own_year_and_day(site: dict, tmp_path: Path) -> None:
+    """[collector] timezone America/New_York (UTC-5): the fixture's hour, 2026-01-01T00:00Z..01:00Z, is 19:00-20:00
+    on 31 December 2025 there, so the report, `jobs` and the statement take 2025's emission factor, the
+    certificate dated 2026-01-01 (the site's midnight, 05:00Z) covers none of it, and the statement's day is
+    the site's 31 December. The city checks the statement's carbon with the same year. A statement refuses
+    a site report made in another calendar (its daily rows are other days)."""
+    root, keys = site["root"], site["keys"]
+    conf = tmp_path / "collector.toml"
+    text = site["conf"].read_text()
+    assert text.count('\nsite = "lab"\n') == 1
+    conf.write_text(text.replace('\nsite = "lab"\n', '\nsite = "lab"\ntimezone = "America/New_York"\n'))
+    carbon = tmp_path / "carbon.toml"
+    carbon.write_text(CARBON + '\n[[emission_factor]]\nregion = "test-grid"\nyear = 2025\nkg_co2e_per_kwh = 0.8\n'
+                      'source = "test value for 2025"\n')
+    common = ("--config", conf, "--store", root / "store.sqlite", *PERIOD)
+    r = cli("report", *common, "--json", "--sign", keys / "site.key", "--carbon", carbon, "-o", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["timezone"] == "America/New_York" and report["label"] == (
+        "iPUE_L1 2025-12-31T19:00:00-05:00..2025-12-31T20:00:00-05:00")
+    assert [(f["year"], f["kg_co2e_per_kwh"]) for f in report["emission_factors"]] == [(2025, 0.8)]
+    assert [d["period_start"] for d in report["daily"]] == ["2026-01-01T00:00:00Z"]
+    assert report["green_entries"] == []  # its 2026-01-01 begins at 05:00Z, after the hour
+    jobs = cli("jobs", *common, "--json", "--carbon", carbon)
+    assert jobs.returncode == 0, jobs.stderr
+    doc = json.loads(jobs.stdout)
+    assert doc["timezone"] == "America/New_York"
+    assert [f["year"] for f in doc["site_totals"]["emission_factors"]] == [2025]
+    s_path = tmp_path / "t1.json"
+    r = cli("statement", *common, "--tenant", "t1", "--sign", keys / "site.key", "--report", tmp_path / "r.json",
+            "--carbon", carbon, "--out", s_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(s_path.read_text())
+    assert s["timezone"] == "America/New_York" and [f["year"] for f in s["emission_factors"]] == [2025]
+    assert [(d["period_start"], d["period_end"]) for d in s["days"]] == [("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z")]
+    rc, out = _city(site, s_path, report=tmp_path / "r.json")
+    (row,) = out["vouchers"]["statements"]
+    assert rc == 0 and all(rule["passed"] for rule in row["rules"]), row
+    carbon_rule = next(rule for rule in row["rules"] if rule["rule"] == "carbon")
+    assert "2025: (" in carbon_rule["evidence"] and "x 0.8 kg/kWh" in carbon_rule["evidence"], carbon_rule
+    # The UTC site's report is the same hour in another calendar: refused, saying so.
+    r = cli("statement", *common, "--tenant", "t1", "--sign", keys / "site.key", "--report", root / "report.json")
+    assert r.returncode == 2 and "its days are in time zone 'UTC'" in r.stderr and "'America/New_York'" in r.stderr, \
+        r.stderr
+
+
+def test_a_statement_s_days_are_the_site_s_days() -> None:
+    """Cells over two UTC+8 days: the tenant's energy is split at 16:00 UTC, and a cell across the site's
+    midnight is refused, naming the zone."""
+    from types import SimpleNamespace
+
+    from puewatch.core.timefmt import HOUR, Calendar, parse_time
+    from puewatch.errors import UserError
+    from puewatch.jobs.statement import _days
+
+    cal = Calendar("Asia/Shanghai")
+    start, end = parse_time("2026-01-01T12:00:00Z"), parse_time("2026-01-02T04:00:00Z")
+    edges = np.arange(start, end + 1, HOUR, dtype=np.int64)
+    cells = SimpleNamespace(edges_ns=edges, cell_ns=HOUR)
+    it = np.arange(1.0, edges.size)
+    days = _days(cells, it, 2 * it, 0.5 * it, start, end, cal)
+    assert [(d["period_start"], d["period_end"]) for d in days] == [
+        ("2026-01-01T12:00:00Z", "2026-01-01T16:00:00Z"), ("2026-01-01T16:00:00Z", "2026-01-02T04:00:00Z")]
+    assert [d["it_energy_wh"] for d in days] == [1 + 2 + 3 + 4, float(sum(range(5, 17)))]
+    assert [d["facility_energy_wh"] for d in days] == [20.0, 2 * float(sum(range(5, 17)))]
+    odd = SimpleNamespace(edges_ns=np.arange(start, end + 1, 3 * HOUR, dtype=np.int64), cell_ns=3 * HOUR)
+    with pytest.raises(UserError, match=r"a cell crosses midnight \(Asia/Shanghai\)"):
+        _days(odd, np.ones(5), np.ones(5), np.ones(5), start, start + 15 * HOUR, cal)

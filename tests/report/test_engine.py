@@ -743,3 +743,46 @@ def test_a_report_made_before_its_period_ended_says_so() -> None:
             "then") in r["warnings"]
     after = compute_report(_site(), readings, START, END, ReportOptions(generated_at=format_time(END)))
     assert not [w for w in after["warnings"] if "had not ended" in w]
+
+
+def test_a_site_s_time_zone_makes_its_year_months_and_days() -> None:
+    """A UTC+8 site's 2025 is 2024-12-31T16:00Z..2025-12-31T16:00Z: annual in its calendar, interim in UTC's,
+    with its days and months cut at 16:00 UTC. The load grows hour by hour, so a row cut at another hour
+    has other energies: each row's are the register's rise between its midnights, read off the readings."""
+    site = SiteModel("s", {"inc": Meter(role="facility_input", device="d1"),
+                           "it1": Meter(role="it", point="it_input", device="d2")}, timezone="Asia/Shanghai")
+    s, e = site.calendar.parse_time("2025-01-01"), site.calendar.parse_time("2026-01-01")
+    assert (s, e) == (parse_time("2024-12-31T16:00:00Z"), parse_time("2025-12-31T16:00:00Z"))
+    t = np.arange(s - H, e + 2 * H, H, dtype=np.int64)
+    k = np.arange(t.size, dtype=np.float64)
+    it_wh = 1000.0 + 50.0 * k + 0.01 * k * k  # hourly energy 50 + 0.01 (2k + 1) Wh: growing
+    inc_wh = 1000.0 + 1.25 * (it_wh - 1000.0) + 7.0 * k
+    readings = {"inc": MeterReadings(t, None, inc_wh), "it1": MeterReadings(t, None, it_wh)}
+    r = compute_report(site, readings, s, e, ReportOptions(generated_at="2026-01-05T00:00:00Z"))
+    assert r["timezone"] == "Asia/Shanghai" and r["annual"] is True and r["label"] == "PUE_L3,YC"
+    assert len(r["monthly"]) == 12 and len(r["daily"]) == 365
+    assert [m["period_start"] for m in r["monthly"][:3]] == ["2024-12-31T16:00:00Z", "2025-01-31T16:00:00Z",
+                                                             "2025-02-28T16:00:00Z"]
+    assert all(d["period_start"].endswith("T16:00:00Z") for d in r["daily"])
+
+    def rise(reg: np.ndarray, a: str, b: str) -> float:
+        i, j = np.searchsorted(t, [parse_time(a), parse_time(b)])
+        assert t[i] == parse_time(a) and t[j] == parse_time(b)
+        return float(reg[j] - reg[i])
+
+    for row in (r["monthly"][1], r["daily"][0], r["daily"][200], r["daily"][-1]):
+        assert row["it_energy_wh"] == pytest.approx(rise(it_wh, row["period_start"], row["period_end"]), rel=1e-12)
+        assert row["facility_energy_wh"] == pytest.approx(rise(inc_wh, row["period_start"], row["period_end"]),
+                                                          rel=1e-12)
+    assert r["it_energy_wh"] == pytest.approx(rise(it_wh, r["period_start"], r["period_end"]), rel=1e-12)
+    # The same instants in UTC's calendar: not a year, and its rows cut at UTC's midnights.
+    utc = SiteModel("s", site.meters)
+    u = compute_report(utc, readings, s, e, ReportOptions(generated_at="2026-01-05T00:00:00Z"))
+    assert u["timezone"] == "UTC" and u["annual"] is False
+    assert u["label"] == "iPUE_L3 2024-12-31T16:00:00Z..2025-12-31T16:00:00Z"
+    assert len(u["daily"]) == 366 and u["daily"][1]["period_start"] == "2025-01-01T00:00:00Z"
+    assert u["it_energy_wh"] == r["it_energy_wh"] and u["pue"] == r["pue"]
+    # A period that does not begin at the site's midnight is named at its offset.
+    p = compute_report(site, readings, s + 9 * H, s + 30 * H, ReportOptions(generated_at="2026-01-05T00:00:00Z"))
+    assert p["label"] == "iPUE_L3 2025-01-01T09:00:00+08:00..2025-01-02T06:00:00+08:00"
+    assert [d["period_end"] for d in p["daily"]] == ["2025-01-01T16:00:00Z", "2025-01-01T22:00:00Z"]

@@ -143,8 +143,8 @@ def test_a_time_in_another_form_names_the_option_and_the_form(site, option: str)
     times = {"--from": "2025-03-01", "--to": "2025-03-02", option: "03/12/2026"}
     out = _run("report", "--config", str(conf), "--from", times["--from"], "--to", times["--to"])
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert out.stderr.startswith(f"puewatch report: error: {option} '03/12/2026': expected a UTC date (2026-12-03) "
-                                 "or an RFC 3339 time (2026-12-03T10:00:00Z)"), out.stderr
+    assert out.stderr.startswith(f"puewatch report: error: {option} '03/12/2026': expected a date (2026-12-03, from "
+                                 "midnight in the site's time zone, UTC) or an RFC 3339 time (2026-12-03T10:00:00Z)"), out.stderr
 
 
 def test_a_report_shorter_than_a_day_shows_its_period_with_times(site) -> None:
@@ -270,3 +270,47 @@ def test_a_period_inside_a_gap_in_the_data_is_no_report_and_export_writes_throug
     out = _run("export", "--config", str(conf), *day, "-o", "/dev/stdout")
     assert out.returncode == 0 and out.stdout == target.read_text(), out.stderr
     assert Path("/dev/stdout").exists() and not Path("/dev/stdout").resolve().is_file()
+
+
+def test_a_site_in_another_time_zone_reports_its_own_days(site, tmp_path: Path) -> None:
+    """[collector] timezone: --from/--to dates, the rows, the label and a recompute's default period are the
+    site's days (UTC+8: from 16:00 UTC); its times are written in UTC all the same. A zone that is no
+    place's is refused by --check-config, report and recompute alike, naming the key."""
+    import json
+
+    conf, _ = site
+    text = conf.read_text()
+    assert text.count("\nstate_dir = ") == 1
+    local = tmp_path / "local.toml"
+    local.write_text(text.replace("\nstate_dir = ", '\ntimezone = "Asia/Shanghai"\nstate_dir = ', 1))
+    out = _run("report", "--config", str(local), "--from", "2025-03-01", "--to", "2025-03-03", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert (r["period_start"], r["period_end"], r["timezone"]) == ("2025-02-28T16:00:00Z", "2025-03-02T16:00:00Z",
+                                                                   "Asia/Shanghai")
+    assert r["label"] == "iPUE_L1 2025-03-01..2025-03-03"
+    assert [d["period_start"] for d in r["daily"]] == ["2025-02-28T16:00:00Z", "2025-03-01T16:00:00Z"]
+    text_out = _run("report", "--config", str(local), "--from", "2025-03-01T08:00:00+08:00", "--to", "2025-03-02")
+    assert text_out.returncode == 0 and "iPUE_L1 2025-03-01T08:00:00+08:00..2025-03-02" in text_out.stdout, text_out
+    # The month row that begins at 2025-02-28T16:00Z is the site's March.
+    table = _run("report", "--config", str(local), "--from", "2025-03-01", "--to", "2025-03-03")
+    assert table.returncode == 0 and "Asia/Shanghai (its midnights begin the days" in table.stdout, table.stdout
+    monthly = table.stdout.split(" monthly ", 1)[1]
+    assert "│ 2025-03 " in monthly and "2025-02" not in monthly, table.stdout
+    # An export's recompute takes the whole days of the site's calendar that its readings span.
+    csv = tmp_path / "readings.csv"
+    assert _run("export", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-03-03", "-o", str(csv)).returncode == 0
+    again = _run("recompute", "--readings", str(csv), "--site", str(local), "--json")
+    assert again.returncode == 0, again.stderr
+    a = json.loads(again.stdout)
+    assert (a["period_start"], a["period_end"], a["label"]) == ("2025-03-01T16:00:00Z", "2025-03-02T16:00:00Z",
+                                                                "iPUE_L1 2025-03-02..2025-03-03")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("\nstate_dir = ", '\ntimezone = "China/Beijing"\nstate_dir = ', 1))
+    for args in (("collector", "--config", str(bad), "--check-config"),
+                 ("report", "--config", str(bad), "--from", "2025-03-01", "--to", "2025-03-02"),
+                 ("recompute", "--readings", str(csv), "--site", str(bad))):
+        refused = _run(*args)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert "collector.timezone: time zone 'China/Beijing' is not in the IANA time zone database" in refused.stderr, \
+            refused.stderr
