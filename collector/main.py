@@ -595,7 +595,8 @@ def main(args: argparse.Namespace) -> int:
         from puewatch import configcheck
 
         def summary(conf: ccfg.CollectorConfig) -> str:
-            return (f"site {conf.collector.site}, PUE category {conf.site_model().category}, {len(conf.meters)} meters, "
+            return (f"site {conf.collector.site} ({conf.collector.timezone} calendar), PUE category "
+                    f"{conf.site_model().category}, {len(conf.meters)} meters, "
                     f"{len(conf.snmp.devices)} SNMP devices, store {conf.store.kind}")
 
         from puewatch.collector import tokenfile

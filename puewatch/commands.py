@@ -440,7 +440,8 @@ def register_statement(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="SIGNED_REPORT", help="the site's signed report (puewatch report --json --sign) "
                    "for the same period: its digest and its daily energies go into the statement")
     p.add_argument("--cell", dest="cell_s", type=float, default=60.0, metavar="SECONDS",
-                   help="attribution cell length, a whole number of collector cells dividing a day (default 60)")
+                   help="attribution cell length, a whole number of collector cells dividing an hour, so that no cell "
+                   "crosses the site's midnight (default 60)")
     p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml)")
     p.add_argument("--out", metavar="FILE", help="write the signed JSON here (default: standard output)")
     p.add_argument("--html", metavar="FILE", help="also write an HTML rendering here")

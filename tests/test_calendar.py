@@ -84,7 +84,7 @@ def test_utc_is_the_calendar_unless_a_site_names_another() -> None:
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", " Asia/Shanghai", "localtime", "Factory", "../etc/passwd",
-                                  "asia/shanghai/"])
+                                  "asia/shanghai/", "posix/Asia/Shanghai", "right/UTC"])
 def test_a_zone_that_is_not_a_place_s_is_refused_naming_it(zone: str) -> None:
     from puewatch.core.site import Meter, SiteModel
 
@@ -93,3 +93,27 @@ def test_a_zone_that_is_not_a_place_s_is_refused_naming_it(zone: str) -> None:
     assert repr(zone) in str(err.value)
     site = SiteModel("s", {"a": Meter(role="facility_input", device="d")}, timezone=zone)
     assert any(key == "collector.timezone" and repr(zone) in msg for key, msg in site.problems())
+
+
+def test_a_date_the_zone_skipped_is_no_day_and_a_midnight_that_repeats_begins_one() -> None:
+    """Samoa skipped 30 December 2011 (UTC-10 -> UTC+14): 29 December ran to 10:00 UTC on the 30th, and 31
+    December began then, so four dates make four 24-hour days. Newfoundland went back from 00:01 NDT to
+    23:01 NST on 7 November 2010: the day began at the first midnight (02:30 UTC) and ran 25 hours, though
+    the wall clock showed the 6th again after the change."""
+    apia = Calendar("Pacific/Apia")
+    grid = apia.day_grid(apia.parse_time("2011-12-28"), apia.parse_time("2012-01-02"))
+    assert grid.tolist() == [parse_time(t) for t in ("2011-12-28T10:00:00Z", "2011-12-29T10:00:00Z",
+                                                     "2011-12-30T10:00:00Z", "2011-12-31T10:00:00Z",
+                                                     "2012-01-01T10:00:00Z")]
+    assert apia.day_start(parse_time("2011-12-30T12:00:00Z")) == parse_time("2011-12-30T10:00:00Z")
+    nl = Calendar("America/St_Johns")
+    day = parse_time("2010-11-07T02:30:00Z")
+    assert nl.parse_time("2010-11-07") == day
+    assert nl.day_start(day + 60 * NS + 1) == day and nl.day_start(day - 1) == parse_time("2010-11-06T02:30:00Z")
+    assert nl.next_midnight(day) == parse_time("2010-11-08T03:30:00Z")
+    grid = nl.day_grid(nl.parse_time("2010-11-06"), nl.parse_time("2010-11-09"))
+    assert (np.diff(grid) // H).tolist() == [24, 25, 24]
+    assert nl.is_midnight(day) and not nl.is_midnight(day + 30 * 60 * NS)
+    years = SHANGHAI.years(np.array([parse_time(t) for t in ("2024-12-31T15:59:59.999999999Z", "2024-12-31T16:00:00Z",
+                                                             "2026-12-31T16:00:00Z")]))
+    assert years.tolist() == [2024, 2025, 2027]

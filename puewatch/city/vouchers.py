@@ -194,12 +194,16 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
                                       f"report digest {ref['sha256'][:16]}… is {match[0]}: pass"))
         if match is not None:
             report = match[1]
-            same = (s["period_start"], s["period_end"]) == (report["period_start"], report["period_end"])
-            period = f"{s['period_start']}..{s['period_end']}"
+            # Its days and years are cut in its calendar: the report's, whose daily rows and factors it uses.
+            zones = (calendar_of(s).zone, calendar_of(report).zone)
+            same = ((s["period_start"], s["period_end"], zones[0]) == (report["period_start"], report["period_end"],
+                                                                     zones[1]))
+            period = f"{s['period_start']}..{s['period_end']} ({zones[0]})"
+            theirs = f"{report['period_start']}..{report['period_end']} ({zones[1]})"
             results.append(_report_signature_rule(s, report, public_keys))
-            results.append(RuleResult("period", same, period, f"{report['period_start']}..{report['period_end']}", "==",
+            results.append(RuleResult("period", same, period, theirs, "==",
                                       f"statement period {period} " + ("is the report's: pass" if same else
-                                      f"is not the report's {report['period_start']}..{report['period_end']}: fail")))
+                                      f"is not the report's {theirs}: fail")))
             results.append(_pue_rule(s, report))
             results.append(green_share_rule(s, report))
             results.append(carbon_rule(s, report))

@@ -261,8 +261,8 @@ def timezone_setting() -> str:
         min=1,
         doc="The site's time zone, an IANA name (`Asia/Shanghai`, `Europe/Berlin`): its calendar days, months and "
         "years are counted from its midnights (an annual PUE's year, a report's monthly and daily rows and its "
-        "`--from`/`--to` dates, a statement's days, the carbon factors' and green power's years). Every time "
-        "puewatch writes stays UTC.",
+        "`--from`/`--to` dates, a statement's days, the carbon factors' and green power's years). The times in its "
+        "data and documents stay UTC; labels and messages name a time at the site's offset.",
         example="Asia/Shanghai",
     )
 

@@ -97,7 +97,7 @@ class Calendar:
 
     def __init__(self, zone: str = "UTC") -> None:
         self.zone = check_zone(zone)
-        self._tz = dt.UTC if self.zone == "UTC" else zoneinfo.ZoneInfo(self.zone)
+        self._tz = dt.UTC if self.zone == "UTC" else _zone(self.zone)
 
     def __repr__(self) -> str:
         return f"Calendar({self.zone!r})"
@@ -119,31 +119,47 @@ class Calendar:
         assert offset is not None
         return (calendar.timegm(day.timetuple()) - int(offset.total_seconds())) * NS
 
+    def _day(self, t_ns: int) -> dt.date:
+        """The date whose day `t_ns` lies in: the latest of the dates about its wall clock's whose midnight is not
+        after it. Its wall-clock date alone is not always it: after clocks go back across a midnight the wall
+        clock shows the day before again (America/St_Johns, 2010-11-07 00:01), and a skipped midnight
+        begins its day at the change."""
+        d = self.local(t_ns).date()
+        for day in (d + dt.timedelta(days=1), d, d - dt.timedelta(days=1)):
+            if self.midnight(day) <= t_ns:
+                return day
+        return d - dt.timedelta(days=2)  # not reached: a midnight is at most a day and some hours from its date
+
     def day_start(self, t_ns: int) -> int:
         """The start of the day `t_ns` lies in."""
-        d = self.local(t_ns).date()
-        start = self.midnight(d)
-        # Rounding to whole seconds can leave t_ns's own instant before a midnight that is not whole
-        # seconds (never in tzdata after 1972), and a skipped midnight maps to the change: both exact here.
-        return start if start <= t_ns else self.midnight(d - dt.timedelta(days=1))
+        return self.midnight(self._day(t_ns))
+
+    def next_midnight(self, t_ns: int) -> int:
+        """The first midnight after `t_ns`."""
+        return self.day_grid(t_ns, t_ns + 3 * DAY_NS)[1].item()
 
     def month_start(self, t_ns: int) -> int:
-        d = self.local(t_ns)
-        start = self.midnight(dt.date(d.year, d.month, 1))
-        return start if start <= t_ns else self.add_months(start, -1)
+        d = self._day(t_ns)
+        return self.midnight(dt.date(d.year, d.month, 1))
 
     def add_months(self, t_ns: int, months: int) -> int:
         """The start of the month `months` after the one `t_ns` lies in."""
-        d = self.local(t_ns)
-        if self.midnight(dt.date(d.year, d.month, 1)) > t_ns:  # before a skipped first midnight: the month before
-            months -= 1
+        d = self._day(t_ns)
         y, m = divmod(d.month - 1 + months, 12)
         return self.midnight(dt.date(d.year + y, m + 1, 1))
 
     def year(self, t_ns: int) -> int:
         """The calendar year `t_ns` lies in."""
-        d = self.local(t_ns)
-        return d.year if self.midnight(dt.date(d.year, 1, 1)) <= t_ns else d.year - 1
+        return self._day(t_ns).year
+
+    def years(self, t_ns: np.ndarray) -> np.ndarray:
+        """`year` of every element (int64)."""
+        t = np.asarray(t_ns, dtype=np.int64)
+        if not t.size:
+            return np.zeros(0, np.int64)
+        first = self.year(int(t.min()))
+        starts = np.array([self.year_bounds(y)[0] for y in range(first, self.year(int(t.max())) + 2)], np.int64)
+        return first + np.searchsorted(starts, t, side="right") - 1
 
     def year_bounds(self, year: int) -> tuple[int, int]:
         """[start, end) of a calendar year."""
@@ -170,23 +186,29 @@ class Calendar:
             first = (start_ns // DAY_NS + 1) * DAY_NS
             inner = np.arange(first, end_ns, DAY_NS, dtype=np.int64)
         else:
-            inner_list = []
-            d = self.local(start_ns).date() + dt.timedelta(days=1)
+            inner_list: list[int] = []
+            last = start_ns
+            d = self._day(start_ns) + dt.timedelta(days=1)
             while (m := self.midnight(d)) < end_ns:
-                if m > start_ns:
+                # A date the zone skipped whole (Pacific/Apia, 2011-12-30) has its next one's midnight: no day.
+                if m > last:
                     inner_list.append(m)
+                    last = m
                 d += dt.timedelta(days=1)
             inner = np.array(inner_list, dtype=np.int64)
         return np.concatenate(([start_ns], inner, [end_ns])).astype(np.int64)
 
     def format_time(self, t_ns: int) -> str:
-        """RFC 3339 in the zone's offset at that instant (UTC: `Z`, as `format_time`)."""
+        """RFC 3339 in the zone's offset at that instant (UTC: `Z`, as `format_time`). An offset of seconds
+        (local mean time before a zone's standard time), which RFC 3339 cannot write, is written in UTC."""
         if self.zone == "UTC":
             return format_time(t_ns)
         sec, frac = divmod(int(t_ns), NS)
         wall = dt.datetime.fromtimestamp(sec, self._tz)
         offset = wall.strftime("%z")
-        offset = f"{offset[:3]}:{offset[3:5]}" + (f":{offset[5:]}" if len(offset) > 5 else "")
+        if len(offset) > 5:
+            return format_time(t_ns)
+        offset = f"{offset[:3]}:{offset[3:5]}"
         base = wall.strftime("%Y-%m-%dT%H:%M:%S")
         return f"{base}{offset}" if frac == 0 else f"{base}.{frac:09d}{offset}"
 
@@ -222,6 +244,33 @@ class Calendar:
         return parse_time(text)
 
 
+def _tzdata_version() -> str | None:
+    """The IANA database version of the `tzdata` package; None where it is not installed."""
+    try:
+        import tzdata
+    except ImportError:
+        return None
+    return str(tzdata.IANA_VERSION)
+
+
+def _tzdata_file(zone: str):
+    from importlib import resources
+
+    return resources.files("tzdata.zoneinfo").joinpath(*zone.split("/"))
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(zone: str) -> dt.tzinfo:
+    """The zone's rules from the `tzdata` package, a dependency, so that the machine that makes a report and the
+    city's that checks it cut the same days with the same puewatch (zoneinfo prefers the system's files, whose
+    version differs from host to host); the system's where the package is missing."""
+    try:
+        with _tzdata_file(zone).open("rb") as f:
+            return zoneinfo.ZoneInfo.from_file(f, key=zone)
+    except (ImportError, OSError, ValueError):
+        return zoneinfo.ZoneInfo(zone)
+
+
 @functools.lru_cache(maxsize=64)
 def check_zone(zone: str) -> str:
     """`zone` when it names a time zone of the IANA database (`UTC` included), else a ValueError naming it."""
@@ -235,6 +284,10 @@ def check_zone(zone: str) -> str:
         raise ValueError(f"time zone {zone!r} is not a place's time zone: name the site's (e.g. Asia/Shanghai, UTC)")
     try:
         zoneinfo.ZoneInfo(zone)
+        # A name only the machine's own files hold (`posix/...`, `right/...`: copies, and leap-second clocks) would
+        # be another database's rules, there and nowhere else: the `tzdata` package's names alone.
+        if _tzdata_version() is not None and not _tzdata_file(zone).is_file():
+            raise ValueError(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"time zone {zone!r} is not in the IANA time zone database (e.g. Asia/Shanghai, "
                          "Europe/Berlin, UTC)") from None

@@ -57,11 +57,7 @@ def _green_and_carbon(cells: Cells, known: np.ndarray, carbon: CarbonData | None
     if carbon is None or not carbon.factors:
         warnings.append("no emission factor (give --carbon with the site's region's factors): carbon and CUE are null")
     else:
-        # The calendar year (the site's) each cell starts in.
-        starts = cells.edges_ns[:-1]
-        first = calendar.year(int(starts[0])) if starts.size else 0
-        bounds = [calendar.year_bounds(y)[0] for y in range(first, calendar.year(int(starts[-1])) + 2)] if starts.size else [0]
-        years = first + np.searchsorted(np.array(bounds, np.int64), starts, side="right") - 1
+        years = calendar.years(cells.edges_ns[:-1])  # the calendar year (the site's) each cell starts in
         for year in np.unique(years[known]).tolist():
             f = carbon.factor(int(year))
             if f is None:

@@ -43,7 +43,7 @@ def _site_report(path: str, key_path: str, start_ns: int, end_ns: int, timezone:
     if (parse_time(report["period_start"]), parse_time(report["period_end"])) != (start_ns, end_ns):
         raise UserError(f"--report {path}: its period {report['period_start']}..{report['period_end']} is not the "
                         f"statement's {format_time(start_ns)}..{format_time(end_ns)}")
-    if report.get("timezone", "UTC") != timezone:
+    if calendar_of(report).zone != timezone:
         raise UserError(f"--report {path}: its days are in time zone {report.get('timezone', 'UTC')!r} (made "
                         f"{'before there was one' if 'timezone' not in report else 'with another'} [collector] "
                         f"timezone), the site's in {timezone!r}: make the report again with this config")
@@ -73,8 +73,9 @@ def _days(cells, it_c: np.ndarray, fac_c: np.ndarray, green_c: np.ndarray, start
     grid = calendar.day_grid(start_ns, end_ns)
     day = np.searchsorted(grid, cells.edges_ns[:-1], side="right") - 1
     if np.any(np.searchsorted(grid, cells.edges_ns[1:] - 1, side="right") - 1 != day):
-        raise UserError(f"--cell ({cells.cell_ns / NS:g} s): a cell crosses midnight ({calendar.zone}); use a cell "
-                        "that divides the hour, with the period starting on a cell boundary")
+        raise UserError(f"--cell ({cells.cell_ns / NS:g} s): a cell crosses midnight ({calendar.zone}); use a shorter "
+                        "cell, one that divides an hour (or 30 minutes, where the clocks change by 30), with the period "
+                        "starting on a cell boundary")
     out = []
     for d in np.unique(day).tolist():
         sel = day == d

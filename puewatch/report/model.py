@@ -105,7 +105,7 @@ class EmissionFactorRow(_Row):
     """A grid emission factor used, from the operator's carbon data file, with its source."""
 
     region: str
-    year: int  # calendar year (UTC)
+    year: int  # calendar year (the site's: Report.timezone)
     kg_co2e_per_kwh: float
     source: str
     period_share: float  # the share of the report's period's time in this year

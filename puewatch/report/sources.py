@@ -47,7 +47,7 @@ import numpy as np
 
 from puewatch import config as cfg
 from puewatch.core import schema
-from puewatch.core.energy import register_readable
+from puewatch.core.energy import NO_LIMIT, power_impossible, register_readable
 from puewatch.core.numbers import decimal
 from puewatch.core.site import UNITS, Meter, SiteModel, Zone, timezone_setting
 from puewatch.collector.snmp.device import GenericOid
@@ -1186,30 +1186,40 @@ def window(readings: dict[str, MeterReadings], lo: int, hi: int,
 
 def span_days(readings: dict[str, MeterReadings], max_gap_ns: int, calendar: Calendar = UTC) -> tuple[int, int]:
     """The whole days the readings span (in the site's `calendar`): first reading's time rounded up, last's
-    rounded down, to midnight. A register's first reading where its next is more than `max_gap_ns` later, and its last
-    where the one before is, are left out: those an export adds beyond its window (see `window`), so
-    that the default period of an export's recompute is the export's."""
+    rounded down, to midnight. Only readings count: a value that is none (`register_readable`, a power
+    `power_impossible` whatever the limit) is no reading here either. A register's first reading where its next is
+    more than `max_gap_ns` later, and its last where the one before is, are left out: those an export adds
+    beyond its window (see `window`), so that the default period of an export's recompute is the export's."""
     firsts, lasts = [], []
     for r in readings.values():
         t = r.t_ns
-        if not t.size:
-            continue
-        i0, i1 = 0, t.size
+        ok = np.zeros(t.size, bool)
+        if r.power_w is not None:
+            with np.errstate(invalid="ignore"):
+                ok |= np.isfinite(r.power_w) & ~power_impossible(r.power_w, NO_LIMIT)
+        has = np.zeros(0, np.int64)
         if r.energy_wh is not None:
-            has = np.flatnonzero(register_readable(r.energy_wh, r.modulus_wh))
-            if has.size >= 2 and has[0] == 0 and t[has[1]] - t[has[0]] > max_gap_ns:
-                i0 = 1
-            if has.size >= 2 and has[-1] == t.size - 1 and t[has[-1]] - t[has[-2]] > max_gap_ns:
-                i1 = t.size - 1
-        if i0 < i1:
+            with np.errstate(invalid="ignore"):
+                readable = register_readable(r.energy_wh, r.modulus_wh)
+            ok |= readable
+            has = np.flatnonzero(readable)
+        rows = np.flatnonzero(ok)
+        if not rows.size:
+            continue
+        i0, i1 = int(rows[0]), int(rows[-1])
+        if has.size >= 2 and has[0] == i0 and t[has[1]] - t[has[0]] > max_gap_ns:
+            i0 = int(rows[1])
+        if has.size >= 2 and has[-1] == i1 and t[has[-1]] - t[has[-2]] > max_gap_ns:
+            i1 = int(rows[-2])
+        if i0 <= i1:
             firsts.append(int(t[i0]))
-            lasts.append(int(t[i1 - 1]))
+            lasts.append(int(t[i1]))
     if not firsts:
         raise UserError("no readings: give --from and --to")
     lo, hi = min(firsts), max(lasts)
     start = calendar.day_start(lo)
     if start < lo:
-        start = int(calendar.day_grid(start, start + 2 * 86_400 * NS)[1])  # the next midnight (a day is 23-25 hours)
+        start = calendar.next_midnight(lo)
     end = calendar.day_start(hi)
     if end <= start:
         raise UserError(f"the readings span no whole day ({calendar.zone}): give --from and --to")

@@ -577,6 +577,13 @@ def test_a_site_west_of_utc_counts_the_hour_in_its_own_year_and_day(site: dict, 
     assert rc == 0 and all(rule["passed"] for rule in row["rules"]), row
     carbon_rule = next(rule for rule in row["rules"] if rule["rule"] == "carbon")
     assert "2025: (" in carbon_rule["evidence"] and "x 0.8 kg/kWh" in carbon_rule["evidence"], carbon_rule
+    # A statement whose days are another calendar's than its report's fails the period rule, naming both.
+    other = _write(tmp_path / "utc.json", {**s, "timezone": "UTC"})
+    rc, out = _city(site, other, report=tmp_path / "r.json")
+    (row,) = out["vouchers"]["statements"]
+    period = next(rule for rule in row["rules"] if rule["rule"] == "period")
+    assert rc == 1 and not period["passed"] and period["evidence"].endswith(
+        "(UTC) is not the report's 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z (America/New_York): fail"), period
     # The UTC site's report is the same hour in another calendar: refused, saying so.
     r = cli("statement", *common, "--tenant", "t1", "--sign", keys / "site.key", "--report", root / "report.json")
     assert r.returncode == 2 and "its days are in time zone 'UTC'" in r.stderr and "'America/New_York'" in r.stderr, \

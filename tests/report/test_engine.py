@@ -786,3 +786,31 @@ def test_a_site_s_time_zone_makes_its_year_months_and_days() -> None:
     p = compute_report(site, readings, s + 9 * H, s + 30 * H, ReportOptions(generated_at="2026-01-05T00:00:00Z"))
     assert p["label"] == "iPUE_L3 2025-01-01T09:00:00+08:00..2025-01-02T06:00:00+08:00"
     assert [d["period_end"] for d in p["daily"]] == ["2025-01-01T16:00:00Z", "2025-01-01T22:00:00Z"]
+
+
+def test_a_recompute_s_default_period_counts_readings_alone() -> None:
+    """`span_days`: the whole days of the site's calendar that the readings span. A value that is no reading (a
+    negative register, a negative or absurd power) far beyond the data does not stretch the period (found by
+    the time zone audit: a -1 Wh register two days after the data made a period of 34 % completeness); a
+    register's lone reading more than --max-gap from the next is an export's margin and is left out."""
+    from puewatch.core.timefmt import Calendar
+    from puewatch.report.sources import span_days
+
+    t = np.arange(parse_time("2025-02-28T15:45:00Z"), parse_time("2025-03-01T16:30:00Z"), 15 * 60 * NS, dtype=np.int64)
+    late = parse_time("2025-03-04T03:00:00Z")
+    tt = np.append(t, late)
+    reg = MeterReadings(tt, None, np.append(_register(t, 100.0), -1.0))
+    power = MeterReadings(tt, np.append(_const(t, 50.0), -5.0), None)
+    absurd = MeterReadings(tt, np.append(_const(t, 50.0), 1e13), None)
+    shanghai = Calendar("Asia/Shanghai")
+    for meters in ({"a": reg}, {"a": power}, {"a": absurd}, {"a": reg, "b": power}):
+        assert span_days(meters, 900 * NS, shanghai) == (parse_time("2025-02-28T16:00:00Z"),
+                                                          parse_time("2025-03-01T16:00:00Z"))
+        with pytest.raises(Exception, match="span no whole day"):
+            span_days(meters, 900 * NS)
+    # Readable, the late register reading is still a margin (more than --max-gap after the one before it)...
+    margin = MeterReadings(tt, None, np.append(_register(t, 100.0), 1e6))
+    assert span_days({"a": margin}, 900 * NS, shanghai)[1] == parse_time("2025-03-01T16:00:00Z")
+    # ...but a power reading there is a reading.
+    assert span_days({"a": MeterReadings(tt, _const(tt, 50.0), None)}, 900 * NS, shanghai)[1] == \
+        parse_time("2025-03-03T16:00:00Z")

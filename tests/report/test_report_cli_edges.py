@@ -305,6 +305,8 @@ def test_a_site_in_another_time_zone_reports_its_own_days(site, tmp_path: Path) 
     a = json.loads(again.stdout)
     assert (a["period_start"], a["period_end"], a["label"]) == ("2025-03-01T16:00:00Z", "2025-03-02T16:00:00Z",
                                                                 "iPUE_L1 2025-03-02..2025-03-03")
+    ok = _run("collector", "--config", str(local), "--check-config")
+    assert ok.returncode == 0 and "site synth (Asia/Shanghai calendar), PUE category 1" in ok.stdout, ok
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("\nstate_dir = ", '\ntimezone = "China/Beijing"\nstate_dir = ', 1))
     for args in (("collector", "--config", str(bad), "--check-config"),
