@@ -739,14 +739,16 @@ def write_csv(readings: Mapping[str, MeterReadings], out: IO[str]) -> int:
             continue
         n = r.t_ns.size
         meter = _csv_field(name)
-        power = r.power_w.tolist() if r.power_w is not None else [math.nan] * n
-        energy = r.energy_wh.tolist() if r.energy_wh is not None else [math.nan] * n
+        # Python floats a piece at a time: a year of 10 s readings as two lists was 200 MB more.
+        none = np.full(min(n, 1 << 16), math.nan)
         first = ("".join("," + (repr(float(r.ratings[k])) if r.ratings and k in r.ratings else "")
                          for k in CSV_RATING_COLUMNS) + ("," if several else "")) if rated and r.ratings else ""
         for i0 in range(0, n, 1 << 16):
             i1 = min(n, i0 + (1 << 16))
             lines = []
-            for ts, p, e in zip(format_times(r.t_ns[i0:i1]), power[i0:i1], energy[i0:i1]):
+            power = (r.power_w[i0:i1] if r.power_w is not None else none[: i1 - i0]).tolist()
+            energy = (r.energy_wh[i0:i1] if r.energy_wh is not None else none[: i1 - i0]).tolist()
+            for ts, p, e in zip(format_times(r.t_ns[i0:i1]), power, energy):
                 fp, fe = math.isfinite(p), math.isfinite(e)
                 if not (fp or fe):
                     continue  # both absent: there is no reading at this time (cannot happen from _combine)
