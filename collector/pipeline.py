@@ -65,7 +65,7 @@ import numpy as np
 from puewatch import kernels as k
 from puewatch.core import energy as policy
 from puewatch.core import schema
-from puewatch.core.site import UNITS, SiteModel
+from puewatch.core.site import ROLES, UNITS, SiteModel
 from puewatch.core.timefmt import MINUTE, SECOND
 from puewatch.core.batch import Batch
 
@@ -368,7 +368,7 @@ class Pipeline:
     def _build_groups(self) -> dict[str, dict[str, float]]:
         s = self.site
         groups = {}
-        for role in ("facility_input", "it", "cooling", "losses", "other", "renewable", "reused_heat", "heat_removed", "water"):
+        for role in ROLES:
             members = s.members(role)
             if members:
                 groups[role] = members

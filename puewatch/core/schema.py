@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from puewatch.core.site import UNITS, Meter
+from puewatch.core.site import UNITS, Meter, role_flows
 
 __all__ = [
     "ANY_FIELD", "FIELD_TYPES", "JOB_LEDGER", "JOB_LEDGER_FIELDS", "JOB_LEDGER_STATS", "JOB_LEDGER_STATS_FIELDS", "NUMBER",
@@ -193,8 +193,8 @@ def meter_energy(site: str, meter: str, m: Meter, integrated: bool) -> SeriesId:
 
 
 def meter_energy_field(role: str) -> str:
-    """A water meter counts litres, every other meter Wh."""
-    return VOLUME_L if role == "water" else ENERGY_WH
+    """A water meter counts litres, every other meter Wh (`site.role_flows`)."""
+    return VOLUME_L if role_flows(role) else ENERGY_WH
 
 
 def gpu_energy(site: str, node: str, zone: str) -> SeriesId:
@@ -207,7 +207,7 @@ def site_energy(site: str, category: int | str) -> SeriesId:
 
 def site_energy_field(group: str) -> str:
     """`facility_input_wh`, `it_wh`, `gpu_wh`, ...; the water total in litres (`water_l`)."""
-    return f"{group}_{'l' if group == 'water' else 'wh'}"
+    return f"{group}_{'l' if role_flows(group) else 'wh'}"
 
 
 def zone_energy(site: str, zone: str) -> SeriesId:

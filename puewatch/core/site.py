@@ -180,7 +180,7 @@ class Meter:
     def flows(self) -> bool:
         """A water meter: its readings are litres (L, L/s), not energy and power. No power limit, configured or
         rated, applies to it, and its flow's time integral is litres as it is (`integral_divisor`)."""
-        return self.role == "water"
+        return role_flows(self.role)
 
     @property
     def integral_divisor(self) -> float:
@@ -251,6 +251,12 @@ class Zone:
     nodes: list[str] = setting(
         default_factory=list, doc="Node names or glob patterns (e.g. `gpu-a-*`) of the agents in the zone."
     )
+
+
+def role_flows(role: str) -> bool:
+    """Whether a role's meters count a flow (litres: water), not energy: the one rule for their units, limits and
+    the fields their sums are stored in (`Meter.flows`, `schema.meter_energy_field`, `schema.site_energy_field`)."""
+    return role == "water"
 
 
 def timezone_setting() -> str:
