@@ -105,7 +105,10 @@ class Influx1Store:
         connect_timeout_s: float = 5.0,
         verify_ssl: bool = True,
         chunk_size: int = 10_000,
+        credentials_hint: str | None = None,
     ) -> None:
+        """`credentials_hint`: what a 401 tells the user to give, in the words of what it runs under (a command's
+        options); the store's config keys by default."""
         if auth not in ("basic", "params"):
             raise UserError(f"influx auth must be 'basic' or 'params', not {auth!r}")
         if token is not None and user is not None:
@@ -119,6 +122,7 @@ class Influx1Store:
         self._headers: dict[str, str] = {}
         self._auth_params: dict[str, str] = {}
         self._token = token is not None
+        self._credentials_hint = credentials_hint or "give a user and password (InfluxDB 1.x) or a token (2.x, 3.x)"
         if token is not None:
             # The v1 compatibility API of InfluxDB 2.x and 3.x: `Authorization: Token <API token>`.
             self._headers["Authorization"] = f"Token {token}"
@@ -183,7 +187,7 @@ class Influx1Store:
         if status == 401:
             message = f"authentication failed ({message}); " + (
                 "the server refused the token (InfluxDB 1.x takes a user and password, not a token)" if self._token
-                else "give a user and password (InfluxDB 1.x) or a token (2.x, 3.x)")
+                else self._credentials_hint)
         elif status == 403:
             message = f"permission denied ({message}); the user needs {what} access to {self.database!r}"
         if status == 429 or status >= 500:
@@ -815,7 +819,9 @@ def main(args: argparse.Namespace) -> int:
     )
     if not args.database:
         raise UserError("--database must not be empty")
-    store = Influx1Store(args.url, args.database, user=user, password=password, timeout_s=args.timeout)
+    store = Influx1Store(args.url, args.database, user=user, password=password, timeout_s=args.timeout,
+                         credentials_hint="give an admin's --user and --password (or PUEWATCH_INFLUX_USER and "
+                         "PUEWATCH_INFLUX_PASSWORD); InfluxDB 2.x and 3.x take an API token as the password")
     try:
         statements = setup(store, plan, dry_run=args.dry_run)
     finally:

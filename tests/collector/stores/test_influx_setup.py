@@ -71,6 +71,9 @@ def test_setup_with_authentication(influx_auth, capsys, monkeypatch):
     assert main(["influx", "setup", "--url", influx_auth.url, "--database", "site"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "401" in err and "authentication failed" in err
+    # It names what `setup` takes: it has no token option (found by the InfluxDB audit: it offered one).
+    assert err.endswith("give an admin's --user and --password (or PUEWATCH_INFLUX_USER and PUEWATCH_INFLUX_PASSWORD); "
+                        "InfluxDB 2.x and 3.x take an API token as the password"), err
     monkeypatch.setenv("PUEWATCH_INFLUX_USER", "admin")
     monkeypatch.setenv("PUEWATCH_INFLUX_PASSWORD", "adminpass")
     assert main(["influx", "setup", "--url", influx_auth.url, "--database", "site"]) == 0
