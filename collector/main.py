@@ -156,6 +156,8 @@ class Collector:
         self.conf = conf
         c = conf.collector
         self.site = conf.site_model()
+        for key, msg in self.site.warnings():
+            log.warning("%s: %s", key, msg)
         self.state_dir = Path(c.state_dir)
         self.lock_fd: int | None = None  # the state directory's lock while running (lock_state_dir)
         self.pipeline = Pipeline(
@@ -601,8 +603,12 @@ def main(args: argparse.Namespace) -> int:
 
         from puewatch.collector import tokenfile
 
-        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files,
-                               tokenfile.check)
+        def content(conf: ccfg.CollectorConfig | None, path: str) -> tuple[list[str], list[str]]:
+            errors, warnings = tokenfile.check(conf, path)
+            site = [] if conf is None else [f"{path}: {key}: {msg}" for key, msg in conf.site_model().warnings()]
+            return errors, warnings + site
+
+        return configcheck.run("collector", args.config, ccfg.CollectorConfig, summary, ccfg.named_files, content)
     # The pipeline calls numba's parallel kernels on a few cells at a time, every step. OpenMP's
     # default is to spin after each call, waiting for the next: measured here, 480 us of CPU per
     # call where the work takes 1 us, and on the cores that ingest and the store need. Passive

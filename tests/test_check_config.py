@@ -144,3 +144,18 @@ def test_a_directory_that_can_never_be_made_is_an_error(tmp_path: Path, daemon: 
     made = tmp_path / "made" / key
     conf.write_text(conf.read_text().replace(where, str(made)))
     assert _check(daemon, conf).returncode == 0 and not made.parent.exists()
+
+
+def test_a_meter_s_zone_that_no_zones_table_declares_is_a_warning(tmp_path: Path) -> None:
+    """Where the site declares its zones ([zones]), a meter naming another is a zone of its own, with its own pPUE
+    and no agents' nodes, which a misspelling makes silently: --check-config warns, naming the meter, the zone
+    and the declared ones, and still passes (a hall with meters alone is a zone)."""
+    text = (ROOT / "config" / "collector.toml").read_text()
+    assert text.count('zone = "hall-a"') >= 1 and "[zones.hall-a]" in text
+    conf = tmp_path / "collector.toml"
+    conf.write_text(text.replace('zone = "hall-a"', 'zone = "hal-a"', 1))
+    out = subprocess.run([sys.executable, "-m", "puewatch.cli", "collector", "--config", str(conf), "--check-config"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "zone 'hal-a' is no [zones] table (hall-a" in out.stderr and ".zone: zone 'hal-a'" in out.stderr, out.stderr
+    assert "warning(s) above" in out.stdout

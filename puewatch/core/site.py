@@ -122,7 +122,9 @@ class Meter:
         "",
         doc="Zone (hall) the meter belongs to, for partial PUE; empty = the site only. A `facility_input` meter with "
         "a zone is that hall's sub-incomer (its pPUE boundary): E_DC is the `facility_input` meters without a zone "
-        "when there are any, and the sum of the zoned ones only when every input meter has a zone.",
+        "when there are any, and the sum of the zoned ones only when every input meter has a zone. Where `[zones]` "
+        "declares zones, a zone it does not name is warned about (--check-config, the log at start): a misspelt "
+        "name would make a zone of its own.",
     )
     coefficient: float = setting(
         1.0,
@@ -338,6 +340,17 @@ class SiteModel:
             if any(fnmatch.fnmatchcase(node, pattern) for pattern in z.nodes):
                 return zone
         return ""
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """What the site allows but is likely a slip (key, message): a meter's zone that the `[zones]` tables,
+        where there are any, do not declare is a zone of its own, with its own pPUE and no agents' nodes, as
+        a misspelt zone name would make silently."""
+        if not self.zones:
+            return []
+        declared = ", ".join(sorted(self.zones))
+        return [(f"meters.{name}.zone", f"zone {m.zone!r} is no [zones] table ({declared}): it is a zone of its own, "
+                 "with its own pPUE and no agents' nodes (misspelt? else add [zones." + m.zone + "] to say so)")
+                for name, m in self.meters.items() if m.zone and m.zone not in self.zones]
 
     def problems(self) -> list[tuple[str, str]]:
         """Why the site cannot give a PUE, or would give a wrong one (key, message); empty when it can."""
