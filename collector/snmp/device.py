@@ -29,7 +29,8 @@ class GenericOid:
     scale: float = setting(1.0, min=0.0, min_exclusive=True, doc="value = raw x scale, in the quantity's unit (0.1 kWh registers: 100).")
     kind: str = setting("gauge", choices=("gauge", "register"), doc="gauge: instantaneous; register: cumulative (energy).")
     modulus_raw: float | None = setting(None, min=1.0, doc="Where a register wraps, in raw units (4294967296 for Unsigned32).")
-    missing_values: list[int] = setting(default_factory=list, doc="Raw values meaning 'not supported' (e.g. -1).")
+    missing_values: list[int] = setting(default_factory=list, doc="Raw values meaning 'not supported' (e.g. -1; a "
+                                        "negative one also as its bits read unsigned: 4294967295 for -1 in a Gauge32).")
     missing_below: float | None = setting(None, doc="Raw values below this mean 'not available'.")
     raw_range: list[float] = setting(
         default_factory=list, doc="The object's SYNTAX range `[min, max]` in raw units; values outside it are refused."

@@ -214,7 +214,9 @@ class ReadingSpec:
     modulus_raw: float | None = setting(
         None, min=1.0, doc="Where a register wraps, in raw units (4294967296 for Unsigned32); unset: it does not wrap."
     )
-    missing_values: list[int] = setting(default_factory=list, doc="Raw values that mean 'not supported' (e.g. -1): reported as missing.")
+    missing_values: list[int] = setting(default_factory=list, doc="Raw values that mean 'not supported' (e.g. -1): "
+                                        "reported as missing. A negative one also matches its bits read unsigned "
+                                        "(-1: 4294967295 from a Gauge32 or Unsigned32, 2^64 - 1 from a Counter64).")
     missing_below: float | None = setting(None, doc="Raw values below this mean 'not available' (e.g. 0 for 'negative = unavailable').")
     raw_range: list[float] = setting(
         default_factory=list,
@@ -784,8 +786,13 @@ def signed_factor(n: int) -> float:
 
 
 def is_sentinel(spec: ReadingSpec, raw: float) -> bool:
-    """True if the device uses `raw` to say 'not supported / not available'."""
+    """True if the device uses `raw` to say 'not supported / not available'. A negative filler is also its
+    two's complement in 32 and 64 bits: an agent that sends the -1 of an INTEGER through an Unsigned32 or
+    Gauge32 (APC's upsAdvOutputActivePower) or a Counter64 sends 4294967295 or 18446744073709551615, which
+    is -1's bits read unsigned (found by the SNMP audit: 4294967295 W stored as a reading)."""
     if raw in spec.missing_values:
+        return True
+    if raw >= 2**31 and any(v < 0 and raw in (v + 2**32, float(v + 2**64)) for v in spec.missing_values):
         return True
     return spec.missing_below is not None and raw < spec.missing_below
 

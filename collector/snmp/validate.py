@@ -9,7 +9,8 @@ A value an agent answers is refused (the reading is missing, NaN, never a number
   known either;
 - ``non_finite``: it is not a finite number (text "nan", "inf"), or scaling made it so;
 - ``unavailable``: it is the vendor's "not available" filler that the profile declares
-  (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...);
+  (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...; a
+  negative filler also as its bits read unsigned, 4294967295 for -1: `profiles.is_sentinel`);
 - ``negative``: it is a negative power, apparent power or energy (W, VA, Wh, VAh): a meter
   that reports -26 W is broken, and summing it into a total hides other lines' load;
 - ``out_of_range``: it lies outside the SYNTAX range of the MIB object (`raw_range`), e.g.
@@ -95,7 +96,7 @@ def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Re
         return math.nan, Refusal("unavailable", f"raw {_fmt(raw)} means 'not available' ({_filler_source(spec)})")
     if not math.isfinite(factor):
         return math.nan, None
-    value = raw * factor
+    value = raw * factor + 0.0  # -0.0 ("-0", "-1e-400") is 0: never a negative zero stored or shown
     if not math.isfinite(value):
         return math.nan, Refusal("non_finite", f"raw {_fmt(raw)} x {factor:g} is not a finite number")
     if value < 0 and spec.unit in NON_NEGATIVE_UNITS:

@@ -261,6 +261,11 @@ def test_sentinels():
     profiles = pf.load_profiles()
     apc = profiles["apc-rpdu2"].reading("device_active_power")
     assert pf.is_sentinel(apc, -1) and not pf.is_sentinel(apc, 0) and not pf.is_sentinel(apc, -2)
+    # APC's UPS objects are Unsigned32 whose "not available" is -1: its bits, read unsigned, are 2^32 - 1.
+    apc_ups = profiles["apc-ups"].reading("output_active_power")
+    assert pf.is_sentinel(apc_ups, 4294967295.0) and pf.is_sentinel(apc_ups, float(2**64 - 1))
+    assert not pf.is_sentinel(apc_ups, 4294967294.0) and not pf.is_sentinel(apc_ups, 2147483647.0)
+    assert not pf.is_sentinel(profiles["vertiv-v5"].reading("pdu_active_power"), 4294967295.0)  # 9999 is its filler
     eaton = profiles["eaton-epdu"].reading("input_total_active_power")
     assert pf.is_sentinel(eaton, -5) and not pf.is_sentinel(eaton, 0)
     # PDU-MIB: inletActiveEnergy "has an invalid value if outletEnergySupport = 'No'", and such firmware

@@ -141,6 +141,18 @@ def raritan_out_of_range() -> str:
     })
 
 
+def apc_ups_unsigned_fillers() -> str:
+    # PowerNet-MIB (APC Smart-UPS): upsAdvOutputActivePower and the energy registers are Unsigned32 whose "not
+    # available" is -1; this agent sends it through the Gauge32 it types them as, i.e. 4294967295 (its kWh
+    # register reads 12345).
+    A = "1.3.6.1.4.1.318.1.1.1.4"
+    return recording("1.3.6.1.4.1.318.1.3.2.12", {
+        f"{A}.2.8.0": (GAUGE, 4294967295),
+        f"{A}.3.6.0": (GAUGE, 4294967295),
+        f"{A}.2.12.0": (GAUGE, 12345),
+    })
+
+
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     work = tmp_path_factory.mktemp("refused")
@@ -154,6 +166,7 @@ def agents(tmp_path_factory):
     (data / "text.snmprec").write_text(ups_text_rows())
     (data / "raritan.snmprec").write_text(raritan_out_of_range())
     (data / "types.snmprec").write_text(ups_wrong_types_and_unmeasured_inputs())
+    (data / "apcups.snmprec").write_text(apc_ups_unsigned_fillers())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -385,3 +398,19 @@ def test_the_poller_says_what_an_object_without_a_value_answered(snmpd, caplog):
     assert any("spare_power" in rec.getMessage() and no_instance in rec.getMessage() for rec in logged)
     text = generate_latest(metrics.registry).decode()
     assert 'puewatch_snmp_values_refused_total{device="ups",reason="absent"} 4.0' in text
+
+
+def test_a_negative_filler_sent_unsigned_is_not_available_and_a_negative_zero_is_zero(agents):
+    """Found by the SNMP audit: APC's -1 "not available", sent as Gauge32 4294967295, was stored as 4.29 GW and
+    42.9 GWh of readings; "-0" was shown and stored as -0 W."""
+    apc = {x["name"]: x for x in probe_json(agents, "apcups")["readings"]}
+    assert apc["output_active_energy_kwh_resolution"]["value"] == 12345000.0
+    for name in ("output_active_power", "output_active_energy"):
+        assert apc[name]["value"] is None, apc[name]
+        assert apc[name]["refused"] == "raw 4294967295 means 'not available' (profile: missing_values = [-1])", apc[name]
+    from puewatch.collector.snmp.validate import check_value, number_of
+
+    spec = load_profiles()["apc-ups"].reading("output_apparent_power")
+    for text in ("-0", "-1e-400", " -0.0 "):
+        value, refused = check_value(spec, number_of(text)[0], 1.0)
+        assert value == 0.0 and math.copysign(1.0, value) == 1.0 and refused is None, (text, value, refused)
