@@ -914,7 +914,7 @@ class LineParser:
             error_count += 1
             refused.append(_span(where))
             if len(errors) < MAX_ERRORS:
-                errors.append(f"unable to parse '{_quote(text)}': {fault} ({where})")
+                errors.append(f"unable to parse '{_quote(text)}': {_with_cause(text, fault)} ({where})")
 
         def refuse(text: bytes, fault: TimeFault, where: str) -> None:
             nonlocal time_refused, retention_refused
@@ -1088,8 +1088,19 @@ def parse_line(line: bytes | str) -> Point:
     try:
         measurement, tags, fields, t, _ = _parse_slow(raw)
     except _LineError as exc:
-        raise LineError(f"unable to parse '{_quote(raw)}': {exc}") from None
+        raise LineError(f"unable to parse '{_quote(raw)}': {_with_cause(raw, str(exc))}") from None
     return Point(measurement, tags, fields, t)
+
+
+def _with_cause(line: bytes, fault: str) -> str:
+    """A refused line's fault, and what most likely caused it where the line ends in a byte line protocol
+    does not end lines with: a CR (a file or client writing CRLF line ends: every line then fails, as
+    "bad timestamp" or "invalid number", which named the wrong thing; found by the ingest audit) or a tab."""
+    if line.endswith(b"\r"):
+        return f"{fault}; the line ends in a carriage return (\\r): line protocol ends lines with \\n alone, not CRLF"
+    if line.endswith(b"\t"):
+        return f"{fault}; the line ends in a tab, which line protocol does not allow there"
+    return fault
 
 
 def split_lines(body: bytes) -> list[bytes]:

@@ -102,7 +102,7 @@ NOT_A_VALUE = ": a field value is a number (1.5, -2, 15i, 15u; no leading +, no 
         (b'm f="a"b', "invalid field format"),
         (b"m f=1 1x", "bad timestamp"),
         (b"m f=1 +1", "bad timestamp"),
-        (b"m f=1 1\r", "bad timestamp"),
+        (b"m f=1 1\r", "bad timestamp; the line ends in a carriage return (\\r): line protocol ends lines with \\n alone, not CRLF"),
         (b"m f=1 1.5", "bad timestamp"),
         (b"m f=1 1 2", "point is invalid"),
         (b"m f=1 9223372036854775807", f"time outside range {-(2**63) + 2} - {2**63 - 2}"),
@@ -120,8 +120,15 @@ def test_error_names_line_and_quotes_it_on_one_line():
     assert r.lines == 2 and r.body == b"m f=1 1\nm f=2 2\n"
     assert r.errors == [
         "unable to parse 'm,t=1 f= 3': missing field value (line 4)",
-        "unable to parse 'm f=1 1\\r': bad timestamp (line 6)",
+        "unable to parse 'm f=1 1\\r': bad timestamp; the line ends in a carriage return (\\r): line protocol ends "
+        "lines with \\n alone, not CRLF (line 6)",
     ]
+    # A CRLF body fails every line: each says why (it read "bad timestamp" or "invalid number", which named the
+    # wrong thing; found by the ingest audit), and so does a trailing tab.
+    r = parse(b"m f=2\r\nm f=1 1\t\n")
+    assert r.lines == 0 and [e.split("; ", 1)[1] for e in r.errors] == [
+        "the line ends in a carriage return (\\r): line protocol ends lines with \\n alone, not CRLF (line 1)",
+        "the line ends in a tab, which line protocol does not allow there (line 2)"]
 
 
 def test_long_bad_line_is_cut_in_the_message():
