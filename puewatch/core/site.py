@@ -57,9 +57,12 @@ from __future__ import annotations
 import fnmatch
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from puewatch.config import setting
-from puewatch.core.timefmt import Calendar, check_zone
+
+if TYPE_CHECKING:
+    from puewatch.core.timefmt import Calendar
 
 ROLES = (
     "facility_input",
@@ -296,6 +299,8 @@ class SiteModel:
     @property
     def calendar(self) -> Calendar:
         """The days, months and years the site's reports, statements and carbon count in."""
+        from puewatch.core.timefmt import Calendar  # here: the agent reads the schema, and has no NumPy
+
         return Calendar(self.timezone)
 
     @property
@@ -354,6 +359,8 @@ class SiteModel:
 
     def problems(self) -> list[tuple[str, str]]:
         """Why the site cannot give a PUE, or would give a wrong one (key, message); empty when it can."""
+        from puewatch.core.timefmt import check_zone
+
         out = []
         try:
             check_zone(self.timezone)
