@@ -340,8 +340,13 @@ class Meter:
                 value = NAN
             elif spec.valid_if is not None and valid is not None and not spec.valid_if.keeps(_int(valid)):
                 # (An agent without the column at all (no such object) says nothing about the
-                # row: its value counts. Captures often hold only the value columns.)
+                # row: its value counts. Captures often hold only the value columns.) The device says
+                # the value is not available, as a filler does: counted and shown as such, and left
+                # out of the totals (found by the SNMP audit: a sensor unavailable(2) was counted nowhere).
                 value = NAN
+                refused = Refusal("unavailable", f"{row.valid_oid} is {_int(valid)}: the device says the value is not "
+                                                 "available (profile: valid_if)")
+                self._log_refusal(row, raw, refused)
             elif x == 0 and spec.zero_valid_if is not None and valid is not None \
                     and not spec.zero_valid_if.keeps(_int(valid)):
                 value = NAN

@@ -10,7 +10,8 @@ A value an agent answers is refused (the reading is missing, NaN, never a number
 - ``non_finite``: it is not a finite number (text "nan", "inf"), or scaling made it so;
 - ``unavailable``: it is the vendor's "not available" filler that the profile declares
   (`missing_values`, `missing_below`: APC rPDU2 -1 = unsupported, Eaton negative W, ...; a
-  negative filler also as its bits read unsigned, 4294967295 for -1: `profiles.is_sentinel`);
+  negative filler also as its bits read unsigned, 4294967295 for -1: `profiles.is_sentinel`), or
+  a status column says the value is not available (`valid_if`, applied by the poller);
 - ``negative``: it is a negative power, apparent power or energy (W, VA, Wh, VAh): a meter
   that reports -26 W is broken, and summing it into a total hides other lines' load;
 - ``out_of_range``: it lies outside the SYNTAX range of the MIB object (`raw_range`), e.g.

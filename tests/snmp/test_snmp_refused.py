@@ -153,6 +153,18 @@ def apc_ups_unsigned_fillers() -> str:
     })
 
 
+def entity_sensor_unavailable() -> str:
+    # ENTITY-SENSOR-MIB: two watts(6) sensors (101, 102) inside power supplies (1, 2); sensor 102's
+    # entPhySensorOperStatus is unavailable(2) though it answers 300 W.
+    ent, sen = "1.3.6.1.2.1.47.1.1.1.1", "1.3.6.1.2.1.99.1.1.1"
+    rows: dict[str, tuple[int, object]] = {}
+    for psu, sensor, status in ((1, 101, 1), (2, 102, 2)):
+        rows |= {f"{ent}.4.{psu}": (INT, 0), f"{ent}.5.{psu}": (INT, 6), f"{ent}.4.{sensor}": (INT, psu),
+                 f"{ent}.5.{sensor}": (INT, 8), f"{sen}.1.{sensor}": (INT, 6), f"{sen}.2.{sensor}": (INT, 9),
+                 f"{sen}.3.{sensor}": (INT, 0), f"{sen}.4.{sensor}": (INT, 300), f"{sen}.5.{sensor}": (INT, status)}
+    return recording("1.3.6.1.4.1.8072.3.2.10", rows)
+
+
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     work = tmp_path_factory.mktemp("refused")
@@ -167,6 +179,7 @@ def agents(tmp_path_factory):
     (data / "raritan.snmprec").write_text(raritan_out_of_range())
     (data / "types.snmprec").write_text(ups_wrong_types_and_unmeasured_inputs())
     (data / "apcups.snmprec").write_text(apc_ups_unsigned_fillers())
+    (data / "entity.snmprec").write_text(entity_sensor_unavailable())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -414,3 +427,15 @@ def test_a_negative_filler_sent_unsigned_is_not_available_and_a_negative_zero_is
     for text in ("-0", "-1e-400", " -0.0 "):
         value, refused = check_value(spec, number_of(text)[0], 1.0)
         assert value == 0.0 and math.copysign(1.0, value) == 1.0 and refused is None, (text, value, refused)
+
+
+def test_a_sensor_the_device_says_is_unavailable_is_refused_as_such_and_left_out_of_the_total(agents):
+    """`valid_if` (ENTITY-SENSOR-MIB entPhySensorOperStatus unavailable(2)): not a reading, said and counted as
+    'unavailable' like a filler, and left out of the total (found by the SNMP audit: it was counted nowhere)."""
+    doc = probe_json(agents, "entity")
+    ent = {x["name"]: x for x in doc["readings"]}
+    assert ent["psu_sensor101_active_power"]["value"] == 300.0
+    assert ent["psu_sensor102_active_power"]["value"] is None
+    assert ent["psu_sensor102_active_power"]["refused"] == (
+        "1.3.6.1.2.1.99.1.1.1.5.102 is 2: the device says the value is not available (profile: valid_if)")
+    assert ent["total_active_power"]["value"] == 300.0
