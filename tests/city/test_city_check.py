@@ -300,6 +300,8 @@ def test_annual_is_judged_from_the_period_and_when_the_report_was_made_not_the_f
     assert one({"require_annual": True}, make_report()).passed  # made 2026-01-02, after its year
     for key, value, said in (("period_end", "tomorrow", "period_end: must be an RFC 3339 time"),
                              ("period_end", "2024-01-01T00:00:00Z", "is not after period_start"),
+                             # A date alone names no instant: its midnight would be in no stated zone.
+                             ("period_end", "2026-01-01", "period_end: must be an RFC 3339 time"),
                              ("generated_at", "soon", "generated_at: must be an RFC 3339 time")):
         with pytest.raises(ReportError, match=said):
             validate_report({**make_report(), key: value}, "r.json")
