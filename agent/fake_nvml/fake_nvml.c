@@ -32,6 +32,7 @@
  *     lost_from_s T              from T s after load, every call on this GPU returns GPU_IS_LOST ...
  *     lost_until_s T             ... until T s after load (default: forever)
  *     energy_reset_at_s T        at T s the energy counter restarts from 0 (a driver reload)
+ *     energy_jump_at_s T MJ      from T s the energy counter reads MJ more (a counter that jumps)
  *     replaced_at_s T            at T s the board is another (a swap while it was lost): its UUID changes
  *                                and its energy counter is its own, from 0 at T
  *     procs N                    number of compute processes (pids 1000+I*10+k)
@@ -88,6 +89,8 @@ struct gpu {
     long fail_left[F_COUNT];
     double lost_from_s, lost_until_s;
     double energy_reset_at_s;
+    double energy_jump_at_s;
+    unsigned long long energy_jump_mj;
     double replaced_at_s;
     unsigned procs;
 };
@@ -126,6 +129,8 @@ static void defaults(void) {
         g->lost_from_s = -1;
         g->lost_until_s = 1e300;
         g->energy_reset_at_s = -1;
+        g->energy_jump_at_s = -1;
+        g->energy_jump_mj = 0;
         g->replaced_at_s = -1;
         g->procs = 1;
     }
@@ -151,6 +156,11 @@ static void apply(struct gpu *g, const char *key, const char *value) {
     else if (!strcmp(key, "lost_from_s")) g->lost_from_s = strtod(value, NULL);
     else if (!strcmp(key, "lost_until_s")) g->lost_until_s = strtod(value, NULL);
     else if (!strcmp(key, "energy_reset_at_s")) g->energy_reset_at_s = strtod(value, NULL);
+    else if (!strcmp(key, "energy_jump_at_s")) {
+        char *end;
+        g->energy_jump_at_s = strtod(value, &end);
+        g->energy_jump_mj = strtoull(end, NULL, 0);
+    }
     else if (!strcmp(key, "replaced_at_s")) g->replaced_at_s = strtod(value, NULL);
     else if (!strcmp(key, "procs")) g->procs = (unsigned)strtoul(value, NULL, 0);
     else if (!strcmp(key, "fail")) {
@@ -408,6 +418,8 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev, unsigned long
         *energy = (unsigned long long)((double)dev->power_mw * (t - reset));
     else
         *energy = dev->energy_start_mj + (unsigned long long)((double)dev->power_mw * t);
+    if (dev->energy_jump_at_s >= 0 && t >= dev->energy_jump_at_s)
+        *energy += dev->energy_jump_mj;
     if (log_fd >= 0) {
         char buf[64];
         int n = snprintf(buf, sizeof buf, "E %d %llu\n", dev->index, *energy);

@@ -132,7 +132,8 @@ class _Held:
 class _Acc:
     """One GPU's interval: the energy reading it started at, the samples and the holders' shares."""
 
-    start: tuple[float, int] | None = None  # (mJ, ns) of the nvml source's reading
+    start: tuple[float, int, int] | None = None  # (mJ, ns, monotonic ns) of the nvml source's reading
+    start_breaks: int = 0  # the GPU's energy discontinuities (nvml _Gpu.breaks) at `start`
     started: bool = False  # a reading was ever taken (a None start after it is a gap)
     samples: int = 0
     held: dict[str, _Held] = field(default_factory=dict)
@@ -318,7 +319,7 @@ class Source:
                 # source: samples before them would share no energy, or miss the GPU's processes.
                 if gpu.pids is None and "processes" not in gpu.unsupported and not gpu.processes_failed:
                     continue
-                acc.start = gpu.energy_reading()
+                acc.start, acc.start_breaks = gpu.energy_reading(), gpu.breaks
                 acc.started = acc.start is not None
                 if not acc.started:
                     continue
@@ -361,7 +362,7 @@ class Source:
             if acc is None or not acc.started:
                 continue
             reading = gpu.energy_reading()
-            if reading is not None and acc.start is not None and reading[1] <= acc.start[1]:
+            if reading is not None and acc.start is not None and reading[2] <= acc.start[2]:
                 continue  # no newer reading yet (the GPU just came back): the interval goes on to the next
             energy = self._gpu_energy(gpu, acc, reading, end_ns)
             if energy is not None and acc.held_ns > 0:
@@ -391,6 +392,7 @@ class Source:
                           "unattributed)", end_ns, gpu.index, whole=False)
             # The tick's sample (taken above) goes on holding into the next interval.
             acc.start, acc.samples, acc.blind, acc.held_ns = reading, 0, 0, 0
+            acc.start_breaks = gpu.breaks
             acc.held = {h.job: _Held(h.tenant, h.source, 0.0, len(acc.last) > 1, bool(h.pids) or gpu.processes_failed)
                         for h, _ in acc.last}
         for uuid in [u for u in self.acc if u not in live]:
@@ -411,11 +413,15 @@ class Source:
             why = "the energy counter could not be read"
         elif reading[0] < start[0]:
             why = "the energy counter went back (driver reload)"
+        elif gpu.breaks != acc.start_breaks:
+            why = ("the energy counter restarted or rose faster than the GPU can draw (energy_counter_reset, "
+                   "energy_counter_jump)")
         if why is not None:
             if acc.held:
                 self._gap(gpu.uuid, why, end_ns, gpu.index)
             return None
-        return (reading[0] - start[0]) / MJ_PER_WH, (reading[1] - start[1]) / 1e9, reading[1]
+        # The interval's length on the monotonic clock; the record's time is the reading's (wall clock).
+        return (reading[0] - start[0]) / MJ_PER_WH, (reading[2] - start[2]) / 1e9, reading[1]
 
     def _gap(self, uuid: str, why: str, t_ns: int, index: int | None = None, whole: bool = True) -> None:
         """A ledger_gap event: the GPU has no records for the interval (`whole`), or some of its energy no job's."""

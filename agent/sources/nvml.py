@@ -70,6 +70,16 @@ _ARCH_NAMES = {
     pynvml.NVML_DEVICE_ARCH_BLACKWELL: "blackwell",
 }
 
+# The most any GPU board draws, where NVML gives no power limit to bound it by (twice the highest limit where
+# it does): a reading above is a broken sensor's or NVML's "not available" (0xFFFFFFFF mW, 4294967.295 W),
+# never a reading. Found by the agent audit: with no limit, 4.29 MW was shipped and integrated.
+GPU_POWER_CEILING_W = 10_000.0
+_NOT_AVAILABLE_W = 0xFFFFFFFF / 1000.0
+# An energy counter's rise is impossible above the GPU's power bound over the time between its readings
+# (monotonic) and this much more: the counter updates some tens of ms apart, so a reading can hold energy of
+# a moment before the previous one was taken.
+COUNTER_SKEW_S = 0.25
+
 # pynvml's function-pointer cache (private, but part of every nvidia-ml-py release since 7.352):
 # it returns the ctypes function of the loaded libnvidia-ml, which the hot path calls directly.
 _nvml_function = pynvml._nvmlGetFunctionPointer
@@ -178,14 +188,20 @@ class _Gpu:
     usage_field: str = ""  # "power_average_w=" or "power_instant_w="
     has_counter: bool | None = None  # None: not tried yet
     last_energy_mj: int | None = None
-    last_energy_ns: int = 0  # when last_energy_mj was read
+    last_energy_ns: int = 0  # when last_energy_mj was read (wall clock: the reading's time)
+    last_energy_mono_ns: int = 0  # the same on the monotonic clock: rates are judged on it
     est_energy_mj: float = 0.0
     last_power_w: float | None = None
     last_power_ns: int = 0
+    last_power_mono_ns: int = 0  # the trapezoids' widths: a wall-clock step invents or removes no energy
+    # Discontinuities of the energy (a counter that went back, or rose faster than the GPU can draw): the job
+    # ledger counts no interval across one.
+    breaks: int = 0
     unsupported: set[str] = field(default_factory=set)
     # The most this GPU can draw (W): twice the highest power limit its board allows, where NVML says
-    # (a GPU exceeds its limit only in brief excursions). A reading above it is a broken sensor's.
-    max_power_w: float = math.inf
+    # (a GPU exceeds its limit only in brief excursions), else GPU_POWER_CEILING_W. A reading above it is
+    # a broken sensor's.
+    max_power_w: float = GPU_POWER_CEILING_W
     lost: bool = False
     retry_at: float = 0.0
     backoff_s: float = 0.0
@@ -194,14 +210,16 @@ class _Gpu:
     processes_failed: bool = False  # the last process reading failed (not unsupported): pids unknown
     util_by_pid: dict[int, int] | None = None  # SM utilisation per PID, where NVML gives it (and the ledger wants it)
 
-    def energy_reading(self) -> tuple[float, int] | None:
-        """(energy mJ, time ns) of the last counter reading, or of the power integral where the GPU has no
-        counter; None before the first or while the GPU is lost."""
+    def energy_reading(self) -> tuple[float, int, int] | None:
+        """(energy mJ, time ns, monotonic ns) of the last counter reading, or of the power integral where the
+        GPU has no counter; None before the first or while the GPU is lost. Durations between readings are
+        the monotonic times' (a wall-clock step lengthened a ledger interval by the step)."""
         if self.lost or self.has_counter is None:
             return None
         if self.has_counter:
-            return None if self.last_energy_mj is None else (float(self.last_energy_mj), self.last_energy_ns)
-        return None if self.last_power_w is None else (self.est_energy_mj, self.last_power_ns)
+            return None if self.last_energy_mj is None else (float(self.last_energy_mj), self.last_energy_ns,
+                                                              self.last_energy_mono_ns)
+        return None if self.last_power_w is None else (self.est_energy_mj, self.last_power_ns, self.last_power_mono_ns)
 
 
 class Source:
@@ -397,6 +415,7 @@ class Source:
         if lost is not None and lost.uuid == uuid:
             gpu.has_counter = lost.has_counter
             gpu.last_energy_mj, gpu.last_energy_ns = lost.last_energy_mj, lost.last_energy_ns
+            gpu.last_energy_mono_ns, gpu.breaks = lost.last_energy_mono_ns, lost.breaks
 
         not_read = "unsupported" if probe_error is None else f"not read at set-up: {probe_error}"
         gpu.info = {
@@ -424,13 +443,17 @@ class Source:
             top_mw = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)[1]
         except pynvml.NVMLError:
             top_mw = self._opt(gpu, "power_limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
-        return 2.0 * top_mw / 1000.0 if top_mw else math.inf
+        return 2.0 * top_mw / 1000.0 if top_mw else GPU_POWER_CEILING_W
 
     def _impossible_power(self, gpu: _Gpu, what: str, watts: float, t_ns: int) -> None:
         """A power reading above what the GPU can draw: left out, counted, said once per GPU."""
         self.ctx.errors += 1
-        message = (f"GPU {gpu.index} read {what} {watts:.6g} W, above twice its highest power limit "
-                   f"({gpu.max_power_w / 2:g} W): a broken sensor's value, not a reading; left out")
+        bound = (f"more than any GPU board draws ({GPU_POWER_CEILING_W:g} W; NVML gives no power limit)"
+                 if gpu.max_power_w == GPU_POWER_CEILING_W else
+                 f"above twice its highest power limit ({gpu.max_power_w / 2:g} W)")
+        what_it_is = ("NVML's 'not available' (0xFFFFFFFF mW)" if watts == _NOT_AVAILABLE_W else
+                      "a broken sensor's value")
+        message = f"GPU {gpu.index} read {what} {watts:.6g} W, {bound}: {what_it_is}, not a reading; left out"
         if self.ctx.once((SOURCE, gpu.uuid, "power_impossible"), logging.WARNING, "NVML: %s (logged once)", message):
             self.ctx.event(SOURCE, "power_impossible", message, t_ns, gpu=str(gpu.index))
 
@@ -469,6 +492,7 @@ class Source:
                 if gpu.lost:
                     continue
             t_ns = time_ns()
+            mono_ns = time.monotonic_ns()
             parts: list[str] = []
             power_w = None
             reading = "power"
@@ -502,7 +526,7 @@ class Source:
                     else:
                         parts.append(f"{gpu.usage_field}{power_w!r}")
                 if gpu.has_counter is False:
-                    self._integrate(gpu, parts, power_w, t_ns, energy_due)
+                    self._integrate(gpu, parts, power_w, t_ns, mono_ns, energy_due)
                 elif energy_due:
                     reading = "energy"
                     ret = c_energy(gpu.handle, ctypes.byref(gpu.energy_mj))
@@ -515,7 +539,9 @@ class Source:
                     last = gpu.last_energy_mj
                     if last is not None and energy < last:
                         self._counter_reset(gpu, last, energy, t_ns)
-                    gpu.last_energy_mj, gpu.last_energy_ns = energy, t_ns
+                    elif last is not None:
+                        self._check_rise(gpu, last, energy, (mono_ns - gpu.last_energy_mono_ns) / 1e9, t_ns)
+                    gpu.last_energy_mj, gpu.last_energy_ns, gpu.last_energy_mono_ns = energy, t_ns, mono_ns
                     parts.append(f"energy_mj={energy}i,energy_estimated=false")
             except pynvml.NVMLError as exc:
                 if reading == "energy" and exc.value in _UNSUPPORTED and gpu.has_counter is None:
@@ -528,7 +554,7 @@ class Source:
                         gpu.index,
                         exc,
                     )
-                    self._integrate(gpu, parts, power_w, t_ns, True)
+                    self._integrate(gpu, parts, power_w, t_ns, mono_ns, True)
                     out.append(self._info_line(gpu, t_ns))
                 elif self._classify(exc, gpu, t_ns):
                     if not self.initialised:  # NVML itself went away: the other GPUs wait for it too
@@ -540,13 +566,15 @@ class Source:
         return out
 
     @staticmethod
-    def _integrate(gpu: _Gpu, parts: list[str], power_w: float | None, t_ns: int, emit: bool) -> None:
-        """Energy from power by trapezoids between samples, for GPUs without the counter."""
+    def _integrate(gpu: _Gpu, parts: list[str], power_w: float | None, t_ns: int, mono_ns: int, emit: bool) -> None:
+        """Energy from power by trapezoids between samples, for GPUs without the counter. Their widths are
+        monotonic time: a wall-clock step of an hour added 303 Wh in one 0.1 s sample, or made the energy
+        negative from then on (found by the agent audit)."""
         if power_w is None:
             return
         if gpu.last_power_w is not None:
-            gpu.est_energy_mj += (gpu.last_power_w + power_w) * 0.5 * ((t_ns - gpu.last_power_ns) / 1e9) * 1000.0
-        gpu.last_power_w, gpu.last_power_ns = power_w, t_ns
+            gpu.est_energy_mj += (gpu.last_power_w + power_w) * 0.5 * ((mono_ns - gpu.last_power_mono_ns) / 1e9) * 1000.0
+        gpu.last_power_w, gpu.last_power_ns, gpu.last_power_mono_ns = power_w, t_ns, mono_ns
         if emit:
             parts.append(f"energy_mj={int(gpu.est_energy_mj)}i,energy_estimated=true")
 
@@ -726,10 +754,29 @@ class Source:
         self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, gpu=str(gpu.index))
 
     def _counter_reset(self, gpu: _Gpu, last: int, now: int, t_ns: int) -> None:
+        gpu.breaks += 1
         message = (f"GPU {gpu.index} energy counter went back from {last} mJ to {now} mJ: restarted, as a driver reload "
                    "or a GPU reset restarts it")
         log.warning("NVML: %s", message)
         self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, gpu=str(gpu.index))
+
+    def _check_rise(self, gpu: _Gpu, last: int, now: int, elapsed_s: float, t_ns: int) -> None:
+        """A counter that rose more than the GPU can draw in the time since its last reading (its power bound
+        over that time, monotonic, and COUNTER_SKEW_S more): an impossible jump, as the collector's own rule
+        for GPU energy says. The reading is shipped as read (the collector judges its intervals); the job
+        ledger counts no interval across it (`breaks`), where it would have billed the jump to the jobs
+        (found by the agent audit: 1 GJ in 0.2 s on a 700 W board, shipped without a word)."""
+        allowed_mj = gpu.max_power_w * (max(elapsed_s, 0.0) + COUNTER_SKEW_S) * 1000.0
+        if now - last <= allowed_mj:
+            return
+        gpu.breaks += 1
+        self.ctx.errors += 1
+        mean_w = (now - last) / 1000.0 / max(elapsed_s, 1e-9)
+        message = (f"GPU {gpu.index} energy counter rose {now - last} mJ in {elapsed_s:.3g} s ({mean_w:.6g} W on "
+                   f"average), more than it can draw ({gpu.max_power_w:g} W): an impossible jump; no job is billed "
+                   "for the interval across it")
+        log.warning("NVML: %s", message)
+        self.ctx.event(SOURCE, "energy_counter_jump", message, t_ns, gpu=str(gpu.index))
 
     def _schedule_library_retry(self) -> None:
         self._backoff_s = min(self.cfg.retry_max_s, self._backoff_s * 2 or self.cfg.retry_initial_s)
@@ -756,6 +803,7 @@ class Source:
                 # Without a counter, the integral restarts from 0 (see _setup_gpu).
                 gpu.has_counter = old.has_counter
                 gpu.last_energy_mj, gpu.last_energy_ns = old.last_energy_mj, old.last_energy_ns
+                gpu.last_energy_mono_ns, gpu.breaks = old.last_energy_mono_ns, old.breaks
                 if gpu.has_counter is False:
                     self._integral_restarted(gpu, t_ns, "NVML was away")
         # GPUs that did not come back, and new ones: said once each, with the GPU they are.

@@ -571,9 +571,11 @@ class _FakeGpu:
         self.clock = clock
         self.index, self.uuid, self.info, self.has_counter = 0, "GPU-0", {"name": "fake"}, True
         self.pids, self.util_by_pid, self.unsupported, self.processes_failed, self.lost = (), None, set(), False, False
+        self.breaks = 0
 
     def energy_reading(self):
-        return self.clock["mono"] / 1e9 * 100.0 * 1000.0, 1_800_000_000 * 10**9 + self.clock["mono"]
+        return (self.clock["mono"] / 1e9 * 100.0 * 1000.0, 1_800_000_000 * 10**9 + self.clock["mono"],
+                self.clock["mono"])
 
 
 def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp_path, monkeypatch):
@@ -621,3 +623,25 @@ def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp
     shares = [(f["share"], f["interval_s"], f["gpu_wh"]) for m, _, f, _ in records if m == JOB_LEDGER]
     assert [s for s, _, _ in shares] == [pytest.approx(0.4), pytest.approx(0.4)], shares
     assert sum(wh for _, _, wh in shares) == pytest.approx(4 * 100.0 / 3600.0)  # 4 s of 100 W
+
+
+def test_no_job_is_billed_across_an_impossible_counter_jump(tmp_path, procs, fake_nvml_dir):
+    """Found by the agent audit: GPU 0's counter rises 1 GJ at 2.5 s (about 1 MW over a second, on a 700 W
+    board); the ledger billed it to the job holding the GPU (278 Wh). The interval across it has no record, a
+    ledger_gap says why, and the intervals before and after are the GPU's exact energy."""
+    static = tmp_path / "static.toml"
+    static.write_text('[[gpu]]\ngpu = 0\njob = "j1"\ntenant = "lab"\n')
+    rx = Receiver(procs, tmp_path).start()
+    agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                   f'[sources.jobs]\ninterval_s = 2.0\nsample_interval_s = 0.25\nhook_state_dir = ""\n'
+                   f'static_map = "{static}"\n', gpus=1, script_lines="gpu 0 energy_jump_at_s 2.5 1000000000\n")
+    wait_for(lambda: len([r for r in ledger(rx) if r[1]["interval_s"] > 1.9]) >= 3, 30, "three full intervals")
+    assert agent.stop() == 0, agent.output()
+    full = [f for _, f in ledger(rx) if f["interval_s"] > 1.9]
+    for f in full:
+        assert f["gpu_wh"] == pytest.approx(POWER_MW[0] * f["interval_s"] / 3.6e6, rel=0.05), f
+    events = [(tags["event"], fields["message"]) for m, tags, fields, _ in map(parse_line, rx.lines())
+              if m == "puewatch_event"]
+    assert any(kind == "energy_counter_jump" for kind, _ in events), events
+    gaps = [msg for kind, msg in events if kind == "ledger_gap"]
+    assert len(gaps) == 1 and "rose faster than the GPU can draw" in gaps[0], events

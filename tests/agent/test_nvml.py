@@ -42,6 +42,13 @@ gpu 4 unsupported processes
 # 5: falls off the bus from 1.5 s to 3.0 s
 gpu 5 lost_from_s 1.5
 gpu 5 lost_until_s 3.0
+# 6: its counter jumps 1 GJ at 2.5 s (about 1 MW over the energy interval, on a 700 W board)
+gpu 6 energy_jump_at_s 2.5 1000000000
+# 7: no power limit, no counter, and power NVML's "not available" (0xFFFFFFFF mW)
+gpu 7 unsupported power_limit
+gpu 7 unsupported energy
+gpu 7 power_mw 4294967295
+gpu 7 step_mw 0
 """
 
 NVML_TABLE = """
@@ -105,14 +112,14 @@ def nvml_run(fake_nvml_dir, tmp_path_factory):
 def test_many_gpus_all_sampled_and_described(nvml_run):
     points, _, _ = nvml_run
     power = per_gpu(points, "gpu_power")
-    assert sorted(power) == list(range(64))
+    assert sorted(power) == [g for g in range(64) if g != 7]  # 7's every power is refused: it has nothing to ship
     info = {int(t["gpu"]): f for t, f, _ in points["gpu_info"]}
     assert sorted(info) == list(range(64))
     assert info[0]["name"] == "NVIDIA H100 80GB HBM3"
     assert info[0]["pci_bus_id"] == "00000000:18:00.0"
     assert info[0]["architecture"] == "hopper" and info[0]["driver_version"] == "555.42.06"
     assert info[0]["serial"] == "1654000000000"
-    uuids = {t["uuid"] for t, _, _ in points["gpu_power"]}
+    uuids = {t["uuid"] for t, _, _ in points["gpu_info"]}
     assert len(uuids) == 64
 
 
@@ -349,3 +356,42 @@ def test_a_power_reading_above_what_the_gpu_can_draw_is_left_out_and_said_once(t
     assert sorted(g for g, _ in events) == ["1", "2"], events
     assert "read power_average_w 4e+06 W, above twice its highest power limit (700 W)" in dict(events)["1"]
     assert log.count("a broken sensor's value, not a reading") == 2
+
+
+def test_an_impossible_counter_jump_is_said_and_nvml_s_not_available_power_is_no_reading(nvml_run):
+    """Found by the agent audit. GPU 6's counter rises 1 GJ between two readings a second apart: shipped as read
+    (the collector judges it), said once as energy_counter_jump with the rise and the bound, and counted. GPU 7
+    has no power limit and reads 0xFFFFFFFF mW: refused against the GPU ceiling (10 kW), named as NVML's 'not
+    available', and nothing integrated from it (it shipped 4.29 MW and 15 GJ of estimated energy)."""
+    points, log, readings = nvml_run
+    events = {(t["event"], t.get("gpu")): f["message"] for t, f, _ in points["puewatch_event"]}
+    jump = events[("energy_counter_jump", "6")]
+    assert "GPU 6 energy counter rose" in jump and "more than it can draw (1400 W)" in jump, jump
+    assert not any(kind == "energy_counter_jump" and gpu != "6" for kind, gpu in events), events
+    jumps = [b - a for a, b in zip(readings[6], readings[6][1:]) if b - a > 10**8]
+    assert len(jumps) == 1  # the fake's own log: one such rise
+    power = events[("power_impossible", "7")]
+    assert "4294.97 kW" in power or "4.29497e+06 W" in power, power
+    assert "more than any GPU board draws (10000 W; NVML gives no power limit)" in power, power
+    assert "NVML's 'not available' (0xFFFFFFFF mW)" in power, power
+    assert 7 not in per_gpu(points, "gpu_power")  # no power, so no integrated energy either
+
+
+def test_power_is_integrated_over_monotonic_time_whatever_the_wall_clock_does():
+    """Found by the agent audit: a GPU without an energy counter integrated power between samples over the wall
+    clock, so a step of an hour added 303 Wh in one 0.1 s sample, or made its energy negative for good. The
+    trapezoids' widths are monotonic time; the readings keep their wall-clock times. (The unit under test is
+    the integration itself; the agent runs above take the real path through the fake NVML.)"""
+    from puewatch.agent.sources.nvml import Source, _Gpu
+
+    gpu = _Gpu(0, None, "GPU-0", "gpu_power", "gpu_state", "gpu_info", {}, has_counter=False)
+    wall, mono = 1_800_000_000 * 10**9, 5 * 10**9
+    parts: list[str] = []
+    Source._integrate(gpu, parts, 300.0, wall, mono, True)
+    for step in (3600 * 10**9, -7200 * 10**9):  # the wall clock steps an hour ahead, then two back
+        wall += step + 10**8
+        mono += 10**8
+        Source._integrate(gpu, parts, 300.0, wall, mono, True)
+    assert gpu.est_energy_mj == pytest.approx(300.0 * 0.2 * 1000.0)  # 0.2 s at 300 W: 60 J
+    assert parts[-1] == "energy_mj=60000i,energy_estimated=true"
+    assert gpu.energy_reading() == (gpu.est_energy_mj, wall, mono)  # the ledger's durations are monotonic
