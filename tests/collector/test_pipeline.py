@@ -658,3 +658,27 @@ def test_readings_out_of_order_are_taken_in_time_order_until_their_cells_are_wri
         p.step(t + 1)
     p.add_meter("ups", T0 + 3 * SECOND, 5003.0, T0 + 30 * SECOND, register=True)
     assert 'puewatch_readings_too_late_total{stream="ups"} 1.0' in generate_latest(m.registry).decode()
+
+
+def test_a_new_stream_s_backlog_behind_written_cells_is_too_late_not_counted():
+    """Found by the collector fault audit: a feeder whose first readings arrive stamped 5 minutes back (Telegraf's
+    buffer after a restart) had them run through the register policy, which counted their intervals as
+    "counted" on /metrics, though their cells were written already (as missing) and got no energy. They are
+    too late, counted so; the last of them stays, as the start of the interval into the cells still open."""
+    p = Pipeline(site(), windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    feed(p, 400, it_alive=lambda s: False)  # the incomer and the CRAC for 400 s: cells written to ~395 s
+    written = p.horizon
+    assert written is not None and written >= T0 + 390 * SECOND
+    # The UPS register's first readings: 25, 10 s apart, from 300 s back, then the present ones.
+    arrival = T0 + 400 * SECOND
+    for s in range(100, 350, 10):
+        p.add_meter("ups", T0 + s * SECOND, 5000.0 + s / 3.6, arrival, register=True, resolution=0.0)
+    out = feed(p, 20, start=400, it_register=lambda s: 5000.0 + (s + 0.3) / 3.6)
+    st = p.streams["ups"]
+    assert st.late_refused == 24  # all but the last (at 340 s): their intervals lie in written cells
+    # The intervals counted are those that reach into cells written from now on: (340 s, 400.3 s] and the
+    # present ones, never the 24 before.
+    assert st.outcomes["counted"] <= 20, st.outcomes
+    rows = parse(out).get("meter_energy", [])
+    ups = [(f["energy_wh"], t) for tags, f, t in rows if tags["meter"] == "ups"]
+    assert ups and all(t > written for _, t in ups)
