@@ -138,6 +138,7 @@ class Stream:
     # the last write at a time.
     frozen_ns: int = -1
     late_refused: int = 0  # readings at or before frozen_ns: for /metrics
+    late_after_ns: int = -1 << 63  # readings behind written cells count as late only after this (Pipeline.fresh_from)
     # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
     # their energy is a lower bound. For /metrics, and logged as they are counted.
     uncertain_wraps: int = 0
@@ -253,7 +254,8 @@ class Stream:
         # stays: its interval crosses into these cells.
         stale = bisect.bisect_right(self.t, int(grid[0])) - 1
         if stale > 0:
-            self.late_refused += stale
+            # (Those before a fresh start's first horizon, where no cell was ever written, are let go uncounted.)
+            self.late_refused += stale - bisect.bisect_right(self.t, self.late_after_ns, 0, stale)
             del self.t[:stale]
             del self.v[:stale]
         if len(self.t) >= 2:
@@ -354,6 +356,9 @@ class Pipeline:
         self.device_ratings: dict[str, dict[str, float]] = {}  # SNMP device -> its ratings (add_rating)
         self.gpu_streams: dict[tuple[str, str], Stream] = {}  # (node, gpu) -> stream
         self.horizon: int | None = None
+        # A fresh start's first horizon: no cell before it was ever written, so a reading behind it that
+        # comes late is no late reading (None: restored, or not started yet: cells were written before).
+        self.fresh_from: int | None = None
         self.meter_names = sorted(site.meters)
         self._groups = self._build_groups()
         self._ratios = self._build_ratios()
@@ -491,7 +496,7 @@ class Pipeline:
         """Finalise the cells up to the horizon; returns the derived series (empty when no cell finished)."""
         h = self.compute_horizon(now_ns)
         if self.horizon is None:
-            self.horizon = h
+            self.horizon = self.fresh_from = h
             return Batch()
         if h <= self.horizon:
             return Batch()
@@ -506,6 +511,7 @@ class Pipeline:
         out = Batch()
         for st in (*self.streams.values(), *self.gpu_streams.values()):
             self.refused += st.release(int(grid[-1]), self._now - self.settle)
+            st.late_after_ns = self.fresh_from if self.fresh_from is not None else -1 << 63
         # 1. per-meter cell energies
         energy = np.full((len(self.meter_names), n), np.nan)
         for i, name in enumerate(self.meter_names):

@@ -33,6 +33,8 @@
  *     lost_until_s T             ... until T s after load (default: forever)
  *     energy_reset_at_s T        at T s the energy counter restarts from 0 (a driver reload)
  *     energy_jump_at_s T MJ      from T s the energy counter reads MJ more (a counter that jumps)
+ *     power_limit_mw N           the enforced power limit (default 700000)
+ *     power_limit_at_s T N       from T s the enforced power limit is N mW (a cap raised or lowered)
  *     replaced_at_s T            at T s the board is another (a swap while it was lost): its UUID changes
  *                                and its energy counter is its own, from 0 at T
  *     procs N                    number of compute processes (pids 1000+I*10+k)
@@ -91,6 +93,9 @@ struct gpu {
     double energy_reset_at_s;
     double energy_jump_at_s;
     unsigned long long energy_jump_mj;
+    unsigned power_limit_mw;
+    double power_limit_at_s;
+    unsigned power_limit_later_mw;
     double replaced_at_s;
     unsigned procs;
 };
@@ -131,6 +136,9 @@ static void defaults(void) {
         g->energy_reset_at_s = -1;
         g->energy_jump_at_s = -1;
         g->energy_jump_mj = 0;
+        g->power_limit_mw = 700000;
+        g->power_limit_at_s = -1;
+        g->power_limit_later_mw = 0;
         g->replaced_at_s = -1;
         g->procs = 1;
     }
@@ -156,6 +164,12 @@ static void apply(struct gpu *g, const char *key, const char *value) {
     else if (!strcmp(key, "lost_from_s")) g->lost_from_s = strtod(value, NULL);
     else if (!strcmp(key, "lost_until_s")) g->lost_until_s = strtod(value, NULL);
     else if (!strcmp(key, "energy_reset_at_s")) g->energy_reset_at_s = strtod(value, NULL);
+    else if (!strcmp(key, "power_limit_mw")) g->power_limit_mw = (unsigned)strtoul(value, NULL, 0);
+    else if (!strcmp(key, "power_limit_at_s")) {
+        char *end;
+        g->power_limit_at_s = strtod(value, &end);
+        g->power_limit_later_mw = (unsigned)strtoul(end, NULL, 0);
+    }
     else if (!strcmp(key, "energy_jump_at_s")) {
         char *end;
         g->energy_jump_at_s = strtod(value, &end);
@@ -463,7 +477,8 @@ nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned int *cl
 
 nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t dev, unsigned int *limit) {
     DEVICE_CALL(dev, F_POWER_LIMIT);
-    *limit = 700000;
+    *limit = dev->power_limit_at_s >= 0 && now_s() >= dev->power_limit_at_s ? dev->power_limit_later_mw
+                                                                             : dev->power_limit_mw;
     return NVML_SUCCESS;
 }
 

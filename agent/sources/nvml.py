@@ -608,6 +608,10 @@ class Source:
             limit = self._opt(gpu, "power_limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
             if limit is not None:
                 fields["power_limit_w"] = limit / 1000.0
+                # A cap raised since set-up raises the bound (where the board's constraints were not read, the
+                # bound is twice the cap then in force): else every counter reading at the new power would be
+                # an impossible jump, and no job billed (review).
+                gpu.max_power_w = max(gpu.max_power_w, 2.0 * limit / 1000.0)
             reasons = self._opt(gpu, "clock_event_reasons", _clock_event_reasons, h)
             if reasons is not None:
                 fields["clock_event_reasons"] = int(reasons)

@@ -358,7 +358,7 @@ class Meter:
                 value, refused = check_value(spec, x, row.factor)
                 if refused is not None:
                     self._log_refusal(row, raw, refused)
-            raw_out: int | float | None = raw if isinstance(raw, int) else x if x is not None and math.isfinite(x) else None
+            raw_out: int | float | None = raw if isinstance(raw, int) else x + 0.0 if x is not None and math.isfinite(x) else None
             modulus = spec.modulus_raw * row.factor if spec.modulus_raw is not None and math.isfinite(row.factor) else None
             r = Reading(dev, row.name, spec.quantity, spec.kind, spec.unit, row.oid, raw_out, value, modulus, t_ns, refused,
                         spec.location, absent=raw is None and bool(row.index), status=spec.status)

@@ -161,9 +161,7 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
     times = {}
     for key in ("period_start", "period_end", *(["generated_at"] if data.get("generated_at") is not None else [])):
         try:
-            if len(str(data[key]).strip()) == 10:  # a date alone: midnight in whose time zone? (puewatch writes times)
-                raise ValueError(data[key])
-            times[key] = parse_time(str(data[key]))
+            times[key] = parse_time(str(data[key]), date_ok=False)  # a date alone: midnight in which zone?
         except ValueError:
             raise ReportError(f"{source}: {key}: must be an RFC 3339 time, got {json.dumps(data[key])[:40]}") from None
     if times["period_end"] <= times["period_start"]:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from puewatch.city.reportfile import ReportError, check_signature_member, check_timezone, is_number, refuse_negative
+from puewatch.core.timefmt import parse_time
 
 SCHEMA = "puewatch.statement/1"
 
@@ -59,6 +60,11 @@ def validate_statement(data: Any, source: str) -> dict[str, Any]:
             raise ReportError(f"{source}: days[{i}]: must be an object")
         for key in ("period_start", "period_end"):
             _need(day, key, "string", f"days[{i}].", source)
+            try:
+                parse_time(day[key], date_ok=False)  # a day's year is taken in the statement's calendar (city.green)
+            except ValueError:
+                raise ReportError(f"{source}: days[{i}].{key}: must be an RFC 3339 time, got "
+                                  f"{json.dumps(day[key])[:40]}") from None
         for key in ("it_energy_wh", "facility_energy_wh"):
             _need(day, key, "number", f"days[{i}].", source)
         if "green_energy_wh" in day:  # statements made before it was added have none

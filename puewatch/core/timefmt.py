@@ -47,12 +47,15 @@ def format_period(start_ns: int, end_ns: int) -> str:
     return UTC.format_period(start_ns, end_ns)
 
 
-def parse_time(text: str) -> int:
+def parse_time(text: str, *, date_ok: bool = True) -> int:
     """A date (`2025-01-01`, UTC midnight) or an RFC 3339 time (with offset or Z, up to ns) -> int ns.
+    `date_ok` False: a date alone is refused too (an instant in a document: midnight in which zone?).
 
     Raises ValueError with the reason.
     """
     s = text.strip()
+    if not date_ok and len(s) == 10:
+        raise ValueError(f"{text!r} is a date alone, not an RFC 3339 time (midnight in which time zone?)")
     if not s.isascii():
         shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
         raise ValueError(f"time {shown} holds characters that are not ASCII (RFC 3339's digits are 0-9)")

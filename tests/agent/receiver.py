@@ -1,13 +1,15 @@
 """A small InfluxDB-like write endpoint for the agent's tests, run as its own process.
 
     python receiver.py --port 0 --port-file P --out LINES [--token T] [--status CODE] [--hold-file F]
-                       [--tls-cert CERT --tls-key KEY]
+                       [--tls-cert CERT --tls-key KEY] [--script CODES]
 
 Appends every received line to LINES (gunzipping request bodies) and answers
 204, as InfluxDB does. With --status it answers that code instead (and records
 nothing). While --hold-file exists, a request is recorded and then held
 unanswered: the data reached the server but the agent never learns it (as when
-the agent is killed mid-request). With --tls-cert and --tls-key it serves HTTPS.
+the agent is killed mid-request). With --tls-cert and --tls-key it serves HTTPS. With --script
+(comma-separated codes) the first requests are answered those codes in turn (recording nothing),
+the rest as usual.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ def main() -> None:
     ap.add_argument("--hold-file")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--script", default="")
     args = ap.parse_args()
+    import threading
+
+    script = [int(c) for c in args.script.split(",") if c]
+    script_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -55,6 +62,10 @@ def main() -> None:
                 return self._reply(404, b'{"code":"not found","message":"path not found"}')
             if args.token and self.headers.get("Authorization") != f"Token {args.token}":
                 return self._reply(401, b'{"code":"unauthorized","message":"unauthorized access"}')
+            with script_lock:
+                scripted = script.pop(0) if script else None
+            if scripted is not None:
+                return self._reply(scripted, json.dumps({"code": "invalid", "message": f"scripted {scripted}"}).encode())
             if args.status != 204:
                 return self._reply(args.status, json.dumps({"code": "invalid", "message": f"scripted failure {args.status}"}).encode())
             if self.headers.get("Content-Encoding") == "gzip":

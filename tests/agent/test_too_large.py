@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agent_support import nvml_env, start_agent, wait_for, write_config
+from agent_support import Receiver, nvml_env, start_agent, wait_for, write_config
 from test_outage import readings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
@@ -105,3 +105,22 @@ def test_a_line_alone_too_large_is_the_only_one_set_aside_and_counted(tmp_path, 
     said += [int(m) for m in re.findall(r"collector refused batch \S+ with 413: [^\n]*?; (\d+) point\(s\) moved", out)]
     assert said and sum(said) == len(lines), (said, len(lines))
     assert not list((tmp_path / "spool").glob("*.rec")), "nothing left to retry for ever"
+
+
+def test_a_split_cut_short_drops_nothing_and_says_nothing_dropped(tmp_path, procs, fake_nvml_dir):
+    """Found by the agent audit: a batch refused as too large is split; where one half was refused (400) and
+    the next met a 503, the batch went back to the spool whole and was stored whole later, yet the agent had
+    already logged the first half's lines as set aside and dropped. The receiver answers the first batch 413,
+    its first half 400 and its second 503, then stores everything: nothing is dropped, and nothing is said to be."""
+    rx = Receiver(procs, tmp_path, script="413,400,503").start()
+    script = tmp_path / "gpus.txt"
+    script.write_text("count 1\n")
+    cfg = write_config(tmp_path / "agent.toml", rx.url, tmp_path / "spool", "[sources.nvml]\ninterval_s = 0.1\n")
+    agent = start_agent(procs, cfg, tmp_path / "agent.log", nvml_env(fake_nvml_dir, script))
+    wait_for(lambda: len(rx.lines()) > 50, 30, "the batches stored after the scripted answers")
+    assert agent.stop() == 0, agent.output()
+    out = agent.output()
+    assert "as too large (413" not in out  # the split never finished: the batch was stored whole
+    assert "set aside" not in out and "collector refused" not in out, out
+    assert _stopped(out).endswith(" 0 dropped"), _stopped(out)
+    assert not list((tmp_path / "spool" / "rejected").glob("*.lp"))

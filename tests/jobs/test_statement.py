@@ -612,3 +612,16 @@ def test_a_statement_s_days_are_the_site_s_days() -> None:
     odd = SimpleNamespace(edges_ns=np.arange(start, end + 1, 3 * HOUR, dtype=np.int64), cell_ns=3 * HOUR)
     with pytest.raises(UserError, match=r"a cell crosses midnight \(Asia/Shanghai\)"):
         _days(odd, np.ones(5), np.ones(5), np.ones(5), start, start + 15 * HOUR, cal)
+
+
+def test_a_statement_s_day_given_as_a_date_alone_is_refused(site: dict) -> None:
+    """Review: a day's start as a bare date was read as UTC's midnight, then put in a year of the statement's own
+    calendar (New York's 2026-01-01 at 00:00 UTC is 2025): refused, as a report's period is."""
+    from puewatch.city.reportfile import ReportError
+    from puewatch.city.statementfile import validate_statement
+
+    s = json.loads((site["root"] / "t1.json").read_text())
+    validate_statement(s, "t1.json")
+    s["days"][0]["period_start"] = "2026-01-01"
+    with pytest.raises(ReportError, match=r"days\[0\]\.period_start: must be an RFC 3339 time, got \"2026-01-01\""):
+        validate_statement(s, "t1.json")
