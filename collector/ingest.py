@@ -935,6 +935,11 @@ class IngestServer:
                     raw = await self._read_chunked(reader, cfg.max_body_bytes)
                 else:
                     raw = await reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError as exc:
+            # The client ended its side mid-body: it may still read, so it is told, not left with a
+            # closed connection and no word (nothing of the body is taken).
+            raise _Reply(400, f"body cut short after {len(exc.partial)} of {length} byte(s) (Content-Length)",
+                         close=True) from None
         except TimeoutError:
             self.stats.timeouts += 1
             raise _Reply(408, f"request body not received within {cfg.body_timeout_s:g} s", close=True) from None

@@ -171,6 +171,14 @@ def test_chunked_bodies_and_expect_continue(server):
         s.shutdown(socket.SHUT_WR)
         reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 400 ") and b"chunked body cut short after 48 byte(s) of data" in reply
+    # cut short before its Content-Length: told so, nothing of it stored
+    head = f"POST /api/v2/write HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Length: 40\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head.encode() + b"cut_short f=1 1\n")
+        s.shutdown(socket.SHUT_WR)
+        reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"body cut short after 16 of 40 byte(s)" in reply
+    assert b"cut_short" not in server.sink.body()
 
 
 def test_authentication(server):
