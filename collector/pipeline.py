@@ -138,7 +138,6 @@ class Stream:
     # the last write at a time.
     frozen_ns: int = -1
     late_refused: int = 0  # readings at or before frozen_ns: for /metrics
-    late_after_ns: int = -1 << 63  # readings behind written cells count as late only after this (Pipeline.fresh_from)
     # Counted register intervals that could hide one more wrap (core.energy.uncertain_wraps):
     # their energy is a lower bound. For /metrics, and logged as they are counted.
     uncertain_wraps: int = 0
@@ -242,8 +241,10 @@ class Stream:
     def watermark(self) -> int:
         return self.t[-1] if self.t else -1
 
-    def cells(self, grid: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Energy (base unit) of each grid cell; NaN where not fully covered. Advances the anchor."""
+    def cells(self, grid: np.ndarray, late_after_ns: int = -1 << 63) -> tuple[np.ndarray, bool]:
+        """Energy (base unit) of each grid cell; NaN where not fully covered. Advances the anchor.
+        Readings behind cells already written count as too late only after `late_after_ns` (a fresh
+        start's first horizon, Pipeline.fresh_from: before it no cell was ever written)."""
         n_cells = grid.shape[0] - 1
         out = np.full(n_cells, np.nan)
         integrated = False
@@ -255,7 +256,7 @@ class Stream:
         stale = bisect.bisect_right(self.t, int(grid[0])) - 1
         if stale > 0:
             # (Those before a fresh start's first horizon, where no cell was ever written, are let go uncounted.)
-            self.late_refused += stale - bisect.bisect_right(self.t, self.late_after_ns, 0, stale)
+            self.late_refused += stale - bisect.bisect_right(self.t, late_after_ns, 0, stale)
             del self.t[:stale]
             del self.v[:stale]
         if len(self.t) >= 2:
@@ -511,14 +512,14 @@ class Pipeline:
         out = Batch()
         for st in (*self.streams.values(), *self.gpu_streams.values()):
             self.refused += st.release(int(grid[-1]), self._now - self.settle)
-            st.late_after_ns = self.fresh_from if self.fresh_from is not None else -1 << 63
+        late_after_ns = self.fresh_from if self.fresh_from is not None else -1 << 63
         # 1. per-meter cell energies
         energy = np.full((len(self.meter_names), n), np.nan)
         for i, name in enumerate(self.meter_names):
             st = self.streams.get(name)
             if st is None:
                 continue
-            e, integrated = st.cells(grid)
+            e, integrated = st.cells(grid, late_after_ns)
             energy[i] = e
             m = self.site.meters[name]
             out.add(*schema.meter_energy(self.site.name, name, m, integrated), ends, {schema.meter_energy_field(m.role): e})
@@ -535,7 +536,7 @@ class Pipeline:
             totals = {g: gs.total[gi] for gi, g in enumerate(names)}
         gpu_by_node: dict[str, np.ndarray] = {}
         for (node, _gpu), st in sorted(self.gpu_streams.items()):
-            e, _ = st.cells(grid)
+            e, _ = st.cells(grid, late_after_ns)
             gpu_by_node[node] = gpu_by_node[node] + e if node in gpu_by_node else e
         if gpu_by_node:
             totals["gpu"] = np.sum(np.vstack(list(gpu_by_node.values())), axis=0)

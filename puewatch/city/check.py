@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from puewatch.city.reportfile import is_number, report_annual, report_calendar, report_period
+from puewatch.city.reportfile import is_number, report_annual, report_period
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
 from puewatch.terminal import shown
@@ -213,9 +213,11 @@ def check_rule(rule: str, report: dict[str, Any], targets: Targets, signature: A
 
 
 def _monthly(report: dict[str, Any], comparison: str, limit: float, basis: str = "pue") -> RuleResult:
+    from puewatch.core.timefmt import calendar_of
+
     rule, sym = "max_monthly_pue", _SYMBOL[comparison]
     # Each month's PUE on the chosen basis (`pue` or `pue_joint`), under the key the code below reads.
-    name = report_calendar(report).name
+    name = calendar_of(report).name
     # Each month named in the report's calendar (a UTC+8 site's January begins on 31 December at 16:00Z).
     months = [{**m, "pue": m.get(basis), "period_start": name(m["period_start"], "month")} for m in report["monthly"]]
     if not months:

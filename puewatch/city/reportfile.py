@@ -228,9 +228,9 @@ def _validate_carbon(data: dict[str, Any], source: str) -> None:
 def report_annual(report: dict[str, Any]) -> tuple[bool, str]:
     """Whether a (validated) report is an annual one by `timefmt.annual_period` (its period, and when it was
     made), whatever its `annual` field says; and why not, where that field says it is."""
-    from puewatch.core.timefmt import parse_time
+    from puewatch.core.timefmt import calendar_of, parse_time
 
-    cal = report_calendar(report)
+    cal = calendar_of(report)
     start, end = parse_time(report["period_start"]), parse_time(report["period_end"])
     made = parse_time(report["generated_at"]) if report.get("generated_at") is not None else None
     format_period, is_annual = cal.format_period, cal.is_annual
@@ -248,21 +248,13 @@ def report_annual(report: dict[str, Any]) -> tuple[bool, str]:
     return False, (f"the report says annual, but {why}" if report["annual"] else "")
 
 
-def report_calendar(report: dict[str, Any]):
-    """The calendar (`timefmt.Calendar`) a validated report's days, months and years are in: its `timezone`,
-    UTC where it has none (made before there was one)."""
-    from puewatch.core.timefmt import calendar_of
-
-    return calendar_of(report)
-
-
 def report_period(report: dict[str, Any]) -> str:
     """A report's period as `timefmt.Calendar.format_period` writes it in the report's calendar (dates where
     they are its midnights); as written where its times are not RFC 3339 or its time zone is not known."""
-    from puewatch.core.timefmt import parse_time
+    from puewatch.core.timefmt import calendar_of, parse_time
 
     try:
-        return report_calendar(report).format_period(parse_time(report["period_start"]), parse_time(report["period_end"]))
+        return calendar_of(report).format_period(parse_time(report["period_start"]), parse_time(report["period_end"]))
     except (ValueError, TypeError):
         return f"{report['period_start']}..{report['period_end']}"
 

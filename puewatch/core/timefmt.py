@@ -286,11 +286,11 @@ def check_zone(zone: str) -> str:
         # made again elsewhere must cut the same days.
         raise ValueError(f"time zone {zone!r} is not a place's time zone: name the site's (e.g. Asia/Shanghai, UTC)")
     try:
-        zoneinfo.ZoneInfo(zone)
         # A name only the machine's own files hold (`posix/...`, `right/...`: copies, and leap-second clocks) would
         # be another database's rules, there and nowhere else: the `tzdata` package's names alone.
         if _tzdata_version() is not None and not _tzdata_file(zone).is_file():
             raise ValueError(zone)
+        _zone(zone)  # read as the calendar will read it
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"time zone {zone!r} is not in the IANA time zone database (e.g. Asia/Shanghai, "
                          "Europe/Berlin, UTC)") from None
