@@ -67,7 +67,9 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
                 # With a power bound the wrapped increase must be possible;
                 # without one, a wrap must cover less than half the range
                 # (a reset from near the top would look like a wrap otherwise).
-                if (bounded and wrapped <= limit) or (not bounded and wrapped < half_modulus):
+                # A previous reading at or above the modulus is no wrapping
+                # register's: its "wrap" would be negative energy.
+                if wrapped >= 0.0 and ((bounded and wrapped <= limit) or (not bounded and wrapped < half_modulus)):
                     d = wrapped
                     f = FLAG_WRAP
             if f == 0:
@@ -140,8 +142,9 @@ def register_deltas(
 
     A drop is a wrap when the register has a modulus and the wrapped increase
     ``next + modulus - previous`` is possible: within the power bound when one
-    is given, else less than half the modulus. Otherwise it is a reset. A
-    drop is never turned into negative energy.
+    is given, else less than half the modulus, and not negative (a previous
+    reading at or above the modulus is no wrapping register's). Otherwise it
+    is a reset. A drop is never turned into negative energy.
 
     Returns
     -------

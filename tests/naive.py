@@ -99,7 +99,9 @@ def register_deltas(
             is_wrap = False
             if modulus is not None:
                 wrapped = b + modulus - a
-                if max_power_w is not None:
+                if wrapped < 0:
+                    is_wrap = False  # "not negative"
+                elif max_power_w is not None:
                     is_wrap = wrapped <= bound  # "within the power bound"
                 else:
                     is_wrap = wrapped < modulus / 2  # "less than half the modulus"

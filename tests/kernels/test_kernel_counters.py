@@ -95,6 +95,13 @@ def test_drop_is_never_negative_energy():
     assert np.all(res.delta[np.isfinite(res.delta)] >= 0)
 
 
+def test_a_drop_from_above_the_modulus_is_a_reset_not_a_negative_wrap():
+    # Found by the host audit: 2**32 + 5e6 then 100 "wrapped" to -4999900, flagged a wrap (a reading no
+    # Unsigned32 can hold; core.energy refuses such readings first, but the kernel must not count them).
+    for kw in ({}, {"max_power_w": 1e6, "joules_per_unit": 3600.0}):
+        check_both(secs(0, 1), [U32_MODULUS + 5e6, 100.0], [100.0], [FLAG_RESET], modulus=U32_MODULUS, **kw)
+
+
 def test_missing_reading_spoils_both_neighbouring_intervals():
     check_both(secs(0, 1, 2, 3), [1.0, NAN, 3.0, 4.0], [NAN, NAN, 1.0], [FLAG_MISSING, FLAG_MISSING, FLAG_OK])
 
@@ -199,7 +206,8 @@ def register_case(draw):
     t = draw(times_ns(max_size=80, max_step=100 * SECOND_NS))
     modulus = draw(st.sampled_from([None, U32_MODULUS, RAPL_MODULUS, 1000.0, 2**16]))
     top = modulus if modulus is not None else 1e12
-    steps = draw(st.lists(st.sampled_from(["up", "up", "up", "small", "drop", "wrap"]), min_size=len(t), max_size=len(t)))
+    steps = draw(st.lists(st.sampled_from(["up", "up", "up", "small", "drop", "wrap", "beyond"]), min_size=len(t),
+                          max_size=len(t)))
     r, x = [], draw(st.floats(0, top * 0.999, allow_nan=False))
     for s in steps:
         if s == "up":
@@ -210,7 +218,8 @@ def register_case(draw):
             x = draw(st.floats(0, top, allow_nan=False))
         if modulus is not None:
             x = math.fmod(x, modulus)
-        r.append(x)
+        # A reading no register holds: past its modulus (a broken agent, a stored value from another source).
+        r.append(top * (1.0 + draw(st.floats(0, 1, allow_nan=False))) if s == "beyond" else x)
     reading = draw(with_nans(r, 0.2))
     if draw(st.booleans()):
         max_power_w = draw(st.floats(1e-3, 1e6, allow_nan=False))
