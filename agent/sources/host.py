@@ -5,10 +5,11 @@ sub-zones, e.g. dram), each once per sample. `energy_uj` wraps at `max_energy_ra
 the agent unwraps it (`unwrap_uj`, the one wrap rule) into a counter that only grows while
 the agent runs. A zone that cannot be read (mode 0400 since CVE-2020-8694: the agent is not
 root) is reported once, in the log and as an event, and left out: never written as zero.
-A reading that cannot be true (outside 0..max_energy_range_uj, or a step that would mean more
-than `ZONE_MAX_W`: a counter gone back, reset or reloaded, which taken as a wrap added a whole
-range, 65-261 kW) is no energy: the interval is a break (its energy unknown, the ledger's host
-share estimated there), said once as an `energy_counter_reset` event. Rates are over the
+A reading that cannot be true (outside 0..max_energy_range_uj, the first one included, or a step
+that would mean more than `ZONE_MAX_W`: a counter gone back, reset or reloaded, which taken as a
+wrap added a whole range, 65-261 kW), and a step over so long a time that the counter could have
+wrapped unseen, is no energy: the interval is a break (its energy unknown, the ledger's host
+share estimated there), said once as an event (`unwrap_uj`). Rates are over the
 monotonic clock (a wall-clock step made 100 W read 1.6 W).
 
 The node's CPU and memory energy (`energy_reading()`, which the job ledger takes as the host
@@ -63,6 +64,10 @@ class _Zone:
     counted: bool = False  # in the node's host energy (counted_zones)
 
 
+# The domain of a zone whose `name` cannot be read: while one is listed, the node's host energy is not known.
+UNKNOWN_DOMAIN = "unknown"
+
+
 def counted_zones(names: list[str]) -> list[bool]:
     """Which zones (by their `name`) add up to the node's CPU and memory energy: the rule in the module's docstring."""
     has_package = any(n.startswith("package-") for n in names)
@@ -87,25 +92,52 @@ ZONE_MAX_W = 2000.0
 RESCAN_NS = 60 * 10**9
 
 
-def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None, dt_s: float) -> tuple[int | None, str]:
-    """The energy between two readings of a RAPL `energy_uj`, which wraps at `max_energy_range_uj`, `dt_s`
-    apart: (µJ, "") or (None, why) where the step cannot be energy: a reading outside 0..max_range, a drop
-    that is no wrap (unwrapped, it would mean more than ZONE_MAX_W), a drop where the range is unknown, or
-    a rise past ZONE_MAX_W. A drop never becomes negative energy, nor a whole range of it."""
+def uj_problem(raw: int, max_range_uj: int | None) -> str:
+    """Why a RAPL `energy_uj` reading cannot be a counter's value ("" where it can): a counter counts
+    0 .. max_energy_range_uj and then wraps to 0."""
     if raw < 0 or (max_range_uj and raw > max_range_uj):
-        return None, f"{raw} is outside 0..max_energy_range_uj ({max_range_uj})"
+        return f"{raw} is outside 0..max_energy_range_uj ({max_range_uj})"
+    return ""
+
+
+def unwrap_uj(raw: int, last_raw: int, max_range_uj: int | None, dt_s: float) -> tuple[int | None, str, str]:
+    """The energy between two readings of a RAPL `energy_uj`, which wraps at `max_energy_range_uj`, `dt_s`
+    apart: (µJ, "", "") or (None, why, event) where the step cannot be known as energy: a reading outside
+    0..max_range (`energy_counter_jump`); readings so far apart that at ZONE_MAX_W the counter could have
+    wrapped a whole range more than it shows, so how many times it wrapped is not known
+    (`energy_counter_gap`: the rule for meters' registers, core.energy, counts such an interval as a lower
+    bound; a host share has no place for one); a drop that is no wrap (unwrapped, it would mean more than
+    ZONE_MAX_W) or where the range is unknown (`energy_counter_reset`); a rise past ZONE_MAX_W
+    (`energy_counter_jump`). A drop never becomes negative energy, nor a whole range of it."""
+    why = uj_problem(raw, max_range_uj) or uj_problem(last_raw, max_range_uj)
+    if why:
+        return None, why, "energy_counter_jump"
+    bound = ZONE_MAX_W * 1e6 * max(dt_s, 0.0)
+    if max_range_uj and bound >= max_range_uj:
+        return None, (f"read {dt_s:.0f} s after the last reading, long enough for it to wrap unseen (at "
+                      f"{ZONE_MAX_W:g} W it wraps every {max_range_uj / 1e6 / ZONE_MAX_W:.0f} s): how many times it "
+                      "wrapped is not known"), "energy_counter_gap"
     delta = raw - last_raw
     if delta < 0:
         if not max_range_uj:
-            return None, f"went back from {last_raw} to {raw} and its max_energy_range_uj is unknown"
+            return None, f"went back from {last_raw} to {raw} and its max_energy_range_uj is unknown", "energy_counter_reset"
         delta += max_range_uj  # wrapped: (max - last) + now
-        if delta > ZONE_MAX_W * 1e6 * max(dt_s, 0.0):
+        if delta > bound:
             return None, (f"went back from {last_raw} to {raw}: a reset, not a wrap (that would be "
-                          f"{delta / 1e6 / dt_s if dt_s > 0 else float('inf'):.0f} W)")
-    elif delta > ZONE_MAX_W * 1e6 * max(dt_s, 0.0):
+                          f"{delta / 1e6 / dt_s if dt_s > 0 else float('inf'):.0f} W)"), "energy_counter_reset"
+    elif delta > bound:
         return None, (f"rose from {last_raw} to {raw} in {dt_s:.3f} s: more than {ZONE_MAX_W:g} W, which no zone "
-                      "draws")
-    return delta, ""
+                      "draws"), "energy_counter_jump"
+    return delta, "", ""
+
+
+def _uj(text: bytes) -> int:
+    """An `energy_uj` file's content: a whole number of µJ in decimal digits (a line of them), nothing else
+    (Python's int() also takes "1_000", "+5" and other digits than ASCII's)."""
+    digits = text.strip()
+    if not digits.isdigit() or not digits.isascii():
+        raise ValueError(digits)
+    return int(digits)
 
 
 class Source:
@@ -126,12 +158,13 @@ class Source:
             self.zones = self._find_zones()
             self._scanned_mono_ns = time.monotonic_ns()
             for zone in self.zones:
-                if zone.max_range_uj and self.cfg.interval_s * ZONE_MAX_W * 1e6 > zone.max_range_uj:
-                    # Two wraps between samples could look like one: the energy would read a range short.
+                if zone.max_range_uj and self.cfg.interval_s * ZONE_MAX_W * 1e6 >= zone.max_range_uj:
+                    # Every interval long enough to hide a wrap is a break (unwrap_uj): none would be energy.
                     log.warning("RAPL zone %s (%s) wraps at %d uJ, in %.0f s at %g W: with [sources.host] interval_s "
-                                "= %g a wrap and a reset cannot always be told apart above %.0f W; sample more often",
+                                "= %g it can wrap unseen between samples, so no interval's energy is known (each is a "
+                                "break, energy_counter_gap); sample more often than every %.0f s",
                                 zone.zone, zone.name, zone.max_range_uj, zone.max_range_uj / 1e6 / ZONE_MAX_W,
-                                ZONE_MAX_W, self.cfg.interval_s, zone.max_range_uj / 1e6 / self.cfg.interval_s)
+                                ZONE_MAX_W, self.cfg.interval_s, zone.max_range_uj / 1e6 / ZONE_MAX_W)
 
     def _rescan(self, t_ns: int) -> None:
         """Zones added since the last scan (a socket or the powercap driver brought up after the agent started:
@@ -163,15 +196,39 @@ class Source:
                 log.info("RAPL: no powercap zones under %s (%s); CPU energy is not reported", root, exc.strerror)
             return found
         for path in entries:
+            problems = []
             try:
                 name = (path / "name").read_text().strip()
-            except OSError:
-                name = path.name
+            except (OSError, UnicodeDecodeError) as exc:
+                name = ""
+                problems.append(f"{path / 'name'}: {getattr(exc, 'strerror', None) or exc}")
+            if not name:
+                # Which domain it is decides whether it counts (counted_zones): the node's host energy is not
+                # known while any zone's is not (never counted, or left out, by a name made up here).
+                name = UNKNOWN_DOMAIN
+                if not problems:
+                    problems.append(f"{path / 'name'}: empty")
             try:
-                max_range = int((path / "max_energy_range_uj").read_text())
-            except (OSError, ValueError):
+                with open(path / "max_energy_range_uj", "rb") as f:
+                    text = f.read()
+                max_range: int | None = _uj(text) or None
+                if max_range is None:
+                    problems.append(f"{path / 'max_energy_range_uj'}: 0")
+            except (OSError, ValueError) as exc:
                 max_range = None
-            found.append(_Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name)))
+                problems.append(f"{path / 'max_energy_range_uj'}: " + (exc.strerror if isinstance(exc, OSError) else
+                                                                       f"not a whole number of µJ: {text.strip()[:40]!r}"))
+            zone = _Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name))
+            found.append(zone)
+            if problems:
+                message = (f"RAPL zone {path.name}: {'; '.join(problems)}"
+                           + ("; which domain it is is not known, so neither is the node's host energy"
+                              if name == UNKNOWN_DOMAIN else "")
+                           + ("; where it wraps is not known, so a drop of its counter is a break, never a wrap"
+                              if max_range is None else ""))
+                if self.ctx.once((SOURCE, path.name, "zone_unreadable"), logging.WARNING, "%s", message):
+                    self.ctx.errors += 1
+                    self.ctx.event(SOURCE, "rapl_unreadable", message, time.time_ns(), zone=path.name)
         for zone, counted in zip(found, counted_zones([z.name for z in found])):
             zone.counted = counted
         if quiet:
@@ -220,7 +277,7 @@ class Source:
                 out.append(line)
             if zone.counted:
                 counted_uj = None if zone.failed or counted_uj is None else counted_uj + zone.total_uj
-        has_counted = any(z.counted for z in self.zones)
+        has_counted = any(z.counted for z in self.zones) and not any(z.name == UNKNOWN_DOMAIN for z in self.zones)
         self._reading = (HostReading(counted_uj, t_ns, self.breaks, mono_ns) if has_counted and counted_uj is not None
                          else None)
         return out
@@ -228,9 +285,10 @@ class Source:
     def _sample_zone(self, zone: _Zone, t_ns: int, mono_ns: int) -> str | None:
         try:
             with open(zone.path / "energy_uj", "rb") as f:
-                raw = int(f.read())
+                text = f.read()
+            raw = _uj(text)
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not a number"
+            reason = exc.strerror if isinstance(exc, OSError) else f"not a whole number of µJ: {text.strip()[:40]!r}"
             if isinstance(exc, PermissionError):
                 reason += " (RAPL is readable by root only since CVE-2020-8694)"
             message = f"RAPL zone {zone.zone} ({zone.name}) unreadable: {zone.path / 'energy_uj'}: {reason}; its energy is left out"
@@ -247,24 +305,32 @@ class Source:
             log.info("RAPL zone %s readable again", zone.zone)
             zone.last_raw = None  # the time in between is unknown: restart the deltas
         fields: dict[str, object] = {}
+        dt_s = (mono_ns - zone.last_mono_ns) / 1e9
         if zone.last_raw is not None:
-            dt_s = (mono_ns - zone.last_mono_ns) / 1e9
-            delta, why = unwrap_uj(raw, zone.last_raw, zone.max_range_uj, dt_s)
-            if delta is None:
-                # No energy for this interval: a break (the ledger's host share is estimated across it).
-                message = (f"RAPL zone {zone.zone} ({zone.name}): energy_uj {why}; its energy over the last "
-                           f"{dt_s:.3f} s is unknown, left out")
-                log.warning("%s", message)
-                self.ctx.errors += 1
-                self.ctx.event(SOURCE, "energy_counter_reset", message, t_ns, zone=zone.zone)
-                if zone.counted:
-                    self.breaks += 1
-                if not 0 <= raw <= (zone.max_range_uj or raw):
-                    return None  # no reading at all: the next one goes on from the last good one
-            else:
-                zone.total_uj += delta
-                if dt_s > 0:
-                    fields["power_w"] = delta / 1e6 / dt_s
+            delta, why, event = unwrap_uj(raw, zone.last_raw, zone.max_range_uj, dt_s)
+        else:
+            # The first reading (or the first since the zone was unreadable) starts the counter: checked as
+            # every other is (one past the range made every later energy negative: found by the host audit).
+            delta, why, event = 0, uj_problem(raw, zone.max_range_uj), "energy_counter_jump"
+        if why:
+            # No energy for this interval: a break (the ledger's host share is estimated across it).
+            message = (f"RAPL zone {zone.zone} ({zone.name}): energy_uj {why}; "
+                       + (f"its energy over the last {dt_s:.3f} s is unknown, left out" if zone.last_raw is not None
+                          else "no start for its energy yet"))
+            log.warning("%s", message)
+            self.ctx.errors += 1
+            self.ctx.event(SOURCE, event, message, t_ns, zone=zone.zone)
+            if zone.counted and not zone.failed:
+                self.breaks += 1
+            if uj_problem(raw, zone.max_range_uj):
+                # No reading at all: the next one goes on from the last good one, or, with none, starts the
+                # counter; until then the zone's energy is not known (failed: the node's host energy neither).
+                zone.failed = zone.last_raw is None
+                return None
+        elif zone.last_raw is not None and delta is not None:
+            zone.total_uj += delta
+            if dt_s > 0:
+                fields["power_w"] = delta / 1e6 / dt_s
         zone.last_raw, zone.last_mono_ns = raw, mono_ns
         fields["energy_uj"] = zone.total_uj
         fields["counted"] = zone.counted  # in the node's host energy (counted_zones): an auditor can add them up

@@ -136,15 +136,17 @@ def test_the_host_energy_rule_packages_and_dram_never_psys_with_them(tmp_path):
 
 
 def test_host_reading_sums_the_counted_zones_across_a_wrap_of_each(tmp_path):
-    zones = [("intel-rapl:0", "package-0", 999_000, 1_000_000), ("intel-rapl:0:0", "core", 500, 1_000_000),
-             ("intel-rapl:0:1", "dram", 10, 2_000_000), ("intel-rapl:1", "psys", 5, 4_000_000)]
+    # The ranges of a real package (and psys) and DRAM zone: 262 kJ and 65.7 kJ.
+    pkg, dram = 262_143_328_850, 65_712_999_613
+    zones = [("intel-rapl:0", "package-0", pkg - 1_000, pkg), ("intel-rapl:0:0", "core", 500, pkg),
+             ("intel-rapl:0:1", "dram", dram - 1_999_990, dram), ("intel-rapl:1", "psys", 5, pkg)]
     base, src = _sources(tmp_path, zones)
     src.sample()
     first = src.energy_reading()
     assert first.energy_uj == 0
-    steps = [{"intel-rapl:0": 1_000, "intel-rapl:0:0": 900_000, "intel-rapl:0:1": 1_999_000, "intel-rapl:1": 3_000_000},
-             {"intel-rapl:0": 3_000, "intel-rapl:0:0": 100, "intel-rapl:0:1": 9_000, "intel-rapl:1": 100}]
-    # package: 999_000 -> wraps at 1_000_000 -> 1_000 (2_000), then 2_000; dram: 1_998_990, then wraps: 10_000
+    steps = [{"intel-rapl:0": 1_000, "intel-rapl:0:0": 900_000, "intel-rapl:0:1": dram - 1_000, "intel-rapl:1": 3_000_000},
+             {"intel-rapl:0": 3_000, "intel-rapl:0:0": 1_000_000, "intel-rapl:0:1": 9_000, "intel-rapl:1": 3_000_100}]
+    # package: wraps -> 1_000 (2_000), then 2_000; dram: 1_998_990, then wraps: 10_000
     expected = [2_000 + 1_998_990, 2_000 + 10_000]
     total = 0
     for step, uj in zip(steps, expected):
@@ -218,7 +220,7 @@ def test_a_counter_that_goes_back_or_cannot_be_is_no_energy_and_breaks_the_host_
     said = [parse_line(e) for e in ctx.take_pending()]
     assert [(t["event"], t["zone"]) for _, t, _, _ in said] == [
         ("energy_counter_reset", "intel-rapl:0"), ("energy_counter_reset", "intel-rapl:0:0"),
-        ("energy_counter_reset", "intel-rapl:0")]
+        ("energy_counter_jump", "intel-rapl:0")]
     assert "went back from 1300000000 to 0: a reset, not a wrap" in said[0][2]["message"]
     assert "is outside 0..max_energy_range_uj" in said[2][2]["message"]
 
@@ -250,3 +252,77 @@ def test_a_zone_added_after_the_start_is_read_and_the_counted_ones_are_marked(tm
     assert event[2]["message"] == ("RAPL zone(s) added: intel-rapl:1 (package-1); the node's host energy is "
                                    "package-0 + package-1")
     assert any("RAPL zone(s) added" in r.getMessage() for r in caplog.records)
+
+
+def test_a_first_reading_that_cannot_be_starts_nothing(tmp_path, clock):
+    """Found by the host audit: the first reading (and the first after a zone came back) was never checked, so
+    one past the range became the counter's start and every later energy negative (-1e9 W), with no break."""
+    pkg = 262_143_328_850
+    base, src = _sources(tmp_path, [("intel-rapl:0", "package-0", pkg + 10**15, pkg)])
+    energy = base / "intel-rapl:0" / "energy_uj"
+    assert "host_rapl" not in by_measurement(src.sample())  # no reading: no line, no start
+    assert src.energy_reading() is None  # the zone's energy, so the node's host energy, is not known
+    for raw in (300_000_000, 400_000_000):
+        energy.write_text(f"{raw}\n")
+        lines = by_measurement(src.sample())
+    (tags, fields, _), = lines["host_rapl"]
+    assert fields["energy_uj"] == 100_000_000 and fields["power_w"] == pytest.approx(100.0)
+    reading = src.energy_reading()
+    assert reading.energy_uj == 100_000_000 and reading.breaks == 1
+    (event,) = [parse_line(e) for e in src.ctx.take_pending()]
+    assert event[1]["event"] == "energy_counter_jump"
+    assert event[2]["message"] == (f"RAPL zone intel-rapl:0 (package-0): energy_uj {pkg + 10**15} is outside "
+                                   f"0..max_energy_range_uj ({pkg}); no start for its energy yet")
+
+
+def test_readings_far_enough_apart_to_hide_a_wrap_are_a_break(tmp_path, clock):
+    """Found by the host audit: a 1000 s stall at 350 W (350 kJ, more than the package's 262 kJ range) read as
+    87.9 kJ, one wrap, measured. At ZONE_MAX_W a 262 kJ counter can wrap every 131 s: readings further apart
+    than that hold an unknown number of wraps."""
+    import puewatch.agent.sources.host as host
+
+    pkg = 262_143_328_850
+    base, src = _sources(tmp_path, [("intel-rapl:0", "package-0", 1_000_000, pkg)])
+    energy = base / "intel-rapl:0" / "energy_uj"
+    src.sample()
+    start = src.energy_reading()
+    clock.mono += int(pkg / 1e6 / host.ZONE_MAX_W * 1e9)  # 131 s more: 132 s since the last reading
+    energy.write_text(f"{(1_000_000 + 350_000_000_000) % pkg}\n")
+    (tags, fields, _), = by_measurement(src.sample())["host_rapl"]
+    assert "power_w" not in fields and fields["energy_uj"] == 0
+    end = src.energy_reading()
+    assert end.breaks == start.breaks + 1 and host_power_w(start, end, None) == (0.0, False, True)
+    (event,) = [parse_line(e) for e in src.ctx.take_pending()]
+    assert event[1]["event"] == "energy_counter_gap" and "how many times it wrapped is not known" in event[2]["message"]
+    # 1 s later it counts again: one step (the time just under a wrap at ZONE_MAX_W still counts: 130 s).
+    energy.write_text(f"{(1_000_000 + 350_100_000_000) % pkg}\n")
+    (tags, fields, _), = by_measurement(src.sample())["host_rapl"]
+    assert fields["power_w"] == pytest.approx(100.0)
+    assert host.unwrap_uj(5, pkg - 5, pkg, 130.0) == (10, "", "")
+
+
+def test_a_zone_whose_domain_or_range_cannot_be_read_is_said_and_never_guessed(tmp_path, clock, caplog):
+    """Found by the host audit: a package zone whose `name` could not be read took its directory's name, was not
+    counted, and the host energy became DRAM alone, without a word; an unreadable max_energy_range_uj was
+    silently unknown (every later wrap a break). And int() took energy_uj "1_000"."""
+    base = rapl_tree(tmp_path, [("intel-rapl:0", "package-0", 1_000, 10**12), ("intel-rapl:0:0", "dram", 1_000, 10**12)])
+    (base / "intel-rapl:0" / "name").unlink()
+    (base / "intel-rapl:0" / "name").mkdir()  # unreadable (EISDIR)
+    (base / "intel-rapl:0:0" / "max_energy_range_uj").write_text("garbage\n")
+    src = Source(Config(sysfs_root=str(tmp_path)), Context("n1"))
+    with caplog.at_level(logging.WARNING):
+        src.open()
+    assert [z.name for z in src.zones] == ["unknown", "dram"] and src.zones[1].max_range_uj is None
+    src.sample()
+    src.sample()
+    assert src.energy_reading() is None  # which zones make it is not known
+    said = {parse_line(e)[1]["zone"]: parse_line(e)[2]["message"] for e in src.ctx.take_pending()}
+    assert "which domain it is is not known, so neither is the node's host energy" in said["intel-rapl:0"]
+    assert ("max_energy_range_uj: not a whole number of µJ: b'garbage'" in said["intel-rapl:0:0"]
+            and "where it wraps is not known" in said["intel-rapl:0:0"])
+    assert src.ctx.errors == 2
+    (base / "intel-rapl:0:0" / "energy_uj").write_text("1_000\n")
+    src.sample()
+    (event,) = [parse_line(e) for e in src.ctx.take_pending()]
+    assert event[1]["event"] == "rapl_unreadable" and "not a whole number of µJ: b'1_000'" in event[2]["message"]
+
