@@ -25,15 +25,17 @@ them, 1.55 s; found by the job-holders audit.)
 - Reserved idle: a job that held the GPU with no process on it all interval (hook, Kubernetes or
   static map) still gets its share of the GPU's energy, idle included (as the Green Software
   Foundation's SCI does), flagged `reserved_idle=true`.
-- Host energy (`host_wh`), the policy: the node's non-GPU energy from the host source's RAPL
+- Host energy (`host_wh`), the policy: the node's host energy, its CPU packages' and memory's (the
+  scope RAPL measures; the rest of the node, fans, power-supply losses, NICs, disks, is no job's and
+  stays in the site's IT energy, unattributed), from the host source's RAPL
   readings ([sources.host] with `rapl = true`: the sum of the zones its rule counts, package and
   DRAM, never psys with them; see host.py), the difference between its readings that close the
   previous interval and this one, as a mean power; RAPL is read there alone, once per zone and
   cycle. Where that is not known (no [sources.host] or `rapl = false`, no counted zone readable,
-  a zone unreadable during the interval): `host_estimate_w` (the operator's documented figure,
-  e.g. the node's PDU outlet measured) x the interval, `host_estimated=true`; else none is known:
+  a zone unreadable during the interval): `host_estimate_w` (the operator's documented figure for
+  the same scope) x the interval, `host_estimated=true`; else none is known:
   `host_wh=0` and `host_unknown=true`, and that energy stays unattributed (never silently 0). Each
-  of the node's N GPUs carries 1/N of the node's non-GPU power, split like the GPU's own energy: a
+  of the node's N GPUs carries 1/N of the node's host power, split like the GPU's own energy: a
   job's host share is proportional to the GPUs it holds, and the part of idle, unheld GPUs stays
   unattributed.
 - Processes on a GPU that belong to no job (Slurm finds none for them) are counted, never dropped
@@ -81,9 +83,11 @@ class Config:
     static_map: str = setting("", doc="A TOML file of `[[gpu]]` tables (`gpu` index or UUID, `job`, `tenant`); empty: none. Re-read when it changes.")
     host_estimate_w: float | None = setting(
         None, min=0.0, max=100000.0,
-        doc="The node's non-GPU power where RAPL is not known ([sources.host] with rapl gives it; e.g. the node's PDU outlet's "
-        "mean, measured); its energy is flagged `host_estimated`. Unset and no RAPL: the host share is recorded as unknown "
-        "(`host_unknown`), never as 0 silently.",
+        doc="The node's host power (its CPU packages and memory: RAPL's scope) where RAPL is not known ([sources.host] with "
+        "rapl gives it); measured for that scope (e.g. RAPL read once as root at typical load, or the BMC's CPU and memory "
+        "sensors), not the outlet's whole non-GPU power, whose fans and supply losses a measured node's share leaves out. "
+        "Its energy is flagged `host_estimated`. Unset and no RAPL: the host share is recorded as unknown (`host_unknown`), "
+        "never as 0 silently.",
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -107,7 +111,7 @@ def split(holders: list[jobholders.Holder], util_by_pid: dict[int, int] | None) 
 
 
 def host_power_w(start: HostReading | None, end: HostReading | None, estimate_w: float | None) -> tuple[float, bool, bool]:
-    """(the node's non-GPU mean W over an interval, estimated, unknown): the policy in the module's docstring.
+    """(the node's host (CPU and memory) mean W over an interval, estimated, unknown): the policy in the module's docstring.
     Measured where both RAPL readings exist, the later is newer and no counted zone broke between them."""
     if start is not None and end is not None and end.breaks == start.breaks and end.mono_ns > start.mono_ns:
         # Over the monotonic clock: a wall-clock step between the readings distorts nothing.
@@ -192,7 +196,7 @@ class Source:
                    else f"no package, DRAM or psys RAPL zone under {self.host.cfg.sysfs_root}")
             fallback = (f"host_estimate_w ({self.cfg.host_estimate_w} W), flagged host_estimated"
                         if self.cfg.host_estimate_w is not None else
-                        "unknown (host_unknown): the node's non-GPU energy stays unattributed")
+                        "unknown (host_unknown): the node's host energy stays unattributed")
             log.warning("jobs: %s: the ledger's host share is %s", why, fallback)
         self._read_static()
         self._interval_start_ns = time.time_ns()
@@ -352,7 +356,7 @@ class Source:
         end = self.host.energy_reading() if self.host else None
         host_w, host_estimated, host_unknown = host_power_w(self._host_start, end, self.cfg.host_estimate_w)
         self._host_start = end
-        # The node's non-GPU power per GPU of the node (also those [sources.nvml] gpus leaves out).
+        # The node's host power per GPU of the node (also those [sources.nvml] gpus leaves out).
         per_gpu_host_w = host_w / max(self.nvml.gpu_count, 1)
         out: list[str] = self._unattributed_line(end_ns)
         gpus = self._gpus()

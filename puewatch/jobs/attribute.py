@@ -141,7 +141,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
         n_jobs = sum(1 for j in jobs if j["host_unknown_share"])
         warnings.append(f"{n_jobs} jobs' host share unknown for part of their time (host_unknown_share): nodes "
                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} ({len(unknown)}) have no RAPL "
-                        "readable and no host_estimate_w; their non-GPU energy is counted unattributed")
+                        "readable and no host_estimate_w; their host energy is counted unattributed")
     stray = ledger.unattributed_processes
     if stray:
         names = ", ".join(f"{s['node']} (up to {s['max_processes']} in {s['intervals']} intervals)" for s in stray[:5])
@@ -274,7 +274,7 @@ def _row(sums: dict[str, np.ndarray], i: int, by_model: dict[str, float], carbon
         "completeness": share(cov, it) if it > 0 else None,
         "estimated_share": share(sums["estimated_wh"][i], it),
         # Of the time it held GPUs (or a host share), how much had no host energy known: host_wh 0 there,
-        # the node's non-GPU energy stays unattributed (agent/README.md, host energy policy).
+        # the node's host energy stays unattributed (agent/README.md, host energy policy).
         "host_unknown_share": share(sums["host_unknown_s"][i], sums["held_s"][i]),
         "reserved_idle_energy_wh": float(sums["reserved_idle_wh"][i]),
         "shared_records": int(sums["shared"][i]),

@@ -14,7 +14,7 @@ from puewatch.core import schema
 from puewatch.core.timefmt import NS
 from puewatch.errors import UserError
 
-HOST = "host"  # the gpu tag of a job's share of a node's non-GPU energy (schema.JOB_LEDGER)
+HOST = "host"  # the gpu tag of a job's share of a node's host (CPU and memory) energy (schema.JOB_LEDGER)
 _NUMBERS = ("interval_s", "gpu_wh", "host_wh", "share")
 _FLAGS = ("gpu_wh_estimated", "host_estimated", "shared", "reserved_idle", "host_unknown")
 _REQUIRED = ("interval_s", "gpu_wh", "host_wh")

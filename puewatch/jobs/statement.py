@@ -196,7 +196,7 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         "tenant_pue": t["pue"],
         "completeness": t["completeness"],
         "estimated_share": t["estimated_share"],
-        # The share of the tenant's held GPU time whose host (non-GPU) energy is unknown (as `puewatch jobs`).
+        # The share of the tenant's held GPU time whose host (CPU and memory) energy is unknown (as `puewatch jobs`).
         "host_unknown_share": t["host_unknown_share"],
         "category": site.category,
         "pue": pue,
@@ -244,7 +244,7 @@ def render_html(s: dict[str, Any]) -> str:
         ("Completeness", "—" if s["completeness"] is None else f"{s['completeness']:.1%}"),
         ("Tenant's PUE (its cells, its zones)", _n(s["tenant_pue"])),
         # Statements made before the field have none: shown as not stated.
-        ("Host (non-GPU) share unknown", "—" if s.get("host_unknown_share") is None else
+        ("Host (CPU and memory) share unknown", "—" if s.get("host_unknown_share") is None else
          f"{s['host_unknown_share']:.1%} of the GPU time held (that energy is not in the IT energy)"),
         ("Green share", "—" if s["green_share"] is None else f"{s['green_share']:.1%}"),
         ("Carbon", "—" if s["carbon_kg"] is None else f"{s['carbon_kg']:,.2f} kg CO2e"),

@@ -97,7 +97,7 @@ def test_statement_holds_the_tenants_figures_and_the_reports_digest(site: dict) 
     assert s["signature"]["canonicalization"] == "RFC8785" and s["signature"]["alg"] == "ed25519"
     page = (root / "t1.html").read_text()
     assert "Voucher evidence statement: t1 at lab" in page and digest(report) in page
-    assert s["host_unknown_share"] == 0 and "<th>Host (non-GPU) share unknown</th><td>0.0% of the GPU time held" in page
+    assert s["host_unknown_share"] == 0 and "<th>Host (CPU and memory) share unknown</th><td>0.0% of the GPU time held" in page
     # A minute of the tenant's IT energy ran without facility data: the facility-inclusive energy, green share and
     # carbon leave it out, and the statement says so, in its warnings and beside the headline (city audit).
     known = [w for w in s["warnings"] if w.startswith("the facility-inclusive energy, the green share and the carbon")]
@@ -167,7 +167,7 @@ def test_a_statement_made_before_host_unknown_share_still_verifies_and_renders(s
     old = sign_report(doc, load_private_key(keys / "site.key"))
     ok = cli("verify", _write(tmp_path / "old.json", old), "--pubkey", keys / "site.pub")
     assert ok.returncode == 0, ok.stderr
-    assert "<th>Host (non-GPU) share unknown</th><td>—</td>" in render_html(old)
+    assert "<th>Host (CPU and memory) share unknown</th><td>—</td>" in render_html(old)
 
 
 def test_the_javascript_verifier_verifies_a_statement(site: dict, tmp_path: Path) -> None:
