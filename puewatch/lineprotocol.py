@@ -77,6 +77,11 @@ RESERVED_KEY = "time"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def has_control(text: str) -> bool:
+    """Whether `text` holds an ASCII control character (a newline, a tab, ESC ...), which no name may."""
+    return _CONTROL.search(text) is not None
+
+
 def _check_name(text: str, what: str, special: str = "key") -> None:
     if not isinstance(text, str):
         raise LineProtocolError(f"{what} must be a string, got {type(text).__name__}: {text!r}")

@@ -20,11 +20,29 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from puewatch.config import read_toml
 from puewatch.errors import UserError
+from puewatch.lineprotocol import has_control
+
+# The longest job id or tenant taken (Slurm's account names are at most 64; a Kubernetes namespace/pod 317).
+NAME_MAX = 512
+
+
+def name_problem(text: object, what: str) -> str:
+    """Why `text` cannot be a job id or tenant ("" where it can): one rule for every reader. They are names
+    in the ledger, reports and statements: a string, with no control character (a newline cannot be written
+    to the ledger at all: one tenant's made every later record of the node fail, so every job's energy went
+    unattributed, silently; found by the job-holders audit), and not absurdly long."""
+    if not isinstance(text, str):
+        return f"{what} must be a string, got {type(text).__name__} {text!r}"
+    if has_control(text):
+        return f"{what} {text[:80]!r} contains a control character"
+    if len(text) > NAME_MAX:
+        return f"{what} is {len(text)} characters long (at most {NAME_MAX})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ _CGROUP_JOB = re.compile(r"/job_(\d+)(?:/|$)")
 class SlurmProcess:
     job: str
     account: str
+    refused: str = ""  # why the account its environment names cannot be a tenant (name_problem), if so
 
 
 def slurm_job_of(pid: int, proc_root: str = "/proc") -> SlurmProcess | None:
@@ -62,12 +81,15 @@ def slurm_job_of(pid: int, proc_root: str = "/proc") -> SlurmProcess | None:
             break
     env = _environ(base / "environ")
     # The cgroup wins: a process can set its own environment, not its cgroup. The environment is
-    # still read for the account, which only it carries.
-    job = job or env.get("SLURM_JOB_ID", "")
+    # still read for the account, which only it carries. A job id is Slurm's, digits (an environment's
+    # other value is no job: the process is counted as of none).
+    env_job = env.get("SLURM_JOB_ID", "")
+    job = job or (env_job if env_job.isdigit() and env_job.isascii() else "")
     if not job:
         return None
     account = env.get("SLURM_JOB_ACCOUNT", "") if env.get("SLURM_JOB_ID", job) == job else ""
-    return SlurmProcess(job, account)
+    why = name_problem(account, "SLURM_JOB_ACCOUNT")
+    return SlurmProcess(job, "", why) if why else SlurmProcess(job, account)
 
 
 def _environ(path: Path) -> dict[str, str]:
@@ -154,27 +176,45 @@ def read_hook_state(state_dir: str | Path) -> tuple[dict[str, list[tuple[str, st
                 bad.append(f"{name}: {why}")
                 continue
             record = json.loads(path.read_text())
-            job, tenant, gpus = str(record["job"]), str(record.get("tenant", "")), record["gpus"]
         except FileNotFoundError:
             continue  # the epilog removed it meanwhile
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            bad.append(f"{name}: {exc.strerror if isinstance(exc, OSError) else 'not a job record'}")
+        except (OSError, ValueError) as exc:
+            bad.append(f"{name}: {exc.strerror if isinstance(exc, OSError) else 'not JSON'}")
             continue
-        for gpu in gpus:
-            out.setdefault(str(gpu), []).append((job, tenant))
+        why = _hook_record_problem(name, record)
+        if why:
+            bad.append(f"{name}: not a job record: {why}")
+            continue
+        for gpu in record["gpus"]:
+            out.setdefault(gpu, []).append((record["job"], record.get("tenant", "")))
     return out, bad
+
+
+def _hook_record_problem(name: str, record: object) -> str:
+    """Why a hook state file's content is not the record `hook_start` writes ("" where it is): its job's
+    id in digits, the file's own name (`<job>.json`: another job's record under a job's name took that
+    job's place), a tenant, and the GPUs as a list of ids (a string "10" was read as GPUs 1 and 0;
+    found by the job-holders audit)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    job, gpus = record.get("job"), record.get("gpus")
+    if not (isinstance(job, str) and job.isdigit() and job.isascii()):
+        return f"job must be a Slurm job id (digits), got {job!r}"
+    if name != f"{job}.json":
+        return f"it names job {job}, not the job of its name"
+    why = name_problem(record.get("tenant", ""), "tenant")
+    if why:
+        return why
+    if not isinstance(gpus, list) or not all(isinstance(g, str) and g and g == g.strip() for g in gpus):
+        return f"gpus must be a list of GPU ids (strings), got {gpus!r}"
+    return ""
 
 
 # -- a static map --------------------------------------------------------------------------------------
 
 def read_static_map(path: str | Path) -> dict[str, tuple[str, str]]:
     """GPU (index as text, or UUID) -> (job, tenant), from `[[gpu]]` tables; a one-line error when malformed."""
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the static job map: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "static job map")
     unknown = set(doc) - {"gpu"}
     if unknown:
         raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r}; the static job map has only [[gpu]] tables")
@@ -191,8 +231,10 @@ def read_static_map(path: str | Path) -> dict[str, tuple[str, str]]:
             raise UserError(f"{where}.gpu: must be a GPU index (0, 1, ...) or UUID (\"GPU-...\"), got {gpu!r}")
         if not isinstance(job, str) or not job:
             raise UserError(f"{where}.job: must be a non-empty string, got {job!r}")
-        if not isinstance(tenant, str):
-            raise UserError(f"{where}.tenant: must be a string, got {tenant!r}")
+        for key, value in (("job", job), ("tenant", tenant)):
+            why = name_problem(value, "it")
+            if why:
+                raise UserError(f"{where}.{key}: {why.removeprefix('it ')}")
         if str(gpu) in out:
             raise UserError(f"{where}.gpu: GPU {gpu} is mapped twice")
         out[str(gpu)] = (job, tenant)

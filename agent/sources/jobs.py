@@ -56,7 +56,7 @@ from puewatch.agent.sources.host import HostReading
 from puewatch.config import setting
 from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_STATS
 from puewatch.errors import UserError
-from puewatch.lineprotocol import encode_line
+from puewatch.lineprotocol import LineProtocolError, encode_line
 
 log = logging.getLogger("puewatch.agent.jobs")
 
@@ -233,6 +233,8 @@ class Source:
         # kept the first with no word; found by the job-holders audit).
         claimed: dict[str, list[str]] = {}  # job -> the accounts its processes name, in the order seen
         given: dict[str, tuple[str, str]] = {}  # job -> (tenant, source) a hook, the kubelet or the map gives
+        no_job: set[int] = set()  # GPUs with a process of no Slurm job on them
+        hooked: dict[int, list[str]] = {}  # GPU -> the jobs the hook's files name on it
 
         def add(gpu, job: str, tenant: str, source: str, pid: int | None = None) -> None:
             held = by_gpu[gpu.index]
@@ -256,7 +258,13 @@ class Source:
                         found = None  # gone between NVML's list and /proc, or not ours to read
                     if found is None:
                         self.unattributed.add((gpu.index, proc))
+                        no_job.add(gpu.index)
                         continue
+                    if found.refused:
+                        self._say_once(("refused", found.job, found.refused), "tenant_refused",
+                                       f"job {found.job}: its processes' environment names an account that cannot be "
+                                       f"a tenant ({found.refused}); left out: the job's tenant is the hook's or the "
+                                       "map's, else none", t_ns)
                     add(gpu, found.job, found.account, "slurm", proc)
         keyed = {**{str(g.index): g for g in gpus}, **{g.uuid: g for g in gpus}}
         if self.cfg.hook_state_dir:
@@ -267,8 +275,16 @@ class Source:
                     self.ctx.event(SOURCE, "hook_state_unreadable", f"{self.cfg.hook_state_dir}/{name}, left out", t_ns)
             for gpu_id, jobs in state.items():
                 gpu = keyed.get(gpu_id)
+                if gpu is None:
+                    # Slurm gave the job a GPU id that is none of the sampled GPUs' (a MIG slice, a GPU that
+                    # [sources.nvml] gpus leaves out, an index past the node's): said, as the kubelet's are.
+                    names = ", ".join(sorted(j for j, _ in jobs))
+                    self._say_once(("hook_device", gpu_id, names), "device_unknown",
+                                   f"the hook state names GPU {gpu_id!r} for job(s) {names}, which is none of the "
+                                   "sampled GPUs' index or UUID: their energy on it stays unattributed", t_ns)
                 for job, tenant in jobs if gpu else ():
                     add(gpu, job, tenant, "hook")
+                    hooked.setdefault(gpu.index, []).append(job)
         if self.pods is not None:
             try:
                 pods = self.pods.gpu_pods()
@@ -297,6 +313,7 @@ class Source:
                 gpu = keyed.get(gpu_id)
                 if gpu:
                     add(gpu, job, tenant, "static")
+        self._disagreements(by_gpu, hooked, no_job, t_ns)
         tenants = {job: given[job][0] if job in given else accounts[0] for job, accounts in claimed.items() if accounts}
         tenants.update({job: tenant for job, (tenant, _) in given.items()})
         for job, accounts in claimed.items():
@@ -311,6 +328,38 @@ class Source:
                                f"{', '.join(map(repr, accounts))}; {whose}", t_ns)
         return {i: [jobholders.Holder(h.job, tenants.get(h.job, h.tenant), h.source, h.pids) for h in held.values()]
                 for i, held in by_gpu.items()}
+
+    def _disagreements(self, by_gpu: dict[int, dict[str, jobholders.Holder]], hooked: dict[int, list[str]],
+                       no_job: set[int], t_ns: int) -> None:
+        """Said once each (`holders_disagree`), not decided: where the hook's files name a GPU for a job that
+        runs nothing on it while other processes do, or name two jobs for one GPU. Both are normal under
+        gres/shard or MPS (jobs share the GPU); otherwise a file left behind (an Epilog that never ran) or
+        Slurm's GPU ids not NVML's indexes (a gres.conf whose File= lines skip or reorder /dev/nvidia*), and
+        the GPU's energy is split with a job that does not hold it (found by the job-holders audit)."""
+        for index, jobs in hooked.items():
+            held = by_gpu[index]
+            idle = sorted(j for j in jobs if not held[j].pids)
+            running = sorted(j for j, h in held.items() if h.pids)
+            why = []
+            if len(set(jobs)) > 1:
+                why.append(f"the hook names {len(set(jobs))} jobs for it ({', '.join(sorted(set(jobs)))})")
+            if idle and (running or index in no_job):
+                others = ", ".join(f"job {j}" for j in running if j not in idle) or "a process of no job"
+                if index in no_job and running:
+                    others += " and a process of no job"
+                why.append(f"the hook's job(s) {', '.join(idle)} run nothing on it while {others} does")
+            if why:
+                self._say_once(("disagree", index, tuple(sorted(set(jobs))), tuple(running)), "holders_disagree",
+                               f"GPU {index}: {'; '.join(why)}: normal under gres/shard or MPS; otherwise a hook file "
+                               "left behind, or SLURM_JOB_GPUS ids that are not NVML's indexes (gres.conf File= "
+                               "order), and its energy is split with a job that does not hold it", t_ns,
+                               gpu=str(index))
+
+    def _say_once(self, key: tuple, event: str, message: str, t_ns: int, **tags: str) -> None:
+        """A warning and an event, once per key (while the agent runs)."""
+        if self.ctx.once((SOURCE, *key), logging.WARNING, "jobs: %s", message):
+            self.ctx.errors += 1
+            self.ctx.event(SOURCE, event, message, t_ns, **tags)
 
     def sample(self) -> list[str]:
         gpus = self._gpus()
@@ -383,7 +432,15 @@ class Source:
                         "host_wh": per_gpu_host_w * interval_s / 3600.0 * share, "host_estimated": host_estimated,
                         "host_unknown": host_unknown,
                     }
-                    line = encode_line(self.ctx.key(JOB_LEDGER, gpu=str(gpu.index), slot=str(slot)), fields, t_ns)
+                    try:
+                        line = encode_line(self.ctx.key(JOB_LEDGER, gpu=str(gpu.index), slot=str(slot)), fields, t_ns)
+                    except LineProtocolError as exc:
+                        # Names are checked where they are read (jobholders.name_problem); whatever slips past
+                        # costs this record, said, never the ledger (an exception here kept the interval open:
+                        # every later tick failed the same way).
+                        self._gap(gpu.uuid, f"job {job!r}'s record cannot be written ({exc})", end_ns, gpu.index,
+                                  whole=False)
+                        continue
                     if line:
                         out.append(line)
             if acc.blind and self.cfg.slurm:

@@ -40,6 +40,7 @@ from agent_support import Receiver, nvml_env, parse_line, start_agent, wait_for,
 from puewatch.agent.sources import jobholders, podresources_v1_pb2 as pb, podresources_v1_pb2_grpc as pb_grpc
 from puewatch.agent.sources.jobs import split
 from puewatch.core.schema import JOB_LEDGER, JOB_LEDGER_FIELDS, JOB_LEDGER_STATS
+from puewatch.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from slurm import Slurm  # noqa: E402
@@ -645,3 +646,117 @@ def test_no_job_is_billed_across_an_impossible_counter_jump(tmp_path, procs, fak
     assert any(kind == "energy_counter_jump" for kind, _ in events), events
     gaps = [msg for kind, msg in events if kind == "ledger_gap"]
     assert len(gaps) == 1 and "rose faster than the GPU can draw" in gaps[0], events
+
+
+def _in_process_source(tmp_path, monkeypatch, n_gpus: int, **config):
+    """The jobs source over fake GPUs (_FakeGpu) and a fake clock, in this process: the holders' readers (real
+    /proc processes, real hook files, a real static map file) and the ledger are the unit under test."""
+    import puewatch.agent.sources.jobs as jobs_mod
+    from puewatch.agent.sources.base import Context
+
+    clock = {"mono": 0}
+
+    class FakeTime:
+        @staticmethod
+        def monotonic_ns() -> int:
+            return clock["mono"]
+
+        @staticmethod
+        def time_ns() -> int:
+            return 1_800_000_000 * 10**9 + clock["mono"]
+
+    monkeypatch.setattr(jobs_mod, "time", FakeTime)
+    gpus = []
+    for i in range(n_gpus):
+        gpu = _FakeGpu(clock)
+        gpu.index, gpu.uuid = i, f"GPU-{i}"
+        gpus.append(gpu)
+    nvml = type("Nvml", (), {"initialised": True, "gpus": gpus, "gpu_count": n_gpus, "process_utilisation": False})()
+    ctx = Context("n1")
+    ctx.sources["nvml"] = nvml
+    src = jobs_mod.Source(jobs_mod.Config(interval_s=5.0, sample_interval_s=1.0, host_estimate_w=0.0, **config), ctx)
+    src.open()
+
+    def run(seconds: int) -> list:
+        out = []
+        for t in range(seconds):
+            clock["mono"] += 10**9
+            src.sample()
+            if t % 5 == 4:
+                out += [parse_line(line) for line in src.ledger()]
+        return out
+
+    return src, gpus, run
+
+
+def test_a_name_that_cannot_be_written_never_stops_the_ledger(tmp_path, monkeypatch):
+    """Found by the job-holders audit: job 9's processes named the account "evil\\nname" (any user can set
+    SLURM_JOB_ACCOUNT), which no ledger line can hold: every tick raised from then on, even after the process
+    ended, and every GPU's energy on the node, job 10's too, went unattributed with no event. The account is
+    refused where it is read (the job is billed, its tenant unknown, said once); a static map naming one is a
+    clear error."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    bad = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "9", "SLURM_JOB_ACCOUNT": "evil\nname"})
+    good = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "10", "SLURM_JOB_ACCOUNT": "lab"})
+    # Not a job id: a process's own environment saying SLURM_JOB_ID=abc is no Slurm job's (counted as of none).
+    other = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "abc", "SLURM_JOB_ACCOUNT": "lab"})
+    try:
+        for p in (bad, good, other):
+            _exec_done(p)
+        src, gpus, run = _in_process_source(tmp_path, monkeypatch, 2, slurm=True, hook_state_dir="")
+        gpus[0].pids, gpus[1].pids = (bad.pid, other.pid), (good.pid,)
+        records = [(tags["gpu"], f["job"], f["tenant"]) for m, tags, f, _ in run(10) if m == JOB_LEDGER]
+    finally:
+        for p in (bad, good, other):
+            p.kill()
+            p.wait()
+    assert records == [("0", "9", ""), ("1", "10", "lab")] * 2, records
+    said = [f["message"] for m, tags, f, _ in map(parse_line, src.ctx.pending) if tags.get("event") == "tenant_refused"]
+    assert said == ["job 9: its processes' environment names an account that cannot be a tenant (SLURM_JOB_ACCOUNT "
+                    "'evil\\nname' contains a control character); left out: the job's tenant is the hook's or the "
+                    "map's, else none"], said
+    assert src.unattributed_processes == 2  # the process that named job "abc", in each interval
+    static = tmp_path / "map.toml"
+    static.write_text('[[gpu]]\ngpu = 0\njob = "j\\nx"\ntenant = "lab"\n')
+    with pytest.raises(UserError, match=r"map.toml: gpu\[0\]\.job: 'j\\nx' contains a control character"):
+        jobholders.read_static_map(static)
+
+
+def test_hook_files_are_checked_against_their_names_and_the_gpus(tmp_path, monkeypatch):
+    """Found by the job-holders audit: a record's "gpus": "10" billed GPUs 1 and 0 (a string read character by
+    character), 6.json naming job 7 gave job 7 its tenant, "job": null made a job "None", GPU ids that are no
+    GPU's were dropped without a word, and a file left behind (an Epilog that never ran) split a GPU with the
+    job running on it, unsaid. Each is said; the split stays (normal under gres/shard or MPS)."""
+    state = tmp_path / "hook"
+    state.mkdir()
+    files = {"5.json": {"job": "5", "tenant": "a", "gpus": "10"}, "6.json": {"job": "7", "tenant": "b", "gpus": ["1"]},
+             "11.json": {"job": None, "gpus": ["1"]}, "12.json": {"job": "12", "tenant": "c", "gpus": ["3"]},
+             "13.json": {"job": "13", "tenant": "d", "gpus": ["0"]}, "14.json": {"job": "14", "tenant": "e", "gpus": ["1"]},
+             "15.json": {"job": "15", "tenant": "f", "gpus": ["1"]}}
+    for name, record in files.items():
+        (state / name).write_text(json.dumps(record))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    running = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "9", "SLURM_JOB_ACCOUNT": "lab"})
+    try:
+        _exec_done(running)
+        src, gpus, run = _in_process_source(tmp_path, monkeypatch, 2, slurm=True, hook_state_dir=str(state))
+        gpus[0].pids = (running.pid,)
+        records = sorted((tags["gpu"], f["job"], f["tenant"], f["share"]) for m, tags, f, _ in run(5) if m == JOB_LEDGER)
+    finally:
+        running.kill()
+        running.wait()
+    assert records == [("0", "13", "d", 0.5), ("0", "9", "lab", 0.5), ("1", "14", "e", 0.5), ("1", "15", "f", 0.5)]
+    events = [(tags["event"], f["message"]) for m, tags, f, _ in map(parse_line, src.ctx.pending)]
+    left_out = sorted(msg for kind, msg in events if kind == "hook_state_unreadable")
+    assert left_out == [
+        f"{state}/11.json: not a job record: job must be a Slurm job id (digits), got None, left out",
+        f"{state}/5.json: not a job record: gpus must be a list of GPU ids (strings), got '10', left out",
+        f"{state}/6.json: not a job record: it names job 7, not the job of its name, left out"], events
+    assert [msg for kind, msg in events if kind == "device_unknown"] == [
+        "the hook state names GPU '3' for job(s) 12, which is none of the sampled GPUs' index or UUID: their "
+        "energy on it stays unattributed"], events
+    disagree = sorted(msg for kind, msg in events if kind == "holders_disagree")
+    assert len(disagree) == 2, events
+    assert disagree[0].startswith("GPU 0: the hook's job(s) 13 run nothing on it while job 9 does: normal under "
+                                  "gres/shard or MPS; otherwise a hook file left behind, or SLURM_JOB_GPUS ids"), disagree
+    assert disagree[1].startswith("GPU 1: the hook names 2 jobs for it (14, 15): normal under gres/shard"), disagree
