@@ -125,8 +125,13 @@ _QUANTITIES = ("facility_energy_wh", "it_energy_wh", "facility_energy_joint_wh",
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number (not a boolean), finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number (not a boolean), finite: an integer too large for a float (1 and 400 zeros) is none."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _need(obj: dict[str, Any], key: str, kind: str, where: str, source: str) -> Any:
@@ -176,22 +181,81 @@ def validate_report(data: Any, source: str) -> dict[str, Any]:
         if key in data:
             _need(data, key, "number or null", "", source)
     refuse_negative(data, _QUANTITIES, "", source)
+    for key in ("pue_uncertainty", "pue_joint_uncertainty"):
+        if is_number(data.get(key)) and data[key] < 0:
+            # A half-width: -0.5 passed max_uncertainty 0.1 (found by the input audit).
+            raise ReportError(f"{source}: {key}: {data[key]!r} is negative, not a possible value (an uncertainty is "
+                              "the half-width of an interval, >= 0)")
     completeness = _need(data, "completeness", "number", "", source)
     if not 0 <= completeness <= 1:
         raise ReportError(f"{source}: completeness: must be in [0, 1], got {completeness}")
-    monthly = _need(data, "monthly", "list", "", source)
-    for i, month in enumerate(monthly):
-        where = f"monthly[{i}]."
-        if not isinstance(month, dict):
-            raise ReportError(f"{source}: monthly[{i}]: must be an object")
-        _need(month, "period_start", "string", where, source)
-        _need(month, "pue", "number or null", where, source)
-        if "pue_joint" in month:
-            _need(month, "pue_joint", "number or null", where, source)
-        refuse_negative(month, _QUANTITIES, where, source)
+    _need(data, "monthly", "list", "", source)
+    if "daily" in data:  # made by every puewatch that `statement` and `city` read it from; checked where present
+        _need(data, "daily", "list", "", source)
+    for rows in ("monthly", "daily"):
+        if rows in data:
+            _validate_rows(data, rows, times["period_start"], times["period_end"], source)
     _validate_carbon(data, source)
     check_signature_member(data, source)
     return data
+
+
+# The most a period's energy may differ from the sum of its rows' (float sums in another order; a row is a
+# sum of the same days).
+_ROWS_REL_TOL = 1e-9
+
+
+def _validate_rows(data: dict[str, Any], rows: str, start_ns: int, end_ns: int, source: str) -> None:
+    """A report's `monthly` or `daily` rows, as the report engine writes them: objects whose periods (RFC 3339)
+    follow each other without gap or overlap from the report's start to its end (a February month inside a
+    report of 1-3 January passed `max_monthly_pue`), their energies numbers or null and not negative, their
+    completeness in [0, 1]; and, where every row has an energy and the report does, the rows add up to it
+    (the period's totals are sums of its days: daily rows saying PUE 1.1 under totals saying 1.5 gave a
+    voucher statement the 1.1 it claimed; found by the input audit)."""
+    from puewatch.core.timefmt import parse_time
+
+    at = start_ns
+    sums = {"facility_energy_wh": 0.0, "it_energy_wh": 0.0}
+    for i, row in enumerate(data[rows]):
+        where = f"{rows}[{i}]."
+        if not isinstance(row, dict):
+            raise ReportError(f"{source}: {rows}[{i}]: must be an object")
+        bounds = []
+        for key in ("period_start", "period_end"):
+            text = _need(row, key, "string", where, source)
+            try:
+                bounds.append(parse_time(text, date_ok=False))
+            except ValueError:
+                raise ReportError(f"{source}: {where}{key}: must be an RFC 3339 time, got {json.dumps(text)[:40]}") from None
+        if bounds[0] != at or bounds[1] <= bounds[0] or bounds[1] > end_ns:
+            raise ReportError(f"{source}: {where}period_start..period_end {row['period_start']}..{row['period_end']}: the "
+                              f"rows must follow each other from the report's period_start to its period_end, without "
+                              f"gap or overlap ({'the report begins' if i == 0 else 'the row before ends'} at "
+                              f"{data['period_start'] if i == 0 else data[rows][i - 1]['period_end']})")
+        at = bounds[1]
+        _need(row, "pue", "number or null", where, source)
+        for key in ("pue_joint", "completeness", *_ROW_ENERGIES):
+            if key in row:
+                _need(row, key, "number or null", where, source)
+        c = row.get("completeness")
+        if c is not None and not 0 <= c <= 1:
+            raise ReportError(f"{source}: {where}completeness: must be in [0, 1], got {c}")
+        refuse_negative(row, _QUANTITIES, where, source)
+        for key in sums:
+            value = row.get(key)
+            sums[key] = sums[key] + value if is_number(value) and sums[key] is not None else None
+    if data[rows] and at != end_ns:
+        raise ReportError(f"{source}: {rows}: the last row ends at {data[rows][-1]['period_end']}, not at the report's "
+                          f"period_end {data['period_end']}")
+    for key, total in sums.items():
+        stated = data.get(key)
+        if data[rows] and total is not None and is_number(stated) and (
+                abs(total - stated) > _ROWS_REL_TOL * max(abs(stated), abs(total)) + 1e-6):
+            raise ReportError(f"{source}: {rows}: the rows' {key} add up to {total!r}, the report's is {stated!r}: "
+                              "the report contradicts itself (its totals are sums of its days)")
+
+
+_ROW_ENERGIES = ("facility_energy_wh", "it_energy_wh", "facility_energy_joint_wh", "it_energy_joint_wh")
 
 
 def check_signature_member(data: dict[str, Any], source: str) -> None:

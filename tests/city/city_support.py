@@ -38,14 +38,19 @@ def make_report(
         monthly_pue = [pue] * (12 if annual else 1) if isinstance(pue, float) else []
     first_month = 1 if annual else 3
     monthly = []
+    # Each month an equal part of the IT energy and its PUE times that: the rows add up to the report's totals
+    # (as a report's do) where the months' PUEs are the report's; a test that gives other PUEs gets months
+    # without energies (as a report made before they were written).
+    n = len(monthly_pue)
+    it_month = it_energy_wh / n if n and it_energy_wh is not None else None
+    agree = all(m == pue for m in monthly_pue) and it_month is not None and facility_energy_wh is not None
     for i, m_pue in enumerate(monthly_pue):
         m = first_month + i
         monthly.append({
             "period_start": f"2025-{m:02d}-01T00:00:00Z",
             "period_end": f"2025-{m + 1:02d}-01T00:00:00Z" if m < 12 else "2026-01-01T00:00:00Z",
             "pue": m_pue,
-            "facility_energy_wh": None if m_pue is None else 100_000.0 * m_pue,
-            "it_energy_wh": 100_000.0,
+            **({"facility_energy_wh": facility_energy_wh / n, "it_energy_wh": it_month} if agree else {}),
             "completeness": 1.0,
         })
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from city_support import make_report, run_cli, write_json
@@ -217,6 +218,9 @@ def test_cli_exit_status_and_json(tmp_path):
         # Found by the city audit: -1.3e9 Wh loaded, passed `check`, and `city` called it "IT energy is zero".
         ("SET:facility_energy_wh=-1300000000.0", "facility_energy_wh: -1300000000.0 is negative, not a possible value"),
         ("SET:it_energy_wh=-1.0", "it_energy_wh: -1.0 is negative"),
+        # Found by the input audit: -0.5 passed max_uncertainty 0.1; an integer past float's range was a traceback.
+        ("SET:pue_uncertainty=-0.5", "pue_uncertainty: -0.5 is negative, not a possible value (an uncertainty"),
+        ("SET:pue=1" + "0" * 400, "pue: must be a number or null"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, words):
@@ -392,3 +396,56 @@ def test_a_report_s_year_is_judged_in_its_own_time_zone() -> None:
     for zone in ("Nowhere/Zone", 8, None, "localtime"):
         with pytest.raises(ReportError, match="timezone: must be an IANA time zone name"):
             validate_report({**local, "timezone": zone}, "r.json")
+
+
+def _daily(report: dict, days: list[tuple[str, str, float, float]]) -> dict:
+    report["daily"] = [{"period_start": a, "period_end": b, "pue": f / i, "facility_energy_wh": f, "it_energy_wh": i,
+                        "completeness": 1.0} for a, b, f, i in days]
+    return report
+
+
+def test_a_report_s_rows_tile_its_period_and_add_up_to_its_totals(tmp_path):
+    """Found by the input audit: daily rows saying PUE 1.1 under totals saying 1.5 loaded, and a voucher statement
+    claiming 1.1 passed `city` on them; a February month inside a report of 1-3 January passed max_monthly_pue.
+    A report's rows follow each other over its period and add up to its totals (they are sums of its days)."""
+    from puewatch.city.reportfile import ReportError, validate_report
+
+    def report(**kw) -> dict:
+        r = make_report(annual=False, facility_energy_wh=3000.0, it_energy_wh=2000.0, **kw)
+        r.update(period_start="2025-01-01T00:00:00Z", period_end="2025-01-03T00:00:00Z", label="iPUE_L2 x")
+        r["monthly"] = [{"period_start": "2025-01-01T00:00:00Z", "period_end": "2025-01-03T00:00:00Z", "pue": 1.5,
+                         "facility_energy_wh": 3000.0, "it_energy_wh": 2000.0, "completeness": 1.0}]
+        return r
+
+    days = [("2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z", 1500.0, 1000.0),
+            ("2025-01-02T00:00:00Z", "2025-01-03T00:00:00Z", 1500.0, 1000.0)]
+    assert validate_report(_daily(report(), days), "r.json")["daily"][1]["pue"] == 1.5
+    lying = [(a, b, 1100.0, 1000.0) for a, b, _, _ in days]
+    with pytest.raises(ReportError, match=r"r.json: daily: the rows' facility_energy_wh add up to 2200.0, the report's is "
+                                          r"3000.0: the report contradicts itself"):
+        validate_report(_daily(report(), lying), "r.json")
+    r = _daily(report(), days)
+    r["daily"][1].update(facility_energy_wh=None, pue=None)  # a day with no facility energy: no sum to compare
+    assert validate_report(r, "r.json")["daily"][1]["facility_energy_wh"] is None
+    r = report()
+    r["monthly"][0].update(period_start="2025-02-01T00:00:00Z", period_end="2025-03-01T00:00:00Z")
+    with pytest.raises(ReportError, match=r"monthly\[0\]\.period_start\.\.period_end 2025-02-01T00:00:00Z\.\.2025-03-01T00:00:00Z: the rows "
+                                          r"must follow each other .* \(the report begins at 2025-01-01T00:00:00Z\)"):
+        validate_report(r, "r.json")
+    gap = [days[0], ("2025-01-02T01:00:00Z", "2025-01-03T00:00:00Z", 1500.0, 1000.0)]
+    with pytest.raises(ReportError, match=r"daily\[1\]\..*\(the row before ends at 2025-01-02T00:00:00Z\)"):
+        validate_report(_daily(report(), gap), "r.json")
+    with pytest.raises(ReportError, match=r"daily: the last row ends at 2025-01-02T00:00:00Z, not at the report's"):
+        validate_report(_daily(report(), days[:1]), "r.json")
+    for key, value, words in (("completeness", 1.5, "completeness: must be in [0, 1]"),
+                              ("it_energy_wh", -5.0, "it_energy_wh: -5.0 is negative"),
+                              ("pue", "1.1", "pue: must be a number or null")):
+        r = _daily(report(), days)
+        r["daily"][0][key] = value
+        with pytest.raises(ReportError, match=re.escape(f"daily[0].{key}") + ".*" + re.escape(words.split(": ", 1)[1])):
+            validate_report(r, "r.json")
+    r = report()
+    r["daily"] = None
+    with pytest.raises(ReportError, match="daily"):
+        validate_report(r, "r.json")
+

@@ -39,7 +39,9 @@ def city(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     paths["alpha"] = write_json(d / "alpha.json", sign_report(make_report("alpha", facility_energy_wh=1_250_000.0), key("alpha")))
     beta = sign_report(make_report("beta", facility_energy_wh=2_400_000.0, it_energy_wh=2_000_000.0), key("beta"))
-    beta["facility_energy_wh"] = 2_300_000.0
+    beta["facility_energy_wh"] = 2_300_000.0  # tampered after signing, with its months (its sums still add up)
+    for month in beta["monthly"]:
+        month["facility_energy_wh"] = 2_300_000.0 / 12
     paths["beta"] = write_json(d / "beta.json", beta)
     paths["gamma"] = write_json(d / "gamma.json", make_report("gamma", facility_energy_wh=600_000.0, it_energy_wh=500_000.0))
     paths["delta"] = write_json(d / "delta.json", sign_report(make_report("delta", facility_energy_wh=1_400_000.0), key("delta")))
@@ -210,6 +212,7 @@ def test_rows_name_their_file_and_a_short_period_shows_times(tmp_path):
     """Two reports of one site are told apart by their file; a period under a day by its times."""
     short = make_report("alpha", annual=False)
     short.update(period_start="2026-12-03T10:00:00Z", period_end="2026-12-03T10:10:00Z")
+    short["monthly"][0].update(period_start="2026-12-03T10:00:00Z", period_end="2026-12-03T10:10:00Z")
     files = [write_json(tmp_path / "alpha-q1.json", make_report("alpha")), write_json(tmp_path / "alpha-run.json", short)]
     page = tmp_path / "city.html"
     out = run_cli("city", *(f.name for f in files), "--preset", "miit-2021", "--html", page, cwd=tmp_path)

@@ -88,7 +88,9 @@ def test_a_report_signed_in_javascript_verifies_in_puewatch(node, keys, tmp_path
 
 def _change_one_number(path: Path) -> Path:
     doc = json.loads(path.read_text(encoding="utf-8"))
+    # A month and the total with it: a tamper the report's own sums cannot see (validate_report), the signature can.
     doc["monthly"][3]["facility_energy_wh"] += 1.0
+    doc["facility_energy_wh"] += 1.0
     return write_json(path.with_name("tampered-" + path.name), doc)
 
 
