@@ -23,13 +23,14 @@ docs/operator-guide.md and config/carbon.toml:
 
 from __future__ import annotations
 
-import tomllib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from puewatch.config import read_toml
 from puewatch.core.timefmt import UTC, Calendar
 from puewatch.errors import UserError
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from puewatch.report.model import CarbonRow
 
 GREEN_KINDS = ("certificate", "ppa")
+# The most one green-energy entry may hold: 10 TWh, a year of a 1 GW site (more is a typo, not a certificate).
+MAX_GREEN_MWH = 1e7
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ def _get(table: dict, key: str, kind: type, where: str) -> Any:
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise UserError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        # TOML has inf and nan: a certificate of inf MWh made the green share 100 % and the carbon 0, and the
+        # JSON out of it unreadable (found by the input audit).
+        raise UserError(f"{where}.{key}: expected a finite number, got {value!r}")
     return value
 
 
@@ -98,12 +105,7 @@ def load_carbon(path: str | Path, calendar: Calendar = UTC) -> CarbonData:
     """The data file, validated: errors name the file, the entry and the key. A date is the site's midnight
     (`calendar`: its time zone)."""
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{p}: not valid TOML: {exc}") from None
+    doc = read_toml(p, "carbon data file")  # as every TOML file is read (a BOM, bytes that are not UTF-8)
     _unknown(doc, ("region", "emission_factor", "green_energy"), str(p))
     data = CarbonData(region=str(doc.get("region", "")), path=str(p))
     seen: set[tuple[str, int]] = set()
@@ -140,8 +142,8 @@ def load_carbon(path: str | Path, calendar: Calendar = UTC) -> CarbonData:
                        _get(t, "source", str, where).strip() if "source" in t else "")
         if g.end_ns <= g.start_ns:
             raise UserError(f"{where}: end must be after start")
-        if not g.mwh >= 0:
-            raise UserError(f"{where}.mwh: expected a non-negative number, got {g.mwh}")
+        if not 0 <= g.mwh <= MAX_GREEN_MWH:
+            raise UserError(f"{where}.mwh: expected 0 to {MAX_GREEN_MWH:g} MWh (one certificate or PPA), got {g.mwh}")
         if g.id in ids:
             raise UserError(f"{where}.id: {g.id!r} is entered twice (a certificate counts once)")
         ids.add(g.id)

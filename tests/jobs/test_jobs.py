@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import math
 import subprocess
 import sys
@@ -513,6 +514,29 @@ def test_bad_carbon_file_is_one_line(site: tuple[Path, dict, Path], tmp_path: Pa
     r = _jobs(conf, str(root / "store.sqlite"), "--carbon", str(bad))
     assert r.returncode == 2 and "emission_factor[0].source: give where the factor comes from" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("entry,words", [
+    # Found by the input audit: inf MWh gave a green share of 100 % and no carbon, and JSON no reader takes.
+    ("mwh = inf", "green_energy[0].mwh: expected a finite number, got inf"),
+    ("mwh = nan", "green_energy[0].mwh: expected a finite number, got nan"),
+    ("mwh = 1e300", "green_energy[0].mwh: expected 0 to 1e+07 MWh (one certificate or PPA), got 1e+300"),
+])
+def test_a_green_entry_of_no_possible_size_is_refused(tmp_path: Path, entry: str, words: str) -> None:
+    from puewatch.errors import UserError
+    from puewatch.jobs.carbon import load_carbon
+
+    path = tmp_path / "carbon.toml"
+    path.write_text(f'region = "g"\n[[green_energy]]\nkind = "certificate"\nid = "c1"\nstart = 2025-01-01\n'
+                    f'end = 2025-02-01\n{entry}\n')
+    with pytest.raises(UserError, match=re.escape(f"{path}: {words}")):
+        load_carbon(path)
+    # Bytes that are not UTF-8 (a traceback), and a byte order mark (refused as bad TOML), as every TOML file.
+    path.write_bytes(b"\xff\xfe r")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        load_carbon(path)
+    path.write_bytes(b"\xef\xbb\xbfregion = \"g\"\n")
+    assert load_carbon(path).region == "g"
 
 
 def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: Path) -> None:
