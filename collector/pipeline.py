@@ -479,6 +479,9 @@ class Pipeline:
             st = Stream(f"gpu:{node}:{gpu}", True, factor=1 / 3.6e6, max_power_w=self.gpu_max_power_w, resolution=1.0,
                         max_gap_ns=self.settle, estimated=estimated)
             self.gpu_streams[key] = st
+            warning = self.site.node_zone_warning(node)
+            if warning and sum(n == node for n, _ in self.gpu_streams) == 1:  # once a node, at its first GPU
+                log.warning("pipeline: %s", warning)
         if not st.add(time_ns, energy_mj, arrival_ns, self.settle, self.max_ahead):
             self.refused += 1
 

@@ -254,7 +254,9 @@ class Zone:
     """A zone (hall): its agents' nodes, for GPU energy attribution."""
 
     nodes: list[str] = setting(
-        default_factory=list, doc="Node names or glob patterns (e.g. `gpu-a-*`) of the agents in the zone."
+        default_factory=list, doc="Node names or glob patterns (e.g. `gpu-a-*`) of the agents in the zone. A node is in "
+        "one zone: a pattern that matches another zone's (`gpu-*` and `gpu-b-*`) is refused, and a node that patterns "
+        "of two zones match is counted in the first and logged."
     )
 
 
@@ -340,11 +342,41 @@ class SiteModel:
             out.update(self.members(role, zone))
         return out
 
+    def zones_of_node(self, node: str) -> list[str]:
+        """Every zone whose node patterns match `node`, in the config's order."""
+        return [zone for zone, z in self.zones.items() if any(fnmatch.fnmatchcase(node, p) for p in z.nodes)]
+
     def zone_of_node(self, node: str) -> str:
-        for zone, z in self.zones.items():
-            if any(fnmatch.fnmatchcase(node, pattern) for pattern in z.nodes):
-                return zone
-        return ""
+        """The zone of an agent's node: the first whose patterns match it ("" none). Patterns one of which matches
+        another are refused (`problems`); a node that others put in two zones is said where it is seen
+        (`node_zone_warning`)."""
+        zones = self.zones_of_node(node)
+        return zones[0] if zones else ""
+
+    def node_zone_warning(self, node: str) -> str | None:
+        """What to say of a node in more than one zone (its GPU energy counts in the first alone), or None."""
+        zones = self.zones_of_node(node)
+        if len(zones) < 2:
+            return None
+        return (f"node {node!r} matches the node patterns of zones {', '.join(map(repr, zones))}: its GPU energy "
+                f"counts in {zones[0]!r} alone; make the zones' [zones] nodes patterns disjoint")
+
+    def _overlapping_zones(self) -> list[tuple[str, str]]:
+        """Zones with a node pattern that another zone's pattern matches as a name (`gpu-*` matches `gpu-b-*`):
+        every node of the one would be counted in whichever zone comes first, silently (found by the input
+        audit: gpu-b-01 took hall-a's pPUE and counted in hall-a's GPU energy). Overlaps no pattern shows
+        (`gpu-?1` and `gpu-a*`) are said per node (`node_zone_warning`)."""
+        out = []
+        zones = list(self.zones.items())
+        for i, (a, za) in enumerate(zones):
+            for b, zb in zones[i + 1:]:
+                for pa in za.nodes:
+                    hit = next((pb for pb in zb.nodes if fnmatch.fnmatchcase(pb, pa) or fnmatch.fnmatchcase(pa, pb)), None)
+                    if hit is not None:
+                        out.append((f"zones.{b}.nodes", f"pattern {hit!r} overlaps zone {a!r}'s {pa!r}: a node in both "
+                                    "would count in one zone alone; make the zones' patterns disjoint"))
+                        break
+        return out
 
     def warnings(self) -> list[tuple[str, str]]:
         """What the site allows but is likely a slip (key, message): a meter's zone that the `[zones]` tables,
@@ -384,7 +416,7 @@ class SiteModel:
                                 "facility_input meter, and every facility_input meter belongs to a zone (E_DC is the "
                                 "sum of the zones' inputs): give that zone an input meter, or add a site-level one "
                                 "(no zone)"))
-        return out + self._shared_series()
+        return out + self._shared_series() + self._overlapping_zones()
 
     def _shared_series(self) -> list[tuple[str, str]]:
         """A series is one meter's readings: two meters that read the same SNMP reading, or an ingest meter whose

@@ -115,6 +115,7 @@ def attribute(ledger: Ledger, cells: Cells, site: SiteModel, carbon: CarbonData 
                         f"1 (two jobs each claiming one GPU whole, or a GPU's records overlapping; the first: node "
                         f"{node!r} GPU {gpu!r} at {format_time(t)}): their GPU-hours and energy are counted more than "
                         "once, and the unattributed energy is that much lower")
+    warnings += [w for w in map(site.node_zone_warning, ledger.nodes) if w]
     f = cell_factors(cells)
     floors = floor_warning(cells, f, site)
     if floors:

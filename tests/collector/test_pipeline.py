@@ -358,6 +358,28 @@ def test_site_model_rules():
     )
     assert "no meter has role \"it\"" in SiteModel("x", {"u": Meter(role="facility_input", device="d")}).problems()[0][1]
     assert s.zone_of_node("gpu-a-17") == "hall-a" and s.zone_of_node("login-1") == ""
+    assert s.node_zone_warning("gpu-a-17") is None
+
+
+def test_zones_whose_node_patterns_overlap_are_refused_and_a_node_in_two_is_said(caplog):
+    """Found by the input audit: [zones.hall-a] nodes = ["gpu-*"] beside [zones.hall-b] nodes = ["gpu-b-*"] passed
+    --check-config, and node gpu-b-01 took hall-a's pPUE and counted in hall-a's GPU energy, unsaid."""
+    meters = {"inc": Meter(role="facility_input", device="d0"), "it": Meter(role="it", point="ups_output", device="d1")}
+    overlap = SiteModel("x", meters, {"hall-a": Zone(nodes=["gpu-*"]), "hall-b": Zone(nodes=["login", "gpu-b-*"])})
+    assert overlap.problems() == [("zones.hall-b.nodes", "pattern 'gpu-b-*' overlaps zone 'hall-a''s 'gpu-*': a node in "
+                                   "both would count in one zone alone; make the zones' patterns disjoint")]
+    assert SiteModel("x", meters, {"hall-a": Zone(nodes=["gpu-a-*"]), "hall-b": Zone(nodes=["gpu-b-*"])}).problems() == []
+    # An overlap no pattern shows (gpu-a1 is both): said where the node is seen, the first zone keeps it.
+    hidden = SiteModel("x", meters, {"hall-a": Zone(nodes=["gpu-?1"]), "hall-b": Zone(nodes=["gpu-a*"])})
+    assert hidden.problems() == [] and hidden.zone_of_node("gpu-a1") == "hall-a"
+    said = ("node 'gpu-a1' matches the node patterns of zones 'hall-a', 'hall-b': its GPU energy counts in 'hall-a' "
+            "alone; make the zones' [zones] nodes patterns disjoint")
+    assert hidden.node_zone_warning("gpu-a1") == said and hidden.node_zone_warning("gpu-b1") is None
+    p = Pipeline(hidden, windows_ns=[MINUTE], settle_ns=5 * SECOND)
+    with caplog.at_level("WARNING"):
+        for gpu in ("0", "1"):
+            p.add_gpu("gpu-a1", gpu, 10**18, 1000.0, 10**18)
+    assert [r.getMessage() for r in caplog.records] == [f"pipeline: {said}"]
     assert Meter(role="it", device="d").check()[0][0] == "point"
     assert Meter(role="cooling", device="d", measurement="m").check()[0][0] == "device"
     assert ("register", "a field in kWh is cumulative: set `register = true`") in Meter(
