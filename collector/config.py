@@ -291,6 +291,9 @@ def read_secret(value: str, file: str, what: str) -> str:
         secret = Path(file).read_text(encoding="utf-8").splitlines()[0].strip()
         register_secret(secret)
         return secret
+    except UnicodeDecodeError as exc:
+        # Never the bytes themselves: they are a secret, or part of one.
+        raise ConfigError(f"{what}: cannot read {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (OSError, IndexError) as exc:
         raise ConfigError(f"{what}: cannot read {file}: {getattr(exc, 'strerror', None) or 'empty file'}") from None
 

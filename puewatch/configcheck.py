@@ -63,12 +63,21 @@ def file_problems(source: str, files: list[NamedFile]) -> tuple[list[str], list[
             continue
         try:
             with p.open("rb") as fh:
-                first = fh.read(1)
+                head = fh.read(1 << 20)
         except OSError as exc:
             errors.append(f"{source}: {f.key}: cannot read {f.path}: {exc.strerror}")
             continue
-        if not first:
+        if not head:
             errors.append(f"{source}: {f.key}: {f.path} is empty ({f.what})")
+            continue
+        try:
+            # Every file a configuration names is text (tokens, passwords, PEM): one that is not made the daemon
+            # stop at start with a traceback while --check-config said OK (found by the input audit).
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 3:  # (not a character the 1 MiB read cut in two)
+                errors.append(f"{source}: {f.key}: {f.path} is not UTF-8 text ({exc.reason} at byte {exc.start}; "
+                              f"{f.what})")
     return errors, warnings
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from puewatch.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 PUEWATCH = [sys.executable, "-m", "puewatch.cli"]
 
@@ -60,6 +62,15 @@ def test_the_collector_reports_every_problem_and_every_missing_file_at_once(tmp_
     (tmp_path / "tokens").write_text("")
     out = _check("collector", conf)
     assert out.returncode == 2 and f"error: {conf}: ingest.token_file: {tmp_path}/tokens is empty" in out.stderr
+    # Bytes that are not text (found by the input audit: OK here, a traceback as the daemon read it).
+    (tmp_path / "tokens").write_bytes(b"\xff\xfe\x00secret")
+    out = _check("collector", conf)
+    assert out.returncode == 2 and (f"error: {conf}: ingest.token_file: {tmp_path}/tokens is not UTF-8 text (invalid "
+                                    "start byte at byte 0; the writers' tokens)") in out.stderr, out.stderr
+    from puewatch.collector.config import read_secret
+
+    with pytest.raises(ConfigError, match=r"--password-file: cannot read .*tokens: not UTF-8 text \(invalid start byte"):
+        read_secret("", str(tmp_path / "tokens"), "--password-file")
 
 
 def test_the_agent_reports_every_problem_at_once_and_a_credential_alike(tmp_path: Path) -> None:

@@ -189,3 +189,20 @@ def test_settle_s_is_at_least_the_slowest_meter_devices_wait(tmp_path):
     assert ("collector.settle_s: 20 s is shorter than device 'pdu''s interval_s + timeout_s x (retries + 1) = 39 s"
             in str(exc.value))
     assert load(text.replace('site = "s"', 'site = "s"\nsettle_s = 39.0'), tmp_path).settle_s() == 39.0
+
+
+def test_a_broken_profile_is_named_by_check_config_as_by_load(tmp_path):
+    """Found by the input audit: under --check-config (which notes every problem), a profile file's error was noted
+    as the collector config's (`c.toml: readings[2].kind: ...`) and the profile's own line was empty
+    (`snmp.profile_dirs: .../acme.toml: : `)."""
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "acme.toml").write_text(
+        '[profile]\nname = "acme-ups"\n[[readings]]\nkey = "p"\nquantity = "active_power"\nunit = "W"\n'
+        'location = "total"\noid = "1.3.6.1.4.1.9.1.0"\nkind = "counter"\n')
+    path = tmp_path / "c.toml"
+    path.write_text(BASE + '[meters.ups]\nrole = "cooling"\ndevice = "ups-a"\n'
+                    + f'[snmp]\nprofile_dirs = ["{tmp_path / "profiles"}"]\n'
+                    + '[[snmp.devices]]\nname = "ups-a"\nhost = "127.0.0.1"\nprofile = "apc-ups"\n')
+    _, errors = cfg.check_file(path, ccfg.CollectorConfig)
+    assert errors == [f"{path}: snmp.profile_dirs: {tmp_path / 'profiles' / 'acme.toml'}: readings[0].kind: must be "
+                      "one of 'gauge', 'register'; got 'counter'"], errors
