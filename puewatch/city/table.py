@@ -169,6 +169,35 @@ def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: s
 UNREAD_SITE = "(not read)"
 
 
+def site_key(name: str) -> str:
+    """A site's name as the city tells sites apart: letter case, and spaces around and within it, do not make
+    another site ("t1", "T1" and "t1 " are one: as two, a site given twice was summed twice; found by the input
+    audit)."""
+    return " ".join(name.split()).casefold()
+
+
+def _sites(rows: list[SiteRow]) -> list[int]:
+    """Each row's site, as a number: rows are one site's where their names are (`site_key`), or where one key
+    signed both (a valid signature: a site's key is its own)."""
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(rows):
+        ids = [("name", site_key(row.site))]
+        if row.signature.status == "valid" and row.signature.key_id:
+            ids.append(("key", row.signature.key_id))
+        for ident in ids:
+            j = first.setdefault(ident, i)
+            parent[root(i)] = root(j)
+    return [root(i) for i in range(len(rows))]
+
+
 def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
     """Reports of one site whose periods overlap (the same file given twice, two versions of one report, a
     year and one of its months): path -> why. Summed, their energies would count the overlap twice (the
@@ -177,16 +206,19 @@ def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
     from puewatch.core.timefmt import parse_time
 
     why: dict[str, str] = {}
-    by_site: dict[str, list[tuple[int, int, SiteRow]]] = {}
-    for row in rows:
+    by_site: dict[int, list[tuple[int, int, SiteRow]]] = {}
+    for row, site in zip(rows, _sites(rows)):
         r = row.report
-        by_site.setdefault(row.site, []).append((parse_time(r["period_start"]), parse_time(r["period_end"]), row))
-    for site, spans in by_site.items():
+        by_site.setdefault(site, []).append((parse_time(r["period_start"]), parse_time(r["period_end"]), row))
+    for spans in by_site.values():
         for i, (s0, e0, a) in enumerate(spans):
             for s1, e1, b in spans[:i] + spans[i + 1:]:
                 if s0 < e1 and s1 < e0:
+                    same = "" if b.site == a.site else (
+                        f" (named {b.site!r}: the same site, " + ("its name" if site_key(a.site) == site_key(b.site)
+                                                                 else "signed by the same key") + ")")
                     why.setdefault(a.path, f"its period {report_period(a.report)} overlaps that of {b.path}, another report of "
-                                           f"site {site!r}: summed, the overlap's energy would count twice")
+                                           f"site {a.site!r}{same}: summed, the overlap's energy would count twice")
                     break
     return why
 
@@ -236,10 +268,12 @@ def evaluate_city(
         city_results.append(result)
 
     warnings: list[str] = []
-    for site, n in Counter(r.site for r in rows).items():
+    sites = _sites(rows)
+    for site, n in Counter(sites).items():
         if n > 1:
-            overlap = sum(r.path in overlapping for r in rows if r.site == site)
-            warnings.append(f"site {site!r} appears in {n} reports" + (
+            names = sorted({r.site for r, s in zip(rows, sites) if s == site})
+            overlap = sum(r.path in overlapping for r, s in zip(rows, sites) if s == site)
+            warnings.append(f"site {' / '.join(map(repr, names))} appears in {n} reports" + (
                 f"; {overlap} of them overlap another's period and are left out of the city's PUE" if overlap
                 else "; their periods do not overlap, and the city's PUE counts each"))
     periods = {(r.report["period_start"], r.report["period_end"]) for r in rows}

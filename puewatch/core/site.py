@@ -393,7 +393,13 @@ class SiteModel:
         """Why the site cannot give a PUE, or would give a wrong one (key, message); empty when it can."""
         from puewatch.core.timefmt import check_zone
 
+        from puewatch.lineprotocol import has_control
+
         out = []
+        if self.name != self.name.strip() or has_control(self.name):
+            # The name reports, statements and the city's table carry: "fra1 " would be another site to a reader.
+            out.append(("collector.site", f"must be a name without spaces around it or control characters, got "
+                                          f"{self.name!r}"))
         try:
             check_zone(self.timezone)
         except ValueError as exc:

@@ -359,6 +359,9 @@ def test_site_model_rules():
     assert "no meter has role \"it\"" in SiteModel("x", {"u": Meter(role="facility_input", device="d")}).problems()[0][1]
     assert s.zone_of_node("gpu-a-17") == "hall-a" and s.zone_of_node("login-1") == ""
     assert s.node_zone_warning("gpu-a-17") is None
+    # A site named with a space around it would be another site to the city (found by the input audit).
+    assert SiteModel("fra1 ", s.meters).problems() == [
+        ("collector.site", "must be a name without spaces around it or control characters, got 'fra1 '")]
 
 
 def test_zones_whose_node_patterns_overlap_are_refused_and_a_node_in_two_is_said(caplog):
