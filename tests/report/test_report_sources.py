@@ -393,11 +393,15 @@ def test_signed_report_verifies_checks_and_fails_when_tampered(embedded_site: tu
     targets.write_text(f"max_pue = {report['pue'] + 0.01!r}\nmin_completeness = 0.5\n")
     check = subprocess.run(run + ["check", str(signed), "--targets", str(targets)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    report["it_energy_wh"] *= 1.01  # tamper
+    # Tampered: its PUE, which the signature alone catches (exit 1); its IT energy without its days', which the
+    # report's own sums catch first (exit 2: its totals are sums of its days).
     tampered = tmp_path / "tampered.json"
-    tampered.write_text(json.dumps(report))
+    tampered.write_text(json.dumps({**report, "pue": report["pue"] * 0.99}))
     bad = subprocess.run(run + ["verify", str(tampered), "--pubkey", str(keys / "site.pub")], capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.strip()
+    assert bad.returncode == 1 and "bad signature" in bad.stderr, bad.stderr
+    tampered.write_text(json.dumps({**report, "it_energy_wh": report["it_energy_wh"] * 1.01}))
+    bad = subprocess.run(run + ["verify", str(tampered), "--pubkey", str(keys / "site.pub")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "the report contradicts itself" in bad.stderr, bad.stderr
     no = subprocess.run(run + ["report", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-05-01",
                                "--sign", str(keys / "site.key")], capture_output=True, text=True, timeout=120)
     assert no.returncode == 2 and "--sign signs the JSON report" in no.stderr
