@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
@@ -245,6 +246,17 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="puewatch.demo:main")
 
 
+def _pue_target(text: str) -> float:
+    """A PUE target: a finite number of at least 1 (no PUE is below 1; nan and -1 were taken)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(f"a PUE target is a number of at least 1 (e.g. 1.3), got {text!r}")
+    return value
+
+
 def _add_targets_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--targets", metavar="FILE", help="targets file (TOML): rules, optionally starting from a preset")
@@ -378,7 +390,7 @@ def _report_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
                    help="table (terminal), json (docs/report-schema.md), csv (the period, monthly and daily rows), html")
     p.add_argument("--json", action="store_true", help="same as --format json")
-    p.add_argument("--target", type=float, help="PUE target drawn on the HTML figure (e.g. 1.3)")
+    p.add_argument("--target", type=_pue_target, help="PUE target drawn on the HTML figure (e.g. 1.3)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--sign", metavar="KEY", help="sign the JSON report with this Ed25519 private key (`puewatch keys new`)")
     p.add_argument("--carbon", metavar="FILE", help="the operator's carbon data file (config/carbon.toml): adds green "

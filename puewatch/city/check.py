@@ -260,8 +260,10 @@ def main(args: argparse.Namespace) -> int:
         from puewatch.errors import UserError
 
         # Zero rules would "pass": a city must not read that as a site meeting its targets.
-        raise UserError(f"{targets.name}: no rule here applies to one report (only city-level rules: "
-                        f"{', '.join(targets.city_rules())}); check them over all reports with `puewatch city`")
+        city = targets.city_rules()
+        raise UserError(f"{targets.name}: no rule here applies to one report" + (
+            f" (only city-level rules: {', '.join(city)}); check them over all reports with `puewatch city`" if city
+            else ": give a rule (max_annual_pue, max_monthly_pue, min_completeness, ...)"))
     report = load_report(args.report)
     signature = None
     if args.pubkeys:

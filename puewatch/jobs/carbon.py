@@ -108,6 +108,13 @@ def load_carbon(path: str | Path, calendar: Calendar = UTC) -> CarbonData:
     doc = read_toml(p, "carbon data file")  # as every TOML file is read (a BOM, bytes that are not UTF-8)
     _unknown(doc, ("region", "emission_factor", "green_energy"), str(p))
     data = CarbonData(region=str(doc.get("region", "")), path=str(p))
+    for key in ("emission_factor", "green_energy"):
+        if not isinstance(doc.get(key, []), list) or not all(isinstance(t, dict) for t in doc.get(key, [])):
+            # [emission_factor] (a table) where [[emission_factor]] (an array of tables) is meant: its keys were
+            # read as entries ("unknown key 'e'"; found by the input audit).
+            what = ("a table" if isinstance(doc[key], dict) else "a list of values" if isinstance(doc[key], list)
+                    else repr(doc[key]))
+            raise UserError(f"{p}: {key}: must be an array of tables, [[{key}]] (one per entry), not {what}")
     seen: set[tuple[str, int]] = set()
     for i, t in enumerate(doc.get("emission_factor", [])):
         where = f"{p}: emission_factor[{i}]"

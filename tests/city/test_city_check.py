@@ -123,6 +123,12 @@ def test_targets_with_only_city_rules_are_not_a_pass_of_one_report(tmp_path):
     assert out.returncode == 2 and out.stdout == ""
     assert "no rule here applies to one report (only city-level rules: max_city_pue)" in out.stderr
     assert "puewatch city" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    # No rule at all (found by the input audit: "(only city-level rules: )").
+    targets = tmp_path / "t.toml"
+    targets.write_text("require_signature = false\n")
+    out = run_cli("check", report, "--targets", targets)
+    assert out.returncode == 2 and ("no rule here applies to one report: give a rule (max_annual_pue, max_monthly_pue, "
+                                    "min_completeness, ...)") in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

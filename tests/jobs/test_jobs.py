@@ -537,6 +537,11 @@ def test_a_green_entry_of_no_possible_size_is_refused(tmp_path: Path, entry: str
         load_carbon(path)
     path.write_bytes(b"\xef\xbb\xbfregion = \"g\"\n")
     assert load_carbon(path).region == "g"
+    # A table where an array of tables is meant (its keys were read as entries: "unknown key 'e'").
+    path.write_text('region = "g"\n[emission_factor]\nregion = "g"\nyear = 2025\nkg_co2e_per_kwh = 0.5\nsource = "x"\n')
+    with pytest.raises(UserError, match=re.escape(f"{path}: emission_factor: must be an array of tables, "
+                                                  "[[emission_factor]] (one per entry), not a table")):
+        load_carbon(path)
 
 
 def test_influxd_agrees_with_embedded(site: tuple[Path, dict, Path], tmp_path: Path) -> None:

@@ -147,6 +147,15 @@ def test_a_time_in_another_form_names_the_option_and_the_form(site, option: str)
                                  "midnight in the site's time zone, UTC) or an RFC 3339 time (2026-12-03T10:00:00Z)"), out.stderr
 
 
+@pytest.mark.parametrize("target", ["nan", "-1", "0.9", "inf", "abc"])
+def test_a_pue_target_that_no_pue_can_meet_is_refused(site, target: str) -> None:
+    """Found by the input audit: --target nan and -1 were taken (and drawn)."""
+    conf, _ = site
+    out = _run("report", "--config", str(conf), "--from", "2025-03-01", "--to", "2025-03-02", "--target", target)
+    assert out.returncode == 2 and (f"argument --target: a PUE target is a number of at least 1 (e.g. 1.3), got "
+                                    f"{target!r}") in out.stderr, out.stderr
+
+
 def test_a_report_shorter_than_a_day_shows_its_period_with_times(site) -> None:
     conf, _ = site
     out = _run("report", "--config", str(conf), "--from", "2025-03-01T10:00:00Z", "--to", "2025-03-01T16:00:00Z")
