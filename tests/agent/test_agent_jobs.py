@@ -579,13 +579,10 @@ class _FakeGpu:
                 self.clock["mono"])
 
 
-def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp_path, monkeypatch):
-    """Found by the job-holders audit: each sample counted the same whatever the time between samples, and the
-    ledger's tick was sampled in both intervals, so a job held for 1 s of two 5-s intervals was billed 1.55 s.
-    Each sample's shares now hold until the next: a job the hook names from the sample at 3 s to the one at
-    7 s (ledger ticks at 5 and 10 s, samples every second, and the sampler's own sample at each tick too) holds
-    2 s of each interval: share 0.4 twice, 4 s of the GPU in all. The clock and the GPU are fakes (the ledger's
-    reading of them is the unit under test; the agent tests above run the real sources)."""
+def _in_process_source(monkeypatch, n_gpus: int, **config):
+    """The jobs source over fake GPUs (_FakeGpu) and a fake clock (`clock["mono"]`, ns), in this process: the
+    holders' readers (real /proc processes, real hook files, a real static map file) and the ledger are the unit
+    under test. Returns the source, its GPUs and the clock."""
     import puewatch.agent.sources.jobs as jobs_mod
     from puewatch.agent.sources.base import Context
 
@@ -601,15 +598,40 @@ def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp
             return 1_800_000_000 * 10**9 + clock["mono"]
 
     monkeypatch.setattr(jobs_mod, "time", FakeTime)
-    gpu = _FakeGpu(clock)
-    nvml = type("Nvml", (), {"initialised": True, "gpus": [gpu], "gpu_count": 1, "process_utilisation": False})()
+    gpus = []
+    for i in range(n_gpus):
+        gpu = _FakeGpu(clock)
+        gpu.index, gpu.uuid = i, f"GPU-{i}"
+        gpus.append(gpu)
+    nvml = type("Nvml", (), {"initialised": True, "gpus": gpus, "gpu_count": n_gpus, "process_utilisation": False})()
     ctx = Context("n1")
     ctx.sources["nvml"] = nvml
+    src = jobs_mod.Source(jobs_mod.Config(interval_s=5.0, sample_interval_s=1.0, host_estimate_w=0.0, **config), ctx)
+    src.open()
+    return src, gpus, clock
+
+
+def _run_seconds(src, clock: dict, seconds: int) -> list:
+    """A sample a second, and the ledger every 5 s: its records, parsed."""
+    out = []
+    for t in range(seconds):
+        clock["mono"] += 10**9
+        src.sample()
+        if t % 5 == 4:
+            out += [parse_line(line) for line in src.ledger()]
+    return out
+
+
+def test_a_job_holding_a_gpu_for_part_of_two_intervals_gets_the_time_it_held(tmp_path, monkeypatch):
+    """Found by the job-holders audit: each sample counted the same whatever the time between samples, and the
+    ledger's tick was sampled in both intervals, so a job held for 1 s of two 5-s intervals was billed 1.55 s.
+    Each sample's shares now hold until the next: a job the hook names from the sample at 3 s to the one at
+    7 s (ledger ticks at 5 and 10 s, samples every second, and the sampler's own sample at each tick too) holds
+    2 s of each interval: share 0.4 twice, 4 s of the GPU in all. The clock and the GPU are fakes (the ledger's
+    reading of them is the unit under test; the agent tests above run the real sources)."""
     state = tmp_path / "hook"
     state.mkdir()
-    src = jobs_mod.Source(jobs_mod.Config(interval_s=5.0, sample_interval_s=1.0, slurm=False,
-                                          hook_state_dir=str(state), host_estimate_w=0.0), ctx)
-    src.open()
+    src, _, clock = _in_process_source(monkeypatch, 1, slurm=False, hook_state_dir=str(state))
     records = []
     for t in range(11):
         clock["mono"] = t * 10**9
@@ -648,47 +670,6 @@ def test_no_job_is_billed_across_an_impossible_counter_jump(tmp_path, procs, fak
     assert len(gaps) == 1 and "rose faster than the GPU can draw" in gaps[0], events
 
 
-def _in_process_source(tmp_path, monkeypatch, n_gpus: int, **config):
-    """The jobs source over fake GPUs (_FakeGpu) and a fake clock, in this process: the holders' readers (real
-    /proc processes, real hook files, a real static map file) and the ledger are the unit under test."""
-    import puewatch.agent.sources.jobs as jobs_mod
-    from puewatch.agent.sources.base import Context
-
-    clock = {"mono": 0}
-
-    class FakeTime:
-        @staticmethod
-        def monotonic_ns() -> int:
-            return clock["mono"]
-
-        @staticmethod
-        def time_ns() -> int:
-            return 1_800_000_000 * 10**9 + clock["mono"]
-
-    monkeypatch.setattr(jobs_mod, "time", FakeTime)
-    gpus = []
-    for i in range(n_gpus):
-        gpu = _FakeGpu(clock)
-        gpu.index, gpu.uuid = i, f"GPU-{i}"
-        gpus.append(gpu)
-    nvml = type("Nvml", (), {"initialised": True, "gpus": gpus, "gpu_count": n_gpus, "process_utilisation": False})()
-    ctx = Context("n1")
-    ctx.sources["nvml"] = nvml
-    src = jobs_mod.Source(jobs_mod.Config(interval_s=5.0, sample_interval_s=1.0, host_estimate_w=0.0, **config), ctx)
-    src.open()
-
-    def run(seconds: int) -> list:
-        out = []
-        for t in range(seconds):
-            clock["mono"] += 10**9
-            src.sample()
-            if t % 5 == 4:
-                out += [parse_line(line) for line in src.ledger()]
-        return out
-
-    return src, gpus, run
-
-
 def test_a_name_that_cannot_be_written_never_stops_the_ledger(tmp_path, monkeypatch):
     """Found by the job-holders audit: job 9's processes named the account "evil\\nname" (any user can set
     SLURM_JOB_ACCOUNT), which no ledger line can hold: every tick raised from then on, even after the process
@@ -703,9 +684,10 @@ def test_a_name_that_cannot_be_written_never_stops_the_ledger(tmp_path, monkeypa
     try:
         for p in (bad, good, other):
             _exec_done(p)
-        src, gpus, run = _in_process_source(tmp_path, monkeypatch, 2, slurm=True, hook_state_dir="")
+        src, gpus, clock = _in_process_source(monkeypatch, 2, slurm=True, hook_state_dir="")
         gpus[0].pids, gpus[1].pids = (bad.pid, other.pid), (good.pid,)
-        records = [(tags["gpu"], f["job"], f["tenant"]) for m, tags, f, _ in run(10) if m == JOB_LEDGER]
+        records = [(tags["gpu"], f["job"], f["tenant"]) for m, tags, f, _ in _run_seconds(src, clock, 10)
+                   if m == JOB_LEDGER]
     finally:
         for p in (bad, good, other):
             p.kill()
@@ -739,9 +721,10 @@ def test_hook_files_are_checked_against_their_names_and_the_gpus(tmp_path, monke
     running = subprocess.Popen(["sleep", "60"], env={**env, "SLURM_JOB_ID": "9", "SLURM_JOB_ACCOUNT": "lab"})
     try:
         _exec_done(running)
-        src, gpus, run = _in_process_source(tmp_path, monkeypatch, 2, slurm=True, hook_state_dir=str(state))
+        src, gpus, clock = _in_process_source(monkeypatch, 2, slurm=True, hook_state_dir=str(state))
         gpus[0].pids = (running.pid,)
-        records = sorted((tags["gpu"], f["job"], f["tenant"], f["share"]) for m, tags, f, _ in run(5) if m == JOB_LEDGER)
+        records = sorted((tags["gpu"], f["job"], f["tenant"], f["share"]) for m, tags, f, _ in _run_seconds(src, clock, 5)
+                         if m == JOB_LEDGER)
     finally:
         running.kill()
         running.wait()
