@@ -49,6 +49,15 @@ class Config:
     sysfs_root: str = setting("/sys", min=1, doc="Root of sysfs (RAPL zones are under class/powercap); tests point it at a fixture tree.")
     rapl: bool = setting(True, doc="Read RAPL energy counters.")
 
+    def check(self) -> list[tuple[str, str]]:
+        if self.rapl and self.interval_s > RAPL_MAX_INTERVAL_S:
+            # A DRAM zone's 65.7 kJ counter can wrap in 33 s at ZONE_MAX_W: readings further apart are a break
+            # (unwrap_uj), so every interval would be, and the host energy never measured (closing review).
+            return [("interval_s", f"must be at most {RAPL_MAX_INTERVAL_S:g} with rapl = true, got {self.interval_s:g}: "
+                                   "a RAPL counter can wrap unseen in 33 s (a 65.7 kJ DRAM range at 2 kW), and readings "
+                                   "further apart are breaks, their energy unknown")]
+        return []
+
 
 @dataclass
 class _Zone:
@@ -60,7 +69,8 @@ class _Zone:
     last_raw: int | None = None
     total_uj: int = 0
     last_mono_ns: int = 0  # time.monotonic_ns() of last_raw: rates never see a wall-clock step
-    failed: bool = False
+    failed: bool = False  # unreadable at the last sample
+    unstarted: bool = False  # no reading since it was read first (or again) has been one a counter can hold
     counted: bool = False  # in the node's host energy (counted_zones)
 
 
@@ -88,6 +98,9 @@ class HostReading:
 # The most one RAPL zone (a CPU package with its DRAM, a platform's psys) draws: a step that means more is no
 # energy (a counter reset, gone back, or a value that cannot be), never a wrap.
 ZONE_MAX_W = 2000.0
+# The longest [sources.host] interval_s with RAPL read (Config.check): well under the 33 s a DRAM counter
+# (65.7 kJ) takes to wrap at ZONE_MAX_W.
+RAPL_MAX_INTERVAL_S = 15.0
 # How often the powercap zones are listed again for new ones (_rescan).
 RESCAN_NS = 60 * 10**9
 
@@ -158,13 +171,17 @@ class Source:
             self.zones = self._find_zones()
             self._scanned_mono_ns = time.monotonic_ns()
             for zone in self.zones:
-                if zone.max_range_uj and self.cfg.interval_s * ZONE_MAX_W * 1e6 >= zone.max_range_uj:
-                    # Every interval long enough to hide a wrap is a break (unwrap_uj): none would be energy.
-                    log.warning("RAPL zone %s (%s) wraps at %d uJ, in %.0f s at %g W: with [sources.host] interval_s "
-                                "= %g it can wrap unseen between samples, so no interval's energy is known (each is a "
-                                "break, energy_counter_gap); sample more often than every %.0f s",
-                                zone.zone, zone.name, zone.max_range_uj, zone.max_range_uj / 1e6 / ZONE_MAX_W,
-                                ZONE_MAX_W, self.cfg.interval_s, zone.max_range_uj / 1e6 / ZONE_MAX_W)
+                self._warn_wrap(zone)
+
+    def _warn_wrap(self, zone: _Zone) -> None:
+        """Said where a sample half an interval late would be a break (unwrap_uj: readings so far apart that the
+        counter could wrap unseen at ZONE_MAX_W): a zone whose range is that small (a range a real zone has
+        passes at the interval_s Config.check allows)."""
+        if zone.max_range_uj and 2 * self.cfg.interval_s * ZONE_MAX_W * 1e6 >= zone.max_range_uj:
+            log.warning("RAPL zone %s (%s) wraps at %d uJ, in %.1f s at %g W: with [sources.host] interval_s = %g, "
+                        "a sample later than that is a break (energy_counter_gap: its energy unknown); sample more "
+                        "often", zone.zone, zone.name, zone.max_range_uj, zone.max_range_uj / 1e6 / ZONE_MAX_W,
+                        ZONE_MAX_W, self.cfg.interval_s)
 
     def _rescan(self, t_ns: int) -> None:
         """Zones added since the last scan (a socket or the powercap driver brought up after the agent started:
@@ -175,6 +192,8 @@ class Source:
         if not new:
             return
         before = [z.zone for z in self.zones if z.counted]
+        for zone in new:
+            self._warn_wrap(zone)
         self.zones = sorted(self.zones + new, key=lambda z: z.zone)
         for zone, counted in zip(self.zones, counted_zones([z.name for z in self.zones])):
             zone.counted = counted
@@ -216,7 +235,7 @@ class Source:
                     problems.append(f"{path / 'max_energy_range_uj'}: 0")
             except (OSError, ValueError) as exc:
                 max_range = None
-                problems.append(f"{path / 'max_energy_range_uj'}: " + (exc.strerror if isinstance(exc, OSError) else
+                problems.append(f"{path / 'max_energy_range_uj'}: " + ((exc.strerror or str(exc)) if isinstance(exc, OSError) else
                                                                        f"not a whole number of µJ: {text.strip()[:40]!r}"))
             zone = _Zone(path, path.name, name, max_range, self.ctx.key("host_rapl", zone=path.name, domain=name))
             found.append(zone)
@@ -276,7 +295,8 @@ class Source:
             if line:
                 out.append(line)
             if zone.counted:
-                counted_uj = None if zone.failed or counted_uj is None else counted_uj + zone.total_uj
+                counted_uj = (None if zone.failed or zone.unstarted or counted_uj is None
+                              else counted_uj + zone.total_uj)
         has_counted = any(z.counted for z in self.zones) and not any(z.name == UNKNOWN_DOMAIN for z in self.zones)
         self._reading = (HostReading(counted_uj, t_ns, self.breaks, mono_ns) if has_counted and counted_uj is not None
                          else None)
@@ -288,7 +308,8 @@ class Source:
                 text = f.read()
             raw = _uj(text)
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else f"not a whole number of µJ: {text.strip()[:40]!r}"
+            reason = ((exc.strerror or str(exc)) if isinstance(exc, OSError)
+                      else f"not a whole number of µJ: {text.strip()[:40]!r}")
             if isinstance(exc, PermissionError):
                 reason += " (RAPL is readable by root only since CVE-2020-8694)"
             message = f"RAPL zone {zone.zone} ({zone.name}) unreadable: {zone.path / 'energy_uj'}: {reason}; its energy is left out"
@@ -312,22 +333,28 @@ class Source:
             # The first reading (or the first since the zone was unreadable) starts the counter: checked as
             # every other is (one past the range made every later energy negative: found by the host audit).
             delta, why, event = 0, uj_problem(raw, zone.max_range_uj), "energy_counter_jump"
+        impossible = uj_problem(raw, zone.max_range_uj)
         if why:
             # No energy for this interval: a break (the ledger's host share is estimated across it).
             message = (f"RAPL zone {zone.zone} ({zone.name}): energy_uj {why}; "
                        + (f"its energy over the last {dt_s:.3f} s is unknown, left out" if zone.last_raw is not None
                           else "no start for its energy yet"))
-            log.warning("%s", message)
-            self.ctx.errors += 1
-            self.ctx.event(SOURCE, event, message, t_ns, zone=zone.zone)
-            if zone.counted and not zone.failed:
+            # A value no counter holds is said once while it lasts (a zone that always reads one said it every
+            # sample); a step (a reset, a jump, a gap) each time it happens.
+            if (self.ctx.once((SOURCE, zone.zone, "impossible"), logging.WARNING, "%s", message) if impossible
+                    else log.warning("%s", message) or True):
+                self.ctx.errors += 1
+                self.ctx.event(SOURCE, event, message, t_ns, zone=zone.zone)
+            if zone.counted and not zone.unstarted:
                 self.breaks += 1
-            if uj_problem(raw, zone.max_range_uj):
+            if impossible:
                 # No reading at all: the next one goes on from the last good one, or, with none, starts the
-                # counter; until then the zone's energy is not known (failed: the node's host energy neither).
-                zone.failed = zone.last_raw is None
+                # counter; until then the zone's energy is not known (nor the node's host energy).
+                zone.unstarted = zone.last_raw is None
                 return None
-        elif zone.last_raw is not None and delta is not None:
+        self.ctx.forget((SOURCE, zone.zone, "impossible"))
+        zone.unstarted = False
+        if not why and zone.last_raw is not None and delta is not None:
             zone.total_uj += delta
             if dt_s > 0:
                 fields["power_w"] = delta / 1e6 / dt_s

@@ -254,11 +254,13 @@ class Source:
                 for proc in gpu.pids or ():
                     try:
                         found = jobholders.slurm_job_of(proc, self.cfg.proc_root)
+                        read = True
                     except OSError:
-                        found = None  # gone between NVML's list and /proc, or not ours to read
+                        found, read = None, False  # gone between NVML's list and /proc, or not ours to read
                     if found is None:
                         self.unattributed.add((gpu.index, proc))
-                        no_job.add(gpu.index)
+                        if read:  # seen to be of no job (one that could not be read may be the hook job's own)
+                            no_job.add(gpu.index)
                         continue
                     if found.refused:
                         self._say_once(("refused", found.job, found.refused), "tenant_refused",

@@ -74,7 +74,7 @@ GPU_POWER_FIELDS = ("power_average_w", "power_instant_w")
 
 # The job ledger (issue 16): one record per GPU (or host share) and interval, written by the
 # agent of the node the job ran on. Tags: node, gpu (the GPU's index, or "host" for a job's
-# share of the node's non-GPU energy when it holds no GPU), slot ("0", "1", ...: one per job
+# share of the node's host (CPU and memory) energy when it holds no GPU), slot ("0", "1", ...: one per job
 # sharing that GPU in the interval). The job is a field, never a tag, so the number of series
 # is nodes x GPUs x sharers, whatever the number of jobs. Time: the interval's end.
 JOB_LEDGER = "job_ledger"
@@ -89,7 +89,7 @@ JOB_LEDGER_FIELDS: Mapping[str, str] = {
     "share": "float",            # the job's share of the GPU (1 unless shared)
     "shared": "boolean",         # MPS or time-slicing: split by the documented rule
     "reserved_idle": "boolean",  # the job held the GPU but ran nothing on it (its idle energy is the job's)
-    "host_wh": "float",          # the job's share of the node's non-GPU energy
+    "host_wh": "float",          # the job's share of the node's host (CPU and memory) energy
     "host_estimated": "boolean",  # that share is the configured estimate (host_estimate_w: no RAPL readable)
     "host_unknown": "boolean",   # no RAPL and no estimate configured: host_wh is 0, the host energy stays unattributed
 }

@@ -740,6 +740,17 @@ def test_hook_files_are_checked_against_their_names_and_the_gpus(tmp_path, monke
         "energy on it stays unattributed"], events
     disagree = sorted(msg for kind, msg in events if kind == "holders_disagree")
     assert len(disagree) == 2, events
+    # A process that cannot be read (gone, another PID namespace, no ptrace) is not "a process of no job": the
+    # hook's job alone on its GPU says nothing (found by the closing review: it fired on every such node).
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state2 = tmp_path / "hook2"
+    state2.mkdir()
+    (state2 / "21.json").write_text(json.dumps({"job": "21", "tenant": "t", "gpus": ["0"]}))
+    src, gpus, clock = _in_process_source(monkeypatch, 1, slurm=True, hook_state_dir=str(state2))
+    gpus[0].pids = (gone.pid,)
+    assert [(tags["gpu"], f["job"]) for m, tags, f, _ in _run_seconds(src, clock, 5) if m == JOB_LEDGER] == [("0", "21")]
+    assert not [line for line in src.ctx.pending if "holders_disagree" in line], src.ctx.pending
     assert disagree[0].startswith("GPU 0: the hook's job(s) 13 run nothing on it while job 9 does: normal under "
                                   "gres/shard or MPS; otherwise a hook file left behind, or SLURM_JOB_GPUS ids"), disagree
     assert disagree[1].startswith("GPU 1: the hook names 2 jobs for it (14, 15): normal under gres/shard"), disagree

@@ -75,8 +75,11 @@ def test_minimal_config_defaults(tmp_path):
         (MINIMAL.replace("[sources.sim]", "[sources.jobs]\n"), ["sources", "reads the GPUs through the nvml source", "[sources.nvml]"]),
         (MINIMAL.replace("[sources.sim]", "[sources.nvml]\nenergy_interval_s = 5\n[sources.jobs]\ninterval_s = 5\n"),
          ["sources", "jobs.interval_s", "at least twice", "(5.0)"]),
-        (MINIMAL.replace("[sources.sim]", "[sources.nvml]\n[sources.host]\ninterval_s = 40\n[sources.jobs]\n"),
-         ["sources", "jobs.interval_s", "at least twice [sources.host] interval_s (40.0)", "RAPL"]),
+        (MINIMAL.replace("[sources.sim]", "[sources.nvml]\n[sources.host]\ninterval_s = 10\n[sources.jobs]\n"
+                                            "interval_s = 15\n"),
+         ["sources", "jobs.interval_s", "at least twice [sources.host] interval_s (10.0)", "RAPL"]),
+        (MINIMAL.replace("[sources.sim]", "[sources.host]\ninterval_s = 40\n"),
+         ["sources.host.interval_s", "must be at most 15 with rapl = true, got 40"]),
         (MINIMAL.replace("[sources.sim]", "[sources.nvml]\n[sources.jobs]\nsysfs_root = \"/sys\"\n"),
          ["sources.jobs.sysfs_root", "unknown key"]),
         (MINIMAL.replace("[sources.sim]", "[sources.nvml]\n[sources.jobs]\nhost_estimate_w = -1\n"),

@@ -262,6 +262,7 @@ def test_a_first_reading_that_cannot_be_starts_nothing(tmp_path, clock):
     energy = base / "intel-rapl:0" / "energy_uj"
     assert "host_rapl" not in by_measurement(src.sample())  # no reading: no line, no start
     assert src.energy_reading() is None  # the zone's energy, so the node's host energy, is not known
+    assert "host_rapl" not in by_measurement(src.sample()) and src.energy_reading() is None  # said once (below)
     for raw in (300_000_000, 400_000_000):
         energy.write_text(f"{raw}\n")
         lines = by_measurement(src.sample())
@@ -273,6 +274,17 @@ def test_a_first_reading_that_cannot_be_starts_nothing(tmp_path, clock):
     assert event[1]["event"] == "energy_counter_jump"
     assert event[2]["message"] == (f"RAPL zone intel-rapl:0 (package-0): energy_uj {pkg + 10**15} is outside "
                                    f"0..max_energy_range_uj ({pkg}); no start for its energy yet")
+    assert src.ctx.errors == 1
+
+
+def test_an_interval_long_enough_for_a_counter_to_wrap_is_refused_with_rapl():
+    """Found by the closing review: interval_s up to 3600 was taken, and every interval over 33 s is a break for a
+    65.7 kJ DRAM counter (unwrap_uj): the host energy would never be measured."""
+    assert Config(interval_s=15.0).check() == []
+    assert Config(interval_s=20.0, rapl=False).check() == []
+    (problem,) = Config(interval_s=20.0).check()
+    assert problem[0] == "interval_s" and problem[1].startswith("must be at most 15 with rapl = true, got 20: a RAPL "
+                                                                "counter can wrap unseen in 33 s")
 
 
 def test_readings_far_enough_apart_to_hide_a_wrap_are_a_break(tmp_path, clock):
