@@ -10,6 +10,7 @@ read, or is empty, is an error (the daemon would not start).
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 from collections.abc import Callable
@@ -72,12 +73,12 @@ def file_problems(source: str, files: list[NamedFile]) -> tuple[list[str], list[
             continue
         try:
             # Every file a configuration names is text (tokens, passwords, PEM): one that is not made the daemon
-            # stop at start with a traceback while --check-config said OK (found by the input audit).
-            head.decode("utf-8")
+            # stop at start with a traceback while --check-config said OK (found by the input audit). The end of
+            # a file read whole is checked too (a character the 1 MiB read cut in two is not an error).
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < 1 << 20)
         except UnicodeDecodeError as exc:
-            if exc.start < len(head) - 3:  # (not a character the 1 MiB read cut in two)
-                errors.append(f"{source}: {f.key}: {f.path} is not UTF-8 text ({exc.reason} at byte {exc.start}; "
-                              f"{f.what})")
+            errors.append(f"{source}: {f.key}: {f.path} is not UTF-8 text ({exc.reason} at byte {exc.start}; "
+                          f"{f.what})")
     return errors, warnings
 
 

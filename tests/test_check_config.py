@@ -67,9 +67,12 @@ def test_the_collector_reports_every_problem_and_every_missing_file_at_once(tmp_
     out = _check("collector", conf)
     assert out.returncode == 2 and (f"error: {conf}: ingest.token_file: {tmp_path}/tokens is not UTF-8 text (invalid "
                                     "start byte at byte 0; the writers' tokens)") in out.stderr, out.stderr
+    (tmp_path / "tokens").write_bytes(b"pass\xe9\n")  # a Latin-1 password: its last bytes (closing review)
+    out = _check("collector", conf)
+    assert out.returncode == 2 and f"{tmp_path}/tokens is not UTF-8 text (invalid continuation byte at byte 4" in out.stderr
     from puewatch.collector.config import read_secret
 
-    with pytest.raises(ConfigError, match=r"--password-file: cannot read .*tokens: not UTF-8 text \(invalid start byte"):
+    with pytest.raises(ConfigError, match=r"--password-file: cannot read .*tokens: not UTF-8 text \(invalid continuation byte"):
         read_secret("", str(tmp_path / "tokens"), "--password-file")
 
 
