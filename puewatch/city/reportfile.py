@@ -233,8 +233,11 @@ def _validate_rows(data: dict[str, Any], rows: str, start_ns: int, end_ns: int, 
                               f"gap or overlap ({'the report begins' if i == 0 else 'the row before ends'} at "
                               f"{data['period_start'] if i == 0 else data[rows][i - 1]['period_end']})")
         at = bounds[1]
-        _need(row, "pue", "number or null", where, source)
-        for key in ("pue_joint", "completeness", *_ROW_ENERGIES):
+        # Every puewatch wrote a row's PUE and its two energies: one without them could claim any PUE, which no
+        # sum and no ratio of its energies would then check (found by the closing review).
+        for key in ("pue", "facility_energy_wh", "it_energy_wh"):
+            _need(row, key, "number or null", where, source)
+        for key in ("pue_joint", "completeness", "facility_energy_joint_wh", "it_energy_joint_wh"):
             if key in row:
                 _need(row, key, "number or null", where, source)
         c = row.get("completeness")
@@ -254,8 +257,6 @@ def _validate_rows(data: dict[str, Any], rows: str, start_ns: int, end_ns: int, 
             raise ReportError(f"{source}: {rows}: the rows' {key} add up to {total!r}, the report's is {stated!r}: "
                               "the report contradicts itself (its totals are sums of its days)")
 
-
-_ROW_ENERGIES = ("facility_energy_wh", "it_energy_wh", "facility_energy_joint_wh", "it_energy_joint_wh")
 
 
 def check_signature_member(data: dict[str, Any], source: str) -> None:

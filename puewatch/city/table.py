@@ -176,26 +176,21 @@ def site_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def _sites(rows: list[SiteRow]) -> list[int]:
-    """Each row's site, as a number: rows are one site's where their names are (`site_key`), or where one key
-    signed both (a valid signature: a site's key is its own)."""
-    parent = list(range(len(rows)))
+def _sites(rows: list[SiteRow]) -> list[str]:
+    """Each row's site as the city tells sites apart (`site_key`)."""
+    return [site_key(row.site) for row in rows]
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    first: dict[tuple[str, str], int] = {}
-    for i, row in enumerate(rows):
-        ids = [("name", site_key(row.site))]
+def _shared_keys(rows: list[SiteRow]) -> list[str]:
+    """Warnings where one key validly signed reports of sites named apart: one site under two names would count
+    twice; two sites one operator signs with one key (which the key ring allows) are two. Said, not decided."""
+    names: dict[str, set[str]] = {}
+    for row in rows:
         if row.signature.status == "valid" and row.signature.key_id:
-            ids.append(("key", row.signature.key_id))
-        for ident in ids:
-            j = first.setdefault(ident, i)
-            parent[root(i)] = root(j)
-    return [root(i) for i in range(len(rows))]
+            names.setdefault(row.signature.key_id, set()).add(row.site)
+    return [f"key {kid} signed the reports of {len(sites)} sites ({', '.join(map(repr, sorted(sites)))}): if they are "
+            "one site, the city's PUE counts its energy more than once" for kid, sites in sorted(names.items())
+            if len({site_key(s) for s in sites}) > 1]
 
 
 def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
@@ -206,7 +201,7 @@ def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
     from puewatch.core.timefmt import parse_time
 
     why: dict[str, str] = {}
-    by_site: dict[int, list[tuple[int, int, SiteRow]]] = {}
+    by_site: dict[str, list[tuple[int, int, SiteRow]]] = {}
     for row, site in zip(rows, _sites(rows)):
         r = row.report
         by_site.setdefault(site, []).append((parse_time(r["period_start"]), parse_time(r["period_end"]), row))
@@ -214,9 +209,7 @@ def _overlaps(rows: list[SiteRow]) -> dict[str, str]:
         for i, (s0, e0, a) in enumerate(spans):
             for s1, e1, b in spans[:i] + spans[i + 1:]:
                 if s0 < e1 and s1 < e0:
-                    same = "" if b.site == a.site else (
-                        f" (named {b.site!r}: the same site, " + ("its name" if site_key(a.site) == site_key(b.site)
-                                                                 else "signed by the same key") + ")")
+                    same = "" if b.site == a.site else f" (named {b.site!r}: the same site)"
                     why.setdefault(a.path, f"its period {report_period(a.report)} overlaps that of {b.path}, another report of "
                                            f"site {a.site!r}{same}: summed, the overlap's energy would count twice")
                     break
@@ -276,6 +269,7 @@ def evaluate_city(
             warnings.append(f"site {' / '.join(map(repr, names))} appears in {n} reports" + (
                 f"; {overlap} of them overlap another's period and are left out of the city's PUE" if overlap
                 else "; their periods do not overlap, and the city's PUE counts each"))
+    warnings += _shared_keys(rows)
     periods = {(r.report["period_start"], r.report["period_end"]) for r in rows}
     if len(periods) > 1:
         warnings.append(f"the reports cover {len(periods)} different periods; the weighted PUE sums them as given")

@@ -39,8 +39,8 @@ def make_report(
     first_month = 1 if annual else 3
     monthly = []
     # Each month an equal part of the IT energy and its PUE times that: the rows add up to the report's totals
-    # (as a report's do) where the months' PUEs are the report's; a test that gives other PUEs gets months
-    # without energies (as a report made before they were written).
+    # (as a report's do) where the months' PUEs are the report's; a test that gives other PUEs gets months whose
+    # energies give those PUEs (and do not add up to the totals: for the rules alone, not a report to load).
     n = len(monthly_pue)
     it_month = it_energy_wh / n if n and it_energy_wh is not None else None
     agree = all(m == pue for m in monthly_pue) and it_month is not None and facility_energy_wh is not None
@@ -50,7 +50,9 @@ def make_report(
             "period_start": f"2025-{m:02d}-01T00:00:00Z",
             "period_end": f"2025-{m + 1:02d}-01T00:00:00Z" if m < 12 else "2026-01-01T00:00:00Z",
             "pue": m_pue,
-            **({"facility_energy_wh": facility_energy_wh / n, "it_energy_wh": it_month} if agree else {}),
+            "facility_energy_wh": facility_energy_wh / n if agree else (
+                None if m_pue is None or it_month is None else m_pue * it_month),
+            "it_energy_wh": it_month,
             "completeness": 1.0,
         })
     return {

@@ -454,4 +454,9 @@ def test_a_report_s_rows_tile_its_period_and_add_up_to_its_totals(tmp_path):
     r["daily"] = None
     with pytest.raises(ReportError, match="daily"):
         validate_report(r, "r.json")
+    # A row without its energies could claim any PUE (every puewatch wrote them; found by the closing review).
+    r = report()
+    del r["monthly"][0]["facility_energy_wh"]
+    with pytest.raises(ReportError, match=re.escape("r.json: monthly[0].facility_energy_wh: missing")):
+        validate_report(r, "r.json")
 
