@@ -45,7 +45,8 @@ SOURCE = "host"
 class Config:
     """The host: CPU utilisation, load average, memory, RAPL CPU package and DRAM energy."""
 
-    interval_s: float = setting(1.0, min=0.1, max=3600.0, doc="Sampling period of `host` and `host_rapl`.")
+    interval_s: float = setting(1.0, min=0.1, max=3600.0, doc="Sampling period of `host` and `host_rapl`; at most 15 with "
+                                "`rapl = true` (a RAPL counter can wrap unseen in 33 s).")
     sysfs_root: str = setting("/sys", min=1, doc="Root of sysfs (RAPL zones are under class/powercap); tests point it at a fixture tree.")
     rapl: bool = setting(True, doc="Read RAPL energy counters.")
 

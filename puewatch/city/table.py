@@ -188,7 +188,7 @@ def _shared_keys(rows: list[SiteRow]) -> list[str]:
     for row in rows:
         if row.signature.status == "valid" and row.signature.key_id:
             names.setdefault(row.signature.key_id, set()).add(row.site)
-    return [f"key {kid} signed the reports of {len(sites)} sites ({', '.join(map(repr, sorted(sites)))}): if they are "
+    return [f"key {kid} signed the reports of {len({site_key(s) for s in sites})} sites ({', '.join(map(repr, sorted(sites)))}): if they are "
             "one site, the city's PUE counts its energy more than once" for kid, sites in sorted(names.items())
             if len({site_key(s) for s in sites}) > 1]
 

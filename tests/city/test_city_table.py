@@ -383,6 +383,10 @@ def test_one_site_under_two_spellings_or_one_key_is_one_site(city):
     assert res.weighted_valid.excluded == []
     assert (f"key {a['signature']['key_id']} signed the reports of 2 sites ('alpha', 'alpha-dc'): if they are one "
             "site, the city's PUE counts its energy more than once") in res.warnings, res.warnings
+    spelt = sign_report(make_report("Alpha "), key)  # a third report, the first's site spelt otherwise: still 2 sites
+    res = evaluate_city([("a.json", a), ("s.json", spelt), ("r.json", renamed)], targets, keys)
+    assert any(w.startswith(f"key {a['signature']['key_id']} signed the reports of 2 sites ('Alpha ', 'alpha', "
+                            "'alpha-dc')") for w in res.warnings), res.warnings
     # Not verified: no key is known to have signed anything.
     res = evaluate_city([("a.json", a), ("r.json", renamed)], targets, None)
     assert res.weighted_all.excluded == [] and not any("signed the reports" in w for w in res.warnings)
