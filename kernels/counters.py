@@ -63,7 +63,9 @@ def _register_range(t, reading, modulus, max_rate_per_ns, resolution, reset_from
         else:
             d = np.nan
             if modulus > 0:
-                wrapped = b + modulus - a
+                # The modulus less the last reading first: exact for a reading in the range's upper half, where
+                # b + modulus rounded b away for a 2^64 modulus (2048 Wh for 2548; found by the reference audit).
+                wrapped = (modulus - a) + b
                 # With a power bound the wrapped increase must be possible;
                 # without one, a wrap must cover less than half the range
                 # (a reset from near the top would look like a wrap otherwise).

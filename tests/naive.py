@@ -98,7 +98,7 @@ def register_deltas(
         else:
             is_wrap = False
             if modulus is not None:
-                wrapped = b + modulus - a
+                wrapped = (modulus - a) + b
                 if wrapped < 0:
                     is_wrap = False  # "not negative"
                 elif max_power_w is not None:

@@ -332,7 +332,7 @@ def jumps(t_ns: np.ndarray, reading_wh: np.ndarray, flags: np.ndarray, modulus_w
     out = []
     for i in np.flatnonzero(np.asarray(flags) & FLAG_JUMP).tolist():
         a, b = float(reading_wh[i]), float(reading_wh[i + 1])
-        inc = b - a if b >= a or not modulus_wh else b + modulus_wh - a
+        inc = b - a if b >= a or not modulus_wh else (modulus_wh - a) + b  # as the kernel: exact for M = 2^64
         dt_s = (int(t_ns[i + 1]) - int(t_ns[i])) / NS
         out.append((int(t_ns[i]), int(t_ns[i + 1]), inc * JOULES_PER_WH / dt_s))
     return out

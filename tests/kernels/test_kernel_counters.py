@@ -77,6 +77,14 @@ def test_wrap_at_rapl_modulus():
     check_both(secs(0, 1), [RAPL_MODULUS - 1000, 500.0], [1500.0], [FLAG_WRAP], modulus=RAPL_MODULUS)
 
 
+def test_wrap_at_2_pow_64_keeps_every_watt_hour():
+    # Found by the reference audit: 2^64 - 2048 then 500 counted 2048 Wh, not 2548 (b + 2^64 rounded b away in
+    # float64); the modulus less the last reading first is exact there. Two shipped profiles declare 2^64.
+    m = 2.0**64
+    check_both(secs(0, 600), [m - 2048.0, 500.0], [2548.0], [FLAG_WRAP], modulus=m, max_power_w=1e6,
+               joules_per_unit=3600.0)
+
+
 def test_drop_beyond_half_the_modulus_is_a_reset():
     # wrapped = 1000 + 4294967296 - 1e9 = 3294968296 >= 2**31: a reset, not a wrap.
     t, r = secs(0, 1, 2), [1e9, 1000.0, 1500.0]
