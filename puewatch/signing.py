@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from puewatch.core.site import site_key
 from puewatch.errors import UserError
 from puewatch.spoolfiles import write_file
 from puewatch.terminal import shown
@@ -61,6 +62,29 @@ class SignatureInvalid(UserError):
 
 class CanonicalizationError(UserError):
     """A report holds a value RFC 8785 cannot represent (exit status 2)."""
+
+
+def short_digits(digits: str) -> str:
+    """A number's digits for a message: a 400-digit one is named by its first and last digits and its length."""
+    return digits if len(digits) <= 40 else f"{digits[:20]}…{digits[-6:]} ({len(digits)} characters)"
+
+
+class BeyondDouble(float):
+    """A JSON number beyond the largest double (1e400): infinite, as Python reads it, but named as the file
+    writes it (it was refused as "inf", which the file never said: found by the signature audit). Not finite,
+    so no check takes it for a number; signing refuses it naming where it is."""
+
+    text: str
+
+    def __new__(cls, text: str) -> BeyondDouble:
+        value = super().__new__(cls, text)
+        value.text = short_digits(text)
+        return value
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
 
 
 def canonical_bytes(report: dict[str, Any]) -> bytes:
@@ -94,9 +118,21 @@ def _first_unrepresentable(value: Any, where: str) -> str | None:
     if isinstance(value, int):
         if abs(value) <= MAX_SAFE_INTEGER:
             return None
-        return f"{where or 'the report'}: integer {value} is beyond 2^53 - 1 in magnitude (write it as a float or a string)"
+        digits = short_digits(str(value))
+        try:
+            exact = float(value) == value
+        except OverflowError:
+            return f"{where or 'the report'}: integer {digits} is beyond the largest double (a JSON number is an IEEE double)"
+        if exact:  # an int made in Python, never one read from a file (reportfile._json_integer)
+            return f"{where or 'the report'}: integer {digits} is beyond 2^53 - 1 in magnitude (as a float it can be signed)"
+        return (f"{where or 'the report'}: integer {digits} is beyond 2^53 - 1 in magnitude and no double's digits "
+                "(a JSON number is an IEEE double: readers in other languages would read another value)")
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where or 'the report'}: {value} is not a JSON number (use null)"
+        if math.isfinite(value):
+            return None
+        if isinstance(value, BeyondDouble):
+            return f"{where or 'the report'}: number {value.text} is beyond the largest double (a JSON number is an IEEE double)"
+        return f"{where or 'the report'}: {value} is not a JSON number (use null)"
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -104,6 +140,10 @@ def _first_unrepresentable(value: Any, where: str) -> str | None:
             return f"{where or 'the report'}: a string with a lone surrogate is not valid Unicode"
         return None
     if isinstance(value, dict):
+        for k in value:
+            found = _first_unrepresentable(k, f"{where}: a key" if where else "a key")
+            if found:
+                return found
         items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
     elif isinstance(value, (list, tuple)):
         items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
@@ -210,15 +250,30 @@ class KeyRing(dict):
     statement of that site only with it. Without the binding, a report saying `site: B` signed with site
     A's key was valid, and passed while B's real report failed (found by the city audit)."""
 
-    def __init__(self, keys: dict[str, tuple[Path, Ed25519PublicKey]], files: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, tuple[Path, Ed25519PublicKey]], files: dict[str, tuple[str, str]]) -> None:
         super().__init__({kid: key for kid, (_, key) in keys.items()})
-        self.site_key = files  # file stem (a site's name) -> the key id its file holds
+        # The site a file names, as puewatch tells sites apart (core.site.site_key) -> (its file's name, the key id
+        # it holds). By the exact name, a report of "FRA1" or "fra1 " signed with another site's key was valid,
+        # while the city summed it as fra1 (found by the signature audit).
+        self.site_files = files
 
     @classmethod
     def load(cls, directory: str | Path) -> KeyRing:
         found = _public_key_files(directory)
-        # Every file names its site, also a second one holding a key already held.
-        return cls(_by_key_id(found), {path.stem: key_id(key) for path, key in found})
+        # Every file names its site, also a second one holding a key already held; two names of one site must
+        # hold one key (which of two would be the site's own is not for the verifier to guess).
+        files: dict[str, tuple[str, str]] = {}
+        for path, key in found:
+            site, kid = site_key(path.stem), key_id(key)
+            other = files.setdefault(site, (path.name, kid))
+            if other[1] != kid:
+                raise KeyFileError(f"{path} and {Path(directory) / other[0]} name one site ({site!r}: names that differ "
+                                   "in letter case, spaces or Unicode form are one site) but hold different keys")
+        return cls(_by_key_id(found), files)
+
+    def own_key(self, site: str) -> tuple[str, str] | None:
+        """The key file of `site`, and the key id it holds, or None where no file names the site."""
+        return self.site_files.get(site_key(site))
 
 
 def _read_key_file(path: str | Path, what: str) -> bytes:
@@ -279,6 +334,8 @@ def _signature_parts(report: dict[str, Any], what: str = "report") -> tuple[str,
     if sig.get("alg") != ALG:
         return Verification("invalid", kid, f"unsupported signature algorithm {sig.get('alg')!r} (expected {ALG!r})")
     canon = sig.get("canonicalization")
+    if "canonicalization" in sig and canon is None:
+        return Verification("invalid", kid, f"malformed signature: canonicalization is null (expected {CANONICALIZATION!r})")
     if canon is not None and canon != CANONICALIZATION:
         return Verification("invalid", kid, f"unsupported canonicalization {canon!r} (expected {CANONICALIZATION!r})")
     if kid is None or not re.fullmatch(r"[0-9a-f]{16}", kid):
@@ -290,6 +347,11 @@ def _signature_parts(report: dict[str, Any], what: str = "report") -> tuple[str,
         raw = b""
     if len(raw) != 64:
         return Verification("invalid", kid, "malformed signature: value must be a base64 Ed25519 signature (64 bytes)")
+    if base64.b64encode(raw).decode("ascii") != value:
+        # Its unused last bits set: one signature, many spellings, which strict decoders (Rust's, Go's Strict
+        # encoding) refuse while lax ones accept (found by the signature audit). Every encoder writes them zero.
+        return Verification("invalid", kid, "malformed signature: value is not canonical base64 (its unused last "
+                                            "bits must be zero, as every encoder writes them)")
     return kid, raw, canon
 
 
@@ -315,10 +377,10 @@ def verify_report(report: dict[str, Any], public_keys: dict[str, Ed25519PublicKe
             "invalid", kid, f"bad signature: the {what} is not what key {kid} signed (a field was changed, added or removed)"
         )
     site = report.get("site")
-    own = public_keys.site_key.get(site) if isinstance(public_keys, KeyRing) and isinstance(site, str) else None
-    if own is not None and own != kid:
-        return Verification("invalid", kid, f"signed with key id {kid}, but site {site!r} has its own key, {site}.pub "
-                                            f"(key id {own}): a document of one site signed with another's key")
+    own = public_keys.own_key(site) if isinstance(public_keys, KeyRing) and isinstance(site, str) else None
+    if own is not None and own[1] != kid:
+        return Verification("invalid", kid, f"signed with key id {kid}, but site {site!r} has its own key, {own[0]} "
+                                            f"(key id {own[1]}): a document of one site signed with another's key")
     return Verification("valid", kid, f"signature valid, key id {kid}")
 
 
@@ -337,10 +399,22 @@ def signature_status(document: dict[str, Any], public_keys: dict[str, Ed25519Pub
 
 def _diagnose_pre_rfc8785(report: dict[str, Any], key: Ed25519PublicKey, kid: str, raw: bytes, what: str = "report"
                           ) -> Verification:
-    """A signature without `canonicalization`: say whether it is an old puewatch one (never valid now)."""
+    """A signature without `canonicalization`: say whether it is an old puewatch one (never valid now), or an
+    RFC 8785 one whose `canonicalization` was taken out (it was called a changed document: found by the
+    signature audit)."""
     try:
         key.verify(raw, legacy_canonical_bytes_pre_rfc8785(report))
     except InvalidSignature:
+        try:
+            key.verify(raw, canonical_bytes(report))
+        except (InvalidSignature, CanonicalizationError):
+            pass
+        else:
+            return Verification(
+                "invalid", kid,
+                f"malformed signature: it has no \"canonicalization\"; key {kid} did sign the {what}'s RFC 8785 form, "
+                f"so put \"canonicalization\": \"{CANONICALIZATION}\" back in its signature",
+            )
         return Verification(
             "invalid", kid,
             f"bad signature: the signature has no \"canonicalization\" (expected {CANONICALIZATION!r}), and the {what} "
@@ -430,6 +504,9 @@ def verify_main(args: argparse.Namespace) -> int:
     document = load_document(args.report)
     key = load_public_key(args.pubkey)
     kid = key_id(key)
+    # A document no signature can cover (a value RFC 8785 cannot represent) is bad input, exit 2, as for `sign`
+    # and for a duplicate key (it exited 1 as a bad signature: found by the signature audit).
+    canonical_bytes(document)
     result = verify_report(document, {kid: key}, "statement" if document.get("schema") == STATEMENT else "report")
     if result.status == "unknown key":
         raise SignatureInvalid(

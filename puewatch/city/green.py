@@ -27,6 +27,7 @@ from collections import defaultdict
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
+from puewatch.core.site import site_key
 from puewatch.core.timefmt import parse_time
 
 SHARE_REL_TOL = 1e-12  # green / facility-inclusive: the same two doubles divided, so equal exactly
@@ -202,13 +203,15 @@ def certificate_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[dict[str
     out = []
     for cid, got in sorted(claims.items()):
         sites = sorted({r["site"] for _, r, _ in got})
+        # Told apart as puewatch tells sites apart (core.site.site_key): "fra1" and "FRA1" are one site.
+        n_sites = len({site_key(r["site"]) for _, r, _ in got})
         mwh = sorted({e["mwh"] for _, _, e in got})
         total = sum(e["energy_in_period_wh"] for _, _, e in got)
         limit = mwh[0] * WH_PER_MWH
         who = ", ".join(f"{r['site']} ({p}: {_mwh(e['energy_in_period_wh'])})" for p, r, e in got)
         problems = []
-        if len(sites) > 1:
-            problems.append(f"claimed by {len(sites)} sites ({', '.join(sites)}): a certificate is retired for one "
+        if n_sites > 1:
+            problems.append(f"claimed by {n_sites} sites ({', '.join(sites)}): a certificate is retired for one "
                             "site")
         if len(mwh) > 1:
             problems.append(f"entered as {' and '.join(f'{m:g}' for m in mwh)} MWh")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from puewatch.errors import UserError
-from puewatch.signing import MAX_SAFE_INTEGER
+from puewatch.signing import MAX_SAFE_INTEGER, BeyondDouble, short_digits
 
 SCHEMA = "puewatch.report/1"
 
@@ -45,28 +45,66 @@ def _json_integer(digits: str) -> int | float:
     # and RFC 8785 write it (18446744073709552000 for 2^64, whose exact value ...1616 they do not
     # write). Digits that are no double's (9007199254740993) stay an int: readers in other
     # languages would differ on it, and signing or verifying refuses it, naming it.
+    # ECMAScript writes a double of 1e21 or more with an exponent (1.2345678901234566e+25), so from there on only
+    # the exact value is a double's integer digits: 12345678901234566000000000 (Python's repr padded) passed here
+    # while the JavaScript verifier refused it (found by the signature audit).
     value = int(digits)
     if abs(value) <= MAX_SAFE_INTEGER:
         return value
     try:
         double = float(value)
-    except OverflowError:  # beyond every double
+    except OverflowError:  # beyond every double: kept, for the checks to refuse naming the field
         return value
-    if double == value or int(Decimal(repr(double))) == value:
+    if double == value or (abs(double) < 1e21 and int(Decimal(repr(double))) == value):
         return double
     return value
 
 
+def _json_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else BeyondDouble(text)
+
+
+# How deep a document's objects and arrays may nest: a report is five levels deep, a statement four; a verifier
+# in another language need hold no deeper one (JavaScript's recursive canonicalisers overflow their stack a few
+# thousand levels down, Python's json a thousand).
+MAX_DEPTH = 32
+
+
+def _depth_problem(value: Any) -> str:
+    """Where `value` nests deeper than MAX_DEPTH ("" where it does not)."""
+    stack = [(value, 1, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"{where or 'the document'} is nested deeper than {MAX_DEPTH} levels"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, depth + 1, f"{where}.{k}" if isinstance(node, dict) else f"{where}[{k}]")
+                         for k, v in items)
+    return ""
+
+
 def parse_json(text: str, source: str) -> Any:
-    """Strict JSON: no duplicate keys, no NaN/Infinity, big integers as JavaScript reads them."""
+    """Strict JSON: no duplicate keys, no NaN/Infinity, no number beyond every double, big integers as JavaScript
+    reads them, no byte order mark, at most MAX_DEPTH levels deep."""
+    if text.startswith("\ufeff"):
+        # As JSON.parse: RFC 8259 lets a parser refuse it. Said in words, not as Python's decoder hint.
+        raise ReportError(f"{source}: starts with a UTF-8 byte order mark (BOM): a report or statement is UTF-8 JSON "
+                          "without one (save it as UTF-8, not 'UTF-8 with BOM')")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_int=_json_integer)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                          parse_int=_json_integer, parse_float=_json_float)
     except json.JSONDecodeError as exc:
         raise ReportError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
         raise ReportError(f"{source}: not a valid report: {exc}") from None
     except RecursionError:
-        raise ReportError(f"{source}: not a valid report: nested too deeply") from None
+        raise ReportError(f"{source}: not a valid report: nested deeper than {MAX_DEPTH} levels") from None
+    why = _depth_problem(data)
+    if why:
+        raise ReportError(f"{source}: not a valid report: {why}")
+    return data
 
 
 def parse_report(text: str, source: str) -> dict[str, Any]:
@@ -146,7 +184,9 @@ def _need(obj: dict[str, Any], key: str, kind: str, where: str, source: str) -> 
         "list": isinstance(value, list),
     }[kind]
     if not ok:
-        raise ReportError(f"{source}: {where}{key}: must be a {kind}, got {json.dumps(value)[:40]}")
+        shown = (value.text if isinstance(value, BeyondDouble) else short_digits(str(value))
+                 if isinstance(value, int) and not isinstance(value, bool) else json.dumps(value)[:40])
+        raise ReportError(f"{source}: {where}{key}: must be a {kind}, got {shown}")
     return value
 
 

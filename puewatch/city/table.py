@@ -33,6 +33,7 @@ from puewatch.city.check import PUE_ENERGIES, RuleResult, check_report, numeric_
 from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text, report_annual, report_period
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
+from puewatch.core.site import site_key
 from puewatch.signing import Verification, signature_status
 from puewatch.spoolfiles import write_file
 from puewatch.terminal import in_page, shown
@@ -167,13 +168,6 @@ def weighted_pue(rows: list[SiteRow], basis: str, only_valid: bool, pue_basis: s
 
 # The site of a file that is no valid report, in the lists of what the city's PUE left out.
 UNREAD_SITE = "(not read)"
-
-
-def site_key(name: str) -> str:
-    """A site's name as the city tells sites apart: letter case, and spaces around and within it, do not make
-    another site ("t1", "T1" and "t1 " are one: as two, a site given twice was summed twice; found by the input
-    audit)."""
-    return " ".join(name.split()).casefold()
 
 
 def _sites(rows: list[SiteRow]) -> list[str]:

@@ -19,6 +19,8 @@ report's signed bytes, puewatch.signing.digest) and checked, rule by rule, with 
   energy in known cells; within `SUM_REL_TOL` (the same energies summed in other orders). Rules
   below read the totals or the days alone: a signed statement whose days say one thing and totals
   another passed them (found by the city audit);
+- `site` (added after `totals`, where a report is matched): the statement's site is the report's, as puewatch
+  tells sites apart (letter case, spaces and Unicode forms aside: core.site.site_key);
 - `report_signature`: the matched report's own signature is valid with --pubkeys, by the key the
   statement names (`site_report.key_id`): the digest leaves the signature out, so an unsigned copy
   of the report would match it;
@@ -41,6 +43,7 @@ from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
 from puewatch.city.green import SUM_REL_TOL, carbon_rule, certificate_rows, green_share_rule, green_within_site_rule, kwh
+from puewatch.core.site import site_key
 from puewatch.core.timefmt import calendar_of
 from puewatch.signing import Verification, digest, signature_status
 from puewatch.terminal import in_page
@@ -159,6 +162,16 @@ def _totals_rule(s: dict[str, Any]) -> RuleResult:
     return RuleResult("totals", True, fac, day_fac, "==", f"{head}: its days add up to its totals: pass")
 
 
+def _site_rule(s: dict[str, Any], report: dict[str, Any]) -> RuleResult:
+    """The statement's site is the site of the report it names (core.site.site_key). Without it, a statement of
+    site B naming site A's report passed every rule on A's figures while the city listed it under B (found by
+    the signature audit)."""
+    ok = site_key(s["site"]) == site_key(report["site"])
+    return RuleResult("site", ok, s["site"], report["site"], "==",
+                      f"statement site {s['site']!r} " + ("is the report's: pass" if ok else
+                                                          f"is not the report's, {report['site']!r}: fail"))
+
+
 def _report_signature_rule(s: dict[str, Any], report: dict[str, Any],
                            public_keys: dict[str, Any] | None) -> RuleResult:
     sig = signature_status(report, public_keys)
@@ -213,6 +226,8 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
                 green[ref["sha256"]].append(s["green_energy_wh"])
         # Added last: the rules' order is part of the JSON a city's tools read (found by the review).
         results.append(_totals_rule(s))
+        if match is not None:
+            results.append(_site_rule(s, match[1]))
         rows.append(StatementRow(path, s, sig, match[0] if match else None, results))
     out: list[dict[str, Any]] = []
     for d, (path, report) in by_digest.items():
@@ -227,9 +242,10 @@ def evaluate_vouchers(statements: list[tuple[str, dict[str, Any]]], reports: lis
                               f"{e_dc / 1000:,.3f} kWh: " + ("pass" if ok else "more than the site used: fail"))
         out.append({"report": path, "site": report["site"], "sha256": d, "statements": n, "rule": rule,
                     "rules": [rule, green_within_site_rule(green[d], report)]})
-    warnings = [f"tenant {t!r} of site {site!r} has {n} statements naming one report: its energy is counted {n} times"
-                for (site, t, ref), n in Counter((r.statement["site"], r.statement["tenant"], r.report)
-                                                 for r in rows if r.report).items() if n > 1]
+    # By the report named (one site), not the statements' site names, which may differ in case or spacing.
+    warnings = [f"tenant {t!r} has {n} statements naming one report, {ref}: its energy is counted {n} times"
+                for (t, ref), n in Counter((r.statement["tenant"], r.report) for r in rows if r.report).items()
+                if n > 1]
     return VoucherResult(rows, out, certificate_rows(reports), warnings)
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -264,6 +265,15 @@ def role_flows(role: str) -> bool:
     """Whether a role's meters count a flow (litres: water), not energy: the one rule for their units, limits and
     the fields their sums are stored in (`Meter.flows`, `schema.meter_energy_field`, `schema.site_energy_field`)."""
     return role == "water"
+
+
+def site_key(name: str) -> str:
+    """A site's name as puewatch tells sites apart, the one rule for the city's sums and the key ring's binding
+    of a site to its key file (`SITE.pub`): Unicode compatibility forms (NFKC: full-width letters, the
+    ideographic and no-break spaces), letter case, and spaces around and within the name do not make another
+    site ("t1", "T1", "t1 " and "ｔ１" are one: as two, a site given twice was summed twice, found by the
+    input audit, and a report named "FRA1" escaped the key of fra1.pub, found by the signature audit)."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
 
 def timezone_setting() -> str:

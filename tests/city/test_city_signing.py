@@ -342,3 +342,90 @@ def test_signature_status_without_keys(keypair):
     assert signature_status({**signed, "signature": "abc"}, None).status == "invalid"
     unsigned = signature_status(make_report(), None, "statement")
     assert (unsigned.status, unsigned.reason) == ("unsigned", "the statement has no signature")
+
+
+# ---- found by the signature audit (stop 45) -------------------------------------------------------
+
+
+def test_only_a_double_s_digits_as_ecmascript_writes_them_are_that_double(keypair):
+    """From 1e21 on ECMAScript writes a double with an exponent, so there only the exact value's digits are a
+    double's: 12345678901234566000000000 (Python's repr padded) verified here while the JavaScript verifier
+    refused it. A number past the largest double (1e400, an integer of 401 digits) is refused when read, named
+    as the file writes it (it was called "inf", or printed whole with advice to write it as a float)."""
+    from puewatch.city.reportfile import ReportError
+
+    private, keys = keypair
+    double = 1.2345678901234566e25
+    signed = sign_report(make_report(facility_energy_wh=double), private)
+    text = json.dumps(signed)
+    exact = parse_report(text.replace(repr(double), str(int(double))), "t.json")
+    assert exact["facility_energy_wh"] == double and verify_report(exact, keys).ok
+    padded = parse_report(text.replace(repr(double), "12345678901234566000000000"), "t.json")
+    result = verify_report(padded, keys)
+    assert result.status == "invalid" and "integer 12345678901234566000000000 is beyond 2^53 - 1" in result.reason
+    assert "no double's digits" in result.reason
+    for number, shown, kind in (("1e400", "1e400", "number"),
+                                ("-1" + "0" * 400, "-1000000000000000000…000000 (402 characters)", "integer")):
+        says = f"{kind} {shown} is beyond the largest double"
+        extra = parse_report(text.replace('"site": "alpha"', f'"site": "alpha", "x": {number}', 1), "t.json")
+        result = verify_report(extra, keys)
+        assert result.status == "invalid" and f"x: {says}" in result.reason and "inf" not in result.reason
+        with pytest.raises(ReportError) as exc:  # where a figure is read: named, as the file writes it
+            parse_report(text.replace(repr(double), number), "t.json")
+        assert str(exc.value).endswith(f"facility_energy_wh: must be a number or null, got {shown}")
+
+
+def test_what_no_verifier_reads_alike_is_refused_in_words(keypair, tmp_path):
+    """A byte order mark, a document nested deeper than any report, a lone surrogate in a key: each refused
+    naming what is wrong (a BOM got Python's decoder hint, a key's surrogate a codec traceback line)."""
+    from puewatch.city.reportfile import MAX_DEPTH, ReportError
+
+    private, keys = keypair
+    text = json.dumps(sign_report(make_report(), private))
+    with pytest.raises(ReportError) as exc:
+        parse_report("\ufeff" + text, "bom.json")
+    assert "starts with a UTF-8 byte order mark (BOM)" in str(exc.value)
+    deep = {**json.loads(text), "x": json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)}
+    with pytest.raises(ReportError) as exc:
+        parse_report(json.dumps(deep), "deep.json")
+    assert f"nested deeper than {MAX_DEPTH} levels" in str(exc.value) and ".x" in str(exc.value)
+    shallow = {**json.loads(text), "x": json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))}
+    assert parse_report(json.dumps(shallow), "ok.json")["x"]
+    report = make_report()
+    report["meters"][0]["x\udc00"] = 1
+    with pytest.raises(CanonicalizationError) as exc:
+        sign_report(report, private)
+    assert "meters[0]: a key: a string with a lone surrogate is not valid Unicode" in str(exc.value)
+
+
+def test_a_signature_missing_its_canonicalization_or_spelt_two_ways_is_malformed(keypair):
+    """Its canonicalization taken out, an RFC 8785 signature was called a changed document; it is said to be
+    missing, and that the key signed the document's RFC 8785 form. A value whose last character's unused bits are
+    set decodes to the same signature: refused, as strict decoders (Rust's, Go's) refuse it."""
+    private, keys = keypair
+    signed = sign_report(make_report(), private)
+    s = copy.deepcopy(signed)
+    del s["signature"]["canonicalization"]
+    result = verify_report(s, keys)
+    assert result.status == "invalid" and "it has no \"canonicalization\"" in result.reason
+    assert "did sign the report's RFC 8785 form" in result.reason
+    s["signature"]["canonicalization"] = None
+    assert "canonicalization is null" in verify_report(s, keys).reason
+    s = copy.deepcopy(signed)
+    value = s["signature"]["value"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    s["signature"]["value"] = value[:-3] + alphabet[alphabet.index(value[-3]) ^ 1] + "=="
+    assert base64.b64decode(s["signature"]["value"]) == base64.b64decode(value)
+    result = verify_report(s, keys)
+    assert result.status == "invalid" and "not canonical base64" in result.reason
+
+
+def test_verify_calls_a_document_no_signature_can_cover_bad_input(tmp_path):
+    """An integer no double holds: `sign` exited 2, `verify` 1 as a bad signature; both 2 now, naming it."""
+    keys = tmp_path / "keys"
+    assert run_cli("keys", "new", "--out", keys, "--name", "alpha").returncode == 0
+    signed = sign_report(make_report(), load_private_key(keys / "alpha.key"))
+    text = json.dumps(signed).replace('"resets": 0', '"resets": 9007199254740993', 1)
+    assert "9007199254740993" in text
+    out = run_cli("verify", write_json(tmp_path / "big.json", json.loads(text)), "--pubkey", keys / "alpha.pub")
+    assert out.returncode == 2 and "meters[0].resets: integer 9007199254740993" in out.stderr, out.stderr

@@ -288,6 +288,34 @@ def test_a_site_s_key_file_binds_its_reports_to_that_key(city, tmp_path):
     assert check.returncode == 1 and "has its own key, beta.pub" in check.stdout
 
 
+def test_a_site_s_key_file_binds_its_reports_however_its_name_is_spelt(city, tmp_path):
+    """Found by the signature audit: a report of "BETA" or "beta " signed with alpha's key was valid (the key ring
+    matched beta.pub by the exact name) while the city summed it as beta, and with beta's real report the overlap
+    rule left that one out. A site's key file binds it as the city tells sites apart; two files naming one site
+    with different keys are refused."""
+    d = city["dir"] / "sitekeys"
+    for name in ("BETA", "beta ", "\uff42\uff45\uff54\uff41"):  # full-width letters too (NFKC)
+        forged = sign_report(make_report(name, facility_energy_wh=1_100_000.0), load_private_key(d / "alpha.key"))
+        path = write_json(tmp_path / "forged.json", forged)
+        out = run_cli("city", path, "--preset", "miit-2021", "--pubkeys", city["pubkeys"], "--json")
+        (row,) = json.loads(out.stdout)["sites"]
+        assert row["signature"]["status"] == "invalid", (name, row["signature"])
+        assert f"site {name!r} has its own key, beta.pub" in row["signature"]["reason"]
+    own = sign_report(make_report("BETA", facility_energy_wh=1_100_000.0), load_private_key(d / "beta.key"))
+    out = run_cli("city", write_json(tmp_path / "own.json", own), "--preset", "miit-2021", "--pubkeys",
+                  city["pubkeys"], "--json")
+    assert json.loads(out.stdout)["sites"][0]["signature"]["status"] == "valid"
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "beta.pub").write_bytes((d / "beta.pub").read_bytes())
+    (two / "Beta.pub").write_bytes((d / "beta.pub").read_bytes())  # one key under two spellings: fine
+    out = run_cli("city", write_json(tmp_path / "own.json", own), "--preset", "miit-2021", "--pubkeys", two)
+    assert out.returncode in (0, 1), out.stderr
+    (two / "BETA.pub").write_bytes((d / "alpha.pub").read_bytes())
+    out = run_cli("city", write_json(tmp_path / "own.json", own), "--preset", "miit-2021", "--pubkeys", two)
+    assert out.returncode == 2 and "name one site ('beta'" in out.stderr and "hold different keys" in out.stderr
+
+
 def test_a_city_cap_never_passes_over_part_of_the_city(city):
     """Found by the city audit: `max_city_pue = 1.3` passed (exit 0) on the validly signed figure 1.26 over 9 % of
     the IT energy, the site with the other 91 % unsigned; and over one site where another's energies were

@@ -116,6 +116,11 @@ def test_the_javascript_verifier_accepts_the_documented_vector(node, tmp_path):
     assert js(node, "canonical", tmp_path / "vector.json").stdout.encode("utf-8") == v["signed_bytes"]
 
 
+def _flip_low_bit(char: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return alphabet[alphabet.index(char) ^ 1]
+
+
 def test_the_javascript_verifier_refuses_what_puewatch_refuses(node, keys, tmp_path):
     """Found by the signing audit: the reference JavaScript verifier (JSON.parse, Buffer.from) said OK to a signed
     report that names two sites (a duplicate key: which one is meant depends on the reader), to a signature in
@@ -133,6 +138,10 @@ def test_the_javascript_verifier_refuses_what_puewatch_refuses(node, keys, tmp_p
         else text.replace(value, value.rstrip("=")),
         "unpadded": text.replace(value, value.rstrip("=")),
         "big integer": text.replace('"site": "site-a"', '"site": "site-a", "x": 9007199254740993', 1),
+        # Found by the signature audit (stop 45): accepted by puewatch, refused by this verifier, and the other way.
+        "padded digits past 1e21": text.replace('"site": "site-a"', '"site": "site-a", "x": 12345678901234566000000000',
+                                                1),
+        "non-canonical base64": text.replace(value, value[:-3] + _flip_low_bit(value[-3]) + "=="),
     }
     assert js(node, "verify", signed, keys / "site.pub").returncode == 0
     assert run_cli("verify", signed, "--pubkey", keys / "site.pub").returncode == 0

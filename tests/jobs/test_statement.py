@@ -199,7 +199,7 @@ def test_statement_refuses_a_report_of_another_period_or_key(site: dict, tmp_pat
     assert r.returncode == 2 and "tenant 'nobody' has no job in" in r.stderr
 
 
-RULES = ["signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon", "totals"]
+RULES = ["signature", "report_digest", "report_signature", "period", "pue", "green_share", "carbon", "totals", "site"]
 
 
 def _city(site: dict, *statements: Path, report: Path | None = None) -> tuple[int, dict]:
@@ -419,6 +419,36 @@ def test_city_fails_a_certificate_claimed_by_two_sites(site: dict, tmp_path: Pat
     for part in ("claimed by 2 sites (lab, lab-2)", "0.025 MWh claimed in all, more than its 0.024 MWh",
                  "lab-2 (" + str(tmp_path / "lab-2.json"), ": 0.024 MWh)"):
         assert part in line, line
+
+
+def test_city_fails_a_statement_of_one_site_naming_another_site_s_report(site: dict, tmp_path: Path) -> None:
+    """Found by the signature audit: a statement saying site B that names site A's report (its digest) passed
+    every rule on A's figures while the city listed it under B. Its site must be the report's, as sites are told
+    apart (core.site.site_key: "LAB " is lab)."""
+    root, key = site["root"], site["keys"] / "site.key"
+    t1 = json.loads((root / "t1.json").read_text())
+    for name, passes in (("LAB ", True), ("lab-east", False)):
+        moved = _signed(tmp_path / "moved.json", {**t1, "site": name}, key)
+        rc, doc = _city(site, moved)
+        r = _rules(doc["vouchers"]["statements"][0])
+        assert r["site"]["passed"] is passes and (rc == 0) is passes, r["site"]
+        assert r["site"]["value"] == name and r["site"]["limit"] == "lab"
+        assert all(x["passed"] for k, x in r.items() if k != "site")  # every other rule read lab's report
+    assert "is not the report's, 'lab': fail" in r["site"]["evidence"]
+
+
+def test_a_certificate_claimed_by_one_site_under_two_spellings_is_one_site_s() -> None:
+    """The certificate rule counted sites by their exact names: one site's two reports of one certificate
+    ("lab", "LAB") failed as claimed by two sites."""
+    from puewatch.city.green import certificate_rows
+
+    entry = {"id": "GEC-1", "kind": "certificate", "mwh": 1.0, "energy_in_period_wh": 100.0}
+    one = certificate_rows([("a.json", {"site": "lab", "green_entries": [entry]}),
+                            ("b.json", {"site": "LAB", "green_entries": [entry]})])
+    two = certificate_rows([("a.json", {"site": "lab", "green_entries": [entry]}),
+                            ("b.json", {"site": "lab-2", "green_entries": [entry]})])
+    assert one[0]["rule"].passed and not two[0]["rule"].passed
+    assert "claimed by 2 sites (lab, lab-2)" in two[0]["rule"].evidence
 
 
 def test_city_fails_a_statement_whose_report_is_unsigned_or_signed_by_another_key(site: dict, tmp_path: Path) -> None:

@@ -96,7 +96,11 @@ if (command === "verify") {
   const sig = report.signature ?? {};
   const problems = [];
   // Standard base64 with padding only: Buffer.from takes URL-safe, unpadded and spaced text too.
-  if (!/^[A-Za-z0-9+/]{86}==$/.test(sig.value ?? "")) problems.push("value is not 64 bytes of standard base64");
+  // Canonical too: the unused bits of its last character zero, as every encoder writes them.
+  if (!/^[A-Za-z0-9+/]{86}==$/.test(sig.value ?? "") ||
+      Buffer.from(sig.value, "base64").toString("base64") !== sig.value) {
+    problems.push("value is not 64 bytes of canonical standard base64");
+  }
   if (sig.alg !== "ed25519") problems.push(`alg ${sig.alg}`);
   if (sig.canonicalization !== "RFC8785") problems.push(`canonicalization ${sig.canonicalization}`);
   if (sig.key_id !== keyId(publicKey)) problems.push(`key_id ${sig.key_id} is not ${keyId(publicKey)}`);
