@@ -130,10 +130,15 @@ class Typed(str):
 
 def convert(value: object) -> Value:
     """A pysnmp value as plain Python: int (INTEGER, Integer32, Gauge32, Unsigned32, Counter32/64),
-    str (OCTET STRING as UTF-8 text), `Typed` text for the types that are no number of a meter, None
-    when absent."""
-    if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView, univ.Null)):
+    str (OCTET STRING as UTF-8 text), `Typed` text for the types that are no number of a meter (NULL
+    included), None when absent."""
+    if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView)):
         return None
+    if isinstance(value, univ.Null):
+        # An answer, but no value of any type (SNMPv2 answers an object it has not got with noSuchObject or
+        # noSuchInstance): refused as not a number and counted, where as absent its row vanished from the walk
+        # unsaid and a total took its fallback (found by the SNMP audit).
+        return Typed("", "NULL")
     if isinstance(value, rfc1902.TimeTicks):
         return Typed(str(int(value)), "TimeTicks")
     if isinstance(value, univ.Integer):

@@ -325,6 +325,10 @@ class Meter:
         by_key: dict[str, list[Reading]] = {}
         for row, raw, valid in zip(self.rows, raws, valids):
             spec = row.spec
+            if getattr(valid, "snmp_type", None) is not None:
+                # A status or load column that answered no number of any type (NULL: the cxc UPS's
+                # upsOutputPercentLoad) says nothing about the row, as one the agent has not got.
+                valid = None
             x, refused = number_of(raw)
             if raw is None:
                 refused = absent(row.oid, (answered or {}).get(row.oid))
@@ -355,7 +359,7 @@ class Meter:
                                                   "(profile: zero_valid_if)")
                 self._log_refusal(row, raw, refused)
             else:
-                value, refused = check_value(spec, x, row.factor)
+                value, refused = check_value(spec, x, row.factor, self.profile.profile.max_power_w)
                 if refused is not None:
                     self._log_refusal(row, raw, refused)
             raw_out: int | float | None = raw if isinstance(raw, int) else x + 0.0 if x is not None and math.isfinite(x) else None

@@ -64,6 +64,16 @@ QUANTITY_UNITS: dict[str, str] = {
     "rated_apparent_power": "VA",
 }
 
+#: The most one SNMP device of a profile that declares no other bound can carry (W, VA): a UPS system's output.
+#: Above it a reading is not a measurement (a scale or filler read as watts: Liebert text "99999999999" kW).
+DEVICE_MAX_W = 5e6
+
+#: Raw values whose bits are all ones in a 16, 31, 32, 63 or 64-bit field: what agents answer when a value is not
+#: available, declared in a MIB or not (UPS-MIB upsOutputPower 65535, Raritan 4294967295, Enlogic 2147483647,
+#: a Counter64 at 2^64 - 1; found by the SNMP audit on captures no profile declared a filler for). As floats:
+#: 2^63 - 1 and 2^64 - 1 are 2^63 and 2^64 (and so is every raw value within a few thousand of them).
+ALL_ONES = frozenset({2.0**16 - 1, 2.0**31 - 1, 2.0**32 - 1, 2.0**63, 2.0**64})
+
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_FIELDS = re.compile(r"\{([a-z0-9_]*)\}")
@@ -95,6 +105,11 @@ class ProfileInfo:
     description: str = setting("", doc="One line for people: which devices and MIB.")
     mibs: list[str] = setting(default_factory=list, doc="MIB modules the OIDs come from (documentation).")
     generic: bool = setting(False, doc="The readings come from the device's configuration (`oids`), not from this file.")
+    max_power_w: float = setting(
+        DEVICE_MAX_W, min=1.0, doc="The most one device of this kind can carry, in W (in VA for apparent power): a "
+        "power reading above it is refused (`out_of_range`), whatever its MIB range. 5 MW by default (a UPS system); "
+        "meters that may sit on a site's feeders declare more."
+    )
 
     def check(self) -> list[tuple[str, str]]:
         if not _KEY_RE.match(self.name.replace("-", "_")):

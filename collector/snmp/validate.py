@@ -15,7 +15,13 @@ A value an agent answers is refused (the reading is missing, NaN, never a number
 - ``negative``: it is a negative power, apparent power or energy (W, VA, Wh, VAh): a meter
   that reports -26 W is broken, and summing it into a total hides other lines' load;
 - ``out_of_range``: it lies outside the SYNTAX range of the MIB object (`raw_range`), e.g.
-  4294967295 from an INTEGER (0..2147483647) object or 65535 from INTEGER (-1..25000);
+  4294967295 from an INTEGER (0..2147483647) object or 65535 from INTEGER (-1..25000); or its
+  bits are all ones in a 16, 31, 32, 63 or 64-bit field, which agents answer for "not available"
+  whether or not their MIB says so (65535, 2147483647, 4294967295, 2^64 - 1: `profiles.ALL_ONES`;
+  a true reading of exactly that raw value is lost, one sample); or it is a power (W, VA) above
+  what one device of the profile's kind can carry (`[profile] max_power_w`, 5 MW unless the
+  profile says more: Liebert's text "99999999999" kW is no measurement). Unlike a declared
+  filler, such a value leaves a total over its rows missing (the row's load is unknown);
 - ``absent``: the agent answered no value at all (noSuchObject, noSuchInstance, endOfMibView):
   the device has not got the object, or not now. Like a filler, a scalar's is left out of
   the totals; a table row's makes them missing (`poller.Meter._note_absent`).
@@ -31,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from puewatch.collector.snmp.profiles import ReadingSpec, is_sentinel
+from puewatch.collector.snmp.profiles import ALL_ONES, DEVICE_MAX_W, ReadingSpec, is_sentinel
 from puewatch.core.numbers import decimal
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
@@ -67,7 +73,7 @@ def number_of(raw: int | str | None) -> tuple[float | None, Refusal | None]:
         return None, None
     kind = getattr(raw, "snmp_type", None)
     if kind is not None:
-        return None, Refusal("not_a_number", f"an SNMP {kind} ({raw[:40]}), not a number")
+        return None, Refusal("not_a_number", f"an SNMP {kind}{f' ({raw[:40]})' if raw else ''}, not a number")
     if isinstance(raw, int):
         return float(raw), None
     # Text an agent may answer for a number (a DisplayString data point, a string-typed column), in
@@ -84,12 +90,14 @@ def absent(oid: str, answer: str | None) -> Refusal:
     return Refusal("absent", f"the device answered {answer or 'no such object or instance'} for {oid}")
 
 
-def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Refusal | None]:
+def check_value(spec: ReadingSpec, raw: float, factor: float, max_power_w: float = DEVICE_MAX_W
+                ) -> tuple[float, Refusal | None]:
     """(value in the reading's unit, None), or (NaN, why) when `raw` must not become a reading.
 
     `raw`: the number the agent answered; `factor`: what turns it into the reading's unit
     (the spec's scale times the row's scale). A NaN factor (a per-row scale that could not
-    be read) yields NaN without a refusal: the value is unknown, not wrong.
+    be read) yields NaN without a refusal: the value is unknown, not wrong. `max_power_w`: the
+    profile's bound on one device's power (`[profile] max_power_w`).
     """
     if not math.isfinite(raw):
         return math.nan, Refusal("non_finite", f"not a finite number: {raw!r}")
@@ -105,6 +113,16 @@ def check_value(spec: ReadingSpec, raw: float, factor: float) -> tuple[float, Re
     if spec.raw_range and not spec.raw_range[0] <= raw <= spec.raw_range[1]:
         lo, hi = spec.raw_range
         return math.nan, Refusal("out_of_range", f"raw {_fmt(raw)} is outside the object's range {_fmt(lo)}..{_fmt(hi)}")
+    if raw in ALL_ONES:
+        # Not a declared filler (which, like an absent row, leaves a total the rows that have a value): a row of
+        # a loaded device, whose total is then unknown, not the other rows' sum.
+        bits = {2.0**16 - 1: 16, 2.0**31 - 1: 31, 2.0**32 - 1: 32, 2.0**63: 63, 2.0**64: 64}[raw]
+        return math.nan, Refusal("out_of_range", f"raw {_fmt(raw)} is all ones in {bits} bits, what agents answer "
+                                                 "for 'not available', not a measurement")
+    if spec.unit in ("W", "VA") and value > max_power_w:
+        return math.nan, Refusal("out_of_range", f"{_QUANTITY_WORDS[spec.unit]} {value:.6g} {spec.unit} (raw {_fmt(raw)}) "
+                                                 f"is more than one such device can carry (profile: max_power_w = "
+                                                 f"{max_power_w:g})")
     return value, None
 
 

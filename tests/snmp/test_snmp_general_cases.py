@@ -88,6 +88,16 @@ def apc_ups(high_precision: bool) -> str:
     return recording("1.3.6.1.4.1.318.1.3.27", rows)
 
 
+def vertiv_phases_only() -> str:
+    """VERTIV-V5-MIB on firmware that answers its phases but no PDU total (an MN03EDR1 capture): phase real
+    power (W) and energy (Wh), Gauge32, three phases."""
+    v = "1.3.6.1.4.1.21239.5.2.3.2.1"
+    rows: dict[str, tuple[int, object]] = {}
+    for phase, (w, wh) in enumerate(((1464, 5207918), (1477, 5284954), (1458, 5191126)), start=1):
+        rows |= {f"{v}.12.{phase}": (66, w), f"{v}.15.{phase}": (66, wh)}
+    return recording("1.3.6.1.4.1.21239.42.1.53", rows)
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     work = tmp_path_factory.mktemp("synthetic")
@@ -98,6 +108,7 @@ def synthetic(tmp_path_factory):
     (data / "entity.snmprec").write_text(entity_psus())
     (data / "apc-ups-highprec.snmprec").write_text(apc_ups(True))
     (data / "apc-ups-kwh.snmprec").write_text(apc_ups(False))
+    (data / "vertiv.snmprec").write_text(vertiv_phases_only())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("eaton")
@@ -126,6 +137,14 @@ def test_raritan_pdus_inlets_and_digits(synthetic):
     assert r["total_active_energy"].value == pytest.approx(100 + 4294967000 + 77.7)
     assert r["total_active_energy"].modulus is None  # a sum of registers has no single wrap point
     assert not any("current" in name for name in r)  # rmsCurrent rows are not power
+
+
+def test_a_vertiv_pdu_that_answers_its_phases_alone_is_read(synthetic):
+    """Found by the SNMP audit: a Vertiv PDU without the PDU-level column was "no meter profile matches"."""
+    profile, r = read(synthetic, "vertiv")
+    assert profile == "vertiv-v5"
+    assert r["total_active_power"].value == 1464 + 1477 + 1458
+    assert r["total_active_energy"].value == 5207918 + 5284954 + 5191126
 
 
 def test_eaton_daisy_chained_units(synthetic):

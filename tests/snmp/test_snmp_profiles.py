@@ -456,3 +456,22 @@ def test_a_generic_device_s_energy_oid_is_a_register(tmp_path):
         '[meters.in]\nrole = "facility_input"\ndevice = "d"\n[meters.it]\nrole = "it"\npoint = "it_input"\ndevice = "d"\n')
     with pytest.raises(ConfigError, match=r'snmp\.devices\[0\]\.oids\[0\]\.kind: an active_energy reading counts up'):
         ccfg.load(conf)
+
+
+def test_no_shipped_profile_takes_an_all_ones_filler_or_an_impossible_power_for_a_reading():
+    """Found by the SNMP audit: 156 power and energy readings of 37 shipped profiles took at least one of 65535,
+    2^31 - 1 and 2^32 - 1 for a reading, and three took a Counter64's 2^64 - 1 (filler_scan). One rule now, in
+    validate.check_value, for every profile: each is refused, as is a power of more than 5 MW (more than one
+    device of the profile's kind carries) that a scale makes of a possible raw value."""
+    from puewatch.collector.snmp.validate import check_value
+
+    for name, profile in pf.load_profiles().items():
+        for spec in profile.readings:
+            if spec.unit not in ("W", "VA", "Wh", "VAh"):
+                continue
+            for raw in (65535.0, 2.0**31 - 1, 2.0**32 - 1, float(2**64 - 1)):
+                value, refused = check_value(spec, raw, spec.scale, profile.profile.max_power_w)
+                assert math.isnan(value) and refused is not None, (name, spec.key, raw, value)
+            if spec.unit in ("W", "VA"):
+                value, refused = check_value(spec, 6e6, 1.0, profile.profile.max_power_w)
+                assert (refused is None) is (profile.profile.max_power_w >= 6e6), (name, spec.key, value, refused)

@@ -138,6 +138,7 @@ def raritan_out_of_range() -> str:
         f"{R}.20.2.1.9.2": (70, 9999999999),
         f"{R}.20.2.1.12.1": (GAUGE, 4294967295),
         f"{R}.20.2.1.12.2": (STR, "4294967295.5"),
+        f"{R}.20.2.1.9.3": (GAUGE, 2500),
     })
 
 
@@ -165,6 +166,22 @@ def entity_sensor_unavailable() -> str:
     return recording("1.3.6.1.4.1.8072.3.2.10", rows)
 
 
+def ups_undeclared_fillers() -> str:
+    # UPS-MIB upsOutputPower declares no filler: line 1 answers 65535 (all ones in 16 bits, as the audit's
+    # captures did), line 2 a measured 1500 W, line 3 NULL (no value of any type), line 4 0 W beside a NULL
+    # load; upsInputTruePower line 1
+    # answers 2^31 - 1 (the object's own range top, all ones in 31 bits).
+    return recording("1.3.6.1.4.1.5491.308", {
+        f"{UPS}.4.4.1.4.1": (INT, 65535),
+        f"{UPS}.4.4.1.4.2": (INT, 1500),
+        f"{UPS}.4.4.1.4.3": (5, ""),
+        f"{UPS}.4.4.1.4.4": (INT, 0),
+        f"{UPS}.4.4.1.5.4": (5, ""),  # its load NULL: says nothing, so the 0 W stands (the cxc capture)
+        f"{UPS}.3.3.1.5.1": (INT, 2147483647),
+        f"{UPS}.3.3.1.5.2": (INT, 800),
+    })
+
+
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     work = tmp_path_factory.mktemp("refused")
@@ -180,6 +197,7 @@ def agents(tmp_path_factory):
     (data / "types.snmprec").write_text(ups_wrong_types_and_unmeasured_inputs())
     (data / "apcups.snmprec").write_text(apc_ups_unsigned_fillers())
     (data / "entity.snmprec").write_text(entity_sensor_unavailable())
+    (data / "upsfill.snmprec").write_text(ups_undeclared_fillers())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -275,9 +293,13 @@ def test_values_of_types_no_meter_answers_are_refused_and_a_loaded_ups_input_at_
 
 def test_raritan_power_has_its_mibs_range_and_a_refusal_shows_the_raw_value_in_full(agents):
     out = {x["name"]: x for x in probe_json(agents, "raritan")["readings"]}
-    assert out["inlet1_active_power"]["value"] == 4294967295.0  # the top of Unsigned32: a value, however large
+    # The top of Unsigned32 is all ones: no measurement (4.29 GW was a reading, found by the SNMP audit).
+    for name in ("inlet1_active_power", "inlet1_active_energy"):
+        assert out[name]["value"] is None
+        assert out[name]["refused"] == ("raw 4294967295 is all ones in 32 bits, what agents answer for 'not "
+                                        "available', not a measurement")
     assert out["inlet2_active_power"]["refused"] == "raw 9999999999 is outside the object's range 0..4294967295"
-    assert out["inlet1_active_energy"]["value"] == 4294967295.0
+    assert out["inlet3_active_power"]["value"] == 2500.0
     # Not "raw 4.29497e+09 is outside ... 0..4294967295", which reads as inside it.
     assert out["inlet2_active_energy"]["refused"] == "raw 4294967295.5 is outside the object's range 0..4294967295"
 
@@ -439,3 +461,35 @@ def test_a_sensor_the_device_says_is_unavailable_is_refused_as_such_and_left_out
     assert ent["psu_sensor102_active_power"]["refused"] == (
         "1.3.6.1.2.1.99.1.1.1.5.102 is 2: the device says the value is not available (profile: valid_if)")
     assert ent["total_active_power"]["value"] == 300.0
+
+
+def test_all_ones_a_null_and_a_power_no_such_device_carries_are_no_readings(agents):
+    """Found by the SNMP audit on captures no profile declared a filler for: 65535 W and 2.1 GW of UPS output,
+    4.29 GW of PDU inlet power were readings, and device totals; a NULL answer dropped its row unsaid. Each is
+    refused and counted now, and a total over a refused row is missing (its load is unknown), not the other
+    rows' sum. A power above what one device of the profile's kind carries is no measurement either."""
+    out = {x["name"]: x for x in probe_json(agents, "upsfill")["readings"]}
+    assert out["output_line1_active_power"]["value"] is None
+    assert out["output_line1_active_power"]["refused"].startswith("raw 65535 is all ones in 16 bits")
+    assert out["output_line3_active_power"]["value"] is None
+    assert out["output_line3_active_power"]["refused"] == "an SNMP NULL, not a number"
+    assert out["output_line2_active_power"]["value"] == 1500.0
+    assert out["output_line4_active_power"]["value"] == 0.0 and "refused" not in out["output_line4_active_power"]
+    assert out["total_active_power"]["value"] is None
+    assert out["input_line1_active_power"]["refused"].startswith("raw 2147483647 is all ones in 31 bits")
+    assert out["input_line2_active_power"]["value"] == 800.0
+
+    from puewatch.collector.snmp.validate import check_value
+
+    profiles = load_profiles()
+    spec = profiles["ups-mib"].reading("output_active_power")
+    assert profiles["ups-mib"].profile.max_power_w == 5e6
+    assert check_value(spec, 4_000_000.0, 1.0) == (4e6, None)
+    value, refused = check_value(spec, 6_000_000.0, 1.0, profiles["ups-mib"].profile.max_power_w)
+    assert math.isnan(value) and refused.reason == "out_of_range"
+    assert refused.text == "power 6e+06 W (raw 6000000) is more than one such device can carry (profile: max_power_w = 5e+06)"
+    # A power analyser on a feeder may read more; nothing reads 1e14 W (Liebert's text "99999999999" kW).
+    janitza = profiles["janitza"]
+    jspec = next(r for r in janitza.readings if r.unit == "W")
+    assert check_value(jspec, 6e6, 1.0, janitza.profile.max_power_w)[1] is None
+    assert check_value(jspec, 99999999999.0, 1000.0, janitza.profile.max_power_w)[1].reason == "out_of_range"
