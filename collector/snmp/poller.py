@@ -37,7 +37,7 @@ import numpy as np
 from puewatch.collector.snmp import profiles as pf
 from puewatch.collector.snmp.client import SnmpClient, SnmpError, Value
 from puewatch.collector.snmp.device import SnmpDevice
-from puewatch.collector.snmp.validate import NO_VALUE_REASONS, Refusal, absent, check_value, number_of
+from puewatch.collector.snmp.validate import NO_VALUE_REASONS, Refusal, absent, check_apparent, check_value, number_of
 from puewatch import config as cfg
 from puewatch.core import schema
 from puewatch.errors import ConfigError
@@ -92,6 +92,7 @@ class _Row:
     name: str
     factor: float  # spec.scale x per-row factors (NaN if a per-row scale could not be read)
     valid_oid: str | None
+    apparent_oids: tuple[str, str] | None = None  # the row's voltage and current (spec.apparent_check)
 
 
 def _number(raw: Value) -> float | None:
@@ -242,7 +243,9 @@ class Meter:
                     continue
                 gate = spec.valid_if or spec.zero_valid_if
                 valid = f"{gate.column}.{idx}" if gate else None
-                rows.append(_Row(spec, idx, f"{spec.column}.{idx}", name, f, valid))
+                ac = spec.apparent_check
+                volts_amps = (f"{ac.voltage}.{idx}", f"{ac.current}.{idx}") if ac else None
+                rows.append(_Row(spec, idx, f"{spec.column}.{idx}", name, f, valid, volts_amps))
         self.rows = rows
         self._discovered_at = time.monotonic()
         self._rediscover = False
@@ -301,7 +304,7 @@ class Meter:
             oids: list[str] = []
             pos: dict[str, int] = {}
             for row in self.rows:
-                for o in (row.oid, row.valid_oid):
+                for o in (row.oid, row.valid_oid, *(row.apparent_oids or ())):
                     if o and o not in pos:
                         pos[o] = len(oids)
                         oids.append(o)
@@ -313,17 +316,20 @@ class Meter:
             raise
         t_ns = time.time_ns()
         return self.evaluate([values[pos[r.oid]] for r in self.rows], [values[pos[r.valid_oid]] if r.valid_oid else None for r in self.rows], t_ns,
-                             answered)
+                             answered, [tuple(values[pos[o]] for o in r.apparent_oids) if r.apparent_oids else None
+                                        for r in self.rows])
 
     def evaluate(self, raws: Sequence[Value], valids: Sequence[Value], t_ns: int,
-                 answered: dict[str, str] | None = None) -> list[Reading]:
+                 answered: dict[str, str] | None = None, volts_amps: Sequence[tuple[Value, ...] | None] | None = None
+                 ) -> list[Reading]:
         """Readings (rows then totals) from the raw values of `self.rows`; `answered`: what the agent said
-        instead of a value, by OID (`SnmpClient.get`)."""
+        instead of a value, by OID (`SnmpClient.get`); `volts_amps`: each row's voltage and current where its
+        spec checks its power against them (`apparent_check`)."""
         assert self.rows is not None and self.profile is not None
         dev = self.device.name
         out: list[Reading] = []
         by_key: dict[str, list[Reading]] = {}
-        for row, raw, valid in zip(self.rows, raws, valids):
+        for n_row, (row, raw, valid) in enumerate(zip(self.rows, raws, valids)):
             spec = row.spec
             if getattr(valid, "snmp_type", None) is not None:
                 # A status or load column that answered no number of any type (NULL: the cxc UPS's
@@ -360,6 +366,11 @@ class Meter:
                 self._log_refusal(row, raw, refused)
             else:
                 value, refused = check_value(spec, x, row.factor, self.profile.profile.max_power_w)
+                if refused is None and spec.apparent_check is not None and volts_amps and volts_amps[n_row]:
+                    volts, amps = volts_amps[n_row]
+                    refused = check_apparent(spec.apparent_check, value, _number(volts), _number(amps))
+                    if refused is not None:
+                        value = NAN
                 if refused is not None:
                     self._log_refusal(row, raw, refused)
             raw_out: int | float | None = raw if isinstance(raw, int) else x + 0.0 if x is not None and math.isfinite(x) else None

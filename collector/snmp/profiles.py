@@ -198,6 +198,38 @@ class RowFilter:
 
 
 @dataclass
+class ApparentCheck:
+    """A true power checked against the volts and amps of its own row (polled with it): no power is more than
+    its line's volts x amps (a power factor above 1), and none a sliver of them (UPS-MIB agents that do not
+    measure a line's power answer 1 W or 0 W at 7 A and 230 V: found by the SNMP audit)."""
+
+    voltage: str = setting(doc="Column OID (without index) of the row's RMS voltage.")
+    current: str = setting(doc="Column OID (without index) of the row's RMS current.")
+    voltage_scale: float = setting(1.0, min=1e-9, doc="Volts per raw unit of `voltage`.")
+    current_scale: float = setting(1.0, min=1e-9, doc="Amps per raw unit of `current` (UPS-MIB: 0.1).")
+    min_power_factor: float = setting(
+        0.2, min=0.0, max=1.0, doc="The lowest power factor taken for a measurement where the line carries at least "
+        "`min_apparent_va`; below it the power is not measured (`not_measured`)."
+    )
+    min_apparent_va: float = setting(
+        1000.0, min=0.0, doc="Volts x amps below which a low power factor is possible (an idle line's filter "
+        "capacitors draw reactive current): only the upper bound applies there."
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        for name in ("voltage", "current"):
+            problem = check_oid(getattr(self, name))
+            if problem:
+                return [(name, problem)]
+        return []
+
+
+#: How much a true power may exceed its row's volts x amps before it is no measurement: the three values are
+#: sampled apart (a load step between them), each rounded to its resolution.
+APPARENT_SLACK = 1.5
+
+
+@dataclass
 class ReadingSpec:
     """One reading: a scalar OID or a table column (one reading per row)."""
 
@@ -251,6 +283,10 @@ class ReadingSpec:
         None, doc="As `valid_if`, for a raw 0 alone: a 0 is missing unless this column (same index) has one of "
         "`values` (UPS-MIB: an output power of 0 W counts only where the line's percent load is 0 too; agents that do "
         "not measure the power answer 0 under load). Not with `valid_if`."
+    )
+    apparent_check: ApparentCheck | None = setting(
+        None, doc="A true power (W) checked against its row's volts x amps, polled with it (see ApparentCheck); "
+        "an agent without those columns leaves the value as it is."
     )
     decimal_digits_column: str = setting("", doc="Column (same index) with the number of decimal digits: value / 10^digits (Raritan PDU2).")
     entity_scale_column: str = setting(
@@ -318,6 +354,8 @@ class ReadingSpec:
             for name in ("valid_if", "zero_valid_if"):
                 if getattr(self, name) is not None:
                     return [(name, "applies to table columns only (set `column`, not `oid`)")]
+        if self.apparent_check is not None and (self.oid or self.unit != "W"):
+            return [("apparent_check", "applies to table columns of true power (unit W) only")]
         for name in ("valid_if", "zero_valid_if"):
             flt = getattr(self, name)
             if flt is not None and flt.via:
@@ -631,7 +669,10 @@ def resolve_readings_from(p: Profile, profiles: dict[str, Profile]) -> Profile:
         readings.append(dataclasses.replace(
             spec, **moved, where=[move_filter(f, f"{spec.key}.where") for f in spec.where],
             valid_if=move_filter(spec.valid_if, f"{spec.key}.valid_if"),
-            zero_valid_if=move_filter(spec.zero_valid_if, f"{spec.key}.zero_valid_if")))
+            zero_valid_if=move_filter(spec.zero_valid_if, f"{spec.key}.zero_valid_if"),
+            apparent_check=None if spec.apparent_check is None else dataclasses.replace(
+                spec.apparent_check, voltage=move(spec.apparent_check.voltage, f"{spec.key}.apparent_check"),
+                current=move(spec.apparent_check.current, f"{spec.key}.apparent_check"))))
     out = dataclasses.replace(p, readings=readings, totals=[dataclasses.replace(t) for t in base.totals])
     out.source = p.source
     return out

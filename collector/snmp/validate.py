@@ -22,6 +22,10 @@ A value an agent answers is refused (the reading is missing, NaN, never a number
   what one device of the profile's kind can carry (`[profile] max_power_w`, 5 MW unless the
   profile says more: Liebert's text "99999999999" kW is no measurement). Unlike a declared
   filler, such a value leaves a total over its rows missing (the row's load is unknown);
+- ``not_measured``: a true power that is a sliver of its own row's volts x amps where the line is
+  loaded (`check_apparent`, a profile's `apparent_check`: 1 W at 230 V x 7.2 A), or a 0 that a
+  status column says is not measured (`zero_valid_if`, applied by the poller); more than its row's
+  volts x amps allow is ``out_of_range``;
 - ``absent``: the agent answered no value at all (noSuchObject, noSuchInstance, endOfMibView):
   the device has not got the object, or not now. Like a filler, a scalar's is left out of
   the totals; a table row's makes them missing (`poller.Meter._note_absent`).
@@ -37,7 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from puewatch.collector.snmp.profiles import ALL_ONES, DEVICE_MAX_W, ReadingSpec, is_sentinel
+from puewatch.collector.snmp.profiles import ALL_ONES, APPARENT_SLACK, DEVICE_MAX_W, ApparentCheck, ReadingSpec, is_sentinel
 from puewatch.core.numbers import decimal
 
 #: Why a value was refused (the `reason` label of puewatch_snmp_values_refused_total).
@@ -124,6 +128,30 @@ def check_value(spec: ReadingSpec, raw: float, factor: float, max_power_w: float
                                                  f"is more than one such device can carry (profile: max_power_w = "
                                                  f"{max_power_w:g})")
     return value, None
+
+
+def check_apparent(check: ApparentCheck, watts: float, volts_raw: float | None, amps_raw: float | None
+                   ) -> Refusal | None:
+    """Why a true power `watts` cannot be what its row's voltage and current (raw, as answered with it) allow, or
+    None. Each of volts and amps may be one raw step off (their resolution), and the three are sampled apart: a
+    power above APPARENT_SLACK x the most volts x amps they allow is no measurement (`out_of_range`); where the
+    line carries at least `min_apparent_va`, a power below `min_power_factor` x the least they allow is not
+    measured (`not_measured`: an agent's 0 W or 1 W on a loaded line). A voltage or current that is missing or
+    not a number leaves the power as it is (as an agent without the columns)."""
+    if volts_raw is None or amps_raw is None or not (math.isfinite(volts_raw) and math.isfinite(amps_raw)):
+        return None
+    if volts_raw < 0 or amps_raw < 0:
+        return None
+    v, a = volts_raw * check.voltage_scale, amps_raw * check.current_scale
+    most = (v + check.voltage_scale) * (a + check.current_scale)
+    least = max(v - check.voltage_scale, 0.0) * max(a - check.current_scale, 0.0)
+    line = f"{_fmt(watts)} W on a line of {v:g} V x {a:g} A ({v * a:.6g} VA)"
+    if watts > APPARENT_SLACK * most:
+        return Refusal("out_of_range", f"{line}: more than volts x amps allow, not a measurement (profile: apparent_check)")
+    if v * a >= check.min_apparent_va and watts < check.min_power_factor * least:
+        return Refusal("not_measured", f"{line}: a power factor below {check.min_power_factor:g}, not measured "
+                                       "(profile: apparent_check)")
+    return None
 
 
 def _filler_source(spec: ReadingSpec) -> str:

@@ -128,6 +128,13 @@ def test_good_extra_profile_dir(tmp_path):
         ('scale = 10.0', 'scale = 10.0\nlabel_column = "1.3.6.1.4.1.99999.5.1.1.2"\nlabel_match = "(Power"',
          "readings[0].label_match: not a regular expression"),
         ('scale = 10.0', 'scale = 10.0\nsigned_factor_column = "1.3.6.x"', "readings[0].signed_factor_column: must be a numeric OID"),
+        ('modulus_raw = 4294967296', 'modulus_raw = 4294967296\napparent_check = { voltage = "1.3.6.1.4.1.99999.5.1.1.5", '
+         'current = "1.3.6.1.4.1.99999.5.1.1.6" }', "readings[1].apparent_check: applies to table columns of true power"),
+        ('scale = 10.0', 'scale = 10.0\napparent_check = { voltage = "1.3.6.1.4.1.99999.5.1.1.5", current = "x" }',
+         "readings[0].apparent_check.current: must be a numeric OID"),
+        ('scale = 10.0', 'scale = 10.0\napparent_check = { voltage = "1.3.6.1.4.1.99999.5.1.1.5", '
+         'current = "1.3.6.1.4.1.99999.5.1.1.6", min_power_factor = 1.5 }', "readings[0].apparent_check.min_power_factor"),
+        ('name = "acme-pdu"', 'name = "acme-pdu"\nmax_power_w = 0', "profile.max_power_w"),
         # Found by the SNMP operator audit: both loaded. A gauge's energy was integrated as a rate (Wh read as W);
         # a W and a Wh reading of one name are one series.
         ('kind = "register"\nmodulus_raw = 4294967296', 'kind = "gauge"',

@@ -182,6 +182,18 @@ def ups_undeclared_fillers() -> str:
     })
 
 
+def ups_volts_amps() -> str:
+    # UPS-MIB output lines with their upsOutputVoltage (V) and upsOutputCurrent (0.1 A), no load column:
+    # 1 W at 230 V x 7.2 A (a Huawei UPS2000 capture's), 1500 W at 230 V x 7.2 A (power factor 0.91), 5000 W at
+    # 230 V x 1 A, 0 W at 230 V x 162.9 A (a card without upsOutputPercentLoad), 5 W at 230 V x 0.3 A (an idle
+    # line's low power factor).
+    rows: dict[str, tuple[int, object]] = {}
+    for line, (w, amps_tenths) in enumerate(((1, 72), (1500, 72), (5000, 10), (0, 1629), (5, 3)), start=1):
+        rows |= {f"{UPS}.4.4.1.2.{line}": (INT, 230), f"{UPS}.4.4.1.3.{line}": (INT, amps_tenths),
+                 f"{UPS}.4.4.1.4.{line}": (INT, w)}
+    return recording("1.3.6.1.4.1.5491.308", rows)
+
+
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     work = tmp_path_factory.mktemp("refused")
@@ -198,6 +210,7 @@ def agents(tmp_path_factory):
     (data / "apcups.snmprec").write_text(apc_ups_unsigned_fillers())
     (data / "entity.snmprec").write_text(entity_sensor_unavailable())
     (data / "upsfill.snmprec").write_text(ups_undeclared_fillers())
+    (data / "upsva.snmprec").write_text(ups_volts_amps())
     sim = Snmpsim(data, work)
     try:
         sim.wait_ready("ups")
@@ -493,3 +506,21 @@ def test_all_ones_a_null_and_a_power_no_such_device_carries_are_no_readings(agen
     jspec = next(r for r in janitza.readings if r.unit == "W")
     assert check_value(jspec, 6e6, 1.0, janitza.profile.max_power_w)[1] is None
     assert check_value(jspec, 99999999999.0, 1000.0, janitza.profile.max_power_w)[1].reason == "out_of_range"
+
+
+def test_a_ups_line_s_power_is_checked_against_its_volts_and_amps(agents):
+    """Found by the SNMP audit: upsOutputPower 1 W beside 7.2 A at 230 V was read as 1 W of output (and the
+    UPS's total); 0 W under 162.9 A as 0 W where the card has no load column. A true power is no more than its
+    line's volts x amps allow, and on a loaded line no sliver of them (UPS-MIB's apparent_check)."""
+    out = {x["name"]: x for x in probe_json(agents, "upsva")["readings"]}
+    line1 = out["output_line1_active_power"]
+    assert line1["value"] is None
+    assert line1["refused"] == ("1 W on a line of 230 V x 7.2 A (1656 VA): a power factor below 0.2, not measured "
+                                "(profile: apparent_check)")
+    assert out["output_line2_active_power"]["value"] == 1500.0
+    assert out["output_line3_active_power"]["refused"] == ("5000 W on a line of 230 V x 1 A (230 VA): more than volts "
+                                                           "x amps allow, not a measurement (profile: apparent_check)")
+    assert out["output_line4_active_power"]["value"] is None
+    assert "a power factor below 0.2, not measured" in out["output_line4_active_power"]["refused"]
+    assert out["output_line5_active_power"]["value"] == 5.0  # 69 VA: an idle line's power factor may be low
+    assert out["total_active_power"]["value"] is None
