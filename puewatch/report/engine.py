@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,23 +238,29 @@ class _Floors:
         self.unpublished: dict[tuple[str, str], list[Any]] = {}
 
     def ratio(self, name: str, where: str, a: float | None, b: float | None, num: dict[str, float],
-              den: dict[str, float]) -> float | None:
+              den: dict[str, float], row: tuple[str, Callable[[str], float]] | None = None) -> float | None:
+        """The ratio a / b, or None (noted) below its floor or over no positive denominator. `row`: for a month's
+        or a day's, its period and its meters' energies there, which the warning quotes (the period's, quoted
+        for a day, read as a contradiction: found by the reference audit)."""
         if a is not None and b is not None and b <= 0:
-            self._note(f"{name} {where}", "no_denominator", b, num, den)
+            self._note(f"{name} {where}", "no_denominator", b, num, den, row)
             return None
         value = ratio(a, b)
         if not policy.below_floor(name, value):
             return value
-        self._note(f"{name} {where}", "below_floor", value, num, den)
+        self._note(f"{name} {where}", "below_floor", value, num, den, row)
         return None
 
-    def _note(self, what: str, why: str, value: float, num: dict[str, float], den: dict[str, float]) -> None:
+    def _note(self, what: str, why: str, value: float, num: dict[str, float], den: dict[str, float],
+              row: tuple[str, Callable[[str], float]] | None) -> None:
         seen = self.unpublished.setdefault((what, why), [0, None])
         seen[0] += 1
         if seen[1] is None:
+            energy_of = row[1] if row else self.meter_period.__getitem__
+
             def energies(ms: dict[str, float]) -> dict[str, float | None]:
-                return {m: published(self.meter_period[m]) for m in ms}
-            seen[1] = (what, value, energies(num), energies(den))
+                return {m: published(energy_of(m)) for m in ms}
+            seen[1] = (f"{what} (the first: {row[0]})" if row else what, value, energies(num), energies(den))
 
     def warnings(self) -> list[str]:
         out = []
@@ -581,14 +587,16 @@ class _Builder:
         for k in range(edges.size - 1):
             fk, ik = published(f[k]), published(i[k])
             fjk, ijk = published(fj[k]), published(ij[k])
+            start, end = format_time(int(edges[k])), format_time(int(edges[k + 1]))
+            row = (f"{start}..{end}", lambda m, k=k: self.totals.per[per][m][k])
             out.append(PeriodRow(
-                period_start=format_time(int(edges[k])),
-                period_end=format_time(int(edges[k + 1])),
-                pue=self.floors.ratio("pue", f"of {per}s", fk, ik, fac, it),
+                period_start=start,
+                period_end=end,
+                pue=self.floors.ratio("pue", f"of {per}s", fk, ik, fac, it, row),
                 facility_energy_wh=fk,
                 it_energy_wh=ik,
                 completeness=float(completeness[k]),
-                pue_joint=self.floors.ratio("pue", f"(pue_joint) of {per}s", fjk, ijk, fac, it),
+                pue_joint=self.floors.ratio("pue", f"(pue_joint) of {per}s", fjk, ijk, fac, it, row),
                 facility_energy_joint_wh=fjk,
                 it_energy_joint_wh=ijk,
             ))

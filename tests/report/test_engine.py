@@ -426,6 +426,12 @@ def test_a_frozen_it_register_gives_no_pue_and_says_why() -> None:
     assert any(w.startswith("pue (pue_joint) of the period cannot be known") for w in unknown)
     assert any(w.startswith("pue of days") and "(2 pue values of this kind not published)" in w for w in unknown)
     assert not [w for w in r["warnings"] if "physical floor" in w]
+    # A day's warning quotes that day's energies, naming it (it quoted the period's: 7200 Wh for a day, found by the
+    # reference audit), as the daily row states them.
+    (day,) = [w for w in unknown if w.startswith("pue of days")]
+    first = r["daily"][0]
+    assert day.startswith(f"pue of days (the first: {first['period_start']}..{first['period_end']}) cannot be known")
+    assert f"inc ({first['facility_energy_wh']:g})" in day and "it1 (0)" in day and "7200" not in day
 
 
 def test_a_role_ratio_below_its_floor_is_null_and_named_in_a_warning() -> None:
