@@ -19,7 +19,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# (The zero-width joiner and non-joiner stay: scripts and emoji sequences need them.)
+from puewatch.core.names import invisible
+
+# Controls, separators and the invisible characters that can reorder or hide a line; the others that show nothing
+# are found by `_hidden`.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064"
                      "\u2066-\u2069\ufeff]")
 
@@ -28,10 +31,27 @@ def _escape(m: re.Match[str]) -> str:
     return m.group().encode("unicode_escape").decode("ascii")
 
 
+def _hidden(s: str, i: int) -> bool:
+    """Whether s[i] shows nothing (core.names.invisible) and is escaped: every one but the joiners that scripts and
+    emoji sequences need (U+200C, U+200D between two characters beyond ASCII: 👩‍💻) and an emoji presentation
+    selector after a symbol (U+2764 U+FE0F); a joiner after a Latin letter, a variation selector after a letter,
+    a tag character, a combining grapheme joiner made two names look alike (found by the HTML audit)."""
+    c = s[i]
+    if not invisible(c):
+        return False
+    if c in "\u200c\u200d":
+        return not (0 < i < len(s) - 1 and not s[i - 1].isascii() and not s[i + 1].isascii())
+    return not (c == "\ufe0f" and i > 0 and unicodedata.category(s[i - 1]) == "So")
+
+
 def shown(text: object) -> str:
-    """`text` with every character that could move, hide or reorder terminal output escaped."""
+    """`text` with every character that could move, hide or reorder terminal output escaped, and every one that
+    shows nothing."""
     s = str(text)
-    return _UNSAFE.sub(_escape, s) if _UNSAFE.search(s) else s
+    if s.isascii():
+        return _UNSAFE.sub(_escape, s) if _UNSAFE.search(s) else s
+    return "".join(c.encode("unicode_escape").decode("ascii") if _UNSAFE.match(c) or _hidden(s, i) else c
+                   for i, c in enumerate(s))
 
 
 def shown_text(text: object, **kw):

@@ -68,3 +68,21 @@ def inner_texts(page: Path, work: Path, selectors: list[str], width: int = 1400)
     import html
 
     return json.loads(html.unescape(m.group(1)))
+
+
+def line_counts(page: Path, work: Path, selectors: list[str], width: int = 1400) -> list[int]:
+    """How many lines Chromium lays out the text of the first element of each CSS selector in (the line boxes
+    of its contents), 0 where none matches: a cell whose number or verdict wraps ("FAI" / "L") has 2."""
+    import json
+
+    work.mkdir(parents=True, exist_ok=True)
+    probe = work / ("lines-" + page.name)
+    script = ("<script>document.body.setAttribute('data-lines', JSON.stringify("
+              + json.dumps(selectors) + ".map(s => { const e = document.querySelector(s); if (!e) return 0; "
+              "const r = document.createRange(); r.selectNodeContents(e); "
+              "return new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top))).size; })))</script></body>")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script), encoding="utf-8")
+    dom = _run(probe, work / "chromium", width, 900, "--dump-dom").stdout
+    m = re.search(r'data-lines="([^"]*)"', dom)
+    assert m, dom[-2000:]
+    return json.loads(m.group(1))

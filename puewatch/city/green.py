@@ -27,6 +27,7 @@ from collections import defaultdict
 from typing import Any
 
 from puewatch.city.check import RuleResult, fmt
+from puewatch.core.names import name_key
 from puewatch.core.site import site_key
 from puewatch.core.timefmt import parse_time
 
@@ -196,12 +197,16 @@ def green_within_site_rule(claims_wh: list[float], report: dict[str, Any]) -> Ru
 
 def certificate_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per certificate or PPA id over all the reports given: who claims how much of it, and the rule."""
+    # By the id as people tell ids apart (core.names.name_key): "GEC-1" and "gec-1" + U+200D are one certificate,
+    # which two sites claimed, each passing, under two spellings (found by the HTML audit).
     claims: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     for path, r in reports:
         for e in r.get("green_entries") or []:
-            claims[e["id"]].append((path, r, e))
+            claims[name_key(e["id"])].append((path, r, e))
     out = []
-    for cid, got in sorted(claims.items()):
+    for _, got in sorted(claims.items()):
+        spellings = sorted({e["id"] for _, _, e in got})
+        cid = spellings[0]
         sites = sorted({r["site"] for _, r, _ in got})
         # Told apart as puewatch tells sites apart (core.site.site_key): "fra1" and "FRA1" are one site.
         n_sites = len({site_key(r["site"]) for _, r, _ in got})
@@ -218,7 +223,8 @@ def certificate_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[dict[str
         if total > limit * (1 + SUM_REL_TOL):
             problems.append(f"{_mwh(total)} claimed in all, more than its {mwh[0]:g} MWh")
         kind = got[0][2]["kind"]
-        evidence = (f"{kind} {cid} ({mwh[0]:g} MWh): {_mwh(total)} claimed by {who}: "
+        spelt = f" (its id written {len(spellings)} ways: {', '.join(map(repr, spellings))})" if len(spellings) > 1 else ""
+        evidence = (f"{kind} {cid} ({mwh[0]:g} MWh){spelt}: {_mwh(total)} claimed by {who}: "
                     + ("; ".join(problems) + ": fail" if problems else "pass"))
         out.append({"id": cid, "kind": kind, "mwh": mwh[0], "sites": sites,
                     "claims": [{"site": r["site"], "report": p, "energy_in_period_wh": e["energy_in_period_wh"]}

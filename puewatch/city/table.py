@@ -274,8 +274,21 @@ def evaluate_city(
 # ---- output -------------------------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
+def _num(x: float | None, digits: int = 3, limits: tuple[float | None, ...] = ()) -> str:
+    """`x` to `digits` decimals, or to as many more as tell it from a limit it differs from: 1.30004 and 1.29996
+    both showed 1.300 beside a FAIL and a pass of `< 1.3` (found by the HTML audit)."""
+    if x is None:
+        return "—"
+    for limit in limits:
+        if limit is not None and x != limit:
+            while digits < 17 and f"{x:.{digits}f}" == f"{limit:.{digits}f}":
+                digits += 1
+    return f"{x:.{digits}f}"
+
+
+def _pue_limits(t: Targets) -> tuple[float | None, ...]:
+    """The limits a report's PUE is judged by (its column shows it apart from each)."""
+    return (t.max_annual_pue, t.max_pue)
 
 
 def _mwh(wh: float) -> str:
@@ -303,8 +316,8 @@ def _tally(result: CityResult) -> str:
     return f"{total - failed} of {total} sites pass"
 
 
-def _weighted_line(w: WeightedPue) -> str:
-    return (f"{_num(w.pue, 4)} over {len(w.included)} report(s) ({w.basis}): "
+def _weighted_line(w: WeightedPue, limit: float | None = None) -> str:
+    return (f"{_num(w.pue, 4, (limit,))} over {len(w.included)} report(s) ({w.basis}): "
             f"{_mwh(w.facility_energy_wh)} facility / {_mwh(w.it_energy_wh)} IT")
 
 
@@ -342,7 +355,7 @@ def print_table(result: CityResult) -> None:
             Text(report_period(r)),
             Text(_kind(r)),
             Text(str(r["category"])),
-            Text(_num(r.get(t.pue_basis))),  # the PUE the rules judge
+            Text(_num(r.get(t.pue_basis), limits=_pue_limits(t))),  # the PUE the rules judge
             Text(f"{_complete(r['completeness'])} %"),
         ]
         cells += [Text("pass", style="green") if x.passed else Text("FAIL", style="bold red") for x in row.results]
@@ -354,9 +367,10 @@ def print_table(result: CityResult) -> None:
             console.print(Text(f"{row.site} ({row.path}): {reason}"))
     for u in result.unread:
         console.print(Text(f"FAIL  {u['reason']}: not a valid report, not counted", style="bold red"))
-    console.print(Text(f"City PUE, all reports:          {_weighted_line(result.weighted_all)}"))
+    cap = result.targets.max_city_pue
+    console.print(Text(f"City PUE, all reports:          {_weighted_line(result.weighted_all, cap)}"))
     if result.weighted_valid is not None:
-        console.print(Text(f"City PUE, valid signatures only: {_weighted_line(result.weighted_valid)}"))
+        console.print(Text(f"City PUE, valid signatures only: {_weighted_line(result.weighted_valid, cap)}"))
     else:
         console.print(Text("City PUE, valid signatures only: not computed (no --pubkeys: signatures not verified)"))
     for w in (result.weighted_all, result.weighted_valid):
@@ -374,6 +388,8 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0;max-width:100%}
 th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left;overflow-wrap:anywhere}
 td.file{font-size:.85em;max-width:16em}
+td.name{max-width:16em}
+td.num,td.pass,td.fail{white-space:nowrap;overflow-wrap:normal}
 .wide{max-width:100%;overflow-x:auto}
 th{background:#eee}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -414,13 +430,15 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         css = {"valid": "valid", "invalid": "invalid", "unknown key": "unknown"}.get(status, "")
         sig = status + (f" {row.signature.key_id}" if row.signature.key_id else "")
         cells = [
-            f"<td>{e(r['site'])}</td>",
+            # Names wrap within a width of their own; numbers and verdicts never wrap (a 125-character name broke
+            # them into "1.2" / "70" and "FAI" / "L": found by the HTML audit).
+            f'<td class="name">{e(r["site"])}</td>',
             f'<td class="file">{e(row.path)}</td>',
             f'<td class="{css}" title="{e(row.signature.reason)}">{e(sig)}</td>',
             f"<td>{e(report_period(r))}</td>",
             f"<td>{_kind(r)}</td>",
             f'<td class="num">{e(str(r["category"]))}</td>',
-            f'<td class="num">{e(_num(r.get(t.pue_basis)))}</td>',
+            f'<td class="num">{e(_num(r.get(t.pue_basis), limits=_pue_limits(t)))}</td>',
             f'<td class="num">{_complete(r["completeness"])}&nbsp;%</td>',
         ]
         cells += [
@@ -440,9 +458,10 @@ def render_html(result: CityResult, generated_at: str | None = None) -> str:
         out.append("</ul>")
     out.append("<h2>City energy-weighted PUE</h2>")
     out.append('<p class="small">Σ facility energy / Σ IT energy over the included reports.</p><ul>')
-    out.append(f"<li>All reports: {e(_weighted_line(result.weighted_all))}</li>")
+    cap = result.targets.max_city_pue
+    out.append(f"<li>All reports: {e(_weighted_line(result.weighted_all, cap))}</li>")
     if result.weighted_valid is not None:
-        out.append(f"<li>Valid signatures only: {e(_weighted_line(result.weighted_valid))}</li>")
+        out.append(f"<li>Valid signatures only: {e(_weighted_line(result.weighted_valid, cap))}</li>")
     else:
         out.append("<li>Valid signatures only: not computed (signatures not verified)</li>")
     out.append("</ul>")

@@ -303,7 +303,8 @@ def render_html(result: VoucherResult) -> str:
            + "</tr></thead><tbody>"]
     for row in result.rows:
         for r in row.results:
-            out.append(f"<tr><td>{e(row.statement['tenant'])}</td><td>{e(row.statement['site'])}</td>"
+            out.append(f"<tr><td class=\"name\">{e(row.statement['tenant'])}</td>"
+                       f"<td class=\"name\">{e(row.statement['site'])}</td>"
                        f'<td class="file">{e(row.path)}</td><td>{e(r.rule)}</td>'
                        f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
                        f"<td>{e(r.evidence)}</td></tr>")

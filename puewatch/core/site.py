@@ -56,11 +56,11 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from puewatch.config import setting
+from puewatch.core.names import name_key
 
 if TYPE_CHECKING:
     from puewatch.core.timefmt import Calendar
@@ -268,12 +268,10 @@ def role_flows(role: str) -> bool:
 
 
 def site_key(name: str) -> str:
-    """A site's name as puewatch tells sites apart, the one rule for the city's sums and the key ring's binding
-    of a site to its key file (`SITE.pub`): Unicode compatibility forms (NFKC: full-width letters, the
-    ideographic and no-break spaces), letter case, and spaces around and within the name do not make another
-    site ("t1", "T1", "t1 " and "ｔ１" are one: as two, a site given twice was summed twice, found by the
-    input audit, and a report named "FRA1" escaped the key of fra1.pub, found by the signature audit)."""
-    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+    """A site's name as puewatch tells sites apart, the one rule for the city's sums, certificates, statements
+    and the key ring's binding of a site to its key file (`SITE.pub`): `core.names.name_key` (Unicode forms,
+    case, spaces and characters that show nothing aside: "t1", "T1", "t1 ", "ｔ１" and "t1" + U+200D are one)."""
+    return name_key(name)
 
 
 def timezone_setting() -> str:

@@ -248,6 +248,31 @@ def test_the_html_table_fits_a_1400_pixel_window(city, tmp_path):
     assert (img.sum(axis=2) < 600).sum() > 1000  # drawn: text and borders on the page
 
 
+def test_a_long_name_never_breaks_a_number_or_a_verdict_and_a_pue_shows_apart_from_its_limit(tmp_path):
+    """Found by the HTML audit: a 125-character site name broke the other cells ("1.2" / "70", "FAI" / "L"); PUEs
+    1.30004 and 1.29996 both showed 1.300 beside a FAIL and a pass of `< 1.3`."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from chromium import line_counts
+
+    hi = make_report("h" * 125, facility_energy_wh=1_300_040.0, it_energy_wh=1_000_000.0)
+    lo = make_report("lo", facility_energy_wh=1_299_960.0, it_energy_wh=1_000_000.0)
+    targets = tmp_path / "t.toml"
+    targets.write_text('max_pue = 1.3\npue_comparison = "<"\n')
+    page = tmp_path / "city.html"
+    out = run_cli("city", write_json(tmp_path / "hi.json", hi), write_json(tmp_path / "lo.json", lo), "--targets",
+                  targets, "--html", page, "--json")
+    assert out.returncode == 1, out.stderr
+    text = page.read_text()
+    assert ">1.30004</td>" in text and ">1.29996</td>" in text and ">1.300</td>" not in text
+    table = run_cli("city", tmp_path / "hi.json", tmp_path / "lo.json", "--targets", targets)
+    assert "1.30004" in table.stdout and "1.29996" in table.stdout
+    cells = ["tbody tr:first-child td.num:nth-of-type(7)", "tbody tr:first-child td.fail", "tbody tr:first-child td.name"]
+    num, verdict, name = line_counts(page, tmp_path, cells, width=900)
+    assert num == 1 and verdict == 1 and name > 1, (num, verdict, name)
+
+
 def test_the_city_pue_sums_the_energies_of_the_basis_its_sites_are_judged_on():
     """Found by the city audit: with pue_basis = "pue_joint" the sites were judged on their joint PUE, but the
     city's energy-weighted PUE (and max_city_pue) summed their whole-period energies, which one meter's gap
@@ -294,7 +319,10 @@ def test_a_site_s_key_file_binds_its_reports_however_its_name_is_spelt(city, tmp
     rule left that one out. A site's key file binds it as the city tells sites apart; two files naming one site
     with different keys are refused."""
     d = city["dir"] / "sitekeys"
-    for name in ("BETA", "beta ", "\uff42\uff45\uff54\uff41"):  # full-width letters too (NFKC)
+    # Full-width letters (NFKC), and characters that show nothing (the HTML audit: a zero-width joiner, a tag
+    # character, a combining grapheme joiner, a variation selector).
+    for name in ("BETA", "beta ", "\uff42\uff45\uff54\uff41", "beta\u200d", "beta\U000e0020", "be\u034fta",
+                 "beta\ufe0f"):
         forged = sign_report(make_report(name, facility_energy_wh=1_100_000.0), load_private_key(d / "alpha.key"))
         path = write_json(tmp_path / "forged.json", forged)
         out = run_cli("city", path, "--preset", "miit-2021", "--pubkeys", city["pubkeys"], "--json")
@@ -398,6 +426,9 @@ def test_one_site_under_two_spellings_or_one_key_is_one_site(city):
     said (one site under two names, or two sites one operator signs with one key: not the city's to decide)."""
     targets = targets_from_dict({"max_city_pue": 1.3})
     one = make_report("t1", facility_energy_wh=600_000.0, it_energy_wh=500_000.0)
+    for spelt in ("t1\u200b", "t\u200d1", "t1\U000e0020"):  # invisible in any page (the HTML audit: summed twice)
+        res = evaluate_city([("a.json", one), ("b.json", {**one, "site": spelt})], targets, None)
+        assert res.weighted_all.included == [], spelt
     res = evaluate_city([("a.json", one), ("b.json", {**one, "site": "T1 "})], targets, None)
     assert res.weighted_all.included == [] and [x["report"] for x in res.weighted_all.excluded] == ["a.json", "b.json"]
     assert ("overlaps that of b.json, another report of site 't1' (named 'T1 ': the same site): summed"

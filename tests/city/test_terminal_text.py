@@ -21,6 +21,11 @@ def test_shown_escapes_what_moves_hides_or_reorders_text_and_keeps_the_rest():
     # "t1\u200b"); the joiners that scripts and emoji need stay.
     assert shown("t1\u200b t\xad1 a\u2060b \ufeffc") == "t1\\u200b t\\xad1 a\\u2060b \\ufeffc"
     assert shown("👩\u200d💻 می\u200cخواهم") == "👩\u200d💻 می\u200cخواهم"
+    # Found by the HTML audit: the other characters that show nothing (a combining grapheme joiner, a variation
+    # selector after a letter, a tag character, a Hangul filler) and a joiner beside a Latin letter; an emoji's
+    # presentation selector stays.
+    assert shown("a\u034fb c\ufe0f d\U000e0020 e\u3164 fra1\u200d t\u200c1 \u2764\ufe0f") == (
+        "a\\u034fb c\\ufe0f d\\U000e0020 e\\u3164 fra1\\u200d t\\u200c1 \u2764\ufe0f")
 
 
 def test_width_counts_the_columns_a_terminal_draws():

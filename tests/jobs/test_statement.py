@@ -449,6 +449,14 @@ def test_a_certificate_claimed_by_one_site_under_two_spellings_is_one_site_s() -
                             ("b.json", {"site": "lab-2", "green_entries": [entry]})])
     assert one[0]["rule"].passed and not two[0]["rule"].passed
     assert "claimed by 2 sites (lab, lab-2)" in two[0]["rule"].evidence
+    # Found by the HTML audit: a certificate id spelt with a zero-width joiner, a tag character or in other case
+    # was another certificate, which a second site claimed, passing: one certificate, as people read it.
+    for spelt in ("gec-1", "GEC-1\u200d", "GEC\u200d-1", "GEC-1\U000e0020", " GEC-1"):
+        rows = certificate_rows([("a.json", {"site": "lab", "green_entries": [entry]}),
+                                 ("b.json", {"site": "lab-2", "green_entries": [{**entry, "id": spelt}]})])
+        (row,) = rows
+        assert not row["rule"].passed and "claimed by 2 sites" in row["rule"].evidence, spelt
+        assert "its id written 2 ways" in row["rule"].evidence
 
 
 def test_city_fails_a_statement_whose_report_is_unsigned_or_signed_by_another_key(site: dict, tmp_path: Path) -> None:
