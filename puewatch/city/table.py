@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from puewatch.city.check import PUE_ENERGIES, RuleResult, check_report, numeric_
 from puewatch.city.reportfile import ReportError, is_number, parse_report, read_text, report_annual, report_period
 from puewatch.city.targets import Targets, resolve_targets
 from puewatch.core import floors
+from puewatch.core.numbers import percent_down
 from puewatch.core.site import site_key
 from puewatch.signing import Verification, signature_status
 from puewatch.spoolfiles import write_file
@@ -306,8 +306,8 @@ def _pue_column(result: CityResult) -> str:
 
 
 def _complete(c: float) -> str:
-    """A completeness in % to 0.1, rounded down: 0.9496 showed 95.0 % beside a FAIL of `min_completeness 0.95`."""
-    return f"{math.floor(c * 1000) / 10:.1f}"
+    """A completeness in % to 0.1, rounded down (core.numbers.percent_down)."""
+    return percent_down(c)
 
 
 def _tally(result: CityResult) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from puewatch.core.numbers import percent_down
 from puewatch.core.timefmt import NS, Calendar, calendar_of, format_time, parse_time
 from puewatch.errors import UserError
 from puewatch.terminal import in_page, shown
@@ -161,7 +162,7 @@ def build_statement(args: argparse.Namespace) -> dict[str, Any]:
         warnings.append(
             f"the facility-inclusive energy, the green share and the carbon count the tenant's IT energy where the "
             f"site's facility energy is known: {float(it_c.sum()):,.1f} Wh of {t['it_energy_wh']:,.1f} Wh (completeness "
-            f"{t['completeness']:.1%}); the rest ran in cells without facility data and is in none of them")
+            f"{percent_down(t['completeness'])}%); the rest ran in cells without facility data and is in none of them")
     pue = pue_fac = pue_it = None
     ref = None
     if report is None:
@@ -236,17 +237,17 @@ def render_html(s: dict[str, Any]) -> str:
         *((f"GPU-hours, {m}", _n(h, ",.2f")) for m, h in sorted(s["gpu_hours_by_model"].items())),
         ("IT energy", _kwh(s["it_energy_wh"])),
         ("Facility-inclusive energy" + ("" if s["completeness"] is None or s["completeness"] >= 1 else
-                                        f" (of the IT energy in cells with facility data: {s['completeness']:.1%})"),
+                                        f" (of the IT energy in cells with facility data: {percent_down(s['completeness'])}%)"),
          _kwh(s["facility_energy_wh"])),
         ("Site PUE over the tenant's days", _n(s["pue"]) + ("" if s.get("pue_completeness") is None else
-                                                            f" (completeness {s['pue_completeness']:.1%})")),
+                                                            f" (completeness {percent_down(s['pue_completeness'])}%)")),
         ("PUE category (ISO/IEC 30134-2)", CATEGORY_TEXT.get(s["category"], str(s["category"]))),
-        ("Completeness", "—" if s["completeness"] is None else f"{s['completeness']:.1%}"),
+        ("Completeness", "—" if s["completeness"] is None else f"{percent_down(s['completeness'])}%"),
         ("Tenant's PUE (its cells, its zones)", _n(s["tenant_pue"])),
         # Statements made before the field have none: shown as not stated.
         ("Host (CPU and memory) share unknown", "—" if s.get("host_unknown_share") is None else
-         f"{s['host_unknown_share']:.1%} of the GPU time held (that energy is not in the IT energy)"),
-        ("Green share", "—" if s["green_share"] is None else f"{s['green_share']:.1%}"),
+         f"{percent_down(s['host_unknown_share'])}% of the GPU time held (that energy is not in the IT energy)"),
+        ("Green share", "—" if s["green_share"] is None else f"{percent_down(s['green_share'])}%"),
         ("Carbon", "—" if s["carbon_kg"] is None else f"{s['carbon_kg']:,.2f} kg CO2e"),
         *((f"Emission factor {f['region']} {f['year']}", f"{f['kg_co2e_per_kwh']:g} kg CO2e/kWh; source: {f['source']}")
           for f in s["emission_factors"]),

@@ -11,6 +11,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+from puewatch.core.numbers import percent_down
 from puewatch.core.timefmt import calendar_of
 from puewatch.terminal import in_page
 
@@ -31,7 +32,7 @@ def _mwh(x: float | None) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return _f(None if x is None else 100 * x, "{:.1f}", " %")
+    return "n/a" if x is None else percent_down(x) + " %"
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -193,6 +194,9 @@ def _figures(report: dict[str, Any], figures: ReportFigures | None, target: floa
     import numpy as np
 
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable
+    # Names are text, never formulas: a meter named "crac-a$x$$\\foo$" stopped the page with a traceback, and
+    # "ups-a$\\mathrm{PASS}$" was drawn as "ups-aPASS" beside the table's raw name (found by the HTML audit).
+    matplotlib.rcParams["text.parse_math"] = False
     if figures is None:  # what the JSON holds: the daily rows
         edges = [r["period_start"] for r in report["daily"]] + [report["period_end"]]
         edge_t = np.array([np.datetime64(t[:19], "s") for t in edges])

@@ -820,3 +820,33 @@ def test_a_recompute_s_default_period_counts_readings_alone() -> None:
     # ...but a power reading there is a reading.
     assert span_days({"a": MeterReadings(tt, _const(tt, 50.0), None)}, 900 * NS, shanghai)[1] == \
         parse_time("2025-03-03T16:00:00Z")
+
+
+def test_a_meter_name_is_drawn_as_text_never_as_a_formula() -> None:
+    """Found by the HTML audit: a meter named "crac-a$x$$\\foo$" stopped `report --format html` with a traceback
+    (matplotlib read it as mathtext), and "ups-a$\\mathrm{PASS}$" was drawn as "ups-aPASS" beside the table's
+    raw name. The figures draw names as the text they are."""
+    from puewatch.report.engine import build_report
+    from puewatch.report.render import render
+
+    t = _times()
+    names = ("crac-a$x$$\\foo$", "ups-a$\\mathrm{PASS}$")
+    site = _site(**{names[0]: Meter(role="cooling", device="d3"), names[1]: Meter(role="cooling", device="d4")})
+    readings = {"inc": MeterReadings(t, None, _register(t, 150.0)), "it1": MeterReadings(t, _const(t, 100.0), None),
+                names[0]: MeterReadings(t, _const(t, 20.0), None), names[1]: MeterReadings(t, _const(t, 10.0), None)}
+    report = build_report(site, readings, START, END, figures=True)
+    page = render(report.to_dict(), "html", figures=report.figures)
+    # The completeness figure's tick labels are the names, as SVG text (svg.fonttype none), escaped.
+    for name in names:
+        assert page.count(name) >= 2, (name, page.count(name))  # the meters table's and the figure's
+
+
+def test_a_share_is_shown_rounded_down_everywhere() -> None:
+    """Found by the HTML audit: 0.99996 showed 100.0 % in a statement and 0.9496 95.0 % in a report, where the city
+    showed 94.9 % beside a FAIL of min_completeness 0.95: one rule (core.numbers.percent_down)."""
+    from puewatch.core.numbers import percent_down
+    from puewatch.report.render import _pct
+
+    assert [percent_down(x) for x in (0.99996, 0.9496, 0.95, 0.57, 1.0, 0.0)] == ["99.9", "94.9", "95.0", "57.0",
+                                                                                    "100.0", "0.0"]
+    assert _pct(0.99996) == "99.9 %" and _pct(None) == "n/a"
