@@ -153,7 +153,7 @@ class Meter:
         "", choices=("", *SELECTOR_QUANTITIES), doc="With `location`: what to read there, `active_energy` or `active_power`."
     )
     measurement: str = setting("", doc="Ingest series: measurement name (instead of `device`).")
-    tags: dict[str, str] = setting(default_factory=dict, doc="Ingest series: tags that select the series (all must match).")
+    tags: dict[str, str] = setting(default_factory=dict, doc="Ingest series: tags that select the series (all must match; no empty key or value).")
     field: str = setting("", doc="Ingest series: the field holding the value.")
     unit: str = setting(
         "", choices=("", *UNITS), doc="Ingest series: unit of the field (power W/kW/MW, energy Wh/kWh/MWh/J/..., water L/m3, flow)."
@@ -241,6 +241,13 @@ class Meter:
                     problems.append(
                         ("unit", f"role {self.role!r} is measured in {'L or L/s' if water else 'W or Wh'}, not {self.unit}")
                     )
+            for key, value in sorted(self.tags.items()):
+                if not key or not value:
+                    # Line protocol has no empty tag value: InfluxDB read `host = ""` as "no host tag", the embedded
+                    # store as a tag no series can have, and the meter had energy in one store and none in the
+                    # other (found by the store audit).
+                    problems.append((f"tags.{key}", "a tag key and its value must not be empty (no series stores an "
+                                                    "empty tag: to select series without the tag, leave it out)"))
         else:
             for key in ("field", "unit"):
                 if getattr(self, key):
