@@ -46,7 +46,7 @@ def _max_gap_ns(args: argparse.Namespace) -> int:
 
 
 def _emit(text: str, output: str | None) -> None:
-    if output:
+    if output and output != "-":  # `-o -` is standard output, as for `sign` (it wrote a file named "-")
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
@@ -133,7 +133,7 @@ def export_main(args: argparse.Namespace) -> int:
     from puewatch.report.sources import no_energy
 
     with _store_readings(args, "export") as (_site, readings, _source, span, start, end):
-        if args.output:
+        if args.output and args.output != "-":  # `-o -`: standard output (it wrote a file named "-": store audit)
             out = Path(args.output)
             if out.exists() and not out.is_file():
                 # A pipe or a device (/dev/stdout): written through, never replaced by a file (found by the export

@@ -340,6 +340,11 @@ def test_cli_report_export_recompute_html(embedded_site: tuple[Path, Path], tmp_
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert exported.read_text().startswith("time,meter,power_w,energy_wh\n")
+    # `-o -` is standard output, for export and report alike (it wrote a file named "-": found by the store audit).
+    for cmd in (["export", "--config", str(conf), "--store", str(path)], ["report", "--config", str(conf), "--json"]):
+        out = subprocess.run(run + cmd + [*period, "-o", "-"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode == 0 and not (tmp_path / "-").exists(), out.stderr
+        assert out.stdout.startswith("time,meter,power_w,energy_wh\n" if cmd[0] == "export" else "{")
     out = subprocess.run(run + ["recompute", "--readings", str(exported), "--site", str(conf), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
