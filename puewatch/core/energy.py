@@ -319,6 +319,30 @@ def uncertain_wraps_warning(meter: str, count: int, start_ns: int, end_ns: int, 
             f"{limit.describe()}): counted with at most one wrap, their energy is a lower bound")
 
 
+def gap_wraps(t_ns: np.ndarray, flags: np.ndarray, max_gap_ns: int) -> np.ndarray:
+    """Indices of the intervals counted as a wrap that are longer than `max_gap_ns` (a gap in the readings):
+    a reset in the gap (the register restarted from 0 and counted up to the next reading) drops the reading
+    alike, and the policy, which counts the wrap where the limit allows it, cannot tell the two apart; reports
+    name them (found by the reference audit: a reset in a 5-hour gap, read as a wrap, counted 0.5 MWh more)."""
+    f = np.asarray(flags)
+    t = np.asarray(t_ns, dtype=np.int64)
+    if f.size == 0:
+        return np.empty(0, np.int64)
+    wrapped = (f & FLAG_WRAP) != 0
+    return np.flatnonzero(wrapped & (np.diff(t) > max_gap_ns))
+
+
+def gap_wraps_warning(meter: str, count: int, start_ns: int, end_ns: int, wrapped_wh: float, after_wh: float,
+                      max_gap_ns: int) -> str:
+    """The words for `count` wraps across gaps longer than max_gap (see gap_wraps), the first (start_ns, end_ns]:
+    its wrapped energy, and what a reset there would leave known (the reading after it: a lower bound)."""
+    return (f"meter {meter!r}: {count} register drop(s) across a gap longer than --max-gap ({max_gap_ns / NS:g} s) "
+            f"counted as a wrap (the first {format_time(start_ns)}..{format_time(end_ns)}: {wrapped_wh:.6g} Wh); a "
+            f"reset in the gap drops the reading alike, and would leave the interval missing (at least "
+            f"{after_wh:.6g} Wh, the reading after the drop): where the meter may have been reset or replaced then, "
+            "its energy there is not known")
+
+
 def resets(t_ns: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
     """(start ns, end ns) of every interval whose outcome is `reset` (OUTCOMES' order: not missing, not a jump)."""
     f = np.asarray(flags)

@@ -504,6 +504,9 @@ class _Builder:
         if r.uncertain_wraps:
             a, b = r.uncertain_wraps[0]
             out.append(policy.uncertain_wraps_warning(name, len(r.uncertain_wraps), a, b, r.modulus_wh, r.limit))
+        if r.gap_wraps:
+            a, b, wrapped, after = r.gap_wraps[0]
+            out.append(policy.gap_wraps_warning(name, len(r.gap_wraps), a, b, wrapped, after, self.opts.max_gap_ns))
         if r.limit.source == "none" and r.method in ("register", "mixed") and r.limit.watts is None:
             out.append(f"meter {name!r}: no power limit (none configured or rated, and fewer than "
                        f"{policy.DERIVED_MIN_HOURS} hours of its readings in this report to derive one): an impossible "

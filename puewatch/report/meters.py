@@ -115,6 +115,9 @@ class MeterScan:
     first_reset: tuple[int, int] | None = None  # the first reset interval in the period (start ns, end ns)
     # Counted intervals in the period that could hide one more wrap (core.energy.uncertain_wraps).
     uncertain_wraps: list[tuple[int, int]] = field(default_factory=list)  # (start ns, end ns)
+    # Wraps in the period across a gap longer than max_gap (core.energy.gap_wraps): (start ns, end ns, wrapped Wh,
+    # the reading after it, Wh).
+    gap_wraps: list[tuple[int, int, float, float]] = field(default_factory=list)
     series_read: tuple[dict[str, str], ...] = ()  # MeterReadings.series_read
     polls: PollRecord | None = None  # MeterReadings.polls
     # Of those polls, the ones that answered (SNMP_POLL_OK) strictly inside the meter's gaps in the period
@@ -155,6 +158,7 @@ class _Scan:
         self.jumps: list[tuple[int, int, float]] = []
         self.first_reset: tuple[int, int] | None = None
         self.uncertain_wraps: list[tuple[int, int]] = []
+        self.gap_wraps: list[tuple[int, int, float, float]] = []
         self.power_refused = 0
 
     def add_register(self, readings: MeterReadings, t: np.ndarray, limit: policy.PowerLimit, step_wh: float) -> None:
@@ -175,6 +179,10 @@ class _Scan:
                 (int(te[i]), int(te[i + 1]))
                 for i in policy.uncertain_wraps(te, d.delta, modulus_wh=readings.modulus_wh, limit=limit,
                                                 resolution_wh=step_wh).tolist()
+                if te[i + 1] > start and te[i] < end]
+            self.gap_wraps = [
+                (int(te[i]), int(te[i + 1]), float(d.delta[i]), float(xe[i + 1]))
+                for i in policy.gap_wraps(te, d.flags, self.max_gap_ns).tolist()
                 if te[i + 1] > start and te[i] < end]
         # Observed: the spans with a known delta no longer than max_gap.
         resets, used, _, _, s, e = register_spans(te, d.delta, d.flags, start, end, self.max_gap_ns)
@@ -270,7 +278,7 @@ def scan_meter(readings: MeterReadings, grid: np.ndarray, start_ns: int, end_ns:
     return MeterScan(scan.energy, scan.estimated, observed, scan.method(), scan.resets, readings.modulus_wh,
                      median_interval_ns=median_interval, before=scan.before, limit=limit, outcomes=scan.outcomes,
                      power_refused=scan.power_refused, register_refused=refused, register_refused_first=first,
-                     jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps,
+                     jumps=scan.jumps, first_reset=scan.first_reset, uncertain_wraps=scan.uncertain_wraps, gap_wraps=scan.gap_wraps,
                      series_read=readings.series_read, polls=readings.polls,
                      polls_without_value=_polls_without_value(readings, t, observed, start_ns, end_ns))
 
