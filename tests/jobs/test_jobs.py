@@ -439,6 +439,9 @@ def test_a_gpu_claimed_twice_over_is_said_and_a_record_of_two_hours_is_read_acro
     extra += [rec("1", "R", m, 120.0) for m in range(2, 61)]  # each overlaps the one before
     extra += [rec("2", "S", m, 60.0, 0.5) for m in range(1, 61)] + [rec("2", "T", m, 60.0, 0.5) for m in range(1, 61)]
     extra += [rec("3", "LONG", 90, 7200.0)]  # half inside the hour, ending 30 min after it: read, half of it
+    # Each record 250 ns longer than the minute between their ends (wall-clock ends, monotonic lengths, as a real
+    # agent writes them): not overbooked (every real node's GPUs were called counted twice: the Kubernetes audit).
+    extra += [rec("4", "U", m, 60.00000025) for m in range(1, 61)]
     store = EmbeddedStore(tmp_path / "store.sqlite")
     store.write(_lines(cells) + ("\n".join(extra) + "\n").encode())
     store.close()
