@@ -261,24 +261,42 @@ class PodResources:
         self.socket_path = socket_path
         self.resource_names = resource_names
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
-        self._stub = pb_grpc.PodResourcesListerStub(self._channel)
+        self.unlisted: dict[str, list[str]] = {}
+        self._stub_class = pb_grpc.PodResourcesListerStub
+        self._connect()
+
+    def _connect(self) -> None:
+        self._channel = self._grpc.insecure_channel(f"unix://{self.socket_path}")
+        self._stub = self._stub_class(self._channel)
 
     def gpu_pods(self) -> dict[str, list[tuple[str, str]]]:
-        """Device ID -> [(namespace/pod, namespace)]; time-slicing replicas (`UUID::N`) under their UUID.
+        """Device ID -> [(namespace/pod, namespace)]; time-slicing replicas (`UUID::N`) under their UUID. Devices
+        of a resource that `resource_names` does not list but whose IDs are NVIDIA GPU or MIG UUIDs are not
+        taken (which resources are GPUs is the configuration's to say), and are left in `self.unlisted`:
+        resource name -> the pods holding them (a pod on `nvidia.com/gpu.shared` or a MIG resource was billed to
+        nobody, unsaid: found by the Kubernetes audit).
 
         Raises OSError with the gRPC status when the kubelet does not answer.
         """
         try:
             reply = self._stub.List(self._pb.ListPodResourcesRequest(), timeout=self.timeout_s)
         except self._grpc.RpcError as exc:
+            # A new channel for the next call: gRPC's own reconnect backs off up to 120 s, blind time after the
+            # kubelet is back (10 s after a one-minute restart: found by the Kubernetes audit).
+            self._channel.close()
+            self._connect()
             raise OSError(f"kubelet PodResources List on {self.socket_path}: {exc.code().name}: {exc.details()}") from None
         out: dict[str, list[tuple[str, str]]] = {}
+        self.unlisted: dict[str, list[str]] = {}
         for pod in reply.pod_resources:
             holder = (f"{pod.namespace}/{pod.name}", pod.namespace)
             for container in pod.containers:
                 for devices in container.devices:
                     if devices.resource_name not in self.resource_names:
+                        if any(d.startswith(("GPU-", "MIG-")) for d in devices.device_ids):
+                            held_by = self.unlisted.setdefault(devices.resource_name, [])
+                            if holder[0] not in held_by:
+                                held_by.append(holder[0])
                         continue
                     for device_id in devices.device_ids:
                         held = out.setdefault(device_id.split("::", 1)[0], [])

@@ -78,7 +78,11 @@ class Config:
     )
     kubernetes: bool = setting(False, doc="Ask the kubelet's PodResources API which pod holds each GPU (needs `puewatch[kubernetes]`).")
     kubelet_socket: str = setting("/var/lib/kubelet/pod-resources/kubelet.sock", min=1, doc="The kubelet's PodResources socket.")
-    kubernetes_resources: list[str] = setting(default_factory=lambda: ["nvidia.com/gpu"], doc="Extended resources that are GPUs (device IDs = GPU UUIDs).")
+    kubernetes_resources: list[str] = setting(
+        default_factory=lambda: ["nvidia.com/gpu", "nvidia.com/gpu.shared"],
+        doc="Extended resources that are GPUs (device IDs = GPU UUIDs; `nvidia.com/gpu.shared`: the NVIDIA device "
+        "plugin's name for time-sliced GPUs with renameByDefault). A pod holding GPU or MIG UUIDs under another "
+        "resource is said (event `resource_unlisted`): its energy stays unattributed.")
     kubernetes_timeout_s: float = setting(2.0, min=0.1, max=60.0, doc="Timeout of one PodResources List call.")
     static_map: str = setting("", doc="A TOML file of `[[gpu]]` tables (`gpu` index or UUID, `job`, `tenant`); empty: none. Re-read when it changes.")
     host_estimate_w: float | None = setting(
@@ -170,6 +174,7 @@ class Source:
         self.nvml = None  # the nvml source: every GPU reading comes from it
         self.acc: dict[str, _Acc] = {}  # GPU UUID -> its interval
         self.pods: jobholders.PodResources | None = None
+        self._kubelet_down = False  # the kubelet did not answer the last List (said once an outage)
         self._static: dict[str, tuple[str, str]] = {}
         self._static_mtime_ns = -1
         self.host = None  # the host source: the node's RAPL readings come from it
@@ -291,10 +296,26 @@ class Source:
             try:
                 pods = self.pods.gpu_pods()
             except OSError as exc:
-                if self.ctx.once((SOURCE, "kubelet", str(exc)), logging.WARNING, "jobs: %s", exc):
+                # Said once an outage, and its end (a second outage was never said, nor any end: found by the
+                # Kubernetes audit); the pods' energy is unattributed meanwhile.
+                if not self._kubelet_down:
+                    self._kubelet_down = True
+                    log.warning("jobs: %s (the pods' GPU energy is unattributed until it answers)", exc)
                     self.ctx.errors += 1
                     self.ctx.event(SOURCE, "kubelet_unavailable", str(exc), t_ns)
                 pods = {}
+            else:
+                if self._kubelet_down:
+                    self._kubelet_down = False
+                    log.info("jobs: the kubelet answers again")
+                    self.ctx.event(SOURCE, "kubelet_available", f"kubelet PodResources List on "
+                                   f"{self.cfg.kubelet_socket} answers again", t_ns)
+                for resource, holders in sorted(self.pods.unlisted.items()):
+                    self._say_once(("unlisted", resource), "resource_unlisted",
+                                   f"the kubelet assigns GPU or MIG devices of resource {resource!r} to "
+                                   f"{', '.join(sorted(holders))}, which [sources.jobs] kubernetes_resources does not "
+                                   "list: their energy stays unattributed (list the resource if its devices are "
+                                   "whole GPUs)", t_ns)
             for device, held in pods.items():
                 gpu = keyed.get(device)
                 if gpu is None and held and device not in self._unknown_devices:

@@ -754,3 +754,32 @@ def test_hook_files_are_checked_against_their_names_and_the_gpus(tmp_path, monke
     assert disagree[0].startswith("GPU 0: the hook's job(s) 13 run nothing on it while job 9 does: normal under "
                                   "gres/shard or MPS; otherwise a hook file left behind, or SLURM_JOB_GPUS ids"), disagree
     assert disagree[1].startswith("GPU 1: the hook names 2 jobs for it (14, 15): normal under gres/shard"), disagree
+
+
+def test_a_kubelet_outage_is_said_each_time_with_its_end_and_unlisted_gpu_resources_are_said(tmp_path, monkeypatch):
+    """Found by the Kubernetes audit: a second kubelet outage with the same error was never said, nor the end of
+    any; a pod on `nvidia.com/gpu.shared` (the NVIDIA device plugin's time-sliced GPUs) or on a MIG resource was
+    billed to nobody, unsaid. `gpu.shared` is a GPU resource by default; another resource holding GPU or MIG
+    UUIDs is said. (The kubelet cannot run here: a real gRPC server from its published proto on a real socket.)"""
+    sock = tmp_path / "kubelet.sock"
+    pods = [pb.PodResources(name="nb", namespace="team-a", containers=[pb.ContainerResources(
+                name="c", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu.shared", device_ids=["GPU-0::1"])])]),
+            pb.PodResources(name="mig", namespace="team-b", containers=[pb.ContainerResources(
+                name="c", devices=[pb.ContainerDevices(resource_name="nvidia.com/mig-1g.10gb", device_ids=["MIG-abc"])])])]
+    server = _kubelet(sock, pods)
+    src, _gpus, clock = _in_process_source(monkeypatch, 2, slurm=False, hook_state_dir="", kubernetes=True,
+                                           kubelet_socket=str(sock), kubernetes_timeout_s=1.0)
+    records = [(tags["gpu"], f["job"]) for m, tags, f, _ in _run_seconds(src, clock, 5) if m == JOB_LEDGER]
+    assert records == [("0", "team-a/nb")]
+    server.stop(0)
+    _run_seconds(src, clock, 5)  # the kubelet is away
+    server = _kubelet(sock, pods)
+    _run_seconds(src, clock, 5)  # back
+    server.stop(0)
+    _run_seconds(src, clock, 5)  # away again
+    events = [(tags["event"], f["message"]) for m, tags, f, _ in map(parse_line, src.ctx.pending)]
+    kinds = [kind for kind, _ in events if kind.startswith("kubelet_")]
+    assert kinds == ["kubelet_unavailable", "kubelet_available", "kubelet_unavailable"], events
+    (unlisted,) = [msg for kind, msg in events if kind == "resource_unlisted"]
+    assert unlisted.startswith("the kubelet assigns GPU or MIG devices of resource 'nvidia.com/mig-1g.10gb' to "
+                               "team-b/mig, which [sources.jobs] kubernetes_resources does not list")
