@@ -24,7 +24,10 @@ them, 1.55 s; found by the job-holders audit.)
   holder leaves its part of the GPU's energy unattributed (no record: the collector side counts it).
 - Reserved idle: a job that held the GPU with no process on it all interval (hook, Kubernetes or
   static map) still gets its share of the GPU's energy, idle included (as the Green Software
-  Foundation's SCI does), flagged `reserved_idle=true`.
+  Foundation's SCI does), flagged `reserved_idle=true`. A holder whose processes cannot be known (a
+  pod, the static map's job, the hook's job without `slurm`) ran where the GPU had a process that no
+  holder claims; such processes' utilisation is theirs in the split, and they are no "process of no
+  job".
 - Host energy (`host_wh`), the policy: the node's host energy, its CPU packages' and memory's (the
   scope RAPL measures; the rest of the node, fans, power-supply losses, NICs, disks, is no job's and
   stays in the site's IT energy, unattributed), from the host source's RAPL
@@ -100,14 +103,29 @@ class Config:
         return []
 
 
-def split(holders: list[jobholders.Holder], util_by_pid: dict[int, int] | None) -> dict[str, float]:
-    """The documented rule: one GPU's share per holder (by job) at one sample; see the module's docstring."""
+def unlinked(holder: jobholders.Holder, slurm: bool) -> bool:
+    """Whether `holder`'s processes cannot be known (a pod: the kubelet names none; the static map's job; the hook's
+    job where Slurm's processes are not followed): the GPU's processes that no holder claims are then its."""
+    return holder.source in ("kubernetes", "static") or (holder.source == "hook" and not slurm)
+
+
+def split(holders: list[jobholders.Holder], util_by_pid: dict[int, int] | None,
+          unlinked_jobs: frozenset[str] = frozenset()) -> dict[str, float]:
+    """The documented rule: one GPU's share per holder (by job) at one sample; see the module's docstring. The
+    utilisation of processes that no holder claims goes to the holders whose processes cannot be known
+    (`unlinked_jobs`), equally: a pod running 90 % beside a Slurm job's 10 % got none, and the Slurm job the
+    whole GPU (found by the Kubernetes audit)."""
     if not holders:
         return {}
     if len(holders) == 1:
         return {holders[0].job: 1.0}
     if util_by_pid is not None:
-        util = {h.job: sum(util_by_pid.get(p, 0) for p in h.pids) for h in holders}
+        util = {h.job: float(sum(util_by_pid.get(p, 0) for p in h.pids)) for h in holders}
+        owned = {p for h in holders for p in h.pids}
+        free = sum(u for p, u in util_by_pid.items() if p not in owned)
+        takers = [h.job for h in holders if h.job in unlinked_jobs]
+        for job in takers if free else ():
+            util[job] += free / len(takers)
         total = sum(util.values())
         if total > 0:
             return {job: u / total for job, u in util.items()}
@@ -336,7 +354,11 @@ class Source:
                 gpu = keyed.get(gpu_id)
                 if gpu:
                     add(gpu, job, tenant, "static")
-        self._disagreements(by_gpu, hooked, no_job, t_ns)
+        # A process of no Slurm job on a GPU that a pod or the static map holds is that holder's, as far as can be
+        # known (the kubelet names no processes): not a process of no job (the Kubernetes audit).
+        held_blind = {i for i, held in by_gpu.items() if any(unlinked(h, self.cfg.slurm) for h in held.values())}
+        self.unattributed = {(i, p) for i, p in self.unattributed if i not in held_blind}
+        self._disagreements(by_gpu, hooked, no_job - held_blind, t_ns)
         tenants = {job: given[job][0] if job in given else accounts[0] for job, accounts in claimed.items() if accounts}
         tenants.update({job: tenant for job, (tenant, _) in given.items()})
         for job, accounts in claimed.items():
@@ -400,16 +422,20 @@ class Source:
                 if not acc.started:
                     continue
             held = holders.get(gpu.index, [])
-            shares = split(held, gpu.util_by_pid if len(held) > 1 else None)
+            blind = frozenset(h.job for h in held if unlinked(h, self.cfg.slurm))
+            shares = split(held, gpu.util_by_pid if len(held) > 1 else None, blind)
             _hold(acc, now_ns)
             acc.samples += 1
             if gpu.processes_failed:
                 acc.blind += 1
             acc.last = [(h, shares.get(h.job, 0.0)) for h in held]
+            # Processes on the GPU that no holder claims: those of the holders whose processes cannot be known.
+            unclaimed = bool(set(gpu.pids or ()) - {p for h in held for p in h.pids})
             for h in held:
                 a = acc.held.setdefault(h.job, _Held(h.tenant, h.source))
                 a.shared = a.shared or len(held) > 1
-                a.ran = a.ran or bool(h.pids) or gpu.processes_failed  # idle only where seen idle
+                # Idle only where seen idle (two running pods were flagged reserved idle: the Kubernetes audit).
+                a.ran = a.ran or bool(h.pids) or gpu.processes_failed or (h.job in blind and unclaimed)
                 a.tenant, a.source = a.tenant or h.tenant, h.source if h.source == "slurm" else a.source
         return []
 

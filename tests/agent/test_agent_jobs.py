@@ -74,6 +74,11 @@ def test_split_rule():
     assert split([a, b], {10: 30, 20: 50, 21: 10}) == {"1": 30 / 90, "2": 60 / 90}
     assert split([a, b, idle], None) == {"1": 1 / 3, "2": 1 / 3, "3": 1 / 3}  # no utilisation: equally
     assert split([a, b], {99: 50}) == {"1": 0.5, "2": 0.5}  # none of theirs sampled: equally
+    # A pod (whose processes the kubelet does not name) beside a Slurm job: the processes no holder claims are
+    # the pod's (found by the Kubernetes audit: the job got the whole GPU for its 10 %).
+    pod = jobholders.Holder("ns/p", "ns", "kubernetes")
+    assert split([a, pod], {10: 10, 30: 90}, frozenset({"ns/p"})) == {"1": 0.1, "ns/p": 0.9}
+    assert split([a, pod], {10: 10, 30: 90}) == {"1": 1.0, "ns/p": 0.0}  # (not known to be unlinked: as before)
 
 
 def _exec_done(proc: subprocess.Popen, name: bytes = b"sleep") -> None:
@@ -783,3 +788,27 @@ def test_a_kubelet_outage_is_said_each_time_with_its_end_and_unlisted_gpu_resour
     (unlisted,) = [msg for kind, msg in events if kind == "resource_unlisted"]
     assert unlisted.startswith("the kubelet assigns GPU or MIG devices of resource 'nvidia.com/mig-1g.10gb' to "
                                "team-b/mig, which [sources.jobs] kubernetes_resources does not list")
+
+
+def test_running_pods_are_not_reserved_idle_and_their_processes_are_not_of_no_job(tmp_path, monkeypatch):
+    """Found by the Kubernetes audit: two pods time-slicing a GPU that ran 80/20 were flagged reserved idle (the
+    docs: "ran nothing on it"), and with `slurm` on their processes were counted as processes of no job. The
+    GPU's processes that no holder claims are the pods' (the kubelet names no processes)."""
+    sock = tmp_path / "kubelet.sock"
+    pods = [pb.PodResources(name=f"nb-{i}", namespace="team-a", containers=[pb.ContainerResources(
+                name="c", devices=[pb.ContainerDevices(resource_name="nvidia.com/gpu", device_ids=[f"GPU-0::{i}"])])])
+            for i in (1, 2)]
+    server = _kubelet(sock, pods)
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        src, gpus, clock = _in_process_source(monkeypatch, 2, slurm=True, hook_state_dir="", kubernetes=True,
+                                               kubelet_socket=str(sock), kubernetes_timeout_s=1.0)
+        gpus[0].pids = (running.pid,)
+        records = [(tags["gpu"], f["job"], f["share"], f["reserved_idle"]) for m, tags, f, _ in
+                   _run_seconds(src, clock, 5) if m == JOB_LEDGER]
+    finally:
+        server.stop(0)
+        running.kill()
+        running.wait()
+    assert sorted(records) == [("0", "team-a/nb-1", 0.5, False), ("0", "team-a/nb-2", 0.5, False)]
+    assert src.unattributed_processes == 0
