@@ -93,6 +93,15 @@ def check_oid(value: str) -> str | None:
     return None
 
 
+def check_oids(obj: object, *names: str) -> list[tuple[str, str]]:
+    """[(name, why)] for the first of `obj`'s fields `names` that is not a numeric OID, else []."""
+    for name in names:
+        problem = check_oid(getattr(obj, name))
+        if problem:
+            return [(name, problem)]
+    return []
+
+
 class IndexTooShort(ValueError):
     """A table row's index lacks a component that the reading's name template uses."""
 
@@ -217,11 +226,7 @@ class ApparentCheck:
     )
 
     def check(self) -> list[tuple[str, str]]:
-        for name in ("voltage", "current"):
-            problem = check_oid(getattr(self, name))
-            if problem:
-                return [(name, problem)]
-        return []
+        return check_oids(self, "voltage", "current")
 
 
 #: How much a true power may exceed its row's volts x amps before it is no measurement: the three values are
@@ -485,11 +490,7 @@ class ReadingsFrom:
     moved_to: str = setting(doc="The subtree that replaces it here.")
 
     def check(self) -> list[tuple[str, str]]:
-        for name in ("subtree", "moved_to"):
-            problem = check_oid(getattr(self, name))
-            if problem:
-                return [(name, problem)]
-        return []
+        return check_oids(self, "subtree", "moved_to")
 
 
 @dataclass
