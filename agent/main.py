@@ -221,10 +221,12 @@ class Agent:
     # -- jobs -----------------------------------------------------------------------------------
 
     def _job(self, job: Job):
-        func, samples = job.func, job.samples
+        func, samples, prepare = job.func, job.samples, job.prepare
         stats, ctx, spool, lock = self.stats, self.ctx, self.spool, self._sampling_lock
 
         def run() -> None:
+            if prepare is not None:
+                prepare()  # (outside the lock: see Job.prepare; it says its own failures)
             with lock:  # the hot jobs run in their own threads: one job at a time, as before
                 lines: list[str]
                 try:

@@ -34,8 +34,14 @@ class Job:
     # Also run once right at start-up (descriptions with long periods).
     at_start: bool = False
     # Run in a thread of its own (FixedRateThread) instead of on the event loop's timers: for the
-    # sub-second power samples, where a loop wake-up costs twice a sleep's.
+    # sub-second power samples, where a loop wake-up costs twice a sleep's, and for a job whose `prepare`
+    # may block (it then holds up its own thread alone).
     hot: bool = False
+    # Run before `func`, without the sampling lock that every job's `func` holds: slow I/O that must not stop
+    # the other sources while it waits (the kubelet's List, up to its timeout: a hanging kubelet skipped 158
+    # power samples; found by the Kubernetes audit). It must touch no state another job's `func` reads except
+    # what it hands over itself.
+    prepare: Callable[[], None] | None = None
 
 
 class Context:

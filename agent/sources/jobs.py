@@ -86,7 +86,8 @@ class Config:
         doc="Extended resources that are GPUs (device IDs = GPU UUIDs; `nvidia.com/gpu.shared`: the NVIDIA device "
         "plugin's name for time-sliced GPUs with renameByDefault). A pod holding GPU or MIG UUIDs under another "
         "resource is said (event `resource_unlisted`): its energy stays unattributed.")
-    kubernetes_timeout_s: float = setting(2.0, min=0.1, max=60.0, doc="Timeout of one PodResources List call.")
+    kubernetes_timeout_s: float = setting(2.0, min=0.1, max=60.0, doc="Timeout of one PodResources List call; it is "
+                                          "asked in a thread of its own, outside the other sources' sampling.")
     static_map: str = setting("", doc="A TOML file of `[[gpu]]` tables (`gpu` index or UUID, `job`, `tenant`); empty: none. Re-read when it changes.")
     host_estimate_w: float | None = setting(
         None, min=0.0, max=100000.0,
@@ -193,6 +194,10 @@ class Source:
         self.acc: dict[str, _Acc] = {}  # GPU UUID -> its interval
         self.pods: jobholders.PodResources | None = None
         self._kubelet_down = False  # the kubelet did not answer the last List (said once an outage)
+        # The kubelet's latest answer fetch_pods got outside the sampling lock: (pods, unlisted), its error, or None
+        # (none asked yet).
+        self._fetched: tuple[dict, dict] | OSError | None = None
+        self._prepared = False  # the sample job's prepare asks the kubelet (set by jobs()): never the sample itself
         self._static: dict[str, tuple[str, str]] = {}
         self._static_mtime_ns = -1
         self.host = None  # the host source: the node's RAPL readings come from it
@@ -212,6 +217,7 @@ class Source:
                 self.pods = jobholders.PodResources(self.cfg.kubelet_socket, tuple(self.cfg.kubernetes_resources), self.cfg.kubernetes_timeout_s)
             except UserError as exc:
                 raise SourceUnavailable(str(exc)) from None
+            self.fetch_pods()  # the first samples' answer, before the sample job's prepare gives the next
         host = self.ctx.sources.get("host")
         self.host = host if host is not None and host.cfg.rapl else None
         if self.host is None or not any(z.counted for z in self.host.zones):
@@ -238,7 +244,11 @@ class Source:
         return [g for g in self.nvml.gpus if not g.lost and g.uuid]
 
     def jobs(self) -> list[Job]:
-        return [Job("jobs.sample", self.cfg.sample_interval_s, self.sample, samples=False),
+        # With the kubelet, in a thread of its own, which its List (up to its timeout) holds up alone: not the
+        # event loop, nor, outside the sampling lock, the power samples.
+        kubelet = self._prepared = self.pods is not None
+        return [Job("jobs.sample", self.cfg.sample_interval_s, self.sample, samples=False, hot=kubelet,
+                    prepare=self.fetch_pods if kubelet else None),
                 Job("jobs.ledger", self.cfg.interval_s, self.ledger)]
 
     # -- sampling ----------------------------------------------------------------------------------
@@ -312,7 +322,14 @@ class Source:
                     hooked.setdefault(gpu.index, []).append(job)
         if self.pods is not None:
             try:
-                pods = self.pods.gpu_pods()
+                # The latest answer the sample job's prepare fetched outside the lock (the ledger's tick samples too,
+                # between two of them); asked here only where no prepare runs (a source driven without its jobs).
+                fetched = self._fetched if self._prepared else (self.pods.gpu_pods(), dict(self.pods.unlisted))
+                if fetched is None:
+                    fetched = {}, {}
+                if isinstance(fetched, OSError):
+                    raise fetched
+                pods, unlisted = fetched
             except OSError as exc:
                 # Said once an outage, and its end (a second outage was never said, nor any end: found by the
                 # Kubernetes audit); the pods' energy is unattributed meanwhile.
@@ -328,7 +345,7 @@ class Source:
                     log.info("jobs: the kubelet answers again")
                     self.ctx.event(SOURCE, "kubelet_available", f"kubelet PodResources List on "
                                    f"{self.cfg.kubelet_socket} answers again", t_ns)
-                for resource, holders in sorted(self.pods.unlisted.items()):
+                for resource, holders in sorted(unlisted.items()):
                     self._say_once(("unlisted", resource), "resource_unlisted",
                                    f"the kubelet assigns GPU or MIG devices of resource {resource!r} to "
                                    f"{', '.join(sorted(holders))}, which [sources.jobs] kubernetes_resources does not "
@@ -405,6 +422,15 @@ class Source:
         if self.ctx.once((SOURCE, *key), logging.WARNING, "jobs: %s", message):
             self.ctx.errors += 1
             self.ctx.event(SOURCE, event, message, t_ns, **tags)
+
+    def fetch_pods(self) -> None:
+        """The kubelet's List for the next sample, asked outside the sampling lock (the jobs sample job's
+        `prepare`): a kubelet that hangs until its timeout holds up this source alone."""
+        try:
+            answer: tuple[dict, dict] | OSError = self.pods.gpu_pods(), dict(self.pods.unlisted)
+        except OSError as exc:
+            answer = exc
+        self._fetched = answer
 
     def sample(self) -> list[str]:
         gpus = self._gpus()

@@ -812,3 +812,35 @@ def test_running_pods_are_not_reserved_idle_and_their_processes_are_not_of_no_jo
         running.wait()
     assert sorted(records) == [("0", "team-a/nb-1", 0.5, False), ("0", "team-a/nb-2", 0.5, False)]
     assert src.unattributed_processes == 0
+
+
+class _HangingKubelet(pb_grpc.PodResourcesListerServicer):
+    def List(self, request, context):
+        time.sleep(0.95)  # past the agent's timeout
+        return pb.ListPodResourcesResponse()
+
+
+def test_a_hanging_kubelet_holds_up_no_power_sample(tmp_path, procs, fake_nvml_dir):
+    """Found by the Kubernetes audit: the List ran inside the sampling lock every job holds, so a kubelet that
+    hangs to the timeout stopped the power samples as long (158 skipped at 8 s). It is asked in the jobs
+    sample's own thread, outside the lock: the 20 Hz power samples go on. (A real gRPC server that hangs.)"""
+    sock = tmp_path / "kubelet.sock"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_PodResourcesListerServicer_to_server(_HangingKubelet(), server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    rx = Receiver(procs, tmp_path).start()
+    try:
+        agent = _agent(procs, tmp_path, fake_nvml_dir, rx,
+                       f'[sources.jobs]\ninterval_s = 1.0\nsample_interval_s = 1.0\nslurm = false\nhook_state_dir = ""\n'
+                       f'kubernetes = true\nkubelet_socket = "{sock}"\nkubernetes_timeout_s = 0.9\n', gpus=1)
+        wait_for(lambda: "DEADLINE_EXCEEDED" in agent.output(), 20, "the kubelet's List to time out")
+        before = sum(1 for line in rx.lines() if line.startswith("gpu_power"))
+        time.sleep(4.0)
+        after = sum(1 for line in rx.lines() if line.startswith("gpu_power"))
+        assert agent.stop() == 0, agent.output()
+    finally:
+        server.stop(0)
+    # 4 s at 20 Hz: 80 samples (shipped each flush); with the List in the lock, under a fifth of them.
+    assert after - before >= 50, (before, after)
+    assert " sample(s) skipped" not in agent.output()
