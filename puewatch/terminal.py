@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from puewatch.core.names import invisible
+from puewatch.core.names import INVISIBLE, invisible
 
 # Controls, separators and the invisible characters that can reorder or hide a line; the others that show nothing
 # are found by `_hidden`.
@@ -31,16 +31,21 @@ def _escape(m: re.Match[str]) -> str:
     return m.group().encode("unicode_escape").decode("ascii")
 
 
+def _latin(c: str) -> bool:
+    """An ASCII character or a letter of the Latin script (é): a joiner beside one shows nothing."""
+    return c.isascii() or unicodedata.name(c, "").startswith("LATIN")
+
+
 def _hidden(s: str, i: int) -> bool:
     """Whether s[i] shows nothing (core.names.invisible) and is escaped: every one but the joiners that scripts and
-    emoji sequences need (U+200C, U+200D between two characters beyond ASCII: 👩‍💻) and an emoji presentation
+    emoji sequences need (U+200C, U+200D between two characters neither ASCII nor Latin letters: 👩‍💻) and an emoji presentation
     selector after a symbol (U+2764 U+FE0F); a joiner after a Latin letter, a variation selector after a letter,
     a tag character, a combining grapheme joiner made two names look alike (found by the HTML audit)."""
     c = s[i]
     if not invisible(c):
         return False
     if c in "\u200c\u200d":
-        return not (0 < i < len(s) - 1 and not s[i - 1].isascii() and not s[i + 1].isascii())
+        return not (0 < i < len(s) - 1 and not _latin(s[i - 1]) and not _latin(s[i + 1]))
     return not (c == "\ufe0f" and i > 0 and unicodedata.category(s[i - 1]) == "So")
 
 
@@ -48,7 +53,7 @@ def shown(text: object) -> str:
     """`text` with every character that could move, hide or reorder terminal output escaped, and every one that
     shows nothing."""
     s = str(text)
-    if s.isascii():
+    if s.isascii() or not INVISIBLE.search(s):
         return _UNSAFE.sub(_escape, s) if _UNSAFE.search(s) else s
     return "".join(c.encode("unicode_escape").decode("ascii") if _UNSAFE.match(c) or _hidden(s, i) else c
                    for i, c in enumerate(s))

@@ -72,7 +72,7 @@ DEVICE_MAX_W = 5e6
 #: available, declared in a MIB or not (UPS-MIB upsOutputPower 65535, Raritan 4294967295, Enlogic 2147483647,
 #: a Counter64 at 2^64 - 1; found by the SNMP audit on captures no profile declared a filler for). As floats:
 #: 2^63 - 1 and 2^64 - 1 are 2^63 and 2^64 (and so is every raw value within a few thousand of them).
-ALL_ONES = frozenset({2.0**16 - 1, 2.0**31 - 1, 2.0**32 - 1, 2.0**63, 2.0**64})
+ALL_ONES = {2.0**16 - 1: 16, 2.0**31 - 1: 31, 2.0**32 - 1: 32, 2.0**63: 63, 2.0**64: 64}  # value -> its bits
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")

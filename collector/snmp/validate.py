@@ -120,8 +120,7 @@ def check_value(spec: ReadingSpec, raw: float, factor: float, max_power_w: float
     if raw in ALL_ONES:
         # Not a declared filler (which, like an absent row, leaves a total the rows that have a value): a row of
         # a loaded device, whose total is then unknown, not the other rows' sum.
-        bits = {2.0**16 - 1: 16, 2.0**31 - 1: 31, 2.0**32 - 1: 32, 2.0**63: 63, 2.0**64: 64}[raw]
-        return math.nan, Refusal("out_of_range", f"raw {_fmt(raw)} is all ones in {bits} bits, what agents answer "
+        return math.nan, Refusal("out_of_range", f"raw {_fmt(raw)} is all ones in {ALL_ONES[raw]} bits, what agents answer "
                                                  "for 'not available', not a measurement")
     if spec.unit in ("W", "VA") and value > max_power_w:
         return math.nan, Refusal("out_of_range", f"{_QUANTITY_WORDS[spec.unit]} {value:.6g} {spec.unit} (raw {_fmt(raw)}) "
@@ -133,20 +132,22 @@ def check_value(spec: ReadingSpec, raw: float, factor: float, max_power_w: float
 def check_apparent(check: ApparentCheck, watts: float, volts_raw: float | None, amps_raw: float | None
                    ) -> Refusal | None:
     """Why a true power `watts` cannot be what its row's voltage and current (raw, as answered with it) allow, or
-    None. Each of volts and amps may be one raw step off (their resolution), and the three are sampled apart: a
-    power above APPARENT_SLACK x the most volts x amps they allow is no measurement (`out_of_range`); where the
-    line carries at least `min_apparent_va`, a power below `min_power_factor` x the least they allow is not
-    measured (`not_measured`: an agent's 0 W or 1 W on a loaded line). A voltage or current that is missing or
-    not a number leaves the power as it is (as an agent without the columns)."""
+    None. Each of volts and amps may be one raw step off (their resolution), the current by a whole ampere (agents
+    that answer whole amps in a 0.1 A object), and the three are sampled apart: a power above APPARENT_SLACK x the
+    most volts x amps they allow is no measurement (`out_of_range`); where the line carries at least
+    `min_apparent_va`, a power below `min_power_factor` x the least they allow is not measured (`not_measured`:
+    an agent's 0 W or 1 W on a loaded line). A voltage or current that is missing, not a number, negative, a
+    filler (all ones) or 0 (not measured, or no output) says nothing, and leaves the power as it is; so does a
+    current of 0 for the upper bound."""
     if volts_raw is None or amps_raw is None or not (math.isfinite(volts_raw) and math.isfinite(amps_raw)):
         return None
-    if volts_raw < 0 or amps_raw < 0:
+    if volts_raw <= 0 or amps_raw < 0 or volts_raw in ALL_ONES or amps_raw in ALL_ONES:
         return None
     v, a = volts_raw * check.voltage_scale, amps_raw * check.current_scale
-    most = (v + check.voltage_scale) * (a + check.current_scale)
+    most = (v + check.voltage_scale) * (a + max(check.current_scale, 1.0))
     least = max(v - check.voltage_scale, 0.0) * max(a - check.current_scale, 0.0)
     line = f"{_fmt(watts)} W on a line of {v:g} V x {a:g} A ({v * a:.6g} VA)"
-    if watts > APPARENT_SLACK * most:
+    if amps_raw > 0 and watts > APPARENT_SLACK * most:
         return Refusal("out_of_range", f"{line}: more than volts x amps allow, not a measurement (profile: apparent_check)")
     if v * a >= check.min_apparent_va and watts < check.min_power_factor * least:
         return Refusal("not_measured", f"{line}: a power factor below {check.min_power_factor:g}, not measured "

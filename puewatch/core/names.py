@@ -14,23 +14,26 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Default-ignorable code points (Unicode's DerivedCoreProperties, Default_Ignorable_Code_Point) outside the
-# format characters (category Cf, all of which show nothing): the combining grapheme joiner, the Hangul
-# fillers, the Khmer inherent vowels, the Mongolian variation selectors, the variation selectors, the
-# halfwidth Hangul filler, and the reserved U+FFF0..FFF8 and U+E0000..E0FFF (tags and variation selectors
-# supplement).
-_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\ufff0-\ufff8"
-                        "\U000e0000-\U000e0fff]")
+# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1), all of it: the
+# characters a renderer shows nothing for (the soft hyphen, the combining grapheme joiner, the Arabic letter mark,
+# the Hangul fillers, the Khmer inherent vowels, the Mongolian variation selectors and vowel separator, the
+# zero-width spaces, joiners and marks, the bidirectional controls, the word joiner and invisible operators,
+# the variation selectors, the byte order mark, the halfwidth Hangul filler, the reserved U+FFF0..FFF8, the
+# shorthand format controls, the musical symbol format controls, the tags and the supplementary variation
+# selectors). Not every format character (category Cf) is one: U+0600..0605 and U+110BD show a mark.
+INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                       "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                       "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 
 
 def invisible(c: str) -> bool:
     """Whether the character `c` shows nothing (a default-ignorable code point)."""
-    return unicodedata.category(c) == "Cf" or _IGNORABLE.match(c) is not None
+    return INVISIBLE.match(c) is not None
 
 
 def visible(text: str) -> str:
     """`text` without the characters that show nothing."""
-    return "".join(c for c in text if not invisible(c))
+    return INVISIBLE.sub("", text)
 
 
 def name_key(name: str) -> str:

@@ -24,8 +24,10 @@ def test_shown_escapes_what_moves_hides_or_reorders_text_and_keeps_the_rest():
     # Found by the HTML audit: the other characters that show nothing (a combining grapheme joiner, a variation
     # selector after a letter, a tag character, a Hangul filler) and a joiner beside a Latin letter; an emoji's
     # presentation selector stays.
-    assert shown("a\u034fb c\ufe0f d\U000e0020 e\u3164 fra1\u200d t\u200c1 \u2764\ufe0f") == (
-        "a\\u034fb c\\ufe0f d\\U000e0020 e\\u3164 fra1\\u200d t\\u200c1 \u2764\ufe0f")
+    assert shown("a\u034fb c\ufe0f d\U000e0020 e\u3164 fra1\u200d t\u200c1 \u2764\ufe0f é\u200dé") == (
+        "a\\u034fb c\\ufe0f d\\U000e0020 e\\u3164 fra1\\u200d t\\u200c1 \u2764\ufe0f é\\u200dé")
+    # Format characters that show a mark are no invisible ones (the review): the Arabic number sign stays.
+    assert shown("fra\u0600") == "fra\u0600"
 
 
 def test_width_counts_the_columns_a_terminal_draws():
@@ -88,3 +90,15 @@ def test_pages_show_bidi_controls_escaped_so_no_name_reorders_its_line(tmp_path)
     run_cli("city", signed, "--preset", "miit-2021", "--pubkeys", keys, "--html", out)
     city = out.read_text(encoding="utf-8")
     assert "\u202e" not in city and "\u200f" not in city and "hall\\u202e east\\u200f" in city
+
+
+def test_names_are_told_apart_as_people_read_them():
+    """One rule (core.names.name_key): Unicode's default-ignorable code points, NFKC forms, case and spaces aside;
+    a format character that shows a mark (U+0600, the review) makes another name."""
+    from puewatch.core.names import invisible, name_key
+
+    for spelt in ("FRA1", " fra1 ", "ｆｒａ１", "fra1\u200d", "fra\u00ad1", "fra1\u2065", "fra1\U000e0020", "f\u034fra1",
+                  "fra1\ufe0f", "fra\u180e1"):
+        assert name_key(spelt) == "fra1", spelt
+    assert name_key("fra\u0600") != name_key("fra") and name_key("fra 1") != name_key("fra1")
+    assert not any(invisible(c) for c in "\u0600\u0605\u06dd\u070f\U000110bd\ufff9") and invisible("\u061c")

@@ -188,7 +188,10 @@ def ups_volts_amps() -> str:
     # 230 V x 1 A, 0 W at 230 V x 162.9 A (a card without upsOutputPercentLoad), 5 W at 230 V x 0.3 A (an idle
     # line's low power factor).
     rows: dict[str, tuple[int, object]] = {}
-    for line, (w, amps_tenths) in enumerate(((1, 72), (1500, 72), (5000, 10), (0, 1629), (5, 3)), start=1):
+    # Lines 6-8 (the review): 90 W at 0.0 A and 400 W at 1.0 A (agents that answer whole amps), 5000 W beside a
+    # current filler 65535: readings.
+    for line, (w, amps_tenths) in enumerate(((1, 72), (1500, 72), (5000, 10), (0, 1629), (5, 3), (90, 0), (400, 10),
+                                             (5000, 65535)), start=1):
         rows |= {f"{UPS}.4.4.1.2.{line}": (INT, 230), f"{UPS}.4.4.1.3.{line}": (INT, amps_tenths),
                  f"{UPS}.4.4.1.4.{line}": (INT, w)}
     return recording("1.3.6.1.4.1.5491.308", rows)
@@ -523,4 +526,5 @@ def test_a_ups_line_s_power_is_checked_against_its_volts_and_amps(agents):
     assert out["output_line4_active_power"]["value"] is None
     assert "a power factor below 0.2, not measured" in out["output_line4_active_power"]["refused"]
     assert out["output_line5_active_power"]["value"] == 5.0  # 69 VA: an idle line's power factor may be low
+    assert [out[f"output_line{k}_active_power"]["value"] for k in (6, 7, 8)] == [90.0, 400.0, 5000.0]
     assert out["total_active_power"]["value"] is None
