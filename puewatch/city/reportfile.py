@@ -72,16 +72,16 @@ MAX_DEPTH = 32
 
 
 def _depth_problem(value: Any) -> str:
-    """Where `value` nests deeper than MAX_DEPTH ("" where it does not)."""
-    stack = [(value, 1, "")]
+    """Where `value` nests deeper than MAX_DEPTH ("" where it does not): containers alone are walked, and a path is
+    made only for the one found (a path for every value took 2.3 s of a 9 MB file: found by the review)."""
+    stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
     while stack:
-        node, depth, where = stack.pop()
-        if isinstance(node, (dict, list)):
-            if depth > MAX_DEPTH:
-                return f"{where or 'the document'} is nested deeper than {MAX_DEPTH} levels"
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            stack.extend((v, depth + 1, f"{where}.{k}" if isinstance(node, dict) else f"{where}[{k}]")
-                         for k, v in items)
+        node, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            where = "".join(f".{k}" if isinstance(k, str) else f"[{k}]" for k in path).lstrip(".")
+            return f"{where or 'the document'} is nested deeper than {MAX_DEPTH} levels"
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend((v, depth + 1, (*path, k)) for k, v in items if isinstance(v, (dict, list)))
     return ""
 
 

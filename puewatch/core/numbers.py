@@ -62,5 +62,10 @@ def decimal(text: str) -> float | None:
 def percent_down(x: float) -> str:
     """A share in [0, 1] as a percentage to 0.1, rounded down, the one way every page and table shows a share: 0.9496
     showed 95.0 % beside a FAIL of `min_completeness 0.95`, and 0.99996 100.0 % beside a note that it was not whole
-    (found by the city and HTML audits). (1e-9 keeps 0.57, whose x 1000 is 569.99..., at 57.0.)"""
-    return f"{math.floor(x * 1000 + 1e-9) / 10:.1f}"
+    (found by the city and HTML audits). On the double's shortest decimal digits (0.57 is 57.0, where 0.57 x 1000
+    is 569.99...; 0.95 - 5e-13 is 94.9); "n/a" for what is no number."""
+    if not math.isfinite(x):
+        return "n/a"
+    from decimal import ROUND_FLOOR, Decimal
+
+    return str((Decimal(repr(float(x))) * 100).quantize(Decimal("0.1"), rounding=ROUND_FLOOR))

@@ -246,8 +246,10 @@ class Meter:
                     # Line protocol has no empty tag value: InfluxDB read `host = ""` as "no host tag", the embedded
                     # store as a tag no series can have, and the meter had energy in one store and none in the
                     # other (found by the store audit).
-                    problems.append((f"tags.{key}", "a tag key and its value must not be empty (no series stores an "
-                                                    "empty tag: to select series without the tag, leave it out)"))
+                    problems.append((f"tags.{key}", "a tag key and its value must not be empty: no series stores an "
+                                                    "empty tag value (InfluxDB reads it as \"series without the tag\", "
+                                                    "which the embedded store cannot select, so the meter read other "
+                                                    "series in each); select its series by tags they have"))
         else:
             for key in ("field", "unit"):
                 if getattr(self, key):

@@ -592,6 +592,8 @@ class _Builder:
             fjk, ijk = published(fj[k]), published(ij[k])
             start, end = format_time(int(edges[k])), format_time(int(edges[k + 1]))
             row = (f"{start}..{end}", lambda m, k=k: self.totals.per[per][m][k])
+            # The joint ratio's warning quotes the meters' energies over the jointly observed time, as it sums them.
+            row_joint = (f"{start}..{end}", lambda m, k=k: self.joint.meter(m, edges)[k])
             out.append(PeriodRow(
                 period_start=start,
                 period_end=end,
@@ -599,7 +601,7 @@ class _Builder:
                 facility_energy_wh=fk,
                 it_energy_wh=ik,
                 completeness=float(completeness[k]),
-                pue_joint=self.floors.ratio("pue", f"(pue_joint) of {per}s", fjk, ijk, fac, it, row),
+                pue_joint=self.floors.ratio("pue", f"(pue_joint) of {per}s", fjk, ijk, fac, it, row_joint),
                 facility_energy_joint_wh=fjk,
                 it_energy_joint_wh=ijk,
             ))
