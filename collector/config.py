@@ -202,6 +202,15 @@ class CollectorConfig:
     def check(self) -> list[tuple[str, str]]:
         out = []
         for name, meter in self.meters.items():
+            if meter.device and (not name or name != name.strip() or not name.isprintable()):
+                # A meter's name is a tag of its derived series: a newline stopped the collector at its first write
+                # (found by the metrics audit; an ingest meter's name was checked, an SNMP meter's not).
+                out.append((f"meters.{name}", "a meter's name is a tag of its series: it cannot be empty, hold a "
+                            "control or unprintable character, or begin or end with a space"))
+            if name.startswith("gpu:"):
+                # /metrics names the agents' GPU streams gpu:NODE:UUID in the same label (a meter so named gave
+                # duplicate series: found by the metrics audit).
+                out.append((f"meters.{name}", "a meter's name cannot begin with 'gpu:' (the agents' GPU streams' names)"))
             if not meter.device and (set(name) & {",", "="} or any(c.isspace() or not c.isprintable() for c in name)):
                 # A feeder's token names it (feeder:NAME,...): a comma or a space cuts the name there, so no token
                 # could ever feed it (found by the config audit).

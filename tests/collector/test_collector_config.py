@@ -80,6 +80,11 @@ def test_defaults_give_the_embedded_store_and_five_windows(tmp_path):
         # An ingest meter no feeder token could name (found by the config audit).
         (("[meters.in]", '[meters."in,b"]'), "meters.in,b: an ingest meter's name is written in its feeder's token"),
         (("[meters.in]", '[meters."in b"]'), "meters.in b: an ingest meter's name"),
+        # An SNMP meter's name with a newline stopped the collector at its first derived write; a meter named like
+        # an agent's GPU stream gave duplicate /metrics series (found by the metrics audit).
+        (("", '[[snmp.devices]]\nname = "u"\nhost = "h"\n[meters."ups\\nx"]\nrole = "other"\ndevice = "u"\n'),
+         "a meter's name is a tag of its series: it cannot be empty, hold a control"),
+        (("[meters.in]", '[meters."gpu:n1:g0"]'), "a meter's name cannot begin with 'gpu:'"),
         # SNMPv3 credentials on a v2c device were ignored, silently (found by the config audit).
         (("", "[[snmp.devices]]\nname = \"a\"\nhost = \"h\"\nuser = \"ops\"\nauth_key = \"secret-pass\"\n"),
          'user: is an SNMPv3 setting, and this device has version = "2c"'),
