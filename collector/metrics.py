@@ -163,18 +163,30 @@ class _PipelineQuality(Collector):
             "puewatch_register_uncertain_wraps", "Counted register intervals long enough for the register to wrap "
             "once more unseen: their energy is a lower bound (docs/auditor-guide.md)", labels=["meter"])
         streams = list(p.streams.items()) + [(st.key, st) for st in list(p.gpu_streams.values())]
+        retired = dict(p.retired)
         for name, st in streams:
+            # With the counts of the meter's streams that ended (Pipeline.restart_meter): a counter never falls.
+            old = retired.pop(name, {})
             for outcome, n in list(st.outcomes.items()):
-                intervals.add_metric([name, outcome], n)
-            power.add_metric([name], st.power_refused)
-            if st.register:
-                register.add_metric([name], st.register_refused)
-            future.add_metric([name], st.future_refused)
-            late.add_metric([name], st.late_refused)
-            if st.register and st.modulus is not None:  # none without a modulus (GPU counters: 64-bit)
-                uncertain.add_metric([name], st.uncertain_wraps)
+                intervals.add_metric([name, outcome], n + old.get(f"outcome:{outcome}", 0))
+            power.add_metric([name], st.power_refused + old.get("power_refused", 0))
+            if st.register or old.get("register_refused"):
+                register.add_metric([name], st.register_refused + old.get("register_refused", 0))
+            future.add_metric([name], st.future_refused + old.get("future_refused", 0))
+            late.add_metric([name], st.late_refused + old.get("late_refused", 0))
+            if (st.register and st.modulus is not None) or old.get("uncertain_wraps"):  # (GPU counters: 64-bit)
+                uncertain.add_metric([name], st.uncertain_wraps + old.get("uncertain_wraps", 0))
             lim = st.limit()
             limit.add_metric([name, lim.source], math.nan if lim.watts is None else lim.watts)
+        for name, old in retired.items():  # a meter whose new stream has no reading yet
+            for key, n in old.items():
+                if key.startswith("outcome:"):
+                    intervals.add_metric([name, key.split(":", 1)[1]], n)
+            for family, key in ((power, "power_refused"), (future, "future_refused"), (late, "late_refused")):
+                family.add_metric([name], old.get(key, 0))
+            for family, key in ((register, "register_refused"), (uncertain, "uncertain_wraps")):
+                if old.get(key):
+                    family.add_metric([name], old[key])
         floor = CounterMetricFamily("puewatch_ratio_below_floor", "Rolling ratio values below their physical floor "
                                     "(PUE < 1, ...), never published: one per window and cell whose coverage was "
                                     "enough; ratio is its name (pue, clf, ...) or zone:<zone>:ppue",

@@ -318,6 +318,10 @@ class _Level:
     cov: dict[str, np.ndarray]
 
 
+#: A stream's counts that /metrics shows per meter (besides its outcomes), kept when restart_meter ends it.
+RETIRED_COUNTS = ("power_refused", "register_refused", "future_refused", "late_refused", "uncertain_wraps")
+
+
 class Pipeline:
     """Per-interval energy and rolling ratios for one site. Not thread-safe: one caller."""
 
@@ -354,6 +358,9 @@ class Pipeline:
         self.gpu_max_power_w = gpu_max_power_w
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.streams: dict[str, Stream] = {}  # meter name -> stream
+        # Meter name -> the counts of its streams that restart_meter ended (RETIRED_COUNTS, and "outcome:<name>"):
+        # /metrics adds them to the running stream's, so a counter never falls in one process.
+        self.retired: dict[str, dict[str, int]] = {}
         self.device_ratings: dict[str, dict[str, float]] = {}  # SNMP device -> its ratings (add_rating)
         self.gpu_streams: dict[tuple[str, str], Stream] = {}  # (node, gpu) -> stream
         self.horizon: int | None = None
@@ -451,8 +458,14 @@ class Pipeline:
         """The meter's readings change kind (an SNMP meter's energy register answers where its power was read):
         its stream ends here and the next reading starts one of the new kind. The readings it held past the
         horizon are let go: those cells of the meter are missing, never energies of one kind read as the
-        other's."""
-        self.streams.pop(meter, None)
+        other's. Its counts live on (`retired`): a counter that fell to 0 here, inside one process, read on
+        /metrics as a restart of the collector (found by the metrics audit)."""
+        old = self.streams.pop(meter, None)
+        if old is not None:
+            kept = self.retired.setdefault(meter, {})
+            for key, n in [*((f"outcome:{o}", n) for o, n in old.outcomes.items()),
+                           *((name, getattr(old, name)) for name in RETIRED_COUNTS)]:
+                kept[key] = kept.get(key, 0) + n
 
     # ---- input -----------------------------------------------------------
 

@@ -471,6 +471,20 @@ def test_metrics_show_each_meter_s_outcomes_limit_and_refusals():
     assert 'puewatch_power_readings_refused_total{meter="incomer"} 1.0' in text
     assert 'puewatch_power_limit_watts{meter="ups",source="configured"} 20000.0' in text
     assert 'puewatch_power_limit_watts{meter="crac",source="none"} NaN' in text
+    # A meter whose readings change kind (restart_meter: an SNMP energy register answers where its power was read)
+    # keeps its counts: they fell to 0 inside one process (found by the metrics audit).
+    p.restart_meter("incomer")
+    p.restart_meter("ups")
+    text = generate_latest(m.registry).decode()
+    assert 'puewatch_power_readings_refused_total{meter="incomer"} 1.0' in text
+    assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
+    t = T0 + 31 * SECOND
+    p.add_meter("ups", t, 100.0, t, register=True)
+    p.add_meter("ups", t + SECOND, 101.0, t + SECOND, register=True)
+    p.step(t + 2 * SECOND)
+    text = generate_latest(m.registry).decode()
+    assert 'puewatch_register_intervals_total{meter="ups",outcome="jump"} 1.0' in text
+    assert 'puewatch_register_intervals_total{meter="ups",outcome="counted"} ' in text
 
 
 def test_an_interval_that_could_hide_one_more_wrap_is_counted_and_logged_live(caplog):
