@@ -39,6 +39,7 @@ REASONS = {
     "derived_spool_disk_full": "the disk of the derived series' spool is full: they are held in memory (bounded)",
     "store_unauthorized": "the store refuses the collector's user, password or token (401/403)",
     "store_not_found": "the store has no such database or bucket (404): create it, or fix its name in the configuration",
+    "store_unavailable": "the store does not answer (refused, timed out, 5xx): batches wait in the spool",
 }
 BLOCKS_INGEST = frozenset({"state_disk_full", "store_disk_full"})
 

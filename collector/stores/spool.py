@@ -640,13 +640,18 @@ class StoreWriter:
                 return
 
     def _store_trouble(self, exc: StoreUnavailable) -> None:
-        """A full or corrupt store puts the collector in the degraded state (the batches stay spooled)."""
+        """A full, corrupt or unanswering store puts the collector in the degraded state (the batches stay
+        spooled). An InfluxDB that refused every connection for minutes showed no degraded reason, /health
+        "pass", only the spool growing (found by the metrics audit)."""
         if self.health is None:
             return
         if isinstance(exc, StoreFull):
             self.health.degrade("store_disk_full", str(exc), holder=self)
         elif isinstance(exc, StoreCorrupt):
             self.health.degrade("store_corrupt", f"{exc}; batches are kept in the spool")
+        else:
+            self.health.degrade("store_unavailable", f"{exc}; batches are kept in the spool and written once it "
+                                "answers", holder=self)
 
     def _unauthorized(self, exc: StoreRejected) -> None:
         """401/403/404: the store refuses the collector's credentials, or has no such database or bucket; the
@@ -680,6 +685,7 @@ class StoreWriter:
                 self.health.recover("store_disk_full", holder=self)
                 self.health.recover("store_unauthorized", holder=self)
                 self.health.recover("store_not_found", holder=self)
+                self.health.recover("store_unavailable", holder=self)
             self._held_ended()
             if failures:
                 log.info("store %s answers again after %d failed attempt(s)", self.store.name, failures)

@@ -88,11 +88,12 @@ def test_a_full_disk_under_the_derived_spool_holds_batches_in_memory_and_loses_n
     r = json.loads(run.stdout.strip().splitlines()[-1])
     # Full disk: the 5 spooled batches stay, the 10 new ones wait in memory, nothing dropped.
     assert r["held"] == {"held_batches": 10, "held_points": 100, "spool_batches": 5, "dropped_points": 0}
-    assert r["degraded"] == ["derived_spool_disk_full"]
+    # (The store is away all along: store_unavailable too.)
+    assert r["degraded"] == ["derived_spool_disk_full", "store_unavailable"]
     # 20 held against a bound of 15: the 5 oldest held (batches 5-9) dropped and counted.
     assert r["bounded"] == {"held_batches": 15, "spool_batches": 5, "dropped_points": 50}
     assert r["room"] == {"held_batches": 0, "spool_batches": 21, "dropped_points": 50}
-    assert r["after"] == []
+    assert r["after"] == ["store_unavailable"]
     expected = [n for i in [*range(5), *range(10, 26)] for n in range(i * 10, i * 10 + 10)]
     assert r["stored"] == expected  # every batch not counted as dropped, once, in order
     log = (tmp_path / "writer.log").read_text()

@@ -88,3 +88,24 @@ def test_a_database_dropped_under_the_collector_keeps_every_batch_until_it_exist
     w.close()
     times = Influx1Store(influx.url, "site").series("m", "f", {"src": "w"}, 0, 2**62)[0].tolist()
     assert times == sorted(i * 1000 + k for i in range(2, 12) for k in range(10))  # each once
+
+
+def test_a_store_that_does_not_answer_degrades_the_collector_until_it_does(influx, tmp_path):
+    """Found by the metrics audit: with InfluxDB refusing every connection for minutes the collector showed no
+    degraded reason (/health "pass"), only its spool growing. It is degraded (store_unavailable) while the store
+    does not answer, and recovers with every line written once when it does (a real influxd, stopped and
+    started again on its port)."""
+    influx.query('CREATE DATABASE "site"')
+    influx.stop()
+    health = Health()
+    w = StoreWriter(Influx1Store(influx.url, "site"), tmp_path / "spool", 16 << 20, durable=True, health=health,
+                    backoff_min_s=0.05, backoff_max_s=0.3)
+    for i in range(1, 6):
+        w.commit(_body(i), 10).result(10)  # acknowledged: on disk
+    assert _wait(lambda: "store_unavailable" in health.active()), health.active()
+    assert w.stats()["spool_points"] == 50
+    influx.start()
+    assert w.flush(30), w.stats()
+    assert "store_unavailable" not in health.active() and health.events["store_unavailable"] >= 1
+    assert w.stats()["points_written"] == 50
+    w.close()
