@@ -261,7 +261,6 @@ class PodResources:
         self.socket_path = socket_path
         self.resource_names = resource_names
         self.timeout_s = timeout_s
-        self.unlisted: dict[str, list[str]] = {}
         self._stub_class = pb_grpc.PodResourcesListerStub
         self._connect()
 
@@ -269,10 +268,10 @@ class PodResources:
         self._channel = self._grpc.insecure_channel(f"unix://{self.socket_path}")
         self._stub = self._stub_class(self._channel)
 
-    def gpu_pods(self) -> dict[str, list[tuple[str, str]]]:
-        """Device ID -> [(namespace/pod, namespace)]; time-slicing replicas (`UUID::N`) under their UUID. Devices
-        of a resource that `resource_names` does not list but whose IDs are NVIDIA GPU or MIG UUIDs are not
-        taken (which resources are GPUs is the configuration's to say), and are left in `self.unlisted`:
+    def gpu_pods(self) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[str]]]:
+        """(Device ID -> [(namespace/pod, namespace)], unlisted); time-slicing replicas (`UUID::N`) under their
+        UUID. Devices of a resource that `resource_names` does not list but whose IDs are NVIDIA GPU or MIG UUIDs
+        are not taken (which resources are GPUs is the configuration's to say), and are named in `unlisted`:
         resource name -> the pods holding them (a pod on `nvidia.com/gpu.shared` or a MIG resource was billed to
         nobody, unsaid: found by the Kubernetes audit).
 
@@ -287,14 +286,14 @@ class PodResources:
             self._connect()
             raise OSError(f"kubelet PodResources List on {self.socket_path}: {exc.code().name}: {exc.details()}") from None
         out: dict[str, list[tuple[str, str]]] = {}
-        self.unlisted: dict[str, list[str]] = {}
+        unlisted: dict[str, list[str]] = {}
         for pod in reply.pod_resources:
             holder = (f"{pod.namespace}/{pod.name}", pod.namespace)
             for container in pod.containers:
                 for devices in container.devices:
                     if devices.resource_name not in self.resource_names:
                         if any(d.startswith(("GPU-", "MIG-")) for d in devices.device_ids):
-                            held_by = self.unlisted.setdefault(devices.resource_name, [])
+                            held_by = unlisted.setdefault(devices.resource_name, [])
                             if holder[0] not in held_by:
                                 held_by.append(holder[0])
                         continue
@@ -302,7 +301,7 @@ class PodResources:
                         held = out.setdefault(device_id.split("::", 1)[0], [])
                         if holder not in held:
                             held.append(holder)
-        return out
+        return out, unlisted
 
     def close(self) -> None:
         self._channel.close()

@@ -324,7 +324,7 @@ class Source:
             try:
                 # The latest answer the sample job's prepare fetched outside the lock (the ledger's tick samples too,
                 # between two of them); asked here only where no prepare runs (a source driven without its jobs).
-                fetched = self._fetched if self._prepared else (self.pods.gpu_pods(), dict(self.pods.unlisted))
+                fetched = self._fetched if self._prepared else self.pods.gpu_pods()
                 if fetched is None:
                     fetched = {}, {}
                 if isinstance(fetched, OSError):
@@ -427,7 +427,7 @@ class Source:
         """The kubelet's List for the next sample, asked outside the sampling lock (the jobs sample job's
         `prepare`): a kubelet that hangs until its timeout holds up this source alone."""
         try:
-            answer: tuple[dict, dict] | OSError = self.pods.gpu_pods(), dict(self.pods.unlisted)
+            answer: tuple[dict, dict] | OSError = self.pods.gpu_pods()
         except OSError as exc:
             answer = exc
         self._fetched = answer
